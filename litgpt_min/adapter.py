@@ -1,0 +1,100 @@
+"""LLaMA-Adapter (Zhang et al., 2023): a learned prefix with zero-init gating, as in Lit-GPT.
+
+Blocks from ``start_layer`` on get ``attn.adapter_wte`` (``prompt_length`` x n_embd) and
+``attn.gating_factor`` (1, 1, n_head, 1), zero-initialised so the adapted model starts equal to
+the base model. The prefix goes through the block's own frozen qkv projection; its keys and values
+(no RoPE) are attended by every query without a causal mask, and the result is added, gated.
+
+Deliberate difference: Lit-GPT cached the prefix keys/values after the first forward and never
+invalidated them; because its scripts validate under ``no_grad`` before training, ``adapter_wte``
+never received a gradient. Here the prefix is recomputed whenever gradients are enabled and cached
+only for gradient-free forwards (generation), so ``adapter_wte`` trains as intended.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from litgpt_min.config import Config
+from litgpt_min.model import GPT, CausalSelfAttention
+
+
+@dataclass(frozen=True)
+class AdapterSettings:
+    """Adapter hyperparameters; the defaults are Lit-GPT's."""
+
+    prompt_length: int = 10
+    """Length of the learned prefix."""
+    start_layer: int = 2
+    """Index of the first block that gets a prefix."""
+
+    def __post_init__(self) -> None:
+        if self.prompt_length < 1:
+            raise ValueError(f"adapter prompt_length must be >= 1, got {self.prompt_length}")
+        if self.start_layer < 0:
+            raise ValueError(f"adapter start_layer must be >= 0, got {self.start_layer}")
+
+
+class AdapterAttention(CausalSelfAttention):
+    """Causal self-attention plus a gated, learned prefix (overrides the attention seam only)."""
+
+    def __init__(self, base: CausalSelfAttention, prompt_length: int) -> None:
+        """Wraps ``base``'s projections (its weights are shared, not copied) and adds the prefix."""
+        nn.Module.__init__(self)
+        self.config: Config = base.config
+        self.attn, self.proj, self.kv_cache = base.attn, base.proj, base.kv_cache
+        weight = base.proj.weight
+        # A 4-bit base stores uint8 weights; the new parameters then take the default float dtype.
+        kw = dict(device=weight.device, dtype=weight.dtype if weight.is_floating_point() else None)
+        self.adapter_wte = nn.Embedding(prompt_length, self.config.n_embd, **kw)
+        self.gating_factor = nn.Parameter(torch.zeros(1, 1, self.config.n_head, 1, **kw))
+        self.prompt_length = prompt_length
+        self.adapter_kv_cache: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def reset_parameters(self) -> None:
+        self.adapter_wte.reset_parameters()
+        nn.init.zeros_(self.gating_factor)
+
+    def prefix_kv(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of the prefix, expanded to every query head: (B, n_head, prompt_length, hs)."""
+        if self.adapter_kv_cache is not None and not torch.is_grad_enabled():
+            ak, av = self.adapter_kv_cache
+        else:
+            cfg, aT = self.config, self.prompt_length
+            prefix = self.adapter_wte.weight.reshape(1, aT, cfg.n_embd)
+            aqkv = self.attn(prefix).view(1, aT, cfg.n_query_groups, cfg.q_per_kv + 2, cfg.head_size)
+            aqkv = aqkv.permute(0, 2, 3, 1, 4)  # (1, n_query_groups, q_per_kv + 2, aT, hs)
+            _, ak, av = aqkv.split((cfg.q_per_kv, 1, 1), dim=2)
+            if cfg.n_query_groups != 1:
+                ak = ak.repeat_interleave(cfg.q_per_kv, dim=2)
+                av = av.repeat_interleave(cfg.q_per_kv, dim=2)
+            ak = ak.reshape(1, -1, aT, cfg.head_size)  # (1, nh_k, aT, hs)
+            av = av.reshape(1, -1, aT, cfg.head_size)
+            # Cache only what was computed without a graph: a cached graph would break the next backward.
+            self.adapter_kv_cache = None if torch.is_grad_enabled() else (ak, av)
+        return ak.expand(batch_size, -1, -1, -1), av.expand(batch_size, -1, -1, -1)
+
+    def scaled_dot_product_attention(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        y = super().scaled_dot_product_attention(q, k, v, mask)  # (B, T, nh, hs)
+        ak, av = self.prefix_kv(q.size(0))
+        amask = torch.ones(q.size(2), self.prompt_length, dtype=torch.bool, device=q.device)  # not causal
+        ay = super().scaled_dot_product_attention(q, ak, av, amask)
+        return y + self.gating_factor * ay
+
+
+def apply_adapter(model: GPT, settings: AdapterSettings) -> GPT:
+    """Give every block from ``settings.start_layer`` on an adapter prefix, in place."""
+    for i, block in enumerate(model.transformer.h):
+        if i >= settings.start_layer:
+            block.attn = AdapterAttention(block.attn, settings.prompt_length)
+    return model
+
+
+def adapter_filter(name: str) -> bool:
+    """The trainable (and saved) Adapter parameters."""
+    return "adapter_wte" in name or "gating_factor" in name

@@ -1,0 +1,302 @@
+"""Model configurations: a frozen dataclass and an exact-name registry.
+
+Every value matches Lit-GPT at commit 8641822 (``lit_gpt/config.py``). Derived values
+(``head_size``, ``rope_n_elem``, ...) are properties; the three fields Lit-GPT fills in after
+construction (``padded_vocab_size``, ``n_query_groups``, ``intermediate_size``) are resolved in
+``__post_init__`` so that a built config is always concrete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+NormClass = Literal["LayerNorm", "RMSNorm"]
+MLPClass = Literal["GptNeoxMLP", "LLaMAMLP"]
+
+# Lit-GPT writes these two fields with a leading underscore in lit_config.json.
+_JSON_RENAMES = {
+    "_norm_class": "norm_class_name",
+    "_mlp_class": "mlp_class_name",
+    "condense_ratio": "rope_condense_ratio",
+}
+
+
+def find_multiple(n: int, k: int) -> int:
+    """The smallest multiple of ``k`` that is >= ``n``."""
+    return n if n % k == 0 else n + k - (n % k)
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str = ""
+    org: str = "Lightning-AI"
+    block_size: int = 4096
+    vocab_size: int = 50254
+    padding_multiple: int = 512
+    padded_vocab_size: int | None = None
+    n_layer: int = 16
+    n_head: int = 32
+    n_embd: int = 4096
+    rotary_percentage: float = 0.25
+    parallel_residual: bool = True
+    bias: bool = True
+    lm_head_bias: bool = False
+    n_query_groups: int | None = None
+    shared_attention_norm: bool = False
+    norm_class_name: NormClass = "LayerNorm"
+    norm_eps: float = 1e-5
+    mlp_class_name: MLPClass = "GptNeoxMLP"
+    gelu_approximate: str = "none"
+    intermediate_size: int | None = None
+    rope_condense_ratio: int = 1
+    rope_base: int = 10000
+
+    def __post_init__(self) -> None:
+        def fail(field: str, why: str) -> None:
+            raise ValueError(f"config {self.name or '<unnamed>'}: {field}: {why}")
+
+        if self.n_embd % self.n_head:
+            fail("n_embd", f"{self.n_embd} is not divisible by n_head={self.n_head}")
+        if self.padded_vocab_size is None:
+            object.__setattr__(self, "padded_vocab_size", find_multiple(self.vocab_size, self.padding_multiple))
+        else:
+            object.__setattr__(self, "vocab_size", min(self.vocab_size, self.padded_vocab_size))
+        if self.n_query_groups is None:
+            object.__setattr__(self, "n_query_groups", self.n_head)
+        elif self.n_query_groups < 1 or self.n_head % self.n_query_groups:
+            fail("n_query_groups", f"n_head={self.n_head} is not divisible by {self.n_query_groups}")
+        if self.intermediate_size is None:
+            if self.mlp_class_name == "LLaMAMLP":
+                fail("intermediate_size", "LLaMAMLP needs an explicit intermediate_size")
+            object.__setattr__(self, "intermediate_size", 4 * self.n_embd)
+        if self.norm_class_name not in ("LayerNorm", "RMSNorm"):
+            fail("norm_class_name", f"unknown norm {self.norm_class_name!r}")
+        if self.mlp_class_name not in ("GptNeoxMLP", "LLaMAMLP"):
+            fail("mlp_class_name", f"unknown MLP {self.mlp_class_name!r}")
+        if not self.parallel_residual and self.shared_attention_norm:
+            fail("shared_attention_norm", "a shared attention norm needs parallel_residual")
+
+    # Derived values -------------------------------------------------------------------------
+    @property
+    def head_size(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def rope_n_elem(self) -> int:
+        return int(self.rotary_percentage * self.head_size)
+
+    @property
+    def q_per_kv(self) -> int:
+        return self.n_head // self.n_query_groups
+
+    @property
+    def qkv_out_features(self) -> int:
+        """Width of the fused qkv projection: (n_head + 2 * n_query_groups) * head_size."""
+        return (self.n_head + 2 * self.n_query_groups) * self.head_size
+
+    # Construction ---------------------------------------------------------------------------
+    @classmethod
+    def from_name(cls, name: str, **overrides: Any) -> Config:
+        """The registry config called exactly ``name``, with ``overrides`` applied."""
+        if name not in configs:
+            close = difflib.get_close_matches(name, configs, n=5, cutoff=0.4)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ValueError(f"unknown model {name!r}{hint} (known: {', '.join(sorted(configs))})")
+        return cls.from_dict({**configs[name], **overrides})
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Config:
+        """Build from a dict in Lit-GPT's ``lit_config.json`` spelling (or ours)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, value in values.items():
+            key = _JSON_RENAMES.get(key, key)
+            if key not in known:
+                raise ValueError(f"unknown config field {key!r}")
+            kwargs[key] = value
+        return cls(**kwargs)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Config:
+        """Read a ``lit_config.json`` as written by Lit-GPT or by :meth:`to_file`."""
+        path = Path(path)
+        try:
+            values = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path}: cannot read config: {exc}") from exc
+        try:
+            return cls.from_dict(values)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: {exc}") from exc
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields in Lit-GPT's ``lit_config.json`` spelling."""
+        inverse = {v: k for k, v in _JSON_RENAMES.items() if k.startswith("_")}
+        return {inverse.get(k, k): v for k, v in dataclasses.asdict(self).items()}
+
+    def to_file(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+
+def _llama(name: str, n_layer: int, n_head: int, n_embd: int, groups: int, inter: int, **extra: Any) -> dict[str, Any]:
+    return dict(
+        name=name,
+        org="meta-llama",
+        block_size=4096,
+        vocab_size=32000,
+        padding_multiple=64,
+        n_layer=n_layer,
+        n_head=n_head,
+        n_embd=n_embd,
+        n_query_groups=groups,
+        rotary_percentage=1.0,
+        parallel_residual=False,
+        bias=False,
+        norm_class_name="RMSNorm",
+        norm_eps=1e-5,
+        mlp_class_name="LLaMAMLP",
+        intermediate_size=inter,
+        **extra,
+    )
+
+
+# The registry. Names are exactly Lit-GPT's (and Hugging Face's) repository names.
+configs: dict[str, dict[str, Any]] = {
+    c["name"]: c
+    for c in [
+        dict(
+            name="phi-1_5",
+            org="microsoft",
+            block_size=2048,
+            vocab_size=50257,
+            padded_vocab_size=51200,
+            n_layer=24,
+            n_head=32,
+            n_embd=2048,
+            rotary_percentage=0.5,
+            shared_attention_norm=True,
+            lm_head_bias=True,
+            gelu_approximate="tanh",
+        ),
+        dict(name="stablelm-base-alpha-3b", org="stabilityai", padding_multiple=512),
+        dict(
+            name="pythia-70m",
+            org="EleutherAI",
+            block_size=2048,
+            n_layer=6,
+            n_embd=512,
+            n_head=8,
+            padding_multiple=128,
+        ),
+        _llama("Llama-2-7b-hf", 32, 32, 4096, 32, 11008),
+        _llama("Llama-2-13b-hf", 40, 40, 5120, 40, 13824),
+        _llama("Llama-2-70b-hf", 80, 64, 8192, 8, 28672),
+        {
+            **_llama("CodeLlama-13b-hf", 40, 40, 5120, 40, 13824, rope_base=1_000_000),
+            "org": "codellama",
+            "block_size": 16384,
+            "vocab_size": 32016,
+            "padding_multiple": 16,
+        },
+        {
+            **_llama("CodeLlama-34b-hf", 48, 64, 8192, 8, 22016, rope_base=1_000_000),
+            "org": "codellama",
+            "block_size": 16384,
+        },
+        dict(
+            name="falcon-7b",
+            org="tiiuae",
+            block_size=2048,
+            vocab_size=65024,
+            padded_vocab_size=65024,
+            n_layer=32,
+            n_head=71,
+            n_embd=4544,
+            rotary_percentage=1.0,
+            n_query_groups=1,
+            bias=False,
+            shared_attention_norm=True,
+        ),
+        dict(
+            name="falcon-40b",
+            org="tiiuae",
+            block_size=2048,
+            vocab_size=65024,
+            padded_vocab_size=65024,
+            n_layer=60,
+            n_head=128,
+            n_embd=8192,
+            rotary_percentage=1.0,
+            n_query_groups=8,
+            bias=False,
+        ),
+        # Tiny configs for tests and the CPU conformance profile. "tiny-reference" is the config of
+        # Lit-GPT's own script tests (block 128, 2 layers, 8 wide, 4 heads, vocab 8).
+        dict(name="tiny-reference", block_size=128, n_layer=2, n_embd=8, n_head=4, vocab_size=8, padded_vocab_size=8),
+        dict(
+            name="tiny-llama",
+            org="tiny",
+            block_size=256,
+            vocab_size=320,
+            padding_multiple=64,
+            n_layer=2,
+            n_head=4,
+            n_embd=64,
+            n_query_groups=2,
+            rotary_percentage=1.0,
+            parallel_residual=False,
+            bias=False,
+            norm_class_name="RMSNorm",
+            mlp_class_name="LLaMAMLP",
+            intermediate_size=176,
+        ),
+        dict(
+            name="tiny-neox",
+            org="tiny",
+            block_size=256,
+            vocab_size=320,
+            padding_multiple=128,
+            n_layer=2,
+            n_head=4,
+            n_embd=64,
+        ),
+        dict(
+            name="tiny-phi",
+            org="tiny",
+            block_size=256,
+            vocab_size=300,
+            padded_vocab_size=320,
+            n_layer=2,
+            n_head=4,
+            n_embd=64,
+            rotary_percentage=0.5,
+            shared_attention_norm=True,
+            lm_head_bias=True,
+            gelu_approximate="tanh",
+        ),
+        dict(
+            name="tiny-falcon",
+            org="tiny",
+            block_size=256,
+            vocab_size=320,
+            padded_vocab_size=320,
+            n_layer=2,
+            n_head=4,
+            n_embd=64,
+            rotary_percentage=1.0,
+            n_query_groups=1,
+            bias=False,
+            shared_attention_norm=True,
+        ),
+    ]
+}
+
+
+def known_names() -> list[str]:
+    """Every registry name, sorted."""
+    return sorted(configs)

@@ -1,0 +1,237 @@
+"""LoRA (Hu et al., 2021) as wrappers around the model's linear layers.
+
+Like Lit-GPT's ``lit_gpt/lora.py`` every linear of the model is wrapped (rank 0 where LoRA is
+disabled), so state-dict keys match a Lit-GPT LoRA model: ``...attn.attn.linear.weight``,
+``...attn.attn.lora_A``. Because the base layer is composed, not inherited, the same wrapper works
+over a bitsandbytes 4-bit layer.
+
+::
+
+    x ──► linear (frozen) ─────────────────────────────┐
+    │                                                   (+) ──► y
+    └──► dropout ──► A (r × in) ──► B (out × r) ──► ×scaling
+
+For the fused qkv projection each enabled target (q, k, v) has its own r-slice of A and its own
+rows of B; the result is scattered into the *interleaved* qkv layout (see ``model.py``). The
+reference scattered it as if the layout were [all q | all k | all v] (fixed upstream in #900);
+we do not reproduce that bug.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from litgpt_min.config import Config
+
+
+@dataclass(frozen=True)
+class LoRASettings:
+    """LoRA hyperparameters; the defaults are ``finetune/lora.py``'s."""
+
+    r: int = 8
+    """Rank of the update. 0 disables LoRA everywhere."""
+    alpha: int = 16
+    """The update is scaled by alpha / r."""
+    dropout: float = 0.05
+    """Dropout on the LoRA branch's input only."""
+    query: bool = True
+    key: bool = False
+    value: bool = True
+    projection: bool = False
+    """LoRA on the attention output projection."""
+    mlp: bool = False
+    """LoRA on every MLP linear."""
+    head: bool = False
+    """LoRA on lm_head."""
+
+    def __post_init__(self) -> None:
+        if self.r < 0:
+            raise ValueError(f"lora r must be >= 0, got {self.r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"lora dropout must be in [0, 1), got {self.dropout}")
+
+
+class LoRALinear(nn.Module):
+    def __init__(self, linear: nn.Module, r: int = 0, alpha: int = 1, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.linear = linear
+        self.r = r
+        self.scaling = alpha / r if r > 0 else 0.0
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.merged = False
+        if r > 0:
+            weight = linear.weight
+            kw = dict(device=weight.device, dtype=_float_dtype(weight))
+            self.lora_A = nn.Parameter(torch.empty(r, linear.in_features, **kw))
+            self.lora_B = nn.Parameter(torch.empty(linear.out_features, r, **kw))
+            self.reset_parameters()
+
+    @property
+    def in_features(self) -> int:
+        return self.linear.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.linear.out_features
+
+    def reset_parameters(self) -> None:
+        if self.r > 0:
+            nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+            nn.init.zeros_(self.lora_B)
+
+    def delta_weight(self) -> torch.Tensor:
+        return (self.lora_B @ self.lora_A) * self.scaling  # (out, in)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.linear(x)
+        if self.r == 0 or self.merged:
+            return y
+        return y + (self.dropout(x) @ self.lora_A.transpose(0, 1) @ self.lora_B.transpose(0, 1)) * self.scaling
+
+    def merge(self) -> None:
+        """Fold the update into the frozen weight; afterwards forward is the plain linear."""
+        if self.r > 0 and not self.merged:
+            _add_to_weight(self.linear, self.delta_weight())
+            self.merged = True
+
+
+class LoRAQKVLinear(LoRALinear):
+    """LoRA for the fused, grouped qkv projection, with per-target enable flags (q, k, v)."""
+
+    def __init__(
+        self,
+        linear: nn.Module,
+        config: Config,
+        r: int = 0,
+        alpha: int = 1,
+        dropout: float = 0.0,
+        enable: tuple[bool, bool, bool] = (False, False, False),
+    ) -> None:
+        nn.Module.__init__(self)
+        self.linear = linear
+        self.r = r
+        self.scaling = alpha / r if r > 0 else 0.0
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.merged = False
+        self.enable = enable
+        kv_size = config.n_query_groups * config.head_size
+        self.target_sizes = [size for size, on in zip((config.n_embd, kv_size, kv_size), enable) if on]
+        if r > 0 and any(enable):
+            weight = linear.weight
+            kw = dict(device=weight.device, dtype=_float_dtype(weight))
+            self.lora_A = nn.Parameter(torch.empty(r * len(self.target_sizes), linear.in_features, **kw))
+            self.lora_B = nn.Parameter(torch.empty(sum(self.target_sizes), r, **kw))
+            # Positions of the enabled targets' rows in the fused output; built once (the reference
+            # rebuilt this index from a Python list on every forward, a host-to-device copy).
+            index = qkv_target_rows(config, enable)
+            self.register_buffer("lora_ind", index.to(weight.device), persistent=False)
+            self.reset_parameters()
+        else:
+            self.r = 0
+
+    def _per_target(self, after_a: torch.Tensor) -> torch.Tensor:
+        """Apply each target's block of B to its r-slice of ``after_a``: (..., r·n) -> (..., sum sizes)."""
+        a_chunks = after_a.split(self.r, dim=-1)
+        b_chunks = self.lora_B.split(self.target_sizes, dim=0)
+        return torch.cat([a @ b.transpose(0, 1) for a, b in zip(a_chunks, b_chunks)], dim=-1)
+
+    def zero_pad(self, delta: torch.Tensor) -> torch.Tensor:
+        """Scatter (..., sum sizes) into a zero (..., qkv_out) tensor at the interleaved positions."""
+        out = self.linear.out_features
+        result = delta.new_zeros((*delta.shape[:-1], out)).view(-1, out)
+        result = result.index_copy(1, self.lora_ind, delta.reshape(-1, delta.size(-1)))
+        return result.view(*delta.shape[:-1], out)
+
+    def delta_weight(self) -> torch.Tensor:
+        a_chunks = self.lora_A.split(self.r, dim=0)
+        b_chunks = self.lora_B.split(self.target_sizes, dim=0)
+        per_target = torch.cat([b @ a for a, b in zip(a_chunks, b_chunks)], dim=0)  # (sum sizes, in)
+        full = per_target.new_zeros(self.linear.out_features, per_target.size(1))
+        return full.index_copy(0, self.lora_ind, per_target) * self.scaling
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.linear(x)
+        if self.r == 0 or self.merged:
+            return y
+        after_a = self.dropout(x) @ self.lora_A.transpose(0, 1)  # (B, T, r · n_enabled)
+        return y + self.zero_pad(self._per_target(after_a)) * self.scaling
+
+
+def qkv_target_rows(config: Config, enable: tuple[bool, bool, bool]) -> torch.Tensor:
+    """Rows of the fused qkv output for the enabled targets, in the order q, k, v.
+
+    The q target's row i is query head i // hs, which lives in group (i // hs) // q_per_kv; the k and
+    v targets' row i is group i // hs. Each group occupies (q_per_kv + 2) * hs rows: q heads, k, v.
+    """
+    hs, q_per_kv = config.head_size, config.q_per_kv
+    group_rows = (q_per_kv + 2) * hs
+    rows = []
+    if enable[0]:
+        i = torch.arange(config.n_embd)
+        head = i // hs
+        rows.append((head // q_per_kv) * group_rows + (head % q_per_kv) * hs + i % hs)
+    for offset, on in ((q_per_kv * hs, enable[1]), ((q_per_kv + 1) * hs, enable[2])):
+        if on:
+            i = torch.arange(config.n_query_groups * hs)
+            rows.append((i // hs) * group_rows + offset + i % hs)
+    return torch.cat(rows) if rows else torch.empty(0, dtype=torch.long)
+
+
+def apply_lora(model: nn.Module, settings: LoRASettings) -> nn.Module:
+    """Wrap every linear of a :class:`~litgpt_min.model.GPT` in place, as Lit-GPT's LoRA GPT does."""
+    config: Config = model.config
+    s = settings
+
+    def wrap(linear: nn.Module, on: bool) -> LoRALinear:
+        return LoRALinear(linear, r=s.r if on else 0, alpha=s.alpha, dropout=s.dropout)
+
+    model.lm_head = wrap(model.lm_head, s.head)
+    for block in model.transformer.h:
+        attn = block.attn
+        attn.attn = LoRAQKVLinear(
+            attn.attn, config, r=s.r, alpha=s.alpha, dropout=s.dropout, enable=(s.query, s.key, s.value)
+        )
+        attn.proj = wrap(attn.proj, s.projection)
+        for name in ("fc", "fc_1", "fc_2", "proj"):
+            if hasattr(block.mlp, name):
+                setattr(block.mlp, name, wrap(getattr(block.mlp, name), s.mlp))
+    return model
+
+
+def merge_lora(model: nn.Module) -> None:
+    """Fold every LoRA update into its frozen weight (not possible over a 4-bit weight)."""
+    for module in model.modules():
+        if isinstance(module, LoRALinear):
+            module.merge()
+
+
+def _float_dtype(weight: torch.Tensor) -> torch.dtype:
+    # A 4-bit base layer stores uint8; LoRA parameters take the default floating dtype then.
+    return weight.dtype if weight.is_floating_point() else torch.get_default_dtype()
+
+
+def _add_to_weight(linear: nn.Module, delta: torch.Tensor) -> None:
+    if not isinstance(linear, nn.Linear):
+        raise TypeError(f"cannot merge LoRA into a {type(linear).__name__}: only into a plain nn.Linear")
+    with torch.no_grad():
+        linear.weight += delta.to(linear.weight.dtype)
+
+
+def lora_filter(name: str) -> bool:
+    """The trainable (and saved) LoRA parameters: only lora_A and lora_B (bias="none")."""
+    return "lora_" in name
+
+
+__all__ = [
+    "LoRALinear",
+    "LoRAQKVLinear",
+    "LoRASettings",
+    "apply_lora",
+    "lora_filter",
+    "merge_lora",
+    "qkv_target_rows",
+]

@@ -1,0 +1,94 @@
+"""One entry point for the finetuning methods: build a model for a method, mark what trains, count.
+
+Methods are chosen by name. Counting builds the real model on the meta device (no memory, a
+70B model in well under a second), so every trainable count comes from the model, not a formula.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Literal, get_args
+
+import torch
+import torch.nn as nn
+
+from litgpt_min.adapter import AdapterSettings, adapter_filter, apply_adapter
+from litgpt_min.adapter_v2 import adapter_v2_filter, apply_adapter_v2
+from litgpt_min.config import Config
+from litgpt_min.lora import LoRASettings, apply_lora, lora_filter
+from litgpt_min.model import GPT
+
+Method = Literal["none", "lora", "adapter", "adapter_v2"]
+METHODS: tuple[str, ...] = get_args(Method)
+
+_FILTERS: dict[str, Callable[[str], bool]] = {
+    "none": lambda name: True,
+    "lora": lora_filter,
+    "adapter": adapter_filter,
+    "adapter_v2": adapter_v2_filter,
+}
+
+
+def check_method(method: str) -> Method:
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
+    return method  # type: ignore[return-value]
+
+
+def apply_method(
+    model: GPT, method: Method, lora: LoRASettings | None = None, adapter: AdapterSettings | None = None
+) -> GPT:
+    """Turn a base :class:`GPT` into the method's model, in place (new parameters on the model's device)."""
+    method = check_method(method)
+    if method == "lora":
+        return apply_lora(model, lora or LoRASettings())
+    if method == "adapter":
+        return apply_adapter(model, adapter or AdapterSettings())
+    if method == "adapter_v2":
+        return apply_adapter_v2(model, adapter or AdapterSettings())
+    return model
+
+
+def mark_trainable(model: nn.Module, method: Method) -> None:
+    """Freeze everything except the method's parameters (all of them for "none")."""
+    keep = _FILTERS[check_method(method)]
+    for name, param in model.named_parameters():
+        param.requires_grad = keep(name)
+
+
+def trainable_state_dict(model: nn.Module, method: Method) -> dict[str, torch.Tensor]:
+    """What a finetuned checkpoint saves: only the method's parameters."""
+    keep = _FILTERS[check_method(method)]
+    return {k: v for k, v in model.state_dict().items() if keep(k)}
+
+
+def build_meta_model(
+    config: Config, method: Method, lora: LoRASettings | None = None, adapter: AdapterSettings | None = None
+) -> GPT:
+    """The method's model on the meta device, trainable set marked."""
+    with torch.device("meta"):
+        model = apply_method(GPT(config), method, lora, adapter)
+    mark_trainable(model, method)
+    return model
+
+
+def num_params(model: nn.Module, requires_grad: bool | None = None) -> int:
+    """Parameter count; a 4-bit weight counts as its original shape, as Lit-GPT's num_parameters."""
+    total = 0
+    for p in model.parameters():
+        if requires_grad is not None and p.requires_grad != requires_grad:
+            continue
+        quant_state = getattr(p, "quant_state", None)
+        total += quant_state.shape.numel() if quant_state is not None else p.numel()
+    return total
+
+
+@lru_cache(maxsize=64)
+def count_params(
+    model_name: str, method: str | None, lora: LoRASettings | None = None, adapter: AdapterSettings | None = None
+) -> tuple[int | None, int]:
+    """(trainable, total) parameters of ``model_name`` built for ``method`` (None: inference, no trainable)."""
+    model = build_meta_model(Config.from_name(model_name), check_method(method or "none"), lora, adapter)
+    trainable = num_params(model, requires_grad=True) if method not in (None, "none") else None
+    return trainable, num_params(model)
