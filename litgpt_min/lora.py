@@ -127,11 +127,16 @@ class LoRAQKVLinear(LoRALinear):
             self.lora_B = nn.Parameter(torch.empty(sum(self.target_sizes), r, **kw))
             # Positions of the enabled targets' rows in the fused output; built once (the reference
             # rebuilt this index from a Python list on every forward, a host-to-device copy).
-            index = qkv_target_rows(config, enable)
-            self.register_buffer("lora_ind", index.to(weight.device), persistent=False)
+            self.config = config
+            self.register_buffer("lora_ind", torch.empty(0, dtype=torch.long, device=weight.device), persistent=False)
             self.reset_parameters()
         else:
             self.r = 0
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        if self.r > 0:
+            self.lora_ind = qkv_target_rows(self.config, self.enable).to(self.lora_A.device)
 
     def _per_target(self, after_a: torch.Tensor) -> torch.Tensor:
         """Apply each target's block of B to its r-slice of ``after_a``: (..., r·n) -> (..., sum sizes)."""

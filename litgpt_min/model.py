@@ -56,6 +56,10 @@ class GPT(nn.Module):
         if not hasattr(self, "cos") or self.cos.size(0) != value:
             self.rebuild_rope_cache(device=self.cos.device if hasattr(self, "cos") else None)
 
+    def reset_parameters(self) -> None:
+        """Recompute the RoPE buffers in place (after ``to_empty``/materialization from meta)."""
+        self.rebuild_rope_cache(self.cos.device)
+
     def rebuild_rope_cache(self, device: torch.device | str | None = None) -> None:
         """(Re)build ``cos``/``sin`` for ``max_seq_length`` positions on ``device``, always in fp32."""
         cos, sin = build_rope_cache(

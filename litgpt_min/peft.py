@@ -18,6 +18,7 @@ from litgpt_min.adapter_v2 import adapter_v2_filter, apply_adapter_v2
 from litgpt_min.config import Config
 from litgpt_min.lora import LoRASettings, apply_lora, lora_filter
 from litgpt_min.model import GPT
+from litgpt_min.quantize import num_params
 
 Method = Literal["none", "lora", "adapter", "adapter_v2"]
 METHODS: tuple[str, ...] = get_args(Method)
@@ -54,7 +55,8 @@ def mark_trainable(model: nn.Module, method: Method) -> None:
     """Freeze everything except the method's parameters (all of them for "none")."""
     keep = _FILTERS[check_method(method)]
     for name, param in model.named_parameters():
-        param.requires_grad = keep(name)
+        # 4-bit weights are packed integers: they never train, whatever the method.
+        param.requires_grad = keep(name) and (param.is_floating_point() or param.is_complex())
 
 
 def trainable_state_dict(model: nn.Module, method: Method) -> dict[str, torch.Tensor]:
@@ -71,17 +73,6 @@ def build_meta_model(
         model = apply_method(GPT(config), method, lora, adapter)
     mark_trainable(model, method)
     return model
-
-
-def num_params(model: nn.Module, requires_grad: bool | None = None) -> int:
-    """Parameter count; a 4-bit weight counts as its original shape, as Lit-GPT's num_parameters."""
-    total = 0
-    for p in model.parameters():
-        if requires_grad is not None and p.requires_grad != requires_grad:
-            continue
-        quant_state = getattr(p, "quant_state", None)
-        total += quant_state.shape.numel() if quant_state is not None else p.numel()
-    return total
 
 
 @lru_cache(maxsize=64)

@@ -1,0 +1,330 @@
+"""Compare one runner result with its expectations row.
+
+Each check is a pure function of (case, measured result, tolerances) that returns a list of
+``Finding``s, empty when the row conforms. The checks never stop at the first problem: the
+plugin concatenates them so one report lists every mismatch of a row (pytest-benchmark's
+comparison checks work the same way). This module decides *what* differs; whether a finding
+fails the test is the single rule in ``is_failure``, and the plugin adds the re-record command.
+
+Rules, in one place:
+
+- Outcome (``check_outcome``), by the row's expected outcome:
+  ``ok``: the run must end ``ok``.
+  ``oom``: the run must end ``oom``; if it fits, the finding says "fits now (peak X GB)" (the
+  row is a strict expected failure: an improvement here fails until the row is re-recorded).
+  ``unsupported``: the runner must refuse the combination, and its message must name the reason
+  loosely: see ``unsupported_reason_matches``.
+  ``error``: passes on the recorded error (its key token, e.g. CUBLAS_STATUS_NOT_INITIALIZED,
+  appears in the measured message; see ``error_key_token``) or on an OOM; anything else fails.
+- Parameters (``check_params``): exact. Trainable parameters on finetune rows, total parameters
+  on every row, wherever the row records a figure.
+- Peak memory (``check_memory``): two-sided band around the expected figure (default ±10%).
+  Above is a "regression", below an "improvement".
+- Speed (``check_speed``): one-sided (default 15%). ``time_1k_iters_min`` is lower-is-better,
+  ``tokens_per_sec`` higher-is-better; slower than the tolerance is a "regression", faster than
+  the same margin an "improvement" (reported so the baseline can be refreshed; it fails only
+  where the plugin runs strict).
+- Deviations are relative to the expected value and the boundaries are inclusive: exactly +10%
+  passes a ±10% band. A slack of ``REL_SLACK`` absorbs binary floating point, in which
+  23.43 vs 21.30 is +10.000000000000012%.
+- An expected figure with no measured value (``None``, or NaN/inf) is a "mismatch": "not measured".
+- ``is_failure``: "regression" and "mismatch" always fail; "improvement" fails only when strict.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from conformance.expectations import Case, Tolerances
+
+Kind = Literal["regression", "improvement", "mismatch"]
+Band = Literal["below", "within", "above"]
+
+# Relative slack on tolerance boundaries; far below the 2-decimal resolution of recorded figures.
+REL_SLACK = 1e-9
+
+PARAM_FIELDS = ("trainable_params", "total_params")
+BANDED_FIELDS = ("max_memory_gb", "time_1k_iters_min", "tokens_per_sec")
+
+# The documented refusal (Lit-GPT: "Quantization is currently not supported for multi-GPU
+# training. Please set devices=1 when using the --quantize flag.") matched loosely: the message,
+# case-folded, must contain one word of each group.
+_QUANTIZATION_WORDS = ("quantiz", "bitsandbytes", "bnb")
+_DEVICE_WORDS = ("device", "multi-gpu", "multi gpu", "multigpu", "multiple gpus")
+UNSUPPORTED_RULE = (
+    "message mentions quantization ('quantiz', 'bitsandbytes' or 'bnb') and devices ('device' or 'multi-GPU')"
+)
+
+# CUBLAS_STATUS_NOT_INITIALIZED, CUDA_ERROR_ILLEGAL_ADDRESS, CUDNN_STATUS_...: the part of an
+# error message that survives driver, library and wording changes.
+_KEY_TOKEN = re.compile(r"\b[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+\b")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One way a measured result differs from its row."""
+
+    field: str  # "outcome", "error", "trainable_params", "total_params", or one of BANDED_FIELDS
+    kind: Kind
+    measured: Any
+    expected: Any
+    tolerance: str  # human text: "±10%", "15% one-sided", "exact", or the matching rule
+    detail: str = (
+        ""  # why, when the numbers alone don't say: "not measured", "fits now (peak 38.20 GB)", the error text
+    )
+
+    def describe(self) -> str:
+        """One line: ``max_memory_gb: measured 23.90, expected 21.30 (+12.2%, tolerance ±10%): regression``."""
+        deviation = _deviation_text(self)
+        paren = f"{deviation}, tolerance {self.tolerance}" if deviation else f"tolerance {self.tolerance}"
+        line = (
+            f"{self.field}: measured {_value_text(self.field, self.measured)}, "
+            f"expected {_value_text(self.field, self.expected)} ({paren}): {self.kind}"
+        )
+        return f"{line} — {self.detail}" if self.detail else line
+
+
+# --- the checks -------------------------------------------------------------------------------
+
+
+def check_outcome(case: Case, result: Mapping[str, Any]) -> list[Finding]:
+    """Compare the run's outcome (and, for refusals and errors, its message) with the row's."""
+    measured = result.get("outcome")
+    message = str(result.get("error") or "")
+    expected = case.outcome
+    if expected in ("ok", "oom"):
+        if measured == expected:
+            return []
+        if expected == "oom" and measured == "ok":
+            detail = f"fits now (peak {_gb_text(result.get('max_memory_gb'))})"
+        else:
+            detail = message or ("no outcome in the result" if measured is None else "")
+        return [Finding("outcome", "mismatch", measured, expected, "exact", detail)]
+    if expected == "unsupported":
+        if measured != "unsupported":
+            return [Finding("outcome", "mismatch", measured, expected, "exact", message)]
+        if not unsupported_reason_matches(message):
+            return [
+                Finding(
+                    "error",
+                    "mismatch",
+                    message,
+                    case.error or "a refusal naming quantization and devices",
+                    UNSUPPORTED_RULE,
+                    "refused for another reason",
+                )
+            ]
+        return []
+    if expected == "error":
+        token = error_key_token(case.error)
+        if token is None:
+            raise ValueError(
+                f"case {case.id!r}: field 'error': an outcome 'error' row needs the recorded error text (got {case.error!r})"
+            )
+        rule = f"contains {token} (or an OOM)"
+        if measured == "oom" or (measured == "error" and token.casefold() in message.casefold()):
+            return []
+        if measured == "error":
+            return [Finding("error", "mismatch", message, case.error, rule, "a different error")]
+        if measured == "ok":
+            return [
+                Finding(
+                    "outcome",
+                    "mismatch",
+                    measured,
+                    expected,
+                    rule,
+                    f"runs now (peak {_gb_text(result.get('max_memory_gb'))})",
+                )
+            ]
+        return [Finding("outcome", "mismatch", measured, expected, rule, message)]
+    raise ValueError(f"case {case.id!r}: field 'outcome': unknown expected outcome {expected!r}")
+
+
+def check_params(case: Case, trainable: int | None, total: int | None) -> list[Finding]:
+    """Exact parameter counts: trainable on finetune rows, total on every row, where recorded."""
+    findings = []
+    pairs = [("total_params", total, case.total_params)]
+    if case.workload == "finetune":
+        pairs.insert(0, ("trainable_params", trainable, case.trainable_params))
+    for field, measured, expected in pairs:
+        if expected is None:
+            continue
+        if measured is None:
+            findings.append(Finding(field, "mismatch", None, expected, "exact", "not measured"))
+        elif measured != expected:
+            findings.append(Finding(field, "mismatch", measured, expected, "exact"))
+    return findings
+
+
+def check_memory(case: Case, measured_gb: float | None, tol: Tolerances) -> list[Finding]:
+    """Peak memory within a two-sided band: above is a regression, below an improvement."""
+    if case.max_memory_gb is None:
+        return []
+    rel = _checked_tolerance("memory_rel", tol.memory_rel)
+    finding = _banded(
+        "max_memory_gb", measured_gb, case.max_memory_gb, rel, f"±{_pct_text(rel)}%", higher_is_better=False
+    )
+    return [finding] if finding else []
+
+
+def check_speed(case: Case, result: Mapping[str, Any], tol: Tolerances) -> list[Finding]:
+    """Speed one-sided: slower than the tolerance is a regression, faster by as much an improvement."""
+    rel = _checked_tolerance("speed_rel", tol.speed_rel)
+    findings = []
+    for field, higher_is_better in (("time_1k_iters_min", False), ("tokens_per_sec", True)):
+        expected = getattr(case, field)
+        if expected is None:
+            continue
+        finding = _banded(field, result.get(field), expected, rel, f"{_pct_text(rel)}% one-sided", higher_is_better)
+        if finding:
+            findings.append(finding)
+    return findings
+
+
+def check_result(case: Case, result: Mapping[str, Any], tol: Tolerances) -> list[Finding]:
+    """Every check of one row, in report order: outcome, parameters, memory, speed.
+
+    Memory and speed are compared only when the row expects ``ok`` and the run ended ``ok``. A run
+    that did not end ``ok`` may have stopped before counting parameters, so a missing count is not
+    reported then (it would only repeat the outcome finding); counts it did take are compared.
+    The plugin should call this rather than the single checks, so every row follows one rule.
+    """
+    findings = check_outcome(case, result)
+    measured_outcome = result.get("outcome")
+    trainable, total = result.get("trainable_params"), result.get("total_params")
+    if measured_outcome != "ok":
+        params = [f for f in check_params(case, trainable, total) if f.detail != "not measured"]
+    else:
+        params = check_params(case, trainable, total)
+    findings += params
+    if case.outcome == "ok" and measured_outcome == "ok":
+        findings += check_memory(case, result.get("max_memory_gb"), tol)
+        findings += check_speed(case, result, tol)
+    return findings
+
+
+def is_failure(findings: Sequence[Finding], strict: bool) -> bool:
+    """The one pass/fail rule: regressions and mismatches fail; improvements fail only when strict."""
+    return any(strict or f.kind != "improvement" for f in findings)
+
+
+def summarize(findings: Sequence[Finding]) -> str:
+    """One line per finding; empty when there are none."""
+    return "\n".join(f.describe() for f in findings)
+
+
+# --- matching rules ---------------------------------------------------------------------------
+
+
+def unsupported_reason_matches(message: str | None) -> bool:
+    """Whether a refusal names quantization and devices (``UNSUPPORTED_RULE``)."""
+    text = (message or "").casefold()
+    return any(w in text for w in _QUANTIZATION_WORDS) and any(w in text for w in _DEVICE_WORDS)
+
+
+def error_key_token(recorded: str | None) -> str | None:
+    """The part of a recorded error that a new run must repeat.
+
+    The longest UPPER_SNAKE_CASE identifier in it (``CUBLAS_STATUS_NOT_INITIALIZED``), or, where
+    there is none, the whole stripped text; ``None`` for no text.
+    """
+    if not recorded or not recorded.strip():
+        return None
+    tokens = _KEY_TOKEN.findall(recorded)
+    return max(tokens, key=len) if tokens else recorded.strip()
+
+
+def band(measured: float, expected: float, rel_tol: float) -> Band:
+    """Where ``measured`` lies against ``expected`` ± ``rel_tol`` (relative, inclusive, with ``REL_SLACK``)."""
+    deviation = _relative(measured, expected)
+    if deviation > rel_tol + REL_SLACK:
+        return "above"
+    if deviation < -(rel_tol + REL_SLACK):
+        return "below"
+    return "within"
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _banded(
+    field: str, measured: Any, expected: float, rel: float, tolerance: str, higher_is_better: bool
+) -> Finding | None:
+    if measured is None:
+        return Finding(field, "mismatch", None, expected, tolerance, "not measured")
+    if isinstance(measured, bool) or not isinstance(measured, (int, float)) or not math.isfinite(measured):
+        # NaN compares false with everything and would slip through the band as "within".
+        return Finding(field, "mismatch", measured, expected, tolerance, "not a finite number")
+    where = band(measured, expected, rel)
+    if where == "within":
+        return None
+    worse = where == ("below" if higher_is_better else "above")
+    return Finding(field, "regression" if worse else "improvement", measured, expected, tolerance)
+
+
+def _relative(measured: float, expected: float) -> float:
+    if expected == 0:
+        return 0.0 if measured == 0 else math.copysign(math.inf, measured)
+    return (measured - expected) / abs(expected)
+
+
+def _checked_tolerance(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"tolerance {name} must be a finite number >= 0 (got {value!r})")
+    return float(value)
+
+
+def _pct_text(rel: float) -> str:
+    """0.1 -> "10", 0.125 -> "12.5": a tolerance as a percentage without trailing zeros."""
+    return f"{rel * 100:.6f}".rstrip("0").rstrip(".")
+
+
+def _gb_text(value: Any) -> str:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"{value:.2f} GB"
+    return "not measured"
+
+
+def _value_text(field: str, value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return str(value)
+    if field in PARAM_FIELDS and isinstance(value, int):
+        return f"{value:,}"
+    if field in BANDED_FIELDS and isinstance(value, (int, float)):
+        return f"{value:.2f}"
+    if field == "error":
+        return repr(str(value))
+    return str(value)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _deviation_text(finding: Finding) -> str:
+    """ "+12.2%" for banded figures, "+8,192" for parameter counts, "" otherwise."""
+    measured, expected = finding.measured, finding.expected
+    if not (_is_number(measured) and _is_number(expected)):
+        return ""
+    if finding.field in PARAM_FIELDS and isinstance(measured, int) and isinstance(expected, int):
+        return f"{measured - expected:+,}"
+    if finding.field not in BANDED_FIELDS or expected == 0:
+        return ""
+    pct = _relative(measured, expected) * 100
+    # One decimal, unless rounding would print a deviation equal to the tolerance it crossed
+    # ("+10.0%, tolerance ±10%: regression"); then as many as it takes to tell them apart.
+    bound = re.search(r"(\d+(?:\.\d+)?)%", finding.tolerance)
+    limit = float(bound.group(1)) if bound else None
+    for decimals in range(1, 7):
+        text = f"{pct:+.{decimals}f}%"
+        if limit is None or finding.kind == "mismatch" or abs(round(pct, decimals)) != limit:
+            break
+    return text

@@ -1,0 +1,613 @@
+"""Expectation profiles: schema, loading, validation, case ids, and atomic writes.
+
+A profile is a folder ``expectations/<profile>/`` of JSON files, one per published (or recorded)
+table. Every number the suite checks lives there with its provenance; this module only knows
+the shape (``expectations/schema.json``) and the rules the schema cannot express: ids that match
+their fields, ids unique across a profile, models the registry knows, a ``profile`` field that
+names its folder, files of one profile that agree on the card and the tolerances.
+
+Every problem is an :class:`ExpectationError` naming the file, the case and the field, so a typo
+in a data file reads like a test failure, not like a traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import json
+import math
+import os
+import re
+import secrets
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+
+from litgpt_min.config import known_names
+
+SCHEMA_PATH: Path = Path(__file__).resolve().parent.parent / "expectations" / "schema.json"
+DEFAULT_ROOT: Path = Path(__file__).resolve().parent.parent / "expectations"
+
+Workload = Literal["finetune", "inference"]
+Method = Literal["lora", "adapter", "adapter_v2"]
+Quantize = Literal["bnb.nf4", "bnb.nf4-dq", "bnb.fp4", "bnb.fp4-dq"]
+Outcome = Literal["ok", "oom", "unsupported", "error"]
+
+QUANT_SLUGS: Mapping[Quantize | None, str] = MappingProxyType(
+    {None: "noquant", "bnb.nf4": "nf4", "bnb.nf4-dq": "nf4_dq", "bnb.fp4": "fp4", "bnb.fp4-dq": "fp4_dq"}
+)
+# Short, readable slugs for the published models. The short forms keep `-k llama2_7b` from
+# selecting 70B rows and keep ids under ~50 characters; other names fall back to `model_slug`'s rule.
+MODEL_SLUGS: Mapping[str, str] = MappingProxyType(
+    {
+        "phi-1_5": "phi_1_5",
+        "stablelm-base-alpha-3b": "stablelm_3b",
+        "pythia-70m": "pythia_70m",
+        "Llama-2-7b-hf": "llama2_7b",
+        "Llama-2-13b-hf": "llama2_13b",
+        "Llama-2-70b-hf": "llama2_70b",
+        "CodeLlama-13b-hf": "codellama_13b",
+        "CodeLlama-34b-hf": "codellama_34b",
+        "falcon-7b": "falcon_7b",
+        "falcon-40b": "falcon_40b",
+    }
+)
+_ID_FIELDS = ("workload", "method", "model", "quantize", "micro_batch_size", "devices")
+_TOLERANCE_KEYS = ("memory_rel", "speed_rel")
+
+
+class ExpectationError(ValueError):
+    """A problem in an expectations file: ``str()`` names the file, the case and the field.
+
+    When a file has several problems, the first is the error itself and the rest are in
+    ``others``; ``str()`` lists them all, one per line.
+    """
+
+    def __init__(
+        self,
+        file: Path | str,
+        message: str,
+        case: str | None = None,
+        field: str | None = None,
+        *,
+        others: Iterable[ExpectationError] = (),
+    ) -> None:
+        self.file = Path(file)
+        self.message = message
+        self.case = case
+        self.field = field
+        self.others: tuple[ExpectationError, ...] = tuple(others)
+        super().__init__(self._text())
+
+    def _line(self) -> str:
+        parts = [_display(self.file)]
+        if self.case is not None:
+            parts.append(f"case {self.case!r}")
+        if self.field is not None:
+            parts.append(f"field {self.field!r}")
+        parts.append(self.message)
+        return ": ".join(parts)
+
+    def _text(self) -> str:
+        lines = [self._line()]
+        if self.others:
+            lines[0] += f" (and {len(self.others)} more problem{'s' if len(self.others) > 1 else ''})"
+            lines += [f"  {other._line()}" for other in self.others]
+        return "\n".join(lines)
+
+    @property
+    def problems(self) -> tuple[ExpectationError, ...]:
+        """This error and the others, each naming one problem."""
+        return (self, *self.others)
+
+    @classmethod
+    def collect(cls, problems: list[ExpectationError]) -> ExpectationError:
+        first, *rest = [p for problem in problems for p in problem.problems]
+        return cls(first.file, first.message, first.case, first.field, others=rest)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keeps the error picklable (pytest-xdist ships exceptions between processes).
+        return (_rebuild_error, (str(self.file), self.message, self.case, self.field, self.others))
+
+
+def _rebuild_error(file: str, message: str, case: str | None, field: str | None, others: Any) -> ExpectationError:
+    return ExpectationError(file, message, case, field, others=others)
+
+
+def _display(path: Path) -> str:
+    """The path relative to the working directory when it is below it (as pytest prints paths)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):
+        return str(path)
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """Relative tolerances. Memory is two-sided; speed is one-sided (only slower fails)."""
+
+    memory_rel: float = 0.10
+    speed_rel: float = 0.15
+
+    def __post_init__(self) -> None:
+        for key in _TOLERANCE_KEYS:
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"tolerance {key} must be a finite number >= 0 (got {value!r})")
+            object.__setattr__(self, key, float(value))
+
+    def merged(self, overrides: Mapping[str, float] | None) -> Tolerances:
+        """These tolerances with ``overrides`` (either key, or none) applied."""
+        if not overrides:
+            return self
+        unknown = sorted(set(overrides) - set(_TOLERANCE_KEYS))
+        if unknown:
+            raise ValueError(f"unknown tolerance {', '.join(unknown)} (known: {', '.join(_TOLERANCE_KEYS)})")
+        return dataclasses.replace(self, **overrides)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One row of a profile, with its effective tolerances."""
+
+    profile: str
+    file: Path
+    id: str
+    workload: Workload
+    method: Method | None
+    model: str
+    quantize: Quantize | None
+    micro_batch_size: int | None
+    devices: int
+    outcome: Outcome
+    trainable_params: int | None
+    total_params: int | None
+    max_memory_gb: float | None
+    time_1k_iters_min: float | None
+    tokens_per_sec: float | None
+    error: str | None
+    tolerances: Tolerances
+    runner_options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+    notes: str | None = None
+    measured_with: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), hash=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A loaded profile. ``hardware``, ``software`` and ``source`` hold the provenance entries that
+    every file of the profile shares; per-table provenance is in each file (``load_file(case.file)``)."""
+
+    name: str
+    directory: Path
+    hardware: Mapping[str, Any] = field(hash=False)
+    software: Mapping[str, Any] = field(hash=False)
+    source: Mapping[str, Any] = field(hash=False)
+    tolerances: Tolerances
+    cases: tuple[Case, ...]
+
+
+# Case ids ---------------------------------------------------------------------------------------
+def model_slug(name: str) -> str:
+    """The id slug of a registry name: the table's short form, else lowercase with runs of other
+    characters as ``_`` and a trailing ``-hf`` dropped (``tiny-llama`` -> ``tiny_llama``)."""
+    if name in MODEL_SLUGS:
+        return MODEL_SLUGS[name]
+    stem = re.sub(r"-hf$", "", name, flags=re.IGNORECASE)
+    return re.sub(r"[^a-z0-9]+", "_", stem.lower()).strip("_")
+
+
+def case_id(
+    workload: str,
+    method: str | None,
+    model: str,
+    quantize: str | None,
+    micro_batch_size: int | None,
+    devices: int,
+) -> str:
+    """The stable id of a row, e.g. ``finetune-lora-llama2_7b-nf4_dq-mb1-1gpu`` or
+    ``inference-llama2_70b-nf4-1gpu``. Raises ``ValueError`` naming the bad value."""
+    if quantize not in QUANT_SLUGS:
+        raise ValueError(f"unknown quantize {quantize!r} (known: {', '.join(q for q in QUANT_SLUGS if q)} or null)")
+    if isinstance(devices, bool) or not isinstance(devices, int) or devices < 1:
+        raise ValueError(f"devices must be an integer >= 1 (got {devices!r})")
+    slug = model_slug(model)
+    if not slug:
+        raise ValueError(f"model {model!r} has no usable slug")
+    quant = QUANT_SLUGS[quantize]
+    if workload == "inference":
+        return f"inference-{slug}-{quant}-{devices}gpu"
+    if workload != "finetune":
+        raise ValueError(f"unknown workload {workload!r} (known: finetune, inference)")
+    if method not in ("lora", "adapter", "adapter_v2"):
+        raise ValueError(f"finetune needs a method lora, adapter or adapter_v2 (got {method!r})")
+    if isinstance(micro_batch_size, bool) or not isinstance(micro_batch_size, int) or micro_batch_size < 1:
+        raise ValueError(f"finetune needs micro_batch_size >= 1 (got {micro_batch_size!r})")
+    return f"finetune-{method}-{slug}-{quant}-mb{micro_batch_size}-{devices}gpu"
+
+
+def case_id_from(row: Mapping[str, Any]) -> str:
+    """:func:`case_id` of a case dict or a runner result (the six identifying keys)."""
+    return case_id(*(row.get(key) for key in _ID_FIELDS))
+
+
+# Reading ------------------------------------------------------------------------------------------
+class _NonStandardJSON(ValueError):
+    def __init__(self, token: str, why: str) -> None:
+        super().__init__(token)
+        self.token = token
+        self.why = why
+
+
+def _reject_constant(token: str) -> Any:
+    raise _NonStandardJSON(token, "is not a JSON number (NaN and Infinity are not allowed)")
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 parses as inf
+        raise _NonStandardJSON(text, "is out of range for a float")
+    return value
+
+
+def _parse_int(text: str) -> int:
+    # Counts here stay far below 2**63; longer digit strings are typos, and past 4300 digits
+    # int() itself raises a bare ValueError.
+    if len(text.lstrip("-")) > 18:
+        raise _NonStandardJSON(text[:24] + ("..." if len(text) > 24 else ""), "is out of range (more than 18 digits)")
+    return int(text)
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str, where: str) -> None:
+        super().__init__(key)
+        self.key = key
+        self.where = where
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            # The hook sees no positions; the object's own id (a case's) is the best locator.
+            ids = [v for k, v in pairs if k == "id" and isinstance(v, str)]
+            raise _DuplicateKey(key, f" in the object with id {ids[0]!r}" if ids else "")
+        seen[key] = value
+    return seen
+
+
+def _line_of(text: str, token: str) -> str:
+    index = text.find(token)
+    if index < 0:
+        return ""
+    line = text.count("\n", 0, index) + 1
+    column = index - (text.rfind("\n", 0, index) + 1) + 1
+    return f" (line {line}, column {column})"
+
+
+def _read_json(path: Path) -> Any:
+    """Strict JSON: no NaN/Infinity, no duplicate keys (``json`` would keep the last silently)."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise ExpectationError(path, f"cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ExpectationError(path, f"not UTF-8 text: byte {exc.start} ({exc.reason})") from None
+    try:
+        return json.loads(
+            text,
+            object_pairs_hook=_unique_keys,
+            parse_constant=_reject_constant,
+            parse_float=_parse_float,
+            parse_int=_parse_int,
+        )
+    except json.JSONDecodeError as exc:
+        raise ExpectationError(path, f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
+    except _DuplicateKey as exc:
+        raise ExpectationError(path, f"not valid JSON: duplicate key {exc.key!r}{exc.where}") from None
+    except _NonStandardJSON as exc:
+        raise ExpectationError(path, f"not valid JSON: {exc.token} {exc.why}{_line_of(text, exc.token)}") from None
+    except RecursionError:
+        raise ExpectationError(path, "not valid JSON: nested too deeply") from None
+
+
+@functools.cache
+def _validator() -> Draft202012Validator:
+    try:
+        schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ExpectationError(SCHEMA_PATH, f"cannot load the schema: {exc}") from None
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+
+
+# Schema errors into file/case/field messages --------------------------------------------------------
+def _show(value: Any) -> str:
+    try:
+        text = json.dumps(value, ensure_ascii=False, sort_keys=True)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _case_label(data: Any, index: int) -> str:
+    try:
+        case_value = data["cases"][index]
+    except (TypeError, KeyError, IndexError):
+        return f"cases[{index}]"
+    if isinstance(case_value, dict) and isinstance(case_value.get("id"), str) and case_value["id"]:
+        return case_value["id"]
+    return f"cases[{index}]"
+
+
+def _dotted(parts: Iterable[Any]) -> str | None:
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or None
+
+
+def _schema_problem(path: Path, data: Any, error: ValidationError) -> Iterator[ExpectationError]:
+    location = list(error.absolute_path)
+    case = None
+    if len(location) >= 2 and location[0] == "cases" and isinstance(location[1], int):
+        case = _case_label(data, location[1])
+        location = location[2:]
+    instance = error.instance
+    validator = error.validator
+    custom = error.schema.get("x-message") if isinstance(error.schema, dict) else None
+    if validator == "required" and isinstance(instance, dict):
+        for name in error.validator_value:
+            if name not in instance:
+                yield ExpectationError(path, "missing required field", case, _dotted([*location, name]))
+        return
+    if validator == "additionalProperties" and isinstance(instance, dict):
+        allowed = sorted(error.schema.get("properties", {}))
+        for name in sorted(set(instance) - set(allowed)):
+            close = difflib.get_close_matches(name, allowed, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            yield ExpectationError(
+                path, f"unknown field{hint} (allowed: {', '.join(allowed)})", case, _dotted([*location, name])
+            )
+        return
+    where = _dotted(location)
+    if custom:
+        message = f"{custom} (got {_show(instance)})"
+    elif validator == "type":
+        expected = error.validator_value
+        expected = " or ".join(expected) if isinstance(expected, list) else expected
+        message = f"must be {expected} (got {_show(instance)})"
+    elif validator == "enum":
+        message = f"must be one of {', '.join(_show(v) for v in error.validator_value)} (got {_show(instance)})"
+    elif validator == "const":
+        message = f"must be {_show(error.validator_value)} (got {_show(instance)})"
+    elif validator in ("minimum", "exclusiveMinimum"):
+        sign = ">=" if validator == "minimum" else ">"
+        message = f"must be {sign} {error.validator_value} (got {_show(instance)})"
+    elif validator == "pattern" and "propertyNames" in error.schema_path:
+        message = f"option name {_show(instance)} must match {error.validator_value}"
+    elif validator == "pattern":
+        message = f"must match {error.validator_value} (got {_show(instance)})"
+    elif validator == "minLength":
+        message = f"must not be empty (got {_show(instance)})"
+    elif validator == "minItems":
+        message = f"must have at least {error.validator_value} item(s) (got {len(instance)})"
+    else:
+        message = error.message
+    if case is not None and where == "id" and validator == "pattern":
+        message = "is not an id of the scheme {workload}-{method}-{model}-{quant}-mb{N}-{D}gpu / inference-{model}-{quant}-{D}gpu"
+        message += f" (got {_show(instance)})"
+    yield ExpectationError(path, message, case, where)
+
+
+def _sort_key(error: ValidationError) -> tuple[str, ...]:
+    return tuple(f"{p:08d}" if isinstance(p, int) else str(p) for p in error.absolute_path)
+
+
+# Semantic checks ------------------------------------------------------------------------------------
+def _semantic_problems(path: Path, data: dict[str, Any]) -> Iterator[ExpectationError]:
+    folder = path.resolve().parent.name
+    if data["profile"] != folder:
+        yield ExpectationError(
+            path, f"must equal the folder name {folder!r} (got {data['profile']!r})", None, "profile"
+        )
+    known = known_names()
+    first_index: dict[str, int] = {}
+    for index, row in enumerate(data["cases"]):
+        label = row["id"]
+        if row["model"] not in known:
+            close = difflib.get_close_matches(row["model"], known, n=3, cutoff=0.5)
+            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            yield ExpectationError(
+                path, f"unknown model {row['model']!r}{hint} (known: {', '.join(known)})", label, "model"
+            )
+        else:
+            expected = case_id_from(row)
+            if row["id"] != expected:
+                yield ExpectationError(
+                    path, f"does not match the case's fields: expected {expected!r} (got {row['id']!r})", label, "id"
+                )
+        if label in first_index:
+            yield ExpectationError(path, f"duplicate id (first at cases[{first_index[label]}])", label, "id")
+        else:
+            first_index[label] = index
+
+
+def load_file(path: Path) -> dict:
+    """One profile file as parsed JSON, after schema and semantic validation.
+
+    Raises :class:`ExpectationError` listing every problem found (schema problems first; the
+    semantic checks run once the file has the right shape).
+    """
+    path = Path(path)
+    data = _read_json(path)
+    errors = sorted(_validator().iter_errors(data), key=_sort_key)
+    problems = [problem for error in errors for problem in _schema_problem(path, data, error)]
+    if not problems:
+        problems = list(_semantic_problems(path, data))
+    if problems:
+        raise ExpectationError.collect(problems)
+    return data
+
+
+# Profiles -----------------------------------------------------------------------------------------
+def _profile_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.glob("*.json") if p.is_file() and not p.name.startswith("."))
+
+
+def list_profiles(root: Path = DEFAULT_ROOT) -> list[str]:
+    """Names of the folders under ``root`` that hold at least one profile file."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") and _profile_files(d))
+
+
+def _common(mappings: list[Mapping[str, Any]]) -> Mapping[str, Any]:
+    """The entries present, with equal values, in every mapping."""
+    first, *rest = mappings
+    return MappingProxyType({k: v for k, v in first.items() if all(k in m and m[k] == v for m in rest)})
+
+
+def _as_int(value: Any) -> int | None:
+    # The schema accepts 1.0 as an integer (JSON has one number type); callers get an int.
+    return None if value is None else int(value)
+
+
+def _as_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _case(name: str, path: Path, row: dict[str, Any], defaults: Tolerances) -> Case:
+    return Case(
+        profile=name,
+        file=path,
+        id=row["id"],
+        workload=row["workload"],
+        method=row["method"],
+        model=row["model"],
+        quantize=row["quantize"],
+        micro_batch_size=_as_int(row["micro_batch_size"]),
+        devices=int(row["devices"]),
+        outcome=row["outcome"],
+        trainable_params=_as_int(row["trainable_params"]),
+        total_params=_as_int(row["total_params"]),
+        max_memory_gb=_as_float(row["max_memory_gb"]),
+        time_1k_iters_min=_as_float(row["time_1k_iters_min"]),
+        tokens_per_sec=_as_float(row["tokens_per_sec"]),
+        error=row["error"],
+        tolerances=defaults.merged(row.get("tolerances")),
+        runner_options=MappingProxyType(dict(row.get("runner_options", {}))),
+        notes=row.get("notes"),
+        measured_with=MappingProxyType(dict(row.get("measured_with", {}))),
+    )
+
+
+def load_profile(name: str, root: Path = DEFAULT_ROOT) -> Profile:
+    """Load and validate every file of ``root/name``; raises :class:`ExpectationError` listing every
+    problem (an unknown name lists the available profiles)."""
+    root = Path(root)
+    available = list_profiles(root)
+    if name not in available:
+        close = difflib.get_close_matches(name, available, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        listing = ", ".join(available) if available else "none"
+        raise ExpectationError(
+            root / str(name), f"unknown profile {name!r}{hint} (available in {_display(root)}: {listing})"
+        )
+    directory = root / name
+    files: dict[Path, dict[str, Any]] = {}
+    problems: list[ExpectationError] = []
+    for path in _profile_files(directory):
+        try:
+            files[path] = load_file(path)
+        except ExpectationError as exc:
+            problems.append(exc)
+    if problems:
+        raise ExpectationError.collect(problems)
+    problems += _cross_file_problems(files)
+    if problems:
+        raise ExpectationError.collect(problems)
+
+    first = next(iter(files.values()))
+    defaults = Tolerances(**first["tolerances"])
+    cases = tuple(
+        _case(name, path, row, Tolerances(**data["tolerances"]))
+        for path, data in files.items()
+        for row in data["cases"]
+    )
+    return Profile(
+        name=name,
+        directory=directory,
+        hardware=_common([d["hardware"] for d in files.values()]),
+        software=_common([d["software"] for d in files.values()]),
+        source=_common([d["source"] for d in files.values()]),
+        tolerances=defaults,
+        cases=cases,
+    )
+
+
+def _cross_file_problems(files: dict[Path, dict[str, Any]]) -> Iterator[ExpectationError]:
+    """Ids unique across the profile; one card (sku, memory) and one set of default tolerances."""
+    (first_path, first), *rest = files.items()
+    seen: dict[str, Path] = {row["id"]: first_path for row in first["cases"]}
+    for path, data in rest:
+        for key in ("sku", "memory_gb"):
+            if data["hardware"][key] != first["hardware"][key]:
+                yield ExpectationError(
+                    path,
+                    f"differs from {first_path.name} ({_show(first['hardware'][key])}); one profile is one card"
+                    f" (got {_show(data['hardware'][key])})",
+                    None,
+                    f"hardware.{key}",
+                )
+        if data["tolerances"] != first["tolerances"]:
+            yield ExpectationError(
+                path,
+                f"differs from {first_path.name} ({_show(first['tolerances'])}); a profile has one set of defaults,"
+                f" per-row overrides go in the case's tolerances (got {_show(data['tolerances'])})",
+                None,
+                "tolerances",
+            )
+        for row in data["cases"]:
+            if row["id"] in seen:
+                yield ExpectationError(path, f"duplicate id (also in {seen[row['id']].name})", row["id"], "id")
+            else:
+                seen[row["id"]] = path
+
+
+# Writing ------------------------------------------------------------------------------------------
+def write_json_atomic(path: Path, data: Any, *, force: bool) -> None:
+    """Write ``data`` as JSON (sorted keys, indent 2, trailing newline) through a temporary file and
+    ``os.replace``, so a reader never sees a partial file. Refuses to overwrite unless ``force``."""
+    path = Path(path)
+    if path.exists() and not force:
+        raise ExpectationError(path, "already exists; refusing to overwrite it without force")
+    try:
+        text = json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ExpectationError(path, f"cannot serialize: {exc}") from None
+    # O_EXCL on a fresh name next to the target: same filesystem for os.replace, and the mode
+    # follows the umask like any new file (mkstemp would make it 0600).
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    created = False
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        created = True
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        created = False
+    except OSError as exc:
+        raise ExpectationError(path, f"cannot write: {exc.strerror or exc}") from None
+    finally:
+        if created:
+            tmp.unlink(missing_ok=True)

@@ -1,0 +1,5 @@
+"""``python -m litgpt_min``: the ``litgpt-min`` command."""
+
+from litgpt_min.cli import main
+
+raise SystemExit(main())

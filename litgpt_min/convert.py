@@ -1,0 +1,593 @@
+"""Convert a Hugging Face checkpoint directory into a Lit-GPT checkpoint.
+
+``convert_hf_checkpoint(hf_dir, out_dir)`` reads ``config.json`` and the weights
+(``model.safetensors``, ``pytorch_model.bin``, or either one sharded behind an ``*.index.json``)
+and writes ``out_dir/lit_model.pth`` (a state dict with Lit-GPT's keys, in the checkpoint's dtype)
+and ``out_dir/lit_config.json``. Four Hugging Face families are understood, in the layout of
+transformers 5 (checked against its ``modeling_*.py``):
+
+===========  ===================================  =============================================
+family       architectures                        notes
+===========  ===================================  =============================================
+llama        LlamaForCausalLM                     MHA or GQA (``num_key_value_heads``)
+gpt_neox     GPTNeoXForCausalLM                   Pythia, StableLM alpha: partial rotary,
+                                                  parallel or sequential residual
+phi          PhiForCausalLM                       phi-1.5/phi-2 in transformers' "phi" format
+falcon       FalconForCausalLM                    7B (MQA, one shared norm) and 40B
+                                                  (``new_decoder_architecture``, ln_attn/ln_mlp)
+===========  ===================================  =============================================
+
+The fused ``attn.attn`` weight is Lit-GPT's grouped layout (see ``litgpt_min/model.py``)::
+
+    per query group: | q_per_kv query heads | 1 key head | 1 value head |   (hs rows each)
+
+Llama and phi store separate q/k/v projections, which are regrouped into that layout. GPT-NeoX
+(per head ``[q, k, v]``, ``GPTNeoXAttention.forward`` views the output as ``(heads, 3 * hs)``) and
+every Falcon layout (``FalconAttention._split_heads``: 7B MQA is ``[all q | k | v]``, the 40B
+layout is ``(groups, q_per_kv + 2, hs)``, the old MHA layout is per head ``[q, k, v]``) already
+are that layout, so their ``query_key_value`` is copied unchanged. No rotary permutation is needed
+either: every family uses rotate-half RoPE on the first ``rope_n_elem`` dims of a head, as Lit-GPT
+does (the Meta -> HF Llama conversion already permuted q/k for rotate-half).
+
+Vocabulary padding: when the config comes from ``config.json`` the embedding keeps the
+checkpoint's row count (``vocab_size == padded_vocab_size == config.json's vocab_size``). With a
+registry name, ``padded_vocab_size`` may exceed the checkpoint's rows (e.g. ``tiny-neox`` pads 320
+to 384); the missing rows of ``wte``, ``lm_head.weight`` and ``lm_head.bias`` are zeros, so padded
+ids get logit 0 (or the bias 0) and are never produced by the tokenizer anyway. A checkpoint with
+more rows than ``padded_vocab_size`` is refused.
+
+Every tensor is loaded into memory at once (no lazy loading): fine for the tiny and mid-size
+checkpoints this project converts; a 70B checkpoint needs about its own size in host memory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import math
+import os
+import re
+import shutil
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Literal, cast
+
+import torch
+
+from litgpt_min.config import Config
+from litgpt_min.model import GPT
+
+Family = Literal["llama", "gpt_neox", "phi", "falcon"]
+Role = Literal["copy", "q", "k", "v"]
+
+ARCHITECTURES: dict[str, Family] = {
+    "LlamaForCausalLM": "llama",
+    "GPTNeoXForCausalLM": "gpt_neox",
+    "PhiForCausalLM": "phi",
+    "FalconForCausalLM": "falcon",
+}
+_MODEL_TYPES: dict[str, Family] = {"llama": "llama", "gpt_neox": "gpt_neox", "phi": "phi", "falcon": "falcon"}
+
+# transformers' default for ``tie_word_embeddings`` per family (configuration_*.py): only Falcon ties.
+_TIED_BY_DEFAULT: dict[Family, bool] = {"llama": False, "gpt_neox": False, "phi": False, "falcon": True}
+
+# hidden_act / activation -> Lit-GPT's gelu_approximate (transformers/activations.py ACT2CLS): "gelu" is
+# the exact erf GELU; gelu_new, gelu_fast and gelu_pytorch_tanh all compute the tanh approximation.
+_GELU: dict[str, str] = {"gelu": "none", "gelu_new": "tanh", "gelu_fast": "tanh", "gelu_pytorch_tanh": "tanh"}
+
+# Non-weight files copied next to lit_model.pth so the output directory is a usable checkpoint.
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer.model",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "generation_config.json",
+    "vocab.json",
+    "merges.txt",
+)
+
+# Fields that decide the architecture or its numerics: a registry config must agree with config.json.
+_CHECKED_FIELDS = (
+    "n_layer",
+    "n_head",
+    "n_embd",
+    "n_query_groups",
+    "intermediate_size",
+    "rope_n_elem",
+    "parallel_residual",
+    "shared_attention_norm",
+    "bias",
+    "lm_head_bias",
+    "norm_class_name",
+    "mlp_class_name",
+    "gelu_approximate",
+    "norm_eps",
+    "rope_base",
+    "rope_condense_ratio",
+)
+
+
+# Family and config ---------------------------------------------------------------------------
+def hf_family(hf_config: Mapping[str, Any], source: str = "config.json") -> Family:
+    """The family of a Hugging Face ``config.json`` (by ``architectures``, else ``model_type``)."""
+    architectures = hf_config.get("architectures") or []
+    for arch in architectures:
+        if arch in ARCHITECTURES:
+            return ARCHITECTURES[arch]
+    if not architectures and hf_config.get("model_type") in _MODEL_TYPES:
+        return _MODEL_TYPES[hf_config["model_type"]]
+    got = architectures or hf_config.get("model_type")
+    raise ValueError(f"{source}: unsupported architecture {got!r} (supported: {', '.join(sorted(ARCHITECTURES))})")
+
+
+def config_from_hf(hf_config: Mapping[str, Any], name: str | None = None, *, source: str = "config.json") -> Config:
+    """The Lit-GPT config of a Hugging Face ``config.json`` dict.
+
+    With ``name`` the registry config is returned, after checking that it describes the same
+    architecture (every field in ``_CHECKED_FIELDS``) and has room for the checkpoint's vocabulary.
+    Without it the config is derived from ``config.json`` alone, with
+    ``vocab_size == padded_vocab_size == config.json's vocab_size``. ``source`` names the file in errors.
+    """
+    derived = _derive_config(hf_config, hf_family(hf_config, source), source)
+    if name is None:
+        return derived
+    registry = Config.from_name(name)
+    mismatches = [
+        f"{field}: {name} has {getattr(registry, field)!r}, config.json has {getattr(derived, field)!r}"
+        for field in _CHECKED_FIELDS
+        if not _same(getattr(registry, field), getattr(derived, field))
+    ]
+    if derived.padded_vocab_size > registry.padded_vocab_size:
+        mismatches.append(
+            f"padded_vocab_size: {name} has {registry.padded_vocab_size}, smaller than config.json's "
+            f"vocab_size {derived.padded_vocab_size}"
+        )
+    if mismatches:
+        raise ValueError(f"{source}: does not match registry config {name!r}: " + "; ".join(mismatches))
+    return registry
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) or isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-9)
+    return a == b
+
+
+def _get(hf: Mapping[str, Any], *names: str, default: Any = None) -> Any:
+    """The first of ``names`` present (older configs spell some fields differently)."""
+    for key in names:
+        if hf.get(key) is not None:
+            return hf[key]
+    return default
+
+
+def _rope(hf: Mapping[str, Any], family: Family, src: str) -> tuple[float, int, float]:
+    """(rope_base, rope_condense_ratio, partial rotary factor) from ``rope_parameters`` or older keys."""
+    params = _get(hf, "rope_parameters", "rope_scaling", default={}) or {}
+    rope_type = params.get("rope_type", params.get("type", "default"))
+    theta = params.get("rope_theta", _get(hf, "rope_theta", "rotary_emb_base", default=10000.0))
+    condense = 1
+    if rope_type == "linear":
+        # HF "linear" divides positions by ``factor``; Lit-GPT's rope_condense_ratio does the same.
+        factor = float(params.get("factor", 1.0))
+        if not factor.is_integer():
+            raise ValueError(f"{src}: rope_parameters.factor: linear scaling needs an integer factor (got {factor})")
+        condense = int(factor)
+    elif rope_type != "default":
+        raise ValueError(f"{src}: rope_parameters.rope_type: {rope_type!r} RoPE is not supported (default, linear)")
+    # Llama and Falcon rotate the whole head; GPT-NeoX defaults to rotary_pct 0.25, phi to 0.5.
+    default_partial = {"llama": 1.0, "falcon": 1.0, "gpt_neox": 0.25, "phi": 0.5}[family]
+    partial = 1.0
+    if family in ("gpt_neox", "phi"):
+        partial = params.get(
+            "partial_rotary_factor", _get(hf, "partial_rotary_factor", "rotary_pct", default=default_partial)
+        )
+    base = int(theta) if float(theta).is_integer() else float(theta)
+    return base, condense, float(partial)
+
+
+def _gelu(hf: Mapping[str, Any], key: str, default: str, src: str) -> str:
+    act = hf.get(key) or default
+    if act not in _GELU:
+        raise ValueError(f"{src}: {key}: activation {act!r} is not supported (one of {', '.join(_GELU)})")
+    return _GELU[act]
+
+
+def _derive_config(hf: Mapping[str, Any], family: Family, src: str) -> Config:
+    def need(*names: str) -> int:
+        value = _get(hf, *names)
+        if value is None:
+            raise ValueError(f"{src}: missing field {names[0]!r}")
+        return int(value)
+
+    n_embd = need("hidden_size", "n_embed")
+    n_head = need("num_attention_heads", "n_head")
+    rope_base, condense, partial = _rope(hf, family, src)
+    # "_name_or_path" is "org/name" for a hub download (absent from transformers 5's save_pretrained).
+    org, _, name = str(hf.get("_name_or_path") or "").rstrip("/").rpartition("/")
+    common: dict[str, Any] = dict(
+        name=name,
+        org=org if org and "/" not in org else Config.org,
+        block_size=int(_get(hf, "max_position_embeddings", default=2048)),
+        vocab_size=need("vocab_size"),
+        padded_vocab_size=need("vocab_size"),
+        n_layer=need("num_hidden_layers", "n_layer"),
+        n_head=n_head,
+        n_embd=n_embd,
+        rope_base=rope_base,
+        rope_condense_ratio=condense,
+        rotary_percentage=partial,
+    )
+    if family == "llama":
+        head_dim = hf.get("head_dim")
+        if head_dim is not None and head_dim != n_embd // n_head:
+            raise ValueError(f"{src}: head_dim: {head_dim} != hidden_size/num_attention_heads = {n_embd // n_head}")
+        if hf.get("hidden_act", "silu") not in ("silu", "swish"):
+            raise ValueError(f"{src}: hidden_act: Llama needs silu (got {hf['hidden_act']!r})")
+        attention_bias, mlp_bias = bool(hf.get("attention_bias", False)), bool(hf.get("mlp_bias", False))
+        if attention_bias != mlp_bias:
+            raise ValueError(
+                f"{src}: attention_bias={attention_bias} but mlp_bias={mlp_bias}: Lit-GPT has one bias flag"
+            )
+        return Config(
+            **common,
+            n_query_groups=int(_get(hf, "num_key_value_heads", default=n_head)),
+            parallel_residual=False,
+            bias=attention_bias,
+            norm_class_name="RMSNorm",
+            norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+            mlp_class_name="LLaMAMLP",
+            intermediate_size=need("intermediate_size"),
+        )
+    if family == "gpt_neox":
+        # GPTNeoXMLP's linears always have a bias; only the attention's follow attention_bias.
+        if not hf.get("attention_bias", True):
+            raise ValueError(f"{src}: attention_bias: false is not supported (the MLP keeps its bias)")
+        return Config(
+            **common,
+            parallel_residual=bool(hf.get("use_parallel_residual", True)),
+            bias=True,
+            norm_eps=float(hf.get("layer_norm_eps", 1e-5)),
+            gelu_approximate=_gelu(hf, "hidden_act", "gelu", src),
+            intermediate_size=need("intermediate_size"),
+        )
+    if family == "phi":
+        if hf.get("qk_layernorm"):
+            raise ValueError(f"{src}: qk_layernorm: true is not supported")
+        return Config(
+            **common,
+            n_query_groups=int(_get(hf, "num_key_value_heads", default=n_head)),
+            parallel_residual=True,
+            shared_attention_norm=True,  # PhiDecoderLayer: one input_layernorm feeds attention and MLP
+            bias=True,
+            lm_head_bias=True,
+            norm_eps=float(hf.get("layer_norm_eps", 1e-5)),
+            gelu_approximate=_gelu(hf, "hidden_act", "gelu_new", src),
+            intermediate_size=int(_get(hf, "intermediate_size", default=8192)),
+        )
+    # falcon: FalconDecoderLayer / FalconAttention in transformers 5.
+    if hf.get("alibi"):
+        raise ValueError(f"{src}: alibi: true is not supported (Lit-GPT uses RoPE)")
+    new_arch = bool(hf.get("new_decoder_architecture", False))
+    parallel = bool(hf.get("parallel_attn", True))
+    if new_arch:
+        if not parallel:
+            raise ValueError(f"{src}: new_decoder_architecture with parallel_attn false (transformers cannot run it)")
+        groups = int(_get(hf, "num_kv_heads", "n_head_kv", default=n_head))
+        n_ln = _get(hf, "num_ln_in_parallel_attn", default=2)
+        shared = n_ln == 1  # Falcon-11B style: one input_layernorm; 40B: ln_attn and ln_mlp
+    else:
+        groups = 1 if hf.get("multi_query", True) else n_head
+        shared = parallel  # 7B: the MLP reuses the attention's input_layernorm
+    return Config(
+        **common,
+        n_query_groups=groups,
+        parallel_residual=new_arch or parallel,
+        shared_attention_norm=shared,
+        bias=bool(hf.get("bias", False)),
+        norm_eps=float(_get(hf, "layer_norm_epsilon", default=1e-5)),
+        gelu_approximate=_gelu(hf, "activation", "gelu", src),
+        intermediate_size=int(_get(hf, "ffn_hidden_size", default=4 * n_embd)),
+    )
+
+
+# Key tables ----------------------------------------------------------------------------------
+# HF key template -> (Lit-GPT key template, role). {n} is a layer index, {p} is weight or bias.
+# Role "copy" moves the tensor; "q"/"k"/"v" are the parts of the fused attn.attn.
+_WTE, _LN_F, _HEAD = "transformer.wte.weight", "transformer.ln_f.{p}", "lm_head.weight"
+_NORM_1, _NORM_2 = "transformer.h.{n}.norm_1.{p}", "transformer.h.{n}.norm_2.{p}"
+_QKV, _PROJ = "transformer.h.{n}.attn.attn.{p}", "transformer.h.{n}.attn.proj.{p}"
+_FC, _FC_1, _FC_2 = "transformer.h.{n}.mlp.fc.{p}", "transformer.h.{n}.mlp.fc_1.{p}", "transformer.h.{n}.mlp.fc_2.{p}"
+_MLP_PROJ = "transformer.h.{n}.mlp.proj.{p}"
+_TABLES: dict[Family, dict[str, tuple[str, Role]]] = {
+    "llama": {
+        "model.embed_tokens.weight": (_WTE, "copy"),
+        "model.layers.{n}.input_layernorm.{p}": (_NORM_1, "copy"),
+        "model.layers.{n}.post_attention_layernorm.{p}": (_NORM_2, "copy"),
+        "model.layers.{n}.self_attn.q_proj.{p}": (_QKV, "q"),
+        "model.layers.{n}.self_attn.k_proj.{p}": (_QKV, "k"),
+        "model.layers.{n}.self_attn.v_proj.{p}": (_QKV, "v"),
+        "model.layers.{n}.self_attn.o_proj.{p}": (_PROJ, "copy"),
+        "model.layers.{n}.mlp.gate_proj.{p}": (_FC_1, "copy"),
+        "model.layers.{n}.mlp.up_proj.{p}": (_FC_2, "copy"),
+        "model.layers.{n}.mlp.down_proj.{p}": (_MLP_PROJ, "copy"),
+        "model.norm.{p}": (_LN_F, "copy"),
+        "lm_head.weight": (_HEAD, "copy"),
+    },
+    "gpt_neox": {
+        "gpt_neox.embed_in.weight": (_WTE, "copy"),
+        "gpt_neox.layers.{n}.input_layernorm.{p}": (_NORM_1, "copy"),
+        "gpt_neox.layers.{n}.post_attention_layernorm.{p}": (_NORM_2, "copy"),
+        "gpt_neox.layers.{n}.attention.query_key_value.{p}": (_QKV, "copy"),  # per head [q, k, v] already
+        "gpt_neox.layers.{n}.attention.dense.{p}": (_PROJ, "copy"),
+        "gpt_neox.layers.{n}.mlp.dense_h_to_4h.{p}": (_FC, "copy"),
+        "gpt_neox.layers.{n}.mlp.dense_4h_to_h.{p}": (_MLP_PROJ, "copy"),
+        "gpt_neox.final_layer_norm.{p}": (_LN_F, "copy"),
+        # transformers 5 loads embed_out as lm_head and saves it back as embed_out (conversion_mapping.py).
+        "embed_out.weight": (_HEAD, "copy"),
+        "lm_head.weight": (_HEAD, "copy"),
+    },
+    "phi": {
+        "model.embed_tokens.weight": (_WTE, "copy"),
+        "model.layers.{n}.input_layernorm.{p}": (_NORM_1, "copy"),  # shared by attention and MLP
+        "model.layers.{n}.self_attn.q_proj.{p}": (_QKV, "q"),
+        "model.layers.{n}.self_attn.k_proj.{p}": (_QKV, "k"),
+        "model.layers.{n}.self_attn.v_proj.{p}": (_QKV, "v"),
+        "model.layers.{n}.self_attn.dense.{p}": (_PROJ, "copy"),
+        "model.layers.{n}.mlp.fc1.{p}": (_FC, "copy"),
+        "model.layers.{n}.mlp.fc2.{p}": (_MLP_PROJ, "copy"),
+        "model.final_layernorm.{p}": (_LN_F, "copy"),
+        "lm_head.{p}": ("lm_head.{p}", "copy"),
+    },
+    "falcon": {
+        "transformer.word_embeddings.weight": (_WTE, "copy"),
+        # 7B: input_layernorm only (shared); 40B: ln_attn + ln_mlp; parallel_attn false: input + post.
+        "transformer.h.{n}.input_layernorm.{p}": (_NORM_1, "copy"),
+        "transformer.h.{n}.ln_attn.{p}": (_NORM_1, "copy"),
+        "transformer.h.{n}.ln_mlp.{p}": (_NORM_2, "copy"),
+        "transformer.h.{n}.post_attention_layernorm.{p}": (_NORM_2, "copy"),
+        "transformer.h.{n}.self_attention.query_key_value.{p}": (_QKV, "copy"),  # grouped already
+        "transformer.h.{n}.self_attention.dense.{p}": (_PROJ, "copy"),
+        "transformer.h.{n}.mlp.dense_h_to_4h.{p}": (_FC, "copy"),
+        "transformer.h.{n}.mlp.dense_4h_to_h.{p}": (_MLP_PROJ, "copy"),
+        "transformer.ln_f.{p}": (_LN_F, "copy"),
+        "lm_head.weight": (_HEAD, "copy"),
+    },
+}
+# Buffers some older checkpoints carry; they are recomputed, never weights.
+_IGNORED = re.compile(r"(rotary_emb\.inv_freq|attention\.bias|attention\.masked_bias)$")
+_VOCAB_KEYS = (_WTE, _HEAD, "lm_head.bias")
+
+
+def _pattern(template: str) -> re.Pattern[str]:
+    escaped = re.escape(template).replace(r"\{n\}", r"(?P<n>\d+)").replace(r"\{p\}", r"(?P<p>weight|bias)")
+    return re.compile(escaped + "$")
+
+
+_COMPILED: dict[Family, list[tuple[re.Pattern[str], str, str, Role]]] = {
+    family: [(_pattern(hf), hf, lit, role) for hf, (lit, role) in table.items()] for family, table in _TABLES.items()
+}
+
+
+# State dict conversion -----------------------------------------------------------------------
+def convert_state_dict(
+    hf_state: Mapping[str, torch.Tensor],
+    config: Config,
+    family: str,
+    *,
+    tie_word_embeddings: bool = False,
+    origin: Mapping[str, str] | None = None,
+    source: str = "<state dict>",
+) -> dict[str, torch.Tensor]:
+    """Map a Hugging Face state dict of ``family`` to Lit-GPT's keys and layout for ``config``.
+
+    ``tie_word_embeddings`` takes ``lm_head.weight`` from the embedding (a tied checkpoint has no
+    ``lm_head.weight``). ``origin`` maps a key to the file it came from and ``source`` names the
+    checkpoint, both only for error messages. Raises ValueError on an unknown or duplicate key, a
+    tensor of an unexpected shape, or a missing tensor.
+    """
+    if family not in _COMPILED:
+        raise ValueError(f"{source}: unknown family {family!r} (one of {', '.join(_COMPILED)})")
+    fam = cast(Family, family)
+    origin = origin or {}
+
+    def where(key: str) -> str:
+        return f"{origin.get(key, source)}: key {key!r}"
+
+    expected = _expected_shapes(config)
+    out: dict[str, torch.Tensor] = {}
+    came_from: dict[str, str] = {}
+    parts: dict[str, dict[str, tuple[str, torch.Tensor]]] = {}  # Lit qkv key -> role -> (HF key, tensor)
+    tied_head: tuple[str, torch.Tensor] | None = None
+    for key, tensor in hf_state.items():
+        match = _match(fam, key)
+        if match is None:
+            if _IGNORED.search(key):
+                continue
+            raise ValueError(f"{where(key)}: not a {family} weight this converter knows")
+        lit_key, role = match
+        if lit_key == _HEAD and tie_word_embeddings:
+            tied_head = (key, tensor)
+            continue
+        if lit_key not in expected:
+            raise ValueError(f"{where(key)}: maps to {lit_key!r}, which config {config.name!r} does not have")
+        if role != "copy":
+            group = parts.setdefault(lit_key, {})
+            if role in group:
+                raise ValueError(f"{where(key)}: duplicate of {group[role][0]!r}")
+            group[role] = (key, tensor)
+            continue
+        if lit_key in out:
+            raise ValueError(f"{where(key)}: maps to {lit_key!r} like {came_from[lit_key]!r}; keep only one")
+        out[lit_key] = _fit(tensor, expected[lit_key], lit_key, where(key))
+        came_from[lit_key] = key
+
+    for lit_key, group in parts.items():
+        missing = [r for r in ("q", "k", "v") if r not in group]
+        if missing:
+            have = ", ".join(repr(k) for k, _ in group.values())
+            raise ValueError(f"{source}: {lit_key!r}: have {have} but no {'/'.join(missing)} projection")
+        out[lit_key] = _fuse_qkv(config, group, expected[lit_key], where)
+
+    if tie_word_embeddings and _HEAD in expected and _WTE in out:
+        head = out[_WTE].clone()
+        if tied_head is not None and not torch.equal(_fit(tied_head[1], head.shape, _HEAD, where(tied_head[0])), head):
+            raise ValueError(f"{where(tied_head[0])}: tie_word_embeddings is set but it differs from the embedding")
+        out[_HEAD] = head
+
+    missing = sorted(set(expected) - set(out))
+    if missing:
+        hints = [f"{k} (from {' or '.join(_hf_names(fam, k)) or '?'})" for k in missing[:6]]
+        more = f" and {len(missing) - 6} more" if len(missing) > 6 else ""
+        raise ValueError(f"{source}: no tensor for Lit-GPT key(s) {', '.join(hints)}{more}")
+    return out
+
+
+def _match(family: Family, key: str) -> tuple[str, Role] | None:
+    for pattern, _, lit, role in _COMPILED[family]:
+        m = pattern.match(key)
+        if m:
+            return lit.format(**m.groupdict()), role
+    return None
+
+
+def _hf_names(family: Family, lit_key: str) -> list[str]:
+    """The HF keys that would produce ``lit_key`` (for the missing-tensor message)."""
+    names = []
+    for _, hf, lit, _ in _COMPILED[family]:
+        m = _pattern(lit).match(lit_key)
+        if m:
+            names.append(hf.format(**m.groupdict()))
+    return names
+
+
+def _expected_shapes(config: Config) -> dict[str, torch.Size]:
+    with torch.device("meta"):
+        model = GPT(config)
+    return {k: v.shape for k, v in model.state_dict().items()}
+
+
+def _fit(tensor: torch.Tensor, shape: torch.Size, lit_key: str, where: str) -> torch.Tensor:
+    """``tensor`` checked against ``shape``; vocabulary rows are zero-padded up to ``shape[0]``."""
+    if tensor.shape == shape:
+        return tensor
+    if lit_key in _VOCAB_KEYS and tensor.shape[1:] == shape[1:] and tensor.shape[0] < shape[0]:
+        pad = tensor.new_zeros((shape[0] - tensor.shape[0], *shape[1:]))
+        return torch.cat((tensor, pad))
+    raise ValueError(f"{where}: shape {tuple(tensor.shape)}, expected {tuple(shape)} for {lit_key!r}")
+
+
+def _fuse_qkv(
+    config: Config, parts: Mapping[str, tuple[str, torch.Tensor]], shape: torch.Size, where: Callable[[str], str]
+) -> torch.Tensor:
+    """Separate q/k/v (weights or biases) in Lit-GPT's grouped layout: per group q_per_kv q heads, k, v."""
+    G, hs = config.n_query_groups, config.head_size
+    tail = tuple(shape[1:])  # (n_embd,) for weights, () for biases
+    rows = {"q": config.n_head * hs, "k": G * hs, "v": G * hs}
+    for role, (key, tensor) in parts.items():
+        if tuple(tensor.shape) != (rows[role], *tail):
+            raise ValueError(f"{where(key)}: shape {tuple(tensor.shape)}, expected {(rows[role], *tail)}")
+    q = parts["q"][1].reshape(G, config.q_per_kv * hs, *tail)  # (G, q_per_kv*hs, E)
+    k = parts["k"][1].reshape(G, hs, *tail)  # (G, hs, E)
+    v = parts["v"][1].reshape(G, hs, *tail)  # (G, hs, E)
+    return torch.cat((q, k, v), dim=1).reshape(shape)  # ((n_head + 2G)*hs, E)
+
+
+# Files -------------------------------------------------------------------------------------
+def load_hf_state_dict(hf_dir: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """All tensors of a checkpoint directory, and for each key the file it came from.
+
+    Prefers safetensors (``*.safetensors.index.json``, else every ``*.safetensors``) over
+    ``pytorch_model.bin.index.json`` / ``pytorch_model*.bin``, as transformers does.
+    """
+    hf_dir = Path(hf_dir)
+    have_safetensors = importlib.util.find_spec("safetensors") is not None
+    files, index_file, index = _weight_files(hf_dir, have_safetensors)
+    state: dict[str, torch.Tensor] = {}
+    origin: dict[str, str] = {}
+    for path in files:
+        for key, tensor in _load_file(path).items():
+            if key in state:
+                raise ValueError(f"{path}: key {key!r} is also in {origin[key]}")
+            state[key] = tensor
+            origin[key] = str(path)
+    for key, file in index.items():
+        if origin.get(key) != str(hf_dir / file):
+            raise ValueError(f"{index_file}: key {key!r} is listed in {file} but is not there")
+    return state, origin
+
+
+def _weight_files(hf_dir: Path, have_safetensors: bool) -> tuple[list[Path], Path | None, dict[str, str]]:
+    """(weight files, index file or None, the index's weight_map)."""
+    candidates: list[tuple[str, str]] = []  # (index glob, file glob), best first
+    if have_safetensors:
+        candidates.append(("*.safetensors.index.json", "*.safetensors"))
+    candidates.append(("pytorch_model*.bin.index.json", "pytorch_model*.bin"))
+    for index_glob, file_glob in candidates:
+        indexes = sorted(hf_dir.glob(index_glob))
+        if len(indexes) > 1:
+            raise ValueError(f"{hf_dir}: several index files: {', '.join(p.name for p in indexes)}")
+        if indexes:
+            try:
+                weight_map: dict[str, str] = json.loads(indexes[0].read_text())["weight_map"]
+            except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise ValueError(f"{indexes[0]}: cannot read the weight_map: {exc}") from exc
+            files = sorted({hf_dir / f for f in weight_map.values()})
+            for key, f in weight_map.items():
+                if not (hf_dir / f).is_file():
+                    raise ValueError(f"{indexes[0]}: key {key!r}: shard {f} does not exist")
+            return files, indexes[0], weight_map
+        files = sorted(hf_dir.glob(file_glob))
+        if files:
+            return files, None, {}
+    hint = "" if have_safetensors or not list(hf_dir.glob("*.safetensors")) else " (safetensors is not installed)"
+    raise ValueError(f"{hf_dir}: no weights (model.safetensors, pytorch_model.bin or an index){hint}")
+
+
+def _load_file(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        if path.name.endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            return load_file(str(path), device="cpu")
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a corrupt or foreign file: any loader error becomes a named one
+        raise ValueError(f"{path}: cannot load weights: {exc}") from exc
+
+
+def convert_hf_checkpoint(hf_dir: str | Path, out_dir: str | Path, model_name: str | None = None) -> Path:
+    """Convert ``hf_dir`` (config.json + weights) to ``out_dir/lit_model.pth`` and ``lit_config.json``.
+
+    With ``model_name`` the registry config is used (checked against config.json); without it the
+    config is derived from config.json and named after ``hf_dir``. Tokenizer files are copied along.
+    Returns the path of ``lit_model.pth``. Raises ValueError naming the file and key on any problem.
+    """
+    hf_dir, out_dir = Path(hf_dir), Path(out_dir)
+    config_path = hf_dir / "config.json"
+    if not config_path.is_file():
+        raise ValueError(f"{config_path}: no such file (is {hf_dir} a Hugging Face checkpoint directory?)")
+    try:
+        hf_config = json.loads(config_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{config_path}: cannot read: {exc}") from exc
+    family = hf_family(hf_config, str(config_path))
+    config = config_from_hf(hf_config, model_name, source=str(config_path))
+    if model_name is None:
+        config = dataclasses.replace(config, name=hf_dir.resolve().name)
+
+    hf_state, origin = load_hf_state_dict(hf_dir)
+    tied = bool(hf_config.get("tie_word_embeddings", _TIED_BY_DEFAULT[family]))
+    state = convert_state_dict(hf_state, config, family, tie_word_embeddings=tied, origin=origin, source=str(hf_dir))
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model_path = out_dir / "lit_model.pth"
+    tmp = model_path.with_name(model_path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, model_path)  # never leave a half-written lit_model.pth behind
+    config.to_file(out_dir / "lit_config.json")
+    if out_dir.resolve() != hf_dir.resolve():
+        for name in _TOKENIZER_FILES:
+            if (hf_dir / name).is_file():
+                shutil.copyfile(hf_dir / name, out_dir / name)
+    return model_path

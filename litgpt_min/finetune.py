@@ -1,0 +1,297 @@
+"""One finetuning loop for LoRA, Adapter and Adapter v2, measured.
+
+Faithful to Lit-GPT's ``finetune/{lora,adapter,adapter_v2}.py`` at 8641822 in everything that moves
+memory and speed: the same model and trainable set, micro-batches drawn with replacement and padded
+right to their own longest sample, the longest sample forced into iteration 0, ``lm_head`` chunked
+by 128 with fp32 logits (Fabric casts the outputs of a ``bf16-true`` module), chunked
+cross-entropy, gradient accumulation to the script's batch size, AdamW (bitsandbytes' PagedAdamW
+under quantization) with linear warmup.
+
+The step itself (:func:`micro_step`, :func:`optimizer_step`) is a plain function of model, batch
+and optimizer, with no host synchronization and no data-dependent branch, so that the same step can
+later run on fake tensors to estimate memory. Timing and synchronization live in :func:`train`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+Backward = Callable[[torch.Tensor], None]
+
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    """Training hyperparameters. Defaults per method come from :data:`REFERENCE`."""
+
+    learning_rate: float = field(metadata={"help": "peak learning rate"})
+    batch_size: int = field(metadata={"help": "samples per optimizer step (gradient accumulation fills it)"})
+    micro_batch_size: int = field(metadata={"help": "samples per forward/backward"})
+    weight_decay: float = field(metadata={"help": "AdamW weight decay"})
+    warmup_steps: int = field(metadata={"help": "optimizer steps of linear warmup from lr 0"})
+    cosine_t_max: int | None = field(default=None, metadata={"help": "cosine annealing period after warmup (LoRA)"})
+    lm_head_chunk_size: int = field(default=128, metadata={"help": "tokens per lm_head chunk"})
+
+    def __post_init__(self) -> None:
+        if self.micro_batch_size < 1:
+            raise ValueError(f"micro_batch_size must be >= 1, got {self.micro_batch_size}")
+        if self.batch_size < self.micro_batch_size:
+            raise ValueError(f"batch_size {self.batch_size} is smaller than micro_batch_size {self.micro_batch_size}")
+
+    @property
+    def gradient_accumulation_iters(self) -> int:
+        return self.batch_size // self.micro_batch_size
+
+
+# The scripts' module-level values at 8641822, on one device.
+REFERENCE: dict[str, Hyperparameters] = {
+    "lora": Hyperparameters(
+        learning_rate=3e-4, batch_size=128, micro_batch_size=4, weight_decay=0.01, warmup_steps=100, cosine_t_max=390
+    ),
+    "adapter": Hyperparameters(
+        learning_rate=3e-3, batch_size=64, micro_batch_size=4, weight_decay=0.02, warmup_steps=1562
+    ),
+    "adapter_v2": Hyperparameters(
+        learning_rate=3e-3, batch_size=128, micro_batch_size=2, weight_decay=0.02, warmup_steps=781
+    ),
+}
+
+
+def hyperparameters(method: str, **overrides: Any) -> Hyperparameters:
+    if method not in REFERENCE:
+        raise ValueError(f"unknown finetuning method {method!r}: choose one of {', '.join(REFERENCE)}")
+    return replace(REFERENCE[method], **{k: v for k, v in overrides.items() if v is not None})
+
+
+# The step ----------------------------------------------------------------------------------------
+def chunked_cross_entropy(
+    logits: torch.Tensor | list[torch.Tensor], targets: torch.Tensor, ignore_index: int = -1
+) -> torch.Tensor:
+    """Mean cross-entropy over the non-ignored positions of (chunked) logits.
+
+    Deliberate difference: the reference divided by *all* positions, padding included, so the loss
+    of a padded micro-batch (micro-batch > 1) was scaled down; here padding is excluded.
+    """
+    if isinstance(logits, torch.Tensor):
+        logits = [logits]
+    target_chunks = targets.split([chunk.size(1) for chunk in logits], dim=1)
+    losses = [
+        F.cross_entropy(chunk.reshape(-1, chunk.size(-1)), t.reshape(-1), ignore_index=ignore_index, reduction="none")
+        for chunk, t in zip(logits, target_chunks)
+    ]
+    n_valid = (targets != ignore_index).sum().clamp(min=1)
+    return torch.cat(losses).sum() / n_valid
+
+
+def micro_step(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    targets: torch.Tensor,
+    accumulation: int,
+    lm_head_chunk_size: int = 128,
+    backward: Backward = torch.Tensor.backward,
+) -> torch.Tensor:
+    """Forward and backward of one micro-batch; returns the (detached) unscaled loss."""
+    logits = model(input_ids, lm_head_chunk_size=lm_head_chunk_size)
+    if isinstance(logits, torch.Tensor):
+        logits = [logits]
+    logits[-1] = logits[-1][..., :-1, :]  # the last position predicts nothing
+    loss = chunked_cross_entropy(logits, targets[..., 1:])
+    backward(loss / accumulation)
+    return loss.detach()
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer) -> None:
+    optimizer.step()
+    optimizer.zero_grad()
+
+
+def learning_rate(hp: Hyperparameters, step_count: int) -> float | None:
+    """The warmup learning rate for ``step_count`` optimizer steps done, or None after warmup."""
+    if step_count <= hp.warmup_steps:
+        return hp.learning_rate * step_count / hp.warmup_steps
+    return None
+
+
+# The measured loop -------------------------------------------------------------------------------
+@dataclass
+class TrainStats:
+    iters: int = 0
+    optimizer_steps: int = 0
+    micro_times: list[float] = field(default_factory=list)
+    optimizer_times: list[float] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    longest_seq_length: int = 0
+
+    def time_1k_iters_min(self, accumulation: int, skip: int) -> float | None:
+        """Minutes for 1,000 micro-batch iterations, from steady-state micro-step and optimizer-step times."""
+        steady = self.micro_times[skip:] or self.micro_times
+        if not steady:
+            return None
+        per_iter = sum(steady) / len(steady)
+        if self.optimizer_times:
+            per_iter += (sum(self.optimizer_times) / len(self.optimizer_times)) / accumulation
+        return per_iter * 1000 / 60
+
+
+def train(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    data: Any,
+    hp: Hyperparameters,
+    *,
+    max_iters: int,
+    device: torch.device,
+    synchronize: Callable[[torch.device], None],
+    backward: Backward = torch.Tensor.backward,
+    log: Callable[[str], None] = print,
+    seed: int = 1337,
+) -> TrainStats:
+    """Run ``max_iters`` micro-batch iterations (iteration 0 holds the longest sample)."""
+    from litgpt_min.data import get_batch
+
+    stats = TrainStats(longest_seq_length=data.longest_length)
+    generator = torch.Generator().manual_seed(seed)
+    accumulation = hp.gradient_accumulation_iters
+    step_count = 0
+    for iter_num in range(max_iters):
+        lr = learning_rate(hp, step_count)
+        if lr is not None:
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+        input_ids, targets = get_batch(data, hp.micro_batch_size, generator, longest_first=iter_num == 0)
+        input_ids, targets = input_ids.to(device), targets.to(device)
+
+        synchronize(device)
+        t0 = time.perf_counter()
+        loss = micro_step(model, input_ids, targets, accumulation, hp.lm_head_chunk_size, backward)
+        synchronize(device)
+        t1 = time.perf_counter()
+        stats.micro_times.append(t1 - t0)
+        is_step = (iter_num + 1) % accumulation == 0
+        if is_step:
+            optimizer_step(optimizer)
+            synchronize(device)
+            stats.optimizer_times.append(time.perf_counter() - t1)
+            step_count += 1
+            if scheduler is not None and step_count > hp.warmup_steps:
+                scheduler.step()
+        stats.iters += 1
+        stats.optimizer_steps = step_count
+        stats.losses.append(loss.item())
+        note = " (optimizer.step)" if is_step else ""
+        log(f"iter {iter_num} step {step_count}: loss {stats.losses[-1]:.4f}, iter time: {(t1 - t0) * 1000:.2f}ms{note}")
+    return stats
+
+
+def make_optimizer(
+    params: list[torch.nn.Parameter], hp: Hyperparameters, quantize: str | None
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None]:
+    """AdamW, or bitsandbytes' PagedAdamW under quantization (as the reference); cosine for LoRA."""
+    if quantize is not None:
+        from litgpt_min.quantize import paged_adamw
+
+        optimizer = paged_adamw(params, lr=hp.learning_rate, weight_decay=hp.weight_decay)
+    else:
+        optimizer = torch.optim.AdamW(params, lr=hp.learning_rate, weight_decay=hp.weight_decay)
+    scheduler = None
+    if hp.cosine_t_max is not None:
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=hp.cosine_t_max)
+    return optimizer, scheduler
+
+
+def default_max_iters(hp: Hyperparameters) -> int:
+    """Enough iterations for one optimizer step plus a few steady-state micro-steps after it."""
+    return hp.gradient_accumulation_iters + 3
+
+
+def warmup_iters(max_iters: int) -> int:
+    """Iterations excluded from timing: iteration 0 (longest sample, lazy initialization) and one more."""
+    return min(2, max(0, max_iters - 1))
+
+
+
+def load_train_data(request: Any, config: Any) -> Any:
+    """Alpaca from a JSON file and a tokenizer when given; else synthetic data with Alpaca's real lengths."""
+    from litgpt_min import data
+
+    opts = request.options
+    if opts.get("data_file"):
+        if not opts.get("tokenizer_dir"):
+            raise ValueError("--data-file needs --tokenizer-dir")
+        train_set, _ = data.prepare_alpaca(opts["data_file"], data.Tokenizer(opts["tokenizer_dir"]), max_length=config.block_size)
+        return data.SampleList(train_set)
+    profile = data.load_length_profile(data.tokenizer_family(request.model))
+    return data.SyntheticAlpaca(profile, vocab_size=config.padded_vocab_size, seed=1337, max_seq_length=config.block_size)
+
+
+def finetune_body(request: Any, config: Any, fabric: Any, device: torch.device) -> dict[str, Any]:
+    """The measured finetuning run (used through :func:`litgpt_min.run.execute`)."""
+    from litgpt_min.build import build_model
+    from litgpt_min.measure import synchronize
+    from litgpt_min.peft import num_params
+
+    opts = request.options
+    hp = hyperparameters(request.method, micro_batch_size=request.micro_batch_size, batch_size=opts.get("batch_size"))
+    fabric.seed_everything(1337)
+    model = build_model(config, request.method, device=device, dtype=request.dtype, quantize=request.quantize)
+    trainable, total = num_params(model, requires_grad=True), num_params(model)
+    print(f"Number of trainable parameters: {trainable:,}")
+    print(f"Number of non trainable parameters: {total - trainable:,}")
+    train_data = load_train_data(request, config)
+    if train_data.longest_length > config.block_size:
+        raise ValueError(f"the longest sample ({train_data.longest_length}) exceeds the block size {config.block_size}")
+    model.max_seq_length = train_data.longest_length
+    print(f"The longest sequence length in the train data is {train_data.longest_length}")
+    model.train()
+    model = fabric.setup_module(model)
+    optimizer, scheduler = make_optimizer([p for p in model.parameters() if p.requires_grad], hp, request.quantize)
+    optimizer = fabric.setup_optimizers(optimizer)
+    max_iters = opts.get("max_iters") or default_max_iters(hp)
+    stats = train(
+        model, optimizer, scheduler, train_data, hp,
+        max_iters=max_iters, device=device, synchronize=synchronize, backward=fabric.backward,
+        seed=1337 + fabric.global_rank,
+    )
+    skip = warmup_iters(max_iters)
+    return {
+        "trainable_params": trainable,
+        "total_params": total,
+        "time_1k_iters_min": _round(stats.time_1k_iters_min(hp.gradient_accumulation_iters, skip)),
+        "details": {
+            "iters": stats.iters,
+            "optimizer_steps": stats.optimizer_steps,
+            "gradient_accumulation_iters": hp.gradient_accumulation_iters,
+            "longest_seq_length": stats.longest_seq_length,
+            "timed_from_iter": skip,
+            "micro_step_ms": [round(t * 1000, 3) for t in stats.micro_times],
+            "optimizer_step_ms": [round(t * 1000, 3) for t in stats.optimizer_times],
+            "losses": [round(x, 5) for x in stats.losses],
+        },
+    }
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 4)
+
+__all__ = [
+    "REFERENCE",
+    "Hyperparameters",
+    "TrainStats",
+    "chunked_cross_entropy",
+    "default_max_iters",
+    "hyperparameters",
+    "learning_rate",
+    "make_optimizer",
+    "micro_step",
+    "optimizer_step",
+    "train",
+    "warmup_iters",
+]
+

@@ -1,0 +1,143 @@
+"""Text generation with a KV cache, in small verbs (sample, prefill, decode one token, generate),
+and the measured inference run of the resource tables (``generate/base.py``'s defaults).
+
+Tokens per second are computed as the reference does (new tokens over the time of the whole
+``generate`` call, prefill and sampling included) but with the device synchronized before the clock
+is read; the reference read it without synchronizing.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+
+@dataclass(frozen=True)
+class GenerateSettings:
+    """Sampling settings; the defaults are ``generate/base.py``'s."""
+
+    prompt: str = field(default="Hello, my name is", metadata={"help": "the prompt"})
+    max_new_tokens: int = field(default=50, metadata={"help": "tokens to generate"})
+    top_k: int | None = field(default=200, metadata={"help": "sample from the k most likely tokens"})
+    temperature: float = field(default=0.8, metadata={"help": "softmax temperature (0: greedy)"})
+    num_samples: int = field(default=1, metadata={"help": "generations in a row; the first one is reported"})
+    seed: int = field(default=1234, metadata={"help": "sampling seed"})
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {self.num_samples}")
+
+
+def sample(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None) -> torch.Tensor:
+    """One token id from the last position's logits ``(1, T, vocab)``; greedy when temperature is 0."""
+    logits = logits[0, -1]
+    if temperature == 0:
+        return torch.argmax(logits, dim=-1, keepdim=True)
+    logits = logits / temperature
+    if top_k is not None:
+        v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
+        logits = torch.where(logits < v[[-1]], -float("inf"), logits)
+    probs = torch.nn.functional.softmax(logits, dim=-1)
+    return torch.multinomial(probs, num_samples=1)
+
+
+def prefill(model: torch.nn.Module, prompt: torch.Tensor) -> torch.Tensor:
+    """Run the whole prompt ``(T,)`` through the model, filling the KV cache; returns logits."""
+    input_pos = torch.arange(prompt.size(0), device=prompt.device)
+    return model(prompt.view(1, -1), input_pos)
+
+
+def decode_one(model: torch.nn.Module, token: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """Feed one token ``(1,)`` at position ``pos`` ``(1,)``; returns logits."""
+    return model(token.view(1, -1), pos)
+
+
+@torch.inference_mode()
+def generate(
+    model: torch.nn.Module,
+    prompt: torch.Tensor,
+    max_returned_tokens: int,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    eos_id: int | None = None,
+) -> torch.Tensor:
+    """Prompt ``(T,)`` followed by up to ``max_returned_tokens - T`` sampled tokens (the KV cache must be set)."""
+    T = prompt.size(0)
+    if max_returned_tokens <= T:
+        raise ValueError(f"max_returned_tokens {max_returned_tokens} leaves no room after a {T}-token prompt")
+    if model.max_seq_length < max_returned_tokens - 1:
+        raise ValueError(f"max_seq_length {model.max_seq_length} is shorter than {max_returned_tokens - 1}")
+    out = torch.empty(max_returned_tokens, dtype=prompt.dtype, device=prompt.device)
+    out[:T] = prompt
+    token = sample(prefill(model, prompt), temperature, top_k)
+    out[T] = token
+    pos = torch.tensor([T], device=prompt.device)
+    for _ in range(max_returned_tokens - T - 1):
+        if eos_id is not None and int(token) == eos_id:  # a host sync, only when asked to stop early
+            return out[: int(pos)]
+        token = sample(decode_one(model, token, pos), temperature, top_k)
+        pos = pos + 1
+        out.index_copy_(0, pos, token)
+    return out
+
+
+def prompt_ids(settings: GenerateSettings, model_name: str, vocab_size: int, tokenizer_dir: str | None) -> torch.Tensor:
+    """The prompt's token ids: from the real tokenizer when given, else synthetic ids of the real length."""
+    from litgpt_min import data
+
+    if tokenizer_dir is not None:
+        return torch.tensor(data.Tokenizer(tokenizer_dir).encode(settings.prompt), dtype=torch.long)
+    if settings.prompt != GenerateSettings.prompt:
+        raise ValueError("a custom prompt needs --tokenizer-dir (without a tokenizer only the default prompt's length is known)")
+    profile = data.load_length_profile(data.tokenizer_family(model_name))
+    n = profile.default_prompt_tokens
+    generator = torch.Generator().manual_seed(0)
+    return torch.randint(0, vocab_size, (n,), generator=generator)
+
+
+def generate_body(request: Any, config: Any, fabric: Any, device: torch.device) -> dict[str, Any]:
+    """The measured inference run (used through :func:`litgpt_min.run.execute`)."""
+    from litgpt_min.build import build_model
+    from litgpt_min.measure import synchronize
+    from litgpt_min.peft import num_params
+
+    settings = GenerateSettings(**request.options.get("generate", {}))
+    t0 = time.perf_counter()
+    model = build_model(config, "none", device=device, dtype=request.dtype, quantize=request.quantize)
+    model.eval()
+    total = num_params(model)
+    prompt = prompt_ids(settings, request.model, config.padded_vocab_size, request.options.get("tokenizer_dir"))
+    max_returned = prompt.size(0) + settings.max_new_tokens
+    model.max_seq_length = max_returned
+    model = fabric.setup_module(model)
+    load_time = time.perf_counter() - t0
+    prompt = prompt.to(device)
+    torch.manual_seed(settings.seed)
+    rates = []
+    for _ in range(settings.num_samples):
+        model.set_kv_cache(batch_size=1, device=device, dtype=request.dtype)
+        synchronize(device)
+        t = time.perf_counter()
+        out = generate(model, prompt, max_returned, temperature=settings.temperature, top_k=settings.top_k)
+        synchronize(device)
+        rates.append((out.size(0) - prompt.size(0)) / (time.perf_counter() - t))
+        print(f"Time for inference: {rates[-1]:.02f} tokens/sec")
+        model.clear_kv_cache()
+    return {
+        "total_params": total,
+        "tokens_per_sec": round(rates[0], 3),
+        "details": {
+            "prompt_tokens": prompt.size(0),
+            "new_tokens": settings.max_new_tokens,
+            "tokens_per_sec_all": [round(r, 3) for r in rates],
+            "build_seconds": round(load_time, 3),
+        },
+    }

@@ -1,0 +1,570 @@
+"""Measuring memory and time, and turning exceptions into outcomes.
+
+This is the one module that knows how peak memory is read on each device, how a clock is read
+around asynchronous CUDA work, and what an out-of-memory error looks like. Runners use:
+
+- ``measure_peak(device, cap_gb=None, track=())``: a context manager that yields a ``PeakMemory``.
+  On CUDA it resets the allocator's peak statistics (and optionally caps the allocator); on the
+  CPU it runs a ``LiveTensorTracker``, a dispatch mode that adds up the live tensor storages the
+  way the CUDA caching allocator would (each storage rounded up to 512 bytes).
+- ``timed(device)`` / ``Stopwatch``: wall-clock time that synchronizes CUDA before each reading.
+- ``classify_exception(exc)``: ``("ok" | "oom" | "unsupported" | "error", one-line message)``.
+- ``gb`` (decimal gigabytes, as Lit-GPT prints them) and ``device_info`` for the result JSON.
+
+The tracker is also built to run under ``FakeTensorMode`` on the cpu device, where the same
+training step can be replayed on fake tensors to estimate a full-size model's peak.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, Literal, TypedDict
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+Outcome = Literal["ok", "oom", "unsupported", "error"]
+MemorySource = Literal["cuda.max_memory_allocated", "live-tensor-tracker"]
+
+# torch.OutOfMemoryError appeared in PyTorch 2.5; before it the same class was only reachable as
+# torch.cuda.OutOfMemoryError (1.13+), which newer releases keep as an alias. The project allows
+# torch>=2.1, so everything here names it through this alias.
+OutOfMemoryError: type[RuntimeError] = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
+
+# The CUDA caching allocator rounds every request up to a multiple of 512 bytes (kMinBlockSize in
+# c10/cuda/CUDACachingAllocator.cpp) and counts the rounded size in max_memory_allocated; a
+# zero-byte request allocates nothing.
+ALLOCATION_GRANULARITY = 512
+
+# An error message is cut to this many characters: the result JSON wants one readable line, and
+# CUDA's OOM message alone runs to ~400 characters of advice.
+MAX_MESSAGE_CHARS = 300
+
+
+class UnsupportedCombination(ValueError):
+    """A workload/method/quantization/device combination that the reference refuses by design
+    (e.g. bitsandbytes with several devices). Runners raise it; it becomes outcome "unsupported"."""
+
+
+def gb(n_bytes: int | float) -> float:
+    """Decimal gigabytes (1e9 bytes), the unit of Lit-GPT's "Memory used: X GB" line."""
+    return n_bytes / 1e9
+
+
+def round_allocation(n_bytes: int, granularity: int = ALLOCATION_GRANULARITY) -> int:
+    """The bytes the CUDA caching allocator charges for a request of ``n_bytes``."""
+    return -(-n_bytes // granularity) * granularity
+
+
+# ---------------------------------------------------------------------------------------------
+# Outcomes: the one place an out-of-memory error is recognized.
+# ---------------------------------------------------------------------------------------------
+
+# Substrings that mark an out-of-memory failure that is not (or not always) raised as
+# torch.OutOfMemoryError. Each is copied from the code that produces it.
+OOM_MARKERS: tuple[str, ...] = (
+    # PyTorch's CUDA caching allocator (c10/cuda/CUDACachingAllocator.cpp): "CUDA out of memory.
+    # Tried to allocate 20.00 MiB. GPU 0 has a total capacity of ...". A torch.OutOfMemoryError
+    # since PyTorch 1.13, a plain RuntimeError before; the ROCm build says "HIP" instead.
+    "CUDA out of memory",
+    "HIP out of memory",
+    # C10_CUDA_CHECK on cudaErrorMemoryAllocation (context creation, cudaMalloc outside the
+    # caching allocator): "CUDA error: out of memory\nCUDA kernel errors might be ...".
+    "CUDA error: out of memory",
+    # C10_CUDA_DRIVER_CHECK (c10/cuda/driver_api.h), e.g. cuMemCreate under
+    # PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True: "CUDA driver error: out of memory".
+    "CUDA driver error: out of memory",
+    # cuBLAS could not allocate its handle or workspace (TORCH_CUDABLAS_CHECK in
+    # aten/src/ATen/cuda/CUDABlas.cpp, CublasHandlePool.cpp):
+    # "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`".
+    "CUBLAS_STATUS_ALLOC_FAILED",
+    # PyTorch's CPU allocator (c10/core/impl/alloc_cpu.cpp), a RuntimeError, seen on torch 2.13:
+    # "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory:
+    # you tried to allocate 100000000000000 bytes. Error code 12 (Cannot allocate memory)".
+    "DefaultCPUAllocator: can't allocate memory",
+    # bitsandbytes' CUDA_CHECK_RETURN (csrc/ops.cuh) prints "Error %s at line %d in file %s" with
+    # cudaGetErrorString and exit(1)s, e.g. when cudaMallocManaged fails for a paged optimizer:
+    # "Error out of memory at line 380 in file .../csrc/pythonInterface.c" (bitsandbytes#959).
+    # It is never an exception: only a subprocess's stderr carries it (see is_oom_message).
+    "Error out of memory at line",
+    # LiveTensorTracker's emulated cap (raised as torch.OutOfMemoryError; listed for stderr text).
+    "CPU memory cap exceeded",
+)
+# Deliberately NOT an OOM: "CUDA error: CUBLAS_STATUS_NOT_INITIALIZED when calling
+# `cublasCreate(handle)`". It often means that cuBLAS found no memory for its handle, but the
+# conformance suite records it as an error with its message and decides how to match it.
+
+
+def is_oom_message(text: str) -> bool:
+    """Whether an exception message (or a crashed subprocess's stderr) reports an OOM."""
+    return any(marker in text for marker in OOM_MARKERS)
+
+
+def classify_exception(exc: BaseException) -> tuple[Outcome, str]:
+    """The outcome an exception stands for, and its message on one line.
+
+    An OOM anywhere in the exception's chain (``raise ... from oom``, or an error raised while an
+    OOM was being handled) makes the outcome "oom": what ran out first is what the row measures.
+    """
+    chain = list(_exception_chain(exc))
+    for link in chain:
+        if isinstance(link, (OutOfMemoryError, MemoryError)) or is_oom_message(str(link)):
+            return "oom", one_line(link)
+    for link in chain:
+        if isinstance(link, UnsupportedCombination):
+            return "unsupported", one_line(link)
+    return "error", one_line(exc)
+
+
+def one_line(exc: BaseException) -> str:
+    """The first non-blank line of the exception's text (its type name if it has none), trimmed."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 3] + "..."
+
+
+def _exception_chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        yield link
+        link = link.__cause__ or (None if link.__suppress_context__ else link.__context__)
+
+
+# ---------------------------------------------------------------------------------------------
+# Peak memory, device-neutral.
+# ---------------------------------------------------------------------------------------------
+
+
+class DeviceInfo(TypedDict):
+    type: str
+    name: str
+    memory_cap_gb: float | None
+
+
+def memory_source(device: torch.device | str) -> MemorySource:
+    """Where ``max_memory_gb`` comes from on this device."""
+    kind = _device_type(device)
+    return "cuda.max_memory_allocated" if kind == "cuda" else "live-tensor-tracker"
+
+
+def device_info(device: torch.device | str, cap_gb: float | None = None) -> DeviceInfo:
+    """The result JSON's ``device`` object: ``{"type", "name", "memory_cap_gb"}``."""
+    dev = torch.device(device)
+    kind = _device_type(dev)
+    name = torch.cuda.get_device_name(dev) if kind == "cuda" else _cpu_name()
+    return {"type": kind, "name": name, "memory_cap_gb": cap_gb}
+
+
+class PeakMemory:
+    """Peak allocated bytes on one device since the last ``reset()``.
+
+    CUDA: ``torch.cuda.max_memory_allocated`` (the caching allocator's allocated bytes, rounded
+    blocks, not reserved). CPU: the peak of a ``LiveTensorTracker``, which must be active while the
+    work runs (``measure_peak`` arranges that).
+    """
+
+    def __init__(self, device: torch.device | str, tracker: LiveTensorTracker | None = None) -> None:
+        self.device = torch.device(device)
+        if _device_type(self.device) == "cpu" and tracker is None:
+            raise ValueError("PeakMemory on the cpu needs a LiveTensorTracker (use measure_peak)")
+        self.tracker = tracker
+
+    @property
+    def source(self) -> MemorySource:
+        return memory_source(self.device)
+
+    def reset(self) -> None:
+        """Start a new peak from what is allocated now."""
+        if self.tracker is not None:
+            self.tracker.reset_peak()
+        else:
+            synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def peak_bytes(self) -> int:
+        if self.tracker is not None:
+            return self.tracker.peak_bytes
+        synchronize(self.device)
+        return torch.cuda.max_memory_allocated(self.device)
+
+    def peak_gb(self) -> float:
+        return gb(self.peak_bytes())
+
+    def live_bytes(self) -> int:
+        """Bytes allocated now (CUDA: ``memory_allocated``)."""
+        if self.tracker is not None:
+            return self.tracker.live_bytes
+        return torch.cuda.memory_allocated(self.device)
+
+
+@contextmanager
+def measure_peak(
+    device: torch.device | str, cap_gb: float | None = None, track: Iterable[object] = ()
+) -> Iterator[PeakMemory]:
+    """Measure the peak allocated memory of the enclosed work; optionally cap the device.
+
+    ``cap_gb`` (decimal GB) emulates a smaller device: the first allocation beyond it raises
+    ``torch.OutOfMemoryError``.
+
+    - CPU: the cap applies to the tracker's live total, exactly.
+    - CUDA: the cap becomes ``torch.cuda.set_per_process_memory_fraction(cap_bytes / total_memory)``
+      (clamped to 1.0), restored on exit. Caveats: the allocator compares the fraction with its
+      *reserved* bytes (allocated plus cached blocks it cannot release, after freeing the cache and
+      retrying), so fragmentation can OOM a little below the cap; and memory outside the allocator
+      counts against the real card but not the cap: the CUDA context (~0.3-0.6 GB), NCCL, and
+      bitsandbytes' paged buffers (cudaMallocManaged). To emulate a card, pass the memory the
+      allocator could use there: its ``total_memory`` less its context. A cap above this card's
+      memory is no cap (the fraction is clamped); ``device_info`` still reports the cap asked for.
+
+    ``track``: tensors, modules and optimizers that already exist and should count as resident
+    (CPU only; on CUDA the allocator already counts them).
+    """
+    dev = torch.device(device)
+    kind = _device_type(dev)
+    if cap_gb is not None and not cap_gb > 0:
+        raise ValueError(f"measure_peak: cap_gb must be a positive number of GB (got {cap_gb!r})")
+    cap_bytes = None if cap_gb is None else int(cap_gb * 1e9)
+    if kind == "cuda":
+        restore_fraction = _cap_cuda(dev, cap_bytes)
+        try:
+            peak = PeakMemory(dev)
+            peak.reset()
+            yield peak
+        finally:
+            restore_fraction()
+    else:
+        tracker = LiveTensorTracker(device=dev, cap_bytes=cap_bytes)
+        tracker.track(*track)
+        with tracker:
+            yield PeakMemory(dev, tracker)
+
+
+def _cap_cuda(device: torch.device, cap_bytes: int | None) -> Callable[[], None]:
+    """Apply a per-process memory fraction for ``cap_bytes``; return a function that undoes it."""
+    if cap_bytes is None:
+        return lambda: None
+    total = torch.cuda.get_device_properties(device).total_memory
+    # Older PyTorch cannot read the fraction back; 1.0 is its default.
+    get_fraction = getattr(torch.cuda, "get_per_process_memory_fraction", None)
+    previous = get_fraction(device) if get_fraction is not None else 1.0
+    torch.cuda.set_per_process_memory_fraction(min(1.0, cap_bytes / total), device)
+    return lambda: torch.cuda.set_per_process_memory_fraction(previous, device)
+
+
+def _device_type(device: torch.device | str) -> Literal["cpu", "cuda"]:
+    kind = torch.device(device).type
+    if kind not in ("cpu", "cuda"):
+        raise ValueError(f"memory measurement supports the cpu and cuda devices, not {str(device)!r}")
+    return kind  # type: ignore[return-value]
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"
+
+
+# ---------------------------------------------------------------------------------------------
+# The live-tensor tracker.
+# ---------------------------------------------------------------------------------------------
+
+
+# torch.tensor(data) builds its tensor outside the dispatcher and hands it to this op.
+_LIFT_FRESH = torch.ops.aten.lift_fresh.default
+
+
+class _StorageRef(weakref.ref):  # type: ignore[type-arg]
+    """A weak reference to a tracked storage that remembers its key and its charged bytes."""
+
+    __slots__ = ("key", "nbytes")
+    key: int
+    nbytes: int
+
+
+class LiveTensorTracker(TorchDispatchMode):
+    """Counts the bytes of live tensor storages, and their peak, like ``max_memory_allocated``.
+
+    Every ATen op runs through ``__torch_dispatch__`` (forward, backward, optimizer, under
+    ``no_grad`` and ``inference_mode`` alike). A storage is *new* when an op returns it and no
+    input tensor shares it; it is then charged ``round_allocation(nbytes)`` until it dies.
+
+    Why storages, not tensors: views and tensors that share memory (a parameter and its
+    ``.data``, a reshape) are one allocation, and a storage can outlive every Python tensor that
+    showed it, e.g. an output that autograd saves for backward keeps a tensor of its own on the
+    same storage. PyTorch keeps a storage's Python object alive for as long as the C++ storage
+    lives, so a weak reference to it fires exactly when the memory is released; its key is the
+    C++ ``StorageImpl`` address, which a later storage may reuse only after that callback ran.
+
+    Not seen: kernel-internal workspaces that never become a tensor, storages allocated outside
+    the dispatcher (``torch.from_numpy``, ``UntypedStorage(n)``) unless they reach an op through
+    ``set_`` (``torch.load`` does this, and counts), and tensors that already existed unless passed
+    to ``track()``. Only tensors whose ``device`` has this tracker's device type count, so meta
+    tensors (a model skeleton) are free; a fake cpu tensor reports the cpu device and counts.
+
+    Under ``FakeTensorMode``, enter the fake mode first and the tracker inside it, so that the
+    tracker sees each op before the fake mode runs it. Single-threaded use only: on the CPU,
+    autograd runs backward on the calling thread.
+    """
+
+    def __init__(
+        self,
+        *,
+        device: torch.device | str = "cpu",
+        cap_bytes: int | None = None,
+        granularity: int = ALLOCATION_GRANULARITY,
+    ) -> None:
+        super().__init__()
+        self.device_type = torch.device(device).type
+        self.cap_bytes = cap_bytes
+        self.granularity = granularity
+        self.live_bytes = 0
+        self.peak_bytes = 0
+        self._refs: dict[int, _StorageRef] = {}
+        self._peak_op: object = None  # an OpOverload (formatted only when asked) or a string
+
+    @property
+    def peak_op(self) -> str | None:
+        """The op (``"aten.mm.default"``, or ``"track"``, ``"resize"``) that reached the peak."""
+        return None if self._peak_op is None else str(self._peak_op)
+
+    @property
+    def n_live_storages(self) -> int:
+        return len(self._refs)
+
+    def reset_peak(self) -> None:
+        self.peak_bytes = self.live_bytes
+        self._peak_op = None
+
+    def track(self, *objects: object) -> int:
+        """Count existing tensors as live: tensors (and their ``.grad``), modules (parameters,
+        buffers, their grads, tensor attributes such as bitsandbytes' quantization state),
+        optimizers (parameters and state), and containers of these. Returns the bytes added."""
+        before = self.live_bytes
+        for tensor in _tensors_in(objects):
+            if tensor.device.type != self.device_type:
+                continue
+            storage = _storage_of(tensor)
+            if storage is not None and storage._cdata not in self._refs:
+                self._add(storage, "track")
+        return self.live_bytes - before
+
+    def __torch_dispatch__(
+        self,
+        func: torch._ops.OpOverload,
+        types: Any,
+        args: tuple[Any, ...] = (),
+        kwargs: Mapping[str, Any] | None = None,
+    ) -> Any:
+        out = func(*args, **(kwargs or {}))
+        self._account(func, out, args, kwargs)
+        return out
+
+    def _account(
+        self, func: torch._ops.OpOverload, out: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any] | None
+    ) -> None:
+        input_keys: set[int] | None = None
+        for tensor in (out,) if isinstance(out, torch.Tensor) else _flat_tensors(out):
+            if tensor.device.type != self.device_type:
+                continue
+            storage = _storage_of(tensor)
+            if storage is None:
+                continue
+            key = storage._cdata
+            ref = self._refs.get(key)
+            if ref is not None:
+                # An op that writes into a tracked storage may have resized it (resize_, out=).
+                self._resize(ref, storage)
+                continue
+            if func is not _LIFT_FRESH:
+                if input_keys is None:
+                    input_keys = _storage_keys(_flat_tensors((args, kwargs)))
+                if key in input_keys:
+                    continue  # a view of (or a write into) a tensor that existed before tracking
+            self._add(storage, func)
+
+    def _add(self, storage: torch.UntypedStorage, op: object) -> None:
+        nbytes = round_allocation(int(storage.nbytes()), self.granularity)
+        self._check_cap(nbytes)
+        ref = _StorageRef(storage, self._release)
+        ref.key = storage._cdata
+        ref.nbytes = nbytes
+        self._refs[ref.key] = ref
+        self.live_bytes += nbytes
+        self._update_peak(op)
+
+    def _resize(self, ref: _StorageRef, storage: torch.UntypedStorage) -> None:
+        nbytes = round_allocation(int(storage.nbytes()), self.granularity)
+        if nbytes == ref.nbytes:
+            return
+        if nbytes > ref.nbytes:
+            self._check_cap(nbytes - ref.nbytes)
+        self.live_bytes += nbytes - ref.nbytes
+        ref.nbytes = nbytes
+        self._update_peak("resize")
+
+    def _release(self, ref: _StorageRef) -> None:
+        # Runs when a tracked storage dies; the identity check guards against a stale callback.
+        if self._refs.get(ref.key) is ref:
+            del self._refs[ref.key]
+            self.live_bytes -= ref.nbytes
+
+    def _check_cap(self, nbytes: int) -> None:
+        if self.cap_bytes is not None and self.live_bytes + nbytes > self.cap_bytes:
+            raise OutOfMemoryError(
+                f"CPU memory cap exceeded: tried to allocate {_format_bytes(nbytes)}; "
+                f"live {_format_bytes(self.live_bytes)}; cap {_format_bytes(self.cap_bytes)}"
+            )
+
+    def _update_peak(self, op: object) -> None:
+        if self.live_bytes > self.peak_bytes:
+            self.peak_bytes = self.live_bytes
+            self._peak_op = op
+
+
+def _storage_of(tensor: torch.Tensor) -> torch.UntypedStorage | None:
+    try:
+        return tensor.untyped_storage()
+    except (RuntimeError, NotImplementedError):
+        return None  # sparse, nested or wrapper tensors without a storage of their own
+
+
+def _storage_keys(tensors: list[torch.Tensor]) -> set[int]:
+    keys = set()
+    for tensor in tensors:
+        storage = _storage_of(tensor)
+        if storage is not None:
+            keys.add(storage._cdata)
+    return keys
+
+
+def _flat_tensors(value: Any, found: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
+    """Tensors in an op's output or arguments (nested tuples, lists and dicts)."""
+    found = [] if found is None else found
+    if isinstance(value, torch.Tensor):
+        found.append(value)
+    elif isinstance(value, (tuple, list)):
+        for item in value:
+            _flat_tensors(item, found)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _flat_tensors(item, found)
+    return found
+
+
+def _tensors_in(objects: Iterable[object], max_depth: int = 6) -> Iterator[torch.Tensor]:
+    """Tensors reachable from ``objects``, for seeding. Besides tensors, modules, optimizers and
+    containers, the walk enters the attributes of plain objects from outside torch, which is where
+    bitsandbytes keeps a 4-bit weight's quantization state (Params4bit.quant_state.absmax, and
+    .state2.absmax under double quantization); ``max_depth`` bounds it."""
+    seen: dict[int, object] = {}  # holds what it saw, so that no id is reused during the walk
+    for obj in objects:
+        yield from _walk(obj, max_depth, max_depth, seen)
+
+
+def _walk(obj: object, depth: int, max_depth: int, seen: dict[int, object]) -> Iterator[torch.Tensor]:
+    if depth < 0 or id(obj) in seen:
+        return
+    seen[id(obj)] = obj
+    if isinstance(obj, torch.Tensor):
+        yield obj
+        # .grad of a non-leaf tensor is None unless retained (and reading it warns).
+        if obj.is_leaf and obj.grad is not None:
+            yield obj.grad
+        for value in vars(obj).values():
+            yield from _walk(value, depth - 1, max_depth, seen)
+    elif isinstance(obj, torch.nn.Module):
+        # A module restarts the depth budget: its own tree is walked by modules().
+        for module in obj.modules():
+            for name, value in vars(module).items():
+                if name != "_modules":
+                    yield from _walk(value, max_depth - 1, max_depth, seen)
+    elif isinstance(obj, torch.optim.Optimizer):
+        yield from _walk(obj.param_groups, max_depth - 1, max_depth, seen)
+        yield from _walk(list(obj.state.values()), max_depth - 1, max_depth, seen)
+    elif isinstance(obj, Mapping):
+        for value in obj.values():
+            yield from _walk(value, depth - 1, max_depth, seen)
+    elif isinstance(obj, (list, tuple, set, frozenset)):
+        for value in obj:
+            yield from _walk(value, depth - 1, max_depth, seen)
+    elif hasattr(obj, "__dict__") and not callable(obj) and not type(obj).__module__.startswith("torch"):
+        # Not torch's own objects: a FakeTensor's fake_mode would lead to every fake tensor.
+        for value in vars(obj).values():
+            yield from _walk(value, depth - 1, max_depth, seen)
+
+
+def _format_bytes(n_bytes: int) -> str:
+    """Binary units, like CUDA's OOM message ("20.00 MiB"), with the exact count."""
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n_bytes >= size:
+            return f"{n_bytes / size:.2f} {unit} ({n_bytes} bytes)"
+    return f"{n_bytes} bytes"
+
+
+# ---------------------------------------------------------------------------------------------
+# Time.
+# ---------------------------------------------------------------------------------------------
+
+
+def synchronize(device: torch.device | str) -> None:
+    """Wait for queued work on ``device`` (a no-op off CUDA), so that a clock reading covers it."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+class Stopwatch:
+    """Accumulates wall-clock seconds over ``start()``/``stop()`` laps, synchronizing CUDA first."""
+
+    def __init__(self, device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.seconds = 0.0
+        self.laps = 0
+        self._started: float | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._started is not None
+
+    def start(self) -> None:
+        if self._started is not None:
+            raise RuntimeError("Stopwatch.start(): already running")
+        synchronize(self.device)
+        self._started = time.perf_counter()
+
+    def stop(self, sync: bool = True) -> float:
+        """End the lap and return its seconds; ``sync=False`` skips the CUDA synchronize (used when
+        an exception is propagating, so that a failed device cannot mask it)."""
+        if self._started is None:
+            raise RuntimeError("Stopwatch.stop(): not running")
+        if sync:
+            synchronize(self.device)
+        lap = time.perf_counter() - self._started
+        self._started = None
+        self.seconds += lap
+        self.laps += 1
+        return lap
+
+
+@contextmanager
+def timed(device: torch.device | str = "cpu") -> Iterator[Stopwatch]:
+    """Time the enclosed block: ``with timed(device) as sw: ...`` then ``sw.seconds``."""
+    stopwatch = Stopwatch(device)
+    stopwatch.start()
+    try:
+        yield stopwatch
+    except BaseException:
+        stopwatch.stop(sync=False)
+        raise
+    stopwatch.stop()

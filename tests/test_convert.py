@@ -1,0 +1,348 @@
+"""Hugging Face -> Lit-GPT conversion: logits parity with random tiny transformers models (CPU, fp32).
+
+Every case builds a random HF model, saves it with ``save_pretrained`` (safetensors), converts it and
+loads the result strictly into ``GPT``. Parameters are re-drawn away from HF's init (norm weights not
+1, biases not 0) so a swapped norm or a misplaced bias cannot hide.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from litgpt_min.config import Config
+from litgpt_min.convert import config_from_hf, convert_hf_checkpoint, convert_state_dict, load_hf_state_dict
+from litgpt_min.model import GPT
+
+transformers = pytest.importorskip("transformers")
+
+TOLERANCE = 1e-4  # max |logit difference| in fp32
+
+# kind -> (config class, model class) in transformers 5.
+KINDS = {
+    "llama": ("LlamaConfig", "LlamaForCausalLM"),
+    "gpt_neox": ("GPTNeoXConfig", "GPTNeoXForCausalLM"),
+    "phi": ("PhiConfig", "PhiForCausalLM"),
+    "falcon": ("FalconConfig", "FalconForCausalLM"),
+}
+SMALL = dict(hidden_size=64, num_hidden_layers=2, max_position_embeddings=128)
+
+# (kind, HF config kwargs, registry name or None). Registry names pin the tiny configs of
+# litgpt_min/config.py; their padded_vocab_size exceeds the HF vocab where noted, exercising padding.
+CASES = [
+    pytest.param(
+        "llama",
+        dict(SMALL, vocab_size=96, num_attention_heads=8, intermediate_size=160, tie_word_embeddings=False),
+        None,
+        id="llama_mha",
+    ),
+    pytest.param(  # GQA 4 heads / 2 groups; vocab 300 padded to 320
+        "llama",
+        dict(
+            SMALL,
+            max_position_embeddings=256,
+            vocab_size=300,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            intermediate_size=176,
+            rms_norm_eps=1e-5,
+            tie_word_embeddings=False,
+        ),
+        "tiny-llama",
+        id="llama_gqa",
+    ),
+    pytest.param(  # HF "linear" RoPE scaling is Lit-GPT's rope_condense_ratio (CodeLlama-style rope_theta too)
+        "llama",
+        dict(
+            SMALL,
+            vocab_size=96,
+            num_attention_heads=4,
+            intermediate_size=96,
+            rope_parameters={"rope_type": "linear", "factor": 2.0, "rope_theta": 1_000_000.0},
+            tie_word_embeddings=False,
+        ),
+        None,
+        id="llama_linear_rope",
+    ),
+    pytest.param(  # Pythia/StableLM: parallel residual, rotary_pct 0.25; vocab 320 padded to 384
+        "gpt_neox",
+        dict(
+            SMALL,
+            max_position_embeddings=256,
+            vocab_size=320,
+            num_attention_heads=4,
+            intermediate_size=256,
+            rotary_pct=0.25,
+            use_parallel_residual=True,
+        ),
+        "tiny-neox",
+        id="neox_parallel",
+    ),
+    pytest.param(
+        "gpt_neox",
+        dict(
+            SMALL,
+            vocab_size=96,
+            num_attention_heads=8,
+            intermediate_size=128,
+            rotary_pct=0.5,
+            use_parallel_residual=False,
+            hidden_act="gelu_new",
+        ),
+        None,
+        id="neox_sequential",
+    ),
+    pytest.param(  # phi-1.5 shape: shared norm, partial rotary 0.5, tanh GELU, lm_head bias; 300 -> 320
+        "phi",
+        dict(SMALL, max_position_embeddings=256, vocab_size=300, num_attention_heads=4, intermediate_size=256),
+        "tiny-phi",
+        id="phi",
+    ),
+    pytest.param(
+        "phi",
+        dict(SMALL, vocab_size=96, num_attention_heads=8, num_key_value_heads=2, intermediate_size=128),
+        None,
+        id="phi_gqa",
+    ),
+    pytest.param(  # falcon-7b layout: MQA, parallel_attn, one shared input_layernorm, tied lm_head
+        "falcon",
+        dict(SMALL, max_position_embeddings=256, vocab_size=320, num_attention_heads=4),
+        "tiny-falcon",
+        id="falcon_7b_mqa",
+    ),
+    pytest.param(  # falcon-40b layout: new_decoder_architecture, 8 heads in 2 groups, ln_attn + ln_mlp
+        "falcon",
+        dict(
+            SMALL,
+            vocab_size=96,
+            num_attention_heads=8,
+            num_kv_heads=2,
+            new_decoder_architecture=True,
+            tie_word_embeddings=False,
+        ),
+        None,
+        id="falcon_40b_gqa",
+    ),
+    pytest.param(  # the old MHA layout, sequential residual (post_attention_layernorm), biases
+        "falcon",
+        dict(
+            SMALL,
+            vocab_size=96,
+            num_attention_heads=4,
+            multi_query=False,
+            parallel_attn=False,
+            bias=True,
+            tie_word_embeddings=False,
+        ),
+        None,
+        id="falcon_mha_sequential",
+    ),
+]
+
+
+def build_hf(kind: str, seed: int = 0, **kwargs: Any) -> torch.nn.Module:
+    config_cls, model_cls = (getattr(transformers, name) for name in KINDS[kind])
+    config = config_cls(attn_implementation="eager", **kwargs)
+    torch.manual_seed(seed)
+    model = model_cls(config).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.randn_like(p)
+            if p.dim() == 1:  # 1-D weights are norm scales
+                p.copy_(1 + 0.2 * noise if name.endswith("weight") else 0.1 * noise)
+            elif "embed" in name or "word_embeddings" in name:
+                p.copy_(noise)
+            else:
+                p.copy_(0.1 * noise)
+    return model
+
+
+def save_hf(model: torch.nn.Module, path: Path, **kwargs: Any) -> Path:
+    model.save_pretrained(path, **kwargs)
+    return path
+
+
+def logit_diff(hf_model: torch.nn.Module, model_path: Path, config_path: Path, seed: int = 1) -> float:
+    config = Config.from_file(config_path)
+    model = GPT(config)
+    model.load_state_dict(torch.load(model_path, weights_only=True))  # strict
+    model.eval()
+    vocab = hf_model.config.vocab_size
+    idx = torch.randint(0, vocab, (2, 16), generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        expected = hf_model(idx, use_cache=False).logits
+        logits = model(idx)
+    assert logits.shape == (2, 16, config.padded_vocab_size)
+    # Padded rows are zero, so padded ids get logit 0 (lm_head bias padded with 0 too).
+    assert torch.equal(logits[..., vocab:], torch.zeros_like(logits[..., vocab:]))
+    return (logits[..., :vocab] - expected).abs().max().item()
+
+
+@pytest.mark.parametrize(("kind", "hf_kwargs", "name"), CASES)
+def test_logits_match_transformers(tmp_path: Path, kind: str, hf_kwargs: dict, name: str | None) -> None:
+    hf_model = build_hf(kind, **hf_kwargs)
+    hf_dir = save_hf(hf_model, tmp_path / "hf")
+    out = tmp_path / "lit"
+
+    model_path = convert_hf_checkpoint(hf_dir, out, model_name=name)
+
+    assert model_path == out / "lit_model.pth"
+    diff = logit_diff(hf_model, model_path, out / "lit_config.json")
+    assert diff <= TOLERANCE, f"{kind}: max |logit diff| {diff:.3g}"
+    # lit_config.json round-trips to exactly the config the conversion used.
+    hf_config = json.loads((hf_dir / "config.json").read_text())
+    expected = (
+        config_from_hf(hf_config, name)
+        if name
+        else Config.from_dict({**config_from_hf(hf_config).to_dict(), "name": "hf"})
+    )
+    assert Config.from_file(out / "lit_config.json") == expected
+
+
+@pytest.mark.parametrize("storage", ["sharded_safetensors", "bin", "sharded_bin"])
+def test_other_storage_formats(tmp_path: Path, storage: str) -> None:
+    hf_model = build_hf("llama", **CASES[0].values[1])
+    hf_dir = tmp_path / "hf"
+    if storage == "sharded_safetensors":
+        save_hf(hf_model, hf_dir, max_shard_size="40KB")
+        assert (hf_dir / "model.safetensors.index.json").is_file()
+    else:
+        hf_dir.mkdir()
+        hf_model.config.to_json_file(hf_dir / "config.json")
+        state = {k: v.clone() for k, v in hf_model.state_dict().items()}
+        if storage == "bin":
+            torch.save(state, hf_dir / "pytorch_model.bin")
+        else:  # two shards behind pytorch_model.bin.index.json
+            keys = sorted(state)
+            shards = {"pytorch_model-00001-of-00002.bin": keys[::2], "pytorch_model-00002-of-00002.bin": keys[1::2]}
+            weight_map = {}
+            for file, shard_keys in shards.items():
+                torch.save({k: state[k] for k in shard_keys}, hf_dir / file)
+                weight_map.update(dict.fromkeys(shard_keys, file))
+            (hf_dir / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": weight_map}))
+
+    model_path = convert_hf_checkpoint(hf_dir, tmp_path / "lit")
+
+    assert logit_diff(hf_model, model_path, tmp_path / "lit" / "lit_config.json") <= TOLERANCE
+
+
+def test_tokenizer_files_are_copied(tmp_path: Path) -> None:
+    hf_dir = save_hf(build_hf("llama", **CASES[0].values[1]), tmp_path / "hf")
+    (hf_dir / "tokenizer.json").write_text("{}")
+    convert_hf_checkpoint(hf_dir, tmp_path / "lit")
+    assert (tmp_path / "lit" / "tokenizer.json").read_text() == "{}"
+    assert Config.from_file(tmp_path / "lit" / "lit_config.json").name == "hf"
+
+
+# Errors -----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_hf(build_hf("llama", **CASES[0].values[1]), tmp_path_factory.mktemp("llama") / "hf")
+
+
+def copy_checkpoint(src: Path, dst: Path) -> Path:
+    dst.mkdir()
+    for f in src.iterdir():
+        (dst / f.name).write_bytes(f.read_bytes())
+    return dst
+
+
+def test_unsupported_architecture(tmp_path: Path, llama_dir: Path) -> None:
+    hf_dir = copy_checkpoint(llama_dir, tmp_path / "hf")
+    config = json.loads((hf_dir / "config.json").read_text())
+    (hf_dir / "config.json").write_text(json.dumps({**config, "architectures": ["MistralForCausalLM"]}))
+    with pytest.raises(ValueError, match=r"config\.json: unsupported architecture \['MistralForCausalLM'\]"):
+        convert_hf_checkpoint(hf_dir, tmp_path / "lit")
+
+
+def test_missing_files(tmp_path: Path, llama_dir: Path) -> None:
+    with pytest.raises(ValueError, match=r"config\.json: no such file"):
+        convert_hf_checkpoint(tmp_path, tmp_path / "lit")
+    hf_dir = copy_checkpoint(llama_dir, tmp_path / "hf")
+    (hf_dir / "model.safetensors").unlink()
+    with pytest.raises(ValueError, match="no weights"):
+        convert_hf_checkpoint(hf_dir, tmp_path / "lit")
+
+
+def test_wrong_shape_names_file_and_key(tmp_path: Path, llama_dir: Path) -> None:
+    from safetensors.torch import save_file
+
+    hf_dir = copy_checkpoint(llama_dir, tmp_path / "hf")
+    state, _ = load_hf_state_dict(hf_dir)
+    state["model.layers.1.mlp.up_proj.weight"] = torch.zeros(161, 64)
+    save_file(state, str(hf_dir / "model.safetensors"))
+    with pytest.raises(
+        ValueError, match=r"model\.safetensors: key 'model\.layers\.1\.mlp\.up_proj\.weight': shape \(161, 64\)"
+    ):
+        convert_hf_checkpoint(hf_dir, tmp_path / "lit")
+
+
+def test_unknown_and_missing_keys(llama_dir: Path) -> None:
+    state, _ = load_hf_state_dict(llama_dir)
+    config = config_from_hf(json.loads((llama_dir / "config.json").read_text()))
+    with pytest.raises(ValueError, match=r"key 'model\.extra\.weight': not a llama weight"):
+        convert_state_dict({**state, "model.extra.weight": torch.zeros(1)}, config, "llama")
+    del state["model.layers.0.self_attn.k_proj.weight"]
+    with pytest.raises(ValueError, match=r"'transformer\.h\.0\.attn\.attn\.weight': have .* but no k projection"):
+        convert_state_dict(state, config, "llama")
+    del state["model.layers.0.self_attn.q_proj.weight"], state["model.layers.0.self_attn.v_proj.weight"]
+    del state["model.norm.weight"]
+    with pytest.raises(ValueError, match=r"transformer\.ln_f\.weight \(from model\.norm\.weight\)"):
+        convert_state_dict(state, config, "llama", tie_word_embeddings=False)
+
+
+def test_registry_name_must_match(tmp_path: Path, llama_dir: Path) -> None:
+    with pytest.raises(ValueError, match=r"does not match registry config 'tiny-llama': n_head: tiny-llama has 4"):
+        convert_hf_checkpoint(llama_dir, tmp_path / "lit", model_name="tiny-llama")
+
+
+def test_index_naming_a_missing_shard(tmp_path: Path, llama_dir: Path) -> None:
+    hf_dir = copy_checkpoint(llama_dir, tmp_path / "hf")
+    weight_map = {"lm_head.weight": "model-00002-of-00002.safetensors"}
+    (hf_dir / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    with pytest.raises(ValueError, match=r"index\.json: key 'lm_head\.weight': shard model-00002-of-00002"):
+        convert_hf_checkpoint(hf_dir, tmp_path / "lit")
+
+
+LLAMA_JSON = dict(
+    architectures=["LlamaForCausalLM"],
+    vocab_size=96,
+    hidden_size=64,
+    num_attention_heads=8,
+    num_hidden_layers=2,
+    intermediate_size=160,
+)
+
+
+@pytest.mark.parametrize(
+    ("hf_config", "message"),
+    [
+        pytest.param({**LLAMA_JSON, "rope_parameters": {"rope_type": "yarn"}}, "'yarn' RoPE", id="rope_type"),
+        pytest.param({**LLAMA_JSON, "head_dim": 16}, "head_dim: 16", id="head_dim"),
+        pytest.param({**LLAMA_JSON, "attention_bias": True}, "one bias flag", id="mixed_bias"),
+        pytest.param({**LLAMA_JSON, "hidden_size": None}, "missing field 'hidden_size'", id="missing_field"),
+        pytest.param({**LLAMA_JSON, "architectures": ["FalconForCausalLM"], "alibi": True}, "alibi", id="falcon_alibi"),
+        pytest.param(
+            {**LLAMA_JSON, "architectures": ["PhiForCausalLM"], "qk_layernorm": True}, "qk_layernorm", id="phi_qk_norm"
+        ),
+        pytest.param(
+            {**LLAMA_JSON, "architectures": ["GPTNeoXForCausalLM"], "hidden_act": "relu"}, "'relu'", id="activation"
+        ),
+    ],
+)
+def test_unsupported_configs(hf_config: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        config_from_hf(hf_config)
+
+
+def test_derived_configs_round_trip_through_json(tmp_path: Path) -> None:
+    for param in CASES:
+        kind, hf_kwargs, _ = param.values
+        hf_config = build_hf(kind, **hf_kwargs).config.to_dict()
+        config = config_from_hf(hf_config)
+        config.to_file(tmp_path / "lit_config.json")
+        assert Config.from_file(tmp_path / "lit_config.json") == config, param.id

@@ -1,0 +1,432 @@
+"""Tests for litgpt_min/data.py: tokenizers, Alpaca preparation, length profiles, synthetic data, batching.
+
+Tests marked ``needs_shared`` read the real Alpaca file and tokenizers from ``../shared/data`` next
+to the checkout and are skipped, with the reason, where it is absent. The others use only the
+shipped profiles and synthetic data.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from litgpt_min.config import known_names
+from litgpt_min.data import (
+    FAMILIES,
+    LengthProfile,
+    Sample,
+    SampleList,
+    SyntheticAlpaca,
+    Tokenizer,
+    TrainData,
+    find_longest,
+    generate_prompt,
+    get_batch,
+    load_length_profile,
+    prepare_alpaca,
+    read_alpaca,
+    split_indices,
+    tokenizer_family,
+    train_data_for,
+)
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+ALPACA = SHARED / "alpaca" / "alpaca_data.json"
+needs_shared = pytest.mark.skipif(
+    not ALPACA.is_file(), reason=f"{SHARED} is absent: the real Alpaca file and tokenizers live in ../shared/data"
+)
+
+# resource-tables.md @8641822: the longest train example per tokenizer (facts of the reference).
+PUBLISHED_LONGEST = {"phi-1_5": 1044, "gpt-neox-20b": 1034, "llama2": 1304, "falcon": 1079}
+
+
+@functools.cache
+def shared_tokenizer(family: str) -> Tokenizer:
+    return Tokenizer(SHARED / "tokenizers" / family)
+
+
+@functools.cache
+def reference_stats(family: str) -> dict[str, Any]:
+    with open(SHARED / "alpaca" / f"lengths_{family}.json", encoding="utf-8") as fp:
+        return json.load(fp)
+
+
+@functools.cache
+def alpaca_records() -> list[dict[str, str]]:
+    return read_alpaca(ALPACA)
+
+
+@functools.cache
+def train_texts() -> tuple[list[int], list[str]]:
+    records = alpaca_records()
+    train_ix, _ = split_indices(len(records))
+    return train_ix, [generate_prompt(records[i]) + records[i]["output"] for i in train_ix]
+
+
+# --------------------------------------------------------------------------------------------
+# Prompt template (facts section 10, exact text)
+# --------------------------------------------------------------------------------------------
+
+
+def test_prompt_with_input() -> None:
+    example = {"instruction": "Add the numbers.", "input": "2, 3", "output": "5"}
+    assert generate_prompt(example) == (
+        "Below is an instruction that describes a task, paired with an input that provides further context. "
+        "Write a response that appropriately completes the request.\n\n"
+        "### Instruction:\nAdd the numbers.\n\n### Input:\n2, 3\n\n### Response:"
+    )
+
+
+def test_prompt_without_input() -> None:
+    example = {"instruction": "Name a color.", "input": "", "output": "Blue"}
+    assert generate_prompt(example) == (
+        "Below is an instruction that describes a task. "
+        "Write a response that appropriately completes the request.\n\n"
+        "### Instruction:\nName a color.\n\n### Response:"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Tokenizer
+# --------------------------------------------------------------------------------------------
+
+
+@needs_shared
+@pytest.mark.parametrize("family", FAMILIES)
+def test_tokenizer_special_tokens_follow_the_recorded_convention(family: str) -> None:
+    tokenizer, special = shared_tokenizer(family), reference_stats(family)["special_tokens"]
+    assert (tokenizer.use_bos, tokenizer.bos_id, tokenizer.eos_id) == (
+        special["bos_added"],
+        special["bos_id"],
+        special["eos_id"],
+    )
+    plain = tokenizer.encode("Hello world")
+    assert (plain[0] == tokenizer.bos_id) is special["bos_added"]
+    with_eos = tokenizer.encode("Hello world", eos=True)
+    assert with_eos == [*plain, special["eos_id"]]
+    assert tokenizer.encode("Hello world", eos=True, max_length=2) == with_eos[:2]
+    assert tokenizer.decode(tokenizer.encode("Hello world", bos=False)) == "Hello world"
+    assert tokenizer.encode_batch(["Hello world", "a"], eos=True)[0] == with_eos
+    assert tokenizer.vocab_size == load_length_profile(family).vocab_size
+    if tokenizer.bos_id is None:
+        with pytest.raises(ValueError, match="no BOS token"):
+            tokenizer.encode("x", bos=True)
+
+
+@needs_shared
+def test_tokenizer_accepts_a_file_or_a_directory(tmp_path: Path) -> None:
+    directory = SHARED / "tokenizers" / "gpt-neox-20b"
+    assert Tokenizer(directory).path == Tokenizer(directory / "tokenizer.json").path
+    with pytest.raises(FileNotFoundError, match=r"neither tokenizer\.model nor tokenizer\.json"):
+        Tokenizer(tmp_path)
+    with pytest.raises(FileNotFoundError, match="no such"):
+        Tokenizer(tmp_path / "missing.json")
+    (tmp_path / "vocab.txt").write_text("x")
+    with pytest.raises(ValueError, match=r"must end in \.model"):
+        Tokenizer(tmp_path / "vocab.txt")
+
+
+@needs_shared
+@pytest.mark.parametrize(
+    ("config", "use_bos", "bos_id"),
+    [
+        pytest.param({"add_bos_token": True, "bos_token": "<|endoftext|>"}, True, 0, id="add_bos_token"),
+        pytest.param({"add_prefix_space": False, "bos_token": {"content": "<|endoftext|>"}}, False, 0, id="no-bos"),
+        pytest.param({"tokenizer_class": "LlamaTokenizer"}, True, None, id="llama-class-unset"),
+        pytest.param({"tokenizer_class": "LlamaTokenizer", "add_bos_token": False}, False, None, id="llama-class-off"),
+    ],
+)
+def test_tokenizer_config_next_to_the_file_decides_as_lit_gpt(
+    tmp_path: Path, config: dict[str, Any], use_bos: bool, bos_id: int | None
+) -> None:
+    (tmp_path / "tokenizer.json").symlink_to(SHARED / "tokenizers" / "gpt-neox-20b" / "tokenizer.json")
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+    tokenizer = Tokenizer(tmp_path)
+    assert (tokenizer.use_bos, tokenizer.bos_id, tokenizer.eos_id) == (use_bos, bos_id, 0)
+
+
+def test_every_registry_model_has_a_tokenizer_family() -> None:
+    families = {name: tokenizer_family(name) for name in known_names()}
+    assert families["phi-1_5"] == "phi-1_5"
+    assert families["stablelm-base-alpha-3b"] == families["pythia-70m"] == "gpt-neox-20b"
+    assert families["Llama-2-70b-hf"] == families["CodeLlama-34b-hf"] == "llama2"
+    assert families["falcon-40b"] == "falcon"
+    assert families["tiny-llama"] == "llama2"
+    assert families["tiny-reference"] == families["tiny-neox"] == "gpt-neox-20b"
+    assert set(families.values()) <= set(FAMILIES)
+
+
+def test_unknown_model_has_no_tokenizer_family() -> None:
+    with pytest.raises(ValueError, match="'gpt2-xl'"):
+        tokenizer_family("gpt2-xl")
+
+
+# --------------------------------------------------------------------------------------------
+# Alpaca: split, longest, prepared samples
+# --------------------------------------------------------------------------------------------
+
+
+def test_split_sizes_match_the_shipped_profiles() -> None:
+    profile = load_length_profile("llama2")
+    train, test = split_indices(profile.n_train + profile.n_test)
+    assert (len(train), len(test)) == (profile.n_train, profile.n_test) == (49993, 2009)
+    assert sorted(train + test) == list(range(len(train) + len(test)))
+    # Lit-GPT splits the list of records itself; only its length matters.
+    subsets = torch.utils.data.random_split(
+        [{"i": i} for i in range(300)], [1 - 0.03865, 0.03865], generator=torch.Generator().manual_seed(42)
+    )
+    assert split_indices(300) == (list(subsets[0].indices), list(subsets[1].indices))
+
+
+@needs_shared
+@pytest.mark.parametrize("family", FAMILIES)
+def test_split_sizes_match_the_recorded_ones(family: str) -> None:
+    train, test = split_indices(len(alpaca_records()))
+    assert {"train": len(train), "test": len(test)} == reference_stats(family)["split"]
+
+
+@needs_shared
+@pytest.mark.parametrize("family", FAMILIES)
+def test_longest_train_example_is_the_published_one(family: str) -> None:
+    train_ix, texts = train_texts()
+    position, length = find_longest(texts, shared_tokenizer(family))
+    assert length == PUBLISHED_LONGEST[family]
+    assert train_ix[position] == reference_stats(family)["longest_train_example_index"]
+    assert length == len(shared_tokenizer(family).encode(texts[position], eos=True))
+
+
+@needs_shared
+@pytest.mark.slow
+def test_prepare_alpaca_llama2_reproduces_the_shipped_profile() -> None:
+    tokenizer = shared_tokenizer("llama2")
+    train, test = prepare_alpaca(ALPACA, tokenizer)
+    shipped = load_length_profile("llama2")
+    fresh = LengthProfile.from_samples("llama2", train, len(test), tokenizer, shipped.provenance)
+    assert fresh == shipped
+    data = SampleList(train)
+    assert (data.longest_length, data[data.longest_index].source_index) == (PUBLISHED_LONGEST["llama2"], 6285)
+    for sample in (train[0], test[-1]):
+        assert sample.input_ids.dtype == sample.labels.dtype == torch.int64
+        assert torch.equal(sample.input_ids, sample.labels)
+        assert (int(sample.input_ids[0]), int(sample.input_ids[-1])) == (tokenizer.bos_id, tokenizer.eos_id)
+
+
+@needs_shared
+def test_prepare_alpaca_on_a_small_file(tmp_path: Path) -> None:
+    records = alpaca_records()[:60]
+    assert any(r["input"] for r in records) and any(not r["input"] for r in records)
+    path = tmp_path / "alpaca.json"
+    path.write_text(json.dumps(records))
+    tokenizer = shared_tokenizer("gpt-neox-20b")
+    train, test = prepare_alpaca(path, tokenizer)
+    train_ix, test_ix = split_indices(60)
+    assert [s.source_index for s in train] == train_ix and [s.source_index for s in test] == test_ix
+    for sample in train + test:
+        record = records[sample.source_index]
+        assert sample.input_ids.tolist() == tokenizer.encode(generate_prompt(record) + record["output"], eos=True)
+        assert torch.equal(sample.labels, sample.input_ids)
+
+    masked, _ = prepare_alpaca(path, tokenizer, mask_inputs=True, ignore_index=-100)
+    for sample in masked:
+        n_prompt = len(tokenizer.encode(generate_prompt(records[sample.source_index])))
+        assert (sample.labels[:n_prompt] == -100).all()
+        assert torch.equal(sample.labels[n_prompt:], sample.input_ids[n_prompt:])
+
+    truncated, _ = prepare_alpaca(path, tokenizer, max_length=40)
+    assert max(len(s.input_ids) for s in truncated) == 40
+    assert all(torch.equal(t.input_ids, s.input_ids[:40]) for t, s in zip(truncated, train))
+
+
+@needs_shared
+def test_train_data_for_reads_a_data_directory(tmp_path: Path) -> None:
+    (tmp_path / "alpaca").mkdir()
+    (tmp_path / "alpaca" / "alpaca_data.json").write_text(json.dumps(alpaca_records()[:30]))
+    (tmp_path / "tokenizers").mkdir()
+    (tmp_path / "tokenizers" / "gpt-neox-20b").symlink_to(SHARED / "tokenizers" / "gpt-neox-20b")
+    data = train_data_for("pythia-70m", vocab_size=50304, max_seq_length=64, data_dir=tmp_path)
+    assert isinstance(data, SampleList) and len(data) == len(split_indices(30)[0])
+    assert data.longest_length == 64
+    with pytest.raises(ValueError, match="vocabulary of 50277 tokens does not fit model 'tiny-neox'"):
+        train_data_for("tiny-neox", vocab_size=320, data_dir=tmp_path)
+
+
+def test_read_alpaca_names_the_bad_record(tmp_path: Path) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps([{"instruction": "a", "input": "", "output": "b"}, {"instruction": "a", "input": ""}]))
+    with pytest.raises(ValueError, match=r"bad\.json: record 1: field 'output' must be a string \(got None\)"):
+        read_alpaca(path)
+
+
+# --------------------------------------------------------------------------------------------
+# Length profiles
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_shipped_profile_loads_without_shared_data(family: str) -> None:
+    profile = load_length_profile(family)
+    assert profile.family == family
+    assert profile.longest == profile.provenance["published_longest"] == PUBLISHED_LONGEST[family]
+    assert profile.n_train == sum(profile.counts) == 49993
+    assert profile.median == statistics.median(profile.expanded().tolist())
+
+
+@needs_shared
+@pytest.mark.parametrize("family", FAMILIES)
+def test_shipped_profile_agrees_with_the_recorded_statistics(family: str) -> None:
+    profile, reference = load_length_profile(family), reference_stats(family)
+    stats, histogram = reference["full_train"], reference["full_train"]["histogram"]
+    assert profile.binned(histogram["bin_edges"]) == histogram["counts"]
+    assert (profile.n_train, profile.lengths[0], profile.longest, profile.median, round(profile.mean, 3)) == (
+        stats["count"],
+        stats["min"],
+        stats["max"],
+        stats["median"],
+        stats["mean"],
+    )
+    assert profile.longest_source_index == reference["longest_train_example_index"]
+    assert profile.provenance["data_sha256"] == reference["data_sha256"]
+    tokenizer_file = SHARED / profile.provenance["tokenizer_file"]
+    assert profile.provenance["tokenizer_sha256"] == hashlib.sha256(tokenizer_file.read_bytes()).hexdigest()
+
+
+def test_profile_errors_name_the_file_and_the_field(tmp_path: Path) -> None:
+    data = load_length_profile("falcon").to_dict()
+    data["counts"][0] += 1
+    path = tmp_path / "falcon.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"falcon\.json: field 'n_train': 49993 but the counts sum to 49994"):
+        LengthProfile.from_file(path)
+    with pytest.raises(ValueError, match=r"no length profile for tokenizer family 'gpt2' \(available: \[.*'llama2'"):
+        load_length_profile("gpt2")
+
+
+def test_profile_json_round_trips() -> None:
+    profile = load_length_profile("phi-1_5")
+    assert LengthProfile.from_dict(json.loads(profile.to_json())) == profile
+    assert profile.to_json().endswith("}\n")
+
+
+# --------------------------------------------------------------------------------------------
+# Synthetic data
+# --------------------------------------------------------------------------------------------
+
+
+def test_synthetic_default_has_exactly_the_profile_lengths() -> None:
+    profile = load_length_profile("llama2")
+    data = SyntheticAlpaca(profile, vocab_size=32000, seed=7)
+    assert isinstance(data, TrainData)
+    assert torch.equal(data.lengths.sort().values, profile.expanded())
+    assert data.longest_length == len(data[data.longest_index].input_ids) == profile.longest
+
+
+def test_synthetic_drawn_lengths_follow_the_profile() -> None:
+    profile = load_length_profile("gpt-neox-20b")
+    data = SyntheticAlpaca(profile, vocab_size=50304, seed=0, n=20000)
+    drawn, real = data.lengths.double(), profile.expanded().double()
+    # Fixed seed, so this cannot flake; the tolerances are ~5 standard errors wide.
+    qs = torch.tensor([0.1, 0.25, 0.5, 0.75, 0.9], dtype=torch.float64)
+    assert torch.allclose(drawn.quantile(qs), real.quantile(qs), rtol=0.05)
+    assert abs(drawn.mean() - real.mean()) / real.mean() < 0.03
+    assert data.longest_length == profile.longest
+    assert set(data.lengths.tolist()) <= set(profile.lengths)
+
+
+def test_synthetic_samples_are_reproducible_in_range_with_specials() -> None:
+    profile = load_length_profile("llama2")
+    data, again, other = (SyntheticAlpaca(profile, 32000, seed=s, n=50) for s in (3, 3, 4))
+    for i in range(len(data)):
+        sample = data[i]
+        assert sample.input_ids.dtype == torch.int64 and len(sample.input_ids) == int(data.lengths[i])
+        assert int(sample.input_ids.min()) >= 0 and int(sample.input_ids.max()) < 32000
+        assert (int(sample.input_ids[0]), int(sample.input_ids[-1])) == (profile.bos_id, profile.eos_id)
+        assert torch.equal(sample.input_ids, sample.labels)
+        assert torch.equal(sample.input_ids, again[i].input_ids)
+    assert not torch.equal(data.lengths, other.lengths)
+    with pytest.raises(IndexError):
+        data[50]
+
+
+def test_synthetic_special_ids_that_do_not_fit_a_tiny_vocabulary() -> None:
+    profile = load_length_profile("phi-1_5")  # EOS 50256
+    data = SyntheticAlpaca(profile, vocab_size=8, seed=1, n=30)
+    assert all(int(data[i].input_ids.max()) < 8 and int(data[i].input_ids[-1]) == 7 for i in range(30))
+
+
+def test_synthetic_clip_for_short_block_sizes() -> None:
+    profile = load_length_profile("falcon")
+    data = SyntheticAlpaca(profile, 65024, seed=2, n=400)
+    clipped = data.clip(256)
+    assert int(clipped.lengths.max()) == clipped.longest_length == 256
+    assert torch.equal(clipped.lengths, data.lengths.clamp(max=256))
+    assert bool((data.lengths > 256).any())
+    for i in range(len(data)):
+        # Clipping is truncation: the EOS of a long sample is cut off with its tail.
+        assert torch.equal(clipped[i].input_ids, data[i].input_ids[:256])
+        assert int(data[i].input_ids[-1]) == profile.eos_id
+    assert clipped.clip(512).longest_length == 256 and clipped.clip(100).longest_length == 100
+    tiny = train_data_for("tiny-llama", vocab_size=320, max_seq_length=256)
+    assert tiny.longest_length == 256 and int(tiny[tiny.longest_index].input_ids.max()) < 320
+
+
+# --------------------------------------------------------------------------------------------
+# get_batch
+# --------------------------------------------------------------------------------------------
+
+
+def sample_list(lengths: list[int]) -> SampleList:
+    samples = []
+    for i, n in enumerate(lengths):
+        ids = torch.arange(1, n + 1, dtype=torch.int64) + 100 * i
+        samples.append(Sample(ids, ids.clone() + 1, source_index=i))
+    return SampleList(samples)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    lengths=st.lists(st.integers(1, 24), min_size=1, max_size=12),
+    micro_batch_size=st.integers(1, 6),
+    seed=st.integers(0, 2**31 - 1),
+    longest_first=st.booleans(),
+    ignore_index=st.sampled_from([-1, -100]),
+)
+def test_get_batch_draws_pads_right_and_puts_the_longest_first(
+    lengths: list[int], micro_batch_size: int, seed: int, longest_first: bool, ignore_index: int
+) -> None:
+    data = sample_list(lengths)
+    x, y = get_batch(data, micro_batch_size, torch.Generator().manual_seed(seed), longest_first, ignore_index)
+    ix = torch.randint(len(data), (micro_batch_size,), generator=torch.Generator().manual_seed(seed))
+    if longest_first:
+        ix[0] = data.longest_index
+    chosen = [data[int(i)] for i in ix]
+    assert x.shape == y.shape == (micro_batch_size, max(len(s.input_ids) for s in chosen))
+    assert x.dtype == y.dtype == torch.int64 and x.device.type == "cpu" and not x.is_pinned()
+    for row, sample in enumerate(chosen):
+        n = len(sample.input_ids)
+        assert torch.equal(x[row, :n], sample.input_ids) and torch.equal(y[row, :n], sample.labels)
+        assert (x[row, n:] == 0).all() and (y[row, n:] == ignore_index).all()
+    if longest_first:
+        assert x.shape[1] == data.longest_length == len(data[data.longest_index].input_ids)
+
+
+def test_get_batch_draws_like_lit_gpt_global_randint() -> None:
+    data = sample_list([3, 9, 4, 9, 1])
+    assert data.longest_index == 1  # first of the tied longest
+    with torch.random.fork_rng():
+        torch.manual_seed(1337)
+        expected = [torch.randint(len(data), (4,)) for _ in range(3)]
+    generator = torch.Generator().manual_seed(1337)
+    for ix in expected:
+        x, _ = get_batch(data, 4, generator, longest_first=False)
+        assert [int(row[0]) // 100 for row in x] == ix.tolist()
+    with pytest.raises(ValueError, match="micro_batch_size must be >= 1"):
+        get_batch(data, 0, generator, longest_first=False)

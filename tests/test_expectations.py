@@ -1,0 +1,577 @@
+"""Expectation profiles: the A100 transcription against the published tables, and the loader's
+refusals (every malformed file is an ExpectationError naming file, case and field)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import pickle
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conformance import expectations as ex
+from conformance.expectations import (
+    Case,
+    ExpectationError,
+    Tolerances,
+    case_id,
+    list_profiles,
+    load_file,
+    load_profile,
+    model_slug,
+    write_json_atomic,
+)
+from litgpt_min.config import Config, known_names
+
+REPO = Path(__file__).resolve().parent.parent
+SEED = REPO.parent / "shared" / "seed" / "resource-tables.md"
+A100 = "a100-sxm4-40gb"
+FILE_ROWS = {"lora-1gpu": 23, "adapter-1gpu": 6, "adapter_v2-1gpu": 6, "lora-multi-gpu": 16, "inference-1gpu": 21}
+
+
+# The published tables, parsed here (independently of the files under test) -----------------------
+# (section heading, index of the table within the section) -> (file stem, workload, method)
+SEED_TABLES = {
+    ("Finetuning with LoRA on 1 GPU", 0): ("lora-1gpu", "finetune", "lora"),
+    ("Finetuning with Adapter on 1 GPU", 0): ("adapter-1gpu", "finetune", "adapter"),
+    ("Finetuning with Adapter on 1 GPU", 1): ("adapter_v2-1gpu", "finetune", "adapter_v2"),
+    ("Finetuning with LoRA on Multiple GPUs", 0): ("lora-multi-gpu", "finetune", "lora"),
+    ("Single-GPU Inference", 0): ("inference-1gpu", "inference", None),
+}
+SEED_MODELS = {
+    ("1.3 B", "phi-1.5"): "phi-1_5",
+    ("3 B", "StableLM Alpha"): "stablelm-base-alpha-3b",
+    ("7 B", "Llama 2"): "Llama-2-7b-hf",
+    ("13 B", "Llama 2"): "Llama-2-13b-hf",
+    ("70 B", "Llama 2"): "Llama-2-70b-hf",
+    ("34 B", "CodeLlama"): "CodeLlama-34b-hf",
+    ("40 B", "Falcon"): "falcon-40b",
+}
+
+
+def _seed_tables() -> dict[str, list[dict[str, str]]]:
+    """file stem -> the table's rows as {column header: cell}, blank separator lines dropped."""
+    if not SEED.is_file():
+        pytest.skip(f"the published tables are not at {SEED} (the shared/ folder next to the repository)")
+    tables: dict[str, list[dict[str, str]]] = {}
+    section, index, header, rows = "", -1, None, None
+    for line in [*SEED.read_text(encoding="utf-8").splitlines(), ""]:
+        if line.startswith("## "):
+            section, index = line[3:].strip(), -1
+        if not line.startswith("|"):
+            if rows is not None:
+                tables[SEED_TABLES[(section, index)][0]] = rows
+            header = rows = None
+            continue
+        cells = [cell.strip() for cell in line.strip()[1:-1].split("|")]
+        if header is None:
+            header, rows, index = cells, [], index + 1
+        elif not all(re.fullmatch(r"[-: ]*", cell) for cell in cells):
+            assert rows is not None
+            rows.append(dict(zip(header, cells, strict=True)))
+        # else: the |---| line, or a blank separator line (one of which has a stray "-")
+    return tables
+
+
+def _expected_case(row: dict[str, str], workload: str, method: str | None) -> dict[str, Any]:
+    memory = row["Max GPU RAM"]
+    speed = row["Time 1k iterations" if workload == "finetune" else "Token/sec"]
+    expected: dict[str, Any] = {
+        "workload": workload,
+        "method": method,
+        "model": SEED_MODELS[(row["Size"], row["Model"])],
+        "quantize": None if row["Quantization"] == "None" else row["Quantization"],
+        "micro_batch_size": int(row["Microbatch size"]) if workload == "finetune" else None,
+        "devices": int(row["GPU"].split(" x ")[0]) if "GPU" in row else 1,
+        "trainable_params": int(row["Trainable parameters"].replace(",", "")) if workload == "finetune" else None,
+        "max_memory_gb": float(memory.removesuffix(" GB")) if memory.endswith(" GB") else None,
+        "time_1k_iters_min": None,
+        "tokens_per_sec": None,
+    }
+    if speed != "-":
+        key = "time_1k_iters_min" if workload == "finetune" else "tokens_per_sec"
+        expected[key] = float(speed.removesuffix(" min"))
+    if memory.endswith(" GB"):
+        expected["outcome"] = "ok"
+    elif memory == "OOM":
+        expected["outcome"] = "oom"
+    elif memory == "N/A":
+        expected["outcome"] = "unsupported"
+    else:
+        expected["outcome"], expected["error"] = "error", memory
+    return expected
+
+
+@pytest.mark.parametrize("stem", list(FILE_ROWS))
+def test_a100_file_matches_the_published_table(stem: str) -> None:
+    _, workload, method = next(v for v in SEED_TABLES.values() if v[0] == stem)
+    published = _seed_tables()[stem]
+    cases = load_file(REPO / "expectations" / A100 / f"{stem}.json")["cases"]
+    assert len(published) == FILE_ROWS[stem]
+    assert len(cases) == len(published), f"{stem}: {len(cases)} cases for {len(published)} published rows"
+    mismatches = [
+        f"row {i + 1} ({case['id']}): {key}: file {case.get(key)!r}, published {value!r}"
+        for i, (row, case) in enumerate(zip(published, cases, strict=True))
+        for key, value in _expected_case(row, workload, method).items()
+        if case.get(key) != value or type(case.get(key)) is not type(value)
+    ]
+    assert not mismatches, "\n".join(mismatches)
+
+
+def test_a100_seed_has_72_rows() -> None:
+    assert sum(len(rows) for rows in _seed_tables().values()) == 72
+
+
+def test_a100_profile_loads() -> None:
+    profile = load_profile(A100)
+    assert A100 in list_profiles()
+    assert profile.name == A100 and len(profile.cases) == 72
+    per_file: dict[str, int] = {}
+    for case in profile.cases:
+        per_file[case.file.stem] = per_file.get(case.file.stem, 0) + 1
+    assert per_file == FILE_ROWS
+    assert len({case.id for case in profile.cases}) == 72
+    assert all(isinstance(case, Case) and case.tolerances == Tolerances(0.10, 0.15) for case in profile.cases)
+    assert profile.hardware["sku"] == A100 and profile.hardware["memory_gb"] == 40
+    assert profile.hardware["gpu"] == "NVIDIA A100-SXM4-40GB" and profile.hardware["driver"] == "525.125.06"
+    assert dict(profile.software) == {
+        "torch": "2.1.0+cu121",
+        "cuda": "12.1",
+        "bitsandbytes": "0.41.1",
+        "lightning": "2.1.0.rc0",
+        "lit_gpt_commit": "8641822",
+        "os": "Ubuntu 22.04.3 LTS (x86_64)",
+        "precision": "bf16-true",
+        "dataset": "Alpaca",
+    }
+    assert profile.source["document"] == "tutorials/resource-tables.md"
+    outcomes = [case.outcome for case in profile.cases]
+    assert (outcomes.count("oom"), outcomes.count("unsupported"), outcomes.count("error")) == (11, 4, 1)
+    for case in profile.cases:
+        if case.outcome == "unsupported":
+            assert case.devices > 1 and case.quantize and "NotImplementedError" in (case.error or "")
+        if case.outcome == "error":
+            assert case.error == "CUDA error: CUBLAS_STATUS_NOT_INITIALIZED"
+
+
+def test_a100_provenance_per_file() -> None:
+    added = {"lora-1gpu": "0cc02afa", "lora-multi-gpu": "0cc02afa", "inference-1gpu": "0cc02afa"}
+    for stem in FILE_ROWS:
+        data = load_file(REPO / "expectations" / A100 / f"{stem}.json")
+        assert data["source"]["added"]["commit"] == added.get(stem, "0f021f3a")
+        assert data["source"]["last_updated"] == "10/20/2023"
+        assert data["hardware"]["gpu_count"] == (4 if stem == "lora-multi-gpu" else 1)
+        assert data["tolerances"] == {"memory_rel": 0.10, "speed_rel": 0.15}
+        assert "total_params" in data["source"]["derived"]
+
+
+def _base_params(cfg: Config) -> int:
+    """Lit-GPT's parameter count, from the config (litgpt-facts section 2)."""
+    e, inter, pad = cfg.n_embd, cfg.intermediate_size, cfg.padded_vocab_size
+    assert inter is not None and pad is not None
+    norm = 2 * e if cfg.norm_class_name == "LayerNorm" else e
+    norms = norm * (1 if cfg.shared_attention_norm else 2)
+    qkv = e * cfg.qkv_out_features + (cfg.qkv_out_features if cfg.bias else 0)
+    proj = e * e + (e if cfg.bias else 0)
+    if cfg.mlp_class_name == "LLaMAMLP":
+        mlp = 3 * e * inter + ((2 * inter + e) if cfg.bias else 0)
+    else:
+        mlp = 2 * e * inter + ((inter + e) if cfg.bias else 0)
+    head = pad * e + (pad if cfg.lm_head_bias else 0)
+    return cfg.n_layer * (norms + qkv + proj + mlp) + pad * e + head + norm
+
+
+def _norm_params(cfg: Config) -> int:
+    norm = 2 * cfg.n_embd if cfg.norm_class_name == "LayerNorm" else cfg.n_embd
+    return cfg.n_layer * norm * (1 if cfg.shared_attention_norm else 2) + norm
+
+
+def test_a100_total_params_follow_the_stated_rule() -> None:
+    published_totals = {"Llama-2-7b-hf": 6_738_415_616, "falcon-40b": 41_835_970_560, "phi-1_5": 1_418_270_720}
+    for name, total in published_totals.items():
+        assert _base_params(Config.from_name(name)) == total
+    derived = {
+        path.stem: load_file(path)["source"]["derived"] for path in (REPO / "expectations" / A100).glob("*.json")
+    }
+    for case in load_profile(A100).cases:
+        cfg = Config.from_name(case.model)
+        expected = _base_params(cfg) + (case.trainable_params or 0)
+        if case.method == "adapter_v2":
+            expected -= _norm_params(cfg)
+        assert case.total_params == expected, case.id
+        assert derived[case.file.stem]["base_total_params"][case.model] == _base_params(cfg)
+
+
+def test_a100_files_are_canonical_json() -> None:
+    for path in sorted((REPO / "expectations" / A100).glob("*.json")):
+        text = path.read_text(encoding="utf-8")
+        assert text == json.dumps(json.loads(text), sort_keys=True, indent=2, ensure_ascii=False) + "\n", path.name
+
+
+# Ids -----------------------------------------------------------------------------------------------
+def test_case_ids_follow_the_scheme() -> None:
+    assert case_id("finetune", "lora", "Llama-2-7b-hf", "bnb.nf4-dq", 1, 1) == "finetune-lora-llama2_7b-nf4_dq-mb1-1gpu"
+    assert (
+        case_id("finetune", "adapter_v2", "stablelm-base-alpha-3b", None, 1, 1)
+        == "finetune-adapter_v2-stablelm_3b-noquant-mb1-1gpu"
+    )
+    assert case_id("inference", None, "Llama-2-70b-hf", "bnb.nf4", None, 1) == "inference-llama2_70b-nf4-1gpu"
+    assert ex.case_id_from(
+        {"workload": "inference", "model": "tiny-llama", "quantize": "bnb.fp4-dq", "devices": 2}
+    ) == ("inference-tiny_llama-fp4_dq-2gpu")
+    assert model_slug("tiny-reference") == "tiny_reference"
+    assert model_slug("CodeLlama-13b-Instruct-hf") == "codellama_13b_instruct"
+    slugs = [model_slug(name) for name in known_names()]
+    assert len(set(slugs)) == len(slugs) and all(re.fullmatch(r"[a-z0-9]+(_[a-z0-9]+)*", s) for s in slugs)
+    # `-k llama2_7b` selects by substring: it must not pick the 70B rows.
+    selected = {case.model for case in load_profile(A100).cases if "llama2_7b" in case.id}
+    assert selected == {"Llama-2-7b-hf"}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("finetune", None, "tiny-llama", None, 1, 1),
+        ("finetune", "lora", "tiny-llama", None, None, 1),
+        ("finetune", "lora", "tiny-llama", "bnb.int8", 1, 1),
+        ("pretrain", None, "tiny-llama", None, None, 1),
+        ("inference", None, "tiny-llama", None, None, 0),
+        ("inference", None, "---", None, None, 1),
+    ],
+)
+def test_case_id_refuses_bad_fields(args: tuple[Any, ...]) -> None:
+    with pytest.raises(ValueError):
+        case_id(*args)
+
+
+# Malformed files ---------------------------------------------------------------------------------
+def _valid_doc(profile: str = "tmp") -> dict[str, Any]:
+    finetune = {
+        "id": "finetune-lora-tiny_llama-noquant-mb1-1gpu",
+        "workload": "finetune",
+        "method": "lora",
+        "model": "tiny-llama",
+        "quantize": None,
+        "micro_batch_size": 1,
+        "devices": 1,
+        "outcome": "ok",
+        "trainable_params": 4096,
+        "total_params": 200_000,
+        "max_memory_gb": 0.01,
+        "time_1k_iters_min": 0.5,
+        "tokens_per_sec": None,
+        "error": None,
+        "tolerances": {"memory_rel": 0.2},
+        "runner_options": {"max_iters": 8},
+    }
+    inference = {
+        **finetune,
+        "id": "inference-tiny_llama-nf4-1gpu",
+        "workload": "inference",
+        "method": None,
+        "quantize": "bnb.nf4",
+        "micro_batch_size": None,
+        "outcome": "oom",
+        "trainable_params": None,
+        "max_memory_gb": None,
+        "time_1k_iters_min": None,
+    }
+    del inference["tolerances"], inference["runner_options"]
+    return {
+        "profile": profile,
+        "hardware": {"sku": "cpu", "memory_gb": 1.5},
+        "software": {"torch": "2.13.0+cpu"},
+        "source": {"kind": "recorded"},
+        "tolerances": {"memory_rel": 0.1, "speed_rel": 0.15},
+        "cases": [finetune, inference],
+    }
+
+
+def _write(root: Path, doc: Any, name: str = "t.json", profile: str = "tmp") -> Path:
+    path = root / profile / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(doc if isinstance(doc, str) else json.dumps(doc, indent=2), encoding="utf-8")
+    return path
+
+
+def _refused(path: Path, *fragments: str) -> ExpectationError:
+    with pytest.raises(ExpectationError) as info:
+        load_profile(path.parent.name, path.parent.parent)
+    text = str(info.value)
+    for fragment in (path.name, *fragments):
+        assert fragment in text, f"{fragment!r} not in:\n{text}"
+    return info.value
+
+
+def test_valid_doc_loads_with_effective_tolerances(tmp_path: Path) -> None:
+    _write(tmp_path, _valid_doc())
+    profile = load_profile("tmp", tmp_path)
+    first, second = profile.cases
+    assert first.tolerances == Tolerances(memory_rel=0.2, speed_rel=0.15)
+    assert second.tolerances == profile.tolerances == Tolerances(0.1, 0.15)
+    assert dict(first.runner_options) == {"max_iters": 8} and dict(second.runner_options) == {}
+    assert isinstance(first.max_memory_gb, float) and first.notes is None
+
+
+def test_error_format_is_the_pinned_one() -> None:
+    error = ExpectationError("expectations/x/lora.json", "must be >= 0 (got -1)", "finetune-lora-x", "max_memory_gb")
+    assert (
+        str(error) == "expectations/x/lora.json: case 'finetune-lora-x': field 'max_memory_gb': must be >= 0 (got -1)"
+    )
+    assert isinstance(error, ValueError)
+    again = pickle.loads(pickle.dumps(error))
+    assert str(again) == str(error) and again.case == "finetune-lora-x" and again.field == "max_memory_gb"
+
+
+def test_json_syntax_error_names_line_and_column(tmp_path: Path) -> None:
+    text = json.dumps(_valid_doc(), indent=2).replace('"workload": "finetune",', '"workload": "finetune"', 1)
+    _refused(_write(tmp_path, text), "not valid JSON", "line ", "column ")
+
+
+CASE_PROBLEMS = [
+    (lambda d: d["cases"][0].update(max_memory_gb="0.01"), ["max_memory_gb", "must be number or null", '"0.01"']),
+    (lambda d: d["cases"][0].update(max_memory_gb=-1), ["'max_memory_gb'", "must be >= 0 (got -1)"]),
+    (lambda d: d["cases"][0].update(max_memroy_gb=1.0), ["'max_memroy_gb'", "unknown field", "'max_memory_gb'"]),
+    (lambda d: d["cases"][0].pop("outcome"), ["'outcome'", "missing required field"]),
+    (lambda d: d["cases"][1].update(quantize="bnb.int8"), ["'quantize'", "must be one of", '"bnb.int8"']),
+    (lambda d: d["cases"][0]["tolerances"].update(memory_rel=-1), ["'tolerances.memory_rel'", ">= 0"]),
+    (lambda d: d["cases"][0].update(method=None), ["'method'", "workload 'finetune'"]),
+    (lambda d: d["cases"][1].update(micro_batch_size=2), ["'micro_batch_size'", "workload 'inference'"]),
+    (lambda d: d["cases"][0].update(outcome="error"), ["'error'", "outcome 'error'"]),
+    (lambda d: d["cases"][1].update(outcome="ok"), ["'max_memory_gb'", "outcome 'ok'"]),
+    (lambda d: d["cases"][0].update(devices=True), ["'devices'", "must be integer"]),
+    (lambda d: d["cases"][0].update(id="lora-tiny"), ["'id'", "scheme"]),
+    (
+        lambda d: d["cases"][0].update(micro_batch_size=2),
+        ["'id'", "expected 'finetune-lora-tiny_llama-noquant-mb2-1gpu'"],
+    ),
+    (lambda d: d["cases"][1].update(id=d["cases"][0]["id"]), ["'id'", "duplicate id (first at cases[0])"]),
+    (lambda d: d["cases"][0]["runner_options"].update(MaxIters=3), ["'runner_options'", 'option name "MaxIters"']),
+]
+FILE_PROBLEMS = [
+    (lambda d: d["hardware"].pop("sku"), ["'hardware.sku'", "missing required field"]),
+    (lambda d: d["tolerances"].update(speed_rel=-0.1), ["'tolerances.speed_rel'", "must be >= 0"]),
+    (lambda d: d.update(profile="other"), ["field 'profile'", "folder name 'tmp'", "'other'"]),
+    (lambda d: d.update(cases=[]), ["'cases'", "at least 1"]),
+    (lambda d: d["source"].update(kind="published"), ["'source.document'", "missing required field"]),
+]
+
+
+@pytest.mark.parametrize(("mutate", "fragments"), CASE_PROBLEMS)
+def test_malformed_case_is_refused_with_file_case_and_field(tmp_path: Path, mutate: Any, fragments: list[str]) -> None:
+    doc = _valid_doc()
+    mutate(doc)
+    error = _refused(_write(tmp_path, doc), "case '", "field ", *fragments)
+    assert error.case is not None and error.field is not None
+
+
+@pytest.mark.parametrize(("mutate", "fragments"), FILE_PROBLEMS)
+def test_malformed_file_is_refused_with_file_and_field(tmp_path: Path, mutate: Any, fragments: list[str]) -> None:
+    doc = _valid_doc()
+    mutate(doc)
+    error = _refused(_write(tmp_path, doc), "field ", *fragments)
+    assert error.case is None and error.field is not None
+
+
+def test_unknown_model_hints_the_close_name(tmp_path: Path) -> None:
+    doc = _valid_doc()
+    doc["cases"][0]["model"] = "tiny-lama"
+    error = _refused(_write(tmp_path, doc), "case 'finetune-lora-tiny_llama-noquant-mb1-1gpu'", "field 'model'")
+    assert "did you mean 'tiny-llama'" in str(error)
+
+
+def test_duplicate_id_across_files(tmp_path: Path) -> None:
+    _write(tmp_path, _valid_doc(), "a.json")
+    other = _valid_doc()
+    other["cases"] = other["cases"][:1]
+    _refused(_write(tmp_path, other, "b.json"), "duplicate id (also in a.json)", "finetune-lora-tiny_llama")
+
+
+def test_files_of_a_profile_agree_on_card_and_tolerances(tmp_path: Path) -> None:
+    _write(tmp_path, _valid_doc(), "a.json")
+    other = _valid_doc()
+    other["cases"] = other["cases"][1:]
+    other["cases"][0]["id"] = "inference-tiny_llama-nf4-2gpu"
+    other["cases"][0]["devices"] = 2
+    other["hardware"]["sku"] = "cpu-big"
+    other["tolerances"]["speed_rel"] = 0.3
+    error = _refused(_write(tmp_path, other, "b.json"), "'hardware.sku'", "field 'tolerances'")
+    assert len(error.problems) == 2
+
+
+def test_every_problem_is_listed_at_once(tmp_path: Path) -> None:
+    doc = _valid_doc()
+    doc["cases"][0]["max_memory_gb"] = -1
+    doc["cases"][1]["devices"] = 0
+    doc["software"]["torch"] = 2
+    error = _refused(_write(tmp_path, doc), "and 2 more problems", "'max_memory_gb'", "'devices'", "'software.torch'")
+    assert [p.field for p in error.problems] == ["max_memory_gb", "devices", "software.torch"]
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ('{"profile": "tmp", "profile": "tmp"}', "not valid JSON: duplicate key 'profile'"),
+        ('{"cases": [{"id": "x", "model": 1, "model": 2}]}', "duplicate key 'model' in the object with id 'x'"),
+        ('{"profile": NaN}', "NaN is not a JSON number"),
+        ('{"profile": 1e400}', "1e400 is out of range"),
+        ('{"profile": ' + "9" * 5000 + "}", "out of range"),
+        ("[" * 100_000, "not valid JSON"),
+        ("", "not valid JSON: Expecting value (line 1, column 1)"),
+        ("[]", "must be object (got [])"),
+    ],
+)
+def test_non_standard_json_is_refused(tmp_path: Path, text: str, fragment: str) -> None:
+    _refused(_write(tmp_path, text), fragment)
+
+
+def test_non_utf8_file_is_refused(tmp_path: Path) -> None:
+    path = _write(tmp_path, "{}")
+    path.write_bytes(b'{"profile": "\xff"}')
+    _refused(path, "not UTF-8")
+
+
+def test_unknown_profile_lists_the_available_ones(tmp_path: Path) -> None:
+    _write(tmp_path, _valid_doc())
+    with pytest.raises(ExpectationError, match=r"unknown profile 'tpm'; did you mean 'tmp'\? \(available in .*: tmp\)"):
+        load_profile("tpm", tmp_path)
+    with pytest.raises(ExpectationError, match="unknown profile"):
+        load_profile("../tmp", tmp_path)
+    with pytest.raises(ExpectationError, match=f"available in .*{A100}"):
+        load_profile("a100-sxm4-80gb")
+    assert list_profiles(tmp_path / "missing") == []
+
+
+def test_tolerances_validate_and_merge() -> None:
+    base = Tolerances()
+    assert base.merged(None) is base and base.merged({"speed_rel": 0.3}) == Tolerances(0.10, 0.3)
+    for bad in ({"memory": 0.1}, {"memory_rel": -0.1}, {"speed_rel": float("nan")}):
+        with pytest.raises(ValueError):
+            base.merged(bad)
+
+
+# Fuzz: any mutation of a valid file validates or raises ExpectationError --------------------------
+_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats()
+    | st.text(max_size=12)
+    | st.sampled_from(["finetune", "inference", "lora", "adapter_v2", "bnb.nf4", "ok", "oom", "error", "tiny-llama"])
+)
+_json = st.recursive(
+    _scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+_CASE_KEYS = [*_valid_doc()["cases"][0], "notes", "measured_with", "extra"]
+_TOP_KEYS = [*_valid_doc(), "extra"]
+
+
+@st.composite
+def _mutated(draw: st.DrawFn) -> str:
+    doc = _valid_doc()
+    for _ in range(draw(st.integers(1, 3))):
+        kind = draw(st.sampled_from(["case_set", "case_del", "top_set", "top_del", "nested_set", "case_replace"]))
+        cases = doc.get("cases")
+        if kind.startswith("case") and isinstance(cases, list) and cases:
+            index = draw(st.integers(0, len(cases) - 1))
+            if kind == "case_replace" or not isinstance(cases[index], dict):
+                cases[index] = draw(_json)
+            elif kind == "case_set":
+                cases[index][draw(st.sampled_from(_CASE_KEYS))] = draw(_json)
+            else:
+                cases[index].pop(draw(st.sampled_from(_CASE_KEYS)), None)
+        elif kind == "top_set":
+            doc[draw(st.sampled_from(_TOP_KEYS))] = draw(_json)
+        elif kind == "top_del":
+            doc.pop(draw(st.sampled_from(_TOP_KEYS)), None)
+        elif kind == "nested_set":
+            target = doc.get(draw(st.sampled_from(["hardware", "software", "source", "tolerances"])))
+            if isinstance(target, dict):
+                target[draw(st.sampled_from(["sku", "memory_gb", "torch", "kind", "memory_rel", "speed_rel", "x"]))] = (
+                    draw(_json)
+                )
+    text = json.dumps(doc, indent=2)
+    if draw(st.booleans()) and draw(st.booleans()):
+        text = text[: draw(st.integers(0, len(text)))]  # a truncated file
+    return text
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=_mutated())
+def test_fuzzed_file_validates_or_raises_expectation_error(tmp_path: Path, text: str) -> None:
+    path = _write(tmp_path, text)
+    try:
+        data = load_file(path)
+        profile = load_profile("tmp", tmp_path)
+    except ExpectationError as exc:
+        assert str(exc).startswith("t.json") or "t.json" in str(exc)
+        return
+    assert len(profile.cases) == len(data["cases"])
+    for case in profile.cases:
+        assert case.id == case_id(
+            case.workload, case.method, case.model, case.quantize, case.micro_batch_size, case.devices
+        )
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(max_size=200) | _json.map(json.dumps))
+def test_fuzzed_text_is_refused_cleanly(tmp_path: Path, text: str) -> None:
+    with pytest.raises(ExpectationError):
+        load_file(_write(tmp_path, text))
+
+
+# write_json_atomic -------------------------------------------------------------------------------
+def test_write_json_atomic_format(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "dir" / "x.json"
+    write_json_atomic(path, {"b": [1, {"d": 2, "c": "×"}], "a": 17.3}, force=False)
+    text = path.read_text(encoding="utf-8")
+    assert text == '{\n  "a": 17.3,\n  "b": [\n    1,\n    {\n      "c": "×",\n      "d": 2\n    }\n  ]\n}\n'
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_write_json_atomic_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
+    path = tmp_path / "x.json"
+    write_json_atomic(path, {"a": 1}, force=False)
+    with pytest.raises(ExpectationError, match="already exists"):
+        write_json_atomic(path, {"a": 2}, force=False)
+    assert json.loads(path.read_text()) == {"a": 1}
+    write_json_atomic(path, {"a": 2}, force=True)
+    assert json.loads(path.read_text()) == {"a": 2}
+
+
+@pytest.mark.parametrize("bad", [{"a": object()}, {"a": float("nan")}, {1: 2, "a": 1}])
+def test_write_json_atomic_leaves_no_partial_file(tmp_path: Path, bad: Any) -> None:
+    path = tmp_path / "x.json"
+    path.write_text("old\n")
+    with pytest.raises(ExpectationError, match="cannot serialize"):
+        write_json_atomic(path, bad, force=True)
+    assert path.read_text() == "old\n" and sorted(p.name for p in tmp_path.iterdir()) == ["x.json"]
+
+
+def test_write_json_atomic_cleans_up_when_the_rename_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "x.json"
+    path.write_text("old\n")
+
+    def fail(*_: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ex.os, "replace", fail)
+    with pytest.raises(ExpectationError, match="cannot write: No space left on device"):
+        write_json_atomic(path, {"a": 1}, force=True)
+    assert path.read_text() == "old\n" and sorted(p.name for p in tmp_path.iterdir()) == ["x.json"]
+
+
+def test_written_profile_round_trips(tmp_path: Path) -> None:
+    doc = copy.deepcopy(_valid_doc())
+    write_json_atomic(tmp_path / "tmp" / "t.json", doc, force=False)
+    assert load_file(tmp_path / "tmp" / "t.json") == doc

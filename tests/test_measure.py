@@ -1,0 +1,527 @@
+"""Tests for litgpt_min/measure.py: the live-tensor tracker, peak memory, timers, outcomes."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch._subclasses.fake_tensor import FakeTensorMode
+
+from litgpt_min.measure import (
+    LiveTensorTracker,
+    PeakMemory,
+    Stopwatch,
+    UnsupportedCombination,
+    classify_exception,
+    device_info,
+    gb,
+    is_oom_message,
+    measure_peak,
+    memory_source,
+    one_line,
+    round_allocation,
+    timed,
+)
+
+KIB = 1024
+
+# --------------------------------------------------------------------------------------------
+# Counting single allocations
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("numel", "dtype", "charged"),
+    [
+        (0, torch.float32, 0),  # a zero-byte request allocates nothing on CUDA either
+        (1, torch.uint8, 512),
+        (128, torch.float32, 512),  # exactly one block
+        (129, torch.float32, 1024),
+        (1000, torch.float32, 4096),  # 4000 bytes -> 8 blocks
+        (1000, torch.float64, 8192),
+    ],
+)
+def test_counts_one_allocation_rounded_to_512_bytes(numel: int, dtype: torch.dtype, charged: int) -> None:
+    with LiveTensorTracker() as tracker:
+        x = torch.empty(numel, dtype=dtype)
+        assert tracker.live_bytes == charged == round_allocation(x.untyped_storage().nbytes())
+    assert tracker.peak_bytes == charged
+
+
+def test_views_share_their_base_and_keep_it_alive() -> None:
+    with LiveTensorTracker() as tracker:
+        base = torch.empty(1024)  # 4 KiB
+        views = [base[1:], base.view(32, 32), base.view(32, 32).t(), base.detach(), base.as_strided((10,), (3,))]
+        views.append(base.unsqueeze(0).expand(4, -1))
+        assert tracker.live_bytes == 4 * KIB and tracker.n_live_storages == 1
+        del base
+        assert tracker.live_bytes == 4 * KIB  # the views still hold the storage
+        views.pop()
+        views.clear()
+        assert tracker.live_bytes == 0 and tracker.n_live_storages == 0
+    assert tracker.peak_bytes == 4 * KIB
+
+
+def test_freed_tensors_leave_the_live_total_and_the_peak_stays() -> None:
+    with LiveTensorTracker() as tracker:
+        a = torch.empty(1024)
+        b = torch.empty(2048)
+        assert tracker.live_bytes == 12 * KIB
+        del a
+        assert tracker.live_bytes == 8 * KIB
+        del b
+        c = torch.empty(256)
+        assert tracker.live_bytes == 1 * KIB
+    assert tracker.peak_bytes == 12 * KIB
+    tracker.reset_peak()
+    assert tracker.peak_bytes == tracker.live_bytes == 1 * KIB
+    del c
+
+
+def test_reused_addresses_are_new_allocations() -> None:
+    # The allocator hands the same block (and often the same StorageImpl address) back after a
+    # free; each round must still count once and leave nothing behind.
+    with LiveTensorTracker() as tracker:
+        for _ in range(50):
+            x = torch.empty(1024)
+            assert tracker.live_bytes == 4 * KIB
+            del x
+            assert tracker.live_bytes == 0
+    assert tracker.peak_bytes == 4 * KIB
+
+
+def test_in_place_ops_allocate_nothing_and_resizes_are_charged() -> None:
+    a, b = torch.ones(16, 16), torch.ones(16, 16)  # made before tracking: not counted
+    with LiveTensorTracker() as tracker:
+        a.add_(1).mul_(2)
+        torch.mm(a, b, out=a)
+        assert tracker.live_bytes == 0
+        out = torch.empty(0)
+        torch.mm(a, b, out=out)  # resizes a tracked storage from 0 to 1 KiB
+        assert tracker.live_bytes == 1 * KIB
+        out.resize_(1024)
+        assert tracker.live_bytes == 4 * KIB
+    assert tracker.peak_bytes == 4 * KIB
+
+
+def test_meta_tensors_cost_nothing_and_literals_count() -> None:
+    with LiveTensorTracker() as tracker:
+        skeleton = torch.nn.Linear(1024, 1024, device="meta")
+        assert tracker.live_bytes == 0
+        literal = torch.tensor([1.0, 2.0])  # built outside the dispatcher, then lift_fresh
+        assert tracker.live_bytes == 512
+    del skeleton, literal
+
+
+@pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode], ids=["no_grad", "inference_mode"])
+def test_tensors_made_without_autograd_count(context: Any) -> None:
+    weight = torch.ones(64, 64, requires_grad=True)
+    with LiveTensorTracker() as tracker, context():
+        a = torch.ones(64, 64)
+        y = a @ weight  # 2 x 16 KiB
+        assert tracker.live_bytes == 32 * KIB
+    del a, y
+
+
+def test_an_output_saved_for_backward_outlives_its_python_tensor() -> None:
+    # exp() saves its result for backward in a tensor of its own that shares the storage: when the
+    # Python tensor dies the memory does not. Tracking tensors instead of storages misses this.
+    a = torch.ones(1024, requires_grad=True)
+    with LiveTensorTracker() as tracker:
+        b = a.exp()
+        loss = b.sum()
+        del b
+        assert tracker.live_bytes == 4 * KIB + 512
+        loss.backward()
+        del loss
+    assert tracker.live_bytes == 4 * KIB  # only a.grad is left
+    assert a.grad is not None and a.grad.untyped_storage()._cdata in tracker._refs
+
+
+# --------------------------------------------------------------------------------------------
+# Seeding existing tensors
+# --------------------------------------------------------------------------------------------
+
+
+def test_track_seeds_parameters_buffers_grads_and_optimizer_state() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(32, 32), torch.nn.LayerNorm(32))  # 4 KiB + 4 x 128 B
+    model.register_buffer("table", torch.zeros(256))  # 1 KiB
+    model[0].weight.grad = torch.zeros(32, 32)  # 4 KiB
+    optimizer = torch.optim.AdamW([model[0].weight], foreach=False)
+    model[0].weight.grad.fill_(1.0)
+    optimizer.step()  # exp_avg, exp_avg_sq (4 KiB each) and a 0-dim step (one block)
+    tracker = LiveTensorTracker()
+    charged = tracker.track(model, optimizer, model[0].weight)
+    expected = 4 * KIB + 3 * 512 + 1 * KIB + 4 * KIB + 2 * 4 * KIB + 512
+    assert charged == tracker.live_bytes == tracker.peak_bytes == expected
+    assert tracker.track(model, optimizer) == 0  # nothing counts twice
+    assert tracker.peak_op == "track"
+
+
+def test_tracked_tensors_are_released_when_they_die() -> None:
+    tensors = [torch.empty(1024), torch.empty(2048)]
+    tracker = LiveTensorTracker()
+    assert tracker.track(tensors) == 12 * KIB
+    tensors.pop()
+    assert tracker.live_bytes == 4 * KIB  # without entering the mode: the weak reference fires
+    tensors.clear()
+    assert tracker.live_bytes == 0 and tracker.peak_bytes == 12 * KIB
+
+
+def test_track_counts_tied_weights_once_and_skips_other_devices() -> None:
+    embedding = torch.nn.Embedding(64, 16)
+    head = torch.nn.Linear(16, 64, bias=False)
+    head.weight = embedding.weight  # tied, as in GPT-2
+    with torch.device("meta"):
+        skeleton = torch.nn.Linear(1024, 1024)
+    assert LiveTensorTracker().track(embedding, head, skeleton) == 4 * KIB
+
+
+def test_track_finds_quantization_state_hanging_off_a_parameter() -> None:
+    # bitsandbytes keeps a 4-bit weight's absmax in plain objects on the parameter
+    # (Params4bit.quant_state.absmax and, with double quantization, .state2.absmax).
+    class State:
+        def __init__(self, absmax: torch.Tensor, state2: State | None = None) -> None:
+            self.absmax = absmax
+            self.state2 = state2
+            self.blocksize = 64
+
+    layer = torch.nn.Linear(16, 16, bias=False)  # 1 KiB
+    layer.weight.quant_state = State(torch.zeros(256), State(torch.zeros(1024)))  # 1 KiB + 4 KiB
+    assert LiveTensorTracker().track(layer) == 6 * KIB
+
+
+# --------------------------------------------------------------------------------------------
+# A whole training step
+# --------------------------------------------------------------------------------------------
+
+
+def _mlp_step_setup() -> tuple[torch.nn.Module, torch.optim.Optimizer, torch.Tensor]:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(64, 256, bias=False), torch.nn.ReLU(), torch.nn.Linear(256, 64, bias=False)
+    )
+    # foreach=False pins AdamW to its per-parameter loop, whose temporaries the figure below counts.
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, foreach=False)
+    return model, optimizer, torch.randn(32, 64)
+
+
+def _mlp_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor) -> None:
+    loss = model(x).square().mean()
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad()
+
+
+W = 64 * 256 * 4  # one weight matrix (or its grad, or one Adam state): 64 KiB, a multiple of 512
+
+
+def test_mlp_training_step_peak_is_the_hand_derived_figure() -> None:
+    """The peak comes inside AdamW's step on the second weight:
+
+    params 2W + grads 2W + exp_avg/exp_avg_sq 4W + the first weight's denominator, still bound to
+    the loop variable, 1W + the second weight's sqrt() and its division by the bias correction 2W
+    = 11W; plus the input x (32x64 fp32 = 8 KiB), the loss (0-dim, one block) and the two 0-dim
+    `step` counters (one block each).
+    """
+    model, optimizer, x = _mlp_step_setup()
+    with LiveTensorTracker() as tracker:
+        tracker.track(model, optimizer, x)
+        assert tracker.live_bytes == 2 * W + 8 * KIB
+        loss = model(x).square().mean()
+        loss.backward()
+        # The tracker saw autograd produce the gradients: params + grads + x + the loss.
+        assert tracker.live_bytes == 4 * W + 8 * KIB + 512
+        optimizer.step()
+        optimizer.zero_grad()
+        assert tracker.live_bytes == 2 * W + 4 * W + 8 * KIB + 512 + 2 * 512
+    assert tracker.peak_bytes == 11 * W + 8 * KIB + 512 + 2 * 512
+    assert tracker.peak_op == "aten.div.Tensor"
+
+
+def test_backward_ops_run_through_the_mode_on_the_calling_thread() -> None:
+    seen: list[tuple[str, int]] = []
+
+    class Recorder(LiveTensorTracker):
+        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            seen.append((str(func), threading.get_ident()))
+            return super().__torch_dispatch__(func, types, args, kwargs)
+
+    model, optimizer, x = _mlp_step_setup()
+    with Recorder():
+        _mlp_step(model, optimizer, x)
+    names = {name for name, _ in seen}
+    assert {"aten.threshold_backward.default", "aten.mm.default", "aten.addcdiv_.default"} <= names
+    assert {ident for _, ident in seen} == {threading.get_ident()}
+
+
+def test_fake_tensor_step_gives_the_real_peak() -> None:
+    # The estimator's path: the same step on fake cpu tensors, the tracker inside the fake mode.
+    model, optimizer, x = _mlp_step_setup()
+    with LiveTensorTracker() as real:
+        real.track(model, optimizer, x)
+        _mlp_step(model, optimizer, x)
+    with FakeTensorMode():
+        model, optimizer, x = _mlp_step_setup()
+        assert type(x).__name__ == "FakeTensor"
+        with LiveTensorTracker() as fake:
+            fake.track(model, optimizer, x)
+            _mlp_step(model, optimizer, x)
+    assert fake.peak_bytes == real.peak_bytes == 11 * W + 8 * KIB + 3 * 512
+    assert fake.peak_op == real.peak_op
+
+
+# --------------------------------------------------------------------------------------------
+# Random allocation programs against a model of live bytes
+# --------------------------------------------------------------------------------------------
+
+_OPS = st.one_of(
+    st.tuples(st.just("alloc"), st.integers(0, 3000)),
+    st.tuples(st.sampled_from(["view", "free", "clone", "inplace"]), st.integers(0, 1000)),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seeded=st.lists(st.integers(0, 3000), max_size=3), program=st.lists(_OPS, max_size=40))
+def test_random_programs_match_a_model_of_live_storages(seeded: list[int], program: list[tuple[str, int]]) -> None:
+    # The model: every handle names a group (a storage); a group is charged its rounded size while
+    # at least one handle names it. Each op allocates at most its own output, so the true peak is
+    # the largest live total seen between ops.
+    handles = [torch.empty(n) for n in seeded]
+    groups = list(range(len(handles)))
+    sizes = {g: round_allocation(4 * n) for g, n in enumerate(seeded)}
+
+    def modelled() -> int:
+        return sum(sizes[g] for g in set(groups))
+
+    tracker = LiveTensorTracker()
+    tracker.track(handles)
+    peak = modelled()
+    with tracker:
+        for op, arg in program:
+            if op == "alloc":
+                handles.append(torch.empty(arg))
+                sizes[len(sizes)] = round_allocation(4 * arg)
+                groups.append(len(sizes) - 1)
+            elif handles:
+                i = arg % len(handles)
+                if op == "view":
+                    handles.append(handles[i][1:])
+                    groups.append(groups[i])
+                elif op == "free":
+                    del handles[i], groups[i]
+                elif op == "clone":
+                    handles.append(handles[i].clone())
+                    sizes[len(sizes)] = round_allocation(handles[-1].untyped_storage().nbytes())
+                    groups.append(len(sizes) - 1)
+                else:
+                    handles[i].zero_()
+            assert tracker.live_bytes == modelled()
+            peak = max(peak, modelled())
+    assert tracker.peak_bytes == peak
+
+
+# --------------------------------------------------------------------------------------------
+# Memory caps and the device-neutral API
+# --------------------------------------------------------------------------------------------
+
+
+def test_cap_raises_out_of_memory_and_classifies_as_oom() -> None:
+    kept = []
+    with LiveTensorTracker(cap_bytes=10 * KIB) as tracker:
+        kept.append(torch.empty(2048))  # 8 KiB
+        with pytest.raises(torch.OutOfMemoryError) as caught:
+            torch.empty(1024)  # 4 KiB more
+        assert tracker.live_bytes == 8 * KIB  # the refused tensor was never charged
+    message = str(caught.value)
+    assert message == (
+        "CPU memory cap exceeded: tried to allocate 4.00 KiB (4096 bytes); "
+        "live 8.00 KiB (8192 bytes); cap 10.00 KiB (10240 bytes)"
+    )
+    assert classify_exception(caught.value) == ("oom", message)
+
+
+def test_cap_during_backward_still_raises_out_of_memory() -> None:
+    # The error comes out of the autograd engine with its type intact.
+    weight = torch.ones(256, 256, requires_grad=True)  # 256 KiB, made before: not charged
+    with LiveTensorTracker(cap_bytes=200 * KIB) as tracker:
+        loss = (torch.ones(4, 256) @ weight).sum()  # keeps the 4 KiB input for backward
+        with pytest.raises(torch.OutOfMemoryError):
+            loss.backward()  # the weight's gradient is 256 KiB
+    assert tracker.peak_bytes < 200 * KIB and weight.grad is None
+
+
+def test_measure_peak_on_cpu_uses_the_tracker() -> None:
+    model = torch.nn.Linear(64, 64, bias=False)  # 16 KiB
+    with measure_peak("cpu", track=(model,)) as peak:
+        assert peak.source == "live-tensor-tracker" == memory_source("cpu")
+        assert peak.live_bytes() == 16 * KIB
+        y = model(torch.ones(8, 64))  # 2 KiB + 2 KiB
+        del y
+    assert peak.peak_bytes() == 20 * KIB
+    assert peak.peak_gb() == pytest.approx(20 * KIB / 1e9)
+    peak.reset()
+    assert peak.peak_bytes() == 16 * KIB
+
+
+def test_measure_peak_cap_is_in_decimal_gigabytes() -> None:
+    with pytest.raises(torch.OutOfMemoryError), measure_peak("cpu", cap_gb=1e-5):  # 10,000 bytes
+        torch.empty(2500)  # 10,000 bytes round to 10,240
+    with measure_peak("cpu", cap_gb=1e-5) as peak:
+        torch.empty(2432)  # 9,728 bytes: exactly 19 blocks, fits
+    assert peak.peak_bytes() == 9728
+
+
+def test_a_model_that_does_not_fit_is_an_oom_at_entry() -> None:
+    model = torch.nn.Linear(64, 64, bias=False)
+    with pytest.raises(torch.OutOfMemoryError), measure_peak("cpu", cap_gb=1e-6, track=(model,)):
+        pass
+
+
+def test_unsupported_devices_bad_caps_and_missing_tracker_are_refused() -> None:
+    with pytest.raises(ValueError, match="cpu and cuda"), measure_peak("meta"):
+        pass
+    for cap in (0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="cap_gb must be a positive"), measure_peak("cpu", cap_gb=cap):
+            pass
+    with pytest.raises(ValueError, match="LiveTensorTracker"):
+        PeakMemory("cpu")
+
+
+def test_device_info_and_units() -> None:
+    info = device_info("cpu", 40.0)
+    assert info["type"] == "cpu" and info["memory_cap_gb"] == 40.0 and info["name"]
+    assert device_info(torch.device("cpu"))["memory_cap_gb"] is None
+    assert gb(21_300_000_000) == 21.3
+    assert round_allocation(0) == 0 and round_allocation(1) == 512 and round_allocation(513) == 1024
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_measure_peak_on_cuda_reads_the_allocator_and_caps_it() -> None:
+    get_fraction = getattr(torch.cuda, "get_per_process_memory_fraction", lambda device: 1.0)
+    before = get_fraction(0)
+    with measure_peak("cuda", cap_gb=2.0) as peak:
+        assert peak.source == "cuda.max_memory_allocated"
+        x = torch.empty(2**28, dtype=torch.uint8, device="cuda")  # 256 MiB
+        with pytest.raises(torch.OutOfMemoryError):
+            torch.empty(2 * 10**9, dtype=torch.uint8, device="cuda")
+        del x
+    assert peak.peak_bytes() >= 2**28
+    assert get_fraction(0) == before  # the cap is lifted on exit
+    assert device_info("cuda:0", 2.0)["name"] == torch.cuda.get_device_name(0)
+
+
+# --------------------------------------------------------------------------------------------
+# Outcomes
+# --------------------------------------------------------------------------------------------
+
+# Messages as the real code writes them (see OOM_MARKERS in measure.py for where each comes from).
+_CUDA_OOM = (
+    "CUDA out of memory. Tried to allocate 1.22 GiB. GPU 0 has a total capacity of 15.77 GiB of which "
+    "959.44 MiB is free. Process 12447 has 14.83 GiB memory in use. Of the allocated memory 14.01 GiB is "
+    "allocated by PyTorch, and 472.05 MiB is reserved by PyTorch but unallocated. If reserved but "
+    "unallocated memory is large try setting PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True to avoid "
+    "fragmentation.  See documentation for Memory Management  "
+    "(https://pytorch.org/docs/stable/notes/cuda.html#environment-variables)"
+)
+_CUDA_ERROR_OOM = (
+    "CUDA error: out of memory\nCUDA kernel errors might be asynchronously reported at some other API "
+    "call, so the stacktrace below might be incorrect.\nFor debugging consider passing CUDA_LAUNCH_BLOCKING=1."
+)
+_CUBLAS_ALLOC = "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"
+_CUBLAS_NOT_INITIALIZED = "CUDA error: CUBLAS_STATUS_NOT_INITIALIZED when calling `cublasCreate(handle)`"
+_CPU_OOM = (
+    "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you tried "
+    "to allocate 100000000000000 bytes. Error code 12 (Cannot allocate memory)"
+)
+_BNB_OOM = (
+    "Error out of memory at line 380 in file /mmfs1/gscratch/zlab/timdettmers/git/bitsandbytes/csrc/pythonInterface.c"
+)
+
+
+@pytest.mark.parametrize(
+    ("exc", "outcome"),
+    [
+        (torch.OutOfMemoryError(_CUDA_OOM), "oom"),
+        (RuntimeError(_CUDA_OOM), "oom"),  # PyTorch < 1.13 raised a plain RuntimeError
+        (RuntimeError(_CUDA_ERROR_OOM), "oom"),
+        (RuntimeError("CUDA driver error: out of memory"), "oom"),
+        (RuntimeError(_CUBLAS_ALLOC), "oom"),
+        (RuntimeError(_CPU_OOM), "oom"),
+        (RuntimeError(_BNB_OOM), "oom"),
+        (MemoryError(), "oom"),
+        (RuntimeError(_CUBLAS_NOT_INITIALIZED), "error"),
+        (UnsupportedCombination("bitsandbytes does not support 2 devices"), "unsupported"),
+        (NotImplementedError("a method the reference lacks"), "error"),
+        (ValueError("Quantization and mixed precision is not supported."), "error"),
+    ],
+)
+def test_classify_exception(exc: BaseException, outcome: str) -> None:
+    got, message = classify_exception(exc)
+    assert got == outcome
+    assert "\n" not in message and len(message) <= 300 and message
+
+
+def test_classify_keeps_the_first_line_of_the_message() -> None:
+    assert classify_exception(RuntimeError(_CUDA_ERROR_OOM)) == ("oom", "CUDA error: out of memory")
+    assert classify_exception(RuntimeError(_CUBLAS_NOT_INITIALIZED)) == ("error", _CUBLAS_NOT_INITIALIZED)
+    assert classify_exception(KeyError()) == ("error", "KeyError")
+    long = classify_exception(torch.OutOfMemoryError(_CUDA_OOM))[1]
+    assert long.startswith("CUDA out of memory. Tried to allocate 1.22 GiB.") and long.endswith("...")
+    assert one_line(ValueError("\n\n  second line first  \nthird")) == "second line first"
+
+
+def test_an_oom_anywhere_in_the_chain_wins() -> None:
+    def fail_wrapped() -> None:
+        try:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 MiB.")
+        except torch.OutOfMemoryError as oom:
+            raise RuntimeError("training step failed") from oom
+
+    with pytest.raises(RuntimeError) as caught:
+        fail_wrapped()
+    assert classify_exception(caught.value) == ("oom", "CUDA out of memory. Tried to allocate 2.00 MiB.")
+    wrapped = RuntimeError("setup failed")
+    wrapped.__cause__ = UnsupportedCombination("bnb with 4 devices")
+    assert classify_exception(wrapped) == ("unsupported", "bnb with 4 devices")
+
+
+def test_is_oom_message_reads_subprocess_stderr() -> None:
+    stderr = "iter 0 step 0: loss 2.31\n" + _BNB_OOM + "\n"
+    assert is_oom_message(stderr)
+    assert not is_oom_message("RuntimeError: " + _CUBLAS_NOT_INITIALIZED)
+
+
+# --------------------------------------------------------------------------------------------
+# Time
+# --------------------------------------------------------------------------------------------
+
+
+def test_timed_measures_wall_clock_and_stops_on_errors() -> None:
+    with timed("cpu") as stopwatch:
+        time.sleep(0.02)
+    assert 0.02 <= stopwatch.seconds < 10.0 and stopwatch.laps == 1 and not stopwatch.running
+    with pytest.raises(ZeroDivisionError), timed() as failing:
+        _ = 1 / 0
+    assert failing.laps == 1 and not failing.running
+
+
+def test_stopwatch_accumulates_laps_and_refuses_misuse() -> None:
+    stopwatch = Stopwatch("cpu")
+    for _ in range(3):
+        stopwatch.start()
+        lap = stopwatch.stop()
+        assert lap >= 0
+    assert stopwatch.laps == 3
+    stopwatch.start()
+    with pytest.raises(RuntimeError, match="already running"):
+        stopwatch.start()
+    stopwatch.stop()
+    with pytest.raises(RuntimeError, match="not running"):
+        stopwatch.stop()
