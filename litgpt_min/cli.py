@@ -62,7 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--devices", type=int, default=1)
         p.add_argument("--precision", default="bf16-true", help="bf16-true (the tables'), 16-true, 32-true, ...")
         p.add_argument("--accelerator", choices=("auto", "cpu", "cuda"), default="auto")
-        p.add_argument("--memory-cap-gb", type=float, default=None, help="fail with OOM above this peak (emulates a smaller device)")
+        p.add_argument(
+            "--memory-cap-gb",
+            type=float,
+            default=None,
+            help="fail with OOM above this peak (emulates a smaller device)",
+        )
         p.add_argument("--tokenizer-dir", default=None, help="a tokenizer.model or tokenizer.json directory")
         p.add_argument("--json", action="store_true", help="end with one JSON result object on stdout")
 
@@ -87,7 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("method", choices=("lora", "adapter", "adapter_v2"))
     run_options(p)
     add_dataclass_options(p, Hyperparameters)
-    p.add_argument("--max-iters", type=int, default=None, help="micro-batch iterations to run (default: one optimizer step + 3)")
+    p.add_argument(
+        "--max-iters", type=int, default=None, help="micro-batch iterations to run (default: one optimizer step + 3)"
+    )
     p.add_argument("--data-file", default=None, help="alpaca_data.json (default: synthetic data with Alpaca's lengths)")
 
     p = sub.add_parser("generate", help="a measured generation run (an inference row)")
@@ -109,8 +116,20 @@ def cmd_params(args: argparse.Namespace) -> dict[str, Any]:
     from litgpt_min.quantize import model_weight_bytes
     from litgpt_min.run import PRECISIONS
 
-    lora = LoRASettings(**{f.name: getattr(args, "lora_" + f.name) for f in dataclasses.fields(LoRASettings) if getattr(args, "lora_" + f.name) is not None})
-    adapter = AdapterSettings(**{f.name: getattr(args, "adapter_" + f.name) for f in dataclasses.fields(AdapterSettings) if getattr(args, "adapter_" + f.name) is not None})
+    lora = LoRASettings(
+        **{
+            f.name: getattr(args, "lora_" + f.name)
+            for f in dataclasses.fields(LoRASettings)
+            if getattr(args, "lora_" + f.name) is not None
+        }
+    )
+    adapter = AdapterSettings(
+        **{
+            f.name: getattr(args, "adapter_" + f.name)
+            for f in dataclasses.fields(AdapterSettings)
+            if getattr(args, "adapter_" + f.name) is not None
+        }
+    )
     if args.precision not in PRECISIONS:
         raise UsageError(f"litgpt-min params: unknown precision {args.precision!r}")
     model = build_meta_model(Config.from_name(args.model), args.method, lora, adapter)
@@ -144,14 +163,36 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
             from litgpt_min.finetune import REFERENCE
 
             micro = REFERENCE[args.method].micro_batch_size
-        request = RunRequest("finetune", args.model, args.method, args.quantize, micro, args.devices, args.precision, args.accelerator, args.memory_cap_gb, options)
+        request = RunRequest(
+            "finetune",
+            args.model,
+            args.method,
+            args.quantize,
+            micro,
+            args.devices,
+            args.precision,
+            args.accelerator,
+            args.memory_cap_gb,
+            options,
+        )
     else:
         from litgpt_min.generate import generate_body as body
 
         settings = given(args, GenerateSettings)
         GenerateSettings(**settings)  # validate now, before anything is built
         options["generate"] = settings
-        request = RunRequest("inference", args.model, None, args.quantize, None, args.devices, args.precision, args.accelerator, args.memory_cap_gb, options)
+        request = RunRequest(
+            "inference",
+            args.model,
+            None,
+            args.quantize,
+            None,
+            args.devices,
+            args.precision,
+            args.accelerator,
+            args.memory_cap_gb,
+            options,
+        )
     validate(request)  # bad input is refused here, before Fabric or a model exist
     return execute(request, body)
 
@@ -188,4 +229,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

@@ -186,7 +186,9 @@ def train(
         stats.optimizer_steps = step_count
         stats.losses.append(loss.item())
         note = " (optimizer.step)" if is_step else ""
-        log(f"iter {iter_num} step {step_count}: loss {stats.losses[-1]:.4f}, iter time: {(t1 - t0) * 1000:.2f}ms{note}")
+        log(
+            f"iter {iter_num} step {step_count}: loss {stats.losses[-1]:.4f}, iter time: {(t1 - t0) * 1000:.2f}ms{note}"
+        )
     return stats
 
 
@@ -216,7 +218,6 @@ def warmup_iters(max_iters: int) -> int:
     return min(2, max(0, max_iters - 1))
 
 
-
 def load_train_data(request: Any, config: Any) -> Any:
     """Alpaca from a JSON file and a tokenizer when given; else synthetic data with Alpaca's real lengths."""
     from litgpt_min import data
@@ -225,10 +226,14 @@ def load_train_data(request: Any, config: Any) -> Any:
     if opts.get("data_file"):
         if not opts.get("tokenizer_dir"):
             raise ValueError("--data-file needs --tokenizer-dir")
-        train_set, _ = data.prepare_alpaca(opts["data_file"], data.Tokenizer(opts["tokenizer_dir"]), max_length=config.block_size)
+        train_set, _ = data.prepare_alpaca(
+            opts["data_file"], data.Tokenizer(opts["tokenizer_dir"]), max_length=config.block_size
+        )
         return data.SampleList(train_set)
     profile = data.load_length_profile(data.tokenizer_family(request.model))
-    return data.SyntheticAlpaca(profile, vocab_size=config.padded_vocab_size, seed=1337, max_seq_length=config.block_size)
+    return data.SyntheticAlpaca(
+        profile, vocab_size=config.padded_vocab_size, seed=1337, max_seq_length=config.block_size
+    )
 
 
 def finetune_body(request: Any, config: Any, fabric: Any, device: torch.device) -> dict[str, Any]:
@@ -255,8 +260,15 @@ def finetune_body(request: Any, config: Any, fabric: Any, device: torch.device) 
     optimizer = fabric.setup_optimizers(optimizer)
     max_iters = opts.get("max_iters") or default_max_iters(hp)
     stats = train(
-        model, optimizer, scheduler, train_data, hp,
-        max_iters=max_iters, device=device, synchronize=synchronize, backward=fabric.backward,
+        model,
+        optimizer,
+        scheduler,
+        train_data,
+        hp,
+        max_iters=max_iters,
+        device=device,
+        synchronize=synchronize,
+        backward=fabric.backward,
         seed=1337 + fabric.global_rank,
     )
     skip = warmup_iters(max_iters)
@@ -280,6 +292,7 @@ def finetune_body(request: Any, config: Any, fabric: Any, device: torch.device) 
 def _round(x: float | None) -> float | None:
     return None if x is None else round(x, 4)
 
+
 __all__ = [
     "REFERENCE",
     "Hyperparameters",
@@ -294,4 +307,3 @@ __all__ = [
     "train",
     "warmup_iters",
 ]
-

@@ -96,7 +96,9 @@ def prompt_ids(settings: GenerateSettings, model_name: str, vocab_size: int, tok
     if tokenizer_dir is not None:
         return torch.tensor(data.Tokenizer(tokenizer_dir).encode(settings.prompt), dtype=torch.long)
     if settings.prompt != GenerateSettings.prompt:
-        raise ValueError("a custom prompt needs --tokenizer-dir (without a tokenizer only the default prompt's length is known)")
+        raise ValueError(
+            "a custom prompt needs --tokenizer-dir (without a tokenizer only the default prompt's length is known)"
+        )
     profile = data.load_length_profile(data.tokenizer_family(model_name))
     n = profile.default_prompt_tokens
     generator = torch.Generator().manual_seed(0)

@@ -103,7 +103,9 @@ def make_fabric(request: RunRequest) -> Any:
     return Fabric(accelerator=device.type, devices=1, precision=request.precision)
 
 
-def execute(request: RunRequest, body: Callable[[RunRequest, Config, Any, torch.device], dict[str, Any]]) -> dict[str, Any]:
+def execute(
+    request: RunRequest, body: Callable[[RunRequest, Config, Any, torch.device], dict[str, Any]]
+) -> dict[str, Any]:
     """Validate, set up Fabric, run ``body`` under peak-memory measurement and return the result object."""
     config = validate(request)
     device = request.device()
