@@ -7,8 +7,9 @@ the base model. The prefix goes through the block's own frozen qkv projection; i
 
 Deliberate difference: Lit-GPT cached the prefix keys/values after the first forward and never
 invalidated them; because its scripts validate under ``no_grad`` before training, ``adapter_wte``
-never received a gradient. Here the prefix is recomputed whenever gradients are enabled and cached
-only for gradient-free forwards (generation), so ``adapter_wte`` trains as intended.
+never received a gradient. Here the prefix is recomputed on every forward, except during KV-cache
+generation (gradient-free, between ``set_kv_cache`` and ``clear_kv_cache``), where it is computed
+once; so ``adapter_wte`` trains as intended and a cached prefix never outlives a weight change.
 """
 
 from __future__ import annotations
@@ -54,13 +55,19 @@ class AdapterAttention(CausalSelfAttention):
         self.prompt_length = prompt_length
         self.adapter_kv_cache: tuple[torch.Tensor, torch.Tensor] | None = None
 
+    def __setattr__(self, name: str, value: object) -> None:
+        if name == "kv_cache":  # a new (or no) KV cache starts a new generation: drop the prefix cache
+            self.__dict__["adapter_kv_cache"] = None
+        super().__setattr__(name, value)
+
     def reset_parameters(self) -> None:
         self.adapter_wte.reset_parameters()
         nn.init.zeros_(self.gating_factor)
 
     def prefix_kv(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values of the prefix, expanded to every query head: (B, n_head, prompt_length, hs)."""
-        if self.adapter_kv_cache is not None and not torch.is_grad_enabled():
+        use_cache = self.kv_cache is not None and not torch.is_grad_enabled()
+        if use_cache and self.adapter_kv_cache is not None:
             ak, av = self.adapter_kv_cache
         else:
             cfg, aT = self.config, self.prompt_length
@@ -73,8 +80,8 @@ class AdapterAttention(CausalSelfAttention):
                 av = av.repeat_interleave(cfg.q_per_kv, dim=2)
             ak = ak.reshape(1, -1, aT, cfg.head_size)  # (1, nh_k, aT, hs)
             av = av.reshape(1, -1, aT, cfg.head_size)
-            # Cache only what was computed without a graph: a cached graph would break the next backward.
-            self.adapter_kv_cache = None if torch.is_grad_enabled() else (ak, av)
+            # Cache only within a generation, and only what was computed without a graph.
+            self.adapter_kv_cache = (ak, av) if use_cache else None
         return ak.expand(batch_size, -1, -1, -1), av.expand(batch_size, -1, -1, -1)
 
     def scaled_dot_product_attention(

@@ -3,7 +3,9 @@
 Every value matches Lit-GPT at commit 8641822 (``lit_gpt/config.py``). Derived values
 (``head_size``, ``rope_n_elem``, ...) are properties; the three fields Lit-GPT fills in after
 construction (``padded_vocab_size``, ``n_query_groups``, ``intermediate_size``) are resolved in
-``__post_init__`` so that a built config is always concrete.
+``__post_init__`` so that a built config is always concrete. Because they are resolved, override
+a registry config through ``Config.from_name(name, **overrides)`` (which resolves them again), not
+``dataclasses.replace`` on a built config.
 """
 
 from __future__ import annotations
@@ -60,6 +62,9 @@ class Config:
         def fail(field: str, why: str) -> None:
             raise ValueError(f"config {self.name or '<unnamed>'}: {field}: {why}")
 
+        for name in ("block_size", "vocab_size", "padding_multiple", "n_layer", "n_head", "n_embd"):
+            if getattr(self, name) < 1:
+                fail(name, f"must be >= 1, got {getattr(self, name)}")
         if self.n_embd % self.n_head:
             fail("n_embd", f"{self.n_embd} is not divisible by n_head={self.n_head}")
         if self.padded_vocab_size is None:
@@ -78,6 +83,12 @@ class Config:
             fail("norm_class_name", f"unknown norm {self.norm_class_name!r}")
         if self.mlp_class_name not in ("GptNeoxMLP", "LLaMAMLP"):
             fail("mlp_class_name", f"unknown MLP {self.mlp_class_name!r}")
+        rope_n_elem = int(self.rotary_percentage * (self.n_embd // self.n_head))
+        if not 0.0 <= self.rotary_percentage <= 1.0 or rope_n_elem % 2:
+            fail(
+                "rotary_percentage",
+                f"{self.rotary_percentage} gives rope_n_elem={rope_n_elem}: it must be even and within the head",
+            )
         if not self.parallel_residual and self.shared_attention_norm:
             fail("shared_attention_norm", "a shared attention norm needs parallel_residual")
 

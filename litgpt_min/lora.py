@@ -176,14 +176,14 @@ def qkv_target_rows(config: Config, enable: tuple[bool, bool, bool]) -> torch.Te
     group_rows = (q_per_kv + 2) * hs
     rows = []
     if enable[0]:
-        i = torch.arange(config.n_embd)
+        i = torch.arange(config.n_embd, device="cpu")  # meta-device arithmetic is slow
         head = i // hs
         rows.append((head // q_per_kv) * group_rows + (head % q_per_kv) * hs + i % hs)
     for offset, on in ((q_per_kv * hs, enable[1]), ((q_per_kv + 1) * hs, enable[2])):
         if on:
-            i = torch.arange(config.n_query_groups * hs)
+            i = torch.arange(config.n_query_groups * hs, device="cpu")
             rows.append((i // hs) * group_rows + offset + i % hs)
-    return torch.cat(rows) if rows else torch.empty(0, dtype=torch.long)
+    return torch.cat(rows) if rows else torch.empty(0, dtype=torch.long, device="cpu")
 
 
 def apply_lora(model: nn.Module, settings: LoRASettings) -> nn.Module:

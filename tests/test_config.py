@@ -1,0 +1,332 @@
+"""litgpt_min/config.py: the registry against Lit-GPT 8641822's values, names, JSON, validation."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from litgpt_min.config import Config, configs, find_multiple, known_names
+
+# Lit-GPT 8641822's configs (facts §2). Keys are our field names; every value is the resolved one.
+# pm = padding_multiple, only where the table states it (a given padded_vocab_size makes it moot).
+# fmt: off
+REFERENCE: dict[str, dict[str, Any]] = {
+    "phi-1_5": dict(
+        block_size=2048, vocab_size=50257, padded_vocab_size=51200, n_layer=24, n_head=32, n_embd=2048,
+        n_query_groups=32, head_size=64, rotary_percentage=0.5, rope_n_elem=32, parallel_residual=True,
+        shared_attention_norm=True, bias=True, norm_class_name="LayerNorm", norm_eps=1e-5,
+        mlp_class_name="GptNeoxMLP", intermediate_size=8192, rope_base=10000, lm_head_bias=True,
+        gelu_approximate="tanh",
+    ),
+    "stablelm-base-alpha-3b": dict(
+        block_size=4096, vocab_size=50254, padded_vocab_size=50688, padding_multiple=512, n_layer=16, n_head=32,
+        n_embd=4096, n_query_groups=32, head_size=128, rotary_percentage=0.25, rope_n_elem=32,
+        parallel_residual=True, shared_attention_norm=False, bias=True, norm_class_name="LayerNorm",
+        norm_eps=1e-5, mlp_class_name="GptNeoxMLP", intermediate_size=16384, rope_base=10000,
+        lm_head_bias=False, gelu_approximate="none",
+    ),
+    "Llama-2-7b-hf": dict(
+        block_size=4096, vocab_size=32000, padded_vocab_size=32000, padding_multiple=64, n_layer=32, n_head=32,
+        n_embd=4096, n_query_groups=32, head_size=128, rotary_percentage=1.0, rope_n_elem=128,
+        parallel_residual=False, shared_attention_norm=False, bias=False, norm_class_name="RMSNorm",
+        norm_eps=1e-5, mlp_class_name="LLaMAMLP", intermediate_size=11008, rope_base=10000, lm_head_bias=False,
+    ),
+    "Llama-2-13b-hf": dict(
+        block_size=4096, vocab_size=32000, padded_vocab_size=32000, padding_multiple=64, n_layer=40, n_head=40,
+        n_embd=5120, n_query_groups=40, head_size=128, rotary_percentage=1.0, rope_n_elem=128,
+        parallel_residual=False, shared_attention_norm=False, bias=False, norm_class_name="RMSNorm",
+        norm_eps=1e-5, mlp_class_name="LLaMAMLP", intermediate_size=13824, rope_base=10000, lm_head_bias=False,
+    ),
+    "Llama-2-70b-hf": dict(
+        block_size=4096, vocab_size=32000, padded_vocab_size=32000, padding_multiple=64, n_layer=80, n_head=64,
+        n_embd=8192, n_query_groups=8, head_size=128, rotary_percentage=1.0, rope_n_elem=128,
+        parallel_residual=False, shared_attention_norm=False, bias=False, norm_class_name="RMSNorm",
+        norm_eps=1e-5, mlp_class_name="LLaMAMLP", intermediate_size=28672, rope_base=10000, lm_head_bias=False,
+    ),
+    "CodeLlama-13b-hf": dict(
+        block_size=16384, vocab_size=32016, padded_vocab_size=32016, padding_multiple=16, n_layer=40, n_head=40,
+        n_embd=5120, n_query_groups=40, head_size=128, rotary_percentage=1.0, rope_n_elem=128,
+        parallel_residual=False, shared_attention_norm=False, bias=False, norm_class_name="RMSNorm",
+        norm_eps=1e-5, mlp_class_name="LLaMAMLP", intermediate_size=13824, rope_base=1_000_000,
+        lm_head_bias=False,
+    ),
+    "CodeLlama-34b-hf": dict(
+        block_size=16384, vocab_size=32000, padded_vocab_size=32000, padding_multiple=64, n_layer=48, n_head=64,
+        n_embd=8192, n_query_groups=8, head_size=128, rotary_percentage=1.0, rope_n_elem=128,
+        parallel_residual=False, shared_attention_norm=False, bias=False, norm_class_name="RMSNorm",
+        norm_eps=1e-5, mlp_class_name="LLaMAMLP", intermediate_size=22016, rope_base=1_000_000,
+        lm_head_bias=False,
+    ),
+    "falcon-40b": dict(
+        block_size=2048, vocab_size=65024, padded_vocab_size=65024, n_layer=60, n_head=128, n_embd=8192,
+        n_query_groups=8, head_size=64, rotary_percentage=1.0, rope_n_elem=64, parallel_residual=True,
+        shared_attention_norm=False, bias=False, norm_class_name="LayerNorm", norm_eps=1e-5,
+        mlp_class_name="GptNeoxMLP", intermediate_size=32768, rope_base=10000, lm_head_bias=False,
+    ),
+    "pythia-70m": dict(
+        block_size=2048, vocab_size=50254, padded_vocab_size=50304, padding_multiple=128, n_layer=6, n_head=8,
+        n_embd=512, n_query_groups=8, head_size=64, rotary_percentage=0.25, rope_n_elem=16,
+        parallel_residual=True, shared_attention_norm=False, bias=True, norm_class_name="LayerNorm",
+        norm_eps=1e-5, mlp_class_name="GptNeoxMLP", intermediate_size=2048, rope_base=10000, lm_head_bias=False,
+    ),
+    # Facts §2 "Others": E 4544, H 71, G 1 (MQA), shared norm, no bias, 32 layers, vocab 65024.
+    "falcon-7b": dict(
+        vocab_size=65024, padded_vocab_size=65024, n_layer=32, n_head=71, n_embd=4544, n_query_groups=1,
+        head_size=64, shared_attention_norm=True, parallel_residual=True, bias=False,
+        intermediate_size=4 * 4544,
+    ),
+    # Lit-GPT's script-test config (facts §7): block 128, L 2, E 8, H 4, padded vocab 8.
+    "tiny-reference": dict(
+        block_size=128, n_layer=2, n_embd=8, n_head=4, n_query_groups=4, head_size=2, padded_vocab_size=8,
+        vocab_size=8, rope_n_elem=0, intermediate_size=32,
+    ),
+}
+# fmt: on
+
+
+def test_registry_names_are_exactly_the_contract() -> None:
+    assert known_names() == sorted(
+        [
+            "phi-1_5", "stablelm-base-alpha-3b", "pythia-70m", "Llama-2-7b-hf", "Llama-2-13b-hf",
+            "Llama-2-70b-hf", "CodeLlama-13b-hf", "CodeLlama-34b-hf", "falcon-7b", "falcon-40b",
+            "tiny-reference", "tiny-llama", "tiny-neox", "tiny-phi", "tiny-falcon",
+        ]
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE))
+def test_registry_matches_reference(name: str) -> None:
+    config = Config.from_name(name)
+    assert config.name == name
+    mismatches = {
+        key: (getattr(config, key), expected)
+        for key, expected in REFERENCE[name].items()
+        if getattr(config, key) != expected
+    }
+    assert not mismatches, f"{name}: (ours, reference) {mismatches}"
+
+
+@pytest.mark.parametrize("name", known_names())
+def test_derived_values_are_consistent(name: str) -> None:
+    c = Config.from_name(name)
+    assert c.head_size * c.n_head == c.n_embd
+    assert c.q_per_kv * c.n_query_groups == c.n_head
+    assert c.qkv_out_features == (c.n_head + 2 * c.n_query_groups) * c.head_size
+    assert c.rope_n_elem == int(c.rotary_percentage * c.head_size)
+    assert c.rope_n_elem % 2 == 0  # rotate-half needs an even number of rotated dims
+    assert c.vocab_size <= c.padded_vocab_size
+    if configs[name].get("padded_vocab_size") is None:
+        assert c.padded_vocab_size == find_multiple(c.vocab_size, c.padding_multiple)
+    if c.mlp_class_name == "GptNeoxMLP" and configs[name].get("intermediate_size") is None:
+        assert c.intermediate_size == 4 * c.n_embd
+
+
+@pytest.mark.parametrize(
+    ("name", "groups", "shared", "rope_n_elem", "head_size"),
+    [
+        ("tiny-llama", 2, False, 16, 16),  # GQA, sequential, RMSNorm, LLaMA MLP
+        ("tiny-neox", 4, False, 4, 16),  # MHA, parallel, two norms
+        ("tiny-phi", 4, True, 8, 16),  # shared norm, partial rotary
+        ("tiny-falcon", 1, True, 16, 16),  # MQA
+        ("tiny-reference", 4, False, 0, 2),  # rotary 0 (int(0.25 * 2))
+    ],
+)
+def test_tiny_configs_cover_the_architectures(
+    name: str, groups: int, shared: bool, rope_n_elem: int, head_size: int
+) -> None:
+    c = Config.from_name(name)
+    assert (c.n_query_groups, c.shared_attention_norm, c.rope_n_elem, c.head_size) == (
+        groups,
+        shared,
+        rope_n_elem,
+        head_size,
+    )
+
+
+@pytest.mark.parametrize(
+    ("n", "k", "expected"), [(50254, 512, 50688), (50254, 128, 50304), (32000, 64, 32000), (1, 8, 8)]
+)
+def test_find_multiple(n: int, k: int, expected: int) -> None:
+    assert find_multiple(n, k) == expected
+
+
+def test_padded_vocab_given_clamps_vocab() -> None:
+    c = Config(vocab_size=100, padded_vocab_size=64)
+    assert (c.vocab_size, c.padded_vocab_size) == (64, 64)
+
+
+# Names -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("wrong", "suggestion"),
+    [
+        ("Llama-2-7b", "Llama-2-7b-hf"),
+        ("phi-1.5", "phi-1_5"),
+        ("falcon-40B", "falcon-40b"),
+        ("pythia-70M", "pythia-70m"),
+    ],
+)
+def test_unknown_name_lists_close_names(wrong: str, suggestion: str) -> None:
+    with pytest.raises(ValueError, match="did you mean") as info:
+        Config.from_name(wrong)
+    message = str(info.value)
+    assert repr(wrong) in message
+    hint = message.split("did you mean", 1)[1].split("?", 1)[0]
+    assert suggestion in hint
+
+
+def test_unknown_name_far_from_everything_still_lists_known() -> None:
+    with pytest.raises(ValueError, match=r"known:.*Llama-2-7b-hf"):
+        Config.from_name("zzzzzzzzzzzz")
+
+
+def test_names_are_exact() -> None:
+    with pytest.raises(ValueError):
+        Config.from_name("llama-2-7b-hf")
+
+
+def test_from_name_applies_overrides_before_deriving() -> None:
+    c = Config.from_name("tiny-neox", n_embd=128, n_layer=3)
+    assert (c.n_embd, c.n_layer, c.intermediate_size, c.head_size) == (128, 3, 512, 32)
+    # The registry dict itself is untouched.
+    assert Config.from_name("tiny-neox").n_embd == 64
+
+
+def test_from_name_accepts_legacy_condense_ratio() -> None:
+    assert Config.from_name("tiny-llama", condense_ratio=4).rope_condense_ratio == 4
+
+
+# lit_config.json ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", known_names())
+def test_file_round_trip(name: str, tmp_path: Path) -> None:
+    config = Config.from_name(name)
+    path = tmp_path / "lit_config.json"
+    config.to_file(path)
+    assert Config.from_file(path) == config
+    text = path.read_text()
+    assert text.endswith("\n")
+    assert json.loads(text) == config.to_dict()
+
+
+def test_to_dict_uses_lit_gpt_spelling() -> None:
+    d = Config.from_name("Llama-2-7b-hf").to_dict()
+    assert d["_norm_class"] == "RMSNorm"
+    assert d["_mlp_class"] == "LLaMAMLP"
+    assert "norm_class_name" not in d
+    assert "mlp_class_name" not in d
+    assert d["rope_condense_ratio"] == 1
+    # The three fields Lit-GPT fills in after construction are written resolved, as Lit-GPT's asdict does.
+    assert (d["padded_vocab_size"], d["n_query_groups"], d["intermediate_size"]) == (32000, 32, 11008)
+
+
+def _lit_gpt_llama2_7b_json() -> dict[str, Any]:
+    """lit_config.json as Lit-GPT 8641822's convert script writes it (asdict of its Config)."""
+    return {
+        "name": "Llama-2-7b-hf", "org": "meta-llama", "block_size": 4096, "vocab_size": 32000,
+        "padding_multiple": 64, "padded_vocab_size": 32000, "n_layer": 32, "n_head": 32, "n_embd": 4096,
+        "rotary_percentage": 1.0, "parallel_residual": False, "bias": False, "lm_head_bias": False,
+        "n_query_groups": 32, "shared_attention_norm": False, "_norm_class": "RMSNorm", "norm_eps": 1e-05,
+        "_mlp_class": "LLaMAMLP", "gelu_approximate": "none", "intermediate_size": 11008,
+        "rope_condense_ratio": 1, "rope_base": 10000,
+    }  # fmt: skip
+
+
+def test_reads_lit_gpt_lit_config_json(tmp_path: Path) -> None:
+    path = tmp_path / "lit_config.json"
+    path.write_text(json.dumps(_lit_gpt_llama2_7b_json()))
+    assert Config.from_file(path) == Config.from_name("Llama-2-7b-hf")
+
+
+def test_reads_legacy_condense_ratio(tmp_path: Path) -> None:
+    values = _lit_gpt_llama2_7b_json()
+    del values["rope_condense_ratio"]
+    values["condense_ratio"] = 8
+    path = tmp_path / "lit_config.json"
+    path.write_text(json.dumps(values))
+    assert Config.from_file(path).rope_condense_ratio == 8
+
+
+def test_from_file_unknown_field_names_file_and_field(tmp_path: Path) -> None:
+    path = tmp_path / "lit_config.json"
+    path.write_text(json.dumps({**_lit_gpt_llama2_7b_json(), "flash_attention": True}))
+    with pytest.raises(ValueError, match="flash_attention") as info:
+        Config.from_file(path)
+    assert str(path) in str(info.value)
+
+
+def test_from_file_invalid_value_names_file_and_field(tmp_path: Path) -> None:
+    path = tmp_path / "lit_config.json"
+    path.write_text(json.dumps({**_lit_gpt_llama2_7b_json(), "n_query_groups": 3}))
+    with pytest.raises(ValueError, match="n_query_groups") as info:
+        Config.from_file(path)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("content", ["{not json", None])
+def test_from_file_unreadable_raises_value_error(tmp_path: Path, content: str | None) -> None:
+    path = tmp_path / "lit_config.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(ValueError, match="cannot read config") as info:
+        Config.from_file(path)
+    assert str(path) in str(info.value)
+
+
+# Validation --------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("values", "field"),
+    [
+        (dict(n_embd=10, n_head=4), "n_embd"),
+        (dict(n_head=4, n_embd=8, n_query_groups=3), "n_query_groups"),
+        (dict(n_head=4, n_embd=8, n_query_groups=0), "n_query_groups"),
+        (dict(mlp_class_name="LLaMAMLP"), "intermediate_size"),
+        (dict(norm_class_name="BatchNorm"), "norm_class_name"),
+        (dict(mlp_class_name="SwiGLU", intermediate_size=8), "mlp_class_name"),
+        (dict(parallel_residual=False, shared_attention_norm=True), "shared_attention_norm"),
+    ],
+)
+def test_invalid_values_raise_naming_the_field(values: dict[str, Any], field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        Config(name="bad", **values)
+
+
+def test_from_dict_unknown_field() -> None:
+    with pytest.raises(ValueError, match="'n_heads'"):
+        Config.from_dict({"n_heads": 4})
+
+
+@pytest.mark.parametrize(
+    ("values", "field"),
+    [
+        pytest.param(dict(n_head=0), "n_head", id="n_head=0"),
+        pytest.param(dict(padding_multiple=0), "padding_multiple", id="padding_multiple=0"),
+        pytest.param(dict(n_embd=12, n_head=2, rotary_percentage=0.5), "rotary_percentage", id="odd-rope_n_elem"),
+        pytest.param(dict(rotary_percentage=1.5), "rotary_percentage", id="rotary_percentage>1"),
+    ],
+)
+def test_unvalidated_values_raise_naming_the_field(values: dict[str, Any], field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        Config(name="bad", **values)
+
+
+def test_frozen() -> None:
+    c = Config.from_name("tiny-neox")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.n_layer = 3  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.padded_vocab_size = 1  # type: ignore[misc]
+
+
+def test_replace_revalidates() -> None:
+    c = Config.from_name("tiny-llama")
+    assert dataclasses.replace(c, n_layer=5).n_layer == 5
+    with pytest.raises(ValueError, match="n_query_groups"):
+        dataclasses.replace(c, n_query_groups=3)
+
+
+def test_hashable_and_equal_by_value() -> None:
+    assert Config.from_name("tiny-phi") == Config.from_name("tiny-phi")
+    assert hash(Config.from_name("tiny-phi")) == hash(Config.from_name("tiny-phi"))

@@ -1,0 +1,164 @@
+"""litgpt_min/peft.py: the method registry, trainable sets and the reference's parameter counts.
+
+Every count below is a fact of Lit-GPT 8641822 (facts §2 and §7, reproduced there with the real
+classes); ours come from models built on the meta device.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from litgpt_min.adapter import AdapterSettings
+from litgpt_min.config import Config
+from litgpt_min.lora import LoRASettings
+from litgpt_min.model import GPT
+from litgpt_min.peft import (
+    METHODS,
+    apply_method,
+    build_meta_model,
+    check_method,
+    count_params,
+    mark_trainable,
+    num_params,
+    trainable_state_dict,
+)
+
+# (model, method) -> trainable parameters with the finetune scripts' defaults (LoRA r=8 on q and v;
+# adapters with prompt length 10 from layer 2).
+TRAINABLE = {
+    ("phi-1_5", "lora"): 1_572_864,
+    ("stablelm-base-alpha-3b", "lora"): 2_097_152,
+    ("stablelm-base-alpha-3b", "adapter"): 573_888,
+    ("stablelm-base-alpha-3b", "adapter_v2"): 2_125_248,
+    ("Llama-2-7b-hf", "lora"): 4_194_304,
+    ("Llama-2-7b-hf", "adapter"): 1_229_760,
+    ("Llama-2-7b-hf", "adapter_v2"): 4_279_744,
+    ("Llama-2-13b-hf", "lora"): 6_553_600,
+    ("falcon-40b", "lora"): 12_042_240,
+    ("Llama-2-70b-hf", "lora"): 16_384_000,
+    ("CodeLlama-34b-hf", "lora"): 9_830_400,
+    ("pythia-70m", "lora"): 98_304,
+}
+
+TOTALS = {
+    "phi-1_5": 1_418_270_720,
+    "stablelm-base-alpha-3b": 3_637_321_728,
+    "Llama-2-7b-hf": 6_738_415_616,
+    "Llama-2-13b-hf": 13_015_864_320,
+    "Llama-2-70b-hf": 68_976_648_192,
+    "CodeLlama-13b-hf": 13_016_028_160,
+    "CodeLlama-34b-hf": 33_743_970_304,
+    "falcon-40b": 41_835_970_560,
+    "pythia-70m": 70_426_624,
+}
+
+
+@pytest.mark.parametrize(("model", "method"), sorted(TRAINABLE), ids=lambda v: str(v))
+def test_trainable_counts_of_the_tables(model: str, method: str) -> None:
+    trainable, total = count_params(model, method)
+    assert trainable == TRAINABLE[model, method]
+    # The method adds exactly the trainable parameters to the base model for LoRA and Adapter v1;
+    # Adapter v2 also trains the base model's norms, which were already counted.
+    base = TOTALS[model]
+    if method == "adapter_v2":
+        assert base < total < base + trainable
+    else:
+        assert total == base + trainable
+
+
+@pytest.mark.parametrize("model", sorted(TOTALS))
+def test_total_counts(model: str) -> None:
+    assert count_params(model, None) == (None, TOTALS[model])
+
+
+def test_method_none_counts_no_trainables() -> None:
+    assert count_params("pythia-70m", "none") == (None, TOTALS["pythia-70m"])
+
+
+# Lit-GPT's tiny script-test config: (trainable, non-trainable), facts §7 ---------------------------
+@pytest.mark.parametrize(
+    ("method", "trainable", "frozen"), [("lora", 512, 1888), ("adapter", 168, 1888), ("adapter_v2", 552, 1808)]
+)
+def test_tiny_reference_counts(method: str, trainable: int, frozen: int) -> None:
+    torch.manual_seed(0)
+    model = apply_method(GPT(Config.from_name("tiny-reference")), method, adapter=AdapterSettings(start_layer=0))  # type: ignore[arg-type]
+    mark_trainable(model, method)  # type: ignore[arg-type]
+    assert num_params(model, requires_grad=True) == trainable
+    assert num_params(model, requires_grad=False) == frozen
+    meta = build_meta_model(Config.from_name("tiny-reference"), method, adapter=AdapterSettings(start_layer=0))  # type: ignore[arg-type]
+    assert (num_params(meta, requires_grad=True), num_params(meta, requires_grad=False)) == (trainable, frozen)
+
+
+# Trainable state dicts ------------------------------------------------------------------------------
+def _tiny(method: str) -> GPT:
+    torch.manual_seed(0)
+    model = apply_method(GPT(Config.from_name("tiny-reference")), method, adapter=AdapterSettings(start_layer=0))  # type: ignore[arg-type]
+    mark_trainable(model, method)  # type: ignore[arg-type]
+    return model
+
+
+LINEARS = ("attn.attn", "attn.proj", "mlp.fc", "mlp.proj")
+EXPECTED_KEYS = {
+    "lora": {f"transformer.h.{i}.attn.attn.lora_{m}" for i in range(2) for m in "AB"},
+    "adapter": {f"transformer.h.{i}.attn.{k}" for i in range(2) for k in ("adapter_wte.weight", "gating_factor")},
+    "adapter_v2": (
+        {f"transformer.h.{i}.attn.{k}" for i in range(2) for k in ("adapter_wte.weight", "gating_factor")}
+        | {f"transformer.h.{i}.{lin}.adapter_{p}" for i in range(2) for lin in LINEARS for p in ("bias", "scale")}
+        | {f"transformer.h.{i}.norm_{n}.{p}" for i in range(2) for n in (1, 2) for p in ("weight", "bias")}
+        | {"lm_head.adapter_bias", "lm_head.adapter_scale", "transformer.ln_f.weight", "transformer.ln_f.bias"}
+    ),
+}
+
+
+@pytest.mark.parametrize("method", sorted(EXPECTED_KEYS))
+def test_trainable_state_dict_keys(method: str) -> None:
+    model = _tiny(method)
+    saved = trainable_state_dict(model, method)  # type: ignore[arg-type]
+    assert set(saved) == EXPECTED_KEYS[method]
+    assert set(saved) == {n for n, p in model.named_parameters() if p.requires_grad}
+    assert sum(t.numel() for t in saved.values()) == num_params(model, requires_grad=True)
+
+
+def test_none_keeps_everything() -> None:
+    model = _tiny("none")
+    assert all(p.requires_grad for p in model.parameters())
+    assert set(trainable_state_dict(model, "none")) == set(model.state_dict())
+    assert type(model.lm_head) is torch.nn.Linear
+
+
+def test_apply_method_is_in_place() -> None:
+    base = GPT(Config.from_name("tiny-reference"))
+    assert apply_method(base, "lora") is base
+    assert hasattr(base.transformer.h[0].attn.attn, "lora_A")
+
+
+def test_lora_settings_reach_the_model() -> None:
+    settings = LoRASettings(r=2, alpha=4, query=True, key=True, value=True, projection=True, mlp=True, head=True)
+    model = build_meta_model(Config.from_name("tiny-reference"), "lora", lora=settings)
+    E, V, r, L = 8, 8, 2, 2
+    per_layer = 3 * r * E + 3 * E * r  # qkv: A (3r, E), B (3E, r)
+    per_layer += r * E + E * r  # proj
+    per_layer += (r * E + 32 * r) + (r * 32 + E * r)  # fc (E -> 32), proj (32 -> E)
+    assert num_params(model, requires_grad=True) == L * per_layer + (r * E + V * r)
+
+
+# Method names ---------------------------------------------------------------------------------------
+def test_methods() -> None:
+    assert METHODS == ("none", "lora", "adapter", "adapter_v2")
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: check_method("qlora"),
+        lambda: apply_method(GPT(Config.from_name("tiny-reference")), "qlora"),  # type: ignore[arg-type]
+        lambda: mark_trainable(GPT(Config.from_name("tiny-reference")), "qlora"),  # type: ignore[arg-type]
+        lambda: trainable_state_dict(GPT(Config.from_name("tiny-reference")), "qlora"),  # type: ignore[arg-type]
+        lambda: count_params("tiny-reference", "qlora"),
+    ],
+    ids=["check_method", "apply_method", "mark_trainable", "trainable_state_dict", "count_params"],
+)
+def test_unknown_method_raises(call) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError, match=r"'qlora'.*none, lora, adapter, adapter_v2"):
+        call()
