@@ -47,11 +47,37 @@ def given(args: argparse.Namespace, cls: type) -> dict[str, Any]:
     return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name, None) is not None}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def add_peft_options(parser: argparse.ArgumentParser) -> None:
+    """``--lora-*`` and ``--adapter-*`` options, one per field of the methods' settings."""
     from litgpt_min.adapter import AdapterSettings
+    from litgpt_min.lora import LoRASettings
+
+    for prefix, cls, title in (("lora", LoRASettings, "LoRA"), ("adapter", AdapterSettings, "Adapter / Adapter v2")):
+        group = parser.add_argument_group(f"{title} (prefix --{prefix}-)")
+        for f in dataclasses.fields(cls):
+            flag, dest = f"--{prefix}-" + f.name.replace("_", "-"), f"{prefix}_{f.name}"
+            if isinstance(f.default, bool):
+                group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None)
+            else:
+                group.add_argument(flag, dest=dest, type=type(f.default), default=None)
+
+
+def peft_settings(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The LoRA and Adapter settings given on the command line (defaults elsewhere)."""
+    from litgpt_min.adapter import AdapterSettings
+    from litgpt_min.lora import LoRASettings
+
+    def build(prefix: str, cls: type) -> Any:
+        return cls(
+            **{f.name: v for f in dataclasses.fields(cls) if (v := getattr(args, f"{prefix}_{f.name}")) is not None}
+        )
+
+    return build("lora", LoRASettings), build("adapter", AdapterSettings)
+
+
+def build_parser() -> argparse.ArgumentParser:
     from litgpt_min.finetune import Hyperparameters
     from litgpt_min.generate import GenerateSettings
-    from litgpt_min.lora import LoRASettings
 
     parser = _Parser(prog="litgpt-min", description="A minimal, faithful Lit-GPT (commit 8641822).")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -77,21 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quantize", choices=QUANTIZE_CHOICES, default=None)
     p.add_argument("--precision", default="bf16-true", help="dtype of the unquantized weights")
     p.add_argument("--json", action="store_true")
-    lora = p.add_argument_group("LoRA (prefix --lora-)")
-    for f in dataclasses.fields(LoRASettings):
-        flag = "--lora-" + f.name.replace("_", "-")
-        if isinstance(f.default, bool):
-            lora.add_argument(flag, dest="lora_" + f.name, action=argparse.BooleanOptionalAction, default=None)
-        else:
-            lora.add_argument(flag, dest="lora_" + f.name, type=type(f.default), default=None)
-    adapter = p.add_argument_group("Adapter (prefix --adapter-)")
-    for f in dataclasses.fields(AdapterSettings):
-        adapter.add_argument("--adapter-" + f.name.replace("_", "-"), dest="adapter_" + f.name, type=int, default=None)
+    add_peft_options(p)
 
     p = sub.add_parser("finetune", help="a measured finetuning run (a resource-table row)")
     p.add_argument("method", choices=("lora", "adapter", "adapter_v2"))
     run_options(p)
     add_dataclass_options(p, Hyperparameters)
+    add_peft_options(p)
     p.add_argument(
         "--max-iters", type=int, default=None, help="micro-batch iterations to run (default: one optimizer step + 3)"
     )
@@ -153,16 +171,17 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     options: dict[str, Any] = {"tokenizer_dir": args.tokenizer_dir}
     if args.command == "finetune":
         from litgpt_min.finetune import finetune_body as body
+        from litgpt_min.finetune import hyperparameters
 
         hp = given(args, Hyperparameters)
         micro = hp.pop("micro_batch_size", None)
-        options.update(hp, max_iters=args.max_iters, data_file=args.data_file)
         if args.max_iters is not None and args.max_iters < 1:
             raise UsageError(f"litgpt-min finetune: --max-iters must be >= 1, got {args.max_iters}")
-        if micro is None:
-            from litgpt_min.finetune import REFERENCE
-
-            micro = REFERENCE[args.method].micro_batch_size
+        micro = hyperparameters(args.method, micro_batch_size=micro, **hp).micro_batch_size  # validates now
+        lora, adapter = peft_settings(args)
+        options.update(
+            hyperparameters=hp, lora=lora, adapter=adapter, max_iters=args.max_iters, data_file=args.data_file
+        )
         request = RunRequest(
             "finetune",
             args.model,

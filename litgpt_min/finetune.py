@@ -40,6 +40,8 @@ class Hyperparameters:
     def __post_init__(self) -> None:
         if self.micro_batch_size < 1:
             raise ValueError(f"micro_batch_size must be >= 1, got {self.micro_batch_size}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
         if self.batch_size < self.micro_batch_size:
             raise ValueError(f"batch_size {self.batch_size} is smaller than micro_batch_size {self.micro_batch_size}")
 
@@ -113,7 +115,7 @@ def optimizer_step(optimizer: torch.optim.Optimizer) -> None:
 
 def learning_rate(hp: Hyperparameters, step_count: int) -> float | None:
     """The warmup learning rate for ``step_count`` optimizer steps done, or None after warmup."""
-    if step_count <= hp.warmup_steps:
+    if hp.warmup_steps > 0 and step_count <= hp.warmup_steps:
         return hp.learning_rate * step_count / hp.warmup_steps
     return None
 
@@ -243,9 +245,17 @@ def finetune_body(request: Any, config: Any, fabric: Any, device: torch.device) 
     from litgpt_min.peft import num_params
 
     opts = request.options
-    hp = hyperparameters(request.method, micro_batch_size=request.micro_batch_size, batch_size=opts.get("batch_size"))
+    hp = hyperparameters(request.method, micro_batch_size=request.micro_batch_size, **opts.get("hyperparameters", {}))
     fabric.seed_everything(1337)
-    model = build_model(config, request.method, device=device, dtype=request.dtype, quantize=request.quantize)
+    model = build_model(
+        config,
+        request.method,
+        device=device,
+        dtype=request.dtype,
+        quantize=request.quantize,
+        lora=opts.get("lora"),
+        adapter=opts.get("adapter"),
+    )
     trainable, total = num_params(model, requires_grad=True), num_params(model)
     print(f"Number of trainable parameters: {trainable:,}")
     print(f"Number of non trainable parameters: {total - trainable:,}")

@@ -69,7 +69,11 @@ def generate(
     top_k: int | None = None,
     eos_id: int | None = None,
 ) -> torch.Tensor:
-    """Prompt ``(T,)`` followed by up to ``max_returned_tokens - T`` sampled tokens (the KV cache must be set)."""
+    """Prompt ``(T,)`` followed by up to ``max_returned_tokens - T`` sampled tokens (the KV cache must be set).
+
+    With ``eos_id``, generation stops at the first sampled eos, which is not included (as in the
+    reference, whose comment said otherwise).
+    """
     T = prompt.size(0)
     if max_returned_tokens <= T:
         raise ValueError(f"max_returned_tokens {max_returned_tokens} leaves no room after a {T}-token prompt")
@@ -78,14 +82,14 @@ def generate(
     out = torch.empty(max_returned_tokens, dtype=prompt.dtype, device=prompt.device)
     out[:T] = prompt
     token = sample(prefill(model, prompt), temperature, top_k)
-    out[T] = token
-    pos = torch.tensor([T], device=prompt.device)
-    for _ in range(max_returned_tokens - T - 1):
+    pos = torch.tensor([T], device=prompt.device)  # stays on the device: no host copy per token
+    for i in range(T, max_returned_tokens):
         if eos_id is not None and int(token) == eos_id:  # a host sync, only when asked to stop early
-            return out[: int(pos)]
-        token = sample(decode_one(model, token, pos), temperature, top_k)
-        pos = pos + 1
+            return out[:i]
         out.index_copy_(0, pos, token)
+        if i + 1 < max_returned_tokens:
+            token = sample(decode_one(model, token, pos), temperature, top_k)
+            pos = pos + 1
     return out
 
 

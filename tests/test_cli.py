@@ -1,0 +1,412 @@
+"""Tests for the ``litgpt-min`` command, black-box through ``litgpt_min.cli.main(argv)`` in-process
+(plus one real ``python -m litgpt_min`` subprocess). Runs use tiny configs in fp32 on CPU."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from litgpt_min.adapter import AdapterSettings
+from litgpt_min.cli import main
+from litgpt_min.config import Config
+from litgpt_min.peft import count_params
+from litgpt_min.quantize import quantized_weight_bytes
+
+REPO = Path(__file__).resolve().parents[1]
+
+# The runner result's keys (.design/contracts.md, "The runner result").
+RESULT_KEYS = {
+    "workload",
+    "model",
+    "method",
+    "quantize",
+    "micro_batch_size",
+    "devices",
+    "precision",
+    "outcome",
+    "error",
+    "trainable_params",
+    "total_params",
+    "max_memory_gb",
+    "memory_source",
+    "time_1k_iters_min",
+    "tokens_per_sec",
+    "device",
+    "details",
+}
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, list[str], str]:
+    """(exit code, stdout lines, stderr) of one in-process ``litgpt-min`` call."""
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out.splitlines(), err
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[dict[str, Any], list[str], str]:
+    code, lines, err = run_cli(capsys, *argv, "--json")
+    assert code == 0, err
+    assert "Traceback" not in err
+    return json.loads(lines[-1]), lines[:-1], err
+
+
+# ---------------------------------------------------------------------------------------------
+# params: the tables' counts (facts §2 and §7)
+# ---------------------------------------------------------------------------------------------
+TOTALS = {
+    "phi-1_5": 1_418_270_720,
+    "stablelm-base-alpha-3b": 3_637_321_728,
+    "Llama-2-7b-hf": 6_738_415_616,
+    "Llama-2-13b-hf": 13_015_864_320,
+    "Llama-2-70b-hf": 68_976_648_192,
+    "CodeLlama-13b-hf": 13_016_028_160,
+    "CodeLlama-34b-hf": 33_743_970_304,
+    "falcon-40b": 41_835_970_560,
+    "pythia-70m": 70_426_624,
+}
+TRAINABLE = {
+    ("phi-1_5", "lora"): 1_572_864,
+    ("stablelm-base-alpha-3b", "lora"): 2_097_152,
+    ("stablelm-base-alpha-3b", "adapter"): 573_888,
+    ("stablelm-base-alpha-3b", "adapter_v2"): 2_125_248,
+    ("Llama-2-7b-hf", "lora"): 4_194_304,
+    ("Llama-2-7b-hf", "adapter"): 1_229_760,
+    ("Llama-2-7b-hf", "adapter_v2"): 4_279_744,
+    ("Llama-2-13b-hf", "lora"): 6_553_600,
+    ("Llama-2-70b-hf", "lora"): 16_384_000,
+    ("CodeLlama-34b-hf", "lora"): 9_830_400,
+    ("falcon-40b", "lora"): 12_042_240,
+    ("pythia-70m", "lora"): 98_304,
+}
+# Adapter v2 also trains the base model's norms (already in the base total): facts §7's breakdown.
+ADAPTER_V2_NORMS = {"stablelm-base-alpha-3b": 262_144 + 8_192, "Llama-2-7b-hf": 262_144 + 4_096}
+
+
+@pytest.mark.parametrize(("model", "method"), sorted(TRAINABLE), ids=lambda v: str(v))
+def test_params_of_the_tables(capsys: pytest.CaptureFixture[str], model: str, method: str) -> None:
+    result, _, err = run_json(capsys, "params", model, "--method", method)
+    trainable = TRAINABLE[model, method]
+    added = trainable - ADAPTER_V2_NORMS.get(model, 0) if method == "adapter_v2" else trainable
+    assert (result["model"], result["method"], result["quantize"]) == (model, method, None)
+    assert result["trainable"] == trainable
+    assert result["total"] == TOTALS[model] + added
+    assert result["non_trainable"] == result["total"] - trainable
+    assert err == ""
+
+
+@pytest.mark.parametrize("model", sorted(TOTALS))
+def test_params_totals(capsys: pytest.CaptureFixture[str], model: str) -> None:
+    result, _, _ = run_json(capsys, "params", model)
+    assert (result["method"], result["trainable"], result["total"]) == ("none", 0, TOTALS[model])
+    assert result["non_trainable"] == TOTALS[model]
+    assert result["weight_bytes"] == 2 * TOTALS[model]  # bf16 by default
+
+
+def test_params_llama2_7b_json_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    code, lines, err = run_cli(capsys, "params", "Llama-2-7b-hf", "--json")
+    assert (code, err, len(lines)) == (0, "", 1)
+    assert json.loads(lines[0])["total"] == 6_738_415_616
+
+
+def test_params_without_json_prints_key_value_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    code, lines, _ = run_cli(capsys, "params", "pythia-70m", "--method", "lora")
+    assert code == 0
+    assert "trainable: 98304" in lines and "total: 70524928" in lines
+    assert not any(line.startswith("{") for line in lines)
+
+
+def _tiny_llama_shapes() -> tuple[list[tuple[int, int]], int]:
+    """tiny-llama's linear weights (out, in) and the number of its other parameters, from its config."""
+    c = Config.from_name("tiny-llama")
+    E, inner, V, hs = c.n_embd, c.intermediate_size, c.padded_vocab_size, c.head_size
+    qkv = (c.n_head + 2 * c.n_query_groups) * hs
+    linears = [(qkv, E), (E, E), (inner, E), (inner, E), (E, inner)] * c.n_layer + [(V, E)]  # no biases (bias=False)
+    rest = V * E + 2 * E * c.n_layer + E  # wte, two RMSNorms per block, ln_f
+    assert not c.bias and not c.lm_head_bias and c.norm_class_name == "RMSNorm"
+    return linears, rest
+
+
+@pytest.mark.parametrize("mode", ["bnb.nf4", "bnb.nf4-dq"])
+def test_params_quantized_weight_bytes(capsys: pytest.CaptureFixture[str], mode: str) -> None:
+    linears, rest = _tiny_llama_shapes()
+    expected = sum(quantized_weight_bytes(o, i, mode) for o, i in linears) + 2 * rest  # the rest stays bf16
+    # and by hand: 4-bit codes packed two per byte, an fp32 absmax per 64 (dq: uint8 absmax per 64, an fp32
+    # absmax per 256 blocks and a 4-byte offset)
+    by_hand = 2 * rest
+    for o, i in linears:
+        n, blocks = o * i, math.ceil(o * i / 64)
+        by_hand += n // 2 + (blocks + 4 * math.ceil(blocks / 256) + 4 if mode.endswith("-dq") else 4 * blocks)
+    assert expected == by_hand
+    result, _, _ = run_json(capsys, "params", "tiny-llama", "--quantize", mode)
+    assert (result["quantize"], result["weight_bytes"]) == (mode, expected)
+    assert result["total"] == sum(o * i for o, i in linears) + rest
+    unquantized, _, _ = run_json(capsys, "params", "tiny-llama")
+    assert unquantized["weight_bytes"] == 2 * unquantized["total"] > result["weight_bytes"]
+    lora, _, _ = run_json(capsys, "params", "tiny-llama", "--quantize", mode, "--method", "lora")
+    assert lora["weight_bytes"] == expected + 2 * lora["trainable"]  # LoRA's A and B stay bf16
+
+
+def test_params_lora_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    c = Config.from_name("tiny-llama")
+    E, inner, V, r, L = c.n_embd, c.intermediate_size, c.padded_vocab_size, 4, c.n_layer
+    kv = c.n_query_groups * c.head_size
+    # --no-lora-query --lora-key, value on by default: A (2r, E), B (kv + kv, r) on the fused qkv
+    qkv = 2 * r * E + 2 * kv * r
+    mlp = 2 * (r * E + inner * r) + (r * inner + E * r)  # fc_1, fc_2 (E -> inner), proj (inner -> E)
+    head = r * E + V * r
+    expected = L * (qkv + mlp) + head
+    result, _, _ = run_json(
+        capsys, "params", "tiny-llama", "--method", "lora", "--lora-r", "4", "--no-lora-query", "--lora-key",
+        "--lora-mlp", "--lora-head",
+    )  # fmt: skip
+    assert result["trainable"] == expected == 8_832
+    base, _, _ = run_json(capsys, "params", "tiny-llama")
+    assert result["total"] == base["total"] + expected
+    default, _, _ = run_json(capsys, "params", "tiny-llama", "--method", "lora")
+    assert default["trainable"] == L * (r * 2 * 2 * E + 2 * (E + kv) * r) == 3_584  # r 8, q and v
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: exit 2, one line on stderr, no traceback
+# ---------------------------------------------------------------------------------------------
+TINY = ("--model", "tiny-llama", "--precision", "32-true")
+BAD = {
+    "unknown-model": (("params", "Llama-2-7b"), r"unknown model 'Llama-2-7b'.*Llama-2-7b-hf"),
+    "unknown-model-finetune": (("finetune", "lora", "--model", "llama-2-7b"), r"unknown model.*Llama-2-7b-hf"),
+    "unknown-model-generate": (("generate", "--model", "falcon-7"), r"unknown model 'falcon-7'.*falcon-7b"),
+    "unknown-method": (("finetune", "qlora", *TINY), r"invalid choice: 'qlora'"),
+    "unknown-method-params": (("params", "tiny-llama", "--method", "qlora"), r"invalid choice: 'qlora'"),
+    "unknown-quantize": (("finetune", "lora", *TINY, "--quantize", "bnb.int8"), r"invalid choice: 'bnb.int8'"),
+    "unknown-quantize-generate": (("generate", *TINY, "--quantize", "gptq.int4"), r"invalid choice: 'gptq.int4'"),
+    "micro-batch-0": (("finetune", "lora", *TINY, "--micro-batch-size", "0"), r"micro.batch.size must be >= 1, got 0"),
+    "micro-batch-not-int": (("finetune", "lora", *TINY, "--micro-batch-size", "x"), r"invalid int value: 'x'"),
+    "quantize-devices": (
+        ("finetune", "lora", *TINY, "--quantize", "bnb.nf4", "--devices", "2"),
+        r"(?i)quantization.*devices=2",
+    ),
+    "quantize-devices-generate": (
+        ("generate", *TINY, "--quantize", "bnb.nf4-dq", "--devices", "2"),
+        r"(?i)quantization.*devices=2",
+    ),
+    "max-iters-0": (("finetune", "lora", *TINY, "--max-iters", "0"), r"--max-iters must be >= 1, got 0"),
+    "quantize-mixed": (
+        ("finetune", "lora", "--model", "tiny-llama", "--quantize", "bnb.nf4", "--precision", "bf16-mixed"),
+        r"quantization and mixed precision \(bf16-mixed\)",
+    ),
+    "negative-cap": (("finetune", "lora", *TINY, "--memory-cap-gb", "-1"), r"memory cap must be > 0 GB, got -1.0"),
+    "negative-cap-generate": (("generate", *TINY, "--memory-cap-gb", "-0.5"), r"memory cap must be > 0 GB"),
+    "unknown-precision": (
+        ("finetune", "lora", "--model", "tiny-llama", "--precision", "fp8"),
+        r"unknown precision 'fp8'",
+    ),
+    "devices-0": (("finetune", "lora", *TINY, "--devices", "0"), r"devices must be >= 1, got 0"),
+    "max-new-tokens-0": (("generate", *TINY, "--max-new-tokens", "0"), r"max_new_tokens must be >= 1, got 0"),
+    "negative-temperature": (("generate", *TINY, "--temperature", "-1"), r"temperature must be >= 0"),
+    "lora-r": (("params", "tiny-llama", "--method", "lora", "--lora-r", "-1"), r"lora r must be >= 0, got -1"),
+    "no-command": ((), r"required: command"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_input_exits_2_with_one_line(capsys: pytest.CaptureFixture[str], case: str) -> None:
+    argv, pattern = BAD[case]
+    code, lines, err = run_cli(capsys, *argv)
+    assert code == 2
+    assert lines == []
+    assert len(err.splitlines()) == 1 and err.endswith("\n"), err
+    assert "Traceback" not in err
+    assert err.startswith("litgpt-min")
+    assert re.search(pattern, err), err
+
+
+def test_batch_smaller_than_micro_batch_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, _ = run_cli(capsys, "finetune", "lora", *TINY, "--batch-size", "1", "--micro-batch-size", "2", "--json")
+    assert code == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# finetune and generate runs
+# ---------------------------------------------------------------------------------------------
+FINETUNE = ("--max-iters", "3", "--batch-size", "4", "--micro-batch-size", "2")
+RUNS = [
+    pytest.param("lora", "tiny-llama", None, id="lora"),
+    pytest.param("lora", "tiny-llama", "bnb.nf4-dq", id="lora-nf4_dq"),
+    pytest.param("adapter_v2", "tiny-phi", None, id="adapter_v2"),
+    pytest.param("adapter_v2", "tiny-neox", "bnb.nf4", id="adapter_v2-nf4"),
+    pytest.param("adapter", "tiny-neox", None, id="adapter"),
+]
+
+
+@pytest.mark.filterwarnings("ignore:Paged optimizers are not supported on CPU")
+@pytest.mark.parametrize(("method", "model", "quantize"), RUNS)
+def test_finetune_json(capsys: pytest.CaptureFixture[str], method: str, model: str, quantize: str | None) -> None:
+    argv = ["finetune", method, "--model", model, "--precision", "32-true", *FINETUNE]
+    if quantize is not None:
+        argv += ["--quantize", quantize]
+    adapter = None
+    if method == "adapter":  # the tiny configs have 2 layers: start the prefix at layer 0
+        argv += ["--adapter-start-layer", "0"]
+        adapter = AdapterSettings(start_layer=0)
+    result, progress, err = run_json(capsys, *argv)
+    assert set(result) == RESULT_KEYS
+    assert result["outcome"] == "ok", result["error"]
+    trainable, total = count_params(model, method, adapter=adapter)
+    expected = {
+        "workload": "finetune",
+        "model": model,
+        "method": method,
+        "quantize": quantize,
+        "micro_batch_size": 2,
+        "devices": 1,
+        "precision": "32-true",
+        "error": None,
+        "trainable_params": trainable,
+        "total_params": total,
+        "memory_source": "live-tensor-tracker",
+        "tokens_per_sec": None,
+    }
+    assert {k: result[k] for k in expected} == expected
+    assert trainable and trainable > 0
+    assert result["max_memory_gb"] > 0 and result["time_1k_iters_min"] > 0
+    assert result["device"]["type"] == "cpu" and result["device"]["memory_cap_gb"] is None
+    assert isinstance(result["device"]["name"], str) and result["device"]["name"]
+    details = result["details"]
+    assert (details["iters"], details["optimizer_steps"], details["gradient_accumulation_iters"]) == (3, 1, 2)
+    assert details["longest_seq_length"] == Config.from_name(model).block_size  # Alpaca's lengths, clipped
+    assert len(details["losses"]) == 3 and all(math.isfinite(x) for x in details["losses"])
+    # progress before the JSON: the counts, the longest sequence, one line per iteration
+    assert f"Number of trainable parameters: {trainable:,}" in progress
+    iters = [line for line in progress if line.startswith("iter ")]
+    assert [line.split(":")[0] for line in iters] == ["iter 0 step 0", "iter 1 step 1", "iter 2 step 1"]
+    assert iters[1].endswith("(optimizer.step)") and not iters[2].endswith("(optimizer.step)")
+    assert "run failed" not in err
+
+
+def test_finetune_hyperparameter_options_reach_the_loop(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from litgpt_min import finetune
+
+    seen: list[finetune.Hyperparameters] = []
+    original = finetune.train
+
+    def spy(*args: Any, **kwargs: Any) -> finetune.TrainStats:
+        seen.append(args[4])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(finetune, "train", spy)
+    result, _, _ = run_json(
+        capsys, "finetune", "lora", *TINY, "--max-iters", "1", "--batch-size", "2", "--micro-batch-size", "1"
+    )
+    assert result["outcome"] == "ok" and len(seen) == 1
+    assert (seen[0].batch_size, seen[0].micro_batch_size, seen[0].learning_rate) == (2, 1, 3e-4)
+
+
+def test_all_hyperparameter_options_reach_the_loop(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from litgpt_min import finetune
+
+    seen: list[finetune.Hyperparameters] = []
+    original = finetune.train
+    monkeypatch.setattr(finetune, "train", lambda *a, **k: (seen.append(a[4]), original(*a, **k))[1])
+    options = ("--learning-rate", "0.5", "--weight-decay", "0.25", "--warmup-steps", "3", "--cosine-t-max", "7")
+    argv = ("finetune", "lora", *TINY, "--max-iters", "1", "--batch-size", "2", "--micro-batch-size", "1", *options)
+    result, _, _ = run_json(capsys, *argv, "--lm-head-chunk-size", "64")
+    assert result["outcome"] == "ok", result["error"]
+    hp = seen[0]
+    assert (hp.learning_rate, hp.weight_decay, hp.warmup_steps, hp.cosine_t_max, hp.lm_head_chunk_size) == (
+        0.5,
+        0.25,
+        3,
+        7,
+        64,
+    )
+
+
+def test_generate_json(capsys: pytest.CaptureFixture[str]) -> None:
+    result, progress, err = run_json(
+        capsys, "generate", "--model", "tiny-falcon", "--precision", "32-true", "--max-new-tokens", "5"
+    )
+    assert set(result) == RESULT_KEYS
+    expected = {
+        "workload": "inference",
+        "model": "tiny-falcon",
+        "method": None,
+        "quantize": None,
+        "micro_batch_size": None,
+        "devices": 1,
+        "precision": "32-true",
+        "outcome": "ok",
+        "error": None,
+        "trainable_params": None,
+        "total_params": count_params("tiny-falcon", None)[1],
+        "memory_source": "live-tensor-tracker",
+        "time_1k_iters_min": None,
+    }
+    assert {k: result[k] for k in expected} == expected
+    assert result["tokens_per_sec"] > 0 and result["max_memory_gb"] > 0
+    assert (result["details"]["prompt_tokens"], result["details"]["new_tokens"]) == (5, 5)  # falcon's prompt: 5 tokens
+    assert any("tokens/sec" in line for line in progress)
+    assert "run failed" not in err
+
+
+def test_generate_quantized_json(capsys: pytest.CaptureFixture[str]) -> None:
+    result, _, _ = run_json(
+        capsys, "generate", *TINY, "--quantize", "bnb.nf4", "--max-new-tokens", "3", "--num-samples", "2"
+    )
+    assert (result["outcome"], result["quantize"], result["details"]["prompt_tokens"]) == ("ok", "bnb.nf4", 6)
+    assert len(result["details"]["tokens_per_sec_all"]) == 2 and result["tokens_per_sec"] > 0
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        pytest.param(("finetune", "lora", *TINY, *FINETUNE), id="finetune"),
+        pytest.param(("generate", *TINY, "--max-new-tokens", "3"), id="generate"),
+    ],
+)
+def test_a_tiny_memory_cap_is_an_oom_outcome(capsys: pytest.CaptureFixture[str], argv: tuple[str, ...]) -> None:
+    result, _, err = run_json(capsys, *argv, "--memory-cap-gb", "0.0001")
+    assert set(result) == RESULT_KEYS
+    assert result["outcome"] == "oom"
+    assert isinstance(result["error"], str) and result["error"] and "\n" not in result["error"]
+    assert result["device"]["memory_cap_gb"] == 0.0001
+    assert result["time_1k_iters_min"] is None and result["tokens_per_sec"] is None
+    assert "run failed (oom)" in err and "Traceback" not in err
+
+
+def test_bf16_true_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    # bf16 matmuls are very slow on this CPU: one tiny run, two iterations of micro-batch 1.
+    argv = "finetune lora --model tiny-llama --max-iters 2 --batch-size 2 --micro-batch-size 1".split()
+    result, _, _ = run_json(capsys, *argv)  # bf16-true is the default precision, as in the tables
+    assert (result["outcome"], result["precision"], result["error"]) == ("ok", "bf16-true", None)
+    assert all(math.isfinite(x) for x in result["details"]["losses"])
+    assert result["time_1k_iters_min"] > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# The real entry point
+# ---------------------------------------------------------------------------------------------
+def test_python_dash_m_entry_point() -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "litgpt_min", "params", "pythia-70m", "--method", "lora", "--json"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    result = json.loads(proc.stdout.splitlines()[-1])
+    assert (result["trainable"], result["total"]) == (98_304, 70_426_624 + 98_304)
