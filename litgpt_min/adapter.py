@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from litgpt_min.config import Config
-from litgpt_min.model import GPT, CausalSelfAttention
+from litgpt_min.model import GPT, CausalSelfAttention, new_parameter_kwargs
 
 
 @dataclass(frozen=True)
@@ -47,9 +47,7 @@ class AdapterAttention(CausalSelfAttention):
         nn.Module.__init__(self)
         self.config: Config = base.config
         self.attn, self.proj, self.kv_cache = base.attn, base.proj, base.kv_cache
-        weight = base.proj.weight
-        # A 4-bit base stores uint8 weights; the new parameters then take the default float dtype.
-        kw = dict(device=weight.device, dtype=weight.dtype if weight.is_floating_point() else None)
+        kw = new_parameter_kwargs(base.proj.weight)
         self.adapter_wte = nn.Embedding(prompt_length, self.config.n_embd, **kw)
         self.gating_factor = nn.Parameter(torch.zeros(1, 1, self.config.n_head, 1, **kw))
         self.prompt_length = prompt_length

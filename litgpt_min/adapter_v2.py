@@ -11,25 +11,15 @@ import torch
 import torch.nn as nn
 
 from litgpt_min.adapter import AdapterSettings, apply_adapter
-from litgpt_min.model import GPT
+from litgpt_min.model import GPT, LinearWrapper, new_parameter_kwargs
 
 
-class AdapterV2Linear(nn.Module):
+class AdapterV2Linear(LinearWrapper):
     def __init__(self, linear: nn.Module) -> None:
-        super().__init__()
-        self.linear = linear
-        weight = linear.weight
-        kw = dict(device=weight.device, dtype=weight.dtype if weight.is_floating_point() else None)
+        super().__init__(linear)
+        kw = new_parameter_kwargs(linear.weight)
         self.adapter_bias = nn.Parameter(torch.zeros(linear.out_features, **kw))
         self.adapter_scale = nn.Parameter(torch.ones(linear.out_features, **kw))
-
-    @property
-    def in_features(self) -> int:
-        return self.linear.in_features
-
-    @property
-    def out_features(self) -> int:
-        return self.linear.out_features
 
     def reset_parameters(self) -> None:
         nn.init.zeros_(self.adapter_bias)

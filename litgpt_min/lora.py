@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 
 from litgpt_min.config import Config
+from litgpt_min.model import LinearWrapper, new_parameter_kwargs
 
 
 @dataclass(frozen=True)
@@ -55,28 +56,19 @@ class LoRASettings:
             raise ValueError(f"lora dropout must be in [0, 1), got {self.dropout}")
 
 
-class LoRALinear(nn.Module):
+class LoRALinear(LinearWrapper):
     def __init__(self, linear: nn.Module, r: int = 0, alpha: int = 1, dropout: float = 0.0) -> None:
-        super().__init__()
-        self.linear = linear
+        super().__init__(linear)
         self.r = r
         self.scaling = alpha / r if r > 0 else 0.0
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.merged = False
         if r > 0:
             weight = linear.weight
-            kw = dict(device=weight.device, dtype=_float_dtype(weight))
+            kw = new_parameter_kwargs(weight)
             self.lora_A = nn.Parameter(torch.empty(r, linear.in_features, **kw))
             self.lora_B = nn.Parameter(torch.empty(linear.out_features, r, **kw))
             self.reset_parameters()
-
-    @property
-    def in_features(self) -> int:
-        return self.linear.in_features
-
-    @property
-    def out_features(self) -> int:
-        return self.linear.out_features
 
     def reset_parameters(self) -> None:
         if self.r > 0:
@@ -111,8 +103,7 @@ class LoRAQKVLinear(LoRALinear):
         dropout: float = 0.0,
         enable: tuple[bool, bool, bool] = (False, False, False),
     ) -> None:
-        nn.Module.__init__(self)
-        self.linear = linear
+        LinearWrapper.__init__(self, linear)  # LoRALinear's parameters have other shapes here
         self.r = r
         self.scaling = alpha / r if r > 0 else 0.0
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
@@ -122,7 +113,7 @@ class LoRAQKVLinear(LoRALinear):
         self.target_sizes = [size for size, on in zip((config.n_embd, kv_size, kv_size), enable) if on]
         if r > 0 and any(enable):
             weight = linear.weight
-            kw = dict(device=weight.device, dtype=_float_dtype(weight))
+            kw = new_parameter_kwargs(weight)
             self.lora_A = nn.Parameter(torch.empty(r * len(self.target_sizes), linear.in_features, **kw))
             self.lora_B = nn.Parameter(torch.empty(sum(self.target_sizes), r, **kw))
             # Positions of the enabled targets' rows in the fused output; built once (the reference
@@ -212,11 +203,6 @@ def merge_lora(model: nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, LoRALinear):
             module.merge()
-
-
-def _float_dtype(weight: torch.Tensor) -> torch.dtype:
-    # A 4-bit base layer stores uint8; LoRA parameters take the default floating dtype then.
-    return weight.dtype if weight.is_floating_point() else torch.get_default_dtype()
 
 
 def _add_to_weight(linear: nn.Module, delta: torch.Tensor) -> None:

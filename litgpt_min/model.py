@@ -284,6 +284,30 @@ class KVCache(nn.Module):
         return self.k.index_copy_(2, input_pos, k), self.v.index_copy_(2, input_pos, v)
 
 
+class LinearWrapper(nn.Module):
+    """Base of the PEFT layers that wrap a linear as ``.linear`` (Lit-GPT's key layout)."""
+
+    def __init__(self, linear: nn.Module) -> None:
+        super().__init__()
+        self.linear = linear
+
+    @property
+    def in_features(self) -> int:
+        return self.linear.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.linear.out_features
+
+
+def new_parameter_kwargs(weight: torch.Tensor) -> dict[str, object]:
+    """Device and dtype for a PEFT parameter added next to ``weight``.
+
+    A 4-bit weight stores packed integers: the new parameter then takes the default float dtype.
+    """
+    return dict(device=weight.device, dtype=weight.dtype if weight.is_floating_point() else torch.get_default_dtype())
+
+
 def build_norm(config: Config) -> nn.Module:
     if config.norm_class_name == "RMSNorm":
         return RMSNorm(config.n_embd, eps=config.norm_eps)
