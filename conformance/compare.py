@@ -285,9 +285,14 @@ def _pct_text(rel: float) -> str:
     return f"{rel * 100:.6f}".rstrip("0").rstrip(".")
 
 
+def _number_text(value: float) -> str:
+    """Two decimals, as the tables print them; three significant digits below 0.1 (tiny CPU rows)."""
+    return f"{value:.2f}" if abs(value) >= 0.1 or value == 0 else f"{value:.3g}"
+
+
 def _gb_text(value: Any) -> str:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return f"{value:.2f} GB"
+        return f"{_number_text(value)} GB"
     return "not measured"
 
 
@@ -299,7 +304,7 @@ def _value_text(field: str, value: Any) -> str:
     if field in PARAM_FIELDS and isinstance(value, int):
         return f"{value:,}"
     if field in BANDED_FIELDS and isinstance(value, (int, float)):
-        return f"{value:.2f}"
+        return _number_text(value)
     if field == "error":
         return repr(str(value))
     return str(value)

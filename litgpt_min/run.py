@@ -138,5 +138,5 @@ def execute(
         result["outcome"], result["error"] = outcome, message
         print(f"run failed ({outcome}): {message}", file=sys.stderr)
     if peak is not None:
-        result["max_memory_gb"] = round(peak.peak_gb(), 4)
+        result["max_memory_gb"] = round(peak.peak_gb(), 6)
     return result

@@ -15,6 +15,7 @@ from conformance.compare import (
     REL_SLACK,
     UNSUPPORTED_RULE,
     Finding,
+    _number_text,  # the one number format of the reports
     band,
     check_memory,
     check_outcome,
@@ -487,8 +488,8 @@ def test_every_finding_names_measured_expected_and_tolerance(
     for finding in findings:
         text = finding.describe()
         assert "\n" not in text
-        assert f"measured {'none' if measured is None else f'{measured:.2f}'}" in text
-        assert f"expected {expected:.2f}" in text
+        assert f"measured {'none' if measured is None else _number_text(measured)}" in text
+        assert f"expected {_number_text(expected)}" in text
         assert f"tolerance {finding.tolerance}" in text
         assert text.startswith(f"{field}: ")
 

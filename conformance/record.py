@@ -1,0 +1,304 @@
+"""``--record DIR``: write the measured figures of this session as a profile.
+
+The new profile has the schema and the file layout of the profile it was measured from (or of
+the profile already in DIR, when re-recording), this machine's fingerprint as its ``hardware``
+and ``software``, and per row how it was measured (``measured_with``). Rows this session did not
+measure are kept from the profile already in DIR, so a partial run (``-k``) loses nothing.
+
+Safety: the folder is refused at configure time unless it is empty or ``--force`` is given; the
+new files are validated (schema and cross-file rules) in a scratch copy before any is written;
+each write is atomic (``write_json_atomic``). Re-recording returns a per-row diff, old -> new.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import shlex
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from conformance.expectations import Case, list_profiles, load_file, load_profile, write_json_atomic
+from conformance.hardware import detected_sku
+from conformance.runner import PRECISION, RunResult
+from conformance.state import ActiveProfile, display, significant
+
+if TYPE_CHECKING:
+    from conformance.state import SessionState
+
+# The fields a recording measures, in the order the diff reports them.
+MEASURED_FIELDS = (
+    "outcome", "error", "trainable_params", "total_params", "max_memory_gb", "time_1k_iters_min", "tokens_per_sec",
+)  # fmt: skip
+_ERROR_CHARS = 300
+
+
+def record_profile(state: SessionState) -> list[str]:
+    """Write the profile to ``state.options.record``; return the summary and diff lines."""
+    target = state.options.record
+    assert target is not None
+    active = state.active_profiles()[0]
+    old = _old_files(target)
+    files = build_files(state, active, old)
+    if not files:
+        return [f"conformance: nothing measured in this run; {display(target)} left as it was"]
+    _validate(target.name, files)
+    for name, data in files.items():
+        if old.get(name) != data:
+            write_json_atomic(target / name, data, force=True)
+    return summary_lines(target, old, files, state)
+
+
+def build_files(
+    state: SessionState, active: ActiveProfile, old: Mapping[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """The new profile's files (name -> data); empty when there is nothing to write."""
+    target = state.options.record
+    assert target is not None
+    now = _dt.datetime.now(_dt.timezone.utc)
+    old_cases = {row["id"]: (name, row) for name, data in old.items() for row in data["cases"]}
+    sources = {path: load_file(path) for path in dict.fromkeys(case.file for case in active.profile.cases)}
+    same_profile = target.resolve() == active.profile.directory.resolve()
+    header = {
+        "profile": target.name,
+        "hardware": hardware_entry(state, active),
+        "software": software_entry(state),
+        "tolerances": next(iter(old.values()))["tolerances"] if old else _source_tolerances(sources),
+    }
+    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in old}
+    touched: set[str] = set()
+    source_meta: dict[str, Mapping[str, Any]] = {}
+    recorded: set[str] = set()
+    for case in active.profile.cases:
+        run = state.measured((active.name, case.id))
+        if run is None:
+            continue  # kept from the old profile below, if it has the row
+        raw_source = next(row for row in sources[case.file]["cases"] if row["id"] == case.id)
+        if case.id in old_cases:
+            name, base = old_cases[case.id]
+        else:
+            name, base = case.file.name, _without_notes(raw_source, same_profile)
+        rows.setdefault(name, []).append(measured_case(base, case, run, state, active, now))
+        touched.add(name)
+        if name in old:
+            source_meta.setdefault(name, old[name]["source"])
+        else:
+            source_meta.setdefault(name, _without_notes(sources[case.file]["source"], same_profile))
+        recorded.add(case.id)
+    for case_id, (name, row) in old_cases.items():
+        if case_id not in recorded:
+            rows[name].append(row)
+    if not touched:
+        return {}
+    files = {}
+    for name, cases in rows.items():
+        if not cases:
+            continue
+        if name not in touched:
+            # Nothing re-measured in this file: as it was, on the card the profile now describes.
+            files[name] = {**old[name], "hardware": _same_card(old[name]["hardware"], header["hardware"])}
+            continue
+        files[name] = {
+            **header,
+            "source": source_entry(state, active, source_meta.get(name, {}), now),
+            "cases": _ordered(cases, old.get(name), active.profile.cases),
+        }
+    return files
+
+
+def measured_case(
+    base: Mapping[str, Any], case: Case, run: RunResult, state: SessionState, active: ActiveProfile, now: _dt.datetime
+) -> dict[str, Any]:
+    """``base`` (the row as written before) with the measured figures of ``run``."""
+    result = run.result
+    outcome = result.get("outcome") or "error"
+    ok = outcome == "ok"
+    trainable, total = state.param_counts(case)
+    message = _one_line(result.get("error"))
+    row = dict(base)
+    row.update(
+        outcome=outcome,
+        # An OOM's message varies with the allocator's state; the published rows keep none.
+        error=None if outcome in ("ok", "oom") else (message or f"{outcome} without a message"),
+        trainable_params=trainable if case.workload == "finetune" else None,
+        total_params=total,
+        max_memory_gb=_figure(result.get("max_memory_gb")) if ok else None,
+        time_1k_iters_min=_figure(result.get("time_1k_iters_min")) if ok and case.workload == "finetune" else None,
+        tokens_per_sec=_figure(result.get("tokens_per_sec")) if ok and case.workload == "inference" else None,
+    )
+    measured_with: dict[str, Any] = {
+        "recorded_at": now.isoformat(timespec="seconds"),
+        # "python", not this machine's interpreter path: the profile is shared.
+        "command": shlex.join(["python", *run.command[1:]]) if run.command else None,
+        "memory_source": result.get("memory_source"),
+        "memory_cap_gb": active.memory_cap_gb,
+        "device": result.get("device"),
+    }
+    if outcome == "oom" and message:
+        measured_with["error"] = message
+    row["measured_with"] = {k: v for k, v in measured_with.items() if v is not None}
+    return row
+
+
+def hardware_entry(state: SessionState, active: ActiveProfile) -> dict[str, Any]:
+    fp = state.fingerprint
+    if active.on_cpu:
+        capacity = active.memory_cap_gb or float(active.profile.hardware["memory_gb"])
+        cpu = fp.get("cpu") or {}
+        return {"sku": "cpu", "memory_gb": capacity, "gpu_count": 0, "cpu": str(cpu.get("model") or "unknown")}
+    gpu = fp["gpus"][0]
+    # "as the SKU names it": cards are sold by binary capacity (an A100-SXM4-40GB reports 39.6 GiB).
+    capacity = active.memory_cap_gb or float(round(gpu["memory_bytes"] / 2**30))
+    entry = {
+        "sku": detected_sku(fp),
+        "memory_gb": capacity,
+        "memory_bytes": gpu["memory_bytes"],
+        "memory_cap_gb": active.memory_cap_gb,
+        "gpu": gpu["name"],
+        "gpu_count": fp.get("gpu_count", 1),
+        "compute_capability": gpu["compute_capability"],
+        "driver": fp.get("driver"),
+    }
+    return {k: v for k, v in entry.items() if v is not None}
+
+
+def software_entry(state: SessionState) -> dict[str, Any]:
+    fp = state.fingerprint
+    entry = {name: fp.get(name) for name in ("torch", "cuda", "bitsandbytes", "lightning", "python", "os")}
+    entry["precision"] = PRECISION
+    return {k: v for k, v in entry.items() if v is not None}
+
+
+def source_entry(
+    state: SessionState, active: ActiveProfile, measured_from: Mapping[str, Any], now: _dt.datetime
+) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "kind": "recorded",
+        "recorded_at": now.isoformat(timespec="seconds"),
+        "command": state.invocation(),
+        "derived": {"recorded_by": "pytest conformance --record", "from_profile": active.name},
+    }
+    # The table's name and, when re-recording, the profile's own notes carry over.
+    for key in ("table", "script", "notes"):
+        if measured_from.get(key):
+            entry[key] = measured_from[key]
+    return entry
+
+
+# Diff -----------------------------------------------------------------------------------------------
+def summary_lines(
+    target: Path, old: Mapping[str, dict[str, Any]], new: Mapping[str, dict[str, Any]], state: SessionState
+) -> list[str]:
+    old_rows = {row["id"]: row for data in old.values() for row in data["cases"]}
+    new_rows = {row["id"]: row for data in new.values() for row in data["cases"]}
+    verb = "re-recorded" if old else "recorded"
+    lines = [f"conformance: {verb} {display(target)} ({len(new)} files, {len(new_rows)} rows)"]
+    unchanged = 0
+    for case_id, row in new_rows.items():
+        before = old_rows.get(case_id)
+        if before is None:
+            lines.append(f"  {case_id}: new row ({_brief(row)})")
+            continue
+        changes = diff_row(before, row)
+        if changes:
+            lines.append(f"  {case_id}: {', '.join(changes)}")
+        else:
+            unchanged += 1
+    if old:
+        lines.append(f"  {unchanged} rows unchanged")
+    return lines
+
+
+def diff_row(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """``field old -> new (+x%)`` for every measured field that changed."""
+    changes = []
+    for name in MEASURED_FIELDS:
+        before, after = old.get(name), new.get(name)
+        if before == after:
+            continue
+        text = f"{name} {_value(before)} -> {_value(after)}"
+        if _number(before) and _number(after) and before != 0:
+            text += f" ({(after - before) / abs(before) * 100:+.1f}%)"
+        changes.append(text)
+    return changes
+
+
+def _brief(row: Mapping[str, Any]) -> str:
+    parts = [f"outcome {row['outcome']}"]
+    for name in ("max_memory_gb", "time_1k_iters_min", "tokens_per_sec"):
+        if row.get(name) is not None:
+            parts.append(f"{name} {_value(row[name])}")
+    return ", ".join(parts)
+
+
+# Helpers --------------------------------------------------------------------------------------------
+def _old_files(target: Path) -> dict[str, dict[str, Any]]:
+    if target.name not in list_profiles(target.parent):
+        return {}
+    profile = load_profile(target.name, target.parent)  # validated: a broken old profile is not merged
+    return {path.name: load_file(path) for path in sorted({case.file for case in profile.cases})}
+
+
+def _validate(name: str, files: Mapping[str, dict[str, Any]]) -> None:
+    """Load the new files from a scratch folder with the profile's rules (``ExpectationError``)."""
+    with tempfile.TemporaryDirectory(prefix="conformance-record-") as scratch:
+        folder = Path(scratch) / name
+        for file_name, data in files.items():
+            write_json_atomic(folder / file_name, data, force=True)
+        load_profile(name, Path(scratch))
+
+
+def _ordered(
+    cases: list[dict[str, Any]], old: Mapping[str, Any] | None, source: tuple[Case, ...]
+) -> list[dict[str, Any]]:
+    """Rows in the old file's order, then the source profile's, then any others."""
+    order = [row["id"] for row in (old or {}).get("cases", [])] + [case.id for case in source]
+    rank = {case_id: i for i, case_id in reversed(list(enumerate(order)))}
+    return sorted(cases, key=lambda row: rank.get(row["id"], len(rank)))
+
+
+def _same_card(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    if all(old.get(key) == new.get(key) for key in ("sku", "memory_gb")):
+        return dict(old)
+    return dict(new)
+
+
+def _without_notes(row: Mapping[str, Any], same_profile: bool) -> dict[str, Any]:
+    # Another profile's notes describe another card's figures.
+    return dict(row) if same_profile else {k: v for k, v in row.items() if k not in ("notes", "measured_with")}
+
+
+def _source_tolerances(sources: Mapping[Path, Mapping[str, Any]]) -> dict[str, Any]:
+    return dict(next(iter(sources.values()))["tolerances"])
+
+
+def _figure(value: Any) -> float | None:
+    if not _number(value) or not math.isfinite(value):
+        return None
+    return significant(float(value))
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _value(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return f"{value:g}"
+
+
+def _one_line(text: Any) -> str | None:
+    if not text:
+        return None
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    if not lines:
+        return None
+    line = lines[0]
+    return line if len(line) <= _ERROR_CHARS else line[: _ERROR_CHARS - 3] + "..."

@@ -1,0 +1,252 @@
+"""Render a results document (``--results FILE``) as Markdown in the layout of Lit-GPT's
+``tutorials/resource-tables.md``: one table per published table, the same columns, each cell the
+measured value with its deviation from the expected one, plus a verdict column.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+# How the published tables name the models (size, name); others fall back to the registry name.
+MODEL_NAMES: Mapping[str, tuple[str, str]] = {
+    "phi-1_5": ("1.3 B", "phi-1.5"),
+    "stablelm-base-alpha-3b": ("3 B", "StableLM Alpha"),
+    "pythia-70m": ("70 M", "Pythia"),
+    "Llama-2-7b-hf": ("7 B", "Llama 2"),
+    "Llama-2-13b-hf": ("13 B", "Llama 2"),
+    "Llama-2-70b-hf": ("70 B", "Llama 2"),
+    "CodeLlama-13b-hf": ("13 B", "CodeLlama"),
+    "CodeLlama-34b-hf": ("34 B", "CodeLlama"),
+    "falcon-7b": ("7 B", "Falcon"),
+    "falcon-40b": ("40 B", "Falcon"),
+}
+METHOD_NAMES = {"lora": "LoRA", "adapter": "Adapter", "adapter_v2": "Adapter v2"}
+QUANT_NAMES = {None: "None"}
+OUTCOME_TEXT = {"oom": "OOM", "unsupported": "N/A"}
+FINETUNE_COLUMNS = ("Size", "Model", "Quantization", "Microbatch size", "Trainable parameters")
+VERDICT_TEXT = {
+    "passed": "pass",
+    "failed": "**FAIL**",
+    "error": "**ERROR**",
+    "improved": "pass (improved)",
+    "xfailed": "pass (OOM as expected)",
+    "recorded": "recorded",
+    "skipped": "skipped",
+}
+
+
+def render(results: Mapping[str, Any]) -> str:
+    """The whole report."""
+    rows = list(results.get("rows") or [])
+    profiles = list(results.get("profiles") or [])
+    names = [p["name"] for p in profiles] or list(dict.fromkeys(r["profile"] for r in rows))
+    out = ["# Conformance report", ""]
+    out += _machine(results)
+    summary = results.get("summary") or {}
+    if summary:
+        out.append("- Verdicts: " + ", ".join(f"{n} {v}" for v, n in summary.items()))
+    if results.get("command"):
+        out.append(f"- Command: `{results['command']}`")
+    out.append("")
+    for name in names:
+        profile = next((p for p in profiles if p["name"] == name), {"name": name})
+        out += _profile_section(profile, [r for r in rows if r["profile"] == name])
+    out += _findings(rows)
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _machine(results: Mapping[str, Any]) -> list[str]:
+    fp = results.get("fingerprint") or {}
+    gpus = fp.get("gpus") or []
+    cpu = fp.get("cpu") or {}
+    machine = ", ".join(sorted({g.get("name", "?") for g in gpus})) if gpus else f"CPU: {cpu.get('model') or '?'}"
+    lines = [f"- Hardware: {len(gpus)} x {machine}" if gpus else f"- Hardware: {machine}"]
+    lines.append(f"- OS: {fp.get('os') or '?'}")
+    if fp.get("driver"):
+        lines.append(f"- Nvidia driver version: {fp['driver']}")
+    lines.append("- Relevant libraries")
+    for label, key in (
+        ("PyTorch", "torch"),
+        ("CUDA", "cuda"),
+        ("Bitsandbytes", "bitsandbytes"),
+        ("Lightning", "lightning"),
+        ("Python", "python"),
+    ):
+        lines.append(f"  - {label} {fp.get(key) or 'not installed'}")
+    return lines
+
+
+def _profile_section(profile: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    hardware = profile.get("hardware") or {}
+    sku = str(hardware.get("sku") or profile["name"])
+    device = _device_short(sku)
+    out = [f"## Profile {profile['name']}", ""]
+    mode = profile.get("mode")
+    if mode:
+        cap = profile.get("memory_cap_gb")
+        out.append(f"- Mode: {mode}" + (f", memory capped at {cap:g} GB" if cap is not None else ""))
+    for key in ("measure_skip", "speed_skip"):
+        if profile.get(key):
+            out.append(f"- {'Measured rows' if key == 'measure_skip' else 'Speed'} skipped: {profile[key]}")
+    out.append("- Cells: measured value (deviation from the expected value); unmeasured cells show the expected value.")
+    out.append("")
+    for title, table in _tables(rows, device):
+        out += [f"### {title}", "", *_table(table, device), ""]
+    return out
+
+
+def _tables(rows: Iterable[Mapping[str, Any]], device: str) -> list[tuple[str, list[Mapping[str, Any]]]]:
+    where = "the CPU" if device == "CPU" else "1 GPU"
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        multi = row["devices"] > 1
+        if row["workload"] == "finetune":
+            method = METHOD_NAMES.get(row["method"], str(row["method"]))
+            title = f"Finetuning with {method} on " + ("Multiple GPUs" if multi else where)
+        else:
+            title = (
+                "Multi-GPU Inference"
+                if multi
+                else ("Inference on the CPU" if device == "CPU" else "Single-GPU Inference")
+            )
+        groups.setdefault(title, []).append(row)
+    return list(groups.items())
+
+
+def _table(rows: Sequence[Mapping[str, Any]], device: str) -> list[str]:
+    inference = rows[0]["workload"] == "inference"
+    multi = inference or any(r["devices"] > 1 for r in rows)
+    if inference:
+        columns = ["Size", "Model", "Quantization", "GPU", "Max GPU RAM", "Token/sec", "Verdict"]
+    else:
+        columns = [*FINETUNE_COLUMNS, *(["GPU"] if multi else []), "Max GPU RAM", "Time 1k iterations", "Verdict"]
+    out = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    previous = None
+    for row in rows:
+        group = (row["model"], row["devices"])
+        if previous is not None and group != previous:
+            out.append("|" + "|".join(" " for _ in columns) + "|")
+        previous = group
+        size, name = _model(row)
+        cells = [size, name, row["quantize"] or "None"]
+        if not inference:
+            cells += [str(row["micro_batch_size"]), _params_cell(row)]
+        if multi:
+            cells.append(f"{row['devices']} x {device}")
+        cells.append(_memory_cell(row))
+        cells.append(_speed_cell(row, "tokens_per_sec" if inference else "time_1k_iters_min"))
+        cells.append(_verdict_cell(row))
+        out.append("| " + " | ".join(cells) + " |")
+    return out
+
+
+def _model(row: Mapping[str, Any]) -> tuple[str, str]:
+    if row["model"] in MODEL_NAMES:
+        return MODEL_NAMES[row["model"]]
+    total = (row.get("params") or {}).get("total") or row["expected"].get("total_params")
+    if not total:
+        return "", row["model"]
+    return (f"{total / 1e9:.3g} B" if total >= 1e9 else f"{total / 1e6:.3g} M"), row["model"]
+
+
+def _params_cell(row: Mapping[str, Any]) -> str:
+    expected = row["expected"].get("trainable_params")
+    measured = (row.get("params") or {}).get("trainable")
+    if measured is None:
+        return _count(expected) if expected is not None else "-"
+    if expected is None or measured == expected:
+        return _count(measured)
+    return f"{_count(measured)} (expected {_count(expected)})"
+
+
+def _memory_cell(row: Mapping[str, Any]) -> str:
+    expected = row["expected"]
+    measured = row.get("measured")
+    want = _outcome_text(expected["outcome"], expected.get("max_memory_gb"), expected.get("error"), "GB")
+    if not measured:
+        return f"{want} (not run)" if want != "-" else "-"
+    outcome = measured.get("outcome")
+    if outcome != "ok":
+        got = _outcome_text(outcome, None, measured.get("error"), "GB")
+        return got if outcome == expected["outcome"] else f"{got} (expected {want})"
+    got = measured.get("max_memory_gb")
+    if got is None:
+        return f"not measured (expected {want})"
+    if expected["outcome"] != "ok" or expected.get("max_memory_gb") is None:
+        return f"{_num(got)} GB (expected {want})"
+    return f"{_num(got)} GB ({_delta(got, expected['max_memory_gb'])})"
+
+
+def _speed_cell(row: Mapping[str, Any], field: str) -> str:
+    unit = " min" if field == "time_1k_iters_min" else ""
+    expected = row["expected"].get(field)
+    run = row.get("measured")
+    measured = (run or {}).get(field)
+    if measured is None:
+        return "-" if expected is None else f"{_num(expected)}{unit} ({'not measured' if run else 'not run'})"
+    if expected is None:
+        return f"{_num(measured)}{unit}"
+    return f"{_num(measured)}{unit} ({_delta(measured, expected)})"
+
+
+def _verdict_cell(row: Mapping[str, Any]) -> str:
+    verdict = row.get("verdict", "skipped")
+    text = VERDICT_TEXT.get(verdict, verdict)
+    if verdict == "skipped":
+        reasons = row.get("reasons") or {}
+        reason = reasons.get("run") or reasons.get("params") or next(iter(reasons.values()), "")
+        return f"skipped: {_cell_text(reason, 60)}" if reason else text
+    return text
+
+
+def _findings(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    failing = [r for r in rows if r.get("verdict") in ("failed", "error", "improved")]
+    if not failing:
+        return []
+    out = ["## Findings", ""]
+    for row in failing:
+        out.append(f"- `{row['profile']}:{row['id']}` ({row.get('verdict')})")
+        for finding in row.get("findings") or []:
+            out.append(f"  - {finding.get('text')}")
+        if not row.get("findings"):
+            reason = next(iter((row.get("reasons") or {}).values()), "")
+            if reason:
+                out.append(f"  - {reason.splitlines()[0]}")
+        if row.get("command"):
+            out.append(f"  - reproduce: `{row['command']}`")
+    return [*out, ""]
+
+
+def _outcome_text(outcome: str | None, gb: float | None, error: str | None, unit: str) -> str:
+    if outcome == "ok":
+        return f"{_num(gb)} {unit}" if gb is not None else "-"
+    if outcome == "error":
+        return _cell_text(error or "error", 60)
+    return OUTCOME_TEXT.get(str(outcome), str(outcome))
+
+
+def _delta(measured: float, expected: float) -> str:
+    if expected == 0:
+        return "expected 0"
+    return f"{(measured - expected) / abs(expected) * 100:+.1f}%"
+
+
+def _num(value: float) -> str:
+    """Two decimals as the published tables print them; three significant digits below 1
+    (the CPU profile's peaks are a few MB)."""
+    return f"{value:.2f}" if abs(value) >= 1 or value == 0 else f"{value:.3g}"
+
+
+def _count(value: int) -> str:
+    return f"{value:,}"
+
+
+def _device_short(sku: str) -> str:
+    return "CPU" if sku == "cpu" else sku.split("-")[0].upper()
+
+
+def _cell_text(text: str, limit: int) -> str:
+    line = text.splitlines()[0] if text else ""
+    line = line.replace("|", "\\|")
+    return line if len(line) <= limit else line[: limit - 3] + "..."

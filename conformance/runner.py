@@ -1,0 +1,417 @@
+"""Run one expectations row through the ``litgpt-min`` runners in a fresh subprocess.
+
+Why a subprocess per row: each row gets a fresh CUDA context and allocator (peak memory is
+measured from zero), an OOM or a crashed driver cannot poison the pytest session or the rows
+after it, and a hung row can be killed at its timeout. The command built here is the exact
+command line that reproduces the row, and it is printed in every failure.
+
+The runner is pluggable (``--runner module:callable``): any callable ``(case, options) ->
+RunResult`` (or a plain result mapping) will do, which is how the plugin's own tests inject a fake.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import multiprocessing
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+try:  # imported now, not lazily from a worker thread (pytester's in-process runs drop late imports)
+    import multiprocessing.forkserver
+    import multiprocessing.popen_forkserver
+except ImportError:  # no fork server on this platform: rows run as plain subprocesses
+    pass
+
+if TYPE_CHECKING:
+    from conformance.expectations import Case
+
+Outcome = Literal["ok", "oom", "unsupported", "error"]
+
+# The runners' precision for every published row (the resource tables say `--precision bf16-true`).
+PRECISION = "bf16-true"
+# Lines of a row's log kept in results files and failure messages.
+LOG_TAIL_LINES = 40
+# Exit status of `litgpt-min` for input it refuses (an unsupported combination, a bad option).
+EXIT_REFUSED = 2
+# How often a waiting runner checks for cancellation (the session ended or was interrupted).
+_POLL_S = 0.1
+# Imported once by the fork server that preloaded rows are forked from (see _run_forked).
+PRELOAD_MODULES = (
+    "torch", "lightning_fabric", "bitsandbytes", "litgpt_min.cli", "litgpt_min.run", "litgpt_min.finetune",
+    "litgpt_min.generate", "litgpt_min.data", "litgpt_min.quantize",
+)  # fmt: skip
+_PRELOAD_METHOD = "forkserver"
+
+# The keys of a runner result (the contract's JSON object) that a synthesized result carries.
+_RESULT_KEYS = (
+    "workload", "model", "method", "quantize", "micro_batch_size", "devices", "precision", "outcome", "error",
+    "trainable_params", "total_params", "max_memory_gb", "memory_source", "time_1k_iters_min", "tokens_per_sec",
+    "device", "details",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How the plugin wants one row run: the same for every runner, fake or real."""
+
+    memory_cap_gb: float | None = None  # emulate a device of this capacity (--memory-cap-gb)
+    timeout_s: float = 1800.0
+    log_dir: Path | None = None  # where the row's log goes (None: a fresh temporary directory)
+    accelerator: Literal["auto", "cpu", "cuda"] = "auto"  # "cpu" for the CPU profile's rows
+    env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))  # extra environment
+    cancel: threading.Event | None = None  # set when the session ends: stop waiting, kill the row
+    preloaded: bool = False  # fork from a server with the runners already imported (CPU-only rows)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What one run of a row produced."""
+
+    result: Mapping[str, Any]  # the runner's JSON object (or one synthesized from the exit status)
+    command: tuple[str, ...] = ()
+    returncode: int | None = None
+    log_path: Path | None = None
+    log_tail: str = ""
+    wall_s: float | None = None
+
+    @property
+    def outcome(self) -> str | None:
+        return self.result.get("outcome")
+
+    @property
+    def error(self) -> str | None:
+        return self.result.get("error")
+
+    @property
+    def command_line(self) -> str:
+        return shlex.join(self.command) if self.command else ""
+
+
+RunnerReturn = RunResult | Mapping[str, Any]
+Runner = Callable[["Case", RunOptions], RunnerReturn]
+
+
+# The command -----------------------------------------------------------------------------------
+def build_command(case: Case, options: RunOptions, python: str = sys.executable) -> list[str]:
+    """The ``litgpt-min`` command line that runs ``case``.
+
+    The case's ``runner_options`` become ``--key-with-dashes value`` (``True`` a bare flag,
+    ``False`` ``--no-key``, ``None`` nothing) and replace a base option of the same name, so a
+    profile can set e.g. ``{"precision": "32-true"}``.
+    """
+    base: dict[str, Any] = {"model": case.model}
+    if case.workload == "finetune":
+        head = ["finetune", str(case.method)]
+        base["micro_batch_size"] = case.micro_batch_size
+    else:
+        head = ["generate"]
+    base.update(devices=case.devices, precision=PRECISION, quantize=case.quantize)
+    if options.accelerator != "auto":
+        base["accelerator"] = options.accelerator
+    base["memory_cap_gb"] = options.memory_cap_gb
+    base.update(case.runner_options)
+    argv = [python, "-m", "litgpt_min", *head]
+    for key, value in base.items():
+        argv += _option(key, value)
+    return [*argv, "--json"]
+
+
+def _option(key: str, value: Any) -> list[str]:
+    flag = "--" + key.replace("_", "-")
+    if value is None:
+        return []
+    if value is True:
+        return [flag]
+    if value is False:
+        return ["--no-" + key.replace("_", "-")]
+    if isinstance(value, float):
+        return [flag, format(value, "g")]
+    return [flag, str(value)]
+
+
+# Running ------------------------------------------------------------------------------------------
+def run_case(case: Case, options: RunOptions) -> RunResult:
+    """The default runner: ``litgpt-min`` in a fresh process, its log captured to a file.
+
+    Never raises for a failed row: exit status 2 becomes outcome "unsupported" (the runner's
+    one-line refusal as the message), a timeout or a crash without a result becomes "error" (or
+    "oom" when the log reads like an out-of-memory failure).
+    """
+    command = build_command(case, options)
+    log_dir = Path(options.log_dir) if options.log_dir is not None else _fresh_log_dir()
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{case.id}.log"
+    log_path.write_text(f"$ {shlex.join(command)}\n", encoding="utf-8")
+    start = time.perf_counter()
+    forked: tuple[int | None, Stopped] | None = None
+    if options.preloaded and _PRELOAD_METHOD in multiprocessing.get_all_start_methods():
+        try:
+            forked = _run_forked(command[3:], log_path, options)
+        except OSError as exc:  # no fork server here (sockets, /dev/shm): a plain subprocess will do
+            with open(log_path, "a", encoding="utf-8") as log:
+                log.write(f"(fork server unavailable: {exc}; running a fresh interpreter)\n")
+    returncode, stopped = forked if forked is not None else _run_subprocess(command, log_path, options)
+    wall = time.perf_counter() - start
+    text = log_path.read_text(encoding="utf-8", errors="replace")
+    return RunResult(
+        result=interpret(case, returncode, text, stopped, options.timeout_s),
+        command=tuple(command),
+        returncode=returncode,
+        log_path=log_path,
+        log_tail=tail(text),
+        wall_s=round(wall, 3),
+    )
+
+
+Stopped = Literal["exited", "timeout", "cancelled"]
+
+
+class _Child(Protocol):
+    def poll(self) -> int | None: ...  # the exit status, or None while running
+    def kill(self) -> None: ...
+
+
+def _run_subprocess(command: list[str], log_path: Path, options: RunOptions) -> tuple[int | None, Stopped]:
+    env = {**os.environ, **_child_env(), **options.env}
+    with open(log_path, "ab") as log:
+        # A new session (process group) lets a timeout kill whatever the runner started too.
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
+        )
+        child = _PopenChild(process)
+        stopped = _wait(child, options)
+    return process.returncode, stopped
+
+
+def _run_forked(
+    args: list[str], log_path: Path, options: RunOptions, method: str = _PRELOAD_METHOD
+) -> tuple[int | None, Stopped]:
+    """Run ``litgpt-min args`` in a process forked from a server that has already imported torch,
+    Lightning and bitsandbytes (~13 s of CPU per process on a small machine): a fresh process
+    per row all the same, with its own memory, exit status and timeout. Only for rows that never
+    touch CUDA (the CPU profile, command-line refusals): a fork cannot start a fresh CUDA context
+    from a parent that may have initialized one."""
+    context = multiprocessing.get_context(method)
+    if method == "forkserver":
+        context.set_forkserver_preload(list(PRELOAD_MODULES))
+    process = context.Process(target=_forked_main, args=(args, str(log_path), dict(options.env)), daemon=False)
+    process.start()
+    child = _ProcessChild(process)
+    stopped = _wait(child, options)
+    return process.exitcode, stopped
+
+
+def _forked_main(args: list[str], log_path: str, env: dict[str, str]) -> None:
+    """The forked process: the same as ``python -m litgpt_min ARGS`` with output to the log."""
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    sys.stdout = open(1, "w", encoding="utf-8", buffering=1, closefd=False)
+    sys.stderr = open(2, "w", encoding="utf-8", buffering=1, closefd=False)
+    os.environ.update(env)
+    status = 1
+    try:
+        if "OMP_NUM_THREADS" in env:
+            import torch
+
+            # The server imported torch before this row's environment existed.
+            torch.set_num_threads(int(env["OMP_NUM_THREADS"]))
+        from litgpt_min.cli import main
+
+        sys.argv = ["litgpt-min", *args]
+        status = main(args)
+    except SystemExit as exc:
+        status = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+
+
+class _PopenChild:
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        self.process = process
+
+    def poll(self) -> int | None:
+        try:
+            return self.process.wait(timeout=_POLL_S)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def kill(self) -> None:
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            self.process.kill()
+        self.process.wait()
+
+
+class _ProcessChild:
+    def __init__(self, process: multiprocessing.process.BaseProcess) -> None:
+        self.process = process
+
+    def poll(self) -> int | None:
+        self.process.join(timeout=_POLL_S)
+        return self.process.exitcode
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.join()
+
+
+def _wait(child: _Child, options: RunOptions) -> Stopped:
+    deadline = time.monotonic() + options.timeout_s
+    try:
+        while child.poll() is None:
+            if time.monotonic() >= deadline:
+                child.kill()
+                return "timeout"
+            if options.cancel is not None and options.cancel.is_set():
+                child.kill()
+                return "cancelled"
+        return "exited"
+    except BaseException:  # KeyboardInterrupt in the waiting thread: do not leave the row running
+        child.kill()
+        raise
+
+
+def _child_env() -> dict[str, str]:
+    # The child imports the same litgpt_min as this process, installed or not, and writes its
+    # log unbuffered so that stdout and stderr interleave in the order they happened.
+    package_root = str(Path(importlib.import_module("litgpt_min").__file__ or ".").resolve().parent.parent)
+    paths = [package_root, *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]]
+    return {"PYTHONPATH": os.pathsep.join(dict.fromkeys(paths)), "PYTHONUNBUFFERED": "1"}
+
+
+def _fresh_log_dir() -> Path:
+    import tempfile
+
+    return Path(tempfile.mkdtemp(prefix="conformance-rows-"))
+
+
+def interpret(
+    case: Case, returncode: int | None, log_text: str, stopped: str = "exited", timeout_s: float = 0.0
+) -> dict[str, Any]:
+    """The result of a finished run: the last JSON object line of its log, else one synthesized
+    from how it ended."""
+    if stopped == "timeout":
+        return synthesize(case, "error", f"timed out after {timeout_s:g} s")
+    if stopped == "cancelled":
+        return synthesize(case, "error", "cancelled: the pytest session ended before the row finished")
+    parsed = last_json_object(log_text)
+    if returncode == 0 and parsed is not None:
+        return parsed
+    if returncode == EXIT_REFUSED:
+        return synthesize(case, "unsupported", last_line(log_text) or "refused (exit status 2)")
+    if parsed is not None and parsed.get("outcome") in ("oom", "error"):
+        return parsed  # printed its result, then failed on the way out
+    return synthesize(case, *classify_crash(returncode, log_text))
+
+
+def classify_crash(returncode: int | None, log_text: str) -> tuple[Outcome, str]:
+    """Outcome and message of a run that died without a result. OOMs that surface as other
+    errors (cuBLAS or bitsandbytes allocation failures, which may kill the process) are
+    recognized with the runners' own patterns (``litgpt_min.measure.is_oom_message``)."""
+    from litgpt_min.measure import is_oom_message  # imports torch: only for crashed rows
+
+    lines = [line.strip() for line in log_text.splitlines() if line.strip()]
+    oom = next((line for line in reversed(lines) if is_oom_message(line)), None)
+    if oom is not None:
+        return "oom", oom[:300]
+    if returncode is not None and returncode < 0:
+        name = signal.Signals(-returncode).name if -returncode in signal.valid_signals() else str(-returncode)
+        return "error", f"killed by signal {name}" + (f"; last output: {lines[-1][:200]}" if lines else "")
+    last = lines[-1][:300] if lines else "no output"
+    return "error", f"exited with status {returncode} without a result: {last}"
+
+
+def synthesize(case: Case, outcome: str, error: str | None) -> dict[str, Any]:
+    """A result object for a run that printed none, with the row's identifying fields."""
+    result: dict[str, Any] = dict.fromkeys(_RESULT_KEYS)
+    result.update(
+        workload=case.workload,
+        model=case.model,
+        method=case.method,
+        quantize=case.quantize,
+        micro_batch_size=case.micro_batch_size,
+        devices=case.devices,
+        precision=PRECISION,
+        outcome=outcome,
+        error=error,
+        details={},
+    )
+    return result
+
+
+def last_json_object(text: str) -> dict[str, Any] | None:
+    """The last line of ``text`` that parses as a JSON object."""
+    for line in reversed(text.splitlines()):
+        line = line.strip()
+        if not (line.startswith("{") and line.endswith("}")):
+            continue
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            return value
+    return None
+
+
+def last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def tail(text: str, lines: int = LOG_TAIL_LINES) -> str:
+    return "\n".join(text.rstrip("\n").splitlines()[-lines:])
+
+
+# Loading a runner -----------------------------------------------------------------------------------
+def load_runner(spec: str) -> Runner:
+    """The callable named by ``module:callable`` (``ValueError`` naming what is wrong)."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"--runner {spec!r}: expected module:callable, e.g. conformance.runner:run_case")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"--runner {spec!r}: cannot import {module_name!r}: {exc}") from None
+    target: Any = module
+    for part in attr.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise ValueError(f"--runner {spec!r}: {module_name!r} has no attribute {attr!r}") from None
+    if not callable(target):
+        raise ValueError(f"--runner {spec!r}: {attr!r} is not callable")
+    return target
+
+
+def as_run_result(value: RunnerReturn, case: Case, options: RunOptions) -> RunResult:
+    """A runner's return value as a ``RunResult`` (fake runners may return a bare result mapping)."""
+    if isinstance(value, RunResult):
+        return value
+    if isinstance(value, Mapping):
+        result = {**synthesize(case, str(value.get("outcome", "error")), None), **value}
+        return RunResult(result=result, command=tuple(build_command(case, options)))
+    raise TypeError(f"runner returned {type(value).__name__}, expected RunResult or a result mapping")
+
+
+DEFAULT_RUNNER = "conformance.runner:run_case"

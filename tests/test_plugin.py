@@ -1,0 +1,562 @@
+"""Black-box tests of the conformance plugin with ``pytester``.
+
+Each test writes a small profile (ok, oom, unsupported and error rows of tiny models) into a
+temporary expectations folder, a fake runner module that answers from a JSON file (and logs
+its calls), and a test module that imports the real check functions; then runs pytest in-process
+and looks at what a user sees: ids, outcomes, skip reasons, messages, files written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conformance import hardware
+from conformance.expectations import Tolerances, case_id, load_profile
+from conformance.state import Options, SessionState
+from litgpt_min.peft import count_params  # imported here: torch must not be re-imported by an in-process run
+
+pytest_plugins = ["pytester"]
+
+OK = "finetune-lora-tiny_llama-noquant-mb2-1gpu"
+OOM = "finetune-lora-tiny_neox-noquant-mb16-1gpu"
+UNSUPPORTED = "finetune-lora-tiny_llama-nf4-mb2-2gpu"
+ERROR = "inference-tiny_falcon-nf4-1gpu"
+INFER = "inference-tiny_llama-noquant-1gpu"
+REFUSAL = "litgpt-min: unsupported: quantization (bnb.nf4) is not supported with several devices (devices=2)"
+
+
+FAKE_RUNNER = """
+import json
+from pathlib import Path
+from conformance.runner import RunResult, build_command
+
+HERE = Path(__file__).parent
+
+def run(case, options):
+    answers = json.loads((HERE / "answers.json").read_text())
+    with open(HERE / "calls.jsonl", "a") as log:
+        log.write(json.dumps({"id": case.id, "profile": case.profile, "cap": options.memory_cap_gb,
+                              "accelerator": options.accelerator, "preloaded": options.preloaded}) + "\\n")
+    result = {"outcome": "ok", "error": None, "trainable_params": case.trainable_params,
+              "total_params": case.total_params, "memory_source": "fake"}
+    result.update(answers.get(case.id, {}))
+    return RunResult(result=result, command=tuple(build_command(case, options)), log_tail="fake log: line 1\\nfake log: done")
+"""
+
+
+def _finetune(method: str, model: str, quant: str | None, mb: int, devices: int = 1, **values: Any) -> dict[str, Any]:
+    trainable, total = count_params(model, method)
+    row = {
+        "id": case_id("finetune", method, model, quant, mb, devices),
+        "workload": "finetune", "method": method, "model": model, "quantize": quant, "micro_batch_size": mb,
+        "devices": devices, "outcome": "ok", "trainable_params": trainable, "total_params": total,
+        "max_memory_gb": None, "time_1k_iters_min": None, "tokens_per_sec": None, "error": None,
+    }  # fmt: skip
+    row.update(values)
+    return row
+
+
+def _inference(model: str, quant: str | None, **values: Any) -> dict[str, Any]:
+    row = {
+        "id": case_id("inference", None, model, quant, None, 1),
+        "workload": "inference", "method": None, "model": model, "quantize": quant, "micro_batch_size": None,
+        "devices": 1, "outcome": "ok", "trainable_params": None, "total_params": count_params(model, None)[1],
+        "max_memory_gb": None, "time_1k_iters_min": None, "tokens_per_sec": None, "error": None,
+    }  # fmt: skip
+    row.update(values)
+    return row
+
+
+def default_cases() -> list[dict[str, Any]]:
+    return [
+        _finetune("lora", "tiny-llama", None, 2, max_memory_gb=1.0, time_1k_iters_min=2.0),
+        _finetune("lora", "tiny-neox", None, 16, outcome="oom"),
+        _finetune("lora", "tiny-llama", "bnb.nf4", 2, devices=2, outcome="unsupported",
+                  error="quantization is not supported with several devices"),
+        _inference("tiny-falcon", "bnb.nf4", outcome="error", error="CUDA error: CUBLAS_STATUS_NOT_INITIALIZED"),
+        _inference("tiny-llama", None, max_memory_gb=0.5, tokens_per_sec=100.0),
+    ]  # fmt: skip
+
+
+def profile_file(name: str, cases: list[dict[str, Any]], sku: str = "cpu", memory_gb: float = 40) -> dict[str, Any]:
+    return {
+        "profile": name,
+        "hardware": {"sku": sku, "memory_gb": memory_gb, "gpu": "NVIDIA A100-SXM4-40GB" if sku != "cpu" else "x"},
+        "software": {"torch": "2.1.0"},
+        "source": {"kind": "recorded"},
+        "tolerances": {"memory_rel": 0.1, "speed_rel": 0.15},
+        "cases": cases,
+    }
+
+
+class Suite:
+    """A pytester project: an expectations folder, a fake runner and the check functions."""
+
+    def __init__(self, pytester: pytest.Pytester) -> None:
+        self.pytester = pytester
+        self.root = pytester.path / "exp"
+        pytester.makeconftest('pytest_plugins = ["conformance.plugin"]')
+        pytester.makepyfile(test_conformance="from conformance.test_rows import test_params, test_run, test_speed")
+        pytester.makepyfile(fake_runner=FAKE_RUNNER)
+        pytester.syspathinsert()
+        self.answer({})
+
+    def profile(self, name: str = "tiny", cases: list[dict[str, Any]] | None = None, **kw: Any) -> Path:
+        folder = self.root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        data = profile_file(name, default_cases() if cases is None else cases, **kw)
+        (folder / "table.json").write_text(json.dumps(data, indent=2))
+        return folder
+
+    def answer(self, answers: dict[str, dict[str, Any]]) -> None:
+        (self.pytester.path / "answers.json").write_text(json.dumps(answers))
+
+    def calls(self) -> list[dict[str, Any]]:
+        path = self.pytester.path / "calls.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+    def run(self, *args: str) -> pytest.RunResult:
+        return self.run_bare(
+            "--expectations", str(self.root), "--runner", "fake_runner:run",
+            "--row-logs", str(self.pytester.path / "logs"), *args,
+        )  # fmt: skip
+
+    def run_bare(self, *args: str) -> pytest.RunResult:
+        # In-process runs drop the modules they import; hypothesis' plugin would be re-imported
+        # (and assertion-rewritten) on every run, which costs seconds.
+        return self.pytester.runpytest_inprocess(
+            "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:anyio", "--assert=plain",
+            "--strict-markers", "-rsxX", *args,
+        )  # fmt: skip
+
+
+@pytest.fixture
+def suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Suite:
+    fake_no_gpu(monkeypatch)  # the same on every machine; tests that need a GPU fake one
+    return Suite(pytester)
+
+
+def good_answers() -> dict[str, dict[str, Any]]:
+    return {
+        OK: {"max_memory_gb": 1.02, "time_1k_iters_min": 2.1},
+        OOM: {"outcome": "oom", "error": "CPU memory cap exceeded: tried to allocate 2 MiB"},
+        UNSUPPORTED: {"outcome": "unsupported", "error": REFUSAL},
+        ERROR: {
+            "outcome": "error",
+            "error": "CUDA error: CUBLAS_STATUS_NOT_INITIALIZED when calling `cublasCreate(handle)`",
+        },
+        INFER: {"max_memory_gb": 0.5, "tokens_per_sec": 101.0},
+    }
+
+
+def fake_gpu(
+    monkeypatch: pytest.MonkeyPatch, name: str = "NVIDIA H100 80GB HBM3", count: int = 1, gb: float = 85.5
+) -> None:
+    gpu = {"name": name, "memory_bytes": int(gb * 1e9), "memory_gb": gb, "compute_capability": "9.0"}
+    fp = {"gpus": [gpu] * count, "gpu_count": count, "driver": "550.1", "cuda": "12.4", "torch": "2.13.0"}
+    monkeypatch.setattr(hardware, "fingerprint", lambda: dict(fp))
+
+
+def fake_no_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(
+        hardware, "fingerprint", lambda: {"gpus": [], "gpu_count": 0, "driver": None, "torch": "2.13.0"}
+    )
+
+
+# Ids and collection -------------------------------------------------------------------------------
+def test_ids_are_profile_and_case_id_one_item_per_check(suite: Suite) -> None:
+    suite.profile()
+    result = suite.run("--collect-only", "-q")
+    ids = [line.split("::")[1] for line in result.outlines if "::" in line]
+    assert f"test_params[tiny:{OK}]" in ids
+    assert f"test_run[tiny:{OOM}]" in ids
+    # Speed items exist only for rows with a speed figure.
+    assert sorted(i for i in ids if i.startswith("test_speed")) == [
+        f"test_speed[tiny:{OK}]",
+        f"test_speed[tiny:{INFER}]",
+    ]
+    assert len(ids) == len(set(ids)) == 5 + 5 + 2
+    assert not suite.calls(), "collection must not run rows"
+
+
+def test_k_selects_one_row_exactly(suite: Suite) -> None:
+    suite.profile()
+    result = suite.run("--collect-only", "-q", "-k", f"[tiny:{OK}]")
+    selected = [line for line in result.outlines if "::" in line]
+    assert selected == [f"test_conformance.py::{kind}[tiny:{OK}]" for kind in ("test_params", "test_run", "test_speed")]
+
+
+def test_profiles_report_header_and_fingerprint(suite: Suite, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_gpu(monkeypatch)
+    suite.profile(sku="a100-sxm4-40gb")
+    result = suite.run("--collect-only", "--profile", "tiny")
+    result.stdout.fnmatch_lines(
+        [
+            "conformance: GPU 0: NVIDIA H100 80GB HBM3*driver 550.1; CUDA 12.4; sku h100-80gb-hbm3",
+            "conformance profile tiny (*): portable comparison*under a 40 GB memory cap; speed not compared."
+            " Record this card's profile: pytest conformance --record *h100-80gb-hbm3",
+        ]
+    )
+
+
+# Verdicts per outcome ------------------------------------------------------------------------------------
+def test_every_outcome_conforms(suite: Suite) -> None:
+    suite.profile()
+    suite.answer(good_answers())
+    result = suite.run()
+    result.assert_outcomes(passed=5 + 4 + 2, xfailed=1, skipped=0)
+    # Each row ran once, although test_run and test_speed both needed it.
+    assert sorted(c["id"] for c in suite.calls()) == sorted([OK, OOM, UNSUPPORTED, ERROR, INFER])
+    # The CPU profile emulates its capacity and runs on the CPU.
+    assert {(c["cap"], c["accelerator"], c["preloaded"]) for c in suite.calls()} == {(40.0, "cpu", True)}
+
+
+def test_memory_regression_lists_every_finding_and_the_commands(suite: Suite) -> None:
+    suite.profile()
+    answers = good_answers()
+    answers[OK] = {"max_memory_gb": 1.25, "time_1k_iters_min": 3.0, "trainable_params": 1}
+    suite.answer(answers)
+    result = suite.run("-k", OK)
+    result.assert_outcomes(passed=1, failed=2)
+    text = result.stdout.str()
+    assert "max_memory_gb: measured 1.25, expected 1.00 (+25.0%, tolerance ±10%): regression" in text
+    assert "time_1k_iters_min: measured 3.00, expected 2.00 (+50.0%, tolerance 15% one-sided): regression" in text
+    assert f"trainable_params: measured 1, expected {count_params('tiny-llama', 'lora')[0]:,}" in text
+    assert (
+        f"re-record: pytest conformance --expectations exp --profile tiny -k '[tiny:{OK}]' --record exp/tiny --force"
+        in text
+    )
+    assert "reproduce: " in text and "-m litgpt_min finetune lora --model tiny-llama --micro-batch-size 2" in text
+
+
+def test_improved_memory_passes_with_a_warning_and_fails_under_strict(suite: Suite) -> None:
+    suite.profile()
+    answers = good_answers()
+    answers[OK] = {"max_memory_gb": 0.7, "time_1k_iters_min": 2.0}
+    suite.answer(answers)
+    result = suite.run("-k", f"test_run and {OK}")
+    result.assert_outcomes(passed=1, warnings=1)
+    result.stdout.fnmatch_lines(
+        ["*ConformanceImprovement*max_memory_gb: measured 0.70, expected 1.00 (-30.0%*improvement*"]
+    )
+    strict = suite.run("-k", f"test_run and {OK}", "--strict")
+    strict.assert_outcomes(failed=1)
+    strict.stdout.fnmatch_lines(["*max_memory_gb: measured 0.70, expected 1.00 (-30.0%, tolerance ±10%): improvement"])
+
+
+def test_tolerance_overrides_from_the_command_line(suite: Suite) -> None:
+    suite.profile()
+    answers = good_answers()
+    answers[OK] = {"max_memory_gb": 1.25, "time_1k_iters_min": 2.0}
+    suite.answer(answers)
+    suite.run("-k", f"test_run and {OK}").assert_outcomes(failed=1)
+    suite.run("-k", f"test_run and {OK}", "--memory-tolerance", "0.3").assert_outcomes(passed=1)
+
+
+def test_oom_row_that_fits_now_fails_strictly(suite: Suite) -> None:
+    suite.profile()
+    answers = good_answers()
+    answers[OOM] = {"outcome": "ok", "max_memory_gb": 38.2}
+    suite.answer(answers)
+    result = suite.run("-k", f"test_run and {OOM}")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*outcome: measured ok, expected oom*fits now (peak 38.20 GB)"])
+
+
+def test_unsupported_row_needs_the_documented_reason(suite: Suite) -> None:
+    suite.profile()
+    answers = good_answers()
+    answers[UNSUPPORTED] = {"outcome": "unsupported", "error": "litgpt-min: error: unknown precision"}
+    suite.answer(answers)
+    result = suite.run("-k", f"test_run and {UNSUPPORTED}")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*refused for another reason*"])
+
+
+def test_parameter_counts_follow_the_rows_peft_options(suite: Suite) -> None:
+    from litgpt_min.lora import LoRASettings
+
+    trainable, total = count_params("tiny-llama", "lora", LoRASettings(r=4, mlp=True))
+    row = _finetune("lora", "tiny-llama", None, 2, max_memory_gb=1.0, trainable_params=trainable, total_params=total)
+    row["runner_options"] = {"lora_r": 4, "lora_mlp": True}
+    suite.profile(cases=[row])
+    suite.run("-k", "test_params").assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize(
+    ("answer", "passes"),
+    [
+        ({"outcome": "error", "error": "RuntimeError: CUDA error: CUBLAS_STATUS_NOT_INITIALIZED"}, True),
+        ({"outcome": "oom", "error": "CUDA out of memory. Tried to allocate 2 GiB"}, True),
+        ({"outcome": "error", "error": "CUDA error: an illegal memory access was encountered"}, False),
+        ({"outcome": "ok", "max_memory_gb": 30.0, "tokens_per_sec": 7.0}, False),
+    ],
+)
+def test_error_row_passes_on_the_recorded_error_or_an_oom(suite: Suite, answer: dict[str, Any], passes: bool) -> None:
+    suite.profile()
+    suite.answer({ERROR: answer})
+    result = suite.run("-k", f"test_run and {ERROR}")
+    result.assert_outcomes(passed=1) if passes else result.assert_outcomes(failed=1)
+
+
+tolerance = st.floats(min_value=0, max_value=5, allow_nan=False)
+
+
+@settings(max_examples=50, deadline=None)
+@given(profile=st.tuples(tolerance, tolerance), cli=st.tuples(st.none() | tolerance, st.none() | tolerance))
+def test_command_line_tolerances_override_the_profiles(profile: tuple[float, float], cli: tuple[Any, Any]) -> None:
+    state = SessionState(Options(memory_tolerance=cli[0], speed_tolerance=cli[1]))
+    row = load_profile("cpu-tiny").cases[0]
+    case = dataclasses.replace(row, tolerances=Tolerances(*profile))
+    merged = state.tolerances(case)
+    assert merged.memory_rel == (profile[0] if cli[0] is None else cli[0])
+    assert merged.speed_rel == (profile[1] if cli[1] is None else cli[1])
+
+
+# Hardware ---------------------------------------------------------------------------------------------
+def test_gpu_profile_without_gpu_checks_params_and_refusals_only(suite: Suite, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_no_gpu(monkeypatch)
+    suite.profile(sku="a100-sxm4-40gb")
+    suite.answer(good_answers())
+    result = suite.run("--profile", "tiny")
+    # params: 5 passed; run: the refusal passes, 4 skip; speed: 2 skip.
+    result.assert_outcomes(passed=6, skipped=6)
+    result.stdout.fnmatch_lines(["SKIPPED [[]6] *: needs a CUDA GPU (none found: torch.cuda.is_available() is False)"])
+    assert [c["id"] for c in suite.calls()] == [UNSUPPORTED]
+    assert result.ret == 0
+
+
+def test_portable_mode_caps_memory_and_skips_speed_naming_the_record_command(
+    suite: Suite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_gpu(monkeypatch)
+    suite.profile(sku="a100-sxm4-40gb")
+    suite.answer(good_answers())
+    result = suite.run("--profile", "tiny")
+    result.assert_outcomes(passed=5 + 4, xfailed=1, skipped=2)
+    result.stdout.fnmatch_lines(
+        ["SKIPPED [[]2] *: speed figures of profile tiny belong to NVIDIA A100-SXM4-40GB, this card is NVIDIA H100 80GB"
+         " HBM3: record this card's profile with `pytest conformance --record *h100-80gb-hbm3`"]
+    )  # fmt: skip
+    caps = {c["id"]: (c["cap"], c["preloaded"]) for c in suite.calls()}
+    assert caps[OK] == (40.0, False)
+    # An explicit cap wins; "off" lifts it.
+    (suite.pytester.path / "calls.jsonl").unlink()
+    suite.run("--profile", "tiny", "-k", f"test_run and {OK}", "--emulate-memory-gb", "off")
+    assert [c["cap"] for c in suite.calls()] == [None]
+
+
+def test_native_profile_compares_speed_without_a_cap(suite: Suite, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_gpu(monkeypatch)
+    suite.profile(sku="h100-80gb-hbm3")
+    answers = good_answers()
+    answers[INFER] = {"max_memory_gb": 0.5, "tokens_per_sec": 50.0}  # half as fast: fails
+    suite.answer(answers)
+    result = suite.run()
+    result.assert_outcomes(passed=5 + 4 + 1, failed=1, xfailed=1)
+    result.stdout.fnmatch_lines(
+        ["*tokens_per_sec: measured 50.00, expected 100.00 (-50.0%, tolerance 15% one-sided): regression*"]
+    )
+    assert {c["cap"] for c in suite.calls()} == {None}
+
+
+@pytest.mark.parametrize(
+    ("count", "reason"), [(1, "needs 2 GPUs, found 1"), (2, "multi-GPU rows are not implemented yet (FSDP runner)")]
+)
+def test_multi_gpu_rows_skip_with_a_reason(
+    suite: Suite, monkeypatch: pytest.MonkeyPatch, count: int, reason: str
+) -> None:
+    fake_gpu(monkeypatch, count=count)
+    suite.profile(sku="h100-80gb-hbm3", cases=[_finetune("lora", "tiny-llama", None, 1, devices=2, max_memory_gb=3.0)])
+    result = suite.run("-k", "test_run")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines([f"SKIPPED [[]1] *: {reason}"])
+
+
+def test_default_profiles_without_gpu_are_reference_plus_cpu(suite: Suite, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_no_gpu(monkeypatch)
+    suite.profile("a100-sxm4-40gb", sku="a100-sxm4-40gb")
+    suite.profile("cpu-small")
+    suite.profile("h100-80gb-hbm3", sku="h100-80gb-hbm3")
+    result = suite.run("--collect-only", "-q", "-k", "test_params")
+    profiles = {line.split("[")[1].split(":")[0] for line in result.outlines if "::" in line}
+    assert profiles == {"a100-sxm4-40gb", "cpu-small"}
+
+
+def test_default_profile_on_a_gpu_is_its_sku(suite: Suite, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_gpu(monkeypatch)
+    suite.profile("a100-sxm4-40gb", sku="a100-sxm4-40gb")
+    suite.profile("h100-80gb-hbm3", sku="h100-80gb-hbm3")
+    result = suite.run("--collect-only", "-q", "-k", "test_params")
+    assert {line.split("[")[1].split(":")[0] for line in result.outlines if "::" in line} == {"h100-80gb-hbm3"}
+
+
+# Record --------------------------------------------------------------------------------------------
+def test_record_writes_a_loadable_profile_and_rerecord_prints_a_diff(suite: Suite) -> None:
+    suite.profile()
+    suite.answer(good_answers())
+    target = suite.root / "recorded"
+    result = suite.run("--profile", "tiny", "--record", str(target))
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["*conformance: recorded *recorded (1 files, 5 rows)", f"  {OK}: new row (outcome ok*"])
+    profile = load_profile("recorded", suite.root)
+    rows = {c.id: c for c in profile.cases}
+    assert rows[OK].max_memory_gb == 1.02 and rows[OK].time_1k_iters_min == 2.1
+    assert rows[OOM].outcome == "oom" and rows[OOM].max_memory_gb is None
+    assert rows[UNSUPPORTED].error == REFUSAL
+    assert rows[OK].measured_with["memory_cap_gb"] == 40.0
+    assert profile.hardware["sku"] == "cpu" and profile.source["kind"] == "recorded"
+
+    # An existing profile is never overwritten without --force (usage error, exit status 4).
+    refused = suite.run("--profile", "tiny", "--record", str(target))
+    assert refused.ret == pytest.ExitCode.USAGE_ERROR
+    refused.stderr.fnmatch_lines(["*--record *recorded: a profile is already there (table.json); pass --force*"])
+
+    # Re-record one row: the diff names the field, the others are kept.
+    answers = good_answers()
+    answers[OK] = {"max_memory_gb": 1.5, "time_1k_iters_min": 2.1}
+    suite.answer(answers)
+    again = suite.run("--profile", "tiny", "--record", str(target), "--force", "-k", OK)
+    assert again.ret == 0, "record mode never fails a row on a finding"
+    again.stdout.fnmatch_lines(
+        [
+            "*re-recorded *recorded (1 files, 5 rows)",
+            f"  {OK}: max_memory_gb 1.02 -> 1.5 (+47.1%)",
+            "  4 rows unchanged",
+        ]
+    )
+    assert {c.id: c.max_memory_gb for c in load_profile("recorded", suite.root).cases}[OK] == 1.5
+
+
+def test_record_for_another_card_describes_that_card(suite: Suite, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_gpu(monkeypatch)
+    cases = default_cases()
+    cases[0]["notes"] = "a note about the A100's figure"
+    suite.profile(sku="a100-sxm4-40gb", cases=cases)
+    suite.answer(good_answers())
+    result = suite.run("--profile", "tiny", "--record", str(suite.root / "h100-80gb-hbm3"))
+    assert result.ret == 0
+    profile = load_profile("h100-80gb-hbm3", suite.root)
+    assert profile.hardware["sku"] == "h100-80gb-hbm3" and profile.hardware["memory_gb"] == 80
+    assert profile.hardware["gpu"] == "NVIDIA H100 80GB HBM3"
+    rows = {c.id: c for c in profile.cases}
+    # Speed is recorded (this card's own figure) although it is not compared in portable mode.
+    assert rows[OK].time_1k_iters_min == 2.1 and rows[OK].notes is None
+    assert rows[OK].measured_with["command"].startswith("python -m litgpt_min finetune lora")
+    # Recording measures the card as it is: no emulated cap.
+    assert {c["cap"] for c in suite.calls()} == {None}
+
+
+def test_record_refuses_several_active_profiles(suite: Suite) -> None:
+    suite.profile("one")
+    suite.profile("two")
+    result = suite.run("--profile", "one", "--profile", "two", "--record", str(suite.root / "new"))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--record writes one profile, but 2 are active (one, two); pick one with --profile"])
+
+
+# Results and JUnit --------------------------------------------------------------------------------------
+def test_results_file_and_junit_properties(suite: Suite) -> None:
+    suite.profile()
+    answers = good_answers()
+    answers[OK] = {"max_memory_gb": 1.25, "time_1k_iters_min": 2.0}
+    suite.answer(answers)
+    results, junit = suite.pytester.path / "results.json", suite.pytester.path / "junit.xml"
+    suite.run("--results", str(results), f"--junitxml={junit}")
+    data = json.loads(results.read_text())
+    assert data["format"] == "litgpt-conformance-results/1"
+    rows = {r["id"]: r for r in data["rows"]}
+    assert rows[OK]["verdict"] == "failed" and rows[OK]["checks"] == {
+        "params": "passed",
+        "run": "failed",
+        "speed": "passed",
+    }
+    assert rows[OK]["expected"]["max_memory_gb"] == 1.0 and rows[OK]["measured"]["max_memory_gb"] == 1.25
+    assert any(f["field"] == "max_memory_gb" and f["kind"] == "regression" for f in rows[OK]["findings"])
+    assert "--model tiny-llama" in rows[OK]["command"] and rows[OK]["log_tail"].endswith("fake log: done")
+    assert rows[OOM]["verdict"] == "xfailed" and "memory cap exceeded" in rows[OOM]["reasons"]["run"]
+    assert rows[UNSUPPORTED]["verdict"] == "passed"
+    assert data["summary"] == {"failed": 1, "passed": 3, "xfailed": 1}
+
+    properties = {
+        (case.get("name"), prop.get("name")): prop.get("value")
+        for case in ET.parse(junit).iter("testcase")
+        for prop in case.iter("property")
+    }
+    assert properties[(f"test_run[tiny:{OK}]", "expected_max_memory_gb")] == "1.0"
+    assert properties[(f"test_run[tiny:{OK}]", "measured_max_memory_gb")] == "1.25"
+    assert properties[(f"test_params[tiny:{OK}]", "measured_trainable_params")] == str(
+        count_params("tiny-llama", "lora")[0]
+    )
+
+
+# Bad input --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (
+            lambda d: d["cases"][0].update(max_memory_gb=-1),
+            "*table.json: case '{ok}': field 'max_memory_gb': must be >= 0 (got -1)",
+        ),
+        (
+            lambda d: d["cases"][0].update(model="tiny-lama"),
+            "*table.json: case '{ok}': field 'model': unknown model 'tiny-lama'*",
+        ),
+        (lambda d: d["cases"][0].update(quantize="nf4"), "*table.json: case '{ok}': field 'quantize': must be one of*"),
+        (lambda d: d["cases"].append(dict(d["cases"][0])), "*table.json: case '{ok}': field 'id': duplicate id*"),
+        (
+            lambda d: d["tolerances"].update(memory_rel=-0.1),
+            "*table.json: field 'tolerances.memory_rel': must be >= 0*",
+        ),
+    ],
+)
+def test_bad_expectation_files_are_usage_errors_naming_file_case_field(suite: Suite, mutate: Any, message: str) -> None:
+    folder = suite.profile()
+    data = json.loads((folder / "table.json").read_text())
+    mutate(data)
+    (folder / "table.json").write_text(json.dumps(data))
+    result = suite.run("--collect-only")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: " + message.format(ok=OK)])
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+
+
+def test_malformed_json_names_the_file_and_line(suite: Suite) -> None:
+    folder = suite.profile()
+    (folder / "table.json").write_text('{"profile": "tiny",\n "cases": [}')
+    result = suite.run("--collect-only")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: *table.json: not valid JSON: * (line 2, column *)"])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--profile", "nope"], "ERROR: --profile nope: no such profile in * (available: tiny)"),
+        (["--memory-tolerance", "-0.1"], "*--memory-tolerance: a tolerance must be a finite number >= 0*"),
+        (["--emulate-memory-gb", "lots"], "*--emulate-memory-gb: expected GB (e.g. 40), 'auto' or 'off'*"),
+        (["--runner", "nomodule"], "*--runner: expected module:callable*"),
+        (["--runner", "no_such_module:run"], "ERROR: --runner 'no_such_module:run': cannot import 'no_such_module'*"),
+    ],
+)
+def test_bad_options_are_usage_errors(suite: Suite, args: list[str], message: str) -> None:
+    suite.profile()
+    result = suite.run_bare("--expectations", str(suite.root), *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+
+
+def test_plain_tests_are_untouched_by_a_broken_profile(suite: Suite) -> None:
+    folder = suite.profile()
+    (folder / "table.json").write_text("{")
+    suite.pytester.makepyfile(test_other="def test_other():\n    pass\n")
+    result = suite.run("test_other.py")
+    result.assert_outcomes(passed=1)

@@ -1,0 +1,148 @@
+"""Tests for conformance.report (Markdown in the resource tables' layout) and the conformance CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conformance.cli import main
+from conformance.report import render
+from conformance.results import FORMAT
+
+FINETUNE_HEADER = "| Size | Model | Quantization | Microbatch size | Trainable parameters | Max GPU RAM | Time 1k iterations | Verdict |"
+INFERENCE_HEADER = "| Size | Model | Quantization | GPU | Max GPU RAM | Token/sec | Verdict |"
+
+
+def row(
+    case_id: str, expected: dict[str, Any], measured: dict[str, Any] | None, verdict: str, **extra: Any
+) -> dict[str, Any]:
+    finetune = case_id.startswith("finetune")
+    parts = case_id.split("-")
+    base = {
+        "profile": "a100-sxm4-40gb", "id": case_id, "workload": "finetune" if finetune else "inference",
+        "method": parts[1] if finetune else None, "model": extra.pop("model", "Llama-2-7b-hf"),
+        "quantize": extra.pop("quantize", None), "micro_batch_size": 1 if finetune else None,
+        "devices": extra.pop("devices", 1), "params": extra.pop("params", None),
+        "expected": {"outcome": "ok", "trainable_params": None, "total_params": None, "max_memory_gb": None,
+                     "time_1k_iters_min": None, "tokens_per_sec": None, "error": None, **expected},
+        "measured": measured, "verdict": verdict, "checks": {}, "reasons": extra.pop("reasons", {}),
+        "findings": extra.pop("findings", []), "command": extra.pop("command", None),
+    }  # fmt: skip
+    return base
+
+
+# fmt: off
+RESULTS: dict[str, Any] = {
+    "format": FORMAT,
+    "command": "pytest conformance --results r.json",
+    "fingerprint": {
+        "gpus": [{"name": "NVIDIA A100-SXM4-40GB"}], "driver": "525.125.06", "cuda": "12.1", "torch": "2.1.0+cu121",
+        "bitsandbytes": "0.41.1", "lightning": "2.1.0", "python": "3.11.7", "os": "Ubuntu 22.04.3 LTS",
+    },
+    "profiles": [{"name": "a100-sxm4-40gb", "mode": "native", "memory_cap_gb": None, "hardware": {"sku": "a100-sxm4-40gb"}}],
+    "summary": {"failed": 1, "passed": 2, "xfailed": 1, "skipped": 1},
+    "rows": [
+        row("finetune-lora-llama2_7b-noquant-mb1-1gpu",
+            {"trainable_params": 4194304, "max_memory_gb": 21.3, "time_1k_iters_min": 2.36},
+            {"outcome": "ok", "max_memory_gb": 21.45, "time_1k_iters_min": 2.4}, "passed",
+            params={"trainable": 4194304, "total": 6742609920}),
+        row("finetune-lora-llama2_7b-noquant-mb4-1gpu", {"outcome": "oom", "trainable_params": 4194304},
+            {"outcome": "ok", "max_memory_gb": 38.2, "time_1k_iters_min": 2.9}, "failed",
+            findings=[{"text": "outcome: measured ok, expected oom (tolerance exact): mismatch — fits now (peak 38.20 GB)"}],
+            command="python -m litgpt_min finetune lora --model Llama-2-7b-hf --micro-batch-size 4 --json"),
+        row("finetune-lora-llama2_13b-noquant-mb2-1gpu", {"outcome": "oom"}, {"outcome": "oom", "error": "CUDA out of memory."},
+            "xfailed", model="Llama-2-13b-hf"),
+        row("finetune-lora-llama2_13b-nf4-mb1-2gpu", {"outcome": "unsupported", "error": "quantization ..."},
+            {"outcome": "unsupported", "error": "litgpt-min: unsupported: ..."}, "passed", model="Llama-2-13b-hf",
+            quantize="bnb.nf4", devices=2),
+        row("inference-llama2_70b-nf4-1gpu", {"outcome": "error", "error": "CUDA error: CUBLAS_STATUS_NOT_INITIALIZED"},
+            None, "skipped", model="Llama-2-70b-hf", quantize="bnb.nf4",
+            reasons={"run": "needs a CUDA GPU (none found: torch.cuda.is_available() is False)"}),
+        row("inference-llama2_7b-noquant-1gpu", {"max_memory_gb": 13.52, "tokens_per_sec": 30.97},
+            {"outcome": "ok", "max_memory_gb": 13.5, "tokens_per_sec": 29.0}, "passed"),
+    ],
+}
+# fmt: on
+
+
+def lines(text: str) -> list[str]:
+    return text.splitlines()
+
+
+def test_tables_keep_the_published_layout_with_measured_values_and_deltas() -> None:
+    text = render(RESULTS)
+    out = lines(text)
+    assert out[0] == "# Conformance report"
+    assert "- Hardware: 1 x NVIDIA A100-SXM4-40GB" in out and "  - PyTorch 2.1.0+cu121" in out
+    assert "### Finetuning with LoRA on 1 GPU" in out
+    assert FINETUNE_HEADER in out
+    assert "| 7 B | Llama 2 | None | 1 | 4,194,304 | 21.45 GB (+0.7%) | 2.40 min (+1.7%) | pass |" in out
+    assert "| 7 B | Llama 2 | None | 1 | 4,194,304 | 38.20 GB (expected OOM) | 2.90 min | **FAIL** |" in out
+    assert "| 13 B | Llama 2 | None | 1 | - | OOM | - | pass (OOM as expected) |" in out
+    # A blank separator row between model groups, as in the published tables.
+    first = out.index(FINETUNE_HEADER)
+    assert out[first + 4] == "| | | | | | | | |"
+
+
+def test_multi_gpu_and_inference_tables() -> None:
+    out = lines(render(RESULTS))
+    assert "### Finetuning with LoRA on Multiple GPUs" in out
+    assert "| 13 B | Llama 2 | bnb.nf4 | 1 | - | 2 x A100 | N/A | - | pass |" in out
+    assert "### Single-GPU Inference" in out and INFERENCE_HEADER in out
+    assert "| 7 B | Llama 2 | None | 1 x A100 | 13.50 GB (-0.1%) | 29.00 (-6.4%) | pass |" in out
+    skipped = next(line for line in out if line.startswith("| 70 B"))
+    assert "CUDA error: CUBLAS_STATUS_NOT_INITIALIZED (not run)" in skipped
+    assert "skipped: needs a CUDA GPU" in skipped
+
+
+def test_findings_section_lists_failures_with_the_reproducing_command() -> None:
+    text = render(RESULTS)
+    section = text[text.index("## Findings") :]
+    assert "- `a100-sxm4-40gb:finetune-lora-llama2_7b-noquant-mb4-1gpu` (failed)" in section
+    assert "fits now (peak 38.20 GB)" in section
+    assert "reproduce: `python -m litgpt_min finetune lora --model Llama-2-7b-hf" in section
+
+
+# The command line ---------------------------------------------------------------------------------------
+def test_cli_report_renders_a_results_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(RESULTS))
+    assert main(["report", str(path)]) == 0
+    assert FINETUNE_HEADER in capsys.readouterr().out
+    out = tmp_path / "r.md"
+    assert main(["report", str(path), "-o", str(out)]) == 0
+    assert out.read_text() == render(RESULTS)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [("{", "not valid JSON"), ('{"format": "other", "rows": []}', "not a conformance results file")],
+)
+def test_cli_report_refuses_other_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, message: str
+) -> None:
+    path = tmp_path / "r.json"
+    path.write_text(content)
+    assert main(["report", str(path)]) == 1
+    assert message in capsys.readouterr().err
+
+
+def test_cli_env_prints_the_fingerprint(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["env"]) == 0
+    out = capsys.readouterr().out
+    assert "conformance: torch " in out and "conformance profile " in out
+    assert main(["env", "--json"]) == 0
+    assert "gpu_count" in json.loads(capsys.readouterr().out)
+
+
+def test_cli_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate"]) == 0
+    assert "a100-sxm4-40gb: ok (5 files, 72 rows)" in capsys.readouterr().out
+    bad = tmp_path / "exp" / "broken"
+    bad.mkdir(parents=True)
+    (bad / "t.json").write_text('{"profile": "broken"}')
+    assert main(["validate", "--expectations", str(tmp_path / "exp")]) == 1
+    assert "t.json: field 'cases': missing required field" in capsys.readouterr().err

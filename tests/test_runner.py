@@ -1,0 +1,152 @@
+"""Tests for conformance.runner: the command line of a row, how a finished run is read, and the
+two ways a row's process is started (a plain subprocess, a fork from a preloaded interpreter)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import pytest
+
+from conformance import runner
+from conformance.expectations import Case, Tolerances
+from conformance.runner import RunOptions, RunResult, as_run_result, build_command, interpret, load_runner
+
+PY = sys.executable
+
+
+def make_case(**values: Any) -> Case:
+    fields: dict[str, Any] = {
+        "profile": "p", "file": Path("p/t.json"), "id": "finetune-lora-tiny_llama-noquant-mb2-1gpu",
+        "workload": "finetune", "method": "lora", "model": "tiny-llama", "quantize": None, "micro_batch_size": 2,
+        "devices": 1, "outcome": "ok", "trainable_params": None, "total_params": None, "max_memory_gb": 1.0,
+        "time_1k_iters_min": None, "tokens_per_sec": None, "error": None, "tolerances": Tolerances(),
+    }  # fmt: skip
+    fields.update(values)
+    if isinstance(fields.get("runner_options"), dict):
+        fields["runner_options"] = MappingProxyType(fields["runner_options"])
+    return Case(**fields)
+
+
+# The command --------------------------------------------------------------------------------------
+def test_finetune_command_is_the_documented_cli() -> None:
+    case = make_case(quantize="bnb.nf4-dq", runner_options={"max_iters": 6, "batch_size": 8})
+    assert build_command(case, RunOptions(memory_cap_gb=40.0), python="python") == [
+        "python", "-m", "litgpt_min", "finetune", "lora", "--model", "tiny-llama", "--micro-batch-size", "2",
+        "--devices", "1", "--precision", "bf16-true", "--quantize", "bnb.nf4-dq", "--memory-cap-gb", "40",
+        "--max-iters", "6", "--batch-size", "8", "--json",
+    ]  # fmt: skip
+
+
+def test_generate_command_and_runner_options_override_base_options() -> None:
+    case = make_case(
+        id="inference-tiny_falcon-nf4-1gpu", workload="inference", method=None, model="tiny-falcon",
+        quantize="bnb.nf4", micro_batch_size=None, runner_options={"precision": "32-true", "compile": False, "top_k": None},
+    )  # fmt: skip
+    assert build_command(case, RunOptions(accelerator="cpu", memory_cap_gb=0.02), python="python") == [
+        "python", "-m", "litgpt_min", "generate", "--model", "tiny-falcon", "--devices", "1",
+        "--precision", "32-true", "--quantize", "bnb.nf4", "--accelerator", "cpu", "--memory-cap-gb", "0.02",
+        "--no-compile", "--json",
+    ]  # fmt: skip
+
+
+# Reading a finished run ------------------------------------------------------------------------------
+RESULT = {"outcome": "ok", "max_memory_gb": 1.5, "error": None}
+
+
+def test_the_last_json_object_line_is_the_result() -> None:
+    log = "\n".join(["$ cmd", '{"not": "this one"}', "iter 0 step 1: loss 5.9", json.dumps(RESULT), ""])
+    assert interpret(make_case(), 0, log) == RESULT
+
+
+def test_exit_status_2_is_a_refusal_with_its_one_line() -> None:
+    log = "$ cmd\nlitgpt-min: unsupported: quantization (bnb.nf4) is not supported with several devices\n"
+    result = interpret(make_case(), 2, log)
+    assert result["outcome"] == "unsupported"
+    assert result["error"] == "litgpt-min: unsupported: quantization (bnb.nf4) is not supported with several devices"
+    assert result["model"] == "tiny-llama" and result["micro_batch_size"] == 2
+
+
+def test_timeout_and_cancellation_are_errors() -> None:
+    assert interpret(make_case(), None, "", "timeout", 1800)["error"] == "timed out after 1800 s"
+    assert interpret(make_case(), None, "", "cancelled")["outcome"] == "error"
+
+
+@pytest.mark.parametrize(
+    ("returncode", "log", "outcome", "message"),
+    [
+        (1, "Traceback...\nRuntimeError: CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`\n",
+         "oom", "RuntimeError: CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"),
+        (1, "Error out of memory at line 380 in file /src/csrc/pythonInterface.c\n", "oom", "Error out of memory at line 380"),
+        (1, "Traceback...\nValueError: bad shape\n", "error", "exited with status 1 without a result: ValueError: bad shape"),
+        (-9, "iter 0\n", "error", "killed by signal SIGKILL; last output: iter 0"),
+        (0, "no json here\n", "error", "exited with status 0 without a result"),
+    ],
+)  # fmt: skip
+def test_crashes_are_classified(returncode: int, log: str, outcome: str, message: str) -> None:
+    result = interpret(make_case(), returncode, log)
+    assert result["outcome"] == outcome
+    assert result["error"].startswith(message)
+
+
+def test_a_printed_oom_result_survives_a_crash_on_exit() -> None:
+    printed = {"outcome": "oom", "error": "CUDA out of memory."}
+    assert interpret(make_case(), -11, json.dumps(printed) + "\n") == printed
+
+
+# Starting the process ----------------------------------------------------------------------------------
+def test_subprocess_captures_the_log_and_the_status(tmp_path: Path) -> None:
+    log = tmp_path / "row.log"
+    log.write_text("$ header\n")
+    code = "import sys, json; print('working'); print('warn', file=sys.stderr); print(json.dumps({'outcome': 'ok'}))"
+    status, stopped = runner._run_subprocess([PY, "-c", code], log, RunOptions())
+    assert (status, stopped) == (0, "exited")
+    text = log.read_text()
+    assert text.startswith("$ header\nworking\n") and "warn" in text
+    assert runner.last_json_object(text) == {"outcome": "ok"}
+
+
+def test_subprocess_is_killed_at_its_timeout_and_on_cancel(tmp_path: Path) -> None:
+    sleep = [PY, "-c", "import time; time.sleep(60)"]
+    assert runner._run_subprocess(sleep, tmp_path / "a.log", RunOptions(timeout_s=0.3))[1] == "timeout"
+    cancel = threading.Event()
+    cancel.set()
+    assert runner._run_subprocess(sleep, tmp_path / "b.log", RunOptions(cancel=cancel))[1] == "cancelled"
+
+
+def test_forked_row_runs_the_cli_with_its_output_in_the_log(tmp_path: Path) -> None:
+    # "spawn" instead of the fork server keeps this test from paying for the server's preload;
+    # the child's side (_forked_main) is the same. The CPU profile runs the fork server for real.
+    log = tmp_path / "row.log"
+    log.write_text("$ header\n")
+    args = ["finetune", "lora", "--model", "tiny-llama", "--quantize", "bnb.nf4", "--devices", "2", "--json"]
+    status, stopped = runner._run_forked(args, log, RunOptions(env={"OMP_NUM_THREADS": "1"}), method="spawn")
+    assert (status, stopped) == (2, "exited")
+    assert runner.last_line(log.read_text()).startswith("litgpt-min: unsupported: quantization (bnb.nf4)")
+
+
+# Pluggable runners -----------------------------------------------------------------------------------
+def test_load_runner_names_what_is_wrong() -> None:
+    assert load_runner("conformance.runner:run_case") is runner.run_case
+    with pytest.raises(ValueError, match="expected module:callable"):
+        load_runner("conformance.runner")
+    with pytest.raises(ValueError, match="cannot import 'no_such_module'"):
+        load_runner("no_such_module:run")
+    with pytest.raises(ValueError, match="has no attribute 'nope'"):
+        load_runner("conformance.runner:nope")
+    with pytest.raises(ValueError, match="is not callable"):
+        load_runner("conformance.runner:PRECISION")
+
+
+def test_a_fake_runner_may_return_a_bare_result() -> None:
+    case = make_case()
+    run = as_run_result({"outcome": "oom", "error": "CPU memory cap exceeded"}, case, RunOptions())
+    assert isinstance(run, RunResult)
+    assert run.outcome == "oom" and run.result["model"] == "tiny-llama"
+    assert run.command[3:5] == ("finetune", "lora")
+    with pytest.raises(TypeError, match="expected RunResult"):
+        as_run_result(42, case, RunOptions())  # type: ignore[arg-type]
