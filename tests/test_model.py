@@ -10,6 +10,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reference_counts import TOTALS as REFERENCE_TOTALS
 
 from litgpt_min.config import Config
 from litgpt_min.model import GPT, CausalSelfAttention, build_rope_cache
@@ -416,17 +417,8 @@ def test_parameter_count_matches_formula_random_configs(config: Config) -> None:
 
 
 # Registry totals on the meta device (facts §2) -------------------------------------------------
-TOTALS = {
-    "phi-1_5": 1_418_270_720,
-    "stablelm-base-alpha-3b": 3_637_321_728,
-    "Llama-2-7b-hf": 6_738_415_616,
-    "Llama-2-13b-hf": 13_015_864_320,
-    "CodeLlama-13b-hf": 13_016_028_160,
-    "CodeLlama-34b-hf": 33_743_970_304,
-    "falcon-40b": 41_835_970_560,
-    "pythia-70m": 70_426_624,
-    "tiny-reference": 1888,  # facts §7: the non-trainable count of Lit-GPT's tiny LoRA/adapter tests
-}
+# reference totals, plus the non-trainable count of Lit-GPT's tiny LoRA/adapter tests (facts §7)
+TOTALS = {**REFERENCE_TOTALS, "tiny-reference": 1888}
 
 
 def _meta_total(name: str) -> int:
