@@ -100,6 +100,7 @@ def make_fabric(request: RunRequest) -> Any:
     except ImportError:  # the standalone package is absent; the umbrella package carries it
         from lightning.fabric import Fabric
     device = request.device()
+    torch.set_float32_matmul_precision("high")  # as every Lit-GPT script's __main__ does
     return Fabric(accelerator=device.type, devices=1, precision=request.precision)
 
 
