@@ -56,6 +56,14 @@ class GPT(nn.Module):
         if not hasattr(self, "cos") or self.cos.size(0) != value:
             self.rebuild_rope_cache(device=self.cos.device if hasattr(self, "cos") else None)
 
+    def _apply(self, fn, recurse: bool = True):  # type: ignore[no-untyped-def]
+        """Move/convert like any module, but keep the RoPE tables fp32 (``model.to(bf16)`` would
+        cast them, as Fabric's ``bf16-true`` setup does; the reference trained with fp32 tables)."""
+        module = super()._apply(fn, recurse)
+        if self.cos.dtype != torch.float32 and self.cos.device.type != "meta":
+            self.rebuild_rope_cache(self.cos.device)
+        return module
+
     def reset_parameters(self) -> None:
         """Recompute the RoPE buffers in place (after ``to_empty``/materialization from meta)."""
         self.rebuild_rope_cache(self.cos.device)

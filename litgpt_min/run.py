@@ -139,5 +139,8 @@ def execute(
         result["outcome"], result["error"] = outcome, message
         print(f"run failed ({outcome}): {message}", file=sys.stderr)
     if peak is not None:
-        result["max_memory_gb"] = round(peak.peak_gb(), 6)
+        try:
+            result["max_memory_gb"] = round(peak.peak_gb(), 6)
+        except Exception as exc:  # a sticky CUDA error also breaks the peak read: keep the outcome
+            print(f"peak memory unreadable: {exc}", file=sys.stderr)
     return result

@@ -46,8 +46,15 @@ RESULT_KEYS = {
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, list[str], str]:
-    """(exit code, stdout lines, stderr) of one in-process ``litgpt-min`` call."""
-    code = main(list(argv))
+    """(exit code, stdout lines, stderr) of one in-process ``litgpt-min`` call.
+
+    Runs stay on the CPU even on a GPU machine: these tests check the CPU path (the live-tensor
+    tracker), and CUDA must not be initialised in the pytest process.
+    """
+    argv_list = list(argv)
+    if argv_list[:1] in (["finetune"], ["generate"]) and "--accelerator" not in argv_list:
+        argv_list += ["--accelerator", "cpu"]
+    code = main(argv_list)
     out, err = capsys.readouterr()
     return code, out.splitlines(), err
 

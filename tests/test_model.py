@@ -439,3 +439,15 @@ def test_llama2_70b_builds_on_meta_quickly() -> None:
 @pytest.mark.parametrize("name", sorted(TOTALS))
 def test_registry_totals(name: str) -> None:
     assert _meta_total(name) == TOTALS[name]
+
+
+def test_rope_tables_stay_fp32_through_a_dtype_conversion() -> None:
+    # Fabric's bf16-true setup is ``module.to(torch.bfloat16)``: it must not cast the RoPE tables
+    # (the reference trained with fp32 tables, rebuilt after setup).
+    model = GPT(Config.from_name("tiny-llama"))
+    model.max_seq_length = 100
+    reference_cos = model.cos.clone()
+    model = model.to(torch.bfloat16)
+    assert model.lm_head.weight.dtype == torch.bfloat16
+    assert model.cos.dtype == model.sin.dtype == torch.float32
+    torch.testing.assert_close(model.cos, reference_cos, atol=0, rtol=0)
