@@ -265,7 +265,12 @@ def pytest_runtest_makereport(item: pytest.Item) -> Generator[None, pytest.TestR
     report = yield
     found = check_kind_of(item)
     if found is not None:
-        get_state(item.config).note_report(*found, report)
+        state = get_state(item.config)
+        state.note_report(*found, report)
+        if state.options.results is not None and found[1] != "params" and (report.when == "call" or report.skipped):
+            # Rewrite the results after every measured row, so that a session killed part-way (a
+            # device command's time limit) still leaves every row that finished.
+            write_results(state, Path(state.options.results))
     return report
 
 

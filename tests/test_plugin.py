@@ -560,3 +560,40 @@ def test_plain_tests_are_untouched_by_a_broken_profile(suite: Suite) -> None:
     suite.pytester.makepyfile(test_other="def test_other():\n    pass\n")
     result = suite.run("test_other.py")
     result.assert_outcomes(passed=1)
+
+
+SNAPSHOT_RUNNER = """
+import json, os
+from pathlib import Path
+from fake_runner import HERE, run
+
+def run_and_snapshot(case, options):
+    path = Path(os.environ["CONFORMANCE_TEST_RESULTS"])
+    done = sorted(r["id"] for r in json.loads(path.read_text())["rows"] if r["measured"]) if path.exists() else []
+    with open(HERE / "snapshots.jsonl", "a") as log:
+        log.write(json.dumps({"id": case.id, "done": done}) + "\\n")
+    return run(case, options)
+"""
+
+
+def test_results_file_is_rewritten_after_every_measured_row(suite: Suite, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A device command killed at its time limit must still leave every row that finished.
+    suite.profile()
+    suite.answer(good_answers())
+    suite.pytester.makepyfile(snapshot_runner=SNAPSHOT_RUNNER)
+    results = suite.pytester.path / "results.json"
+    monkeypatch.setenv("CONFORMANCE_TEST_RESULTS", str(results))
+    suite.run(
+        "--results",
+        str(results),
+        "--runner",
+        "snapshot_runner:run_and_snapshot",
+        "--cpu-jobs",
+        "0",
+        "-p",
+        "no:randomly",
+    )
+    snapshots = [json.loads(line) for line in (suite.pytester.path / "snapshots.jsonl").read_text().splitlines()]
+    assert len(snapshots) == 5
+    for i, snapshot in enumerate(snapshots):
+        assert snapshot["done"] == sorted(s["id"] for s in snapshots[:i])  # every earlier row is already written
