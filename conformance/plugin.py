@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from pathlib import Path
 
 import pytest
@@ -30,36 +30,33 @@ FIXTURE = "conformance_row"
 
 
 # Options, validated when parsed ----------------------------------------------------------------
-def _fraction(text: str) -> float:
+def _finite(text: str, problem: str, ok: Callable[[float], bool]) -> float:
+    """``text`` as a finite float for which ``ok`` holds; else an argparse error saying ``problem``."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"a tolerance must be a finite number >= 0 (0.1 is 10%), got {text!r}")
+    if not math.isfinite(value) or not ok(value):
+        raise argparse.ArgumentTypeError(f"{problem}, got {text!r}")
     return value
+
+
+def _fraction(text: str) -> float:
+    return _finite(text, "a tolerance must be a finite number >= 0 (0.1 is 10%)", lambda v: v >= 0)
 
 
 def _memory_cap(text: str) -> float | str:
     if text in ("auto", "off"):
         return text
     try:
-        value = float(text)
+        float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected GB (e.g. 40), 'auto' or 'off', got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"a memory cap must be > 0 GB, got {text!r}")
-    return value
+    return _finite(text, "a memory cap must be > 0 GB", lambda v: v > 0)
 
 
 def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"a timeout must be > 0 seconds, got {text!r}")
-    return value
+    return _finite(text, "a timeout must be > 0 seconds", lambda v: v > 0)
 
 
 def _jobs(text: str) -> int:

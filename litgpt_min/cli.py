@@ -14,8 +14,6 @@ import types
 import typing
 from typing import Any, NoReturn
 
-QUANTIZE_CHOICES = ("bnb.nf4", "bnb.nf4-dq", "bnb.fp4", "bnb.fp4-dq")  # checked again by quantize.parse_mode
-
 
 class UsageError(Exception):
     """Bad command-line input: reported in one line, exit status 2."""
@@ -76,15 +74,17 @@ def peft_settings(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from litgpt_min.finetune import Hyperparameters
+    from litgpt_min.finetune import REFERENCE, Hyperparameters
     from litgpt_min.generate import GenerateSettings
+    from litgpt_min.peft import METHODS
+    from litgpt_min.quantize import QUANTIZE_MODES
 
     parser = _Parser(prog="litgpt-min", description="A minimal, faithful Lit-GPT (commit 8641822).")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def run_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--model", required=True, help="registry name, e.g. Llama-2-7b-hf")
-        p.add_argument("--quantize", choices=QUANTIZE_CHOICES, default=None, help="bitsandbytes 4-bit mode")
+        p.add_argument("--quantize", choices=QUANTIZE_MODES, default=None, help="bitsandbytes 4-bit mode")
         p.add_argument("--devices", type=int, default=1)
         p.add_argument("--precision", default="bf16-true", help="bf16-true (the tables'), 16-true, 32-true, ...")
         p.add_argument("--accelerator", choices=("auto", "cpu", "cuda"), default="auto")
@@ -99,14 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("params", help="trainable and total parameters of a model built for a method")
     p.add_argument("model")
-    p.add_argument("--method", choices=("none", "lora", "adapter", "adapter_v2"), default="none")
-    p.add_argument("--quantize", choices=QUANTIZE_CHOICES, default=None)
+    p.add_argument("--method", choices=METHODS, default="none")
+    p.add_argument("--quantize", choices=QUANTIZE_MODES, default=None)
     p.add_argument("--precision", default="bf16-true", help="dtype of the unquantized weights")
     p.add_argument("--json", action="store_true")
     add_peft_options(p)
 
     p = sub.add_parser("finetune", help="a measured finetuning run (a resource-table row)")
-    p.add_argument("method", choices=("lora", "adapter", "adapter_v2"))
+    p.add_argument("method", choices=tuple(REFERENCE))
     run_options(p)
     add_dataclass_options(p, Hyperparameters)
     add_peft_options(p)
@@ -130,8 +130,8 @@ def cmd_params(args: argparse.Namespace) -> dict[str, Any]:
     from litgpt_min.adapter import AdapterSettings
     from litgpt_min.config import Config
     from litgpt_min.lora import LoRASettings
-    from litgpt_min.peft import build_meta_model, num_params
-    from litgpt_min.quantize import model_weight_bytes
+    from litgpt_min.peft import build_meta_model
+    from litgpt_min.quantize import model_weight_bytes, num_params
     from litgpt_min.run import PRECISIONS
 
     lora = LoRASettings(

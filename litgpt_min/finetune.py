@@ -242,7 +242,7 @@ def finetune_body(request: Any, config: Any, fabric: Any, device: torch.device) 
     """The measured finetuning run (used through :func:`litgpt_min.run.execute`)."""
     from litgpt_min.build import build_model
     from litgpt_min.measure import synchronize
-    from litgpt_min.peft import num_params
+    from litgpt_min.quantize import num_params
 
     opts = request.options
     hp = hyperparameters(request.method, micro_batch_size=request.micro_batch_size, **opts.get("hyperparameters", {}))

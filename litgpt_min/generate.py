@@ -113,7 +113,7 @@ def generate_body(request: Any, config: Any, fabric: Any, device: torch.device) 
     """The measured inference run (used through :func:`litgpt_min.run.execute`)."""
     from litgpt_min.build import build_model
     from litgpt_min.measure import synchronize
-    from litgpt_min.peft import num_params
+    from litgpt_min.quantize import num_params
 
     settings = GenerateSettings(**request.options.get("generate", {}))
     t0 = time.perf_counter()
