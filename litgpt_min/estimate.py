@@ -1,0 +1,548 @@
+"""GPU-free peak-memory estimate of a finetune or generate run: "will it fit on my GPU?".
+
+The estimate runs the real ``litgpt_min`` step on fake tensors (``FakeTensorMode``, no memory and
+almost no compute) under the same :class:`~litgpt_min.measure.LiveTensorTracker` that measures CPU
+runs, and reports the peak the CUDA caching allocator would report as ``max_memory_allocated``:
+
+- **finetune**: build the method's model, set ``max_seq_length`` to the longest sample, one
+  :func:`~litgpt_min.finetune.micro_step` on a ``(micro_batch_size, seq_len)`` batch (the longest
+  sample is in iteration 0, and the micro-batch is padded to it) and one
+  :func:`~litgpt_min.finetune.optimizer_step`;
+- **inference**: build the model, size the KV cache for prompt + new tokens and run
+  :func:`~litgpt_min.generate.generate` (prefill and every decode step).
+
+Entry points: :class:`EstimateRequest` (validated where it is built), :func:`estimate` ->
+:class:`Estimate` (peak bytes or the reason it is unsupported; ``outcome(capacity)``), and
+:func:`stack_for` (which library stack a profile's recorded versions correspond to).
+
+Modelling assumptions (each one is a place the estimate can be wrong):
+
+1. **Fake tensors on the cpu device.** Under fake *cpu* tensors ``scaled_dot_product_attention``
+   takes the flash-style CPU kernel, which, like CUDA's flash/memory-efficient kernels, keeps no
+   T x T matrix (outputs and log-sum-exp only). The meta device (or fake cuda) takes the math path
+   and overestimates by 35-100%. With an explicit mask (KV-cache inference, the adapter's prefix
+   attention) both devices use the math kernel, as CUDA does.
+2. **Allocator.** Every storage is charged rounded up to 512 bytes, as ``max_memory_allocated``
+   counts it. Memory outside the allocator is not in the figure (CUDA context, cuBLAS handles,
+   NCCL buffers, bitsandbytes' paged optimizer buffers), nor is fragmentation: the allocator may
+   *reserve* more than the peak allocated.
+3. **Fabric.** Under ``bf16-true``/``16-true`` Lightning Fabric casts a module's floating outputs
+   to fp32: the logits chunks are held in fp32, which is modelled by the same cast. Mixed
+   precisions run under CPU autocast, whose op list differs from CUDA's (approximate).
+4. **Optimizer.** Unquantized runs use ``torch.optim.AdamW`` with ``foreach=True`` (what PyTorch
+   picks for CUDA parameters; its temporaries span all trainable tensors at once), states in the
+   parameter dtype. Quantized runs use bitsandbytes' PagedAdamW: two fp32 states per trainable
+   tensor, allocated by torch for tensors of at most 1e5 elements and in paged (managed) memory,
+   invisible to ``max_memory_allocated``, above; its fused update allocates nothing.
+5. **4-bit layers.** bitsandbytes' ``Params4bit`` cannot wrap a fake tensor, so each quantized
+   ``nn.Linear`` becomes :class:`Fake4bitLinear`, which holds exactly the storages bnb holds (packed
+   codes, absmax, with double quantization the nested absmax and offset, the code table) and
+   allocates what bnb's matmul allocates, per stack (see :data:`STACKS`).
+6. **Identical blocks.** Every block after the first few is identical, so a model of ``L`` layers
+   is estimated from two short models (``k`` and ``k + 1`` layers) by affine extrapolation in the
+   layer count; if the two short runs peak at different ops the full depth is run instead. The
+   tests check the extrapolation against full-depth runs.
+7. **Several devices (FSDP).** Not run: an analytic per-device model of the reference's FSDP
+   setup (:func:`_fsdp_peak`): the full, unsharded bf16 weights (the state dict that
+   ``fabric.load_raw`` loads on every rank) plus this rank's resident shard, plus the training
+   step with activation checkpointing per block. Validated only against the published multi-GPU
+   rows. Quantization with several devices is unsupported, as in the reference.
+8. **Random weights, synthetic batch.** Memory does not depend on values; the batch is the
+   longest sample repeated (the micro-batch is padded to its longest sample anyway).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils.checkpoint import checkpoint
+
+from litgpt_min.adapter import AdapterSettings
+from litgpt_min.build import default_dtype
+from litgpt_min.config import Config
+from litgpt_min.data import load_length_profile, tokenizer_family
+from litgpt_min.finetune import hyperparameters, micro_step, optimizer_step
+from litgpt_min.generate import GenerateSettings, generate
+from litgpt_min.lora import LoRASettings
+from litgpt_min.measure import ALLOCATION_GRANULARITY, LiveTensorTracker, UnsupportedCombination, round_allocation
+from litgpt_min.model import GPT, Block
+from litgpt_min.peft import Method, apply_method, check_method, mark_trainable
+from litgpt_min.quantize import BLOCKSIZE, NESTED_BLOCKSIZE, QuantizeMode, bnb_args, parse_mode
+
+EstimateWorkload = Literal["finetune", "inference"]
+Outcome = Literal["ok", "oom", "unsupported"]
+Stack = Literal["current", "bnb-0.41"]
+STACKS: dict[Stack, str] = {
+    "current": (
+        "bitsandbytes >= 0.45 as installed here: a 4-bit matmul saves only the packed weight for "
+        "backward and dequantizes in the compute dtype (forward assumed to take the dequantize + "
+        "linear fallback, an upper bound by one layer's weight where the fused kernel is chosen)"
+    ),
+    "bnb-0.41": (
+        "bitsandbytes 0.41 (the A100 table's): a 4-bit matmul keeps its input for backward and "
+        "dequantizes through an fp16 copy, converted to the compute dtype (two weight-sized "
+        "temporaries per training matmul); single-token inference uses the gemv kernel"
+    ),
+}
+PRECISIONS: dict[str, torch.dtype] = {
+    "bf16-true": torch.bfloat16,
+    "16-true": torch.float16,
+    "32-true": torch.float32,
+    "bf16-mixed": torch.float32,
+    "16-mixed": torch.float32,
+}
+# bitsandbytes' 32-bit optimizers put a state in paged memory only above this many elements.
+PAGED_STATE_MIN_NUMEL = 100_000
+# bnb's CUDA gemm_4bit always uses its fused kernel up to this many rows (no dequantized copy).
+FUSED_4BIT_MAX_ROWS = 4
+
+
+def stack_for(bitsandbytes_version: str | None) -> Stack:
+    """The modelled stack for a recorded bitsandbytes version ("0.41.1" -> "bnb-0.41")."""
+    if bitsandbytes_version and bitsandbytes_version.split(".")[:2] == ["0", "41"]:
+        return "bnb-0.41"
+    return "current"
+
+
+def default_seq_len(model_name: str, config: Config) -> int:
+    """The longest Alpaca sample for the model's tokenizer (clipped to the block size, as the runner does)."""
+    return min(load_length_profile(tokenizer_family(model_name)).longest, config.block_size)
+
+
+def default_prompt_len(model_name: str) -> int:
+    """Tokens of the generate runner's default prompt for the model's tokenizer."""
+    return load_length_profile(tokenizer_family(model_name)).default_prompt_tokens
+
+
+# ---------------------------------------------------------------------------------------------
+# The request and the result
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EstimateRequest:
+    """What to estimate. ``seq_len`` is the finetune batch's length (the longest sample)."""
+
+    config: Config
+    workload: EstimateWorkload
+    method: Method = "none"
+    quantize: QuantizeMode | None = None
+    precision: str = "bf16-true"
+    micro_batch_size: int = 1
+    seq_len: int = 1
+    prompt_len: int = 1
+    max_new_tokens: int = GenerateSettings.max_new_tokens
+    devices: int = 1
+    lora: LoRASettings = field(default_factory=LoRASettings)
+    adapter: AdapterSettings = field(default_factory=AdapterSettings)
+    stack: Stack = "current"
+
+    def __post_init__(self) -> None:
+        if self.workload not in get_args(EstimateWorkload):
+            raise ValueError(f"workload must be finetune or inference, got {self.workload!r}")
+        check_method(self.method)
+        if self.workload == "finetune" and self.method == "none":
+            raise ValueError("finetuning needs a method: lora, adapter or adapter_v2")
+        if self.quantize is not None:
+            parse_mode(self.quantize)
+            if "mixed" in self.precision:
+                raise ValueError(f"quantization and mixed precision ({self.precision}) are not supported together")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
+        if self.stack not in STACKS:
+            raise ValueError(f"unknown stack {self.stack!r}: choose one of {', '.join(STACKS)}")
+        for name in ("micro_batch_size", "seq_len", "prompt_len", "max_new_tokens", "devices"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        length = self.seq_len if self.workload == "finetune" else self.prompt_len + self.max_new_tokens
+        if length > self.config.block_size:
+            raise ValueError(f"sequence length {length} exceeds {self.config.name}'s block size {self.config.block_size}")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return PRECISIONS[self.precision]
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A peak in bytes, or why the combination is unsupported; ``how`` names the path taken."""
+
+    peak_bytes: int | None
+    stack: Stack
+    how: str
+    unsupported: str | None = None
+
+    @property
+    def max_memory_gb(self) -> float | None:
+        return None if self.peak_bytes is None else round(self.peak_bytes / 1e9, 3)
+
+    def outcome(self, capacity_gb: float | None) -> Outcome:
+        """ok / oom against ``capacity_gb`` (None: unlimited), or unsupported."""
+        if self.peak_bytes is None:
+            return "unsupported"
+        if capacity_gb is not None and self.peak_bytes > capacity_gb * 1e9:
+            return "oom"
+        return "ok"
+
+
+def estimate(request: EstimateRequest, *, extrapolate: bool = True) -> Estimate:
+    """The peak memory of ``request`` on one device (see the module docstring)."""
+    if request.quantize is not None and request.devices > 1:
+        reason = (
+            f"quantization ({request.quantize}) is not supported with several devices "
+            f"(devices={request.devices}): bitsandbytes 4-bit layers are single-GPU"
+        )
+        return Estimate(None, request.stack, "refused", unsupported=reason)
+    if request.devices > 1:
+        return Estimate(_fsdp_peak(request, extrapolate), request.stack, "fsdp-analytic")
+    peak, how = _peak(request, extrapolate, checkpointing=False)
+    return Estimate(peak, request.stack, how)
+
+
+def _peak(request: EstimateRequest, extrapolate: bool, checkpointing: bool) -> tuple[int, str]:
+    n_layer = request.config.n_layer
+    k = _shortest_regular_depth(request)
+    if not extrapolate or n_layer <= k + 1:
+        return max(p for p, _ in fake_peaks(request, checkpointing=checkpointing).values()), "fake-run"
+    short = fake_peaks(_with_layers(request, k), checkpointing=checkpointing)
+    longer = fake_peaks(_with_layers(request, k + 1), checkpointing=checkpointing)
+    if short.keys() != longer.keys() or any(short[ph][1] != longer[ph][1] for ph in short):
+        # A phase peaks at a different op in the two short models: extrapolating is not safe.
+        return max(p for p, _ in fake_peaks(request, checkpointing=checkpointing).values()), "fake-run"
+    # Each phase's peak is affine in the number of identical blocks; the run's peak is their max.
+    return max(short[ph][0] + (longer[ph][0] - short[ph][0]) * (n_layer - k) for ph in short), "fake-run-extrapolated"
+
+
+def _shortest_regular_depth(request: EstimateRequest) -> int:
+    """Layers after which every added block is identical to the last (the adapters start late)."""
+    if request.method in ("adapter", "adapter_v2"):
+        return request.adapter.start_layer + 1
+    return 1
+
+
+def _with_layers(request: EstimateRequest, n_layer: int) -> EstimateRequest:
+    return dataclasses.replace(request, config=dataclasses.replace(request.config, n_layer=n_layer))
+
+
+def _fsdp_peak(request: EstimateRequest, extrapolate: bool) -> int:
+    """Per device under the reference's FSDP: full unsharded weights + resident shard + checkpointed step."""
+    step, _ = _peak(request, extrapolate, checkpointing=True)  # holds the full weights once
+    shard = _weight_bytes(request) // request.devices
+    return step + shard
+
+
+def _weight_bytes(request: EstimateRequest) -> int:
+    with torch.device("meta"):
+        model = apply_method(GPT(request.config), request.method, request.lora, request.adapter)
+    return sum(round_allocation(p.numel() * request.dtype.itemsize) for p in model.parameters())
+
+
+# ---------------------------------------------------------------------------------------------
+# The fake run
+# ---------------------------------------------------------------------------------------------
+Phase = Literal["build", "forward", "backward", "optimizer", "prefill", "decode"]
+
+
+class _Phases:
+    """The tracker's peak (bytes, op) per phase of a run: each phase's peak is affine in the depth."""
+
+    def __init__(self, tracker: LiveTensorTracker) -> None:
+        self.tracker = tracker
+        self.peaks: dict[str, tuple[int, str | None]] = {}
+        self.current: str | None = None
+
+    def enter(self, phase: Phase | None) -> None:
+        if self.current is not None:
+            self.peaks[self.current] = (self.tracker.peak_bytes, self.tracker.peak_op)
+        self.tracker.reset_peak()
+        self.current = phase
+
+
+def fake_peaks(request: EstimateRequest, *, checkpointing: bool = False) -> dict[str, tuple[int, str | None]]:
+    """Peak bytes and peak op per phase of the request's run on fake cpu tensors (its config's full depth)."""
+    with FakeTensorMode(), LiveTensorTracker(device="cpu") as tracker:
+        phases = _Phases(tracker)
+        run_step(request, torch.device("cpu"), checkpointing=checkpointing, phase=phases.enter)
+        phases.enter(None)
+    return phases.peaks
+
+
+def fake_peak(request: EstimateRequest, *, checkpointing: bool = False) -> int:
+    """Peak bytes of the request's run on fake cpu tensors, at its config's full depth."""
+    return max(p for p, _ in fake_peaks(request, checkpointing=checkpointing).values())
+
+
+def run_step(
+    request: EstimateRequest,
+    device: torch.device,
+    *,
+    checkpointing: bool = False,
+    phase: Callable[[Phase], None] = lambda name: None,
+) -> None:
+    """The measured part of a run on ``device`` (real or fake tensors alike); ``phase`` marks its phases."""
+    phase("build")
+    model = build_for_estimate(request, device)
+    autocast = (
+        torch.autocast(device.type, dtype=torch.bfloat16 if request.precision.startswith("bf16") else torch.float16)
+        if "mixed" in request.precision
+        else nullcontext()
+    )
+    if request.workload == "finetune":
+        model.max_seq_length = request.seq_len
+        model.train()
+        if checkpointing:
+            _checkpoint_blocks(model)
+        optimizer = _optimizer(model, request, device)
+        wrapped = _FabricOutputs(model, request.precision)
+        input_ids = torch.zeros(request.micro_batch_size, request.seq_len, dtype=torch.long, device=device)
+        targets = torch.zeros(request.micro_batch_size, request.seq_len, dtype=torch.long, device=device)
+        hp = hyperparameters(request.method, micro_batch_size=request.micro_batch_size)
+
+        def backward(loss: torch.Tensor) -> None:
+            phase("backward")
+            loss.backward()
+
+        phase("forward")
+        with autocast:
+            micro_step(wrapped, input_ids, targets, hp.gradient_accumulation_iters, hp.lm_head_chunk_size, backward)
+        phase("optimizer")
+        optimizer_step(optimizer)
+    else:
+        model.eval()
+        model.max_seq_length = request.prompt_len + request.max_new_tokens
+        model.set_kv_cache(batch_size=1, device=device, dtype=request.dtype)
+        wrapped = _FabricOutputs(model, request.precision, on_call=[lambda: phase("prefill"), lambda: phase("decode")])
+        prompt = torch.zeros(request.prompt_len, dtype=torch.long, device=device)
+        settings = GenerateSettings()
+        with autocast:
+            # Prefill and one decode step: every later step allocates the same (the cache and mask
+            # are preallocated for prompt + max_new_tokens positions).
+            generate(wrapped, prompt, request.prompt_len + 2, temperature=settings.temperature, top_k=settings.top_k)
+
+
+def build_for_estimate(request: EstimateRequest, device: torch.device) -> GPT:
+    """The method's model on ``device`` in the compute dtype, 4-bit layers as :class:`Fake4bitLinear`.
+
+    Weights are left uninitialized (``torch.empty``): their values move no memory.
+    """
+    with torch.device("meta"):
+        model = apply_method(GPT(request.config), request.method, request.lora, request.adapter)
+    if request.quantize is not None:
+        _swap_linears(model, request.quantize, request.dtype, request.stack, device)
+    _materialize(model, device, request.dtype)
+    mark_trainable(model, request.method)
+    return model
+
+
+def _materialize(model: nn.Module, device: torch.device, dtype: torch.dtype) -> None:
+    for module in model.modules():
+        for name, p in list(module._parameters.items()):
+            if p is not None and p.is_meta:
+                target = dtype if p.is_floating_point() else p.dtype
+                module._parameters[name] = nn.Parameter(
+                    torch.empty(p.shape, dtype=target, device=device), requires_grad=p.requires_grad
+                )
+        for name, b in list(module._buffers.items()):
+            if b is not None and b.is_meta:
+                module._buffers[name] = torch.empty(b.shape, dtype=b.dtype, device=device)
+    if isinstance(model, GPT):
+        model.rebuild_rope_cache(device)
+
+
+def _checkpoint_blocks(model: GPT) -> None:
+    """Activation checkpointing per Block, as FSDPStrategy(activation_checkpointing_policy={Block})."""
+    for block in model.transformer.h:
+        assert isinstance(block, Block)
+        original = block.forward
+
+        def forward(*args: Any, _original: Callable[..., Any] = original, **kwargs: Any) -> Any:
+            return checkpoint(_original, *args, use_reentrant=False, **kwargs)
+
+        block.forward = forward  # type: ignore[method-assign]
+
+
+class _FabricOutputs(nn.Module):
+    """Casts floating outputs to fp32 under a ``-true`` half precision, as Fabric's module wrapper does."""
+
+    def __init__(self, model: GPT, precision: str, on_call: list[Callable[[], None]] | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.cast = precision in ("bf16-true", "16-true")
+        self.on_call = list(on_call or [])
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        if self.on_call:
+            self.on_call.pop(0)()
+        out = self.model(*args, **kwargs)
+        if not self.cast:
+            return out
+        if isinstance(out, list):
+            return [o.float() for o in out]
+        return out.float()
+
+    @property
+    def max_seq_length(self) -> int:
+        return self.model.max_seq_length
+
+
+def _optimizer(model: GPT, request: EstimateRequest, device: torch.device) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    hp = hyperparameters(request.method, micro_batch_size=request.micro_batch_size)
+    if request.quantize is None:
+        return torch.optim.AdamW(params, lr=hp.learning_rate, weight_decay=hp.weight_decay, foreach=True)
+    return _PagedAdamWStandIn(params, device)
+
+
+class _PagedAdamWStandIn(torch.optim.Optimizer):
+    """bitsandbytes' PagedAdamW memory: fp32 states, paged (not counted) above 1e5 elements, fused update."""
+
+    def __init__(self, params: list[nn.Parameter], device: torch.device) -> None:
+        super().__init__(params, {})
+        self.device = device
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> None:  # type: ignore[override]
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None or p in self.state:
+                    continue
+                if p.numel() <= PAGED_STATE_MIN_NUMEL:
+                    self.state[p] = {
+                        "state1": torch.zeros_like(p, dtype=torch.float32),
+                        "state2": torch.zeros_like(p, dtype=torch.float32),
+                    }
+                else:
+                    self.state[p] = {}
+
+
+# ---------------------------------------------------------------------------------------------
+# A 4-bit layer with bitsandbytes' storages, for fake tensors
+# ---------------------------------------------------------------------------------------------
+class Fake4bitLinear(nn.Module):
+    """The memory of ``bnb.nn.Linear4bit`` without bitsandbytes (which cannot wrap fake tensors).
+
+    Holds the same storages as a quantized bnb weight (blocks of 64 over the flattened weight):
+    packed codes ``ceil(n/2)`` uint8 and the 16-entry fp32 code table; without double
+    quantization an fp32 absmax per block; with it a uint8 absmax per block, an fp32 absmax per
+    256 blocks and a scalar fp32 offset. Its matmul allocates what bnb's does on the given stack.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool,
+        mode: QuantizeMode,
+        compute_dtype: torch.dtype,
+        stack: Stack,
+        device: torch.device,
+    ) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.compute_dtype, self.stack = compute_dtype, stack
+        args = bnb_args(mode)
+        self.nested = args.compress_statistics
+        n = in_features * out_features
+        blocks = -(-n // BLOCKSIZE)
+        # bnb quantizes from a weight in the compute dtype: that copy exists while the layer is built.
+        unquantized = torch.empty(out_features, in_features, dtype=compute_dtype, device=device)
+        self.weight = nn.Parameter(torch.empty((n + 1) // 2, 1, dtype=torch.uint8, device=device), requires_grad=False)
+        self.code = torch.empty(16, dtype=torch.float32, device=device)
+        if self.nested:
+            self.absmax = torch.empty(blocks, dtype=torch.uint8, device=device)
+            self.absmax2 = torch.empty(-(-blocks // NESTED_BLOCKSIZE), dtype=torch.float32, device=device)
+            self.offset = torch.empty((), dtype=torch.float32, device=device)
+        else:
+            self.absmax = torch.empty(blocks, dtype=torch.float32, device=device)
+        del unquantized
+        self.bias = (
+            nn.Parameter(torch.empty(out_features, dtype=compute_dtype, device="meta"), requires_grad=False)
+            if bias
+            else None
+        )
+
+    def dequantize(self, dtype: torch.dtype) -> torch.Tensor:
+        """A dequantized ``(out, in)`` weight in ``dtype``, with the temporaries bnb allocates."""
+        absmax = None
+        if self.nested:  # the per-block absmax, dequantized from its own blockwise quantization
+            absmax = torch.empty(self.absmax.shape, dtype=torch.float32, device=self.absmax.device)
+        shape = (self.out_features, self.in_features)
+        if self.stack == "bnb-0.41":
+            # 0.41 dequantized in the quant state's dtype, fp16 (Lightning quantized an fp16 copy).
+            half = torch.empty(shape, dtype=torch.float16, device=self.weight.device)
+            del absmax
+            return half.to(dtype) if dtype != torch.float16 else half
+        weight = torch.empty(shape, dtype=self.compute_dtype, device=self.weight.device)
+        del absmax
+        return weight if dtype == self.compute_dtype else weight.to(dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.numel() // x.size(-1)
+        needs_grad = torch.is_grad_enabled() and x.requires_grad
+        if not needs_grad and self._fused(rows):
+            return torch.empty(*x.shape[:-1], self.out_features, dtype=x.dtype, device=x.device)
+        return _Matmul4bit.apply(x, self)
+
+    def _fused(self, rows: int) -> bool:
+        if self.stack == "bnb-0.41":
+            return rows == 1  # matmul_4bit's gemv path (A.numel() == A.shape[-1])
+        return rows <= FUSED_4BIT_MAX_ROWS
+
+
+class _Matmul4bit(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, layer: Fake4bitLinear) -> torch.Tensor:  # type: ignore[override]
+        weight = layer.dequantize(x.dtype)
+        bias = layer.bias if layer.bias is None or layer.bias.dtype == x.dtype else layer.bias.to(x.dtype)
+        out = F.linear(x, weight, bias)
+        del weight
+        ctx.layer = layer
+        # bnb 0.41 kept the input in ctx.tensors (an attribute, so it lives until backward);
+        # current bnb keeps only the packed weight, which is resident anyway.
+        ctx.kept_input = x if layer.stack == "bnb-0.41" and ctx.needs_input_grad[0] else None
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None]:  # type: ignore[override]
+        ctx.kept_input = None
+        if not ctx.needs_input_grad[0]:
+            return None, None
+        weight = ctx.layer.dequantize(grad.dtype)
+        return torch.matmul(grad, weight), None
+
+
+def _swap_linears(model: nn.Module, mode: QuantizeMode, dtype: torch.dtype, stack: Stack, device: torch.device) -> None:
+    """Every ``nn.Linear`` (lm_head and the PEFT wrappers' ``.linear`` included) becomes 4-bit."""
+    names = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    for name in names:
+        linear = model.get_submodule(name)
+        layer = Fake4bitLinear(
+            linear.in_features, linear.out_features, linear.bias is not None, mode, dtype, stack, device
+        )
+        parent, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(parent), attr, layer)
+
+
+__all__ = [
+    "ALLOCATION_GRANULARITY",
+    "STACKS",
+    "Estimate",
+    "EstimateRequest",
+    "Fake4bitLinear",
+    "UnsupportedCombination",
+    "build_for_estimate",
+    "default_dtype",
+    "estimate",
+    "fake_peak",
+    "math",
+    "run_step",
+    "stack_for",
+]
