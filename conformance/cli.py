@@ -1,4 +1,4 @@
-"""The ``conformance`` command: ``env``, ``report FILE``, ``validate [PROFILE ...]``.
+"""The ``conformance`` command: ``env``, ``report FILE``, ``validate [PROFILE ...]``, ``estimate``.
 
 The checks themselves run under pytest (``pytest conformance``); this command prints the
 machine's fingerprint, renders a results file as Markdown, and validates expectation profiles.
@@ -11,6 +11,8 @@ import json
 import sys
 from pathlib import Path
 
+from conformance.estimate import add_parser as add_estimate_parser
+from conformance.estimate import run as run_estimate
 from conformance.expectations import DEFAULT_ROOT, ExpectationError, list_profiles, load_profile
 
 
@@ -29,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="load and check expectation profiles")
     validate.add_argument("profiles", nargs="*", metavar="PROFILE", help="profile names (default: all)")
     validate.add_argument("--expectations", type=Path, default=DEFAULT_ROOT, metavar="DIR")
+    add_estimate_parser(sub)
     return parser
 
 
@@ -38,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_env(args.json)
     if args.command == "report":
         return cmd_report(args.file, args.output)
+    if args.command == "estimate":
+        return run_estimate(args)
     return cmd_validate(args.expectations, args.profiles)
 
 

@@ -76,7 +76,7 @@ from litgpt_min.lora import LoRASettings
 from litgpt_min.measure import ALLOCATION_GRANULARITY, LiveTensorTracker, UnsupportedCombination, round_allocation
 from litgpt_min.model import GPT, Block
 from litgpt_min.peft import Method, apply_method, check_method, mark_trainable
-from litgpt_min.quantize import BLOCKSIZE, NESTED_BLOCKSIZE, QuantizeMode, bnb_args, parse_mode
+from litgpt_min.quantize import BLOCKSIZE, NESTED_BLOCKSIZE, QuantizeMode, bnb_args, materialize_rest, parse_mode
 
 EstimateWorkload = Literal["finetune", "inference"]
 Outcome = Literal["ok", "oom", "unsupported"]
@@ -164,7 +164,9 @@ class EstimateRequest:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         length = self.seq_len if self.workload == "finetune" else self.prompt_len + self.max_new_tokens
         if length > self.config.block_size:
-            raise ValueError(f"sequence length {length} exceeds {self.config.name}'s block size {self.config.block_size}")
+            raise ValueError(
+                f"sequence length {length} exceeds {self.config.name}'s block size {self.config.block_size}"
+            )
 
     @property
     def dtype(self) -> torch.dtype:
@@ -209,23 +211,49 @@ def estimate(request: EstimateRequest, *, extrapolate: bool = True) -> Estimate:
 
 def _peak(request: EstimateRequest, extrapolate: bool, checkpointing: bool) -> tuple[int, str]:
     n_layer = request.config.n_layer
-    k = _shortest_regular_depth(request)
-    if not extrapolate or n_layer <= k + 1:
-        return max(p for p, _ in fake_peaks(request, checkpointing=checkpointing).values()), "fake-run"
-    short = fake_peaks(_with_layers(request, k), checkpointing=checkpointing)
-    longer = fake_peaks(_with_layers(request, k + 1), checkpointing=checkpointing)
-    if short.keys() != longer.keys() or any(short[ph][1] != longer[ph][1] for ph in short):
-        # A phase peaks at a different op in the two short models: extrapolating is not safe.
-        return max(p for p, _ in fake_peaks(request, checkpointing=checkpointing).values()), "fake-run"
-    # Each phase's peak is affine in the number of identical blocks; the run's peak is their max.
-    return max(short[ph][0] + (longer[ph][0] - short[ph][0]) * (n_layer - k) for ph in short), "fake-run-extrapolated"
+    k = _shortest_regular_depth(request, checkpointing)
+    if extrapolate and n_layer > k + 1:
+        short = fake_peaks(_with_layers(request, k), checkpointing=checkpointing)
+        longer = fake_peaks(_with_layers(request, k + 1), checkpointing=checkpointing)
+        peak = _extrapolate(short, longer, n_layer - k)
+        if peak is not None:
+            return peak, "fake-run-extrapolated"
+    return fake_peak(request, checkpointing=checkpointing), "fake-run"
 
 
-def _shortest_regular_depth(request: EstimateRequest) -> int:
-    """Layers after which every added block is identical to the last (the adapters start late)."""
+# A phase whose two short runs peak at different ops is trusted only this far below the winner.
+_UNSURE_PHASE_MARGIN = 0.8
+
+
+def _extrapolate(short: PhasePeaks, longer: PhasePeaks, extra_layers: int) -> int | None:
+    """The run's peak with ``extra_layers`` more blocks than ``short``, or None if that is not safe.
+
+    Each phase's peak is affine in the number of identical blocks as long as it happens at the
+    same point of the phase (checked by its op); the run's peak is the largest phase peak. A phase
+    whose peak op differs between the short runs may be piecewise, so the extrapolation is used
+    only if the winning phase is consistent and every inconsistent one stays well below it.
+    """
+    if short.keys() != longer.keys():
+        return None
+    projected = {ph: short[ph][0] + (longer[ph][0] - short[ph][0]) * extra_layers for ph in short}
+    winner = max(projected, key=lambda ph: projected[ph])
+    unsure = [ph for ph in short if short[ph][1] != longer[ph][1]]
+    if winner in unsure:
+        return None
+    if any(max(projected[ph], longer[ph][0]) > _UNSURE_PHASE_MARGIN * projected[winner] for ph in unsure):
+        return None
+    return projected[winner]
+
+
+def _shortest_regular_depth(request: EstimateRequest, checkpointing: bool) -> int:
+    """Layers after which every added block is identical to the last.
+
+    The first block differs (its input needs no gradient), the adapters start late, and under
+    activation checkpointing the second block's recomputation differs too.
+    """
     if request.method in ("adapter", "adapter_v2"):
-        return request.adapter.start_layer + 1
-    return 1
+        return max(request.adapter.start_layer + 1, 2 if checkpointing else 1)
+    return 2 if checkpointing else 1
 
 
 def _with_layers(request: EstimateRequest, n_layer: int) -> EstimateRequest:
@@ -248,7 +276,10 @@ def _weight_bytes(request: EstimateRequest) -> int:
 # ---------------------------------------------------------------------------------------------
 # The fake run
 # ---------------------------------------------------------------------------------------------
-Phase = Literal["build", "forward", "backward", "optimizer", "prefill", "decode"]
+Phase = Literal["build", "setup", "forward", "backward", "optimizer", "prefill", "decode"]
+
+
+PhasePeaks = dict[str, tuple[int, str | None]]
 
 
 class _Phases:
@@ -256,7 +287,7 @@ class _Phases:
 
     def __init__(self, tracker: LiveTensorTracker) -> None:
         self.tracker = tracker
-        self.peaks: dict[str, tuple[int, str | None]] = {}
+        self.peaks: PhasePeaks = {}
         self.current: str | None = None
 
     def enter(self, phase: Phase | None) -> None:
@@ -266,7 +297,7 @@ class _Phases:
         self.current = phase
 
 
-def fake_peaks(request: EstimateRequest, *, checkpointing: bool = False) -> dict[str, tuple[int, str | None]]:
+def fake_peaks(request: EstimateRequest, *, checkpointing: bool = False) -> PhasePeaks:
     """Peak bytes and peak op per phase of the request's run on fake cpu tensors (its config's full depth)."""
     with FakeTensorMode(), LiveTensorTracker(device="cpu") as tracker:
         phases = _Phases(tracker)
@@ -295,6 +326,7 @@ def run_step(
         if "mixed" in request.precision
         else nullcontext()
     )
+    phase("setup")
     if request.workload == "finetune":
         model.max_seq_length = request.seq_len
         model.train()
@@ -329,32 +361,23 @@ def run_step(
 
 
 def build_for_estimate(request: EstimateRequest, device: torch.device) -> GPT:
-    """The method's model on ``device`` in the compute dtype, 4-bit layers as :class:`Fake4bitLinear`.
+    """The method's model on ``device`` in the compute dtype, as the runner builds it.
 
-    Weights are left uninitialized (``torch.empty``): their values move no memory.
+    Unquantized models are created on the device (as ``litgpt_min.build`` does); quantized ones
+    on the meta device, their linears swapped for :class:`Fake4bitLinear` (one unquantized weight
+    at a time is materialized, as in ``quantize_model``) and the rest materialized by the
+    runner's own ``materialize_rest``.
     """
-    with torch.device("meta"):
-        model = apply_method(GPT(request.config), request.method, request.lora, request.adapter)
-    if request.quantize is not None:
+    if request.quantize is None:
+        with torch.device(device), default_dtype(request.dtype):
+            model = apply_method(GPT(request.config), request.method, request.lora, request.adapter)
+    else:
+        with torch.device("meta"), default_dtype(request.dtype):
+            model = apply_method(GPT(request.config), request.method, request.lora, request.adapter)
         _swap_linears(model, request.quantize, request.dtype, request.stack, device)
-    _materialize(model, device, request.dtype)
+        materialize_rest(model, device=device, dtype=request.dtype)
     mark_trainable(model, request.method)
     return model
-
-
-def _materialize(model: nn.Module, device: torch.device, dtype: torch.dtype) -> None:
-    for module in model.modules():
-        for name, p in list(module._parameters.items()):
-            if p is not None and p.is_meta:
-                target = dtype if p.is_floating_point() else p.dtype
-                module._parameters[name] = nn.Parameter(
-                    torch.empty(p.shape, dtype=target, device=device), requires_grad=p.requires_grad
-                )
-        for name, b in list(module._buffers.items()):
-            if b is not None and b.is_meta:
-                module._buffers[name] = torch.empty(b.shape, dtype=b.dtype, device=device)
-    if isinstance(model, GPT):
-        model.rebuild_rope_cache(device)
 
 
 def _checkpoint_blocks(model: GPT) -> None:
@@ -469,6 +492,10 @@ class Fake4bitLinear(nn.Module):
             else None
         )
 
+    def reset_parameters(self) -> None:
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
     def dequantize(self, dtype: torch.dtype) -> torch.Tensor:
         """A dequantized ``(out, in)`` weight in ``dtype``, with the temporaries bnb allocates."""
         absmax = None
@@ -477,10 +504,10 @@ class Fake4bitLinear(nn.Module):
         shape = (self.out_features, self.in_features)
         if self.stack == "bnb-0.41":
             # 0.41 dequantized in the quant state's dtype, fp16 (Lightning quantized an fp16 copy).
-            half = torch.empty(shape, dtype=torch.float16, device=self.weight.device)
+            half = torch.zeros(shape, dtype=torch.float16, device=self.weight.device)
             del absmax
             return half.to(dtype) if dtype != torch.float16 else half
-        weight = torch.empty(shape, dtype=self.compute_dtype, device=self.weight.device)
+        weight = torch.zeros(shape, dtype=self.compute_dtype, device=self.weight.device)
         del absmax
         return weight if dtype == self.compute_dtype else weight.to(dtype)
 
@@ -488,7 +515,7 @@ class Fake4bitLinear(nn.Module):
         rows = x.numel() // x.size(-1)
         needs_grad = torch.is_grad_enabled() and x.requires_grad
         if not needs_grad and self._fused(rows):
-            return torch.empty(*x.shape[:-1], self.out_features, dtype=x.dtype, device=x.device)
+            return torch.zeros(*x.shape[:-1], self.out_features, dtype=x.dtype, device=x.device)
         return _Matmul4bit.apply(x, self)
 
     def _fused(self, rows: int) -> bool:

@@ -1,0 +1,455 @@
+"""The estimate of every row of a profile, and the ``conformance estimate`` command's logic.
+
+Each row becomes a :class:`litgpt_min.estimate.EstimateRequest` (the row's model, workload,
+method, quantization, micro-batch and devices; the runner options that move memory: precision,
+LoRA/Adapter settings, prompt and new tokens), is estimated without a GPU, and is compared with
+the row's published figure. Rows are estimated in order, so rows of the same model share the
+fake-tensor machinery's warm caches; every row takes well under a second.
+
+Output: ``--json`` prints one object per row (``id``, ``outcome``, ``max_memory_gb``, ``stack``,
+plus the expected outcome and figure and the relative error); otherwise a table (``--markdown``
+for the README) with the expected figure and the error beside each estimate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import multiprocessing
+import os
+import sys
+import time
+import types
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn, TextIO
+
+from conformance.expectations import DEFAULT_ROOT, Case, ExpectationError, Profile, load_profile
+from litgpt_min.adapter import AdapterSettings
+from litgpt_min.config import Config
+from litgpt_min.estimate import (
+    STACKS,
+    Estimate,
+    EstimateRequest,
+    Outcome,
+    Stack,
+    default_prompt_len,
+    default_seq_len,
+    estimate,
+    stack_for,
+)
+from litgpt_min.lora import LoRASettings
+
+StackChoice = str  # "current" | "profile"
+_RUNNER_PRECISION = "bf16-true"
+
+
+class EstimateUsageError(ValueError):
+    """Bad input to ``conformance estimate``: one line, exit status 2."""
+
+
+# Rows -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RowEstimate:
+    """One row's estimate beside its expected outcome and figure."""
+
+    id: str
+    outcome: Outcome
+    max_memory_gb: float | None
+    stack: Stack
+    how: str
+    expected_outcome: str
+    expected_gb: float | None
+    capacity_gb: float | None
+    unsupported: str | None = None
+
+    @property
+    def error_rel(self) -> float | None:
+        """(estimate - expected) / expected, when both are figures."""
+        if self.max_memory_gb is None or not self.expected_gb:
+            return None
+        return (self.max_memory_gb - self.expected_gb) / self.expected_gb
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "outcome": self.outcome,
+            "max_memory_gb": self.max_memory_gb,
+            "stack": self.stack,
+            "how": self.how,
+            "capacity_gb": self.capacity_gb,
+            "expected_outcome": self.expected_outcome,
+            "expected_max_memory_gb": self.expected_gb,
+            "error_rel": None if self.error_rel is None else round(self.error_rel, 4),
+            "unsupported": self.unsupported,
+        }
+
+
+def request_for_case(case: Case, stack: Stack) -> EstimateRequest:
+    """The estimate request of a profile row (the runner's defaults, its ``runner_options`` applied)."""
+    options = dict(case.runner_options)
+    config = Config.from_name(case.model)
+    lora = LoRASettings(**_prefixed(options, "lora_", LoRASettings))
+    adapter = AdapterSettings(**_prefixed(options, "adapter_", AdapterSettings))
+    prompt_len = default_prompt_len(case.model)
+    return EstimateRequest(
+        config=config,
+        workload=case.workload,
+        method=case.method or "none",
+        quantize=case.quantize,
+        precision=str(options.get("precision", _RUNNER_PRECISION)),
+        micro_batch_size=case.micro_batch_size or 1,
+        seq_len=default_seq_len(case.model, config),
+        prompt_len=prompt_len,
+        max_new_tokens=int(options.get("max_new_tokens", EstimateRequest.max_new_tokens)),
+        devices=case.devices,
+        lora=lora,
+        adapter=adapter,
+        stack=stack,
+    )
+
+
+def _prefixed(options: Mapping[str, Any], prefix: str, cls: type) -> dict[str, Any]:
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k[len(prefix) :]: v for k, v in options.items() if k.startswith(prefix) and k[len(prefix) :] in names}
+
+
+def profile_stack(profile: Profile, choice: StackChoice) -> Stack:
+    """``current``, or the stack of the profile's recorded bitsandbytes version (``profile``)."""
+    if choice == "current":
+        return "current"
+    return stack_for(profile.software.get("bitsandbytes"))
+
+
+def profile_capacity_gb(profile: Profile) -> float:
+    """What the profile's card can allocate: its usable memory, else its nominal memory."""
+    return float(profile.hardware.get("usable_memory_gb") or profile.hardware["memory_gb"])
+
+
+def estimate_case(case: Case, stack: Stack, capacity_gb: float | None) -> RowEstimate:
+    result: Estimate = estimate(request_for_case(case, stack))
+    return RowEstimate(
+        id=case.id,
+        outcome=result.outcome(capacity_gb),
+        max_memory_gb=result.max_memory_gb,
+        stack=result.stack,
+        how=result.how,
+        expected_outcome=case.outcome,
+        expected_gb=case.max_memory_gb,
+        capacity_gb=capacity_gb,
+        unsupported=result.unsupported,
+    )
+
+
+def estimate_profile(
+    profile: Profile,
+    *,
+    stack: Stack,
+    capacity_gb: float | None,
+    jobs: int = 1,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> list[RowEstimate]:
+    """Every row's estimate, in the profile's order; ``jobs`` > 1 spreads rows over processes."""
+    cases = profile.cases
+    if jobs <= 1 or len(cases) < 2:
+        rows = []
+        for i, case in enumerate(cases):
+            if progress is not None:
+                progress(i, len(cases), case.id)
+            rows.append(estimate_case(case, stack, capacity_gb))
+        return rows
+    # Spawned, not forked: the parent may have run OpenMP work (a forked child can hang in it).
+    context = multiprocessing.get_context("spawn")
+    # Rows of one model go to one worker, so that its fake-tensor caches stay warm.
+    order = sorted(range(len(cases)), key=lambda i: (cases[i].model, i))
+    chunks = [order[k::jobs] for k in range(jobs)]
+    chunks = [sorted(chunk, key=lambda i: (cases[i].model, i)) for chunk in chunks if chunk]
+    done: dict[int, RowEstimate] = {}
+    with ProcessPoolExecutor(max_workers=len(chunks), mp_context=context) as pool:
+        futures = [
+            pool.submit(_estimate_rows, profile.name, profile.directory.parent, chunk, stack, capacity_gb)
+            for chunk in chunks
+        ]
+        for future in as_completed(futures):
+            for index, row in future.result():
+                done[index] = row
+                if progress is not None:
+                    progress(len(done) - 1, len(cases), row.id)
+    return [done[i] for i in range(len(cases))]
+
+
+def _estimate_rows(
+    name: str, root: Path, indices: list[int], stack: Stack, capacity_gb: float | None
+) -> list[tuple[int, RowEstimate]]:
+    """A worker's share (the profile is loaded again here: its rows do not pickle)."""
+    cases = load_profile(name, root).cases
+    return [(i, estimate_case(cases[i], stack, capacity_gb)) for i in indices]
+
+
+def default_jobs() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+# Rendering --------------------------------------------------------------------------------------
+def _gb(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _expected(row: RowEstimate) -> str:
+    if row.expected_outcome == "ok":
+        return _gb(row.expected_gb)
+    return {"oom": "OOM", "unsupported": "N/A"}.get(row.expected_outcome, row.expected_outcome)
+
+
+def _estimated(row: RowEstimate) -> str:
+    if row.outcome == "unsupported":
+        return "N/A"
+    text = _gb(row.max_memory_gb)
+    return f"{text} (OOM)" if row.outcome == "oom" else text
+
+
+def _verdict(row: RowEstimate, tolerance: float) -> str:
+    """Whether the estimate agrees with the row: the figure within ``tolerance``, or the outcome."""
+    if row.expected_outcome == "ok":
+        if row.outcome != "ok":
+            return "miss"
+        err = row.error_rel
+        return "ok" if err is not None and abs(err) <= tolerance else "miss"
+    if row.expected_outcome in ("oom", "error"):
+        return "ok" if row.outcome == "oom" else "miss"
+    return "ok" if row.outcome == row.expected_outcome else "miss"
+
+
+def render_table(rows: list[RowEstimate], tolerance: float, markdown: bool) -> str:
+    header = ("row", "table GB", "estimate GB", "error", "agrees")
+    body = [
+        (
+            r.id,
+            _expected(r),
+            _estimated(r),
+            "" if r.error_rel is None else f"{r.error_rel:+.1%}",
+            _verdict(r, tolerance),
+        )
+        for r in rows
+    ]
+    lines = []
+    if markdown:
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|" + "|".join(["---"] + ["---:"] * 3 + [":---:"]) + "|")
+        lines += ["| " + " | ".join(cells) + " |" for cells in body]
+    else:
+        widths = [max(len(str(c[i])) for c in [header, *body]) for i in range(len(header))]
+        lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+        lines += ["  ".join(str(c).ljust(w) for c, w in zip(cells, widths)) for cells in body]
+    lines.append("")
+    lines.append(summary(rows, tolerance))
+    return "\n".join(lines) + "\n"
+
+
+def summary(rows: list[RowEstimate], tolerance: float) -> str:
+    errors = sorted(abs(r.error_rel) for r in rows if r.error_rel is not None and r.expected_outcome == "ok")
+    agree = sum(_verdict(r, tolerance) == "ok" for r in rows)
+    median = errors[len(errors) // 2] if errors else math.nan
+    stacks = sorted({r.stack for r in rows})
+    capacity = rows[0].capacity_gb if rows else None
+    return (
+        f"{agree}/{len(rows)} rows agree (figures within ±{tolerance:.0%}, outcomes at {_gb(capacity)} GB); "
+        f"|error| median {median:.1%}, max {errors[-1] if errors else math.nan:.1%} over {len(errors)} figures; "
+        f"stack: {', '.join(stacks)}"
+    )
+
+
+# The command ------------------------------------------------------------------------------------
+def add_parser(sub: Any) -> None:
+    """The ``estimate`` subcommand, on ``conformance``'s subparsers."""
+    p = sub.add_parser(
+        "estimate",
+        help="estimate peak GPU memory without a GPU: every row of a profile, or one configuration",
+        description="Peak memory (torch.cuda.max_memory_allocated) estimated on fake tensors, without a GPU.",
+    )
+    p.error = types.MethodType(_one_line_error, p)  # type: ignore[method-assign]
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--profile", help="estimate every row of this profile")
+    what.add_argument("--model", help="a registry model name (ad hoc estimate)")
+    what.add_argument("--config", type=Path, help="a lit_config.json (ad hoc estimate)")
+    p.add_argument("--expectations", type=Path, default=DEFAULT_ROOT, metavar="DIR")
+    p.add_argument("--workload", choices=("finetune", "inference"))
+    p.add_argument("--method", choices=("lora", "adapter", "adapter_v2"))
+    p.add_argument("--quantize", default=None)
+    p.add_argument("--precision", default=_RUNNER_PRECISION)
+    p.add_argument("--micro-batch-size", type=_positive_int, default=1)
+    p.add_argument("--seq-len", type=_positive_int, default=None, help="default: the longest Alpaca sample")
+    p.add_argument("--prompt-len", type=_positive_int, default=None, help="default: the generate runner's prompt")
+    p.add_argument("--max-new-tokens", type=_positive_int, default=EstimateRequest.max_new_tokens)
+    p.add_argument("--devices", type=_positive_int, default=1)
+    p.add_argument("--capacity-gb", type=_positive_float, default=None, help="default: the profile's usable memory")
+    p.add_argument("--stack", choices=("current", "profile"), default="current")
+    p.add_argument("--tolerance", type=_positive_float, default=None, help="default: the profile's memory_rel")
+    p.add_argument("--jobs", type=_positive_int, default=default_jobs(), help="processes for a profile's rows")
+    p.add_argument("--json", action="store_true", help="one JSON object per row")
+    p.add_argument("--markdown", action="store_true", help="the table as Markdown")
+    for prefix, cls in (("lora", LoRASettings), ("adapter", AdapterSettings)):
+        for f in dataclasses.fields(cls):
+            flag, dest = f"--{prefix}-" + f.name.replace("_", "-"), f"{prefix}_{f.name}"
+            if isinstance(f.default, bool):
+                p.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None)
+            elif isinstance(f.default, float):
+                p.add_argument(flag, dest=dest, type=_finite_float, default=None)
+            else:
+                p.add_argument(flag, dest=dest, type=int, default=None)
+
+
+def _one_line_error(parser: argparse.ArgumentParser, message: str) -> NoReturn:
+    print(f"{parser.prog}: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """``conformance estimate``: 0, or 2 with one line on ``err`` for bad input."""
+    out = sys.stdout if out is None else out
+    err = sys.stderr if err is None else err
+    try:
+        if args.profile is not None:
+            return _run_profile(args, out, err)
+        return _run_ad_hoc(args, out)
+    except (EstimateUsageError, ExpectationError, ValueError) as exc:
+        text = " ".join(str(exc).split())
+        print(f"conformance estimate: {text}", file=err)
+        return 2
+
+
+def _run_profile(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    profile = load_profile(args.profile, args.expectations)
+    stack = profile_stack(profile, args.stack)
+    capacity = args.capacity_gb if args.capacity_gb is not None else profile_capacity_gb(profile)
+    tolerance = args.tolerance if args.tolerance is not None else profile.tolerances.memory_rel
+    show = err.isatty() and not args.json
+    started = time.perf_counter()
+
+    def progress(i: int, n: int, case_id: str) -> None:
+        err.write(f"\r[{i + 1}/{n}] {case_id[:70]:<70}")
+        err.flush()
+
+    rows = estimate_profile(
+        profile, stack=stack, capacity_gb=capacity, jobs=args.jobs, progress=progress if show else None
+    )
+    if show:
+        err.write("\r" + " " * 80 + "\r")
+    if args.json:
+        for row in rows:
+            out.write(json.dumps(row.to_json(), sort_keys=True) + "\n")
+        return 0
+    out.write(render_table(rows, tolerance, args.markdown))
+    out.write(f"stack {stack}: {STACKS[stack]}\n")
+    out.write(f"{len(rows)} rows in {time.perf_counter() - started:.1f} s\n")
+    return 0
+
+
+def _run_ad_hoc(args: argparse.Namespace, out: TextIO) -> int:
+    if args.workload is None:
+        raise EstimateUsageError("--workload finetune|inference is required with --model/--config")
+    if args.workload == "finetune" and args.method is None:
+        raise EstimateUsageError("--method lora|adapter|adapter_v2 is required for --workload finetune")
+    config, name = _config(args)
+    stack: Stack = "bnb-0.41" if args.stack == "profile" else "current"
+    seq_len = args.seq_len if args.seq_len is not None else _default(default_seq_len, name, config, "--seq-len")
+    prompt_len = (
+        args.prompt_len if args.prompt_len is not None else _default(default_prompt_len, name, None, "--prompt-len")
+    )
+    request = EstimateRequest(
+        config=config,
+        workload=args.workload,
+        method=args.method or "none",
+        quantize=args.quantize,
+        precision=args.precision,
+        micro_batch_size=args.micro_batch_size,
+        seq_len=seq_len if args.workload == "finetune" else 1,
+        prompt_len=prompt_len if args.workload == "inference" else 1,
+        max_new_tokens=args.max_new_tokens,
+        devices=args.devices,
+        lora=LoRASettings(**_given(args, "lora", LoRASettings)),
+        adapter=AdapterSettings(**_given(args, "adapter", AdapterSettings)),
+        stack=stack,
+    )
+    result = estimate(request)
+    obj = {
+        "model": name,
+        "workload": args.workload,
+        "outcome": result.outcome(args.capacity_gb),
+        "max_memory_gb": result.max_memory_gb,
+        "capacity_gb": args.capacity_gb,
+        "stack": result.stack,
+        "how": result.how,
+        "unsupported": result.unsupported,
+    }
+    if args.json:
+        out.write(json.dumps(obj, sort_keys=True) + "\n")
+    else:
+        for key, value in obj.items():
+            out.write(f"{key}: {value}\n")
+    return 0
+
+
+def _default(fn: Callable[..., int], name: str, config: Config | None, flag: str) -> int:
+    try:
+        return fn(name, config) if config is not None else fn(name)
+    except ValueError as exc:
+        raise EstimateUsageError(f"{exc}; give {flag}") from None
+
+
+def _given(args: argparse.Namespace, prefix: str, cls: type) -> dict[str, Any]:
+    return {f.name: v for f in dataclasses.fields(cls) if (v := getattr(args, f"{prefix}_{f.name}")) is not None}
+
+
+def _config(args: argparse.Namespace) -> tuple[Config, str]:
+    if args.model is not None:
+        return Config.from_name(args.model), args.model
+    path: Path = args.config
+    if not path.is_file():
+        raise EstimateUsageError(f"{path}: no such config file")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EstimateUsageError(f"{path}: not a JSON file ({exc})") from None
+    if not isinstance(data, dict):
+        raise EstimateUsageError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    try:
+        config = Config.from_dict(data)
+    except (TypeError, ValueError) as exc:
+        raise EstimateUsageError(f"{path}: {exc}") from None
+    return config, str(data.get("name") or path.parent.name)
+
+
+def rows_by_id(rows: Iterable[RowEstimate]) -> dict[str, RowEstimate]:
+    return {r.id: r for r in rows}

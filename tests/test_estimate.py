@@ -1,0 +1,311 @@
+"""Tests for the GPU-free peak-memory estimate (litgpt_min/estimate.py, conformance/estimate.py).
+
+Tiny configs in fp32: the estimate on fake tensors must equal what the same step tracks on real
+CPU tensors, the layer extrapolation must equal the full-depth run, and the command's output and
+bad-input contract must hold.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+
+from conformance.cli import main as conformance_main
+from litgpt_min.build import build_model
+from litgpt_min.config import Config
+from litgpt_min.estimate import (
+    Estimate,
+    EstimateRequest,
+    estimate,
+    fake_peak,
+    run_step,
+    stack_for,
+)
+from litgpt_min.finetune import hyperparameters, make_optimizer, micro_step, optimizer_step
+from litgpt_min.measure import LiveTensorTracker
+
+CPU = torch.device("cpu")
+
+
+def tiny(
+    name: str = "tiny-llama",
+    workload: str = "finetune",
+    method: str = "lora",
+    n_layer: int | None = None,
+    **kw: object,
+) -> EstimateRequest:
+    config = Config.from_name(name)
+    if n_layer is not None:
+        config = dataclasses.replace(config, n_layer=n_layer)
+    defaults: dict[str, object] = {"precision": "32-true", "seq_len": 40, "prompt_len": 7, "max_new_tokens": 5}
+    defaults.update(kw)
+    return EstimateRequest(config, workload, method if workload == "finetune" else "none", **defaults)  # type: ignore[arg-type]
+
+
+def real_peak(request: EstimateRequest) -> int:
+    """The estimator's step on real CPU tensors, tracked from the first allocation."""
+    with LiveTensorTracker() as tracker:
+        run_step(request, CPU)
+    return tracker.peak_bytes
+
+
+# --------------------------------------------------------------------------------------------
+# The tracker under fake tensors
+# --------------------------------------------------------------------------------------------
+def test_tracker_counts_fake_cpu_allocations_rounded_and_releases_them() -> None:
+    with FakeTensorMode(), LiveTensorTracker() as tracker:
+        a = torch.empty(1000, dtype=torch.float32)  # 4000 bytes -> 4096
+        view = a.view(10, 100)
+        assert tracker.live_bytes == 4096
+        b = torch.empty(10, dtype=torch.bfloat16)  # 20 bytes -> 512
+        assert tracker.live_bytes == 4096 + 512
+        del a
+        assert tracker.live_bytes == 4096 + 512  # the view keeps its base alive
+        del view, b
+        assert tracker.live_bytes == 0
+    assert tracker.peak_bytes == 4096 + 512
+
+
+# --------------------------------------------------------------------------------------------
+# The estimate equals real runs
+# --------------------------------------------------------------------------------------------
+CASES = [
+    pytest.param(dict(name="tiny-llama", method="lora"), id="lora-llama"),
+    pytest.param(dict(name="tiny-neox", method="adapter", adapter=None), id="adapter-neox"),
+    pytest.param(dict(name="tiny-phi", method="adapter_v2"), id="adapter_v2-phi"),
+    pytest.param(dict(name="tiny-llama", method="lora", micro_batch_size=3), id="lora-mb3"),
+    pytest.param(dict(name="tiny-llama", method="lora", quantize="bnb.nf4"), id="lora-nf4"),
+    pytest.param(dict(name="tiny-phi", method="adapter_v2", quantize="bnb.nf4-dq"), id="adapter_v2-nf4_dq"),
+    pytest.param(dict(name="tiny-llama", workload="inference"), id="inference"),
+    pytest.param(dict(name="tiny-falcon", workload="inference", quantize="bnb.nf4"), id="inference-nf4"),
+    pytest.param(dict(name="tiny-llama", workload="inference", quantize="bnb.nf4-dq"), id="inference-nf4_dq"),
+]
+
+
+def _request(kw: dict[str, object]) -> EstimateRequest:
+    kw = dict(kw)
+    if "adapter" in kw:  # the tiny models have 2 layers: start the adapter at 0
+        from litgpt_min.adapter import AdapterSettings
+
+        kw["adapter"] = AdapterSettings(start_layer=0)
+    return tiny(**kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("kw", CASES)
+def test_fake_estimate_equals_the_same_step_on_real_cpu_tensors(kw: dict[str, object]) -> None:
+    request = _request(kw)
+    assert fake_peak(request) == real_peak(request)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        pytest.param(dict(name="tiny-llama", method="lora"), id="lora"),
+        pytest.param(dict(name="tiny-neox", method="adapter", adapter=None), id="adapter"),
+        pytest.param(dict(name="tiny-phi", method="adapter_v2"), id="adapter_v2"),
+        pytest.param(dict(name="tiny-llama", workload="inference"), id="inference"),
+    ],
+)
+def test_estimate_equals_the_runners_own_step(kw: dict[str, object]) -> None:
+    """Unquantized: the runner's build, optimizer and step (litgpt_min.finetune / generate), tracked."""
+    request = _request(kw)
+    if request.workload == "finetune":
+        with LiveTensorTracker() as tracker:
+            model = build_model(
+                request.config,
+                request.method,
+                device=CPU,
+                dtype=torch.float32,
+                lora=request.lora,
+                adapter=request.adapter,
+            )
+            model.max_seq_length = request.seq_len
+            model.train()
+            hp = hyperparameters(request.method, micro_batch_size=request.micro_batch_size)
+            optimizer, _ = make_optimizer([p for p in model.parameters() if p.requires_grad], hp, None)
+            ids = torch.zeros(request.micro_batch_size, request.seq_len, dtype=torch.long)
+            micro_step(model, ids, ids.clone(), hp.gradient_accumulation_iters, hp.lm_head_chunk_size)
+            optimizer_step(optimizer)
+        measured = tracker.peak_bytes
+    else:
+        from litgpt_min.generate import generate
+
+        with LiveTensorTracker() as tracker:
+            model = build_model(request.config, "none", device=CPU, dtype=torch.float32)
+            model.eval()
+            model.max_seq_length = request.prompt_len + request.max_new_tokens
+            model.set_kv_cache(batch_size=1, device=CPU, dtype=torch.float32)
+            prompt = torch.zeros(request.prompt_len, dtype=torch.long)
+            generate(model, prompt, request.prompt_len + request.max_new_tokens, temperature=0.8, top_k=200)
+        measured = tracker.peak_bytes
+    assert estimate(request, extrapolate=False).peak_bytes == measured
+
+
+@pytest.mark.parametrize("quantize", ["bnb.nf4", "bnb.nf4-dq"])
+def test_quantized_weights_hold_bitsandbytes_bytes(quantize: str) -> None:
+    """The 4-bit stand-in holds what a real bnb layer holds (packed codes + quant state)."""
+    pytest.importorskip("bitsandbytes")
+    request = tiny("tiny-llama", "inference", quantize=quantize)
+    with LiveTensorTracker() as real:
+        model = build_model(request.config, "none", device=CPU, dtype=torch.float32, quantize=quantize)
+        resident_real = real.live_bytes
+    from litgpt_min.estimate import build_for_estimate
+
+    with FakeTensorMode(), LiveTensorTracker() as fake:
+        fake_model = build_for_estimate(request, CPU)
+        resident_fake = fake.live_bytes
+    del model, fake_model
+    # bnb also allocates a few small process-wide tensors at its first quantization (cached code
+    # tables), which the stand-in does not model: allow ~1.5 KiB per quantized layer.
+    n_linears = 5 * request.config.n_layer + 1
+    assert abs(resident_fake - resident_real) <= 1536 * n_linears
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        pytest.param(dict(name="tiny-llama", method="lora"), id="lora"),
+        pytest.param(dict(name="tiny-neox", method="adapter"), id="adapter"),
+        pytest.param(dict(name="tiny-phi", method="adapter_v2", quantize="bnb.nf4"), id="adapter_v2-nf4"),
+        pytest.param(dict(name="tiny-llama", method="lora", quantize="bnb.nf4-dq", stack="bnb-0.41"), id="nf4_dq-0.41"),
+        pytest.param(dict(name="tiny-falcon", workload="inference"), id="inference"),
+        pytest.param(dict(name="tiny-llama", workload="inference", quantize="bnb.nf4"), id="inference-nf4"),
+        pytest.param(dict(name="tiny-llama", method="lora", devices=2), id="fsdp"),
+    ],
+)
+def test_layer_extrapolation_equals_the_full_depth_run(kw: dict[str, object]) -> None:
+    request = tiny(n_layer=7, **kw)  # type: ignore[arg-type]
+    extrapolated = estimate(request)
+    assert extrapolated.how in ("fake-run-extrapolated", "fsdp-analytic")
+    assert extrapolated.peak_bytes == estimate(request, extrapolate=False).peak_bytes
+
+
+def test_the_estimate_does_not_depend_on_the_fake_device_but_attention_does() -> None:
+    """Fake cpu tensors take the flash-style SDPA kernel (no T x T scores); the math path does not."""
+    request = tiny("tiny-llama", seq_len=200)
+    with FakeTensorMode(), LiveTensorTracker() as math_path:
+        with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
+            run_step(request, CPU)
+    assert fake_peak(request) < math_path.peak_bytes
+
+
+def test_bnb_041_stack_costs_more_than_the_current_one_in_training_only() -> None:
+    current = estimate(tiny(quantize="bnb.nf4", seq_len=200)).peak_bytes
+    old = estimate(tiny(quantize="bnb.nf4", seq_len=200, stack="bnb-0.41")).peak_bytes
+    assert current is not None and old is not None and old > current
+    assert stack_for("0.41.1") == "bnb-0.41" and stack_for("0.50.2") == "current" and stack_for(None) == "current"
+
+
+# --------------------------------------------------------------------------------------------
+# Outcomes
+# --------------------------------------------------------------------------------------------
+def test_outcome_at_a_capacity() -> None:
+    result = estimate(tiny())
+    assert result.peak_bytes is not None
+    gb = result.peak_bytes / 1e9
+    assert result.outcome(None) == "ok"
+    assert result.outcome(gb * 1.01) == "ok"
+    assert result.outcome(gb * 0.99) == "oom"
+
+
+def test_quantized_several_devices_is_unsupported() -> None:
+    result = estimate(tiny(quantize="bnb.nf4", devices=2))
+    assert result == Estimate(None, "current", "refused", unsupported=result.unsupported)
+    assert result.outcome(1.0) == "unsupported" and "several devices" in (result.unsupported or "")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("seq_len", 0), ("micro_batch_size", -1), ("devices", 0), ("seq_len", 10_000), ("precision", "fp8")],
+)
+def test_request_refuses_bad_values(field: str, value: object) -> None:
+    with pytest.raises(ValueError):
+        tiny(**{field: value})  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------------------------
+# The command
+# --------------------------------------------------------------------------------------------
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = conformance_main(["estimate", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_ad_hoc_json_has_outcome_and_figure(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(
+        ["--model", "tiny-llama", "--workload", "finetune", "--method", "lora", "--precision", "32-true", "--json"],
+        capsys,
+    )
+    assert code == 0
+    obj = json.loads(out)
+    assert obj["outcome"] == "ok" and obj["max_memory_gb"] > 0 and obj["stack"] == "current"
+    code, out, _ = run_cli(
+        ["--model", "tiny-llama", "--workload", "finetune", "--method", "lora", "--capacity-gb", "0.0001", "--json"],
+        capsys,
+    )
+    assert code == 0 and json.loads(out)["outcome"] == "oom"
+
+
+def test_ad_hoc_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "lit_config.json"
+    Config.from_name("tiny-neox").to_file(path)
+    args = ["--config", str(path), "--workload", "inference", "--prompt-len", "5", "--json"]
+    code, out, _ = run_cli(args, capsys)
+    assert code == 0 and json.loads(out)["outcome"] == "ok"
+
+
+def test_profile_json_one_object_per_row(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(["--profile", "cpu-tiny", "--json", "--jobs", "1"], capsys)
+    assert code == 0
+    rows = [json.loads(line) for line in out.splitlines()]
+    from conformance.expectations import load_profile
+
+    assert [r["id"] for r in rows] == [c.id for c in load_profile("cpu-tiny").cases]
+    for row in rows:
+        assert {"id", "outcome", "max_memory_gb", "stack"} <= row.keys()
+        assert row["outcome"] in ("ok", "oom", "unsupported")
+        assert (row["max_memory_gb"] is None) == (row["outcome"] == "unsupported")
+
+
+def test_profile_table_has_expected_and_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(["--profile", "cpu-tiny", "--markdown", "--jobs", "1"], capsys)
+    assert code == 0
+    assert "| row | table GB | estimate GB | error | agrees |" in out
+    assert "finetune-lora-tiny_llama-noquant-mb2-1gpu" in out
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--model", "tiny-llama", "--workload", "finetune", "--method", "lora", "--micro-batch-size", "0"],
+        ["--model", "tiny-llama", "--workload", "finetune", "--method", "lora", "--seq-len", "-3"],
+        ["--model", "tiny-llama", "--workload", "inference", "--capacity-gb", "nan"],
+        ["--model", "tiny-llama", "--workload", "inference", "--lora-dropout", "nan"],
+        ["--model", "no-such-model", "--workload", "inference"],
+        ["--config", "/nonexistent/lit_config.json", "--workload", "inference"],
+        ["--config", "LIST", "--workload", "inference"],
+        ["--model", "tiny-llama", "--workload", "finetune"],
+        ["--profile", "no-such-profile"],
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(
+    args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if "LIST" in args:
+        path = tmp_path / "lit_config.json"
+        path.write_text("[1, 2]")
+        args = [str(path) if a == "LIST" else a for a in args]
+    try:
+        code = conformance_main(["estimate", *args, "--json"])
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code
+    out, err = capsys.readouterr()
+    assert code == 2, err
+    assert out == ""
+    assert len(err.strip().splitlines()) == 1, err
