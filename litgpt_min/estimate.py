@@ -54,9 +54,8 @@ Modelling assumptions (each one is a place the estimate can be wrong):
 from __future__ import annotations
 
 import dataclasses
-import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
@@ -73,7 +72,7 @@ from litgpt_min.data import load_length_profile, tokenizer_family
 from litgpt_min.finetune import hyperparameters, micro_step, optimizer_step
 from litgpt_min.generate import GenerateSettings, generate
 from litgpt_min.lora import LoRASettings
-from litgpt_min.measure import ALLOCATION_GRANULARITY, LiveTensorTracker, UnsupportedCombination, round_allocation
+from litgpt_min.measure import LiveTensorTracker, round_allocation
 from litgpt_min.model import GPT, Block
 from litgpt_min.peft import Method, apply_method, check_method, mark_trainable
 from litgpt_min.quantize import BLOCKSIZE, NESTED_BLOCKSIZE, QuantizeMode, bnb_args, materialize_rest, parse_mode
@@ -559,17 +558,17 @@ def _swap_linears(model: nn.Module, mode: QuantizeMode, dtype: torch.dtype, stac
 
 
 __all__ = [
-    "ALLOCATION_GRANULARITY",
+    "PRECISIONS",
     "STACKS",
     "Estimate",
     "EstimateRequest",
     "Fake4bitLinear",
-    "UnsupportedCombination",
     "build_for_estimate",
-    "default_dtype",
+    "default_prompt_len",
+    "default_seq_len",
     "estimate",
     "fake_peak",
-    "math",
+    "fake_peaks",
     "run_step",
     "stack_for",
 ]
