@@ -371,8 +371,8 @@ def _run_profile(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             out.write(json.dumps(row.to_json(), sort_keys=True) + "\n")
         return 0
     out.write(render_table(rows, tolerance, args.markdown))
-    out.write(f"stack {stack}: {STACKS[stack]}\n")
-    out.write(f"{len(rows)} rows in {time.perf_counter() - started:.1f} s\n")
+    out.write(f"Stack modelled: {stack}: {STACKS[stack]}.\n")
+    err.write(f"{len(rows)} rows in {time.perf_counter() - started:.1f} s\n")
     return 0
 
 

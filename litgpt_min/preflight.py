@@ -1,0 +1,81 @@
+"""Pre-flight: refuse, in seconds, a run whose estimated peak cannot fit the device.
+
+Before a finetune or generate run builds anything, its peak memory is estimated on fake tensors
+(:mod:`litgpt_min.estimate`) and compared with what the device can give it:
+
+- CUDA: the free memory of the device (``torch.cuda.mem_get_info``), or the memory cap when it is
+  lower;
+- CPU: ``MemAvailable`` from ``/proc/meminfo`` (what the kernel can give without swapping), or the
+  memory cap when it is lower. Without this, a too-big CPU run is killed by the operating system
+  with no message of ours.
+
+A run that does not fit raises :class:`PreflightRefusal` (an out-of-memory error, so that the
+runner reports outcome ``oom``), whose message holds the estimate and the limit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from litgpt_min.estimate import EstimateRequest, estimate
+from litgpt_min.measure import OutOfMemoryError
+
+MEMINFO = Path("/proc/meminfo")
+
+
+class PreflightRefusal(OutOfMemoryError):
+    """The estimated peak exceeds the device's limit; raised before anything is built."""
+
+
+@dataclass(frozen=True)
+class Limit:
+    """The bytes a run may use on its device, and where that number comes from."""
+
+    bytes: int
+    source: str
+
+    @property
+    def gb(self) -> float:
+        return self.bytes / 1e9
+
+
+def device_limit(device: torch.device, cap_gb: float | None = None) -> Limit | None:
+    """What a run may allocate on ``device`` (None when unknown)."""
+    found: Limit | None = None
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        found = Limit(int(free), f"free memory of {torch.cuda.get_device_name(device)}")
+    elif device.type == "cpu":
+        available = mem_available_bytes()
+        if available is not None:
+            found = Limit(available, "MemAvailable in /proc/meminfo")
+    if cap_gb is not None and (found is None or cap_gb * 1e9 < found.bytes):
+        found = Limit(int(cap_gb * 1e9), "the memory cap")
+    return found
+
+
+def mem_available_bytes(meminfo: Path = MEMINFO) -> int | None:
+    """``MemAvailable`` in bytes, or None where the kernel does not report it."""
+    try:
+        for line in meminfo.read_text(encoding="ascii").splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024  # reported in kB (KiB)
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def check(request: EstimateRequest, limit: Limit | None) -> float | None:
+    """Raise :class:`PreflightRefusal` when ``request`` cannot fit ``limit``; return the estimate in GB."""
+    result = estimate(request)
+    if result.peak_bytes is None:
+        return None  # unsupported combinations are refused by the run's own validation
+    if limit is not None and result.peak_bytes > limit.bytes:
+        raise PreflightRefusal(
+            f"pre-flight: estimated peak {result.peak_bytes / 1e9:.2f} GB exceeds the limit "
+            f"{limit.gb:.2f} GB ({limit.source}); nothing was run (--no-preflight runs it anyway)"
+        )
+    return result.peak_bytes / 1e9
