@@ -162,8 +162,11 @@ def estimate_profile(
                 progress(i, len(cases), case.id)
             rows.append(estimate_case(case, stack, capacity_gb))
         return rows
-    # Spawned, not forked: the parent may have run OpenMP work (a forked child can hang in it).
-    context = multiprocessing.get_context("spawn")
+    # Forked from a warmed-up parent, so that no worker pays the imports and the fake-tensor
+    # machinery's first-call set-up again. Workers only run fake tensors (no OpenMP compute, which
+    # a forked child of a parent that used it can hang in).
+    _warm_up()
+    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
     # Rows of one model go to one worker, so that its fake-tensor caches stay warm.
     order = sorted(range(len(cases)), key=lambda i: (cases[i].model, i))
     chunks = [order[k::jobs] for k in range(jobs)]
@@ -180,6 +183,13 @@ def estimate_profile(
                 if progress is not None:
                     progress(len(done) - 1, len(cases), row.id)
     return [done[i] for i in range(len(cases))]
+
+
+def _warm_up() -> None:
+    estimate(
+        EstimateRequest(Config.from_name("tiny-llama"), "finetune", "lora", precision="32-true", seq_len=8),
+        extrapolate=False,
+    )
 
 
 def _estimate_rows(
