@@ -57,8 +57,9 @@ def device_limit(device: torch.device, cap_gb: float | None = None) -> Limit | N
     return found
 
 
-def mem_available_bytes(meminfo: Path = MEMINFO) -> int | None:
+def mem_available_bytes(meminfo: Path | None = None) -> int | None:
     """``MemAvailable`` in bytes, or None where the kernel does not report it."""
+    meminfo = MEMINFO if meminfo is None else meminfo
     try:
         for line in meminfo.read_text(encoding="ascii").splitlines():
             if line.startswith("MemAvailable:"):

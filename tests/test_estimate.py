@@ -16,6 +16,7 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from conformance.cli import main as conformance_main
+from litgpt_min import preflight
 from litgpt_min.build import build_model
 from litgpt_min.config import Config
 from litgpt_min.estimate import (
@@ -27,7 +28,7 @@ from litgpt_min.estimate import (
     stack_for,
 )
 from litgpt_min.finetune import hyperparameters, make_optimizer, micro_step, optimizer_step
-from litgpt_min.measure import LiveTensorTracker
+from litgpt_min.measure import LiveTensorTracker, classify_exception
 
 CPU = torch.device("cpu")
 
@@ -309,3 +310,40 @@ def test_bad_arguments_exit_2_with_one_line(
     assert code == 2, err
     assert out == ""
     assert len(err.strip().splitlines()) == 1, err
+
+
+# --------------------------------------------------------------------------------------------
+# Pre-flight
+# --------------------------------------------------------------------------------------------
+def test_mem_available_is_read_from_meminfo(tmp_path: Path) -> None:
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       24000000 kB\nMemFree:  1000 kB\nMemAvailable:   12345678 kB\n")
+    assert preflight.mem_available_bytes(meminfo) == 12345678 * 1024
+    meminfo.write_text("MemTotal: 1 kB\n")
+    assert preflight.mem_available_bytes(meminfo) is None
+    assert preflight.mem_available_bytes(tmp_path / "absent") is None
+
+
+def test_cpu_limit_is_the_smaller_of_available_memory_and_the_cap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemAvailable:   1000000 kB\n")  # 1.024 GB
+    monkeypatch.setattr(preflight, "MEMINFO", meminfo)
+    limit = preflight.device_limit(CPU)
+    assert limit is not None and limit.bytes == 1_024_000_000 and "MemAvailable" in limit.source
+    capped = preflight.device_limit(CPU, cap_gb=0.5)
+    assert capped is not None and capped.bytes == 500_000_000 and "cap" in capped.source
+    assert preflight.device_limit(CPU, cap_gb=5.0) == limit
+
+
+def test_preflight_refuses_with_the_estimate_and_the_limit() -> None:
+    request = tiny()
+    peak = estimate(request).peak_bytes
+    assert peak is not None
+    assert preflight.check(request, preflight.Limit(peak, "test")) == pytest.approx(peak / 1e9)
+    with pytest.raises(preflight.PreflightRefusal) as refused:
+        preflight.check(request, preflight.Limit(peak - 1, "the memory cap"))
+    assert classify_exception(refused.value)[0] == "oom"
+    message = str(refused.value)
+    assert f"{peak / 1e9:.2f} GB" in message and "the memory cap" in message and "--no-preflight" in message
