@@ -206,7 +206,9 @@ def default_jobs() -> int:
 
 # Rendering --------------------------------------------------------------------------------------
 def _gb(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
+    if value is None:
+        return "-"
+    return f"{value:.2f}" if value >= 0.1 else f"{value:.3g}"
 
 
 def _expected(row: RowEstimate) -> str:

@@ -183,7 +183,7 @@ class Estimate:
 
     @property
     def max_memory_gb(self) -> float | None:
-        return None if self.peak_bytes is None else round(self.peak_bytes / 1e9, 3)
+        return None if self.peak_bytes is None else round(self.peak_bytes / 1e9, 6)
 
     def outcome(self, capacity_gb: float | None) -> Outcome:
         """ok / oom against ``capacity_gb`` (None: unlimited), or unsupported."""
