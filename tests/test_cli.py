@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -20,29 +21,12 @@ from litgpt_min.cli import main
 from litgpt_min.config import Config
 from litgpt_min.peft import count_params
 from litgpt_min.quantize import quantized_weight_bytes
+from litgpt_min.result import Result
 
 REPO = Path(__file__).resolve().parents[1]
 
-# The runner result's keys (.design/contracts.md, "The runner result").
-RESULT_KEYS = {
-    "workload",
-    "model",
-    "method",
-    "quantize",
-    "micro_batch_size",
-    "devices",
-    "precision",
-    "outcome",
-    "error",
-    "trainable_params",
-    "total_params",
-    "max_memory_gb",
-    "memory_source",
-    "time_1k_iters_min",
-    "tokens_per_sec",
-    "device",
-    "details",
-}
+# The runner result's keys: those of litgpt_min.result.Result, its one home.
+RESULT_KEYS = {f.name for f in dataclasses.fields(Result)}
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, list[str], str]:
@@ -63,13 +47,17 @@ def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[dict[str, 
     code, lines, err = run_cli(capsys, *argv, "--json")
     assert code == 0, err
     assert "Traceback" not in err
-    return json.loads(lines[-1]), lines[:-1], err
+    result = json.loads(lines[-1])
+    if argv[0] != "params":
+        assert Result.from_json(result).to_json() == result  # the one result format, round-tripped
+    return result, lines[:-1], err
 
 
 # ---------------------------------------------------------------------------------------------
-# params: the tables' counts (facts §2 and §7)
+# params: the tables' counts (docs/reference.md, "Parameter counts")
 # ---------------------------------------------------------------------------------------------
-# Adapter v2 also trains the base model's norms (already in the base total): facts §7's breakdown.
+# Adapter v2 also trains the base model's norms (already in the base total): docs/reference.md,
+# "Parameter counts".
 ADAPTER_V2_NORMS = {"stablelm-base-alpha-3b": 262_144 + 8_192, "Llama-2-7b-hf": 262_144 + 4_096}
 
 
@@ -179,21 +167,27 @@ BAD = {
         ("generate", *TINY, "--quantize", "bnb.nf4-dq", "--devices", "2"),
         r"(?i)quantization.*devices=2",
     ),
-    "max-iters-0": (("finetune", "lora", *TINY, "--max-iters", "0"), r"--max-iters must be >= 1, got 0"),
+    "max-iters-0": (("finetune", "lora", *TINY, "--max-iters", "0"), r"max_iters must be >= 1, got 0"),
     "quantize-mixed": (
         ("finetune", "lora", "--model", "tiny-llama", "--quantize", "bnb.nf4", "--precision", "bf16-mixed"),
         r"quantization and mixed precision \(bf16-mixed\)",
     ),
-    "negative-cap": (("finetune", "lora", *TINY, "--memory-cap-gb", "-1"), r"memory cap must be > 0 GB, got -1.0"),
-    "negative-cap-generate": (("generate", *TINY, "--memory-cap-gb", "-0.5"), r"memory cap must be > 0 GB"),
+    "negative-cap": (
+        ("finetune", "lora", *TINY, "--memory-cap-gb", "-1"),
+        r"memory_cap_gb must be a finite number > 0, got -1.0",
+    ),
+    "negative-cap-generate": (
+        ("generate", *TINY, "--memory-cap-gb", "-0.5"),
+        r"memory_cap_gb must be a finite number > 0",
+    ),
     "unknown-precision": (
         ("finetune", "lora", "--model", "tiny-llama", "--precision", "fp8"),
         r"unknown precision 'fp8'",
     ),
     "devices-0": (("finetune", "lora", *TINY, "--devices", "0"), r"devices must be >= 1, got 0"),
     "max-new-tokens-0": (("generate", *TINY, "--max-new-tokens", "0"), r"max_new_tokens must be >= 1, got 0"),
-    "negative-temperature": (("generate", *TINY, "--temperature", "-1"), r"temperature must be >= 0"),
-    "lora-r": (("params", "tiny-llama", "--method", "lora", "--lora-r", "-1"), r"lora r must be >= 0, got -1"),
+    "negative-temperature": (("generate", *TINY, "--temperature", "-1"), r"temperature must be a finite number >= 0"),
+    "lora-r": (("params", "tiny-llama", "--method", "lora", "--lora-r", "-1"), r"lora r must be >= 1, got -1"),
     "no-command": ((), r"required: command"),
 }
 

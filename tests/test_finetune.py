@@ -3,8 +3,10 @@ the whole loop on tiny configs (CPU, fp32; fp64 where values are compared exactl
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -17,13 +19,11 @@ from litgpt_min.adapter import AdapterSettings
 from litgpt_min.build import build_model
 from litgpt_min.config import Config
 from litgpt_min.finetune import (
-    REFERENCE,
-    Hyperparameters,
     TrainStats,
     chunked_cross_entropy,
     default_max_iters,
-    hyperparameters,
     learning_rate,
+    load_train_data,
     make_optimizer,
     micro_step,
     optimizer_step,
@@ -33,6 +33,7 @@ from litgpt_min.finetune import (
 from litgpt_min.lora import LoRASettings
 from litgpt_min.measure import synchronize
 from litgpt_min.model import GPT
+from litgpt_min.options import REFERENCE, FinetuneOptions, Hyperparameters, hyperparameters
 from litgpt_min.peft import Method
 
 CPU = torch.device("cpu")
@@ -224,7 +225,7 @@ def test_learning_rate_without_warmup() -> None:
     assert learning_rate(hp, 0) in (None, hp.learning_rate)
 
 
-# The scripts' module-level values at 8641822 on one device (facts §8).
+# The scripts' module-level values at 8641822 on one device (docs/reference.md, "Finetune loop").
 REFERENCE_TABLE = {
     "lora": dict(learning_rate=3e-4, batch_size=128, micro_batch_size=4, weight_decay=0.01, warmup_steps=100, cosine_t_max=390),
     "adapter": dict(learning_rate=3e-3, batch_size=64, micro_batch_size=4, weight_decay=0.02, warmup_steps=1562, cosine_t_max=None),
@@ -435,3 +436,31 @@ def test_hyperparameters_are_a_frozen_dataclass() -> None:
     with pytest.raises(AttributeError):
         hp.learning_rate = 1.0  # type: ignore[misc]
     assert isinstance(hp, Hyperparameters)
+
+
+# ---------------------------------------------------------------------------------------------
+# load_train_data: real Alpaca when a data file is given, synthetic otherwise
+# ---------------------------------------------------------------------------------------------
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+ALPACA = SHARED / "alpaca" / "alpaca_data.json"
+NEOX_TOKENIZER = SHARED / "tokenizers" / "gpt-neox-20b"
+
+
+def test_load_train_data_is_synthetic_without_a_data_file() -> None:
+    tiny = load_train_data(FinetuneOptions("lora", REFERENCE["lora"]), "tiny-llama", Config.from_name("tiny-llama"))
+    assert isinstance(tiny, data.SyntheticAlpaca)
+    assert tiny.longest_length == 256 and int(tiny[tiny.longest_index].input_ids.max()) < 320
+
+
+@pytest.mark.skipif(not ALPACA.is_file() or not NEOX_TOKENIZER.is_dir(), reason=f"{SHARED} is absent")
+def test_load_train_data_reads_a_data_file_and_checks_the_vocabulary(tmp_path: Path) -> None:
+    records = data.read_alpaca(ALPACA)[:30]
+    (tmp_path / "alpaca_data.json").write_text(json.dumps(records))
+    options = FinetuneOptions(
+        "lora", REFERENCE["lora"], data_file=str(tmp_path / "alpaca_data.json"), tokenizer_dir=str(NEOX_TOKENIZER)
+    )
+    real = load_train_data(options, "pythia-70m", Config.from_name("pythia-70m", block_size=64))
+    assert isinstance(real, data.SampleList) and len(real) == len(data.split_indices(30)[0])
+    assert real.longest_length == 64  # cut to the block size
+    with pytest.raises(ValueError, match="vocabulary of 50277 tokens does not fit model 'tiny-neox'"):
+        load_train_data(options, "tiny-neox", Config.from_name("tiny-neox"))

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from litgpt_min.config import Config
 from litgpt_min.lora import LoRALinear, LoRAQKVLinear, LoRASettings, apply_lora, merge_lora, qkv_target_rows
 from litgpt_min.model import GPT
-from litgpt_min.peft import mark_trainable, num_params
+from litgpt_min.params import num_params
+from litgpt_min.peft import mark_trainable
 
 # MHA, GQA (2 groups of 2) and MQA tiny configs.
 CONFIGS = ["tiny-neox", "tiny-llama", "tiny-falcon"]

@@ -14,6 +14,7 @@ from litgpt_min.adapter import AdapterSettings
 from litgpt_min.config import Config
 from litgpt_min.lora import LoRASettings
 from litgpt_min.model import GPT
+from litgpt_min.params import num_params
 from litgpt_min.peft import (
     METHODS,
     apply_method,
@@ -21,7 +22,6 @@ from litgpt_min.peft import (
     check_method,
     count_params,
     mark_trainable,
-    num_params,
     trainable_state_dict,
 )
 
