@@ -44,7 +44,8 @@ needs_shared = pytest.mark.skipif(
     not ALPACA.is_file(), reason=f"{SHARED} is absent: the real Alpaca file and tokenizers live in ../shared/data"
 )
 
-# resource-tables.md @8641822: the longest train example per tokenizer (facts of the reference).
+# tutorials/resource-tables.md: the longest train example per tokenizer (docs/reference.md, "Alpaca
+# template and split").
 PUBLISHED_LONGEST = {"phi-1_5": 1044, "gpt-neox-20b": 1034, "llama2": 1304, "falcon": 1079}
 
 
@@ -72,7 +73,7 @@ def train_texts() -> tuple[list[int], list[str]]:
 
 
 # --------------------------------------------------------------------------------------------
-# Prompt template (facts section 10, exact text)
+# Prompt template (docs/reference.md, "Alpaca template and split"; upstream scripts/prepare_alpaca.py)
 # --------------------------------------------------------------------------------------------
 
 
