@@ -217,8 +217,8 @@ def check_adapter_layers(method: str, adapter: AdapterSettings, config: Config) 
     last = config.n_layer - 1 if method == "adapter" else config.n_layer
     if adapter.start_layer > last:
         raise ValueError(
-            f"adapter start_layer {adapter.start_layer} is past model {config.name!r}'s {config.n_layer} layers "
-            f"(at most {last} for {method})"
+            f"adapter start_layer {adapter.start_layer} is past the layers of model {config.name!r} "
+            f"({config.n_layer} layers: at most {last} for {method})"
         )
 
 
@@ -270,8 +270,8 @@ class RunRequest:
             prompt = self.options.prompt_tokens(self.model)
             if prompt + settings.max_new_tokens > config.block_size:
                 raise ValueError(
-                    f"max_new_tokens {settings.max_new_tokens} after a {prompt}-token prompt exceeds model "
-                    f"{self.model!r}'s block size {config.block_size} (at most {config.block_size - prompt})"
+                    f"max_new_tokens {settings.max_new_tokens} after a {prompt}-token prompt exceeds the block size "
+                    f"{config.block_size} of model {self.model!r} (at most {config.block_size - prompt})"
                 )
 
     @property

@@ -1,0 +1,169 @@
+"""Tests for litgpt_min.options: typed run options, each value checked where it enters, and the one
+builder from flat keys that the CLI, a profile's runner_options and the estimator share."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from litgpt_min import cli, run
+from litgpt_min.adapter import AdapterSettings
+from litgpt_min.lora import LoRASettings
+from litgpt_min.options import (
+    FLAT_OPTIONS,
+    REFERENCE,
+    FinetuneOptions,
+    GenerateOptions,
+    GenerateSettings,
+    RunRequest,
+    build_request,
+    hyperparameters,
+    peft_settings,
+)
+from litgpt_min.outcome import UnsupportedCombination
+
+REPO = Path(__file__).resolve().parents[1]
+CPU = {"accelerator": "cpu", "precision": "32-true"}
+
+
+def test_flat_keys_reach_the_typed_options() -> None:
+    request = build_request(
+        "finetune",
+        {"model": "tiny-llama", "method": "lora", "micro_batch_size": 1, "batch_size": 2, "learning_rate": 1,
+         "max_iters": 3, "lora_r": 4, "lora_key": True, "adapter_start_layer": 0, "quantize": None, **CPU},
+    )  # fmt: skip
+    options = request.options
+    assert isinstance(options, FinetuneOptions)
+    assert options.hyperparameters == hyperparameters("lora", micro_batch_size=1, batch_size=2, learning_rate=1.0)
+    assert isinstance(options.hyperparameters.learning_rate, float)  # an int is a float, stored as one
+    assert options.lora == LoRASettings(r=4, key=True) and options.adapter == AdapterSettings(start_layer=0)
+    assert (options.max_iters, options.data_file, options.tokenizer_dir) == (3, None, None)
+    assert (request.workload, request.method, request.micro_batch_size, request.quantize) == (
+        "finetune",
+        "lora",
+        1,
+        None,
+    )
+
+    generate = build_request("inference", {"model": "tiny-falcon", "max_new_tokens": 20, "top_k": 5, **CPU})
+    assert isinstance(generate.options, GenerateOptions)
+    assert generate.options.settings == GenerateSettings(max_new_tokens=20, top_k=5)
+    assert (generate.workload, generate.method, generate.micro_batch_size) == ("inference", None, None)
+
+
+def test_defaults_are_the_references() -> None:
+    request = build_request("finetune", {"model": "tiny-llama", "method": "adapter_v2"})
+    assert isinstance(request.options, FinetuneOptions)
+    assert request.options.hyperparameters == REFERENCE["adapter_v2"]
+    assert (request.precision, request.devices, request.accelerator, request.memory_cap_gb) == (
+        "bf16-true", 1, "auto", None,
+    )  # fmt: skip
+    assert build_request("inference", {"model": "tiny-llama"}).options == GenerateOptions()
+
+
+@pytest.mark.parametrize(
+    ("workload", "values", "match"),
+    [
+        ("finetune", {"model": "tiny-llama", "method": "lora", "max_iter": 3}, r"unknown run option 'max_iter' for finetune"),
+        ("finetune", {"model": "tiny-llama", "method": "lora", "top_k": 3}, r"unknown run option 'top_k' for finetune"),
+        ("inference", {"model": "tiny-llama", "lora_r": 4}, r"unknown run option 'lora_r' for inference"),
+        ("finetune", {"model": "tiny-llama", "method": "lora", "max_iters": "8"}, r"run option 'max_iters': expected int, got '8'"),
+        ("finetune", {"model": "tiny-llama", "method": "lora", "max_iters": True}, r"'max_iters': expected int, got True"),
+        ("finetune", {"model": "tiny-llama", "method": "lora", "lora_key": 1}, r"'lora_key': expected bool, got 1"),
+        ("finetune", {"model": "tiny-llama", "method": "lora", "learning_rate": "1e-3"}, r"'learning_rate': expected float"),
+        ("finetune", {"model": "tiny-llama", "method": "qlora"}, r"'method': 'qlora' is not one of lora, adapter, adapter_v2"),
+        ("finetune", {"model": "tiny-llama", "method": "lora", "quantize": "bnb.int8"}, r"'quantize': 'bnb.int8' is not one of"),
+        ("finetune", {"model": "tiny-llama"}, r"run option 'method' is required for finetune"),
+        ("inference", {"max_new_tokens": 3}, r"run option 'model' is required for inference"),
+        ("pretrain", {"model": "tiny-llama"}, r"unknown workload 'pretrain'"),
+        ("finetune", {"model": "llama-2-7b", "method": "lora"}, r"unknown model 'llama-2-7b'"),
+    ],
+)  # fmt: skip
+def test_bad_flat_keys_name_the_key(workload: Any, values: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        build_request(workload, values)
+
+
+def test_the_profiles_runner_options_build_requests() -> None:
+    """Every CPU profile row's runner_options, with the row's identity, is a valid request."""
+    built = 0
+    for path in sorted((REPO / "expectations" / "cpu-tiny").glob("*.json")):
+        for case in json.loads(path.read_text(encoding="utf-8"))["cases"]:
+            values = {"model": case["model"], "quantize": case.get("quantize"), **CPU, **case.get("runner_options", {})}
+            if case["workload"] == "finetune":
+                values.update(method=case["method"], micro_batch_size=case["micro_batch_size"])
+            request = build_request(case["workload"], values)
+            assert (request.workload, request.model, request.method) == (
+                case["workload"], case["model"], case.get("method"),
+            )  # fmt: skip
+            built += 1
+    assert built >= 10
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("finetune", "adapter", "--model", "tiny-neox", "--adapter-start-layer", "0", "--max-iters", "2", "--lora-r", "2"),
+        ("generate", "--model", "tiny-falcon", "--max-new-tokens", "3", "--top-k", "7", "--temperature", "0"),
+    ],
+)  # fmt: skip
+def test_the_cli_builds_the_request_build_request_builds(
+    monkeypatch: pytest.MonkeyPatch, argv: tuple[str, ...]
+) -> None:
+    seen: list[RunRequest] = []
+
+    class Stop(Exception):
+        pass
+
+    def spy(request: RunRequest, body: object) -> None:
+        seen.append(request)
+        raise Stop  # nothing runs
+
+    monkeypatch.setattr(run, "execute", spy)
+    with pytest.raises(Stop):
+        cli.main([*argv, "--accelerator", "cpu"])
+    args = cli.build_parser().parse_args([*argv, "--accelerator", "cpu"])
+    workload = "finetune" if argv[0] == "finetune" else "inference"
+    flat = {k: v for k in FLAT_OPTIONS[workload] if (v := getattr(args, k)) is not None}
+    assert seen == [build_request(workload, flat)]
+
+
+def test_every_flat_key_is_a_cli_option() -> None:
+    parser = cli.build_parser()
+    for command, workload in (("finetune", "finetune"), ("generate", "inference")):
+        sub = parser._subparsers._group_actions[0].choices[command]  # type: ignore[union-attr]
+        dests = {action.dest for action in sub._actions}
+        assert set(FLAT_OPTIONS[workload]) <= dests
+
+
+def test_peft_settings_from_flat_keys() -> None:
+    lora, adapter = peft_settings({"lora_r": 2, "lora_mlp": True, "adapter_prompt_length": 3, "lora_alpha": None})
+    assert (lora, adapter) == (LoRASettings(r=2, mlp=True), AdapterSettings(prompt_length=3))
+
+
+# The request's own checks (the CLI's regression cases are in test_cli.py) ------------------------------
+def test_requests_are_checked_against_the_model_and_the_machine(tmp_path: Path) -> None:
+    lora = FinetuneOptions("lora", REFERENCE["lora"])
+    with pytest.raises(UnsupportedCombination, match=r"quantization \(bnb.nf4\) is not supported with several devices"):
+        RunRequest("tiny-llama", lora, quantize="bnb.nf4", devices=2)
+    with pytest.raises(UnsupportedCombination, match=r"devices=2: multi-device"):
+        RunRequest("tiny-llama", lora, devices=2)
+    with pytest.raises(ValueError, match=r"unknown precision 'fp8'"):
+        RunRequest("tiny-llama", lora, precision="fp8")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"unknown accelerator 'tpu'"):
+        RunRequest("tiny-llama", lora, accelerator="tpu")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"adapter start_layer 2 is past the layers of model 'tiny-llama'"):
+        RunRequest("tiny-llama", FinetuneOptions("adapter", REFERENCE["adapter"]))  # the default start, 2 layers
+    # Adapter v2 starting after the last layer still trains its biases and scales (the CPU profile's rows).
+    RunRequest("tiny-phi", FinetuneOptions("adapter_v2", REFERENCE["adapter_v2"]))
+    assert (
+        RunRequest("tiny-llama", GenerateOptions(GenerateSettings(max_new_tokens=250))).options.settings.max_new_tokens
+        == 250
+    )
+    with pytest.raises(ValueError, match=r"finetuning needs a method"):
+        FinetuneOptions("none", REFERENCE["lora"])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"hyperparameters must be a Hyperparameters"):
+        FinetuneOptions("lora", {"learning_rate": 1.0})  # type: ignore[arg-type]
