@@ -14,6 +14,8 @@ import sys
 from typing import Any, NoReturn
 
 from litgpt_min.config import Config
+from litgpt_min.finetune import finetune_body
+from litgpt_min.generate import generate_body
 from litgpt_min.options import (
     FLAT_OPTIONS,
     PRECISIONS,
@@ -23,9 +25,11 @@ from litgpt_min.options import (
     peft_settings,
 )
 from litgpt_min.outcome import UnsupportedCombination
+from litgpt_min.params import num_params
 from litgpt_min.peft import METHODS, build_meta_model
 from litgpt_min.quantize import QUANTIZE_MODES, model_weight_bytes
 from litgpt_min.result import Result, Workload
+from litgpt_min.run import execute
 
 
 class UsageError(Exception):
@@ -84,8 +88,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_params(args: argparse.Namespace) -> dict[str, Any]:
-    from litgpt_min.params import num_params
-
     lora, adapter = peft_settings(vars(args))
     if args.precision not in PRECISIONS:
         raise UsageError(f"litgpt-min params: unknown precision {args.precision!r}")
@@ -105,11 +107,6 @@ def cmd_params(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_run(args: argparse.Namespace) -> Result:
-    # The runners import Lightning (seconds): only a finetune or generate command pays for it.
-    from litgpt_min.finetune import finetune_body
-    from litgpt_min.generate import generate_body
-    from litgpt_min.run import execute
-
     workload: Workload = "finetune" if args.command == "finetune" else "inference"
     request = build_request(workload, {name: getattr(args, name) for name in FLAT_OPTIONS[workload]})
     return execute(request, finetune_body if workload == "finetune" else generate_body)

@@ -468,13 +468,12 @@ def _layout(tmp: Path) -> None:
 def test_bad_run_options_are_refused_before_anything_is_built(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, case: str
 ) -> None:
-    from litgpt_min import build, run
+    from litgpt_min import cli
 
-    def heavy(*args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("a model or a run started before the options were checked")
+    def heavy(*args: Any, **kwargs: Any) -> Any:  # the only way to Fabric, a model, a measured run
+        raise AssertionError("a run started before the options were checked")
 
-    monkeypatch.setattr(run, "execute", heavy)
-    monkeypatch.setattr(build, "build_model", heavy)
+    monkeypatch.setattr(cli, "execute", heavy)
     _layout(tmp_path)
     argv, pattern = _refusals(tmp_path)[case]
     code, lines, err = run_cli(capsys, *argv, "--json")
@@ -492,3 +491,21 @@ def test_accelerator_cuda_without_cuda_is_one_line(capsys: pytest.CaptureFixture
         "litgpt-min: error: --accelerator cuda: CUDA is not available on this machine "
         "(torch.cuda.is_available() is False)\n"
     )
+
+
+def test_no_nan_or_infinity_reaches_the_json_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from litgpt_min import cli
+
+    def diverged(request: Any, body: Any) -> Result:  # a run whose loss went to NaN
+        return Result(workload="finetune", model=request.model, details={"losses": [1.5, math.nan, math.inf]})
+
+    monkeypatch.setattr(cli, "execute", diverged)
+    code, lines, _ = run_cli(capsys, "finetune", "lora", *TINY, "--json")
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{constant} is not JSON")
+
+    assert code == 0
+    assert json.loads(lines[-1], parse_constant=refuse)["details"]["losses"] == [1.5, "nan", "inf"]

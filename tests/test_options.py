@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from litgpt_min import cli, run
+from litgpt_min import cli
 from litgpt_min.adapter import AdapterSettings
 from litgpt_min.lora import LoRASettings
 from litgpt_min.options import (
@@ -122,7 +122,7 @@ def test_the_cli_builds_the_request_build_request_builds(
         seen.append(request)
         raise Stop  # nothing runs
 
-    monkeypatch.setattr(run, "execute", spy)
+    monkeypatch.setattr(cli, "execute", spy)
     with pytest.raises(Stop):
         cli.main([*argv, "--accelerator", "cpu"])
     args = cli.build_parser().parse_args([*argv, "--accelerator", "cpu"])
