@@ -225,45 +225,6 @@ def test_learning_rate_without_warmup() -> None:
     assert learning_rate(hp, 0) in (None, hp.learning_rate)
 
 
-# The scripts' module-level values at 8641822 on one device (docs/reference.md, "Finetune loop").
-REFERENCE_TABLE = {
-    "lora": dict(learning_rate=3e-4, batch_size=128, micro_batch_size=4, weight_decay=0.01, warmup_steps=100, cosine_t_max=390),
-    "adapter": dict(learning_rate=3e-3, batch_size=64, micro_batch_size=4, weight_decay=0.02, warmup_steps=1562, cosine_t_max=None),
-    "adapter_v2": dict(learning_rate=3e-3, batch_size=128, micro_batch_size=2, weight_decay=0.02, warmup_steps=781, cosine_t_max=None),
-}  # fmt: skip
-
-
-@pytest.mark.parametrize("method", sorted(REFERENCE_TABLE))
-def test_hyperparameter_defaults_are_the_reference_table(method: str) -> None:
-    hp = hyperparameters(method)
-    assert {k: getattr(hp, k) for k in REFERENCE_TABLE[method]} == REFERENCE_TABLE[method]
-    assert hp.lm_head_chunk_size == 128
-    assert hp == REFERENCE[method]
-    assert hp.gradient_accumulation_iters == {"lora": 32, "adapter": 16, "adapter_v2": 64}[method]
-
-
-def test_hyperparameter_overrides() -> None:
-    hp = hyperparameters("lora", micro_batch_size=1, learning_rate=1e-2, batch_size=None, warmup_steps=None)
-    assert (hp.micro_batch_size, hp.learning_rate, hp.batch_size, hp.warmup_steps) == (1, 1e-2, 128, 100)
-    assert hp.gradient_accumulation_iters == 128
-    assert REFERENCE["lora"].micro_batch_size == 4  # the table itself is untouched
-    assert hyperparameters("adapter_v2", batch_size=6, micro_batch_size=4).gradient_accumulation_iters == 1
-    assert hyperparameters("adapter", batch_size=4, micro_batch_size=4).gradient_accumulation_iters == 1
-
-
-@pytest.mark.parametrize(
-    ("method", "overrides", "match"),
-    [
-        ("full", {}, r"unknown finetuning method 'full'.*lora, adapter, adapter_v2"),
-        ("lora", {"micro_batch_size": 0}, r"micro_batch_size must be >= 1, got 0"),
-        ("lora", {"batch_size": 2, "micro_batch_size": 4}, r"batch_size 2 is smaller than micro_batch_size 4"),
-    ],
-)
-def test_bad_hyperparameters_raise(method: str, overrides: dict[str, Any], match: str) -> None:
-    with pytest.raises(ValueError, match=match):
-        hyperparameters(method, **overrides)
-
-
 def test_default_max_iters_and_warmup_iters() -> None:
     hp = hyperparameters("lora", micro_batch_size=1)
     assert default_max_iters(hp) == 128 + 3

@@ -187,35 +187,6 @@ def test_bad_max_returned_raises() -> None:
         generate(model, prompt, 12)
 
 
-@pytest.mark.parametrize(
-    ("kwargs", "match"),
-    [
-        ({"max_new_tokens": 0}, r"max_new_tokens must be >= 1, got 0"),
-        ({"temperature": -0.1}, r"temperature must be a finite number >= 0, got -0.1"),
-        ({"temperature": float("nan")}, r"temperature must be a finite number >= 0, got nan"),
-        ({"temperature": float("inf")}, r"temperature must be a finite number >= 0, got inf"),
-        ({"top_k": 0}, r"top_k must be >= 1, got 0"),
-        ({"top_k": -5}, r"top_k must be >= 1, got -5"),
-        ({"num_samples": 0}, r"num_samples must be >= 1, got 0"),
-    ],
-)
-def test_bad_generate_settings_raise(kwargs: dict[str, float], match: str) -> None:
-    with pytest.raises(ValueError, match=match):
-        GenerateSettings(**kwargs)  # type: ignore[arg-type]
-
-
-def test_generate_settings_defaults_are_generate_base_py() -> None:
-    s = GenerateSettings()
-    assert (s.prompt, s.max_new_tokens, s.top_k, s.temperature, s.num_samples, s.seed) == (
-        "Hello, my name is",
-        50,
-        200,
-        0.8,
-        1,
-        1234,
-    )
-
-
 # ---------------------------------------------------------------------------------------------
 # prompt_ids
 # ---------------------------------------------------------------------------------------------

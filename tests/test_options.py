@@ -167,3 +167,81 @@ def test_requests_are_checked_against_the_model_and_the_machine(tmp_path: Path) 
         FinetuneOptions("none", REFERENCE["lora"])  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"hyperparameters must be a Hyperparameters"):
         FinetuneOptions("lora", {"learning_rate": 1.0})  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------------------
+# Hyperparameters (the finetune scripts') and GenerateSettings (generate/base.py's)
+# ---------------------------------------------------------------------------------------------
+# The scripts' module-level values at 8641822 on one device (docs/reference.md, "Finetune loop").
+REFERENCE_TABLE = {
+    "lora": dict(learning_rate=3e-4, batch_size=128, micro_batch_size=4, weight_decay=0.01, warmup_steps=100, cosine_t_max=390),
+    "adapter": dict(learning_rate=3e-3, batch_size=64, micro_batch_size=4, weight_decay=0.02, warmup_steps=1562, cosine_t_max=None),
+    "adapter_v2": dict(learning_rate=3e-3, batch_size=128, micro_batch_size=2, weight_decay=0.02, warmup_steps=781, cosine_t_max=None),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("method", sorted(REFERENCE_TABLE))
+def test_hyperparameter_defaults_are_the_reference_table(method: str) -> None:
+    hp = hyperparameters(method)
+    assert {k: getattr(hp, k) for k in REFERENCE_TABLE[method]} == REFERENCE_TABLE[method]
+    assert hp.lm_head_chunk_size == 128
+    assert hp == REFERENCE[method]
+    assert hp.gradient_accumulation_iters == {"lora": 32, "adapter": 16, "adapter_v2": 64}[method]
+
+
+def test_hyperparameter_overrides() -> None:
+    hp = hyperparameters("lora", micro_batch_size=1, learning_rate=1e-2, batch_size=None, warmup_steps=None)
+    assert (hp.micro_batch_size, hp.learning_rate, hp.batch_size, hp.warmup_steps) == (1, 1e-2, 128, 100)
+    assert hp.gradient_accumulation_iters == 128
+    assert REFERENCE["lora"].micro_batch_size == 4  # the table itself is untouched
+    assert hyperparameters("adapter_v2", batch_size=6, micro_batch_size=4).gradient_accumulation_iters == 1
+    assert hyperparameters("adapter", batch_size=4, micro_batch_size=4).gradient_accumulation_iters == 1
+
+
+@pytest.mark.parametrize(
+    ("method", "overrides", "match"),
+    [
+        ("full", {}, r"unknown finetuning method 'full'.*lora, adapter, adapter_v2"),
+        ("lora", {"micro_batch_size": 0}, r"micro_batch_size must be >= 1, got 0"),
+        ("lora", {"batch_size": 2, "micro_batch_size": 4}, r"batch_size 2 is smaller than micro_batch_size 4"),
+        ("lora", {"learning_rate": float("nan")}, r"learning_rate must be a finite number > 0, got nan"),
+        ("lora", {"learning_rate": 0.0}, r"learning_rate must be a finite number > 0, got 0.0"),
+        ("lora", {"weight_decay": float("inf")}, r"weight_decay must be a finite number >= 0, got inf"),
+        ("lora", {"weight_decay": -0.1}, r"weight_decay must be a finite number >= 0, got -0.1"),
+        ("lora", {"warmup_steps": -1}, r"warmup_steps must be >= 0, got -1"),
+        ("lora", {"cosine_t_max": 0}, r"cosine_t_max must be >= 1, got 0"),
+        ("lora", {"lm_head_chunk_size": -4}, r"lm_head_chunk_size must be >= 1, got -4"),
+    ],
+)
+def test_bad_hyperparameters_raise(method: str, overrides: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        hyperparameters(method, **overrides)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"max_new_tokens": 0}, r"max_new_tokens must be >= 1, got 0"),
+        ({"temperature": -0.1}, r"temperature must be a finite number >= 0, got -0.1"),
+        ({"temperature": float("nan")}, r"temperature must be a finite number >= 0, got nan"),
+        ({"temperature": float("inf")}, r"temperature must be a finite number >= 0, got inf"),
+        ({"top_k": 0}, r"top_k must be >= 1, got 0"),
+        ({"top_k": -5}, r"top_k must be >= 1, got -5"),
+        ({"num_samples": 0}, r"num_samples must be >= 1, got 0"),
+    ],
+)
+def test_bad_generate_settings_raise(kwargs: dict[str, float], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        GenerateSettings(**kwargs)  # type: ignore[arg-type]
+
+
+def test_generate_settings_defaults_are_generate_base_py() -> None:
+    s = GenerateSettings()
+    assert (s.prompt, s.max_new_tokens, s.top_k, s.temperature, s.num_samples, s.seed) == (
+        "Hello, my name is",
+        50,
+        200,
+        0.8,
+        1,
+        1234,
+    )
