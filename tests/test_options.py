@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from litgpt_min import cli
 from litgpt_min.adapter import AdapterSettings
@@ -245,3 +247,73 @@ def test_generate_settings_defaults_are_generate_base_py() -> None:
         1,
         1234,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Fuzz: any flat values either build a request or are one ValueError; the CLI either reaches the
+# run or exits 2 with one line
+# ---------------------------------------------------------------------------------------------
+_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**40), max_value=2**40),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from(["", "lora", "bnb.nf4", "32-true", "cpu", "cuda", "tiny-llama", "/nonexistent", "Hi"]),
+)
+
+
+def _flat(workload: str) -> st.SearchStrategy[dict[str, Any]]:
+    keys = sorted(set(FLAT_OPTIONS[workload]) - {"model", "method", "accelerator"})  # type: ignore[index]
+    return st.dictionaries(st.sampled_from(keys), _VALUES, max_size=4)
+
+
+@settings(max_examples=150, deadline=None)
+@given(workload=st.sampled_from(["finetune", "inference"]), data=st.data())
+def test_fuzz_build_request_builds_or_raises_one_value_error(workload: str, data: st.DataObject) -> None:
+    values = {"model": "tiny-llama", "accelerator": "cpu", **data.draw(_flat(workload))}
+    if workload == "finetune":
+        values["method"] = data.draw(st.sampled_from(["lora", "adapter", "adapter_v2"]))
+    try:
+        request = build_request(workload, values)  # type: ignore[arg-type]
+    except ValueError as exc:
+        assert str(exc) and "\n" not in str(exc)
+    else:
+        assert request.workload == workload
+
+
+def _argv(flat: dict[str, Any]) -> list[str]:
+    argv: list[str] = []
+    for key, value in flat.items():
+        flag = "--" + key.replace("_", "-")
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            argv.append(flag if value else "--no-" + key.replace("_", "-"))
+        else:
+            argv += [flag, str(value)]
+    return argv
+
+
+# The same patch and capture serve every example: each example starts by emptying the capture.
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(workload=st.sampled_from(["finetune", "inference"]), data=st.data())
+def test_fuzz_cli_reaches_the_run_or_exits_2_with_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], workload: str, data: st.DataObject
+) -> None:
+    class Reached(Exception):
+        pass
+
+    def reached(request: RunRequest, body: object) -> None:
+        raise Reached
+
+    monkeypatch.setattr(cli, "execute", reached)
+    capsys.readouterr()
+    head = ["finetune", "lora"] if workload == "finetune" else ["generate"]
+    argv = [*head, "--model", "tiny-llama", "--accelerator", "cpu", *_argv(data.draw(_flat(workload)))]
+    try:
+        code = cli.main(argv)
+    except Reached:
+        return
+    _, err = capsys.readouterr()
+    assert code == 2, argv
+    assert len(err.splitlines()) == 1 and err.startswith("litgpt-min") and "Traceback" not in err, (argv, err)
