@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 
 from conformance import hardware
 from conformance.expectations import Tolerances, case_id, load_profile
-from conformance.state import Options, SessionState
+from conformance.options import Options
+from conformance.results import FORMAT, load_results
 from litgpt_min.peft import count_params  # imported here: torch must not be re-imported by an in-process run
 
 pytest_plugins = ["pytester"]
@@ -46,7 +47,7 @@ def run(case, options):
         log.write(json.dumps({"id": case.id, "profile": case.profile, "cap": options.memory_cap_gb,
                               "accelerator": options.accelerator, "preloaded": options.preloaded}) + "\\n")
     result = {"outcome": "ok", "error": None, "trainable_params": case.trainable_params,
-              "total_params": case.total_params, "memory_source": "fake"}
+              "total_params": case.total_params, "memory_source": "live-tensor-tracker"}
     result.update(answers.get(case.id, {}))
     return RunResult(result=result, command=tuple(build_command(case, options)), log_tail="fake log: line 1\\nfake log: done")
 """
@@ -313,10 +314,10 @@ tolerance = st.floats(min_value=0, max_value=5, allow_nan=False)
 @settings(max_examples=50, deadline=None)
 @given(profile=st.tuples(tolerance, tolerance), cli=st.tuples(st.none() | tolerance, st.none() | tolerance))
 def test_command_line_tolerances_override_the_profiles(profile: tuple[float, float], cli: tuple[Any, Any]) -> None:
-    state = SessionState(Options(memory_tolerance=cli[0], speed_tolerance=cli[1]))
+    options = Options(memory_tolerance=cli[0], speed_tolerance=cli[1])
     row = load_profile("cpu-tiny").cases[0]
     case = dataclasses.replace(row, tolerances=Tolerances(*profile))
-    merged = state.tolerances(case)
+    merged = options.tolerances(case)
     assert merged.memory_rel == (profile[0] if cli[0] is None else cli[0])
     assert merged.speed_rel == (profile[1] if cli[1] is None else cli[1])
 
@@ -472,7 +473,8 @@ def test_results_file_and_junit_properties(suite: Suite) -> None:
     results, junit = suite.pytester.path / "results.json", suite.pytester.path / "junit.xml"
     suite.run("--results", str(results), f"--junitxml={junit}")
     data = json.loads(results.read_text())
-    assert data["format"] == "litgpt-conformance-results/1"
+    assert data["format"] == FORMAT and data["finished"] is True
+    assert load_results(results) == data  # what the session writes, the report reads
     rows = {r["id"]: r for r in data["rows"]}
     assert rows[OK]["verdict"] == "failed" and rows[OK]["checks"] == {
         "params": "passed",

@@ -10,7 +10,8 @@ import pytest
 
 from conformance.cli import main
 from conformance.report import render
-from conformance.results import FORMAT
+from conformance.results import FORMAT, load_results
+from litgpt_min.result import Result
 
 FINETUNE_HEADER = "| Size | Model | Quantization | Microbatch size | Trainable parameters | Max GPU RAM | Time 1k iterations | Verdict |"
 INFERENCE_HEADER = "| Size | Model | Quantization | GPU | Max GPU RAM | Token/sec | Verdict |"
@@ -28,15 +29,22 @@ def row(
         "devices": extra.pop("devices", 1), "params": extra.pop("params", None),
         "expected": {"outcome": "ok", "trainable_params": None, "total_params": None, "max_memory_gb": None,
                      "time_1k_iters_min": None, "tokens_per_sec": None, "error": None, **expected},
-        "measured": measured, "verdict": verdict, "checks": {}, "reasons": extra.pop("reasons", {}),
-        "findings": extra.pop("findings", []), "command": extra.pop("command", None),
+        "measured": None, "verdict": verdict, "checks": {}, "pending": extra.pop("pending", []),
+        "reasons": extra.pop("reasons", {}), "findings": extra.pop("findings", []),
+        "command": extra.pop("command", None),
     }  # fmt: skip
+    if measured is not None:
+        identity = {k: base[k] for k in ("workload", "method", "model", "quantize", "micro_batch_size", "devices")}
+        base["measured"] = Result(**identity, **measured).to_json()
     return base
 
 
 # fmt: off
 RESULTS: dict[str, Any] = {
     "format": FORMAT,
+    "created": "2023-10-01T12:00:00+00:00",
+    "finished": True,
+    "options": {},
     "command": "pytest conformance --results r.json",
     "fingerprint": {
         "gpus": [{"name": "NVIDIA A100-SXM4-40GB"}], "driver": "525.125.06", "cuda": "12.1", "torch": "2.1.0+cu121",
@@ -126,8 +134,60 @@ def test_cli_report_refuses_other_files(
 ) -> None:
     path = tmp_path / "r.json"
     path.write_text(content)
-    assert main(["report", str(path)]) == 1
+    assert main(["report", str(path)]) == 2
     assert message in capsys.readouterr().err
+
+
+def _edited(edit: Any) -> dict[str, Any]:
+    data = json.loads(json.dumps(RESULTS))
+    edit(data)
+    return data
+
+
+@pytest.mark.parametrize(
+    ("edit", "where"),
+    [
+        (lambda d: d.update(rows=[1, "x"]), "/rows/0: 1 is not of type 'object'"),
+        (lambda d: d.update(rows=[{}]), "/rows/0: 'checks' is a required property"),
+        (lambda d: d.update(fingerprint=5), "/fingerprint: 5 is not of type 'object'"),
+        (lambda d: d.update(format="litgpt-conformance-results/1"), "/format: not a conformance results file of this version"),
+        (lambda d: d.pop("rows"), "/: 'rows' is a required property"),
+        (lambda d: d["rows"][0].update(verdict="great"), "/rows/0/verdict: 'great' is not one of"),
+        (lambda d: d["rows"][0].update(devices="2"), "/rows/0/devices: '2' is not of type 'integer'"),
+        (lambda d: d["rows"][0]["measured"].update(max_memory_gb="lots"), "/rows/0/measured: measured: field 'max_memory_gb'"),
+        (lambda d: d["rows"][0]["measured"].update(version=7), "/rows/0/measured: measured: field 'version'"),
+        (lambda d: d["profiles"][0].pop("name"), "/profiles/0: 'name' is a required property"),
+    ],
+)  # fmt: skip
+def test_cli_report_names_the_file_and_the_field_of_a_malformed_results_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], edit: Any, where: str
+) -> None:
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(_edited(edit)))
+    assert main(["report", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"conformance report: {path}: {where}") and err.count("\n") == 1, err
+
+
+def test_cli_report_refuses_an_output_it_cannot_write(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(RESULTS))
+    for output, problem in ((tmp_path / "missing" / "r.md", "does not exist"), (tmp_path, "is a directory")):
+        assert main(["report", str(path), "-o", str(output)]) == 2
+        err = capsys.readouterr().err
+        assert problem in err and err.count("\n") == 1, err
+    assert not (tmp_path / "missing").exists()
+
+
+def test_rows_that_did_not_finish_are_not_run_never_pass(tmp_path: Path) -> None:
+    data = _edited(lambda d: d.update(finished=False))
+    data["rows"][0].update(verdict="not run", checks={"params": "passed"}, pending=["run", "speed"], measured=None)
+    (tmp_path / "r.json").write_text(json.dumps(data))
+    assert load_results(tmp_path / "r.json") == data  # the schema knows "not run" and "pending"
+    text = render(data)
+    assert "**The session did not finish** (killed or interrupted): 1 rows not run" in text
+    [line] = [x for x in lines(text) if x.startswith("| 7 B | Llama 2 | None | 1 | 4,194,304 |")][:1]
+    assert line.endswith("| not run |") and "(not run)" in line
 
 
 def test_cli_env_prints_the_fingerprint(capsys: pytest.CaptureFixture[str]) -> None:
