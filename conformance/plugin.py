@@ -10,11 +10,14 @@ Profiles are loaded lazily, when the row tests are parametrized, so that ``pytes
 nothing for them; a bad expectation file then stops the session with a usage error (exit status 4)
 naming the file, the case and the field.
 
-Under pytest-xdist (``-n N``) the plugin makes ``--dist loadgroup`` the default: every check of a
-row carries the row's ``xdist_group``, so a row's checks run on one worker and its run happens once.
+Under pytest-xdist (``-n N``) the plugin makes ``--dist loadgroup`` the default and schedules it
+itself (``conformance/scheduling.py``): a row's checks run on one worker, so its run happens once;
+every other test is scheduled as ``--dist load`` would.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import pytest
 
@@ -35,6 +38,19 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
     option = config.option
     if getattr(option, "numprocesses", None) and getattr(option, "dist", None) == "no" and not option.distload:
         option.dist = "loadgroup"
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under ``--dist loadgroup`` (the default above) a row's checks go to one worker. Scheduled here
+    rather than by xdist's own group scheduler: that one reads the ``@group`` suffix that its workers
+    add to node ids, which pytest 9 no longer lets them change."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    # pytest-xdist is an optional dependency: imported only when it is scheduling this session.
+    from conformance.scheduling import RowScheduling
+
+    return RowScheduling(config, log)
 
 
 def pytest_configure(config: pytest.Config) -> None:
