@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conformance.cli import main
 from conformance.report import render
@@ -206,3 +211,47 @@ def test_cli_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     (bad / "t.json").write_text('{"profile": "broken"}')
     assert main(["validate", "--expectations", str(tmp_path / "exp")]) == 1
     assert "t.json: field 'cases': missing required field" in capsys.readouterr().err
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every place in a JSON document (as key/index paths)."""
+    found = [prefix]
+    if isinstance(value, dict):
+        for key, child in value.items():
+            found += _paths(child, (*prefix, key))
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            found += _paths(child, (*prefix, index))
+    return found
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_any_edit_of_a_results_file_renders_or_is_one_line_naming_the_field(data: st.DataObject) -> None:
+    document = json.loads(json.dumps(RESULTS))
+    path = data.draw(st.sampled_from(_paths(document)[1:]))
+    parent = document
+    for key in path[:-1]:
+        parent = parent[key]
+    if data.draw(st.booleans(), "delete") and isinstance(parent, dict):
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = data.draw(JSON_VALUES, "value")
+    with tempfile.TemporaryDirectory() as folder:
+        file = Path(folder) / "r.json"
+        file.write_text(json.dumps(document))
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            status = main(["report", str(file)])
+    assert status in (0, 2)
+    if status == 2:
+        assert err.getvalue().startswith(f"conformance report: {file}: /") and err.getvalue().count("\n") == 1
+    else:
+        assert out.getvalue().startswith("# Conformance report") and not err.getvalue()
