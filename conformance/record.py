@@ -25,7 +25,8 @@ from conformance.expectations import Case, list_profiles, load_file, load_profil
 from conformance.hardware import detected_sku
 from conformance.profiles import ActiveProfile
 from conformance.runner import PRECISION, RunResult
-from conformance.snapshot import Counts, Snapshot
+from conformance.runs import Counts
+from conformance.snapshot import Snapshot
 
 # The fields a recording measures, in the order the diff reports them.
 MEASURED_FIELDS = (

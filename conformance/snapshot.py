@@ -16,9 +16,8 @@ from conformance.options import Options
 from conformance.profiles import ActiveProfile
 from conformance.rules import CheckKind, RowKey, check_of, row_findings
 from conformance.runner import RunResult
+from conformance.runs import Counts
 from conformance.verdicts import Verdict, row_verdict
-
-Counts = tuple[int | None, int]  # (trainable, total)
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,12 @@ from conformance.expectations import load_profile
 from conformance.options import Options
 from conformance.profiles import activate
 from conformance.record import build_files
-from conformance.results import FORMAT, build_results, check_target, load_results
+from conformance.results import FORMAT, SCHEMA_PATH, build_results, check_target, load_results
+from conformance.rules import CHECKS
 from conformance.runner import RunResult, identity
 from conformance.snapshot import RowSnapshot, Snapshot
-from litgpt_min.result import Result
+from conformance.verdicts import VERDICT_ORDER
+from litgpt_min.result import OUTCOMES, Result
 
 FINGERPRINT = {"gpus": [], "gpu_count": 0, "cpu": {"model": "test CPU"}, "torch": "2.13.0", "os": "Linux"}
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
@@ -78,3 +80,12 @@ def test_a_snapshot_is_immutable(tmp_path: Path) -> None:
     snap = snapshot(tmp_path)
     with pytest.raises(dataclasses.FrozenInstanceError):
         snap.rows[0].run = None  # type: ignore[misc]
+
+
+def test_the_schema_knows_every_check_kind_verdict_and_outcome() -> None:
+    # The schema is data; these vocabularies are code: a new check kind or verdict must reach both.
+    defs = json.loads(SCHEMA_PATH.read_text())["$defs"]
+    assert set(defs["check"]["enum"]) == set(CHECKS.values())
+    assert set(defs["verdict"]["enum"]) == set(VERDICT_ORDER)
+    assert set(defs["row"]["properties"]["expected"]["properties"]["outcome"]["enum"]) == set(OUTCOMES)
+    assert json.loads(SCHEMA_PATH.read_text())["properties"]["format"]["const"] == FORMAT
