@@ -14,6 +14,14 @@ from pathlib import Path
 from conformance.estimate import add_parser as add_estimate_parser
 from conformance.estimate import run as run_estimate
 from conformance.expectations import DEFAULT_ROOT, ExpectationError, list_profiles, load_profile
+from conformance.hardware import fingerprint, format_header
+from conformance.options import Options
+from conformance.profiles import resolve_profiles
+from conformance.report import render
+from conformance.results import load_results
+
+# Exit status for bad input (a malformed results file, an output path that cannot be written).
+EXIT_BAD_INPUT = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,9 +55,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_env(as_json: bool) -> int:
-    from conformance.hardware import fingerprint, format_header
-    from conformance.state import Options, resolve_profiles
-
     fp = fingerprint()
     if as_json:
         print(json.dumps(fp, indent=2, sort_keys=True))
@@ -65,19 +70,30 @@ def cmd_env(as_json: bool) -> int:
 
 
 def cmd_report(file: Path, output: Path | None) -> int:
-    from conformance.report import render
-    from conformance.results import load_results
-
+    """Render ``file``; bad input (the file, ``-o``) is one line naming it and exit status 2."""
     try:
+        if output is not None:
+            _check_output(output)
         text = render(load_results(file))
+        if output is None:
+            sys.stdout.write(text)
+        else:
+            output.write_text(text, encoding="utf-8")
     except ValueError as exc:
         print(f"conformance report: {exc}", file=sys.stderr)
-        return 1
-    if output is None:
-        sys.stdout.write(text)
-    else:
-        output.write_text(text, encoding="utf-8")
+        return EXIT_BAD_INPUT
+    except OSError as exc:
+        print(f"conformance report: {output}: cannot write: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     return 0
+
+
+def _check_output(output: Path) -> None:
+    """Before rendering: ``-o`` names a file in an existing directory (``ValueError`` otherwise)."""
+    if output.is_dir():
+        raise ValueError(f"-o {output}: is a directory; give a file name")
+    if not output.absolute().parent.is_dir():
+        raise ValueError(f"-o {output}: the directory {output.absolute().parent} does not exist")
 
 
 def cmd_validate(root: Path, names: list[str]) -> int:
