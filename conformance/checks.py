@@ -28,9 +28,10 @@ import pytest
 
 from conformance.compare import Finding, check_params, is_failure
 from conformance.display import display
+from conformance.estimate import estimate_problem
 from conformance.expectations import Case
 from conformance.profiles import ActiveProfile
-from conformance.rules import CheckKind, ExpectedOutOfMemory, check_of, item_id, own_findings
+from conformance.rules import CheckKind, ExpectedOutOfMemory, KnownEstimateMiss, check_of, item_id, own_findings
 from conformance.runner import RunResult
 from conformance.session import ConformanceSession
 
@@ -102,6 +103,32 @@ class RowCheck:
                 "speed", f"no speed measured: the run ended with outcome {run.outcome!r} (see test_run)", run, findings
             )
         self._conclude("speed", own, run, findings)
+
+    def check_estimate(self) -> None:
+        """The GPU-free estimate: outcome at the profile's card, figure within the estimate tolerance."""
+        row = self.session.estimate(self.active, self.case)
+        tolerance = self.session.options.tolerances(self.case).estimate_rel
+        self._properties(
+            expected_outcome=self.case.outcome,
+            estimated_outcome=row.outcome,
+            expected_max_memory_gb=self.case.max_memory_gb,
+            estimated_max_memory_gb=row.max_memory_gb,
+            estimate_tolerance=tolerance,
+            estimate_stack=row.stack,
+        )
+        problem = estimate_problem(row, tolerance)
+        if self.session.recording:
+            return
+        if problem is None:
+            return
+        message = f"{item_id(self.active, self.case)} ({display(self.case.file)}): the estimate disagrees: {problem}"
+        if self.case.estimate_miss is not None:
+            self._note("estimate", f"known miss: {problem}")
+            raise KnownEstimateMiss(f"{problem} (known: {self.case.estimate_miss})")
+        self._note("estimate", message)
+        pytest.fail(
+            message + f"\nreproduce: conformance estimate --profile {self.active.name} --stack profile", pytrace=False
+        )
 
     # Verdicts -------------------------------------------------------------------------------------
     def _conclude(

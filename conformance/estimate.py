@@ -22,14 +22,15 @@ import os
 import sys
 import time
 import types
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from conformance.expectations import DEFAULT_ROOT, Case, ExpectationError, Profile, load_profile
-from litgpt_min.adapter import AdapterSettings
+from conformance.runner import PRECISION
+from litgpt_min.cli import add_flat_options
 from litgpt_min.config import Config
 from litgpt_min.estimate import (
     STACKS,
@@ -40,12 +41,12 @@ from litgpt_min.estimate import (
     default_prompt_len,
     default_seq_len,
     estimate,
+    request_from_run,
     stack_for,
 )
-from litgpt_min.lora import LoRASettings
+from litgpt_min.options import FINETUNE_METHODS, FLAT_OPTIONS, build_request, peft_settings
 
 StackChoice = str  # "current" | "profile"
-_RUNNER_PRECISION = "bf16-true"
 
 
 class EstimateUsageError(ValueError):
@@ -90,32 +91,18 @@ class RowEstimate:
 
 
 def request_for_case(case: Case, stack: Stack) -> EstimateRequest:
-    """The estimate request of a profile row (the runner's defaults, its ``runner_options`` applied)."""
-    options = dict(case.runner_options)
-    config = Config.from_name(case.model)
-    lora = LoRASettings(**_prefixed(options, "lora_", LoRASettings))
-    adapter = AdapterSettings(**_prefixed(options, "adapter_", AdapterSettings))
-    prompt_len = default_prompt_len(case.model)
-    return EstimateRequest(
-        config=config,
-        workload=case.workload,
-        method=case.method or "none",
-        quantize=case.quantize,
-        precision=str(options.get("precision", _RUNNER_PRECISION)),
-        micro_batch_size=case.micro_batch_size or 1,
-        seq_len=default_seq_len(case.model, config),
-        prompt_len=prompt_len,
-        max_new_tokens=int(options.get("max_new_tokens", EstimateRequest.max_new_tokens)),
-        devices=case.devices,
-        lora=lora,
-        adapter=adapter,
-        stack=stack,
-    )
-
-
-def _prefixed(options: Mapping[str, Any], prefix: str, cls: type) -> dict[str, Any]:
-    names = {f.name for f in dataclasses.fields(cls)}
-    return {k[len(prefix) :]: v for k, v in options.items() if k.startswith(prefix) and k[len(prefix) :] in names}
+    """The estimate request of a profile row: the run the suite's runner would ask for (the same
+    flat options, typed by ``litgpt_min.options.build_request``), for the row's devices."""
+    values: dict[str, Any] = {"model": case.model, "quantize": case.quantize, "precision": PRECISION}
+    if case.workload == "finetune":
+        values.update(method=case.method, micro_batch_size=case.micro_batch_size)
+    values.update(case.runner_options)
+    # A run request for several devices is refused until FSDP runs exist, so build it for one
+    # device (quantization included, whose refusal the estimate reproduces) and estimate for many.
+    values.update(devices=1, quantize=case.quantize if case.devices == 1 else None)
+    run = build_request(case.workload, values)
+    request = request_from_run(run, stack=stack, devices=case.devices)
+    return dataclasses.replace(request, quantize=case.quantize) if case.devices > 1 else request
 
 
 def profile_stack(profile: Profile, choice: StackChoice) -> Stack:
@@ -224,16 +211,33 @@ def _estimated(row: RowEstimate) -> str:
     return f"{text} (OOM)" if row.outcome == "oom" else text
 
 
-def _verdict(row: RowEstimate, tolerance: float) -> str:
-    """Whether the estimate agrees with the row: the figure within ``tolerance``, or the outcome."""
+def estimate_problem(row: RowEstimate, tolerance: float | None) -> str | None:
+    """Why the estimate disagrees with the row, or None: an ``ok`` row must be predicted to fit
+    with its figure within ``tolerance`` (None: the figure is not compared), an ``oom`` or
+    ``error`` row predicted not to fit, an ``unsupported`` row predicted unsupported."""
+    at = f"at {_gb(row.capacity_gb)} GB" if row.capacity_gb is not None else "without a capacity"
     if row.expected_outcome == "ok":
         if row.outcome != "ok":
-            return "miss"
+            return f"predicted {row.outcome} ({_estimated(row)} GB {at}), the profile says ok ({_expected(row)} GB)"
         err = row.error_rel
-        return "ok" if err is not None and abs(err) <= tolerance else "miss"
+        if tolerance is not None and (err is None or abs(err) > tolerance):
+            shown = "no figure" if err is None else f"{err:+.1%}"
+            return (
+                f"estimated {_gb(row.max_memory_gb)} GB, the profile says {_expected(row)} GB "
+                f"({shown}, tolerance ±{tolerance:.0%}, stack {row.stack})"
+            )
+        return None
     if row.expected_outcome in ("oom", "error"):
-        return "ok" if row.outcome == "oom" else "miss"
-    return "ok" if row.outcome == row.expected_outcome else "miss"
+        if row.outcome == "oom":
+            return None
+        return f"predicted {row.outcome} ({_estimated(row)} GB {at}), the profile says {row.expected_outcome}"
+    if row.outcome != row.expected_outcome:
+        return f"predicted {row.outcome} ({_estimated(row)} GB), the profile says {row.expected_outcome}"
+    return None
+
+
+def _verdict(row: RowEstimate, tolerance: float | None) -> str:
+    return "ok" if estimate_problem(row, tolerance) is None else "miss"
 
 
 def render_table(rows: list[RowEstimate], tolerance: float, markdown: bool) -> str:
@@ -290,9 +294,9 @@ def add_parser(sub: Any) -> None:
     what.add_argument("--config", type=Path, help="a lit_config.json (ad hoc estimate)")
     p.add_argument("--expectations", type=Path, default=DEFAULT_ROOT, metavar="DIR")
     p.add_argument("--workload", choices=("finetune", "inference"))
-    p.add_argument("--method", choices=("lora", "adapter", "adapter_v2"))
+    p.add_argument("--method", choices=FINETUNE_METHODS)
     p.add_argument("--quantize", default=None)
-    p.add_argument("--precision", default=_RUNNER_PRECISION)
+    p.add_argument("--precision", default=PRECISION)
     p.add_argument("--micro-batch-size", type=_positive_int, default=1)
     p.add_argument("--seq-len", type=_positive_int, default=None, help="default: the longest Alpaca sample")
     p.add_argument("--prompt-len", type=_positive_int, default=None, help="default: the generate runner's prompt")
@@ -304,15 +308,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--jobs", type=_positive_int, default=default_jobs(), help="processes for a profile's rows")
     p.add_argument("--json", action="store_true", help="one JSON object per row")
     p.add_argument("--markdown", action="store_true", help="the table as Markdown")
-    for prefix, cls in (("lora", LoRASettings), ("adapter", AdapterSettings)):
-        for f in dataclasses.fields(cls):
-            flag, dest = f"--{prefix}-" + f.name.replace("_", "-"), f"{prefix}_{f.name}"
-            if isinstance(f.default, bool):
-                p.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None)
-            elif isinstance(f.default, float):
-                p.add_argument(flag, dest=dest, type=_finite_float, default=None)
-            else:
-                p.add_argument(flag, dest=dest, type=int, default=None)
+    # The same --lora-* / --adapter-* flags as litgpt-min, from the one table of run options.
+    add_flat_options(p, [o for name, o in FLAT_OPTIONS["finetune"].items() if name.startswith(("lora_", "adapter_"))])
 
 
 def _one_line_error(parser: argparse.ArgumentParser, message: str) -> NoReturn:
@@ -394,6 +391,7 @@ def _run_ad_hoc(args: argparse.Namespace, out: TextIO) -> int:
     if args.workload == "finetune" and args.method is None:
         raise EstimateUsageError("--method lora|adapter|adapter_v2 is required for --workload finetune")
     config, name = _config(args)
+    lora, adapter = peft_settings(vars(args))
     stack: Stack = "bnb-0.41" if args.stack == "profile" else "current"
     seq_len = args.seq_len if args.seq_len is not None else _default(default_seq_len, name, config, "--seq-len")
     prompt_len = (
@@ -410,8 +408,8 @@ def _run_ad_hoc(args: argparse.Namespace, out: TextIO) -> int:
         prompt_len=prompt_len if args.workload == "inference" else 1,
         max_new_tokens=args.max_new_tokens,
         devices=args.devices,
-        lora=LoRASettings(**_given(args, "lora", LoRASettings)),
-        adapter=AdapterSettings(**_given(args, "adapter", AdapterSettings)),
+        lora=lora,
+        adapter=adapter,
         stack=stack,
     )
     result = estimate(request)
@@ -438,10 +436,6 @@ def _default(fn: Callable[..., int], name: str, config: Config | None, flag: str
         return fn(name, config) if config is not None else fn(name)
     except ValueError as exc:
         raise EstimateUsageError(f"{exc}; give {flag}") from None
-
-
-def _given(args: argparse.Namespace, prefix: str, cls: type) -> dict[str, Any]:
-    return {f.name: v for f in dataclasses.fields(cls) if (v := getattr(args, f"{prefix}_{f.name}")) is not None}
 
 
 def _config(args: argparse.Namespace) -> tuple[Config, str]:

@@ -42,6 +42,7 @@ class Options:
     strict: bool = False  # pytest's own --strict: an "improved" finding fails too
     memory_tolerance: float | None = None
     speed_tolerance: float | None = None
+    estimate_tolerance: float | None = None
     emulate_memory_gb: float | Literal["auto", "off"] = "auto"
     row_timeout_s: float = 1800.0
     runner: str = DEFAULT_RUNNER
@@ -91,7 +92,11 @@ class Options:
         """The case's tolerances with the command line's overrides."""
         overrides = {
             key: value
-            for key, value in (("memory_rel", self.memory_tolerance), ("speed_rel", self.speed_tolerance))
+            for key, value in (
+                ("memory_rel", self.memory_tolerance),
+                ("speed_rel", self.speed_tolerance),
+                ("estimate_rel", self.estimate_tolerance),
+            )
             if value is not None
         }
         return case.tolerances.merged(overrides)
@@ -260,6 +265,14 @@ def add_options(parser: pytest.Parser) -> None:
         help="one-sided speed tolerance for every row, overriding the profiles' (0.15: 15%% slower fails)",
     )
     add(
+        "--estimate-tolerance",
+        field="estimate_tolerance",
+        metavar="FRACTION",
+        type=_fraction,
+        default=None,
+        help="two-sided tolerance of the GPU-free estimate (test_estimate) for every row, overriding the profiles'",
+    )
+    add(
         "--emulate-memory-gb",
         field="emulate_memory_gb",
         metavar="GB|auto|off",
@@ -307,6 +320,7 @@ def options_json(options: Options) -> dict[str, Any]:
         "strict": options.strict,
         "memory_tolerance": options.memory_tolerance,
         "speed_tolerance": options.speed_tolerance,
+        "estimate_tolerance": options.estimate_tolerance,
         "emulate_memory_gb": options.emulate_memory_gb,
         "row_timeout_s": options.row_timeout_s,
         "runner": options.runner,

@@ -25,6 +25,7 @@ from jsonschema import Draft202012Validator
 
 from conformance.compare import Finding
 from conformance.display import display
+from conformance.estimate import RowEstimate
 from conformance.expectations import write_json_atomic
 from conformance.options import options_json
 from conformance.profiles import profile_json
@@ -66,7 +67,11 @@ def _row(snapshot: Snapshot, row: RowSnapshot) -> dict[str, Any]:
         "file": display(case.file),
         **{name: getattr(case, name) for name in ROW_FIELDS},
         "expected": {name: getattr(case, name) for name in EXPECTED_FIELDS},
-        "tolerances": {"memory_rel": tolerances.memory_rel, "speed_rel": tolerances.speed_rel},
+        "tolerances": {
+            "memory_rel": tolerances.memory_rel,
+            "speed_rel": tolerances.speed_rel,
+            **({} if tolerances.estimate_rel is None else {"estimate_rel": tolerances.estimate_rel}),
+        },
         "params": None if row.counts is None else {"trainable": row.counts[0], "total": row.counts[1]},
         "measured": None if run is None else run.result.to_json(),
         "verdict": row.verdict,
@@ -79,6 +84,19 @@ def _row(snapshot: Snapshot, row: RowSnapshot) -> dict[str, Any]:
         "log": str(run.log_path) if run is not None and run.log_path is not None else None,
         "log_tail": run.log_tail if run is not None else None,
         "wall_s": run.wall_s if run is not None else None,
+        "estimate": None if row.estimate is None else _estimate(row.estimate),
+    }
+
+
+def _estimate(estimate: RowEstimate) -> dict[str, Any]:
+    """The estimate beside the measured peak: outcome, figure, the stack it modelled, its error
+    against the profile's figure."""
+    return {
+        "outcome": estimate.outcome,
+        "max_memory_gb": estimate.max_memory_gb,
+        "stack": estimate.stack,
+        "capacity_gb": estimate.capacity_gb,
+        "error_rel": None if estimate.error_rel is None else round(estimate.error_rel, 4),
     }
 
 

@@ -19,19 +19,26 @@ from conformance.options import Options
 from conformance.profiles import ActiveProfile
 from litgpt_min.result import Result
 
-CheckKind = Literal["params", "run", "speed"]
+CheckKind = Literal["params", "run", "speed", "estimate"]
 # Test function name -> check kind; the plugin parametrizes these functions.
-CHECKS: Mapping[str, CheckKind] = MappingProxyType({"test_params": "params", "test_run": "run", "test_speed": "speed"})
+CHECKS: Mapping[str, CheckKind] = MappingProxyType(
+    {"test_params": "params", "test_run": "run", "test_speed": "speed", "test_estimate": "estimate"}
+)
 FIXTURE = "conformance_row"
 MULTI_GPU_REASON = "multi-GPU rows are not implemented yet (FSDP runner)"
 RowKey = tuple[str, str]  # (profile name, case id)
 # A check's node id: `<path>::test_run[<profile>:<case id>]`, with pytest-xdist's `@<group>` under
 # --dist loadgroup. Profile names have no ':' (their folder-name rule), case ids no ']'.
-_NODEID = re.compile(r"::(test_params|test_run|test_speed)\[([^:\]]+):([^\]]+)\](?:@.*)?$")
+_NODEID = re.compile(r"::(test_params|test_run|test_speed|test_estimate)\[([^:\]]+):([^\]]+)\](?:@.*)?$")
 
 
 class ExpectedOutOfMemory(Exception):
     """An ``oom`` row ran out of memory, as its profile says: the strict xfail of that row."""
+
+
+class KnownEstimateMiss(Exception):
+    """The GPU-free estimate misses a row whose profile says it does (``estimate_miss``): the
+    strict xfail of its ``test_estimate``."""
 
 
 def applies(kind: CheckKind, case: Case) -> bool:
@@ -64,6 +71,8 @@ def skip_reason(kind: CheckKind, active: ActiveProfile, case: Case) -> str | Non
         return None
     if kind == "run":
         return run_skip_reason(active, case)
+    if kind == "estimate":
+        return None  # fake tensors: runs on any machine
     return run_skip_reason(active, case) or active.speed_skip
 
 
@@ -84,7 +93,9 @@ def marks(kind: CheckKind, active: ActiveProfile, case: Case, recording: bool) -
                 f" ({hardware['memory_gb']:g} GB, profile {active.name})",
             )
         )
-    if kind != "params" and active.mode != "cpu" and case.outcome != "unsupported":
+    if kind == "estimate" and case.estimate_miss is not None and not recording:
+        result.append(pytest.mark.xfail(strict=True, raises=KnownEstimateMiss, reason=case.estimate_miss))
+    if kind in ("run", "speed") and active.mode != "cpu" and case.outcome != "unsupported":
         result.append(pytest.mark.gpu)
     return result
 

@@ -22,6 +22,7 @@ import pytest
 from conformance import hardware
 from conformance.commands import invocation, rerecord_command
 from conformance.compare import Finding
+from conformance.estimate import RowEstimate, estimate_case, profile_capacity_gb, profile_stack
 from conformance.expectations import Case, ExpectationError
 from conformance.options import Options
 from conformance.profiles import ActiveProfile, select_profiles
@@ -78,6 +79,7 @@ class ConformanceSession:
         self._fingerprint: dict[str, Any] | None = None
         self._actives: list[ActiveProfile] | None = None
         self._findings: dict[RowKey, list[Finding]] = {}
+        self._estimates: dict[RowKey, RowEstimate] = {}
         self._notes: dict[tuple[RowKey, str], str] = {}  # (row, check) -> the check's own message
         self._improved: set[tuple[RowKey, str]] = set()
         self._lock = threading.Lock()
@@ -136,6 +138,15 @@ class ConformanceSession:
         """The row's run (at most once per session)."""
         return self.cache.run(active, case)
 
+    def estimate(self, active: ActiveProfile, case: Case) -> RowEstimate:
+        """The row's GPU-free estimate (at most once per session), for the profile's recorded stack
+        and at its card's usable capacity."""
+        key = (active.name, case.id)
+        if key not in self._estimates:
+            profile = active.profile
+            self._estimates[key] = estimate_case(case, profile_stack(profile, "profile"), profile_capacity_gb(profile))
+        return self._estimates[key]
+
     def findings(self, active: ActiveProfile, case: Case) -> list[Finding]:
         """Every finding of the measured row, speed left out where it is not compared here."""
         key = (active.name, case.id)
@@ -178,6 +189,7 @@ class ConformanceSession:
             selected=tuple(kind for kind in CHECKS.values() if kind in row.selected),
             run=row.run or self.cache.finished_run(key),
             counts=row.counts or self.cache.cached_param_counts(row.case),
+            estimate=self._estimates.get(key),
         )
 
     def write_results(self, finished: bool = False) -> None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from conformance.compare import Finding, check_params
+from conformance.estimate import RowEstimate
 from conformance.expectations import Case
 from conformance.options import Options
 from conformance.profiles import ActiveProfile
@@ -31,6 +32,7 @@ class RowSnapshot:
     selected: tuple[str, ...] = ()  # the check kinds this session selected for the row
     run: RunResult | None = None
     counts: Counts | None = None
+    estimate: RowEstimate | None = None  # the GPU-free estimate, when test_estimate ran here
 
     @property
     def key(self) -> RowKey:

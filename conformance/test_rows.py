@@ -24,3 +24,9 @@ def test_run(conformance_row: RowCheck) -> None:
 def test_speed(conformance_row: RowCheck) -> None:
     """Time per 1k iterations or tokens per second (one-sided), on the profile's own hardware only."""
     conformance_row.check_speed()
+
+
+def test_estimate(conformance_row: RowCheck) -> None:
+    """The GPU-free estimate of the row (fake tensors, any machine): outcome at the profile's card,
+    peak memory within the profile's estimate tolerance (two-sided)."""
+    conformance_row.check_estimate()

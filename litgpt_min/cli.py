@@ -55,6 +55,12 @@ def _peft_flat_options() -> list[FlatOption]:
     return [o for name, o in FLAT_OPTIONS["finetune"].items() if name.startswith(("lora_", "adapter_"))]
 
 
+PREFLIGHT_HELP = (
+    "run even when the estimated peak exceeds the device's free memory, the memory cap or the CPU's"
+    " available memory (by default such a run is refused in seconds, as an oom result)"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="litgpt-min", description="A minimal, faithful Lit-GPT (commit 8641822).")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -73,12 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help=finetune["model"].help)
     add_flat_options(p, [o for name, o in finetune.items() if name not in ("method", "model")])
     p.add_argument("--json", action="store_true", help="end with one JSON result object on stdout")
+    p.add_argument("--no-preflight", action="store_true", help=PREFLIGHT_HELP)
 
     p = sub.add_parser("generate", help="a measured generation run (an inference row)")
     inference = FLAT_OPTIONS["inference"]
     p.add_argument("--model", required=True, help=inference["model"].help)
     add_flat_options(p, [o for name, o in inference.items() if name != "model"])
     p.add_argument("--json", action="store_true", help="end with one JSON result object on stdout")
+    p.add_argument("--no-preflight", action="store_true", help=PREFLIGHT_HELP)
 
     p = sub.add_parser("convert-hf", help="convert a Hugging Face checkpoint to lit_model.pth + lit_config.json")
     p.add_argument("hf_dir")
@@ -109,7 +117,7 @@ def cmd_params(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_run(args: argparse.Namespace) -> Result:
     workload: Workload = "finetune" if args.command == "finetune" else "inference"
     request = build_request(workload, {name: getattr(args, name) for name in FLAT_OPTIONS[workload]})
-    return execute(request, finetune_body if workload == "finetune" else generate_body)
+    return execute(request, finetune_body if workload == "finetune" else generate_body, preflight=not args.no_preflight)
 
 
 def main(argv: list[str] | None = None) -> int:

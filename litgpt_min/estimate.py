@@ -69,11 +69,12 @@ from litgpt_min.adapter import AdapterSettings
 from litgpt_min.build import default_dtype
 from litgpt_min.config import Config
 from litgpt_min.data import load_length_profile, tokenizer_family
-from litgpt_min.finetune import hyperparameters, micro_step, optimizer_step
-from litgpt_min.generate import GenerateSettings, generate
+from litgpt_min.finetune import load_train_data, micro_step, optimizer_step
+from litgpt_min.generate import generate
 from litgpt_min.lora import LoRASettings
 from litgpt_min.measure import LiveTensorTracker, round_allocation
 from litgpt_min.model import GPT, Block
+from litgpt_min.options import PRECISIONS, FinetuneOptions, GenerateSettings, RunRequest, hyperparameters
 from litgpt_min.peft import Method, apply_method, check_method, mark_trainable
 from litgpt_min.quantize import BLOCKSIZE, NESTED_BLOCKSIZE, QuantizeMode, bnb_args, materialize_rest, parse_mode
 
@@ -91,13 +92,6 @@ STACKS: dict[Stack, str] = {
         "dequantizes through an fp16 copy, converted to the compute dtype (two weight-sized "
         "temporaries per training matmul); single-token inference uses the gemv kernel"
     ),
-}
-PRECISIONS: dict[str, torch.dtype] = {
-    "bf16-true": torch.bfloat16,
-    "16-true": torch.float16,
-    "32-true": torch.float32,
-    "bf16-mixed": torch.float32,
-    "16-mixed": torch.float32,
 }
 # bitsandbytes' 32-bit optimizers put a state in paged memory only above this many elements.
 PAGED_STATE_MIN_NUMEL = 100_000
@@ -120,6 +114,46 @@ def default_seq_len(model_name: str, config: Config) -> int:
 def default_prompt_len(model_name: str) -> int:
     """Tokens of the generate runner's default prompt for the model's tokenizer."""
     return load_length_profile(tokenizer_family(model_name)).default_prompt_tokens
+
+
+def request_from_run(run: RunRequest, *, stack: Stack = "current", devices: int | None = None) -> EstimateRequest:
+    """The estimate of what ``run`` would do: its model, options and machine, its data's longest
+    sample (the shipped length profile unless it has a data file) and its prompt's length.
+
+    ``devices`` overrides the run's (a request for several devices cannot be built yet, but can
+    be estimated). Hyperparameters other than the micro-batch do not move the estimate.
+    """
+    config = run.config
+    options = run.options
+    if isinstance(options, FinetuneOptions):
+        if options.data_file is None:
+            seq_len = default_seq_len(run.model, config)
+        else:
+            seq_len = load_train_data(options, run.model, config).longest_length
+        return EstimateRequest(
+            config,
+            "finetune",
+            options.method,
+            run.quantize,
+            run.precision,
+            micro_batch_size=options.hyperparameters.micro_batch_size,
+            seq_len=seq_len,
+            devices=devices or run.devices,
+            lora=options.lora,
+            adapter=options.adapter,
+            stack=stack,
+        )
+    return EstimateRequest(
+        config,
+        "inference",
+        "none",
+        run.quantize,
+        run.precision,
+        prompt_len=options.prompt_tokens(run.model),
+        max_new_tokens=options.settings.max_new_tokens,
+        devices=devices or run.devices,
+        stack=stack,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -569,6 +603,7 @@ __all__ = [
     "estimate",
     "fake_peak",
     "fake_peaks",
+    "request_from_run",
     "run_step",
     "stack_for",
 ]

@@ -5,8 +5,8 @@ Before a finetune or generate run builds anything, its peak memory is estimated 
 
 - CUDA: the free memory of the device (``torch.cuda.mem_get_info``), or the memory cap when it is
   lower;
-- CPU: ``MemAvailable`` from ``/proc/meminfo`` (what the kernel can give without swapping), or the
-  memory cap when it is lower. Without this, a too-big CPU run is killed by the operating system
+- CPU: a share (:data:`CPU_USABLE_SHARE`) of ``MemAvailable`` from ``/proc/meminfo`` (what the
+  kernel can give without swapping), or the memory cap when it is lower. Without this, a too-big CPU run is killed by the operating system
   with no message of ours.
 
 A run that does not fit raises :class:`PreflightRefusal` (an out-of-memory error, so that the
@@ -21,9 +21,16 @@ from pathlib import Path
 import torch
 
 from litgpt_min.estimate import EstimateRequest, estimate
-from litgpt_min.measure import OutOfMemoryError
+from litgpt_min.outcome import OutOfMemoryError
 
 MEMINFO = Path("/proc/meminfo")
+# A CPU run may plan on this share of MemAvailable only. The estimate counts live tensors; a CPU
+# process also holds what the tracker never sees: freed blocks that glibc's malloc keeps mapped
+# (its resident size runs above its live bytes), workspaces of CPU kernels (oneDNN's weight
+# reorders), the interpreter and libraries; and MemAvailable is shared with every other process.
+# Seen on a 24 GB machine: the Llama 2 7B LoRA step (estimated 20.7 GB) with 24.2 GB available was
+# killed by the kernel's OOM killer. A guard, not a measurement.
+CPU_USABLE_SHARE = 0.8
 
 
 class PreflightRefusal(OutOfMemoryError):
@@ -51,7 +58,7 @@ def device_limit(device: torch.device, cap_gb: float | None = None) -> Limit | N
     elif device.type == "cpu":
         available = mem_available_bytes()
         if available is not None:
-            found = Limit(available, "MemAvailable in /proc/meminfo")
+            found = Limit(int(available * CPU_USABLE_SHARE), f"{CPU_USABLE_SHARE:.0%} of MemAvailable in /proc/meminfo")
     if cap_gb is not None and (found is None or cap_gb * 1e9 < found.bytes):
         found = Limit(int(cap_gb * 1e9), "the memory cap")
     return found

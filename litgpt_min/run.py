@@ -15,9 +15,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from litgpt_min.config import Config
+from litgpt_min.estimate import request_from_run
 from litgpt_min.measure import PeakMemory, device_info, measure_peak, memory_source
 from litgpt_min.options import RunRequest
 from litgpt_min.outcome import classify_exception
+from litgpt_min.preflight import check as preflight_check
+from litgpt_min.preflight import device_limit
 from litgpt_min.result import Result
 
 if TYPE_CHECKING:
@@ -38,8 +41,13 @@ def make_fabric(request: RunRequest) -> Fabric:
     return Fabric(accelerator=device.type, devices=1, precision=request.precision)
 
 
-def execute(request: RunRequest, body: Body) -> Result:
-    """Set up Fabric, run ``body`` under peak-memory measurement and return the result."""
+def execute(request: RunRequest, body: Body, *, preflight: bool = True) -> Result:
+    """Set up Fabric, run ``body`` under peak-memory measurement and return the result.
+
+    With ``preflight``, the run's peak is first estimated on fake tensors (seconds) and a run that
+    cannot fit the device's limit (free GPU memory, the memory cap, the CPU's available memory)
+    ends as an ``oom`` result whose error holds the estimate and the limit; nothing is built.
+    """
     device = request.device()
     result = Result(
         workload=request.workload,
@@ -53,7 +61,10 @@ def execute(request: RunRequest, body: Body) -> Result:
         device=device_info(device, request.memory_cap_gb),
     )
     peak: PeakMemory | None = None
+    estimated_gb: float | None = None
     try:
+        if preflight:
+            estimated_gb = preflight_check(request_from_run(request), device_limit(device, request.memory_cap_gb))
         with measure_peak(device, cap_gb=request.memory_cap_gb) as peak:
             fabric = make_fabric(request)
             result = result.replace(**body(request, request.config, fabric, device))
@@ -66,4 +77,6 @@ def execute(request: RunRequest, body: Body) -> Result:
             result = result.replace(max_memory_gb=round(peak.peak_gb(), 6))
         except Exception as exc:  # a sticky CUDA error also breaks the peak read: keep the outcome
             print(f"peak memory unreadable: {exc}", file=sys.stderr)
+    if estimated_gb is not None:
+        result = result.replace(details={**result.details, "estimated_max_memory_gb": round(estimated_gb, 6)})
     return result

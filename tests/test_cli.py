@@ -498,7 +498,7 @@ def test_no_nan_or_infinity_reaches_the_json_line(
 ) -> None:
     from litgpt_min import cli
 
-    def diverged(request: Any, body: Any) -> Result:  # a run whose loss went to NaN
+    def diverged(request: Any, body: Any, **_: Any) -> Result:  # a run whose loss went to NaN
         return Result(workload="finetune", model=request.model, details={"losses": [1.5, math.nan, math.inf]})
 
     monkeypatch.setattr(cli, "execute", diverged)

@@ -27,8 +27,10 @@ from litgpt_min.estimate import (
     run_step,
     stack_for,
 )
-from litgpt_min.finetune import hyperparameters, make_optimizer, micro_step, optimizer_step
-from litgpt_min.measure import LiveTensorTracker, classify_exception
+from litgpt_min.finetune import make_optimizer, micro_step, optimizer_step
+from litgpt_min.measure import LiveTensorTracker
+from litgpt_min.options import hyperparameters
+from litgpt_min.outcome import classify_exception
 
 CPU = torch.device("cpu")
 
@@ -331,7 +333,8 @@ def test_cpu_limit_is_the_smaller_of_available_memory_and_the_cap(
     meminfo.write_text("MemAvailable:   1000000 kB\n")  # 1.024 GB
     monkeypatch.setattr(preflight, "MEMINFO", meminfo)
     limit = preflight.device_limit(CPU)
-    assert limit is not None and limit.bytes == 1_024_000_000 and "MemAvailable" in limit.source
+    assert limit is not None and "MemAvailable" in limit.source
+    assert limit.bytes == int(1_024_000_000 * preflight.CPU_USABLE_SHARE)
     capped = preflight.device_limit(CPU, cap_gb=0.5)
     assert capped is not None and capped.bytes == 500_000_000 and "cap" in capped.source
     assert preflight.device_limit(CPU, cap_gb=5.0) == limit
@@ -347,3 +350,49 @@ def test_preflight_refuses_with_the_estimate_and_the_limit() -> None:
     assert classify_exception(refused.value)[0] == "oom"
     message = str(refused.value)
     assert f"{peak / 1e9:.2f} GB" in message and "the memory cap" in message and "--no-preflight" in message
+
+
+def test_the_readme_7b_example_is_refused_in_seconds_on_a_small_cpu_machine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`litgpt-min finetune lora --model Llama-2-7b-hf --micro-batch-size 1 --json` on a CPU with
+    24.2 GB available (where it was killed by the OS): an oom result naming the estimate and the
+    limit, nothing built."""
+    from litgpt_min import cli
+
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemAvailable:   24239212 kB\n")  # what this project's 24 GB CPU machine had
+    monkeypatch.setattr(preflight, "MEMINFO", meminfo)
+    argv = ["finetune", "lora", "--model", "Llama-2-7b-hf", "--micro-batch-size", "1", "--accelerator", "cpu", "--json"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    result = json.loads(out[-1])
+    assert result["outcome"] == "oom" and result["max_memory_gb"] is None
+    assert result["error"].startswith("pre-flight: estimated peak ")
+    assert "GB exceeds the limit 19.86 GB (80% of MemAvailable in /proc/meminfo)" in result["error"]
+
+
+@pytest.mark.parametrize(
+    ("expected", "expected_gb", "outcome", "gb", "tolerance", "agrees"),
+    [
+        ("ok", 10.0, "ok", 10.5, 0.1, True),
+        ("ok", 10.0, "ok", 11.5, 0.1, False),  # figure out of tolerance
+        ("ok", 10.0, "ok", 11.5, None, True),  # no estimate tolerance: outcomes only
+        ("ok", 10.0, "oom", 50.0, None, False),
+        ("oom", None, "oom", 50.0, 0.1, True),
+        ("oom", None, "ok", 30.0, 0.1, False),
+        ("error", None, "oom", 50.0, 0.1, True),
+        ("unsupported", None, "unsupported", None, 0.1, True),
+        ("unsupported", None, "ok", 3.0, 0.1, False),
+    ],
+)
+def test_estimate_problem_rules(
+    expected: str, expected_gb: float | None, outcome: str, gb: float | None, tolerance: float | None, agrees: bool
+) -> None:
+    from conformance.estimate import RowEstimate, estimate_problem
+
+    row = RowEstimate("r", outcome, gb, "current", "fake-run", expected, expected_gb, 42.0)  # type: ignore[arg-type]
+    problem = estimate_problem(row, tolerance)
+    assert (problem is None) == agrees
+    if problem is not None:
+        assert "the profile says" in problem

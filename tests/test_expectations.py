@@ -137,7 +137,7 @@ def test_a100_profile_loads() -> None:
         per_file[case.file.stem] = per_file.get(case.file.stem, 0) + 1
     assert per_file == FILE_ROWS
     assert len({case.id for case in profile.cases}) == 72
-    assert all(isinstance(case, Case) and case.tolerances == Tolerances(0.10, 0.15) for case in profile.cases)
+    assert all(isinstance(case, Case) and case.tolerances == Tolerances(0.10, 0.15, 0.10) for case in profile.cases)
     assert profile.hardware["sku"] == A100 and profile.hardware["memory_gb"] == 40
     assert profile.hardware["gpu"] == "NVIDIA A100-SXM4-40GB" and profile.hardware["driver"] == "525.125.06"
     assert dict(profile.software) == {
@@ -167,7 +167,7 @@ def test_a100_provenance_per_file() -> None:
         assert data["source"]["added"]["commit"] == added.get(stem, "0f021f3a")
         assert data["source"]["last_updated"] == "10/20/2023"
         assert data["hardware"]["gpu_count"] == (4 if stem == "lora-multi-gpu" else 1)
-        assert data["tolerances"] == {"memory_rel": 0.10, "speed_rel": 0.15}
+        assert data["tolerances"] == {"memory_rel": 0.10, "speed_rel": 0.15, "estimate_rel": 0.10}
         assert "total_params" in data["source"]["derived"]
 
 

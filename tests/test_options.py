@@ -120,7 +120,7 @@ def test_the_cli_builds_the_request_build_request_builds(
     class Stop(Exception):
         pass
 
-    def spy(request: RunRequest, body: object) -> None:
+    def spy(request: RunRequest, body: object, **_: object) -> None:
         seen.append(request)
         raise Stop  # nothing runs
 
@@ -303,7 +303,7 @@ def test_fuzz_cli_reaches_the_run_or_exits_2_with_one_line(
     class Reached(Exception):
         pass
 
-    def reached(request: RunRequest, body: object) -> None:
+    def reached(request: RunRequest, body: object, **_: object) -> None:
         raise Reached
 
     monkeypatch.setattr(cli, "execute", reached)

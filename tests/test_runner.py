@@ -39,7 +39,7 @@ def test_finetune_command_is_the_documented_cli() -> None:
     assert build_command(case, RunOptions(memory_cap_gb=40.0), python="python") == [
         "python", "-m", "litgpt_min", "finetune", "lora", "--model", "tiny-llama", "--micro-batch-size", "2",
         "--devices", "1", "--precision", "bf16-true", "--quantize", "bnb.nf4-dq", "--memory-cap-gb", "40",
-        "--max-iters", "6", "--batch-size", "8", "--json",
+        "--max-iters", "6", "--batch-size", "8", "--no-preflight", "--json",
     ]  # fmt: skip
 
 
@@ -51,8 +51,16 @@ def test_generate_command_and_runner_options_override_base_options() -> None:
     assert build_command(case, RunOptions(accelerator="cpu", memory_cap_gb=0.02), python="python") == [
         "python", "-m", "litgpt_min", "generate", "--model", "tiny-falcon", "--devices", "1",
         "--precision", "32-true", "--quantize", "bnb.nf4", "--accelerator", "cpu", "--memory-cap-gb", "0.02",
-        "--no-compile", "--json",
+        "--no-compile", "--no-preflight", "--json",
     ]  # fmt: skip
+
+
+def test_preflight_stays_on_only_for_uncapped_cpu_rows() -> None:
+    """A capped or GPU row must measure its OOM; an uncapped CPU row is refused before the OS kills it."""
+    case = make_case()
+    assert "--no-preflight" not in build_command(case, RunOptions(accelerator="cpu"), python="python")
+    assert "--no-preflight" in build_command(case, RunOptions(accelerator="cpu", memory_cap_gb=1.0), python="python")
+    assert "--no-preflight" in build_command(case, RunOptions(), python="python")
 
 
 # Reading a finished run ------------------------------------------------------------------------------
