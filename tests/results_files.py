@@ -54,9 +54,10 @@ def row(
     expected: Mapping[str, Any] | None = None,
     memory_rel: float = 0.1,
     speed_rel: float = 0.15,
+    **identity: Any,
 ) -> dict[str, Any]:
-    """A results row; its identity comes from ``result`` (or from ``expected`` for a row not run)."""
-    source = dict(result or expected or {})
+    """A results row; its identity (workload, model, ...) comes from ``identity``, else ``result``."""
+    source = {**(result or {}), **identity}
     workload = source.get("workload", "finetune")
     want = {
         "outcome": "ok", "trainable_params": None, "total_params": None, "max_memory_gb": None,
@@ -65,7 +66,9 @@ def row(
     return {
         "profile": profile,
         "id": case_id,
-        "file": f"expectations/{profile}/{'lora' if workload == 'finetune' else 'inference'}-1gpu.json",
+        "file": source.get(
+            "file", f"expectations/{profile}/{'lora' if workload == 'finetune' else 'inference'}-1gpu.json"
+        ),
         "workload": workload,
         "method": source.get("method"),
         "model": source.get("model", "Llama-2-7b-hf"),
