@@ -192,5 +192,6 @@ def cmd_plot(file: Path, out: Path) -> int:
     except OSError as exc:
         print(f"conformance report --plot: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
         return 2
-    print(f"conformance: plotted {n} rows into {out}")
+    # stderr: stdout carries the Markdown report when both are asked for.
+    print(f"conformance: plotted {n} rows into {out}", file=sys.stderr)
     return 0

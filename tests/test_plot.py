@@ -48,7 +48,7 @@ def test_the_full_profile_renders(tmp_path: Path, capsys: pytest.CaptureFixture)
     assert len(doc["rows"]) == len(load_profile(REFERENCE_PROFILE).cases) >= 72
     out = tmp_path / "rows.png"
     assert cmd_plot(write(tmp_path / "results.json", doc), out) == 0
-    assert f"plotted {len(doc['rows'])} rows" in capsys.readouterr().out
+    assert f"plotted {len(doc['rows'])} rows" in capsys.readouterr().err
     data = out.read_bytes()
     assert data.startswith(PNG_SIGNATURE)
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
