@@ -24,6 +24,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -73,7 +74,7 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     errors = sorted(abs(r["error_rel"]) for r in runs)
     return {
         "runs": len(runs),
-        "median_abs_error_rel": errors[len(errors) // 2],
+        "median_abs_error_rel": round(statistics.median(errors), 4),
         "max_abs_error_rel": errors[-1],
         "within_bound": sum(r["within_bound"] for r in runs),
     }
@@ -98,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         "--micro-batch-size", str(args.micro_batch_size), "--batch-size", str(args.batch_size),
         "--precision", args.precision, "--accelerator", args.accelerator, "--json",
     ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(ROOT)}
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": path}
     load_before = os.getloadavg()[0]
     fresh: dict[int, list[tuple[dict[str, Any], float]]] = {}
     for iters in args.short_iters:
