@@ -13,14 +13,16 @@ profile's would not be (another card than the profile's); a baseline from anothe
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from conformance.expectations import Case
 from conformance.results import load_results
 from litgpt_min.result import Result
+
+A = TypeVar("A")  # the plugin's ActiveProfile (a frozen dataclass with profile, mode, speed_skip)
 
 # The figures a baseline row supplies, from its measured result.
 BASELINE_FIGURES = ("max_memory_gb", "time_1k_iters_min", "tokens_per_sec")
@@ -65,3 +67,27 @@ class Baseline:
 
 def gpu_names(fingerprint: Mapping[str, Any]) -> list[str]:
     return [str(g.get("name")) for g in fingerprint.get("gpus") or [] if isinstance(g, Mapping)]
+
+
+def apply_baseline(actives: Sequence[A], baseline: Baseline, fingerprint: Mapping[str, Any]) -> tuple[list[A], dict[tuple[str, str], str]]:  # fmt: skip
+    """The active profiles with every row judged against ``baseline``, and the skip reasons of the
+    rows it cannot judge, by (profile, id).
+
+    Speed checks that the profile's own figures could not make here (portable mode: another card's
+    figures) are made when the baseline ran on this machine's GPUs: its figures are this card's.
+    """
+    same_card = bool(baseline.gpu_names()) and baseline.gpu_names() == gpu_names(fingerprint)
+    judged, skips = [], {}
+    for active in actives:
+        cases = []
+        for case in active.profile.cases:
+            new, reason = baseline.case(case)
+            cases.append(new)
+            if reason is not None:
+                skips[(active.name, case.id)] = reason
+        profile = dataclasses.replace(active.profile, cases=tuple(cases))
+        speed_skip = active.speed_skip
+        if active.mode == "portable":
+            speed_skip = None if same_card else f"the baseline {baseline.path} was not measured on this card"
+        judged.append(dataclasses.replace(active, profile=profile, speed_skip=speed_skip))
+    return judged, skips
