@@ -16,13 +16,25 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from conformance.expectations import Case
+from conformance.expectations import Case, Profile
 from conformance.results import load_results
 from litgpt_min.result import Result
 
-A = TypeVar("A")  # the plugin's ActiveProfile (a frozen dataclass with profile, mode, speed_skip)
+
+class _Active(Protocol):
+    """What ``apply_baseline`` reads of the plugin's ``ActiveProfile`` (a frozen dataclass)."""
+
+    profile: Profile
+    mode: str
+    speed_skip: str | None
+
+    @property
+    def name(self) -> str: ...
+
+
+A = TypeVar("A", bound=_Active)
 
 # The figures a baseline row supplies, from its measured result.
 BASELINE_FIGURES = ("max_memory_gb", "time_1k_iters_min", "tokens_per_sec")
