@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from conformance.gpu_idle import check_idle
 from litgpt_min.finetune import warmup_iters
 from litgpt_min.protocol import ITERS_PER_FIGURE, extrapolate
 
@@ -102,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": path}
     load_before = os.getloadavg()[0]
+    # On a GPU: was it idle? (A busy card makes every figure here say more about its neighbours.)
+    idle = check_idle().to_json() if args.accelerator == "cuda" else None
     fresh: dict[int, list[tuple[dict[str, Any], float]]] = {}
     for iters in args.short_iters:
         fresh[iters] = [run([*base, "--max-iters", str(iters)], env) for _ in range(args.repeats)]
@@ -121,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join(["python", *base[1:]]),
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
         "load_average_1m": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
+        "gpu_idle": idle,
         "long": {
             "iters": details["iters"],
             "time_1k_iters_min": round(truth, 4),
