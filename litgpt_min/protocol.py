@@ -26,6 +26,8 @@ from typing import Any
 
 # Iterations a 1k-iteration figure counts (the resource tables' "Time 1k iterations").
 ITERS_PER_FIGURE = 1000
+# Untimed generations before the timed ones (the first pays for kernel loading and allocation).
+GENERATION_WARMUP = 1
 
 
 @dataclass(frozen=True)
@@ -157,4 +159,13 @@ def tokens_per_sec(new_tokens: Sequence[int], seconds: Sequence[float], *, warmu
     return summarize(steady(rates, warmup), "tokens/sec")
 
 
-__all__ = ["ITERS_PER_FIGURE", "Extrapolation", "Summary", "extrapolate", "steady", "summarize", "tokens_per_sec"]
+__all__ = [
+    "GENERATION_WARMUP",
+    "ITERS_PER_FIGURE",
+    "Extrapolation",
+    "Summary",
+    "extrapolate",
+    "steady",
+    "summarize",
+    "tokens_per_sec",
+]
