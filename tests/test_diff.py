@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from results_files import measured, results, row, write
 
+from conformance.cli import main
 from conformance.diff import cmd_diff, diff_results, headlines
 
 OLD_TORCH, NEW_TORCH = "2.12.0+cu124", "2.13.0+cu124"
@@ -152,3 +153,13 @@ def test_a_malformed_measured_result_names_its_row(tmp_path: Path, capsys: pytes
     assert cmd_diff(path, path) == 2
     err = capsys.readouterr().err
     assert "a100-sxm4-40gb:r" in err and "max_memory_gb" in err
+
+
+def test_the_cli_runs_the_diff_and_refuses_a_bad_tolerance(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    old, new = _upgrade(tmp_path)
+    assert main(["diff", str(old), str(new), "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["exit_status"] == 1
+    assert main(["diff", str(old), str(new), "--memory-tolerance", "0.2", "--speed-tolerance", "0.5"]) == 0
+    with pytest.raises(SystemExit) as exc:
+        main(["diff", str(old), str(new), "--memory-tolerance", "-1"])
+    assert exc.value.code == 2 and "a tolerance must be a finite number >= 0" in capsys.readouterr().err

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from results_files import measured, results, row, write
 
+from conformance.cli import main
 from conformance.expectations import load_profile
 from conformance.plot import PLOT_EXTRA_MISSING, cmd_plot, memory_point, speed_point
 from conformance.state import REFERENCE_PROFILE
@@ -89,3 +90,13 @@ def test_a_file_with_nothing_to_plot_says_so(tmp_path: Path, capsys: pytest.Capt
     assert cmd_plot(path, tmp_path / "out.png") == 2
     err = capsys.readouterr().err
     assert str(path) in err and "no row has a memory or speed figure" in err
+
+
+def test_report_draws_the_plot_beside_the_markdown(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    pytest.importorskip("matplotlib")
+    doc = results([row("r", measured(max_memory_gb=1.2), expected={"max_memory_gb": 1.0})])
+    out = tmp_path / "rows.png"
+    assert main(["report", str(write(tmp_path / "r.json", doc)), "--plot", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("# Conformance report") and "plotted 1 rows" in captured.err
+    assert out.read_bytes().startswith(PNG_SIGNATURE)
