@@ -327,8 +327,8 @@ def interpret(
 def classify_crash(returncode: int | None, log_text: str) -> tuple[Outcome, str]:
     """Outcome and message of a run that died without a result. OOMs that surface as other
     errors (cuBLAS or bitsandbytes allocation failures, which may kill the process) are
-    recognized with the runners' own patterns (``litgpt_min.measure.is_oom_message``)."""
-    from litgpt_min.measure import is_oom_message  # imports torch: only for crashed rows
+    recognized with the runners' own patterns (``litgpt_min.outcome.is_oom_message``)."""
+    from litgpt_min.outcome import is_oom_message  # imports torch: only for crashed rows
 
     lines = [line.strip() for line in log_text.splitlines() if line.strip()]
     oom = next((line for line in reversed(lines) if is_oom_message(line)), None)

@@ -12,7 +12,7 @@ Read top-down:
    ``litgpt_min/lengths/<family>.json`` (written by ``benchmarks/derive_lengths.py``), so a machine
    without the dataset or the tokenizer still knows the real lengths.
 5. ``SyntheticAlpaca``: random token ids with the profile's real lengths, the real longest included.
-6. ``train_data_for``: real Alpaca when a data directory is given, synthetic otherwise.
+   (Which of real or synthetic data a run uses is ``finetune.load_train_data``'s choice.)
 
 Representation choices:
 - ``Tokenizer.encode`` returns ``list[int]`` (cheap to batch; Lit-GPT returned an int32 tensor).
@@ -661,39 +661,3 @@ class SyntheticAlpaca:
     @property
     def longest_length(self) -> int:
         return int(self._lengths[self._longest_index])
-
-
-# ---------------------------------------------------------------------------------------------
-# 6. Choosing the data for a model
-# ---------------------------------------------------------------------------------------------
-
-
-def train_data_for(
-    model_name: str,
-    *,
-    vocab_size: int,
-    max_seq_length: int | None = None,
-    seed: int = SPLIT_SEED,
-    data_dir: Path | str | None = None,
-) -> TrainData:
-    """The training data of ``model_name``: real Alpaca from ``data_dir``, else synthetic.
-
-    ``data_dir`` holds ``alpaca/alpaca_data.json`` and ``tokenizers/<family>/`` (the layout of
-    shared/data). ``max_seq_length`` (the block size) truncates or clips, as Lit-GPT's
-    prepare_alpaca.py did with the block size. ``vocab_size`` is the number of embedding rows the
-    ids must fit (the config's ``padded_vocab_size``: phi-1.5's tokenizer has 50,295 ids against a
-    ``vocab_size`` of 50,257). ``seed`` seeds the synthetic data; the real split always uses
-    Lit-GPT's seed 42.
-    """
-    family = tokenizer_family(model_name)
-    if data_dir is None:
-        return SyntheticAlpaca(load_length_profile(family), vocab_size, seed, max_seq_length=max_seq_length)
-    data_dir = Path(data_dir)
-    tokenizer = Tokenizer(data_dir / "tokenizers" / family)
-    if tokenizer.vocab_size > vocab_size:
-        raise ValueError(
-            f"{tokenizer.path}: vocabulary of {tokenizer.vocab_size} tokens does not fit model {model_name!r} "
-            f"(vocab_size {vocab_size}); use synthetic data (no data_dir) for this model"
-        )
-    train, _ = prepare_alpaca(data_dir / "alpaca" / "alpaca_data.json", tokenizer, max_length=max_seq_length or -1)
-    return SampleList(train)

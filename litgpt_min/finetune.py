@@ -16,60 +16,25 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 
+from litgpt_min import data
+from litgpt_min.build import build_model
+from litgpt_min.config import Config
+from litgpt_min.measure import synchronize
+from litgpt_min.options import FinetuneOptions, Hyperparameters, RunRequest
+from litgpt_min.params import num_params
+from litgpt_min.quantize import paged_adamw
+
+if TYPE_CHECKING:
+    from lightning.fabric import Fabric
 from litgpt_min.protocol import Extrapolation, extrapolate
 
 Backward = Callable[[torch.Tensor], None]
-
-
-@dataclass(frozen=True)
-class Hyperparameters:
-    """Training hyperparameters. Defaults per method come from :data:`REFERENCE`."""
-
-    learning_rate: float = field(metadata={"help": "peak learning rate"})
-    batch_size: int = field(metadata={"help": "samples per optimizer step (gradient accumulation fills it)"})
-    micro_batch_size: int = field(metadata={"help": "samples per forward/backward"})
-    weight_decay: float = field(metadata={"help": "AdamW weight decay"})
-    warmup_steps: int = field(metadata={"help": "optimizer steps of linear warmup from lr 0"})
-    cosine_t_max: int | None = field(default=None, metadata={"help": "cosine annealing period after warmup (LoRA)"})
-    lm_head_chunk_size: int = field(default=128, metadata={"help": "tokens per lm_head chunk"})
-
-    def __post_init__(self) -> None:
-        if self.micro_batch_size < 1:
-            raise ValueError(f"micro_batch_size must be >= 1, got {self.micro_batch_size}")
-        if self.warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
-        if self.batch_size < self.micro_batch_size:
-            raise ValueError(f"batch_size {self.batch_size} is smaller than micro_batch_size {self.micro_batch_size}")
-
-    @property
-    def gradient_accumulation_iters(self) -> int:
-        return self.batch_size // self.micro_batch_size
-
-
-# The scripts' module-level values at 8641822, on one device.
-REFERENCE: dict[str, Hyperparameters] = {
-    "lora": Hyperparameters(
-        learning_rate=3e-4, batch_size=128, micro_batch_size=4, weight_decay=0.01, warmup_steps=100, cosine_t_max=390
-    ),
-    "adapter": Hyperparameters(
-        learning_rate=3e-3, batch_size=64, micro_batch_size=4, weight_decay=0.02, warmup_steps=1562
-    ),
-    "adapter_v2": Hyperparameters(
-        learning_rate=3e-3, batch_size=128, micro_batch_size=2, weight_decay=0.02, warmup_steps=781
-    ),
-}
-
-
-def hyperparameters(method: str, **overrides: Any) -> Hyperparameters:
-    if method not in REFERENCE:
-        raise ValueError(f"unknown finetuning method {method!r}: choose one of {', '.join(REFERENCE)}")
-    return replace(REFERENCE[method], **{k: v for k, v in overrides.items() if v is not None})
 
 
 # The step ----------------------------------------------------------------------------------------
@@ -149,7 +114,7 @@ def train(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None,
-    data: Any,
+    train_data: data.TrainData,
     hp: Hyperparameters,
     *,
     max_iters: int,
@@ -160,9 +125,8 @@ def train(
     seed: int = 1337,
 ) -> TrainStats:
     """Run ``max_iters`` micro-batch iterations (iteration 0 holds the longest sample)."""
-    from litgpt_min.data import get_batch
 
-    stats = TrainStats(longest_seq_length=data.longest_length)
+    stats = TrainStats(longest_seq_length=train_data.longest_length)
     generator = torch.Generator().manual_seed(seed)
     accumulation = hp.gradient_accumulation_iters
     step_count = 0
@@ -171,7 +135,7 @@ def train(
         if lr is not None:
             for group in optimizer.param_groups:
                 group["lr"] = lr
-        input_ids, targets = get_batch(data, hp.micro_batch_size, generator, longest_first=iter_num == 0)
+        input_ids, targets = data.get_batch(train_data, hp.micro_batch_size, generator, longest_first=iter_num == 0)
         input_ids, targets = input_ids.to(device), targets.to(device)
 
         synchronize(device)
@@ -203,8 +167,6 @@ def make_optimizer(
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None]:
     """AdamW, or bitsandbytes' PagedAdamW under quantization (as the reference); cosine for LoRA."""
     if quantize is not None:
-        from litgpt_min.quantize import paged_adamw
-
         optimizer = paged_adamw(params, lr=hp.learning_rate, weight_decay=hp.weight_decay)
     else:
         optimizer = torch.optim.AdamW(params, lr=hp.learning_rate, weight_decay=hp.weight_decay)
@@ -224,46 +186,48 @@ def warmup_iters(max_iters: int) -> int:
     return min(2, max(0, max_iters - 1))
 
 
-def load_train_data(request: Any, config: Any) -> Any:
-    """Alpaca from a JSON file and a tokenizer when given; else synthetic data with Alpaca's real lengths."""
-    from litgpt_min import data
-
-    opts = request.options
-    if opts.get("data_file"):
-        if not opts.get("tokenizer_dir"):
-            raise ValueError("--data-file needs --tokenizer-dir")
-        train_set, _ = data.prepare_alpaca(
-            opts["data_file"], data.Tokenizer(opts["tokenizer_dir"]), max_length=config.block_size
+def load_train_data(options: FinetuneOptions, model_name: str, config: Config) -> data.TrainData:
+    """Alpaca from ``options.data_file`` and its tokenizer when given; else synthetic data with the
+    real Alpaca lengths of the model's tokenizer. Samples are cut to the block size, as Lit-GPT's
+    prepare_alpaca.py did."""
+    if options.data_file is None:
+        profile = data.load_length_profile(data.tokenizer_family(model_name))
+        return data.SyntheticAlpaca(
+            profile, vocab_size=config.padded_vocab_size, seed=1337, max_seq_length=config.block_size
         )
-        return data.SampleList(train_set)
-    profile = data.load_length_profile(data.tokenizer_family(request.model))
-    return data.SyntheticAlpaca(
-        profile, vocab_size=config.padded_vocab_size, seed=1337, max_seq_length=config.block_size
-    )
+    assert options.tokenizer_dir is not None  # FinetuneOptions refuses a data file without one
+    tokenizer = data.Tokenizer(options.tokenizer_dir)
+    # The embedding has padded_vocab_size rows: phi-1.5's tokenizer has 50,295 ids against a
+    # vocab_size of 50,257, which its padded 51,200 rows hold.
+    if tokenizer.vocab_size > config.padded_vocab_size:
+        raise ValueError(
+            f"{tokenizer.path}: vocabulary of {tokenizer.vocab_size} tokens does not fit model {model_name!r} "
+            f"(padded_vocab_size {config.padded_vocab_size}); use synthetic data (no --data-file) for this model"
+        )
+    train_set, _ = data.prepare_alpaca(options.data_file, tokenizer, max_length=config.block_size)
+    return data.SampleList(train_set)
 
 
-def finetune_body(request: Any, config: Any, fabric: Any, device: torch.device) -> dict[str, Any]:
-    """The measured finetuning run (used through :func:`litgpt_min.run.execute`)."""
-    from litgpt_min.build import build_model
-    from litgpt_min.measure import synchronize
-    from litgpt_min.quantize import num_params
-
-    opts = request.options
-    hp = hyperparameters(request.method, micro_batch_size=request.micro_batch_size, **opts.get("hyperparameters", {}))
+def finetune_body(request: RunRequest, config: Config, fabric: Fabric, device: torch.device) -> dict[str, Any]:
+    """The measured finetuning run (used through :func:`litgpt_min.run.execute`); returns the
+    result's measured fields."""
+    options = request.options
+    assert isinstance(options, FinetuneOptions)  # execute() pairs each workload with its body
+    hp = options.hyperparameters
     fabric.seed_everything(1337)
     model = build_model(
         config,
-        request.method,
+        options.method,
         device=device,
         dtype=request.dtype,
         quantize=request.quantize,
-        lora=opts.get("lora"),
-        adapter=opts.get("adapter"),
+        lora=options.lora,
+        adapter=options.adapter,
     )
     trainable, total = num_params(model, requires_grad=True), num_params(model)
     print(f"Number of trainable parameters: {trainable:,}")
     print(f"Number of non trainable parameters: {total - trainable:,}")
-    train_data = load_train_data(request, config)
+    train_data = load_train_data(options, request.model, config)
     if train_data.longest_length > config.block_size:
         raise ValueError(f"the longest sample ({train_data.longest_length}) exceeds the block size {config.block_size}")
     model.max_seq_length = train_data.longest_length
@@ -272,7 +236,7 @@ def finetune_body(request: Any, config: Any, fabric: Any, device: torch.device) 
     model = fabric.setup_module(model)
     optimizer, scheduler = make_optimizer([p for p in model.parameters() if p.requires_grad], hp, request.quantize)
     optimizer = fabric.setup_optimizers(optimizer)
-    max_iters = opts.get("max_iters") or default_max_iters(hp)
+    max_iters = options.max_iters or default_max_iters(hp)
     stats = train(
         model,
         optimizer,
@@ -310,13 +274,12 @@ def _round(x: float | None) -> float | None:
 
 
 __all__ = [
-    "REFERENCE",
-    "Hyperparameters",
     "TrainStats",
     "chunked_cross_entropy",
     "default_max_iters",
-    "hyperparameters",
+    "finetune_body",
     "learning_rate",
+    "load_train_data",
     "make_optimizer",
     "micro_step",
     "optimizer_step",

@@ -11,32 +11,19 @@ their median reported; the reference timed a single cold generation.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from litgpt_min.build import build_model
+from litgpt_min.config import Config
+from litgpt_min.measure import synchronize
+from litgpt_min.options import GenerateOptions, RunRequest
+from litgpt_min.params import num_params
 from litgpt_min.protocol import GENERATION_WARMUP, tokens_per_sec
 
-
-@dataclass(frozen=True)
-class GenerateSettings:
-    """Sampling settings; the defaults are ``generate/base.py``'s."""
-
-    prompt: str = field(default="Hello, my name is", metadata={"help": "the prompt"})
-    max_new_tokens: int = field(default=50, metadata={"help": "tokens to generate"})
-    top_k: int | None = field(default=200, metadata={"help": "sample from the k most likely tokens"})
-    temperature: float = field(default=0.8, metadata={"help": "softmax temperature (0: greedy)"})
-    num_samples: int = field(default=1, metadata={"help": "generations in a row; the first one is reported"})
-    seed: int = field(default=1234, metadata={"help": "sampling seed"})
-
-    def __post_init__(self) -> None:
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if self.num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {self.num_samples}")
+if TYPE_CHECKING:
+    from lightning.fabric import Fabric
 
 
 def sample(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None) -> torch.Tensor:
@@ -97,34 +84,27 @@ def generate(
     return out
 
 
-def prompt_ids(settings: GenerateSettings, model_name: str, vocab_size: int, tokenizer_dir: str | None) -> torch.Tensor:
-    """The prompt's token ids: from the real tokenizer when given, else synthetic ids of the real length."""
-    from litgpt_min import data
-
-    if tokenizer_dir is not None:
-        return torch.tensor(data.Tokenizer(tokenizer_dir).encode(settings.prompt), dtype=torch.long)
-    if settings.prompt != GenerateSettings.prompt:
-        raise ValueError(
-            "a custom prompt needs --tokenizer-dir (without a tokenizer only the default prompt's length is known)"
-        )
-    profile = data.load_length_profile(data.tokenizer_family(model_name))
-    n = profile.default_prompt_tokens
+def prompt_ids(options: GenerateOptions, model_name: str, vocab_size: int) -> torch.Tensor:
+    """The prompt's token ids: from the real tokenizer when given, else synthetic ids of the real
+    length of the default prompt (``GenerateOptions`` refuses a custom prompt without a tokenizer)."""
+    if options.tokenizer_dir is not None:
+        return torch.tensor(options.tokenizer().encode(options.settings.prompt), dtype=torch.long)
+    n = options.prompt_tokens(model_name)
     generator = torch.Generator().manual_seed(0)
     return torch.randint(0, vocab_size, (n,), generator=generator)
 
 
-def generate_body(request: Any, config: Any, fabric: Any, device: torch.device) -> dict[str, Any]:
-    """The measured inference run (used through :func:`litgpt_min.run.execute`)."""
-    from litgpt_min.build import build_model
-    from litgpt_min.measure import synchronize
-    from litgpt_min.quantize import num_params
-
-    settings = GenerateSettings(**request.options.get("generate", {}))
+def generate_body(request: RunRequest, config: Config, fabric: Fabric, device: torch.device) -> dict[str, Any]:
+    """The measured inference run (used through :func:`litgpt_min.run.execute`); returns the
+    result's measured fields."""
+    options = request.options
+    assert isinstance(options, GenerateOptions)  # execute() pairs each workload with its body
+    settings = options.settings
     t0 = time.perf_counter()
     model = build_model(config, "none", device=device, dtype=request.dtype, quantize=request.quantize)
     model.eval()
     total = num_params(model)
-    prompt = prompt_ids(settings, request.model, config.padded_vocab_size, request.options.get("tokenizer_dir"))
+    prompt = prompt_ids(options, request.model, config.padded_vocab_size)
     max_returned = prompt.size(0) + settings.max_new_tokens
     model.max_seq_length = max_returned
     model = fabric.setup_module(model)

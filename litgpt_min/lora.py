@@ -34,7 +34,7 @@ class LoRASettings:
     """LoRA hyperparameters; the defaults are ``finetune/lora.py``'s."""
 
     r: int = 8
-    """Rank of the update. 0 disables LoRA everywhere."""
+    """Rank of the update (which layers get one: the flags below)."""
     alpha: int = 16
     """The update is scaled by alpha / r."""
     dropout: float = 0.05
@@ -50,8 +50,8 @@ class LoRASettings:
     """LoRA on lm_head."""
 
     def __post_init__(self) -> None:
-        if self.r < 0:
-            raise ValueError(f"lora r must be >= 0, got {self.r}")
+        if self.r < 1:  # a rank-0 "LoRA" trains nothing: the optimizer would have no parameters
+            raise ValueError(f"lora r must be >= 1, got {self.r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"lora dropout must be in [0, 1), got {self.dropout}")
 

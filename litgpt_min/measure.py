@@ -1,15 +1,16 @@
-"""Measuring memory and time, and turning exceptions into outcomes.
+"""Measuring memory and time on each device.
 
-This is the one module that knows how peak memory is read on each device, how a clock is read
-around asynchronous CUDA work, and what an out-of-memory error looks like. Runners use:
+This is the one module that knows how peak memory is read on each device and how a clock is read
+around asynchronous CUDA work. Runners use:
 
 - ``measure_peak(device, cap_gb=None, track=())``: a context manager that yields a ``PeakMemory``.
   On CUDA it resets the allocator's peak statistics (and optionally caps the allocator); on the
   CPU it runs a ``LiveTensorTracker``, a dispatch mode that adds up the live tensor storages the
   way the CUDA caching allocator would (each storage rounded up to 512 bytes).
-- ``timed(device)`` / ``Stopwatch``: wall-clock time that synchronizes CUDA before each reading.
-- ``classify_exception(exc)``: ``("ok" | "oom" | "unsupported" | "error", one-line message)``.
+- ``synchronize(device)``: wait for queued CUDA work before a clock is read.
 - ``gb`` (decimal gigabytes, as Lit-GPT prints them) and ``device_info`` for the result JSON.
+
+What an exception (an OOM among them) stands for is decided in ``litgpt_min.outcome``.
 
 The tracker is also built to run under ``FakeTensorMode`` on the cpu device, where the same
 training step can be replayed on fake tensors to estimate a full-size model's peak.
@@ -18,7 +19,6 @@ training step can be replayed on fake tensors to estimate a full-size model's pe
 from __future__ import annotations
 
 import platform
-import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -27,27 +27,13 @@ from typing import Any, Literal, TypedDict
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-Outcome = Literal["ok", "oom", "unsupported", "error"]
-MemorySource = Literal["cuda.max_memory_allocated", "live-tensor-tracker"]
-
-# torch.OutOfMemoryError appeared in PyTorch 2.5; before it the same class was only reachable as
-# torch.cuda.OutOfMemoryError (1.13+), which newer releases keep as an alias. The project allows
-# torch>=2.1, so everything here names it through this alias.
-OutOfMemoryError: type[RuntimeError] = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
+from litgpt_min.outcome import OutOfMemoryError
+from litgpt_min.result import MemorySource
 
 # The CUDA caching allocator rounds every request up to a multiple of 512 bytes (kMinBlockSize in
 # c10/cuda/CUDACachingAllocator.cpp) and counts the rounded size in max_memory_allocated; a
 # zero-byte request allocates nothing.
 ALLOCATION_GRANULARITY = 512
-
-# An error message is cut to this many characters: the result JSON wants one readable line, and
-# CUDA's OOM message alone runs to ~400 characters of advice.
-MAX_MESSAGE_CHARS = 300
-
-
-class UnsupportedCombination(ValueError):
-    """A workload/method/quantization/device combination that the reference refuses by design
-    (e.g. bitsandbytes with several devices). Runners raise it; it becomes outcome "unsupported"."""
 
 
 def gb(n_bytes: int | float) -> float:
@@ -58,82 +44,6 @@ def gb(n_bytes: int | float) -> float:
 def round_allocation(n_bytes: int, granularity: int = ALLOCATION_GRANULARITY) -> int:
     """The bytes the CUDA caching allocator charges for a request of ``n_bytes``."""
     return -(-n_bytes // granularity) * granularity
-
-
-# ---------------------------------------------------------------------------------------------
-# Outcomes: the one place an out-of-memory error is recognized.
-# ---------------------------------------------------------------------------------------------
-
-# Substrings that mark an out-of-memory failure that is not (or not always) raised as
-# torch.OutOfMemoryError. Each is copied from the code that produces it.
-OOM_MARKERS: tuple[str, ...] = (
-    # PyTorch's CUDA caching allocator (c10/cuda/CUDACachingAllocator.cpp): "CUDA out of memory.
-    # Tried to allocate 20.00 MiB. GPU 0 has a total capacity of ...". A torch.OutOfMemoryError
-    # since PyTorch 1.13, a plain RuntimeError before; the ROCm build says "HIP" instead.
-    "CUDA out of memory",
-    "HIP out of memory",
-    # C10_CUDA_CHECK on cudaErrorMemoryAllocation (context creation, cudaMalloc outside the
-    # caching allocator): "CUDA error: out of memory\nCUDA kernel errors might be ...".
-    "CUDA error: out of memory",
-    # C10_CUDA_DRIVER_CHECK (c10/cuda/driver_api.h), e.g. cuMemCreate under
-    # PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True: "CUDA driver error: out of memory".
-    "CUDA driver error: out of memory",
-    # cuBLAS could not allocate its handle or workspace (TORCH_CUDABLAS_CHECK in
-    # aten/src/ATen/cuda/CUDABlas.cpp, CublasHandlePool.cpp):
-    # "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`".
-    "CUBLAS_STATUS_ALLOC_FAILED",
-    # PyTorch's CPU allocator (c10/core/impl/alloc_cpu.cpp), a RuntimeError, seen on torch 2.13:
-    # "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory:
-    # you tried to allocate 100000000000000 bytes. Error code 12 (Cannot allocate memory)".
-    "DefaultCPUAllocator: can't allocate memory",
-    # bitsandbytes' CUDA_CHECK_RETURN (csrc/ops.cuh) prints "Error %s at line %d in file %s" with
-    # cudaGetErrorString and exit(1)s, e.g. when cudaMallocManaged fails for a paged optimizer:
-    # "Error out of memory at line 380 in file .../csrc/pythonInterface.c" (bitsandbytes#959).
-    # It is never an exception: only a subprocess's stderr carries it (see is_oom_message).
-    "Error out of memory at line",
-    # LiveTensorTracker's emulated cap (raised as torch.OutOfMemoryError; listed for stderr text).
-    "CPU memory cap exceeded",
-)
-# Deliberately NOT an OOM: "CUDA error: CUBLAS_STATUS_NOT_INITIALIZED when calling
-# `cublasCreate(handle)`". It often means that cuBLAS found no memory for its handle, but the
-# conformance suite records it as an error with its message and decides how to match it.
-
-
-def is_oom_message(text: str) -> bool:
-    """Whether an exception message (or a crashed subprocess's stderr) reports an OOM."""
-    return any(marker in text for marker in OOM_MARKERS)
-
-
-def classify_exception(exc: BaseException) -> tuple[Outcome, str]:
-    """The outcome an exception stands for, and its message on one line.
-
-    An OOM anywhere in the exception's chain (``raise ... from oom``, or an error raised while an
-    OOM was being handled) makes the outcome "oom": what ran out first is what the row measures.
-    """
-    chain = list(_exception_chain(exc))
-    for link in chain:
-        if isinstance(link, (OutOfMemoryError, MemoryError)) or is_oom_message(str(link)):
-            return "oom", one_line(link)
-    for link in chain:
-        if isinstance(link, UnsupportedCombination):
-            return "unsupported", one_line(link)
-    return "error", one_line(exc)
-
-
-def one_line(exc: BaseException) -> str:
-    """The first non-blank line of the exception's text (its type name if it has none), trimmed."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    text = lines[0] if lines else type(exc).__name__
-    return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 3] + "..."
-
-
-def _exception_chain(exc: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    link: BaseException | None = exc
-    while link is not None and id(link) not in seen:
-        seen.add(id(link))
-        yield link
-        link = link.__cause__ or (None if link.__suppress_context__ else link.__context__)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -522,49 +432,3 @@ def synchronize(device: torch.device | str) -> None:
     dev = torch.device(device)
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
-
-
-class Stopwatch:
-    """Accumulates wall-clock seconds over ``start()``/``stop()`` laps, synchronizing CUDA first."""
-
-    def __init__(self, device: torch.device | str = "cpu") -> None:
-        self.device = torch.device(device)
-        self.seconds = 0.0
-        self.laps = 0
-        self._started: float | None = None
-
-    @property
-    def running(self) -> bool:
-        return self._started is not None
-
-    def start(self) -> None:
-        if self._started is not None:
-            raise RuntimeError("Stopwatch.start(): already running")
-        synchronize(self.device)
-        self._started = time.perf_counter()
-
-    def stop(self, sync: bool = True) -> float:
-        """End the lap and return its seconds; ``sync=False`` skips the CUDA synchronize (used when
-        an exception is propagating, so that a failed device cannot mask it)."""
-        if self._started is None:
-            raise RuntimeError("Stopwatch.stop(): not running")
-        if sync:
-            synchronize(self.device)
-        lap = time.perf_counter() - self._started
-        self._started = None
-        self.seconds += lap
-        self.laps += 1
-        return lap
-
-
-@contextmanager
-def timed(device: torch.device | str = "cpu") -> Iterator[Stopwatch]:
-    """Time the enclosed block: ``with timed(device) as sw: ...`` then ``sw.seconds``."""
-    stopwatch = Stopwatch(device)
-    stopwatch.start()
-    try:
-        yield stopwatch
-    except BaseException:
-        stopwatch.stop(sync=False)
-        raise
-    stopwatch.stop()

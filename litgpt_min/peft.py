@@ -18,7 +18,7 @@ from litgpt_min.adapter_v2 import adapter_v2_filter, apply_adapter_v2
 from litgpt_min.config import Config
 from litgpt_min.lora import LoRASettings, apply_lora, lora_filter
 from litgpt_min.model import GPT
-from litgpt_min.quantize import num_params
+from litgpt_min.params import num_params
 
 Method = Literal["none", "lora", "adapter", "adapter_v2"]
 METHODS: tuple[str, ...] = get_args(Method)

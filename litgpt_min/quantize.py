@@ -127,7 +127,7 @@ def quantize_model(
     The weight is quantized by moving its ``Params4bit`` to ``device`` (on CPU ``.to("cpu")``
     quantizes, on CUDA ``.to("cuda:N")``) and the unquantized tensor is released before the next
     layer. ``device="meta"`` swaps the modules only: the weights stay unquantized meta
-    placeholders (for counting: ``num_params`` and ``weight_bytes`` see through them).
+    placeholders (for counting: ``litgpt_min.params.num_params`` and ``weight_bytes`` see through them).
 
     The bias, if any, stays a regular frozen Parameter in ``compute_dtype``: moved to ``device``
     when real, left on meta otherwise (``materialize_rest`` fills it in). Everything that is not a
@@ -248,12 +248,9 @@ def materialize_rest(
     ``requires_grad`` and buffer persistence are kept. Each tensor's value comes from, in order:
 
     1. ``init(qualified_name, meta_tensor)`` when it returns a tensor (a checkpoint loader);
-    2. a rule by name suffix, then by module type (the inits of Lit-GPT / PyTorch):
+    2. a rule by module type (the inits of PyTorch's layers):
 
        ============================================ ==========================================
-       ``lora_A``                                   kaiming-uniform, a=sqrt(5)
-       ``lora_B``, ``gating_factor``, ``adapter_bias`` zeros
-       ``adapter_scale``                            ones
        ``nn.Embedding.weight`` (incl. adapter_wte)  normal(0, 1), the nn.Embedding default
        norm ``weight`` / ``bias``                   ones / zeros (LayerNorm, *RMSNorm, *Norm)
        ``nn.Linear`` ``weight`` / ``bias``          kaiming-uniform a=sqrt(5) / U(±1/sqrt(in))
@@ -261,8 +258,10 @@ def materialize_rest(
 
        (``Linear4bit`` biases use the nn.Linear bias rule; quantized weights are never meta.)
     3. the owning module's ``reset_parameters()`` (the torch / FSDP convention), called after its
-       meta tensors are allocated, for a module with tensors that neither 1 nor 2 covers — e.g. a
-       model that rebuilds its RoPE buffers there. Values from 1 and 2 are written after it.
+       meta tensors are allocated, for a module with tensors that neither 1 nor 2 covers: the PEFT
+       layers (``lora_A`` kaiming-uniform, ``lora_B``/``gating_factor``/``adapter_bias`` zeros,
+       ``adapter_scale`` ones, as their ``reset_parameters`` say), or a model that rebuilds its RoPE
+       buffers there. Values from 1 and 2 are written after it.
 
     A meta tensor that none of these covers raises ValueError naming it.
     """
@@ -315,15 +314,8 @@ def materialize_rest(
 
 
 def _default_rule(module: nn.Module, local: str) -> Callable[[Tensor], None] | None:
-    by_suffix: dict[str, Callable[[Tensor], None]] = {
-        "lora_A": lambda t: nn.init.kaiming_uniform_(t, a=math.sqrt(5)),
-        "lora_B": nn.init.zeros_,
-        "gating_factor": nn.init.zeros_,
-        "adapter_bias": nn.init.zeros_,
-        "adapter_scale": nn.init.ones_,
-    }
-    if local in by_suffix:
-        return by_suffix[local]
+    # PEFT parameters (lora_A/B, gating_factor, adapter_bias/scale) have no rule here: their
+    # layers' reset_parameters() defines their initialization, and materialize_rest falls back to it.
     if isinstance(module, nn.Embedding) and local == "weight":
         return lambda t: _embedding_init(t, module.padding_idx)
     if _is_norm(module) and local in ("weight", "bias"):
@@ -349,22 +341,8 @@ def _is_norm(module: nn.Module) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
-# Counting: parameters and bytes
+# Counting bytes
 # ---------------------------------------------------------------------------------------------
-def num_params(module: nn.Module, requires_grad: bool | None = None) -> int:
-    """Number of parameters, a 4-bit weight counting as its original out*in (Lit-GPT's ``num_parameters``).
-
-    ``requires_grad`` filters: None counts all, True only trainable, False only frozen.
-    """
-    total = 0
-    for p in module.parameters():
-        if requires_grad is not None and p.requires_grad != requires_grad:
-            continue
-        quant_state = getattr(p, "quant_state", None) if _is_params4bit(p) else None
-        total += math.prod(quant_state.shape) if quant_state is not None else p.numel()
-    return total
-
-
 def quantized_weight_bytes(out_features: int, in_features: int, mode: QuantizeMode) -> int:
     """Bytes bnb stores for one quantized (out, in) weight, computed without bnb (meta models).
 
@@ -398,7 +376,7 @@ def weight_bytes(module: nn.Module) -> int:
 
 def weight_bytes_of(p: Tensor) -> int:
     """``weight_bytes`` of one parameter."""
-    if not _is_params4bit(p):
+    if not is_params4bit(p):
         return p.numel() * p.element_size()
     if p.bnb_quantized and p.quant_state is not None:
         return p.numel() * p.element_size() + sum(
@@ -420,7 +398,7 @@ def model_weight_bytes(model: nn.Module, quantize: QuantizeMode | None, dtype: t
     total = 0
     for module in model.modules():
         for local, p in module.named_parameters(recurse=False):
-            if _is_params4bit(p):
+            if is_params4bit(p):
                 total += weight_bytes_of(p)
             elif mode is not None and local == "weight" and isinstance(module, nn.Linear):
                 total += quantized_weight_bytes(module.out_features, module.in_features, mode)
@@ -445,7 +423,8 @@ def _quant_state_tensors(quant_state: QuantState) -> Iterator[Tensor]:
         yield quant_state.offset
 
 
-def _is_params4bit(p: Tensor) -> bool:
+def is_params4bit(p: Tensor) -> bool:
+    """Whether ``p`` is a bitsandbytes 4-bit weight (quantized or a meta placeholder)."""
     # A Params4bit can only exist once bitsandbytes is imported; checking sys.modules keeps the
     # counters free of the ~3.5 s bnb import for models that were never quantized.
     bnb = sys.modules.get("bitsandbytes")

@@ -1,5 +1,5 @@
 """Parameter counts of Lit-GPT 8641822, reproduced by hand and with its own classes
-(litgpt-facts §2 and §7): facts of the reference that tests compare the built models against.
+(docs/reference.md, "Parameter counts"): facts of the reference that tests compare the built models against.
 """
 
 # model -> total parameters of the base model

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -20,29 +21,12 @@ from litgpt_min.cli import main
 from litgpt_min.config import Config
 from litgpt_min.peft import count_params
 from litgpt_min.quantize import quantized_weight_bytes
+from litgpt_min.result import Result
 
 REPO = Path(__file__).resolve().parents[1]
 
-# The runner result's keys (.design/contracts.md, "The runner result").
-RESULT_KEYS = {
-    "workload",
-    "model",
-    "method",
-    "quantize",
-    "micro_batch_size",
-    "devices",
-    "precision",
-    "outcome",
-    "error",
-    "trainable_params",
-    "total_params",
-    "max_memory_gb",
-    "memory_source",
-    "time_1k_iters_min",
-    "tokens_per_sec",
-    "device",
-    "details",
-}
+# The runner result's keys: those of litgpt_min.result.Result, its one home.
+RESULT_KEYS = {f.name for f in dataclasses.fields(Result)}
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, list[str], str]:
@@ -63,13 +47,17 @@ def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[dict[str, 
     code, lines, err = run_cli(capsys, *argv, "--json")
     assert code == 0, err
     assert "Traceback" not in err
-    return json.loads(lines[-1]), lines[:-1], err
+    result = json.loads(lines[-1])
+    if argv[0] != "params":
+        assert Result.from_json(result).to_json() == result  # the one result format, round-tripped
+    return result, lines[:-1], err
 
 
 # ---------------------------------------------------------------------------------------------
-# params: the tables' counts (facts §2 and §7)
+# params: the tables' counts (docs/reference.md, "Parameter counts")
 # ---------------------------------------------------------------------------------------------
-# Adapter v2 also trains the base model's norms (already in the base total): facts §7's breakdown.
+# Adapter v2 also trains the base model's norms (already in the base total): docs/reference.md,
+# "Parameter counts".
 ADAPTER_V2_NORMS = {"stablelm-base-alpha-3b": 262_144 + 8_192, "Llama-2-7b-hf": 262_144 + 4_096}
 
 
@@ -179,21 +167,27 @@ BAD = {
         ("generate", *TINY, "--quantize", "bnb.nf4-dq", "--devices", "2"),
         r"(?i)quantization.*devices=2",
     ),
-    "max-iters-0": (("finetune", "lora", *TINY, "--max-iters", "0"), r"--max-iters must be >= 1, got 0"),
+    "max-iters-0": (("finetune", "lora", *TINY, "--max-iters", "0"), r"max_iters must be >= 1, got 0"),
     "quantize-mixed": (
         ("finetune", "lora", "--model", "tiny-llama", "--quantize", "bnb.nf4", "--precision", "bf16-mixed"),
         r"quantization and mixed precision \(bf16-mixed\)",
     ),
-    "negative-cap": (("finetune", "lora", *TINY, "--memory-cap-gb", "-1"), r"memory cap must be > 0 GB, got -1.0"),
-    "negative-cap-generate": (("generate", *TINY, "--memory-cap-gb", "-0.5"), r"memory cap must be > 0 GB"),
+    "negative-cap": (
+        ("finetune", "lora", *TINY, "--memory-cap-gb", "-1"),
+        r"memory_cap_gb must be a finite number > 0, got -1.0",
+    ),
+    "negative-cap-generate": (
+        ("generate", *TINY, "--memory-cap-gb", "-0.5"),
+        r"memory_cap_gb must be a finite number > 0",
+    ),
     "unknown-precision": (
         ("finetune", "lora", "--model", "tiny-llama", "--precision", "fp8"),
         r"unknown precision 'fp8'",
     ),
     "devices-0": (("finetune", "lora", *TINY, "--devices", "0"), r"devices must be >= 1, got 0"),
     "max-new-tokens-0": (("generate", *TINY, "--max-new-tokens", "0"), r"max_new_tokens must be >= 1, got 0"),
-    "negative-temperature": (("generate", *TINY, "--temperature", "-1"), r"temperature must be >= 0"),
-    "lora-r": (("params", "tiny-llama", "--method", "lora", "--lora-r", "-1"), r"lora r must be >= 0, got -1"),
+    "negative-temperature": (("generate", *TINY, "--temperature", "-1"), r"temperature must be a finite number >= 0"),
+    "lora-r": (("params", "tiny-llama", "--method", "lora", "--lora-r", "-1"), r"lora r must be >= 1, got -1"),
     "no-command": ((), r"required: command"),
 }
 
@@ -393,3 +387,125 @@ def test_python_dash_m_entry_point() -> None:
     assert "Traceback" not in proc.stderr
     result = json.loads(proc.stdout.splitlines()[-1])
     assert (result["trainable"], result["total"]) == (98_304, 70_426_624 + 98_304)
+
+
+# ---------------------------------------------------------------------------------------------
+# Every run option refused before anything heavy runs (issue 7): exit 2, one line, no traceback
+# ---------------------------------------------------------------------------------------------
+def _refusals(tmp: Path) -> dict[str, tuple[tuple[str, ...], str]]:
+    """Each case: argv (paths under ``tmp``, laid out by ``_layout``) and the line it must print."""
+    empty, tokenizer = tmp / "empty-tokenizer", tmp / "tokenizer"
+    ft, gen = ("finetune", "lora", *TINY), ("generate", *TINY)
+    return {
+        "learning-rate-nan": ((*ft, "--learning-rate", "nan"), r"learning_rate must be a finite number > 0, got nan"),
+        "learning-rate-negative": ((*ft, "--learning-rate", "-0.1"), r"learning_rate must be a finite number > 0"),
+        "learning-rate-inf": ((*ft, "--learning-rate", "inf"), r"learning_rate must be a finite number > 0, got inf"),
+        "weight-decay-nan": ((*ft, "--weight-decay", "nan"), r"weight_decay must be a finite number >= 0, got nan"),
+        "memory-cap-nan": ((*ft, "--memory-cap-gb", "nan"), r"memory_cap_gb must be a finite number > 0, got nan"),
+        "memory-cap-inf": ((*ft, "--memory-cap-gb", "inf"), r"memory_cap_gb must be a finite number > 0, got inf"),
+        "memory-cap-0": ((*ft, "--memory-cap-gb", "0"), r"memory_cap_gb must be a finite number > 0, got 0.0"),
+        "memory-cap-inf-generate": ((*gen, "--memory-cap-gb", "inf"), r"memory_cap_gb must be a finite number > 0"),
+        "lm-head-chunk-0": ((*ft, "--lm-head-chunk-size", "0"), r"lm_head_chunk_size must be >= 1, got 0"),
+        "lm-head-chunk-negative": ((*ft, "--lm-head-chunk-size", "-4"), r"lm_head_chunk_size must be >= 1, got -4"),
+        "cosine-t-max-0": ((*ft, "--cosine-t-max", "0"), r"cosine_t_max must be >= 1, got 0"),
+        "lora-r-0": ((*ft, "--lora-r", "0"), r"lora r must be >= 1, got 0"),
+        "max-iters-0": ((*ft, "--max-iters", "0"), r"max_iters must be >= 1, got 0"),
+        "adapter-start-layer": (
+            ("finetune", "adapter", *TINY, "--adapter-start-layer", "99"),
+            r"adapter start_layer 99 is past the layers of model 'tiny-llama' \(2 layers: at most 1 for adapter\)",
+        ),
+        "adapter-v2-start-layer": (
+            ("finetune", "adapter_v2", *TINY, "--adapter-start-layer", "3"),
+            r"adapter start_layer 3 is past the layers of model 'tiny-llama' \(2 layers: at most 2 for adapter_v2\)",
+        ),
+        "adapter-start-layer-params": (
+            ("params", "tiny-llama", "--method", "adapter", "--adapter-start-layer", "99"),
+            r"adapter start_layer 99 is past the layers of model 'tiny-llama'",
+        ),
+        "data-file-without-tokenizer": (
+            (*ft, "--data-file", str(tmp / "alpaca.json")),
+            r"--data-file needs --tokenizer-dir",
+        ),
+        "data-file-missing": (
+            (*ft, "--data-file", str(tmp / "missing.json"), "--tokenizer-dir", str(tokenizer)),
+            r"--data-file .*missing.json: no such file",
+        ),
+        "tokenizer-dir-empty-finetune": (
+            (*ft, "--tokenizer-dir", str(empty)),
+            r"--tokenizer-dir .*empty-tokenizer: contains neither tokenizer.model nor tokenizer.json",
+        ),
+        "temperature-nan": ((*gen, "--temperature", "nan"), r"temperature must be a finite number >= 0, got nan"),
+        "temperature-inf": ((*gen, "--temperature", "inf"), r"temperature must be a finite number >= 0, got inf"),
+        "top-k-0": ((*gen, "--top-k", "0"), r"top_k must be >= 1, got 0"),
+        "top-k-negative": ((*gen, "--top-k", "-5"), r"top_k must be >= 1, got -5"),
+        "max-new-tokens-past-block": (
+            (*gen, "--max-new-tokens", "251"),
+            r"max_new_tokens 251 after a 6-token prompt exceeds the block size 256 of model 'tiny-llama' \(at most 250\)",
+        ),
+        "prompt-without-tokenizer": ((*gen, "--prompt", "Hi"), r"a custom prompt needs --tokenizer-dir"),
+        "tokenizer-dir-empty": (
+            (*gen, "--tokenizer-dir", str(empty)),
+            r"--tokenizer-dir .*empty-tokenizer: contains neither tokenizer.model nor tokenizer.json",
+        ),
+        "tokenizer-dir-missing": ((*gen, "--tokenizer-dir", str(tmp / "nowhere")), r"nowhere: no such directory"),
+        "tokenizer-unreadable": (
+            (*gen, "--tokenizer-dir", str(tokenizer)),
+            r"--tokenizer-dir .*tokenizer: cannot load the tokenizer",
+        ),
+    }
+
+
+REFUSALS = sorted(_refusals(Path("tmp")))
+
+
+def _layout(tmp: Path) -> None:
+    (tmp / "empty-tokenizer").mkdir()
+    (tmp / "tokenizer").mkdir()
+    (tmp / "tokenizer" / "tokenizer.json").write_text("{}")  # a tokenizer file that does not load
+
+
+@pytest.mark.parametrize("case", REFUSALS)
+def test_bad_run_options_are_refused_before_anything_is_built(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, case: str
+) -> None:
+    from litgpt_min import cli
+
+    def heavy(*args: Any, **kwargs: Any) -> Any:  # the only way to Fabric, a model, a measured run
+        raise AssertionError("a run started before the options were checked")
+
+    monkeypatch.setattr(cli, "execute", heavy)
+    _layout(tmp_path)
+    argv, pattern = _refusals(tmp_path)[case]
+    code, lines, err = run_cli(capsys, *argv, "--json")
+    assert (code, lines) == (2, [])
+    assert len(err.splitlines()) == 1 and err.startswith("litgpt-min"), err
+    assert "Traceback" not in err
+    assert re.search(pattern, err), err
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
+def test_accelerator_cuda_without_cuda_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    code, lines, err = run_cli(capsys, "finetune", "lora", *TINY, "--accelerator", "cuda", "--json")
+    assert (code, lines) == (2, [])
+    assert err == (
+        "litgpt-min: error: --accelerator cuda: CUDA is not available on this machine "
+        "(torch.cuda.is_available() is False)\n"
+    )
+
+
+def test_no_nan_or_infinity_reaches_the_json_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from litgpt_min import cli
+
+    def diverged(request: Any, body: Any) -> Result:  # a run whose loss went to NaN
+        return Result(workload="finetune", model=request.model, details={"losses": [1.5, math.nan, math.inf]})
+
+    monkeypatch.setattr(cli, "execute", diverged)
+    code, lines, _ = run_cli(capsys, "finetune", "lora", *TINY, "--json")
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{constant} is not JSON")
+
+    assert code == 0
+    assert json.loads(lines[-1], parse_constant=refuse)["details"]["losses"] == [1.5, "nan", "inf"]

@@ -11,7 +11,7 @@ import pytest
 
 from litgpt_min.config import Config, configs, find_multiple, known_names
 
-# Lit-GPT 8641822's configs (facts §2). Keys are our field names; every value is the resolved one.
+# Lit-GPT 8641822's configs (docs/reference.md, "Configs"; upstream lit_gpt/config.py). Keys are our field names; every value is the resolved one.
 # pm = padding_multiple, only where the table states it (a given padded_vocab_size makes it moot).
 # fmt: off
 REFERENCE: dict[str, dict[str, Any]] = {
@@ -73,13 +73,13 @@ REFERENCE: dict[str, dict[str, Any]] = {
         parallel_residual=True, shared_attention_norm=False, bias=True, norm_class_name="LayerNorm",
         norm_eps=1e-5, mlp_class_name="GptNeoxMLP", intermediate_size=2048, rope_base=10000, lm_head_bias=False,
     ),
-    # Facts §2 "Others": E 4544, H 71, G 1 (MQA), shared norm, no bias, 32 layers, vocab 65024.
+    # falcon-7b at 8641822 (upstream lit_gpt/config.py): E 4544, H 71, G 1 (MQA), shared norm, no bias, 32 layers, vocab 65024.
     "falcon-7b": dict(
         vocab_size=65024, padded_vocab_size=65024, n_layer=32, n_head=71, n_embd=4544, n_query_groups=1,
         head_size=64, shared_attention_norm=True, parallel_residual=True, bias=False,
         intermediate_size=4 * 4544,
     ),
-    # Lit-GPT's script-test config (facts §7): block 128, L 2, E 8, H 4, padded vocab 8.
+    # Lit-GPT's script-test config (docs/reference.md, "Parameter counts"): block 128, L 2, E 8, H 4, padded vocab 8.
     "tiny-reference": dict(
         block_size=128, n_layer=2, n_embd=8, n_head=4, n_query_groups=4, head_size=2, padded_vocab_size=8,
         vocab_size=8, rope_n_elem=0, intermediate_size=32,

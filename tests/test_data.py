@@ -36,7 +36,6 @@ from litgpt_min.data import (
     read_alpaca,
     split_indices,
     tokenizer_family,
-    train_data_for,
 )
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -45,7 +44,8 @@ needs_shared = pytest.mark.skipif(
     not ALPACA.is_file(), reason=f"{SHARED} is absent: the real Alpaca file and tokenizers live in ../shared/data"
 )
 
-# resource-tables.md @8641822: the longest train example per tokenizer (facts of the reference).
+# tutorials/resource-tables.md: the longest train example per tokenizer (docs/reference.md, "Alpaca
+# template and split").
 PUBLISHED_LONGEST = {"phi-1_5": 1044, "gpt-neox-20b": 1034, "llama2": 1304, "falcon": 1079}
 
 
@@ -73,7 +73,7 @@ def train_texts() -> tuple[list[int], list[str]]:
 
 
 # --------------------------------------------------------------------------------------------
-# Prompt template (facts section 10, exact text)
+# Prompt template (docs/reference.md, "Alpaca template and split"; upstream scripts/prepare_alpaca.py)
 # --------------------------------------------------------------------------------------------
 
 
@@ -246,19 +246,6 @@ def test_prepare_alpaca_on_a_small_file(tmp_path: Path) -> None:
     assert all(torch.equal(t.input_ids, s.input_ids[:40]) for t, s in zip(truncated, train))
 
 
-@needs_shared
-def test_train_data_for_reads_a_data_directory(tmp_path: Path) -> None:
-    (tmp_path / "alpaca").mkdir()
-    (tmp_path / "alpaca" / "alpaca_data.json").write_text(json.dumps(alpaca_records()[:30]))
-    (tmp_path / "tokenizers").mkdir()
-    (tmp_path / "tokenizers" / "gpt-neox-20b").symlink_to(SHARED / "tokenizers" / "gpt-neox-20b")
-    data = train_data_for("pythia-70m", vocab_size=50304, max_seq_length=64, data_dir=tmp_path)
-    assert isinstance(data, SampleList) and len(data) == len(split_indices(30)[0])
-    assert data.longest_length == 64
-    with pytest.raises(ValueError, match="vocabulary of 50277 tokens does not fit model 'tiny-neox'"):
-        train_data_for("tiny-neox", vocab_size=320, data_dir=tmp_path)
-
-
 def test_read_alpaca_names_the_bad_record(tmp_path: Path) -> None:
     path = tmp_path / "bad.json"
     path.write_text(json.dumps([{"instruction": "a", "input": "", "output": "b"}, {"instruction": "a", "input": ""}]))
@@ -374,8 +361,6 @@ def test_synthetic_clip_for_short_block_sizes() -> None:
         assert torch.equal(clipped[i].input_ids, data[i].input_ids[:256])
         assert int(data[i].input_ids[-1]) == profile.eos_id
     assert clipped.clip(512).longest_length == 256 and clipped.clip(100).longest_length == 100
-    tiny = train_data_for("tiny-llama", vocab_size=320, max_seq_length=256)
-    assert tiny.longest_length == 256 and int(tiny[tiny.longest_index].input_ids.max()) < 320
 
 
 # --------------------------------------------------------------------------------------------

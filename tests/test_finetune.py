@@ -3,8 +3,10 @@ the whole loop on tiny configs (CPU, fp32; fp64 where values are compared exactl
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -17,13 +19,11 @@ from litgpt_min.adapter import AdapterSettings
 from litgpt_min.build import build_model
 from litgpt_min.config import Config
 from litgpt_min.finetune import (
-    REFERENCE,
-    Hyperparameters,
     TrainStats,
     chunked_cross_entropy,
     default_max_iters,
-    hyperparameters,
     learning_rate,
+    load_train_data,
     make_optimizer,
     micro_step,
     optimizer_step,
@@ -33,6 +33,7 @@ from litgpt_min.finetune import (
 from litgpt_min.lora import LoRASettings
 from litgpt_min.measure import synchronize
 from litgpt_min.model import GPT
+from litgpt_min.options import REFERENCE, FinetuneOptions, Hyperparameters, hyperparameters
 from litgpt_min.peft import Method
 
 CPU = torch.device("cpu")
@@ -224,45 +225,6 @@ def test_learning_rate_without_warmup() -> None:
     assert learning_rate(hp, 0) in (None, hp.learning_rate)
 
 
-# The scripts' module-level values at 8641822 on one device (facts §8).
-REFERENCE_TABLE = {
-    "lora": dict(learning_rate=3e-4, batch_size=128, micro_batch_size=4, weight_decay=0.01, warmup_steps=100, cosine_t_max=390),
-    "adapter": dict(learning_rate=3e-3, batch_size=64, micro_batch_size=4, weight_decay=0.02, warmup_steps=1562, cosine_t_max=None),
-    "adapter_v2": dict(learning_rate=3e-3, batch_size=128, micro_batch_size=2, weight_decay=0.02, warmup_steps=781, cosine_t_max=None),
-}  # fmt: skip
-
-
-@pytest.mark.parametrize("method", sorted(REFERENCE_TABLE))
-def test_hyperparameter_defaults_are_the_reference_table(method: str) -> None:
-    hp = hyperparameters(method)
-    assert {k: getattr(hp, k) for k in REFERENCE_TABLE[method]} == REFERENCE_TABLE[method]
-    assert hp.lm_head_chunk_size == 128
-    assert hp == REFERENCE[method]
-    assert hp.gradient_accumulation_iters == {"lora": 32, "adapter": 16, "adapter_v2": 64}[method]
-
-
-def test_hyperparameter_overrides() -> None:
-    hp = hyperparameters("lora", micro_batch_size=1, learning_rate=1e-2, batch_size=None, warmup_steps=None)
-    assert (hp.micro_batch_size, hp.learning_rate, hp.batch_size, hp.warmup_steps) == (1, 1e-2, 128, 100)
-    assert hp.gradient_accumulation_iters == 128
-    assert REFERENCE["lora"].micro_batch_size == 4  # the table itself is untouched
-    assert hyperparameters("adapter_v2", batch_size=6, micro_batch_size=4).gradient_accumulation_iters == 1
-    assert hyperparameters("adapter", batch_size=4, micro_batch_size=4).gradient_accumulation_iters == 1
-
-
-@pytest.mark.parametrize(
-    ("method", "overrides", "match"),
-    [
-        ("full", {}, r"unknown finetuning method 'full'.*lora, adapter, adapter_v2"),
-        ("lora", {"micro_batch_size": 0}, r"micro_batch_size must be >= 1, got 0"),
-        ("lora", {"batch_size": 2, "micro_batch_size": 4}, r"batch_size 2 is smaller than micro_batch_size 4"),
-    ],
-)
-def test_bad_hyperparameters_raise(method: str, overrides: dict[str, Any], match: str) -> None:
-    with pytest.raises(ValueError, match=match):
-        hyperparameters(method, **overrides)
-
-
 def test_default_max_iters_and_warmup_iters() -> None:
     hp = hyperparameters("lora", micro_batch_size=1)
     assert default_max_iters(hp) == 128 + 3
@@ -439,3 +401,31 @@ def test_hyperparameters_are_a_frozen_dataclass() -> None:
     with pytest.raises(AttributeError):
         hp.learning_rate = 1.0  # type: ignore[misc]
     assert isinstance(hp, Hyperparameters)
+
+
+# ---------------------------------------------------------------------------------------------
+# load_train_data: real Alpaca when a data file is given, synthetic otherwise
+# ---------------------------------------------------------------------------------------------
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+ALPACA = SHARED / "alpaca" / "alpaca_data.json"
+NEOX_TOKENIZER = SHARED / "tokenizers" / "gpt-neox-20b"
+
+
+def test_load_train_data_is_synthetic_without_a_data_file() -> None:
+    tiny = load_train_data(FinetuneOptions("lora", REFERENCE["lora"]), "tiny-llama", Config.from_name("tiny-llama"))
+    assert isinstance(tiny, data.SyntheticAlpaca)
+    assert tiny.longest_length == 256 and int(tiny[tiny.longest_index].input_ids.max()) < 320
+
+
+@pytest.mark.skipif(not ALPACA.is_file() or not NEOX_TOKENIZER.is_dir(), reason=f"{SHARED} is absent")
+def test_load_train_data_reads_a_data_file_and_checks_the_vocabulary(tmp_path: Path) -> None:
+    records = data.read_alpaca(ALPACA)[:30]
+    (tmp_path / "alpaca_data.json").write_text(json.dumps(records))
+    options = FinetuneOptions(
+        "lora", REFERENCE["lora"], data_file=str(tmp_path / "alpaca_data.json"), tokenizer_dir=str(NEOX_TOKENIZER)
+    )
+    real = load_train_data(options, "pythia-70m", Config.from_name("pythia-70m", block_size=64))
+    assert isinstance(real, data.SampleList) and len(real) == len(data.split_indices(30)[0])
+    assert real.longest_length == 64  # cut to the block size
+    with pytest.raises(ValueError, match="vocabulary of 50277 tokens does not fit model 'tiny-neox'"):
+        load_train_data(options, "tiny-neox", Config.from_name("tiny-neox"))

@@ -13,8 +13,9 @@ from litgpt_min import data
 from litgpt_min.adapter import AdapterSettings
 from litgpt_min.build import build_model
 from litgpt_min.config import Config
-from litgpt_min.generate import GenerateSettings, decode_one, generate, prefill, prompt_ids, sample
+from litgpt_min.generate import decode_one, generate, prefill, prompt_ids, sample
 from litgpt_min.model import GPT
+from litgpt_min.options import GenerateOptions, GenerateSettings
 from litgpt_min.peft import Method
 
 CPU = torch.device("cpu")
@@ -186,31 +187,6 @@ def test_bad_max_returned_raises() -> None:
         generate(model, prompt, 12)
 
 
-@pytest.mark.parametrize(
-    ("kwargs", "match"),
-    [
-        ({"max_new_tokens": 0}, r"max_new_tokens must be >= 1, got 0"),
-        ({"temperature": -0.1}, r"temperature must be >= 0, got -0.1"),
-        ({"num_samples": 0}, r"num_samples must be >= 1, got 0"),
-    ],
-)
-def test_bad_generate_settings_raise(kwargs: dict[str, float], match: str) -> None:
-    with pytest.raises(ValueError, match=match):
-        GenerateSettings(**kwargs)  # type: ignore[arg-type]
-
-
-def test_generate_settings_defaults_are_generate_base_py() -> None:
-    s = GenerateSettings()
-    assert (s.prompt, s.max_new_tokens, s.top_k, s.temperature, s.num_samples, s.seed) == (
-        "Hello, my name is",
-        50,
-        200,
-        0.8,
-        1,
-        1234,
-    )
-
-
 # ---------------------------------------------------------------------------------------------
 # prompt_ids
 # ---------------------------------------------------------------------------------------------
@@ -218,11 +194,13 @@ def test_prompt_ids_use_the_real_tokenizer_when_given() -> None:
     llama2 = TOKENIZERS / "llama2"
     if not (llama2 / "tokenizer.model").is_file():
         pytest.skip(f"{llama2} is absent")
-    ids = prompt_ids(GenerateSettings(), "Llama-2-7b-hf", 32000, str(llama2))
+    ids = prompt_ids(GenerateOptions(tokenizer_dir=str(llama2)), "Llama-2-7b-hf", 32000)
     # "Hello, my name is" in Llama 2's SentencePiece vocabulary, BOS first.
     assert ids.tolist() == [1, 15043, 29892, 590, 1024, 338]
     assert ids.dtype == torch.long
-    custom = prompt_ids(GenerateSettings(prompt="What food do llamas eat?"), "Llama-2-7b-hf", 32000, str(llama2))
+    custom = prompt_ids(
+        GenerateOptions(GenerateSettings(prompt="What food do llamas eat?"), str(llama2)), "Llama-2-7b-hf", 32000
+    )
     assert custom.tolist() == data.Tokenizer(llama2).encode("What food do llamas eat?")
     assert custom[0] == 1 and len(custom) > 6
 
@@ -243,10 +221,10 @@ def test_prompt_ids_use_the_real_tokenizer_when_given() -> None:
     ],
 )
 def test_prompt_ids_without_a_tokenizer_have_the_real_length(model: str, n: int) -> None:
-    ids = prompt_ids(GenerateSettings(), model, 320, None)
+    ids = prompt_ids(GenerateOptions(), model, 320)
     assert ids.shape == (n,) and ids.dtype == torch.long
     assert int(ids.min()) >= 0 and int(ids.max()) < 320
-    assert torch.equal(ids, prompt_ids(GenerateSettings(), model, 320, None))  # reproducible
+    assert torch.equal(ids, prompt_ids(GenerateOptions(), model, 320))  # reproducible
 
 
 @pytest.mark.parametrize("family", data.FAMILIES)
@@ -260,4 +238,4 @@ def test_the_profiles_prompt_length_is_the_tokenizers(family: str) -> None:
 
 def test_a_custom_prompt_needs_a_tokenizer() -> None:
     with pytest.raises(ValueError, match=r"a custom prompt needs --tokenizer-dir"):
-        prompt_ids(GenerateSettings(prompt="Hi"), "tiny-llama", 320, None)
+        GenerateOptions(GenerateSettings(prompt="Hi"))

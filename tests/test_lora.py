@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from litgpt_min.config import Config
 from litgpt_min.lora import LoRALinear, LoRAQKVLinear, LoRASettings, apply_lora, merge_lora, qkv_target_rows
 from litgpt_min.model import GPT
-from litgpt_min.peft import mark_trainable, num_params
+from litgpt_min.params import num_params
+from litgpt_min.peft import mark_trainable
 
 # MHA, GQA (2 groups of 2) and MQA tiny configs.
 CONFIGS = ["tiny-neox", "tiny-llama", "tiny-falcon"]
@@ -64,7 +65,7 @@ def tokens(config: Config, batch: int = 2, length: int = 7) -> torch.Tensor:
 
 
 def expected_rows(c: Config, target: str) -> list[int]:
-    """Rows of the fused qkv output that belong to ``target``, written out from the layout in facts §3:
+    """Rows of the fused qkv output that belong to ``target``, written out from the layout in docs/reference.md, "Fused qkv layout":
     group g occupies (q_per_kv + 2) * hs rows: q_per_kv query heads, then its key head, then its value head."""
     hs, q_per_kv = c.head_size, c.q_per_kv
     rows = []
@@ -175,8 +176,8 @@ def test_qkv_target_rows_follow_the_grouped_layout(n_head: int, n_query_groups: 
     assert qkv_target_rows(c, enable).tolist() == expected_rows(c, target)  # type: ignore[arg-type]
 
 
-def test_qkv_target_rows_facts_example() -> None:
-    """Facts §4: MHA H=4, E=8. The true v rows are v0..v3; the reference wrote rows 16-23 (v2 q3 k3 v3)."""
+def test_qkv_target_rows_reference_example() -> None:
+    """docs/reference.md, "LoRA": MHA H=4, E=8. The true v rows are v0..v3; the reference wrote rows 16-23 (v2 q3 k3 v3)."""
     c = layout_config()
     assert qkv_target_rows(c, (False, False, True)).tolist() == [4, 5, 10, 11, 16, 17, 22, 23]
     assert qkv_target_rows(c, (True, False, False)).tolist() == [0, 1, 6, 7, 12, 13, 18, 19]
@@ -235,7 +236,7 @@ def test_value_lora_changes_only_the_values_seen_by_attention(name: str) -> None
     assert (seen["lora"]["v"] - seen["base"]["v"]).abs().min() > 0  # every value element moved
 
 
-# Lit-GPT's test shapes (facts §4) -------------------------------------------------------------------
+# Lit-GPT's test shapes (upstream tests/test_lora.py; docs/reference.md, "LoRA") -----------------------
 @pytest.mark.parametrize(
     ("n_query_groups", "weight", "a", "b"),
     [(4, (24, 8), (4, 8), (16, 2)), (1, (12, 8), (4, 8), (10, 2)), (2, (16, 8), (4, 8), (12, 2))],

@@ -199,7 +199,7 @@ def test_rope_cache_is_fp32_whatever_the_default_dtype() -> None:
 
 
 def _rope_reference(seq_len: int, n_elem: int, base: int, condense: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Facts §3 in fp64: theta_i = base^(-2i/n), positions / condense_ratio, the table tiled twice."""
+    """docs/reference.md, "RoPE and its dtype quirk", in fp64: theta_i = base^(-2i/n), positions / condense_ratio, the table tiled twice."""
     cos = torch.empty(seq_len, n_elem, dtype=torch.float64)
     sin = torch.empty(seq_len, n_elem, dtype=torch.float64)
     half = n_elem // 2
@@ -240,7 +240,7 @@ def test_rope_is_rotate_half_on_the_first_rope_n_elem_dims() -> None:
 
 # Names -----------------------------------------------------------------------------------------------
 def expected_state_dict_keys(c: Config) -> set[str]:
-    """Lit-GPT 8641822's parameter names for ``c``, written out from its module layout (facts §3)."""
+    """Lit-GPT 8641822's parameter names for ``c``, written out from its module layout (docs/reference.md, "Model layout and names")."""
     norm = ["weight", "bias"] if c.norm_class_name == "LayerNorm" else ["weight"]
     linear = ["weight", "bias"] if c.bias else ["weight"]
     keys = {"transformer.wte.weight", "lm_head.weight"} | {f"transformer.ln_f.{p}" for p in norm}
@@ -318,7 +318,7 @@ def _capture_qkv(attn: CausalSelfAttention) -> dict[str, torch.Tensor]:
 def test_fused_qkv_grouped_layout(n_head: int, n_query_groups: int) -> None:
     """Row r of the qkv weight outputs the number r; each head must see the rows of the documented layout.
 
-    Layout (facts §3): group g holds q_per_kv query heads, then one key head, then one value head, hs rows
+    Layout (docs/reference.md, "Fused qkv layout"): group g holds q_per_kv query heads, then one key head, then one value head, hs rows
     each, so query head h reads rows of group h // q_per_kv, and its k/v are that group's k and v.
     """
     hs = 4
@@ -399,7 +399,7 @@ def test_kv_decode_equals_full_forward_random_configs(config: Config, prefill: i
 @settings(max_examples=8, deadline=None, database=None)
 @given(config=tiny_configs())
 def test_parameter_count_matches_formula_random_configs(config: Config) -> None:
-    """Facts §2's per-layer formula, against the built model."""
+    """The per-layer formula of docs/reference.md, "Parameter counts", against the built model."""
     c = config
     norm = 2 * c.n_embd if c.norm_class_name == "LayerNorm" else c.n_embd
     qkv_out = (c.n_head + 2 * c.n_query_groups) * c.head_size
@@ -416,8 +416,8 @@ def test_parameter_count_matches_formula_random_configs(config: Config) -> None:
     assert sum(p.numel() for p in model.parameters()) == total
 
 
-# Registry totals on the meta device (facts §2) -------------------------------------------------
-# reference totals, plus the non-trainable count of Lit-GPT's tiny LoRA/adapter tests (facts §7)
+# Registry totals on the meta device (docs/reference.md, "Parameter counts") ----------------------
+# reference totals, plus the non-trainable count of Lit-GPT's tiny LoRA/adapter tests (same section)
 TOTALS = {**REFERENCE_TOTALS, "tiny-reference": 1888}
 
 

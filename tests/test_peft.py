@@ -1,6 +1,6 @@
 """litgpt_min/peft.py: the method registry, trainable sets and the reference's parameter counts.
 
-Every count below is a fact of Lit-GPT 8641822 (facts §2 and §7, reproduced there with the real
+Every count below is a fact of Lit-GPT 8641822 (docs/reference.md, "Parameter counts", reproduced there with the real
 classes); ours come from models built on the meta device.
 """
 
@@ -14,6 +14,7 @@ from litgpt_min.adapter import AdapterSettings
 from litgpt_min.config import Config
 from litgpt_min.lora import LoRASettings
 from litgpt_min.model import GPT
+from litgpt_min.params import num_params
 from litgpt_min.peft import (
     METHODS,
     apply_method,
@@ -21,7 +22,6 @@ from litgpt_min.peft import (
     check_method,
     count_params,
     mark_trainable,
-    num_params,
     trainable_state_dict,
 )
 
@@ -48,7 +48,7 @@ def test_method_none_counts_no_trainables() -> None:
     assert count_params("pythia-70m", "none") == (None, TOTALS["pythia-70m"])
 
 
-# Lit-GPT's tiny script-test config: (trainable, non-trainable), facts §7 ---------------------------
+# Lit-GPT's tiny script-test config: (trainable, non-trainable), docs/reference.md "Parameter counts"
 @pytest.mark.parametrize(
     ("method", "trainable", "frozen"), [("lora", 512, 1888), ("adapter", 168, 1888), ("adapter_v2", 552, 1808)]
 )

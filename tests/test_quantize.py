@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from litgpt_min.params import num_params
 from litgpt_min.quantize import (
     QUANTIZE_MODES,
     Bnb4bitArgs,
@@ -20,7 +21,6 @@ from litgpt_min.quantize import (
     load_quantized_state,
     materialize_rest,
     model_weight_bytes,
-    num_params,
     paged_adamw,
     parse_mode,
     quantize_model,
@@ -44,6 +44,10 @@ class LoRALinear(nn.Module):
         self.lora_A = nn.Parameter(torch.empty(r, in_features))
         self.lora_B = nn.Parameter(torch.empty(out_features, r))
 
+    def reset_parameters(self) -> None:  # as litgpt_min.lora.LoRALinear's
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        nn.init.zeros_(self.lora_B)
+
     def forward(self, x: Tensor) -> Tensor:
         return self.linear(x) + (x @ self.lora_A.T @ self.lora_B.T) * 2.0
 
@@ -54,6 +58,10 @@ class AdapterV2Linear(nn.Module):
         self.linear = nn.Linear(in_features, out_features, bias=False)
         self.adapter_bias = nn.Parameter(torch.empty(out_features))
         self.adapter_scale = nn.Parameter(torch.empty(out_features))
+
+    def reset_parameters(self) -> None:  # as litgpt_min.adapter_v2.AdapterV2Linear's
+        nn.init.zeros_(self.adapter_bias)
+        nn.init.ones_(self.adapter_scale)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.adapter_scale * (self.linear(x) + self.adapter_bias)
@@ -80,6 +88,9 @@ class Tiny(nn.Module):
         self.norm_2 = RMSNorm(embd)
         self.mlp = nn.Sequential(nn.Linear(embd, 96), nn.GELU(), nn.Linear(96, embd, bias=False))
         self.lm_head = nn.Linear(embd, vocab, bias=False)
+
+    def reset_parameters(self) -> None:  # the gating of litgpt_min.adapter.AdapterAttention
+        nn.init.zeros_(self.gating_factor)
 
     def forward(self, idx: Tensor) -> Tensor:
         x = self.wte(idx)

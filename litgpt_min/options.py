@@ -1,0 +1,441 @@
+"""What a finetune or generate run is asked to do: typed, frozen options, each value checked where it enters.
+
+Read top-down:
+
+1. ``Hyperparameters`` (and the reference's per-method values, ``REFERENCE``) and
+   ``GenerateSettings``: the knobs of the finetune scripts and of ``generate/base.py``; their field
+   help is the CLI's documentation.
+2. ``FinetuneOptions`` / ``GenerateOptions``: everything a workload needs besides the model and
+   the machine (hyperparameters, LoRA and Adapter settings, iterations, data; sampling, tokenizer).
+3. ``RunRequest``: one row of work (model, options, quantization, devices, precision, accelerator,
+   memory cap), checked against the model and the machine when it is built.
+4. ``build_request``: the one way to build a request from flat keys (``max_iters``, ``lora_r``,
+   ``adapter_start_layer``, ``precision``, ...), which is what the ``litgpt-min`` command line, a
+   profile's ``runner_options`` and the memory estimator all carry.
+
+Every check raises ``ValueError`` (``UnsupportedCombination`` for combinations the reference
+refuses by design) with the value in the message, before any model, Fabric or tensor exists; the
+CLI turns it into one line and exit status 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import torch
+
+from litgpt_min import data
+from litgpt_min.adapter import AdapterSettings
+from litgpt_min.config import Config
+from litgpt_min.lora import LoRASettings
+from litgpt_min.outcome import UnsupportedCombination
+from litgpt_min.quantize import QUANTIZE_MODES, QuantizeMode
+from litgpt_min.result import Workload
+
+Precision = Literal["bf16-true", "16-true", "32-true", "bf16-mixed", "16-mixed"]
+# The dtype a model is built in under each Fabric precision (mixed: fp32 weights, autocast compute).
+PRECISIONS: dict[str, torch.dtype] = {
+    "bf16-true": torch.bfloat16,
+    "16-true": torch.float16,
+    "32-true": torch.float32,
+    "bf16-mixed": torch.float32,
+    "16-mixed": torch.float32,
+}
+Accelerator = Literal["auto", "cpu", "cuda"]
+ACCELERATORS: tuple[str, ...] = get_args(Accelerator)
+FinetuneMethod = Literal["lora", "adapter", "adapter_v2"]
+FINETUNE_METHODS: tuple[str, ...] = get_args(FinetuneMethod)
+
+
+def _finite(name: str, value: float, *, low: float, low_inclusive: bool = True) -> None:
+    """``value`` is a finite number >= ``low`` (> ``low`` when not ``low_inclusive``)."""
+    if not math.isfinite(value) or value < low or (not low_inclusive and value == low):
+        bound = f">= {low:g}" if low_inclusive else f"> {low:g}"
+        raise ValueError(f"{name} must be a finite number {bound}, got {value}")
+
+
+def _at_least(name: str, value: int | None, low: int) -> None:
+    if value is not None and value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. Hyperparameters and sampling settings
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Hyperparameters:
+    """Training hyperparameters. Defaults per method come from :data:`REFERENCE`."""
+
+    learning_rate: float = field(metadata={"help": "peak learning rate"})
+    batch_size: int = field(metadata={"help": "samples per optimizer step (gradient accumulation fills it)"})
+    micro_batch_size: int = field(metadata={"help": "samples per forward/backward"})
+    weight_decay: float = field(metadata={"help": "AdamW weight decay"})
+    warmup_steps: int = field(metadata={"help": "optimizer steps of linear warmup from lr 0"})
+    cosine_t_max: int | None = field(default=None, metadata={"help": "cosine annealing period after warmup (LoRA)"})
+    lm_head_chunk_size: int = field(default=128, metadata={"help": "tokens per lm_head chunk"})
+
+    def __post_init__(self) -> None:
+        _finite("learning_rate", self.learning_rate, low=0, low_inclusive=False)
+        _finite("weight_decay", self.weight_decay, low=0)
+        _at_least("micro_batch_size", self.micro_batch_size, 1)
+        _at_least("warmup_steps", self.warmup_steps, 0)
+        _at_least("cosine_t_max", self.cosine_t_max, 1)
+        _at_least("lm_head_chunk_size", self.lm_head_chunk_size, 1)
+        if self.batch_size < self.micro_batch_size:
+            raise ValueError(f"batch_size {self.batch_size} is smaller than micro_batch_size {self.micro_batch_size}")
+
+    @property
+    def gradient_accumulation_iters(self) -> int:
+        return self.batch_size // self.micro_batch_size
+
+
+# The scripts' module-level values at 8641822, on one device (docs/reference.md, "Finetune loop").
+REFERENCE: dict[str, Hyperparameters] = {
+    "lora": Hyperparameters(
+        learning_rate=3e-4, batch_size=128, micro_batch_size=4, weight_decay=0.01, warmup_steps=100, cosine_t_max=390
+    ),
+    "adapter": Hyperparameters(
+        learning_rate=3e-3, batch_size=64, micro_batch_size=4, weight_decay=0.02, warmup_steps=1562
+    ),
+    "adapter_v2": Hyperparameters(
+        learning_rate=3e-3, batch_size=128, micro_batch_size=2, weight_decay=0.02, warmup_steps=781
+    ),
+}
+
+
+def hyperparameters(method: str, **overrides: Any) -> Hyperparameters:
+    """The reference's hyperparameters of ``method`` with the given (non-None) overrides."""
+    if method not in REFERENCE:
+        raise ValueError(f"unknown finetuning method {method!r}: choose one of {', '.join(REFERENCE)}")
+    return replace(REFERENCE[method], **{k: v for k, v in overrides.items() if v is not None})
+
+
+@dataclass(frozen=True)
+class GenerateSettings:
+    """Sampling settings; the defaults are ``generate/base.py``'s."""
+
+    prompt: str = field(default="Hello, my name is", metadata={"help": "the prompt"})
+    max_new_tokens: int = field(default=50, metadata={"help": "tokens to generate"})
+    top_k: int | None = field(default=200, metadata={"help": "sample from the k most likely tokens"})
+    temperature: float = field(default=0.8, metadata={"help": "softmax temperature (0: greedy)"})
+    num_samples: int = field(default=1, metadata={"help": "generations in a row; the first one is reported"})
+    seed: int = field(default=1234, metadata={"help": "sampling seed"})
+
+    def __post_init__(self) -> None:
+        _at_least("max_new_tokens", self.max_new_tokens, 1)
+        _at_least("top_k", self.top_k, 1)
+        _finite("temperature", self.temperature, low=0)
+        _at_least("num_samples", self.num_samples, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. Per-workload options
+# ---------------------------------------------------------------------------------------------
+def _tokenizer_dir(path: str) -> None:
+    """A directory that holds a tokenizer file (loading it is the run's job)."""
+    directory = Path(path)
+    if not directory.is_dir():
+        raise ValueError(f"--tokenizer-dir {path}: no such directory")
+    if not any((directory / name).is_file() for name in ("tokenizer.model", "tokenizer.json")):
+        raise ValueError(f"--tokenizer-dir {path}: contains neither tokenizer.model nor tokenizer.json")
+
+
+@dataclass(frozen=True)
+class FinetuneOptions:
+    """A finetuning run's options (``hyperparameters("lora", ...)`` gives the method's reference values)."""
+
+    method: FinetuneMethod
+    hyperparameters: Hyperparameters
+    lora: LoRASettings = field(default_factory=LoRASettings)
+    adapter: AdapterSettings = field(default_factory=AdapterSettings)
+    max_iters: int | None = None  # micro-batch iterations; None: one optimizer step + 3
+    data_file: str | None = None  # alpaca_data.json; None: synthetic data with Alpaca's lengths
+    tokenizer_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.method not in FINETUNE_METHODS:
+            raise ValueError(f"finetuning needs a method: {', '.join(FINETUNE_METHODS)} (got {self.method!r})")
+        if not isinstance(self.hyperparameters, Hyperparameters):
+            raise ValueError(f"hyperparameters must be a Hyperparameters, got {type(self.hyperparameters).__name__}")
+        _at_least("max_iters", self.max_iters, 1)
+        if self.tokenizer_dir is not None:
+            _tokenizer_dir(self.tokenizer_dir)
+        if self.data_file is not None:
+            if self.tokenizer_dir is None:
+                raise ValueError("--data-file needs --tokenizer-dir (the tokenizer that turns it into tokens)")
+            if not Path(self.data_file).is_file():
+                raise ValueError(f"--data-file {self.data_file}: no such file")
+
+
+@dataclass(frozen=True)
+class GenerateOptions:
+    """A generation run's options."""
+
+    settings: GenerateSettings = field(default_factory=GenerateSettings)
+    tokenizer_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.tokenizer_dir is not None:
+            _tokenizer_dir(self.tokenizer_dir)
+        elif self.settings.prompt != GenerateSettings.prompt:
+            raise ValueError(
+                "a custom prompt needs --tokenizer-dir (without a tokenizer only the default prompt's length is known)"
+            )
+
+    def prompt_tokens(self, model_name: str) -> int:
+        """Length of the prompt in tokens: tokenized when a tokenizer is given, else the model's
+        tokenizer family's shipped length of the default prompt."""
+        if self.tokenizer_dir is None:
+            return data.load_length_profile(data.tokenizer_family(model_name)).default_prompt_tokens
+        return len(self.tokenizer().encode(self.settings.prompt))
+
+    def tokenizer(self) -> data.Tokenizer:
+        """The tokenizer of ``tokenizer_dir``; a file that does not load is a ``ValueError`` naming it."""
+        assert self.tokenizer_dir is not None
+        try:
+            return data.Tokenizer(self.tokenizer_dir)
+        except Exception as exc:  # sentencepiece and tokenizers raise their own types for a bad file
+            raise ValueError(f"--tokenizer-dir {self.tokenizer_dir}: cannot load the tokenizer: {exc}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. The request
+# ---------------------------------------------------------------------------------------------
+def check_adapter_layers(method: str, adapter: AdapterSettings, config: Config) -> None:
+    """The Adapter prefix starts inside the model. Adapter v1 trains only the prefixes, so it needs
+    at least one; Adapter v2 also trains its per-linear bias and scale, so starting right after the
+    last layer (no prefix) is still a model that trains."""
+    if method not in ("adapter", "adapter_v2"):
+        return
+    last = config.n_layer - 1 if method == "adapter" else config.n_layer
+    if adapter.start_layer > last:
+        raise ValueError(
+            f"adapter start_layer {adapter.start_layer} is past the layers of model {config.name!r} "
+            f"({config.n_layer} layers: at most {last} for {method})"
+        )
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """One row of work: the model, the workload's options, and the machine it runs on."""
+
+    model: str
+    options: FinetuneOptions | GenerateOptions
+    quantize: QuantizeMode | None = None
+    devices: int = 1
+    precision: Precision = "bf16-true"
+    accelerator: Accelerator = "auto"
+    memory_cap_gb: float | None = None  # emulate a device of this many decimal GB
+
+    def __post_init__(self) -> None:
+        config = self.config  # an unknown model name is refused here, with close names
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
+        if self.accelerator not in ACCELERATORS:
+            raise ValueError(f"unknown accelerator {self.accelerator!r}: choose one of {', '.join(ACCELERATORS)}")
+        if self.devices < 1:
+            raise ValueError(f"devices must be >= 1, got {self.devices}")
+        if self.memory_cap_gb is not None:
+            _finite("memory_cap_gb", self.memory_cap_gb, low=0, low_inclusive=False)
+        if self.quantize is not None:
+            if self.quantize not in QUANTIZE_MODES:
+                raise ValueError(f"unknown quantize mode {self.quantize!r}; valid modes: {', '.join(QUANTIZE_MODES)}")
+            if self.devices > 1:
+                # Lit-GPT at 8641822 raised NotImplementedError here: bitsandbytes layers are single-device.
+                raise UnsupportedCombination(
+                    f"quantization ({self.quantize}) is not supported with several devices "
+                    f"(devices={self.devices}): bitsandbytes 4-bit layers are single-GPU"
+                )
+            if "mixed" in self.precision:
+                raise ValueError(f"quantization and mixed precision ({self.precision}) are not supported together")
+        if self.devices > 1:
+            raise UnsupportedCombination(
+                f"devices={self.devices}: multi-device (FSDP) runs are not implemented yet in litgpt_min"
+            )
+        if self.accelerator == "cuda" and not torch.cuda.is_available():
+            raise ValueError(
+                "--accelerator cuda: CUDA is not available on this machine (torch.cuda.is_available() is False)"
+            )
+        if isinstance(self.options, FinetuneOptions):
+            check_adapter_layers(self.options.method, self.options.adapter, config)
+        else:
+            settings = self.options.settings
+            prompt = self.options.prompt_tokens(self.model)
+            if prompt + settings.max_new_tokens > config.block_size:
+                raise ValueError(
+                    f"max_new_tokens {settings.max_new_tokens} after a {prompt}-token prompt exceeds the block size "
+                    f"{config.block_size} of model {self.model!r} (at most {config.block_size - prompt})"
+                )
+
+    @property
+    def config(self) -> Config:
+        return Config.from_name(self.model)
+
+    @property
+    def workload(self) -> Workload:
+        return "finetune" if isinstance(self.options, FinetuneOptions) else "inference"
+
+    @property
+    def method(self) -> FinetuneMethod | None:
+        return self.options.method if isinstance(self.options, FinetuneOptions) else None
+
+    @property
+    def micro_batch_size(self) -> int | None:
+        return self.options.hyperparameters.micro_batch_size if isinstance(self.options, FinetuneOptions) else None
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return PRECISIONS[self.precision]
+
+    def device(self) -> torch.device:
+        if self.accelerator == "cuda" or (self.accelerator == "auto" and torch.cuda.is_available()):
+            return torch.device("cuda", 0)
+        return torch.device("cpu")
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. From flat keys
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FlatOption:
+    """One flat key: its value type, closed choices if any, and its help."""
+
+    name: str
+    kind: type  # bool, int, float or str
+    choices: tuple[str, ...] | None = None
+    help: str | None = None
+
+
+def _fields(cls: type, prefix: str = "", skip: tuple[str, ...] = ()) -> list[FlatOption]:
+    hints = typing.get_type_hints(cls)
+    found = []
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        kind = hints[f.name]
+        if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
+            kind = next(a for a in typing.get_args(kind) if a is not type(None))
+        help_text = f.metadata.get("help")
+        found.append(FlatOption(prefix + f.name, kind, help=help_text))
+    return found
+
+
+_RUN = [
+    FlatOption("model", str, help="registry name, e.g. Llama-2-7b-hf"),
+    FlatOption("quantize", str, QUANTIZE_MODES, "bitsandbytes 4-bit mode"),
+    FlatOption("devices", int),
+    # No closed choices here: RunRequest refuses an unknown precision, naming the valid ones.
+    FlatOption("precision", str, help="bf16-true (the tables'), 16-true, 32-true, ..."),
+    FlatOption("accelerator", str, ACCELERATORS),
+    FlatOption("memory_cap_gb", float, help="fail with OOM above this peak (emulates a smaller device)"),
+    FlatOption("tokenizer_dir", str, help="a tokenizer.model or tokenizer.json directory"),
+]
+_FINETUNE = [
+    FlatOption("method", str, FINETUNE_METHODS),
+    *_fields(Hyperparameters),
+    FlatOption("max_iters", int, help="micro-batch iterations to run (default: one optimizer step + 3)"),
+    FlatOption("data_file", str, help="alpaca_data.json (default: synthetic data with Alpaca's lengths)"),
+    *_fields(LoRASettings, "lora_"),
+    *_fields(AdapterSettings, "adapter_"),
+]
+FLAT_OPTIONS: dict[Workload, dict[str, FlatOption]] = {
+    "finetune": {o.name: o for o in (*_RUN, *_FINETUNE)},
+    "inference": {o.name: o for o in (*_RUN, *_fields(GenerateSettings))},
+}
+"""Every flat key of each workload: the CLI's options are generated from this table."""
+
+
+def _has_kind(value: Any, kind: type) -> bool:
+    if isinstance(value, bool):  # a bool is an int to Python, never a number here
+        return kind is bool
+    if kind is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, kind)
+
+
+def _typed(option: FlatOption, value: Any) -> Any:
+    """``value`` checked against the option's type (an int is a float) and choices."""
+    if not _has_kind(value, option.kind):
+        raise ValueError(f"run option {option.name!r}: expected {option.kind.__name__}, got {value!r}")
+    if option.choices is not None and value not in option.choices:
+        raise ValueError(f"run option {option.name!r}: {value!r} is not one of {', '.join(option.choices)}")
+    return float(value) if option.kind is float else value
+
+
+def peft_settings(values: Mapping[str, Any]) -> tuple[LoRASettings, AdapterSettings]:
+    """The LoRA and Adapter settings among flat keys (``lora_r``, ``adapter_start_layer``, ...);
+    keys that are absent or None keep the methods' defaults."""
+
+    def build(prefix: str, cls: type) -> Any:
+        given = {
+            f.name: values[prefix + f.name] for f in dataclasses.fields(cls) if values.get(prefix + f.name) is not None
+        }
+        return cls(**given)
+
+    return build("lora_", LoRASettings), build("adapter_", AdapterSettings)
+
+
+def build_request(workload: Workload, values: Mapping[str, Any]) -> RunRequest:
+    """A validated request from flat keys (see :data:`FLAT_OPTIONS`); absent or None keys keep
+    their defaults. An unknown key, a value of the wrong type or out of range is a ``ValueError``
+    naming it. ``model`` is required, and ``method`` for finetuning."""
+    if workload not in FLAT_OPTIONS:
+        raise ValueError(f"unknown workload {workload!r}: choose one of {', '.join(FLAT_OPTIONS)}")
+    known = FLAT_OPTIONS[workload]
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"unknown run option {unknown[0]!r} for {workload} (known: {', '.join(sorted(known))})")
+    given = {k: _typed(known[k], v) for k, v in values.items() if v is not None}
+    for required in ("model", "method") if workload == "finetune" else ("model",):
+        if required not in given:
+            raise ValueError(f"run option {required!r} is required for {workload}")
+    tokenizer_dir = given.get("tokenizer_dir")
+    options: FinetuneOptions | GenerateOptions
+    if workload == "finetune":
+        hp_keys = {f.name for f in dataclasses.fields(Hyperparameters)}
+        lora, adapter = peft_settings(given)
+        options = FinetuneOptions(
+            method=given["method"],
+            hyperparameters=hyperparameters(given["method"], **{k: given.get(k) for k in hp_keys}),
+            lora=lora,
+            adapter=adapter,
+            max_iters=given.get("max_iters"),
+            data_file=given.get("data_file"),
+            tokenizer_dir=tokenizer_dir,
+        )
+    else:
+        settings = GenerateSettings(
+            **{f.name: given[f.name] for f in dataclasses.fields(GenerateSettings) if f.name in given}
+        )
+        options = GenerateOptions(settings=settings, tokenizer_dir=tokenizer_dir)
+    machine = {k: given[k] for k in ("quantize", "devices", "precision", "accelerator", "memory_cap_gb") if k in given}
+    return RunRequest(model=given["model"], options=options, **machine)
+
+
+__all__ = [
+    "ACCELERATORS",
+    "FINETUNE_METHODS",
+    "FLAT_OPTIONS",
+    "PRECISIONS",
+    "REFERENCE",
+    "Accelerator",
+    "FinetuneMethod",
+    "FinetuneOptions",
+    "FlatOption",
+    "GenerateOptions",
+    "GenerateSettings",
+    "Hyperparameters",
+    "Precision",
+    "RunRequest",
+    "build_request",
+    "check_adapter_layers",
+    "hyperparameters",
+    "peft_settings",
+]

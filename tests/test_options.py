@@ -1,0 +1,319 @@
+"""Tests for litgpt_min.options: typed run options, each value checked where it enters, and the one
+builder from flat keys that the CLI, a profile's runner_options and the estimator share."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from litgpt_min import cli
+from litgpt_min.adapter import AdapterSettings
+from litgpt_min.lora import LoRASettings
+from litgpt_min.options import (
+    FLAT_OPTIONS,
+    REFERENCE,
+    FinetuneOptions,
+    GenerateOptions,
+    GenerateSettings,
+    RunRequest,
+    build_request,
+    hyperparameters,
+    peft_settings,
+)
+from litgpt_min.outcome import UnsupportedCombination
+
+REPO = Path(__file__).resolve().parents[1]
+CPU = {"accelerator": "cpu", "precision": "32-true"}
+
+
+def test_flat_keys_reach_the_typed_options() -> None:
+    request = build_request(
+        "finetune",
+        {"model": "tiny-llama", "method": "lora", "micro_batch_size": 1, "batch_size": 2, "learning_rate": 1,
+         "max_iters": 3, "lora_r": 4, "lora_key": True, "adapter_start_layer": 0, "quantize": None, **CPU},
+    )  # fmt: skip
+    options = request.options
+    assert isinstance(options, FinetuneOptions)
+    assert options.hyperparameters == hyperparameters("lora", micro_batch_size=1, batch_size=2, learning_rate=1.0)
+    assert isinstance(options.hyperparameters.learning_rate, float)  # an int is a float, stored as one
+    assert options.lora == LoRASettings(r=4, key=True) and options.adapter == AdapterSettings(start_layer=0)
+    assert (options.max_iters, options.data_file, options.tokenizer_dir) == (3, None, None)
+    assert (request.workload, request.method, request.micro_batch_size, request.quantize) == (
+        "finetune",
+        "lora",
+        1,
+        None,
+    )
+
+    generate = build_request("inference", {"model": "tiny-falcon", "max_new_tokens": 20, "top_k": 5, **CPU})
+    assert isinstance(generate.options, GenerateOptions)
+    assert generate.options.settings == GenerateSettings(max_new_tokens=20, top_k=5)
+    assert (generate.workload, generate.method, generate.micro_batch_size) == ("inference", None, None)
+
+
+def test_defaults_are_the_references() -> None:
+    request = build_request("finetune", {"model": "tiny-llama", "method": "adapter_v2"})
+    assert isinstance(request.options, FinetuneOptions)
+    assert request.options.hyperparameters == REFERENCE["adapter_v2"]
+    assert (request.precision, request.devices, request.accelerator, request.memory_cap_gb) == (
+        "bf16-true", 1, "auto", None,
+    )  # fmt: skip
+    assert build_request("inference", {"model": "tiny-llama"}).options == GenerateOptions()
+
+
+@pytest.mark.parametrize(
+    ("workload", "values", "match"),
+    [
+        ("finetune", {"model": "tiny-llama", "method": "lora", "max_iter": 3}, r"unknown run option 'max_iter' for finetune"),
+        ("finetune", {"model": "tiny-llama", "method": "lora", "top_k": 3}, r"unknown run option 'top_k' for finetune"),
+        ("inference", {"model": "tiny-llama", "lora_r": 4}, r"unknown run option 'lora_r' for inference"),
+        ("finetune", {"model": "tiny-llama", "method": "lora", "max_iters": "8"}, r"run option 'max_iters': expected int, got '8'"),
+        ("finetune", {"model": "tiny-llama", "method": "lora", "max_iters": True}, r"'max_iters': expected int, got True"),
+        ("finetune", {"model": "tiny-llama", "method": "lora", "lora_key": 1}, r"'lora_key': expected bool, got 1"),
+        ("finetune", {"model": "tiny-llama", "method": "lora", "learning_rate": "1e-3"}, r"'learning_rate': expected float"),
+        ("finetune", {"model": "tiny-llama", "method": "qlora"}, r"'method': 'qlora' is not one of lora, adapter, adapter_v2"),
+        ("finetune", {"model": "tiny-llama", "method": "lora", "quantize": "bnb.int8"}, r"'quantize': 'bnb.int8' is not one of"),
+        ("finetune", {"model": "tiny-llama"}, r"run option 'method' is required for finetune"),
+        ("inference", {"max_new_tokens": 3}, r"run option 'model' is required for inference"),
+        ("pretrain", {"model": "tiny-llama"}, r"unknown workload 'pretrain'"),
+        ("finetune", {"model": "llama-2-7b", "method": "lora"}, r"unknown model 'llama-2-7b'"),
+    ],
+)  # fmt: skip
+def test_bad_flat_keys_name_the_key(workload: Any, values: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        build_request(workload, values)
+
+
+def test_the_profiles_runner_options_build_requests() -> None:
+    """Every CPU profile row's runner_options, with the row's identity, is a valid request."""
+    built = 0
+    for path in sorted((REPO / "expectations" / "cpu-tiny").glob("*.json")):
+        for case in json.loads(path.read_text(encoding="utf-8"))["cases"]:
+            values = {"model": case["model"], "quantize": case.get("quantize"), **CPU, **case.get("runner_options", {})}
+            if case["workload"] == "finetune":
+                values.update(method=case["method"], micro_batch_size=case["micro_batch_size"])
+            request = build_request(case["workload"], values)
+            assert (request.workload, request.model, request.method) == (
+                case["workload"], case["model"], case.get("method"),
+            )  # fmt: skip
+            built += 1
+    assert built >= 10
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("finetune", "adapter", "--model", "tiny-neox", "--adapter-start-layer", "0", "--max-iters", "2", "--lora-r", "2"),
+        ("generate", "--model", "tiny-falcon", "--max-new-tokens", "3", "--top-k", "7", "--temperature", "0"),
+    ],
+)  # fmt: skip
+def test_the_cli_builds_the_request_build_request_builds(
+    monkeypatch: pytest.MonkeyPatch, argv: tuple[str, ...]
+) -> None:
+    seen: list[RunRequest] = []
+
+    class Stop(Exception):
+        pass
+
+    def spy(request: RunRequest, body: object) -> None:
+        seen.append(request)
+        raise Stop  # nothing runs
+
+    monkeypatch.setattr(cli, "execute", spy)
+    with pytest.raises(Stop):
+        cli.main([*argv, "--accelerator", "cpu"])
+    args = cli.build_parser().parse_args([*argv, "--accelerator", "cpu"])
+    workload = "finetune" if argv[0] == "finetune" else "inference"
+    flat = {k: v for k in FLAT_OPTIONS[workload] if (v := getattr(args, k)) is not None}
+    assert seen == [build_request(workload, flat)]
+
+
+def test_every_flat_key_is_a_cli_option() -> None:
+    parser = cli.build_parser()
+    for command, workload in (("finetune", "finetune"), ("generate", "inference")):
+        sub = parser._subparsers._group_actions[0].choices[command]  # type: ignore[union-attr]
+        dests = {action.dest for action in sub._actions}
+        assert set(FLAT_OPTIONS[workload]) <= dests
+
+
+def test_peft_settings_from_flat_keys() -> None:
+    lora, adapter = peft_settings({"lora_r": 2, "lora_mlp": True, "adapter_prompt_length": 3, "lora_alpha": None})
+    assert (lora, adapter) == (LoRASettings(r=2, mlp=True), AdapterSettings(prompt_length=3))
+
+
+# The request's own checks (the CLI's regression cases are in test_cli.py) ------------------------------
+def test_requests_are_checked_against_the_model_and_the_machine(tmp_path: Path) -> None:
+    lora = FinetuneOptions("lora", REFERENCE["lora"])
+    with pytest.raises(UnsupportedCombination, match=r"quantization \(bnb.nf4\) is not supported with several devices"):
+        RunRequest("tiny-llama", lora, quantize="bnb.nf4", devices=2)
+    with pytest.raises(UnsupportedCombination, match=r"devices=2: multi-device"):
+        RunRequest("tiny-llama", lora, devices=2)
+    with pytest.raises(ValueError, match=r"unknown precision 'fp8'"):
+        RunRequest("tiny-llama", lora, precision="fp8")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"unknown accelerator 'tpu'"):
+        RunRequest("tiny-llama", lora, accelerator="tpu")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"adapter start_layer 2 is past the layers of model 'tiny-llama'"):
+        RunRequest("tiny-llama", FinetuneOptions("adapter", REFERENCE["adapter"]))  # the default start, 2 layers
+    # Adapter v2 starting after the last layer still trains its biases and scales (the CPU profile's rows).
+    RunRequest("tiny-phi", FinetuneOptions("adapter_v2", REFERENCE["adapter_v2"]))
+    assert (
+        RunRequest("tiny-llama", GenerateOptions(GenerateSettings(max_new_tokens=250))).options.settings.max_new_tokens
+        == 250
+    )
+    with pytest.raises(ValueError, match=r"finetuning needs a method"):
+        FinetuneOptions("none", REFERENCE["lora"])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"hyperparameters must be a Hyperparameters"):
+        FinetuneOptions("lora", {"learning_rate": 1.0})  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------------------
+# Hyperparameters (the finetune scripts') and GenerateSettings (generate/base.py's)
+# ---------------------------------------------------------------------------------------------
+# The scripts' module-level values at 8641822 on one device (docs/reference.md, "Finetune loop").
+REFERENCE_TABLE = {
+    "lora": dict(learning_rate=3e-4, batch_size=128, micro_batch_size=4, weight_decay=0.01, warmup_steps=100, cosine_t_max=390),
+    "adapter": dict(learning_rate=3e-3, batch_size=64, micro_batch_size=4, weight_decay=0.02, warmup_steps=1562, cosine_t_max=None),
+    "adapter_v2": dict(learning_rate=3e-3, batch_size=128, micro_batch_size=2, weight_decay=0.02, warmup_steps=781, cosine_t_max=None),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("method", sorted(REFERENCE_TABLE))
+def test_hyperparameter_defaults_are_the_reference_table(method: str) -> None:
+    hp = hyperparameters(method)
+    assert {k: getattr(hp, k) for k in REFERENCE_TABLE[method]} == REFERENCE_TABLE[method]
+    assert hp.lm_head_chunk_size == 128
+    assert hp == REFERENCE[method]
+    assert hp.gradient_accumulation_iters == {"lora": 32, "adapter": 16, "adapter_v2": 64}[method]
+
+
+def test_hyperparameter_overrides() -> None:
+    hp = hyperparameters("lora", micro_batch_size=1, learning_rate=1e-2, batch_size=None, warmup_steps=None)
+    assert (hp.micro_batch_size, hp.learning_rate, hp.batch_size, hp.warmup_steps) == (1, 1e-2, 128, 100)
+    assert hp.gradient_accumulation_iters == 128
+    assert REFERENCE["lora"].micro_batch_size == 4  # the table itself is untouched
+    assert hyperparameters("adapter_v2", batch_size=6, micro_batch_size=4).gradient_accumulation_iters == 1
+    assert hyperparameters("adapter", batch_size=4, micro_batch_size=4).gradient_accumulation_iters == 1
+
+
+@pytest.mark.parametrize(
+    ("method", "overrides", "match"),
+    [
+        ("full", {}, r"unknown finetuning method 'full'.*lora, adapter, adapter_v2"),
+        ("lora", {"micro_batch_size": 0}, r"micro_batch_size must be >= 1, got 0"),
+        ("lora", {"batch_size": 2, "micro_batch_size": 4}, r"batch_size 2 is smaller than micro_batch_size 4"),
+        ("lora", {"learning_rate": float("nan")}, r"learning_rate must be a finite number > 0, got nan"),
+        ("lora", {"learning_rate": 0.0}, r"learning_rate must be a finite number > 0, got 0.0"),
+        ("lora", {"weight_decay": float("inf")}, r"weight_decay must be a finite number >= 0, got inf"),
+        ("lora", {"weight_decay": -0.1}, r"weight_decay must be a finite number >= 0, got -0.1"),
+        ("lora", {"warmup_steps": -1}, r"warmup_steps must be >= 0, got -1"),
+        ("lora", {"cosine_t_max": 0}, r"cosine_t_max must be >= 1, got 0"),
+        ("lora", {"lm_head_chunk_size": -4}, r"lm_head_chunk_size must be >= 1, got -4"),
+    ],
+)
+def test_bad_hyperparameters_raise(method: str, overrides: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        hyperparameters(method, **overrides)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"max_new_tokens": 0}, r"max_new_tokens must be >= 1, got 0"),
+        ({"temperature": -0.1}, r"temperature must be a finite number >= 0, got -0.1"),
+        ({"temperature": float("nan")}, r"temperature must be a finite number >= 0, got nan"),
+        ({"temperature": float("inf")}, r"temperature must be a finite number >= 0, got inf"),
+        ({"top_k": 0}, r"top_k must be >= 1, got 0"),
+        ({"top_k": -5}, r"top_k must be >= 1, got -5"),
+        ({"num_samples": 0}, r"num_samples must be >= 1, got 0"),
+    ],
+)
+def test_bad_generate_settings_raise(kwargs: dict[str, float], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        GenerateSettings(**kwargs)  # type: ignore[arg-type]
+
+
+def test_generate_settings_defaults_are_generate_base_py() -> None:
+    s = GenerateSettings()
+    assert (s.prompt, s.max_new_tokens, s.top_k, s.temperature, s.num_samples, s.seed) == (
+        "Hello, my name is",
+        50,
+        200,
+        0.8,
+        1,
+        1234,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Fuzz: any flat values either build a request or are one ValueError; the CLI either reaches the
+# run or exits 2 with one line
+# ---------------------------------------------------------------------------------------------
+_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**40), max_value=2**40),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from(["", "lora", "bnb.nf4", "32-true", "cpu", "cuda", "tiny-llama", "/nonexistent", "Hi"]),
+)
+
+
+def _flat(workload: str) -> st.SearchStrategy[dict[str, Any]]:
+    keys = sorted(set(FLAT_OPTIONS[workload]) - {"model", "method", "accelerator"})  # type: ignore[index]
+    return st.dictionaries(st.sampled_from(keys), _VALUES, max_size=4)
+
+
+@settings(max_examples=150, deadline=None)
+@given(workload=st.sampled_from(["finetune", "inference"]), data=st.data())
+def test_fuzz_build_request_builds_or_raises_one_value_error(workload: str, data: st.DataObject) -> None:
+    values = {"model": "tiny-llama", "accelerator": "cpu", **data.draw(_flat(workload))}
+    if workload == "finetune":
+        values["method"] = data.draw(st.sampled_from(["lora", "adapter", "adapter_v2"]))
+    try:
+        request = build_request(workload, values)  # type: ignore[arg-type]
+    except ValueError as exc:
+        assert str(exc) and "\n" not in str(exc)
+    else:
+        assert request.workload == workload
+
+
+def _argv(flat: dict[str, Any]) -> list[str]:
+    argv: list[str] = []
+    for key, value in flat.items():
+        flag = "--" + key.replace("_", "-")
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            argv.append(flag if value else "--no-" + key.replace("_", "-"))
+        else:
+            argv += [flag, str(value)]
+    return argv
+
+
+# The same patch and capture serve every example: each example starts by emptying the capture.
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(workload=st.sampled_from(["finetune", "inference"]), data=st.data())
+def test_fuzz_cli_reaches_the_run_or_exits_2_with_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], workload: str, data: st.DataObject
+) -> None:
+    class Reached(Exception):
+        pass
+
+    def reached(request: RunRequest, body: object) -> None:
+        raise Reached
+
+    monkeypatch.setattr(cli, "execute", reached)
+    capsys.readouterr()
+    head = ["finetune", "lora"] if workload == "finetune" else ["generate"]
+    argv = [*head, "--model", "tiny-llama", "--accelerator", "cpu", *_argv(data.draw(_flat(workload)))]
+    try:
+        code = cli.main(argv)
+    except Reached:
+        return
+    _, err = capsys.readouterr()
+    assert code == 2, argv
+    assert len(err.splitlines()) == 1 and err.startswith("litgpt-min") and "Traceback" not in err, (argv, err)
