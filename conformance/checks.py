@@ -20,84 +20,33 @@ verdict is "recorded" and the findings go to the terminal summary's diff.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any
 
 import pytest
 
 from conformance.compare import Finding, check_params, is_failure
+from conformance.display import display
 from conformance.expectations import Case
+from conformance.profiles import ActiveProfile
+from conformance.rules import CheckKind, ExpectedOutOfMemory, check_of, item_id, own_findings
 from conformance.runner import RunResult
-from conformance.state import SPEED_FIELDS, ActiveProfile, SessionState, display
+from conformance.session import ConformanceSession
 
-CheckKind = Literal["params", "run", "speed"]
-# Test function name -> check kind; the plugin parametrizes these functions.
-CHECKS: Mapping[str, CheckKind] = MappingProxyType({"test_params": "params", "test_run": "run", "test_speed": "speed"})
 # Lines of the row's log quoted in a failure whose outcome went wrong.
 MESSAGE_LOG_LINES = 12
-
-
-class ExpectedOutOfMemory(Exception):
-    """An ``oom`` row ran out of memory, as its profile says: the strict xfail of that row."""
 
 
 class ConformanceImprovement(UserWarning):
     """A figure better than its band: passes (fails under ``--strict``) until the profile is re-recorded."""
 
 
-def applies(kind: CheckKind, case: Case) -> bool:
-    """Whether a check kind has a test for this row (speed: only rows with a speed figure)."""
-    if kind == "speed":
-        return case.time_1k_iters_min is not None or case.tokens_per_sec is not None
-    return True
-
-
-def skip_reason(kind: CheckKind, active: ActiveProfile, case: Case) -> str | None:
-    """Why a check cannot run on this machine (None: it runs). Known at collection time, so
-    these skips are marks and ``-rs`` reports them at the test's own location."""
-    if kind == "params":
-        if case.total_params is None and (case.trainable_params is None or case.workload != "finetune"):
-            return "the profile records no parameter counts for this row"
-        return None
-    if kind == "run":
-        return SessionState.run_skip_reason(active, case)
-    return SessionState.run_skip_reason(active, case) or active.speed_skip
-
-
-def marks(kind: CheckKind, active: ActiveProfile, case: Case, recording: bool) -> list[pytest.MarkDecorator]:
-    """The marks of one check item."""
-    result = []
-    reason = skip_reason(kind, active, case)
-    if reason is not None:
-        result.append(pytest.mark.skip(reason=reason))
-    if kind == "run" and case.outcome == "oom" and not recording:
-        hardware = active.profile.hardware
-        result.append(
-            pytest.mark.xfail(
-                strict=True,
-                raises=ExpectedOutOfMemory,
-                reason=f"runs out of memory on {hardware.get('gpu') or hardware['sku']}"
-                f" ({hardware['memory_gb']:g} GB, profile {active.name})",
-            )
-        )
-    if kind != "params" and active.mode != "cpu" and case.outcome != "unsupported":
-        result.append(pytest.mark.gpu)
-    return result
-
-
-def item_id(active: ActiveProfile, case: Case) -> str:
-    """``<profile>:<case id>``: unique across active profiles, stable across machines, and
-    ``-k '[<profile>:<case id>]'`` selects exactly one row's checks."""
-    return f"{active.name}:{case.id}"
-
-
 @dataclass
 class RowCheck:
     """The checks of one row, bound to the test item that runs one of them."""
 
-    state: SessionState
+    session: ConformanceSession
     active: ActiveProfile
     case: Case
     item: pytest.Item
@@ -106,7 +55,7 @@ class RowCheck:
     def check_params(self) -> None:
         """Trainable (finetune rows) and total parameters, exact, from the model built on meta."""
         case = self.case
-        trainable, total = self.state.param_counts(case)
+        trainable, total = self.session.param_counts(case)
         self._properties(
             expected_trainable_params=case.trainable_params,
             measured_trainable_params=trainable,
@@ -117,21 +66,21 @@ class RowCheck:
 
     def check_run(self) -> None:
         """Outcome, peak memory and the counts the runner reports, from the measured run."""
-        run = self.state.measure(self.active, self.case)
-        findings = self.state.findings(self.active, self.case)
-        own = [f for f in findings if f.field not in SPEED_FIELDS]
-        tol = self.state.tolerances(self.case)
+        run = self.session.run(self.active, self.case)
+        findings = self.session.findings(self.active, self.case)
+        own = own_findings("run", findings)
+        tol = self.session.options.tolerances(self.case)
         self._properties(
             expected_outcome=self.case.outcome,
             measured_outcome=run.outcome,
             expected_max_memory_gb=self.case.max_memory_gb,
-            measured_max_memory_gb=run.result.get("max_memory_gb"),
+            measured_max_memory_gb=run.result.max_memory_gb,
             memory_tolerance=tol.memory_rel,
             memory_cap_gb=self.active.memory_cap_gb,
             command=run.command_line,
         )
         expected_oom = self.case.outcome == "oom" and run.outcome == "oom"
-        if expected_oom and not self.state.recording and not is_failure(own, self.state.options.strict):
+        if expected_oom and not self.session.recording and not is_failure(own, self.session.options.strict):
             message = f"out of memory, as the profile expects: {run.error or 'no message'}"
             self._note("run", message)
             raise ExpectedOutOfMemory(message)
@@ -140,15 +89,15 @@ class RowCheck:
     def check_speed(self) -> None:
         """Time per 1k iterations (finetune) or tokens per second (inference), one-sided."""
         case = self.case
-        run = self.state.measure(self.active, case)
-        findings = self.state.findings(self.active, case)
+        run = self.session.run(self.active, case)
+        findings = self.session.findings(self.active, case)
         field = "time_1k_iters_min" if case.time_1k_iters_min is not None else "tokens_per_sec"
         self._properties(
-            **{f"expected_{field}": getattr(case, field), f"measured_{field}": run.result.get(field)},
-            speed_tolerance=self.state.tolerances(case).speed_rel,
+            **{f"expected_{field}": getattr(case, field), f"measured_{field}": getattr(run.result, field)},
+            speed_tolerance=self.session.options.tolerances(case).speed_rel,
         )
-        own = [f for f in findings if f.field in SPEED_FIELDS]
-        if run.outcome != "ok" and not self.state.recording:
+        own = own_findings("speed", findings)
+        if run.outcome != "ok" and not self.session.recording:
             self._fail(
                 "speed", f"no speed measured: the run ended with outcome {run.outcome!r} (see test_run)", run, findings
             )
@@ -159,22 +108,21 @@ class RowCheck:
         self, kind: CheckKind, own: Sequence[Finding], run: RunResult | None, every: Sequence[Finding] | None = None
     ) -> None:
         every = own if every is None else every
-        if self.state.recording:
+        if self.session.recording:
             if own:
                 self._note(kind, "recorded; differed from the profile: " + "; ".join(f.describe() for f in own))
             return
-        if is_failure(own, self.state.options.strict):
-            failing = sum(1 for f in own if self.state.options.strict or f.kind != "improvement")
+        if is_failure(own, self.session.options.strict):
+            failing = sum(1 for f in own if self.session.options.strict or f.kind != "improvement")
             self._fail(kind, f"{failing} finding{'s fail' if failing > 1 else ' fails'} this check", run, every)
         improved = [f for f in own if f.kind == "improvement"]
         if improved:
-            self.state.row(self.active, self.case).improved.add(kind)
             text = "; ".join(f.describe() for f in improved)
-            self._note(kind, f"improved: {text}")
+            self._note(kind, f"improved: {text}", improved=True)
             warnings.warn(
                 ConformanceImprovement(
                     f"{item_id(self.active, self.case)}: {text}. Re-record the row to accept it:"
-                    f" {self.state.rerecord_command(self.active, self.case)}"
+                    f" {self.session.rerecord_command(self.active, self.case)}"
                 ),
                 stacklevel=2,
             )
@@ -189,11 +137,11 @@ class RowCheck:
         case = self.case
         lines = [f"{item_id(self.active, case)} ({display(case.file)}): {headline}"]
         for finding in findings:
-            where = " [test_speed]" if finding.field in SPEED_FIELDS else ""
+            where = " [test_speed]" if check_of(finding) == "speed" else ""
             lines.append(f"  {finding.describe()}{where}")
         if self.active.memory_cap_gb is not None and run is not None:
             lines.append(f"  (run under a {self.active.memory_cap_gb:g} GB memory cap)")
-        lines.append(f"re-record: {self.state.rerecord_command(self.active, case)}")
+        lines.append(f"re-record: {self.session.rerecord_command(self.active, case)}")
         if run is not None:
             if run.command:
                 lines.append(f"reproduce: {run.command_line}")
@@ -204,8 +152,8 @@ class RowCheck:
                 lines += ["  " + line for line in run.log_tail.splitlines()[-MESSAGE_LOG_LINES:]]
         return "\n".join(lines)
 
-    def _note(self, kind: CheckKind, text: str) -> None:
-        self.state.row(self.active, self.case).reasons[kind] = text
+    def _note(self, kind: CheckKind, text: str, improved: bool = False) -> None:
+        self.session.note((self.active.name, self.case.id), kind, text, improved)
 
     def _properties(self, **values: Any) -> None:
         """JUnit XML properties (``record_property``): expected and measured values."""

@@ -10,23 +10,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
 from conformance.diff import cmd_diff
 from conformance.expectations import DEFAULT_ROOT, ExpectationError, list_profiles, load_profile
+from conformance.hardware import fingerprint, format_header
+from conformance.options import Options, fraction
 from conformance.plot import cmd_plot
+from conformance.profiles import resolve_profiles
+from conformance.report import render
+from conformance.results import load_results
 
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"a tolerance must be a finite number >= 0 (0.1 is 10%), got {text!r}")
-    return value
+# Exit status for bad input (a malformed results file, an output path that cannot be written).
+EXIT_BAD_INPUT = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,9 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("new", type=Path, metavar="NEW.json")
     diff.add_argument("--json", action="store_true", help="JSON instead of Markdown")
     diff.add_argument("-o", "--output", type=Path, default=None, help="write here instead of stdout")
-    diff.add_argument("--memory-tolerance", type=_fraction, default=None, metavar="FRACTION",
+    diff.add_argument("--memory-tolerance", type=fraction, default=None, metavar="FRACTION",
                       help="peak-memory tolerance for every row, overriding the results' (0.1 is ±10%%)")  # fmt: skip
-    diff.add_argument("--speed-tolerance", type=_fraction, default=None, metavar="FRACTION",
+    diff.add_argument("--speed-tolerance", type=fraction, default=None, metavar="FRACTION",
                       help="one-sided speed tolerance for every row, overriding the results'")  # fmt: skip
     diff.add_argument("--strict", action="store_true", help="improvements beyond tolerance fail too")
     validate = sub.add_parser("validate", help="load and check expectation profiles")
@@ -81,9 +78,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_env(as_json: bool) -> int:
-    from conformance.hardware import fingerprint, format_header
-    from conformance.state import Options, resolve_profiles
-
     fp = fingerprint()
     if as_json:
         print(json.dumps(fp, indent=2, sort_keys=True))
@@ -99,19 +93,30 @@ def cmd_env(as_json: bool) -> int:
 
 
 def cmd_report(file: Path, output: Path | None) -> int:
-    from conformance.report import render
-    from conformance.results import load_results
-
+    """Render ``file``; bad input (the file, ``-o``) is one line naming it and exit status 2."""
     try:
+        if output is not None:
+            _check_output(output)
         text = render(load_results(file))
+        if output is None:
+            sys.stdout.write(text)
+        else:
+            output.write_text(text, encoding="utf-8")
     except ValueError as exc:
         print(f"conformance report: {exc}", file=sys.stderr)
-        return 1
-    if output is None:
-        sys.stdout.write(text)
-    else:
-        output.write_text(text, encoding="utf-8")
+        return EXIT_BAD_INPUT
+    except OSError as exc:
+        print(f"conformance report: {output}: cannot write: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     return 0
+
+
+def _check_output(output: Path) -> None:
+    """Before rendering: ``-o`` names a file in an existing directory (``ValueError`` otherwise)."""
+    if output.is_dir():
+        raise ValueError(f"-o {output}: is a directory; give a file name")
+    if not output.absolute().parent.is_dir():
+        raise ValueError(f"-o {output}: the directory {output.absolute().parent} does not exist")
 
 
 def cmd_validate(root: Path, names: list[str]) -> int:

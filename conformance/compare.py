@@ -39,6 +39,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from conformance.display import count_text, number_text, pct_text
+from conformance.expectations import checked_tolerance
+from litgpt_min.result import Result
+
 if TYPE_CHECKING:
     from conformance.expectations import Case, Tolerances
 
@@ -50,6 +54,8 @@ REL_SLACK = 1e-9
 
 PARAM_FIELDS = ("trainable_params", "total_params")
 BANDED_FIELDS = ("max_memory_gb", "time_1k_iters_min", "tokens_per_sec")
+# The figures test_speed checks (the rest of a row's findings are test_run's).
+SPEED_FIELDS = ("time_1k_iters_min", "tokens_per_sec")
 
 # The documented refusal (Lit-GPT: "Quantization is currently not supported for multi-GPU
 # training. Please set devices=1 when using the --quantize flag.") matched loosely: the message,
@@ -92,8 +98,9 @@ class Finding:
 # --- the checks -------------------------------------------------------------------------------
 
 
-def check_outcome(case: Case, result: Mapping[str, Any]) -> list[Finding]:
+def check_outcome(case: Case, result: Result | Mapping[str, Any]) -> list[Finding]:
     """Compare the run's outcome (and, for refusals and errors, its message) with the row's."""
+    result = _fields(result)
     measured = result.get("outcome")
     message = str(result.get("error") or "")
     expected = case.outcome
@@ -166,28 +173,29 @@ def check_memory(case: Case, measured_gb: float | None, tol: Tolerances) -> list
     """Peak memory within a two-sided band: above is a regression, below an improvement."""
     if case.max_memory_gb is None:
         return []
-    rel = _checked_tolerance("memory_rel", tol.memory_rel)
+    rel = checked_tolerance("memory_rel", tol.memory_rel)
     finding = _banded(
-        "max_memory_gb", measured_gb, case.max_memory_gb, rel, f"±{_pct_text(rel)}%", higher_is_better=False
+        "max_memory_gb", measured_gb, case.max_memory_gb, rel, f"±{pct_text(rel)}%", higher_is_better=False
     )
     return [finding] if finding else []
 
 
-def check_speed(case: Case, result: Mapping[str, Any], tol: Tolerances) -> list[Finding]:
+def check_speed(case: Case, result: Result | Mapping[str, Any], tol: Tolerances) -> list[Finding]:
     """Speed one-sided: slower than the tolerance is a regression, faster by as much an improvement."""
-    rel = _checked_tolerance("speed_rel", tol.speed_rel)
+    result = _fields(result)
+    rel = checked_tolerance("speed_rel", tol.speed_rel)
     findings = []
     for field, higher_is_better in (("time_1k_iters_min", False), ("tokens_per_sec", True)):
         expected = getattr(case, field)
         if expected is None:
             continue
-        finding = _banded(field, result.get(field), expected, rel, f"{_pct_text(rel)}% one-sided", higher_is_better)
+        finding = _banded(field, result.get(field), expected, rel, f"{pct_text(rel)}% one-sided", higher_is_better)
         if finding:
             findings.append(finding)
     return findings
 
 
-def check_result(case: Case, result: Mapping[str, Any], tol: Tolerances) -> list[Finding]:
+def check_result(case: Case, result: Result | Mapping[str, Any], tol: Tolerances) -> list[Finding]:
     """Every check of one row, in report order: outcome, parameters, memory, speed.
 
     Memory and speed are compared only when the row expects ``ok`` and the run ended ``ok``. A run
@@ -195,6 +203,7 @@ def check_result(case: Case, result: Mapping[str, Any], tol: Tolerances) -> list
     reported then (it would only repeat the outcome finding); counts it did take are compared.
     The plugin should call this rather than the single checks, so every row follows one rule.
     """
+    result = _fields(result)
     findings = check_outcome(case, result)
     measured_outcome = result.get("outcome")
     trainable, total = result.get("trainable_params"), result.get("total_params")
@@ -274,25 +283,15 @@ def _relative(measured: float, expected: float) -> float:
     return (measured - expected) / abs(expected)
 
 
-def _checked_tolerance(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"tolerance {name} must be a finite number >= 0 (got {value!r})")
-    return float(value)
-
-
-def _pct_text(rel: float) -> str:
-    """0.1 -> "10", 0.125 -> "12.5": a tolerance as a percentage without trailing zeros."""
-    return f"{rel * 100:.6f}".rstrip("0").rstrip(".")
-
-
-def _number_text(value: float) -> str:
-    """Two decimals, as the tables print them; three significant digits below 0.1 (tiny CPU rows)."""
-    return f"{value:.2f}" if abs(value) >= 0.1 or value == 0 else f"{value:.3g}"
+def _fields(result: Result | Mapping[str, Any]) -> Mapping[str, Any]:
+    """The result's fields by name: a ``Result`` as its JSON form; a mapping (a hand-made result
+    in a test, or one read back from a results file) as it is."""
+    return result.to_json() if isinstance(result, Result) else result
 
 
 def _gb_text(value: Any) -> str:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return f"{_number_text(value)} GB"
+        return f"{number_text(value)} GB"
     return "not measured"
 
 
@@ -302,9 +301,9 @@ def _value_text(field: str, value: Any) -> str:
     if isinstance(value, bool):
         return str(value)
     if field in PARAM_FIELDS and isinstance(value, int):
-        return f"{value:,}"
+        return count_text(value)
     if field in BANDED_FIELDS and isinstance(value, (int, float)):
-        return _number_text(value)
+        return number_text(value)
     if field == "error":
         return repr(str(value))
     return str(value)

@@ -29,15 +29,15 @@ from typing import Any, Literal
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
+from conformance.display import display
 from litgpt_min.config import known_names
+from litgpt_min.result import Outcome, Workload
 
 SCHEMA_PATH: Path = Path(__file__).resolve().parent.parent / "expectations" / "schema.json"
 DEFAULT_ROOT: Path = Path(__file__).resolve().parent.parent / "expectations"
 
-Workload = Literal["finetune", "inference"]
 Method = Literal["lora", "adapter", "adapter_v2"]
 Quantize = Literal["bnb.nf4", "bnb.nf4-dq", "bnb.fp4", "bnb.fp4-dq"]
-Outcome = Literal["ok", "oom", "unsupported", "error"]
 
 QUANT_SLUGS: Mapping[Quantize | None, str] = MappingProxyType(
     {None: "noquant", "bnb.nf4": "nf4", "bnb.nf4-dq": "nf4_dq", "bnb.fp4": "fp4", "bnb.fp4-dq": "fp4_dq"}
@@ -86,7 +86,7 @@ class ExpectationError(ValueError):
         super().__init__(self._text())
 
     def _line(self) -> str:
-        parts = [_display(self.file)]
+        parts = [display(self.file)]
         if self.case is not None:
             parts.append(f"case {self.case!r}")
         if self.field is not None:
@@ -120,12 +120,20 @@ def _rebuild_error(file: str, message: str, case: str | None, field: str | None,
     return ExpectationError(file, message, case, field, others=others)
 
 
-def _display(path: Path) -> str:
-    """The path relative to the working directory when it is below it (as pytest prints paths)."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except (ValueError, OSError):
-        return str(path)
+def tolerance_problem(value: Any) -> str | None:
+    """What is wrong with a relative tolerance (0.1 is 10%), or None: the one rule for the
+    profiles' tolerances, their per-row overrides and the command line's."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        return "must be a finite number >= 0"
+    return None
+
+
+def checked_tolerance(name: str, value: Any) -> float:
+    """``value`` as a float; ``ValueError`` naming the tolerance when ``tolerance_problem`` objects."""
+    problem = tolerance_problem(value)
+    if problem is not None:
+        raise ValueError(f"tolerance {name} {problem} (got {value!r})")
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -137,10 +145,7 @@ class Tolerances:
 
     def __post_init__(self) -> None:
         for key in _TOLERANCE_KEYS:
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"tolerance {key} must be a finite number >= 0 (got {value!r})")
-            object.__setattr__(self, key, float(value))
+            object.__setattr__(self, key, checked_tolerance(key, getattr(self, key)))
 
     def merged(self, overrides: Mapping[str, float] | None) -> Tolerances:
         """These tolerances with ``overrides`` (either key, or none) applied."""
@@ -518,7 +523,7 @@ def load_profile(name: str, root: Path = DEFAULT_ROOT) -> Profile:
         hint = f"; did you mean {close[0]!r}?" if close else ""
         listing = ", ".join(available) if available else "none"
         raise ExpectationError(
-            root / str(name), f"unknown profile {name!r}{hint} (available in {_display(root)}: {listing})"
+            root / str(name), f"unknown profile {name!r}{hint} (available in {display(root)}: {listing})"
         )
     directory = root / name
     files: dict[Path, dict[str, Any]] = {}

@@ -18,15 +18,15 @@ import shlex
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from conformance.display import count_text, display, significant
 from conformance.expectations import Case, list_profiles, load_file, load_profile, write_json_atomic
 from conformance.hardware import detected_sku
+from conformance.profiles import ActiveProfile
 from conformance.runner import PRECISION, RunResult
-from conformance.state import ActiveProfile, display, significant
-
-if TYPE_CHECKING:
-    from conformance.state import SessionState
+from conformance.runs import Counts
+from conformance.snapshot import Snapshot
 
 # The fields a recording measures, in the order the diff reports them.
 MEASURED_FIELDS = (
@@ -35,36 +35,36 @@ MEASURED_FIELDS = (
 _ERROR_CHARS = 300
 
 
-def record_profile(state: SessionState) -> list[str]:
-    """Write the profile to ``state.options.record``; return the summary and diff lines."""
-    target = state.options.record
+def record_profile(snapshot: Snapshot, now: _dt.datetime | None = None) -> list[str]:
+    """Write the profile to ``--record``'s folder; return the summary and diff lines."""
+    target = snapshot.options.record
     assert target is not None
-    active = state.active_profiles()[0]
+    active = snapshot.actives[0]
     old = _old_files(target)
-    files = build_files(state, active, old)
+    files = build_files(snapshot, active, old, now or _dt.datetime.now(_dt.timezone.utc))
     if not files:
         return [f"conformance: nothing measured in this run; {display(target)} left as it was"]
     _validate(target.name, files)
     for name, data in files.items():
         if old.get(name) != data:
             write_json_atomic(target / name, data, force=True)
-    return summary_lines(target, old, files, state)
+    return summary_lines(target, old, files)
 
 
 def build_files(
-    state: SessionState, active: ActiveProfile, old: Mapping[str, dict[str, Any]]
+    snapshot: Snapshot, active: ActiveProfile, old: Mapping[str, dict[str, Any]], now: _dt.datetime
 ) -> dict[str, dict[str, Any]]:
     """The new profile's files (name -> data); empty when there is nothing to write."""
-    target = state.options.record
+    target = snapshot.options.record
     assert target is not None
-    now = _dt.datetime.now(_dt.timezone.utc)
+    measured = {row.key: row for row in snapshot.rows if row.run is not None}
     old_cases = {row["id"]: (name, row) for name, data in old.items() for row in data["cases"]}
     sources = {path: load_file(path) for path in dict.fromkeys(case.file for case in active.profile.cases)}
     same_profile = target.resolve() == active.profile.directory.resolve()
     header = {
         "profile": target.name,
-        "hardware": hardware_entry(state, active),
-        "software": software_entry(state),
+        "hardware": hardware_entry(snapshot.fingerprint, active),
+        "software": software_entry(snapshot.fingerprint),
         "tolerances": next(iter(old.values()))["tolerances"] if old else _source_tolerances(sources),
     }
     rows: dict[str, list[dict[str, Any]]] = {name: [] for name in old}
@@ -72,15 +72,16 @@ def build_files(
     source_meta: dict[str, Mapping[str, Any]] = {}
     recorded: set[str] = set()
     for case in active.profile.cases:
-        run = state.measured((active.name, case.id))
-        if run is None:
+        done = measured.get((active.name, case.id))
+        if done is None or done.run is None:
             continue  # kept from the old profile below, if it has the row
         raw_source = next(row for row in sources[case.file]["cases"] if row["id"] == case.id)
         if case.id in old_cases:
             name, base = old_cases[case.id]
         else:
             name, base = case.file.name, _without_notes(raw_source, same_profile)
-        rows.setdefault(name, []).append(measured_case(base, case, run, state, active, now))
+        assert done.counts is not None, f"{case.id}: a recorded row carries its parameter counts"
+        rows.setdefault(name, []).append(measured_case(base, case, done.run, done.counts, active, now))
         touched.add(name)
         if name in old:
             source_meta.setdefault(name, old[name]["source"])
@@ -102,21 +103,21 @@ def build_files(
             continue
         files[name] = {
             **header,
-            "source": source_entry(state, active, source_meta.get(name, {}), now),
+            "source": source_entry(snapshot.command, active, source_meta.get(name, {}), now),
             "cases": _ordered(cases, old.get(name), active.profile.cases),
         }
     return files
 
 
 def measured_case(
-    base: Mapping[str, Any], case: Case, run: RunResult, state: SessionState, active: ActiveProfile, now: _dt.datetime
+    base: Mapping[str, Any], case: Case, run: RunResult, counts: Counts, active: ActiveProfile, now: _dt.datetime
 ) -> dict[str, Any]:
     """``base`` (the row as written before) with the measured figures of ``run``."""
     result = run.result
-    outcome = result.get("outcome") or "error"
+    outcome = result.outcome
     ok = outcome == "ok"
-    trainable, total = state.param_counts(case)
-    message = _one_line(result.get("error"))
+    trainable, total = counts
+    message = _one_line(result.error)
     row = dict(base)
     row.update(
         outcome=outcome,
@@ -124,17 +125,17 @@ def measured_case(
         error=None if outcome in ("ok", "oom") else (message or f"{outcome} without a message"),
         trainable_params=trainable if case.workload == "finetune" else None,
         total_params=total,
-        max_memory_gb=_figure(result.get("max_memory_gb")) if ok else None,
-        time_1k_iters_min=_figure(result.get("time_1k_iters_min")) if ok and case.workload == "finetune" else None,
-        tokens_per_sec=_figure(result.get("tokens_per_sec")) if ok and case.workload == "inference" else None,
+        max_memory_gb=_figure(result.max_memory_gb) if ok else None,
+        time_1k_iters_min=_figure(result.time_1k_iters_min) if ok and case.workload == "finetune" else None,
+        tokens_per_sec=_figure(result.tokens_per_sec) if ok and case.workload == "inference" else None,
     )
     measured_with: dict[str, Any] = {
         "recorded_at": now.isoformat(timespec="seconds"),
         # "python", not this machine's interpreter path: the profile is shared.
         "command": shlex.join(["python", *run.command[1:]]) if run.command else None,
-        "memory_source": result.get("memory_source"),
+        "memory_source": result.memory_source,
         "memory_cap_gb": active.memory_cap_gb,
-        "device": result.get("device"),
+        "device": None if result.device is None else dict(result.device),
     }
     if outcome == "oom" and message:
         measured_with["error"] = message
@@ -142,8 +143,7 @@ def measured_case(
     return row
 
 
-def hardware_entry(state: SessionState, active: ActiveProfile) -> dict[str, Any]:
-    fp = state.fingerprint
+def hardware_entry(fp: Mapping[str, Any], active: ActiveProfile) -> dict[str, Any]:
     if active.on_cpu:
         capacity = active.memory_cap_gb or float(active.profile.hardware["memory_gb"])
         cpu = fp.get("cpu") or {}
@@ -152,7 +152,7 @@ def hardware_entry(state: SessionState, active: ActiveProfile) -> dict[str, Any]
     # "as the SKU names it": cards are sold by binary capacity (an A100-SXM4-40GB reports 39.6 GiB).
     capacity = active.memory_cap_gb or float(round(gpu["memory_bytes"] / 2**30))
     entry = {
-        "sku": detected_sku(fp),
+        "sku": detected_sku(dict(fp)),
         "memory_gb": capacity,
         "memory_bytes": gpu["memory_bytes"],
         "memory_cap_gb": active.memory_cap_gb,
@@ -164,20 +164,19 @@ def hardware_entry(state: SessionState, active: ActiveProfile) -> dict[str, Any]
     return {k: v for k, v in entry.items() if v is not None}
 
 
-def software_entry(state: SessionState) -> dict[str, Any]:
-    fp = state.fingerprint
+def software_entry(fp: Mapping[str, Any]) -> dict[str, Any]:
     entry = {name: fp.get(name) for name in ("torch", "cuda", "bitsandbytes", "lightning", "python", "os")}
     entry["precision"] = PRECISION
     return {k: v for k, v in entry.items() if v is not None}
 
 
 def source_entry(
-    state: SessionState, active: ActiveProfile, measured_from: Mapping[str, Any], now: _dt.datetime
+    command: str, active: ActiveProfile, measured_from: Mapping[str, Any], now: _dt.datetime
 ) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "kind": "recorded",
         "recorded_at": now.isoformat(timespec="seconds"),
-        "command": state.invocation(),
+        "command": command,
         "derived": {"recorded_by": "pytest conformance --record", "from_profile": active.name},
     }
     # The table's name and, when re-recording, the profile's own notes carry over.
@@ -188,9 +187,7 @@ def source_entry(
 
 
 # Diff -----------------------------------------------------------------------------------------------
-def summary_lines(
-    target: Path, old: Mapping[str, dict[str, Any]], new: Mapping[str, dict[str, Any]], state: SessionState
-) -> list[str]:
+def summary_lines(target: Path, old: Mapping[str, dict[str, Any]], new: Mapping[str, dict[str, Any]]) -> list[str]:
     old_rows = {row["id"]: row for data in old.values() for row in data["cases"]}
     new_rows = {row["id"]: row for data in new.values() for row in data["cases"]}
     verb = "re-recorded" if old else "recorded"
@@ -290,7 +287,7 @@ def _value(value: Any) -> str:
     if isinstance(value, str):
         return repr(value)
     if isinstance(value, int) and not isinstance(value, bool):
-        return f"{value:,}"
+        return count_text(value)
     return f"{value:g}"
 
 

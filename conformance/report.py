@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from conformance.display import count_text, number_text
+
 # How the published tables name the models (size, name); others fall back to the registry name.
 MODEL_NAMES: Mapping[str, tuple[str, str]] = {
     "phi-1_5": ("1.3 B", "phi-1.5"),
@@ -33,6 +35,7 @@ VERDICT_TEXT = {
     "xfailed": "pass (OOM as expected)",
     "recorded": "recorded",
     "skipped": "skipped",
+    "not run": "not run",
 }
 
 
@@ -48,6 +51,9 @@ def render(results: Mapping[str, Any]) -> str:
         out.append("- Verdicts: " + ", ".join(f"{n} {v}" for v, n in summary.items()))
     if results.get("command"):
         out.append(f"- Command: `{results['command']}`")
+    if not results.get("finished", True):
+        unrun = sum(1 for r in rows if r.get("verdict") == "not run")
+        out.append(f"- **The session did not finish** (killed or interrupted): {unrun} rows not run")
     out.append("")
     for name in names:
         profile = next((p for p in profiles if p["name"] == name), {"name": name})
@@ -154,10 +160,10 @@ def _params_cell(row: Mapping[str, Any]) -> str:
     expected = row["expected"].get("trainable_params")
     measured = (row.get("params") or {}).get("trainable")
     if measured is None:
-        return _count(expected) if expected is not None else "-"
+        return count_text(expected) if expected is not None else "-"
     if expected is None or measured == expected:
-        return _count(measured)
-    return f"{_count(measured)} (expected {_count(expected)})"
+        return count_text(measured)
+    return f"{count_text(measured)} (expected {count_text(expected)})"
 
 
 def _memory_cell(row: Mapping[str, Any]) -> str:
@@ -174,8 +180,8 @@ def _memory_cell(row: Mapping[str, Any]) -> str:
     if got is None:
         return f"not measured (expected {want})"
     if expected["outcome"] != "ok" or expected.get("max_memory_gb") is None:
-        return f"{_num(got)} GB (expected {want})"
-    return f"{_num(got)} GB ({_delta(got, expected['max_memory_gb'])})"
+        return f"{number_text(got)} GB (expected {want})"
+    return f"{number_text(got)} GB ({_delta(got, expected['max_memory_gb'])})"
 
 
 def _speed_cell(row: Mapping[str, Any], field: str) -> str:
@@ -184,10 +190,10 @@ def _speed_cell(row: Mapping[str, Any], field: str) -> str:
     run = row.get("measured")
     measured = (run or {}).get(field)
     if measured is None:
-        return "-" if expected is None else f"{_num(expected)}{unit} ({'not measured' if run else 'not run'})"
+        return "-" if expected is None else f"{number_text(expected)}{unit} ({'not measured' if run else 'not run'})"
     if expected is None:
-        return f"{_num(measured)}{unit}"
-    return f"{_num(measured)}{unit} ({_delta(measured, expected)})"
+        return f"{number_text(measured)}{unit}"
+    return f"{number_text(measured)}{unit} ({_delta(measured, expected)})"
 
 
 def _verdict_cell(row: Mapping[str, Any]) -> str:
@@ -220,7 +226,7 @@ def _findings(rows: Sequence[Mapping[str, Any]]) -> list[str]:
 
 def _outcome_text(outcome: str | None, gb: float | None, error: str | None, unit: str) -> str:
     if outcome == "ok":
-        return f"{_num(gb)} {unit}" if gb is not None else "-"
+        return f"{number_text(gb)} {unit}" if gb is not None else "-"
     if outcome == "error":
         return _cell_text(error or "error", 60)
     return OUTCOME_TEXT.get(str(outcome), str(outcome))
@@ -230,16 +236,6 @@ def _delta(measured: float, expected: float) -> str:
     if expected == 0:
         return "expected 0"
     return f"{(measured - expected) / abs(expected) * 100:+.1f}%"
-
-
-def _num(value: float) -> str:
-    """Two decimals as the published tables print them; three significant digits below 1
-    (the CPU profile's peaks are a few MB)."""
-    return f"{value:.2f}" if abs(value) >= 1 or value == 0 else f"{value:.3g}"
-
-
-def _count(value: int) -> str:
-    return f"{value:,}"
 
 
 def _device_short(sku: str) -> str:

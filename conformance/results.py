@@ -1,82 +1,65 @@
 """The ``--results FILE`` document: the fingerprint, the options, and per row the expected
 values, the measured result, the verdict with its reasons and findings, the runner command and
 the tail of the run's log. ``conformance report FILE`` renders it (``conformance/report.py``).
+
+The document is built from a :class:`~conformance.snapshot.Snapshot` (a pure function) and its
+shape is ``conformance/results.schema.json``, checked when a file is read. It is rewritten after
+every measured row: while a session runs (or after it was killed) ``finished`` is false and the
+rows whose checks did not finish have the verdict "not run" and list them under ``pending``.
+One session writes a file at a time (a lock file next to it); a second is refused up front.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import fcntl
+import functools
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from conformance.compare import Finding, check_params
+from jsonschema import Draft202012Validator
+
+from conformance.compare import Finding
+from conformance.display import display
 from conformance.expectations import write_json_atomic
-from conformance.state import SPEED_FIELDS, RowRecord, display
+from conformance.options import options_json
+from conformance.profiles import profile_json
+from conformance.snapshot import RowSnapshot, Snapshot
+from litgpt_min.result import Result
 
-if TYPE_CHECKING:
-    from conformance.state import SessionState
-
-FORMAT = "litgpt-conformance-results/1"
+FORMAT = "litgpt-conformance-results/2"
+FORMAT_PREFIX = "litgpt-conformance-results/"
+SCHEMA_PATH = Path(__file__).resolve().parent / "results.schema.json"
 EXPECTED_FIELDS = (
     "outcome", "trainable_params", "total_params", "max_memory_gb", "time_1k_iters_min", "tokens_per_sec", "error",
 )  # fmt: skip
 ROW_FIELDS = ("workload", "method", "model", "quantize", "micro_batch_size", "devices")
 
 
-def build_results(state: SessionState) -> dict[str, Any]:
-    options = state.options
-    rows = [_row(state, record) for record in state.rows.values()]
-    summary: dict[str, int] = {}
-    for row in rows:
-        summary[row["verdict"]] = summary.get(row["verdict"], 0) + 1
+# Writing ------------------------------------------------------------------------------------------
+def build_results(snapshot: Snapshot, created: str | None = None) -> dict[str, Any]:
+    """The results document of ``snapshot``."""
+    created = created or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     return {
         "format": FORMAT,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": state.invocation(),
-        "fingerprint": state.fingerprint,
-        "options": {
-            "expectations": display(options.expectations),
-            "profiles": list(options.profiles),
-            "record": str(options.record) if options.record else None,
-            "strict": options.strict,
-            "memory_tolerance": options.memory_tolerance,
-            "speed_tolerance": options.speed_tolerance,
-            "emulate_memory_gb": options.emulate_memory_gb,
-            "row_timeout_s": options.row_timeout_s,
-            "runner": options.runner,
-        },
-        "profiles": [
-            {
-                "name": active.name,
-                "directory": display(active.profile.directory),
-                "mode": active.mode,
-                "memory_cap_gb": active.memory_cap_gb,
-                "measure_skip": active.measure_skip,
-                "speed_skip": active.speed_skip,
-                "hardware": dict(active.profile.hardware),
-                "software": dict(active.profile.software),
-            }
-            for active in (state.active_profiles() if state.resolved else [])
-        ],
-        "summary": dict(sorted(summary.items())),
-        "rows": rows,
+        "created": created,
+        "finished": snapshot.finished,
+        "command": snapshot.command,
+        "fingerprint": _jsonable(snapshot.fingerprint),
+        "options": options_json(snapshot.options),
+        "profiles": [_jsonable(profile_json(active)) for active in snapshot.actives],
+        "summary": snapshot.summary(),
+        "rows": [_row(snapshot, row) for row in snapshot.rows],
     }
 
 
-def _row(state: SessionState, record: RowRecord) -> dict[str, Any]:
-    case, active = record.case, record.active
-    key = (active.name, case.id)
-    run = state.measured(key)
-    counts = state.cached_param_counts(case)
-    findings: list[dict[str, Any]] = []
-    if counts is not None:
-        findings += [_finding("params", f) for f in check_params(case, *counts)]
-    if run is not None:
-        findings += [_finding("speed" if f.field in SPEED_FIELDS else "run", f) for f in state.findings(active, case)]
-    tolerances = state.tolerances(case)
+def _row(snapshot: Snapshot, row: RowSnapshot) -> dict[str, Any]:
+    case, active, run = row.case, row.active, row.run
+    tolerances = snapshot.options.tolerances(case)
     return {
         "profile": active.name,
         "id": case.id,
@@ -84,12 +67,13 @@ def _row(state: SessionState, record: RowRecord) -> dict[str, Any]:
         **{name: getattr(case, name) for name in ROW_FIELDS},
         "expected": {name: getattr(case, name) for name in EXPECTED_FIELDS},
         "tolerances": {"memory_rel": tolerances.memory_rel, "speed_rel": tolerances.speed_rel},
-        "params": None if counts is None else {"trainable": counts[0], "total": counts[1]},
-        "measured": None if run is None else _jsonable(run.result),
-        "verdict": record.verdict,
-        "checks": dict(record.checks),
-        "reasons": dict(record.reasons),
-        "findings": findings,
+        "params": None if row.counts is None else {"trainable": row.counts[0], "total": row.counts[1]},
+        "measured": None if run is None else run.result.to_json(),
+        "verdict": row.verdict,
+        "checks": dict(row.checks),
+        "pending": list(row.pending),
+        "reasons": dict(row.reasons),
+        "findings": [_finding(check, f) for check, f in row.findings(snapshot.options)],
         "memory_cap_gb": active.memory_cap_gb if run is not None else None,
         "command": run.command_line if run is not None else None,
         "log": str(run.log_path) if run is not None and run.log_path is not None else None,
@@ -115,21 +99,104 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def write_results(state: SessionState, path: Path) -> None:
-    write_json_atomic(path, build_results(state), force=True)
+def write_results(snapshot: Snapshot, path: Path) -> None:
+    write_json_atomic(path, build_results(snapshot), force=True)
+
+
+def check_target(path: Path) -> None:
+    """Refuse (``ValueError``, one line) to replace an existing file that is not a results file."""
+    if not path.exists():
+        return
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        data = None
+    if not (isinstance(data, dict) and str(data.get("format", "")).startswith(FORMAT_PREFIX)):
+        raise ValueError(
+            f"--results {path}: exists and is not a conformance results file; refusing to replace it"
+            " (remove it or pick another name)"
+        )
+
+
+class ResultsLock:
+    """Held by the session that writes a results file, for the whole session: a second session
+    writing the same file is refused at configure time instead of racing it (the last writer
+    would win and the first session's rows would vanish). The lock (``flock`` on ``.<name>.lock``
+    next to the file) dies with its process, so a killed session leaves nothing to clean up."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path.parent / f".{path.name}.lock"
+        self._fd: int | None = None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        while self._fd is None:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                raise ValueError(
+                    f"--results {path}: another pytest session (pid {holder}) is writing it;"
+                    " wait for it to finish or write to another file"
+                ) from None
+            # The lock file may have been unlinked by its previous holder between our open and our
+            # lock: then we hold a lock nobody else can see; start over on the new file.
+            try:
+                same = os.stat(self.path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                os.ftruncate(fd, 0)
+                os.write(fd, str(os.getpid()).encode())
+                self._fd = fd
+            else:
+                os.close(fd)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            self.path.unlink(missing_ok=True)
+            os.close(self._fd)
+            self._fd = None
+
+
+# Reading ------------------------------------------------------------------------------------------
+@functools.cache
+def _validator() -> Draft202012Validator:
+    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)
+
+
+def _pointer(parts: Any) -> str:
+    """A JSON pointer (RFC 6901) to the offending value."""
+    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts) or "/"
 
 
 def load_results(path: Path) -> dict[str, Any]:
-    """A results document; ``ValueError`` naming the file and what is wrong."""
+    """A results document; ``ValueError`` naming the file and the field (a JSON pointer)."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
         raise ValueError(f"{path}: cannot read: {exc.strerror or exc}") from None
     except ValueError as exc:
         raise ValueError(f"{path}: not valid JSON: {exc}") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        got = data.get("format") if isinstance(data, dict) else type(data).__name__
-        raise ValueError(f"{path}: not a conformance results file (format {got!r}, expected {FORMAT!r})")
-    if not isinstance(data.get("rows"), list):
-        raise ValueError(f"{path}: field 'rows' must be a list")
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"{path}: /: not a conformance results file (a JSON {type(data).__name__}, expected an object)"
+        )
+    if data.get("format") != FORMAT:
+        raise ValueError(
+            f"{path}: /format: not a conformance results file of this version"
+            f" (format {data.get('format')!r}, expected {FORMAT!r})"
+        )
+    errors = sorted(_validator().iter_errors(data), key=lambda e: (list(map(str, e.absolute_path)), e.message))
+    if errors:
+        error = errors[0]
+        raise ValueError(f"{path}: {_pointer(error.absolute_path)}: {error.message}")
+    for index, row in enumerate(data["rows"]):
+        if row["measured"] is not None:
+            try:
+                Result.from_json(row["measured"], "measured")
+            except ValueError as exc:
+                raise ValueError(f"{path}: /rows/{index}/measured: {exc}") from None
     return data

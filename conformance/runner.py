@@ -11,6 +11,7 @@ RunResult`` (or a plain result mapping) will do, which is how the plugin's own t
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import multiprocessing
@@ -25,7 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, Protocol
 
 try:  # imported now, not lazily from a worker thread (pytester's in-process runs drop late imports)
     import multiprocessing.forkserver
@@ -33,10 +34,10 @@ try:  # imported now, not lazily from a worker thread (pytester's in-process run
 except ImportError:  # no fork server on this platform: rows run as plain subprocesses
     pass
 
+from litgpt_min.result import RESULT_VERSION, Outcome, Result
+
 if TYPE_CHECKING:
     from conformance.expectations import Case
-
-Outcome = Literal["ok", "oom", "unsupported", "error"]
 
 # The runners' precision for every published row (the resource tables say `--precision bf16-true`).
 PRECISION = "bf16-true"
@@ -52,13 +53,6 @@ PRELOAD_MODULES = (
     "litgpt_min.generate", "litgpt_min.data", "litgpt_min.quantize",
 )  # fmt: skip
 _PRELOAD_METHOD = "forkserver"
-
-# The keys of a runner result (the contract's JSON object) that a synthesized result carries.
-_RESULT_KEYS = (
-    "workload", "model", "method", "quantize", "micro_batch_size", "devices", "precision", "outcome", "error",
-    "trainable_params", "total_params", "max_memory_gb", "memory_source", "time_1k_iters_min", "tokens_per_sec",
-    "device", "details",
-)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -78,7 +72,7 @@ class RunOptions:
 class RunResult:
     """What one run of a row produced."""
 
-    result: Mapping[str, Any]  # the runner's JSON object (or one synthesized from the exit status)
+    result: Result  # the runner's result line (or one synthesized from how the run ended)
     command: tuple[str, ...] = ()
     returncode: int | None = None
     log_path: Path | None = None
@@ -86,16 +80,39 @@ class RunResult:
     wall_s: float | None = None
 
     @property
-    def outcome(self) -> str | None:
-        return self.result.get("outcome")
+    def outcome(self) -> Outcome:
+        return self.result.outcome
 
     @property
     def error(self) -> str | None:
-        return self.result.get("error")
+        return self.result.error
 
     @property
     def command_line(self) -> str:
         return shlex.join(self.command) if self.command else ""
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON types: how a pytest-xdist worker sends the run to the controller."""
+        return {
+            "result": self.result.to_json(),
+            "command": list(self.command),
+            "returncode": self.returncode,
+            "log_path": None if self.log_path is None else str(self.log_path),
+            "log_tail": self.log_tail,
+            "wall_s": self.wall_s,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RunResult:
+        log_path = data.get("log_path")
+        return cls(
+            result=Result.from_json(data["result"], "run result"),
+            command=tuple(data.get("command") or ()),
+            returncode=data.get("returncode"),
+            log_path=None if log_path is None else Path(log_path),
+            log_tail=str(data.get("log_tail") or ""),
+            wall_s=data.get("wall_s"),
+        )
 
 
 RunnerReturn = RunResult | Mapping[str, Any]
@@ -152,15 +169,16 @@ def run_case(case: Case, options: RunOptions) -> RunResult:
     log_dir = Path(options.log_dir) if options.log_dir is not None else _fresh_log_dir()
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{case.id}.log"
-    log_path.write_text(f"$ {shlex.join(command)}\n", encoding="utf-8")
+    with open_log(log_path, truncate=True) as log:
+        log.write(f"$ {shlex.join(command)}\n".encode())
     start = time.perf_counter()
     forked: tuple[int | None, Stopped] | None = None
     if options.preloaded and _PRELOAD_METHOD in multiprocessing.get_all_start_methods():
         try:
             forked = _run_forked(command[3:], log_path, options)
         except OSError as exc:  # no fork server here (sockets, /dev/shm): a plain subprocess will do
-            with open(log_path, "a", encoding="utf-8") as log:
-                log.write(f"(fork server unavailable: {exc}; running a fresh interpreter)\n")
+            with open_log(log_path) as log:
+                log.write(f"(fork server unavailable: {exc}; running a fresh interpreter)\n".encode())
     returncode, stopped = forked if forked is not None else _run_subprocess(command, log_path, options)
     wall = time.perf_counter() - start
     text = log_path.read_text(encoding="utf-8", errors="replace")
@@ -177,6 +195,19 @@ def run_case(case: Case, options: RunOptions) -> RunResult:
 Stopped = Literal["exited", "timeout", "cancelled"]
 
 
+def open_log(path: Path, truncate: bool = False) -> BinaryIO:
+    """A row's log for appending (or created afresh), never through a symlink: a link planted
+    where a log goes would otherwise have the run write into whatever it points at."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_TRUNC if truncate else os.O_APPEND)
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as exc:
+        if path.is_symlink():
+            raise OSError(f"{path}: is a symbolic link; refusing to write a row log through it") from None
+        raise exc
+    return os.fdopen(fd, "ab" if not truncate else "wb")
+
+
 class _Child(Protocol):
     def poll(self) -> int | None: ...  # the exit status, or None while running
     def kill(self) -> None: ...
@@ -184,7 +215,7 @@ class _Child(Protocol):
 
 def _run_subprocess(command: list[str], log_path: Path, options: RunOptions) -> tuple[int | None, Stopped]:
     env = {**os.environ, **_child_env(), **options.env}
-    with open(log_path, "ab") as log:
+    with open_log(log_path) as log:
         # A new session (process group) lets a timeout kill whatever the runner started too.
         process = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
@@ -214,7 +245,7 @@ def _run_forked(
 
 def _forked_main(args: list[str], log_path: str, env: dict[str, str]) -> None:
     """The forked process: the same as ``python -m litgpt_min ARGS`` with output to the log."""
-    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND)
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
@@ -307,19 +338,27 @@ def _fresh_log_dir() -> Path:
 
 def interpret(
     case: Case, returncode: int | None, log_text: str, stopped: str = "exited", timeout_s: float = 0.0
-) -> dict[str, Any]:
+) -> Result:
     """The result of a finished run: the last JSON object line of its log, else one synthesized
-    from how it ended."""
+    from how it ended. A result line that is not a valid ``Result`` is an error naming the field."""
     if stopped == "timeout":
         return synthesize(case, "error", f"timed out after {timeout_s:g} s")
     if stopped == "cancelled":
         return synthesize(case, "error", "cancelled: the pytest session ended before the row finished")
-    parsed = last_json_object(log_text)
+    line = last_json_object(log_text)
+    parsed: Result | None = None
+    if line is not None:
+        try:
+            # The runner is litgpt-min of this checkout (see _child_env); a line without a version
+            # comes from before it printed one, which is version 1.
+            parsed = Result.from_json({"version": 1, **line}, "the runner's result line")
+        except ValueError as exc:
+            return synthesize(case, "error", str(exc))
     if returncode == 0 and parsed is not None:
         return parsed
     if returncode == EXIT_REFUSED:
         return synthesize(case, "unsupported", last_line(log_text) or "refused (exit status 2)")
-    if parsed is not None and parsed.get("outcome") in ("oom", "error"):
+    if parsed is not None and parsed.outcome in ("oom", "error"):
         return parsed  # printed its result, then failed on the way out
     return synthesize(case, *classify_crash(returncode, log_text))
 
@@ -341,22 +380,22 @@ def classify_crash(returncode: int | None, log_text: str) -> tuple[Outcome, str]
     return "error", f"exited with status {returncode} without a result: {last}"
 
 
-def synthesize(case: Case, outcome: str, error: str | None) -> dict[str, Any]:
-    """A result object for a run that printed none, with the row's identifying fields."""
-    result: dict[str, Any] = dict.fromkeys(_RESULT_KEYS)
-    result.update(
-        workload=case.workload,
-        model=case.model,
-        method=case.method,
-        quantize=case.quantize,
-        micro_batch_size=case.micro_batch_size,
-        devices=case.devices,
-        precision=PRECISION,
-        outcome=outcome,
-        error=error,
-        details={},
-    )
-    return result
+def identity(case: Case) -> dict[str, Any]:
+    """The fields of a result that name the row (what a run that printed nothing still has)."""
+    return {
+        "workload": case.workload,
+        "model": case.model,
+        "method": case.method,
+        "quantize": case.quantize,
+        "micro_batch_size": case.micro_batch_size,
+        "devices": case.devices,
+        "precision": PRECISION,
+    }
+
+
+def synthesize(case: Case, outcome: Outcome, error: str | None) -> Result:
+    """A result for a run that printed none, with the row's identifying fields."""
+    return Result.failed(outcome, error, **identity(case))
 
 
 def last_json_object(text: str) -> dict[str, Any] | None:
@@ -405,13 +444,23 @@ def load_runner(spec: str) -> Runner:
 
 
 def as_run_result(value: RunnerReturn, case: Case, options: RunOptions) -> RunResult:
-    """A runner's return value as a ``RunResult`` (fake runners may return a bare result mapping)."""
+    """A runner's return value as a ``RunResult`` whose ``result`` is a ``Result``. Fake runners may
+    return a bare result mapping, or a ``RunResult`` holding one: the row's identity fills the
+    fields they leave out, and a mapping that is not a valid result becomes outcome "error"."""
     if isinstance(value, RunResult):
-        return value
+        if isinstance(value.result, Result):
+            return value
+        return dataclasses.replace(value, result=_as_result(value.result, case))
     if isinstance(value, Mapping):
-        result = {**synthesize(case, str(value.get("outcome", "error")), None), **value}
-        return RunResult(result=result, command=tuple(build_command(case, options)))
+        return RunResult(result=_as_result(value, case), command=tuple(build_command(case, options)))
     raise TypeError(f"runner returned {type(value).__name__}, expected RunResult or a result mapping")
+
+
+def _as_result(value: Mapping[str, Any], case: Case) -> Result:
+    try:
+        return Result.from_json({**identity(case), "version": RESULT_VERSION, **value}, "the runner's result")
+    except ValueError as exc:
+        return synthesize(case, "error", str(exc))
 
 
 DEFAULT_RUNNER = "conformance.runner:run_case"

@@ -15,7 +15,6 @@ from conformance.compare import (
     REL_SLACK,
     UNSUPPORTED_RULE,
     Finding,
-    _number_text,  # the one number format of the reports
     band,
     check_memory,
     check_outcome,
@@ -27,6 +26,7 @@ from conformance.compare import (
     summarize,
     unsupported_reason_matches,
 )
+from conformance.display import number_text  # the one number format of the reports
 from conformance.expectations import Case, Tolerances, list_profiles, load_profile
 
 LORA_7B = "finetune-lora-llama2_7b-noquant-mb1-1gpu"
@@ -488,8 +488,8 @@ def test_every_finding_names_measured_expected_and_tolerance(
     for finding in findings:
         text = finding.describe()
         assert "\n" not in text
-        assert f"measured {'none' if measured is None else _number_text(measured)}" in text
-        assert f"expected {_number_text(expected)}" in text
+        assert f"measured {'none' if measured is None else number_text(measured)}" in text
+        assert f"expected {number_text(expected)}" in text
         assert f"tolerance {finding.tolerance}" in text
         assert text.startswith(f"{field}: ")
 

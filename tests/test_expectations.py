@@ -172,7 +172,8 @@ def test_a100_provenance_per_file() -> None:
 
 
 def _base_params(cfg: Config) -> int:
-    """Lit-GPT's parameter count, from the config (litgpt-facts section 2)."""
+    """Lit-GPT's parameter count, from the config: the layers `lit_gpt/model.py` builds from
+    `lit_gpt/config.py` (Lit-GPT at 8641822), summed by formula."""
     e, inter, pad = cfg.n_embd, cfg.intermediate_size, cfg.padded_vocab_size
     assert inter is not None and pad is not None
     norm = 2 * e if cfg.norm_class_name == "LayerNorm" else e

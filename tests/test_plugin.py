@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,9 @@ from hypothesis import strategies as st
 
 from conformance import hardware
 from conformance.expectations import Tolerances, case_id, load_profile
-from conformance.state import Options, SessionState
+from conformance.options import Options
+from conformance.report import render
+from conformance.results import FORMAT, ResultsLock, load_results
 from litgpt_min.peft import count_params  # imported here: torch must not be re-imported by an in-process run
 
 pytest_plugins = ["pytester"]
@@ -46,7 +49,7 @@ def run(case, options):
         log.write(json.dumps({"id": case.id, "profile": case.profile, "cap": options.memory_cap_gb,
                               "accelerator": options.accelerator, "preloaded": options.preloaded}) + "\\n")
     result = {"outcome": "ok", "error": None, "trainable_params": case.trainable_params,
-              "total_params": case.total_params, "memory_source": "fake"}
+              "total_params": case.total_params, "memory_source": "live-tensor-tracker"}
     result.update(answers.get(case.id, {}))
     return RunResult(result=result, command=tuple(build_command(case, options)), log_tail="fake log: line 1\\nfake log: done")
 """
@@ -313,10 +316,10 @@ tolerance = st.floats(min_value=0, max_value=5, allow_nan=False)
 @settings(max_examples=50, deadline=None)
 @given(profile=st.tuples(tolerance, tolerance), cli=st.tuples(st.none() | tolerance, st.none() | tolerance))
 def test_command_line_tolerances_override_the_profiles(profile: tuple[float, float], cli: tuple[Any, Any]) -> None:
-    state = SessionState(Options(memory_tolerance=cli[0], speed_tolerance=cli[1]))
+    options = Options(memory_tolerance=cli[0], speed_tolerance=cli[1])
     row = load_profile("cpu-tiny").cases[0]
     case = dataclasses.replace(row, tolerances=Tolerances(*profile))
-    merged = state.tolerances(case)
+    merged = options.tolerances(case)
     assert merged.memory_rel == (profile[0] if cli[0] is None else cli[0])
     assert merged.speed_rel == (profile[1] if cli[1] is None else cli[1])
 
@@ -472,7 +475,8 @@ def test_results_file_and_junit_properties(suite: Suite) -> None:
     results, junit = suite.pytester.path / "results.json", suite.pytester.path / "junit.xml"
     suite.run("--results", str(results), f"--junitxml={junit}")
     data = json.loads(results.read_text())
-    assert data["format"] == "litgpt-conformance-results/1"
+    assert data["format"] == FORMAT and data["finished"] is True
+    assert load_results(results) == data  # what the session writes, the report reads
     rows = {r["id"]: r for r in data["rows"]}
     assert rows[OK]["verdict"] == "failed" and rows[OK]["checks"] == {
         "params": "passed",
@@ -597,3 +601,146 @@ def test_results_file_is_rewritten_after_every_measured_row(suite: Suite, monkey
     assert len(snapshots) == 5
     for i, snapshot in enumerate(snapshots):
         assert snapshot["done"] == sorted(s["id"] for s in snapshots[:i])  # every earlier row is already written
+
+
+# Output targets are checked before anything runs ----------------------------------------------------
+@pytest.mark.parametrize(
+    ("make", "option", "message"),
+    [
+        (lambda p: p / "adir", "--results", "*--results *adir: is a directory; give a file name"),
+        (lambda p: p / "afile" / "r.json", "--results", "*--results *afile/r.json: *afile is not a directory"),
+        (lambda p: p / "notes.txt", "--results", "*--results *notes.txt: exists and is not a conformance results file*"),
+        (lambda p: p / "link.json", "--results", "*--results *link.json: is a symbolic link*"),
+        (lambda p: p / "afile", "--row-logs", "*--row-logs *afile: exists and is not a directory"),
+        (lambda p: p / "afile" / "logs", "--row-logs", "*--row-logs *afile/logs: *afile is not a directory"),
+        (lambda p: p / "afile", "--record", "*--record *afile: exists and is not a directory"),
+        (lambda p: p / "afile" / "prof", "--record", "*--record *afile/prof: *afile is not a directory"),
+    ],
+)  # fmt: skip
+def test_output_targets_are_usage_errors_before_any_row_runs(
+    suite: Suite, make: Any, option: str, message: str
+) -> None:
+    suite.profile()
+    root = suite.pytester.path
+    (root / "adir").mkdir()
+    (root / "afile").write_text("a file\n")
+    (root / "notes.txt").write_text("my notes\n")
+    (root / "link.json").symlink_to(root / "notes.txt")
+    args = ["--expectations", str(suite.root), "--runner", "fake_runner:run", option, str(make(root))]
+    result = suite.run_bare(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: {message.lstrip('*')}"])
+    assert not suite.calls(), "nothing runs before the options are known good"
+    assert (root / "notes.txt").read_text() == "my notes\n" and (root / "afile").read_text() == "a file\n"
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root may write anywhere")
+def test_an_unwritable_results_location_is_a_usage_error(suite: Suite) -> None:
+    suite.profile()
+    locked = suite.pytester.path / "locked"
+    locked.mkdir(mode=0o500)
+    result = suite.run("--results", str(locked / "r.json"))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --results *r.json: cannot write in *locked (permission denied)"])
+
+
+def test_a_results_file_is_replaced_but_never_written_by_two_sessions_at_once(suite: Suite) -> None:
+    suite.profile()
+    suite.answer(good_answers())
+    results = suite.pytester.path / "r.json"
+    assert suite.run("--results", str(results), "-k", "test_params").ret == 0
+    first = json.loads(results.read_text())
+    assert suite.run("--results", str(results)).ret == 0, "a results file of an earlier session is replaced"
+    assert len(json.loads(results.read_text())["rows"]) == len(first["rows"]) == 5
+    lock = ResultsLock(results)  # another session writing it, as far as this one can tell
+    try:
+        refused = suite.run("--results", str(results))
+    finally:
+        lock.release()
+    assert refused.ret == pytest.ExitCode.USAGE_ERROR
+    refused.stderr.fnmatch_lines(
+        [f"ERROR: --results {results}: another pytest session (pid {os.getpid()}) is writing it*"]
+    )
+    assert not list(suite.pytester.path.glob(".r.json.lock")), "the lock goes with its session"
+
+
+INTERRUPTING_RUNNER = f"""
+import pytest
+from fake_runner import run
+
+def run_or_interrupt(case, options):
+    if case.id == {INFER!r}:
+        # As Ctrl-C would (exit status 2), without interrupting the session that runs this test.
+        pytest.exit("interrupted while this row ran", returncode=pytest.ExitCode.INTERRUPTED)
+    return run(case, options)
+"""
+
+
+def test_an_interrupted_session_says_which_rows_did_not_finish(suite: Suite) -> None:
+    suite.profile()
+    suite.answer(good_answers())
+    suite.pytester.makepyfile(interrupting_runner=INTERRUPTING_RUNNER)
+    results = suite.pytester.path / "r.json"
+    args = ["--results", str(results), "--runner", "interrupting_runner:run_or_interrupt", "--cpu-jobs", "0"]
+    result = suite.run(*args)
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    data = load_results(results)
+    rows = {r["id"]: r for r in data["rows"]}
+    assert data["finished"] is False and len(rows) == 5
+    # Only the parameter count of the interrupted row finished: not run, never passed.
+    assert rows[INFER]["checks"] == {"params": "passed"} and rows[INFER]["pending"] == ["run", "speed"]
+    assert rows[INFER]["verdict"] == "not run"
+    assert rows[OK]["pending"] == ["speed"] and rows[OK]["verdict"] == "not run"
+    assert rows[OOM]["verdict"] == "xfailed" and rows[UNSUPPORTED]["verdict"] == "passed"
+    assert data["summary"] == {"not run": 2, "passed": 2, "xfailed": 1}
+    report = render(data)
+    assert "The session did not finish" in report and report.count("| not run |") == 2
+
+
+def test_rows_after_an_exitfirst_stop_are_not_run(suite: Suite) -> None:
+    suite.profile()
+    answers = good_answers()
+    answers[OK] = {"max_memory_gb": 9.0, "time_1k_iters_min": 2.0}  # fails test_run
+    suite.answer(answers)
+    results = suite.pytester.path / "r.json"
+    result = suite.run("--results", str(results), "-x", "--cpu-jobs", "0")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    rows = {r["id"]: r for r in load_results(results)["rows"]}
+    assert rows[OK]["verdict"] == "failed"
+    assert {rows[i]["verdict"] for i in (OOM, UNSUPPORTED, ERROR, INFER)} == {"not run"}
+    result.stdout.fnmatch_lines(["conformance: 5 rows; params 5 passed; run 1 failed, 4 not run; speed 2 not run"])
+
+
+# pytest-xdist --------------------------------------------------------------------------------------------
+def _comparable(path: Path) -> dict[str, Any]:
+    rows = {}
+    for row in load_results(path)["rows"]:
+        measured = dict(row["measured"] or {})
+        rows[row["id"]] = (row["verdict"], row["checks"], row["params"], measured, [f["text"] for f in row["findings"]])
+    return rows
+
+
+@pytest.mark.slow
+def test_under_xdist_the_controller_writes_every_row_and_each_row_runs_once(suite: Suite) -> None:
+    pytest.importorskip("xdist")
+    suite.profile()
+    answers = good_answers()
+    answers[OK] = {"max_memory_gb": 1.25, "time_1k_iters_min": 2.0}
+    suite.answer(answers)
+    serial, parallel = suite.pytester.path / "serial.json", suite.pytester.path / "parallel.json"
+    common = ["--profile", "tiny", "--force"]  # --force: the folder exists after the first run
+    suite.run(*common, "--results", str(serial), "--record", str(suite.root / "serial"))
+    (suite.pytester.path / "calls.jsonl").unlink()
+    result = suite.pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-n", "2", "--expectations", str(suite.root), "--runner", "fake_runner:run",
+        *common, "--results", str(parallel), "--record", str(suite.root / "parallel"),
+    )  # fmt: skip
+    assert result.ret == 0, result.stdout.str()
+    calls = [c["id"] for c in suite.calls()]
+    assert sorted(calls) == sorted(set(calls)) and len(calls) == 5, "each row runs once, on one worker"
+    assert _comparable(parallel) == _comparable(serial), "the same rows, runs, counts and verdicts"
+    recorded = {
+        name: {c.id: (c.outcome, c.max_memory_gb, c.trainable_params) for c in load_profile(name, suite.root).cases}
+        for name in ("serial", "parallel")
+    }
+    assert len(recorded["parallel"]) == 5 and recorded["parallel"] == recorded["serial"]

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conformance.cli import main
 from conformance.report import render
-from conformance.results import FORMAT
+from conformance.results import FORMAT, load_results
+from litgpt_min.result import Result
 
 FINETUNE_HEADER = "| Size | Model | Quantization | Microbatch size | Trainable parameters | Max GPU RAM | Time 1k iterations | Verdict |"
 INFERENCE_HEADER = "| Size | Model | Quantization | GPU | Max GPU RAM | Token/sec | Verdict |"
@@ -28,15 +34,22 @@ def row(
         "devices": extra.pop("devices", 1), "params": extra.pop("params", None),
         "expected": {"outcome": "ok", "trainable_params": None, "total_params": None, "max_memory_gb": None,
                      "time_1k_iters_min": None, "tokens_per_sec": None, "error": None, **expected},
-        "measured": measured, "verdict": verdict, "checks": {}, "reasons": extra.pop("reasons", {}),
-        "findings": extra.pop("findings", []), "command": extra.pop("command", None),
+        "measured": None, "verdict": verdict, "checks": {}, "pending": extra.pop("pending", []),
+        "reasons": extra.pop("reasons", {}), "findings": extra.pop("findings", []),
+        "command": extra.pop("command", None),
     }  # fmt: skip
+    if measured is not None:
+        identity = {k: base[k] for k in ("workload", "method", "model", "quantize", "micro_batch_size", "devices")}
+        base["measured"] = Result(**identity, **measured).to_json()
     return base
 
 
 # fmt: off
 RESULTS: dict[str, Any] = {
     "format": FORMAT,
+    "created": "2023-10-01T12:00:00+00:00",
+    "finished": True,
+    "options": {},
     "command": "pytest conformance --results r.json",
     "fingerprint": {
         "gpus": [{"name": "NVIDIA A100-SXM4-40GB"}], "driver": "525.125.06", "cuda": "12.1", "torch": "2.1.0+cu121",
@@ -126,8 +139,60 @@ def test_cli_report_refuses_other_files(
 ) -> None:
     path = tmp_path / "r.json"
     path.write_text(content)
-    assert main(["report", str(path)]) == 1
+    assert main(["report", str(path)]) == 2
     assert message in capsys.readouterr().err
+
+
+def _edited(edit: Any) -> dict[str, Any]:
+    data = json.loads(json.dumps(RESULTS))
+    edit(data)
+    return data
+
+
+@pytest.mark.parametrize(
+    ("edit", "where"),
+    [
+        (lambda d: d.update(rows=[1, "x"]), "/rows/0: 1 is not of type 'object'"),
+        (lambda d: d.update(rows=[{}]), "/rows/0: 'checks' is a required property"),
+        (lambda d: d.update(fingerprint=5), "/fingerprint: 5 is not of type 'object'"),
+        (lambda d: d.update(format="litgpt-conformance-results/1"), "/format: not a conformance results file of this version"),
+        (lambda d: d.pop("rows"), "/: 'rows' is a required property"),
+        (lambda d: d["rows"][0].update(verdict="great"), "/rows/0/verdict: 'great' is not one of"),
+        (lambda d: d["rows"][0].update(devices="2"), "/rows/0/devices: '2' is not of type 'integer'"),
+        (lambda d: d["rows"][0]["measured"].update(max_memory_gb="lots"), "/rows/0/measured: measured: field 'max_memory_gb'"),
+        (lambda d: d["rows"][0]["measured"].update(version=7), "/rows/0/measured: measured: field 'version'"),
+        (lambda d: d["profiles"][0].pop("name"), "/profiles/0: 'name' is a required property"),
+    ],
+)  # fmt: skip
+def test_cli_report_names_the_file_and_the_field_of_a_malformed_results_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], edit: Any, where: str
+) -> None:
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(_edited(edit)))
+    assert main(["report", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"conformance report: {path}: {where}") and err.count("\n") == 1, err
+
+
+def test_cli_report_refuses_an_output_it_cannot_write(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(RESULTS))
+    for output, problem in ((tmp_path / "missing" / "r.md", "does not exist"), (tmp_path, "is a directory")):
+        assert main(["report", str(path), "-o", str(output)]) == 2
+        err = capsys.readouterr().err
+        assert problem in err and err.count("\n") == 1, err
+    assert not (tmp_path / "missing").exists()
+
+
+def test_rows_that_did_not_finish_are_not_run_never_pass(tmp_path: Path) -> None:
+    data = _edited(lambda d: d.update(finished=False))
+    data["rows"][0].update(verdict="not run", checks={"params": "passed"}, pending=["run", "speed"], measured=None)
+    (tmp_path / "r.json").write_text(json.dumps(data))
+    assert load_results(tmp_path / "r.json") == data  # the schema knows "not run" and "pending"
+    text = render(data)
+    assert "**The session did not finish** (killed or interrupted): 1 rows not run" in text
+    [line] = [x for x in lines(text) if x.startswith("| 7 B | Llama 2 | None | 1 | 4,194,304 |")][:1]
+    assert line.endswith("| not run |") and "(not run)" in line
 
 
 def test_cli_env_prints_the_fingerprint(capsys: pytest.CaptureFixture[str]) -> None:
@@ -146,3 +211,47 @@ def test_cli_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     (bad / "t.json").write_text('{"profile": "broken"}')
     assert main(["validate", "--expectations", str(tmp_path / "exp")]) == 1
     assert "t.json: field 'cases': missing required field" in capsys.readouterr().err
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every place in a JSON document (as key/index paths)."""
+    found = [prefix]
+    if isinstance(value, dict):
+        for key, child in value.items():
+            found += _paths(child, (*prefix, key))
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            found += _paths(child, (*prefix, index))
+    return found
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_any_edit_of_a_results_file_renders_or_is_one_line_naming_the_field(data: st.DataObject) -> None:
+    document = json.loads(json.dumps(RESULTS))
+    path = data.draw(st.sampled_from(_paths(document)[1:]))
+    parent = document
+    for key in path[:-1]:
+        parent = parent[key]
+    if data.draw(st.booleans(), "delete") and isinstance(parent, dict):
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = data.draw(JSON_VALUES, "value")
+    with tempfile.TemporaryDirectory() as folder:
+        file = Path(folder) / "r.json"
+        file.write_text(json.dumps(document))
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            status = main(["report", str(file)])
+    assert status in (0, 2)
+    if status == 2:
+        assert err.getvalue().startswith(f"conformance report: {file}: /") and err.getvalue().count("\n") == 1
+    else:
+        assert out.getvalue().startswith("# Conformance report") and not err.getvalue()

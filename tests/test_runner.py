@@ -15,6 +15,7 @@ import pytest
 from conformance import runner
 from conformance.expectations import Case, Tolerances
 from conformance.runner import RunOptions, RunResult, as_run_result, build_command, interpret, load_runner
+from litgpt_min.result import Result
 
 PY = sys.executable
 
@@ -55,25 +56,37 @@ def test_generate_command_and_runner_options_override_base_options() -> None:
 
 
 # Reading a finished run ------------------------------------------------------------------------------
-RESULT = {"outcome": "ok", "max_memory_gb": 1.5, "error": None}
+RESULT = Result(workload="finetune", model="tiny-llama", method="lora", micro_batch_size=2, max_memory_gb=1.5)
 
 
 def test_the_last_json_object_line_is_the_result() -> None:
-    log = "\n".join(["$ cmd", '{"not": "this one"}', "iter 0 step 1: loss 5.9", json.dumps(RESULT), ""])
+    log = "\n".join(["$ cmd", '{"not": "this one"}', "iter 0 step 1: loss 5.9", json.dumps(RESULT.to_json()), ""])
     assert interpret(make_case(), 0, log) == RESULT
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [({"max_memory_gb": "1.5"}, "max_memory_gb"), ({"outcome": "fine"}, "outcome"), ({"extra": 1}, "extra"),
+     ({"version": 99}, "version")],
+)  # fmt: skip
+def test_a_malformed_result_line_is_an_error_naming_the_field(change: dict[str, Any], field: str) -> None:
+    log = json.dumps({**RESULT.to_json(), **change}) + "\n"
+    result = interpret(make_case(), 0, log)
+    assert result.outcome == "error" and f"'{field}'" in str(result.error)
+    assert result.model == "tiny-llama"  # the row's identity, as for any run without a result
 
 
 def test_exit_status_2_is_a_refusal_with_its_one_line() -> None:
     log = "$ cmd\nlitgpt-min: unsupported: quantization (bnb.nf4) is not supported with several devices\n"
     result = interpret(make_case(), 2, log)
-    assert result["outcome"] == "unsupported"
-    assert result["error"] == "litgpt-min: unsupported: quantization (bnb.nf4) is not supported with several devices"
-    assert result["model"] == "tiny-llama" and result["micro_batch_size"] == 2
+    assert result.outcome == "unsupported"
+    assert result.error == "litgpt-min: unsupported: quantization (bnb.nf4) is not supported with several devices"
+    assert result.model == "tiny-llama" and result.micro_batch_size == 2
 
 
 def test_timeout_and_cancellation_are_errors() -> None:
-    assert interpret(make_case(), None, "", "timeout", 1800)["error"] == "timed out after 1800 s"
-    assert interpret(make_case(), None, "", "cancelled")["outcome"] == "error"
+    assert interpret(make_case(), None, "", "timeout", 1800).error == "timed out after 1800 s"
+    assert interpret(make_case(), None, "", "cancelled").outcome == "error"
 
 
 @pytest.mark.parametrize(
@@ -89,16 +102,28 @@ def test_timeout_and_cancellation_are_errors() -> None:
 )  # fmt: skip
 def test_crashes_are_classified(returncode: int, log: str, outcome: str, message: str) -> None:
     result = interpret(make_case(), returncode, log)
-    assert result["outcome"] == outcome
-    assert result["error"].startswith(message)
+    assert result.outcome == outcome
+    assert str(result.error).startswith(message)
 
 
 def test_a_printed_oom_result_survives_a_crash_on_exit() -> None:
-    printed = {"outcome": "oom", "error": "CUDA out of memory."}
-    assert interpret(make_case(), -11, json.dumps(printed) + "\n") == printed
+    printed = RESULT.replace(outcome="oom", error="CUDA out of memory.", max_memory_gb=None)
+    assert interpret(make_case(), -11, json.dumps(printed.to_json()) + "\n") == printed
 
 
 # Starting the process ----------------------------------------------------------------------------------
+def test_row_logs_are_never_written_through_a_symlink(tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "row.log").symlink_to(victim)
+    with pytest.raises(OSError, match="symbolic link"):
+        runner.open_log(tmp_path / "logs" / "row.log", truncate=True)
+    with pytest.raises(OSError, match="symbolic link"):
+        runner.open_log(tmp_path / "logs" / "row.log")
+    assert victim.read_text() == "keep me\n"
+
+
 def test_subprocess_captures_the_log_and_the_status(tmp_path: Path) -> None:
     log = tmp_path / "row.log"
     log.write_text("$ header\n")
@@ -146,7 +171,8 @@ def test_a_fake_runner_may_return_a_bare_result() -> None:
     case = make_case()
     run = as_run_result({"outcome": "oom", "error": "CPU memory cap exceeded"}, case, RunOptions())
     assert isinstance(run, RunResult)
-    assert run.outcome == "oom" and run.result["model"] == "tiny-llama"
+    assert run.outcome == "oom" and run.result.model == "tiny-llama"
+    assert as_run_result({"max_memory_gb": "lots"}, case, RunOptions()).outcome == "error"  # not a Result
     assert run.command[3:5] == ("finetune", "lora")
     with pytest.raises(TypeError, match="expected RunResult"):
         as_run_result(42, case, RunOptions())  # type: ignore[arg-type]

@@ -1,0 +1,34 @@
+"""The command lines the suite prints: the one that re-records a row (or a profile) on this
+machine, and the session's own (stored in results files and recorded profiles)."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Iterable
+
+from conformance.display import display
+from conformance.expectations import DEFAULT_ROOT, Case
+from conformance.options import Options
+from conformance.profiles import ActiveProfile
+
+
+def rerecord_command(options: Options, active: ActiveProfile, case: Case | None = None) -> str:
+    """The command that re-records ``case`` (or the whole profile) for this machine."""
+    target = options.record or active.record_target
+    argv = ["pytest", "conformance"]
+    if options.expectations.resolve() != DEFAULT_ROOT.resolve():
+        argv += ["--expectations", display(options.expectations)]
+    argv += ["--profile", active.name]
+    if case is not None:
+        argv += ["-k", f"[{active.name}:{case.id}]"]
+    if options.explicit("emulate_memory_gb"):
+        argv += ["--emulate-memory-gb", str(options.emulate_memory_gb)]
+    argv += ["--record", display(target)]
+    if target.is_dir() and any(target.glob("*.json")):
+        argv.append("--force")
+    return shlex.join(argv)
+
+
+def invocation(args: Iterable[str]) -> str:
+    """A pytest session's command line, as typed."""
+    return shlex.join(["pytest", *args])

@@ -1,0 +1,38 @@
+"""How the conformance suite prints paths and numbers: one rule each, used by the failure
+messages (``compare``, ``checks``), the results file, the report and the record diff."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+
+def display(path: Path | str) -> str:
+    """``path`` relative to the working directory when below it (as pytest prints paths)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):
+        return str(path)
+
+
+def number_text(value: float) -> str:
+    """Two decimals, as the published tables print them; three significant digits below 0.1 (the
+    CPU profile's peaks are a few MB)."""
+    return f"{value:.2f}" if abs(value) >= 0.1 or value == 0 else f"{value:.3g}"
+
+
+def count_text(value: int) -> str:
+    """A parameter count with thousands separators, as the tables print them."""
+    return f"{value:,}"
+
+
+def pct_text(rel: float) -> str:
+    """0.1 -> "10", 0.125 -> "12.5": a relative figure as a percentage without trailing zeros."""
+    return f"{rel * 100:.6f}".rstrip("0").rstrip(".")
+
+
+def significant(value: float | None, digits: int = 4) -> float | None:
+    """``value`` rounded to ``digits`` significant digits (how recorded figures are written)."""
+    if value is None or not math.isfinite(value) or value == 0:
+        return value
+    return round(value, digits - 1 - math.floor(math.log10(abs(value))))

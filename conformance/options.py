@@ -1,0 +1,314 @@
+"""The plugin's command-line options: declared, parsed and checked here, once.
+
+Each option is one field of :class:`Options` and one ``addoption`` call whose ``dest`` is the
+field's name with a ``conformance_`` prefix, so adding an option is one edit in this file. Values
+are checked when parsed (argparse types: finite numbers, ranges) and, for what needs the file
+system, by :meth:`Options.validate` at configure time, before anything runs: every problem is a
+``ValueError`` with one line naming the option, which the plugin turns into a usage error (exit 4).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import pytest
+
+from conformance.display import display
+from conformance.expectations import DEFAULT_ROOT, Case, Tolerances, list_profiles, load_profile, tolerance_problem
+from conformance.runner import DEFAULT_RUNNER
+
+DEST_PREFIX = "conformance_"
+# A profile's name is its folder's name.
+PROFILE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+
+
+@dataclass(frozen=True)
+class Options:
+    """The plugin's command-line options, parsed and checked."""
+
+    expectations: Path = DEFAULT_ROOT
+    profiles: tuple[str, ...] = ()
+    record: Path | None = None
+    force: bool = False
+    results: Path | None = None
+    strict: bool = False  # pytest's own --strict: an "improved" finding fails too
+    memory_tolerance: float | None = None
+    speed_tolerance: float | None = None
+    emulate_memory_gb: float | Literal["auto", "off"] = "auto"
+    row_timeout_s: float = 1800.0
+    runner: str = DEFAULT_RUNNER
+    cpu_jobs: int = 2
+    row_logs: Path | None = None
+
+    @classmethod
+    def from_config(cls, config: pytest.Config) -> Options:
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name == "strict":
+                values["strict"] = bool(config.getini("strict"))
+                continue
+            value = config.getoption(DEST_PREFIX + f.name)
+            if f.name == "profiles":
+                value = tuple(dict.fromkeys(value or ()))
+            elif f.name in ("expectations", "record", "results", "row_logs"):
+                value = Path(value) if value else (DEFAULT_ROOT if f.name == "expectations" else None)
+            values[f.name] = value
+        return cls(**values)
+
+    def validate(self, *, writes: bool = True) -> None:
+        """Checks that need the file system; ``ValueError`` with one line naming the option.
+        ``writes=False`` (a pytest-xdist worker) skips the output targets: the controller owns them."""
+        if not self.expectations.is_dir():
+            raise ValueError(f"--expectations {self.expectations}: not a directory")
+        available = list_profiles(self.expectations)
+        for name in self.profiles:
+            if name not in available:
+                listing = ", ".join(available) or "none"
+                raise ValueError(
+                    f"--profile {name}: no such profile in {display(self.expectations)} (available: {listing})"
+                )
+        if self.row_logs is not None:
+            check_directory_target("--row-logs", self.row_logs)
+        if not writes:
+            return
+        if self.record is not None:
+            check_record_target(self.record, self.force)
+        if self.results is not None:
+            check_file_target("--results", self.results)
+
+    def explicit(self, name: str) -> bool:
+        return getattr(self, name) != getattr(Options, name)
+
+    def tolerances(self, case: Case) -> Tolerances:
+        """The case's tolerances with the command line's overrides."""
+        overrides = {
+            key: value
+            for key, value in (("memory_rel", self.memory_tolerance), ("speed_rel", self.speed_tolerance))
+            if value is not None
+        }
+        return case.tolerances.merged(overrides)
+
+
+# Output targets, checked before anything runs ------------------------------------------------------
+def _existing_parent(path: Path) -> Path:
+    parent = path.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    return parent
+
+
+def check_file_target(option: str, path: Path) -> None:
+    """A file the session will write: not a directory, not under a file, in a writable place."""
+    if path.is_dir():
+        raise ValueError(f"{option} {path}: is a directory; give a file name")
+    if path.is_symlink():
+        raise ValueError(f"{option} {path}: is a symbolic link; refusing to write through it")
+    parent = _existing_parent(path)
+    if not parent.is_dir():
+        raise ValueError(f"{option} {path}: {display(parent)} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{option} {path}: cannot write in {display(parent)} (permission denied)")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ValueError(f"{option} {path}: exists and is not writable")
+
+
+def check_directory_target(option: str, path: Path) -> None:
+    """A folder the session will write into: a directory (or creatable as one), writable."""
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{option} {path}: exists and is not a directory")
+    if path.is_symlink():
+        raise ValueError(f"{option} {path}: is a symbolic link; refusing to write through it")
+    target = path if path.is_dir() else _existing_parent(path)
+    if not target.is_dir():
+        raise ValueError(f"{option} {path}: {display(target)} is not a directory")
+    if not os.access(target, os.W_OK | os.X_OK):
+        raise ValueError(f"{option} {path}: cannot write in {display(target)} (permission denied)")
+
+
+def check_record_target(directory: Path, force: bool) -> None:
+    """Refuse a ``--record`` folder that would overwrite a profile without ``--force``."""
+    check_directory_target("--record", directory)
+    if not PROFILE_NAME.match(directory.name):
+        raise ValueError(
+            f"--record {directory}: the folder name is the profile name and must match {PROFILE_NAME.pattern}"
+            f" (got {directory.name!r})"
+        )
+    existing = sorted(p.name for p in directory.glob("*.json")) if directory.is_dir() else []
+    if existing and not force:
+        raise ValueError(
+            f"--record {directory}: a profile is already there ({', '.join(existing)}); pass --force to re-record"
+            " it (rows this run does not measure are kept)"
+        )
+    if existing:
+        # Re-recording keeps the rows this run does not measure: the old profile must load.
+        load_profile(directory.name, directory.parent)
+
+
+# Parsers (argparse types) -----------------------------------------------------------------------------
+def _finite(text: str, problem: str, ok: Callable[[float], bool]) -> float:
+    """``text`` as a finite float for which ``ok`` holds; else an argparse error saying ``problem``."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or not ok(value):
+        raise argparse.ArgumentTypeError(f"{problem}, got {text!r}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A tolerance option (``--memory-tolerance``, ``conformance diff --speed-tolerance``, ...)."""
+    return _finite(text, f"a tolerance {tolerance_problem(-1.0)} (0.1 is 10%)", lambda v: tolerance_problem(v) is None)
+
+
+def _memory_cap(text: str) -> float | str:
+    if text in ("auto", "off"):
+        return text
+    try:
+        float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected GB (e.g. 40), 'auto' or 'off', got {text!r}") from None
+    return _finite(text, "a memory cap must be > 0 GB", lambda v: v > 0)
+
+
+def _seconds(text: str) -> float:
+    return _finite(text, "a timeout must be > 0 seconds", lambda v: v > 0)
+
+
+def _jobs(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
+    return value
+
+
+def _runner_spec(text: str) -> str:
+    module, sep, attr = text.partition(":")
+    if not (sep and module and attr):
+        raise argparse.ArgumentTypeError(f"expected module:callable, got {text!r}")
+    return text
+
+
+def add_options(parser: pytest.Parser) -> None:
+    """The options of :class:`Options` (``dest``: ``conformance_<field>``)."""
+    group = parser.getgroup("conformance", "Lit-GPT resource-table conformance")
+
+    def add(*flags: str, field: str, **kwargs: Any) -> None:
+        group.addoption(*flags, dest=DEST_PREFIX + field, **kwargs)
+
+    add(
+        "--expectations",
+        field="expectations",
+        metavar="DIR",
+        default=None,
+        help="folder of expectation profiles (default: this checkout's expectations/)",
+    )
+    add(
+        "--profile",
+        field="profiles",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="check this profile (repeatable; default: the profile of this machine's GPU, else the A100"
+        " profile in portable mode; without a GPU the A100 profile's parameter counts plus the CPU profiles)",
+    )
+    add(
+        "--record",
+        field="record",
+        metavar="DIR",
+        default=None,
+        help="write the measured figures as a profile into DIR (its name is the profile name)",
+    )
+    add(
+        "--force",
+        field="force",
+        action="store_true",
+        help="let --record overwrite an existing profile (rows not measured in this run are kept)",
+    )
+    add(
+        "--results",
+        field="results",
+        metavar="FILE",
+        default=None,
+        help="write every row's expected and measured values and verdict as JSON"
+        " (render with `conformance report FILE`)",
+    )
+    add(
+        "--memory-tolerance",
+        field="memory_tolerance",
+        metavar="FRACTION",
+        type=fraction,
+        default=None,
+        help="two-sided peak-memory tolerance for every row, overriding the profiles' (0.1 is ±10%%)",
+    )
+    add(
+        "--speed-tolerance",
+        field="speed_tolerance",
+        metavar="FRACTION",
+        type=fraction,
+        default=None,
+        help="one-sided speed tolerance for every row, overriding the profiles' (0.15: 15%% slower fails)",
+    )
+    add(
+        "--emulate-memory-gb",
+        field="emulate_memory_gb",
+        metavar="GB|auto|off",
+        type=_memory_cap,
+        default="auto",
+        help="cap the device's memory at GB (passed to the runner as --memory-cap-gb). auto: the profile's"
+        " capacity when this card is larger and not the profile's own SKU (portable mode); the CPU profile"
+        " always emulates its capacity",
+    )
+    add(
+        "--row-timeout",
+        field="row_timeout_s",
+        metavar="SECONDS",
+        type=_seconds,
+        default=1800.0,
+        help="kill a row's run after this long (outcome error)",
+    )
+    add(
+        "--runner",
+        field="runner",
+        metavar="MODULE:CALLABLE",
+        type=_runner_spec,
+        default=DEFAULT_RUNNER,
+        help="the callable (case, options) -> RunResult that runs a row (default: litgpt-min in a subprocess)",
+    )
+    add(
+        "--cpu-jobs",
+        field="cpu_jobs",
+        metavar="N",
+        type=_jobs,
+        default=2,
+        help="rows that run on the CPU (the CPU profile, runner refusals) run N at a time, started before"
+        " the first test (0: one at a time, when their test runs). GPU rows always run one at a time",
+    )
+    add("--row-logs", field="row_logs", metavar="DIR", default=None,
+        help="where each row's run log goes (default: a fresh temporary folder)")  # fmt: skip
+
+
+def options_json(options: Options) -> dict[str, Any]:
+    """The options a results file records (as the session saw them)."""
+    return {
+        "expectations": display(options.expectations),
+        "profiles": list(options.profiles),
+        "record": str(options.record) if options.record else None,
+        "strict": options.strict,
+        "memory_tolerance": options.memory_tolerance,
+        "speed_tolerance": options.speed_tolerance,
+        "emulate_memory_gb": options.emulate_memory_gb,
+        "row_timeout_s": options.row_timeout_s,
+        "runner": options.runner,
+    }

@@ -1,0 +1,156 @@
+"""Which profiles a session checks, and how each is checked on this machine.
+
+Selection (``resolve_profiles``): the ``--profile`` names, else the machine's defaults. Activation
+(``activate``): native, portable (another card's profile, under its memory), the CPU profile, or
+parameter counts only (no GPU), with the memory cap passed to the runner and the reasons why
+measured rows or speed checks skip here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from conformance import hardware
+from conformance.display import display
+from conformance.expectations import ExpectationError, Profile, list_profiles, load_profile
+from conformance.options import Options
+
+# The published tables' card: compared in portable mode when no profile matches this machine's
+# GPU, and its parameter counts are checked on machines without a GPU.
+REFERENCE_PROFILE = "a100-sxm4-40gb"
+NO_GPU_REASON = "needs a CUDA GPU (none found: torch.cuda.is_available() is False)"
+
+
+@dataclass(frozen=True)
+class ActiveProfile:
+    """A profile selected for this session, and how its rows are checked on this machine."""
+
+    profile: Profile
+    mode: Literal["native", "portable", "cpu", "params-only"]
+    gpus: int  # devices this profile's rows may use here (the CPU profile: 1, the CPU itself)
+    memory_cap_gb: float | None  # passed to the runner as --memory-cap-gb
+    measure_skip: str | None  # why measured rows skip here (None: they run)
+    speed_skip: str | None  # why speed checks skip here (None: compared)
+    record_target: Path  # the folder whose --record refreshes these figures for this machine
+
+    @property
+    def name(self) -> str:
+        return self.profile.name
+
+    @property
+    def on_cpu(self) -> bool:
+        return self.mode == "cpu"
+
+    def describe(self) -> str:
+        """One header line."""
+        p = self.profile
+        head = f"conformance profile {p.name} ({display(p.directory)}, {len(p.cases)} rows): "
+        cap = f" under a {self.memory_cap_gb:g} GB memory cap" if self.memory_cap_gb is not None else ""
+        if self.mode == "params-only":
+            return head + f"parameter counts only; measured rows skip: {self.measure_skip}"
+        if self.mode == "cpu":
+            return head + f"measured on the CPU{cap} (memory from the live-tensor tracker)"
+        if self.mode == "native":
+            return head + f"measured on this card{cap}"
+        return head + (
+            f"portable comparison (parameters, peak memory, outcome){cap}; speed not compared."
+            f" Record this card's profile: pytest conformance --record {display(self.record_target)}"
+        )
+
+
+def resolve_profiles(options: Options, fp: Mapping[str, Any], recording: bool = False) -> list[ActiveProfile]:
+    """The profiles this session checks: ``--profile`` names, else the machine's defaults.
+
+    Defaults: on a GPU, the profiles recorded for its SKU, else the reference (A100) profile in
+    portable mode; without a GPU, the reference profile (parameter counts) plus every CPU profile.
+    """
+    root = options.expectations
+    if options.profiles:
+        profiles = [load_profile(name, root) for name in options.profiles]
+    else:
+        loaded = [load_profile(name, root) for name in list_profiles(root)]
+        detected = hardware.detected_sku(dict(fp))
+        reference = [p for p in loaded if p.name == REFERENCE_PROFILE]
+        if detected == "cpu":
+            profiles = reference + [p for p in loaded if _sku(p) == "cpu" and p.name != REFERENCE_PROFILE]
+        else:
+            profiles = [p for p in loaded if _sku(p) == detected] or reference
+        if not profiles:
+            listing = ", ".join(p.name for p in loaded) or "none"
+            raise ExpectationError(
+                root,
+                f"no profile for this machine (sku {detected}) and no {REFERENCE_PROFILE} profile to compare"
+                f" against (available: {listing}); pick one with --profile",
+            )
+    return [activate(p, options, fp, recording) for p in profiles]
+
+
+def activate(profile: Profile, options: Options, fp: Mapping[str, Any], recording: bool = False) -> ActiveProfile:
+    """How ``profile`` is checked on the machine ``fp``."""
+    emulate = options.emulate_memory_gb
+    explicit_cap: float | None = None if emulate in ("auto", "off") else float(emulate)
+    capacity = float(profile.hardware["memory_gb"])
+    # A card's nominal size is not what its allocator can use: a profile may say what is usable.
+    usable = float(profile.hardware.get("usable_memory_gb") or capacity)
+    if _sku(profile) == "cpu":
+        # The CPU profile always emulates its small device: that is what makes its OOM row OOM.
+        cap = None if emulate == "off" else (explicit_cap if explicit_cap is not None else capacity)
+        return ActiveProfile(profile, "cpu", 1, cap, None, None, profile.directory)
+    gpus = list(fp.get("gpus") or [])
+    if not gpus:
+        return ActiveProfile(profile, "params-only", 0, None, NO_GPU_REASON, NO_GPU_REASON, profile.directory)
+    detected = hardware.detected_sku(dict(fp))
+    native = _sku(profile) == detected
+    if emulate == "off":
+        cap = None
+    elif explicit_cap is not None:
+        cap = explicit_cap
+    elif native or recording:
+        cap = None  # the card itself; recording describes the card as it is
+    else:
+        cap = usable if float(gpus[0].get("memory_gb") or 0) > usable else None
+    if native:
+        return ActiveProfile(profile, "native", len(gpus), cap, None, None, profile.directory)
+    target = options.expectations / detected
+    card = gpus[0].get("name") or detected
+    speed_skip = (
+        f"speed figures of profile {profile.name} belong to {profile.hardware.get('gpu') or _sku(profile)},"
+        f" this card is {card}: record this card's profile with"
+        f" `pytest conformance --record {display(target)}`"
+    )
+    return ActiveProfile(profile, "portable", len(gpus), cap, None, speed_skip, target)
+
+
+def _sku(profile: Profile) -> str:
+    return str(profile.hardware.get("sku"))
+
+
+def select_profiles(options: Options, fp: Mapping[str, Any]) -> list[ActiveProfile]:
+    """The session's active profiles; ``ExpectationError`` when they cannot be checked as asked
+    (``--record`` writes exactly one profile)."""
+    recording = options.record is not None
+    actives = resolve_profiles(options, fp, recording)
+    if recording and len(actives) != 1:
+        names = ", ".join(a.name for a in actives)
+        raise ExpectationError(
+            options.record or ".",
+            f"--record writes one profile, but {len(actives)} are active ({names}); pick one with --profile",
+        )
+    return actives
+
+
+def profile_json(active: ActiveProfile) -> dict[str, Any]:
+    """How a results file describes an active profile."""
+    return {
+        "name": active.name,
+        "directory": display(active.profile.directory),
+        "mode": active.mode,
+        "memory_cap_gb": active.memory_cap_gb,
+        "measure_skip": active.measure_skip,
+        "speed_skip": active.speed_skip,
+        "hardware": dict(active.profile.hardware),
+        "software": dict(active.profile.software),
+    }

@@ -1,0 +1,130 @@
+"""Which checks a row has, which skip here and why, how their items are marked and named.
+
+Each rule is written once and known at collection time: the plugin parametrizes and marks the
+items with it, the session uses the same rules to decide what to prefetch and what to compare.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import Literal
+
+import pytest
+
+from conformance.compare import SPEED_FIELDS, Finding, check_result
+from conformance.expectations import Case
+from conformance.options import Options
+from conformance.profiles import ActiveProfile
+from litgpt_min.result import Result
+
+CheckKind = Literal["params", "run", "speed"]
+# Test function name -> check kind; the plugin parametrizes these functions.
+CHECKS: Mapping[str, CheckKind] = MappingProxyType({"test_params": "params", "test_run": "run", "test_speed": "speed"})
+FIXTURE = "conformance_row"
+MULTI_GPU_REASON = "multi-GPU rows are not implemented yet (FSDP runner)"
+RowKey = tuple[str, str]  # (profile name, case id)
+# A check's node id: `<path>::test_run[<profile>:<case id>]`, with pytest-xdist's `@<group>` under
+# --dist loadgroup. Profile names have no ':' (their folder-name rule), case ids no ']'.
+_NODEID = re.compile(r"::(test_params|test_run|test_speed)\[([^:\]]+):([^\]]+)\](?:@.*)?$")
+
+
+class ExpectedOutOfMemory(Exception):
+    """An ``oom`` row ran out of memory, as its profile says: the strict xfail of that row."""
+
+
+def applies(kind: CheckKind, case: Case) -> bool:
+    """Whether a check kind has a test for this row (speed: only rows with a speed figure)."""
+    if kind == "speed":
+        return case.time_1k_iters_min is not None or case.tokens_per_sec is not None
+    return True
+
+
+def run_skip_reason(active: ActiveProfile, case: Case) -> str | None:
+    """Why this row's measured run cannot happen here (None: it can)."""
+    if case.outcome == "unsupported":
+        return None  # a refusal by the runner's command line needs no GPU
+    if active.measure_skip is not None:
+        return active.measure_skip
+    if case.devices > active.gpus:
+        unit = "devices" if active.on_cpu else "GPUs"
+        return f"needs {case.devices} {unit}, found {active.gpus}"
+    if case.devices > 1:
+        return MULTI_GPU_REASON
+    return None
+
+
+def skip_reason(kind: CheckKind, active: ActiveProfile, case: Case) -> str | None:
+    """Why a check cannot run on this machine (None: it runs). Known at collection time, so
+    these skips are marks and ``-rs`` reports them at the test's own location."""
+    if kind == "params":
+        if case.total_params is None and (case.trainable_params is None or case.workload != "finetune"):
+            return "the profile records no parameter counts for this row"
+        return None
+    if kind == "run":
+        return run_skip_reason(active, case)
+    return run_skip_reason(active, case) or active.speed_skip
+
+
+def marks(kind: CheckKind, active: ActiveProfile, case: Case, recording: bool) -> list[pytest.MarkDecorator]:
+    """The marks of one check item. ``xdist_group``: under ``pytest -n`` (``--dist loadgroup``) a
+    row's checks go to one worker, so its run happens once."""
+    result = [pytest.mark.xdist_group(item_id(active, case))]
+    reason = skip_reason(kind, active, case)
+    if reason is not None:
+        result.append(pytest.mark.skip(reason=reason))
+    if kind == "run" and case.outcome == "oom" and not recording:
+        hardware = active.profile.hardware
+        result.append(
+            pytest.mark.xfail(
+                strict=True,
+                raises=ExpectedOutOfMemory,
+                reason=f"runs out of memory on {hardware.get('gpu') or hardware['sku']}"
+                f" ({hardware['memory_gb']:g} GB, profile {active.name})",
+            )
+        )
+    if kind != "params" and active.mode != "cpu" and case.outcome != "unsupported":
+        result.append(pytest.mark.gpu)
+    return result
+
+
+def item_id(active: ActiveProfile, case: Case) -> str:
+    """``<profile>:<case id>``: unique across active profiles, stable across machines, and
+    ``-k '[<profile>:<case id>]'`` selects exactly one row's checks."""
+    return f"{active.name}:{case.id}"
+
+
+def check_kind_of(item: pytest.Item) -> tuple[RowKey, CheckKind] | None:
+    """The row and check kind of a conformance test item, or None for any other test."""
+    callspec = getattr(item, "callspec", None)
+    kind = CHECKS.get(getattr(item, "originalname", ""))
+    key = callspec.params.get(FIXTURE) if callspec is not None else None
+    if kind is None or not isinstance(key, tuple):
+        return None  # another test, or the placeholder of an empty parameter set
+    return key, kind
+
+
+def check_kind_of_nodeid(nodeid: str) -> tuple[RowKey, CheckKind] | None:
+    """The row and check kind named by a node id (what a pytest-xdist controller sees)."""
+    match = _NODEID.search(nodeid)
+    if match is None:
+        return None
+    return (match.group(2), match.group(3)), CHECKS[match.group(1)]
+
+
+def row_findings(active: ActiveProfile, case: Case, result: Result, options: Options) -> list[Finding]:
+    """Every finding of a measured row, speed left out where it is not compared here."""
+    found = check_result(case, result, options.tolerances(case))
+    if skip_reason("speed", active, case) is not None:
+        found = [f for f in found if f.field not in SPEED_FIELDS]
+    return found
+
+
+def check_of(finding: Finding) -> CheckKind:
+    """The check a finding of the measured run belongs to."""
+    return "speed" if finding.field in SPEED_FIELDS else "run"
+
+
+def own_findings(kind: CheckKind, findings: Sequence[Finding]) -> list[Finding]:
+    return [f for f in findings if check_of(f) == kind]

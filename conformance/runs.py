@@ -1,0 +1,138 @@
+"""The session's measurements: each row's run at most once (prefetched in a small pool for rows
+that run on the CPU, else run when its first check asks), and parameter counts per (model,
+method, PEFT options), computed once on the meta device."""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from conformance.expectations import Case
+from conformance.options import Options
+from conformance.profiles import ActiveProfile
+from conformance.rules import RowKey
+from conformance.runner import Runner, RunOptions, RunResult, as_run_result, load_runner
+
+Counts = tuple[int | None, int]  # (trainable, total); trainable None for inference rows
+
+
+class RunCache:
+    """Runs and parameter counts of one session (thread-safe: prefetched runs finish in a pool)."""
+
+    def __init__(self, options: Options, fingerprint: Callable[[], Mapping[str, Any]]) -> None:
+        self.options = options
+        self.runner: Runner = load_runner(options.runner)
+        self._fingerprint = fingerprint
+        self._params: dict[tuple[Any, ...], Counts] = {}
+        self._runs: dict[RowKey, Future[RunResult]] = {}
+        self._lock = threading.Lock()
+        self._cancel = threading.Event()
+        self._executor: ThreadPoolExecutor | None = None
+        self._log_dir: Path | None = None
+
+    # Parameter counts ---------------------------------------------------------------------------
+    def param_counts(self, case: Case) -> Counts:
+        """(trainable, total) of the row's model and method, built on the meta device with the
+        row's own LoRA/Adapter runner options (``lora_r``, ``adapter_start_layer``, ...); cached."""
+        key = _params_key(case)
+        if key not in self._params:
+            # torch is imported only when a row needs its counts: collection and `pytest tests`
+            # stay free of it.
+            from litgpt_min.adapter import AdapterSettings
+            from litgpt_min.lora import LoRASettings
+            from litgpt_min.peft import count_params
+
+            lora = LoRASettings(**dict(key[2])) if key[2] else None
+            adapter = AdapterSettings(**dict(key[3])) if key[3] else None
+            self._params[key] = count_params(case.model, case.method, lora, adapter)
+        return self._params[key]
+
+    def cached_param_counts(self, case: Case) -> Counts | None:
+        """The counts if a check of this session computed them."""
+        return self._params.get(_params_key(case))
+
+    # Runs ---------------------------------------------------------------------------------------
+    def run_options(self, active: ActiveProfile, case: Case) -> RunOptions:
+        # Rows that never touch CUDA fork from a preloaded interpreter (see runner._run_forked).
+        cpu_only = active.on_cpu or (case.outcome == "unsupported" and not self._fingerprint().get("gpus"))
+        return RunOptions(
+            memory_cap_gb=active.memory_cap_gb,
+            timeout_s=self.options.row_timeout_s,
+            log_dir=self._logs() / active.name,
+            accelerator="cpu" if active.on_cpu else "auto",
+            # One intra-op thread per CPU row: tiny models gain nothing from more, and rows can run
+            # side by side without oversubscribing the cores (and timing each other).
+            env={"OMP_NUM_THREADS": "1"} if active.on_cpu else {},
+            cancel=self._cancel,
+            preloaded=cpu_only,
+        )
+
+    def run(self, active: ActiveProfile, case: Case) -> RunResult:
+        """The row's run: prefetched, cached, or run now (at most once per session)."""
+        key = (active.name, case.id)
+        with self._lock:
+            future = self._runs.get(key)
+            mine = future is None
+            if mine:
+                future = self._runs[key] = Future()
+        assert future is not None
+        if mine:
+            try:
+                future.set_result(self._run(active, case))
+            except BaseException as exc:
+                future.set_exception(exc)
+        return future.result()
+
+    def finished_run(self, key: RowKey) -> RunResult | None:
+        """The row's run if it finished in this session (None: not started, running, or raised)."""
+        future = self._runs.get(key)
+        if future is None or not future.done() or future.cancelled() or future.exception() is not None:
+            return None
+        return future.result()
+
+    def _run(self, active: ActiveProfile, case: Case) -> RunResult:
+        options = self.run_options(active, case)
+        return as_run_result(self.runner(case, options), case, options)
+
+    def prefetch(self, rows: Sequence[tuple[ActiveProfile, Case]]) -> None:
+        """Start the runs of rows that execute on the CPU (the CPU profile, command-line refusals)
+        in a small pool, so that their process start-up overlaps the in-process checks. GPU rows
+        never run side by side: they would share the card's memory and time."""
+        jobs = self.options.cpu_jobs
+        todo = [(a, c) for a, c in rows if a.on_cpu or c.outcome == "unsupported"]
+        if jobs < 1 or not todo:
+            return
+        self._executor = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="conformance-row")
+        with self._lock:
+            for active, case in todo:
+                key = (active.name, case.id)
+                if key not in self._runs:
+                    self._runs[key] = self._executor.submit(self._run, active, case)
+
+    def close(self) -> None:
+        """Stop what is still running (an interrupted or ``-x`` session)."""
+        self._cancel.set()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def _logs(self) -> Path:
+        with self._lock:
+            if self._log_dir is None:
+                if self.options.row_logs is not None:
+                    self._log_dir = self.options.row_logs
+                else:
+                    self._log_dir = Path(tempfile.mkdtemp(prefix="conformance-rows-"))
+            return self._log_dir
+
+
+def _params_key(case: Case) -> tuple[Any, ...]:
+    """(model, method, LoRA options, Adapter options): the runner options that change the counts
+    (the CLI's ``--lora-*`` and ``--adapter-*``) in the settings dataclasses' field names."""
+    options = case.runner_options
+    lora = tuple(sorted((k.removeprefix("lora_"), v) for k, v in options.items() if k.startswith("lora_")))
+    adapter = tuple(sorted((k.removeprefix("adapter_"), v) for k, v in options.items() if k.startswith("adapter_")))
+    return (case.model, case.method, lora, adapter)

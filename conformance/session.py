@@ -1,0 +1,358 @@
+"""The conformance session: one object per pytest session, registered as a plugin, whose methods
+are the hooks and which owns the session's mutable data (the rows and their verdicts, the run
+cache, the results file's lock). The rules it applies live in the modules beside it: options,
+profiles, rules (skips, marks, ids), verdicts; the writers (results, record) take its snapshot.
+
+Under pytest-xdist every process has a session. The one that runs a check turns its report into
+a row record (verdict, reason, run, counts) attached to the report (``conformance_row``), which
+xdist sends to the controller; ``pytest_runtest_logreport`` applies it to the rows, on the
+controller or, without xdist, in the same process. Only the controller (or a plain session)
+writes the results file and the recorded profile, so no worker's rows are lost.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from conformance import hardware
+from conformance.commands import invocation, rerecord_command
+from conformance.compare import Finding
+from conformance.expectations import Case, ExpectationError
+from conformance.options import Options
+from conformance.profiles import ActiveProfile, select_profiles
+from conformance.record import record_profile
+from conformance.results import ResultsLock, check_target, write_results
+from conformance.rules import (
+    CHECKS,
+    FIXTURE,
+    CheckKind,
+    RowKey,
+    applies,
+    check_kind_of,
+    check_kind_of_nodeid,
+    item_id,
+    marks,
+    row_findings,
+    skip_reason,
+)
+from conformance.runner import RunResult
+from conformance.runs import Counts, RunCache
+from conformance.snapshot import RowSnapshot, Snapshot
+from conformance.verdicts import Verdict, check_verdict, decides, report_reason
+
+REPORT_ATTRIBUTE = "conformance_row"  # the row record a check's report carries to the controller
+PLUGIN_NAME = "conformance-session"
+_FINISHED = (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED, pytest.ExitCode.NO_TESTS_COLLECTED)
+
+
+@dataclass
+class Row:
+    """What happened to one row's checks in this session (mutable; see ``RowSnapshot``)."""
+
+    active: ActiveProfile
+    case: Case
+    checks: dict[str, Verdict] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)
+    selected: set[str] = field(default_factory=set)
+    run: RunResult | None = None
+    counts: Counts | None = None
+
+
+class ConformanceSession:
+    """Everything the plugin keeps for one pytest session; its methods are the session's hooks."""
+
+    def __init__(self, options: Options, config: pytest.Config | None = None) -> None:
+        self.options = options
+        self.config = config
+        # A pytest-xdist worker runs checks; the controller alone writes files.
+        self.is_worker = config is not None and hasattr(config, "workerinput")
+        self.cache = RunCache(options, lambda: self.fingerprint)
+        self.rows: dict[RowKey, Row] = {}
+        self.collection_error: ExpectationError | None = None
+        self.summary_lines: list[str] = []  # for the terminal summary: the record's diff, write errors
+        self._fingerprint: dict[str, Any] | None = None
+        self._actives: list[ActiveProfile] | None = None
+        self._findings: dict[RowKey, list[Finding]] = {}
+        self._notes: dict[tuple[RowKey, str], str] = {}  # (row, check) -> the check's own message
+        self._improved: set[tuple[RowKey, str]] = set()
+        self._lock = threading.Lock()
+        self._results_lock: ResultsLock | None = None
+        self._selected_from_workers = False
+        if self.writes and options.results is not None:
+            check_target(options.results)
+            self._results_lock = ResultsLock(options.results)
+
+    # The machine and the profiles ------------------------------------------------------------
+    @property
+    def writes(self) -> bool:
+        return not self.is_worker
+
+    @property
+    def recording(self) -> bool:
+        return self.options.record is not None
+
+    @property
+    def fingerprint(self) -> dict[str, Any]:
+        if self._fingerprint is None:
+            self._fingerprint = hardware.fingerprint()
+        return self._fingerprint
+
+    @property
+    def resolved(self) -> bool:
+        return self._actives is not None
+
+    def active_profiles(self) -> list[ActiveProfile]:
+        """The active profiles (loaded once); raises ``ExpectationError``."""
+        if self._actives is None:
+            self._actives = select_profiles(self.options, self.fingerprint)
+        return self._actives
+
+    def lookup(self, key: RowKey) -> tuple[ActiveProfile, Case]:
+        profile_name, case_id = key
+        for active in self.active_profiles():
+            if active.name == profile_name:
+                for case in active.profile.cases:
+                    if case.id == case_id:
+                        return active, case
+        raise KeyError(f"no row {case_id!r} in the active profile {profile_name!r}")
+
+    def row(self, active: ActiveProfile, case: Case) -> Row:
+        key = (active.name, case.id)
+        with self._lock:
+            if key not in self.rows:
+                self.rows[key] = Row(active, case)
+            return self.rows[key]
+
+    # What the checks ask (conformance/checks.py) ---------------------------------------------------
+    def param_counts(self, case: Case) -> Counts:
+        return self.cache.param_counts(case)
+
+    def run(self, active: ActiveProfile, case: Case) -> RunResult:
+        """The row's run (at most once per session)."""
+        return self.cache.run(active, case)
+
+    def findings(self, active: ActiveProfile, case: Case) -> list[Finding]:
+        """Every finding of the measured row, speed left out where it is not compared here."""
+        key = (active.name, case.id)
+        if key not in self._findings:
+            self._findings[key] = row_findings(active, case, self.run(active, case).result, self.options)
+        return self._findings[key]
+
+    def note(self, key: RowKey, kind: CheckKind, text: str, improved: bool = False) -> None:
+        """A check's own account of its verdict (its failure message, what improved)."""
+        self._notes[(key, kind)] = text
+        if improved:
+            self._improved.add((key, kind))
+
+    def rerecord_command(self, active: ActiveProfile, case: Case | None = None) -> str:
+        return rerecord_command(self.options, active, case)
+
+    def invocation(self) -> str:
+        return invocation(self.config.invocation_params.args if self.config is not None else ())
+
+    # Snapshot and writers ---------------------------------------------------------------------------
+    def snapshot(self, finished: bool = False) -> Snapshot:
+        with self._lock:
+            rows = list(self.rows.values())
+        return Snapshot(
+            options=self.options,
+            actives=tuple(self.active_profiles()) if self.resolved else (),
+            rows=tuple(self._row_snapshot(row) for row in rows),
+            fingerprint=self.fingerprint,
+            command=self.invocation(),
+            finished=finished,
+        )
+
+    def _row_snapshot(self, row: Row) -> RowSnapshot:
+        key = (row.active.name, row.case.id)
+        return RowSnapshot(
+            active=row.active,
+            case=row.case,
+            checks=dict(row.checks),
+            reasons=dict(row.reasons),
+            selected=tuple(kind for kind in CHECKS.values() if kind in row.selected),
+            run=row.run or self.cache.finished_run(key),
+            counts=row.counts or self.cache.cached_param_counts(row.case),
+        )
+
+    def write_results(self, finished: bool = False) -> None:
+        if self.options.results is None or not self.writes:
+            return
+        try:
+            write_results(self.snapshot(finished), self.options.results)
+        except ExpectationError as exc:
+            line = f"conformance: could not write the results: {exc}"
+            if line not in self.summary_lines:
+                self.summary_lines.append(line)
+
+    def close(self) -> None:
+        self.cache.close()
+        if self._results_lock is not None:
+            self._results_lock.release()
+            self._results_lock = None
+
+    # Hooks: header and collection -------------------------------------------------------------------
+    def pytest_report_header(self) -> list[str]:
+        return hardware.format_header(self.fingerprint)
+
+    def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
+        kind = CHECKS.get(metafunc.function.__name__)
+        if FIXTURE not in metafunc.fixturenames or kind is None:
+            return
+        try:
+            actives = self.active_profiles()
+        except ExpectationError as exc:
+            self.collection_error = exc  # raised as a usage error once collection is done
+            actives = []
+        params = [
+            pytest.param((a.name, c.id), id=item_id(a, c), marks=marks(kind, a, c, self.recording))
+            for a in actives
+            for c in a.profile.cases
+            if applies(kind, c)
+        ]
+        metafunc.parametrize(FIXTURE, params, indirect=True)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collection_modifyitems(self) -> None:
+        if self.collection_error is not None:
+            raise pytest.UsageError(str(self.collection_error))
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        if session.config.option.collectonly or not self.resolved or self.is_worker:
+            # A worker collects every item but runs only those it is sent: no prefetching there.
+            return
+        for item in session.items:
+            found = check_kind_of(item)
+            if found is not None:
+                self.row(*self.lookup(found[0])).selected.add(found[1])
+        rows, seen = [], set()
+        for item in session.items:
+            found = check_kind_of(item)
+            if found is None or found[1] == "params" or found[0] in seen:
+                continue
+            active, case = self.lookup(found[0])
+            if skip_reason(found[1], active, case) is None:
+                seen.add(found[0])
+                rows.append((active, case))
+        self.cache.prefetch(rows)
+        self.write_results()
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        """The controller learns which checks were selected from the first worker's collection."""
+        if self._selected_from_workers:
+            return
+        self._selected_from_workers = True
+        for nodeid in ids:
+            found = check_kind_of_nodeid(nodeid)
+            if found is None:
+                continue
+            try:
+                active, case = self.lookup(found[0])
+            except (KeyError, ExpectationError):
+                continue
+            self.row(active, case).selected.add(found[1])
+        self.write_results()
+
+    def pytest_report_collectionfinish(self) -> list[str]:
+        if not self.resolved:
+            return []
+        lines = [active.describe() for active in self.active_profiles()]
+        if self.recording:
+            lines.append(f"conformance: recording into {self.options.record} (no row fails on a finding)")
+        return lines
+
+    # Hooks: outcomes ----------------------------------------------------------------------------------
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report = yield
+        found = check_kind_of(item)
+        if found is not None and decides(report):
+            setattr(report, REPORT_ATTRIBUTE, self._check_record(*found, report))
+        return report
+
+    def _check_record(self, key: RowKey, kind: CheckKind, report: pytest.TestReport) -> dict[str, Any]:
+        """The row record of one decided check, in plain JSON types (it travels to the controller)."""
+        verdict = check_verdict(report, self.recording, (key, kind) in self._improved)
+        reason = self._notes.get((key, kind))
+        if report.when != "call" or reason is None:
+            reason = report_reason(report, verdict) or reason
+        _, case = self.lookup(key)
+        run = self.cache.finished_run(key) if kind != "params" else None
+        counts = self.cache.cached_param_counts(case)
+        if counts is None and run is not None and self.recording:
+            counts = self.cache.param_counts(case)  # --record writes them with the measured figures
+        return {
+            "profile": key[0],
+            "id": key[1],
+            "kind": kind,
+            "verdict": verdict,
+            "reason": reason,
+            "run": None if run is None else run.to_json(),
+            "counts": None if counts is None else list(counts),
+        }
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        record = getattr(report, REPORT_ATTRIBUTE, None)
+        if not isinstance(record, Mapping):
+            return
+        try:
+            row = self.row(*self.lookup((record["profile"], record["id"])))
+        except (KeyError, ExpectationError):
+            return
+        kind = record["kind"]
+        row.checks[kind] = record["verdict"]
+        if record.get("reason"):
+            row.reasons[kind] = record["reason"]
+        if record.get("run") is not None and row.run is None:
+            row.run = RunResult.from_json(record["run"])
+        if record.get("counts") is not None:
+            trainable, total = record["counts"]
+            row.counts = (trainable, total)
+        if kind != "params":
+            # Rewritten after every measured row: a session killed part-way (a device command's
+            # time limit) still leaves every row that finished, and says which did not.
+            self.write_results()
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        self.cache.close()
+        if not self.resolved or session.config.option.collectonly or not self.writes:
+            return
+        if self.options.record is not None and exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+            for row in self.rows.values():
+                if row.counts is None and (row.run or self.cache.finished_run((row.active.name, row.case.id))):
+                    row.counts = self.cache.param_counts(row.case)
+            try:
+                self.summary_lines += record_profile(self.snapshot())
+            except ExpectationError as exc:
+                self.summary_lines.append(f"conformance: record failed: {exc}")
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        self.write_results(finished=exitstatus in _FINISHED)
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        if not self.resolved or not self.rows or not self.writes:
+            return
+        if self.summary_lines:
+            terminalreporter.section("conformance record" if self.recording else "conformance")
+            for line in self.summary_lines:
+                terminalreporter.write_line(line)
+        parts = []
+        for kind in CHECKS.values():
+            counts: dict[str, int] = {}
+            for row in self.rows.values():
+                verdict = row.checks.get(kind) or ("not run" if kind in row.selected else None)
+                if verdict is not None:
+                    counts[verdict] = counts.get(verdict, 0) + 1
+            if counts:
+                parts.append(f"{kind} " + ", ".join(f"{n} {verdict}" for verdict, n in sorted(counts.items())))
+        terminalreporter.write_line(f"conformance: {len(self.rows)} rows; " + "; ".join(parts))
+        if self.options.results is not None:
+            terminalreporter.write_line(f"conformance: results in {self.options.results}")
+
+    def pytest_unconfigure(self) -> None:
+        self.close()

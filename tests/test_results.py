@@ -1,0 +1,91 @@
+"""Tests for the writers as plain functions of a session snapshot (no pytest session): the results
+document (``conformance.results``) and the recorded profile (``conformance.record``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+
+from conformance.expectations import load_profile
+from conformance.options import Options
+from conformance.profiles import activate
+from conformance.record import build_files
+from conformance.results import FORMAT, SCHEMA_PATH, build_results, check_target, load_results
+from conformance.rules import CHECKS
+from conformance.runner import RunResult, identity
+from conformance.snapshot import RowSnapshot, Snapshot
+from conformance.verdicts import VERDICT_ORDER
+from litgpt_min.result import OUTCOMES, Result
+
+FINGERPRINT = {"gpus": [], "gpu_count": 0, "cpu": {"model": "test CPU"}, "torch": "2.13.0", "os": "Linux"}
+NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def snapshot(tmp_path: Path, finished: bool = True) -> Snapshot:
+    """The CPU profile's first row measured as recorded, its second with only its counts done."""
+    options = Options(record=tmp_path / "cpu-rerun")
+    active = activate(load_profile("cpu-tiny"), options, FINGERPRINT)
+    first, second = active.profile.cases[:2]
+    result = RunResult(
+        result=Result(
+            **identity(first), max_memory_gb=first.max_memory_gb, time_1k_iters_min=first.time_1k_iters_min,
+            trainable_params=first.trainable_params, total_params=first.total_params,
+        ),
+        command=("python", "-m", "litgpt_min", "finetune", "lora"),
+    )  # fmt: skip
+    counts = (first.trainable_params, first.total_params or 0)
+    rows = (
+        RowSnapshot(active, first, {"params": "passed", "run": "passed"}, {}, ("params", "run"), result, counts),
+        RowSnapshot(active, second, {"params": "passed"}, {}, ("params", "run"), None, counts),
+    )
+    return Snapshot(options, (active,), rows, FINGERPRINT, "pytest conformance", finished)
+
+
+def test_results_of_a_snapshot_follow_the_schema_and_mark_unfinished_rows(tmp_path: Path) -> None:
+    data = build_results(snapshot(tmp_path, finished=False), created="2026-01-01T00:00:00+00:00")
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(data))
+    assert load_results(path) == data and data["format"] == FORMAT and data["finished"] is False
+    first, second = data["rows"]
+    assert first["verdict"] == "passed" and first["pending"] == [] and first["measured"]["outcome"] == "ok"
+    assert second["verdict"] == "not run" and second["pending"] == ["run"], "counts alone never pass a row"
+    assert data["summary"] == {"not run": 1, "passed": 1}
+
+
+def test_record_of_a_snapshot_writes_the_measured_rows_only(tmp_path: Path) -> None:
+    snap = snapshot(tmp_path)
+    files = build_files(snap, snap.actives[0], {}, NOW)
+    [rows] = [data["cases"] for data in files.values()]
+    assert [row["id"] for row in rows] == [snap.rows[0].case.id]
+    assert rows[0]["max_memory_gb"] == snap.rows[0].case.max_memory_gb
+    assert rows[0]["measured_with"]["recorded_at"] == "2026-01-01T00:00:00+00:00"
+
+
+def test_results_never_replace_a_file_that_is_not_a_results_file(tmp_path: Path) -> None:
+    mine = tmp_path / "notes.json"
+    mine.write_text('{"my": "notes"}')
+    with pytest.raises(ValueError, match="exists and is not a conformance results file"):
+        check_target(mine)
+    earlier = tmp_path / "r.json"
+    earlier.write_text(json.dumps(build_results(snapshot(tmp_path))))
+    check_target(earlier)  # a results file (of any version) is replaced
+    check_target(tmp_path / "new.json")
+
+
+def test_a_snapshot_is_immutable(tmp_path: Path) -> None:
+    snap = snapshot(tmp_path)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        snap.rows[0].run = None  # type: ignore[misc]
+
+
+def test_the_schema_knows_every_check_kind_verdict_and_outcome() -> None:
+    # The schema is data; these vocabularies are code: a new check kind or verdict must reach both.
+    defs = json.loads(SCHEMA_PATH.read_text())["$defs"]
+    assert set(defs["check"]["enum"]) == set(CHECKS.values())
+    assert set(defs["verdict"]["enum"]) == set(VERDICT_ORDER)
+    assert set(defs["row"]["properties"]["expected"]["properties"]["outcome"]["enum"]) == set(OUTCOMES)
+    assert json.loads(SCHEMA_PATH.read_text())["properties"]["format"]["const"] == FORMAT
