@@ -12,7 +12,7 @@ from results_files import measured, results, row, write
 from conformance.cli import main
 from conformance.expectations import load_profile
 from conformance.plot import PLOT_EXTRA_MISSING, cmd_plot, memory_point, speed_point
-from conformance.state import REFERENCE_PROFILE
+from conformance.profiles import REFERENCE_PROFILE
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Measured / expected factors cycled over the rows: within, beyond and far beyond the bands.
