@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from results_files import measured, results, row, write
+from test_plugin import OK, Suite, fake_no_gpu, good_answers
 
 from conformance.baseline import Baseline
 from conformance.compare import check_result, is_failure
@@ -72,3 +73,44 @@ def test_a_bad_baseline_names_the_file(tmp_path: Path) -> None:
     path.write_text('{"format": "nope"}')
     with pytest.raises(ValueError, match=r"old\.json"):
         Baseline.load(path)
+
+
+# The plugin: pytest conformance --baseline OLD.json ---------------------------------------------
+pytest_plugins = ["pytester"]
+
+
+@pytest.fixture
+def suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Suite:
+    fake_no_gpu(monkeypatch)
+    return Suite(pytester)
+
+
+def test_the_plugin_fails_a_regressed_row_and_passes_an_unchanged_one(suite: Suite) -> None:
+    suite.profile()
+    suite.answer(good_answers())
+    before = suite.pytester.path / "before.json"
+    suite.run("--results", str(before)).assert_outcomes(passed=11, xfailed=1)
+    # The same figures again: every row passes against the baseline.
+    suite.run("--baseline", str(before)).assert_outcomes(passed=11, xfailed=1)
+    # Peak memory +30% and half the speed on one row: that row's run and speed checks fail.
+    regressed = {**good_answers(), OK: {"max_memory_gb": 1.02 * 1.3, "time_1k_iters_min": 2.1 * 2}}
+    suite.answer(regressed)
+    result = suite.run("--baseline", str(before), "--results", str(suite.pytester.path / "after.json"))
+    result.assert_outcomes(passed=9, failed=2, xfailed=1)
+    text = result.stdout.str()
+    assert f"test_run[tiny:{OK}]" in text and f"test_speed[tiny:{OK}]" in text
+    assert "max_memory_gb: measured 1.33, expected 1.02" in text
+
+
+def test_rows_missing_from_the_baseline_skip_and_a_bad_baseline_is_a_usage_error(suite: Suite) -> None:
+    suite.profile()
+    suite.answer(good_answers())
+    before = write(suite.pytester.path / "before.json", results([]))
+    result = suite.run("--baseline", str(before))
+    result.assert_outcomes(passed=5, skipped=7)  # parameter counts still checked; measured checks skip
+    assert "not in the baseline" in result.stdout.str()
+    bad = suite.pytester.path / "bad.json"
+    bad.write_text("{}")
+    usage = suite.run("--baseline", str(bad))
+    assert usage.ret == pytest.ExitCode.USAGE_ERROR
+    assert "bad.json" in usage.stderr.str()
