@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from test_plugin import Suite, fake_gpu, good_answers
 
-from conformance.gpu_idle import BUSY_UTILIZATION_PCT, check_idle, load_nvml
+from conformance import session
+from conformance.gpu_idle import BUSY_UTILIZATION_PCT, IdleReport, check_idle, load_nvml
 
 
 class NVMLError(Exception):
@@ -161,3 +164,27 @@ def test_the_real_nvml_answers_on_a_gpu_machine() -> None:
     if report.status == "unknown":
         pytest.skip(f"no NVML here: {report.reasons[0]}")
     assert report.gpus and all(g["name"] for g in report.gpus)
+
+
+# The plugin: a busy GPU makes speed inconclusive -------------------------------------------------
+pytest_plugins = ["pytester"]
+
+
+def test_a_busy_gpu_skips_speed_checks_with_the_reason(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_gpu(monkeypatch)
+    busy = IdleReport("busy", ("GPU 0: 1 other process on the device (pid 7)",))
+    monkeypatch.setattr(session, "check_idle", lambda: busy)
+    suite = Suite(pytester)
+    suite.profile(sku="h100-80gb-hbm3", memory_gb=80)
+    suite.answer(good_answers())
+    out = pytester.path / "results.json"
+    result = suite.run("--results", str(out))
+    text = result.stdout.str()
+    assert "speed inconclusive: the GPU was not idle before timing (GPU 0: 1 other process" in text
+    assert result.parseoutcomes().get("failed", 0) == 0
+    data = json.loads(out.read_text())
+    assert data["fingerprint"]["gpu_idle"]["status"] == "busy"
+    speed = [r for r in data["rows"] if "speed" in r["checks"]]
+    assert speed and all(r["checks"]["speed"] == "skipped" for r in speed)
