@@ -126,7 +126,7 @@ class GenerateSettings:
     top_k: int | None = field(default=200, metadata={"help": "sample from the k most likely tokens"})
     temperature: float = field(default=0.8, metadata={"help": "softmax temperature (0: greedy)"})
     num_samples: int = field(
-        default=3, metadata={"help": "timed generations after one untimed warm-up; their median is reported"}
+        default=1, metadata={"help": "timed generations after one untimed warm-up; their median is reported"}
     )
     seed: int = field(default=1234, metadata={"help": "sampling seed"})
 
