@@ -3,6 +3,7 @@
 #
 #   bash benchmarks/gpu_session.sh smoke                 # versions, nvidia-smi, one tiny CUDA finetune + generate
 #   bash benchmarks/gpu_session.sh rows "-k 'llama2_7b and not 2gpu'" [pytest args...]
+#   bash benchmarks/gpu_session.sh extrapolation [--model phi-1_5 ...]   # the protocol's 1k-iteration error on the GPU
 #
 # The lent machine has torch (CUDA), lightning and transformers but not bitsandbytes or
 # jsonschema: carry them as wheels in .whl/ (the playbook's pip download line) and name .whl in
@@ -40,8 +41,13 @@ rows)
         2>&1 | tee "$OUT/pytest-$name.log" || true
     tar -czf "$OUT/row-logs-$name.tgz" -C /tmp row-logs 2>/dev/null || true
     ;;
+extrapolation)
+    python3 -m conformance env --json > "$OUT/env.json"
+    python3 benchmarks/extrapolation_error.py --accelerator cuda --model pythia-70m --short-iters 5 20 \
+        --repeats 3 --out "$OUT/extrapolation_error-cuda.json" "$@" 2>&1 | tee "$OUT/extrapolation.log"
+    ;;
 *)
-    echo "usage: $0 smoke | rows \"-k EXPR\" [pytest args]" >&2
+    echo "usage: $0 smoke | rows \"-k EXPR\" [pytest args] | extrapolation [args]" >&2
     exit 2
     ;;
 esac

@@ -1,7 +1,9 @@
-"""The ``conformance`` command: ``env``, ``report FILE``, ``validate [PROFILE ...]``, ``estimate``.
+"""The ``conformance`` command: ``env``, ``report FILE [--plot PNG]``, ``diff OLD NEW``,
+``validate [PROFILE ...]``, ``estimate``.
 
 The checks themselves run under pytest (``pytest conformance``); this command prints the
-machine's fingerprint, renders a results file as Markdown, and validates expectation profiles.
+machine's fingerprint, renders a results file as Markdown (and as a plot), compares two results
+files for an upgrade gate, and validates expectation profiles.
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ import json
 import sys
 from pathlib import Path
 
+from conformance.diff import cmd_diff
 from conformance.estimate import add_parser as add_estimate_parser
 from conformance.estimate import run as run_estimate
 from conformance.expectations import DEFAULT_ROOT, ExpectationError, list_profiles, load_profile
 from conformance.hardware import fingerprint, format_header
-from conformance.options import Options
+from conformance.options import Options, fraction
+from conformance.plot import cmd_plot
 from conformance.profiles import resolve_profiles
 from conformance.report import render
 from conformance.results import load_results
@@ -36,6 +40,24 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="render a --results file as Markdown (the resource tables' layout)")
     report.add_argument("file", type=Path)
     report.add_argument("-o", "--output", type=Path, default=None, help="write here instead of stdout")
+    report.add_argument(
+        "--plot", type=Path, default=None, metavar="PNG", help="also draw measured vs expected per row (needs [plot])"
+    )
+    diff = sub.add_parser(
+        "diff",
+        help="compare two results files row by row (exit 1 when a row regressed beyond tolerance)",
+        description="Per row: the delta of every figure, verdict changes; and the fingerprint fields that differ."
+        " Exit status: 0 nothing regressed, 1 something did, 2 bad input.",
+    )
+    diff.add_argument("old", type=Path, metavar="OLD.json")
+    diff.add_argument("new", type=Path, metavar="NEW.json")
+    diff.add_argument("--json", action="store_true", help="JSON instead of Markdown")
+    diff.add_argument("-o", "--output", type=Path, default=None, help="write here instead of stdout")
+    diff.add_argument("--memory-tolerance", type=fraction, default=None, metavar="FRACTION",
+                      help="peak-memory tolerance for every row, overriding the results' (0.1 is ±10%%)")  # fmt: skip
+    diff.add_argument("--speed-tolerance", type=fraction, default=None, metavar="FRACTION",
+                      help="one-sided speed tolerance for every row, overriding the results'")  # fmt: skip
+    diff.add_argument("--strict", action="store_true", help="improvements beyond tolerance fail too")
     validate = sub.add_parser("validate", help="load and check expectation profiles")
     validate.add_argument("profiles", nargs="*", metavar="PROFILE", help="profile names (default: all)")
     validate.add_argument("--expectations", type=Path, default=DEFAULT_ROOT, metavar="DIR")
@@ -48,7 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "env":
         return cmd_env(args.json)
     if args.command == "report":
-        return cmd_report(args.file, args.output)
+        status = cmd_report(args.file, args.output)
+        return cmd_plot(args.file, args.plot) if status == 0 and args.plot is not None else status
+    if args.command == "diff":
+        return cmd_diff(
+            args.old, args.new, as_json=args.json, output=args.output, strict=args.strict,
+            memory_tolerance=args.memory_tolerance, speed_tolerance=args.speed_tolerance,
+        )  # fmt: skip
     if args.command == "estimate":
         return run_estimate(args)
     return cmd_validate(args.expectations, args.profiles)

@@ -48,6 +48,7 @@ class Options:
     runner: str = DEFAULT_RUNNER
     cpu_jobs: int = 2
     row_logs: Path | None = None
+    baseline: Path | None = None  # judge rows against this earlier results file (conformance/baseline.py)
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Options:
@@ -59,7 +60,7 @@ class Options:
             value = config.getoption(DEST_PREFIX + f.name)
             if f.name == "profiles":
                 value = tuple(dict.fromkeys(value or ()))
-            elif f.name in ("expectations", "record", "results", "row_logs"):
+            elif f.name in ("expectations", "record", "results", "row_logs", "baseline"):
                 value = Path(value) if value else (DEFAULT_ROOT if f.name == "expectations" else None)
             values[f.name] = value
         return cls(**values)
@@ -78,6 +79,8 @@ class Options:
                 )
         if self.row_logs is not None:
             check_directory_target("--row-logs", self.row_logs)
+        if self.baseline is not None and not self.baseline.is_file():
+            raise ValueError(f"--baseline {self.baseline}: no such file")
         if not writes:
             return
         if self.record is not None:
@@ -169,7 +172,8 @@ def _finite(text: str, problem: str, ok: Callable[[float], bool]) -> float:
     return value
 
 
-def _fraction(text: str) -> float:
+def fraction(text: str) -> float:
+    """A tolerance option (``--memory-tolerance``, ``conformance diff --speed-tolerance``, ...)."""
     return _finite(text, f"a tolerance {tolerance_problem(-1.0)} (0.1 is 10%)", lambda v: tolerance_problem(v) is None)
 
 
@@ -252,7 +256,7 @@ def add_options(parser: pytest.Parser) -> None:
         "--memory-tolerance",
         field="memory_tolerance",
         metavar="FRACTION",
-        type=_fraction,
+        type=fraction,
         default=None,
         help="two-sided peak-memory tolerance for every row, overriding the profiles' (0.1 is ±10%%)",
     )
@@ -260,7 +264,7 @@ def add_options(parser: pytest.Parser) -> None:
         "--speed-tolerance",
         field="speed_tolerance",
         metavar="FRACTION",
-        type=_fraction,
+        type=fraction,
         default=None,
         help="one-sided speed tolerance for every row, overriding the profiles' (0.15: 15%% slower fails)",
     )
@@ -309,6 +313,14 @@ def add_options(parser: pytest.Parser) -> None:
     )
     add("--row-logs", field="row_logs", metavar="DIR", default=None,
         help="where each row's run log goes (default: a fresh temporary folder)")  # fmt: skip
+    add(
+        "--baseline",
+        field="baseline",
+        metavar="FILE",
+        default=None,
+        help="judge every row against what this earlier --results FILE measured (same box, before an upgrade)"
+        " instead of the profile's figures",
+    )
 
 
 def options_json(options: Options) -> dict[str, Any]:
@@ -324,4 +336,5 @@ def options_json(options: Options) -> dict[str, Any]:
         "emulate_memory_gb": options.emulate_memory_gb,
         "row_timeout_s": options.row_timeout_s,
         "runner": options.runner,
+        "baseline": str(options.baseline) if options.baseline else None,
     }

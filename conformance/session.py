@@ -20,10 +20,12 @@ from typing import Any
 import pytest
 
 from conformance import hardware
+from conformance.baseline import Baseline, apply_baseline
 from conformance.commands import invocation, rerecord_command
 from conformance.compare import Finding
 from conformance.estimate import RowEstimate, estimate_case, profile_capacity_gb, profile_stack
 from conformance.expectations import Case, ExpectationError
+from conformance.gpu_idle import IdleReport, check_idle
 from conformance.options import Options
 from conformance.profiles import ActiveProfile, select_profiles
 from conformance.record import record_profile
@@ -85,6 +87,10 @@ class ConformanceSession:
         self._lock = threading.Lock()
         self._results_lock: ResultsLock | None = None
         self._selected_from_workers = False
+        # --baseline: read (and refused with one line) before anything runs.
+        self.baseline = Baseline.load(options.baseline) if options.baseline is not None else None
+        self.baseline_skips: dict[RowKey, str] = {}  # rows the baseline cannot judge -> why
+        self._idle: dict[RowKey, IdleReport] = {}  # the GPU-idle check before each GPU row's run
         if self.writes and options.results is not None:
             check_target(options.results)
             self._results_lock = ResultsLock(options.results)
@@ -101,7 +107,10 @@ class ConformanceSession:
     @property
     def fingerprint(self) -> dict[str, Any]:
         if self._fingerprint is None:
-            self._fingerprint = hardware.fingerprint()
+            fp = hardware.fingerprint()
+            if fp.get("gpus"):
+                fp["gpu_idle"] = check_idle().to_json()  # the readings at the session's start
+            self._fingerprint = fp
         return self._fingerprint
 
     @property
@@ -111,7 +120,10 @@ class ConformanceSession:
     def active_profiles(self) -> list[ActiveProfile]:
         """The active profiles (loaded once); raises ``ExpectationError``."""
         if self._actives is None:
-            self._actives = select_profiles(self.options, self.fingerprint)
+            actives = select_profiles(self.options, self.fingerprint)
+            if self.baseline is not None:
+                actives, self.baseline_skips = apply_baseline(actives, self.baseline, self.fingerprint)
+            self._actives = actives
         return self._actives
 
     def lookup(self, key: RowKey) -> tuple[ActiveProfile, Case]:
@@ -135,7 +147,10 @@ class ConformanceSession:
         return self.cache.param_counts(case)
 
     def run(self, active: ActiveProfile, case: Case) -> RunResult:
-        """The row's run (at most once per session)."""
+        """The row's run (at most once per session); a GPU row's is preceded by the GPU-idle check."""
+        key = (active.name, case.id)
+        if not active.on_cpu and case.outcome != "unsupported" and key not in self._idle:
+            self._idle[key] = check_idle()
         return self.cache.run(active, case)
 
     def estimate(self, active: ActiveProfile, case: Case) -> RowEstimate:
@@ -146,6 +161,11 @@ class ConformanceSession:
             profile = active.profile
             self._estimates[key] = estimate_case(case, profile_stack(profile, "profile"), profile_capacity_gb(profile))
         return self._estimates[key]
+
+    def speed_inconclusive(self, active: ActiveProfile, case: Case) -> str | None:
+        """Why the row's speed cannot be judged: the GPU was not idle before its run (None: it was)."""
+        report = self._idle.get((active.name, case.id))
+        return None if report is None else report.speed_skip_reason
 
     def findings(self, active: ActiveProfile, case: Case) -> list[Finding]:
         """Every finding of the measured row, speed left out where it is not compared here."""
@@ -222,12 +242,21 @@ class ConformanceSession:
             self.collection_error = exc  # raised as a usage error once collection is done
             actives = []
         params = [
-            pytest.param((a.name, c.id), id=item_id(a, c), marks=marks(kind, a, c, self.recording))
+            pytest.param(
+                (a.name, c.id),
+                id=item_id(a, c),
+                marks=marks(kind, a, c, self.recording) + self._baseline_mark(kind, a, c),
+            )
             for a in actives
             for c in a.profile.cases
             if applies(kind, c)
         ]
         metafunc.parametrize(FIXTURE, params, indirect=True)
+
+    def _baseline_mark(self, kind: CheckKind, active: ActiveProfile, case: Case) -> list[pytest.MarkDecorator]:
+        """A measured check of a row the baseline cannot judge is skipped with the reason."""
+        reason = self.baseline_skips.get((active.name, case.id))
+        return [pytest.mark.skip(reason=reason)] if reason is not None and kind != "params" else []
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_collection_modifyitems(self) -> None:
@@ -248,7 +277,7 @@ class ConformanceSession:
             if found is None or found[1] == "params" or found[0] in seen:
                 continue
             active, case = self.lookup(found[0])
-            if skip_reason(found[1], active, case) is None:
+            if skip_reason(found[1], active, case) is None and found[0] not in self.baseline_skips:
                 seen.add(found[0])
                 rows.append((active, case))
         self.cache.prefetch(rows)

@@ -32,6 +32,7 @@ from litgpt_min.quantize import paged_adamw
 
 if TYPE_CHECKING:
     from lightning.fabric import Fabric
+from litgpt_min.protocol import Extrapolation, extrapolate
 
 Backward = Callable[[torch.Tensor], None]
 
@@ -96,15 +97,17 @@ class TrainStats:
     losses: list[float] = field(default_factory=list)
     longest_seq_length: int = 0
 
-    def time_1k_iters_min(self, accumulation: int, skip: int) -> float | None:
-        """Minutes for 1,000 micro-batch iterations, from steady-state micro-step and optimizer-step times."""
-        steady = self.micro_times[skip:] or self.micro_times
-        if not steady:
+    def timing(self, accumulation: int, skip: int) -> Extrapolation | None:
+        """The measurement protocol over these timings (``litgpt_min/protocol.py``): the first
+        ``skip`` micro-steps and the first optimizer step are warm-up; None before any step."""
+        if not self.micro_times:
             return None
-        per_iter = sum(steady) / len(steady)
-        if self.optimizer_times:
-            per_iter += (sum(self.optimizer_times) / len(self.optimizer_times)) / accumulation
-        return per_iter * 1000 / 60
+        return extrapolate(self.micro_times, self.optimizer_times, accumulation, warmup_iters=skip)
+
+    def time_1k_iters_min(self, accumulation: int, skip: int) -> float | None:
+        """Minutes for 1,000 micro-batch iterations, from the median steady micro-step and optimizer-step times."""
+        timing = self.timing(accumulation, skip)
+        return None if timing is None else timing.minutes
 
 
 def train(
@@ -247,11 +250,13 @@ def finetune_body(request: RunRequest, config: Config, fabric: Fabric, device: t
         seed=1337 + fabric.global_rank,
     )
     skip = warmup_iters(max_iters)
+    timing = stats.timing(hp.gradient_accumulation_iters, skip)
     return {
         "trainable_params": trainable,
         "total_params": total,
-        "time_1k_iters_min": _round(stats.time_1k_iters_min(hp.gradient_accumulation_iters, skip)),
+        "time_1k_iters_min": None if timing is None else _round(timing.minutes),
         "details": {
+            "timing": None if timing is None else timing.to_json(),
             "iters": stats.iters,
             "optimizer_steps": stats.optimizer_steps,
             "gradient_accumulation_iters": hp.gradient_accumulation_iters,

@@ -3,7 +3,9 @@ and the measured inference run of the resource tables (``generate/base.py``'s de
 
 Tokens per second are computed as the reference does (new tokens over the time of the whole
 ``generate`` call, prefill and sampling included) but with the device synchronized before the clock
-is read; the reference read it without synchronizing.
+is read; the reference read it without synchronizing. And as the measurement protocol says
+(``litgpt_min/protocol.py``): one untimed warm-up generation first, then ``num_samples`` timed ones,
+their median reported; the reference timed a single cold generation.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from litgpt_min.config import Config
 from litgpt_min.measure import synchronize
 from litgpt_min.options import GenerateOptions, RunRequest
 from litgpt_min.params import num_params
+from litgpt_min.protocol import GENERATION_WARMUP, tokens_per_sec
 
 if TYPE_CHECKING:
     from lightning.fabric import Fabric
@@ -108,23 +111,31 @@ def generate_body(request: RunRequest, config: Config, fabric: Fabric, device: t
     load_time = time.perf_counter() - t0
     prompt = prompt.to(device)
     torch.manual_seed(settings.seed)
-    rates = []
-    for _ in range(settings.num_samples):
+    new_tokens, seconds = [], []
+    # The protocol: GENERATION_WARMUP untimed generations first (kernel loading, allocator growth,
+    # caches), then num_samples timed ones; the median rate is reported.
+    for index in range(GENERATION_WARMUP + settings.num_samples):
         model.set_kv_cache(batch_size=1, device=device, dtype=request.dtype)
         synchronize(device)
         t = time.perf_counter()
         out = generate(model, prompt, max_returned, temperature=settings.temperature, top_k=settings.top_k)
         synchronize(device)
-        rates.append((out.size(0) - prompt.size(0)) / (time.perf_counter() - t))
-        print(f"Time for inference: {rates[-1]:.02f} tokens/sec")
+        elapsed = time.perf_counter() - t
         model.clear_kv_cache()
+        if index < GENERATION_WARMUP:
+            continue
+        new_tokens.append(out.size(0) - prompt.size(0))
+        seconds.append(elapsed)
+        print(f"Time for inference: {new_tokens[-1] / elapsed:.02f} tokens/sec")
+    rates = tokens_per_sec(new_tokens, seconds, warmup=0)
     return {
         "total_params": total,
-        "tokens_per_sec": round(rates[0], 3),
+        "tokens_per_sec": round(rates.median, 3),
         "details": {
             "prompt_tokens": prompt.size(0),
             "new_tokens": settings.max_new_tokens,
-            "tokens_per_sec_all": [round(r, 3) for r in rates],
+            "tokens_per_sec_all": [round(n / t, 3) for n, t in zip(new_tokens, seconds)],
+            "timing": {"warmup_generations": GENERATION_WARMUP, "tokens_per_sec": rates.to_json()},
             "build_seconds": round(load_time, 3),
         },
     }

@@ -125,7 +125,9 @@ class GenerateSettings:
     max_new_tokens: int = field(default=50, metadata={"help": "tokens to generate"})
     top_k: int | None = field(default=200, metadata={"help": "sample from the k most likely tokens"})
     temperature: float = field(default=0.8, metadata={"help": "softmax temperature (0: greedy)"})
-    num_samples: int = field(default=1, metadata={"help": "generations in a row; the first one is reported"})
+    num_samples: int = field(
+        default=1, metadata={"help": "timed generations after one untimed warm-up; their median is reported"}
+    )
     seed: int = field(default=1234, metadata={"help": "sampling seed"})
 
     def __post_init__(self) -> None:

@@ -235,13 +235,17 @@ def test_default_max_iters_and_warmup_iters() -> None:
 # TrainStats.time_1k_iters_min
 # ---------------------------------------------------------------------------------------------
 def test_time_1k_iters_arithmetic() -> None:
-    stats = TrainStats(micro_times=[1.0, 0.5, 0.2, 0.4], optimizer_times=[0.3, 0.1])
-    # steady micro-steps (0.2 + 0.4) / 2 = 0.3 s, plus the mean optimizer step 0.2 s over 4 iterations
-    assert stats.time_1k_iters_min(accumulation=4, skip=2) == pytest.approx((0.3 + 0.05) * 1000 / 60)
-    # nothing left after skipping: all micro-steps count
-    assert stats.time_1k_iters_min(accumulation=4, skip=10) == pytest.approx((0.525 + 0.05) * 1000 / 60)
+    stats = TrainStats(micro_times=[1.0, 0.5, 0.2, 0.4, 0.3], optimizer_times=[0.3, 0.1, 0.2])
+    # steady micro-steps: median of (0.2, 0.4, 0.3) = 0.3 s; optimizer steps after the first (the
+    # warm-up that creates AdamW's state): median of (0.1, 0.2) = 0.15 s, spread over 4 iterations
+    assert stats.time_1k_iters_min(accumulation=4, skip=2) == pytest.approx((0.3 + 0.15 / 4) * 1000 / 60)
+    # nothing left after skipping: all micro-steps count (median 0.4 s)
+    assert stats.time_1k_iters_min(accumulation=4, skip=10) == pytest.approx((0.4 + 0.15 / 4) * 1000 / 60)
     assert TrainStats(micro_times=[0.6]).time_1k_iters_min(accumulation=2, skip=0) == pytest.approx(10.0)
     assert TrainStats().time_1k_iters_min(accumulation=1, skip=0) is None
+    timing = stats.timing(accumulation=4, skip=2)
+    assert timing is not None and timing.low <= timing.minutes <= timing.high
+    assert timing.to_json()["micro_step_ms"] == {"n": 3, "median": 300.0, "low": 200.0, "high": 400.0, "spread": 0.6667}
 
 
 # ---------------------------------------------------------------------------------------------

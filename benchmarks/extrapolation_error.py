@@ -1,0 +1,151 @@
+"""How far is the extrapolated "time per 1k iterations" from a real 1,000-iteration run?
+
+The suite times a few iterations per row and extrapolates (``litgpt_min/protocol.py``). This
+script runs the finetuning command once for 1,000 iterations; the truth is the sum of its 1,000
+micro-step and optimizer-step times (warm-up included: the tables' "Time 1k iterations" counted
+everything). Against it, for each short length k:
+
+- ``prefix``: the protocol applied to the long run's own first k iterations (a short run sees the
+  same batches: the data order is seeded), so the error is the protocol's alone (warm-up,
+  batch lengths, the extrapolation), not the machine's drift between runs;
+- ``fresh``: ``--repeats`` short runs of k iterations, each in a fresh process, before the long
+  run, so the error includes run-to-run variation (on a shared machine, its neighbours' load).
+
+Written as JSON with the load average; the README quotes it.
+
+    python benchmarks/extrapolation_error.py                              # CPU, tiny-llama (as cpu-tiny's rows)
+    python benchmarks/extrapolation_error.py --accelerator cuda --model pythia-70m --out $OUT/extrapolation-gpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from conformance.gpu_idle import check_idle
+from litgpt_min.finetune import warmup_iters
+from litgpt_min.protocol import ITERS_PER_FIGURE, extrapolate
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = ROOT / "benchmarks" / "results" / "extrapolation_error.json"
+
+
+def run(argv: list[str], env: dict[str, str]) -> tuple[dict[str, Any], float]:
+    """One ``litgpt-min`` run in a fresh process: (its JSON result, wall seconds)."""
+    t0 = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+    wall = time.perf_counter() - t0
+    if done.returncode != 0:
+        sys.exit(f"extrapolation_error: {' '.join(argv)} failed ({done.returncode}): {done.stderr.strip()[-500:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1]), wall
+
+
+def estimate(details: dict[str, Any], iters: int | None = None) -> dict[str, Any]:
+    """The protocol's extrapolation from a run's recorded step timings (its first ``iters``)."""
+    accumulation = details["gradient_accumulation_iters"]
+    micro = details["micro_step_ms"][:iters]
+    optimizer = details["optimizer_step_ms"][: None if iters is None else iters // accumulation]
+    est = extrapolate(
+        [ms / 1000 for ms in micro],
+        [ms / 1000 for ms in optimizer],
+        accumulation,
+        warmup_iters=details["timed_from_iter"] if iters is None else warmup_iters(iters),
+    )
+    return est.to_json()
+
+
+def judged(est: dict[str, Any], truth: float) -> dict[str, Any]:
+    return {
+        **est,
+        "error_rel": round(est["time_1k_iters_min"] / truth - 1, 4),
+        "within_bound": est["low_min"] <= truth <= est["high_min"],
+    }
+
+
+def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    errors = sorted(abs(r["error_rel"]) for r in runs)
+    return {
+        "runs": len(runs),
+        "median_abs_error_rel": round(statistics.median(errors), 4),
+        "max_abs_error_rel": errors[-1],
+        "within_bound": sum(r["within_bound"] for r in runs),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="tiny-llama")
+    parser.add_argument("--method", default="lora", choices=("lora", "adapter", "adapter_v2"))
+    parser.add_argument("--accelerator", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--precision", default="bf16-true")
+    parser.add_argument("--micro-batch-size", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--short-iters", type=int, nargs="+", default=[5, 20], help="short lengths (cpu-tiny: 5)")
+    parser.add_argument("--repeats", type=int, default=3, help="fresh short runs per length")
+    parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS (the suite's CPU rows use 1)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = parser.parse_args(argv)
+
+    base = [
+        sys.executable, "-m", "litgpt_min", "finetune", args.method, "--model", args.model,
+        "--micro-batch-size", str(args.micro_batch_size), "--batch-size", str(args.batch_size),
+        "--precision", args.precision, "--accelerator", args.accelerator, "--json",
+    ]  # fmt: skip
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": path}
+    load_before = os.getloadavg()[0]
+    # On a GPU: was it idle? (A busy card makes every figure here say more about its neighbours.)
+    idle = check_idle().to_json() if args.accelerator == "cuda" else None
+    fresh: dict[int, list[tuple[dict[str, Any], float]]] = {}
+    for iters in args.short_iters:
+        fresh[iters] = [run([*base, "--max-iters", str(iters)], env) for _ in range(args.repeats)]
+    long_result, long_wall = run([*base, "--max-iters", str(ITERS_PER_FIGURE)], env)
+    details = long_result["details"]
+    truth = (sum(details["micro_step_ms"]) + sum(details["optimizer_step_ms"])) / 1000 / 60
+    by_length = {}
+    for iters in args.short_iters:
+        prefix = judged(estimate(details, iters), truth)
+        runs = [
+            {"wall_s": round(wall, 2), **judged(estimate(result["details"]), truth)} for result, wall in fresh[iters]
+        ]
+        by_length[str(iters)] = {"prefix": prefix, "fresh": summary(runs), "fresh_runs": runs}
+    report = {
+        "benchmark": "extrapolation_error",
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(["python", *base[1:]]),
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+        "load_average_1m": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
+        "gpu_idle": idle,
+        "long": {
+            "iters": details["iters"],
+            "time_1k_iters_min": round(truth, 4),
+            "wall_s": round(long_wall, 1),
+            "protocol_over_all_iters": estimate(details),
+        },
+        "by_short_iters": by_length,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    print(f"1,000 iterations: {truth:.3f} min ({long_wall:.0f} s wall)")
+    for iters, figures in by_length.items():
+        prefix, many = figures["prefix"], figures["fresh"]
+        print(
+            f"from {iters} iterations: same run {prefix['error_rel']:+.1%} (bound ±{prefix['rel_error_bound']:.1%});"
+            f" fresh runs median |error| {many['median_abs_error_rel']:.1%}, max {many['max_abs_error_rel']:.1%},"
+            f" within the bound {many['within_bound']}/{many['runs']}"
+        )
+    print(f"-> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""What does ``pytest conformance`` cost on this machine (its CPU part, without a GPU)?
+
+Runs the suite as a user would, ``--repeats`` times, each in a fresh process, and records the
+wall time of collection alone (``--collect-only``: profiles loaded, every row parametrized) and
+of a whole run (parameter counts on the meta device, the CPU profile's rows measured in
+subprocesses), with the rows' own wall times from the ``--results`` file. Written as JSON; the
+README quotes it.
+
+    python benchmarks/suite_cost.py                       # -> benchmarks/results/suite_cost.json
+    python benchmarks/suite_cost.py --repeats 1 -- -k cpu-tiny
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = ROOT / "benchmarks" / "results" / "suite_cost.json"
+
+
+def timed(argv: list[str]) -> tuple[float, subprocess.CompletedProcess[str]]:
+    t0 = time.perf_counter()
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False)
+    return time.perf_counter() - t0, done
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
+    args = parser.parse_args(argv)
+    pytest = [sys.executable, "-m", "pytest", "conformance", "-q", "-p", "no:cacheprovider", *args.pytest_args]
+
+    load_before = os.getloadavg()[0]
+    collect, runs = [], []
+    for _ in range(args.repeats):
+        wall, done = timed([*pytest, "--collect-only"])
+        if done.returncode != 0:
+            sys.exit(f"suite_cost: collection failed ({done.returncode}): {done.stdout[-500:]}")
+        collect.append(wall)
+    results: dict[str, Any] = {}
+    for _ in range(args.repeats):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "results.json"
+            wall, done = timed([*pytest, "--results", str(path)])
+            if done.returncode not in (0, 1):  # 1: some row failed, which is a result, not a broken run
+                sys.exit(f"suite_cost: pytest failed ({done.returncode}): {done.stdout[-500:]}")
+            results = json.loads(path.read_text(encoding="utf-8"))
+        rows = [r for r in results["rows"] if r.get("wall_s") is not None]
+        runs.append(
+            {"wall_s": round(wall, 2), "rows_run": len(rows), "rows_wall_s": round(sum(r["wall_s"] for r in rows), 2)}
+        )
+    fp = results.get("fingerprint") or {}
+    report = {
+        "benchmark": "suite_cost",
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(["pytest", *pytest[3:]]),
+        "machine": {
+            "cpu": (fp.get("cpu") or {}).get("model"),
+            "cores": (fp.get("cpu") or {}).get("cores"),
+            "gpus": len(fp.get("gpus") or []),
+            "torch": fp.get("torch"),
+            "python": platform.python_version(),
+        },
+        # Other work on the machine slows the rows down: the figures are only as quiet as this.
+        "load_average_1m": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
+        "rows": len(results.get("rows") or []),
+        "summary": results.get("summary"),
+        "collect_only_s": [round(w, 2) for w in collect],
+        "collect_only_s_median": round(statistics.median(collect), 2),
+        "runs": runs,
+        "run_s_median": round(statistics.median(r["wall_s"] for r in runs), 2),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    print(
+        f"pytest conformance: {report['run_s_median']} s median over {args.repeats} runs"
+        f" ({runs[-1]['rows_run']} rows run, collection alone {report['collect_only_s_median']} s) -> {args.out}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""``pytest conformance --baseline OLD.json``: judge this run against the same box's earlier results.
+
+How an upgrade is gated: run the suite before (``--results OLD.json``), upgrade the driver, CUDA,
+torch or bitsandbytes, run it again with ``--baseline OLD.json``. Every row's expected outcome
+and figures become what the baseline measured for it, with the profile's tolerances; the rules
+of comparison are unchanged (``conformance.compare``), so a row that regressed against the
+baseline fails and an unchanged one passes. Parameter counts stay the profile's: they are exact
+everywhere. A row the baseline did not measure cannot be judged: its measured checks are skipped
+with that reason. Speed figures of a baseline measured on this card are compared even where the
+profile's would not be (another card than the profile's); a baseline from another card is not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from conformance.expectations import Case, Profile
+from conformance.results import load_results
+from litgpt_min.result import Result
+
+
+class _Active(Protocol):
+    """What ``apply_baseline`` reads of the plugin's ``ActiveProfile`` (a frozen dataclass)."""
+
+    profile: Profile
+    mode: str
+    speed_skip: str | None
+
+    @property
+    def name(self) -> str: ...
+
+
+A = TypeVar("A", bound=_Active)
+
+# The figures a baseline row supplies, from its measured result.
+BASELINE_FIGURES = ("max_memory_gb", "time_1k_iters_min", "tokens_per_sec")
+
+
+@dataclass(frozen=True)
+class Baseline:
+    path: Path
+    fingerprint: Mapping[str, Any]
+    rows: Mapping[tuple[str, str], Mapping[str, Any]]  # (profile, id) -> results row
+
+    @classmethod
+    def load(cls, path: Path) -> Baseline:
+        """Read a ``--results`` file; ``ValueError`` naming the file (and row) for anything wrong."""
+        data = load_results(path)
+        rows = {}
+        for index, row in enumerate(data["rows"]):
+            if not isinstance(row, Mapping) or not isinstance(row.get("id"), str):
+                raise ValueError(f"{path}: rows[{index}]: not a row with an 'id'")
+            rows[(str(row.get("profile")), row["id"])] = row
+        return cls(Path(path), data.get("fingerprint") or {}, rows)
+
+    def gpu_names(self) -> list[str]:
+        return gpu_names(self.fingerprint)
+
+    def case(self, case: Case) -> tuple[Case, str | None]:
+        """``case`` with the baseline's outcome and figures, and None; or ``case`` as it was and why
+        the baseline cannot judge it (the skip reason of its measured checks)."""
+        row = self.rows.get((case.profile, case.id))
+        if row is None:
+            return case, f"not in the baseline {self.path}"
+        data = row.get("measured")
+        if data is None:
+            why = next(iter((row.get("reasons") or {}).values()), "") or f"verdict {row.get('verdict')}"
+            return case, f"the baseline {self.path} did not measure this row ({why.splitlines()[0]})"
+        result = Result.from_json(data, f"{self.path}: row {case.profile}:{case.id}: measured")
+        figures = {name: getattr(result, name) if result.outcome == "ok" else None for name in BASELINE_FIGURES}
+        # The other workload's speed figure is never compared (a finetune row has no tokens/s).
+        figures["tokens_per_sec" if case.workload == "finetune" else "time_1k_iters_min"] = None
+        return dataclasses.replace(case, outcome=result.outcome, error=result.error, **figures), None
+
+
+def gpu_names(fingerprint: Mapping[str, Any]) -> list[str]:
+    return [str(g.get("name")) for g in fingerprint.get("gpus") or [] if isinstance(g, Mapping)]
+
+
+def apply_baseline(actives: Sequence[A], baseline: Baseline, fingerprint: Mapping[str, Any]) -> tuple[list[A], dict[tuple[str, str], str]]:  # fmt: skip
+    """The active profiles with every row judged against ``baseline``, and the skip reasons of the
+    rows it cannot judge, by (profile, id).
+
+    Speed checks that the profile's own figures could not make here (portable mode: another card's
+    figures) are made when the baseline ran on this machine's GPUs: its figures are this card's.
+    """
+    same_card = bool(baseline.gpu_names()) and baseline.gpu_names() == gpu_names(fingerprint)
+    judged, skips = [], {}
+    for active in actives:
+        cases = []
+        for case in active.profile.cases:
+            new, reason = baseline.case(case)
+            cases.append(new)
+            if reason is not None:
+                skips[(active.name, case.id)] = reason
+        profile = dataclasses.replace(active.profile, cases=tuple(cases))
+        speed_skip = active.speed_skip
+        if active.mode == "portable":
+            speed_skip = None if same_card else f"the baseline {baseline.path} was not measured on this card"
+        judged.append(dataclasses.replace(active, profile=profile, speed_skip=speed_skip))
+    return judged, skips

@@ -1,0 +1,409 @@
+"""``conformance diff OLD.json NEW.json``: what changed between two results files, and why.
+
+Rows are matched by (profile, id). For every row measured in both, each figure's delta is
+classified with the comparison rules of ``conformance.compare`` against the NEW file's
+tolerances for the row: peak memory two-sided, speed one-sided, parameter counts exact, the
+outcome exact. Verdict changes are listed with them, and the fingerprint fields that differ
+(driver, CUDA, torch, bitsandbytes, lightning, GPU, Python) head the report, so that a change of
+stack and the rows it moved read together: ``torch 2.12.0 → 2.13.0: max_memory_gb +1.20 GB on
+7 B Llama 2 LoRA bnb.nf4 (2 rows)``.
+
+Exit status for CI: 0 when nothing regressed beyond tolerance, 1 when something did (or, with
+``strict``, improved too), 2 for a file that is not a results file.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from conformance.compare import band
+from conformance.expectations import Tolerances
+from conformance.report import METHOD_NAMES, MODEL_NAMES
+from conformance.results import load_results
+from litgpt_min.result import Result
+
+FORMAT = "litgpt-conformance-diff/1"
+Change = Literal["regression", "improvement", "within", "changed", "appeared", "vanished", "same"]
+# What a change of each kind does to the exit status (``strict`` adds improvements).
+FAILING: tuple[Change, ...] = ("regression", "changed", "vanished")
+
+# Fingerprint fields that explain a change, as (label, how to read it from a fingerprint).
+STACK_FIELDS = ("gpu", "driver", "cuda", "torch", "bitsandbytes", "lightning", "python")
+# Figures compared per row: (field, rule, unit). "lower"/"higher": which way is better.
+FIGURES: tuple[tuple[str, str, str], ...] = (
+    ("outcome", "exact", ""),
+    ("trainable_params", "exact", ""),
+    ("total_params", "exact", ""),
+    ("max_memory_gb", "lower", "GB"),
+    ("time_1k_iters_min", "lower", "min"),
+    ("tokens_per_sec", "higher", "tok/s"),
+)
+# Verdicts a gate counts as failing; a row that newly lands in one is a verdict regression.
+BAD_VERDICTS = ("failed", "error")
+
+
+@dataclass(frozen=True)
+class FigureDelta:
+    field: str
+    old: Any
+    new: Any
+    change: Change
+    tolerance: float | None = None  # relative; None for exact figures
+    delta: float | None = None  # new - old, for numbers
+    rel: float | None = None  # delta / old
+
+    def text(self) -> str:
+        """``max_memory_gb 11.90 → 13.10 GB (+1.20 GB, +10.1%, tolerance ±10%): regression``."""
+        unit = dict((f, u) for f, _, u in FIGURES).get(self.field, "")
+        old, new = _value(self.old), _value(self.new)
+        line = f"{self.field} {old} → {new}{' ' + unit if unit and self.new is not None else ''}"
+        if self.delta is not None:
+            extra = [f"{_signed(self.delta)}{' ' + unit if unit else ''}"]
+            if self.rel is not None:
+                extra.append(f"{self.rel * 100:+.1f}%")
+            if self.tolerance is not None:
+                extra.append(f"tolerance {'±' if self.field == 'max_memory_gb' else ''}{self.tolerance * 100:g}%")
+            line += f" ({', '.join(extra)})"
+        return f"{line}: {self.change}"
+
+
+@dataclass(frozen=True)
+class RowDiff:
+    profile: str
+    id: str
+    group: str  # "7 B Llama 2 LoRA bnb.nf4": the rows a stack change moves together
+    status: Literal["both", "added", "removed"]
+    old_verdict: str | None
+    new_verdict: str | None
+    figures: tuple[FigureDelta, ...] = ()
+
+    @property
+    def verdict_change(self) -> Change:
+        if self.old_verdict == self.new_verdict or self.status != "both":
+            return "same"
+        if self.new_verdict in BAD_VERDICTS and self.old_verdict not in BAD_VERDICTS:
+            return "regression"
+        if self.old_verdict in BAD_VERDICTS and self.new_verdict not in BAD_VERDICTS:
+            return "improvement"
+        return "changed" if "skipped" not in (self.old_verdict, self.new_verdict) else "same"
+
+    def changes(self) -> list[Change]:
+        return [f.change for f in self.figures] + [self.verdict_change]
+
+
+@dataclass(frozen=True)
+class Diff:
+    old: str
+    new: str
+    stack: tuple[tuple[str, Any, Any], ...]  # (field, old, new) of the fingerprint fields that differ
+    same_stack: tuple[tuple[str, Any], ...]
+    rows: tuple[RowDiff, ...]
+    strict: bool = False
+    summary: Mapping[str, int] = field(default_factory=dict)
+
+    def failing(self) -> list[RowDiff]:
+        kinds = (*FAILING, "improvement") if self.strict else FAILING
+        return [r for r in self.rows if any(c in kinds for c in r.changes())]
+
+    @property
+    def exit_status(self) -> int:
+        return 1 if self.failing() else 0
+
+
+# Building the diff -------------------------------------------------------------------------------
+def diff_files(
+    old_path: Path, new_path: Path, *, memory_tolerance: float | None = None, speed_tolerance: float | None = None,
+    strict: bool = False,
+) -> Diff:  # fmt: skip
+    """Load both files (``ValueError`` naming the file for a bad one) and compare them."""
+    old, new = load_results(old_path), load_results(new_path)
+    overrides = {k: v for k, v in (("memory_rel", memory_tolerance), ("speed_rel", speed_tolerance)) if v is not None}
+    return diff_results(old, new, str(old_path), str(new_path), overrides, strict)
+
+
+def diff_results(
+    old: Mapping[str, Any],
+    new: Mapping[str, Any],
+    old_name: str = "old",
+    new_name: str = "new",
+    overrides: Mapping[str, float] | None = None,
+    strict: bool = False,
+) -> Diff:
+    old_rows = _rows_by_key(old, old_name)
+    new_rows = _rows_by_key(new, new_name)
+    rows = []
+    for key in [*new_rows, *(k for k in old_rows if k not in new_rows)]:
+        before, after = old_rows.get(key), new_rows.get(key)
+        row = after or before
+        assert row is not None
+        group = group_name(row)
+        if before is None or after is None:
+            status: Literal["added", "removed"] = "added" if before is None else "removed"
+            verdict = (after or before or {}).get("verdict")
+            rows.append(RowDiff(key[0], key[1], group, status, None if after else verdict, verdict if after else None))
+            continue
+        tol = _tolerances(after, before).merged(overrides)
+        figures = tuple(
+            compare_figure(name, rule, _measured(before, old_name), _measured(after, new_name), tol)
+            for name, rule, _ in FIGURES
+        )
+        rows.append(
+            RowDiff(
+                key[0], key[1], group, "both", before.get("verdict"), after.get("verdict"),
+                tuple(f for f in figures if f is not None),
+            )
+        )  # fmt: skip
+    stack, same = stack_changes(old.get("fingerprint") or {}, new.get("fingerprint") or {})
+    diff = Diff(old_name, new_name, stack, same, tuple(rows), strict)
+    return Diff(old_name, new_name, stack, same, tuple(rows), strict, _summary(diff))
+
+
+def compare_figure(name: str, rule: str, old: Result | None, new: Result | None, tol: Tolerances) -> FigureDelta | None:
+    """One figure of one row; ``None`` when neither run has it."""
+    a = getattr(old, name) if old is not None else None
+    b = getattr(new, name) if new is not None else None
+    if a is None and b is None:
+        return None
+    if a is None:
+        return FigureDelta(name, a, b, "appeared")
+    if b is None:
+        # A figure that was measured and is no longer: an outcome change says why; the figure alone
+        # is no extra regression when the outcome changed too.
+        return FigureDelta(name, a, b, "vanished" if _same_outcome(old, new) else "same")
+    if rule == "exact":
+        if name == "outcome":
+            return FigureDelta(name, a, b, "same" if a == b else _outcome_change(a, b))
+        delta = b - a
+        return FigureDelta(name, a, b, "same" if a == b else "changed", delta=delta)
+    rel_tol = tol.memory_rel if name == "max_memory_gb" else tol.speed_rel
+    delta = b - a
+    rel = delta / abs(a) if a else None
+    where = band(b, a, rel_tol)
+    if where == "within":
+        change: Change = "within" if delta else "same"
+    elif name == "max_memory_gb":
+        change = "regression" if where == "above" else "improvement"
+    else:
+        worse = where == ("above" if rule == "lower" else "below")
+        change = "regression" if worse else "improvement"
+    return FigureDelta(name, a, b, change, rel_tol, delta, rel)
+
+
+def stack_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> tuple[tuple[tuple[str, Any, Any], ...], tuple[tuple[str, Any], ...]]:  # fmt: skip
+    """(fields that differ as (field, old, new), fields that are the same as (field, value))."""
+    changed, same = [], []
+    for name in STACK_FIELDS:
+        a, b = _stack_value(old, name), _stack_value(new, name)
+        if a != b:
+            changed.append((name, a, b))
+        elif a is not None:
+            same.append((name, a))
+    return tuple(changed), tuple(same)
+
+
+def group_name(row: Mapping[str, Any]) -> str:
+    """How the tables name the row's model, method and quantization: ``7 B Llama 2 LoRA bnb.nf4``."""
+    size, name = MODEL_NAMES.get(row.get("model", ""), ("", str(row.get("model"))))
+    parts = [size, name]
+    if row.get("workload") == "finetune":
+        parts.append(METHOD_NAMES.get(row.get("method") or "", str(row.get("method"))))
+    else:
+        parts.append("inference")
+    parts.append(row.get("quantize") or "no quantization")
+    if (row.get("devices") or 1) > 1:
+        parts.append(f"{row['devices']} devices")
+    return " ".join(p for p in parts if p)
+
+
+def _stack_value(fp: Mapping[str, Any], name: str) -> Any:
+    if name == "gpu":
+        gpus = fp.get("gpus") or []
+        names = sorted({str(g.get("name")) for g in gpus if isinstance(g, Mapping)})
+        return f"{len(gpus)} x {', '.join(names)}" if gpus else "none"
+    return fp.get(name)
+
+
+def _rows_by_key(results: Mapping[str, Any], where: str) -> dict[tuple[str, str], Mapping[str, Any]]:
+    rows: dict[tuple[str, str], Mapping[str, Any]] = {}
+    for index, row in enumerate(results.get("rows") or []):
+        if not isinstance(row, Mapping) or not isinstance(row.get("id"), str):
+            raise ValueError(f"{where}: rows[{index}]: not a row with an 'id'")
+        rows[(str(row.get("profile")), row["id"])] = row
+    return rows
+
+
+def _measured(row: Mapping[str, Any], where: str) -> Result | None:
+    data = row.get("measured")
+    if data is None:
+        return None
+    return Result.from_json(data, f"{where}: row {row.get('profile')}:{row.get('id')}: measured")
+
+
+def _tolerances(*rows: Mapping[str, Any]) -> Tolerances:
+    for row in rows:
+        tol = row.get("tolerances")
+        if isinstance(tol, Mapping) and tol:
+            return Tolerances(**{k: v for k, v in tol.items() if k in ("memory_rel", "speed_rel")})
+    return Tolerances()
+
+
+def _same_outcome(old: Result | None, new: Result | None) -> bool:
+    return old is not None and new is not None and old.outcome == new.outcome
+
+
+def _outcome_change(old: str, new: str) -> Change:
+    """A run that now ends ``ok`` improved; any other new outcome (an OOM, an error) regressed."""
+    return "improvement" if new == "ok" else "regression"
+
+
+def _summary(diff: Diff) -> dict[str, int]:
+    counts = {"regressions": 0, "improvements": 0, "changed": 0, "unchanged": 0, "added": 0, "removed": 0}
+    for row in diff.rows:
+        if row.status != "both":
+            counts[row.status] += 1
+            continue
+        changes = set(row.changes())
+        if changes & {"regression", "vanished"}:
+            counts["regressions"] += 1
+        elif "changed" in changes:
+            counts["changed"] += 1
+        elif "improvement" in changes:
+            counts["improvements"] += 1
+        else:
+            counts["unchanged"] += 1
+    return counts
+
+
+# Attribution: what moved, grouped ---------------------------------------------------------------
+def headlines(diff: Diff) -> list[str]:
+    """One line per (group, figure) that crossed its tolerance, prefixed by the stack change:
+    ``torch 2.12.0 → 2.13.0: max_memory_gb +1.20 GB (+10.1%) on 7 B Llama 2 LoRA bnb.nf4 (2 rows)``."""
+    stack = "; ".join(f"{name} {_value(a)} → {_value(b)}" for name, a, b in diff.stack) or "same stack"
+    moved: dict[tuple[str, str, str], list[FigureDelta]] = {}
+    for row in diff.rows:
+        for fig in row.figures:
+            if fig.change in ("regression", "improvement", "changed", "vanished"):
+                moved.setdefault((row.group, fig.field, fig.change), []).append(fig)
+        if row.verdict_change in ("regression", "improvement"):
+            moved.setdefault((row.group, "verdict", row.verdict_change), []).append(
+                FigureDelta("verdict", row.old_verdict, row.new_verdict, row.verdict_change)
+            )
+    lines = []
+    for (group, name, change), figs in moved.items():
+        n = f"{len(figs)} row{'s' if len(figs) > 1 else ''}"
+        deltas = [f.delta for f in figs if f.delta is not None]
+        if deltas and name != "outcome":
+            unit = dict((f, u) for f, _, u in FIGURES).get(name, "")
+            rels = [f.rel for f in figs if f.rel is not None]
+            what = f"{name} {_signed(statistics.median(deltas))}{' ' + unit if unit else ''}"
+            if rels:
+                what += f" ({statistics.median(rels) * 100:+.1f}%)"
+            if len(figs) > 1:
+                what += " median"
+        else:
+            transitions = sorted({f"{_value(f.old)} → {_value(f.new)}" for f in figs})
+            what = f"{name} {', '.join(transitions)}"
+        lines.append(f"{stack}: {what} on {group} ({n}): {change}")
+    return lines
+
+
+# Rendering ---------------------------------------------------------------------------------------
+def to_json(diff: Diff) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "old": diff.old,
+        "new": diff.new,
+        "stack": [{"field": f, "old": a, "new": b} for f, a, b in diff.stack],
+        "same_stack": {f: v for f, v in diff.same_stack},
+        "summary": dict(diff.summary),
+        "headlines": headlines(diff),
+        "exit_status": diff.exit_status,
+        "rows": [
+            {
+                "profile": r.profile,
+                "id": r.id,
+                "group": r.group,
+                "status": r.status,
+                "verdict": {"old": r.old_verdict, "new": r.new_verdict, "change": r.verdict_change},
+                "figures": [asdict(f) for f in r.figures],
+            }
+            for r in diff.rows
+        ],
+    }
+
+
+def render_markdown(diff: Diff) -> str:
+    out = ["# Conformance diff", "", f"- Old: `{diff.old}`", f"- New: `{diff.new}`", ""]
+    out += ["## Stack", ""]
+    if diff.stack:
+        out += ["| Field | Old | New |", "|---|---|---|"]
+        out += [f"| {name} | {_value(a)} | {_value(b)} |" for name, a, b in diff.stack]
+    else:
+        out.append("No fingerprint field differs.")
+    if diff.same_stack:
+        out += ["", "Same: " + ", ".join(f"{name} {_value(v)}" for name, v in diff.same_stack)]
+    s = diff.summary
+    gate = "FAIL" if diff.exit_status else "pass"
+    out += [
+        "",
+        "## Summary",
+        "",
+        f"**{gate}**: {s.get('regressions', 0)} rows regressed beyond tolerance, {s.get('changed', 0)} changed"
+        f" (exact figures), {s.get('improvements', 0)} improved, {s.get('unchanged', 0)} within tolerance"
+        f" or unchanged, {s.get('added', 0)} added, {s.get('removed', 0)} removed"
+        + (" (strict: improvements fail too)" if diff.strict else ""),
+        "",
+    ]
+    out += [f"- {line}" for line in headlines(diff)]
+    moved = [r for r in diff.rows if r.status != "both" or any(c != "same" for c in r.changes())]
+    if moved:
+        out += ["", "## Rows", "", "| Row | Verdict | Figures |", "|---|---|---|"]
+        for row in moved:
+            verdict = _value(row.old_verdict) + (f" → {_value(row.new_verdict)}" if row.status == "both" else "")
+            if row.status != "both":
+                verdict = f"{row.status} ({_value(row.old_verdict or row.new_verdict)})"
+            figs = "<br>".join(f.text() for f in row.figures if f.change != "same") or "-"
+            out.append(f"| `{row.profile}:{row.id}` | {verdict} | {figs} |")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _value(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:.2f}" if abs(value) >= 0.1 or value == 0 else f"{value:.3g}"
+    return str(value)
+
+
+def _signed(value: float) -> str:
+    text = _value(value)
+    return text if text.startswith("-") else f"+{text}"
+
+
+# The command ------------------------------------------------------------------------------------
+def cmd_diff(
+    old: Path, new: Path, *, as_json: bool = False, output: Path | None = None,
+    memory_tolerance: float | None = None, speed_tolerance: float | None = None, strict: bool = False,
+) -> int:  # fmt: skip
+    """``conformance diff``: print (or write) the diff; the exit status is the gate's."""
+    try:
+        diff = diff_files(old, new, memory_tolerance=memory_tolerance, speed_tolerance=speed_tolerance, strict=strict)
+    except ValueError as exc:
+        print(f"conformance diff: {exc}", file=sys.stderr)
+        return 2
+    text = json.dumps(to_json(diff), indent=2, sort_keys=True) + "\n" if as_json else render_markdown(diff)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text, encoding="utf-8")
+    return diff.exit_status

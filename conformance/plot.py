@@ -1,0 +1,197 @@
+"""``conformance report FILE --plot out.png``: measured against expected, per row, with the bands.
+
+One line per row with a memory or speed figure, two panels sharing the rows: peak memory and
+speed, each as the deviation from the expected figure in percent, so that a 70 MB CPU row and a
+40 GB A100 row read on one axis. The tolerance band is shaded: memory is two-sided; speed is
+drawn as "slower than expected" (time per 1k iterations as is, tokens per second inverted), so
+that right of the band is a regression for both. Rows that were not measured, or did not end
+``ok``, say so in words where their dot would be. matplotlib is an optional extra (``[plot]``).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from conformance.compare import band
+from conformance.results import load_results
+
+PLOT_EXTRA_MISSING = (
+    "conformance report --plot needs matplotlib: pip install 'litgpt-conformance[plot]' (or pip install matplotlib)"
+)
+# Deviations beyond this many percent are drawn at the edge with their value written beside.
+CLIP_PCT = 60.0
+ROW_HEIGHT_IN = 0.24
+Status = Literal["within", "regression", "improvement", "not run", "outcome"]
+COLORS: Mapping[str, str] = {
+    "within": "#2a9d3a",
+    "regression": "#d62728",
+    "improvement": "#1f77b4",
+    "not run": "#9a9a9a",
+    "outcome": "#d62728",
+}
+
+
+@dataclass(frozen=True)
+class Point:
+    """One row in one panel: where its dot goes and what it says."""
+
+    pct: float | None  # deviation in percent (speed: slower is positive); None: no dot
+    status: Status
+    label: str  # "23.90 / 21.30 GB", "not run", "OOM (expected OOM)"
+    tolerance_pct: float
+
+
+def memory_point(row: Mapping[str, Any]) -> Point | None:
+    expected = row.get("expected") or {}
+    tol = float((row.get("tolerances") or {}).get("memory_rel", 0.1)) * 100
+    return _point(row, "max_memory_gb", expected.get("max_memory_gb"), "GB", tol, invert=False)
+
+
+def speed_point(row: Mapping[str, Any]) -> Point | None:
+    expected = row.get("expected") or {}
+    tol = float((row.get("tolerances") or {}).get("speed_rel", 0.15)) * 100
+    if expected.get("time_1k_iters_min") is not None:
+        return _point(row, "time_1k_iters_min", expected["time_1k_iters_min"], "min", tol, invert=False)
+    return _point(row, "tokens_per_sec", expected.get("tokens_per_sec"), "tok/s", tol, invert=True)
+
+
+def _point(row: Mapping[str, Any], name: str, expected: Any, unit: str, tol: float, invert: bool) -> Point | None:
+    want = (row.get("expected") or {}).get("outcome")
+    run = row.get("measured")
+    if expected is None:
+        if want not in ("oom", "error", "unsupported"):
+            return None
+        if not run:
+            return Point(None, "not run", f"not run (expected {_outcome(want)})", tol)
+        got_outcome = run.get("outcome")
+        # The verdict knows the row's rule (an "error" row also passes on an OOM).
+        passed = row.get("verdict") in ("passed", "xfailed", "improved", "recorded")
+        status: Status = "within" if passed or got_outcome == want else "outcome"
+        return Point(None, status, f"{_outcome(got_outcome)} (expected {_outcome(want)})", tol)
+    if not run:
+        return Point(None, "not run", f"not run (expected {_num(expected)} {unit})", tol)
+    if run.get("outcome") != "ok":
+        return Point(None, "outcome", f"{_outcome(run.get('outcome'))} (expected {_num(expected)} {unit})", tol)
+    got = run.get(name)
+    if not isinstance(got, (int, float)) or not expected:
+        return Point(None, "outcome", f"not measured (expected {_num(expected)} {unit})", tol)
+    # compare.py's rule: the deviation is relative to the expected figure; tokens/s inverted so
+    # that right of the band is slower for both speed figures.
+    pct = (got - expected) / expected * 100 * (-1 if invert else 1)
+    where = band(got, expected, tol / 100)
+    worse = "below" if invert else "above"
+    status = "within" if where == "within" else ("regression" if where == worse else "improvement")
+    return Point(pct, status, f"{_num(got)} / {_num(expected)} {unit}", tol)
+
+
+def row_label(row: Mapping[str, Any], profiles: int) -> str:
+    label = str(row.get("id"))
+    return f"{row.get('profile')}:{label}" if profiles > 1 else label
+
+
+def plot_results(results: Mapping[str, Any], out: Path) -> int:
+    """Draw ``results`` into ``out`` (PNG, or any format matplotlib knows by the suffix); the rows drawn."""
+    import matplotlib  # optional extra, heavy: imported only to draw
+
+    matplotlib.use("Agg")  # no display needed, and none is wanted in CI
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in results.get("rows") or [] if memory_point(r) is not None or speed_point(r) is not None]
+    if not rows:
+        raise ValueError("no row has a memory or speed figure to plot")
+    n_profiles = len({r.get("profile") for r in rows})
+    labels = [row_label(r, n_profiles) for r in rows]
+    height = max(3.0, 1.6 + ROW_HEIGHT_IN * len(rows))
+    fig, axes = plt.subplots(1, 2, figsize=(18, height), sharey=True, gridspec_kw={"wspace": 0.6})
+    panels = (
+        (axes[0], [memory_point(r) for r in rows], "peak memory: measured vs expected (%)"),
+        (axes[1], [speed_point(r) for r in rows], "speed: slower than expected (%)"),
+    )
+    for ax, points, title in panels:
+        _panel(ax, points, title)
+        # A rule between the published tables (one expectations file each).
+        for y in range(1, len(rows)):
+            if rows[y].get("file") != rows[y - 1].get("file"):
+                ax.axhline(y - 0.5, color="#888888", lw=0.6)
+    axes[0].set_yticks(range(len(rows)), labels, fontsize=7)
+    axes[0].set_ylim(len(rows) - 0.5, -0.5)  # first row on top, as in the tables
+    fig.suptitle(_title(results), fontsize=10, x=0.01, ha="left")
+    fig.subplots_adjust(left=0.17, right=0.87, top=1 - 1.1 / height, bottom=0.6 / height)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return len(rows)
+
+
+def _panel(ax: Any, points: Sequence[Point | None], title: str) -> None:
+    tol = max((p.tolerance_pct for p in points if p is not None), default=10.0)
+    limit = max(CLIP_PCT, tol * 1.5)
+    ax.set_xlim(-limit, limit)
+    # Per-row bands (tolerances may differ between rows), one shaded rectangle each.
+    for y, p in enumerate(points):
+        if p is not None:
+            ax.fill_betweenx([y - 0.5, y + 0.5], -p.tolerance_pct, p.tolerance_pct, color="#dff0d8", lw=0)
+    ax.axvline(0, color="#444444", lw=0.8)
+    for y, p in enumerate(points):
+        if p is None:
+            continue
+        if p.pct is None:
+            ax.text(0, y, " " + p.label, va="center", ha="left", fontsize=6.5, color=COLORS[p.status], style="italic")
+            continue
+        x = max(-limit * 0.97, min(limit * 0.97, p.pct))
+        clipped = x != p.pct
+        ax.plot(x, y, marker=">" if clipped and x > 0 else "<" if clipped else "o", ms=5, color=COLORS[p.status])
+        ax.text(limit * 1.02, y, f"{p.pct:+.1f}%  {p.label}", va="center", ha="left", fontsize=6.5, clip_on=False)
+    ax.set_title(title, fontsize=9)
+    ax.grid(axis="x", color="#e0e0e0", lw=0.5)
+    ax.set_axisbelow(True)
+    ax.tick_params(axis="x", labelsize=7)
+
+
+def _title(results: Mapping[str, Any]) -> str:
+    fp = results.get("fingerprint") or {}
+    gpus = fp.get("gpus") or []
+    machine = (
+        ", ".join(sorted({str(g.get("name")) for g in gpus}))
+        if gpus
+        else f"CPU {((fp.get('cpu') or {}).get('model')) or '?'}"
+    )
+    versions = ", ".join(f"{k} {fp.get(k)}" for k in ("torch", "cuda", "bitsandbytes", "lightning") if fp.get(k))
+    summary = ", ".join(f"{n} {v}" for v, n in (results.get("summary") or {}).items())
+    created = results.get("created") or ""
+    return (
+        f"Conformance: {machine}; {versions}\n{created}  verdicts: {summary}."
+        "  Green band: tolerance; red: regression; blue: improvement; grey: not run"
+    )
+
+
+def _outcome(outcome: Any) -> str:
+    return {"oom": "OOM", "unsupported": "N/A", "error": "error"}.get(str(outcome), str(outcome))
+
+
+def _num(value: float) -> str:
+    return f"{value:.2f}" if abs(value) >= 1 or value == 0 else f"{value:.3g}"
+
+
+def cmd_plot(file: Path, out: Path) -> int:
+    """Draw a results file; exit status 2 with one line for a bad file or a missing matplotlib."""
+    try:
+        import matplotlib  # noqa: F401  (only to find out whether the extra is installed)
+    except ImportError:
+        print(PLOT_EXTRA_MISSING, file=sys.stderr)
+        return 2
+    try:
+        n = plot_results(load_results(file), out)
+    except ValueError as exc:
+        text = str(exc) if str(file) in str(exc) else f"{file}: {exc}"
+        print(f"conformance report --plot: {text}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"conformance report --plot: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    # stderr: stdout carries the Markdown report when both are asked for.
+    print(f"conformance: plotted {n} rows into {out}", file=sys.stderr)
+    return 0

@@ -1,0 +1,43 @@
+"""The benchmark scripts' arithmetic (their runs are too long for the suite: see README, Benchmarks)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from litgpt_min.protocol import ITERS_PER_FIGURE
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", BENCHMARKS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_prefix_sees_the_iterations_and_optimizer_steps_a_short_run_would() -> None:
+    bench = _load("extrapolation_error")
+    # 2 micro-steps per optimizer step; iterations 0-1 slow (warm-up), then 100 ms; the first
+    # optimizer step (AdamW's state) slow, then 20 ms; a spike after the prefix.
+    details = {
+        "gradient_accumulation_iters": 2,
+        "timed_from_iter": 2,
+        "micro_step_ms": [900.0, 500.0, 100.0, 100.0, 100.0, 5000.0],
+        "optimizer_step_ms": [300.0, 20.0, 20.0],
+    }
+    est = bench.estimate(details, 5)  # iterations 0-4: optimizer steps after iterations 1 and 3
+    assert est["micro_step_ms"]["n"] == 3 and est["micro_step_ms"]["median"] == pytest.approx(100.0)
+    assert est["optimizer_step_ms"]["n"] == 1 and est["optimizer_step_ms"]["median"] == pytest.approx(20.0)
+    assert est["time_1k_iters_min"] == pytest.approx((0.1 + 0.02 / 2) * ITERS_PER_FIGURE / 60, rel=1e-3)
+    judged = bench.judged(est, est["time_1k_iters_min"] * 2)
+    assert judged["error_rel"] == pytest.approx(-0.5) and judged["within_bound"] is False
+    summary = bench.summary([judged, {**judged, "error_rel": 0.1, "within_bound": True}])
+    assert summary == {"runs": 2, "median_abs_error_rel": 0.3, "max_abs_error_rel": 0.5, "within_bound": 1}

@@ -1,0 +1,165 @@
+"""``conformance diff``: a synthetic upgrade (torch changed, figures moved) explained row by row."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from results_files import measured, results, row, write
+
+from conformance.cli import main
+from conformance.diff import cmd_diff, diff_results, headlines
+
+OLD_TORCH, NEW_TORCH = "2.12.0+cu124", "2.13.0+cu124"
+
+
+def _upgrade(tmp_path: Path) -> tuple[Path, Path]:
+    """torch 2.12 -> 2.13: +1.2 GB on two 7B QLoRA rows, one 7B row unchanged, inference slower."""
+
+    def rows(mem_mb1: float, mem_mb2: float, tokens: float) -> list[dict]:
+        return [
+            row("lora-7b-nf4-mb1", measured(max_memory_gb=mem_mb1, time_1k_iters_min=10.0, trainable_params=4194304)),
+            row("lora-7b-nf4-mb2", measured(micro_batch_size=2, max_memory_gb=mem_mb2, time_1k_iters_min=9.0)),
+            row("lora-7b-none-mb1", measured(quantize=None, max_memory_gb=21.3, time_1k_iters_min=8.0)),
+            row("inference-7b-none", measured(method=None, quantize=None, tokens_per_sec=tokens, max_memory_gb=13.5)),
+        ]
+
+    old = write(tmp_path / "old.json", results(rows(11.9, 11.0, 30.0), torch=OLD_TORCH))
+    new = write(tmp_path / "new.json", results(rows(13.1, 12.2, 24.0), torch=NEW_TORCH))
+    return old, new
+
+
+def test_a_synthetic_upgrade_is_explained_and_fails_the_gate(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    old, new = _upgrade(tmp_path)
+    assert cmd_diff(old, new, as_json=True) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert data["stack"] == [{"field": "torch", "old": OLD_TORCH, "new": NEW_TORCH}]
+    assert data["summary"]["regressions"] == 3 and data["summary"]["unchanged"] == 1
+    by_id = {r["id"]: {f["field"]: f for f in r["figures"]} for r in data["rows"]}
+    memory = by_id["lora-7b-nf4-mb1"]["max_memory_gb"]
+    assert memory["change"] == "regression" and memory["delta"] == pytest.approx(1.2)
+    assert by_id["lora-7b-nf4-mb1"]["time_1k_iters_min"]["change"] == "same"
+    assert by_id["lora-7b-none-mb1"]["max_memory_gb"]["change"] == "same"
+    assert by_id["inference-7b-none"]["tokens_per_sec"]["change"] == "regression"
+    # The one glance: the stack change, the figure's median delta and the rows it moved.
+    assert (
+        f"torch {OLD_TORCH} → {NEW_TORCH}: max_memory_gb +1.20 GB (+10.5%) median on 7 B Llama 2 LoRA bnb.nf4 (2 rows): regression"
+        in data["headlines"]
+    )
+
+
+def test_markdown_names_the_stack_change_and_only_the_rows_that_moved(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    old, new = _upgrade(tmp_path)
+    assert cmd_diff(old, new) == 1
+    text = capsys.readouterr().out
+    assert f"| torch | {OLD_TORCH} | {NEW_TORCH} |" in text
+    assert "**FAIL**" in text
+    assert "max_memory_gb 11.90 → 13.10 GB (+1.20 GB, +10.1%, tolerance ±10%): regression" in text
+    assert "tokens_per_sec 30.00 → 24.00 tok/s (-6.00 tok/s, -20.0%, tolerance 15%): regression" in text
+    assert "lora-7b-none-mb1" not in text
+
+
+def test_identical_files_pass(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    old, _ = _upgrade(tmp_path)
+    assert cmd_diff(old, old) == 0
+    text = capsys.readouterr().out
+    assert "No fingerprint field differs." in text and "**pass**" in text
+
+
+def test_a_wider_tolerance_lets_the_memory_through(tmp_path: Path) -> None:
+    doc = lambda gb: results([row("r", measured(max_memory_gb=gb))])  # noqa: E731
+    old, new = write(tmp_path / "a.json", doc(11.9)), write(tmp_path / "b.json", doc(13.1))
+    assert cmd_diff(old, new, output=tmp_path / "out.md") == 1
+    assert cmd_diff(old, new, memory_tolerance=0.2, output=tmp_path / "out.md") == 0
+    assert "within" in (tmp_path / "out.md").read_text()
+
+
+def test_improvements_pass_unless_strict(tmp_path: Path) -> None:
+    doc = lambda gb: results([row("r", measured(max_memory_gb=gb))])  # noqa: E731
+    old, new = write(tmp_path / "a.json", doc(14.1)), write(tmp_path / "b.json", doc(11.9))
+    out = tmp_path / "out.md"
+    assert cmd_diff(old, new, output=out) == 0
+    assert cmd_diff(old, new, output=out, strict=True) == 1
+
+
+def test_an_outcome_change_is_one_regression_not_a_vanished_figure_too() -> None:
+    old = results([row("r", measured(max_memory_gb=39.0))])
+    new = results([row("r", measured(outcome="oom", error="CUDA out of memory"), verdict="failed")])
+    diff = diff_results(old, new)
+    (only,) = diff.rows
+    changes = {f.field: f.change for f in only.figures}
+    assert changes == {"outcome": "regression", "max_memory_gb": "same"}
+    assert only.verdict_change == "regression"
+    assert diff.exit_status == 1
+    assert any("outcome ok → oom" in line for line in headlines(diff))
+
+
+def test_a_verdict_that_turns_failed_is_a_regression_even_with_the_same_figures() -> None:
+    result = measured(max_memory_gb=20.0)
+    diff = diff_results(results([row("r", result)]), results([row("r", result, verdict="failed")]))
+    assert diff.rows[0].verdict_change == "regression" and diff.exit_status == 1
+
+
+def test_changed_parameter_counts_fail(tmp_path: Path) -> None:
+    old = results([row("r", measured(trainable_params=4194304))])
+    new = results([row("r", measured(trainable_params=4194305))])
+    diff = diff_results(old, new)
+    assert [f.change for f in diff.rows[0].figures] == ["same", "changed"]
+    assert diff.exit_status == 1
+
+
+def test_added_and_removed_rows_are_listed_and_a_removed_row_does_not_fail() -> None:
+    old = results([row("gone", measured(max_memory_gb=1.0)), row("kept", None, verdict="skipped")])
+    new = results([row("kept", None, verdict="skipped"), row("new", measured(max_memory_gb=1.0))])
+    diff = diff_results(old, new)
+    assert {r.id: r.status for r in diff.rows} == {"kept": "both", "new": "added", "gone": "removed"}
+    assert diff.summary["added"] == 1 and diff.summary["removed"] == 1 and diff.exit_status == 0
+
+
+def test_gpu_and_driver_changes_are_part_of_the_stack() -> None:
+    gpus = [{"name": "NVIDIA H100 80GB HBM3", "memory_bytes": 85e9, "memory_gb": 85.0, "compute_capability": "9.0"}]
+    diff = diff_results(results([]), results([], gpus=gpus, driver="560.1"))
+    assert [name for name, _, _ in diff.stack] == ["gpu", "driver"]
+    assert diff.stack[0][2] == "1 x NVIDIA H100 80GB HBM3"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "cannot read"),
+        ("{", "not valid JSON"),
+        ('{"format": "something-else"}', "not a conformance results file"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture, content: str | None, message: str
+) -> None:
+    bad = tmp_path / "bad.json"
+    if content is not None:
+        bad.write_text(content)
+    good = write(tmp_path / "good.json", results([]))
+    assert cmd_diff(good, bad) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("conformance diff: ") and str(bad) in err and message in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_malformed_measured_result_names_its_row(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    doc = results([row("r", {**measured(), "max_memory_gb": "lots"})])
+    path = write(tmp_path / "bad.json", doc)
+    assert cmd_diff(path, path) == 2
+    err = capsys.readouterr().err
+    assert "/rows/0/measured" in err and "max_memory_gb" in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_cli_runs_the_diff_and_refuses_a_bad_tolerance(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    old, new = _upgrade(tmp_path)
+    assert main(["diff", str(old), str(new), "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["exit_status"] == 1
+    assert main(["diff", str(old), str(new), "--memory-tolerance", "0.2", "--speed-tolerance", "0.5"]) == 0
+    with pytest.raises(SystemExit) as exc:
+        main(["diff", str(old), str(new), "--memory-tolerance", "-1"])
+    assert exc.value.code == 2 and "a tolerance must be a finite number >= 0" in capsys.readouterr().err

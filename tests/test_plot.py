@@ -1,0 +1,102 @@
+"""``conformance report --plot``: the full published profile drawn; a clear message without matplotlib."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from results_files import measured, results, row, write
+
+from conformance.cli import main
+from conformance.expectations import load_profile
+from conformance.plot import PLOT_EXTRA_MISSING, cmd_plot, memory_point, speed_point
+from conformance.profiles import REFERENCE_PROFILE
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Measured / expected factors cycled over the rows: within, beyond and far beyond the bands.
+FACTORS = (1.0, 0.97, 1.08, 1.3, 0.7, 3.0, None)
+
+
+def _full_profile_results() -> dict[str, Any]:
+    """Every row of the published profile, "measured" as expected x a factor (None: not run)."""
+    rows = []
+    for index, case in enumerate(load_profile(REFERENCE_PROFILE).cases):
+        factor = FACTORS[index % len(FACTORS)]
+        expected = {k: getattr(case, k) for k in ("outcome", "max_memory_gb", "time_1k_iters_min", "tokens_per_sec")}
+        identity = dict(
+            model=case.model, method=case.method, quantize=case.quantize, micro_batch_size=case.micro_batch_size
+        )
+        if factor is None or case.devices > 1:
+            result = None
+        elif case.outcome != "ok":
+            result = measured(**identity, devices=case.devices, outcome="oom")
+        else:
+            figures = {k: v * factor for k, v in expected.items() if k != "outcome" and v is not None}
+            result = measured(**identity, devices=case.devices, **figures)
+        where = dict(
+            identity, workload=case.workload, devices=case.devices, file=f"{case.file.parent.name}/{case.file.name}"
+        )
+        rows.append(row(case.id, result, expected=expected, verdict="passed" if result else "skipped", **where))
+    return results(rows)
+
+
+@pytest.mark.slow
+def test_the_full_profile_renders(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    pytest.importorskip("matplotlib")
+    doc = _full_profile_results()
+    assert len(doc["rows"]) == len(load_profile(REFERENCE_PROFILE).cases) >= 72
+    out = tmp_path / "rows.png"
+    assert cmd_plot(write(tmp_path / "results.json", doc), out) == 0
+    assert f"plotted {len(doc['rows'])} rows" in capsys.readouterr().err
+    data = out.read_bytes()
+    assert data.startswith(PNG_SIGNATURE)
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert height > 72 * 20, "each row gets room for a readable label"
+    assert width > 1000
+
+
+def test_points_follow_the_comparison_rules() -> None:
+    r = lambda result, **expected: row("r", result, expected=expected)  # noqa: E731
+    memory = memory_point(r(measured(max_memory_gb=23.9), max_memory_gb=21.3))
+    assert memory is not None and memory.status == "regression" and memory.pct == pytest.approx(12.2, abs=0.1)
+    # Tokens per second: fewer is slower, drawn right of zero.
+    slow = speed_point(r(measured(method=None, quantize=None, tokens_per_sec=20.0), tokens_per_sec=25.0))
+    assert slow is not None and slow.status == "regression" and slow.pct == pytest.approx(20.0)
+    fast = speed_point(r(measured(time_1k_iters_min=5.0), time_1k_iters_min=10.0))
+    assert fast is not None and fast.status == "improvement" and fast.pct == pytest.approx(-50.0)
+    not_run = memory_point(r(None, max_memory_gb=21.3))
+    assert not_run is not None and not_run.pct is None and not_run.label.startswith("not run")
+    oom = memory_point(r(measured(outcome="oom"), max_memory_gb=21.3))
+    assert oom is not None and oom.status == "outcome" and oom.label.startswith("OOM")
+    as_expected = memory_point(r(measured(outcome="oom"), outcome="oom"))
+    assert as_expected is not None and as_expected.status == "within" and as_expected.label == "OOM (expected OOM)"
+    assert memory_point(r(measured(), max_memory_gb=None)) is None
+
+
+def test_missing_matplotlib_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError
+    assert cmd_plot(write(tmp_path / "r.json", results([])), tmp_path / "out.png") == 2
+    assert capsys.readouterr().err.strip() == PLOT_EXTRA_MISSING
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_a_file_with_nothing_to_plot_says_so(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    pytest.importorskip("matplotlib")
+    path = write(tmp_path / "r.json", results([]))
+    assert cmd_plot(path, tmp_path / "out.png") == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "no row has a memory or speed figure" in err
+
+
+def test_report_draws_the_plot_beside_the_markdown(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    pytest.importorskip("matplotlib")
+    doc = results([row("r", measured(max_memory_gb=1.2), expected={"max_memory_gb": 1.0})])
+    out = tmp_path / "rows.png"
+    assert main(["report", str(write(tmp_path / "r.json", doc)), "--plot", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("# Conformance report") and "plotted 1 rows" in captured.err
+    assert out.read_bytes().startswith(PNG_SIGNATURE)
