@@ -272,7 +272,7 @@ def add_options(parser: pytest.Parser) -> None:
         "--estimate-tolerance",
         field="estimate_tolerance",
         metavar="FRACTION",
-        type=_fraction,
+        type=fraction,
         default=None,
         help="two-sided tolerance of the GPU-free estimate (test_estimate) for every row, overriding the profiles'",
     )
