@@ -16,7 +16,6 @@ import fcntl
 import functools
 import json
 import os
-from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from conformance.expectations import write_json_atomic
 from conformance.options import options_json
 from conformance.profiles import profile_json
 from conformance.snapshot import RowSnapshot, Snapshot
-from litgpt_min.result import Result
+from litgpt_min.result import Result, plain_json
 
 FORMAT = "litgpt-conformance-results/2"
 FORMAT_PREFIX = "litgpt-conformance-results/"
@@ -50,9 +49,9 @@ def build_results(snapshot: Snapshot, created: str | None = None) -> dict[str, A
         "created": created,
         "finished": snapshot.finished,
         "command": snapshot.command,
-        "fingerprint": _jsonable(snapshot.fingerprint),
+        "fingerprint": plain_json(snapshot.fingerprint),
         "options": options_json(snapshot.options),
-        "profiles": [_jsonable(profile_json(active)) for active in snapshot.actives],
+        "profiles": [plain_json(profile_json(active)) for active in snapshot.actives],
         "summary": snapshot.summary(),
         "rows": [_row(snapshot, row) for row in snapshot.rows],
     }
@@ -101,20 +100,7 @@ def _estimate(estimate: RowEstimate) -> dict[str, Any]:
 
 
 def _finding(check: str, finding: Finding) -> dict[str, Any]:
-    return {"check": check, **_jsonable(asdict(finding)), "text": finding.describe()}
-
-
-def _jsonable(value: Any) -> Any:
-    """Mappings and sequences as JSON types; anything else JSON cannot hold as its ``str``."""
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    if isinstance(value, float):
-        return value if value == value and value not in (float("inf"), float("-inf")) else str(value)
-    return str(value)
+    return {"check": check, **plain_json(asdict(finding)), "text": finding.describe()}
 
 
 def write_results(snapshot: Snapshot, path: Path) -> None:

@@ -60,8 +60,8 @@ class Result:
     def to_json(self) -> dict[str, Any]:
         """The JSON object (plain dicts and lists; every float finite)."""
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        data["device"] = None if self.device is None else _plain(self.device)
-        data["details"] = _plain(self.details)
+        data["device"] = None if self.device is None else plain_json(self.device)
+        data["details"] = plain_json(self.details)
         return data
 
     @classmethod
@@ -150,12 +150,12 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _plain(value: Any) -> Any:
+def plain_json(value: Any) -> Any:
     """Mappings and sequences as JSON types; a non-finite float or another object as its ``str``."""
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain_json(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain_json(v) for v in value]
     if value is None or isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, float):
@@ -172,4 +172,5 @@ __all__ = [
     "Outcome",
     "Result",
     "Workload",
+    "plain_json",
 ]
