@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
 from litgpt_min.protocol import Extrapolation, extrapolate
 
 Backward = Callable[[torch.Tensor], None]
+NoSync = Callable[[bool], AbstractContextManager[Any]]
+"""``no_sync(accumulating)``: the context of a micro-step (Fabric's ``no_backward_sync``)."""
 
 
 # The step ----------------------------------------------------------------------------------------
@@ -121,10 +124,13 @@ def train(
     device: torch.device,
     synchronize: Callable[[torch.device], None],
     backward: Backward = torch.Tensor.backward,
+    no_sync: NoSync = lambda accumulating: nullcontext(),
     log: Callable[[str], None] = print,
     seed: int = 1337,
 ) -> TrainStats:
-    """Run ``max_iters`` micro-batch iterations (iteration 0 holds the longest sample)."""
+    """Run ``max_iters`` micro-batch iterations (iteration 0 holds the longest sample). Micro-steps
+    that accumulate run under ``no_sync(True)``: under FSDP, as in the reference, gradients are
+    then reduced across ranks only on the step that ends in ``optimizer.step()``."""
 
     stats = TrainStats(longest_seq_length=train_data.longest_length)
     generator = torch.Generator().manual_seed(seed)
@@ -138,13 +144,14 @@ def train(
         input_ids, targets = data.get_batch(train_data, hp.micro_batch_size, generator, longest_first=iter_num == 0)
         input_ids, targets = input_ids.to(device), targets.to(device)
 
+        is_step = (iter_num + 1) % accumulation == 0
         synchronize(device)
         t0 = time.perf_counter()
-        loss = micro_step(model, input_ids, targets, accumulation, hp.lm_head_chunk_size, backward)
+        with no_sync(not is_step):
+            loss = micro_step(model, input_ids, targets, accumulation, hp.lm_head_chunk_size, backward)
         synchronize(device)
         t1 = time.perf_counter()
         stats.micro_times.append(t1 - t0)
-        is_step = (iter_num + 1) % accumulation == 0
         if is_step:
             optimizer_step(optimizer)
             synchronize(device)
@@ -225,13 +232,13 @@ def finetune_body(request: RunRequest, config: Config, fabric: Fabric, device: t
         adapter=options.adapter,
     )
     trainable, total = num_params(model, requires_grad=True), num_params(model)
-    print(f"Number of trainable parameters: {trainable:,}")
-    print(f"Number of non trainable parameters: {total - trainable:,}")
+    fabric.print(f"Number of trainable parameters: {trainable:,}")
+    fabric.print(f"Number of non trainable parameters: {total - trainable:,}")
     train_data = load_train_data(options, request.model, config)
     if train_data.longest_length > config.block_size:
         raise ValueError(f"the longest sample ({train_data.longest_length}) exceeds the block size {config.block_size}")
     model.max_seq_length = train_data.longest_length
-    print(f"The longest sequence length in the train data is {train_data.longest_length}")
+    fabric.print(f"The longest sequence length in the train data is {train_data.longest_length}")
     model.train()
     model = fabric.setup_module(model)
     optimizer, scheduler = make_optimizer([p for p in model.parameters() if p.requires_grad], hp, request.quantize)
@@ -247,6 +254,8 @@ def finetune_body(request: RunRequest, config: Config, fabric: Fabric, device: t
         device=device,
         synchronize=synchronize,
         backward=fabric.backward,
+        no_sync=lambda accumulating: fabric.no_backward_sync(model, enabled=accumulating),
+        log=fabric.print,
         seed=1337 + fabric.global_rank,
     )
     skip = warmup_iters(max_iters)

@@ -231,10 +231,12 @@ class RunRequest:
     model: str
     options: FinetuneOptions | GenerateOptions
     quantize: QuantizeMode | None = None
-    devices: int = 1
+    devices: int = 1  # per node; several: Fabric's FSDP (litgpt_min/fsdp.py)
     precision: Precision = "bf16-true"
     accelerator: Accelerator = "auto"
-    memory_cap_gb: float | None = None  # emulate a device of this many decimal GB
+    memory_cap_gb: float | None = None  # emulate a device of this many decimal GB (per device)
+    num_nodes: int = 1  # machines, each running ``devices`` ranks under torchrun or SLURM
+    rank_timeout_s: float = 1800.0  # how long a rank waits for the others before the run fails
 
     def __post_init__(self) -> None:
         config = self.config  # an unknown model name is refused here, with close names
@@ -244,12 +246,14 @@ class RunRequest:
             raise ValueError(f"unknown accelerator {self.accelerator!r}: choose one of {', '.join(ACCELERATORS)}")
         if self.devices < 1:
             raise ValueError(f"devices must be >= 1, got {self.devices}")
+        _at_least("num_nodes", self.num_nodes, 1)
+        _finite("rank_timeout_s", self.rank_timeout_s, low=0, low_inclusive=False)
         if self.memory_cap_gb is not None:
             _finite("memory_cap_gb", self.memory_cap_gb, low=0, low_inclusive=False)
         if self.quantize is not None:
             if self.quantize not in QUANTIZE_MODES:
                 raise ValueError(f"unknown quantize mode {self.quantize!r}; valid modes: {', '.join(QUANTIZE_MODES)}")
-            if self.devices > 1:
+            if self.world_size > 1:
                 # Lit-GPT at 8641822 raised NotImplementedError here: bitsandbytes layers are single-device.
                 raise UnsupportedCombination(
                     f"quantization ({self.quantize}) is not supported with several devices "
@@ -257,9 +261,12 @@ class RunRequest:
                 )
             if "mixed" in self.precision:
                 raise ValueError(f"quantization and mixed precision ({self.precision}) are not supported together")
-        if self.devices > 1:
-            raise UnsupportedCombination(
-                f"devices={self.devices}: multi-device (FSDP) runs are not implemented yet in litgpt_min"
+        if self.world_size > 1 and self.workload == "inference":
+            # generate/base.py could shard a model with FSDP, but every inference row of the tables
+            # runs on one GPU: nothing would check such a run.
+            raise ValueError(
+                f"generate runs on one device (devices={self.devices}, num_nodes={self.num_nodes}): "
+                "the tables have no multi-GPU inference row to check a sharded run against"
             )
         if self.accelerator == "cuda" and not torch.cuda.is_available():
             raise ValueError(
@@ -291,6 +298,11 @@ class RunRequest:
     @property
     def micro_batch_size(self) -> int | None:
         return self.options.hyperparameters.micro_batch_size if isinstance(self.options, FinetuneOptions) else None
+
+    @property
+    def world_size(self) -> int:
+        """Ranks of the run: ``devices`` on each of ``num_nodes`` machines."""
+        return self.devices * self.num_nodes
 
     @property
     def dtype(self) -> torch.dtype:
@@ -332,7 +344,9 @@ def _fields(cls: type, prefix: str = "", skip: tuple[str, ...] = ()) -> list[Fla
 _RUN = [
     FlatOption("model", str, help="registry name, e.g. Llama-2-7b-hf"),
     FlatOption("quantize", str, QUANTIZE_MODES, "bitsandbytes 4-bit mode"),
-    FlatOption("devices", int),
+    FlatOption("devices", int, help="devices per machine; several run Fabric's FSDP as the reference did"),
+    FlatOption("num_nodes", int, help="machines (each started by torchrun or srun with --devices ranks)"),
+    FlatOption("rank_timeout_s", float, help="seconds a rank waits for the others before the run fails"),
     # No closed choices here: RunRequest refuses an unknown precision, naming the valid ones.
     FlatOption("precision", str, help="bf16-true (the tables'), 16-true, 32-true, ..."),
     FlatOption("accelerator", str, ACCELERATORS),
@@ -417,7 +431,8 @@ def build_request(workload: Workload, values: Mapping[str, Any]) -> RunRequest:
             **{f.name: given[f.name] for f in dataclasses.fields(GenerateSettings) if f.name in given}
         )
         options = GenerateOptions(settings=settings, tokenizer_dir=tokenizer_dir)
-    machine = {k: given[k] for k in ("quantize", "devices", "precision", "accelerator", "memory_cap_gb") if k in given}
+    machine_keys = ("quantize", "devices", "precision", "accelerator", "memory_cap_gb", "num_nodes", "rank_timeout_s")
+    machine = {k: given[k] for k in machine_keys if k in given}
     return RunRequest(model=given["model"], options=options, **machine)
 
 

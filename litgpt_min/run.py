@@ -4,6 +4,10 @@ allocation, and turning the run (or its failure) into one :class:`~litgpt_min.re
 The request arrives validated (``RunRequest`` checks every value when it is built). A run never
 ends in a traceback: an exception is classified once (``outcome.classify_exception``) and becomes
 the result's ``outcome`` and ``error``.
+
+A run on several devices is one rank per device (``litgpt_min/fsdp.py``): :func:`execute` starts
+them itself (``litgpt_min/launch.py``) unless torchrun or SLURM already did, in which case this
+process is one of them and its result carries every rank's peak.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from litgpt_min import launch
 from litgpt_min.config import Config
 from litgpt_min.estimate import request_from_run
 from litgpt_min.measure import PeakMemory, device_info, measure_peak, memory_source
@@ -38,7 +43,19 @@ def make_fabric(request: RunRequest) -> Fabric:
         from lightning.fabric import Fabric
     device = request.device()
     torch.set_float32_matmul_precision("high")  # as every Lit-GPT script's __main__ does
-    return Fabric(accelerator=device.type, devices=1, precision=request.precision)
+    if request.world_size == 1:
+        return Fabric(accelerator=device.type, devices=1, precision=request.precision)
+    from litgpt_min import fsdp  # Lightning again: only for several devices
+
+    fabric = Fabric(
+        accelerator=device.type,
+        devices=request.devices,
+        num_nodes=request.num_nodes,
+        strategy=fsdp.fsdp_strategy(request.rank_timeout_s),
+        precision=request.precision,
+    )
+    fabric.launch()  # the processes exist already: this joins the process group
+    return fabric
 
 
 def execute(request: RunRequest, body: Body, *, preflight: bool = True) -> Result:
@@ -47,15 +64,25 @@ def execute(request: RunRequest, body: Body, *, preflight: bool = True) -> Resul
     With ``preflight``, the run's peak is first estimated on fake tensors (seconds) and a run that
     cannot fit the device's limit (free GPU memory, the memory cap, the CPU's available memory)
     ends as an ``oom`` result whose error holds the estimate and the limit; nothing is built.
+
+    With several devices and no launcher around this process, the ranks are started here and
+    their results merged (``launch.launch_local``).
     """
-    device = request.device()
+    if request.world_size > 1 and not launch.externally_launched():
+        return launch.launch_local(request, body, preflight=preflight)
+    return execute_rank(request, body, preflight=preflight)
+
+
+def execute_rank(request: RunRequest, body: Body, *, preflight: bool = True) -> Result:
+    """The run of this process: the whole run on one device, or one rank of several."""
+    device = launch.rank_device(request.device()) if request.world_size > 1 else request.device()
     result = Result(
         workload=request.workload,
         model=request.model,
         method=request.method,
         quantize=request.quantize,
         micro_batch_size=request.micro_batch_size,
-        devices=request.devices,
+        devices=request.world_size,
         precision=request.precision,
         memory_source=memory_source(device),
         device=device_info(device, request.memory_cap_gb),
@@ -68,13 +95,21 @@ def execute(request: RunRequest, body: Body, *, preflight: bool = True) -> Resul
         with measure_peak(device, cap_gb=request.memory_cap_gb) as peak:
             fabric = make_fabric(request)
             result = result.replace(**body(request, request.config, fabric, device))
+        if request.world_size > 1:
+            # After the measured block, so the gather's own buffers are no rank's peak.
+            from litgpt_min.fsdp import gather_peaks
+
+            peaks = gather_peaks(fabric, peak.peak_bytes())
+            result = result.replace(details={**result.details, "rank_max_memory_gb": peaks})
     except Exception as exc:  # the one place a run's failure becomes an outcome
         outcome, message = classify_exception(exc)
         result = result.replace(outcome=outcome, error=message)
         print(f"run failed ({outcome}): {message}", file=sys.stderr)
     if peak is not None:
         try:
-            result = result.replace(max_memory_gb=round(peak.peak_gb(), 6))
+            # Several ranks: the row's figure is the largest of their peaks, as the tables' "Max GPU RAM".
+            ranks = result.details.get("rank_max_memory_gb") or [round(peak.peak_gb(), 6)]
+            result = result.replace(max_memory_gb=max(ranks))
         except Exception as exc:  # a sticky CUDA error also breaks the peak read: keep the outcome
             print(f"peak memory unreadable: {exc}", file=sys.stderr)
     if estimated_gb is not None:

@@ -1,0 +1,250 @@
+"""Starting the ranks of a several-device run on this machine, and turning them into one result.
+
+``litgpt-min finetune ... --devices N`` outside torchrun and SLURM starts N rank processes itself
+(forked on the CPU, where the parent holds no accelerator state; spawned on CUDA, where a fork
+cannot start a fresh CUDA context), each with the environment torchrun would give it, and waits for
+their results over pipes. The run never hangs on a rank:
+
+- a rank that dies without a result is an ``error`` naming it and its exit status;
+- once a rank has failed, the others get a few seconds to report, then are killed (they would
+  otherwise wait in a collective for the process-group timeout);
+- once a rank has finished, the others get ``rank_timeout_s`` to finish too; a collective that
+  waits longer than that for a rank fails on its own (the process group's timeout).
+
+Every rank asks the kernel to kill it when the launcher dies (``PR_SET_PDEATHSIG``), so a row
+killed at its timeout takes its ranks with it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable, Mapping
+from multiprocessing.connection import Connection, wait
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from litgpt_min.outcome import classify_exception
+from litgpt_min.result import Outcome, Result
+
+if TYPE_CHECKING:
+    from litgpt_min.options import RunRequest
+    from litgpt_min.run import Body
+
+# Seconds the other ranks get to report once one has failed (their own error is then secondary).
+FAILURE_GRACE_S = 5.0
+_POLL_S = 0.2
+
+
+def launch_local(request: RunRequest, body: Body, *, preflight: bool = True) -> Result:
+    """Run ``request`` on ``request.devices`` local ranks and merge their results (see module doc)."""
+    if request.num_nodes > 1:
+        raise ValueError(
+            f"--num-nodes {request.num_nodes}: start litgpt-min on every machine with torchrun or srun "
+            "(the README's 'Several GPUs, several machines' has the commands); it launches one machine only"
+        )
+    method = "fork" if request.device().type == "cpu" else "spawn"
+    context = multiprocessing.get_context(method)
+    port = free_port()
+    ranks: dict[int, tuple[multiprocessing.process.BaseProcess, Connection]] = {}
+    for rank in range(request.devices):
+        receive, send = context.Pipe(duplex=False)
+        env = rank_env(rank, request.devices, port)
+        process = context.Process(
+            target=_rank_main, args=(request, body, preflight, env, send), name=f"litgpt-min-rank{rank}"
+        )
+        process.start()
+        send.close()  # the child holds the sending end; EOF here means it is gone
+        ranks[rank] = (process, receive)
+    try:
+        results = supervise(ranks, request.rank_timeout_s, lambda message: failed(request, message))
+    finally:
+        for process, _ in ranks.values():
+            if process.is_alive():
+                process.kill()
+            process.join()
+    return merge(results)
+
+
+def externally_launched() -> bool:
+    """Whether this process is one rank started by a launcher (ours, torchrun, or SLURM's srun)."""
+    if "LOCAL_RANK" in os.environ:  # torchrun, and launch_local's ranks
+        return True
+    # Lightning's SLURMEnvironment.detect(), less an interactive shell's allocation.
+    return int(os.environ.get("SLURM_NTASKS") or 1) > 1 and os.environ.get("SLURM_JOB_NAME") not in ("bash", "interactive")
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK") or os.environ.get("SLURM_LOCALID") or 0)
+
+
+def global_rank() -> int:
+    return int(os.environ.get("RANK") or os.environ.get("SLURM_PROCID") or 0)
+
+
+def rank_device(device: torch.device) -> torch.device:
+    """This rank's device: ``cuda:<local rank>`` among the visible GPUs (the CPU stays the CPU)."""
+    return torch.device("cuda", local_rank()) if device.type == "cuda" else device
+
+
+def rank_env(rank: int, world_size: int, port: int) -> dict[str, str]:
+    """What torchrun would set for ``rank`` of a one-machine run."""
+    return {
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+        "WORLD_SIZE": str(world_size),
+        "RANK": str(rank),
+        "LOCAL_RANK": str(rank),
+        "NODE_RANK": "0",
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+Outcomes = dict[int, tuple[Result, str | None]]  # rank -> (its result, why it was stopped if it was)
+
+
+def supervise(
+    ranks: Mapping[int, tuple[multiprocessing.process.BaseProcess, Connection]],
+    rank_timeout_s: float,
+    failure: Callable[[str], Result],
+    clock: Callable[[], float] = time.monotonic,
+) -> Outcomes:
+    """Wait for every rank's result; stop the ones that keep the run from ending (module doc)."""
+    results: Outcomes = {}
+    first_done: float | None = None
+    first_failed: float | None = None
+    while len(results) < len(ranks):
+        pending = {rank: ranks[rank] for rank in ranks if rank not in results}
+        wait([conn for _, conn in pending.values()], timeout=_POLL_S)
+        for rank, (process, conn) in pending.items():
+            received = _receive(conn)
+            if received is None and not process.is_alive():
+                process.join()
+                received = failure(f"exited with status {_status(process.exitcode)} without a result")
+            if received is None:
+                continue
+            results[rank] = (received, None)
+            now = clock()
+            first_done = now if first_done is None else first_done
+            if received.outcome != "ok" and first_failed is None:
+                first_failed = now
+        now = clock()
+        for rank, (process, _) in ranks.items():
+            if rank in results:
+                continue
+            if first_failed is not None and now - first_failed > FAILURE_GRACE_S:
+                why = f"killed {FAILURE_GRACE_S:g} s after another rank failed"
+            elif first_done is not None and now - first_done > rank_timeout_s:
+                why = f"no result {rank_timeout_s:g} s after another rank finished (hung?)"
+            else:
+                continue
+            process.kill()
+            process.join()
+            results[rank] = (failure(why), why)
+    return results
+
+
+def merge(results: Outcomes) -> Result:
+    """One result for the run: rank 0's (which carries every rank's peak), unless a rank failed,
+    in which case the first failure (lowest rank among the failures that were not kills) decides
+    the outcome and its message names the rank; the other ranks' fates follow it."""
+    failures = [(rank, r) for rank, (r, killed) in sorted(results.items()) if r.outcome != "ok" and killed is None]
+    failures = failures or [(rank, r) for rank, (r, _) in sorted(results.items()) if r.outcome != "ok"]
+    base = results[0][0]
+    if not failures:
+        return base
+    rank, failed = failures[0]
+    others = [f"rank {k}: {r.error}" for k, (r, _) in sorted(results.items()) if k != rank and r.outcome != "ok"]
+    message = f"rank {rank}: {failed.error}" + ("" if not others else " (" + "; ".join(others) + ")")
+    peaks = [r.max_memory_gb for r, _ in results.values() if r.max_memory_gb is not None]
+    return base.replace(
+        outcome=failed.outcome,
+        error=message,
+        max_memory_gb=max(peaks) if peaks else None,
+        details={**base.details, "failed_rank": rank},
+    )
+
+
+def _rank_main(request: RunRequest, body: Body, preflight: bool, env: dict[str, str], send: Connection) -> None:
+    """One rank: torchrun's environment, the measured run, its result sent to the launcher."""
+    _die_with_parent()
+    os.environ.update(env)
+    from litgpt_min.run import execute_rank  # run imports this module
+
+    try:
+        result = execute_rank(request, body, preflight=preflight)
+    except BaseException as exc:  # execute_rank turns run failures into results; this is the rest
+        result = failed(request, *reversed(classify_exception(exc)))
+    try:
+        send.send(result.to_json())
+    finally:
+        send.close()
+        sys.stdout.flush()
+        sys.stderr.flush()
+
+
+def _die_with_parent() -> None:
+    """Have the kernel kill this process when its parent dies (Linux; elsewhere a no-op)."""
+    if sys.platform != "linux":
+        return
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def _receive(conn: Connection) -> Result | None:
+    try:
+        if not conn.poll():
+            return None
+        data: Any = conn.recv()
+    except (EOFError, OSError):
+        return None
+    return Result.from_json(data, "a rank's result")
+
+
+def failed(request: RunRequest, message: str, outcome: Outcome = "error") -> Result:
+    """A result for a rank that produced none, with the run's identity."""
+    return Result.failed(
+        outcome,
+        message,
+        workload=request.workload,
+        model=request.model,
+        method=request.method,
+        quantize=request.quantize,
+        micro_batch_size=request.micro_batch_size,
+        devices=request.world_size,
+        precision=request.precision,
+    )
+
+
+def _status(code: int | None) -> str:
+    if code is not None and code < 0 and -code in signal.valid_signals():
+        return signal.Signals(-code).name
+    return str(code)
+
+
+__all__ = [
+    "FAILURE_GRACE_S",
+    "externally_launched",
+    "failed",
+    "free_port",
+    "global_rank",
+    "launch_local",
+    "local_rank",
+    "merge",
+    "rank_device",
+    "rank_env",
+    "supervise",
+]
