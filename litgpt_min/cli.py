@@ -13,6 +13,7 @@ import json
 import sys
 from typing import Any, NoReturn
 
+from litgpt_min import launch
 from litgpt_min.config import Config
 from litgpt_min.finetune import finetune_body
 from litgpt_min.generate import generate_body
@@ -139,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"litgpt-min: error: {exc}", file=sys.stderr)
         return 2
+    if args.command != "params" and launch.global_rank() != 0:
+        return 0  # one rank of torchrun or srun: rank 0 prints the run's result, every rank's peak in it
     if args.json:
         print(json.dumps(result, sort_keys=True, allow_nan=False))
     else:

@@ -50,6 +50,8 @@ def launch_local(request: RunRequest, body: Body, *, preflight: bool = True) -> 
             "(the README's 'Several GPUs, several machines' has the commands); it launches one machine only"
         )
     method = "fork" if request.device().type == "cpu" else "spawn"
+    if method == "fork":
+        import litgpt_min.fsdp  # noqa: F401  (Lightning: imported once here, not once per rank)
     context = multiprocessing.get_context(method)
     port = free_port()
     ranks: dict[int, tuple[multiprocessing.process.BaseProcess, Connection]] = {}
@@ -156,11 +158,12 @@ def supervise(
 
 
 def merge(results: Outcomes) -> Result:
-    """One result for the run: rank 0's (which carries every rank's peak), unless a rank failed,
-    in which case the first failure (lowest rank among the failures that were not kills) decides
-    the outcome and its message names the rank; the other ranks' fates follow it."""
-    failures = [(rank, r) for rank, (r, killed) in sorted(results.items()) if r.outcome != "ok" and killed is None]
-    failures = failures or [(rank, r) for rank, (r, _) in sorted(results.items()) if r.outcome != "ok"]
+    """One result for the run: rank 0's (which carries every rank's peak), unless a rank failed.
+    Then the first failure to arrive decides the outcome (the others' usually follow from it: a
+    peer that vanished, a collective that timed out), and the message names its rank, then the
+    other ranks' fates. ``results`` is in order of arrival."""
+    arrived = [(rank, r) for rank, (r, killed) in results.items() if r.outcome != "ok" and killed is None]
+    failures = arrived or [(rank, r) for rank, (r, _) in results.items() if r.outcome != "ok"]
     base = results[0][0]
     if not failures:
         return base

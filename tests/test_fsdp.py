@@ -1,0 +1,221 @@
+"""Tests for litgpt_min.fsdp and litgpt_min.launch: the reference's FSDP strategy driven on the CPU
+over gloo with 2 ranks that litgpt-min launches itself (tiny-llama, fp32), and the launcher's
+supervision of ranks that fail or hang.
+
+Why two processes on the CPU mean something: the strategy is Fabric's own ``FSDPStrategy`` with
+only its GPU check lifted (``AnyDeviceFSDPStrategy``), so the wrapping policy, activation
+checkpointing, gradient sharding and ``no_backward_sync`` are the ones a GPU run uses.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+import torch
+from torch.distributed.fsdp import FullyShardedDataParallel
+
+from litgpt_min import launch
+from litgpt_min.build import build_model
+from litgpt_min.config import Config
+from litgpt_min.finetune import finetune_body, micro_step, optimizer_step
+from litgpt_min.model import Block
+from litgpt_min.options import RunRequest, build_request
+from litgpt_min.peft import count_params
+from litgpt_min.result import Result
+from litgpt_min.run import execute
+
+pytestmark = pytest.mark.slow
+
+MODEL = "tiny-llama"
+STEPS = 4  # optimizer steps of the fixed-batch run, each after two accumulated micro-steps
+
+
+def request(devices: int, **values: Any) -> RunRequest:
+    base = dict(model=MODEL, method="lora", accelerator="cpu", precision="32-true", micro_batch_size=1)
+    return build_request("finetune", {**base, "devices": devices, **values})
+
+
+def fixed_batch_body(request: RunRequest, config: Config, fabric: Any, device: torch.device) -> Mapping[str, Any]:
+    """Train LoRA on one batch that every rank shares, so that the ranks' averaged gradient is the
+    one-process gradient; record the losses and the gradient elements each rank holds after the
+    accumulating (no_backward_sync) and the reducing micro-step."""
+    fabric.seed_everything(1337)
+    model = build_model(config, "lora", device=device, dtype=request.dtype)
+    blocks = sum(p.numel() for m in model.modules() if isinstance(m, Block) for p in m.parameters())
+    model.max_seq_length = 16
+    model = fabric.setup_module(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = fabric.setup_optimizers(torch.optim.AdamW(params, lr=0.05))
+    batch = torch.randint(0, config.padded_vocab_size, (2, 16), generator=torch.Generator().manual_seed(0))
+    losses, held = [], []
+    for i in range(2 * STEPS):
+        accumulating = i % 2 == 0
+        with fabric.no_backward_sync(model, enabled=accumulating):
+            losses.append(micro_step(model, batch, batch, 2, backward=fabric.backward).item())
+        held.append(sum(_flat_grad_numel(m) for m in FullyShardedDataParallel.fsdp_modules(model)))
+        if not accumulating:
+            optimizer_step(optimizer)
+    return {"details": {"losses": losses, "grad_elements": held, "block_params": blocks}}
+
+
+def _flat_grad_numel(module: FullyShardedDataParallel) -> int:
+    handle = module._handle
+    grad = None if handle is None else handle.flat_param.grad
+    return 0 if grad is None else grad.numel()
+
+
+def test_two_ranks_train_as_one_process_and_hold_unsharded_gradients_while_accumulating() -> None:
+    one = execute(request(1), fixed_batch_body, preflight=False)
+    two = execute(request(2, rank_timeout_s=60.0), fixed_batch_body, preflight=False)
+    assert one.outcome == two.outcome == "ok", (one.error, two.error)
+    losses_one, losses_two = one.details["losses"], two.details["losses"]
+    assert losses_two == pytest.approx(losses_one, rel=1e-4)
+    assert losses_two[-1] < losses_two[0]  # it learns the batch
+    # FSDP (use_orig_params): while accumulating, every rank keeps the unsharded flat gradient of
+    # every Block, frozen weights included; the reducing step leaves each rank its shard.
+    blocks = two.details["block_params"]
+    assert two.details["grad_elements"][0::2] == [blocks] * STEPS
+    assert two.details["grad_elements"][1::2] == [blocks // 2] * STEPS
+    assert len(two.details["rank_max_memory_gb"]) == 2
+    assert two.max_memory_gb == max(two.details["rank_max_memory_gb"])
+    assert two.devices == 2
+
+
+def test_finetune_on_two_ranks_reports_exact_counts_and_every_ranks_peak() -> None:
+    result = execute(request(2, batch_size=2, max_iters=3, rank_timeout_s=60.0), finetune_body, preflight=False)
+    assert result.outcome == "ok", result.error
+    trainable, total = count_params(MODEL, "lora")
+    assert (result.trainable_params, result.total_params) == (trainable, total)
+    peaks = result.details["rank_max_memory_gb"]
+    assert len(peaks) == 2 and all(p > 0 for p in peaks)
+    assert result.max_memory_gb == max(peaks)
+    assert result.details["optimizer_steps"] == 1
+    assert result.time_1k_iters_min is not None
+
+
+def failing_body(request: RunRequest, config: Config, fabric: Any, device: torch.device) -> Mapping[str, Any]:
+    if fabric.global_rank == 1:
+        raise RuntimeError("rank one broke")
+    return {}
+
+
+def hanging_body(request: RunRequest, config: Config, fabric: Any, device: torch.device) -> Mapping[str, Any]:
+    if fabric.global_rank == 1:
+        time.sleep(600)
+    return {}
+
+
+def test_a_failing_rank_is_the_runs_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(launch, "FAILURE_GRACE_S", 1.0)
+    start = time.monotonic()
+    result = execute(request(2, rank_timeout_s=60.0), failing_body, preflight=False)
+    assert result.outcome == "error"
+    assert result.error is not None and result.error.startswith("rank 1: rank one broke")
+    assert result.details["failed_rank"] == 1
+    assert time.monotonic() - start < 30  # rank 0, stuck in the peaks' gather, was killed
+
+
+def test_a_hanging_rank_ends_the_run_at_the_rank_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(launch, "FAILURE_GRACE_S", 1.0)
+    start = time.monotonic()
+    result = execute(request(2, rank_timeout_s=3.0), hanging_body, preflight=False)
+    assert result.outcome == "error"
+    # Rank 0's collective timed out waiting for rank 1, which was then killed.
+    assert result.error is not None and result.error.startswith("rank 0: ")
+    assert "rank 1: killed" in result.error
+    assert time.monotonic() - start < 30
+
+
+# The supervision on its own, with stand-in processes ----------------------------------------------
+class FakeProcess:
+    def __init__(self, exitcode: int | None = None) -> None:
+        self.exitcode = exitcode
+        self.killed = False
+
+    def is_alive(self) -> bool:
+        return self.exitcode is None
+
+    def kill(self) -> None:
+        self.killed, self.exitcode = True, -9
+
+    def join(self) -> None:
+        pass
+
+
+class FakeConn:
+    def __init__(self, result: Result | None = None) -> None:
+        self.result = result
+        self.silent, self._writer = os.pipe()  # what connection.wait waits on: nobody writes
+
+    def poll(self) -> bool:
+        return self.result is not None
+
+    def recv(self) -> Any:
+        assert self.result is not None
+        return self.result.to_json()
+
+    def fileno(self) -> int:
+        return self.silent
+
+
+def ok(**details: Any) -> Result:
+    return Result(workload="finetune", model=MODEL, method="lora", micro_batch_size=1, devices=2, details=details)
+
+
+def failure(message: str) -> Result:
+    return launch.failed(request(1), message)
+
+
+def test_a_rank_that_dies_without_a_result_is_named_with_its_status() -> None:
+    ranks: Any = {0: (FakeProcess(), FakeConn(ok())), 1: (FakeProcess(exitcode=-9), FakeConn())}
+    results = launch.supervise(ranks, 60.0, failure)
+    merged = launch.merge(results)
+    assert merged.outcome == "error"
+    assert merged.error == "rank 1: exited with status SIGKILL without a result"
+
+
+def test_a_straggler_is_killed_rank_timeout_after_the_first_result() -> None:
+    now = [0.0]
+
+    def clock() -> float:
+        now[0] += 1.0
+        return now[0]
+
+    straggler = FakeProcess()
+    ranks: Any = {0: (FakeProcess(exitcode=0), FakeConn(ok(rank_max_memory_gb=[1.0, 2.0]))), 1: (straggler, FakeConn())}
+    merged = launch.merge(launch.supervise(ranks, 5.0, failure, clock=clock))
+    assert straggler.killed
+    assert merged.outcome == "error" and merged.error is not None
+    assert merged.error.startswith("rank 1: no result 5 s after another rank finished")
+
+
+def test_the_merged_result_of_healthy_ranks_is_rank_zeros() -> None:
+    zero = ok(rank_max_memory_gb=[1.0, 2.0])
+    assert launch.merge({0: (zero, None), 1: (ok(), None)}) is zero
+
+
+def test_several_machines_need_an_external_launcher() -> None:
+    with pytest.raises(ValueError, match="torchrun or srun"):
+        launch.launch_local(request(2, num_nodes=2), finetune_body)
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, False),
+        ({"LOCAL_RANK": "0"}, True),
+        ({"SLURM_NTASKS": "4", "SLURM_JOB_NAME": "train"}, True),
+        ({"SLURM_NTASKS": "4", "SLURM_JOB_NAME": "bash"}, False),
+        ({"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "train"}, False),
+    ],
+)
+def test_external_launchers_are_recognized(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], expected: bool) -> None:
+    for name in ("LOCAL_RANK", "SLURM_NTASKS", "SLURM_JOB_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert launch.externally_launched() is expected
