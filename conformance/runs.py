@@ -1,9 +1,10 @@
 """The session's measurements: each row's run at most once (prefetched in a small pool for rows
-that run on the CPU, else run when its first check asks), and parameter counts per (model,
-method, PEFT options), computed once on the meta device."""
+that run on the CPU, else run when its first check asks, on GPUs leased for it: conformance/gpus.py),
+and parameter counts per (model, method, PEFT options), computed once on the meta device."""
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from conformance.expectations import Case
+from conformance.gpus import GpuPool, visible_gpus
 from conformance.options import Options
 from conformance.profiles import ActiveProfile
 from conformance.rules import RowKey
@@ -33,6 +35,10 @@ class RunCache:
         self._cancel = threading.Event()
         self._executor: ThreadPoolExecutor | None = None
         self._log_dir: Path | None = None
+        # The lock files of the session's GPU leases: the controller's directory on a pytest-xdist
+        # worker (set by the session), else one of this session's own, made when a GPU row runs.
+        self.gpu_lock_dir: Path | None = None
+        self._gpu_pool: GpuPool | None = None
 
     # Parameter counts ---------------------------------------------------------------------------
     def param_counts(self, case: Case) -> Counts:
@@ -96,7 +102,20 @@ class RunCache:
 
     def _run(self, active: ActiveProfile, case: Case) -> RunResult:
         options = self.run_options(active, case)
-        return as_run_result(self.runner(case, options), case, options)
+        if active.on_cpu or case.outcome == "unsupported" or not self._fingerprint().get("gpus"):
+            return as_run_result(self.runner(case, options), case, options)
+        with self.gpu_pool().lease(case.devices, self._cancel) as gpus:
+            options = dataclasses.replace(options, env={**options.env, "CUDA_VISIBLE_DEVICES": ",".join(gpus)})
+            return as_run_result(self.runner(case, options), case, options)
+
+    def gpu_pool(self) -> GpuPool:
+        """The session's GPUs and their leases (see ``conformance/gpus.py``)."""
+        with self._lock:
+            if self._gpu_pool is None:
+                directory = self.gpu_lock_dir or Path(tempfile.mkdtemp(prefix="conformance-gpus-"))
+                self.gpu_lock_dir = directory
+                self._gpu_pool = GpuPool(visible_gpus(len(self._fingerprint().get("gpus") or [])), directory)
+            return self._gpu_pool
 
     def prefetch(self, rows: Sequence[tuple[ActiveProfile, Case]]) -> None:
         """Start the runs of rows that execute on the CPU (the CPU profile, command-line refusals)

@@ -12,9 +12,11 @@ writes the results file and the recorded profile, so no worker's rows are lost.
 
 from __future__ import annotations
 
+import tempfile
 import threading
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,6 +28,7 @@ from conformance.compare import Finding
 from conformance.estimate import RowEstimate, estimate_case, profile_capacity_gb, profile_stack
 from conformance.expectations import Case, ExpectationError
 from conformance.gpu_idle import IdleReport, check_idle
+from conformance.gpus import WORKERINPUT_KEY
 from conformance.options import Options
 from conformance.profiles import ActiveProfile, select_profiles
 from conformance.record import record_profile
@@ -75,6 +78,8 @@ class ConformanceSession:
         # A pytest-xdist worker runs checks; the controller alone writes files.
         self.is_worker = config is not None and hasattr(config, "workerinput")
         self.cache = RunCache(options, lambda: self.fingerprint)
+        if self.is_worker and WORKERINPUT_KEY in config.workerinput:  # type: ignore[union-attr]
+            self.cache.gpu_lock_dir = Path(config.workerinput[WORKERINPUT_KEY])  # type: ignore[union-attr]
         self.rows: dict[RowKey, Row] = {}
         self.collection_error: ExpectationError | None = None
         self.summary_lines: list[str] = []  # for the terminal summary: the record's diff, write errors
@@ -282,6 +287,14 @@ class ConformanceSession:
                 rows.append((active, case))
         self.cache.prefetch(rows)
         self.write_results()
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        """The controller gives every worker the same GPU-lease directory (``conformance/gpus.py``)."""
+        with self._lock:
+            if self.cache.gpu_lock_dir is None:
+                self.cache.gpu_lock_dir = Path(tempfile.mkdtemp(prefix="conformance-gpus-"))
+        node.workerinput[WORKERINPUT_KEY] = str(self.cache.gpu_lock_dir)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
