@@ -1,4 +1,4 @@
-"""The ``conformance`` command: ``env``, ``report FILE [--plot PNG]``, ``diff OLD NEW``,
+"""The ``conformance`` command: ``env``, ``report FILE... [--merged OUT] [--plot PNG]``, ``diff OLD NEW``,
 ``validate [PROFILE ...]``, ``estimate``.
 
 The checks themselves run under pytest (``pytest conformance``); this command prints the
@@ -16,13 +16,14 @@ from pathlib import Path
 from conformance.diff import cmd_diff
 from conformance.estimate import add_parser as add_estimate_parser
 from conformance.estimate import run as run_estimate
-from conformance.expectations import DEFAULT_ROOT, ExpectationError, list_profiles, load_profile
+from conformance.expectations import DEFAULT_ROOT, ExpectationError, list_profiles, load_profile, write_json_atomic
 from conformance.hardware import fingerprint, format_header
 from conformance.options import Options, fraction
+from conformance.merge import PREFER_CHOICES, Prefer, merge_files
 from conformance.plot import cmd_plot
 from conformance.profiles import resolve_profiles
 from conformance.report import render
-from conformance.results import load_results
+from conformance.results import check_target, load_results
 
 # Exit status for bad input (a malformed results file, an output path that cannot be written).
 EXIT_BAD_INPUT = 2
@@ -37,12 +38,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     env = sub.add_parser("env", help="print this machine's fingerprint (the pytest report header)")
     env.add_argument("--json", action="store_true", help="the whole fingerprint as JSON")
-    report = sub.add_parser("report", help="render a --results file as Markdown (the resource tables' layout)")
-    report.add_argument("file", type=Path)
+    report = sub.add_parser(
+        "report",
+        help="render --results files as Markdown (the resource tables' layout); several are merged first",
+        description="Several files (from pytest-xdist sessions, machines, nodes) are merged into one report;"
+        " each row keeps the fingerprint of the machine that ran it.",
+    )
+    report.add_argument("file", type=Path, nargs="+")
     report.add_argument("-o", "--output", type=Path, default=None, help="write here instead of stdout")
     report.add_argument(
         "--plot", type=Path, default=None, metavar="PNG", help="also draw measured vs expected per row (needs [plot])"
     )
+    report.add_argument(
+        "--prefer", choices=PREFER_CHOICES, default=None,
+        help="a row measured in several files: keep the one of the most recently created file (default: refuse)",
+    )  # fmt: skip
+    report.add_argument("--merged", type=Path, default=None, metavar="FILE", help="also write the merged results file")
     diff = sub.add_parser(
         "diff",
         help="compare two results files row by row (exit 1 when a row regressed beyond tolerance)",
@@ -70,8 +81,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "env":
         return cmd_env(args.json)
     if args.command == "report":
-        status = cmd_report(args.file, args.output)
-        return cmd_plot(args.file, args.plot) if status == 0 and args.plot is not None else status
+        if len(args.file) == 1 and args.merged is None:
+            status = cmd_report(args.file[0], args.output)
+            source = args.file[0]
+        else:
+            status = cmd_merge(args.file, args.output, args.merged, args.prefer)
+            source = args.merged
+        if status == 0 and args.plot is not None:
+            if source is None:
+                print("conformance report: --plot with several files needs --merged FILE to draw from", file=sys.stderr)
+                return EXIT_BAD_INPUT
+            return cmd_plot(source, args.plot)
+        return status
     if args.command == "diff":
         return cmd_diff(
             args.old, args.new, as_json=args.json, output=args.output, strict=args.strict,
@@ -112,6 +133,34 @@ def cmd_report(file: Path, output: Path | None) -> int:
         return EXIT_BAD_INPUT
     except OSError as exc:
         print(f"conformance report: {output}: cannot write: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return 0
+
+
+def cmd_merge(files: list[Path], output: Path | None, merged: Path | None, prefer: Prefer | None) -> int:
+    """Merge ``files`` and render the merge (and write it to ``merged``); bad input as cmd_report."""
+    try:
+        for target in (output, merged):
+            if target is not None:
+                _check_output(target)
+        if merged is not None:
+            try:
+                check_target(merged)  # never replaces a file that is not a results file
+            except ValueError as exc:
+                raise ValueError(str(exc).replace("--results", "--merged", 1)) from None
+        document = merge_files(files, prefer=prefer)
+        if merged is not None:
+            write_json_atomic(merged, document, force=True)
+        text = render(document)
+        if output is None:
+            sys.stdout.write(text)
+        else:
+            output.write_text(text, encoding="utf-8")
+    except ValueError as exc:
+        print(f"conformance report: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as exc:
+        print(f"conformance report: cannot write: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return 0
 

@@ -80,6 +80,13 @@ def _machine(results: Mapping[str, Any]) -> list[str]:
         ("Python", "python"),
     ):
         lines.append(f"  - {label} {fp.get(key) or 'not installed'}")
+    sources = (results.get("options") or {}).get("merged_from")
+    if sources:
+        lines.append(f"- Merged from {len(sources)} results files (each row keeps its machine's fingerprint):")
+        for source in sources:
+            machines = [r["fingerprint"] for r in results.get("rows") or [] if r.get("source") == source["file"]]
+            host = ", ".join(sorted({str(fp.get("hostname") or "?") for fp in machines})) or "no rows kept"
+            lines.append(f"  - {source['file']} (created {source.get('created') or '?'}; host {host})")
     return lines
 
 

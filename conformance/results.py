@@ -176,6 +176,26 @@ def _pointer(parts: Any) -> str:
     return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts) or "/"
 
 
+def check_document(data: dict[str, Any], where: str) -> None:
+    """``ValueError`` naming ``where`` and the field (a JSON pointer) when ``data`` is not a results
+    document of this version (the schema, and each measured result as a ``Result``)."""
+    if data.get("format") != FORMAT:
+        raise ValueError(
+            f"{where}: /format: not a conformance results file of this version"
+            f" (format {data.get('format')!r}, expected {FORMAT!r})"
+        )
+    errors = sorted(_validator().iter_errors(data), key=lambda e: (list(map(str, e.absolute_path)), e.message))
+    if errors:
+        error = errors[0]
+        raise ValueError(f"{where}: {_pointer(error.absolute_path)}: {error.message}")
+    for index, row in enumerate(data["rows"]):
+        if row["measured"] is not None:
+            try:
+                Result.from_json(row["measured"], "measured")
+            except ValueError as exc:
+                raise ValueError(f"{where}: /rows/{index}/measured: {exc}") from None
+
+
 def load_results(path: Path) -> dict[str, Any]:
     """A results document; ``ValueError`` naming the file and the field (a JSON pointer)."""
     try:
@@ -188,19 +208,5 @@ def load_results(path: Path) -> dict[str, Any]:
         raise ValueError(
             f"{path}: /: not a conformance results file (a JSON {type(data).__name__}, expected an object)"
         )
-    if data.get("format") != FORMAT:
-        raise ValueError(
-            f"{path}: /format: not a conformance results file of this version"
-            f" (format {data.get('format')!r}, expected {FORMAT!r})"
-        )
-    errors = sorted(_validator().iter_errors(data), key=lambda e: (list(map(str, e.absolute_path)), e.message))
-    if errors:
-        error = errors[0]
-        raise ValueError(f"{path}: {_pointer(error.absolute_path)}: {error.message}")
-    for index, row in enumerate(data["rows"]):
-        if row["measured"] is not None:
-            try:
-                Result.from_json(row["measured"], "measured")
-            except ValueError as exc:
-                raise ValueError(f"{path}: /rows/{index}/measured: {exc}") from None
+    check_document(data, str(path))
     return data

@@ -151,8 +151,15 @@ def test_requests_are_checked_against_the_model_and_the_machine(tmp_path: Path) 
     lora = FinetuneOptions("lora", REFERENCE["lora"])
     with pytest.raises(UnsupportedCombination, match=r"quantization \(bnb.nf4\) is not supported with several devices"):
         RunRequest("tiny-llama", lora, quantize="bnb.nf4", devices=2)
-    with pytest.raises(UnsupportedCombination, match=r"devices=2: multi-device"):
-        RunRequest("tiny-llama", lora, devices=2)
+    with pytest.raises(UnsupportedCombination, match=r"quantization \(bnb.nf4\) is not supported with several devices"):
+        RunRequest("tiny-llama", lora, quantize="bnb.nf4", num_nodes=2)  # one device on each of two machines
+    assert RunRequest("tiny-llama", lora, devices=2, num_nodes=3).world_size == 6
+    with pytest.raises(ValueError, match=r"generate runs on one device \(devices=2, num_nodes=1\)"):
+        RunRequest("tiny-llama", GenerateOptions(), devices=2)
+    with pytest.raises(ValueError, match=r"num_nodes must be >= 1, got 0"):
+        RunRequest("tiny-llama", lora, num_nodes=0)
+    with pytest.raises(ValueError, match=r"rank_timeout_s must be a finite number > 0"):
+        RunRequest("tiny-llama", lora, devices=2, rank_timeout_s=0.0)
     with pytest.raises(ValueError, match=r"unknown precision 'fp8'"):
         RunRequest("tiny-llama", lora, precision="fp8")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"unknown accelerator 'tpu'"):

@@ -1,0 +1,103 @@
+"""Merging results files from several sessions (pytest-xdist runs, machines, nodes) into one.
+
+``conformance report a.json b.json ...`` renders the merge; ``--merged FILE`` also writes it as a
+results file of the same format, checked against ``conformance/results.schema.json``.
+
+- Each row keeps the fingerprint of the machine that ran it (``fingerprint`` on the row: the file's
+  own, or the row's if the file was itself a merge) and the file it came from (``source``). The
+  merged document's top-level fingerprint is the first file's.
+- A row (profile, case id) that one file measured and others skipped or did not run is the
+  measured one; skipped everywhere, it is the first file's.
+- A row measured in several files is refused with one line naming them, unless
+  ``prefer="latest"``: then the one from the most recently created file wins.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from conformance.results import FORMAT, check_document, load_results
+
+Prefer = Literal["latest"]
+PREFER_CHOICES = ("latest",)
+# Verdicts of a row that a file holds without having measured it.
+_UNMEASURED = ("skipped", "not run")
+
+
+def merge_files(paths: Sequence[Path], prefer: Prefer | None = None, created: str | None = None) -> dict[str, Any]:
+    """The merged document of the results files ``paths`` (``ValueError``: one line naming the
+    file and row at fault)."""
+    documents = [(Path(p), load_results(Path(p))) for p in paths]
+    return merge(documents, prefer=prefer, created=created)
+
+
+def merge(
+    documents: Sequence[tuple[Path, Mapping[str, Any]]], prefer: Prefer | None = None, created: str | None = None
+) -> dict[str, Any]:
+    """The merged document of already loaded results ``documents`` (path, document)."""
+    if not documents:
+        raise ValueError("nothing to merge: give at least one results file")
+    if prefer is not None and prefer not in PREFER_CHOICES:
+        raise ValueError(f"--prefer {prefer!r}: choose one of {', '.join(PREFER_CHOICES)}")
+    chosen: dict[tuple[str, str], tuple[Path, Mapping[str, Any], dict[str, Any]]] = {}
+    for path, doc in documents:
+        for row in doc["rows"]:
+            key = (row["profile"], row["id"])
+            mine = {**row, "fingerprint": row.get("fingerprint") or doc["fingerprint"], "source": str(path)}
+            if key not in chosen:
+                chosen[key] = (path, doc, mine)
+                continue
+            other_path, other_doc, other = chosen[key]
+            if row["verdict"] in _UNMEASURED:
+                continue
+            if other["verdict"] in _UNMEASURED:
+                chosen[key] = (path, doc, mine)
+                continue
+            if prefer is None:
+                raise ValueError(
+                    f"row {key[0]}:{key[1]} is measured in both {other_path} and {path};"
+                    " keep the newer with --prefer latest, or leave one file out"
+                )
+            if _created(doc) >= _created(other_doc):
+                chosen[key] = (path, doc, mine)
+    rows = [row for _, _, row in chosen.values()]
+    profiles: dict[str, Any] = {}
+    for _, doc in documents:
+        for profile in doc["profiles"]:
+            profiles.setdefault(profile["name"], profile)
+    summary: dict[str, int] = {}
+    for row in rows:
+        summary[row["verdict"]] = summary.get(row["verdict"], 0) + 1
+    first = documents[0][1]
+    merged = {
+        "format": FORMAT,
+        "created": created or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "finished": all(doc["finished"] for _, doc in documents),
+        "command": "conformance report " + " ".join(str(p) for p, _ in documents),
+        "fingerprint": first["fingerprint"],
+        "options": {"merged_from": [_source(p, doc) for p, doc in documents]},
+        "profiles": list(profiles.values()),
+        "summary": dict(sorted(summary.items())),
+        "rows": rows,
+    }
+    check_document(merged, "the merged results")
+    return merged
+
+
+def _created(doc: Mapping[str, Any]) -> _dt.datetime:
+    text = str(doc.get("created") or "")
+    try:
+        stamp = _dt.datetime.fromisoformat(text)
+    except ValueError:
+        return _dt.datetime.min.replace(tzinfo=_dt.timezone.utc)
+    return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=_dt.timezone.utc)
+
+
+def _source(path: Path, doc: Mapping[str, Any]) -> dict[str, Any]:
+    return {"file": str(path), "created": doc.get("created"), "command": doc.get("command")}
+
+
+__all__ = ["PREFER_CHOICES", "Prefer", "merge", "merge_files"]

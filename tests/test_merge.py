@@ -1,0 +1,83 @@
+"""Tests for conformance.merge and ``conformance report a.json b.json ...``: results files from
+several sessions or machines merged into one report and one results file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from results_files import measured, results, row, write
+
+from conformance.cli import main
+from conformance.merge import merge_files
+from conformance.results import load_results
+
+A = "finetune-lora-phi_1_5-noquant-mb1-2gpu"
+B = "finetune-lora-Llama_2_7b_hf-noquant-mb1-2gpu"
+
+
+def ran(case_id: str, gb: float) -> dict:
+    return row(case_id, measured(model="phi-1_5", quantize=None, devices=2, max_memory_gb=gb), devices=2)
+
+
+def skipped(case_id: str) -> dict:
+    return row(case_id, None, verdict="skipped", devices=2)
+
+
+def doc(rows: list[dict], created: str, host: str) -> dict:
+    return {**results(rows, hostname=host), "created": created}
+
+
+@pytest.fixture
+def two_machines(tmp_path: Path) -> tuple[Path, Path]:
+    first = write(tmp_path / "a.json", doc([ran(A, 4.9), skipped(B)], "2026-12-01T00:00:00+00:00", "node-a"))
+    second = write(tmp_path / "b.json", doc([skipped(A), ran(B, 22.2)], "2026-12-02T00:00:00+00:00", "node-b"))
+    return first, second
+
+
+def test_each_row_comes_from_the_file_that_measured_it_with_its_fingerprint(two_machines: tuple[Path, Path]) -> None:
+    first, second = two_machines
+    merged = merge_files([first, second])
+    by_id = {r["id"]: r for r in merged["rows"]}
+    assert by_id[A]["measured"]["max_memory_gb"] == 4.9 and by_id[A]["fingerprint"]["hostname"] == "node-a"
+    assert by_id[B]["measured"]["max_memory_gb"] == 22.2 and by_id[B]["fingerprint"]["hostname"] == "node-b"
+    assert (by_id[A]["source"], by_id[B]["source"]) == (str(first), str(second))
+    assert merged["summary"] == {"passed": 2}
+
+
+def test_a_row_measured_twice_is_refused_unless_the_latest_is_preferred(tmp_path: Path) -> None:
+    old = write(tmp_path / "old.json", doc([ran(A, 4.9)], "2026-12-01T00:00:00+00:00", "node-a"))
+    new = write(tmp_path / "new.json", doc([ran(A, 5.1)], "2026-12-02T00:00:00+00:00", "node-b"))
+    with pytest.raises(ValueError, match=f"row a100-sxm4-40gb:{A} is measured in both .*old.json and .*new.json"):
+        merge_files([old, new])
+    for order in ([old, new], [new, old]):
+        kept = merge_files(order, prefer="latest")["rows"]
+        assert [r["measured"]["max_memory_gb"] for r in kept] == [5.1]
+
+
+def test_the_merged_file_is_a_valid_results_file_and_merges_again(two_machines: tuple[Path, Path], tmp_path: Path) -> None:
+    out, report = tmp_path / "merged.json", tmp_path / "report.md"
+    assert main(["report", *map(str, two_machines), "--merged", str(out), "-o", str(report)]) == 0
+    merged = load_results(out)  # checked against the schema
+    assert {r["fingerprint"]["hostname"] for r in merged["rows"]} == {"node-a", "node-b"}
+    text = report.read_text()
+    assert "Merged from 2 results files" in text and "host node-a" in text and "host node-b" in text
+    again = merge_files([out])
+    assert {r["fingerprint"]["hostname"] for r in again["rows"]} == {"node-a", "node-b"}
+
+
+def test_bad_input_is_one_line_and_exit_2(
+    two_machines: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, _ = two_machines
+    assert main(["report", str(first), str(first)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    notes = tmp_path / "notes.json"
+    notes.write_text(json.dumps({"mine": True}))
+    assert main(["report", *map(str, two_machines), "--merged", str(notes)]) == 2
+    err = capsys.readouterr().err
+    assert "--merged" in err and "not a conformance results file" in err
+    assert json.loads(notes.read_text()) == {"mine": True}
+    assert main(["report", *map(str, two_machines), "--plot", str(tmp_path / "p.png")]) == 2
+    assert "--merged" in capsys.readouterr().err
