@@ -18,8 +18,8 @@ from conformance.estimate import add_parser as add_estimate_parser
 from conformance.estimate import run as run_estimate
 from conformance.expectations import DEFAULT_ROOT, ExpectationError, list_profiles, load_profile, write_json_atomic
 from conformance.hardware import fingerprint, format_header
-from conformance.options import Options, fraction
 from conformance.merge import PREFER_CHOICES, Prefer, merge_files
+from conformance.options import Options, fraction
 from conformance.plot import cmd_plot
 from conformance.profiles import resolve_profiles
 from conformance.report import render

@@ -65,7 +65,9 @@ class GpuPool:
         (``LeaseCancelled`` when ``cancel`` is set meanwhile); ``ValueError`` if the session has
         fewer than ``n`` (the suite skips such rows before they run)."""
         if n > len(self.gpus):
-            raise ValueError(f"a row needs {n} GPUs, this session has {len(self.gpus)}: {', '.join(self.gpus) or 'none'}")
+            raise ValueError(
+                f"a row needs {n} GPUs, this session has {len(self.gpus)}: {', '.join(self.gpus) or 'none'}"
+            )
         held: dict[str, int] = {}
         try:
             with self._locked(self.directory / "gate.lock", cancel):

@@ -79,7 +79,10 @@ def externally_launched() -> bool:
     if "LOCAL_RANK" in os.environ:  # torchrun, and launch_local's ranks
         return True
     # Lightning's SLURMEnvironment.detect(), less an interactive shell's allocation.
-    return int(os.environ.get("SLURM_NTASKS") or 1) > 1 and os.environ.get("SLURM_JOB_NAME") not in ("bash", "interactive")
+    return int(os.environ.get("SLURM_NTASKS") or 1) > 1 and os.environ.get("SLURM_JOB_NAME") not in (
+        "bash",
+        "interactive",
+    )
 
 
 def local_rank() -> int:

@@ -213,7 +213,9 @@ def test_several_machines_need_an_external_launcher() -> None:
         ({"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "train"}, False),
     ],
 )
-def test_external_launchers_are_recognized(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], expected: bool) -> None:
+def test_external_launchers_are_recognized(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], expected: bool
+) -> None:
     for name in ("LOCAL_RANK", "SLURM_NTASKS", "SLURM_JOB_NAME"):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():

@@ -4,6 +4,7 @@ holds GPUs; and the suite handing a leased row its CUDA_VISIBLE_DEVICES."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import multiprocessing
 import os
@@ -101,7 +102,7 @@ def test_workers_share_the_gpus_without_overlap(tmp_path: Path) -> None:
     assert len(leases) == 20 and {lease["gpu"] for lease in leases} == {"0", "1"}
     for gpu in ("0", "1"):
         spans = sorted((lease["start"], lease["end"]) for lease in leases if lease["gpu"] == gpu)
-        assert all(end <= next_start for (_, end), (next_start, _) in zip(spans, spans[1:]))
+        assert all(end <= next_start for (_, end), (next_start, _) in itertools.pairwise(spans))
 
 
 def _hold_forever(directory: str, ready: multiprocessing.synchronize.Event) -> None:
@@ -138,9 +139,7 @@ def run(case, options):
 """
 
 
-def test_gpu_rows_run_with_the_leased_gpus_visible(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_gpu_rows_run_with_the_leased_gpus_visible(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     fake_gpu(monkeypatch, count=2)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6")
     suite = Suite(pytester)
@@ -156,5 +155,7 @@ def test_gpu_rows_run_with_the_leased_gpus_visible(
         "--expectations", str(suite.root), "--runner", "env_runner:run", "--profile", "h100", "-k", "test_run"
     )
     result.assert_outcomes(passed=2)
-    seen = {row["id"]: row["visible"] for row in map(json.loads, (pytester.path / "visible.jsonl").read_text().splitlines())}
+    seen = {
+        row["id"]: row["visible"] for row in map(json.loads, (pytester.path / "visible.jsonl").read_text().splitlines())
+    }
     assert seen == {cases[0]["id"]: "4,6", cases[1]["id"]: "4"}

@@ -56,7 +56,9 @@ def test_a_row_measured_twice_is_refused_unless_the_latest_is_preferred(tmp_path
         assert [r["measured"]["max_memory_gb"] for r in kept] == [5.1]
 
 
-def test_the_merged_file_is_a_valid_results_file_and_merges_again(two_machines: tuple[Path, Path], tmp_path: Path) -> None:
+def test_the_merged_file_is_a_valid_results_file_and_merges_again(
+    two_machines: tuple[Path, Path], tmp_path: Path
+) -> None:
     out, report = tmp_path / "merged.json", tmp_path / "report.md"
     assert main(["report", *map(str, two_machines), "--merged", str(out), "-o", str(report)]) == 0
     merged = load_results(out)  # checked against the schema
