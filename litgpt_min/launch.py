@@ -35,15 +35,18 @@ from litgpt_min.result import Outcome, Result
 
 if TYPE_CHECKING:
     from litgpt_min.options import RunRequest
-    from litgpt_min.run import Body
+
+RankRun = Callable[[], Result]
+"""One rank's whole run (``run.execute_rank`` bound to the request); picklable for spawned ranks."""
 
 # Seconds the other ranks get to report once one has failed (their own error is then secondary).
 FAILURE_GRACE_S = 5.0
 _POLL_S = 0.2
 
 
-def launch_local(request: RunRequest, body: Body, *, preflight: bool = True) -> Result:
-    """Run ``request`` on ``request.devices`` local ranks and merge their results (see module doc)."""
+def launch_local(request: RunRequest, run_rank: RankRun) -> Result:
+    """Run ``request`` on ``request.devices`` local ranks, each calling ``run_rank`` with torchrun's
+    environment, and merge their results (see the module doc)."""
     if request.num_nodes > 1:
         raise ValueError(
             f"--num-nodes {request.num_nodes}: start litgpt-min on every machine with torchrun or srun "
@@ -58,9 +61,7 @@ def launch_local(request: RunRequest, body: Body, *, preflight: bool = True) -> 
     for rank in range(request.devices):
         receive, send = context.Pipe(duplex=False)
         env = rank_env(rank, request.devices, port)
-        process = context.Process(
-            target=_rank_main, args=(request, body, preflight, env, send), name=f"litgpt-min-rank{rank}"
-        )
+        process = context.Process(target=_rank_main, args=(request, run_rank, env, send), name=f"litgpt-min-rank{rank}")
         process.start()
         send.close()  # the child holds the sending end; EOF here means it is gone
         ranks[rank] = (process, receive)
@@ -182,14 +183,12 @@ def merge(results: Outcomes) -> Result:
     )
 
 
-def _rank_main(request: RunRequest, body: Body, preflight: bool, env: dict[str, str], send: Connection) -> None:
+def _rank_main(request: RunRequest, run_rank: RankRun, env: dict[str, str], send: Connection) -> None:
     """One rank: torchrun's environment, the measured run, its result sent to the launcher."""
     _die_with_parent()
     os.environ.update(env)
-    from litgpt_min.run import execute_rank  # run imports this module
-
     try:
-        result = execute_rank(request, body, preflight=preflight)
+        result = run_rank()
     except BaseException as exc:  # execute_rank turns run failures into results; this is the rest
         result = failed(request, *reversed(classify_exception(exc)))
     try:

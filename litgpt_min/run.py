@@ -12,6 +12,7 @@ process is one of them and its result carries every rank's peak.
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -69,7 +70,7 @@ def execute(request: RunRequest, body: Body, *, preflight: bool = True) -> Resul
     their results merged (``launch.launch_local``).
     """
     if request.world_size > 1 and not launch.externally_launched():
-        return launch.launch_local(request, body, preflight=preflight)
+        return launch.launch_local(request, functools.partial(execute_rank, request, body, preflight=preflight))
     return execute_rank(request, body, preflight=preflight)
 
 

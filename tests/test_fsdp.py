@@ -9,7 +9,9 @@ checkpointing, gradient sharding and ``no_backward_sync`` are the ones a GPU run
 
 from __future__ import annotations
 
+import functools
 import os
+import pickle
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -26,7 +28,7 @@ from litgpt_min.model import Block
 from litgpt_min.options import RunRequest, build_request
 from litgpt_min.peft import count_params
 from litgpt_min.result import Result
-from litgpt_min.run import execute
+from litgpt_min.run import execute, execute_rank
 
 pytestmark = pytest.mark.slow
 
@@ -200,7 +202,7 @@ def test_the_merged_result_of_healthy_ranks_is_rank_zeros() -> None:
 
 def test_several_machines_need_an_external_launcher() -> None:
     with pytest.raises(ValueError, match="torchrun or srun"):
-        launch.launch_local(request(2, num_nodes=2), finetune_body)
+        launch.launch_local(request(2, num_nodes=2), lambda: launch.failed(request(1), "never runs"))
 
 
 @pytest.mark.parametrize(
@@ -221,3 +223,9 @@ def test_external_launchers_are_recognized(
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert launch.externally_launched() is expected
+
+
+def test_a_ranks_run_pickles_for_spawned_ranks() -> None:
+    # On CUDA the ranks are spawned (a fork cannot start a fresh CUDA context): their run travels pickled.
+    run_rank = functools.partial(execute_rank, request(2), finetune_body, preflight=True)
+    assert pickle.loads(pickle.dumps(run_rank)).args[0] == request(2)
