@@ -39,6 +39,9 @@ class RunCache:
         # worker (set by the session), else one of this session's own, made when a GPU row runs.
         self.gpu_lock_dir: Path | None = None
         self._gpu_pool: GpuPool | None = None
+        # Called with the row and its leased GPUs (a CUDA_VISIBLE_DEVICES value) right before its
+        # run: the session's GPU-idle check, which must look at those GPUs and no other worker's.
+        self.before_gpu_run: Callable[[ActiveProfile, Case, str], None] | None = None
 
     # Parameter counts ---------------------------------------------------------------------------
     def param_counts(self, case: Case) -> Counts:
@@ -105,7 +108,10 @@ class RunCache:
         if active.on_cpu or case.outcome == "unsupported" or not self._fingerprint().get("gpus"):
             return as_run_result(self.runner(case, options), case, options)
         with self.gpu_pool().lease(case.devices, self._cancel) as gpus:
-            options = dataclasses.replace(options, env={**options.env, "CUDA_VISIBLE_DEVICES": ",".join(gpus)})
+            visible = ",".join(gpus)
+            if self.before_gpu_run is not None:
+                self.before_gpu_run(active, case, visible)
+            options = dataclasses.replace(options, env={**options.env, "CUDA_VISIBLE_DEVICES": visible})
             return as_run_result(self.runner(case, options), case, options)
 
     def gpu_pool(self) -> GpuPool:

@@ -78,6 +78,7 @@ class ConformanceSession:
         # A pytest-xdist worker runs checks; the controller alone writes files.
         self.is_worker = config is not None and hasattr(config, "workerinput")
         self.cache = RunCache(options, lambda: self.fingerprint)
+        self.cache.before_gpu_run = self._check_idle
         if self.is_worker and WORKERINPUT_KEY in config.workerinput:  # type: ignore[union-attr]
             self.cache.gpu_lock_dir = Path(config.workerinput[WORKERINPUT_KEY])  # type: ignore[union-attr]
         self.rows: dict[RowKey, Row] = {}
@@ -152,11 +153,12 @@ class ConformanceSession:
         return self.cache.param_counts(case)
 
     def run(self, active: ActiveProfile, case: Case) -> RunResult:
-        """The row's run (at most once per session); a GPU row's is preceded by the GPU-idle check."""
-        key = (active.name, case.id)
-        if not active.on_cpu and case.outcome != "unsupported" and key not in self._idle:
-            self._idle[key] = check_idle()
+        """The row's run (at most once per session); a GPU row's is preceded by the GPU-idle check
+        of the GPUs leased for it (``_check_idle``)."""
         return self.cache.run(active, case)
+
+    def _check_idle(self, active: ActiveProfile, case: Case, visible: str) -> None:
+        self._idle[(active.name, case.id)] = check_idle(visible=visible)
 
     def estimate(self, active: ActiveProfile, case: Case) -> RowEstimate:
         """The row's GPU-free estimate (at most once per session), for the profile's recorded stack

@@ -175,7 +175,7 @@ def test_a_busy_gpu_skips_speed_checks_with_the_reason(
 ) -> None:
     fake_gpu(monkeypatch)
     busy = IdleReport("busy", ("GPU 0: 1 other process on the device (pid 7)",))
-    monkeypatch.setattr(session, "check_idle", lambda: busy)
+    monkeypatch.setattr(session, "check_idle", lambda visible=None: busy)
     suite = Suite(pytester)
     suite.profile(sku="h100-80gb-hbm3", memory_gb=80)
     suite.answer(good_answers())

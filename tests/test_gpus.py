@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from test_plugin import Suite, _finetune, fake_gpu, profile_file
 
+from conformance import session
+from conformance.gpu_idle import IdleReport
 from conformance.gpus import GpuPool, LeaseCancelled, visible_gpus
 
 pytest_plugins = ["pytester"]
@@ -142,6 +144,13 @@ def run(case, options):
 def test_gpu_rows_run_with_the_leased_gpus_visible(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     fake_gpu(monkeypatch, count=2)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6")
+    idle_checked: list[str | None] = []
+
+    def check_idle(visible: str | None = None) -> IdleReport:
+        idle_checked.append(visible)
+        return IdleReport("idle", ())
+
+    monkeypatch.setattr(session, "check_idle", check_idle)
     suite = Suite(pytester)
     pytester.makepyfile(env_runner=ENV_RUNNER)
     cases = [_finetune("lora", "tiny-llama", None, 1, devices=2), _finetune("lora", "tiny-llama", None, 2)]
@@ -159,3 +168,5 @@ def test_gpu_rows_run_with_the_leased_gpus_visible(pytester: pytest.Pytester, mo
         row["id"]: row["visible"] for row in map(json.loads, (pytester.path / "visible.jsonl").read_text().splitlines())
     }
     assert seen == {cases[0]["id"]: "4,6", cases[1]["id"]: "4"}
+    # The GPU-idle check before each run looks at the row's own GPUs (None: the fingerprint's, of all).
+    assert sorted(v for v in idle_checked if v is not None) == ["4", "4,6"]
