@@ -95,7 +95,10 @@ def _profile_section(profile: Mapping[str, Any], rows: Sequence[Mapping[str, Any
     for key in ("measure_skip", "speed_skip"):
         if profile.get(key):
             out.append(f"- {'Measured rows' if key == 'measure_skip' else 'Speed'} skipped: {profile[key]}")
-    out.append("- Cells: measured value (deviation from the expected value); unmeasured cells show the expected value and, for memory, the GPU-free estimate.")
+    out.append(
+        "- Cells: measured value (deviation from the expected value); unmeasured cells show the"
+        " expected value and, for memory, the GPU-free estimate."
+    )
     out.append("")
     for title, table in _tables(rows, device):
         out += [f"### {title}", "", *_table(table, device), ""]
