@@ -417,9 +417,16 @@ def build_request(workload: Workload, values: Mapping[str, Any]) -> RunRequest:
     if workload == "finetune":
         hp_keys = {f.name for f in dataclasses.fields(Hyperparameters)}
         lora, adapter = peft_settings(given)
+        overrides = {k: given.get(k) for k in hp_keys}
+        ranks = given.get("devices", 1) * given.get("num_nodes", 1)
+        if given["method"] != "lora" and ranks > 1 and overrides["batch_size"] is None:
+            # adapter.py and adapter_v2.py divide their batch by the devices (64/devices, 128/devices),
+            # so that an optimizer step still sees 64 or 128 samples; lora.py does not. Their warmup
+            # in optimizer steps is unchanged by it.
+            overrides["batch_size"] = max(1, REFERENCE[given["method"]].batch_size // ranks)
         options = FinetuneOptions(
             method=given["method"],
-            hyperparameters=hyperparameters(given["method"], **{k: given.get(k) for k in hp_keys}),
+            hyperparameters=hyperparameters(given["method"], **overrides),
             lora=lora,
             adapter=adapter,
             max_iters=given.get("max_iters"),

@@ -324,3 +324,26 @@ def test_fuzz_cli_reaches_the_run_or_exits_2_with_one_line(
     _, err = capsys.readouterr()
     assert code == 2, argv
     assert len(err.splitlines()) == 1 and err.startswith("litgpt-min") and "Traceback" not in err, (argv, err)
+
+
+@pytest.mark.parametrize(("method", "devices", "num_nodes", "batch"), [
+    ("lora", 2, 1, 128),  # lora.py keeps 128 per device
+    ("adapter", 2, 1, 32),  # adapter.py: 64 / devices
+    ("adapter_v2", 2, 2, 32),  # adapter_v2.py: 128 / devices, every rank of every machine
+    ("adapter", 1, 1, 64),
+])  # fmt: skip
+def test_the_adapter_scripts_divide_their_batch_by_the_devices(
+    method: str, devices: int, num_nodes: int, batch: int
+) -> None:
+    values = {
+        "model": "tiny-phi",
+        "method": method,
+        "devices": devices,
+        "num_nodes": num_nodes,
+        "adapter_start_layer": 0,
+    }
+    request = build_request("finetune", values)
+    assert isinstance(request.options, FinetuneOptions)
+    assert request.options.hyperparameters.batch_size == batch
+    given = build_request("finetune", {**values, "batch_size": 8})
+    assert isinstance(given.options, FinetuneOptions) and given.options.hyperparameters.batch_size == 8
