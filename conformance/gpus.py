@@ -8,7 +8,9 @@ its run lasts, and runs with ``CUDA_VISIBLE_DEVICES`` set to them. So:
 - no two rows share a GPU (a shared card would put two runs in one peak and one speed);
 - a row that needs N GPUs waits until N are free, and while it waits it holds the *gate* (one
   more lock file), so rows that need fewer cannot keep taking the GPUs it waits for;
-- a worker that dies releases its GPUs: the kernel drops a process's ``flock`` with it;
+- a worker that dies releases its GPUs: the kernel drops a process's ``flock`` with it. The row's
+  own process inherits the lock descriptors (``Lease.fds``, passed by the runner), so a row that
+  outlives its dead worker keeps its GPUs until it ends too;
 - the GPUs are the outer ``CUDA_VISIBLE_DEVICES`` when one is set (a lease names them as that
   list does, indices or UUIDs), else every GPU the machine has;
 - with one GPU, or without xdist, rows simply run one after another.
@@ -24,11 +26,25 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 # The key under which the controller passes the lock directory to its workers (xdist workerinput).
 WORKERINPUT_KEY = "conformance_gpu_locks"
 _POLL_S = 0.2
+
+
+@dataclass(frozen=True)
+class Lease:
+    """GPUs held for one row: their names (as ``CUDA_VISIBLE_DEVICES`` takes them) and the locked
+    descriptors, which a child process may inherit to hold the lease as long as it lives."""
+
+    gpus: tuple[str, ...]
+    fds: tuple[int, ...]
+
+    @property
+    def visible(self) -> str:
+        return ",".join(self.gpus)
 
 
 class LeaseCancelled(Exception):
@@ -60,8 +76,8 @@ class GpuPool:
         return self.directory / f"gpu-{safe}.lock"
 
     @contextmanager
-    def lease(self, n: int, cancel: threading.Event | None = None) -> Iterator[list[str]]:
-        """Hold ``n`` GPUs for the enclosed run; yields their names. Waits while they are busy
+    def lease(self, n: int, cancel: threading.Event | None = None) -> Iterator[Lease]:
+        """Hold ``n`` GPUs for the enclosed run. Waits while they are busy
         (``LeaseCancelled`` when ``cancel`` is set meanwhile); ``ValueError`` if the session has
         fewer than ``n`` (the suite skips such rows before they run)."""
         if n > len(self.gpus):
@@ -82,7 +98,8 @@ class GpuPool:
                     if len(held) == n:
                         break
                     _pause(self.poll_s, cancel)
-            yield [name for name in self.gpus if name in held]
+            names = tuple(name for name in self.gpus if name in held)
+            yield Lease(names, tuple(held[name] for name in names))
         finally:
             for fd in held.values():
                 os.close(fd)  # closing the descriptor drops its flock
@@ -126,4 +143,4 @@ def _pause(seconds: float, cancel: threading.Event | None) -> None:
         raise LeaseCancelled("the session ended while the row waited for GPUs")
 
 
-__all__ = ["WORKERINPUT_KEY", "GpuPool", "LeaseCancelled", "visible_gpus"]
+__all__ = ["WORKERINPUT_KEY", "GpuPool", "Lease", "LeaseCancelled", "visible_gpus"]

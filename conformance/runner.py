@@ -67,6 +67,7 @@ class RunOptions:
     env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))  # extra environment
     cancel: threading.Event | None = None  # set when the session ends: stop waiting, kill the row
     preloaded: bool = False  # fork from a server with the runners already imported (CPU-only rows)
+    pass_fds: tuple[int, ...] = ()  # descriptors the row's process inherits (its GPU lease's locks)
 
 
 @dataclass(frozen=True)
@@ -225,7 +226,13 @@ def _run_subprocess(command: list[str], log_path: Path, options: RunOptions) -> 
     with open_log(log_path) as log:
         # A new session (process group) lets a timeout kill whatever the runner started too.
         process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+            pass_fds=options.pass_fds,
         )
         child = _PopenChild(process)
         stopped = _wait(child, options)

@@ -107,11 +107,11 @@ class RunCache:
         options = self.run_options(active, case)
         if active.on_cpu or case.outcome == "unsupported" or not self._fingerprint().get("gpus"):
             return as_run_result(self.runner(case, options), case, options)
-        with self.gpu_pool().lease(case.devices, self._cancel) as gpus:
-            visible = ",".join(gpus)
+        with self.gpu_pool().lease(case.devices, self._cancel) as lease:
             if self.before_gpu_run is not None:
-                self.before_gpu_run(active, case, visible)
-            options = dataclasses.replace(options, env={**options.env, "CUDA_VISIBLE_DEVICES": visible})
+                self.before_gpu_run(active, case, lease.visible)
+            env = {**options.env, "CUDA_VISIBLE_DEVICES": lease.visible}
+            options = dataclasses.replace(options, env=env, pass_fds=lease.fds)
             return as_run_result(self.runner(case, options), case, options)
 
     def gpu_pool(self) -> GpuPool:

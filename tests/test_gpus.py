@@ -9,6 +9,7 @@ import json
 import multiprocessing
 import os
 import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -34,7 +35,7 @@ def test_the_outer_cuda_visible_devices_names_the_gpus() -> None:
 def test_leases_never_share_a_gpu_and_a_third_waits(tmp_path: Path) -> None:
     pool = GpuPool(["3", "5"], tmp_path, poll_s=0.01)
     with pool.lease(1) as first, pool.lease(1) as second:
-        assert sorted(first + second) == ["3", "5"]
+        assert sorted(first.gpus + second.gpus) == ["3", "5"]
         assert sorted(pool.busy()) == ["3", "5"]
         cancel = threading.Event()
         threading.Timer(0.2, cancel.set).start()
@@ -61,8 +62,8 @@ def test_a_waiting_multi_gpu_row_is_not_starved_by_single_gpu_rows(tmp_path: Pat
             order.append(f"{name} end")
 
     def double() -> None:
-        with pool.lease(2) as gpus:
-            order.append(f"double start {','.join(gpus)}")
+        with pool.lease(2) as lease:
+            order.append(f"double start {lease.visible}")
         order.append("double end")
 
     first = threading.Thread(target=single, args=("first", release_first))
@@ -85,7 +86,8 @@ def test_a_waiting_multi_gpu_row_is_not_starved_by_single_gpu_rows(tmp_path: Pat
 def _worker(directory: str, gpus: list[str], rows: int, log: str) -> None:
     pool = GpuPool(gpus, Path(directory), poll_s=0.005)
     for _ in range(rows):
-        with pool.lease(1) as (gpu,):
+        with pool.lease(1) as lease:
+            (gpu,) = lease.gpus
             start = time.monotonic()
             time.sleep(0.02)
             with open(log, "a") as f:
@@ -123,9 +125,36 @@ def test_a_killed_worker_releases_its_gpus(tmp_path: Path) -> None:
     os.kill(worker.pid or 0, signal.SIGKILL)
     worker.join()
     start = time.monotonic()
-    with pool.lease(2) as gpus:
-        assert gpus == ["0", "1"]
+    with pool.lease(2) as lease:
+        assert lease.gpus == ("0", "1")
     assert time.monotonic() - start < 2
+
+
+def _lease_for_a_row(directory: str, ready: multiprocessing.synchronize.Event, row_pid: multiprocessing.Value) -> None:
+    with GpuPool(["0"], Path(directory)).lease(1) as lease:
+        # What the runner does: the row's process inherits the lease's locked descriptors.
+        row = subprocess.Popen(["sleep", "600"], pass_fds=lease.fds, start_new_session=True)
+        row_pid.value = row.pid
+        ready.set()
+        time.sleep(600)
+
+
+def test_a_row_that_outlives_its_killed_worker_keeps_its_gpu(tmp_path: Path) -> None:
+    ready, row_pid = FORK.Event(), FORK.Value("i", 0)
+    worker = FORK.Process(target=_lease_for_a_row, args=(str(tmp_path), ready, row_pid))
+    worker.start()
+    assert ready.wait(10)
+    os.kill(worker.pid or 0, signal.SIGKILL)
+    worker.join()
+    pool = GpuPool(["0"], tmp_path, poll_s=0.01)
+    try:
+        assert pool.busy() == ["0"]  # the row still runs on it
+    finally:
+        os.kill(row_pid.value, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while pool.busy() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pool.busy() == []
 
 
 # The suite: each GPU row runs on the GPUs leased for it ----------------------------------------------
