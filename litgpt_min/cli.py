@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"litgpt-min: error: {exc}", file=sys.stderr)
         return 2
-    if args.command != "params" and launch.global_rank() != 0:
+    if args.command != "params" and launch.externally_launched() and launch.global_rank() != 0:
         return 0  # one rank of torchrun or srun: rank 0 prints the run's result, every rank's peak in it
     if args.json:
         print(json.dumps(result, sort_keys=True, allow_nan=False))
