@@ -1,8 +1,8 @@
 """Starting the ranks of a several-device run on this machine, and turning them into one result.
 
 ``litgpt-min finetune ... --devices N`` outside torchrun and SLURM starts N rank processes itself
-(forked on the CPU, where the parent holds no accelerator state; spawned on CUDA, where a fork
-cannot start a fresh CUDA context), each with the environment torchrun would give it, and waits for
+(forked on the CPU, where the parent holds no accelerator state, each rank computing on one
+thread; spawned on CUDA, where a fork cannot start a fresh CUDA context), each with the environment torchrun would give it, and waits for
 their results over pipes. The run never hangs on a rank:
 
 - a rank that dies without a result is an ``error`` naming it and its exit status;
@@ -187,6 +187,11 @@ def _rank_main(request: RunRequest, run_rank: RankRun, env: dict[str, str], send
     """One rank: torchrun's environment, the measured run, its result sent to the launcher."""
     _die_with_parent()
     os.environ.update(env)
+    if request.device().type == "cpu":
+        # A forked rank (launch_local forks on the CPU): GNU OpenMP's thread pool does not survive a
+        # fork (the child's first parallel region waits forever for the parent's threads), so this
+        # rank computes on one thread, which keeps torch out of OpenMP altogether.
+        torch.set_num_threads(1)
     try:
         result = run_rank()
     except BaseException as exc:  # execute_rank turns run failures into results; this is the rest

@@ -88,7 +88,15 @@ def test_two_ranks_train_as_one_process_and_hold_unsharded_gradients_while_accum
 
 
 def test_finetune_on_two_ranks_reports_exact_counts_and_every_ranks_peak() -> None:
-    result = execute(request(2, batch_size=2, max_iters=3, rank_timeout_s=60.0), finetune_body, preflight=False)
+    threads = torch.get_num_threads()
+    try:
+        # The launcher's own OpenMP threads are busy before it forks the ranks (a pytest session
+        # that has computed anything): a forked rank that used them would wait forever.
+        torch.set_num_threads(2)
+        torch.randn(1 << 22).cos()
+        result = execute(request(2, batch_size=2, max_iters=3, rank_timeout_s=60.0), finetune_body, preflight=False)
+    finally:
+        torch.set_num_threads(threads)
     assert result.outcome == "ok", result.error
     trainable, total = count_params(MODEL, "lora")
     assert (result.trainable_params, result.total_params) == (trainable, total)
