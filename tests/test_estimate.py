@@ -26,6 +26,7 @@ from litgpt_min.estimate import (
     fake_peak,
     run_step,
     stack_for,
+    use_cuda_dropout,
 )
 from litgpt_min.finetune import make_optimizer, micro_step, optimizer_step
 from litgpt_min.measure import LiveTensorTracker
@@ -60,6 +61,22 @@ def real_peak(request: EstimateRequest) -> int:
 # --------------------------------------------------------------------------------------------
 # The tracker under fake tensors
 # --------------------------------------------------------------------------------------------
+def test_cuda_dropout_keeps_a_one_byte_mask_where_the_cpu_keeps_a_noise_tensor() -> None:
+    """What backward holds of a dropout: input, output and CUDA's bool mask, not the CPU's bf16 noise."""
+    n = 1 << 20
+    held = {}
+    for name, drop in (("cpu", torch.nn.Dropout(0.05)), ("cuda", torch.nn.Sequential(torch.nn.Dropout(0.05)))):
+        if name == "cuda":
+            use_cuda_dropout(drop)
+        with FakeTensorMode(), LiveTensorTracker() as tracker:
+            x = torch.zeros(n, dtype=torch.bfloat16, requires_grad=True)
+            y = drop(x)
+            held[name] = tracker.live_bytes
+            del x, y
+    assert held["cpu"] == 3 * 2 * n
+    assert held["cuda"] == 2 * 2 * n + n
+
+
 def test_tracker_counts_fake_cpu_allocations_rounded_and_releases_them() -> None:
     with FakeTensorMode(), LiveTensorTracker() as tracker:
         a = torch.empty(1000, dtype=torch.float32)  # 4000 bytes -> 4096
@@ -127,6 +144,7 @@ def test_estimate_equals_the_runners_own_step(kw: dict[str, object]) -> None:
                 lora=request.lora,
                 adapter=request.adapter,
             )
+            use_cuda_dropout(model)  # the estimate models CUDA's fused dropout (see its test below)
             model.max_seq_length = request.seq_len
             model.train()
             hp = hyperparameters(request.method, micro_batch_size=request.micro_batch_size)
