@@ -29,8 +29,10 @@ from litgpt_min.estimate import (
     use_cuda_dropout,
 )
 from litgpt_min.finetune import make_optimizer, micro_step, optimizer_step
-from litgpt_min.measure import LiveTensorTracker
+from litgpt_min.measure import LiveTensorTracker, round_allocation
+from litgpt_min.model import GPT
 from litgpt_min.options import hyperparameters
+from litgpt_min.peft import apply_method
 from litgpt_min.outcome import classify_exception
 
 CPU = torch.device("cpu")
@@ -204,6 +206,35 @@ def test_layer_extrapolation_equals_the_full_depth_run(kw: dict[str, object]) ->
     extrapolated = estimate(request)
     assert extrapolated.how in ("fake-run-extrapolated", "fsdp-analytic")
     assert extrapolated.peak_bytes == estimate(request, extrapolate=False).peak_bytes
+
+
+def _flat_numels(request: EstimateRequest) -> tuple[int, list[int]]:
+    """Elements of the root FSDP unit and of each Block, counted on the built model."""
+    with torch.device("meta"):
+        model = apply_method(GPT(request.config), request.method, request.lora, request.adapter)
+    blocks = [sum(p.numel() for p in block.parameters()) for block in model.transformer.h]
+    return sum(p.numel() for p in model.parameters()) - sum(blocks), blocks
+
+
+def test_fsdp_devices_change_only_the_shards() -> None:
+    """Everything but the shards is per device whatever the world size: only 1/N moves."""
+    two, four = (tiny("tiny-llama", n_layer=4, devices=n, precision="bf16-true") for n in (2, 4))
+    root, blocks = _flat_numels(two)
+    shard = {n: sum(round_allocation(-(-k // n) * 2) for k in (root, *blocks)) for n in (2, 4)}
+    assert estimate(two).peak_bytes - estimate(four).peak_bytes == shard[2] - shard[4] > 0
+
+
+def test_fsdp_keeps_the_flat_gradient_of_every_block_that_trains() -> None:
+    """Under no_backward_sync a Block with a trainable parameter keeps its whole flat gradient,
+    frozen weights included; a Block without one (below the adapter's start layer) keeps none."""
+    from litgpt_min.adapter import AdapterSettings
+
+    def fsdp(start_layer: int) -> EstimateRequest:
+        return tiny("tiny-llama", n_layer=4, method="adapter", devices=2, adapter=AdapterSettings(start_layer=start_layer))
+
+    _, blocks = _flat_numels(fsdp(2))
+    frozen_blocks = 4 * (blocks[0] + blocks[1])  # fp32: blocks 0 and 1 train only from start layer 0
+    assert estimate(fsdp(0)).peak_bytes - estimate(fsdp(2)).peak_bytes >= frozen_blocks
 
 
 def test_the_estimate_does_not_depend_on_the_fake_device_but_attention_does() -> None:
