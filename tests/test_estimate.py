@@ -224,6 +224,16 @@ def test_fsdp_devices_change_only_the_shards() -> None:
     assert estimate(two).peak_bytes - estimate(four).peak_bytes == shard[2] - shard[4] > 0
 
 
+def test_fsdp_peak_holds_all_flat_gradients_the_last_blocks_parts_and_two_unsharded_blocks() -> None:
+    """At the end of backward: every Block's flat gradient, the last Block's per-parameter
+    gradients being concatenated into its own, two unsharded Blocks, the root unit and the shards
+    (a short sequence keeps the activations negligible)."""
+    request = tiny("tiny-llama", n_layer=4, devices=2, seq_len=4)
+    root, blocks = _flat_numels(request)
+    shards = sum(round_allocation(-(-n // 2) * 4) for n in (root, *blocks))
+    assert estimate(request).peak_bytes >= shards + 4 * root + 4 * (len(blocks) + 1 + 2) * blocks[0]
+
+
 def test_fsdp_keeps_the_flat_gradient_of_every_block_that_trains() -> None:
     """Under no_backward_sync a Block with a trainable parameter keeps its whole flat gradient,
     frozen weights included; a Block without one (below the adapter's start layer) keeps none."""
