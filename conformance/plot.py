@@ -121,7 +121,7 @@ def plot_results(results: Mapping[str, Any], out: Path) -> int:
     axes[0].set_ylim(len(rows) - 0.5, -0.5)  # first row on top, as in the tables
     fig.suptitle(_title(results), fontsize=10, x=0.01, ha="left")
     fig.subplots_adjust(left=0.17, right=0.87, top=1 - 1.1 / height, bottom=0.6 / height)
-    fig.savefig(out, dpi=110)
+    fig.savefig(out, dpi=110, bbox_inches="tight", pad_inches=0.2)  # long row ids widen, never clip
     plt.close(fig)
     return len(rows)
 
