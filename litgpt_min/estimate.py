@@ -244,7 +244,7 @@ def estimate(request: EstimateRequest, *, extrapolate: bool = True) -> Estimate:
         )
         return Estimate(None, request.stack, "refused", unsupported=reason)
     if request.devices > 1:
-        return Estimate(_fsdp_peak(request, extrapolate), request.stack, "fsdp-analytic")
+        return Estimate(_fsdp_peak(request, extrapolate), request.stack, "fsdp-simulated")
     peak, how = _peak(request, extrapolate, fsdp=False)
     return Estimate(peak, request.stack, how)
 

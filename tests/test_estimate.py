@@ -204,7 +204,7 @@ def test_quantized_weights_hold_bitsandbytes_bytes(quantize: str) -> None:
 def test_layer_extrapolation_equals_the_full_depth_run(kw: dict[str, object]) -> None:
     request = tiny(n_layer=7, **kw)  # type: ignore[arg-type]
     extrapolated = estimate(request)
-    assert extrapolated.how in ("fake-run-extrapolated", "fsdp-analytic")
+    assert extrapolated.how in ("fake-run-extrapolated", "fsdp-simulated")
     assert extrapolated.peak_bytes == estimate(request, extrapolate=False).peak_bytes
 
 
