@@ -32,8 +32,8 @@ from litgpt_min.finetune import make_optimizer, micro_step, optimizer_step
 from litgpt_min.measure import LiveTensorTracker, round_allocation
 from litgpt_min.model import GPT
 from litgpt_min.options import hyperparameters
-from litgpt_min.peft import apply_method
 from litgpt_min.outcome import classify_exception
+from litgpt_min.peft import apply_method
 
 CPU = torch.device("cpu")
 
@@ -240,7 +240,9 @@ def test_fsdp_keeps_the_flat_gradient_of_every_block_that_trains() -> None:
     from litgpt_min.adapter import AdapterSettings
 
     def fsdp(start_layer: int) -> EstimateRequest:
-        return tiny("tiny-llama", n_layer=4, method="adapter", devices=2, adapter=AdapterSettings(start_layer=start_layer))
+        return tiny(
+            "tiny-llama", n_layer=4, method="adapter", devices=2, adapter=AdapterSettings(start_layer=start_layer)
+        )
 
     _, blocks = _flat_numels(fsdp(2))
     frozen_blocks = 4 * (blocks[0] + blocks[1])  # fp32: blocks 0 and 1 train only from start layer 0
