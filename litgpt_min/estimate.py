@@ -50,6 +50,9 @@ Modelling assumptions (each one is a place the estimate can be wrong):
    the compute dtype) under ``no_backward_sync``; the Blocks' resident weights are then replaced
    by this rank's shards of every unit plus two unsharded Blocks (the current one and the
    prefetched one). The root unit stays unsharded from forward to backward, as FSDP keeps it.
+   The step is iteration 0 (the longest sample, no flat gradient yet): the later accumulation
+   iterations hold every Block's flat gradient from their start, with random, mostly shorter
+   samples, and are not modelled.
    Quantization with several devices is unsupported, as in the reference.
 8. **Random weights, synthetic batch.** Memory does not depend on values; the batch is the
    longest sample repeated (the micro-batch is padded to its longest sample anyway).
