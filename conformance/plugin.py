@@ -57,8 +57,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "gpu: needs a CUDA GPU; skipped with a reason elsewhere")
     # pytest-xdist declares this mark; declared here too so that --strict-markers holds without it.
     config.addinivalue_line("markers", "xdist_group(name): run these checks on one pytest-xdist worker")
-    options = Options.from_config(config)
     try:
+        options = Options.from_config(config)
         options.validate(writes=not hasattr(config, "workerinput"))
         session = ConformanceSession(options, config)
     except (ValueError, OSError, ExpectationError) as exc:

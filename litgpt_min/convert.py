@@ -55,7 +55,13 @@ from typing import Any, Literal, cast
 import torch
 
 from litgpt_min.config import Config
-from litgpt_min.files import atomic_write, check_output_dir, check_output_file, copy_regular_file_within
+from litgpt_min.files import (
+    atomic_write,
+    check_output_dir,
+    check_output_file,
+    check_regular_file_within,
+    copy_regular_file_within,
+)
 from litgpt_min.model import GPT
 
 Family = Literal["llama", "gpt_neox", "phi", "falcon"]
@@ -189,7 +195,7 @@ def _object(value: Any, src: str, key: str) -> Mapping[str, Any]:
 def hf_family(hf_config: Mapping[str, Any], source: str = "config.json") -> Family:
     """The family of a Hugging Face ``config.json`` (by ``architectures``, else ``model_type``)."""
     if not isinstance(hf_config, Mapping):
-        raise ValueError(f"{source}: expected a JSON object, got {type(hf_config).__name__} {hf_config!r:.40}")
+        raise ValueError(f"{source}: expected a JSON object, got {json.dumps(hf_config)[:40]}")
     architectures = hf_config.get("architectures") or []
     if not isinstance(architectures, list) or not all(isinstance(a, str) for a in architectures):
         raise ValueError(f"{source}: architectures: expected a list of names, got {architectures!r}")
@@ -711,8 +717,8 @@ def check_layer_count(keys: Iterable[str], config: Config, family: str, source: 
                 layers.add(int(m["n"]))
                 break
     if len(layers) != config.n_layer or (layers and max(layers) != config.n_layer - 1):
-        held = f"{len(layers)} (indices {min(layers)}..{max(layers)})" if layers else "none"
-        raise ValueError(f"{source}: {field}: {config.n_layer} layers, but the weights hold {held}")
+        held = f"{len(layers)} layers (indices {min(layers)}..{max(layers)})" if layers else "no layers"
+        raise ValueError(f"{source}: {field}: {config.n_layer}, but the weights hold {held}")
 
 
 def _load_file(path: Path) -> dict[str, torch.Tensor]:
@@ -748,11 +754,8 @@ def convert_hf_checkpoint(hf_dir: str | Path, out_dir: str | Path, model_name: s
     for name in ("lit_model.pth", "lit_config.json", *copies):
         check_output_file(out_dir / name)
     root = hf_dir.resolve().parent.parent if hf_dir.resolve().parent.name == "snapshots" else hf_dir
-    for name in copies:  # refuse a planted link before any work, not after the weights are written
-        if not (hf_dir / name).resolve().is_relative_to(root.resolve()):
-            raise ValueError(
-                f"{hf_dir / name}: resolves to {(hf_dir / name).resolve()}, outside {hf_dir}; refusing to copy it"
-            )
+    for name in copies:  # refuse a planted link or a FIFO before any work, not after the weights are written
+        check_regular_file_within(hf_dir / name, root)
 
     config_path = hf_dir / "config.json"
     if not config_path.is_file():

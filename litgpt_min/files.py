@@ -54,7 +54,8 @@ def check_output_dir(directory: str | Path, label: str = "") -> Path:
     for parent in (directory.absolute(), *directory.absolute().parents):
         if parent.exists():
             if not parent.is_dir():
-                raise ValueError(f"{label}: {parent} is not a directory")
+                where = "is" if parent == directory.absolute() else f"lies under {parent}, which is"
+                raise ValueError(f"{label}: {where} not a directory")
             return directory
     return directory  # pragma: no cover - the root always exists
 
@@ -114,17 +115,30 @@ def write_json_atomic(path: str | Path, data: Any, *, parents: bool = False) -> 
     write_text_atomic(path, json_text(data), parents=parents)
 
 
-def copy_regular_file_within(src: str | Path, root: str | Path, dst: str | Path) -> None:
-    """Copy ``src`` to ``dst`` (atomically) only if it is a regular file that resolves inside
-    ``root``: a symbolic link is followed only as far as ``root`` reaches, and a device, FIFO or
-    directory is refused. ``ValueError`` names ``src`` and why."""
+def check_regular_file_within(src: str | Path, root: str | Path) -> Path:
+    """``src`` resolved, if it is a regular file inside ``root`` (a symbolic link is followed only
+    as far as ``root`` reaches; a device, FIFO, directory or dangling link is refused)."""
     src, root = Path(src), Path(root)
-    real, real_root = src.resolve(), root.resolve()
-    if not real.is_relative_to(real_root):
+    real = src.resolve()
+    if not real.is_relative_to(root.resolve()):
         raise ValueError(f"{src}: resolves to {real}, outside {root}; refusing to copy it")
     try:
-        # O_NOFOLLOW on the resolved path: a link swapped in after resolve() is refused.
-        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
+        mode = real.stat().st_mode
+    except OSError as exc:
+        raise ValueError(f"{src}: cannot read: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode):
+        raise ValueError(f"{src}: is not a regular file; refusing to copy it")
+    return real
+
+
+def copy_regular_file_within(src: str | Path, root: str | Path, dst: str | Path) -> None:
+    """Copy ``src`` to ``dst`` (atomically, never through a link at ``dst``) only if it is a regular
+    file that resolves inside ``root`` (``check_regular_file_within``). ``ValueError`` names ``src``."""
+    real = check_regular_file_within(src, root)
+    try:
+        # O_NOFOLLOW on the resolved path: a link swapped in after the check is refused, and
+        # O_NONBLOCK keeps a FIFO swapped in from blocking the open (fstat then refuses it).
+        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as exc:
         raise ValueError(f"{src}: cannot open: {exc.strerror or exc}") from None
     with os.fdopen(fd, "rb") as source:
