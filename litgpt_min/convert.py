@@ -752,7 +752,7 @@ def convert_hf_checkpoint(hf_dir: str | Path, out_dir: str | Path, model_name: s
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"{out_dir}: exists and is not a directory")
     for name in ("lit_model.pth", "lit_config.json", *copies):
-        check_output_file(out_dir / name)
+        check_output_file(out_dir / name, parents=True)
     root = hf_dir.resolve().parent.parent if hf_dir.resolve().parent.name == "snapshots" else hf_dir
     for name in copies:  # refuse a planted link or a FIFO before any work, not after the weights are written
         check_regular_file_within(hf_dir / name, root)

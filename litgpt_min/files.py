@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import IO, Any
 
 
-def check_output_file(path: str | Path, what: str = "") -> Path:
+def check_output_file(path: str | Path, what: str = "", *, parents: bool = False) -> Path:
     """``path`` as a file that may be (re)written: not a directory, not a symbolic link, and its
-    directory exists (or can be created: no ancestor is a file). ``what`` prefixes the message
-    (an option name such as ``-o``)."""
+    directory exists (with ``parents``: or can be created, no ancestor being a file). ``what``
+    prefixes the message (an option name such as ``-o``)."""
     path = Path(path)
     label = f"{what} {path}" if what else str(path)
     if path.is_symlink():
@@ -44,6 +44,8 @@ def check_output_file(path: str | Path, what: str = "") -> Path:
     if path.exists() and not path.is_file():
         raise ValueError(f"{label}: exists and is not a regular file")
     check_output_dir(path.absolute().parent, label)
+    if not parents and not path.absolute().parent.is_dir():
+        raise ValueError(f"{label}: the directory {path.absolute().parent} does not exist")
     return path
 
 

@@ -172,7 +172,9 @@ class FinetuneOptions:
         if self.data_file is not None:
             if self.tokenizer_dir is None:
                 raise ValueError("--data-file needs --tokenizer-dir (the tokenizer that turns it into tokens)")
-            if Path(self.data_file).exists() and not Path(self.data_file).is_file():
+            if not Path(self.data_file).exists():
+                raise ValueError(f"--data-file {self.data_file}: no such file")
+            if not Path(self.data_file).is_file():
                 raise ValueError(f"--data-file {self.data_file}: not a regular file")
             # The whole file is read here (a second of JSON at Alpaca's size) so that a file that is
             # not a list of records fails now, not after the model is built.
