@@ -56,8 +56,8 @@ def check_output_dir(directory: str | Path, label: str = "") -> Path:
     for parent in (directory.absolute(), *directory.absolute().parents):
         if parent.exists():
             if not parent.is_dir():
-                where = "is" if parent == directory.absolute() else f"lies under {parent}, which is"
-                raise ValueError(f"{label}: {where} not a directory")
+                itself = parent == directory.absolute() and label == str(directory)
+                raise ValueError(f"{label}: {'is' if itself else f'lies under {parent}, which is'} not a directory")
             return directory
     return directory  # pragma: no cover - the root always exists
 
