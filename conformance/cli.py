@@ -24,7 +24,7 @@ from conformance.profiles import resolve_profiles
 from conformance.report import render
 from conformance.results import load_results
 from litgpt_min.files import check_output_file, write_text_atomic
-from litgpt_min.usage import OneLineParser
+from litgpt_min.usage import OneLineParser, one_line
 
 # Exit status for bad input (a malformed results file, an output path that cannot be written).
 EXIT_BAD_INPUT = 2
@@ -110,10 +110,10 @@ def cmd_report(file: Path, output: Path | None) -> int:
         else:
             write_text_atomic(output, text)
     except ValueError as exc:
-        print(f"conformance report: {exc}", file=sys.stderr)
+        print(one_line(f"conformance report: {exc}"), file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as exc:
-        print(f"conformance report: {output}: cannot write: {exc.strerror or exc}", file=sys.stderr)
+        print(one_line(f"conformance report: {output}: cannot write: {exc.strerror or exc}"), file=sys.stderr)
         return EXIT_BAD_INPUT
     return 0
 

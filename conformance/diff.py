@@ -28,6 +28,7 @@ from conformance.report import METHOD_NAMES, MODEL_NAMES
 from conformance.results import load_results
 from litgpt_min.files import check_output_file, write_text_atomic
 from litgpt_min.result import Result
+from litgpt_min.usage import one_line
 
 FORMAT = "litgpt-conformance-diff/1"
 Change = Literal["regression", "improvement", "within", "changed", "appeared", "vanished", "same"]
@@ -402,7 +403,7 @@ def cmd_diff(
             check_output_file(output, "-o")
         diff = diff_files(old, new, memory_tolerance=memory_tolerance, speed_tolerance=speed_tolerance, strict=strict)
     except ValueError as exc:
-        print(f"conformance diff: {exc}", file=sys.stderr)
+        print(one_line(f"conformance diff: {exc}"), file=sys.stderr)
         return 2
     text = json.dumps(to_json(diff), indent=2, sort_keys=True) + "\n" if as_json else render_markdown(diff)
     if output is None:
@@ -412,7 +413,8 @@ def cmd_diff(
             write_text_atomic(output, text)
         except (OSError, ValueError) as exc:
             print(
-                f"conformance diff: -o {output}: cannot write: {getattr(exc, 'strerror', None) or exc}", file=sys.stderr
+                one_line(f"conformance diff: -o {output}: cannot write: {getattr(exc, 'strerror', None) or exc}"),
+                file=sys.stderr,
             )
             return 2
     return diff.exit_status

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from conformance.compare import band
 from conformance.results import load_results
 from litgpt_min.files import atomic_write, check_output_file
+from litgpt_min.usage import one_line
 
 PLOT_EXTRA_MISSING = (
     "conformance report --plot needs matplotlib: pip install 'litgpt-conformance[plot]' (or pip install matplotlib)"
@@ -190,10 +191,10 @@ def cmd_plot(file: Path, out: Path) -> int:
         n = plot_results(load_results(file), out)
     except ValueError as exc:
         text = str(exc) if str(file) in str(exc) else f"{file}: {exc}"
-        print(f"conformance report --plot: {text}", file=sys.stderr)
+        print(one_line(f"conformance report --plot: {text}"), file=sys.stderr)
         return 2
     except OSError as exc:
-        print(f"conformance report --plot: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
+        print(one_line(f"conformance report --plot: cannot write {out}: {exc.strerror or exc}"), file=sys.stderr)
         return 2
     # stderr: stdout carries the Markdown report when both are asked for.
     print(f"conformance: plotted {n} rows into {out}", file=sys.stderr)

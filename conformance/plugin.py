@@ -25,6 +25,7 @@ from conformance.checks import RowCheck
 from conformance.expectations import ExpectationError
 from conformance.options import Options, add_options
 from conformance.session import PLUGIN_NAME, ConformanceSession
+from litgpt_min.usage import one_line
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -62,7 +63,8 @@ def pytest_configure(config: pytest.Config) -> None:
         options.validate(writes=not hasattr(config, "workerinput"))
         session = ConformanceSession(options, config)
     except (ValueError, OSError, ExpectationError) as exc:
-        raise pytest.UsageError(str(exc)) from None
+        # An expectations error lists each problem on its own line; anything else is one line.
+        raise pytest.UsageError(str(exc) if isinstance(exc, ExpectationError) else one_line(str(exc))) from None
     config.pluginmanager.register(session, PLUGIN_NAME)
 
 

@@ -10,6 +10,12 @@ import argparse
 from typing import Any, NoReturn
 
 
+def one_line(message: str) -> str:
+    """``message`` on one line: every character ``str.splitlines`` would break at, and every other
+    control character (a user's path or value may hold them), written as its escape."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in message)
+
+
 class UsageError(Exception):
     """Bad command-line input: reported in one line, exit status 2."""
 
@@ -23,7 +29,7 @@ class OneLineParser(argparse.ArgumentParser):
     """
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(2, f"{self.prog}: error: {one_line(message)}\n")
 
     def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
         namespace, extras = super().parse_known_args(args, namespace)
