@@ -68,7 +68,9 @@ class Baseline:
             return case, f"not in the baseline {self.path}"
         data = row.get("measured")
         if data is None:
-            why = next(iter((row.get("reasons") or {}).values()), "") or f"verdict {row.get('verdict')}"
+            reasons = row.get("reasons") or {}
+            # Why its run did not happen (an estimate's known miss is no reason the row was unmeasured).
+            why = reasons.get("run") or next(iter(reasons.values()), "") or f"verdict {row.get('verdict')}"
             return case, f"the baseline {self.path} did not measure this row ({why.splitlines()[0]})"
         result = Result.from_json(data, f"{self.path}: row {case.profile}:{case.id}: measured")
         figures = {name: getattr(result, name) if result.outcome == "ok" else None for name in BASELINE_FIGURES}

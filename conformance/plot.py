@@ -123,8 +123,11 @@ def plot_results(results: Mapping[str, Any], out: Path) -> int:
     axes[0].set_ylim(len(rows) - 0.5, -0.5)  # first row on top, as in the tables
     fig.suptitle(_title(results), fontsize=10, x=0.01, ha="left")
     fig.subplots_adjust(left=0.17, right=0.87, top=1 - 1.1 / height, bottom=0.6 / height)
-    with atomic_write(out) as handle:  # savefig to a handle needs the format named
-        fig.savefig(handle, dpi=110, format=Path(out).suffix.lstrip(".").lower() or "png")
+    # savefig to a handle needs the format named; long row ids widen the page, never clip.
+    with atomic_write(out) as handle:
+        fig.savefig(
+            handle, dpi=110, bbox_inches="tight", pad_inches=0.2, format=Path(out).suffix.lstrip(".").lower() or "png"
+        )
     plt.close(fig)
     return len(rows)
 

@@ -95,7 +95,10 @@ def _profile_section(profile: Mapping[str, Any], rows: Sequence[Mapping[str, Any
     for key in ("measure_skip", "speed_skip"):
         if profile.get(key):
             out.append(f"- {'Measured rows' if key == 'measure_skip' else 'Speed'} skipped: {profile[key]}")
-    out.append("- Cells: measured value (deviation from the expected value); unmeasured cells show the expected value.")
+    out.append(
+        "- Cells: measured value (deviation from the expected value); unmeasured cells show the"
+        " expected value and, for memory, the GPU-free estimate."
+    )
     out.append("")
     for title, table in _tables(rows, device):
         out += [f"### {title}", "", *_table(table, device), ""]
@@ -171,7 +174,9 @@ def _memory_cell(row: Mapping[str, Any]) -> str:
     measured = row.get("measured")
     want = _outcome_text(expected["outcome"], expected.get("max_memory_gb"), expected.get("error"), "GB")
     if not measured:
-        return f"{want} (not run)" if want != "-" else "-"
+        if want == "-":
+            return "-"
+        return f"{want} (not run{_estimate_note(row.get('estimate'), expected.get('max_memory_gb'))})"
     outcome = measured.get("outcome")
     if outcome != "ok":
         got = _outcome_text(outcome, None, measured.get("error"), "GB")
@@ -182,6 +187,19 @@ def _memory_cell(row: Mapping[str, Any]) -> str:
     if expected["outcome"] != "ok" or expected.get("max_memory_gb") is None:
         return f"{number_text(got)} GB (expected {want})"
     return f"{number_text(got)} GB ({_delta(got, expected['max_memory_gb'])})"
+
+
+def _estimate_note(estimate: Mapping[str, Any] | None, expected_gb: float | None) -> str:
+    """``"; estimate 9.05 GB, -0.5%"``: the GPU-free estimate of a row that was not run."""
+    if not estimate:
+        return ""
+    gb = estimate.get("max_memory_gb")
+    if estimate.get("outcome") == "unsupported" or gb is None:
+        return f"; estimate {OUTCOME_TEXT.get(str(estimate.get('outcome')), estimate.get('outcome'))}"
+    text = f"; estimate {number_text(gb)} GB"
+    if estimate.get("outcome") == "oom":
+        return text + f": OOM at {number_text(estimate.get('capacity_gb'))} GB"
+    return text + (f", {_delta(gb, expected_gb)}" if expected_gb else "")
 
 
 def _speed_cell(row: Mapping[str, Any], field: str) -> str:

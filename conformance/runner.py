@@ -34,6 +34,7 @@ try:  # imported now, not lazily from a worker thread (pytester's in-process run
 except ImportError:  # no fork server on this platform: rows run as plain subprocesses
     pass
 
+from litgpt_min.protocol import SUITE_GENERATIONS
 from litgpt_min.result import RESULT_VERSION, Outcome, Result
 
 if TYPE_CHECKING:
@@ -133,6 +134,7 @@ def build_command(case: Case, options: RunOptions, python: str = sys.executable)
         base["micro_batch_size"] = case.micro_batch_size
     else:
         head = ["generate"]
+        base["num_samples"] = SUITE_GENERATIONS  # the protocol's repeated windows
     base.update(devices=case.devices, precision=PRECISION, quantize=case.quantize)
     if options.accelerator != "auto":
         base["accelerator"] = options.accelerator

@@ -8,7 +8,9 @@ runners (``finetune.py``, ``generate.py``) only collect timings:
    there) are not steady state; :func:`steady` drops them, keeping at least one sample.
 2. **Repeated windows, median and spread.** Every timed window (a micro-step, a generation) is
    one sample; :func:`summarize` reports their median, which one slow window (a page fault, a
-   neighbour's burst) cannot move, and their spread ``(max - min) / median``.
+   neighbour's burst) cannot move, and their spread ``(max - min) / median``. A conformance
+   row times ``SUITE_GENERATIONS`` generations (a finetune row times every micro-step after the
+   warm-up).
 3. **Time per 1k iterations, extrapolated.** ``1000 × (micro-step + optimizer-step /
    accumulation)`` from the medians (:func:`extrapolate`), so a row takes seconds instead of
    1,000 iterations. Its error bound is the same sum taken over the slowest and the fastest
@@ -28,6 +30,9 @@ from typing import Any
 ITERS_PER_FIGURE = 1000
 # Untimed generations before the timed ones (the first pays for kernel loading and allocation).
 GENERATION_WARMUP = 1
+# Timed generations of a conformance row (``litgpt-min generate --num-samples``): enough windows
+# for a median and a spread. The command line's own default stays the reference's single sample.
+SUITE_GENERATIONS = 3
 
 
 @dataclass(frozen=True)
@@ -162,6 +167,7 @@ def tokens_per_sec(new_tokens: Sequence[int], seconds: Sequence[float], *, warmu
 __all__ = [
     "GENERATION_WARMUP",
     "ITERS_PER_FIGURE",
+    "SUITE_GENERATIONS",
     "Extrapolation",
     "Summary",
     "extrapolate",

@@ -68,6 +68,14 @@ def test_rows_the_baseline_cannot_judge_say_why(tmp_path: Path) -> None:
     assert "not in the baseline" in (other.case(case)[1] or "")
 
 
+def test_the_reason_is_why_the_run_did_not_happen(tmp_path: Path) -> None:
+    case = _case()
+    unrun = row(case.id, None, profile=PROFILE, verdict="skipped")
+    unrun["reasons"] = {"estimate": "known miss: estimated 6.6 GB", "run": "needs 2 GPUs, found 0"}
+    reason = _baseline(tmp_path, unrun).case(case)[1] or ""
+    assert "needs 2 GPUs, found 0" in reason and "known miss" not in reason
+
+
 def test_a_bad_baseline_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "old.json"
     path.write_text('{"format": "nope"}')

@@ -111,6 +111,16 @@ def test_multi_gpu_and_inference_tables() -> None:
     assert "skipped: needs a CUDA GPU" in skipped
 
 
+def test_an_unrun_row_shows_its_gpu_free_estimate_beside_the_expected_figure() -> None:
+    fits = row("finetune-lora-llama2_7b-noquant-mb1-1gpu", {"max_memory_gb": 20.0}, None, "skipped")
+    fits["estimate"] = {"outcome": "ok", "max_memory_gb": 19.0, "capacity_gb": 42.0, "stack": "current"}
+    oom = row("finetune-lora-llama2_7b-noquant-mb4-1gpu", {"outcome": "oom"}, None, "skipped")
+    oom["estimate"] = {"outcome": "oom", "max_memory_gb": 50.5, "capacity_gb": 42.0, "stack": "current"}
+    out = render({**RESULTS, "rows": [fits, oom]})
+    assert "| 20.00 GB (not run; estimate 19.00 GB, -5.0%) |" in out
+    assert "| OOM (not run; estimate 50.50 GB: OOM at 42.00 GB) |" in out
+
+
 def test_findings_section_lists_failures_with_the_reproducing_command() -> None:
     text = render(RESULTS)
     section = text[text.index("## Findings") :]

@@ -3,6 +3,7 @@ two ways a row's process is started (a plain subprocess, a fork from a preloaded
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import threading
@@ -15,6 +16,7 @@ import pytest
 from conformance import runner
 from conformance.expectations import Case, Tolerances
 from conformance.runner import RunOptions, RunResult, as_run_result, build_command, interpret, load_runner
+from litgpt_min.protocol import SUITE_GENERATIONS
 from litgpt_min.result import Result
 
 PY = sys.executable
@@ -49,10 +51,20 @@ def test_generate_command_and_runner_options_override_base_options() -> None:
         quantize="bnb.nf4", micro_batch_size=None, runner_options={"precision": "32-true", "compile": False, "top_k": None},
     )  # fmt: skip
     assert build_command(case, RunOptions(accelerator="cpu", memory_cap_gb=0.02), python="python") == [
-        "python", "-m", "litgpt_min", "generate", "--model", "tiny-falcon", "--devices", "1",
-        "--precision", "32-true", "--quantize", "bnb.nf4", "--accelerator", "cpu", "--memory-cap-gb", "0.02",
+        "python", "-m", "litgpt_min", "generate", "--model", "tiny-falcon",
+        "--num-samples", str(SUITE_GENERATIONS), "--devices", "1", "--precision", "32-true", "--quantize", "bnb.nf4", "--accelerator", "cpu", "--memory-cap-gb", "0.02",
         "--no-compile", "--no-preflight", "--json",
     ]  # fmt: skip
+
+
+def test_inference_rows_time_the_protocols_repeated_generations_unless_the_profile_says_otherwise() -> None:
+    case = make_case(id="inference-tiny_llama-1gpu", workload="inference", method=None, micro_batch_size=None)
+    command = build_command(case, RunOptions(), python="python")
+    assert command[command.index("--num-samples") + 1] == str(SUITE_GENERATIONS)
+    assert SUITE_GENERATIONS >= 3  # a median and a spread need at least three windows
+    one = dataclasses.replace(case, runner_options={"num_samples": 1})
+    command = build_command(one, RunOptions(), python="python")
+    assert command[command.index("--num-samples") + 1] == "1" and command.count("--num-samples") == 1
 
 
 def test_preflight_stays_on_only_for_uncapped_cpu_rows() -> None:
