@@ -159,12 +159,13 @@ class Config:
         return cls.from_dict({**configs[name], **overrides})
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any], source: str = "config") -> Config:
+    def from_dict(cls, values: Mapping[str, Any], source: str = "") -> Config:
         """Build from a dict in Lit-GPT's ``lit_config.json`` spelling (or ours); every value is
         checked for its field's type (an int is not a bool or a float, a float is finite) and the
-        error names ``source`` and the field."""
+        error names ``source`` (when given) and the field."""
+        where = f"{source}: " if source else ""
         if not isinstance(values, Mapping):
-            raise ValueError(f"{source}: expected a JSON object of config fields, got {type(values).__name__}")
+            raise ValueError(f"{where}expected a JSON object of config fields, got {type(values).__name__}")
         kinds = _field_kinds()
         kwargs: dict[str, Any] = {}
         for key, value in values.items():
@@ -172,9 +173,9 @@ class Config:
             if field not in kinds:
                 close = difflib.get_close_matches(str(field), kinds, n=3)
                 hint = f" (did you mean {', '.join(close)}?)" if close else ""
-                raise ValueError(f"{source}: unknown config field {key!r}{hint}")
+                raise ValueError(f"{where}unknown config field {key!r}{hint}")
             if not _has_kind(value, kinds[field]):
-                raise ValueError(f"{source}: {key}: expected {kinds[field]}, got {value!r}")
+                raise ValueError(f"{where}{key}: expected {kinds[field]}, got {value!r}")
             kwargs[field] = value
         return cls(**kwargs)
 

@@ -670,21 +670,23 @@ def _read_weight_map(index: Path, hf_dir: Path) -> dict[str, str]:
         raise ValueError(
             f"{index}: weight_map: expected an object of tensor names to shard files, got {weight_map!r:.60}"
         )
-    root = hf_dir.resolve()
+    root = input_root(hf_dir)
     for key, file in weight_map.items():
         if not isinstance(file, str) or not file:
             raise ValueError(f"{index}: weight_map[{key!r}]: expected a shard file name, got {file!r}")
-        if not (hf_dir / file).resolve().is_relative_to(root) and not _in_hub_cache(hf_dir, hf_dir / file):
+        if not (hf_dir / file).resolve().is_relative_to(root):
             raise ValueError(f"{index}: weight_map[{key!r}]: shard {file} is outside {hf_dir}")
         if not (hf_dir / file).is_file():
             raise ValueError(f"{index}: key {key!r}: shard {file} does not exist")
     return weight_map
 
 
-def _in_hub_cache(hf_dir: Path, path: Path) -> bool:
-    """Whether ``path`` resolves into the Hugging Face hub cache folder of the snapshot ``hf_dir``
-    (``models--org--name/snapshots/<rev>/`` holds links to ``models--org--name/blobs/``)."""
-    return hf_dir.resolve().parent.name == "snapshots" and path.resolve().is_relative_to(hf_dir.resolve().parent.parent)
+def input_root(hf_dir: Path) -> Path:
+    """The folder the files of a checkpoint may resolve into: ``hf_dir`` itself, or for a Hugging
+    Face hub cache snapshot (``models--org--name/snapshots/<rev>/``, whose files are links into
+    ``models--org--name/blobs/``) the cache folder of that model."""
+    real = hf_dir.resolve()
+    return real.parent.parent if real.parent.name == "snapshots" else real
 
 
 def _weight_keys(files: list[Path], index: Mapping[str, str]) -> list[str] | None:
@@ -753,7 +755,7 @@ def convert_hf_checkpoint(hf_dir: str | Path, out_dir: str | Path, model_name: s
         raise ValueError(f"{out_dir}: exists and is not a directory")
     for name in ("lit_model.pth", "lit_config.json", *copies):
         check_output_file(out_dir / name, parents=True)
-    root = hf_dir.resolve().parent.parent if hf_dir.resolve().parent.name == "snapshots" else hf_dir
+    root = input_root(hf_dir)
     for name in copies:  # refuse a planted link or a FIFO before any work, not after the weights are written
         check_regular_file_within(hf_dir / name, root)
 
