@@ -129,7 +129,6 @@ _UNSUPPORTED_KEYS = (
     "logits_scaling",
     "residual_multiplier",
     "attention_multiplier",
-    "layer_types",
 )
 
 
@@ -222,7 +221,14 @@ def config_from_hf(hf_config: Mapping[str, Any], name: str | None = None, *, sou
     family = hf_family(hf_config, source)
     for key in _UNSUPPORTED_KEYS:
         if hf_config.get(key) not in (None, False):
+            if key == "sliding_window" and hf_config.get("use_sliding_window") is False:
+                continue  # declared but switched off (Qwen2-style configs)
             raise ValueError(f"{source}: {key}: {hf_config[key]!r} is not supported by litgpt_min")
+    layer_types = hf_config.get("layer_types")
+    if layer_types is not None and (
+        not isinstance(layer_types, list) or any(kind != "full_attention" for kind in layer_types)
+    ):
+        raise ValueError(f"{source}: layer_types: only full_attention layers are supported, got {layer_types!r:.80}")
     derived = _derive_config(hf_config, family, source)
     if name is None:
         return derived

@@ -392,6 +392,11 @@ CONFIG_JSON_CASES = [
     pytest.param({"rope_scaling": 3}, r"rope_scaling: expected an object, got 3", id="rope-scaling-type"),
     pytest.param({"sliding_window": 64}, r"sliding_window: 64 is not supported", id="sliding-window"),
     pytest.param(
+        {"layer_types": ["full_attention", "sliding_attention"]},
+        r"layer_types: only full_attention layers are supported",
+        id="layer-types",
+    ),
+    pytest.param(
         {"partial_rotary_factor": 0.5}, r"partial_rotary_factor: 0\.5 is not supported for llama", id="partial"
     ),
     pytest.param({"hidden_act": ["silu"]}, r"hidden_act: expected a string, got \['silu'\]", id="activation-type"),
