@@ -6,7 +6,7 @@ in-process (``main(argv)``, ``SystemExit`` caught) and a finetune or generate ru
 check stops where the measured run would start, so the whole module takes seconds.
 
 Inputs fuzzed: ``litgpt-min`` options (params, finetune, generate), ``conformance`` options
-(diff, report), Hugging Face ``config.json`` and index files (``convert-hf``), ``lit_config.json``,
+(diff, report, estimate), Hugging Face ``config.json`` and index files (``convert-hf``), ``lit_config.json``,
 expectation profiles, results files (``report``, ``diff``) and Alpaca data files.
 """
 
@@ -305,6 +305,24 @@ def test_conformance_diff(tmp_path: Path, document: Any, options: list[tuple[str
         given.append(f"{flag}={tmp_path / value if flag == '-o' and value not in ('', '--') else value}")
     code, _, err = call(conformance_cli.main, ["diff", str(old), str(new), *given])
     holds(code, err, ok=(0, 1))  # 1: a row regressed, the gate's own answer
+
+
+ESTIMATE_FLAGS = ["--quantize", "--precision", "--micro-batch-size", "--seq-len", "--prompt-len", "--max-new-tokens",
+                  "--devices", "--capacity-gb", "--stack", "--tolerance", "--jobs", "--lora-r", "--lora-alpha",
+                  "--lora-dropout", "--adapter-prompt-length", "--adapter-start-layer", "--config", "--model"]  # fmt: skip
+
+
+@settings(FUZZ, max_examples=40)
+@given(
+    workload=st.sampled_from(["finetune", "inference"]),
+    options=st.lists(st.tuples(st.sampled_from(ESTIMATE_FLAGS), OPTION_VALUE), max_size=3),
+)
+def test_conformance_estimate_options(workload: str, options: list[tuple[str, str]]) -> None:
+    method = ["--method", "lora"] if workload == "finetune" else []
+    given = [f"{flag}={value}" for flag, value in options]
+    argv = ["estimate", "--model", "tiny-llama", "--workload", workload, *method, *given]
+    code, _, err = call(conformance_cli.main, argv)
+    holds(code, err)
 
 
 # Data files ---------------------------------------------------------------------------------------
