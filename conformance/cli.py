@@ -23,13 +23,15 @@ from conformance.plot import cmd_plot
 from conformance.profiles import resolve_profiles
 from conformance.report import render
 from conformance.results import load_results
+from litgpt_min.files import check_output_file, write_text_atomic
+from litgpt_min.usage import OneLineParser, one_line
 
 # Exit status for bad input (a malformed results file, an output path that cannot be written).
 EXIT_BAD_INPUT = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="conformance",
         description="Lit-GPT resource-table conformance: the machine's fingerprint, reports, profile checks."
         " The checks themselves run under pytest: `pytest conformance`.",
@@ -101,27 +103,19 @@ def cmd_report(file: Path, output: Path | None) -> int:
     """Render ``file``; bad input (the file, ``-o``) is one line naming it and exit status 2."""
     try:
         if output is not None:
-            _check_output(output)
+            check_output_file(output, "-o")
         text = render(load_results(file))
         if output is None:
             sys.stdout.write(text)
         else:
-            output.write_text(text, encoding="utf-8")
+            write_text_atomic(output, text)
     except ValueError as exc:
-        print(f"conformance report: {exc}", file=sys.stderr)
+        print(one_line(f"conformance report: {exc}"), file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as exc:
-        print(f"conformance report: {output}: cannot write: {exc.strerror or exc}", file=sys.stderr)
+        print(one_line(f"conformance report: {output}: cannot write: {exc.strerror or exc}"), file=sys.stderr)
         return EXIT_BAD_INPUT
     return 0
-
-
-def _check_output(output: Path) -> None:
-    """Before rendering: ``-o`` names a file in an existing directory (``ValueError`` otherwise)."""
-    if output.is_dir():
-        raise ValueError(f"-o {output}: is a directory; give a file name")
-    if not output.absolute().parent.is_dir():
-        raise ValueError(f"-o {output}: the directory {output.absolute().parent} does not exist")
 
 
 def cmd_validate(root: Path, names: list[str]) -> int:

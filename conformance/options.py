@@ -58,6 +58,10 @@ class Options:
                 values["strict"] = bool(config.getini("strict"))
                 continue
             value = config.getoption(DEST_PREFIX + f.name)
+            if f.name != "profiles" and isinstance(value, list):
+                # argparse (3.11) hands ``--opt=--`` over as an empty list, past the option's type.
+                flag = "--row-timeout" if f.name == "row_timeout_s" else "--" + f.name.replace("_", "-")
+                raise ValueError(f"{flag}: expected one value, got {value!r}")
             if f.name == "profiles":
                 value = tuple(dict.fromkeys(value or ()))
             elif f.name in ("expectations", "record", "results", "row_logs", "baseline"):
