@@ -32,6 +32,7 @@ from litgpt_min.data import (
     Tokenizer,
     prepare_alpaca,
 )
+from litgpt_min.files import write_text_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = REPO.parent / "shared" / "data"
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         failed |= bool(problems)
         if not problems and not args.check:
             args.out_dir.mkdir(parents=True, exist_ok=True)
-            target.write_text(profile.to_json(), encoding="utf-8")
+            write_text_atomic(target, profile.to_json())
             print(f"  wrote {target}")
     return 1 if failed else 0
 

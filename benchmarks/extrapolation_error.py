@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from conformance.gpu_idle import check_idle
+from litgpt_min.files import write_text_atomic
 from litgpt_min.finetune import warmup_iters
 from litgpt_min.protocol import ITERS_PER_FIGURE, extrapolate
 
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         "by_short_iters": by_length,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    write_text_atomic(args.out, json.dumps(report, indent=2, sort_keys=True) + "\n")
     print(f"1,000 iterations: {truth:.3f} min ({long_wall:.0f} s wall)")
     for iters, figures in by_length.items():
         prefix, many = figures["prefix"], figures["fresh"]

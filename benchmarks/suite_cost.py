@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from litgpt_min.files import write_text_atomic
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "suite_cost.json"
 
@@ -84,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         "run_s_median": round(statistics.median(r["wall_s"] for r in runs), 2),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    write_text_atomic(args.out, json.dumps(report, indent=2, sort_keys=True) + "\n")
     print(
         f"pytest conformance: {report['run_s_median']} s median over {args.repeats} runs"
         f" ({runs[-1]['rows_run']} rows run, collection alone {report['collect_only_s_median']} s) -> {args.out}"

@@ -16,7 +16,7 @@ from pathlib import Path
 from conformance.diff import cmd_diff
 from conformance.estimate import add_parser as add_estimate_parser
 from conformance.estimate import run as run_estimate
-from conformance.expectations import DEFAULT_ROOT, ExpectationError, list_profiles, load_profile, write_json_atomic
+from conformance.expectations import DEFAULT_ROOT, ExpectationError, list_profiles, load_profile
 from conformance.hardware import fingerprint, format_header
 from conformance.merge import PREFER_CHOICES, Prefer, merge_files
 from conformance.options import Options, fraction
@@ -24,13 +24,15 @@ from conformance.plot import cmd_plot
 from conformance.profiles import resolve_profiles
 from conformance.report import render
 from conformance.results import check_target, load_results
+from litgpt_min.files import check_output_file, write_json_atomic, write_text_atomic
+from litgpt_min.usage import OneLineParser, one_line
 
 # Exit status for bad input (a malformed results file, an output path that cannot be written).
 EXIT_BAD_INPUT = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="conformance",
         description="Lit-GPT resource-table conformance: the machine's fingerprint, reports, profile checks."
         " The checks themselves run under pytest: `pytest conformance`.",
@@ -122,17 +124,17 @@ def cmd_report(file: Path, output: Path | None) -> int:
     """Render ``file``; bad input (the file, ``-o``) is one line naming it and exit status 2."""
     try:
         if output is not None:
-            _check_output(output)
+            check_output_file(output, "-o")
         text = render(load_results(file))
         if output is None:
             sys.stdout.write(text)
         else:
-            output.write_text(text, encoding="utf-8")
+            write_text_atomic(output, text)
     except ValueError as exc:
-        print(f"conformance report: {exc}", file=sys.stderr)
+        print(one_line(f"conformance report: {exc}"), file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as exc:
-        print(f"conformance report: {output}: cannot write: {exc.strerror or exc}", file=sys.stderr)
+        print(one_line(f"conformance report: {output}: cannot write: {exc.strerror or exc}"), file=sys.stderr)
         return EXIT_BAD_INPUT
     return 0
 
@@ -140,37 +142,29 @@ def cmd_report(file: Path, output: Path | None) -> int:
 def cmd_merge(files: list[Path], output: Path | None, merged: Path | None, prefer: Prefer | None) -> int:
     """Merge ``files`` and render the merge (and write it to ``merged``); bad input as cmd_report."""
     try:
-        for target in (output, merged):
-            if target is not None:
-                _check_output(target)
+        if output is not None:
+            check_output_file(output, "-o")
         if merged is not None:
+            check_output_file(merged, "--merged")
             try:
                 check_target(merged)  # never replaces a file that is not a results file
             except ValueError as exc:
                 raise ValueError(str(exc).replace("--results", "--merged", 1)) from None
         document = merge_files(files, prefer=prefer)
         if merged is not None:
-            write_json_atomic(merged, document, force=True)
+            write_json_atomic(merged, document)
         text = render(document)
         if output is None:
             sys.stdout.write(text)
         else:
-            output.write_text(text, encoding="utf-8")
+            write_text_atomic(output, text)
     except ValueError as exc:
-        print(f"conformance report: {exc}", file=sys.stderr)
+        print(one_line(f"conformance report: {exc}"), file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as exc:
-        print(f"conformance report: cannot write: {exc.strerror or exc}", file=sys.stderr)
+        print(one_line(f"conformance report: cannot write: {exc.strerror or exc}"), file=sys.stderr)
         return EXIT_BAD_INPUT
     return 0
-
-
-def _check_output(output: Path) -> None:
-    """Before rendering: ``-o`` names a file in an existing directory (``ValueError`` otherwise)."""
-    if output.is_dir():
-        raise ValueError(f"-o {output}: is a directory; give a file name")
-    if not output.absolute().parent.is_dir():
-        raise ValueError(f"-o {output}: the directory {output.absolute().parent} does not exist")
 
 
 def cmd_validate(root: Path, names: list[str]) -> int:

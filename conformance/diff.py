@@ -26,7 +26,9 @@ from conformance.compare import band
 from conformance.expectations import Tolerances
 from conformance.report import METHOD_NAMES, MODEL_NAMES
 from conformance.results import load_results
+from litgpt_min.files import check_output_file, write_text_atomic
 from litgpt_min.result import Result
+from litgpt_min.usage import one_line
 
 FORMAT = "litgpt-conformance-diff/1"
 Change = Literal["regression", "improvement", "within", "changed", "appeared", "vanished", "same"]
@@ -397,13 +399,22 @@ def cmd_diff(
 ) -> int:  # fmt: skip
     """``conformance diff``: print (or write) the diff; the exit status is the gate's."""
     try:
+        if output is not None:
+            check_output_file(output, "-o")
         diff = diff_files(old, new, memory_tolerance=memory_tolerance, speed_tolerance=speed_tolerance, strict=strict)
     except ValueError as exc:
-        print(f"conformance diff: {exc}", file=sys.stderr)
+        print(one_line(f"conformance diff: {exc}"), file=sys.stderr)
         return 2
     text = json.dumps(to_json(diff), indent=2, sort_keys=True) + "\n" if as_json else render_markdown(diff)
     if output is None:
         sys.stdout.write(text)
     else:
-        output.write_text(text, encoding="utf-8")
+        try:
+            write_text_atomic(output, text)
+        except (OSError, ValueError) as exc:
+            print(
+                one_line(f"conformance diff: -o {output}: cannot write: {getattr(exc, 'strerror', None) or exc}"),
+                file=sys.stderr,
+            )
+            return 2
     return diff.exit_status

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from conformance.expectations import DEFAULT_ROOT, Case, ExpectationError, Profile, load_profile
+from conformance.options import positive_number, whole_number
 from conformance.runner import PRECISION
 from litgpt_min.cli import add_flat_options
 from litgpt_min.config import Config
@@ -297,15 +298,15 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--method", choices=FINETUNE_METHODS)
     p.add_argument("--quantize", default=None)
     p.add_argument("--precision", default=PRECISION)
-    p.add_argument("--micro-batch-size", type=_positive_int, default=1)
-    p.add_argument("--seq-len", type=_positive_int, default=None, help="default: the longest Alpaca sample")
-    p.add_argument("--prompt-len", type=_positive_int, default=None, help="default: the generate runner's prompt")
-    p.add_argument("--max-new-tokens", type=_positive_int, default=EstimateRequest.max_new_tokens)
-    p.add_argument("--devices", type=_positive_int, default=1)
-    p.add_argument("--capacity-gb", type=_positive_float, default=None, help="default: the profile's usable memory")
+    p.add_argument("--micro-batch-size", type=whole_number(1), default=1)
+    p.add_argument("--seq-len", type=whole_number(1), default=None, help="default: the longest Alpaca sample")
+    p.add_argument("--prompt-len", type=whole_number(1), default=None, help="default: the generate runner's prompt")
+    p.add_argument("--max-new-tokens", type=whole_number(1), default=EstimateRequest.max_new_tokens)
+    p.add_argument("--devices", type=whole_number(1), default=1)
+    p.add_argument("--capacity-gb", type=positive_number, default=None, help="default: the profile's usable memory")
     p.add_argument("--stack", choices=("current", "profile"), default="current")
-    p.add_argument("--tolerance", type=_positive_float, default=None, help="default: the profile's memory_rel")
-    p.add_argument("--jobs", type=_positive_int, default=default_jobs(), help="processes for a profile's rows")
+    p.add_argument("--tolerance", type=positive_number, default=None, help="default: the profile's memory_rel")
+    p.add_argument("--jobs", type=whole_number(1), default=default_jobs(), help="processes for a profile's rows")
     p.add_argument("--json", action="store_true", help="one JSON object per row")
     p.add_argument("--markdown", action="store_true", help="the table as Markdown")
     # The same --lora-* / --adapter-* flags as litgpt-min, from the one table of run options.
@@ -315,33 +316,6 @@ def add_parser(sub: Any) -> None:
 def _one_line_error(parser: argparse.ArgumentParser, message: str) -> NoReturn:
     print(f"{parser.prog}: {message}", file=sys.stderr)
     sys.exit(2)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return value
-
-
-def _finite_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = _finite_float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return value
 
 
 def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:

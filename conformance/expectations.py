@@ -17,9 +17,7 @@ import difflib
 import functools
 import json
 import math
-import os
 import re
-import secrets
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +29,7 @@ from jsonschema.exceptions import ValidationError
 
 from conformance.display import display
 from litgpt_min.config import known_names
+from litgpt_min.files import json_text, write_text_atomic
 from litgpt_min.result import Outcome, Workload
 
 SCHEMA_PATH: Path = Path(__file__).resolve().parent.parent / "expectations" / "schema.json"
@@ -593,31 +592,18 @@ def _cross_file_problems(files: dict[Path, dict[str, Any]]) -> Iterator[Expectat
 
 # Writing ------------------------------------------------------------------------------------------
 def write_json_atomic(path: Path, data: Any, *, force: bool) -> None:
-    """Write ``data`` as JSON (sorted keys, indent 2, trailing newline) through a temporary file and
-    ``os.replace``, so a reader never sees a partial file. Refuses to overwrite unless ``force``."""
+    """Write ``data`` as JSON (sorted keys, indent 2, trailing newline) atomically and never through a
+    symbolic link (``litgpt_min.files``). Refuses to overwrite unless ``force``."""
     path = Path(path)
     if path.exists() and not force:
         raise ExpectationError(path, "already exists; refusing to overwrite it without force")
     try:
-        text = json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+        text = json_text(data)
     except (TypeError, ValueError, RecursionError) as exc:
         raise ExpectationError(path, f"cannot serialize: {exc}") from None
-    # O_EXCL on a fresh name next to the target: same filesystem for os.replace, and the mode
-    # follows the umask like any new file (mkstemp would make it 0600).
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    created = False
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        created = True
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        created = False
+        write_text_atomic(path, text, parents=True)
     except OSError as exc:
         raise ExpectationError(path, f"cannot write: {exc.strerror or exc}") from None
-    finally:
-        if created:
-            tmp.unlink(missing_ok=True)
+    except ValueError as exc:
+        raise ExpectationError(path, str(exc).removeprefix(f"{path}: ")) from None

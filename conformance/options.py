@@ -58,6 +58,10 @@ class Options:
                 values["strict"] = bool(config.getini("strict"))
                 continue
             value = config.getoption(DEST_PREFIX + f.name)
+            if f.name != "profiles" and isinstance(value, list):
+                # argparse (3.11) hands ``--opt=--`` over as an empty list, past the option's type.
+                flag = "--row-timeout" if f.name == "row_timeout_s" else "--" + f.name.replace("_", "-")
+                raise ValueError(f"{flag}: expected one value, got {value!r}")
             if f.name == "profiles":
                 value = tuple(dict.fromkeys(value or ()))
             elif f.name in ("expectations", "record", "results", "row_logs", "baseline"):
@@ -191,14 +195,24 @@ def _seconds(text: str) -> float:
     return _finite(text, "a timeout must be > 0 seconds", lambda v: v > 0)
 
 
-def _jobs(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
-    return value
+def whole_number(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number >= ``minimum`` (``--cpu-jobs``, ``conformance estimate --jobs``, ...)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {text!r}")
+        return value
+
+    return parse
+
+
+def positive_number(text: str) -> float:
+    """An argparse type: a finite number > 0 (``conformance estimate --capacity-gb``, ...)."""
+    return _finite(text, "must be a finite number > 0", lambda v: v > 0)
 
 
 def _runner_spec(text: str) -> str:
@@ -306,7 +320,7 @@ def add_options(parser: pytest.Parser) -> None:
         "--cpu-jobs",
         field="cpu_jobs",
         metavar="N",
-        type=_jobs,
+        type=whole_number(0),
         default=2,
         help="rows that run on the CPU (the CPU profile, runner refusals) run N at a time, started before"
         " the first test (0: one at a time, when their test runs). GPU rows always run one at a time",

@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 from conformance.compare import band
 from conformance.results import load_results
+from litgpt_min.files import atomic_write, check_output_file
+from litgpt_min.usage import one_line
 
 PLOT_EXTRA_MISSING = (
     "conformance report --plot needs matplotlib: pip install 'litgpt-conformance[plot]' (or pip install matplotlib)"
@@ -121,7 +123,11 @@ def plot_results(results: Mapping[str, Any], out: Path) -> int:
     axes[0].set_ylim(len(rows) - 0.5, -0.5)  # first row on top, as in the tables
     fig.suptitle(_title(results), fontsize=10, x=0.01, ha="left")
     fig.subplots_adjust(left=0.17, right=0.87, top=1 - 1.1 / height, bottom=0.6 / height)
-    fig.savefig(out, dpi=110, bbox_inches="tight", pad_inches=0.2)  # long row ids widen, never clip
+    # savefig to a handle needs the format named; long row ids widen the page, never clip.
+    with atomic_write(out) as handle:
+        fig.savefig(
+            handle, dpi=110, bbox_inches="tight", pad_inches=0.2, format=Path(out).suffix.lstrip(".").lower() or "png"
+        )
     plt.close(fig)
     return len(rows)
 
@@ -184,13 +190,14 @@ def cmd_plot(file: Path, out: Path) -> int:
         print(PLOT_EXTRA_MISSING, file=sys.stderr)
         return 2
     try:
+        check_output_file(out, "--plot")
         n = plot_results(load_results(file), out)
     except ValueError as exc:
         text = str(exc) if str(file) in str(exc) else f"{file}: {exc}"
-        print(f"conformance report --plot: {text}", file=sys.stderr)
+        print(one_line(f"conformance report --plot: {text}"), file=sys.stderr)
         return 2
     except OSError as exc:
-        print(f"conformance report --plot: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
+        print(one_line(f"conformance report --plot: cannot write {out}: {exc.strerror or exc}"), file=sys.stderr)
         return 2
     # stderr: stdout carries the Markdown report when both are asked for.
     print(f"conformance: plotted {n} rows into {out}", file=sys.stderr)

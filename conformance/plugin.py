@@ -25,6 +25,7 @@ from conformance.checks import RowCheck
 from conformance.expectations import ExpectationError
 from conformance.options import Options, add_options
 from conformance.session import PLUGIN_NAME, ConformanceSession
+from litgpt_min.usage import one_line
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -57,12 +58,13 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "gpu: needs a CUDA GPU; skipped with a reason elsewhere")
     # pytest-xdist declares this mark; declared here too so that --strict-markers holds without it.
     config.addinivalue_line("markers", "xdist_group(name): run these checks on one pytest-xdist worker")
-    options = Options.from_config(config)
     try:
+        options = Options.from_config(config)
         options.validate(writes=not hasattr(config, "workerinput"))
         session = ConformanceSession(options, config)
     except (ValueError, OSError, ExpectationError) as exc:
-        raise pytest.UsageError(str(exc)) from None
+        # An expectations error lists each problem on its own line; anything else is one line.
+        raise pytest.UsageError(str(exc) if isinstance(exc, ExpectationError) else one_line(str(exc))) from None
     config.pluginmanager.register(session, PLUGIN_NAME)
 
 

@@ -31,13 +31,10 @@ from litgpt_min.peft import METHODS, build_meta_model
 from litgpt_min.quantize import QUANTIZE_MODES, model_weight_bytes
 from litgpt_min.result import Result, Workload
 from litgpt_min.run import execute
+from litgpt_min.usage import OneLineParser, UsageError, one_line
 
 
-class UsageError(Exception):
-    """Bad command-line input: reported in one line, exit status 2."""
-
-
-class _Parser(argparse.ArgumentParser):
+class _Parser(OneLineParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{self.prog}: {message}")
 
@@ -132,13 +129,13 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         result = cmd_params(args) if args.command == "params" else cmd_run(args).to_json()
     except UsageError as exc:
-        print(f"{exc}", file=sys.stderr)
+        print(one_line(f"{exc}"), file=sys.stderr)
         return 2
     except UnsupportedCombination as exc:
-        print(f"litgpt-min: unsupported: {exc}", file=sys.stderr)
+        print(one_line(f"litgpt-min: unsupported: {exc}"), file=sys.stderr)
         return 2
     except ValueError as exc:
-        print(f"litgpt-min: error: {exc}", file=sys.stderr)
+        print(one_line(f"litgpt-min: error: {exc}"), file=sys.stderr)
         return 2
     if args.command != "params" and launch.externally_launched() and launch.global_rank() != 0:
         return 0  # one rank of torchrun or srun: rank 0 prints the run's result, every rank's peak in it

@@ -13,9 +13,13 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+from litgpt_min.files import write_json_atomic
 
 NormClass = Literal["LayerNorm", "RMSNorm"]
 MLPClass = Literal["GptNeoxMLP", "LLaMAMLP"]
@@ -26,6 +30,40 @@ _JSON_RENAMES = {
     "_mlp_class": "mlp_class_name",
     "condense_ratio": "rope_condense_ratio",
 }
+
+
+# The fields a lit_config.json must spell out: the sizes that decide the model.
+REQUIRED_IN_FILE = ("block_size", "vocab_size", "n_layer", "n_head", "n_embd")
+
+# What a field's annotation admits, in words (the message) and as a check.
+_KINDS: dict[str, str] = {
+    "str": "a string",
+    "int": "an integer",
+    "int | None": "an integer or null",
+    "float": "a finite number",
+    "bool": "true or false",
+    "NormClass": "a string",
+    "MLPClass": "a string",
+}
+
+
+def _field_kinds() -> dict[str, str]:
+    # The annotations are strings (``from __future__ import annotations``): map them to the words.
+    return {f.name: _KINDS[str(f.type)] for f in dataclasses.fields(Config)}
+
+
+def _has_kind(value: Any, kind: str) -> bool:
+    if value is None:
+        return kind.endswith("or null")
+    if kind == "a string":
+        return isinstance(value, str)
+    if kind == "true or false":
+        return isinstance(value, bool)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if kind == "a finite number":
+        return math.isfinite(value)
+    return isinstance(value, int)
 
 
 def find_multiple(n: int, k: int) -> int:
@@ -56,7 +94,7 @@ class Config:
     gelu_approximate: str = "none"
     intermediate_size: int | None = None
     rope_condense_ratio: int = 1
-    rope_base: int = 10000
+    rope_base: float = 10000  # an int in every registry config; HF rope_theta may be fractional
 
     def __post_init__(self) -> None:
         def fail(field: str, why: str) -> None:
@@ -121,29 +159,44 @@ class Config:
         return cls.from_dict({**configs[name], **overrides})
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> Config:
-        """Build from a dict in Lit-GPT's ``lit_config.json`` spelling (or ours)."""
-        known = {f.name for f in dataclasses.fields(cls)}
+    def from_dict(cls, values: Mapping[str, Any], source: str = "") -> Config:
+        """Build from a dict in Lit-GPT's ``lit_config.json`` spelling (or ours); every value is
+        checked for its field's type (an int is not a bool or a float, a float is finite) and the
+        error names ``source`` (when given) and the field."""
+        where = f"{source}: " if source else ""
+        if not isinstance(values, Mapping):
+            raise ValueError(f"{where}expected a JSON object of config fields, got {type(values).__name__}")
+        kinds = _field_kinds()
         kwargs: dict[str, Any] = {}
         for key, value in values.items():
-            key = _JSON_RENAMES.get(key, key)
-            if key not in known:
-                raise ValueError(f"unknown config field {key!r}")
-            kwargs[key] = value
+            field = _JSON_RENAMES.get(key, key)
+            if field not in kinds:
+                close = difflib.get_close_matches(str(field), kinds, n=3)
+                hint = f" (did you mean {', '.join(close)}?)" if close else ""
+                raise ValueError(f"{where}unknown config field {key!r}{hint}")
+            if not _has_kind(value, kinds[field]):
+                raise ValueError(f"{where}{key}: expected {kinds[field]}, got {value!r}")
+            kwargs[field] = value
         return cls(**kwargs)
 
     @classmethod
     def from_file(cls, path: str | Path) -> Config:
-        """Read a ``lit_config.json`` as written by Lit-GPT or by :meth:`to_file`."""
+        """Read a ``lit_config.json`` as written by Lit-GPT or by :meth:`to_file`. Its size fields
+        (``REQUIRED_IN_FILE``) must be present: a default would silently build another model."""
         path = Path(path)
         try:
-            values = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{path}: cannot read config: {exc}") from exc
+            values = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{path}: cannot read config: {exc}") from None
+        if isinstance(values, Mapping):
+            missing = [key for key in REQUIRED_IN_FILE if key not in values]
+            if missing:
+                raise ValueError(f"{path}: missing config field(s) {', '.join(missing)}")
         try:
-            return cls.from_dict(values)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{path}: {exc}") from exc
+            return cls.from_dict(values, source=str(path))
+        except ValueError as exc:
+            message = str(exc)
+            raise ValueError(message if message.startswith(str(path)) else f"{path}: {message}") from None
 
     def to_dict(self) -> dict[str, Any]:
         """The fields in Lit-GPT's ``lit_config.json`` spelling."""
@@ -151,7 +204,8 @@ class Config:
         return {inverse.get(k, k): v for k, v in dataclasses.asdict(self).items()}
 
     def to_file(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+        """Write ``lit_config.json`` atomically, never through a symbolic link."""
+        write_json_atomic(path, self.to_dict())
 
 
 def _llama(name: str, n_layer: int, n_head: int, n_embd: int, groups: int, inter: int, **extra: Any) -> dict[str, Any]:

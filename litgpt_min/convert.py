@@ -48,14 +48,20 @@ import json
 import math
 import os
 import re
-import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal, cast
 
 import torch
 
 from litgpt_min.config import Config
+from litgpt_min.files import (
+    atomic_write,
+    check_output_dir,
+    check_output_file,
+    check_regular_file_within,
+    copy_regular_file_within,
+)
 from litgpt_min.model import GPT
 
 Family = Literal["llama", "gpt_neox", "phi", "falcon"]
@@ -109,15 +115,96 @@ _CHECKED_FIELDS = (
 
 
 # Family and config ---------------------------------------------------------------------------
+_MISSING: Any = object()
+
+# config.json keys that change the model's forward pass in a way litgpt_min does not implement:
+# refused when set (not null, not false), never ignored, since ignoring one would convert the
+# checkpoint into a different model. (RoPE variants, partial rotary on Llama/Falcon, ALiBi and
+# qk-norm are checked where the family is derived.)
+_UNSUPPORTED_KEYS = (
+    "sliding_window",
+    "attn_logit_softcapping",
+    "final_logit_softcapping",
+    "embedding_multiplier",
+    "logits_scaling",
+    "residual_multiplier",
+    "attention_multiplier",
+)
+
+
+def _value(hf: Mapping[str, Any], names: tuple[str, ...]) -> tuple[str, Any]:
+    """(key, value) of the first of ``names`` present and not null (older configs spell some fields
+    differently), else (``names[0]``, None)."""
+    for key in names:
+        if hf.get(key) is not None:
+            return key, hf[key]
+    return names[0], None
+
+
+def _int(hf: Mapping[str, Any], src: str, *names: str, default: Any = _MISSING, low: int = 1) -> int:
+    """An integer field >= ``low`` (a bool, a float or a string is refused, naming the field)."""
+    key, value = _value(hf, names)
+    if value is None:
+        if default is _MISSING:
+            raise ValueError(f"{src}: missing field {names[0]!r}")
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{src}: {key}: expected an integer, got {value!r}")
+    if value < low:
+        raise ValueError(f"{src}: {key}: must be >= {low}, got {value}")
+    return value
+
+
+def _float(hf: Mapping[str, Any], src: str, *names: str, default: float) -> float:
+    """A finite number field (``1e400`` parses to infinity and is refused)."""
+    key, value = _value(hf, names)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{src}: {key}: expected a finite number, got {value!r}")
+    return float(value)
+
+
+def _bool(hf: Mapping[str, Any], src: str, key: str, default: bool) -> bool:
+    value = hf.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise ValueError(f"{src}: {key}: expected true or false, got {value!r}")
+    return value
+
+
+def _str(hf: Mapping[str, Any], src: str, key: str, default: str) -> str:
+    value = hf.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise ValueError(f"{src}: {key}: expected a string, got {value!r}")
+    return value
+
+
+def _object(value: Any, src: str, key: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{src}: {key}: expected an object, got {value!r}")
+    return value
+
+
 def hf_family(hf_config: Mapping[str, Any], source: str = "config.json") -> Family:
     """The family of a Hugging Face ``config.json`` (by ``architectures``, else ``model_type``)."""
+    if not isinstance(hf_config, Mapping):
+        raise ValueError(f"{source}: expected a JSON object, got {json.dumps(hf_config)[:40]}")
     architectures = hf_config.get("architectures") or []
+    if not isinstance(architectures, list) or not all(isinstance(a, str) for a in architectures):
+        raise ValueError(f"{source}: architectures: expected a list of names, got {architectures!r}")
+    model_type = _str(hf_config, source, "model_type", "")
     for arch in architectures:
         if arch in ARCHITECTURES:
             return ARCHITECTURES[arch]
-    if not architectures and hf_config.get("model_type") in _MODEL_TYPES:
-        return _MODEL_TYPES[hf_config["model_type"]]
-    got = architectures or hf_config.get("model_type")
+    if not architectures and model_type in _MODEL_TYPES:
+        return _MODEL_TYPES[model_type]
+    got = architectures or model_type or None
     raise ValueError(f"{source}: unsupported architecture {got!r} (supported: {', '.join(sorted(ARCHITECTURES))})")
 
 
@@ -128,8 +215,21 @@ def config_from_hf(hf_config: Mapping[str, Any], name: str | None = None, *, sou
     architecture (every field in ``_CHECKED_FIELDS``) and has room for the checkpoint's vocabulary.
     Without it the config is derived from ``config.json`` alone, with
     ``vocab_size == padded_vocab_size == config.json's vocab_size``. ``source`` names the file in errors.
+    Every field is checked for its type (an integer is not a bool, a float or a list; numbers are
+    finite), and a feature litgpt_min does not implement is refused.
     """
-    derived = _derive_config(hf_config, hf_family(hf_config, source), source)
+    family = hf_family(hf_config, source)
+    for key in _UNSUPPORTED_KEYS:
+        if hf_config.get(key) not in (None, False):
+            if key == "sliding_window" and hf_config.get("use_sliding_window") is False:
+                continue  # declared but switched off (Qwen2-style configs)
+            raise ValueError(f"{source}: {key}: {hf_config[key]!r} is not supported by litgpt_min")
+    layer_types = hf_config.get("layer_types")
+    if layer_types is not None and (
+        not isinstance(layer_types, list) or any(kind != "full_attention" for kind in layer_types)
+    ):
+        raise ValueError(f"{source}: layer_types: only full_attention layers are supported, got {layer_types!r:.80}")
+    derived = _derive_config(hf_config, family, source)
     if name is None:
         return derived
     registry = Config.from_name(name)
@@ -154,65 +254,70 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
-def _get(hf: Mapping[str, Any], *names: str, default: Any = None) -> Any:
-    """The first of ``names`` present (older configs spell some fields differently)."""
-    for key in names:
-        if hf.get(key) is not None:
-            return hf[key]
-    return default
-
-
 def _rope(hf: Mapping[str, Any], family: Family, src: str) -> tuple[float, int, float]:
-    """(rope_base, rope_condense_ratio, partial rotary factor) from ``rope_parameters`` or older keys."""
-    params = _get(hf, "rope_parameters", "rope_scaling", default={}) or {}
-    rope_type = params.get("rope_type", params.get("type", "default"))
-    theta = params.get("rope_theta", _get(hf, "rope_theta", "rotary_emb_base", default=10000.0))
-    condense = 1
-    if rope_type == "linear":
-        # HF "linear" divides positions by ``factor``; Lit-GPT's rope_condense_ratio does the same.
-        factor = float(params.get("factor", 1.0))
-        if not factor.is_integer():
-            raise ValueError(f"{src}: rope_parameters.factor: linear scaling needs an integer factor (got {factor})")
-        condense = int(factor)
-    elif rope_type != "default":
-        raise ValueError(f"{src}: rope_parameters.rope_type: {rope_type!r} RoPE is not supported (default, linear)")
+    """(rope_base, rope_condense_ratio, partial rotary factor) from ``rope_parameters`` and the older
+    ``rope_scaling``: both are read (a scaling in either one is never dropped) and must agree."""
+    seen: dict[str, int] = {}
+    for key in ("rope_parameters", "rope_scaling"):
+        params = _object(hf.get(key), src, key)
+        if not params:
+            continue
+        rope_type = _str(params, f"{src}: {key}", "rope_type", "") or _str(params, f"{src}: {key}", "type", "default")
+        if rope_type == "linear":
+            # HF "linear" divides positions by ``factor``; Lit-GPT's rope_condense_ratio does the same.
+            factor = _float(params, f"{src}: {key}", "factor", default=1.0)
+            if not factor.is_integer() or factor < 1:
+                raise ValueError(f"{src}: {key}.factor: linear scaling needs an integer factor >= 1 (got {factor})")
+            seen[key] = int(factor)
+        elif rope_type == "default":
+            seen[key] = 1
+        else:
+            raise ValueError(f"{src}: {key}.rope_type: {rope_type!r} RoPE is not supported (default, linear)")
+    if len(set(seen.values())) > 1:
+        raise ValueError(f"{src}: rope_parameters and rope_scaling disagree on the scaling ({seen})")
+    condense = next(iter(seen.values()), 1)
+    params = _object(hf.get("rope_parameters"), src, "rope_parameters")
+    theta = _float(params, f"{src}: rope_parameters", "rope_theta", default=math.nan)
+    if math.isnan(theta):
+        theta = _float(hf, src, "rope_theta", "rotary_emb_base", default=10000.0)
+    if theta <= 0:
+        raise ValueError(f"{src}: rope_theta: must be > 0, got {theta}")
     # Llama and Falcon rotate the whole head; GPT-NeoX defaults to rotary_pct 0.25, phi to 0.5.
     default_partial = {"llama": 1.0, "falcon": 1.0, "gpt_neox": 0.25, "phi": 0.5}[family]
-    partial = 1.0
-    if family in ("gpt_neox", "phi"):
-        partial = params.get(
-            "partial_rotary_factor", _get(hf, "partial_rotary_factor", "rotary_pct", default=default_partial)
+    partial = _float(params, f"{src}: rope_parameters", "partial_rotary_factor", default=math.nan)
+    if math.isnan(partial):
+        partial = _float(hf, src, "partial_rotary_factor", "rotary_pct", default=default_partial)
+    if family in ("llama", "falcon") and partial != 1.0:
+        raise ValueError(
+            f"{src}: partial_rotary_factor: {partial} is not supported for {family} (it rotates whole heads)"
         )
-    base = int(theta) if float(theta).is_integer() else float(theta)
-    return base, condense, float(partial)
+    if not 0.0 < partial <= 1.0:
+        raise ValueError(f"{src}: partial_rotary_factor: must be in (0, 1], got {partial}")
+    base = int(theta) if theta.is_integer() else theta
+    return base, condense, partial
 
 
 def _gelu(hf: Mapping[str, Any], key: str, default: str, src: str) -> str:
-    act = hf.get(key) or default
+    act = _str(hf, src, key, default)
     if act not in _GELU:
         raise ValueError(f"{src}: {key}: activation {act!r} is not supported (one of {', '.join(_GELU)})")
     return _GELU[act]
 
 
 def _derive_config(hf: Mapping[str, Any], family: Family, src: str) -> Config:
-    def need(*names: str) -> int:
-        value = _get(hf, *names)
-        if value is None:
-            raise ValueError(f"{src}: missing field {names[0]!r}")
-        return int(value)
-
-    n_embd = need("hidden_size", "n_embed")
-    n_head = need("num_attention_heads", "n_head")
+    n_embd = _int(hf, src, "hidden_size", "n_embed")
+    n_head = _int(hf, src, "num_attention_heads", "n_head")
     rope_base, condense, partial = _rope(hf, family, src)
     # "_name_or_path" is "org/name" for a hub download (absent from transformers 5's save_pretrained).
     org, _, name = str(hf.get("_name_or_path") or "").rstrip("/").rpartition("/")
+    vocab_size = _int(hf, src, "vocab_size")
     common: dict[str, Any] = dict(
         name=name,
         org=org if org and "/" not in org else Config.org,
-        block_size=int(_get(hf, "max_position_embeddings", default=2048)),
-        vocab_size=need("vocab_size"),
-        padded_vocab_size=need("vocab_size"),
-        n_layer=need("num_hidden_layers", "n_layer"),
+        block_size=_int(hf, src, "max_position_embeddings", default=2048),
+        vocab_size=vocab_size,
+        padded_vocab_size=vocab_size,
+        n_layer=_int(hf, src, "num_hidden_layers", "n_layer"),
         n_head=n_head,
         n_embd=n_embd,
         rope_base=rope_base,
@@ -220,76 +325,89 @@ def _derive_config(hf: Mapping[str, Any], family: Family, src: str) -> Config:
         rotary_percentage=partial,
     )
     if family == "llama":
-        head_dim = hf.get("head_dim")
+        head_dim = _int(hf, src, "head_dim", default=None)
         if head_dim is not None and head_dim != n_embd // n_head:
             raise ValueError(f"{src}: head_dim: {head_dim} != hidden_size/num_attention_heads = {n_embd // n_head}")
-        if hf.get("hidden_act", "silu") not in ("silu", "swish"):
-            raise ValueError(f"{src}: hidden_act: Llama needs silu (got {hf['hidden_act']!r})")
-        attention_bias, mlp_bias = bool(hf.get("attention_bias", False)), bool(hf.get("mlp_bias", False))
+        act = _str(hf, src, "hidden_act", "silu")
+        if act not in ("silu", "swish"):
+            raise ValueError(f"{src}: hidden_act: Llama needs silu (got {act!r})")
+        attention_bias, mlp_bias = _bool(hf, src, "attention_bias", False), _bool(hf, src, "mlp_bias", False)
         if attention_bias != mlp_bias:
             raise ValueError(
                 f"{src}: attention_bias={attention_bias} but mlp_bias={mlp_bias}: Lit-GPT has one bias flag"
             )
-        return Config(
+        return _config(
+            src,
             **common,
-            n_query_groups=int(_get(hf, "num_key_value_heads", default=n_head)),
+            n_query_groups=_int(hf, src, "num_key_value_heads", default=n_head),
             parallel_residual=False,
             bias=attention_bias,
             norm_class_name="RMSNorm",
-            norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+            norm_eps=_float(hf, src, "rms_norm_eps", default=1e-6),
             mlp_class_name="LLaMAMLP",
-            intermediate_size=need("intermediate_size"),
+            intermediate_size=_int(hf, src, "intermediate_size"),
         )
     if family == "gpt_neox":
         # GPTNeoXMLP's linears always have a bias; only the attention's follow attention_bias.
-        if not hf.get("attention_bias", True):
+        if not _bool(hf, src, "attention_bias", True):
             raise ValueError(f"{src}: attention_bias: false is not supported (the MLP keeps its bias)")
-        return Config(
+        return _config(
+            src,
             **common,
-            parallel_residual=bool(hf.get("use_parallel_residual", True)),
+            parallel_residual=_bool(hf, src, "use_parallel_residual", True),
             bias=True,
-            norm_eps=float(hf.get("layer_norm_eps", 1e-5)),
+            norm_eps=_float(hf, src, "layer_norm_eps", default=1e-5),
             gelu_approximate=_gelu(hf, "hidden_act", "gelu", src),
-            intermediate_size=need("intermediate_size"),
+            intermediate_size=_int(hf, src, "intermediate_size"),
         )
     if family == "phi":
-        if hf.get("qk_layernorm"):
+        if _bool(hf, src, "qk_layernorm", False):
             raise ValueError(f"{src}: qk_layernorm: true is not supported")
-        return Config(
+        return _config(
+            src,
             **common,
-            n_query_groups=int(_get(hf, "num_key_value_heads", default=n_head)),
+            n_query_groups=_int(hf, src, "num_key_value_heads", default=n_head),
             parallel_residual=True,
             shared_attention_norm=True,  # PhiDecoderLayer: one input_layernorm feeds attention and MLP
             bias=True,
             lm_head_bias=True,
-            norm_eps=float(hf.get("layer_norm_eps", 1e-5)),
+            norm_eps=_float(hf, src, "layer_norm_eps", default=1e-5),
             gelu_approximate=_gelu(hf, "hidden_act", "gelu_new", src),
-            intermediate_size=int(_get(hf, "intermediate_size", default=8192)),
+            intermediate_size=_int(hf, src, "intermediate_size", default=8192),
         )
     # falcon: FalconDecoderLayer / FalconAttention in transformers 5.
-    if hf.get("alibi"):
+    if _bool(hf, src, "alibi", False):
         raise ValueError(f"{src}: alibi: true is not supported (Lit-GPT uses RoPE)")
-    new_arch = bool(hf.get("new_decoder_architecture", False))
-    parallel = bool(hf.get("parallel_attn", True))
+    new_arch = _bool(hf, src, "new_decoder_architecture", False)
+    parallel = _bool(hf, src, "parallel_attn", True)
     if new_arch:
         if not parallel:
             raise ValueError(f"{src}: new_decoder_architecture with parallel_attn false (transformers cannot run it)")
-        groups = int(_get(hf, "num_kv_heads", "n_head_kv", default=n_head))
-        n_ln = _get(hf, "num_ln_in_parallel_attn", default=2)
+        groups = _int(hf, src, "num_kv_heads", "n_head_kv", default=n_head)
+        n_ln = _int(hf, src, "num_ln_in_parallel_attn", default=2)
         shared = n_ln == 1  # Falcon-11B style: one input_layernorm; 40B: ln_attn and ln_mlp
     else:
-        groups = 1 if hf.get("multi_query", True) else n_head
+        groups = 1 if _bool(hf, src, "multi_query", True) else n_head
         shared = parallel  # 7B: the MLP reuses the attention's input_layernorm
-    return Config(
+    return _config(
+        src,
         **common,
         n_query_groups=groups,
         parallel_residual=new_arch or parallel,
         shared_attention_norm=shared,
-        bias=bool(hf.get("bias", False)),
-        norm_eps=float(_get(hf, "layer_norm_epsilon", default=1e-5)),
+        bias=_bool(hf, src, "bias", False),
+        norm_eps=_float(hf, src, "layer_norm_epsilon", default=1e-5),
         gelu_approximate=_gelu(hf, "activation", "gelu", src),
-        intermediate_size=int(_get(hf, "ffn_hidden_size", default=4 * n_embd)),
+        intermediate_size=_int(hf, src, "ffn_hidden_size", default=4 * n_embd),
     )
+
+
+def _config(src: str, **fields: Any) -> Config:
+    """``Config(**fields)`` with its own checks (divisibility, rotary width) naming ``src``."""
+    try:
+        return Config(**fields)
+    except ValueError as exc:
+        raise ValueError(f"{src}: {exc}") from None
 
 
 # Key tables ----------------------------------------------------------------------------------
@@ -379,12 +497,14 @@ def convert_state_dict(
     tie_word_embeddings: bool = False,
     origin: Mapping[str, str] | None = None,
     source: str = "<state dict>",
+    pad_vocab: bool = True,
 ) -> dict[str, torch.Tensor]:
     """Map a Hugging Face state dict of ``family`` to Lit-GPT's keys and layout for ``config``.
 
     ``tie_word_embeddings`` takes ``lm_head.weight`` from the embedding (a tied checkpoint has no
     ``lm_head.weight``). ``origin`` maps a key to the file it came from and ``source`` names the
-    checkpoint, both only for error messages. Raises ValueError on an unknown or duplicate key, a
+    checkpoint, both only for error messages. ``pad_vocab`` lets vocabulary rows be zero-padded up to
+    the config's ``padded_vocab_size`` (a registry config); without it they must match. Raises ValueError on an unknown or duplicate key, a
     tensor of an unexpected shape, or a missing tensor.
     """
     if family not in _COMPILED:
@@ -420,7 +540,7 @@ def convert_state_dict(
             continue
         if lit_key in out:
             raise ValueError(f"{where(key)}: maps to {lit_key!r} like {came_from[lit_key]!r}; keep only one")
-        out[lit_key] = _fit(tensor, expected[lit_key], lit_key, where(key))
+        out[lit_key] = _fit(tensor, expected[lit_key], lit_key, where(key), pad_vocab)
         came_from[lit_key] = key
 
     for lit_key, group in parts.items():
@@ -432,7 +552,9 @@ def convert_state_dict(
 
     if tie_word_embeddings and _HEAD in expected and _WTE in out:
         head = out[_WTE].clone()
-        if tied_head is not None and not torch.equal(_fit(tied_head[1], head.shape, _HEAD, where(tied_head[0])), head):
+        if tied_head is not None and not torch.equal(
+            _fit(tied_head[1], head.shape, _HEAD, where(tied_head[0]), pad_vocab), head
+        ):
             raise ValueError(f"{where(tied_head[0])}: tie_word_embeddings is set but it differs from the embedding")
         out[_HEAD] = head
 
@@ -463,16 +585,19 @@ def _hf_names(family: Family, lit_key: str) -> list[str]:
 
 
 def _expected_shapes(config: Config) -> dict[str, torch.Size]:
-    with torch.device("meta"):
-        model = GPT(config)
+    try:
+        with torch.device("meta"):
+            model = GPT(config)
+    except (RuntimeError, OverflowError) as exc:  # sizes past what torch can describe
+        raise ValueError(f"config {config.name!r}: its sizes give no buildable model: {exc}") from None
     return {k: v.shape for k, v in model.state_dict().items()}
 
 
-def _fit(tensor: torch.Tensor, shape: torch.Size, lit_key: str, where: str) -> torch.Tensor:
+def _fit(tensor: torch.Tensor, shape: torch.Size, lit_key: str, where: str, pad_vocab: bool = True) -> torch.Tensor:
     """``tensor`` checked against ``shape``; vocabulary rows are zero-padded up to ``shape[0]``."""
     if tensor.shape == shape:
         return tensor
-    if lit_key in _VOCAB_KEYS and tensor.shape[1:] == shape[1:] and tensor.shape[0] < shape[0]:
+    if pad_vocab and lit_key in _VOCAB_KEYS and tensor.shape[1:] == shape[1:] and tensor.shape[0] < shape[0]:
         pad = tensor.new_zeros((shape[0] - tensor.shape[0], *shape[1:]))
         return torch.cat((tensor, pad))
     raise ValueError(f"{where}: shape {tuple(tensor.shape)}, expected {tuple(shape)} for {lit_key!r}")
@@ -529,20 +654,79 @@ def _weight_files(hf_dir: Path, have_safetensors: bool) -> tuple[list[Path], Pat
         if len(indexes) > 1:
             raise ValueError(f"{hf_dir}: several index files: {', '.join(p.name for p in indexes)}")
         if indexes:
-            try:
-                weight_map: dict[str, str] = json.loads(indexes[0].read_text())["weight_map"]
-            except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise ValueError(f"{indexes[0]}: cannot read the weight_map: {exc}") from exc
+            weight_map = _read_weight_map(indexes[0], hf_dir)
             files = sorted({hf_dir / f for f in weight_map.values()})
-            for key, f in weight_map.items():
-                if not (hf_dir / f).is_file():
-                    raise ValueError(f"{indexes[0]}: key {key!r}: shard {f} does not exist")
             return files, indexes[0], weight_map
         files = sorted(hf_dir.glob(file_glob))
         if files:
             return files, None, {}
     hint = "" if have_safetensors or not list(hf_dir.glob("*.safetensors")) else " (safetensors is not installed)"
     raise ValueError(f"{hf_dir}: no weights (model.safetensors, pytorch_model.bin or an index){hint}")
+
+
+def _read_weight_map(index: Path, hf_dir: Path) -> dict[str, str]:
+    """An index's ``weight_map``: an object of tensor names to shard file names, each shard a file in
+    ``hf_dir`` (a name that leaves the directory is refused)."""
+    try:
+        document = json.loads(index.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{index}: cannot read: {exc}") from None
+    weight_map = document.get("weight_map") if isinstance(document, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise ValueError(
+            f"{index}: weight_map: expected an object of tensor names to shard files, got {weight_map!r:.60}"
+        )
+    root = input_root(hf_dir)
+    for key, file in weight_map.items():
+        if not isinstance(file, str) or not file:
+            raise ValueError(f"{index}: weight_map[{key!r}]: expected a shard file name, got {file!r}")
+        if not (hf_dir / file).resolve().is_relative_to(root):
+            raise ValueError(f"{index}: weight_map[{key!r}]: shard {file} is outside {hf_dir}")
+        if not (hf_dir / file).is_file():
+            raise ValueError(f"{index}: key {key!r}: shard {file} does not exist")
+    return weight_map
+
+
+def input_root(hf_dir: Path) -> Path:
+    """The folder the files of a checkpoint may resolve into: ``hf_dir`` itself, or for a Hugging
+    Face hub cache snapshot (``models--org--name/snapshots/<rev>/``, whose files are links into
+    ``models--org--name/blobs/``) the cache folder of that model."""
+    real = hf_dir.resolve()
+    return real.parent.parent if real.parent.name == "snapshots" else real
+
+
+def _weight_keys(files: list[Path], index: Mapping[str, str]) -> list[str] | None:
+    """The tensor names of a checkpoint without loading a tensor: the index's, else the
+    safetensors headers'; None for unindexed ``.bin`` files (only loading them tells)."""
+    if index:
+        return list(index)
+    if not all(f.name.endswith(".safetensors") for f in files):
+        return None
+    from safetensors import safe_open
+
+    keys: list[str] = []
+    for path in files:
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                keys.extend(handle.keys())
+        except Exception as exc:  # a corrupt or foreign file: any reader error becomes a named one
+            raise ValueError(f"{path}: cannot read the safetensors header: {exc}") from exc
+    return keys
+
+
+def check_layer_count(keys: Iterable[str], config: Config, family: str, source: str, field: str) -> None:
+    """Refuse a config whose layer count differs from the layers in the weights, before a model of
+    that size is built (a typo of 200000 layers would otherwise build for minutes)."""
+    layers = set()
+    for key in keys:
+        for pattern, _, _, _ in _COMPILED[cast(Family, family)]:
+            m = pattern.match(key)
+            if m and "n" in m.groupdict():
+                layers.add(int(m["n"]))
+                break
+    if len(layers) != config.n_layer or (layers and max(layers) != config.n_layer - 1):
+        held = f"{len(layers)} layers (indices {min(layers)}..{max(layers)})" if layers else "no layers"
+        raise ValueError(f"{source}: {field}: {config.n_layer}, but the weights hold {held}")
 
 
 def _load_file(path: Path) -> dict[str, torch.Tensor]:
@@ -560,34 +744,63 @@ def convert_hf_checkpoint(hf_dir: str | Path, out_dir: str | Path, model_name: s
     """Convert ``hf_dir`` (config.json + weights) to ``out_dir/lit_model.pth`` and ``lit_config.json``.
 
     With ``model_name`` the registry config is used (checked against config.json); without it the
-    config is derived from config.json and named after ``hf_dir``. Tokenizer files are copied along.
-    Returns the path of ``lit_model.pth``. Raises ValueError naming the file and key on any problem.
+    config is derived from config.json and named after ``hf_dir``. Tokenizer files are copied along
+    (regular files inside ``hf_dir`` only). Everything is checked before a model is built: the output
+    location, config.json's fields, the index, and the layer count against the weights' names.
+    Outputs are written atomically and never through a symbolic link. Returns the path of
+    ``lit_model.pth``. Raises ValueError naming the file and field on any problem.
     """
     hf_dir, out_dir = Path(hf_dir), Path(out_dir)
+    if not hf_dir.is_dir():
+        raise ValueError(f"{hf_dir}: not a directory (expected a Hugging Face checkpoint directory)")
+    copies = [name for name in _TOKENIZER_FILES if os.path.lexists(hf_dir / name)]
+    if out_dir.resolve() == hf_dir.resolve():
+        copies = []
+    check_output_dir(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"{out_dir}: exists and is not a directory")
+    for name in ("lit_model.pth", "lit_config.json", *copies):
+        check_output_file(out_dir / name, parents=True)
+    root = input_root(hf_dir)
+    for name in copies:  # refuse a planted link or a FIFO before any work, not after the weights are written
+        check_regular_file_within(hf_dir / name, root)
+
     config_path = hf_dir / "config.json"
     if not config_path.is_file():
         raise ValueError(f"{config_path}: no such file (is {hf_dir} a Hugging Face checkpoint directory?)")
     try:
-        hf_config = json.loads(config_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{config_path}: cannot read: {exc}") from exc
+        hf_config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{config_path}: cannot read: {exc}") from None
     family = hf_family(hf_config, str(config_path))
     config = config_from_hf(hf_config, model_name, source=str(config_path))
     if model_name is None:
         config = dataclasses.replace(config, name=hf_dir.resolve().name)
+    tied = _bool(hf_config, str(config_path), "tie_word_embeddings", _TIED_BY_DEFAULT[family])
+    layers_field = f"--model {model_name}: n_layer" if model_name else "num_hidden_layers"
 
+    files, _, index = _weight_files(hf_dir, importlib.util.find_spec("safetensors") is not None)
+    keys = _weight_keys(files, index)
+    if keys is not None:
+        check_layer_count(keys, config, family, str(config_path), layers_field)
     hf_state, origin = load_hf_state_dict(hf_dir)
-    tied = bool(hf_config.get("tie_word_embeddings", _TIED_BY_DEFAULT[family]))
-    state = convert_state_dict(hf_state, config, family, tie_word_embeddings=tied, origin=origin, source=str(hf_dir))
+    if keys is None:
+        check_layer_count(hf_state, config, family, str(config_path), layers_field)
+    state = convert_state_dict(
+        hf_state,
+        config,
+        family,
+        tie_word_embeddings=tied,
+        origin=origin,
+        source=str(hf_dir),
+        pad_vocab=model_name is not None,
+    )
 
     out_dir.mkdir(parents=True, exist_ok=True)
     model_path = out_dir / "lit_model.pth"
-    tmp = model_path.with_name(model_path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, model_path)  # never leave a half-written lit_model.pth behind
+    with atomic_write(model_path) as handle:  # never a half-written lit_model.pth
+        torch.save(state, handle)
     config.to_file(out_dir / "lit_config.json")
-    if out_dir.resolve() != hf_dir.resolve():
-        for name in _TOKENIZER_FILES:
-            if (hf_dir / name).is_file():
-                shutil.copyfile(hf_dir / name, out_dir / name)
+    for name in copies:
+        copy_regular_file_within(hf_dir / name, root, out_dir / name)
     return model_path

@@ -307,12 +307,20 @@ def generate_prompt(example: Mapping[str, str]) -> str:
 
 
 def read_alpaca(json_path: Path | str) -> list[dict[str, str]]:
-    """The records of an Alpaca JSON file, each checked for string instruction/input/output."""
+    """The records of an Alpaca JSON file, each checked for string instruction/input/output; a
+    missing, unreadable, non-JSON or empty file is a ``ValueError`` naming it."""
     json_path = Path(json_path)
-    with open(json_path, encoding="utf-8") as fp:
-        records = json.load(fp)
+    try:
+        with open(json_path, encoding="utf-8") as fp:
+            records = json.load(fp)
+    except OSError as exc:
+        raise ValueError(f"{json_path}: cannot read: {exc.strerror or exc}") from None
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        raise ValueError(f"{json_path}: not a JSON file: {exc}") from None
     if not isinstance(records, list):
         raise ValueError(f"{json_path}: expected a JSON list of records (got {type(records).__name__})")
+    if not records:
+        raise ValueError(f"{json_path}: holds no records")
     for i, record in enumerate(records):
         if not isinstance(record, dict):
             raise ValueError(f"{json_path}: record {i}: expected an object (got {type(record).__name__})")

@@ -42,13 +42,23 @@ Modelling assumptions (each one is a place the estimate can be wrong):
    is estimated from two short models (``k`` and ``k + 1`` layers) by affine extrapolation in the
    layer count; if the two short runs peak at different ops the full depth is run instead. The
    tests check the extrapolation against full-depth runs.
-7. **Several devices (FSDP).** Not run: an analytic per-device model of the reference's FSDP
-   setup (:func:`_fsdp_peak`): the full, unsharded bf16 weights (the state dict that
-   ``fabric.load_raw`` loads on every rank) plus this rank's resident shard, plus the training
-   step with activation checkpointing per block. Validated only against the published multi-GPU
-   rows. Quantization with several devices is unsupported, as in the reference.
+7. **Several devices (FSDP).** Not run across processes but simulated per device
+   (:func:`_fsdp_peak`), after the reference's ``FSDPStrategy`` (one unit per Block, the rest in
+   the root unit, ``use_orig_params=True``, ``limit_all_gathers``, activation checkpointing per
+   Block): the step runs with checkpointing, and every Block's parameters, frozen ones included,
+   receive gradients that are concatenated into one unsharded flat gradient per Block, kept (in
+   the compute dtype) under ``no_backward_sync``; the Blocks' resident weights are then replaced
+   by this rank's shards of every unit plus two unsharded Blocks (the current one and the
+   prefetched one). The root unit stays unsharded from forward to backward, as FSDP keeps it.
+   The step is iteration 0 (the longest sample, no flat gradient yet): the later accumulation
+   iterations hold every Block's flat gradient from their start, with random, mostly shorter
+   samples, and are not modelled.
+   Quantization with several devices is unsupported, as in the reference.
 8. **Random weights, synthetic batch.** Memory does not depend on values; the batch is the
    longest sample repeated (the micro-batch is padded to its longest sample anyway).
+9. **Dropout as CUDA runs it.** ``at::dropout`` takes the fused kernel only on CUDA, which keeps a
+   1-byte mask for backward; on the CPU it is composite and keeps a noise tensor in the input's
+   dtype. Every ``nn.Dropout`` (LoRA's, p=0.05) is therefore swapped for :class:`CudaDropout`.
 """
 
 from __future__ import annotations
@@ -237,21 +247,21 @@ def estimate(request: EstimateRequest, *, extrapolate: bool = True) -> Estimate:
         )
         return Estimate(None, request.stack, "refused", unsupported=reason)
     if request.devices > 1:
-        return Estimate(_fsdp_peak(request, extrapolate), request.stack, "fsdp-analytic")
-    peak, how = _peak(request, extrapolate, checkpointing=False)
+        return Estimate(_fsdp_peak(request, extrapolate), request.stack, "fsdp-simulated")
+    peak, how = _peak(request, extrapolate, fsdp=False)
     return Estimate(peak, request.stack, how)
 
 
-def _peak(request: EstimateRequest, extrapolate: bool, checkpointing: bool) -> tuple[int, str]:
+def _peak(request: EstimateRequest, extrapolate: bool, fsdp: bool) -> tuple[int, str]:
     n_layer = request.config.n_layer
-    k = _shortest_regular_depth(request, checkpointing)
+    k = _shortest_regular_depth(request, fsdp)
     if extrapolate and n_layer > k + 1:
-        short = fake_peaks(_with_layers(request, k), checkpointing=checkpointing)
-        longer = fake_peaks(_with_layers(request, k + 1), checkpointing=checkpointing)
+        short = fake_peaks(_with_layers(request, k), fsdp=fsdp)
+        longer = fake_peaks(_with_layers(request, k + 1), fsdp=fsdp)
         peak = _extrapolate(short, longer, n_layer - k)
         if peak is not None:
             return peak, "fake-run-extrapolated"
-    return fake_peak(request, checkpointing=checkpointing), "fake-run"
+    return fake_peak(request, fsdp=fsdp), "fake-run"
 
 
 # A phase whose two short runs peak at different ops is trusted only this far below the winner.
@@ -278,15 +288,15 @@ def _extrapolate(short: PhasePeaks, longer: PhasePeaks, extra_layers: int) -> in
     return projected[winner]
 
 
-def _shortest_regular_depth(request: EstimateRequest, checkpointing: bool) -> int:
+def _shortest_regular_depth(request: EstimateRequest, fsdp: bool) -> int:
     """Layers after which every added block is identical to the last.
 
     The first block differs (its input needs no gradient), the adapters start late, and under
     activation checkpointing the second block's recomputation differs too.
     """
     if request.method in ("adapter", "adapter_v2"):
-        return max(request.adapter.start_layer + 1, 2 if checkpointing else 1)
-    return 2 if checkpointing else 1
+        return max(request.adapter.start_layer + 1, 2 if fsdp else 1)
+    return 2 if fsdp else 1
 
 
 def _with_layers(request: EstimateRequest, n_layer: int) -> EstimateRequest:
@@ -294,22 +304,30 @@ def _with_layers(request: EstimateRequest, n_layer: int) -> EstimateRequest:
 
 
 def _fsdp_peak(request: EstimateRequest, extrapolate: bool) -> int:
-    """Per device under the reference's FSDP: full unsharded weights + resident shard + checkpointed step."""
-    step, _ = _peak(request, extrapolate, checkpointing=True)  # holds the full weights once
-    shard = _weight_bytes(request) // request.devices
-    return step + shard
-
-
-def _weight_bytes(request: EstimateRequest) -> int:
+    """Per device under the reference's FSDP (assumption 7): the simulated step with every weight
+    resident, less the Blocks' weights, plus this rank's shards and the Blocks kept unsharded."""
+    step, _ = _peak(request, extrapolate, fsdp=True)
+    itemsize = request.dtype.itemsize
     with torch.device("meta"):
         model = apply_method(GPT(request.config), request.method, request.lora, request.adapter)
-    return sum(round_allocation(p.numel() * request.dtype.itemsize) for p in model.parameters())
+    blocks = [list(block.parameters()) for block in model.transformer.h]
+    resident = sum(round_allocation(p.numel() * itemsize) for params in blocks for p in params)
+    flat = [sum(p.numel() for p in params) for params in blocks]
+    root = sum(p.numel() for p in model.parameters()) - sum(flat)
+    gathered = sum(round_allocation(n * itemsize) for n in sorted(flat, reverse=True)[:FSDP_UNSHARDED_BLOCKS])
+    shards = sum(round_allocation(-(-n // request.devices) * itemsize) for n in (root, *flat))
+    return step - resident + gathered + shards
+
+
+# FSDP units kept unsharded at once in backward: the Block being differentiated and the one
+# BACKWARD_PRE prefetches (``limit_all_gathers`` holds back any further all-gather).
+FSDP_UNSHARDED_BLOCKS = 2
 
 
 # ---------------------------------------------------------------------------------------------
 # The fake run
 # ---------------------------------------------------------------------------------------------
-Phase = Literal["build", "setup", "forward", "backward", "optimizer", "prefill", "decode"]
+Phase = Literal["build", "setup", "forward", "backward", "flat-gradients", "optimizer", "prefill", "decode"]
 
 
 PhasePeaks = dict[str, tuple[int, str | None]]
@@ -330,25 +348,25 @@ class _Phases:
         self.current = phase
 
 
-def fake_peaks(request: EstimateRequest, *, checkpointing: bool = False) -> PhasePeaks:
+def fake_peaks(request: EstimateRequest, *, fsdp: bool = False) -> PhasePeaks:
     """Peak bytes and peak op per phase of the request's run on fake cpu tensors (its config's full depth)."""
     with FakeTensorMode(), LiveTensorTracker(device="cpu") as tracker:
         phases = _Phases(tracker)
-        run_step(request, torch.device("cpu"), checkpointing=checkpointing, phase=phases.enter)
+        run_step(request, torch.device("cpu"), fsdp=fsdp, phase=phases.enter)
         phases.enter(None)
     return phases.peaks
 
 
-def fake_peak(request: EstimateRequest, *, checkpointing: bool = False) -> int:
+def fake_peak(request: EstimateRequest, *, fsdp: bool = False) -> int:
     """Peak bytes of the request's run on fake cpu tensors, at its config's full depth."""
-    return max(p for p, _ in fake_peaks(request, checkpointing=checkpointing).values())
+    return max(p for p, _ in fake_peaks(request, fsdp=fsdp).values())
 
 
 def run_step(
     request: EstimateRequest,
     device: torch.device,
     *,
-    checkpointing: bool = False,
+    fsdp: bool = False,
     phase: Callable[[Phase], None] = lambda name: None,
 ) -> None:
     """The measured part of a run on ``device`` (real or fake tensors alike); ``phase`` marks its phases."""
@@ -363,9 +381,11 @@ def run_step(
     if request.workload == "finetune":
         model.max_seq_length = request.seq_len
         model.train()
-        if checkpointing:
+        if fsdp:
             _checkpoint_blocks(model)
         optimizer = _optimizer(model, request, device)
+        if fsdp:
+            _flat_block_gradients(model, request.dtype, first=lambda: phase("flat-gradients"))
         wrapped = _FabricOutputs(model, request.precision)
         input_ids = torch.zeros(request.micro_batch_size, request.seq_len, dtype=torch.long, device=device)
         targets = torch.zeros(request.micro_batch_size, request.seq_len, dtype=torch.long, device=device)
@@ -410,7 +430,30 @@ def build_for_estimate(request: EstimateRequest, device: torch.device) -> GPT:
         _swap_linears(model, request.quantize, request.dtype, request.stack, device)
         materialize_rest(model, device=device, dtype=request.dtype)
     mark_trainable(model, request.method)
+    use_cuda_dropout(model)
     return model
+
+
+class CudaDropout(nn.Module):
+    """``nn.Dropout`` through ``native_dropout``, the fused kernel CUDA takes: a bool mask is kept
+    for backward (the CPU's composite dropout keeps a scaled noise tensor in the input's dtype)."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0 or x.numel() == 0:
+            return x
+        return torch.native_dropout(x, self.p, True)[0]
+
+
+def use_cuda_dropout(model: nn.Module) -> None:
+    """Swap every ``nn.Dropout`` of ``model`` for :class:`CudaDropout` (same probability)."""
+    for name, module in list(model.named_modules()):
+        if isinstance(module, nn.Dropout):
+            parent, _, attr = name.rpartition(".")
+            setattr(model.get_submodule(parent), attr, CudaDropout(module.p))
 
 
 def _checkpoint_blocks(model: GPT) -> None:
@@ -423,6 +466,47 @@ def _checkpoint_blocks(model: GPT) -> None:
             return checkpoint(_original, *args, use_reentrant=False, **kwargs)
 
         block.forward = forward  # type: ignore[method-assign]
+
+
+def _flat_block_gradients(model: GPT, dtype: torch.dtype, first: Callable[[], None] = lambda: None) -> None:
+    """Each Block's gradient as FSDP (``use_orig_params=True``) produces it, for a Block that trains.
+
+    The parameters are views of the Block's flat parameter, so every one of them, frozen or not,
+    receives a gradient (which also keeps the frozen linears' inputs for backward); when the last
+    one has arrived they are concatenated into the flat gradient, which stays unsharded under
+    ``no_backward_sync`` until the optimizer step, and the per-parameter gradients are dropped.
+    ``first`` is called before the first flat gradient: backward peaks either at its start (the
+    logits) or at its end (the gradients), each affine in the depth, so they are phases apart.
+    """
+    started: list[bool] = []
+    for block in model.transformer.h:
+        params = [p for p in block.parameters() if p.is_floating_point()]
+        if not any(p.requires_grad for p in params):
+            continue
+        arrived: list[nn.Parameter] = []
+        kept: list[torch.Tensor] = []
+        numel = sum(p.numel() for p in params)
+
+        def hook(
+            param: torch.Tensor,
+            _params: list[nn.Parameter] = params,
+            _arrived: list[nn.Parameter] = arrived,
+            _kept: list[torch.Tensor] = kept,
+            _numel: int = numel,
+        ) -> None:
+            _arrived.append(param)  # type: ignore[arg-type]
+            if len(_arrived) == len(_params):
+                if not started:
+                    started.append(True)
+                    first()
+                _kept.append(torch.empty(_numel, dtype=dtype, device=param.device))
+                for p in _params:
+                    p.grad = None
+
+        for p in params:
+            p.requires_grad_(True)
+            p.register_post_accumulate_grad_hook(hook)
+        block.flat_grad = kept  # type: ignore[assignment]  # lives as long as the model
 
 
 class _FabricOutputs(nn.Module):
@@ -594,6 +678,7 @@ def _swap_linears(model: nn.Module, mode: QuantizeMode, dtype: torch.dtype, stac
 __all__ = [
     "PRECISIONS",
     "STACKS",
+    "CudaDropout",
     "Estimate",
     "EstimateRequest",
     "Fake4bitLinear",
@@ -606,4 +691,5 @@ __all__ = [
     "request_from_run",
     "run_step",
     "stack_for",
+    "use_cuda_dropout",
 ]

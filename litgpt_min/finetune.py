@@ -202,15 +202,7 @@ def load_train_data(options: FinetuneOptions, model_name: str, config: Config) -
         return data.SyntheticAlpaca(
             profile, vocab_size=config.padded_vocab_size, seed=1337, max_seq_length=config.block_size
         )
-    assert options.tokenizer_dir is not None  # FinetuneOptions refuses a data file without one
-    tokenizer = data.Tokenizer(options.tokenizer_dir)
-    # The embedding has padded_vocab_size rows: phi-1.5's tokenizer has 50,295 ids against a
-    # vocab_size of 50,257, which its padded 51,200 rows hold.
-    if tokenizer.vocab_size > config.padded_vocab_size:
-        raise ValueError(
-            f"{tokenizer.path}: vocabulary of {tokenizer.vocab_size} tokens does not fit model {model_name!r} "
-            f"(padded_vocab_size {config.padded_vocab_size}); use synthetic data (no --data-file) for this model"
-        )
+    tokenizer = options.tokenizer(config, model_name)
     train_set, _ = data.prepare_alpaca(options.data_file, tokenizer, max_length=config.block_size)
     return data.SampleList(train_set)
 

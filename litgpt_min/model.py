@@ -257,7 +257,9 @@ class LLaMAMLP(nn.Module):
 
 
 class RMSNorm(nn.Module):
-    """Root-mean-square norm. Computed in the input dtype, as at 8641822 (the fp32 upcast came later)."""
+    """Root-mean-square norm, computed in fp32 and returned in the input dtype (upstream #606; at
+    8641822 it ran in the input dtype). The tables' Llama 2 finetune figures hold the fp32 copies
+    this keeps for backward: see the README's deliberate differences."""
 
     def __init__(self, size: int, dim: int = -1, eps: float = 1e-5) -> None:
         super().__init__()
@@ -266,8 +268,10 @@ class RMSNorm(nn.Module):
         self.dim = dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x = x.float()
         norm_x = torch.mean(x * x, dim=self.dim, keepdim=True)
-        return self.weight * (x * torch.rsqrt(norm_x + self.eps))
+        return (self.weight * (x * torch.rsqrt(norm_x + self.eps))).to(dtype)
 
     def reset_parameters(self) -> None:
         nn.init.ones_(self.weight)

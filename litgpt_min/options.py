@@ -172,8 +172,30 @@ class FinetuneOptions:
         if self.data_file is not None:
             if self.tokenizer_dir is None:
                 raise ValueError("--data-file needs --tokenizer-dir (the tokenizer that turns it into tokens)")
-            if not Path(self.data_file).is_file():
+            if not Path(self.data_file).exists():
                 raise ValueError(f"--data-file {self.data_file}: no such file")
+            if not Path(self.data_file).is_file():
+                raise ValueError(f"--data-file {self.data_file}: not a regular file")
+            # The whole file is read here (0.6 s for the 52,002 Alpaca records on 2 cores) so that a file that is
+            # not a list of records fails now, not after the model is built.
+            try:
+                data.read_alpaca(self.data_file)
+            except ValueError as exc:
+                raise ValueError(f"--data-file {exc}") from None
+
+    def tokenizer(self, config: Config, model_name: str) -> data.Tokenizer:
+        """The tokenizer of ``tokenizer_dir``, checked to fit the embedding of ``config``; a file that
+        does not load or does not fit is a ``ValueError`` naming it."""
+        assert self.tokenizer_dir is not None
+        tokenizer = _load_tokenizer(self.tokenizer_dir)
+        # The embedding has padded_vocab_size rows: phi-1.5's tokenizer has 50,295 ids against a
+        # vocab_size of 50,257, which its padded 51,200 rows hold.
+        if tokenizer.vocab_size > config.padded_vocab_size:
+            raise ValueError(
+                f"{tokenizer.path}: vocabulary of {tokenizer.vocab_size} tokens does not fit model {model_name!r} "
+                f"(padded_vocab_size {config.padded_vocab_size}); use synthetic data (no --data-file) for this model"
+            )
+        return tokenizer
 
 
 @dataclass(frozen=True)
@@ -201,10 +223,14 @@ class GenerateOptions:
     def tokenizer(self) -> data.Tokenizer:
         """The tokenizer of ``tokenizer_dir``; a file that does not load is a ``ValueError`` naming it."""
         assert self.tokenizer_dir is not None
-        try:
-            return data.Tokenizer(self.tokenizer_dir)
-        except Exception as exc:  # sentencepiece and tokenizers raise their own types for a bad file
-            raise ValueError(f"--tokenizer-dir {self.tokenizer_dir}: cannot load the tokenizer: {exc}") from None
+        return _load_tokenizer(self.tokenizer_dir)
+
+
+def _load_tokenizer(directory: str) -> data.Tokenizer:
+    try:
+        return data.Tokenizer(directory)
+    except Exception as exc:  # sentencepiece and tokenizers raise their own types for a bad file
+        raise ValueError(f"--tokenizer-dir {directory}: cannot load the tokenizer: {exc}") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -274,6 +300,8 @@ class RunRequest:
             )
         if isinstance(self.options, FinetuneOptions):
             check_adapter_layers(self.options.method, self.options.adapter, config)
+            if self.options.data_file is not None:
+                self.options.tokenizer(config, self.model)
         else:
             settings = self.options.settings
             prompt = self.options.prompt_tokens(self.model)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import shlex
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -41,3 +44,44 @@ def test_a_prefix_sees_the_iterations_and_optimizer_steps_a_short_run_would() ->
     assert judged["error_rel"] == pytest.approx(-0.5) and judged["within_bound"] is False
     summary = bench.summary([judged, {**judged, "error_rel": 0.1, "within_bound": True}])
     assert summary == {"runs": 2, "median_abs_error_rel": 0.3, "max_abs_error_rel": 0.5, "within_bound": 1}
+
+
+@pytest.mark.parametrize(
+    "template",
+    ["x; touch {p}", "$(touch {p})", "`touch {p}`", "'; touch {p}; '", 'x" && touch {p} && "'],
+    ids=["semicolon", "substitution", "backticks", "single-quotes", "double-quotes"],
+)
+def test_gpu_session_passes_a_hostile_selector_as_one_word(tmp_path: Path, template: str) -> None:
+    pwned = tmp_path / "pwned"
+    selector = template.format(p=pwned)
+    # Stand-ins for the programs the stages run: a dry run must call none of them.
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    for program in ("python3", "nvidia-smi", "tar"):
+        (fake_bin / program).write_text(f"#!/bin/sh\ntouch {tmp_path / 'executed'}\n")
+        (fake_bin / program).chmod(0o755)
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "PATH": f"{fake_bin}:{os.environ['PATH']}"}
+    proc = subprocess.run(
+        ["bash", str(BENCHMARKS / "gpu_session.sh"), "--dry-run", "rows", "-k", selector, "-x"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert not pwned.exists() and not (tmp_path / "executed").exists()
+    pytest_line = next(line for line in proc.stdout.splitlines() if " pytest " in line)
+    words = shlex.split(pytest_line)[1:]  # drop the dry run's "+"
+    assert words[:6] == ["python3", "-m", "pytest", "conformance", "-k", selector]
+    assert words[6] == "-x" and "--results" in words
+
+
+def test_gpu_session_rows_needs_arguments(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        ["bash", str(BENCHMARKS / "gpu_session.sh"), "--dry-run", "rows"],
+        env={**os.environ, "OUT": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and "rows needs pytest arguments" in proc.stderr

@@ -430,6 +430,32 @@ def _refusals(tmp: Path) -> dict[str, tuple[tuple[str, ...], str]]:
             (*ft, "--data-file", str(tmp / "missing.json"), "--tokenizer-dir", str(tokenizer)),
             r"--data-file .*missing.json: no such file",
         ),
+        "data-file-directory": (
+            (*ft, "--data-file", str(tmp), "--tokenizer-dir", str(tokenizer)),
+            r"--data-file .*: not a regular file",
+        ),
+        "data-file-not-json": (
+            (*ft, "--data-file", str(tmp / "not.json"), "--tokenizer-dir", str(tokenizer)),
+            r"--data-file .*not\.json: not a JSON file",
+        ),
+        "data-file-not-a-list": (
+            (*ft, "--data-file", str(tmp / "object.json"), "--tokenizer-dir", str(tokenizer)),
+            r"object\.json: expected a JSON list of records \(got dict\)",
+        ),
+        "data-file-empty-list": (
+            (*ft, "--data-file", str(tmp / "empty.json"), "--tokenizer-dir", str(tokenizer)),
+            r"empty\.json: holds no records",
+        ),
+        "data-file-bad-record": (
+            (*ft, "--data-file", str(tmp / "bad-record.json"), "--tokenizer-dir", str(tokenizer)),
+            r"bad-record\.json: record 1: field 'output' must be a string \(got 3\)",
+        ),
+        "data-file-tokenizer-unreadable": (
+            (*ft, "--data-file", str(tmp / "alpaca.json"), "--tokenizer-dir", str(tokenizer)),
+            r"--tokenizer-dir .*tokenizer: cannot load the tokenizer",
+        ),
+        "option-value-dashes": ((*ft, "--lora-r=--"), r"argument --lora-r: expected one value"),
+        "option-value-dashes-params": (("params", "tiny-llama", "--precision=--"), r"--precision: expected one value"),
         "tokenizer-dir-empty-finetune": (
             (*ft, "--tokenizer-dir", str(empty)),
             r"--tokenizer-dir .*empty-tokenizer: contains neither tokenizer.model nor tokenizer.json",
@@ -462,6 +488,12 @@ def _layout(tmp: Path) -> None:
     (tmp / "empty-tokenizer").mkdir()
     (tmp / "tokenizer").mkdir()
     (tmp / "tokenizer" / "tokenizer.json").write_text("{}")  # a tokenizer file that does not load
+    record = {"instruction": "a", "input": "", "output": "b"}
+    (tmp / "alpaca.json").write_text(json.dumps([record]))
+    (tmp / "not.json").write_text("[{")
+    (tmp / "object.json").write_text(json.dumps({"records": [record]}))
+    (tmp / "empty.json").write_text("[]")
+    (tmp / "bad-record.json").write_text(json.dumps([record, {**record, "output": 3}]))
 
 
 @pytest.mark.parametrize("case", REFUSALS)

@@ -275,6 +275,51 @@ def test_from_file_unreadable_raises_value_error(tmp_path: Path, content: str | 
     assert str(path) in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        pytest.param("null", r"expected a JSON object of config fields, got NoneType", id="null"),
+        pytest.param("[1, 2]", r"expected a JSON object of config fields, got list", id="list"),
+        pytest.param({"n_layer": "32"}, r"n_layer: expected an integer, got '32'", id="string-int"),
+        pytest.param({"n_layer": 32.0}, r"n_layer: expected an integer, got 32\.0", id="float-int"),
+        pytest.param({"n_head": True}, r"n_head: expected an integer, got True", id="bool-int"),
+        pytest.param({"n_embd": [4096]}, r"n_embd: expected an integer, got \[4096\]", id="list-int"),
+        pytest.param({"norm_eps": "1e-5"}, r"norm_eps: expected a finite number", id="string-float"),
+        pytest.param({"bias": 0}, r"bias: expected true or false, got 0", id="int-bool"),
+        pytest.param({"_norm_class": 5}, r"_norm_class: expected a string, got 5", id="int-string"),
+        pytest.param({"n_query_groups": None}, None, id="null-allowed"),
+        pytest.param({"n_layers": 32}, r"unknown config field 'n_layers' \(did you mean n_layer", id="unknown"),
+    ],
+)
+def test_from_file_checks_the_type_of_every_field(tmp_path: Path, document: Any, message: str | None) -> None:
+    path = tmp_path / "lit_config.json"
+    text = document if isinstance(document, str) else json.dumps({**_lit_gpt_llama2_7b_json(), **document})
+    path.write_text(text)
+    if message is None:
+        assert Config.from_file(path).n_query_groups == 32  # resolved to n_head, as Lit-GPT does
+        return
+    with pytest.raises(ValueError, match=message) as info:
+        Config.from_file(path)
+    assert str(info.value).startswith(f"{path}: ") and "\n" not in str(info.value)
+
+
+def test_from_file_refuses_a_non_finite_number(tmp_path: Path) -> None:
+    path = tmp_path / "lit_config.json"
+    path.write_text(json.dumps({**_lit_gpt_llama2_7b_json(), "norm_eps": float("inf")}))
+    with pytest.raises(ValueError, match=r"norm_eps: expected a finite number, got inf"):
+        Config.from_file(path)
+
+
+@pytest.mark.parametrize("missing", ["n_layer", "n_embd", "vocab_size"])
+def test_from_file_needs_the_size_fields(tmp_path: Path, missing: str) -> None:
+    values = _lit_gpt_llama2_7b_json()
+    del values[missing]
+    path = tmp_path / "lit_config.json"
+    path.write_text(json.dumps(values))
+    with pytest.raises(ValueError, match=rf"lit_config\.json: missing config field\(s\) {missing}"):
+        Config.from_file(path)
+
+
 # Validation --------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("values", "field"),

@@ -8,6 +8,7 @@ loads the result strictly into ``GPT``. Parameters are re-drawn away from HF's i
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -346,3 +347,166 @@ def test_derived_configs_round_trip_through_json(tmp_path: Path) -> None:
         config = config_from_hf(hf_config)
         config.to_file(tmp_path / "lit_config.json")
         assert Config.from_file(tmp_path / "lit_config.json") == config, param.id
+
+
+# Bad input through the command line (issue 7): one line naming the file and field, exit 2 ---------
+def convert_cli(capsys: pytest.CaptureFixture[str], hf_dir: Path, out_dir: Path) -> tuple[int, str]:
+    from litgpt_min.cli import main
+
+    code = main(["convert-hf", str(hf_dir), str(out_dir)])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert code == 0 or len(err.splitlines()) == 1, err
+    return code, err
+
+
+CONFIG_JSON_CASES = [
+    pytest.param("[]", r"config\.json: expected a JSON object, got \[\]", id="list"),
+    pytest.param("null", r"config\.json: expected a JSON object, got null", id="null"),
+    pytest.param({"hidden_size": [64]}, r"config\.json: hidden_size: expected an integer, got \[64\]", id="list-int"),
+    pytest.param(
+        ('"hidden_size": 64', '"hidden_size": 1e400'), r"hidden_size: expected an integer, got inf", id="overflow"
+    ),
+    pytest.param({"num_attention_heads": True}, r"num_attention_heads: expected an integer, got True", id="bool-int"),
+    pytest.param({"hidden_size": "64"}, r"hidden_size: expected an integer, got '64'", id="string-int"),
+    pytest.param({"rms_norm_eps": "1e-6"}, r"rms_norm_eps: expected a finite number", id="string-float"),
+    pytest.param({"architectures": 5}, r"architectures: expected a list of names, got 5", id="architectures"),
+    pytest.param({"tie_word_embeddings": "no"}, r"tie_word_embeddings: expected true or false", id="string-bool"),
+    pytest.param({"num_hidden_layers": 0}, r"num_hidden_layers: must be >= 1, got 0", id="zero-layers"),
+    pytest.param(
+        {"num_hidden_layers": 200000},
+        r"config\.json: num_hidden_layers: 200000, but the weights hold 2 layers \(indices 0\.\.1\)",
+        id="more-layers-than-weights",
+    ),
+    pytest.param({"num_hidden_layers": 1}, r"num_hidden_layers: 1, but the weights hold 2 layers", id="fewer-layers"),
+    pytest.param(
+        {"rope_scaling": {"type": "dynamic", "factor": 2.0}},
+        r"rope_scaling\.rope_type: 'dynamic' RoPE is not supported",
+        id="rope-scaling-dynamic",
+    ),
+    pytest.param(
+        {"rope_scaling": {"rope_type": "linear", "factor": 4.0}},
+        r"rope_parameters and rope_scaling disagree",
+        id="rope-scaling-beside-rope-parameters",
+    ),
+    pytest.param({"rope_scaling": 3}, r"rope_scaling: expected an object, got 3", id="rope-scaling-type"),
+    pytest.param({"sliding_window": 64}, r"sliding_window: 64 is not supported", id="sliding-window"),
+    pytest.param(
+        {"layer_types": ["full_attention", "sliding_attention"]},
+        r"layer_types: only full_attention layers are supported",
+        id="layer-types",
+    ),
+    pytest.param(
+        {"partial_rotary_factor": 0.5}, r"partial_rotary_factor: 0\.5 is not supported for llama", id="partial"
+    ),
+    pytest.param({"hidden_act": ["silu"]}, r"hidden_act: expected a string, got \['silu'\]", id="activation-type"),
+]
+
+
+@pytest.mark.parametrize(("change", "message"), CONFIG_JSON_CASES)
+def test_bad_config_json_is_one_line_before_any_model(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, llama_dir: Path, change: Any, message: str
+) -> None:
+    hf_dir = copy_checkpoint(llama_dir, tmp_path / "hf")
+    if isinstance(change, dict):
+        change = json.dumps({**json.loads((hf_dir / "config.json").read_text()), **change})
+    elif isinstance(change, tuple):  # a spelling json.dumps cannot produce
+        text = json.dumps(json.loads((hf_dir / "config.json").read_text()))
+        assert change[0] in text
+        change = text.replace(*change)
+    (hf_dir / "config.json").write_text(change)
+    code, err = convert_cli(capsys, hf_dir, tmp_path / "lit")
+    assert code == 2 and re.search(message, err), err
+    assert str(hf_dir / "config.json") in err
+    assert not (tmp_path / "lit").exists()
+
+
+def test_layer_count_is_checked_without_building_the_model(
+    tmp_path: Path, llama_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from litgpt_min import convert
+
+    def build(*_: Any, **__: Any) -> None:
+        raise AssertionError("a model was built")
+
+    monkeypatch.setattr(convert, "GPT", build)
+    hf_dir = copy_checkpoint(llama_dir, tmp_path / "hf")
+    config = json.loads((hf_dir / "config.json").read_text())
+    (hf_dir / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 10**9}))
+    with pytest.raises(ValueError, match="num_hidden_layers: 1000000000, but the weights hold 2 layers"):
+        convert_hf_checkpoint(hf_dir, tmp_path / "lit")
+
+
+@pytest.mark.parametrize(
+    ("index", "message"),
+    [
+        pytest.param({"weight_map": []}, r"weight_map: expected an object of tensor names to shard files", id="list"),
+        pytest.param([], r"weight_map: expected an object", id="document-list"),
+        pytest.param(
+            {"weight_map": {"lm_head.weight": 5}}, r"weight_map\['lm_head\.weight'\]: expected a shard", id="value"
+        ),
+        pytest.param(
+            {"weight_map": {"lm_head.weight": "x.safetensors"}}, r"shard x\.safetensors does not exist", id="missing"
+        ),
+        pytest.param({"weight_map": {"lm_head.weight": "../../x"}}, r"shard \.\./\.\./x is outside", id="escape"),
+    ],
+)
+def test_malformed_index_is_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, llama_dir: Path, index: Any, message: str
+) -> None:
+    hf_dir = copy_checkpoint(llama_dir, tmp_path / "hf")
+    (hf_dir / "model.safetensors.index.json").write_text(json.dumps(index))
+    code, err = convert_cli(capsys, hf_dir, tmp_path / "lit")
+    assert code == 2 and re.search(message, err) and "index.json" in err, err
+
+
+@pytest.mark.parametrize("where", ["file", "under-file"])
+def test_output_that_is_or_lies_under_a_file(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, llama_dir: Path, where: str
+) -> None:
+    (tmp_path / "f").write_text("x")
+    out = tmp_path / "f" if where == "file" else tmp_path / "f" / "lit"
+    code, err = convert_cli(capsys, llama_dir, out)
+    assert code == 2 and "not a directory" in err and str(out) in err, err
+    assert (tmp_path / "f").read_text() == "x"
+
+
+def test_symlinks_in_the_output_are_refused_and_their_targets_untouched(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, llama_dir: Path
+) -> None:
+    victim = tmp_path / "victim.json"
+    victim.write_text("keep")
+    for name in ("lit_config.json", "lit_model.pth"):
+        out = tmp_path / f"out-{name}"
+        out.mkdir()
+        (out / name).symlink_to(victim)
+        code, err = convert_cli(capsys, llama_dir, out)
+        assert code == 2 and f"{name}: is a symbolic link" in err, err
+        assert victim.read_text() == "keep" and sorted(p.name for p in out.iterdir()) == [name]
+
+
+def test_a_tokenizer_link_out_of_the_checkpoint_is_refused_before_anything_is_written(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, llama_dir: Path
+) -> None:
+    hf_dir = copy_checkpoint(llama_dir, tmp_path / "hf")
+    (tmp_path / "secret").write_text("private")
+    (hf_dir / "tokenizer.json").symlink_to(tmp_path / "secret")
+    code, err = convert_cli(capsys, hf_dir, tmp_path / "lit")
+    assert code == 2 and re.search(r"tokenizer\.json: resolves to .*secret, outside", err), err
+    assert not (tmp_path / "lit").exists()
+
+
+def test_a_hub_cache_snapshot_with_links_into_its_blobs_converts(tmp_path: Path, llama_dir: Path) -> None:
+    # models--org--name/snapshots/<rev>/* are links into models--org--name/blobs/ (huggingface_hub's cache).
+    repo = tmp_path / "models--org--tiny"
+    (repo / "blobs").mkdir(parents=True)
+    snapshot = repo / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    for i, f in enumerate(sorted(llama_dir.iterdir())):
+        (repo / "blobs" / f"blob{i}").write_bytes(f.read_bytes())
+        (snapshot / f.name).symlink_to(f"../../blobs/blob{i}")
+    (repo / "blobs" / "tok").write_text('{"t": 1}')
+    (snapshot / "tokenizer.json").symlink_to("../../blobs/tok")
+    convert_hf_checkpoint(snapshot, tmp_path / "lit")
+    copied = tmp_path / "lit" / "tokenizer.json"
+    assert copied.read_text() == '{"t": 1}' and not copied.is_symlink()

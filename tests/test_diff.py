@@ -163,3 +163,31 @@ def test_the_cli_runs_the_diff_and_refuses_a_bad_tolerance(tmp_path: Path, capsy
     with pytest.raises(SystemExit) as exc:
         main(["diff", str(old), str(new), "--memory-tolerance", "-1"])
     assert exc.value.code == 2 and "a tolerance must be a finite number >= 0" in capsys.readouterr().err
+
+
+def test_diff_output_is_checked_first_and_never_written_through_a_symlink(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    old, new = _upgrade(tmp_path)
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    (tmp_path / "d.md").symlink_to(victim)
+    for output, problem in (
+        (tmp_path / "d.md", "d.md: is a symbolic link; refusing to write through it"),
+        (tmp_path / "missing" / "d.md", "does not exist"),
+        (old / "d.md", "which is not a directory"),
+    ):
+        assert main(["diff", str(old), str(new), "-o", str(output)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("conformance diff: -o ") and problem in err and err.count("\n") == 1, err
+    assert victim.read_text() == "keep"
+    assert main(["diff", str(old), str(new), "-o", str(tmp_path / "d2.md")]) == 1  # the gate's answer
+    assert "lora-7b-nf4-mb1" in (tmp_path / "d2.md").read_text()
+
+
+def test_the_cli_refuses_an_option_given_dashes_as_its_value(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    old, new = _upgrade(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        main(["diff", str(old), str(new), "--memory-tolerance=--"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err == "conformance diff: error: argument --memory-tolerance: expected one value\n"

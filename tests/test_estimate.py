@@ -26,11 +26,14 @@ from litgpt_min.estimate import (
     fake_peak,
     run_step,
     stack_for,
+    use_cuda_dropout,
 )
 from litgpt_min.finetune import make_optimizer, micro_step, optimizer_step
-from litgpt_min.measure import LiveTensorTracker
+from litgpt_min.measure import LiveTensorTracker, round_allocation
+from litgpt_min.model import GPT
 from litgpt_min.options import hyperparameters
 from litgpt_min.outcome import classify_exception
+from litgpt_min.peft import apply_method
 
 CPU = torch.device("cpu")
 
@@ -60,6 +63,22 @@ def real_peak(request: EstimateRequest) -> int:
 # --------------------------------------------------------------------------------------------
 # The tracker under fake tensors
 # --------------------------------------------------------------------------------------------
+def test_cuda_dropout_keeps_a_one_byte_mask_where_the_cpu_keeps_a_noise_tensor() -> None:
+    """What backward holds of a dropout: input, output and CUDA's bool mask, not the CPU's bf16 noise."""
+    n = 1 << 20
+    held = {}
+    for name, drop in (("cpu", torch.nn.Dropout(0.05)), ("cuda", torch.nn.Sequential(torch.nn.Dropout(0.05)))):
+        if name == "cuda":
+            use_cuda_dropout(drop)
+        with FakeTensorMode(), LiveTensorTracker() as tracker:
+            x = torch.zeros(n, dtype=torch.bfloat16, requires_grad=True)
+            y = drop(x)
+            held[name] = tracker.live_bytes
+            del x, y
+    assert held["cpu"] == 3 * 2 * n
+    assert held["cuda"] == 2 * 2 * n + n
+
+
 def test_tracker_counts_fake_cpu_allocations_rounded_and_releases_them() -> None:
     with FakeTensorMode(), LiveTensorTracker() as tracker:
         a = torch.empty(1000, dtype=torch.float32)  # 4000 bytes -> 4096
@@ -127,6 +146,7 @@ def test_estimate_equals_the_runners_own_step(kw: dict[str, object]) -> None:
                 lora=request.lora,
                 adapter=request.adapter,
             )
+            use_cuda_dropout(model)  # the estimate models CUDA's fused dropout (see its test below)
             model.max_seq_length = request.seq_len
             model.train()
             hp = hyperparameters(request.method, micro_batch_size=request.micro_batch_size)
@@ -184,8 +204,49 @@ def test_quantized_weights_hold_bitsandbytes_bytes(quantize: str) -> None:
 def test_layer_extrapolation_equals_the_full_depth_run(kw: dict[str, object]) -> None:
     request = tiny(n_layer=7, **kw)  # type: ignore[arg-type]
     extrapolated = estimate(request)
-    assert extrapolated.how in ("fake-run-extrapolated", "fsdp-analytic")
+    assert extrapolated.how in ("fake-run-extrapolated", "fsdp-simulated")
     assert extrapolated.peak_bytes == estimate(request, extrapolate=False).peak_bytes
+
+
+def _flat_numels(request: EstimateRequest) -> tuple[int, list[int]]:
+    """Elements of the root FSDP unit and of each Block, counted on the built model."""
+    with torch.device("meta"):
+        model = apply_method(GPT(request.config), request.method, request.lora, request.adapter)
+    blocks = [sum(p.numel() for p in block.parameters()) for block in model.transformer.h]
+    return sum(p.numel() for p in model.parameters()) - sum(blocks), blocks
+
+
+def test_fsdp_devices_change_only_the_shards() -> None:
+    """Everything but the shards is per device whatever the world size: only 1/N moves."""
+    two, four = (tiny("tiny-llama", n_layer=4, devices=n, precision="bf16-true") for n in (2, 4))
+    root, blocks = _flat_numels(two)
+    shard = {n: sum(round_allocation(-(-k // n) * 2) for k in (root, *blocks)) for n in (2, 4)}
+    assert estimate(two).peak_bytes - estimate(four).peak_bytes == shard[2] - shard[4] > 0
+
+
+def test_fsdp_peak_holds_all_flat_gradients_the_last_blocks_parts_and_two_unsharded_blocks() -> None:
+    """At the end of backward: every Block's flat gradient, the last Block's per-parameter
+    gradients being concatenated into its own, two unsharded Blocks, the root unit and the shards
+    (a short sequence keeps the activations negligible)."""
+    request = tiny("tiny-llama", n_layer=4, devices=2, seq_len=4)
+    root, blocks = _flat_numels(request)
+    shards = sum(round_allocation(-(-n // 2) * 4) for n in (root, *blocks))
+    assert estimate(request).peak_bytes >= shards + 4 * root + 4 * (len(blocks) + 1 + 2) * blocks[0]
+
+
+def test_fsdp_keeps_the_flat_gradient_of_every_block_that_trains() -> None:
+    """Under no_backward_sync a Block with a trainable parameter keeps its whole flat gradient,
+    frozen weights included; a Block without one (below the adapter's start layer) keeps none."""
+    from litgpt_min.adapter import AdapterSettings
+
+    def fsdp(start_layer: int) -> EstimateRequest:
+        adapter = AdapterSettings(start_layer=start_layer)
+        # A 4-token sequence keeps the activations negligible beside the gradients.
+        return tiny("tiny-llama", n_layer=4, method="adapter", devices=2, seq_len=4, adapter=adapter)
+
+    _, blocks = _flat_numels(fsdp(2))
+    frozen_blocks = 4 * (blocks[0] + blocks[1])  # fp32: blocks 0 and 1 train only from start layer 0
+    assert estimate(fsdp(0)).peak_bytes - estimate(fsdp(2)).peak_bytes >= frozen_blocks
 
 
 def test_the_estimate_does_not_depend_on_the_fake_device_but_attention_does() -> None:

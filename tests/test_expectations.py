@@ -27,6 +27,7 @@ from conformance.expectations import (
     model_slug,
     write_json_atomic,
 )
+from litgpt_min import files
 from litgpt_min.config import Config, known_names
 
 REPO = Path(__file__).resolve().parent.parent
@@ -566,7 +567,7 @@ def test_write_json_atomic_cleans_up_when_the_rename_fails(tmp_path: Path, monke
     def fail(*_: Any) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(ex.os, "replace", fail)
+    monkeypatch.setattr(files.os, "replace", fail)
     with pytest.raises(ExpectationError, match="cannot write: No space left on device"):
         write_json_atomic(path, {"a": 1}, force=True)
     assert path.read_text() == "old\n" and sorted(p.name for p in tmp_path.iterdir()) == ["x.json"]

@@ -194,6 +194,18 @@ def test_cli_report_refuses_an_output_it_cannot_write(tmp_path: Path, capsys: py
     assert not (tmp_path / "missing").exists()
 
 
+def test_cli_report_never_writes_through_a_symlink(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(RESULTS))
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    (tmp_path / "r.md").symlink_to(victim)
+    assert main(["report", str(path), "-o", str(tmp_path / "r.md")]) == 2
+    err = capsys.readouterr().err
+    assert "r.md: is a symbolic link; refusing to write through it" in err and err.count("\n") == 1, err
+    assert victim.read_text() == "keep"
+
+
 def test_rows_that_did_not_finish_are_not_run_never_pass(tmp_path: Path) -> None:
     data = _edited(lambda d: d.update(finished=False))
     data["rows"][0].update(verdict="not run", checks={"params": "passed"}, pending=["run", "speed"], measured=None)

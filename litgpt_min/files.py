@@ -1,0 +1,150 @@
+"""Writing the files a user sees: atomically, and never through a symbolic link.
+
+Every output of the project (``convert-hf``'s checkpoint, results files, recorded profiles,
+reports, diffs, plots, benchmark reports) goes through ``atomic_write`` or one of the helpers on
+top of it:
+
+- The bytes go to a fresh temporary file next to the target (``O_CREAT | O_EXCL | O_NOFOLLOW``,
+  so a planted file or link with that name is never opened), are flushed and ``fsync``-ed, and
+  the temporary file then replaces the target with ``os.replace``: a reader sees the old file or
+  the whole new one, never a part.
+- A target that is a symbolic link is refused (checked before writing and again right before the
+  rename): writing "through" it would overwrite whatever file it points to.
+- ``copy_regular_file_within`` copies an input into an output only when it is a regular file
+  that resolves inside the input's root, so a link planted in an input directory cannot smuggle
+  an outside file (``/etc/shadow``, an SSH key) into the output.
+
+Problems are ``ValueError`` naming the path, which the command lines turn into one line and exit
+status 2.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+
+def check_output_file(path: str | Path, what: str = "", *, parents: bool = False) -> Path:
+    """``path`` as a file that may be (re)written: not a directory, not a symbolic link, and its
+    directory exists (with ``parents``: or can be created, no ancestor being a file). ``what``
+    prefixes the message (an option name such as ``-o``)."""
+    path = Path(path)
+    label = f"{what} {path}" if what else str(path)
+    if path.is_symlink():
+        raise ValueError(f"{label}: is a symbolic link; refusing to write through it")
+    if path.is_dir():
+        raise ValueError(f"{label}: is a directory; give a file name")
+    if path.exists() and not path.is_file():
+        raise ValueError(f"{label}: exists and is not a regular file")
+    check_output_dir(path.absolute().parent, label)
+    if not parents and not path.absolute().parent.is_dir():
+        raise ValueError(f"{label}: the directory {path.absolute().parent} does not exist")
+    return path
+
+
+def check_output_dir(directory: str | Path, label: str = "") -> Path:
+    """``directory`` is a directory or can be created: no ancestor of it is a file."""
+    directory = Path(directory)
+    label = label or str(directory)
+    for parent in (directory.absolute(), *directory.absolute().parents):
+        if parent.exists():
+            if not parent.is_dir():
+                itself = parent == directory.absolute() and label == str(directory)
+                raise ValueError(f"{label}: {'is' if itself else f'lies under {parent}, which is'} not a directory")
+            return directory
+    return directory  # pragma: no cover - the root always exists
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path, *, parents: bool = False) -> Iterator[IO[bytes]]:
+    """A binary file handle whose contents replace ``path`` when the block ends without error.
+
+    ``parents`` creates the missing directories. The target is never followed if it is a
+    symbolic link (``ValueError``); an ``OSError`` while writing leaves the old file untouched and
+    no temporary file behind.
+    """
+    path = Path(path)
+    if path.is_symlink():
+        raise ValueError(f"{path}: is a symbolic link; refusing to write through it")
+    if parents:
+        check_output_dir(path.parent, str(path))
+        path.parent.mkdir(parents=True, exist_ok=True)
+    # A fresh name in the target's directory: the same filesystem for os.replace. O_EXCL and
+    # O_NOFOLLOW never open an existing file or link; the mode follows the umask like any new file
+    # (mkstemp would make it 0600).
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+    done = False
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        # A link may have been planted while we wrote; os.replace would replace the link itself,
+        # but the user asked for a file there and gets a clear refusal instead.
+        if path.is_symlink():
+            raise ValueError(f"{path}: became a symbolic link while being written; refusing to replace it")
+        os.replace(tmp, path)
+        done = True
+    finally:
+        if not done:
+            tmp.unlink(missing_ok=True)
+
+
+def write_bytes_atomic(path: str | Path, data: bytes, *, parents: bool = False) -> None:
+    with atomic_write(path, parents=parents) as handle:
+        handle.write(data)
+
+
+def write_text_atomic(path: str | Path, text: str, *, parents: bool = False) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"), parents=parents)
+
+
+def json_text(data: Any) -> str:
+    """The project's JSON file form: sorted keys, indent 2, UTF-8 as is, a trailing newline; NaN
+    and infinities are refused (``ValueError``), since they are not JSON."""
+    return json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def write_json_atomic(path: str | Path, data: Any, *, parents: bool = False) -> None:
+    write_text_atomic(path, json_text(data), parents=parents)
+
+
+def check_regular_file_within(src: str | Path, root: str | Path) -> Path:
+    """``src`` resolved, if it is a regular file inside ``root`` (a symbolic link is followed only
+    as far as ``root`` reaches; a device, FIFO, directory or dangling link is refused)."""
+    src, root = Path(src), Path(root)
+    real = src.resolve()
+    if not real.is_relative_to(root.resolve()):
+        raise ValueError(f"{src}: resolves to {real}, outside {root}; refusing to copy it")
+    try:
+        mode = real.stat().st_mode
+    except OSError as exc:
+        raise ValueError(f"{src}: cannot read: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode):
+        raise ValueError(f"{src}: is not a regular file; refusing to copy it")
+    return real
+
+
+def copy_regular_file_within(src: str | Path, root: str | Path, dst: str | Path) -> None:
+    """Copy ``src`` to ``dst`` (atomically, never through a link at ``dst``) only if it is a regular
+    file that resolves inside ``root`` (``check_regular_file_within``). ``ValueError`` names ``src``."""
+    real = check_regular_file_within(src, root)
+    try:
+        # O_NOFOLLOW on the resolved path: a link swapped in after the check is refused, and
+        # O_NONBLOCK keeps a FIFO swapped in from blocking the open (fstat then refuses it).
+        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        raise ValueError(f"{src}: cannot open: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "rb") as source:
+        if not stat.S_ISREG(os.fstat(source.fileno()).st_mode):
+            raise ValueError(f"{src}: is not a regular file; refusing to copy it")
+        with atomic_write(dst) as target:
+            shutil.copyfileobj(source, target)
