@@ -365,7 +365,7 @@ def _run_ad_hoc(args: argparse.Namespace, out: TextIO) -> int:
     if args.workload == "finetune" and args.method is None:
         raise EstimateUsageError("--method lora|adapter|adapter_v2 is required for --workload finetune")
     config, name = _config(args)
-    lora, adapter = peft_settings(vars(args))
+    lora, adapter = peft_settings(vars(args), args.method or "none")
     stack: Stack = "bnb-0.41" if args.stack == "profile" else "current"
     seq_len = args.seq_len if args.seq_len is not None else _default(default_seq_len, name, config, "--seq-len")
     prompt_len = (

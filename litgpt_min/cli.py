@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_params(args: argparse.Namespace) -> dict[str, Any]:
-    lora, adapter = peft_settings(vars(args))
+    lora, adapter = peft_settings(vars(args), args.method)
     if args.precision not in PRECISIONS:
         raise UsageError(f"litgpt-min params: unknown precision {args.precision!r}")
     config = Config.from_name(args.model)

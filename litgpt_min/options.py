@@ -413,9 +413,19 @@ def _typed(option: FlatOption, value: Any) -> Any:
     return float(value) if option.kind is float else value
 
 
-def peft_settings(values: Mapping[str, Any]) -> tuple[LoRASettings, AdapterSettings]:
+# The flat-key prefix of each method's own settings; a method reads only its own.
+_SETTINGS_PREFIX = {"lora": "lora_", "adapter": "adapter_", "adapter_v2": "adapter_"}
+
+
+def peft_settings(values: Mapping[str, Any], method: str | None = None) -> tuple[LoRASettings, AdapterSettings]:
     """The LoRA and Adapter settings among flat keys (``lora_r``, ``adapter_start_layer``, ...);
-    keys that are absent or None keep the methods' defaults."""
+    keys that are absent or None keep the methods' defaults. With ``method`` ("none" for a model
+    without one), a setting of another method is a ``ValueError``: it would be silently ignored."""
+    if method is not None:
+        others = tuple({p for m, p in _SETTINGS_PREFIX.items() if p != _SETTINGS_PREFIX.get(method)})
+        stray = sorted(k for k, v in values.items() if v is not None and k.startswith(others))
+        if stray:
+            raise ValueError(f"--{stray[0].replace('_', '-')} does not apply to method {method!r}")
 
     def build(prefix: str, cls: type) -> Any:
         given = {
@@ -444,7 +454,7 @@ def build_request(workload: Workload, values: Mapping[str, Any]) -> RunRequest:
     options: FinetuneOptions | GenerateOptions
     if workload == "finetune":
         hp_keys = {f.name for f in dataclasses.fields(Hyperparameters)}
-        lora, adapter = peft_settings(given)
+        lora, adapter = peft_settings(given, given["method"])
         overrides = {k: given.get(k) for k in hp_keys}
         ranks = given.get("devices", 1) * given.get("num_nodes", 1)
         if given["method"] != "lora" and ranks > 1 and overrides["batch_size"] is None:

@@ -418,6 +418,14 @@ def _refusals(tmp: Path) -> dict[str, tuple[tuple[str, ...], str]]:
             ("finetune", "adapter_v2", *TINY, "--adapter-start-layer", "3"),
             r"adapter start_layer 3 is past the layers of model 'tiny-llama' \(2 layers: at most 2 for adapter_v2\)",
         ),
+        "adapter-setting-with-lora": (
+            (*ft, "--adapter-start-layer", "99"),
+            r"--adapter-start-layer does not apply to method 'lora'",
+        ),
+        "lora-setting-without-method": (
+            ("params", "tiny-llama", "--lora-r", "4"),
+            r"--lora-r does not apply to method 'none'",
+        ),
         "adapter-start-layer-params": (
             ("params", "tiny-llama", "--method", "adapter", "--adapter-start-layer", "99"),
             r"adapter start_layer 99 is past the layers of model 'tiny-llama'",

@@ -31,17 +31,28 @@ REPO = Path(__file__).resolve().parents[1]
 CPU = {"accelerator": "cpu", "precision": "32-true"}
 
 
+@pytest.mark.parametrize(
+    ("method", "key"), [("lora", "adapter_start_layer"), ("adapter", "lora_r"), ("adapter_v2", "lora_query")]
+)
+def test_a_setting_of_another_method_is_refused_not_ignored(method: str, key: str) -> None:
+    value = False if key == "lora_query" else 1
+    with pytest.raises(ValueError, match=rf"--{key.replace('_', '-')} does not apply to method '{method}'"):
+        build_request("finetune", {"model": "tiny-llama", "method": method, key: value, **CPU})
+    own = "adapter_start_layer" if method != "lora" else "lora_r"
+    assert build_request("finetune", {"model": "tiny-llama", "method": method, own: 1, **CPU}).method == method
+
+
 def test_flat_keys_reach_the_typed_options() -> None:
     request = build_request(
         "finetune",
         {"model": "tiny-llama", "method": "lora", "micro_batch_size": 1, "batch_size": 2, "learning_rate": 1,
-         "max_iters": 3, "lora_r": 4, "lora_key": True, "adapter_start_layer": 0, "quantize": None, **CPU},
+         "max_iters": 3, "lora_r": 4, "lora_key": True, "quantize": None, **CPU},
     )  # fmt: skip
     options = request.options
     assert isinstance(options, FinetuneOptions)
     assert options.hyperparameters == hyperparameters("lora", micro_batch_size=1, batch_size=2, learning_rate=1.0)
     assert isinstance(options.hyperparameters.learning_rate, float)  # an int is a float, stored as one
-    assert options.lora == LoRASettings(r=4, key=True) and options.adapter == AdapterSettings(start_layer=0)
+    assert options.lora == LoRASettings(r=4, key=True) and options.adapter == AdapterSettings()
     assert (options.max_iters, options.data_file, options.tokenizer_dir) == (3, None, None)
     assert (request.workload, request.method, request.micro_batch_size, request.quantize) == (
         "finetune",
@@ -108,7 +119,7 @@ def test_the_profiles_runner_options_build_requests() -> None:
 @pytest.mark.parametrize(
     "argv",
     [
-        ("finetune", "adapter", "--model", "tiny-neox", "--adapter-start-layer", "0", "--max-iters", "2", "--lora-r", "2"),
+        ("finetune", "adapter", "--model", "tiny-neox", "--adapter-start-layer", "0", "--max-iters", "2", "--adapter-prompt-length", "4"),
         ("generate", "--model", "tiny-falcon", "--max-new-tokens", "3", "--top-k", "7", "--temperature", "0"),
     ],
 )  # fmt: skip
