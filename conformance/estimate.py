@@ -98,8 +98,8 @@ def request_for_case(case: Case, stack: Stack) -> EstimateRequest:
     if case.workload == "finetune":
         values.update(method=case.method, micro_batch_size=case.micro_batch_size)
     values.update(case.runner_options)
-    # A run request for several devices is refused until FSDP runs exist, so build it for one
-    # device (quantization included, whose refusal the estimate reproduces) and estimate for many.
+    # Built for one device, so that a quantized multi-device row (which RunRequest refuses) still
+    # yields a request; the estimate for the row's devices reproduces that refusal as "unsupported".
     values.update(devices=1, quantize=case.quantize if case.devices == 1 else None)
     run = build_request(case.workload, values)
     request = request_from_run(run, stack=stack, devices=case.devices)
