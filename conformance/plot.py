@@ -27,13 +27,14 @@ PLOT_EXTRA_MISSING = (
 # Deviations beyond this many percent are drawn at the edge with their value written beside.
 CLIP_PCT = 60.0
 ROW_HEIGHT_IN = 0.24
-Status = Literal["within", "regression", "improvement", "not run", "outcome"]
+Status = Literal["within", "regression", "improvement", "not run", "outcome", "estimate"]
 COLORS: Mapping[str, str] = {
     "within": "#2a9d3a",
     "regression": "#d62728",
     "improvement": "#1f77b4",
     "not run": "#9a9a9a",
     "outcome": "#d62728",
+    "estimate": "#7a5195",  # a row that was not run, placed by its GPU-free estimate (hollow dot)
 }
 
 
@@ -50,7 +51,24 @@ class Point:
 def memory_point(row: Mapping[str, Any]) -> Point | None:
     expected = row.get("expected") or {}
     tol = float((row.get("tolerances") or {}).get("memory_rel", 0.1)) * 100
-    return _point(row, "max_memory_gb", expected.get("max_memory_gb"), "GB", tol, invert=False)
+    point = _point(row, "max_memory_gb", expected.get("max_memory_gb"), "GB", tol, invert=False)
+    if point is not None and point.status == "not run":
+        return _estimate_point(row.get("estimate"), expected.get("max_memory_gb"), point) or point
+    return point
+
+
+def _estimate_point(estimate: Any, expected: Any, unrun: Point) -> Point | None:
+    """An unrun row's GPU-free estimate against the expected figure (None: no estimate to show)."""
+    if not isinstance(estimate, Mapping) or estimate.get("outcome") not in ("ok", "oom"):
+        return None
+    gb = estimate.get("max_memory_gb")
+    if not isinstance(gb, (int, float)):
+        return None
+    if isinstance(expected, (int, float)) and expected > 0:
+        pct = (gb - expected) / expected * 100
+        return Point(pct, "estimate", f"estimate {_num(gb)} / {_num(expected)} GB", unrun.tolerance_pct)
+    oom = ": OOM" if estimate["outcome"] == "oom" else ""
+    return Point(None, "estimate", f"{unrun.label}; estimate {_num(gb)} GB{oom}", unrun.tolerance_pct)
 
 
 def speed_point(row: Mapping[str, Any]) -> Point | None:
@@ -149,7 +167,9 @@ def _panel(ax: Any, points: Sequence[Point | None], title: str) -> None:
             continue
         x = max(-limit * 0.97, min(limit * 0.97, p.pct))
         clipped = x != p.pct
-        ax.plot(x, y, marker=">" if clipped and x > 0 else "<" if clipped else "o", ms=5, color=COLORS[p.status])
+        marker = ">" if clipped and x > 0 else "<" if clipped else "o"
+        hollow = {"mfc": "none"} if p.status == "estimate" else {}
+        ax.plot(x, y, marker=marker, ms=5, color=COLORS[p.status], **hollow)
         ax.text(limit * 1.02, y, f"{p.pct:+.1f}%  {p.label}", va="center", ha="left", fontsize=6.5, clip_on=False)
     ax.set_title(title, fontsize=9)
     ax.grid(axis="x", color="#e0e0e0", lw=0.5)
@@ -170,7 +190,8 @@ def _title(results: Mapping[str, Any]) -> str:
     created = results.get("created") or ""
     return (
         f"Conformance: {machine}; {versions}\n{created}  verdicts: {summary}."
-        "  Green band: tolerance; red: regression; blue: improvement; grey: not run"
+        "  Green band: tolerance; red: regression; blue: improvement; grey: not run;"
+        " hollow purple: not run, GPU-free estimate"
     )
 
 

@@ -75,6 +75,22 @@ def test_points_follow_the_comparison_rules() -> None:
     assert memory_point(r(measured(), max_memory_gb=None)) is None
 
 
+def test_an_unrun_row_is_placed_by_its_gpu_free_estimate() -> None:
+    unrun = row("r", None, expected={"max_memory_gb": 20.0})
+    unrun["estimate"] = {"outcome": "ok", "max_memory_gb": 19.0, "capacity_gb": 42.0, "stack": "current"}
+    point = memory_point(unrun)
+    assert point is not None and point.status == "estimate" and point.pct == pytest.approx(-5.0)
+    assert point.label == "estimate 19.00 / 20.00 GB"
+    oom = row("r", None, expected={"outcome": "oom"})
+    oom["estimate"] = {"outcome": "oom", "max_memory_gb": 50.5, "capacity_gb": 42.0, "stack": "current"}
+    point = memory_point(oom)
+    assert point is not None and point.pct is None and point.label.endswith("estimate 50.50 GB: OOM")
+    unsupported = row("r", None, expected={"max_memory_gb": 20.0})
+    unsupported["estimate"] = {"outcome": "unsupported", "max_memory_gb": None}
+    point = memory_point(unsupported)
+    assert point is not None and point.status == "not run"
+
+
 def test_missing_matplotlib_is_one_line_and_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
