@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from conformance.diff import cmd_diff
 from conformance.estimate import add_parser as add_estimate_parser
@@ -122,28 +124,13 @@ def cmd_env(as_json: bool) -> int:
 
 def cmd_report(file: Path, output: Path | None) -> int:
     """Render ``file``; bad input (the file, ``-o``) is one line naming it and exit status 2."""
-    try:
-        if output is not None:
-            check_output_file(output, "-o")
-        text = render(load_results(file))
-        if output is None:
-            sys.stdout.write(text)
-        else:
-            write_text_atomic(output, text)
-    except ValueError as exc:
-        print(one_line(f"conformance report: {exc}"), file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except OSError as exc:
-        print(one_line(f"conformance report: {output}: cannot write: {exc.strerror or exc}"), file=sys.stderr)
-        return EXIT_BAD_INPUT
-    return 0
+    return _render_to(output, lambda: load_results(file))
 
 
 def cmd_merge(files: list[Path], output: Path | None, merged: Path | None, prefer: Prefer | None) -> int:
     """Merge ``files`` and render the merge (and write it to ``merged``); bad input as cmd_report."""
-    try:
-        if output is not None:
-            check_output_file(output, "-o")
+
+    def build() -> Mapping[str, Any]:
         if merged is not None:
             check_output_file(merged, "--merged")
             try:
@@ -153,7 +140,17 @@ def cmd_merge(files: list[Path], output: Path | None, merged: Path | None, prefe
         document = merge_files(files, prefer=prefer)
         if merged is not None:
             write_json_atomic(merged, document)
-        text = render(document)
+        return document
+
+    return _render_to(output, build)
+
+
+def _render_to(output: Path | None, build: Callable[[], Mapping[str, Any]]) -> int:
+    """The report of the results ``build`` returns, on stdout or into ``output`` (checked first)."""
+    try:
+        if output is not None:
+            check_output_file(output, "-o")
+        text = render(build())
         if output is None:
             sys.stdout.write(text)
         else:
@@ -162,7 +159,8 @@ def cmd_merge(files: list[Path], output: Path | None, merged: Path | None, prefe
         print(one_line(f"conformance report: {exc}"), file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as exc:
-        print(one_line(f"conformance report: cannot write: {exc.strerror or exc}"), file=sys.stderr)
+        where = exc.filename or output
+        print(one_line(f"conformance report: {where}: cannot write: {exc.strerror or exc}"), file=sys.stderr)
         return EXIT_BAD_INPUT
     return 0
 

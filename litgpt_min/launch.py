@@ -226,17 +226,7 @@ def _receive(conn: Connection) -> Result | None:
 
 def failed(request: RunRequest, message: str, outcome: Outcome = "error") -> Result:
     """A result for a rank that produced none, with the run's identity."""
-    return Result.failed(
-        outcome,
-        message,
-        workload=request.workload,
-        model=request.model,
-        method=request.method,
-        quantize=request.quantize,
-        micro_batch_size=request.micro_batch_size,
-        devices=request.world_size,
-        precision=request.precision,
-    )
+    return Result.failed(outcome, message, **request.identity())
 
 
 def _status(code: int | None) -> str:

@@ -332,6 +332,19 @@ class RunRequest:
         """Ranks of the run: ``devices`` on each of ``num_nodes`` machines."""
         return self.devices * self.num_nodes
 
+    def identity(self) -> dict[str, Any]:
+        """The fields that name this run in its :class:`~litgpt_min.result.Result` (``devices``:
+        every rank of the run)."""
+        return {
+            "workload": self.workload,
+            "model": self.model,
+            "method": self.method,
+            "quantize": self.quantize,
+            "micro_batch_size": self.micro_batch_size,
+            "devices": self.world_size,
+            "precision": self.precision,
+        }
+
     @property
     def dtype(self) -> torch.dtype:
         return PRECISIONS[self.precision]

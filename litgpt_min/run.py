@@ -78,13 +78,7 @@ def execute_rank(request: RunRequest, body: Body, *, preflight: bool = True) -> 
     """The run of this process: the whole run on one device, or one rank of several."""
     device = launch.rank_device(request.device()) if request.world_size > 1 else request.device()
     result = Result(
-        workload=request.workload,
-        model=request.model,
-        method=request.method,
-        quantize=request.quantize,
-        micro_batch_size=request.micro_batch_size,
-        devices=request.world_size,
-        precision=request.precision,
+        **request.identity(),
         memory_source=memory_source(device),
         device=device_info(device, request.memory_cap_gb),
     )
