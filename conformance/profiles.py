@@ -50,7 +50,7 @@ class ActiveProfile:
         head = f"conformance profile {p.name} ({display(p.directory)}, {len(p.cases)} rows): "
         cap = f" under a {self.memory_cap_gb:g} GB memory cap" if self.memory_cap_gb is not None else ""
         if self.mode == "params-only":
-            return head + f"parameter counts only; measured rows skip: {self.measure_skip}"
+            return head + f"parameter counts and GPU-free memory estimates; measured rows skip: {self.measure_skip}"
         if self.mode == "cpu":
             return head + f"measured on the CPU{cap} (memory from the live-tensor tracker)"
         if self.mode == "native":
