@@ -52,7 +52,7 @@ class RowCheck:
     case: Case
     item: pytest.Item
 
-    # The three checks ---------------------------------------------------------------------------
+    # The four checks ----------------------------------------------------------------------------
     def check_params(self) -> None:
         """Trainable (finetune rows) and total parameters, exact, from the model built on meta."""
         case = self.case
