@@ -21,12 +21,11 @@ import multiprocessing
 import os
 import sys
 import time
-import types
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import Any, TextIO
 
 from conformance.expectations import DEFAULT_ROOT, Case, ExpectationError, Profile, load_profile
 from conformance.options import positive_number, whole_number
@@ -288,7 +287,6 @@ def add_parser(sub: Any) -> None:
         help="estimate peak GPU memory without a GPU: every row of a profile, or one configuration",
         description="Peak memory (torch.cuda.max_memory_allocated) estimated on fake tensors, without a GPU.",
     )
-    p.error = types.MethodType(_one_line_error, p)  # type: ignore[method-assign]
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--profile", help="estimate every row of this profile")
     what.add_argument("--model", help="a registry model name (ad hoc estimate)")
@@ -311,11 +309,6 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--markdown", action="store_true", help="the table as Markdown")
     # The same --lora-* / --adapter-* flags as litgpt-min, from the one table of run options.
     add_flat_options(p, [o for name, o in FLAT_OPTIONS["finetune"].items() if name.startswith(("lora_", "adapter_"))])
-
-
-def _one_line_error(parser: argparse.ArgumentParser, message: str) -> NoReturn:
-    print(f"{parser.prog}: {message}", file=sys.stderr)
-    sys.exit(2)
 
 
 def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:

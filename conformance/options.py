@@ -60,8 +60,7 @@ class Options:
             value = config.getoption(DEST_PREFIX + f.name)
             if f.name != "profiles" and isinstance(value, list):
                 # argparse (3.11) hands ``--opt=--`` over as an empty list, past the option's type.
-                flag = "--row-timeout" if f.name == "row_timeout_s" else "--" + f.name.replace("_", "-")
-                raise ValueError(f"{flag}: expected one value, got {value!r}")
+                raise ValueError(f"{FLAGS[f.name]}: expected one value, got {value!r}")
             if f.name == "profiles":
                 value = tuple(dict.fromkeys(value or ()))
             elif f.name in ("expectations", "record", "results", "row_logs", "baseline"):
@@ -222,11 +221,16 @@ def _runner_spec(text: str) -> str:
     return text
 
 
+# Each Options field's command-line flag (``row_timeout_s`` -> ``--row-timeout``), filled by add_options.
+FLAGS: dict[str, str] = {}
+
+
 def add_options(parser: pytest.Parser) -> None:
     """The options of :class:`Options` (``dest``: ``conformance_<field>``)."""
     group = parser.getgroup("conformance", "Lit-GPT resource-table conformance")
 
     def add(*flags: str, field: str, **kwargs: Any) -> None:
+        FLAGS[field] = flags[0]
         group.addoption(*flags, dest=DEST_PREFIX + field, **kwargs)
 
     add(

@@ -114,12 +114,19 @@ class RunCache:
             options = dataclasses.replace(options, env=env, pass_fds=lease.fds)
             return as_run_result(self.runner(case, options), case, options)
 
+    def gpu_lock_directory(self) -> Path:
+        """Where the session's GPU leases lock (the controller's on a pytest-xdist worker; made on
+        first use otherwise)."""
+        with self._lock:
+            if self.gpu_lock_dir is None:
+                self.gpu_lock_dir = Path(tempfile.mkdtemp(prefix="conformance-gpus-"))
+            return self.gpu_lock_dir
+
     def gpu_pool(self) -> GpuPool:
         """The session's GPUs and their leases (see ``conformance/gpus.py``)."""
+        directory = self.gpu_lock_directory()
         with self._lock:
             if self._gpu_pool is None:
-                directory = self.gpu_lock_dir or Path(tempfile.mkdtemp(prefix="conformance-gpus-"))
-                self.gpu_lock_dir = directory
                 self._gpu_pool = GpuPool(visible_gpus(len(self._fingerprint().get("gpus") or [])), directory)
             return self._gpu_pool
 

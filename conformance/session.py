@@ -12,7 +12,6 @@ writes the results file and the recorded profile, so no worker's rows are lost.
 
 from __future__ import annotations
 
-import tempfile
 import threading
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
@@ -293,10 +292,7 @@ class ConformanceSession:
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
         """The controller gives every worker the same GPU-lease directory (``conformance/gpus.py``)."""
-        with self._lock:
-            if self.cache.gpu_lock_dir is None:
-                self.cache.gpu_lock_dir = Path(tempfile.mkdtemp(prefix="conformance-gpus-"))
-        node.workerinput[WORKERINPUT_KEY] = str(self.cache.gpu_lock_dir)
+        node.workerinput[WORKERINPUT_KEY] = str(self.cache.gpu_lock_directory())
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
