@@ -211,11 +211,15 @@ def cmd_plot(file: Path, out: Path) -> int:
         print(PLOT_EXTRA_MISSING, file=sys.stderr)
         return 2
     try:
-        check_output_file(out, "--plot")
-        n = plot_results(load_results(file), out)
+        check_output_file(out, "--plot")  # its message names the output
+        results = load_results(file)  # its messages name the file
     except ValueError as exc:
-        text = str(exc) if str(file) in str(exc) else f"{file}: {exc}"
-        print(one_line(f"conformance report --plot: {text}"), file=sys.stderr)
+        print(one_line(f"conformance report --plot: {exc}"), file=sys.stderr)
+        return 2
+    try:
+        n = plot_results(results, out)
+    except ValueError as exc:  # nothing to plot in it
+        print(one_line(f"conformance report --plot: {file}: {exc}"), file=sys.stderr)
         return 2
     except OSError as exc:
         print(one_line(f"conformance report --plot: cannot write {out}: {exc.strerror or exc}"), file=sys.stderr)
