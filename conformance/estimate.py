@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+import torch
+
 from conformance.expectations import DEFAULT_ROOT, Case, ExpectationError, Profile, load_profile
 from conformance.options import positive_number, whole_number
 from conformance.runner import PRECISION
@@ -38,13 +40,15 @@ from litgpt_min.estimate import (
     EstimateRequest,
     Outcome,
     Stack,
+    default_later_seq_len,
     default_prompt_len,
     default_seq_len,
     estimate,
     request_from_run,
     stack_for,
 )
-from litgpt_min.options import FINETUNE_METHODS, FLAT_OPTIONS, build_request, peft_settings
+from litgpt_min.finetune import later_draws
+from litgpt_min.options import FINETUNE_METHODS, FLAT_OPTIONS, build_request, hyperparameters, peft_settings
 
 StackChoice = str  # "current" | "profile"
 
@@ -154,10 +158,7 @@ def estimate_profile(
     # a forked child of a parent that used it can hang in).
     _warm_up()
     context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-    # Rows of one model go to one worker, so that its fake-tensor caches stay warm.
-    order = sorted(range(len(cases)), key=lambda i: (cases[i].model, i))
-    chunks = [order[k::jobs] for k in range(jobs)]
-    chunks = [sorted(chunk, key=lambda i: (cases[i].model, i)) for chunk in chunks if chunk]
+    chunks = [chunk for chunk in _share(cases, jobs) if chunk]
     done: dict[int, RowEstimate] = {}
     with ProcessPoolExecutor(max_workers=len(chunks), mp_context=context) as pool:
         futures = [
@@ -172,6 +173,26 @@ def estimate_profile(
     return [done[i] for i in range(len(cases))]
 
 
+def _share(cases: list[Case], jobs: int) -> list[list[int]]:
+    """Row indices per worker: the rows ordered by model and cut into ``jobs`` runs of about equal
+    cost, so that at most ``jobs - 1`` models are split between workers (the fake-tensor dispatch
+    cache is per process and fills once per model). Costs, measured: an inference row 1, a
+    finetune row 2, a multi-device one 8 (two steps at two depths each, with recomputation)."""
+
+    def cost(i: int) -> int:
+        return 8 if cases[i].devices > 1 else 2 if cases[i].workload == "finetune" else 1
+
+    order = sorted(range(len(cases)), key=lambda i: (cases[i].model, i))
+    total = sum(cost(i) for i in order)
+    chunks: list[list[int]] = [[] for _ in range(jobs)]
+    done = 0
+    for i in order:
+        worker = min(jobs - 1, done * jobs // total)
+        chunks[worker].append(i)
+        done += cost(i)
+    return [sorted(chunk) for chunk in chunks]
+
+
 def _warm_up() -> None:
     estimate(
         EstimateRequest(Config.from_name("tiny-llama"), "finetune", "lora", precision="32-true", seq_len=8),
@@ -182,7 +203,9 @@ def _warm_up() -> None:
 def _estimate_rows(
     name: str, root: Path, indices: list[int], stack: Stack, capacity_gb: float | None
 ) -> list[tuple[int, RowEstimate]]:
-    """A worker's share (the profile is loaded again here: its rows do not pickle)."""
+    """A worker's share (the profile is loaded again here: its rows do not pickle). One thread:
+    fake tensors compute nothing, and the workers already share the cores."""
+    torch.set_num_threads(1)
     cases = load_profile(name, root).cases
     return [(i, estimate_case(cases[i], stack, capacity_gb)) for i in indices]
 
@@ -361,6 +384,7 @@ def _run_ad_hoc(args: argparse.Namespace, out: TextIO) -> int:
     lora, adapter = peft_settings(vars(args), args.method or "none")
     stack: Stack = "bnb-0.41" if args.stack == "profile" else "current"
     seq_len = args.seq_len if args.seq_len is not None else _default(default_seq_len, name, config, "--seq-len")
+    later = _later_seq_len(args, name, config, seq_len) if args.workload == "finetune" else None
     prompt_len = (
         args.prompt_len if args.prompt_len is not None else _default(default_prompt_len, name, None, "--prompt-len")
     )
@@ -372,6 +396,7 @@ def _run_ad_hoc(args: argparse.Namespace, out: TextIO) -> int:
         precision=args.precision,
         micro_batch_size=args.micro_batch_size,
         seq_len=seq_len if args.workload == "finetune" else 1,
+        later_seq_len=later,
         prompt_len=prompt_len if args.workload == "inference" else 1,
         max_new_tokens=args.max_new_tokens,
         devices=args.devices,
@@ -396,6 +421,17 @@ def _run_ad_hoc(args: argparse.Namespace, out: TextIO) -> int:
         for key, value in obj.items():
             out.write(f"{key}: {value}\n")
     return 0
+
+
+def _later_seq_len(args: argparse.Namespace, name: str, config: Config, seq_len: int) -> int | None:
+    """The later micro-steps' typical longest sample from the tokenizer's Alpaca profile, at most
+    ``seq_len``; ``seq_len`` itself (the worst case) when the model has no known tokenizer."""
+    hp = hyperparameters(args.method, micro_batch_size=args.micro_batch_size)
+    try:
+        later = default_later_seq_len(name, config, hp)
+    except ValueError:
+        return seq_len if later_draws(hp) else None
+    return None if later is None else min(later, seq_len)
 
 
 def _default(fn: Callable[..., int], name: str, config: Config | None, flag: str) -> int:

@@ -6,8 +6,8 @@ runs, and reports the peak the CUDA caching allocator would report as ``max_memo
 
 - **finetune**: build the method's model, set ``max_seq_length`` to the longest sample, one
   :func:`~litgpt_min.finetune.micro_step` on a ``(micro_batch_size, seq_len)`` batch (the longest
-  sample is in iteration 0, and the micro-batch is padded to it) and one
-  :func:`~litgpt_min.finetune.optimizer_step`;
+  sample is in iteration 0, and the micro-batch is padded to it; with several devices a later
+  micro-step follows, see 7.) and one :func:`~litgpt_min.finetune.optimizer_step`;
 - **inference**: build the model, size the KV cache for prompt + new tokens and run
   :func:`~litgpt_min.generate.generate` (prefill and every decode step).
 
@@ -50,9 +50,14 @@ Modelling assumptions (each one is a place the estimate can be wrong):
    the compute dtype) under ``no_backward_sync``; the Blocks' resident weights are then replaced
    by this rank's shards of every unit plus two unsharded Blocks (the current one and the
    prefetched one). The root unit stays unsharded from forward to backward, as FSDP keeps it.
-   The step is iteration 0 (the longest sample, no flat gradient yet): the later accumulation
-   iterations hold every Block's flat gradient from their start, with random, mostly shorter
-   samples, and are not modelled.
+   The simulated run is iteration 0 (the longest sample, no flat gradient yet) followed, when
+   gradients accumulate, by a later micro-step of the window, which starts with every Block's
+   flat gradient and the optimizer's states, on a random sample. Its length is the typical
+   longest of the later draws of the table's 1,000 iterations (:func:`later_seq_len`, the median
+   of that maximum: 633 tokens for Llama 2 at micro-batch 1, where the longest is 1304). That is
+   a statistic, not a bound: a run that happens to draw a longer sample peaks higher. On one
+   device the later micro-steps hold only the trainable gradients and the optimizer's states
+   (megabytes) and run shorter batches, so iteration 0 is the peak and only it is run.
    Quantization with several devices is unsupported, as in the reference.
 8. **Random weights, synthetic batch.** Memory does not depend on values; the batch is the
    longest sample repeated (the micro-batch is padded to its longest sample anyway).
@@ -64,6 +69,7 @@ Modelling assumptions (each one is a place the estimate can be wrong):
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -78,13 +84,20 @@ from torch.utils.checkpoint import checkpoint
 from litgpt_min.adapter import AdapterSettings
 from litgpt_min.build import default_dtype
 from litgpt_min.config import Config
-from litgpt_min.data import load_length_profile, tokenizer_family
-from litgpt_min.finetune import load_train_data, micro_step, optimizer_step
+from litgpt_min.data import load_length_profile, tokenizer_family, typical_longest
+from litgpt_min.finetune import later_draws, load_train_data, micro_step, optimizer_step
 from litgpt_min.generate import generate
 from litgpt_min.lora import LoRASettings
 from litgpt_min.measure import LiveTensorTracker, round_allocation
 from litgpt_min.model import GPT, Block
-from litgpt_min.options import PRECISIONS, FinetuneOptions, GenerateSettings, RunRequest, hyperparameters
+from litgpt_min.options import (
+    PRECISIONS,
+    FinetuneOptions,
+    GenerateSettings,
+    Hyperparameters,
+    RunRequest,
+    hyperparameters,
+)
 from litgpt_min.peft import Method, apply_method, check_method, mark_trainable
 from litgpt_min.quantize import BLOCKSIZE, NESTED_BLOCKSIZE, QuantizeMode, bnb_args, materialize_rest, parse_mode
 
@@ -121,6 +134,20 @@ def default_seq_len(model_name: str, config: Config) -> int:
     return min(load_length_profile(tokenizer_family(model_name)).longest, config.block_size)
 
 
+def later_seq_len(lengths: torch.Tensor, hp: Hyperparameters) -> int | None:
+    """The typical longest sample of the micro-steps that start holding their window's gradients,
+    over the table's 1,000 iterations (:func:`~litgpt_min.finetune.later_draws`); None without
+    accumulation. ``lengths`` are the train samples' (already clipped to the block size)."""
+    draws = later_draws(hp)
+    return typical_longest(lengths, draws) if draws else None
+
+
+def default_later_seq_len(model_name: str, config: Config, hp: Hyperparameters) -> int | None:
+    """:func:`later_seq_len` over the Alpaca profile of the model's tokenizer."""
+    profile = load_length_profile(tokenizer_family(model_name))
+    return later_seq_len(profile.expanded().clamp(max=config.block_size), hp)
+
+
 def default_prompt_len(model_name: str) -> int:
     """Tokens of the generate runner's default prompt for the model's tokenizer."""
     return load_length_profile(tokenizer_family(model_name)).default_prompt_tokens
@@ -131,23 +158,28 @@ def request_from_run(run: RunRequest, *, stack: Stack = "current", devices: int 
     sample (the shipped length profile unless it has a data file) and its prompt's length.
 
     ``devices`` overrides the run's (a request for several devices cannot be built yet, but can
-    be estimated). Hyperparameters other than the micro-batch do not move the estimate.
+    be estimated). Of the hyperparameters only the micro-batch and the accumulation (the batch over
+    the micro-batch) move the estimate.
     """
     config = run.config
     options = run.options
     if isinstance(options, FinetuneOptions):
+        hp = options.hyperparameters
         if options.data_file is None:
             seq_len = default_seq_len(run.model, config)
+            later = default_later_seq_len(run.model, config, hp)
         else:
-            seq_len = load_train_data(options, run.model, config).longest_length
+            train_data = load_train_data(options, run.model, config)
+            seq_len, later = train_data.longest_length, later_seq_len(train_data.lengths, hp)
         return EstimateRequest(
             config,
             "finetune",
             options.method,
             run.quantize,
             run.precision,
-            micro_batch_size=options.hyperparameters.micro_batch_size,
+            micro_batch_size=hp.micro_batch_size,
             seq_len=seq_len,
+            later_seq_len=later,
             devices=devices or run.devices,
             lora=options.lora,
             adapter=options.adapter,
@@ -171,7 +203,9 @@ def request_from_run(run: RunRequest, *, stack: Stack = "current", devices: int 
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class EstimateRequest:
-    """What to estimate. ``seq_len`` is the finetune batch's length (the longest sample)."""
+    """What to estimate. ``seq_len`` is the finetune batch's length in iteration 0 (the longest
+    sample); ``later_seq_len`` the longest batch of the micro-steps that start holding their
+    window's gradients (:func:`later_seq_len`; None: gradients do not accumulate)."""
 
     config: Config
     workload: EstimateWorkload
@@ -180,6 +214,7 @@ class EstimateRequest:
     precision: str = "bf16-true"
     micro_batch_size: int = 1
     seq_len: int = 1
+    later_seq_len: int | None = None
     prompt_len: int = 1
     max_new_tokens: int = GenerateSettings.max_new_tokens
     devices: int = 1
@@ -205,6 +240,10 @@ class EstimateRequest:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if self.later_seq_len is not None:
+            value = self.later_seq_len
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= self.seq_len:
+                raise ValueError(f"later_seq_len must be an integer in [1, seq_len={self.seq_len}], got {value!r}")
         length = self.seq_len if self.workload == "finetune" else self.prompt_len + self.max_new_tokens
         if length > self.config.block_size:
             raise ValueError(
@@ -252,16 +291,16 @@ def estimate(request: EstimateRequest, *, extrapolate: bool = True) -> Estimate:
     return Estimate(peak, request.stack, how)
 
 
-def _peak(request: EstimateRequest, extrapolate: bool, fsdp: bool) -> tuple[int, str]:
+def _peak(request: EstimateRequest, extrapolate: bool, fsdp: bool, later: bool = False) -> tuple[int, str]:
     n_layer = request.config.n_layer
-    k = _shortest_regular_depth(request, fsdp)
+    k = _shortest_regular_depth(request, fsdp) + (1 if later else 0)
     if extrapolate and n_layer > k + 1:
-        short = fake_peaks(_with_layers(request, k), fsdp=fsdp)
-        longer = fake_peaks(_with_layers(request, k + 1), fsdp=fsdp)
+        short = fake_peaks(_with_layers(request, k), fsdp=fsdp, later=later)
+        longer = fake_peaks(_with_layers(request, k + 1), fsdp=fsdp, later=later)
         peak = _extrapolate(short, longer, n_layer - k)
         if peak is not None:
             return peak, "fake-run-extrapolated"
-    return fake_peak(request, fsdp=fsdp), "fake-run"
+    return fake_peak(request, fsdp=fsdp, later=later), "fake-run"
 
 
 # A phase whose two short runs peak at different ops is trusted only this far below the winner.
@@ -292,7 +331,9 @@ def _shortest_regular_depth(request: EstimateRequest, fsdp: bool) -> int:
     """Layers after which every added block is identical to the last.
 
     The first block differs (its input needs no gradient), the adapters start late, and under
-    activation checkpointing the second block's recomputation differs too.
+    activation checkpointing the second block's recomputation differs too. A later micro-step
+    (:func:`run_step`'s ``later``) needs one block more (:func:`_peak`): with every flat gradient
+    held, its backward can peak in the second block it differentiates, which is then the first.
     """
     if request.method in ("adapter", "adapter_v2"):
         return max(request.adapter.start_layer + 1, 2 if fsdp else 1)
@@ -304,19 +345,38 @@ def _with_layers(request: EstimateRequest, n_layer: int) -> EstimateRequest:
 
 
 def _fsdp_peak(request: EstimateRequest, extrapolate: bool) -> int:
-    """Per device under the reference's FSDP (assumption 7): the simulated step with every weight
-    resident, less the Blocks' weights, plus this rank's shards and the Blocks kept unsharded."""
-    step, _ = _peak(request, extrapolate, fsdp=True)
+    """Per device under the reference's FSDP (assumption 7): the simulated run's peak with every
+    weight resident, less the Blocks' weights, plus this rank's shards and the Blocks kept
+    unsharded."""
+    step = _fsdp_step(dataclasses.replace(request, devices=1), extrapolate)
     itemsize = request.dtype.itemsize
-    with torch.device("meta"):
-        model = apply_method(GPT(request.config), request.method, request.lora, request.adapter)
-    blocks = [list(block.parameters()) for block in model.transformer.h]
-    resident = sum(round_allocation(p.numel() * itemsize) for params in blocks for p in params)
-    flat = [sum(p.numel() for p in params) for params in blocks]
-    root = sum(p.numel() for p in model.parameters()) - sum(flat)
+    blocks, root = _parameter_sizes(request.config, request.method, request.lora, request.adapter)
+    resident = sum(round_allocation(n * itemsize) for sizes in blocks for n in sizes)
+    flat = [sum(sizes) for sizes in blocks]
     gathered = sum(round_allocation(n * itemsize) for n in sorted(flat, reverse=True)[:FSDP_UNSHARDED_BLOCKS])
     shards = sum(round_allocation(-(-n // request.devices) * itemsize) for n in (root, *flat))
     return step - resident + gathered + shards
+
+
+@functools.lru_cache(maxsize=8)
+def _fsdp_step(request: EstimateRequest, extrapolate: bool) -> int:
+    """The simulated run's peak with every weight resident (iteration 0 and, when gradients
+    accumulate, a later micro-step); the same for any number of devices (only the shards
+    differ), so rows that differ only in devices share it."""
+    return _peak(request, extrapolate, fsdp=True, later=request.later_seq_len is not None)[0]
+
+
+@functools.lru_cache(maxsize=8)
+def _parameter_sizes(
+    config: Config, method: Method, lora: LoRASettings, adapter: AdapterSettings
+) -> tuple[tuple[tuple[int, ...], ...], int]:
+    """Each Block's parameter sizes (elements) and the elements outside the Blocks (the root
+    unit), from a meta-device model; rows of one model and method share it."""
+    with torch.device("meta"):
+        model = apply_method(GPT(config), method, lora, adapter)
+    blocks = tuple(tuple(p.numel() for p in block.parameters()) for block in model.transformer.h)
+    root = sum(p.numel() for p in model.parameters()) - sum(sum(sizes) for sizes in blocks)
+    return blocks, root
 
 
 # FSDP units kept unsharded at once in backward: the Block being differentiated and the one
@@ -327,7 +387,19 @@ FSDP_UNSHARDED_BLOCKS = 2
 # ---------------------------------------------------------------------------------------------
 # The fake run
 # ---------------------------------------------------------------------------------------------
-Phase = Literal["build", "setup", "forward", "backward", "flat-gradients", "optimizer", "prefill", "decode"]
+Phase = Literal[
+    "build",
+    "setup",
+    "forward",
+    "backward",
+    "flat-gradients",
+    "later-forward",
+    "later-backward",
+    "later-flat-gradients",
+    "optimizer",
+    "prefill",
+    "decode",
+]
 
 
 PhasePeaks = dict[str, tuple[int, str | None]]
@@ -348,18 +420,18 @@ class _Phases:
         self.current = phase
 
 
-def fake_peaks(request: EstimateRequest, *, fsdp: bool = False) -> PhasePeaks:
+def fake_peaks(request: EstimateRequest, *, fsdp: bool = False, later: bool = False) -> PhasePeaks:
     """Peak bytes and peak op per phase of the request's run on fake cpu tensors (its config's full depth)."""
     with FakeTensorMode(), LiveTensorTracker(device="cpu") as tracker:
         phases = _Phases(tracker)
-        run_step(request, torch.device("cpu"), fsdp=fsdp, phase=phases.enter)
+        run_step(request, torch.device("cpu"), fsdp=fsdp, later=later, phase=phases.enter)
         phases.enter(None)
     return phases.peaks
 
 
-def fake_peak(request: EstimateRequest, *, fsdp: bool = False) -> int:
+def fake_peak(request: EstimateRequest, *, fsdp: bool = False, later: bool = False) -> int:
     """Peak bytes of the request's run on fake cpu tensors, at its config's full depth."""
-    return max(p for p, _ in fake_peaks(request, fsdp=fsdp).values())
+    return max(p for p, _ in fake_peaks(request, fsdp=fsdp, later=later).values())
 
 
 def run_step(
@@ -367,9 +439,14 @@ def run_step(
     device: torch.device,
     *,
     fsdp: bool = False,
+    later: bool = False,
     phase: Callable[[Phase], None] = lambda name: None,
 ) -> None:
-    """The measured part of a run on ``device`` (real or fake tensors alike); ``phase`` marks its phases."""
+    """The measured part of a run on ``device`` (real or fake tensors alike); ``phase`` marks its phases.
+
+    ``later``: iteration 0 is followed by a later micro-step of its accumulation window, on a
+    ``later_seq_len`` batch, which holds what the window has accumulated (under ``fsdp`` every
+    Block's flat gradient) and the optimizer's states (created by an earlier window's step)."""
     phase("build")
     model = build_for_estimate(request, device)
     autocast = (
@@ -384,20 +461,29 @@ def run_step(
         if fsdp:
             _checkpoint_blocks(model)
         optimizer = _optimizer(model, request, device)
+        prefix = [""]
         if fsdp:
-            _flat_block_gradients(model, request.dtype, first=lambda: phase("flat-gradients"))
+            _flat_block_gradients(model, request.dtype, first=lambda: phase(f"{prefix[0]}flat-gradients"))  # type: ignore[arg-type]
         wrapped = _FabricOutputs(model, request.precision)
-        input_ids = torch.zeros(request.micro_batch_size, request.seq_len, dtype=torch.long, device=device)
-        targets = torch.zeros(request.micro_batch_size, request.seq_len, dtype=torch.long, device=device)
         hp = hyperparameters(request.method, micro_batch_size=request.micro_batch_size)
 
         def backward(loss: torch.Tensor) -> None:
-            phase("backward")
+            phase(f"{prefix[0]}backward")  # type: ignore[arg-type]
             loss.backward()
 
-        phase("forward")
-        with autocast:
-            micro_step(wrapped, input_ids, targets, hp.gradient_accumulation_iters, hp.lm_head_chunk_size, backward)
+        lengths = [request.seq_len]
+        if later and request.later_seq_len is not None:
+            lengths.append(request.later_seq_len)
+        for n, length in enumerate(lengths):
+            if n:
+                prefix[0] = "later-"
+                _hold_optimizer_state(optimizer)
+            input_ids = torch.zeros(request.micro_batch_size, length, dtype=torch.long, device=device)
+            targets = torch.zeros(request.micro_batch_size, length, dtype=torch.long, device=device)
+            phase(f"{prefix[0]}forward")  # type: ignore[arg-type]
+            with autocast:
+                micro_step(wrapped, input_ids, targets, hp.gradient_accumulation_iters, hp.lm_head_chunk_size, backward)
+            del input_ids, targets
         phase("optimizer")
         optimizer_step(optimizer)
     else:
@@ -474,39 +560,48 @@ def _flat_block_gradients(model: GPT, dtype: torch.dtype, first: Callable[[], No
     The parameters are views of the Block's flat parameter, so every one of them, frozen or not,
     receives a gradient (which also keeps the frozen linears' inputs for backward); when the last
     one has arrived they are concatenated into the flat gradient, which stays unsharded under
-    ``no_backward_sync`` until the optimizer step, and the per-parameter gradients are dropped.
-    ``first`` is called before the first flat gradient: backward peaks either at its start (the
-    logits) or at its end (the gradients), each affine in the depth, so they are phases apart.
+    ``no_backward_sync`` until the optimizer step, and the per-parameter gradients are dropped. In
+    a later backward of the window the new flat gradient is a temporary added into the kept one
+    (``AccumulateGrad``'s in-place sum). ``first`` is called before the first flat gradient of
+    each backward: backward peaks either at its start (the logits) or at its end (the
+    gradients), each affine in the depth, so they are phases apart.
     """
-    started: list[bool] = []
-    for block in model.transformer.h:
-        params = [p for p in block.parameters() if p.is_floating_point()]
-        if not any(p.requires_grad for p in params):
-            continue
-        arrived: list[nn.Parameter] = []
-        kept: list[torch.Tensor] = []
-        numel = sum(p.numel() for p in params)
+    blocks = [[p for p in block.parameters() if p.is_floating_point()] for block in model.transformer.h]
+    blocks = [params for params in blocks if any(p.requires_grad for p in params)]
+    arrived: list[list[nn.Parameter]] = [[] for _ in blocks]
+    kept: list[list[torch.Tensor]] = [[] for _ in blocks]
 
-        def hook(
-            param: torch.Tensor,
-            _params: list[nn.Parameter] = params,
-            _arrived: list[nn.Parameter] = arrived,
-            _kept: list[torch.Tensor] = kept,
-            _numel: int = numel,
-        ) -> None:
-            _arrived.append(param)  # type: ignore[arg-type]
-            if len(_arrived) == len(_params):
-                if not started:
-                    started.append(True)
-                    first()
-                _kept.append(torch.empty(_numel, dtype=dtype, device=param.device))
-                for p in _params:
-                    p.grad = None
+    def hook(param: torch.Tensor, b: int) -> None:
+        arrived[b].append(param)  # type: ignore[arg-type]
+        if len(arrived[b]) < len(blocks[b]):
+            return
+        arrived[b].clear()
+        if b == len(blocks) - 1:
+            first()
+        new = torch.empty(sum(p.numel() for p in blocks[b]), dtype=dtype, device=param.device)
+        if kept[b]:
+            kept[b][0].add_(new)
+        else:
+            kept[b].append(new)
+        del new
+        for p in blocks[b]:
+            p.grad = None
 
+    for b, params in enumerate(blocks):
         for p in params:
             p.requires_grad_(True)
-            p.register_post_accumulate_grad_hook(hook)
-        block.flat_grad = kept  # type: ignore[assignment]  # lives as long as the model
+            p.register_post_accumulate_grad_hook(functools.partial(hook, b=b))
+    model.flat_grads = kept  # type: ignore[assignment]  # lives as long as the model
+
+
+def _hold_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
+    """Create the optimizer's states, as an optimizer step of an earlier window has."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    optimizer_step(optimizer)
+    for p in params:
+        p.grad = None
 
 
 class _FabricOutputs(nn.Module):

@@ -192,6 +192,7 @@ def _cpu_name() -> str:
 
 # torch.tensor(data) builds its tensor outside the dispatcher and hands it to this op.
 _LIFT_FRESH = torch.ops.aten.lift_fresh.default
+_DEVICE = torch.ops.prim.device.default
 
 
 class _StorageRef(weakref.ref):  # type: ignore[type-arg]
@@ -277,7 +278,8 @@ class LiveTensorTracker(TorchDispatchMode):
         kwargs: Mapping[str, Any] | None = None,
     ) -> Any:
         out = func(*args, **(kwargs or {}))
-        self._account(func, out, args, kwargs)
+        if func is not _DEVICE:  # asked of every tensor autograd touches; allocates nothing
+            self._account(func, out, args, kwargs)
         return out
 
     def _account(

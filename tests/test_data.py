@@ -31,11 +31,13 @@ from litgpt_min.data import (
     find_longest,
     generate_prompt,
     get_batch,
+    index_of_length,
     load_length_profile,
     prepare_alpaca,
     read_alpaca,
     split_indices,
     tokenizer_family,
+    typical_longest,
 )
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -388,7 +390,8 @@ def test_get_batch_draws_pads_right_and_puts_the_longest_first(
     lengths: list[int], micro_batch_size: int, seed: int, longest_first: bool, ignore_index: int
 ) -> None:
     data = sample_list(lengths)
-    x, y = get_batch(data, micro_batch_size, torch.Generator().manual_seed(seed), longest_first, ignore_index)
+    first = data.longest_index if longest_first else None
+    x, y = get_batch(data, micro_batch_size, torch.Generator().manual_seed(seed), first, ignore_index)
     ix = torch.randint(len(data), (micro_batch_size,), generator=torch.Generator().manual_seed(seed))
     if longest_first:
         ix[0] = data.longest_index
@@ -411,7 +414,50 @@ def test_get_batch_draws_like_lit_gpt_global_randint() -> None:
         expected = [torch.randint(len(data), (4,)) for _ in range(3)]
     generator = torch.Generator().manual_seed(1337)
     for ix in expected:
-        x, _ = get_batch(data, 4, generator, longest_first=False)
+        x, _ = get_batch(data, 4, generator)
         assert [int(row[0]) // 100 for row in x] == ix.tolist()
     with pytest.raises(ValueError, match="micro_batch_size must be >= 1"):
-        get_batch(data, 0, generator, longest_first=False)
+        get_batch(data, 0, generator)
+
+
+# --------------------------------------------------------------------------------------------
+# The typical longest of many draws
+# --------------------------------------------------------------------------------------------
+def test_typical_longest_small_cases() -> None:
+    assert typical_longest(torch.tensor([1, 2]), 1) == 1  # P(max <= 1) = 1/2
+    assert typical_longest(torch.tensor([1, 2]), 2) == 2  # P(max <= 1) = 1/4
+    assert typical_longest(torch.tensor([5, 5, 5]), 1000) == 5
+    with pytest.raises(ValueError, match="draws"):
+        typical_longest(torch.tensor([1]), 0)
+    with pytest.raises(ValueError, match="no lengths"):
+        typical_longest(torch.tensor([], dtype=torch.int64), 3)
+
+
+@given(lengths=st.lists(st.integers(1, 40), min_size=1, max_size=30), draws=st.integers(1, 5000))
+def test_typical_longest_is_the_median_of_the_maximum(lengths: list[int], draws: int) -> None:
+    """The answer L has P(max <= L) >= 1/2 and every shorter length has less."""
+    values = torch.tensor(lengths)
+    answer = typical_longest(values, draws)
+    below = lambda n: float((values <= n).double().mean()) ** draws  # noqa: E731
+    assert answer in lengths and below(answer) >= 0.5
+    assert all(below(n) < 0.5 for n in set(lengths) if n < answer)
+
+
+def test_typical_longest_matches_simulated_runs_of_llama2_lengths() -> None:
+    """Simulated 1,000-iteration runs (992 later draws each): the median of their longest sample."""
+    lengths = load_length_profile("llama2").expanded()
+    runs = lengths[torch.randint(len(lengths), (801, 992), generator=torch.Generator().manual_seed(0))]
+    simulated = int(runs.max(dim=1).values.median())
+    answer = typical_longest(lengths, 992)
+    neighbours = torch.unique(lengths)
+    rank = int(torch.searchsorted(neighbours, answer))
+    assert neighbours[max(rank - 3, 0)] <= simulated <= neighbours[min(rank + 3, len(neighbours) - 1)]
+    assert 4 * load_length_profile("llama2").median < answer < load_length_profile("llama2").longest
+
+
+def test_index_of_length_finds_the_first_sample_of_that_length() -> None:
+    data = sample_list([3, 9, 4, 9, 1])
+    assert torch.equal(data.lengths, torch.tensor([3, 9, 4, 9, 1]))
+    assert index_of_length(data, 9) == 1 and index_of_length(data, 1) == 4
+    with pytest.raises(ValueError, match="no sample has 7 tokens"):
+        index_of_length(data, 7)

@@ -199,6 +199,10 @@ def test_quantized_weights_hold_bitsandbytes_bytes(quantize: str) -> None:
         pytest.param(dict(name="tiny-falcon", workload="inference"), id="inference"),
         pytest.param(dict(name="tiny-llama", workload="inference", quantize="bnb.nf4"), id="inference-nf4"),
         pytest.param(dict(name="tiny-llama", method="lora", devices=2), id="fsdp"),
+        pytest.param(dict(name="tiny-llama", method="lora", devices=2, later_seq_len=30), id="fsdp-later"),
+        pytest.param(
+            dict(name="tiny-neox", method="lora", devices=2, micro_batch_size=4, later_seq_len=35), id="fsdp-later-mb4"
+        ),
     ],
 )
 def test_layer_extrapolation_equals_the_full_depth_run(kw: dict[str, object]) -> None:
@@ -249,6 +253,25 @@ def test_fsdp_keeps_the_flat_gradient_of_every_block_that_trains() -> None:
     assert estimate(fsdp(0)).peak_bytes - estimate(fsdp(2)).peak_bytes >= frozen_blocks
 
 
+def test_a_later_micro_step_holds_every_flat_gradient_from_its_start() -> None:
+    """A later micro-step of the window starts with every Block's flat gradient and adds each new
+    one into it: on a batch as short as iteration 0's it peaks higher by at least one Block's flat
+    gradient (the temporary), and at least by the optimizer's states."""
+    first = tiny("tiny-llama", n_layer=4, devices=2, seq_len=4)
+    later = dataclasses.replace(first, later_seq_len=4)
+    _, blocks = _flat_numels(first)
+    gap = estimate(later).peak_bytes - estimate(first).peak_bytes  # type: ignore[operator]
+    assert gap >= 4 * blocks[0]
+
+
+def test_the_later_micro_step_counts_on_several_devices_only() -> None:
+    """On one device a later micro-step holds megabytes and runs a shorter batch: not simulated."""
+    one = tiny("tiny-llama", n_layer=3, seq_len=40)
+    assert estimate(dataclasses.replace(one, later_seq_len=40)).peak_bytes == estimate(one).peak_bytes
+    two = dataclasses.replace(one, devices=2)
+    assert estimate(dataclasses.replace(two, later_seq_len=40)).peak_bytes > estimate(two).peak_bytes
+
+
 def test_the_estimate_does_not_depend_on_the_fake_device_but_attention_does() -> None:
     """Fake cpu tensors take the flash-style SDPA kernel (no T x T scores); the math path does not."""
     request = tiny("tiny-llama", seq_len=200)
@@ -285,7 +308,16 @@ def test_quantized_several_devices_is_unsupported() -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("seq_len", 0), ("micro_batch_size", -1), ("devices", 0), ("seq_len", 10_000), ("precision", "fp8")],
+    [
+        ("seq_len", 0),
+        ("micro_batch_size", -1),
+        ("devices", 0),
+        ("seq_len", 10_000),
+        ("precision", "fp8"),
+        ("later_seq_len", 0),
+        ("later_seq_len", 41),
+        ("later_seq_len", True),
+    ],
 )
 def test_request_refuses_bad_values(field: str, value: object) -> None:
     with pytest.raises(ValueError):

@@ -22,6 +22,8 @@ from litgpt_min.finetune import (
     TrainStats,
     chunked_cross_entropy,
     default_max_iters,
+    later_draws,
+    later_sample,
     learning_rate,
     load_train_data,
     make_optimizer,
@@ -429,3 +431,39 @@ def test_load_train_data_reads_a_data_file_and_checks_the_vocabulary(tmp_path: P
     assert real.longest_length == 64  # cut to the block size
     with pytest.raises(ValueError, match="vocabulary of 50277 tokens does not fit model 'tiny-neox'"):
         load_train_data(options, "tiny-neox", Config.from_name("tiny-neox"))
+
+
+# --------------------------------------------------------------------------------------------
+# Iteration 1: the run's typical longest later sample
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("method", "micro", "draws"), [("lora", 1, 992), ("lora", 4, 3872), ("adapter", 1, 984)])
+def test_later_draws_are_the_samples_of_micro_steps_that_start_holding_gradients(
+    method: str, micro: int, draws: int
+) -> None:
+    """1,000 iterations in windows of ``accumulation``: every iteration but each window's first."""
+    hp = hyperparameters(method, micro_batch_size=micro)
+    windows = math.ceil(1000 / hp.gradient_accumulation_iters)
+    assert later_draws(hp) == (1000 - windows) * micro == draws
+    assert later_draws(hyperparameters(method, batch_size=micro, micro_batch_size=micro)) == 0
+
+
+def test_iteration_1_holds_the_typical_longest_later_sample() -> None:
+    """Iteration 0 reads the longest sample; iteration 1 a sample of the typical longest of the
+    later draws (here 50: 992 draws rarely meet the single 60-token sample); later ones are random."""
+    g = torch.Generator().manual_seed(3)
+    lengths = [1 + i % 50 for i in range(5000)] + [60]
+    dataset = _RecordingData(
+        [data.Sample(x, x.clone()) for x in (torch.randint(320, (n,), generator=g) for n in lengths)]
+    )
+    hp = hyperparameters("lora", micro_batch_size=1)
+    later = later_sample(dataset, hp)
+    assert later is not None and len(dataset[later].input_ids) == 50
+    model = build_model(Config.from_name("tiny-llama"), "lora", device=CPU, dtype=torch.float32)
+    model.max_seq_length = dataset.longest_length
+    optimizer, scheduler = make_optimizer([p for p in model.parameters() if p.requires_grad], hp, None)
+    dataset.reads.clear()
+    train(
+        model, optimizer, scheduler, dataset, hp, max_iters=3, device=CPU, synchronize=synchronize, log=lambda s: None
+    )
+    assert dataset.reads[:2] == [dataset.longest_index, later] == [5000, 49]
+    assert later_sample(dataset, hyperparameters("lora", batch_size=1, micro_batch_size=1)) is None
