@@ -158,7 +158,7 @@ def estimate_profile(
     # a forked child of a parent that used it can hang in).
     _warm_up()
     context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-    chunks = [chunk for chunk in _share(cases, jobs) if chunk]
+    chunks = [chunk for chunk in share_rows(cases, jobs) if chunk]
     done: dict[int, RowEstimate] = {}
     with ProcessPoolExecutor(max_workers=len(chunks), mp_context=context) as pool:
         futures = [
@@ -173,7 +173,7 @@ def estimate_profile(
     return [done[i] for i in range(len(cases))]
 
 
-def _share(cases: list[Case], jobs: int) -> list[list[int]]:
+def share_rows(cases: list[Case], jobs: int) -> list[list[int]]:
     """Row indices per worker: the rows ordered by model and cut into ``jobs`` runs of about equal
     cost, so that at most ``jobs - 1`` models are split between workers (the fake-tensor dispatch
     cache is per process and fills once per model). Costs, measured: an inference row 1, a

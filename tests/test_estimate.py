@@ -16,6 +16,8 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from conformance.cli import main as conformance_main
+from conformance.estimate import share_rows
+from conformance.expectations import load_profile
 from litgpt_min import preflight
 from litgpt_min.build import build_model
 from litgpt_min.config import Config
@@ -489,3 +491,15 @@ def test_estimate_problem_rules(
     assert (problem is None) == agrees
     if problem is not None:
         assert "the profile says" in problem
+
+
+@pytest.mark.parametrize("jobs", [1, 2, 3, 4])
+def test_profile_rows_are_shared_once_each_with_few_models_split(jobs: int) -> None:
+    cases = load_profile("a100-sxm4-40gb").cases
+    chunks = share_rows(cases, jobs)
+    assert len(chunks) == jobs and sorted(i for chunk in chunks for i in chunk) == list(range(len(cases)))
+    workers_per_model: dict[str, set[int]] = {}
+    for w, chunk in enumerate(chunks):
+        for i in chunk:
+            workers_per_model.setdefault(cases[i].model, set()).add(w)
+    assert sum(len(ws) - 1 for ws in workers_per_model.values()) <= jobs - 1
