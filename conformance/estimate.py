@@ -415,6 +415,11 @@ def _run_ad_hoc(args: argparse.Namespace, out: TextIO) -> int:
         "how": result.how,
         "unsupported": result.unsupported,
     }
+    if args.workload == "finetune":
+        # What the figure assumed: the longest sample (iteration 0) and, when a later micro-step
+        # was simulated (several devices, accumulating), its batch length.
+        obj["seq_len"] = request.seq_len
+        obj["later_seq_len"] = request.later_seq_len if request.devices > 1 else None
     if args.json:
         out.write(json.dumps(obj, sort_keys=True) + "\n")
     else:

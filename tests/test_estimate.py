@@ -21,6 +21,7 @@ from conformance.expectations import load_profile
 from litgpt_min import preflight
 from litgpt_min.build import build_model
 from litgpt_min.config import Config
+from litgpt_min.data import load_length_profile, typical_longest
 from litgpt_min.estimate import (
     Estimate,
     EstimateRequest,
@@ -30,7 +31,7 @@ from litgpt_min.estimate import (
     stack_for,
     use_cuda_dropout,
 )
-from litgpt_min.finetune import make_optimizer, micro_step, optimizer_step
+from litgpt_min.finetune import later_draws, make_optimizer, micro_step, optimizer_step
 from litgpt_min.measure import LiveTensorTracker, round_allocation
 from litgpt_min.model import GPT
 from litgpt_min.options import hyperparameters
@@ -348,6 +349,25 @@ def test_ad_hoc_json_has_outcome_and_figure(capsys: pytest.CaptureFixture[str]) 
         capsys,
     )
     assert code == 0 and json.loads(out)["outcome"] == "oom"
+
+
+def test_ad_hoc_json_says_which_lengths_it_modelled(capsys: pytest.CaptureFixture[str]) -> None:
+    """Iteration 0's length; with several devices also the later micro-step's: the typical longest
+    of the later draws, cut at the block size and at --seq-len."""
+    base = ["--model", "tiny-llama", "--workload", "finetune", "--method", "lora", "--json"]
+    lengths = {}
+    for extra in ([], ["--devices", "2"], ["--devices", "2", "--seq-len", "100"]):
+        code, out, _ = run_cli([*base, *extra], capsys)
+        assert code == 0
+        obj = json.loads(out)
+        lengths[len(extra)] = (obj["seq_len"], obj["later_seq_len"])
+    assert lengths == {0: (256, None), 2: (256, 256), 4: (100, 100)}
+    code, out, _ = run_cli([*base[:1], "Llama-2-7b-hf", *base[2:], "--devices", "2"], capsys)
+    obj = json.loads(out)
+    profile = load_length_profile("llama2")
+    typical = typical_longest(profile.expanded(), later_draws(hyperparameters("lora", micro_batch_size=1)))
+    assert code == 0 and (obj["seq_len"], obj["later_seq_len"]) == (profile.longest, typical)
+    assert 4 * profile.median < typical < profile.longest
 
 
 def test_ad_hoc_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
