@@ -433,6 +433,20 @@ def test_load_train_data_reads_a_data_file_and_checks_the_vocabulary(tmp_path: P
         load_train_data(options, "tiny-neox", Config.from_name("tiny-neox"))
 
 
+@pytest.mark.skipif(not ALPACA.is_file() or not NEOX_TOKENIZER.is_dir(), reason=f"{SHARED} is absent")
+def test_a_data_file_is_tokenized_once_per_process_until_it_changes(tmp_path: Path) -> None:
+    """The pre-flight estimate and the run share the prepared samples; an edited file is read anew."""
+    path = tmp_path / "alpaca_data.json"
+    path.write_text(json.dumps(data.read_alpaca(ALPACA)[:30]))
+    options = FinetuneOptions("lora", REFERENCE["lora"], data_file=str(path), tokenizer_dir=str(NEOX_TOKENIZER))
+    config = Config.from_name("pythia-70m", block_size=64)
+    first = load_train_data(options, "pythia-70m", config)
+    assert load_train_data(options, "pythia-70m", config) is first
+    path.write_text(json.dumps(data.read_alpaca(ALPACA)[:40]))
+    again = load_train_data(options, "pythia-70m", config)
+    assert again is not first and len(again) == len(data.split_indices(40)[0])
+
+
 # --------------------------------------------------------------------------------------------
 # Iteration 1: the run's typical longest later sample
 # --------------------------------------------------------------------------------------------
