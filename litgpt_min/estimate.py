@@ -53,7 +53,7 @@ Modelling assumptions (each one is a place the estimate can be wrong):
    The simulated run is iteration 0 (the longest sample, no flat gradient yet) followed, when
    gradients accumulate, by a later micro-step of the window, which starts with every Block's
    flat gradient and the optimizer's states, on a random sample. Its length is the typical
-   longest of the later draws of the table's 1,000 iterations (:func:`later_seq_len`, the median
+   longest of the later draws of the table's 1,000 iterations (:func:`~litgpt_min.finetune.later_length`, the median
    of that maximum: 633 tokens for Llama 2 at micro-batch 1, where the longest is 1304). That is
    a statistic, not a bound: a run that happens to draw a longer sample peaks higher. On one
    device the later micro-steps hold only the trainable gradients and the optimizer's states
@@ -84,8 +84,8 @@ from torch.utils.checkpoint import checkpoint
 from litgpt_min.adapter import AdapterSettings
 from litgpt_min.build import default_dtype
 from litgpt_min.config import Config
-from litgpt_min.data import load_length_profile, tokenizer_family, typical_longest
-from litgpt_min.finetune import later_draws, load_train_data, micro_step, optimizer_step
+from litgpt_min.data import load_length_profile, tokenizer_family
+from litgpt_min.finetune import later_length, load_train_data, micro_step, optimizer_step
 from litgpt_min.generate import generate
 from litgpt_min.lora import LoRASettings
 from litgpt_min.measure import LiveTensorTracker, round_allocation
@@ -134,18 +134,11 @@ def default_seq_len(model_name: str, config: Config) -> int:
     return min(load_length_profile(tokenizer_family(model_name)).longest, config.block_size)
 
 
-def later_seq_len(lengths: torch.Tensor, hp: Hyperparameters) -> int | None:
-    """The typical longest sample of the micro-steps that start holding their window's gradients,
-    over the table's 1,000 iterations (:func:`~litgpt_min.finetune.later_draws`); None without
-    accumulation. ``lengths`` are the train samples' (already clipped to the block size)."""
-    draws = later_draws(hp)
-    return typical_longest(lengths, draws) if draws else None
-
-
 def default_later_seq_len(model_name: str, config: Config, hp: Hyperparameters) -> int | None:
-    """:func:`later_seq_len` over the Alpaca profile of the model's tokenizer."""
+    """The later micro-steps' typical longest sample (:func:`~litgpt_min.finetune.later_length`)
+    over the Alpaca profile of the model's tokenizer, clipped to the block size."""
     profile = load_length_profile(tokenizer_family(model_name))
-    return later_seq_len(profile.expanded().clamp(max=config.block_size), hp)
+    return later_length(profile.expanded().clamp(max=config.block_size), hp)
 
 
 def default_prompt_len(model_name: str) -> int:
@@ -154,8 +147,8 @@ def default_prompt_len(model_name: str) -> int:
 
 
 def request_from_run(run: RunRequest, *, stack: Stack = "current", devices: int | None = None) -> EstimateRequest:
-    """The estimate of what ``run`` would do: its model, options and machine, its data's longest
-    sample (the shipped length profile unless it has a data file) and its prompt's length.
+    """The estimate of what ``run`` would do: its model, options and machine, the lengths of the
+    very data it trains on (synthetic or its data file) and its prompt's length.
 
     ``devices`` overrides the run's (a request for several devices cannot be built yet, but can
     be estimated). Of the hyperparameters only the micro-batch and the accumulation (the batch over
@@ -165,12 +158,7 @@ def request_from_run(run: RunRequest, *, stack: Stack = "current", devices: int 
     options = run.options
     if isinstance(options, FinetuneOptions):
         hp = options.hyperparameters
-        if options.data_file is None:
-            seq_len = default_seq_len(run.model, config)
-            later = default_later_seq_len(run.model, config, hp)
-        else:
-            train_data = load_train_data(options, run.model, config)
-            seq_len, later = train_data.longest_length, later_seq_len(train_data.lengths, hp)
+        train_data = load_train_data(options, run.model, config)
         return EstimateRequest(
             config,
             "finetune",
@@ -178,8 +166,8 @@ def request_from_run(run: RunRequest, *, stack: Stack = "current", devices: int 
             run.quantize,
             run.precision,
             micro_batch_size=hp.micro_batch_size,
-            seq_len=seq_len,
-            later_seq_len=later,
+            seq_len=train_data.longest_length,
+            later_seq_len=later_length(train_data.lengths, hp),
             devices=devices or run.devices,
             lora=options.lora,
             adapter=options.adapter,
@@ -205,7 +193,7 @@ def request_from_run(run: RunRequest, *, stack: Stack = "current", devices: int 
 class EstimateRequest:
     """What to estimate. ``seq_len`` is the finetune batch's length in iteration 0 (the longest
     sample); ``later_seq_len`` the longest batch of the micro-steps that start holding their
-    window's gradients (:func:`later_seq_len`; None: gradients do not accumulate)."""
+    window's gradients (:func:`~litgpt_min.finetune.later_length`; None: gradients do not accumulate)."""
 
     config: Config
     workload: EstimateWorkload
@@ -590,8 +578,8 @@ def _flat_block_gradients(model: GPT, dtype: torch.dtype, first: Callable[[], No
     for b, params in enumerate(blocks):
         for p in params:
             p.requires_grad_(True)
+            # The hooks hold ``kept``: the flat gradients live as long as the model.
             p.register_post_accumulate_grad_hook(functools.partial(hook, b=b))
-    model.flat_grads = kept  # type: ignore[assignment]  # lives as long as the model
 
 
 def _hold_optimizer_state(optimizer: torch.optim.Optimizer) -> None:

@@ -199,13 +199,17 @@ def later_draws(hp: Hyperparameters, iters: int = ITERS_PER_FIGURE) -> int:
     return (iters - windows) * hp.micro_batch_size
 
 
-def later_sample(train_data: data.TrainData, hp: Hyperparameters) -> int | None:
-    """A sample as long as the typical longest of :func:`later_draws` (the median over runs of
-    that maximum, :func:`~litgpt_min.data.typical_longest`); None without accumulation."""
+def later_length(lengths: torch.Tensor, hp: Hyperparameters) -> int | None:
+    """The typical longest of :func:`later_draws` from ``lengths`` (the median over runs of that
+    maximum, :func:`~litgpt_min.data.typical_longest`); None without accumulation."""
     draws = later_draws(hp)
-    if draws == 0:
-        return None
-    return data.index_of_length(train_data, data.typical_longest(train_data.lengths, draws))
+    return data.typical_longest(lengths, draws) if draws else None
+
+
+def later_sample(train_data: data.TrainData, hp: Hyperparameters) -> int | None:
+    """A sample of :func:`later_length` tokens, for iteration 1; None without accumulation."""
+    length = later_length(train_data.lengths, hp)
+    return None if length is None else data.index_of_length(train_data, length)
 
 
 def default_max_iters(hp: Hyperparameters) -> int:
