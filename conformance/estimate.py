@@ -450,8 +450,10 @@ def _config(args: argparse.Namespace) -> tuple[Config, str]:
     if args.model is not None:
         return Config.from_name(args.model), args.model
     path: Path = args.config
-    if not path.is_file():
+    if not path.exists():
         raise EstimateUsageError(f"{path}: no such config file")
+    if not path.is_file():
+        raise EstimateUsageError(f"{path}: not a regular file")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:

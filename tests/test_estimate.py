@@ -408,6 +408,8 @@ def test_profile_table_has_expected_and_error(capsys: pytest.CaptureFixture[str]
         ["--model", "no-such-model", "--workload", "inference"],
         ["--config", "/nonexistent/lit_config.json", "--workload", "inference"],
         ["--config", "LIST", "--workload", "inference"],
+        ["--config", "DIR", "--workload", "inference"],
+        ["--model", "tiny-llama", "--workload", "finetune", "--method", "lora", "--devices", "nan"],
         ["--model", "tiny-llama", "--workload", "finetune"],
         ["--profile", "no-such-profile"],
     ],
@@ -419,6 +421,7 @@ def test_bad_arguments_exit_2_with_one_line(
         path = tmp_path / "lit_config.json"
         path.write_text("[1, 2]")
         args = [str(path) if a == "LIST" else a for a in args]
+    args = [str(tmp_path) if a == "DIR" else a for a in args]
     try:
         code = conformance_main(["estimate", *args, "--json"])
     except SystemExit as exc:  # argparse's own errors
@@ -427,6 +430,8 @@ def test_bad_arguments_exit_2_with_one_line(
     assert code == 2, err
     assert out == ""
     assert len(err.strip().splitlines()) == 1, err
+    if str(tmp_path) in args:
+        assert "not a regular file" in err
 
 
 # --------------------------------------------------------------------------------------------
