@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One prepared device check for a session that is lent a GPU.
 #
-#   bash benchmarks/gpu_session.sh smoke                  # versions, nvidia-smi, one tiny CUDA finetune + generate
+#   bash benchmarks/gpu_session.sh smoke                  # versions, nvidia-smi, tiny CUDA finetune + generate, cuBLAS's memory
 #   bash benchmarks/gpu_session.sh rows -k 'llama2_7b and not 2gpu' [more pytest args...]
 #   bash benchmarks/gpu_session.sh extrapolation [--model phi-1_5 ...]   # the protocol's 1k-iteration error on the GPU
 #   bash benchmarks/gpu_session.sh --dry-run STAGE ...    # print each command (shell-quoted) instead of running it
@@ -53,6 +53,8 @@ smoke)
         --micro-batch-size 2 --batch-size 4 --max-iters 5 --json | tail -n 1 | tee "$OUT/smoke-finetune.json"
     run python3 -m litgpt_min generate --model tiny-falcon --accelerator cuda --quantize bnb.nf4-dq --json \
         | tail -n 1 | tee "$OUT/smoke-generate.json"
+    # cuBLAS's handle lives outside the allocator: the figure the 70B nf4 CUBLAS row turns on.
+    run python3 benchmarks/cublas_init.py | tee "$OUT/cublas-init.json"
     ;;
 rows)
     if [[ $# -eq 0 ]]; then

@@ -8,7 +8,9 @@ fake-tensor machinery's warm caches; every row takes well under a second.
 
 Output: ``--json`` prints one object per row (``id``, ``outcome``, ``max_memory_gb``, ``stack``,
 plus the expected outcome and figure and the relative error); otherwise a table (``--markdown``
-for the README) with the expected figure and the error beside each estimate.
+for the README) with the expected figure and the error beside each estimate. ``--reserved`` adds
+what the caching allocator reserves (one-device rows, modelled at full depth):
+``max_memory_reserved_gb`` and ``reserved_at_first_gemm_gb`` (null otherwise).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from litgpt_min.estimate import (
     Estimate,
     EstimateRequest,
     Outcome,
+    Reserve,
     Stack,
     default_later_seq_len,
     default_prompt_len,
@@ -71,6 +74,7 @@ class RowEstimate:
     expected_gb: float | None
     capacity_gb: float | None
     unsupported: str | None = None
+    reserve: Reserve | None = None
 
     @property
     def error_rel(self) -> float | None:
@@ -91,7 +95,16 @@ class RowEstimate:
             "expected_max_memory_gb": self.expected_gb,
             "error_rel": None if self.error_rel is None else round(self.error_rel, 4),
             "unsupported": self.unsupported,
+            **reserve_json(self.reserve),
         }
+
+
+def reserve_json(reserve: Reserve | None) -> dict[str, float | None]:
+    """The caching allocator's reserve (``--reserved``; null when not modelled)."""
+    return {
+        "max_memory_reserved_gb": None if reserve is None else reserve.max_memory_reserved_gb,
+        "reserved_at_first_gemm_gb": None if reserve is None else reserve.at_first_gemm_gb,
+    }
 
 
 def request_for_case(case: Case, stack: Stack) -> EstimateRequest:
@@ -121,8 +134,9 @@ def profile_capacity_gb(profile: Profile) -> float:
     return float(profile.hardware.get("usable_memory_gb") or profile.hardware["memory_gb"])
 
 
-def estimate_case(case: Case, stack: Stack, capacity_gb: float | None) -> RowEstimate:
-    result: Estimate = estimate(request_for_case(case, stack))
+def estimate_case(case: Case, stack: Stack, capacity_gb: float | None, reserve: bool = False) -> RowEstimate:
+    """``reserve``: also model the caching allocator (one-device rows; full depth, slower)."""
+    result: Estimate = estimate(request_for_case(case, stack), reserve=reserve)
     return RowEstimate(
         id=case.id,
         outcome=result.outcome(capacity_gb),
@@ -133,6 +147,7 @@ def estimate_case(case: Case, stack: Stack, capacity_gb: float | None) -> RowEst
         expected_gb=case.max_memory_gb,
         capacity_gb=capacity_gb,
         unsupported=result.unsupported,
+        reserve=result.reserve,
     )
 
 
@@ -143,6 +158,7 @@ def estimate_profile(
     capacity_gb: float | None,
     jobs: int = 1,
     progress: Callable[[int, int, str], None] | None = None,
+    reserve: bool = False,
 ) -> list[RowEstimate]:
     """Every row's estimate, in the profile's order; ``jobs`` > 1 spreads rows over processes."""
     cases = profile.cases
@@ -151,7 +167,7 @@ def estimate_profile(
         for i, case in enumerate(cases):
             if progress is not None:
                 progress(i, len(cases), case.id)
-            rows.append(estimate_case(case, stack, capacity_gb))
+            rows.append(estimate_case(case, stack, capacity_gb, reserve))
         return rows
     # Forked from a warmed-up parent, so that no worker pays the imports and the fake-tensor
     # machinery's first-call set-up again. Workers only run fake tensors (no OpenMP compute, which
@@ -162,7 +178,7 @@ def estimate_profile(
     done: dict[int, RowEstimate] = {}
     with ProcessPoolExecutor(max_workers=len(chunks), mp_context=context) as pool:
         futures = [
-            pool.submit(_estimate_rows, profile.name, profile.directory.parent, chunk, stack, capacity_gb)
+            pool.submit(_estimate_rows, profile.name, profile.directory.parent, chunk, stack, capacity_gb, reserve)
             for chunk in chunks
         ]
         for future in as_completed(futures):
@@ -201,13 +217,13 @@ def _warm_up() -> None:
 
 
 def _estimate_rows(
-    name: str, root: Path, indices: list[int], stack: Stack, capacity_gb: float | None
+    name: str, root: Path, indices: list[int], stack: Stack, capacity_gb: float | None, reserve: bool
 ) -> list[tuple[int, RowEstimate]]:
     """A worker's share (the profile is loaded again here: its rows do not pickle). One thread:
     fake tensors compute nothing, and the workers already share the cores."""
     torch.set_num_threads(1)
     cases = load_profile(name, root).cases
-    return [(i, estimate_case(cases[i], stack, capacity_gb)) for i in indices]
+    return [(i, estimate_case(cases[i], stack, capacity_gb, reserve)) for i in indices]
 
 
 def default_jobs() -> int:
@@ -263,9 +279,10 @@ def _verdict(row: RowEstimate, tolerance: float | None) -> str:
     return "ok" if estimate_problem(row, tolerance) is None else "miss"
 
 
-def render_table(rows: list[RowEstimate], tolerance: float, markdown: bool) -> str:
-    header = ("row", "table GB", "estimate GB", "error", "agrees")
-    body = [
+def render_table(rows: list[RowEstimate], tolerance: float, markdown: bool, reserved: bool = False) -> str:
+    """The per-row table; ``reserved`` adds the allocator's reserve: its peak, and at the first GEMM."""
+    header: tuple[str, ...] = ("row", "table GB", "estimate GB", "error", "agrees")
+    body: list[tuple[str, ...]] = [
         (
             r.id,
             _expected(r),
@@ -275,10 +292,13 @@ def render_table(rows: list[RowEstimate], tolerance: float, markdown: bool) -> s
         )
         for r in rows
     ]
+    if reserved:
+        header = (*header[:4], "reserved GB", "at 1st GEMM", header[4])
+        body = [(*cells[:4], *_reserved_cells(r.reserve), cells[4]) for cells, r in zip(body, rows)]
     lines = []
     if markdown:
         lines.append("| " + " | ".join(header) + " |")
-        lines.append("|" + "|".join(["---"] + ["---:"] * 3 + [":---:"]) + "|")
+        lines.append("|" + "|".join(["---"] + ["---:"] * (len(header) - 2) + [":---:"]) + "|")
         lines += ["| " + " | ".join(cells) + " |" for cells in body]
     else:
         widths = [max(len(str(c[i])) for c in [header, *body]) for i in range(len(header))]
@@ -287,6 +307,12 @@ def render_table(rows: list[RowEstimate], tolerance: float, markdown: bool) -> s
     lines.append("")
     lines.append(summary(rows, tolerance))
     return "\n".join(lines) + "\n"
+
+
+def _reserved_cells(reserve: Reserve | None) -> tuple[str, str]:
+    if reserve is None:
+        return ("", "")
+    return (_gb(reserve.max_memory_reserved_gb), _gb(reserve.at_first_gemm_gb))
 
 
 def summary(rows: list[RowEstimate], tolerance: float) -> str:
@@ -328,6 +354,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--stack", choices=("current", "profile"), default="current")
     p.add_argument("--tolerance", type=positive_number, default=None, help="default: the profile's memory_rel")
     p.add_argument("--jobs", type=whole_number(1), default=default_jobs(), help="processes for a profile's rows")
+    p.add_argument(
+        "--reserved",
+        action="store_true",
+        help="also model the CUDA caching allocator (one-device runs, at full depth: slower): "
+        "max_memory_reserved_gb and reserved_at_first_gemm_gb",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per row")
     p.add_argument("--markdown", action="store_true", help="the table as Markdown")
     # The same --lora-* / --adapter-* flags as litgpt-min, from the one table of run options.
@@ -361,7 +393,12 @@ def _run_profile(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         err.flush()
 
     rows = estimate_profile(
-        profile, stack=stack, capacity_gb=capacity, jobs=args.jobs, progress=progress if show else None
+        profile,
+        stack=stack,
+        capacity_gb=capacity,
+        jobs=args.jobs,
+        progress=progress if show else None,
+        reserve=args.reserved,
     )
     if show:
         err.write("\r" + " " * 80 + "\r")
@@ -369,7 +406,7 @@ def _run_profile(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         for row in rows:
             out.write(json.dumps(row.to_json(), sort_keys=True) + "\n")
         return 0
-    out.write(render_table(rows, tolerance, args.markdown))
+    out.write(render_table(rows, tolerance, args.markdown, reserved=args.reserved))
     out.write(f"Stack modelled: {stack}: {STACKS[stack]}.\n")
     err.write(f"{len(rows)} rows in {time.perf_counter() - started:.1f} s\n")
     return 0
@@ -380,6 +417,11 @@ def _run_ad_hoc(args: argparse.Namespace, out: TextIO) -> int:
         raise EstimateUsageError("--workload finetune|inference is required with --model/--config")
     if args.workload == "finetune" and args.method is None:
         raise EstimateUsageError("--method lora|adapter|adapter_v2 is required for --workload finetune")
+    if args.reserved and args.devices > 1:
+        raise EstimateUsageError(
+            f"--reserved models one device's caching allocator, not --devices {args.devices}: FSDP's "
+            "all-gather stream keeps blocks of its own"
+        )
     config, name = _config(args)
     lora, adapter = peft_settings(vars(args), args.method or "none")
     stack: Stack = "bnb-0.41" if args.stack == "profile" else "current"
@@ -404,7 +446,7 @@ def _run_ad_hoc(args: argparse.Namespace, out: TextIO) -> int:
         adapter=adapter,
         stack=stack,
     )
-    result = estimate(request)
+    result = estimate(request, reserve=args.reserved)
     obj = {
         "model": name,
         "workload": args.workload,
@@ -414,6 +456,7 @@ def _run_ad_hoc(args: argparse.Namespace, out: TextIO) -> int:
         "stack": result.stack,
         "how": result.how,
         "unsupported": result.unsupported,
+        **reserve_json(result.reserve),
     }
     if args.workload == "finetune":
         # What the figure assumed: the longest sample (iteration 0) and, when a later micro-step

@@ -25,7 +25,12 @@ Modelling assumptions (each one is a place the estimate can be wrong):
 2. **Allocator.** Every storage is charged rounded up to 512 bytes, as ``max_memory_allocated``
    counts it. Memory outside the allocator is not in the figure (CUDA context, cuBLAS handles,
    NCCL buffers, bitsandbytes' paged optimizer buffers), nor is fragmentation: the allocator may
-   *reserve* more than the peak allocated.
+   *reserve* more than the peak allocated. ``estimate(..., reserve=True)`` replays the one-device
+   run, at full depth, through a model of the caching allocator (:mod:`litgpt_min.allocator`) and
+   reports what it reserves: its peak, and its size at the first matrix multiply, where CUDA
+   creates cuBLAS's handle outside the allocator. That follows the allocation *order*, so for
+   quantized models the stack also fixes how layers are built and loaded (see
+   :func:`build_for_estimate`).
 3. **Fabric.** Under ``bf16-true``/``16-true`` Lightning Fabric casts a module's floating outputs
    to fp32: the logits chunks are held in fp32, which is modelled by the same cast. Mixed
    precisions run under CPU autocast, whose op list differs from CUDA's (approximate).
@@ -82,6 +87,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils.checkpoint import checkpoint
 
 from litgpt_min.adapter import AdapterSettings
+from litgpt_min.allocator import CachingAllocator
 from litgpt_min.build import default_dtype
 from litgpt_min.config import Config
 from litgpt_min.data import load_length_profile, tokenizer_family
@@ -251,6 +257,7 @@ class Estimate:
     stack: Stack
     how: str
     unsupported: str | None = None
+    reserve: Reserve | None = None
 
     @property
     def max_memory_gb(self) -> float | None:
@@ -265,8 +272,29 @@ class Estimate:
         return "ok"
 
 
-def estimate(request: EstimateRequest, *, extrapolate: bool = True) -> Estimate:
-    """The peak memory of ``request`` on one device (see the module docstring)."""
+@dataclass(frozen=True)
+class Reserve:
+    """What the caching allocator reserves in the run (:mod:`litgpt_min.allocator`): its peak, and
+    its size when the first matrix multiply runs, which on CUDA is where cuBLAS creates its handle
+    and loads its kernels in memory *outside* the allocator."""
+
+    peak_bytes: int
+    at_first_gemm_bytes: int | None
+
+    @property
+    def max_memory_reserved_gb(self) -> float:
+        return round(self.peak_bytes / 1e9, 6)
+
+    @property
+    def at_first_gemm_gb(self) -> float | None:
+        return None if self.at_first_gemm_bytes is None else round(self.at_first_gemm_bytes / 1e9, 6)
+
+
+def estimate(request: EstimateRequest, *, extrapolate: bool = True, reserve: bool = False) -> Estimate:
+    """The peak memory of ``request`` on one device (see the module docstring).
+
+    ``reserve``: also replay the run through the caching-allocator model (:func:`fake_reserve`,
+    one device only). That needs the full depth, so the peak then comes from the same run."""
     if request.quantize is not None and request.devices > 1:
         reason = (
             f"quantization ({request.quantize}) is not supported with several devices "
@@ -275,6 +303,9 @@ def estimate(request: EstimateRequest, *, extrapolate: bool = True) -> Estimate:
         return Estimate(None, request.stack, "refused", unsupported=reason)
     if request.devices > 1:
         return Estimate(_fsdp_peak(request, extrapolate), request.stack, "fsdp-simulated")
+    if reserve:
+        peak, reserved = fake_reserve(request)
+        return Estimate(peak, request.stack, "fake-run-allocator", reserve=reserved)
     peak, how = _peak(request, extrapolate, fsdp=False)
     return Estimate(peak, request.stack, how)
 
@@ -422,6 +453,44 @@ def fake_peak(request: EstimateRequest, *, fsdp: bool = False, later: bool = Fal
     return max(p for p, _ in fake_peaks(request, fsdp=fsdp, later=later).values())
 
 
+# The ops that reach cuBLAS on CUDA (F.linear reaches the dispatcher whole under no_grad).
+_GEMMS = frozenset(
+    {
+        torch.ops.aten.mm.default,
+        torch.ops.aten.addmm.default,
+        torch.ops.aten.bmm.default,
+        torch.ops.aten.baddbmm.default,
+        torch.ops.aten.linear.default,
+        torch.ops.aten.matmul.default,
+    }
+)
+
+
+class _ReserveTracker(LiveTensorTracker):
+    """The live-storage tracker feeding a caching-allocator model; notes the reserve when the first
+    matrix multiply is dispatched (before its output is allocated, as cuBLAS's handle is created)."""
+
+    def __init__(self, allocator: CachingAllocator) -> None:
+        super().__init__(device="cpu", allocator=allocator)
+        self.reserved_at_first_gemm: int | None = None
+
+    def __torch_dispatch__(
+        self, func: torch._ops.OpOverload, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None
+    ) -> Any:
+        if self.reserved_at_first_gemm is None and func in _GEMMS:
+            self.reserved_at_first_gemm = self.allocator.reserved  # type: ignore[union-attr]
+        return super().__torch_dispatch__(func, types, args, kwargs)
+
+
+def fake_reserve(request: EstimateRequest) -> tuple[int, Reserve]:
+    """The allocated peak and the allocator's reserve of the request's one-device run, at its full
+    depth (fragmentation does not grow affinely with the depth, so nothing is extrapolated)."""
+    allocator = CachingAllocator()
+    with FakeTensorMode(), _ReserveTracker(allocator) as tracker:
+        run_step(request, torch.device("cpu"))
+    return tracker.peak_bytes, Reserve(allocator.peak_reserved, tracker.reserved_at_first_gemm)
+
+
 def run_step(
     request: EstimateRequest,
     device: torch.device,
@@ -488,12 +557,17 @@ def run_step(
 
 
 def build_for_estimate(request: EstimateRequest, device: torch.device) -> GPT:
-    """The method's model on ``device`` in the compute dtype, as the runner builds it.
+    """The method's model on ``device`` in the compute dtype, as the modelled stack builds it.
 
-    Unquantized models are created on the device (as ``litgpt_min.build`` does); quantized ones
-    on the meta device, their linears swapped for :class:`Fake4bitLinear` (one unquantized weight
-    at a time is materialized, as in ``quantize_model``) and the rest materialized by the
-    runner's own ``materialize_rest``.
+    Unquantized models are created on the device (as ``litgpt_min.build`` does). Quantized ones
+    are created on the meta device with their linears swapped for :class:`Fake4bitLinear`:
+
+    - stack ``current`` (litgpt_min's runner): one unquantized weight at a time is materialized,
+      as in ``quantize_model``, and the rest by the runner's own ``materialize_rest``;
+    - stack ``bnb-0.41`` (the table's Lit-GPT with Lightning 2.1's plugin): every module is
+      built on the device in construction order, each linear quantized as it is created, then the
+      checkpoint load quantizes every linear's stored weight again (:meth:`Fake4bitLinear.load_stored_weight`).
+      The allocated peak is the same; the order is what the caching allocator's reserve follows.
     """
     if request.quantize is None:
         with torch.device(device), default_dtype(request.dtype):
@@ -501,7 +575,18 @@ def build_for_estimate(request: EstimateRequest, device: torch.device) -> GPT:
     else:
         with torch.device("meta"), default_dtype(request.dtype):
             model = apply_method(GPT(request.config), request.method, request.lora, request.adapter)
-        _swap_linears(model, request.quantize, request.dtype, request.stack, device)
+        if request.stack == "bnb-0.41":
+            for name, module in list(model.named_modules()):
+                if isinstance(module, nn.Linear):
+                    _swap_linear(model, name, request.quantize, request.dtype, request.stack, device)
+                else:
+                    materialize_rest(module, device=device, dtype=request.dtype, recurse=False)
+            for module in model.modules():
+                if isinstance(module, Fake4bitLinear):
+                    module.load_stored_weight()
+        else:
+            for name in [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]:
+                _swap_linear(model, name, request.quantize, request.dtype, request.stack, device)
         materialize_rest(model, device=device, dtype=request.dtype)
     mark_trainable(model, request.method)
     use_cuda_dropout(model)
@@ -673,24 +758,41 @@ class Fake4bitLinear(nn.Module):
         self.compute_dtype, self.stack = compute_dtype, stack
         args = bnb_args(mode)
         self.nested = args.compress_statistics
-        n = in_features * out_features
-        blocks = -(-n // BLOCKSIZE)
-        # bnb quantizes from a weight in the compute dtype: that copy exists while the layer is built.
+        self.blocks = -(-in_features * out_features // BLOCKSIZE)
+        # The unquantized weight exists while the layer is built. Lightning 2.1's plugin (the
+        # bnb-0.41 stack) let nn.Linear create it on the device in the compute dtype and quantized
+        # an fp16 copy of it; litgpt_min quantizes the compute-dtype weight itself.
         unquantized = torch.empty(out_features, in_features, dtype=compute_dtype, device=device)
-        self.weight = nn.Parameter(torch.empty((n + 1) // 2, 1, dtype=torch.uint8, device=device), requires_grad=False)
-        self.code = torch.empty(16, dtype=torch.float32, device=device)
-        if self.nested:
-            self.absmax = torch.empty(blocks, dtype=torch.uint8, device=device)
-            self.absmax2 = torch.empty(-(-blocks // NESTED_BLOCKSIZE), dtype=torch.float32, device=device)
-            self.offset = torch.empty((), dtype=torch.float32, device=device)
-        else:
-            self.absmax = torch.empty(blocks, dtype=torch.float32, device=device)
-        del unquantized
+        half = torch.empty_like(unquantized, dtype=torch.float16) if stack == "bnb-0.41" else None
+        self._quantize(device)
+        del unquantized, half
         self.bias = (
             nn.Parameter(torch.empty(out_features, dtype=compute_dtype, device="meta"), requires_grad=False)
             if bias
             else None
         )
+
+    def _quantize(self, device: torch.device) -> None:
+        """Allocate (and so replace) the quantized storages in the order ``quantize_4bit`` does."""
+        absmax = torch.empty(self.blocks, dtype=torch.float32, device=device)
+        weight = torch.empty((self.in_features * self.out_features + 1) // 2, 1, dtype=torch.uint8, device=device)
+        code = torch.empty(16, dtype=torch.float32, device=device)
+        if self.nested:
+            offset = torch.empty((), dtype=torch.float32, device=device)  # absmax.mean()
+            absmax2 = torch.empty(-(-self.blocks // NESTED_BLOCKSIZE), dtype=torch.float32, device=device)
+            absmax = torch.empty(self.blocks, dtype=torch.uint8, device=device)  # the fp32 absmax dies here
+        # Params4bit's data first, then its quant state (Lightning's order): each frees its predecessor.
+        self.weight = nn.Parameter(weight, requires_grad=False)
+        self.code, self.absmax = code, absmax
+        if self.nested:
+            self.absmax2, self.offset = absmax2, offset
+
+    def load_stored_weight(self) -> None:
+        """The checkpoint load of Lightning 2.1's plugin: the stored weight is copied to the device
+        as fp16 and quantized again, replacing the quantized storages built with the layer."""
+        half = torch.empty(self.out_features, self.in_features, dtype=torch.float16, device=self.weight.device)
+        self._quantize(self.weight.device)
+        del half
 
     def reset_parameters(self) -> None:
         if self.bias is not None:
@@ -746,16 +848,14 @@ class _Matmul4bit(torch.autograd.Function):
         return torch.matmul(grad, weight), None
 
 
-def _swap_linears(model: nn.Module, mode: QuantizeMode, dtype: torch.dtype, stack: Stack, device: torch.device) -> None:
-    """Every ``nn.Linear`` (lm_head and the PEFT wrappers' ``.linear`` included) becomes 4-bit."""
-    names = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
-    for name in names:
-        linear = model.get_submodule(name)
-        layer = Fake4bitLinear(
-            linear.in_features, linear.out_features, linear.bias is not None, mode, dtype, stack, device
-        )
-        parent, _, attr = name.rpartition(".")
-        setattr(model.get_submodule(parent), attr, layer)
+def _swap_linear(
+    model: nn.Module, name: str, mode: QuantizeMode, dtype: torch.dtype, stack: Stack, device: torch.device
+) -> None:
+    """The ``nn.Linear`` at ``name`` (lm_head and the PEFT wrappers' ``.linear`` included) becomes 4-bit."""
+    linear = model.get_submodule(name)
+    layer = Fake4bitLinear(linear.in_features, linear.out_features, linear.bias is not None, mode, dtype, stack, device)
+    parent, _, attr = name.rpartition(".")
+    setattr(model.get_submodule(parent), attr, layer)
 
 
 __all__ = [
@@ -765,12 +865,14 @@ __all__ = [
     "Estimate",
     "EstimateRequest",
     "Fake4bitLinear",
+    "Reserve",
     "build_for_estimate",
     "default_prompt_len",
     "default_seq_len",
     "estimate",
     "fake_peak",
     "fake_peaks",
+    "fake_reserve",
     "request_from_run",
     "run_step",
     "stack_for",

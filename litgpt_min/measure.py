@@ -27,6 +27,7 @@ from typing import Any, Literal, TypedDict
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from litgpt_min.allocator import CachingAllocator
 from litgpt_min.outcome import OutOfMemoryError
 from litgpt_min.result import MemorySource
 
@@ -234,11 +235,13 @@ class LiveTensorTracker(TorchDispatchMode):
         device: torch.device | str = "cpu",
         cap_bytes: int | None = None,
         granularity: int = ALLOCATION_GRANULARITY,
+        allocator: CachingAllocator | None = None,
     ) -> None:
         super().__init__()
         self.device_type = torch.device(device).type
         self.cap_bytes = cap_bytes
         self.granularity = granularity
+        self.allocator = allocator
         self.live_bytes = 0
         self.peak_bytes = 0
         self._refs: dict[int, _StorageRef] = {}
@@ -312,6 +315,8 @@ class LiveTensorTracker(TorchDispatchMode):
         ref.key = storage._cdata
         ref.nbytes = nbytes
         self._refs[ref.key] = ref
+        if self.allocator is not None:
+            self.allocator.malloc(ref.key, nbytes)
         self.live_bytes += nbytes
         self._update_peak(op)
 
@@ -321,6 +326,8 @@ class LiveTensorTracker(TorchDispatchMode):
             return
         if nbytes > ref.nbytes:
             self._check_cap(nbytes - ref.nbytes)
+        if self.allocator is not None:
+            self.allocator.resize(ref.key, nbytes)
         self.live_bytes += nbytes - ref.nbytes
         ref.nbytes = nbytes
         self._update_peak("resize")
@@ -330,6 +337,8 @@ class LiveTensorTracker(TorchDispatchMode):
         if self._refs.get(ref.key) is ref:
             del self._refs[ref.key]
             self.live_bytes -= ref.nbytes
+            if self.allocator is not None:
+                self.allocator.free(ref.key)
 
     def _check_cap(self, nbytes: int) -> None:
         if self.cap_bytes is not None and self.live_bytes + nbytes > self.cap_bytes:

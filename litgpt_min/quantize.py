@@ -241,8 +241,11 @@ def materialize_rest(
     device: torch.device | str,
     dtype: torch.dtype,
     init: TensorInit | None = None,
+    *,
+    recurse: bool = True,
 ) -> nn.Module:
     """Give every parameter and buffer still on the meta device real storage on ``device``, in place.
+    ``recurse=False``: only ``model``'s own tensors, not its submodules'.
 
     Floating-point parameters get ``dtype``; buffers and integer tensors keep their own dtype.
     ``requires_grad`` and buffer persistence are kept. Each tensor's value comes from, in order:
@@ -266,7 +269,7 @@ def materialize_rest(
     A meta tensor that none of these covers raises ValueError naming it.
     """
     device = torch.device(device)
-    for module_name, module in model.named_modules():
+    for module_name, module in model.named_modules() if recurse else [("", model)]:
         metas = [(local, t, True) for local, t in module.named_parameters(recurse=False) if t.is_meta]
         metas += [(local, t, False) for local, t in module.named_buffers(recurse=False) if t.is_meta]
         if not metas:

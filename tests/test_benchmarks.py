@@ -85,3 +85,12 @@ def test_gpu_session_rows_needs_arguments(tmp_path: Path) -> None:
         timeout=60,
     )
     assert proc.returncode == 2 and "rows needs pytest arguments" in proc.stderr
+
+
+def test_cublas_init_needs_a_gpu_and_says_so_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    bench = _load("cublas_init")
+    if bench.torch.cuda.is_available():
+        pytest.skip("a CUDA device is present: the script measures instead of refusing")
+    assert bench.main([]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.strip().splitlines()) == 1 and "needs a CUDA device" in err

@@ -25,6 +25,7 @@ from litgpt_min.data import load_length_profile, typical_longest
 from litgpt_min.estimate import (
     Estimate,
     EstimateRequest,
+    Fake4bitLinear,
     estimate,
     fake_peak,
     run_step,
@@ -109,6 +110,10 @@ CASES = [
     pytest.param(dict(name="tiny-llama", workload="inference"), id="inference"),
     pytest.param(dict(name="tiny-falcon", workload="inference", quantize="bnb.nf4"), id="inference-nf4"),
     pytest.param(dict(name="tiny-llama", workload="inference", quantize="bnb.nf4-dq"), id="inference-nf4_dq"),
+    pytest.param(
+        dict(name="tiny-llama", workload="inference", quantize="bnb.nf4-dq", stack="bnb-0.41"),
+        id="inference-nf4_dq-0.41",
+    ),
 ]
 
 
@@ -292,6 +297,67 @@ def test_bnb_041_stack_costs_more_than_the_current_one_in_training_only() -> Non
 
 
 # --------------------------------------------------------------------------------------------
+# What the caching allocator reserves
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "kw",
+    [
+        pytest.param(dict(method="lora"), id="lora"),
+        pytest.param(dict(workload="inference", quantize="bnb.nf4", stack="bnb-0.41"), id="inference-nf4-0.41"),
+    ],
+)
+def test_the_reserve_replays_the_same_run_through_the_allocator(kw: dict[str, object]) -> None:
+    request = tiny(**kw)  # type: ignore[arg-type]
+    plain = estimate(request, extrapolate=False)
+    result = estimate(request, reserve=True)
+    assert plain.reserve is None and result.reserve is not None
+    assert result.peak_bytes == plain.peak_bytes and result.how == "fake-run-allocator"
+    assert result.peak_bytes is not None and result.reserve.peak_bytes >= result.peak_bytes
+    first = result.reserve.at_first_gemm_bytes
+    assert first is not None and 0 < first <= result.reserve.peak_bytes
+
+
+def test_the_table_stack_builds_and_loads_a_4bit_layer_as_lightnings_plugin() -> None:
+    """Lightning 2.1 quantized an fp16 copy of the compute-dtype weight nn.Linear created, and
+    quantized the checkpoint's weight again from an fp16 copy when it loaded."""
+    out_f, in_f = 256, 128
+    n = out_f * in_f
+    built = {}
+    for stack in ("current", "bnb-0.41"):
+        with FakeTensorMode(), LiveTensorTracker() as tracker:
+            layer = Fake4bitLinear(in_f, out_f, False, "bnb.nf4", torch.bfloat16, stack, CPU)  # type: ignore[arg-type]
+            built[stack] = (tracker.peak_bytes, tracker.live_bytes)
+            if stack == "bnb-0.41":
+                resident = tracker.live_bytes
+                tracker.reset_peak()
+                layer.load_stored_weight()
+                assert tracker.live_bytes == resident
+                assert tracker.peak_bytes == 2 * resident + round_allocation(2 * n)
+    quantized = round_allocation(n // 2) + round_allocation(n // 64 * 4) + round_allocation(16 * 4)
+    assert built["current"] == (quantized + round_allocation(2 * n), quantized)
+    assert built["bnb-0.41"] == (quantized + 2 * round_allocation(2 * n), quantized)
+
+
+def test_the_reserve_narrows_the_70b_nf4_rows_margin_below_its_nf4_dq_twins() -> None:
+    """The table's 70B nf4 inference failed when cuBLAS created its handle; its nf4-dq twin ran.
+    What the allocator reserves leaves the nf4 run less of the card than its allocated peak says."""
+    from conformance.estimate import profile_capacity_gb
+
+    capacity = profile_capacity_gb(load_profile("a100-sxm4-40gb")) * 1e9
+    config = Config.from_name("Llama-2-70b-hf")
+    left = {}
+    for quantize in ("bnb.nf4", "bnb.nf4-dq"):
+        request = EstimateRequest(config, "inference", quantize=quantize, prompt_len=6, stack="bnb-0.41")  # type: ignore[arg-type]
+        result = estimate(request, reserve=True)
+        assert result.reserve is not None and result.reserve.at_first_gemm_bytes is not None
+        assert result.peak_bytes is not None and result.peak_bytes < capacity
+        left[quantize] = capacity - result.reserve.at_first_gemm_bytes
+        if quantize == "bnb.nf4":
+            assert 0 < left[quantize] < capacity - result.peak_bytes
+    assert left["bnb.nf4"] < left["bnb.nf4-dq"] / 2
+
+
+# --------------------------------------------------------------------------------------------
 # Outcomes
 # --------------------------------------------------------------------------------------------
 def test_outcome_at_a_capacity() -> None:
@@ -351,6 +417,19 @@ def test_ad_hoc_json_has_outcome_and_figure(capsys: pytest.CaptureFixture[str]) 
     assert code == 0 and json.loads(out)["outcome"] == "oom"
 
 
+def test_ad_hoc_reserved_adds_what_the_allocator_reserves(capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["--model", "tiny-llama", "--workload", "inference", "--quantize", "bnb.nf4", "--json"]
+    code, out, _ = run_cli(base, capsys)
+    plain = json.loads(out)
+    assert code == 0 and plain["max_memory_reserved_gb"] is None and plain["reserved_at_first_gemm_gb"] is None
+    code, out, _ = run_cli([*base, "--reserved"], capsys)
+    obj = json.loads(out)
+    assert code == 0 and obj["how"] == "fake-run-allocator"
+    assert obj["max_memory_gb"] == plain["max_memory_gb"]
+    assert obj["max_memory_reserved_gb"] >= obj["max_memory_gb"] > 0
+    assert 0 < obj["reserved_at_first_gemm_gb"] <= obj["max_memory_reserved_gb"]
+
+
 def test_ad_hoc_json_says_which_lengths_it_modelled(capsys: pytest.CaptureFixture[str]) -> None:
     """Iteration 0's length; with several devices also the later micro-step's: the typical longest
     of the later draws, cut at the block size and at --seq-len."""
@@ -396,6 +475,11 @@ def test_profile_table_has_expected_and_error(capsys: pytest.CaptureFixture[str]
     assert code == 0
     assert "| row | table GB | estimate GB | error | agrees |" in out
     assert "finetune-lora-tiny_llama-noquant-mb2-1gpu" in out
+    code, out, _ = run_cli(["--profile", "cpu-tiny", "--markdown", "--jobs", "1", "--reserved"], capsys)
+    assert code == 0
+    assert "| row | table GB | estimate GB | error | reserved GB | at 1st GEMM | agrees |" in out
+    line = next(line for line in out.splitlines() if "finetune-lora-tiny_llama-noquant-mb2-1gpu" in line)
+    assert line.count("|") == 8 and "|  |" not in line  # one device: both reserve cells filled
 
 
 @pytest.mark.parametrize(
@@ -410,6 +494,7 @@ def test_profile_table_has_expected_and_error(capsys: pytest.CaptureFixture[str]
         ["--config", "LIST", "--workload", "inference"],
         ["--config", "DIR", "--workload", "inference"],
         ["--model", "tiny-llama", "--workload", "finetune", "--method", "lora", "--devices", "nan"],
+        ["--model", "tiny-llama", "--workload", "finetune", "--method", "lora", "--devices", "2", "--reserved"],
         ["--model", "tiny-llama", "--workload", "finetune"],
         ["--profile", "no-such-profile"],
     ],
