@@ -24,7 +24,10 @@ Modelling assumptions (each one is a place the estimate can be wrong):
    attention) both devices use the math kernel, as CUDA does.
 2. **Allocator.** Every storage is charged rounded up to 512 bytes, as ``max_memory_allocated``
    counts it. Memory outside the allocator is not in the figure (CUDA context, cuBLAS handles,
-   NCCL buffers, bitsandbytes' paged optimizer buffers), nor is fragmentation: the allocator may
+   NCCL buffers, bitsandbytes' paged optimizer buffers). Not modelled either: the cuBLAS workspace
+   PyTorch takes from the allocator for each thread's handle at its first matmul (8.5 MB on the
+   table's PyTorch 2.1 and A100, 32 MiB on Hopper in later releases; training has two threads,
+   forward and autograd's), nor fragmentation: the allocator may
    *reserve* more than the peak allocated. ``estimate(..., reserve=True)`` replays the one-device
    run, at full depth, through a model of the caching allocator (:mod:`litgpt_min.allocator`) and
    reports what it reserves: its peak, and its size at the first matrix multiply, where CUDA
