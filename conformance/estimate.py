@@ -408,6 +408,11 @@ def _run_profile(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return 0
     out.write(render_table(rows, tolerance, args.markdown, reserved=args.reserved))
     out.write(f"Stack modelled: {stack}: {STACKS[stack]}.\n")
+    if args.reserved:
+        out.write(
+            "reserved GB: the caching allocator's modelled peak reserve (max_memory_reserved); at 1st GEMM: "
+            "its reserve when the first matmul creates cuBLAS's handle, outside it (one-device rows only).\n"
+        )
     err.write(f"{len(rows)} rows in {time.perf_counter() - started:.1f} s\n")
     return 0
 

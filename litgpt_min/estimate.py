@@ -471,7 +471,7 @@ _GEMMS = frozenset(
 
 class _ReserveTracker(LiveTensorTracker):
     """The live-storage tracker feeding a caching-allocator model; notes the reserve when the first
-    matrix multiply is dispatched (before its output is allocated, as cuBLAS's handle is created)."""
+    matrix multiply is dispatched, the op in which cuBLAS creates its handle on CUDA."""
 
     def __init__(self, allocator: CachingAllocator) -> None:
         super().__init__(device="cpu", allocator=allocator)
