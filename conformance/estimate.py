@@ -279,7 +279,7 @@ def _verdict(row: RowEstimate, tolerance: float | None) -> str:
     return "ok" if estimate_problem(row, tolerance) is None else "miss"
 
 
-def render_table(rows: list[RowEstimate], tolerance: float, markdown: bool, reserved: bool = False) -> str:
+def render_table(rows: list[RowEstimate], tolerance: float | None, markdown: bool, reserved: bool = False) -> str:
     """The per-row table; ``reserved`` adds the allocator's reserve: its peak, and at the first GEMM."""
     header: tuple[str, ...] = ("row", "table GB", "estimate GB", "error", "agrees")
     body: list[tuple[str, ...]] = [
@@ -315,14 +315,19 @@ def _reserved_cells(reserve: Reserve | None) -> tuple[str, str]:
     return (_gb(reserve.max_memory_reserved_gb), _gb(reserve.at_first_gemm_gb))
 
 
-def summary(rows: list[RowEstimate], tolerance: float) -> str:
+def summary(rows: list[RowEstimate], tolerance: float | None) -> str:
     errors = sorted(abs(r.error_rel) for r in rows if r.error_rel is not None and r.expected_outcome == "ok")
     agree = sum(_verdict(r, tolerance) == "ok" for r in rows)
     median = errors[len(errors) // 2] if errors else math.nan
     stacks = sorted({r.stack for r in rows})
     capacity = rows[0].capacity_gb if rows else None
+    judged = (
+        f"figures within ±{tolerance:.0%}, outcomes at {_gb(capacity)} GB"
+        if tolerance is not None
+        else f"outcomes at {_gb(capacity)} GB; figures not compared: the profile sets no estimate_rel"
+    )
     return (
-        f"{agree}/{len(rows)} rows agree (figures within ±{tolerance:.0%}, outcomes at {_gb(capacity)} GB); "
+        f"{agree}/{len(rows)} rows agree ({judged}); "
         f"|error| median {median:.1%}, max {errors[-1] if errors else math.nan:.1%} over {len(errors)} figures; "
         f"stack: {', '.join(stacks)}"
     )
@@ -352,7 +357,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--devices", type=whole_number(1), default=1)
     p.add_argument("--capacity-gb", type=positive_number, default=None, help="default: the profile's usable memory")
     p.add_argument("--stack", choices=("current", "profile"), default="current")
-    p.add_argument("--tolerance", type=positive_number, default=None, help="default: the profile's memory_rel")
+    p.add_argument(
+        "--tolerance",
+        type=positive_number,
+        default=None,
+        help="for the figures; default: the profile's estimate_rel (unset: outcomes only, as test_estimate)",
+    )
     p.add_argument("--jobs", type=whole_number(1), default=default_jobs(), help="processes for a profile's rows")
     p.add_argument(
         "--reserved",
@@ -384,7 +394,7 @@ def _run_profile(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     profile = load_profile(args.profile, args.expectations)
     stack = profile_stack(profile, args.stack)
     capacity = args.capacity_gb if args.capacity_gb is not None else profile_capacity_gb(profile)
-    tolerance = args.tolerance if args.tolerance is not None else profile.tolerances.memory_rel
+    tolerance = args.tolerance if args.tolerance is not None else profile.tolerances.estimate_rel
     show = err.isatty() and not args.json
     started = time.perf_counter()
 
