@@ -13,11 +13,12 @@ Needs CUDA; prints one JSON object (GB are decimal, as the tables').
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
 import torch
+
+from litgpt_min.usage import OneLineParser
 
 
 def outside_allocator_bytes() -> int:
@@ -27,7 +28,7 @@ def outside_allocator_bytes() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
+    OneLineParser(prog="cublas_init", description=__doc__.splitlines()[0]).parse_args(argv)
     if not torch.cuda.is_available():
         print("cublas_init: needs a CUDA device (torch.cuda.is_available() is False)", file=sys.stderr)
         return 2

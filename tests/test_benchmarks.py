@@ -94,3 +94,11 @@ def test_cublas_init_needs_a_gpu_and_says_so_in_one_line(capsys: pytest.CaptureF
     assert bench.main([]) == 2
     out, err = capsys.readouterr()
     assert out == "" and len(err.strip().splitlines()) == 1 and "needs a CUDA device" in err
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--bogus"])
+    out, err = capsys.readouterr()
+    assert (
+        exc.value.code == 2
+        and out == ""
+        and err.strip().splitlines() == ["cublas_init: error: unrecognized arguments: --bogus"]
+    )
