@@ -22,6 +22,7 @@ import math
 import multiprocessing
 import os
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -37,6 +38,7 @@ from conformance.runner import PRECISION
 from litgpt_min.cli import add_flat_options
 from litgpt_min.config import Config
 from litgpt_min.estimate import (
+    HOWS,
     STACKS,
     Estimate,
     EstimateRequest,
@@ -478,12 +480,51 @@ def _run_ad_hoc(args: argparse.Namespace, out: TextIO) -> int:
         # was simulated (several devices, accumulating), its batch length.
         obj["seq_len"] = request.seq_len
         obj["later_seq_len"] = request.later_seq_len if request.devices > 1 else None
-    if args.json:
-        out.write(json.dumps(obj, sort_keys=True) + "\n")
-    else:
-        for key, value in obj.items():
-            out.write(f"{key}: {value}\n")
+    out.write(json.dumps(obj, sort_keys=True) + "\n" if args.json else describe_ad_hoc(obj, request))
     return 0
+
+
+def describe_ad_hoc(obj: dict[str, Any], request: EstimateRequest) -> str:
+    """The ad hoc estimate for a reader: the configuration, then the verdict, the figures and what
+    they assumed, one labelled line each (``--json`` carries the same values)."""
+    what = [f"{obj['model']} {obj['workload']}"]
+    if request.workload == "finetune":
+        what.append(request.method)
+    what += [request.quantize or "not quantized", request.precision]
+    what.append(f"{request.devices} devices" if request.devices > 1 else "1 device")
+    lines = [", ".join(what)]
+
+    def line(label: str, text: str) -> None:
+        lines.extend(textwrap.wrap(text, 100, initial_indent=f"  {label:<16} ", subsequent_indent=" " * 19))
+
+    gb, capacity, outcome = obj["max_memory_gb"], obj["capacity_gb"], obj["outcome"]
+    if outcome == "unsupported":
+        line("outcome", f"unsupported: {obj['unsupported']}")
+    elif capacity is None:
+        line("outcome", "ok (no capacity given: --capacity-gb N judges a card of N GB)")
+    elif outcome == "ok":
+        line("outcome", f"ok: fits in {capacity:.2f} GB with {capacity - gb:.2f} GB to spare")
+    else:
+        line("outcome", f"oom: needs {gb - capacity:.2f} GB more than {capacity:.2f} GB")
+    if gb is not None:
+        per_device = " per device" if request.devices > 1 else ""
+        line("peak allocated", f"{gb:.2f} GB{per_device} (what torch.cuda.max_memory_allocated would report)")
+    if obj["max_memory_reserved_gb"] is not None:
+        first = obj["reserved_at_first_gemm_gb"]
+        at_first = "" if first is None else f", {first:.2f} GB when the first matmul creates cuBLAS's handle"
+        line("reserved", f"{obj['max_memory_reserved_gb']:.2f} GB at the caching allocator's peak{at_first}")
+    if request.workload == "finetune":
+        later = obj.get("later_seq_len")
+        later_text = "" if later is None else f"; later micro-steps {later} tokens"
+        line("batch", f"{request.micro_batch_size} x {request.seq_len} tokens in iteration 0{later_text}")
+    else:
+        line("tokens", f"{request.prompt_len}-token prompt + {request.max_new_tokens} new (the KV cache's length)")
+    if request.quantize is None:
+        line("stack", f"{obj['stack']} (the stacks differ only in 4-bit layers)")
+    else:
+        line("stack", f"{obj['stack']}: {STACKS[obj['stack']]}")
+    line("how", f"{obj['how']}: {HOWS[obj['how']]}")
+    return "\n".join(lines) + "\n"
 
 
 def _later_seq_len(args: argparse.Namespace, name: str, config: Config, seq_len: int) -> int | None:

@@ -8,8 +8,11 @@ quantized one linear layer at a time, so that no moment holds the whole unquanti
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import sys
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TextIO
 
 import torch
 
@@ -39,8 +42,10 @@ def build_model(
     quantize: str | None = None,
     lora: LoRASettings | None = None,
     adapter: AdapterSettings | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> GPT:
-    """The method's model with random weights on ``device``; trainable set marked."""
+    """The method's model with random weights on ``device``; trainable set marked.
+    ``progress(done, total)`` follows the quantized layers (see ``quantize_model``)."""
     if quantize is None:
         with torch.device(device), default_dtype(dtype):
             model = apply_method(GPT(config), method, lora, adapter)
@@ -49,7 +54,48 @@ def build_model(
 
         with torch.device("meta"), default_dtype(dtype):
             model = apply_method(GPT(config), method, lora, adapter)
-        quantize_model(model, quantize, device=device, compute_dtype=dtype)
+        quantize_model(model, quantize, device=device, compute_dtype=dtype, progress=progress)
         materialize_rest(model, device=device, dtype=dtype)
     mark_trainable(model, method)
     return model
+
+
+def build_for_run(
+    config: Config,
+    method: Method,
+    *,
+    model_name: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    quantize: str | None = None,
+    lora: LoRASettings | None = None,
+    adapter: AdapterSettings | None = None,
+    stream: TextIO | None = None,
+    rank_zero: bool = True,
+) -> GPT:
+    """:func:`build_model` for a run, saying on ``stream`` (stderr) what it builds and how long it
+    took, as the reference's scripts did; on a terminal a quantized build also counts its layers
+    (minutes for a 7B model on a CPU). Only rank zero speaks."""
+    stream = sys.stderr if stream is None else stream
+    if rank_zero:
+        what = [method] if method != "none" else []
+        what += [quantize or "not quantized", str(dtype).removeprefix("torch.")]
+        stream.write(f"Building {model_name!r} ({', '.join(what)}) on {device}, random weights\n")
+        stream.flush()
+    progress = _layer_counter(stream) if rank_zero and quantize is not None and stream.isatty() else None
+    t0 = time.perf_counter()
+    model = build_model(
+        config, method, device=device, dtype=dtype, quantize=quantize, lora=lora, adapter=adapter, progress=progress
+    )
+    if rank_zero:
+        stream.write(f"Time to build the model: {time.perf_counter() - t0:.02f} seconds.\n")
+        stream.flush()
+    return model
+
+
+def _layer_counter(stream: TextIO) -> Callable[[int, int], None]:
+    def show(done: int, total: int) -> None:
+        stream.write(f"\rquantized {done}/{total} linear layers" + ("\n" if done == total else ""))
+        stream.flush()
+
+    return show

@@ -143,9 +143,16 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result, sort_keys=True, allow_nan=False))
     else:
         for key, value in result.items():
-            if key != "details":
-                print(f"{key}: {value}")
+            if key != "details" and value is not None:  # None: not applicable to this run
+                print(f"{key}: {_plain(value)}")
     return 0
+
+
+def _plain(value: object) -> str:
+    """A result value for a reader: a mapping as ``key value, ...`` without its empty fields."""
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_plain(v)}" for k, v in value.items() if v is not None)
+    return str(value)
 
 
 if __name__ == "__main__":

@@ -125,6 +125,17 @@ STACKS: dict[Stack, str] = {
         "temporaries per training matmul); single-token inference uses the gemv kernel"
     ),
 }
+HOWS: dict[str, str] = {
+    "fake-run": "one step on fake tensors at full depth",
+    "fake-run-extrapolated": (
+        "steps on fake tensors at two short depths, each phase's peak extrapolated to the full depth "
+        "(the blocks are identical)"
+    ),
+    "fake-run-allocator": "one step on fake tensors at full depth, replayed through the caching-allocator model",
+    "fsdp-simulated": "the FSDP step simulated per device on fake tensors",
+    "refused": "not estimated, the combination being unsupported",
+}
+"""What each :attr:`Estimate.how` means."""
 # bitsandbytes' 32-bit optimizers put a state in paged memory only above this many elements.
 PAGED_STATE_MIN_NUMEL = 100_000
 # bnb's CUDA gemm_4bit always uses its fused kernel up to this many rows (no dequantized copy).
@@ -862,6 +873,7 @@ def _swap_linear(
 
 
 __all__ = [
+    "HOWS",
     "PRECISIONS",
     "STACKS",
     "CudaDropout",

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from litgpt_min import data
-from litgpt_min.build import build_model
+from litgpt_min.build import build_for_run
 from litgpt_min.config import Config
 from litgpt_min.measure import synchronize
 from litgpt_min.options import FinetuneOptions, Hyperparameters, RunRequest
@@ -255,14 +255,16 @@ def finetune_body(request: RunRequest, config: Config, fabric: Fabric, device: t
     assert isinstance(options, FinetuneOptions)  # execute() pairs each workload with its body
     hp = options.hyperparameters
     fabric.seed_everything(1337)
-    model = build_model(
+    model = build_for_run(
         config,
         options.method,
+        model_name=request.model,
         device=device,
         dtype=request.dtype,
         quantize=request.quantize,
         lora=options.lora,
         adapter=options.adapter,
+        rank_zero=fabric.is_global_zero,
     )
     trainable, total = num_params(model, requires_grad=True), num_params(model)
     fabric.print(f"Number of trainable parameters: {trainable:,}")

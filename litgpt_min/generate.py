@@ -10,12 +10,13 @@ their median reported; the reference timed a single cold generation.
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from litgpt_min.build import build_model
+from litgpt_min.build import build_for_run
 from litgpt_min.config import Config
 from litgpt_min.measure import synchronize
 from litgpt_min.options import GenerateOptions, RunRequest
@@ -101,7 +102,9 @@ def generate_body(request: RunRequest, config: Config, fabric: Fabric, device: t
     assert isinstance(options, GenerateOptions)  # execute() pairs each workload with its body
     settings = options.settings
     t0 = time.perf_counter()
-    model = build_model(config, "none", device=device, dtype=request.dtype, quantize=request.quantize)
+    model = build_for_run(
+        config, "none", model_name=request.model, device=device, dtype=request.dtype, quantize=request.quantize
+    )
     model.eval()
     total = num_params(model)
     prompt = prompt_ids(options, request.model, config.padded_vocab_size)
@@ -114,7 +117,15 @@ def generate_body(request: RunRequest, config: Config, fabric: Fabric, device: t
     new_tokens, seconds = [], []
     # The protocol: GENERATION_WARMUP untimed generations first (kernel loading, allocator growth,
     # caches), then num_samples timed ones; the median rate is reported.
-    for index in range(GENERATION_WARMUP + settings.num_samples):
+    runs = GENERATION_WARMUP + settings.num_samples
+    for index in range(runs):
+        untimed = " (warm-up, untimed)" if index < GENERATION_WARMUP else ""
+        print(
+            f"Generation {index + 1} of {runs}{untimed}: {prompt.size(0)}-token prompt"
+            f" + {settings.max_new_tokens} new tokens",
+            file=sys.stderr,
+            flush=True,
+        )
         model.set_kv_cache(batch_size=1, device=device, dtype=request.dtype)
         synchronize(device)
         t = time.perf_counter()
@@ -122,11 +133,13 @@ def generate_body(request: RunRequest, config: Config, fabric: Fabric, device: t
         synchronize(device)
         elapsed = time.perf_counter() - t
         model.clear_kv_cache()
+        generated = out.size(0) - prompt.size(0)
+        rate = f"{elapsed:.02f} sec total, {generated / elapsed:.02f} tokens/sec"
+        print(f"Time for inference {index + 1}{untimed}: {rate}")
         if index < GENERATION_WARMUP:
             continue
-        new_tokens.append(out.size(0) - prompt.size(0))
+        new_tokens.append(generated)
         seconds.append(elapsed)
-        print(f"Time for inference: {new_tokens[-1] / elapsed:.02f} tokens/sec")
     rates = tokens_per_sec(new_tokens, seconds, warmup=0)
     return {
         "total_params": total,

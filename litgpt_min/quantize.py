@@ -28,6 +28,7 @@ time (~3.5 s) and works where bnb is not installed.
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -36,6 +37,20 @@ from typing import TYPE_CHECKING, Literal, get_args
 
 import torch
 from torch import Tensor, nn
+
+
+class _OptionalCpuKernelNotice(logging.Filter):
+    """Drops the one warning bitsandbytes' CPU backend logs at import on CPUs with AVX512-BF16
+    when the optional ``kernels`` package (a faster 4-bit CPU gemm fetched from the Hugging Face
+    hub) is absent: bnb then uses its own CPU kernel, which is the one this project runs. Every
+    other record of that logger passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "kernels-community" not in str(record.msg)
+
+
+# Installed on import, before any function here imports bitsandbytes (its backend logs at import).
+logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_OptionalCpuKernelNotice())
 
 if TYPE_CHECKING:
     from bitsandbytes.functional import QuantState
@@ -106,6 +121,7 @@ def quantize_model(
     compute_dtype: torch.dtype,
     init: WeightInit | None = None,
     skip: SkipFn | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> nn.Module:
     """Replace every ``nn.Linear`` (not skipped) with a ``bnb.nn.Linear4bit``, in place.
 
@@ -133,6 +149,8 @@ def quantize_model(
     when real, left on meta otherwise (``materialize_rest`` fills it in). Everything that is not a
     Linear (embeddings, norms, LoRA/adapter parameters) is untouched.
 
+    ``progress(done, total)`` is called after each layer (quantizing a 7B model takes minutes on a CPU).
+
     Returns the model (a new object only when ``model`` itself is an ``nn.Linear``).
     """
     import bitsandbytes as bnb
@@ -148,8 +166,10 @@ def quantize_model(
         and not isinstance(module, bnb.nn.Linear4bit)
         and not (skip is not None and skip(name, module))
     ]
-    for name in targets:
+    for done, name in enumerate(targets, 1):
         replacement = _quantized_linear(name, model.get_submodule(name), args, device, compute_dtype, init)
+        if progress is not None:
+            progress(done, len(targets))
         if not name:
             return replacement
         parent_name, _, attr = name.rpartition(".")

@@ -3,6 +3,7 @@ the meta model's structure, trainable set and counts, and nothing left on meta. 
 
 from __future__ import annotations
 
+import io
 from typing import Any, cast
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 from torch import nn
 
 from litgpt_min.adapter import AdapterSettings
-from litgpt_min.build import build_model
+from litgpt_min.build import build_for_run, build_model
 from litgpt_min.config import Config
 from litgpt_min.lora import LoRAQKVLinear, LoRASettings, qkv_target_rows
 from litgpt_min.model import GPT
@@ -165,3 +166,28 @@ def test_dtype_is_the_requested_one_and_the_default_is_restored() -> None:
     with pytest.raises(ValueError, match="qlora"):  # raised inside the dtype context, which must still unwind
         build_model(Config.from_name("tiny-llama"), cast(Method, "qlora"), device=CPU, dtype=torch.float64)
     assert torch.get_default_dtype() == before
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("terminal", [False, True], ids=["log", "terminal"])
+def test_build_for_run_says_what_it_builds(terminal: bool) -> None:
+    """The run's build announces itself and its time; on a terminal a quantized build also counts
+    its layers (one line, rewritten), in a log it does not; a rank other than zero says nothing."""
+    stream = _Terminal() if terminal else io.StringIO()
+    config = Config.from_name("tiny-llama")
+    kwargs: dict[str, Any] = dict(model_name="tiny-llama", device=CPU, dtype=torch.float32, quantize="bnb.nf4")
+    model = build_for_run(config, "lora", stream=stream, **kwargs)
+    assert isinstance(model, GPT)
+    text = stream.getvalue()
+    assert text.startswith("Building 'tiny-llama' (lora, bnb.nf4, float32) on cpu, random weights\n")
+    assert "Time to build the model: " in text
+    layers = sum(isinstance(m, nn.Linear) for m in build_meta_model(config, "lora").modules())
+    counted = f"\rquantized {layers}/{layers} linear layers\n"
+    assert (counted in text) is terminal
+    silent = _Terminal()
+    build_for_run(config, "lora", stream=silent, rank_zero=False, **kwargs)
+    assert silent.getvalue() == ""

@@ -94,6 +94,20 @@ def test_params_without_json_prints_key_value_lines(capsys: pytest.CaptureFixtur
     assert not any(line.startswith("{") for line in lines)
 
 
+def test_run_without_json_prints_what_applies_and_says_what_it_does(capsys: pytest.CaptureFixture[str]) -> None:
+    """A run's plain output: the result's applicable fields as ``key: value`` lines (no Python
+    reprs); on stderr what is built and each generation as it starts."""
+    code, lines, err = run_cli(capsys, "generate", *TINY, "--quantize", "bnb.nf4", "--max-new-tokens", "2")
+    assert code == 0, err
+    assert "outcome: ok" in lines and "quantize: bnb.nf4" in lines
+    assert not any("None" in line or "{" in line for line in lines)
+    device = next(line for line in lines if line.startswith("device: "))
+    assert device.startswith("device: type cpu, name ")
+    assert err.splitlines()[0].startswith("Building 'tiny-llama' (bnb.nf4, ")
+    assert "Time to build the model: " in err
+    assert "Generation 1 of 2 (warm-up, untimed): " in err and "Generation 2 of 2: " in err
+
+
 def _tiny_llama_shapes() -> tuple[list[tuple[int, int]], int]:
     """tiny-llama's linear weights (out, in) and the number of its other parameters, from its config."""
     c = Config.from_name("tiny-llama")

@@ -417,6 +417,34 @@ def test_ad_hoc_json_has_outcome_and_figure(capsys: pytest.CaptureFixture[str]) 
     assert code == 0 and json.loads(out)["outcome"] == "oom"
 
 
+def test_ad_hoc_text_states_the_verdict_and_its_figures(capsys: pytest.CaptureFixture[str]) -> None:
+    """Without --json: the configuration, then the verdict against the capacity and the figure the
+    JSON carries, with what the estimate assumed; no Python reprs (None) for a reader."""
+    base = ["--model", "tiny-llama", "--workload", "finetune", "--method", "lora"]
+    _, out, _ = run_cli([*base, "--json"], capsys)
+    gb = json.loads(out)["max_memory_gb"]
+    texts = {}
+    for label, extra in {
+        "unjudged": [],
+        "fits": ["--capacity-gb", f"{gb * 2}"],
+        "oom": ["--capacity-gb", f"{gb / 2}"],
+        "unsupported": ["--quantize", "bnb.nf4", "--devices", "2"],
+    }.items():
+        code, texts[label], _ = run_cli([*base, *extra], capsys)
+        assert code == 0 and "None" not in texts[label]
+    assert texts["unjudged"].splitlines()[0] == "tiny-llama finetune, lora, not quantized, bf16-true, 1 device"
+    assert f"peak allocated   {gb:.2f} GB" in texts["unjudged"]
+    assert "outcome          ok (no capacity given" in texts["unjudged"]
+    assert f"ok: fits in {gb * 2:.2f} GB with {gb:.2f} GB to spare" in texts["fits"]
+    assert f"oom: needs {gb / 2:.2f} GB more than {gb / 2:.2f} GB" in texts["oom"]
+    assert "outcome          unsupported: quantization (bnb.nf4)" in texts["unsupported"]
+    assert "peak allocated" not in texts["unsupported"]
+    assert "batch            1 x 256 tokens in iteration 0" in texts["unjudged"]
+    assert all(len(line) <= 100 for text in texts.values() for line in text.splitlines())
+    code, out, _ = run_cli(["--model", "tiny-llama", "--workload", "inference", "--reserved"], capsys)
+    assert code == 0 and "reserved         " in out and "tokens           " in out
+
+
 def test_ad_hoc_reserved_adds_what_the_allocator_reserves(capsys: pytest.CaptureFixture[str]) -> None:
     base = ["--model", "tiny-llama", "--workload", "inference", "--quantize", "bnb.nf4", "--json"]
     code, out, _ = run_cli(base, capsys)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import subprocess
@@ -540,3 +541,24 @@ def test_paged_adamw_steps_and_keeps_fp32_states() -> None:
     optimizer.step()
     assert (param < 1).all()
     assert optimizer.state[param]["state1"].dtype == torch.float32
+
+
+def test_only_bnb_notice_about_its_optional_cpu_kernel_is_dropped() -> None:
+    """bitsandbytes' CPU backend warns at import that the optional ``kernels`` package is absent
+    (on CPUs with AVX512-BF16); importing this project's quantization drops that record alone."""
+    logger = logging.getLogger("bitsandbytes.backends.cpu.ops")
+
+    def record(msg: str, *args: object) -> logging.LogRecord:
+        return logger.makeRecord(logger.name, logging.WARNING, __file__, 1, msg, args, None)
+
+    notice = record("Failed to load CPU gemm_4bit_forward from kernels-community: %s. Please ...", "No module")
+    assert not logger.filter(notice)
+    assert logger.filter(record("Failed to load %s", "something else"))
+    assert logging.getLogger("bitsandbytes").filter(notice)  # other loggers untouched
+
+
+def test_quantize_model_reports_progress_per_layer() -> None:
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 128))
+    seen: list[tuple[int, int]] = []
+    quantize_model(model, "bnb.nf4", device="cpu", compute_dtype=torch.float32, progress=lambda *a: seen.append(a))
+    assert seen == [(1, 2), (2, 2)]
