@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import torch
 
@@ -21,6 +21,9 @@ from litgpt_min.config import Config
 from litgpt_min.lora import LoRASettings
 from litgpt_min.model import GPT
 from litgpt_min.peft import Method, apply_method, mark_trainable
+
+if TYPE_CHECKING:
+    from litgpt_min.options import RunRequest
 
 
 @contextmanager
@@ -61,41 +64,60 @@ def build_model(
 
 
 def build_for_run(
-    config: Config,
-    method: Method,
-    *,
-    model_name: str,
-    device: torch.device,
-    dtype: torch.dtype,
-    quantize: str | None = None,
-    lora: LoRASettings | None = None,
-    adapter: AdapterSettings | None = None,
-    stream: TextIO | None = None,
-    rank_zero: bool = True,
+    request: RunRequest, config: Config, device: torch.device, *, stream: TextIO | None = None, rank_zero: bool = True
 ) -> GPT:
-    """:func:`build_model` for a run, saying on ``stream`` (stderr) what it builds and how long it
-    took, as the reference's scripts did; on a terminal a quantized build also counts its layers
-    (minutes for a 7B model on a CPU). Only rank zero speaks."""
+    """:func:`build_model` of ``config`` for a run's request (its method, PEFT settings, dtype and
+    quantization), saying on ``stream`` (stderr) what it builds and how long it took, as the
+    reference's scripts did; on a terminal a quantized build also counts its layers (minutes for a
+    7B model on a CPU). Only rank zero speaks."""
+    from litgpt_min.options import FinetuneOptions
+
+    options = request.options
+    finetune = isinstance(options, FinetuneOptions)
+    method: Method = request.method or "none"
     stream = sys.stderr if stream is None else stream
+    counter = _LayerCounter(stream) if rank_zero and request.quantize is not None and stream.isatty() else None
     if rank_zero:
         what = [method] if method != "none" else []
-        what += [quantize or "not quantized", str(dtype).removeprefix("torch.")]
-        stream.write(f"Building {model_name!r} ({', '.join(what)}) on {device}, random weights\n")
+        what += [request.quantize or "not quantized", str(request.dtype).removeprefix("torch.")]
+        stream.write(f"Building {request.model!r} ({', '.join(what)}) on {device}, random weights\n")
         stream.flush()
-    progress = _layer_counter(stream) if rank_zero and quantize is not None and stream.isatty() else None
     t0 = time.perf_counter()
-    model = build_model(
-        config, method, device=device, dtype=dtype, quantize=quantize, lora=lora, adapter=adapter, progress=progress
-    )
+    try:
+        model = build_model(
+            config,
+            method,
+            device=device,
+            dtype=request.dtype,
+            quantize=request.quantize,
+            lora=options.lora if finetune else None,
+            adapter=options.adapter if finetune else None,
+            progress=counter,
+        )
+    finally:
+        if counter is not None:
+            counter.end_line()
     if rank_zero:
         stream.write(f"Time to build the model: {time.perf_counter() - t0:.02f} seconds.\n")
         stream.flush()
     return model
 
 
-def _layer_counter(stream: TextIO) -> Callable[[int, int], None]:
-    def show(done: int, total: int) -> None:
-        stream.write(f"\rquantized {done}/{total} linear layers" + ("\n" if done == total else ""))
-        stream.flush()
+class _LayerCounter:
+    """``quantized i/n linear layers``, rewritten in place on a terminal."""
 
-    return show
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.open = False  # a counter line without its newline yet
+
+    def __call__(self, done: int, total: int) -> None:
+        self.stream.write(f"\rquantized {done}/{total} linear layers")
+        self.stream.flush()
+        self.open = True
+
+    def end_line(self) -> None:
+        """Ends the counter's line (also when the build failed midway, before the error is printed)."""
+        if self.open:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.open = False

@@ -255,17 +255,7 @@ def finetune_body(request: RunRequest, config: Config, fabric: Fabric, device: t
     assert isinstance(options, FinetuneOptions)  # execute() pairs each workload with its body
     hp = options.hyperparameters
     fabric.seed_everything(1337)
-    model = build_for_run(
-        config,
-        options.method,
-        model_name=request.model,
-        device=device,
-        dtype=request.dtype,
-        quantize=request.quantize,
-        lora=options.lora,
-        adapter=options.adapter,
-        rank_zero=fabric.is_global_zero,
-    )
+    model = build_for_run(request, config, device, rank_zero=fabric.is_global_zero)
     trainable, total = num_params(model, requires_grad=True), num_params(model)
     fabric.print(f"Number of trainable parameters: {trainable:,}")
     fabric.print(f"Number of non trainable parameters: {total - trainable:,}")

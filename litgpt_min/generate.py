@@ -102,9 +102,7 @@ def generate_body(request: RunRequest, config: Config, fabric: Fabric, device: t
     assert isinstance(options, GenerateOptions)  # execute() pairs each workload with its body
     settings = options.settings
     t0 = time.perf_counter()
-    model = build_for_run(
-        config, "none", model_name=request.model, device=device, dtype=request.dtype, quantize=request.quantize
-    )
+    model = build_for_run(request, config, device)
     model.eval()
     total = num_params(model)
     prompt = prompt_ids(options, request.model, config.padded_vocab_size)

@@ -15,6 +15,7 @@ from litgpt_min.build import build_for_run, build_model
 from litgpt_min.config import Config
 from litgpt_min.lora import LoRAQKVLinear, LoRASettings, qkv_target_rows
 from litgpt_min.model import GPT
+from litgpt_min.options import build_request
 from litgpt_min.peft import Method, build_meta_model, count_params, num_params
 
 CPU = torch.device("cpu")
@@ -179,15 +180,42 @@ def test_build_for_run_says_what_it_builds(terminal: bool) -> None:
     its layers (one line, rewritten), in a log it does not; a rank other than zero says nothing."""
     stream = _Terminal() if terminal else io.StringIO()
     config = Config.from_name("tiny-llama")
-    kwargs: dict[str, Any] = dict(model_name="tiny-llama", device=CPU, dtype=torch.float32, quantize="bnb.nf4")
-    model = build_for_run(config, "lora", stream=stream, **kwargs)
+    request = build_request(
+        "finetune", {"model": "tiny-llama", "method": "lora", "quantize": "bnb.nf4", "precision": "32-true"}
+    )
+    model = build_for_run(request, config, CPU, stream=stream)
     assert isinstance(model, GPT)
     text = stream.getvalue()
     assert text.startswith("Building 'tiny-llama' (lora, bnb.nf4, float32) on cpu, random weights\n")
     assert "Time to build the model: " in text
-    layers = sum(isinstance(m, nn.Linear) for m in build_meta_model(config, "lora").modules())
+    layers = _linears("lora")
     counted = f"\rquantized {layers}/{layers} linear layers\n"
     assert (counted in text) is terminal
     silent = _Terminal()
-    build_for_run(config, "lora", stream=silent, rank_zero=False, **kwargs)
+    build_for_run(request, config, CPU, stream=silent, rank_zero=False)
     assert silent.getvalue() == ""
+
+
+def test_a_build_that_fails_ends_its_counter_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a terminal, an error after some layers (an OOM while quantizing) starts on a line of its own."""
+    from litgpt_min import quantize
+
+    calls = {"n": 0}
+    real = quantize._quantized_linear
+
+    def failing(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("out of memory")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(quantize, "_quantized_linear", failing)
+    stream = _Terminal()
+    request = build_request("inference", {"model": "tiny-llama", "quantize": "bnb.nf4", "precision": "32-true"})
+    with pytest.raises(RuntimeError):
+        build_for_run(request, Config.from_name("tiny-llama"), CPU, stream=stream)
+    assert stream.getvalue().endswith(f"\rquantized 2/{_linears('none')} linear layers\n")
+
+
+def _linears(method: Method) -> int:
+    return sum(isinstance(m, nn.Linear) for m in build_meta_model(Config.from_name("tiny-llama"), method).modules())
