@@ -336,8 +336,11 @@ def summary(rows: list[RowEstimate], tolerance: float | None) -> str:
 
 
 # The command ------------------------------------------------------------------------------------
-def add_parser(sub: Any) -> None:
-    """The ``estimate`` subcommand, on ``conformance``'s subparsers."""
+_PEFT_FLAGS = [name for name in FLAT_OPTIONS["finetune"] if name.startswith(("lora_", "adapter_"))]
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """The ``estimate`` subcommand, on ``conformance``'s subparsers (returned)."""
     p = sub.add_parser(
         "estimate",
         help="estimate peak GPU memory without a GPU: every row of a profile, or one configuration",
@@ -347,16 +350,20 @@ def add_parser(sub: Any) -> None:
     what.add_argument("--profile", help="estimate every row of this profile")
     what.add_argument("--model", help="a registry model name (ad hoc estimate)")
     what.add_argument("--config", type=Path, help="a lit_config.json (ad hoc estimate)")
-    p.add_argument("--expectations", type=Path, default=DEFAULT_ROOT, metavar="DIR")
+    # Options left unset are None, so that one given where it does not apply is refused (see
+    # APPLIES_TO), never silently ignored; run() fills in the defaults the help names.
+    p.add_argument("--expectations", type=Path, default=None, metavar="DIR", help=f"default: {DEFAULT_ROOT}")
     p.add_argument("--workload", choices=("finetune", "inference"))
     p.add_argument("--method", choices=FINETUNE_METHODS)
     p.add_argument("--quantize", default=None)
-    p.add_argument("--precision", default=PRECISION)
-    p.add_argument("--micro-batch-size", type=whole_number(1), default=1)
+    p.add_argument("--precision", default=None, help=f"default: {PRECISION}")
+    p.add_argument("--micro-batch-size", type=whole_number(1), default=None, help="default: 1")
     p.add_argument("--seq-len", type=whole_number(1), default=None, help="default: the longest Alpaca sample")
     p.add_argument("--prompt-len", type=whole_number(1), default=None, help="default: the generate runner's prompt")
-    p.add_argument("--max-new-tokens", type=whole_number(1), default=EstimateRequest.max_new_tokens)
-    p.add_argument("--devices", type=whole_number(1), default=1)
+    p.add_argument(
+        "--max-new-tokens", type=whole_number(1), default=None, help=f"default: {EstimateRequest.max_new_tokens}"
+    )
+    p.add_argument("--devices", type=whole_number(1), default=None, help="default: 1")
     p.add_argument("--capacity-gb", type=positive_number, default=None, help="default: the profile's usable memory")
     p.add_argument("--stack", choices=("current", "profile"), default="current")
     p.add_argument(
@@ -365,7 +372,9 @@ def add_parser(sub: Any) -> None:
         default=None,
         help="for the figures; default: the profile's estimate_rel (unset: outcomes only, as test_estimate)",
     )
-    p.add_argument("--jobs", type=whole_number(1), default=default_jobs(), help="processes for a profile's rows")
+    p.add_argument(
+        "--jobs", type=whole_number(1), default=None, help=f"processes for a profile's rows; default: {default_jobs()}"
+    )
     p.add_argument(
         "--reserved",
         action="store_true",
@@ -375,7 +384,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per row")
     p.add_argument("--markdown", action="store_true", help="the table as Markdown")
     # The same --lora-* / --adapter-* flags as litgpt-min, from the one table of run options.
-    add_flat_options(p, [o for name, o in FLAT_OPTIONS["finetune"].items() if name.startswith(("lora_", "adapter_"))])
+    add_flat_options(p, [FLAT_OPTIONS["finetune"][name] for name in _PEFT_FLAGS])
+    return p
 
 
 def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
@@ -383,6 +393,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
     try:
+        refuse_inapplicable(args)
         if args.profile is not None:
             return _run_profile(args, out, err)
         return _run_ad_hoc(args, out)
@@ -392,8 +403,52 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         return 2
 
 
+# Where each option applies: "profile" (--profile), "ad hoc" (--model/--config), "finetune" or
+# "inference" (the ad hoc --workload). Options not listed apply everywhere.
+APPLIES_TO: dict[str, str] = {
+    "expectations": "profile",
+    "tolerance": "profile",
+    "jobs": "profile",
+    "markdown": "profile",
+    "workload": "ad hoc",
+    "quantize": "ad hoc",
+    "precision": "ad hoc",
+    "devices": "ad hoc",
+    "method": "finetune",
+    "micro_batch_size": "finetune",
+    "seq_len": "finetune",
+    **dict.fromkeys(_PEFT_FLAGS, "finetune"),
+    "prompt_len": "inference",
+    "max_new_tokens": "inference",
+}
+_WHY_NOT = {
+    "inference": "inference is estimated as the generate runner runs, one sequence without a finetuning method",
+    "finetune": "the prompt and new tokens size a generation's KV cache",
+}
+
+
+def refuse_inapplicable(args: argparse.Namespace) -> None:
+    """An option given where it does not apply is an ``EstimateUsageError`` naming it: a row of a
+    profile with ``--seq-len``, or an inference estimate with ``--micro-batch-size``, would
+    otherwise silently leave it out of the figure."""
+    mode = "profile" if args.profile is not None else args.workload
+    for dest, where in APPLIES_TO.items():
+        value = getattr(args, dest, None)
+        if value is None or (value is False and dest == "markdown"):  # unset (a store_true flag: False)
+            continue
+        flag = ("--no-" if value is False else "--") + dest.replace("_", "-")
+        if mode == "profile" and where != "profile":
+            raise EstimateUsageError(f"{flag} does not apply to --profile: a profile's rows carry their configurations")
+        if mode != "profile" and where == "profile":
+            raise EstimateUsageError(f"{flag} applies to --profile only, not to an ad hoc estimate (--model/--config)")
+        if mode in _WHY_NOT and where in _WHY_NOT and where != mode:
+            raise EstimateUsageError(f"{flag} does not apply to --workload {mode}: {_WHY_NOT[mode]}")
+    if args.json and args.markdown:
+        raise EstimateUsageError("--json and --markdown exclude each other: choose one output")
+
+
 def _run_profile(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    profile = load_profile(args.profile, args.expectations)
+    profile = load_profile(args.profile, args.expectations or DEFAULT_ROOT)
     stack = profile_stack(profile, args.stack)
     capacity = args.capacity_gb if args.capacity_gb is not None else profile_capacity_gb(profile)
     tolerance = args.tolerance if args.tolerance is not None else profile.tolerances.estimate_rel
@@ -408,7 +463,7 @@ def _run_profile(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         profile,
         stack=stack,
         capacity_gb=capacity,
-        jobs=args.jobs,
+        jobs=args.jobs or default_jobs(),
         progress=progress if show else None,
         reserve=args.reserved,
     )
@@ -434,9 +489,10 @@ def _run_ad_hoc(args: argparse.Namespace, out: TextIO) -> int:
         raise EstimateUsageError("--workload finetune|inference is required with --model/--config")
     if args.workload == "finetune" and args.method is None:
         raise EstimateUsageError("--method lora|adapter|adapter_v2 is required for --workload finetune")
-    if args.reserved and args.devices > 1:
+    devices = args.devices or 1
+    if args.reserved and devices > 1:
         raise EstimateUsageError(
-            f"--reserved models one device's caching allocator, not --devices {args.devices}: FSDP's "
+            f"--reserved models one device's caching allocator, not --devices {devices}: FSDP's "
             "all-gather stream keeps blocks of its own"
         )
     config, name = _config(args)
@@ -452,13 +508,13 @@ def _run_ad_hoc(args: argparse.Namespace, out: TextIO) -> int:
         workload=args.workload,
         method=args.method or "none",
         quantize=args.quantize,
-        precision=args.precision,
-        micro_batch_size=args.micro_batch_size,
+        precision=args.precision or PRECISION,
+        micro_batch_size=args.micro_batch_size or 1,
         seq_len=seq_len if args.workload == "finetune" else 1,
         later_seq_len=later,
         prompt_len=prompt_len if args.workload == "inference" else 1,
-        max_new_tokens=args.max_new_tokens,
-        devices=args.devices,
+        max_new_tokens=args.max_new_tokens or EstimateRequest.max_new_tokens,
+        devices=devices,
         lora=lora,
         adapter=adapter,
         stack=stack,
@@ -467,6 +523,9 @@ def _run_ad_hoc(args: argparse.Namespace, out: TextIO) -> int:
     obj = {
         "model": name,
         "workload": args.workload,
+        "quantize": request.quantize,
+        "precision": request.precision,
+        "devices": request.devices,
         "outcome": result.outcome(args.capacity_gb),
         "max_memory_gb": result.max_memory_gb,
         "capacity_gb": args.capacity_gb,
@@ -475,11 +534,17 @@ def _run_ad_hoc(args: argparse.Namespace, out: TextIO) -> int:
         "unsupported": result.unsupported,
         **reserve_json(result.reserve),
     }
+    # What the figure assumed, defaults resolved: for a finetune step the micro-batch, its longest
+    # sample (iteration 0) and, when a later micro-step was simulated (several devices,
+    # accumulating), that batch's length; for inference the prompt and the new tokens.
     if args.workload == "finetune":
-        # What the figure assumed: the longest sample (iteration 0) and, when a later micro-step
-        # was simulated (several devices, accumulating), its batch length.
+        obj["method"] = request.method
+        obj["micro_batch_size"] = request.micro_batch_size
         obj["seq_len"] = request.seq_len
         obj["later_seq_len"] = request.later_seq_len if request.devices > 1 else None
+    else:
+        obj["prompt_len"] = request.prompt_len
+        obj["max_new_tokens"] = request.max_new_tokens
     out.write(json.dumps(obj, sort_keys=True) + "\n" if args.json else describe_ad_hoc(obj, request))
     return 0
 
@@ -530,7 +595,10 @@ def describe_ad_hoc(obj: dict[str, Any], request: EstimateRequest) -> str:
 def _later_seq_len(args: argparse.Namespace, name: str, config: Config, seq_len: int) -> int | None:
     """The later micro-steps' typical longest sample from the tokenizer's Alpaca profile, at most
     ``seq_len``; ``seq_len`` itself (the worst case) when the model has no known tokenizer."""
-    hp = hyperparameters(args.method, micro_batch_size=args.micro_batch_size)
+    try:
+        hp = hyperparameters(args.method, micro_batch_size=args.micro_batch_size or 1)
+    except ValueError as exc:  # a micro-batch over the method's batch size
+        raise EstimateUsageError(f"--micro-batch-size {args.micro_batch_size}: {exc}") from None
     try:
         later = default_later_seq_len(name, config, hp)
     except ValueError:

@@ -7,6 +7,7 @@ bad-input contract must hold.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 from pathlib import Path
@@ -16,8 +17,9 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from conformance.cli import main as conformance_main
-from conformance.estimate import share_rows
+from conformance.estimate import APPLIES_TO, add_parser, share_rows
 from conformance.expectations import load_profile
+from conformance.runner import PRECISION
 from litgpt_min import preflight
 from litgpt_min.build import build_model
 from litgpt_min.config import Config
@@ -26,6 +28,8 @@ from litgpt_min.estimate import (
     Estimate,
     EstimateRequest,
     Fake4bitLinear,
+    default_prompt_len,
+    default_seq_len,
     estimate,
     fake_peak,
     run_step,
@@ -417,6 +421,24 @@ def test_ad_hoc_json_has_outcome_and_figure(capsys: pytest.CaptureFixture[str]) 
     assert code == 0 and json.loads(out)["outcome"] == "oom"
 
 
+def test_ad_hoc_json_names_the_configuration_it_estimated(capsys: pytest.CaptureFixture[str]) -> None:
+    """Defaults resolved, so that a tool reading the object knows what the figure assumed."""
+    code, out, _ = run_cli([*FINETUNE, "--json"], capsys)
+    obj = json.loads(out)
+    assert code == 0
+    assert (obj["method"], obj["quantize"], obj["precision"], obj["devices"]) == ("lora", None, PRECISION, 1)
+    assert (obj["micro_batch_size"], obj["seq_len"]) == (
+        1,
+        default_seq_len("tiny-llama", Config.from_name("tiny-llama")),
+    )
+    assert "prompt_len" not in obj and "max_new_tokens" not in obj
+    code, out, _ = run_cli([*INFERENCE, "--quantize", "bnb.nf4", "--max-new-tokens", "7", "--json"], capsys)
+    obj = json.loads(out)
+    assert code == 0 and (obj["quantize"], obj["max_new_tokens"]) == ("bnb.nf4", 7)
+    assert obj["prompt_len"] == default_prompt_len("tiny-llama")
+    assert "method" not in obj and "seq_len" not in obj and "micro_batch_size" not in obj
+
+
 def test_ad_hoc_text_states_the_verdict_and_its_figures(capsys: pytest.CaptureFixture[str]) -> None:
     """Without --json: the configuration, then the verdict against the capacity and the figure the
     JSON carries, with what the estimate assumed; no Python reprs (None) for a reader."""
@@ -489,8 +511,6 @@ def test_profile_json_one_object_per_row(capsys: pytest.CaptureFixture[str]) -> 
     code, out, _ = run_cli(["--profile", "cpu-tiny", "--json", "--jobs", "1"], capsys)
     assert code == 0
     rows = [json.loads(line) for line in out.splitlines()]
-    from conformance.expectations import load_profile
-
     assert [r["id"] for r in rows] == [c.id for c in load_profile("cpu-tiny").cases]
     for row in rows:
         assert {"id", "outcome", "max_memory_gb", "stack"} <= row.keys()
@@ -515,6 +535,52 @@ def test_profile_table_has_expected_and_error(capsys: pytest.CaptureFixture[str]
     assert line.count("|") == 8 and "|  |" not in line  # one device: both reserve cells filled
 
 
+FINETUNE = ["--model", "tiny-llama", "--workload", "finetune", "--method", "lora"]
+INFERENCE = ["--model", "tiny-llama", "--workload", "inference"]
+PROFILE = ["--profile", "cpu-tiny"]
+
+
+@pytest.mark.parametrize(
+    "base, extra",
+    [
+        (PROFILE, ["--seq-len", "64"]),
+        (PROFILE, ["--workload", "finetune"]),
+        (PROFILE, ["--devices", "2"]),
+        (PROFILE, ["--lora-r", "4"]),
+        (PROFILE, ["--no-lora-query"]),
+        (INFERENCE, ["--micro-batch-size", "4"]),
+        (INFERENCE, ["--seq-len", "64"]),
+        (INFERENCE, ["--method", "lora"]),
+        (INFERENCE, ["--adapter-start-layer", "1"]),
+        (FINETUNE, ["--prompt-len", "8"]),
+        (FINETUNE, ["--max-new-tokens", "8"]),
+        (FINETUNE, ["--tolerance", "0.1"]),
+        (INFERENCE, ["--jobs", "2"]),
+        (INFERENCE, ["--markdown"]),
+        (INFERENCE, ["--expectations", "expectations"]),
+    ],
+)
+def test_an_option_that_does_not_apply_is_refused_naming_it(
+    base: list[str], extra: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Never silently left out of the figure: an inference estimate with --micro-batch-size 4
+    would otherwise report batch 1's peak."""
+    code, out, err = run_cli([*base, *extra], capsys)
+    assert code == 2 and out == ""
+    assert err.startswith(f"conformance estimate: {extra[0]} ") and len(err.splitlines()) == 1, err
+
+
+def test_every_option_says_where_it_applies() -> None:
+    """An option added to the command is either read everywhere or listed in APPLIES_TO, so that
+    refusing it where it does not apply cannot be forgotten."""
+    estimate = add_parser(argparse.ArgumentParser().add_subparsers())
+    dests = {a.dest for a in estimate._actions} - {"help"}
+    everywhere = {"profile", "model", "config", "capacity_gb", "stack", "reserved", "json"}
+    assert dests - everywhere == set(APPLIES_TO)
+    unset = estimate.parse_args(["--model", "x"])
+    assert all(getattr(unset, dest) in (None, False) for dest in APPLIES_TO)
+
+
 @pytest.mark.parametrize(
     "args",
     [
@@ -530,6 +596,8 @@ def test_profile_table_has_expected_and_error(capsys: pytest.CaptureFixture[str]
         ["--model", "tiny-llama", "--workload", "finetune", "--method", "lora", "--devices", "2", "--reserved"],
         ["--model", "tiny-llama", "--workload", "finetune"],
         ["--profile", "no-such-profile"],
+        ["--profile", "cpu-tiny", "--markdown"],  # with --json
+        ["--model", "tiny-llama", "--workload", "finetune", "--method", "lora", "--micro-batch-size", "1000"],
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(
