@@ -84,6 +84,10 @@ class Options:
             check_directory_target("--row-logs", self.row_logs)
         if self.baseline is not None and not self.baseline.is_file():
             raise ValueError(f"--baseline {self.baseline}: no such file")
+        if self.force and self.record is None:
+            raise ValueError(
+                "--force applies to --record only (it lets --record overwrite a profile); no --record given"
+            )
         if not writes:
             return
         if self.record is not None:

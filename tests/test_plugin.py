@@ -544,6 +544,7 @@ def test_malformed_json_names_the_file_and_line(suite: Suite) -> None:
         (["--emulate-memory-gb", "lots"], "*--emulate-memory-gb: expected GB (e.g. 40), 'auto' or 'off'*"),
         (["--runner", "nomodule"], "*--runner: expected module:callable*"),
         (["--runner", "no_such_module:run"], "ERROR: --runner 'no_such_module:run': cannot import 'no_such_module'*"),
+        (["--force"], "ERROR: --force applies to --record only (it lets --record overwrite a profile); no --record*"),
     ],
 )
 def test_bad_options_are_usage_errors(suite: Suite, args: list[str], message: str) -> None:
