@@ -364,7 +364,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "--max-new-tokens", type=whole_number(1), default=None, help=f"default: {EstimateRequest.max_new_tokens}"
     )
     p.add_argument("--devices", type=whole_number(1), default=None, help="default: 1")
-    p.add_argument("--capacity-gb", type=positive_number, default=None, help="default: the profile's usable memory")
+    p.add_argument(
+        "--capacity-gb",
+        type=positive_number,
+        default=None,
+        help="what the card's allocator can use, in GB of 1e9 bytes: its total less ~0.5 GB of CUDA context "
+        "(an A100-SXM4-40GB: 42); default: the profile's usable memory, none ad hoc",
+    )
     p.add_argument("--stack", choices=("current", "profile"), default="current")
     p.add_argument(
         "--tolerance",
