@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from litgpt_min import data
 from litgpt_min.build import build_for_run
 from litgpt_min.config import Config
-from litgpt_min.measure import synchronize
+from litgpt_min.measure import host_memory, synchronize
 from litgpt_min.options import FinetuneOptions, Hyperparameters, RunRequest
 from litgpt_min.params import num_params
 from litgpt_min.quantize import paged_adamw
@@ -141,7 +141,9 @@ def train(
     generator = torch.Generator().manual_seed(seed)
     accumulation = hp.gradient_accumulation_iters
     forced = {0: train_data.longest_index}
-    if max_iters > 1 and (later := later_sample(train_data, hp)) is not None:
+    with host_memory():
+        later = later_sample(train_data, hp) if max_iters > 1 else None
+    if later is not None:
         forced[1] = later
     step_count = 0
     for iter_num in range(max_iters):
@@ -149,8 +151,9 @@ def train(
         if lr is not None:
             for group in optimizer.param_groups:
                 group["lr"] = lr
-        input_ids, targets = data.get_batch(train_data, hp.micro_batch_size, generator, forced.get(iter_num))
-        input_ids, targets = input_ids.to(device), targets.to(device)
+        with host_memory():
+            input_ids, targets = data.get_batch(train_data, hp.micro_batch_size, generator, forced.get(iter_num))
+        input_ids, targets = input_ids.to(device, copy=True), targets.to(device, copy=True)
 
         is_step = (iter_num + 1) % accumulation == 0
         synchronize(device)
@@ -259,7 +262,8 @@ def finetune_body(request: RunRequest, config: Config, fabric: Fabric, device: t
     trainable, total = num_params(model, requires_grad=True), num_params(model)
     fabric.print(f"Number of trainable parameters: {trainable:,}")
     fabric.print(f"Number of non trainable parameters: {total - trainable:,}")
-    train_data = load_train_data(options, request.model, config)
+    with host_memory():
+        train_data = load_train_data(options, request.model, config)
     if train_data.longest_length > config.block_size:
         raise ValueError(f"the longest sample ({train_data.longest_length}) exceeds the block size {config.block_size}")
     model.max_seq_length = train_data.longest_length

@@ -18,7 +18,7 @@ import torch
 
 from litgpt_min.build import build_for_run
 from litgpt_min.config import Config
-from litgpt_min.measure import synchronize
+from litgpt_min.measure import host_memory, synchronize
 from litgpt_min.options import GenerateOptions, RunRequest
 from litgpt_min.params import num_params
 from litgpt_min.protocol import GENERATION_WARMUP, tokens_per_sec
@@ -105,12 +105,13 @@ def generate_body(request: RunRequest, config: Config, fabric: Fabric, device: t
     model = build_for_run(request, config, device)
     model.eval()
     total = num_params(model)
-    prompt = prompt_ids(options, request.model, config.padded_vocab_size)
+    with host_memory():
+        prompt = prompt_ids(options, request.model, config.padded_vocab_size)
     max_returned = prompt.size(0) + settings.max_new_tokens
     model.max_seq_length = max_returned
     model = fabric.setup_module(model)
     load_time = time.perf_counter() - t0
-    prompt = prompt.to(device)
+    prompt = prompt.to(device, copy=True)  # on the CPU too: the device's copy counts, the host's does not
     torch.manual_seed(settings.seed)
     new_tokens, seconds = [], []
     # The protocol: GENERATION_WARMUP untimed generations first (kernel loading, allocator growth,

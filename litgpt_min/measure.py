@@ -7,6 +7,9 @@ around asynchronous CUDA work. Runners use:
   On CUDA it resets the allocator's peak statistics (and optionally caps the allocator); on the
   CPU it runs a ``LiveTensorTracker``, a dispatch mode that adds up the live tensor storages the
   way the CUDA caching allocator would (each storage rounded up to 512 bytes).
+- ``host_memory()``: a context for work whose tensors a GPU run keeps in host memory (the
+  dataset, the prompt before it is copied): on the CPU the tracker does not count what is created
+  there, since a GPU run's ``max_memory_allocated`` never sees it; the copy to the device counts.
 - ``synchronize(device)``: wait for queued CUDA work before a clock is read.
 - ``gb`` (decimal gigabytes, as Lit-GPT prints them) and ``device_info`` for the result JSON.
 
@@ -156,6 +159,27 @@ def measure_peak(
             yield PeakMemory(dev, tracker)
 
 
+# The LiveTensorTrackers entered in this process and not yet exited, innermost last.
+_ACTIVE: list[LiveTensorTracker] = []
+
+
+@contextmanager
+def host_memory() -> Iterator[None]:
+    """Work whose tensors a GPU run holds in host memory: the dataset and its lengths, a batch or a
+    prompt before ``.to(device)``. On a CUDA device this changes nothing. On the CPU, host and device
+    are one memory; the active trackers do not charge the storages created here, so the CPU's
+    figure holds what a GPU run's ``max_memory_allocated`` would, and the code that leaves the
+    block copies to the device what the model is fed (``.to(device, copy=True)``), which counts."""
+    trackers = list(_ACTIVE)
+    for tracker in trackers:
+        tracker.host_depth += 1
+    try:
+        yield
+    finally:
+        for tracker in trackers:
+            tracker.host_depth -= 1
+
+
 def _cap_cuda(device: torch.device, cap_bytes: int | None) -> Callable[[], None]:
     """Apply a per-process memory fraction for ``cap_bytes``; return a function that undoes it."""
     if cap_bytes is None:
@@ -246,6 +270,21 @@ class LiveTensorTracker(TorchDispatchMode):
         self.peak_bytes = 0
         self._refs: dict[int, _StorageRef] = {}
         self._peak_op: object = None  # an OpOverload (formatted only when asked) or a string
+        self.host_depth = 0  # > 0 inside host_memory(): new storages are host memory, not counted
+
+    def __enter__(self) -> LiveTensorTracker:
+        _ACTIVE.append(self)
+        try:
+            return super().__enter__()
+        except BaseException:
+            _ACTIVE.remove(self)
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            super().__exit__(*exc)
+        finally:
+            _ACTIVE.remove(self)
 
     @property
     def peak_op(self) -> str | None:
@@ -301,6 +340,8 @@ class LiveTensorTracker(TorchDispatchMode):
                 # An op that writes into a tracked storage may have resized it (resize_, out=).
                 self._resize(ref, storage)
                 continue
+            if self.host_depth:
+                continue  # host memory on a GPU run (see host_memory)
             if func is not _LIFT_FRESH:
                 if input_keys is None:
                     input_keys = _storage_keys(_flat_tensors((args, kwargs)))

@@ -17,7 +17,7 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from conformance.cli import main as conformance_main
-from conformance.estimate import APPLIES_TO, add_parser, share_rows
+from conformance.estimate import APPLIES_TO, RowEstimate, add_parser, share_rows, summary
 from conformance.expectations import load_profile
 from conformance.runner import PRECISION
 from litgpt_min import preflight
@@ -179,6 +179,34 @@ def test_estimate_equals_the_runners_own_step(kw: dict[str, object]) -> None:
             generate(model, prompt, request.prompt_len + request.max_new_tokens, temperature=0.8, top_k=200)
         measured = tracker.peak_bytes
     assert estimate(request, extrapolate=False).peak_bytes == measured
+
+
+@pytest.mark.parametrize(
+    ("workload", "values"),
+    [
+        pytest.param("finetune", dict(model="tiny-llama", method="lora"), id="lora"),
+        pytest.param("finetune", dict(model="tiny-llama", method="lora", quantize="bnb.nf4"), id="lora-nf4"),
+        pytest.param("finetune", dict(model="tiny-neox", method="adapter", adapter_start_layer=0), id="adapter"),
+        pytest.param("finetune", dict(model="tiny-phi", method="adapter_v2", adapter_start_layer=0), id="adapter_v2"),
+        pytest.param("inference", dict(model="tiny-llama"), id="inference"),
+    ],
+)
+@pytest.mark.filterwarnings("ignore:Paged optimizers are not supported on CPU")
+def test_a_whole_cpu_run_measures_what_its_estimate_says(workload: str, values: dict[str, object]) -> None:
+    """The whole run as litgpt-min runs it (build, data, the loop or the generations), measured by
+    the tracker, against the estimate it carries: the dataset and the prompt stay out of the CPU's
+    count as they stay out of a GPU's (litgpt_min.measure.host_memory). LoRA's residual is CPU
+    dropout's noise tensor, which CUDA's fused kernel keeps as a 1-byte mask (the estimate's)."""
+    from litgpt_min.finetune import finetune_body
+    from litgpt_min.generate import generate_body
+    from litgpt_min.options import build_request
+    from litgpt_min.run import execute
+
+    extra = dict(max_iters=3, micro_batch_size=2, batch_size=4) if workload == "finetune" else dict(max_new_tokens=8)
+    request = build_request(workload, {**values, **extra, "precision": "32-true", "accelerator": "cpu"})
+    result = execute(request, finetune_body if workload == "finetune" else generate_body)
+    assert result.outcome == "ok" and result.memory_source == "live-tensor-tracker"
+    assert result.max_memory_gb == pytest.approx(result.details["estimated_max_memory_gb"], rel=0.02)
 
 
 @pytest.mark.parametrize("quantize", ["bnb.nf4", "bnb.nf4-dq"])
@@ -523,9 +551,9 @@ def test_profile_table_has_expected_and_error(capsys: pytest.CaptureFixture[str]
     assert code == 0
     assert "| row | table GB | estimate GB | error | agrees |" in out
     assert "finetune-lora-tiny_llama-noquant-mb2-1gpu" in out
-    # cpu-tiny sets no estimate_rel: as in test_estimate, only outcomes are judged.
+    # cpu-tiny's estimate_rel (0.1) judges the figures, as test_estimate does.
     n = len(load_profile("cpu-tiny").cases)
-    assert f"{n}/{n} rows agree (outcomes at 0.01 GB; figures not compared" in out
+    assert f"{n}/{n} rows agree (figures within ±10%, outcomes at 0.01 GB)" in out
     code, out, _ = run_cli(["--profile", "cpu-tiny", "--markdown", "--jobs", "1", "--tolerance", "1e-9"], capsys)
     assert code == 0 and "figures within ±0%" in out and f"{n}/{n} rows agree" not in out
     code, out, _ = run_cli(["--profile", "cpu-tiny", "--markdown", "--jobs", "1", "--reserved"], capsys)
@@ -533,6 +561,20 @@ def test_profile_table_has_expected_and_error(capsys: pytest.CaptureFixture[str]
     assert "| row | table GB | estimate GB | error | reserved GB | at 1st GEMM | agrees |" in out
     line = next(line for line in out.splitlines() if "finetune-lora-tiny_llama-noquant-mb2-1gpu" in line)
     assert line.count("|") == 8 and "|  |" not in line  # one device: both reserve cells filled
+
+
+def test_without_a_tolerance_only_outcomes_are_judged() -> None:
+    """A profile that sets no estimate_rel: test_estimate compares outcomes only, and so does the
+    table's summary; its figures' errors are still reported."""
+    rows = [
+        RowEstimate("a", "ok", 1.5, "current", "fake-run", "ok", 1.0, 42.0),
+        RowEstimate("b", "oom", 50.0, "current", "fake-run", "oom", None, 42.0),
+    ]
+    assert summary(rows, None).startswith(
+        "2/2 rows agree (outcomes at 42.00 GB; figures not compared: the profile sets no estimate_rel); "
+        "|error| median 50.0%"
+    )
+    assert summary(rows, 0.1).startswith("1/2 rows agree (figures within ±10%, outcomes at 42.00 GB)")
 
 
 FINETUNE = ["--model", "tiny-llama", "--workload", "finetune", "--method", "lora"]

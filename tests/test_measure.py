@@ -16,6 +16,7 @@ from litgpt_min.measure import (
     PeakMemory,
     device_info,
     gb,
+    host_memory,
     measure_peak,
     memory_source,
     round_allocation,
@@ -361,6 +362,42 @@ def test_measure_peak_on_cpu_uses_the_tracker() -> None:
     assert peak.peak_gb() == pytest.approx(20 * KIB / 1e9)
     peak.reset()
     assert peak.peak_bytes() == 16 * KIB
+
+
+def test_host_memory_is_not_counted_and_its_copy_to_the_device_is() -> None:
+    """What a GPU run keeps on the host (the dataset, a batch before .to(device)) is not in its
+    max_memory_allocated; on the CPU the tracker leaves it out the same way."""
+    with measure_peak("cpu") as peak:
+        kept = torch.ones(1024)  # 4 KiB on the device, counted
+        with host_memory():
+            host = torch.ones(4096)  # 16 KiB of host data: not counted
+            scratch = host * 2  # nor its temporaries
+            kept.mul_(2)  # a write into a counted storage is still seen
+            del scratch
+        assert peak.live_bytes() == 4 * KIB and peak.peak_bytes() == 4 * KIB
+        device_copy = host.to("cpu", copy=True)  # what the model is fed: counted
+        assert peak.live_bytes() == 20 * KIB
+        del device_copy, host
+        kept.resize_(2048)  # resized outside: charged again
+    assert peak.peak_bytes() == 20 * KIB and peak.live_bytes() == 8 * KIB
+
+
+def test_host_memory_pauses_every_active_tracker_and_is_a_no_op_without_one() -> None:
+    with host_memory():  # no tracker: nothing to pause
+        torch.ones(8)
+    outer, inner = LiveTensorTracker(), LiveTensorTracker()
+    with outer, inner:
+        with host_memory(), host_memory():  # nests
+            torch.ones(1024)
+        x = torch.ones(1024)
+        assert outer.live_bytes == inner.live_bytes == 4 * KIB
+        del x
+    assert outer.host_depth == inner.host_depth == 0
+    with host_memory():
+        with outer:  # entered inside the block: counts, the block only pauses trackers active at its start
+            y = torch.ones(1024)
+            assert outer.live_bytes == 4 * KIB
+            del y
 
 
 def test_measure_peak_cap_is_in_decimal_gigabytes() -> None:
