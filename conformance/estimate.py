@@ -349,7 +349,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--profile", help="estimate every row of this profile")
     what.add_argument("--model", help="a registry model name (ad hoc estimate)")
-    what.add_argument("--config", type=Path, help="a lit_config.json (ad hoc estimate)")
+    what.add_argument(
+        "--config", type=Path, help="a checkpoint's lit_config.json or model_config.yaml (ad hoc estimate)"
+    )
     # Options left unset are None, so that one given where it does not apply is refused (see
     # APPLIES_TO), never silently ignored; run() fills in the defaults the help names.
     p.add_argument("--expectations", type=Path, default=None, metavar="DIR", help=f"default: {DEFAULT_ROOT}")
@@ -504,11 +506,17 @@ def _run_ad_hoc(args: argparse.Namespace, out: TextIO) -> int:
     config, name = _config(args)
     lora, adapter = peft_settings(vars(args), args.method or "none")
     stack: Stack = "bnb-0.41" if args.stack == "profile" else "current"
-    seq_len = args.seq_len if args.seq_len is not None else _default(default_seq_len, name, config, "--seq-len")
-    later = _later_seq_len(args, name, config, seq_len) if args.workload == "finetune" else None
-    prompt_len = (
-        args.prompt_len if args.prompt_len is not None else _default(default_prompt_len, name, None, "--prompt-len")
-    )
+    # Each workload's lengths: its defaults come from the tokenizer's Alpaca profile, so a model
+    # without a known tokenizer is asked for the flag of its own workload only.
+    seq_len = prompt_len = 1
+    later = None
+    if args.workload == "finetune":
+        seq_len = args.seq_len if args.seq_len is not None else _default(default_seq_len, name, config, "--seq-len")
+        later = _later_seq_len(args, name, config, seq_len)
+    else:
+        prompt_len = args.prompt_len
+        if prompt_len is None:
+            prompt_len = _default(default_prompt_len, name, None, "--prompt-len")
     request = EstimateRequest(
         config=config,
         workload=args.workload,
@@ -516,9 +524,9 @@ def _run_ad_hoc(args: argparse.Namespace, out: TextIO) -> int:
         quantize=args.quantize,
         precision=args.precision or PRECISION,
         micro_batch_size=args.micro_batch_size or 1,
-        seq_len=seq_len if args.workload == "finetune" else 1,
+        seq_len=seq_len,
         later_seq_len=later,
-        prompt_len=prompt_len if args.workload == "inference" else 1,
+        prompt_len=prompt_len,
         max_new_tokens=args.max_new_tokens or EstimateRequest.max_new_tokens,
         devices=devices,
         lora=lora,
@@ -623,21 +631,11 @@ def _config(args: argparse.Namespace) -> tuple[Config, str]:
     if args.model is not None:
         return Config.from_name(args.model), args.model
     path: Path = args.config
-    if not path.exists():
-        raise EstimateUsageError(f"{path}: no such config file")
-    if not path.is_file():
-        raise EstimateUsageError(f"{path}: not a regular file")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EstimateUsageError(f"{path}: not a JSON file ({exc})") from None
-    if not isinstance(data, dict):
-        raise EstimateUsageError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    try:
-        config = Config.from_dict(data)
-    except (TypeError, ValueError) as exc:
-        raise EstimateUsageError(f"{path}: {exc}") from None
-    return config, str(data.get("name") or path.parent.name)
+        config = Config.from_file(path)
+    except ValueError as exc:  # the file and the field, in one line
+        raise EstimateUsageError(str(exc)) from None
+    return config, config.name or path.parent.name
 
 
 def rows_by_id(rows: Iterable[RowEstimate]) -> dict[str, RowEstimate]:

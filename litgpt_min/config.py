@@ -35,6 +35,41 @@ _JSON_RENAMES = {
 # The fields a lit_config.json must spell out: the sizes that decide the model.
 REQUIRED_IN_FILE = ("block_size", "vocab_size", "n_layer", "n_head", "n_embd")
 
+# Fields that Lit-GPT releases after 8641822 write into every config (``model_config.yaml``, or
+# ``lit_config.json``), each with the value that leaves its feature off. A config that turns one
+# on asks for a layer litgpt_min does not implement: it is refused, never ignored. ``head_size``,
+# ``attn_bias`` and ``hf_config`` are checked in ``Config.from_dict``.
+_LATER_FIELDS: dict[str, tuple[Any, str]] = {
+    "norm_qk": (False, "query/key normalization"),
+    "post_attention_norm": (False, "a norm after attention"),
+    "post_mlp_norm": (False, "a norm after the MLP"),
+    "norm_1": (True, "a block without its attention norm"),
+    "norm_2": (True, "a block without its MLP norm"),
+    "attention_scores_scalar": (None, "a custom attention scale"),
+    "sliding_window_size": (None, "sliding-window attention"),
+    "sliding_window_indices": (None, "sliding-window attention"),
+    "sliding_window_layer_placing": (None, "sliding-window attention"),
+    "attention_logit_softcapping": (None, "attention logit soft-capping"),
+    "final_logit_softcapping": (None, "final logit soft-capping"),
+    "rope_adjustments": (None, "RoPE frequency adjustments (Llama 3.1 style)"),
+    "rope_local_base_freq": (None, "a separate RoPE base for local attention"),
+    "rope_indices": (None, "per-layer RoPE"),
+    "n_expert": (0, "a mixture of experts"),
+    "n_expert_per_token": (0, "a mixture of experts"),
+    "moe_intermediate_size": (None, "a mixture of experts"),
+    "scale_embeddings": (False, "scaled embeddings"),
+    "latent_attention": (None, "multi-head latent attention"),
+}
+# Only meaningful when norm_qk is on (which is refused): accepted with any value.
+_IGNORED_WHEN_OFF = ("norm_qk_type",)
+
+
+def _is_neutral(value: Any, neutral: Any) -> bool:
+    if neutral is None or isinstance(neutral, bool):
+        return value is neutral
+    return type(value) is type(neutral) and value == neutral
+
+
 # What a field's annotation admits, in words (the message) and as a check.
 _KINDS: dict[str, str] = {
     "str": "a string",
@@ -64,6 +99,25 @@ def _has_kind(value: Any, kind: str) -> bool:
     if kind == "a finite number":
         return math.isfinite(value)
     return isinstance(value, int)
+
+
+def _load_yaml(text: str) -> Any:
+    """``model_config.yaml`` through PyYAML (which Lightning needs too); its errors as ValueError."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _later_name_quirk(config: Config) -> str | None:
+    """What later Lit-GPT releases build differently for a model of this name."""
+    if "OLMo" in config.name and config.norm_class_name == "LayerNorm":
+        return "Lit-GPT builds OLMo's LayerNorm without weight and bias"
+    if "Gemma" in config.name and config.norm_class_name == "RMSNorm":
+        return "Lit-GPT builds Gemma's RMSNorm with a unit offset"
+    return None
 
 
 def find_multiple(n: int, k: int) -> int:
@@ -168,26 +222,70 @@ class Config:
             raise ValueError(f"{where}expected a JSON object of config fields, got {type(values).__name__}")
         kinds = _field_kinds()
         kwargs: dict[str, Any] = {}
+        later: dict[str, Any] = {}
         for key, value in values.items():
             field = _JSON_RENAMES.get(key, key)
+            if field in _LATER_FIELDS:
+                neutral, feature = _LATER_FIELDS[field]
+                if neutral is not None and type(value) is not type(neutral):
+                    kind = "true or false" if isinstance(neutral, bool) else "an integer"
+                    raise ValueError(f"{where}{key}: expected {kind}, got {value!r}")
+                if not _is_neutral(value, neutral):
+                    raise ValueError(
+                        f"{where}{key}: {json.dumps(value)} turns on {feature}, which litgpt_min does not "
+                        f"implement (only {json.dumps(neutral)} is supported)"
+                    )
+                continue
+            if field in ("head_size", "attn_bias", "hf_config", *_IGNORED_WHEN_OFF):
+                later[field] = value
+                continue
             if field not in kinds:
-                close = difflib.get_close_matches(str(field), kinds, n=3)
+                close = difflib.get_close_matches(str(field), [*kinds, *_LATER_FIELDS], n=3)
                 hint = f" (did you mean {', '.join(close)}?)" if close else ""
                 raise ValueError(f"{where}unknown config field {key!r}{hint}")
             if not _has_kind(value, kinds[field]):
                 raise ValueError(f"{where}{key}: expected {kinds[field]}, got {value!r}")
             kwargs[field] = value
-        return cls(**kwargs)
+        hf = later.get("hf_config", {})
+        if not isinstance(hf, Mapping) or not all(isinstance(hf.get(k, ""), str) for k in ("name", "org")):
+            raise ValueError(f"{where}hf_config: expected an object with string name and org, got {hf!r}")
+        for field in ("name", "org"):  # Lit-GPT's later configs keep them in hf_config
+            if field not in kwargs and hf.get(field):
+                kwargs[field] = hf[field]
+        config = cls(**kwargs)
+        head_size = later.get("head_size")
+        if head_size is not None and (not _has_kind(head_size, "an integer") or head_size != config.head_size):
+            raise ValueError(
+                f"{where}head_size: {head_size!r}, but litgpt_min's heads are n_embd / n_head = {config.head_size} wide"
+            )
+        attn_bias = later.get("attn_bias", False)
+        if not isinstance(attn_bias, bool):
+            raise ValueError(f"{where}attn_bias: expected true or false, got {attn_bias!r}")
+        if attn_bias and not config.bias:
+            raise ValueError(
+                f"{where}attn_bias: true with bias false (a bias on qkv alone), which litgpt_min does not implement"
+            )
+        quirk = _later_name_quirk(config)
+        if quirk and later:
+            raise ValueError(f"{where}name: {config.name!r}: {quirk}, which litgpt_min does not implement")
+        return config
 
     @classmethod
     def from_file(cls, path: str | Path) -> Config:
-        """Read a ``lit_config.json`` as written by Lit-GPT or by :meth:`to_file`. Its size fields
-        (``REQUIRED_IN_FILE``) must be present: a default would silently build another model."""
+        """Read a ``lit_config.json`` as written by Lit-GPT or by :meth:`to_file`, or the
+        ``model_config.yaml`` of later Lit-GPT checkpoints (by its ``.yaml``/``.yml`` suffix). Its
+        size fields (``REQUIRED_IN_FILE``) must be present: a default would silently build another
+        model."""
         path = Path(path)
+        if not path.exists():
+            raise ValueError(f"{path}: no such config file")
+        if not path.is_file():
+            raise ValueError(f"{path}: not a regular file")
         try:
-            values = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"{path}: cannot read config: {exc}") from None
+            text = path.read_text(encoding="utf-8")
+            values = _load_yaml(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
+        except (OSError, ValueError) as exc:  # JSON, YAML or UTF-8 errors
+            raise ValueError(f"{path}: cannot read config: {' '.join(str(exc).split())}") from None
         if isinstance(values, Mapping):
             missing = [key for key in REQUIRED_IN_FILE if key not in values]
             if missing:

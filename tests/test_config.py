@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from litgpt_min.config import _LATER_FIELDS as LATER_FIELDS
 from litgpt_min.config import Config, configs, find_multiple, known_names
 
 # Lit-GPT 8641822's configs (docs/reference.md, "Configs"; upstream lit_gpt/config.py). Keys are our field names; every value is the resolved one.
@@ -249,6 +252,73 @@ def test_reads_legacy_condense_ratio(tmp_path: Path) -> None:
     assert Config.from_file(path).rope_condense_ratio == 8
 
 
+def _later_lit_gpt_llama2_7b() -> dict[str, Any]:
+    """Llama 2 7B's config as later Lit-GPT releases write it (model_config.yaml): name and org in
+    hf_config, head_size spelled out, every later feature present and off."""
+    values = {
+        k: v for k, v in _lit_gpt_llama2_7b_json().items() if k not in ("name", "org", "_norm_class", "_mlp_class")
+    }
+    values.update(norm_class_name="RMSNorm", mlp_class_name="LLaMAMLP", head_size=128, attn_bias=False)
+    values["hf_config"] = {"name": "Llama-2-7b-hf", "org": "meta-llama"}
+    values["norm_qk_type"] = "default"
+    values.update({name: off for name, (off, _) in LATER_FIELDS.items()})
+    return values
+
+
+@pytest.mark.parametrize("suffix", [".json", ".yaml"])
+def test_reads_a_later_lit_gpt_config_with_its_features_off(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"model_config{suffix}"
+    values = _later_lit_gpt_llama2_7b()
+    path.write_text(yaml.safe_dump(values) if suffix == ".yaml" else json.dumps(values))
+    assert Config.from_file(path) == Config.from_name("Llama-2-7b-hf")
+    values["attn_bias"] = True  # a qkv bias besides the model's bias: the same layers when bias is on
+    assert Config.from_dict({**values, "bias": True}).bias
+
+
+@pytest.mark.parametrize("field", sorted(LATER_FIELDS))
+def test_a_later_feature_turned_on_is_refused_naming_field_and_feature(field: str) -> None:
+    off, feature = LATER_FIELDS[field]
+    on = 4096 if off is None else (not off) if isinstance(off, bool) else 8
+    with pytest.raises(
+        ValueError, match=f"^x.json: {field}: .*turns on {re.escape(feature)}, which litgpt_min does not"
+    ):
+        Config.from_dict({**_later_lit_gpt_llama2_7b(), field: on}, source="x.json")
+    if off is not None:  # the feature's type checked too: 0 is not false
+        with pytest.raises(ValueError, match=f"^x.json: {field}: expected "):
+            Config.from_dict({**_later_lit_gpt_llama2_7b(), field: None}, source="x.json")
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"head_size": 256}, "head_size: 256, but litgpt_min's heads are n_embd / n_head = 128 wide"),
+        ({"head_size": "128"}, "head_size: '128', but"),
+        ({"attn_bias": True}, "attn_bias: true with bias false"),
+        ({"attn_bias": "no"}, "attn_bias: expected true or false"),
+        ({"hf_config": ["meta-llama"]}, "hf_config: expected an object with string name and org"),
+        ({"hf_config": {"name": 7}}, "hf_config: expected an object"),
+        ({"hf_config": {"name": "OLMo-1B-hf"}, "norm_class_name": "LayerNorm"}, "OLMo's LayerNorm without weight"),
+        ({"hf_config": {"name": "gemma-2b"}}, ""),  # no quirk: the name says Gemma only with a capital
+        ({"hf_config": {"name": "Gemma-2b"}}, "Gemma's RMSNorm with a unit offset"),
+    ],
+)
+def test_later_fields_checked_against_what_litgpt_min_builds(changes: dict[str, Any], message: str) -> None:
+    values = {**_later_lit_gpt_llama2_7b(), **changes}
+    if not message:
+        assert Config.from_dict(values).name == "gemma-2b"
+        return
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Config.from_dict(values, source="x.json")
+
+
+def test_a_broken_yaml_config_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "model_config.yaml"
+    path.write_text("n_layer: [32\n")
+    with pytest.raises(ValueError, match=f"^{re.escape(str(path))}: cannot read config: ") as info:
+        Config.from_file(path)
+    assert "\n" not in str(info.value)
+
+
 def test_from_file_unknown_field_names_file_and_field(tmp_path: Path) -> None:
     path = tmp_path / "lit_config.json"
     path.write_text(json.dumps({**_lit_gpt_llama2_7b_json(), "flash_attention": True}))
@@ -265,12 +335,17 @@ def test_from_file_invalid_value_names_file_and_field(tmp_path: Path) -> None:
     assert str(path) in str(info.value)
 
 
-@pytest.mark.parametrize("content", ["{not json", None])
-def test_from_file_unreadable_raises_value_error(tmp_path: Path, content: str | None) -> None:
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [("{not json", "cannot read config"), (b"\xff\xfe", "cannot read config"), (None, "no such config file")],
+)
+def test_from_file_unreadable_raises_value_error(tmp_path: Path, content: str | bytes | None, message: str) -> None:
     path = tmp_path / "lit_config.json"
-    if content is not None:
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
         path.write_text(content)
-    with pytest.raises(ValueError, match="cannot read config") as info:
+    with pytest.raises(ValueError, match=message) as info:
         Config.from_file(path)
     assert str(path) in str(info.value)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from conformance.cli import main as conformance_main
@@ -533,6 +534,35 @@ def test_ad_hoc_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     args = ["--config", str(path), "--workload", "inference", "--prompt-len", "5", "--json"]
     code, out, _ = run_cli(args, capsys)
     assert code == 0 and json.loads(out)["outcome"] == "ok"
+
+
+def test_ad_hoc_later_lit_gpt_config_needs_only_its_workloads_length(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A model_config.yaml of a later Lit-GPT (hf_config, head_size, later features off) for a model
+    without a shipped tokenizer profile: a finetune estimate asks for --seq-len alone, an inference
+    estimate for --prompt-len alone, and with them it is the registry model's estimate."""
+    values = Config.from_name("tiny-llama").to_dict()
+    values["hf_config"] = {"name": values.pop("name"), "org": values.pop("org")}
+    values.update(head_size=values["n_embd"] // values["n_head"], attn_bias=False, n_expert=0, rope_adjustments=None)
+    values["hf_config"]["name"] = "my-tiny"  # no tokenizer profile for this name
+    path = tmp_path / "model_config.yaml"
+    path.write_text(yaml.safe_dump(values))
+    finetune = ["--config", str(path), "--workload", "finetune", "--method", "lora", "--json"]
+    code, _, err = run_cli(finetune, capsys)
+    assert code == 2 and "give --seq-len" in err and "--prompt-len" not in err
+    code, _, err = run_cli(["--config", str(path), "--workload", "inference", "--json"], capsys)
+    assert code == 2 and "give --prompt-len" in err
+    code, out, _ = run_cli([*finetune, "--seq-len", "64"], capsys)
+    ours = json.loads(out)
+    code, out, _ = run_cli([*FINETUNE, "--seq-len", "64", "--json"], capsys)
+    assert ours["model"] == "my-tiny" and ours["max_memory_gb"] == json.loads(out)["max_memory_gb"]
+    values["sliding_window_size"] = 16
+    path.write_text(yaml.safe_dump(values))
+    code, _, err = run_cli(finetune, capsys)
+    assert code == 2 and err.startswith(
+        f"conformance estimate: {path}: sliding_window_size: 16 turns on sliding-window"
+    )
 
 
 def test_profile_json_one_object_per_row(capsys: pytest.CaptureFixture[str]) -> None:
