@@ -105,6 +105,7 @@ from litgpt_min.options import (
     GenerateSettings,
     Hyperparameters,
     RunRequest,
+    check_inference_devices,
     hyperparameters,
 )
 from litgpt_min.peft import Method, apply_method, check_method, mark_trainable
@@ -248,6 +249,8 @@ class EstimateRequest:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if self.workload == "inference":
+            check_inference_devices(self.devices)  # as the runner: the tables check no sharded generation
         if self.later_seq_len is not None:
             value = self.later_seq_len
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= self.seq_len:

@@ -117,6 +117,17 @@ def hyperparameters(method: str, **overrides: Any) -> Hyperparameters:
     return replace(REFERENCE[method], **{k: v for k, v in overrides.items() if v is not None})
 
 
+def check_inference_devices(devices: int, num_nodes: int = 1) -> None:
+    """Generation runs on one device: a ``ValueError`` for more. generate/base.py could shard a
+    model with FSDP, but every inference row of the tables runs on one GPU, so nothing would check
+    such a run (or its estimate)."""
+    if devices * num_nodes > 1:
+        raise ValueError(
+            f"generate runs on one device (devices={devices}, num_nodes={num_nodes}): "
+            "the tables have no multi-GPU inference row to check a sharded run against"
+        )
+
+
 @dataclass(frozen=True)
 class GenerateSettings:
     """Sampling settings; the defaults are ``generate/base.py``'s."""
@@ -287,13 +298,8 @@ class RunRequest:
                 )
             if "mixed" in self.precision:
                 raise ValueError(f"quantization and mixed precision ({self.precision}) are not supported together")
-        if self.world_size > 1 and self.workload == "inference":
-            # generate/base.py could shard a model with FSDP, but every inference row of the tables
-            # runs on one GPU: nothing would check such a run.
-            raise ValueError(
-                f"generate runs on one device (devices={self.devices}, num_nodes={self.num_nodes}): "
-                "the tables have no multi-GPU inference row to check a sharded run against"
-            )
+        if self.workload == "inference":
+            check_inference_devices(self.devices, self.num_nodes)
         if self.accelerator == "cuda" and not torch.cuda.is_available():
             raise ValueError(
                 "--accelerator cuda: CUDA is not available on this machine (torch.cuda.is_available() is False)"

@@ -40,7 +40,7 @@ from litgpt_min.estimate import (
 from litgpt_min.finetune import later_draws, make_optimizer, micro_step, optimizer_step
 from litgpt_min.measure import LiveTensorTracker, round_allocation
 from litgpt_min.model import GPT
-from litgpt_min.options import hyperparameters
+from litgpt_min.options import build_request, hyperparameters
 from litgpt_min.outcome import classify_exception
 from litgpt_min.peft import apply_method
 
@@ -200,7 +200,6 @@ def test_a_whole_cpu_run_measures_what_its_estimate_says(workload: str, values: 
     dropout's noise tensor, which CUDA's fused kernel keeps as a 1-byte mask (the estimate's)."""
     from litgpt_min.finetune import finetune_body
     from litgpt_min.generate import generate_body
-    from litgpt_min.options import build_request
     from litgpt_min.run import execute
 
     extra = dict(max_iters=3, micro_batch_size=2, batch_size=4) if workload == "finetune" else dict(max_new_tokens=8)
@@ -406,6 +405,14 @@ def test_quantized_several_devices_is_unsupported() -> None:
     result = estimate(tiny(quantize="bnb.nf4", devices=2))
     assert result == Estimate(None, "current", "refused", unsupported=result.unsupported)
     assert result.outcome(1.0) == "unsupported" and "several devices" in (result.unsupported or "")
+
+
+def test_generation_on_several_devices_is_refused_as_the_runner_refuses_it() -> None:
+    with pytest.raises(ValueError, match=r"^generate runs on one device \(devices=2") as estimated:
+        tiny(workload="inference", devices=2)
+    with pytest.raises(ValueError) as run:
+        build_request("inference", {"model": "tiny-llama", "devices": 2})
+    assert str(estimated.value) == str(run.value)
 
 
 @pytest.mark.parametrize(
@@ -669,6 +676,7 @@ def test_every_option_says_where_it_applies() -> None:
         ["--model", "tiny-llama", "--workload", "finetune"],
         ["--profile", "no-such-profile"],
         ["--profile", "cpu-tiny", "--markdown"],  # with --json
+        ["--model", "tiny-llama", "--workload", "inference", "--devices", "2"],  # as the runner refuses it
         ["--model", "tiny-llama", "--workload", "finetune", "--method", "lora", "--micro-batch-size", "1000"],
     ],
 )
