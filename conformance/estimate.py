@@ -509,10 +509,10 @@ def _run_ad_hoc(args: argparse.Namespace, out: TextIO) -> int:
     # Each workload's lengths: its defaults come from the tokenizer's Alpaca profile, so a model
     # without a known tokenizer is asked for the flag of its own workload only.
     seq_len = prompt_len = 1
-    later = None
+    later, later_worst = None, False
     if args.workload == "finetune":
         seq_len = args.seq_len if args.seq_len is not None else _default(default_seq_len, name, config, "--seq-len")
-        later = _later_seq_len(args, name, config, seq_len)
+        later, later_worst = _later_seq_len(args, name, config, seq_len)
     else:
         prompt_len = args.prompt_len
         if prompt_len is None:
@@ -559,13 +559,14 @@ def _run_ad_hoc(args: argparse.Namespace, out: TextIO) -> int:
     else:
         obj["prompt_len"] = request.prompt_len
         obj["max_new_tokens"] = request.max_new_tokens
-    out.write(json.dumps(obj, sort_keys=True) + "\n" if args.json else describe_ad_hoc(obj, request))
+    out.write(json.dumps(obj, sort_keys=True) + "\n" if args.json else describe_ad_hoc(obj, request, later_worst))
     return 0
 
 
-def describe_ad_hoc(obj: dict[str, Any], request: EstimateRequest) -> str:
+def describe_ad_hoc(obj: dict[str, Any], request: EstimateRequest, later_worst: bool = False) -> str:
     """The ad hoc estimate for a reader: the configuration, then the verdict, the figures and what
-    they assumed, one labelled line each (``--json`` carries the same values)."""
+    they assumed, one labelled line each (``--json`` carries the same values). ``later_worst``: the
+    later micro-steps' length is --seq-len itself, for want of the tokenizer's Alpaca lengths."""
     what = [f"{obj['model']} {obj['workload']}"]
     if request.workload == "finetune":
         what.append(request.method)
@@ -595,6 +596,8 @@ def describe_ad_hoc(obj: dict[str, Any], request: EstimateRequest) -> str:
     if request.workload == "finetune":
         later = obj.get("later_seq_len")
         later_text = "" if later is None else f"; later micro-steps {later} tokens"
+        if later is not None and later_worst:
+            later_text += " (the worst case: no Alpaca length profile for this model's tokenizer)"
         line("batch", f"{request.micro_batch_size} x {request.seq_len} tokens in iteration 0{later_text}")
     else:
         line("tokens", f"{request.prompt_len}-token prompt + {request.max_new_tokens} new (the KV cache's length)")
@@ -606,9 +609,10 @@ def describe_ad_hoc(obj: dict[str, Any], request: EstimateRequest) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _later_seq_len(args: argparse.Namespace, name: str, config: Config, seq_len: int) -> int | None:
+def _later_seq_len(args: argparse.Namespace, name: str, config: Config, seq_len: int) -> tuple[int | None, bool]:
     """The later micro-steps' typical longest sample from the tokenizer's Alpaca profile, at most
-    ``seq_len``; ``seq_len`` itself (the worst case) when the model has no known tokenizer."""
+    ``seq_len``; ``seq_len`` itself (the worst case, flagged True) when the model has no known
+    tokenizer. None without accumulation."""
     try:
         hp = hyperparameters(args.method, micro_batch_size=args.micro_batch_size or 1)
     except ValueError as exc:  # a micro-batch over the method's batch size
@@ -616,8 +620,8 @@ def _later_seq_len(args: argparse.Namespace, name: str, config: Config, seq_len:
     try:
         later = default_later_seq_len(name, config, hp)
     except ValueError:
-        return seq_len if later_draws(hp) else None
-    return None if later is None else min(later, seq_len)
+        return (seq_len, True) if later_draws(hp) else (None, False)
+    return (None if later is None else min(later, seq_len)), False
 
 
 def _default(fn: Callable[..., int], name: str, config: Config | None, flag: str) -> int:

@@ -564,6 +564,12 @@ def test_ad_hoc_later_lit_gpt_config_needs_only_its_workloads_length(
     ours = json.loads(out)
     code, out, _ = run_cli([*FINETUNE, "--seq-len", "64", "--json"], capsys)
     assert ours["model"] == "my-tiny" and ours["max_memory_gb"] == json.loads(out)["max_memory_gb"]
+    # Several devices: the later micro-steps' length falls back to --seq-len, and the text says why.
+    code, out, _ = run_cli([*finetune[:-1], "--seq-len", "64", "--devices", "2"], capsys)
+    text = " ".join(out.split())  # unwrapped
+    assert code == 0 and "later micro-steps 64 tokens (the worst case: no Alpaca length profile" in text
+    code, out, _ = run_cli([*FINETUNE, "--seq-len", "64", "--devices", "2"], capsys)
+    assert code == 0 and "later micro-steps" in out and "worst case" not in out
     values["sliding_window_size"] = 16
     path.write_text(yaml.safe_dump(values))
     code, _, err = run_cli(finetune, capsys)
