@@ -219,7 +219,9 @@ class Config:
         error names ``source`` (when given) and the field."""
         where = f"{source}: " if source else ""
         if not isinstance(values, Mapping):
-            raise ValueError(f"{where}expected a JSON object of config fields, got {type(values).__name__}")
+            raise ValueError(
+                f"{where}expected an object of config fields (JSON object, YAML mapping), got {type(values).__name__}"
+            )
         kinds = _field_kinds()
         kwargs: dict[str, Any] = {}
         later: dict[str, Any] = {}

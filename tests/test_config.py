@@ -353,8 +353,12 @@ def test_from_file_unreadable_raises_value_error(tmp_path: Path, content: str | 
 @pytest.mark.parametrize(
     ("document", "message"),
     [
-        pytest.param("null", r"expected a JSON object of config fields, got NoneType", id="null"),
-        pytest.param("[1, 2]", r"expected a JSON object of config fields, got list", id="list"),
+        pytest.param(
+            "null", r"expected an object of config fields \(JSON object, YAML mapping\), got NoneType", id="null"
+        ),
+        pytest.param(
+            "[1, 2]", r"expected an object of config fields \(JSON object, YAML mapping\), got list", id="list"
+        ),
         pytest.param({"n_layer": "32"}, r"n_layer: expected an integer, got '32'", id="string-int"),
         pytest.param({"n_layer": 32.0}, r"n_layer: expected an integer, got 32\.0", id="float-int"),
         pytest.param({"n_head": True}, r"n_head: expected an integer, got True", id="bool-int"),
