@@ -6,7 +6,7 @@ in-process (``main(argv)``, ``SystemExit`` caught) and a finetune or generate ru
 check stops where the measured run would start, so the whole module takes seconds.
 
 Inputs fuzzed: ``litgpt-min`` options (params, finetune, generate), ``conformance`` options
-(diff, report, estimate), Hugging Face ``config.json`` and index files (``convert-hf``), ``lit_config.json``,
+(diff, report, estimate), Hugging Face ``config.json`` and index files (``convert-hf``), ``lit_config.json``, ``model_config.yaml``,
 expectation profiles, results files (``report``, ``diff``) and Alpaca data files.
 """
 
@@ -25,6 +25,7 @@ from unittest import mock
 
 import pytest
 import torch
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from results_files import measured, results, row
@@ -259,6 +260,28 @@ def test_lit_config_json(tmp_path: Path, document: Any) -> None:
         assert str(exc).startswith(str(path)) and "\n" not in str(exc), exc
         return
     assert Config.from_dict(config.to_dict()) == config  # a success is a usable config
+
+
+def _later_lit_gpt_config() -> dict[str, Any]:
+    """tiny-llama as a later Lit-GPT writes model_config.yaml: hf_config, head_size, later features off."""
+    values = Config.from_name("tiny-llama").to_dict()
+    values["hf_config"] = {"name": values.pop("name"), "org": values.pop("org")}
+    values.update(head_size=16, attn_bias=False, norm_qk=False, norm_qk_type="default", sliding_window_size=None)
+    values.update(n_expert=0, rope_adjustments=None, scale_embeddings=False, norm_1=True)
+    return values
+
+
+@FUZZ
+@given(document=mutated(_later_lit_gpt_config()))
+def test_model_config_yaml(tmp_path: Path, document: Any) -> None:
+    path = fresh(tmp_path, ".yaml")
+    path.write_text(yaml.safe_dump(document), encoding="utf-8")
+    try:
+        config = Config.from_file(path)
+    except ValueError as exc:
+        assert str(exc).startswith(str(path)) and "\n" not in str(exc), exc
+        return
+    assert Config.from_dict(config.to_dict()) == config
 
 
 # Expectation profiles -----------------------------------------------------------------------------
