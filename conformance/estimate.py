@@ -54,6 +54,7 @@ from litgpt_min.estimate import (
 )
 from litgpt_min.finetune import later_draws
 from litgpt_min.options import FINETUNE_METHODS, FLAT_OPTIONS, build_request, hyperparameters, peft_settings
+from litgpt_min.quantize import QUANTIZE_MODES
 
 StackChoice = str  # "current" | "profile"
 
@@ -339,80 +340,9 @@ def summary(rows: list[RowEstimate], tolerance: float | None) -> str:
 _PEFT_FLAGS = [name for name in FLAT_OPTIONS["finetune"] if name.startswith(("lora_", "adapter_"))]
 
 
-def add_parser(sub: Any) -> argparse.ArgumentParser:
-    """The ``estimate`` subcommand, on ``conformance``'s subparsers (returned)."""
-    p = sub.add_parser(
-        "estimate",
-        help="estimate peak GPU memory without a GPU: every row of a profile, or one configuration",
-        description="Peak memory (torch.cuda.max_memory_allocated) estimated on fake tensors, without a GPU.",
-    )
-    what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--profile", help="estimate every row of this profile")
-    what.add_argument("--model", help="a registry model name (ad hoc estimate)")
-    what.add_argument(
-        "--config", type=Path, help="a checkpoint's lit_config.json or model_config.yaml (ad hoc estimate)"
-    )
-    # Options left unset are None, so that one given where it does not apply is refused (see
-    # APPLIES_TO), never silently ignored; run() fills in the defaults the help names.
-    p.add_argument("--expectations", type=Path, default=None, metavar="DIR", help=f"default: {DEFAULT_ROOT}")
-    p.add_argument("--workload", choices=("finetune", "inference"))
-    p.add_argument("--method", choices=FINETUNE_METHODS)
-    p.add_argument("--quantize", default=None)
-    p.add_argument("--precision", default=None, help=f"default: {PRECISION}")
-    p.add_argument("--micro-batch-size", type=whole_number(1), default=None, help="default: 1")
-    p.add_argument("--seq-len", type=whole_number(1), default=None, help="default: the longest Alpaca sample")
-    p.add_argument("--prompt-len", type=whole_number(1), default=None, help="default: the generate runner's prompt")
-    p.add_argument(
-        "--max-new-tokens", type=whole_number(1), default=None, help=f"default: {EstimateRequest.max_new_tokens}"
-    )
-    p.add_argument("--devices", type=whole_number(1), default=None, help="default: 1")
-    p.add_argument(
-        "--capacity-gb",
-        type=positive_number,
-        default=None,
-        help="what the card's allocator can use, in GB of 1e9 bytes: its total less ~0.5 GB of CUDA context "
-        "(an A100-SXM4-40GB: 42); default: the profile's usable memory, none ad hoc",
-    )
-    p.add_argument("--stack", choices=("current", "profile"), default="current")
-    p.add_argument(
-        "--tolerance",
-        type=positive_number,
-        default=None,
-        help="for the figures; default: the profile's estimate_rel (unset: outcomes only, as test_estimate)",
-    )
-    p.add_argument(
-        "--jobs", type=whole_number(1), default=None, help=f"processes for a profile's rows; default: {default_jobs()}"
-    )
-    p.add_argument(
-        "--reserved",
-        action="store_true",
-        help="also model the CUDA caching allocator (one-device runs, at full depth: slower): "
-        "max_memory_reserved_gb and reserved_at_first_gemm_gb",
-    )
-    p.add_argument("--json", action="store_true", help="one JSON object per row")
-    p.add_argument("--markdown", action="store_true", help="the table as Markdown")
-    # The same --lora-* / --adapter-* flags as litgpt-min, from the one table of run options.
-    add_flat_options(p, [FLAT_OPTIONS["finetune"][name] for name in _PEFT_FLAGS])
-    return p
-
-
-def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
-    """``conformance estimate``: 0, or 2 with one line on ``err`` for bad input."""
-    out = sys.stdout if out is None else out
-    err = sys.stderr if err is None else err
-    try:
-        refuse_inapplicable(args)
-        if args.profile is not None:
-            return _run_profile(args, out, err)
-        return _run_ad_hoc(args, out)
-    except (EstimateUsageError, ExpectationError, ValueError) as exc:
-        text = " ".join(str(exc).split())
-        print(f"conformance estimate: {text}", file=err)
-        return 2
-
-
 # Where each option applies: "profile" (--profile), "ad hoc" (--model/--config), "finetune" or
-# "inference" (the ad hoc --workload). Options not listed apply everywhere.
+# "inference" (the ad hoc --workload). Options not listed apply everywhere. The help groups the
+# options by it, and refuse_inapplicable() refuses an option given elsewhere.
 APPLIES_TO: dict[str, str] = {
     "expectations": "profile",
     "tolerance": "profile",
@@ -433,6 +363,88 @@ _WHY_NOT = {
     "inference": "inference is estimated as the generate runner runs, one sequence without a finetuning method",
     "finetune": "the prompt and new tokens size a generation's KV cache",
 }
+
+
+_GROUPS = {
+    "everywhere": "the card and the output",
+    "profile": "with --profile",
+    "ad hoc": "ad hoc (--model or --config)",
+    "finetune": "ad hoc, --workload finetune",
+    "inference": "ad hoc, --workload inference",
+}
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """The ``estimate`` subcommand, on ``conformance``'s subparsers (returned)."""
+    p = sub.add_parser(
+        "estimate",
+        help="estimate peak GPU memory without a GPU: every row of a profile, or one configuration",
+        description="Peak memory (torch.cuda.max_memory_allocated) estimated on fake tensors, without a GPU.",
+    )
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--profile", help="estimate every row of this profile")
+    what.add_argument("--model", help="a registry model name (ad hoc estimate)")
+    what.add_argument(
+        "--config", type=Path, help="a checkpoint's lit_config.json or model_config.yaml (ad hoc estimate)"
+    )
+    # Options left unset are None, so that one given where it does not apply is refused (see
+    # APPLIES_TO), never silently ignored; run() fills in the defaults the help names.
+    groups = {key: p.add_argument_group(title) for key, title in _GROUPS.items()}
+
+    def add(flag: str, **kwargs: Any) -> None:
+        groups[APPLIES_TO.get(flag[2:].replace("-", "_"), "everywhere")].add_argument(flag, **kwargs)
+
+    add(
+        "--capacity-gb",
+        type=positive_number,
+        default=None,
+        help="what the card's allocator can use, in GB of 1e9 bytes: its total less ~0.5 GB of CUDA context "
+        "(an A100-SXM4-40GB: 42); default: the profile's usable memory, none ad hoc",
+    )
+    add("--stack", choices=("current", "profile"), default="current", help="the library stack modelled")
+    add(
+        "--reserved",
+        action="store_true",
+        help="also model the CUDA caching allocator (one-device runs, at full depth: slower): "
+        "max_memory_reserved_gb and reserved_at_first_gemm_gb",
+    )
+    add("--json", action="store_true", help="one JSON object per row")
+    add("--expectations", type=Path, default=None, metavar="DIR", help=f"default: {DEFAULT_ROOT}")
+    add(
+        "--tolerance",
+        type=positive_number,
+        default=None,
+        help="for the figures; default: the profile's estimate_rel (unset: outcomes only, as test_estimate)",
+    )
+    add("--jobs", type=whole_number(1), default=None, help=f"processes for a profile's rows; default: {default_jobs()}")
+    add("--markdown", action="store_true", help="the table as Markdown")
+    add("--workload", choices=("finetune", "inference"), help="required")
+    add("--quantize", default=None, help=f"a bitsandbytes 4-bit mode: {', '.join(QUANTIZE_MODES)}")
+    add("--precision", default=None, help=f"default: {PRECISION}")
+    add("--devices", type=whole_number(1), default=None, help="default: 1 (several: finetuning under FSDP)")
+    add("--method", choices=FINETUNE_METHODS, help="required")
+    add("--micro-batch-size", type=whole_number(1), default=None, help="default: 1")
+    add("--seq-len", type=whole_number(1), default=None, help="default: the longest Alpaca sample")
+    # The same --lora-* / --adapter-* flags as litgpt-min, from the one table of run options.
+    add_flat_options(groups["finetune"], [FLAT_OPTIONS["finetune"][name] for name in _PEFT_FLAGS])
+    add("--prompt-len", type=whole_number(1), default=None, help="default: the generate runner's prompt")
+    add("--max-new-tokens", type=whole_number(1), default=None, help=f"default: {EstimateRequest.max_new_tokens}")
+    return p
+
+
+def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """``conformance estimate``: 0, or 2 with one line on ``err`` for bad input."""
+    out = sys.stdout if out is None else out
+    err = sys.stderr if err is None else err
+    try:
+        refuse_inapplicable(args)
+        if args.profile is not None:
+            return _run_profile(args, out, err)
+        return _run_ad_hoc(args, out)
+    except (EstimateUsageError, ExpectationError, ValueError) as exc:
+        text = " ".join(str(exc).split())
+        print(f"conformance estimate: {text}", file=err)
+        return 2
 
 
 def refuse_inapplicable(args: argparse.Namespace) -> None:
