@@ -4,6 +4,8 @@
 #   bash benchmarks/gpu_session.sh smoke                  # versions, nvidia-smi, tiny CUDA finetune + generate, cuBLAS's memory
 #   bash benchmarks/gpu_session.sh rows -k 'llama2_7b and not 2gpu' [more pytest args...]
 #   bash benchmarks/gpu_session.sh extrapolation [--model phi-1_5 ...]   # the protocol's 1k-iteration error on the GPU
+#   bash benchmarks/gpu_session.sh lease ['-k selector' ...]  # a whole short lease in one command: smoke, then row
+#                                                         # groups in order, each in the time left (LEASE_SECONDS)
 #   bash benchmarks/gpu_session.sh --dry-run STAGE ...    # print each command (shell-quoted) instead of running it
 #
 # Arguments reach pytest and the scripts as separate words ("$@"): nothing given on the command line
@@ -34,7 +36,9 @@ run() {
 }
 
 mkdir -p "$OUT"
-if compgen -G ".whl/*.whl" >/dev/null; then
+if [[ -n "${GPU_SESSION_INSTALLED:-}" ]]; then
+    :  # a stage started by `lease`: the wheels are installed and PYTHONPATH is set
+elif compgen -G ".whl/*.whl" >/dev/null; then
     run python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
     export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 else
@@ -72,8 +76,51 @@ extrapolation)
     run python3 benchmarks/extrapolation_error.py --accelerator cuda --model pythia-70m --short-iters 5 20 \
         --repeats 3 --out "$OUT/extrapolation_error-cuda.json" "$@" 2>&1 | tee "$OUT/extrapolation.log"
     ;;
+lease)
+    # The device tool runs one command for at most 10 minutes, and a session's device time (15
+    # minutes) includes the machine's start: one call should do the whole plan. The smoke checks
+    # first (what breaks there breaks everything), then each group of rows, most informative first,
+    # given the time that is left of LEASE_SECONDS (default 540: a 600 s call with a margin for the
+    # results to be written). Groups: -k expressions, one per argument; by default the 70B
+    # inference rows (the estimate's one miss and cuBLAS's memory), then Llama 2 7B's single-GPU
+    # rows (the QLoRA stack drift), then 13B's.
+    end=$((SECONDS + ${LEASE_SECONDS:-540}))
+    groups=("$@")
+    if [[ ${#groups[@]} -eq 0 ]]; then
+        groups=("inference-llama2_70b" "llama2_7b and 1gpu" "llama2_13b and 1gpu")
+    fi
+    export GPU_SESSION_INSTALLED=1
+    # Each stage runs as its own process under `timeout`: SIGINT first (pytest then writes its
+    # results file, marked unfinished), SIGKILL 20 s later. A dry run prints the stages' commands.
+    # The device tool brings back at most 8 files from $OUT: the stages write into a work folder,
+    # packed into $OUT/lease.tgz after each stage (replaced whole, so a cut-off call still returns
+    # the stages that finished), beside $OUT/lease.txt, the plan as it went.
+    results="$OUT"
+    work="$(mktemp -d "${TMPDIR:-/tmp}/lease.XXXXXX")"
+    trap 'rm -rf "$work"' EXIT
+    again=(env OUT="$work" bash "$0")
+    [[ -n "$dry_run" ]] && again+=(--dry-run)
+    note() { echo "lease: $*" | tee -a "$results/lease.txt"; }
+    pack() { tar -czf "$results/lease.tgz.part" -C "$work" . && mv "$results/lease.tgz.part" "$results/lease.tgz"; }
+    stage_under() { timeout --signal=INT --kill-after=20 "$@"; }
+    smoke_s=$((end - SECONDS < 240 ? end - SECONDS : 240))
+    note "smoke, at most ${smoke_s}s"
+    stage_under "$smoke_s" "${again[@]}" smoke || note "the smoke stage failed; going on with the rows"
+    pack
+    for selector in "${groups[@]}"; do
+        left=$((end - SECONDS))
+        if ((left < 60)); then
+            note "${left}s left, not enough for -k '$selector' and the rest"
+            break
+        fi
+        note "-k '$selector' with ${left}s left"
+        stage_under "$left" "${again[@]}" rows -k "$selector" || true
+        pack
+    done
+    note "done in ${SECONDS}s; unpack with: tar -xzf lease.tgz"
+    ;;
 *)
-    echo "usage: $0 [--dry-run] smoke | rows PYTEST-ARGS... | extrapolation [args]" >&2
+    echo "usage: $0 [--dry-run] smoke | rows PYTEST-ARGS... | extrapolation [args] | lease [SELECTOR...]" >&2
     exit 2
     ;;
 esac

@@ -87,6 +87,36 @@ def test_gpu_session_rows_needs_arguments(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "rows needs pytest arguments" in proc.stderr
 
 
+def test_gpu_session_lease_plans_smoke_then_each_group_in_the_time_left(tmp_path: Path) -> None:
+    """The dry run of a lease: the smoke stage, then one pytest run per -k group in order; a group
+    with under a minute left is not started; at most two files come back (the tool returns 8)."""
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    for program in ("python3", "nvidia-smi"):
+        (fake_bin / program).write_text(f"#!/bin/sh\ntouch {tmp_path / 'executed'}\n")
+        (fake_bin / program).chmod(0o755)
+    out = tmp_path / "out"
+    env = {**os.environ, "OUT": str(out), "PATH": f"{fake_bin}:{os.environ['PATH']}"}
+    script = str(BENCHMARKS / "gpu_session.sh")
+    proc = subprocess.run(
+        ["bash", script, "--dry-run", "lease", "inference-llama2_70b", "llama2_7b and 1gpu"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert not (tmp_path / "executed").exists()
+    commands = [line for line in proc.stdout.splitlines() if line.startswith("+ ")]
+    assert any("benchmarks/cublas_init.py" in line for line in commands)
+    selectors = [shlex.split(line)[6] for line in commands if " pytest conformance " in line]
+    assert selectors == ["inference-llama2_70b", "llama2_7b and 1gpu"]
+    assert sorted(p.name for p in out.iterdir()) == ["lease.tgz", "lease.txt"]
+    proc = subprocess.run(
+        ["bash", script, "--dry-run", "lease"], env={**env, "LEASE_SECONDS": "30"}, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0 and " pytest " not in proc.stdout
+    assert "30s left, not enough for -k 'inference-llama2_70b'" in (out / "lease.txt").read_text()
+
+
 def test_cublas_init_needs_a_gpu_and_says_so_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     bench = _load("cublas_init")
     if bench.torch.cuda.is_available():
