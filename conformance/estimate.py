@@ -51,9 +51,18 @@ from litgpt_min.estimate import (
     estimate,
     request_from_run,
     stack_for,
+    train_lengths,
 )
 from litgpt_min.finetune import later_draws
-from litgpt_min.options import FINETUNE_METHODS, FLAT_OPTIONS, build_request, hyperparameters, peft_settings
+from litgpt_min.options import (
+    FINETUNE_METHODS,
+    FLAT_OPTIONS,
+    FinetuneOptions,
+    Hyperparameters,
+    build_request,
+    hyperparameters,
+    peft_settings,
+)
 from litgpt_min.quantize import QUANTIZE_MODES
 
 StackChoice = str  # "current" | "profile"
@@ -355,6 +364,8 @@ APPLIES_TO: dict[str, str] = {
     "method": "finetune",
     "micro_batch_size": "finetune",
     "seq_len": "finetune",
+    "data_file": "finetune",
+    "tokenizer_dir": "finetune",
     **dict.fromkeys(_PEFT_FLAGS, "finetune"),
     "prompt_len": "inference",
     "max_new_tokens": "inference",
@@ -425,6 +436,19 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     add("--method", choices=FINETUNE_METHODS, help="required")
     add("--micro-batch-size", type=whole_number(1), default=None, help="default: 1")
     add("--seq-len", type=whole_number(1), default=None, help="default: the longest Alpaca sample")
+    add(
+        "--data-file",
+        type=Path,
+        default=None,
+        help="your data (Alpaca JSON): its longest sample, tokenized, is iteration 0's length and its lengths "
+        "the later micro-steps' (instead of --seq-len)",
+    )
+    add(
+        "--tokenizer-dir",
+        type=Path,
+        default=None,
+        help="the tokenizer for --data-file; default with --config: the config's folder, if it holds one",
+    )
     # The same --lora-* / --adapter-* flags as litgpt-min, from the one table of run options.
     add_flat_options(groups["finetune"], [FLAT_OPTIONS["finetune"][name] for name in _PEFT_FLAGS])
     add("--prompt-len", type=whole_number(1), default=None, help="default: the generate runner's prompt")
@@ -522,7 +546,11 @@ def _run_ad_hoc(args: argparse.Namespace, out: TextIO) -> int:
     # without a known tokenizer is asked for the flag of its own workload only.
     seq_len = prompt_len = 1
     later, later_worst = None, False
-    if args.workload == "finetune":
+    if args.workload == "finetune" and args.data_file is not None:
+        seq_len, later = _data_lengths(args, name, config)
+    elif args.workload == "finetune":
+        if args.tokenizer_dir is not None:
+            raise EstimateUsageError("--tokenizer-dir tokenizes --data-file: give both, or neither")
         seq_len = args.seq_len if args.seq_len is not None else _default(default_seq_len, name, config, "--seq-len")
         later, later_worst = _later_seq_len(args, name, config, seq_len)
     else:
@@ -568,6 +596,7 @@ def _run_ad_hoc(args: argparse.Namespace, out: TextIO) -> int:
         obj["micro_batch_size"] = request.micro_batch_size
         obj["seq_len"] = request.seq_len
         obj["later_seq_len"] = request.later_seq_len if request.devices > 1 else None
+        obj["data_file"] = None if args.data_file is None else str(args.data_file)
     else:
         obj["prompt_len"] = request.prompt_len
         obj["max_new_tokens"] = request.max_new_tokens
@@ -610,7 +639,8 @@ def describe_ad_hoc(obj: dict[str, Any], request: EstimateRequest, later_worst: 
         later_text = "" if later is None else f"; later micro-steps {later} tokens"
         if later is not None and later_worst:
             later_text += " (the worst case: no Alpaca length profile for this model's tokenizer)"
-        line("batch", f"{request.micro_batch_size} x {request.seq_len} tokens in iteration 0{later_text}")
+        source = "" if obj.get("data_file") is None else f" (the longest sample of {Path(obj['data_file']).name})"
+        line("batch", f"{request.micro_batch_size} x {request.seq_len} tokens in iteration 0{source}{later_text}")
     else:
         line("tokens", f"{request.prompt_len}-token prompt + {request.max_new_tokens} new (the KV cache's length)")
     if request.quantize is None:
@@ -621,14 +651,41 @@ def describe_ad_hoc(obj: dict[str, Any], request: EstimateRequest, later_worst: 
     return "\n".join(lines) + "\n"
 
 
+def _hyperparameters(args: argparse.Namespace) -> Hyperparameters:
+    try:
+        return hyperparameters(args.method, micro_batch_size=args.micro_batch_size or 1)
+    except ValueError as exc:  # a micro-batch over the method's batch size
+        raise EstimateUsageError(f"--micro-batch-size {args.micro_batch_size}: {exc}") from None
+
+
+def _data_lengths(args: argparse.Namespace, name: str, config: Config) -> tuple[int, int | None]:
+    """Iteration 0's and the later micro-steps' lengths from ``--data-file``, tokenized as the
+    runner tokenizes it (with ``--config``, the checkpoint folder's tokenizer by default)."""
+    if args.seq_len is not None:
+        raise EstimateUsageError("--seq-len and --data-file both give iteration 0's length: choose one")
+    tokenizer_dir = args.tokenizer_dir
+    if tokenizer_dir is None and args.config is not None:
+        folder = args.config.parent
+        if any((folder / f).is_file() for f in ("tokenizer.model", "tokenizer.json")):
+            tokenizer_dir = folder
+    if tokenizer_dir is None:
+        why = "" if args.config is None else f": {args.config.parent} holds neither tokenizer.model nor tokenizer.json"
+        raise EstimateUsageError(f"--data-file needs --tokenizer-dir{why}")
+    try:
+        options = FinetuneOptions(
+            args.method, _hyperparameters(args), data_file=str(args.data_file), tokenizer_dir=str(tokenizer_dir)
+        )
+        seq_len, later = train_lengths(options, name, config)
+    except (OSError, ValueError) as exc:
+        raise EstimateUsageError(str(exc)) from None
+    return seq_len, later
+
+
 def _later_seq_len(args: argparse.Namespace, name: str, config: Config, seq_len: int) -> tuple[int | None, bool]:
     """The later micro-steps' typical longest sample from the tokenizer's Alpaca profile, at most
     ``seq_len``; ``seq_len`` itself (the worst case, flagged True) when the model has no known
     tokenizer. None without accumulation."""
-    try:
-        hp = hyperparameters(args.method, micro_batch_size=args.micro_batch_size or 1)
-    except ValueError as exc:  # a micro-batch over the method's batch size
-        raise EstimateUsageError(f"--micro-batch-size {args.micro_batch_size}: {exc}") from None
+    hp = _hyperparameters(args)
     try:
         later = default_later_seq_len(name, config, hp)
     except ValueError:

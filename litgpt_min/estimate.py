@@ -162,6 +162,14 @@ def default_later_seq_len(model_name: str, config: Config, hp: Hyperparameters) 
     return later_length(profile.expanded().clamp(max=config.block_size), hp)
 
 
+def train_lengths(options: FinetuneOptions, model_name: str, config: Config) -> tuple[int, int | None]:
+    """Iteration 0's length (the longest sample) and the later micro-steps' typical longest
+    (:func:`~litgpt_min.finetune.later_length`, None without accumulation), from the data the run
+    trains on: its data file, tokenized and cut to the block size, or the synthetic Alpaca lengths."""
+    train_data = load_train_data(options, model_name, config)
+    return train_data.longest_length, later_length(train_data.lengths, options.hyperparameters)
+
+
 def default_prompt_len(model_name: str) -> int:
     """Tokens of the generate runner's default prompt for the model's tokenizer."""
     return load_length_profile(tokenizer_family(model_name)).default_prompt_tokens
@@ -179,7 +187,7 @@ def request_from_run(run: RunRequest, *, stack: Stack = "current", devices: int 
     options = run.options
     if isinstance(options, FinetuneOptions):
         hp = options.hyperparameters
-        train_data = load_train_data(options, run.model, config)
+        seq_len, later_seq_len = train_lengths(options, run.model, config)
         return EstimateRequest(
             config,
             "finetune",
@@ -187,8 +195,8 @@ def request_from_run(run: RunRequest, *, stack: Stack = "current", devices: int 
             run.quantize,
             run.precision,
             micro_batch_size=hp.micro_batch_size,
-            seq_len=train_data.longest_length,
-            later_seq_len=later_length(train_data.lengths, hp),
+            seq_len=seq_len,
+            later_seq_len=later_seq_len,
             devices=devices or run.devices,
             lora=options.lora,
             adapter=options.adapter,

@@ -578,6 +578,59 @@ def test_ad_hoc_later_lit_gpt_config_needs_only_its_workloads_length(
     )
 
 
+def _word_tokenizer(folder: Path) -> Path:
+    """A tiny tokenizer.json (whitespace words, unknown ones one id each) that fits tiny-llama's 320 ids."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    words = ["<unk>", "<|endoftext|>", *"below is an instruction that describes a task write response".split()]
+    tokenizer = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(str(folder / "tokenizer.json"))
+    return folder
+
+
+def test_ad_hoc_data_file_sets_the_lengths_as_the_runner_reads_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--data-file: iteration 0 holds the file's longest sample, tokenized as the runner tokenizes
+    it; the figure is --seq-len's at that length. With --config the checkpoint folder's tokenizer
+    is the default."""
+    from litgpt_min.finetune import load_train_data
+    from litgpt_min.options import FinetuneOptions
+
+    tokenizer = _word_tokenizer(tmp_path / "tok")
+    records = [{"instruction": "write " * n, "input": "", "output": "a task " * n} for n in (3, 40, 7, 12, 5, 9)]
+    data_file = tmp_path / "alpaca.json"
+    data_file.write_text(json.dumps(records * 5))
+    base = [*FINETUNE, "--data-file", str(data_file), "--json"]
+    code, out, err = run_cli([*base, "--tokenizer-dir", str(tokenizer)], capsys)
+    assert code == 0, err
+    ours = json.loads(out)
+    options = FinetuneOptions("lora", hyperparameters("lora"), data_file=str(data_file), tokenizer_dir=str(tokenizer))
+    runner = load_train_data(options, "tiny-llama", Config.from_name("tiny-llama"))
+    assert (ours["seq_len"], ours["data_file"]) == (runner.longest_length, str(data_file))
+    code, out, _ = run_cli([*FINETUNE, "--seq-len", str(runner.longest_length), "--json"], capsys)
+    assert json.loads(out)["max_memory_gb"] == ours["max_memory_gb"]
+    # A checkpoint folder: model_config.yaml beside its tokenizer.json.
+    Config.from_name("tiny-llama").to_file(tokenizer / "lit_config.json")
+    code, out, _ = run_cli(
+        ["--config", str(tokenizer / "lit_config.json"), "--workload", "finetune", "--method", "lora",
+         "--data-file", str(data_file)], capsys,
+    )  # fmt: skip
+    assert code == 0 and "(the longest sample of alpaca.json)" in out
+    refusals = {
+        "--seq-len and --data-file both give": [*base, "--tokenizer-dir", str(tokenizer), "--seq-len", "9"],
+        "--data-file needs --tokenizer-dir": base,
+        "--tokenizer-dir tokenizes --data-file": [*FINETUNE, "--tokenizer-dir", str(tokenizer)],
+        "--data-file does not apply to --workload inference": [*INFERENCE, "--data-file", str(data_file)],
+        "no such file": [*FINETUNE, "--data-file", str(tmp_path / "nowhere.json"), "--tokenizer-dir", str(tokenizer)],
+    }
+    for message, argv in refusals.items():
+        code, out, err = run_cli(argv, capsys)
+        assert code == 2 and out == "" and message in err and len(err.splitlines()) == 1, (message, err)
+
+
 def test_profile_json_one_object_per_row(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run_cli(["--profile", "cpu-tiny", "--json", "--jobs", "1"], capsys)
     assert code == 0

@@ -332,7 +332,8 @@ def test_conformance_diff(tmp_path: Path, document: Any, options: list[tuple[str
 
 ESTIMATE_FLAGS = ["--quantize", "--precision", "--micro-batch-size", "--seq-len", "--prompt-len", "--max-new-tokens",
                   "--devices", "--capacity-gb", "--stack", "--tolerance", "--jobs", "--lora-r", "--lora-alpha",
-                  "--lora-dropout", "--adapter-prompt-length", "--adapter-start-layer", "--config", "--model"]  # fmt: skip
+                  "--lora-dropout", "--adapter-prompt-length", "--adapter-start-layer", "--config", "--model",
+                  "--data-file", "--tokenizer-dir"]  # fmt: skip
 
 
 @settings(FUZZ, max_examples=40)
