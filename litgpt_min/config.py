@@ -64,6 +64,14 @@ _LATER_FIELDS: dict[str, tuple[Any, str]] = {
 _IGNORED_WHEN_OFF = ("norm_qk_type",)
 
 
+def _shown(value: Any) -> str:
+    """A config value as its file spells it (JSON), or its repr when JSON cannot (a YAML date)."""
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
 def _is_neutral(value: Any, neutral: Any) -> bool:
     if neutral is None or isinstance(neutral, bool):
         return value is neutral
@@ -234,7 +242,7 @@ class Config:
                     raise ValueError(f"{where}{key}: expected {kind}, got {value!r}")
                 if not _is_neutral(value, neutral):
                     raise ValueError(
-                        f"{where}{key}: {json.dumps(value)} turns on {feature}, which litgpt_min does not "
+                        f"{where}{key}: {_shown(value)} turns on {feature}, which litgpt_min does not "
                         f"implement (only {json.dumps(neutral)} is supported)"
                     )
                 continue

@@ -311,6 +311,20 @@ def test_later_fields_checked_against_what_litgpt_min_builds(changes: dict[str, 
         Config.from_dict(values, source="x.json")
 
 
+def test_yaml_only_values_are_refused_in_one_line(tmp_path: Path) -> None:
+    """YAML has values JSON lacks (dates): named in the message, never a traceback."""
+    path = tmp_path / "model_config.yaml"
+    sizes = "block_size: 64\nvocab_size: 100\nn_layer: 2\nn_head: 2\nn_embd: 8\n"
+    for line, message in [
+        ("sliding_window_size: 2024-01-01", "sliding_window_size: datetime.date(2024, 1, 1) turns on sliding-window"),
+        ("n_query_groups: 2024-01-01", "n_query_groups: expected an integer or null, got datetime.date(2024, 1, 1)"),
+        ("hf_config: {name: 2024-01-01}", "hf_config: expected an object with string name and org"),
+    ]:
+        path.write_text(sizes + line + "\n")
+        with pytest.raises(ValueError, match=re.escape(message)):
+            Config.from_file(path)
+
+
 def test_a_broken_yaml_config_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "model_config.yaml"
     path.write_text("n_layer: [32\n")
