@@ -60,6 +60,7 @@ from litgpt_min.options import (
     FinetuneOptions,
     Hyperparameters,
     build_request,
+    holds_tokenizer,
     hyperparameters,
     peft_settings,
 )
@@ -428,7 +429,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="for the figures; default: the profile's estimate_rel (unset: outcomes only, as test_estimate)",
     )
     add("--jobs", type=whole_number(1), default=None, help=f"processes for a profile's rows; default: {default_jobs()}")
-    add("--markdown", action="store_true", help="the table as Markdown")
+    add("--markdown", action="store_true", default=None, help="the table as Markdown")
     add("--workload", choices=("finetune", "inference"), help="required")
     add("--quantize", default=None, help=f"a bitsandbytes 4-bit mode: {', '.join(QUANTIZE_MODES)}")
     add("--precision", default=None, help=f"default: {PRECISION}")
@@ -478,7 +479,7 @@ def refuse_inapplicable(args: argparse.Namespace) -> None:
     mode = "profile" if args.profile is not None else args.workload
     for dest, where in APPLIES_TO.items():
         value = getattr(args, dest, None)
-        if value is None or (value is False and dest == "markdown"):  # unset (a store_true flag: False)
+        if value is None:  # unset
             continue
         flag = ("--no-" if value is False else "--") + dest.replace("_", "-")
         if mode == "profile" and where != "profile":
@@ -517,7 +518,7 @@ def _run_profile(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         for row in rows:
             out.write(json.dumps(row.to_json(), sort_keys=True) + "\n")
         return 0
-    out.write(render_table(rows, tolerance, args.markdown, reserved=args.reserved))
+    out.write(render_table(rows, tolerance, bool(args.markdown), reserved=args.reserved))
     out.write(f"Stack modelled: {stack}: {STACKS[stack]}.\n")
     if args.reserved:
         out.write(
@@ -664,10 +665,8 @@ def _data_lengths(args: argparse.Namespace, name: str, config: Config) -> tuple[
     if args.seq_len is not None:
         raise EstimateUsageError("--seq-len and --data-file both give iteration 0's length: choose one")
     tokenizer_dir = args.tokenizer_dir
-    if tokenizer_dir is None and args.config is not None:
-        folder = args.config.parent
-        if any((folder / f).is_file() for f in ("tokenizer.model", "tokenizer.json")):
-            tokenizer_dir = folder
+    if tokenizer_dir is None and args.config is not None and holds_tokenizer(args.config.parent):
+        tokenizer_dir = args.config.parent
     if tokenizer_dir is None:
         why = "" if args.config is None else f": {args.config.parent} holds neither tokenizer.model nor tokenizer.json"
         raise EstimateUsageError(f"--data-file needs --tokenizer-dir{why}")

@@ -72,12 +72,6 @@ def _shown(value: Any) -> str:
         return repr(value)
 
 
-def _is_neutral(value: Any, neutral: Any) -> bool:
-    if neutral is None or isinstance(neutral, bool):
-        return value is neutral
-    return type(value) is type(neutral) and value == neutral
-
-
 # What a field's annotation admits, in words (the message) and as a check.
 _KINDS: dict[str, str] = {
     "str": "a string",
@@ -240,7 +234,7 @@ class Config:
                 if neutral is not None and type(value) is not type(neutral):
                     kind = "true or false" if isinstance(neutral, bool) else "an integer"
                     raise ValueError(f"{where}{key}: expected {kind}, got {value!r}")
-                if not _is_neutral(value, neutral):
+                if value != neutral:  # its type is checked above
                     raise ValueError(
                         f"{where}{key}: {_shown(value)} turns on {feature}, which litgpt_min does not "
                         f"implement (only {json.dumps(neutral)} is supported)"

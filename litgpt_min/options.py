@@ -151,12 +151,17 @@ class GenerateSettings:
 # ---------------------------------------------------------------------------------------------
 # 2. Per-workload options
 # ---------------------------------------------------------------------------------------------
+def holds_tokenizer(directory: Path) -> bool:
+    """Whether ``directory`` holds a tokenizer file (``tokenizer.model`` or ``tokenizer.json``)."""
+    return any((directory / name).is_file() for name in ("tokenizer.model", "tokenizer.json"))
+
+
 def _tokenizer_dir(path: str) -> None:
     """A directory that holds a tokenizer file (loading it is the run's job)."""
     directory = Path(path)
     if not directory.is_dir():
         raise ValueError(f"--tokenizer-dir {path}: no such directory")
-    if not any((directory / name).is_file() for name in ("tokenizer.model", "tokenizer.json")):
+    if not holds_tokenizer(directory):
         raise ValueError(f"--tokenizer-dir {path}: contains neither tokenizer.model nor tokenizer.json")
 
 
