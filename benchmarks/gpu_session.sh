@@ -35,6 +35,24 @@ run() {
     fi
 }
 
+usage="usage: $0 [--dry-run] smoke | rows PYTEST-ARGS... | extrapolation [args] | lease [SELECTOR...]"
+# Bad input ends here, in one line, before anything is installed or run.
+case "${1:-smoke}" in
+smoke | rows | extrapolation | lease) ;;
+*)
+    echo "$usage" >&2
+    exit 2
+    ;;
+esac
+if [[ "${1:-}" == "rows" && $# -lt 2 ]]; then
+    echo "$0: rows needs pytest arguments, e.g. rows -k 'phi_1_5 and not 2gpu'" >&2
+    exit 2
+fi
+if [[ "${1:-}" == "lease" && ! "${LEASE_SECONDS:-540}" =~ ^[1-9][0-9]*$ ]]; then
+    echo "$0: LEASE_SECONDS must be a whole number of seconds > 0, got '${LEASE_SECONDS}'" >&2
+    exit 2
+fi
+
 mkdir -p "$OUT"
 if [[ -n "${GPU_SESSION_INSTALLED:-}" ]]; then
     :  # a stage started by `lease`: the wheels are installed and PYTHONPATH is set
@@ -61,10 +79,6 @@ smoke)
     run python3 benchmarks/cublas_init.py | tee "$OUT/cublas-init.json"
     ;;
 rows)
-    if [[ $# -eq 0 ]]; then
-        echo "$0: rows needs pytest arguments, e.g. rows -k 'phi_1_5 and not 2gpu'" >&2
-        exit 2
-    fi
     # A file-name-safe label of the arguments (only [A-Za-z0-9_] survive).
     name="$(printf '%s_' "$@" | tr -c 'A-Za-z0-9_' '_' | tr -s '_' | cut -c1-40)"
     run python3 -m pytest conformance "$@" --row-timeout 240 --results "$OUT/results-$name.json" \
@@ -104,6 +118,7 @@ lease)
     pack() { tar -czf "$results/lease.tgz.part" -C "$work" . && mv "$results/lease.tgz.part" "$results/lease.tgz"; }
     stage_under() { timeout --signal=INT --kill-after=20 "$@"; }
     smoke_s=$((end - SECONDS < 240 ? end - SECONDS : 240))
+    ((smoke_s > 0)) || smoke_s=1  # `timeout 0` would mean no limit at all
     note "smoke, at most ${smoke_s}s"
     stage_under "$smoke_s" "${again[@]}" smoke || note "the smoke stage failed; going on with the rows"
     pack
@@ -118,9 +133,5 @@ lease)
         pack
     done
     note "done in ${SECONDS}s; unpack with: tar -xzf lease.tgz"
-    ;;
-*)
-    echo "usage: $0 [--dry-run] smoke | rows PYTEST-ARGS... | extrapolation [args] | lease [SELECTOR...]" >&2
-    exit 2
     ;;
 esac

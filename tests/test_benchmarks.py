@@ -117,6 +117,33 @@ def test_gpu_session_lease_plans_smoke_then_each_group_in_the_time_left(tmp_path
     assert "30s left, not enough for -k 'inference-llama2_70b'" in (out / "lease.txt").read_text()
 
 
+@pytest.mark.parametrize(
+    ("argv", "env", "message"),
+    [
+        (["bogus"], {}, "usage: "),
+        (["rows"], {}, "rows needs pytest arguments"),
+        (["lease"], {"LEASE_SECONDS": "abc"}, "LEASE_SECONDS must be a whole number of seconds > 0, got 'abc'"),
+        (["lease"], {"LEASE_SECONDS": "0"}, "LEASE_SECONDS must be a whole number"),
+    ],
+)
+def test_gpu_session_refuses_bad_input_in_one_line_before_installing_anything(
+    tmp_path: Path, argv: list[str], env: dict[str, str], message: str
+) -> None:
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    for program in ("python3", "nvidia-smi"):
+        (fake_bin / program).write_text(f"#!/bin/sh\ntouch {tmp_path / 'executed'}\n")
+        (fake_bin / program).chmod(0o755)
+    proc = subprocess.run(
+        ["bash", str(BENCHMARKS / "gpu_session.sh"), *argv],
+        env={**os.environ, **env, "OUT": str(tmp_path / "out"), "PATH": f"{fake_bin}:{os.environ['PATH']}"},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert len(proc.stderr.splitlines()) == 1 and message in proc.stderr, proc.stderr
+    assert not (tmp_path / "executed").exists() and not (tmp_path / "out").exists()
+
+
 def test_cublas_init_needs_a_gpu_and_says_so_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     bench = _load("cublas_init")
     if bench.torch.cuda.is_available():
