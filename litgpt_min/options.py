@@ -198,6 +198,9 @@ class FinetuneOptions:
                 data.read_alpaca(self.data_file)
             except ValueError as exc:
                 raise ValueError(f"--data-file {exc}") from None
+        elif self.tokenizer_dir is not None:
+            # The synthetic data's lengths come with the model's shipped profile; a tokenizer alone changes nothing.
+            raise ValueError("--tokenizer-dir tokenizes --data-file: give both, or neither (synthetic data)")
 
     def tokenizer(self, config: Config, model_name: str) -> data.Tokenizer:
         """The tokenizer of ``tokenizer_dir``, checked to fit the embedding of ``config``; a file that
@@ -474,13 +477,16 @@ def build_request(workload: Workload, values: Mapping[str, Any]) -> RunRequest:
     for required in ("model", "method") if workload == "finetune" else ("model",):
         if required not in given:
             raise ValueError(f"run option {required!r} is required for {workload}")
+    ranks = given.get("devices", 1) * given.get("num_nodes", 1)
+    if "rank_timeout_s" in given and ranks == 1:
+        # Only the ranks of a run on several devices wait for each other; one rank would ignore it.
+        raise ValueError("--rank-timeout-s applies to a run on several devices or machines (this one has one rank)")
     tokenizer_dir = given.get("tokenizer_dir")
     options: FinetuneOptions | GenerateOptions
     if workload == "finetune":
         hp_keys = {f.name for f in dataclasses.fields(Hyperparameters)}
         lora, adapter = peft_settings(given, given["method"])
         overrides = {k: given.get(k) for k in hp_keys}
-        ranks = given.get("devices", 1) * given.get("num_nodes", 1)
         if given["method"] != "lora" and ranks > 1 and overrides["batch_size"] is None:
             # adapter.py and adapter_v2.py divide their batch by the devices (64/devices, 128/devices),
             # so that an optimizer step still sees 64 or 128 samples; lora.py does not. Their warmup

@@ -478,6 +478,18 @@ def _refusals(tmp: Path) -> dict[str, tuple[tuple[str, ...], str]]:
         ),
         "option-value-dashes": ((*ft, "--lora-r=--"), r"argument --lora-r: expected one value"),
         "option-value-dashes-params": (("params", "tiny-llama", "--precision=--"), r"--precision: expected one value"),
+        "tokenizer-dir-without-data-file": (
+            (*ft, "--tokenizer-dir", str(tokenizer)),
+            r"--tokenizer-dir tokenizes --data-file: give both, or neither",
+        ),
+        "rank-timeout-one-device": (
+            (*ft, "--rank-timeout-s", "60"),
+            r"--rank-timeout-s applies to a run on several devices or machines \(this one has one rank\)",
+        ),
+        "rank-timeout-generate": (
+            (*gen, "--rank-timeout-s", "60"),
+            r"--rank-timeout-s applies to a run on several devices or machines",
+        ),
         "tokenizer-dir-empty-finetune": (
             (*ft, "--tokenizer-dir", str(empty)),
             r"--tokenizer-dir .*empty-tokenizer: contains neither tokenizer.model nor tokenizer.json",
