@@ -166,12 +166,24 @@ def _render_to(output: Path | None, build: Callable[[], Mapping[str, Any]]) -> i
 
 
 def cmd_validate(root: Path, names: list[str]) -> int:
-    names = names or list_profiles(root)
-    if not names:
-        print(f"conformance validate: no profiles in {root}", file=sys.stderr)
-        return 1
+    """Exit status 0 when every profile is valid, 1 when one is not (each problem named), 2 for a
+    folder without profiles or a profile name it does not hold."""
+    if not root.is_dir():
+        print(one_line(f"conformance validate: --expectations {root}: not a directory"), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    available = list_profiles(root)
+    if not available:
+        print(one_line(f"conformance validate: no profiles in {root}"), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    unknown = [name for name in names if name not in available]
+    if unknown:
+        print(
+            one_line(f"conformance validate: unknown profile {unknown[0]!r} (in {root}: {', '.join(available)})"),
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
     status = 0
-    for name in names:
+    for name in names or available:
         try:
             profile = load_profile(name, root)
         except ExpectationError as exc:

@@ -32,9 +32,8 @@ from typing import Any, TextIO
 
 import torch
 
-from conformance.expectations import DEFAULT_ROOT, Case, ExpectationError, Profile, load_profile
+from conformance.expectations import DEFAULT_ROOT, PRECISION, Case, ExpectationError, Profile, load_profile
 from conformance.options import positive_number, whole_number
-from conformance.runner import PRECISION
 from litgpt_min.cli import add_flat_options
 from litgpt_min.config import Config
 from litgpt_min.estimate import (

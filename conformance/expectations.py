@@ -3,8 +3,9 @@
 A profile is a folder ``expectations/<profile>/`` of JSON files, one per published (or recorded)
 table. Every number the suite checks lives there with its provenance; this module only knows
 the shape (``expectations/schema.json``) and the rules the schema cannot express: ids that match
-their fields, ids unique across a profile, models the registry knows, a ``profile`` field that
-names its folder, files of one profile that agree on the card and the tolerances.
+their fields, ids unique across a profile, models the registry knows, ``runner_options`` that
+``litgpt-min`` accepts for the row, a ``profile`` field that names its folder, files of one
+profile that agree on the card and the tolerances.
 
 Every problem is an :class:`ExpectationError` naming the file, the case and the field, so a typo
 in a data file reads like a test failure, not like a traceback.
@@ -30,6 +31,7 @@ from jsonschema.exceptions import ValidationError
 from conformance.display import display
 from litgpt_min.config import known_names
 from litgpt_min.files import json_text, write_text_atomic
+from litgpt_min.options import FLAT_OPTIONS, build_request
 from litgpt_min.result import Outcome, Workload
 
 SCHEMA_PATH: Path = Path(__file__).resolve().parent.parent / "expectations" / "schema.json"
@@ -58,6 +60,11 @@ MODEL_SLUGS: Mapping[str, str] = MappingProxyType(
     }
 )
 _ID_FIELDS = ("workload", "method", "model", "quantize", "micro_batch_size", "devices")
+# The runners' precision for every published row (the resource tables say `--precision bf16-true`);
+# a row's runner_options may set another.
+PRECISION = "bf16-true"
+# Run options that the row's own fields (and so its id) decide: a runner option could only contradict them.
+_ROW_OPTIONS = ("model", "method", "micro_batch_size", "quantize", "devices", "num_nodes")
 _TOLERANCE_KEYS = ("memory_rel", "speed_rel", "estimate_rel")
 
 
@@ -440,10 +447,47 @@ def _semantic_problems(path: Path, data: dict[str, Any]) -> Iterator[Expectation
                 yield ExpectationError(
                     path, f"does not match the case's fields: expected {expected!r} (got {row['id']!r})", label, "id"
                 )
+        if row["model"] in known:
+            yield from _runner_option_problems(path, label, row)
         if label in first_index:
             yield ExpectationError(path, f"duplicate id (first at cases[{first_index[label]}])", label, "id")
         else:
             first_index[label] = index
+
+
+def _runner_option_problems(path: Path, label: str, row: dict[str, Any]) -> Iterator[ExpectationError]:
+    """A row's ``runner_options`` as ``litgpt-min`` would take them: known names, not one the row's
+    own fields decide, and values that build a run request for the row (a multi-device row is built
+    without its quantization, which its runner refuses as the row's ``unsupported`` outcome)."""
+    options = row.get("runner_options") or {}
+    if not options:
+        return
+    workload = row["workload"]
+    known = sorted(FLAT_OPTIONS[workload])
+    named = True
+    for key in sorted(options):
+        where = f"runner_options.{key}"
+        if key in _ROW_OPTIONS:
+            named = False
+            yield ExpectationError(
+                path, "is decided by the row's own fields (its id), not a runner option", label, where
+            )
+        elif key not in known:
+            named = False
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            yield ExpectationError(path, f"unknown runner option for {workload}{hint}", label, where)
+    if not named:
+        return
+    values: dict[str, Any] = {"model": row["model"], "precision": PRECISION, "devices": row["devices"]}
+    values["quantize"] = row["quantize"] if row["devices"] == 1 else None
+    if workload == "finetune":
+        values.update(method=row["method"], micro_batch_size=row["micro_batch_size"])
+    values.update(options)
+    try:
+        build_request(workload, values)
+    except ValueError as exc:
+        yield ExpectationError(path, f"litgpt-min refuses them: {exc}", label, "runner_options")
 
 
 def load_file(path: Path) -> dict:

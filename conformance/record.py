@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from conformance.display import count_text, display, significant
-from conformance.expectations import Case, list_profiles, load_file, load_profile, write_json_atomic
+from conformance.expectations import PRECISION, Case, list_profiles, load_file, load_profile, write_json_atomic
 from conformance.hardware import detected_sku
 from conformance.profiles import ActiveProfile
-from conformance.runner import PRECISION, RunResult
+from conformance.runner import RunResult
 from conformance.runs import Counts
 from conformance.snapshot import Snapshot
 

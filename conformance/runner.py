@@ -34,14 +34,13 @@ try:  # imported now, not lazily from a worker thread (pytester's in-process run
 except ImportError:  # no fork server on this platform: rows run as plain subprocesses
     pass
 
+from conformance.expectations import PRECISION
 from litgpt_min.protocol import SUITE_GENERATIONS
 from litgpt_min.result import RESULT_VERSION, Outcome, Result
 
 if TYPE_CHECKING:
     from conformance.expectations import Case
 
-# The runners' precision for every published row (the resource tables say `--precision bf16-true`).
-PRECISION = "bf16-true"
 # Lines of a row's log kept in results files and failure messages.
 LOG_TAIL_LINES = 40
 # Exit status of `litgpt-min` for input it refuses (an unsupported combination, a bad option).

@@ -355,6 +355,39 @@ CASE_PROBLEMS = [
     ),
     (lambda d: d["cases"][1].update(id=d["cases"][0]["id"]), ["'id'", "duplicate id (first at cases[0])"]),
     (lambda d: d["cases"][0]["runner_options"].update(MaxIters=3), ["'runner_options'", 'option name "MaxIters"']),
+    # runner_options as litgpt-min takes them, named one by one where the name is the problem
+    (
+        lambda d: d["cases"][0]["runner_options"].update(max_iter=3),
+        ["'runner_options.max_iter'", "unknown runner option for finetune; did you mean 'max_iters'?"],
+    ),
+    (
+        lambda d: d["cases"][1].update(runner_options={"lora_r": 4}),
+        ["'runner_options.lora_r'", "unknown runner option for inference"],
+    ),
+    (
+        lambda d: d["cases"][0]["runner_options"].update(model="tiny-phi"),
+        ["'runner_options.model'", "decided by the row's own fields"],
+    ),
+    (
+        lambda d: d["cases"][0]["runner_options"].update(devices=2),
+        ["'runner_options.devices'", "decided by the row's own fields"],
+    ),
+    (
+        lambda d: d["cases"][0]["runner_options"].update(max_iters=-3),
+        ["'runner_options'", "litgpt-min refuses them: max_iters must be >= 1, got -3"],
+    ),
+    (
+        lambda d: d["cases"][0]["runner_options"].update(max_iters="3"),
+        ["'runner_options'", "run option 'max_iters': expected int, got '3'"],
+    ),
+    (
+        lambda d: d["cases"][0]["runner_options"].update(rank_timeout_s=60),
+        ["'runner_options'", "--rank-timeout-s applies to a run on several devices"],
+    ),
+    (
+        lambda d: d["cases"][1].update(runner_options={"max_new_tokens": 100_000}),
+        ["'runner_options'", "max_new_tokens 100000 after a"],
+    ),
 ]
 FILE_PROBLEMS = [
     (lambda d: d["hardware"].pop("sku"), ["'hardware.sku'", "missing required field"]),
@@ -379,6 +412,20 @@ def test_malformed_file_is_refused_with_file_and_field(tmp_path: Path, mutate: A
     mutate(doc)
     error = _refused(_write(tmp_path, doc), "field ", *fragments)
     assert error.case is None and error.field is not None
+
+
+def test_runner_options_of_an_unsupported_row_are_checked_without_its_refused_combination(tmp_path: Path) -> None:
+    """A quantized 2-device row is refused by its runner (its ``unsupported`` verdict); its options
+    are still checked, on the run the row would otherwise be."""
+    doc = _valid_doc()
+    row = doc["cases"][0]
+    row.update(id="finetune-lora-tiny_llama-nf4-mb1-2gpu", quantize="bnb.nf4", devices=2, outcome="unsupported")
+    row.update(max_memory_gb=None, time_1k_iters_min=None, error="quantization with several devices")
+    row["runner_options"] = {"max_iters": 2, "rank_timeout_s": 60}
+    _write(tmp_path, doc)
+    assert dict(load_profile("tmp", tmp_path).cases[0].runner_options) == {"max_iters": 2, "rank_timeout_s": 60}
+    row["runner_options"] = {"max_iters": 0}
+    _refused(_write(tmp_path, doc), "'runner_options'", "max_iters must be >= 1, got 0")
 
 
 def test_unknown_model_hints_the_close_name(tmp_path: Path) -> None:

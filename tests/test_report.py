@@ -233,6 +233,16 @@ def test_cli_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     (bad / "t.json").write_text('{"profile": "broken"}')
     assert main(["validate", "--expectations", str(tmp_path / "exp")]) == 1
     assert "t.json: field 'cases': missing required field" in capsys.readouterr().err
+    # Bad input, not an invalid profile: exit status 2, one line naming it
+    cases = {
+        ("validate", "nope"): "unknown profile 'nope' (in ",
+        ("validate", "--expectations", str(bad / "t.json")): "t.json: not a directory",
+        ("validate", "--expectations", str(tmp_path)): "no profiles in ",
+    }
+    for argv, fragment in cases.items():
+        assert main(list(argv)) == 2, argv
+        err = capsys.readouterr().err
+        assert fragment in err and err.count("\n") == 1, err
 
 
 JSON_VALUES = st.recursive(
