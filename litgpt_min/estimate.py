@@ -105,6 +105,7 @@ from litgpt_min.options import (
     GenerateSettings,
     Hyperparameters,
     RunRequest,
+    check_adapter_layers,
     check_inference_devices,
     hyperparameters,
 )
@@ -259,6 +260,8 @@ class EstimateRequest:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         if self.workload == "inference":
             check_inference_devices(self.devices)  # as the runner: the tables check no sharded generation
+        else:
+            check_adapter_layers(self.method, self.adapter, self.config)  # as the runner
         if self.later_seq_len is not None:
             value = self.later_seq_len
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= self.seq_len:

@@ -22,6 +22,7 @@ from conformance.estimate import APPLIES_TO, RowEstimate, add_parser, share_rows
 from conformance.expectations import load_profile
 from conformance.runner import PRECISION
 from litgpt_min import preflight
+from litgpt_min.adapter import AdapterSettings
 from litgpt_min.build import build_model
 from litgpt_min.config import Config
 from litgpt_min.data import load_length_profile, typical_longest
@@ -40,7 +41,7 @@ from litgpt_min.estimate import (
 from litgpt_min.finetune import later_draws, make_optimizer, micro_step, optimizer_step
 from litgpt_min.measure import LiveTensorTracker, round_allocation
 from litgpt_min.model import GPT
-from litgpt_min.options import build_request, hyperparameters
+from litgpt_min.options import REFERENCE, FinetuneOptions, RunRequest, build_request, hyperparameters
 from litgpt_min.outcome import classify_exception
 from litgpt_min.peft import apply_method
 
@@ -412,6 +413,16 @@ def test_generation_on_several_devices_is_refused_as_the_runner_refuses_it() -> 
         tiny(workload="inference", devices=2)
     with pytest.raises(ValueError) as run:
         build_request("inference", {"model": "tiny-llama", "devices": 2})
+    assert str(estimated.value) == str(run.value)
+
+
+@pytest.mark.parametrize(("method", "start"), [("adapter", 2), ("adapter_v2", 3)])
+def test_an_adapter_start_past_the_layers_is_refused_as_the_runner_refuses_it(method: str, start: int) -> None:
+    settings = AdapterSettings(start_layer=start)
+    with pytest.raises(ValueError, match=rf"^adapter start_layer {start} is past the layers") as estimated:
+        tiny(method=method, adapter=settings)  # type: ignore[arg-type]
+    with pytest.raises(ValueError) as run:
+        RunRequest("tiny-llama", FinetuneOptions(method, REFERENCE[method], adapter=settings))  # type: ignore[arg-type]
     assert str(estimated.value) == str(run.value)
 
 
