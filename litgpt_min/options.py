@@ -207,13 +207,7 @@ class FinetuneOptions:
         does not load or does not fit is a ``ValueError`` naming it."""
         assert self.tokenizer_dir is not None
         tokenizer = _load_tokenizer(self.tokenizer_dir)
-        # The embedding has padded_vocab_size rows: phi-1.5's tokenizer has 50,295 ids against a
-        # vocab_size of 50,257, which its padded 51,200 rows hold.
-        if tokenizer.vocab_size > config.padded_vocab_size:
-            raise ValueError(
-                f"{tokenizer.path}: vocabulary of {tokenizer.vocab_size} tokens does not fit model {model_name!r} "
-                f"(padded_vocab_size {config.padded_vocab_size}); use synthetic data (no --data-file) for this model"
-            )
+        check_vocabulary(tokenizer, config, model_name, "use synthetic data (no --data-file) for this model")
         return tokenizer
 
 
@@ -243,6 +237,17 @@ class GenerateOptions:
         """The tokenizer of ``tokenizer_dir``; a file that does not load is a ``ValueError`` naming it."""
         assert self.tokenizer_dir is not None
         return _load_tokenizer(self.tokenizer_dir)
+
+
+def check_vocabulary(tokenizer: data.Tokenizer, config: Config, model_name: str, advice: str) -> None:
+    """A ``ValueError`` naming the tokenizer when its ids do not all index the model's embedding."""
+    # The embedding has padded_vocab_size rows: phi-1.5's tokenizer has 50,295 ids against a
+    # vocab_size of 50,257, which its padded 51,200 rows hold.
+    if tokenizer.vocab_size > config.padded_vocab_size:
+        raise ValueError(
+            f"{tokenizer.path}: vocabulary of {tokenizer.vocab_size} tokens does not fit model {model_name!r} "
+            f"(padded_vocab_size {config.padded_vocab_size}); {advice}"
+        )
 
 
 def _load_tokenizer(directory: str) -> data.Tokenizer:
@@ -319,6 +324,8 @@ class RunRequest:
                 self.options.tokenizer(config, self.model)
         else:
             settings = self.options.settings
+            if self.options.tokenizer_dir is not None:
+                check_vocabulary(self.options.tokenizer(), config, self.model, "use this model's own tokenizer")
             prompt = self.options.prompt_tokens(self.model)
             if prompt + settings.max_new_tokens > config.block_size:
                 raise ValueError(

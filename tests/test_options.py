@@ -354,3 +354,18 @@ def test_the_adapter_scripts_divide_their_batch_by_the_devices(
     assert request.options.hyperparameters.batch_size == batch
     given = build_request("finetune", {**values, "batch_size": 8})
     assert isinstance(given.options, FinetuneOptions) and given.options.hyperparameters.batch_size == 8
+
+
+def test_a_generate_tokenizer_whose_ids_overflow_the_embedding_is_refused_before_the_build(tmp_path: Path) -> None:
+    """tiny-llama has 320 embedding rows; a 400-word tokenizer would index past them mid-run."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    words = ["<unk>", *(f"w{i}" for i in range(399))]
+    tokenizer = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.save(str(tmp_path / "tokenizer.json"))
+    with pytest.raises(
+        ValueError, match=r"vocabulary of 400 tokens does not fit model 'tiny-llama' \(padded_vocab_size 320\)"
+    ):
+        RunRequest("tiny-llama", GenerateOptions(GenerateSettings(prompt="w1 w2"), tokenizer_dir=str(tmp_path)))
+    assert RunRequest("pythia-70m", GenerateOptions(GenerateSettings(prompt="w1 w2"), tokenizer_dir=str(tmp_path)))
