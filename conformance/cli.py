@@ -22,7 +22,7 @@ from conformance.expectations import DEFAULT_ROOT, ExpectationError, list_profil
 from conformance.hardware import fingerprint, format_header
 from conformance.merge import PREFER_CHOICES, Prefer, merge_files
 from conformance.options import Options, fraction
-from conformance.plot import cmd_plot
+from conformance.plot import cmd_plot, plot_target_problem
 from conformance.profiles import resolve_profiles
 from conformance.report import render
 from conformance.results import check_target, load_results
@@ -85,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "env":
         return cmd_env(args.json)
     if args.command == "report":
+        problem = _report_target_problem(args.file, args.output, args.merged, args.plot)
+        if problem is not None:
+            print(one_line(problem), file=sys.stderr)
+            return EXIT_BAD_INPUT
         if len(args.file) == 1 and args.merged is None:
             status = cmd_report(args.file[0], args.output)
             source = args.file[0]
@@ -92,9 +96,6 @@ def main(argv: list[str] | None = None) -> int:
             status = cmd_merge(args.file, args.output, args.merged, args.prefer)
             source = args.merged
         if status == 0 and args.plot is not None:
-            if source is None:
-                print("conformance report: --plot with several files needs --merged FILE to draw from", file=sys.stderr)
-                return EXIT_BAD_INPUT
             return cmd_plot(source, args.plot)
         return status
     if args.command == "diff":
@@ -105,6 +106,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "estimate":
         return run_estimate(args)
     return cmd_validate(args.expectations, args.profiles)
+
+
+def _report_target_problem(
+    files: list[Path], output: Path | None, merged: Path | None, plot: Path | None
+) -> str | None:
+    """Why ``conformance report``'s outputs cannot be written as asked (None: they can), before
+    anything is read or printed: an output that is one of the inputs, or a plot it cannot draw."""
+    inputs = {file.resolve() for file in files}
+    for option, target in (("-o", output), ("--merged", merged), ("--plot", plot)):
+        if target is not None and target.resolve() in inputs:
+            return f"conformance report: {option} {target}: is a results file it reads; writing it would replace that input"
+    if plot is None:
+        return None
+    if len(files) > 1 and merged is None:
+        return "conformance report: --plot with several files needs --merged FILE to draw from"
+    return plot_target_problem(plot)
 
 
 def cmd_env(as_json: bool) -> int:

@@ -401,6 +401,8 @@ def cmd_diff(
     try:
         if output is not None:
             check_output_file(output, "-o")
+            if output.resolve() in (old.resolve(), new.resolve()):
+                raise ValueError(f"-o {output}: is a results file it reads; writing it would replace that input")
         diff = diff_files(old, new, memory_tolerance=memory_tolerance, speed_tolerance=speed_tolerance, strict=strict)
     except ValueError as exc:
         print(one_line(f"conformance diff: {exc}"), file=sys.stderr)

@@ -24,6 +24,7 @@ import pytest
 from conformance.display import display
 from conformance.expectations import DEFAULT_ROOT, Case, Tolerances, list_profiles, load_profile, tolerance_problem
 from conformance.runner import DEFAULT_RUNNER
+from litgpt_min.files import cannot_write_in
 
 DEST_PREFIX = "conformance_"
 # A profile's name is its folder's name.
@@ -84,6 +85,10 @@ class Options:
             check_directory_target("--row-logs", self.row_logs)
         if self.baseline is not None and not self.baseline.is_file():
             raise ValueError(f"--baseline {self.baseline}: no such file")
+        if self.baseline is not None and self.results is not None and self.results.resolve() == self.baseline.resolve():
+            raise ValueError(
+                f"--results {self.results}: is the --baseline file; writing it would replace the run it is judged against"
+            )
         if self.force and self.record is None:
             raise ValueError(
                 "--force applies to --record only (it lets --record overwrite a profile); no --record given"
@@ -129,8 +134,8 @@ def check_file_target(option: str, path: Path) -> None:
     parent = _existing_parent(path)
     if not parent.is_dir():
         raise ValueError(f"{option} {path}: {display(parent)} is not a directory")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"{option} {path}: cannot write in {display(parent)} (permission denied)")
+    if why := cannot_write_in(parent):
+        raise ValueError(f"{option} {path}: cannot write in {display(parent)} ({why})")
     if path.exists() and not os.access(path, os.W_OK):
         raise ValueError(f"{option} {path}: exists and is not writable")
 
@@ -144,8 +149,8 @@ def check_directory_target(option: str, path: Path) -> None:
     target = path if path.is_dir() else _existing_parent(path)
     if not target.is_dir():
         raise ValueError(f"{option} {path}: {display(target)} is not a directory")
-    if not os.access(target, os.W_OK | os.X_OK):
-        raise ValueError(f"{option} {path}: cannot write in {display(target)} (permission denied)")
+    if why := cannot_write_in(target):
+        raise ValueError(f"{option} {path}: cannot write in {display(target)} ({why})")
 
 
 def check_record_target(directory: Path, force: bool) -> None:

@@ -203,15 +203,33 @@ def _num(value: float) -> str:
     return f"{value:.2f}" if abs(value) >= 1 or value == 0 else f"{value:.3g}"
 
 
-def cmd_plot(file: Path, out: Path) -> int:
-    """Draw a results file; exit status 2 with one line for a bad file or a missing matplotlib."""
+def plot_target_problem(out: Path) -> str | None:
+    """Why ``out`` cannot take the plot (None: it can): matplotlib missing, a place no file can be
+    written, or a suffix matplotlib has no format for. Checked before anything is drawn or printed."""
     try:
-        import matplotlib  # noqa: F401  (only to find out whether the extra is installed)
+        from matplotlib.backend_bases import FigureCanvasBase
     except ImportError:
-        print(PLOT_EXTRA_MISSING, file=sys.stderr)
+        return PLOT_EXTRA_MISSING
+    try:
+        check_output_file(out, "--plot")
+    except ValueError as exc:
+        return f"conformance report {exc}"
+    suffix = Path(out).suffix.lstrip(".").lower() or "png"
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if suffix not in formats:
+        return (
+            f"conformance report --plot {out}: no image format {suffix!r} (choose one of {', '.join(sorted(formats))})"
+        )
+    return None
+
+
+def cmd_plot(file: Path, out: Path) -> int:
+    """Draw a results file; exit status 2 with one line for a bad file, a bad target or a missing matplotlib."""
+    problem = plot_target_problem(out)
+    if problem is not None:
+        print(one_line(problem), file=sys.stderr)
         return 2
     try:
-        check_output_file(out, "--plot")  # its message names the output
         results = load_results(file)  # its messages name the file
     except ValueError as exc:
         print(one_line(f"conformance report --plot: {exc}"), file=sys.stderr)

@@ -43,10 +43,26 @@ def check_output_file(path: str | Path, what: str = "", *, parents: bool = False
         raise ValueError(f"{label}: is a directory; give a file name")
     if path.exists() and not path.is_file():
         raise ValueError(f"{label}: exists and is not a regular file")
-    check_output_dir(path.absolute().parent, label)
-    if not parents and not path.absolute().parent.is_dir():
-        raise ValueError(f"{label}: the directory {path.absolute().parent} does not exist")
+    parent = path.absolute().parent
+    check_output_dir(parent, label)
+    if not parents and not parent.is_dir():
+        raise ValueError(f"{label}: the directory {parent} does not exist")
+    if parent.is_dir() and (why := cannot_write_in(parent)):
+        raise ValueError(f"{label}: cannot write in {parent} ({why})")
     return path
+
+
+def cannot_write_in(directory: str | Path) -> str | None:
+    """Why no file can be created in the existing ``directory`` (None: one can). A probe file is
+    created and removed: permission bits alone do not say it (root on a read-only mount, /proc)."""
+    probe = Path(directory) / f".write-probe-{secrets.token_hex(6)}"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    os.close(fd)
+    os.unlink(probe)
+    return None
 
 
 def check_output_dir(directory: str | Path, label: str = "") -> Path:

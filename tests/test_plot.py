@@ -116,3 +116,25 @@ def test_report_draws_the_plot_beside_the_markdown(tmp_path: Path, capsys: pytes
     captured = capsys.readouterr()
     assert captured.out.startswith("# Conformance report") and "plotted 1 rows" in captured.err
     assert out.read_bytes().startswith(PNG_SIGNATURE)
+
+
+@pytest.mark.parametrize(
+    ("target", "fragment"),
+    [
+        ("rows.txt", "--plot {tmp}/rows.txt: no image format 'txt' (choose one of "),
+        (".", "--plot {tmp}: is a directory; give a file name"),
+        ("r.json", "--plot {tmp}/r.json: is a results file it reads"),
+    ],
+)
+def test_a_plot_target_is_refused_before_the_report_prints(
+    tmp_path: Path, capsys: pytest.CaptureFixture, target: str, fragment: str
+) -> None:
+    pytest.importorskip("matplotlib")
+    doc = results([row("r", measured(max_memory_gb=1.2), expected={"max_memory_gb": 1.0})])
+    source = write(tmp_path / "r.json", doc)
+    before = source.read_bytes()
+    assert main(["report", str(source), "--plot", str(tmp_path / target)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert fragment.format(tmp=tmp_path) in captured.err
+    assert source.read_bytes() == before

@@ -611,6 +611,9 @@ def test_results_file_is_rewritten_after_every_measured_row(suite: Suite, monkey
         (lambda p: p / "afile" / "logs", "--row-logs", "*--row-logs *afile/logs: *afile is not a directory"),
         (lambda p: p / "afile", "--record", "*--record *afile: exists and is not a directory"),
         (lambda p: p / "afile" / "prof", "--record", "*--record *afile/prof: *afile is not a directory"),
+        # A folder that exists but takes no files, whatever its permission bits say (even for root)
+        (lambda p: Path("/proc/conformance-logs"), "--row-logs", "*--row-logs /proc/conformance-logs: cannot write in /proc (*)"),
+        (lambda p: Path("/proc/r.json"), "--results", "*--results /proc/r.json: cannot write in /proc (*)"),
     ],
 )  # fmt: skip
 def test_output_targets_are_usage_errors_before_any_row_runs(
@@ -630,6 +633,20 @@ def test_output_targets_are_usage_errors_before_any_row_runs(
     assert (root / "notes.txt").read_text() == "my notes\n" and (root / "afile").read_text() == "a file\n"
 
 
+def test_a_results_file_that_is_the_baseline_is_a_usage_error(suite: Suite) -> None:
+    """Writing the session's results over its --baseline would lose the run it is judged against."""
+    suite.profile()
+    baseline = suite.pytester.path / "before.json"
+    baseline.write_text('{"keep": "me"}\n')
+    result = suite.run_bare(
+        "--expectations", str(suite.root), "--runner", "fake_runner:run",
+        "--baseline", str(baseline), "--results", str(suite.pytester.path / "." / "before.json"),
+    )  # fmt: skip
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --results *before.json: is the --baseline file; writing it would replace*"])
+    assert baseline.read_text() == '{"keep": "me"}\n'
+
+
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root may write anywhere")
 def test_an_unwritable_results_location_is_a_usage_error(suite: Suite) -> None:
     suite.profile()
@@ -637,7 +654,7 @@ def test_an_unwritable_results_location_is_a_usage_error(suite: Suite) -> None:
     locked.mkdir(mode=0o500)
     result = suite.run("--results", str(locked / "r.json"))
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["ERROR: --results *r.json: cannot write in *locked (permission denied)"])
+    result.stderr.fnmatch_lines(["ERROR: --results *r.json: cannot write in *locked (Permission denied)"])
 
 
 def test_a_results_file_is_replaced_but_never_written_by_two_sessions_at_once(suite: Suite) -> None:

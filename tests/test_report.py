@@ -194,6 +194,24 @@ def test_cli_report_refuses_an_output_it_cannot_write(tmp_path: Path, capsys: py
     assert not (tmp_path / "missing").exists()
 
 
+def test_cli_report_and_diff_never_write_over_a_file_they_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "r.json"
+    source.write_text(json.dumps(_edited(lambda d: None)))
+    before = source.read_bytes()
+    for argv in (
+        ["report", str(source), "-o", str(source)],
+        ["report", str(source), "--merged", str(tmp_path / "." / "r.json")],
+        ["diff", str(source), str(source), "-o", str(source)],
+    ):
+        assert main(argv) == 2, argv
+        captured = capsys.readouterr()
+        assert "is a results file it reads; writing it would replace that input" in captured.err, argv
+        assert captured.out == "" and captured.err.count("\n") == 1
+    assert source.read_bytes() == before
+
+
 def test_cli_report_never_writes_through_a_symlink(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "r.json"
     path.write_text(json.dumps(RESULTS))
