@@ -207,6 +207,7 @@ def plot_target_problem(out: Path) -> str | None:
     """Why ``out`` cannot take the plot (None: it can): matplotlib missing, a place no file can be
     written, or a suffix matplotlib has no format for. Checked before anything is drawn or printed."""
     try:
+        import matplotlib  # noqa: F401  (the extra itself, before any of its submodules)
         from matplotlib.backend_bases import FigureCanvasBase
     except ImportError:
         return PLOT_EXTRA_MISSING
