@@ -48,9 +48,10 @@ EXIT_REFUSED = 2
 # How often a waiting runner checks for cancellation (the session ended or was interrupted).
 _POLL_S = 0.1
 # Imported once by the fork server that preloaded rows are forked from (see _run_forked).
+# litgpt_min.quantize comes before bitsandbytes: it installs the filter for the notice bnb logs at import.
 PRELOAD_MODULES = (
-    "torch", "lightning_fabric", "bitsandbytes", "litgpt_min.cli", "litgpt_min.run", "litgpt_min.finetune",
-    "litgpt_min.generate", "litgpt_min.data", "litgpt_min.quantize",
+    "torch", "litgpt_min.quantize", "lightning_fabric", "bitsandbytes", "litgpt_min.cli", "litgpt_min.run",
+    "litgpt_min.finetune", "litgpt_min.generate", "litgpt_min.data",
 )  # fmt: skip
 _PRELOAD_METHOD = "forkserver"
 
