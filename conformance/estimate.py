@@ -53,6 +53,7 @@ from litgpt_min.estimate import (
     train_lengths,
 )
 from litgpt_min.finetune import later_draws
+from litgpt_min.measure import gb_text
 from litgpt_min.options import (
     FINETUNE_METHODS,
     FLAT_OPTIONS,
@@ -624,16 +625,16 @@ def describe_ad_hoc(obj: dict[str, Any], request: EstimateRequest, later_worst: 
     elif capacity is None:
         line("outcome", "ok (no capacity given: --capacity-gb N judges a card of N GB)")
     elif outcome == "ok":
-        line("outcome", f"ok: fits in {capacity:.2f} GB with {capacity - gb:.2f} GB to spare")
+        line("outcome", f"ok: fits in {gb_text(capacity)} GB with {gb_text(capacity - gb)} GB to spare")
     else:
-        line("outcome", f"oom: needs {gb - capacity:.2f} GB more than {capacity:.2f} GB")
+        line("outcome", f"oom: needs {gb_text(gb - capacity)} GB more than {gb_text(capacity)} GB")
     if gb is not None:
         per_device = " per device" if request.devices > 1 else ""
-        line("peak allocated", f"{gb:.2f} GB{per_device} (what torch.cuda.max_memory_allocated would report)")
+        line("peak allocated", f"{gb_text(gb)} GB{per_device} (what torch.cuda.max_memory_allocated would report)")
     if obj["max_memory_reserved_gb"] is not None:
         first = obj["reserved_at_first_gemm_gb"]
-        at_first = "" if first is None else f", {first:.2f} GB when the first matmul creates cuBLAS's handle"
-        line("reserved", f"{obj['max_memory_reserved_gb']:.2f} GB at the caching allocator's peak{at_first}")
+        at_first = "" if first is None else f", {gb_text(first)} GB when the first matmul creates cuBLAS's handle"
+        line("reserved", f"{gb_text(obj['max_memory_reserved_gb'])} GB at the caching allocator's peak{at_first}")
     if request.workload == "finetune":
         later = obj.get("later_seq_len")
         later_text = "" if later is None else f"; later micro-steps {later} tokens"

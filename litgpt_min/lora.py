@@ -54,6 +54,11 @@ class LoRASettings:
             raise ValueError(f"lora r must be >= 1, got {self.r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"lora dropout must be in [0, 1), got {self.dropout}")
+        if not any((self.query, self.key, self.value, self.projection, self.mlp, self.head)):
+            raise ValueError(
+                "LoRA on no layer trains nothing: turn on at least one of --lora-query, --lora-key, --lora-value, "
+                "--lora-projection, --lora-mlp, --lora-head"
+            )
 
 
 class LoRALinear(LinearWrapper):

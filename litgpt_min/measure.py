@@ -45,6 +45,14 @@ def gb(n_bytes: int | float) -> float:
     return n_bytes / 1e9
 
 
+def gb_text(value: float) -> str:
+    """A figure in GB for a reader: two decimals from 0.1 GB up, else enough decimals (up to six,
+    the results' precision) that a tiny model's megabytes do not read as 0.00."""
+    if value == 0 or abs(value) >= 0.1:
+        return f"{value:.2f}"
+    return f"{value:.6f}".rstrip("0").rstrip(".")
+
+
 def round_allocation(n_bytes: int, granularity: int = ALLOCATION_GRANULARITY) -> int:
     """The bytes the CUDA caching allocator charges for a request of ``n_bytes``."""
     return -(-n_bytes // granularity) * granularity

@@ -407,7 +407,9 @@ def _fields(cls: type, prefix: str = "", skip: tuple[str, ...] = ()) -> list[Fla
 _RUN = [
     FlatOption("model", str, help="registry name, e.g. Llama-2-7b-hf"),
     FlatOption("quantize", str, QUANTIZE_MODES, "bitsandbytes 4-bit mode"),
-    FlatOption("devices", int, help="devices per machine; several (finetune only) run Fabric's FSDP as the reference did"),
+    FlatOption(
+        "devices", int, help="devices per machine; several (finetune only) run Fabric's FSDP as the reference did"
+    ),
     FlatOption("num_nodes", int, help="machines (each started by torchrun or srun with --devices ranks)"),
     FlatOption("rank_timeout_s", float, help="seconds a rank waits for the others before the run fails"),
     # No closed choices here: RunRequest refuses an unknown precision, naming the valid ones.

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from litgpt_min.estimate import EstimateRequest, estimate
+from litgpt_min.measure import gb_text
 from litgpt_min.outcome import OutOfMemoryError
 
 MEMINFO = Path("/proc/meminfo")
@@ -83,7 +84,7 @@ def check(request: EstimateRequest, limit: Limit | None) -> float | None:
         return None  # unsupported combinations are refused by the run's own validation
     if limit is not None and result.peak_bytes > limit.bytes:
         raise PreflightRefusal(
-            f"pre-flight: estimated peak {result.peak_bytes / 1e9:.2f} GB exceeds the limit "
-            f"{limit.gb:.2f} GB ({limit.source}); nothing was run (--no-preflight runs it anyway)"
+            f"pre-flight: estimated peak {gb_text(result.peak_bytes / 1e9)} GB exceeds the limit "
+            f"{gb_text(limit.gb)} GB ({limit.source}); nothing was run (--no-preflight runs it anyway)"
         )
     return result.peak_bytes / 1e9

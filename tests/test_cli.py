@@ -423,6 +423,10 @@ def _refusals(tmp: Path) -> dict[str, tuple[tuple[str, ...], str]]:
         "lm-head-chunk-negative": ((*ft, "--lm-head-chunk-size", "-4"), r"lm_head_chunk_size must be >= 1, got -4"),
         "cosine-t-max-0": ((*ft, "--cosine-t-max", "0"), r"cosine_t_max must be >= 1, got 0"),
         "lora-r-0": ((*ft, "--lora-r", "0"), r"lora r must be >= 1, got 0"),
+        "lora-on-no-layer": (
+            (*ft, "--no-lora-query", "--no-lora-value"),
+            r"LoRA on no layer trains nothing: turn on at least one of --lora-query",
+        ),
         "max-iters-0": ((*ft, "--max-iters", "0"), r"max_iters must be >= 1, got 0"),
         "adapter-start-layer": (
             ("finetune", "adapter", *TINY, "--adapter-start-layer", "99"),
