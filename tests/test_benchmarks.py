@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -114,7 +115,8 @@ def test_gpu_session_lease_plans_smoke_then_each_group_in_the_time_left(tmp_path
         timeout=60,
     )  # fmt: skip
     assert proc.returncode == 0 and " pytest " not in proc.stdout
-    assert "30s left, not enough for -k 'inference-llama2_70b'" in (out / "lease.txt").read_text()
+    # The seconds left are counted from the start (a loaded machine takes a second or two for the dry smoke stage).
+    assert re.search(r"\b(30|29|28)s left, not enough for -k 'inference-llama2_70b'", (out / "lease.txt").read_text())
 
 
 @pytest.mark.parametrize(
