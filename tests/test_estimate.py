@@ -39,7 +39,7 @@ from litgpt_min.estimate import (
     use_cuda_dropout,
 )
 from litgpt_min.finetune import later_draws, make_optimizer, micro_step, optimizer_step
-from litgpt_min.measure import LiveTensorTracker, round_allocation
+from litgpt_min.measure import LiveTensorTracker, gb_text, round_allocation
 from litgpt_min.model import GPT
 from litgpt_min.options import REFERENCE, FinetuneOptions, RunRequest, build_request, hyperparameters
 from litgpt_min.outcome import classify_exception
@@ -502,10 +502,11 @@ def test_ad_hoc_text_states_the_verdict_and_its_figures(capsys: pytest.CaptureFi
         code, texts[label], _ = run_cli([*base, *extra], capsys)
         assert code == 0 and "None" not in texts[label]
     assert texts["unjudged"].splitlines()[0] == "tiny-llama finetune, lora, not quantized, bf16-true, 1 device"
-    assert f"peak allocated   {gb:.2f} GB" in texts["unjudged"]
+    assert f"peak allocated   {gb_text(gb)} GB" in texts["unjudged"] and gb < 0.1  # not "0.00 GB"
+    assert gb_text(gb) != "0.00" and float(gb_text(gb)) == pytest.approx(gb, rel=1e-3)
     assert "outcome          ok (no capacity given" in texts["unjudged"]
-    assert f"ok: fits in {gb * 2:.2f} GB with {gb:.2f} GB to spare" in texts["fits"]
-    assert f"oom: needs {gb / 2:.2f} GB more than {gb / 2:.2f} GB" in texts["oom"]
+    assert f"ok: fits in {gb_text(gb * 2)} GB with {gb_text(gb * 2 - gb)} GB to spare" in texts["fits"]
+    assert f"oom: needs {gb_text(gb - gb / 2)} GB more than {gb_text(gb / 2)} GB" in texts["oom"]
     assert "outcome          unsupported: quantization (bnb.nf4)" in texts["unsupported"]
     assert "peak allocated" not in texts["unsupported"]
     assert "batch            1 x 256 tokens in iteration 0" in texts["unjudged"]
@@ -805,7 +806,8 @@ def test_preflight_refuses_with_the_estimate_and_the_limit() -> None:
         preflight.check(request, preflight.Limit(peak - 1, "the memory cap"))
     assert classify_exception(refused.value)[0] == "oom"
     message = str(refused.value)
-    assert f"{peak / 1e9:.2f} GB" in message and "the memory cap" in message and "--no-preflight" in message
+    assert f"estimated peak {gb_text(peak / 1e9)} GB exceeds the limit {gb_text((peak - 1) / 1e9)} GB" in message
+    assert "the memory cap" in message and "--no-preflight" in message
 
 
 def test_the_readme_7b_example_is_refused_in_seconds_on_a_small_cpu_machine(

@@ -16,6 +16,7 @@ from litgpt_min.measure import (
     PeakMemory,
     device_info,
     gb,
+    gb_text,
     host_memory,
     measure_peak,
     memory_source,
@@ -446,3 +447,19 @@ def test_measure_peak_on_cuda_reads_the_allocator_and_caps_it() -> None:
     assert peak.peak_bytes() >= 2**28
     assert get_fraction(0) == before  # the cap is lifted on exit
     assert device_info("cuda:0", 2.0)["name"] == torch.cuda.get_device_name(0)
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (0.0, "0.00"),
+        (42.0, "42.00"),
+        (0.1, "0.10"),
+        (0.0026, "0.0026"),
+        (0.000592, "0.000592"),
+        (1e-8, "0"),
+        (-0.003, "-0.003"),
+    ],
+)
+def test_gb_text_keeps_a_tiny_figure_readable(value: float, text: str) -> None:
+    assert gb_text(value) == text
