@@ -188,7 +188,15 @@ def check_document(data: dict[str, Any], where: str) -> None:
     if errors:
         error = errors[0]
         raise ValueError(f"{where}: {_pointer(error.absolute_path)}: {error.message}")
+    first: dict[tuple[str, str], int] = {}
     for index, row in enumerate(data["rows"]):
+        key = (row["profile"], row["id"])
+        if key in first:
+            raise ValueError(
+                f"{where}: /rows/{index}/id: row {row['id']!r} of profile {row['profile']!r} is already at "
+                f"/rows/{first[key]}; a results file holds each row once"
+            )
+        first[key] = index
         if row["measured"] is not None:
             try:
                 Result.from_json(row["measured"], "measured")

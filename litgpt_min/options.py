@@ -159,6 +159,8 @@ def holds_tokenizer(directory: Path) -> bool:
 def _tokenizer_dir(path: str) -> None:
     """A directory that holds a tokenizer file (loading it is the run's job)."""
     directory = Path(path)
+    if directory.is_file():
+        raise ValueError(f"--tokenizer-dir {path}: is a file; give the directory that holds it")
     if not directory.is_dir():
         raise ValueError(f"--tokenizer-dir {path}: no such directory")
     if not holds_tokenizer(directory):

@@ -512,6 +512,10 @@ def _refusals(tmp: Path) -> dict[str, tuple[tuple[str, ...], str]]:
             r"--tokenizer-dir .*empty-tokenizer: contains neither tokenizer.model nor tokenizer.json",
         ),
         "tokenizer-dir-missing": ((*gen, "--tokenizer-dir", str(tmp / "nowhere")), r"nowhere: no such directory"),
+        "tokenizer-dir-a-file": (
+            (*gen, "--tokenizer-dir", str(tokenizer / "tokenizer.json")),
+            r"tokenizer.json: is a file; give the directory that holds it",
+        ),
         "tokenizer-unreadable": (
             (*gen, "--tokenizer-dir", str(tokenizer)),
             r"--tokenizer-dir .*tokenizer: cannot load the tokenizer",

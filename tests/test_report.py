@@ -172,6 +172,7 @@ def _edited(edit: Any) -> dict[str, Any]:
         (lambda d: d["rows"][0]["measured"].update(max_memory_gb="lots"), "/rows/0/measured: measured: field 'max_memory_gb'"),
         (lambda d: d["rows"][0]["measured"].update(version=7), "/rows/0/measured: measured: field 'version'"),
         (lambda d: d["profiles"][0].pop("name"), "/profiles/0: 'name' is a required property"),
+        (lambda d: d["rows"].append(dict(d["rows"][0])), "/rows/6/id: row 'finetune-lora-llama2_7b-noquant-mb1-1gpu' of profile 'a100-sxm4-40gb' is already at /rows/0"),
     ],
 )  # fmt: skip
 def test_cli_report_names_the_file_and_the_field_of_a_malformed_results_file(
