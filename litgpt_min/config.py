@@ -183,6 +183,12 @@ class Config:
                 "rotary_percentage",
                 f"{self.rotary_percentage} gives rope_n_elem={rope_n_elem}: it must be even and within the head",
             )
+        for name in ("rope_base", "norm_eps"):  # a zero base or epsilon divides by zero; a negative one is no config
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                fail(name, f"must be a finite number > 0, got {value!r}")
+        if self.intermediate_size < 1:
+            fail("intermediate_size", f"must be >= 1, got {self.intermediate_size}")
         if not self.parallel_residual and self.shared_attention_norm:
             fail("shared_attention_norm", "a shared attention norm needs parallel_residual")
 

@@ -443,6 +443,10 @@ def test_from_dict_unknown_field() -> None:
         pytest.param(dict(padding_multiple=0), "padding_multiple", id="padding_multiple=0"),
         pytest.param(dict(n_embd=12, n_head=2, rotary_percentage=0.5), "rotary_percentage", id="odd-rope_n_elem"),
         pytest.param(dict(rotary_percentage=1.5), "rotary_percentage", id="rotary_percentage>1"),
+        pytest.param(dict(rope_base=0), "rope_base: must be a finite number > 0, got 0", id="rope_base=0"),
+        pytest.param(dict(rope_base=-5.0), "rope_base: must be a finite number > 0", id="rope_base<0"),
+        pytest.param(dict(norm_eps=-1.0), "norm_eps: must be a finite number > 0", id="norm_eps<0"),
+        pytest.param(dict(intermediate_size=0), "intermediate_size: must be >= 1", id="intermediate_size=0"),
     ],
 )
 def test_unvalidated_values_raise_naming_the_field(values: dict[str, Any], field: str) -> None:
