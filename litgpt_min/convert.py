@@ -726,6 +726,10 @@ def check_layer_count(keys: Iterable[str], config: Config, family: str, source: 
                 break
     if len(layers) != config.n_layer or (layers and max(layers) != config.n_layer - 1):
         held = f"{len(layers)} layers (indices {min(layers)}..{max(layers)})" if layers else "no layers"
+        missing = sorted(set(range(max(layers) + 1)) - layers) if layers else []
+        if missing:
+            shown = ", ".join(map(str, missing[:5])) + (", ..." if len(missing) > 5 else "")
+            held += f"; layer {shown} missing"
         raise ValueError(f"{source}: {field}: {config.n_layer}, but the weights hold {held}")
 
 

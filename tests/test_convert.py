@@ -16,7 +16,13 @@ import pytest
 import torch
 
 from litgpt_min.config import Config
-from litgpt_min.convert import config_from_hf, convert_hf_checkpoint, convert_state_dict, load_hf_state_dict
+from litgpt_min.convert import (
+    check_layer_count,
+    config_from_hf,
+    convert_hf_checkpoint,
+    convert_state_dict,
+    load_hf_state_dict,
+)
 from litgpt_min.model import GPT
 
 transformers = pytest.importorskip("transformers")
@@ -510,3 +516,12 @@ def test_a_hub_cache_snapshot_with_links_into_its_blobs_converts(tmp_path: Path,
     convert_hf_checkpoint(snapshot, tmp_path / "lit")
     copied = tmp_path / "lit" / "tokenizer.json"
     assert copied.read_text() == '{"t": 1}' and not copied.is_symlink()
+
+
+def test_a_gap_in_the_layer_indices_is_named() -> None:
+    config = Config.from_name("tiny-llama", n_layer=3)
+    keys = [f"model.layers.{n}.self_attn.q_proj.weight" for n in (0, 1, 5)]
+    with pytest.raises(
+        ValueError, match=r"3, but the weights hold 3 layers \(indices 0\.\.5\); layer 2, 3, 4 missing$"
+    ):
+        check_layer_count(keys, config, "llama", "config.json", "num_hidden_layers")
