@@ -196,7 +196,7 @@ def _memory_cap(text: str) -> float | str:
         float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected GB (e.g. 40), 'auto' or 'off', got {text!r}") from None
-    return _finite(text, "a memory cap must be > 0 GB", lambda v: v > 0)
+    return _finite(text, "a memory cap must be a finite number > 0 (GB)", lambda v: v > 0)
 
 
 def _seconds(text: str) -> float:
