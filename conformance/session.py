@@ -366,10 +366,9 @@ class ConformanceSession:
         if record.get("counts") is not None:
             trainable, total = record["counts"]
             row.counts = (trainable, total)
-        if kind != "params":
-            # Rewritten after every measured row: a session killed part-way (a device command's
-            # time limit) still leaves every row that finished, and says which did not.
-            self.write_results()
+        # Rewritten after every decided check: a session killed part-way (a device command's time
+        # limit, SIGTERM) still leaves every check that finished, and says which did not.
+        self.write_results()
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         self.cache.close()

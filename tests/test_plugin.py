@@ -569,14 +569,16 @@ from fake_runner import HERE, run
 
 def run_and_snapshot(case, options):
     path = Path(os.environ["CONFORMANCE_TEST_RESULTS"])
-    done = sorted(r["id"] for r in json.loads(path.read_text())["rows"] if r["measured"]) if path.exists() else []
+    rows = json.loads(path.read_text())["rows"] if path.exists() else []
+    done = sorted(r["id"] for r in rows if r["measured"])
+    counted = sorted(r["id"] for r in rows if "params" in r["checks"] and "params" not in r["pending"])
     with open(HERE / "snapshots.jsonl", "a") as log:
-        log.write(json.dumps({"id": case.id, "done": done}) + "\\n")
+        log.write(json.dumps({"id": case.id, "done": done, "counted": counted}) + "\\n")
     return run(case, options)
 """
 
 
-def test_results_file_is_rewritten_after_every_measured_row(suite: Suite, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_results_file_is_rewritten_after_every_decided_check(suite: Suite, monkeypatch: pytest.MonkeyPatch) -> None:
     # A device command killed at its time limit must still leave every row that finished.
     suite.profile()
     suite.answer(good_answers())
@@ -597,6 +599,8 @@ def test_results_file_is_rewritten_after_every_measured_row(suite: Suite, monkey
     assert len(snapshots) == 5
     for i, snapshot in enumerate(snapshots):
         assert snapshot["done"] == sorted(s["id"] for s in snapshots[:i])  # every earlier row is already written
+    # The parameter counts, decided before any row runs, are in the file before the first run too.
+    assert snapshots[0]["counted"] == sorted(s["id"] for s in snapshots)
 
 
 # Output targets are checked before anything runs ----------------------------------------------------
