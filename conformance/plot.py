@@ -10,6 +10,7 @@ that right of the band is a regression for both. Rows that were not measured, or
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ class Point:
     status: Status
     label: str  # "23.90 / 21.30 GB", "not run", "OOM (expected OOM)"
     tolerance_pct: float
+    one_sided: bool = False  # speed: only slower fails, so the band reaches the left edge
 
 
 def memory_point(row: Mapping[str, Any]) -> Point | None:
@@ -75,8 +77,10 @@ def speed_point(row: Mapping[str, Any]) -> Point | None:
     expected = row.get("expected") or {}
     tol = float((row.get("tolerances") or {}).get("speed_rel", 0.15)) * 100
     if expected.get("time_1k_iters_min") is not None:
-        return _point(row, "time_1k_iters_min", expected["time_1k_iters_min"], "min", tol, invert=False)
-    return _point(row, "tokens_per_sec", expected.get("tokens_per_sec"), "tok/s", tol, invert=True)
+        point = _point(row, "time_1k_iters_min", expected["time_1k_iters_min"], "min", tol, invert=False)
+    else:
+        point = _point(row, "tokens_per_sec", expected.get("tokens_per_sec"), "tok/s", tol, invert=True)
+    return None if point is None else dataclasses.replace(point, one_sided=True)
 
 
 def _point(row: Mapping[str, Any], name: str, expected: Any, unit: str, tol: float, invert: bool) -> Point | None:
@@ -157,7 +161,8 @@ def _panel(ax: Any, points: Sequence[Point | None], title: str) -> None:
     # Per-row bands (tolerances may differ between rows), one shaded rectangle each.
     for y, p in enumerate(points):
         if p is not None:
-            ax.fill_betweenx([y - 0.5, y + 0.5], -p.tolerance_pct, p.tolerance_pct, color="#dff0d8", lw=0)
+            left = -limit if p.one_sided else -p.tolerance_pct
+            ax.fill_betweenx([y - 0.5, y + 0.5], left, p.tolerance_pct, color="#dff0d8", lw=0)
     ax.axvline(0, color="#444444", lw=0.8)
     for y, p in enumerate(points):
         if p is None:

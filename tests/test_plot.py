@@ -66,6 +66,8 @@ def test_points_follow_the_comparison_rules() -> None:
     assert slow is not None and slow.status == "regression" and slow.pct == pytest.approx(20.0)
     fast = speed_point(r(measured(time_1k_iters_min=5.0), time_1k_iters_min=10.0))
     assert fast is not None and fast.status == "improvement" and fast.pct == pytest.approx(-50.0)
+    # Speed is one-sided (only slower fails): its band reaches the faster edge; memory's is two-sided.
+    assert slow.one_sided and fast.one_sided and not memory.one_sided
     not_run = memory_point(r(None, max_memory_gb=21.3))
     assert not_run is not None and not_run.pct is None and not_run.label.startswith("not run")
     oom = memory_point(r(measured(outcome="oom"), max_memory_gb=21.3))
