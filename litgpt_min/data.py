@@ -355,8 +355,10 @@ def read_alpaca(json_path: Path | str) -> list[dict[str, str]]:
         if not isinstance(record, dict):
             raise ValueError(f"{json_path}: record {i}: expected an object (got {type(record).__name__})")
         for key in ("instruction", "input", "output"):
-            if not isinstance(record.get(key), str):
-                raise ValueError(f"{json_path}: record {i}: field {key!r} must be a string (got {record.get(key)!r})")
+            if key not in record:
+                raise ValueError(f"{json_path}: record {i}: field {key!r} is missing (Alpaca's records have all three)")
+            if not isinstance(record[key], str):
+                raise ValueError(f"{json_path}: record {i}: field {key!r} must be a string (got {record[key]!r})")
     return records
 
 

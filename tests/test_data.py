@@ -251,7 +251,10 @@ def test_prepare_alpaca_on_a_small_file(tmp_path: Path) -> None:
 def test_read_alpaca_names_the_bad_record(tmp_path: Path) -> None:
     path = tmp_path / "bad.json"
     path.write_text(json.dumps([{"instruction": "a", "input": "", "output": "b"}, {"instruction": "a", "input": ""}]))
-    with pytest.raises(ValueError, match=r"bad\.json: record 1: field 'output' must be a string \(got None\)"):
+    with pytest.raises(ValueError, match=r"bad\.json: record 1: field 'output' is missing"):
+        read_alpaca(path)
+    path.write_text(json.dumps([{"instruction": "a", "input": None, "output": "b"}]))
+    with pytest.raises(ValueError, match=r"bad\.json: record 0: field 'input' must be a string \(got None\)"):
         read_alpaca(path)
 
 
