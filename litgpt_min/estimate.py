@@ -266,11 +266,15 @@ class EstimateRequest:
             value = self.later_seq_len
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= self.seq_len:
                 raise ValueError(f"later_seq_len must be an integer in [1, seq_len={self.seq_len}], got {value!r}")
-        length = self.seq_len if self.workload == "finetune" else self.prompt_len + self.max_new_tokens
-        if length > self.config.block_size:
-            raise ValueError(
-                f"sequence length {length} exceeds {self.config.name}'s block size {self.config.block_size}"
+        if self.workload == "finetune":
+            length, what = self.seq_len, "the sequence length (--seq-len)"
+        else:
+            length, what = (
+                self.prompt_len + self.max_new_tokens,
+                "the prompt and new tokens (--prompt-len + --max-new-tokens)",
             )
+        if length > self.config.block_size:
+            raise ValueError(f"{what} {length} exceeds {self.config.name}'s block size {self.config.block_size}")
 
     @property
     def dtype(self) -> torch.dtype:

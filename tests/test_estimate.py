@@ -866,3 +866,23 @@ def test_profile_rows_are_shared_once_each_with_few_models_split(jobs: int) -> N
         for i in chunk:
             workers_per_model.setdefault(cases[i].model, set()).add(w)
     assert sum(len(ws) - 1 for ws in workers_per_model.values()) <= jobs - 1
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            ["--workload", "finetune", "--method", "lora", "--seq-len", "300"],
+            "the sequence length (--seq-len) 300 exceeds",
+        ),
+        (
+            ["--workload", "inference", "--prompt-len", "200", "--max-new-tokens", "100"],
+            "the prompt and new tokens (--prompt-len + --max-new-tokens) 300 exceeds",
+        ),
+    ],
+)
+def test_a_length_past_the_block_size_names_its_options(
+    extra: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run_cli(["--model", "tiny-llama", *extra], capsys)
+    assert code == 2 and err == f"conformance estimate: {message} tiny-llama's block size 256\n"
