@@ -65,6 +65,8 @@ _ID_FIELDS = ("workload", "method", "model", "quantize", "micro_batch_size", "de
 PRECISION = "bf16-true"
 # Run options that the row's own fields (and so its id) decide: a runner option could only contradict them.
 _ROW_OPTIONS = ("model", "method", "micro_batch_size", "quantize", "devices", "num_nodes")
+# Run options the session decides for every row (the device it found, --emulate-memory-gb's cap).
+_SESSION_OPTIONS = ("accelerator", "memory_cap_gb")
 _TOLERANCE_KEYS = ("memory_rel", "speed_rel", "estimate_rel")
 
 
@@ -471,6 +473,11 @@ def _runner_option_problems(path: Path, label: str, row: dict[str, Any]) -> Iter
             named = False
             yield ExpectationError(
                 path, "is decided by the row's own fields (its id), not a runner option", label, where
+            )
+        elif key in _SESSION_OPTIONS:
+            named = False
+            yield ExpectationError(
+                path, "is decided by the session (the device it runs on, --emulate-memory-gb), not a row", label, where
             )
         elif key not in known:
             named = False

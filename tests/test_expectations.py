@@ -373,6 +373,10 @@ CASE_PROBLEMS = [
         ["'runner_options.devices'", "decided by the row's own fields"],
     ),
     (
+        lambda d: d["cases"][0]["runner_options"].update(accelerator="cuda"),
+        ["'runner_options.accelerator'", "decided by the session"],
+    ),
+    (
         lambda d: d["cases"][0]["runner_options"].update(max_iters=-3),
         ["'runner_options'", "litgpt-min refuses them: max_iters must be >= 1, got -3"],
     ),
