@@ -156,6 +156,7 @@ def cmd_merge(files: list[Path], output: Path | None, merged: Path | None, prefe
                 raise ValueError(str(exc).replace("--results", "--merged", 1)) from None
         document = merge_files(files, prefer=prefer)
         if merged is not None:
+            document["command"] += f" --merged {merged}"  # the command that wrote this file
             write_json_atomic(merged, document)
         return document
 

@@ -76,7 +76,9 @@ def merge(
         "format": FORMAT,
         "created": created or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "finished": all(doc["finished"] for _, doc in documents),
-        "command": "conformance report " + " ".join(str(p) for p, _ in documents),
+        "command": "conformance report "
+        + " ".join(str(p) for p, _ in documents)
+        + ("" if prefer is None else f" --prefer {prefer}"),
         "fingerprint": first["fingerprint"],
         "options": {"merged_from": [_source(p, doc) for p, doc in documents]},
         "profiles": list(profiles.values()),

@@ -52,8 +52,9 @@ def test_a_row_measured_twice_is_refused_unless_the_latest_is_preferred(tmp_path
     with pytest.raises(ValueError, match=f"row a100-sxm4-40gb:{A} is measured in both .*old.json and .*new.json"):
         merge_files([old, new])
     for order in ([old, new], [new, old]):
-        kept = merge_files(order, prefer="latest")["rows"]
-        assert [r["measured"]["max_memory_gb"] for r in kept] == [5.1]
+        kept = merge_files(order, prefer="latest")
+        assert [r["measured"]["max_memory_gb"] for r in kept["rows"]] == [5.1]
+        assert kept["command"].endswith(" --prefer latest")
 
 
 def test_the_merged_file_is_a_valid_results_file_and_merges_again(
@@ -63,6 +64,7 @@ def test_the_merged_file_is_a_valid_results_file_and_merges_again(
     assert main(["report", *map(str, two_machines), "--merged", str(out), "-o", str(report)]) == 0
     merged = load_results(out)  # checked against the schema
     assert {r["fingerprint"]["hostname"] for r in merged["rows"]} == {"node-a", "node-b"}
+    assert merged["command"] == "conformance report " + " ".join(map(str, two_machines)) + f" --merged {out}"
     text = report.read_text()
     assert "Merged from 2 results files" in text and "host node-a" in text and "host node-b" in text
     again = merge_files([out])
