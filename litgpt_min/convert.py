@@ -278,8 +278,11 @@ def _rope(hf: Mapping[str, Any], family: Family, src: str) -> tuple[float, int, 
     condense = next(iter(seen.values()), 1)
     params = _object(hf.get("rope_parameters"), src, "rope_parameters")
     theta = _float(params, f"{src}: rope_parameters", "rope_theta", default=math.nan)
+    top = _float(hf, src, "rope_theta", "rotary_emb_base", default=math.nan)
+    if not math.isnan(theta) and not math.isnan(top) and theta != top:
+        raise ValueError(f"{src}: rope_parameters.rope_theta {theta:g} and the top-level rope_theta {top:g} disagree")
     if math.isnan(theta):
-        theta = _float(hf, src, "rope_theta", "rotary_emb_base", default=10000.0)
+        theta = 10000.0 if math.isnan(top) else top
     if theta <= 0:
         raise ValueError(f"{src}: rope_theta: must be > 0, got {theta}")
     # Llama and Falcon rotate the whole head; GPT-NeoX defaults to rotary_pct 0.25, phi to 0.5.

@@ -396,6 +396,11 @@ CONFIG_JSON_CASES = [
         id="rope-scaling-beside-rope-parameters",
     ),
     pytest.param({"rope_scaling": 3}, r"rope_scaling: expected an object, got 3", id="rope-scaling-type"),
+    pytest.param(
+        {"rope_theta": 0, "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0}},
+        r"rope_parameters\.rope_theta 10000 and the top-level rope_theta 0 disagree",
+        id="rope-theta-twice",
+    ),
     pytest.param({"sliding_window": 64}, r"sliding_window: 64 is not supported", id="sliding-window"),
     pytest.param(
         {"layer_types": ["full_attention", "sliding_attention"]},
