@@ -418,7 +418,9 @@ _RUN = [
     FlatOption("precision", str, help="bf16-true (the tables'), 16-true, 32-true, ..."),
     FlatOption("accelerator", str, ACCELERATORS),
     FlatOption("memory_cap_gb", float, help="fail with OOM above this peak (emulates a smaller device)"),
-    FlatOption("tokenizer_dir", str, help="a tokenizer.model or tokenizer.json directory"),
+    FlatOption(
+        "tokenizer_dir", str, help="a tokenizer.model or tokenizer.json directory: tokenizes --data-file or the prompt"
+    ),
 ]
 _FINETUNE = [
     FlatOption("method", str, FINETUNE_METHODS),
