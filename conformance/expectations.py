@@ -31,7 +31,6 @@ from jsonschema.exceptions import ValidationError
 from conformance.display import display
 from litgpt_min.config import known_names
 from litgpt_min.files import json_text, write_text_atomic
-from litgpt_min.options import FLAT_OPTIONS, build_request
 from litgpt_min.result import Outcome, Workload
 
 SCHEMA_PATH: Path = Path(__file__).resolve().parent.parent / "expectations" / "schema.json"
@@ -464,6 +463,9 @@ def _runner_option_problems(path: Path, label: str, row: dict[str, Any]) -> Iter
     options = row.get("runner_options") or {}
     if not options:
         return
+    # Imported here: the run options bring torch, which a profile without runner_options never needs.
+    from litgpt_min.options import FLAT_OPTIONS, build_request
+
     workload = row["workload"]
     known = sorted(FLAT_OPTIONS[workload])
     named = True
