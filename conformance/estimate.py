@@ -57,6 +57,7 @@ from litgpt_min.measure import gb_text
 from litgpt_min.options import (
     FINETUNE_METHODS,
     FLAT_OPTIONS,
+    TOKENIZER_WITHOUT_DATA,
     FinetuneOptions,
     Hyperparameters,
     build_request,
@@ -551,7 +552,7 @@ def _run_ad_hoc(args: argparse.Namespace, out: TextIO) -> int:
         seq_len, later = _data_lengths(args, name, config)
     elif args.workload == "finetune":
         if args.tokenizer_dir is not None:
-            raise EstimateUsageError("--tokenizer-dir tokenizes --data-file: give both, or neither")
+            raise EstimateUsageError(TOKENIZER_WITHOUT_DATA)
         seq_len = args.seq_len if args.seq_len is not None else _default(default_seq_len, name, config, "--seq-len")
         later, later_worst = _later_seq_len(args, name, config, seq_len)
     else:

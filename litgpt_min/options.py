@@ -151,6 +151,10 @@ class GenerateSettings:
 # ---------------------------------------------------------------------------------------------
 # 2. Per-workload options
 # ---------------------------------------------------------------------------------------------
+TOKENIZER_WITHOUT_DATA = "--tokenizer-dir tokenizes --data-file: give both, or neither (synthetic data)"
+"""The refusal of a finetune (run or estimate) given a tokenizer but no data file."""
+
+
 def holds_tokenizer(directory: Path) -> bool:
     """Whether ``directory`` holds a tokenizer file (``tokenizer.model`` or ``tokenizer.json``)."""
     return any((directory / name).is_file() for name in ("tokenizer.model", "tokenizer.json"))
@@ -202,7 +206,7 @@ class FinetuneOptions:
                 raise ValueError(f"--data-file {exc}") from None
         elif self.tokenizer_dir is not None:
             # The synthetic data's lengths come with the model's shipped profile; a tokenizer alone changes nothing.
-            raise ValueError("--tokenizer-dir tokenizes --data-file: give both, or neither (synthetic data)")
+            raise ValueError(TOKENIZER_WITHOUT_DATA)
 
     def tokenizer(self, config: Config, model_name: str) -> data.Tokenizer:
         """The tokenizer of ``tokenizer_dir``, checked to fit the embedding of ``config``; a file that
@@ -228,12 +232,16 @@ class GenerateOptions:
                 "a custom prompt needs --tokenizer-dir (without a tokenizer only the default prompt's length is known)"
             )
 
-    def prompt_tokens(self, model_name: str) -> int:
-        """Length of the prompt in tokens: tokenized when a tokenizer is given, else the model's
-        tokenizer family's shipped length of the default prompt."""
+    def prompt_tokens(self, model_name: str, config: Config | None = None) -> int:
+        """Length of the prompt in tokens: tokenized when a tokenizer is given (with ``config``, the
+        tokenizer is first checked to fit its embedding), else the model's tokenizer family's
+        shipped length of the default prompt."""
         if self.tokenizer_dir is None:
             return data.load_length_profile(data.tokenizer_family(model_name)).default_prompt_tokens
-        return len(self.tokenizer().encode(self.settings.prompt))
+        tokenizer = self.tokenizer()
+        if config is not None:
+            check_vocabulary(tokenizer, config, model_name, "use this model's own tokenizer")
+        return len(tokenizer.encode(self.settings.prompt))
 
     def tokenizer(self) -> data.Tokenizer:
         """The tokenizer of ``tokenizer_dir``; a file that does not load is a ``ValueError`` naming it."""
@@ -326,9 +334,7 @@ class RunRequest:
                 self.options.tokenizer(config, self.model)
         else:
             settings = self.options.settings
-            if self.options.tokenizer_dir is not None:
-                check_vocabulary(self.options.tokenizer(), config, self.model, "use this model's own tokenizer")
-            prompt = self.options.prompt_tokens(self.model)
+            prompt = self.options.prompt_tokens(self.model, config)  # the tokenizer loaded and checked once
             if prompt + settings.max_new_tokens > config.block_size:
                 raise ValueError(
                     f"max_new_tokens {settings.max_new_tokens} after a {prompt}-token prompt exceeds the block size "
@@ -531,6 +537,7 @@ __all__ = [
     "FLAT_OPTIONS",
     "PRECISIONS",
     "REFERENCE",
+    "TOKENIZER_WITHOUT_DATA",
     "Accelerator",
     "FinetuneMethod",
     "FinetuneOptions",
@@ -542,6 +549,9 @@ __all__ = [
     "RunRequest",
     "build_request",
     "check_adapter_layers",
+    "check_inference_devices",
+    "check_vocabulary",
+    "holds_tokenizer",
     "hyperparameters",
     "peft_settings",
 ]
