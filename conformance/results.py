@@ -4,7 +4,7 @@ the tail of the run's log. ``conformance report FILE`` renders it (``conformance
 
 The document is built from a :class:`~conformance.snapshot.Snapshot` (a pure function) and its
 shape is ``conformance/results.schema.json``, checked when a file is read. It is rewritten after
-every measured row: while a session runs (or after it was killed) ``finished`` is false and the
+every decided check: while a session runs (or after it was killed) ``finished`` is false and the
 rows whose checks did not finish have the verdict "not run" and list them under ``pending``.
 One session writes a file at a time (a lock file next to it); a second is refused up front.
 """

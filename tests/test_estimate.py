@@ -26,18 +26,9 @@ from litgpt_min.adapter import AdapterSettings
 from litgpt_min.build import build_model
 from litgpt_min.config import Config
 from litgpt_min.data import load_length_profile, typical_longest
-from litgpt_min.estimate import (
-    Estimate,
-    EstimateRequest,
-    Fake4bitLinear,
-    default_prompt_len,
-    default_seq_len,
-    estimate,
-    fake_peak,
-    run_step,
-    stack_for,
-    use_cuda_dropout,
-)
+from litgpt_min.estimate import Estimate, EstimateRequest, default_prompt_len, default_seq_len, estimate, stack_for
+from litgpt_min.fake_4bit import Fake4bitLinear
+from litgpt_min.fake_step import build_for_estimate, fake_peak, run_step, use_cuda_dropout
 from litgpt_min.finetune import later_draws, make_optimizer, micro_step, optimizer_step
 from litgpt_min.measure import LiveTensorTracker, gb_text, round_allocation
 from litgpt_min.model import GPT
@@ -218,7 +209,6 @@ def test_quantized_weights_hold_bitsandbytes_bytes(quantize: str) -> None:
     with LiveTensorTracker() as real:
         model = build_model(request.config, "none", device=CPU, dtype=torch.float32, quantize=quantize)
         resident_real = real.live_bytes
-    from litgpt_min.estimate import build_for_estimate
 
     with FakeTensorMode(), LiveTensorTracker() as fake:
         fake_model = build_for_estimate(request, CPU)

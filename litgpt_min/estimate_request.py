@@ -1,0 +1,104 @@
+"""What the GPU-free estimate (:mod:`litgpt_min.estimate`) is asked: a finetune or generate run's
+model, method, quantization, precision and lengths (:class:`EstimateRequest`, validated where it is
+built), and the library stacks whose memory behaviour it can model (:data:`STACKS`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, get_args
+
+import torch
+
+from litgpt_min.adapter import AdapterSettings
+from litgpt_min.config import Config
+from litgpt_min.lora import LoRASettings
+from litgpt_min.options import PRECISIONS, GenerateSettings, check_adapter_layers, check_inference_devices
+from litgpt_min.peft import Method, check_method
+from litgpt_min.quantize import QuantizeMode, parse_mode
+
+EstimateWorkload = Literal["finetune", "inference"]
+Stack = Literal["current", "bnb-0.41"]
+STACKS: dict[Stack, str] = {
+    "current": (
+        "bitsandbytes >= 0.45 as installed here: a 4-bit matmul saves only the packed weight for "
+        "backward and dequantizes in the compute dtype (forward assumed to take the dequantize + "
+        "linear fallback, an upper bound by one layer's weight where the fused kernel is chosen)"
+    ),
+    "bnb-0.41": (
+        "bitsandbytes 0.41 (the A100 table's): a 4-bit matmul keeps its input for backward and "
+        "dequantizes through an fp16 copy, converted to the compute dtype (two weight-sized "
+        "temporaries per training matmul); single-token inference uses the gemv kernel"
+    ),
+}
+
+
+def stack_for(bitsandbytes_version: str | None) -> Stack:
+    """The modelled stack for a recorded bitsandbytes version ("0.41.1" -> "bnb-0.41")."""
+    if bitsandbytes_version and bitsandbytes_version.split(".")[:2] == ["0", "41"]:
+        return "bnb-0.41"
+    return "current"
+
+
+@dataclass(frozen=True)
+class EstimateRequest:
+    """What to estimate. ``seq_len`` is the finetune batch's length in iteration 0 (the longest
+    sample); ``later_seq_len`` the longest batch of the micro-steps that start holding their
+    window's gradients (:func:`~litgpt_min.finetune.later_length`; None: gradients do not accumulate)."""
+
+    config: Config
+    workload: EstimateWorkload
+    method: Method = "none"
+    quantize: QuantizeMode | None = None
+    precision: str = "bf16-true"
+    micro_batch_size: int = 1
+    seq_len: int = 1
+    later_seq_len: int | None = None
+    prompt_len: int = 1
+    max_new_tokens: int = GenerateSettings.max_new_tokens
+    devices: int = 1
+    lora: LoRASettings = field(default_factory=LoRASettings)
+    adapter: AdapterSettings = field(default_factory=AdapterSettings)
+    stack: Stack = "current"
+
+    def __post_init__(self) -> None:
+        if self.workload not in get_args(EstimateWorkload):
+            raise ValueError(f"workload must be finetune or inference, got {self.workload!r}")
+        check_method(self.method)
+        if self.workload == "finetune" and self.method == "none":
+            raise ValueError("finetuning needs a method: lora, adapter or adapter_v2")
+        if self.quantize is not None:
+            parse_mode(self.quantize)
+            if "mixed" in self.precision:
+                raise ValueError(f"quantization and mixed precision ({self.precision}) are not supported together")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
+        if self.stack not in STACKS:
+            raise ValueError(f"unknown stack {self.stack!r}: choose one of {', '.join(STACKS)}")
+        for name in ("micro_batch_size", "seq_len", "prompt_len", "max_new_tokens", "devices"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if self.workload == "inference":
+            check_inference_devices(self.devices)  # as the runner: the tables check no sharded generation
+        else:
+            check_adapter_layers(self.method, self.adapter, self.config)  # as the runner
+        if self.later_seq_len is not None:
+            value = self.later_seq_len
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= self.seq_len:
+                raise ValueError(f"later_seq_len must be an integer in [1, seq_len={self.seq_len}], got {value!r}")
+        if self.workload == "finetune":
+            length, what = self.seq_len, "the sequence length (--seq-len)"
+        else:
+            length, what = (
+                self.prompt_len + self.max_new_tokens,
+                "the prompt and new tokens (--prompt-len + --max-new-tokens)",
+            )
+        if length > self.config.block_size:
+            raise ValueError(f"{what} {length} exceeds {self.config.name}'s block size {self.config.block_size}")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return PRECISIONS[self.precision]
+
+
+__all__ = ["STACKS", "EstimateRequest", "EstimateWorkload", "Stack", "stack_for"]

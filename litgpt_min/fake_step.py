@@ -1,0 +1,391 @@
+"""The estimate's run: the real ``litgpt_min`` step of a request on fake tensors, under the
+live-storage tracker, with the parts of a CUDA run a CPU does not reproduce modelled in (CUDA's
+dropout kernel, Fabric's output cast, bitsandbytes' paged optimizer and 4-bit layers, FSDP's flat
+gradients and activation checkpointing). :mod:`litgpt_min.estimate` says what each one assumes
+and turns the peaks into an estimate."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils.checkpoint import checkpoint
+
+from litgpt_min.allocator import CachingAllocator
+from litgpt_min.build import default_dtype
+from litgpt_min.estimate_request import EstimateRequest
+from litgpt_min.fake_4bit import Fake4bitLinear, swap_linear
+from litgpt_min.finetune import micro_step, optimizer_step
+from litgpt_min.generate import generate
+from litgpt_min.measure import LiveTensorTracker
+from litgpt_min.model import GPT, Block
+from litgpt_min.options import GenerateSettings, hyperparameters
+from litgpt_min.peft import apply_method, mark_trainable
+from litgpt_min.quantize import materialize_rest
+
+# bitsandbytes' 32-bit optimizers put a state in paged memory only above this many elements.
+PAGED_STATE_MIN_NUMEL = 100_000
+
+
+@dataclass(frozen=True)
+class Reserve:
+    """What the caching allocator reserves in the run (:mod:`litgpt_min.allocator`): its peak, and
+    its size when the first matrix multiply runs, which on CUDA is where cuBLAS creates its handle
+    and loads its kernels in memory *outside* the allocator."""
+
+    peak_bytes: int
+    at_first_gemm_bytes: int | None
+
+    @property
+    def max_memory_reserved_gb(self) -> float:
+        return round(self.peak_bytes / 1e9, 6)
+
+    @property
+    def at_first_gemm_gb(self) -> float | None:
+        return None if self.at_first_gemm_bytes is None else round(self.at_first_gemm_bytes / 1e9, 6)
+
+
+Phase = Literal[
+    "build",
+    "setup",
+    "forward",
+    "backward",
+    "flat-gradients",
+    "later-forward",
+    "later-backward",
+    "later-flat-gradients",
+    "optimizer",
+    "prefill",
+    "decode",
+]
+
+
+PhasePeaks = dict[str, tuple[int, str | None]]
+
+
+class _Phases:
+    """The tracker's peak (bytes, op) per phase of a run: each phase's peak is affine in the depth."""
+
+    def __init__(self, tracker: LiveTensorTracker) -> None:
+        self.tracker = tracker
+        self.peaks: PhasePeaks = {}
+        self.current: str | None = None
+
+    def enter(self, phase: Phase | None) -> None:
+        if self.current is not None:
+            self.peaks[self.current] = (self.tracker.peak_bytes, self.tracker.peak_op)
+        self.tracker.reset_peak()
+        self.current = phase
+
+
+def fake_peaks(request: EstimateRequest, *, fsdp: bool = False, later: bool = False) -> PhasePeaks:
+    """Peak bytes and peak op per phase of the request's run on fake cpu tensors (its config's full depth)."""
+    with FakeTensorMode(), LiveTensorTracker(device="cpu") as tracker:
+        phases = _Phases(tracker)
+        run_step(request, torch.device("cpu"), fsdp=fsdp, later=later, phase=phases.enter)
+        phases.enter(None)
+    return phases.peaks
+
+
+def fake_peak(request: EstimateRequest, *, fsdp: bool = False, later: bool = False) -> int:
+    """Peak bytes of the request's run on fake cpu tensors, at its config's full depth."""
+    return max(p for p, _ in fake_peaks(request, fsdp=fsdp, later=later).values())
+
+
+# The ops that reach cuBLAS on CUDA (F.linear reaches the dispatcher whole under no_grad).
+_GEMMS = frozenset(
+    {
+        torch.ops.aten.mm.default,
+        torch.ops.aten.addmm.default,
+        torch.ops.aten.bmm.default,
+        torch.ops.aten.baddbmm.default,
+        torch.ops.aten.linear.default,
+        torch.ops.aten.matmul.default,
+    }
+)
+
+
+class _ReserveTracker(LiveTensorTracker):
+    """The live-storage tracker feeding a caching-allocator model; notes the reserve when the first
+    matrix multiply is dispatched, the op in which cuBLAS creates its handle on CUDA."""
+
+    def __init__(self, allocator: CachingAllocator) -> None:
+        super().__init__(device="cpu", allocator=allocator)
+        self.reserved_at_first_gemm: int | None = None
+
+    def __torch_dispatch__(
+        self, func: torch._ops.OpOverload, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None
+    ) -> Any:
+        if self.reserved_at_first_gemm is None and func in _GEMMS:
+            self.reserved_at_first_gemm = self.allocator.reserved  # type: ignore[union-attr]
+        return super().__torch_dispatch__(func, types, args, kwargs)
+
+
+def fake_reserve(request: EstimateRequest) -> tuple[int, Reserve]:
+    """The allocated peak and the allocator's reserve of the request's one-device run, at its full
+    depth (fragmentation does not grow affinely with the depth, so nothing is extrapolated)."""
+    allocator = CachingAllocator()
+    with FakeTensorMode(), _ReserveTracker(allocator) as tracker:
+        run_step(request, torch.device("cpu"))
+    return tracker.peak_bytes, Reserve(allocator.peak_reserved, tracker.reserved_at_first_gemm)
+
+
+def run_step(
+    request: EstimateRequest,
+    device: torch.device,
+    *,
+    fsdp: bool = False,
+    later: bool = False,
+    phase: Callable[[Phase], None] = lambda name: None,
+) -> None:
+    """The measured part of a run on ``device`` (real or fake tensors alike); ``phase`` marks its phases.
+
+    ``later``: iteration 0 is followed by a later micro-step of its accumulation window, on a
+    ``later_seq_len`` batch, which holds what the window has accumulated (under ``fsdp`` every
+    Block's flat gradient) and the optimizer's states (created by an earlier window's step)."""
+    phase("build")
+    model = build_for_estimate(request, device)
+    autocast = (
+        torch.autocast(device.type, dtype=torch.bfloat16 if request.precision.startswith("bf16") else torch.float16)
+        if "mixed" in request.precision
+        else nullcontext()
+    )
+    phase("setup")
+    if request.workload == "finetune":
+        model.max_seq_length = request.seq_len
+        model.train()
+        if fsdp:
+            _checkpoint_blocks(model)
+        optimizer = _optimizer(model, request, device)
+        prefix = [""]
+        if fsdp:
+            _flat_block_gradients(model, request.dtype, first=lambda: phase(f"{prefix[0]}flat-gradients"))  # type: ignore[arg-type]
+        wrapped = _FabricOutputs(model, request.precision)
+        hp = hyperparameters(request.method, micro_batch_size=request.micro_batch_size)
+
+        def backward(loss: torch.Tensor) -> None:
+            phase(f"{prefix[0]}backward")  # type: ignore[arg-type]
+            loss.backward()
+
+        lengths = [request.seq_len]
+        if later and request.later_seq_len is not None:
+            lengths.append(request.later_seq_len)
+        for n, length in enumerate(lengths):
+            if n:
+                prefix[0] = "later-"
+                _hold_optimizer_state(optimizer)
+            input_ids = torch.zeros(request.micro_batch_size, length, dtype=torch.long, device=device)
+            targets = torch.zeros(request.micro_batch_size, length, dtype=torch.long, device=device)
+            phase(f"{prefix[0]}forward")  # type: ignore[arg-type]
+            with autocast:
+                micro_step(wrapped, input_ids, targets, hp.gradient_accumulation_iters, hp.lm_head_chunk_size, backward)
+            del input_ids, targets
+        phase("optimizer")
+        optimizer_step(optimizer)
+    else:
+        model.eval()
+        model.max_seq_length = request.prompt_len + request.max_new_tokens
+        model.set_kv_cache(batch_size=1, device=device, dtype=request.dtype)
+        wrapped = _FabricOutputs(model, request.precision, on_call=[lambda: phase("prefill"), lambda: phase("decode")])
+        prompt = torch.zeros(request.prompt_len, dtype=torch.long, device=device)
+        settings = GenerateSettings()
+        with autocast:
+            # Prefill and one decode step: every later step allocates the same (the cache and mask
+            # are preallocated for prompt + max_new_tokens positions).
+            generate(wrapped, prompt, request.prompt_len + 2, temperature=settings.temperature, top_k=settings.top_k)
+
+
+def build_for_estimate(request: EstimateRequest, device: torch.device) -> GPT:
+    """The method's model on ``device`` in the compute dtype, as the modelled stack builds it.
+
+    Unquantized models are created on the device (as ``litgpt_min.build`` does). Quantized ones
+    are created on the meta device with their linears swapped for :class:`Fake4bitLinear`:
+
+    - stack ``current`` (litgpt_min's runner): one unquantized weight at a time is materialized,
+      as in ``quantize_model``, and the rest by the runner's own ``materialize_rest``;
+    - stack ``bnb-0.41`` (the table's Lit-GPT with Lightning 2.1's plugin): every module is
+      built on the device in construction order, each linear quantized as it is created, then the
+      checkpoint load quantizes every linear's stored weight again (:meth:`Fake4bitLinear.load_stored_weight`).
+      The allocated peak is the same; the order is what the caching allocator's reserve follows.
+    """
+    if request.quantize is None:
+        with torch.device(device), default_dtype(request.dtype):
+            model = apply_method(GPT(request.config), request.method, request.lora, request.adapter)
+    else:
+        with torch.device("meta"), default_dtype(request.dtype):
+            model = apply_method(GPT(request.config), request.method, request.lora, request.adapter)
+        if request.stack == "bnb-0.41":
+            for name, module in list(model.named_modules()):
+                if isinstance(module, nn.Linear):
+                    swap_linear(model, name, request.quantize, request.dtype, request.stack, device)
+                else:
+                    materialize_rest(module, device=device, dtype=request.dtype, recurse=False)
+            for module in model.modules():
+                if isinstance(module, Fake4bitLinear):
+                    module.load_stored_weight()
+        else:
+            for name in [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]:
+                swap_linear(model, name, request.quantize, request.dtype, request.stack, device)
+        materialize_rest(model, device=device, dtype=request.dtype)
+    mark_trainable(model, request.method)
+    use_cuda_dropout(model)
+    return model
+
+
+class CudaDropout(nn.Module):
+    """``nn.Dropout`` through ``native_dropout``, the fused kernel CUDA takes: a bool mask is kept
+    for backward (the CPU's composite dropout keeps a scaled noise tensor in the input's dtype)."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0 or x.numel() == 0:
+            return x
+        return torch.native_dropout(x, self.p, True)[0]
+
+
+def use_cuda_dropout(model: nn.Module) -> None:
+    """Swap every ``nn.Dropout`` of ``model`` for :class:`CudaDropout` (same probability)."""
+    for name, module in list(model.named_modules()):
+        if isinstance(module, nn.Dropout):
+            parent, _, attr = name.rpartition(".")
+            setattr(model.get_submodule(parent), attr, CudaDropout(module.p))
+
+
+def _checkpoint_blocks(model: GPT) -> None:
+    """Activation checkpointing per Block, as FSDPStrategy(activation_checkpointing_policy={Block})."""
+    for block in model.transformer.h:
+        assert isinstance(block, Block)
+        original = block.forward
+
+        def forward(*args: Any, _original: Callable[..., Any] = original, **kwargs: Any) -> Any:
+            return checkpoint(_original, *args, use_reentrant=False, **kwargs)
+
+        block.forward = forward  # type: ignore[method-assign]
+
+
+def _flat_block_gradients(model: GPT, dtype: torch.dtype, first: Callable[[], None] = lambda: None) -> None:
+    """Each Block's gradient as FSDP (``use_orig_params=True``) produces it, for a Block that trains.
+
+    The parameters are views of the Block's flat parameter, so every one of them, frozen or not,
+    receives a gradient (which also keeps the frozen linears' inputs for backward); when the last
+    one has arrived they are concatenated into the flat gradient, which stays unsharded under
+    ``no_backward_sync`` until the optimizer step, and the per-parameter gradients are dropped. In
+    a later backward of the window the new flat gradient is a temporary added into the kept one
+    (``AccumulateGrad``'s in-place sum). ``first`` is called before the first flat gradient of
+    each backward: backward peaks either at its start (the logits) or at its end (the
+    gradients), each affine in the depth, so they are phases apart.
+    """
+    blocks = [[p for p in block.parameters() if p.is_floating_point()] for block in model.transformer.h]
+    blocks = [params for params in blocks if any(p.requires_grad for p in params)]
+    arrived: list[list[nn.Parameter]] = [[] for _ in blocks]
+    kept: list[list[torch.Tensor]] = [[] for _ in blocks]
+
+    def hook(param: torch.Tensor, b: int) -> None:
+        arrived[b].append(param)  # type: ignore[arg-type]
+        if len(arrived[b]) < len(blocks[b]):
+            return
+        arrived[b].clear()
+        if b == len(blocks) - 1:
+            first()
+        new = torch.empty(sum(p.numel() for p in blocks[b]), dtype=dtype, device=param.device)
+        if kept[b]:
+            kept[b][0].add_(new)
+        else:
+            kept[b].append(new)
+        del new
+        for p in blocks[b]:
+            p.grad = None
+
+    for b, params in enumerate(blocks):
+        for p in params:
+            p.requires_grad_(True)
+            # The hooks hold ``kept``: the flat gradients live as long as the model.
+            p.register_post_accumulate_grad_hook(functools.partial(hook, b=b))
+
+
+def _hold_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
+    """Create the optimizer's states, as an optimizer step of an earlier window has."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    optimizer_step(optimizer)
+    for p in params:
+        p.grad = None
+
+
+class _FabricOutputs(nn.Module):
+    """Casts floating outputs to fp32 under a ``-true`` half precision, as Fabric's module wrapper does."""
+
+    def __init__(self, model: GPT, precision: str, on_call: list[Callable[[], None]] | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.cast = precision in ("bf16-true", "16-true")
+        self.on_call = list(on_call or [])
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        if self.on_call:
+            self.on_call.pop(0)()
+        out = self.model(*args, **kwargs)
+        if not self.cast:
+            return out
+        if isinstance(out, list):
+            return [o.float() for o in out]
+        return out.float()
+
+    @property
+    def max_seq_length(self) -> int:
+        return self.model.max_seq_length
+
+
+def _optimizer(model: GPT, request: EstimateRequest, device: torch.device) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    hp = hyperparameters(request.method, micro_batch_size=request.micro_batch_size)
+    if request.quantize is None:
+        return torch.optim.AdamW(params, lr=hp.learning_rate, weight_decay=hp.weight_decay, foreach=True)
+    return _PagedAdamWStandIn(params, device)
+
+
+class _PagedAdamWStandIn(torch.optim.Optimizer):
+    """bitsandbytes' PagedAdamW memory: fp32 states, paged (not counted) above 1e5 elements, fused update."""
+
+    def __init__(self, params: list[nn.Parameter], device: torch.device) -> None:
+        super().__init__(params, {})
+        self.device = device
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> None:  # type: ignore[override]
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None or p in self.state:
+                    continue
+                if p.numel() <= PAGED_STATE_MIN_NUMEL:
+                    self.state[p] = {
+                        "state1": torch.zeros_like(p, dtype=torch.float32),
+                        "state2": torch.zeros_like(p, dtype=torch.float32),
+                    }
+                else:
+                    self.state[p] = {}
+
+
+__all__ = [
+    "PAGED_STATE_MIN_NUMEL",
+    "CudaDropout",
+    "Phase",
+    "PhasePeaks",
+    "Reserve",
+    "build_for_estimate",
+    "fake_peak",
+    "fake_peaks",
+    "fake_reserve",
+    "run_step",
+    "use_cuda_dropout",
+]
