@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from conformance.diff import cmd_diff
-from conformance.estimate import add_parser as add_estimate_parser
-from conformance.estimate import run as run_estimate
+from conformance.estimate_command import add_parser as add_estimate_parser
+from conformance.estimate_command import run as run_estimate
 from conformance.expectations import DEFAULT_ROOT, ExpectationError, list_profiles, load_profile
 from conformance.hardware import fingerprint, format_header
 from conformance.merge import PREFER_CHOICES, Prefer, merge_files

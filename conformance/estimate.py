@@ -1,4 +1,5 @@
-"""The estimate of every row of a profile, and the ``conformance estimate`` command's logic.
+"""The estimate of every row of a profile, its table and its verdict (the command that prints them
+is :mod:`conformance.estimate_command`).
 
 Each row becomes a :class:`litgpt_min.estimate.EstimateRequest` (the row's model, workload,
 method, quantization, micro-batch and devices; the runner options that move memory: precision,
@@ -15,63 +16,35 @@ what the caching allocator reserves (one-device rows, modelled at full depth):
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import math
 import multiprocessing
 import os
-import sys
-import textwrap
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import torch
 
-from conformance.expectations import DEFAULT_ROOT, PRECISION, Case, ExpectationError, Profile, load_profile
-from conformance.options import positive_number, whole_number
-from litgpt_min.cli import add_flat_options
+from conformance.expectations import PRECISION, Case, Profile, load_profile
 from litgpt_min.config import Config
 from litgpt_min.estimate import (
-    HOWS,
-    STACKS,
     Estimate,
     EstimateRequest,
     Outcome,
     Reserve,
     Stack,
-    default_later_seq_len,
-    default_prompt_len,
-    default_seq_len,
     estimate,
     request_from_run,
     stack_for,
-    train_lengths,
 )
-from litgpt_min.finetune import later_draws
-from litgpt_min.measure import gb_text
 from litgpt_min.options import (
-    FINETUNE_METHODS,
-    FLAT_OPTIONS,
-    TOKENIZER_WITHOUT_DATA,
-    FinetuneOptions,
-    Hyperparameters,
     build_request,
-    holds_tokenizer,
-    hyperparameters,
-    peft_settings,
 )
-from litgpt_min.quantize import QUANTIZE_MODES
 
 StackChoice = str  # "current" | "profile"
-
-
-class EstimateUsageError(ValueError):
-    """Bad input to ``conformance estimate``: one line, exit status 2."""
 
 
 # Rows -------------------------------------------------------------------------------------------
@@ -345,371 +318,3 @@ def summary(rows: list[RowEstimate], tolerance: float | None) -> str:
         f"|error| median {median:.1%}, max {errors[-1] if errors else math.nan:.1%} over {len(errors)} figures; "
         f"stack: {', '.join(stacks)}"
     )
-
-
-# The command ------------------------------------------------------------------------------------
-_PEFT_FLAGS = [name for name in FLAT_OPTIONS["finetune"] if name.startswith(("lora_", "adapter_"))]
-
-
-# Where each option applies: "profile" (--profile), "ad hoc" (--model/--config), "finetune" or
-# "inference" (the ad hoc --workload). Options not listed apply everywhere. The help groups the
-# options by it, and refuse_inapplicable() refuses an option given elsewhere.
-APPLIES_TO: dict[str, str] = {
-    "expectations": "profile",
-    "tolerance": "profile",
-    "jobs": "profile",
-    "markdown": "profile",
-    "workload": "ad hoc",
-    "quantize": "ad hoc",
-    "precision": "ad hoc",
-    "devices": "ad hoc",
-    "method": "finetune",
-    "micro_batch_size": "finetune",
-    "seq_len": "finetune",
-    "data_file": "finetune",
-    "tokenizer_dir": "finetune",
-    **dict.fromkeys(_PEFT_FLAGS, "finetune"),
-    "prompt_len": "inference",
-    "max_new_tokens": "inference",
-}
-_WHY_NOT = {
-    "inference": "inference is estimated as the generate runner runs, one sequence without a finetuning method",
-    "finetune": "the prompt and new tokens size a generation's KV cache",
-}
-
-
-_GROUPS = {
-    "everywhere": "the card and the output",
-    "profile": "with --profile",
-    "ad hoc": "ad hoc (--model or --config)",
-    "finetune": "ad hoc, --workload finetune",
-    "inference": "ad hoc, --workload inference",
-}
-
-
-def add_parser(sub: Any) -> argparse.ArgumentParser:
-    """The ``estimate`` subcommand, on ``conformance``'s subparsers (returned)."""
-    p = sub.add_parser(
-        "estimate",
-        help="estimate peak GPU memory without a GPU: every row of a profile, or one configuration",
-        description="Peak memory (torch.cuda.max_memory_allocated) estimated on fake tensors, without a GPU.",
-    )
-    what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--profile", help="estimate every row of this profile")
-    what.add_argument("--model", help="a registry model name (ad hoc estimate)")
-    what.add_argument(
-        "--config", type=Path, help="a checkpoint's lit_config.json or model_config.yaml (ad hoc estimate)"
-    )
-    # Options left unset are None, so that one given where it does not apply is refused (see
-    # APPLIES_TO), never silently ignored; run() fills in the defaults the help names.
-    groups = {key: p.add_argument_group(title) for key, title in _GROUPS.items()}
-
-    def add(flag: str, **kwargs: Any) -> None:
-        groups[APPLIES_TO.get(flag[2:].replace("-", "_"), "everywhere")].add_argument(flag, **kwargs)
-
-    add(
-        "--capacity-gb",
-        type=positive_number,
-        default=None,
-        help="what the card's allocator can use, in GB of 1e9 bytes: its total less ~0.5 GB of CUDA context "
-        "(an A100-SXM4-40GB: 42); default: the profile's usable memory, none ad hoc",
-    )
-    add("--stack", choices=("current", "profile"), default="current", help="the library stack modelled")
-    add(
-        "--reserved",
-        action="store_true",
-        help="also model the CUDA caching allocator (one-device runs, at full depth: slower): "
-        "max_memory_reserved_gb and reserved_at_first_gemm_gb",
-    )
-    add("--json", action="store_true", help="one JSON object per row")
-    add("--expectations", type=Path, default=None, metavar="DIR", help=f"default: {DEFAULT_ROOT}")
-    add(
-        "--tolerance",
-        type=positive_number,
-        default=None,
-        help="for the figures; default: the profile's estimate_rel (unset: outcomes only, as test_estimate)",
-    )
-    add("--jobs", type=whole_number(1), default=None, help=f"processes for a profile's rows; default: {default_jobs()}")
-    add("--markdown", action="store_true", default=None, help="the table as Markdown")
-    add("--workload", choices=("finetune", "inference"), help="required")
-    add("--quantize", default=None, help=f"a bitsandbytes 4-bit mode: {', '.join(QUANTIZE_MODES)}")
-    add("--precision", default=None, help=f"default: {PRECISION}")
-    add("--devices", type=whole_number(1), default=None, help="default: 1 (several: finetuning under FSDP)")
-    add("--method", choices=FINETUNE_METHODS, help="required")
-    add("--micro-batch-size", type=whole_number(1), default=None, help="default: 1")
-    add("--seq-len", type=whole_number(1), default=None, help="default: the longest Alpaca sample")
-    add(
-        "--data-file",
-        type=Path,
-        default=None,
-        help="your data (Alpaca JSON): its longest sample, tokenized, is iteration 0's length and its lengths "
-        "the later micro-steps' (instead of --seq-len)",
-    )
-    add(
-        "--tokenizer-dir",
-        type=Path,
-        default=None,
-        help="the tokenizer for --data-file; default with --config: the config's folder, if it holds one",
-    )
-    # The same --lora-* / --adapter-* flags as litgpt-min, from the one table of run options.
-    add_flat_options(groups["finetune"], [FLAT_OPTIONS["finetune"][name] for name in _PEFT_FLAGS])
-    add("--prompt-len", type=whole_number(1), default=None, help="default: the generate runner's prompt")
-    add("--max-new-tokens", type=whole_number(1), default=None, help=f"default: {EstimateRequest.max_new_tokens}")
-    return p
-
-
-def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
-    """``conformance estimate``: 0, or 2 with one line on ``err`` for bad input."""
-    out = sys.stdout if out is None else out
-    err = sys.stderr if err is None else err
-    try:
-        refuse_inapplicable(args)
-        if args.profile is not None:
-            return _run_profile(args, out, err)
-        return _run_ad_hoc(args, out)
-    except (EstimateUsageError, ExpectationError, ValueError) as exc:
-        text = " ".join(str(exc).split())
-        print(f"conformance estimate: {text}", file=err)
-        return 2
-
-
-def refuse_inapplicable(args: argparse.Namespace) -> None:
-    """An option given where it does not apply is an ``EstimateUsageError`` naming it: a row of a
-    profile with ``--seq-len``, or an inference estimate with ``--micro-batch-size``, would
-    otherwise silently leave it out of the figure."""
-    mode = "profile" if args.profile is not None else args.workload
-    for dest, where in APPLIES_TO.items():
-        value = getattr(args, dest, None)
-        if value is None:  # unset
-            continue
-        flag = ("--no-" if value is False else "--") + dest.replace("_", "-")
-        if mode == "profile" and where != "profile":
-            raise EstimateUsageError(f"{flag} does not apply to --profile: a profile's rows carry their configurations")
-        if mode != "profile" and where == "profile":
-            raise EstimateUsageError(f"{flag} applies to --profile only, not to an ad hoc estimate (--model/--config)")
-        if mode in _WHY_NOT and where in _WHY_NOT and where != mode:
-            raise EstimateUsageError(f"{flag} does not apply to --workload {mode}: {_WHY_NOT[mode]}")
-    if args.json and args.markdown:
-        raise EstimateUsageError("--json and --markdown exclude each other: choose one output")
-
-
-def _run_profile(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    profile = load_profile(args.profile, args.expectations or DEFAULT_ROOT)
-    stack = profile_stack(profile, args.stack)
-    capacity = args.capacity_gb if args.capacity_gb is not None else profile_capacity_gb(profile)
-    tolerance = args.tolerance if args.tolerance is not None else profile.tolerances.estimate_rel
-    show = err.isatty() and not args.json
-    started = time.perf_counter()
-
-    def progress(i: int, n: int, case_id: str) -> None:
-        err.write(f"\r[{i + 1}/{n}] {case_id[:70]:<70}")
-        err.flush()
-
-    rows = estimate_profile(
-        profile,
-        stack=stack,
-        capacity_gb=capacity,
-        jobs=args.jobs or default_jobs(),
-        progress=progress if show else None,
-        reserve=args.reserved,
-    )
-    if show:
-        err.write("\r" + " " * 80 + "\r")
-    if args.json:
-        for row in rows:
-            out.write(json.dumps(row.to_json(), sort_keys=True) + "\n")
-        return 0
-    out.write(render_table(rows, tolerance, bool(args.markdown), reserved=args.reserved))
-    out.write(f"Stack modelled: {stack}: {STACKS[stack]}.\n")
-    if args.reserved:
-        out.write(
-            "reserved GB: the caching allocator's modelled peak reserve (max_memory_reserved); at 1st GEMM: "
-            "its reserve when the first matmul creates cuBLAS's handle, outside it (one-device rows only).\n"
-        )
-    err.write(f"{len(rows)} rows in {time.perf_counter() - started:.1f} s\n")
-    return 0
-
-
-def _run_ad_hoc(args: argparse.Namespace, out: TextIO) -> int:
-    if args.workload is None:
-        raise EstimateUsageError("--workload finetune|inference is required with --model/--config")
-    if args.workload == "finetune" and args.method is None:
-        raise EstimateUsageError("--method lora|adapter|adapter_v2 is required for --workload finetune")
-    devices = args.devices or 1
-    if args.reserved and devices > 1:
-        raise EstimateUsageError(
-            f"--reserved models one device's caching allocator, not --devices {devices}: FSDP's "
-            "all-gather stream keeps blocks of its own"
-        )
-    config, name = _config(args)
-    lora, adapter = peft_settings(vars(args), args.method or "none")
-    stack: Stack = "bnb-0.41" if args.stack == "profile" else "current"
-    # Each workload's lengths: its defaults come from the tokenizer's Alpaca profile, so a model
-    # without a known tokenizer is asked for the flag of its own workload only.
-    seq_len = prompt_len = 1
-    later, later_worst = None, False
-    if args.workload == "finetune" and args.data_file is not None:
-        seq_len, later = _data_lengths(args, name, config)
-    elif args.workload == "finetune":
-        if args.tokenizer_dir is not None:
-            raise EstimateUsageError(TOKENIZER_WITHOUT_DATA)
-        seq_len = args.seq_len if args.seq_len is not None else _default(default_seq_len, name, config, "--seq-len")
-        later, later_worst = _later_seq_len(args, name, config, seq_len)
-    else:
-        prompt_len = args.prompt_len
-        if prompt_len is None:
-            prompt_len = _default(default_prompt_len, name, None, "--prompt-len")
-    request = EstimateRequest(
-        config=config,
-        workload=args.workload,
-        method=args.method or "none",
-        quantize=args.quantize,
-        precision=args.precision or PRECISION,
-        micro_batch_size=args.micro_batch_size or 1,
-        seq_len=seq_len,
-        later_seq_len=later,
-        prompt_len=prompt_len,
-        max_new_tokens=args.max_new_tokens or EstimateRequest.max_new_tokens,
-        devices=devices,
-        lora=lora,
-        adapter=adapter,
-        stack=stack,
-    )
-    result = estimate(request, reserve=args.reserved)
-    obj = {
-        "model": name,
-        "workload": args.workload,
-        "quantize": request.quantize,
-        "precision": request.precision,
-        "devices": request.devices,
-        "outcome": result.outcome(args.capacity_gb),
-        "max_memory_gb": result.max_memory_gb,
-        "capacity_gb": args.capacity_gb,
-        "stack": result.stack,
-        "how": result.how,
-        "unsupported": result.unsupported,
-        **reserve_json(result.reserve),
-    }
-    # What the figure assumed, defaults resolved: for a finetune step the micro-batch, its longest
-    # sample (iteration 0) and, when a later micro-step was simulated (several devices,
-    # accumulating), that batch's length; for inference the prompt and the new tokens.
-    if args.workload == "finetune":
-        obj["method"] = request.method
-        obj["micro_batch_size"] = request.micro_batch_size
-        obj["seq_len"] = request.seq_len
-        obj["later_seq_len"] = request.later_seq_len if request.devices > 1 else None
-        obj["data_file"] = None if args.data_file is None else str(args.data_file)
-    else:
-        obj["prompt_len"] = request.prompt_len
-        obj["max_new_tokens"] = request.max_new_tokens
-    out.write(json.dumps(obj, sort_keys=True) + "\n" if args.json else describe_ad_hoc(obj, request, later_worst))
-    return 0
-
-
-def describe_ad_hoc(obj: dict[str, Any], request: EstimateRequest, later_worst: bool = False) -> str:
-    """The ad hoc estimate for a reader: the configuration, then the verdict, the figures and what
-    they assumed, one labelled line each (``--json`` carries the same values). ``later_worst``: the
-    later micro-steps' length is --seq-len itself, for want of the tokenizer's Alpaca lengths."""
-    what = [f"{obj['model']} {obj['workload']}"]
-    if request.workload == "finetune":
-        what.append(request.method)
-    what += [request.quantize or "not quantized", request.precision]
-    what.append(f"{request.devices} devices" if request.devices > 1 else "1 device")
-    lines = [", ".join(what)]
-
-    def line(label: str, text: str) -> None:
-        lines.extend(textwrap.wrap(text, 100, initial_indent=f"  {label:<16} ", subsequent_indent=" " * 19))
-
-    gb, capacity, outcome = obj["max_memory_gb"], obj["capacity_gb"], obj["outcome"]
-    if outcome == "unsupported":
-        line("outcome", f"unsupported: {obj['unsupported']}")
-    elif capacity is None:
-        line("outcome", "ok (no capacity given: --capacity-gb N judges a card of N GB)")
-    elif outcome == "ok":
-        line("outcome", f"ok: fits in {gb_text(capacity)} GB with {gb_text(capacity - gb)} GB to spare")
-    else:
-        line("outcome", f"oom: needs {gb_text(gb - capacity)} GB more than {gb_text(capacity)} GB")
-    if gb is not None:
-        per_device = " per device" if request.devices > 1 else ""
-        line("peak allocated", f"{gb_text(gb)} GB{per_device} (what torch.cuda.max_memory_allocated would report)")
-    if obj["max_memory_reserved_gb"] is not None:
-        first = obj["reserved_at_first_gemm_gb"]
-        at_first = "" if first is None else f", {gb_text(first)} GB when the first matmul creates cuBLAS's handle"
-        line("reserved", f"{gb_text(obj['max_memory_reserved_gb'])} GB at the caching allocator's peak{at_first}")
-    if request.workload == "finetune":
-        later = obj.get("later_seq_len")
-        later_text = "" if later is None else f"; later micro-steps {later} tokens"
-        if later is not None and later_worst:
-            later_text += " (the worst case: no Alpaca length profile for this model's tokenizer)"
-        source = "" if obj.get("data_file") is None else f" (the longest sample of {Path(obj['data_file']).name})"
-        line("batch", f"{request.micro_batch_size} x {request.seq_len} tokens in iteration 0{source}{later_text}")
-    else:
-        line("tokens", f"{request.prompt_len}-token prompt + {request.max_new_tokens} new (the KV cache's length)")
-    if request.quantize is None:
-        line("stack", f"{obj['stack']} (the stacks differ only in 4-bit layers)")
-    else:
-        line("stack", f"{obj['stack']}: {STACKS[obj['stack']]}")
-    line("how", f"{obj['how']}: {HOWS[obj['how']]}")
-    return "\n".join(lines) + "\n"
-
-
-def _hyperparameters(args: argparse.Namespace) -> Hyperparameters:
-    try:
-        return hyperparameters(args.method, micro_batch_size=args.micro_batch_size or 1)
-    except ValueError as exc:  # a micro-batch over the method's batch size
-        raise EstimateUsageError(f"--micro-batch-size {args.micro_batch_size}: {exc}") from None
-
-
-def _data_lengths(args: argparse.Namespace, name: str, config: Config) -> tuple[int, int | None]:
-    """Iteration 0's and the later micro-steps' lengths from ``--data-file``, tokenized as the
-    runner tokenizes it (with ``--config``, the checkpoint folder's tokenizer by default)."""
-    if args.seq_len is not None:
-        raise EstimateUsageError("--seq-len and --data-file both give iteration 0's length: choose one")
-    tokenizer_dir = args.tokenizer_dir
-    if tokenizer_dir is None and args.config is not None and holds_tokenizer(args.config.parent):
-        tokenizer_dir = args.config.parent
-    if tokenizer_dir is None:
-        why = "" if args.config is None else f": {args.config.parent} holds neither tokenizer.model nor tokenizer.json"
-        raise EstimateUsageError(f"--data-file needs --tokenizer-dir{why}")
-    try:
-        options = FinetuneOptions(
-            args.method, _hyperparameters(args), data_file=str(args.data_file), tokenizer_dir=str(tokenizer_dir)
-        )
-        seq_len, later = train_lengths(options, name, config)
-    except (OSError, ValueError) as exc:
-        raise EstimateUsageError(str(exc)) from None
-    return seq_len, later
-
-
-def _later_seq_len(args: argparse.Namespace, name: str, config: Config, seq_len: int) -> tuple[int | None, bool]:
-    """The later micro-steps' typical longest sample from the tokenizer's Alpaca profile, at most
-    ``seq_len``; ``seq_len`` itself (the worst case, flagged True) when the model has no known
-    tokenizer. None without accumulation."""
-    hp = _hyperparameters(args)
-    try:
-        later = default_later_seq_len(name, config, hp)
-    except ValueError:
-        return (seq_len, True) if later_draws(hp) else (None, False)
-    return (None if later is None else min(later, seq_len)), False
-
-
-def _default(fn: Callable[..., int], name: str, config: Config | None, flag: str) -> int:
-    try:
-        return fn(name, config) if config is not None else fn(name)
-    except ValueError as exc:
-        raise EstimateUsageError(f"{exc}; give {flag}") from None
-
-
-def _config(args: argparse.Namespace) -> tuple[Config, str]:
-    if args.model is not None:
-        return Config.from_name(args.model), args.model
-    path: Path = args.config
-    try:
-        config = Config.from_file(path)
-    except ValueError as exc:  # the file and the field, in one line
-        raise EstimateUsageError(str(exc)) from None
-    return config, config.name or path.parent.name
-
-
-def rows_by_id(rows: Iterable[RowEstimate]) -> dict[str, RowEstimate]:
-    return {r.id: r for r in rows}

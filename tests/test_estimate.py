@@ -1,4 +1,5 @@
-"""Tests for the GPU-free peak-memory estimate (litgpt_min/estimate.py, conformance/estimate.py).
+"""Tests for the GPU-free peak-memory estimate (litgpt_min/estimate.py and the fake run beside it,
+conformance/estimate.py and estimate_command.py).
 
 Tiny configs in fp32: the estimate on fake tensors must equal what the same step tracks on real
 CPU tensors, the layer extrapolation must equal the full-depth run, and the command's output and
@@ -18,7 +19,8 @@ import yaml
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from conformance.cli import main as conformance_main
-from conformance.estimate import APPLIES_TO, RowEstimate, add_parser, share_rows, summary
+from conformance.estimate import RowEstimate, share_rows, summary
+from conformance.estimate_command import APPLIES_TO, add_parser
 from conformance.expectations import load_profile
 from conformance.runner import PRECISION
 from litgpt_min import preflight
