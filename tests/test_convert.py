@@ -16,13 +16,8 @@ import pytest
 import torch
 
 from litgpt_min.config import Config
-from litgpt_min.convert import (
-    check_layer_count,
-    config_from_hf,
-    convert_hf_checkpoint,
-    convert_state_dict,
-    load_hf_state_dict,
-)
+from litgpt_min.convert import check_layer_count, convert_hf_checkpoint, convert_state_dict, load_hf_state_dict
+from litgpt_min.hf_config import config_from_hf
 from litgpt_min.model import GPT
 
 transformers = pytest.importorskip("transformers")
