@@ -67,6 +67,9 @@ class Baseline:
         if row is None:
             return case, f"not in the baseline {self.path}"
         data = row.get("measured")
+        if row.get("verdict") == "not run":
+            # An unfinished session's row: whatever its run left is no measurement to judge against.
+            return case, f"the baseline {self.path} did not finish this row (verdict not run)"
         if data is None:
             reasons = row.get("reasons") or {}
             # Why its run did not happen (an estimate's known miss is no reason the row was unmeasured).
@@ -76,7 +79,9 @@ class Baseline:
         figures = {name: getattr(result, name) if result.outcome == "ok" else None for name in BASELINE_FIGURES}
         # The other workload's speed figure is never compared (a finetune row has no tokens/s).
         figures["tokens_per_sec" if case.workload == "finetune" else "time_1k_iters_min"] = None
-        return dataclasses.replace(case, outcome=result.outcome, error=result.error, **figures), None
+        return dataclasses.replace(
+            case, outcome=result.outcome, error=result.error, baseline=self.path, **figures
+        ), None
 
 
 def gpu_names(fingerprint: Mapping[str, Any]) -> list[str]:

@@ -110,12 +110,13 @@ class RowCheck:
 
     def check_estimate(self) -> None:
         """The GPU-free estimate: outcome at the profile's card, figure within the estimate tolerance."""
-        row = self.session.estimate(self.active, self.case)
-        tolerance = self.session.options.tolerances(self.case).estimate_rel
+        case = self.session.profile_case(self.active, self.case)  # the table's figures, never a baseline's
+        row = self.session.estimate(self.active, case)
+        tolerance = self.session.options.tolerances(case).estimate_rel
         self._properties(
-            expected_outcome=self.case.outcome,
+            expected_outcome=case.outcome,
             estimated_outcome=row.outcome,
-            expected_max_memory_gb=self.case.max_memory_gb,
+            expected_max_memory_gb=case.max_memory_gb,
             estimated_max_memory_gb=row.max_memory_gb,
             estimate_tolerance=tolerance,
             estimate_stack=row.stack,
@@ -125,14 +126,12 @@ class RowCheck:
             return
         if problem is None:
             return
-        message = f"{item_id(self.active, self.case)} ({display(self.case.file)}): the estimate disagrees: {problem}"
-        if self.case.estimate_miss is not None:
+        message = f"{item_id(self.active, case)} ({display(case.file)}): the estimate disagrees: {problem}"
+        if case.estimate_miss is not None:
             self._note("estimate", f"known miss: {problem}")
-            raise KnownEstimateMiss(f"{problem} (known: {self.case.estimate_miss})")
+            raise KnownEstimateMiss(f"{problem} (known: {case.estimate_miss})")
         self._note("estimate", message)
-        pytest.fail(
-            message + f"\nreproduce: conformance estimate --profile {self.active.name} --stack profile", pytrace=False
-        )
+        pytest.fail(message + f"\nreproduce: {self.session.estimate_command(self.active)}", pytrace=False)
 
     # Verdicts -------------------------------------------------------------------------------------
     def _conclude(
@@ -152,8 +151,7 @@ class RowCheck:
             self._note(kind, f"improved: {text}", improved=True)
             warnings.warn(
                 ConformanceImprovement(
-                    f"{item_id(self.active, self.case)}: {text}. Re-record the row to accept it:"
-                    f" {self.session.rerecord_command(self.active, self.case)}"
+                    f"{item_id(self.active, self.case)}: {text}. To accept it: {self._how_to_accept()[1]}"
                 ),
                 stacklevel=2,
             )
@@ -166,13 +164,16 @@ class RowCheck:
     def message(self, headline: str, run: RunResult | None, findings: Sequence[Finding]) -> str:
         """Every finding of the row, then how to re-record it and how to reproduce its run."""
         case = self.case
-        lines = [f"{item_id(self.active, case)} ({display(case.file)}): {headline}"]
+        source = display(case.file)
+        if case.baseline is not None:
+            source += f"; expected: what the baseline {display(case.baseline)} measured"
+        lines = [f"{item_id(self.active, case)} ({source}): {headline}"]
         for finding in findings:
             where = " [test_speed]" if check_of(finding) == "speed" else ""
             lines.append(f"  {finding.describe()}{where}")
         if self.active.memory_cap_gb is not None and run is not None:
             lines.append(f"  (run under a {self.active.memory_cap_gb:g} GB memory cap)")
-        lines.append(f"re-record: {self.session.rerecord_command(self.active, case)}")
+        lines.append(": ".join(self._how_to_accept()))
         if run is not None:
             if run.command:
                 lines.append(f"reproduce: {run.command_line}")
@@ -182,6 +183,13 @@ class RowCheck:
                 lines.append("last lines of the log:")
                 lines += ["  " + line for line in run.log_tail.splitlines()[-MESSAGE_LOG_LINES:]]
         return "\n".join(lines)
+
+    def _how_to_accept(self) -> tuple[str, str]:
+        """How to make this row's measurement the expected one, as (label, how): re-record the
+        profile's row or, judged against a ``--baseline``, take this session's results as the next."""
+        if self.case.baseline is not None:
+            return "accept", "pass this session's --results file as the next --baseline"
+        return "re-record", self.session.rerecord_command(self.active, self.case)
 
     def _note(self, kind: CheckKind, text: str, improved: bool = False) -> None:
         self.session.note((self.active.name, self.case.id), kind, text, improved)

@@ -1,5 +1,6 @@
 """The command lines the suite prints: the one that re-records a row (or a profile) on this
-machine, and the session's own (stored in results files and recorded profiles)."""
+machine, the one that reproduces a profile's estimates, and the session's own (stored in results
+files and recorded profiles)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,14 @@ def rerecord_command(options: Options, active: ActiveProfile, case: Case | None 
     argv += ["--record", display(target)]
     if target.is_dir() and any(target.glob("*.json")):
         argv.append("--force")
+    return shlex.join(argv)
+
+
+def estimate_command(options: Options, active: ActiveProfile) -> str:
+    """The command that prints the estimate of every row of ``active``, as the estimate check makes it."""
+    argv = ["conformance", "estimate", "--profile", active.name, "--stack", "profile"]
+    if options.expectations.resolve() != DEFAULT_ROOT.resolve():
+        argv += ["--expectations", display(options.expectations)]
     return shlex.join(argv)
 
 

@@ -8,12 +8,15 @@ outcome exact. Verdict changes are listed with them, and the fingerprint fields 
 stack and the rows it moved read together: ``torch 2.12.0 → 2.13.0: max_memory_gb +1.20 GB on
 7 B Llama 2 LoRA bnb.nf4 (2 rows)``.
 
-Exit status for CI: 0 when nothing regressed beyond tolerance, 1 when something did (or, with
-``strict``, improved too), 2 for a file that is not a results file.
+A row not run in either file (its session was killed or interrupted) is not compared. Exit status
+for CI: 0 when nothing regressed beyond tolerance; 1 when something did (or, with ``strict``,
+improved too), when NEW comes from a session that did not finish, or when no row of one file has
+a measured figure in the other (nothing was compared); 2 for a file that is not a results file.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 import sys
@@ -48,6 +51,8 @@ FIGURES: tuple[tuple[str, str, str], ...] = (
 )
 # Verdicts a gate counts as failing; a row that newly lands in one is a verdict regression.
 BAD_VERDICTS = ("failed", "error")
+# The verdict of a row whose checks did not all finish (a killed or interrupted session).
+NOT_RUN = "not run"
 
 
 @dataclass(frozen=True)
@@ -86,8 +91,13 @@ class RowDiff:
     figures: tuple[FigureDelta, ...] = ()
 
     @property
+    def not_run(self) -> bool:
+        """In both files, but not run in one (an unfinished session): not compared."""
+        return self.status == "both" and NOT_RUN in (self.old_verdict, self.new_verdict)
+
+    @property
     def verdict_change(self) -> Change:
-        if self.old_verdict == self.new_verdict or self.status != "both":
+        if self.old_verdict == self.new_verdict or self.status != "both" or self.not_run:
             return "same"
         if self.new_verdict in BAD_VERDICTS and self.old_verdict not in BAD_VERDICTS:
             return "regression"
@@ -108,14 +118,35 @@ class Diff:
     rows: tuple[RowDiff, ...]
     strict: bool = False
     summary: Mapping[str, int] = field(default_factory=dict)
+    unfinished: tuple[str, ...] = ()  # "old"/"new": the files whose session did not finish
 
     def failing(self) -> list[RowDiff]:
         kinds = (*FAILING, "improvement") if self.strict else FAILING
         return [r for r in self.rows if any(c in kinds for c in r.changes())]
 
+    def problems(self) -> list[str]:
+        """Why the gate cannot pass even without a failing row: NEW is unfinished, or nothing was
+        compared (no row in common, or none with a measured figure: skipped, not run)."""
+        problems = []
+        if "new" in self.unfinished:
+            missing = sum(1 for r in self.rows if r.status == "both" and r.new_verdict == NOT_RUN)
+            problems.append(f"{self.new} is from a session that did not finish: {missing} of its rows did not run")
+        if not any(r.status == "both" and not r.not_run and r.figures for r in self.rows):
+            problems.append("no row of one file has a measured figure in the other: nothing was compared")
+        return problems
+
+    def notes(self) -> list[str]:
+        """What the gate leaves out without failing: OLD's rows that did not run."""
+        if "old" not in self.unfinished:
+            return []
+        missing = sum(1 for r in self.rows if r.status == "both" and r.old_verdict == NOT_RUN)
+        return [
+            f"{self.old} is from a session that did not finish: {missing} of its rows did not run and were not compared"
+        ]
+
     @property
     def exit_status(self) -> int:
-        return 1 if self.failing() else 0
+        return 1 if self.failing() or self.problems() else 0
 
 
 # Building the diff -------------------------------------------------------------------------------
@@ -150,6 +181,10 @@ def diff_results(
             verdict = (after or before or {}).get("verdict")
             rows.append(RowDiff(key[0], key[1], group, status, None if after else verdict, verdict if after else None))
             continue
+        if NOT_RUN in (before.get("verdict"), after.get("verdict")):
+            # What an unfinished row's run left (if anything) was never judged: nothing to compare.
+            rows.append(RowDiff(key[0], key[1], group, "both", before.get("verdict"), after.get("verdict")))
+            continue
         tol = _tolerances(after, before).merged(overrides)
         figures = tuple(
             compare_figure(name, rule, _measured(before, old_name), _measured(after, new_name), tol)
@@ -162,8 +197,9 @@ def diff_results(
             )
         )  # fmt: skip
     stack, same = stack_changes(old.get("fingerprint") or {}, new.get("fingerprint") or {})
-    diff = Diff(old_name, new_name, stack, same, tuple(rows), strict)
-    return Diff(old_name, new_name, stack, same, tuple(rows), strict, _summary(diff))
+    unfinished = tuple(name for name, doc in (("old", old), ("new", new)) if doc.get("finished") is False)
+    diff = Diff(old_name, new_name, stack, same, tuple(rows), strict, unfinished=unfinished)
+    return dataclasses.replace(diff, summary=_summary(diff))
 
 
 def compare_figure(name: str, rule: str, old: Result | None, new: Result | None, tol: Tolerances) -> FigureDelta | None:
@@ -265,10 +301,13 @@ def _outcome_change(old: str, new: str) -> Change:
 
 
 def _summary(diff: Diff) -> dict[str, int]:
-    counts = {"regressions": 0, "improvements": 0, "changed": 0, "unchanged": 0, "added": 0, "removed": 0}
+    counts = {"regressions": 0, "improvements": 0, "changed": 0, "unchanged": 0, "not_run": 0, "added": 0, "removed": 0}
     for row in diff.rows:
         if row.status != "both":
             counts[row.status] += 1
+            continue
+        if row.not_run:
+            counts["not_run"] += 1
             continue
         changes = set(row.changes())
         if changes & {"regression", "vanished"}:
@@ -325,6 +364,9 @@ def to_json(diff: Diff) -> dict[str, Any]:
         "same_stack": {f: v for f, v in diff.same_stack},
         "summary": dict(diff.summary),
         "headlines": headlines(diff),
+        "problems": diff.problems(),
+        "notes": diff.notes(),
+        "unfinished": list(diff.unfinished),
         "exit_status": diff.exit_status,
         "rows": [
             {
@@ -358,10 +400,11 @@ def render_markdown(diff: Diff) -> str:
         "",
         f"**{gate}**: {s.get('regressions', 0)} rows regressed beyond tolerance, {s.get('changed', 0)} changed"
         f" (exact figures), {s.get('improvements', 0)} improved, {s.get('unchanged', 0)} within tolerance"
-        f" or unchanged, {s.get('added', 0)} added, {s.get('removed', 0)} removed"
+        f" or unchanged, {s.get('not_run', 0)} not run, {s.get('added', 0)} added, {s.get('removed', 0)} removed"
         + (" (strict: improvements fail too)" if diff.strict else ""),
         "",
     ]
+    out += [f"- **{line}**" for line in diff.problems()] + [f"- {line}" for line in diff.notes()]
     out += [f"- {line}" for line in headlines(diff)]
     moved = [r for r in diff.rows if r.status != "both" or any(c != "same" for c in r.changes())]
     if moved:

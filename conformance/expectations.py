@@ -192,6 +192,7 @@ class Case:
     notes: str | None = None
     estimate_miss: str | None = None  # why the estimate is known to miss this row (strict xfail)
     measured_with: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), hash=False, compare=False)
+    baseline: Path | None = field(default=None, compare=False)  # the --baseline file its expected figures come from
 
 
 @dataclass(frozen=True)

@@ -75,7 +75,8 @@ def merge(
     merged = {
         "format": FORMAT,
         "created": created or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "finished": all(doc["finished"] for _, doc in documents),
+        # Finished unless a row of an unfinished session is still not run (another file may have it).
+        "finished": all(doc["finished"] for _, doc in documents) or all(r["verdict"] != "not run" for r in rows),
         "command": "conformance report "
         + " ".join(str(p) for p, _ in documents)
         + ("" if prefer is None else f" --prefer {prefer}"),

@@ -84,7 +84,8 @@ class Options:
         if self.row_logs is not None:
             check_directory_target("--row-logs", self.row_logs)
         if self.baseline is not None and not self.baseline.is_file():
-            raise ValueError(f"--baseline {self.baseline}: no such file")
+            what = "is a directory, not a results file" if self.baseline.is_dir() else "no such file"
+            raise ValueError(f"--baseline {self.baseline}: {what}")
         if self.baseline is not None and self.results is not None and self.results.resolve() == self.baseline.resolve():
             raise ValueError(
                 f"--results {self.results}: is the --baseline file; writing it would replace the run it is judged against"

@@ -22,8 +22,9 @@ import pytest
 
 from conformance import hardware
 from conformance.baseline import Baseline, apply_baseline
-from conformance.commands import invocation, rerecord_command
+from conformance.commands import estimate_command, invocation, rerecord_command
 from conformance.compare import Finding
+from conformance.display import display
 from conformance.estimate import RowEstimate, estimate_case, profile_capacity_gb, profile_stack
 from conformance.expectations import Case, ExpectationError
 from conformance.gpu_idle import IdleReport, check_idle
@@ -95,6 +96,7 @@ class ConformanceSession:
         # --baseline: read (and refused with one line) before anything runs.
         self.baseline = Baseline.load(options.baseline) if options.baseline is not None else None
         self.baseline_skips: dict[RowKey, str] = {}  # rows the baseline cannot judge -> why
+        self._profile_cases: dict[RowKey, Case] = {}  # every row as its profile has it (no baseline applied)
         self._idle: dict[RowKey, IdleReport] = {}  # the GPU-idle check before each GPU row's run
         if self.writes and options.results is not None:
             check_target(options.results)
@@ -126,6 +128,7 @@ class ConformanceSession:
         """The active profiles (loaded once); raises ``ExpectationError``."""
         if self._actives is None:
             actives = select_profiles(self.options, self.fingerprint)
+            self._profile_cases = {(a.name, c.id): c for a in actives for c in a.profile.cases}
             if self.baseline is not None:
                 actives, self.baseline_skips = apply_baseline(actives, self.baseline, self.fingerprint)
             self._actives = actives
@@ -161,12 +164,19 @@ class ConformanceSession:
 
     def estimate(self, active: ActiveProfile, case: Case) -> RowEstimate:
         """The row's GPU-free estimate (at most once per session), for the profile's recorded stack
-        and at its card's usable capacity."""
+        and at its card's usable capacity, against the profile's own figures (a ``--baseline``
+        judges runs, not the estimate)."""
         key = (active.name, case.id)
         if key not in self._estimates:
             profile = active.profile
-            self._estimates[key] = estimate_case(case, profile_stack(profile, "profile"), profile_capacity_gb(profile))
+            self._estimates[key] = estimate_case(
+                self.profile_case(active, case), profile_stack(profile, "profile"), profile_capacity_gb(profile)
+            )
         return self._estimates[key]
+
+    def profile_case(self, active: ActiveProfile, case: Case) -> Case:
+        """The row as its profile has it, before a ``--baseline`` replaced its expected figures."""
+        return self._profile_cases.get((active.name, case.id), case)
 
     def speed_inconclusive(self, active: ActiveProfile, case: Case) -> str | None:
         """Why the row's speed cannot be judged: the GPU was not idle before its run (None: it was)."""
@@ -188,6 +198,9 @@ class ConformanceSession:
 
     def rerecord_command(self, active: ActiveProfile, case: Case | None = None) -> str:
         return rerecord_command(self.options, active, case)
+
+    def estimate_command(self, active: ActiveProfile) -> str:
+        return estimate_command(self.options, active)
 
     def invocation(self) -> str:
         return invocation(self.config.invocation_params.args if self.config is not None else ())
@@ -213,16 +226,30 @@ class ConformanceSession:
             checks=dict(row.checks),
             reasons=dict(row.reasons),
             selected=tuple(kind for kind in CHECKS.values() if kind in row.selected),
-            run=row.run or self.cache.finished_run(key),
+            run=row.run or self._unjudged_run(key),
             counts=row.counts or self.cache.cached_param_counts(row.case),
             estimate=self._estimates.get(key),
         )
 
+    def _unjudged_run(self, key: RowKey) -> RunResult | None:
+        """A run no check has judged yet (prefetched, or the session ended first), if it ended with
+        a result. One that ended in an error is left out: when a session is interrupted its runs die
+        with it (or are cancelled), and such an end is not a measurement of the row."""
+        run = self.cache.finished_run(key)
+        return run if run is not None and run.outcome in ("ok", "oom", "unsupported") else None
+
     def write_results(self, finished: bool = False) -> None:
         if self.options.results is None or not self.writes:
             return
+        snapshot = self.snapshot(finished)
+        if not snapshot.rows:
+            # Nothing selected (a -k that matches no row): an earlier results file is kept as it was.
+            line = f"conformance: no row selected; {display(self.options.results)} was not written"
+            if finished and line not in self.summary_lines:
+                self.summary_lines.append(line)
+            return
         try:
-            write_results(self.snapshot(finished), self.options.results)
+            write_results(snapshot, self.options.results)
         except ExpectationError as exc:
             line = f"conformance: could not write the results: {exc}"
             if line not in self.summary_lines:
@@ -273,6 +300,7 @@ class ConformanceSession:
         if session.config.option.collectonly or not self.resolved or self.is_worker:
             # A worker collects every item but runs only those it is sent: no prefetching there.
             return
+        self._refuse_a_baseline_that_judges_nothing(session.items)
         for item in session.items:
             found = check_kind_of(item)
             if found is not None:
@@ -288,6 +316,27 @@ class ConformanceSession:
                 rows.append((active, case))
         self.cache.prefetch(rows)
         self.write_results()
+
+    def _refuse_a_baseline_that_judges_nothing(self, items: list[pytest.Item]) -> None:
+        """A ``--baseline`` that can judge none of the selected rows that would run is a usage error
+        (raised before any row is recorded): a gate that judged nothing must not pass."""
+        if self.baseline is None:
+            return
+        runnable = set()
+        for item in items:
+            found = check_kind_of(item)
+            if found is not None and found[1] in ("run", "speed"):
+                active, case = self.lookup(found[0])
+                if skip_reason(found[1], active, case) is None:
+                    runnable.add(found[0])
+        if runnable and runnable <= self.baseline_skips.keys():
+            ours = sorted({profile for profile, _ in runnable})
+            theirs = sorted({profile for profile, _ in self.baseline.rows}) or ["none"]
+            raise pytest.UsageError(
+                f"--baseline {display(self.baseline.path)}: judges none of the {len(runnable)} selected rows that run"
+                f" here (it has no finished measurement of any; profiles selected: {', '.join(ours)};"
+                f" in the baseline: {', '.join(theirs)})"
+            )
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
@@ -386,7 +435,11 @@ class ConformanceSession:
         self.write_results(finished=exitstatus in _FINISHED)
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
-        if not self.resolved or not self.rows or not self.writes:
+        if not self.resolved or not self.writes:
+            return
+        if not self.rows:
+            if self.summary_lines:
+                terminalreporter.write_line(self.summary_lines[-1])  # why --results was not written
             return
         if self.summary_lines:
             terminalreporter.section("conformance record" if self.recording else "conformance")

@@ -5,12 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch._dynamo  # noqa: F401  (see the estimate check's test: imported once, never by an in-process run)
 from results_files import measured, results, row, write
-from test_plugin import OK, Suite, fake_no_gpu, good_answers
+from test_plugin import OK, Suite, default_cases, fake_no_gpu, good_answers
 
 from conformance.baseline import Baseline
 from conformance.compare import check_result, is_failure
 from conformance.expectations import Case, load_profile
+from litgpt_min.config import Config
+from litgpt_min.estimate import EstimateRequest, estimate
 
 PROFILE = "cpu-tiny"
 
@@ -76,6 +79,19 @@ def test_the_reason_is_why_the_run_did_not_happen(tmp_path: Path) -> None:
     assert "needs 2 GPUs, found 0" in reason and "known miss" not in reason
 
 
+def test_a_row_the_baseline_did_not_finish_is_not_judged_by_what_its_run_left(tmp_path: Path) -> None:
+    case = _case()
+    died = _measured_like(case, outcome="error", error="exited with status 1 without a result: KeyboardInterrupt")
+    judged, reason = _baseline(tmp_path, row(case.id, died, profile=PROFILE, verdict="not run")).case(case)
+    assert judged is case and reason is not None and "did not finish this row" in reason
+
+
+def test_a_judged_row_names_its_baseline(tmp_path: Path) -> None:
+    case = _case()
+    baseline = _baseline(tmp_path, row(case.id, _measured_like(case, max_memory_gb=0.5), profile=PROFILE))
+    assert case.baseline is None and baseline.case(case)[0].baseline == baseline.path
+
+
 def test_a_bad_baseline_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "old.json"
     path.write_text('{"format": "nope"}')
@@ -108,17 +124,62 @@ def test_the_plugin_fails_a_regressed_row_and_passes_an_unchanged_one(suite: Sui
     text = result.stdout.str()
     assert f"test_run[tiny:{OK}]" in text and f"test_speed[tiny:{OK}]" in text
     assert "max_memory_gb: measured 1.33, expected 1.02" in text
+    # The expected figures are the baseline's, and accepting them is not a re-record of the profile.
+    assert f"(exp/tiny/table.json; expected: what the baseline {before.name} measured)" in text
+    assert "accept: pass this session's --results file as the next --baseline" in text
+    assert "re-record:" not in text
+
+
+def test_the_estimate_check_keeps_the_profiles_figures_under_a_baseline(suite: Suite) -> None:
+    suite.profile()
+    suite.pytester.makepyfile(test_conformance="from conformance.test_rows import test_estimate")
+    # A baseline in which the row ran out of memory: its runs are judged by that, the estimate is not.
+    before = write(
+        suite.pytester.path / "before.json",
+        results(
+            [row(OK, measured("tiny-llama", "lora", None, 2, outcome="oom", error="out of memory"), profile="tiny")]
+        ),
+    )
+    # An in-process run drops the modules it imports; the estimate imports some lazily, and
+    # torch._dynamo's operator library cannot register twice: imported for good here (and above).
+    estimate(EstimateRequest(Config.from_name("tiny-llama"), "inference"))
+    result = suite.run("--baseline", str(before), "-k", OK)
+    result.assert_outcomes(passed=1)
 
 
 def test_rows_missing_from_the_baseline_skip_and_a_bad_baseline_is_a_usage_error(suite: Suite) -> None:
     suite.profile()
     suite.answer(good_answers())
-    before = write(suite.pytester.path / "before.json", results([]))
-    result = suite.run("--baseline", str(before))
-    result.assert_outcomes(passed=5, skipped=7)  # parameter counts still checked; measured checks skip
+    only = measured("tiny-llama", "lora", None, 2, max_memory_gb=1.02, time_1k_iters_min=2.1)
+    before = write(suite.pytester.path / "before.json", results([row(OK, only, profile="tiny")]))
+    results_file = suite.pytester.path / "after.json"
+    result = suite.run("--baseline", str(before), "--results", str(results_file))
+    result.assert_outcomes(passed=7, skipped=5)  # parameter counts still checked; unjudged measured checks skip
     assert "not in the baseline" in result.stdout.str()
+    # A baseline that judges none of the rows that would run: the gate would judge nothing. It is
+    # refused before any row is recorded, so the earlier results file stays as it was.
+    kept = results_file.read_bytes()
+    empty = write(suite.pytester.path / "empty.json", results([]))
+    usage = suite.run("--baseline", str(empty), "--results", str(results_file))
+    assert usage.ret == pytest.ExitCode.USAGE_ERROR
+    usage.stderr.fnmatch_lines(["ERROR: --baseline empty.json: judges none of the 5 selected rows that run here*"])
+    assert results_file.read_bytes() == kept
     bad = suite.pytester.path / "bad.json"
     bad.write_text("{}")
     usage = suite.run("--baseline", str(bad))
     assert usage.ret == pytest.ExitCode.USAGE_ERROR
     assert "bad.json" in usage.stderr.str()
+    folder = suite.run("--baseline", str(suite.pytester.path))
+    assert folder.ret == pytest.ExitCode.USAGE_ERROR
+    folder.stderr.fnmatch_lines(["ERROR: --baseline *: is a directory, not a results file"])
+
+
+def test_a_failed_estimate_check_reproduces_with_the_sessions_expectations(suite: Suite) -> None:
+    oom = {"outcome": "oom", "max_memory_gb": None, "time_1k_iters_min": None}
+    cases = [dict(c, **oom) if c["id"] == OK else c for c in default_cases()]
+    suite.profile(cases=cases)  # the table says OOM at 40 GB; the estimate of a tiny model fits
+    suite.pytester.makepyfile(test_conformance="from conformance.test_rows import test_estimate")
+    estimate(EstimateRequest(Config.from_name("tiny-llama"), "inference"))  # see the test above
+    result = suite.run("-k", OK)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["reproduce: conformance estimate --profile tiny --stack profile --expectations exp"])

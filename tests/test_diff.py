@@ -112,11 +112,58 @@ def test_changed_parameter_counts_fail(tmp_path: Path) -> None:
 
 
 def test_added_and_removed_rows_are_listed_and_a_removed_row_does_not_fail() -> None:
-    old = results([row("gone", measured(max_memory_gb=1.0)), row("kept", None, verdict="skipped")])
-    new = results([row("kept", None, verdict="skipped"), row("new", measured(max_memory_gb=1.0))])
+    kept = row("kept", measured(max_memory_gb=2.0))
+    old = results([row("gone", measured(max_memory_gb=1.0)), kept])
+    new = results([kept, row("new", measured(max_memory_gb=1.0))])
     diff = diff_results(old, new)
     assert {r.id: r.status for r in diff.rows} == {"kept": "both", "new": "added", "gone": "removed"}
     assert diff.summary["added"] == 1 and diff.summary["removed"] == 1 and diff.exit_status == 0
+
+
+@pytest.mark.parametrize(
+    ("old_rows", "new_rows"),
+    [
+        ([row("a", measured(max_memory_gb=1.0))], [row("b", measured(max_memory_gb=1.0))]),  # no row in common
+        ([row("a", None, verdict="skipped")], [row("a", None, verdict="skipped")]),  # in common, never measured
+        ([], []),
+    ],
+)
+def test_a_gate_that_compared_nothing_fails(old_rows: list, new_rows: list) -> None:
+    diff = diff_results(results(old_rows), results(new_rows))
+    assert not diff.failing() and diff.exit_status == 1
+    assert diff.problems() == ["no row of one file has a measured figure in the other: nothing was compared"]
+
+
+def _unfinished(document: dict) -> dict:
+    return {**document, "finished": False}
+
+
+def test_an_unfinished_new_file_fails_the_gate_and_its_rows_not_run_are_not_compared(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    # A killed session: one row finished, the other did not (its run died with the session).
+    done = row("done", measured(max_memory_gb=2.0))
+    old = write(tmp_path / "old.json", results([done, row("cut", measured(max_memory_gb=2.0))]))
+    died = measured(outcome="error", error="exited with status 1 without a result: KeyboardInterrupt")
+    new = write(tmp_path / "new.json", _unfinished(results([done, row("cut", died, verdict="not run")])))
+    assert cmd_diff(old, new, as_json=True) == 1
+    data = json.loads(capsys.readouterr().out)
+    by_id = {r["id"]: r for r in data["rows"]}
+    assert by_id["cut"]["figures"] == [] and by_id["cut"]["verdict"]["change"] == "same"
+    assert data["summary"]["regressions"] == 0 and data["summary"]["not_run"] == 1
+    assert data["problems"] == [f"{new} is from a session that did not finish: 1 of its rows did not run"]
+    assert cmd_diff(old, new) == 1
+    assert f"- **{new} is from a session that did not finish" in capsys.readouterr().out
+
+
+def test_an_unfinished_old_file_leaves_its_rows_not_run_out_without_failing(tmp_path: Path) -> None:
+    done = row("done", measured(max_memory_gb=2.0))
+    old = _unfinished(results([done, row("cut", None, verdict="not run")]))
+    diff = diff_results(old, results([done, row("cut", measured(max_memory_gb=9.0))]), "old.json", "new.json")
+    assert diff.exit_status == 0 and diff.summary["not_run"] == 1
+    assert diff.notes() == [
+        "old.json is from a session that did not finish: 1 of its rows did not run and were not compared"
+    ]
 
 
 def test_gpu_and_driver_changes_are_part_of_the_stack() -> None:

@@ -57,6 +57,16 @@ def test_a_row_measured_twice_is_refused_unless_the_latest_is_preferred(tmp_path
         assert kept["command"].endswith(" --prefer latest")
 
 
+def test_merged_files_are_finished_once_no_row_is_left_not_run(tmp_path: Path) -> None:
+    done = write(tmp_path / "done.json", doc([ran(A, 4.9), ran(B, 22.2)], "2026-12-01T00:00:00+00:00", "node-a"))
+    cut = doc([ran(A, 5.0), row(B, None, verdict="not run", devices=2)], "2026-12-02T00:00:00+00:00", "node-a")
+    killed = write(tmp_path / "killed.json", {**cut, "finished": False})
+    # The killed session's row that did not run comes from the finished file: nothing is missing.
+    assert merge_files([done, killed], prefer="latest")["finished"] is True
+    # Alone (or merged with a file that lacks the row) it is still unfinished.
+    assert merge_files([killed])["finished"] is False
+
+
 def test_the_merged_file_is_a_valid_results_file_and_merges_again(
     two_machines: tuple[Path, Path], tmp_path: Path
 ) -> None:

@@ -714,6 +714,48 @@ def test_an_interrupted_session_says_which_rows_did_not_finish(suite: Suite) -> 
     assert "The session did not finish" in report and report.count("| not run |") == 2
 
 
+SLOW_INTERRUPTING_RUNNER = f"""
+import time
+import pytest
+from fake_runner import run
+
+def run_or_interrupt(case, options):
+    if case.id == {OK!r}:
+        time.sleep(1.0)  # the other rows' prefetched runs end first
+        pytest.exit("interrupted while this row ran", returncode=pytest.ExitCode.INTERRUPTED)
+    return run(case, options)
+"""
+
+
+def test_runs_that_die_with_an_interrupted_session_are_not_written_as_measured(suite: Suite) -> None:
+    suite.profile()
+    answers = good_answers()
+    # How a run in flight ends when Ctrl-C reaches its process group too.
+    answers[INFER] = {"outcome": "error", "error": "exited with status 1 without a result: KeyboardInterrupt"}
+    suite.answer(answers)
+    suite.pytester.makepyfile(interrupting_runner=SLOW_INTERRUPTING_RUNNER)
+    results = suite.pytester.path / "r.json"
+    args = ["--results", str(results), "--runner", "interrupting_runner:run_or_interrupt", "--cpu-jobs", "2"]
+    assert suite.run(*args).ret == pytest.ExitCode.INTERRUPTED
+    rows = {r["id"]: r for r in load_results(results)["rows"]}
+    assert len(suite.calls()) == 4, "every row but the interrupting one was prefetched and ended"
+    # No check judged these runs: an error is no measurement; a run that ended with a result is kept.
+    assert rows[INFER]["verdict"] == "not run" and rows[INFER]["measured"] is None
+    assert rows[OOM]["verdict"] == "not run" and rows[OOM]["measured"]["outcome"] == "oom"
+
+
+def test_a_selection_of_no_row_leaves_an_earlier_results_file_as_it_was(suite: Suite) -> None:
+    suite.profile()
+    suite.answer(good_answers())
+    results = suite.pytester.path / "r.json"
+    suite.run("--results", str(results), "-k", "test_params")
+    before = results.read_bytes()
+    result = suite.run("--results", str(results), "-k", "no_such_row")
+    assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED
+    assert results.read_bytes() == before
+    result.stdout.fnmatch_lines(["conformance: no row selected; *r.json was not written"])
+
+
 def test_rows_after_an_exitfirst_stop_are_not_run(suite: Suite) -> None:
     suite.profile()
     answers = good_answers()
