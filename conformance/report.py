@@ -238,8 +238,9 @@ def _findings(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     out = ["## Findings", ""]
     for row in failing:
         out.append(f"- `{row['profile']}:{row['id']}` ({row.get('verdict')})")
-        for finding in row.get("findings") or []:
-            out.append(f"  - {finding.get('text')}")
+        # A count the parameter check and the run's check both compare is one finding to read.
+        for text in dict.fromkeys(finding.get("text") for finding in row.get("findings") or []):
+            out.append(f"  - {text}")
         if not row.get("findings"):
             reason = next(iter((row.get("reasons") or {}).values()), "")
             if reason:

@@ -129,6 +129,13 @@ def test_findings_section_lists_failures_with_the_reproducing_command() -> None:
     assert "reproduce: `python -m litgpt_min finetune lora --model Llama-2-7b-hf" in section
 
 
+def test_a_finding_two_checks_share_is_listed_once() -> None:
+    count = {"text": "trainable_params: measured 1,288, expected 1,290 (tolerance exact): mismatch"}
+    failed = row("finetune-lora-llama2_7b-noquant-mb1-1gpu", {}, {"outcome": "ok"}, "failed", findings=[count, count])
+    section = render({**RESULTS, "rows": [failed]}).split("## Findings")[1]
+    assert section.count(count["text"]) == 1
+
+
 # The command line ---------------------------------------------------------------------------------------
 def test_cli_report_renders_a_results_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "r.json"
