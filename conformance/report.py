@@ -119,7 +119,8 @@ def _tables(rows: Iterable[Mapping[str, Any]], device: str) -> list[tuple[str, l
         multi = row["devices"] > 1
         if row["workload"] == "finetune":
             method = METHOD_NAMES.get(row["method"], str(row["method"]))
-            title = f"Finetuning with {method} on " + ("Multiple GPUs" if multi else where)
+            several = "Several CPU Ranks" if device == "CPU" else "Multiple GPUs"
+            title = f"Finetuning with {method} on " + (several if multi else where)
         else:
             title = (
                 "Multi-GPU Inference"
@@ -133,10 +134,12 @@ def _tables(rows: Iterable[Mapping[str, Any]], device: str) -> list[tuple[str, l
 def _table(rows: Sequence[Mapping[str, Any]], device: str) -> list[str]:
     inference = rows[0]["workload"] == "inference"
     multi = inference or any(r["devices"] > 1 for r in rows)
+    # The published tables' headers; a CPU profile's rows ran on CPU ranks, in host memory.
+    unit, memory = ("Ranks", "Max RAM") if device == "CPU" else ("GPU", "Max GPU RAM")
     if inference:
-        columns = ["Size", "Model", "Quantization", "GPU", "Max GPU RAM", "Token/sec", "Verdict"]
+        columns = ["Size", "Model", "Quantization", unit, memory, "Token/sec", "Verdict"]
     else:
-        columns = [*FINETUNE_COLUMNS, *(["GPU"] if multi else []), "Max GPU RAM", "Time 1k iterations", "Verdict"]
+        columns = [*FINETUNE_COLUMNS, *([unit] if multi else []), memory, "Time 1k iterations", "Verdict"]
     out = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
     previous = None
     for row in rows:
@@ -149,7 +152,7 @@ def _table(rows: Sequence[Mapping[str, Any]], device: str) -> list[str]:
         if not inference:
             cells += [str(row["micro_batch_size"]), _params_cell(row)]
         if multi:
-            cells.append(f"{row['devices']} x {device}")
+            cells.append(str(row["devices"]) if device == "CPU" else f"{row['devices']} x {device}")
         cells.append(_memory_cell(row))
         cells.append(_speed_cell(row, "tokens_per_sec" if inference else "time_1k_iters_min"))
         cells.append(_verdict_cell(row))

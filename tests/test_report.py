@@ -129,6 +129,19 @@ def test_findings_section_lists_failures_with_the_reproducing_command() -> None:
     assert "reproduce: `python -m litgpt_min finetune lora --model Llama-2-7b-hf" in section
 
 
+def test_a_cpu_profile_reads_as_ranks_and_host_memory() -> None:
+    lora = row(
+        "finetune-lora-llama2_7b-noquant-mb1-2gpu", {}, {"outcome": "ok", "max_memory_gb": 0.01}, "passed", devices=2
+    )
+    infer = row("inference-llama2_7b-noquant-1gpu", {}, {"outcome": "ok", "max_memory_gb": 0.01}, "passed")
+    profile = {"name": "cpu-tiny", "mode": "native", "memory_cap_gb": None, "hardware": {"sku": "cpu"}}
+    cpu = [{**r, "profile": "cpu-tiny"} for r in (lora, infer)]
+    out = lines(render({**RESULTS, "profiles": [profile], "rows": cpu}))
+    assert "### Finetuning with LoRA on Several CPU Ranks" in out and "### Inference on the CPU" in out
+    assert "| Size | Model | Quantization | Ranks | Max RAM | Token/sec | Verdict |" in out
+    assert not [line for line in out if "GPU" in line and line.startswith(("|", "#"))]
+
+
 def test_a_finding_two_checks_share_is_listed_once() -> None:
     count = {"text": "trainable_params: measured 1,288, expected 1,290 (tolerance exact): mismatch"}
     failed = row("finetune-lora-llama2_7b-noquant-mb1-1gpu", {}, {"outcome": "ok"}, "failed", findings=[count, count])
