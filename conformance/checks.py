@@ -4,8 +4,8 @@
 The rules per expected outcome (the comparisons themselves are ``conformance.compare``'s):
 
 - ``ok``: the run ends ok, counts are exact, peak memory lies within its two-sided band (below
-  passes as "improved" with a warning, and fails under ``--strict``), speed within its one-sided
-  tolerance (``test_speed``).
+  passes as "improved" with a warning, and fails under ``--strict``), speed within its tolerance
+  as a factor (``test_speed``: more than 1.15x slower fails at 15%; as much faster is "improved").
 - ``oom``: a strict expected failure. The test raises :class:`ExpectedOutOfMemory` when the run
   runs out of memory (xfail); a row that now fits fails with "fits now (peak X GB)".
 - ``unsupported``: the runner refuses the combination with the documented reason; checked on any
@@ -88,7 +88,7 @@ class RowCheck:
         self._conclude("run", own, run, findings)
 
     def check_speed(self) -> None:
-        """Time per 1k iterations (finetune) or tokens per second (inference), one-sided."""
+        """Time per 1k iterations (finetune) or tokens per second (inference), within a factor."""
         case = self.case
         run = self.session.run(self.active, case)
         inconclusive = self.session.speed_inconclusive(self.active, case)

@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("--memory-tolerance", type=fraction, default=None, metavar="FRACTION",
                       help="peak-memory tolerance for every row, overriding the results' (0.1 is ±10%%)")  # fmt: skip
     diff.add_argument("--speed-tolerance", type=fraction, default=None, metavar="FRACTION",
-                      help="one-sided speed tolerance for every row, overriding the results'")  # fmt: skip
+                      help="speed tolerance for every row, overriding the results' (0.15: 1.15x slower or faster)")  # fmt: skip
     diff.add_argument("--strict", action="store_true", help="improvements beyond tolerance fail too")
     validate = sub.add_parser("validate", help="load and check expectation profiles")
     validate.add_argument("profiles", nargs="*", metavar="PROFILE", help="profile names (default: all)")

@@ -20,13 +20,17 @@ Rules, in one place:
   on every row, wherever the row records a figure.
 - Peak memory (``check_memory``): two-sided band around the expected figure (default ±10%).
   Above is a "regression", below an "improvement".
-- Speed (``check_speed``): one-sided (default 15%). ``time_1k_iters_min`` is lower-is-better,
-  ``tokens_per_sec`` higher-is-better; slower than the tolerance is a "regression", faster than
-  the same margin an "improvement" (reported so the baseline can be refreshed; it fails only
-  where the plugin runs strict).
-- Deviations are relative to the expected value and the boundaries are inclusive: exactly +10%
-  passes a ±10% band. A slack of ``REL_SLACK`` absorbs binary floating point, in which
-  23.43 vs 21.30 is +10.000000000000012%.
+- Speed (``check_speed``): a factor (default 15%: 1.15x). ``time_1k_iters_min`` is
+  lower-is-better, ``tokens_per_sec`` higher-is-better; with tolerance r, more than (1 + r)x
+  slower is a "regression" (time above expected x (1 + r), tokens/s below expected / (1 + r)),
+  more than (1 + r)x faster an "improvement" (reported so the baseline can be refreshed; it fails
+  only where the plugin runs strict). A factor, not a relative deviation, because a throughput
+  cannot fall by more than 100%: as a relative band a tolerance >= 1 (the CPU profile's 4.0)
+  could never fail a tokens/s slowdown, nor flag a time improvement. ``verdict`` is the one rule
+  for every banded figure; the diff and the plot call it too.
+- Boundaries are inclusive: exactly +10% passes a ±10% band, exactly 1.15x slower a 15% speed
+  tolerance. A slack of ``REL_SLACK`` absorbs binary floating point, in which 23.43 vs 21.30 is
+  +10.000000000000012%.
 - An expected figure with no measured value (``None``, or NaN/inf) is a "mismatch": "not measured".
 - ``is_failure``: "regression" and "mismatch" always fail; "improvement" fails only when strict.
 """
@@ -48,6 +52,7 @@ if TYPE_CHECKING:
 
 Kind = Literal["regression", "improvement", "mismatch"]
 Band = Literal["below", "within", "above"]
+Verdict = Literal["regression", "within", "improvement"]
 
 # Relative slack on tolerance boundaries; far below the 2-decimal resolution of recorded figures.
 REL_SLACK = 1e-9
@@ -56,6 +61,8 @@ PARAM_FIELDS = ("trainable_params", "total_params")
 BANDED_FIELDS = ("max_memory_gb", "time_1k_iters_min", "tokens_per_sec")
 # The figures test_speed checks (the rest of a row's findings are test_run's).
 SPEED_FIELDS = ("time_1k_iters_min", "tokens_per_sec")
+# Banded figures where more is better (the rest are lower-is-better).
+HIGHER_IS_BETTER = ("tokens_per_sec",)
 
 # The documented refusal (Lit-GPT: "Quantization is currently not supported for multi-GPU
 # training. Please set devices=1 when using the --quantize flag.") matched loosely: the message,
@@ -79,13 +86,14 @@ class Finding:
     kind: Kind
     measured: Any
     expected: Any
-    tolerance: str  # human text: "±10%", "15% one-sided", "exact", or the matching rule
+    tolerance: str  # human text: "±10%", "1.15x" (speed), "exact", or the matching rule
     detail: str = (
         ""  # why, when the numbers alone don't say: "not measured", "fits now (peak 38.20 GB)", the error text
     )
 
     def describe(self) -> str:
-        """One line: ``max_memory_gb: measured 23.90, expected 21.30 (+12.2%, tolerance ±10%): regression``."""
+        """One line: ``max_memory_gb: measured 23.90, expected 21.30 (+12.2%, tolerance ±10%): regression``;
+        speed in factors, as its tolerance is one: ``(1.50x slower, tolerance 1.15x)``."""
         deviation = _deviation_text(self)
         paren = f"{deviation}, tolerance {self.tolerance}" if deviation else f"tolerance {self.tolerance}"
         line = (
@@ -174,22 +182,20 @@ def check_memory(case: Case, measured_gb: float | None, tol: Tolerances) -> list
     if case.max_memory_gb is None:
         return []
     rel = checked_tolerance("memory_rel", tol.memory_rel)
-    finding = _banded(
-        "max_memory_gb", measured_gb, case.max_memory_gb, rel, f"±{pct_text(rel)}%", higher_is_better=False
-    )
+    finding = _banded("max_memory_gb", measured_gb, case.max_memory_gb, rel)
     return [finding] if finding else []
 
 
 def check_speed(case: Case, result: Result | Mapping[str, Any], tol: Tolerances) -> list[Finding]:
-    """Speed one-sided: slower than the tolerance is a regression, faster by as much an improvement."""
+    """Speed as a factor: more than (1 + tolerance)x slower is a regression, as much faster an improvement."""
     result = _fields(result)
     rel = checked_tolerance("speed_rel", tol.speed_rel)
     findings = []
-    for field, higher_is_better in (("time_1k_iters_min", False), ("tokens_per_sec", True)):
+    for field in SPEED_FIELDS:
         expected = getattr(case, field)
         if expected is None:
             continue
-        finding = _banded(field, result.get(field), expected, rel, f"{pct_text(rel)}% one-sided", higher_is_better)
+        finding = _banded(field, result.get(field), expected, rel)
         if finding:
             findings.append(finding)
     return findings
@@ -249,8 +255,30 @@ def error_key_token(recorded: str | None) -> str | None:
     return max(tokens, key=len) if tokens else recorded.strip()
 
 
+def verdict(field: str, measured: float, expected: float, rel_tol: float) -> Verdict:
+    """The one rule for a banded figure (``BANDED_FIELDS``), measured against its expected value:
+    the checks, ``conformance diff`` and the plot all call it, so they cannot disagree.
+
+    Peak memory: two-sided relative band (``band``), above is a regression. Speed: a factor
+    (``factor_band``), slower than the factor is a regression; faster than it an improvement.
+    """
+    if field not in BANDED_FIELDS:
+        raise ValueError(f"{field!r} is not a banded figure (one of {', '.join(BANDED_FIELDS)})")
+    where = band(measured, expected, rel_tol) if field == "max_memory_gb" else factor_band(measured, expected, rel_tol)
+    if where == "within":
+        return "within"
+    worse = "below" if field in HIGHER_IS_BETTER else "above"
+    return "regression" if where == worse else "improvement"
+
+
+def tolerance_text(field: str, rel_tol: float) -> str:
+    """How a message states the tolerance of a banded figure: "±10%" (memory), "1.15x" (speed)."""
+    return f"±{pct_text(rel_tol)}%" if field == "max_memory_gb" else factor_text(1 + rel_tol)
+
+
 def band(measured: float, expected: float, rel_tol: float) -> Band:
-    """Where ``measured`` lies against ``expected`` ± ``rel_tol`` (relative, inclusive, with ``REL_SLACK``)."""
+    """Where ``measured`` lies against ``expected`` ± ``rel_tol`` (relative, inclusive, with
+    ``REL_SLACK``): the peak-memory band."""
     deviation = _relative(measured, expected)
     if deviation > rel_tol + REL_SLACK:
         return "above"
@@ -259,22 +287,66 @@ def band(measured: float, expected: float, rel_tol: float) -> Band:
     return "within"
 
 
+def factor_band(measured: float, expected: float, rel_tol: float) -> Band:
+    """Where ``measured`` lies against [``expected`` / (1 + ``rel_tol``), ``expected`` x (1 +
+    ``rel_tol``)] (inclusive, with ``REL_SLACK``): the speed band, the same factor either way."""
+    factor = 1 + rel_tol
+    high, low = expected * factor, expected / factor
+    if measured > high + abs(high) * REL_SLACK:
+        return "above"
+    if measured < low - abs(low) * REL_SLACK:
+        return "below"
+    return "within"
+
+
+def slowdown(field: str, measured: float, expected: float) -> float:
+    """How many times slower than expected a speed figure is (< 1: faster): measured / expected
+    for time per 1k iterations, expected / measured for tokens per second. ``inf`` for a
+    tokens/s of 0 (or a time expected as 0 and measured above it); 1.0 for 0 against 0."""
+    if field not in SPEED_FIELDS:
+        raise ValueError(f"{field!r} is not a speed figure (one of {', '.join(SPEED_FIELDS)})")
+    slower, faster = (expected, measured) if field in HIGHER_IS_BETTER else (measured, expected)
+    if faster == 0:
+        return 1.0 if slower == 0 else math.inf
+    return slower / faster
+
+
+def slowdown_text(times: float, factor: float | None = None) -> str:
+    """A ``slowdown`` in words: 1.5 -> "1.50x slower", 0.5 -> "2.00x faster"; "" for 0 or inf.
+
+    Two decimals, unless rounding would print the tolerance ``factor`` it is shown beside
+    ("1.15x slower, tolerance 1.15x: regression"); then as many as it takes to tell them apart.
+    """
+    if times <= 0 or not math.isfinite(times):
+        return ""
+    value, word = (times, "slower") if times >= 1 else (1 / times, "faster")
+    for decimals in range(2, 10):
+        if factor is None or round(value, decimals) != round(factor, 9):
+            break
+    else:
+        decimals = 2  # equal to the factor within REL_SLACK: on the boundary, not across it
+    return f"{value:.{decimals}f}x {word}"
+
+
+def factor_text(factor: float) -> str:
+    """1.15 -> "1.15x", 5 -> "5.00x", 1.125 -> "1.125x": two decimals, more where they matter."""
+    text = f"{factor:.6f}".rstrip("0")
+    whole, _, decimals = text.partition(".")
+    return f"{whole}.{decimals.ljust(2, '0')}x"
+
+
 # --- helpers ----------------------------------------------------------------------------------
 
 
-def _banded(
-    field: str, measured: Any, expected: float, rel: float, tolerance: str, higher_is_better: bool
-) -> Finding | None:
+def _banded(field: str, measured: Any, expected: float, rel: float) -> Finding | None:
+    tolerance = tolerance_text(field, rel)
     if measured is None:
         return Finding(field, "mismatch", None, expected, tolerance, "not measured")
     if isinstance(measured, bool) or not isinstance(measured, (int, float)) or not math.isfinite(measured):
         # NaN compares false with everything and would slip through the band as "within".
         return Finding(field, "mismatch", measured, expected, tolerance, "not a finite number")
-    where = band(measured, expected, rel)
-    if where == "within":
-        return None
-    worse = where == ("below" if higher_is_better else "above")
-    return Finding(field, "regression" if worse else "improvement", measured, expected, tolerance)
+    kind = verdict(field, measured, expected, rel)
+    return None if kind == "within" else Finding(field, kind, measured, expected, tolerance)
 
 
 def _relative(measured: float, expected: float) -> float:
@@ -309,17 +381,23 @@ def _value_text(field: str, value: Any) -> str:
     return str(value)
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """A finite int or float (not a bool)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _deviation_text(finding: Finding) -> str:
-    """ "+12.2%" for banded figures, "+8,192" for parameter counts, "" otherwise."""
+    """ "+12.2%" for peak memory, "1.50x slower" / "2.00x faster" for speed (the terms of its
+    tolerance), "+8,192" for parameter counts, "" otherwise."""
     measured, expected = finding.measured, finding.expected
-    if not (_is_number(measured) and _is_number(expected)):
+    if not (is_number(measured) and is_number(expected)):
         return ""
     if finding.field in PARAM_FIELDS and isinstance(measured, int) and isinstance(expected, int):
         return f"{measured - expected:+,}"
+    if finding.field in SPEED_FIELDS:
+        factor = re.fullmatch(r"(\d+(?:\.\d+)?)x", finding.tolerance)
+        crossed = float(factor.group(1)) if factor and finding.kind != "mismatch" else None
+        return slowdown_text(slowdown(finding.field, measured, expected), crossed)
     if finding.field not in BANDED_FIELDS or expected == 0:
         return ""
     pct = _relative(measured, expected) * 100

@@ -2,10 +2,11 @@
 
 Rows are matched by (profile, id). For every row measured in both, each figure's delta is
 classified with the comparison rules of ``conformance.compare`` against the NEW file's
-tolerances for the row: peak memory two-sided, speed one-sided, parameter counts exact, the
-outcome exact. Verdict changes are listed with them, and the fingerprint fields that differ
-(driver, CUDA, torch, bitsandbytes, lightning, GPU, Python) head the report, so that a change of
-stack and the rows it moved read together: ``torch 2.12.0 → 2.13.0: max_memory_gb +1.20 GB on
+tolerances for the row (``conformance.compare.verdict``, the checks' own rule): peak memory
+two-sided, speed a factor either way, parameter counts exact, the outcome exact. Verdict changes
+are listed with them, and the fingerprint fields that differ (driver, CUDA, torch, bitsandbytes,
+lightning, GPU, Python) head the report, so that a change of stack and the rows it moved read
+together: ``torch 2.12.0 → 2.13.0: max_memory_gb +1.20 GB on
 7 B Llama 2 LoRA bnb.nf4 (2 rows)``.
 
 A row not run in either file (its session was killed or interrupted) is not compared. Exit status
@@ -25,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from conformance.compare import band
+from conformance.compare import SPEED_FIELDS, is_number, slowdown, slowdown_text, tolerance_text, verdict
 from conformance.expectations import Tolerances
 from conformance.report import METHOD_NAMES, MODEL_NAMES
 from conformance.results import load_results
@@ -40,14 +41,15 @@ FAILING: tuple[Change, ...] = ("regression", "changed", "vanished")
 
 # Fingerprint fields that explain a change, as (label, how to read it from a fingerprint).
 STACK_FIELDS = ("gpu", "driver", "cuda", "torch", "bitsandbytes", "lightning", "python")
-# Figures compared per row: (field, rule, unit). "lower"/"higher": which way is better.
+# Figures compared per row: (field, rule, unit). "exact": any change; "banded": judged against the
+# row's tolerance by ``conformance.compare.verdict`` (which also knows which way is better).
 FIGURES: tuple[tuple[str, str, str], ...] = (
     ("outcome", "exact", ""),
     ("trainable_params", "exact", ""),
     ("total_params", "exact", ""),
-    ("max_memory_gb", "lower", "GB"),
-    ("time_1k_iters_min", "lower", "min"),
-    ("tokens_per_sec", "higher", "tok/s"),
+    ("max_memory_gb", "banded", "GB"),
+    ("time_1k_iters_min", "banded", "min"),
+    ("tokens_per_sec", "banded", "tok/s"),
 )
 # Verdicts a gate counts as failing; a row that newly lands in one is a verdict regression.
 BAD_VERDICTS = ("failed", "error")
@@ -66,16 +68,23 @@ class FigureDelta:
     rel: float | None = None  # delta / old
 
     def text(self) -> str:
-        """``max_memory_gb 11.90 → 13.10 GB (+1.20 GB, +10.1%, tolerance ±10%): regression``."""
+        """``max_memory_gb 11.90 → 13.10 GB (+1.20 GB, +10.1%, tolerance ±10%): regression``; speed in
+        the terms of its tolerance: ``tokens_per_sec 30.00 → 24.00 tok/s (-6.00 tok/s, 1.25x slower,
+        tolerance 1.15x): regression``."""
         unit = dict((f, u) for f, _, u in FIGURES).get(self.field, "")
         old, new = _value(self.old), _value(self.new)
         line = f"{self.field} {old} → {new}{' ' + unit if unit and self.new is not None else ''}"
         if self.delta is not None:
             extra = [f"{_signed(self.delta)}{' ' + unit if unit else ''}"]
-            if self.rel is not None:
+            if self.field in SPEED_FIELDS and is_number(self.old) and is_number(self.new):
+                crossed = self.tolerance is not None and self.change in ("regression", "improvement")
+                factor = 1 + self.tolerance if crossed and self.tolerance is not None else None
+                times = slowdown_text(slowdown(self.field, self.new, self.old), factor)
+                extra += [times] if times else []
+            elif self.rel is not None:
                 extra.append(f"{self.rel * 100:+.1f}%")
             if self.tolerance is not None:
-                extra.append(f"tolerance {'±' if self.field == 'max_memory_gb' else ''}{self.tolerance * 100:g}%")
+                extra.append(f"tolerance {tolerance_text(self.field, self.tolerance)}")
             line += f" ({', '.join(extra)})"
         return f"{line}: {self.change}"
 
@@ -222,14 +231,8 @@ def compare_figure(name: str, rule: str, old: Result | None, new: Result | None,
     rel_tol = tol.memory_rel if name == "max_memory_gb" else tol.speed_rel
     delta = b - a
     rel = delta / abs(a) if a else None
-    where = band(b, a, rel_tol)
-    if where == "within":
-        change: Change = "within" if delta else "same"
-    elif name == "max_memory_gb":
-        change = "regression" if where == "above" else "improvement"
-    else:
-        worse = where == ("above" if rule == "lower" else "below")
-        change = "regression" if worse else "improvement"
+    judged = verdict(name, b, a, rel_tol)
+    change: Change = ("within" if delta else "same") if judged == "within" else judged
     return FigureDelta(name, a, b, change, rel_tol, delta, rel)
 
 

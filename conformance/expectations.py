@@ -145,7 +145,8 @@ def checked_tolerance(name: str, value: Any) -> float:
 
 @dataclass(frozen=True)
 class Tolerances:
-    """Relative tolerances. Memory is two-sided; speed is one-sided (only slower fails)."""
+    """Relative tolerances. Memory is two-sided (±memory_rel); speed is a factor either way: more
+    than (1 + speed_rel)x slower fails, as much faster is an improvement (``conformance.compare``)."""
 
     memory_rel: float = 0.10
     speed_rel: float = 0.15

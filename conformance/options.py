@@ -294,7 +294,7 @@ def add_options(parser: pytest.Parser) -> None:
         metavar="FRACTION",
         type=fraction,
         default=None,
-        help="one-sided speed tolerance for every row, overriding the profiles' (0.15: 15%% slower fails)",
+        help="speed tolerance for every row, overriding the profiles' (a factor: 0.15 fails a row more than 1.15x slower)",
     )
     add(
         "--estimate-tolerance",

@@ -2,10 +2,13 @@
 
 One line per row with a memory or speed figure, two panels sharing the rows: peak memory and
 speed, each as the deviation from the expected figure in percent, so that a 70 MB CPU row and a
-40 GB A100 row read on one axis. The tolerance band is shaded: memory is two-sided; speed is
-drawn as "slower than expected" (time per 1k iterations as is, tokens per second inverted), so
-that right of the band is a regression for both. Rows that were not measured, or did not end
-``ok``, say so in words where their dot would be. matplotlib is an optional extra (``[plot]``).
+40 GB A100 row read on one axis. The tolerance band is shaded: memory is two-sided (±tolerance);
+speed is drawn as "slower than expected", the ``slowdown`` factor less one (time per 1k
+iterations measured / expected, tokens per second expected / measured), so that right of the
+band is a regression for both, and its band is the checks' factor: from (1 / (1 + r) - 1) to r
+(15%: -13.0% to +15%; 4.0: -80% to +400%). Every dot's colour is ``conformance.compare.verdict``.
+Rows that were not measured, or did not end ``ok``, say so in words where their dot would be.
+matplotlib is an optional extra (``[plot]``).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from conformance.compare import band
+from conformance.compare import slowdown, verdict
 from conformance.results import load_results
 from litgpt_min.files import atomic_write, check_output_file
 from litgpt_min.usage import one_line
@@ -43,17 +46,24 @@ COLORS: Mapping[str, str] = {
 class Point:
     """One row in one panel: where its dot goes and what it says."""
 
-    pct: float | None  # deviation in percent (speed: slower is positive); None: no dot
+    pct: float | None  # deviation in percent (speed: how much slower, less than 0 faster); None: no dot
     status: Status
     label: str  # "23.90 / 21.30 GB", "not run", "OOM (expected OOM)"
     tolerance_pct: float
-    one_sided: bool = False  # speed: only slower fails, so the band reaches the left edge
+    factor: bool = False  # speed: the band is the tolerance as a factor, from 1/(1+r) - 1 to r
+
+    @property
+    def band_pct(self) -> tuple[float, float]:
+        """The shaded band, (left, right) in percent: where a dot is "within"."""
+        if self.factor:
+            return (100 / (1 + self.tolerance_pct / 100) - 100, self.tolerance_pct)
+        return (-self.tolerance_pct, self.tolerance_pct)
 
 
 def memory_point(row: Mapping[str, Any]) -> Point | None:
     expected = row.get("expected") or {}
     tol = float((row.get("tolerances") or {}).get("memory_rel", 0.1)) * 100
-    point = _point(row, "max_memory_gb", expected.get("max_memory_gb"), "GB", tol, invert=False)
+    point = _point(row, "max_memory_gb", expected.get("max_memory_gb"), "GB", tol)
     if point is not None and point.status == "not run":
         return _estimate_point(row.get("estimate"), expected.get("max_memory_gb"), point) or point
     return point
@@ -77,13 +87,13 @@ def speed_point(row: Mapping[str, Any]) -> Point | None:
     expected = row.get("expected") or {}
     tol = float((row.get("tolerances") or {}).get("speed_rel", 0.15)) * 100
     if expected.get("time_1k_iters_min") is not None:
-        point = _point(row, "time_1k_iters_min", expected["time_1k_iters_min"], "min", tol, invert=False)
+        point = _point(row, "time_1k_iters_min", expected["time_1k_iters_min"], "min", tol)
     else:
-        point = _point(row, "tokens_per_sec", expected.get("tokens_per_sec"), "tok/s", tol, invert=True)
-    return None if point is None else dataclasses.replace(point, one_sided=True)
+        point = _point(row, "tokens_per_sec", expected.get("tokens_per_sec"), "tok/s", tol)
+    return None if point is None else dataclasses.replace(point, factor=True)
 
 
-def _point(row: Mapping[str, Any], name: str, expected: Any, unit: str, tol: float, invert: bool) -> Point | None:
+def _point(row: Mapping[str, Any], name: str, expected: Any, unit: str, tol: float) -> Point | None:
     want = (row.get("expected") or {}).get("outcome")
     run = row.get("measured")
     if expected is None:
@@ -103,12 +113,10 @@ def _point(row: Mapping[str, Any], name: str, expected: Any, unit: str, tol: flo
     got = run.get(name)
     if not isinstance(got, (int, float)) or not expected:
         return Point(None, "outcome", f"not measured (expected {_num(expected)} {unit})", tol)
-    # compare.py's rule: the deviation is relative to the expected figure; tokens/s inverted so
-    # that right of the band is slower for both speed figures.
-    pct = (got - expected) / expected * 100 * (-1 if invert else 1)
-    where = band(got, expected, tol / 100)
-    worse = "below" if invert else "above"
-    status = "within" if where == "within" else ("regression" if where == worse else "improvement")
+    # compare.py's rule decides the colour. Memory: the deviation relative to the expected figure;
+    # speed: how much slower (the factor less one), so right of the band is slower for both.
+    pct = (got - expected) / expected * 100 if name == "max_memory_gb" else (slowdown(name, got, expected) - 1) * 100
+    status = verdict(name, got, expected, tol / 100)
     return Point(pct, status, f"{_num(got)} / {_num(expected)} {unit}", tol)
 
 
@@ -157,12 +165,15 @@ def plot_results(results: Mapping[str, Any], out: Path) -> int:
 def _panel(ax: Any, points: Sequence[Point | None], title: str) -> None:
     tol = max((p.tolerance_pct for p in points if p is not None), default=10.0)
     limit = max(CLIP_PCT, tol * 1.5)
-    ax.set_xlim(-limit, limit)
+    # A speed dot is never left of -100% (that would be infinitely faster): no room wasted there.
+    drawn = [p for p in points if p is not None]
+    low = -100.0 if drawn and all(p.factor for p in drawn) else -limit
+    ax.set_xlim(low, limit)
     # Per-row bands (tolerances may differ between rows), one shaded rectangle each.
     for y, p in enumerate(points):
         if p is not None:
-            left = -limit if p.one_sided else -p.tolerance_pct
-            ax.fill_betweenx([y - 0.5, y + 0.5], left, p.tolerance_pct, color="#dff0d8", lw=0)
+            left, right = p.band_pct
+            ax.fill_betweenx([y - 0.5, y + 0.5], left, right, color="#dff0d8", lw=0)
     ax.axvline(0, color="#444444", lw=0.8)
     for y, p in enumerate(points):
         if p is None:
@@ -170,7 +181,7 @@ def _panel(ax: Any, points: Sequence[Point | None], title: str) -> None:
         if p.pct is None:
             ax.text(0, y, " " + p.label, va="center", ha="left", fontsize=6.5, color=COLORS[p.status], style="italic")
             continue
-        x = max(-limit * 0.97, min(limit * 0.97, p.pct))
+        x = max(low * 0.97, min(limit * 0.97, p.pct))
         clipped = x != p.pct
         marker = ">" if clipped and x > 0 else "<" if clipped else "o"
         hollow = {"mfc": "none"} if p.status == "estimate" else {}

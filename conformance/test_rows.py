@@ -22,7 +22,7 @@ def test_run(conformance_row: RowCheck) -> None:
 
 
 def test_speed(conformance_row: RowCheck) -> None:
-    """Time per 1k iterations or tokens per second (one-sided), on the profile's own hardware only."""
+    """Time per 1k iterations or tokens per second (within a factor), on the profile's own hardware only."""
     conformance_row.check_speed()
 
 

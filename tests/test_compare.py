@@ -23,8 +23,11 @@ from conformance.compare import (
     check_speed,
     error_key_token,
     is_failure,
+    slowdown,
     summarize,
+    tolerance_text,
     unsupported_reason_matches,
+    verdict,
 )
 from conformance.display import number_text  # the one number format of the reports
 from conformance.expectations import Case, Tolerances, list_profiles, load_profile
@@ -109,9 +112,9 @@ def test_describe_formats_params_with_separators_and_signed_difference() -> None
 
 
 def test_describe_appends_the_detail() -> None:
-    finding = Finding("tokens_per_sec", "mismatch", None, 30.97, "15% one-sided", "not measured")
+    finding = Finding("tokens_per_sec", "mismatch", None, 30.97, "1.15x", "not measured")
     assert finding.describe() == (
-        "tokens_per_sec: measured none, expected 30.97 (tolerance 15% one-sided): mismatch — not measured"
+        "tokens_per_sec: measured none, expected 30.97 (tolerance 1.15x): mismatch — not measured"
     )
 
 
@@ -180,31 +183,82 @@ def test_negative_or_non_finite_tolerance_is_refused(bad: float) -> None:
     ("measured", "kind"),
     [
         (2.36, None),
-        (2.714, None),  # exactly 15% slower: inclusive
+        (2.714, None),  # exactly 1.15x slower: inclusive
         (2.72, "regression"),
-        (2.006, None),  # exactly 15% faster
-        (2.0, "improvement"),
+        (2.36 / 1.15, None),  # exactly 1.15x faster (2.052...)
+        (2.05, "improvement"),
     ],
 )
 def test_time_per_1k_iters_is_lower_is_better(measured: float, kind: str | None) -> None:
     findings = check_speed(make_case(), result(time_1k_iters_min=measured), TOL)
     assert [f.kind for f in findings] == ([kind] if kind else [])
-    assert all(f.tolerance == "15% one-sided" and f.field == "time_1k_iters_min" for f in findings)
+    assert all(f.tolerance == "1.15x" and f.field == "time_1k_iters_min" for f in findings)
 
 
 @pytest.mark.parametrize(
     ("measured", "kind"),
     [
         (30.97, None),
-        (26.3245, None),  # exactly 15% slower: inclusive
-        (26.3, "regression"),
-        (35.6155, None),
+        (30.97 / 1.15, None),  # exactly 1.15x slower (26.93...): inclusive
+        (26.9, "regression"),  # -13.1%: beyond the factor, though not 15% below
+        (35.6155, None),  # exactly 1.15x faster
         (35.7, "improvement"),
     ],
 )
 def test_tokens_per_sec_is_higher_is_better(measured: float, kind: str | None) -> None:
     findings = check_speed(inference_case(), {"outcome": "ok", "tokens_per_sec": measured}, TOL)
     assert [f.kind for f in findings] == ([kind] if kind else [])
+
+
+# The CPU profile's tolerance: 4.0 is a factor of 5. As a relative band it could never fail a
+# tokens/s slowdown (a throughput cannot fall by more than 100%) nor flag a time improvement.
+LOOSE = Tolerances(memory_rel=0.10, speed_rel=4.0)
+
+
+@pytest.mark.parametrize(
+    ("slower", "kind"),
+    [
+        (275.0, "regression"),  # the README walk: 10000 recorded, ~32 tok/s measured
+        (5.1, "regression"),
+        (5.0, None),  # exactly 5x slower: inclusive
+        (4.9, None),
+        (1.0, None),
+        (1 / 5.0, None),  # exactly 5x faster: inclusive
+        (1 / 5.1, "improvement"),
+        (1 / 275.0, "improvement"),
+    ],
+)
+@pytest.mark.parametrize("field", ["time_1k_iters_min", "tokens_per_sec"])
+def test_a_loose_speed_tolerance_is_a_factor_both_ways(field: str, slower: float, kind: str | None) -> None:
+    if field == "time_1k_iters_min":
+        case, measured = make_case(), 2.36 * slower
+    else:
+        case, measured = inference_case(), 30.97 / slower
+    findings = check_speed(case, {field: measured}, LOOSE)
+    assert [(f.field, f.kind) for f in findings] == ([(field, kind)] if kind else [])
+    assert all(f.tolerance == "5.00x" for f in findings)
+
+
+def test_a_speed_finding_states_the_factor_it_crossed() -> None:
+    [slow] = check_speed(inference_case(), {"tokens_per_sec": 30.97 / 275}, LOOSE)
+    assert slow.describe() == (
+        "tokens_per_sec: measured 0.11, expected 30.97 (275.00x slower, tolerance 5.00x): regression"
+    )
+    [fast] = check_speed(make_case(), result(time_1k_iters_min=2.36 / 6), LOOSE)
+    assert "(6.00x faster, tolerance 5.00x): improvement" in fast.describe()
+    # 1.15002x printed as "1.15x" would read as on the boundary of a 1.15x tolerance.
+    [edge] = check_speed(make_case(), result(time_1k_iters_min=2.36 * 1.15002), TOL)
+    assert "(1.15002x slower, tolerance 1.15x): regression" in edge.describe()
+    # A throughput of 0 is slower than any factor; the message has no factor to print.
+    [stalled] = check_speed(inference_case(), {"tokens_per_sec": 0.0}, LOOSE)
+    assert stalled.kind == "regression" and "(tolerance 5.00x): regression" in stalled.describe()
+
+
+def test_speed_tolerance_text_keeps_its_decimals() -> None:
+    assert [tolerance_text("tokens_per_sec", r) for r in (0.15, 4.0, 0.125, 0.0)] == [
+        "1.15x", "5.00x", "1.125x", "1.00x"
+    ]  # fmt: skip
+    assert tolerance_text("max_memory_gb", 0.1) == "±10%"
 
 
 def test_speed_not_measured_is_a_mismatch_and_unrecorded_speed_is_not_checked() -> None:
@@ -400,6 +454,8 @@ def test_improvements_fail_only_when_strict() -> None:
 
 expected_values = st.floats(min_value=1e-3, max_value=1e6, allow_nan=False)
 tolerances = st.floats(min_value=0.0, max_value=0.99, allow_nan=False)
+# Speed tolerances are factors, so any size makes sense: 4.0 (the CPU profile's) is 5x.
+speed_tolerances = st.floats(min_value=0.0, max_value=20.0, allow_nan=False)
 fractions = st.floats(min_value=-1.0, max_value=1.0, allow_nan=False)
 # Clear of the boundary by more than REL_SLACK, so "outside" is outside in floating point too.
 gaps = st.floats(min_value=1e-6, max_value=10.0, allow_nan=False)
@@ -451,7 +507,7 @@ def _speed_severity(field: str, expected: float, measured: float, tol: float) ->
 @given(
     field=st.sampled_from(["time_1k_iters_min", "tokens_per_sec"]),
     expected=expected_values,
-    tol=tolerances,
+    tol=speed_tolerances,
     a=st.floats(min_value=0.0, max_value=1e7, allow_nan=False),
     b=st.floats(min_value=0.0, max_value=1e7, allow_nan=False),
 )
@@ -462,10 +518,29 @@ def test_speed_verdict_is_monotonic(field: str, expected: float, tol: float, a: 
 
 
 @settings(max_examples=200, deadline=None)
-@given(field=st.sampled_from(["time_1k_iters_min", "tokens_per_sec"]), expected=expected_values, tol=tolerances)
-def test_speed_tolerance_is_inclusive_on_the_slow_side(field: str, expected: float, tol: float) -> None:
-    slowest_allowed = expected * (1 + tol) if field == "time_1k_iters_min" else expected * (1 - tol)
-    assert _speed_severity(field, expected, slowest_allowed, tol) == 0
+@given(field=st.sampled_from(["time_1k_iters_min", "tokens_per_sec"]), expected=expected_values, tol=speed_tolerances)
+def test_speed_tolerance_is_inclusive_on_both_sides(field: str, expected: float, tol: float) -> None:
+    slowest, fastest = (expected * (1 + tol), expected / (1 + tol))
+    if field == "tokens_per_sec":
+        slowest, fastest = fastest, slowest
+    assert _speed_severity(field, expected, slowest, tol) == 0
+    assert _speed_severity(field, expected, fastest, tol) == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    field=st.sampled_from(["time_1k_iters_min", "tokens_per_sec"]),
+    expected=expected_values,
+    tol=speed_tolerances,
+    gap=gaps,
+)
+def test_speed_beyond_the_factor_is_judged_either_way(field: str, expected: float, tol: float, gap: float) -> None:
+    times = (1 + tol) * (1 + gap)  # clear of the factor
+    slower, faster = (expected * times, expected / times)
+    if field == "tokens_per_sec":
+        slower, faster = faster, slower
+    assert _speed_severity(field, expected, slower, tol) == SEVERITY["regression"]
+    assert _speed_severity(field, expected, faster, tol) == SEVERITY["improvement"]
 
 
 @settings(max_examples=200, deadline=None)
@@ -517,6 +592,23 @@ def test_band_agrees_with_the_documented_bounds(expected: float, tol: float, mea
         assert measured > expected * (1 + tol)
     else:
         assert measured < expected * (1 - tol)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    expected=expected_values, tol=speed_tolerances, measured=st.floats(min_value=0.0, max_value=1e7, allow_nan=False)
+)
+def test_the_speed_verdict_agrees_with_the_documented_factor(expected: float, tol: float, measured: float) -> None:
+    factor, slack = 1 + tol, 1 + 2 * REL_SLACK
+    for field in ("time_1k_iters_min", "tokens_per_sec"):
+        judged = verdict(field, measured, expected, tol)
+        times = slowdown(field, measured, expected)  # how many times slower
+        if judged == "regression":
+            assert times > factor
+        elif judged == "improvement":
+            assert times < 1 / factor
+        else:
+            assert 1 / (factor * slack) <= times <= factor * slack
 
 
 @given(kinds=st.lists(st.sampled_from(["regression", "improvement", "mismatch"]), max_size=5), strict=st.booleans())

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from results_files import measured, results, row, write
 
 from conformance.cli import main
-from conformance.diff import cmd_diff, diff_results, headlines
+from conformance.compare import check_speed
+from conformance.diff import FigureDelta, cmd_diff, diff_results, headlines
+from conformance.expectations import Tolerances
 
 OLD_TORCH, NEW_TORCH = "2.12.0+cu124", "2.13.0+cu124"
 
@@ -58,7 +63,8 @@ def test_markdown_names_the_stack_change_and_only_the_rows_that_moved(
     assert f"| torch | {OLD_TORCH} | {NEW_TORCH} |" in text
     assert "**FAIL**" in text
     assert "max_memory_gb 11.90 → 13.10 GB (+1.20 GB, +10.1%, tolerance ±10%): regression" in text
-    assert "tokens_per_sec 30.00 → 24.00 tok/s (-6.00 tok/s, -20.0%, tolerance 15%): regression" in text
+    # Speed in the terms of its tolerance, a factor: 30 -> 24 tok/s is 1.25x slower.
+    assert "tokens_per_sec 30.00 → 24.00 tok/s (-6.00 tok/s, 1.25x slower, tolerance 1.15x): regression" in text
     assert "lora-7b-none-mb1" not in text
 
 
@@ -83,6 +89,59 @@ def test_improvements_pass_unless_strict(tmp_path: Path) -> None:
     out = tmp_path / "out.md"
     assert cmd_diff(old, new, output=out) == 0
     assert cmd_diff(old, new, output=out, strict=True) == 1
+
+
+def _speed_diff(field: str, old: float, new: float, speed_rel: float) -> FigureDelta:
+    """One row's ``field`` in two results files with the row's speed tolerance ``speed_rel``."""
+    inference = {"method": None, "quantize": None} if field == "tokens_per_sec" else {}
+
+    def figures(value: float) -> dict:
+        return measured(**inference, **{field: value})
+
+    diff = diff_results(
+        results([row("r", figures(old), speed_rel=speed_rel)]), results([row("r", figures(new), speed_rel=speed_rel)])
+    )
+    [figure] = [f for f in diff.rows[0].figures if f.field == field]
+    return figure
+
+
+@pytest.mark.parametrize(
+    ("slower", "change"),
+    [(275.0, "regression"), (5.1, "regression"), (5.0, "within"), (4.9, "within"), (1 / 5.0, "within"),
+     (1 / 5.1, "improvement")],
+)  # fmt: skip
+@pytest.mark.parametrize("field", ["time_1k_iters_min", "tokens_per_sec"])
+def test_a_loose_speed_tolerance_is_a_factor_in_the_diff_too(field: str, slower: float, change: str) -> None:
+    # The CPU profile's 4.0 is 5x: a tokens/s that fell 275x must not read "within" (-99.6% < 400%).
+    old = 30.0
+    new = old * slower if field == "time_1k_iters_min" else old / slower
+    assert _speed_diff(field, old, new, 4.0).change == change
+
+
+def test_the_diff_states_a_speed_change_as_the_factor_it_crossed() -> None:
+    figure = _speed_diff("tokens_per_sec", 30.0, 30.0 / 275, 4.0)
+    assert (
+        figure.text() == "tokens_per_sec 30.00 → 0.11 tok/s (-29.89 tok/s, 275.00x slower, tolerance 5.00x): regression"
+    )
+    figure = _speed_diff("time_1k_iters_min", 12.0, 2.0, 4.0)
+    assert (
+        figure.text() == "time_1k_iters_min 12.00 → 2.00 min (-10.00 min, 6.00x faster, tolerance 5.00x): improvement"
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    field=st.sampled_from(["time_1k_iters_min", "tokens_per_sec"]),
+    old=st.floats(min_value=1e-3, max_value=1e6),
+    new=st.floats(min_value=0.0, max_value=1e7),
+    speed_rel=st.floats(min_value=0.0, max_value=20.0),
+)
+def test_the_diff_and_the_speed_check_agree(field: str, old: float, new: float, speed_rel: float) -> None:
+    """The diff's change and the check's finding are one verdict: old as the expected figure."""
+    case = SimpleNamespace(**{"time_1k_iters_min": None, "tokens_per_sec": None, field: old})
+    findings = check_speed(case, {field: new}, Tolerances(speed_rel=speed_rel))  # type: ignore[arg-type]
+    change = _speed_diff(field, old, new, speed_rel).change
+    assert [f.kind for f in findings] == ([] if change in ("within", "same") else [change])
 
 
 def test_an_outcome_change_is_one_regression_not_a_vanished_figure_too() -> None:

@@ -61,13 +61,14 @@ def test_points_follow_the_comparison_rules() -> None:
     r = lambda result, **expected: row("r", result, expected=expected)  # noqa: E731
     memory = memory_point(r(measured(max_memory_gb=23.9), max_memory_gb=21.3))
     assert memory is not None and memory.status == "regression" and memory.pct == pytest.approx(12.2, abs=0.1)
-    # Tokens per second: fewer is slower, drawn right of zero.
+    # Tokens per second: fewer is slower, drawn right of zero as how much slower (25 -> 20: 1.25x).
     slow = speed_point(r(measured(method=None, quantize=None, tokens_per_sec=20.0), tokens_per_sec=25.0))
-    assert slow is not None and slow.status == "regression" and slow.pct == pytest.approx(20.0)
+    assert slow is not None and slow.status == "regression" and slow.pct == pytest.approx(25.0)
     fast = speed_point(r(measured(time_1k_iters_min=5.0), time_1k_iters_min=10.0))
     assert fast is not None and fast.status == "improvement" and fast.pct == pytest.approx(-50.0)
-    # Speed is one-sided (only slower fails): its band reaches the faster edge; memory's is two-sided.
-    assert slow.one_sided and fast.one_sided and not memory.one_sided
+    # Speed's band is its tolerance as a factor (1.15x slower to 1.15x faster); memory's is ±10%.
+    assert slow.band_pct == fast.band_pct == pytest.approx((100 / 1.15 - 100, 15.0))
+    assert memory.band_pct == pytest.approx((-10.0, 10.0))
     not_run = memory_point(r(None, max_memory_gb=21.3))
     assert not_run is not None and not_run.pct is None and not_run.label.startswith("not run")
     oom = memory_point(r(measured(outcome="oom"), max_memory_gb=21.3))
@@ -75,6 +76,27 @@ def test_points_follow_the_comparison_rules() -> None:
     as_expected = memory_point(r(measured(outcome="oom"), outcome="oom"))
     assert as_expected is not None and as_expected.status == "within" and as_expected.label == "OOM (expected OOM)"
     assert memory_point(r(measured(), max_memory_gb=None)) is None
+
+
+@pytest.mark.parametrize(
+    ("slower", "status"),
+    [(275.0, "regression"), (5.1, "regression"), (5.0, "within"), (4.9, "within"), (1 / 5.0, "within"),
+     (1 / 5.1, "improvement")],
+)  # fmt: skip
+@pytest.mark.parametrize("field", ["time_1k_iters_min", "tokens_per_sec"])
+def test_a_loose_speed_tolerance_is_drawn_as_a_factor(field: str, slower: float, status: str) -> None:
+    # The CPU profile's 4.0 is 5x: its band runs from 5x faster (-80%) to 5x slower (+400%), and
+    # a dot's colour is the check's verdict.
+    expected = 30.0
+    got = expected * slower if field == "time_1k_iters_min" else expected / slower
+    inference = {"method": None, "quantize": None} if field == "tokens_per_sec" else {}
+    point = speed_point(row("r", measured(**inference, **{field: got}), expected={field: expected}, speed_rel=4.0))
+    assert point is not None and point.status == status
+    assert point.pct == pytest.approx((slower - 1) * 100)
+    left, right = point.band_pct
+    assert (left, right) == pytest.approx((-80.0, 400.0))
+    # The dot lies in the shaded band exactly when the check passes it (edges inclusive).
+    assert (left - 1e-6 <= point.pct <= right + 1e-6) is (status == "within")
 
 
 def test_an_unrun_row_is_placed_by_its_gpu_free_estimate() -> None:

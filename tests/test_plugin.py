@@ -231,7 +231,7 @@ def test_memory_regression_lists_every_finding_and_the_commands(suite: Suite) ->
     result.assert_outcomes(passed=1, failed=2)
     text = result.stdout.str()
     assert "max_memory_gb: measured 1.25, expected 1.00 (+25.0%, tolerance ±10%): regression" in text
-    assert "time_1k_iters_min: measured 3.00, expected 2.00 (+50.0%, tolerance 15% one-sided): regression" in text
+    assert "time_1k_iters_min: measured 3.00, expected 2.00 (1.50x slower, tolerance 1.15x): regression" in text
     assert f"trainable_params: measured 1, expected {count_params('tiny-llama', 'lora')[0]:,}" in text
     assert (
         f"re-record: pytest conformance --expectations exp --profile tiny -k '[tiny:{OK}]' --record exp/tiny --force"
@@ -366,7 +366,7 @@ def test_native_profile_compares_speed_without_a_cap(suite: Suite, monkeypatch: 
     result = suite.run()
     result.assert_outcomes(passed=5 + 4 + 1, failed=1, xfailed=1)
     result.stdout.fnmatch_lines(
-        ["*tokens_per_sec: measured 50.00, expected 100.00 (-50.0%, tolerance 15% one-sided): regression*"]
+        ["*tokens_per_sec: measured 50.00, expected 100.00 (2.00x slower, tolerance 1.15x): regression*"]
     )
     assert {c["cap"] for c in suite.calls()} == {None}
 
