@@ -6,8 +6,9 @@ Before a finetune or generate run builds anything, its peak memory is estimated 
 - CUDA: the free memory of the device (``torch.cuda.mem_get_info``), or the memory cap when it is
   lower;
 - CPU: a share (:data:`CPU_USABLE_SHARE`) of ``MemAvailable`` from ``/proc/meminfo`` (what the
-  kernel can give without swapping), or the memory cap when it is lower. Without this, a too-big CPU run is killed by the operating system
-  with no message of ours.
+  kernel can give without swapping), split evenly between the ranks that share the machine, or
+  the memory cap when it is lower. Without this, a too-big CPU run is killed by the operating
+  system with no message of ours.
 
 A run that does not fit raises :class:`PreflightRefusal` (an out-of-memory error, so that the
 runner reports outcome ``oom``), whose message holds the estimate and the limit.
@@ -50,8 +51,12 @@ class Limit:
         return self.bytes / 1e9
 
 
-def device_limit(device: torch.device, cap_gb: float | None = None) -> Limit | None:
-    """What a run may allocate on ``device`` (None when unknown)."""
+def device_limit(device: torch.device, cap_gb: float | None = None, local_ranks: int = 1) -> Limit | None:
+    """What a run (one rank of it) may allocate on ``device`` (None when unknown).
+
+    ``local_ranks``: the ranks on this machine. On the CPU they share its memory, so each may plan
+    on its part of it; a GPU rank has a device of its own. The memory cap is per rank, like a GPU's
+    memory."""
     found: Limit | None = None
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
@@ -59,7 +64,10 @@ def device_limit(device: torch.device, cap_gb: float | None = None) -> Limit | N
     elif device.type == "cpu":
         available = mem_available_bytes()
         if available is not None:
-            found = Limit(int(available * CPU_USABLE_SHARE), f"{CPU_USABLE_SHARE:.0%} of MemAvailable in /proc/meminfo")
+            source = f"{CPU_USABLE_SHARE:.0%} of MemAvailable in /proc/meminfo"
+            if local_ranks > 1:
+                source += f", split between the {local_ranks} ranks on this machine"
+            found = Limit(int(available * CPU_USABLE_SHARE / max(1, local_ranks)), source)
     if cap_gb is not None and (found is None or cap_gb * 1e9 < found.bytes):
         found = Limit(int(cap_gb * 1e9), "the memory cap")
     return found

@@ -86,7 +86,8 @@ def execute_rank(request: RunRequest, body: Body, *, preflight: bool = True) -> 
     estimated_gb: float | None = None
     try:
         if preflight:
-            estimated_gb = preflight_check(request_from_run(request), device_limit(device, request.memory_cap_gb))
+            limit = device_limit(device, request.memory_cap_gb, local_ranks=request.devices)
+            estimated_gb = preflight_check(request_from_run(request), limit)
         with measure_peak(device, cap_gb=request.memory_cap_gb) as peak:
             fabric = make_fabric(request)
             result = result.replace(**body(request, request.config, fabric, device))

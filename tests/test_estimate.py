@@ -28,7 +28,15 @@ from litgpt_min.adapter import AdapterSettings
 from litgpt_min.build import build_model
 from litgpt_min.config import Config
 from litgpt_min.data import load_length_profile, typical_longest
-from litgpt_min.estimate import Estimate, EstimateRequest, default_prompt_len, default_seq_len, estimate, stack_for
+from litgpt_min.estimate import (
+    Estimate,
+    EstimateRequest,
+    default_prompt_len,
+    default_seq_len,
+    estimate,
+    request_from_run,
+    stack_for,
+)
 from litgpt_min.fake_4bit import Fake4bitLinear
 from litgpt_min.fake_step import build_for_estimate, fake_peak, run_step, use_cuda_dropout
 from litgpt_min.finetune import later_draws, make_optimizer, micro_step, optimizer_step
@@ -787,6 +795,11 @@ def test_cpu_limit_is_the_smaller_of_available_memory_and_the_cap(
     capped = preflight.device_limit(CPU, cap_gb=0.5)
     assert capped is not None and capped.bytes == 500_000_000 and "cap" in capped.source
     assert preflight.device_limit(CPU, cap_gb=5.0) == limit
+    # Two CPU ranks on this machine share its memory; the cap stays per rank (a GPU's memory).
+    shared = preflight.device_limit(CPU, local_ranks=2)
+    assert shared is not None and shared.bytes == limit.bytes // 2 and "split between the 2 ranks" in shared.source
+    per_rank_cap = preflight.device_limit(CPU, cap_gb=0.4, local_ranks=2)
+    assert per_rank_cap is not None and per_rank_cap.bytes == 400_000_000 and "cap" in per_rank_cap.source
 
 
 def test_preflight_refuses_with_the_estimate_and_the_limit() -> None:
@@ -820,6 +833,28 @@ def test_the_readme_7b_example_is_refused_in_seconds_on_a_small_cpu_machine(
     assert result["outcome"] == "oom" and result["max_memory_gb"] is None
     assert result["error"].startswith("pre-flight: estimated peak ")
     assert "GB exceeds the limit 19.86 GB (80% of MemAvailable in /proc/meminfo)" in result["error"]
+
+
+def test_cpu_ranks_of_one_run_are_refused_against_their_share_of_the_machine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two forked CPU ranks share the machine's memory: each one's estimate must fit half of it
+    (a run whose ranks each fit the whole machine would be killed by the OS together)."""
+    from litgpt_min import cli
+
+    values = {"model": "tiny-llama", "method": "lora", "devices": 2, "accelerator": "cpu", "max_iters": 2}
+    per_rank = estimate(request_from_run(build_request("finetune", values))).peak_bytes
+    assert per_rank is not None
+    # Available memory that one rank's estimate fits, two do not (the 80% share taken into account).
+    kb = int(per_rank * 1.5 / preflight.CPU_USABLE_SHARE / 1024)
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text(f"MemAvailable:   {kb} kB\n")
+    monkeypatch.setattr(preflight, "MEMINFO", meminfo)
+    argv = ["finetune", "lora", "--model", "tiny-llama", "--devices", "2", "--accelerator", "cpu", "--max-iters", "2"]
+    assert cli.main([*argv, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["outcome"] == "oom", result
+    assert "split between the 2 ranks on this machine" in result["error"]
 
 
 @pytest.mark.parametrize(
