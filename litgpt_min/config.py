@@ -163,6 +163,8 @@ class Config:
             fail("n_embd", f"{self.n_embd} is not divisible by n_head={self.n_head}")
         if self.padded_vocab_size is None:
             object.__setattr__(self, "padded_vocab_size", find_multiple(self.vocab_size, self.padding_multiple))
+        elif self.padded_vocab_size < 1:
+            fail("padded_vocab_size", f"must be >= 1, got {self.padded_vocab_size}")
         else:
             object.__setattr__(self, "vocab_size", min(self.vocab_size, self.padded_vocab_size))
         if self.n_query_groups is None:
@@ -189,6 +191,10 @@ class Config:
                 fail(name, f"must be a finite number > 0, got {value!r}")
         if self.intermediate_size < 1:
             fail("intermediate_size", f"must be >= 1, got {self.intermediate_size}")
+        if self.gelu_approximate not in ("none", "tanh"):  # torch's F.gelu takes these two only
+            fail("gelu_approximate", f"must be 'none' or 'tanh', got {self.gelu_approximate!r}")
+        if self.rope_condense_ratio < 1:  # RoPE's positions are divided by it
+            fail("rope_condense_ratio", f"must be >= 1, got {self.rope_condense_ratio}")
         if not self.parallel_residual and self.shared_attention_norm:
             fail("shared_attention_norm", "a shared attention norm needs parallel_residual")
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import warnings
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -370,11 +371,15 @@ def split_indices(n: int, test_fraction: float = TEST_FRACTION, seed: int = SPLI
     """
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in (0, 1) (got {test_fraction})")
-    train, test = torch.utils.data.random_split(
-        range(n),  # type: ignore[arg-type]  # any sized sequence works; only len() is used
-        [1.0 - test_fraction, test_fraction],
-        generator=torch.Generator().manual_seed(seed),
-    )
+    with warnings.catch_warnings():
+        # A small data file leaves the test split empty (fewer than 1 / test_fraction records),
+        # which random_split warns about; the train split is what a run uses.
+        warnings.filterwarnings("ignore", message="Length of split at index", category=UserWarning)
+        train, test = torch.utils.data.random_split(
+            range(n),  # type: ignore[arg-type]  # any sized sequence works; only len() is used
+            [1.0 - test_fraction, test_fraction],
+            generator=torch.Generator().manual_seed(seed),
+        )
     return list(train.indices), list(test.indices)
 
 

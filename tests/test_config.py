@@ -162,6 +162,25 @@ def test_padded_vocab_given_clamps_vocab() -> None:
     assert (c.vocab_size, c.padded_vocab_size) == (64, 64)
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("padded_vocab_size", 0, "must be >= 1, got 0"),
+        ("padded_vocab_size", -5, "must be >= 1, got -5"),
+        ("gelu_approximate", "bogus", "must be 'none' or 'tanh', got 'bogus'"),
+        ("rope_condense_ratio", 0, "must be >= 1, got 0"),
+        ("rope_condense_ratio", -3, "must be >= 1, got -3"),
+        ("rope_base", 0, "must be a finite number > 0, got 0"),
+        ("intermediate_size", 0, "must be >= 1, got 0"),
+    ],
+)
+def test_a_field_the_model_cannot_use_is_refused_by_name(field: str, value: object, message: str) -> None:
+    """Before a model is built: torch would fail later (a negative dimension, F.gelu's mode) or,
+    worse, compute something else (positions divided by a condense ratio of 0 or below)."""
+    with pytest.raises(ValueError, match=rf"^config tiny-llama: {field}: {re.escape(message)}$"):
+        Config.from_name("tiny-llama", **{field: value})
+
+
 # Names -------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("wrong", "suggestion"),

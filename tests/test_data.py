@@ -11,6 +11,7 @@ import functools
 import hashlib
 import json
 import statistics
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -464,3 +465,10 @@ def test_index_of_length_finds_the_first_sample_of_that_length() -> None:
     assert index_of_length(data, 9) == 1 and index_of_length(data, 1) == 4
     with pytest.raises(ValueError, match="no sample has 7 tokens"):
         index_of_length(data, 7)
+
+
+def test_a_data_file_too_small_for_a_test_split_splits_without_a_warning() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        train, test = split_indices(5)
+    assert sorted(train) == [0, 1, 2, 3, 4] and test == []
