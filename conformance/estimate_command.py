@@ -254,6 +254,7 @@ def _run_ad_hoc(args: argparse.Namespace, out: TextIO) -> int:
         )
     config, name = _config(args)
     lora, adapter = peft_settings(vars(args), args.method or "none")
+    hp = _hyperparameters(args) if args.workload == "finetune" else None
     stack: Stack = "bnb-0.41" if args.stack == "profile" else "current"
     # Each workload's lengths: its defaults come from the tokenizer's Alpaca profile, so a model
     # without a known tokenizer is asked for the flag of its own workload only.
@@ -279,6 +280,8 @@ def _run_ad_hoc(args: argparse.Namespace, out: TextIO) -> int:
         micro_batch_size=args.micro_batch_size or 1,
         seq_len=seq_len,
         later_seq_len=later,
+        gradient_accumulation_iters=1 if hp is None else hp.gradient_accumulation_iters,
+        lm_head_chunk_size=EstimateRequest.lm_head_chunk_size if hp is None else hp.lm_head_chunk_size,
         prompt_len=prompt_len,
         max_new_tokens=args.max_new_tokens or EstimateRequest.max_new_tokens,
         devices=devices,

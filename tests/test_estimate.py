@@ -28,7 +28,15 @@ from litgpt_min.adapter import AdapterSettings
 from litgpt_min.build import build_model
 from litgpt_min.config import Config
 from litgpt_min.data import load_length_profile, typical_longest
-from litgpt_min.estimate import Estimate, EstimateRequest, default_prompt_len, default_seq_len, estimate, stack_for
+from litgpt_min.estimate import (
+    Estimate,
+    EstimateRequest,
+    default_prompt_len,
+    default_seq_len,
+    estimate,
+    request_from_run,
+    stack_for,
+)
 from litgpt_min.fake_4bit import Fake4bitLinear
 from litgpt_min.fake_step import build_for_estimate, fake_peak, run_step, use_cuda_dropout
 from litgpt_min.finetune import later_draws, make_optimizer, micro_step, optimizer_step
@@ -137,11 +145,17 @@ def test_fake_estimate_equals_the_same_step_on_real_cpu_tensors(kw: dict[str, ob
         pytest.param(dict(name="tiny-llama", method="lora"), id="lora"),
         pytest.param(dict(name="tiny-neox", method="adapter", adapter=None), id="adapter"),
         pytest.param(dict(name="tiny-phi", method="adapter_v2"), id="adapter_v2"),
+        pytest.param(
+            dict(name="tiny-llama", method="lora", seq_len=200, lm_head_chunk_size=16, gradient_accumulation_iters=4),
+            id="lora-chunk16",
+        ),
+        pytest.param(dict(name="tiny-neox", method="lora", seq_len=200, lm_head_chunk_size=4096), id="lora-chunk4096"),
         pytest.param(dict(name="tiny-llama", workload="inference"), id="inference"),
     ],
 )
 def test_estimate_equals_the_runners_own_step(kw: dict[str, object]) -> None:
-    """Unquantized: the runner's build, optimizer and step (litgpt_min.finetune / generate), tracked."""
+    """Unquantized: the runner's build, optimizer and step (litgpt_min.finetune / generate), tracked,
+    with the hyperparameters the request carries (the lm_head chunk size moves the peak)."""
     request = _request(kw)
     if request.workload == "finetune":
         with LiveTensorTracker() as tracker:
@@ -156,7 +170,12 @@ def test_estimate_equals_the_runners_own_step(kw: dict[str, object]) -> None:
             use_cuda_dropout(model)  # the estimate models CUDA's fused dropout (see its test below)
             model.max_seq_length = request.seq_len
             model.train()
-            hp = hyperparameters(request.method, micro_batch_size=request.micro_batch_size)
+            hp = hyperparameters(
+                request.method,
+                micro_batch_size=request.micro_batch_size,
+                batch_size=request.micro_batch_size * request.gradient_accumulation_iters,
+                lm_head_chunk_size=request.lm_head_chunk_size,
+            )
             optimizer, _ = make_optimizer([p for p in model.parameters() if p.requires_grad], hp, None)
             ids = torch.zeros(request.micro_batch_size, request.seq_len, dtype=torch.long)
             micro_step(model, ids, ids.clone(), hp.gradient_accumulation_iters, hp.lm_head_chunk_size)
@@ -176,10 +195,47 @@ def test_estimate_equals_the_runners_own_step(kw: dict[str, object]) -> None:
     assert estimate(request, extrapolate=False).peak_bytes == measured
 
 
+def test_the_lm_head_chunk_size_moves_the_estimate_as_it_moves_the_step() -> None:
+    """A chunk's logits (and their cross-entropy) are materialized at once: at 16, the runner's
+    default 128 and 4096 tokens the step peaks differently, on fake tensors as on real ones."""
+    peaks = {}
+    for chunk in (16, 128, 4096):
+        request = tiny(seq_len=200, lm_head_chunk_size=chunk)
+        peaks[chunk] = fake_peak(request)
+        assert peaks[chunk] == real_peak(request)
+    assert peaks[16] < peaks[128] < peaks[4096]
+
+
+def test_request_from_run_carries_what_the_run_steps_with() -> None:
+    """The micro-batch, the accumulation and the lm_head chunk size of the run's hyperparameters,
+    and every rank of every machine."""
+    run = build_request(
+        "finetune",
+        {"model": "tiny-llama", "method": "lora", "micro_batch_size": 2, "batch_size": 8, "lm_head_chunk_size": 16},
+    )
+    request = request_from_run(run)
+    assert (request.micro_batch_size, request.gradient_accumulation_iters, request.lm_head_chunk_size) == (2, 4, 16)
+    assert estimate(request).peak_bytes != estimate(dataclasses.replace(request, lm_head_chunk_size=128)).peak_bytes
+    # The batch sets how many samples the later micro-steps draw, hence their typical longest
+    # (Llama 2's lengths: tiny-llama's block size cuts most samples to the same 256 tokens).
+    later = {}
+    for batch in (2, 128):
+        values = {"model": "Llama-2-7b-hf", "method": "lora", "micro_batch_size": 1, "batch_size": batch}
+        run = build_request("finetune", values)
+        assert request_from_run(run).gradient_accumulation_iters == batch
+        later[batch] = request_from_run(run, devices=2).later_seq_len
+    assert later[2] is not None and later[128] is not None and later[2] < later[128]
+    values = {"model": "tiny-llama", "method": "adapter", "adapter_start_layer": 0, "num_nodes": 2}
+    request = request_from_run(build_request("finetune", values))
+    assert request.devices == 2  # FSDP shards over both machines' ranks
+    assert request.gradient_accumulation_iters == REFERENCE["adapter"].batch_size // 2 // 4  # adapter.py: 64/ranks
+
+
 @pytest.mark.parametrize(
     ("workload", "values"),
     [
         pytest.param("finetune", dict(model="tiny-llama", method="lora"), id="lora"),
+        pytest.param("finetune", dict(model="tiny-llama", method="lora", lm_head_chunk_size=4096), id="lora-chunk4096"),
         pytest.param("finetune", dict(model="tiny-llama", method="lora", quantize="bnb.nf4"), id="lora-nf4"),
         pytest.param("finetune", dict(model="tiny-neox", method="adapter", adapter_start_layer=0), id="adapter"),
         pytest.param("finetune", dict(model="tiny-phi", method="adapter_v2", adapter_start_layer=0), id="adapter_v2"),
@@ -232,9 +288,20 @@ def test_quantized_weights_hold_bitsandbytes_bytes(quantize: str) -> None:
         pytest.param(dict(name="tiny-falcon", workload="inference"), id="inference"),
         pytest.param(dict(name="tiny-llama", workload="inference", quantize="bnb.nf4"), id="inference-nf4"),
         pytest.param(dict(name="tiny-llama", method="lora", devices=2), id="fsdp"),
-        pytest.param(dict(name="tiny-llama", method="lora", devices=2, later_seq_len=30), id="fsdp-later"),
         pytest.param(
-            dict(name="tiny-neox", method="lora", devices=2, micro_batch_size=4, later_seq_len=35), id="fsdp-later-mb4"
+            dict(name="tiny-llama", method="lora", devices=2, later_seq_len=30, gradient_accumulation_iters=2),
+            id="fsdp-later",
+        ),
+        pytest.param(
+            dict(
+                name="tiny-neox",
+                method="lora",
+                devices=2,
+                micro_batch_size=4,
+                later_seq_len=35,
+                gradient_accumulation_iters=2,
+            ),
+            id="fsdp-later-mb4",
         ),
     ],
 )
@@ -290,7 +357,7 @@ def test_a_later_micro_step_holds_every_flat_gradient_from_its_start() -> None:
     """A later micro-step of the window starts with every Block's flat gradient and adds each new
     one into it: on a batch as short as iteration 0's it peaks higher by at least one Block's flat
     gradient (the temporary), and at least by the optimizer's states."""
-    first = tiny("tiny-llama", n_layer=4, devices=2, seq_len=4)
+    first = tiny("tiny-llama", n_layer=4, devices=2, seq_len=4, gradient_accumulation_iters=2)
     later = dataclasses.replace(first, later_seq_len=4)
     _, blocks = _flat_numels(first)
     gap = estimate(later).peak_bytes - estimate(first).peak_bytes  # type: ignore[operator]
@@ -299,7 +366,7 @@ def test_a_later_micro_step_holds_every_flat_gradient_from_its_start() -> None:
 
 def test_the_later_micro_step_counts_on_several_devices_only() -> None:
     """On one device a later micro-step holds megabytes and runs a shorter batch: not simulated."""
-    one = tiny("tiny-llama", n_layer=3, seq_len=40)
+    one = tiny("tiny-llama", n_layer=3, seq_len=40, gradient_accumulation_iters=2)
     assert estimate(dataclasses.replace(one, later_seq_len=40)).peak_bytes == estimate(one).peak_bytes
     two = dataclasses.replace(one, devices=2)
     assert estimate(dataclasses.replace(two, later_seq_len=40)).peak_bytes > estimate(two).peak_bytes
@@ -429,6 +496,11 @@ def test_an_adapter_start_past_the_layers_is_refused_as_the_runner_refuses_it(me
         ("later_seq_len", 0),
         ("later_seq_len", 41),
         ("later_seq_len", True),
+        ("later_seq_len", 20),  # without accumulation (the default): no later micro-step
+        ("gradient_accumulation_iters", 0),
+        ("gradient_accumulation_iters", True),
+        ("lm_head_chunk_size", 0),
+        ("lm_head_chunk_size", 1.5),
     ],
 )
 def test_request_refuses_bad_values(field: str, value: object) -> None:
@@ -644,6 +716,21 @@ def test_profile_json_one_object_per_row(capsys: pytest.CaptureFixture[str]) -> 
         assert {"id", "outcome", "max_memory_gb", "stack"} <= row.keys()
         assert row["outcome"] in ("ok", "oom", "unsupported")
         assert (row["max_memory_gb"] is None) == (row["outcome"] == "unsupported")
+
+
+def test_a_profile_rows_batch_is_the_one_its_devices_run_with() -> None:
+    """A row on several devices is built for one device (so that a quantized one still yields a
+    request), yet keeps the batch its runner uses: Adapter's divided by the devices."""
+    from conformance.estimate import request_for_case
+
+    case = next(c for c in load_profile("cpu-tiny").cases if c.method == "adapter" and c.quantize is None)
+    two = dataclasses.replace(case, devices=2, runner_options={"adapter_start_layer": 0})
+    values = {"model": case.model, "method": "adapter", "micro_batch_size": case.micro_batch_size, "devices": 2}
+    run = build_request("finetune", {**values, "adapter_start_layer": 0})
+    assert isinstance(run.options, FinetuneOptions) and run.options.hyperparameters.batch_size == 32
+    request = request_for_case(two, "current")
+    assert request.gradient_accumulation_iters == run.options.hyperparameters.gradient_accumulation_iters
+    assert request == request_from_run(run)
 
 
 def test_profile_table_has_expected_and_error(capsys: pytest.CaptureFixture[str]) -> None:
