@@ -98,7 +98,10 @@ from litgpt_min.peft import Method, apply_method
 
 Outcome = Literal["ok", "oom", "unsupported"]
 HOWS: dict[str, str] = {
-    "fake-run": "one step on fake tensors at full depth",
+    "fake-run": (
+        "one step on fake tensors at full depth (too few layers to extrapolate, or a phase that may set "
+        "the peak peaked at different ops at the two short depths, so it may not be affine in the depth)"
+    ),
     "fake-run-extrapolated": (
         "steps on fake tensors at two short depths, each phase's peak extrapolated to the full depth "
         "(the blocks are identical)"
