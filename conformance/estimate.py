@@ -40,9 +40,7 @@ from litgpt_min.estimate import (
     request_from_run,
     stack_for,
 )
-from litgpt_min.options import (
-    build_request,
-)
+from litgpt_min.options import build_request, run_hyperparameters
 
 StackChoice = str  # "current" | "profile"
 
@@ -103,6 +101,9 @@ def request_for_case(case: Case, stack: Stack) -> EstimateRequest:
     values.update(case.runner_options)
     # Built for one device, so that a quantized multi-device row (which RunRequest refuses) still
     # yields a request; the estimate for the row's devices reproduces that refusal as "unsupported".
+    # The batch stays the one the row's devices run with (Adapter's is divided by them).
+    if case.workload == "finetune" and case.devices > 1 and values.get("batch_size") is None:
+        values["batch_size"] = run_hyperparameters(case.method, case.devices).batch_size
     values.update(devices=1, quantize=case.quantize if case.devices == 1 else None)
     run = build_request(case.workload, values)
     request = request_from_run(run, stack=stack, devices=case.devices)

@@ -9,6 +9,7 @@ The rows themselves are estimated by :mod:`conformance.estimate`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import textwrap
@@ -32,6 +33,7 @@ from litgpt_min.config import Config
 from litgpt_min.estimate import (
     HOWS,
     STACKS,
+    Estimate,
     EstimateRequest,
     Stack,
     default_later_seq_len,
@@ -45,12 +47,14 @@ from litgpt_min.measure import gb_text
 from litgpt_min.options import (
     FINETUNE_METHODS,
     FLAT_OPTIONS,
+    REFERENCE,
     TOKENIZER_WITHOUT_DATA,
     FinetuneOptions,
+    FlatOption,
     Hyperparameters,
     holds_tokenizer,
-    hyperparameters,
     peft_settings,
+    run_hyperparameters,
 )
 from litgpt_min.quantize import QUANTIZE_MODES
 
@@ -60,6 +64,8 @@ class EstimateUsageError(ValueError):
 
 
 _PEFT_FLAGS = [name for name in FLAT_OPTIONS["finetune"] if name.startswith(("lora_", "adapter_"))]
+# The step's hyperparameters that move its memory besides the micro-batch: litgpt-min's flags.
+_STEP_FLAGS = ["batch_size", "lm_head_chunk_size"]
 
 
 # Where each option applies: "profile" (--profile), "ad hoc" (--model/--config), "finetune" or
@@ -76,6 +82,7 @@ APPLIES_TO: dict[str, str] = {
     "devices": "ad hoc",
     "method": "finetune",
     "micro_batch_size": "finetune",
+    **dict.fromkeys(_STEP_FLAGS, "finetune"),
     "seq_len": "finetune",
     "data_file": "finetune",
     "tokenizer_dir": "finetune",
@@ -147,7 +154,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     add("--precision", default=None, help=f"default: {PRECISION}")
     add("--devices", type=whole_number(1), default=None, help="default: 1 (several: finetuning under FSDP)")
     add("--method", choices=FINETUNE_METHODS, help="required")
-    add("--micro-batch-size", type=whole_number(1), default=None, help="default: 1")
+    add(
+        "--micro-batch-size", type=whole_number(1), default=None, help=f"default: {_runner_default('micro_batch_size')}"
+    )
+    # --batch-size and --lm-head-chunk-size: litgpt-min's flags, from the one table of run options.
+    add_flat_options(groups["finetune"], [_with_default(FLAT_OPTIONS["finetune"][name]) for name in _STEP_FLAGS])
     add("--seq-len", type=whole_number(1), default=None, help="default: the longest Alpaca sample")
     add(
         "--data-file",
@@ -254,18 +265,21 @@ def _run_ad_hoc(args: argparse.Namespace, out: TextIO) -> int:
         )
     config, name = _config(args)
     lora, adapter = peft_settings(vars(args), args.method or "none")
+    hp = _hyperparameters(args, devices) if args.workload == "finetune" else None
     stack: Stack = "bnb-0.41" if args.stack == "profile" else "current"
     # Each workload's lengths: its defaults come from the tokenizer's Alpaca profile, so a model
     # without a known tokenizer is asked for the flag of its own workload only.
     seq_len = prompt_len = 1
     later, later_worst = None, False
     if args.workload == "finetune" and args.data_file is not None:
-        seq_len, later = _data_lengths(args, name, config)
+        assert hp is not None
+        seq_len, later = _data_lengths(args, hp, name, config)
     elif args.workload == "finetune":
         if args.tokenizer_dir is not None:
             raise EstimateUsageError(TOKENIZER_WITHOUT_DATA)
         seq_len = args.seq_len if args.seq_len is not None else _default(default_seq_len, name, config, "--seq-len")
-        later, later_worst = _later_seq_len(args, name, config, seq_len)
+        assert hp is not None
+        later, later_worst = _later_seq_len(hp, name, config, seq_len)
     else:
         prompt_len = args.prompt_len
         if prompt_len is None:
@@ -276,9 +290,11 @@ def _run_ad_hoc(args: argparse.Namespace, out: TextIO) -> int:
         method=args.method or "none",
         quantize=args.quantize,
         precision=args.precision or PRECISION,
-        micro_batch_size=args.micro_batch_size or 1,
+        micro_batch_size=1 if hp is None else hp.micro_batch_size,
         seq_len=seq_len,
         later_seq_len=later,
+        gradient_accumulation_iters=1 if hp is None else hp.gradient_accumulation_iters,
+        lm_head_chunk_size=EstimateRequest.lm_head_chunk_size if hp is None else hp.lm_head_chunk_size,
         prompt_len=prompt_len,
         max_new_tokens=args.max_new_tokens or EstimateRequest.max_new_tokens,
         devices=devices,
@@ -300,16 +316,24 @@ def _run_ad_hoc(args: argparse.Namespace, out: TextIO) -> int:
         "how": result.how,
         "unsupported": result.unsupported,
         **reserve_json(result.reserve),
+        "reserved_exceeds_capacity": _reserve_exceeds(result, args.capacity_gb),
     }
-    # What the figure assumed, defaults resolved: for a finetune step the micro-batch, its longest
-    # sample (iteration 0) and, when a later micro-step was simulated (several devices,
-    # accumulating), that batch's length; for inference the prompt and the new tokens.
+    # What the figure assumed, defaults resolved: for a finetune step the micro-batch, the batch
+    # and its accumulation, the lm_head chunk size, its longest sample (iteration 0) and, when a
+    # later micro-step was simulated (several devices, accumulating), that batch's length, and the
+    # method's own settings (litgpt-min's flat keys: lora_* or adapter_*); for inference the
+    # prompt and the new tokens.
     if args.workload == "finetune":
+        assert hp is not None
         obj["method"] = request.method
         obj["micro_batch_size"] = request.micro_batch_size
+        obj["batch_size"] = hp.batch_size
+        obj["gradient_accumulation_iters"] = request.gradient_accumulation_iters
+        obj["lm_head_chunk_size"] = request.lm_head_chunk_size
         obj["seq_len"] = request.seq_len
         obj["later_seq_len"] = request.later_seq_len if request.devices > 1 else None
         obj["data_file"] = None if args.data_file is None else str(args.data_file)
+        obj.update(_peft_json(request))
     else:
         obj["prompt_len"] = request.prompt_len
         obj["max_new_tokens"] = request.max_new_tokens
@@ -337,7 +361,10 @@ def describe_ad_hoc(obj: dict[str, Any], request: EstimateRequest, later_worst: 
     elif capacity is None:
         line("outcome", "ok (no capacity given: --capacity-gb N judges a card of N GB)")
     elif outcome == "ok":
-        line("outcome", f"ok: fits in {gb_text(capacity)} GB with {gb_text(capacity - gb)} GB to spare")
+        # The verdict is on the allocated peak (what the tables report); a reserve over the
+        # capacity is said on its own line.
+        beyond = " (allocated; the reserve exceeds it)" if obj.get("reserved_exceeds_capacity") else ""
+        line("outcome", f"ok: fits in {gb_text(capacity)} GB with {gb_text(capacity - gb)} GB to spare{beyond}")
     else:
         line("outcome", f"oom: needs {gb_text(gb - capacity)} GB more than {gb_text(capacity)} GB")
     if gb is not None:
@@ -346,7 +373,13 @@ def describe_ad_hoc(obj: dict[str, Any], request: EstimateRequest, later_worst: 
     if obj["max_memory_reserved_gb"] is not None:
         first = obj["reserved_at_first_gemm_gb"]
         at_first = "" if first is None else f", {gb_text(first)} GB when the first matmul creates cuBLAS's handle"
-        line("reserved", f"{gb_text(obj['max_memory_reserved_gb'])} GB at the caching allocator's peak{at_first}")
+        exceeds = ""
+        if obj.get("reserved_exceeds_capacity"):
+            exceeds = f"; exceeds the {gb_text(capacity)} GB capacity: the allocator may fail to grow its cache"
+        line(
+            "reserved",
+            f"{gb_text(obj['max_memory_reserved_gb'])} GB at the caching allocator's peak{at_first}{exceeds}",
+        )
     if request.workload == "finetune":
         later = obj.get("later_seq_len")
         later_text = "" if later is None else f"; later micro-steps {later} tokens"
@@ -354,6 +387,13 @@ def describe_ad_hoc(obj: dict[str, Any], request: EstimateRequest, later_worst: 
             later_text += " (the worst case: no Alpaca length profile for this model's tokenizer)"
         source = "" if obj.get("data_file") is None else f" (the longest sample of {Path(obj['data_file']).name})"
         line("batch", f"{request.micro_batch_size} x {request.seq_len} tokens in iteration 0{source}{later_text}")
+        accumulation = request.gradient_accumulation_iters
+        steps = "1 micro-step" if accumulation == 1 else f"{accumulation} micro-steps"
+        line(
+            "step",
+            f"{steps} per optimizer step (batch {obj['batch_size']}); lm_head in chunks of "
+            f"{request.lm_head_chunk_size} tokens",
+        )
     else:
         line("tokens", f"{request.prompt_len}-token prompt + {request.max_new_tokens} new (the KV cache's length)")
     if request.quantize is None:
@@ -364,14 +404,51 @@ def describe_ad_hoc(obj: dict[str, Any], request: EstimateRequest, later_worst: 
     return "\n".join(lines) + "\n"
 
 
-def _hyperparameters(args: argparse.Namespace) -> Hyperparameters:
+def _runner_default(name: str) -> str:
+    """The default of a ``Hyperparameters`` field as ``litgpt-min finetune`` runs it, for the help."""
+    values = {getattr(REFERENCE[method], name) for method in FINETUNE_METHODS}
+    if len(values) == 1:
+        return f"{values.pop()} (litgpt-min's)"
+    per_method = ", ".join(f"{method} {getattr(REFERENCE[method], name)}" for method in FINETUNE_METHODS)
+    return f"the method's, as litgpt-min finetune runs it: {per_method}"
+
+
+def _with_default(option: FlatOption) -> FlatOption:
+    """A flat option whose help names its default here, as the run's."""
+    more = ""
+    if option.name == "batch_size":
+        more = "; with --devices N, adapter's and adapter_v2's divided by N, as their scripts divided them"
+    return dataclasses.replace(option, help=f"{option.help}; default: {_runner_default(option.name)}{more}")
+
+
+def _hyperparameters(args: argparse.Namespace, devices: int) -> Hyperparameters:
+    """The step's hyperparameters as ``litgpt-min finetune`` would run them with these flags."""
+    given = {name: getattr(args, name) for name in ("micro_batch_size", *_STEP_FLAGS)}
     try:
-        return hyperparameters(args.method, micro_batch_size=args.micro_batch_size or 1)
-    except ValueError as exc:  # a micro-batch over the method's batch size
-        raise EstimateUsageError(f"--micro-batch-size {args.micro_batch_size}: {exc}") from None
+        return run_hyperparameters(args.method, devices, **given)
+    except ValueError as exc:  # a micro-batch over the batch, a chunk size of 0, ...
+        flags = [f"--{k.replace('_', '-')} {v}" for k, v in given.items() if v is not None]
+        if devices > 1:
+            flags.append(f"--devices {devices}")
+        raise EstimateUsageError(f"{' '.join(flags)}: {exc}" if flags else str(exc)) from None
 
 
-def _data_lengths(args: argparse.Namespace, name: str, config: Config) -> tuple[int, int | None]:
+def _reserve_exceeds(result: Estimate, capacity_gb: float | None) -> bool | None:
+    """Whether the modelled reserve is over the capacity (None without a reserve or a capacity):
+    the verdict judges the allocated peak, as the tables report it, but a cache that cannot grow
+    to its reserve fails first (its cudaMalloc is refused)."""
+    if result.reserve is None or capacity_gb is None:
+        return None
+    return result.reserve.peak_bytes > capacity_gb * 1e9
+
+
+def _peft_json(request: EstimateRequest) -> dict[str, Any]:
+    """The method's own settings as estimated, under litgpt-min's flat keys (``lora_r``, ...)."""
+    prefix, settings = ("lora_", request.lora) if request.method == "lora" else ("adapter_", request.adapter)
+    return {prefix + key: value for key, value in dataclasses.asdict(settings).items()}
+
+
+def _data_lengths(args: argparse.Namespace, hp: Hyperparameters, name: str, config: Config) -> tuple[int, int | None]:
     """Iteration 0's and the later micro-steps' lengths from ``--data-file``, tokenized as the
     runner tokenizes it (with ``--config``, the checkpoint folder's tokenizer by default)."""
     if args.seq_len is not None:
@@ -383,20 +460,17 @@ def _data_lengths(args: argparse.Namespace, name: str, config: Config) -> tuple[
         why = "" if args.config is None else f": {args.config.parent} holds neither tokenizer.model nor tokenizer.json"
         raise EstimateUsageError(f"--data-file needs --tokenizer-dir{why}")
     try:
-        options = FinetuneOptions(
-            args.method, _hyperparameters(args), data_file=str(args.data_file), tokenizer_dir=str(tokenizer_dir)
-        )
+        options = FinetuneOptions(args.method, hp, data_file=str(args.data_file), tokenizer_dir=str(tokenizer_dir))
         seq_len, later = train_lengths(options, name, config)
     except (OSError, ValueError) as exc:
         raise EstimateUsageError(str(exc)) from None
     return seq_len, later
 
 
-def _later_seq_len(args: argparse.Namespace, name: str, config: Config, seq_len: int) -> tuple[int | None, bool]:
+def _later_seq_len(hp: Hyperparameters, name: str, config: Config, seq_len: int) -> tuple[int | None, bool]:
     """The later micro-steps' typical longest sample from the tokenizer's Alpaca profile, at most
     ``seq_len``; ``seq_len`` itself (the worst case, flagged True) when the model has no known
     tokenizer. None without accumulation."""
-    hp = _hyperparameters(args)
     try:
         later = default_later_seq_len(name, config, hp)
     except ValueError:

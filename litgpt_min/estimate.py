@@ -98,7 +98,10 @@ from litgpt_min.peft import Method, apply_method
 
 Outcome = Literal["ok", "oom", "unsupported"]
 HOWS: dict[str, str] = {
-    "fake-run": "one step on fake tensors at full depth",
+    "fake-run": (
+        "one step on fake tensors at full depth (too few layers to extrapolate, or a phase that may set "
+        "the peak peaked at different ops at the two short depths, so it may not be affine in the depth)"
+    ),
     "fake-run-extrapolated": (
         "steps on fake tensors at two short depths, each phase's peak extrapolated to the full depth "
         "(the blocks are identical)"
@@ -139,9 +142,14 @@ def request_from_run(run: RunRequest, *, stack: Stack = "current", devices: int 
     """The estimate of what ``run`` would do: its model, options and machine, the lengths of the
     very data it trains on (synthetic or its data file) and its prompt's length.
 
-    ``devices`` overrides the run's (a request for several devices cannot be built yet, but can
-    be estimated). Of the hyperparameters only the micro-batch and the accumulation (the batch over
-    the micro-batch) move the estimate.
+    ``devices`` overrides the run's ranks (every device of every machine: FSDP shards over all of
+    them); a profile's rows pass it, their runs being built for one device so that a quantized row
+    on several devices, which ``RunRequest`` refuses, is still estimated (as unsupported). Of the
+    hyperparameters, three move the estimate and are carried: the
+    micro-batch, the ``lm_head`` chunk size (how many positions' logits a chunk holds at once) and
+    the accumulation (the batch over the micro-batch: whether the window has later micro-steps and,
+    with the micro-batch, how many samples they draw, hence ``later_seq_len``). The learning rate,
+    weight decay and schedule move none.
     """
     config = run.config
     options = run.options
@@ -157,7 +165,9 @@ def request_from_run(run: RunRequest, *, stack: Stack = "current", devices: int 
             micro_batch_size=hp.micro_batch_size,
             seq_len=seq_len,
             later_seq_len=later_seq_len,
-            devices=devices or run.devices,
+            gradient_accumulation_iters=hp.gradient_accumulation_iters,
+            lm_head_chunk_size=hp.lm_head_chunk_size,
+            devices=devices or run.world_size,
             lora=options.lora,
             adapter=options.adapter,
             stack=stack,
@@ -170,7 +180,7 @@ def request_from_run(run: RunRequest, *, stack: Stack = "current", devices: int 
         run.precision,
         prompt_len=options.prompt_tokens(run.model),
         max_new_tokens=options.settings.max_new_tokens,
-        devices=devices or run.devices,
+        devices=devices or run.world_size,
         stack=stack,
     )
 

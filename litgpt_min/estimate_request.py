@@ -1,6 +1,6 @@
 """What the GPU-free estimate (:mod:`litgpt_min.estimate`) is asked: a finetune or generate run's
-model, method, quantization, precision and lengths (:class:`EstimateRequest`, validated where it is
-built), and the library stacks whose memory behaviour it can model (:data:`STACKS`)."""
+model, method, quantization, precision and lengths, and a finetune step's accumulation and
+``lm_head`` chunking (:class:`EstimateRequest`, validated where it is built), and the library stacks whose memory behaviour it can model (:data:`STACKS`)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,13 @@ import torch
 from litgpt_min.adapter import AdapterSettings
 from litgpt_min.config import Config
 from litgpt_min.lora import LoRASettings
-from litgpt_min.options import PRECISIONS, GenerateSettings, check_adapter_layers, check_inference_devices
+from litgpt_min.options import (
+    PRECISIONS,
+    GenerateSettings,
+    Hyperparameters,
+    check_adapter_layers,
+    check_inference_devices,
+)
 from litgpt_min.peft import Method, check_method
 from litgpt_min.quantize import QuantizeMode, parse_mode
 
@@ -43,7 +49,13 @@ def stack_for(bitsandbytes_version: str | None) -> Stack:
 class EstimateRequest:
     """What to estimate. ``seq_len`` is the finetune batch's length in iteration 0 (the longest
     sample); ``later_seq_len`` the longest batch of the micro-steps that start holding their
-    window's gradients (:func:`~litgpt_min.finetune.later_length`; None: gradients do not accumulate)."""
+    window's gradients (:func:`~litgpt_min.finetune.later_length`; None: gradients do not accumulate).
+
+    ``gradient_accumulation_iters`` (the batch over the micro-batch) and ``lm_head_chunk_size``
+    are the finetune step's, as the runner passes them to :func:`~litgpt_min.finetune.micro_step`
+    (:class:`~litgpt_min.options.Hyperparameters`): the chunk size sets how many logits are
+    materialized at once (``lm_head`` and the cross-entropy), and a ``later_seq_len`` needs an
+    accumulation over 1 (its window has later micro-steps). Inference uses neither."""
 
     config: Config
     workload: EstimateWorkload
@@ -53,6 +65,8 @@ class EstimateRequest:
     micro_batch_size: int = 1
     seq_len: int = 1
     later_seq_len: int | None = None
+    gradient_accumulation_iters: int = 1
+    lm_head_chunk_size: int = Hyperparameters.lm_head_chunk_size
     prompt_len: int = 1
     max_new_tokens: int = GenerateSettings.max_new_tokens
     devices: int = 1
@@ -74,7 +88,15 @@ class EstimateRequest:
             raise ValueError(f"unknown precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
         if self.stack not in STACKS:
             raise ValueError(f"unknown stack {self.stack!r}: choose one of {', '.join(STACKS)}")
-        for name in ("micro_batch_size", "seq_len", "prompt_len", "max_new_tokens", "devices"):
+        for name in (
+            "micro_batch_size",
+            "seq_len",
+            "gradient_accumulation_iters",
+            "lm_head_chunk_size",
+            "prompt_len",
+            "max_new_tokens",
+            "devices",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
@@ -86,6 +108,11 @@ class EstimateRequest:
             value = self.later_seq_len
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= self.seq_len:
                 raise ValueError(f"later_seq_len must be an integer in [1, seq_len={self.seq_len}], got {value!r}")
+            if self.gradient_accumulation_iters == 1:
+                raise ValueError(
+                    f"later_seq_len {value} needs gradient_accumulation_iters > 1: without accumulation "
+                    "every micro-step is the first of its window"
+                )
         if self.workload == "finetune":
             length, what = self.seq_len, "the sequence length (--seq-len)"
         else:

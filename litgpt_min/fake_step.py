@@ -146,6 +146,9 @@ def run_step(
 ) -> None:
     """The measured part of a run on ``device`` (real or fake tensors alike); ``phase`` marks its phases.
 
+    A finetune micro-step is the runner's :func:`~litgpt_min.finetune.micro_step` with the request's
+    accumulation and ``lm_head`` chunk size, as ``litgpt_min.finetune.train`` passes its hyperparameters.
+
     ``later``: iteration 0 is followed by a later micro-step of its accumulation window, on a
     ``later_seq_len`` batch, which holds what the window has accumulated (under ``fsdp`` every
     Block's flat gradient) and the optimizer's states (created by an earlier window's step)."""
@@ -167,7 +170,6 @@ def run_step(
         if fsdp:
             _flat_block_gradients(model, request.dtype, first=lambda: phase(f"{prefix[0]}flat-gradients"))  # type: ignore[arg-type]
         wrapped = _FabricOutputs(model, request.precision)
-        hp = hyperparameters(request.method, micro_batch_size=request.micro_batch_size)
 
         def backward(loss: torch.Tensor) -> None:
             phase(f"{prefix[0]}backward")  # type: ignore[arg-type]
@@ -184,7 +186,14 @@ def run_step(
             targets = torch.zeros(request.micro_batch_size, length, dtype=torch.long, device=device)
             phase(f"{prefix[0]}forward")  # type: ignore[arg-type]
             with autocast:
-                micro_step(wrapped, input_ids, targets, hp.gradient_accumulation_iters, hp.lm_head_chunk_size, backward)
+                micro_step(
+                    wrapped,
+                    input_ids,
+                    targets,
+                    request.gradient_accumulation_iters,
+                    request.lm_head_chunk_size,
+                    backward,
+                )
             del input_ids, targets
         phase("optimizer")
         optimizer_step(optimizer)
@@ -348,7 +357,7 @@ class _FabricOutputs(nn.Module):
 
 def _optimizer(model: GPT, request: EstimateRequest, device: torch.device) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
-    hp = hyperparameters(request.method, micro_batch_size=request.micro_batch_size)
+    hp = hyperparameters(request.method)  # the learning rate and weight decay move no memory
     if request.quantize is None:
         return torch.optim.AdamW(params, lr=hp.learning_rate, weight_decay=hp.weight_decay, foreach=True)
     return _PagedAdamWStandIn(params, device)

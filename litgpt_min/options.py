@@ -117,6 +117,18 @@ def hyperparameters(method: str, **overrides: Any) -> Hyperparameters:
     return replace(REFERENCE[method], **{k: v for k, v in overrides.items() if v is not None})
 
 
+def run_hyperparameters(method: str, ranks: int = 1, **overrides: Any) -> Hyperparameters:
+    """The hyperparameters a ``litgpt-min finetune`` run of ``method`` on ``ranks`` ranks uses: the
+    reference's with the given (non-None) overrides; without a given ``batch_size``, Adapter's and
+    Adapter v2's batch is divided by the ranks, as adapter.py and adapter_v2.py divided theirs
+    (64/devices, 128/devices), so that an optimizer step still sees 64 or 128 samples; lora.py did
+    not. Their warmup in optimizer steps is unchanged by it. The run and the estimate of a run
+    (``conformance estimate``) both take their defaults from here."""
+    if method != "lora" and ranks > 1 and overrides.get("batch_size") is None:
+        overrides = {**overrides, "batch_size": max(1, hyperparameters(method).batch_size // ranks)}
+    return hyperparameters(method, **overrides)
+
+
 def check_inference_devices(devices: int, num_nodes: int = 1) -> None:
     """Generation runs on one device: a ``ValueError`` for more. generate/base.py could shard a
     model with FSDP, but every inference row of the tables runs on one GPU, so nothing would check
@@ -507,14 +519,9 @@ def build_request(workload: Workload, values: Mapping[str, Any]) -> RunRequest:
         hp_keys = {f.name for f in dataclasses.fields(Hyperparameters)}
         lora, adapter = peft_settings(given, given["method"])
         overrides = {k: given.get(k) for k in hp_keys}
-        if given["method"] != "lora" and ranks > 1 and overrides["batch_size"] is None:
-            # adapter.py and adapter_v2.py divide their batch by the devices (64/devices, 128/devices),
-            # so that an optimizer step still sees 64 or 128 samples; lora.py does not. Their warmup
-            # in optimizer steps is unchanged by it.
-            overrides["batch_size"] = max(1, REFERENCE[given["method"]].batch_size // ranks)
         options = FinetuneOptions(
             method=given["method"],
-            hyperparameters=hyperparameters(given["method"], **overrides),
+            hyperparameters=run_hyperparameters(given["method"], ranks, **overrides),
             lora=lora,
             adapter=adapter,
             max_iters=given.get("max_iters"),
@@ -554,4 +561,5 @@ __all__ = [
     "holds_tokenizer",
     "hyperparameters",
     "peft_settings",
+    "run_hyperparameters",
 ]

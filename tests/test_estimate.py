@@ -42,7 +42,7 @@ from litgpt_min.fake_step import build_for_estimate, fake_peak, run_step, use_cu
 from litgpt_min.finetune import later_draws, make_optimizer, micro_step, optimizer_step
 from litgpt_min.measure import LiveTensorTracker, gb_text, round_allocation
 from litgpt_min.model import GPT
-from litgpt_min.options import REFERENCE, FinetuneOptions, RunRequest, build_request, hyperparameters
+from litgpt_min.options import FINETUNE_METHODS, REFERENCE, FinetuneOptions, RunRequest, build_request, hyperparameters
 from litgpt_min.outcome import classify_exception
 from litgpt_min.peft import apply_method
 
@@ -145,11 +145,17 @@ def test_fake_estimate_equals_the_same_step_on_real_cpu_tensors(kw: dict[str, ob
         pytest.param(dict(name="tiny-llama", method="lora"), id="lora"),
         pytest.param(dict(name="tiny-neox", method="adapter", adapter=None), id="adapter"),
         pytest.param(dict(name="tiny-phi", method="adapter_v2"), id="adapter_v2"),
+        pytest.param(
+            dict(name="tiny-llama", method="lora", seq_len=200, lm_head_chunk_size=16, gradient_accumulation_iters=4),
+            id="lora-chunk16",
+        ),
+        pytest.param(dict(name="tiny-neox", method="lora", seq_len=200, lm_head_chunk_size=4096), id="lora-chunk4096"),
         pytest.param(dict(name="tiny-llama", workload="inference"), id="inference"),
     ],
 )
 def test_estimate_equals_the_runners_own_step(kw: dict[str, object]) -> None:
-    """Unquantized: the runner's build, optimizer and step (litgpt_min.finetune / generate), tracked."""
+    """Unquantized: the runner's build, optimizer and step (litgpt_min.finetune / generate), tracked,
+    with the hyperparameters the request carries (the lm_head chunk size moves the peak)."""
     request = _request(kw)
     if request.workload == "finetune":
         with LiveTensorTracker() as tracker:
@@ -164,7 +170,12 @@ def test_estimate_equals_the_runners_own_step(kw: dict[str, object]) -> None:
             use_cuda_dropout(model)  # the estimate models CUDA's fused dropout (see its test below)
             model.max_seq_length = request.seq_len
             model.train()
-            hp = hyperparameters(request.method, micro_batch_size=request.micro_batch_size)
+            hp = hyperparameters(
+                request.method,
+                micro_batch_size=request.micro_batch_size,
+                batch_size=request.micro_batch_size * request.gradient_accumulation_iters,
+                lm_head_chunk_size=request.lm_head_chunk_size,
+            )
             optimizer, _ = make_optimizer([p for p in model.parameters() if p.requires_grad], hp, None)
             ids = torch.zeros(request.micro_batch_size, request.seq_len, dtype=torch.long)
             micro_step(model, ids, ids.clone(), hp.gradient_accumulation_iters, hp.lm_head_chunk_size)
@@ -184,10 +195,47 @@ def test_estimate_equals_the_runners_own_step(kw: dict[str, object]) -> None:
     assert estimate(request, extrapolate=False).peak_bytes == measured
 
 
+def test_the_lm_head_chunk_size_moves_the_estimate_as_it_moves_the_step() -> None:
+    """A chunk's logits (and their cross-entropy) are materialized at once: at 16, the runner's
+    default 128 and 4096 tokens the step peaks differently, on fake tensors as on real ones."""
+    peaks = {}
+    for chunk in (16, 128, 4096):
+        request = tiny(seq_len=200, lm_head_chunk_size=chunk)
+        peaks[chunk] = fake_peak(request)
+        assert peaks[chunk] == real_peak(request)
+    assert peaks[16] < peaks[128] < peaks[4096]
+
+
+def test_request_from_run_carries_what_the_run_steps_with() -> None:
+    """The micro-batch, the accumulation and the lm_head chunk size of the run's hyperparameters,
+    and every rank of every machine."""
+    run = build_request(
+        "finetune",
+        {"model": "tiny-llama", "method": "lora", "micro_batch_size": 2, "batch_size": 8, "lm_head_chunk_size": 16},
+    )
+    request = request_from_run(run)
+    assert (request.micro_batch_size, request.gradient_accumulation_iters, request.lm_head_chunk_size) == (2, 4, 16)
+    assert estimate(request).peak_bytes != estimate(dataclasses.replace(request, lm_head_chunk_size=128)).peak_bytes
+    # The batch sets how many samples the later micro-steps draw, hence their typical longest
+    # (Llama 2's lengths: tiny-llama's block size cuts most samples to the same 256 tokens).
+    later = {}
+    for batch in (2, 128):
+        values = {"model": "Llama-2-7b-hf", "method": "lora", "micro_batch_size": 1, "batch_size": batch}
+        run = build_request("finetune", values)
+        assert request_from_run(run).gradient_accumulation_iters == batch
+        later[batch] = request_from_run(run, devices=2).later_seq_len
+    assert later[2] is not None and later[128] is not None and later[2] < later[128]
+    values = {"model": "tiny-llama", "method": "adapter", "adapter_start_layer": 0, "num_nodes": 2}
+    request = request_from_run(build_request("finetune", values))
+    assert request.devices == 2  # FSDP shards over both machines' ranks
+    assert request.gradient_accumulation_iters == REFERENCE["adapter"].batch_size // 2 // 4  # adapter.py: 64/ranks
+
+
 @pytest.mark.parametrize(
     ("workload", "values"),
     [
         pytest.param("finetune", dict(model="tiny-llama", method="lora"), id="lora"),
+        pytest.param("finetune", dict(model="tiny-llama", method="lora", lm_head_chunk_size=4096), id="lora-chunk4096"),
         pytest.param("finetune", dict(model="tiny-llama", method="lora", quantize="bnb.nf4"), id="lora-nf4"),
         pytest.param("finetune", dict(model="tiny-neox", method="adapter", adapter_start_layer=0), id="adapter"),
         pytest.param("finetune", dict(model="tiny-phi", method="adapter_v2", adapter_start_layer=0), id="adapter_v2"),
@@ -240,9 +288,20 @@ def test_quantized_weights_hold_bitsandbytes_bytes(quantize: str) -> None:
         pytest.param(dict(name="tiny-falcon", workload="inference"), id="inference"),
         pytest.param(dict(name="tiny-llama", workload="inference", quantize="bnb.nf4"), id="inference-nf4"),
         pytest.param(dict(name="tiny-llama", method="lora", devices=2), id="fsdp"),
-        pytest.param(dict(name="tiny-llama", method="lora", devices=2, later_seq_len=30), id="fsdp-later"),
         pytest.param(
-            dict(name="tiny-neox", method="lora", devices=2, micro_batch_size=4, later_seq_len=35), id="fsdp-later-mb4"
+            dict(name="tiny-llama", method="lora", devices=2, later_seq_len=30, gradient_accumulation_iters=2),
+            id="fsdp-later",
+        ),
+        pytest.param(
+            dict(
+                name="tiny-neox",
+                method="lora",
+                devices=2,
+                micro_batch_size=4,
+                later_seq_len=35,
+                gradient_accumulation_iters=2,
+            ),
+            id="fsdp-later-mb4",
         ),
     ],
 )
@@ -298,7 +357,7 @@ def test_a_later_micro_step_holds_every_flat_gradient_from_its_start() -> None:
     """A later micro-step of the window starts with every Block's flat gradient and adds each new
     one into it: on a batch as short as iteration 0's it peaks higher by at least one Block's flat
     gradient (the temporary), and at least by the optimizer's states."""
-    first = tiny("tiny-llama", n_layer=4, devices=2, seq_len=4)
+    first = tiny("tiny-llama", n_layer=4, devices=2, seq_len=4, gradient_accumulation_iters=2)
     later = dataclasses.replace(first, later_seq_len=4)
     _, blocks = _flat_numels(first)
     gap = estimate(later).peak_bytes - estimate(first).peak_bytes  # type: ignore[operator]
@@ -307,7 +366,7 @@ def test_a_later_micro_step_holds_every_flat_gradient_from_its_start() -> None:
 
 def test_the_later_micro_step_counts_on_several_devices_only() -> None:
     """On one device a later micro-step holds megabytes and runs a shorter batch: not simulated."""
-    one = tiny("tiny-llama", n_layer=3, seq_len=40)
+    one = tiny("tiny-llama", n_layer=3, seq_len=40, gradient_accumulation_iters=2)
     assert estimate(dataclasses.replace(one, later_seq_len=40)).peak_bytes == estimate(one).peak_bytes
     two = dataclasses.replace(one, devices=2)
     assert estimate(dataclasses.replace(two, later_seq_len=40)).peak_bytes > estimate(two).peak_bytes
@@ -437,6 +496,11 @@ def test_an_adapter_start_past_the_layers_is_refused_as_the_runner_refuses_it(me
         ("later_seq_len", 0),
         ("later_seq_len", 41),
         ("later_seq_len", True),
+        ("later_seq_len", 20),  # without accumulation (the default): no later micro-step
+        ("gradient_accumulation_iters", 0),
+        ("gradient_accumulation_iters", True),
+        ("lm_head_chunk_size", 0),
+        ("lm_head_chunk_size", 1.5),
     ],
 )
 def test_request_refuses_bad_values(field: str, value: object) -> None:
@@ -475,7 +539,7 @@ def test_ad_hoc_json_names_the_configuration_it_estimated(capsys: pytest.Capture
     assert code == 0
     assert (obj["method"], obj["quantize"], obj["precision"], obj["devices"]) == ("lora", None, PRECISION, 1)
     assert (obj["micro_batch_size"], obj["seq_len"]) == (
-        1,
+        REFERENCE["lora"].micro_batch_size,
         default_seq_len("tiny-llama", Config.from_name("tiny-llama")),
     )
     assert "prompt_len" not in obj and "max_new_tokens" not in obj
@@ -509,7 +573,10 @@ def test_ad_hoc_text_states_the_verdict_and_its_figures(capsys: pytest.CaptureFi
     assert f"oom: needs {gb_text(gb - gb / 2)} GB more than {gb_text(gb / 2)} GB" in texts["oom"]
     assert "outcome          unsupported: quantization (bnb.nf4)" in texts["unsupported"]
     assert "peak allocated" not in texts["unsupported"]
-    assert "batch            1 x 256 tokens in iteration 0" in texts["unjudged"]
+    assert "batch            4 x 256 tokens in iteration 0" in texts["unjudged"]  # lora's micro-batch
+    assert (
+        "step             32 micro-steps per optimizer step (batch 128); lm_head in chunks of 128" in texts["unjudged"]
+    )
     assert all(len(line) <= 100 for text in texts.values() for line in text.splitlines())
     code, out, _ = run_cli(["--model", "tiny-llama", "--workload", "inference", "--reserved"], capsys)
     assert code == 0 and "reserved         " in out and "tokens           " in out
@@ -528,6 +595,73 @@ def test_ad_hoc_reserved_adds_what_the_allocator_reserves(capsys: pytest.Capture
     assert 0 < obj["reserved_at_first_gemm_gb"] <= obj["max_memory_reserved_gb"]
 
 
+@pytest.mark.parametrize("method", FINETUNE_METHODS)
+def test_ad_hoc_finetune_defaults_are_the_runners(method: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Left unset, the micro-batch, the batch and the chunk size are what `litgpt-min finetune`
+    runs with (the method's; Adapter's batch divided by the devices), and so is the figure: the
+    estimate of the run the same flags make, its pre-flight's."""
+    start = [] if method == "lora" else ["--adapter-start-layer", "0"]  # tiny-llama has 2 layers
+    for devices in (1, 2):
+        argv = [*FINETUNE[:-1], method, *start, "--devices", str(devices), "--json"]
+        code, out, err = run_cli(argv, capsys)
+        assert code == 0, err
+        obj = json.loads(out)
+        values: dict[str, object] = {"model": "tiny-llama", "method": method, "devices": devices}
+        if start:
+            values["adapter_start_layer"] = 0
+        run = build_request("finetune", values)
+        assert isinstance(run.options, FinetuneOptions)
+        hp = run.options.hyperparameters
+        assert (obj["micro_batch_size"], obj["batch_size"]) == (hp.micro_batch_size, hp.batch_size)
+        assert (obj["gradient_accumulation_iters"], obj["lm_head_chunk_size"]) == (
+            hp.gradient_accumulation_iters,
+            hp.lm_head_chunk_size,
+        )
+        assert obj["max_memory_gb"] == estimate(request_from_run(run)).max_memory_gb
+    assert obj["micro_batch_size"] == REFERENCE[method].micro_batch_size
+    parser = add_parser(argparse.ArgumentParser().add_subparsers())
+    help_text = next(a.help for a in parser._actions if a.dest == "micro_batch_size")
+    assert f"{method} {REFERENCE[method].micro_batch_size}" in (help_text or "")
+
+
+def test_ad_hoc_json_names_the_methods_own_settings(capsys: pytest.CaptureFixture[str]) -> None:
+    """The LoRA or Adapter settings estimated, under litgpt-min's flat keys, for that method only."""
+    code, out, _ = run_cli([*FINETUNE, "--lora-r", "4", "--lora-mlp", "--json"], capsys)
+    obj = json.loads(out)
+    assert code == 0 and not any(key.startswith("adapter_") for key in obj)
+    assert (obj["lora_r"], obj["lora_alpha"], obj["lora_dropout"]) == (4, 16, 0.05)
+    targets = {key: obj[f"lora_{key}"] for key in ("query", "key", "value", "projection", "mlp", "head")}
+    assert targets == dict(query=True, key=False, value=True, projection=False, mlp=True, head=False)
+    code, out, _ = run_cli([*FINETUNE[:-1], "adapter_v2", "--adapter-start-layer", "1", "--json"], capsys)
+    obj = json.loads(out)
+    assert code == 0 and not any(key.startswith("lora_") for key in obj)
+    assert (obj["adapter_start_layer"], obj["adapter_prompt_length"]) == (1, AdapterSettings.prompt_length)
+    code, out, _ = run_cli([*INFERENCE, "--json"], capsys)
+    assert code == 0 and not any(key.startswith(("lora_", "adapter_")) for key in json.loads(out))
+
+
+def test_ad_hoc_reserved_says_when_the_reserve_exceeds_the_capacity(capsys: pytest.CaptureFixture[str]) -> None:
+    """The verdict judges the allocated peak, as the tables do; a reserve over the capacity is said
+    on its line and in reserved_exceeds_capacity (null without a reserve or a capacity)."""
+    base = [*INFERENCE, "--reserved"]
+    code, out, _ = run_cli([*base, "--json"], capsys)
+    plain = json.loads(out)
+    allocated, reserved = plain["max_memory_gb"], plain["max_memory_reserved_gb"]
+    assert code == 0 and plain["reserved_exceeds_capacity"] is None and reserved > allocated
+    between = f"{(allocated + reserved) / 2:.6f}"
+    for capacity, exceeds in ((between, True), (f"{reserved * 2:.6f}", False)):
+        code, out, _ = run_cli([*base, "--capacity-gb", capacity, "--json"], capsys)
+        obj = json.loads(out)
+        assert code == 0 and obj["outcome"] == "ok" and obj["reserved_exceeds_capacity"] is exceeds
+        code, out, _ = run_cli([*base, "--capacity-gb", capacity], capsys)
+        text = " ".join(out.split())  # unwrapped
+        warning = f"exceeds the {gb_text(float(capacity))} GB capacity: the allocator may fail to grow its cache"
+        assert code == 0 and (warning in text) is exceeds and ("the reserve exceeds it" in text) is exceeds
+        assert "reserved " + gb_text(reserved) in text
+    code, out, _ = run_cli([*INFERENCE, "--capacity-gb", between, "--json"], capsys)
+    assert json.loads(out)["reserved_exceeds_capacity"] is None
+
+
 def test_ad_hoc_json_says_which_lengths_it_modelled(capsys: pytest.CaptureFixture[str]) -> None:
     """Iteration 0's length; with several devices also the later micro-step's: the typical longest
     of the later draws, cut at the block size and at --seq-len."""
@@ -539,12 +673,19 @@ def test_ad_hoc_json_says_which_lengths_it_modelled(capsys: pytest.CaptureFixtur
         obj = json.loads(out)
         lengths[len(extra)] = (obj["seq_len"], obj["later_seq_len"])
     assert lengths == {0: (256, None), 2: (256, 256), 4: (100, 100)}
-    code, out, _ = run_cli([*base[:1], "Llama-2-7b-hf", *base[2:], "--devices", "2"], capsys)
-    obj = json.loads(out)
+    llama = [*base[:1], "Llama-2-7b-hf", *base[2:], "--devices", "2", "--micro-batch-size", "1"]
     profile = load_length_profile("llama2")
-    typical = typical_longest(profile.expanded(), later_draws(hyperparameters("lora", micro_batch_size=1)))
-    assert code == 0 and (obj["seq_len"], obj["later_seq_len"]) == (profile.longest, typical)
-    assert 4 * profile.median < typical < profile.longest
+    figures = {}
+    for batch in (None, 2):  # the batch sets the accumulation, hence how many later samples are drawn
+        code, out, _ = run_cli(llama if batch is None else [*llama, "--batch-size", str(batch)], capsys)
+        obj = json.loads(out)
+        typical = typical_longest(
+            profile.expanded(), later_draws(hyperparameters("lora", micro_batch_size=1, batch_size=batch))
+        )
+        assert code == 0 and (obj["seq_len"], obj["later_seq_len"]) == (profile.longest, typical)
+        assert 4 * profile.median < typical < profile.longest
+        figures[batch] = (typical, obj["max_memory_gb"])
+    assert figures[2][0] < figures[None][0] and figures[2][1] < figures[None][1]
 
 
 def test_ad_hoc_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -654,6 +795,21 @@ def test_profile_json_one_object_per_row(capsys: pytest.CaptureFixture[str]) -> 
         assert (row["max_memory_gb"] is None) == (row["outcome"] == "unsupported")
 
 
+def test_a_profile_rows_batch_is_the_one_its_devices_run_with() -> None:
+    """A row on several devices is built for one device (so that a quantized one still yields a
+    request), yet keeps the batch its runner uses: Adapter's divided by the devices."""
+    from conformance.estimate import request_for_case
+
+    case = next(c for c in load_profile("cpu-tiny").cases if c.method == "adapter" and c.quantize is None)
+    two = dataclasses.replace(case, devices=2, runner_options={"adapter_start_layer": 0})
+    values = {"model": case.model, "method": "adapter", "micro_batch_size": case.micro_batch_size, "devices": 2}
+    run = build_request("finetune", {**values, "adapter_start_layer": 0})
+    assert isinstance(run.options, FinetuneOptions) and run.options.hyperparameters.batch_size == 32
+    request = request_for_case(two, "current")
+    assert request.gradient_accumulation_iters == run.options.hyperparameters.gradient_accumulation_iters
+    assert request == request_from_run(run)
+
+
 def test_profile_table_has_expected_and_error(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run_cli(["--profile", "cpu-tiny", "--markdown", "--jobs", "1"], capsys)
     assert code == 0
@@ -698,7 +854,11 @@ PROFILE = ["--profile", "cpu-tiny"]
         (PROFILE, ["--devices", "2"]),
         (PROFILE, ["--lora-r", "4"]),
         (PROFILE, ["--no-lora-query"]),
+        (PROFILE, ["--batch-size", "8"]),
+        (PROFILE, ["--lm-head-chunk-size", "16"]),
         (INFERENCE, ["--micro-batch-size", "4"]),
+        (INFERENCE, ["--batch-size", "8"]),
+        (INFERENCE, ["--lm-head-chunk-size", "16"]),
         (INFERENCE, ["--seq-len", "64"]),
         (INFERENCE, ["--method", "lora"]),
         (INFERENCE, ["--adapter-start-layer", "1"]),
@@ -749,6 +909,8 @@ def test_every_option_says_where_it_applies() -> None:
         ["--profile", "cpu-tiny", "--markdown"],  # with --json
         ["--model", "tiny-llama", "--workload", "inference", "--devices", "2"],  # as the runner refuses it
         ["--model", "tiny-llama", "--workload", "finetune", "--method", "lora", "--micro-batch-size", "1000"],
+        ["--model", "tiny-llama", "--workload", "finetune", "--method", "lora", "--batch-size", "2"],  # < mb 4
+        ["--model", "tiny-llama", "--workload", "finetune", "--method", "lora", "--lm-head-chunk-size", "0"],
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(

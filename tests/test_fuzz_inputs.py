@@ -330,10 +330,10 @@ def test_conformance_diff(tmp_path: Path, document: Any, options: list[tuple[str
     holds(code, err, ok=(0, 1))  # 1: a row regressed, the gate's own answer
 
 
-ESTIMATE_FLAGS = ["--quantize", "--precision", "--micro-batch-size", "--seq-len", "--prompt-len", "--max-new-tokens",
-                  "--devices", "--capacity-gb", "--stack", "--tolerance", "--jobs", "--lora-r", "--lora-alpha",
-                  "--lora-dropout", "--adapter-prompt-length", "--adapter-start-layer", "--config", "--model",
-                  "--data-file", "--tokenizer-dir"]  # fmt: skip
+ESTIMATE_FLAGS = ["--quantize", "--precision", "--micro-batch-size", "--batch-size", "--lm-head-chunk-size",
+                  "--seq-len", "--prompt-len", "--max-new-tokens", "--devices", "--capacity-gb", "--stack",
+                  "--tolerance", "--jobs", "--lora-r", "--lora-alpha", "--lora-dropout", "--adapter-prompt-length",
+                  "--adapter-start-layer", "--config", "--model", "--data-file", "--tokenizer-dir"]  # fmt: skip
 
 
 @settings(FUZZ, max_examples=40)
