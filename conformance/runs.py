@@ -1,14 +1,22 @@
 """The session's measurements: each row's run at most once (prefetched in a small pool for rows
 that run on the CPU, else run when its first check asks, on GPUs leased for it: conformance/gpus.py),
-and parameter counts per (model, method, PEFT options), computed once on the meta device."""
+and parameter counts per (model, method, PEFT options), computed once on the meta device.
+
+The pool runs ``--cpu-jobs`` processes at a time, not rows: a CPU row on several devices runs one
+process per rank, each computing on one thread, and holds as many of the pool's slots as it has
+ranks. Otherwise its ranks and a row beside it would oversubscribe the cores and time each other
+(on 2 cores, the cpu-tiny 2-rank row beside another row waited 44-46% of its runnable time for a
+core, alone 6-13%: ``details.cpu_wait``; conformance/cpu_busy.py skips the speed check of a row
+that waited more than 25%)."""
 
 from __future__ import annotations
 
 import dataclasses
 import tempfile
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +42,7 @@ class RunCache:
         self._lock = threading.Lock()
         self._cancel = threading.Event()
         self._executor: ThreadPoolExecutor | None = None
+        self._slots: Slots | None = None  # the prefetch pool's --cpu-jobs slots
         self._log_dir: Path | None = None
         # The lock files of the session's GPU leases: the controller's directory on a pytest-xdist
         # worker (set by the session), else one of this session's own, made when a GPU row runs.
@@ -139,11 +148,18 @@ class RunCache:
         if jobs < 1 or not todo:
             return
         self._executor = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="conformance-row")
+        self._slots = Slots(jobs, self._cancel)
         with self._lock:
             for active, case in todo:
                 key = (active.name, case.id)
                 if key not in self._runs:
-                    self._runs[key] = self._executor.submit(self._run, active, case)
+                    self._runs[key] = self._executor.submit(self._run_prefetched, active, case)
+
+    def _run_prefetched(self, active: ActiveProfile, case: Case) -> RunResult:
+        """A row's run in the pool, holding a slot per process it computes in (see the module doc)."""
+        assert self._slots is not None
+        with self._slots.hold(processes(active, case)):
+            return self._run(active, case)
 
     def close(self) -> None:
         """Stop what is still running (an interrupted or ``-x`` session)."""
@@ -159,6 +175,38 @@ class RunCache:
                 else:
                     self._log_dir = Path(tempfile.mkdtemp(prefix="conformance-rows-"))
             return self._log_dir
+
+
+def processes(active: ActiveProfile, case: Case) -> int:
+    """The processes a prefetched row computes in at once: a CPU row's ranks (one thread each); one
+    for a row the runner refuses before it starts any."""
+    return case.devices if active.on_cpu and case.outcome != "unsupported" else 1
+
+
+class Slots:
+    """``total`` slots that a row holds ``n`` of at a time, all at once (so that two rows never
+    each hold a part of what both wait for); a request for more than ``total`` takes them all.
+    Waiting ends when ``cancel`` is set: the row then starts, and its runner ends at once."""
+
+    def __init__(self, total: int, cancel: threading.Event) -> None:
+        self.total = total
+        self.free = total
+        self._cancel = cancel
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def hold(self, n: int) -> Iterator[None]:
+        n = max(1, min(n, self.total))
+        with self._changed:
+            while self.free < n and not self._cancel.is_set():
+                self._changed.wait(timeout=0.1)
+            self.free -= n
+        try:
+            yield
+        finally:
+            with self._changed:
+                self.free += n
+                self._changed.notify_all()
 
 
 def _params_key(case: Case) -> tuple[Any, ...]:

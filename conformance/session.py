@@ -24,6 +24,7 @@ from conformance import hardware
 from conformance.baseline import Baseline, apply_baseline
 from conformance.commands import estimate_command, invocation, rerecord_command
 from conformance.compare import Finding
+from conformance.cpu_busy import speed_skip_reason as cpu_busy_reason
 from conformance.display import display
 from conformance.estimate import RowEstimate, estimate_case, profile_capacity_gb, profile_stack
 from conformance.expectations import Case, ExpectationError
@@ -179,9 +180,15 @@ class ConformanceSession:
         return self._profile_cases.get((active.name, case.id), case)
 
     def speed_inconclusive(self, active: ActiveProfile, case: Case) -> str | None:
-        """Why the row's speed cannot be judged: the GPU was not idle before its run (None: it was)."""
-        report = self._idle.get((active.name, case.id))
-        return None if report is None else report.speed_skip_reason
+        """Why the row's speed cannot be judged (None: it can): a GPU row's GPU was not idle before
+        its run (``conformance/gpu_idle.py``); a CPU row's threads waited for a core for more than
+        ``BUSY_WAIT_SHARE`` of their runnable time while timed (``conformance/cpu_busy.py``)."""
+        key = (active.name, case.id)
+        report = self._idle.get(key)
+        if report is not None and report.speed_skip_reason is not None:
+            return report.speed_skip_reason
+        run = self.cache.finished_run(key)
+        return None if run is None else cpu_busy_reason(run.result, active.on_cpu)
 
     def findings(self, active: ActiveProfile, case: Case) -> list[Finding]:
         """Every finding of the measured row, speed left out where it is not compared here."""

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
-from litgpt_min import data
+from litgpt_min import data, schedstat
 from litgpt_min.build import build_for_run
 from litgpt_min.config import Config
 from litgpt_min.measure import host_memory, synchronize
@@ -102,6 +102,9 @@ class TrainStats:
     optimizer_times: list[float] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
     longest_seq_length: int = 0
+    # The process's threads from the first timed iteration to the end: time on a CPU and time
+    # waiting for one (litgpt_min/schedstat.py); None where the scheduler's statistics are unreadable.
+    cpu_wait: schedstat.CpuWait | None = None
 
     def timing(self, accumulation: int, skip: int) -> Extrapolation | None:
         """The measurement protocol over these timings (``litgpt_min/protocol.py``): the first
@@ -130,12 +133,15 @@ def train(
     no_sync: NoSync = lambda accumulating: nullcontext(),
     log: Callable[[str], None] = print,
     seed: int = 1337,
+    timed_from: int = 0,
 ) -> TrainStats:
     """Run ``max_iters`` micro-batch iterations. Iteration 0 holds the longest sample, as in the
     reference; iteration 1 holds the run's typical longest later sample (:func:`later_sample`), so
     that a short run reaches the peak of the table's 1,000 iterations. Micro-steps that accumulate
     run under ``no_sync(True)``: under FSDP, as in the reference, gradients are then reduced across
-    ranks only on the step that ends in ``optimizer.step()``."""
+    ranks only on the step that ends in ``optimizer.step()``. From iteration ``timed_from`` (the
+    first that timing keeps) to the end, the scheduler's statistics of the process's threads are
+    read (``stats.cpu_wait``): whether the timed iterations waited for a CPU."""
 
     stats = TrainStats(longest_seq_length=train_data.longest_length)
     generator = torch.Generator().manual_seed(seed)
@@ -146,7 +152,10 @@ def train(
     if later is not None:
         forced[1] = later
     step_count = 0
+    sched_start: schedstat.Reading | None = None
     for iter_num in range(max_iters):
+        if iter_num == timed_from:
+            sched_start = schedstat.read_threads()
         lr = learning_rate(hp, step_count)
         if lr is not None:
             for group in optimizer.param_groups:
@@ -177,6 +186,7 @@ def train(
         log(
             f"iter {iter_num} step {step_count}: loss {stats.losses[-1]:.4f}, iter time: {(t1 - t0) * 1000:.2f}ms{note}"
         )
+    stats.cpu_wait = schedstat.since(sched_start)
     return stats
 
 
@@ -273,6 +283,7 @@ def finetune_body(request: RunRequest, config: Config, fabric: Fabric, device: t
     optimizer, scheduler = make_optimizer([p for p in model.parameters() if p.requires_grad], hp, request.quantize)
     optimizer = fabric.setup_optimizers(optimizer)
     max_iters = options.max_iters or default_max_iters(hp)
+    skip = warmup_iters(max_iters)
     stats = train(
         model,
         optimizer,
@@ -286,8 +297,8 @@ def finetune_body(request: RunRequest, config: Config, fabric: Fabric, device: t
         no_sync=lambda accumulating: fabric.no_backward_sync(model, enabled=accumulating),
         log=fabric.print,
         seed=1337 + fabric.global_rank,
+        timed_from=skip,
     )
-    skip = warmup_iters(max_iters)
     timing = stats.timing(hp.gradient_accumulation_iters, skip)
     return {
         "trainable_params": trainable,
@@ -303,6 +314,8 @@ def finetune_body(request: RunRequest, config: Config, fabric: Fabric, device: t
             "micro_step_ms": [round(t * 1000, 3) for t in stats.micro_times],
             "optimizer_step_ms": [round(t * 1000, 3) for t in stats.optimizer_times],
             "losses": [round(x, 5) for x in stats.losses],
+            # This rank's (a several-rank run reports rank 0's result).
+            schedstat.DETAILS_KEY: schedstat.details(stats.cpu_wait),
         },
     }
 

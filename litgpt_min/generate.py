@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from litgpt_min import schedstat
 from litgpt_min.build import build_for_run
 from litgpt_min.config import Config
 from litgpt_min.measure import host_memory, synchronize
@@ -117,7 +118,12 @@ def generate_body(request: RunRequest, config: Config, fabric: Fabric, device: t
     # The protocol: GENERATION_WARMUP untimed generations first (kernel loading, allocator growth,
     # caches), then num_samples timed ones; the median rate is reported.
     runs = GENERATION_WARMUP + settings.num_samples
+    # The scheduler's statistics of the process's threads over the timed generations: time on a CPU
+    # and time waiting for one (litgpt_min/schedstat.py).
+    sched_start: schedstat.Reading | None = None
     for index in range(runs):
+        if index == GENERATION_WARMUP:
+            sched_start = schedstat.read_threads()
         untimed = " (warm-up, untimed)" if index < GENERATION_WARMUP else ""
         print(
             f"Generation {index + 1} of {runs}{untimed}: {prompt.size(0)}-token prompt"
@@ -139,6 +145,7 @@ def generate_body(request: RunRequest, config: Config, fabric: Fabric, device: t
             continue
         new_tokens.append(generated)
         seconds.append(elapsed)
+    cpu_wait = schedstat.since(sched_start)
     rates = tokens_per_sec(new_tokens, seconds, warmup=0)
     return {
         "total_params": total,
@@ -149,5 +156,6 @@ def generate_body(request: RunRequest, config: Config, fabric: Fabric, device: t
             "tokens_per_sec_all": [round(n / t, 3) for n, t in zip(new_tokens, seconds)],
             "timing": {"warmup_generations": GENERATION_WARMUP, "tokens_per_sec": rates.to_json()},
             "build_seconds": round(load_time, 3),
+            schedstat.DETAILS_KEY: schedstat.details(cpu_wait),
         },
     }

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from litgpt_min import data
+from litgpt_min import data, schedstat
 from litgpt_min.adapter import AdapterSettings
 from litgpt_min.build import build_model
 from litgpt_min.config import Config
@@ -22,6 +22,7 @@ from litgpt_min.finetune import (
     TrainStats,
     chunked_cross_entropy,
     default_max_iters,
+    finetune_body,
     later_draws,
     later_sample,
     learning_rate,
@@ -35,8 +36,10 @@ from litgpt_min.finetune import (
 from litgpt_min.lora import LoRASettings
 from litgpt_min.measure import synchronize
 from litgpt_min.model import GPT
-from litgpt_min.options import REFERENCE, FinetuneOptions, Hyperparameters, hyperparameters
+from litgpt_min.options import REFERENCE, FinetuneOptions, Hyperparameters, build_request, hyperparameters
 from litgpt_min.peft import Method
+from litgpt_min.result import Result
+from litgpt_min.run import execute
 
 CPU = torch.device("cpu")
 # Tiny configs have 2 layers: Adapter's default start_layer 2 would leave nothing to train.
@@ -367,6 +370,53 @@ def test_train_bookkeeping_with_accumulation() -> None:
     assert [line.endswith(" (optimizer.step)") for line in lines] == [False, True, False, True, False]
     assert lines[0].startswith("iter 0 step 0: loss ") and lines[3].startswith("iter 3 step 2: loss ")
     assert lines[0].split("loss ")[1].startswith(f"{stats.losses[0]:.4f}, iter time: ")
+
+
+def test_the_scheduler_statistics_are_read_from_the_first_timed_iteration(monkeypatch: pytest.MonkeyPatch) -> None:
+    """train() reads the threads' CPU and wait times when iteration ``timed_from`` starts and at the end."""
+    model = _model("lora")
+    dataset = _memorizable_data(320)
+    model.max_seq_length = dataset.longest_length
+    hp = hyperparameters("lora", batch_size=4, micro_batch_size=2, learning_rate=1e-3, warmup_steps=1)
+    optimizer, scheduler = make_optimizer([p for p in model.parameters() if p.requires_grad], hp, None)
+    lines: list[str] = []
+    read_at: list[int] = []
+    real = schedstat.read_threads
+
+    def reading() -> dict[int, tuple[int, int, int]] | None:
+        read_at.append(len(lines))  # iterations logged so far
+        return real()
+
+    monkeypatch.setattr(schedstat, "read_threads", reading)
+    stats = train(
+        model, optimizer, scheduler, dataset, hp, max_iters=5, device=CPU, synchronize=synchronize,
+        log=lines.append, timed_from=2,
+    )  # fmt: skip
+    assert read_at == [2, 5]
+    if real() is not None:  # Linux
+        assert stats.cpu_wait is not None and stats.cpu_wait.on_cpu_s > 0 and stats.cpu_wait.threads >= 1
+    monkeypatch.setattr(schedstat, "read_threads", lambda: None)  # no /proc: no figures, no exception
+    unread = train(
+        model, optimizer, scheduler, dataset, hp, max_iters=2, device=CPU, synchronize=synchronize, log=lines.append
+    )
+    assert unread.cpu_wait is None
+
+
+@pytest.mark.skipif(schedstat.read_threads() is None, reason="needs Linux's /proc/self/task/*/schedstat")
+def test_a_finetune_result_carries_the_cpu_and_wait_time_of_its_timed_iterations() -> None:
+    request = build_request(
+        "finetune",
+        {"model": "tiny-llama", "method": "lora", "accelerator": "cpu", "precision": "32-true",
+         "micro_batch_size": 1, "batch_size": 2, "max_iters": 4},
+    )  # fmt: skip
+    result = execute(request, finetune_body, preflight=False)
+    assert result.outcome == "ok", result.error
+    figures = result.details[schedstat.DETAILS_KEY]
+    assert figures["on_cpu_s"] > 0 and figures["waiting_s"] >= 0 and figures["threads"] >= 1
+    assert figures["wait_share"] == pytest.approx(
+        figures["waiting_s"] / (figures["on_cpu_s"] + figures["waiting_s"]), abs=1e-3
+    )
+    assert Result.from_json(result.to_json()).details[schedstat.DETAILS_KEY] == figures
 
 
 def test_the_first_optimizer_step_runs_at_lr_zero() -> None:

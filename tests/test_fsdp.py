@@ -20,7 +20,7 @@ import pytest
 import torch
 from torch.distributed.fsdp import FullyShardedDataParallel
 
-from litgpt_min import launch
+from litgpt_min import launch, schedstat
 from litgpt_min.build import build_model
 from litgpt_min.config import Config
 from litgpt_min.finetune import finetune_body, micro_step, optimizer_step
@@ -105,6 +105,8 @@ def test_finetune_on_two_ranks_reports_exact_counts_and_every_ranks_peak() -> No
     assert result.max_memory_gb == max(peaks)
     assert result.details["optimizer_steps"] == 1
     assert result.time_1k_iters_min is not None
+    if schedstat.read_threads() is not None:  # Linux: rank 0's threads' time on a CPU and waiting, as its timing
+        assert result.details[schedstat.DETAILS_KEY]["on_cpu_s"] > 0
 
 
 def failing_body(request: RunRequest, config: Config, fabric: Any, device: torch.device) -> Mapping[str, Any]:

@@ -4,19 +4,22 @@ prompt ids (real tokenizer or the profile's length). Tiny configs, CPU, fp32."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pytest
 import torch
 
-from litgpt_min import data
+from litgpt_min import data, schedstat
 from litgpt_min.adapter import AdapterSettings
 from litgpt_min.build import build_model
 from litgpt_min.config import Config
 from litgpt_min.generate import decode_one, generate, prefill, prompt_ids, sample
 from litgpt_min.model import GPT
-from litgpt_min.options import GenerateOptions, GenerateSettings
+from litgpt_min.options import GenerateOptions, GenerateSettings, build_request
 from litgpt_min.peft import Method
+from litgpt_min.protocol import GENERATION_WARMUP
+from litgpt_min.result import Result
+from litgpt_min.run import execute
 
 CPU = torch.device("cpu")
 TOKENIZERS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "tokenizers"
@@ -239,3 +242,41 @@ def test_the_profiles_prompt_length_is_the_tokenizers(family: str) -> None:
 def test_a_custom_prompt_needs_a_tokenizer() -> None:
     with pytest.raises(ValueError, match=r"a custom prompt needs --tokenizer-dir"):
         GenerateOptions(GenerateSettings(prompt="Hi"))
+
+
+# ---------------------------------------------------------------------------------------------
+# The measured run: the scheduler's statistics over the timed generations
+# ---------------------------------------------------------------------------------------------
+def test_the_scheduler_statistics_cover_the_timed_generations_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Read when the first timed generation starts (after the warm-up) and after the last; the
+    result carries the threads' CPU and wait times of that window."""
+    import litgpt_min.generate as gen
+
+    request = build_request(
+        "inference",
+        {"model": "tiny-llama", "accelerator": "cpu", "precision": "32-true", "max_new_tokens": 3, "num_samples": 2},
+    )
+    generations: list[int] = []
+    read_at: list[int] = []
+    real_generate, real_read = gen.generate, schedstat.read_threads
+
+    def counting_generate(*args: Any, **kwargs: Any) -> torch.Tensor:
+        generations.append(1)
+        return real_generate(*args, **kwargs)
+
+    def reading() -> dict[int, tuple[int, int, int]] | None:
+        read_at.append(len(generations))
+        return real_read()
+
+    monkeypatch.setattr(gen, "generate", counting_generate)
+    monkeypatch.setattr(schedstat, "read_threads", reading)
+    result = execute(request, gen.generate_body, preflight=False)
+    assert result.outcome == "ok", result.error
+    assert read_at == [GENERATION_WARMUP, GENERATION_WARMUP + 2]
+    figures = result.details[schedstat.DETAILS_KEY]
+    if real_read() is None:  # not Linux: not measured, and no exception
+        assert figures is None
+        return
+    assert figures["on_cpu_s"] > 0 and figures["waiting_s"] >= 0 and figures["threads"] >= 1
+    assert 0 <= figures["wait_share"] < 1
+    assert Result.from_json(result.to_json()).details[schedstat.DETAILS_KEY] == figures

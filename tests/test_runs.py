@@ -1,0 +1,87 @@
+"""The pool of CPU rows (``conformance/runs.py``): it runs ``--cpu-jobs`` processes at a time, a
+several-rank CPU row holding a slot per rank, so that the suite's own rows never make each other
+wait for a core (which the CPU-busy check would read as a busy CPU)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+from test_plugin import Suite, _finetune, _inference, fake_no_gpu
+
+from conformance.runs import Slots
+
+pytest_plugins = ["pytester"]
+
+
+def test_slots_are_taken_all_at_once_and_a_cancel_ends_the_wait() -> None:
+    cancel = threading.Event()
+    slots = Slots(2, cancel)
+    held: list[int] = []
+    release = threading.Event()
+
+    def hold(n: int) -> None:
+        with slots.hold(n):
+            held.append(n)
+            release.wait(timeout=10)
+
+    two = threading.Thread(target=hold, args=(2,))
+    with slots.hold(1):
+        two.start()
+        two.join(timeout=0.3)
+        assert held == [] and slots.free == 1, "2 slots are not free while 1 is held"
+    time.sleep(0.3)
+    assert held == [2] and slots.free == 0
+    more = threading.Thread(target=hold, args=(5,))  # more than there are: all of them, once free
+    more.start()
+    more.join(timeout=0.3)
+    assert held == [2]
+    cancel.set()  # the session ends: no row waits for slots any more
+    more.join(timeout=0.3)
+    assert held == [2, 5]
+    release.set()
+    two.join(timeout=5)
+    more.join(timeout=5)
+    assert slots.free == 2
+
+
+TIMING_RUNNER = """
+import json, time
+from fake_runner import HERE, run
+
+def run_timed(case, options):
+    start = time.monotonic()
+    time.sleep(0.3)
+    with open(HERE / "spans.jsonl", "a") as log:
+        log.write(json.dumps({"id": case.id, "devices": case.devices, "start": start, "end": time.monotonic()}) + "\\n")
+    return run(case, options)
+"""
+
+
+def test_a_several_rank_cpu_row_runs_beside_no_other_row_on_two_jobs(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_no_gpu(monkeypatch)
+    suite = Suite(pytester)
+    rows = [
+        _finetune("lora", "tiny-llama", None, 2, devices=2, max_memory_gb=1.0, time_1k_iters_min=2.0),
+        _finetune("lora", "tiny-llama", None, 2, max_memory_gb=1.0, time_1k_iters_min=2.0),
+        _finetune("adapter", "tiny-neox", None, 2, max_memory_gb=1.0, time_1k_iters_min=2.0),
+        _inference("tiny-llama", None, max_memory_gb=0.5, tokens_per_sec=100.0),
+    ]
+    suite.profile(cases=rows)
+    figures = ("max_memory_gb", "time_1k_iters_min", "tokens_per_sec")
+    suite.answer({row["id"]: {k: row[k] for k in figures if row[k] is not None} for row in rows})
+    pytester.makepyfile(timing_runner=TIMING_RUNNER)
+    suite.run("-k", "test_run", "--runner", "timing_runner:run_timed", "--cpu-jobs", "2").assert_outcomes(passed=4)
+    spans = [json.loads(line) for line in (pytester.path / "spans.jsonl").read_text().splitlines()]
+    assert len(spans) == 4
+    for moment in sorted(s["start"] + 0.01 for s in spans):
+        running = [s for s in spans if s["start"] <= moment < s["end"]]
+        assert sum(s["devices"] for s in running) <= 2, running
+    one_rank = [s for s in spans if s["devices"] == 1]
+    assert any(a["start"] < b["end"] and b["start"] < a["end"] for a in one_rank for b in one_rank if a is not b), (
+        "1-rank rows still run two at a time"
+    )
