@@ -141,8 +141,9 @@ class RunCache:
 
     def prefetch(self, rows: Sequence[tuple[ActiveProfile, Case]]) -> None:
         """Start the runs of rows that execute on the CPU (the CPU profile, command-line refusals)
-        in a small pool, so that their process start-up overlaps the in-process checks. GPU rows
-        never run side by side: they would share the card's memory and time."""
+        in a small pool, so that their process start-up overlaps the in-process checks (the session
+        calls this when its first check starts, not at collection). GPU rows never run side by side:
+        they would share the card's memory and time."""
         jobs = self.options.cpu_jobs
         todo = [(a, c) for a, c in rows if a.on_cpu or c.outcome == "unsupported"]
         if jobs < 1 or not todo:

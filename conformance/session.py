@@ -98,6 +98,7 @@ class ConformanceSession:
         self.baseline = Baseline.load(options.baseline) if options.baseline is not None else None
         self.baseline_skips: dict[RowKey, str] = {}  # rows the baseline cannot judge -> why
         self._profile_cases: dict[RowKey, Case] = {}  # every row as its profile has it (no baseline applied)
+        self._prefetch: list[tuple[ActiveProfile, Case]] | None = None  # CPU rows to start with the first check
         self._idle: dict[RowKey, IdleReport] = {}  # the GPU-idle check before each GPU row's run
         if self.writes and options.results is not None:
             check_target(options.results)
@@ -321,8 +322,15 @@ class ConformanceSession:
             if skip_reason(found[1], active, case) is None and found[0] not in self.baseline_skips:
                 seen.add(found[0])
                 rows.append((active, case))
-        self.cache.prefetch(rows)
+        # Started with the first check (pytest_runtest_setup), not now: under `pytest tests conformance`
+        # the rows would otherwise be timed beside every test that runs before them.
+        self._prefetch = rows
         self.write_results()
+
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        if self._prefetch is not None and check_kind_of(item) is not None:
+            rows, self._prefetch = self._prefetch, None
+            self.cache.prefetch(rows)
 
     def _refuse_a_baseline_that_judges_nothing(self, items: list[pytest.Item]) -> None:
         """A ``--baseline`` that can judge none of the selected rows that would run is a usage error

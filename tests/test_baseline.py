@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch._dynamo  # noqa: F401  (see the estimate check's test: imported once, never by an in-process run)
 from results_files import measured, results, row, write
 from test_plugin import OK, Suite, default_cases, fake_no_gpu, good_answers
 
@@ -140,8 +139,8 @@ def test_the_estimate_check_keeps_the_profiles_figures_under_a_baseline(suite: S
             [row(OK, measured("tiny-llama", "lora", None, 2, outcome="oom", error="out of memory"), profile="tiny")]
         ),
     )
-    # An in-process run drops the modules it imports; the estimate imports some lazily, and
-    # torch._dynamo's operator library cannot register twice: imported for good here (and above).
+    # An in-process run drops the modules it imports and the estimate imports some lazily: one
+    # estimate here imports them for good (torch._dynamo: tests/conftest.py).
     estimate(EstimateRequest(Config.from_name("tiny-llama"), "inference"))
     result = suite.run("--baseline", str(before), "-k", OK)
     result.assert_outcomes(passed=1)

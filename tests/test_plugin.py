@@ -562,6 +562,25 @@ def test_plain_tests_are_untouched_by_a_broken_profile(suite: Suite) -> None:
     result.assert_outcomes(passed=1)
 
 
+def test_cpu_rows_start_with_the_first_check_not_beside_the_tests_collected_before_it(suite: Suite) -> None:
+    """`pytest tests conformance`: the rows are timed beside the suite's own checks only."""
+    suite.profile()
+    suite.answer(good_answers())
+    suite.pytester.makepyfile(
+        test_before="""
+import time
+from pathlib import Path
+
+def test_before():
+    time.sleep(0.5)  # long enough for a prefetching pool to have started the rows
+    assert not (Path(__file__).parent / "calls.jsonl").exists(), "a row ran before the first check"
+"""
+    )
+    result = suite.run("test_before.py", "test_conformance.py", "--cpu-jobs", "2")
+    result.assert_outcomes(passed=12, xfailed=1)  # test_before and the 11 checks good answers pass
+    assert len(suite.calls()) == 5
+
+
 SNAPSHOT_RUNNER = """
 import json, os
 from pathlib import Path
