@@ -352,12 +352,18 @@ def test_train_learns_only_the_method_parameters(name: str, method: str, lr: flo
         assert all(p.dtype == torch.uint8 and not p.requires_grad for _, p in _params4bit(model))
 
 
-def test_train_bookkeeping_with_accumulation() -> None:
+def _accumulating_lora() -> tuple[Any, Any, Any, Any, Any]:
+    """A tiny LoRA model, its data, hyperparameters accumulating 2 micro-steps, optimizer and scheduler."""
     model = _model("lora")
     dataset = _memorizable_data(320)
     model.max_seq_length = dataset.longest_length
     hp = hyperparameters("lora", batch_size=4, micro_batch_size=2, learning_rate=1e-3, warmup_steps=1)
     optimizer, scheduler = make_optimizer([p for p in model.parameters() if p.requires_grad], hp, None)
+    return model, dataset, hp, optimizer, scheduler
+
+
+def test_train_bookkeeping_with_accumulation() -> None:
+    model, dataset, hp, optimizer, scheduler = _accumulating_lora()
     lines: list[str] = []
     synced: list[torch.device] = []
     stats = train(
@@ -374,11 +380,7 @@ def test_train_bookkeeping_with_accumulation() -> None:
 
 def test_the_scheduler_statistics_are_read_from_the_first_timed_iteration(monkeypatch: pytest.MonkeyPatch) -> None:
     """train() reads the threads' CPU and wait times when iteration ``timed_from`` starts and at the end."""
-    model = _model("lora")
-    dataset = _memorizable_data(320)
-    model.max_seq_length = dataset.longest_length
-    hp = hyperparameters("lora", batch_size=4, micro_batch_size=2, learning_rate=1e-3, warmup_steps=1)
-    optimizer, scheduler = make_optimizer([p for p in model.parameters() if p.requires_grad], hp, None)
+    model, dataset, hp, optimizer, scheduler = _accumulating_lora()
     lines: list[str] = []
     read_at: list[int] = []
     real = schedstat.read_threads
