@@ -85,6 +85,7 @@ class Hyperparameters:
         _finite("learning_rate", self.learning_rate, low=0, low_inclusive=False)
         _finite("weight_decay", self.weight_decay, low=0)
         _at_least("micro_batch_size", self.micro_batch_size, 1)
+        _at_least("batch_size", self.batch_size, 1)
         _at_least("warmup_steps", self.warmup_steps, 0)
         _at_least("cosine_t_max", self.cosine_t_max, 1)
         _at_least("lm_head_chunk_size", self.lm_head_chunk_size, 1)
