@@ -3,9 +3,9 @@ is :mod:`conformance.estimate_command`).
 
 Each row becomes a :class:`litgpt_min.estimate.EstimateRequest` (the row's model, workload,
 method, quantization, micro-batch and devices; the runner options that move memory: precision,
-LoRA/Adapter settings, prompt and new tokens), is estimated without a GPU, and is compared with
+batch size, lm_head chunk size, LoRA/Adapter settings, prompt and new tokens), is estimated without a GPU, and is compared with
 the row's published figure. Rows are estimated in order, so rows of the same model share the
-fake-tensor machinery's warm caches; every row takes well under a second.
+fake-tensor machinery's warm caches (see the README for what a row costs).
 
 Output: ``--json`` prints one object per row (``id``, ``outcome``, ``max_memory_gb``, ``stack``,
 plus the expected outcome and figure and the relative error); otherwise a table (``--markdown``
