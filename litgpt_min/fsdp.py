@@ -85,4 +85,14 @@ def gather_peaks(fabric: Fabric, peak_bytes: int) -> list[float]:
     return [round(gb(p), 6) for p in peaks]
 
 
-__all__ = ["AnyDeviceFSDPStrategy", "fsdp_strategy", "gather_peaks"]
+def leave_process_group() -> None:
+    """End this rank's part in the process group once its last collective is done: every rank
+    meets at a barrier, then destroys the group. A rank that exits with the group alive leaves its
+    gloo threads to the interpreter's exit, which can abort the process ("terminate called without
+    an active exception", SIGABRT) and with it the torchrun agent's run, after a good result."""
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
+__all__ = ["AnyDeviceFSDPStrategy", "fsdp_strategy", "gather_peaks", "leave_process_group"]

@@ -93,10 +93,11 @@ def execute_rank(request: RunRequest, body: Body, *, preflight: bool = True) -> 
             result = result.replace(**body(request, request.config, fabric, device))
         if request.world_size > 1:
             # After the measured block, so the gather's own buffers are no rank's peak.
-            from litgpt_min.fsdp import gather_peaks
+            from litgpt_min.fsdp import gather_peaks, leave_process_group
 
             peaks = gather_peaks(fabric, peak.peak_bytes())
             result = result.replace(details={**result.details, "rank_max_memory_gb": peaks})
+            leave_process_group()
     except Exception as exc:  # the one place a run's failure becomes an outcome
         outcome, message = classify_exception(exc)
         result = result.replace(outcome=outcome, error=message)
