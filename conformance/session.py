@@ -228,15 +228,17 @@ class ConformanceSession:
 
     def _row_snapshot(self, row: Row) -> RowSnapshot:
         key = (row.active.name, row.case.id)
+        run = row.run or self._unjudged_run(key)
         return RowSnapshot(
             active=row.active,
             case=row.case,
             checks=dict(row.checks),
             reasons=dict(row.reasons),
             selected=tuple(kind for kind in CHECKS.values() if kind in row.selected),
-            run=row.run or self._unjudged_run(key),
+            run=run,
             counts=row.counts or self.cache.cached_param_counts(row.case),
             estimate=self._estimates.get(key),
+            speed_inconclusive=None if run is None else self.speed_inconclusive(row.active, row.case),
         )
 
     def _unjudged_run(self, key: RowKey) -> RunResult | None:
@@ -308,7 +310,7 @@ class ConformanceSession:
         if session.config.option.collectonly or not self.resolved or self.is_worker:
             # A worker collects every item but runs only those it is sent: no prefetching there.
             return
-        self._refuse_a_baseline_that_judges_nothing(session.items)
+        self._refuse_a_baseline_that_judges_nothing([f for f in map(check_kind_of, session.items) if f is not None])
         for item in session.items:
             found = check_kind_of(item)
             if found is not None:
@@ -332,18 +334,18 @@ class ConformanceSession:
             rows, self._prefetch = self._prefetch, None
             self.cache.prefetch(rows)
 
-    def _refuse_a_baseline_that_judges_nothing(self, items: list[pytest.Item]) -> None:
+    def _refuse_a_baseline_that_judges_nothing(self, selected: list[tuple[RowKey, CheckKind]]) -> None:
         """A ``--baseline`` that can judge none of the selected rows that would run is a usage error
-        (raised before any row is recorded): a gate that judged nothing must not pass."""
+        (raised before any row is recorded): a gate that judged nothing must not pass. ``selected``:
+        the (row, check) pairs collected, by this process or, under pytest-xdist, by a worker."""
         if self.baseline is None:
             return
         runnable = set()
-        for item in items:
-            found = check_kind_of(item)
-            if found is not None and found[1] in ("run", "speed"):
-                active, case = self.lookup(found[0])
-                if skip_reason(found[1], active, case) is None:
-                    runnable.add(found[0])
+        for key, kind in selected:
+            if kind in ("run", "speed"):
+                active, case = self.lookup(key)
+                if skip_reason(kind, active, case) is None:
+                    runnable.add(key)
         if runnable and runnable <= self.baseline_skips.keys():
             ours = sorted({profile for profile, _ in runnable})
             theirs = sorted({profile for profile, _ in self.baseline.rows}) or ["none"]
@@ -364,15 +366,20 @@ class ConformanceSession:
         if self._selected_from_workers:
             return
         self._selected_from_workers = True
+        selected = []
         for nodeid in ids:
             found = check_kind_of_nodeid(nodeid)
             if found is None:
                 continue
             try:
-                active, case = self.lookup(found[0])
+                self.lookup(found[0])
             except (KeyError, ExpectationError):
                 continue
-            self.row(active, case).selected.add(found[1])
+            selected.append(found)
+        # Before any row is recorded and before the scheduler sends the workers a test.
+        self._refuse_a_baseline_that_judges_nothing(selected)
+        for key, kind in selected:
+            self.row(*self.lookup(key)).selected.add(kind)
         self.write_results()
 
     def pytest_report_collectionfinish(self) -> list[str]:

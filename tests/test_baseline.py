@@ -173,6 +173,24 @@ def test_rows_missing_from_the_baseline_skip_and_a_bad_baseline_is_a_usage_error
     folder.stderr.fnmatch_lines(["ERROR: --baseline *: is a directory, not a results file"])
 
 
+@pytest.mark.slow
+def test_under_xdist_a_baseline_that_judges_nothing_is_refused_too(suite: Suite) -> None:
+    pytest.importorskip("xdist")
+    suite.profile()
+    suite.answer(good_answers())
+    results_file = write(suite.pytester.path / "after.json", results([row(OK, None, profile="tiny")]))
+    kept = results_file.read_bytes()
+    empty = write(suite.pytester.path / "empty.json", results([]))
+    usage = suite.pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-n", "2", "--expectations", str(suite.root), "--runner", "fake_runner:run",
+        "--baseline", str(empty), "--results", str(results_file),
+    )  # fmt: skip
+    assert usage.ret == pytest.ExitCode.USAGE_ERROR, usage.stdout.str()
+    usage.stderr.fnmatch_lines(["ERROR: --baseline empty.json: judges none of the 5 selected rows that run here*"])
+    assert not (suite.pytester.path / "calls.jsonl").exists(), "no row ran"
+    assert results_file.read_bytes() == kept
+
+
 def test_a_failed_estimate_check_reproduces_with_the_sessions_expectations(suite: Suite) -> None:
     oom = {"outcome": "oom", "max_memory_gb": None, "time_1k_iters_min": None}
     cases = [dict(c, **oom) if c["id"] == OK else c for c in default_cases()]
