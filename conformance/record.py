@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from conformance.compare import SPEED_FIELDS
 from conformance.display import count_text, display, significant
 from conformance.expectations import PRECISION, Case, list_profiles, load_file, load_profile, write_json_atomic
 from conformance.hardware import detected_sku
@@ -48,7 +49,7 @@ def record_profile(snapshot: Snapshot, now: _dt.datetime | None = None) -> list[
     for name, data in files.items():
         if old.get(name) != data:
             write_json_atomic(target / name, data, force=True)
-    return summary_lines(target, old, files)
+    return summary_lines(target, old, files) + untimed_lines(snapshot, active)
 
 
 def build_files(
@@ -81,7 +82,9 @@ def build_files(
         else:
             name, base = case.file.name, _without_notes(raw_source, same_profile)
         assert done.counts is not None, f"{case.id}: a recorded row carries its parameter counts"
-        rows.setdefault(name, []).append(measured_case(base, case, done.run, done.counts, active, now))
+        kept = base if case.id in old_cases else None  # a figure this recording cannot replace stays
+        row = measured_case(base, case, done.run, done.counts, active, now, done.speed_inconclusive, kept)
+        rows.setdefault(name, []).append(row)
         touched.add(name)
         if name in old:
             source_meta.setdefault(name, old[name]["source"])
@@ -110,9 +113,19 @@ def build_files(
 
 
 def measured_case(
-    base: Mapping[str, Any], case: Case, run: RunResult, counts: Counts, active: ActiveProfile, now: _dt.datetime
+    base: Mapping[str, Any],
+    case: Case,
+    run: RunResult,
+    counts: Counts,
+    active: ActiveProfile,
+    now: _dt.datetime,
+    speed_inconclusive: str | None = None,
+    kept: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """``base`` (the row as written before) with the measured figures of ``run``."""
+    """``base`` (the row as written before) with the measured figures of ``run``. A run whose speed
+    says nothing (``speed_inconclusive``: timed on a busy CPU, or on a GPU that was not idle) gives
+    no speed figure: ``kept`` (the row already in the profile being re-recorded) keeps its own, a
+    new row has none, and ``measured_with.speed_not_recorded`` says why."""
     result = run.result
     outcome = result.outcome
     ok = outcome == "ok"
@@ -129,6 +142,10 @@ def measured_case(
         time_1k_iters_min=_figure(result.time_1k_iters_min) if ok and case.workload == "finetune" else None,
         tokens_per_sec=_figure(result.tokens_per_sec) if ok and case.workload == "inference" else None,
     )
+    untimed = ok and speed_inconclusive is not None
+    if untimed:
+        for name in SPEED_FIELDS:
+            row[name] = (kept or {}).get(name)
     measured_with: dict[str, Any] = {
         "recorded_at": now.isoformat(timespec="seconds"),
         # "python", not this machine's interpreter path: the profile is shared.
@@ -139,6 +156,8 @@ def measured_case(
     }
     if outcome == "oom" and message:
         measured_with["error"] = message
+    if untimed:
+        measured_with["speed_not_recorded"] = speed_inconclusive
     row["measured_with"] = {k: v for k, v in measured_with.items() if v is not None}
     return row
 
@@ -205,6 +224,17 @@ def summary_lines(target: Path, old: Mapping[str, dict[str, Any]], new: Mapping[
             unchanged += 1
     if old:
         lines.append(f"  {unchanged} rows unchanged")
+    return lines
+
+
+def untimed_lines(snapshot: Snapshot, active: ActiveProfile) -> list[str]:
+    """A line per recorded row whose speed this session could not measure, and why."""
+    lines = []
+    for row in snapshot.rows:
+        if row.active.name == active.name and row.run is not None and row.run.outcome == "ok":
+            if row.speed_inconclusive is not None:
+                reason = row.speed_inconclusive.removeprefix("speed inconclusive: ")
+                lines.append(f"  {row.case.id}: speed not recorded, {reason}; record it again on an idle machine")
     return lines
 
 

@@ -33,6 +33,7 @@ class RowSnapshot:
     run: RunResult | None = None
     counts: Counts | None = None
     estimate: RowEstimate | None = None  # the GPU-free estimate, when test_estimate ran here
+    speed_inconclusive: str | None = None  # why the run's speed says nothing (a busy CPU, a GPU not idle)
 
     @property
     def key(self) -> RowKey:

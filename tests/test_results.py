@@ -13,7 +13,7 @@ import pytest
 from conformance.expectations import load_profile
 from conformance.options import Options
 from conformance.profiles import activate
-from conformance.record import build_files
+from conformance.record import build_files, record_profile
 from conformance.results import FORMAT, SCHEMA_PATH, build_results, check_target, load_results
 from conformance.rules import CHECKS
 from conformance.runner import RunResult, identity
@@ -63,6 +63,25 @@ def test_record_of_a_snapshot_writes_the_measured_rows_only(tmp_path: Path) -> N
     assert [row["id"] for row in rows] == [snap.rows[0].case.id]
     assert rows[0]["max_memory_gb"] == snap.rows[0].case.max_memory_gb
     assert rows[0]["measured_with"]["recorded_at"] == "2026-01-01T00:00:00+00:00"
+
+
+def test_a_speed_timed_on_a_busy_machine_is_not_recorded(tmp_path: Path) -> None:
+    clean = snapshot(tmp_path)
+    busy_reason = "speed inconclusive: the CPU was busy: the run's threads waited 41% of their runnable time"
+    busy = dataclasses.replace(clean, rows=(dataclasses.replace(clean.rows[0], speed_inconclusive=busy_reason),))
+    case_id, timed = clean.rows[0].case.id, clean.rows[0].case.time_1k_iters_min
+    assert timed is not None
+    [new] = next(iter(build_files(busy, busy.actives[0], {}, NOW).values()))["cases"]
+    assert new["id"] == case_id and new["max_memory_gb"] is not None, "memory is recorded"
+    assert new["time_1k_iters_min"] is None and "41%" in new["measured_with"]["speed_not_recorded"]
+    # Re-recording a profile: the speed it already holds is kept, not replaced by the busy figure.
+    target = clean.options.record
+    assert target is not None
+    assert record_profile(clean, NOW)[0].startswith("conformance: recorded")
+    lines = record_profile(busy, NOW)
+    assert any(line.startswith(f"  {case_id}: speed not recorded, the CPU was busy") for line in lines), lines
+    [kept] = [row for row in load_profile(target.name, target.parent).cases if row.id == case_id]
+    assert kept.time_1k_iters_min == timed and kept.max_memory_gb == new["max_memory_gb"]
 
 
 def test_results_never_replace_a_file_that_is_not_a_results_file(tmp_path: Path) -> None:
