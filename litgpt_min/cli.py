@@ -3,7 +3,8 @@
 The options of ``finetune`` and ``generate`` are generated from ``options.FLAT_OPTIONS``, the flat
 keys that a profile's ``runner_options`` and the estimator use too, and become a request through
 the same ``options.build_request``. Every value is checked before anything heavy runs; bad input
-exits with status 2 and one line on stderr.
+exits with status 2 and one line on stderr. A run that ends in an OOM or an error (the pre-flight's
+refusal included) prints its result like any other and exits with status 1.
 """
 
 from __future__ import annotations
@@ -52,6 +53,11 @@ def add_flat_options(parser: argparse.ArgumentParser, options: list[FlatOption])
 def _peft_flat_options() -> list[FlatOption]:
     return [o for name, o in FLAT_OPTIONS["finetune"].items() if name.startswith(("lora_", "adapter_"))]
 
+
+# A run that ended in one of these outcomes exits with EXIT_RUN_FAILED, after printing its result:
+# `litgpt-min finetune ... && next-step` stops there, and torchrun and SLURM see the job fail.
+FAILED_OUTCOMES = ("oom", "error")
+EXIT_RUN_FAILED = 1
 
 PREFLIGHT_HELP = (
     "run even when the estimated peak exceeds the device's free memory, the memory cap or the CPU's"
@@ -145,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         for key, value in result.items():
             if key != "details" and value is not None:  # None: not applicable to this run
                 print(f"{key}: {_plain(value)}")
-    return 0
+    return EXIT_RUN_FAILED if result.get("outcome") in FAILED_OUTCOMES else 0
 
 
 def _plain(value: object) -> str:

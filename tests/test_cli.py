@@ -17,7 +17,7 @@ import pytest
 from reference_counts import TOTALS, TRAINABLE
 
 from litgpt_min.adapter import AdapterSettings
-from litgpt_min.cli import main
+from litgpt_min.cli import EXIT_RUN_FAILED, main
 from litgpt_min.config import Config
 from litgpt_min.peft import count_params
 from litgpt_min.quantize import quantized_weight_bytes
@@ -43,9 +43,9 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, list[s
     return code, out.splitlines(), err
 
 
-def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[dict[str, Any], list[str], str]:
-    code, lines, err = run_cli(capsys, *argv, "--json")
-    assert code == 0, err
+def run_json(capsys: pytest.CaptureFixture[str], *argv: str, code: int = 0) -> tuple[dict[str, Any], list[str], str]:
+    status, lines, err = run_cli(capsys, *argv, "--json")
+    assert status == code, err
     assert "Traceback" not in err
     result = json.loads(lines[-1])
     if argv[0] != "params":
@@ -366,7 +366,7 @@ def test_generate_quantized_json(capsys: pytest.CaptureFixture[str]) -> None:
     ],
 )
 def test_a_tiny_memory_cap_is_an_oom_outcome(capsys: pytest.CaptureFixture[str], argv: tuple[str, ...]) -> None:
-    result, _, err = run_json(capsys, *argv, "--memory-cap-gb", "0.0001")
+    result, _, err = run_json(capsys, *argv, "--memory-cap-gb", "0.0001", code=EXIT_RUN_FAILED)
     assert set(result) == RESULT_KEYS
     assert result["outcome"] == "oom"
     assert isinstance(result["error"], str) and result["error"] and "\n" not in result["error"]

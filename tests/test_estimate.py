@@ -989,7 +989,7 @@ def test_the_readme_7b_example_is_refused_in_seconds_on_a_small_cpu_machine(
     meminfo.write_text("MemAvailable:   24239212 kB\n")  # what this project's 24 GB CPU machine had
     monkeypatch.setattr(preflight, "MEMINFO", meminfo)
     argv = ["finetune", "lora", "--model", "Llama-2-7b-hf", "--micro-batch-size", "1", "--accelerator", "cpu", "--json"]
-    assert cli.main(argv) == 0
+    assert cli.main(argv) == cli.EXIT_RUN_FAILED
     out = capsys.readouterr().out.strip().splitlines()
     result = json.loads(out[-1])
     assert result["outcome"] == "oom" and result["max_memory_gb"] is None
@@ -1013,7 +1013,7 @@ def test_cpu_ranks_of_one_run_are_refused_against_their_share_of_the_machine(
     meminfo.write_text(f"MemAvailable:   {kb} kB\n")
     monkeypatch.setattr(preflight, "MEMINFO", meminfo)
     argv = ["finetune", "lora", "--model", "tiny-llama", "--devices", "2", "--accelerator", "cpu", "--max-iters", "2"]
-    assert cli.main([*argv, "--json"]) == 0
+    assert cli.main([*argv, "--json"]) == cli.EXIT_RUN_FAILED
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["outcome"] == "oom", result
     assert "split between the 2 ranks on this machine" in result["error"]
