@@ -395,6 +395,8 @@ CASE_PROBLEMS = [
 ]
 FILE_PROBLEMS = [
     (lambda d: d["hardware"].pop("sku"), ["'hardware.sku'", "missing required field"]),
+    (lambda d: d["hardware"].update(usable_memory_gb="x"), ["'hardware.usable_memory_gb'", "must be number"]),
+    (lambda d: d["hardware"].update(usable_memory_gb=-1), ["'hardware.usable_memory_gb'", "must be > 0"]),
     (lambda d: d["tolerances"].update(speed_rel=-0.1), ["'tolerances.speed_rel'", "must be >= 0"]),
     (lambda d: d.update(profile="other"), ["field 'profile'", "folder name 'tmp'", "'other'"]),
     (lambda d: d.update(cases=[]), ["'cases'", "at least 1"]),
