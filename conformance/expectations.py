@@ -67,6 +67,8 @@ _ROW_OPTIONS = ("model", "method", "micro_batch_size", "quantize", "devices", "n
 # Run options the session decides for every row (the device it found, --emulate-memory-gb's cap).
 _SESSION_OPTIONS = ("accelerator", "memory_cap_gb")
 _TOLERANCE_KEYS = ("memory_rel", "speed_rel", "estimate_rel")
+# The card a profile describes: every file of it agrees on these (usable_memory_gb may be absent in all).
+CARD_KEYS = ("sku", "memory_gb", "usable_memory_gb")
 
 
 class ExpectationError(ValueError):
@@ -617,16 +619,16 @@ def load_profile(name: str, root: Path = DEFAULT_ROOT) -> Profile:
 
 
 def _cross_file_problems(files: dict[Path, dict[str, Any]]) -> Iterator[ExpectationError]:
-    """Ids unique across the profile; one card (sku, memory) and one set of default tolerances."""
+    """Ids unique across the profile; one card (``CARD_KEYS``) and one set of default tolerances."""
     (first_path, first), *rest = files.items()
     seen: dict[str, Path] = {row["id"]: first_path for row in first["cases"]}
     for path, data in rest:
-        for key in ("sku", "memory_gb"):
-            if data["hardware"][key] != first["hardware"][key]:
+        for key in CARD_KEYS:
+            if data["hardware"].get(key) != first["hardware"].get(key):
                 yield ExpectationError(
                     path,
-                    f"differs from {first_path.name} ({_show(first['hardware'][key])}); one profile is one card"
-                    f" (got {_show(data['hardware'][key])})",
+                    f"differs from {first_path.name} ({_show(first['hardware'].get(key))}); one profile is one card"
+                    f" (got {_show(data['hardware'].get(key))})",
                     None,
                     f"hardware.{key}",
                 )

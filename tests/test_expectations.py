@@ -460,6 +460,22 @@ def test_files_of_a_profile_agree_on_card_and_tolerances(tmp_path: Path) -> None
     assert len(error.problems) == 2
 
 
+def test_files_of_a_profile_agree_on_the_usable_memory(tmp_path: Path) -> None:
+    """The usable memory is the profile's capacity (memory cap, estimate): where one file disagrees,
+    it is refused, never dropped silently for ``memory_gb``."""
+    first = _valid_doc()
+    first["hardware"]["usable_memory_gb"] = 1.4
+    _write(tmp_path, first, "a.json")
+    other = _valid_doc()
+    other["cases"] = other["cases"][1:]
+    other["cases"][0]["id"] = "inference-tiny_llama-nf4-2gpu"
+    other["cases"][0]["devices"] = 2
+    _refused(_write(tmp_path, other, "b.json"), "field 'hardware.usable_memory_gb'", "(1.4)", "(got null)")
+    other["hardware"]["usable_memory_gb"] = 1.4
+    _write(tmp_path, other, "b.json")
+    assert load_profile("tmp", tmp_path).hardware["usable_memory_gb"] == 1.4
+
+
 def test_every_problem_is_listed_at_once(tmp_path: Path) -> None:
     doc = _valid_doc()
     doc["cases"][0]["max_memory_gb"] = -1
