@@ -268,16 +268,22 @@ def _reject_constant(token: str) -> Any:
     raise _NonStandardJSON(token, "is not a JSON number (NaN and Infinity are not allowed)")
 
 
+# Every number here (counts, GB, minutes, tokens/s, tolerances) stays far below this: a larger one
+# is a typo, and near the float limit it turns into infinity downstream (a GB cap in bytes).
+_LARGEST = 10**18
+
+
 def _parse_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):  # 1e400 parses as inf
         raise _NonStandardJSON(text, "is out of range for a float")
+    if abs(value) >= _LARGEST:
+        raise _NonStandardJSON(text, "is out of range (1e18 or more)")
     return value
 
 
 def _parse_int(text: str) -> int:
-    # Counts here stay far below 2**63; longer digit strings are typos, and past 4300 digits
-    # int() itself raises a bare ValueError.
+    # Longer digit strings are typos, and past 4300 digits int() itself raises a bare ValueError.
     if len(text.lstrip("-")) > 18:
         raise _NonStandardJSON(text[:24] + ("..." if len(text) > 24 else ""), "is out of range (more than 18 digits)")
     return int(text)

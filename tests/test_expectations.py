@@ -492,6 +492,8 @@ def test_every_problem_is_listed_at_once(tmp_path: Path) -> None:
         ('{"cases": [{"id": "x", "model": 1, "model": 2}]}', "duplicate key 'model' in the object with id 'x'"),
         ('{"profile": NaN}', "NaN is not a JSON number"),
         ('{"profile": 1e400}', "1e400 is out of range"),
+        ('{"hardware": {"memory_gb": 1e308}}', "1e308 is out of range (1e18 or more) (line 1, column 28)"),
+        ('{"profile": -2.5e18}', "-2.5e18 is out of range"),
         ('{"profile": ' + "9" * 5000 + "}", "out of range"),
         ("[" * 100_000, "not valid JSON"),
         ("", "not valid JSON: Expecting value (line 1, column 1)"),
