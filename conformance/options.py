@@ -65,6 +65,9 @@ class Options:
             if f.name == "profiles":
                 value = tuple(dict.fromkeys(value or ()))
             elif f.name in ("expectations", "record", "results", "row_logs", "baseline"):
+                if value == "":
+                    # An unset shell variable (`--record "$DIR"`): never the option left out.
+                    raise ValueError(f"{FLAGS[f.name]}: expected a path, got an empty value")
                 value = Path(value) if value else (DEFAULT_ROOT if f.name == "expectations" else None)
             values[f.name] = value
         return cls(**values)

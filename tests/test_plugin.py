@@ -545,6 +545,9 @@ def test_malformed_json_names_the_file_and_line(suite: Suite) -> None:
         (["--runner", "nomodule"], "*--runner: expected module:callable*"),
         (["--runner", "no_such_module:run"], "ERROR: --runner 'no_such_module:run': cannot import 'no_such_module'*"),
         (["--force"], "ERROR: --force applies to --record only (it lets --record overwrite a profile); no --record*"),
+        (["--record", ""], "ERROR: --record: expected a path, got an empty value"),
+        (["--results", ""], "ERROR: --results: expected a path, got an empty value"),
+        (["--baseline", ""], "ERROR: --baseline: expected a path, got an empty value"),
     ],
 )
 def test_bad_options_are_usage_errors(suite: Suite, args: list[str], message: str) -> None:
