@@ -453,6 +453,20 @@ def test_record_for_another_card_describes_that_card(suite: Suite, monkeypatch: 
     assert {c["cap"] for c in suite.calls()} == {None}
 
 
+def test_record_refuses_a_profile_whose_rows_do_not_run_here(suite: Suite) -> None:
+    """Without a GPU a card's profile is checked for its parameter counts only (its runner refusals
+    still run on the CPU): there is no measurement of this machine to record."""
+    suite.profile(sku="a100-sxm4-40gb")
+    suite.answer(good_answers())
+    target = suite.root / "recorded"
+    result = suite.run("--profile", "tiny", "--record", str(target))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["ERROR: *recorded: --record writes the rows measured here, but profile tiny's rows are not: needs a CUDA GPU*"]
+    )
+    assert not target.exists() and not suite.calls()
+
+
 def test_record_refuses_several_active_profiles(suite: Suite) -> None:
     suite.profile("one")
     suite.profile("two")
