@@ -518,7 +518,9 @@ def load_file(path: Path) -> dict:
     path = Path(path)
     data = _read_json(path)
     errors = sorted(_validator().iter_errors(data), key=_sort_key)
-    problems = [problem for error in errors for problem in _schema_problem(path, data, error)]
+    # jsonschema reports each missing required field as an error of its own, and each names them all.
+    unique = {(p.case, p.field, p.message): p for error in errors for p in _schema_problem(path, data, error)}
+    problems = list(unique.values())
     if not problems:
         problems = list(_semantic_problems(path, data))
     if problems:

@@ -485,6 +485,18 @@ def test_every_problem_is_listed_at_once(tmp_path: Path) -> None:
     assert [p.field for p in error.problems] == ["max_memory_gb", "devices", "software.torch"]
 
 
+def test_each_missing_field_is_listed_once(tmp_path: Path) -> None:
+    doc = _valid_doc()
+    del doc["hardware"], doc["software"], doc["cases"][0]["outcome"], doc["cases"][0]["error"]
+    error = _refused(_write(tmp_path, doc), "and 3 more problems")
+    assert [(p.case, p.field) for p in error.problems] == [
+        (None, "hardware"),
+        (None, "software"),
+        ("finetune-lora-tiny_llama-noquant-mb1-1gpu", "outcome"),
+        ("finetune-lora-tiny_llama-noquant-mb1-1gpu", "error"),
+    ]
+
+
 @pytest.mark.parametrize(
     ("text", "fragment"),
     [
