@@ -103,6 +103,21 @@ class Options:
             check_record_target(self.record, self.force)
         if self.results is not None:
             check_file_target("--results", self.results)
+            self._check_results_outside_profiles()
+
+    def _check_results_outside_profiles(self) -> None:
+        """Every ``*.json`` of a profile folder is one of its tables: a results file there would
+        break the profile (and the recording this session writes into ``--record``)."""
+        assert self.results is not None
+        folder = self.results.absolute().parent.resolve()
+        profiles = {(self.expectations / name).resolve() for name in list_profiles(self.expectations)}
+        if self.record is not None:
+            profiles.add(self.record.absolute().resolve())
+        if self.results.suffix == ".json" and folder in profiles:
+            raise ValueError(
+                f"--results {self.results}: is in the profile folder {display(folder)}, whose *.json files are its"
+                " tables; pick another folder"
+            )
 
     def explicit(self, name: str) -> bool:
         return getattr(self, name) != getattr(Options, name)

@@ -467,6 +467,19 @@ def test_record_refuses_a_profile_whose_rows_do_not_run_here(suite: Suite) -> No
     assert not target.exists() and not suite.calls()
 
 
+def test_results_file_in_a_profile_folder_is_refused(suite: Suite) -> None:
+    """A results file among a profile's tables would break it: the recording this session writes
+    (its old profile no longer loads) or the profile the next session reads."""
+    folder = suite.profile()
+    suite.answer(good_answers())
+    target = suite.root / "recorded"
+    for results, record in ((target / "results.json", ["--record", str(target)]), (folder / "results.json", [])):
+        refused = suite.run("--profile", "tiny", "--results", str(results), *record)
+        assert refused.ret == pytest.ExitCode.USAGE_ERROR
+        refused.stderr.fnmatch_lines([f"ERROR: --results {results}: is in the profile folder *; pick another folder"])
+    assert not target.exists() and not (folder / "results.json").exists() and not suite.calls()
+
+
 def test_record_refuses_several_active_profiles(suite: Suite) -> None:
     suite.profile("one")
     suite.profile("two")
