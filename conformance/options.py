@@ -180,6 +180,12 @@ def check_record_target(directory: Path, force: bool) -> None:
             f"--record {directory}: the folder name is the profile name and must match {PROFILE_NAME.pattern}"
             f" (got {directory.name!r})"
         )
+    holds = list_profiles(directory)
+    if holds:
+        raise ValueError(
+            f"--record {directory}: holds profiles ({', '.join(holds)}); a profile is one folder of it:"
+            f" --record {directory / '<name>'}"
+        )
     existing = sorted(p.name for p in directory.glob("*.json")) if directory.is_dir() else []
     if existing and not force:
         raise ValueError(

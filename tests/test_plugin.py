@@ -480,6 +480,17 @@ def test_results_file_in_a_profile_folder_is_refused(suite: Suite) -> None:
     assert not target.exists() and not (folder / "results.json").exists() and not suite.calls()
 
 
+def test_record_refuses_the_folder_of_the_profiles(suite: Suite) -> None:
+    """``--record exp`` (for ``exp/<name>``) would write the tables beside the profile folders."""
+    suite.profile()
+    refused = suite.run("--profile", "tiny", "--record", str(suite.root), "--force")
+    assert refused.ret == pytest.ExitCode.USAGE_ERROR
+    refused.stderr.fnmatch_lines(
+        [f"ERROR: --record {suite.root}: holds profiles (tiny); a profile is one folder of it:*"]
+    )
+    assert not list(suite.root.glob("*.json")) and not suite.calls()
+
+
 def test_record_refuses_several_active_profiles(suite: Suite) -> None:
     suite.profile("one")
     suite.profile("two")
