@@ -67,6 +67,8 @@ _ROW_OPTIONS = ("model", "method", "micro_batch_size", "quantize", "devices", "n
 # Run options the session decides for every row (the device it found, --emulate-memory-gb's cap).
 _SESSION_OPTIONS = ("accelerator", "memory_cap_gb")
 _TOLERANCE_KEYS = ("memory_rel", "speed_rel", "estimate_rel")
+# The card a profile describes: every file of it agrees on these (usable_memory_gb may be absent in all).
+CARD_KEYS = ("sku", "memory_gb", "usable_memory_gb")
 
 
 class ExpectationError(ValueError):
@@ -266,16 +268,22 @@ def _reject_constant(token: str) -> Any:
     raise _NonStandardJSON(token, "is not a JSON number (NaN and Infinity are not allowed)")
 
 
+# Every number here (counts, GB, minutes, tokens/s, tolerances) stays far below this: a larger one
+# is a typo, and near the float limit it turns into infinity downstream (a GB cap in bytes).
+_LARGEST = 10**18
+
+
 def _parse_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):  # 1e400 parses as inf
         raise _NonStandardJSON(text, "is out of range for a float")
+    if abs(value) >= _LARGEST:
+        raise _NonStandardJSON(text, "is out of range (1e18 or more)")
     return value
 
 
 def _parse_int(text: str) -> int:
-    # Counts here stay far below 2**63; longer digit strings are typos, and past 4300 digits
-    # int() itself raises a bare ValueError.
+    # Longer digit strings are typos, and past 4300 digits int() itself raises a bare ValueError.
     if len(text.lstrip("-")) > 18:
         raise _NonStandardJSON(text[:24] + ("..." if len(text) > 24 else ""), "is out of range (more than 18 digits)")
     return int(text)
@@ -510,7 +518,9 @@ def load_file(path: Path) -> dict:
     path = Path(path)
     data = _read_json(path)
     errors = sorted(_validator().iter_errors(data), key=_sort_key)
-    problems = [problem for error in errors for problem in _schema_problem(path, data, error)]
+    # jsonschema reports each missing required field as an error of its own, and each names them all.
+    unique = {(p.case, p.field, p.message): p for error in errors for p in _schema_problem(path, data, error)}
+    problems = list(unique.values())
     if not problems:
         problems = list(_semantic_problems(path, data))
     if problems:
@@ -617,16 +627,16 @@ def load_profile(name: str, root: Path = DEFAULT_ROOT) -> Profile:
 
 
 def _cross_file_problems(files: dict[Path, dict[str, Any]]) -> Iterator[ExpectationError]:
-    """Ids unique across the profile; one card (sku, memory) and one set of default tolerances."""
+    """Ids unique across the profile; one card (``CARD_KEYS``) and one set of default tolerances."""
     (first_path, first), *rest = files.items()
     seen: dict[str, Path] = {row["id"]: first_path for row in first["cases"]}
     for path, data in rest:
-        for key in ("sku", "memory_gb"):
-            if data["hardware"][key] != first["hardware"][key]:
+        for key in CARD_KEYS:
+            if data["hardware"].get(key) != first["hardware"].get(key):
                 yield ExpectationError(
                     path,
-                    f"differs from {first_path.name} ({_show(first['hardware'][key])}); one profile is one card"
-                    f" (got {_show(data['hardware'][key])})",
+                    f"differs from {first_path.name} ({_show(first['hardware'].get(key))}); one profile is one card"
+                    f" (got {_show(data['hardware'].get(key))})",
                     None,
                     f"hardware.{key}",
                 )

@@ -65,6 +65,9 @@ class Options:
             if f.name == "profiles":
                 value = tuple(dict.fromkeys(value or ()))
             elif f.name in ("expectations", "record", "results", "row_logs", "baseline"):
+                if value == "":
+                    # An unset shell variable (`--record "$DIR"`): never the option left out.
+                    raise ValueError(f"{FLAGS[f.name]}: expected a path, got an empty value")
                 value = Path(value) if value else (DEFAULT_ROOT if f.name == "expectations" else None)
             values[f.name] = value
         return cls(**values)
@@ -100,6 +103,21 @@ class Options:
             check_record_target(self.record, self.force)
         if self.results is not None:
             check_file_target("--results", self.results)
+            self._check_results_outside_profiles()
+
+    def _check_results_outside_profiles(self) -> None:
+        """Every ``*.json`` of a profile folder is one of its tables: a results file there would
+        break the profile (and the recording this session writes into ``--record``)."""
+        assert self.results is not None
+        folder = self.results.absolute().parent.resolve()
+        profiles = {(self.expectations / name).resolve() for name in list_profiles(self.expectations)}
+        if self.record is not None:
+            profiles.add(self.record.absolute().resolve())
+        if self.results.suffix == ".json" and folder in profiles:
+            raise ValueError(
+                f"--results {self.results}: is in the profile folder {display(folder)}, whose *.json files are its"
+                " tables; pick another folder"
+            )
 
     def explicit(self, name: str) -> bool:
         return getattr(self, name) != getattr(Options, name)
@@ -161,6 +179,12 @@ def check_record_target(directory: Path, force: bool) -> None:
         raise ValueError(
             f"--record {directory}: the folder name is the profile name and must match {PROFILE_NAME.pattern}"
             f" (got {directory.name!r})"
+        )
+    holds = list_profiles(directory)
+    if holds:
+        raise ValueError(
+            f"--record {directory}: holds profiles ({', '.join(holds)}); a profile is one folder of it:"
+            f" --record {directory / '<name>'}"
         )
     existing = sorted(p.name for p in directory.glob("*.json")) if directory.is_dir() else []
     if existing and not force:

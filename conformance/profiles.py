@@ -130,7 +130,7 @@ def _sku(profile: Profile) -> str:
 
 def select_profiles(options: Options, fp: Mapping[str, Any]) -> list[ActiveProfile]:
     """The session's active profiles; ``ExpectationError`` when they cannot be checked as asked
-    (``--record`` writes exactly one profile)."""
+    (``--record`` writes exactly one profile, of rows measured here)."""
     recording = options.record is not None
     actives = resolve_profiles(options, fp, recording)
     if recording and len(actives) != 1:
@@ -138,6 +138,12 @@ def select_profiles(options: Options, fp: Mapping[str, Any]) -> list[ActiveProfi
         raise ExpectationError(
             options.record or ".",
             f"--record writes one profile, but {len(actives)} are active ({names}); pick one with --profile",
+        )
+    if recording and actives[0].measure_skip is not None:
+        raise ExpectationError(
+            options.record or ".",
+            f"--record writes the rows measured here, but profile {actives[0].name}'s rows are not:"
+            f" {actives[0].measure_skip}",
         )
     return actives
 

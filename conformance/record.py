@@ -22,7 +22,15 @@ from typing import Any
 
 from conformance.compare import SPEED_FIELDS
 from conformance.display import count_text, display, significant
-from conformance.expectations import PRECISION, Case, list_profiles, load_file, load_profile, write_json_atomic
+from conformance.expectations import (
+    CARD_KEYS,
+    PRECISION,
+    Case,
+    list_profiles,
+    load_file,
+    load_profile,
+    write_json_atomic,
+)
 from conformance.hardware import detected_sku
 from conformance.profiles import ActiveProfile
 from conformance.runner import RunResult
@@ -287,7 +295,7 @@ def _ordered(
 
 
 def _same_card(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
-    if all(old.get(key) == new.get(key) for key in ("sku", "memory_gb")):
+    if all(old.get(key) == new.get(key) for key in CARD_KEYS):
         return dict(old)
     return dict(new)
 

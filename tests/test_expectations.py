@@ -395,6 +395,8 @@ CASE_PROBLEMS = [
 ]
 FILE_PROBLEMS = [
     (lambda d: d["hardware"].pop("sku"), ["'hardware.sku'", "missing required field"]),
+    (lambda d: d["hardware"].update(usable_memory_gb="x"), ["'hardware.usable_memory_gb'", "must be number"]),
+    (lambda d: d["hardware"].update(usable_memory_gb=-1), ["'hardware.usable_memory_gb'", "must be > 0"]),
     (lambda d: d["tolerances"].update(speed_rel=-0.1), ["'tolerances.speed_rel'", "must be >= 0"]),
     (lambda d: d.update(profile="other"), ["field 'profile'", "folder name 'tmp'", "'other'"]),
     (lambda d: d.update(cases=[]), ["'cases'", "at least 1"]),
@@ -458,6 +460,22 @@ def test_files_of_a_profile_agree_on_card_and_tolerances(tmp_path: Path) -> None
     assert len(error.problems) == 2
 
 
+def test_files_of_a_profile_agree_on_the_usable_memory(tmp_path: Path) -> None:
+    """The usable memory is the profile's capacity (memory cap, estimate): where one file disagrees,
+    it is refused, never dropped silently for ``memory_gb``."""
+    first = _valid_doc()
+    first["hardware"]["usable_memory_gb"] = 1.4
+    _write(tmp_path, first, "a.json")
+    other = _valid_doc()
+    other["cases"] = other["cases"][1:]
+    other["cases"][0]["id"] = "inference-tiny_llama-nf4-2gpu"
+    other["cases"][0]["devices"] = 2
+    _refused(_write(tmp_path, other, "b.json"), "field 'hardware.usable_memory_gb'", "(1.4)", "(got null)")
+    other["hardware"]["usable_memory_gb"] = 1.4
+    _write(tmp_path, other, "b.json")
+    assert load_profile("tmp", tmp_path).hardware["usable_memory_gb"] == 1.4
+
+
 def test_every_problem_is_listed_at_once(tmp_path: Path) -> None:
     doc = _valid_doc()
     doc["cases"][0]["max_memory_gb"] = -1
@@ -467,6 +485,18 @@ def test_every_problem_is_listed_at_once(tmp_path: Path) -> None:
     assert [p.field for p in error.problems] == ["max_memory_gb", "devices", "software.torch"]
 
 
+def test_each_missing_field_is_listed_once(tmp_path: Path) -> None:
+    doc = _valid_doc()
+    del doc["hardware"], doc["software"], doc["cases"][0]["outcome"], doc["cases"][0]["error"]
+    error = _refused(_write(tmp_path, doc), "and 3 more problems")
+    assert [(p.case, p.field) for p in error.problems] == [
+        (None, "hardware"),
+        (None, "software"),
+        ("finetune-lora-tiny_llama-noquant-mb1-1gpu", "outcome"),
+        ("finetune-lora-tiny_llama-noquant-mb1-1gpu", "error"),
+    ]
+
+
 @pytest.mark.parametrize(
     ("text", "fragment"),
     [
@@ -474,6 +504,8 @@ def test_every_problem_is_listed_at_once(tmp_path: Path) -> None:
         ('{"cases": [{"id": "x", "model": 1, "model": 2}]}', "duplicate key 'model' in the object with id 'x'"),
         ('{"profile": NaN}', "NaN is not a JSON number"),
         ('{"profile": 1e400}', "1e400 is out of range"),
+        ('{"hardware": {"memory_gb": 1e308}}', "1e308 is out of range (1e18 or more) (line 1, column 28)"),
+        ('{"profile": -2.5e18}', "-2.5e18 is out of range"),
         ('{"profile": ' + "9" * 5000 + "}", "out of range"),
         ("[" * 100_000, "not valid JSON"),
         ("", "not valid JSON: Expecting value (line 1, column 1)"),

@@ -453,6 +453,44 @@ def test_record_for_another_card_describes_that_card(suite: Suite, monkeypatch: 
     assert {c["cap"] for c in suite.calls()} == {None}
 
 
+def test_record_refuses_a_profile_whose_rows_do_not_run_here(suite: Suite) -> None:
+    """Without a GPU a card's profile is checked for its parameter counts only (its runner refusals
+    still run on the CPU): there is no measurement of this machine to record."""
+    suite.profile(sku="a100-sxm4-40gb")
+    suite.answer(good_answers())
+    target = suite.root / "recorded"
+    result = suite.run("--profile", "tiny", "--record", str(target))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["ERROR: *recorded: --record writes the rows measured here, but profile tiny's rows are not: needs a CUDA GPU*"]
+    )
+    assert not target.exists() and not suite.calls()
+
+
+def test_results_file_in_a_profile_folder_is_refused(suite: Suite) -> None:
+    """A results file among a profile's tables would break it: the recording this session writes
+    (its old profile no longer loads) or the profile the next session reads."""
+    folder = suite.profile()
+    suite.answer(good_answers())
+    target = suite.root / "recorded"
+    for results, record in ((target / "results.json", ["--record", str(target)]), (folder / "results.json", [])):
+        refused = suite.run("--profile", "tiny", "--results", str(results), *record)
+        assert refused.ret == pytest.ExitCode.USAGE_ERROR
+        refused.stderr.fnmatch_lines([f"ERROR: --results {results}: is in the profile folder *; pick another folder"])
+    assert not target.exists() and not (folder / "results.json").exists() and not suite.calls()
+
+
+def test_record_refuses_the_folder_of_the_profiles(suite: Suite) -> None:
+    """``--record exp`` (for ``exp/<name>``) would write the tables beside the profile folders."""
+    suite.profile()
+    refused = suite.run("--profile", "tiny", "--record", str(suite.root), "--force")
+    assert refused.ret == pytest.ExitCode.USAGE_ERROR
+    refused.stderr.fnmatch_lines(
+        [f"ERROR: --record {suite.root}: holds profiles (tiny); a profile is one folder of it:*"]
+    )
+    assert not list(suite.root.glob("*.json")) and not suite.calls()
+
+
 def test_record_refuses_several_active_profiles(suite: Suite) -> None:
     suite.profile("one")
     suite.profile("two")
@@ -545,6 +583,9 @@ def test_malformed_json_names_the_file_and_line(suite: Suite) -> None:
         (["--runner", "nomodule"], "*--runner: expected module:callable*"),
         (["--runner", "no_such_module:run"], "ERROR: --runner 'no_such_module:run': cannot import 'no_such_module'*"),
         (["--force"], "ERROR: --force applies to --record only (it lets --record overwrite a profile); no --record*"),
+        (["--record", ""], "ERROR: --record: expected a path, got an empty value"),
+        (["--results", ""], "ERROR: --results: expected a path, got an empty value"),
+        (["--baseline", ""], "ERROR: --baseline: expected a path, got an empty value"),
     ],
 )
 def test_bad_options_are_usage_errors(suite: Suite, args: list[str], message: str) -> None:
