@@ -348,6 +348,16 @@ class RunRequest:
         else:
             settings = self.options.settings
             prompt = self.options.prompt_tokens(self.model, config)  # the tokenizer loaded and checked once
+            if prompt < 1:
+                raise ValueError(
+                    f"--prompt {settings.prompt!r} encodes to no token with the tokenizer of --tokenizer-dir "
+                    f"{self.options.tokenizer_dir}: generation needs a prompt of at least one token"
+                )
+            if prompt >= config.block_size:
+                raise ValueError(
+                    f"the {prompt}-token prompt leaves no room for a new token in the block size "
+                    f"{config.block_size} of model {self.model!r} (at most {config.block_size - 1} prompt tokens)"
+                )
             if prompt + settings.max_new_tokens > config.block_size:
                 raise ValueError(
                     f"max_new_tokens {settings.max_new_tokens} after a {prompt}-token prompt exceeds the block size "
