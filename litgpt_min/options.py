@@ -141,6 +141,10 @@ def check_inference_devices(devices: int, num_nodes: int = 1) -> None:
         )
 
 
+SEED_RANGE = (-(2**63), 2**64 - 1)
+"""The seeds ``torch.manual_seed`` takes; one outside would fail after the model is built."""
+
+
 @dataclass(frozen=True)
 class GenerateSettings:
     """Sampling settings; the defaults are ``generate/base.py``'s."""
@@ -159,6 +163,10 @@ class GenerateSettings:
         _at_least("top_k", self.top_k, 1)
         _finite("temperature", self.temperature, low=0)
         _at_least("num_samples", self.num_samples, 1)
+        if not SEED_RANGE[0] <= self.seed <= SEED_RANGE[1]:
+            raise ValueError(
+                f"seed must be within [{SEED_RANGE[0]}, {SEED_RANGE[1]}] (torch.manual_seed's range), got {self.seed}"
+            )
 
 
 # ---------------------------------------------------------------------------------------------

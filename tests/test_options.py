@@ -250,6 +250,11 @@ def test_bad_hyperparameters_raise(method: str, overrides: dict[str, Any], match
         ({"top_k": 0}, r"top_k must be >= 1, got 0"),
         ({"top_k": -5}, r"top_k must be >= 1, got -5"),
         ({"num_samples": 0}, r"num_samples must be >= 1, got 0"),
+        (
+            {"seed": 2**64},
+            r"seed must be within \[-9223372036854775808, 18446744073709551615\].*got 18446744073709551616",
+        ),
+        ({"seed": -(2**63) - 1}, r"seed must be within .*got -9223372036854775809"),
     ],
 )
 def test_bad_generate_settings_raise(kwargs: dict[str, float], match: str) -> None:
