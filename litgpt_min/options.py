@@ -130,6 +130,13 @@ def run_hyperparameters(method: str, ranks: int = 1, **overrides: Any) -> Hyperp
     return hyperparameters(method, **overrides)
 
 
+def check_quantize_precision(quantize: str | None, precision: str) -> None:
+    """A mixed precision with quantization is a ``ValueError``, as in the reference
+    (docs/reference.md, "Quantization"): for a run, its estimate and ``litgpt-min params`` alike."""
+    if quantize is not None and "mixed" in precision:
+        raise ValueError(f"quantization and mixed precision ({precision}) are not supported together")
+
+
 def check_inference_devices(devices: int, num_nodes: int = 1) -> None:
     """Generation runs on one device: a ``ValueError`` for more. generate/base.py could shard a
     model with FSDP, but every inference row of the tables runs on one GPU, so nothing would check
@@ -341,8 +348,7 @@ class RunRequest:
                     f"quantization ({self.quantize}) is not supported with several devices "
                     f"(devices={self.devices}): bitsandbytes 4-bit layers are single-GPU"
                 )
-            if "mixed" in self.precision:
-                raise ValueError(f"quantization and mixed precision ({self.precision}) are not supported together")
+            check_quantize_precision(self.quantize, self.precision)
         if self.workload == "inference":
             check_inference_devices(self.devices, self.num_nodes)
         if self.accelerator == "cuda" and not torch.cuda.is_available():
@@ -576,6 +582,7 @@ __all__ = [
     "build_request",
     "check_adapter_layers",
     "check_inference_devices",
+    "check_quantize_precision",
     "check_vocabulary",
     "holds_tokenizer",
     "hyperparameters",
