@@ -24,6 +24,7 @@ from litgpt_min.options import (
     FlatOption,
     build_request,
     check_adapter_layers,
+    check_quantize_precision,
     peft_settings,
 )
 from litgpt_min.outcome import UnsupportedCombination
@@ -103,6 +104,7 @@ def cmd_params(args: argparse.Namespace) -> dict[str, Any]:
     lora, adapter = peft_settings(vars(args), args.method)
     if args.precision not in PRECISIONS:
         raise UsageError(f"litgpt-min params: unknown precision {args.precision!r}")
+    check_quantize_precision(args.quantize, args.precision)
     config = Config.from_name(args.model)
     check_adapter_layers(args.method, adapter, config)
     model = build_meta_model(config, args.method, lora, adapter)

@@ -325,6 +325,9 @@ def _weight_files(hf_dir: Path, have_safetensors: bool) -> tuple[list[Path], Pat
             files = sorted({hf_dir / f for f in weight_map.values()})
             return files, indexes[0], weight_map
         files = sorted(hf_dir.glob(file_glob))
+        for path in files:
+            if not path.is_file():
+                raise ValueError(f"{path}: not a regular file")
         if files:
             return files, None, {}
     hint = "" if have_safetensors or not list(hf_dir.glob("*.safetensors")) else " (safetensors is not installed)"
@@ -406,9 +409,18 @@ def _load_file(path: Path) -> dict[str, torch.Tensor]:
             from safetensors.torch import load_file
 
             return load_file(str(path), device="cpu")
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a corrupt or foreign file: any loader error becomes a named one
         raise ValueError(f"{path}: cannot load weights: {exc}") from exc
+    # A .bin holds whatever was pickled: only a flat state dict is a checkpoint's weights.
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a state dict of tensor names to tensors, got {type(state).__name__}")
+    for key, tensor in state.items():
+        if not isinstance(key, str):
+            raise ValueError(f"{path}: key {key!r}: expected a tensor name (a string)")
+        if not isinstance(tensor, torch.Tensor):
+            raise ValueError(f"{path}: key {key!r}: expected a tensor, got {type(tensor).__name__}")
+    return state
 
 
 def convert_hf_checkpoint(hf_dir: str | Path, out_dir: str | Path, model_name: str | None = None) -> Path:

@@ -18,6 +18,7 @@ from litgpt_min.options import (
     Hyperparameters,
     check_adapter_layers,
     check_inference_devices,
+    check_quantize_precision,
 )
 from litgpt_min.peft import Method, check_method
 from litgpt_min.quantize import QuantizeMode, parse_mode
@@ -82,8 +83,7 @@ class EstimateRequest:
             raise ValueError("finetuning needs a method: lora, adapter or adapter_v2")
         if self.quantize is not None:
             parse_mode(self.quantize)
-            if "mixed" in self.precision:
-                raise ValueError(f"quantization and mixed precision ({self.precision}) are not supported together")
+            check_quantize_precision(self.quantize, self.precision)
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
         if self.stack not in STACKS:

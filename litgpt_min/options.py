@@ -130,6 +130,13 @@ def run_hyperparameters(method: str, ranks: int = 1, **overrides: Any) -> Hyperp
     return hyperparameters(method, **overrides)
 
 
+def check_quantize_precision(quantize: str | None, precision: str) -> None:
+    """A mixed precision with quantization is a ``ValueError``, as in the reference
+    (docs/reference.md, "Quantization"): for a run, its estimate and ``litgpt-min params`` alike."""
+    if quantize is not None and "mixed" in precision:
+        raise ValueError(f"quantization and mixed precision ({precision}) are not supported together")
+
+
 def check_inference_devices(devices: int, num_nodes: int = 1) -> None:
     """Generation runs on one device: a ``ValueError`` for more. generate/base.py could shard a
     model with FSDP, but every inference row of the tables runs on one GPU, so nothing would check
@@ -139,6 +146,10 @@ def check_inference_devices(devices: int, num_nodes: int = 1) -> None:
             f"generate runs on one device (devices={devices}, num_nodes={num_nodes}): "
             "the tables have no multi-GPU inference row to check a sharded run against"
         )
+
+
+SEED_RANGE = (-(2**63), 2**64 - 1)
+"""The seeds ``torch.manual_seed`` takes; one outside would fail after the model is built."""
 
 
 @dataclass(frozen=True)
@@ -159,6 +170,10 @@ class GenerateSettings:
         _at_least("top_k", self.top_k, 1)
         _finite("temperature", self.temperature, low=0)
         _at_least("num_samples", self.num_samples, 1)
+        if not SEED_RANGE[0] <= self.seed <= SEED_RANGE[1]:
+            raise ValueError(
+                f"seed must be within [{SEED_RANGE[0]}, {SEED_RANGE[1]}] (torch.manual_seed's range), got {self.seed}"
+            )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -333,8 +348,7 @@ class RunRequest:
                     f"quantization ({self.quantize}) is not supported with several devices "
                     f"(devices={self.devices}): bitsandbytes 4-bit layers are single-GPU"
                 )
-            if "mixed" in self.precision:
-                raise ValueError(f"quantization and mixed precision ({self.precision}) are not supported together")
+            check_quantize_precision(self.quantize, self.precision)
         if self.workload == "inference":
             check_inference_devices(self.devices, self.num_nodes)
         if self.accelerator == "cuda" and not torch.cuda.is_available():
@@ -348,6 +362,16 @@ class RunRequest:
         else:
             settings = self.options.settings
             prompt = self.options.prompt_tokens(self.model, config)  # the tokenizer loaded and checked once
+            if prompt < 1:
+                raise ValueError(
+                    f"--prompt {settings.prompt!r} encodes to no token with the tokenizer of --tokenizer-dir "
+                    f"{self.options.tokenizer_dir}: generation needs a prompt of at least one token"
+                )
+            if prompt >= config.block_size:
+                raise ValueError(
+                    f"the {prompt}-token prompt leaves no room for a new token in the block size "
+                    f"{config.block_size} of model {self.model!r} (at most {config.block_size - 1} prompt tokens)"
+                )
             if prompt + settings.max_new_tokens > config.block_size:
                 raise ValueError(
                     f"max_new_tokens {settings.max_new_tokens} after a {prompt}-token prompt exceeds the block size "
@@ -558,6 +582,7 @@ __all__ = [
     "build_request",
     "check_adapter_layers",
     "check_inference_devices",
+    "check_quantize_precision",
     "check_vocabulary",
     "holds_tokenizer",
     "hyperparameters",

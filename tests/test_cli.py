@@ -186,6 +186,11 @@ BAD = {
         ("finetune", "lora", "--model", "tiny-llama", "--quantize", "bnb.nf4", "--precision", "bf16-mixed"),
         r"quantization and mixed precision \(bf16-mixed\)",
     ),
+    "quantize-mixed-params": (
+        ("params", "tiny-llama", "--quantize", "bnb.nf4", "--precision", "bf16-mixed"),
+        r"quantization and mixed precision \(bf16-mixed\)",
+    ),
+    "seed-past-range": (("generate", *TINY, "--seed", str(2**64)), r"seed must be within .*manual_seed"),
     "negative-cap": (
         ("finetune", "lora", *TINY, "--memory-cap-gb", "-1"),
         r"memory_cap_gb must be a finite number > 0, got -1.0",

@@ -302,6 +302,41 @@ def test_registry_name_must_match(tmp_path: Path, llama_dir: Path) -> None:
         convert_hf_checkpoint(llama_dir, tmp_path / "lit", model_name="tiny-llama")
 
 
+@pytest.mark.parametrize(
+    ("weights", "message"),
+    [
+        pytest.param(
+            [1, 2], r"pytorch_model\.bin: expected a state dict of tensor names to tensors, got list", id="list"
+        ),
+        pytest.param({3: torch.zeros(1)}, r"pytorch_model\.bin: key 3: expected a tensor name", id="int-key"),
+        pytest.param({"lm_head.weight": 1}, r"key 'lm_head\.weight': expected a tensor, got int", id="int"),
+        pytest.param(None, r"pytorch_model\.bin: not a regular file", id="folder"),
+    ],
+)
+def test_a_bin_that_is_not_a_state_dict_is_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, llama_dir: Path, weights: Any, message: str
+) -> None:
+    hf_dir = copy_checkpoint(llama_dir, tmp_path / "hf")
+    (hf_dir / "model.safetensors").unlink()
+    if weights is None:
+        (hf_dir / "pytorch_model.bin").mkdir()
+    else:
+        torch.save(weights, hf_dir / "pytorch_model.bin")
+    code, err = convert_cli(capsys, hf_dir, tmp_path / "lit")
+    assert code == 2 and re.search(message, err), err
+    assert not (tmp_path / "lit").exists()
+
+
+def test_a_folder_named_like_safetensors_weights_is_named(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, llama_dir: Path
+) -> None:
+    hf_dir = copy_checkpoint(llama_dir, tmp_path / "hf")
+    (hf_dir / "model.safetensors").unlink()
+    (hf_dir / "model.safetensors").mkdir()
+    code, err = convert_cli(capsys, hf_dir, tmp_path / "lit")
+    assert code == 2 and re.search(r"model\.safetensors: not a regular file", err), err
+
+
 def test_index_naming_a_missing_shard(tmp_path: Path, llama_dir: Path) -> None:
     hf_dir = copy_checkpoint(llama_dir, tmp_path / "hf")
     weight_map = {"lm_head.weight": "model-00002-of-00002.safetensors"}

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from litgpt_min import cli
 from litgpt_min.adapter import AdapterSettings
+from litgpt_min.config import Config
 from litgpt_min.lora import LoRASettings
 from litgpt_min.options import (
     FLAT_OPTIONS,
@@ -249,6 +250,11 @@ def test_bad_hyperparameters_raise(method: str, overrides: dict[str, Any], match
         ({"top_k": 0}, r"top_k must be >= 1, got 0"),
         ({"top_k": -5}, r"top_k must be >= 1, got -5"),
         ({"num_samples": 0}, r"num_samples must be >= 1, got 0"),
+        (
+            {"seed": 2**64},
+            r"seed must be within \[-9223372036854775808, 18446744073709551615\].*got 18446744073709551616",
+        ),
+        ({"seed": -(2**63) - 1}, r"seed must be within .*got -9223372036854775809"),
     ],
 )
 def test_bad_generate_settings_raise(kwargs: dict[str, float], match: str) -> None:
@@ -370,3 +376,23 @@ def test_a_generate_tokenizer_whose_ids_overflow_the_embedding_is_refused_before
     ):
         RunRequest("tiny-llama", GenerateOptions(GenerateSettings(prompt="w1 w2"), tokenizer_dir=str(tmp_path)))
     assert RunRequest("pythia-70m", GenerateOptions(GenerateSettings(prompt="w1 w2"), tokenizer_dir=str(tmp_path)))
+
+
+def test_a_prompt_of_no_token_or_of_the_whole_block_is_refused_before_the_build(tmp_path: Path) -> None:
+    """A tokenizer without BOS encodes "" to no token; a prompt of block-size tokens leaves no room."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    tokenizer = Tokenizer(models.WordLevel({"<unk>": 0, "w": 1}, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.save(str(tmp_path / "tokenizer.json"))
+    block = Config.from_name("tiny-llama").block_size
+
+    def request(prompt: str) -> RunRequest:
+        settings = GenerateSettings(prompt=prompt, max_new_tokens=1)
+        return RunRequest("tiny-llama", GenerateOptions(settings, tokenizer_dir=str(tmp_path)))
+
+    with pytest.raises(ValueError, match=r"--prompt '' encodes to no token with the tokenizer of --tokenizer-dir"):
+        request("")
+    with pytest.raises(ValueError, match=rf"the {block}-token prompt leaves no room for a new token in the block size"):
+        request(" ".join(["w"] * block))
+    assert request(" ".join(["w"] * (block - 1)))
