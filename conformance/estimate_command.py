@@ -27,7 +27,7 @@ from conformance.estimate import (
     reserve_json,
 )
 from conformance.expectations import DEFAULT_ROOT, PRECISION, ExpectationError, load_profile
-from conformance.options import positive_number, whole_number
+from conformance.options import device_gb, positive_number, whole_number
 from litgpt_min.cli import add_flat_options
 from litgpt_min.config import Config
 from litgpt_min.estimate import (
@@ -127,7 +127,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
     add(
         "--capacity-gb",
-        type=positive_number,
+        type=device_gb,
         default=None,
         help="what the card's allocator can use, in GB of 1e9 bytes: its total less ~0.5 GB of CUDA context "
         "(an A100-SXM4-40GB: 42); default: the profile's usable memory, none ad hoc",

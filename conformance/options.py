@@ -25,6 +25,7 @@ from conformance.display import display
 from conformance.expectations import DEFAULT_ROOT, Case, Tolerances, list_profiles, load_profile, tolerance_problem
 from conformance.runner import DEFAULT_RUNNER
 from litgpt_min.files import cannot_write_in
+from litgpt_min.result import MAX_MEMORY_GB
 
 DEST_PREFIX = "conformance_"
 # A profile's name is its folder's name.
@@ -221,7 +222,7 @@ def _memory_cap(text: str) -> float | str:
         float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected GB (e.g. 40), 'auto' or 'off', got {text!r}") from None
-    return _finite(text, "a memory cap must be a finite number > 0 (GB)", lambda v: v > 0)
+    return _finite(text, f"a memory cap must be a finite number > 0 and <= {MAX_MEMORY_GB:g} (GB)", _device_gb)
 
 
 def _seconds(text: str) -> float:
@@ -244,8 +245,17 @@ def whole_number(minimum: int) -> Callable[[str], int]:
 
 
 def positive_number(text: str) -> float:
-    """An argparse type: a finite number > 0 (``conformance estimate --capacity-gb``, ...)."""
+    """An argparse type: a finite number > 0."""
     return _finite(text, "must be a finite number > 0", lambda v: v > 0)
+
+
+def device_gb(text: str) -> float:
+    """An argparse type: a device's memory in GB (``conformance estimate --capacity-gb``)."""
+    return _finite(text, f"must be a finite number > 0 and <= {MAX_MEMORY_GB:g} (GB)", _device_gb)
+
+
+def _device_gb(value: float) -> bool:
+    return 0 < value <= MAX_MEMORY_GB
 
 
 def _runner_spec(text: str) -> str:

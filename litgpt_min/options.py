@@ -37,7 +37,7 @@ from litgpt_min.config import Config
 from litgpt_min.lora import LoRASettings
 from litgpt_min.outcome import UnsupportedCombination
 from litgpt_min.quantize import QUANTIZE_MODES, QuantizeMode
-from litgpt_min.result import Workload
+from litgpt_min.result import MAX_MEMORY_GB, Workload
 
 Precision = Literal["bf16-true", "16-true", "32-true", "bf16-mixed", "16-mixed"]
 # The dtype a model is built in under each Fabric precision (mixed: fp32 weights, autocast compute).
@@ -59,6 +59,10 @@ def _finite(name: str, value: float, *, low: float, low_inclusive: bool = True) 
     if not math.isfinite(value) or value < low or (not low_inclusive and value == low):
         bound = f">= {low:g}" if low_inclusive else f"> {low:g}"
         raise ValueError(f"{name} must be a finite number {bound}, got {value}")
+
+
+def memory_gb_problem(name: str, value: float) -> str:
+    return f"{name} must be at most {MAX_MEMORY_GB:g} GB (a petabyte; no device holds more), got {value:g}"
 
 
 def _at_least(name: str, value: int | None, low: int) -> None:
@@ -339,6 +343,8 @@ class RunRequest:
         _finite("rank_timeout_s", self.rank_timeout_s, low=0, low_inclusive=False)
         if self.memory_cap_gb is not None:
             _finite("memory_cap_gb", self.memory_cap_gb, low=0, low_inclusive=False)
+            if self.memory_cap_gb > MAX_MEMORY_GB:
+                raise ValueError(memory_gb_problem("memory_cap_gb", self.memory_cap_gb))
         if self.quantize is not None:
             if self.quantize not in QUANTIZE_MODES:
                 raise ValueError(f"unknown quantize mode {self.quantize!r}; valid modes: {', '.join(QUANTIZE_MODES)}")

@@ -23,6 +23,10 @@ WORKLOADS: tuple[str, ...] = get_args(Workload)
 MemorySource = Literal["cuda.max_memory_allocated", "live-tensor-tracker", "estimate"]
 MEMORY_SOURCES: tuple[str, ...] = get_args(MemorySource)
 
+# Memory figures are decimal GB (1e9 bytes) per device. No device holds a petabyte: a memory option
+# above this is a typo (and near the float limit its byte count turns into infinity).
+MAX_MEMORY_GB = 1e6
+
 # Bumped when a key is renamed or its meaning changes; readers refuse other versions.
 RESULT_VERSION = 1
 
@@ -164,6 +168,7 @@ def plain_json(value: Any) -> Any:
 
 
 __all__ = [
+    "MAX_MEMORY_GB",
     "MEMORY_SOURCES",
     "OUTCOMES",
     "RESULT_VERSION",

@@ -423,6 +423,7 @@ def _refusals(tmp: Path) -> dict[str, tuple[tuple[str, ...], str]]:
         "memory-cap-nan": ((*ft, "--memory-cap-gb", "nan"), r"memory_cap_gb must be a finite number > 0, got nan"),
         "memory-cap-inf": ((*ft, "--memory-cap-gb", "inf"), r"memory_cap_gb must be a finite number > 0, got inf"),
         "memory-cap-0": ((*ft, "--memory-cap-gb", "0"), r"memory_cap_gb must be a finite number > 0, got 0.0"),
+        "memory-cap-huge": ((*gen, "--memory-cap-gb", "1e308"), r"memory_cap_gb must be at most 1e\+06 GB"),
         "memory-cap-inf-generate": ((*gen, "--memory-cap-gb", "inf"), r"memory_cap_gb must be a finite number > 0"),
         "lm-head-chunk-0": ((*ft, "--lm-head-chunk-size", "0"), r"lm_head_chunk_size must be >= 1, got 0"),
         "lm-head-chunk-negative": ((*ft, "--lm-head-chunk-size", "-4"), r"lm_head_chunk_size must be >= 1, got -4"),

@@ -897,6 +897,7 @@ def test_every_option_says_where_it_applies() -> None:
         ["--model", "tiny-llama", "--workload", "finetune", "--method", "lora", "--micro-batch-size", "0"],
         ["--model", "tiny-llama", "--workload", "finetune", "--method", "lora", "--seq-len", "-3"],
         ["--model", "tiny-llama", "--workload", "inference", "--capacity-gb", "nan"],
+        ["--model", "tiny-llama", "--workload", "inference", "--capacity-gb", "1e308"],
         ["--model", "tiny-llama", "--workload", "inference", "--lora-dropout", "nan"],
         ["--model", "no-such-model", "--workload", "inference"],
         ["--config", "/nonexistent/lit_config.json", "--workload", "inference"],

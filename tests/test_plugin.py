@@ -580,6 +580,10 @@ def test_malformed_json_names_the_file_and_line(suite: Suite) -> None:
         (["--profile", "nope"], "ERROR: --profile nope: no such profile in * (available: tiny)"),
         (["--memory-tolerance", "-0.1"], "*--memory-tolerance: a tolerance must be a finite number >= 0*"),
         (["--emulate-memory-gb", "lots"], "*--emulate-memory-gb: expected GB (e.g. 40), 'auto' or 'off'*"),
+        (
+            ["--emulate-memory-gb", "1e308"],
+            "*--emulate-memory-gb: a memory cap must be a finite number > 0 and <= 1e+06*",
+        ),
         (["--runner", "nomodule"], "*--runner: expected module:callable*"),
         (["--runner", "no_such_module:run"], "ERROR: --runner 'no_such_module:run': cannot import 'no_such_module'*"),
         (["--force"], "ERROR: --force applies to --record only (it lets --record overwrite a profile); no --record*"),
