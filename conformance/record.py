@@ -51,13 +51,14 @@ def record_profile(snapshot: Snapshot, now: _dt.datetime | None = None) -> list[
     active = snapshot.actives[0]
     old = _old_files(target)
     files = build_files(snapshot, active, old, now or _dt.datetime.now(_dt.timezone.utc))
+    left_out = left_out_lines(snapshot, active, old)
     if not files:
-        return [f"conformance: nothing measured in this run; {display(target)} left as it was"]
+        return [f"conformance: nothing measured in this run; {display(target)} left as it was", *left_out]
     _validate(target.name, files)
     for name, data in files.items():
         if old.get(name) != data:
             write_json_atomic(target / name, data, force=True)
-    return summary_lines(target, old, files) + untimed_lines(snapshot, active)
+    return summary_lines(target, old, files) + left_out
 
 
 def build_files(
@@ -70,9 +71,10 @@ def build_files(
     old_cases = {row["id"]: (name, row) for name, data in old.items() for row in data["cases"]}
     sources = {path: load_file(path) for path in dict.fromkeys(case.file for case in active.profile.cases)}
     same_profile = target.resolve() == active.profile.directory.resolve()
+    before = next(iter(old.values()), None) or next(iter(sources.values()))  # the card as the profile had it
     header = {
         "profile": target.name,
-        "hardware": hardware_entry(snapshot.fingerprint, active),
+        "hardware": _with_usable_memory(hardware_entry(snapshot.fingerprint, active), before["hardware"]),
         "software": software_entry(snapshot.fingerprint),
         "tolerances": next(iter(old.values()))["tolerances"] if old else _source_tolerances(sources),
     }
@@ -82,8 +84,8 @@ def build_files(
     recorded: set[str] = set()
     for case in active.profile.cases:
         done = measured.get((active.name, case.id))
-        if done is None or done.run is None:
-            continue  # kept from the old profile below, if it has the row
+        if done is None or done.run is None or done.run.stopped != "exited":
+            continue  # kept from the old profile below, if it has the row (a run the session stopped is none)
         raw_source = next(row for row in sources[case.file]["cases"] if row["id"] == case.id)
         if case.id in old_cases:
             name, base = old_cases[case.id]
@@ -235,14 +237,23 @@ def summary_lines(target: Path, old: Mapping[str, dict[str, Any]], new: Mapping[
     return lines
 
 
-def untimed_lines(snapshot: Snapshot, active: ActiveProfile) -> list[str]:
-    """A line per recorded row whose speed this session could not measure, and why."""
+def left_out_lines(snapshot: Snapshot, active: ActiveProfile, old: Mapping[str, dict[str, Any]]) -> list[str]:
+    """A line per run this session could not record, and why: one the session stopped (the row
+    timeout, the session's end) is no measurement of the row; a speed timed on a busy CPU or a GPU
+    that was not idle is none of its speed."""
+    old_ids = {row["id"] for data in old.values() for row in data["cases"]}
     lines = []
     for row in snapshot.rows:
-        if row.active.name == active.name and row.run is not None and row.run.outcome == "ok":
-            if row.speed_inconclusive is not None:
-                reason = row.speed_inconclusive.removeprefix("speed inconclusive: ")
-                lines.append(f"  {row.case.id}: speed not recorded, {reason}; record it again on an idle machine")
+        run = row.run
+        if row.active.name != active.name or run is None:
+            continue
+        if run.stopped != "exited":
+            kept = "the profile keeps its earlier figures" if row.case.id in old_ids else "the profile has no such row"
+            again = "raise --row-timeout and " if run.stopped == "timeout" else ""
+            lines.append(f"  {row.case.id}: not recorded, {run.error} ({kept}); {again}record it again")
+        elif run.outcome == "ok" and row.speed_inconclusive is not None:
+            reason = row.speed_inconclusive.removeprefix("speed inconclusive: ")
+            lines.append(f"  {row.case.id}: speed not recorded, {reason}; record it again on an idle machine")
     return lines
 
 
@@ -292,6 +303,14 @@ def _ordered(
     order = [row["id"] for row in (old or {}).get("cases", [])] + [case.id for case in source]
     rank = {case_id: i for i, case_id in reversed(list(enumerate(order)))}
     return sorted(cases, key=lambda row: rank.get(row["id"], len(rank)))
+
+
+def _with_usable_memory(new: dict[str, Any], before: Mapping[str, Any]) -> dict[str, Any]:
+    """The fingerprint does not say what the allocator can use (``usable_memory_gb``, and the note
+    on how it was found): on the same card (sku and nominal memory) it stays what the profile said."""
+    if all(new.get(key) == before.get(key) for key in ("sku", "memory_gb")):
+        new.update({key: value for key, value in before.items() if key.startswith("usable_memory")})
+    return new
 
 
 def _same_card(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:

@@ -70,6 +70,10 @@ class RunOptions:
     pass_fds: tuple[int, ...] = ()  # descriptors the row's process inherits (its GPU lease's locks)
 
 
+# How a row's process ended: by itself, or stopped by the session (--row-timeout, the session's end).
+Stopped = Literal["exited", "timeout", "cancelled"]
+
+
 @dataclass(frozen=True)
 class RunResult:
     """What one run of a row produced."""
@@ -80,6 +84,7 @@ class RunResult:
     log_path: Path | None = None
     log_tail: str = ""
     wall_s: float | None = None
+    stopped: Stopped = "exited"  # "timeout", "cancelled": the session stopped it, the row did not end
 
     @property
     def outcome(self) -> Outcome:
@@ -102,6 +107,7 @@ class RunResult:
             "log_path": None if self.log_path is None else str(self.log_path),
             "log_tail": self.log_tail,
             "wall_s": self.wall_s,
+            "stopped": self.stopped,
         }
 
     @classmethod
@@ -114,6 +120,7 @@ class RunResult:
             log_path=None if log_path is None else Path(log_path),
             log_tail=str(data.get("log_tail") or ""),
             wall_s=data.get("wall_s"),
+            stopped=data.get("stopped") or "exited",
         )
 
 
@@ -197,10 +204,8 @@ def run_case(case: Case, options: RunOptions) -> RunResult:
         log_path=log_path,
         log_tail=tail(text),
         wall_s=round(wall, 3),
+        stopped=stopped,
     )
-
-
-Stopped = Literal["exited", "timeout", "cancelled"]
 
 
 def open_log(path: Path, truncate: bool = False) -> BinaryIO:

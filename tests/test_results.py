@@ -84,6 +84,51 @@ def test_a_speed_timed_on_a_busy_machine_is_not_recorded(tmp_path: Path) -> None
     assert kept.time_1k_iters_min == timed and kept.max_memory_gb == new["max_memory_gb"]
 
 
+def test_a_run_the_session_stopped_is_not_recorded(tmp_path: Path) -> None:
+    clean = snapshot(tmp_path)
+    first = clean.rows[0]
+    assert first.run is not None
+    timed_out = dataclasses.replace(
+        first.run, result=first.run.result.replace(outcome="error", error="timed out after 0.01 s"), stopped="timeout"
+    )
+    stopped = dataclasses.replace(clean, rows=(dataclasses.replace(first, run=timed_out),))
+    target = clean.options.record
+    assert target is not None
+    lines = record_profile(stopped, NOW)
+    assert lines[0].startswith("conformance: nothing measured in this run") and not target.exists()
+    assert lines[1] == (
+        f"  {first.case.id}: not recorded, timed out after 0.01 s (the profile has no such row);"
+        " raise --row-timeout and record it again"
+    )
+    record_profile(clean, NOW)
+    lines = record_profile(stopped, NOW)
+    assert "the profile keeps its earlier figures" in lines[-1]
+    [kept] = [case for case in load_profile(target.name, target.parent).cases if case.id == first.case.id]
+    assert (kept.outcome, kept.max_memory_gb) == ("ok", first.case.max_memory_gb)
+
+
+def test_re_recording_the_same_card_keeps_what_its_allocator_can_use(tmp_path: Path) -> None:
+    a100 = load_profile("a100-sxm4-40gb")
+    hardware = a100.hardware
+    assert hardware.get("usable_memory_gb") is not None, "the A100 profile says what its allocator can use"
+    gpu = {"name": hardware["gpu"], "memory_bytes": 42_505_273_344, "compute_capability": "8.0", "memory_gb": 39.59}
+    fingerprint = {**FINGERPRINT, "gpus": [gpu], "gpu_count": 1, "driver": "580.0"}
+    options = Options(record=tmp_path / "a100-again")
+    active = activate(a100, options, fingerprint, recording=True)
+    case = next(c for c in a100.cases if c.outcome == "ok" and c.workload == "finetune")
+    run = RunResult(result=Result(**identity(case), max_memory_gb=10.0, time_1k_iters_min=1.0))
+    row = RowSnapshot(active, case, {"run": "passed"}, {}, ("run",), run, (case.trainable_params or 0, 1))
+    snap = Snapshot(options, (active,), (row,), fingerprint, "pytest conformance", True)
+    [data] = build_files(snap, active, {}, NOW).values()
+    assert data["hardware"]["driver"] == "580.0", "the rest comes from this machine"
+    assert data["hardware"]["usable_memory_gb"] == hardware["usable_memory_gb"]
+    assert data["hardware"]["usable_memory_note"] == hardware["usable_memory_note"]
+    other = {**fingerprint, "gpus": [{**gpu, "name": "NVIDIA H100 80GB HBM3", "memory_bytes": 85_045_871_616}]}
+    on_h100 = dataclasses.replace(snap, fingerprint=other)
+    [data] = build_files(on_h100, active, {}, NOW).values()
+    assert "usable_memory_gb" not in data["hardware"], "another card's allocator is not the A100's"
+
+
 def test_results_never_replace_a_file_that_is_not_a_results_file(tmp_path: Path) -> None:
     mine = tmp_path / "notes.json"
     mine.write_text('{"my": "notes"}')
