@@ -29,7 +29,7 @@ from typing import Any, Literal
 from conformance.compare import SPEED_FIELDS, is_number, slowdown, slowdown_text, tolerance_text, verdict
 from conformance.expectations import Tolerances
 from conformance.report import METHOD_NAMES, MODEL_NAMES
-from conformance.results import load_results
+from conformance.results import check_not_results, load_results
 from litgpt_min.files import check_output_file, write_text_atomic
 from litgpt_min.result import Result
 from litgpt_min.usage import one_line
@@ -449,6 +449,7 @@ def cmd_diff(
             check_output_file(output, "-o")
             if output.resolve() in (old.resolve(), new.resolve()):
                 raise ValueError(f"-o {output}: is a results file it reads; writing it would replace that input")
+            check_not_results(output, "-o")
         diff = diff_files(old, new, memory_tolerance=memory_tolerance, speed_tolerance=speed_tolerance, strict=strict)
     except ValueError as exc:
         print(one_line(f"conformance diff: {exc}"), file=sys.stderr)
