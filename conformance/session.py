@@ -357,6 +357,16 @@ class ConformanceSession:
             )
 
     @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_setupnodes(self) -> None:
+        """The controller collects nothing: profiles that cannot be checked as asked (``--record``
+        with several active, a broken profile) are a usage error here, before any worker starts,
+        rather than in every worker's collection (which xdist reports as an internal error)."""
+        try:
+            self.active_profiles()
+        except ExpectationError as exc:
+            raise pytest.UsageError(str(exc)) from None
+
+    @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
         """The controller gives every worker the same GPU-lease directory (``conformance/gpus.py``)."""
         node.workerinput[WORKERINPUT_KEY] = str(self.cache.gpu_lock_directory())
