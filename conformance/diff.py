@@ -12,7 +12,8 @@ together: ``torch 2.12.0 → 2.13.0: max_memory_gb +1.20 GB on
 A row not run in either file (its session was killed or interrupted) is not compared. Exit status
 for CI: 0 when nothing regressed beyond tolerance; 1 when something did (or, with ``strict``,
 improved too), when NEW comes from a session that did not finish, or when no row of one file has
-a measured figure in the other (nothing was compared); 2 for a file that is not a results file.
+a measured figure in the other (nothing was compared); 2 for a file that is not a results file
+or for OLD and NEW naming the same file.
 """
 
 from __future__ import annotations
@@ -451,6 +452,8 @@ def cmd_diff(
                 raise ValueError(f"-o {output}: is a results file it reads; writing it would replace that input")
             check_not_results(output, "-o")
         diff = diff_files(old, new, memory_tolerance=memory_tolerance, speed_tolerance=speed_tolerance, strict=strict)
+        if old.samefile(new):  # both read: a file's own problems are named first
+            raise ValueError(f"{old} and {new}: OLD and NEW are the same file; a gate needs the run before and after")
     except ValueError as exc:
         print(one_line(f"conformance diff: {exc}"), file=sys.stderr)
         return 2

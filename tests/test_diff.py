@@ -70,9 +70,19 @@ def test_markdown_names_the_stack_change_and_only_the_rows_that_moved(
 
 def test_identical_files_pass(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     old, _ = _upgrade(tmp_path)
-    assert cmd_diff(old, old) == 0
+    same = tmp_path / "same.json"
+    same.write_bytes(old.read_bytes())
+    assert cmd_diff(old, same) == 0
     text = capsys.readouterr().out
     assert "No fingerprint field differs." in text and "**pass**" in text
+
+
+def test_the_same_file_twice_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    old, _ = _upgrade(tmp_path)
+    assert cmd_diff(old, tmp_path / "." / old.name) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert captured.err.startswith("conformance diff: ") and "OLD and NEW are the same file" in captured.err
 
 
 def test_a_wider_tolerance_lets_the_memory_through(tmp_path: Path) -> None:
