@@ -154,6 +154,19 @@ def test_the_diff_and_the_speed_check_agree(field: str, old: float, new: float, 
     assert [f.kind for f in findings] == ([] if change in ("within", "same") else [change])
 
 
+@pytest.mark.parametrize("busy", ["old", "new"])
+def test_a_speed_either_session_could_not_judge_is_shown_not_judged(busy: str) -> None:
+    # A row timed on a busy CPU (or a GPU that was not idle): its speed check was skipped, not failed.
+    reason = {"speed": "speed inconclusive: the CPU was busy: the run's threads waited 51% of their runnable time"}
+    old = row("r", measured(time_1k_iters_min=1.0), speed_rel=4.0)
+    new = row("r", measured(time_1k_iters_min=10.0), speed_rel=4.0)
+    (old if busy == "old" else new)["reasons"] = reason
+    diff = diff_results(results([old]), results([new]), strict=True)
+    [figure] = [f for f in diff.rows[0].figures if f.field == "time_1k_iters_min"]
+    assert figure.change == "inconclusive" and figure.text().endswith("10.00x slower, tolerance 5.00x): inconclusive")
+    assert diff.exit_status == 0 and not headlines(diff)
+
+
 def test_an_outcome_change_is_one_regression_not_a_vanished_figure_too() -> None:
     old = results([row("r", measured(max_memory_gb=39.0))])
     new = results([row("r", measured(outcome="oom", error="CUDA out of memory"), verdict="failed")])
