@@ -25,7 +25,7 @@ from conformance.options import Options, fraction
 from conformance.plot import cmd_plot, plot_target_problem
 from conformance.profiles import resolve_profiles
 from conformance.report import render
-from conformance.results import check_target, load_results
+from conformance.results import check_not_results, check_target, load_results
 from litgpt_min.files import check_output_file, write_json_atomic, write_text_atomic
 from litgpt_min.usage import OneLineParser, one_line
 
@@ -117,6 +117,13 @@ def _report_target_problem(
     for option, target in (("-o", output), ("--merged", merged), ("--plot", plot)):
         if target is not None and target.resolve() in inputs:
             return f"conformance report: {option} {target}: is a results file it reads; writing it would replace that input"
+    if output is not None and merged is not None and output.resolve() == merged.resolve():
+        return f"conformance report: -o {output}: is the --merged file too; the report would replace the merge"
+    if output is not None:
+        try:
+            check_not_results(output, "-o")
+        except ValueError as exc:
+            return f"conformance report: {exc}"
     if plot is None:
         return None
     if len(files) > 1 and merged is None:

@@ -9,10 +9,13 @@ lightning, GPU, Python) head the report, so that a change of stack and the rows 
 together: ``torch 2.12.0 → 2.13.0: max_memory_gb +1.20 GB on
 7 B Llama 2 LoRA bnb.nf4 (2 rows)``.
 
-A row not run in either file (its session was killed or interrupted) is not compared. Exit status
+A row not run in either file (its session was killed or interrupted) is not compared; a speed
+whose check either session skipped as inconclusive (a busy CPU, a GPU that was not idle) is shown,
+not judged. Exit status
 for CI: 0 when nothing regressed beyond tolerance; 1 when something did (or, with ``strict``,
 improved too), when NEW comes from a session that did not finish, or when no row of one file has
-a measured figure in the other (nothing was compared); 2 for a file that is not a results file.
+a measured figure in the other (nothing was compared); 2 for a file that is not a results file
+or for OLD and NEW naming the same file.
 """
 
 from __future__ import annotations
@@ -29,13 +32,13 @@ from typing import Any, Literal
 from conformance.compare import SPEED_FIELDS, is_number, slowdown, slowdown_text, tolerance_text, verdict
 from conformance.expectations import Tolerances
 from conformance.report import METHOD_NAMES, MODEL_NAMES
-from conformance.results import load_results
+from conformance.results import check_not_results, load_results
 from litgpt_min.files import check_output_file, write_text_atomic
 from litgpt_min.result import Result
 from litgpt_min.usage import one_line
 
 FORMAT = "litgpt-conformance-diff/1"
-Change = Literal["regression", "improvement", "within", "changed", "appeared", "vanished", "same"]
+Change = Literal["regression", "improvement", "within", "changed", "appeared", "vanished", "same", "inconclusive"]
 # What a change of each kind does to the exit status (``strict`` adds improvements).
 FAILING: tuple[Change, ...] = ("regression", "changed", "vanished")
 
@@ -51,6 +54,9 @@ FIGURES: tuple[tuple[str, str, str], ...] = (
     ("time_1k_iters_min", "banded", "min"),
     ("tokens_per_sec", "banded", "tok/s"),
 )
+# How a speed check that was skipped says why (``conformance/cpu_busy.py``, ``conformance/gpu_idle.py``:
+# timed on a busy CPU, or on a GPU that was not idle): such a figure is shown, never judged.
+INCONCLUSIVE = "speed inconclusive"
 # Verdicts a gate counts as failing; a row that newly lands in one is a verdict regression.
 BAD_VERDICTS = ("failed", "error")
 # The verdict of a row whose checks did not all finish (a killed or interrupted session).
@@ -195,9 +201,10 @@ def diff_results(
             rows.append(RowDiff(key[0], key[1], group, "both", before.get("verdict"), after.get("verdict")))
             continue
         tol = _tolerances(after, before).merged(overrides)
+        untimed = any(str((r.get("reasons") or {}).get("speed", "")).startswith(INCONCLUSIVE) for r in (before, after))
+        runs = _measured(before, old_name), _measured(after, new_name)
         figures = tuple(
-            compare_figure(name, rule, _measured(before, old_name), _measured(after, new_name), tol)
-            for name, rule, _ in FIGURES
+            compare_figure(name, rule, *runs, tol, untimed and name in SPEED_FIELDS) for name, rule, _ in FIGURES
         )
         rows.append(
             RowDiff(
@@ -211,8 +218,11 @@ def diff_results(
     return dataclasses.replace(diff, summary=_summary(diff))
 
 
-def compare_figure(name: str, rule: str, old: Result | None, new: Result | None, tol: Tolerances) -> FigureDelta | None:
-    """One figure of one row; ``None`` when neither run has it."""
+def compare_figure(
+    name: str, rule: str, old: Result | None, new: Result | None, tol: Tolerances, inconclusive: bool = False
+) -> FigureDelta | None:
+    """One figure of one row; ``None`` when neither run has it. ``inconclusive``: a speed that
+    either run's own check could not judge; beyond its tolerance it is "inconclusive", not judged."""
     a = getattr(old, name) if old is not None else None
     b = getattr(new, name) if new is not None else None
     if a is None and b is None:
@@ -233,6 +243,8 @@ def compare_figure(name: str, rule: str, old: Result | None, new: Result | None,
     rel = delta / abs(a) if a else None
     judged = verdict(name, b, a, rel_tol)
     change: Change = ("within" if delta else "same") if judged == "within" else judged
+    if inconclusive and change in ("regression", "improvement"):
+        change = "inconclusive"
     return FigureDelta(name, a, b, change, rel_tol, delta, rel)
 
 
@@ -449,7 +461,10 @@ def cmd_diff(
             check_output_file(output, "-o")
             if output.resolve() in (old.resolve(), new.resolve()):
                 raise ValueError(f"-o {output}: is a results file it reads; writing it would replace that input")
+            check_not_results(output, "-o")
         diff = diff_files(old, new, memory_tolerance=memory_tolerance, speed_tolerance=speed_tolerance, strict=strict)
+        if old.samefile(new):  # both read: a file's own problems are named first
+            raise ValueError(f"{old} and {new}: OLD and NEW are the same file; a gate needs the run before and after")
     except ValueError as exc:
         print(one_line(f"conformance diff: {exc}"), file=sys.stderr)
         return 2

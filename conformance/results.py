@@ -107,15 +107,27 @@ def write_results(snapshot: Snapshot, path: Path) -> None:
     write_json_atomic(path, build_results(snapshot), force=True)
 
 
+def is_results_file(path: Path) -> bool:
+    """Whether ``path`` is an existing file that names a results format (of any version)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and str(data.get("format", "")).startswith(FORMAT_PREFIX)
+
+
+def check_not_results(path: Path, option: str) -> None:
+    """Refuse (``ValueError``, one line) to write a report over a results file: what it recorded
+    would be lost."""
+    if is_results_file(path):
+        raise ValueError(f"{option} {path}: is a conformance results file; refusing to replace it (pick another name)")
+
+
 def check_target(path: Path) -> None:
     """Refuse (``ValueError``, one line) to replace an existing file that is not a results file."""
     if not path.exists():
         return
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        data = None
-    if not (isinstance(data, dict) and str(data.get("format", "")).startswith(FORMAT_PREFIX)):
+    if not is_results_file(path):
         raise ValueError(
             f"--results {path}: exists and is not a conformance results file; refusing to replace it"
             " (remove it or pick another name)"

@@ -297,9 +297,10 @@ class ConformanceSession:
         metafunc.parametrize(FIXTURE, params, indirect=True)
 
     def _baseline_mark(self, kind: CheckKind, active: ActiveProfile, case: Case) -> list[pytest.MarkDecorator]:
-        """A measured check of a row the baseline cannot judge is skipped with the reason."""
+        """A measured check of a row the baseline cannot judge is skipped with the reason (the
+        parameter counts and the estimate are judged against the profile's own figures)."""
         reason = self.baseline_skips.get((active.name, case.id))
-        return [pytest.mark.skip(reason=reason)] if reason is not None and kind != "params" else []
+        return [pytest.mark.skip(reason=reason)] if reason is not None and kind in ("run", "speed") else []
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_collection_modifyitems(self) -> None:
@@ -354,6 +355,16 @@ class ConformanceSession:
                 f" here (it has no finished measurement of any; profiles selected: {', '.join(ours)};"
                 f" in the baseline: {', '.join(theirs)})"
             )
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_setupnodes(self) -> None:
+        """The controller collects nothing: profiles that cannot be checked as asked (``--record``
+        with several active, a broken profile) are a usage error here, before any worker starts,
+        rather than in every worker's collection (which xdist reports as an internal error)."""
+        try:
+            self.active_profiles()
+        except ExpectationError as exc:
+            raise pytest.UsageError(str(exc)) from None
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from results_files import measured, results, row, write
-from test_plugin import OK, Suite, default_cases, fake_no_gpu, good_answers
+from test_plugin import INFER, OK, Suite, default_cases, fake_no_gpu, good_answers
 
 from conformance.baseline import Baseline
 from conformance.compare import check_result, is_failure
@@ -144,6 +144,19 @@ def test_the_estimate_check_keeps_the_profiles_figures_under_a_baseline(suite: S
     estimate(EstimateRequest(Config.from_name("tiny-llama"), "inference"))
     result = suite.run("--baseline", str(before), "-k", OK)
     result.assert_outcomes(passed=1)
+
+
+def test_the_estimate_check_runs_for_rows_the_baseline_did_not_measure(suite: Suite) -> None:
+    suite.profile()
+    suite.pytester.makepyfile(test_conformance="from conformance.test_rows import test_estimate, test_run")
+    suite.answer(good_answers())
+    # The baseline measured another row only (a GPU box's 2-GPU rows missing from a 1-GPU baseline).
+    only = measured("tiny-llama", "lora", None, 2, max_memory_gb=1.02, time_1k_iters_min=2.1)
+    before = write(suite.pytester.path / "before.json", results([row(OK, only, profile="tiny")]))
+    estimate(EstimateRequest(Config.from_name("tiny-llama"), "inference"))  # see the test above
+    result = suite.run("--baseline", str(before), "-k", f"{INFER} or {OK}")
+    result.assert_outcomes(passed=3, skipped=1)  # test_run[INFER] only: the estimate needs no baseline
+    result.stdout.fnmatch_lines(["SKIPPED * not in the baseline*"])
 
 
 def test_rows_missing_from_the_baseline_skip_and_a_bad_baseline_is_a_usage_error(suite: Suite) -> None:

@@ -70,9 +70,19 @@ def test_markdown_names_the_stack_change_and_only_the_rows_that_moved(
 
 def test_identical_files_pass(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     old, _ = _upgrade(tmp_path)
-    assert cmd_diff(old, old) == 0
+    same = tmp_path / "same.json"
+    same.write_bytes(old.read_bytes())
+    assert cmd_diff(old, same) == 0
     text = capsys.readouterr().out
     assert "No fingerprint field differs." in text and "**pass**" in text
+
+
+def test_the_same_file_twice_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    old, _ = _upgrade(tmp_path)
+    assert cmd_diff(old, tmp_path / "." / old.name) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert captured.err.startswith("conformance diff: ") and "OLD and NEW are the same file" in captured.err
 
 
 def test_a_wider_tolerance_lets_the_memory_through(tmp_path: Path) -> None:
@@ -142,6 +152,19 @@ def test_the_diff_and_the_speed_check_agree(field: str, old: float, new: float, 
     findings = check_speed(case, {field: new}, Tolerances(speed_rel=speed_rel))  # type: ignore[arg-type]
     change = _speed_diff(field, old, new, speed_rel).change
     assert [f.kind for f in findings] == ([] if change in ("within", "same") else [change])
+
+
+@pytest.mark.parametrize("busy", ["old", "new"])
+def test_a_speed_either_session_could_not_judge_is_shown_not_judged(busy: str) -> None:
+    # A row timed on a busy CPU (or a GPU that was not idle): its speed check was skipped, not failed.
+    reason = {"speed": "speed inconclusive: the CPU was busy: the run's threads waited 51% of their runnable time"}
+    old = row("r", measured(time_1k_iters_min=1.0), speed_rel=4.0)
+    new = row("r", measured(time_1k_iters_min=10.0), speed_rel=4.0)
+    (old if busy == "old" else new)["reasons"] = reason
+    diff = diff_results(results([old]), results([new]), strict=True)
+    [figure] = [f for f in diff.rows[0].figures if f.field == "time_1k_iters_min"]
+    assert figure.change == "inconclusive" and figure.text().endswith("10.00x slower, tolerance 5.00x): inconclusive")
+    assert diff.exit_status == 0 and not headlines(diff)
 
 
 def test_an_outcome_change_is_one_regression_not_a_vanished_figure_too() -> None:

@@ -867,3 +867,20 @@ def test_under_xdist_the_controller_writes_every_row_and_each_row_runs_once(suit
         for name in ("serial", "parallel")
     }
     assert len(recorded["parallel"]) == 5 and recorded["parallel"] == recorded["serial"]
+
+
+@pytest.mark.slow
+def test_under_xdist_profiles_that_cannot_be_checked_are_a_usage_error(suite: Suite) -> None:
+    pytest.importorskip("xdist")
+    suite.profile("one")
+    suite.profile("two")
+    result = suite.pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-n", "2", "--expectations", str(suite.root), "--runner", "fake_runner:run",
+        "--profile", "one", "--profile", "two", "--record", str(suite.root / "new"),
+    )  # fmt: skip
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str()
+    result.stderr.fnmatch_lines(
+        ["ERROR: *--record writes one profile, but 2 are active (one, two); pick one with --profile"]
+    )
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+    assert not suite.calls() and not (suite.root / "new").exists()

@@ -233,6 +233,26 @@ def test_cli_report_and_diff_never_write_over_a_file_they_read(
     assert source.read_bytes() == before
 
 
+def test_cli_report_and_diff_never_write_a_report_over_another_results_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "r.json"
+    source.write_text(json.dumps(_edited(lambda d: None)))
+    other = tmp_path / "before.json"
+    other.write_text(source.read_text())
+    kept = other.read_bytes()
+    merged = tmp_path / "all.json"
+    for argv, problem in (
+        (["report", str(source), "-o", str(other)], f"-o {other}: is a conformance results file"),
+        (["diff", str(source), str(source), "-o", str(other)], f"-o {other}: is a conformance results file"),
+        (["report", str(source), "--merged", str(merged), "-o", str(merged)], f"-o {merged}: is the --merged file too"),
+    ):
+        assert main(argv) == 2, argv
+        captured = capsys.readouterr()
+        assert problem in captured.err and captured.out == "" and captured.err.count("\n") == 1, captured.err
+    assert other.read_bytes() == kept and not merged.exists()
+
+
 def test_cli_report_never_writes_through_a_symlink(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "r.json"
     path.write_text(json.dumps(RESULTS))
