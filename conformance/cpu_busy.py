@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from conformance.compare import SPEED_INCONCLUSIVE
 from litgpt_min.result import Result
 from litgpt_min.schedstat import DETAILS_KEY
 
@@ -63,7 +64,7 @@ def speed_skip_reason(result: Result, on_cpu: bool, limit: float = BUSY_WAIT_SHA
     spent = f": {waited} waiting, {ran} on a core" if waited and ran else ""
     shown = f"{share:.0%}" if f"{share:.0%}" != f"{limit:.0%}" else f"{share:.1%}"  # not "25% (limit 25%)"
     return (
-        f"speed inconclusive: the CPU was busy: the run's threads waited {shown} of their runnable"
+        f"{SPEED_INCONCLUSIVE}: the CPU was busy: the run's threads waited {shown} of their runnable"
         f" time for a core (limit {limit:.0%}{spent})"
     )
 

@@ -29,7 +29,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from conformance.compare import SPEED_FIELDS, is_number, slowdown, slowdown_text, tolerance_text, verdict
+from conformance.compare import (
+    SPEED_FIELDS,
+    SPEED_INCONCLUSIVE,
+    is_number,
+    slowdown,
+    slowdown_text,
+    tolerance_text,
+    verdict,
+)
 from conformance.expectations import Tolerances
 from conformance.report import METHOD_NAMES, MODEL_NAMES
 from conformance.results import check_not_results, load_results
@@ -54,9 +62,6 @@ FIGURES: tuple[tuple[str, str, str], ...] = (
     ("time_1k_iters_min", "banded", "min"),
     ("tokens_per_sec", "banded", "tok/s"),
 )
-# How a speed check that was skipped says why (``conformance/cpu_busy.py``, ``conformance/gpu_idle.py``:
-# timed on a busy CPU, or on a GPU that was not idle): such a figure is shown, never judged.
-INCONCLUSIVE = "speed inconclusive"
 # Verdicts a gate counts as failing; a row that newly lands in one is a verdict regression.
 BAD_VERDICTS = ("failed", "error")
 # The verdict of a row whose checks did not all finish (a killed or interrupted session).
@@ -201,7 +206,9 @@ def diff_results(
             rows.append(RowDiff(key[0], key[1], group, "both", before.get("verdict"), after.get("verdict")))
             continue
         tol = _tolerances(after, before).merged(overrides)
-        untimed = any(str((r.get("reasons") or {}).get("speed", "")).startswith(INCONCLUSIVE) for r in (before, after))
+        untimed = any(
+            str((r.get("reasons") or {}).get("speed", "")).startswith(SPEED_INCONCLUSIVE) for r in (before, after)
+        )
         runs = _measured(before, old_name), _measured(after, new_name)
         figures = tuple(
             compare_figure(name, rule, *runs, tol, untimed and name in SPEED_FIELDS) for name, rule, _ in FIGURES

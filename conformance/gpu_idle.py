@@ -24,6 +24,8 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from conformance.compare import SPEED_INCONCLUSIVE
+
 Status = Literal["idle", "busy", "unknown"]
 
 BUSY_UTILIZATION_PCT = 10
@@ -62,7 +64,7 @@ class IdleReport:
         """The skip reason of a speed check timed on this GPU, or None when timing can be trusted."""
         if self.status != "busy":
             return None
-        return "speed inconclusive: the GPU was not idle before timing (" + "; ".join(self.reasons) + ")"
+        return f"{SPEED_INCONCLUSIVE}: the GPU was not idle before timing (" + "; ".join(self.reasons) + ")"
 
     def to_json(self) -> dict[str, Any]:
         return {"status": self.status, "reasons": list(self.reasons), "gpus": [dict(g) for g in self.gpus]}

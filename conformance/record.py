@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from conformance.compare import SPEED_FIELDS
+from conformance.compare import SPEED_FIELDS, SPEED_INCONCLUSIVE
 from conformance.display import count_text, display, significant
 from conformance.expectations import (
     CARD_KEYS,
@@ -252,7 +252,7 @@ def left_out_lines(snapshot: Snapshot, active: ActiveProfile, old: Mapping[str, 
             again = "raise --row-timeout and " if run.stopped == "timeout" else ""
             lines.append(f"  {row.case.id}: not recorded, {run.error} ({kept}); {again}record it again")
         elif run.outcome == "ok" and row.speed_inconclusive is not None:
-            reason = row.speed_inconclusive.removeprefix("speed inconclusive: ")
+            reason = row.speed_inconclusive.removeprefix(f"{SPEED_INCONCLUSIVE}: ")
             lines.append(f"  {row.case.id}: speed not recorded, {reason}; record it again on an idle machine")
     return lines
 
