@@ -57,7 +57,9 @@ def render(results: Mapping[str, Any]) -> str:
     out.append("")
     for name in names:
         profile = next((p for p in profiles if p["name"] == name), {"name": name})
-        out += _profile_section(profile, [r for r in rows if r["profile"] == name])
+        mine = [r for r in rows if r["profile"] == name]
+        if mine or not rows:  # a profile active in the session whose rows -k left out has no section
+            out += _profile_section(profile, mine)
     out += _findings(rows)
     return "\n".join(out).rstrip() + "\n"
 

@@ -142,6 +142,15 @@ def test_a_cpu_profile_reads_as_ranks_and_host_memory() -> None:
     assert not [line for line in out if "GPU" in line and line.startswith(("|", "#"))]
 
 
+def test_a_profile_whose_rows_the_session_left_out_has_no_section() -> None:
+    cpu = {"name": "cpu-tiny", "mode": "native", "memory_cap_gb": None, "hardware": {"sku": "cpu"}}
+    infer = row("inference-llama2_7b-noquant-1gpu", {}, {"outcome": "ok", "max_memory_gb": 0.01}, "passed")
+    both = [*RESULTS["profiles"], cpu]
+    out = lines(render({**RESULTS, "profiles": both, "rows": [{**infer, "profile": "cpu-tiny"}]}))
+    assert "## Profile cpu-tiny" in out and "## Profile a100-sxm4-40gb" not in out
+    assert "## Profile a100-sxm4-40gb" in lines(render({**RESULTS, "profiles": both})), "rows of its own: a section"
+
+
 def test_a_finding_two_checks_share_is_listed_once() -> None:
     count = {"text": "trainable_params: measured 1,288, expected 1,290 (tolerance exact): mismatch"}
     failed = row("finetune-lora-llama2_7b-noquant-mb1-1gpu", {}, {"outcome": "ok"}, "failed", findings=[count, count])
