@@ -95,7 +95,7 @@ class ConformanceSession:
         self._results_lock: ResultsLock | None = None
         self._selected_from_workers = False
         # --baseline: read (and refused with one line) before anything runs.
-        self.baseline = Baseline.load(options.baseline) if options.baseline is not None else None
+        self.baseline = _load_baseline(options.baseline) if options.baseline is not None else None
         self.baseline_skips: dict[RowKey, str] = {}  # rows the baseline cannot judge -> why
         self._profile_cases: dict[RowKey, Case] = {}  # every row as its profile has it (no baseline applied)
         self._prefetch: list[tuple[ActiveProfile, Case]] | None = None  # CPU rows to start with the first check
@@ -493,3 +493,11 @@ class ConformanceSession:
 
     def pytest_unconfigure(self) -> None:
         self.close()
+
+
+def _load_baseline(path: Path) -> Baseline:
+    """``--baseline``'s file; a problem with it names the option too (``ValueError``)."""
+    try:
+        return Baseline.load(path)
+    except ValueError as exc:
+        raise ValueError(f"--baseline {exc}") from None
