@@ -93,6 +93,7 @@ class ConformanceSession:
         self._improved: set[tuple[RowKey, str]] = set()
         self._lock = threading.Lock()
         self._results_lock: ResultsLock | None = None
+        self._results_written = False  # the last write of --results succeeded
         self._selected_from_workers = False
         # --baseline: read (and refused with one line) before anything runs.
         self.baseline = Baseline.load(options.baseline) if options.baseline is not None else None
@@ -260,7 +261,9 @@ class ConformanceSession:
             return
         try:
             write_results(snapshot, self.options.results)
+            self._results_written = True
         except ExpectationError as exc:
+            self._results_written = False
             line = f"conformance: could not write the results: {exc}"
             if line not in self.summary_lines:
                 self.summary_lines.append(line)
@@ -477,7 +480,7 @@ class ConformanceSession:
             if counts:
                 parts.append(f"{kind} " + ", ".join(f"{n} {verdict}" for verdict, n in sorted(counts.items())))
         terminalreporter.write_line(f"conformance: {len(self.rows)} rows; " + "; ".join(parts))
-        if self.options.results is not None:
+        if self.options.results is not None and self._results_written:
             terminalreporter.write_line(f"conformance: results in {self.options.results}")
 
     def pytest_unconfigure(self) -> None:

@@ -808,6 +808,34 @@ def test_runs_that_die_with_an_interrupted_session_are_not_written_as_measured(s
     assert rows[OOM]["verdict"] == "not run" and rows[OOM]["measured"]["outcome"] == "oom"
 
 
+MOVING_RUNNER = f"""
+import shutil
+from pathlib import Path
+from fake_runner import run
+
+def run_and_move(case, options):
+    if case.id == {INFER!r}:
+        out = Path(__file__).parent / "out"
+        shutil.rmtree(out)  # the results folder, lock file and all, and a file where it was
+        out.write_text("not a folder any more\\n")
+    return run(case, options)
+"""
+
+
+def test_a_results_folder_lost_mid_session_is_said_once_without_a_traceback(suite: Suite) -> None:
+    """Before, the session said 'results in out/r.json' after failing to write it, and its end
+    failed with a traceback (exit status 1): the results' lock file could not be removed."""
+    suite.profile()
+    suite.answer(good_answers())
+    suite.pytester.makepyfile(moving_runner=MOVING_RUNNER)
+    results = suite.pytester.path / "out" / "r.json"
+    args = ["--results", str(results), "--runner", "moving_runner:run_and_move", "--cpu-jobs", "0"]
+    result = suite.run(*args)
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["conformance: could not write the results: *r.json*not a directory*"])
+    assert "results in" not in result.stdout.str() and "Traceback" not in result.stdout.str() + result.stderr.str()
+
+
 def test_a_selection_of_no_row_leaves_an_earlier_results_file_as_it_was(suite: Suite) -> None:
     suite.profile()
     suite.answer(good_answers())
