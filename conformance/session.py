@@ -457,6 +457,12 @@ class ConformanceSession:
             except ExpectationError as exc:
                 self.summary_lines.append(f"conformance: record failed: {exc}")
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        elif self.options.record is not None and exitstatus not in _FINISHED:
+            # Its checks read "recorded" (decided in record mode): say that the profile was not written.
+            self.summary_lines.append(
+                f"conformance: the session did not finish; nothing recorded, {display(self.options.record)}"
+                " left as it was"
+            )
         self.write_results(finished=exitstatus in _FINISHED)
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:

@@ -434,6 +434,20 @@ def test_record_writes_a_loadable_profile_and_rerecord_prints_a_diff(suite: Suit
     assert {c.id: c.max_memory_gb for c in load_profile("recorded", suite.root).cases}[OK] == 1.5
 
 
+def test_an_interrupted_record_says_that_it_recorded_nothing(suite: Suite) -> None:
+    """Before, an interrupted --record session summed up its checks as 'recorded' and said nothing
+    of the profile, which it leaves as it was."""
+    suite.profile()
+    suite.answer(good_answers())
+    suite.pytester.makepyfile(interrupting_runner=INTERRUPTING_RUNNER)
+    target = suite.root / "recorded"
+    args = ["--profile", "tiny", "--record", str(target), "--runner", "interrupting_runner:run_or_interrupt"]
+    result = suite.run(*args, "--cpu-jobs", "0")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(["conformance: the session did not finish; nothing recorded, *recorded left as it was"])
+    assert not target.exists()
+
+
 def test_record_for_another_card_describes_that_card(suite: Suite, monkeypatch: pytest.MonkeyPatch) -> None:
     fake_gpu(monkeypatch)
     cases = default_cases()
