@@ -12,6 +12,7 @@ writes the results file and the recorded profile, so no worker's rows are lost.
 
 from __future__ import annotations
 
+import signal
 import threading
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
@@ -55,6 +56,20 @@ from conformance.verdicts import Verdict, check_verdict, decides, report_reason
 REPORT_ATTRIBUTE = "conformance_row"  # the row record a check's report carries to the controller
 PLUGIN_NAME = "conformance-session"
 _FINISHED = (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED, pytest.ExitCode.NO_TESTS_COLLECTED)
+
+
+def _end_on_sigterm() -> Any:
+    """SIGTERM (a time limit's, a cancelled CI job's) ends the session as Ctrl-C does, where nothing
+    else handles it: its rows are stopped, the results file gets the runs that ended since its last
+    write, and the user the summary; before, the process ended where it stood, without a word.
+    Returns the handler to restore (None: SIGTERM left alone: not the main thread, or handled)."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        return None
+
+    def terminated(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt("terminated (SIGTERM)")
+
+    return signal.signal(signal.SIGTERM, terminated)
 
 
 @dataclass
@@ -104,6 +119,7 @@ class ConformanceSession:
         if self.writes and options.results is not None:
             check_target(options.results)
             self._results_lock = ResultsLock(options.results)
+        self._sigterm = _end_on_sigterm() if self.writes else None
 
     # The machine and the profiles ------------------------------------------------------------
     @property
@@ -273,6 +289,9 @@ class ConformanceSession:
         if self._results_lock is not None:
             self._results_lock.release()
             self._results_lock = None
+        if self._sigterm is not None:
+            signal.signal(signal.SIGTERM, self._sigterm)
+            self._sigterm = None
 
     # Hooks: header and collection -------------------------------------------------------------------
     def pytest_report_header(self) -> list[str]:

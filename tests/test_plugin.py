@@ -792,6 +792,38 @@ def test_an_interrupted_session_says_which_rows_did_not_finish(suite: Suite) -> 
     assert "The session did not finish" in report and report.count("| not run |") == 2
 
 
+TERMINATING_RUNNER = f"""
+import os
+import signal
+from fake_runner import run
+
+def run_or_terminate(case, options):
+    if case.id == {INFER!r}:
+        os.kill(os.getpid(), signal.SIGTERM)  # a time limit's, a cancelled CI job's
+    return run(case, options)
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_ends_the_session_as_ctrl_c_does(suite: Suite) -> None:
+    """Before, SIGTERM ended the session where it stood: no summary, its rows left running, the runs
+    that ended since the last write lost, the lock file left behind."""
+    suite.profile()
+    suite.answer(good_answers())
+    suite.pytester.makepyfile(terminating_runner=TERMINATING_RUNNER)
+    results = suite.pytester.path / "r.json"
+    result = suite.pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--expectations", str(suite.root), "--runner", "terminating_runner:run_or_terminate",
+        "--results", str(results), "--cpu-jobs", "0",
+    )  # fmt: skip
+    assert result.ret == pytest.ExitCode.INTERRUPTED, result.stdout.str()
+    result.stdout.fnmatch_lines(["conformance: results in *r.json", "*KeyboardInterrupt: terminated (SIGTERM)*"])
+    data = load_results(results)
+    rows = {r["id"]: r for r in data["rows"]}
+    assert data["finished"] is False and rows[INFER]["verdict"] == "not run" and rows[OOM]["verdict"] == "xfailed"
+    assert not list(suite.pytester.path.glob(".r.json.lock"))
+
+
 SLOW_INTERRUPTING_RUNNER = f"""
 import time
 import pytest
