@@ -170,7 +170,10 @@ class ResultsLock:
 
     def release(self) -> None:
         if self._fd is not None:
-            self.path.unlink(missing_ok=True)
+            try:
+                self.path.unlink(missing_ok=True)
+            except OSError:
+                pass  # its folder was made read-only: the lock ends with the descriptor all the same
             os.close(self._fd)
             self._fd = None
 

@@ -227,9 +227,13 @@ class _Child(Protocol):
 
 
 def _run_subprocess(command: list[str], log_path: Path, options: RunOptions) -> tuple[int | None, Stopped]:
+    from litgpt_min.launch import die_with_parent  # (torch: the plugin has it imported already)
+
     env = {**os.environ, **_child_env(), **options.env}
+    session = os.getpid()
     with open_log(log_path) as log:
-        # A new session (process group) lets a timeout kill whatever the runner started too.
+        # A new session (process group) lets a timeout kill whatever the runner started too; the row
+        # dies with this process, so that a killed pytest session leaves no row running (a GPU held).
         process = subprocess.Popen(
             command,
             stdout=log,
@@ -238,6 +242,7 @@ def _run_subprocess(command: list[str], log_path: Path, options: RunOptions) -> 
             env=env,
             start_new_session=True,
             pass_fds=options.pass_fds,
+            preexec_fn=lambda: die_with_parent(session),
         )
         child = _PopenChild(process)
         stopped = _wait(child, options)
@@ -264,6 +269,7 @@ def _run_forked(
 
 def _forked_main(args: list[str], log_path: str, env: dict[str, str]) -> None:
     """The forked process: the same as ``python -m litgpt_min ARGS`` with output to the log."""
+    _die_with_fork_server()
     fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
@@ -292,6 +298,24 @@ def _forked_main(args: list[str], log_path: str, env: dict[str, str]) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(status)
+
+
+def _die_with_fork_server() -> None:
+    """Have the row die with the fork server, which exits once the session is gone: when every
+    process holding its "alive" pipe has closed it. A forked process inherits one end of that pipe
+    and keeps the server alive while it runs; a row needs none (its ranks are forked, not served),
+    so it closes its end, after asking to be killed with its parent. Otherwise a killed session
+    (SIGKILL, SIGTERM) would leave its rows running, unwatched, and the server with them."""
+    from multiprocessing import forkserver
+
+    from litgpt_min.launch import die_with_parent  # imported by the fork server already (torch)
+
+    die_with_parent()
+    server = getattr(forkserver, "_forkserver", None)
+    alive = getattr(server, "_forkserver_alive_fd", None)
+    if alive is not None:
+        os.close(alive)
+        server._forkserver_alive_fd = None  # type: ignore[union-attr]
 
 
 class _PopenChild:

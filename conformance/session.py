@@ -12,6 +12,7 @@ writes the results file and the recorded profile, so no worker's rows are lost.
 
 from __future__ import annotations
 
+import signal
 import threading
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
@@ -57,6 +58,20 @@ PLUGIN_NAME = "conformance-session"
 _FINISHED = (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED, pytest.ExitCode.NO_TESTS_COLLECTED)
 
 
+def _end_on_sigterm() -> Any:
+    """SIGTERM (a time limit's, a cancelled CI job's) ends the session as Ctrl-C does, where nothing
+    else handles it: its rows are stopped, the results file gets the runs that ended since its last
+    write, and the user the summary; before, the process ended where it stood, without a word.
+    Returns the handler to restore (None: SIGTERM left alone: not the main thread, or handled)."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        return None
+
+    def terminated(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt("terminated (SIGTERM)")
+
+    return signal.signal(signal.SIGTERM, terminated)
+
+
 @dataclass
 class Row:
     """What happened to one row's checks in this session (mutable; see ``RowSnapshot``)."""
@@ -93,6 +108,7 @@ class ConformanceSession:
         self._improved: set[tuple[RowKey, str]] = set()
         self._lock = threading.Lock()
         self._results_lock: ResultsLock | None = None
+        self._results_written = False  # the last write of --results succeeded
         self._selected_from_workers = False
         # --baseline: read (and refused with one line) before anything runs.
         self.baseline = _load_baseline(options.baseline) if options.baseline is not None else None
@@ -103,6 +119,7 @@ class ConformanceSession:
         if self.writes and options.results is not None:
             check_target(options.results)
             self._results_lock = ResultsLock(options.results)
+        self._sigterm = _end_on_sigterm() if self.writes else None
 
     # The machine and the profiles ------------------------------------------------------------
     @property
@@ -260,7 +277,9 @@ class ConformanceSession:
             return
         try:
             write_results(snapshot, self.options.results)
+            self._results_written = True
         except ExpectationError as exc:
+            self._results_written = False
             line = f"conformance: could not write the results: {exc}"
             if line not in self.summary_lines:
                 self.summary_lines.append(line)
@@ -270,6 +289,9 @@ class ConformanceSession:
         if self._results_lock is not None:
             self._results_lock.release()
             self._results_lock = None
+        if self._sigterm is not None:
+            signal.signal(signal.SIGTERM, self._sigterm)
+            self._sigterm = None
 
     # Hooks: header and collection -------------------------------------------------------------------
     def pytest_report_header(self) -> list[str]:
@@ -465,6 +487,12 @@ class ConformanceSession:
             except ExpectationError as exc:
                 self.summary_lines.append(f"conformance: record failed: {exc}")
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        elif self.options.record is not None and exitstatus not in _FINISHED:
+            # Its checks read "recorded" (decided in record mode): say that the profile was not written.
+            self.summary_lines.append(
+                f"conformance: the session did not finish; nothing recorded, {display(self.options.record)}"
+                " left as it was"
+            )
         self.write_results(finished=exitstatus in _FINISHED)
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
@@ -488,7 +516,7 @@ class ConformanceSession:
             if counts:
                 parts.append(f"{kind} " + ", ".join(f"{n} {verdict}" for verdict, n in sorted(counts.items())))
         terminalreporter.write_line(f"conformance: {len(self.rows)} rows; " + "; ".join(parts))
-        if self.options.results is not None:
+        if self.options.results is not None and self._results_written:
             terminalreporter.write_line(f"conformance: results in {self.options.results}")
 
     def pytest_unconfigure(self) -> None:

@@ -59,6 +59,9 @@ def _peft_flat_options() -> list[FlatOption]:
 # `litgpt-min finetune ... && next-step` stops there, and torchrun and SLURM see the job fail.
 FAILED_OUTCOMES = ("oom", "error")
 EXIT_RUN_FAILED = 1
+# Ctrl-C (SIGINT) ends a run with one line and the shell's status for it, not a traceback; a launcher's
+# ranks die with it (litgpt_min/launch.py).
+EXIT_INTERRUPTED = 128 + 2
 
 PREFLIGHT_HELP = (
     "run even when the estimated peak exceeds the device's free memory, the memory cap or the CPU's"
@@ -145,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(one_line(f"litgpt-min: error: {exc}"), file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("litgpt-min: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if args.command != "params" and launch.externally_launched() and launch.global_rank() != 0:
         return 0  # one rank of torchrun or srun: rank 0 prints the run's result, every rank's peak in it
     if args.json:

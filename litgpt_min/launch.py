@@ -185,7 +185,7 @@ def merge(results: Outcomes) -> Result:
 
 def _rank_main(request: RunRequest, run_rank: RankRun, env: dict[str, str], send: Connection) -> None:
     """One rank: torchrun's environment, the measured run, its result sent to the launcher."""
-    _die_with_parent()
+    die_with_parent()
     os.environ.update(env)
     if request.device().type == "cpu":
         # A forked rank (launch_local forks on the CPU): GNU OpenMP's thread pool does not survive a
@@ -204,14 +204,29 @@ def _rank_main(request: RunRequest, run_rank: RankRun, env: dict[str, str], send
         sys.stderr.flush()
 
 
-def _die_with_parent() -> None:
-    """Have the kernel kill this process when its parent dies (Linux; elsewhere a no-op)."""
+def _libc_prctl() -> Callable[..., int] | None:
+    """libc's ``prctl`` (None: not Linux, or no libc), looked up when this module is imported, so that
+    a process between fork and exec calls it without loading a library."""
     if sys.platform != "linux":
-        return
+        return None
     try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+        return ctypes.CDLL("libc.so.6", use_errno=True).prctl
     except OSError:
-        pass
+        return None
+
+
+_PRCTL = _libc_prctl()
+
+
+def die_with_parent(parent: int | None = None) -> None:
+    """Have the kernel kill this process when its parent dies (Linux; elsewhere a no-op). ``parent``,
+    the parent's pid read before this process was started, closes the gap before the request: a
+    parent that is gone already ends this process now (it was reparented)."""
+    if _PRCTL is None:
+        return
+    _PRCTL(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+    if parent is not None and os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _receive(conn: Connection) -> Result | None:
@@ -237,6 +252,7 @@ def _status(code: int | None) -> str:
 
 __all__ = [
     "FAILURE_GRACE_S",
+    "die_with_parent",
     "externally_launched",
     "failed",
     "free_port",

@@ -589,3 +589,18 @@ def test_no_nan_or_infinity_reaches_the_json_line(
 
     assert code == 0
     assert json.loads(lines[-1], parse_constant=refuse)["details"]["losses"] == [1.5, "nan", "inf"]
+
+
+def test_ctrl_c_ends_a_run_with_one_line(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before, Ctrl-C printed a traceback (from the launcher's wait for its ranks, or the run)."""
+    from litgpt_min import cli
+
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "execute", interrupted)
+    try:
+        code, lines, err = run_cli(capsys, "finetune", "lora", *TINY, "--devices", "2", "--json")
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C escaped litgpt-min's main (a traceback)")
+    assert (code, lines, err) == (130, [], "litgpt-min: interrupted\n")

@@ -434,6 +434,20 @@ def test_record_writes_a_loadable_profile_and_rerecord_prints_a_diff(suite: Suit
     assert {c.id: c.max_memory_gb for c in load_profile("recorded", suite.root).cases}[OK] == 1.5
 
 
+def test_an_interrupted_record_says_that_it_recorded_nothing(suite: Suite) -> None:
+    """Before, an interrupted --record session summed up its checks as 'recorded' and said nothing
+    of the profile, which it leaves as it was."""
+    suite.profile()
+    suite.answer(good_answers())
+    suite.pytester.makepyfile(interrupting_runner=INTERRUPTING_RUNNER)
+    target = suite.root / "recorded"
+    args = ["--profile", "tiny", "--record", str(target), "--runner", "interrupting_runner:run_or_interrupt"]
+    result = suite.run(*args, "--cpu-jobs", "0")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(["conformance: the session did not finish; nothing recorded, *recorded left as it was"])
+    assert not target.exists()
+
+
 def test_record_for_another_card_describes_that_card(suite: Suite, monkeypatch: pytest.MonkeyPatch) -> None:
     fake_gpu(monkeypatch)
     cases = default_cases()
@@ -778,6 +792,38 @@ def test_an_interrupted_session_says_which_rows_did_not_finish(suite: Suite) -> 
     assert "The session did not finish" in report and report.count("| not run |") == 2
 
 
+TERMINATING_RUNNER = f"""
+import os
+import signal
+from fake_runner import run
+
+def run_or_terminate(case, options):
+    if case.id == {INFER!r}:
+        os.kill(os.getpid(), signal.SIGTERM)  # a time limit's, a cancelled CI job's
+    return run(case, options)
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_ends_the_session_as_ctrl_c_does(suite: Suite) -> None:
+    """Before, SIGTERM ended the session where it stood: no summary, its rows left running, the runs
+    that ended since the last write lost, the lock file left behind."""
+    suite.profile()
+    suite.answer(good_answers())
+    suite.pytester.makepyfile(terminating_runner=TERMINATING_RUNNER)
+    results = suite.pytester.path / "r.json"
+    result = suite.pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--expectations", str(suite.root), "--runner", "terminating_runner:run_or_terminate",
+        "--results", str(results), "--cpu-jobs", "0",
+    )  # fmt: skip
+    assert result.ret == pytest.ExitCode.INTERRUPTED, result.stdout.str()
+    result.stdout.fnmatch_lines(["conformance: results in *r.json", "*KeyboardInterrupt: terminated (SIGTERM)*"])
+    data = load_results(results)
+    rows = {r["id"]: r for r in data["rows"]}
+    assert data["finished"] is False and rows[INFER]["verdict"] == "not run" and rows[OOM]["verdict"] == "xfailed"
+    assert not list(suite.pytester.path.glob(".r.json.lock"))
+
+
 SLOW_INTERRUPTING_RUNNER = f"""
 import time
 import pytest
@@ -806,6 +852,34 @@ def test_runs_that_die_with_an_interrupted_session_are_not_written_as_measured(s
     # No check judged these runs: an error is no measurement; a run that ended with a result is kept.
     assert rows[INFER]["verdict"] == "not run" and rows[INFER]["measured"] is None
     assert rows[OOM]["verdict"] == "not run" and rows[OOM]["measured"]["outcome"] == "oom"
+
+
+MOVING_RUNNER = f"""
+import shutil
+from pathlib import Path
+from fake_runner import run
+
+def run_and_move(case, options):
+    if case.id == {INFER!r}:
+        out = Path(__file__).parent / "out"
+        shutil.rmtree(out)  # the results folder, lock file and all, and a file where it was
+        out.write_text("not a folder any more\\n")
+    return run(case, options)
+"""
+
+
+def test_a_results_folder_lost_mid_session_is_said_once_without_a_traceback(suite: Suite) -> None:
+    """Before, the session said 'results in out/r.json' after failing to write it, and its end
+    failed with a traceback (exit status 1): the results' lock file could not be removed."""
+    suite.profile()
+    suite.answer(good_answers())
+    suite.pytester.makepyfile(moving_runner=MOVING_RUNNER)
+    results = suite.pytester.path / "out" / "r.json"
+    args = ["--results", str(results), "--runner", "moving_runner:run_and_move", "--cpu-jobs", "0"]
+    result = suite.run(*args)
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["conformance: could not write the results: *r.json*not a directory*"])
+    assert "results in" not in result.stdout.str() and "Traceback" not in result.stdout.str() + result.stderr.str()
 
 
 def test_a_selection_of_no_row_leaves_an_earlier_results_file_as_it_was(suite: Suite) -> None:

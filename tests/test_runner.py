@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import signal
+import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -20,6 +24,7 @@ from litgpt_min.protocol import SUITE_GENERATIONS
 from litgpt_min.result import Result
 
 PY = sys.executable
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def make_case(**values: Any) -> Case:
@@ -172,6 +177,61 @@ def test_forked_row_runs_the_cli_with_its_output_in_the_log(tmp_path: Path) -> N
     status, stopped = runner._run_forked(args, log, RunOptions(env={"OMP_NUM_THREADS": "1"}), method="spawn")
     assert (status, stopped) == (2, "exited")
     assert runner.last_line(log.read_text()).startswith("litgpt-min: unsupported: quantization (bnb.nf4)")
+
+
+# A killed session leaves no row running ----------------------------------------------------------------
+SESSION = """
+import sys
+from pathlib import Path
+from conformance import runner
+from conformance.runner import RunOptions
+log = Path(sys.argv[2])
+if sys.argv[1] == "subprocess":
+    runner._run_subprocess([sys.executable, "-c", "import time; time.sleep(60)"], log, RunOptions())
+else:
+    runner.PRELOAD_MODULES = ("litgpt_min.launch",)  # what the row needs before its own imports
+    args = ["finetune", "lora", "--model", "tiny-llama", "--accelerator", "cpu", "--max-iters", "100000", "--json"]
+    runner._run_forked(args, log, RunOptions())
+"""
+
+
+def _writing_to(log: Path) -> list[int]:
+    """The live processes whose standard output is ``log``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and os.readlink(entry / "fd" / "1") == str(log):
+                if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                    found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
+@pytest.mark.parametrize("how", ["subprocess", "forked"])
+def test_a_row_dies_with_the_session_that_started_it(tmp_path: Path, how: str) -> None:
+    """SIGKILL (or SIGTERM) of the pytest session: its row must not run on unwatched (before, a
+    forked row kept running, and the fork server with it; a subprocess row, a GPU run, too)."""
+    log = tmp_path / "row.log"
+    log.touch()
+    session = subprocess.Popen([PY, "-c", SESSION, how, str(log)], env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        deadline = time.monotonic() + 60
+        while not _writing_to(log):
+            assert session.poll() is None and time.monotonic() < deadline, "the row never started"
+            time.sleep(0.05)
+        row = _writing_to(log)
+        session.kill()
+        session.wait()
+        deadline = time.monotonic() + 30
+        while _writing_to(log) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _writing_to(log), f"the row outlived its session: {row}"
+    finally:
+        session.kill()
+        for pid in _writing_to(log):
+            os.kill(pid, signal.SIGKILL)
 
 
 # Pluggable runners -----------------------------------------------------------------------------------
