@@ -194,3 +194,20 @@ def test_benchmark_scripts_refuse_bad_input_in_one_line_before_running_anything(
     out, err = capsys.readouterr()
     assert exc.value.code == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and err.startswith(f"{script}: error: ") and message in err, err
+
+
+def test_gpu_session_dry_run_prints_every_command_of_the_extrapolation_stage(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        ["bash", str(BENCHMARKS / "gpu_session.sh"), "--dry-run", "extrapolation", "--model", "phi-1_5"],
+        env={**os.environ, "OUT": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    commands = [shlex.split(line)[1:] for line in proc.stdout.splitlines() if line.startswith("+ ")]
+    assert commands[0] == ["python3", "-m", "conformance", "env", "--json"]
+    assert commands[1][:2] == ["python3", "benchmarks/extrapolation_error.py"] and commands[1][-2:] == [
+        "--model",
+        "phi-1_5",
+    ]
