@@ -7,7 +7,7 @@ subprocesses), with the rows' own wall times from the ``--results`` file. Writte
 README quotes it.
 
     python benchmarks/suite_cost.py                       # -> benchmarks/results/suite_cost.json
-    python benchmarks/suite_cost.py --repeats 1 -- -k cpu-tiny
+    python benchmarks/suite_cost.py --repeats 1 --out /tmp/suite_cost.json -- -k cpu-tiny   # a quick look
 """
 
 from __future__ import annotations
