@@ -32,7 +32,8 @@ from litgpt_min.data import (
     Tokenizer,
     prepare_alpaca,
 )
-from litgpt_min.files import write_text_atomic
+from litgpt_min.files import check_output_dir, write_text_atomic
+from litgpt_min.usage import OneLineParser
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = REPO.parent / "shared" / "data"
@@ -91,7 +92,9 @@ def disagreements(profile: LengthProfile, reference: dict[str, Any]) -> list[str
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(
+        prog="derive_lengths", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="shared/data (default: %(default)s)")
     parser.add_argument("--out-dir", type=Path, default=LENGTHS_DIR, help="where profiles go (default: %(default)s)")
     parser.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES))
@@ -99,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not (args.data_dir / DATA_FILE).is_file():
         parser.error(f"{args.data_dir / DATA_FILE}: not found (pass --data-dir)")
+    try:  # before the derivation, not after it
+        check_output_dir(args.out_dir)
+    except ValueError as exc:
+        parser.error(f"--out-dir {exc}")
 
     failed = False
     for family in args.families:

@@ -19,7 +19,6 @@ Written as JSON with the load average; the README quotes it.
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import json
 import os
@@ -32,9 +31,12 @@ from pathlib import Path
 from typing import Any
 
 from conformance.gpu_idle import check_idle
-from litgpt_min.files import write_text_atomic
+from conformance.options import whole_number
+from litgpt_min.files import check_output_file, write_text_atomic
 from litgpt_min.finetune import warmup_iters
+from litgpt_min.options import build_request
 from litgpt_min.protocol import ITERS_PER_FIGURE, extrapolate
+from litgpt_min.usage import OneLineParser
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "extrapolation_error.json"
@@ -83,18 +85,37 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="extrapolation_error", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="tiny-llama")
     parser.add_argument("--method", default="lora", choices=("lora", "adapter", "adapter_v2"))
     parser.add_argument("--accelerator", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--precision", default="bf16-true")
     parser.add_argument("--micro-batch-size", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--short-iters", type=int, nargs="+", default=[5, 20], help="short lengths (cpu-tiny: 5)")
-    parser.add_argument("--repeats", type=int, default=3, help="fresh short runs per length")
-    parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS (the suite's CPU rows use 1)")
+    parser.add_argument(
+        "--short-iters", type=whole_number(1), nargs="+", default=[5, 20], help="short lengths (cpu-tiny: 5)"
+    )
+    parser.add_argument("--repeats", type=whole_number(1), default=3, help="fresh short runs per length")
+    parser.add_argument(
+        "--threads", type=whole_number(1), default=1, help="OMP_NUM_THREADS (the suite's CPU rows use 1)"
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
+    # Bad input ends here, in one line, not after the runs (the 1,000-iteration one takes minutes).
+    if max(args.short_iters) >= ITERS_PER_FIGURE:
+        parser.error(f"argument --short-iters: must be < {ITERS_PER_FIGURE}, got {max(args.short_iters)}")
+    try:
+        build_request(
+            "finetune",
+            {
+                "model": args.model, "method": args.method, "accelerator": args.accelerator,
+                "precision": args.precision, "micro_batch_size": args.micro_batch_size,
+                "batch_size": args.batch_size, "max_iters": ITERS_PER_FIGURE,
+            },
+        )  # fmt: skip
+        check_output_file(args.out, "--out", parents=True)
+    except ValueError as exc:
+        parser.error(str(exc))
 
     base = [
         sys.executable, "-m", "litgpt_min", "finetune", args.method, "--model", args.model,

@@ -4,8 +4,9 @@
 #   bash benchmarks/gpu_session.sh smoke                  # versions, nvidia-smi, tiny CUDA finetune + generate, cuBLAS's memory
 #   bash benchmarks/gpu_session.sh rows -k 'llama2_7b and not 2gpu' [more pytest args...]
 #   bash benchmarks/gpu_session.sh extrapolation [--model phi-1_5 ...]   # the protocol's 1k-iteration error on the GPU
-#   bash benchmarks/gpu_session.sh lease ['-k selector' ...]  # a whole short lease in one command: smoke, then row
-#                                                         # groups in order, each in the time left (LEASE_SECONDS)
+#   bash benchmarks/gpu_session.sh lease [SELECTOR ...]   # a whole short lease in one command: smoke, then one row
+#                                                         # group per -k expression, in order, each in the time
+#                                                         # left (LEASE_SECONDS)
 #   bash benchmarks/gpu_session.sh --dry-run STAGE ...    # print each command (shell-quoted) instead of running it
 #
 # Arguments reach pytest and the scripts as separate words ("$@"): nothing given on the command line
@@ -86,7 +87,7 @@ rows)
     run tar -czf "$OUT/row-logs-$name.tgz" -C /tmp row-logs 2>/dev/null || true
     ;;
 extrapolation)
-    run python3 -m conformance env --json > "$OUT/env.json"
+    run python3 -m conformance env --json | tee "$OUT/env.json"
     run python3 benchmarks/extrapolation_error.py --accelerator cuda --model pythia-70m --short-iters 5 20 \
         --repeats 3 --out "$OUT/extrapolation_error-cuda.json" "$@" 2>&1 | tee "$OUT/extrapolation.log"
     ;;

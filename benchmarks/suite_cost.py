@@ -7,12 +7,11 @@ subprocesses), with the rows' own wall times from the ``--results`` file. Writte
 README quotes it.
 
     python benchmarks/suite_cost.py                       # -> benchmarks/results/suite_cost.json
-    python benchmarks/suite_cost.py --repeats 1 -- -k cpu-tiny
+    python benchmarks/suite_cost.py --repeats 1 --out /tmp/suite_cost.json -- -k cpu-tiny   # a quick look
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import json
 import os
@@ -25,7 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from litgpt_min.files import write_text_atomic
+from conformance.options import whole_number
+from litgpt_min.files import check_output_file, write_text_atomic
+from litgpt_min.usage import OneLineParser
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "suite_cost.json"
@@ -38,11 +39,15 @@ def timed(argv: list[str]) -> tuple[float, subprocess.CompletedProcess[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser = OneLineParser(prog="suite_cost", description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=whole_number(1), default=3)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     args = parser.parse_args(argv)
+    try:  # before the runs, not after them
+        check_output_file(args.out, "--out", parents=True)
+    except ValueError as exc:
+        parser.error(str(exc))
     pytest = [sys.executable, "-m", "pytest", "conformance", "-q", "-p", "no:cacheprovider", *args.pytest_args]
 
     load_before = os.getloadavg()[0]

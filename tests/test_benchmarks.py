@@ -161,3 +161,53 @@ def test_cublas_init_needs_a_gpu_and_says_so_in_one_line(capsys: pytest.CaptureF
         and out == ""
         and err.strip().splitlines() == ["cublas_init: error: unrecognized arguments: --bogus"]
     )
+
+
+@pytest.mark.parametrize(
+    ("script", "argv", "message"),
+    [
+        ("suite_cost", ["--bogus"], "unrecognized arguments: --bogus"),
+        ("suite_cost", ["--repeats", "0"], "argument --repeats: must be >= 1, got '0'"),
+        ("suite_cost", ["--out", "{tmp}"], "is a directory"),
+        ("extrapolation_error", ["--repeats", "0"], "argument --repeats: must be >= 1, got '0'"),
+        ("extrapolation_error", ["--short-iters", "5", "0"], "argument --short-iters: must be >= 1, got '0'"),
+        ("extrapolation_error", ["--short-iters", "1000"], "argument --short-iters: must be < 1000"),
+        ("extrapolation_error", ["--threads", "0"], "argument --threads: must be >= 1"),
+        ("extrapolation_error", ["--model", "bogus"], "unknown model 'bogus'"),
+        ("extrapolation_error", ["--micro-batch-size", "0"], "micro_batch_size must be >= 1"),
+        ("extrapolation_error", ["--out", "{tmp}"], "is a directory"),
+        ("derive_lengths", ["--families", "bogus"], "argument --families: invalid choice: 'bogus'"),
+        ("derive_lengths", ["--data-dir", "{tmp}", "--out-dir", "{tmp}/alpaca/alpaca_data.json"], "not a directory"),
+    ],
+)
+def test_benchmark_scripts_refuse_bad_input_in_one_line_before_running_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], script: str, argv: list[str], message: str
+) -> None:
+    (tmp_path / "alpaca").mkdir()
+    (tmp_path / "alpaca" / "alpaca_data.json").write_text("[]")
+    bench = _load(script)
+    for runs in ("timed", "run", "derive"):  # each script's first step that runs or reads something
+        if hasattr(bench, runs):
+            setattr(bench, runs, lambda *a, **k: pytest.fail("ran before refusing its bad input"))
+    with pytest.raises(SystemExit) as exc:
+        bench.main([arg.format(tmp=tmp_path) for arg in argv])
+    out, err = capsys.readouterr()
+    assert exc.value.code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and err.startswith(f"{script}: error: ") and message in err, err
+
+
+def test_gpu_session_dry_run_prints_every_command_of_the_extrapolation_stage(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        ["bash", str(BENCHMARKS / "gpu_session.sh"), "--dry-run", "extrapolation", "--model", "phi-1_5"],
+        env={**os.environ, "OUT": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    commands = [shlex.split(line)[1:] for line in proc.stdout.splitlines() if line.startswith("+ ")]
+    assert commands[0] == ["python3", "-m", "conformance", "env", "--json"]
+    assert commands[1][:2] == ["python3", "benchmarks/extrapolation_error.py"] and commands[1][-2:] == [
+        "--model",
+        "phi-1_5",
+    ]
