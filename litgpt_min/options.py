@@ -514,8 +514,9 @@ def peft_settings(values: Mapping[str, Any], method: str | None = None) -> tuple
     if method is not None:
         others = tuple({p for m, p in _SETTINGS_PREFIX.items() if p != _SETTINGS_PREFIX.get(method)})
         stray = sorted(k for k, v in values.items() if v is not None and k.startswith(others))
-        if stray:
-            raise ValueError(f"--{stray[0].replace('_', '-')} does not apply to method {method!r}")
+        if stray:  # named as given: a target switched off is --no-lora-query
+            flag = ("--no-" if values[stray[0]] is False else "--") + stray[0].replace("_", "-")
+            raise ValueError(f"{flag} does not apply to method {method!r}")
 
     def build(prefix: str, cls: type) -> Any:
         given = {

@@ -37,7 +37,8 @@ CPU = {"accelerator": "cpu", "precision": "32-true"}
 )
 def test_a_setting_of_another_method_is_refused_not_ignored(method: str, key: str) -> None:
     value = False if key == "lora_query" else 1
-    with pytest.raises(ValueError, match=rf"--{key.replace('_', '-')} does not apply to method '{method}'"):
+    flag = ("--no-" if value is False else "--") + key.replace("_", "-")  # as given: --no-lora-query
+    with pytest.raises(ValueError, match=rf"^{flag} does not apply to method '{method}'"):
         build_request("finetune", {"model": "tiny-llama", "method": method, key: value, **CPU})
     own = "adapter_start_layer" if method != "lora" else "lora_r"
     assert build_request("finetune", {"model": "tiny-llama", "method": method, own: 1, **CPU}).method == method
