@@ -493,4 +493,6 @@ def _config(args: argparse.Namespace) -> tuple[Config, str]:
         config = Config.from_file(path)
     except ValueError as exc:  # the file and the field, in one line
         raise EstimateUsageError(str(exc)) from None
-    return config, config.name or path.parent.name
+    if not config.name:  # named after its folder, in the output and in every message about it
+        config = Config.from_dict({**config.to_dict(), "name": path.parent.name})
+    return config, config.name

@@ -696,6 +696,26 @@ def test_ad_hoc_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert code == 0 and json.loads(out)["outcome"] == "ok"
 
 
+def test_a_config_without_a_name_is_named_after_its_folder_everywhere(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The output calls a nameless config by its folder; so do the refusals that name the model
+    (they said "exceeds 's block size" and "model ''")."""
+    path = tmp_path / "my-model" / "lit_config.json"
+    path.parent.mkdir()
+    values = Config.from_name("tiny-llama").to_dict()
+    del values["name"]
+    path.write_text(json.dumps(values))
+    base = ["--config", str(path), "--workload", "finetune"]
+    code, out, _ = run_cli([*base, "--method", "lora", "--seq-len", "8", "--json"], capsys)
+    assert code == 0 and json.loads(out)["model"] == "my-model"
+    block = Config.from_name("tiny-llama").block_size
+    code, _, err = run_cli([*base, "--method", "lora", "--seq-len", str(block + 1)], capsys)
+    assert code == 2 and err.endswith(f" my-model's block size {block}\n"), err
+    code, _, err = run_cli([*base, "--method", "adapter", "--seq-len", "8", "--adapter-start-layer", "99"], capsys)
+    assert code == 2 and "past the layers of model 'my-model'" in err, err
+
+
 def test_ad_hoc_later_lit_gpt_config_needs_only_its_workloads_length(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
