@@ -954,6 +954,38 @@ def test_bad_arguments_exit_2_with_one_line(
         assert "not a regular file" in err
 
 
+@pytest.mark.parametrize(
+    ("method", "flag", "value"),
+    [
+        ("lora", "--lora-r", 10**17),
+        ("lora", "--lora-r", 10**20),  # past int64: a TypeError with C++ frames
+        ("lora", "--lm-head-chunk-size", 10**20),
+        ("lora", "--batch-size", 10**20),  # the accumulation, which divides the loss
+        ("adapter", "--adapter-prompt-length", 10**17),
+    ],
+)
+def test_a_size_too_large_for_a_tensor_is_refused_naming_it(
+    method: str, flag: str, value: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: a traceback (torch's 'Storage size calculation overflowed', 'int too big to convert')."""
+    args = ["--model", "tiny-llama", "--workload", "finetune", "--method", method, flag, str(value)]
+    if method == "adapter":  # tiny-llama's 2 layers: a prefix from layer 0
+        args = [*args, "--adapter-start-layer", "0"]
+    code, out, err = run_cli(args, capsys)
+    assert code == 2 and out == "" and len(err.splitlines()) == 1, err
+    assert f"{flag} {value}" in err and ": too large: a tensor's size overflows" in err, err
+
+
+def test_a_config_too_large_for_a_tensor_is_refused_naming_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "lit_config.json"
+    path.write_text(json.dumps({**Config.from_name("tiny-llama").to_dict(), "block_size": 10**20}))
+    code, out, err = run_cli(["--config", str(path), "--workload", "inference", "--prompt-len", "5"], capsys)
+    assert code == 2 and out == "" and len(err.splitlines()) == 1, err
+    assert err.startswith(f"conformance estimate: {path}: too large: a tensor's size overflows"), err
+
+
 # --------------------------------------------------------------------------------------------
 # Pre-flight
 # --------------------------------------------------------------------------------------------
