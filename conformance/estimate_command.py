@@ -66,6 +66,8 @@ class EstimateUsageError(ValueError):
 _PEFT_FLAGS = [name for name in FLAT_OPTIONS["finetune"] if name.startswith(("lora_", "adapter_"))]
 # The step's hyperparameters that move its memory besides the micro-batch: litgpt-min's flags.
 _STEP_FLAGS = ["batch_size", "lm_head_chunk_size"]
+# The whole-number options that size the step's tensors (and its loss's divisor).
+_SIZE_FLAGS = ["micro_batch_size", *_STEP_FLAGS, "lora_r", "adapter_prompt_length", "devices"]
 
 
 # Where each option applies: "profile" (--profile), "ad hoc" (--model/--config), "finetune" or
@@ -302,7 +304,15 @@ def _run_ad_hoc(args: argparse.Namespace, out: TextIO) -> int:
         adapter=adapter,
         stack=stack,
     )
-    result = estimate(request, reserve=args.reserved)
+    try:
+        result = estimate(request, reserve=args.reserved)
+    except (OverflowError, RuntimeError, TypeError, ValueError) as exc:  # a size past what torch can hold
+        if not isinstance(exc, OverflowError) and "overflow" not in str(exc).lower():
+            raise
+        given = [f"--{k.replace('_', '-')} {v}" for k in _SIZE_FLAGS if (v := getattr(args, k, None)) is not None]
+        what = " ".join(given) or (str(args.config) if args.config is not None else f"--model {args.model}")
+        why = str(exc).splitlines()[0]  # torch may append its C++ frames
+        raise EstimateUsageError(f"{what}: too large: a tensor's size overflows ({why})") from None
     obj = {
         "model": name,
         "workload": args.workload,
@@ -493,4 +503,6 @@ def _config(args: argparse.Namespace) -> tuple[Config, str]:
         config = Config.from_file(path)
     except ValueError as exc:  # the file and the field, in one line
         raise EstimateUsageError(str(exc)) from None
-    return config, config.name or path.parent.name
+    if not config.name:  # named after its folder, in the output and in every message about it
+        config = Config.from_dict({**config.to_dict(), "name": path.parent.name})
+    return config, config.name

@@ -696,6 +696,26 @@ def test_ad_hoc_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert code == 0 and json.loads(out)["outcome"] == "ok"
 
 
+def test_a_config_without_a_name_is_named_after_its_folder_everywhere(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The output calls a nameless config by its folder; so do the refusals that name the model
+    (they said "exceeds 's block size" and "model ''")."""
+    path = tmp_path / "my-model" / "lit_config.json"
+    path.parent.mkdir()
+    values = Config.from_name("tiny-llama").to_dict()
+    del values["name"]
+    path.write_text(json.dumps(values))
+    base = ["--config", str(path), "--workload", "finetune"]
+    code, out, _ = run_cli([*base, "--method", "lora", "--seq-len", "8", "--json"], capsys)
+    assert code == 0 and json.loads(out)["model"] == "my-model"
+    block = Config.from_name("tiny-llama").block_size
+    code, _, err = run_cli([*base, "--method", "lora", "--seq-len", str(block + 1)], capsys)
+    assert code == 2 and err.endswith(f" my-model's block size {block}\n"), err
+    code, _, err = run_cli([*base, "--method", "adapter", "--seq-len", "8", "--adapter-start-layer", "99"], capsys)
+    assert code == 2 and "past the layers of model 'my-model'" in err, err
+
+
 def test_ad_hoc_later_lit_gpt_config_needs_only_its_workloads_length(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -932,6 +952,38 @@ def test_bad_arguments_exit_2_with_one_line(
     assert len(err.strip().splitlines()) == 1, err
     if str(tmp_path) in args:
         assert "not a regular file" in err
+
+
+@pytest.mark.parametrize(
+    ("method", "flag", "value"),
+    [
+        ("lora", "--lora-r", 10**17),
+        ("lora", "--lora-r", 10**20),  # past int64: a TypeError with C++ frames
+        ("lora", "--lm-head-chunk-size", 10**20),
+        ("lora", "--batch-size", 10**20),  # the accumulation, which divides the loss
+        ("adapter", "--adapter-prompt-length", 10**17),
+    ],
+)
+def test_a_size_too_large_for_a_tensor_is_refused_naming_it(
+    method: str, flag: str, value: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: a traceback (torch's 'Storage size calculation overflowed', 'int too big to convert')."""
+    args = ["--model", "tiny-llama", "--workload", "finetune", "--method", method, flag, str(value)]
+    if method == "adapter":  # tiny-llama's 2 layers: a prefix from layer 0
+        args = [*args, "--adapter-start-layer", "0"]
+    code, out, err = run_cli(args, capsys)
+    assert code == 2 and out == "" and len(err.splitlines()) == 1, err
+    assert f"{flag} {value}" in err and ": too large: a tensor's size overflows" in err, err
+
+
+def test_a_config_too_large_for_a_tensor_is_refused_naming_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "lit_config.json"
+    path.write_text(json.dumps({**Config.from_name("tiny-llama").to_dict(), "block_size": 10**20}))
+    code, out, err = run_cli(["--config", str(path), "--workload", "inference", "--prompt-len", "5"], capsys)
+    assert code == 2 and out == "" and len(err.splitlines()) == 1, err
+    assert err.startswith(f"conformance estimate: {path}: too large: a tensor's size overflows"), err
 
 
 # --------------------------------------------------------------------------------------------

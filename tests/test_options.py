@@ -4,6 +4,7 @@ builder from flat keys that the CLI, a profile's runner_options and the estimato
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +38,25 @@ CPU = {"accelerator": "cpu", "precision": "32-true"}
 )
 def test_a_setting_of_another_method_is_refused_not_ignored(method: str, key: str) -> None:
     value = False if key == "lora_query" else 1
-    with pytest.raises(ValueError, match=rf"--{key.replace('_', '-')} does not apply to method '{method}'"):
+    flag = ("--no-" if value is False else "--") + key.replace("_", "-")  # as given: --no-lora-query
+    with pytest.raises(ValueError, match=rf"^{flag} does not apply to method '{method}'"):
         build_request("finetune", {"model": "tiny-llama", "method": method, key: value, **CPU})
     own = "adapter_start_layer" if method != "lora" else "lora_r"
     assert build_request("finetune", {"model": "tiny-llama", "method": method, own: 1, **CPU}).method == method
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"lora_r": 0}, "--lora-r 0: lora r must be >= 1, got 0"),
+        ({"lora_dropout": 1.5}, "--lora-dropout 1.5: lora dropout must be in [0, 1)"),
+        ({"lora_query": False, "lora_value": False}, "--no-lora-query --no-lora-value: LoRA on no layer"),
+        ({"adapter_prompt_length": 0}, "--adapter-prompt-length 0: adapter prompt_length must be >= 1"),
+    ],
+)
+def test_a_bad_method_setting_is_refused_naming_its_flag(values: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}"):
+        peft_settings(values)
 
 
 def test_flat_keys_reach_the_typed_options() -> None:
