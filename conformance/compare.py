@@ -60,10 +60,10 @@ REL_SLACK = 1e-9
 PARAM_FIELDS = ("trainable_params", "total_params")
 BANDED_FIELDS = ("max_memory_gb", "time_1k_iters_min", "tokens_per_sec")
 # The figures test_speed checks (the rest of a row's findings are test_run's).
+SPEED_FIELDS = ("time_1k_iters_min", "tokens_per_sec")
 # How the skip reason of a speed that says nothing begins (a busy CPU: conformance/cpu_busy.py; a GPU
 # that was not idle: conformance/gpu_idle.py): the diff shows such a speed without judging it.
 SPEED_INCONCLUSIVE = "speed inconclusive"
-SPEED_FIELDS = ("time_1k_iters_min", "tokens_per_sec")
 # Banded figures where more is better (the rest are lower-is-better).
 HIGHER_IS_BETTER = ("tokens_per_sec",)
 

@@ -61,10 +61,6 @@ def _finite(name: str, value: float, *, low: float, low_inclusive: bool = True) 
         raise ValueError(f"{name} must be a finite number {bound}, got {value}")
 
 
-def memory_gb_problem(name: str, value: float) -> str:
-    return f"{name} must be at most {MAX_MEMORY_GB:g} GB (a petabyte; no device holds more), got {value:g}"
-
-
 def _at_least(name: str, value: int | None, low: int) -> None:
     if value is not None and value < low:
         raise ValueError(f"{name} must be >= {low}, got {value}")
@@ -344,7 +340,10 @@ class RunRequest:
         if self.memory_cap_gb is not None:
             _finite("memory_cap_gb", self.memory_cap_gb, low=0, low_inclusive=False)
             if self.memory_cap_gb > MAX_MEMORY_GB:
-                raise ValueError(memory_gb_problem("memory_cap_gb", self.memory_cap_gb))
+                raise ValueError(
+                    f"memory_cap_gb must be at most {MAX_MEMORY_GB:g} GB (a petabyte; no device holds more),"
+                    f" got {self.memory_cap_gb:g}"
+                )
         if self.quantize is not None:
             if self.quantize not in QUANTIZE_MODES:
                 raise ValueError(f"unknown quantize mode {self.quantize!r}; valid modes: {', '.join(QUANTIZE_MODES)}")
