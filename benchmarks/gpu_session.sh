@@ -7,6 +7,8 @@
 #   bash benchmarks/gpu_session.sh lease [SELECTOR ...]   # a whole short lease in one command: smoke, then one row
 #                                                         # group per -k expression, in order, each in the time
 #                                                         # left (LEASE_SECONDS)
+#                                                         # (LEASE_SMOKE=0: no smoke stage, for a second call
+#                                                         # on a machine whose smoke stage already passed)
 #   bash benchmarks/gpu_session.sh --dry-run STAGE ...    # print each command (shell-quoted) instead of running it
 #
 # Arguments reach pytest and the scripts as separate words ("$@"): nothing given on the command line
@@ -51,6 +53,10 @@ if [[ "${1:-}" == "rows" && $# -lt 2 ]]; then
 fi
 if [[ "${1:-}" == "lease" && ! "${LEASE_SECONDS:-540}" =~ ^[1-9][0-9]*$ ]]; then
     echo "$0: LEASE_SECONDS must be a whole number of seconds > 0, got '${LEASE_SECONDS}'" >&2
+    exit 2
+fi
+if [[ "${1:-}" == "lease" && ! "${LEASE_SMOKE:-1}" =~ ^[01]$ ]]; then
+    echo "$0: LEASE_SMOKE must be 1 (run the smoke stage first, the default) or 0, got '${LEASE_SMOKE}'" >&2
     exit 2
 fi
 
@@ -118,11 +124,15 @@ lease)
     note() { echo "lease: $*" | tee -a "$results/lease.txt"; }
     pack() { tar -czf "$results/lease.tgz.part" -C "$work" . && mv "$results/lease.tgz.part" "$results/lease.tgz"; }
     stage_under() { timeout --signal=INT --kill-after=20 "$@"; }
-    smoke_s=$((end - SECONDS < 240 ? end - SECONDS : 240))
-    ((smoke_s > 0)) || smoke_s=1  # `timeout 0` would mean no limit at all
-    note "smoke, at most ${smoke_s}s"
-    stage_under "$smoke_s" "${again[@]}" smoke || note "the smoke stage failed; going on with the rows"
-    pack
+    if [[ "${LEASE_SMOKE:-1}" == 1 ]]; then
+        smoke_s=$((end - SECONDS < 240 ? end - SECONDS : 240))
+        ((smoke_s > 0)) || smoke_s=1  # `timeout 0` would mean no limit at all
+        note "smoke, at most ${smoke_s}s"
+        stage_under "$smoke_s" "${again[@]}" smoke || note "the smoke stage failed; going on with the rows"
+        pack
+    else
+        note "no smoke stage (LEASE_SMOKE=0)"
+    fi
     for selector in "${groups[@]}"; do
         left=$((end - SECONDS))
         if ((left < 60)); then

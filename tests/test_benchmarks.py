@@ -117,6 +117,16 @@ def test_gpu_session_lease_plans_smoke_then_each_group_in_the_time_left(tmp_path
     assert proc.returncode == 0 and " pytest " not in proc.stdout
     # The seconds left are counted from the start (a loaded machine takes a second or two for the dry smoke stage).
     assert re.search(r"\b(30|29|28)s left, not enough for -k 'inference-llama2_70b'", (out / "lease.txt").read_text())
+    # A second call on a machine whose smoke stage passed: the rows alone.
+    proc = subprocess.run(
+        ["bash", script, "--dry-run", "lease", "llama2_13b and 1gpu"], env={**env, "LEASE_SMOKE": "0"},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "cublas_init" not in proc.stdout and "no smoke stage (LEASE_SMOKE=0)" in proc.stdout
+    assert [shlex.split(line)[6] for line in proc.stdout.splitlines() if " pytest conformance " in line] == [
+        "llama2_13b and 1gpu"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -126,6 +136,11 @@ def test_gpu_session_lease_plans_smoke_then_each_group_in_the_time_left(tmp_path
         (["rows"], {}, "rows needs pytest arguments"),
         (["lease"], {"LEASE_SECONDS": "abc"}, "LEASE_SECONDS must be a whole number of seconds > 0, got 'abc'"),
         (["lease"], {"LEASE_SECONDS": "0"}, "LEASE_SECONDS must be a whole number"),
+        (
+            ["lease"],
+            {"LEASE_SMOKE": "no"},
+            "LEASE_SMOKE must be 1 (run the smoke stage first, the default) or 0, got 'no'",
+        ),
     ],
 )
 def test_gpu_session_refuses_bad_input_in_one_line_before_installing_anything(
@@ -178,6 +193,10 @@ def test_cublas_init_needs_a_gpu_and_says_so_in_one_line(capsys: pytest.CaptureF
         ("extrapolation_error", ["--out", "{tmp}"], "is a directory"),
         ("derive_lengths", ["--families", "bogus"], "argument --families: invalid choice: 'bogus'"),
         ("derive_lengths", ["--data-dir", "{tmp}", "--out-dir", "{tmp}/alpaca/alpaca_data.json"], "not a directory"),
+        ("calibration", [], "the following arguments are required: results"),
+        ("calibration", ["{tmp}/alpaca/alpaca_data.json"], "not a conformance results file (a JSON list"),
+        ("calibration", ["{tmp}/missing.json"], "missing.json: cannot read"),
+        ("calibration", ["{tmp}/alpaca/alpaca_data.json", "--limit", "0"], "argument --limit: must be >= 1, got '0'"),
     ],
 )
 def test_benchmark_scripts_refuse_bad_input_in_one_line_before_running_anything(
@@ -186,7 +205,7 @@ def test_benchmark_scripts_refuse_bad_input_in_one_line_before_running_anything(
     (tmp_path / "alpaca").mkdir()
     (tmp_path / "alpaca" / "alpaca_data.json").write_text("[]")
     bench = _load(script)
-    for runs in ("timed", "run", "derive"):  # each script's first step that runs or reads something
+    for runs in ("timed", "run", "derive", "calibrate"):  # each script's first step that runs or reads something
         if hasattr(bench, runs):
             setattr(bench, runs, lambda *a, **k: pytest.fail("ran before refusing its bad input"))
     with pytest.raises(SystemExit) as exc:
@@ -206,6 +225,8 @@ def test_gpu_session_dry_run_prints_every_command_of_the_extrapolation_stage(tmp
     )
     assert proc.returncode == 0, proc.stderr
     commands = [shlex.split(line)[1:] for line in proc.stdout.splitlines() if line.startswith("+ ")]
+    # A checkout that holds the carried wheels (.whl/) installs them first.
+    commands = [c for c in commands if c[:4] != ["python3", "-m", "pip", "install"]]
     assert commands[0] == ["python3", "-m", "conformance", "env", "--json"]
     assert commands[1][:2] == ["python3", "benchmarks/extrapolation_error.py"] and commands[1][-2:] == [
         "--model",
