@@ -88,8 +88,10 @@ smoke)
 rows)
     # A file-name-safe label of the arguments (only [A-Za-z0-9_] survive).
     name="$(printf '%s_' "$@" | tr -c 'A-Za-z0-9_' '_' | tr -s '_' | cut -c1-40)"
+    # tee ignores SIGINT: a lease stops a stage with SIGINT to the whole process group, and pytest's
+    # last words (which rows did not finish, its summary) must still reach the log.
     run python3 -m pytest conformance "$@" --row-timeout 240 --results "$OUT/results-$name.json" \
-        --row-logs /tmp/row-logs -rA 2>&1 | tee "$OUT/pytest-$name.log" || true
+        --row-logs /tmp/row-logs -rA 2>&1 | (trap '' INT && exec tee "$OUT/pytest-$name.log") || true
     run tar -czf "$OUT/row-logs-$name.tgz" -C /tmp row-logs 2>/dev/null || true
     ;;
 extrapolation)
@@ -102,13 +104,19 @@ lease)
     # minutes) includes the machine's start: one call should do the whole plan. The smoke checks
     # first (what breaks there breaks everything), then each group of rows, most informative first,
     # given the time that is left of LEASE_SECONDS (default 540: a 600 s call with a margin for the
-    # results to be written). Groups: -k expressions, one per argument; by default the 70B
-    # inference rows (the estimate's one miss and cuBLAS's memory), then Llama 2 7B's single-GPU
-    # rows (the QLoRA stack drift), then 13B's.
+    # results to be written). Groups: -k expressions, one per argument; by default the rows no
+    # session has measured yet (below). A single-GPU 7B finetune row takes about 40 s on an H200.
     end=$((SECONDS + ${LEASE_SECONDS:-540}))
     groups=("$@")
     if [[ ${#groups[@]} -eq 0 ]]; then
-        groups=("inference-llama2_70b" "llama2_7b and 1gpu" "llama2_13b and 1gpu")
+        # The rows no GPU session has measured yet, most informative first (2026-12-04, an H200:
+        # 70B inference and 11 of Llama 2 7B's 14 single-GPU rows; benchmarks/results/h200-2026-12-04).
+        groups=(
+            "inference and (codellama_34b or falcon_40b)"
+            "llama2_13b and 1gpu"
+            "llama2_7b and lora and 1gpu and (nf4_dq or mb2 or mb4)"
+            "(phi_1_5 or stablelm_3b) and 1gpu"
+        )
     fi
     export GPU_SESSION_INSTALLED=1
     # Each stage runs as its own process under `timeout`: SIGINT first (pytest then writes its

@@ -10,7 +10,9 @@ The rules per expected outcome (the comparisons themselves are ``conformance.com
   runs out of memory (xfail); a row that now fits fails with "fits now (peak X GB)".
 - ``unsupported``: the runner refuses the combination with the documented reason; checked on any
   machine, since the refusal needs no GPU.
-- ``error``: passes on the recorded error or an OOM; anything else fails.
+- ``error``: passes on the recorded error or an OOM; anything else fails, except where the run
+  cannot show the error (``rules.run_not_comparable``: an error from memory outside the caching
+  allocator, on a larger card under a memory cap), which skips with the reason.
 
 Every failure lists all findings of the row at once, then the command that re-records the row
 and the command that reproduces its run. Under ``--record`` nothing fails on a finding: the row's
@@ -31,7 +33,15 @@ from conformance.display import display
 from conformance.estimate import estimate_problem
 from conformance.expectations import Case
 from conformance.profiles import ActiveProfile
-from conformance.rules import CheckKind, ExpectedOutOfMemory, KnownEstimateMiss, check_of, item_id, own_findings
+from conformance.rules import (
+    CheckKind,
+    ExpectedOutOfMemory,
+    KnownEstimateMiss,
+    check_of,
+    item_id,
+    own_findings,
+    run_not_comparable,
+)
 from conformance.runner import RunResult
 from conformance.session import ConformanceSession
 
@@ -80,6 +90,10 @@ class RowCheck:
             memory_cap_gb=self.active.memory_cap_gb,
             command=run.command_line,
         )
+        not_comparable = None if self.session.recording else run_not_comparable(self.active, self.case, run.result)
+        if not_comparable is not None:
+            self._note("run", not_comparable)
+            pytest.skip(not_comparable)
         expected_oom = self.case.outcome == "oom" and run.outcome == "oom"
         if expected_oom and not self.session.recording and not is_failure(own, self.session.options.strict):
             message = f"out of memory, as the profile expects: {run.error or 'no message'}"

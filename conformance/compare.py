@@ -246,6 +246,18 @@ def unsupported_reason_matches(message: str | None) -> bool:
     return any(w in text for w in _QUANTIZATION_WORDS) and any(w in text for w in _DEVICE_WORDS)
 
 
+# Errors a library raises when it cannot get device memory outside PyTorch's caching allocator
+# (cuBLAS creates its handle with cudaMalloc of its own). A memory cap (set_per_process_memory_fraction)
+# limits the allocator alone, so on a larger card under a cap these errors cannot recur.
+OUTSIDE_ALLOCATOR_ERRORS = frozenset({"CUBLAS_STATUS_NOT_INITIALIZED", "CUBLAS_STATUS_ALLOC_FAILED"})
+
+
+def outside_allocator_error(recorded: str | None) -> str | None:
+    """The recorded error's key token if it is one of ``OUTSIDE_ALLOCATOR_ERRORS``, else None."""
+    token = error_key_token(recorded)
+    return token if token in OUTSIDE_ALLOCATOR_ERRORS else None
+
+
 def error_key_token(recorded: str | None) -> str | None:
     """The part of a recorded error that a new run must repeat.
 

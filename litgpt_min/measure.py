@@ -188,6 +188,26 @@ def host_memory() -> Iterator[None]:
             tracker.host_depth -= 1
 
 
+def cuda_memory_details(device: torch.device | str) -> dict[str, float]:
+    """What a CUDA run's ``max_memory_allocated`` leaves out, for the result's details:
+
+    - ``max_memory_reserved_gb``: the caching allocator's reserved peak (allocated plus cached
+      blocks), the figure ``conformance estimate --reserved`` models;
+    - ``outside_allocator_gb``: device memory in use now that the allocator did not reserve: the
+      CUDA context, cuBLAS's handle and the kernels loaded so far, NCCL, and any other process on
+      the card. An error such as CUBLAS_STATUS_NOT_INITIALIZED comes from this part, which a memory
+      cap does not limit.
+    """
+    dev = torch.device(device)
+    synchronize(dev)
+    free, total = torch.cuda.mem_get_info(dev)
+    reserved = torch.cuda.memory_reserved(dev)
+    return {
+        "max_memory_reserved_gb": round(gb(torch.cuda.max_memory_reserved(dev)), 6),
+        "outside_allocator_gb": round(gb(total - free - reserved), 6),
+    }
+
+
 def _cap_cuda(device: torch.device, cap_bytes: int | None) -> Callable[[], None]:
     """Apply a per-process memory fraction for ``cap_bytes``; return a function that undoes it."""
     if cap_bytes is None:

@@ -22,7 +22,7 @@ import torch
 from litgpt_min import launch
 from litgpt_min.config import Config
 from litgpt_min.estimate import request_from_run
-from litgpt_min.measure import PeakMemory, device_info, measure_peak, memory_source
+from litgpt_min.measure import PeakMemory, cuda_memory_details, device_info, measure_peak, memory_source
 from litgpt_min.options import RunRequest
 from litgpt_min.outcome import classify_exception
 from litgpt_min.preflight import check as preflight_check
@@ -109,6 +109,11 @@ def execute_rank(request: RunRequest, body: Body, *, preflight: bool = True) -> 
             result = result.replace(max_memory_gb=max(ranks))
         except Exception as exc:  # a sticky CUDA error also breaks the peak read: keep the outcome
             print(f"peak memory unreadable: {exc}", file=sys.stderr)
+        if torch.device(device).type == "cuda":
+            try:
+                result = result.replace(details={**result.details, **cuda_memory_details(device)})
+            except Exception as exc:  # as above
+                print(f"reserved memory unreadable: {exc}", file=sys.stderr)
     if estimated_gb is not None:
         result = result.replace(details={**result.details, "estimated_max_memory_gb": round(estimated_gb, 6)})
     return result

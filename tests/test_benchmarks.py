@@ -6,8 +6,10 @@ import importlib.util
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -116,7 +118,10 @@ def test_gpu_session_lease_plans_smoke_then_each_group_in_the_time_left(tmp_path
     )  # fmt: skip
     assert proc.returncode == 0 and " pytest " not in proc.stdout
     # The seconds left are counted from the start (a loaded machine takes a second or two for the dry smoke stage).
-    assert re.search(r"\b(30|29|28)s left, not enough for -k 'inference-llama2_70b'", (out / "lease.txt").read_text())
+    assert re.search(
+        r"\b(30|29|28)s left, not enough for -k 'inference and \(codellama_34b or falcon_40b\)'",
+        (out / "lease.txt").read_text(),
+    )
     # A second call on a machine whose smoke stage passed: the rows alone.
     proc = subprocess.run(
         ["bash", script, "--dry-run", "lease", "llama2_13b and 1gpu"], env={**env, "LEASE_SMOKE": "0"},
@@ -127,6 +132,33 @@ def test_gpu_session_lease_plans_smoke_then_each_group_in_the_time_left(tmp_path
     assert [shlex.split(line)[6] for line in proc.stdout.splitlines() if " pytest conformance " in line] == [
         "llama2_13b and 1gpu"
     ]
+
+
+def test_a_stage_stopped_by_the_lease_keeps_pytests_last_words_in_its_log(tmp_path: Path) -> None:
+    """The lease stops a stage with SIGINT to its whole process group (``timeout``); pytest then
+    prints which rows did not finish. The log's tee must outlive the signal to write that down."""
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "python3").write_text(
+        "#!/bin/bash\n"
+        'if [ "$2" = pytest ]; then\n'
+        # A background job of a script ignores SIGINT: the trap ends the sleep itself.
+        "  trap 'kill $!; echo \"pytest: interrupted, 3 rows not run\"; exit 2' INT\n"
+        '  echo collected; touch "$OUT/started"; sleep 30 >/dev/null & wait $!\n'
+        "fi\n"
+    )
+    (fake_bin / "python3").chmod(0o755)
+    out = tmp_path / "out"
+    env = {**os.environ, "OUT": str(out), "PATH": f"{fake_bin}:{os.environ['PATH']}", "GPU_SESSION_INSTALLED": "1"}
+    script = str(BENCHMARKS / "gpu_session.sh")
+    # The stage's own group, as `timeout` in the lease makes one; SIGINT to all of it, as `timeout` sends.
+    proc = subprocess.Popen(["bash", script, "rows", "-k", "x"], env=env, start_new_session=True)
+    deadline = time.monotonic() + 30
+    while not (out / "started").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    proc.wait(timeout=30)
+    assert (out / "pytest-_k_x_.log").read_text().splitlines() == ["collected", "pytest: interrupted, 3 rows not run"]
 
 
 @pytest.mark.parametrize(

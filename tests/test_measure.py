@@ -14,6 +14,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from litgpt_min.measure import (
     LiveTensorTracker,
     PeakMemory,
+    cuda_memory_details,
     device_info,
     gb,
     gb_text,
@@ -463,3 +464,28 @@ def test_measure_peak_on_cuda_reads_the_allocator_and_caps_it() -> None:
 )
 def test_gb_text_keeps_a_tiny_figure_readable(value: float, text: str) -> None:
     assert gb_text(value) == text
+
+
+def test_cuda_memory_details_are_the_reserved_peak_and_what_the_allocator_does_not_hold(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Read from the CUDA API (faked here): the card's used memory less the allocator's reserve is
+    what lives outside it (context, cuBLAS), the part a memory cap does not limit."""
+    calls: list[str] = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: calls.append("sync"))
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (100_000_000_000, 150_000_000_000))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 49_282_000_000)
+    monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda device=None: 49_500_000_000)
+    details = cuda_memory_details("cuda:0")
+    assert calls == ["sync"]  # queued work finished before the reading
+    assert details == {"max_memory_reserved_gb": 49.5, "outside_allocator_gb": 0.718}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_memory_details_on_a_card() -> None:
+    torch.cuda.reset_peak_memory_stats()
+    x = torch.ones(2**20, device="cuda")
+    (x @ x).item()  # cuBLAS's handle: outside the allocator
+    details = cuda_memory_details("cuda")
+    assert details["max_memory_reserved_gb"] >= gb(x.nbytes)
+    assert details["outside_allocator_gb"] > 0  # at least the CUDA context

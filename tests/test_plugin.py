@@ -357,6 +357,37 @@ def test_portable_mode_caps_memory_and_skips_speed_naming_the_record_command(
     assert [c["cap"] for c in suite.calls()] == [None]
 
 
+@pytest.mark.parametrize(
+    ("emulate", "answer", "outcome"),
+    [
+        # Under the cap, cuBLAS's own memory is not limited: a run that ends ok shows nothing.
+        ((), {"outcome": "ok", "max_memory_gb": 39.33}, "skipped"),
+        # Uncapped, the card really had the memory: the row runs now, a finding.
+        (("--emulate-memory-gb", "off"), {"outcome": "ok", "max_memory_gb": 39.33}, "failed"),
+        # The error itself, or an OOM, still passes under the cap.
+        ((), {"outcome": "oom", "error": "CUDA out of memory"}, "passed"),
+    ],
+)
+def test_an_error_from_memory_outside_the_allocator_is_not_judged_under_a_cap(
+    suite: Suite, monkeypatch: pytest.MonkeyPatch, emulate: tuple[str, ...], answer: dict[str, Any], outcome: str
+) -> None:
+    fake_gpu(monkeypatch)
+    suite.profile(sku="a100-sxm4-40gb")
+    suite.answer({ERROR: answer})
+    results = suite.pytester.path / "r.json"
+    result = suite.run("--profile", "tiny", "-k", f"test_run and {ERROR}", "--results", str(results), *emulate)
+    result.assert_outcomes(**{outcome: 1})
+    row = load_results(results)["rows"][0]
+    assert row["checks"]["run"] == outcome
+    if outcome == "skipped":
+        result.stdout.fnmatch_lines(
+            ["SKIPPED [[]1] *: not comparable under the 40 GB memory cap: CUBLAS_STATUS_NOT_INITIALIZED is a library"
+             " failing to get device memory outside PyTorch's caching allocator, which the cap does not limit; this"
+             " run peaked at 39.33 GB allocated. Only the profile's card (NVIDIA A100-SXM4-40GB) can show whether the row still fails"]
+        )  # fmt: skip
+        assert row["findings"] == [] and row["reasons"]["run"].startswith("not comparable under the 40 GB memory cap")
+
+
 def test_native_profile_compares_speed_without_a_cap(suite: Suite, monkeypatch: pytest.MonkeyPatch) -> None:
     fake_gpu(monkeypatch)
     suite.profile(sku="h100-80gb-hbm3")
