@@ -4,8 +4,10 @@ Reads the results files of GPU sessions (``pytest conformance --results FILE``) 
 whose run ended ok with a peak, estimates the row again here, on the CPU: once for the library
 stack the run used (from its fingerprint's bitsandbytes version) and once for the stack of the
 profile's table. The measured peak is judged against the first; the table's figure stands beside
-the second. Prints a Markdown table (the README's "Calibration on a GPU"), or one JSON object per
-row with ``--json``.
+the second. Prints a Markdown table (the README's "Will it fit?"), or one JSON object per row
+with ``--json``. ``--reserved`` also models the caching allocator for the run's stack (full depth:
+slower) and sets it beside the reserved peak a run recorded (``details.max_memory_reserved_gb``,
+which CUDA runs record since 2026-12-04's session; earlier files leave it empty).
 
     python benchmarks/calibration.py benchmarks/results/h200-2026-12-04/results-*.json
 """
@@ -40,6 +42,7 @@ class Measured:
     device: str
     bitsandbytes: str | None
     memory_cap_gb: float | None
+    reserved_gb: float | None  # the run's reserved peak, where it recorded one
 
 
 def measured_rows(paths: list[Path], expectations: Path) -> list[Measured]:
@@ -71,6 +74,7 @@ def measured_rows(paths: list[Path], expectations: Path) -> list[Measured]:
                     device=str((measured.get("device") or {}).get("name") or "?"),
                     bitsandbytes=fingerprint.get("bitsandbytes"),
                     memory_cap_gb=row.get("memory_cap_gb"),
+                    reserved_gb=(measured.get("details") or {}).get("max_memory_reserved_gb"),
                 )
             )
     if not rows:
@@ -78,15 +82,24 @@ def measured_rows(paths: list[Path], expectations: Path) -> list[Measured]:
     return rows
 
 
-def calibrate(rows: list[Measured], expectations: Path) -> list[dict[str, Any]]:
-    """Each row's two estimates beside its measured peak and its table figure."""
+def calibrate(rows: list[Measured], expectations: Path, reserved: bool = False) -> list[dict[str, Any]]:
+    """Each row's two estimates beside its measured peak and its table figure; with ``reserved``,
+    also the allocator model's reserved peak (run's stack) beside the run's own."""
     out = []
     stacks: dict[str, Stack] = {}
     for row in rows:
         if row.profile not in stacks:
             stacks[row.profile] = profile_stack(load_profile(row.profile, expectations), "profile")
         run_stack = stack_for(row.bitsandbytes)
-        at_run = estimate_case(row.case, run_stack, None).max_memory_gb
+        run_estimate = estimate_case(row.case, run_stack, None, reserve=reserved)
+        at_run = run_estimate.max_memory_gb
+        reserve = run_estimate.reserve
+        estimated_reserved = None if reserve is None else reserve.max_memory_reserved_gb
+        reserved_error = (
+            None
+            if estimated_reserved is None or not row.reserved_gb
+            else round((estimated_reserved - row.reserved_gb) / row.reserved_gb, 4)
+        )
         table_stack = stacks[row.profile]
         at_table = at_run if table_stack == run_stack else estimate_case(row.case, table_stack, None).max_memory_gb
         error = None if at_run is None else (at_run - row.measured_gb) / row.measured_gb
@@ -106,6 +119,15 @@ def calibrate(rows: list[Measured], expectations: Path) -> list[dict[str, Any]]:
                 "run_stack": run_stack,
                 "estimate_run_stack_gb": at_run,
                 "error_rel": None if error is None else round(error, 4),
+                **(
+                    {
+                        "measured_max_memory_reserved_gb": row.reserved_gb,
+                        "estimate_max_memory_reserved_gb": estimated_reserved,
+                        "reserved_error_rel": reserved_error,
+                    }
+                    if reserved
+                    else {}
+                ),
             }
         )
     return out
@@ -121,28 +143,53 @@ def _table_cell(row: dict[str, Any]) -> str:
     return row["table_outcome"]  # an error or OOM row that ran here
 
 
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:+.1f}%"
+
+
 def render(rows: list[dict[str, Any]]) -> str:
-    """The Markdown table and a summary line."""
-    lines = [
-        "| Row | Table | Estimate, table's stack | Measured | Estimate, run's stack | Error |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
+    """The Markdown table and a summary line (per figure compared)."""
+    reserved = bool(rows) and "reserved_error_rel" in rows[0]
+    head = "| Row | Table | Estimate, table's stack | Measured | Estimate, run's stack | Error |"
+    rule = "|---|---:|---:|---:|---:|---:|"
+    if reserved:
+        head += " Reserved | Reserved, estimated | Error |"
+        rule += "---:|---:|---:|"
+    lines = [head, rule]
     for row in rows:
-        error = "-" if row["error_rel"] is None else f"{row['error_rel'] * 100:+.1f}%"
-        lines.append(
+        line = (
             f"| {row['id']} | {_table_cell(row)} | {_gb(row['estimate_table_stack_gb'])} ({row['table_stack']})"
             f" | {_gb(row['measured_max_memory_gb'])} | {_gb(row['estimate_run_stack_gb'])} ({row['run_stack']})"
-            f" | {error} |"
+            f" | {_pct(row['error_rel'])} |"
         )
-    errors = [row["error_rel"] for row in rows if row["error_rel"] is not None]
+        if reserved:
+            line += (
+                f" {_gb(row['measured_max_memory_reserved_gb'])} | {_gb(row['estimate_max_memory_reserved_gb'])}"
+                f" | {_pct(row['reserved_error_rel'])} |"
+            )
+        lines.append(line)
     devices = sorted({row["device"] for row in rows})
     lines.append("")
     lines.append(
-        f"{len(rows)} rows measured on {', '.join(devices)}: the estimate of the run's stack is"
-        f" {min(errors) * 100:+.1f}% to {max(errors) * 100:+.1f}% off the measured peak"
-        f" (median |error| {statistics.median(abs(e) for e in errors) * 100:.1f}%)."
+        f"{len(rows)} rows measured on {', '.join(devices)}: the estimate of the run's stack is {_spread(rows, 'error_rel')}."
     )
+    if reserved:
+        n = sum(row["reserved_error_rel"] is not None for row in rows)
+        lines.append(
+            f"The allocator model against the reserved peaks of {n} row{'s' if n != 1 else ''}:"
+            f" {_spread(rows, 'reserved_error_rel')}."
+            if n
+            else "No row recorded its reserved peak (CUDA runs record it since 2026-12-04's session)."
+        )
     return "\n".join(lines)
+
+
+def _spread(rows: list[dict[str, Any]], key: str) -> str:
+    errors = [row[key] for row in rows if row[key] is not None]
+    median = statistics.median(abs(e) for e in errors) * 100
+    return (
+        f"{min(errors) * 100:+.1f}% to {max(errors) * 100:+.1f}% off the measured figure (median |error| {median:.1f}%)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -150,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("results", nargs="+", type=Path, help="results files of GPU sessions")
     parser.add_argument("--expectations", type=Path, default=ROOT / "expectations", metavar="DIR")
     parser.add_argument("--json", action="store_true", help="one JSON object per row")
+    parser.add_argument(
+        "--reserved", action="store_true", help="also the caching allocator's reserved peak (full depth: slower)"
+    )
     parser.add_argument("--limit", type=whole_number(1), default=None, help="only the first N measured rows")
     args = parser.parse_args(argv)
     try:  # every file read and every row found before the first estimate
@@ -164,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
             f" modelled with the one installed here ({installed})",
             file=sys.stderr,
         )
-    calibrated = calibrate(rows[: args.limit], args.expectations)
+    calibrated = calibrate(rows[: args.limit], args.expectations, reserved=args.reserved)
     if args.json:
         for row in calibrated:
             print(json.dumps(row, sort_keys=True))

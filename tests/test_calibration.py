@@ -85,6 +85,25 @@ def test_the_runs_stack_comes_from_its_bitsandbytes_and_the_table_keeps_its_own(
     assert old["estimate_run_stack_gb"] != current["estimate_run_stack_gb"]  # QLoRA inference moved between stacks
 
 
+def test_reserved_sets_the_allocator_model_beside_the_reserve_a_run_recorded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    calibration = _calibration()
+    path = _results_with(tmp_path, "inference-llama2_7b-nf4-1gpu", details={"max_memory_reserved_gb": 5.0})
+    assert calibration.main(["--json", "--reserved", str(path)]) == 0
+    (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert row["measured_max_memory_reserved_gb"] == 5.0
+    assert row["estimate_max_memory_reserved_gb"] >= row["estimate_run_stack_gb"]  # allocated blocks are reserved
+    assert row["reserved_error_rel"] == round((row["estimate_max_memory_reserved_gb"] - 5.0) / 5.0, 4)
+    assert calibration.main([str(path), "--reserved"]) == 0
+    table = capsys.readouterr().out
+    assert "| Reserved | Reserved, estimated | Error |" in table
+    assert "The allocator model against the reserved peaks of 1 row: " in table
+    # Without --reserved: the allocated figures alone.
+    assert calibration.main(["--json", str(path)]) == 0
+    assert "reserved_error_rel" not in json.loads(capsys.readouterr().out)
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
