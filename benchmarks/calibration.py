@@ -7,7 +7,7 @@ profile's table. The measured peak is judged against the first; the table's figu
 the second. Prints a Markdown table (the README's "Will it fit?"), or one JSON object per row
 with ``--json``. ``--reserved`` also models the caching allocator for the run's stack (full depth:
 slower) and sets it beside the reserved peak a run recorded (``details.max_memory_reserved_gb``,
-which CUDA runs record since 2026-12-04's session; earlier files leave it empty).
+which CUDA runs record from after 2026-12-04's session on; that session's files leave it empty).
 
     python benchmarks/calibration.py benchmarks/results/h200-2026-12-04/results-*.json
 """
@@ -98,7 +98,7 @@ def calibrate(rows: list[Measured], expectations: Path, reserved: bool = False) 
         reserved_error = (
             None
             if estimated_reserved is None or not row.reserved_gb
-            else round((estimated_reserved - row.reserved_gb) / row.reserved_gb, 4)
+            else round((estimated_reserved - row.reserved_gb) / row.reserved_gb, 6)
         )
         table_stack = stacks[row.profile]
         at_table = at_run if table_stack == run_stack else estimate_case(row.case, table_stack, None).max_memory_gb
@@ -118,7 +118,7 @@ def calibrate(rows: list[Measured], expectations: Path, reserved: bool = False) 
                 "measured_max_memory_gb": row.measured_gb,
                 "run_stack": run_stack,
                 "estimate_run_stack_gb": at_run,
-                "error_rel": None if error is None else round(error, 4),
+                "error_rel": None if error is None else round(error, 6),
                 **(
                     {
                         "measured_max_memory_reserved_gb": row.reserved_gb,
@@ -153,7 +153,7 @@ def render(rows: list[dict[str, Any]]) -> str:
     head = "| Row | Table | Estimate, table's stack | Measured | Estimate, run's stack | Error |"
     rule = "|---|---:|---:|---:|---:|---:|"
     if reserved:
-        head += " Reserved | Reserved, estimated | Error |"
+        head += " Reserved peak | Reserved peak, estimated | Reserve error |"
         rule += "---:|---:|---:|"
     lines = [head, rule]
     for row in rows:
@@ -171,17 +171,25 @@ def render(rows: list[dict[str, Any]]) -> str:
     devices = sorted({row["device"] for row in rows})
     lines.append("")
     lines.append(
-        f"{len(rows)} rows measured on {', '.join(devices)}: the estimate of the run's stack is {_spread(rows, 'error_rel')}."
+        f"{_rows(len(rows))} measured on {', '.join(devices)}: the estimate of the run's stack is {_spread(rows, 'error_rel')}."
     )
     if reserved:
-        n = sum(row["reserved_error_rel"] is not None for row in rows)
-        lines.append(
-            f"The allocator model against the reserved peaks of {n} row{'s' if n != 1 else ''}:"
-            f" {_spread(rows, 'reserved_error_rel')}."
-            if n
-            else "No row recorded its reserved peak (CUDA runs record it since 2026-12-04's session)."
-        )
+        recorded = sum(row["measured_max_memory_reserved_gb"] is not None for row in rows)
+        compared = sum(row["reserved_error_rel"] is not None for row in rows)
+        if compared:
+            lines.append(
+                f"The allocator model against the reserved peaks of {_rows(compared)}:"
+                f" {_spread(rows, 'reserved_error_rel')}."
+            )
+        elif recorded:
+            lines.append(f"{_rows(recorded)} recorded a reserved peak; the allocator model gives none for them.")
+        else:
+            lines.append("No row recorded its reserved peak (CUDA runs record it from after 2026-12-04's session on).")
     return "\n".join(lines)
+
+
+def _rows(n: int) -> str:
+    return f"{n} row" if n == 1 else f"{n} rows"
 
 
 def _spread(rows: list[dict[str, Any]], key: str) -> str:

@@ -68,7 +68,7 @@ _ROW_OPTIONS = ("model", "method", "micro_batch_size", "quantize", "devices", "n
 _SESSION_OPTIONS = ("accelerator", "memory_cap_gb")
 _TOLERANCE_KEYS = ("memory_rel", "speed_rel", "estimate_rel")
 # The card a profile describes: every file of it agrees on these (usable_memory_gb may be absent in all).
-CARD_KEYS = ("sku", "memory_gb", "usable_memory_gb")
+CARD_KEYS = ("sku", "memory_gb", "memory_bytes", "usable_memory_gb")
 
 
 class ExpectationError(ValueError):

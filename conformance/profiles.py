@@ -35,6 +35,7 @@ class ActiveProfile:
     measure_skip: str | None  # why measured rows skip here (None: they run)
     speed_skip: str | None  # why speed checks skip here (None: compared)
     record_target: Path  # the folder whose --record refreshes these figures for this machine
+    card_memory_gb: float | None = None  # portable mode: this machine's card (decimal GB)
 
     @property
     def name(self) -> str:
@@ -121,7 +122,8 @@ def activate(profile: Profile, options: Options, fp: Mapping[str, Any], recordin
         f" this card is {card}: record this card's profile with"
         f" `pytest conformance --record {display(target)}`"
     )
-    return ActiveProfile(profile, "portable", len(gpus), cap, None, speed_skip, target)
+    card = float(gpus[0].get("memory_gb") or 0) or None
+    return ActiveProfile(profile, "portable", len(gpus), cap, None, speed_skip, target, card)
 
 
 def _sku(profile: Profile) -> str:

@@ -127,15 +127,21 @@ def run_not_comparable(active: ActiveProfile, case: Case, result: Result) -> str
     On a card larger than the profile's, its rows run under a memory cap (portable mode), and the
     cap limits PyTorch's caching allocator alone. An ``error`` row whose error is a library failing
     to get memory outside the allocator (``compare.OUTSIDE_ALLOCATOR_ERRORS``: the A100 table's 70B
-    nf4 row) cannot fail that way here, so a run that ends ok is no evidence either way."""
-    if active.mode != "portable" or active.memory_cap_gb is None:
+    nf4 row) cannot fail that way on a card that leaves more room outside the cap than the
+    profile's card left outside its usable memory (its ``memory_bytes`` less ``usable_memory_gb``),
+    so a run that ends ok there is no evidence either way. Where the profile does not record its
+    card's ``memory_bytes``, the run is judged."""
+    if active.mode != "portable" or active.memory_cap_gb is None or active.card_memory_gb is None:
         return None
     if case.outcome != "error" or result.outcome != "ok":
         return None
     token = outside_allocator_error(case.error)
-    if token is None:
-        return None
     hardware = active.profile.hardware
+    if token is None or not hardware.get("memory_bytes"):
+        return None
+    usable = float(hardware.get("usable_memory_gb") or hardware["memory_gb"])
+    if active.card_memory_gb - active.memory_cap_gb <= hardware["memory_bytes"] / 1e9 - usable:
+        return None  # no more room outside the cap here than the profile's card had: it can recur
     peak = "" if result.max_memory_gb is None else f"; this run peaked at {result.max_memory_gb:.2f} GB allocated"
     return (
         f"not comparable under the {active.memory_cap_gb:g} GB memory cap: {token} is a library failing to get"

@@ -1,5 +1,5 @@
 """``python -m litgpt_min``: the ``litgpt-min`` command."""
 
-from litgpt_min.cli import main
+from litgpt_min.cli import entry
 
-raise SystemExit(main())
+entry()

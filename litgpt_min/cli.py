@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any, NoReturn
 
@@ -160,6 +161,21 @@ def main(argv: list[str] | None = None) -> int:
             if key != "details" and value is not None:  # None: not applicable to this run
                 print(f"{key}: {_plain(value)}")
     return EXIT_RUN_FAILED if result.get("outcome") in FAILED_OUTCOMES else 0
+
+
+def entry() -> NoReturn:
+    """``litgpt-min`` and ``python -m litgpt_min``: :func:`main`, then the process's exit.
+
+    One rank of torchrun or srun leaves without the interpreter's teardown (``os._exit``, after its
+    output is flushed): there a C++ thread of torch.distributed that outlives the destroyed process
+    group can abort the process ("terminate called without an active exception", SIGABRT), and the
+    launcher then fails the whole run after a good result."""
+    code = main()
+    if launch.externally_launched():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 def _plain(value: object) -> str:

@@ -73,7 +73,7 @@ def test_the_runs_stack_comes_from_its_bitsandbytes_and_the_table_keeps_its_own(
     (current,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert current["run_stack"] == "current" and current["table_stack"] == "bnb-0.41"
     assert current["measured_max_memory_gb"] == 2.0
-    assert current["error_rel"] == round((current["estimate_run_stack_gb"] - 2.0) / 2.0, 4)
+    assert current["error_rel"] == round((current["estimate_run_stack_gb"] - 2.0) / 2.0, 6)
     # The same row run with the table's bitsandbytes: one stack, one estimate, judged against it.
     data = json.loads(path.read_text(encoding="utf-8"))
     data["fingerprint"]["bitsandbytes"] = "0.41.1"
@@ -94,10 +94,10 @@ def test_reserved_sets_the_allocator_model_beside_the_reserve_a_run_recorded(
     (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert row["measured_max_memory_reserved_gb"] == 5.0
     assert row["estimate_max_memory_reserved_gb"] >= row["estimate_run_stack_gb"]  # allocated blocks are reserved
-    assert row["reserved_error_rel"] == round((row["estimate_max_memory_reserved_gb"] - 5.0) / 5.0, 4)
+    assert row["reserved_error_rel"] == round((row["estimate_max_memory_reserved_gb"] - 5.0) / 5.0, 6)
     assert calibration.main([str(path), "--reserved"]) == 0
     table = capsys.readouterr().out
-    assert "| Reserved | Reserved, estimated | Error |" in table
+    assert "| Reserved peak | Reserved peak, estimated | Reserve error |" in table
     assert "The allocator model against the reserved peaks of 1 row: " in table
     # Without --reserved: the allocated figures alone.
     assert calibration.main(["--json", str(path)]) == 0

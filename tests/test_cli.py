@@ -604,3 +604,29 @@ def test_ctrl_c_ends_a_run_with_one_line(capsys: pytest.CaptureFixture[str], mon
     except KeyboardInterrupt:
         pytest.fail("Ctrl-C escaped litgpt-min's main (a traceback)")
     assert (code, lines, err) == (130, [], "litgpt-min: interrupted\n")
+
+
+@pytest.mark.parametrize(("launched", "exit_kind"), [(True, "os._exit"), (False, "sys.exit")])
+def test_a_launched_rank_leaves_without_the_interpreters_teardown(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], launched: bool, exit_kind: str
+) -> None:
+    """torchrun's ranks: the teardown can abort the process after its result (a C++ thread of
+    torch.distributed), failing the launcher's run; os._exit skips it, after flushing the output."""
+    from litgpt_min import cli, launch
+
+    class Exited(Exception):
+        pass
+
+    def leave(kind: str) -> Any:
+        def exit_(code: int) -> None:
+            raise Exited(kind, code)
+
+        return exit_
+
+    monkeypatch.setattr(cli, "main", lambda argv=None: 3)
+    monkeypatch.setattr(launch, "externally_launched", lambda: launched)
+    monkeypatch.setattr(cli.os, "_exit", leave("os._exit"))
+    monkeypatch.setattr(cli.sys, "exit", leave("sys.exit"))
+    with pytest.raises(Exited) as exc:
+        cli.entry()
+    assert exc.value.args == (exit_kind, 3)

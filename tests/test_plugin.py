@@ -89,10 +89,17 @@ def default_cases() -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-def profile_file(name: str, cases: list[dict[str, Any]], sku: str = "cpu", memory_gb: float = 40) -> dict[str, Any]:
+def profile_file(
+    name: str, cases: list[dict[str, Any]], sku: str = "cpu", memory_gb: float = 40, **hardware: Any
+) -> dict[str, Any]:
     return {
         "profile": name,
-        "hardware": {"sku": sku, "memory_gb": memory_gb, "gpu": "NVIDIA A100-SXM4-40GB" if sku != "cpu" else "x"},
+        "hardware": {
+            "sku": sku,
+            "memory_gb": memory_gb,
+            "gpu": "NVIDIA A100-SXM4-40GB" if sku != "cpu" else "x",
+            **hardware,
+        },
         "software": {"torch": "2.1.0"},
         "source": {"kind": "recorded"},
         "tolerances": {"memory_rel": 0.1, "speed_rel": 0.15},
@@ -357,22 +364,36 @@ def test_portable_mode_caps_memory_and_skips_speed_naming_the_record_command(
     assert [c["cap"] for c in suite.calls()] == [None]
 
 
+RAN = {"outcome": "ok", "max_memory_gb": 39.33}
+A100_40GB_BYTES = 42_505_273_344  # the profile card's total memory (its usable memory: 40 GB here)
+
+
 @pytest.mark.parametrize(
-    ("emulate", "answer", "outcome"),
+    ("card_gb", "memory_bytes", "emulate", "answer", "outcome"),
     [
-        # Under the cap, cuBLAS's own memory is not limited: a run that ends ok shows nothing.
-        ((), {"outcome": "ok", "max_memory_gb": 39.33}, "skipped"),
+        # An 85.5 GB card under the 40 GB cap: cuBLAS's own memory is not limited, an ok run shows nothing.
+        (85.5, A100_40GB_BYTES, (), RAN, "skipped"),
         # Uncapped, the card really had the memory: the row runs now, a finding.
-        (("--emulate-memory-gb", "off"), {"outcome": "ok", "max_memory_gb": 39.33}, "failed"),
+        (85.5, A100_40GB_BYTES, ("--emulate-memory-gb", "off"), RAN, "failed"),
         # The error itself, or an OOM, still passes under the cap.
-        ((), {"outcome": "oom", "error": "CUDA out of memory"}, "passed"),
+        (85.5, A100_40GB_BYTES, (), {"outcome": "oom", "error": "CUDA out of memory"}, "passed"),
+        # A card with no more room beyond the cap than the profile's card had: the error can recur.
+        (42.4, A100_40GB_BYTES, (), RAN, "failed"),
+        # A profile that does not record its card's total: judged.
+        (85.5, None, (), RAN, "failed"),
     ],
 )
 def test_an_error_from_memory_outside_the_allocator_is_not_judged_under_a_cap(
-    suite: Suite, monkeypatch: pytest.MonkeyPatch, emulate: tuple[str, ...], answer: dict[str, Any], outcome: str
+    suite: Suite,
+    monkeypatch: pytest.MonkeyPatch,
+    card_gb: float,
+    memory_bytes: int | None,
+    emulate: tuple[str, ...],
+    answer: dict[str, Any],
+    outcome: str,
 ) -> None:
-    fake_gpu(monkeypatch)
-    suite.profile(sku="a100-sxm4-40gb")
+    fake_gpu(monkeypatch, gb=card_gb)
+    suite.profile(sku="a100-sxm4-40gb", **({"memory_bytes": memory_bytes} if memory_bytes else {}))
     suite.answer({ERROR: answer})
     results = suite.pytester.path / "r.json"
     result = suite.run("--profile", "tiny", "-k", f"test_run and {ERROR}", "--results", str(results), *emulate)
