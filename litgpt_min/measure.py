@@ -194,9 +194,12 @@ def cuda_memory_details(device: torch.device | str) -> dict[str, float]:
     - ``max_memory_reserved_gb``: the caching allocator's reserved peak (allocated plus cached
       blocks), the figure ``conformance estimate --reserved`` models;
     - ``outside_allocator_gb``: device memory in use now that the allocator did not reserve: the
-      CUDA context, cuBLAS's handle and the kernels loaded so far, NCCL, and any other process on
-      the card. An error such as CUBLAS_STATUS_NOT_INITIALIZED comes from this part, which a memory
+      CUDA context, cuBLAS's handle and the kernels loaded so far, and any other process on the
+      card. An error such as CUBLAS_STATUS_NOT_INITIALIZED comes from this part, which a memory
       cap does not limit.
+
+    The run reads them at its end, after a multi-device run has left its process group (NCCL's
+    buffers are gone by then); the result of several ranks carries rank 0's.
     """
     dev = torch.device(device)
     synchronize(dev)
