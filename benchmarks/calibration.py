@@ -54,8 +54,8 @@ def measured_rows(paths: list[Path], expectations: Path) -> list[Measured]:
         fingerprint = data.get("fingerprint") or {}
         for row in data["rows"]:
             measured = row.get("measured") or {}
-            if measured.get("outcome") != "ok" or measured.get("max_memory_gb") is None:
-                continue
+            if measured.get("outcome") != "ok" or not measured.get("max_memory_gb"):
+                continue  # no run, or no peak to compare (a zero peak is none)
             name = row["profile"]
             if name not in profiles:
                 try:
@@ -194,6 +194,8 @@ def _rows(n: int) -> str:
 
 def _spread(rows: list[dict[str, Any]], key: str) -> str:
     errors = [row[key] for row in rows if row[key] is not None]
+    if not errors:
+        return "not comparable (no row has an estimate)"
     median = statistics.median(abs(e) for e in errors) * 100
     return (
         f"{min(errors) * 100:+.1f}% to {max(errors) * 100:+.1f}% off the measured figure (median |error| {median:.1f}%)"

@@ -630,6 +630,19 @@ def _cross_file_problems(files: dict[Path, dict[str, Any]]) -> Iterator[Expectat
     """Ids unique across the profile; one card (``CARD_KEYS``) and one set of default tolerances."""
     (first_path, first), *rest = files.items()
     seen: dict[str, Path] = {row["id"]: first_path for row in first["cases"]}
+    card = first["hardware"]
+    if (
+        card.get("memory_bytes")
+        and card.get("usable_memory_gb")
+        and card["usable_memory_gb"] >= card["memory_bytes"] / 1e9
+    ):
+        yield ExpectationError(
+            first_path,
+            f"is not less than the card's memory_bytes ({card['memory_bytes'] / 1e9:.3f} GB): the allocator cannot"
+            f" use all the card holds (got {_show(card['usable_memory_gb'])})",
+            None,
+            "hardware.usable_memory_gb",
+        )
     for path, data in rest:
         for key in CARD_KEYS:
             if data["hardware"].get(key) != first["hardware"].get(key):

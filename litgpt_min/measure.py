@@ -198,8 +198,9 @@ def cuda_memory_details(device: torch.device | str) -> dict[str, float]:
       card. An error such as CUBLAS_STATUS_NOT_INITIALIZED comes from this part, which a memory
       cap does not limit.
 
-    The run reads them at its end, after a multi-device run has left its process group (NCCL's
-    buffers are gone by then); the result of several ranks carries rank 0's.
+    The run reads them at its end: a multi-device run that ended ok has left its process group by
+    then (NCCL's buffers are gone), one that failed has not. The result of several ranks carries
+    rank 0's.
     """
     dev = torch.device(device)
     synchronize(dev)

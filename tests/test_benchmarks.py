@@ -143,7 +143,7 @@ def test_a_stage_stopped_by_the_lease_keeps_pytests_last_words_in_its_log(tmp_pa
         "#!/bin/bash\n"
         'if [ "$2" = pytest ]; then\n'
         # A background job of a script ignores SIGINT: the trap ends the sleep itself.
-        "  trap 'kill $!; echo \"pytest: interrupted, 3 rows not run\"; exit 2' INT\n"
+        '  trap \'[ -n "$!" ] && kill $!; echo "pytest: interrupted, 3 rows not run"; exit 2\' INT\n'
         '  echo collected; touch "$OUT/started"; sleep 30 >/dev/null & wait $!\n'
         "fi\n"
     )

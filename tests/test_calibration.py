@@ -108,6 +108,7 @@ def test_reserved_sets_the_allocator_model_beside_the_reserve_a_run_recorded(
     ("change", "message"),
     [
         ({"outcome": "oom", "max_memory_gb": None}, "ran ok with a measured peak"),
+        ({"max_memory_gb": 0.0}, "ran ok with a measured peak"),  # no peak to divide by
         ({"id": "inference-bogus-1gpu"}, "row inference-bogus-1gpu: not a row of profile 'a100-sxm4-40gb'"),
     ],
 )

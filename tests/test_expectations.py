@@ -476,6 +476,17 @@ def test_files_of_a_profile_agree_on_the_usable_memory(tmp_path: Path) -> None:
     assert load_profile("tmp", tmp_path).hardware["usable_memory_gb"] == 1.4
 
 
+def test_the_usable_memory_is_less_than_the_cards_total(tmp_path: Path) -> None:
+    """memory_bytes less usable_memory_gb is the room the card leaves outside its allocator (the
+    not-comparable rule of portable mode): a usable figure at or above the total is a typo."""
+    doc = _valid_doc()
+    doc["hardware"].update(memory_bytes=42_505_273_344, usable_memory_gb=42.6)
+    _refused(_write(tmp_path, doc), "field 'hardware.usable_memory_gb'", "memory_bytes (42.505 GB)", "(got 42.6)")
+    doc["hardware"]["usable_memory_gb"] = 42.0
+    _write(tmp_path, doc)
+    assert load_profile("tmp", tmp_path).hardware["memory_bytes"] == 42_505_273_344
+
+
 def test_every_problem_is_listed_at_once(tmp_path: Path) -> None:
     doc = _valid_doc()
     doc["cases"][0]["max_memory_gb"] = -1

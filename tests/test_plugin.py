@@ -409,6 +409,26 @@ def test_an_error_from_memory_outside_the_allocator_is_not_judged_under_a_cap(
         assert row["findings"] == [] and row["reasons"]["run"].startswith("not comparable under the 40 GB memory cap")
 
 
+def test_a_recording_under_a_cap_keeps_the_findings_of_an_error_row_that_ran(
+    suite: Suite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--record judges nothing, so the not-comparable rule stays out of it: the row is recorded as
+    it ran, and what differed from the profile is said."""
+    fake_gpu(monkeypatch)
+    suite.profile(sku="a100-sxm4-40gb", memory_bytes=A100_40GB_BYTES)
+    suite.answer({ERROR: RAN})
+    results = suite.pytester.path / "r.json"
+    target = suite.pytester.path / "rec"
+    result = suite.run(
+        "--profile", "tiny", "-k", f"test_run and {ERROR}", "--emulate-memory-gb", "40", "--record", str(target),
+        "--results", str(results),
+    )  # fmt: skip
+    assert result.ret == 0
+    (row,) = load_results(results)["rows"]
+    assert [f["detail"] for f in row["findings"]] == ["runs now (peak 39.33 GB)"]
+    assert [(c.id, c.outcome) for c in load_profile("rec", suite.pytester.path).cases] == [(ERROR, "ok")]
+
+
 def test_native_profile_compares_speed_without_a_cap(suite: Suite, monkeypatch: pytest.MonkeyPatch) -> None:
     fake_gpu(monkeypatch)
     suite.profile(sku="h100-80gb-hbm3")
