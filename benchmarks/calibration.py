@@ -23,9 +23,11 @@ from typing import Any
 
 from conformance.estimate import estimate_case, profile_stack
 from conformance.expectations import Case, ExpectationError, load_profile
+from conformance.hardware import distribution_version
 from conformance.options import whole_number
 from conformance.results import load_results
 from litgpt_min.estimate import Stack, stack_for
+from litgpt_min.measure import gb_text
 from litgpt_min.usage import OneLineParser
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,6 +39,7 @@ class Measured:
 
     file: Path
     profile: str
+    table_stack: Stack  # the library stack of the profile's table
     case: Case
     measured_gb: float
     device: str
@@ -48,7 +51,7 @@ class Measured:
 def measured_rows(paths: list[Path], expectations: Path) -> list[Measured]:
     """The rows of ``paths`` that ran ok with a peak; ``ValueError`` naming the file and row."""
     rows: list[Measured] = []
-    profiles: dict[str, dict[str, Case]] = {}
+    profiles: dict[str, tuple[Stack, dict[str, Case]]] = {}
     for path in paths:
         data = load_results(path)
         fingerprint = data.get("fingerprint") or {}
@@ -59,16 +62,19 @@ def measured_rows(paths: list[Path], expectations: Path) -> list[Measured]:
             name = row["profile"]
             if name not in profiles:
                 try:
-                    profiles[name] = {case.id: case for case in load_profile(name, expectations).cases}
+                    profile = load_profile(name, expectations)
                 except ExpectationError as exc:
                     raise ValueError(f"{path}: row {row['id']}: its profile {name!r}: {exc}") from None
-            case = profiles[name].get(row["id"])
+                profiles[name] = profile_stack(profile, "profile"), {case.id: case for case in profile.cases}
+            table_stack, cases = profiles[name]
+            case = cases.get(row["id"])
             if case is None:
                 raise ValueError(f"{path}: row {row['id']}: not a row of profile {name!r} in {expectations}")
             rows.append(
                 Measured(
                     file=path,
                     profile=name,
+                    table_stack=table_stack,
                     case=case,
                     measured_gb=float(measured["max_memory_gb"]),
                     device=str((measured.get("device") or {}).get("name") or "?"),
@@ -82,14 +88,11 @@ def measured_rows(paths: list[Path], expectations: Path) -> list[Measured]:
     return rows
 
 
-def calibrate(rows: list[Measured], expectations: Path, reserved: bool = False) -> list[dict[str, Any]]:
+def calibrate(rows: list[Measured], reserved: bool = False) -> list[dict[str, Any]]:
     """Each row's two estimates beside its measured peak and its table figure; with ``reserved``,
     also the allocator model's reserved peak (run's stack) beside the run's own."""
     out = []
-    stacks: dict[str, Stack] = {}
     for row in rows:
-        if row.profile not in stacks:
-            stacks[row.profile] = profile_stack(load_profile(row.profile, expectations), "profile")
         run_stack = stack_for(row.bitsandbytes)
         run_estimate = estimate_case(row.case, run_stack, None, reserve=reserved)
         at_run = run_estimate.max_memory_gb
@@ -100,7 +103,7 @@ def calibrate(rows: list[Measured], expectations: Path, reserved: bool = False) 
             if estimated_reserved is None or not row.reserved_gb
             else round((estimated_reserved - row.reserved_gb) / row.reserved_gb, 6)
         )
-        table_stack = stacks[row.profile]
+        table_stack = row.table_stack
         at_table = at_run if table_stack == run_stack else estimate_case(row.case, table_stack, None).max_memory_gb
         error = None if at_run is None else (at_run - row.measured_gb) / row.measured_gb
         out.append(
@@ -134,7 +137,7 @@ def calibrate(rows: list[Measured], expectations: Path, reserved: bool = False) 
 
 
 def _gb(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
+    return "-" if value is None else gb_text(value)
 
 
 def _table_cell(row: dict[str, Any]) -> str:
@@ -216,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = measured_rows(args.results, args.expectations)
     except ValueError as exc:
         parser.error(str(exc))
-    installed = _installed_bitsandbytes()
+    installed = distribution_version("bitsandbytes") or "none"
     ran_with = sorted({row.bitsandbytes or "none" for row in rows})
     if any(stack_for(v) == "current" for v in ran_with) and ran_with != [installed]:
         print(
@@ -224,22 +227,13 @@ def main(argv: list[str] | None = None) -> int:
             f" modelled with the one installed here ({installed})",
             file=sys.stderr,
         )
-    calibrated = calibrate(rows[: args.limit], args.expectations, reserved=args.reserved)
+    calibrated = calibrate(rows[: args.limit], reserved=args.reserved)
     if args.json:
         for row in calibrated:
             print(json.dumps(row, sort_keys=True))
     else:
         print(render(calibrated))
     return 0
-
-
-def _installed_bitsandbytes() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("bitsandbytes")
-    except PackageNotFoundError:
-        return "none"
 
 
 if __name__ == "__main__":

@@ -52,6 +52,7 @@ from litgpt_min.options import (
     FinetuneOptions,
     FlatOption,
     Hyperparameters,
+    flag_text,
     holds_tokenizer,
     peft_settings,
     run_hyperparameters,
@@ -309,7 +310,7 @@ def _run_ad_hoc(args: argparse.Namespace, out: TextIO) -> int:
     except (OverflowError, RuntimeError, TypeError, ValueError) as exc:  # a size past what torch can hold
         if not isinstance(exc, OverflowError) and "overflow" not in str(exc).lower():
             raise
-        given = [f"--{k.replace('_', '-')} {v}" for k in _SIZE_FLAGS if (v := getattr(args, k, None)) is not None]
+        given = [flag_text(k, v) for k in _SIZE_FLAGS if (v := getattr(args, k, None)) is not None]
         what = " ".join(given) or (str(args.config) if args.config is not None else f"--model {args.model}")
         why = str(exc).splitlines()[0]  # torch may append its C++ frames
         raise EstimateUsageError(f"{what}: too large: a tensor's size overflows ({why})") from None
@@ -437,7 +438,7 @@ def _hyperparameters(args: argparse.Namespace, devices: int) -> Hyperparameters:
     try:
         return run_hyperparameters(args.method, devices, **given)
     except ValueError as exc:  # a micro-batch over the batch, a chunk size of 0, ...
-        flags = [f"--{k.replace('_', '-')} {v}" for k, v in given.items() if v is not None]
+        flags = [flag_text(k, v) for k, v in given.items() if v is not None]
         if devices > 1:
             flags.append(f"--devices {devices}")
         raise EstimateUsageError(f"{' '.join(flags)}: {exc}" if flags else str(exc)) from None

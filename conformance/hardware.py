@@ -46,7 +46,7 @@ def fingerprint() -> dict[str, Any]:
     versions of ``torch``, ``bitsandbytes``, ``lightning`` and ``jsonschema`` (``None`` when not
     installed), ``python``, ``os``, ``platform``, ``cpu`` (``{"model", "cores"}``), ``hostname``.
     """
-    versions = {name: _distribution_version(name) for name in _VERSIONED}
+    versions = {name: distribution_version(name) for name in _VERSIONED}
     torch = _torch_if_gpu_possible()
     gpus = _gpus_from_torch(torch) if torch is not None else []
     return {
@@ -262,7 +262,8 @@ def _cuda_from_version_py(version_py: Path) -> str | None:
 # --- software and host ------------------------------------------------------------------------
 
 
-def _distribution_version(name: str) -> str | None:
+def distribution_version(name: str) -> str | None:
+    """An installed distribution's version, read from its metadata (None: not installed)."""
     try:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:

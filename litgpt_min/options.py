@@ -506,7 +506,7 @@ def _typed(option: FlatOption, value: Any) -> Any:
 _SETTINGS_PREFIX = {"lora": "lora_", "adapter": "adapter_", "adapter_v2": "adapter_"}
 
 
-def _flag(key: str, value: Any) -> str:
+def flag_text(key: str, value: Any) -> str:
     """A flat key's value as its flag was given: ``--lora-r 0``, ``--no-lora-query``, ``--lora-key``."""
     if isinstance(value, bool):
         return ("--" if value else "--no-") + key.replace("_", "-")
@@ -521,7 +521,7 @@ def peft_settings(values: Mapping[str, Any], method: str | None = None) -> tuple
         others = tuple({p for m, p in _SETTINGS_PREFIX.items() if p != _SETTINGS_PREFIX.get(method)})
         stray = sorted(k for k, v in values.items() if v is not None and k.startswith(others))
         if stray:
-            raise ValueError(f"{_flag(stray[0], values[stray[0]]).split()[0]} does not apply to method {method!r}")
+            raise ValueError(f"{flag_text(stray[0], values[stray[0]]).split()[0]} does not apply to method {method!r}")
 
     def build(prefix: str, cls: type) -> Any:
         given = {
@@ -530,7 +530,7 @@ def peft_settings(values: Mapping[str, Any], method: str | None = None) -> tuple
         try:
             return cls(**given)
         except ValueError as exc:  # named by the flags given: "--lora-r 0: lora r must be >= 1, got 0"
-            flags = [_flag(prefix + k, v) for k, v in given.items()]
+            flags = [flag_text(prefix + k, v) for k, v in given.items()]
             raise ValueError(f"{' '.join(flags)}: {exc}" if flags else str(exc)) from None
 
     return build("lora_", LoRASettings), build("adapter_", AdapterSettings)
@@ -600,6 +600,7 @@ __all__ = [
     "check_inference_devices",
     "check_quantize_precision",
     "check_vocabulary",
+    "flag_text",
     "holds_tokenizer",
     "hyperparameters",
     "peft_settings",

@@ -109,7 +109,7 @@ def execute_rank(request: RunRequest, body: Body, *, preflight: bool = True) -> 
             result = result.replace(max_memory_gb=max(ranks))
         except Exception as exc:  # a sticky CUDA error also breaks the peak read: keep the outcome
             print(f"peak memory unreadable: {exc}", file=sys.stderr)
-        if torch.device(device).type == "cuda":
+        if device.type == "cuda":
             try:
                 result = result.replace(details={**result.details, **cuda_memory_details(device)})
             except Exception as exc:  # as above
