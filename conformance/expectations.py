@@ -30,7 +30,7 @@ from jsonschema.exceptions import ValidationError
 
 from conformance.display import display
 from litgpt_min.config import known_names
-from litgpt_min.files import json_text, write_text_atomic
+from litgpt_min.files import json_text, write_files_atomic
 from litgpt_min.result import Outcome, Workload
 
 SCHEMA_PATH: Path = Path(__file__).resolve().parent.parent / "expectations" / "schema.json"
@@ -672,16 +672,40 @@ def _cross_file_problems(files: dict[Path, dict[str, Any]]) -> Iterator[Expectat
 def write_json_atomic(path: Path, data: Any, *, force: bool) -> None:
     """Write ``data`` as JSON (sorted keys, indent 2, trailing newline) atomically and never through a
     symbolic link (``litgpt_min.files``). Refuses to overwrite unless ``force``."""
-    path = Path(path)
-    if path.exists() and not force:
-        raise ExpectationError(path, "already exists; refusing to overwrite it without force")
+    write_json_files_atomic({Path(path): data}, force=force)
+
+
+def write_json_files_atomic(files: Mapping[Path, Any], *, force: bool) -> None:
+    """``write_json_atomic`` for several files as one change (``litgpt_min.files.write_files_atomic``):
+    every file is written before any replaces its old one, so a problem leaves all of them as they
+    were. The ``ExpectationError`` names the file it concerns."""
+    contents: dict[Path, bytes] = {}
+    for path, data in files.items():
+        path = Path(path)
+        if path.exists() and not force:
+            raise ExpectationError(path, "already exists; refusing to overwrite it without force")
+        try:
+            contents[path] = json_text(data).encode("utf-8")
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise ExpectationError(path, f"cannot serialize: {exc}") from None
     try:
-        text = json_text(data)
-    except (TypeError, ValueError, RecursionError) as exc:
-        raise ExpectationError(path, f"cannot serialize: {exc}") from None
-    try:
-        write_text_atomic(path, text, parents=True)
+        write_files_atomic(contents, parents=True)
     except OSError as exc:
-        raise ExpectationError(path, f"cannot write: {exc.strerror or exc}") from None
+        raise ExpectationError(_written(contents, exc.filename), f"cannot write: {exc.strerror or exc}") from None
     except ValueError as exc:
+        path = next((path for path in contents if str(exc).startswith(f"{path}: ")), None)
+        if path is None:
+            raise ExpectationError(next(iter(contents)).parent, str(exc)) from None
         raise ExpectationError(path, str(exc).removeprefix(f"{path}: ")) from None
+
+
+def _written(contents: Mapping[Path, bytes], filename: Any) -> Path:
+    """The target an ``OSError``'s file name belongs to: itself, or the temporary file beside it."""
+    first = next(iter(contents))
+    if not filename:
+        return first if len(contents) == 1 else first.parent
+    where = Path(filename)
+    for path in contents:
+        if where == path or (where.parent == path.parent and where.name.startswith(f".{path.name}.")):
+            return path
+    return where

@@ -7,7 +7,8 @@ measure are kept from the profile already in DIR, so a partial run (``-k``) lose
 
 Safety: the folder is refused at configure time unless it is empty or ``--force`` is given; the
 new files are validated (schema and cross-file rules) in a scratch copy before any is written;
-each write is atomic (``write_json_atomic``). Re-recording returns a per-row diff, old -> new.
+the changed files are written as one change (``write_json_files_atomic``: all are written
+before any replaces its old one). Re-recording returns a per-row diff, old -> new.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from conformance.expectations import (
     load_file,
     load_profile,
     write_json_atomic,
+    write_json_files_atomic,
 )
 from conformance.hardware import detected_sku
 from conformance.profiles import ActiveProfile
@@ -55,9 +57,7 @@ def record_profile(snapshot: Snapshot, now: _dt.datetime | None = None) -> list[
     if not files:
         return [f"conformance: nothing measured in this run; {display(target)} left as it was", *left_out]
     _validate(target.name, files)
-    for name, data in files.items():
-        if old.get(name) != data:
-            write_json_atomic(target / name, data, force=True)
+    write_json_files_atomic({target / name: data for name, data in files.items() if old.get(name) != data}, force=True)
     return summary_lines(target, old, files) + left_out
 
 

@@ -1,8 +1,8 @@
 """Writing the files a user sees: atomically, and never through a symbolic link.
 
 Every output of the project (``convert-hf``'s checkpoint, results files, recorded profiles,
-reports, diffs, plots, benchmark reports) goes through ``atomic_write`` or one of the helpers on
-top of it:
+reports, diffs, plots, benchmark reports) goes through ``atomic_write``, ``write_files_atomic``
+(several files as one change) or one of the helpers on top of them:
 
 - The bytes go to a fresh temporary file next to the target (``O_CREAT | O_EXCL | O_NOFOLLOW``,
   so a planted file or link with that name is never opened), are flushed and ``fsync``-ed, and
@@ -26,7 +26,7 @@ import os
 import secrets
 import shutil
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -86,32 +86,81 @@ def atomic_write(path: str | Path, *, parents: bool = False) -> Iterator[IO[byte
     symbolic link (``ValueError``); an ``OSError`` while writing leaves the old file untouched and
     no temporary file behind.
     """
+    path = _writable(path, parents)
+    tmp, handle = _open_temporary(path)
+    done = False
+    try:
+        with handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        _replace(tmp, path)
+        done = True
+    finally:
+        if not done:
+            tmp.unlink(missing_ok=True)
+
+
+def write_files_atomic(contents: Mapping[Path, bytes], *, parents: bool = False) -> None:
+    """Write several files as one change, as far as a filesystem allows.
+
+    Every file is written and ``fsync``-ed to its temporary name first; only then do the renames
+    run, one after the other with no I/O between them. A failure (a full disk, a link planted in
+    the way) before the renames leaves every old file as it was. Only a kill that falls between
+    two renames, microseconds apart, can leave some files new and some old.
+    """
+    targets = [_writable(path, parents) for path in contents]
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for path, data in zip(targets, contents.values(), strict=True):
+            try:
+                tmp, handle = _open_temporary(path)
+                staged.append((tmp, path))
+                with handle:
+                    handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            except OSError as exc:
+                if exc.filename is None:
+                    exc.filename = str(path)  # a full disk names no file; the caller learns which one
+                raise
+        for _tmp, path in staged:
+            _refuse_link(path, "became a symbolic link while being written; refusing to replace it")
+        for tmp, path in staged:
+            os.replace(tmp, path)
+    finally:
+        for tmp, _path in staged:
+            tmp.unlink(missing_ok=True)
+
+
+def _writable(path: str | Path, parents: bool) -> Path:
     path = Path(path)
-    if path.is_symlink():
-        raise ValueError(f"{path}: is a symbolic link; refusing to write through it")
+    _refuse_link(path, "is a symbolic link; refusing to write through it")
     if parents:
         check_output_dir(path.parent, str(path))
         path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _open_temporary(path: Path) -> tuple[Path, IO[bytes]]:
     # A fresh name in the target's directory: the same filesystem for os.replace. O_EXCL and
     # O_NOFOLLOW never open an existing file or link; the mode follows the umask like any new file
     # (mkstemp would make it 0600).
     tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
-    done = False
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        # A link may have been planted while we wrote; os.replace would replace the link itself,
-        # but the user asked for a file there and gets a clear refusal instead.
-        if path.is_symlink():
-            raise ValueError(f"{path}: became a symbolic link while being written; refusing to replace it")
-        os.replace(tmp, path)
-        done = True
-    finally:
-        if not done:
-            tmp.unlink(missing_ok=True)
+    return tmp, os.fdopen(fd, "wb")
+
+
+def _replace(tmp: Path, path: Path) -> None:
+    # A link may have been planted while we wrote; os.replace would replace the link itself,
+    # but the user asked for a file there and gets a clear refusal instead.
+    _refuse_link(path, "became a symbolic link while being written; refusing to replace it")
+    os.replace(tmp, path)
+
+
+def _refuse_link(path: Path, why: str) -> None:
+    if path.is_symlink():
+        raise ValueError(f"{path}: {why}")
 
 
 def write_bytes_atomic(path: str | Path, data: bytes, *, parents: bool = False) -> None:

@@ -141,3 +141,40 @@ def test_copy_never_writes_through_a_link_in_the_output(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="symbolic link"):
         copy_regular_file_within(root / "tokenizer.json", root, out / "tokenizer.json")
     assert (tmp_path / "secret").read_text() == "outside"
+
+
+def test_several_files_are_written_as_one_change(tmp_path: Path) -> None:
+    first, second = tmp_path / "a.json", tmp_path / "sub" / "b.json"
+    first.write_text("old a")
+    files.write_files_atomic({first: b"new a", second: b"new b"}, parents=True)
+    assert (first.read_bytes(), second.read_bytes()) == (b"new a", b"new b")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a.json", "b.json", "sub"]  # no temporary file left
+
+
+def test_a_failure_while_writing_several_files_replaces_none(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    first.write_text("old a")
+    second.write_text("old b")
+    synced: list[int] = []
+
+    def full_disk_at_the_second_file(fd: int) -> None:
+        synced.append(fd)
+        if len(synced) == 2:
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(files.os, "fsync", full_disk_at_the_second_file)
+    with pytest.raises(OSError, match="No space left") as failed:
+        files.write_files_atomic({first: b"new a", second: b"new b"})
+    assert failed.value.filename == str(second), "the error names the file it was writing"
+    assert (first.read_text(), second.read_text()) == ("old a", "old b"), "the first file is not replaced alone"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json"]
+
+
+def test_a_link_among_several_targets_refuses_them_all(tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    first, link = tmp_path / "a.json", tmp_path / "b.json"
+    link.symlink_to(victim)
+    with pytest.raises(ValueError, match=r"b\.json: is a symbolic link"):
+        files.write_files_atomic({first: b"new a", link: b"new b"})
+    assert not first.exists() and victim.read_text() == "keep me"

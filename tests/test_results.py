@@ -6,11 +6,12 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import os
 from pathlib import Path
 
 import pytest
 
-from conformance.expectations import load_profile
+from conformance.expectations import ExpectationError, load_profile
 from conformance.options import Options
 from conformance.profiles import activate
 from conformance.record import build_files, record_profile
@@ -127,6 +128,36 @@ def test_re_recording_the_same_card_keeps_what_its_allocator_can_use(tmp_path: P
     on_h100 = dataclasses.replace(snap, fingerprint=other)
     [data] = build_files(on_h100, active, {}, NOW).values()
     assert "usable_memory_gb" not in data["hardware"], "another card's allocator is not the A100's"
+
+
+def test_a_re_recording_that_cannot_write_one_file_changes_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clean = snapshot(tmp_path)
+    active = clean.actives[0]
+    inference = next(case for case in active.profile.cases if case.file.name == "inference.json")
+    assert inference.file != clean.rows[0].case.file, "the two rows lie in two files"
+    run = RunResult(result=Result(**identity(inference), max_memory_gb=inference.max_memory_gb))
+    counts = (inference.trainable_params, inference.total_params or 0)
+    both = clean.rows[0], RowSnapshot(active, inference, {"run": "passed"}, {}, ("run",), run, counts)
+    target = clean.options.record
+    assert target is not None
+    record_profile(dataclasses.replace(clean, rows=both), NOW)
+    before = {path.name: path.read_bytes() for path in target.iterdir()}
+    assert sorted(before) == ["finetune.json", "inference.json"]
+    elsewhere = {**FINGERPRINT, "cpu": {"model": "another CPU"}}  # a new card: both files change
+    fsync = os.fsync
+
+    def full_disk_at_inference_json(fd: int) -> None:
+        written = Path(os.readlink(f"/proc/self/fd/{fd}"))
+        if written.parent == target.resolve() and written.name.startswith(".inference.json."):
+            raise OSError(28, "No space left on device")
+        fsync(fd)
+
+    monkeypatch.setattr("litgpt_min.files.os.fsync", full_disk_at_inference_json)
+    with pytest.raises(ExpectationError, match=r"inference\.json: cannot write: No space left on device"):
+        record_profile(dataclasses.replace(clean, rows=both, fingerprint=elsewhere), NOW)
+    assert {path.name: path.read_bytes() for path in target.iterdir()} == before
 
 
 def test_results_never_replace_a_file_that_is_not_a_results_file(tmp_path: Path) -> None:
