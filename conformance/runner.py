@@ -227,9 +227,9 @@ class _Child(Protocol):
 
 
 def _run_subprocess(command: list[str], log_path: Path, options: RunOptions) -> tuple[int | None, Stopped]:
-    from litgpt_min.launch import die_with_parent  # (torch: the plugin has it imported already)
+    from litgpt_min.launch import die_with_parent, without_launcher  # (torch: the plugin has it imported already)
 
-    env = {**os.environ, **_child_env(), **options.env}
+    env = {**without_launcher(os.environ), **_child_env(), **options.env}
     session = os.getpid()
     with open_log(log_path) as log:
         # A new session (process group) lets a timeout kill whatever the runner started too; the row
@@ -276,6 +276,10 @@ def _forked_main(args: list[str], log_path: str, env: dict[str, str]) -> None:
     os.close(fd)
     sys.stdout = open(1, "w", encoding="utf-8", buffering=1, closefd=False)
     sys.stderr = open(2, "w", encoding="utf-8", buffering=1, closefd=False)
+    from litgpt_min.launch import LAUNCHER_VARIABLES  # imported by the fork server already (torch)
+
+    for name in LAUNCHER_VARIABLES & os.environ.keys():
+        del os.environ[name]  # the session's launcher, if any, is not the row's: it launches its own ranks
     os.environ.update(env)
     status = 1
     try:

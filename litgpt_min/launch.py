@@ -75,6 +75,28 @@ def launch_local(request: RunRequest, run_rank: RankRun) -> Result:
     return merge(results)
 
 
+# What a launcher gives each of its ranks: torchrun (torch.distributed.elastic), SLURM's tasks (an
+# sbatch script's batch step has them too, with SLURM_NTASKS > 1), and what ``rank_env`` sets. A
+# process that starts runs of its own leaves them out of those runs' environment
+# (``without_launcher``), so that a run started there launches its own ranks, as it would anywhere.
+LAUNCHER_VARIABLES = frozenset(
+    {
+        "RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "NODE_RANK", "GROUP_RANK", "GROUP_WORLD_SIZE",
+        "ROLE_NAME", "ROLE_RANK", "ROLE_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID",
+        "TORCHELASTIC_RESTART_COUNT", "TORCHELASTIC_MAX_RESTARTS", "TORCHELASTIC_USE_AGENT_STORE",
+        "TORCHELASTIC_ERROR_FILE", "TORCH_NCCL_ASYNC_ERROR_HANDLING",
+        "SLURM_NTASKS", "SLURM_NPROCS", "SLURM_NTASKS_PER_NODE", "SLURM_TASKS_PER_NODE", "SLURM_PROCID",
+        "SLURM_LOCALID", "SLURM_NODEID", "SLURM_STEP_ID", "SLURM_STEPID", "SLURM_STEP_NUM_TASKS",
+        "SLURM_STEP_TASKS_PER_NODE", "SLURM_GTIDS",
+    }
+)  # fmt: skip
+
+
+def without_launcher(environ: Mapping[str, str]) -> dict[str, str]:
+    """``environ`` less the ``LAUNCHER_VARIABLES``: the environment of a run this process starts."""
+    return {name: value for name, value in environ.items() if name not in LAUNCHER_VARIABLES}
+
+
 def externally_launched() -> bool:
     """Whether this process is one rank started by a launcher (ours, torchrun, or SLURM's srun)."""
     if "LOCAL_RANK" in os.environ:  # torchrun, and launch_local's ranks
@@ -252,6 +274,7 @@ def _status(code: int | None) -> str:
 
 __all__ = [
     "FAILURE_GRACE_S",
+    "LAUNCHER_VARIABLES",
     "die_with_parent",
     "externally_launched",
     "failed",
@@ -263,4 +286,5 @@ __all__ = [
     "rank_device",
     "rank_env",
     "supervise",
+    "without_launcher",
 ]

@@ -179,6 +179,41 @@ def test_forked_row_runs_the_cli_with_its_output_in_the_log(tmp_path: Path) -> N
     assert runner.last_line(log.read_text()).startswith("litgpt-min: unsupported: quantization (bnb.nf4)")
 
 
+# A session started by a launcher: its rows launch their own ranks ---------------------------------------
+SBATCH_STEP = {"SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "2", "SLURM_PROCID": "0", "SLURM_JOB_NAME": "accept"}
+TORCHRUN_RANK = {"LOCAL_RANK": "1", "RANK": "1", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}
+
+
+def test_a_subprocess_row_does_not_inherit_the_sessions_launcher(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in {**SBATCH_STEP, **TORCHRUN_RANK}.items():
+        monkeypatch.setenv(name, value)
+    log = tmp_path / "row.log"
+    code = "import json, os; print(json.dumps(dict(os.environ)))"
+    assert runner._run_subprocess([PY, "-c", code], log, RunOptions()) == (0, "exited")
+    env = runner.last_json_object(log.read_text())
+    assert env is not None and env["SLURM_JOB_NAME"] == "accept", "the rest of the environment is kept"
+    assert not {**SBATCH_STEP, **TORCHRUN_RANK}.keys() - {"SLURM_JOB_NAME"} & env.keys()
+
+
+@pytest.mark.parametrize("launcher", [SBATCH_STEP, TORCHRUN_RANK], ids=["sbatch-step", "torchrun-rank"])
+def test_a_forked_several_device_row_launches_its_own_ranks_under_a_launcher(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, launcher: dict[str, str]
+) -> None:
+    # Before, the row took the session's launcher for its own: under an sbatch script's batch step
+    # it failed on a missing SLURM_NODEID; as torchrun's rank 1 it printed no result at all.
+    for name, value in launcher.items():
+        monkeypatch.setenv(name, value)
+    log = tmp_path / "row.log"
+    log.write_text("$ header\n")
+    args = ["finetune", "lora", "--model", "tiny-llama", "--devices", "2", "--accelerator", "cpu", "--max-iters", "1"]
+    status, stopped = runner._run_forked([*args, "--json"], log, RunOptions(timeout_s=120), method="spawn")
+    result = runner.last_json_object(log.read_text())
+    assert (status, stopped) == (0, "exited") and result is not None, log.read_text()[-2000:]
+    assert (result["outcome"], result["devices"]) == ("ok", 2)
+
+
 # A killed session leaves no row running ----------------------------------------------------------------
 SESSION = """
 import sys
