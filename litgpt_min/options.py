@@ -78,7 +78,13 @@ class Hyperparameters:
     micro_batch_size: int = field(metadata={"help": "samples per forward/backward"})
     weight_decay: float = field(metadata={"help": "AdamW weight decay"})
     warmup_steps: int = field(metadata={"help": "optimizer steps of linear warmup from lr 0"})
-    cosine_t_max: int | None = field(default=None, metadata={"help": "cosine annealing period after warmup (LoRA)"})
+    cosine_t_max: int | None = field(
+        default=None,
+        metadata={
+            "help": "cosine annealing period after warmup, in optimizer steps (default: 390 for LoRA, as"
+            " the reference; none, a constant rate, for the Adapters)"
+        },
+    )
     lm_head_chunk_size: int = field(default=128, metadata={"help": "tokens per lm_head chunk"})
 
     def __post_init__(self) -> None:
