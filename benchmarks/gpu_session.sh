@@ -9,7 +9,8 @@
 #                                                         # left (LEASE_SECONDS)
 #                                                         # (LEASE_SMOKE=0: no smoke stage, for a second call
 #                                                         # on a machine whose smoke stage already passed)
-#   bash benchmarks/gpu_session.sh --dry-run STAGE ...    # print each command (shell-quoted) instead of running it
+#   bash benchmarks/gpu_session.sh --dry-run STAGE ...    # print each command (shell-quoted) instead of running it;
+#                                                         # writes no file
 #
 # Arguments reach pytest and the scripts as separate words ("$@"): nothing given on the command line
 # is ever evaluated by the shell, so a selector such as 'x; touch f' is a (non-matching) -k expression.
@@ -38,6 +39,16 @@ run() {
     fi
 }
 
+# keep FILE: standard input to FILE and to standard output, or in a dry run to standard output only
+# (a dry run writes nothing).
+keep() {
+    if [[ -n "$dry_run" ]]; then
+        cat
+    else
+        tee "$@"
+    fi
+}
+
 usage="usage: $0 [--dry-run] smoke | rows PYTEST-ARGS... | extrapolation [args] | lease [SELECTOR...]"
 # Bad input ends here, in one line, before anything is installed or run.
 case "${1:-smoke}" in
@@ -60,7 +71,7 @@ if [[ "${1:-}" == "lease" && ! "${LEASE_SMOKE:-1}" =~ ^[01]$ ]]; then
     exit 2
 fi
 
-mkdir -p "$OUT"
+[[ -n "$dry_run" ]] || mkdir -p "$OUT"
 if [[ -n "${GPU_SESSION_INSTALLED:-}" ]]; then
     :  # a stage started by `lease`: the wheels are installed and PYTHONPATH is set
 elif compgen -G ".whl/*.whl" >/dev/null; then
@@ -76,14 +87,14 @@ shift || true
 case "$stage" in
 smoke)
     run nvidia-smi --query-gpu=name,memory.total,compute_cap,driver_version --format=csv
-    run python3 -m conformance env | tee "$OUT/env.txt"
+    run python3 -m conformance env | keep "$OUT/env.txt"
     run python3 -c "import bitsandbytes, jsonschema, torch; print('bnb', bitsandbytes.__version__, 'torch', torch.__version__, torch.cuda.is_available())"
     run python3 -m litgpt_min finetune lora --model tiny-llama --accelerator cuda --quantize bnb.nf4 \
-        --micro-batch-size 2 --batch-size 4 --max-iters 5 --json | tail -n 1 | tee "$OUT/smoke-finetune.json" || true
+        --micro-batch-size 2 --batch-size 4 --max-iters 5 --json | tail -n 1 | keep "$OUT/smoke-finetune.json" || true
     run python3 -m litgpt_min generate --model tiny-falcon --accelerator cuda --quantize bnb.nf4-dq --json \
-        | tail -n 1 | tee "$OUT/smoke-generate.json" || true
+        | tail -n 1 | keep "$OUT/smoke-generate.json" || true
     # cuBLAS's handle lives outside the allocator: the figure the 70B nf4 CUBLAS row turns on.
-    run python3 benchmarks/cublas_init.py | tee "$OUT/cublas-init.json"
+    run python3 benchmarks/cublas_init.py | keep "$OUT/cublas-init.json"
     ;;
 rows)
     # A file-name-safe label of the arguments (only [A-Za-z0-9_] survive).
@@ -91,13 +102,13 @@ rows)
     # tee ignores SIGINT: a lease stops a stage with SIGINT to the whole process group, and pytest's
     # last words (which rows did not finish, its summary) must still reach the log.
     run python3 -m pytest conformance "$@" --row-timeout 240 --results "$OUT/results-$name.json" \
-        --row-logs /tmp/row-logs -rA 2>&1 | (trap '' INT && exec tee "$OUT/pytest-$name.log") || true
+        --row-logs /tmp/row-logs -rA 2>&1 | (trap '' INT && keep "$OUT/pytest-$name.log") || true
     run tar -czf "$OUT/row-logs-$name.tgz" -C /tmp row-logs 2>/dev/null || true
     ;;
 extrapolation)
-    run python3 -m conformance env --json | tee "$OUT/env.json"
+    run python3 -m conformance env --json | keep "$OUT/env.json"
     run python3 benchmarks/extrapolation_error.py --accelerator cuda --model pythia-70m --short-iters 5 20 \
-        --repeats 3 --out "$OUT/extrapolation_error-cuda.json" "$@" 2>&1 | tee "$OUT/extrapolation.log"
+        --repeats 3 --out "$OUT/extrapolation_error-cuda.json" "$@" 2>&1 | keep "$OUT/extrapolation.log"
     ;;
 lease)
     # The device tool runs one command for at most 10 minutes, and a session's device time (15
@@ -120,7 +131,8 @@ lease)
     fi
     export GPU_SESSION_INSTALLED=1
     # Each stage runs as its own process under `timeout`: SIGINT first (pytest then writes its
-    # results file, marked unfinished), SIGKILL 20 s later. A dry run prints the stages' commands.
+    # results file, marked unfinished), SIGKILL 20 s later. A dry run prints the stages' commands and
+    # the plan, and writes no file.
     # The device tool brings back at most 8 files from $OUT: the stages write into a work folder,
     # packed into $OUT/lease.tgz after each stage (replaced whole, so a cut-off call still returns
     # the stages that finished), beside $OUT/lease.txt, the plan as it went.
@@ -129,8 +141,11 @@ lease)
     trap 'rm -rf "$work"' EXIT
     again=(env OUT="$work" bash "$0")
     [[ -n "$dry_run" ]] && again+=(--dry-run)
-    note() { echo "lease: $*" | tee -a "$results/lease.txt"; }
-    pack() { tar -czf "$results/lease.tgz.part" -C "$work" . && mv "$results/lease.tgz.part" "$results/lease.tgz"; }
+    note() { echo "lease: $*" | keep -a "$results/lease.txt"; }
+    pack() {
+        [[ -n "$dry_run" ]] && return
+        tar -czf "$results/lease.tgz.part" -C "$work" . && mv "$results/lease.tgz.part" "$results/lease.tgz"
+    }
     stage_under() { timeout --signal=INT --kill-after=20 "$@"; }
     if [[ "${LEASE_SMOKE:-1}" == 1 ]]; then
         smoke_s=$((end - SECONDS < 240 ? end - SECONDS : 240))

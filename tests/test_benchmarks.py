@@ -6,6 +6,7 @@ import importlib.util
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -92,7 +93,7 @@ def test_gpu_session_rows_needs_arguments(tmp_path: Path) -> None:
 
 def test_gpu_session_lease_plans_smoke_then_each_group_in_the_time_left(tmp_path: Path) -> None:
     """The dry run of a lease: the smoke stage, then one pytest run per -k group in order; a group
-    with under a minute left is not started; at most two files come back (the tool returns 8)."""
+    with under a minute left is not started; the plan is printed and no file written."""
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()
     for program in ("python3", "nvidia-smi"):
@@ -111,7 +112,16 @@ def test_gpu_session_lease_plans_smoke_then_each_group_in_the_time_left(tmp_path
     assert any("benchmarks/cublas_init.py" in line for line in commands)
     selectors = [shlex.split(line)[6] for line in commands if " pytest conformance " in line]
     assert selectors == ["inference-llama2_70b", "llama2_7b and 1gpu"]
+    assert not out.exists(), "a dry run writes no file"
+    # Run for real (with the stand-ins): at most two files come back (the device tool returns 8).
+    proc = subprocess.run(
+        ["bash", script, "lease", "inference-llama2_70b"], env={**env, "GPU_SESSION_INSTALLED": "1"},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in out.iterdir()) == ["lease.tgz", "lease.txt"]
+    assert "lease: -k 'inference-llama2_70b' with " in (out / "lease.txt").read_text()
+    shutil.rmtree(out)
     proc = subprocess.run(
         ["bash", script, "--dry-run", "lease"], env={**env, "LEASE_SECONDS": "30"}, capture_output=True, text=True,
         timeout=60,
@@ -120,7 +130,7 @@ def test_gpu_session_lease_plans_smoke_then_each_group_in_the_time_left(tmp_path
     # The seconds left are counted from the start (a loaded machine takes a second or two for the dry smoke stage).
     assert re.search(
         r"\b(30|29|28)s left, not enough for -k 'inference and \(codellama_34b or falcon_40b\)'",
-        (out / "lease.txt").read_text(),
+        proc.stdout,
     )
     # A second call on a machine whose smoke stage passed: the rows alone.
     proc = subprocess.run(
