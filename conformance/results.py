@@ -29,6 +29,7 @@ from conformance.expectations import write_json_atomic
 from conformance.options import options_json
 from conformance.profiles import profile_json
 from conformance.snapshot import RowSnapshot, Snapshot
+from litgpt_min.files import read_only
 from litgpt_min.result import Result, plain_json
 
 FORMAT = "litgpt-conformance-results/2"
@@ -132,6 +133,8 @@ def check_target(path: Path) -> None:
             f"--results {path}: exists and is not a conformance results file; refusing to replace it"
             " (remove it or pick another name)"
         )
+    if why := read_only(path):
+        raise ValueError(f"--results {path}: {why}")
 
 
 class ResultsLock:

@@ -43,6 +43,8 @@ def check_output_file(path: str | Path, what: str = "", *, parents: bool = False
         raise ValueError(f"{label}: is a directory; give a file name")
     if path.exists() and not path.is_file():
         raise ValueError(f"{label}: exists and is not a regular file")
+    if why := read_only(path):
+        raise ValueError(f"{label}: {why}")
     parent = path.absolute().parent
     check_output_dir(parent, label)
     if not parents and not parent.is_dir():
@@ -50,6 +52,19 @@ def check_output_file(path: str | Path, what: str = "", *, parents: bool = False
     if parent.is_dir() and (why := cannot_write_in(parent)):
         raise ValueError(f"{label}: cannot write in {parent} ({why})")
     return path
+
+
+def read_only(path: str | Path) -> str | None:
+    """Why the existing file ``path`` is kept from being replaced (None: it is not): no write
+    permission for anyone (``chmod a-w``), the usual way to protect a file such as a baseline.
+    A replacement by rename would not ask the file, and root would pass a permission test."""
+    try:
+        mode = Path(path).stat().st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode) and not mode & 0o222:
+        return f"is read-only (mode {stat.S_IMODE(mode):o}); refusing to replace it (chmod u+w it first)"
+    return None
 
 
 def cannot_write_in(directory: str | Path) -> str | None:

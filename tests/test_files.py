@@ -178,3 +178,14 @@ def test_a_link_among_several_targets_refuses_them_all(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"b\.json: is a symbolic link"):
         files.write_files_atomic({first: b"new a", link: b"new b"})
     assert not first.exists() and victim.read_text() == "keep me"
+
+
+def test_a_read_only_file_is_not_an_output(tmp_path: Path) -> None:
+    kept = tmp_path / "baseline.json"
+    kept.write_text("{}")
+    assert check_output_file(kept) == kept
+    kept.chmod(0o444)
+    with pytest.raises(ValueError, match=r"^-o .*baseline\.json: is read-only \(mode 444\); refusing to replace it"):
+        check_output_file(kept, "-o")
+    kept.chmod(0o644)
+    assert check_output_file(kept) == kept

@@ -169,6 +169,9 @@ def test_results_never_replace_a_file_that_is_not_a_results_file(tmp_path: Path)
     earlier.write_text(json.dumps(build_results(snapshot(tmp_path))))
     check_target(earlier)  # a results file (of any version) is replaced
     check_target(tmp_path / "new.json")
+    earlier.chmod(0o444)  # kept as a baseline
+    with pytest.raises(ValueError, match=r"r\.json: is read-only \(mode 444\); refusing to replace it"):
+        check_target(earlier)
 
 
 def test_a_snapshot_is_immutable(tmp_path: Path) -> None:
