@@ -21,6 +21,7 @@ or for OLD and NEW naming the same file.
 from __future__ import annotations
 
 import dataclasses
+import datetime as _dt
 import json
 import statistics
 import sys
@@ -139,6 +140,7 @@ class Diff:
     strict: bool = False
     summary: Mapping[str, int] = field(default_factory=dict)
     unfinished: tuple[str, ...] = ()  # "old"/"new": the files whose session did not finish
+    created: tuple[Any, Any] = (None, None)  # the files' "created" times, as written
 
     def failing(self) -> list[RowDiff]:
         kinds = (*FAILING, "improvement") if self.strict else FAILING
@@ -156,13 +158,22 @@ class Diff:
         return problems
 
     def notes(self) -> list[str]:
-        """What the gate leaves out without failing: OLD's rows that did not run."""
-        if "old" not in self.unfinished:
-            return []
-        missing = sum(1 for r in self.rows if r.status == "both" and r.old_verdict == NOT_RUN)
-        return [
-            f"{self.old} is from a session that did not finish: {missing} of its rows did not run and were not compared"
-        ]
+        """What the gate leaves out without failing (OLD's rows that did not run), and a hint when
+        OLD was written after NEW (the arguments may be swapped; a baseline may also be re-run)."""
+        notes = []
+        if "old" in self.unfinished:
+            missing = sum(1 for r in self.rows if r.status == "both" and r.old_verdict == NOT_RUN)
+            notes.append(
+                f"{self.old} is from a session that did not finish: {missing} of its rows did not run and were"
+                " not compared"
+            )
+        old_created, new_created = (_created(value) for value in self.created)
+        if old_created is not None and new_created is not None and old_created > new_created:
+            notes.append(
+                f"{self.old} (created {self.created[0]}) is newer than {self.new} (created {self.created[1]}):"
+                " conformance diff takes OLD, then NEW: if the baseline is the second, swap them"
+            )
+        return notes
 
     @property
     def exit_status(self) -> int:
@@ -221,7 +232,8 @@ def diff_results(
         )  # fmt: skip
     stack, same = stack_changes(old.get("fingerprint") or {}, new.get("fingerprint") or {})
     unfinished = tuple(name for name, doc in (("old", old), ("new", new)) if doc.get("finished") is False)
-    diff = Diff(old_name, new_name, stack, same, tuple(rows), strict, unfinished=unfinished)
+    created = (old.get("created"), new.get("created"))
+    diff = Diff(old_name, new_name, stack, same, tuple(rows), strict, unfinished=unfinished, created=created)
     return dataclasses.replace(diff, summary=_summary(diff))
 
 
@@ -287,6 +299,15 @@ def _stack_value(fp: Mapping[str, Any], name: str) -> Any:
         names = sorted({str(g.get("name")) for g in gpus if isinstance(g, Mapping)})
         return f"{len(gpus)} x {', '.join(names)}" if gpus else "none"
     return fp.get(name)
+
+
+def _created(value: Any) -> _dt.datetime | None:
+    """A results file's "created" time (ISO 8601, with its offset), or None if it is not one."""
+    try:
+        created = _dt.datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        return None
+    return created if created.tzinfo is not None else None
 
 
 def _rows_by_key(results: Mapping[str, Any], where: str) -> dict[tuple[str, str], Mapping[str, Any]]:

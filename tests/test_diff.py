@@ -248,6 +248,26 @@ def test_an_unfinished_old_file_leaves_its_rows_not_run_out_without_failing(tmp_
     ]
 
 
+def test_an_old_file_newer_than_the_new_one_is_pointed_out_without_failing(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    done = [row("done", measured(max_memory_gb=2.0))]
+    earlier = {**results(done), "created": "2026-12-01T00:00:00+00:00"}
+    later = {**results(done), "created": "2026-12-02T09:30:00+01:00"}
+    assert diff_results(earlier, later, "a.json", "b.json").notes() == []
+    swapped = diff_results(later, earlier, "b.json", "a.json")
+    assert swapped.exit_status == 0
+    assert swapped.notes() == [
+        "b.json (created 2026-12-02T09:30:00+01:00) is newer than a.json (created 2026-12-01T00:00:00+00:00):"
+        " conformance diff takes OLD, then NEW: if the baseline is the second, swap them"
+    ]
+    old, new = write(tmp_path / "b.json", later), write(tmp_path / "a.json", earlier)
+    assert cmd_diff(old, new) == 0
+    assert f"- {old} (created 2026-12-02T09:30:00+01:00) is newer than {new}" in capsys.readouterr().out
+    for odd in ("yesterday", None, "2026-12-02T09:30:00"):  # not a time with an offset: no guess
+        assert diff_results({**later, "created": odd}, earlier).notes() == []
+
+
 def test_gpu_and_driver_changes_are_part_of_the_stack() -> None:
     gpus = [{"name": "NVIDIA H100 80GB HBM3", "memory_bytes": 85e9, "memory_gb": 85.0, "compute_capability": "9.0"}]
     diff = diff_results(results([]), results([], gpus=gpus, driver="560.1"))
