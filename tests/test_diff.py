@@ -165,6 +165,13 @@ def test_a_speed_either_session_could_not_judge_is_shown_not_judged(busy: str) -
     [figure] = [f for f in diff.rows[0].figures if f.field == "time_1k_iters_min"]
     assert figure.change == "inconclusive" and figure.text().endswith("10.00x slower, tolerance 5.00x): inconclusive")
     assert diff.exit_status == 0 and not headlines(diff)
+    # Within the band is not a verdict either: the figure was timed on a busy machine.
+    near = row("r", measured(time_1k_iters_min=1.5), speed_rel=4.0)
+    if busy == "new":
+        near["reasons"] = reason
+    diff = diff_results(results([old]), results([near]))
+    [figure] = [f for f in diff.rows[0].figures if f.field == "time_1k_iters_min"]
+    assert figure.change == "inconclusive" and diff.exit_status == 0
 
 
 def test_an_outcome_change_is_one_regression_not_a_vanished_figure_too() -> None:
