@@ -5,9 +5,11 @@ measured value with its deviation from the expected one, plus a verdict column.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from conformance.compare import SPEED_INCONCLUSIVE
 from conformance.display import count_text, number_text
 
 # How the published tables name the models (size, name); others fall back to the registry name.
@@ -221,9 +223,13 @@ def _speed_cell(row: Mapping[str, Any], field: str) -> str:
     measured = (run or {}).get(field)
     if measured is None:
         return "-" if expected is None else f"{number_text(expected)}{unit} ({'not measured' if run else 'not run'})"
+    # A speed whose check was skipped (a busy machine, portable mode) is shown, marked as not judged.
+    unjudged = str((row.get("reasons") or {}).get("speed") or "") if row.get("verdict") != "skipped" else ""
+    why = re.split(r"[:;(]", unjudged.removeprefix(f"{SPEED_INCONCLUSIVE}: "), maxsplit=1)[0].strip()
+    mark = f"not judged: {_cell_text(why, 40)}" if why else ""
     if expected is None:
-        return f"{number_text(measured)}{unit}"
-    return f"{number_text(measured)}{unit} ({_delta(measured, expected)})"
+        return f"{number_text(measured)}{unit}" + (f" ({mark})" if mark else "")
+    return f"{number_text(measured)}{unit} ({', '.join(filter(None, [_delta(measured, expected), mark]))})"
 
 
 def _verdict_cell(row: Mapping[str, Any]) -> str:
