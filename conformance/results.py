@@ -198,9 +198,9 @@ def check_document(data: dict[str, Any], where: str) -> None:
     """``ValueError`` naming ``where`` and the field (a JSON pointer) when ``data`` is not a results
     document of this version (the schema, and each measured result as a ``Result``)."""
     if data.get("format") != FORMAT:
+        found = f"format {data['format']!r}" if "format" in data else "no format field"
         raise ValueError(
-            f"{where}: /format: not a conformance results file of this version"
-            f" (format {data.get('format')!r}, expected {FORMAT!r})"
+            f"{where}: /format: not a conformance results file of this version ({found}, expected {FORMAT!r})"
         )
     errors = sorted(_validator().iter_errors(data), key=lambda e: (list(map(str, e.absolute_path)), e.message))
     if errors:

@@ -203,6 +203,7 @@ def _edited(edit: Any) -> dict[str, Any]:
         (lambda d: d.update(rows=[{}]), "/rows/0: 'checks' is a required property"),
         (lambda d: d.update(fingerprint=5), "/fingerprint: 5 is not of type 'object'"),
         (lambda d: d.update(format="litgpt-conformance-results/1"), "/format: not a conformance results file of this version"),
+        (lambda d: d.pop("format"), "/format: not a conformance results file of this version (no format field, expected"),
         (lambda d: d.pop("rows"), "/: 'rows' is a required property"),
         (lambda d: d["rows"][0].update(verdict="great"), "/rows/0/verdict: 'great' is not one of"),
         (lambda d: d["rows"][0].update(devices="2"), "/rows/0/devices: '2' is not of type 'integer'"),
