@@ -58,6 +58,13 @@ smoke | rows | extrapolation | lease) ;;
     exit 2
     ;;
 esac
+for arg in "$@"; do
+    if [[ "$arg" == "--dry-run" ]]; then
+        # Later, it would be a pytest argument or a selector and the stage would run for real.
+        echo "$0: --dry-run goes before the stage: $0 --dry-run ${1:-smoke} ..." >&2
+        exit 2
+    fi
+done
 if [[ "${1:-}" == "rows" && $# -lt 2 ]]; then
     echo "$0: rows needs pytest arguments, e.g. rows -k 'phi_1_5 and not 2gpu'" >&2
     exit 2

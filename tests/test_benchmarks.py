@@ -176,6 +176,8 @@ def test_a_stage_stopped_by_the_lease_keeps_pytests_last_words_in_its_log(tmp_pa
     [
         (["bogus"], {}, "usage: "),
         (["rows"], {}, "rows needs pytest arguments"),
+        (["lease", "--dry-run"], {}, "--dry-run goes before the stage: "),
+        (["--dry-run", "rows", "-k", "x", "--dry-run"], {}, "--dry-run goes before the stage: "),
         (["lease"], {"LEASE_SECONDS": "abc"}, "LEASE_SECONDS must be a whole number of seconds > 0, got 'abc'"),
         (["lease"], {"LEASE_SECONDS": "0"}, "LEASE_SECONDS must be a whole number"),
         (
