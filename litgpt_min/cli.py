@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from typing import Any, NoReturn
 
@@ -26,6 +27,7 @@ from litgpt_min.options import (
     build_request,
     check_adapter_layers,
     check_quantize_precision,
+    flag_text,
     peft_settings,
 )
 from litgpt_min.outcome import UnsupportedCombination
@@ -126,7 +128,11 @@ def cmd_params(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_run(args: argparse.Namespace) -> Result:
     workload: Workload = "finetune" if args.command == "finetune" else "inference"
-    request = build_request(workload, {name: getattr(args, name) for name in FLAT_OPTIONS[workload]})
+    values = {name: getattr(args, name) for name in FLAT_OPTIONS[workload]}
+    try:
+        request = build_request(workload, values)
+    except ValueError as exc:
+        raise ValueError(_by_flag(str(exc), values)) from None
     return execute(request, finetune_body if workload == "finetune" else generate_body, preflight=not args.no_preflight)
 
 
@@ -176,6 +182,15 @@ def entry() -> NoReturn:
         sys.stderr.flush()
         os._exit(code)
     sys.exit(code)
+
+
+def _by_flag(message: str, values: dict[str, Any]) -> str:
+    """A check's message in the terms of the command line: ``micro_batch_size must be >= 1, got 0``
+    becomes ``--micro-batch-size 0: must be >= 1`` when that option was given."""
+    match = re.fullmatch(r"(\w+) (must .*?)(?:, got .*)?", message)
+    if match is None or values.get(match[1]) is None:
+        return message
+    return f"{flag_text(match[1], values[match[1]])}: {match[2]}"
 
 
 def _plain(value: object) -> str:
