@@ -375,9 +375,9 @@ def describe_ad_hoc(obj: dict[str, Any], request: EstimateRequest, later_worst: 
         # The verdict is on the allocated peak (what the tables report); a reserve over the
         # capacity is said on its own line.
         beyond = " (allocated; the reserve exceeds it)" if obj.get("reserved_exceeds_capacity") else ""
-        line("outcome", f"ok: fits in {gb_text(capacity)} GB with {gb_text(capacity - gb)} GB to spare{beyond}")
+        line("outcome", f"ok: fits in {gb_text(capacity)} GB with {_margin_text(capacity - gb)} to spare{beyond}")
     else:
-        line("outcome", f"oom: needs {gb_text(gb - capacity)} GB more than {gb_text(capacity)} GB")
+        line("outcome", f"oom: needs {_margin_text(gb - capacity)} more than {gb_text(capacity)} GB")
     if gb is not None:
         per_device = " per device" if request.devices > 1 else ""
         line("peak allocated", f"{gb_text(gb)} GB{per_device} (what torch.cuda.max_memory_allocated would report)")
@@ -507,3 +507,8 @@ def _config(args: argparse.Namespace) -> tuple[Config, str]:
     if not config.name:  # named after its folder, in the output and in every message about it
         config = Config.from_dict({**config.to_dict(), "name": path.parent.name})
     return config, config.name
+
+
+def _margin_text(gb: float) -> str:
+    """A margin for a reader: ``16.07 GB``, or under 0.1 GB in MB (``9.79 MB``, ``0.12 MB``)."""
+    return f"{gb_text(gb)} GB" if gb == 0 or gb >= 0.1 else f"{gb * 1000:.3g} MB"
