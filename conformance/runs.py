@@ -12,6 +12,7 @@ that waited more than 25%)."""
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -167,6 +168,14 @@ class RunCache:
         self._cancel.set()
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def discard_logs(self) -> None:
+        """Remove the temporary folder of the row logs (never ``--row-logs``'s): for a session whose
+        checks all passed and that wrote no results file, nothing refers to them."""
+        with self._lock:
+            if self._log_dir is not None and self.options.row_logs is None:
+                shutil.rmtree(self._log_dir, ignore_errors=True)
+                self._log_dir = None
 
     def _logs(self) -> Path:
         with self._lock:

@@ -476,6 +476,8 @@ class ConformanceSession:
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         self.cache.close()
+        if exitstatus == pytest.ExitCode.OK and self.options.results is None:
+            self.cache.discard_logs()  # (a worker's own status under xdist: its rows, its folder)
         if not self.resolved or session.config.option.collectonly or not self.writes:
             return
         if self.options.record is not None and exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):

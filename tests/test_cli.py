@@ -205,7 +205,10 @@ BAD = {
     ),
     "devices-0": (("finetune", "lora", *TINY, "--devices", "0"), r"--devices 0: must be >= 1$"),
     "max-new-tokens-0": (("generate", *TINY, "--max-new-tokens", "0"), r"--max-new-tokens 0: must be >= 1$"),
-    "negative-temperature": (("generate", *TINY, "--temperature", "-1"), r"--temperature -1.0: must be a finite number >= 0$"),
+    "negative-temperature": (
+        ("generate", *TINY, "--temperature", "-1"),
+        r"--temperature -1.0: must be a finite number >= 0$",
+    ),
     "lora-r": (("params", "tiny-llama", "--method", "lora", "--lora-r", "-1"), r"lora r must be >= 1, got -1"),
     "no-command": ((), r"required: command"),
 }
@@ -417,14 +420,20 @@ def _refusals(tmp: Path) -> dict[str, tuple[tuple[str, ...], str]]:
     ft, gen = ("finetune", "lora", *TINY), ("generate", *TINY)
     return {
         "learning-rate-nan": ((*ft, "--learning-rate", "nan"), r"--learning-rate nan: must be a finite number > 0$"),
-        "learning-rate-negative": ((*ft, "--learning-rate", "-0.1"), r"--learning-rate -0.1: must be a finite number > 0"),
+        "learning-rate-negative": (
+            (*ft, "--learning-rate", "-0.1"),
+            r"--learning-rate -0.1: must be a finite number > 0",
+        ),
         "learning-rate-inf": ((*ft, "--learning-rate", "inf"), r"--learning-rate inf: must be a finite number > 0$"),
         "weight-decay-nan": ((*ft, "--weight-decay", "nan"), r"--weight-decay nan: must be a finite number >= 0$"),
         "memory-cap-nan": ((*ft, "--memory-cap-gb", "nan"), r"--memory-cap-gb nan: must be a finite number > 0$"),
         "memory-cap-inf": ((*ft, "--memory-cap-gb", "inf"), r"--memory-cap-gb inf: must be a finite number > 0$"),
         "memory-cap-0": ((*ft, "--memory-cap-gb", "0"), r"--memory-cap-gb 0.0: must be a finite number > 0$"),
         "memory-cap-huge": ((*gen, "--memory-cap-gb", "1e308"), r"--memory-cap-gb 1e\+308: must be at most 1e\+06 GB"),
-        "memory-cap-inf-generate": ((*gen, "--memory-cap-gb", "inf"), r"--memory-cap-gb inf: must be a finite number > 0"),
+        "memory-cap-inf-generate": (
+            (*gen, "--memory-cap-gb", "inf"),
+            r"--memory-cap-gb inf: must be a finite number > 0",
+        ),
         "lm-head-chunk-0": ((*ft, "--lm-head-chunk-size", "0"), r"--lm-head-chunk-size 0: must be >= 1$"),
         "lm-head-chunk-negative": ((*ft, "--lm-head-chunk-size", "-4"), r"--lm-head-chunk-size -4: must be >= 1$"),
         "cosine-t-max-0": ((*ft, "--cosine-t-max", "0"), r"--cosine-t-max 0: must be >= 1$"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -227,6 +228,26 @@ def test_every_outcome_conforms(suite: Suite) -> None:
     assert sorted(c["id"] for c in suite.calls()) == sorted([OK, OOM, UNSUPPORTED, ERROR, INFER])
     # The CPU profile emulates its capacity and runs on the CPU.
     assert {(c["cap"], c["accelerator"], c["preloaded"]) for c in suite.calls()} == {(40.0, "cpu", True)}
+
+
+def test_the_temporary_row_logs_are_removed_after_a_clean_session_only(
+    suite: Suite, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    suite.profile()
+    suite.answer(good_answers())
+    base = ("--expectations", str(suite.root), "--runner", "fake_runner:run", "-k", OK)
+    suite.run_bare(*base).assert_outcomes(passed=3)
+    assert list(temp.glob("conformance-rows-*")) == [], "every check passed: nothing refers to the logs"
+    suite.run_bare(*base, "--results", str(tmp_path / "r.json")).assert_outcomes(passed=3)
+    assert len(list(temp.glob("conformance-rows-*"))) == 1, "the results file names the logs"
+    answers = good_answers()
+    answers[OK] = {"max_memory_gb": 1.25, "time_1k_iters_min": 2.1}
+    suite.answer(answers)
+    suite.run_bare(*base).assert_outcomes(passed=2, failed=1)
+    assert len(list(temp.glob("conformance-rows-*"))) == 2, "a failure names its log"
 
 
 def test_memory_regression_lists_every_finding_and_the_commands(suite: Suite) -> None:

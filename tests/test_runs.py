@@ -7,11 +7,13 @@ from __future__ import annotations
 import json
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from test_plugin import Suite, _finetune, _inference, fake_no_gpu
 
-from conformance.runs import Slots
+from conformance.options import Options
+from conformance.runs import RunCache, Slots
 
 pytest_plugins = ["pytester"]
 
@@ -85,3 +87,18 @@ def test_a_several_rank_cpu_row_runs_beside_no_other_row_on_two_jobs(
     assert any(a["start"] < b["end"] and b["start"] < a["end"] for a in one_rank for b in one_rank if a is not b), (
         "1-rank rows still run two at a time"
     )
+
+
+def test_the_temporary_row_logs_go_only_when_asked_and_never_row_logs(tmp_path: Path) -> None:
+    cache = RunCache(Options(), lambda: {})
+    fresh = cache._logs()
+    (fresh / "row.log").write_text("a log")
+    cache.discard_logs()
+    assert not fresh.exists()
+    cache.discard_logs()  # nothing left to remove: no error
+    mine = tmp_path / "logs"
+    kept = RunCache(Options(row_logs=mine), lambda: {})
+    kept._logs().mkdir(parents=True)
+    (mine / "row.log").write_text("a log")
+    kept.discard_logs()
+    assert (mine / "row.log").read_text() == "a log"
