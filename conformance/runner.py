@@ -15,6 +15,7 @@ import dataclasses
 import importlib
 import json
 import multiprocessing
+import multiprocessing.connection
 import os
 import shlex
 import signal
@@ -54,6 +55,13 @@ PRELOAD_MODULES = (
     "litgpt_min.finetune", "litgpt_min.generate", "litgpt_min.data",
 )  # fmt: skip
 _PRELOAD_METHOD = "forkserver"
+# multiprocessing reads a forked row's exit status from the fork server's status pipe, and its
+# Popen.poll is not thread-safe: of two threads reading that pipe at once, one gets the status and
+# the other end-of-file, which multiprocessing reports as exit status 255 (a refusal, exit 2,
+# then read as a crash, about one session in ten). Process.start() reads too: it polls every other
+# child (multiprocessing.process._cleanup). So every start and every status read of a forked row
+# holds this lock; waiting for a row to end does not (connection.wait only looks).
+_STATUS_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -261,7 +269,8 @@ def _run_forked(
     if method == "forkserver":
         context.set_forkserver_preload(list(PRELOAD_MODULES))
     process = context.Process(target=_forked_main, args=(args, str(log_path), dict(options.env)), daemon=False)
-    process.start()
+    with _STATUS_LOCK:
+        process.start()
     child = _ProcessChild(process)
     stopped = _wait(child, options)
     return process.exitcode, stopped
@@ -345,12 +354,21 @@ class _ProcessChild:
         self.process = process
 
     def poll(self) -> int | None:
-        self.process.join(timeout=_POLL_S)
-        return self.process.exitcode
+        if not multiprocessing.connection.wait([self.process.sentinel], timeout=_POLL_S):
+            return None
+        return self._exitcode()
 
     def kill(self) -> None:
         self.process.kill()
-        self.process.join()
+        multiprocessing.connection.wait([self.process.sentinel])
+        self._exitcode()
+
+    def _exitcode(self) -> int | None:
+        with _STATUS_LOCK:  # the status is read once, by one thread (see _STATUS_LOCK)
+            code = self.process.exitcode
+            if code is not None:
+                self.process.join()  # reaped: returns at once, and drops it from multiprocessing's children
+            return code
 
 
 def _wait(child: _Child, options: RunOptions) -> Stopped:

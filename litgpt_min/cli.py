@@ -131,8 +131,11 @@ def cmd_run(args: argparse.Namespace) -> Result:
     values = {name: getattr(args, name) for name in FLAT_OPTIONS[workload]}
     try:
         request = build_request(workload, values)
-    except ValueError as exc:
-        raise ValueError(_by_flag(str(exc), values)) from None
+    except ValueError as exc:  # a refusal (UnsupportedCombination) keeps its kind: exit 2 as "unsupported"
+        message = _by_flag(str(exc), values)
+        if message == str(exc):
+            raise
+        raise type(exc)(message) from None
     return execute(request, finetune_body if workload == "finetune" else generate_body, preflight=not args.no_preflight)
 
 

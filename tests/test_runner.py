@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from multiprocessing import forkserver
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -177,6 +178,44 @@ def test_forked_row_runs_the_cli_with_its_output_in_the_log(tmp_path: Path) -> N
     status, stopped = runner._run_forked(args, log, RunOptions(env={"OMP_NUM_THREADS": "1"}), method="spawn")
     assert (status, stopped) == (2, "exited")
     assert runner.last_line(log.read_text()).startswith("litgpt-min: unsupported: quantization (bnb.nf4)")
+
+
+def test_a_status_read_by_two_threads_at_once_is_never_a_crash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Row A has exited and its thread is reading its exit status from the fork server's pipe when
+    another thread starts row B, and Process.start() polls every other child, A included. Before,
+    both read A's pipe: one got the status, the other end-of-file, which multiprocessing reports as
+    exit status 255, so A's refusal (2) read as a crash (the refusal rows' flake, one session in
+    ten). The owner's read of an exit status is made slow here, so that the two reads always meet."""
+    monkeypatch.setattr(runner, "PRELOAD_MODULES", ("litgpt_min.cli",))
+    read_signed = forkserver.read_signed
+    reads: dict[int, int] = {}
+    counting = threading.Lock()
+    a_exit_being_read = threading.Event()
+
+    def slow_status_read(fd: int) -> int:
+        with counting:
+            reads[fd] = reads.get(fd, 0) + 1
+            nth = reads[fd]
+        if nth == 2:  # the first read of a pipe is the pid, the second its owner's read of the status
+            a_exit_being_read.set()
+            time.sleep(1.0)  # any other reader comes in meanwhile, and reads first
+        return read_signed(fd)
+
+    monkeypatch.setattr(forkserver, "read_signed", slow_status_read)
+    refused = ["finetune", "lora", "--model", "no-such-model"]
+    statuses: dict[str, tuple[int | None, str]] = {}
+
+    def row(name: str) -> None:
+        statuses[name] = runner._run_forked(refused, tmp_path / f"{name}.log", RunOptions())
+
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.log").write_text("")
+    first = threading.Thread(target=row, args=("a",))
+    first.start()
+    assert a_exit_being_read.wait(timeout=120), "row a never ended"
+    row("b")
+    first.join(timeout=120)
+    assert statuses == {"a": (2, "exited"), "b": (2, "exited")}
 
 
 # A session started by a launcher: its rows launch their own ranks ---------------------------------------
