@@ -10,7 +10,7 @@
 #                                                         # (LEASE_SMOKE=0: no smoke stage, for a second call
 #                                                         # on a machine whose smoke stage already passed)
 #   bash benchmarks/gpu_session.sh --dry-run STAGE ...    # print each command (shell-quoted) instead of running it;
-#                                                         # writes no file
+#                                                         # writes nothing to $OUT
 #
 # Arguments reach pytest and the scripts as separate words ("$@"): nothing given on the command line
 # is ever evaluated by the shell, so a selector such as 'x; touch f' is a (non-matching) -k expression.
@@ -39,8 +39,8 @@ run() {
     fi
 }
 
-# keep FILE: standard input to FILE and to standard output, or in a dry run to standard output only
-# (a dry run writes nothing).
+# keep [-a] FILE: standard input to FILE (-a: appended) and to standard output, or in a dry run to
+# standard output only (a dry run writes nothing to $OUT).
 keep() {
     if [[ -n "$dry_run" ]]; then
         cat
@@ -139,7 +139,7 @@ lease)
     export GPU_SESSION_INSTALLED=1
     # Each stage runs as its own process under `timeout`: SIGINT first (pytest then writes its
     # results file, marked unfinished), SIGKILL 20 s later. A dry run prints the stages' commands and
-    # the plan, and writes no file.
+    # the plan, and writes nothing to $OUT.
     # The device tool brings back at most 8 files from $OUT: the stages write into a work folder,
     # packed into $OUT/lease.tgz after each stage (replaced whole, so a cut-off call still returns
     # the stages that finished), beside $OUT/lease.txt, the plan as it went.

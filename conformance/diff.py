@@ -344,7 +344,10 @@ def _outcome_change(old: str, new: str) -> Change:
 
 
 def _summary(diff: Diff) -> dict[str, int]:
-    counts = {"regressions": 0, "improvements": 0, "changed": 0, "unchanged": 0, "not_run": 0, "added": 0, "removed": 0}
+    counts = {
+        "regressions": 0, "improvements": 0, "changed": 0, "inconclusive": 0, "unchanged": 0, "not_run": 0,
+        "added": 0, "removed": 0,
+    }  # fmt: skip
     for row in diff.rows:
         if row.status != "both":
             counts[row.status] += 1
@@ -359,6 +362,8 @@ def _summary(diff: Diff) -> dict[str, int]:
             counts["changed"] += 1
         elif "improvement" in changes:
             counts["improvements"] += 1
+        elif "inconclusive" in changes:
+            counts["inconclusive"] += 1  # a speed timed on a busy machine: neither within nor beyond
         else:
             counts["unchanged"] += 1
     return counts
@@ -443,7 +448,8 @@ def render_markdown(diff: Diff) -> str:
         "",
         f"**{gate}**: {s.get('regressions', 0)} rows regressed beyond tolerance, {s.get('changed', 0)} changed"
         f" (exact figures), {s.get('improvements', 0)} improved, {s.get('unchanged', 0)} within tolerance"
-        f" or unchanged, {s.get('not_run', 0)} not run, {s.get('added', 0)} added, {s.get('removed', 0)} removed"
+        f" or unchanged, {s.get('inconclusive', 0)} with a speed not judged (a busy machine),"
+        f" {s.get('not_run', 0)} not run, {s.get('added', 0)} added, {s.get('removed', 0)} removed"
         + (" (strict: improvements fail too)" if diff.strict else ""),
         "",
     ]

@@ -677,8 +677,9 @@ def write_json_atomic(path: Path, data: Any, *, force: bool) -> None:
 
 def write_json_files_atomic(files: Mapping[Path, Any], *, force: bool) -> None:
     """``write_json_atomic`` for several files as one change (``litgpt_min.files.write_files_atomic``):
-    every file is written before any replaces its old one, so a problem leaves all of them as they
-    were. The ``ExpectationError`` names the file it concerns."""
+    every file is written before any replaces its old one, so a problem before the renames (a full
+    disk, a link or a read-only file in the way) leaves all of them as they were. The
+    ``ExpectationError`` names the file it concerns."""
     contents: dict[Path, bytes] = {}
     for path, data in files.items():
         path = Path(path)

@@ -24,7 +24,7 @@ import pytest
 from conformance.display import display
 from conformance.expectations import DEFAULT_ROOT, Case, Tolerances, list_profiles, load_profile, tolerance_problem
 from conformance.runner import DEFAULT_RUNNER
-from litgpt_min.files import cannot_write_in
+from litgpt_min.files import cannot_write_in, read_only
 from litgpt_min.result import MAX_MEMORY_GB
 
 DEST_PREFIX = "conformance_"
@@ -193,6 +193,9 @@ def check_record_target(directory: Path, force: bool) -> None:
             f"--record {directory}: a profile is already there ({', '.join(existing)}); pass --force to re-record"
             " it (rows this run does not measure are kept)"
         )
+    for name in existing:
+        if why := read_only(directory / name):
+            raise ValueError(f"--record {directory}: {name} {why}")
     if existing:
         # Re-recording keeps the rows this run does not measure: the old profile must load.
         load_profile(directory.name, directory.parent)

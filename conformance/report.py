@@ -223,8 +223,10 @@ def _speed_cell(row: Mapping[str, Any], field: str) -> str:
     measured = (run or {}).get(field)
     if measured is None:
         return "-" if expected is None else f"{number_text(expected)}{unit} ({'not measured' if run else 'not run'})"
-    # A speed whose check was skipped (a busy machine, portable mode) is shown, marked as not judged.
-    unjudged = str((row.get("reasons") or {}).get("speed") or "") if row.get("verdict") != "skipped" else ""
+    # A speed whose check was skipped (a busy machine, portable mode) is shown, marked as not judged;
+    # the reason of a check that was decided (failed, improved) is the findings' to tell.
+    skipped = (row.get("checks") or {}).get("speed") == "skipped" and row.get("verdict") != "skipped"
+    unjudged = str((row.get("reasons") or {}).get("speed") or "") if skipped else ""
     why = re.split(r"[:;(]", unjudged.removeprefix(f"{SPEED_INCONCLUSIVE}: "), maxsplit=1)[0].strip()
     mark = f"not judged: {_cell_text(why, 40)}" if why else ""
     if expected is None:

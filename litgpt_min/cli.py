@@ -131,11 +131,9 @@ def cmd_run(args: argparse.Namespace) -> Result:
     values = {name: getattr(args, name) for name in FLAT_OPTIONS[workload]}
     try:
         request = build_request(workload, values)
-    except ValueError as exc:  # a refusal (UnsupportedCombination) keeps its kind: exit 2 as "unsupported"
-        message = _by_flag(str(exc), values)
-        if message == str(exc):
-            raise
-        raise type(exc)(message) from None
+    except ValueError as exc:
+        exc.args = (_by_flag(str(exc), values),)  # the same exception: a refusal stays "unsupported"
+        raise
     return execute(request, finetune_body if workload == "finetune" else generate_body, preflight=not args.no_preflight)
 
 
@@ -193,7 +191,9 @@ def _by_flag(message: str, values: dict[str, Any]) -> str:
     match = re.fullmatch(r"(\w+) (must .*?)(?:, got .*)?", message)
     if match is None or values.get(match[1]) is None:
         return message
-    return f"{flag_text(match[1], values[match[1]])}: {match[2]}"
+    value = values[match[1]]
+    shown = f"{value:g}" if isinstance(value, float) else value  # as typed: 0, not 0.0
+    return f"{flag_text(match[1], shown)}: {match[2]}"
 
 
 def _plain(value: object) -> str:

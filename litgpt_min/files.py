@@ -9,7 +9,8 @@ reports, diffs, plots, benchmark reports) goes through ``atomic_write``, ``write
   the temporary file then replaces the target with ``os.replace``: a reader sees the old file or
   the whole new one, never a part.
 - A target that is a symbolic link is refused (checked before writing and again right before the
-  rename): writing "through" it would overwrite whatever file it points to.
+  rename): writing "through" it would overwrite whatever file it points to. So is a read-only one
+  (``read_only``): a rename would replace it without asking.
 - ``copy_regular_file_within`` copies an input into an output only when it is a regular file
   that resolves inside the input's root, so a link planted in an input directory cannot smuggle
   an outside file (``/etc/shadow``, an SSH key) into the output.
@@ -98,8 +99,8 @@ def atomic_write(path: str | Path, *, parents: bool = False) -> Iterator[IO[byte
     """A binary file handle whose contents replace ``path`` when the block ends without error.
 
     ``parents`` creates the missing directories. The target is never followed if it is a
-    symbolic link (``ValueError``); an ``OSError`` while writing leaves the old file untouched and
-    no temporary file behind.
+    symbolic link, and a read-only one is never replaced (``ValueError`` for both); an ``OSError``
+    while writing leaves the old file untouched and no temporary file behind.
     """
     path = _writable(path, parents)
     tmp, handle = _open_temporary(path)
@@ -151,6 +152,8 @@ def write_files_atomic(contents: Mapping[Path, bytes], *, parents: bool = False)
 def _writable(path: str | Path, parents: bool) -> Path:
     path = Path(path)
     _refuse_link(path, "is a symbolic link; refusing to write through it")
+    if why := read_only(path):
+        raise ValueError(f"{path}: {why}")
     if parents:
         check_output_dir(path.parent, str(path))
         path.parent.mkdir(parents=True, exist_ok=True)

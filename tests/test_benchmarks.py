@@ -112,7 +112,7 @@ def test_gpu_session_lease_plans_smoke_then_each_group_in_the_time_left(tmp_path
     assert any("benchmarks/cublas_init.py" in line for line in commands)
     selectors = [shlex.split(line)[6] for line in commands if " pytest conformance " in line]
     assert selectors == ["inference-llama2_70b", "llama2_7b and 1gpu"]
-    assert not out.exists(), "a dry run writes no file"
+    assert not out.exists(), "a dry run writes nothing to $OUT"
     # Run for real (with the stand-ins): at most two files come back (the device tool returns 8).
     proc = subprocess.run(
         ["bash", script, "lease", "inference-llama2_70b"], env={**env, "GPU_SESSION_INSTALLED": "1"},

@@ -173,13 +173,13 @@ BAD = {
     "unknown-quantize-generate": (("generate", *TINY, "--quantize", "gptq.int4"), r"invalid choice: 'gptq.int4'"),
     "micro-batch-0": (("finetune", "lora", *TINY, "--micro-batch-size", "0"), r"--micro-batch-size 0: must be >= 1$"),
     "micro-batch-not-int": (("finetune", "lora", *TINY, "--micro-batch-size", "x"), r"invalid int value: 'x'"),
-    "quantize-devices": (
+    "quantize-devices": (  # a refusal, which the suite reads as outcome "unsupported"
         ("finetune", "lora", *TINY, "--quantize", "bnb.nf4", "--devices", "2"),
-        r"(?i)quantization.*devices=2",
+        r"^litgpt-min: unsupported: quantization.*devices=2",
     ),
     "quantize-devices-generate": (
         ("generate", *TINY, "--quantize", "bnb.nf4-dq", "--devices", "2"),
-        r"(?i)quantization.*devices=2",
+        r"^litgpt-min: unsupported: quantization.*devices=2",
     ),
     "max-iters-0": (("finetune", "lora", *TINY, "--max-iters", "0"), r"--max-iters 0: must be >= 1$"),
     "quantize-mixed": (
@@ -193,7 +193,7 @@ BAD = {
     "seed-past-range": (("generate", *TINY, "--seed", str(2**64)), r"--seed \d+: must be within .*manual_seed"),
     "negative-cap": (
         ("finetune", "lora", *TINY, "--memory-cap-gb", "-1"),
-        r"--memory-cap-gb -1.0: must be a finite number > 0$",
+        r"--memory-cap-gb -1: must be a finite number > 0$",
     ),
     "negative-cap-generate": (
         ("generate", *TINY, "--memory-cap-gb", "-0.5"),
@@ -207,7 +207,7 @@ BAD = {
     "max-new-tokens-0": (("generate", *TINY, "--max-new-tokens", "0"), r"--max-new-tokens 0: must be >= 1$"),
     "negative-temperature": (
         ("generate", *TINY, "--temperature", "-1"),
-        r"--temperature -1.0: must be a finite number >= 0$",
+        r"--temperature -1: must be a finite number >= 0$",
     ),
     "lora-r": (("params", "tiny-llama", "--method", "lora", "--lora-r", "-1"), r"lora r must be >= 1, got -1"),
     "no-command": ((), r"required: command"),
@@ -428,7 +428,7 @@ def _refusals(tmp: Path) -> dict[str, tuple[tuple[str, ...], str]]:
         "weight-decay-nan": ((*ft, "--weight-decay", "nan"), r"--weight-decay nan: must be a finite number >= 0$"),
         "memory-cap-nan": ((*ft, "--memory-cap-gb", "nan"), r"--memory-cap-gb nan: must be a finite number > 0$"),
         "memory-cap-inf": ((*ft, "--memory-cap-gb", "inf"), r"--memory-cap-gb inf: must be a finite number > 0$"),
-        "memory-cap-0": ((*ft, "--memory-cap-gb", "0"), r"--memory-cap-gb 0.0: must be a finite number > 0$"),
+        "memory-cap-0": ((*ft, "--memory-cap-gb", "0"), r"--memory-cap-gb 0: must be a finite number > 0$"),
         "memory-cap-huge": ((*gen, "--memory-cap-gb", "1e308"), r"--memory-cap-gb 1e\+308: must be at most 1e\+06 GB"),
         "memory-cap-inf-generate": (
             (*gen, "--memory-cap-gb", "inf"),

@@ -172,6 +172,7 @@ def test_a_speed_either_session_could_not_judge_is_shown_not_judged(busy: str) -
     diff = diff_results(results([old]), results([near]))
     [figure] = [f for f in diff.rows[0].figures if f.field == "time_1k_iters_min"]
     assert figure.change == "inconclusive" and diff.exit_status == 0
+    assert (diff.summary["inconclusive"], diff.summary["unchanged"]) == (1, 0), "not counted as within tolerance"
 
 
 def test_an_outcome_change_is_one_regression_not_a_vanished_figure_too() -> None:

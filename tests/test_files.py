@@ -187,5 +187,10 @@ def test_a_read_only_file_is_not_an_output(tmp_path: Path) -> None:
     kept.chmod(0o444)
     with pytest.raises(ValueError, match=r"^-o .*baseline\.json: is read-only \(mode 444\); refusing to replace it"):
         check_output_file(kept, "-o")
+    with pytest.raises(ValueError, match=r"baseline\.json: is read-only"):
+        write_text_atomic(kept, "replaced")
+    with pytest.raises(ValueError, match=r"baseline\.json: is read-only"):
+        files.write_files_atomic({tmp_path / "other.json": b"new", kept: b"replaced"})
+    assert kept.read_text() == "{}" and not (tmp_path / "other.json").exists()
     kept.chmod(0o644)
     assert check_output_file(kept) == kept

@@ -598,6 +598,15 @@ def test_record_refuses_the_folder_of_the_profiles(suite: Suite) -> None:
     assert not list(suite.root.glob("*.json")) and not suite.calls()
 
 
+def test_record_refuses_a_profile_kept_read_only_before_any_row_runs(suite: Suite) -> None:
+    table = suite.profile() / "table.json"
+    table.chmod(0o444)
+    refused = suite.run("--profile", "tiny", "--record", str(table.parent), "--force")
+    assert refused.ret == pytest.ExitCode.USAGE_ERROR
+    refused.stderr.fnmatch_lines([f"ERROR: --record {table.parent}: table.json is read-only (mode 444);*"])
+    assert not suite.calls()
+
+
 def test_record_refuses_several_active_profiles(suite: Suite) -> None:
     suite.profile("one")
     suite.profile("two")

@@ -103,9 +103,12 @@ def test_tables_keep_the_published_layout_with_measured_values_and_deltas() -> N
 def test_a_speed_whose_check_was_skipped_is_marked_not_judged() -> None:
     busy = "speed inconclusive: the CPU was busy: the run's threads waited 28% of their runnable time"
     first = RESULTS["rows"][0]
-    document = {**RESULTS, "rows": [{**first, "reasons": {"speed": busy}}]}
+    document = {**RESULTS, "rows": [{**first, "checks": {"speed": "skipped"}, "reasons": {"speed": busy}}]}
     assert "| 21.45 GB (+0.7%) | 2.40 min (+1.7%, not judged: the CPU was busy) | pass |" in render(document)
     assert "not judged" not in render({**RESULTS, "rows": [first]})
+    # A decided check's reason (a failure, an improvement) is no "not judged".
+    failed = {**first, "verdict": "failed", "checks": {"speed": "failed"}, "reasons": {"speed": "slower: 2.0x"}}
+    assert "not judged" not in render({**RESULTS, "rows": [failed]})
 
 
 def test_multi_gpu_and_inference_tables() -> None:
