@@ -25,6 +25,7 @@ from conformance.checks import RowCheck
 from conformance.expectations import ExpectationError
 from conformance.options import Options, add_options
 from conformance.session import PLUGIN_NAME, ConformanceSession
+from litgpt_min.launch import torchrun_ranks
 from litgpt_min.usage import one_line
 
 
@@ -58,6 +59,12 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "gpu: needs a CUDA GPU; skipped with a reason elsewhere")
     # pytest-xdist declares this mark; declared here too so that --strict-markers holds without it.
     config.addinivalue_line("markers", "xdist_group(name): run these checks on one pytest-xdist worker")
+    if (ranks := torchrun_ranks()) is not None:
+        # Every rank would run every row, on the same GPUs at once: no verdict could be trusted.
+        raise pytest.UsageError(
+            f"pytest conformance was started as {ranks} by torchrun; start it once per machine, as a"
+            " plain command: each row starts its own ranks"
+        )
     try:
         options = Options.from_config(config)
         options.validate(writes=not hasattr(config, "workerinput"))

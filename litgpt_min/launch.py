@@ -97,6 +97,15 @@ def without_launcher(environ: Mapping[str, str]) -> dict[str, str]:
     return {name: value for name, value in environ.items() if name not in LAUNCHER_VARIABLES}
 
 
+def torchrun_ranks() -> str | None:
+    """``"rank 1 of 8"`` when this process is one of several ranks torchrun started, else None.
+    (SLURM's tasks are not told apart here: an sbatch script's batch step carries them too.)"""
+    world = os.environ.get("WORLD_SIZE") or "1"
+    if "TORCHELASTIC_RUN_ID" not in os.environ or not world.isdigit() or int(world) < 2:
+        return None
+    return f"rank {os.environ.get('RANK', '?')} of {world}"
+
+
 def externally_launched() -> bool:
     """Whether this process is one rank started by a launcher (ours, torchrun, or SLURM's srun)."""
     if "LOCAL_RANK" in os.environ:  # torchrun, and launch_local's ranks
@@ -286,5 +295,6 @@ __all__ = [
     "rank_device",
     "rank_env",
     "supervise",
+    "torchrun_ranks",
     "without_launcher",
 ]

@@ -607,6 +607,18 @@ def test_record_refuses_a_profile_kept_read_only_before_any_row_runs(suite: Suit
     assert not suite.calls()
 
 
+def test_a_session_started_as_several_torchrun_ranks_is_refused(suite: Suite, monkeypatch: pytest.MonkeyPatch) -> None:
+    suite.profile()
+    for name, value in {"TORCHELASTIC_RUN_ID": "none", "WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}.items():
+        monkeypatch.setenv(name, value)
+    refused = suite.run("--profile", "tiny")
+    assert refused.ret == pytest.ExitCode.USAGE_ERROR and not suite.calls()
+    refused.stderr.fnmatch_lines(["ERROR: pytest conformance was started as rank 1 of 2 by torchrun; start it once*"])
+    monkeypatch.setenv("WORLD_SIZE", "1")  # one rank: the session is the machine's only one
+    suite.answer(good_answers())
+    assert suite.run("--profile", "tiny", "-k", OK).ret == pytest.ExitCode.OK
+
+
 def test_record_refuses_several_active_profiles(suite: Suite) -> None:
     suite.profile("one")
     suite.profile("two")
