@@ -511,7 +511,4 @@ def _config(args: argparse.Namespace) -> tuple[Config, str]:
 
 def _margin_text(gb: float) -> str:
     """A margin for a reader: ``16.07 GB``, or under 0.1 GB in MB (``9.79 MB``, ``0.12 MB``)."""
-    if gb == 0 or gb >= 0.1:
-        return f"{gb_text(gb)} GB"
-    mb = f"{gb * 1000:.3g}"
-    return f"{gb * 1000:.6f}".rstrip("0").rstrip(".") + " MB" if "e" in mb else f"{mb} MB"
+    return f"{gb_text(gb)} GB" if gb == 0 or gb >= 0.1 else f"{gb_text(gb * 1000)} MB"

@@ -691,22 +691,11 @@ def write_json_files_atomic(files: Mapping[Path, Any], *, force: bool) -> None:
             raise ExpectationError(path, f"cannot serialize: {exc}") from None
     try:
         write_files_atomic(contents, parents=True)
-    except OSError as exc:
-        raise ExpectationError(_written(contents, exc.filename), f"cannot write: {exc.strerror or exc}") from None
+    except OSError as exc:  # its file name is the target's (write_files_atomic)
+        where = Path(exc.filename) if exc.filename else next(iter(contents)).parent
+        raise ExpectationError(where, f"cannot write: {exc.strerror or exc}") from None
     except ValueError as exc:
         path = next((path for path in contents if str(exc).startswith(f"{path}: ")), None)
         if path is None:
             raise ExpectationError(next(iter(contents)).parent, str(exc)) from None
         raise ExpectationError(path, str(exc).removeprefix(f"{path}: ")) from None
-
-
-def _written(contents: Mapping[Path, bytes], filename: Any) -> Path:
-    """The target an ``OSError``'s file name belongs to: itself, or the temporary file beside it."""
-    first = next(iter(contents))
-    if not filename:
-        return first if len(contents) == 1 else first.parent
-    where = Path(filename)
-    for path in contents:
-        if where == path or (where.parent == path.parent and where.name.startswith(f".{path.name}.")):
-            return path
-    return where

@@ -137,13 +137,16 @@ def write_files_atomic(contents: Mapping[Path, bytes], *, parents: bool = False)
                     handle.flush()
                     os.fsync(handle.fileno())
             except OSError as exc:
-                if exc.filename is None:
-                    exc.filename = str(path)  # a full disk names no file; the caller learns which one
+                exc.filename = str(path)  # the target, not its temporary name (a full disk names none)
                 raise
         for _tmp, path in staged:
-            _refuse_link(path, "became a symbolic link while being written; refusing to replace it")
+            _refuse_link(path, _PLANTED)
         for tmp, path in staged:
-            os.replace(tmp, path)
+            try:
+                os.replace(tmp, path)
+            except OSError as exc:
+                exc.filename, exc.filename2 = str(path), None
+                raise
     finally:
         for tmp, _path in staged:
             tmp.unlink(missing_ok=True)
@@ -172,8 +175,11 @@ def _open_temporary(path: Path) -> tuple[Path, IO[bytes]]:
 def _replace(tmp: Path, path: Path) -> None:
     # A link may have been planted while we wrote; os.replace would replace the link itself,
     # but the user asked for a file there and gets a clear refusal instead.
-    _refuse_link(path, "became a symbolic link while being written; refusing to replace it")
+    _refuse_link(path, _PLANTED)
     os.replace(tmp, path)
+
+
+_PLANTED = "became a symbolic link while being written; refusing to replace it"
 
 
 def _refuse_link(path: Path, why: str) -> None:
@@ -182,8 +188,7 @@ def _refuse_link(path: Path, why: str) -> None:
 
 
 def write_bytes_atomic(path: str | Path, data: bytes, *, parents: bool = False) -> None:
-    with atomic_write(path, parents=parents) as handle:
-        handle.write(data)
+    write_files_atomic({Path(path): data}, parents=parents)
 
 
 def write_text_atomic(path: str | Path, text: str, *, parents: bool = False) -> None:
