@@ -41,7 +41,7 @@ from litgpt_min.usage import OneLineParser, UsageError, one_line
 
 class _Parser(OneLineParser):
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: {message}")
+        raise UsageError(f"{self.prog}: error: {message}")
 
 
 def add_flat_options(parser: argparse.ArgumentParser, options: list[FlatOption]) -> None:
@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("params", help="trainable and total parameters of a model built for a method")
-    p.add_argument("model")
+    p.add_argument("model", nargs="?", help="registry name, e.g. Llama-2-7b-hf (or --model NAME)")
+    p.add_argument("--model", dest="model_flag", metavar="MODEL", help="the same as the positional name")
     p.add_argument("--method", choices=METHODS, default="none")
     p.add_argument("--quantize", choices=QUANTIZE_MODES, default=None)
     p.add_argument("--precision", default="bf16-true", help="dtype of the unquantized weights")
@@ -107,9 +108,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_params(args: argparse.Namespace) -> dict[str, Any]:
+    if args.model is None or (args.model_flag is not None and args.model_flag != args.model):
+        if args.model in METHODS:
+            raise UsageError(f"litgpt-min params: error: {args.model!r} is a method: give it as --method {args.model}")
+        if args.model is not None:
+            raise UsageError(
+                f"litgpt-min params: error: two models given: {args.model!r} and --model {args.model_flag!r}"
+            )
+        if args.model_flag is None:
+            raise UsageError("litgpt-min params: error: a model is required (a registry name, e.g. Llama-2-7b-hf)")
+        args.model = args.model_flag
     lora, adapter = peft_settings(vars(args), args.method)
     if args.precision not in PRECISIONS:
-        raise UsageError(f"litgpt-min params: unknown precision {args.precision!r}")
+        raise UsageError(f"litgpt-min params: error: unknown precision {args.precision!r}")
     check_quantize_precision(args.quantize, args.precision)
     config = Config.from_name(args.model)
     check_adapter_layers(args.method, adapter, config)
