@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from conformance.expectations import Case, Profile
-from conformance.results import load_results
+from conformance.results import load_results, run_finished, speed_unjudged
 from litgpt_min.result import Result
 
 
@@ -67,15 +67,17 @@ class Baseline:
         if row is None:
             return case, f"not in the baseline {self.path}"
         data = row.get("measured")
-        if row.get("verdict") == "not run":
+        if not run_finished(row):
             # An unfinished session's row: whatever its run left is no measurement to judge against.
-            return case, f"the baseline {self.path} did not finish this row (verdict not run)"
+            return case, f"the baseline {self.path} did not finish this row's run (verdict not run)"
         if data is None:
             reasons = row.get("reasons") or {}
             # Why its run did not happen (an estimate's known miss is no reason the row was unmeasured).
             why = reasons.get("run") or next(iter(reasons.values()), "") or f"verdict {row.get('verdict')}"
             return case, f"the baseline {self.path} did not measure this row ({why.splitlines()[0]})"
         result = Result.from_json(data, f"{self.path}: row {case.profile}:{case.id}: measured")
+        if result.outcome == "ok" and result.max_memory_gb is None:
+            return case, f"the baseline {self.path} holds no peak memory for this row (measured.max_memory_gb is null)"
         figures = {name: getattr(result, name) if result.outcome == "ok" else None for name in BASELINE_FIGURES}
         # The other workload's speed figure is never compared (a finetune row has no tokens/s).
         figures["tokens_per_sec" if case.workload == "finetune" else "time_1k_iters_min"] = None
@@ -83,20 +85,28 @@ class Baseline:
             case, outcome=result.outcome, error=result.error, baseline=self.path, **figures
         ), None
 
+    def speed_reason(self, case: Case) -> str | None:
+        """Why the baseline's speed figure for ``case`` cannot judge this run's (None: it can): its
+        own check found the machine busy, or never ran. Such a figure is not recorded by ``--record``
+        either."""
+        row = self.rows.get((case.profile, case.id))
+        why = None if row is None else speed_unjudged(row)
+        return None if why is None else f"the baseline {self.path} did not judge this row's speed ({why})"
+
 
 def gpu_names(fingerprint: Mapping[str, Any]) -> list[str]:
     return [str(g.get("name")) for g in fingerprint.get("gpus") or [] if isinstance(g, Mapping)]
 
 
-def apply_baseline(actives: Sequence[A], baseline: Baseline, fingerprint: Mapping[str, Any]) -> tuple[list[A], dict[tuple[str, str], str]]:  # fmt: skip
-    """The active profiles with every row judged against ``baseline``, and the skip reasons of the
-    rows it cannot judge, by (profile, id).
+def apply_baseline(actives: Sequence[A], baseline: Baseline, fingerprint: Mapping[str, Any]) -> tuple[list[A], dict[tuple[str, str], str], dict[tuple[str, str], str]]:  # fmt: skip
+    """The active profiles with every row judged against ``baseline``, the skip reasons of the
+    rows it cannot judge, and of the rows whose speed alone it cannot judge, by (profile, id).
 
     Speed checks that the profile's own figures could not make here (portable mode: another card's
     figures) are made when the baseline ran on this machine's GPUs: its figures are this card's.
     """
     same_card = bool(baseline.gpu_names()) and baseline.gpu_names() == gpu_names(fingerprint)
-    judged, skips = [], {}
+    judged, skips, speed_skips = [], {}, {}
     for active in actives:
         cases = []
         for case in active.profile.cases:
@@ -104,9 +114,11 @@ def apply_baseline(actives: Sequence[A], baseline: Baseline, fingerprint: Mappin
             cases.append(new)
             if reason is not None:
                 skips[(active.name, case.id)] = reason
+            elif baseline.speed_reason(case) is not None:
+                speed_skips[(active.name, case.id)] = baseline.speed_reason(case)
         profile = dataclasses.replace(active.profile, cases=tuple(cases))
         speed_skip = active.speed_skip
         if active.mode == "portable":
             speed_skip = None if same_card else f"the baseline {baseline.path} was not measured on this card"
         judged.append(dataclasses.replace(active, profile=profile, speed_skip=speed_skip))
-    return judged, skips
+    return judged, skips, speed_skips

@@ -32,16 +32,16 @@ from typing import Any, Literal
 
 from conformance.compare import (
     SPEED_FIELDS,
-    SPEED_INCONCLUSIVE,
     is_number,
     slowdown,
     slowdown_text,
     tolerance_text,
     verdict,
 )
+from conformance.display import rows_text
 from conformance.expectations import Tolerances
 from conformance.report import METHOD_NAMES, MODEL_NAMES
-from conformance.results import check_not_results, load_results
+from conformance.results import NOT_RUN, check_not_results, load_results, run_finished, speed_unjudged
 from litgpt_min.files import check_output_file, write_text_atomic
 from litgpt_min.result import Result
 from litgpt_min.usage import one_line
@@ -65,8 +65,6 @@ FIGURES: tuple[tuple[str, str, str], ...] = (
 )
 # Verdicts a gate counts as failing; a row that newly lands in one is a verdict regression.
 BAD_VERDICTS = ("failed", "error")
-# The verdict of a row whose checks did not all finish (a killed or interrupted session).
-NOT_RUN = "not run"
 
 
 @dataclass(frozen=True)
@@ -110,21 +108,29 @@ class RowDiff:
     old_verdict: str | None
     new_verdict: str | None
     figures: tuple[FigureDelta, ...] = ()
+    unrun: tuple[str, ...] = ()  # "old"/"new": the files in which its run did not finish (unfinished sessions)
 
     @property
     def not_run(self) -> bool:
-        """In both files, but not run in one (an unfinished session): not compared."""
-        return self.status == "both" and NOT_RUN in (self.old_verdict, self.new_verdict)
+        """In both files, but its run did not finish in one: not compared."""
+        return self.status == "both" and bool(self.unrun)
 
     @property
     def verdict_change(self) -> Change:
-        if self.old_verdict == self.new_verdict or self.status != "both" or self.not_run:
+        if self.old_verdict == self.new_verdict or self.status != "both" or NOT_RUN in self.verdicts:
             return "same"
         if self.new_verdict in BAD_VERDICTS and self.old_verdict not in BAD_VERDICTS:
             return "regression"
         if self.old_verdict in BAD_VERDICTS and self.new_verdict not in BAD_VERDICTS:
             return "improvement"
-        return "changed" if "skipped" not in (self.old_verdict, self.new_verdict) else "same"
+        # Between passing verdicts (passed, improved, xfailed, recorded, skipped) the row's checks
+        # passed both times: what they were judged against moved, not the box. Its figures say
+        # whether the box moved.
+        return "same"
+
+    @property
+    def verdicts(self) -> tuple[str | None, str | None]:
+        return self.old_verdict, self.new_verdict
 
     def changes(self) -> list[Change]:
         return [f.change for f in self.figures] + [self.verdict_change]
@@ -151,8 +157,11 @@ class Diff:
         compared (no row in common, or none with a measured figure: skipped, not run)."""
         problems = []
         if "new" in self.unfinished:
-            missing = sum(1 for r in self.rows if r.status == "both" and r.new_verdict == NOT_RUN)
-            problems.append(f"{self.new} is from a session that did not finish: {missing} of its rows did not run")
+            missing = sum(1 for r in self.rows if r.status == "both" and "new" in r.unrun)
+            problems.append(
+                f"{self.new} is from a session that did not finish: "
+                + (f"{missing} of its rows did not run" if missing else "not every check of its rows ran")
+            )
         if not any(r.status == "both" and not r.not_run and r.figures for r in self.rows):
             problems.append("no row of one file has a measured figure in the other: nothing was compared")
         return problems
@@ -162,10 +171,14 @@ class Diff:
         OLD was written after NEW (the arguments may be swapped; a baseline may also be re-run)."""
         notes = []
         if "old" in self.unfinished:
-            missing = sum(1 for r in self.rows if r.status == "both" and r.old_verdict == NOT_RUN)
+            missing = sum(1 for r in self.rows if r.status == "both" and "old" in r.unrun)
             notes.append(
-                f"{self.old} is from a session that did not finish: {missing} of its rows did not run and were"
-                " not compared"
+                f"{self.old} is from a session that did not finish: "
+                + (
+                    f"{missing} of its rows did not run and were not compared"
+                    if missing
+                    else "its rows ran, and a speed it did not judge is not judged here"
+                )
             )
         old_created, new_created = (_created(value) for value in self.created)
         if old_created is not None and new_created is not None and old_created > new_created:
@@ -212,14 +225,15 @@ def diff_results(
             verdict = (after or before or {}).get("verdict")
             rows.append(RowDiff(key[0], key[1], group, status, None if after else verdict, verdict if after else None))
             continue
-        if NOT_RUN in (before.get("verdict"), after.get("verdict")):
+        unrun = tuple(side for side, r in (("old", before), ("new", after)) if not run_finished(r))
+        if unrun:
             # What an unfinished row's run left (if anything) was never judged: nothing to compare.
-            rows.append(RowDiff(key[0], key[1], group, "both", before.get("verdict"), after.get("verdict")))
+            rows.append(
+                RowDiff(key[0], key[1], group, "both", before.get("verdict"), after.get("verdict"), unrun=unrun)
+            )
             continue
         tol = _tolerances(after, before).merged(overrides)
-        untimed = any(
-            str((r.get("reasons") or {}).get("speed", "")).startswith(SPEED_INCONCLUSIVE) for r in (before, after)
-        )
+        untimed = any(speed_unjudged(r) is not None for r in (before, after))
         runs = _measured(before, old_name), _measured(after, new_name)
         figures = tuple(
             compare_figure(name, rule, *runs, tol, untimed and name in SPEED_FIELDS) for name, rule, _ in FIGURES
@@ -345,8 +359,8 @@ def _outcome_change(old: str, new: str) -> Change:
 
 def _summary(diff: Diff) -> dict[str, int]:
     counts = {
-        "regressions": 0, "improvements": 0, "changed": 0, "inconclusive": 0, "unchanged": 0, "not_run": 0,
-        "added": 0, "removed": 0,
+        "regressions": 0, "improvements": 0, "changed": 0, "inconclusive": 0, "unchanged": 0, "unmeasured": 0,
+        "not_run": 0, "added": 0, "removed": 0,
     }  # fmt: skip
     for row in diff.rows:
         if row.status != "both":
@@ -354,6 +368,9 @@ def _summary(diff: Diff) -> dict[str, int]:
             continue
         if row.not_run:
             counts["not_run"] += 1
+            continue
+        if not row.figures and row.verdict_change == "same":
+            counts["unmeasured"] += 1  # skipped in both (no GPU): nothing to be unchanged
             continue
         changes = set(row.changes())
         if changes & {"regression", "vanished"}:
@@ -446,16 +463,24 @@ def render_markdown(diff: Diff) -> str:
         "",
         "## Summary",
         "",
-        f"**{gate}**: {s.get('regressions', 0)} rows regressed beyond tolerance, {s.get('changed', 0)} changed"
+        f"**{gate}**: {rows_text(s.get('regressions', 0))} regressed beyond tolerance, {s.get('changed', 0)} changed"
         f" (exact figures), {s.get('improvements', 0)} improved, {s.get('unchanged', 0)} within tolerance"
         f" or unchanged, {s.get('inconclusive', 0)} with a speed not judged (a busy machine),"
-        f" {s.get('not_run', 0)} not run, {s.get('added', 0)} added, {s.get('removed', 0)} removed"
+        f" {s.get('unmeasured', 0)} measured in neither, {s.get('not_run', 0)} not run,"
+        f" {s.get('added', 0)} added, {s.get('removed', 0)} removed"
         + (" (strict: improvements fail too)" if diff.strict else ""),
         "",
     ]
     out += [f"- **{line}**" for line in diff.problems()] + [f"- {line}" for line in diff.notes()]
     out += [f"- {line}" for line in headlines(diff)]
-    moved = [r for r in diff.rows if r.status != "both" or any(c != "same" for c in r.changes())]
+    # A row only one file selected is listed when that file measured it (a -k subset's deselected
+    # rows, skipped either way, are counted in the summary, not listed).
+    moved = [
+        r
+        for r in diff.rows
+        if (r.status != "both" and (r.old_verdict or r.new_verdict) != "skipped")
+        or (r.status == "both" and (r.old_verdict != r.new_verdict or any(c != "same" for c in r.changes())))
+    ]
     if moved:
         out += ["", "## Rows", "", "| Row | Verdict | Figures |", "|---|---|---|"]
         for row in moved:

@@ -26,6 +26,11 @@ def count_text(value: int) -> str:
     return f"{value:,}"
 
 
+def rows_text(n: int) -> str:
+    """``1 row``, ``2 rows``."""
+    return f"{n} row{'' if n == 1 else 's'}"
+
+
 def pct_text(rel: float) -> str:
     """0.1 -> "10", 0.125 -> "12.5": a relative figure as a percentage without trailing zeros."""
     return f"{rel * 100:.6f}".rstrip("0").rstrip(".")

@@ -10,7 +10,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from conformance.compare import SPEED_INCONCLUSIVE
-from conformance.display import count_text, number_text
+from conformance.display import count_text, number_text, rows_text
+from conformance.results import run_finished
 
 # How the published tables name the models (size, name); others fall back to the registry name.
 MODEL_NAMES: Mapping[str, tuple[str, str]] = {
@@ -54,8 +55,12 @@ def render(results: Mapping[str, Any]) -> str:
     if results.get("command"):
         out.append(f"- Command: `{results['command']}`")
     if not results.get("finished", True):
-        unrun = sum(1 for r in rows if r.get("verdict") == "not run")
-        out.append(f"- **The session did not finish** (killed or interrupted): {unrun} rows not run")
+        cut = [r for r in rows if r.get("verdict") == "not run"]
+        unrun = sum(1 for r in cut if not run_finished(r))
+        parts = [f"{rows_text(unrun)} not run"] if unrun or len(cut) == unrun else []
+        if len(cut) > unrun:
+            parts.append(f"{rows_text(len(cut) - unrun)} measured but not every check finished")
+        out.append(f"- **The session did not finish** (killed or interrupted): {', '.join(parts)}")
     out.append("")
     for name in names:
         profile = next((p for p in profiles if p["name"] == name), {"name": name})
@@ -241,6 +246,8 @@ def _verdict_cell(row: Mapping[str, Any]) -> str:
         reasons = row.get("reasons") or {}
         reason = reasons.get("run") or reasons.get("params") or next(iter(reasons.values()), "")
         return f"skipped: {_cell_text(reason, 60)}" if reason else text
+    if verdict == "not run" and row.get("pending"):
+        return f"not run: {', '.join(row['pending'])}"  # the checks an unfinished session left
     return text
 
 

@@ -16,13 +16,14 @@ import fcntl
 import functools
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from conformance.compare import Finding
+from conformance.compare import SPEED_INCONCLUSIVE, Finding
 from conformance.display import display
 from conformance.estimate import RowEstimate
 from conformance.expectations import write_json_atomic
@@ -34,6 +35,8 @@ from litgpt_min.result import Result, plain_json
 
 FORMAT = "litgpt-conformance-results/2"
 FORMAT_PREFIX = "litgpt-conformance-results/"
+# The verdict of a row whose selected checks did not all finish (a killed or interrupted session, -x).
+NOT_RUN = "not run"
 SCHEMA_PATH = Path(__file__).resolve().parent / "results.schema.json"
 EXPECTED_FIELDS = (
     "outcome", "trainable_params", "total_params", "max_memory_gb", "time_1k_iters_min", "tokens_per_sec", "error",
@@ -216,10 +219,24 @@ def check_document(data: dict[str, Any], where: str) -> None:
             )
         first[key] = index
         if row["measured"] is not None:
-            try:
-                Result.from_json(row["measured"], "measured")
-            except ValueError as exc:
-                raise ValueError(f"{where}: /rows/{index}/measured: {exc}") from None
+            Result.from_json(row["measured"], f"{where}: /rows/{index}/measured")
+
+
+def run_finished(row: Mapping[str, Any]) -> bool:
+    """Whether a results row's measured run was judged: any verdict but "not run", or a "not run"
+    row whose run check finished (only later checks, the speed or the estimate, were cut off)."""
+    return row.get("verdict") != NOT_RUN or "run" in (row.get("checks") or {})
+
+
+def speed_unjudged(row: Mapping[str, Any]) -> str | None:
+    """Why a results row's speed figure was never judged (None: it was, or it was not measured):
+    its check found the machine busy, or did not finish (an interrupted session, ``-x``)."""
+    reason = str((row.get("reasons") or {}).get("speed") or "")
+    if reason.startswith(SPEED_INCONCLUSIVE):
+        return reason
+    if "speed" in (row.get("pending") or ()):
+        return "its speed check did not finish"
+    return None
 
 
 def load_results(path: Path) -> dict[str, Any]:

@@ -113,6 +113,7 @@ class ConformanceSession:
         # --baseline: read (and refused with one line) before anything runs.
         self.baseline = _load_baseline(options.baseline) if options.baseline is not None else None
         self.baseline_skips: dict[RowKey, str] = {}  # rows the baseline cannot judge -> why
+        self.baseline_speed_skips: dict[RowKey, str] = {}  # rows whose speed alone it cannot judge -> why
         self._profile_cases: dict[RowKey, Case] = {}  # every row as its profile has it (no baseline applied)
         self._prefetch: list[tuple[ActiveProfile, Case]] | None = None  # CPU rows to start with the first check
         self._idle: dict[RowKey, IdleReport] = {}  # the GPU-idle check before each GPU row's run
@@ -149,7 +150,9 @@ class ConformanceSession:
             actives = select_profiles(self.options, self.fingerprint)
             self._profile_cases = {(a.name, c.id): c for a in actives for c in a.profile.cases}
             if self.baseline is not None:
-                actives, self.baseline_skips = apply_baseline(actives, self.baseline, self.fingerprint)
+                actives, self.baseline_skips, self.baseline_speed_skips = apply_baseline(
+                    actives, self.baseline, self.fingerprint
+                )
             self._actives = actives
         return self._actives
 
@@ -321,7 +324,8 @@ class ConformanceSession:
     def _baseline_mark(self, kind: CheckKind, active: ActiveProfile, case: Case) -> list[pytest.MarkDecorator]:
         """A measured check of a row the baseline cannot judge is skipped with the reason (the
         parameter counts and the estimate are judged against the profile's own figures)."""
-        reason = self.baseline_skips.get((active.name, case.id))
+        key = (active.name, case.id)
+        reason = self.baseline_skips.get(key) or (self.baseline_speed_skips.get(key) if kind == "speed" else None)
         return [pytest.mark.skip(reason=reason)] if reason is not None and kind in ("run", "speed") else []
 
     @pytest.hookimpl(tryfirst=True)
@@ -480,7 +484,10 @@ class ConformanceSession:
             self.cache.discard_logs()  # (a worker's own status under xdist: its rows, its folder)
         if not self.resolved or session.config.option.collectonly or not self.writes:
             return
-        if self.options.record is not None and exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+        # -x or --maxfail end a session early with exit status 1, the status of one that finished:
+        # whether every selected check decided tells the two apart.
+        finished = exitstatus in _FINISHED and not any(row.selected - row.checks.keys() for row in self.rows.values())
+        if self.options.record is not None and finished and exitstatus != pytest.ExitCode.NO_TESTS_COLLECTED:
             for row in self.rows.values():
                 if row.counts is None and (row.run or self.cache.finished_run((row.active.name, row.case.id))):
                     row.counts = self.cache.param_counts(row.case)
@@ -489,13 +496,13 @@ class ConformanceSession:
             except ExpectationError as exc:
                 self.summary_lines.append(f"conformance: record failed: {exc}")
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
-        elif self.options.record is not None and exitstatus not in _FINISHED:
+        elif self.options.record is not None and not finished:
             # Its checks read "recorded" (decided in record mode): say that the profile was not written.
             self.summary_lines.append(
                 f"conformance: the session did not finish; nothing recorded, {display(self.options.record)}"
                 " left as it was"
             )
-        self.write_results(finished=exitstatus in _FINISHED)
+        self.write_results(finished=finished)
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         if not self.resolved or not self.writes:

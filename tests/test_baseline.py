@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -82,7 +83,41 @@ def test_a_row_the_baseline_did_not_finish_is_not_judged_by_what_its_run_left(tm
     case = _case()
     died = _measured_like(case, outcome="error", error="exited with status 1 without a result: KeyboardInterrupt")
     judged, reason = _baseline(tmp_path, row(case.id, died, profile=PROFILE, verdict="not run")).case(case)
-    assert judged is case and reason is not None and "did not finish this row" in reason
+    assert judged is case and reason is not None and "did not finish this row's run" in reason
+
+
+def test_a_row_cut_off_after_its_run_judges_memory_but_not_speed(tmp_path: Path) -> None:
+    # An interrupted session (a GPU lease that ran out): the run and its memory check finished.
+    case = _case()
+    cut = row(
+        case.id, _measured_like(case, max_memory_gb=0.5, time_1k_iters_min=2.0), profile=PROFILE, verdict="not run"
+    )
+    cut.update(checks={"params": "passed", "run": "passed"}, pending=["speed", "estimate"])
+    baseline = _baseline(tmp_path, cut)
+    judged, reason = baseline.case(case)
+    assert reason is None and judged.max_memory_gb == 0.5
+    assert "did not judge this row's speed (its speed check did not finish)" in (baseline.speed_reason(case) or "")
+
+
+def test_a_speed_the_baseline_found_inconclusive_judges_nothing(tmp_path: Path) -> None:
+    case = _case()
+    busy = row(case.id, _measured_like(case, max_memory_gb=0.5, time_1k_iters_min=4.43), profile=PROFILE)
+    busy.update(checks={"run": "passed", "speed": "skipped"}, reasons={"speed": "speed inconclusive: the CPU was busy"})
+    baseline = _baseline(tmp_path, busy)
+    assert baseline.case(case)[1] is None  # memory is judged
+    assert baseline.speed_reason(case) == (
+        f"the baseline {baseline.path} did not judge this row's speed (speed inconclusive: the CPU was busy)"
+    )
+    timed = row(case.id, _measured_like(case, max_memory_gb=0.5, time_1k_iters_min=2.0), profile=PROFILE)
+    assert _baseline(tmp_path, timed).speed_reason(case) is None
+
+
+def test_an_ok_row_without_peak_memory_judges_nothing(tmp_path: Path) -> None:
+    case = _case()
+    judged, reason = _baseline(tmp_path, row(case.id, _measured_like(case, max_memory_gb=None), profile=PROFILE)).case(
+        case
+    )
+    assert judged is case and "holds no peak memory for this row" in (reason or "")
 
 
 def test_a_judged_row_names_its_baseline(tmp_path: Path) -> None:
@@ -127,6 +162,23 @@ def test_the_plugin_fails_a_regressed_row_and_passes_an_unchanged_one(suite: Sui
     assert f"(exp/tiny/table.json; expected: what the baseline {before.name} measured)" in text
     assert "accept: pass this session's --results file as the next --baseline" in text
     assert "re-record:" not in text
+
+
+def test_a_speed_the_baseline_did_not_judge_is_skipped_not_compared(suite: Suite) -> None:
+    suite.profile()
+    suite.answer(good_answers())
+    before = suite.pytester.path / "before.json"
+    suite.run("--results", str(before)).assert_outcomes(passed=11, xfailed=1)
+    data = json.loads(before.read_text())
+    (busy,) = [r for r in data["rows"] if r["id"] == OK]
+    busy["checks"]["speed"] = "skipped"
+    busy["reasons"]["speed"] = "speed inconclusive: the CPU was busy"
+    before.write_text(json.dumps(data))
+    # Twice as slow as the baseline's busy figure: not a regression, since that figure judges nothing.
+    suite.answer({**good_answers(), OK: {"max_memory_gb": 1.02, "time_1k_iters_min": 2.1 * 2}})
+    result = suite.run("--baseline", str(before), "-rs")
+    result.assert_outcomes(passed=10, skipped=1, xfailed=1)
+    assert "did not judge this row's speed (speed inconclusive: the CPU was busy)" in result.stdout.str()
 
 
 def test_the_estimate_check_keeps_the_profiles_figures_under_a_baseline(suite: Suite) -> None:

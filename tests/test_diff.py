@@ -13,7 +13,7 @@ from results_files import measured, results, row, write
 
 from conformance.cli import main
 from conformance.compare import check_speed
-from conformance.diff import FigureDelta, cmd_diff, diff_results, headlines
+from conformance.diff import FigureDelta, cmd_diff, diff_results, headlines, render_markdown
 from conformance.expectations import Tolerances
 
 OLD_TORCH, NEW_TORCH = "2.12.0+cu124", "2.13.0+cu124"
@@ -348,3 +348,49 @@ def test_the_cli_refuses_an_option_given_dashes_as_its_value(tmp_path: Path, cap
         main(["diff", str(old), str(new), "--memory-tolerance=--"])
     err = capsys.readouterr().err
     assert exc.value.code == 2 and err == "conformance diff: error: argument --memory-tolerance: expected one value\n"
+
+
+@pytest.mark.parametrize(
+    ("old_verdict", "new_verdict"), [("improved", "passed"), ("passed", "improved"), ("passed", "xfailed")]
+)
+def test_a_row_that_passes_in_both_files_does_not_fail_the_gate_when_its_verdict_moves(
+    old_verdict: str, new_verdict: str, capsys: pytest.CaptureFixture
+) -> None:
+    # "improved" against the A100 table before the upgrade, "passed" against --baseline after it:
+    # what the row was judged against moved, not the box.
+    result = measured(max_memory_gb=11.9)
+    diff = diff_results(
+        results([row("r", result, verdict=old_verdict)]), results([row("r", result, verdict=new_verdict)])
+    )
+    assert diff.rows[0].verdict_change == "same" and diff.exit_status == 0
+    assert diff.summary["unchanged"] == 1
+    assert f"| `a100-sxm4-40gb:r` | {old_verdict} → {new_verdict} | - |" in render_markdown(diff)
+
+
+def _cut_after_run(result: dict, **extra: object) -> dict:
+    """A row of an interrupted session whose run (and its memory check) finished, speed and estimate not."""
+    return {**row("r", result, verdict="not run", **extra), "checks": {"params": "passed", "run": "passed"},
+            "pending": ["speed", "estimate"]}  # fmt: skip
+
+
+def test_a_row_cut_off_after_its_run_is_compared_on_memory_and_its_speed_is_not_judged() -> None:
+    before = _unfinished(results([_cut_after_run(measured(max_memory_gb=10.0, time_1k_iters_min=5.0))]))
+    after = results([row("r", measured(max_memory_gb=12.0, time_1k_iters_min=9.0))])
+    diff = diff_results(before, after, "old.json", "new.json")
+    changes = {f.field: f.change for f in diff.rows[0].figures}
+    assert changes["max_memory_gb"] == "regression" and changes["time_1k_iters_min"] == "inconclusive"
+    assert diff.summary["not_run"] == 0 and diff.exit_status == 1
+    assert diff.notes() == [
+        "old.json is from a session that did not finish: its rows ran, and a speed it did not judge is not judged here"
+    ]
+
+
+def test_rows_measured_in_neither_file_are_counted_apart_and_deselected_rows_are_not_listed() -> None:
+    kept = row("kept", measured(max_memory_gb=2.0))
+    old = results([kept, row("gpu-only", None, verdict="skipped"), row("deselected", None, verdict="skipped")])
+    new = results([kept, row("gpu-only", None, verdict="skipped")])
+    diff = diff_results(old, new)
+    assert diff.summary["unmeasured"] == 1 and diff.summary["unchanged"] == 1 and diff.summary["removed"] == 1
+    text = render_markdown(diff)
+    assert "1 measured in neither" in text and "deselected" not in text and "1 row regressed" not in text
+    assert "**pass**: 0 rows regressed" in text

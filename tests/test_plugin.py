@@ -903,7 +903,22 @@ def test_an_interrupted_session_says_which_rows_did_not_finish(suite: Suite) -> 
     assert rows[OOM]["verdict"] == "xfailed" and rows[UNSUPPORTED]["verdict"] == "passed"
     assert data["summary"] == {"not run": 2, "passed": 2, "xfailed": 1}
     report = render(data)
-    assert "The session did not finish" in report and report.count("| not run |") == 2
+    assert "The session did not finish" in report
+    assert report.count("| not run: run, speed |") == 1 and report.count("| not run: speed |") == 1
+
+
+def test_a_session_stopped_by_x_did_not_finish(suite: Suite) -> None:
+    """Before, -x (exit status 1, as a finished session with a failure) wrote "finished": true
+    beside rows whose checks never ran."""
+    suite.profile()
+    suite.answer({**good_answers(), OK: {"max_memory_gb": 1.02 * 1.3, "time_1k_iters_min": 2.1}})
+    results = suite.pytester.path / "r.json"
+    result = suite.run("--results", str(results), "-x", "--cpu-jobs", "0")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    data = load_results(results)
+    assert data["finished"] is False and any(r["pending"] for r in data["rows"])
+    assert suite.run("--results", str(results), "--cpu-jobs", "0").ret == pytest.ExitCode.TESTS_FAILED
+    assert load_results(results)["finished"] is True  # the same failure without -x: every check decided
 
 
 TERMINATING_RUNNER = f"""

@@ -210,8 +210,8 @@ def _edited(edit: Any) -> dict[str, Any]:
         (lambda d: d.pop("rows"), "/: 'rows' is a required property"),
         (lambda d: d["rows"][0].update(verdict="great"), "/rows/0/verdict: 'great' is not one of"),
         (lambda d: d["rows"][0].update(devices="2"), "/rows/0/devices: '2' is not of type 'integer'"),
-        (lambda d: d["rows"][0]["measured"].update(max_memory_gb="lots"), "/rows/0/measured: measured: field 'max_memory_gb'"),
-        (lambda d: d["rows"][0]["measured"].update(version=7), "/rows/0/measured: measured: field 'version'"),
+        (lambda d: d["rows"][0]["measured"].update(max_memory_gb="lots"), "/rows/0/measured: field 'max_memory_gb'"),
+        (lambda d: d["rows"][0]["measured"].update(version=7), "/rows/0/measured: field 'version'"),
         (lambda d: d["profiles"][0].pop("name"), "/profiles/0: 'name' is a required property"),
         (lambda d: d["rows"].append(dict(d["rows"][0])), "/rows/6/id: row 'finetune-lora-llama2_7b-noquant-mb1-1gpu' of profile 'a100-sxm4-40gb' is already at /rows/0"),
     ],
@@ -292,9 +292,17 @@ def test_rows_that_did_not_finish_are_not_run_never_pass(tmp_path: Path) -> None
     (tmp_path / "r.json").write_text(json.dumps(data))
     assert load_results(tmp_path / "r.json") == data  # the schema knows "not run" and "pending"
     text = render(data)
-    assert "**The session did not finish** (killed or interrupted): 1 rows not run" in text
+    assert "**The session did not finish** (killed or interrupted): 1 row not run" in text
     [line] = [x for x in lines(text) if x.startswith("| 7 B | Llama 2 | None | 1 | 4,194,304 |")][:1]
-    assert line.endswith("| not run |") and "(not run)" in line
+    assert line.endswith("| not run: run, speed |") and "(not run)" in line
+    # Cut off after its run: measured, and the checks it lacks are named.
+    data["rows"][0].update(
+        checks={"params": "passed", "run": "passed"}, pending=["speed"], measured=RESULTS["rows"][0]["measured"]
+    )
+    text = render(data)
+    assert "(killed or interrupted): 1 row measured but not every check finished\n" in text
+    [line] = [x for x in lines(text) if x.startswith("| 7 B | Llama 2 | None | 1 | 4,194,304 |")][:1]
+    assert line.endswith("| not run: speed |") and "(not run)" not in line
 
 
 def test_cli_env_prints_the_fingerprint(capsys: pytest.CaptureFixture[str]) -> None:
