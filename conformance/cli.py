@@ -13,7 +13,7 @@ import json
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from conformance.diff import cmd_diff
 from conformance.estimate_command import add_parser as add_estimate_parser
@@ -26,8 +26,8 @@ from conformance.plot import cmd_plot, plot_target_problem
 from conformance.profiles import resolve_profiles
 from conformance.report import render
 from conformance.results import check_not_results, check_target, load_results
-from litgpt_min.files import check_output_file, write_json_atomic, write_text_atomic
-from litgpt_min.usage import OneLineParser, one_line
+from litgpt_min.files import check_output_file, real_path, write_json_atomic, write_text_atomic
+from litgpt_min.usage import OneLineParser, console_output, one_line
 
 # Exit status for bad input (a malformed results file, an output path that cannot be written).
 EXIT_BAD_INPUT = 2
@@ -80,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def entry() -> NoReturn:
+    """The ``conformance`` command and ``python -m conformance``: :func:`main` under the output
+    rules of every command (``litgpt_min.usage.console_output``), then the process's exit."""
+    sys.exit(console_output(main))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "env":
@@ -113,11 +119,11 @@ def _report_target_problem(
 ) -> str | None:
     """Why ``conformance report``'s outputs cannot be written as asked (None: they can), before
     anything is read or printed: an output that is one of the inputs, or a plot it cannot draw."""
-    inputs = {file.resolve() for file in files}
+    inputs = {real_path(file) for file in files}
     for option, target in (("-o", output), ("--merged", merged), ("--plot", plot)):
-        if target is not None and target.resolve() in inputs:
+        if target is not None and real_path(target) in inputs:
             return f"conformance report: {option} {target}: is a results file it reads; writing it would replace that input"
-    if output is not None and merged is not None and output.resolve() == merged.resolve():
+    if output is not None and merged is not None and real_path(output) == real_path(merged):
         return f"conformance report: -o {output}: is the --merged file too; the report would replace the merge"
     if output is not None:
         try:

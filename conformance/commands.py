@@ -11,13 +11,14 @@ from conformance.display import display
 from conformance.expectations import DEFAULT_ROOT, Case
 from conformance.options import Options
 from conformance.profiles import ActiveProfile
+from litgpt_min.files import real_path
 
 
 def rerecord_command(options: Options, active: ActiveProfile, case: Case | None = None) -> str:
     """The command that re-records ``case`` (or the whole profile) for this machine."""
     target = options.record or active.record_target
     argv = ["pytest", "conformance"]
-    if options.expectations.resolve() != DEFAULT_ROOT.resolve():
+    if real_path(options.expectations) != real_path(DEFAULT_ROOT):
         argv += ["--expectations", display(options.expectations)]
     argv += ["--profile", active.name]
     if case is not None:
@@ -33,7 +34,7 @@ def rerecord_command(options: Options, active: ActiveProfile, case: Case | None 
 def estimate_command(options: Options, active: ActiveProfile) -> str:
     """The command that prints the estimate of every row of ``active``, as the estimate check makes it."""
     argv = ["conformance", "estimate", "--profile", active.name, "--stack", "profile"]
-    if options.expectations.resolve() != DEFAULT_ROOT.resolve():
+    if real_path(options.expectations) != real_path(DEFAULT_ROOT):
         argv += ["--expectations", display(options.expectations)]
     return shlex.join(argv)
 

@@ -42,7 +42,7 @@ from conformance.display import rows_text
 from conformance.expectations import Tolerances
 from conformance.report import METHOD_NAMES, MODEL_NAMES
 from conformance.results import NOT_RUN, check_not_results, load_results, run_finished, speed_unjudged
-from litgpt_min.files import check_output_file, write_text_atomic
+from litgpt_min.files import check_output_file, real_path, write_text_atomic
 from litgpt_min.result import Result
 from litgpt_min.usage import one_line
 
@@ -518,7 +518,7 @@ def cmd_diff(
     try:
         if output is not None:
             check_output_file(output, "-o")
-            if output.resolve() in (old.resolve(), new.resolve()):
+            if real_path(output) in (real_path(old), real_path(new)):
                 raise ValueError(f"-o {output}: is a results file it reads; writing it would replace that input")
             check_not_results(output, "-o")
         diff = diff_files(old, new, memory_tolerance=memory_tolerance, speed_tolerance=speed_tolerance, strict=strict)

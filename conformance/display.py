@@ -6,11 +6,13 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from litgpt_min.files import real_path
+
 
 def display(path: Path | str) -> str:
     """``path`` relative to the working directory when below it (as pytest prints paths)."""
     try:
-        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+        return str(real_path(path).relative_to(real_path(Path.cwd())))
     except (ValueError, OSError):
         return str(path)
 

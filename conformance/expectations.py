@@ -30,7 +30,7 @@ from jsonschema.exceptions import ValidationError
 
 from conformance.display import display
 from litgpt_min.config import known_names
-from litgpt_min.files import json_text, write_files_atomic
+from litgpt_min.files import json_text, real_path, write_files_atomic
 from litgpt_min.result import Outcome, Workload
 
 SCHEMA_PATH: Path = Path(__file__).resolve().parent.parent / "expectations" / "schema.json"
@@ -437,7 +437,7 @@ def _sort_key(error: ValidationError) -> tuple[str, ...]:
 
 # Semantic checks ------------------------------------------------------------------------------------
 def _semantic_problems(path: Path, data: dict[str, Any]) -> Iterator[ExpectationError]:
-    folder = path.resolve().parent.name
+    folder = real_path(path).parent.name
     if data["profile"] != folder:
         yield ExpectationError(
             path, f"must equal the folder name {folder!r} (got {data['profile']!r})", None, "profile"
@@ -530,7 +530,9 @@ def load_file(path: Path) -> dict:
 
 # Profiles -----------------------------------------------------------------------------------------
 def _profile_files(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.glob("*.json") if p.is_file() and not p.name.startswith("."))
+    """Every ``*.json`` entry of a profile folder but hidden ones: one that is not a readable file
+    (a dangling or looping link, a folder) is the loader's error, never a file left out with its rows."""
+    return sorted(p for p in directory.glob("*.json") if not p.name.startswith("."))
 
 
 def list_profiles(root: Path = DEFAULT_ROOT) -> list[str]:

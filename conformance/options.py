@@ -24,7 +24,7 @@ import pytest
 from conformance.display import display
 from conformance.expectations import DEFAULT_ROOT, Case, Tolerances, list_profiles, load_profile, tolerance_problem
 from conformance.runner import DEFAULT_RUNNER
-from litgpt_min.files import cannot_write_in, read_only
+from litgpt_min.files import cannot_write_in, read_only, real_path
 from litgpt_min.result import MAX_MEMORY_GB
 
 DEST_PREFIX = "conformance_"
@@ -88,9 +88,13 @@ class Options:
         if self.row_logs is not None:
             check_directory_target("--row-logs", self.row_logs)
         if self.baseline is not None and not self.baseline.is_file():
-            what = "is a directory, not a results file" if self.baseline.is_dir() else "no such file"
+            what = "is a directory, not a results file" if self.baseline.is_dir() else _unreadable(self.baseline)
             raise ValueError(f"--baseline {self.baseline}: {what}")
-        if self.baseline is not None and self.results is not None and self.results.resolve() == self.baseline.resolve():
+        if (
+            self.baseline is not None
+            and self.results is not None
+            and real_path(self.results) == real_path(self.baseline)
+        ):
             raise ValueError(
                 f"--results {self.results}: is the --baseline file; writing it would replace the run it is judged against"
             )
@@ -110,10 +114,10 @@ class Options:
         """Every ``*.json`` of a profile folder is one of its tables: a results file there would
         break the profile (and the recording this session writes into ``--record``)."""
         assert self.results is not None
-        folder = self.results.absolute().parent.resolve()
-        profiles = {(self.expectations / name).resolve() for name in list_profiles(self.expectations)}
+        folder = real_path(self.results.absolute().parent)
+        profiles = {real_path(self.expectations / name) for name in list_profiles(self.expectations)}
         if self.record is not None:
-            profiles.add(self.record.absolute().resolve())
+            profiles.add(real_path(self.record))
         if self.results.suffix == ".json" and folder in profiles:
             raise ValueError(
                 f"--results {self.results}: is in the profile folder {display(folder)}, whose *.json files are its"
@@ -404,3 +408,13 @@ def options_json(options: Options) -> dict[str, Any]:
         "runner": options.runner,
         "baseline": str(options.baseline) if options.baseline else None,
     }
+
+
+def _unreadable(path: Path) -> str:
+    """Why ``path``, which is not a file, cannot be read: "no such file", or what the OS says (a
+    link that loops, a socket)."""
+    try:
+        path.stat()
+    except OSError as exc:
+        return "no such file" if isinstance(exc, FileNotFoundError) else f"cannot read: {exc.strerror or exc}"
+    return "not a regular file"

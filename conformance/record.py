@@ -38,6 +38,7 @@ from conformance.profiles import ActiveProfile
 from conformance.runner import RunResult
 from conformance.runs import Counts
 from conformance.snapshot import Snapshot
+from litgpt_min.files import real_path
 
 # The fields a recording measures, in the order the diff reports them.
 MEASURED_FIELDS = (
@@ -70,7 +71,7 @@ def build_files(
     measured = {row.key: row for row in snapshot.rows if row.run is not None}
     old_cases = {row["id"]: (name, row) for name, data in old.items() for row in data["cases"]}
     sources = {path: load_file(path) for path in dict.fromkeys(case.file for case in active.profile.cases)}
-    same_profile = target.resolve() == active.profile.directory.resolve()
+    same_profile = real_path(target) == real_path(active.profile.directory)
     before = next(iter(old.values()), None) or next(iter(sources.values()))  # the card as the profile had it
     header = {
         "profile": target.name,

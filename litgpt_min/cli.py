@@ -36,7 +36,7 @@ from litgpt_min.peft import METHODS, build_meta_model
 from litgpt_min.quantize import QUANTIZE_MODES, model_weight_bytes
 from litgpt_min.result import Result, Workload
 from litgpt_min.run import execute
-from litgpt_min.usage import OneLineParser, UsageError, one_line
+from litgpt_min.usage import OneLineParser, UsageError, console_output, one_line
 
 
 class _Parser(OneLineParser):
@@ -188,7 +188,7 @@ def entry() -> NoReturn:
     output is flushed): there a C++ thread of torch.distributed that outlives the destroyed process
     group can abort the process ("terminate called without an active exception", SIGABRT), and the
     launcher then fails the whole run after a good result."""
-    code = main()
+    code = console_output(main)
     if launch.externally_launched():
         sys.stdout.flush()
         sys.stderr.flush()

@@ -60,6 +60,7 @@ from litgpt_min.files import (
     check_output_file,
     check_regular_file_within,
     copy_regular_file_within,
+    real_path,
 )
 from litgpt_min.hf_config import Family, config_from_hf, hf_family, tied_embeddings
 from litgpt_min.model import GPT
@@ -350,7 +351,7 @@ def _read_weight_map(index: Path, hf_dir: Path) -> dict[str, str]:
     for key, file in weight_map.items():
         if not isinstance(file, str) or not file:
             raise ValueError(f"{index}: weight_map[{key!r}]: expected a shard file name, got {file!r}")
-        if not (hf_dir / file).resolve().is_relative_to(root):
+        if not real_path(hf_dir / file).is_relative_to(root):
             raise ValueError(f"{index}: weight_map[{key!r}]: shard {file} is outside {hf_dir}")
         if not (hf_dir / file).is_file():
             raise ValueError(f"{index}: key {key!r}: shard {file} does not exist")
@@ -361,7 +362,7 @@ def input_root(hf_dir: Path) -> Path:
     """The folder the files of a checkpoint may resolve into: ``hf_dir`` itself, or for a Hugging
     Face hub cache snapshot (``models--org--name/snapshots/<rev>/``, whose files are links into
     ``models--org--name/blobs/``) the cache folder of that model."""
-    real = hf_dir.resolve()
+    real = real_path(hf_dir)
     return real.parent.parent if real.parent.name == "snapshots" else real
 
 
@@ -437,7 +438,7 @@ def convert_hf_checkpoint(hf_dir: str | Path, out_dir: str | Path, model_name: s
     if not hf_dir.is_dir():
         raise ValueError(f"{hf_dir}: not a directory (expected a Hugging Face checkpoint directory)")
     copies = [name for name in _TOKENIZER_FILES if os.path.lexists(hf_dir / name)]
-    if out_dir.resolve() == hf_dir.resolve():
+    if real_path(out_dir) == real_path(hf_dir):
         copies = []
     check_output_dir(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -458,7 +459,7 @@ def convert_hf_checkpoint(hf_dir: str | Path, out_dir: str | Path, model_name: s
     family = hf_family(hf_config, str(config_path))
     config = config_from_hf(hf_config, model_name, source=str(config_path))
     if model_name is None:
-        config = dataclasses.replace(config, name=hf_dir.resolve().name)
+        config = dataclasses.replace(config, name=real_path(hf_dir).name)
     tied = tied_embeddings(hf_config, family, str(config_path))
     layers_field = f"--model {model_name}: n_layer" if model_name else "num_hidden_layers"
 

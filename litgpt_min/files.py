@@ -32,6 +32,12 @@ from pathlib import Path
 from typing import IO, Any
 
 
+def real_path(path: str | Path) -> Path:
+    """``path`` absolute, with every link resolved as far as it goes: ``Path.resolve`` without its
+    ``RuntimeError`` for a link that loops (a user's path is compared, never trusted to resolve)."""
+    return Path(os.path.realpath(path))
+
+
 def check_output_file(path: str | Path, what: str = "", *, parents: bool = False) -> Path:
     """``path`` as a file that may be (re)written: not a directory, not a symbolic link, and its
     directory exists (with ``parents``: or can be created, no ancestor being a file). ``what``
@@ -209,8 +215,8 @@ def check_regular_file_within(src: str | Path, root: str | Path) -> Path:
     """``src`` resolved, if it is a regular file inside ``root`` (a symbolic link is followed only
     as far as ``root`` reaches; a device, FIFO, directory or dangling link is refused)."""
     src, root = Path(src), Path(root)
-    real = src.resolve()
-    if not real.is_relative_to(root.resolve()):
+    real = real_path(src)
+    if not real.is_relative_to(real_path(root)):
         raise ValueError(f"{src}: resolves to {real}, outside {root}; refusing to copy it")
     try:
         mode = real.stat().st_mode

@@ -533,6 +533,24 @@ def test_non_utf8_file_is_refused(tmp_path: Path) -> None:
     _refused(path, "not UTF-8")
 
 
+@pytest.mark.parametrize("kind", ["loop", "dangling", "folder"])
+def test_a_json_entry_that_is_not_a_readable_file_is_refused_not_left_out(tmp_path: Path, kind: str) -> None:
+    """Before, a ``*.json`` entry that was not a regular file was skipped, and its rows with it."""
+    good = _write(tmp_path, _valid_doc(), "a.json")
+    bad = good.parent / "b.json"
+    if kind == "loop":
+        bad.symlink_to(bad.name)
+    elif kind == "dangling":
+        bad.symlink_to("gone.json")
+    else:
+        bad.mkdir()
+    reason = {"loop": "Too many levels of symbolic links", "dangling": "No such file", "folder": "Is a directory"}
+    _refused(bad, "cannot read: " + reason[kind])
+    (good.parent / "c.json").symlink_to(good.name)  # a link to a file is that file: read, not refused
+    with pytest.raises(ExpectationError, match=r"b\.json: cannot read"):
+        load_profile("tmp", tmp_path)
+
+
 def test_unknown_profile_lists_the_available_ones(tmp_path: Path) -> None:
     _write(tmp_path, _valid_doc())
     with pytest.raises(ExpectationError, match=r"unknown profile 'tpm'; did you mean 'tmp'\? \(available in .*: tmp\)"):

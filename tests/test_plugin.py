@@ -727,6 +727,19 @@ def test_bad_options_are_usage_errors(suite: Suite, args: list[str], message: st
     result.stderr.fnmatch_lines([message])
 
 
+def test_a_baseline_that_cannot_be_read_says_why(suite: Suite) -> None:
+    suite.profile()
+    loop = suite.pytester.path / "loop.json"
+    loop.symlink_to(loop.name)
+    for path, why in (
+        (loop, "cannot read: Too many levels of symbolic links"),
+        (loop.with_name("gone.json"), "no such file"),
+    ):
+        result = suite.run_bare("--expectations", str(suite.root), "--baseline", str(path))
+        assert result.ret == pytest.ExitCode.USAGE_ERROR
+        result.stderr.fnmatch_lines([f"ERROR: --baseline {path}: {why}"])
+
+
 def test_plain_tests_are_untouched_by_a_broken_profile(suite: Suite) -> None:
     folder = suite.profile()
     (folder / "table.json").write_text("{")

@@ -274,6 +274,14 @@ def test_cli_report_and_diff_never_write_a_report_over_another_results_file(
     assert other.read_bytes() == kept and not merged.exists()
 
 
+def test_a_results_file_that_links_to_itself_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    loop = tmp_path / "loop.json"
+    loop.symlink_to(loop.name)
+    assert main(["report", str(loop)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"conformance report: {loop}: cannot read: Too many levels of symbolic links\n"
+
+
 def test_cli_report_never_writes_through_a_symlink(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "r.json"
     path.write_text(json.dumps(RESULTS))
