@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 def entry() -> NoReturn:
     """The ``conformance`` command and ``python -m conformance``: :func:`main` under the output
     rules of every command (``litgpt_min.usage.console_output``), then the process's exit."""
-    sys.exit(console_output(main))
+    sys.exit(console_output(main, "conformance"))
 
 
 def main(argv: list[str] | None = None) -> int:

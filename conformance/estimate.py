@@ -20,6 +20,7 @@ import dataclasses
 import math
 import multiprocessing
 import os
+import signal
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -162,9 +163,12 @@ def estimate_profile(
     # a forked child of a parent that used it can hang in).
     _warm_up()
     context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-    chunks = [chunk for chunk in share_rows(cases, jobs) if chunk]
+    chunks = [chunk for chunk in share_rows(cases, min(jobs, len(cases))) if chunk]
     done: dict[int, RowEstimate] = {}
-    with ProcessPoolExecutor(max_workers=len(chunks), mp_context=context) as pool:
+    # Workers ignore Ctrl-C: the parent alone answers it (one line, no worker's traceback) and
+    # ends them, rather than waiting for their shares.
+    pool = ProcessPoolExecutor(max_workers=len(chunks), mp_context=context, initializer=_ignore_interrupts)
+    try:
         futures = [
             pool.submit(_estimate_rows, profile.name, profile.directory.parent, chunk, stack, capacity_gb, reserve)
             for chunk in chunks
@@ -174,7 +178,17 @@ def estimate_profile(
                 done[index] = row
                 if progress is not None:
                     progress(len(done) - 1, len(cases), row.id)
+    except BaseException:
+        for process in list((getattr(pool, "_processes", None) or {}).values()):
+            process.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown()
     return [done[i] for i in range(len(cases))]
+
+
+def _ignore_interrupts() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def share_rows(cases: list[Case], jobs: int) -> list[list[int]]:

@@ -36,7 +36,7 @@ from litgpt_min.peft import METHODS, build_meta_model
 from litgpt_min.quantize import QUANTIZE_MODES, model_weight_bytes
 from litgpt_min.result import Result, Workload
 from litgpt_min.run import execute
-from litgpt_min.usage import OneLineParser, UsageError, console_output, one_line
+from litgpt_min.usage import EXIT_INTERRUPTED, OneLineParser, UsageError, console_output, one_line
 
 
 class _Parser(OneLineParser):
@@ -62,9 +62,6 @@ def _peft_flat_options() -> list[FlatOption]:
 # `litgpt-min finetune ... && next-step` stops there, and torchrun and SLURM see the job fail.
 FAILED_OUTCOMES = ("oom", "error")
 EXIT_RUN_FAILED = 1
-# Ctrl-C (SIGINT) ends a run with one line and the shell's status for it, not a traceback; a launcher's
-# ranks die with it (litgpt_min/launch.py).
-EXIT_INTERRUPTED = 128 + 2
 
 PREFLIGHT_HELP = (
     "run even when the estimated peak exceeds the device's free memory, the memory cap or the CPU's"
@@ -188,7 +185,7 @@ def entry() -> NoReturn:
     output is flushed): there a C++ thread of torch.distributed that outlives the destroyed process
     group can abort the process ("terminate called without an active exception", SIGABRT), and the
     launcher then fails the whole run after a good result."""
-    code = console_output(main)
+    code = console_output(main, "litgpt-min")
     if launch.externally_launched():
         sys.stdout.flush()
         sys.stderr.flush()

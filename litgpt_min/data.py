@@ -290,12 +290,16 @@ def _read_optional_json(path: Path) -> dict[str, Any] | None:
 def tokenizer_family(model_name: str) -> Family:
     """The tokenizer (and length profile) of a registry model.
 
-    Tiny configs borrow the profile of the architecture they imitate (tiny-llama -> llama2,
-    tiny-phi -> phi-1_5, tiny-falcon -> falcon); every other tiny-* (tiny-neox, tiny-reference)
-    gets gpt-neox-20b, the tokenizer of Lit-GPT's default checkpoint (StableLM). Their lengths
-    must be clipped to the tiny block size (``SyntheticAlpaca(max_seq_length=...)``).
+    The registry's tiny configs borrow the profile of the architecture they imitate (tiny-llama ->
+    llama2, tiny-phi -> phi-1_5, tiny-falcon -> falcon); tiny-neox and tiny-reference get
+    gpt-neox-20b, the tokenizer of Lit-GPT's default checkpoint (StableLM). Their lengths must be
+    clipped to the tiny block size (``SyntheticAlpaca(max_seq_length=...)``). Any other name is
+    matched by prefix; a name no prefix knows is an error (the caller asks for explicit lengths).
     """
-    tiny: dict[str, Family] = {"tiny-llama": "llama2", "tiny-phi": "phi-1_5", "tiny-falcon": "falcon"}
+    tiny: dict[str, Family] = {
+        "tiny-llama": "llama2", "tiny-phi": "phi-1_5", "tiny-falcon": "falcon",
+        "tiny-neox": "gpt-neox-20b", "tiny-reference": "gpt-neox-20b",
+    }  # fmt: skip
     if model_name in tiny:
         return tiny[model_name]
     prefixes: tuple[tuple[str, Family], ...] = (
@@ -303,7 +307,10 @@ def tokenizer_family(model_name: str) -> Family:
         ("phi-2", "phi-1_5"),
         ("stablelm-", "gpt-neox-20b"),
         ("pythia-", "gpt-neox-20b"),
-        ("tiny-", "gpt-neox-20b"),
+        # Lit-GPT's TinyLlama checkpoints (tiny-llama-1.1b, -chat) use Llama 2's tokenizer; only
+        # exact registry names above are the test configs.
+        ("tiny-llama-1.1b", "llama2"),
+        ("tiny-llama-1.1b-", "llama2"),
         # CodeLlama's tokenizer is Llama 2's plus infilling tokens (7B/13B: 32,016 ids). We assume
         # Alpaca counts the same (unverified: the CodeLlama file is not in shared/data).
         ("Llama-2-", "llama2"),

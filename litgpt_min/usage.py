@@ -9,6 +9,7 @@ ends in a traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import io
 import os
 import signal
@@ -19,6 +20,10 @@ from typing import Any, NoReturn
 # The status of a command whose reader went away (``conformance env | head -1``), as a shell reports
 # a process that SIGPIPE ended.
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
+# Ctrl-C (SIGINT): one line and the shell's status for it, not a traceback.
+EXIT_INTERRUPTED = 128 + signal.SIGINT
+# Errors of writing standard output (a full disk or quota, a device error, a closed descriptor).
+_OUTPUT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EBADF)
 
 
 def one_line(message: str) -> str:
@@ -51,19 +56,45 @@ class OneLineParser(argparse.ArgumentParser):
         return namespace, extras
 
 
-def console_output(command: Callable[[], int]) -> int:
-    """Run a console command's ``main`` with the output rules of every command: text the terminal's
-    encoding cannot hold is escaped (``PYTHONIOENCODING=ascii``), never a ``UnicodeEncodeError``;
-    a reader that closed the pipe early (``| head -1``) ends the command quietly, with
-    ``EXIT_BROKEN_PIPE``, never a ``BrokenPipeError`` traceback."""
-    for stream in (sys.stdout, sys.stderr):
-        if isinstance(stream, io.TextIOWrapper):
+def console_output(command: Callable[[], int], prog: str) -> int:
+    """Run a console command's ``main`` with the rules every command follows at its edges:
+
+    - text the terminal's encoding cannot hold is escaped (``PYTHONIOENCODING=ascii``), never a
+      ``UnicodeEncodeError``;
+    - a reader that closed the pipe early (``| head -1``) ends the command quietly with
+      ``EXIT_BROKEN_PIPE``; output that cannot be written (a full disk) is one line on stderr and
+      exit status 2; a closed standard output or error is written to nowhere, and the exit
+      status still says how the command ended;
+    - Ctrl-C is one line (``prog: interrupted``) and the shell's status for it, 130.
+    """
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is None:  # the descriptor was closed (`>&-`)
+            setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))
+        elif isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(errors="backslashreplace")
     try:
         code = command()
         sys.stdout.flush()  # here, not at exit, where a closed pipe could only be reported
         return code
     except BrokenPipeError:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's last flush writes nowhere
+        _silence_stdout()
         return EXIT_BROKEN_PIPE
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except OSError as exc:
+        if exc.errno not in _OUTPUT_ERRNOS:
+            raise
+        _silence_stdout()
+        print(one_line(f"{prog}: cannot write its output: {exc.strerror or exc}"), file=sys.stderr)
+        return 2
+
+
+def _silence_stdout() -> None:
+    """Point standard output at /dev/null: the interpreter's last flush then writes nowhere."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no descriptor to replace
+        pass

@@ -3,15 +3,18 @@ pipe early, or a terminal encoding that cannot hold an arrow, never ends in a tr
 
 from __future__ import annotations
 
+import errno
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from results_files import measured, results, row, write
 
-from litgpt_min.usage import EXIT_BROKEN_PIPE
+from litgpt_min.usage import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, console_output
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,3 +48,50 @@ def test_an_arrow_the_terminal_cannot_encode_is_escaped(tmp_path: Path) -> None:
     out, err = process.communicate(timeout=120)
     assert process.returncode == 1 and b"Traceback" not in err, err  # the gate's verdict, not a crash
     assert b"max_memory_gb 10.00 \\u2192 15.00 GB" in out
+
+
+def test_ctrl_c_and_an_unwritable_output_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    def interrupted() -> int:
+        raise KeyboardInterrupt
+
+    def disk_full() -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def reading_fails() -> int:
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory")
+
+    assert console_output(interrupted, "conformance") == EXIT_INTERRUPTED == 130
+    assert capsys.readouterr().err == "conformance: interrupted\n"
+    assert console_output(disk_full, "conformance") == 2
+    assert capsys.readouterr().err == "conformance: cannot write its output: No space left on device\n"
+    with pytest.raises(FileNotFoundError):  # not an output error: the command's own (a bug if it escapes)
+        console_output(reading_fails, "conformance")
+
+
+def test_output_to_a_full_disk_or_a_closed_descriptor_keeps_the_exit_status() -> None:
+    args = [sys.executable, "-m", "litgpt_min", "params", "tiny-llama", "--json"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with open("/dev/full", "wb") as full:
+        done = subprocess.run(args, stdout=full, stderr=subprocess.PIPE, env=env, cwd=ROOT, timeout=120)
+    assert done.returncode == 2 and done.stderr == b"litgpt-min: cannot write its output: No space left on device\n"
+    # `>&-`: standard output closed before the command starts (sys.stdout is None there).
+    for argv, code in ((args, 0), ([*args[:4], "no-such-model"], 2)):
+        closed = subprocess.run(argv, stderr=subprocess.PIPE, env=env, cwd=ROOT, timeout=120, preexec_fn=_close_stdout)
+        assert closed.returncode == code and b"Traceback" not in closed.stderr, closed.stderr
+
+
+def _close_stdout() -> None:
+    os.close(1)
+
+
+def test_ctrl_c_ends_a_profile_estimate_and_its_workers_in_one_line() -> None:
+    """Before, every worker and the parent printed a KeyboardInterrupt traceback."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "conformance", "estimate", "--profile", "a100-sxm4-40gb", "--jobs", "2"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
+        start_new_session=True,
+    )  # fmt: skip
+    time.sleep(8)  # imported, warmed up, both workers estimating (the 72 rows take 20-50 s)
+    os.killpg(process.pid, signal.SIGINT)  # as Ctrl-C does: the whole process group
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == EXIT_INTERRUPTED and err == b"conformance: interrupted\n", err

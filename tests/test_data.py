@@ -171,6 +171,10 @@ def test_every_registry_model_has_a_tokenizer_family() -> None:
 def test_unknown_model_has_no_tokenizer_family() -> None:
     with pytest.raises(ValueError, match="'gpt2-xl'"):
         tokenizer_family("gpt2-xl")
+    # Before, every tiny-* name took GPT-NeoX's lengths: TinyLlama (Llama 2's tokenizer) read 17% low.
+    assert tokenizer_family("tiny-llama-1.1b") == tokenizer_family("tiny-llama-1.1b-chat") == "llama2"
+    with pytest.raises(ValueError, match="'tiny-mistral'"):
+        tokenizer_family("tiny-mistral")
 
 
 # --------------------------------------------------------------------------------------------

@@ -1111,6 +1111,28 @@ def test_profile_rows_are_shared_once_each_with_few_models_split(jobs: int) -> N
     assert sum(len(ws) - 1 for ws in workers_per_model.values()) <= jobs - 1
 
 
+def test_more_jobs_than_rows_start_one_worker_per_row(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before, ``--jobs 99999999999999999999`` built a list per job and the kernel killed the process."""
+    import conformance.estimate as module
+
+    asked: list[int] = []
+
+    def share(cases: list, jobs: int) -> list[list[int]]:
+        asked.append(jobs)
+        raise _Stop
+
+    monkeypatch.setattr(module, "share_rows", share)
+    monkeypatch.setattr(module, "_warm_up", lambda: None)
+    profile = load_profile("cpu-tiny")
+    with pytest.raises(_Stop):
+        module.estimate_profile(profile, stack="current", capacity_gb=None, jobs=10**20)
+    assert asked == [len(profile.cases)]
+
+
+class _Stop(Exception):
+    pass
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
