@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from conformance.display import pct_text
 from conformance.expectations import PRECISION, Case, Profile, load_profile
 from litgpt_min.config import Config
 from litgpt_min.estimate import (
@@ -265,7 +266,7 @@ def estimate_problem(row: RowEstimate, tolerance: float | None) -> str | None:
             shown = "no figure" if err is None else f"{err:+.1%}"
             return (
                 f"estimated {_gb(row.max_memory_gb)} GB, the profile says {_expected(row)} GB "
-                f"({shown}, tolerance ±{tolerance:.0%}, stack {row.stack})"
+                f"({shown}, tolerance ±{pct_text(tolerance)}%, stack {row.stack})"
             )
         return None
     if row.expected_outcome in ("oom", "error"):
@@ -324,7 +325,7 @@ def summary(rows: list[RowEstimate], tolerance: float | None) -> str:
     stacks = sorted({r.stack for r in rows})
     capacity = rows[0].capacity_gb if rows else None
     judged = (
-        f"figures within ±{tolerance:.0%}, outcomes at {_gb(capacity)} GB"
+        f"figures within ±{pct_text(tolerance)}%, outcomes at {_gb(capacity)} GB"
         if tolerance is not None
         else f"outcomes at {_gb(capacity)} GB; figures not compared: the profile sets no estimate_rel"
     )

@@ -27,7 +27,7 @@ from conformance.estimate import (
     reserve_json,
 )
 from conformance.expectations import DEFAULT_ROOT, PRECISION, ExpectationError, load_profile
-from conformance.options import device_gb, positive_number, whole_number
+from conformance.options import device_gb, fraction, whole_number
 from litgpt_min.cli import add_flat_options
 from litgpt_min.config import Config
 from litgpt_min.estimate import (
@@ -58,6 +58,7 @@ from litgpt_min.options import (
     run_hyperparameters,
 )
 from litgpt_min.quantize import QUANTIZE_MODES
+from litgpt_min.usage import path_argument
 
 
 class EstimateUsageError(ValueError):
@@ -119,7 +120,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     what.add_argument("--profile", help="estimate every row of this profile")
     what.add_argument("--model", help="a registry model name (ad hoc estimate)")
     what.add_argument(
-        "--config", type=Path, help="a checkpoint's lit_config.json or model_config.yaml (ad hoc estimate)"
+        "--config", type=path_argument, help="a checkpoint's lit_config.json or model_config.yaml (ad hoc estimate)"
     )
     # Options left unset are None, so that one given where it does not apply is refused (see
     # APPLIES_TO), never silently ignored; run() fills in the defaults the help names.
@@ -143,10 +144,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "max_memory_reserved_gb and reserved_at_first_gemm_gb",
     )
     add("--json", action="store_true", help="one JSON object per row")
-    add("--expectations", type=Path, default=None, metavar="DIR", help=f"default: {DEFAULT_ROOT}")
+    add("--expectations", type=path_argument, default=None, metavar="DIR", help=f"default: {DEFAULT_ROOT}")
     add(
         "--tolerance",
-        type=positive_number,
+        type=fraction,
         default=None,
         help="for the figures; default: the profile's estimate_rel (unset: outcomes only, as test_estimate)",
     )
@@ -165,14 +166,14 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     add("--seq-len", type=whole_number(1), default=None, help="default: the longest Alpaca sample")
     add(
         "--data-file",
-        type=Path,
+        type=path_argument,
         default=None,
         help="your data (Alpaca JSON): its longest sample, tokenized, is iteration 0's length and its lengths "
         "the later micro-steps' (instead of --seq-len)",
     )
     add(
         "--tokenizer-dir",
-        type=Path,
+        type=path_argument,
         default=None,
         help="the tokenizer for --data-file; default with --config: the config's folder, if it holds one",
     )
@@ -246,6 +247,13 @@ def _run_profile(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return 0
     out.write(render_table(rows, tolerance, bool(args.markdown), reserved=args.reserved))
     out.write(f"Stack modelled: {stack}: {STACKS[stack]}.\n")
+    recorded = profile_stack(profile, "profile")
+    if recorded != stack:  # the figures were measured on another stack: say which one the suite models
+        version = profile.software.get("bitsandbytes")
+        out.write(
+            f"The profile's figures were measured with bitsandbytes {version} ({recorded}): --stack profile"
+            " models that stack, as the suite's test_estimate checks do.\n"
+        )
     if args.reserved:
         out.write(
             "reserved GB: the caching allocator's modelled peak reserve (max_memory_reserved); at 1st GEMM: "
@@ -292,7 +300,7 @@ def _run_ad_hoc(args: argparse.Namespace, out: TextIO) -> int:
         workload=args.workload,
         method=args.method or "none",
         quantize=args.quantize,
-        precision=args.precision or PRECISION,
+        precision=args.precision if args.precision is not None else PRECISION,
         micro_batch_size=1 if hp is None else hp.micro_batch_size,
         seq_len=seq_len,
         later_seq_len=later,

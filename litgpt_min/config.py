@@ -104,13 +104,37 @@ def _has_kind(value: Any, kind: str) -> bool:
 
 
 def _load_yaml(text: str) -> Any:
-    """``model_config.yaml`` through PyYAML (which Lightning needs too); its errors as ValueError."""
+    """``model_config.yaml`` through PyYAML (which Lightning needs too), a key given twice refused
+    (PyYAML would keep the last); its errors as ValueError."""
     import yaml
 
+    class UniqueKeys(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=UniqueKeys)
     except yaml.YAMLError as exc:
         raise ValueError(str(exc)) from None
+
+
+def _load_json(text: str) -> Any:
+    """``lit_config.json``, a key given twice refused (``json`` would keep the last)."""
+
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [key for key, _ in pairs]
+        twice = next((key for key in keys if keys.count(key) > 1), None)
+        if twice is not None:
+            raise ValueError(f"duplicate key {twice!r}")
+        return dict(pairs)
+
+    return json.loads(text, object_pairs_hook=unique)
 
 
 def _later_name_quirk(config: Config) -> str | None:
@@ -239,8 +263,15 @@ class Config:
         kinds = _field_kinds()
         kwargs: dict[str, Any] = {}
         later: dict[str, Any] = {}
+        spelled: dict[str, str] = {}  # field -> the key that set it
         for key, value in values.items():
             field = _JSON_RENAMES.get(key, key)
+            if field in spelled and values[spelled[field]] != value:
+                raise ValueError(
+                    f"{where}{key}: {_shown(value)} disagrees with {spelled[field]}: {_shown(values[spelled[field]])}"
+                    " (two spellings of one field)"
+                )
+            spelled[field] = key
             if field in _LATER_FIELDS:
                 neutral, feature = _LATER_FIELDS[field]
                 if neutral is not None and type(value) is not type(neutral):
@@ -299,7 +330,7 @@ class Config:
             raise ValueError(f"{path}: not a regular file")
         try:
             text = path.read_text(encoding="utf-8")
-            values = _load_yaml(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
+            values = _load_yaml(text) if path.suffix in (".yaml", ".yml") else _load_json(text)
         except (OSError, ValueError) as exc:  # JSON, YAML or UTF-8 errors
             raise ValueError(f"{path}: cannot read config: {' '.join(str(exc).split())}") from None
         if isinstance(values, Mapping):

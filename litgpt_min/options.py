@@ -223,6 +223,9 @@ class FinetuneOptions:
         if not isinstance(self.hyperparameters, Hyperparameters):
             raise ValueError(f"hyperparameters must be a Hyperparameters, got {type(self.hyperparameters).__name__}")
         _at_least("max_iters", self.max_iters, 1)
+        for flag, value in (("--data-file", self.data_file), ("--tokenizer-dir", self.tokenizer_dir)):
+            if value == "":  # Path("") is the working directory: never a silent stand-in
+                raise ValueError(f"{flag}: expected a path, got an empty value")
         if self.tokenizer_dir is not None:
             _tokenizer_dir(self.tokenizer_dir)
         if self.data_file is not None:

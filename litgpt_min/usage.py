@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn
 
 # The status of a command whose reader went away (``conformance env | head -1``), as a shell reports
@@ -30,6 +31,14 @@ def one_line(message: str) -> str:
     """``message`` on one line: every character ``str.splitlines`` would break at, and every other
     control character (a user's path or value may hold them), written as its escape."""
     return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in message)
+
+
+def path_argument(text: str) -> Path:
+    """An ``argparse`` type for a path: an empty value is refused (``Path("")`` would be the working
+    directory, silently)."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a path, got an empty value")
+    return Path(text)
 
 
 class UsageError(Exception):

@@ -344,6 +344,34 @@ def test_yaml_only_values_are_refused_in_one_line(tmp_path: Path) -> None:
             Config.from_file(path)
 
 
+@pytest.mark.parametrize(
+    ("alias", "field", "value"),
+    [("_norm_class", "norm_class_name", "LayerNorm"), ("_mlp_class", "mlp_class_name", "GptNeoxMLP"),
+     ("condense_ratio", "rope_condense_ratio", 8)],
+)  # fmt: skip
+def test_two_spellings_of_one_field_must_agree(alias: str, field: str, value: object) -> None:
+    """Before, the later key won silently (a LayerNorm model built as RMSNorm)."""
+    values = {**Config.from_name("Llama-2-7b-hf").to_dict()}
+    values.pop(alias, None), values.pop(field, None)
+    agreeing = {**values, alias: value, field: value}
+    assert getattr(Config.from_dict(agreeing), field) == value
+    with pytest.raises(
+        ValueError, match=rf"^c\.json: {field}: .* disagrees with {alias}: .*two spellings of one field"
+    ):
+        Config.from_dict({**values, alias: value, field: getattr(Config.from_name("Llama-2-7b-hf"), field)}, "c.json")
+
+
+@pytest.mark.parametrize("suffix", [".json", ".yaml"])
+def test_a_key_given_twice_is_refused(tmp_path: Path, suffix: str) -> None:
+    values = Config.from_name("Llama-2-7b-hf").to_dict()
+    lines = [f"{key}: {json.dumps(value)}" for key, value in values.items()] + ["n_layer: 12"]
+    text = "{" + ", ".join(f'"{line.split(": ", 1)[0]}": {line.split(": ", 1)[1]}' for line in lines) + "}"
+    path = tmp_path / f"lit_config{suffix}"
+    path.write_text("\n".join(lines) + "\n" if suffix == ".yaml" else text)
+    with pytest.raises(ValueError, match=r"cannot read config: duplicate key 'n_layer'"):
+        Config.from_file(path)
+
+
 def test_a_broken_yaml_config_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "model_config.yaml"
     path.write_text("n_layer: [32\n")

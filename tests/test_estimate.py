@@ -846,6 +846,25 @@ def test_profile_table_has_expected_and_error(capsys: pytest.CaptureFixture[str]
     assert "| row | table GB | estimate GB | error | reserved GB | at 1st GEMM | agrees |" in out
     line = next(line for line in out.splitlines() if "finetune-lora-tiny_llama-noquant-mb2-1gpu" in line)
     assert line.count("|") == 8 and "|  |" not in line  # one device: both reserve cells filled
+    assert "--stack profile models that stack" not in out  # measured on the stack modelled
+
+
+def test_a_profile_measured_on_another_stack_points_at_stack_profile(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, the A100 profile's default estimate read "49/72 rows agree" with no word that the
+    suite's test_estimate models the profile's own stack (71/72)."""
+    import conformance.estimate_command as command
+
+    monkeypatch.setattr(command, "estimate_profile", lambda profile, **_: [])  # the rows are not the point
+    code, out, _ = run_cli(["--profile", "a100-sxm4-40gb"], capsys)
+    assert code == 0
+    assert (
+        "The profile's figures were measured with bitsandbytes 0.41.1 (bnb-0.41): --stack profile models that"
+        " stack, as the suite's test_estimate checks do." in out
+    )
+    code, out, _ = run_cli(["--profile", "a100-sxm4-40gb", "--stack", "profile"], capsys)
+    assert code == 0 and "--stack profile models that stack" not in out
 
 
 def test_without_a_tolerance_only_outcomes_are_judged() -> None:
@@ -860,6 +879,7 @@ def test_without_a_tolerance_only_outcomes_are_judged() -> None:
         "|error| median 50.0%"
     )
     assert summary(rows, 0.1).startswith("1/2 rows agree (figures within ±10%, outcomes at 42.00 GB)")
+    assert "(figures within ±0.1%," in summary(rows, 0.001)  # before: "±0%"
 
 
 FINETUNE = ["--model", "tiny-llama", "--workload", "finetune", "--method", "lora"]
@@ -933,6 +953,11 @@ def test_every_option_says_where_it_applies() -> None:
         ["--model", "tiny-llama", "--workload", "finetune", "--method", "lora", "--micro-batch-size", "1000"],
         ["--model", "tiny-llama", "--workload", "finetune", "--method", "lora", "--batch-size", "2"],  # < mb 4
         ["--model", "tiny-llama", "--workload", "finetune", "--method", "lora", "--lm-head-chunk-size", "0"],
+        # Empty values: before, --precision "" took the default and an empty path was the working directory.
+        ["--model", "tiny-llama", "--workload", "inference", "--precision", ""],
+        ["--config", "", "--workload", "inference"],
+        ["--model", "tiny-llama", "--workload", "finetune", "--method", "lora", "--data-file", ""],
+        ["--model", "tiny-llama", "--workload", "finetune", "--method", "lora", "--tokenizer-dir", ""],
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(
