@@ -62,6 +62,11 @@ class RowCheck:
     case: Case
     item: pytest.Item
 
+    def _named(self, reason: str) -> str:
+        """A skip decided while the check ran, named by its row: pytest's ``-rs`` summary gives it the
+        line of this module, not the row's test id."""
+        return f"{item_id(self.active, self.case)}: {reason}"
+
     # The four checks ----------------------------------------------------------------------------
     def check_params(self) -> None:
         """Trainable (finetune rows) and total parameters, exact, from the model built on meta."""
@@ -93,7 +98,7 @@ class RowCheck:
         not_comparable = None if self.session.recording else run_not_comparable(self.active, self.case, run.result)
         if not_comparable is not None:
             self._note("run", not_comparable)
-            pytest.skip(not_comparable)
+            pytest.skip(self._named(not_comparable))
         expected_oom = self.case.outcome == "oom" and run.outcome == "oom"
         if expected_oom and not self.session.recording and not is_failure(own, self.session.options.strict):
             message = f"out of memory, as the profile expects: {run.error or 'no message'}"
@@ -108,7 +113,7 @@ class RowCheck:
         inconclusive = self.session.speed_inconclusive(self.active, case)
         if inconclusive is not None:
             self._note("speed", inconclusive)
-            pytest.skip(inconclusive)  # a busy GPU says nothing about the stack: not a failure
+            pytest.skip(self._named(inconclusive))  # a busy GPU says nothing about the stack: not a failure
         findings = self.session.findings(self.active, case)
         field = "time_1k_iters_min" if case.time_1k_iters_min is not None else "tokens_per_sec"
         self._properties(
@@ -202,7 +207,10 @@ class RowCheck:
         """How to make this row's measurement the expected one, as (label, how): re-record the
         profile's row or, judged against a ``--baseline``, take this session's results as the next."""
         if self.case.baseline is not None:
-            return "accept", "pass this session's --results file as the next --baseline"
+            results = self.session.options.results
+            if results is None:  # there is no file of this session to pass
+                return "accept", "rerun with --results FILE and pass that file as the next --baseline"
+            return "accept", f"pass this session's --results file ({display(results)}) as the next --baseline"
         return "re-record", self.session.rerecord_command(self.active, self.case)
 
     def _note(self, kind: CheckKind, text: str, improved: bool = False) -> None:

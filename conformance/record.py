@@ -59,7 +59,18 @@ def record_profile(snapshot: Snapshot, now: _dt.datetime | None = None) -> list[
         return [f"conformance: nothing measured in this run; {display(target)} left as it was", *left_out]
     _validate(target.name, files)
     write_json_files_atomic({target / name: data for name, data in files.items() if old.get(name) != data}, force=True)
-    return summary_lines(target, old, files) + left_out
+    return summary_lines(target, old, files) + left_out + _how_to_use(target, snapshot.options.expectations)
+
+
+def _how_to_use(target: Path, expectations: Path) -> list[str]:
+    """How to run against a profile recorded outside the expectations folder the session read
+    (``--record`` is a path, relative to the working directory; ``--profile`` a name in that folder)."""
+    if real_path(target.absolute().parent) == real_path(expectations):
+        return []
+    return [
+        f"conformance: {display(target)} is outside {display(expectations)}: run against it with"
+        f" --expectations {display(target.absolute().parent)} --profile {target.name}"
+    ]
 
 
 def build_files(

@@ -160,8 +160,11 @@ def test_the_plugin_fails_a_regressed_row_and_passes_an_unchanged_one(suite: Sui
     assert "max_memory_gb: measured 1.33, expected 1.02" in text
     # The expected figures are the baseline's, and accepting them is not a re-record of the profile.
     assert f"(exp/tiny/table.json; expected: what the baseline {before.name} measured)" in text
-    assert "accept: pass this session's --results file as the next --baseline" in text
+    assert "accept: pass this session's --results file (after.json) as the next --baseline" in text
     assert "re-record:" not in text
+    # Without --results there is no file to pass: the advice says how to get one.
+    text = suite.run("--baseline", str(before)).stdout.str()
+    assert "accept: rerun with --results FILE and pass that file as the next --baseline" in text
 
 
 def test_a_speed_the_baseline_did_not_judge_is_skipped_not_compared(suite: Suite) -> None:

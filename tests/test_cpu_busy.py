@@ -84,6 +84,8 @@ def test_a_contended_cpu_row_skips_its_speed_check_and_an_uncontended_one_is_jud
     run.assert_outcomes(skipped=1, failed=1)
     text = run.stdout.str()
     assert "speed inconclusive: the CPU was busy: the run's threads waited 60% of their runnable time" in text
+    # -rs names the row (the skip was decided in the check, whose location is conformance/checks.py).
+    assert f"tiny:{OK}: speed inconclusive: the CPU was busy" in text
     assert "tokens_per_sec: measured 50.00, expected 100.00" in text
     data = load_results(out)  # the schema accepts the run's new details
     rows = {r["id"]: r for r in data["rows"]}

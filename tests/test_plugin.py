@@ -541,6 +541,22 @@ def test_an_interrupted_record_says_that_it_recorded_nothing(suite: Suite) -> No
     assert not target.exists()
 
 
+def test_record_outside_the_expectations_folder_says_how_to_use_it(suite: Suite) -> None:
+    """Before, a profile recorded elsewhere (``--record`` is a path, ``--profile`` a name in the
+    expectations folder) gave no hint, and ``--profile <name>`` then found no such profile."""
+    suite.profile()
+    suite.answer(good_answers())
+    target = suite.pytester.path / "elsewhere" / "mine"
+    result = suite.run("--profile", "tiny", "--record", str(target))
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(
+        ["conformance: *mine is outside *: run against it with --expectations *elsewhere --profile mine"]
+    )
+    assert suite.run("--expectations", str(target.parent), "--profile", "mine").ret == 0
+    inside = suite.run("--profile", "tiny", "--record", str(suite.root / "inside"))
+    assert inside.ret == 0 and "run against it with" not in inside.stdout.str()
+
+
 def test_record_for_another_card_describes_that_card(suite: Suite, monkeypatch: pytest.MonkeyPatch) -> None:
     fake_gpu(monkeypatch)
     cases = default_cases()
@@ -1075,6 +1091,8 @@ def test_under_xdist_the_controller_writes_every_row_and_each_row_runs_once(suit
         *common, "--results", str(parallel), "--record", str(suite.root / "parallel"),
     )  # fmt: skip
     assert result.ret == 0, result.stdout.str()
+    # The controller prints the profile and recording lines a serial session prints (before: none).
+    result.stdout.fnmatch_lines(["conformance profile tiny (*, 5 rows): *", "conformance: recording into *parallel*"])
     calls = [c["id"] for c in suite.calls()]
     assert sorted(calls) == sorted(set(calls)) and len(calls) == 5, "each row runs once, on one worker"
     assert _comparable(parallel) == _comparable(serial), "the same rows, runs, counts and verdicts"
