@@ -112,10 +112,11 @@ def apply_baseline(actives: Sequence[A], baseline: Baseline, fingerprint: Mappin
         for case in active.profile.cases:
             new, reason = baseline.case(case)
             cases.append(new)
+            speed = baseline.speed_reason(case)
             if reason is not None:
                 skips[(active.name, case.id)] = reason
-            elif baseline.speed_reason(case) is not None:
-                speed_skips[(active.name, case.id)] = baseline.speed_reason(case)
+            elif speed is not None:
+                speed_skips[(active.name, case.id)] = speed
         profile = dataclasses.replace(active.profile, cases=tuple(cases))
         speed_skip = active.speed_skip
         if active.mode == "portable":

@@ -27,7 +27,7 @@ from conformance.profiles import resolve_profiles
 from conformance.report import render
 from conformance.results import check_not_results, check_target, load_results
 from litgpt_min.files import check_output_file, real_path, write_json_atomic, write_text_atomic
-from litgpt_min.usage import OneLineParser, console_output, one_line
+from litgpt_min.usage import OneLineParser, console_output, one_line, path_argument
 
 # Exit status for bad input (a malformed results file, an output path that cannot be written).
 EXIT_BAD_INPUT = 2
@@ -48,26 +48,32 @@ def build_parser() -> argparse.ArgumentParser:
         description="Several files (from pytest-xdist sessions, machines, nodes) are merged into one report;"
         " each row keeps the fingerprint of the machine that ran it.",
     )
-    report.add_argument("file", type=Path, nargs="+")
-    report.add_argument("-o", "--output", type=Path, default=None, help="write here instead of stdout")
+    report.add_argument("file", type=path_argument, nargs="+")
+    report.add_argument("-o", "--output", type=path_argument, default=None, help="write here instead of stdout")
     report.add_argument(
-        "--plot", type=Path, default=None, metavar="PNG", help="also draw measured vs expected per row (needs [plot])"
+        "--plot",
+        type=path_argument,
+        default=None,
+        metavar="PNG",
+        help="also draw measured vs expected per row (needs [plot])",
     )
     report.add_argument(
         "--prefer", choices=PREFER_CHOICES, default=None,
         help="a row measured in several files: keep the one of the most recently created file (default: refuse)",
     )  # fmt: skip
-    report.add_argument("--merged", type=Path, default=None, metavar="FILE", help="also write the merged results file")
+    report.add_argument(
+        "--merged", type=path_argument, default=None, metavar="FILE", help="also write the merged results file"
+    )
     diff = sub.add_parser(
         "diff",
         help="compare two results files row by row (exit 1 when a row regressed beyond tolerance)",
         description="Per row: the delta of every figure, verdict changes; and the fingerprint fields that differ."
         " Exit status: 0 nothing regressed, 1 something did, 2 bad input.",
     )
-    diff.add_argument("old", type=Path, metavar="OLD.json")
-    diff.add_argument("new", type=Path, metavar="NEW.json")
+    diff.add_argument("old", type=path_argument, metavar="OLD.json")
+    diff.add_argument("new", type=path_argument, metavar="NEW.json")
     diff.add_argument("--json", action="store_true", help="JSON instead of Markdown")
-    diff.add_argument("-o", "--output", type=Path, default=None, help="write here instead of stdout")
+    diff.add_argument("-o", "--output", type=path_argument, default=None, help="write here instead of stdout")
     diff.add_argument("--memory-tolerance", type=fraction, default=None, metavar="FRACTION",
                       help="peak-memory tolerance for every row, overriding the results' (0.1 is ±10%%)")  # fmt: skip
     diff.add_argument("--speed-tolerance", type=fraction, default=None, metavar="FRACTION",
@@ -75,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("--strict", action="store_true", help="improvements beyond tolerance fail too")
     validate = sub.add_parser("validate", help="load and check expectation profiles")
     validate.add_argument("profiles", nargs="*", metavar="PROFILE", help="profile names (default: all)")
-    validate.add_argument("--expectations", type=Path, default=DEFAULT_ROOT, metavar="DIR")
+    validate.add_argument("--expectations", type=path_argument, default=DEFAULT_ROOT, metavar="DIR")
     add_estimate_parser(sub)
     return parser
 

@@ -41,7 +41,7 @@ from conformance.compare import (
 from conformance.display import rows_text
 from conformance.expectations import Tolerances
 from conformance.report import METHOD_NAMES, MODEL_NAMES
-from conformance.results import NOT_RUN, check_not_results, load_results, run_finished, speed_unjudged
+from conformance.results import check_not_results, decided_verdict, load_results, run_finished, speed_unjudged
 from litgpt_min.files import check_output_file, real_path, write_text_atomic
 from litgpt_min.result import Result
 from litgpt_min.usage import one_line
@@ -109,6 +109,8 @@ class RowDiff:
     new_verdict: str | None
     figures: tuple[FigureDelta, ...] = ()
     unrun: tuple[str, ...] = ()  # "old"/"new": the files in which its run did not finish (unfinished sessions)
+    judged: tuple[str | None, str | None] | None = None  # the verdicts of the checks that decided, if not the above
+    measured: bool = False  # a row in one file only: whether that file measured it
 
     @property
     def not_run(self) -> bool:
@@ -117,11 +119,12 @@ class RowDiff:
 
     @property
     def verdict_change(self) -> Change:
-        if self.old_verdict == self.new_verdict or self.status != "both" or NOT_RUN in self.verdicts:
+        old, new = self.judged or self.verdicts
+        if old == new or self.status != "both" or self.not_run:
             return "same"
-        if self.new_verdict in BAD_VERDICTS and self.old_verdict not in BAD_VERDICTS:
+        if new in BAD_VERDICTS and old not in BAD_VERDICTS:
             return "regression"
-        if self.old_verdict in BAD_VERDICTS and self.new_verdict not in BAD_VERDICTS:
+        if old in BAD_VERDICTS and new not in BAD_VERDICTS:
             return "improvement"
         # Between passing verdicts (passed, improved, xfailed, recorded, skipped) the row's checks
         # passed both times: what they were judged against moved, not the box. Its figures say
@@ -223,7 +226,13 @@ def diff_results(
         if before is None or after is None:
             status: Literal["added", "removed"] = "added" if before is None else "removed"
             verdict = (after or before or {}).get("verdict")
-            rows.append(RowDiff(key[0], key[1], group, status, None if after else verdict, verdict if after else None))
+            one = after or before or {}
+            rows.append(
+                RowDiff(
+                    key[0], key[1], group, status, None if after else verdict, verdict if after else None,
+                    measured=one.get("measured") is not None and run_finished(one),
+                )
+            )  # fmt: skip
             continue
         unrun = tuple(side for side, r in (("old", before), ("new", after)) if not run_finished(r))
         if unrun:
@@ -241,7 +250,7 @@ def diff_results(
         rows.append(
             RowDiff(
                 key[0], key[1], group, "both", before.get("verdict"), after.get("verdict"),
-                tuple(f for f in figures if f is not None),
+                tuple(f for f in figures if f is not None), judged=(decided_verdict(before), decided_verdict(after)),
             )
         )  # fmt: skip
     stack, same = stack_changes(old.get("fingerprint") or {}, new.get("fingerprint") or {})
@@ -402,7 +411,7 @@ def headlines(diff: Diff) -> list[str]:
             )
     lines = []
     for (group, name, change), figs in moved.items():
-        n = f"{len(figs)} row{'s' if len(figs) > 1 else ''}"
+        n = rows_text(len(figs))
         deltas = [f.delta for f in figs if f.delta is not None]
         if deltas and name != "outcome":
             unit = dict((f, u) for f, _, u in FIGURES).get(name, "")
@@ -478,7 +487,7 @@ def render_markdown(diff: Diff) -> str:
     moved = [
         r
         for r in diff.rows
-        if (r.status != "both" and (r.old_verdict or r.new_verdict) != "skipped")
+        if (r.status != "both" and r.measured)
         or (r.status == "both" and (r.old_verdict != r.new_verdict or any(c != "same" for c in r.changes())))
     ]
     if moved:

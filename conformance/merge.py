@@ -19,12 +19,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from conformance.results import FORMAT, check_document, load_results
+from conformance.results import FORMAT, check_document, load_results, run_finished
 
 Prefer = Literal["latest"]
 PREFER_CHOICES = ("latest",)
-# Verdicts of a row that a file holds without having measured it.
-_UNMEASURED = ("skipped", "not run")
+
+
+def _unmeasured(row: Mapping[str, Any]) -> bool:
+    """A row that a file holds without a measurement: skipped, or its run did not finish (a row
+    cut off after its run, in a killed session, is measured)."""
+    return row["measured"] is None or not run_finished(row)
 
 
 def merge_files(paths: Sequence[Path], prefer: Prefer | None = None, created: str | None = None) -> dict[str, Any]:
@@ -51,9 +55,9 @@ def merge(
                 chosen[key] = (path, doc, mine)
                 continue
             other_path, other_doc, other = chosen[key]
-            if row["verdict"] in _UNMEASURED:
+            if _unmeasured(row):
                 continue
-            if other["verdict"] in _UNMEASURED:
+            if _unmeasured(other):
                 chosen[key] = (path, doc, mine)
                 continue
             if prefer is None:

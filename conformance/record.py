@@ -69,7 +69,7 @@ def _how_to_use(target: Path, expectations: Path) -> list[str]:
         return []
     return [
         f"conformance: {display(target)} is outside {display(expectations)}: run against it with"
-        f" --expectations {display(target.absolute().parent)} --profile {target.name}"
+        f" {shlex.join(['--expectations', display(target.absolute().parent), '--profile', target.name])}"
     ]
 
 

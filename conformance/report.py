@@ -56,7 +56,7 @@ def render(results: Mapping[str, Any]) -> str:
         out.append(f"- Command: `{results['command']}`")
     if not results.get("finished", True):
         cut = [r for r in rows if r.get("verdict") == "not run"]
-        unrun = sum(1 for r in cut if not run_finished(r))
+        unrun = sum(1 for r in cut if not run_finished(r) or r.get("measured") is None)
         parts = [f"{rows_text(unrun)} not run"] if unrun or len(cut) == unrun else []
         if len(cut) > unrun:
             parts.append(f"{rows_text(len(cut) - unrun)} measured but not every check finished")

@@ -30,6 +30,7 @@ from conformance.expectations import write_json_atomic
 from conformance.options import options_json
 from conformance.profiles import profile_json
 from conformance.snapshot import RowSnapshot, Snapshot
+from conformance.verdicts import row_verdict
 from litgpt_min.files import read_only
 from litgpt_min.result import Result, plain_json
 
@@ -88,6 +89,8 @@ def _row(snapshot: Snapshot, row: RowSnapshot) -> dict[str, Any]:
         "log_tail": run.log_tail if run is not None else None,
         "wall_s": run.wall_s if run is not None else None,
         "estimate": None if row.estimate is None else _estimate(row.estimate),
+        # Whether its timing can judge anything, whatever its speed check did (a --baseline reads it).
+        "speed_inconclusive": row.speed_inconclusive,
     }
 
 
@@ -228,12 +231,23 @@ def run_finished(row: Mapping[str, Any]) -> bool:
     return row.get("verdict") != NOT_RUN or "run" in (row.get("checks") or {})
 
 
+def decided_verdict(row: Mapping[str, Any]) -> str | None:
+    """The row's verdict, or for a "not run" row whose run finished, the verdict of the checks that
+    decided (a row cut off before its estimate, say, still failed if its run failed)."""
+    if row.get("verdict") == NOT_RUN and run_finished(row):
+        return row_verdict(row.get("checks") or {})
+    return row.get("verdict")
+
+
 def speed_unjudged(row: Mapping[str, Any]) -> str | None:
     """Why a results row's speed figure was never judged (None: it was, or it was not measured):
-    its check found the machine busy, or did not finish (an interrupted session, ``-x``)."""
+    the machine was busy while it was timed (its check said so, or the session noted it where the
+    check was skipped for another reason), or its check did not finish (an interrupted session, -x)."""
     reason = str((row.get("reasons") or {}).get("speed") or "")
     if reason.startswith(SPEED_INCONCLUSIVE):
         return reason
+    if row.get("speed_inconclusive"):
+        return str(row["speed_inconclusive"])
     if "speed" in (row.get("pending") or ()):
         return "its speed check did not finish"
     return None

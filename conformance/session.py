@@ -200,7 +200,7 @@ class ConformanceSession:
         """The row as its profile has it, before a ``--baseline`` replaced its expected figures."""
         return self._profile_cases.get((active.name, case.id), case)
 
-    def speed_inconclusive(self, active: ActiveProfile, case: Case) -> str | None:
+    def speed_inconclusive(self, active: ActiveProfile, case: Case, run: RunResult | None = None) -> str | None:
         """Why the row's speed cannot be judged (None: it can): a GPU row's GPU was not idle before
         its run (``conformance/gpu_idle.py``); a CPU row's threads waited for a core for more than
         ``BUSY_WAIT_SHARE`` of their runnable time while timed (``conformance/cpu_busy.py``)."""
@@ -208,7 +208,7 @@ class ConformanceSession:
         report = self._idle.get(key)
         if report is not None and report.speed_skip_reason is not None:
             return report.speed_skip_reason
-        run = self.cache.finished_run(key)
+        run = run or self.cache.finished_run(key)  # under pytest-xdist the controller has the row's run only
         return None if run is None else cpu_busy_reason(run.result, active.on_cpu)
 
     def findings(self, active: ActiveProfile, case: Case) -> list[Finding]:
@@ -258,7 +258,7 @@ class ConformanceSession:
             run=run,
             counts=row.counts or self.cache.cached_param_counts(row.case),
             estimate=self._estimates.get(key),
-            speed_inconclusive=None if run is None else self.speed_inconclusive(row.active, row.case),
+            speed_inconclusive=None if run is None else self.speed_inconclusive(row.active, row.case, run),
         )
 
     def _unjudged_run(self, key: RowKey) -> RunResult | None:

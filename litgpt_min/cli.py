@@ -36,7 +36,7 @@ from litgpt_min.peft import METHODS, build_meta_model
 from litgpt_min.quantize import QUANTIZE_MODES, model_weight_bytes
 from litgpt_min.result import Result, Workload
 from litgpt_min.run import execute
-from litgpt_min.usage import EXIT_INTERRUPTED, OneLineParser, UsageError, console_output, one_line
+from litgpt_min.usage import EXIT_INTERRUPTED, OneLineParser, UsageError, console_output, one_line, path_argument
 
 
 class _Parser(OneLineParser):
@@ -98,16 +98,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-preflight", action="store_true", help=PREFLIGHT_HELP)
 
     p = sub.add_parser("convert-hf", help="convert a Hugging Face checkpoint to lit_model.pth + lit_config.json")
-    p.add_argument("hf_dir")
-    p.add_argument("out_dir")
+    p.add_argument("hf_dir", type=path_argument)
+    p.add_argument("out_dir", type=path_argument)
     p.add_argument("--model", default=None, help="registry name to use instead of reading config.json")
     return parser
 
 
 def cmd_params(args: argparse.Namespace) -> dict[str, Any]:
+    if args.model in METHODS:
+        raise UsageError(f"litgpt-min params: error: {args.model!r} is a method: give it as --method {args.model}")
     if args.model is None or (args.model_flag is not None and args.model_flag != args.model):
-        if args.model in METHODS:
-            raise UsageError(f"litgpt-min params: error: {args.model!r} is a method: give it as --method {args.model}")
         if args.model is not None:
             raise UsageError(
                 f"litgpt-min params: error: two models given: {args.model!r} and --model {args.model_flag!r}"

@@ -110,12 +110,20 @@ def _load_yaml(text: str) -> Any:
 
     class UniqueKeys(yaml.SafeLoader):
         def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            # The keys the mapping spells out (a merge key's, "<<", are PyYAML's to combine; a later
+            # key overriding a merged one is legal); an unhashable key is PyYAML's own error.
             seen: set[Any] = set()
-            for key_node, _ in node.value:
+            for key_node, _ in getattr(node, "value", ()):
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
                 key = self.construct_object(key_node, deep=deep)
-                if key in seen:
+                try:
+                    duplicate = key in seen
+                    seen.add(key)
+                except TypeError:
+                    break
+                if duplicate:
                     raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-                seen.add(key)
             return super().construct_mapping(node, deep)
 
     try:

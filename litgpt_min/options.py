@@ -196,6 +196,8 @@ def holds_tokenizer(directory: Path) -> bool:
 
 def _tokenizer_dir(path: str) -> None:
     """A directory that holds a tokenizer file (loading it is the run's job)."""
+    if path == "":  # Path("") is the working directory: never a silent stand-in
+        raise ValueError("--tokenizer-dir: expected a path, got an empty value")
     directory = Path(path)
     if directory.is_file():
         raise ValueError(f"--tokenizer-dir {path}: is a file; give the directory that holds it")
@@ -223,9 +225,8 @@ class FinetuneOptions:
         if not isinstance(self.hyperparameters, Hyperparameters):
             raise ValueError(f"hyperparameters must be a Hyperparameters, got {type(self.hyperparameters).__name__}")
         _at_least("max_iters", self.max_iters, 1)
-        for flag, value in (("--data-file", self.data_file), ("--tokenizer-dir", self.tokenizer_dir)):
-            if value == "":  # Path("") is the working directory: never a silent stand-in
-                raise ValueError(f"{flag}: expected a path, got an empty value")
+        if self.data_file == "":  # Path("") is the working directory: never a silent stand-in
+            raise ValueError("--data-file: expected a path, got an empty value")
         if self.tokenizer_dir is not None:
             _tokenizer_dir(self.tokenizer_dir)
         if self.data_file is not None:

@@ -23,8 +23,9 @@ from typing import Any, NoReturn
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 # Ctrl-C (SIGINT): one line and the shell's status for it, not a traceback.
 EXIT_INTERRUPTED = 128 + signal.SIGINT
-# Errors of writing standard output (a full disk or quota, a device error, a closed descriptor).
-_OUTPUT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EBADF)
+# Errors of writing standard output that no command raises for its own files (it names those):
+# a full disk or quota, a file grown past its limit.
+_OUTPUT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def one_line(message: str) -> str:
@@ -83,7 +84,11 @@ def console_output(command: Callable[[], int], prog: str) -> int:
         elif isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(errors="backslashreplace")
     try:
-        code = command()
+        try:
+            code = command()
+        except SystemExit:  # argparse's --help and errors: their output is flushed here too
+            sys.stdout.flush()
+            raise
         sys.stdout.flush()  # here, not at exit, where a closed pipe could only be reported
         return code
     except BrokenPipeError:

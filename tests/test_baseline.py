@@ -112,6 +112,18 @@ def test_a_speed_the_baseline_found_inconclusive_judges_nothing(tmp_path: Path) 
     assert _baseline(tmp_path, timed).speed_reason(case) is None
 
 
+def test_a_speed_timed_on_a_busy_machine_judges_nothing_even_where_its_check_was_skipped(tmp_path: Path) -> None:
+    """Portable mode (another card) skips the speed check by a mark, so its busy-machine test never
+    ran: the row's own ``speed_inconclusive`` says so, and the baseline reads it."""
+    case = _case()
+    portable = row(case.id, _measured_like(case, max_memory_gb=0.5, time_1k_iters_min=4.0), profile=PROFILE)
+    portable.update(checks={"run": "passed", "speed": "skipped"}, reasons={"speed": "speed not compared: another card"})
+    assert _baseline(tmp_path, portable).speed_reason(case) is None  # timed on an idle machine: it judges
+    portable["speed_inconclusive"] = "speed inconclusive: the GPU was not idle before timing (GPU 0: 1 other process)"
+    baseline = _baseline(tmp_path, portable)
+    assert "the GPU was not idle" in (baseline.speed_reason(case) or "")
+
+
 def test_an_ok_row_without_peak_memory_judges_nothing(tmp_path: Path) -> None:
     case = _case()
     judged, reason = _baseline(tmp_path, row(case.id, _measured_like(case, max_memory_gb=None), profile=PROFILE)).case(

@@ -216,6 +216,9 @@ BAD = {
     "params-no-model": (("params", "--method", "lora"), r"^litgpt-min params: error: a model is required"),
     "params-two-models": (("params", "tiny-llama", "--model", "tiny-phi"), r"two models given: 'tiny-llama' and"),
     "params-method-as-model": (("params", "lora", "--model", "tiny-llama"), r"'lora' is a method: give it as --method"),
+    "params-method-alone": (("params", "adapter"), r"'adapter' is a method: give it as --method"),
+    "empty-tokenizer-dir-generate": (("generate", *TINY, "--tokenizer-dir", ""), r"--tokenizer-dir: expected a path"),
+    "empty-convert-source": (("convert-hf", "", "out"), r"argument hf_dir: expected a path, got an empty value"),
 }
 
 

@@ -372,6 +372,20 @@ def test_a_key_given_twice_is_refused(tmp_path: Path, suffix: str) -> None:
         Config.from_file(path)
 
 
+def test_yaml_merge_keys_still_load_and_an_unhashable_key_is_one_line(tmp_path: Path) -> None:
+    import yaml
+
+    values = Config.from_name("Llama-2-7b-hf").to_dict()
+    for key in ("n_layer", "n_head"):
+        values.pop(key)
+    path = tmp_path / "model_config.yaml"
+    path.write_text(yaml.safe_dump(values) + "<<: {n_layer: 32, n_head: 32}\n")  # a merge key, as anchors use
+    assert Config.from_file(path).n_layer == 32
+    path.write_text("? [a, b]\n: 1\n")
+    with pytest.raises(ValueError, match=r"model_config\.yaml: cannot read config: .*unhashable"):
+        Config.from_file(path)
+
+
 def test_a_broken_yaml_config_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "model_config.yaml"
     path.write_text("n_layer: [32\n")

@@ -91,6 +91,7 @@ def test_a_contended_cpu_row_skips_its_speed_check_and_an_uncontended_one_is_jud
     rows = {r["id"]: r for r in data["rows"]}
     assert rows[OK]["checks"] == {"speed": "skipped"} and rows[OK]["verdict"] == "skipped"
     assert rows[OK]["reasons"]["speed"].startswith("speed inconclusive: the CPU was busy: ")
+    assert rows[OK]["speed_inconclusive"] == rows[OK]["reasons"]["speed"] and rows[INFER]["speed_inconclusive"] is None
     assert rows[OK]["measured"]["details"][DETAILS_KEY]["wait_share"] == 0.6
     assert rows[INFER]["checks"] == {"speed": "failed"}
     report = render(data)

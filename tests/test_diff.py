@@ -385,6 +385,15 @@ def test_a_row_cut_off_after_its_run_is_compared_on_memory_and_its_speed_is_not_
     ]
 
 
+def test_a_cut_off_row_whose_checks_failed_is_a_verdict_regression() -> None:
+    """A "not run" row whose run finished is judged by its decided checks: before, "not run" on
+    either side hid a verdict that turned to failed."""
+    result = measured(max_memory_gb=10.0)
+    cut = {**_cut_after_run(result), "checks": {"params": "passed", "run": "failed"}}
+    diff = diff_results(results([row("r", result)]), _unfinished(results([cut])))
+    assert diff.rows[0].verdict_change == "regression" and diff.exit_status == 1
+
+
 def test_rows_measured_in_neither_file_are_counted_apart_and_deselected_rows_are_not_listed() -> None:
     kept = row("kept", measured(max_memory_gb=2.0))
     old = results([kept, row("gpu-only", None, verdict="skipped"), row("deselected", None, verdict="skipped")])

@@ -67,6 +67,18 @@ def test_merged_files_are_finished_once_no_row_is_left_not_run(tmp_path: Path) -
     assert merge_files([killed])["finished"] is False
 
 
+def test_a_row_cut_off_after_its_run_is_measured_and_wins_over_a_skipped_one(tmp_path: Path) -> None:
+    """Before, every "not run" row counted as unmeasured: a killed session's measured row lost to
+    another file's skipped one."""
+    skipped = write(
+        tmp_path / "cpu.json", doc([row(B, None, verdict="skipped", devices=2)], "2026-12-01T00:00:00+00:00", "cpu")
+    )
+    cut = {**ran(B, 22.2), "verdict": "not run", "checks": {"params": "passed", "run": "passed"}, "pending": ["speed"]}
+    killed = write(tmp_path / "killed.json", {**doc([cut], "2026-12-02T00:00:00+00:00", "node-a"), "finished": False})
+    merged = merge_files([skipped, killed])
+    assert merged["rows"][0]["measured"]["max_memory_gb"] == 22.2 and merged["finished"] is False
+
+
 def test_the_merged_file_is_a_valid_results_file_and_merges_again(
     two_machines: tuple[Path, Path], tmp_path: Path
 ) -> None:
