@@ -6,7 +6,8 @@ speed, each as the deviation from the expected figure in percent, so that a 70 M
 speed is drawn as "slower than expected", the ``slowdown`` factor less one (time per 1k
 iterations measured / expected, tokens per second expected / measured), so that right of the
 band is a regression for both, and its band is the checks' factor: from (1 / (1 + r) - 1) to r
-(15%: -13.0% to +15%; 4.0: -80% to +400%). Every dot's colour is ``conformance.compare.verdict``.
+(15%: -13.0% to +15%; 4.0: -80% to +400%). Every dot's colour is ``conformance.compare.verdict``; a speed timed on a busy machine is grey,
+marked "not judged", as the checks treat it.
 Rows that were not measured, or did not end ``ok``, say so in words where their dot would be.
 matplotlib is an optional extra (``[plot]``).
 """
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from conformance.compare import slowdown, verdict
-from conformance.results import load_results
+from conformance.results import load_results, speed_unjudged
 from litgpt_min.files import atomic_write, check_output_file
 from litgpt_min.usage import one_line
 
@@ -31,7 +32,7 @@ PLOT_EXTRA_MISSING = (
 # Deviations beyond this many percent are drawn at the edge with their value written beside.
 CLIP_PCT = 60.0
 ROW_HEIGHT_IN = 0.24
-Status = Literal["within", "regression", "improvement", "not run", "outcome", "estimate"]
+Status = Literal["within", "regression", "improvement", "not run", "outcome", "estimate", "unjudged"]
 COLORS: Mapping[str, str] = {
     "within": "#2a9d3a",
     "regression": "#d62728",
@@ -39,6 +40,7 @@ COLORS: Mapping[str, str] = {
     "not run": "#9a9a9a",
     "outcome": "#d62728",
     "estimate": "#7a5195",  # a row that was not run, placed by its GPU-free estimate (hollow dot)
+    "unjudged": "#9a9a9a",  # a speed timed on a busy machine (or whose check never ran): shown, not judged
 }
 
 
@@ -90,6 +92,8 @@ def speed_point(row: Mapping[str, Any]) -> Point | None:
         point = _point(row, "time_1k_iters_min", expected["time_1k_iters_min"], "min", tol)
     else:
         point = _point(row, "tokens_per_sec", expected.get("tokens_per_sec"), "tok/s", tol)
+    if point is not None and point.pct is not None and speed_unjudged(row) is not None:
+        point = dataclasses.replace(point, status="unjudged", label=f"{point.label} (not judged)")
     return None if point is None else dataclasses.replace(point, factor=True)
 
 

@@ -76,6 +76,13 @@ def test_points_follow_the_comparison_rules() -> None:
     as_expected = memory_point(r(measured(outcome="oom"), outcome="oom"))
     assert as_expected is not None and as_expected.status == "within" and as_expected.label == "OOM (expected OOM)"
     assert memory_point(r(measured(), max_memory_gb=None)) is None
+    # A speed timed on a busy machine is drawn where it lies, grey and "not judged", as the checks
+    # leave it (before: coloured as a verdict, here a red regression, that no check gave).
+    busy = r(measured(time_1k_iters_min=20.0), time_1k_iters_min=10.0)
+    busy["reasons"] = {"speed": "speed inconclusive: the CPU was busy"}
+    unjudged = speed_point(busy)
+    assert unjudged is not None and unjudged.status == "unjudged" and unjudged.label.endswith("(not judged)")
+    assert unjudged.pct == pytest.approx(100.0)
 
 
 @pytest.mark.parametrize(
