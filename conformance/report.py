@@ -54,6 +54,9 @@ def render(results: Mapping[str, Any]) -> str:
         out.append("- Verdicts: " + ", ".join(f"{n} {v}" for v, n in summary.items()))
     if results.get("command"):
         out.append(f"- Command: `{results['command']}`")
+    baseline = (results.get("options") or {}).get("baseline")
+    if baseline:  # the deltas are against it, not the profile's table
+        out.append(f"- Expected figures: what the baseline `{baseline}` measured (`--baseline`), not the profile's")
     if not results.get("finished", True):
         cut = [r for r in rows if r.get("verdict") == "not run"]
         unrun = sum(1 for r in cut if not run_finished(r) or r.get("measured") is None)

@@ -274,6 +274,12 @@ def test_cli_report_and_diff_never_write_a_report_over_another_results_file(
     assert other.read_bytes() == kept and not merged.exists()
 
 
+def test_a_report_of_a_baseline_session_says_what_its_figures_are_measured_against() -> None:
+    assert "Expected figures" not in render(RESULTS)
+    text = render({**RESULTS, "options": {"baseline": "before.json"}})
+    assert "- Expected figures: what the baseline `before.json` measured (`--baseline`), not the profile's" in text
+
+
 def test_a_results_file_that_links_to_itself_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     loop = tmp_path / "loop.json"
     loop.symlink_to(loop.name)
