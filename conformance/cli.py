@@ -196,6 +196,8 @@ def _render_to(output: Path | None, build: Callable[[], Mapping[str, Any]]) -> i
         print(one_line(f"conformance report: {exc}"), file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as exc:
+        if output is None:
+            raise  # standard output itself: the command's output rules (console_output) answer it
         where = exc.filename or output
         print(one_line(f"conformance report: {where}: cannot write: {exc.strerror or exc}"), file=sys.stderr)
         return EXIT_BAD_INPUT

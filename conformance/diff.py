@@ -373,7 +373,8 @@ def _summary(diff: Diff) -> dict[str, int]:
     }  # fmt: skip
     for row in diff.rows:
         if row.status != "both":
-            counts[row.status] += 1
+            # A row only one file selected counts as added or removed when that file measured it.
+            counts[row.status if row.measured else "unmeasured"] += 1
             continue
         if row.not_run:
             counts["not_run"] += 1

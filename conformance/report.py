@@ -58,11 +58,11 @@ def render(results: Mapping[str, Any]) -> str:
     if baseline:  # the deltas are against it, not the profile's table
         out.append(f"- Expected figures: what the baseline `{baseline}` measured (`--baseline`), not the profile's")
     if not results.get("finished", True):
-        cut = [r for r in rows if r.get("verdict") == "not run"]
-        unrun = sum(1 for r in cut if not run_finished(r) or r.get("measured") is None)
-        parts = [f"{rows_text(unrun)} not run"] if unrun or len(cut) == unrun else []
-        if len(cut) > unrun:
-            parts.append(f"{rows_text(len(cut) - unrun)} measured but not every check finished")
+        unrun = sum(1 for r in rows if r.get("verdict") == "not run" and not _measured(r))
+        cut = sum(1 for r in rows if r.get("pending") and _measured(r))
+        parts = [f"{rows_text(unrun)} not run"] if unrun or not cut else []
+        if cut:
+            parts.append(f"{rows_text(cut)} measured but not every check finished")
         out.append(f"- **The session did not finish** (killed or interrupted): {', '.join(parts)}")
     out.append("")
     for name in names:
@@ -235,6 +235,8 @@ def _speed_cell(row: Mapping[str, Any], field: str) -> str:
     # the reason of a check that was decided (failed, improved) is the findings' to tell.
     skipped = (row.get("checks") or {}).get("speed") == "skipped" and row.get("verdict") != "skipped"
     unjudged = str((row.get("reasons") or {}).get("speed") or "") if skipped else ""
+    if "speed" in (row.get("pending") or ()):
+        unjudged = "its check did not run"  # the session ended first
     why = re.split(r"[:;(]", unjudged.removeprefix(f"{SPEED_INCONCLUSIVE}: "), maxsplit=1)[0].strip()
     mark = f"not judged: {_cell_text(why, 40)}" if why else ""
     if expected is None:
@@ -249,9 +251,14 @@ def _verdict_cell(row: Mapping[str, Any]) -> str:
         reasons = row.get("reasons") or {}
         reason = reasons.get("run") or reasons.get("params") or next(iter(reasons.values()), "")
         return f"skipped: {_cell_text(reason, 60)}" if reason else text
-    if verdict == "not run" and row.get("pending"):
-        return f"not run: {', '.join(row['pending'])}"  # the checks an unfinished session left
+    if row.get("pending"):  # the checks an unfinished session left (a row may have failed before)
+        pending = ", ".join(row["pending"])
+        return f"not run: {pending}" if verdict == "not run" else f"{text} (not run: {pending})"
     return text
+
+
+def _measured(row: Mapping[str, Any]) -> bool:
+    return row.get("measured") is not None and run_finished(row)
 
 
 def _findings(rows: Sequence[Mapping[str, Any]]) -> list[str]:

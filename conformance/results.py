@@ -115,7 +115,11 @@ def write_results(snapshot: Snapshot, path: Path) -> None:
 
 
 def is_results_file(path: Path) -> bool:
-    """Whether ``path`` is an existing file that names a results format (of any version)."""
+    """Whether ``path`` is an existing file that names a results format (of any version). Only a
+    regular file is read: a device or a pipe (``-o /dev/full``, ``/dev/stdout``) is none, and reading
+    one could block or never end."""
+    if not Path(path).is_file():
+        return False
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):

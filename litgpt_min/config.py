@@ -122,8 +122,8 @@ def _load_yaml(text: str) -> Any:
                     seen.add(key)
                 except TypeError:
                     break
-                if duplicate:
-                    raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+                if duplicate:  # a plain ValueError: PyYAML's message would quote the text around it
+                    raise ValueError(f"duplicate key {key!r} (line {key_node.start_mark.line + 1})")
             return super().construct_mapping(node, deep)
 
     try:

@@ -368,7 +368,9 @@ def test_a_key_given_twice_is_refused(tmp_path: Path, suffix: str) -> None:
     text = "{" + ", ".join(f'"{line.split(": ", 1)[0]}": {line.split(": ", 1)[1]}' for line in lines) + "}"
     path = tmp_path / f"lit_config{suffix}"
     path.write_text("\n".join(lines) + "\n" if suffix == ".yaml" else text)
-    with pytest.raises(ValueError, match=r"cannot read config: duplicate key 'n_layer'"):
+    line = len(lines) if suffix == ".yaml" else None
+    where = rf" \(line {line}\)$" if line else ""
+    with pytest.raises(ValueError, match=rf"cannot read config: duplicate key 'n_layer'{where}"):
         Config.from_file(path)
 
 

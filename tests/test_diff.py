@@ -399,7 +399,10 @@ def test_rows_measured_in_neither_file_are_counted_apart_and_deselected_rows_are
     old = results([kept, row("gpu-only", None, verdict="skipped"), row("deselected", None, verdict="skipped")])
     new = results([kept, row("gpu-only", None, verdict="skipped")])
     diff = diff_results(old, new)
-    assert diff.summary["unmeasured"] == 1 and diff.summary["unchanged"] == 1 and diff.summary["removed"] == 1
+    # The deselected row, measured by neither file, is no "removed" row either.
+    assert diff.summary["unmeasured"] == 2 and diff.summary["unchanged"] == 1 and diff.summary["removed"] == 0
     text = render_markdown(diff)
-    assert "1 measured in neither" in text and "deselected" not in text and "1 row regressed" not in text
+    assert "2 measured in neither" in text and "deselected" not in text and "1 row regressed" not in text
+    gone = diff_results(results([kept, row("measured-once", measured(max_memory_gb=1.0))]), results([kept]))
+    assert gone.summary["removed"] == 1 and "measured-once" in render_markdown(gone)
     assert "**pass**: 0 rows regressed" in text

@@ -280,6 +280,16 @@ def test_a_report_of_a_baseline_session_says_what_its_figures_are_measured_again
     assert "- Expected figures: what the baseline `before.json` measured (`--baseline`), not the profile's" in text
 
 
+def test_a_device_as_the_output_is_refused_without_being_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before, -o /dev/full was read to see whether it held results: the read never ended."""
+    source = tmp_path / "r.json"
+    source.write_text(json.dumps(RESULTS))
+    assert main(["report", str(source), "-o", "/dev/full"]) == 2
+    assert capsys.readouterr().err == "conformance report: -o /dev/full: exists and is not a regular file\n"
+
+
 def test_a_results_file_that_links_to_itself_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     loop = tmp_path / "loop.json"
     loop.symlink_to(loop.name)
@@ -317,6 +327,12 @@ def test_rows_that_did_not_finish_are_not_run_never_pass(tmp_path: Path) -> None
     assert "(killed or interrupted): 1 row measured but not every check finished\n" in text
     [line] = [x for x in lines(text) if x.startswith("| 7 B | Llama 2 | None | 1 | 4,194,304 |")][:1]
     assert line.endswith("| not run: speed |") and "(not run)" not in line
+    assert "2.40 min (+1.7%, not judged: its check did not run)" in line  # before: read as a judged figure
+    # A row that failed before the session was cut off (-x) names the checks it left too.
+    data["rows"][0].update(verdict="failed", checks={"params": "passed", "run": "failed"})
+    [line] = [x for x in lines(render(data)) if x.startswith("| 7 B | Llama 2 | None | 1 | 4,194,304 |")][:1]
+    assert line.endswith("| **FAIL** (not run: speed) |")
+    assert "1 row measured but not every check finished" in render(data)
 
 
 def test_cli_env_prints_the_fingerprint(capsys: pytest.CaptureFixture[str]) -> None:
