@@ -9,9 +9,10 @@ lightning, GPU, Python) head the report, so that a change of stack and the rows 
 together: ``torch 2.12.0 → 2.13.0: max_memory_gb +1.20 GB on
 7 B Llama 2 LoRA bnb.nf4 (2 rows)``.
 
-A row not run in either file (its session was killed or interrupted) is not compared; a speed
-whose check either session skipped as inconclusive (a busy CPU, a GPU that was not idle) is shown,
-not judged. Exit status
+A row whose run did not finish in either file (its session was killed or interrupted) is not
+compared; a row cut off after its run is, judged by the checks that decided. A speed that either
+session could not judge (a busy CPU, a GPU that was not idle, a check that never ran) is shown,
+not judged. A verdict that moves between passing ones fails nothing: the figures decide. Exit status
 for CI: 0 when nothing regressed beyond tolerance; 1 when something did (or, with ``strict``,
 improved too), when NEW comes from a session that did not finish, or when no row of one file has
 a measured figure in the other (nothing was compared); 2 for a file that is not a results file
