@@ -1,5 +1,5 @@
 """``python -m conformance``: the ``conformance`` command."""
 
-from conformance.cli import entry
+from conformance.console import entry
 
 entry()

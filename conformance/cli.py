@@ -13,7 +13,7 @@ import json
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from conformance.diff import cmd_diff
 from conformance.estimate_command import add_parser as add_estimate_parser
@@ -27,7 +27,7 @@ from conformance.profiles import resolve_profiles
 from conformance.report import render
 from conformance.results import check_not_results, check_target, load_results
 from litgpt_min.files import check_output_file, real_path, write_json_atomic, write_text_atomic
-from litgpt_min.usage import OneLineParser, console_output, one_line, path_argument
+from litgpt_min.usage import OneLineParser, one_line, path_argument
 
 # Exit status for bad input (a malformed results file, an output path that cannot be written).
 EXIT_BAD_INPUT = 2
@@ -84,12 +84,6 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--expectations", type=path_argument, default=DEFAULT_ROOT, metavar="DIR")
     add_estimate_parser(sub)
     return parser
-
-
-def entry() -> NoReturn:
-    """The ``conformance`` command and ``python -m conformance``: :func:`main` under the output
-    rules of every command (``litgpt_min.usage.console_output``), then the process's exit."""
-    sys.exit(console_output(main, "conformance"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,5 @@
 """``python -m litgpt_min``: the ``litgpt-min`` command."""
 
-from litgpt_min.cli import entry
+from litgpt_min.console import entry
 
 entry()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 from typing import Any, NoReturn
@@ -179,18 +178,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> NoReturn:
-    """``litgpt-min`` and ``python -m litgpt_min``: :func:`main`, then the process's exit.
-
-    One rank of torchrun or srun leaves without the interpreter's teardown (``os._exit``, after its
-    output is flushed): there a C++ thread of torch.distributed that outlives the destroyed process
-    group can abort the process ("terminate called without an active exception", SIGABRT), and the
-    launcher then fails the whole run after a good result."""
-    code = console_output(main, "litgpt-min")
-    if launch.externally_launched():
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    sys.exit(code)
+    """The entry point that installs made before ``litgpt_min.console.entry`` name in their script."""
+    launch.exit_process(console_output(main, "litgpt-min"))
 
 
 def _by_flag(message: str, values: dict[str, Any]) -> str:

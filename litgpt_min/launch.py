@@ -26,7 +26,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from multiprocessing.connection import Connection, wait
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import torch
 
@@ -104,6 +104,19 @@ def torchrun_ranks() -> str | None:
     if "TORCHELASTIC_RUN_ID" not in os.environ or not world.isdigit() or int(world) < 2:
         return None
     return f"rank {os.environ.get('RANK', '?')} of {world}"
+
+
+def exit_process(code: int) -> NoReturn:
+    """End the ``litgpt-min`` process with ``code``. One rank of torchrun or srun leaves without the
+    interpreter's teardown (``os._exit``, after its output is flushed): there a C++ thread of
+    torch.distributed that outlives the destroyed process group can abort the process ("terminate
+    called without an active exception", SIGABRT), and the launcher then fails the whole run after
+    a good result."""
+    if externally_launched():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 def externally_launched() -> bool:

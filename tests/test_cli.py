@@ -629,7 +629,7 @@ def test_a_launched_rank_leaves_without_the_interpreters_teardown(
 ) -> None:
     """torchrun's ranks: the teardown can abort the process after its result (a C++ thread of
     torch.distributed), failing the launcher's run; os._exit skips it, after flushing the output."""
-    from litgpt_min import cli, launch
+    from litgpt_min import cli, console, launch
 
     class Exited(Exception):
         pass
@@ -642,8 +642,9 @@ def test_a_launched_rank_leaves_without_the_interpreters_teardown(
 
     monkeypatch.setattr(cli, "main", lambda argv=None: 3)
     monkeypatch.setattr(launch, "externally_launched", lambda: launched)
-    monkeypatch.setattr(cli.os, "_exit", leave("os._exit"))
-    monkeypatch.setattr(cli.sys, "exit", leave("sys.exit"))
-    with pytest.raises(Exited) as exc:
-        cli.entry()
-    assert exc.value.args == (exit_kind, 3)
+    monkeypatch.setattr(launch.os, "_exit", leave("os._exit"))
+    monkeypatch.setattr(launch.sys, "exit", leave("sys.exit"))
+    for entry in (console.entry, cli.entry):  # the script's, and the one older installs' scripts name
+        with pytest.raises(Exited) as exc:
+            entry()
+        assert exc.value.args == (exit_kind, 3)

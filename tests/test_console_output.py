@@ -107,3 +107,21 @@ def test_ctrl_c_ends_a_profile_estimate_and_its_workers_in_one_line() -> None:
     os.killpg(process.pid, signal.SIGINT)  # as Ctrl-C does: the whole process group
     _, err = process.communicate(timeout=60)
     assert process.returncode == EXIT_INTERRUPTED and err == b"conformance: interrupted\n", err
+
+
+@pytest.mark.parametrize(
+    "command", [("conformance", "estimate", "--profile", "cpu-tiny"), ("litgpt_min", "params", "tiny-llama")]
+)
+def test_ctrl_c_while_torch_loads_is_one_line_too(command: tuple[str, ...]) -> None:
+    """Before, the entry points lived in modules that import torch: Ctrl-C in the second that takes
+    was a KeyboardInterrupt traceback through torch's modules."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", *command], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
+    )  # fmt: skip
+    time.sleep(0.4)  # the interpreter is up (its SIGINT handler set), torch still loading
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert b"Traceback" not in err, err
+    if process.returncode != -signal.SIGINT:  # (a signal before the interpreter's handler ends it silently)
+        assert process.returncode == EXIT_INTERRUPTED and err.endswith(b": interrupted\n"), err
