@@ -42,7 +42,14 @@ from conformance.compare import (
 from conformance.display import rows_text
 from conformance.expectations import Tolerances
 from conformance.report import METHOD_NAMES, MODEL_NAMES
-from conformance.results import check_not_results, decided_verdict, load_results, run_finished, speed_unjudged
+from conformance.results import (
+    check_not_results,
+    decided_verdict,
+    has_measurement,
+    load_results,
+    run_finished,
+    speed_unjudged,
+)
 from litgpt_min.files import check_output_file, real_path, write_text_atomic
 from litgpt_min.result import Result
 from litgpt_min.usage import one_line
@@ -120,7 +127,7 @@ class RowDiff:
 
     @property
     def verdict_change(self) -> Change:
-        old, new = self.judged or self.verdicts
+        old, new = self.judged or (self.old_verdict, self.new_verdict)
         if old == new or self.status != "both" or self.not_run:
             return "same"
         if new in BAD_VERDICTS and old not in BAD_VERDICTS:
@@ -131,10 +138,6 @@ class RowDiff:
         # passed both times: what they were judged against moved, not the box. Its figures say
         # whether the box moved.
         return "same"
-
-    @property
-    def verdicts(self) -> tuple[str | None, str | None]:
-        return self.old_verdict, self.new_verdict
 
     def changes(self) -> list[Change]:
         return [f.change for f in self.figures] + [self.verdict_change]
@@ -227,11 +230,10 @@ def diff_results(
         if before is None or after is None:
             status: Literal["added", "removed"] = "added" if before is None else "removed"
             verdict = (after or before or {}).get("verdict")
-            one = after or before or {}
             rows.append(
                 RowDiff(
                     key[0], key[1], group, status, None if after else verdict, verdict if after else None,
-                    measured=one.get("measured") is not None and run_finished(one),
+                    measured=has_measurement(after or before or {}),
                 )
             )  # fmt: skip
             continue

@@ -19,16 +19,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from conformance.results import FORMAT, check_document, load_results, run_finished
+from conformance.results import FORMAT, check_document, has_measurement, load_results
 
 Prefer = Literal["latest"]
 PREFER_CHOICES = ("latest",)
-
-
-def _unmeasured(row: Mapping[str, Any]) -> bool:
-    """A row that a file holds without a measurement: skipped, or its run did not finish (a row
-    cut off after its run, in a killed session, is measured)."""
-    return row["measured"] is None or not run_finished(row)
 
 
 def merge_files(paths: Sequence[Path], prefer: Prefer | None = None, created: str | None = None) -> dict[str, Any]:
@@ -55,9 +49,11 @@ def merge(
                 chosen[key] = (path, doc, mine)
                 continue
             other_path, other_doc, other = chosen[key]
-            if _unmeasured(row):
+            # A row held without a measurement (skipped, or its run cut off) gives way; a row cut off
+            # after its run, in a killed session, is measured.
+            if not has_measurement(row):
                 continue
-            if _unmeasured(other):
+            if not has_measurement(other):
                 chosen[key] = (path, doc, mine)
                 continue
             if prefer is None:

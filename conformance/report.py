@@ -11,7 +11,7 @@ from typing import Any
 
 from conformance.compare import SPEED_INCONCLUSIVE
 from conformance.display import count_text, number_text, rows_text
-from conformance.results import run_finished
+from conformance.results import has_measurement
 
 # How the published tables name the models (size, name); others fall back to the registry name.
 MODEL_NAMES: Mapping[str, tuple[str, str]] = {
@@ -58,8 +58,8 @@ def render(results: Mapping[str, Any]) -> str:
     if baseline:  # the deltas are against it, not the profile's table
         out.append(f"- Expected figures: what the baseline `{baseline}` measured (`--baseline`), not the profile's")
     if not results.get("finished", True):
-        unrun = sum(1 for r in rows if r.get("verdict") == "not run" and not _measured(r))
-        cut = sum(1 for r in rows if r.get("pending") and _measured(r))
+        unrun = sum(1 for r in rows if r.get("verdict") == "not run" and not has_measurement(r))
+        cut = sum(1 for r in rows if r.get("pending") and has_measurement(r))
         parts = [f"{rows_text(unrun)} not run"] if unrun or not cut else []
         if cut:
             parts.append(f"{rows_text(cut)} measured but not every check finished")
@@ -255,10 +255,6 @@ def _verdict_cell(row: Mapping[str, Any]) -> str:
         pending = ", ".join(row["pending"])
         return f"not run: {pending}" if verdict == "not run" else f"{text} (not run: {pending})"
     return text
-
-
-def _measured(row: Mapping[str, Any]) -> bool:
-    return row.get("measured") is not None and run_finished(row)
 
 
 def _findings(rows: Sequence[Mapping[str, Any]]) -> list[str]:

@@ -235,6 +235,11 @@ def run_finished(row: Mapping[str, Any]) -> bool:
     return row.get("verdict") != NOT_RUN or "run" in (row.get("checks") or {})
 
 
+def has_measurement(row: Mapping[str, Any]) -> bool:
+    """Whether a results row holds a judged measurement: a result, from a run that finished."""
+    return row.get("measured") is not None and run_finished(row)
+
+
 def decided_verdict(row: Mapping[str, Any]) -> str | None:
     """The row's verdict, or for a "not run" row whose run finished, the verdict of the checks that
     decided (a row cut off before its estimate, say, still failed if its run failed)."""
