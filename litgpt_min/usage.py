@@ -57,6 +57,12 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {one_line(message)}\n")
 
+    def _print_message(self, message: str, file: Any = None) -> None:
+        # argparse drops an OSError of writing ``--help`` (a full disk), which then exits 0 with
+        # nothing written; here it reaches ``console_output``'s rules like any other output's.
+        if message:
+            (file or sys.stderr).write(message)
+
     def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
         namespace, extras = super().parse_known_args(args, namespace)
         for action in self._actions:

@@ -36,8 +36,7 @@ def test_a_reader_that_closed_the_pipe_ends_the_command_quietly(args: tuple[str,
     err = process.stderr.read().decode()
     code = process.wait(timeout=120)
     assert "Traceback" not in err and "BrokenPipeError" not in err, err
-    # argparse's --help swallows its own write error and exits 0; a command's output is 141.
-    assert code == (0 if args[-1] == "--help" else EXIT_BROKEN_PIPE)
+    assert code == EXIT_BROKEN_PIPE  # --help too (argparse alone would drop its write error)
 
 
 def test_output_then_sys_exit_into_a_closed_pipe_is_quiet() -> None:
@@ -90,6 +89,20 @@ def test_output_to_a_full_disk_or_a_closed_descriptor_keeps_the_exit_status() ->
     for argv, code in ((args, 0), ([*args[:4], "no-such-model"], 2)):
         closed = subprocess.run(argv, stderr=subprocess.PIPE, env=env, cwd=ROOT, timeout=120, preexec_fn=_close_stdout)
         assert closed.returncode == code and b"Traceback" not in closed.stderr, closed.stderr
+
+
+@pytest.mark.parametrize(
+    "args", [("conformance", "--help"), ("conformance", "estimate", "--help"), ("litgpt_min", "finetune", "--help")]
+)
+def test_help_that_cannot_be_written_is_one_line_and_exit_2(args: tuple[str, ...]) -> None:
+    """argparse drops the OSError of writing its help: the command exited 0 with nothing written."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with open("/dev/full", "wb") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", *args], stdout=full, stderr=subprocess.PIPE, env=env, cwd=ROOT, timeout=120
+        )
+    prog = args[0].replace("_", "-")
+    assert (done.returncode, done.stderr.decode()) == (2, f"{prog}: cannot write its output: No space left on device\n")
 
 
 def _close_stdout() -> None:
