@@ -14,6 +14,7 @@ import dataclasses
 import difflib
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,6 +104,9 @@ def _has_kind(value: Any, kind: str) -> bool:
     return isinstance(value, int)
 
 
+_YAML12_FLOAT = re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)$")
+
+
 def _load_yaml(text: str) -> Any:
     """``model_config.yaml`` through PyYAML (which Lightning needs too), a key given twice refused
     (PyYAML would keep the last); its errors as ValueError."""
@@ -126,6 +130,8 @@ def _load_yaml(text: str) -> Any:
                     raise ValueError(f"duplicate key {key!r} (line {key_node.start_mark.line + 1})")
             return super().construct_mapping(node, deep)
 
+    # YAML 1.2's floats: PyYAML (YAML 1.1) reads ``1e-05``, without a dot, as a string.
+    UniqueKeys.add_implicit_resolver("tag:yaml.org,2002:float", _YAML12_FLOAT, list("-+0123456789"))
     try:
         return yaml.load(text, Loader=UniqueKeys)
     except yaml.YAMLError as exc:

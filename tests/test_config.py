@@ -388,6 +388,20 @@ def test_yaml_merge_keys_still_load_and_an_unhashable_key_is_one_line(tmp_path: 
         Config.from_file(path)
 
 
+def test_a_yaml_float_without_a_dot_is_a_number_as_in_yaml_1_2(tmp_path: Path) -> None:
+    """PyYAML reads ``1e-05`` as a string (YAML 1.1): a hand-written ``norm_eps: 1e-05`` was refused."""
+    values = Config.from_name("Llama-2-7b-hf").to_dict()
+    text = yaml.safe_dump({**values, "norm_eps": 0.5, "rope_base": 7})
+    path = tmp_path / "model_config.yaml"
+    path.write_text(text.replace("norm_eps: 0.5", "norm_eps: 1e-05").replace("rope_base: 7", "rope_base: 1E4"))
+    config = Config.from_file(path)
+    assert (config.norm_eps, config.rope_base) == (1e-05, 10000)
+    assert yaml.safe_load("x: 1e-05") == {"x": "1e-05"}  # PyYAML's own loader is left as it is
+    path.write_text(text.replace("norm_eps: 0.5", "norm_eps: '1e-05'"))  # quoted: a string, refused
+    with pytest.raises(ValueError, match="norm_eps: expected a finite number, got '1e-05'"):
+        Config.from_file(path)
+
+
 def test_a_broken_yaml_config_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "model_config.yaml"
     path.write_text("n_layer: [32\n")
