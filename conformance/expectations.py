@@ -31,6 +31,7 @@ from jsonschema.exceptions import ValidationError
 from conformance.display import display
 from litgpt_min.config import known_names
 from litgpt_min.files import json_text, real_path, write_files_atomic
+from litgpt_min.json_keys import DuplicateKey, unique_keys
 from litgpt_min.result import Outcome, Workload
 
 SCHEMA_PATH: Path = Path(__file__).resolve().parent.parent / "expectations" / "schema.json"
@@ -289,24 +290,6 @@ def _parse_int(text: str) -> int:
     return int(text)
 
 
-class _DuplicateKey(ValueError):
-    def __init__(self, key: str, where: str) -> None:
-        super().__init__(key)
-        self.key = key
-        self.where = where
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    seen: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in seen:
-            # The hook sees no positions; the object's own id (a case's) is the best locator.
-            ids = [v for k, v in pairs if k == "id" and isinstance(v, str)]
-            raise _DuplicateKey(key, f" in the object with id {ids[0]!r}" if ids else "")
-        seen[key] = value
-    return seen
-
-
 def _line_of(text: str, token: str) -> str:
     index = text.find(token)
     if index < 0:
@@ -327,14 +310,14 @@ def _read_json(path: Path) -> Any:
     try:
         return json.loads(
             text,
-            object_pairs_hook=_unique_keys,
+            object_pairs_hook=unique_keys,
             parse_constant=_reject_constant,
             parse_float=_parse_float,
             parse_int=_parse_int,
         )
     except json.JSONDecodeError as exc:
         raise ExpectationError(path, f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
-    except _DuplicateKey as exc:
+    except DuplicateKey as exc:
         raise ExpectationError(path, f"not valid JSON: duplicate key {exc.key!r}{exc.where}") from None
     except _NonStandardJSON as exc:
         raise ExpectationError(path, f"not valid JSON: {exc.token} {exc.why}{_line_of(text, exc.token)}") from None

@@ -32,6 +32,7 @@ from conformance.profiles import profile_json
 from conformance.snapshot import RowSnapshot, Snapshot
 from conformance.verdicts import row_verdict
 from litgpt_min.files import read_only
+from litgpt_min.json_keys import unique_keys
 from litgpt_min.result import Result, plain_json
 
 FORMAT = "litgpt-conformance-results/2"
@@ -265,10 +266,10 @@ def speed_unjudged(row: Mapping[str, Any]) -> str | None:
 def load_results(path: Path) -> dict[str, Any]:
     """A results document; ``ValueError`` naming the file and the field (a JSON pointer)."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(Path(path).read_text(encoding="utf-8"), object_pairs_hook=unique_keys)
     except OSError as exc:
         raise ValueError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except ValueError as exc:
+    except ValueError as exc:  # DuplicateKey among them
         raise ValueError(f"{path}: not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ValueError(

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from litgpt_min.files import write_json_atomic
+from litgpt_min.json_keys import unique_keys
 
 NormClass = Literal["LayerNorm", "RMSNorm"]
 MLPClass = Literal["GptNeoxMLP", "LLaMAMLP"]
@@ -141,14 +142,7 @@ def _load_yaml(text: str) -> Any:
 def _load_json(text: str) -> Any:
     """``lit_config.json``, a key given twice refused (``json`` would keep the last)."""
 
-    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        keys = [key for key, _ in pairs]
-        twice = next((key for key in keys if keys.count(key) > 1), None)
-        if twice is not None:
-            raise ValueError(f"duplicate key {twice!r}")
-        return dict(pairs)
-
-    return json.loads(text, object_pairs_hook=unique)
+    return json.loads(text, object_pairs_hook=unique_keys)
 
 
 def _later_name_quirk(config: Config) -> str | None:

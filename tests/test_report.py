@@ -182,7 +182,15 @@ def test_cli_report_renders_a_results_file(tmp_path: Path, capsys: pytest.Captur
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [("{", "not valid JSON"), ('{"format": "other", "rows": []}', "not a conformance results file")],
+    [
+        ("{", "not valid JSON"),
+        ('{"format": "other", "rows": []}', "not a conformance results file"),
+        # json keeps the last of a key given twice: a hand-edited baseline read as not written
+        (
+            '{"rows": [{"id": "r", "verdict": "failed", "verdict": "passed"}]}',
+            "duplicate key 'verdict' in the object with id 'r'",
+        ),
+    ],
 )
 def test_cli_report_refuses_other_files(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, message: str
