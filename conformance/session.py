@@ -323,10 +323,13 @@ class ConformanceSession:
 
     def _baseline_mark(self, kind: CheckKind, active: ActiveProfile, case: Case) -> list[pytest.MarkDecorator]:
         """A measured check of a row the baseline cannot judge is skipped with the reason (the
-        parameter counts and the estimate are judged against the profile's own figures)."""
+        parameter counts and the estimate are judged against the profile's own figures), which
+        names the row: ``-rs`` gives a mark's skip the test function's line, not the row's id."""
         key = (active.name, case.id)
         reason = self.baseline_skips.get(key) or (self.baseline_speed_skips.get(key) if kind == "speed" else None)
-        return [pytest.mark.skip(reason=reason)] if reason is not None and kind in ("run", "speed") else []
+        if reason is None or kind not in ("run", "speed"):
+            return []
+        return [pytest.mark.skip(reason=f"{item_id(active, case)}: {reason}")]
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_collection_modifyitems(self) -> None:

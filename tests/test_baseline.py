@@ -193,7 +193,11 @@ def test_a_speed_the_baseline_did_not_judge_is_skipped_not_compared(suite: Suite
     suite.answer({**good_answers(), OK: {"max_memory_gb": 1.02, "time_1k_iters_min": 2.1 * 2}})
     result = suite.run("--baseline", str(before), "-rs")
     result.assert_outcomes(passed=10, skipped=1, xfailed=1)
-    assert "did not judge this row's speed (speed inconclusive: the CPU was busy)" in result.stdout.str()
+    # The skip is a mark, which -rs places at the test function's line: the reason names the row.
+    assert (
+        f"tiny:{OK}: the baseline {before} did not judge this row's speed (speed inconclusive: the CPU was busy)"
+        in (result.stdout.str())
+    )
 
 
 def test_the_estimate_check_keeps_the_profiles_figures_under_a_baseline(suite: Suite) -> None:
@@ -223,7 +227,7 @@ def test_the_estimate_check_runs_for_rows_the_baseline_did_not_measure(suite: Su
     estimate(EstimateRequest(Config.from_name("tiny-llama"), "inference"))  # see the test above
     result = suite.run("--baseline", str(before), "-k", f"{INFER} or {OK}")
     result.assert_outcomes(passed=3, skipped=1)  # test_run[INFER] only: the estimate needs no baseline
-    result.stdout.fnmatch_lines(["SKIPPED * not in the baseline*"])
+    result.stdout.fnmatch_lines([f"SKIPPED * tiny:{INFER}: not in the baseline*"])
 
 
 def test_rows_missing_from_the_baseline_skip_and_a_bad_baseline_is_a_usage_error(suite: Suite) -> None:
