@@ -176,9 +176,10 @@ def train(
             optimizer_step(optimizer)
             synchronize(device)
             stats.optimizer_times.append(time.perf_counter() - t1)
-            step_count += 1
+            # The reference's order: the count of steps before this one decides, then it grows.
             if scheduler is not None and step_count > hp.warmup_steps:
                 scheduler.step()
+            step_count += 1
         stats.iters += 1
         stats.optimizer_steps = step_count
         stats.losses.append(loss.item())

@@ -444,9 +444,10 @@ def test_lora_cosine_schedule_starts_after_warmup() -> None:
     train(
         model, optimizer, scheduler, dataset, hp, max_iters=4, device=CPU, synchronize=synchronize, log=lambda s: None
     )
-    # Warmup sets lr 0 for optimizer step 1 and 1e-3 for step 2; the scheduler steps after each optimizer
-    # step once step_count > warmup_steps, i.e. after steps 2, 3 and 4: three cosine steps from 1e-3.
-    expected = 1e-3 * (1 + math.cos(math.pi * 3 / 390)) / 2
+    # Warmup sets lr 0 for optimizer step 1 and 1e-3 for step 2. As in Lit-GPT's finetune/lora.py, the
+    # scheduler steps after an optimizer step when the steps done before it exceed warmup_steps
+    # (checked, then step_count += 1): after steps 3 and 4, two cosine steps from 1e-3.
+    expected = 1e-3 * (1 + math.cos(math.pi * 2 / 390)) / 2
     assert optimizer.param_groups[0]["lr"] == pytest.approx(expected, rel=1e-9)
 
 
