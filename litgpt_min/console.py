@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 from typing import NoReturn
 
-from litgpt_min.usage import console_output
+from litgpt_min.usage import console_output, interrupts_held
 
 
 def entry() -> NoReturn:
@@ -21,6 +21,7 @@ def entry() -> NoReturn:
 
 
 def _main() -> int:
-    from litgpt_min import cli  # torch, Lightning: imported here, under the output rules
+    with interrupts_held():  # see there: Ctrl-C inside numpy's import could be lost
+        from litgpt_min import cli  # torch, Lightning: imported here, under the output rules
 
     return cli.main()

@@ -9,12 +9,14 @@ ends in a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import io
 import os
 import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -70,6 +72,22 @@ class OneLineParser(argparse.ArgumentParser):
             if isinstance(action, argparse._StoreAction) and action.nargs is None and isinstance(value, list):
                 self.error(f"argument {'/'.join(action.option_strings) or action.dest}: expected one value")
         return namespace, extras
+
+
+@contextlib.contextmanager
+def interrupts_held() -> Iterator[None]:
+    """Ctrl-C held back until the block ends, then raised there. For the imports of torch: raised
+    inside a C extension's initialization (numpy's, which torch imports), a KeyboardInterrupt can
+    be cleared by the extension's own error handling, so that the command runs on as if never
+    interrupted, or leave the module half-initialized for a RecursionError traceback later."""
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:  # a SIGINT that came meanwhile is delivered now: the handler raises it here
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def console_output(command: Callable[[], int], prog: str) -> int:
