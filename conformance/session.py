@@ -53,6 +53,7 @@ from conformance.runs import Counts, RunCache
 from conformance.snapshot import RowSnapshot, Snapshot
 from conformance.verdicts import Verdict, check_verdict, decides, report_reason
 
+ROWS_MODULE = Path(__file__).with_name("test_rows.py")
 REPORT_ATTRIBUTE = "conformance_row"  # the row record a check's report carries to the controller
 PLUGIN_NAME = "conformance-session"
 _FINISHED = (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED, pytest.ExitCode.NO_TESTS_COLLECTED)
@@ -300,6 +301,16 @@ class ConformanceSession:
     def pytest_report_header(self) -> list[str]:
         return hardware.format_header(self.fingerprint)
 
+    def pytest_collectstart(self, collector: pytest.Collector) -> None:
+        """The suite's own module: a profile that cannot be read is a usage error before its items
+        exist, so that ``--co`` lists no test for rows it could not read (a module importing the
+        checks elsewhere gets the error once its collection is done: pytest_generate_tests)."""
+        if isinstance(collector, pytest.Module) and collector.path == ROWS_MODULE:
+            try:
+                self.active_profiles()
+            except ExpectationError as exc:
+                raise pytest.UsageError(str(exc)) from None
+
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
         kind = CHECKS.get(metafunc.function.__name__)
         if FIXTURE not in metafunc.fixturenames or kind is None:
@@ -332,8 +343,11 @@ class ConformanceSession:
         return [pytest.mark.skip(reason=f"{item_id(active, case)}: {reason}")]
 
     @pytest.hookimpl(tryfirst=True)
-    def pytest_collection_modifyitems(self) -> None:
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         if self.collection_error is not None:
+            # pytest lists the collection (--co) even when this raises: not the parametrized
+            # placeholders (test_run[NOTSET], ...) that stand for the rows it could not read.
+            items.clear()
             raise pytest.UsageError(str(self.collection_error))
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:

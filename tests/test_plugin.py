@@ -11,6 +11,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
+import subprocess
+import sys
 import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -28,6 +31,8 @@ from conformance.results import FORMAT, ResultsLock, load_results
 from litgpt_min.peft import count_params  # imported here: torch must not be re-imported by an in-process run
 
 pytest_plugins = ["pytester"]
+
+REPO = Path(__file__).resolve().parent.parent
 
 OK = "finetune-lora-tiny_llama-noquant-mb2-1gpu"
 OOM = "finetune-lora-tiny_neox-noquant-mb16-1gpu"
@@ -704,10 +709,24 @@ def test_bad_expectation_files_are_usage_errors_naming_file_case_field(suite: Su
     data = json.loads((folder / "table.json").read_text())
     mutate(data)
     (folder / "table.json").write_text(json.dumps(data))
-    result = suite.run("--collect-only")
+    result = suite.run("--collect-only", "-q")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["ERROR: " + message.format(ok=OK)])
     assert "Traceback" not in result.stdout.str() + result.stderr.str()
+    assert "NOTSET" not in result.stdout.str()  # no placeholder test for the rows it could not read
+
+
+def test_a_broken_profile_lists_no_test_of_the_suites_own_module(tmp_path: Path) -> None:
+    """`pytest conformance --co -q` listed test_params[NOTSET] ... (4 tests) before the error."""
+    shutil.copytree(REPO / "expectations" / "cpu-tiny", tmp_path / "cpu-tiny")
+    path = tmp_path / "cpu-tiny" / "finetune.json"
+    data = json.loads(path.read_text())
+    data["cases"].append(dict(data["cases"][0]))
+    path.write_text(json.dumps(data))
+    args = ["-m", "pytest", "conformance", "--expectations", str(tmp_path), "--co", "-q", "-p", "no:cacheprovider"]
+    done = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == pytest.ExitCode.USAGE_ERROR and "field 'id': duplicate id" in done.stderr
+    assert "test_rows.py::" not in done.stdout and "no tests collected" in done.stdout, done.stdout
 
 
 def test_malformed_json_names_the_file_and_line(suite: Suite) -> None:
