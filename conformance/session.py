@@ -59,18 +59,31 @@ PLUGIN_NAME = "conformance-session"
 _FINISHED = (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED, pytest.ExitCode.NO_TESTS_COLLECTED)
 
 
-def _end_on_sigterm() -> Any:
+def _end_on_signals() -> dict[int, Any]:
     """SIGTERM (a time limit's, a cancelled CI job's) ends the session as Ctrl-C does, where nothing
     else handles it: its rows are stopped, the results file gets the runs that ended since its last
     write, and the user the summary; before, the process ended where it stood, without a word.
-    Returns the handler to restore (None: SIGTERM left alone: not the main thread, or handled)."""
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
-        return None
 
-    def terminated(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt("terminated (SIGTERM)")
+    The first SIGTERM or Ctrl-C also makes the session deaf to both until it has written what it
+    has (:meth:`Session.close`): a second one (coreutils' ``timeout`` signals the process, then its
+    group; a CI runner follows SIGINT with SIGTERM; an impatient Ctrl-C) interrupted that writing
+    with a traceback, and the rows since the last write were lost.
 
-    return signal.signal(signal.SIGTERM, terminated)
+    Returns the handlers to restore (none where the signals are not the session's: not the main
+    thread, or already handled)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def interrupted(signum: int, frame: Any) -> None:
+        for number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(number, signal.SIG_IGN)
+        raise KeyboardInterrupt("terminated (SIGTERM)") if signum == signal.SIGTERM else KeyboardInterrupt
+
+    previous = {}
+    for number, default in ((signal.SIGTERM, signal.SIG_DFL), (signal.SIGINT, signal.default_int_handler)):
+        if signal.getsignal(number) == default:
+            previous[number] = signal.signal(number, interrupted)
+    return previous
 
 
 @dataclass
@@ -121,7 +134,7 @@ class ConformanceSession:
         if self.writes and options.results is not None:
             check_target(options.results)
             self._results_lock = ResultsLock(options.results)
-        self._sigterm = _end_on_sigterm() if self.writes else None
+        self._signals = _end_on_signals() if self.writes else {}
 
     # The machine and the profiles ------------------------------------------------------------
     @property
@@ -293,9 +306,9 @@ class ConformanceSession:
         if self._results_lock is not None:
             self._results_lock.release()
             self._results_lock = None
-        if self._sigterm is not None:
-            signal.signal(signal.SIGTERM, self._sigterm)
-            self._sigterm = None
+        for number, handler in self._signals.items():
+            signal.signal(number, handler)
+        self._signals = {}
 
     # Hooks: header and collection -------------------------------------------------------------------
     def pytest_report_header(self) -> list[str]:

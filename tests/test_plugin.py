@@ -1001,6 +1001,40 @@ def test_sigterm_ends_the_session_as_ctrl_c_does(suite: Suite) -> None:
     assert not list(suite.pytester.path.glob(".r.json.lock"))
 
 
+SECOND_SIGNALS = """
+import os
+import signal
+
+import pytest
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session):
+    # While the session writes what it has: coreutils' timeout signals the process and then its
+    # group, a CI runner follows SIGINT with SIGTERM, a user presses Ctrl-C again.
+    os.kill(os.getpid(), signal.SIGTERM)
+    os.kill(os.getpid(), signal.SIGINT)
+"""
+
+
+@pytest.mark.slow
+def test_a_second_signal_does_not_interrupt_the_sessions_last_writes(suite: Suite) -> None:
+    """Before, it raised KeyboardInterrupt in the session's finish: a traceback, and the rows that
+    ended since the results file's last write were lost."""
+    suite.profile()
+    suite.answer(good_answers())
+    suite.pytester.makepyfile(terminating_runner=TERMINATING_RUNNER, second_signals=SECOND_SIGNALS)
+    results = suite.pytester.path / "r.json"
+    result = suite.pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-p", "second_signals", "--expectations", str(suite.root),
+        "--runner", "terminating_runner:run_or_terminate", "--results", str(results), "--cpu-jobs", "0",
+    )  # fmt: skip
+    output = result.stdout.str() + result.stderr.str()
+    assert result.ret == pytest.ExitCode.INTERRUPTED and "Traceback" not in output, output
+    result.stdout.fnmatch_lines(["conformance: results in *r.json"])
+    rows = {r["id"]: r for r in load_results(results)["rows"]}
+    assert rows[INFER]["verdict"] == "not run" and rows[OOM]["verdict"] == "xfailed"
+
+
 SLOW_INTERRUPTING_RUNNER = f"""
 import time
 import pytest
