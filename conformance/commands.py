@@ -23,12 +23,26 @@ def rerecord_command(options: Options, active: ActiveProfile, case: Case | None 
     argv += ["--profile", active.name]
     if case is not None:
         argv += ["-k", f"[{active.name}:{case.id}]"]
-    if options.explicit("emulate_memory_gb"):
-        argv += ["--emulate-memory-gb", str(options.emulate_memory_gb)]
+    argv += _cap_arguments(
+        options, active, case is not None and real_path(target) == real_path(active.profile.directory)
+    )
     argv += ["--record", display(target)]
     if target.is_dir() and any(target.glob("*.json")):
         argv.append("--force")
     return shlex.join(argv)
+
+
+def _cap_arguments(options: Options, active: ActiveProfile, one_row_of_this_profile: bool) -> list[str]:
+    """A row re-recorded into its own profile is measured as the profile's other rows were: under
+    the memory cap the profile records (a GPU profile's ``memory_cap_gb``; a CPU profile's own
+    memory, what the default gives), whatever cap this session ran under. Anything else is
+    recorded under this session's cap."""
+    if one_row_of_this_profile:
+        cap = None if active.on_cpu else active.profile.hardware.get("memory_cap_gb")
+        return [] if cap is None else ["--emulate-memory-gb", f"{cap:g}"]
+    if options.explicit("emulate_memory_gb"):
+        return ["--emulate-memory-gb", str(options.emulate_memory_gb)]
+    return []
 
 
 def estimate_command(options: Options, active: ActiveProfile) -> str:

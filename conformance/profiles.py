@@ -141,6 +141,13 @@ def select_profiles(options: Options, fp: Mapping[str, Any]) -> list[ActiveProfi
             options.record or ".",
             f"--record writes one profile, but {len(actives)} are active ({names}); pick one with --profile",
         )
+    if recording and actives[0].on_cpu and actives[0].memory_cap_gb is None:
+        raise ExpectationError(
+            options.record or ".",
+            f"--record with --emulate-memory-gb off: a CPU profile's rows are measured under its memory"
+            f" (profile {actives[0].name}: {float(actives[0].profile.hardware['memory_gb']):g} GB), which the"
+            " recorded profile states; give that, or another figure, as --emulate-memory-gb",
+        )
     if recording and actives[0].measure_skip is not None:
         raise ExpectationError(
             options.record or ".",

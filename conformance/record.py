@@ -27,6 +27,7 @@ from conformance.expectations import (
     CARD_KEYS,
     PRECISION,
     Case,
+    ExpectationError,
     list_profiles,
     load_file,
     load_profile,
@@ -113,11 +114,20 @@ def build_files(
         else:
             source_meta.setdefault(name, _without_notes(sources[case.file]["source"], same_profile))
         recorded.add(case.id)
-    for case_id, (name, row) in old_cases.items():
-        if case_id not in recorded:
-            rows[name].append(row)
+    unmeasured = [case_id for case_id in old_cases if case_id not in recorded]
+    for case_id in unmeasured:
+        name, row = old_cases[case_id]
+        rows[name].append(row)
     if not touched:
         return {}
+    if unmeasured and _memory(before["hardware"]) != _memory(header["hardware"]):
+        # One memory per profile: the other rows' figures (an OOM among them) belong to the old one.
+        raise ExpectationError(
+            target,
+            f"this session measured under {_memory_text(header['hardware'])}, the profile's other"
+            f" {len(unmeasured)} rows under {_memory_text(before['hardware'])}: record every row (without -k)"
+            f" to change its memory, or record under the profile's ({_cap_option(before['hardware'])})",
+        )
     files = {}
     for name, cases in rows.items():
         if not cases:
@@ -132,6 +142,23 @@ def build_files(
             "cases": _ordered(cases, old.get(name), active.profile.cases),
         }
     return files
+
+
+def _memory(hardware: Mapping[str, Any]) -> tuple[Any, Any]:
+    return hardware.get("memory_gb"), hardware.get("memory_cap_gb")
+
+
+def _memory_text(hardware: Mapping[str, Any]) -> str:
+    cap = hardware.get("memory_cap_gb")
+    return f"{hardware.get('memory_gb'):g} GB" + ("" if cap is None else f" (a {cap:g} GB cap)")
+
+
+def _cap_option(hardware: Mapping[str, Any]) -> str:
+    """How a session records under ``hardware``'s memory: a CPU profile's is its own (the default)."""
+    cap = hardware.get("memory_cap_gb")
+    if hardware.get("sku") == "cpu" or cap is None:
+        return "without --emulate-memory-gb"
+    return f"--emulate-memory-gb {cap:g}"
 
 
 def measured_case(

@@ -273,6 +273,20 @@ def test_memory_regression_lists_every_finding_and_the_commands(suite: Suite) ->
     assert "reproduce: " in text and "-m litgpt_min finetune lora --model tiny-llama --micro-batch-size 2" in text
 
 
+def test_a_rows_re_record_command_keeps_its_profiles_memory(suite: Suite) -> None:
+    """A row that fails under another cap is re-recorded under the profile's: before, the printed
+    command carried this session's --emulate-memory-gb and changed the memory of the whole profile."""
+    suite.profile()
+    answers = good_answers()
+    answers[OK] = {"max_memory_gb": 1.25, "time_1k_iters_min": 2.0}
+    suite.answer(answers)
+    text = suite.run("-k", OK, "--emulate-memory-gb", "20").stdout.str()
+    assert (
+        f"re-record: pytest conformance --expectations exp --profile tiny -k '[tiny:{OK}]' --record exp/tiny --force\n"
+        in (text)
+    )
+
+
 def test_improved_memory_passes_with_a_warning_and_fails_under_strict(suite: Suite) -> None:
     suite.profile()
     answers = good_answers()
@@ -531,6 +545,20 @@ def test_record_writes_a_loadable_profile_and_rerecord_prints_a_diff(suite: Suit
     )
     assert {c.id: c.max_memory_gb for c in load_profile("recorded", suite.root).cases}[OK] == 1.5
 
+    # One row under another memory cap: the other rows (an OOM among them) were measured under 40 GB.
+    # Before, the profile's memory became 20 GB for all of them and the next run failed rows never re-recorded.
+    before = {path.name: path.read_bytes() for path in target.glob("*.json")}
+    mixed = suite.run("--profile", "tiny", "--record", str(target), "--force", "-k", OK, "--emulate-memory-gb", "20")
+    assert mixed.ret == pytest.ExitCode.TESTS_FAILED
+    mixed.stdout.fnmatch_lines(
+        [
+            "conformance: record failed: *recorded: this session measured under 20 GB, the profile's other 4 rows"
+            " under 40 GB: record every row (without -k) to change its memory, or record under the profile's"
+            " (without --emulate-memory-gb)"
+        ]
+    )
+    assert {path.name: path.read_bytes() for path in target.glob("*.json")} == before
+
 
 def test_an_interrupted_record_says_that_it_recorded_nothing(suite: Suite) -> None:
     """Before, an interrupted --record session summed up its checks as 'recorded' and said nothing
@@ -646,6 +674,19 @@ def test_record_refuses_several_active_profiles(suite: Suite) -> None:
     result = suite.run("--profile", "one", "--profile", "two", "--record", str(suite.root / "new"))
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--record writes one profile, but 2 are active (one, two); pick one with --profile"])
+
+
+def test_record_refuses_uncapped_cpu_rows(suite: Suite) -> None:
+    """Before, they were recorded under the CPU profile's memory figure, which they never ran under."""
+    suite.profile()
+    result = suite.run("--profile", "tiny", "--record", str(suite.root / "new"), "--emulate-memory-gb", "off")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "*--record with --emulate-memory-gb off: a CPU profile's rows are measured under its memory (profile tiny: 40 GB)*"
+        ]
+    )
+    assert not (suite.root / "new").exists()
 
 
 # Results and JUnit --------------------------------------------------------------------------------------
