@@ -135,6 +135,7 @@ class ConformanceSession:
             check_target(options.results)
             self._results_lock = ResultsLock(options.results)
         self._signals = _end_on_signals() if self.writes else {}
+        self._profile_written = False  # --record's profile, at the session's end
 
     # The machine and the profiles ------------------------------------------------------------
     @property
@@ -528,6 +529,7 @@ class ConformanceSession:
                     row.counts = self.cache.param_counts(row.case)
             try:
                 self.summary_lines += record_profile(self.snapshot())
+                self._profile_written = True
             except ExpectationError as exc:
                 self.summary_lines.append(f"conformance: record failed: {exc}")
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
@@ -558,10 +560,16 @@ class ConformanceSession:
                 if verdict is not None:
                     counts[verdict] = counts.get(verdict, 0) + 1
             if counts:
-                parts.append(f"{kind} " + ", ".join(f"{n} {verdict}" for verdict, n in sorted(counts.items())))
+                parts.append(
+                    f"{kind} " + ", ".join(f"{n} {self._word(verdict)}" for verdict, n in sorted(counts.items()))
+                )
         terminalreporter.write_line(f"conformance: {len(self.rows)} rows; " + "; ".join(parts))
         if self.options.results is not None and self._results_written:
             terminalreporter.write_line(f"conformance: results in {self.options.results}")
+
+    def _word(self, verdict: str) -> str:
+        """A check decided in record mode reads "recorded" only if the profile was written."""
+        return "measured" if verdict == "recorded" and not self._profile_written else verdict
 
     def pytest_unconfigure(self) -> None:
         self.close()

@@ -550,6 +550,7 @@ def test_record_writes_a_loadable_profile_and_rerecord_prints_a_diff(suite: Suit
     before = {path.name: path.read_bytes() for path in target.glob("*.json")}
     mixed = suite.run("--profile", "tiny", "--record", str(target), "--force", "-k", OK, "--emulate-memory-gb", "20")
     assert mixed.ret == pytest.ExitCode.TESTS_FAILED
+    assert "run 1 measured" in mixed.stdout.str()  # not "recorded": the profile was left as it was
     mixed.stdout.fnmatch_lines(
         [
             "conformance: record failed: *recorded: this session measured under 20 GB, the profile's other 4 rows"
@@ -571,6 +572,8 @@ def test_an_interrupted_record_says_that_it_recorded_nothing(suite: Suite) -> No
     result = suite.run(*args, "--cpu-jobs", "0")
     assert result.ret == pytest.ExitCode.INTERRUPTED
     result.stdout.fnmatch_lines(["conformance: the session did not finish; nothing recorded, *recorded left as it was"])
+    counts = next(line for line in result.outlines if line.startswith("conformance: 5 rows;"))
+    assert "measured" in counts and "recorded" not in counts, counts  # the checks' own word: nothing was
     assert not target.exists()
 
 
