@@ -18,7 +18,7 @@ from typing import Any
 from conformance.diff import cmd_diff
 from conformance.estimate_command import add_parser as add_estimate_parser
 from conformance.estimate_command import run as run_estimate
-from conformance.expectations import DEFAULT_ROOT, ExpectationError, list_profiles, load_profile
+from conformance.expectations import DEFAULT_ROOT, ExpectationError, list_profiles, load_profile, profile_folder_hint
 from conformance.hardware import fingerprint, format_header
 from conformance.merge import PREFER_CHOICES, Prefer, merge_files
 from conformance.options import Options, fraction
@@ -206,7 +206,11 @@ def cmd_validate(root: Path, names: list[str]) -> int:
         return EXIT_BAD_INPUT
     available = list_profiles(root)
     if not available:
-        print(one_line(f"conformance validate: no profiles in {root}"), file=sys.stderr)
+        folder = profile_folder_hint(root)
+        print(
+            one_line(f"conformance validate: no profiles in {root}" + (f"; {folder}" if folder else "")),
+            file=sys.stderr,
+        )
         return EXIT_BAD_INPUT
     unknown = [name for name in names if name not in available]
     if unknown:

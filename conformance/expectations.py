@@ -19,6 +19,7 @@ import functools
 import json
 import math
 import re
+import stat
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -302,6 +303,8 @@ def _line_of(text: str, token: str) -> str:
 def _read_json(path: Path) -> Any:
     """Strict JSON: no NaN/Infinity, no duplicate keys (``json`` would keep the last silently)."""
     try:
+        if not stat.S_ISREG(path.stat().st_mode) and not path.is_dir():  # a folder: read_bytes says so
+            raise ExpectationError(path, "not a regular file (a FIFO or a device, which reading could block)")
         text = path.read_bytes().decode("utf-8")
     except OSError as exc:
         raise ExpectationError(path, f"cannot read: {exc.strerror or exc}") from None
@@ -518,6 +521,28 @@ def _profile_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.glob("*.json") if not p.name.startswith("."))
 
 
+def profile_folder_hint(root: Path) -> str:
+    """When ``root`` holds no profile folders but is itself a profile's folder (a ``*.json`` object
+    with ``cases``): what to give instead. Else empty."""
+    root = Path(root)
+    if not root.is_dir() or list_profiles(root):
+        return ""
+    for path in _profile_files(root):
+        if not path.is_file():  # a FIFO could block the read
+            continue
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and "cases" in data:
+            folder = real_path(root)
+            return (
+                f"{display(root)} is the folder of profile {folder.name}: give the folder that holds it"
+                f" (--expectations {display(folder.parent)} --profile {folder.name})"
+            )
+    return ""
+
+
 def list_profiles(root: Path = DEFAULT_ROOT) -> list[str]:
     """Names of the folders under ``root`` that hold at least one profile file."""
     root = Path(root)
@@ -576,8 +601,11 @@ def load_profile(name: str, root: Path = DEFAULT_ROOT) -> Profile:
         close = difflib.get_close_matches(name, available, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         listing = ", ".join(available) if available else "none"
+        folder = profile_folder_hint(root)
         raise ExpectationError(
-            root / str(name), f"unknown profile {name!r}{hint} (available in {display(root)}: {listing})"
+            root / str(name),
+            f"unknown profile {name!r}{hint} (available in {display(root)}: {listing})"
+            + (f"; {folder}" if folder else ""),
         )
     directory = root / name
     files: dict[Path, dict[str, Any]] = {}

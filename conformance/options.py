@@ -22,7 +22,15 @@ from typing import Any, Literal
 import pytest
 
 from conformance.display import display
-from conformance.expectations import DEFAULT_ROOT, Case, Tolerances, list_profiles, load_profile, tolerance_problem
+from conformance.expectations import (
+    DEFAULT_ROOT,
+    Case,
+    Tolerances,
+    list_profiles,
+    load_profile,
+    profile_folder_hint,
+    tolerance_problem,
+)
 from conformance.runner import DEFAULT_RUNNER
 from litgpt_min.files import cannot_write_in, read_only, real_path
 from litgpt_min.result import MAX_MEMORY_GB
@@ -79,6 +87,9 @@ class Options:
         if not self.expectations.is_dir():
             raise ValueError(f"--expectations {self.expectations}: not a directory")
         available = list_profiles(self.expectations)
+        folder = profile_folder_hint(self.expectations)
+        if folder:
+            raise ValueError(f"--expectations {display(self.expectations)}: no profile folders; {folder}")
         for name in self.profiles:
             if name not in available:
                 listing = ", ".join(available) or "none"

@@ -25,6 +25,7 @@ from conformance.expectations import (
     load_file,
     load_profile,
     model_slug,
+    profile_folder_hint,
     write_json_atomic,
 )
 from litgpt_min import files
@@ -549,6 +550,16 @@ def test_a_json_entry_that_is_not_a_readable_file_is_refused_not_left_out(tmp_pa
     (good.parent / "c.json").symlink_to(good.name)  # a link to a file is that file: read, not refused
     with pytest.raises(ExpectationError, match=r"b\.json: cannot read"):
         load_profile("tmp", tmp_path)
+
+
+def test_a_fifo_among_a_profiles_files_is_refused_not_read(tmp_path: Path) -> None:
+    """Before, reading it blocked `conformance validate` and the suite for ever."""
+    good = _write(tmp_path, _valid_doc(), "a.json")
+    os.mkfifo(good.parent / "b.json")
+    with pytest.raises(ExpectationError, match=r"b\.json: not a regular file \(a FIFO or a device"):
+        load_profile("tmp", tmp_path)
+    assert profile_folder_hint(good.parent) != ""  # the folder given for its parent: the FIFO is skipped
+    assert "--expectations " + str(tmp_path) in profile_folder_hint(good.parent)
 
 
 def test_unknown_profile_lists_the_available_ones(tmp_path: Path) -> None:

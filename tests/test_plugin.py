@@ -773,6 +773,17 @@ def test_a_broken_profile_lists_no_test_of_the_suites_own_module(tmp_path: Path)
     assert "test_rows.py::" not in done.stdout and "no tests collected" in done.stdout, done.stdout
 
 
+def test_a_profiles_own_folder_given_as_expectations_names_the_folder_to_give(suite: Suite) -> None:
+    """Before: "no profile for this machine ... (available: none); pick one with --profile"."""
+    folder = suite.profile()
+    result = suite.run_bare("--expectations", str(folder), "--runner", "fake_runner:run")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["ERROR: --expectations *tiny: no profile folders; *tiny is the folder of profile tiny: give the folder"
+         " that holds it (--expectations *exp --profile tiny)"]
+    )  # fmt: skip
+
+
 def test_malformed_json_names_the_file_and_line(suite: Suite) -> None:
     folder = suite.profile()
     (folder / "table.json").write_text('{"profile": "tiny",\n "cases": [}')
