@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from conformance.diff import cmd_diff
+from conformance.display import rows_text
 from conformance.estimate_command import add_parser as add_estimate_parser
 from conformance.estimate_command import run as run_estimate
 from conformance.expectations import DEFAULT_ROOT, ExpectationError, list_profiles, load_profile, profile_folder_hint
@@ -227,5 +228,7 @@ def cmd_validate(root: Path, names: list[str]) -> int:
             print(str(exc), file=sys.stderr)
             status = 1
             continue
-        print(f"{name}: ok ({len({c.file for c in profile.cases})} files, {len(profile.cases)} rows)")
+        print(
+            f"{name}: ok ({rows_text(len({c.file for c in profile.cases}), 'file')}, {rows_text(len(profile.cases))})"
+        )
     return status

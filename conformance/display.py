@@ -28,9 +28,9 @@ def count_text(value: int) -> str:
     return f"{value:,}"
 
 
-def rows_text(n: int) -> str:
-    """``1 row``, ``2 rows``."""
-    return f"{n} row{'' if n == 1 else 's'}"
+def rows_text(n: int, noun: str = "row") -> str:
+    """``1 row``, ``2 rows`` (``noun``: ``1 file``, ``2 files``)."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def pct_text(rel: float) -> str:

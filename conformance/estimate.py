@@ -260,7 +260,7 @@ def estimate_problem(row: RowEstimate, tolerance: float | None) -> str | None:
     at = f"at {_gb(row.capacity_gb)} GB" if row.capacity_gb is not None else "without a capacity"
     if row.expected_outcome == "ok":
         if row.outcome != "ok":
-            return f"predicted {row.outcome} ({_estimated(row)} GB {at}), the profile says ok ({_expected(row)} GB)"
+            return f"{_prediction(row, at)}, the profile says ok ({_expected(row)} GB)"
         err = row.error_rel
         if tolerance is not None and (err is None or abs(err) > tolerance):
             shown = "no figure" if err is None else f"{err:+.1%}"
@@ -272,10 +272,16 @@ def estimate_problem(row: RowEstimate, tolerance: float | None) -> str | None:
     if row.expected_outcome in ("oom", "error"):
         if row.outcome == "oom":
             return None
-        return f"predicted {row.outcome} ({_estimated(row)} GB {at}), the profile says {row.expected_outcome}"
+        return f"{_prediction(row, at)}, the profile says {row.expected_outcome}"
     if row.outcome != row.expected_outcome:
-        return f"predicted {row.outcome} ({_estimated(row)} GB), the profile says {row.expected_outcome}"
+        return f"{_prediction(row)}, the profile says {row.expected_outcome}"
     return None
+
+
+def _prediction(row: RowEstimate, at: str = "") -> str:
+    if row.outcome == "unsupported":
+        return "predicted unsupported"
+    return f"predicted {row.outcome} ({_gb(row.max_memory_gb)} GB{' ' + at if at else ''})"
 
 
 def _verdict(row: RowEstimate, tolerance: float | None) -> str:

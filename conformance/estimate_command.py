@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
+from conformance.display import rows_text
 from conformance.estimate import (
     default_jobs,
     estimate_profile,
@@ -259,7 +260,7 @@ def _run_profile(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             "reserved GB: the caching allocator's modelled peak reserve (max_memory_reserved); at 1st GEMM: "
             "its reserve when the first matmul creates cuBLAS's handle, outside it (one-device rows only).\n"
         )
-    err.write(f"{len(rows)} rows in {time.perf_counter() - started:.1f} s\n")
+    err.write(f"{rows_text(len(rows))} in {time.perf_counter() - started:.1f} s\n")
     return 0
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from conformance.compare import slowdown, verdict
+from conformance.display import rows_text
 from conformance.results import load_results, speed_unjudged
 from litgpt_min.files import atomic_write, check_output_file
 from litgpt_min.usage import one_line
@@ -264,5 +265,5 @@ def cmd_plot(file: Path, out: Path) -> int:
         print(one_line(f"conformance report --plot: cannot write {out}: {exc.strerror or exc}"), file=sys.stderr)
         return 2
     # stderr: stdout carries the Markdown report when both are asked for.
-    print(f"conformance: plotted {n} rows into {out}", file=sys.stderr)
+    print(f"conformance: plotted {rows_text(n)} into {out}", file=sys.stderr)
     return 0

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from conformance import hardware
-from conformance.display import display
+from conformance.display import display, rows_text
 from conformance.expectations import ExpectationError, Profile, list_profiles, load_profile
 from conformance.options import Options
 
@@ -48,7 +48,7 @@ class ActiveProfile:
     def describe(self) -> str:
         """One header line."""
         p = self.profile
-        head = f"conformance profile {p.name} ({display(p.directory)}, {len(p.cases)} rows): "
+        head = f"conformance profile {p.name} ({display(p.directory)}, {rows_text(len(p.cases))}): "
         cap = f" under a {self.memory_cap_gb:g} GB memory cap" if self.memory_cap_gb is not None else ""
         if self.mode == "params-only":
             return head + f"parameter counts and GPU-free memory estimates; measured rows skip: {self.measure_skip}"

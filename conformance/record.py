@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from conformance.compare import SPEED_FIELDS, SPEED_INCONCLUSIVE
-from conformance.display import count_text, display, significant
+from conformance.display import count_text, display, rows_text, significant
 from conformance.expectations import (
     CARD_KEYS,
     PRECISION,
@@ -125,7 +125,7 @@ def build_files(
         raise ExpectationError(
             target,
             f"this session measured under {_memory_text(header['hardware'])}, the profile's other"
-            f" {len(unmeasured)} rows under {_memory_text(before['hardware'])}: record every row (without -k)"
+            f" {rows_text(len(unmeasured))} under {_memory_text(before['hardware'])}: record every row (without -k)"
             f" to change its memory, or record under the profile's ({_cap_option(before['hardware'])})",
         )
     files = {}
@@ -259,7 +259,7 @@ def summary_lines(target: Path, old: Mapping[str, dict[str, Any]], new: Mapping[
     old_rows = {row["id"]: row for data in old.values() for row in data["cases"]}
     new_rows = {row["id"]: row for data in new.values() for row in data["cases"]}
     verb = "re-recorded" if old else "recorded"
-    lines = [f"conformance: {verb} {display(target)} ({len(new)} files, {len(new_rows)} rows)"]
+    lines = [f"conformance: {verb} {display(target)} ({rows_text(len(new), 'file')}, {rows_text(len(new_rows))})"]
     unchanged = 0
     for case_id, row in new_rows.items():
         before = old_rows.get(case_id)
@@ -272,7 +272,7 @@ def summary_lines(target: Path, old: Mapping[str, dict[str, Any]], new: Mapping[
         else:
             unchanged += 1
     if old:
-        lines.append(f"  {unchanged} rows unchanged")
+        lines.append(f"  {rows_text(unchanged)} unchanged")
     return lines
 
 

@@ -26,7 +26,7 @@ from conformance.baseline import Baseline, apply_baseline
 from conformance.commands import estimate_command, invocation, rerecord_command
 from conformance.compare import Finding
 from conformance.cpu_busy import speed_skip_reason as cpu_busy_reason
-from conformance.display import display
+from conformance.display import display, rows_text
 from conformance.estimate import RowEstimate, estimate_case, profile_capacity_gb, profile_stack
 from conformance.expectations import Case, ExpectationError
 from conformance.gpu_idle import IdleReport, check_idle
@@ -563,7 +563,7 @@ class ConformanceSession:
                 parts.append(
                     f"{kind} " + ", ".join(f"{n} {self._word(verdict)}" for verdict, n in sorted(counts.items()))
                 )
-        terminalreporter.write_line(f"conformance: {len(self.rows)} rows; " + "; ".join(parts))
+        terminalreporter.write_line(f"conformance: {rows_text(len(self.rows))}; " + "; ".join(parts))
         if self.options.results is not None and self._results_written:
             terminalreporter.write_line(f"conformance: results in {self.options.results}")
 

@@ -1121,7 +1121,17 @@ def test_estimate_problem_rules(
     problem = estimate_problem(row, tolerance)
     assert (problem is None) == agrees
     if problem is not None:
-        assert "the profile says" in problem
+        assert "the profile says" in problem and "(OOM) GB" not in problem and "N/A GB" not in problem
+
+
+def test_an_estimate_problem_reads_as_a_sentence() -> None:
+    """Before: "predicted oom (50.00 (OOM) GB at 42.00 GB)"."""
+    from conformance.estimate import RowEstimate, estimate_problem
+
+    row = RowEstimate("r", "oom", 50.0, "current", "fake-run", "ok", 10.0, 42.0)
+    assert estimate_problem(row, None) == "predicted oom (50.00 GB at 42.00 GB), the profile says ok (10.00 GB)"
+    row = RowEstimate("r", "unsupported", None, "current", "fake-run", "ok", 10.0, 42.0)
+    assert estimate_problem(row, None) == "predicted unsupported, the profile says ok (10.00 GB)"
 
 
 @pytest.mark.parametrize("jobs", [1, 2, 3, 4])

@@ -49,7 +49,7 @@ def test_the_full_profile_renders(tmp_path: Path, capsys: pytest.CaptureFixture)
     assert len(doc["rows"]) == len(load_profile(REFERENCE_PROFILE).cases) >= 72
     out = tmp_path / "rows.png"
     assert cmd_plot(write(tmp_path / "results.json", doc), out) == 0
-    assert f"plotted {len(doc['rows'])} rows" in capsys.readouterr().err
+    assert f"plotted {len(doc['rows'])} row" in capsys.readouterr().err
     data = out.read_bytes()
     assert data.startswith(PNG_SIGNATURE)
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
@@ -145,7 +145,7 @@ def test_report_draws_the_plot_beside_the_markdown(tmp_path: Path, capsys: pytes
     out = tmp_path / "rows.png"
     assert main(["report", str(write(tmp_path / "r.json", doc)), "--plot", str(out)]) == 0
     captured = capsys.readouterr()
-    assert captured.out.startswith("# Conformance report") and "plotted 1 rows" in captured.err
+    assert captured.out.startswith("# Conformance report") and "plotted 1 row into" in captured.err
     assert out.read_bytes().startswith(PNG_SIGNATURE)
 
 

@@ -516,7 +516,7 @@ def test_record_writes_a_loadable_profile_and_rerecord_prints_a_diff(suite: Suit
     target = suite.root / "recorded"
     result = suite.run("--profile", "tiny", "--record", str(target))
     assert result.ret == 0
-    result.stdout.fnmatch_lines(["*conformance: recorded *recorded (1 files, 5 rows)", f"  {OK}: new row (outcome ok*"])
+    result.stdout.fnmatch_lines(["*conformance: recorded *recorded (1 file, 5 rows)", f"  {OK}: new row (outcome ok*"])
     profile = load_profile("recorded", suite.root)
     rows = {c.id: c for c in profile.cases}
     assert rows[OK].max_memory_gb == 1.02 and rows[OK].time_1k_iters_min == 2.1
@@ -538,7 +538,7 @@ def test_record_writes_a_loadable_profile_and_rerecord_prints_a_diff(suite: Suit
     assert again.ret == 0, "record mode never fails a row on a finding"
     again.stdout.fnmatch_lines(
         [
-            "*re-recorded *recorded (1 files, 5 rows)",
+            "*re-recorded *recorded (1 file, 5 rows)",
             f"  {OK}: max_memory_gb 1.02 -> 1.5 (+47.1%)",
             "  4 rows unchanged",
         ]
