@@ -86,6 +86,8 @@ class Options:
         ``writes=False`` (a pytest-xdist worker) skips the output targets: the controller owns them."""
         if not self.expectations.is_dir():
             raise ValueError(f"--expectations {self.expectations}: not a directory")
+        if "" in self.profiles:  # an unset shell variable (`--profile "$NAME"`)
+            raise ValueError("--profile: expected a profile name, got an empty value")
         available = list_profiles(self.expectations)
         folder = profile_folder_hint(self.expectations)
         if folder:
@@ -109,6 +111,12 @@ class Options:
             raise ValueError(
                 f"--results {self.results}: is the --baseline file; writing it would replace the run it is judged against"
             )
+        if self.record is not None:
+            judging = [flag for flag, value in _JUDGING.items() if getattr(self, value) is not None]
+            if judging:
+                raise ValueError(
+                    f"{judging[0]} does not apply with --record, which judges no figure: it writes what it measures"
+                )
         if self.force and self.record is None:
             raise ValueError(
                 "--force applies to --record only (it lets --record overwrite a profile); no --record given"
@@ -186,6 +194,15 @@ def check_directory_target(option: str, path: Path) -> None:
         raise ValueError(f"{option} {path}: {display(target)} is not a directory")
     if why := cannot_write_in(target):
         raise ValueError(f"{option} {path}: cannot write in {display(target)} ({why})")
+
+
+# The options that judge measured figures: --record measures and writes, and judges none.
+_JUDGING = {
+    "--baseline": "baseline",
+    "--memory-tolerance": "memory_tolerance",
+    "--speed-tolerance": "speed_tolerance",
+    "--estimate-tolerance": "estimate_tolerance",
+}
 
 
 def check_record_target(directory: Path, force: bool) -> None:

@@ -808,6 +808,13 @@ def test_malformed_json_names_the_file_and_line(suite: Suite) -> None:
         (["--record", ""], "ERROR: --record: expected a path, got an empty value"),
         (["--results", ""], "ERROR: --results: expected a path, got an empty value"),
         (["--baseline", ""], "ERROR: --baseline: expected a path, got an empty value"),
+        (["--profile", ""], "ERROR: --profile: expected a profile name, got an empty value"),
+        # Accepted and unused before: record mode judges no figure.
+        (["--record", "rec/new", "--speed-tolerance", "0.5"], "ERROR: --speed-tolerance does not apply with --record*"),
+        (
+            ["--record", "rec/new", "--estimate-tolerance", "0"],
+            "ERROR: --estimate-tolerance does not apply with --record*",
+        ),
     ],
 )
 def test_bad_options_are_usage_errors(suite: Suite, args: list[str], message: str) -> None:
