@@ -254,8 +254,10 @@ def case_id(
 
 
 def case_id_from(row: Mapping[str, Any]) -> str:
-    """:func:`case_id` of a case dict or a runner result (the six identifying keys)."""
-    return case_id(*(row.get(key) for key in _ID_FIELDS))
+    """:func:`case_id` of a case dict or a runner result (the six identifying keys). A count
+    written ``1.0`` is 1, as the schema reads it."""
+    values = [row.get(key) for key in _ID_FIELDS]
+    return case_id(*(int(v) if isinstance(v, float) and v.is_integer() else v for v in values))
 
 
 # Reading ------------------------------------------------------------------------------------------
@@ -484,10 +486,11 @@ def _runner_option_problems(path: Path, label: str, row: dict[str, Any]) -> Iter
             yield ExpectationError(path, f"unknown runner option for {workload}{hint}", label, where)
     if not named:
         return
-    values: dict[str, Any] = {"model": row["model"], "precision": PRECISION, "devices": row["devices"]}
-    values["quantize"] = row["quantize"] if row["devices"] == 1 else None
+    devices = _as_int(row["devices"])
+    values: dict[str, Any] = {"model": row["model"], "precision": PRECISION, "devices": devices}
+    values["quantize"] = row["quantize"] if devices == 1 else None
     if workload == "finetune":
-        values.update(method=row["method"], micro_batch_size=row["micro_batch_size"])
+        values.update(method=row["method"], micro_batch_size=_as_int(row["micro_batch_size"]))
     values.update(options)
     try:
         build_request(workload, values)
@@ -504,6 +507,9 @@ def load_file(path: Path) -> dict:
     path = Path(path)
     data = _read_json(path)
     errors = sorted(_validator().iter_errors(data), key=_sort_key)
+    # One problem per field value: "2" as micro_batch_size breaks its type and the finetune rule's.
+    values: set[tuple[Any, ...]] = set()
+    errors = [e for e in errors if not _seen(tuple(e.absolute_path), values)]
     # jsonschema reports each missing required field as an error of its own, and each names them all.
     unique = {(p.case, p.field, p.message): p for error in errors for p in _schema_problem(path, data, error)}
     problems = list(unique.values())
@@ -512,6 +518,16 @@ def load_file(path: Path) -> dict:
     if problems:
         raise ExpectationError.collect(problems)
     return data
+
+
+def _seen(where: tuple[Any, ...], values: set[tuple[Any, ...]]) -> bool:
+    """Whether ``where`` is a field's value that an earlier error named (an object's errors, such
+    as missing and unknown fields, are all kept)."""
+    if not where or not isinstance(where[-1], str):
+        return False
+    seen = where in values
+    values.add(where)
+    return seen
 
 
 # Profiles -----------------------------------------------------------------------------------------

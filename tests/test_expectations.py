@@ -629,6 +629,24 @@ def _mutated(draw: st.DrawFn) -> str:
     return text
 
 
+def test_a_field_two_schema_rules_refuse_is_named_once(tmp_path: Path) -> None:
+    """Before: "must be integer or null (got "2") (and 1 more problem)", the other the same field's."""
+    doc = _valid_doc()
+    doc["cases"][0]["micro_batch_size"] = "2"
+    error = _refused(_write(tmp_path, doc), "field 'micro_batch_size': must be integer or null")
+    assert len(error.problems) == 1, str(error)
+
+
+def test_counts_written_as_floats_load_as_the_schema_reads_them(tmp_path: Path) -> None:
+    """micro_batch_size 1.0 passed the schema (an integer), then the id check raised a bare ValueError
+    (found by the fuzz test below)."""
+    doc = _valid_doc()
+    doc["cases"][0].update(micro_batch_size=1.0, devices=1.0)
+    _write(tmp_path, doc)
+    case = load_profile("tmp", tmp_path).cases[0]
+    assert (case.micro_batch_size, case.devices) == (1, 1) and isinstance(case.micro_batch_size, int)
+
+
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(text=_mutated())
 def test_fuzzed_file_validates_or_raises_expectation_error(tmp_path: Path, text: str) -> None:
