@@ -17,16 +17,25 @@ every other test is scheduled as ``--dist load`` would.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import pytest
 
-from conformance.checks import RowCheck
-from conformance.expectations import ExpectationError
-from conformance.options import Options, add_options
-from conformance.session import PLUGIN_NAME, ConformanceSession
-from litgpt_min.launch import torchrun_ranks
-from litgpt_min.usage import one_line
+from litgpt_min.usage import interrupts_held, one_line
+
+# torch loads here, while pytest reads its conftest files: Ctrl-C then is one line, not pytest's
+# traceback through torch's modules (and never lost inside numpy's initialization).
+try:
+    with interrupts_held():
+        from conformance.checks import RowCheck
+        from conformance.expectations import ExpectationError
+        from conformance.options import Options, add_options
+        from conformance.session import PLUGIN_NAME, ConformanceSession
+        from litgpt_min.launch import torchrun_ranks
+except KeyboardInterrupt:
+    print("conformance: interrupted while the plugin loaded", file=sys.stderr)
+    raise SystemExit(pytest.ExitCode.INTERRUPTED) from None
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -784,6 +784,23 @@ def test_a_profiles_own_folder_given_as_expectations_names_the_folder_to_give(su
     )  # fmt: skip
 
 
+def test_ctrl_c_while_the_plugin_loads_is_one_line() -> None:
+    """The plugin imports torch while pytest reads conftest.py: Ctrl-C then was pytest's traceback
+    through torch's modules. Here the signal comes 0.2 s into the plugin's import, which takes longer."""
+    code = (
+        "import os, signal, threading\n"
+        "import pytest\n"
+        "threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()\n"
+        "import conformance.plugin\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
+    assert (done.returncode, done.stderr) == (
+        pytest.ExitCode.INTERRUPTED,
+        "conformance: interrupted while the plugin loaded\n",
+    )
+
+
 def test_malformed_json_names_the_file_and_line(suite: Suite) -> None:
     folder = suite.profile()
     (folder / "table.json").write_text('{"profile": "tiny",\n "cases": [}')
