@@ -13,6 +13,7 @@ writes the results file and the recorded profile, so no worker's rows are lost.
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
@@ -59,31 +60,41 @@ PLUGIN_NAME = "conformance-session"
 _FINISHED = (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED, pytest.ExitCode.NO_TESTS_COLLECTED)
 
 
-def _end_on_signals() -> dict[int, Any]:
+def _end_on_signals(files: bool) -> dict[int, Any]:
     """SIGTERM (a time limit's, a cancelled CI job's) ends the session as Ctrl-C does, where nothing
     else handles it: its rows are stopped, the results file gets the runs that ended since its last
     write, and the user the summary; before, the process ended where it stood, without a word.
 
-    The first SIGTERM or Ctrl-C also makes the session deaf to both until it has written what it
-    has (:meth:`Session.close`): a second one (coreutils' ``timeout`` signals the process, then its
-    group; a CI runner follows SIGINT with SIGTERM; an impatient Ctrl-C) interrupted that writing
-    with a traceback, and the rows since the last write were lost.
+    In a session that writes files (``files``: ``--results``, ``--record``) the second of these
+    signals, Ctrl-C included, is answered with a line and otherwise ignored: coreutils' ``timeout``
+    signals the process and then its group, a CI runner follows SIGINT with SIGTERM, and that second
+    signal interrupted the last writes with a traceback (the rows since the previous write lost).
+    A third one stops the process at once.
 
-    Returns the handlers to restore (none where the signals are not the session's: not the main
-    thread, or already handled)."""
+    Returns the handlers to restore (only signals at their defaults are taken, and only on the
+    main thread)."""
     if threading.current_thread() is not threading.main_thread():
         return {}
+    taken: dict[int, Any] = {}
+    received = 0
 
     def interrupted(signum: int, frame: Any) -> None:
-        for number in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(number, signal.SIG_IGN)
+        __tracebackhide__ = True  # pytest names the line the signal interrupted, not this one
+        nonlocal received
+        received += 1
+        if received == 2 and files:
+            print("conformance: stopping: writing what the session has (signal again to stop at once)", file=sys.stderr)
+            return
+        if received > 1:
+            for number, handler in taken.items():
+                signal.signal(number, handler)
         raise KeyboardInterrupt("terminated (SIGTERM)") if signum == signal.SIGTERM else KeyboardInterrupt
 
-    previous = {}
-    for number, default in ((signal.SIGTERM, signal.SIG_DFL), (signal.SIGINT, signal.default_int_handler)):
+    defaults = [(signal.SIGTERM, signal.SIG_DFL)] + ([(signal.SIGINT, signal.default_int_handler)] if files else [])
+    for number, default in defaults:
         if signal.getsignal(number) == default:
-            previous[number] = signal.signal(number, interrupted)
-    return previous
+            taken[number] = signal.signal(number, interrupted)
+    return taken
 
 
 @dataclass
@@ -134,7 +145,8 @@ class ConformanceSession:
         if self.writes and options.results is not None:
             check_target(options.results)
             self._results_lock = ResultsLock(options.results)
-        self._signals = _end_on_signals() if self.writes else {}
+        files = options.results is not None or options.record is not None
+        self._signals = _end_on_signals(files) if self.writes else {}
         self._profile_written = False  # --record's profile, at the session's end
 
     # The machine and the profiles ------------------------------------------------------------

@@ -1090,7 +1090,6 @@ import pytest
 def pytest_sessionfinish(session):
     # While the session writes what it has: coreutils' timeout signals the process and then its
     # group, a CI runner follows SIGINT with SIGTERM, a user presses Ctrl-C again.
-    os.kill(os.getpid(), signal.SIGTERM)
     os.kill(os.getpid(), signal.SIGINT)
 """
 
@@ -1110,8 +1109,40 @@ def test_a_second_signal_does_not_interrupt_the_sessions_last_writes(suite: Suit
     output = result.stdout.str() + result.stderr.str()
     assert result.ret == pytest.ExitCode.INTERRUPTED and "Traceback" not in output, output
     result.stdout.fnmatch_lines(["conformance: results in *r.json"])
+    result.stderr.fnmatch_lines(["conformance: stopping: writing what the session has (signal again to stop at once)"])
     rows = {r["id"]: r for r in load_results(results)["rows"]}
     assert rows[INFER]["verdict"] == "not run" and rows[OOM]["verdict"] == "xfailed"
+    # pytest names the line the signal interrupted, not the session's handler.
+    result.stdout.fnmatch_lines(["*terminating_runner.py:*: KeyboardInterrupt: terminated (SIGTERM)"])
+
+
+SIGNAL_RULES = """
+import os, signal
+from conformance.session import _end_on_signals
+
+def mine(signum, frame):
+    pass
+
+signal.signal(signal.SIGTERM, mine)  # a host's own handler (an IDE, a tool embedding pytest.main)
+taken = _end_on_signals(files=True)
+print(sorted(taken) == [signal.SIGINT])
+for n in (1, 2, 3):
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        print(n, "returned")
+    except KeyboardInterrupt:
+        print(n, "interrupted")
+print(signal.getsignal(signal.SIGTERM) is mine, signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+"""
+
+
+def test_a_second_signal_is_answered_a_third_stops_and_other_handlers_are_kept() -> None:
+    """Before, the first signal set SIG_IGN on both signals, a host's own SIGTERM handler included,
+    and restored only those the session had taken: the host's was gone, and no Ctrl-C got through."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", SIGNAL_RULES], capture_output=True, text=True, env=env, timeout=120)
+    assert done.stdout.split("\n") == ["True", "1 interrupted", "2 returned", "3 interrupted", "True True", ""], done
+    assert done.stderr == "conformance: stopping: writing what the session has (signal again to stop at once)\n"
 
 
 SLOW_INTERRUPTING_RUNNER = f"""
