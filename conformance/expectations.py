@@ -509,7 +509,7 @@ def load_file(path: Path) -> dict:
     errors = sorted(_validator().iter_errors(data), key=_sort_key)
     # One problem per field value: "2" as micro_batch_size breaks its type and the finetune rule's.
     values: set[tuple[Any, ...]] = set()
-    errors = [e for e in errors if not _seen(tuple(e.absolute_path), values)]
+    errors = [e for e in errors if e.validator in _OBJECT_RULES or not _seen(tuple(e.absolute_path), values)]
     # jsonschema reports each missing required field as an error of its own, and each names them all.
     unique = {(p.case, p.field, p.message): p for error in errors for p in _schema_problem(path, data, error)}
     problems = list(unique.values())
@@ -520,9 +520,13 @@ def load_file(path: Path) -> dict:
     return data
 
 
+# Schema rules about an object's fields (missing, unknown), each error its own problem; every other
+# rule judges one value, which one problem names.
+_OBJECT_RULES = ("required", "additionalProperties", "propertyNames", "dependentRequired", "minProperties")
+
+
 def _seen(where: tuple[Any, ...], values: set[tuple[Any, ...]]) -> bool:
-    """Whether ``where`` is a field's value that an earlier error named (an object's errors, such
-    as missing and unknown fields, are all kept)."""
+    """Whether ``where``, a field's value, was named by an earlier error."""
     if not where or not isinstance(where[-1], str):
         return False
     seen = where in values

@@ -48,6 +48,10 @@ MEASURED_FIELDS = (
 _ERROR_CHARS = 300
 
 
+# The first line of record_profile's summary when it wrote nothing.
+NOTHING_RECORDED = "conformance: nothing measured in this run"
+
+
 def record_profile(snapshot: Snapshot, now: _dt.datetime | None = None) -> list[str]:
     """Write the profile to ``--record``'s folder; return the summary and diff lines."""
     target = snapshot.options.record
@@ -57,7 +61,7 @@ def record_profile(snapshot: Snapshot, now: _dt.datetime | None = None) -> list[
     files = build_files(snapshot, active, old, now or _dt.datetime.now(_dt.timezone.utc))
     left_out = left_out_lines(snapshot, active, old)
     if not files:
-        return [f"conformance: nothing measured in this run; {display(target)} left as it was", *left_out]
+        return [f"{NOTHING_RECORDED}; {display(target)} left as it was", *left_out]
     _validate(target.name, files)
     write_json_files_atomic({target / name: data for name, data in files.items() if old.get(name) != data}, force=True)
     return summary_lines(target, old, files) + left_out + _how_to_use(target, snapshot.options.expectations)
@@ -122,11 +126,15 @@ def build_files(
         return {}
     if unmeasured and _memory(before["hardware"]) != _memory(header["hardware"]):
         # One memory per profile: the other rows' figures (an OOM among them) belong to the old one.
+        why = {row.case.id: f"{row.run.error}" for row in snapshot.rows if row.run is not None}
+        named = [f"{case_id} ({why.get(case_id, 'not measured in this session')})" for case_id in unmeasured[:3]]
+        more = f" and {len(unmeasured) - 3} more" if len(unmeasured) > 3 else ""
         raise ExpectationError(
             target,
-            f"this session measured under {_memory_text(header['hardware'])}, the profile's other"
-            f" {rows_text(len(unmeasured))} under {_memory_text(before['hardware'])}: record every row (without -k)"
-            f" to change its memory, or record under the profile's ({_cap_option(before['hardware'])})",
+            f"this session measured under {_memory_text(header['hardware'])}, but {rows_text(len(unmeasured))} of"
+            f" the profile keep figures measured under {_memory_text(before['hardware'])}: {', '.join(named)}{more};"
+            f" measure every row to change its memory, or record under the profile's"
+            f" ({_cap_option(before['hardware'])})",
         )
     files = {}
     for name, cases in rows.items():
@@ -154,11 +162,9 @@ def _memory_text(hardware: Mapping[str, Any]) -> str:
 
 
 def _cap_option(hardware: Mapping[str, Any]) -> str:
-    """How a session records under ``hardware``'s memory: a CPU profile's is its own (the default)."""
-    cap = hardware.get("memory_cap_gb")
-    if hardware.get("sku") == "cpu" or cap is None:
-        return "without --emulate-memory-gb"
-    return f"--emulate-memory-gb {cap:g}"
+    """How a session records under ``hardware``'s memory (a CPU profile's memory is its cap)."""
+    cap = hardware.get("memory_gb") if hardware.get("sku") == "cpu" else hardware.get("memory_cap_gb")
+    return "without --emulate-memory-gb" if cap is None else f"--emulate-memory-gb {cap:g}"
 
 
 def measured_case(

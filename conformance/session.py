@@ -34,7 +34,7 @@ from conformance.gpu_idle import IdleReport, check_idle
 from conformance.gpus import WORKERINPUT_KEY
 from conformance.options import Options
 from conformance.profiles import ActiveProfile, select_profiles
-from conformance.record import record_profile
+from conformance.record import NOTHING_RECORDED, record_profile
 from conformance.results import ResultsLock, check_target, write_results
 from conformance.rules import (
     CHECKS,
@@ -540,8 +540,9 @@ class ConformanceSession:
                 if row.counts is None and (row.run or self.cache.finished_run((row.active.name, row.case.id))):
                     row.counts = self.cache.param_counts(row.case)
             try:
-                self.summary_lines += record_profile(self.snapshot())
-                self._profile_written = True
+                lines = record_profile(self.snapshot())
+                self.summary_lines += lines
+                self._profile_written = not lines[0].startswith(NOTHING_RECORDED)
             except ExpectationError as exc:
                 self.summary_lines.append(f"conformance: record failed: {exc}")
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED

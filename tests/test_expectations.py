@@ -635,6 +635,11 @@ def test_a_field_two_schema_rules_refuse_is_named_once(tmp_path: Path) -> None:
     doc["cases"][0]["micro_batch_size"] = "2"
     error = _refused(_write(tmp_path, doc), "field 'micro_batch_size': must be integer or null")
     assert len(error.problems) == 1, str(error)
+    # An object's own problems are all kept: a missing and an unknown field of one block.
+    doc = _valid_doc()
+    del doc["tolerances"]["memory_rel"]
+    doc["tolerances"]["bogus"] = 1
+    _refused(_write(tmp_path, doc), "tolerances.memory_rel", "tolerances.bogus")
 
 
 def test_counts_written_as_floats_load_as_the_schema_reads_them(tmp_path: Path) -> None:
