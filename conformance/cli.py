@@ -207,7 +207,7 @@ def cmd_validate(root: Path, names: list[str]) -> int:
         return EXIT_BAD_INPUT
     available = list_profiles(root)
     if not available:
-        folder = profile_folder_hint(root)
+        folder = profile_folder_hint(root, "conformance validate --expectations {parent} {name}")
         print(
             one_line(f"conformance validate: no profiles in {root}" + (f"; {folder}" if folder else "")),
             file=sys.stderr,

@@ -541,9 +541,9 @@ def _profile_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.glob("*.json") if not p.name.startswith("."))
 
 
-def profile_folder_hint(root: Path) -> str:
+def profile_folder_hint(root: Path, usage: str = "--expectations {parent} --profile {name}") -> str:
     """When ``root`` holds no profile folders but is itself a profile's folder (a ``*.json`` object
-    with ``cases``): what to give instead. Else empty."""
+    with ``cases``): what to give instead, as ``usage`` spells the command's arguments. Else empty."""
     root = Path(root)
     if not root.is_dir() or list_profiles(root):
         return ""
@@ -556,9 +556,9 @@ def profile_folder_hint(root: Path) -> str:
             continue
         if isinstance(data, dict) and "cases" in data:
             folder = real_path(root)
+            arguments = usage.format(parent=display(folder.parent), name=folder.name)
             return (
-                f"{display(root)} is the folder of profile {folder.name}: give the folder that holds it"
-                f" (--expectations {display(folder.parent)} --profile {folder.name})"
+                f"{display(root)} is the folder of profile {folder.name}: give the folder that holds it ({arguments})"
             )
     return ""
 

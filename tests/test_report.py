@@ -18,6 +18,7 @@ from conformance.report import render
 from conformance.results import FORMAT, load_results
 from litgpt_min.result import Result
 
+REPO = Path(__file__).resolve().parent.parent
 FINETUNE_HEADER = "| Size | Model | Quantization | Microbatch size | Trainable parameters | Max GPU RAM | Time 1k iterations | Verdict |"
 INFERENCE_HEADER = "| Size | Model | Quantization | GPU | Max GPU RAM | Token/sec | Verdict |"
 
@@ -364,6 +365,10 @@ def test_cli_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
         ("validate", "nope"): "unknown profile 'nope' (in ",
         ("validate", "--expectations", str(bad / "t.json")): "t.json: not a directory",
         ("validate", "--expectations", str(tmp_path)): "no profiles in ",
+        # A profile's own folder: the command's own arguments for the folder that holds it.
+        ("validate", "--expectations", str(REPO / "expectations" / "cpu-tiny")): (
+            "is the folder of profile cpu-tiny: give the folder that holds it (conformance validate --expectations "
+        ),
     }
     for argv, fragment in cases.items():
         assert main(list(argv)) == 2, argv
