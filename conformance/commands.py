@@ -33,13 +33,12 @@ def rerecord_command(options: Options, active: ActiveProfile, case: Case | None 
 
 
 def _cap_arguments(options: Options, active: ActiveProfile, one_row_of_this_profile: bool) -> list[str]:
-    """A row re-recorded into its own profile is measured as the profile's other rows were: under
-    the memory cap the profile records (a GPU profile's ``memory_cap_gb``; a CPU profile's own
-    memory, what the default gives), whatever cap this session ran under. Anything else is
+    """A row re-recorded into its own profile is measured as the profile's other rows were, under
+    its memory, which the default gives (a CPU profile's own memory, a GPU profile's recorded cap,
+    :func:`conformance.profiles.activate`), whatever cap this session ran under. Anything else is
     recorded under this session's cap."""
     if one_row_of_this_profile:
-        cap = None if active.on_cpu else active.profile.hardware.get("memory_cap_gb")
-        return [] if cap is None else ["--emulate-memory-gb", f"{cap:g}"]
+        return []
     if options.explicit("emulate_memory_gb"):
         return ["--emulate-memory-gb", str(options.emulate_memory_gb)]
     return []

@@ -109,8 +109,12 @@ def activate(profile: Profile, options: Options, fp: Mapping[str, Any], recordin
         cap = None
     elif explicit_cap is not None:
         cap = explicit_cap
-    elif native or recording:
-        cap = None  # the card itself; recording describes the card as it is
+    elif native:
+        # One memory per profile: the cap it was recorded under (--emulate-memory-gb), else the card.
+        recorded = profile.hardware.get("memory_cap_gb")
+        cap = None if recorded is None else float(recorded)
+    elif recording:
+        cap = None  # another card's profile, recorded for this card as it is
     else:
         cap = usable if float(gpus[0].get("memory_gb") or 0) > usable else None
     if native:

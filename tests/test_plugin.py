@@ -404,6 +404,24 @@ def test_portable_mode_caps_memory_and_skips_speed_naming_the_record_command(
     assert [c["cap"] for c in suite.calls()] == [None]
 
 
+def test_a_gpu_profile_recorded_under_a_cap_is_checked_and_re_recorded_under_it(
+    suite: Suite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, its own card checked it uncapped (its OOM row then 'fits now'), and a failing row's
+    re-record command carried whatever cap the session had."""
+    fake_gpu(monkeypatch)
+    suite.profile(sku="h100-80gb-hbm3", memory_gb=40, memory_cap_gb=40)
+    answers = good_answers()
+    answers[OK] = {"max_memory_gb": 1.25, "time_1k_iters_min": 2.1}
+    suite.answer(answers)
+    result = suite.run("--profile", "tiny", "-k", f"test_run and ({OK} or {OOM})")
+    assert {c["id"]: c["cap"] for c in suite.calls()} == {OK: 40.0, OOM: 40.0}
+    assert (
+        f"re-record: pytest conformance --expectations exp --profile tiny -k '[tiny:{OK}]' --record exp/tiny --force\n"
+        in (result.stdout.str())
+    )
+
+
 RAN = {"outcome": "ok", "max_memory_gb": 39.33}
 A100_40GB_BYTES = 42_505_273_344  # the profile card's total memory (its usable memory: 40 GB here)
 
