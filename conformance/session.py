@@ -490,7 +490,9 @@ class ConformanceSession:
         reason = self._notes.get((key, kind))
         if report.when != "call" or reason is None:
             reason = report_reason(report, verdict) or reason
-        _, case = self.lookup(key)
+        active, case = self.lookup(key)
+        if reason is not None:  # a skip names its row for -rs; the results file's row is the row
+            reason = reason.removeprefix(f"{item_id(active, case)}: ")
         run = self.cache.finished_run(key) if kind != "params" else None
         counts = self.cache.cached_param_counts(case)
         if counts is None and run is not None and self.recording:

@@ -191,8 +191,11 @@ def test_a_speed_the_baseline_did_not_judge_is_skipped_not_compared(suite: Suite
     before.write_text(json.dumps(data))
     # Twice as slow as the baseline's busy figure: not a regression, since that figure judges nothing.
     suite.answer({**good_answers(), OK: {"max_memory_gb": 1.02, "time_1k_iters_min": 2.1 * 2}})
-    result = suite.run("--baseline", str(before), "-rs")
+    after = suite.pytester.path / "after.json"
+    result = suite.run("--baseline", str(before), "-rs", "--results", str(after))
     result.assert_outcomes(passed=10, skipped=1, xfailed=1)
+    (row,) = [r for r in json.loads(after.read_text())["rows"] if r["id"] == OK]
+    assert row["reasons"]["speed"].startswith("the baseline "), row  # the row's own record: no row id
     # The skip is a mark, which -rs places at the test function's line: the reason names the row.
     assert (
         f"tiny:{OK}: the baseline {before} did not judge this row's speed (speed inconclusive: the CPU was busy)"
