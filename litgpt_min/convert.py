@@ -63,6 +63,7 @@ from litgpt_min.files import (
     real_path,
 )
 from litgpt_min.hf_config import Family, config_from_hf, hf_family, tied_embeddings
+from litgpt_min.json_keys import unique_keys
 from litgpt_min.model import GPT
 
 Role = Literal["copy", "q", "k", "v"]
@@ -194,6 +195,10 @@ def convert_state_dict(
             if _IGNORED.search(key):
                 continue
             raise ValueError(f"{where(key)}: not a {family} weight this converter knows")
+        if not tensor.is_floating_point():  # int8/uint8: a quantized checkpoint, read as numbers it is not
+            raise ValueError(
+                f"{where(key)}: dtype {str(tensor.dtype).removeprefix('torch.')} is not a floating-point weight"
+            )
         lit_key, role = match
         if lit_key == _HEAD and tie_word_embeddings:
             tied_head = (key, tensor)
@@ -339,7 +344,7 @@ def _read_weight_map(index: Path, hf_dir: Path) -> dict[str, str]:
     """An index's ``weight_map``: an object of tensor names to shard file names, each shard a file in
     ``hf_dir`` (a name that leaves the directory is refused)."""
     try:
-        document = json.loads(index.read_text(encoding="utf-8"))
+        document = json.loads(index.read_text(encoding="utf-8"), object_pairs_hook=unique_keys)
     except (OSError, ValueError) as exc:
         raise ValueError(f"{index}: cannot read: {exc}") from None
     weight_map = document.get("weight_map") if isinstance(document, dict) else None
@@ -377,6 +382,11 @@ def _weight_keys(files: list[Path], index: Mapping[str, str]) -> list[str] | Non
 
     keys: list[str] = []
     for path in files:
+        try:  # the reader's own error for an unreadable file says "No such file or directory"
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise ValueError(f"{path}: cannot read: {exc.strerror or exc}") from None
         try:
             with safe_open(str(path), framework="pt") as handle:
                 keys.extend(handle.keys())
@@ -453,7 +463,7 @@ def convert_hf_checkpoint(hf_dir: str | Path, out_dir: str | Path, model_name: s
     if not config_path.is_file():
         raise ValueError(f"{config_path}: no such file (is {hf_dir} a Hugging Face checkpoint directory?)")
     try:
-        hf_config = json.loads(config_path.read_text(encoding="utf-8"))
+        hf_config = json.loads(config_path.read_text(encoding="utf-8"), object_pairs_hook=unique_keys)
     except (OSError, ValueError) as exc:
         raise ValueError(f"{config_path}: cannot read: {exc}") from None
     family = hf_family(hf_config, str(config_path))
@@ -480,7 +490,10 @@ def convert_hf_checkpoint(hf_dir: str | Path, out_dir: str | Path, model_name: s
         pad_vocab=model_name is not None,
     )
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # what the checks above cannot foresee (a name too long for the file system)
+        raise ValueError(f"{out_dir}: cannot create: {exc.strerror or exc}") from None
     model_path = out_dir / "lit_model.pth"
     with atomic_write(model_path) as handle:  # never a half-written lit_model.pth
         torch.save(state, handle)

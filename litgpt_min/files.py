@@ -58,6 +58,10 @@ def check_output_file(path: str | Path, what: str = "", *, parents: bool = False
         raise ValueError(f"{label}: the directory {parent} does not exist")
     if parent.is_dir() and (why := cannot_write_in(parent)):
         raise ValueError(f"{label}: cannot write in {parent} ({why})")
+    if not parent.is_dir():  # to be created: in the nearest folder that exists (/proc, a read-only one)
+        ancestor = next(p for p in parent.parents if p.is_dir())
+        if why := cannot_write_in(ancestor):
+            raise ValueError(f"{label}: cannot create {parent}: cannot write in {ancestor} ({why})")
     return path
 
 
@@ -92,7 +96,11 @@ def check_output_dir(directory: str | Path, label: str = "") -> Path:
     directory = Path(directory)
     label = label or str(directory)
     for parent in (directory.absolute(), *directory.absolute().parents):
-        if parent.exists():
+        try:
+            exists = parent.exists()
+        except OSError as exc:  # a name too long for the file system
+            raise ValueError(f"{label}: {exc.strerror or exc}") from None
+        if exists:
             if not parent.is_dir():
                 itself = parent == directory.absolute() and label == str(directory)
                 raise ValueError(f"{label}: {'is' if itself else f'lies under {parent}, which is'} not a directory")

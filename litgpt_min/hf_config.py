@@ -59,6 +59,11 @@ _MISSING: Any = object()
 # checkpoint into a different model. (RoPE variants, partial rotary on Llama/Falcon, ALiBi and
 # qk-norm are checked where the family is derived.)
 _UNSUPPORTED_KEYS = (
+    "quantization_config",  # a pre-quantized checkpoint (GPTQ, AWQ, bitsandbytes): its weights are not floats
+    "attention_dropout",  # dropout: Lit-GPT's model has none (0.0 passes)
+    "hidden_dropout",
+    "resid_pdrop",
+    "embd_pdrop",
     "sliding_window",
     "attn_logit_softcapping",
     "final_logit_softcapping",
@@ -202,7 +207,9 @@ def _rope(hf: Mapping[str, Any], family: Family, src: str) -> tuple[float, int, 
         rope_type = _str(params, f"{src}: {key}", "rope_type", "") or _str(params, f"{src}: {key}", "type", "default")
         if rope_type == "linear":
             # HF "linear" divides positions by ``factor``; Lit-GPT's rope_condense_ratio does the same.
-            factor = _float(params, f"{src}: {key}", "factor", default=1.0)
+            factor = _float(params, f"{src}: {key}", "factor", default=math.nan)
+            if math.isnan(factor):  # transformers refuses it too: no factor is no scaling asked for
+                raise ValueError(f"{src}: {key}.factor: linear scaling needs a factor (missing)")
             if not factor.is_integer() or factor < 1:
                 raise ValueError(f"{src}: {key}.factor: linear scaling needs an integer factor >= 1 (got {factor})")
             seen[key] = int(factor)

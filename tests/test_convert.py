@@ -283,6 +283,25 @@ def test_wrong_shape_names_file_and_key(tmp_path: Path, llama_dir: Path) -> None
         convert_hf_checkpoint(hf_dir, tmp_path / "lit")
 
 
+def test_integer_weights_are_refused_not_cast(llama_dir: Path) -> None:
+    """An int8 checkpoint converted, and the model cast its values to floats without a word."""
+    state, _ = load_hf_state_dict(llama_dir)
+    config = config_from_hf(json.loads((llama_dir / "config.json").read_text()))
+    key = "model.layers.0.mlp.up_proj.weight"
+    state[key] = state[key].to(torch.int8)
+    with pytest.raises(ValueError, match=rf"key '{re.escape(key)}': dtype int8 is not a floating-point weight"):
+        convert_state_dict(state, config, "llama")
+
+
+def test_an_output_folder_that_cannot_be_created_is_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, llama_dir: Path
+) -> None:
+    """Before: a PermissionError / FileNotFoundError / 'File name too long' traceback, after the work."""
+    for out in (Path("/proc/litgpt-min-test"), tmp_path / ("a" * 300)):
+        code, err = convert_cli(capsys, llama_dir, out)
+        assert code == 2 and str(out) in err, err
+
+
 def test_unknown_and_missing_keys(llama_dir: Path) -> None:
     state, _ = load_hf_state_dict(llama_dir)
     config = config_from_hf(json.loads((llama_dir / "config.json").read_text()))
@@ -441,6 +460,21 @@ CONFIG_JSON_CASES = [
         {"partial_rotary_factor": 0.5}, r"partial_rotary_factor: 0\.5 is not supported for llama", id="partial"
     ),
     pytest.param({"hidden_act": ["silu"]}, r"hidden_act: expected a string, got \['silu'\]", id="activation-type"),
+    # Converted (and so ignored) before:
+    pytest.param(
+        {"quantization_config": {"quant_method": "bitsandbytes", "load_in_4bit": True}},
+        r"quantization_config: .* is not supported by litgpt_min",
+        id="pre-quantized",
+    ),
+    pytest.param({"attention_dropout": 0.5}, r"attention_dropout: 0\.5 is not supported", id="dropout"),
+    pytest.param(
+        {"rope_parameters": {"rope_type": "linear", "rope_theta": 10000.0}},
+        r"rope_parameters\.factor: linear scaling needs a factor \(missing\)",
+        id="linear-without-factor",
+    ),
+    pytest.param(
+        ('"hidden_size": 64', '"hidden_size": 64, "hidden_size": 32'), r"duplicate key 'hidden_size'", id="key-twice"
+    ),
 ]
 
 
