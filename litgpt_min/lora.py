@@ -52,6 +52,8 @@ class LoRASettings:
     def __post_init__(self) -> None:
         if self.r < 1:  # a rank-0 "LoRA" trains nothing: the optimizer would have no parameters
             raise ValueError(f"lora r must be >= 1, got {self.r}")
+        if self.alpha == 0:  # the update is scaled by alpha / r: zero, and so are its gradients
+            raise ValueError("lora alpha must not be 0 (LoRA's update, scaled by alpha / r, would train nothing)")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"lora dropout must be in [0, 1), got {self.dropout}")
         if not any((self.query, self.key, self.value, self.projection, self.mlp, self.head)):

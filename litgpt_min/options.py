@@ -54,6 +54,12 @@ FinetuneMethod = Literal["lora", "adapter", "adapter_v2"]
 FINETUNE_METHODS: tuple[str, ...] = get_args(FinetuneMethod)
 
 
+MIN_RANK_TIMEOUT_S = 10.0
+# The largest whole-number run option: beyond it torch cannot take it as a size or a seed (an
+# "Overflow when unpacking long long" from deep inside the run, for --lora-r 99999999999999999999).
+MAX_COUNT = 2**63 - 1
+
+
 def _finite(name: str, value: float, *, low: float, low_inclusive: bool = True) -> None:
     """``value`` is a finite number >= ``low`` (> ``low`` when not ``low_inclusive``)."""
     if not math.isfinite(value) or value < low or (not low_inclusive and value == low):
@@ -346,7 +352,8 @@ class RunRequest:
         if self.devices < 1:
             raise ValueError(f"devices must be >= 1, got {self.devices}")
         _at_least("num_nodes", self.num_nodes, 1)
-        _finite("rank_timeout_s", self.rank_timeout_s, low=0, low_inclusive=False)
+        # Also the process group's timeout, which its rendezvous (seconds, as the ranks start) must meet.
+        _finite("rank_timeout_s", self.rank_timeout_s, low=MIN_RANK_TIMEOUT_S)
         if self.memory_cap_gb is not None:
             _finite("memory_cap_gb", self.memory_cap_gb, low=0, low_inclusive=False)
             if self.memory_cap_gb > MAX_MEMORY_GB:
@@ -369,6 +376,11 @@ class RunRequest:
         if self.accelerator == "cuda" and not torch.cuda.is_available():
             raise ValueError(
                 "--accelerator cuda: CUDA is not available on this machine (torch.cuda.is_available() is False)"
+            )
+        if self.precision == "16-mixed" and self.device().type == "cpu":
+            # Lightning would run bf16-mixed instead, and the result would name a precision never run.
+            raise ValueError(
+                "precision must not be 16-mixed on the CPU (fp16 autocast does not run there; bf16-mixed does)"
             )
         if isinstance(self.options, FinetuneOptions):
             check_adapter_layers(self.options.method, self.options.adapter, config)
@@ -507,6 +519,8 @@ def _typed(option: FlatOption, value: Any) -> Any:
     """``value`` checked against the option's type (an int is a float) and choices."""
     if not _has_kind(value, option.kind):
         raise ValueError(f"run option {option.name!r}: expected {option.kind.__name__}, got {value!r}")
+    if option.kind is int and option.name != "seed" and abs(value) > MAX_COUNT:  # (a seed: manual_seed's range)
+        raise ValueError(f"{option.name} must be at most {MAX_COUNT} in magnitude, got {value}")
     if option.choices is not None and value not in option.choices:
         raise ValueError(f"run option {option.name!r}: {value!r} is not one of {', '.join(option.choices)}")
     return float(value) if option.kind is float else value

@@ -98,6 +98,8 @@ def execute_rank(request: RunRequest, body: Body, *, preflight: bool = True) -> 
             peaks = gather_peaks(fabric, peak.peak_bytes())
             result = result.replace(details={**result.details, "rank_max_memory_gb": peaks})
             leave_process_group()
+    except BrokenPipeError:  # the command's reader went away (`| head -1`): the command's to end, quietly
+        raise
     except Exception as exc:  # the one place a run's failure becomes an outcome
         outcome, message = classify_exception(exc)
         result = result.replace(outcome=outcome, error=message)

@@ -446,6 +446,21 @@ def _refusals(tmp: Path) -> dict[str, tuple[tuple[str, ...], str]]:
         "lm-head-chunk-negative": ((*ft, "--lm-head-chunk-size", "-4"), r"--lm-head-chunk-size -4: must be >= 1$"),
         "cosine-t-max-0": ((*ft, "--cosine-t-max", "0"), r"--cosine-t-max 0: must be >= 1$"),
         "lora-r-0": ((*ft, "--lora-r", "0"), r"lora r must be >= 1, got 0"),
+        # Accepted before: an overflow deep in the run (exit 1), a stack dump per rank, a LoRA that
+        # trains nothing, a precision Lightning swapped for another on the CPU.
+        "lora-r-overflow": (
+            (*ft, "--lora-r", "99999999999999999999"),
+            r"--lora-r 99999999999999999999: must be at most 9223372036854775807 in magnitude$",
+        ),
+        "rank-timeout-tiny": (
+            (*ft, "--devices", "2", "--rank-timeout-s", "0.001"),
+            r"--rank-timeout-s 0\.001: must be a finite number >= 10$",
+        ),
+        "lora-alpha-0": ((*ft, "--lora-alpha", "0"), r"--lora-alpha 0: lora alpha must not be 0"),
+        "fp16-autocast-on-cpu": (
+            (*ft, "--precision", "16-mixed"),
+            r"--precision 16-mixed: must not be 16-mixed on the CPU",
+        ),
         "lora-on-no-layer": (
             (*ft, "--no-lora-query", "--no-lora-value"),
             r"LoRA on no layer trains nothing: turn on at least one of --lora-query",

@@ -186,7 +186,7 @@ def test_requests_are_checked_against_the_model_and_the_machine(tmp_path: Path) 
         RunRequest("tiny-llama", GenerateOptions(), devices=2)
     with pytest.raises(ValueError, match=r"num_nodes must be >= 1, got 0"):
         RunRequest("tiny-llama", lora, num_nodes=0)
-    with pytest.raises(ValueError, match=r"rank_timeout_s must be a finite number > 0"):
+    with pytest.raises(ValueError, match=r"rank_timeout_s must be a finite number >= 10"):
         RunRequest("tiny-llama", lora, devices=2, rank_timeout_s=0.0)
     with pytest.raises(ValueError, match=r"unknown precision 'fp8'"):
         RunRequest("tiny-llama", lora, precision="fp8")  # type: ignore[arg-type]
