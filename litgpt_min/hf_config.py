@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -349,12 +350,29 @@ def _derive_config(hf: Mapping[str, Any], family: Family, src: str) -> Config:
     )
 
 
+# config.json's names for the Config fields whose checks can fail on a derived config.
+_HF_NAMES = {
+    "n_embd": "hidden_size",
+    "n_head": "num_attention_heads",
+    "n_query_groups": "num_key_value_heads",
+    "n_layer": "num_hidden_layers",
+    "norm_eps": "rms_norm_eps or layer_norm_eps",
+    "rope_base": "rope_theta",
+    "block_size": "max_position_embeddings",
+    "intermediate_size": "intermediate_size",
+}
+
+
 def _config(src: str, **fields: Any) -> Config:
-    """``Config(**fields)`` with its own checks (divisibility, rotary width) naming ``src``."""
+    """``Config(**fields)`` with its own checks (divisibility, rotary width) naming ``src`` and the
+    field as config.json names it."""
     try:
         return Config(**fields)
     except ValueError as exc:
-        raise ValueError(f"{src}: {exc}") from None
+        match = re.fullmatch(r"config .*?: (\w+): (.*)", str(exc), re.S)
+        if match is None or match[1] not in _HF_NAMES:
+            raise ValueError(f"{src}: {exc}") from None
+        raise ValueError(f"{src}: {_HF_NAMES[match[1]]} (Lit-GPT's {match[1]}): {match[2]}") from None
 
 
 def tied_embeddings(hf_config: Mapping[str, Any], family: Family, source: str = "config.json") -> bool:

@@ -388,6 +388,17 @@ LLAMA_JSON = dict(
         pytest.param(
             {**LLAMA_JSON, "architectures": ["GPTNeoXForCausalLM"], "hidden_act": "relu"}, "'relu'", id="activation"
         ),
+        # Named as config.json names them (before: "config <unnamed>: n_query_groups: ...").
+        pytest.param(
+            {**LLAMA_JSON, "num_key_value_heads": 3},
+            r"^config\.json: num_key_value_heads \(Lit-GPT's n_query_groups\): n_head=8 is not divisible by 3$",
+            id="kv-heads-name",
+        ),
+        pytest.param(
+            {**LLAMA_JSON, "rms_norm_eps": -1},
+            r"^config\.json: rms_norm_eps or layer_norm_eps \(Lit-GPT's norm_eps\): must be a finite number > 0",
+            id="eps-name",
+        ),
     ],
 )
 def test_unsupported_configs(hf_config: dict, message: str) -> None:
