@@ -38,6 +38,11 @@ CPU_USABLE_SHARE = 0.8
 class PreflightRefusal(OutOfMemoryError):
     """The estimated peak exceeds the device's limit; raised before anything is built."""
 
+    def __init__(self, message: str, estimated_gb: float, limit_gb: float) -> None:
+        super().__init__(message)
+        self.estimated_gb = estimated_gb
+        self.limit_gb = limit_gb
+
 
 @dataclass(frozen=True)
 class Limit:
@@ -93,6 +98,8 @@ def check(request: EstimateRequest, limit: Limit | None) -> float | None:
     if limit is not None and result.peak_bytes > limit.bytes:
         raise PreflightRefusal(
             f"pre-flight: estimated peak {gb_text(result.peak_bytes / 1e9)} GB exceeds the limit "
-            f"{gb_text(limit.gb)} GB ({limit.source}); nothing was run (--no-preflight runs it anyway)"
+            f"{gb_text(limit.gb)} GB ({limit.source}); nothing was run (--no-preflight runs it anyway)",
+            result.peak_bytes / 1e9,
+            limit.gb,
         )
     return result.peak_bytes / 1e9

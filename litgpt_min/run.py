@@ -25,8 +25,8 @@ from litgpt_min.estimate import request_from_run
 from litgpt_min.measure import PeakMemory, cuda_memory_details, device_info, measure_peak, memory_source
 from litgpt_min.options import RunRequest
 from litgpt_min.outcome import classify_exception
+from litgpt_min.preflight import PreflightRefusal, device_limit
 from litgpt_min.preflight import check as preflight_check
-from litgpt_min.preflight import device_limit
 from litgpt_min.result import Result
 
 if TYPE_CHECKING:
@@ -103,6 +103,9 @@ def execute_rank(request: RunRequest, body: Body, *, preflight: bool = True) -> 
     except Exception as exc:  # the one place a run's failure becomes an outcome
         outcome, message = classify_exception(exc)
         result = result.replace(outcome=outcome, error=message)
+        if isinstance(exc, PreflightRefusal):  # the figures, not only inside the message
+            estimated_gb = exc.estimated_gb
+            result = result.replace(details={**result.details, "preflight_limit_gb": round(exc.limit_gb, 6)})
         print(f"run failed ({outcome}): {message}", file=sys.stderr)
     if peak is not None:
         try:

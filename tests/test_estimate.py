@@ -1074,6 +1074,9 @@ def test_the_readme_7b_example_is_refused_in_seconds_on_a_small_cpu_machine(
     assert result["outcome"] == "oom" and result["max_memory_gb"] is None
     assert result["error"].startswith("pre-flight: estimated peak ")
     assert "GB exceeds the limit 19.86 GB (80% of MemAvailable in /proc/meminfo)" in result["error"]
+    # The figures as fields too (before: only inside the message, details empty).
+    assert result["details"]["preflight_limit_gb"] == pytest.approx(19.86, abs=0.01)
+    assert result["details"]["estimated_max_memory_gb"] > result["details"]["preflight_limit_gb"]
 
 
 def test_cpu_ranks_of_one_run_are_refused_against_their_share_of_the_machine(
