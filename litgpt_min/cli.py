@@ -146,7 +146,11 @@ def cmd_run(args: argparse.Namespace) -> Result:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args, extras = parser.parse_known_args(argv)
+        if extras:  # the subcommand's error (`litgpt-min generate: error: ...`), as its own options' are
+            subcommand = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+            subcommand.choices[args.command].error(f"unrecognized arguments: {' '.join(extras)}")
         if args.command == "convert-hf":
             from litgpt_min.convert import convert_hf_checkpoint
 

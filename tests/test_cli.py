@@ -457,6 +457,11 @@ def _refusals(tmp: Path) -> dict[str, tuple[tuple[str, ...], str]]:
             r"--rank-timeout-s 0\.001: must be a finite number >= 10$",
         ),
         "lora-alpha-0": ((*ft, "--lora-alpha", "0"), r"--lora-alpha 0: lora alpha must not be 0"),
+        # The subcommand's own prefix (was "litgpt-min: error:"), as for its other argument errors.
+        "unrecognized-in-subcommand": (
+            (*gen, "--method", "lora"),
+            r"litgpt-min generate: error: unrecognized arguments: --method lora",
+        ),
         "fp16-autocast-on-cpu": (
             (*ft, "--precision", "16-mixed"),
             r"--precision 16-mixed: must not be 16-mixed on the CPU",
