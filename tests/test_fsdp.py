@@ -20,7 +20,7 @@ import pytest
 import torch
 from torch.distributed.fsdp import FullyShardedDataParallel
 
-from litgpt_min import launch, schedstat
+from litgpt_min import launch, options, schedstat
 from litgpt_min.build import build_model
 from litgpt_min.config import Config
 from litgpt_min.finetune import finetune_body, micro_step, optimizer_step
@@ -133,6 +133,7 @@ def test_a_failing_rank_is_the_runs_error(monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_a_hanging_rank_ends_the_run_at_the_rank_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(launch, "FAILURE_GRACE_S", 1.0)
+    monkeypatch.setattr(options, "MIN_RANK_TIMEOUT_S", 1.0)  # (its floor protects a real rendezvous)
     start = time.monotonic()
     result = execute(request(2, rank_timeout_s=3.0), hanging_body, preflight=False)
     assert result.outcome == "error"
