@@ -61,10 +61,6 @@ _MISSING: Any = object()
 # qk-norm are checked where the family is derived.)
 _UNSUPPORTED_KEYS = (
     "quantization_config",  # a pre-quantized checkpoint (GPTQ, AWQ, bitsandbytes): its weights are not floats
-    "attention_dropout",  # dropout: Lit-GPT's model has none (0.0 passes)
-    "hidden_dropout",
-    "resid_pdrop",
-    "embd_pdrop",
     "sliding_window",
     "attn_logit_softcapping",
     "final_logit_softcapping",
@@ -286,6 +282,7 @@ def _derive_config(hf: Mapping[str, Any], family: Family, src: str) -> Config:
             )
         return _config(
             src,
+            family,
             **common,
             n_query_groups=_int(hf, src, "num_key_value_heads", default=n_head),
             parallel_residual=False,
@@ -301,6 +298,7 @@ def _derive_config(hf: Mapping[str, Any], family: Family, src: str) -> Config:
             raise ValueError(f"{src}: attention_bias: false is not supported (the MLP keeps its bias)")
         return _config(
             src,
+            family,
             **common,
             parallel_residual=_bool(hf, src, "use_parallel_residual", True),
             bias=True,
@@ -313,6 +311,7 @@ def _derive_config(hf: Mapping[str, Any], family: Family, src: str) -> Config:
             raise ValueError(f"{src}: qk_layernorm: true is not supported")
         return _config(
             src,
+            family,
             **common,
             n_query_groups=_int(hf, src, "num_key_value_heads", default=n_head),
             parallel_residual=True,
@@ -339,6 +338,7 @@ def _derive_config(hf: Mapping[str, Any], family: Family, src: str) -> Config:
         shared = parallel  # 7B: the MLP reuses the attention's input_layernorm
     return _config(
         src,
+        family,
         **common,
         n_query_groups=groups,
         parallel_residual=new_arch or parallel,
@@ -350,29 +350,36 @@ def _derive_config(hf: Mapping[str, Any], family: Family, src: str) -> Config:
     )
 
 
-# config.json's names for the Config fields whose checks can fail on a derived config.
-_HF_NAMES = {
+# config.json's names for the Config fields whose checks can fail on a derived config, per family
+# (as _derive_config reads them).
+_HF_NAMES: dict[str, dict[str, str]] = {
+    "llama": {"n_query_groups": "num_key_value_heads", "norm_eps": "rms_norm_eps"},
+    "gpt_neox": {"norm_eps": "layer_norm_eps"},
+    "phi": {"n_query_groups": "num_key_value_heads", "norm_eps": "layer_norm_eps"},
+    "falcon": {"n_query_groups": "num_kv_heads or n_head_kv", "norm_eps": "layer_norm_epsilon"},
+}
+_HF_COMMON_NAMES = {
     "n_embd": "hidden_size",
     "n_head": "num_attention_heads",
-    "n_query_groups": "num_key_value_heads",
     "n_layer": "num_hidden_layers",
-    "norm_eps": "rms_norm_eps or layer_norm_eps",
     "rope_base": "rope_theta",
     "block_size": "max_position_embeddings",
     "intermediate_size": "intermediate_size",
 }
 
 
-def _config(src: str, **fields: Any) -> Config:
+def _config(src: str, family: Family, **fields: Any) -> Config:
     """``Config(**fields)`` with its own checks (divisibility, rotary width) naming ``src`` and the
-    field as config.json names it."""
+    field as ``family``'s config.json names it."""
     try:
         return Config(**fields)
     except ValueError as exc:
+        names = {**_HF_COMMON_NAMES, **({"intermediate_size": "ffn_hidden_size"} if family == "falcon" else {})}
+        names.update(_HF_NAMES[family])
         match = re.fullmatch(r"config .*?: (\w+): (.*)", str(exc), re.S)
-        if match is None or match[1] not in _HF_NAMES:
+        if match is None or match[1] not in names:
             raise ValueError(f"{src}: {exc}") from None
-        raise ValueError(f"{src}: {_HF_NAMES[match[1]]} (Lit-GPT's {match[1]}): {match[2]}") from None
+        raise ValueError(f"{src}: {names[match[1]]} (Lit-GPT's {match[1]}): {match[2]}") from None
 
 
 def tied_embeddings(hf_config: Mapping[str, Any], family: Family, source: str = "config.json") -> bool:

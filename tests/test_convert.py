@@ -396,14 +396,26 @@ LLAMA_JSON = dict(
         ),
         pytest.param(
             {**LLAMA_JSON, "rms_norm_eps": -1},
-            r"^config\.json: rms_norm_eps or layer_norm_eps \(Lit-GPT's norm_eps\): must be a finite number > 0",
+            r"^config\.json: rms_norm_eps \(Lit-GPT's norm_eps\): must be a finite number > 0",
             id="eps-name",
+        ),
+        pytest.param(  # each family's own names
+            {**LLAMA_JSON, "architectures": ["FalconForCausalLM"], "new_decoder_architecture": True, "num_kv_heads": 3},
+            r"^config\.json: num_kv_heads or n_head_kv \(Lit-GPT's n_query_groups\): n_head=8 is not divisible by 3$",
+            id="falcon-kv-heads-name",
         ),
     ],
 )
 def test_unsupported_configs(hf_config: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         config_from_hf(hf_config)
+
+
+def test_dropout_rates_are_ignored_as_lit_gpt_ignores_them() -> None:
+    """phi-2's config.json has resid_pdrop 0.1: a model without dropout, weights and inference unchanged."""
+    hf = transformers.PhiConfig(**SMALL, num_attention_heads=4, vocab_size=96).to_dict()
+    dropouts = {"resid_pdrop": 0.1, "embd_pdrop": 0.1, "attention_dropout": 0.1}
+    assert config_from_hf({**hf, **dropouts}) == config_from_hf(hf)
 
 
 def test_derived_configs_round_trip_through_json(tmp_path: Path) -> None:
@@ -477,7 +489,6 @@ CONFIG_JSON_CASES = [
         r"quantization_config: .* is not supported by litgpt_min",
         id="pre-quantized",
     ),
-    pytest.param({"attention_dropout": 0.5}, r"attention_dropout: 0\.5 is not supported", id="dropout"),
     pytest.param(
         {"rope_parameters": {"rope_type": "linear", "rope_theta": 10000.0}},
         r"rope_parameters\.factor: linear scaling needs a factor \(missing\)",
