@@ -26,6 +26,7 @@ from litgpt_min.options import (
     build_request,
     check_adapter_layers,
     check_quantize_precision,
+    check_runs_here,
     flag_text,
     peft_settings,
 )
@@ -138,6 +139,7 @@ def cmd_run(args: argparse.Namespace) -> Result:
     values = {name: getattr(args, name) for name in FLAT_OPTIONS[workload]}
     try:
         request = build_request(workload, values)
+        check_runs_here(request)
     except ValueError as exc:
         exc.args = (_by_flag(str(exc), values),)  # the same exception: a refusal stays "unsupported"
         raise

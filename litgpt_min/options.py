@@ -142,6 +142,16 @@ def run_hyperparameters(method: str, ranks: int = 1, **overrides: Any) -> Hyperp
     return hyperparameters(method, **overrides)
 
 
+def check_runs_here(request: RunRequest) -> None:
+    """What this machine cannot run as asked (a ``ValueError``), checked when a run starts here,
+    not when a request is only built (a GPU profile's row, validated on a CPU machine)."""
+    if request.precision == "16-mixed" and request.device().type == "cpu":
+        # Lightning would run bf16-mixed instead, and the result would name a precision never run.
+        raise ValueError(
+            "precision must not be 16-mixed on the CPU (fp16 autocast does not run there; bf16-mixed does)"
+        )
+
+
 def check_quantize_precision(quantize: str | None, precision: str) -> None:
     """A mixed precision with quantization is a ``ValueError``, as in the reference
     (docs/reference.md, "Quantization"): for a run, its estimate and ``litgpt-min params`` alike."""
@@ -376,11 +386,6 @@ class RunRequest:
         if self.accelerator == "cuda" and not torch.cuda.is_available():
             raise ValueError(
                 "--accelerator cuda: CUDA is not available on this machine (torch.cuda.is_available() is False)"
-            )
-        if self.precision == "16-mixed" and self.device().type == "cpu":
-            # Lightning would run bf16-mixed instead, and the result would name a precision never run.
-            raise ValueError(
-                "precision must not be 16-mixed on the CPU (fp16 autocast does not run there; bf16-mixed does)"
             )
         if isinstance(self.options, FinetuneOptions):
             check_adapter_layers(self.options.method, self.options.adapter, config)

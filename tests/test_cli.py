@@ -463,7 +463,7 @@ def _refusals(tmp: Path) -> dict[str, tuple[tuple[str, ...], str]]:
             r"litgpt-min generate: error: unrecognized arguments: --method lora",
         ),
         "fp16-autocast-on-cpu": (
-            (*ft, "--precision", "16-mixed"),
+            (*ft, "--precision", "16-mixed", "--accelerator", "cpu"),
             r"--precision 16-mixed: must not be 16-mixed on the CPU",
         ),
         "lora-on-no-layer": (

@@ -412,3 +412,17 @@ def test_a_prompt_of_no_token_or_of_the_whole_block_is_refused_before_the_build(
     with pytest.raises(ValueError, match=rf"the {block}-token prompt leaves no room for a new token in the block size"):
         request(" ".join(["w"] * block))
     assert request(" ".join(["w"] * (block - 1)))
+
+
+def test_a_request_for_another_machine_is_built_here_and_refused_only_where_it_runs() -> None:
+    """16-mixed on the CPU is refused when a run starts (litgpt-min), not when a GPU profile's row is
+    built on a CPU machine (its validation there)."""
+    from litgpt_min.options import build_request, check_runs_here
+
+    request = build_request("finetune", {"model": "tiny-llama", "method": "lora", "precision": "16-mixed"})
+    cpu = build_request(
+        "finetune", {"model": "tiny-llama", "method": "lora", "precision": "16-mixed", "accelerator": "cpu"}
+    )
+    with pytest.raises(ValueError, match="must not be 16-mixed on the CPU"):
+        check_runs_here(cpu)
+    assert request.precision == "16-mixed"
