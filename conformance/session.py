@@ -12,8 +12,8 @@ writes the results file and the recorded profile, so no worker's rows are lost.
 
 from __future__ import annotations
 
+import os
 import signal
-import sys
 import threading
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
@@ -60,41 +60,49 @@ PLUGIN_NAME = "conformance-session"
 _FINISHED = (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED, pytest.ExitCode.NO_TESTS_COLLECTED)
 
 
-def _end_on_signals(files: bool) -> dict[int, Any]:
+class SessionSignals:
     """SIGTERM (a time limit's, a cancelled CI job's) ends the session as Ctrl-C does, where nothing
     else handles it: its rows are stopped, the results file gets the runs that ended since its last
     write, and the user the summary; before, the process ended where it stood, without a word.
 
     In a session that writes files (``files``: ``--results``, ``--record``) the second of these
-    signals, Ctrl-C included, is answered with a line and otherwise ignored: coreutils' ``timeout``
-    signals the process and then its group, a CI runner follows SIGINT with SIGTERM, and that second
-    signal interrupted the last writes with a traceback (the rows since the previous write lost).
-    A third one stops the process at once.
+    signals, Ctrl-C included, is ignored, and the summary says so: coreutils' ``timeout`` signals
+    the process and then its group, a CI runner follows SIGINT with SIGTERM, and that second signal
+    interrupted the last writes with a traceback (the rows since the previous write lost). A third
+    one ends the process at once, as the signal's default does.
 
-    Returns the handlers to restore (only signals at their defaults are taken, and only on the
-    main thread)."""
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-    taken: dict[int, Any] = {}
-    received = 0
+    Only signals at their defaults are taken, and only on the main thread; :meth:`restore` puts
+    their handlers back."""
 
-    def interrupted(signum: int, frame: Any) -> None:
-        __tracebackhide__ = True  # pytest names the line the signal interrupted, not this one
-        nonlocal received
-        received += 1
-        if received == 2 and files:
-            print("conformance: stopping: writing what the session has (signal again to stop at once)", file=sys.stderr)
+    def __init__(self, files: bool) -> None:
+        self.files = files
+        self.taken: dict[int, Any] = {}
+        self.ignored: list[str] = []  # the signals ignored, by name, for the summary
+        self.received = 0
+        if threading.current_thread() is not threading.main_thread():
             return
-        if received > 1:
-            for number, handler in taken.items():
-                signal.signal(number, handler)
-        raise KeyboardInterrupt("terminated (SIGTERM)") if signum == signal.SIGTERM else KeyboardInterrupt
+        defaults = [(signal.SIGTERM, signal.SIG_DFL)] + ([(signal.SIGINT, signal.default_int_handler)] if files else [])
+        for number, default in defaults:
+            if signal.getsignal(number) == default:
+                self.taken[number] = signal.signal(number, self._interrupted)
 
-    defaults = [(signal.SIGTERM, signal.SIG_DFL)] + ([(signal.SIGINT, signal.default_int_handler)] if files else [])
-    for number, default in defaults:
-        if signal.getsignal(number) == default:
-            taken[number] = signal.signal(number, interrupted)
-    return taken
+    def _interrupted(self, signum: int, frame: Any) -> None:
+        __tracebackhide__ = True  # pytest names the line the signal interrupted, not this one
+        self.received += 1
+        if self.received == 1:
+            raise KeyboardInterrupt("terminated (SIGTERM)") if signum == signal.SIGTERM else KeyboardInterrupt
+        if self.received == 2 and self.files:
+            # Noted, not printed: a write here could meet the main thread's own write to stderr.
+            self.ignored.append(signal.Signals(signum).name)
+            return
+        self.restore()
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    def restore(self) -> None:
+        for number, handler in self.taken.items():
+            signal.signal(number, handler)
+        self.taken = {}
 
 
 @dataclass
@@ -146,7 +154,7 @@ class ConformanceSession:
             check_target(options.results)
             self._results_lock = ResultsLock(options.results)
         files = options.results is not None or options.record is not None
-        self._signals = _end_on_signals(files) if self.writes else {}
+        self._signals = SessionSignals(files) if self.writes else None
         self._profile_written = False  # --record's profile, at the session's end
 
     # The machine and the profiles ------------------------------------------------------------
@@ -319,9 +327,8 @@ class ConformanceSession:
         if self._results_lock is not None:
             self._results_lock.release()
             self._results_lock = None
-        for number, handler in self._signals.items():
-            signal.signal(number, handler)
-        self._signals = {}
+        if self._signals is not None:
+            self._signals.restore()
 
     # Hooks: header and collection -------------------------------------------------------------------
     def pytest_report_header(self) -> list[str]:
@@ -557,6 +564,11 @@ class ConformanceSession:
         self.write_results(finished=finished)
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        if self._signals is not None and self._signals.ignored:
+            terminalreporter.write_line(
+                f"conformance: {', '.join(self._signals.ignored)} ignored while the session wrote what it had"
+                " (a third signal ends it at once)"
+            )
         if not self.resolved or not self.writes:
             return
         if not self.rows:
