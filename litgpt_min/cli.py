@@ -150,9 +150,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parser = build_parser()
         args, extras = parser.parse_known_args(argv)
-        if extras:  # the subcommand's error (`litgpt-min generate: error: ...`), as its own options' are
+        if extras:  # after the subcommand, its error (`litgpt-min generate: error: ...`), as its options' are
+            words = sys.argv[1:] if argv is None else list(argv)
+            before = words[: words.index(args.command)] if args.command in words else []
             subcommand = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-            subcommand.choices[args.command].error(f"unrecognized arguments: {' '.join(extras)}")
+            owner = parser if any(word in before for word in extras) else subcommand.choices[args.command]
+            owner.error(f"unrecognized arguments: {' '.join(extras)}")
         if args.command == "convert-hf":
             from litgpt_min.convert import convert_hf_checkpoint
 

@@ -524,8 +524,10 @@ def _typed(option: FlatOption, value: Any) -> Any:
     """``value`` checked against the option's type (an int is a float) and choices."""
     if not _has_kind(value, option.kind):
         raise ValueError(f"run option {option.name!r}: expected {option.kind.__name__}, got {value!r}")
-    if option.kind is int and option.name != "seed" and abs(value) > MAX_COUNT:  # (a seed: manual_seed's range)
-        raise ValueError(f"{option.name} must be at most {MAX_COUNT} in magnitude, got {value}")
+    if (
+        option.kind is int and option.name != "seed" and not -MAX_COUNT - 1 <= value <= MAX_COUNT
+    ):  # (a seed: manual_seed's range)
+        raise ValueError(f"{option.name} must be within a long long ({-MAX_COUNT - 1}..{MAX_COUNT}), got {value}")
     if option.choices is not None and value not in option.choices:
         raise ValueError(f"run option {option.name!r}: {value!r} is not one of {', '.join(option.choices)}")
     return float(value) if option.kind is float else value

@@ -450,7 +450,7 @@ def _refusals(tmp: Path) -> dict[str, tuple[tuple[str, ...], str]]:
         # trains nothing, a precision Lightning swapped for another on the CPU.
         "lora-r-overflow": (
             (*ft, "--lora-r", "99999999999999999999"),
-            r"--lora-r 99999999999999999999: must be at most 9223372036854775807 in magnitude$",
+            r"--lora-r 99999999999999999999: must be within a long long \(-9223372036854775808\.\.9223372036854775807\)$",
         ),
         "rank-timeout-tiny": (
             (*ft, "--devices", "2", "--rank-timeout-s", "0.001"),
@@ -462,6 +462,7 @@ def _refusals(tmp: Path) -> dict[str, tuple[tuple[str, ...], str]]:
             (*gen, "--method", "lora"),
             r"litgpt-min generate: error: unrecognized arguments: --method lora",
         ),
+        "unrecognized-before-subcommand": (("--bogus", *gen), r"^litgpt-min: error: unrecognized arguments: --bogus"),
         "fp16-autocast-on-cpu": (
             (*ft, "--precision", "16-mixed", "--accelerator", "cpu"),
             r"--precision 16-mixed: must not be 16-mixed on the CPU",
