@@ -449,7 +449,9 @@ def _semantic_problems(path: Path, data: dict[str, Any]) -> Iterator[Expectation
         if row["model"] in known:
             yield from _runner_option_problems(path, label, row)
         if label in first_index:
-            yield ExpectationError(path, f"duplicate id (first at cases[{first_index[label]}])", label, "id")
+            yield ExpectationError(
+                path, f"duplicate id at cases[{index}] (first at cases[{first_index[label]}])", label, "id"
+            )
         else:
             first_index[label] = index
 

@@ -253,7 +253,8 @@ class Config:
     def from_name(cls, name: str, **overrides: Any) -> Config:
         """The registry config called exactly ``name``, with ``overrides`` applied."""
         if name not in configs:
-            close = difflib.get_close_matches(name, configs, n=5, cutoff=0.4)
+            same_letters = [known for known in configs if known.lower() == name.lower()]  # TINY-LLAMA
+            close = same_letters or difflib.get_close_matches(name, configs, n=5, cutoff=0.4)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise ValueError(f"unknown model {name!r}{hint} (known: {', '.join(sorted(configs))})")
         return cls.from_dict({**configs[name], **overrides})

@@ -354,7 +354,7 @@ CASE_PROBLEMS = [
         lambda d: d["cases"][0].update(micro_batch_size=2),
         ["'id'", "expected 'finetune-lora-tiny_llama-noquant-mb2-1gpu'"],
     ),
-    (lambda d: d["cases"][1].update(id=d["cases"][0]["id"]), ["'id'", "duplicate id (first at cases[0])"]),
+    (lambda d: d["cases"][1].update(id=d["cases"][0]["id"]), ["'id'", "duplicate id at cases[1] (first at cases[0])"]),
     (lambda d: d["cases"][0]["runner_options"].update(MaxIters=3), ["'runner_options'", 'option name "MaxIters"']),
     # runner_options as litgpt-min takes them, named one by one where the name is the problem
     (
