@@ -37,11 +37,9 @@ def _cap_arguments(options: Options, active: ActiveProfile, one_row_of_this_prof
     its memory, which the default gives (a CPU profile's own memory, a GPU profile's recorded cap,
     :func:`conformance.profiles.activate`), whatever cap this session ran under. Anything else is
     recorded under this session's cap."""
-    if one_row_of_this_profile:
+    if one_row_of_this_profile or not options.explicit("emulate_memory_gb"):
         return []
-    if options.explicit("emulate_memory_gb"):
-        return ["--emulate-memory-gb", str(options.emulate_memory_gb)]
-    return []
+    return ["--emulate-memory-gb", str(options.emulate_memory_gb)]
 
 
 def estimate_command(options: Options, active: ActiveProfile) -> str:

@@ -305,7 +305,8 @@ def _line_of(text: str, token: str) -> str:
 def _read_json(path: Path) -> Any:
     """Strict JSON: no NaN/Infinity, no duplicate keys (``json`` would keep the last silently)."""
     try:
-        if not stat.S_ISREG(path.stat().st_mode) and not path.is_dir():  # a folder: read_bytes says so
+        mode = path.stat().st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):  # (a folder: read_bytes says so)
             raise ExpectationError(path, "not a regular file (a FIFO or a device, which reading could block)")
         text = path.read_bytes().decode("utf-8")
     except OSError as exc:
@@ -544,11 +545,10 @@ def _profile_files(directory: Path) -> list[Path]:
 
 
 def profile_folder_hint(root: Path, usage: str = "--expectations {parent} --profile {name}") -> str:
-    """When ``root`` holds no profile folders but is itself a profile's folder (a ``*.json`` object
-    with ``cases``): what to give instead, as ``usage`` spells the command's arguments. Else empty."""
+    """When ``root``, which holds no profile folders (the caller's listing), is itself a profile's
+    folder (a ``*.json`` object with ``cases``): what to give instead, as ``usage`` spells the
+    command's arguments. Else empty."""
     root = Path(root)
-    if not root.is_dir() or list_profiles(root):
-        return ""
     for path in _profile_files(root):
         if not path.is_file():  # a FIFO could block the read
             continue
@@ -623,7 +623,7 @@ def load_profile(name: str, root: Path = DEFAULT_ROOT) -> Profile:
         close = difflib.get_close_matches(name, available, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         listing = ", ".join(available) if available else "none"
-        folder = profile_folder_hint(root)
+        folder = "" if available else profile_folder_hint(root)
         raise ExpectationError(
             root / str(name),
             f"unknown profile {name!r}{hint} (available in {display(root)}: {listing})"

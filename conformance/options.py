@@ -89,7 +89,7 @@ class Options:
         if "" in self.profiles:  # an unset shell variable (`--profile "$NAME"`)
             raise ValueError("--profile: expected a profile name, got an empty value")
         available = list_profiles(self.expectations)
-        folder = profile_folder_hint(self.expectations)
+        folder = "" if available else profile_folder_hint(self.expectations)
         if folder:
             raise ValueError(f"--expectations {display(self.expectations)}: no profile folders; {folder}")
         for name in self.profiles:

@@ -89,6 +89,13 @@ def resolve_profiles(options: Options, fp: Mapping[str, Any], recording: bool = 
     return [activate(p, options, fp, recording) for p in profiles]
 
 
+def recorded_cap(hardware: Mapping[str, Any]) -> float | None:
+    """The memory a profile's rows were measured under, as a cap (None: the card itself): a CPU
+    profile's own memory; a GPU profile's ``memory_cap_gb`` (``--emulate-memory-gb`` when recorded)."""
+    cap = hardware.get("memory_gb") if hardware.get("sku") == "cpu" else hardware.get("memory_cap_gb")
+    return None if cap is None else float(cap)
+
+
 def activate(profile: Profile, options: Options, fp: Mapping[str, Any], recording: bool = False) -> ActiveProfile:
     """How ``profile`` is checked on the machine ``fp``."""
     emulate = options.emulate_memory_gb
@@ -98,7 +105,9 @@ def activate(profile: Profile, options: Options, fp: Mapping[str, Any], recordin
     usable = float(profile.hardware.get("usable_memory_gb") or capacity)
     if _sku(profile) == "cpu":
         # The CPU profile always emulates its small device: that is what makes its OOM row OOM.
-        cap = None if emulate == "off" else (explicit_cap if explicit_cap is not None else capacity)
+        cap = (
+            None if emulate == "off" else (explicit_cap if explicit_cap is not None else recorded_cap(profile.hardware))
+        )
         return ActiveProfile(profile, "cpu", 1, cap, None, None, profile.directory)
     gpus = list(fp.get("gpus") or [])
     if not gpus:
@@ -110,9 +119,7 @@ def activate(profile: Profile, options: Options, fp: Mapping[str, Any], recordin
     elif explicit_cap is not None:
         cap = explicit_cap
     elif native:
-        # One memory per profile: the cap it was recorded under (--emulate-memory-gb), else the card.
-        recorded = profile.hardware.get("memory_cap_gb")
-        cap = None if recorded is None else float(recorded)
+        cap = recorded_cap(profile.hardware)  # one memory per profile: the one it was recorded under
     elif recording:
         cap = None  # another card's profile, recorded for this card as it is
     else:

@@ -35,7 +35,7 @@ from conformance.expectations import (
     write_json_files_atomic,
 )
 from conformance.hardware import detected_sku
-from conformance.profiles import ActiveProfile
+from conformance.profiles import ActiveProfile, recorded_cap
 from conformance.runner import RunResult
 from conformance.runs import Counts
 from conformance.snapshot import Snapshot
@@ -162,8 +162,8 @@ def _memory_text(hardware: Mapping[str, Any]) -> str:
 
 
 def _cap_option(hardware: Mapping[str, Any]) -> str:
-    """How a session records under ``hardware``'s memory (a CPU profile's memory is its cap)."""
-    cap = hardware.get("memory_gb") if hardware.get("sku") == "cpu" else hardware.get("memory_cap_gb")
+    """How a session records under ``hardware``'s memory."""
+    cap = recorded_cap(hardware)
     return "without --emulate-memory-gb" if cap is None else f"--emulate-memory-gb {cap:g}"
 
 

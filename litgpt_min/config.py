@@ -139,12 +139,6 @@ def _load_yaml(text: str) -> Any:
         raise ValueError(str(exc)) from None
 
 
-def _load_json(text: str) -> Any:
-    """``lit_config.json``, a key given twice refused (``json`` would keep the last)."""
-
-    return json.loads(text, object_pairs_hook=unique_keys)
-
-
 def _later_name_quirk(config: Config) -> str | None:
     """What later Lit-GPT releases build differently for a model of this name."""
     if "OLMo" in config.name and config.norm_class_name == "LayerNorm":
@@ -339,7 +333,11 @@ class Config:
             raise ValueError(f"{path}: not a regular file")
         try:
             text = path.read_text(encoding="utf-8")
-            values = _load_yaml(text) if path.suffix in (".yaml", ".yml") else _load_json(text)
+            values = (
+                _load_yaml(text)
+                if path.suffix in (".yaml", ".yml")
+                else json.loads(text, object_pairs_hook=unique_keys)
+            )
         except (OSError, ValueError) as exc:  # JSON, YAML or UTF-8 errors
             raise ValueError(f"{path}: cannot read config: {' '.join(str(exc).split())}") from None
         if isinstance(values, Mapping):

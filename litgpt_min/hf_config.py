@@ -356,7 +356,11 @@ _HF_NAMES: dict[str, dict[str, str]] = {
     "llama": {"n_query_groups": "num_key_value_heads", "norm_eps": "rms_norm_eps"},
     "gpt_neox": {"norm_eps": "layer_norm_eps"},
     "phi": {"n_query_groups": "num_key_value_heads", "norm_eps": "layer_norm_eps"},
-    "falcon": {"n_query_groups": "num_kv_heads or n_head_kv", "norm_eps": "layer_norm_epsilon"},
+    "falcon": {
+        "n_query_groups": "num_kv_heads or n_head_kv",
+        "norm_eps": "layer_norm_epsilon",
+        "intermediate_size": "ffn_hidden_size",
+    },
 }
 _HF_COMMON_NAMES = {
     "n_embd": "hidden_size",
@@ -374,8 +378,7 @@ def _config(src: str, family: Family, **fields: Any) -> Config:
     try:
         return Config(**fields)
     except ValueError as exc:
-        names = {**_HF_COMMON_NAMES, **({"intermediate_size": "ffn_hidden_size"} if family == "falcon" else {})}
-        names.update(_HF_NAMES[family])
+        names = {**_HF_COMMON_NAMES, **_HF_NAMES[family]}
         match = re.fullmatch(r"config .*?: (\w+): (.*)", str(exc), re.S)
         if match is None or match[1] not in names:
             raise ValueError(f"{src}: {exc}") from None

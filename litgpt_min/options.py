@@ -524,9 +524,8 @@ def _typed(option: FlatOption, value: Any) -> Any:
     """``value`` checked against the option's type (an int is a float) and choices."""
     if not _has_kind(value, option.kind):
         raise ValueError(f"run option {option.name!r}: expected {option.kind.__name__}, got {value!r}")
-    if (
-        option.kind is int and option.name != "seed" and not -MAX_COUNT - 1 <= value <= MAX_COUNT
-    ):  # (a seed: manual_seed's range)
+    counts = option.kind is int and option.name != "seed"  # (a seed has manual_seed's own range)
+    if counts and not -MAX_COUNT - 1 <= value <= MAX_COUNT:
         raise ValueError(f"{option.name} must be within a long long ({-MAX_COUNT - 1}..{MAX_COUNT}), got {value}")
     if option.choices is not None and value not in option.choices:
         raise ValueError(f"run option {option.name!r}: {value!r} is not one of {', '.join(option.choices)}")
