@@ -6,7 +6,8 @@ around asynchronous CUDA work. Runners use:
 - ``measure_peak(device, cap_gb=None, track=())``: a context manager that yields a ``PeakMemory``.
   On CUDA it resets the allocator's peak statistics (and optionally caps the allocator); on the
   CPU it runs a ``LiveTensorTracker``, a dispatch mode that adds up the live tensor storages the
-  way the CUDA caching allocator would (each storage rounded up to 512 bytes).
+  way the CUDA caching allocator would (each storage charged the block a model of that allocator
+  hands it: rounded up to 512 bytes, a large block whole when its tail would be 1 MiB or less).
 - ``host_memory()``: a context for work whose tensors a GPU run keeps in host memory (the
   dataset, the prompt before it is copied): on the CPU the tracker does not count what is created
   there, since a GPU run's ``max_memory_allocated`` never sees it; the copy to the device counts.
@@ -35,8 +36,8 @@ from litgpt_min.outcome import OutOfMemoryError
 from litgpt_min.result import MemorySource
 
 # The CUDA caching allocator rounds every request up to a multiple of 512 bytes (kMinBlockSize in
-# c10/cuda/CUDACachingAllocator.cpp) and counts the rounded size in max_memory_allocated; a
-# zero-byte request allocates nothing.
+# c10/cuda/CUDACachingAllocator.cpp); the block it charges in max_memory_allocated is at least
+# that; a zero-byte request allocates nothing.
 ALLOCATION_GRANULARITY = 512
 
 
@@ -54,7 +55,8 @@ def gb_text(value: float) -> str:
 
 
 def round_allocation(n_bytes: int, granularity: int = ALLOCATION_GRANULARITY) -> int:
-    """The bytes the CUDA caching allocator charges for a request of ``n_bytes``."""
+    """A request of ``n_bytes`` rounded as the CUDA caching allocator rounds it (the block it
+    charges may be larger: see :class:`~litgpt_min.allocator.CachingAllocator`)."""
     return -(-n_bytes // granularity) * granularity
 
 
@@ -265,7 +267,10 @@ class LiveTensorTracker(TorchDispatchMode):
 
     Every ATen op runs through ``__torch_dispatch__`` (forward, backward, optimizer, under
     ``no_grad`` and ``inference_mode`` alike). A storage is *new* when an op returns it and no
-    input tensor shares it; it is then charged ``round_allocation(nbytes)`` until it dies.
+    input tensor shares it; it is then charged, until it dies, the block a model of the CUDA
+    caching allocator (``allocator``, by default a fresh :class:`CachingAllocator`) hands out for
+    ``round_allocation(nbytes)``: that size, or a whole large block whose tail of at most 1 MiB the
+    allocator does not split off. ``live_bytes`` is the model's allocated total.
 
     Why storages, not tensors: views and tensors that share memory (a parameter and its
     ``.data``, a reshape) are one allocation, and a storage can outlive every Python tensor that
@@ -290,14 +295,12 @@ class LiveTensorTracker(TorchDispatchMode):
         *,
         device: torch.device | str = "cpu",
         cap_bytes: int | None = None,
-        granularity: int = ALLOCATION_GRANULARITY,
         allocator: CachingAllocator | None = None,
     ) -> None:
         super().__init__()
         self.device_type = torch.device(device).type
         self.cap_bytes = cap_bytes
-        self.granularity = granularity
-        self.allocator = allocator
+        self.allocator = CachingAllocator() if allocator is None else allocator
         self.live_bytes = 0
         self.peak_bytes = 0
         self._refs: dict[int, _StorageRef] = {}
@@ -382,39 +385,39 @@ class LiveTensorTracker(TorchDispatchMode):
             self._add(storage, func)
 
     def _add(self, storage: torch.UntypedStorage, op: object) -> None:
-        nbytes = round_allocation(int(storage.nbytes()), self.granularity)
-        self._check_cap(nbytes)
+        nbytes = round_allocation(int(storage.nbytes()))
+        key = storage._cdata
+        self.allocator.malloc(key, nbytes)
+        self._check_cap(nbytes, undo=lambda: self.allocator.free(key))
         ref = _StorageRef(storage, self._release)
-        ref.key = storage._cdata
+        ref.key = key
         ref.nbytes = nbytes
-        self._refs[ref.key] = ref
-        if self.allocator is not None:
-            self.allocator.malloc(ref.key, nbytes)
-        self.live_bytes += nbytes
+        self._refs[key] = ref
+        self.live_bytes = self.allocator.allocated
         self._update_peak(op)
 
     def _resize(self, ref: _StorageRef, storage: torch.UntypedStorage) -> None:
-        nbytes = round_allocation(int(storage.nbytes()), self.granularity)
+        nbytes = round_allocation(int(storage.nbytes()))
         if nbytes == ref.nbytes:
             return
-        if nbytes > ref.nbytes:
-            self._check_cap(nbytes - ref.nbytes)
-        if self.allocator is not None:
-            self.allocator.resize(ref.key, nbytes)
-        self.live_bytes += nbytes - ref.nbytes
+        old = ref.nbytes
+        self.allocator.resize(ref.key, nbytes)
+        self._check_cap(nbytes, undo=lambda: self.allocator.resize(ref.key, old))
         ref.nbytes = nbytes
+        self.live_bytes = self.allocator.allocated
         self._update_peak("resize")
 
     def _release(self, ref: _StorageRef) -> None:
         # Runs when a tracked storage dies; the identity check guards against a stale callback.
         if self._refs.get(ref.key) is ref:
             del self._refs[ref.key]
-            self.live_bytes -= ref.nbytes
-            if self.allocator is not None:
-                self.allocator.free(ref.key)
+            self.allocator.free(ref.key)
+            self.live_bytes = self.allocator.allocated
 
-    def _check_cap(self, nbytes: int) -> None:
-        if self.cap_bytes is not None and self.live_bytes + nbytes > self.cap_bytes:
+    def _check_cap(self, nbytes: int, undo: Callable[[], None]) -> None:
+        """After the allocator model handed out a block: over the cap, take it back and raise."""
+        if self.cap_bytes is not None and self.allocator.allocated > self.cap_bytes:
+            undo()
             raise OutOfMemoryError(
                 f"CPU memory cap exceeded: tried to allocate {_format_bytes(nbytes)}; "
                 f"live {_format_bytes(self.live_bytes)}; cap {_format_bytes(self.cap_bytes)}"

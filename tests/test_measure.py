@@ -50,6 +50,36 @@ def test_counts_one_allocation_rounded_to_512_bytes(numel: int, dtype: torch.dty
     assert tracker.peak_bytes == charged
 
 
+MIB = 1 << 20
+
+
+def test_a_large_block_handed_out_whole_counts_whole() -> None:
+    # 11 MiB + 1 byte gets a 12 MiB segment of its own; a 1 MiB tail is too small to split off,
+    # so the allocator hands out (and max_memory_allocated counts) the whole 12 MiB.
+    with LiveTensorTracker() as tracker:
+        x = torch.empty(11 * MIB + 1, dtype=torch.uint8)
+        assert tracker.live_bytes == 12 * MIB
+        del x
+        # The cached 12 MiB block serves 11.5 MiB whole again; 10 MiB leaves 2 MiB, which is split off.
+        y = torch.empty(23 * MIB // 2, dtype=torch.uint8)
+        assert tracker.live_bytes == 12 * MIB
+        del y
+        z = torch.empty(10 * MIB, dtype=torch.uint8)
+        assert tracker.live_bytes == 10 * MIB
+        del z
+    assert tracker.peak_bytes == 12 * MIB
+
+
+def test_the_cap_counts_the_whole_block() -> None:
+    with LiveTensorTracker(cap_bytes=23 * MIB // 2) as tracker:
+        with pytest.raises(torch.OutOfMemoryError):
+            torch.empty(11 * MIB + 1, dtype=torch.uint8)  # 11 MiB requested, a 12 MiB block
+        assert tracker.live_bytes == 0
+        x = torch.empty(10 * MIB, dtype=torch.uint8)  # 2 MiB of the cached segment left over: split
+        assert tracker.live_bytes == 10 * MIB
+        del x
+
+
 def test_views_share_their_base_and_keep_it_alive() -> None:
     with LiveTensorTracker() as tracker:
         base = torch.empty(1024)  # 4 KiB
