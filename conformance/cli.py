@@ -26,7 +26,7 @@ from conformance.options import Options, fraction
 from conformance.plot import cmd_plot, plot_target_problem
 from conformance.profiles import resolve_profiles
 from conformance.report import render
-from conformance.results import check_not_results, check_target, load_results
+from conformance.results import check_not_results, check_target, load_results, merged_from
 from litgpt_min.files import check_output_file, real_path, write_json_atomic, write_text_atomic
 from litgpt_min.usage import OneLineParser, one_line, path_argument
 
@@ -124,8 +124,13 @@ def _report_target_problem(
     for option, target in (("-o", output), ("--merged", merged), ("--plot", plot)):
         if target is not None and real_path(target) in inputs:
             return f"conformance report: {option} {target}: is a results file it reads; writing it would replace that input"
-    if output is not None and merged is not None and real_path(output) == real_path(merged):
-        return f"conformance report: -o {output}: is the --merged file too; the report would replace the merge"
+    targets = [
+        (option, target) for option, target in (("-o", output), ("--merged", merged), ("--plot", plot)) if target
+    ]
+    for i, (option, target) in enumerate(targets):
+        for other, other_target in targets[i + 1 :]:
+            if real_path(target) == real_path(other_target):
+                return f"conformance report: {option} {target}: is the {other} file too; one would replace the other"
     if output is not None:
         try:
             check_not_results(output, "-o")
@@ -168,6 +173,11 @@ def cmd_merge(files: list[Path], output: Path | None, merged: Path | None, prefe
                 check_target(merged)  # never replaces a file that is not a results file
             except ValueError as exc:
                 raise ValueError(str(exc).replace("--results", "--merged", 1)) from None
+            if merged.exists() and not merged_from(merged):
+                raise ValueError(
+                    f"--merged {merged}: is a session's results file, not an earlier merge; refusing to replace it"
+                    " (pick another name)"
+                )
         document = merge_files(files, prefer=prefer)
         if merged is not None:
             document["command"] += f" --merged {merged}"  # the command that wrote this file

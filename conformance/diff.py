@@ -1,8 +1,8 @@
 """``conformance diff OLD.json NEW.json``: what changed between two results files, and why.
 
 Rows are matched by (profile, id). For every row measured in both, each figure's delta is
-classified with the comparison rules of ``conformance.compare`` against the NEW file's
-tolerances for the row (``conformance.compare.verdict``, the checks' own rule): peak memory
+classified with the comparison rules of ``conformance.compare`` against the tighter of the two
+files' tolerances for the row (``conformance.compare.verdict``, the checks' own rule): peak memory
 two-sided, speed a factor either way, parameter counts exact, the outcome exact. Verdict changes
 are listed with them, and the fingerprint fields that differ (driver, CUDA, torch, bitsandbytes,
 lightning, GPU, Python) head the report, so that a change of stack and the rows it moved read
@@ -14,8 +14,9 @@ compared; a row cut off after its run is, judged by the checks that decided. A s
 session could not judge (a busy CPU, a GPU that was not idle, a check that never ran) is shown,
 not judged. A verdict that moves between passing ones fails nothing: the figures decide. Exit status
 for CI: 0 when nothing regressed beyond tolerance; 1 when something did (or, with ``strict``,
-improved too), when NEW comes from a session that did not finish, or when no row of one file has
-a measured figure in the other (nothing was compared); 2 for a file that is not a results file
+improved too), when a row measured in OLD is not measured in NEW (skipped, or not selected), when
+NEW comes from a session that did not finish, or when no row of one file has a measured figure in
+the other (nothing was compared); 2 for a file that is not a results file
 or for OLD and NEW naming the same file.
 """
 
@@ -142,6 +143,14 @@ class RowDiff:
     def changes(self) -> list[Change]:
         return [f.change for f in self.figures] + [self.verdict_change]
 
+    @property
+    def lost(self) -> bool:
+        """Measured in OLD, and in NEW skipped, never run to its end or not selected at all: a gate
+        that passed it would pass a box that no longer runs the row."""
+        if self.status == "removed":
+            return self.measured
+        return self.status == "both" and bool(self.figures) and all(f.change == "vanished" for f in self.figures)
+
 
 @dataclass(frozen=True)
 class Diff:
@@ -154,10 +163,11 @@ class Diff:
     summary: Mapping[str, int] = field(default_factory=dict)
     unfinished: tuple[str, ...] = ()  # "old"/"new": the files whose session did not finish
     created: tuple[Any, Any] = (None, None)  # the files' "created" times, as written
+    tolerances_differ: int = 0  # rows whose files carry different tolerances (the tighter judged)
 
     def failing(self) -> list[RowDiff]:
         kinds = (*FAILING, "improvement") if self.strict else FAILING
-        return [r for r in self.rows if any(c in kinds for c in r.changes())]
+        return [r for r in self.rows if any(c in kinds for c in r.changes()) or r.lost]
 
     def problems(self) -> list[str]:
         """Why the gate cannot pass even without a failing row: NEW is unfinished, or nothing was
@@ -171,6 +181,12 @@ class Diff:
             )
         if not any(r.status == "both" and not r.not_run and r.figures for r in self.rows):
             problems.append("no row of one file has a measured figure in the other: nothing was compared")
+        lost = [r for r in self.rows if r.lost]
+        if lost:
+            problems.append(
+                f"{rows_text(len(lost))} measured in {self.old} {'is' if len(lost) == 1 else 'are'} not measured in"
+                f" {self.new} (skipped, or not selected): run NEW with OLD's selection, on the same kind of device"
+            )
         return problems
 
     def notes(self) -> list[str]:
@@ -186,6 +202,11 @@ class Diff:
                     if missing
                     else "its rows ran, and a speed it did not judge is not judged here"
                 )
+            )
+        if self.tolerances_differ:
+            notes.append(
+                f"{rows_text(self.tolerances_differ)}: the two files carry different tolerances; each figure"
+                " is judged with the tighter of the two"
             )
         old_created, new_created = (_created(value) for value in self.created)
         if old_created is not None and new_created is not None and old_created > new_created:
@@ -221,7 +242,9 @@ def diff_results(
 ) -> Diff:
     old_rows = _rows_by_key(old, old_name)
     new_rows = _rows_by_key(new, new_name)
+    overrides = overrides or {}
     rows = []
+    tolerances_differ = 0
     for key in [*new_rows, *(k for k in old_rows if k not in new_rows)]:
         before, after = old_rows.get(key), new_rows.get(key)
         row = after or before
@@ -244,7 +267,9 @@ def diff_results(
                 RowDiff(key[0], key[1], group, "both", before.get("verdict"), after.get("verdict"), unrun=unrun)
             )
             continue
-        tol = _tolerances(after, before).merged(overrides)
+        tol, differ = _tolerances(before, after, old_name, new_name)
+        tol = tol.merged(overrides)
+        tolerances_differ += differ and not overrides.keys() >= {"memory_rel", "speed_rel"}
         untimed = any(speed_unjudged(r) is not None for r in (before, after))
         runs = _measured(before, old_name), _measured(after, new_name)
         figures = tuple(
@@ -259,7 +284,10 @@ def diff_results(
     stack, same = stack_changes(old.get("fingerprint") or {}, new.get("fingerprint") or {})
     unfinished = tuple(name for name, doc in (("old", old), ("new", new)) if doc.get("finished") is False)
     created = (old.get("created"), new.get("created"))
-    diff = Diff(old_name, new_name, stack, same, tuple(rows), strict, unfinished=unfinished, created=created)
+    diff = Diff(
+        old_name, new_name, stack, same, tuple(rows), strict, unfinished=unfinished, created=created,
+        tolerances_differ=tolerances_differ,
+    )  # fmt: skip
     return dataclasses.replace(diff, summary=_summary(diff))
 
 
@@ -276,8 +304,9 @@ def compare_figure(
         return FigureDelta(name, a, b, "appeared")
     if b is None:
         # A figure that was measured and is no longer: an outcome change says why; the figure alone
-        # is no extra regression when the outcome changed too.
-        return FigureDelta(name, a, b, "vanished" if _same_outcome(old, new) else "same")
+        # is no extra regression when the outcome changed too. A run not measured at all in NEW
+        # (skipped) has no outcome to say why: every figure vanished.
+        return FigureDelta(name, a, b, "vanished" if new is None or _same_outcome(old, new) else "same")
     if rule == "exact":
         if name == "outcome":
             return FigureDelta(name, a, b, "same" if a == b else _outcome_change(a, b))
@@ -352,12 +381,24 @@ def _measured(row: Mapping[str, Any], where: str) -> Result | None:
     return Result.from_json(data, f"{where}: row {row.get('profile')}:{row.get('id')}: measured")
 
 
-def _tolerances(*rows: Mapping[str, Any]) -> Tolerances:
-    for row in rows:
+def _tolerances(
+    old: Mapping[str, Any], new: Mapping[str, Any], old_name: str, new_name: str
+) -> tuple[Tolerances, bool]:
+    """The tighter of the two rows' tolerances, field by field (a candidate run with looser ones
+    does not loosen the gate), and whether the files differ."""
+    found = []
+    for row, where in ((old, old_name), (new, new_name)):
         tol = row.get("tolerances")
         if isinstance(tol, Mapping) and tol:
-            return Tolerances(**{k: v for k, v in tol.items() if k in ("memory_rel", "speed_rel")})
-    return Tolerances()
+            try:
+                found.append(Tolerances(**{k: v for k, v in tol.items() if k in ("memory_rel", "speed_rel")}))
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{where}: row {row.get('profile')}:{row.get('id')}: tolerances: {exc}") from None
+    if not found:
+        return Tolerances(), False
+    tighter = Tolerances(memory_rel=min(t.memory_rel for t in found), speed_rel=min(t.speed_rel for t in found))
+    differ = len(found) == 2 and (found[0].memory_rel, found[0].speed_rel) != (found[1].memory_rel, found[1].speed_rel)
+    return tighter, differ
 
 
 def _same_outcome(old: Result | None, new: Result | None) -> bool:
@@ -372,7 +413,7 @@ def _outcome_change(old: str, new: str) -> Change:
 def _summary(diff: Diff) -> dict[str, int]:
     counts = {
         "regressions": 0, "improvements": 0, "changed": 0, "inconclusive": 0, "unchanged": 0, "unmeasured": 0,
-        "not_run": 0, "added": 0, "removed": 0,
+        "not_run": 0, "added": 0, "removed": 0, "lost": 0,
     }  # fmt: skip
     for row in diff.rows:
         if row.status != "both":
@@ -384,6 +425,9 @@ def _summary(diff: Diff) -> dict[str, int]:
             continue
         if not row.figures and row.verdict_change == "same":
             counts["unmeasured"] += 1  # skipped in both (no GPU): nothing to be unchanged
+            continue
+        if row.lost:
+            counts["lost"] += 1  # measured in OLD only (skipped in NEW)
             continue
         changes = set(row.changes())
         if changes & {"regression", "vanished"}:
@@ -479,7 +523,8 @@ def render_markdown(diff: Diff) -> str:
         f"**{gate}**: {rows_text(s.get('regressions', 0))} regressed beyond tolerance, {s.get('changed', 0)} changed"
         f" (exact figures), {s.get('improvements', 0)} improved, {s.get('unchanged', 0)} within tolerance"
         f" or unchanged, {s.get('inconclusive', 0)} with a speed not judged (a busy machine),"
-        f" {s.get('unmeasured', 0)} measured in neither, {s.get('not_run', 0)} not run,"
+        f" {s.get('unmeasured', 0)} measured in neither, {s.get('lost', 0)} measured in OLD only,"
+        f" {s.get('not_run', 0)} not run,"
         f" {s.get('added', 0)} added, {s.get('removed', 0)} removed"
         + (" (strict: improvements fail too)" if diff.strict else ""),
         "",

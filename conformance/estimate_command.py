@@ -21,6 +21,7 @@ from typing import Any, TextIO
 from conformance.display import rows_text
 from conformance.estimate import (
     default_jobs,
+    estimate_problem,
     estimate_profile,
     profile_capacity_gb,
     profile_stack,
@@ -244,7 +245,10 @@ def _run_profile(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         err.write("\r" + " " * 80 + "\r")
     if args.json:
         for row in rows:
-            out.write(json.dumps(row.to_json(), sort_keys=True) + "\n")
+            # The text table's "agrees" column, with the tolerance it used (--tolerance, else the profile's).
+            problem = estimate_problem(row, tolerance)
+            judged = {"tolerance": tolerance, "agrees": problem is None, "disagreement": problem}
+            out.write(json.dumps({**row.to_json(), **judged}, sort_keys=True) + "\n")
         return 0
     out.write(render_table(rows, tolerance, bool(args.markdown), reserved=args.reserved))
     out.write(f"Stack modelled: {stack}: {STACKS[stack]}.\n")

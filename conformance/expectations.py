@@ -302,6 +302,21 @@ def _line_of(text: str, token: str) -> str:
     return f" (line {line}, column {column})"
 
 
+def strict_json(text: str) -> Any:
+    """``json.loads`` for files a person may have edited: NaN, Infinity, numbers out of range and
+    duplicate keys are ``ValueError``s naming the token and where it is."""
+    try:
+        return json.loads(
+            text,
+            object_pairs_hook=unique_keys,
+            parse_constant=_reject_constant,
+            parse_float=_parse_float,
+            parse_int=_parse_int,
+        )
+    except _NonStandardJSON as exc:
+        raise ValueError(f"{exc.token} {exc.why}{_line_of(text, exc.token)}") from None
+
+
 def _read_json(path: Path) -> Any:
     """Strict JSON: no NaN/Infinity, no duplicate keys (``json`` would keep the last silently)."""
     try:

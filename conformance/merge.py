@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from conformance.results import FORMAT, check_document, has_measurement, load_results
+from conformance.results import FORMAT, check_document, has_measurement, load_results, verdict_counts
 
 Prefer = Literal["latest"]
 PREFER_CHOICES = ("latest",)
@@ -68,9 +68,6 @@ def merge(
     for _, doc in documents:
         for profile in doc["profiles"]:
             profiles.setdefault(profile["name"], profile)
-    summary: dict[str, int] = {}
-    for row in rows:
-        summary[row["verdict"]] = summary.get(row["verdict"], 0) + 1
     first = documents[0][1]
     merged = {
         "format": FORMAT,
@@ -83,7 +80,7 @@ def merge(
         "fingerprint": first["fingerprint"],
         "options": {"merged_from": [_source(p, doc) for p, doc in documents]},
         "profiles": list(profiles.values()),
-        "summary": dict(sorted(summary.items())),
+        "summary": verdict_counts(rows),
         "rows": rows,
     }
     check_document(merged, "the merged results")

@@ -6,8 +6,9 @@ speed, each as the deviation from the expected figure in percent, so that a 70 M
 speed is drawn as "slower than expected", the ``slowdown`` factor less one (time per 1k
 iterations measured / expected, tokens per second expected / measured), so that right of the
 band is a regression for both, and its band is the checks' factor: from (1 / (1 + r) - 1) to r
-(15%: -13.0% to +15%; 4.0: -80% to +400%). Every dot's colour is ``conformance.compare.verdict``; a speed timed on a busy machine is grey,
-marked "not judged", as the checks treat it.
+(15%: -13.0% to +15%; 4.0: -80% to +400%). Every dot's colour is ``conformance.compare.verdict``;
+a speed timed on a busy machine, or whose check was skipped (a baseline that did not judge it), is
+grey, marked "not judged", as the report marks it.
 Rows that were not measured, or did not end ``ok``, say so in words where their dot would be.
 matplotlib is an optional extra (``[plot]``).
 """
@@ -23,7 +24,7 @@ from typing import Any, Literal
 
 from conformance.compare import slowdown, verdict
 from conformance.display import rows_text
-from conformance.results import load_results, speed_unjudged
+from conformance.results import load_results, speed_check_skipped, speed_unjudged, verdict_counts
 from litgpt_min.files import atomic_write, check_output_file
 from litgpt_min.usage import one_line
 
@@ -93,7 +94,7 @@ def speed_point(row: Mapping[str, Any]) -> Point | None:
         point = _point(row, "time_1k_iters_min", expected["time_1k_iters_min"], "min", tol)
     else:
         point = _point(row, "tokens_per_sec", expected.get("tokens_per_sec"), "tok/s", tol)
-    if point is not None and point.pct is not None and speed_unjudged(row) is not None:
+    if point is not None and point.pct is not None and (speed_unjudged(row) is not None or speed_check_skipped(row)):
         point = dataclasses.replace(point, status="unjudged", label=f"{point.label} (not judged)")
     return None if point is None else dataclasses.replace(point, factor=True)
 
@@ -207,7 +208,7 @@ def _title(results: Mapping[str, Any]) -> str:
         else f"CPU {((fp.get('cpu') or {}).get('model')) or '?'}"
     )
     versions = ", ".join(f"{k} {fp.get(k)}" for k in ("torch", "cuda", "bitsandbytes", "lightning") if fp.get(k))
-    summary = ", ".join(f"{n} {v}" for v, n in (results.get("summary") or {}).items())
+    summary = ", ".join(f"{n} {v}" for v, n in verdict_counts(results.get("rows") or []).items())
     created = results.get("created") or ""
     return (
         f"Conformance: {machine}; {versions}\n{created}  verdicts: {summary}."

@@ -11,7 +11,7 @@ from typing import Any
 
 from conformance.compare import SPEED_INCONCLUSIVE
 from conformance.display import count_text, number_text, rows_text
-from conformance.results import has_measurement
+from conformance.results import has_measurement, speed_check_skipped, verdict_counts
 
 # How the published tables name the models (size, name); others fall back to the registry name.
 MODEL_NAMES: Mapping[str, tuple[str, str]] = {
@@ -49,7 +49,7 @@ def render(results: Mapping[str, Any]) -> str:
     names = [p["name"] for p in profiles] or list(dict.fromkeys(r["profile"] for r in rows))
     out = ["# Conformance report", ""]
     out += _machine(results)
-    summary = results.get("summary") or {}
+    summary = verdict_counts(rows)  # from the rows, not a stored summary that may disagree
     if summary:
         out.append("- Verdicts: " + ", ".join(f"{n} {v}" for v, n in summary.items()))
     if results.get("command"):
@@ -233,8 +233,7 @@ def _speed_cell(row: Mapping[str, Any], field: str) -> str:
         return "-" if expected is None else f"{number_text(expected)}{unit} ({'not measured' if run else 'not run'})"
     # A speed whose check was skipped (a busy machine, portable mode) is shown, marked as not judged;
     # the reason of a check that was decided (failed, improved) is the findings' to tell.
-    skipped = (row.get("checks") or {}).get("speed") == "skipped" and row.get("verdict") != "skipped"
-    unjudged = str((row.get("reasons") or {}).get("speed") or "") if skipped else ""
+    unjudged = str((row.get("reasons") or {}).get("speed") or "") if speed_check_skipped(row) else ""
     if "speed" in (row.get("pending") or ()):
         unjudged = "its check did not run"  # the session ended first
     why = re.split(r"[:;(]", unjudged.removeprefix(f"{SPEED_INCONCLUSIVE}: "), maxsplit=1)[0].strip()

@@ -26,13 +26,12 @@ from jsonschema import Draft202012Validator
 from conformance.compare import SPEED_INCONCLUSIVE, Finding
 from conformance.display import display
 from conformance.estimate import RowEstimate
-from conformance.expectations import write_json_atomic
+from conformance.expectations import strict_json, write_json_atomic
 from conformance.options import options_json
 from conformance.profiles import profile_json
 from conformance.snapshot import RowSnapshot, Snapshot
 from conformance.verdicts import row_verdict
 from litgpt_min.files import read_only
-from litgpt_min.json_keys import unique_keys
 from litgpt_min.result import Result, plain_json
 
 FORMAT = "litgpt-conformance-results/2"
@@ -128,6 +127,28 @@ def is_results_file(path: Path) -> bool:
     return isinstance(data, dict) and str(data.get("format", "")).startswith(FORMAT_PREFIX)
 
 
+def _read_loosely(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def row_ids_in(path: Path) -> set[str]:
+    """The row ids an existing results file holds (empty when it is missing or unreadable): what a
+    session writing over it would replace."""
+    rows = _read_loosely(path).get("rows")
+    return {row["id"] for row in rows or () if isinstance(row, dict) and isinstance(row.get("id"), str)}
+
+
+def merged_from(path: Path) -> bool:
+    """Whether an existing results file was written by ``conformance report --merged`` (which may
+    replace it), not by a session."""
+    options = _read_loosely(path).get("options")
+    return isinstance(options, dict) and bool(options.get("merged_from"))
+
+
 def check_not_results(path: Path, option: str) -> None:
     """Refuse (``ValueError``, one line) to write a report over a results file: what it recorded
     would be lost."""
@@ -218,7 +239,13 @@ def check_document(data: dict[str, Any], where: str) -> None:
         error = errors[0]
         raise ValueError(f"{where}: {_pointer(error.absolute_path)}: {error.message}")
     first: dict[tuple[str, str], int] = {}
+    listed = [profile["name"] for profile in data["profiles"]]
     for index, row in enumerate(data["rows"]):
+        if listed and row["profile"] not in listed:
+            raise ValueError(
+                f"{where}: /rows/{index}/profile: row {row['id']!r} names profile {row['profile']!r}, which /profiles"
+                f" does not list ({', '.join(listed)})"
+            )
         key = (row["profile"], row["id"])
         if key in first:
             raise ValueError(
@@ -228,6 +255,24 @@ def check_document(data: dict[str, Any], where: str) -> None:
         first[key] = index
         if row["measured"] is not None:
             Result.from_json(row["measured"], f"{where}: /rows/{index}/measured")
+    counted = verdict_counts(data["rows"])
+    if data["summary"] != counted:
+        raise ValueError(
+            f"{where}: /summary: {_counts_text(data['summary'])} does not match the rows' verdicts"
+            f" ({_counts_text(counted)})"
+        )
+
+
+def verdict_counts(rows: list[Mapping[str, Any]]) -> dict[str, int]:
+    """The results file's ``summary``: how many rows have each verdict."""
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["verdict"]] = counts.get(row["verdict"], 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def _counts_text(counts: Mapping[str, Any]) -> str:
+    return ", ".join(f"{n} {verdict}" for verdict, n in counts.items()) or "no rows"
 
 
 def run_finished(row: Mapping[str, Any]) -> bool:
@@ -263,10 +308,16 @@ def speed_unjudged(row: Mapping[str, Any]) -> str | None:
     return None
 
 
+def speed_check_skipped(row: Mapping[str, Any]) -> bool:
+    """Whether a row that was judged had its speed check skipped (a busy machine, portable mode, a
+    baseline that did not judge the speed): a measured speed there is shown, never judged."""
+    return (row.get("checks") or {}).get("speed") == "skipped" and row.get("verdict") != "skipped"
+
+
 def load_results(path: Path) -> dict[str, Any]:
     """A results document; ``ValueError`` naming the file and the field (a JSON pointer)."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"), object_pairs_hook=unique_keys)
+        data = strict_json(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
         raise ValueError(f"{path}: cannot read: {exc.strerror or exc}") from None
     except ValueError as exc:  # DuplicateKey among them

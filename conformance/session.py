@@ -35,7 +35,7 @@ from conformance.gpus import WORKERINPUT_KEY
 from conformance.options import Options
 from conformance.profiles import ActiveProfile, select_profiles
 from conformance.record import NOTHING_RECORDED, record_profile
-from conformance.results import ResultsLock, check_target, write_results
+from conformance.results import ResultsLock, check_target, row_ids_in, write_results
 from conformance.rules import (
     CHECKS,
     FIXTURE,
@@ -150,9 +150,13 @@ class ConformanceSession:
         self._profile_cases: dict[RowKey, Case] = {}  # every row as its profile has it (no baseline applied)
         self._prefetch: list[tuple[ActiveProfile, Case]] | None = None  # CPU rows to start with the first check
         self._idle: dict[RowKey, IdleReport] = {}  # the GPU-idle check before each GPU row's run
+        # The rows of the results file this session replaces: kept until one of its checks decides.
+        self._replaced_ids: set[str] | None = None
         if self.writes and options.results is not None:
             check_target(options.results)
             self._results_lock = ResultsLock(options.results)
+            if options.results.exists():
+                self._replaced_ids = row_ids_in(options.results)
         files = options.results is not None or options.record is not None
         self._signals = SessionSignals(files) if self.writes else None
         self._profile_written = False  # --record's profile, at the session's end
@@ -313,6 +317,13 @@ class ConformanceSession:
             if finished and line not in self.summary_lines:
                 self.summary_lines.append(line)
             return
+        if self._replaced_ids is not None and not self._results_written and not (finished or self._measured_any()):
+            # An earlier file (often the baseline of a diff) is replaced only once this session has
+            # measured something, or finished: one interrupted before its first run keeps it.
+            line = f"conformance: nothing measured; {display(self.options.results)} was left as it was"
+            if line not in self.summary_lines:
+                self.summary_lines.append(line)
+            return
         try:
             write_results(snapshot, self.options.results)
             self._results_written = True
@@ -321,6 +332,10 @@ class ConformanceSession:
             line = f"conformance: could not write the results: {exc}"
             if line not in self.summary_lines:
                 self.summary_lines.append(line)
+
+    def _measured_any(self) -> bool:
+        """Whether a check that needs a run (not the parameter counts) has decided."""
+        return any(kind != "params" for row in self.rows.values() for kind in row.checks)
 
     def close(self) -> None:
         self.cache.close()
@@ -592,7 +607,11 @@ class ConformanceSession:
                 )
         terminalreporter.write_line(f"conformance: {rows_text(len(self.rows))}; " + "; ".join(parts))
         if self.options.results is not None and self._results_written:
-            terminalreporter.write_line(f"conformance: results in {self.options.results}")
+            dropped = (self._replaced_ids or set()) - {row.case.id for row in self.rows.values()}
+            replaced = f" (it replaced a file that also held {rows_text(len(dropped))} this session did not select)"
+            terminalreporter.write_line(
+                f"conformance: results in {self.options.results}" + (replaced if dropped else "")
+            )
 
     def _word(self, verdict: str) -> str:
         """A check decided in record mode reads "recorded" only if the profile was written."""

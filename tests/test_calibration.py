@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from conformance.expectations import load_profile
+from conformance.results import verdict_counts
 
 ROOT = Path(__file__).resolve().parent.parent
 GPU_RESULTS = sorted((ROOT / "benchmarks" / "results").glob("h200-*/results-*.json"))
@@ -37,6 +38,7 @@ def _results_with(tmp_path: Path, keep: str, **measured: Any) -> Path:
         if rows:
             data = copy.deepcopy(data)
             data["rows"] = rows
+            data["summary"] = verdict_counts(rows)
             rows[0]["measured"].update(measured)
             out = tmp_path / "results.json"
             out.write_text(json.dumps(data), encoding="utf-8")

@@ -201,19 +201,61 @@ def test_changed_parameter_counts_fail(tmp_path: Path) -> None:
     assert diff.exit_status == 1
 
 
-def test_added_and_removed_rows_are_listed_and_a_removed_row_does_not_fail() -> None:
+def test_an_added_row_is_listed_and_a_removed_measured_row_fails_the_gate() -> None:
     kept = row("kept", measured(max_memory_gb=2.0))
-    old = results([row("gone", measured(max_memory_gb=1.0)), kept])
+    old = results([row("gone", measured(max_memory_gb=1.0)), kept, row("never", None, verdict="skipped")])
     new = results([kept, row("new", measured(max_memory_gb=1.0))])
     diff = diff_results(old, new)
-    assert {r.id: r.status for r in diff.rows} == {"kept": "both", "new": "added", "gone": "removed"}
-    assert diff.summary["added"] == 1 and diff.summary["removed"] == 1 and diff.exit_status == 0
+    assert {r.id: r.status for r in diff.rows} == {
+        "kept": "both",
+        "new": "added",
+        "gone": "removed",
+        "never": "removed",
+    }
+    assert diff.summary["added"] == 1 and diff.summary["removed"] == 1 and diff.summary["unmeasured"] == 1
+    # A gate that passed it would pass a box that no longer runs the row; one OLD never measured fails nothing.
+    assert [r.id for r in diff.failing()] == ["gone"] and diff.exit_status == 1
+    assert diff.problems() == [
+        "1 row measured in old is not measured in new (skipped, or not selected):"
+        " run NEW with OLD's selection, on the same kind of device"
+    ]
+
+
+def test_a_row_measured_in_old_and_skipped_in_new_fails_the_gate() -> None:
+    """Before, a NEW whose every run was skipped (CUDA broken by the upgrade) passed the gate: each
+    figure read "same" because a skipped run has no outcome either."""
+    old = results([row("a", measured(max_memory_gb=1.0, time_1k_iters_min=2.0)), row("b", measured(max_memory_gb=1.0))])
+    new = results([row("a", None, verdict="skipped"), row("b", measured(max_memory_gb=1.0))])
+    diff = diff_results(old, new)
+    lost = {r.id: r for r in diff.rows}["a"]
+    assert lost.lost and {f.change for f in lost.figures} == {"vanished"}
+    assert diff.summary["lost"] == 1 and diff.summary["unchanged"] == 1 and diff.summary["regressions"] == 0
+    assert [r.id for r in diff.failing()] == ["a"] and diff.exit_status == 1
+    assert " 1 measured in OLD only," in render_markdown(diff)
+
+
+def test_a_figure_is_judged_with_the_tighter_of_the_two_files_tolerances() -> None:
+    old = results([row("a", measured(max_memory_gb=1.0))])
+    looser = results([row("a", measured(max_memory_gb=1.15), memory_rel=0.5)])
+    diff = diff_results(old, looser)
+    assert {r.id: r for r in diff.rows}["a"].figures[-1].change == "regression" and diff.exit_status == 1
+    assert diff.tolerances_differ == 1
+    assert "1 row: the two files carry different tolerances; each figure is judged with the tighter of the two" in (
+        diff.notes()
+    )
+    assert diff_results(old, looser, overrides={"memory_rel": 0.5, "speed_rel": 0.5}).tolerances_differ == 0
+
+
+def test_a_bad_tolerance_in_a_results_row_names_the_file_and_row() -> None:
+    bad = results([row("a", measured(max_memory_gb=1.0), memory_rel=float("nan"))])
+    with pytest.raises(ValueError, match=r"^new: row a100-sxm4-40gb:a: tolerances: .*memory_rel"):
+        diff_results(results([row("a", measured(max_memory_gb=1.0))]), bad)
 
 
 @pytest.mark.parametrize(
     ("old_rows", "new_rows"),
     [
-        ([row("a", measured(max_memory_gb=1.0))], [row("b", measured(max_memory_gb=1.0))]),  # no row in common
+        ([row("a", None, verdict="skipped")], [row("b", measured(max_memory_gb=1.0))]),  # no row in common
         ([row("a", None, verdict="skipped")], [row("a", None, verdict="skipped")]),  # in common, never measured
         ([], []),
     ],

@@ -814,6 +814,14 @@ def test_profile_json_one_object_per_row(capsys: pytest.CaptureFixture[str]) -> 
         assert {"id", "outcome", "max_memory_gb", "stack"} <= row.keys()
         assert row["outcome"] in ("ok", "oom", "unsupported")
         assert (row["max_memory_gb"] is None) == (row["outcome"] == "unsupported")
+    # The table's "agrees", with the tolerance it used: --tolerance is not ignored under --json.
+    tolerance = load_profile("cpu-tiny").tolerances.estimate_rel
+    assert {r["tolerance"] for r in rows} == {tolerance} and all(
+        r["agrees"] is (r["disagreement"] is None) for r in rows
+    )
+    _, strict, _ = run_cli(["--profile", "cpu-tiny", "--json", "--jobs", "1", "--tolerance", "0.0001"], capsys)
+    misses = [json.loads(line) for line in strict.splitlines() if not json.loads(line)["agrees"]]
+    assert misses and all("tolerance ±0.01%" in r["disagreement"] for r in misses)
 
 
 def test_a_profile_rows_batch_is_the_one_its_devices_run_with() -> None:

@@ -91,6 +91,7 @@ def test_the_merged_file_is_a_valid_results_file_and_merges_again(
     assert "Merged from 2 results files" in text and "host node-a" in text and "host node-b" in text
     again = merge_files([out])
     assert {r["fingerprint"]["hostname"] for r in again["rows"]} == {"node-a", "node-b"}
+    assert main(["report", *map(str, two_machines), "--merged", str(out)]) == 0, "an earlier merge may be replaced"
 
 
 def test_bad_input_is_one_line_and_exit_2(

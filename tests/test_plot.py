@@ -83,6 +83,12 @@ def test_points_follow_the_comparison_rules() -> None:
     unjudged = speed_point(busy)
     assert unjudged is not None and unjudged.status == "unjudged" and unjudged.label.endswith("(not judged)")
     assert unjudged.pct == pytest.approx(100.0)
+    # A speed check a --baseline session skipped (the baseline did not judge the speed): shown in the
+    # report as "not judged", so not a blue improvement here either.
+    faster = r(measured(time_1k_iters_min=2.0), time_1k_iters_min=10.0)
+    faster.update(checks={"run": "passed", "speed": "skipped"}, reasons={"speed": "the baseline did not judge it"})
+    skipped = speed_point(faster)
+    assert skipped is not None and skipped.status == "unjudged" and skipped.label.endswith("(not judged)")
 
 
 @pytest.mark.parametrize(

@@ -1053,6 +1053,32 @@ def test_an_interrupted_session_says_which_rows_did_not_finish(suite: Suite) -> 
     assert report.count("| not run: run, speed |") == 1 and report.count("| not run: speed |") == 1
 
 
+ALWAYS_INTERRUPTING_RUNNER = """
+import pytest
+
+def interrupt(case, options):
+    pytest.exit("interrupted before the first run ended", returncode=pytest.ExitCode.INTERRUPTED)
+"""
+
+
+def test_a_session_interrupted_before_it_measured_keeps_the_earlier_results_file(suite: Suite) -> None:
+    suite.profile()
+    suite.answer(good_answers())
+    suite.pytester.makepyfile(always_interrupting_runner=ALWAYS_INTERRUPTING_RUNNER)
+    results = suite.pytester.path / "r.json"
+    assert suite.run("--results", str(results), "--cpu-jobs", "0").ret == 0
+    before = results.read_bytes()
+    result = suite.run("--results", str(results), "--runner", "always_interrupting_runner:interrupt", "--cpu-jobs", "0")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    assert results.read_bytes() == before, "the parameter counts alone do not replace a measured file"
+    result.stdout.fnmatch_lines(["conformance: nothing measured; *r.json was left as it was"])
+    narrowed = suite.run("--results", str(results), "-k", INFER, "--cpu-jobs", "0")
+    assert narrowed.ret == 0 and [r["id"] for r in load_results(results)["rows"]] == [INFER]
+    narrowed.stdout.fnmatch_lines(
+        ["conformance: results in *r.json (it replaced a file that also held 4 rows this session did not select)"]
+    )
+
+
 def test_a_session_stopped_by_x_did_not_finish(suite: Suite) -> None:
     """Before, -x (exit status 1, as a finished session with a failure) wrote "finished": true
     beside rows whose checks never ran."""

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from conformance.cli import main
 from conformance.report import render
-from conformance.results import FORMAT, load_results
+from conformance.results import FORMAT, load_results, verdict_counts
 from litgpt_min.result import Result
 
 REPO = Path(__file__).resolve().parent.parent
@@ -57,7 +57,7 @@ RESULTS: dict[str, Any] = {
         "bitsandbytes": "0.41.1", "lightning": "2.1.0", "python": "3.11.7", "os": "Ubuntu 22.04.3 LTS",
     },
     "profiles": [{"name": "a100-sxm4-40gb", "mode": "native", "memory_cap_gb": None, "hardware": {"sku": "a100-sxm4-40gb"}}],
-    "summary": {"failed": 1, "passed": 2, "xfailed": 1, "skipped": 1},
+    "summary": {"failed": 1, "passed": 3, "skipped": 1, "xfailed": 1},
     "rows": [
         row("finetune-lora-llama2_7b-noquant-mb1-1gpu",
             {"trainable_params": 4194304, "max_memory_gb": 21.3, "time_1k_iters_min": 2.36},
@@ -276,11 +276,23 @@ def test_cli_report_and_diff_never_write_a_report_over_another_results_file(
         (["report", str(source), "-o", str(other)], f"-o {other}: is a conformance results file"),
         (["diff", str(source), str(source), "-o", str(other)], f"-o {other}: is a conformance results file"),
         (["report", str(source), "--merged", str(merged), "-o", str(merged)], f"-o {merged}: is the --merged file too"),
+        (
+            ["report", str(source), "--merged", str(other)],
+            f"--merged {other}: is a session's results file, not an earlier merge; refusing to replace it",
+        ),
+        (
+            ["report", str(source), "--merged", str(merged), "--plot", str(merged)],
+            f"--merged {merged}: is the --plot file too; one would replace the other",
+        ),
+        (
+            ["report", str(source), "-o", str(tmp_path / "x.png"), "--plot", str(tmp_path / "x.png")],
+            "-o " + str(tmp_path / "x.png") + ": is the --plot file too",
+        ),
     ):
         assert main(argv) == 2, argv
         captured = capsys.readouterr()
         assert problem in captured.err and captured.out == "" and captured.err.count("\n") == 1, captured.err
-    assert other.read_bytes() == kept and not merged.exists()
+    assert other.read_bytes() == kept and not merged.exists() and not (tmp_path / "x.png").exists()
 
 
 def test_a_report_of_a_baseline_session_says_what_its_figures_are_measured_against() -> None:
@@ -322,6 +334,7 @@ def test_cli_report_never_writes_through_a_symlink(tmp_path: Path, capsys: pytes
 def test_rows_that_did_not_finish_are_not_run_never_pass(tmp_path: Path) -> None:
     data = _edited(lambda d: d.update(finished=False))
     data["rows"][0].update(verdict="not run", checks={"params": "passed"}, pending=["run", "speed"], measured=None)
+    data["summary"] = verdict_counts(data["rows"])
     (tmp_path / "r.json").write_text(json.dumps(data))
     assert load_results(tmp_path / "r.json") == data  # the schema knows "not run" and "pending"
     text = render(data)
@@ -415,6 +428,33 @@ def test_any_edit_of_a_results_file_renders_or_is_one_line_naming_the_field(data
             status = main(["report", str(file)])
     assert status in (0, 2)
     if status == 2:
-        assert err.getvalue().startswith(f"conformance report: {file}: /") and err.getvalue().count("\n") == 1
+        # A field by its JSON pointer, or a number JSON cannot hold by its line and column.
+        named = (f"conformance report: {file}: /", f"conformance report: {file}: not valid JSON: ")
+        assert err.getvalue().startswith(named) and err.getvalue().count("\n") == 1
     else:
         assert out.getvalue().startswith("# Conformance report") and not err.getvalue()
+
+
+def test_a_results_file_whose_summary_or_profiles_disagree_with_its_rows_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before, a hand-edited verdict left the header at "10 passed" beside a FAIL row, and a row of a
+    profile the file did not list vanished from the report."""
+    path = tmp_path / "r.json"
+    failed = json.loads(json.dumps(RESULTS))
+    failed["rows"][0]["verdict"] = "failed"
+    path.write_text(json.dumps(failed))
+    assert main(["report", str(path)]) == 2
+    assert capsys.readouterr().err == (
+        f"conformance report: {path}: /summary: 1 failed, 3 passed, 1 skipped, 1 xfailed does not match the rows'"
+        " verdicts (2 failed, 2 passed, 1 skipped, 1 xfailed)\n"
+    )
+    assert "- Verdicts: 2 failed, 2 passed, 1 skipped, 1 xfailed" in render(failed), "the header counts the rows"
+    stray = json.loads(json.dumps(RESULTS))
+    stray["rows"][0]["profile"] = "h100"
+    path.write_text(json.dumps(stray))
+    assert main(["report", str(path)]) == 2
+    assert capsys.readouterr().err == (
+        f"conformance report: {path}: /rows/0/profile: row 'finetune-lora-llama2_7b-noquant-mb1-1gpu' names profile"
+        " 'h100', which /profiles does not list (a100-sxm4-40gb)\n"
+    )

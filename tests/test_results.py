@@ -7,6 +7,7 @@ import dataclasses
 import datetime as dt
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -187,3 +188,27 @@ def test_the_schema_knows_every_check_kind_verdict_and_outcome() -> None:
     assert set(defs["verdict"]["enum"]) == set(VERDICT_ORDER)
     assert set(defs["row"]["properties"]["expected"]["properties"]["outcome"]["enum"]) == set(OUTCOMES)
     assert json.loads(SCHEMA_PATH.read_text())["properties"]["format"]["const"] == FORMAT
+
+
+@pytest.mark.parametrize(
+    ("token", "why"),
+    [
+        ("NaN", "NaN is not a JSON number (NaN and Infinity are not allowed)"),
+        ("-Infinity", "-Infinity is not a JSON number (NaN and Infinity are not allowed)"),
+        ("1e400", "1e400 is out of range for a float"),
+    ],
+)
+def test_a_results_file_with_a_number_json_lacks_is_refused_at_its_line(tmp_path: Path, token: str, why: str) -> None:
+    """Before, NaN in a row's expected memory loaded, and the report printed "(+nan%)"."""
+    path = tmp_path / "r.json"
+    text = json.dumps(build_results(snapshot(tmp_path, finished=True)), indent=2)
+    figure = '"max_memory_gb": '
+    line = text[: text.index(figure)].count("\n") + 1
+    start = text.index(figure) + len(figure)
+    end = min(text.index(c, start) for c in ",\n}" if c in text[start:])
+    path.write_text(text[:start] + token + text[end:])
+    with pytest.raises(ValueError) as refused:
+        load_results(path)
+    assert re.fullmatch(
+        rf"{re.escape(str(path))}: not valid JSON: {re.escape(why)} \(line {line}, column \d+\)", str(refused.value)
+    )
