@@ -62,7 +62,9 @@ Modelling assumptions (each one is a place the estimate can be wrong):
    the root unit, ``use_orig_params=True``, ``limit_all_gathers``, activation checkpointing per
    Block): the step runs with checkpointing, and every Block's parameters, frozen ones included,
    receive gradients that are concatenated into one unsharded flat gradient per Block, kept (in
-   the compute dtype) under ``no_backward_sync``; the Blocks' resident weights are then replaced
+   the compute dtype) under ``no_backward_sync`` (without accumulation every backward syncs
+   instead: each flat gradient is reduce-scattered as it is complete, and only this rank's shard
+   of it is kept); the Blocks' resident weights are then replaced
    by this rank's shards of every unit plus two unsharded Blocks (the current one and the
    prefetched one). The root unit stays unsharded from forward to backward, as FSDP keeps it.
    The simulated run is iteration 0 (the longest sample, no flat gradient yet) followed, when
@@ -294,7 +296,10 @@ def _fsdp_peak(request: EstimateRequest, extrapolate: bool) -> int:
     """Per device under the reference's FSDP (assumption 7): the simulated run's peak with every
     weight resident, less the Blocks' weights, plus this rank's shards and the Blocks kept
     unsharded."""
-    step = _fsdp_step(dataclasses.replace(request, devices=1), extrapolate)
+    # Only a run that syncs every backward (no accumulation) keeps a gradient that depends on the
+    # world size (its shards); otherwise rows that differ only in devices share the step.
+    syncs = request.gradient_accumulation_iters == 1
+    step = _fsdp_step(request if syncs else dataclasses.replace(request, devices=1), extrapolate)
     itemsize = request.dtype.itemsize
     blocks, root = _parameter_sizes(request.config, request.method, request.lora, request.adapter)
     resident = sum(round_allocation(n * itemsize) for sizes in blocks for n in sizes)
@@ -307,8 +312,8 @@ def _fsdp_peak(request: EstimateRequest, extrapolate: bool) -> int:
 @functools.lru_cache(maxsize=8)
 def _fsdp_step(request: EstimateRequest, extrapolate: bool) -> int:
     """The simulated run's peak with every weight resident (iteration 0 and, when gradients
-    accumulate, a later micro-step); the same for any number of devices (only the shards
-    differ), so rows that differ only in devices share it."""
+    accumulate, a later micro-step); when they accumulate, the same for any number of devices
+    (only the weights' shards differ), so rows that differ only in devices share it."""
     return _peak(request, extrapolate, fsdp=True, later=request.later_seq_len is not None)[0]
 
 

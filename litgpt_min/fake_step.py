@@ -168,7 +168,14 @@ def run_step(
         optimizer = _optimizer(model, request, device)
         prefix = [""]
         if fsdp:
-            _flat_block_gradients(model, request.dtype, first=lambda: phase(f"{prefix[0]}flat-gradients"))  # type: ignore[arg-type]
+            # Without accumulation every backward syncs: each flat gradient is reduce-scattered.
+            shards = request.devices if request.gradient_accumulation_iters == 1 else None
+            _flat_block_gradients(
+                model,
+                request.dtype,
+                first=lambda: phase(f"{prefix[0]}flat-gradients"),  # type: ignore[arg-type]
+                shards=shards,
+            )
         wrapped = _FabricOutputs(model, request.precision)
 
         def backward(loss: torch.Tensor) -> None:
@@ -281,7 +288,9 @@ def _checkpoint_blocks(model: GPT) -> None:
         block.forward = forward  # type: ignore[method-assign]
 
 
-def _flat_block_gradients(model: GPT, dtype: torch.dtype, first: Callable[[], None] = lambda: None) -> None:
+def _flat_block_gradients(
+    model: GPT, dtype: torch.dtype, first: Callable[[], None] = lambda: None, shards: int | None = None
+) -> None:
     """Each Block's gradient as FSDP (``use_orig_params=True``) produces it, for a Block that trains.
 
     The parameters are views of the Block's flat parameter, so every one of them, frozen or not,
@@ -289,9 +298,11 @@ def _flat_block_gradients(model: GPT, dtype: torch.dtype, first: Callable[[], No
     one has arrived they are concatenated into the flat gradient, which stays unsharded under
     ``no_backward_sync`` until the optimizer step, and the per-parameter gradients are dropped. In
     a later backward of the window the new flat gradient is a temporary added into the kept one
-    (``AccumulateGrad``'s in-place sum). ``first`` is called before the first flat gradient of
-    each backward: backward peaks either at its start (the logits) or at its end (the
-    gradients), each affine in the depth, so they are phases apart.
+    (``AccumulateGrad``'s in-place sum). ``shards``: a backward that syncs (no accumulation)
+    reduce-scatters each flat gradient as it is complete, keeping this rank's 1/``shards`` of it
+    and freeing the rest. ``first`` is called before the first flat gradient of each backward:
+    backward peaks either at its start (the logits) or at its end (the gradients), each affine in
+    the depth, so they are phases apart.
     """
     blocks = [[p for p in block.parameters() if p.is_floating_point()] for block in model.transformer.h]
     blocks = [params for params in blocks if any(p.requires_grad for p in params)]
@@ -306,6 +317,8 @@ def _flat_block_gradients(model: GPT, dtype: torch.dtype, first: Callable[[], No
         if b == len(blocks) - 1:
             first()
         new = torch.empty(sum(p.numel() for p in blocks[b]), dtype=dtype, device=param.device)
+        if shards is not None:  # reduce-scatter: the shard is allocated, then the flat gradient freed
+            new = torch.empty(-(-new.numel() // shards), dtype=dtype, device=param.device)
         if kept[b]:
             kept[b][0].add_(new)
         else:
