@@ -31,7 +31,7 @@ from conformance.estimate import (
 from conformance.expectations import DEFAULT_ROOT, PRECISION, ExpectationError, load_profile
 from conformance.options import device_gb, fraction, whole_number
 from litgpt_min.cli import add_flat_options
-from litgpt_min.config import Config
+from litgpt_min.config import Config, configs
 from litgpt_min.estimate import (
     HOWS,
     STACKS,
@@ -120,7 +120,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--profile", help="estimate every row of this profile")
-    what.add_argument("--model", help="a registry model name (ad hoc estimate)")
+    what.add_argument("--model", help=f"a registry model name (ad hoc estimate): {', '.join(sorted(configs))}")
     what.add_argument(
         "--config", type=path_argument, help="a checkpoint's lit_config.json or model_config.yaml (ad hoc estimate)"
     )

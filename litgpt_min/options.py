@@ -33,7 +33,7 @@ import torch
 
 from litgpt_min import data
 from litgpt_min.adapter import AdapterSettings
-from litgpt_min.config import Config
+from litgpt_min.config import Config, configs
 from litgpt_min.lora import LoRASettings
 from litgpt_min.outcome import UnsupportedCombination
 from litgpt_min.quantize import QUANTIZE_MODES, QuantizeMode
@@ -482,7 +482,7 @@ def _fields(cls: type, prefix: str = "", skip: tuple[str, ...] = ()) -> list[Fla
 
 
 _RUN = [
-    FlatOption("model", str, help="registry name, e.g. Llama-2-7b-hf"),
+    FlatOption("model", str, help=f"registry name: {', '.join(sorted(configs))}"),
     FlatOption("quantize", str, QUANTIZE_MODES, "bitsandbytes 4-bit mode"),
     FlatOption(
         "devices", int, help="devices per machine; several (finetune only) run Fabric's FSDP as the reference did"
