@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 import textwrap
 import time
@@ -380,6 +381,9 @@ def describe_ad_hoc(obj: dict[str, Any], request: EstimateRequest, later_worst: 
         lines.extend(textwrap.wrap(text, 100, initial_indent=f"  {label:<16} ", subsequent_indent=" " * 19))
 
     gb, capacity, outcome = obj["max_memory_gb"], obj["capacity_gb"], obj["outcome"]
+    # Figures within a small margin of each other get the decimals that tell them apart (not
+    # "needs 4.79 MB more than 42.01 GB" beside a peak of "42.01 GB").
+    shown = _close_figures(gb, capacity)
     if outcome == "unsupported":
         line("outcome", f"unsupported: {obj['unsupported']}")
     elif capacity is None:
@@ -388,12 +392,12 @@ def describe_ad_hoc(obj: dict[str, Any], request: EstimateRequest, later_worst: 
         # The verdict is on the allocated peak (what the tables report); a reserve over the
         # capacity is said on its own line.
         beyond = " (allocated; the reserve exceeds it)" if obj.get("reserved_exceeds_capacity") else ""
-        line("outcome", f"ok: fits in {gb_text(capacity)} GB with {_margin_text(capacity - gb)} to spare{beyond}")
+        line("outcome", f"ok: fits in {shown(capacity)} GB with {_margin_text(capacity - gb)} to spare{beyond}")
     else:
-        line("outcome", f"oom: needs {_margin_text(gb - capacity)} more than {gb_text(capacity)} GB")
+        line("outcome", f"oom: needs {_margin_text(gb - capacity)} more than {shown(capacity)} GB")
     if gb is not None:
         per_device = " per device" if request.devices > 1 else ""
-        line("peak allocated", f"{gb_text(gb)} GB{per_device} (what torch.cuda.max_memory_allocated would report)")
+        line("peak allocated", f"{shown(gb)} GB{per_device} (what torch.cuda.max_memory_allocated would report)")
     if obj["max_memory_reserved_gb"] is not None:
         first = obj["reserved_at_first_gemm_gb"]
         at_first = "" if first is None else f", {gb_text(first)} GB when the first matmul creates cuBLAS's handle"
@@ -520,6 +524,16 @@ def _config(args: argparse.Namespace) -> tuple[Config, str]:
     if not config.name:  # named after its folder, in the output and in every message about it
         config = Config.from_dict({**config.to_dict(), "name": path.parent.name})
     return config, config.name
+
+
+def _close_figures(gb: float | None, capacity: float | None) -> Callable[[float], str]:
+    """How to show the peak and the capacity: ``gb_text``, or with the decimals that tell them apart
+    when they differ by less than 0.1 GB (at most six, the figures' precision)."""
+    margin = abs(gb - capacity) if gb is not None and capacity is not None else 0.0
+    if not 0 < margin < 0.1 or (gb is not None and gb < 0.1):
+        return gb_text
+    decimals = min(6, max(2, math.ceil(-math.log10(margin)) + 1))
+    return lambda value: f"{value:.{decimals}f}"
 
 
 def _margin_text(gb: float) -> str:

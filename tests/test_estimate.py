@@ -1225,3 +1225,13 @@ def test_a_length_past_the_block_size_names_its_options(
 ) -> None:
     code, _, err = run_cli(["--model", "tiny-llama", *extra], capsys)
     assert code == 2 and err == f"conformance estimate: {message} tiny-llama's block size 256\n"
+
+
+def test_a_peak_close_to_the_capacity_is_shown_with_the_decimals_that_tell_them_apart() -> None:
+    """Before: "needs 4.79 MB more than 42.01 GB" beside a peak of "42.01 GB"."""
+    from conformance.estimate_command import _close_figures
+
+    shown = _close_figures(42.009786, 42.005)
+    assert (shown(42.005), shown(42.009786)) == ("42.0050", "42.0098")
+    assert _close_figures(7.955, 24.0) is gb_text and _close_figures(0.0004, 0.0005) is gb_text
+    assert _close_figures(21.3, None) is gb_text
