@@ -10,9 +10,12 @@ refusal included) prints its result like any other and exits with status 1.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import re
 import sys
+from collections.abc import Iterator
 from typing import Any, NoReturn
 
 from litgpt_min import launch
@@ -87,14 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("method", choices=finetune["method"].choices)
     p.add_argument("--model", required=True, help=finetune["model"].help)
     add_flat_options(p, [o for name, o in finetune.items() if name not in ("method", "model")])
-    p.add_argument("--json", action="store_true", help="end with one JSON result object on stdout")
+    p.add_argument("--json", action="store_true", help="print one JSON result object on stdout (the run's progress goes to stderr)")
     p.add_argument("--no-preflight", action="store_true", help=PREFLIGHT_HELP)
 
     p = sub.add_parser("generate", help="a measured generation run (an inference row)")
     inference = FLAT_OPTIONS["inference"]
     p.add_argument("--model", required=True, help=inference["model"].help)
     add_flat_options(p, [o for name, o in inference.items() if name != "model"])
-    p.add_argument("--json", action="store_true", help="end with one JSON result object on stdout")
+    p.add_argument("--json", action="store_true", help="print one JSON result object on stdout (the run's progress goes to stderr)")
     p.add_argument("--no-preflight", action="store_true", help=PREFLIGHT_HELP)
 
     p = sub.add_parser("convert-hf", help="convert a Hugging Face checkpoint to lit_model.pth + lit_config.json")
@@ -162,7 +165,11 @@ def main(argv: list[str] | None = None) -> int:
             path = convert_hf_checkpoint(args.hf_dir, args.out_dir, model_name=args.model)
             print(f"wrote {path}")
             return 0
-        result = cmd_params(args) if args.command == "params" else cmd_run(args).to_json()
+        if args.command == "params":
+            result = cmd_params(args)
+        else:
+            with _progress_to_stderr(args.json):
+                result = cmd_run(args).to_json()
     except UsageError as exc:
         print(one_line(f"{exc}"), file=sys.stderr)
         return 2
@@ -184,6 +191,26 @@ def main(argv: list[str] | None = None) -> int:
             if key != "details" and value is not None:  # None: not applicable to this run
                 print(f"{key}: {_plain(value)}")
     return EXIT_RUN_FAILED if result.get("outcome") in FAILED_OUTCOMES else 0
+
+
+@contextlib.contextmanager
+def _progress_to_stderr(enabled: bool) -> Iterator[None]:
+    """With ``--json``, the run's progress (and anything its ranks or libraries print) goes to
+    standard error, at the descriptor, so that standard output holds the JSON object alone
+    (``litgpt-min finetune ... --json | jq``)."""
+    if not enabled:
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def entry() -> NoReturn:

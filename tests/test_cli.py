@@ -44,13 +44,15 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, list[s
 
 
 def run_json(capsys: pytest.CaptureFixture[str], *argv: str, code: int = 0) -> tuple[dict[str, Any], list[str], str]:
+    """(the JSON result, the progress lines on stderr, stderr) of a ``--json`` call."""
     status, lines, err = run_cli(capsys, *argv, "--json")
     assert status == code, err
     assert "Traceback" not in err
-    result = json.loads(lines[-1])
+    assert len(lines) == 1, "standard output holds the JSON object alone (`| jq`)"
+    result = json.loads(lines[0])
     if argv[0] != "params":
         assert Result.from_json(result).to_json() == result  # the one result format, round-tripped
-    return result, lines[:-1], err
+    return result, err.splitlines(), err
 
 
 # ---------------------------------------------------------------------------------------------
@@ -289,7 +291,7 @@ def test_finetune_json(capsys: pytest.CaptureFixture[str], method: str, model: s
     assert (details["iters"], details["optimizer_steps"], details["gradient_accumulation_iters"]) == (3, 1, 2)
     assert details["longest_seq_length"] == Config.from_name(model).block_size  # Alpaca's lengths, clipped
     assert len(details["losses"]) == 3 and all(math.isfinite(x) for x in details["losses"])
-    # progress before the JSON: the counts, the longest sequence, one line per iteration
+    # progress on stderr: the counts, the longest sequence, one line per iteration
     assert f"Number of trainable parameters: {trainable:,}" in progress
     iters = [line for line in progress if line.startswith("iter ")]
     assert [line.split(":")[0] for line in iters] == ["iter 0 step 0", "iter 1 step 1", "iter 2 step 1"]
