@@ -109,7 +109,9 @@ class ExpectationError(ValueError):
         lines = [self._line()]
         if self.others:
             lines[0] += f" (and {len(self.others)} more problem{'s' if len(self.others) > 1 else ''})"
-            lines += [f"  {other._line()}" for other in self.others]
+            lines += [f"  {other._line()}" for other in self.others[:_LISTED]]
+            if len(self.others) > _LISTED:
+                lines.append(f"  ... {len(self.others) - _LISTED} more, not listed")
         return "\n".join(lines)
 
     @property
@@ -125,6 +127,10 @@ class ExpectationError(ValueError):
     def __reduce__(self) -> tuple[Any, ...]:
         # Keeps the error picklable (pytest-xdist ships exceptions between processes).
         return (_rebuild_error, (str(self.file), self.message, self.case, self.field, self.others))
+
+
+# Problems listed after the first: enough to see a pattern, not a screenful of one mistake.
+_LISTED = 20
 
 
 def _rebuild_error(file: str, message: str, case: str | None, field: str | None, others: Any) -> ExpectationError:
@@ -524,6 +530,14 @@ def load_file(path: Path) -> dict:
     """
     path = Path(path)
     data = _read_json(path)
+    if isinstance(data, dict) and not {"profile", "cases"} & data.keys():
+        # Not a field list for a file that is something else (a results file, a config).
+        what = (
+            "a conformance results file"
+            if str(data.get("format", "")).startswith("litgpt-conformance-results")
+            else "a JSON object"
+        )
+        raise ExpectationError(path, f"not an expectations file: {what} without 'profile' or 'cases'")
     errors = sorted(_validator().iter_errors(data), key=_sort_key)
     # One problem per field value: "2" as micro_batch_size breaks its type and the finetune rule's.
     values: set[tuple[Any, ...]] = set()

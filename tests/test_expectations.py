@@ -509,6 +509,23 @@ def test_each_missing_field_is_listed_once(tmp_path: Path) -> None:
     ]
 
 
+def test_a_file_that_is_no_expectations_file_is_one_problem_not_every_missing_field(tmp_path: Path) -> None:
+    """Before, a folder of results files printed each file's six missing fields, 535 lines."""
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({"format": "litgpt-conformance-results/2", "rows": []}))
+    error = _refused(results, "not an expectations file: a conformance results file without 'profile' or 'cases'")
+    assert len(error.problems) == 1
+    _refused(_write(tmp_path, {"x": 1}), "not an expectations file: a JSON object without 'profile' or 'cases'")
+
+
+def test_a_long_list_of_problems_is_cut_after_twenty() -> None:
+    problems = [ExpectationError(Path(f"f{i}.json"), "bad") for i in range(30)]
+    text = str(ExpectationError.collect(problems))
+    assert text.splitlines()[0] == "f0.json: bad (and 29 more problems)"
+    assert len(text.splitlines()) == 1 + 20 + 1 and text.splitlines()[-1] == "  ... 9 more, not listed"
+    assert len(ExpectationError.collect(problems).problems) == 30, "every problem is still carried"
+
+
 @pytest.mark.parametrize(
     ("text", "fragment"),
     [
