@@ -522,7 +522,7 @@ def render_markdown(diff: Diff) -> str:
         "",
         f"**{gate}**: {rows_text(s.get('regressions', 0))} regressed beyond tolerance, {s.get('changed', 0)} changed"
         f" (exact figures), {s.get('improvements', 0)} improved, {s.get('unchanged', 0)} within tolerance"
-        f" or unchanged, {s.get('inconclusive', 0)} with a speed not judged (a busy machine),"
+        f" or unchanged, {s.get('inconclusive', 0)} with a speed not judged (a busy machine, or a check that did not run),"
         f" {s.get('unmeasured', 0)} measured in neither, {s.get('lost', 0)} measured in OLD only,"
         f" {s.get('not_run', 0)} not run,"
         f" {s.get('added', 0)} added, {s.get('removed', 0)} removed"

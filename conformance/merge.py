@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from conformance.results import FORMAT, check_document, has_measurement, load_results, verdict_counts
+from litgpt_min.files import real_path
 
 Prefer = Literal["latest"]
 PREFER_CHOICES = ("latest",)
@@ -28,6 +29,12 @@ PREFER_CHOICES = ("latest",)
 def merge_files(paths: Sequence[Path], prefer: Prefer | None = None, created: str | None = None) -> dict[str, Any]:
     """The merged document of the results files ``paths`` (``ValueError``: one line naming the
     file and row at fault)."""
+    seen: dict[Path, Path] = {}
+    for path in map(Path, paths):
+        first = seen.setdefault(real_path(path), path)
+        if first is not path:
+            same = "given twice" if str(first) == str(path) else f"the same file as {first}"
+            raise ValueError(f"{path}: {same}; merge each results file once")
     documents = [(Path(p), load_results(Path(p))) for p in paths]
     return merge(documents, prefer=prefer, created=created)
 

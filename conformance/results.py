@@ -238,6 +238,10 @@ def check_document(data: dict[str, Any], where: str) -> None:
     if errors:
         error = errors[0]
         raise ValueError(f"{where}: {_pointer(error.absolute_path)}: {error.message}")
+    try:  # --prefer latest and the diff's swapped-files note compare these times
+        _dt.datetime.fromisoformat(data["created"])
+    except ValueError:
+        raise ValueError(f"{where}: /created: {data['created']!r} is not an ISO 8601 time") from None
     first: dict[tuple[str, str], int] = {}
     listed = [profile["name"] for profile in data["profiles"]]
     for index, row in enumerate(data["rows"]):
@@ -323,8 +327,7 @@ def load_results(path: Path) -> dict[str, Any]:
     except ValueError as exc:  # DuplicateKey among them
         raise ValueError(f"{path}: not valid JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise ValueError(
-            f"{path}: /: not a conformance results file (a JSON {type(data).__name__}, expected an object)"
-        )
+        kind = "null" if data is None else type(data).__name__
+        raise ValueError(f"{path}: /: not a conformance results file (a JSON {kind}, expected an object)")
     check_document(data, str(path))
     return data

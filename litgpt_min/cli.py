@@ -90,14 +90,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("method", choices=finetune["method"].choices)
     p.add_argument("--model", required=True, help=finetune["model"].help)
     add_flat_options(p, [o for name, o in finetune.items() if name not in ("method", "model")])
-    p.add_argument("--json", action="store_true", help="print one JSON result object on stdout (the run's progress goes to stderr)")
+    p.add_argument(
+        "--json", action="store_true", help="print one JSON result object on stdout (the run's progress goes to stderr)"
+    )
     p.add_argument("--no-preflight", action="store_true", help=PREFLIGHT_HELP)
 
     p = sub.add_parser("generate", help="a measured generation run (an inference row)")
     inference = FLAT_OPTIONS["inference"]
     p.add_argument("--model", required=True, help=inference["model"].help)
     add_flat_options(p, [o for name, o in inference.items() if name != "model"])
-    p.add_argument("--json", action="store_true", help="print one JSON result object on stdout (the run's progress goes to stderr)")
+    p.add_argument(
+        "--json", action="store_true", help="print one JSON result object on stdout (the run's progress goes to stderr)"
+    )
     p.add_argument("--no-preflight", action="store_true", help=PREFLIGHT_HELP)
 
     p = sub.add_parser("convert-hf", help="convert a Hugging Face checkpoint to lit_model.pth + lit_config.json")

@@ -99,7 +99,13 @@ def test_bad_input_is_one_line_and_exit_2(
 ) -> None:
     first, _ = two_machines
     assert main(["report", str(first), str(first)]) == 2
-    assert capsys.readouterr().err.count("\n") == 1
+    assert capsys.readouterr().err == f"conformance report: {first}: given twice; merge each results file once\n"
+    link = tmp_path / "link.json"
+    link.symlink_to(first)
+    assert main(["report", str(first), str(link)]) == 2
+    assert capsys.readouterr().err == (
+        f"conformance report: {link}: the same file as {first}; merge each results file once\n"
+    )
     notes = tmp_path / "notes.json"
     notes.write_text(json.dumps({"mine": True}))
     assert main(["report", *map(str, two_machines), "--merged", str(notes)]) == 2

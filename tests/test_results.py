@@ -212,3 +212,14 @@ def test_a_results_file_with_a_number_json_lacks_is_refused_at_its_line(tmp_path
     assert re.fullmatch(
         rf"{re.escape(str(path))}: not valid JSON: {re.escape(why)} \(line {line}, column \d+\)", str(refused.value)
     )
+
+
+def test_a_results_file_says_when_it_was_created_as_a_time_and_null_is_named_as_such(tmp_path: Path) -> None:
+    path = tmp_path / "r.json"
+    data = build_results(snapshot(tmp_path, finished=True))
+    path.write_text(json.dumps({**data, "created": "yesterday"}))
+    with pytest.raises(ValueError, match=r"/created: 'yesterday' is not an ISO 8601 time$"):
+        load_results(path)
+    path.write_text("null")
+    with pytest.raises(ValueError, match=r"/: not a conformance results file \(a JSON null, expected an object\)$"):
+        load_results(path)
