@@ -27,7 +27,7 @@ EstimateWorkload = Literal["finetune", "inference"]
 Stack = Literal["current", "bnb-0.41"]
 STACKS: dict[Stack, str] = {
     "current": (
-        "bitsandbytes >= 0.45 as installed here: a 4-bit matmul saves only the packed weight for "
+        "bitsandbytes 0.45 or later (today's releases): a 4-bit matmul saves only the packed weight for "
         "backward and dequantizes in the compute dtype (forward assumed to take the dequantize + "
         "linear fallback, an upper bound by one layer's weight where the fused kernel is chosen)"
     ),
