@@ -301,6 +301,7 @@ class LiveTensorTracker(TorchDispatchMode):
         self.device_type = torch.device(device).type
         self.cap_bytes = cap_bytes
         self.allocator = CachingAllocator() if allocator is None else allocator
+        self._freeing: list[int] | None = None  # frees that arrive during an allocator operation
         self.live_bytes = 0
         self.peak_bytes = 0
         self._refs: dict[int, _StorageRef] = {}
@@ -387,45 +388,65 @@ class LiveTensorTracker(TorchDispatchMode):
     def _add(self, storage: torch.UntypedStorage, op: object) -> None:
         nbytes = round_allocation(int(storage.nbytes()))
         key = storage._cdata
-        self.allocator.malloc(key, nbytes)
-        self._check_cap(nbytes, undo=lambda: self.allocator.free(key))
+        before = self.live_bytes
+        allocated = self._in_allocator(lambda: self.allocator.malloc(key, nbytes))
+        self._check_cap(nbytes, before, allocated, undo=lambda: self.allocator.free(key))
         ref = _StorageRef(storage, self._release)
         ref.key = key
         ref.nbytes = nbytes
         self._refs[key] = ref
-        self.live_bytes = self.allocator.allocated
-        self._update_peak(op)
+        self._update_peak(op, allocated)
 
     def _resize(self, ref: _StorageRef, storage: torch.UntypedStorage) -> None:
         nbytes = round_allocation(int(storage.nbytes()))
         if nbytes == ref.nbytes:
             return
-        old = ref.nbytes
-        self.allocator.resize(ref.key, nbytes)
-        self._check_cap(nbytes, undo=lambda: self.allocator.resize(ref.key, old))
+        old, before = ref.nbytes, self.live_bytes
+        allocated = self._in_allocator(lambda: self.allocator.resize(ref.key, nbytes))
+        self._check_cap(nbytes, before, allocated, undo=lambda: self.allocator.resize(ref.key, old))
         ref.nbytes = nbytes
-        self.live_bytes = self.allocator.allocated
-        self._update_peak("resize")
+        self._update_peak("resize", allocated)
 
     def _release(self, ref: _StorageRef) -> None:
         # Runs when a tracked storage dies; the identity check guards against a stale callback.
         if self._refs.get(ref.key) is ref:
             del self._refs[ref.key]
-            self.allocator.free(ref.key)
-            self.live_bytes = self.allocator.allocated
+            if self._freeing is not None:
+                # The garbage collector freed it while the allocator model was mid-operation (this
+                # is a weakref callback): freed when that operation is done, never inside it.
+                self._freeing.append(ref.key)
+            else:
+                self._in_allocator(lambda: self.allocator.free(ref.key))
 
-    def _check_cap(self, nbytes: int, undo: Callable[[], None]) -> None:
-        """After the allocator model handed out a block: over the cap, take it back and raise."""
-        if self.cap_bytes is not None and self.allocator.allocated > self.cap_bytes:
-            undo()
+    def _in_allocator(self, operation: Callable[[], None]) -> int:
+        """Run ``operation`` on the allocator model, then the frees that arrived meanwhile; returns
+        the allocated bytes right after ``operation`` and leaves ``live_bytes`` up to date."""
+        if self._freeing is not None:  # a callback within a callback's free: queue it too
+            raise RuntimeError("allocator model re-entered")
+        self._freeing = []
+        try:
+            operation()
+            allocated = self.allocator.allocated
+            while self._freeing:
+                self.allocator.free(self._freeing.pop())
+        finally:
+            self._freeing = None
+        self.live_bytes = self.allocator.allocated
+        return allocated
+
+    def _check_cap(self, nbytes: int, before: int, allocated: int, undo: Callable[[], None]) -> None:
+        """After the allocator model handed out a block (``allocated`` in all, ``before`` live before
+        it): over the cap, take it back and raise."""
+        if self.cap_bytes is not None and allocated > self.cap_bytes:
+            self._in_allocator(undo)
             raise OutOfMemoryError(
                 f"CPU memory cap exceeded: tried to allocate {_format_bytes(nbytes)}; "
-                f"live {_format_bytes(self.live_bytes)}; cap {_format_bytes(self.cap_bytes)}"
+                f"live {_format_bytes(before)}; cap {_format_bytes(self.cap_bytes)}"
             )
 
-    def _update_peak(self, op: object) -> None:
-        if self.live_bytes > self.peak_bytes:
-            self.peak_bytes = self.live_bytes
+    def _update_peak(self, op: object, allocated: int) -> None:
+        if allocated > self.peak_bytes:
+            self.peak_bytes = allocated
             self._peak_op = op
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import sys
 import threading
 from typing import Any
 
@@ -519,3 +521,42 @@ def test_cuda_memory_details_on_a_card() -> None:
     details = cuda_memory_details("cuda")
     assert details["max_memory_reserved_gb"] >= gb(x.nbytes)
     assert details["outside_allocator_gb"] > 0  # at least the CUDA context
+
+
+def test_a_storage_the_garbage_collector_frees_mid_allocation_is_freed_after_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A tracked storage can die in a weakref callback while the allocator model is mid-operation
+    (the cyclic garbage collector runs whenever Python allocates). Before, its free ran right there,
+    merging with a block the operation had taken out of its pool: a KeyError that Python swallows,
+    and a corrupted model."""
+    from litgpt_min import allocator as allocator_module
+
+    swallowed: list[BaseException | None] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: swallowed.append(u.exc_value))
+    real_insert = allocator_module._Pool.insert
+    collect_once = [True]
+
+    def insert_then_collect(pool: Any, block: Any) -> None:
+        real_insert(pool, block)
+        if collect_once and collect_once.pop():
+            gc.collect()  # the cycle's storage dies here, inside malloc's split
+
+    gc.disable()
+    try:
+        with LiveTensorTracker() as tracker:
+            big = torch.empty(8 * MIB, dtype=torch.uint8)  # a 20 MiB segment: 12 MiB left free
+            cycle: list[Any] = [torch.empty(2 * MIB, dtype=torch.uint8)]  # 10 MiB left free after it
+            cycle.append(cycle)
+            del cycle  # garbage, kept until a collection
+            monkeypatch.setattr(allocator_module._Pool, "insert", insert_then_collect)
+            third = torch.empty(3 * MIB, dtype=torch.uint8)  # split from the 10 MiB block beside it
+            monkeypatch.setattr(allocator_module._Pool, "insert", real_insert)
+            assert tracker.live_bytes == 11 * MIB and tracker.peak_bytes == 13 * MIB
+            del big, third
+            assert tracker.live_bytes == 0 and tracker.allocator.reserved == 20 * MIB
+            pools = tracker.allocator._pools.values()
+            assert all(len(pool.keys) == len(pool.blocks) for pool in pools)
+    finally:
+        gc.enable()
+    assert swallowed == []
