@@ -145,8 +145,9 @@ class RowDiff:
 
     @property
     def lost(self) -> bool:
-        """Measured in OLD, and in NEW skipped, never run to its end or not selected at all: a gate
-        that passed it would pass a box that no longer runs the row."""
+        """Measured in OLD, and in NEW skipped (every figure vanished) or not selected at all: a gate
+        that passed it would pass a box that no longer runs the row. (A row whose run did not finish
+        in NEW is ``not_run``, which an unfinished NEW fails on its own.)"""
         if self.status == "removed":
             return self.measured
         return self.status == "both" and bool(self.figures) and all(f.change == "vanished" for f in self.figures)
@@ -417,8 +418,10 @@ def _summary(diff: Diff) -> dict[str, int]:
     }  # fmt: skip
     for row in diff.rows:
         if row.status != "both":
-            # A row only one file selected counts as added or removed when that file measured it.
+            # A row only one file selected counts as added or removed when that file measured it;
+            # a removed one OLD measured is lost coverage too.
             counts[row.status if row.measured else "unmeasured"] += 1
+            counts["lost"] += row.lost
             continue
         if row.not_run:
             counts["not_run"] += 1

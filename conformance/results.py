@@ -135,11 +135,15 @@ def _read_loosely(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def row_ids_in(path: Path) -> set[str]:
-    """The row ids an existing results file holds (empty when it is missing or unreadable): what a
-    session writing over it would replace."""
+def row_ids_in(path: Path) -> set[tuple[str, str]]:
+    """The (profile, id) of every row an existing results file holds (none when it is missing or
+    unreadable): what a session writing over it would replace."""
     rows = _read_loosely(path).get("rows")
-    return {row["id"] for row in rows or () if isinstance(row, dict) and isinstance(row.get("id"), str)}
+    return {
+        (str(row.get("profile")), row["id"])
+        for row in rows or ()
+        if isinstance(row, dict) and isinstance(row.get("id"), str)
+    }
 
 
 def merged_from(path: Path) -> bool:

@@ -151,7 +151,8 @@ class ConformanceSession:
         self._prefetch: list[tuple[ActiveProfile, Case]] | None = None  # CPU rows to start with the first check
         self._idle: dict[RowKey, IdleReport] = {}  # the GPU-idle check before each GPU row's run
         # The rows of the results file this session replaces: kept until one of its checks decides.
-        self._replaced_ids: set[str] | None = None
+        self._replaced_ids: set[tuple[str, str]] | None = None
+        self._kept_earlier = False  # the last write left the earlier --results file as it was
         if self.writes and options.results is not None:
             check_target(options.results)
             self._results_lock = ResultsLock(options.results)
@@ -320,13 +321,12 @@ class ConformanceSession:
         if self._replaced_ids is not None and not self._results_written and not (finished or self._measured_any()):
             # An earlier file (often the baseline of a diff) is replaced only once this session has
             # measured something, or finished: one interrupted before its first run keeps it.
-            line = f"conformance: nothing measured; {display(self.options.results)} was left as it was"
-            if line not in self.summary_lines:
-                self.summary_lines.append(line)
+            self._kept_earlier = True
             return
         try:
             write_results(snapshot, self.options.results)
             self._results_written = True
+            self._kept_earlier = False
         except ExpectationError as exc:
             self._results_written = False
             line = f"conformance: could not write the results: {exc}"
@@ -334,8 +334,12 @@ class ConformanceSession:
                 self.summary_lines.append(line)
 
     def _measured_any(self) -> bool:
-        """Whether a check that needs a run (not the parameter counts) has decided."""
-        return any(kind != "params" for row in self.rows.values() for kind in row.checks)
+        """Whether a row's run or speed was judged (skipped is no measurement: no GPU, say)."""
+        return any(
+            kind in ("run", "speed") and verdict != "skipped"
+            for row in self.rows.values()
+            for kind, verdict in row.checks.items()
+        )
 
     def close(self) -> None:
         self.cache.close()
@@ -577,6 +581,10 @@ class ConformanceSession:
                 " left as it was"
             )
         self.write_results(finished=finished)
+        if self._kept_earlier:
+            self.summary_lines.append(
+                f"conformance: nothing measured; {display(self.options.results)} was left as it was"
+            )
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         if self._signals is not None and self._signals.ignored:
@@ -607,7 +615,7 @@ class ConformanceSession:
                 )
         terminalreporter.write_line(f"conformance: {rows_text(len(self.rows))}; " + "; ".join(parts))
         if self.options.results is not None and self._results_written:
-            dropped = (self._replaced_ids or set()) - {row.case.id for row in self.rows.values()}
+            dropped = (self._replaced_ids or set()) - {(row.active.name, row.case.id) for row in self.rows.values()}
             replaced = f" (it replaced a file that also held {rows_text(len(dropped))} this session did not select)"
             terminalreporter.write_line(
                 f"conformance: results in {self.options.results}" + (replaced if dropped else "")

@@ -25,8 +25,9 @@ Modelling assumptions (each one is a place the estimate can be wrong):
 2. **Allocator.** Every storage is charged the block the caching allocator would hand it, as
    ``max_memory_allocated`` counts it: the request rounded up to 512 bytes, or a whole cached or
    new large block when the tail left over would be 1 MiB or less (the tracker feeds a
-   :class:`~litgpt_min.allocator.CachingAllocator`; up to 0.19 GB over the live bytes on the Llama 2
-   rows, which the 512-byte count alone left 0.1-0.5% under the table's unquantized figures).
+   :class:`~litgpt_min.allocator.CachingAllocator`; at full depth up to 0.19 GB over the 512-byte
+   count on the table's Llama 2 rows that fit, which that count left 0.1-0.5% under the table's
+   unquantized figures).
    Memory outside the allocator is not in the figure (CUDA context, cuBLAS handles, NCCL
    buffers, bitsandbytes' paged optimizer buffers). Not modelled either: the cuBLAS workspace
    PyTorch takes from the allocator for each thread's handle at its first matmul (8.5 MB on the

@@ -213,6 +213,7 @@ def test_an_added_row_is_listed_and_a_removed_measured_row_fails_the_gate() -> N
         "never": "removed",
     }
     assert diff.summary["added"] == 1 and diff.summary["removed"] == 1 and diff.summary["unmeasured"] == 1
+    assert diff.summary["lost"] == 1, "the summary's lost coverage counts it, as the gate does"
     # A gate that passed it would pass a box that no longer runs the row; one OLD never measured fails nothing.
     assert [r.id for r in diff.failing()] == ["gone"] and diff.exit_status == 1
     assert diff.problems() == [

@@ -343,7 +343,7 @@ def test_fsdp_peak_holds_all_flat_gradients_the_last_blocks_parts_and_two_unshar
 def test_fsdp_without_accumulation_keeps_only_each_flat_gradients_shard() -> None:
     """Every backward syncs when nothing accumulates: each Block's flat gradient is reduce-scattered
     as it is complete and this rank keeps 1/N of it. Before, every flat gradient was kept whole
-    (Llama 2 7B LoRA on 2 devices with --batch-size 1: 21.45 GB instead of about 14-15)."""
+    (Llama 2 7B LoRA on 2 devices at micro-batch and batch 1: 21.67 GB where it is 15.62)."""
     syncing = tiny("tiny-llama", n_layer=4, devices=2, seq_len=4)
     accumulating = dataclasses.replace(syncing, gradient_accumulation_iters=2)
     _, blocks = _flat_numels(syncing)

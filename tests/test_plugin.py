@@ -1077,6 +1077,7 @@ def test_a_session_interrupted_before_it_measured_keeps_the_earlier_results_file
     narrowed.stdout.fnmatch_lines(
         ["conformance: results in *r.json (it replaced a file that also held 4 rows this session did not select)"]
     )
+    assert "nothing measured" not in narrowed.stdout.str(), "a session that replaced the file does not say it kept it"
 
 
 def test_a_session_stopped_by_x_did_not_finish(suite: Suite) -> None:
