@@ -335,19 +335,13 @@ def _read_json(path: Path) -> Any:
     except UnicodeDecodeError as exc:
         raise ExpectationError(path, f"not UTF-8 text: byte {exc.start} ({exc.reason})") from None
     try:
-        return json.loads(
-            text,
-            object_pairs_hook=unique_keys,
-            parse_constant=_reject_constant,
-            parse_float=_parse_float,
-            parse_int=_parse_int,
-        )
+        return strict_json(text)
     except json.JSONDecodeError as exc:
         raise ExpectationError(path, f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
     except DuplicateKey as exc:
         raise ExpectationError(path, f"not valid JSON: duplicate key {exc.key!r}{exc.where}") from None
-    except _NonStandardJSON as exc:
-        raise ExpectationError(path, f"not valid JSON: {exc.token} {exc.why}{_line_of(text, exc.token)}") from None
+    except ValueError as exc:  # NaN, Infinity, a number out of range
+        raise ExpectationError(path, f"not valid JSON: {exc}") from None
     except RecursionError:
         raise ExpectationError(path, "not valid JSON: nested too deeply") from None
 
