@@ -453,6 +453,8 @@ def headlines(diff: Diff) -> list[str]:
     stack = "; ".join(f"{name} {_value(a)} → {_value(b)}" for name, a, b in diff.stack) or "same stack"
     moved: dict[tuple[str, str, str], list[FigureDelta]] = {}
     for row in diff.rows:
+        if row.lost:
+            continue  # not a figure that moved: the problems line names the rows NEW did not measure
         for fig in row.figures:
             if fig.change in ("regression", "improvement", "changed", "vanished"):
                 moved.setdefault((row.group, fig.field, fig.change), []).append(fig)

@@ -233,6 +233,7 @@ def test_a_row_measured_in_old_and_skipped_in_new_fails_the_gate() -> None:
     assert diff.summary["lost"] == 1 and diff.summary["unchanged"] == 1 and diff.summary["regressions"] == 0
     assert [r.id for r in diff.failing()] == ["a"] and diff.exit_status == 1
     assert " 1 measured in OLD only," in render_markdown(diff)
+    assert not any("vanished" in line for line in headlines(diff)), "one problem line, not a headline per figure"
 
 
 def test_a_figure_is_judged_with_the_tighter_of_the_two_files_tolerances() -> None:
