@@ -311,8 +311,8 @@ def render_table(rows: list[RowEstimate], tolerance: float | None, markdown: boo
         lines += ["| " + " | ".join(cells) + " |" for cells in body]
     else:
         widths = [max(len(str(c[i])) for c in [header, *body]) for i in range(len(header))]
-        lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths)))
-        lines += ["  ".join(str(c).ljust(w) for c, w in zip(cells, widths)) for cells in body]
+        lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip())
+        lines += ["  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip() for cells in body]
     lines.append("")
     lines.append(summary(rows, tolerance))
     return "\n".join(lines) + "\n"

@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import json
 import math
+import shutil
 import sys
 import textwrap
 import time
@@ -230,8 +231,11 @@ def _run_profile(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     show = err.isatty() and not args.json
     started = time.perf_counter()
 
+    # One line, never wider than the terminal: a wrapped line leaves its head behind on each redraw.
+    width = max(20, shutil.get_terminal_size().columns - 1)
+
     def progress(i: int, n: int, case_id: str) -> None:
-        err.write(f"\r[{i + 1}/{n}] {case_id[:70]:<70}")
+        err.write("\r" + f"[{i + 1}/{n}] {case_id}"[:width].ljust(width))
         err.flush()
 
     rows = estimate_profile(
@@ -243,7 +247,7 @@ def _run_profile(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         reserve=args.reserved,
     )
     if show:
-        err.write("\r" + " " * 80 + "\r")
+        err.write("\r" + " " * width + "\r")
     if args.json:
         for row in rows:
             # The text table's "agrees" column, with the tolerance it used (--tolerance, else the profile's).

@@ -329,6 +329,10 @@ class Config:
         path = Path(path)
         if not path.exists():
             raise ValueError(f"{path}: no such config file")
+        if path.is_dir():
+            inside = [name for name in ("lit_config.json", "model_config.yaml") if (path / name).is_file()]
+            hint = f": pass {path / inside[0]}" if inside else " (a checkpoint's lit_config.json or model_config.yaml)"
+            raise ValueError(f"{path}: is a folder, not a config file{hint}")
         if not path.is_file():
             raise ValueError(f"{path}: not a regular file")
         try:

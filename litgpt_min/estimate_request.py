@@ -118,7 +118,7 @@ class EstimateRequest:
         else:
             length, what = (
                 self.prompt_len + self.max_new_tokens,
-                "the prompt and new tokens (--prompt-len + --max-new-tokens)",
+                "the prompt plus the new tokens (--prompt-len + --max-new-tokens)",
             )
         if length > self.config.block_size:
             raise ValueError(f"{what} {length} exceeds {self.config.name}'s block size {self.config.block_size}")

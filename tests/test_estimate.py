@@ -1013,7 +1013,18 @@ def test_bad_arguments_exit_2_with_one_line(
     assert out == ""
     assert len(err.strip().splitlines()) == 1, err
     if str(tmp_path) in args:
-        assert "not a regular file" in err
+        assert "is a folder, not a config file" in err
+
+
+def test_a_checkpoint_folder_given_as_the_config_names_the_file_to_pass(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    Config.from_name("tiny-llama").to_file(tmp_path / "lit_config.json")
+    code = conformance_main(["estimate", "--config", str(tmp_path), "--workload", "inference", "--json"])
+    assert code == 2
+    assert capsys.readouterr().err.endswith(
+        f"{tmp_path}: is a folder, not a config file: pass {tmp_path / 'lit_config.json'}\n"
+    )
 
 
 @pytest.mark.parametrize(
@@ -1216,7 +1227,7 @@ class _Stop(Exception):
         ),
         (
             ["--workload", "inference", "--prompt-len", "200", "--max-new-tokens", "100"],
-            "the prompt and new tokens (--prompt-len + --max-new-tokens) 300 exceeds",
+            "the prompt plus the new tokens (--prompt-len + --max-new-tokens) 300 exceeds",
         ),
     ],
 )
@@ -1235,3 +1246,24 @@ def test_a_peak_close_to_the_capacity_is_shown_with_the_decimals_that_tell_them_
     assert (shown(42.005), shown(42.009786)) == ("42.0050", "42.0098")
     assert _close_figures(7.955, 24.0) is gb_text and _close_figures(0.0004, 0.0005) is gb_text
     assert _close_figures(21.3, None) is gb_text
+
+
+def test_progress_on_a_terminal_never_wraps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before, each update was 80 columns wide whatever the terminal: on a narrow one every redraw
+    wrapped and left its head behind."""
+    import io
+    import os
+
+    from conformance.cli import build_parser
+    from conformance.estimate_command import run
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr("shutil.get_terminal_size", lambda *a, **k: os.terminal_size((30, 24)))
+    out, err = io.StringIO(), Terminal()
+    assert run(build_parser().parse_args(["estimate", "--profile", "cpu-tiny", "--jobs", "1"]), out, err) == 0
+    updates = err.getvalue().split("\r")
+    assert len(updates) > 11 and all(len(update) <= 29 for update in updates)
+    assert "11/11 rows agree" in out.getvalue()
