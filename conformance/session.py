@@ -150,7 +150,7 @@ class ConformanceSession:
         self._profile_cases: dict[RowKey, Case] = {}  # every row as its profile has it (no baseline applied)
         self._prefetch: list[tuple[ActiveProfile, Case]] | None = None  # CPU rows to start with the first check
         self._idle: dict[RowKey, IdleReport] = {}  # the GPU-idle check before each GPU row's run
-        # The rows of the results file this session replaces: kept until one of its checks decides.
+        # The rows of the results file this session replaces: kept until it measures something or finishes.
         self._replaced_ids: set[tuple[str, str]] | None = None
         self._kept_earlier = False  # the last write left the earlier --results file as it was
         if self.writes and options.results is not None:
