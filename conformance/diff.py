@@ -528,10 +528,9 @@ def render_markdown(diff: Diff) -> str:
         f"**{gate}**: {rows_text(s.get('regressions', 0))} regressed beyond tolerance, {s.get('changed', 0)} changed"
         f" (exact figures), {s.get('improvements', 0)} improved, {s.get('unchanged', 0)} within tolerance"
         f" or unchanged, {s.get('inconclusive', 0)} with a speed not judged (a busy machine, or a check that did not run),"
-        f" {s.get('unmeasured', 0)} measured in neither, {s.get('lost', 0)} measured in OLD only,"
-        f" {s.get('not_run', 0)} not run,"
-        f" {s.get('added', 0)} added, {s.get('removed', 0)} removed"
-        + (" (strict: improvements fail too)" if diff.strict else ""),
+        f" {s.get('unmeasured', 0)} measured in neither, {s.get('lost', 0)} measured in OLD only"
+        f" ({s.get('removed', 0)} of them missing from NEW), {s.get('not_run', 0)} not run,"
+        f" {s.get('added', 0)} added" + (" (strict: improvements fail too)" if diff.strict else ""),
         "",
     ]
     out += [f"- **{line}**" for line in diff.problems()] + [f"- {line}" for line in diff.notes()]
@@ -550,7 +549,11 @@ def render_markdown(diff: Diff) -> str:
             verdict = _value(row.old_verdict) + (f" → {_value(row.new_verdict)}" if row.status == "both" else "")
             if row.status != "both":
                 verdict = f"{row.status} ({_value(row.old_verdict or row.new_verdict)})"
-            figs = "<br>".join(f.text() for f in row.figures if f.change != "same") or "-"
+            figs = (
+                "not measured in NEW"
+                if row.lost
+                else "<br>".join(f.text() for f in row.figures if f.change != "same") or "-"
+            )
             out.append(f"| `{row.profile}:{row.id}` | {verdict} | {figs} |")
     return "\n".join(out).rstrip() + "\n"
 

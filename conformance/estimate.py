@@ -263,7 +263,7 @@ def estimate_problem(row: RowEstimate, tolerance: float | None) -> str | None:
             return f"{_prediction(row, at)}, the profile says ok ({_expected(row)} GB)"
         err = row.error_rel
         if tolerance is not None and (err is None or abs(err) > tolerance):
-            shown = "no figure" if err is None else f"{err:+.1%}"
+            shown = "no figure" if err is None else f"{err:+.2%}"  # -0.11% beside ±0.1%, not -0.1%
             return (
                 f"estimated {_gb(row.max_memory_gb)} GB, the profile says {_expected(row)} GB "
                 f"({shown}, tolerance ±{pct_text(tolerance)}%, stack {row.stack})"

@@ -97,8 +97,9 @@ def _machine(results: Mapping[str, Any]) -> list[str]:
         lines.append(f"- Merged from {len(sources)} results files (each row keeps its machine's fingerprint):")
         for source in sources:
             machines = [r["fingerprint"] for r in results.get("rows") or [] if r.get("source") == source["file"]]
-            host = ", ".join(sorted({str(fp.get("hostname") or "?") for fp in machines})) or "no rows kept"
-            lines.append(f"  - {source['file']} (created {source.get('created') or '?'}; host {host})")
+            hosts = ", ".join(sorted({str(fp.get("hostname") or "?") for fp in machines}))
+            where = f"host {hosts}" if hosts else "none of its rows kept"
+            lines.append(f"  - {source['file']} (created {source.get('created') or '?'}; {where})")
     return lines
 
 

@@ -146,6 +146,12 @@ def row_ids_in(path: Path) -> set[tuple[str, str]]:
     }
 
 
+def measured_rows_in(path: Path) -> int:
+    """How many rows of an existing results file hold a measured run (0 when it is unreadable)."""
+    rows = _read_loosely(path).get("rows")
+    return sum(1 for row in rows or () if isinstance(row, dict) and row.get("measured") is not None)
+
+
 def merged_from(path: Path) -> bool:
     """Whether an existing results file was written by ``conformance report --merged`` (which may
     replace it), not by a session."""
@@ -243,9 +249,11 @@ def check_document(data: dict[str, Any], where: str) -> None:
         error = errors[0]
         raise ValueError(f"{where}: {_pointer(error.absolute_path)}: {error.message}")
     try:  # --prefer latest and the diff's swapped-files note compare these times
-        _dt.datetime.fromisoformat(data["created"])
+        created = _dt.datetime.fromisoformat(data["created"])
     except ValueError:
         raise ValueError(f"{where}: /created: {data['created']!r} is not an ISO 8601 time") from None
+    if created.tzinfo is None:  # a naive time cannot be compared with the others
+        raise ValueError(f"{where}: /created: {data['created']!r} has no UTC offset (+00:00)")
     first: dict[tuple[str, str], int] = {}
     listed = [profile["name"] for profile in data["profiles"]]
     for index, row in enumerate(data["rows"]):

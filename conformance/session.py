@@ -35,7 +35,7 @@ from conformance.gpus import WORKERINPUT_KEY
 from conformance.options import Options
 from conformance.profiles import ActiveProfile, select_profiles
 from conformance.record import NOTHING_RECORDED, record_profile
-from conformance.results import ResultsLock, check_target, row_ids_in, write_results
+from conformance.results import ResultsLock, check_target, measured_rows_in, row_ids_in, write_results
 from conformance.rules import (
     CHECKS,
     FIXTURE,
@@ -153,11 +153,13 @@ class ConformanceSession:
         # The rows of the results file this session replaces: kept until it measures something or finishes.
         self._replaced_ids: set[tuple[str, str]] | None = None
         self._kept_earlier = False  # the last write left the earlier --results file as it was
+        self._replaced_measured = 0  # rows of that file with a measured run
         if self.writes and options.results is not None:
             check_target(options.results)
             self._results_lock = ResultsLock(options.results)
             if options.results.exists():
                 self._replaced_ids = row_ids_in(options.results)
+                self._replaced_measured = measured_rows_in(options.results)
         files = options.results is not None or options.record is not None
         self._signals = SessionSignals(files) if self.writes else None
         self._profile_written = False  # --record's profile, at the session's end
@@ -616,9 +618,17 @@ class ConformanceSession:
         terminalreporter.write_line(f"conformance: {rows_text(len(self.rows))}; " + "; ".join(parts))
         if self.options.results is not None and self._results_written:
             dropped = (self._replaced_ids or set()) - {(row.active.name, row.case.id) for row in self.rows.values()}
-            replaced = f" (it replaced a file that also held {rows_text(len(dropped))} this session did not select)"
+            replaced = []
+            if dropped:
+                replaced.append(
+                    f"it replaced a file that also held {rows_text(len(dropped))} this session did not select"
+                )
+            if self._replaced_measured and not self._measured_any():
+                replaced.append(
+                    f"it replaced a file with {rows_text(self._replaced_measured, 'measured row')}; this session measured none"
+                )
             terminalreporter.write_line(
-                f"conformance: results in {self.options.results}" + (replaced if dropped else "")
+                f"conformance: results in {self.options.results}" + (f" ({'; '.join(replaced)})" if replaced else "")
             )
 
     def _word(self, verdict: str) -> str:

@@ -232,7 +232,8 @@ def test_a_row_measured_in_old_and_skipped_in_new_fails_the_gate() -> None:
     assert lost.lost and {f.change for f in lost.figures} == {"vanished"}
     assert diff.summary["lost"] == 1 and diff.summary["unchanged"] == 1 and diff.summary["regressions"] == 0
     assert [r.id for r in diff.failing()] == ["a"] and diff.exit_status == 1
-    assert " 1 measured in OLD only," in render_markdown(diff)
+    assert " 1 measured in OLD only (0 of them missing from NEW)," in render_markdown(diff)
+    assert "| not measured in NEW |" in render_markdown(diff), "not a 'vanished' figure that NEW may still hold"
     assert not any("vanished" in line for line in headlines(diff)), "one problem line, not a headline per figure"
 
 

@@ -11,6 +11,7 @@ from results_files import measured, results, row, write
 
 from conformance.cli import main
 from conformance.merge import merge_files
+from conformance.report import render
 from conformance.results import load_results
 
 A = "finetune-lora-phi_1_5-noquant-mb1-2gpu"
@@ -55,6 +56,9 @@ def test_a_row_measured_twice_is_refused_unless_the_latest_is_preferred(tmp_path
         kept = merge_files(order, prefer="latest")
         assert [r["measured"]["max_memory_gb"] for r in kept["rows"]] == [5.1]
         assert kept["command"].endswith(" --prefer latest")
+    text = render(merge_files([old, new], prefer="latest"))
+    assert f"{old} (created 2026-12-01T00:00:00+00:00; none of its rows kept)" in text  # not "host no rows kept"
+    assert f"{new} (created 2026-12-02T00:00:00+00:00; host node-b)" in text
 
 
 def test_merged_files_are_finished_once_no_row_is_left_not_run(tmp_path: Path) -> None:

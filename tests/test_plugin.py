@@ -1078,6 +1078,11 @@ def test_a_session_interrupted_before_it_measured_keeps_the_earlier_results_file
         ["conformance: results in *r.json (it replaced a file that also held 4 rows this session did not select)"]
     )
     assert "nothing measured" not in narrowed.stdout.str(), "a session that replaced the file does not say it kept it"
+    counts_only = suite.run("--results", str(results), "-k", "test_params", "--cpu-jobs", "0")
+    assert counts_only.ret == 0
+    counts_only.stdout.fnmatch_lines(
+        ["conformance: results in *r.json (it replaced a file with 1 measured row; this session measured none)"]
+    )
 
 
 def test_a_session_stopped_by_x_did_not_finish(suite: Suite) -> None:

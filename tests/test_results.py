@@ -220,6 +220,9 @@ def test_a_results_file_says_when_it_was_created_as_a_time_and_null_is_named_as_
     path.write_text(json.dumps({**data, "created": "yesterday"}))
     with pytest.raises(ValueError, match=r"/created: 'yesterday' is not an ISO 8601 time$"):
         load_results(path)
+    path.write_text(json.dumps({**data, "created": "2026-12-05T03:23:27"}))
+    with pytest.raises(ValueError, match=r"/created: '2026-12-05T03:23:27' has no UTC offset \(\+00:00\)$"):
+        load_results(path)
     path.write_text("null")
     with pytest.raises(ValueError, match=r"/: not a conformance results file \(a JSON null, expected an object\)$"):
         load_results(path)
