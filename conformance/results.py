@@ -135,21 +135,15 @@ def _read_loosely(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def row_ids_in(path: Path) -> set[tuple[str, str]]:
-    """The (profile, id) of every row an existing results file holds (none when it is missing or
-    unreadable): what a session writing over it would replace."""
+def rows_in(path: Path) -> dict[tuple[str, str], bool]:
+    """Every row an existing results file holds, (profile, id) -> whether it holds a measured run
+    (none when it is missing or unreadable): what a session writing over it would replace."""
     rows = _read_loosely(path).get("rows")
     return {
-        (str(row.get("profile")), row["id"])
+        (str(row.get("profile")), row["id"]): row.get("measured") is not None
         for row in rows or ()
         if isinstance(row, dict) and isinstance(row.get("id"), str)
     }
-
-
-def measured_rows_in(path: Path) -> int:
-    """How many rows of an existing results file hold a measured run (0 when it is unreadable)."""
-    rows = _read_loosely(path).get("rows")
-    return sum(1 for row in rows or () if isinstance(row, dict) and row.get("measured") is not None)
 
 
 def merged_from(path: Path) -> bool:

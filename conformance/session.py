@@ -35,7 +35,7 @@ from conformance.gpus import WORKERINPUT_KEY
 from conformance.options import Options
 from conformance.profiles import ActiveProfile, select_profiles
 from conformance.record import NOTHING_RECORDED, record_profile
-from conformance.results import ResultsLock, check_target, measured_rows_in, row_ids_in, write_results
+from conformance.results import ResultsLock, check_target, rows_in, write_results
 from conformance.rules import (
     CHECKS,
     FIXTURE,
@@ -151,15 +151,13 @@ class ConformanceSession:
         self._prefetch: list[tuple[ActiveProfile, Case]] | None = None  # CPU rows to start with the first check
         self._idle: dict[RowKey, IdleReport] = {}  # the GPU-idle check before each GPU row's run
         # The rows of the results file this session replaces: kept until it measures something or finishes.
-        self._replaced_ids: set[tuple[str, str]] | None = None
+        self._replaced: dict[tuple[str, str], bool] | None = None  # (profile, id) -> measured
         self._kept_earlier = False  # the last write left the earlier --results file as it was
-        self._replaced_measured = 0  # rows of that file with a measured run
         if self.writes and options.results is not None:
             check_target(options.results)
             self._results_lock = ResultsLock(options.results)
             if options.results.exists():
-                self._replaced_ids = row_ids_in(options.results)
-                self._replaced_measured = measured_rows_in(options.results)
+                self._replaced = rows_in(options.results)
         files = options.results is not None or options.record is not None
         self._signals = SessionSignals(files) if self.writes else None
         self._profile_written = False  # --record's profile, at the session's end
@@ -320,7 +318,7 @@ class ConformanceSession:
             if finished and line not in self.summary_lines:
                 self.summary_lines.append(line)
             return
-        if self._replaced_ids is not None and not self._results_written and not (finished or self._measured_any()):
+        if self._replaced is not None and not self._results_written and not (finished or self._measured_any()):
             # An earlier file (often the baseline of a diff) is replaced only once this session has
             # measured something, or finished: one interrupted before its first run keeps it.
             self._kept_earlier = True
@@ -617,18 +615,18 @@ class ConformanceSession:
                 )
         terminalreporter.write_line(f"conformance: {rows_text(len(self.rows))}; " + "; ".join(parts))
         if self.options.results is not None and self._results_written:
-            dropped = (self._replaced_ids or set()) - {(row.active.name, row.case.id) for row in self.rows.values()}
-            replaced = []
+            earlier = self._replaced or {}
+            dropped = earlier.keys() - {(row.active.name, row.case.id) for row in self.rows.values()}
+            measured = sum(earlier.values())
+            notes = []
             if dropped:
-                replaced.append(
-                    f"it replaced a file that also held {rows_text(len(dropped))} this session did not select"
-                )
-            if self._replaced_measured and not self._measured_any():
-                replaced.append(
-                    f"it replaced a file with {rows_text(self._replaced_measured, 'measured row')}; this session measured none"
+                notes.append(f"it replaced a file that also held {rows_text(len(dropped))} this session did not select")
+            if measured and not self._measured_any():
+                notes.append(
+                    f"it replaced a file with {rows_text(measured, 'measured row')}; this session measured none"
                 )
             terminalreporter.write_line(
-                f"conformance: results in {self.options.results}" + (f" ({'; '.join(replaced)})" if replaced else "")
+                f"conformance: results in {self.options.results}" + (f" ({'; '.join(notes)})" if notes else "")
             )
 
     def _word(self, verdict: str) -> str:
