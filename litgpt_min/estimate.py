@@ -65,9 +65,11 @@ Modelling assumptions (each one is a place the estimate can be wrong):
    receive gradients that are concatenated into one unsharded flat gradient per Block, kept (in
    the compute dtype) under ``no_backward_sync`` (without accumulation every backward syncs
    instead: each flat gradient is reduce-scattered as it is complete, and only this rank's shard
-   of it is kept); the Blocks' resident weights are then replaced
-   by this rank's shards of every unit plus two unsharded Blocks (the current one and the
-   prefetched one). The root unit stays unsharded from forward to backward, as FSDP keeps it.
+   of it is kept). The run allocates and frees each Block's unsharded flat parameter when FSDP
+   does (:class:`~litgpt_min.fake_step._FsdpUnits`: one Block in forward, none at the loss, the
+   last prefetched once the output has its gradient, then each Block's backward with the one
+   before it prefetched), and the Blocks' resident weights are then replaced by this rank's
+   shards of every unit. The root unit stays unsharded from forward to backward, as FSDP keeps it.
    The simulated run is iteration 0 (the longest sample, no flat gradient yet) followed, when
    gradients accumulate, by a later micro-step of the window, which starts with every Block's
    flat gradient and the optimizer's states, on a random sample. Its length is the typical
@@ -242,7 +244,7 @@ def estimate(request: EstimateRequest, *, extrapolate: bool = True, reserve: boo
 
 def _peak(request: EstimateRequest, extrapolate: bool, fsdp: bool, later: bool = False) -> tuple[int, str]:
     n_layer = request.config.n_layer
-    k = _shortest_regular_depth(request, fsdp) + (1 if later else 0)
+    k = _shortest_regular_depth(request, fsdp)
     if extrapolate and n_layer > k + 1:
         short = fake_peaks(_with_layers(request, k), fsdp=fsdp, later=later)
         longer = fake_peaks(_with_layers(request, k + 1), fsdp=fsdp, later=later)
@@ -279,14 +281,15 @@ def _extrapolate(short: PhasePeaks, longer: PhasePeaks, extra_layers: int) -> in
 def _shortest_regular_depth(request: EstimateRequest, fsdp: bool) -> int:
     """Layers after which every added block is identical to the last.
 
-    The first block differs (its input needs no gradient), the adapters start late, and under
-    activation checkpointing the second block's recomputation differs too. A later micro-step
-    (:func:`~litgpt_min.fake_step.run_step`'s ``later``) needs one block more (:func:`_peak`): with every flat gradient
-    held, its backward can peak in the second block it differentiates, which is then the first.
+    The first block that trains differs (its input needs no gradient), and the adapters start
+    late. Under FSDP two more differ: under activation checkpointing the second block's
+    recomputation, and in backward the first block prefetches no Block (the one before it is the
+    root unit, or a frozen Block, which needs no backward), so the second block's backward holds
+    one unsharded Block more than the first's; a later micro-step (:func:`~litgpt_min.fake_step.run_step`'s
+    ``later``), which starts with every flat gradient, can peak in either.
     """
-    if request.method in ("adapter", "adapter_v2"):
-        return max(request.adapter.start_layer + 1, 2 if fsdp else 1)
-    return 2 if fsdp else 1
+    first = request.adapter.start_layer if request.method in ("adapter", "adapter_v2") else 0
+    return first + (3 if fsdp else 1)
 
 
 def _with_layers(request: EstimateRequest, n_layer: int) -> EstimateRequest:
@@ -295,26 +298,21 @@ def _with_layers(request: EstimateRequest, n_layer: int) -> EstimateRequest:
 
 def _fsdp_peak(request: EstimateRequest, extrapolate: bool) -> int:
     """Per device under the reference's FSDP (assumption 7): the simulated run's peak with every
-    weight resident, less the Blocks' weights, plus this rank's shards and the Blocks kept
-    unsharded."""
-    # Only a run that syncs every backward (no accumulation) keeps a gradient that depends on the
-    # world size (its shards); otherwise rows that differ only in devices share the step.
-    syncs = request.gradient_accumulation_iters == 1
-    step = _fsdp_step(request if syncs else dataclasses.replace(request, devices=1), extrapolate)
+    weight resident beside the unsharded Blocks FSDP holds at that moment, less the resident
+    Blocks' weights, plus this rank's shards of every unit."""
+    step = _fsdp_step(request, extrapolate)
     itemsize = request.dtype.itemsize
     blocks, root = _parameter_sizes(request.config, request.method, request.lora, request.adapter)
     resident = sum(round_allocation(n * itemsize) for sizes in blocks for n in sizes)
     flat = [sum(sizes) for sizes in blocks]
-    gathered = sum(round_allocation(n * itemsize) for n in sorted(flat, reverse=True)[:FSDP_UNSHARDED_BLOCKS])
     shards = sum(round_allocation(-(-n // request.devices) * itemsize) for n in (root, *flat))
-    return step - resident + gathered + shards
+    return step - resident + shards
 
 
 @functools.lru_cache(maxsize=8)
 def _fsdp_step(request: EstimateRequest, extrapolate: bool) -> int:
     """The simulated run's peak with every weight resident (iteration 0 and, when gradients
-    accumulate, a later micro-step); when they accumulate, the same for any number of devices
-    (only the weights' shards differ), so rows that differ only in devices share it."""
+    accumulate, a later micro-step)."""
     return _peak(request, extrapolate, fsdp=True, later=request.later_seq_len is not None)[0]
 
 
@@ -329,11 +327,6 @@ def _parameter_sizes(
     blocks = tuple(tuple(p.numel() for p in block.parameters()) for block in model.transformer.h)
     root = sum(p.numel() for p in model.parameters()) - sum(sum(sizes) for sizes in blocks)
     return blocks, root
-
-
-# FSDP units kept unsharded at once in backward: the Block being differentiated and the one
-# BACKWARD_PRE prefetches (``limit_all_gathers`` holds back any further all-gather).
-FSDP_UNSHARDED_BLOCKS = 2
 
 
 __all__ = [

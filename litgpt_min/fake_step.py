@@ -167,7 +167,8 @@ def run_step(
             _checkpoint_blocks(model)
         optimizer = _optimizer(model, request, device)
         prefix = [""]
-        if fsdp:
+        units = _FsdpUnits(model, request.dtype, request.devices) if fsdp else None
+        if units is not None:
             # Without accumulation every backward syncs: each flat gradient is reduce-scattered.
             shards = request.devices if request.gradient_accumulation_iters == 1 else None
             _flat_block_gradients(
@@ -175,12 +176,15 @@ def run_step(
                 request.dtype,
                 first=lambda: phase(f"{prefix[0]}flat-gradients"),  # type: ignore[arg-type]
                 shards=shards,
+                complete=units.post_backward,
             )
         wrapped = _FabricOutputs(model, request.precision)
 
         def backward(loss: torch.Tensor) -> None:
             phase(f"{prefix[0]}backward")  # type: ignore[arg-type]
             loss.backward()
+            if units is not None:
+                units.end_backward()
 
         lengths = [request.seq_len]
         if later and request.later_seq_len is not None:
@@ -289,7 +293,11 @@ def _checkpoint_blocks(model: GPT) -> None:
 
 
 def _flat_block_gradients(
-    model: GPT, dtype: torch.dtype, first: Callable[[], None] = lambda: None, shards: int | None = None
+    model: GPT,
+    dtype: torch.dtype,
+    first: Callable[[], None] = lambda: None,
+    shards: int | None = None,
+    complete: Callable[[int], None] = lambda block: None,
 ) -> None:
     """Each Block's gradient as FSDP (``use_orig_params=True``) produces it, for a Block that trains.
 
@@ -302,10 +310,14 @@ def _flat_block_gradients(
     reduce-scatters each flat gradient as it is complete, keeping this rank's 1/``shards`` of it
     and freeing the rest. ``first`` is called before the first flat gradient of each backward:
     backward peaks either at its start (the logits) or at its end (the gradients), each affine in
-    the depth, so they are phases apart.
+    the depth, so they are phases apart. ``complete(i)`` is FSDP's post-backward hook of Block
+    ``i``, called when its flat gradient exists and before it is reduce-scattered.
     """
-    blocks = [[p for p in block.parameters() if p.is_floating_point()] for block in model.transformer.h]
-    blocks = [params for params in blocks if any(p.requires_grad for p in params)]
+    trains = [
+        (i, [p for p in block.parameters() if p.is_floating_point()]) for i, block in enumerate(model.transformer.h)
+    ]
+    trains = [(i, params) for i, params in trains if any(p.requires_grad for p in params)]
+    blocks = [params for _, params in trains]
     arrived: list[list[nn.Parameter]] = [[] for _ in blocks]
     kept: list[list[torch.Tensor]] = [[] for _ in blocks]
 
@@ -317,6 +329,7 @@ def _flat_block_gradients(
         if b == len(blocks) - 1:
             first()
         new = torch.empty(sum(p.numel() for p in blocks[b]), dtype=dtype, device=param.device)
+        complete(trains[b][0])
         if shards is not None:  # reduce-scatter: the shard is allocated, then the flat gradient freed
             new = torch.empty(-(-new.numel() // shards), dtype=dtype, device=param.device)
         if kept[b]:
@@ -332,6 +345,81 @@ def _flat_block_gradients(
             p.requires_grad_(True)
             # The hooks hold ``kept``: the flat gradients live as long as the model.
             p.register_post_accumulate_grad_hook(functools.partial(hook, b=b))
+
+
+class _FsdpUnits:
+    """Each Block's unsharded flat parameter as the reference's FSDP allocates and frees it (one
+    unit per Block, ``BACKWARD_PRE`` prefetch, ``forward_prefetch`` off), as a tensor of its padded
+    size: the run's own weights stay resident, and :func:`~litgpt_min.estimate._fsdp_peak` trades
+    them for this rank's shards.
+
+    - Forward: a Block is all-gathered before its forward and freed after it.
+    - Backward: when the model's output gets its gradient (the root unit's pre-backward hook), the
+      last Block is prefetched; when a Block's output gets its gradient (its pre-backward hook), it
+      is all-gathered if it was not prefetched, and the Block before it is prefetched. Only a
+      Block whose output needed a gradient is prefetched (a frozen Block below the adapters is
+      not). A Block is freed by its post-backward hook (its flat gradient exists), or, if it has
+      none, when the backward ends.
+
+    The root unit (embedding, final norm, ``lm_head``) stays unsharded from forward to backward
+    and is part of the resident weights."""
+
+    def __init__(self, model: GPT, dtype: torch.dtype, devices: int) -> None:
+        self.blocks = list(model.transformer.h)
+        self.dtype = dtype
+        self.device = next(model.parameters()).device
+        # FSDP pads each flat parameter to a multiple of the world size.
+        self.numel = [-(-sum(p.numel() for p in b.parameters()) // devices) * devices for b in self.blocks]
+        self.unsharded: dict[int, torch.Tensor] = {}
+        self.needs_gradient: set[int] = set()  # Blocks whose output needed a gradient in forward
+        self.pre_backward_ran: set[int | None] = set()  # None: the root unit
+        for i, block in enumerate(self.blocks):
+            block.register_forward_pre_hook(functools.partial(self._pre_forward, i=i))
+            block.register_forward_hook(functools.partial(self._post_forward, i=i))
+        model.register_forward_hook(self._root_post_forward)
+
+    def _unshard(self, i: int) -> None:
+        if i not in self.unsharded:
+            self.unsharded[i] = torch.empty(self.numel[i], dtype=self.dtype, device=self.device)
+
+    def _reshard(self, i: int) -> None:
+        self.unsharded.pop(i, None)
+
+    def _pre_forward(self, module: nn.Module, args: Any, i: int) -> None:
+        self.needs_gradient.discard(i)
+        self._unshard(i)
+
+    def _post_forward(self, module: nn.Module, args: Any, output: Any, i: int) -> None:
+        self._reshard(i)
+        self._on_gradient(output, i)
+
+    def _root_post_forward(self, module: nn.Module, args: Any, output: Any) -> None:
+        self._on_gradient(output, None)
+
+    def _on_gradient(self, output: Any, unit: int | None) -> None:
+        outputs = output if isinstance(output, (list, tuple)) else [output]
+        for tensor in outputs:
+            if isinstance(tensor, torch.Tensor) and tensor.requires_grad:
+                tensor.register_hook(functools.partial(self._pre_backward, unit=unit))
+                if unit is not None:
+                    self.needs_gradient.add(unit)
+
+    def _pre_backward(self, grad: torch.Tensor, unit: int | None) -> None:
+        if unit in self.pre_backward_ran:
+            return
+        self.pre_backward_ran.add(unit)
+        if unit is not None:
+            self._unshard(unit)
+        prefetch = len(self.blocks) - 1 if unit is None else unit - 1
+        if prefetch in self.needs_gradient:
+            self._unshard(prefetch)
+
+    def post_backward(self, i: int) -> None:
+        self._reshard(i)
+
+    def end_backward(self) -> None:
+        self.unsharded.clear()
+        self.pre_backward_ran.clear()
 
 
 def _hold_optimizer_state(optimizer: torch.optim.Optimizer) -> None:

@@ -172,6 +172,29 @@ def measure_peak(
 # The LiveTensorTrackers entered in this process and not yet exited, innermost last.
 _ACTIVE: list[LiveTensorTracker] = []
 
+# ``UntypedStorage.resize_`` does not go through the dispatcher, so while a tracker is active it
+# is wrapped to tell the trackers (see ``LiveTensorTracker._storage_resized``).
+_STORAGE_RESIZE = torch.UntypedStorage.resize_
+
+
+def _resize_seen(storage: torch.UntypedStorage, size: int) -> torch.UntypedStorage:
+    out = _STORAGE_RESIZE(storage, size)
+    for tracker in list(_ACTIVE):
+        tracker._storage_resized(storage)
+    return out
+
+
+def _activate(tracker: LiveTensorTracker) -> None:
+    if not _ACTIVE:
+        torch.UntypedStorage.resize_ = _resize_seen  # type: ignore[method-assign,assignment]
+    _ACTIVE.append(tracker)
+
+
+def _deactivate(tracker: LiveTensorTracker) -> None:
+    _ACTIVE.remove(tracker)
+    if not _ACTIVE and torch.UntypedStorage.__dict__.get("resize_") is _resize_seen:
+        del torch.UntypedStorage.resize_
+
 
 @contextmanager
 def host_memory() -> Iterator[None]:
@@ -283,7 +306,10 @@ class LiveTensorTracker(TorchDispatchMode):
     the dispatcher (``torch.from_numpy``, ``UntypedStorage(n)``) unless they reach an op through
     ``set_`` (``torch.load`` does this, and counts), and tensors that already existed unless passed
     to ``track()``. Only tensors whose ``device`` has this tracker's device type count, so meta
-    tensors (a model skeleton) are free; a fake cpu tensor reports the cpu device and counts.
+    tensors (a model skeleton) are free; a fake cpu tensor reports the cpu device and counts. A
+    tracked storage resized in place is re-charged, through an op (``resize_``, ``out=``) or
+    through ``UntypedStorage.resize_``, which bypasses the dispatcher and is wrapped while a
+    tracker is active (FSDP frees each unsharded flat parameter that way and allocates it again).
 
     Under ``FakeTensorMode``, enter the fake mode first and the tracker inside it, so that the
     tracker sees each op before the fake mode runs it. Single-threaded use only: on the CPU,
@@ -309,18 +335,18 @@ class LiveTensorTracker(TorchDispatchMode):
         self.host_depth = 0  # > 0 inside host_memory(): new storages are host memory, not counted
 
     def __enter__(self) -> LiveTensorTracker:
-        _ACTIVE.append(self)
+        _activate(self)
         try:
             return super().__enter__()
         except BaseException:
-            _ACTIVE.remove(self)
+            _deactivate(self)
             raise
 
     def __exit__(self, *exc: object) -> None:
         try:
             super().__exit__(*exc)
         finally:
-            _ACTIVE.remove(self)
+            _deactivate(self)
 
     @property
     def peak_op(self) -> str | None:
@@ -396,6 +422,13 @@ class LiveTensorTracker(TorchDispatchMode):
         ref.nbytes = nbytes
         self._refs[key] = ref
         self._update_peak(op, allocated)
+
+    def _storage_resized(self, storage: torch.UntypedStorage) -> None:
+        """A tracked storage resized outside the dispatcher (FSDP frees an unsharded flat parameter
+        with ``resize_(0)`` and allocates it again the same way)."""
+        ref = self._refs.get(storage._cdata)
+        if ref is not None:
+            self._resize(ref, storage)
 
     def _resize(self, ref: _StorageRef, storage: torch.UntypedStorage) -> None:
         nbytes = round_allocation(int(storage.nbytes()))

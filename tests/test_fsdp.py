@@ -9,6 +9,7 @@ checkpointing, gradient sharding and ``no_backward_sync`` are the ones a GPU run
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import pickle
@@ -23,6 +24,7 @@ from torch.distributed.fsdp import FullyShardedDataParallel
 from litgpt_min import launch, options, schedstat
 from litgpt_min.build import build_model
 from litgpt_min.config import Config
+from litgpt_min.estimate import estimate, request_from_run
 from litgpt_min.finetune import finetune_body, micro_step, optimizer_step
 from litgpt_min.model import Block
 from litgpt_min.options import RunRequest, build_request
@@ -107,6 +109,42 @@ def test_finetune_on_two_ranks_reports_exact_counts_and_every_ranks_peak() -> No
     assert result.time_1k_iters_min is not None
     if schedstat.read_threads() is not None:  # Linux: rank 0's threads' time on a CPU and waiting, as its timing
         assert result.details[schedstat.DETAILS_KEY]["on_cpu_s"] > 0
+
+
+def reshaped_finetune_body(
+    request: RunRequest, config: Config, fabric: Any, device: torch.device, shape: Mapping[str, int]
+) -> Mapping[str, Any]:
+    return finetune_body(request, dataclasses.replace(config, **shape), fabric, device)
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        pytest.param({"n_layer": 6}, id="peak-in-a-block"),
+        pytest.param({"n_layer": 6, "vocab_size": 8192, "padded_vocab_size": 8192}, id="peak-at-the-loss"),
+    ],
+)
+def test_the_estimate_of_a_two_rank_run_is_within_one_unsharded_block_of_its_measured_peak(
+    shape: dict[str, int],
+) -> None:
+    """FSDP holds a varying number of Blocks unsharded: one in forward, none at the loss, two in
+    a Block's backward once it has prefetched the next. A measurement that missed FSDP's frees
+    read every Block unsharded (4 Blocks high here), and an estimate that held two Blocks at any
+    point read a peak at the loss 2 Blocks high."""
+    run = request(2, batch_size=1, max_iters=2, rank_timeout_s=60.0)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)  # see test_finetune_on_two_ranks_reports_exact_counts_and_every_ranks_peak
+        result = execute(run, functools.partial(reshaped_finetune_body, shape=shape), preflight=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert result.outcome == "ok", result.error
+    asked = request_from_run(run)
+    config = dataclasses.replace(asked.config, **shape)
+    estimated = estimate(dataclasses.replace(asked, config=config)).peak_bytes
+    model = build_model(config, "lora", device=torch.device("meta"), dtype=torch.float32)
+    block = 4 * sum(p.numel() for p in model.transformer.h[0].parameters())  # fp32 bytes
+    assert abs(result.max_memory_gb * 1e9 - estimated) < block  # type: ignore[operator]
 
 
 def failing_body(request: RunRequest, config: Config, fabric: Any, device: torch.device) -> Mapping[str, Any]:

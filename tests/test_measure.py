@@ -138,6 +138,24 @@ def test_in_place_ops_allocate_nothing_and_resizes_are_charged() -> None:
     assert tracker.peak_bytes == 4 * KIB
 
 
+def test_storage_resizes_outside_the_dispatcher_are_charged() -> None:
+    """FSDP frees an unsharded flat parameter with ``UntypedStorage.resize_(0)`` and allocates it
+    again the same way; no op is dispatched, so the tracker hears of it through the wrapped method
+    (before, a freed flat parameter stayed charged and a 2-rank pythia-70m run read 4 Blocks high)."""
+    flat = torch.empty(1024)  # not tracked: resized, it still costs nothing
+    with LiveTensorTracker() as outer, LiveTensorTracker() as inner:
+        held = torch.empty(1024)
+        held.untyped_storage().resize_(0)
+        assert outer.live_bytes == inner.live_bytes == 0
+        held._typed_storage()._resize_(2048)  # FSDP's own spelling
+        assert outer.live_bytes == inner.live_bytes == 8 * KIB
+        flat.untyped_storage().resize_(0)
+        assert outer.live_bytes == 8 * KIB
+    assert outer.peak_bytes == 8 * KIB
+    # Outside every tracker the method is PyTorch's own again.
+    assert "resize_" not in torch.UntypedStorage.__dict__
+
+
 def test_meta_tensors_cost_nothing_and_literals_count() -> None:
     with LiveTensorTracker() as tracker:
         skeleton = torch.nn.Linear(1024, 1024, device="meta")
