@@ -71,6 +71,11 @@ class Options:
             if f.name != "profiles" and isinstance(value, list):
                 # argparse (3.11) hands ``--opt=--`` over as an empty list, past the option's type.
                 raise ValueError(f"{FLAGS[f.name]}: expected one value, got {value!r}")
+            if f.name in PARSERS and isinstance(value, str):
+                try:
+                    value = PARSERS[f.name](value)
+                except argparse.ArgumentTypeError as exc:
+                    raise ValueError(f"{FLAGS[f.name]}: {exc}") from None
             if f.name == "profiles":
                 value = tuple(dict.fromkeys(value or ()))
             elif f.name in ("expectations", "record", "results", "row_logs", "baseline"):
@@ -302,6 +307,9 @@ def _runner_spec(text: str) -> str:
 
 # Each Options field's command-line flag (``row_timeout_s`` -> ``--row-timeout``), filled by add_options.
 FLAGS: dict[str, str] = {}
+# The fields whose value add_options' parser leaves a string, with the argparse type that reads it in
+# Options.from_config: a bad value is then one line there, not pytest's usage error of four.
+PARSERS: dict[str, Callable[[str], Any]] = {}
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -310,6 +318,8 @@ def add_options(parser: pytest.Parser) -> None:
 
     def add(*flags: str, field: str, **kwargs: Any) -> None:
         FLAGS[field] = flags[0]
+        if "type" in kwargs:
+            PARSERS[field] = kwargs.pop("type")
         group.addoption(*flags, dest=DEST_PREFIX + field, **kwargs)
 
     add(

@@ -32,6 +32,7 @@ from conformance.estimate import RowEstimate, estimate_case, profile_capacity_gb
 from conformance.expectations import Case, ExpectationError
 from conformance.gpu_idle import IdleReport, check_idle
 from conformance.gpus import WORKERINPUT_KEY
+from conformance.keyword_hint import no_row_hint
 from conformance.options import Options
 from conformance.profiles import ActiveProfile, select_profiles
 from conformance.record import NOTHING_RECORDED, record_profile
@@ -161,6 +162,8 @@ class ConformanceSession:
         files = options.results is not None or options.record is not None
         self._signals = SessionSignals(files) if self.writes else None
         self._profile_written = False  # --record's profile, at the session's end
+        self._deselected_models: set[str] = set()  # registry names of the rows -k/-m left out
+        self._selected_any = False  # a conformance check is among the collected items
 
     # The machine and the profiles ------------------------------------------------------------
     @property
@@ -402,7 +405,14 @@ class ConformanceSession:
             items.clear()
             raise pytest.UsageError(str(self.collection_error))
 
+    def pytest_deselected(self, items: list[pytest.Item]) -> None:
+        for item in items:
+            found = check_kind_of(item)
+            if found is not None and self.resolved:
+                self._deselected_models.add(self.lookup(found[0])[1].model)
+
     def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self._selected_any = any(check_kind_of(item) is not None for item in session.items)
         if session.config.option.collectonly or not self.resolved or self.is_worker:
             # A worker collects every item but runs only those it is sent: no prefetching there.
             return
@@ -436,12 +446,24 @@ class ConformanceSession:
         the (row, check) pairs collected, by this process or, under pytest-xdist, by a worker."""
         if self.baseline is None:
             return
-        runnable = set()
+        runnable, why_not = set(), None
         for key, kind in selected:
             if kind in ("run", "speed"):
                 active, case = self.lookup(key)
-                if skip_reason(kind, active, case) is None:
+                reason = skip_reason(kind, active, case)
+                if reason is None:
                     runnable.add(key)
+                else:
+                    why_not = why_not or reason
+        # After an upgrade that broke CUDA every GPU row is skipped and only the runner's refusals
+        # (the N/A rows) still run, measuring nothing: a gate must not pass on that.
+        measuring = [key for key in runnable if self.lookup(key)[1].outcome != "unsupported"]
+        if not measuring and why_not is not None:
+            refusals = f" but the runner's refusal of {rows_text(len(runnable))}" if runnable else ""
+            raise pytest.UsageError(
+                f"--baseline {display(self.baseline.path)}: no selected row measures anything here ({why_not});"
+                f" nothing would be judged against it{refusals}"
+            )
         if runnable and runnable <= self.baseline_skips.keys():
             ours = sorted({profile for profile, _ in runnable})
             theirs = sorted({profile for profile, _ in self.baseline.rows}) or ["none"]
@@ -592,6 +614,9 @@ class ConformanceSession:
                 f"conformance: {', '.join(self._signals.ignored)} ignored while the session wrote what it had"
                 " (a third signal ends it at once)"
             )
+        keyword = self.config.option.keyword if self.config is not None else ""
+        if keyword and self._deselected_models and not self._selected_any:
+            terminalreporter.write_line(no_row_hint(keyword, self._deselected_models))
         if not self.resolved or not self.writes:
             return
         if not self.rows:

@@ -16,6 +16,7 @@ import os
 import re
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, NoReturn
 
 from litgpt_min import launch
@@ -164,10 +165,13 @@ def main(argv: list[str] | None = None) -> int:
             owner = parser if any(word in before for word in extras) else subcommand.choices[args.command]
             owner.error(f"unrecognized arguments: {' '.join(extras)}")
         if args.command == "convert-hf":
-            from litgpt_min.convert import convert_hf_checkpoint
+            from litgpt_min.convert import convert_hf_checkpoint, tokenizer_copies
 
+            copies = tokenizer_copies(Path(args.hf_dir), Path(args.out_dir))
             path = convert_hf_checkpoint(args.hf_dir, args.out_dir, model_name=args.model)
-            print(f"wrote {path}")
+            print(f"wrote {path} and {path.with_name('lit_config.json')}")
+            if copies:
+                print(f"copied {', '.join(copies)} from {args.hf_dir}")
             return 0
         if args.command == "params":
             result = cmd_params(args)

@@ -434,6 +434,13 @@ def _load_file(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def tokenizer_copies(hf_dir: Path, out_dir: Path) -> list[str]:
+    """The tokenizer files of ``hf_dir`` that a conversion copies into ``out_dir`` (none into itself)."""
+    if real_path(out_dir) == real_path(hf_dir):
+        return []
+    return [name for name in _TOKENIZER_FILES if os.path.lexists(hf_dir / name)]
+
+
 def convert_hf_checkpoint(hf_dir: str | Path, out_dir: str | Path, model_name: str | None = None) -> Path:
     """Convert ``hf_dir`` (config.json + weights) to ``out_dir/lit_model.pth`` and ``lit_config.json``.
 
@@ -447,9 +454,7 @@ def convert_hf_checkpoint(hf_dir: str | Path, out_dir: str | Path, model_name: s
     hf_dir, out_dir = Path(hf_dir), Path(out_dir)
     if not hf_dir.is_dir():
         raise ValueError(f"{hf_dir}: not a directory (expected a Hugging Face checkpoint directory)")
-    copies = [name for name in _TOKENIZER_FILES if os.path.lexists(hf_dir / name)]
-    if real_path(out_dir) == real_path(hf_dir):
-        copies = []
+    copies = tokenizer_copies(hf_dir, out_dir)
     check_output_dir(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"{out_dir}: exists and is not a directory")

@@ -260,6 +260,25 @@ def test_rows_missing_from_the_baseline_skip_and_a_bad_baseline_is_a_usage_error
     folder.stderr.fnmatch_lines(["ERROR: --baseline *: is a directory, not a results file"])
 
 
+def test_a_baseline_session_where_no_selected_row_runs_is_refused(suite: Suite) -> None:
+    """After an upgrade that broke CUDA every GPU row is skipped: the gate passed, judging nothing."""
+    suite.profile()
+    suite.answer(good_answers())
+    before = suite.pytester.path / "before.json"
+    suite.run("--results", str(before)).assert_outcomes(passed=11, xfailed=1)
+    suite.profile(sku="a100-sxm4-40gb")  # the same rows, now on a GPU this machine lacks
+    usage = suite.run("--profile", "tiny", "--baseline", str(before))
+    assert usage.ret == pytest.ExitCode.USAGE_ERROR
+    usage.stderr.fnmatch_lines(
+        [
+            "ERROR: --baseline before.json: no selected row measures anything here (needs a CUDA GPU*); nothing would"
+            " be judged against it but the runner's refusal of 1 row"
+        ]
+    )
+    # Selecting only checks that never run a row (parameter counts) is not a gate on the measured figures.
+    suite.run("--profile", "tiny", "--baseline", str(before), "-k", "test_params").assert_outcomes(passed=5)
+
+
 @pytest.mark.slow
 def test_under_xdist_a_baseline_that_judges_nothing_is_refused_too(suite: Suite) -> None:
     pytest.importorskip("xdist")

@@ -240,6 +240,21 @@ def test_tokenizer_files_are_copied(tmp_path: Path) -> None:
     assert Config.from_file(tmp_path / "lit" / "lit_config.json").name == "hf"
 
 
+def test_the_command_names_every_file_it_wrote(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """It said only "wrote .../lit_model.pth", beside the config and the tokenizer files it also wrote."""
+    from litgpt_min.cli import main
+
+    hf_dir = save_hf(build_hf("llama", **CASES[0].values[1]), tmp_path / "hf")
+    (hf_dir / "tokenizer.json").write_text("{}")
+    (hf_dir / "tokenizer_config.json").write_text("{}")
+    out = tmp_path / "lit"
+    assert main(["convert-hf", str(hf_dir), str(out)]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"wrote {out / 'lit_model.pth'} and {out / 'lit_config.json'}",
+        f"copied tokenizer.json, tokenizer_config.json, generation_config.json from {hf_dir}",
+    ]
+
+
 # Errors -----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

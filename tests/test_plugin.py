@@ -832,13 +832,16 @@ def test_malformed_json_names_the_file_and_line(suite: Suite) -> None:
     ("args", "message"),
     [
         (["--profile", "nope"], "ERROR: --profile nope: no such profile in * (available: tiny)"),
-        (["--memory-tolerance", "-0.1"], "*--memory-tolerance: a tolerance must be a finite number >= 0*"),
-        (["--emulate-memory-gb", "lots"], "*--emulate-memory-gb: expected GB (e.g. 40), 'auto' or 'off'*"),
+        (["--memory-tolerance", "-0.1"], "ERROR: --memory-tolerance: a tolerance must be a finite number >= 0*"),
+        (["--speed-tolerance", "abc"], "ERROR: --speed-tolerance: not a number: 'abc'"),
+        (["--row-timeout", "0"], "ERROR: --row-timeout: a timeout must be > 0 seconds, got '0'"),
+        (["--cpu-jobs", "-1"], "ERROR: --cpu-jobs: must be >= 0, got '-1'"),
+        (["--emulate-memory-gb", "lots"], "ERROR: --emulate-memory-gb: expected GB (e.g. 40), 'auto' or 'off'*"),
         (
             ["--emulate-memory-gb", "1e308"],
-            "*--emulate-memory-gb: a memory cap must be a finite number > 0 and <= 1e+06*",
+            "ERROR: --emulate-memory-gb: a memory cap must be a finite number > 0 and <= 1e+06*",
         ),
-        (["--runner", "nomodule"], "*--runner: expected module:callable*"),
+        (["--runner", "nomodule"], "ERROR: --runner: expected module:callable*"),
         (["--runner", "no_such_module:run"], "ERROR: --runner 'no_such_module:run': cannot import 'no_such_module'*"),
         (["--force"], "ERROR: --force applies to --record only (it lets --record overwrite a profile); no --record*"),
         (["--record", ""], "ERROR: --record: expected a path, got an empty value"),
@@ -858,6 +861,26 @@ def test_bad_options_are_usage_errors(suite: Suite, args: list[str], message: st
     result = suite.run_bare("--expectations", str(suite.root), *args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([message])
+    # One line: not pytest's usage, inifile and rootdir lines around it.
+    assert [line for line in result.stderr.lines if line.strip()] == [result.stderr.lines[0]]
+
+
+@pytest.mark.parametrize(
+    ("keyword", "hint"),
+    [
+        ("tiny-llama and lora", "conformance: -k 'tiny-llama and lora' selects no row: row ids name a model by its"
+         " slug; try -k 'tiny_llama and lora'"),
+        ("llama_tiny", "conformance: -k 'llama_tiny' selects no row; row ids name the models tiny_falcon, tiny_llama,"
+         " tiny_neox (pytest conformance --collect-only -q lists every id)"),
+    ],
+)  # fmt: skip
+def test_a_keyword_that_selects_no_row_says_how_rows_are_named(suite: Suite, keyword: str, hint: str) -> None:
+    """`-k Llama-2-7b-hf` selected nothing with no word but pytest's "314 deselected"."""
+    suite.profile()
+    result = suite.run("-k", keyword)
+    assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED
+    result.stdout.fnmatch_lines([hint])
+    assert "selects no row" not in suite.run("-k", "tiny_llama and lora").stdout.str()
 
 
 def test_a_baseline_that_cannot_be_read_says_why(suite: Suite) -> None:
