@@ -163,7 +163,7 @@ class ConformanceSession:
         self._signals = SessionSignals(files) if self.writes else None
         self._profile_written = False  # --record's profile, at the session's end
         self._deselected_models: set[str] = set()  # registry names of the rows -k/-m left out
-        self._selected_any = False  # a conformance check is among the collected items
+        self._selected_any = False  # any test is among the collected items (after -k)
 
     # The machine and the profiles ------------------------------------------------------------
     @property
@@ -412,7 +412,7 @@ class ConformanceSession:
                 self._deselected_models.add(self.lookup(found[0])[1].model)
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
-        self._selected_any = any(check_kind_of(item) is not None for item in session.items)
+        self._selected_any = bool(session.items)
         if session.config.option.collectonly or not self.resolved or self.is_worker:
             # A worker collects every item but runs only those it is sent: no prefetching there.
             return

@@ -881,6 +881,11 @@ def test_a_keyword_that_selects_no_row_says_how_rows_are_named(suite: Suite, key
     assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED
     result.stdout.fnmatch_lines([hint])
     assert "selects no row" not in suite.run("-k", "tiny_llama and lora").stdout.str()
+    # A -k aimed at other tests of the session is not a mistake about rows.
+    suite.pytester.makepyfile(test_other="def test_other():\n    pass\n")
+    other = suite.run("test_conformance.py", "test_other.py", "-k", "test_other")
+    other.assert_outcomes(passed=1)
+    assert "selects no row" not in other.stdout.str()
 
 
 def test_a_baseline_that_cannot_be_read_says_why(suite: Suite) -> None:
