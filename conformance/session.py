@@ -464,12 +464,12 @@ class ConformanceSession:
                 f"--baseline {display(self.baseline.path)}: no selected row measures anything here ({why_not});"
                 f" nothing would be judged against it{refusals}"
             )
-        if runnable and runnable <= self.baseline_skips.keys():
-            ours = sorted({profile for profile, _ in runnable})
+        if measuring and set(measuring) <= self.baseline_skips.keys():
+            ours = sorted({profile for profile, _ in measuring})
             theirs = sorted({profile for profile, _ in self.baseline.rows}) or ["none"]
             raise pytest.UsageError(
-                f"--baseline {display(self.baseline.path)}: judges none of the {len(runnable)} selected rows that run"
-                f" here (it has no finished measurement of any; profiles selected: {', '.join(ours)};"
+                f"--baseline {display(self.baseline.path)}: judges none of the {len(measuring)} selected rows that"
+                f" measure here (it has no finished measurement of any; profiles selected: {', '.join(ours)};"
                 f" in the baseline: {', '.join(theirs)})"
             )
 
@@ -614,8 +614,11 @@ class ConformanceSession:
                 f"conformance: {', '.join(self._signals.ignored)} ignored while the session wrote what it had"
                 " (a third signal ends it at once)"
             )
-        keyword = self.config.option.keyword if self.config is not None else ""
-        if keyword and self._deselected_models and not self._selected_any:
+        option = self.config.option if self.config is not None else None
+        keyword = getattr(option, "keyword", "")
+        # Only -k's doing: -m and --deselect also deselect (and feed pytest_deselected).
+        alone = not getattr(option, "markexpr", "") and not getattr(option, "deselect", None)
+        if keyword and alone and self._deselected_models and not self._selected_any:
             terminalreporter.write_line(no_row_hint(keyword, self._deselected_models))
         if not self.resolved or not self.writes:
             return

@@ -179,8 +179,14 @@ _STORAGE_RESIZE = torch.UntypedStorage.resize_
 
 def _resize_seen(storage: torch.UntypedStorage, size: int) -> torch.UntypedStorage:
     out = _STORAGE_RESIZE(storage, size)
-    for tracker in list(_ACTIVE):
-        tracker._storage_resized(storage)
+    failure: BaseException | None = None
+    for tracker in list(_ACTIVE):  # every tracker hears of it, as every mode sees a dispatched op
+        try:
+            tracker._storage_resized(storage)
+        except BaseException as exc:  # a tracker's cap: raised once all have counted the resize
+            failure = failure or exc
+    if failure is not None:
+        raise failure
     return out
 
 

@@ -248,7 +248,7 @@ def test_rows_missing_from_the_baseline_skip_and_a_bad_baseline_is_a_usage_error
     empty = write(suite.pytester.path / "empty.json", results([]))
     usage = suite.run("--baseline", str(empty), "--results", str(results_file))
     assert usage.ret == pytest.ExitCode.USAGE_ERROR
-    usage.stderr.fnmatch_lines(["ERROR: --baseline empty.json: judges none of the 5 selected rows that run here*"])
+    usage.stderr.fnmatch_lines(["ERROR: --baseline empty.json: judges none of the 4 selected rows that measure here*"])
     assert results_file.read_bytes() == kept
     bad = suite.pytester.path / "bad.json"
     bad.write_text("{}")
@@ -275,6 +275,17 @@ def test_a_baseline_session_where_no_selected_row_runs_is_refused(suite: Suite) 
             " be judged against it but the runner's refusal of 1 row"
         ]
     )
+    # A baseline that judges only the runner's refusal of an N/A row judges nothing either.
+    suite.profile()
+    refusal = "finetune-lora-tiny_llama-nf4-mb2-2gpu"
+    only_refusal = suite.pytester.path / "refusal.json"
+    suite.run("--results", str(only_refusal), "-k", refusal).assert_outcomes(passed=2)
+    usage = suite.run("--baseline", str(only_refusal))
+    assert usage.ret == pytest.ExitCode.USAGE_ERROR
+    usage.stderr.fnmatch_lines(
+        ["ERROR: --baseline refusal.json: judges none of the 4 selected rows that measure here*"]
+    )
+    suite.profile(sku="a100-sxm4-40gb")
     # Selecting only checks that never run a row (parameter counts) is not a gate on the measured figures.
     suite.run("--profile", "tiny", "--baseline", str(before), "-k", "test_params").assert_outcomes(passed=5)
 
@@ -292,7 +303,7 @@ def test_under_xdist_a_baseline_that_judges_nothing_is_refused_too(suite: Suite)
         "--baseline", str(empty), "--results", str(results_file),
     )  # fmt: skip
     assert usage.ret == pytest.ExitCode.USAGE_ERROR, usage.stdout.str()
-    usage.stderr.fnmatch_lines(["ERROR: --baseline empty.json: judges none of the 5 selected rows that run here*"])
+    usage.stderr.fnmatch_lines(["ERROR: --baseline empty.json: judges none of the 4 selected rows that measure here*"])
     assert not (suite.pytester.path / "calls.jsonl").exists(), "no row ran"
     assert results_file.read_bytes() == kept
 

@@ -25,7 +25,7 @@ from litgpt_min.measure import (
     memory_source,
     round_allocation,
 )
-from litgpt_min.outcome import classify_exception
+from litgpt_min.outcome import OutOfMemoryError, classify_exception
 
 KIB = 1024
 
@@ -154,6 +154,15 @@ def test_storage_resizes_outside_the_dispatcher_are_charged() -> None:
     assert outer.peak_bytes == 8 * KIB
     # Outside every tracker the method is PyTorch's own again.
     assert "resize_" not in torch.UntypedStorage.__dict__
+
+
+def test_a_resize_over_one_trackers_cap_is_still_counted_by_the_others() -> None:
+    with LiveTensorTracker(cap_bytes=4 * KIB) as capped, LiveTensorTracker() as inner:
+        held = torch.empty(0)
+        with pytest.raises(OutOfMemoryError):
+            held.untyped_storage().resize_(8 * KIB)
+        assert inner.live_bytes == 8 * KIB
+        assert capped.live_bytes == 0
 
 
 def test_meta_tensors_cost_nothing_and_literals_count() -> None:

@@ -881,6 +881,9 @@ def test_a_keyword_that_selects_no_row_says_how_rows_are_named(suite: Suite, key
     assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED
     result.stdout.fnmatch_lines([hint])
     assert "selects no row" not in suite.run("-k", "tiny_llama and lora").stdout.str()
+    # Nor is a selection that -m or --deselect emptied.
+    for other_filter in (["-m", "gpu"], ["--deselect", "test_conformance.py"]):
+        assert "selects no row" not in suite.run("-k", "tiny_llama", *other_filter).stdout.str()
     # A -k aimed at other tests of the session is not a mistake about rows.
     suite.pytester.makepyfile(test_other="def test_other():\n    pass\n")
     other = suite.run("test_conformance.py", "test_other.py", "-k", "test_other")
