@@ -162,7 +162,7 @@ class ConformanceSession:
         files = options.results is not None or options.record is not None
         self._signals = SessionSignals(files) if self.writes else None
         self._profile_written = False  # --record's profile, at the session's end
-        self._deselected_models: set[str] = set()  # registry names of the rows -k/-m left out
+        self._deselected: set[RowKey] = set()  # the rows -k, -m or --deselect left out
         self._selected_any = False  # any test is among the collected items (after -k)
 
     # The machine and the profiles ------------------------------------------------------------
@@ -406,10 +406,8 @@ class ConformanceSession:
             raise pytest.UsageError(str(self.collection_error))
 
     def pytest_deselected(self, items: list[pytest.Item]) -> None:
-        for item in items:
-            found = check_kind_of(item)
-            if found is not None and self.resolved:
-                self._deselected_models.add(self.lookup(found[0])[1].model)
+        # Only the keys: the rows' models are looked up if a hint is written (pytest_terminal_summary).
+        self._deselected.update(found[0] for found in map(check_kind_of, items) if found is not None)
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self._selected_any = bool(session.items)
@@ -618,8 +616,9 @@ class ConformanceSession:
         keyword = getattr(option, "keyword", "")
         # Only -k's doing: -m and --deselect also deselect (and feed pytest_deselected).
         alone = not getattr(option, "markexpr", "") and not getattr(option, "deselect", None)
-        if keyword and alone and self._deselected_models and not self._selected_any:
-            terminalreporter.write_line(no_row_hint(keyword, self._deselected_models))
+        if keyword and alone and self._deselected and not self._selected_any and self.resolved:
+            models = {self.lookup(key)[1].model for key in self._deselected}
+            terminalreporter.write_line(no_row_hint(keyword, models))
         if not self.resolved or not self.writes:
             return
         if not self.rows:
