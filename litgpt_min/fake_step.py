@@ -174,9 +174,9 @@ def run_step(
             _flat_block_gradients(
                 model,
                 request.dtype,
+                units,
                 first=lambda: phase(f"{prefix[0]}flat-gradients"),  # type: ignore[arg-type]
                 shards=shards,
-                complete=units.post_backward,
             )
         wrapped = _FabricOutputs(model, request.precision)
 
@@ -295,23 +295,26 @@ def _checkpoint_blocks(model: GPT) -> None:
 def _flat_block_gradients(
     model: GPT,
     dtype: torch.dtype,
+    units: _FsdpUnits,
     first: Callable[[], None] = lambda: None,
     shards: int | None = None,
-    complete: Callable[[int], None] = lambda block: None,
 ) -> None:
     """Each Block's gradient as FSDP (``use_orig_params=True``) produces it, for a Block that trains.
 
     The parameters are views of the Block's flat parameter, so every one of them, frozen or not,
-    receives a gradient (which also keeps the frozen linears' inputs for backward); when the last
-    one has arrived they are concatenated into the flat gradient, which stays unsharded under
-    ``no_backward_sync`` until the optimizer step, and the per-parameter gradients are dropped. In
+    receives a gradient (which also keeps the frozen linears' inputs for backward). The views'
+    gradients wait for the node that split the flat parameter into them, which concatenates them
+    into the flat gradient and drops them. That node was created before the Block's forward, so
+    autograd runs it once the Block's backward is done: after the gradient of the Block's input is
+    complete (if it needs one) and before the Block below starts its backward (its pre-backward
+    hook). The flat gradient stays unsharded under ``no_backward_sync`` until the optimizer step. In
     a later backward of the window the new flat gradient is a temporary added into the kept one
     (``AccumulateGrad``'s in-place sum). ``shards``: a backward that syncs (no accumulation)
     reduce-scatters each flat gradient as it is complete, keeping this rank's 1/``shards`` of it
     and freeing the rest. ``first`` is called before the first flat gradient of each backward:
     backward peaks either at its start (the logits) or at its end (the gradients), each affine in
-    the depth, so they are phases apart. ``complete(i)`` is FSDP's post-backward hook of Block
-    ``i``, called when its flat gradient exists and before it is reduce-scattered.
+    the depth, so they are phases apart. FSDP's post-backward hook of the Block (``units``) runs
+    when its flat gradient exists, before it is reduce-scattered.
     """
     trains = [
         (i, [p for p in block.parameters() if p.is_floating_point()]) for i, block in enumerate(model.transformer.h)
@@ -321,17 +324,33 @@ def _flat_block_gradients(
     arrived: list[list[nn.Parameter]] = [[] for _ in blocks]
     kept: list[list[torch.Tensor]] = [[] for _ in blocks]
 
+    waiting: set[int] = set()  # Blocks (of ``trains``) whose views have their gradients
+    index = {i: b for b, (i, _) in enumerate(trains)}
+
     def hook(param: torch.Tensor, b: int) -> None:
         arrived[b].append(param)  # type: ignore[arg-type]
         if len(arrived[b]) < len(blocks[b]):
             return
         arrived[b].clear()
+        if trains[b][0] - 1 in units.needs_gradient:  # the Block's input gradient is still to come
+            waiting.add(b)
+        else:
+            concatenate(b)
+
+    def below_starts(i: int) -> None:
+        b = index.get(i + 1)
+        if b in waiting:
+            waiting.discard(b)
+            concatenate(b)
+
+    def concatenate(b: int) -> None:
         if b == len(blocks) - 1:
             first()
-        new = torch.empty(sum(p.numel() for p in blocks[b]), dtype=dtype, device=param.device)
-        complete(trains[b][0])
+        device = blocks[b][0].device
+        new = torch.empty(sum(p.numel() for p in blocks[b]), dtype=dtype, device=device)
+        units.post_backward(trains[b][0])
         if shards is not None:  # reduce-scatter: the shard is allocated, then the flat gradient freed
-            new = torch.empty(-(-new.numel() // shards), dtype=dtype, device=param.device)
+            new = torch.empty(-(-new.numel() // shards), dtype=dtype, device=device)
         if kept[b]:
             kept[b][0].add_(new)
         else:
@@ -345,6 +364,7 @@ def _flat_block_gradients(
             p.requires_grad_(True)
             # The hooks hold ``kept``: the flat gradients live as long as the model.
             p.register_post_accumulate_grad_hook(functools.partial(hook, b=b))
+    units.output_gradient_complete = below_starts
 
 
 class _FsdpUnits:
@@ -373,6 +393,8 @@ class _FsdpUnits:
         self.unsharded: dict[int, torch.Tensor] = {}
         self.needs_gradient: set[int] = set()  # Blocks whose output needed a gradient in forward
         self.pre_backward_ran: set[int | None] = set()  # None: the root unit
+        # Called with Block i when its output's gradient is complete, before its pre-backward hook.
+        self.output_gradient_complete: Callable[[int], None] = lambda i: None
         for i, block in enumerate(self.blocks):
             block.register_forward_pre_hook(functools.partial(self._pre_forward, i=i))
             block.register_forward_hook(functools.partial(self._post_forward, i=i))
@@ -409,6 +431,7 @@ class _FsdpUnits:
             return
         self.pre_backward_ran.add(unit)
         if unit is not None:
+            self.output_gradient_complete(unit)
             self._unshard(unit)
         prefetch = len(self.blocks) - 1 if unit is None else unit - 1
         if prefetch in self.needs_gradient:

@@ -17,6 +17,7 @@ import pytest
 import torch
 import yaml
 from torch._subclasses.fake_tensor import FakeTensorMode
+from word_tokenizer import word_tokenizer
 
 from conformance.cli import main as conformance_main
 from conformance.estimate import RowEstimate, share_rows, summary
@@ -798,18 +799,6 @@ def test_ad_hoc_later_lit_gpt_config_needs_only_its_workloads_length(
     )
 
 
-def _word_tokenizer(folder: Path) -> Path:
-    """A tiny tokenizer.json (whitespace words, unknown ones one id each) that fits tiny-llama's 320 ids."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    words = ["<unk>", "<|endoftext|>", *"below is an instruction that describes a task write response".split()]
-    tokenizer = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    folder.mkdir(parents=True, exist_ok=True)
-    tokenizer.save(str(folder / "tokenizer.json"))
-    return folder
-
-
 def test_ad_hoc_data_file_sets_the_lengths_as_the_runner_reads_them(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -819,7 +808,7 @@ def test_ad_hoc_data_file_sets_the_lengths_as_the_runner_reads_them(
     from litgpt_min.finetune import load_train_data
     from litgpt_min.options import FinetuneOptions
 
-    tokenizer = _word_tokenizer(tmp_path / "tok")
+    tokenizer = word_tokenizer(tmp_path / "tok")
     records = [{"instruction": "write " * n, "input": "", "output": "a task " * n} for n in (3, 40, 7, 12, 5, 9)]
     data_file = tmp_path / "alpaca.json"
     data_file.write_text(json.dumps(records * 5))

@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 import pickle
 import time
 import unittest.mock
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 from torch import nn
 from torch.distributed.fsdp import FullyShardedDataParallel
+from word_tokenizer import word_tokenizer
 
 from litgpt_min import finetune, launch, options, schedstat
 from litgpt_min.build import build_for_run, build_model
@@ -151,6 +154,38 @@ def test_the_estimate_of_a_two_rank_run_is_its_measured_peak(shape: dict[str, in
         torch.set_num_threads(threads)
     assert result.outcome == "ok", result.error
     asked = request_from_run(run)
+    estimated = estimate(dataclasses.replace(asked, config=dataclasses.replace(asked.config, **shape)))
+    assert result.max_memory_gb == estimated.max_memory_gb
+
+
+def test_the_estimate_of_an_accumulating_two_rank_run_is_its_measured_peak(tmp_path: Path) -> None:
+    """Accumulating, a run peaks where each Block's flat gradient is concatenated beside the flat
+    gradients the window keeps. Autograd concatenates it when the Block's backward is done, after
+    the gradient of the Block's input is complete; an estimate that did so when the last of the
+    Block's parameters got its gradient read two of the Block's input-sized gradients high. Every
+    sample has one length, and two windows run, so the run's last micro-step holds what the
+    estimate's later one holds (optimizer states, the kept flat gradients) when its first flat
+    gradient is concatenated, before that backward (the window's last) reduce-scatters any."""
+    data_file = tmp_path / "alpaca.json"
+    data_file.write_text(json.dumps([{"instruction": "write " * 40, "input": "", "output": "a task " * 10}] * 8))
+    run = request(
+        2,
+        batch_size=2,
+        max_iters=4,
+        data_file=str(data_file),
+        tokenizer_dir=str(word_tokenizer(tmp_path / "tokenizer")),
+        rank_timeout_s=60.0,
+    )
+    shape = {"n_layer": 5, "n_embd": 128, "intermediate_size": 352}
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)  # see test_finetune_on_two_ranks_reports_exact_counts_and_every_ranks_peak
+        result = execute(run, functools.partial(reshaped_finetune_body, shape=shape), preflight=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert result.outcome == "ok", result.error
+    asked = request_from_run(run)
+    assert asked.later_seq_len == asked.seq_len == result.details["longest_seq_length"]
     estimated = estimate(dataclasses.replace(asked, config=dataclasses.replace(asked.config, **shape)))
     assert result.max_memory_gb == estimated.max_memory_gb
 
