@@ -45,8 +45,8 @@ Modelling assumptions (each one is a place the estimate can be wrong):
 4. **Optimizer.** Unquantized runs use ``torch.optim.AdamW`` with ``foreach=True`` (what PyTorch
    picks for CUDA parameters; its temporaries span all trainable tensors at once), states in the
    parameter dtype. Quantized runs use bitsandbytes' PagedAdamW: two fp32 states per trainable
-   tensor, allocated by torch for tensors of at most 1e5 elements and in paged (managed) memory,
-   invisible to ``max_memory_allocated``, above; its fused update allocates nothing.
+   tensor, allocated by torch for tensors of fewer than 1e5 elements and in paged (managed)
+   memory, invisible to ``max_memory_allocated``, from 1e5 on; its fused update allocates nothing.
 5. **4-bit layers.** bitsandbytes' ``Params4bit`` cannot wrap a fake tensor, so each quantized
    ``nn.Linear`` becomes :class:`~litgpt_min.fake_4bit.Fake4bitLinear`, which holds exactly the
    storages bnb holds (packed codes, absmax, with double quantization the nested absmax and
@@ -271,8 +271,7 @@ def _extrapolate(short: PhasePeaks, longer: PhasePeaks, extra_layers: int) -> in
     projected = {ph: short[ph][0] + (longer[ph][0] - short[ph][0]) * extra_layers for ph in short}
     winner = max(projected, key=lambda ph: projected[ph])
     unsure = [ph for ph in short if short[ph][1] != longer[ph][1]]
-    if winner in unsure:
-        return None
+    # An inconsistent winner is refused too: it is not below itself.
     if any(max(projected[ph], longer[ph][0]) > _UNSURE_PHASE_MARGIN * projected[winner] for ph in unsure):
         return None
     return projected[winner]

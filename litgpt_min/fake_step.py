@@ -29,7 +29,8 @@ from litgpt_min.options import GenerateSettings, hyperparameters
 from litgpt_min.peft import apply_method, mark_trainable
 from litgpt_min.quantize import materialize_rest
 
-# bitsandbytes' 32-bit optimizers put a state in paged memory only above this many elements.
+# bitsandbytes' paged optimizers put a state in paged memory from this many elements on
+# (``get_state_buffer``: ``p.numel() < 1e5`` stays on the device).
 PAGED_STATE_MIN_NUMEL = 100_000
 
 
@@ -488,7 +489,7 @@ def _optimizer(model: GPT, request: EstimateRequest, device: torch.device) -> to
 
 
 class _PagedAdamWStandIn(torch.optim.Optimizer):
-    """bitsandbytes' PagedAdamW memory: fp32 states, paged (not counted) above 1e5 elements, fused update."""
+    """bitsandbytes' PagedAdamW memory: fp32 states, paged (not counted) from 1e5 elements on, fused update."""
 
     def __init__(self, params: list[nn.Parameter], device: torch.device) -> None:
         super().__init__(params, {})
@@ -500,7 +501,7 @@ class _PagedAdamWStandIn(torch.optim.Optimizer):
             for p in group["params"]:
                 if p.grad is None or p in self.state:
                     continue
-                if p.numel() <= PAGED_STATE_MIN_NUMEL:
+                if p.numel() < PAGED_STATE_MIN_NUMEL:
                     self.state[p] = {
                         "state1": torch.zeros_like(p, dtype=torch.float32),
                         "state2": torch.zeros_like(p, dtype=torch.float32),

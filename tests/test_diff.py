@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from results_files import measured, results, row, write
+from results_files import FINGERPRINT, measured, results, row, write
 
 from conformance.cli import main
 from conformance.compare import check_speed
@@ -52,6 +52,11 @@ def test_a_synthetic_upgrade_is_explained_and_fails_the_gate(tmp_path: Path, cap
         f"torch {OLD_TORCH} → {NEW_TORCH}: max_memory_gb +1.20 GB (+10.5%) median on 7 B Llama 2 LoRA bnb.nf4 (2 rows): regression"
         in data["headlines"]
     )
+    # What did not change is said too: every other stack field, with its value.
+    assert data["same_stack"] == {
+        "gpu": "1 x NVIDIA A100-SXM4-40GB",
+        **{name: FINGERPRINT[name] for name in ("driver", "cuda", "bitsandbytes", "lightning", "python")},
+    }
 
 
 def test_markdown_names_the_stack_change_and_only_the_rows_that_moved(
@@ -66,6 +71,23 @@ def test_markdown_names_the_stack_change_and_only_the_rows_that_moved(
     # Speed in the terms of its tolerance, a factor: 30 -> 24 tok/s is 1.25x slower.
     assert "tokens_per_sec 30.00 → 24.00 tok/s (-6.00 tok/s, 1.25x slower, tolerance 1.15x): regression" in text
     assert "lora-7b-none-mb1" not in text
+    assert f"Same: gpu 1 x NVIDIA A100-SXM4-40GB, driver {FINGERPRINT['driver']}, cuda {FINGERPRINT['cuda']}," in text
+
+
+def test_a_headline_groups_rows_by_their_devices_too() -> None:
+    """The tables list the multi-GPU rows apart: one device count's regression is not another's."""
+
+    def rows(memory: float) -> list[dict]:
+        return [
+            row(f"lora-7b-{n}gpu", measured(quantize=None, devices=n, max_memory_gb=memory / n, time_1k_iters_min=8.0))
+            for n in (1, 2)
+        ]
+
+    diff = diff_results(results(rows(20.0)), results(rows(24.0), torch=NEW_TORCH))
+    lines = headlines(diff)
+    assert len(lines) == 2, lines
+    assert any("on 7 B Llama 2 LoRA no quantization (1 row)" in line for line in lines)
+    assert any("on 7 B Llama 2 LoRA no quantization 2 devices (1 row)" in line for line in lines)
 
 
 def test_identical_files_pass(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -24,7 +25,8 @@ from conformance.estimate import RowEstimate, share_rows, summary
 from conformance.estimate_command import APPLIES_TO, add_parser
 from conformance.expectations import load_profile
 from conformance.runner import PRECISION
-from litgpt_min import preflight
+from litgpt_min import estimate as estimate_module
+from litgpt_min import fake_step, preflight
 from litgpt_min.adapter import AdapterSettings
 from litgpt_min.build import build_model
 from litgpt_min.config import Config
@@ -39,7 +41,7 @@ from litgpt_min.estimate import (
     stack_for,
 )
 from litgpt_min.fake_4bit import Fake4bitLinear
-from litgpt_min.fake_step import build_for_estimate, fake_peak, run_step, use_cuda_dropout
+from litgpt_min.fake_step import PhasePeaks, build_for_estimate, fake_peak, run_step, use_cuda_dropout
 from litgpt_min.finetune import later_draws, make_optimizer, micro_step, optimizer_step
 from litgpt_min.measure import LiveTensorTracker, gb_text, round_allocation
 from litgpt_min.model import GPT
@@ -320,11 +322,55 @@ def test_quantized_weights_hold_bitsandbytes_bytes(quantize: str) -> None:
         ),
     ],
 )
-def test_layer_extrapolation_equals_the_full_depth_run(kw: dict[str, object]) -> None:
+def test_layer_extrapolation_equals_the_full_depth_run(kw: dict[str, object], monkeypatch: pytest.MonkeyPatch) -> None:
     request = tiny(n_layer=7, **kw)  # type: ignore[arg-type]
+    projections: list[int | None] = []
+    original = estimate_module._extrapolate
+
+    def extrapolate(*args: Any) -> int | None:
+        projections.append(original(*args))
+        return projections[-1]
+
+    monkeypatch.setattr(estimate_module, "_extrapolate", extrapolate)
+    estimate_module._fsdp_step.cache_clear()  # an earlier test's cached figure would not extrapolate
     extrapolated = estimate(request)
+    # The short runs were extrapolated (a fallback to the full depth would compare it with itself).
+    assert projections and None not in projections
     assert extrapolated.how in ("fake-run-extrapolated", "fsdp-simulated")
     assert extrapolated.peak_bytes == estimate(request, extrapolate=False).peak_bytes
+
+
+def test_extrapolation_projects_each_phase_and_takes_the_largest() -> None:
+    short: PhasePeaks = {"forward": (100, "aten.mm.default"), "backward": (150, "aten.mul.Tensor")}
+    longer: PhasePeaks = {"forward": (130, "aten.mm.default"), "backward": (160, "aten.mul.Tensor")}
+    # 3 more layers: forward's 100 + 30 * 3 = 190 overtakes backward's 150 + 10 * 3 = 180.
+    assert estimate_module._extrapolate(short, longer, 3) == 190
+
+
+MM, MUL, ADD, CAT = "aten.mm.default", "aten.mul.Tensor", "aten.add.Tensor", "aten.cat.default"
+
+
+@pytest.mark.parametrize(
+    ("short", "longer", "projected"),
+    [
+        # Forward projects to 100 + 30 * 3 = 190, the largest phase in every case.
+        pytest.param({"forward": (100, MM), "backward": (50, MUL)}, {"forward": (130, CAT), "backward": (55, MUL)},
+                     None, id="the-winner-changed-its-op"),
+        pytest.param({"forward": (100, MM), "backward": (50, MUL)}, {"forward": (130, MM), "backward": (55, ADD)},
+                     190, id="an-unsure-phase-well-below-the-winner"),
+        pytest.param({"forward": (100, MM), "backward": (140, MUL)}, {"forward": (130, MM), "backward": (145, ADD)},
+                     None, id="an-unsure-phase-near-the-winner"),
+        pytest.param({"forward": (100, MM)}, {"forward": (130, MM), "backward": (55, ADD)},
+                     None, id="a-phase-only-one-run-has"),
+    ],
+)  # fmt: skip
+def test_extrapolation_is_refused_where_a_phase_may_be_piecewise(
+    short: PhasePeaks, longer: PhasePeaks, projected: int | None
+) -> None:
+    """A phase whose two short runs peak at different ops may change its slope further on: the
+    winner must be consistent, and an inconsistent phase must stay under 0.8 of it (backward's
+    155 is not under 0.8 x 190 = 152; 65 is)."""
+    assert estimate_module._extrapolate(short, longer, 3) == projected
 
 
 def _flat_numels(request: EstimateRequest) -> tuple[int, list[int]]:
@@ -409,6 +455,39 @@ def test_a_later_micro_step_holds_every_flat_gradient_from_its_start() -> None:
     _, blocks = _flat_numels(first)
     gap = estimate(later).peak_bytes - estimate(first).peak_bytes  # type: ignore[operator]
     assert gap >= 4 * blocks[0]
+
+
+def test_a_later_micro_step_holds_the_optimizers_states(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An earlier window's step created AdamW's two states per trainable tensor (fp32 here), and
+    its step count, a 0-dim tensor: on the CPU beside CUDA parameters, on the fake run's device
+    here (512 bytes each at most)."""
+    later = tiny("tiny-llama", n_layer=4, devices=2, seq_len=4, later_seq_len=4, gradient_accumulation_iters=2)
+    model = build_model(later.config, later.method, device=torch.device("meta"), dtype=torch.float32)
+    trainable = [p.numel() for p in model.parameters() if p.requires_grad]
+    states = sum(2 * round_allocation(4 * n) for n in trainable)
+    estimate_module._fsdp_step.cache_clear()
+    try:
+        held = estimate(later).peak_bytes
+        monkeypatch.setattr(fake_step, "_hold_optimizer_state", lambda optimizer: None)
+        estimate_module._fsdp_step.cache_clear()
+        without = estimate(later).peak_bytes
+    finally:
+        estimate_module._fsdp_step.cache_clear()  # no figure of the patched run outlives the test
+    assert states <= held - without <= states + 512 * len(trainable)  # type: ignore[operator]
+
+
+def test_the_paged_optimizer_keeps_states_on_the_device_below_1e5_elements_only() -> None:
+    """bitsandbytes' paged optimizers put a state of 1e5 elements or more in paged (managed)
+    memory, which ``max_memory_allocated`` does not see; smaller ones are two fp32 tensors."""
+    sizes = (fake_step.PAGED_STATE_MIN_NUMEL - 1, fake_step.PAGED_STATE_MIN_NUMEL, 10)
+    with FakeTensorMode():
+        params = [torch.nn.Parameter(torch.zeros(n, dtype=torch.bfloat16)) for n in sizes]
+        optimizer = fake_step._PagedAdamWStandIn(params, CPU)
+        for p in params:
+            p.grad = torch.zeros_like(p)
+        with LiveTensorTracker() as tracker:
+            optimizer.step()
+            assert tracker.live_bytes == sum(2 * round_allocation(4 * n) for n in sizes if n < 100_000)
 
 
 def test_the_later_micro_step_counts_on_several_devices_only() -> None:
