@@ -72,21 +72,18 @@ def test_fingerprint_of_this_machine_is_complete_and_json_serializable() -> None
 
 
 @pytest.mark.skipif(not NO_NVIDIA_DRIVER, reason="this machine has an NVIDIA driver")
-def test_fingerprint_without_gpu_is_fast_and_imports_nothing_heavy() -> None:
+def test_fingerprint_without_gpu_imports_nothing_heavy() -> None:
     # A fresh interpreter: in this process torch is likely imported already by other tests.
     code = (
-        "import json, sys, time\n"
-        "t = time.perf_counter()\n"
+        "import json, sys\n"
         "from conformance.hardware import fingerprint\n"
         "fp = fingerprint()\n"
-        "seconds = time.perf_counter() - t\n"
         "heavy = [m for m in ('torch', 'bitsandbytes', 'lightning') if m in sys.modules]\n"
-        "print(json.dumps({'seconds': seconds, 'heavy': heavy, 'fp': fp}))\n"
+        "print(json.dumps({'heavy': heavy, 'fp': fp}))\n"
     )
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     report = json.loads(completed.stdout)
     assert report["heavy"] == []
-    assert report["seconds"] < 1.0, report["seconds"]
     fp = report["fp"]
     assert fp["gpus"] == [] and fp["gpu_count"] == 0
     assert detected_sku(fp) == "cpu"

@@ -540,6 +540,7 @@ def test_cuda_memory_details_are_the_reserved_peak_and_what_the_allocator_does_n
     assert details == {"max_memory_reserved_gb": 49.5, "outside_allocator_gb": 0.718}
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_memory_details_on_a_card() -> None:
     torch.cuda.reset_peak_memory_stats()

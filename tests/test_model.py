@@ -4,7 +4,6 @@ and parameter totals of the registry models (built on the meta device)."""
 from __future__ import annotations
 
 import math
-import time
 
 import pytest
 import torch
@@ -428,12 +427,8 @@ def _meta_total(name: str) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def test_llama2_70b_builds_on_meta_quickly() -> None:
-    start = time.perf_counter()
-    total = _meta_total("Llama-2-70b-hf")
-    elapsed = time.perf_counter() - start
-    assert total == 68_976_648_192
-    assert elapsed < 15.0, f"building Llama-2-70b-hf on meta took {elapsed:.1f}s"
+def test_llama2_70b_builds_on_meta() -> None:
+    assert _meta_total("Llama-2-70b-hf") == 68_976_648_192
 
 
 @pytest.mark.parametrize("name", sorted(TOTALS))

@@ -1030,6 +1030,15 @@ def test_an_unwritable_results_location_is_a_usage_error(suite: Suite) -> None:
     result.stderr.fnmatch_lines(["ERROR: --results *r.json: cannot write in *locked (Permission denied)"])
 
 
+def test_a_results_location_under_a_file_is_a_usage_error_for_root_too(suite: Suite) -> None:
+    suite.profile()
+    (suite.pytester.path / "plain").write_text("a file, not a folder\n")
+    result = suite.run("--results", str(suite.pytester.path / "plain" / "r.json"))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --results *plain/r.json: plain is not a directory"])
+    assert (suite.pytester.path / "plain").read_text() == "a file, not a folder\n"
+
+
 def test_a_results_file_is_replaced_but_never_written_by_two_sessions_at_once(suite: Suite) -> None:
     suite.profile()
     suite.answer(good_answers())
