@@ -29,7 +29,7 @@ from word_tokenizer import word_tokenizer
 from litgpt_min import finetune, launch, options, schedstat
 from litgpt_min.build import build_for_run, build_model
 from litgpt_min.config import Config
-from litgpt_min.estimate import estimate, request_from_run
+from litgpt_min.estimate import Estimate, EstimateRequest, estimate, request_from_run
 from litgpt_min.fake_step import use_cuda_dropout
 from litgpt_min.finetune import finetune_body, micro_step, optimizer_step
 from litgpt_min.model import Block
@@ -132,6 +132,20 @@ def reshaped_finetune_body(
         return finetune_body(request, dataclasses.replace(config, **shape), fabric, device)
 
 
+def _run_and_estimate(run: RunRequest, shape: Mapping[str, int]) -> tuple[Result, EstimateRequest, Estimate]:
+    """``run`` with its config reshaped, on 2 CPU ranks, and the estimate of the same."""
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)  # see test_finetune_on_two_ranks_reports_exact_counts_and_every_ranks_peak
+        result = execute(run, functools.partial(reshaped_finetune_body, shape=shape), preflight=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert result.outcome == "ok", result.error
+    asked = request_from_run(run)
+    asked = dataclasses.replace(asked, config=dataclasses.replace(asked.config, **shape))
+    return result, asked, estimate(asked)
+
+
 @pytest.mark.parametrize(
     "shape",
     [
@@ -145,16 +159,7 @@ def test_the_estimate_of_a_two_rank_run_is_its_measured_peak(shape: dict[str, in
     read every Block unsharded (4 Blocks high here), and an estimate that held two Blocks at any
     point read a peak at the loss 2 Blocks high. Every backward of this run syncs (no accumulation),
     so the estimate's model of it is exact: it must equal the measurement to the reported precision."""
-    run = request(2, batch_size=1, max_iters=2, rank_timeout_s=60.0)
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(2)  # see test_finetune_on_two_ranks_reports_exact_counts_and_every_ranks_peak
-        result = execute(run, functools.partial(reshaped_finetune_body, shape=shape), preflight=False)
-    finally:
-        torch.set_num_threads(threads)
-    assert result.outcome == "ok", result.error
-    asked = request_from_run(run)
-    estimated = estimate(dataclasses.replace(asked, config=dataclasses.replace(asked.config, **shape)))
+    result, _, estimated = _run_and_estimate(request(2, batch_size=1, max_iters=2, rank_timeout_s=60.0), shape)
     assert result.max_memory_gb == estimated.max_memory_gb
 
 
@@ -176,17 +181,8 @@ def test_the_estimate_of_an_accumulating_two_rank_run_is_its_measured_peak(tmp_p
         tokenizer_dir=str(word_tokenizer(tmp_path / "tokenizer")),
         rank_timeout_s=60.0,
     )
-    shape = {"n_layer": 5, "n_embd": 128, "intermediate_size": 352}
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(2)  # see test_finetune_on_two_ranks_reports_exact_counts_and_every_ranks_peak
-        result = execute(run, functools.partial(reshaped_finetune_body, shape=shape), preflight=False)
-    finally:
-        torch.set_num_threads(threads)
-    assert result.outcome == "ok", result.error
-    asked = request_from_run(run)
+    result, asked, estimated = _run_and_estimate(run, {"n_layer": 5, "n_embd": 128, "intermediate_size": 352})
     assert asked.later_seq_len == asked.seq_len == result.details["longest_seq_length"]
-    estimated = estimate(dataclasses.replace(asked, config=dataclasses.replace(asked.config, **shape)))
     assert result.max_memory_gb == estimated.max_memory_gb
 
 
