@@ -28,11 +28,12 @@ from litgpt_min.options import (
     PRECISIONS,
     FlatOption,
     build_request,
-    check_adapter_layers,
+    check_method_settings,
     check_quantize_precision,
     check_runs_here,
     flag_text,
     peft_settings,
+    typed_settings,
 )
 from litgpt_min.outcome import UnsupportedCombination
 from litgpt_min.params import num_params
@@ -123,12 +124,15 @@ def cmd_params(args: argparse.Namespace) -> dict[str, Any]:
         if args.model_flag is None:
             raise UsageError("litgpt-min params: error: a model is required (a registry name, e.g. Llama-2-7b-hf)")
         args.model = args.model_flag
-    lora, adapter = peft_settings(vars(args), args.method)
+    try:  # the method's settings as a run takes them (a count within a long long, a rate in range)
+        lora, adapter = peft_settings(typed_settings(vars(args)), args.method)
+    except ValueError as exc:
+        raise ValueError(_by_flag(str(exc), vars(args))) from None
     if args.precision not in PRECISIONS:
         raise UsageError(f"litgpt-min params: error: unknown precision {args.precision!r}")
     check_quantize_precision(args.quantize, args.precision)
     config = Config.from_name(args.model)
-    check_adapter_layers(args.method, adapter, config)
+    check_method_settings(args.method, lora, adapter, config)
     model = build_meta_model(config, args.method, lora, adapter)
     trainable, total = num_params(model, requires_grad=True), num_params(model)
     return {

@@ -16,8 +16,8 @@ from litgpt_min.options import (
     PRECISIONS,
     GenerateSettings,
     Hyperparameters,
-    check_adapter_layers,
     check_inference_devices,
+    check_method_settings,
     check_quantize_precision,
 )
 from litgpt_min.peft import Method, check_method
@@ -103,7 +103,7 @@ class EstimateRequest:
         if self.workload == "inference":
             check_inference_devices(self.devices)  # as the runner: the tables check no sharded generation
         else:
-            check_adapter_layers(self.method, self.adapter, self.config)  # as the runner
+            check_method_settings(self.method, self.lora, self.adapter, self.config)  # as the runner
         if self.later_seq_len is not None:
             value = self.later_seq_len
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= self.seq_len:

@@ -324,7 +324,35 @@ def _load_tokenizer(directory: str) -> data.Tokenizer:
 # ---------------------------------------------------------------------------------------------
 # 3. The request
 # ---------------------------------------------------------------------------------------------
-def check_adapter_layers(method: str, adapter: AdapterSettings, config: Config) -> None:
+def check_method_settings(method: str, lora: LoRASettings, adapter: AdapterSettings, config: Config) -> None:
+    """The method's settings fit the model: its tensors have sizes torch can hold, and the Adapter
+    prefix starts inside the model."""
+    _check_peft_sizes(method, lora, adapter, config)
+    _check_adapter_layers(method, adapter, config)
+
+
+def _check_peft_sizes(method: str, lora: LoRASettings, adapter: AdapterSettings, config: Config) -> None:
+    """A LoRA rank or an Adapter prompt so large that a tensor's byte count overflows torch's 64-bit
+    sizes would fail inside torch while the model is built (or later, in a run), not as bad input.
+    Bounded by the widest dimension it multiplies: LoRA's stacked query/key/value rows (3 x r) by
+    any layer's width, the prefix's positions by the embedding."""
+    widest = max(
+        config.n_embd,
+        config.intermediate_size or 0,
+        config.padded_vocab_size,
+        (config.n_head + 2 * config.n_query_groups) * config.head_size,
+    )
+    if method == "lora":
+        flag, value, elements = "--lora-r", lora.r, 3 * lora.r * widest
+    elif method in ("adapter", "adapter_v2"):
+        flag, value, elements = "--adapter-prompt-length", adapter.prompt_length, adapter.prompt_length * widest
+    else:
+        return
+    if elements * 4 > MAX_COUNT:  # 4-byte elements, the widest the model's tensors take
+        raise ValueError(f"{flag} {value}: too large: a tensor's size overflows for model {config.name!r}")
+
+
+def _check_adapter_layers(method: str, adapter: AdapterSettings, config: Config) -> None:
     """The Adapter prefix starts inside the model. Adapter v1 trains only the prefixes, so it needs
     at least one; Adapter v2 also trains its per-linear bias and scale, so starting right after the
     last layer (no prefix) is still a model that trains."""
@@ -388,7 +416,7 @@ class RunRequest:
                 "--accelerator cuda: CUDA is not available on this machine (torch.cuda.is_available() is False)"
             )
         if isinstance(self.options, FinetuneOptions):
-            check_adapter_layers(self.options.method, self.options.adapter, config)
+            check_method_settings(self.options.method, self.options.lora, self.options.adapter, config)
             if self.options.data_file is not None:
                 self.options.tokenizer(config, self.model)
         else:
@@ -566,6 +594,16 @@ def peft_settings(values: Mapping[str, Any], method: str | None = None) -> tuple
     return build("lora_", LoRASettings), build("adapter_", AdapterSettings)
 
 
+def typed_settings(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The LoRA and Adapter settings among flat keys, each checked as :func:`build_request` checks it."""
+    known = FLAT_OPTIONS["finetune"]
+    return {
+        k: _typed(known[k], v)
+        for k, v in values.items()
+        if k.startswith(tuple(_SETTINGS_PREFIX.values())) and v is not None
+    }
+
+
 def build_request(workload: Workload, values: Mapping[str, Any]) -> RunRequest:
     """A validated request from flat keys (see :data:`FLAT_OPTIONS`); absent or None keys keep
     their defaults. An unknown key, a value of the wrong type or out of range is a ``ValueError``
@@ -626,8 +664,8 @@ __all__ = [
     "Precision",
     "RunRequest",
     "build_request",
-    "check_adapter_layers",
     "check_inference_devices",
+    "check_method_settings",
     "check_quantize_precision",
     "check_vocabulary",
     "flag_text",
@@ -635,4 +673,5 @@ __all__ = [
     "hyperparameters",
     "peft_settings",
     "run_hyperparameters",
+    "typed_settings",
 ]

@@ -214,6 +214,23 @@ BAD = {
         r"--temperature -1: must be a finite number >= 0$",
     ),
     "lora-r": (("params", "tiny-llama", "--method", "lora", "--lora-r", "-1"), r"lora r must be >= 1, got -1"),
+    # As a run takes them: a count within a long long, and no tensor whose byte count overflows.
+    "params-lora-r-long-long": (
+        ("params", "tiny-llama", "--method", "lora", "--lora-r", "99999999999999999999999"),
+        r"--lora-r 99999999999999999999999: must be within a long long",
+    ),
+    "params-lora-alpha-long-long": (
+        ("params", "tiny-llama", "--method", "lora", "--lora-alpha", "99999999999999999999999"),
+        r"--lora-alpha 99999999999999999999999: must be within a long long",
+    ),
+    "params-lora-r-overflows": (
+        ("params", "pythia-70m", "--method", "lora", "--lora-r", str(2**62)),
+        rf"--lora-r {2**62}: too large: a tensor's size overflows for model 'pythia-70m'$",
+    ),
+    "params-adapter-prompt-overflows": (
+        ("params", "pythia-70m", "--method", "adapter", "--adapter-prompt-length", str(2**63 - 1)),
+        rf"--adapter-prompt-length {2**63 - 1}: too large: a tensor's size overflows for model 'pythia-70m'$",
+    ),
     "no-command": ((), r"required: command"),
     "params-no-model": (("params", "--method", "lora"), r"^litgpt-min params: error: a model is required"),
     "params-two-models": (("params", "tiny-llama", "--model", "tiny-phi"), r"two models given: 'tiny-llama' and"),
@@ -453,6 +470,10 @@ def _refusals(tmp: Path) -> dict[str, tuple[tuple[str, ...], str]]:
         "lora-r-overflow": (
             (*ft, "--lora-r", "99999999999999999999"),
             r"--lora-r 99999999999999999999: must be within a long long \(-9223372036854775808\.\.9223372036854775807\)$",
+        ),
+        "lora-r-overflows-a-tensor": (
+            (*ft, "--lora-r", str(2**62)),
+            rf"--lora-r {2**62}: too large: a tensor's size overflows for model 'tiny-llama'$",
         ),
         "rank-timeout-tiny": (
             (*ft, "--devices", "2", "--rank-timeout-s", "0.001"),
