@@ -152,6 +152,7 @@ def cmd_run(args: argparse.Namespace) -> Result:
     try:
         request = build_request(workload, values)
         check_runs_here(request)
+        launch.check_environment(request.world_size)
     except ValueError as exc:
         exc.args = (_by_flag(str(exc), values),)  # the same exception: a refusal stays "unsupported"
         raise

@@ -112,7 +112,11 @@ def exit_process(code: int) -> NoReturn:
     torch.distributed that outlives the destroyed process group can abort the process ("terminate
     called without an active exception", SIGABRT), and the launcher then fails the whole run after
     a good result."""
-    if externally_launched():
+    try:
+        launched = externally_launched()
+    except ValueError:  # refused as bad input already (check_environment)
+        launched = False
+    if launched:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
@@ -124,18 +128,51 @@ def externally_launched() -> bool:
     if "LOCAL_RANK" in os.environ:  # torchrun, and launch_local's ranks
         return True
     # Lightning's SLURMEnvironment.detect(), less an interactive shell's allocation.
-    return int(os.environ.get("SLURM_NTASKS") or 1) > 1 and os.environ.get("SLURM_JOB_NAME") not in (
-        "bash",
-        "interactive",
-    )
+    return (_count("SLURM_NTASKS") or 1) > 1 and os.environ.get("SLURM_JOB_NAME") not in ("bash", "interactive")
 
 
 def local_rank() -> int:
-    return int(os.environ.get("LOCAL_RANK") or os.environ.get("SLURM_LOCALID") or 0)
+    return _count("LOCAL_RANK") or _count("SLURM_LOCALID") or 0
 
 
 def global_rank() -> int:
-    return int(os.environ.get("RANK") or os.environ.get("SLURM_PROCID") or 0)
+    return _count("RANK") or _count("SLURM_PROCID") or 0
+
+
+def check_environment(world_size: int) -> None:
+    """A ``ValueError`` when the launcher's variables cannot describe this run of ``world_size``
+    ranks (``--devices`` x ``--num-nodes``): one that is not a whole number, or, under a launcher,
+    a world of another size or a rank outside it. Such a rank would otherwise fail in a traceback
+    or wait at the rendezvous for ranks that never come."""
+    for name in _COUNTED:
+        _count(name)
+    if not externally_launched():
+        return
+    if "LOCAL_RANK" in os.environ:
+        world, world_name, rank_name = _count("WORLD_SIZE"), "WORLD_SIZE", "RANK"
+    else:
+        world, world_name, rank_name = _count("SLURM_NTASKS"), "SLURM_NTASKS", "SLURM_PROCID"
+    if world is not None and world != world_size:
+        raise ValueError(
+            f"the launcher's {world_name}={world} is not this run's ranks: --devices x --num-nodes = {world_size}"
+        )
+    if world is not None and global_rank() >= world:
+        raise ValueError(f"the launcher's {rank_name}={global_rank()} is not below its {world_name}={world}")
+
+
+# The launcher variables read as whole numbers.
+_COUNTED = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID")
+
+
+def _count(name: str) -> int | None:
+    """A launcher variable's whole number, None when it is unset or empty (a ``ValueError`` for
+    anything else)."""
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return None
+    if not (value.isascii() and value.isdigit()):
+        raise ValueError(f"the launcher's {name}={value!r} is not a whole number >= 0")
+    return int(value)
 
 
 def rank_device(device: torch.device) -> torch.device:
@@ -297,6 +334,7 @@ def _status(code: int | None) -> str:
 __all__ = [
     "FAILURE_GRACE_S",
     "LAUNCHER_VARIABLES",
+    "check_environment",
     "die_with_parent",
     "externally_launched",
     "failed",

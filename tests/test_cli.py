@@ -253,6 +253,46 @@ def test_bad_input_exits_2_with_one_line(capsys: pytest.CaptureFixture[str], cas
     assert re.search(pattern, err), err
 
 
+@pytest.mark.parametrize(
+    ("env", "devices", "message"),
+    [
+        ({"SLURM_NTASKS": "abc", "SLURM_JOB_NAME": "train"}, 1, "the launcher's SLURM_NTASKS='abc' is not a whole number"),
+        ({"LOCAL_RANK": "0", "RANK": "abc", "WORLD_SIZE": "2"}, 2, "the launcher's RANK='abc' is not a whole number"),
+        ({"LOCAL_RANK": "0", "RANK": "0", "WORLD_SIZE": "4"}, 2,
+         r"the launcher's WORLD_SIZE=4 is not this run's ranks: --devices x --num-nodes = 2$"),
+        ({"LOCAL_RANK": "0", "RANK": "5", "WORLD_SIZE": "2"}, 2, r"the launcher's RANK=5 is not below its WORLD_SIZE=2$"),
+        ({"SLURM_NTASKS": "2", "SLURM_PROCID": "1", "SLURM_JOB_NAME": "train"}, 1,
+         r"the launcher's SLURM_NTASKS=2 is not this run's ranks: --devices x --num-nodes = 1$"),
+    ],
+)  # fmt: skip
+def test_a_launcher_environment_that_cannot_be_this_run_is_refused(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    devices: int,
+    message: str,
+) -> None:
+    """Before: a traceback (a variable that is no number), or a rank waiting at the rendezvous for
+    ranks its launcher never started."""
+    from litgpt_min import cli, launch
+
+    def heavy(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a run started under an environment that cannot be it")
+
+    monkeypatch.setattr(cli, "execute", heavy)
+    for name in launch.LAUNCHER_VARIABLES | {"SLURM_JOB_NAME"}:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    code, lines, err = run_cli(capsys, "finetune", "lora", *TINY, "--devices", str(devices), "--json")
+    assert (code, lines) == (2, [])
+    assert len(err.splitlines()) == 1 and err.startswith("litgpt-min: error: "), err
+    assert re.search(message, err), err
+    # A command that starts no run does not read them.
+    code, lines, err = run_cli(capsys, "params", "tiny-llama")
+    assert code == 0 and err == ""
+
+
 def test_batch_smaller_than_micro_batch_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, _ = run_cli(capsys, "finetune", "lora", *TINY, "--batch-size", "1", "--micro-batch-size", "2", "--json")
     assert code == 2
