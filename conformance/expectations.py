@@ -464,6 +464,11 @@ def _semantic_problems(path: Path, data: dict[str, Any]) -> Iterator[Expectation
                 )
         if row["model"] in known:
             yield from _runner_option_problems(path, label, row)
+        trainable, total = row["trainable_params"], row["total_params"]
+        if trainable is not None and total is not None and trainable > total:
+            yield ExpectationError(
+                path, f"is more than total_params ({trainable} > {total})", label, "trainable_params"
+            )
         if label in first_index:
             yield ExpectationError(
                 path, f"duplicate id at cases[{index}] (first at cases[{first_index[label]}])", label, "id"

@@ -339,7 +339,7 @@ def test_json_syntax_error_names_line_and_column(tmp_path: Path) -> None:
 
 CASE_PROBLEMS = [
     (lambda d: d["cases"][0].update(max_memory_gb="0.01"), ["max_memory_gb", "must be number or null", '"0.01"']),
-    (lambda d: d["cases"][0].update(max_memory_gb=-1), ["'max_memory_gb'", "must be >= 0 (got -1)"]),
+    (lambda d: d["cases"][0].update(max_memory_gb=-1), ["'max_memory_gb'", "must be > 0 (got -1)"]),
     (lambda d: d["cases"][0].update(max_memroy_gb=1.0), ["'max_memroy_gb'", "unknown field", "'max_memory_gb'"]),
     (lambda d: d["cases"][0].pop("outcome"), ["'outcome'", "missing required field"]),
     (lambda d: d["cases"][1].update(quantize="bnb.int8"), ["'quantize'", "must be one of", '"bnb.int8"']),
@@ -349,6 +349,13 @@ CASE_PROBLEMS = [
     (lambda d: d["cases"][0].update(outcome="error"), ["'error'", "outcome 'error'"]),
     (lambda d: d["cases"][1].update(outcome="ok"), ["'max_memory_gb'", "outcome 'ok'"]),
     (lambda d: d["cases"][0].update(devices=True), ["'devices'", "must be integer"]),
+    # A figure of zero would judge nothing: every speed beats an expected 0 tokens per second.
+    (lambda d: d["cases"][0].update(time_1k_iters_min=0), ["'time_1k_iters_min'", "must be > 0"]),
+    (lambda d: d["cases"][0].update(max_memory_gb=0), ["'max_memory_gb'", "must be > 0"]),
+    (
+        lambda d: d["cases"][0].update(trainable_params=200_001),
+        ["'trainable_params'", "is more than total_params (200001 > 200000)"],
+    ),
     (lambda d: d["cases"][0].update(id="lora-tiny"), ["'id'", "scheme"]),
     (
         lambda d: d["cases"][0].update(micro_batch_size=2),

@@ -753,7 +753,7 @@ def test_results_file_and_junit_properties(suite: Suite) -> None:
     [
         (
             lambda d: d["cases"][0].update(max_memory_gb=-1),
-            "*table.json: case '{ok}': field 'max_memory_gb': must be >= 0 (got -1)",
+            "*table.json: case '{ok}': field 'max_memory_gb': must be > 0 (got -1)",
         ),
         (
             lambda d: d["cases"][0].update(model="tiny-lama"),
