@@ -18,6 +18,7 @@ every other test is scheduled as ``--dist load`` would.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,7 +31,7 @@ try:
     with interrupts_held():
         from conformance.checks import RowCheck
         from conformance.expectations import ExpectationError
-        from conformance.options import Options, add_options
+        from conformance.options import Options, add_options, check_file_target
         from conformance.session import PLUGIN_NAME, ConformanceSession
         from litgpt_min.launch import torchrun_ranks
 except KeyboardInterrupt:
@@ -77,6 +78,9 @@ def pytest_configure(config: pytest.Config) -> None:
     try:
         options = Options.from_config(config)
         options.validate(writes=not hasattr(config, "workerinput"))
+        junit = getattr(config.option, "xmlpath", None)  # pytest's --junitxml, written after the last row
+        if junit and not hasattr(config, "workerinput") and not Path(junit).is_symlink():
+            check_file_target("--junitxml", Path(junit))
         session = ConformanceSession(options, config)
     except (ValueError, OSError, ExpectationError) as exc:
         # An expectations error lists each problem on its own line; anything else is one line.

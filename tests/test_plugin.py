@@ -1030,12 +1030,14 @@ def test_an_unwritable_results_location_is_a_usage_error(suite: Suite) -> None:
     result.stderr.fnmatch_lines(["ERROR: --results *r.json: cannot write in *locked (Permission denied)"])
 
 
-def test_a_results_location_under_a_file_is_a_usage_error_for_root_too(suite: Suite) -> None:
+@pytest.mark.parametrize("option", ["--results", "--junitxml"])
+def test_an_output_location_under_a_file_is_a_usage_error_for_root_too(suite: Suite, option: str) -> None:
+    """pytest's own --junitxml too: it is written after the last row, hours into a GPU session."""
     suite.profile()
     (suite.pytester.path / "plain").write_text("a file, not a folder\n")
-    result = suite.run("--results", str(suite.pytester.path / "plain" / "r.json"))
+    result = suite.run(option, str(suite.pytester.path / "plain" / "r.json"))
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["ERROR: --results *plain/r.json: plain is not a directory"])
+    result.stderr.fnmatch_lines([f"ERROR: {option} *plain/r.json: plain is not a directory"])
     assert (suite.pytester.path / "plain").read_text() == "a file, not a folder\n"
 
 
