@@ -87,8 +87,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# A subcommand's list of positionals, which may also follow its options (``report A.json -o x B.json``).
+_LISTS = {"report": ("file", path_argument), "validate": ("profiles", str)}
+
+
+def _take_trailing_positionals(parser: argparse.ArgumentParser, args: argparse.Namespace, extras: list[str]) -> None:
+    """What ``parse_known_args`` left over: more of the subcommand's list of positionals, or the
+    subcommand's own error (``conformance report: error: ...``, exit 2)."""
+    subcommand = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
+    name, kind = _LISTS.get(args.command, (None, str))
+    unknown = extras if name is None else [word for word in extras if word.startswith("-")]
+    if unknown:
+        subcommand.error(f"unrecognized arguments: {' '.join(unknown)}")
+    try:
+        setattr(args, name, [*getattr(args, name), *(kind(word) for word in extras)])
+    except argparse.ArgumentTypeError as exc:
+        subcommand.error(f"argument {name}: {exc}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        _take_trailing_positionals(parser, args, extras)
     if args.command == "env":
         return cmd_env(args.json)
     if args.command == "report":

@@ -83,6 +83,20 @@ def test_a_row_cut_off_after_its_run_is_measured_and_wins_over_a_skipped_one(tmp
     assert merged["rows"][0]["measured"]["max_memory_gb"] == 22.2 and merged["finished"] is False
 
 
+def test_files_may_follow_the_options(
+    two_machines: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, second = map(str, two_machines)
+    report = tmp_path / "report.md"
+    assert main(["report", first, "--prefer", "latest", "-o", str(report), second]) == 0
+    assert "Merged from 2 results files" in report.read_text()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as refused:
+        main(["report", first, "-o", str(report), second, "--bogus"])
+    assert refused.value.code == 2
+    assert capsys.readouterr().err == "conformance report: error: unrecognized arguments: --bogus\n"
+
+
 def test_the_merged_file_is_a_valid_results_file_and_merges_again(
     two_machines: tuple[Path, Path], tmp_path: Path
 ) -> None:
