@@ -236,22 +236,46 @@ def estimate(request: EstimateRequest, *, extrapolate: bool = True, reserve: boo
     if request.devices > 1:
         return Estimate(_fsdp_peak(request, extrapolate), request.stack, "fsdp-simulated")
     if reserve:
+        _check_full_depth(request, "the allocator model replays every layer")
         peak, reserved = fake_reserve(request)
         return Estimate(peak, request.stack, "fake-run-allocator", reserve=reserved)
     peak, how = _peak(request, extrapolate, fsdp=False)
     return Estimate(peak, request.stack, how)
 
 
+# One device: deeper pairs of short runs tried before the full depth, when a pair's phases are
+# inconsistent (a set-up phase whose peak moves from the RoPE cache to the mask as weights grow).
+_ONE_DEVICE_RETRIES = 2
+
+
 def _peak(request: EstimateRequest, extrapolate: bool, fsdp: bool, later: bool = False) -> tuple[int, str]:
     n_layer = request.config.n_layer
     k = _shortest_regular_depth(request, fsdp)
-    if extrapolate and n_layer > k + 1:
-        short = fake_peaks(_with_layers(request, k), fsdp=fsdp, later=later)
-        longer = fake_peaks(_with_layers(request, k + 1), fsdp=fsdp, later=later)
-        peak = _extrapolate(short, longer, n_layer - k)
+    short = None
+    for depth in range(k, k + 1 + (0 if fsdp else _ONE_DEVICE_RETRIES)):
+        if not extrapolate or n_layer <= depth + 1:
+            break
+        short = short or fake_peaks(_with_layers(request, depth), fsdp=fsdp, later=later)
+        longer = fake_peaks(_with_layers(request, depth + 1), fsdp=fsdp, later=later)
+        peak = _extrapolate(short, longer, n_layer - depth)
         if peak is not None:
             return peak, "fake-run-extrapolated"
+        short = longer
+    if extrapolate:
+        _check_full_depth(request, "its short runs' peaks do not extrapolate in the depth")
     return fake_peak(request, fsdp=fsdp, later=later), "fake-run"
+
+
+# The most layers the estimate runs in full (about half a minute on a 2-core CPU); the deepest
+# model of the tables has 80. A config far deeper is a mistake more often than a model.
+MAX_FULL_DEPTH = 1000
+
+
+def _check_full_depth(request: EstimateRequest, why: str) -> None:
+    if request.config.n_layer > MAX_FULL_DEPTH:
+        raise ValueError(
+            f"n_layer {request.config.n_layer}: {why}, and the estimate runs at most {MAX_FULL_DEPTH} layers in full"
+        )
 
 
 # A phase whose two short runs peak at different ops is trusted only this far below the winner.

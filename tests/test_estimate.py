@@ -335,9 +335,45 @@ def test_layer_extrapolation_equals_the_full_depth_run(kw: dict[str, object], mo
     estimate_module._fsdp_step.cache_clear()  # an earlier test's cached figure would not extrapolate
     extrapolated = estimate(request)
     # The short runs were extrapolated (a fallback to the full depth would compare it with itself).
-    assert projections and None not in projections
+    assert projections and projections[-1] is not None
     assert extrapolated.how in ("fake-run-extrapolated", "fsdp-simulated")
     assert extrapolated.peak_bytes == estimate(request, extrapolate=False).peak_bytes
+
+
+def test_a_pair_of_short_runs_that_does_not_extrapolate_is_followed_by_a_deeper_pair(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """tiny-neox prefilling 3 tokens: set-up peaks at the RoPE cache with 1 layer and at the mask
+    with 2, so 1 and 2 layers do not extrapolate; 2 and 3 do, and give the full depth's figure."""
+    request = tiny("tiny-neox", "inference", n_layer=9, prompt_len=3)
+    projections: list[int | None] = []
+    original = estimate_module._extrapolate
+
+    def extrapolate(*args: Any) -> int | None:
+        projections.append(original(*args))
+        return projections[-1]
+
+    monkeypatch.setattr(estimate_module, "_extrapolate", extrapolate)
+    extrapolated = estimate(request)
+    assert projections[0] is None and projections[-1] is not None
+    assert extrapolated.how == "fake-run-extrapolated"
+    assert extrapolated.peak_bytes == estimate(request, extrapolate=False).peak_bytes
+
+
+def test_a_model_too_deep_to_run_in_full_is_refused_where_it_would_be(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A config of a billion layers ran for hours where the short runs did not extrapolate (or
+    under the allocator model, which never extrapolates)."""
+    request = tiny("tiny-llama", n_layer=9)
+    monkeypatch.setattr(estimate_module, "MAX_FULL_DEPTH", 8)
+    assert estimate(request).how == "fake-run-extrapolated"  # the depth costs nothing there
+    with pytest.raises(
+        ValueError,
+        match=r"^n_layer 9: the allocator model replays every layer, and the estimate runs at most 8 layers in full$",
+    ):
+        estimate(request, reserve=True)
+    monkeypatch.setattr(estimate_module, "_extrapolate", lambda *args: None)
+    with pytest.raises(ValueError, match=r"^n_layer 9: its short runs' peaks do not extrapolate in the depth, and"):
+        estimate(request)
 
 
 def test_extrapolation_projects_each_phase_and_takes_the_largest() -> None:
