@@ -646,6 +646,8 @@ def load_profile(name: str, root: Path = DEFAULT_ROOT) -> Profile:
     """Load and validate every file of ``root/name``; raises :class:`ExpectationError` listing every
     problem (an unknown name lists the available profiles)."""
     root = Path(root)
+    if not root.is_dir():
+        raise ExpectationError(root, "not a directory of expectation profiles")
     available = list_profiles(root)
     if name not in available:
         close = difflib.get_close_matches(name, available, n=1)

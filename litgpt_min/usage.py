@@ -26,8 +26,8 @@ EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 # Ctrl-C (SIGINT): one line and the shell's status for it, not a traceback.
 EXIT_INTERRUPTED = 128 + signal.SIGINT
 # Errors of writing standard output that no command raises for its own files (it names those):
-# a full disk or quota, a file grown past its limit.
-_OUTPUT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+# a full disk or quota, a file grown past its limit, a descriptor open for reading only (`1</dev/null`).
+_OUTPUT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EBADF)
 
 
 def one_line(message: str) -> str:

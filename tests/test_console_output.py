@@ -92,6 +92,9 @@ def test_output_to_a_full_disk_or_a_closed_descriptor_keeps_the_exit_status() ->
     with open("/dev/full", "wb") as full:
         done = subprocess.run(args, stdout=full, stderr=subprocess.PIPE, env=env, cwd=ROOT, timeout=120)
     assert done.returncode == 2 and done.stderr == b"litgpt-min: cannot write its output: No space left on device\n"
+    with open(os.devnull, "rb") as read_only:  # `1</dev/null`
+        done = subprocess.run(args, stdout=read_only, stderr=subprocess.PIPE, env=env, cwd=ROOT, timeout=120)
+    assert done.returncode == 2 and done.stderr == b"litgpt-min: cannot write its output: Bad file descriptor\n"
     # `>&-`: standard output closed before the command starts (sys.stdout is None there).
     for argv, code in ((args, 0), ([*args[:4], "no-such-model"], 2)):
         closed = subprocess.run(argv, stderr=subprocess.PIPE, env=env, cwd=ROOT, timeout=120, preexec_fn=_close_stdout)

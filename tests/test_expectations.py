@@ -595,6 +595,9 @@ def test_unknown_profile_lists_the_available_ones(tmp_path: Path) -> None:
     with pytest.raises(ExpectationError, match=f"available in .*{A100}"):
         load_profile("a100-sxm4-80gb")
     assert list_profiles(tmp_path / "missing") == []
+    for root in (tmp_path / "missing", tmp_path / "tmp" / "t.json"):  # no folder of profiles: said so
+        with pytest.raises(ExpectationError, match=r": not a directory of expectation profiles$"):
+            load_profile("tmp", root)
 
 
 def test_tolerances_validate_and_merge() -> None:
