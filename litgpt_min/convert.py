@@ -46,6 +46,7 @@ import dataclasses
 import importlib.util
 import json
 import os
+import pickle
 import re
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -421,6 +422,11 @@ def _load_file(path: Path) -> dict[str, torch.Tensor]:
 
             return load_file(str(path), device="cpu")
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # torch's message advises weights_only=False, which runs the file's code: never for weights.
+        found = re.search(r"WeightsUnpickler error:\s*(.*?)\s*(?:Check the documentation|$)", str(exc), re.S)
+        why = " ".join((found[1] if found else str(exc)).split())
+        raise ValueError(f"{path}: cannot load weights: not a pickled state dict of tensors ({why})") from exc
     except Exception as exc:  # a corrupt or foreign file: any loader error becomes a named one
         raise ValueError(f"{path}: cannot load weights: {exc}") from exc
     # A .bin holds whatever was pickled: only a flat state dict is a checkpoint's weights.

@@ -345,6 +345,12 @@ def test_registry_name_must_match(tmp_path: Path, llama_dir: Path) -> None:
         pytest.param({3: torch.zeros(1)}, r"pytorch_model\.bin: key 3: expected a tensor name", id="int-key"),
         pytest.param({"lm_head.weight": 1}, r"key 'lm_head\.weight': expected a tensor, got int", id="int"),
         pytest.param(None, r"pytorch_model\.bin: not a regular file", id="folder"),
+        # Not torch's advice to load it with weights_only=False, which would run the file's code.
+        pytest.param(
+            b"\x80\x02garbage",
+            r"pytorch_model\.bin: cannot load weights: not a pickled state dict of tensors \([^)]+\)$",
+            id="garbage",
+        ),
     ],
 )
 def test_a_bin_that_is_not_a_state_dict_is_one_line(
@@ -354,6 +360,8 @@ def test_a_bin_that_is_not_a_state_dict_is_one_line(
     (hf_dir / "model.safetensors").unlink()
     if weights is None:
         (hf_dir / "pytorch_model.bin").mkdir()
+    elif isinstance(weights, bytes):
+        (hf_dir / "pytorch_model.bin").write_bytes(weights)
     else:
         torch.save(weights, hf_dir / "pytorch_model.bin")
     code, err = convert_cli(capsys, hf_dir, tmp_path / "lit")
