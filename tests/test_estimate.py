@@ -281,6 +281,21 @@ def test_quantized_weights_hold_bitsandbytes_bytes(quantize: str) -> None:
     assert abs(resident_fake - resident_real) <= 1536 * n_linears
 
 
+@pytest.fixture
+def projections(monkeypatch: pytest.MonkeyPatch) -> list[int | None]:
+    """What each extrapolation of short runs gave (None: refused), in the order they were tried."""
+    tried: list[int | None] = []
+    original = estimate_module._extrapolate
+
+    def extrapolate(*args: Any) -> int | None:
+        tried.append(original(*args))
+        return tried[-1]
+
+    monkeypatch.setattr(estimate_module, "_extrapolate", extrapolate)
+    estimate_module._fsdp_step.cache_clear()  # an earlier test's cached figure would not extrapolate
+    return tried
+
+
 @pytest.mark.parametrize(
     "kw",
     [
@@ -322,17 +337,8 @@ def test_quantized_weights_hold_bitsandbytes_bytes(quantize: str) -> None:
         ),
     ],
 )
-def test_layer_extrapolation_equals_the_full_depth_run(kw: dict[str, object], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_layer_extrapolation_equals_the_full_depth_run(kw: dict[str, object], projections: list[int | None]) -> None:
     request = tiny(n_layer=7, **kw)  # type: ignore[arg-type]
-    projections: list[int | None] = []
-    original = estimate_module._extrapolate
-
-    def extrapolate(*args: Any) -> int | None:
-        projections.append(original(*args))
-        return projections[-1]
-
-    monkeypatch.setattr(estimate_module, "_extrapolate", extrapolate)
-    estimate_module._fsdp_step.cache_clear()  # an earlier test's cached figure would not extrapolate
     extrapolated = estimate(request)
     # The short runs were extrapolated (a fallback to the full depth would compare it with itself).
     assert projections and projections[-1] is not None
@@ -341,19 +347,11 @@ def test_layer_extrapolation_equals_the_full_depth_run(kw: dict[str, object], mo
 
 
 def test_a_pair_of_short_runs_that_does_not_extrapolate_is_followed_by_a_deeper_pair(
-    monkeypatch: pytest.MonkeyPatch,
+    projections: list[int | None],
 ) -> None:
     """tiny-neox prefilling 3 tokens: set-up peaks at the RoPE cache with 1 layer and at the mask
     with 2, so 1 and 2 layers do not extrapolate; 2 and 3 do, and give the full depth's figure."""
     request = tiny("tiny-neox", "inference", n_layer=9, prompt_len=3)
-    projections: list[int | None] = []
-    original = estimate_module._extrapolate
-
-    def extrapolate(*args: Any) -> int | None:
-        projections.append(original(*args))
-        return projections[-1]
-
-    monkeypatch.setattr(estimate_module, "_extrapolate", extrapolate)
     extrapolated = estimate(request)
     assert projections[0] is None and projections[-1] is not None
     assert extrapolated.how == "fake-run-extrapolated"
