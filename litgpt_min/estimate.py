@@ -251,11 +251,12 @@ _ONE_DEVICE_RETRIES = 2
 def _peak(request: EstimateRequest, extrapolate: bool, fsdp: bool, later: bool = False) -> tuple[int, str]:
     n_layer = request.config.n_layer
     k = _shortest_regular_depth(request, fsdp)
-    short = None
+    short: PhasePeaks | None = None
     for depth in range(k, k + 1 + (0 if fsdp else _ONE_DEVICE_RETRIES)):
         if not extrapolate or n_layer <= depth + 1:
             break
-        short = short or fake_peaks(_with_layers(request, depth), fsdp=fsdp, later=later)
+        if short is None:
+            short = fake_peaks(_with_layers(request, depth), fsdp=fsdp, later=later)
         longer = fake_peaks(_with_layers(request, depth + 1), fsdp=fsdp, later=later)
         peak = _extrapolate(short, longer, n_layer - depth)
         if peak is not None:
