@@ -34,6 +34,8 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 
+from litgpt_min.json_keys import DuplicateKey, unique_keys
+
 Family = Literal["phi-1_5", "gpt-neox-20b", "llama2", "falcon"]
 FAMILIES: tuple[Family, ...] = ("phi-1_5", "gpt-neox-20b", "llama2", "falcon")
 
@@ -350,9 +352,11 @@ def read_alpaca(json_path: Path | str) -> list[dict[str, str]]:
     json_path = Path(json_path)
     try:
         with open(json_path, encoding="utf-8") as fp:
-            records = json.load(fp)
+            records = json.load(fp, object_pairs_hook=unique_keys)
     except OSError as exc:
         raise ValueError(f"{json_path}: cannot read: {exc.strerror or exc}") from None
+    except DuplicateKey as exc:  # json would keep the last value: a record its author did not write
+        raise ValueError(f"{json_path}: a record spells a field twice: {exc}") from None
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
         raise ValueError(f"{json_path}: not a JSON file: {exc}") from None
     if not isinstance(records, list):

@@ -583,6 +583,10 @@ def _refusals(tmp: Path) -> dict[str, tuple[tuple[str, ...], str]]:
             (*ft, "--data-file", str(tmp / "bad-record.json"), "--tokenizer-dir", str(tokenizer)),
             r"bad-record\.json: record 1: field 'output' must be a string \(got 3\)",
         ),
+        "data-file-field-twice": (
+            (*ft, "--data-file", str(tmp / "twice.json"), "--tokenizer-dir", str(tokenizer)),
+            r"twice\.json: a record spells a field twice: duplicate key 'instruction'$",
+        ),
         "data-file-tokenizer-unreadable": (
             (*ft, "--data-file", str(tmp / "alpaca.json"), "--tokenizer-dir", str(tokenizer)),
             r"--tokenizer-dir .*tokenizer: cannot load the tokenizer",
@@ -643,6 +647,7 @@ def _layout(tmp: Path) -> None:
     (tmp / "object.json").write_text(json.dumps({"records": [record]}))
     (tmp / "empty.json").write_text("[]")
     (tmp / "bad-record.json").write_text(json.dumps([record, {**record, "output": 3}]))
+    (tmp / "twice.json").write_text('[{"instruction": "a", "instruction": "b", "input": "", "output": "c"}]')
 
 
 @pytest.mark.parametrize("case", REFUSALS)
