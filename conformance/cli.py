@@ -96,11 +96,13 @@ def _take_trailing_positionals(parser: argparse.ArgumentParser, args: argparse.N
     subcommand's own error (``conformance report: error: ...``, exit 2)."""
     subcommand = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
     name, kind = _LISTS.get(args.command, (None, str))
-    unknown = extras if name is None else [word for word in extras if word.startswith("-")]
+    cut = extras.index("--") if "--" in extras else len(extras)  # after "--", every word is a positional
+    words = [*extras[:cut], *extras[cut + 1 :]]
+    unknown = words if name is None else [word for word in extras[:cut] if word.startswith("-")]
     if unknown:
         subcommand.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
-        setattr(args, name, [*getattr(args, name), *(kind(word) for word in extras)])
+        setattr(args, name, [*getattr(args, name), *(kind(word) for word in words)])
     except argparse.ArgumentTypeError as exc:
         subcommand.error(f"argument {name}: {exc}")
 

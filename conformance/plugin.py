@@ -17,6 +17,7 @@ every other test is scheduled as ``--dist load`` would.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -78,14 +79,28 @@ def pytest_configure(config: pytest.Config) -> None:
     try:
         options = Options.from_config(config)
         options.validate(writes=not hasattr(config, "workerinput"))
-        junit = getattr(config.option, "xmlpath", None)  # pytest's --junitxml, written after the last row
-        if junit and not hasattr(config, "workerinput") and not Path(junit).is_symlink():
-            check_file_target("--junitxml", Path(junit))
+        if not hasattr(config, "workerinput"):
+            _check_junitxml(getattr(config.option, "xmlpath", None))
         session = ConformanceSession(options, config)
     except (ValueError, OSError, ExpectationError) as exc:
         # An expectations error lists each problem on its own line; anything else is one line.
         raise pytest.UsageError(str(exc) if isinstance(exc, ExpectationError) else one_line(str(exc))) from None
     config.pluginmanager.register(session, PLUGIN_NAME)
+
+
+def _check_junitxml(xmlpath: str | None) -> None:
+    """pytest's ``--junitxml``, written after the last row: a file pytest can open for writing (an
+    existing one, ``/dev/null`` too) or create. The path is expanded as pytest expands it."""
+    if not xmlpath:
+        return
+    path = Path(os.path.expanduser(os.path.expandvars(xmlpath)))
+    if path.is_dir():
+        raise ValueError(f"--junitxml {xmlpath}: is a directory; give a file name")
+    if path.exists():
+        if not os.access(path, os.W_OK):
+            raise ValueError(f"--junitxml {xmlpath}: exists and is not writable")
+    elif not path.is_symlink():  # a dangling link: pytest creates its target
+        check_file_target("--junitxml", path)
 
 
 def get_session(config: pytest.Config) -> ConformanceSession:

@@ -132,11 +132,17 @@ def externally_launched() -> bool:
 
 
 def local_rank() -> int:
-    return _count("LOCAL_RANK") or _count("SLURM_LOCALID") or 0
+    return _first_count("LOCAL_RANK", "SLURM_LOCALID")
 
 
 def global_rank() -> int:
-    return _count("RANK") or _count("SLURM_PROCID") or 0
+    return _first_count("RANK", "SLURM_PROCID")
+
+
+def _first_count(*names: str) -> int:
+    """The first of ``names`` that is set (torchrun's before SLURM's: a torchrun inside a SLURM
+    job numbers its ranks its own way, and its rank 0 may be any SLURM task); 0 when none is."""
+    return next((value for name in names if (value := _count(name)) is not None), 0)
 
 
 def check_environment(world_size: int) -> None:

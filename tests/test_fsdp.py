@@ -313,6 +313,27 @@ def test_external_launchers_are_recognized(
     assert launch.externally_launched() is expected
 
 
+def test_torchruns_rank_zero_inside_a_slurm_job_is_rank_zero(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torchrun's RANK and LOCAL_RANK come first, 0 included: its rank 0 may be any SLURM task."""
+    for name in launch.LAUNCHER_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    env = {
+        "LOCAL_RANK": "0",
+        "RANK": "0",
+        "WORLD_SIZE": "2",
+        "SLURM_PROCID": "3",
+        "SLURM_LOCALID": "1",
+        "SLURM_NTASKS": "4",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert (launch.global_rank(), launch.local_rank()) == (0, 0)
+    launch.check_environment(2)  # torchrun's world, not SLURM's
+    monkeypatch.delenv("RANK")
+    monkeypatch.delenv("LOCAL_RANK")
+    assert (launch.global_rank(), launch.local_rank()) == (3, 1)
+
+
 def test_a_ranks_run_pickles_for_spawned_ranks() -> None:
     # On CUDA the ranks are spawned (a fork cannot start a fresh CUDA context): their run travels pickled.
     run_rank = functools.partial(execute_rank, request(2), finetune_body, preflight=True)

@@ -90,6 +90,9 @@ def test_files_may_follow_the_options(
     report = tmp_path / "report.md"
     assert main(["report", first, "--prefer", "latest", "-o", str(report), second]) == 0
     assert "Merged from 2 results files" in report.read_text()
+    report.unlink()
+    assert main(["report", first, "-o", str(report), "--", second]) == 0  # after "--": files only
+    assert "Merged from 2 results files" in report.read_text()
     capsys.readouterr()
     with pytest.raises(SystemExit) as refused:
         main(["report", first, "-o", str(report), second, "--bogus"])

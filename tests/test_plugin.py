@@ -1041,6 +1041,19 @@ def test_an_output_location_under_a_file_is_a_usage_error_for_root_too(suite: Su
     assert (suite.pytester.path / "plain").read_text() == "a file, not a folder\n"
 
 
+def test_the_junitxml_path_is_checked_as_pytest_expands_it(suite: Suite, monkeypatch: pytest.MonkeyPatch) -> None:
+    suite.profile()
+    (suite.pytester.path / "plain").write_text("a file, not a folder\n")
+    monkeypatch.setenv("JUNIT_DIR", str(suite.pytester.path / "plain"))
+    result = suite.run("--junitxml", "$JUNIT_DIR/r.xml")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --junitxml *plain/r.xml: plain is not a directory"])
+    monkeypatch.setenv("JUNIT_DIR", str(suite.pytester.path))
+    assert suite.run("--junitxml", "$JUNIT_DIR/r.xml", "-k", "test_params").ret == 0
+    assert (suite.pytester.path / "r.xml").is_file()
+    assert suite.run("--junitxml", os.devnull, "-k", "test_params").ret == 0  # an existing file pytest can open
+
+
 def test_a_results_file_is_replaced_but_never_written_by_two_sessions_at_once(suite: Suite) -> None:
     suite.profile()
     suite.answer(good_answers())
