@@ -34,7 +34,7 @@ from litgpt_min.usage import OneLineParser, one_line, path_argument
 EXIT_BAD_INPUT = 2
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> OneLineParser:
     parser = OneLineParser(
         prog="conformance",
         description="Lit-GPT resource-table conformance: the machine's fingerprint, reports, profile checks."
@@ -91,10 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
 _LISTS = {"report": ("file", path_argument), "validate": ("profiles", str)}
 
 
-def _take_trailing_positionals(parser: argparse.ArgumentParser, args: argparse.Namespace, extras: list[str]) -> None:
+def _take_trailing_positionals(parser: OneLineParser, args: argparse.Namespace, extras: list[str]) -> None:
     """What ``parse_known_args`` left over: more of the subcommand's list of positionals, or the
     subcommand's own error (``conformance report: error: ...``, exit 2)."""
-    subcommand = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
+    subcommand = parser.subcommand(args.command)
     name, kind = _LISTS.get(args.command, (None, str))
     cut = extras.index("--") if "--" in extras else len(extras)  # after "--", every word is a positional
     words = [*extras[:cut], *extras[cut + 1 :]]

@@ -74,7 +74,7 @@ PREFLIGHT_HELP = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> OneLineParser:
     parser = _Parser(prog="litgpt-min", description="A minimal, faithful Lit-GPT (commit 8641822).")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -166,8 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         if extras:  # after the subcommand, its error (`litgpt-min generate: error: ...`), as its options' are
             words = sys.argv[1:] if argv is None else list(argv)
             before = words[: words.index(args.command)] if args.command in words else []
-            subcommand = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-            owner = parser if any(word in before for word in extras) else subcommand.choices[args.command]
+            owner = parser if any(word in before for word in extras) else parser.subcommand(args.command)
             owner.error(f"unrecognized arguments: {' '.join(extras)}")
         if args.command == "convert-hf":
             from litgpt_min.convert import convert_hf_checkpoint, tokenizer_copies

@@ -65,6 +65,11 @@ class OneLineParser(argparse.ArgumentParser):
         if message:
             (file or sys.stderr).write(message)
 
+    def subcommand(self, name: str) -> argparse.ArgumentParser:
+        """The parser of subcommand ``name``, whose error names it (``prog name: error: ...``)."""
+        action = next(a for a in self._actions if isinstance(a, argparse._SubParsersAction))
+        return action.choices[name]
+
     def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
         namespace, extras = super().parse_known_args(args, namespace)
         for action in self._actions:
