@@ -119,6 +119,11 @@ class Row:
     counts: Counts | None = None
 
 
+# What a pytest-xdist worker's collection tells the controller (config.workeroutput keys).
+_WORKER_DESELECTED = "conformance_deselected_rows"
+_WORKER_SELECTED_ANY = "conformance_selected_any"
+
+
 class ConformanceSession:
     """Everything the plugin keeps for one pytest session; its methods are the session's hooks."""
 
@@ -411,6 +416,10 @@ class ConformanceSession:
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self._selected_any = bool(session.items)
+        if self.is_worker:  # for the controller's -k hint: it collects nothing itself
+            output = session.config.workeroutput  # type: ignore[attr-defined]
+            output[_WORKER_DESELECTED] = [list(key) for key in sorted(self._deselected)]
+            output[_WORKER_SELECTED_ANY] = self._selected_any
         if session.config.option.collectonly or not self.resolved or self.is_worker:
             # A worker collects every item but runs only those it is sent: no prefetching there.
             return
@@ -485,6 +494,13 @@ class ConformanceSession:
     def pytest_configure_node(self, node: Any) -> None:
         """The controller gives every worker the same GPU-lease directory (``conformance/gpus.py``)."""
         node.workerinput[WORKERINPUT_KEY] = str(self.cache.gpu_lock_directory())
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
+        """The controller learns from each worker's collection what -k left out (for its hint)."""
+        output = getattr(node, "workeroutput", None) or {}
+        self._deselected.update(tuple(key) for key in output.get(_WORKER_DESELECTED, ()))
+        self._selected_any = self._selected_any or bool(output.get(_WORKER_SELECTED_ANY))
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:

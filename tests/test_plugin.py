@@ -891,6 +891,27 @@ def test_a_keyword_that_selects_no_row_says_how_rows_are_named(suite: Suite, key
     assert "selects no row" not in other.stdout.str()
 
 
+@pytest.mark.slow
+def test_under_xdist_a_keyword_that_selects_no_row_gets_the_hint_too(suite: Suite) -> None:
+    """The controller collects nothing: the workers' collections tell it what -k left out."""
+    pytest.importorskip("xdist")
+    suite.profile()
+
+    def run(*args: str) -> pytest.RunResult:
+        return suite.pytester.runpytest_subprocess(
+            "-p", "no:cacheprovider", "-n", "2", "--expectations", str(suite.root), "--runner", "fake_runner:run",
+            *args,
+        )  # fmt: skip
+
+    result = run("-k", "tiny-llama and lora")
+    assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED, result.stdout.str()
+    result.stdout.fnmatch_lines(["conformance: -k 'tiny-llama and lora' selects no row: *try -k 'tiny_llama and lora'"])
+    # Not when -k selects rows, nor when the rows were never collected.
+    assert "selects no row" not in run("-k", "tiny_llama and lora and test_params").stdout.str()
+    suite.pytester.makepyfile(test_other="def test_other():\n    pass\n")
+    assert "selects no row" not in run("test_other.py", "-k", "nothing").stdout.str()
+
+
 def test_a_baseline_that_cannot_be_read_says_why(suite: Suite) -> None:
     suite.profile()
     loop = suite.pytester.path / "loop.json"
