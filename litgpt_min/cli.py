@@ -152,7 +152,7 @@ def cmd_run(args: argparse.Namespace) -> Result:
     try:
         request = build_request(workload, values)
         check_runs_here(request)
-        launch.check_environment(request.world_size)
+        launch.check_environment(request.world_size, request.devices)
     except ValueError as exc:
         exc.args = (_by_flag(str(exc), values),)  # the same exception: a refusal stays "unsupported"
         raise
@@ -194,15 +194,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("litgpt-min: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    failed = result.get("outcome") in FAILED_OUTCOMES
     if args.command != "params" and launch.externally_launched() and launch.global_rank() != 0:
-        return 0  # one rank of torchrun or srun: rank 0 prints the run's result, every rank's peak in it
+        # One rank of torchrun or srun: rank 0 prints the run's result (every rank's peak in it);
+        # this one's failure still fails the launcher's job.
+        return EXIT_RUN_FAILED if failed else 0
     if args.json:
         print(json.dumps(result, sort_keys=True, allow_nan=False))
     else:
         for key, value in result.items():
             if key != "details" and value is not None:  # None: not applicable to this run
                 print(f"{key}: {_plain(value)}")
-    return EXIT_RUN_FAILED if result.get("outcome") in FAILED_OUTCOMES else 0
+    return EXIT_RUN_FAILED if failed else 0
 
 
 @contextlib.contextmanager

@@ -145,25 +145,58 @@ def _first_count(*names: str) -> int:
     return next((value for name in names if (value := _count(name)) is not None), 0)
 
 
-def check_environment(world_size: int) -> None:
+def check_environment(world_size: int, devices: int) -> None:
     """A ``ValueError`` when the launcher's variables cannot describe this run of ``world_size``
-    ranks (``--devices`` x ``--num-nodes``): one that is not a whole number, or, under a launcher,
-    a world of another size or a rank outside it. Such a rank would otherwise fail in a traceback
-    or wait at the rendezvous for ranks that never come."""
+    ranks (``--devices`` x ``--num-nodes``), ``devices`` of them on each machine: one that is not a
+    whole number, or, under a launcher, a world of another size, a rank outside it, a local rank
+    outside this machine's devices, a several-rank world without its size or this rank's number,
+    or a ``MASTER_PORT`` that is no port. Such a rank would otherwise fail in a traceback or wait at
+    the rendezvous for ranks that never come."""
     for name in _COUNTED:
         _count(name)
     if not externally_launched():
         return
-    if "LOCAL_RANK" in os.environ:
-        world, world_name, rank_name = _count("WORLD_SIZE"), "WORLD_SIZE", "RANK"
+    torchrun = "LOCAL_RANK" in os.environ
+    if torchrun:
+        world, world_name, rank_name, local_name = _count("WORLD_SIZE"), "WORLD_SIZE", "RANK", "LOCAL_RANK"
     else:
-        world, world_name, rank_name = _count("SLURM_NTASKS"), "SLURM_NTASKS", "SLURM_PROCID"
+        world, world_name, rank_name, local_name = (
+            _count("SLURM_NTASKS"),
+            "SLURM_NTASKS",
+            "SLURM_PROCID",
+            "SLURM_LOCALID",
+        )
     if world is not None and world != world_size:
         raise ValueError(
             f"the launcher's {world_name}={world} is not this run's ranks: --devices x --num-nodes = {world_size}"
         )
     if world is not None and global_rank() >= world:
         raise ValueError(f"the launcher's {rank_name}={global_rank()} is not below its {world_name}={world}")
+    if local_rank() >= devices:
+        raise ValueError(f"the launcher's {local_name}={local_rank()} is not below --devices {devices}")
+    if world_size == 1:
+        return  # one rank: no rendezvous to reach
+    missing = [name for name in (world_name, rank_name) if _count(name) is None]
+    if missing:
+        raise ValueError(
+            f"the launcher's {'LOCAL_RANK' if torchrun else 'SLURM_NTASKS'} is set but not its"
+            f" {' and '.join(missing)}: a run of {world_size} ranks needs "
+            + (
+                "both (torchrun sets them; outside a launcher leave LOCAL_RANK unset)"
+                if torchrun
+                else "it (srun sets it)"
+            )
+        )
+    if not torchrun and os.environ.get("SLURM_NTASKS_PER_NODE") != str(devices):
+        # Lightning's SLURM environment needs it, equal to --devices (srun --ntasks-per-node).
+        given = os.environ.get("SLURM_NTASKS_PER_NODE")
+        what = " is unset" if given is None else f"={given!r} is not --devices {devices}"
+        raise ValueError(
+            f"the launcher's SLURM_NTASKS_PER_NODE{what} (start the ranks with srun --ntasks-per-node={devices})"
+        )
+    port = os.environ.get("MASTER_PORT")
+    if port and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+        raise ValueError(f"the launcher's MASTER_PORT={port!r} is not a port number (1-65535)")
 
 
 # The launcher variables read as whole numbers.

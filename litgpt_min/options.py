@@ -55,6 +55,9 @@ FINETUNE_METHODS: tuple[str, ...] = get_args(FinetuneMethod)
 
 
 MIN_RANK_TIMEOUT_S = 10.0
+# The longest: 1e7 s (about 116 days). Far longer ones fail only once the ranks start (a timeout
+# that torch.distributed cannot hold as a C int).
+MAX_RANK_TIMEOUT_S = 1e7
 # The largest whole-number run option: beyond it torch cannot take it as a size or a seed (an
 # "Overflow when unpacking long long" from deep inside the run, for --lora-r 99999999999999999999).
 MAX_COUNT = 2**63 - 1
@@ -392,6 +395,8 @@ class RunRequest:
         _at_least("num_nodes", self.num_nodes, 1)
         # Also the process group's timeout, which its rendezvous (seconds, as the ranks start) must meet.
         _finite("rank_timeout_s", self.rank_timeout_s, low=MIN_RANK_TIMEOUT_S)
+        if self.rank_timeout_s > MAX_RANK_TIMEOUT_S:
+            raise ValueError(f"rank_timeout_s must be at most {MAX_RANK_TIMEOUT_S:g}, got {self.rank_timeout_s:g}")
         if self.memory_cap_gb is not None:
             _finite("memory_cap_gb", self.memory_cap_gb, low=0, low_inclusive=False)
             if self.memory_cap_gb > MAX_MEMORY_GB:

@@ -263,6 +263,27 @@ def test_bad_input_exits_2_with_one_line(capsys: pytest.CaptureFixture[str], cas
         ({"LOCAL_RANK": "0", "RANK": "5", "WORLD_SIZE": "2"}, 2, r"the launcher's RANK=5 is not below its WORLD_SIZE=2$"),
         ({"SLURM_NTASKS": "2", "SLURM_PROCID": "1", "SLURM_JOB_NAME": "train"}, 1,
          r"the launcher's SLURM_NTASKS=2 is not this run's ranks: --devices x --num-nodes = 1$"),
+        # Before: LOCAL_RANK alone (a stray variable) had the rank wait for its peer at the
+        # rendezvous until --rank-timeout-s (30 minutes).
+        ({"LOCAL_RANK": "1"}, 2, r"the launcher's LOCAL_RANK is set but not its WORLD_SIZE and RANK: a run of 2 ranks"),
+        ({"LOCAL_RANK": "0", "WORLD_SIZE": "2"}, 2, r"the launcher's LOCAL_RANK is set but not its RANK: "),
+        # Before: "list index out of range" once the ranks had started.
+        ({"LOCAL_RANK": "3", "RANK": "0", "WORLD_SIZE": "2"}, 2, r"the launcher's LOCAL_RANK=3 is not below --devices 2$"),
+        ({"SLURM_NTASKS": "2", "SLURM_PROCID": "0", "SLURM_LOCALID": "2", "SLURM_NTASKS_PER_NODE": "2",
+          "SLURM_JOB_NAME": "train"}, 2, r"the launcher's SLURM_LOCALID=2 is not below --devices 2$"),
+        # Before: "invalid literal for int()" or Lightning's port error, after Fabric had started.
+        ({"LOCAL_RANK": "0", "RANK": "0", "WORLD_SIZE": "2", "MASTER_PORT": "abc"}, 2,
+         r"the launcher's MASTER_PORT='abc' is not a port number \(1-65535\)$"),
+        ({"LOCAL_RANK": "0", "RANK": "0", "WORLD_SIZE": "2", "MASTER_PORT": "99999"}, 2, r"MASTER_PORT='99999'"),
+        ({"SLURM_NTASKS": "2", "SLURM_JOB_NAME": "train", "SLURM_NTASKS_PER_NODE": "2"}, 2,
+         r"the launcher's SLURM_NTASKS is set but not its SLURM_PROCID: a run of 2 ranks needs it"),
+        # Before: Lightning's RuntimeError once the run had started.
+        ({"SLURM_NTASKS": "2", "SLURM_PROCID": "0", "SLURM_JOB_NAME": "train"}, 2,
+         r"the launcher's SLURM_NTASKS_PER_NODE is unset \(start the ranks with srun --ntasks-per-node=2\)$"),
+        ({"SLURM_NTASKS": "4", "SLURM_PROCID": "0", "SLURM_NTASKS_PER_NODE": "4", "SLURM_JOB_NAME": "train"}, 2,
+         r"the launcher's SLURM_NTASKS=4 is not this run's ranks"),
+        ({"SLURM_NTASKS": "2", "SLURM_PROCID": "0", "SLURM_NTASKS_PER_NODE": "1", "SLURM_JOB_NAME": "train"}, 2,
+         r"the launcher's SLURM_NTASKS_PER_NODE='1' is not --devices 2"),
     ],
 )  # fmt: skip
 def test_a_launcher_environment_that_cannot_be_this_run_is_refused(
@@ -291,6 +312,24 @@ def test_a_launcher_environment_that_cannot_be_this_run_is_refused(
     # A command that starts no run does not read them.
     code, lines, err = run_cli(capsys, "params", "tiny-llama")
     assert code == 0 and err == ""
+
+
+@pytest.mark.parametrize(("outcome", "code"), [("error", 1), ("oom", 1), ("ok", 0)])
+def test_a_rank_other_than_zero_prints_nothing_and_exits_with_its_runs_status(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, outcome: str, code: int
+) -> None:
+    """Before: every rank but 0 exited 0, so torchrun's agent or srun saw a failed rank succeed."""
+    from litgpt_min import cli, launch
+    from litgpt_min.result import Result
+
+    monkeypatch.setattr(
+        cli, "execute", lambda request, *args, **kwargs: Result.failed(outcome, "lost", **request.identity())
+    )
+    for name in launch.LAUNCHER_VARIABLES | {"SLURM_JOB_NAME"}:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in {"LOCAL_RANK": "1", "RANK": "1", "WORLD_SIZE": "2"}.items():
+        monkeypatch.setenv(name, value)
+    assert run_cli(capsys, "finetune", "lora", *TINY, "--devices", "2", "--json")[:2] == (code, [])
 
 
 def test_batch_smaller_than_micro_batch_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
@@ -518,6 +557,11 @@ def _refusals(tmp: Path) -> dict[str, tuple[tuple[str, ...], str]]:
         "rank-timeout-tiny": (
             (*ft, "--devices", "2", "--rank-timeout-s", "0.001"),
             r"--rank-timeout-s 0\.001: must be a finite number >= 10$",
+        ),
+        # Before: accepted, then "Python int too large to convert to C int" once the ranks had started.
+        "rank-timeout-huge": (
+            (*ft, "--devices", "2", "--rank-timeout-s", "1e15"),
+            r"--rank-timeout-s 1e\+15: must be at most 1e\+07$",
         ),
         "lora-alpha-0": ((*ft, "--lora-alpha", "0"), r"--lora-alpha 0: lora alpha must not be 0"),
         # The subcommand's own prefix (was "litgpt-min: error:"), as for its other argument errors.

@@ -328,7 +328,7 @@ def test_torchruns_rank_zero_inside_a_slurm_job_is_rank_zero(monkeypatch: pytest
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert (launch.global_rank(), launch.local_rank()) == (0, 0)
-    launch.check_environment(2)  # torchrun's world, not SLURM's
+    launch.check_environment(2, 2)  # torchrun's world, not SLURM's
     monkeypatch.delenv("RANK")
     monkeypatch.delenv("LOCAL_RANK")
     assert (launch.global_rank(), launch.local_rank()) == (3, 1)
