@@ -27,6 +27,7 @@ from conformance.plot import cmd_plot, plot_target_problem
 from conformance.profiles import resolve_profiles
 from conformance.report import render
 from conformance.results import check_not_results, check_target, load_results, merged_from
+from conformance.targets import check_outside_expectations
 from litgpt_min.files import check_output_file, real_path, write_json_atomic, write_text_atomic
 from litgpt_min.usage import OneLineParser, one_line, path_argument
 
@@ -154,6 +155,11 @@ def _report_target_problem(
         for other, other_target in targets[i + 1 :]:
             if real_path(target) == real_path(other_target):
                 return f"conformance report: {option} {target}: is the {other} file too; one would replace the other"
+    for option, target in targets:
+        try:
+            check_outside_expectations(option, target)
+        except ValueError as exc:
+            return f"conformance report: {exc}"
     if output is not None:
         try:
             check_not_results(output, "-o")

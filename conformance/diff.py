@@ -51,6 +51,7 @@ from conformance.results import (
     run_finished,
     speed_unjudged,
 )
+from conformance.targets import check_outside_expectations
 from litgpt_min.files import check_output_file, real_path, write_text_atomic
 from litgpt_min.result import Result
 from litgpt_min.usage import one_line
@@ -587,6 +588,7 @@ def cmd_diff(
             if real_path(output) in (real_path(old), real_path(new)):
                 raise ValueError(f"-o {output}: is a results file it reads; writing it would replace that input")
             check_not_results(output, "-o")
+            check_outside_expectations("-o", output)
         diff = diff_files(old, new, memory_tolerance=memory_tolerance, speed_tolerance=speed_tolerance, strict=strict)
         if old.samefile(new):  # both read: a file's own problems are named first
             raise ValueError(f"{old} and {new}: OLD and NEW are the same file; a gate needs the run before and after")

@@ -32,6 +32,7 @@ from conformance.expectations import (
     tolerance_problem,
 )
 from conformance.runner import DEFAULT_RUNNER
+from conformance.targets import check_outside_expectations
 from litgpt_min.files import cannot_write_in, read_only, real_path
 from litgpt_min.result import MAX_MEMORY_GB
 
@@ -132,21 +133,15 @@ class Options:
             check_record_target(self.record, self.force)
         if self.results is not None:
             check_file_target("--results", self.results)
-            self._check_results_outside_profiles()
+            check_outside_expectations("--results", self.results, self.expectation_folders())
+        if self.row_logs is not None:
+            check_outside_expectations("--row-logs", self.row_logs, self.expectation_folders())
+            if self.results is not None and real_path(self.row_logs) == real_path(self.results):
+                raise ValueError(f"--row-logs {self.row_logs}: is the --results file too; one would replace the other")
 
-    def _check_results_outside_profiles(self) -> None:
-        """Every ``*.json`` of a profile folder is one of its tables: a results file there would
-        break the profile (and the recording this session writes into ``--record``)."""
-        assert self.results is not None
-        folder = real_path(self.results.absolute().parent)
-        profiles = {real_path(self.expectations / name) for name in list_profiles(self.expectations)}
-        if self.record is not None:
-            profiles.add(real_path(self.record))
-        if self.results.suffix == ".json" and folder in profiles:
-            raise ValueError(
-                f"--results {self.results}: is in the profile folder {display(folder)}, whose *.json files are its"
-                " tables; pick another folder"
-            )
+    def expectation_folders(self) -> tuple[Path, ...]:
+        """The folders this session reads profiles from or records one into: no other output goes there."""
+        return (self.expectations,) if self.record is None else (self.expectations, self.record)
 
     def explicit(self, name: str) -> bool:
         return getattr(self, name) != getattr(Options, name)

@@ -33,7 +33,10 @@ try:
         from conformance.checks import RowCheck
         from conformance.expectations import ExpectationError
         from conformance.options import Options, add_options, check_file_target
+        from conformance.results import check_not_results
         from conformance.session import PLUGIN_NAME, ConformanceSession
+        from conformance.targets import check_outside_expectations
+        from litgpt_min.files import real_path
         from litgpt_min.launch import torchrun_ranks
 except KeyboardInterrupt:
     print("conformance: interrupted while the plugin loaded", file=sys.stderr)
@@ -81,7 +84,7 @@ def pytest_configure(config: pytest.Config) -> None:
         writes = not hasattr(config, "workerinput")  # a pytest-xdist worker: the controller writes
         options.validate(writes=writes)
         if writes:
-            _check_junitxml(getattr(config.option, "xmlpath", None))
+            _check_junitxml(getattr(config.option, "xmlpath", None), options)
         session = ConformanceSession(options, config)
     except (ValueError, OSError, ExpectationError) as exc:
         # An expectations error lists each problem on its own line; anything else is one line.
@@ -89,9 +92,11 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(session, PLUGIN_NAME)
 
 
-def _check_junitxml(xmlpath: str | None) -> None:
+def _check_junitxml(xmlpath: str | None, options: Options) -> None:
     """pytest's ``--junitxml``, written after the last row: a file pytest can open for writing (an
-    existing one, ``/dev/null`` too) or create. The path is expanded as pytest expands it."""
+    existing one, ``/dev/null`` too) or create, and none that this session or an earlier one keeps
+    (a results file, the baseline, a profile's table, the row logs). The path is expanded as pytest
+    expands it."""
     if not xmlpath:
         return
     path = Path(os.path.expanduser(os.path.expandvars(xmlpath)))
@@ -100,6 +105,17 @@ def _check_junitxml(xmlpath: str | None) -> None:
             raise ValueError(f"--junitxml {xmlpath}: exists and is not writable")
     elif not path.is_symlink():  # a dangling link: pytest creates its target
         check_file_target("--junitxml", path)
+    kept = (
+        ("--results file", options.results),
+        ("--baseline file", options.baseline),
+        ("--row-logs folder", options.row_logs),
+    )
+    for what, other in kept:
+        if other is not None and real_path(other) == real_path(path):
+            raise ValueError(f"--junitxml {xmlpath}: is the {what} too; JUnit XML would replace it")
+    check_outside_expectations("--junitxml", path, options.expectation_folders())
+    if path.is_file():
+        check_not_results(path, "--junitxml")
 
 
 def get_session(config: pytest.Config) -> ConformanceSession:

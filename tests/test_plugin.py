@@ -651,11 +651,60 @@ def test_results_file_in_a_profile_folder_is_refused(suite: Suite) -> None:
     folder = suite.profile()
     suite.answer(good_answers())
     target = suite.root / "recorded"
-    for results, record in ((target / "results.json", ["--record", str(target)]), (folder / "results.json", [])):
+    # Before: a new folder beside the profiles (out/) was accepted, and became a broken "profile".
+    cases = [
+        (target / "results.json", ["--record", str(target)]),
+        (folder / "results.json", []),
+        (suite.root / "out" / "results.json", []),
+    ]
+    for results, record in cases:
         refused = suite.run("--profile", "tiny", "--results", str(results), *record)
         assert refused.ret == pytest.ExitCode.USAGE_ERROR
-        refused.stderr.fnmatch_lines([f"ERROR: --results {results}: is in the profile folder *; pick another folder"])
+        refused.stderr.fnmatch_lines(
+            [f"ERROR: --results {results}: is inside the expectations folder *; write it elsewhere"]
+        )
     assert not target.exists() and not (folder / "results.json").exists() and not suite.calls()
+    assert not (suite.root / "out").exists()
+
+
+@pytest.mark.parametrize("option", ["--junitxml", "--row-logs"])
+def test_no_other_output_goes_into_the_expectations_folder(suite: Suite, option: str) -> None:
+    """Before: --junitxml replaced a profile's table with XML, and --row-logs wrote its logs among them."""
+    folder = suite.profile()
+    table = next(folder.glob("*.json"))
+    before = table.read_text()
+    target = table if option == "--junitxml" else suite.root
+    refused = suite.run("--profile", "tiny", "-k", "test_params", option, str(target))
+    assert refused.ret == pytest.ExitCode.USAGE_ERROR
+    refused.stderr.fnmatch_lines([f"ERROR: {option} {target}: is inside the expectations folder *; write it elsewhere"])
+    assert table.read_text() == before and not list(suite.root.rglob("*.log"))
+
+
+def test_junitxml_never_replaces_a_file_the_session_keeps(suite: Suite) -> None:
+    """Before: --junitxml over the --results file (the JUnit report was lost), the --baseline file
+    or an earlier session's results file was accepted, and pytest wrote its XML there."""
+    suite.profile()
+    suite.answer(good_answers())
+    earlier = suite.pytester.path / "earlier.json"
+    assert suite.run("--results", str(earlier), "-k", "test_params").ret == 0
+    kept = earlier.read_text()
+    same = suite.pytester.path / "same.json"
+    for args, message in (
+        (["--results", str(same), "--junitxml", str(same)], "is the --results file too; JUnit XML would replace it"),
+        (["--baseline", str(earlier), "--junitxml", str(earlier)], "is the --baseline file too; JUnit XML would*"),
+        (["--junitxml", str(earlier)], "is a conformance results file; refusing to replace it*"),
+    ):
+        refused = suite.run("-k", "test_params", *args)
+        assert refused.ret == pytest.ExitCode.USAGE_ERROR
+        refused.stderr.fnmatch_lines([f"ERROR: --junitxml *: {message}"])
+    assert earlier.read_text() == kept and not same.exists()
+    # --row-logs and --results naming one new path: every row failed in a traceback (mkdir under a file).
+    refused = suite.run("--results", str(same), "--row-logs", str(same))
+    assert refused.ret == pytest.ExitCode.USAGE_ERROR
+    refused.stderr.fnmatch_lines(
+        ["ERROR: --row-logs *same.json: is the --results file too; one would replace the other"]
+    )
+    assert not same.exists() and not suite.calls()
 
 
 def test_record_refuses_the_folder_of_the_profiles(suite: Suite) -> None:

@@ -263,6 +263,36 @@ def test_cli_report_and_diff_never_write_over_a_file_they_read(
     assert source.read_bytes() == before
 
 
+def test_cli_report_and_diff_never_write_into_the_expectations_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: `-o expectations/cpu-tiny/finetune.json` replaced a profile's table with Markdown
+    (and `-o expectations/schema.json` the schema), and every later session stopped at it."""
+    import conformance.targets
+
+    root = tmp_path / "expectations"
+    (root / "a-profile").mkdir(parents=True)
+    table, schema = root / "a-profile" / "finetune.json", root / "schema.json"
+    table.write_text('{"cases": []}\n')
+    schema.write_text("{}\n")
+    monkeypatch.setattr(conformance.targets, "DEFAULT_ROOT", root)
+    source = tmp_path / "r.json"
+    source.write_text(json.dumps(_edited(lambda d: None)))
+    for argv in (
+        ["report", str(source), "-o", str(table)],
+        ["report", str(source), "-o", str(schema)],
+        ["report", str(source), "--merged", str(root / "a-profile" / "merged.json")],
+        ["report", str(source), "--plot", str(root / "rows.png")],
+        ["diff", str(source), str(source), "-o", str(table)],
+    ):
+        assert main(argv) == 2, argv
+        captured = capsys.readouterr()
+        assert "is inside the expectations folder" in captured.err and "write it elsewhere" in captured.err, argv
+        assert captured.out == "" and captured.err.count("\n") == 1
+    assert table.read_text() == '{"cases": []}\n' and schema.read_text() == "{}\n"
+    assert sorted(p.name for p in root.rglob("*")) == ["a-profile", "finetune.json", "schema.json"]
+
+
 def test_cli_report_and_diff_never_write_a_report_over_another_results_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
