@@ -99,6 +99,12 @@ class RowCheck:
         if not_comparable is not None:
             self._note("run", not_comparable)
             pytest.skip(self._named(not_comparable))
+        if self.session.recording and run.stopped != "exited":
+            # The session stopped the run (--row-timeout, its end): no measurement of the row to record.
+            again = "raise --row-timeout and record it again" if run.stopped == "timeout" else "record it again"
+            message = f"not recorded: {run.error or 'the session stopped its run'}; {again}"
+            self._note("run", message)
+            pytest.fail(self._named(message), pytrace=False)
         expected_oom = self.case.outcome == "oom" and run.outcome == "oom"
         if expected_oom and not self.session.recording and not is_failure(own, self.session.options.strict):
             message = f"out of memory, as the profile expects: {run.error or 'no message'}"

@@ -57,8 +57,11 @@ def run(case, options):
                               "accelerator": options.accelerator, "preloaded": options.preloaded}) + "\\n")
     result = {"outcome": "ok", "error": None, "trainable_params": case.trainable_params,
               "total_params": case.total_params, "memory_source": "live-tensor-tracker"}
-    result.update(answers.get(case.id, {}))
-    return RunResult(result=result, command=tuple(build_command(case, options)), log_tail="fake log: line 1\\nfake log: done")
+    answer = dict(answers.get(case.id, {}))
+    stopped = answer.pop("stopped", "exited")  # "timeout": as the runner reports a row it stopped
+    result.update(answer)
+    return RunResult(result=result, command=tuple(build_command(case, options)), log_tail="fake log: line 1\\nfake log: done",
+                     stopped=stopped)
 """
 
 
@@ -643,6 +646,25 @@ def test_record_refuses_a_profile_whose_rows_do_not_run_here(suite: Suite) -> No
         ["ERROR: *recorded: --record writes the rows measured here, but profile tiny's rows are not: needs a CUDA GPU*"]
     )
     assert not target.exists() and not suite.calls()
+
+
+def test_a_row_the_session_stopped_fails_a_record_session(suite: Suite) -> None:
+    """Before: a --record session whose rows all hit --row-timeout recorded nothing, said "run 1
+    measured" and exited 0, so a CI job that re-records a profile passed without writing it."""
+    suite.profile()
+    answers = good_answers()
+    answers[OK] = {"outcome": "error", "error": "timed out after 0.1 s", "stopped": "timeout"}
+    suite.answer(answers)
+    target = suite.root / "recorded"
+    result = suite.run("--profile", "tiny", "--record", str(target), "-k", "test_run")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()
+    result.assert_outcomes(passed=4, failed=1)
+    result.stdout.fnmatch_lines(
+        [f"*tiny:{OK}: not recorded: timed out after 0.1 s; raise --row-timeout and record it again*"]
+    )
+    # The other rows are recorded; the stopped one is left out (the profile has no such row).
+    recorded = {case.id for case in load_profile("recorded", suite.root).cases}
+    assert OK not in recorded and len(recorded) == 4
 
 
 def test_results_file_in_a_profile_folder_is_refused(suite: Suite) -> None:
