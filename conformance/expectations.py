@@ -321,6 +321,8 @@ def strict_json(text: str) -> Any:
         )
     except _NonStandardJSON as exc:
         raise ValueError(f"{exc.token} {exc.why}{_line_of(text, exc.token)}") from None
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 def _read_json(path: Path) -> Any:
@@ -340,10 +342,8 @@ def _read_json(path: Path) -> Any:
         raise ExpectationError(path, f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
     except DuplicateKey as exc:
         raise ExpectationError(path, f"not valid JSON: duplicate key {exc.key!r}{exc.where}") from None
-    except ValueError as exc:  # NaN, Infinity, a number out of range
+    except ValueError as exc:  # NaN, Infinity, a number out of range, nesting too deep
         raise ExpectationError(path, f"not valid JSON: {exc}") from None
-    except RecursionError:
-        raise ExpectationError(path, "not valid JSON: nested too deeply") from None
 
 
 @functools.cache

@@ -344,6 +344,8 @@ class Config:
             )
         except (OSError, ValueError) as exc:  # JSON, YAML or UTF-8 errors
             raise ValueError(f"{path}: cannot read config: {' '.join(str(exc).split())}") from None
+        except RecursionError:
+            raise ValueError(f"{path}: cannot read config: nested too deeply") from None
         if isinstance(values, Mapping):
             missing = [key for key in REQUIRED_IN_FILE if key not in values]
             if missing:

@@ -348,6 +348,8 @@ def _read_weight_map(index: Path, hf_dir: Path) -> dict[str, str]:
         document = json.loads(index.read_text(encoding="utf-8"), object_pairs_hook=unique_keys)
     except (OSError, ValueError) as exc:
         raise ValueError(f"{index}: cannot read: {exc}") from None
+    except RecursionError:
+        raise ValueError(f"{index}: cannot read: nested too deeply") from None
     weight_map = document.get("weight_map") if isinstance(document, dict) else None
     if not isinstance(weight_map, dict) or not weight_map:
         raise ValueError(
@@ -477,6 +479,8 @@ def convert_hf_checkpoint(hf_dir: str | Path, out_dir: str | Path, model_name: s
         hf_config = json.loads(config_path.read_text(encoding="utf-8"), object_pairs_hook=unique_keys)
     except (OSError, ValueError) as exc:
         raise ValueError(f"{config_path}: cannot read: {exc}") from None
+    except RecursionError:
+        raise ValueError(f"{config_path}: cannot read: nested too deeply") from None
     family = hf_family(hf_config, str(config_path))
     config = config_from_hf(hf_config, model_name, source=str(config_path))
     if model_name is None:

@@ -283,10 +283,22 @@ def _lit_gpt_use_bos(config: Mapping[str, Any]) -> bool:
 
 
 def _read_optional_json(path: Path) -> dict[str, Any] | None:
+    """A tokenizer's JSON config beside it: an object, or None when there is none (a ``ValueError``
+    naming the file for anything else)."""
     if not path.is_file():
         return None
-    with open(path, encoding="utf-8") as fp:
-        return json.load(fp)
+    try:
+        with open(path, encoding="utf-8") as fp:
+            value = json.load(fp)
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        raise ValueError(f"{path}: not a JSON file: {exc}") from None
+    except RecursionError:
+        raise ValueError(f"{path}: not a JSON file: nested too deeply") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: expected a JSON object (got {type(value).__name__})")
+    return value
 
 
 def tokenizer_family(model_name: str) -> Family:
@@ -346,6 +358,20 @@ def generate_prompt(example: Mapping[str, str]) -> str:
     )
 
 
+def text_problem(text: str) -> str | None:
+    """Why ``text`` cannot be encoded as UTF-8 for a tokenizer (None: it can): a byte of a command
+    line argument that was not UTF-8 (which Python keeps as a surrogate escape), or a lone
+    surrogate (which JSON's ``\\ud800`` escapes can spell)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        code = ord(text[exc.start])
+        if 0xDC80 <= code <= 0xDCFF:
+            return f"byte 0x{code - 0xDC00:02x} at character {exc.start}"
+        return f"a lone surrogate U+{code:04X} at character {exc.start}"
+    return None
+
+
 def read_alpaca(json_path: Path | str) -> list[dict[str, str]]:
     """The records of an Alpaca JSON file, each checked for string instruction/input/output; a
     missing, unreadable, non-JSON or empty file is a ``ValueError`` naming it."""
@@ -359,6 +385,8 @@ def read_alpaca(json_path: Path | str) -> list[dict[str, str]]:
         raise ValueError(f"{json_path}: a record spells a field twice: {exc}") from None
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
         raise ValueError(f"{json_path}: not a JSON file: {exc}") from None
+    except RecursionError:
+        raise ValueError(f"{json_path}: not a JSON file: nested too deeply") from None
     if not isinstance(records, list):
         raise ValueError(f"{json_path}: expected a JSON list of records (got {type(records).__name__})")
     if not records:
@@ -371,6 +399,8 @@ def read_alpaca(json_path: Path | str) -> list[dict[str, str]]:
                 raise ValueError(f"{json_path}: record {i}: field {key!r} is missing (Alpaca's records have all three)")
             if not isinstance(record[key], str):
                 raise ValueError(f"{json_path}: record {i}: field {key!r} must be a string (got {record[key]!r})")
+            if (problem := text_problem(record[key])) is not None:
+                raise ValueError(f"{json_path}: record {i}: field {key!r} is not valid text ({problem})")
     return records
 
 

@@ -156,10 +156,11 @@ def check_runs_here(request: RunRequest) -> None:
 
 
 def check_quantize_precision(quantize: str | None, precision: str) -> None:
-    """A mixed precision with quantization is a ``ValueError``, as in the reference
-    (docs/reference.md, "Quantization"): for a run, its estimate and ``litgpt-min params`` alike."""
+    """A mixed precision with quantization is refused, as the reference refuses it (its scripts'
+    ``ValueError``; docs/reference.md, "Quantization"): an ``UnsupportedCombination``, for a run,
+    its estimate and ``litgpt-min params`` alike."""
     if quantize is not None and "mixed" in precision:
-        raise ValueError(f"quantization and mixed precision ({precision}) are not supported together")
+        raise UnsupportedCombination(f"quantization and mixed precision ({precision}) are not supported together")
 
 
 def check_inference_devices(devices: int, num_nodes: int = 1) -> None:
@@ -191,6 +192,8 @@ class GenerateSettings:
     seed: int = field(default=1234, metadata={"help": "sampling seed"})
 
     def __post_init__(self) -> None:
+        if (problem := data.text_problem(self.prompt)) is not None:
+            raise ValueError(f"--prompt: not UTF-8 text ({problem})")
         _at_least("max_new_tokens", self.max_new_tokens, 1)
         _at_least("top_k", self.top_k, 1)
         _finite("temperature", self.temperature, low=0)

@@ -112,6 +112,8 @@ def console_output(command: Callable[[], int], prog: str) -> int:
             setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))
         elif isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(errors="backslashreplace")
+    if isinstance(sys.stderr, io.TextIOWrapper):
+        sys.stderr = Diagnostics(sys.stderr)
     try:
         try:
             code = command()
@@ -132,6 +134,30 @@ def console_output(command: Callable[[], int], prog: str) -> int:
         _silence_stdout()
         print(one_line(f"{prog}: cannot write its output: {exc.strerror or exc}"), file=sys.stderr)
         return 2
+
+
+class Diagnostics:
+    """Standard error as the commands use it: progress and messages that never fail the command.
+    What cannot be written (``2>/dev/full``, a closed pipe) is dropped; the exit status and the
+    result on standard output (``--json``) still say how the command ended."""
+
+    def __init__(self, stream: io.TextIOWrapper) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except OSError:
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError:
+            pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 def _silence_stdout() -> None:

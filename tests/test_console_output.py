@@ -4,6 +4,7 @@ pipe early, or a terminal encoding that cannot hold an arrow, never ends in a tr
 from __future__ import annotations
 
 import errno
+import json
 import os
 import signal
 import subprocess
@@ -99,6 +100,20 @@ def test_output_to_a_full_disk_or_a_closed_descriptor_keeps_the_exit_status() ->
     for argv, code in ((args, 0), ([*args[:4], "no-such-model"], 2)):
         closed = subprocess.run(argv, stderr=subprocess.PIPE, env=env, cwd=ROOT, timeout=120, preexec_fn=_close_stdout)
         assert closed.returncode == code and b"Traceback" not in closed.stderr, closed.stderr
+
+
+def test_a_standard_error_that_cannot_be_written_fails_nothing() -> None:
+    """Before: with `2>/dev/full` the first progress line failed the run (outcome error, exit 1) and
+    --json's result never reached standard output; bad input exited 1, not 2."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    run = [sys.executable, "-m", "litgpt_min", "generate", "--model", "tiny-llama", "--max-new-tokens", "2", "--json"]
+    with open("/dev/full", "wb") as full:
+        done = subprocess.run(run, stdout=subprocess.PIPE, stderr=full, env=env, cwd=ROOT, timeout=120)
+        assert done.returncode == 0 and json.loads(done.stdout)["outcome"] == "ok", done.stdout
+        bad = subprocess.run(
+            [*run[:5], "no-such-model"], stdout=subprocess.PIPE, stderr=full, env=env, cwd=ROOT, timeout=120
+        )
+        assert bad.returncode == 2 and bad.stdout == b""
 
 
 @pytest.mark.parametrize(

@@ -261,6 +261,13 @@ def test_read_alpaca_names_the_bad_record(tmp_path: Path) -> None:
     path.write_text(json.dumps([{"instruction": "a", "input": None, "output": "b"}]))
     with pytest.raises(ValueError, match=r"bad\.json: record 0: field 'input' must be a string \(got None\)"):
         read_alpaca(path)
+    # Before: a lone surrogate (JSON's "\ud800") reached the tokenizer, and the run ended in its TypeError.
+    path.write_text('[{"instruction": "a\\ud800", "input": "", "output": "b"}]')
+    with pytest.raises(
+        ValueError,
+        match=r"bad\.json: record 0: field 'instruction' is not valid text \(a lone surrogate U\+D800 at character 1\)$",
+    ):
+        read_alpaca(path)
 
 
 # --------------------------------------------------------------------------------------------

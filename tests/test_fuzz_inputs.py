@@ -17,6 +17,7 @@ import copy
 import io
 import itertools
 import json
+import re
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -368,3 +369,49 @@ def test_data_file(tmp_path: Path, document: Any) -> None:
         code, _, err = call(litgpt_cli.main, [*argv, "--data-file", str(path), "--tokenizer-dir", str(tokenizer)])
     holds(code, err)
     assert code == 2 and (str(path) in err or "--tokenizer-dir" in err), err
+
+
+# JSON nested past the interpreter's recursion limit -----------------------------------------------
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+@pytest.mark.parametrize("command", ["data-file", "convert-hf", "lit-config", "report", "diff"])
+def test_json_nested_too_deeply_is_one_line(hf_checkpoint: Path, tmp_path: Path, command: str) -> None:
+    """Before: a RecursionError traceback from json, exit 1 (from each of these commands)."""
+    deep = tmp_path / "deep.json"
+    deep.write_text(DEEP, encoding="utf-8")
+    tokenizer = tmp_path / "tokenizer"
+    tokenizer.mkdir()
+    (tokenizer / "tokenizer.json").write_text("{}")
+    named = deep
+    if command == "data-file":
+        argv = ["finetune", "lora", "--model", "tiny-llama", "--accelerator", "cpu", "--data-file", str(deep)]
+        with no_runs():
+            code, _, err = call(litgpt_cli.main, [*argv, "--tokenizer-dir", str(tokenizer)])
+    elif command == "convert-hf":
+        hf_dir = tmp_path / "hf"
+        shutil.copytree(hf_checkpoint, hf_dir)
+        named = hf_dir / "config.json"
+        named.write_text(DEEP, encoding="utf-8")
+        code, _, err = call(litgpt_cli.main, ["convert-hf", str(hf_dir), str(tmp_path / "lit")])
+    elif command == "lit-config":
+        argv = ["estimate", "--config", str(deep), "--workload", "inference", "--json"]
+        code, _, err = call(conformance_cli.main, argv)
+    elif command == "report":
+        code, _, err = call(conformance_cli.main, ["report", str(deep)])
+    else:
+        code, _, err = call(conformance_cli.main, ["diff", str(write_json(tmp_path / "old.json", RESULTS)), str(deep)])
+    holds(code, err)
+    assert code == 2 and str(named) in err and "nested too deeply" in err, err
+
+
+def test_a_tokenizer_config_that_is_no_json_object_is_named(tmp_path: Path) -> None:
+    """Before: a RecursionError traceback (too deep), or an AttributeError (a list has no .get)."""
+    from litgpt_min.data import Tokenizer
+
+    (tmp_path / "tokenizer.json").write_text("{}")
+    config = tmp_path / "tokenizer_config.json"
+    for text, message in ((DEEP, "not a JSON file: nested too deeply"), ("[1]", "expected a JSON object (got list)")):
+        config.write_text(text, encoding="utf-8")
+        with pytest.raises(ValueError, match=re.escape(f"{config}: {message}")):
+            Tokenizer(tmp_path)
