@@ -42,6 +42,7 @@ from litgpt_min.estimate import (
     request_from_run,
     stack_for,
 )
+from litgpt_min.launch import die_with_parent
 from litgpt_min.options import build_request, run_hyperparameters
 
 StackChoice = str  # "current" | "profile"
@@ -167,8 +168,11 @@ def estimate_profile(
     chunks = [chunk for chunk in share_rows(cases, min(jobs, len(cases))) if chunk]
     done: dict[int, RowEstimate] = {}
     # Workers ignore Ctrl-C: the parent alone answers it (one line, no worker's traceback) and
-    # ends them, rather than waiting for their shares.
-    pool = ProcessPoolExecutor(max_workers=len(chunks), mp_context=context, initializer=_ignore_interrupts)
+    # ends them, rather than waiting for their shares. They die with the parent too (a `kill` of
+    # it alone left them computing, then waiting forever on the pool's pipes).
+    pool = ProcessPoolExecutor(
+        max_workers=len(chunks), mp_context=context, initializer=_worker_init, initargs=(os.getpid(),)
+    )
     try:
         futures = [
             pool.submit(_estimate_rows, profile.name, profile.directory.parent, chunk, stack, capacity_gb, reserve)
@@ -188,8 +192,9 @@ def estimate_profile(
     return [done[i] for i in range(len(cases))]
 
 
-def _ignore_interrupts() -> None:
+def _worker_init(parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent(parent)
 
 
 def share_rows(cases: list[Case], jobs: int) -> list[list[int]]:

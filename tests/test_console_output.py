@@ -147,6 +147,34 @@ def test_ctrl_c_ends_a_profile_estimate_and_its_workers_in_one_line() -> None:
     assert process.returncode == EXIT_INTERRUPTED and err == b"conformance: interrupted\n", err
 
 
+def _children(pid: int) -> set[int]:
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        found.update(int(child) for child in task.read_text().split())
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux's /proc")
+def test_a_profile_estimates_workers_die_with_it() -> None:
+    """Before, `kill` of the parent alone (not its process group) left its workers computing, then
+    waiting forever on the pool's pipes, about 300 MB each."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "conformance", "estimate", "--profile", "a100-sxm4-40gb", "--jobs", "2"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while len(workers := _children(process.pid)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(workers) == 2, "the estimate started its two workers"
+    process.terminate()  # the parent alone
+    assert process.wait(timeout=60) == -signal.SIGTERM
+    deadline = time.monotonic() + 10
+    while (alive := {pid for pid in workers if Path(f"/proc/{pid}").exists()}) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pid in alive:  # a zombie until its new parent reaps it: gone as a process
+        assert Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z"), f"worker {pid} outlived the parent"
+
+
 @pytest.mark.parametrize("delay", [0.3, 0.4, 0.5])
 @pytest.mark.parametrize(
     "command", [("conformance", "estimate", "--profile", "cpu-tiny"), ("litgpt_min", "params", "tiny-llama")]
