@@ -33,7 +33,7 @@ from conformance.estimate import (
 from conformance.expectations import DEFAULT_ROOT, PRECISION, ExpectationError, load_profile
 from conformance.options import device_gb, fraction, whole_number
 from litgpt_min.cli import add_flat_options
-from litgpt_min.config import Config, configs
+from litgpt_min.config import LONG_LONG_MAX, Config, configs
 from litgpt_min.estimate import (
     HOWS,
     STACKS,
@@ -278,6 +278,12 @@ def _run_ad_hoc(args: argparse.Namespace, out: TextIO) -> int:
         raise EstimateUsageError("--workload finetune|inference is required with --model/--config")
     if args.workload == "finetune" and args.method is None:
         raise EstimateUsageError("--method lora|adapter|adapter_v2 is required for --workload finetune")
+    for name in (*_STEP_FLAGS, *_PEFT_FLAGS):  # litgpt-min's flags: a count as a run takes it
+        value = getattr(args, name, None)
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > LONG_LONG_MAX:
+            raise EstimateUsageError(
+                f"{flag_text(name, value)}: must be within a C long long (at most {LONG_LONG_MAX})"
+            )
     devices = args.devices or 1
     if args.reserved and devices > 1:
         raise EstimateUsageError(

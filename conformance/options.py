@@ -33,6 +33,7 @@ from conformance.expectations import (
 )
 from conformance.runner import DEFAULT_RUNNER
 from conformance.targets import check_outside_expectations
+from litgpt_min.config import LONG_LONG_MAX
 from litgpt_min.files import cannot_write_in, read_only, real_path
 from litgpt_min.result import MAX_MEMORY_GB
 
@@ -274,6 +275,8 @@ def whole_number(minimum: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {text!r}")
+        if value > LONG_LONG_MAX:  # past what torch takes as a size
+            raise argparse.ArgumentTypeError(f"must be at most {LONG_LONG_MAX} (a C long long), got {text!r}")
         return value
 
     return parse

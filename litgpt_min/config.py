@@ -153,6 +153,15 @@ def find_multiple(n: int, k: int) -> int:
     return n if n % k == 0 else n + k - (n % k)
 
 
+# What torch can take as a size (and a seed): a C long long.
+LONG_LONG_MAX = 2**63 - 1
+# The whole-number fields that size the model's tensors.
+_SIZE_FIELDS = (
+    "block_size", "vocab_size", "padding_multiple", "padded_vocab_size", "n_layer", "n_head", "n_embd",
+    "n_query_groups", "intermediate_size", "rope_condense_ratio",
+)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Config:
     name: str = ""
@@ -181,6 +190,11 @@ class Config:
     def __post_init__(self) -> None:
         def fail(field: str, why: str) -> None:
             raise ValueError(f"config {self.name or '<unnamed>'}: {field}: {why}")
+
+        for name in _SIZE_FIELDS:  # torch takes a size as a C long long; 2**63 failed in a traceback
+            value = getattr(self, name)
+            if isinstance(value, int) and value > LONG_LONG_MAX:
+                fail(name, f"must be at most {LONG_LONG_MAX} (a C long long), got {value}")
 
         for name in ("block_size", "vocab_size", "padding_multiple", "n_layer", "n_head", "n_embd"):
             if getattr(self, name) < 1:

@@ -33,7 +33,7 @@ import torch
 
 from litgpt_min import data
 from litgpt_min.adapter import AdapterSettings
-from litgpt_min.config import Config, configs
+from litgpt_min.config import LONG_LONG_MAX, Config, configs
 from litgpt_min.lora import LoRASettings
 from litgpt_min.outcome import UnsupportedCombination
 from litgpt_min.quantize import QUANTIZE_MODES, QuantizeMode
@@ -58,9 +58,10 @@ MIN_RANK_TIMEOUT_S = 10.0
 # The longest: 1e7 s (about 116 days). Far longer ones fail only once the ranks start (a timeout
 # that torch.distributed cannot hold as a C int).
 MAX_RANK_TIMEOUT_S = 1e7
-# The largest whole-number run option: beyond it torch cannot take it as a size or a seed (an
-# "Overflow when unpacking long long" from deep inside the run, for --lora-r 99999999999999999999).
-MAX_COUNT = 2**63 - 1
+# The largest whole-number run option (and config size, see litgpt_min.config): beyond it torch
+# cannot take it as a size or a seed (an "Overflow when unpacking long long" from deep inside the
+# run, for --lora-r 99999999999999999999).
+MAX_COUNT = LONG_LONG_MAX
 
 
 def _finite(name: str, value: float, *, low: float, low_inclusive: bool = True) -> None:

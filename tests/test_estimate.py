@@ -1151,9 +1151,6 @@ def test_a_checkpoint_folder_given_as_the_config_names_the_file_to_pass(
     ("method", "flag", "value"),
     [
         ("lora", "--lora-r", 10**17),
-        ("lora", "--lora-r", 10**20),  # past int64: a TypeError with C++ frames
-        ("lora", "--lm-head-chunk-size", 10**20),
-        ("lora", "--batch-size", 10**20),  # the accumulation, which divides the loss
         ("adapter", "--adapter-prompt-length", 10**17),
     ],
 )
@@ -1169,14 +1166,33 @@ def test_a_size_too_large_for_a_tensor_is_refused_naming_it(
     assert f"{flag} {value}" in err and ": too large: a tensor's size overflows" in err, err
 
 
+@pytest.mark.parametrize("flag", ["--lora-r", "--lm-head-chunk-size", "--batch-size", "--seq-len"])
+def test_a_count_past_a_long_long_is_refused_as_such(flag: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: "too large: a tensor's size overflows (int too big to convert)", for a batch size too,
+    which makes no tensor; as litgpt-min refuses it: a count torch cannot take."""
+    args = ["--model", "tiny-llama", "--workload", "finetune", "--method", "lora", flag, str(10**20)]
+    try:
+        code, out, err = run_cli(args, capsys)
+    except SystemExit as exc:  # argparse's own refusal (--seq-len's type)
+        code, (out, err) = exc.code, capsys.readouterr()
+    assert code == 2 and out == "" and len(err.splitlines()) == 1, err
+    assert f"{10**20}" in err and "C long long" in err and "overflows" not in err, err
+
+
 def test_a_config_too_large_for_a_tensor_is_refused_naming_the_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "lit_config.json"
-    path.write_text(json.dumps({**Config.from_name("tiny-llama").to_dict(), "block_size": 10**20}))
-    code, out, err = run_cli(["--config", str(path), "--workload", "inference", "--prompt-len", "5"], capsys)
-    assert code == 2 and out == "" and len(err.splitlines()) == 1, err
-    assert err.startswith(f"conformance estimate: {path}: too large: a tensor's size overflows"), err
+    for block_size, problem in (
+        (2**63 - 1, "too large: a tensor's size overflows"),
+        # Before: 2**63 exactly was a traceback (prims::iota), and 2**64 blamed the size flags given.
+        (2**63, f"config tiny-llama: block_size: must be at most {2**63 - 1} (a C long long), got {2**63}"),
+        (10**20, f"config tiny-llama: block_size: must be at most {2**63 - 1} (a C long long), got {10**20}"),
+    ):
+        path.write_text(json.dumps({**Config.from_name("tiny-llama").to_dict(), "block_size": block_size}))
+        code, out, err = run_cli(["--config", str(path), "--workload", "inference", "--prompt-len", "5"], capsys)
+        assert code == 2 and out == "" and len(err.splitlines()) == 1, err
+        assert err.startswith(f"conformance estimate: {path}: {problem}"), err
 
 
 # --------------------------------------------------------------------------------------------
