@@ -427,11 +427,11 @@ def describe_ad_hoc(obj: dict[str, Any], request: EstimateRequest, later_worst: 
         line("batch", f"{request.micro_batch_size} x {request.seq_len} tokens in iteration 0{source}{later_text}")
         accumulation = request.gradient_accumulation_iters
         steps = "1 micro-step" if accumulation == 1 else f"{accumulation} micro-steps"
-        line(
-            "step",
-            f"{steps} per optimizer step (batch {obj['batch_size']}); lm_head in chunks of "
-            f"{request.lm_head_chunk_size} tokens",
-        )
+        batch = f"batch {obj['batch_size']}"
+        if obj["batch_size"] != accumulation * request.micro_batch_size:  # Lit-GPT's floor division
+            batch += f": {accumulation * request.micro_batch_size} samples per step"
+        line("step", f"{steps} per optimizer step ({batch}); lm_head in chunks of {request.lm_head_chunk_size} tokens")
+        line("method", _method_text(obj))
     else:
         line("tokens", f"{request.prompt_len}-token prompt + {request.max_new_tokens} new (the KV cache's length)")
     if request.quantize is None:
@@ -440,6 +440,17 @@ def describe_ad_hoc(obj: dict[str, Any], request: EstimateRequest, later_worst: 
         line("stack", f"{obj['stack']}: {STACKS[obj['stack']]}")
     line("how", f"{obj['how']}: {HOWS[obj['how']]}")
     return "\n".join(lines) + "\n"
+
+
+def _method_text(obj: dict[str, Any]) -> str:
+    """The finetuning method's own settings, as estimated (the JSON's fields, for a reader)."""
+    if obj["method"] == "lora":
+        targets = [name for name in ("query", "key", "value", "projection", "mlp", "head") if obj[f"lora_{name}"]]
+        return (
+            f"lora: r {obj['lora_r']}, alpha {obj['lora_alpha']}, dropout {obj['lora_dropout']:g},"
+            f" on {', '.join(targets) or 'no layer'}"
+        )
+    return f"{obj['method']}: a {obj['adapter_prompt_length']}-token prompt from layer {obj['adapter_start_layer']}"
 
 
 def _runner_default(name: str) -> str:

@@ -738,6 +738,16 @@ def test_ad_hoc_text_states_the_verdict_and_its_figures(capsys: pytest.CaptureFi
     assert (
         "step             32 micro-steps per optimizer step (batch 128); lm_head in chunks of 128" in texts["unjudged"]
     )
+    # The method's own settings (before: in the JSON only, so --lora-r 256 read as the default did).
+    assert "method           lora: r 8, alpha 16, dropout 0.05, on query, value" in texts["unjudged"]
+    code, out, _ = run_cli([*base, "--lora-r", "256", "--lora-mlp", "--no-lora-value"], capsys)
+    assert code == 0 and "method           lora: r 256, alpha 16, dropout 0.05, on query, mlp" in out
+    adapter = ["--model", "tiny-llama", "--workload", "finetune", "--method", "adapter", "--adapter-start-layer", "1"]
+    code, out, _ = run_cli(adapter, capsys)
+    assert code == 0 and "method           adapter: a 10-token prompt from layer 1" in out
+    # A batch that is no multiple of the micro-batch: Lit-GPT's floor division (before: "(batch 3)" alone).
+    code, out, _ = run_cli([*base, "--batch-size", "3", "--micro-batch-size", "2"], capsys)
+    assert code == 0 and "1 micro-step per optimizer step (batch 3: 2 samples per step)" in out
     assert all(len(line) <= 100 for text in texts.values() for line in text.splitlines())
     code, out, _ = run_cli(["--model", "tiny-llama", "--workload", "inference", "--reserved"], capsys)
     assert code == 0 and "reserved         " in out and "tokens           " in out
