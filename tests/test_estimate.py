@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -1382,6 +1383,29 @@ def test_a_length_past_the_block_size_names_its_options(
 ) -> None:
     code, _, err = run_cli(["--model", "tiny-llama", *extra], capsys)
     assert code == 2 and err == f"conformance estimate: {message} tiny-llama's block size 256\n"
+
+
+def test_a_sequence_of_too_many_lm_head_chunks_is_refused_before_it_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: --seq-len 10**9 in a config whose block size allows it ran the fake step until the
+    host ran out of memory (std::bad_alloc traceback); 2**20 tokens took minutes."""
+    from litgpt_min.estimate_request import MAX_LM_HEAD_CHUNKS
+
+    path = tmp_path / "lit_config.json"
+    path.write_text(json.dumps({**Config.from_name("tiny-llama").to_dict(), "block_size": 2**30}))
+    base = ["--config", str(path), "--workload", "finetune", "--method", "lora", "--micro-batch-size", "1"]
+    too_long = MAX_LM_HEAD_CHUNKS * 128 + 1
+    started = time.perf_counter()
+    code, out, err = run_cli([*base, "--seq-len", str(too_long)], capsys)
+    assert code == 2 and out == "" and time.perf_counter() - started < 30, err
+    assert err == (
+        f"conformance estimate: --seq-len {too_long} makes {MAX_LM_HEAD_CHUNKS + 1} lm_head chunks of 128 tokens,"
+        f" more than the {MAX_LM_HEAD_CHUNKS} the estimate simulates (op by op: about 2 minutes and 2 GB of host"
+        " memory at the limit); raise --lm-head-chunk-size\n"
+    )
+    code, _, err = run_cli([*base, "--seq-len", str(too_long), "--lm-head-chunk-size", str(too_long), "--json"], capsys)
+    assert code == 0, err
 
 
 def test_a_peak_close_to_the_capacity_is_shown_with_the_decimals_that_tell_them_apart() -> None:
