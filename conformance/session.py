@@ -634,7 +634,7 @@ class ConformanceSession:
         alone = not getattr(option, "markexpr", "") and not getattr(option, "deselect", None)
         if keyword and alone and self._deselected and not self._selected_any and self.resolved:
             models = {self.lookup(key)[1].model for key in self._deselected}
-            terminalreporter.write_line(no_row_hint(keyword, models))
+            terminalreporter.write_line(no_row_hint(keyword, models, {key[0] for key in self._deselected}))
         if not self.resolved or not self.writes:
             return
         if not self.rows:

@@ -962,6 +962,21 @@ def test_a_keyword_that_selects_no_row_says_how_rows_are_named(suite: Suite, key
     assert "selects no row" not in other.stdout.str()
 
 
+def test_the_hint_spells_a_profile_name_as_row_ids_do() -> None:
+    """`-k cpu_tiny` selected nothing, and the hint listed the model slugs only: the profile's
+    name (which begins every row id) is spelled with its dash."""
+    from conformance.keyword_hint import no_row_hint
+
+    models, profiles = {"tiny-llama", "Llama-2-7b-hf"}, {"cpu-tiny", "a100-sxm4-40gb"}
+    assert no_row_hint("cpu_tiny", models, profiles) == (
+        "conformance: -k 'cpu_tiny' selects no row: row ids name a profile by its name; try -k 'cpu-tiny'"
+    )
+    assert no_row_hint("Llama-2-7b-hf and not a100_sxm4_40gb", models, profiles) == (
+        "conformance: -k 'Llama-2-7b-hf and not a100_sxm4_40gb' selects no row: row ids name a model by its slug"
+        " and a profile by its name; try -k 'llama2_7b and not a100-sxm4-40gb'"
+    )
+
+
 @pytest.mark.slow
 def test_under_xdist_a_keyword_that_selects_no_row_gets_the_hint_too(suite: Suite) -> None:
     """The controller collects nothing: the workers' collections tell it what -k left out."""
