@@ -201,6 +201,12 @@ def test_a_speed_the_baseline_did_not_judge_is_skipped_not_compared(suite: Suite
         f"tiny:{OK}: the baseline {before} did not judge this row's speed (speed inconclusive: the CPU was busy)"
         in (result.stdout.str())
     )
+    # A memory regression fails test_run, whose message lists every finding of the row: not that
+    # speed (before: "time_1k_iters_min: ... 2.00x slower ...: regression [test_speed]", a check skipped).
+    suite.answer({**good_answers(), OK: {"max_memory_gb": 1.02 * 2, "time_1k_iters_min": 2.1 * 2}})
+    result = suite.run("--baseline", str(before), "-k", f"{OK} and test_run")
+    result.assert_outcomes(failed=1)
+    assert "max_memory_gb" in result.stdout.str() and "time_1k_iters_min" not in result.stdout.str()
 
 
 def test_the_estimate_check_keeps_the_profiles_figures_under_a_baseline(suite: Suite) -> None:
