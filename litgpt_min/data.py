@@ -287,18 +287,27 @@ def _read_optional_json(path: Path) -> dict[str, Any] | None:
     naming the file for anything else)."""
     if not path.is_file():
         return None
+    value = _read_json_file(path)
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: expected a JSON object (got {type(value).__name__})")
+    return value
+
+
+def _read_json_file(path: Path, **load: Any) -> Any:
+    """``json.load`` of ``path`` (``load``: its keyword arguments); a ``ValueError`` naming the file
+    for a file it cannot read, text that is not JSON (or not UTF-8), or nesting past Python's
+    recursion limit. A ``DuplicateKey`` (``unique_keys``) is left to the caller to word."""
     try:
         with open(path, encoding="utf-8") as fp:
-            value = json.load(fp)
+            return json.load(fp, **load)
     except OSError as exc:
         raise ValueError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except DuplicateKey:
+        raise
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
         raise ValueError(f"{path}: not a JSON file: {exc}") from None
     except RecursionError:
         raise ValueError(f"{path}: not a JSON file: nested too deeply") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"{path}: expected a JSON object (got {type(value).__name__})")
-    return value
 
 
 def tokenizer_family(model_name: str) -> Family:
@@ -377,16 +386,9 @@ def read_alpaca(json_path: Path | str) -> list[dict[str, str]]:
     missing, unreadable, non-JSON or empty file is a ``ValueError`` naming it."""
     json_path = Path(json_path)
     try:
-        with open(json_path, encoding="utf-8") as fp:
-            records = json.load(fp, object_pairs_hook=unique_keys)
-    except OSError as exc:
-        raise ValueError(f"{json_path}: cannot read: {exc.strerror or exc}") from None
+        records = _read_json_file(json_path, object_pairs_hook=unique_keys)
     except DuplicateKey as exc:  # json would keep the last value: a record its author did not write
         raise ValueError(f"{json_path}: a record spells a field twice: {exc}") from None
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
-        raise ValueError(f"{json_path}: not a JSON file: {exc}") from None
-    except RecursionError:
-        raise ValueError(f"{json_path}: not a JSON file: nested too deeply") from None
     if not isinstance(records, list):
         raise ValueError(f"{json_path}: expected a JSON list of records (got {type(records).__name__})")
     if not records:
