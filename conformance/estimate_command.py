@@ -273,6 +273,13 @@ def _run_profile(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 0
 
 
+# The most lm_head chunks an ad-hoc finetune estimate simulates: each chunk's logits and loss are
+# ops of their own, so the cost grows with seq_len / lm_head_chunk_size (tiny-llama at 524,288
+# tokens, 4096 chunks: 58 s and 1 GB; at 10**9 tokens the fake run ran out of host memory).
+# litgpt-min's pre-flight has no such cap: its run's own samples set the length.
+MAX_LM_HEAD_CHUNKS = 8192
+
+
 def _run_ad_hoc(args: argparse.Namespace, out: TextIO) -> int:
     if args.workload is None:
         raise EstimateUsageError("--workload finetune|inference is required with --model/--config")
@@ -280,9 +287,9 @@ def _run_ad_hoc(args: argparse.Namespace, out: TextIO) -> int:
         raise EstimateUsageError("--method lora|adapter|adapter_v2 is required for --workload finetune")
     for name in (*_STEP_FLAGS, *_PEFT_FLAGS):  # litgpt-min's flags: a count as a run takes it
         value = getattr(args, name, None)
-        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > LONG_LONG_MAX:
+        if isinstance(value, int) and not isinstance(value, bool) and not -LONG_LONG_MAX - 1 <= value <= LONG_LONG_MAX:
             raise EstimateUsageError(
-                f"{flag_text(name, value)}: must be within a C long long (at most {LONG_LONG_MAX})"
+                f"{flag_text(name, value)}: must be within a long long ({-LONG_LONG_MAX - 1}..{LONG_LONG_MAX})"
             )
     devices = args.devices or 1
     if args.reserved and devices > 1:
@@ -329,6 +336,14 @@ def _run_ad_hoc(args: argparse.Namespace, out: TextIO) -> int:
         adapter=adapter,
         stack=stack,
     )
+    chunks = -(-request.seq_len // request.lm_head_chunk_size)
+    if request.workload == "finetune" and chunks > MAX_LM_HEAD_CHUNKS:
+        length = f"--seq-len {request.seq_len}" if args.seq_len is not None else f"a {request.seq_len}-token sample"
+        raise EstimateUsageError(
+            f"{length} makes {chunks} lm_head chunks of {request.lm_head_chunk_size} tokens, more"
+            f" than the {MAX_LM_HEAD_CHUNKS} the estimate simulates (op by op: about 2 minutes and 2 GB of host"
+            " memory at the limit); raise --lm-head-chunk-size"
+        )
     try:
         result = estimate(request, reserve=args.reserved)
     except (OverflowError, RuntimeError, TypeError, ValueError) as exc:  # a size past what torch can hold

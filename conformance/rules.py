@@ -150,13 +150,16 @@ def run_not_comparable(active: ActiveProfile, case: Case, result: Result) -> str
     )
 
 
-def row_findings(active: ActiveProfile, case: Case, result: Result, options: Options) -> list[Finding]:
-    """Every finding of a measured row, speed left out where it is not compared here; none for a
-    run that is not comparable here (``run_not_comparable``)."""
+def row_findings(
+    active: ActiveProfile, case: Case, result: Result, options: Options, speed_unjudged: bool = False
+) -> list[Finding]:
+    """Every finding of a measured row, speed left out where it is not compared here (or, with
+    ``speed_unjudged``, where a ``--baseline`` holds no speed that can judge it); none for a run
+    that is not comparable here (``run_not_comparable``)."""
     if options.record is None and run_not_comparable(active, case, result) is not None:
         return []  # as check_run: recording writes down what ran, judged nothing
     found = check_result(case, result, options.tolerances(case))
-    if skip_reason("speed", active, case) is not None:
+    if speed_unjudged or skip_reason("speed", active, case) is not None:
         found = [f for f in found if f.field not in SPEED_FIELDS]
     return found
 

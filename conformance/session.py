@@ -45,7 +45,6 @@ from conformance.rules import (
     applies,
     check_kind_of,
     check_kind_of_nodeid,
-    check_of,
     item_id,
     marks,
     row_findings,
@@ -264,10 +263,8 @@ class ConformanceSession:
         """Every finding of the measured row, speed left out where it is not compared here."""
         key = (active.name, case.id)
         if key not in self._findings:
-            found = row_findings(active, case, self.run(active, case).result, self.options)
-            if key in self.baseline_speed_skips:  # its test_speed is skipped: no speed finding in test_run's list
-                found = [finding for finding in found if check_of(finding) != "speed"]
-            self._findings[key] = found
+            unjudged = key in self.baseline_speed_skips  # its test_speed is skipped: no speed finding
+            self._findings[key] = row_findings(active, case, self.run(active, case).result, self.options, unjudged)
         return self._findings[key]
 
     def note(self, key: RowKey, kind: CheckKind, text: str, improved: bool = False) -> None:
@@ -311,6 +308,7 @@ class ConformanceSession:
             counts=row.counts or self.cache.cached_param_counts(row.case),
             estimate=self._estimates.get(key),
             speed_inconclusive=None if run is None else self.speed_inconclusive(row.active, row.case, run),
+            speed_unjudged=key in self.baseline_speed_skips,
         )
 
     def _unjudged_run(self, key: RowKey) -> RunResult | None:

@@ -34,6 +34,7 @@ class RowSnapshot:
     counts: Counts | None = None
     estimate: RowEstimate | None = None  # the GPU-free estimate, when test_estimate ran here
     speed_inconclusive: str | None = None  # why the run's speed says nothing (a busy CPU, a GPU not idle)
+    speed_unjudged: bool = False  # a --baseline holds no speed that can judge the run's
 
     @property
     def key(self) -> RowKey:
@@ -55,7 +56,10 @@ class RowSnapshot:
         if self.counts is not None:
             found += [("params", f) for f in check_params(self.case, *self.counts)]
         if self.run is not None:
-            found += [(check_of(f), f) for f in row_findings(self.active, self.case, self.run.result, options)]
+            result = self.run.result
+            found += [
+                (check_of(f), f) for f in row_findings(self.active, self.case, result, options, self.speed_unjudged)
+            ]
         return found
 
 

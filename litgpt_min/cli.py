@@ -15,6 +15,7 @@ import json
 import os
 import re
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
@@ -197,7 +198,10 @@ def main(argv: list[str] | None = None) -> int:
     failed = result.get("outcome") in FAILED_OUTCOMES
     if args.command != "params" and launch.externally_launched() and launch.global_rank() != 0:
         # One rank of torchrun or srun: rank 0 prints the run's result (every rank's peak in it);
-        # this one's failure still fails the launcher's job.
+        # this one's failure still fails the launcher's job. The launcher stops the other ranks as
+        # soon as one exits with a failure: rank 0, failing too, gets a few seconds to print first.
+        if failed:
+            time.sleep(launch.FAILURE_GRACE_S)
         return EXIT_RUN_FAILED if failed else 0
     if args.json:
         print(json.dumps(result, sort_keys=True, allow_nan=False))

@@ -367,15 +367,15 @@ def generate_prompt(example: Mapping[str, str]) -> str:
     )
 
 
-def text_problem(text: str) -> str | None:
-    """Why ``text`` cannot be encoded as UTF-8 for a tokenizer (None: it can): a byte of a command
-    line argument that was not UTF-8 (which Python keeps as a surrogate escape), or a lone
-    surrogate (which JSON's ``\\ud800`` escapes can spell)."""
+def text_problem(text: str, argv: bool = False) -> str | None:
+    """Why ``text`` cannot be encoded as UTF-8 for a tokenizer (None: it can): a lone surrogate
+    (which JSON's ``\\ud800`` escapes can spell), or, in a command line argument (``argv``), a
+    byte that was not UTF-8 (which Python keeps as a surrogate escape)."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
         code = ord(text[exc.start])
-        if 0xDC80 <= code <= 0xDCFF:
+        if argv and 0xDC80 <= code <= 0xDCFF:
             return f"byte 0x{code - 0xDC00:02x} at character {exc.start}"
         return f"a lone surrogate U+{code:04X} at character {exc.start}"
     return None

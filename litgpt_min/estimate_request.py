@@ -46,12 +46,6 @@ def stack_for(bitsandbytes_version: str | None) -> Stack:
     return "current"
 
 
-# The most lm_head chunks a finetune estimate simulates: each chunk's logits and loss are ops of
-# their own, so the cost grows with seq_len / lm_head_chunk_size (tiny-llama at 524,288 tokens,
-# 4096 chunks: 58 s and 1 GB; at 10**9 tokens the fake run itself ran out of host memory).
-MAX_LM_HEAD_CHUNKS = 8192
-
-
 @dataclass(frozen=True)
 class EstimateRequest:
     """What to estimate. ``seq_len`` is the finetune batch's length in iteration 0 (the longest
@@ -87,11 +81,11 @@ class EstimateRequest:
         check_method(self.method)
         if self.workload == "finetune" and self.method == "none":
             raise ValueError("finetuning needs a method: lora, adapter or adapter_v2")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
         if self.quantize is not None:
             parse_mode(self.quantize)
             check_quantize_precision(self.quantize, self.precision)
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
         if self.stack not in STACKS:
             raise ValueError(f"unknown stack {self.stack!r}: choose one of {', '.join(STACKS)}")
         for name in (
@@ -128,13 +122,6 @@ class EstimateRequest:
             )
         if length > self.config.block_size:
             raise ValueError(f"{what} {length} exceeds {self.config.name}'s block size {self.config.block_size}")
-        chunks = -(-self.seq_len // self.lm_head_chunk_size)
-        if self.workload == "finetune" and chunks > MAX_LM_HEAD_CHUNKS:
-            raise ValueError(
-                f"--seq-len {self.seq_len} makes {chunks} lm_head chunks of {self.lm_head_chunk_size} tokens, more than"
-                f" the {MAX_LM_HEAD_CHUNKS} the estimate simulates (op by op: about 2 minutes and 2 GB"
-                " of host memory at the limit); raise --lm-head-chunk-size"
-            )
 
     @property
     def dtype(self) -> torch.dtype:

@@ -187,7 +187,7 @@ def check_environment(world_size: int, devices: int) -> None:
                 else "it (srun sets it)"
             )
         )
-    if not torchrun and os.environ.get("SLURM_NTASKS_PER_NODE") != str(devices):
+    if not torchrun and _count("SLURM_NTASKS_PER_NODE") != devices:
         # Lightning's SLURM environment needs it, equal to --devices (srun --ntasks-per-node).
         given = os.environ.get("SLURM_NTASKS_PER_NODE")
         what = " is unset" if given is None else f"={given!r} is not --devices {devices}"

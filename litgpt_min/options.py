@@ -193,7 +193,7 @@ class GenerateSettings:
     seed: int = field(default=1234, metadata={"help": "sampling seed"})
 
     def __post_init__(self) -> None:
-        if (problem := data.text_problem(self.prompt)) is not None:
+        if (problem := data.text_problem(self.prompt, argv=True)) is not None:
             raise ValueError(f"--prompt: not UTF-8 text ({problem})")
         _at_least("max_new_tokens", self.max_new_tokens, 1)
         _at_least("top_k", self.top_k, 1)

@@ -112,8 +112,16 @@ def console_output(command: Callable[[], int], prog: str) -> int:
             setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))
         elif isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(errors="backslashreplace")
-    if isinstance(sys.stderr, io.TextIOWrapper):
-        sys.stderr = Diagnostics(sys.stderr)
+    stderr = sys.stderr
+    if isinstance(stderr, io.TextIOWrapper):
+        sys.stderr = Diagnostics(stderr)
+    try:
+        return _run_command(command, prog)
+    finally:
+        sys.stderr = stderr
+
+
+def _run_command(command: Callable[[], int], prog: str) -> int:
     try:
         try:
             code = command()
@@ -138,8 +146,9 @@ def console_output(command: Callable[[], int], prog: str) -> int:
 
 class Diagnostics:
     """Standard error as the commands use it: progress and messages that never fail the command.
-    What cannot be written (``2>/dev/full``, a closed pipe) is dropped; the exit status and the
-    result on standard output (``--json``) still say how the command ended."""
+    What cannot be written (``2>/dev/full``) is dropped; the exit status and the result on
+    standard output (``--json``) still say how the command ended. A reader that went away
+    (``2>&1 | head -1``) still ends the command (``BrokenPipeError``), as it does on stdout."""
 
     def __init__(self, stream: io.TextIOWrapper) -> None:
         self._stream = stream
@@ -147,12 +156,16 @@ class Diagnostics:
     def write(self, text: str) -> int:
         try:
             return self._stream.write(text)
+        except BrokenPipeError:
+            raise
         except OSError:
             return len(text)
 
     def flush(self) -> None:
         try:
             self._stream.flush()
+        except BrokenPipeError:
+            raise
         except OSError:
             pass
 

@@ -284,6 +284,8 @@ def test_bad_input_exits_2_with_one_line(capsys: pytest.CaptureFixture[str], cas
          r"the launcher's SLURM_NTASKS=4 is not this run's ranks"),
         ({"SLURM_NTASKS": "2", "SLURM_PROCID": "0", "SLURM_NTASKS_PER_NODE": "1", "SLURM_JOB_NAME": "train"}, 2,
          r"the launcher's SLURM_NTASKS_PER_NODE='1' is not --devices 2"),
+        ({"SLURM_NTASKS": "2", "SLURM_PROCID": "0", "SLURM_NTASKS_PER_NODE": "x", "SLURM_JOB_NAME": "train"}, 2,
+         r"the launcher's SLURM_NTASKS_PER_NODE='x' is not a whole number"),
     ],
 )  # fmt: skip
 def test_a_launcher_environment_that_cannot_be_this_run_is_refused(
@@ -325,6 +327,7 @@ def test_a_rank_other_than_zero_prints_nothing_and_exits_with_its_runs_status(
     monkeypatch.setattr(
         cli, "execute", lambda request, *args, **kwargs: Result.failed(outcome, "lost", **request.identity())
     )
+    monkeypatch.setattr(launch, "FAILURE_GRACE_S", 0.0)  # (rank 0's time to print before the launcher stops it)
     for name in launch.LAUNCHER_VARIABLES | {"SLURM_JOB_NAME"}:
         monkeypatch.delenv(name, raising=False)
     for name, value in {"LOCAL_RANK": "1", "RANK": "1", "WORLD_SIZE": "2"}.items():

@@ -47,6 +47,25 @@ def test_a_reader_that_closed_the_pipe_ends_the_command_quietly(args: tuple[str,
     assert code == EXIT_BROKEN_PIPE  # --help too (argparse alone would drop its write error)
 
 
+def test_a_reader_that_closed_a_pipe_shared_by_both_outputs_ends_the_run() -> None:
+    """`litgpt-min ... --json 2>&1 | head -1`: the progress goes to standard error, the pipe's
+    reader has gone. Before, standard error's write errors were all dropped and the run went on to
+    its last iteration (here 100,000: many minutes) before its result hit the closed pipe."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "litgpt_min", "finetune", "lora", "--model", "tiny-llama", "--accelerator", "cpu",
+         "--max-iters", "100000", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
+    )  # fmt: skip
+    assert process.stdout is not None
+    process.stdout.readline()
+    process.stdout.close()
+    try:
+        code = process.wait(timeout=120)
+    finally:
+        process.kill()
+    assert code == EXIT_BROKEN_PIPE
+
+
 def test_output_then_sys_exit_into_a_closed_pipe_is_quiet() -> None:
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]); from litgpt_min.usage import console_output\n"

@@ -268,6 +268,11 @@ def test_read_alpaca_names_the_bad_record(tmp_path: Path) -> None:
         match=r"bad\.json: record 0: field 'instruction' is not valid text \(a lone surrogate U\+D800 at character 1\)$",
     ):
         read_alpaca(path)
+    path.write_text('[{"instruction": "a", "input": "\\udc9f", "output": "b"}]')  # an escape, not a byte
+    with pytest.raises(
+        ValueError, match=r"field 'input' is not valid text \(a lone surrogate U\+DC9F at character 0\)$"
+    ):
+        read_alpaca(path)
 
 
 # --------------------------------------------------------------------------------------------
