@@ -19,7 +19,10 @@
 # jsonschema: carry them as wheels in .whl/ and name .whl in the device tool's `carry`.
 # Results and logs go to $OUT (the device tool brings them back).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+# This script by an absolute path: `lease` starts its stages as new runs of it, after the cd below
+# (a relative "$0", such as gpu_session.sh from inside benchmarks/, would no longer resolve).
+self="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
+cd "$(dirname "$self")/.."
 OUT="${OUT:-out}"
 
 dry_run=""
@@ -53,6 +56,10 @@ usage="usage: $0 [--dry-run] smoke | rows PYTEST-ARGS... | extrapolation [args] 
 # Bad input ends here, in one line, before anything is installed or run.
 case "${1:-smoke}" in
 smoke | rows | extrapolation | lease) ;;
+-h | --help)
+    echo "$usage"
+    exit 0
+    ;;
 *)
     echo "$usage" >&2
     exit 2
@@ -69,13 +76,23 @@ if [[ "${1:-}" == "rows" && $# -lt 2 ]]; then
     echo "$0: rows needs pytest arguments, e.g. rows -k 'phi_1_5 and not 2gpu'" >&2
     exit 2
 fi
-if [[ "${1:-}" == "lease" && ! "${LEASE_SECONDS:-540}" =~ ^[1-9][0-9]*$ ]]; then
-    echo "$0: LEASE_SECONDS must be a whole number of seconds > 0, got '${LEASE_SECONDS}'" >&2
+# (Unset: the default; set but empty is a mistake, such as an unset shell variable.)
+if [[ "${1:-}" == "lease" && ! "${LEASE_SECONDS-540}" =~ ^[1-9][0-9]{0,5}$ ]]; then
+    echo "$0: LEASE_SECONDS must be a whole number of seconds from 1 to 999999, got '${LEASE_SECONDS}'" >&2
     exit 2
 fi
-if [[ "${1:-}" == "lease" && ! "${LEASE_SMOKE:-1}" =~ ^[01]$ ]]; then
+if [[ "${1:-}" == "lease" && ! "${LEASE_SMOKE-1}" =~ ^[01]$ ]]; then
     echo "$0: LEASE_SMOKE must be 1 (run the smoke stage first, the default) or 0, got '${LEASE_SMOKE}'" >&2
     exit 2
+fi
+if [[ "${1:-}" == "lease" ]]; then
+    for selector in "${@:2}"; do
+        if [[ -z "${selector// /}" ]]; then
+            # pytest's -k '' selects every row, the several-GPU ones too.
+            echo "$0: lease: an empty selector would select every row; give -k expressions" >&2
+            exit 2
+        fi
+    done
 fi
 
 [[ -n "$dry_run" ]] || mkdir -p "$OUT"
@@ -104,13 +121,15 @@ smoke)
     run python3 benchmarks/cublas_init.py | keep "$OUT/cublas-init.json"
     ;;
 rows)
-    # A file-name-safe label of the arguments (only [A-Za-z0-9_] survive).
-    name="$(printf '%s_' "$@" | tr -c 'A-Za-z0-9_' '_' | tr -s '_' | cut -c1-40)"
+    # A file-name-safe label of the arguments (only [A-Za-z0-9_] survive), cut short, and a checksum
+    # of them whole: two selectors that begin alike never share (and overwrite) their files.
+    label="$(printf '%s_' "$@" | tr -c 'A-Za-z0-9_' '_' | tr -s '_' | cut -c1-40)"
+    name="${label}$(printf '%s\0' "$@" | cksum | cut -d' ' -f1)"
     # tee ignores SIGINT: a lease stops a stage with SIGINT to the whole process group, and pytest's
     # last words (which rows did not finish, its summary) must still reach the log.
     run python3 -m pytest conformance "$@" --row-timeout 240 --results "$OUT/results-$name.json" \
-        --row-logs /tmp/row-logs -rA 2>&1 | (trap '' INT && keep "$OUT/pytest-$name.log") || true
-    run tar -czf "$OUT/row-logs-$name.tgz" -C /tmp row-logs 2>/dev/null || true
+        --row-logs "/tmp/row-logs-$name" -rA 2>&1 | (trap '' INT && keep "$OUT/pytest-$name.log") || true
+    run tar -czf "$OUT/row-logs-$name.tgz" -C /tmp "row-logs-$name" 2>/dev/null || true
     ;;
 extrapolation)
     run python3 -m conformance env --json | keep "$OUT/env.json"
@@ -146,7 +165,7 @@ lease)
     results="$OUT"
     work="$(mktemp -d "${TMPDIR:-/tmp}/lease.XXXXXX")"
     trap 'rm -rf "$work"' EXIT
-    again=(env OUT="$work" bash "$0")
+    again=(env OUT="$work" bash "$self")
     [[ -n "$dry_run" ]] && again+=(--dry-run)
     note() { echo "lease: $*" | keep -a "$results/lease.txt"; }
     pack() {
@@ -154,11 +173,16 @@ lease)
         tar -czf "$results/lease.tgz.part" -C "$work" . && mv "$results/lease.tgz.part" "$results/lease.tgz"
     }
     stage_under() { timeout --signal=INT --kill-after=20 "$@"; }
-    if [[ "${LEASE_SMOKE:-1}" == 1 ]]; then
+    ran=0 failed=0  # stages started, and those that ended with a failure (the rows stage's pytest verdicts aside)
+    if [[ "${LEASE_SMOKE-1}" == 1 ]]; then
         smoke_s=$((end - SECONDS < 240 ? end - SECONDS : 240))
         ((smoke_s > 0)) || smoke_s=1  # `timeout 0` would mean no limit at all
         note "smoke, at most ${smoke_s}s"
-        stage_under "$smoke_s" "${again[@]}" smoke || note "the smoke stage failed; going on with the rows"
+        ran=$((ran + 1))
+        stage_under "$smoke_s" "${again[@]}" smoke || {
+            failed=$((failed + 1))
+            note "the smoke stage failed; going on with the rows"
+        }
         pack
     else
         note "no smoke stage (LEASE_SMOKE=0)"
@@ -170,9 +194,17 @@ lease)
             break
         fi
         note "-k '$selector' with ${left}s left"
-        stage_under "$left" "${again[@]}" rows -k "$selector" || true
+        ran=$((ran + 1))
+        stage_under "$left" "${again[@]}" rows -k "$selector" || {
+            failed=$((failed + 1))
+            note "the stage for -k '$selector' failed"
+        }
         pack
     done
     note "done in ${SECONDS}s; unpack with: tar -xzf lease.tgz"
+    if ((ran > 0 && failed == ran)); then
+        note "every stage failed"
+        exit 1
+    fi
     ;;
 esac

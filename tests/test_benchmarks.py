@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 from types import ModuleType
@@ -142,6 +143,35 @@ def test_gpu_session_lease_plans_smoke_then_each_group_in_the_time_left(tmp_path
     assert [shlex.split(line)[6] for line in proc.stdout.splitlines() if " pytest conformance " in line] == [
         "llama2_13b and 1gpu"
     ]
+    # Two selectors that begin alike (their labels are cut at 40 characters) keep files of their own:
+    # before, the second group's results replaced the first's.
+    alike = ["llama2_7b and lora and 1gpu and (nf4_dq or mb2)", "llama2_7b and lora and 1gpu and (nf4_dq or mb4)"]
+    proc = subprocess.run(
+        ["bash", script, "--dry-run", "lease", *alike], env={**env, "LEASE_SMOKE": "0"},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    targets = [shlex.split(line)[-4] for line in proc.stdout.splitlines() if " pytest conformance " in line]
+    assert len(targets) == 2 and len(set(targets)) == 2 and all("/results-" in t for t in targets), targets
+
+
+def test_a_lease_started_by_a_relative_path_runs_its_stages(tmp_path: Path) -> None:
+    """Before, `bash gpu_session.sh lease ...` from inside benchmarks/ re-ran itself as
+    "gpu_session.sh" after its cd to the checkout: every stage was "No such file or directory",
+    and the lease still exited 0 with nothing measured."""
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "python3").write_text('#!/bin/sh\necho "fake $*"\n')
+    (fake_bin / "python3").chmod(0o755)
+    out = tmp_path / "out"
+    env = {**os.environ, "OUT": str(out), "PATH": f"{fake_bin}:{os.environ['PATH']}", "GPU_SESSION_INSTALLED": "1"}
+    proc = subprocess.run(
+        ["bash", "gpu_session.sh", "lease", "x"], cwd=BENCHMARKS, env={**env, "LEASE_SMOKE": "0"},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0 and "No such file" not in proc.stderr, proc.stderr
+    with tarfile.open(out / "lease.tgz") as packed:
+        logs = [name for name in packed.getnames() if "/pytest-_k_x_" in name]
+        assert len(logs) == 1 and b"fake -m pytest conformance -k x" in packed.extractfile(logs[0]).read()
 
 
 def test_a_stage_stopped_by_the_lease_keeps_pytests_last_words_in_its_log(tmp_path: Path) -> None:
@@ -168,7 +198,8 @@ def test_a_stage_stopped_by_the_lease_keeps_pytests_last_words_in_its_log(tmp_pa
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGINT)
     proc.wait(timeout=30)
-    assert (out / "pytest-_k_x_.log").read_text().splitlines() == ["collected", "pytest: interrupted, 3 rows not run"]
+    (log,) = out.glob("pytest-_k_x_*.log")
+    assert log.read_text().splitlines() == ["collected", "pytest: interrupted, 3 rows not run"]
 
 
 @pytest.mark.parametrize(
@@ -178,8 +209,17 @@ def test_a_stage_stopped_by_the_lease_keeps_pytests_last_words_in_its_log(tmp_pa
         (["rows"], {}, "rows needs pytest arguments"),
         (["lease", "--dry-run"], {}, "--dry-run goes before the stage: "),
         (["--dry-run", "rows", "-k", "x", "--dry-run"], {}, "--dry-run goes before the stage: "),
-        (["lease"], {"LEASE_SECONDS": "abc"}, "LEASE_SECONDS must be a whole number of seconds > 0, got 'abc'"),
+        (
+            ["lease"],
+            {"LEASE_SECONDS": "abc"},
+            "LEASE_SECONDS must be a whole number of seconds from 1 to 999999, got 'abc'",
+        ),
         (["lease"], {"LEASE_SECONDS": "0"}, "LEASE_SECONDS must be a whole number"),
+        # Before: an empty value (an unset shell variable) was the default, and 10**20 overflowed bash.
+        (["lease"], {"LEASE_SECONDS": ""}, "LEASE_SECONDS must be a whole number of seconds from 1 to 999999, got ''"),
+        (["lease"], {"LEASE_SECONDS": "99999999999999999999"}, "LEASE_SECONDS must be a whole number"),
+        # Before: -k '' selected every row, the several-GPU ones too.
+        (["lease", "x", " "], {}, "lease: an empty selector would select every row"),
         (
             ["lease"],
             {"LEASE_SMOKE": "no"},
