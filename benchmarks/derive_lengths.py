@@ -32,7 +32,7 @@ from litgpt_min.data import (
     Tokenizer,
     prepare_alpaca,
 )
-from litgpt_min.files import check_output_dir, write_text_atomic
+from litgpt_min.files import cannot_write_in, check_output_dir, write_text_atomic
 from litgpt_min.usage import OneLineParser
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,11 +106,19 @@ def main(argv: list[str] | None = None) -> int:
         check_output_dir(args.out_dir)
     except ValueError as exc:
         parser.error(f"--out-dir {exc}")
+    if not args.check:  # a folder it may not write in (/proc, a read-only or immutable one)
+        existing = next(p for p in (args.out_dir.absolute(), *args.out_dir.absolute().parents) if p.exists())
+        if why := cannot_write_in(existing):
+            parser.error(f"--out-dir {args.out_dir}: cannot write in {existing} ({why})")
 
     failed = False
     for family in args.families:
         start = time.perf_counter()
-        profile, reference = derive(family, args.data_dir)
+        try:
+            profile, reference = derive(family, args.data_dir)
+        except Exception as exc:  # the data folder's files (tokenizers raise plain Exception)
+            why = " ".join(str(exc).split()) or type(exc).__name__
+            parser.error(f"{family}: cannot derive from {args.data_dir}: {type(exc).__name__}: {why}")
         elapsed = time.perf_counter() - start
         problems = disagreements(profile, reference)
         target = args.out_dir / f"{family}.json"

@@ -277,6 +277,8 @@ def test_cublas_init_needs_a_gpu_and_says_so_in_one_line(capsys: pytest.CaptureF
         ("extrapolation_error", ["--out", "{tmp}"], "is a directory"),
         ("derive_lengths", ["--families", "bogus"], "argument --families: invalid choice: 'bogus'"),
         ("derive_lengths", ["--data-dir", "{tmp}", "--out-dir", "{tmp}/alpaca/alpaca_data.json"], "not a directory"),
+        # Before: found once the derivation had run, in a traceback.
+        ("derive_lengths", ["--data-dir", "{tmp}", "--out-dir", "/proc/x/lengths"], "cannot write in /proc"),
         ("calibration", [], "the following arguments are required: results"),
         ("calibration", ["{tmp}/alpaca/alpaca_data.json"], "not a conformance results file (a JSON list"),
         ("calibration", ["{tmp}/missing.json"], "missing.json: cannot read"),
@@ -297,6 +299,20 @@ def test_benchmark_scripts_refuse_bad_input_in_one_line_before_running_anything(
     out, err = capsys.readouterr()
     assert exc.value.code == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and err.startswith(f"{script}: error: ") and message in err, err
+
+
+def test_derive_lengths_names_a_data_folder_it_cannot_derive_from(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: a traceback (FileNotFoundError, the tokenizers' own Exception, a KeyError, ...)."""
+    (tmp_path / "alpaca").mkdir()
+    (tmp_path / "alpaca" / "alpaca_data.json").write_text('[{"instruction": "a", "input": "", "output": "b"}]')
+    bench = _load("derive_lengths")
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--data-dir", str(tmp_path), "--families", "llama2", "--check"])
+    out, err = capsys.readouterr()
+    assert exc.value.code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"derive_lengths: error: llama2: cannot derive from {tmp_path}: "), err
 
 
 def test_gpu_session_dry_run_prints_every_command_of_the_extrapolation_stage(tmp_path: Path) -> None:
