@@ -27,6 +27,7 @@ from conformance.hardware import distribution_version
 from conformance.options import whole_number
 from conformance.results import load_results
 from litgpt_min.estimate import Stack, stack_for
+from litgpt_min.files import real_path
 from litgpt_min.measure import gb_text
 from litgpt_min.usage import OneLineParser
 
@@ -173,8 +174,11 @@ def render(rows: list[dict[str, Any]]) -> str:
         lines.append(line)
     devices = sorted({row["device"] for row in rows})
     lines.append("")
+    # --reserved replays every layer: its allocated figure is the full-depth run's, not the extrapolated one.
+    how = " (allocated at full depth, as --reserved runs it)" if reserved else ""
     lines.append(
-        f"{_rows(len(rows))} measured on {', '.join(devices)}: the estimate of the run's stack is {_spread(rows, 'error_rel')}."
+        f"{_rows(len(rows))} measured on {', '.join(devices)}: the estimate of the run's stack{how} is"
+        f" {_spread(rows, 'error_rel')}."
     )
     if reserved:
         recorded = sum(row["measured_max_memory_reserved_gb"] is not None for row in rows)
@@ -215,6 +219,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--limit", type=whole_number(1), default=None, help="only the first N measured rows")
     args = parser.parse_args(argv)
+    seen: dict[Path, Path] = {}
+    for path in args.results:  # a file given twice would count its rows twice in the spread and median
+        if (same := seen.setdefault(real_path(path), path)) is not path:
+            parser.error(f"{path}: given twice (as {same})" if str(same) != str(path) else f"{path}: given twice")
     try:  # every file read and every row found before the first estimate
         rows = measured_rows(args.results, args.expectations)
     except ValueError as exc:

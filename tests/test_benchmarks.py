@@ -282,6 +282,8 @@ def test_cublas_init_needs_a_gpu_and_says_so_in_one_line(capsys: pytest.CaptureF
         ("calibration", [], "the following arguments are required: results"),
         ("calibration", ["{tmp}/alpaca/alpaca_data.json"], "not a conformance results file (a JSON list"),
         ("calibration", ["{tmp}/missing.json"], "missing.json: cannot read"),
+        # Before: its rows counted twice in the spread and the median.
+        ("calibration", ["{tmp}/alpaca/alpaca_data.json", "{tmp}/alpaca/../alpaca/alpaca_data.json"], "given twice"),
         ("calibration", ["{tmp}/alpaca/alpaca_data.json", "--limit", "0"], "argument --limit: must be >= 1, got '0'"),
     ],
 )
