@@ -34,12 +34,14 @@ from conformance.gpu_idle import check_idle
 from conformance.options import whole_number
 from litgpt_min.files import check_output_file, write_text_atomic
 from litgpt_min.finetune import warmup_iters
-from litgpt_min.options import build_request
+from litgpt_min.options import build_request, check_runs_here
 from litgpt_min.protocol import ITERS_PER_FIGURE, extrapolate
 from litgpt_min.usage import OneLineParser
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "extrapolation_error.json"
+# The shortest run whose steady windows (after warmup_iters' two) are at least two: a bound needs a spread.
+MIN_SHORT_ITERS = 4
 
 
 def run(argv: list[str], env: dict[str, str]) -> tuple[dict[str, Any], float]:
@@ -104,8 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     # Bad input ends here, in one line, not after the runs (the 1,000-iteration one takes minutes).
     if max(args.short_iters) >= ITERS_PER_FIGURE:
         parser.error(f"argument --short-iters: must be < {ITERS_PER_FIGURE}, got {max(args.short_iters)}")
+    if min(args.short_iters) < MIN_SHORT_ITERS:
+        # Fewer leave under two timed windows after the warm-up: the bound, their spread, would be ±0.
+        parser.error(f"argument --short-iters: must be >= {MIN_SHORT_ITERS}, got {min(args.short_iters)}")
     try:
-        build_request(
+        request = build_request(
             "finetune",
             {
                 "model": args.model, "method": args.method, "accelerator": args.accelerator,
@@ -113,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
                 "batch_size": args.batch_size, "max_iters": ITERS_PER_FIGURE,
             },
         )  # fmt: skip
+        check_runs_here(request)  # what this machine cannot run (16-mixed on the CPU), before the first run
         check_output_file(args.out, "--out", parents=True)
     except ValueError as exc:
         parser.error(str(exc))

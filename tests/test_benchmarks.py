@@ -271,6 +271,10 @@ def test_cublas_init_needs_a_gpu_and_says_so_in_one_line(capsys: pytest.CaptureF
         ("extrapolation_error", ["--repeats", "0"], "argument --repeats: must be >= 1, got '0'"),
         ("extrapolation_error", ["--short-iters", "5", "0"], "argument --short-iters: must be >= 1, got '0'"),
         ("extrapolation_error", ["--short-iters", "1000"], "argument --short-iters: must be < 1000"),
+        # Before: ran, then reported a bound of ±0.0% (one timed window has no spread).
+        ("extrapolation_error", ["--short-iters", "5", "3"], "argument --short-iters: must be >= 4, got 3"),
+        # Before: refused by its first run, with that run's whole command line and exit 1.
+        ("extrapolation_error", ["--precision", "16-mixed"], "must not be 16-mixed on the CPU"),
         ("extrapolation_error", ["--threads", "0"], "argument --threads: must be >= 1"),
         ("extrapolation_error", ["--model", "bogus"], "unknown model 'bogus'"),
         ("extrapolation_error", ["--micro-batch-size", "0"], "micro_batch_size must be >= 1"),
@@ -313,7 +317,7 @@ def test_derive_lengths_names_a_data_folder_it_cannot_derive_from(
     with pytest.raises(SystemExit) as exc:
         bench.main(["--data-dir", str(tmp_path), "--families", "llama2", "--check"])
     out, err = capsys.readouterr()
-    assert exc.value.code == 2 and len(err.strip().splitlines()) == 1, err
+    assert exc.value.code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
     assert err.startswith(f"derive_lengths: error: llama2: cannot derive from {tmp_path}: "), err
 
 
