@@ -38,6 +38,13 @@ def timed(argv: list[str]) -> tuple[float, subprocess.CompletedProcess[str]]:
     return time.perf_counter() - t0, done
 
 
+def _last_words(done: subprocess.CompletedProcess[str]) -> str:
+    """pytest's last line that says something (stderr first: a usage error is there), on one line."""
+    lines = [line.strip() for line in (done.stderr + "\n" + done.stdout).splitlines() if line.strip()]
+    errors = [line for line in lines if ": error: " in line] or [line for line in lines if line.startswith("ERROR")]
+    return (errors or lines or ["no output"])[-1]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="suite_cost", description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=whole_number(1), default=3)
@@ -48,14 +55,17 @@ def main(argv: list[str] | None = None) -> int:
         check_output_file(args.out, "--out", parents=True)
     except ValueError as exc:
         parser.error(str(exc))
+    for arg in args.pytest_args:  # the options the measurement sets itself
+        if arg.split("=", 1)[0] in ("--collect-only", "--co", "--results"):
+            parser.error(f"{arg}: suite_cost sets it itself (collection alone, then runs with --results)")
     pytest = [sys.executable, "-m", "pytest", "conformance", "-q", "-p", "no:cacheprovider", *args.pytest_args]
 
     load_before = os.getloadavg()[0]
     collect, runs = [], []
     for _ in range(args.repeats):
         wall, done = timed([*pytest, "--collect-only"])
-        if done.returncode != 0:
-            sys.exit(f"suite_cost: collection failed ({done.returncode}): {done.stdout[-500:]}")
+        if done.returncode != 0:  # a bad pytest argument (a usage error is on stderr), -k that selects nothing
+            parser.error(f"pytest's collection failed ({done.returncode}): {_last_words(done)}")
         collect.append(wall)
     results: dict[str, Any] = {}
     for _ in range(args.repeats):
@@ -63,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             path = Path(tmp) / "results.json"
             wall, done = timed([*pytest, "--results", str(path)])
             if done.returncode not in (0, 1):  # 1: some row failed, which is a result, not a broken run
-                sys.exit(f"suite_cost: pytest failed ({done.returncode}): {done.stdout[-500:]}")
+                sys.exit(f"suite_cost: pytest failed ({done.returncode}): {_last_words(done)}")
             results = json.loads(path.read_text(encoding="utf-8"))
         rows = [r for r in results["rows"] if r.get("wall_s") is not None]
         runs.append(

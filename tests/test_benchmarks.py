@@ -268,6 +268,9 @@ def test_cublas_init_needs_a_gpu_and_says_so_in_one_line(capsys: pytest.CaptureF
         ("suite_cost", ["--bogus"], "unrecognized arguments: --bogus"),
         ("suite_cost", ["--repeats", "0"], "argument --repeats: must be >= 1, got '0'"),
         ("suite_cost", ["--out", "{tmp}"], "is a directory"),
+        # Before: a FileNotFoundError traceback once the first timed run wrote no results file.
+        ("suite_cost", ["--out", "{tmp}/x.json", "--", "--collect-only"], "--collect-only: suite_cost sets it itself"),
+        ("suite_cost", ["--out", "{tmp}/x.json", "--", "--results=r.json"], "--results=r.json: suite_cost sets it"),
         ("extrapolation_error", ["--repeats", "0"], "argument --repeats: must be >= 1, got '0'"),
         ("extrapolation_error", ["--short-iters", "5", "0"], "argument --short-iters: must be >= 1, got '0'"),
         ("extrapolation_error", ["--short-iters", "1000"], "argument --short-iters: must be < 1000"),
@@ -305,6 +308,17 @@ def test_benchmark_scripts_refuse_bad_input_in_one_line_before_running_anything(
     out, err = capsys.readouterr()
     assert exc.value.code == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and err.startswith(f"{script}: error: ") and message in err, err
+
+
+def test_suite_cost_names_pytests_own_refusal(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: "suite_cost: collection failed (4): " and nothing after it (pytest's usage error is on
+    its stderr, and only stdout was kept), exit 1."""
+    bench = _load("suite_cost")
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--repeats", "1", "--out", str(tmp_path / "x.json"), "--", "--bogus-opt"])
+    out, err = capsys.readouterr()
+    assert exc.value.code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert "collection failed (4)" in err and "unrecognized arguments: --bogus-opt" in err, err
 
 
 def test_derive_lengths_names_a_data_folder_it_cannot_derive_from(
