@@ -30,9 +30,10 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
 from conformance.display import display
+from litgpt_min import json_keys
 from litgpt_min.config import known_names
 from litgpt_min.files import json_text, real_path, write_files_atomic
-from litgpt_min.json_keys import DuplicateKey, unique_keys
+from litgpt_min.json_keys import DuplicateKey
 from litgpt_min.result import Outcome, Workload
 
 SCHEMA_PATH: Path = Path(__file__).resolve().parent.parent / "expectations" / "schema.json"
@@ -312,17 +313,9 @@ def strict_json(text: str) -> Any:
     """``json.loads`` for files a person may have edited: NaN, Infinity, numbers out of range and
     duplicate keys are ``ValueError``s naming the token and where it is."""
     try:
-        return json.loads(
-            text,
-            object_pairs_hook=unique_keys,
-            parse_constant=_reject_constant,
-            parse_float=_parse_float,
-            parse_int=_parse_int,
-        )
+        return json_keys.loads(text, parse_constant=_reject_constant, parse_float=_parse_float, parse_int=_parse_int)
     except _NonStandardJSON as exc:
         raise ValueError(f"{exc.token} {exc.why}{_line_of(text, exc.token)}") from None
-    except RecursionError:
-        raise ValueError("nested too deeply") from None
 
 
 def _read_json(path: Path) -> Any:

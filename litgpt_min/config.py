@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from litgpt_min import json_keys
 from litgpt_min.files import write_json_atomic
-from litgpt_min.json_keys import unique_keys
 
 NormClass = Literal["LayerNorm", "RMSNorm"]
 MLPClass = Literal["GptNeoxMLP", "LLaMAMLP"]
@@ -351,15 +351,9 @@ class Config:
             raise ValueError(f"{path}: not a regular file")
         try:
             text = path.read_text(encoding="utf-8")
-            values = (
-                _load_yaml(text)
-                if path.suffix in (".yaml", ".yml")
-                else json.loads(text, object_pairs_hook=unique_keys)
-            )
+            values = _load_yaml(text) if path.suffix in (".yaml", ".yml") else json_keys.loads(text)
         except (OSError, ValueError) as exc:  # JSON, YAML or UTF-8 errors
             raise ValueError(f"{path}: cannot read config: {' '.join(str(exc).split())}") from None
-        except RecursionError:
-            raise ValueError(f"{path}: cannot read config: nested too deeply") from None
         if isinstance(values, Mapping):
             missing = [key for key in REQUIRED_IN_FILE if key not in values]
             if missing:

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import json
 import os
 import pickle
 import re
@@ -54,6 +53,7 @@ from typing import Literal, cast
 
 import torch
 
+from litgpt_min import json_keys
 from litgpt_min.config import Config
 from litgpt_min.files import (
     atomic_write,
@@ -64,7 +64,6 @@ from litgpt_min.files import (
     real_path,
 )
 from litgpt_min.hf_config import Family, config_from_hf, hf_family, tied_embeddings
-from litgpt_min.json_keys import unique_keys
 from litgpt_min.model import GPT
 
 Role = Literal["copy", "q", "k", "v"]
@@ -345,11 +344,9 @@ def _read_weight_map(index: Path, hf_dir: Path) -> dict[str, str]:
     """An index's ``weight_map``: an object of tensor names to shard file names, each shard a file in
     ``hf_dir`` (a name that leaves the directory is refused)."""
     try:
-        document = json.loads(index.read_text(encoding="utf-8"), object_pairs_hook=unique_keys)
+        document = json_keys.loads(index.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ValueError(f"{index}: cannot read: {exc}") from None
-    except RecursionError:
-        raise ValueError(f"{index}: cannot read: nested too deeply") from None
     weight_map = document.get("weight_map") if isinstance(document, dict) else None
     if not isinstance(weight_map, dict) or not weight_map:
         raise ValueError(
@@ -476,11 +473,9 @@ def convert_hf_checkpoint(hf_dir: str | Path, out_dir: str | Path, model_name: s
     if not config_path.is_file():
         raise ValueError(f"{config_path}: no such file (is {hf_dir} a Hugging Face checkpoint directory?)")
     try:
-        hf_config = json.loads(config_path.read_text(encoding="utf-8"), object_pairs_hook=unique_keys)
+        hf_config = json_keys.loads(config_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ValueError(f"{config_path}: cannot read: {exc}") from None
-    except RecursionError:
-        raise ValueError(f"{config_path}: cannot read: nested too deeply") from None
     family = hf_family(hf_config, str(config_path))
     config = config_from_hf(hf_config, model_name, source=str(config_path))
     if model_name is None:

@@ -34,7 +34,8 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 
-from litgpt_min.json_keys import DuplicateKey, unique_keys
+from litgpt_min import json_keys
+from litgpt_min.json_keys import DuplicateKey
 
 Family = Literal["phi-1_5", "gpt-neox-20b", "llama2", "falcon"]
 FAMILIES: tuple[Family, ...] = ("phi-1_5", "gpt-neox-20b", "llama2", "falcon")
@@ -287,27 +288,27 @@ def _read_optional_json(path: Path) -> dict[str, Any] | None:
     naming the file for anything else)."""
     if not path.is_file():
         return None
-    value = _read_json_file(path)
+    try:
+        value = _read_json_file(path)
+    except DuplicateKey as exc:
+        raise ValueError(f"{path}: not a JSON file: {exc}") from None
     if not isinstance(value, dict):
         raise ValueError(f"{path}: expected a JSON object (got {type(value).__name__})")
     return value
 
 
-def _read_json_file(path: Path, **load: Any) -> Any:
-    """``json.load`` of ``path`` (``load``: its keyword arguments); a ``ValueError`` naming the file
-    for a file it cannot read, text that is not JSON (or not UTF-8), or nesting past Python's
-    recursion limit. A ``DuplicateKey`` (``unique_keys``) is left to the caller to word."""
+def _read_json_file(path: Path) -> Any:
+    """``json_keys.loads`` of ``path``; a ``ValueError`` naming the file for a file it cannot read,
+    or text that is not JSON (not UTF-8, nested too deeply). A ``DuplicateKey`` is left to the
+    caller to word."""
     try:
-        with open(path, encoding="utf-8") as fp:
-            return json.load(fp, **load)
+        return json_keys.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ValueError(f"{path}: cannot read: {exc.strerror or exc}") from None
     except DuplicateKey:
         raise
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, nesting
         raise ValueError(f"{path}: not a JSON file: {exc}") from None
-    except RecursionError:
-        raise ValueError(f"{path}: not a JSON file: nested too deeply") from None
 
 
 def tokenizer_family(model_name: str) -> Family:
@@ -386,7 +387,7 @@ def read_alpaca(json_path: Path | str) -> list[dict[str, str]]:
     missing, unreadable, non-JSON or empty file is a ``ValueError`` naming it."""
     json_path = Path(json_path)
     try:
-        records = _read_json_file(json_path, object_pairs_hook=unique_keys)
+        records = _read_json_file(json_path)
     except DuplicateKey as exc:  # json would keep the last value: a record its author did not write
         raise ValueError(f"{json_path}: a record spells a field twice: {exc}") from None
     if not isinstance(records, list):

@@ -3,6 +3,7 @@ hand-edited file would be read as something its author did not write."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 
@@ -25,3 +26,13 @@ def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
             raise DuplicateKey(key, f" in the object with id {ids[0]!r}" if ids else "")
         seen[key] = value
     return seen
+
+
+def loads(text: str, **hooks: Any) -> Any:
+    """``json.loads`` as every reader of a user's file calls it: a key given twice is a
+    ``DuplicateKey``, and nesting past Python's recursion limit (``[[[...]]]``) is a ``ValueError``
+    ("nested too deeply") rather than a ``RecursionError``. ``hooks``: more of ``json.loads``'s."""
+    try:
+        return json.loads(text, object_pairs_hook=unique_keys, **hooks)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
