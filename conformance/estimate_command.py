@@ -33,7 +33,7 @@ from conformance.estimate import (
 from conformance.expectations import DEFAULT_ROOT, PRECISION, ExpectationError, load_profile
 from conformance.options import device_gb, fraction, whole_number
 from litgpt_min.cli import add_flat_options
-from litgpt_min.config import LONG_LONG_MAX, Config, configs
+from litgpt_min.config import Config, configs
 from litgpt_min.estimate import (
     HOWS,
     STACKS,
@@ -56,10 +56,12 @@ from litgpt_min.options import (
     FinetuneOptions,
     FlatOption,
     Hyperparameters,
+    by_flag,
     flag_text,
     holds_tokenizer,
     peft_settings,
     run_hyperparameters,
+    typed_flat,
 )
 from litgpt_min.quantize import QUANTIZE_MODES
 from litgpt_min.usage import path_argument
@@ -285,12 +287,11 @@ def _run_ad_hoc(args: argparse.Namespace, out: TextIO) -> int:
         raise EstimateUsageError("--workload finetune|inference is required with --model/--config")
     if args.workload == "finetune" and args.method is None:
         raise EstimateUsageError("--method lora|adapter|adapter_v2 is required for --workload finetune")
-    for name in (*_STEP_FLAGS, *_PEFT_FLAGS):  # litgpt-min's flags: a count as a run takes it
-        value = getattr(args, name, None)
-        if isinstance(value, int) and not isinstance(value, bool) and not -LONG_LONG_MAX - 1 <= value <= LONG_LONG_MAX:
-            raise EstimateUsageError(
-                f"{flag_text(name, value)}: must be within a long long ({-LONG_LONG_MAX - 1}..{LONG_LONG_MAX})"
-            )
+    flat = {name: getattr(args, name, None) for name in (*_STEP_FLAGS, *_PEFT_FLAGS)}
+    try:  # litgpt-min's flags: each checked as a run takes it (a count within a long long)
+        typed_flat("finetune", flat)
+    except ValueError as exc:
+        raise EstimateUsageError(by_flag(str(exc), flat)) from None
     devices = args.devices or 1
     if args.reserved and devices > 1:
         raise EstimateUsageError(

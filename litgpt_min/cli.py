@@ -13,7 +13,6 @@ import argparse
 import contextlib
 import json
 import os
-import re
 import sys
 import time
 from collections.abc import Iterator
@@ -29,10 +28,10 @@ from litgpt_min.options import (
     PRECISIONS,
     FlatOption,
     build_request,
+    by_flag,
     check_method_settings,
     check_quantize_precision,
     check_runs_here,
-    flag_text,
     peft_settings,
     typed_settings,
 )
@@ -128,7 +127,7 @@ def cmd_params(args: argparse.Namespace) -> dict[str, Any]:
     try:  # the method's settings as a run takes them (a count within a long long, a rate in range)
         lora, adapter = peft_settings(typed_settings(vars(args)), args.method)
     except ValueError as exc:
-        raise ValueError(_by_flag(str(exc), vars(args))) from None
+        raise ValueError(by_flag(str(exc), vars(args))) from None
     if args.precision not in PRECISIONS:
         raise UsageError(f"litgpt-min params: error: unknown precision {args.precision!r}")
     check_quantize_precision(args.quantize, args.precision)
@@ -155,7 +154,7 @@ def cmd_run(args: argparse.Namespace) -> Result:
         check_runs_here(request)
         launch.check_environment(request.world_size, request.devices)
     except ValueError as exc:
-        exc.args = (_by_flag(str(exc), values),)  # the same exception: a refusal stays "unsupported"
+        exc.args = (by_flag(str(exc), values),)  # the same exception: a refusal stays "unsupported"
         raise
     return execute(request, finetune_body if workload == "finetune" else generate_body, preflight=not args.no_preflight)
 
@@ -235,17 +234,6 @@ def _progress_to_stderr(enabled: bool) -> Iterator[None]:
 def entry() -> NoReturn:
     """The entry point that installs made before ``litgpt_min.console.entry`` name in their script."""
     launch.exit_process(console_output(main, "litgpt-min"))
-
-
-def _by_flag(message: str, values: dict[str, Any]) -> str:
-    """A check's message in the terms of the command line: ``micro_batch_size must be >= 1, got 0``
-    becomes ``--micro-batch-size 0: must be >= 1`` when that option was given."""
-    match = re.fullmatch(r"(\w+) (must .*?)(?:, got .*)?", message)
-    if match is None or values.get(match[1]) is None:
-        return message
-    value = values[match[1]]
-    shown = f"{value:g}" if isinstance(value, float) else value  # as typed: 0, not 0.0
-    return f"{flag_text(match[1], shown)}: {match[2]}"
 
 
 def _plain(value: object) -> str:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -58,10 +59,6 @@ MIN_RANK_TIMEOUT_S = 10.0
 # The longest: 1e7 s (about 116 days). Far longer ones fail only once the ranks start (a timeout
 # that torch.distributed cannot hold as a C int).
 MAX_RANK_TIMEOUT_S = 1e7
-# The largest whole-number run option (and config size, see litgpt_min.config): beyond it torch
-# cannot take it as a size or a seed (an "Overflow when unpacking long long" from deep inside the
-# run, for --lora-r 99999999999999999999).
-MAX_COUNT = LONG_LONG_MAX
 
 
 def _finite(name: str, value: float, *, low: float, low_inclusive: bool = True) -> None:
@@ -355,7 +352,7 @@ def _check_peft_sizes(method: str, lora: LoRASettings, adapter: AdapterSettings,
         flag, value, elements = "--adapter-prompt-length", adapter.prompt_length, adapter.prompt_length * widest
     else:
         return
-    if elements * 4 > MAX_COUNT:  # 4-byte elements, the widest the model's tensors take
+    if elements * 4 > LONG_LONG_MAX:  # 4-byte elements, the widest the model's tensors take
         raise ValueError(f"{flag} {value}: too large: a tensor's size overflows for model {config.name!r}")
 
 
@@ -561,9 +558,13 @@ def _typed(option: FlatOption, value: Any) -> Any:
     """``value`` checked against the option's type (an int is a float) and choices."""
     if not _has_kind(value, option.kind):
         raise ValueError(f"run option {option.name!r}: expected {option.kind.__name__}, got {value!r}")
-    counts = option.kind is int and option.name != "seed"  # (a seed has manual_seed's own range)
-    if counts and not -MAX_COUNT - 1 <= value <= MAX_COUNT:
-        raise ValueError(f"{option.name} must be within a long long ({-MAX_COUNT - 1}..{MAX_COUNT}), got {value}")
+    # A count past a long long: an "Overflow when unpacking long long" from deep inside the run
+    # (--lora-r 99999999999999999999). A seed has manual_seed's own range.
+    counts = option.kind is int and option.name != "seed"
+    if counts and not -LONG_LONG_MAX - 1 <= value <= LONG_LONG_MAX:
+        raise ValueError(
+            f"{option.name} must be within a long long ({-LONG_LONG_MAX - 1}..{LONG_LONG_MAX}), got {value}"
+        )
     if option.choices is not None and value not in option.choices:
         raise ValueError(f"run option {option.name!r}: {value!r} is not one of {', '.join(option.choices)}")
     return float(value) if option.kind is float else value
@@ -603,14 +604,28 @@ def peft_settings(values: Mapping[str, Any], method: str | None = None) -> tuple
     return build("lora_", LoRASettings), build("adapter_", AdapterSettings)
 
 
+def typed_flat(workload: Workload, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The given (not None) flat keys of ``values``, each checked against its option (type, range,
+    choices) as a run takes it; a ``ValueError`` naming the first that is not."""
+    known = FLAT_OPTIONS[workload]
+    return {k: _typed(known[k], v) for k, v in values.items() if v is not None}
+
+
 def typed_settings(values: Mapping[str, Any]) -> dict[str, Any]:
     """The LoRA and Adapter settings among flat keys, each checked as :func:`build_request` checks it."""
-    known = FLAT_OPTIONS["finetune"]
-    return {
-        k: _typed(known[k], v)
-        for k, v in values.items()
-        if k.startswith(tuple(_SETTINGS_PREFIX.values())) and v is not None
-    }
+    prefixes = tuple(_SETTINGS_PREFIX.values())
+    return typed_flat("finetune", {k: v for k, v in values.items() if k.startswith(prefixes)})
+
+
+def by_flag(message: str, values: Mapping[str, Any]) -> str:
+    """A check's message in the terms of the command line: ``micro_batch_size must be >= 1, got 0``
+    becomes ``--micro-batch-size 0: must be >= 1`` when that option was given."""
+    match = re.fullmatch(r"(\w+) (must .*?)(?:, got .*)?", message)
+    if match is None or values.get(match[1]) is None:
+        return message
+    value = values[match[1]]
+    shown = f"{value:g}" if isinstance(value, float) else value  # as typed: 0, not 0.0
+    return f"{flag_text(match[1], shown)}: {match[2]}"
 
 
 def build_request(workload: Workload, values: Mapping[str, Any]) -> RunRequest:
@@ -623,7 +638,7 @@ def build_request(workload: Workload, values: Mapping[str, Any]) -> RunRequest:
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise ValueError(f"unknown run option {unknown[0]!r} for {workload} (known: {', '.join(sorted(known))})")
-    given = {k: _typed(known[k], v) for k, v in values.items() if v is not None}
+    given = typed_flat(workload, values)
     for required in ("model", "method") if workload == "finetune" else ("model",):
         if required not in given:
             raise ValueError(f"run option {required!r} is required for {workload}")
@@ -673,6 +688,7 @@ __all__ = [
     "Precision",
     "RunRequest",
     "build_request",
+    "by_flag",
     "check_inference_devices",
     "check_method_settings",
     "check_quantize_precision",
@@ -682,5 +698,6 @@ __all__ = [
     "hyperparameters",
     "peft_settings",
     "run_hyperparameters",
+    "typed_flat",
     "typed_settings",
 ]
