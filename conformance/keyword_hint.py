@@ -15,19 +15,18 @@ def no_row_hint(keyword: str, models: set[str], profiles: Iterable[str] = ()) ->
     slugs = {model_slug(name): name for name in models}
     # Registry names written in the expression (`-k "Llama-2-7b-hf and lora"`), longest first, and
     # profile names with their dashes written as underscores (`-k cpu_tiny`).
-    fixes = {
+    model_fixes = {
         name: model_slug(name)
         for name in sorted(models, key=len, reverse=True)
         if _written(name, keyword) and name != model_slug(name)
     }
-    fixes.update({p.replace("-", "_"): p for p in profiles if "-" in p and _written(p.replace("-", "_"), keyword)})
-    if fixes:
+    profile_fixes = {p.replace("-", "_"): p for p in profiles if "-" in p and _written(p.replace("-", "_"), keyword)}
+    if model_fixes or profile_fixes:
         fixed = keyword
-        for wrong, right in fixes.items():
+        for wrong, right in {**model_fixes, **profile_fixes}.items():
             fixed = re.sub(re.escape(wrong), right, fixed, flags=re.IGNORECASE)
-        what = "a model by its slug" if any(right in slugs for right in fixes.values()) else ""
-        if any(right not in slugs for right in fixes.values()):
-            what += (" and " if what else "") + "a profile by its name"
+        kinds = [("a model by its slug", model_fixes), ("a profile by its name", profile_fixes)]
+        what = " and ".join(kind for kind, fixes in kinds if fixes)
         return f"conformance: -k {keyword!r} selects no row: row ids name {what}; try -k {fixed!r}"
     listing = ", ".join(sorted(slugs))
     return (

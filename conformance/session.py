@@ -119,9 +119,8 @@ class Row:
     counts: Counts | None = None
 
 
-# What a pytest-xdist worker's collection tells the controller (config.workeroutput keys).
+# What a pytest-xdist worker's collection tells the controller (a config.workeroutput key).
 _WORKER_DESELECTED = "conformance_deselected_rows"
-_WORKER_SELECTED_ANY = "conformance_selected_any"
 
 
 class ConformanceSession:
@@ -419,9 +418,7 @@ class ConformanceSession:
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self._selected_any = bool(session.items)
         if self.is_worker:  # for the controller's -k hint: it collects nothing itself
-            output = session.config.workeroutput  # type: ignore[attr-defined]
-            output[_WORKER_DESELECTED] = [list(key) for key in sorted(self._deselected)]
-            output[_WORKER_SELECTED_ANY] = self._selected_any
+            session.config.workeroutput[_WORKER_DESELECTED] = [list(key) for key in sorted(self._deselected)]  # type: ignore[attr-defined]
         if session.config.option.collectonly or not self.resolved or self.is_worker:
             # A worker collects every item but runs only those it is sent: no prefetching there.
             return
@@ -502,11 +499,11 @@ class ConformanceSession:
         """The controller learns from each worker's collection what -k left out (for its hint)."""
         output = getattr(node, "workeroutput", None) or {}
         self._deselected.update(tuple(key) for key in output.get(_WORKER_DESELECTED, ()))
-        self._selected_any = self._selected_any or bool(output.get(_WORKER_SELECTED_ANY))
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
         """The controller learns which checks were selected from the first worker's collection."""
+        self._selected_any = self._selected_any or bool(ids)  # (for the -k hint)
         if self._selected_from_workers:
             return
         self._selected_from_workers = True
