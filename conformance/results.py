@@ -120,11 +120,7 @@ def is_results_file(path: Path) -> bool:
     one could block or never end."""
     if not Path(path).is_file():
         return False
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
-        return False
-    return isinstance(data, dict) and str(data.get("format", "")).startswith(FORMAT_PREFIX)
+    return str(_read_loosely(path).get("format", "")).startswith(FORMAT_PREFIX)
 
 
 def _read_loosely(path: Path) -> dict[str, Any]:
