@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from conformance.options import check_directory_target
 from litgpt_min.data import (
     FAMILIES,
     LENGTHS_DIR,
@@ -32,7 +33,7 @@ from litgpt_min.data import (
     Tokenizer,
     prepare_alpaca,
 )
-from litgpt_min.files import cannot_write_in, check_output_dir, write_text_atomic
+from litgpt_min.files import check_output_dir, write_text_atomic
 from litgpt_min.usage import OneLineParser
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,10 +107,11 @@ def main(argv: list[str] | None = None) -> int:
         check_output_dir(args.out_dir)
     except ValueError as exc:
         parser.error(f"--out-dir {exc}")
-    if not args.check:  # a folder it may not write in (/proc, a read-only or immutable one)
-        existing = next(p for p in (args.out_dir.absolute(), *args.out_dir.absolute().parents) if p.exists())
-        if why := cannot_write_in(existing):
-            parser.error(f"--out-dir {args.out_dir}: cannot write in {existing} ({why})")
+    if not args.check:  # also a folder it may not write in (/proc, a read-only or immutable one)
+        try:
+            check_directory_target("--out-dir", args.out_dir)
+        except ValueError as exc:
+            parser.error(str(exc))
 
     failed = False
     for family in args.families:
