@@ -31,6 +31,7 @@ from typing import Any, Literal, TypedDict
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from litgpt_min import deferred_signals
 from litgpt_min.allocator import CachingAllocator
 from litgpt_min.outcome import OutOfMemoryError
 from litgpt_min.result import MemorySource
@@ -193,13 +194,16 @@ def _resize_seen(storage: torch.UntypedStorage, size: int) -> torch.UntypedStora
 def _activate(tracker: LiveTensorTracker) -> None:
     if not _ACTIVE:
         torch.UntypedStorage.resize_ = _resize_seen  # type: ignore[method-assign,assignment]
+        deferred_signals.hold()
     _ACTIVE.append(tracker)
 
 
 def _deactivate(tracker: LiveTensorTracker) -> None:
     _ACTIVE.remove(tracker)
-    if not _ACTIVE and torch.UntypedStorage.__dict__.get("resize_") is _resize_seen:
-        del torch.UntypedStorage.resize_
+    if not _ACTIVE:
+        if torch.UntypedStorage.__dict__.get("resize_") is _resize_seen:
+            del torch.UntypedStorage.resize_
+        deferred_signals.release()  # may raise the KeyboardInterrupt held back
 
 
 @contextmanager
@@ -317,6 +321,9 @@ class LiveTensorTracker(TorchDispatchMode):
     through ``UntypedStorage.resize_``, which bypasses the dispatcher and is wrapped while a
     tracker is active (FSDP frees each unsharded flat parameter that way and allocates it again).
 
+    While a tracker is active, Ctrl-C and SIGTERM are handled when the next op reaches it, not
+    inside its own code (see ``litgpt_min.deferred_signals``).
+
     Under ``FakeTensorMode``, enter the fake mode first and the tracker inside it, so that the
     tracker sees each op before the fake mode runs it. Single-threaded use only: on the CPU,
     autograd runs backward on the calling thread.
@@ -387,9 +394,13 @@ class LiveTensorTracker(TorchDispatchMode):
         args: tuple[Any, ...] = (),
         kwargs: Mapping[str, Any] | None = None,
     ) -> Any:
+        if func is _DEVICE:  # asked of every tensor autograd touches; allocates nothing
+            # and is asked from C++ that cannot pass an exception on: never raise here
+            return func(*args, **(kwargs or {}))
+        if deferred_signals.pending:  # Ctrl-C held back (see deferred_signals): handled here
+            deferred_signals.deliver()
         out = func(*args, **(kwargs or {}))
-        if func is not _DEVICE:  # asked of every tensor autograd touches; allocates nothing
-            self._account(func, out, args, kwargs)
+        self._account(func, out, args, kwargs)
         return out
 
     def _account(
