@@ -21,7 +21,7 @@ import math
 import multiprocessing
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,6 +85,25 @@ class RowEstimate:
             "unsupported": self.unsupported,
             **reserve_json(self.reserve),
         }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RowEstimate:
+        """The estimate back from :meth:`to_json` (a pytest-xdist worker sends it so)."""
+        reserved, at_gemm = data["max_memory_reserved_gb"], data["reserved_at_first_gemm_gb"]
+        return cls(
+            id=data["id"],
+            outcome=data["outcome"],
+            max_memory_gb=data["max_memory_gb"],
+            stack=data["stack"],
+            how=data["how"],
+            expected_outcome=data["expected_outcome"],
+            expected_gb=data["expected_max_memory_gb"],
+            capacity_gb=data["capacity_gb"],
+            unsupported=data["unsupported"],
+            reserve=None
+            if reserved is None
+            else Reserve(round(reserved * 1e9), None if at_gemm is None else round(at_gemm * 1e9)),
+        )
 
 
 def reserve_json(reserve: Reserve | None) -> dict[str, float | None]:

@@ -566,6 +566,7 @@ class ConformanceSession:
             "reason": reason,
             "run": None if run is None else run.to_json(),
             "counts": None if counts is None else list(counts),
+            "estimate": self._estimates[key].to_json() if kind == "estimate" and key in self._estimates else None,
         }
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -585,6 +586,8 @@ class ConformanceSession:
         if record.get("counts") is not None:
             trainable, total = record["counts"]
             row.counts = (trainable, total)
+        if record.get("estimate") is not None:  # a worker's, under pytest-xdist
+            self._estimates.setdefault((record["profile"], record["id"]), RowEstimate.from_json(record["estimate"]))
         # Rewritten after every decided check: a session killed part-way (a device command's time
         # limit, SIGTERM) still leaves every check that finished, and says which did not.
         self.write_results()

@@ -1451,7 +1451,8 @@ def _comparable(path: Path) -> dict[str, Any]:
     rows = {}
     for row in load_results(path)["rows"]:
         measured = dict(row["measured"] or {})
-        rows[row["id"]] = (row["verdict"], row["checks"], row["params"], measured, [f["text"] for f in row["findings"]])
+        findings = [f["text"] for f in row["findings"]]
+        rows[row["id"]] = (row["verdict"], row["checks"], row["params"], measured, findings, row["estimate"])
     return rows
 
 
@@ -1481,6 +1482,23 @@ def test_under_xdist_the_controller_writes_every_row_and_each_row_runs_once(suit
         for name in ("serial", "parallel")
     }
     assert len(recorded["parallel"]) == 5 and recorded["parallel"] == recorded["serial"]
+
+
+@pytest.mark.slow
+def test_under_xdist_the_results_file_keeps_each_rows_estimate(suite: Suite) -> None:
+    # The workers estimate; the controller writes the file (before: every estimate null).
+    pytest.importorskip("xdist")
+    suite.profile()
+    suite.pytester.makepyfile(test_conformance="from conformance.test_rows import test_estimate")
+    files = {n: suite.pytester.path / f"{n}.json" for n in ("serial", "parallel")}
+    suite.run("--profile", "tiny", "--results", str(files["serial"]))
+    suite.pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-n", "2", "--expectations", str(suite.root), "--runner", "fake_runner:run",
+        "--profile", "tiny", "--results", str(files["parallel"]),
+    )  # fmt: skip
+    estimates = {n: {row["id"]: row["estimate"] for row in load_results(f)["rows"]} for n, f in files.items()}
+    assert estimates["parallel"] == estimates["serial"]
+    assert all(e is not None and e["max_memory_gb"] for e in estimates["serial"].values() if e["outcome"] != "unsupported")
 
 
 @pytest.mark.slow
