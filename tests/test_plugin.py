@@ -1498,7 +1498,9 @@ def test_under_xdist_the_results_file_keeps_each_rows_estimate(suite: Suite) -> 
     )  # fmt: skip
     estimates = {n: {row["id"]: row["estimate"] for row in load_results(f)["rows"]} for n, f in files.items()}
     assert estimates["parallel"] == estimates["serial"]
-    assert all(e is not None and e["max_memory_gb"] for e in estimates["serial"].values() if e["outcome"] != "unsupported")
+    assert all(
+        e is not None and e["max_memory_gb"] for e in estimates["serial"].values() if e["outcome"] != "unsupported"
+    )
 
 
 @pytest.mark.slow
