@@ -6,8 +6,9 @@ and figures become what the baseline measured for it, with the profile's toleran
 of comparison are unchanged (``conformance.compare``), so a row that regressed against the
 baseline fails and an unchanged one passes. Parameter counts stay the profile's: they are exact
 everywhere. A row the baseline did not measure cannot be judged: its measured checks are skipped
-with that reason. Speed figures of a baseline measured on this card are compared even where the
-profile's would not be (another card than the profile's); a baseline from another card is not.
+with that reason. Speed figures of a baseline measured on this machine's GPUs (without one, its
+CPU model and cores) are compared even where the profile's would not be (another card than the
+profile's); a baseline from other hardware judges no speed.
 """
 
 from __future__ import annotations
@@ -57,9 +58,6 @@ class Baseline:
             rows[(str(row.get("profile")), row["id"])] = row
         return cls(Path(path), data.get("fingerprint") or {}, rows)
 
-    def gpu_names(self) -> list[str]:
-        return gpu_names(self.fingerprint)
-
     def case(self, case: Case) -> tuple[Case, str | None]:
         """``case`` with the baseline's outcome and figures, and None; or ``case`` as it was and why
         the baseline cannot judge it (the skip reason of its measured checks)."""
@@ -98,14 +96,27 @@ def gpu_names(fingerprint: Mapping[str, Any]) -> list[str]:
     return [str(g.get("name")) for g in fingerprint.get("gpus") or [] if isinstance(g, Mapping)]
 
 
+def machine_text(fingerprint: Mapping[str, Any]) -> str | None:
+    """What a speed figure depends on: the GPUs, or without one the CPU model and its cores (None:
+    not known)."""
+    names = gpu_names(fingerprint)
+    if names:
+        return " + ".join(f"{names.count(n)} x {n}" for n in dict.fromkeys(names))
+    cpu = fingerprint.get("cpu")
+    model = cpu.get("model") if isinstance(cpu, Mapping) else None
+    return f"CPU {model}, {cpu.get('cores') or '?'} cores" if model else None
+
+
 def apply_baseline(actives: Sequence[A], baseline: Baseline, fingerprint: Mapping[str, Any]) -> tuple[list[A], dict[tuple[str, str], str], dict[tuple[str, str], str]]:  # fmt: skip
     """The active profiles with every row judged against ``baseline``, the skip reasons of the
     rows it cannot judge, and of the rows whose speed alone it cannot judge, by (profile, id).
 
-    Speed checks that the profile's own figures could not make here (portable mode: another card's
-    figures) are made when the baseline ran on this machine's GPUs: its figures are this card's.
+    Speed is compared only when the baseline ran on this machine's GPUs (without one, its CPU model
+    and cores): then also where the profile's own figures could not judge it (portable mode:
+    another card's figures), since the baseline's are this card's.
     """
-    same_card = bool(baseline.gpu_names()) and baseline.gpu_names() == gpu_names(fingerprint)
+    there, here = machine_text(baseline.fingerprint), machine_text(fingerprint)
+    same_card = there == here  # (neither known: nothing says they differ)
     judged, skips, speed_skips = [], {}, {}
     for active in actives:
         cases = []
@@ -119,7 +130,12 @@ def apply_baseline(actives: Sequence[A], baseline: Baseline, fingerprint: Mappin
                 speed_skips[(active.name, case.id)] = speed
         profile = dataclasses.replace(active.profile, cases=tuple(cases))
         speed_skip = active.speed_skip
-        if active.mode == "portable":
-            speed_skip = None if same_card else f"the baseline {baseline.path} was not measured on this card"
+        if not same_card and active.mode != "params-only":  # (there, no GPU is the reason)
+            speed_skip = (
+                f"the baseline {baseline.path} was measured on {there or 'an unknown machine'},"
+                f" this machine has {here or 'an unknown one'}"
+            )
+        elif active.mode == "portable":
+            speed_skip = None
         judged.append(dataclasses.replace(active, profile=profile, speed_skip=speed_skip))
     return judged, skips, speed_skips

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from results_files import measured, results, row, write
+from results_files import FINGERPRINT, measured, results, row, write
 from test_plugin import INFER, OK, Suite, default_cases, fake_no_gpu, good_answers
 
-from conformance.baseline import Baseline
+from conformance import hardware
+from conformance.baseline import Baseline, apply_baseline
 from conformance.compare import check_result, is_failure
-from conformance.expectations import Case, load_profile
+from conformance.expectations import Case, Profile, load_profile
 from litgpt_min.config import Config
 from litgpt_min.estimate import EstimateRequest, estimate
 
@@ -138,6 +140,52 @@ def test_a_judged_row_names_its_baseline(tmp_path: Path) -> None:
     assert case.baseline is None and baseline.case(case)[0].baseline == baseline.path
 
 
+@dataclass(frozen=True)
+class _Active:
+    profile: Profile
+    mode: str
+    speed_skip: str | None
+
+    @property
+    def name(self) -> str:
+        return self.profile.name
+
+
+A100 = dict(FINGERPRINT)
+H100 = {**FINGERPRINT, "gpus": [{**FINGERPRINT["gpus"][0], "name": "NVIDIA H100 80GB HBM3"}]}
+CPU = {**FINGERPRINT, "gpus": [], "gpu_count": 0}
+
+
+@pytest.mark.parametrize(
+    ("mode", "profile_skip", "measured_on", "here", "compared"),
+    [
+        ("native", None, A100, A100, True),
+        ("native", None, H100, A100, False),  # before: compared (another card's speed)
+        ("portable", "another card's figures", A100, A100, True),
+        ("portable", "another card's figures", H100, A100, False),
+        ("cpu", None, CPU, CPU, True),
+        ("cpu", None, {**CPU, "cpu": {"model": "Intel Xeon", "cores": 64}}, CPU, False),
+        ("cpu", None, {**CPU, "cpu": {"model": "AMD EPYC", "cores": 2}}, CPU, False),
+        ("cpu", None, {**CPU, "cpu": None}, CPU, False),
+        ("cpu", None, {**CPU, "cpu": None}, {**CPU, "cpu": None}, True),  # nothing says they differ
+        ("params-only", "no GPU", A100, CPU, False),
+    ],
+)
+def test_speed_is_compared_only_against_a_baseline_from_this_machines_hardware(
+    tmp_path: Path, mode: str, profile_skip: str | None, measured_on: dict, here: dict, compared: bool
+) -> None:
+    baseline = Baseline.load(write(tmp_path / "old.json", {**results([]), "fingerprint": measured_on}))
+    (judged,), _, _ = apply_baseline([_Active(load_profile(PROFILE), mode, profile_skip)], baseline, here)
+    assert (judged.speed_skip is None) == compared, judged.speed_skip
+    if mode == "params-only":
+        assert judged.speed_skip == "no GPU"
+    elif not compared and measured_on is H100:
+        assert judged.speed_skip == (
+            f"the baseline {tmp_path / 'old.json'} was measured on 1 x NVIDIA H100 80GB HBM3,"
+            " this machine has 1 x NVIDIA A100-SXM4-40GB"
+        )
+
+
 def test_a_bad_baseline_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "old.json"
     path.write_text('{"format": "nope"}')
@@ -245,7 +293,9 @@ def test_rows_missing_from_the_baseline_skip_and_a_bad_baseline_is_a_usage_error
     suite.profile()
     suite.answer(good_answers())
     only = measured("tiny-llama", "lora", None, 2, max_memory_gb=1.02, time_1k_iters_min=2.1)
-    before = write(suite.pytester.path / "before.json", results([row(OK, only, profile="tiny")]))
+    # This machine's fingerprint (a baseline from another judges no speed).
+    doc = {**results([row(OK, only, profile="tiny")]), "fingerprint": hardware.fingerprint()}
+    before = write(suite.pytester.path / "before.json", doc)
     results_file = suite.pytester.path / "after.json"
     result = suite.run("--baseline", str(before), "--results", str(results_file))
     result.assert_outcomes(passed=7, skipped=5)  # parameter counts still checked; unjudged measured checks skip
