@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from conformance.display import cap_text
 from conformance.expectations import Case, Profile
 from conformance.results import load_results, run_finished, speed_unjudged
 from litgpt_min.result import Result
@@ -30,6 +31,7 @@ class _Active(Protocol):
     profile: Profile
     mode: str
     speed_skip: str | None
+    memory_cap_gb: float | None
 
     @property
     def name(self) -> str: ...
@@ -58,9 +60,10 @@ class Baseline:
             rows[(str(row.get("profile")), row["id"])] = row
         return cls(Path(path), data.get("fingerprint") or {}, rows)
 
-    def case(self, case: Case) -> tuple[Case, str | None]:
+    def case(self, case: Case, memory_cap_gb: float | None = None) -> tuple[Case, str | None]:
         """``case`` with the baseline's outcome and figures, and None; or ``case`` as it was and why
-        the baseline cannot judge it (the skip reason of its measured checks)."""
+        the baseline cannot judge it (the skip reason of its measured checks). ``memory_cap_gb``:
+        the cap this session runs the row under; a row measured under another judges nothing."""
         row = self.rows.get((case.profile, case.id))
         if row is None:
             return case, f"not in the baseline {self.path}"
@@ -73,6 +76,12 @@ class Baseline:
             # Why its run did not happen (an estimate's known miss is no reason the row was unmeasured).
             why = reasons.get("run") or next(iter(reasons.values()), "") or f"verdict {row.get('verdict')}"
             return case, f"the baseline {self.path} did not measure this row ({why.splitlines()[0]})"
+        cap = row.get("memory_cap_gb")
+        if cap != memory_cap_gb:
+            return case, (
+                f"the baseline {self.path} measured this row under {cap_text(cap)}, this session runs it under"
+                f" {cap_text(memory_cap_gb)}: run both under the same --emulate-memory-gb"
+            )
         result = Result.from_json(data, f"{self.path}: row {case.profile}:{case.id}: measured")
         if result.outcome == "ok" and result.max_memory_gb is None:
             return case, f"the baseline {self.path} holds no peak memory for this row (measured.max_memory_gb is null)"
@@ -121,7 +130,7 @@ def apply_baseline(actives: Sequence[A], baseline: Baseline, fingerprint: Mappin
     for active in actives:
         cases = []
         for case in active.profile.cases:
-            new, reason = baseline.case(case)
+            new, reason = baseline.case(case, active.memory_cap_gb)
             cases.append(new)
             speed = baseline.speed_reason(case)
             if reason is not None:

@@ -40,7 +40,7 @@ from conformance.compare import (
     tolerance_text,
     verdict,
 )
-from conformance.display import rows_text
+from conformance.display import cap_text, rows_text
 from conformance.expectations import Tolerances
 from conformance.report import METHOD_NAMES, MODEL_NAMES
 from conformance.results import (
@@ -121,6 +121,7 @@ class RowDiff:
     unrun: tuple[str, ...] = ()  # "old"/"new": the files in which its run did not finish (unfinished sessions)
     judged: tuple[str | None, str | None] | None = None  # the verdicts of the checks that decided, if not the above
     measured: bool = False  # a row in one file only: whether that file measured it
+    caps: tuple[float | None, float | None] | None = None  # measured under these different memory caps
 
     @property
     def not_run(self) -> bool:
@@ -128,9 +129,15 @@ class RowDiff:
         return self.status == "both" and bool(self.unrun)
 
     @property
+    def not_compared(self) -> bool:
+        """In both files, and not compared: not run in one, or measured under another memory cap
+        (``--emulate-memory-gb``), where the same box may fit in one and run out in the other."""
+        return self.not_run or self.caps is not None
+
+    @property
     def verdict_change(self) -> Change:
         old, new = self.judged or (self.old_verdict, self.new_verdict)
-        if old == new or self.status != "both" or self.not_run:
+        if old == new or self.status != "both" or self.not_compared:
             return "same"
         if new in BAD_VERDICTS and old not in BAD_VERDICTS:
             return "regression"
@@ -181,7 +188,7 @@ class Diff:
                 f"{self.new} is from a session that did not finish: "
                 + (f"{missing} of its rows did not run" if missing else "not every check of its rows ran")
             )
-        if not any(r.status == "both" and not r.not_run and r.figures for r in self.rows):
+        if not any(r.status == "both" and not r.not_compared and r.figures for r in self.rows):
             problems.append("no row of one file has a measured figure in the other: nothing was compared")
         lost = [r for r in self.rows if r.lost]
         if lost:
@@ -204,6 +211,15 @@ class Diff:
                     if missing
                     else "its rows ran, and a speed it did not judge is not judged here"
                 )
+            )
+        capped = [r for r in self.rows if r.caps is not None]
+        if capped:
+            pairs = sorted(
+                {f"{cap_text(r.caps[0])} in {self.old}, {cap_text(r.caps[1])} in {self.new}" for r in capped}
+            )  # type: ignore[index]
+            notes.append(
+                f"{rows_text(len(capped))} measured under different memory caps ({'; '.join(pairs)})"
+                f" {'was' if len(capped) == 1 else 'were'} not compared: run both under the same --emulate-memory-gb"
             )
         if self.tolerances_differ:
             notes.append(
@@ -268,6 +284,10 @@ def diff_results(
             rows.append(
                 RowDiff(key[0], key[1], group, "both", before.get("verdict"), after.get("verdict"), unrun=unrun)
             )
+            continue
+        caps = (before.get("memory_cap_gb"), after.get("memory_cap_gb"))
+        if has_measurement(before) and has_measurement(after) and caps[0] != caps[1]:
+            rows.append(RowDiff(key[0], key[1], group, "both", before.get("verdict"), after.get("verdict"), caps=caps))
             continue
         tol, differ = _tolerances(before, after, old_name, new_name)
         tol = tol.merged(overrides)
@@ -415,7 +435,7 @@ def _outcome_change(old: str, new: str) -> Change:
 def _summary(diff: Diff) -> dict[str, int]:
     counts = {
         "regressions": 0, "improvements": 0, "changed": 0, "inconclusive": 0, "unchanged": 0, "unmeasured": 0,
-        "not_run": 0, "added": 0, "removed": 0, "lost": 0,
+        "not_run": 0, "other_cap": 0, "added": 0, "removed": 0, "lost": 0,
     }  # fmt: skip
     for row in diff.rows:
         if row.status != "both":
@@ -424,8 +444,8 @@ def _summary(diff: Diff) -> dict[str, int]:
             counts[row.status if row.measured else "unmeasured"] += 1
             counts["lost"] += row.lost
             continue
-        if row.not_run:
-            counts["not_run"] += 1
+        if row.not_compared:
+            counts["not_run" if row.not_run else "other_cap"] += 1
             continue
         if not row.figures and row.verdict_change == "same":
             counts["unmeasured"] += 1  # skipped in both (no GPU): nothing to be unchanged
@@ -531,6 +551,7 @@ def render_markdown(diff: Diff) -> str:
         f" or unchanged, {s.get('inconclusive', 0)} with a speed not judged (a busy machine, or a check that did not run),"
         f" {s.get('unmeasured', 0)} measured in neither, {s.get('lost', 0)} measured in OLD only"
         f" ({s.get('removed', 0)} of them missing from NEW), {s.get('not_run', 0)} not run,"
+        f" {s.get('other_cap', 0)} under different memory caps,"
         f" {s.get('added', 0)} added" + (" (strict: improvements fail too)" if diff.strict else ""),
         "",
     ]

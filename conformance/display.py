@@ -43,3 +43,8 @@ def significant(value: float | None, digits: int = 4) -> float | None:
     if value is None or not math.isfinite(value) or value == 0:
         return value
     return round(value, digits - 1 - math.floor(math.log10(abs(value))))
+
+
+def cap_text(cap_gb: float | None) -> str:
+    """A memory cap a row ran under (``--emulate-memory-gb``), in words."""
+    return "no memory cap" if cap_gb is None else f"a {cap_gb:g} GB memory cap"

@@ -473,10 +473,11 @@ class ConformanceSession:
         if measuring and set(measuring) <= self.baseline_skips.keys():
             ours = sorted({profile for profile, _ in measuring})
             theirs = sorted({profile for profile, _ in self.baseline.rows}) or ["none"]
+            first = min(measuring)
             raise pytest.UsageError(
                 f"--baseline {display(self.baseline.path)}: judges none of the {len(measuring)} selected rows that"
-                f" measure here (it has no finished measurement of any; profiles selected: {', '.join(ours)};"
-                f" in the baseline: {', '.join(theirs)})"
+                f" measure here (profiles selected: {', '.join(ours)}; in the baseline: {', '.join(theirs)});"
+                f" {first[0]}:{first[1]}: {self.baseline_skips[first]}"
             )
 
     @pytest.hookimpl(optionalhook=True)

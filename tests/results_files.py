@@ -54,6 +54,7 @@ def row(
     expected: Mapping[str, Any] | None = None,
     memory_rel: float = 0.1,
     speed_rel: float = 0.15,
+    memory_cap_gb: float | None = None,
     **identity: Any,
 ) -> dict[str, Any]:
     """A results row; its identity (workload, model, ...) comes from ``identity``, else ``result``."""
@@ -84,7 +85,7 @@ def row(
         "pending": [],
         "reasons": {},
         "findings": [],
-        "memory_cap_gb": None,
+        "memory_cap_gb": memory_cap_gb,
         "command": None,
         "log": None,
         "log_tail": None,

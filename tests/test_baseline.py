@@ -73,6 +73,21 @@ def test_rows_the_baseline_cannot_judge_say_why(tmp_path: Path) -> None:
     assert "not in the baseline" in (other.case(case)[1] or "")
 
 
+def test_a_row_measured_under_another_memory_cap_judges_nothing(tmp_path: Path) -> None:
+    # Under --emulate-memory-gb 1 it fit; under the profile's own cap it runs out: not a regression.
+    case = _case()
+    baseline = _baseline(
+        tmp_path, row(case.id, _measured_like(case, max_memory_gb=0.0166), profile=PROFILE, memory_cap_gb=1.0)
+    )
+    judged, reason = baseline.case(case, 0.01)
+    assert judged is case and reason == (
+        f"the baseline {tmp_path / 'old.json'} measured this row under a 1 GB memory cap, this session runs it"
+        " under a 0.01 GB memory cap: run both under the same --emulate-memory-gb"
+    )
+    assert baseline.case(case, 1.0)[1] is None
+    assert "under no memory cap" in (baseline.case(case, None)[1] or "")
+
+
 def test_the_reason_is_why_the_run_did_not_happen(tmp_path: Path) -> None:
     case = _case()
     unrun = row(case.id, None, profile=PROFILE, verdict="skipped")
@@ -145,6 +160,7 @@ class _Active:
     profile: Profile
     mode: str
     speed_skip: str | None
+    memory_cap_gb: float | None = None
 
     @property
     def name(self) -> str:
@@ -266,7 +282,14 @@ def test_the_estimate_check_keeps_the_profiles_figures_under_a_baseline(suite: S
     before = write(
         suite.pytester.path / "before.json",
         results(
-            [row(OK, measured("tiny-llama", "lora", None, 2, outcome="oom", error="out of memory"), profile="tiny")]
+            [
+                row(
+                    OK,
+                    measured("tiny-llama", "lora", None, 2, outcome="oom", error="out of memory"),
+                    profile="tiny",
+                    memory_cap_gb=40.0,
+                )
+            ]
         ),
     )
     # An in-process run drops the modules it imports and the estimate imports some lazily: one
@@ -282,7 +305,7 @@ def test_the_estimate_check_runs_for_rows_the_baseline_did_not_measure(suite: Su
     suite.answer(good_answers())
     # The baseline measured another row only (a GPU box's 2-GPU rows missing from a 1-GPU baseline).
     only = measured("tiny-llama", "lora", None, 2, max_memory_gb=1.02, time_1k_iters_min=2.1)
-    before = write(suite.pytester.path / "before.json", results([row(OK, only, profile="tiny")]))
+    before = write(suite.pytester.path / "before.json", results([row(OK, only, profile="tiny", memory_cap_gb=40.0)]))
     estimate(EstimateRequest(Config.from_name("tiny-llama"), "inference"))  # see the test above
     result = suite.run("--baseline", str(before), "-k", f"{INFER} or {OK}")
     result.assert_outcomes(passed=3, skipped=1)  # test_run[INFER] only: the estimate needs no baseline
@@ -294,7 +317,7 @@ def test_rows_missing_from_the_baseline_skip_and_a_bad_baseline_is_a_usage_error
     suite.answer(good_answers())
     only = measured("tiny-llama", "lora", None, 2, max_memory_gb=1.02, time_1k_iters_min=2.1)
     # This machine's fingerprint (a baseline from another judges no speed).
-    doc = {**results([row(OK, only, profile="tiny")]), "fingerprint": hardware.fingerprint()}
+    doc = {**results([row(OK, only, profile="tiny", memory_cap_gb=40.0)]), "fingerprint": hardware.fingerprint()}
     before = write(suite.pytester.path / "before.json", doc)
     results_file = suite.pytester.path / "after.json"
     result = suite.run("--baseline", str(before), "--results", str(results_file))
@@ -353,7 +376,9 @@ def test_under_xdist_a_baseline_that_judges_nothing_is_refused_too(suite: Suite)
     pytest.importorskip("xdist")
     suite.profile()
     suite.answer(good_answers())
-    results_file = write(suite.pytester.path / "after.json", results([row(OK, None, profile="tiny")]))
+    results_file = write(
+        suite.pytester.path / "after.json", results([row(OK, None, profile="tiny", memory_cap_gb=40.0)])
+    )
     kept = results_file.read_bytes()
     empty = write(suite.pytester.path / "empty.json", results([]))
     usage = suite.pytester.runpytest_subprocess(

@@ -313,6 +313,24 @@ def test_an_unfinished_new_file_fails_the_gate_and_its_rows_not_run_are_not_comp
     assert f"- **{new} is from a session that did not finish" in capsys.readouterr().out
 
 
+def test_rows_measured_under_different_memory_caps_are_not_compared(tmp_path: Path) -> None:
+    # OLD ran under --emulate-memory-gb 1, NEW under the profile's own 0.01 GB: the OOM is the cap's.
+    fits = row("mb8", measured(max_memory_gb=0.0166), memory_cap_gb=1.0)
+    oom = row("mb8", measured(outcome="oom", max_memory_gb=0.009, error="CPU memory cap exceeded"), memory_cap_gb=0.01)
+    same = row("mb2", measured(max_memory_gb=0.5), memory_cap_gb=0.01)
+    diff = diff_results(results([fits, same]), results([oom, same]), "old.json", "new.json")
+    (capped,) = [r for r in diff.rows if r.id == "mb8"]
+    assert capped.caps == (1.0, 0.01) and capped.figures == () and capped.verdict_change == "same"
+    assert diff.summary["other_cap"] == 1 and diff.summary["unchanged"] == 1 and diff.summary["regressions"] == 0
+    assert diff.exit_status == 0  # (before: outcome ok → oom, a regression, and memory -45.9%, an improvement)
+    assert diff.notes() == [
+        "1 row measured under different memory caps (a 1 GB memory cap in old.json, a 0.01 GB memory cap in new.json) was not"
+        " compared: run both under the same --emulate-memory-gb"
+    ]
+    # Nothing else in common: nothing was compared, and the gate cannot pass.
+    assert diff_results(results([fits]), results([oom])).exit_status == 1
+
+
 def test_an_unfinished_old_file_leaves_its_rows_not_run_out_without_failing(tmp_path: Path) -> None:
     done = row("done", measured(max_memory_gb=2.0))
     old = _unfinished(results([done, row("cut", None, verdict="not run")]))
