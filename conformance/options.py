@@ -388,8 +388,9 @@ def add_options(parser: pytest.Parser) -> None:
         type=_memory_cap,
         default="auto",
         help="cap the device's memory at GB (passed to the runner as --memory-cap-gb). auto: the profile's"
-        " capacity when this card is larger and not the profile's own SKU (portable mode); the CPU profile"
-        " always emulates its capacity",
+        " capacity when this card is larger and not the profile's own SKU (portable mode); on its own card"
+        " (or the CPU) a profile is checked under the memory it was recorded under, and only --record"
+        " takes another",
     )
     add(
         "--row-timeout",

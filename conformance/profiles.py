@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from conformance import hardware
-from conformance.display import display, rows_text
+from conformance.display import cap_text, display, rows_text
 from conformance.expectations import ExpectationError, Profile, list_profiles, load_profile
 from conformance.options import Options
 
@@ -137,6 +137,11 @@ def activate(profile: Profile, options: Options, fp: Mapping[str, Any], recordin
     return ActiveProfile(profile, "portable", len(gpus), cap, None, speed_skip, target, card)
 
 
+def display_cap(value: float | str) -> str:
+    """An ``--emulate-memory-gb`` value as it was given (``20``, not ``20.0``)."""
+    return value if isinstance(value, str) else f"{value:g}"
+
+
 def _sku(profile: Profile) -> str:
     return str(profile.hardware.get("sku"))
 
@@ -159,6 +164,22 @@ def select_profiles(options: Options, fp: Mapping[str, Any]) -> list[ActiveProfi
             f" (profile {actives[0].name}: {float(actives[0].profile.hardware['memory_gb']):g} GB), which the"
             " recorded profile states; give that, or another figure, as --emulate-memory-gb",
         )
+    if not recording and options.emulate_memory_gb != "auto":
+        for active in actives:
+            recorded = recorded_cap(active.profile.hardware)
+            if active.mode in ("native", "cpu") and active.memory_cap_gb != recorded:
+                # Its OOM rows would "fit now", its figures be judged under another memory.
+                raise ExpectationError(
+                    active.profile.directory,
+                    f"--emulate-memory-gb {display_cap(options.emulate_memory_gb)}: profile {active.name} was recorded"
+                    f" under {cap_text(recorded)} and is checked under it on this machine; leave"
+                    " --emulate-memory-gb out"
+                    + (
+                        ""
+                        if active.memory_cap_gb is None and active.on_cpu
+                        else ", or record a profile under this memory with --record DIR"
+                    ),
+                )
     if recording and actives[0].measure_skip is not None:
         raise ExpectationError(
             options.record or ".",

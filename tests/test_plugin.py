@@ -277,18 +277,19 @@ def test_memory_regression_lists_every_finding_and_the_commands(suite: Suite) ->
     assert "reproduce: " in text and "-m litgpt_min finetune lora --model tiny-llama --micro-batch-size 2" in text
 
 
-def test_a_rows_re_record_command_keeps_its_profiles_memory(suite: Suite) -> None:
-    """A row that fails under another cap is re-recorded under the profile's: before, the printed
-    command carried this session's --emulate-memory-gb and changed the memory of the whole profile."""
+@pytest.mark.parametrize("emulate", ["20", "off"])
+def test_a_profile_is_checked_only_under_the_memory_it_was_recorded_under(suite: Suite, emulate: str) -> None:
+    """Before, a CPU profile ran under whatever cap was asked: its OOM row failed as "fits now", and
+    the failure's re-record command would record it again under the profile's own memory."""
     suite.profile()
-    answers = good_answers()
-    answers[OK] = {"max_memory_gb": 1.25, "time_1k_iters_min": 2.0}
-    suite.answer(answers)
-    text = suite.run("-k", OK, "--emulate-memory-gb", "20").stdout.str()
-    assert (
-        f"re-record: pytest conformance --expectations exp --profile tiny -k '[tiny:{OK}]' --record exp/tiny --force\n"
-        in (text)
-    )
+    suite.answer(good_answers())
+    result = suite.run("-k", OK, "--emulate-memory-gb", emulate)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR and not suite.calls()
+    result.stderr.fnmatch_lines(
+        [f"ERROR: *tiny: --emulate-memory-gb {emulate}: profile tiny was recorded under a 40 GB memory cap and is"
+         " checked under it on this machine; leave --emulate-memory-gb out*"]
+    )  # fmt: skip
+    assert suite.run("-k", OK, "--emulate-memory-gb", "40").ret == pytest.ExitCode.OK
 
 
 def test_improved_memory_passes_with_a_warning_and_fails_under_strict(suite: Suite) -> None:
