@@ -47,13 +47,31 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(parser)
 
 
+# pytest-xdist's modes that spread one module's tests over the workers: taken as loadgroup, which
+# spreads every other test as they do.
+_SPREADING = ("load", "worksteal")
+_DIST_TAKEN = pytest.StashKey[str]()
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_cmdline_main(config: pytest.Config) -> None:
     # Runs before pytest-xdist's own (which makes "load" the default for -n): a row's checks must
     # share a worker, or its run would happen once per worker that gets one of them.
     option = config.option
-    if getattr(option, "numprocesses", None) and getattr(option, "dist", None) == "no" and not option.distload:
+    dist = getattr(option, "dist", None)
+    if not getattr(option, "numprocesses", None) or option.distload:
+        return
+    if dist in _SPREADING:
+        config.stash[_DIST_TAKEN] = dist
+    if dist == "no" or dist in _SPREADING:
         option.dist = "loadgroup"
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    taken = config.stash.get(_DIST_TAKEN, None)
+    if taken is None:
+        return []
+    return [f"conformance: --dist {taken} taken as loadgroup: a row's checks share one worker, so its run happens once"]
 
 
 @pytest.hookimpl(optionalhook=True, tryfirst=True)

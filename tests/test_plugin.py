@@ -1486,6 +1486,23 @@ def test_under_xdist_the_controller_writes_every_row_and_each_row_runs_once(suit
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("dist", ["load", "worksteal"])
+def test_under_xdist_a_spreading_dist_mode_still_runs_each_row_once(suite: Suite, dist: str) -> None:
+    # Before, --dist load sent a row's checks to both workers, and each ran the row.
+    pytest.importorskip("xdist")
+    suite.profile()
+    suite.answer(good_answers())
+    result = suite.pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-n", "2", "--dist", dist, "--expectations", str(suite.root),
+        "--runner", "fake_runner:run", "--profile", "tiny",
+    )  # fmt: skip
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines([f"conformance: --dist {dist} taken as loadgroup: a row's checks share one worker*"])
+    calls = [c["id"] for c in suite.calls()]
+    assert sorted(calls) == sorted(set(calls)) and len(calls) == 5, calls
+
+
+@pytest.mark.slow
 def test_under_xdist_the_results_file_keeps_each_rows_estimate(suite: Suite) -> None:
     # The workers estimate; the controller writes the file (before: every estimate null).
     pytest.importorskip("xdist")
