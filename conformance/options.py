@@ -14,7 +14,7 @@ import dataclasses
 import math
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -310,12 +310,27 @@ FLAGS: dict[str, str] = {}
 PARSERS: dict[str, Callable[[str], Any]] = {}
 
 
+# The options above that take one value, which a second on the command line would silently replace.
+SINGLE_VALUED: set[str] = set()
+
+
+def check_given_once(args: Sequence[str]) -> None:
+    """``ValueError`` for an option of :data:`SINGLE_VALUED` given twice on the command line (``--baseline
+    a.json --baseline b.json`` gated against b alone). One from ``addopts`` may be overridden there."""
+    for flag in sorted(SINGLE_VALUED):
+        times = sum(1 for a in args if a == flag or a.startswith(flag + "="))
+        if times > 1:
+            raise ValueError(f"{flag}: given {times} times; give it once")
+
+
 def add_options(parser: pytest.Parser) -> None:
     """The options of :class:`Options` (``dest``: ``conformance_<field>``)."""
     group = parser.getgroup("conformance", "Lit-GPT resource-table conformance")
 
     def add(*flags: str, field: str, **kwargs: Any) -> None:
         FLAGS[field] = flags[0]
+        if kwargs.get("action") is None:
+            SINGLE_VALUED.add(flags[0])
         if "type" in kwargs:
             PARSERS[field] = kwargs.pop("type")
         group.addoption(*flags, dest=DEST_PREFIX + field, **kwargs)

@@ -32,7 +32,7 @@ try:
     with interrupts_held():
         from conformance.checks import RowCheck
         from conformance.expectations import ExpectationError
-        from conformance.options import Options, add_options, check_file_target
+        from conformance.options import Options, add_options, check_file_target, check_given_once
         from conformance.results import check_not_results
         from conformance.session import PLUGIN_NAME, ConformanceSession
         from conformance.targets import check_outside_expectations
@@ -98,6 +98,7 @@ def pytest_configure(config: pytest.Config) -> None:
             " plain command: each row starts its own ranks"
         )
     try:
+        check_given_once(config.invocation_params.args)
         options = Options.from_config(config)
         writes = not hasattr(config, "workerinput")  # a pytest-xdist worker: the controller writes
         options.validate(writes=writes)

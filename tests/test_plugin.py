@@ -920,6 +920,9 @@ def test_malformed_json_names_the_file_and_line(suite: Suite) -> None:
         (["--results", ""], "ERROR: --results: expected a path, got an empty value"),
         (["--baseline", ""], "ERROR: --baseline: expected a path, got an empty value"),
         (["--profile", ""], "ERROR: --profile: expected a profile name, got an empty value"),
+        # The last one won, silently: a gate judged against b.json alone.
+        (["--baseline", "a.json", "--baseline=b.json"], "ERROR: --baseline: given 2 times; give it once"),
+        (["--expectations", "other"], "ERROR: --expectations: given 2 times; give it once"),
         # Accepted and unused before: record mode judges no figure.
         (["--record", "rec/new", "--speed-tolerance", "0.5"], "ERROR: --speed-tolerance does not apply with --record*"),
         (
