@@ -9,9 +9,20 @@ from collections.abc import Iterable
 from conformance.expectations import model_slug
 
 
-def no_row_hint(keyword: str, models: set[str], profiles: Iterable[str] = ()) -> str:
+def no_row_hint(keyword: str, models: set[str], profiles: Iterable[str] = (), speed_rows: int | None = None) -> str:
     """One line for a `-k` expression that deselected every row of ``models`` (registry names) in
-    ``profiles`` (whose names, ``cpu-tiny``, begin every row id)."""
+    ``profiles`` (whose names, ``cpu-tiny``, begin every row id); ``speed_rows``: how many active
+    rows have a speed figure (test_speed checks only those)."""
+    profiles = sorted(profiles)
+    if speed_rows is not None and _written("test_speed", keyword):
+        if not speed_rows:
+            return (
+                f"conformance: -k {keyword!r} selects no row: test_speed checks the rows with a speed figure,"
+                f" and no active profile has one ({', '.join(profiles)})"
+            )
+        speed = "; test_speed checks only the rows with a speed figure (not the OOM, N/A and error rows)"
+    else:
+        speed = ""
     slugs = {model_slug(name): name for name in models}
     # Registry names written in the expression (`-k "Llama-2-7b-hf and lora"`), longest first, and
     # profile names with their dashes written as underscores (`-k cpu_tiny`).
@@ -31,7 +42,7 @@ def no_row_hint(keyword: str, models: set[str], profiles: Iterable[str] = ()) ->
     listing = ", ".join(sorted(slugs))
     return (
         f"conformance: -k {keyword!r} selects no row; row ids name the models {listing}"
-        " (pytest conformance --collect-only -q lists every id)"
+        f" (pytest conformance --collect-only -q lists every id){speed}"
     )
 
 

@@ -52,10 +52,15 @@ class ActiveProfile:
         cap = f" under a {self.memory_cap_gb:g} GB memory cap" if self.memory_cap_gb is not None else ""
         if self.mode == "params-only":
             return head + f"parameter counts and GPU-free memory estimates; measured rows skip: {self.measure_skip}"
+        # Rows that ran and have no speed figure (recorded where the machine was busy): no speed check.
+        untimed = sum(
+            1 for c in p.cases if c.outcome == "ok" and c.time_1k_iters_min is None and c.tokens_per_sec is None
+        )
+        unchecked = f"; {rows_text(untimed, 'ok row')} without a speed figure (speed not checked)" if untimed else ""
         if self.mode == "cpu":
-            return head + f"measured on the CPU{cap} (memory from the live-tensor tracker)"
+            return head + f"measured on the CPU{cap} (memory from the live-tensor tracker){unchecked}"
         if self.mode == "native":
-            return head + f"measured on this card{cap}"
+            return head + f"measured on this card{cap}{unchecked}"
         return head + (
             f"portable comparison (parameters, peak memory, outcome){cap}; speed not compared."
             f" Record this card's profile: pytest conformance --record {display(self.record_target)}"

@@ -981,6 +981,34 @@ def test_the_hint_spells_a_profile_name_as_row_ids_do() -> None:
     )
 
 
+def test_a_profile_without_speed_figures_has_no_speed_items_and_says_so(suite: Suite) -> None:
+    """A CPU profile recorded on a busy machine has no speed figure: before, its test_speed was
+    pytest's placeholder, skipped as "got empty parameter set", and nothing said its rows went
+    unchecked for speed."""
+    cases = [{**case, "time_1k_iters_min": None, "tokens_per_sec": None} for case in default_cases()]
+    suite.profile(cases=cases)
+    suite.answer(good_answers())
+    ids = [line.split("::")[1] for line in suite.run("--collect-only", "-q").outlines if "::" in line]
+    assert ids and not any(i.startswith("test_speed") for i in ids), ids
+    result = suite.run("-k", "test_speed")
+    assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED
+    result.stdout.fnmatch_lines(
+        ["conformance: -k 'test_speed' selects no row: test_speed checks the rows with a speed figure, and no"
+         " active profile has one (tiny)"]
+    )  # fmt: skip
+    suite.run("-k", "test_params").stdout.fnmatch_lines(
+        ["conformance profile tiny (*): measured on the CPU *; 2 ok rows without a speed figure (speed not checked)"]
+    )
+
+
+def test_the_speed_hint_says_which_rows_have_a_speed_check() -> None:
+    from conformance.keyword_hint import no_row_hint
+
+    hint = no_row_hint("test_speed and 2gpu and nf4", {"Llama-2-7b-hf"}, {"a100-sxm4-40gb"}, speed_rows=48)
+    assert hint.endswith("; test_speed checks only the rows with a speed figure (not the OOM, N/A and error rows)")
+    assert "test_speed" not in no_row_hint("2gpu and nf4", {"Llama-2-7b-hf"}, {"a100-sxm4-40gb"}, speed_rows=48)
+
+
 @pytest.mark.slow
 def test_under_xdist_a_keyword_that_selects_no_row_gets_the_hint_too(suite: Suite) -> None:
     """The controller collects nothing: the workers' collections tell it what -k left out."""
