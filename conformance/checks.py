@@ -116,16 +116,17 @@ class RowCheck:
         """Time per 1k iterations (finetune) or tokens per second (inference), within a factor."""
         case = self.case
         run = self.session.run(self.active, case)
+        field = "time_1k_iters_min" if case.time_1k_iters_min is not None else "tokens_per_sec"
+        # Recorded before any skip: a JUnit report carries the figure an inconclusive check did not judge.
+        self._properties(
+            **{f"expected_{field}": getattr(case, field), f"measured_{field}": getattr(run.result, field)},
+            speed_tolerance=self.session.options.tolerances(case).speed_rel,
+        )
         inconclusive = self.session.speed_inconclusive(self.active, case)
         if inconclusive is not None:
             self._note("speed", inconclusive)
             pytest.skip(self._named(inconclusive))  # a busy GPU says nothing about the stack: not a failure
         findings = self.session.findings(self.active, case)
-        field = "time_1k_iters_min" if case.time_1k_iters_min is not None else "tokens_per_sec"
-        self._properties(
-            **{f"expected_{field}": getattr(case, field), f"measured_{field}": getattr(run.result, field)},
-            speed_tolerance=self.session.options.tolerances(case).speed_rel,
-        )
         own = own_findings("speed", findings)
         if run.outcome != "ok" and not self.session.recording:
             self._fail(

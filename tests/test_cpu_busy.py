@@ -4,6 +4,7 @@ plugin, with a fake runner whose results carry the wait the run measured (``deta
 from __future__ import annotations
 
 import json
+import xml.etree.ElementTree as ET
 from typing import Any
 
 import pytest
@@ -79,9 +80,17 @@ def test_a_contended_cpu_row_skips_its_speed_check_and_an_uncontended_one_is_jud
     # Half as fast with the CPU to itself: judged, a regression.
     answers[INFER] = {"max_memory_gb": 0.5, "tokens_per_sec": 50.0, "details": waited(0.02)}
     suite.answer(answers)
-    out = pytester.path / "results.json"
-    run = suite.run("-k", "test_speed", "--results", str(out))
+    out, junit = pytester.path / "results.json", pytester.path / "junit.xml"
+    run = suite.run("-k", "test_speed", "--results", str(out), f"--junitxml={junit}")
     run.assert_outcomes(skipped=1, failed=1)
+    # The JUnit report carries the figure the skipped check did not judge (before: no properties).
+    properties = {
+        prop.get("name"): prop.get("value")
+        for case in ET.parse(junit).iter("testcase")
+        if case.get("name") == f"test_speed[tiny:{OK}]"
+        for prop in case.iter("property")
+    }
+    assert properties["measured_time_1k_iters_min"] == "12.0" and properties["expected_time_1k_iters_min"] == "2.0"
     text = run.stdout.str()
     assert "speed inconclusive: the CPU was busy: the run's threads waited 60% of their runnable time" in text
     # -rs names the row (the skip was decided in the check, whose location is conformance/checks.py).
