@@ -284,16 +284,23 @@ def supervise(
 def merge(results: Outcomes) -> Result:
     """One result for the run: rank 0's (which carries every rank's peak), unless a rank failed.
     Then the first failure to arrive decides the outcome (the others' usually follow from it: a
-    peer that vanished, a collective that timed out), and the message names its rank, then the
-    other ranks' fates. ``results`` is in order of arrival."""
+    peer that vanished, a collective that timed out), and the message names its rank (and the
+    ranks that failed alike), then the other ranks' fates. ``results`` is in order of arrival."""
     arrived = [(rank, r) for rank, (r, killed) in results.items() if r.outcome != "ok" and killed is None]
     failures = arrived or [(rank, r) for rank, (r, _) in results.items() if r.outcome != "ok"]
     base = results[0][0]
     if not failures:
         return base
     rank, failed = failures[0]
-    others = [f"rank {k}: {r.error}" for k, (r, _) in sorted(results.items()) if k != rank and r.outcome != "ok"]
-    message = f"rank {rank}: {failed.error}" + ("" if not others else " (" + "; ".join(others) + ")")
+    # The ranks that failed alike are named together (every rank's pre-flight refuses the same run).
+    alike = [k for k, (r, _) in sorted(results.items()) if r.outcome != "ok" and r.error == failed.error]
+    named = (
+        "every rank"
+        if len(alike) == len(results)
+        else "rank" + ("s " if len(alike) > 1 else " ") + ", ".join(map(str, alike))
+    )
+    others = [f"rank {k}: {r.error}" for k, (r, _) in sorted(results.items()) if k not in alike and r.outcome != "ok"]
+    message = f"{named}: {failed.error}" + ("" if not others else " (" + "; ".join(others) + ")")
     peaks = [r.max_memory_gb for r, _ in results.values() if r.max_memory_gb is not None]
     return base.replace(
         outcome=failed.outcome,

@@ -283,6 +283,19 @@ def test_a_straggler_is_killed_rank_timeout_after_the_first_result() -> None:
     assert merged.error.startswith("rank 1: no result 5 s after another rank finished")
 
 
+def test_ranks_that_failed_alike_are_named_together() -> None:
+    # Before: "rank 1: pre-flight: ... (rank 0: pre-flight: ...)", the message twice.
+    refused = failure("pre-flight: estimated peak 0.65 GB exceeds the limit 0.20 GB")
+    assert launch.merge({1: (refused, None), 0: (refused, None)}).error == f"every rank: {refused.error}"
+    three = {2: (failure("peer vanished"), None), 0: (refused, None), 1: (refused, None), 3: (ok(), None)}
+    assert (
+        launch.merge(three).error
+        == "rank 2: peer vanished (rank 0: " + str(refused.error) + "; rank 1: " + str(refused.error) + ")"
+    )
+    four = {0: (refused, None), 2: (refused, None), 1: (failure("peer vanished"), None), 3: (ok(), None)}
+    assert launch.merge(four).error == f"ranks 0, 2: {refused.error} (rank 1: peer vanished)"
+
+
 def test_the_merged_result_of_healthy_ranks_is_rank_zeros() -> None:
     zero = ok(rank_max_memory_gb=[1.0, 2.0])
     assert launch.merge({0: (zero, None), 1: (ok(), None)}) is zero
