@@ -272,6 +272,10 @@ class FinetuneOptions:
         assert self.tokenizer_dir is not None
         tokenizer = _load_tokenizer(self.tokenizer_dir)
         check_vocabulary(tokenizer, config, model_name, "use synthetic data (no --data-file) for this model")
+        try:  # each sample is encoded with EOS, and BOS by the tokenizer's rule: one that lacks them fails now
+            tokenizer.encode("", eos=True)
+        except ValueError as exc:
+            raise ValueError(f"--tokenizer-dir {exc} (each training sample is encoded with one)") from None
         return tokenizer
 
 

@@ -640,6 +640,12 @@ def _refusals(tmp: Path) -> dict[str, tuple[tuple[str, ...], str]]:
         ),
         "option-value-dashes": ((*ft, "--lora-r=--"), r"argument --lora-r: expected one value"),
         "option-value-dashes-params": (("params", "tiny-llama", "--precision=--"), r"--precision: expected one value"),
+        # Before: refused only after the model was built, as an "error" run (exit 1).
+        "tokenizer-without-eos": (
+            (*ft, "--data-file", str(tmp / "alpaca.json"), "--tokenizer-dir", str(tmp / "no-eos")),
+            r"--tokenizer-dir .*no-eos/tokenizer.json: EOS requested but this tokenizer defines no EOS token"
+            r" \(each training sample is encoded with one\)$",
+        ),
         "tokenizer-dir-without-data-file": (
             (*ft, "--tokenizer-dir", str(tokenizer)),
             r"--tokenizer-dir tokenizes --data-file: give both, or neither",
@@ -689,10 +695,20 @@ def _refusals(tmp: Path) -> dict[str, tuple[tuple[str, ...], str]]:
 REFUSALS = sorted(_refusals(Path("tmp")))
 
 
+def mkdir(path: Path) -> Path:
+    path.mkdir()
+    return path
+
+
 def _layout(tmp: Path) -> None:
     (tmp / "empty-tokenizer").mkdir()
     (tmp / "tokenizer").mkdir()
     (tmp / "tokenizer" / "tokenizer.json").write_text("{}")  # a tokenizer file that does not load
+    from tokenizers import Tokenizer, models
+
+    Tokenizer(models.WordLevel({"<unk>": 0, "a": 1}, unk_token="<unk>")).save(
+        str(mkdir(tmp / "no-eos") / "tokenizer.json")
+    )
     record = {"instruction": "a", "input": "", "output": "b"}
     (tmp / "alpaca.json").write_text(json.dumps([record]))
     (tmp / "not.json").write_text("[{")
