@@ -176,6 +176,11 @@ SEED_RANGE = (-(2**63), 2**64 - 1)
 """The seeds ``torch.manual_seed`` takes; one outside would fail after the model is built."""
 
 
+# Sampling divides the fp32 logits by the temperature: below this, the quotient of any logit over
+# 3.4e8 in size overflows to inf, and softmax gives NaN probabilities (Lit-GPT fails the same way).
+MIN_TEMPERATURE = 1e-30
+
+
 @dataclass(frozen=True)
 class GenerateSettings:
     """Sampling settings; the defaults are ``generate/base.py``'s."""
@@ -195,6 +200,8 @@ class GenerateSettings:
         _at_least("max_new_tokens", self.max_new_tokens, 1)
         _at_least("top_k", self.top_k, 1)
         _finite("temperature", self.temperature, low=0)
+        if 0 < self.temperature < MIN_TEMPERATURE:
+            raise ValueError(f"temperature must be 0 (greedy) or at least {MIN_TEMPERATURE:g}, got {self.temperature}")
         _at_least("num_samples", self.num_samples, 1)
         if not SEED_RANGE[0] <= self.seed <= SEED_RANGE[1]:
             raise ValueError(
@@ -344,12 +351,7 @@ def _check_peft_sizes(method: str, lora: LoRASettings, adapter: AdapterSettings,
     sizes would fail inside torch while the model is built (or later, in a run), not as bad input.
     Bounded by the widest dimension it multiplies: LoRA's stacked query/key/value rows (3 x r) by
     any layer's width, the prefix's positions by the embedding."""
-    widest = max(
-        config.n_embd,
-        config.intermediate_size or 0,
-        config.padded_vocab_size,
-        (config.n_head + 2 * config.n_query_groups) * config.head_size,
-    )
+    widest = _widest(config)
     if method == "lora":
         flag, value, elements = "--lora-r", lora.r, 3 * lora.r * widest
     elif method in ("adapter", "adapter_v2"):
@@ -358,6 +360,27 @@ def _check_peft_sizes(method: str, lora: LoRASettings, adapter: AdapterSettings,
         return
     if elements * 4 > LONG_LONG_MAX:  # 4-byte elements, the widest the model's tensors take
         raise ValueError(f"{flag} {value}: too large: a tensor's size overflows for model {config.name!r}")
+
+
+def _widest(config: Config) -> int:
+    """The widest dimension of the model's tensors (a layer's width, the vocabulary)."""
+    return max(
+        config.n_embd,
+        config.intermediate_size or 0,
+        config.padded_vocab_size,
+        (config.n_head + 2 * config.n_query_groups) * config.head_size,
+    )
+
+
+def check_micro_batch_size(micro_batch_size: int, config: Config) -> None:
+    """A micro-batch of samples up to the block size whose activations' byte count overflows torch's
+    64-bit sizes (4-byte elements, the widest layer): refused here, not by the pre-flight estimate's
+    own failure ("Storage size calculation overflowed") as an error run."""
+    if micro_batch_size * config.block_size * _widest(config) * 4 > LONG_LONG_MAX:
+        raise ValueError(
+            f"--micro-batch-size {micro_batch_size}: too large: a batch of {config.block_size}-token samples"
+            f" overflows a tensor's size for model {config.name!r}"
+        )
 
 
 def _check_adapter_layers(method: str, adapter: AdapterSettings, config: Config) -> None:
@@ -427,6 +450,7 @@ class RunRequest:
             )
         if isinstance(self.options, FinetuneOptions):
             check_method_settings(self.options.method, self.options.lora, self.options.adapter, config)
+            check_micro_batch_size(self.options.hyperparameters.micro_batch_size, config)
             if self.options.data_file is not None:
                 self.options.tokenizer(config, self.model)
         else:

@@ -664,6 +664,17 @@ def _refusals(tmp: Path) -> dict[str, tuple[tuple[str, ...], str]]:
         ),
         "temperature-nan": ((*gen, "--temperature", "nan"), r"--temperature nan: must be a finite number >= 0$"),
         "temperature-inf": ((*gen, "--temperature", "inf"), r"--temperature inf: must be a finite number >= 0$"),
+        # Before: NaN probabilities after the model was built ("probability tensor contains inf, nan").
+        "temperature-tiny": (
+            (*gen, "--temperature", "1e-40"),
+            r"--temperature 1e-40: must be 0 \(greedy\) or at least 1e-30$",
+        ),
+        # Before: the pre-flight estimate's "Storage size calculation overflowed", an error run.
+        "micro-batch-overflow": (
+            (*ft, "--micro-batch-size", str(2**62), "--batch-size", str(2**62)),
+            r"--micro-batch-size 4611686018427387904: too large: a batch of 256-token samples overflows a tensor's"
+            r" size for model 'tiny-llama'$",
+        ),
         "top-k-0": ((*gen, "--top-k", "0"), r"--top-k 0: must be >= 1$"),
         "top-k-negative": ((*gen, "--top-k", "-5"), r"--top-k -5: must be >= 1$"),
         "max-new-tokens-past-block": (
