@@ -231,9 +231,26 @@ def default_max_iters(hp: Hyperparameters) -> int:
     return hp.gradient_accumulation_iters + 3
 
 
+# Iterations excluded from timing: iteration 0 (longest sample, lazy initialization) and one more.
+WARMUP_ITERS = 2
+
+
 def warmup_iters(max_iters: int) -> int:
-    """Iterations excluded from timing: iteration 0 (longest sample, lazy initialization) and one more."""
-    return min(2, max(0, max_iters - 1))
+    """The first iterations excluded from timing (fewer when the run has no more to time)."""
+    return min(WARMUP_ITERS, max(0, max_iters - 1))
+
+
+def unsteady_timing(max_iters: int, skip: int, optimizer_steps: int, accumulation: int) -> list[str]:
+    """Why a run's time per 1k iterations is no steady figure (none: it is): too few iterations to
+    leave the warm-up out, or none that reached an optimizer step."""
+    reasons = []
+    if skip < WARMUP_ITERS:
+        reasons.append(f"--max-iters {max_iters} times warm-up iterations: from iteration {skip}, not {WARMUP_ITERS}")
+    if optimizer_steps == 0:
+        reasons.append(
+            f"no optimizer step in --max-iters {max_iters} (one every {accumulation} iterations): its time is left out"
+        )
+    return reasons
 
 
 def load_train_data(options: FinetuneOptions, model_name: str, config: Config) -> data.TrainData:
@@ -301,12 +318,18 @@ def finetune_body(request: RunRequest, config: Config, fabric: Fabric, device: t
         timed_from=skip,
     )
     timing = stats.timing(hp.gradient_accumulation_iters, skip)
+    unsteady = unsteady_timing(max_iters, skip, stats.optimizer_steps, hp.gradient_accumulation_iters)
+    if timing is not None and unsteady:
+        fabric.print(
+            f"time per 1k iterations: not a steady figure ({'; '.join(unsteady)}); the default --max-iters"
+            f" ({default_max_iters(hp)}) times steady iterations and an optimizer step"
+        )
     return {
         "trainable_params": trainable,
         "total_params": total,
         "time_1k_iters_min": None if timing is None else _round(timing.minutes),
         "details": {
-            "timing": None if timing is None else timing.to_json(),
+            "timing": None if timing is None else {**timing.to_json(), "not_steady": unsteady or None},
             "iters": stats.iters,
             "optimizer_steps": stats.optimizer_steps,
             "gradient_accumulation_iters": hp.gradient_accumulation_iters,

@@ -31,6 +31,7 @@ from litgpt_min.finetune import (
     micro_step,
     optimizer_step,
     train,
+    unsteady_timing,
     warmup_iters,
 )
 from litgpt_min.lora import LoRASettings
@@ -419,6 +420,30 @@ def test_a_finetune_result_carries_the_cpu_and_wait_time_of_its_timed_iterations
         figures["waiting_s"] / (figures["on_cpu_s"] + figures["waiting_s"]), abs=1e-3
     )
     assert Result.from_json(result.to_json()).details[schedstat.DETAILS_KEY] == figures
+
+
+@pytest.mark.parametrize(
+    ("max_iters", "reasons"),
+    [
+        (1, ["--max-iters 1 times warm-up iterations: from iteration 0, not 2",
+             "no optimizer step in --max-iters 1 (one every 4 iterations): its time is left out"]),
+        (3, ["no optimizer step in --max-iters 3 (one every 4 iterations): its time is left out"]),
+        (7, None),  # the default: accumulation + 3
+    ],
+)  # fmt: skip
+def test_a_too_short_run_says_its_time_per_1k_iterations_is_not_steady(
+    max_iters: int, reasons: list[str] | None
+) -> None:
+    # Before: a figure timed on warm-up iterations, or without its optimizer step, said nothing of it.
+    request = build_request(
+        "finetune",
+        {"model": "tiny-llama", "method": "lora", "accelerator": "cpu", "precision": "32-true",
+         "micro_batch_size": 1, "batch_size": 4, "max_iters": max_iters},
+    )  # fmt: skip
+    result = execute(request, finetune_body, preflight=False)
+    assert result.outcome == "ok", result.error
+    assert result.details["timing"]["not_steady"] == reasons
+    assert unsteady_timing(131, warmup_iters(131), 1, 128) == []  # a row's default run
 
 
 def test_the_first_optimizer_step_runs_at_lr_zero() -> None:
