@@ -81,10 +81,13 @@ class Options:
             if f.name == "profiles":
                 value = tuple(dict.fromkeys(value or ()))
             elif f.name in ("expectations", "record", "results", "row_logs", "baseline"):
-                if value == "":
+                if value is not None and not value.strip():
                     # An unset shell variable (`--record "$DIR"`): never the option left out.
-                    raise ValueError(f"{FLAGS[f.name]}: expected a path, got an empty value")
-                value = Path(value) if value else (DEFAULT_ROOT if f.name == "expectations" else None)
+                    raise ValueError(
+                        f"{FLAGS[f.name]}: expected a path, got {'an empty value' if not value else repr(value)}"
+                    )
+                # "~/r.json" quoted (a CI file's YAML): the home folder, as pytest reads --junitxml's.
+                value = Path(value).expanduser() if value else (DEFAULT_ROOT if f.name == "expectations" else None)
             values[f.name] = value
         return cls(**values)
 

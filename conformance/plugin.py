@@ -116,8 +116,10 @@ def _check_junitxml(xmlpath: str | None, options: Options) -> None:
     existing one, ``/dev/null`` too) or create, and none that this session or an earlier one keeps
     (a results file, the baseline, a profile's table, the row logs). The path is expanded as pytest
     expands it."""
-    if not xmlpath:
+    if xmlpath is None:
         return
+    if not xmlpath.strip():  # pytest writes no report then, and says nothing
+        raise ValueError(f"--junitxml: expected a path, got {'an empty value' if not xmlpath else repr(xmlpath)}")
     path = Path(os.path.expanduser(os.path.expandvars(xmlpath)))
     if path.exists() and not path.is_dir():  # a file, or /dev/null: what matters is opening it
         if not os.access(path, os.W_OK):

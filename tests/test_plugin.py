@@ -144,10 +144,17 @@ class Suite:
         return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
     def run(self, *args: str) -> pytest.RunResult:
+        """The suite with this project's defaults, each unless ``args`` gives the option itself (one
+        value option given twice is refused)."""
+        defaults = {
+            "--expectations": str(self.root),
+            "--runner": "fake_runner:run",
+            "--row-logs": str(self.pytester.path / "logs"),
+        }
+        given = {a.partition("=")[0] for a in args}
         return self.run_bare(
-            "--expectations", str(self.root), "--runner", "fake_runner:run",
-            "--row-logs", str(self.pytester.path / "logs"), *args,
-        )  # fmt: skip
+            *(x for flag, value in defaults.items() if flag not in given for x in (flag, value)), *args
+        )
 
     def run_bare(self, *args: str) -> pytest.RunResult:
         # In-process runs drop the modules they import; hypothesis' plugin would be re-imported
@@ -722,7 +729,7 @@ def test_junitxml_never_replaces_a_file_the_session_keeps(suite: Suite) -> None:
         refused.stderr.fnmatch_lines([f"ERROR: --junitxml *: {message}"])
     assert earlier.read_text() == kept and not same.exists()
     # --row-logs and --results naming one new path: every row failed in a traceback (mkdir under a file).
-    refused = suite.run("--results", str(same), "--row-logs", str(same))
+    refused = suite.run_bare("--expectations", str(suite.root), "--results", str(same), "--row-logs", str(same))
     assert refused.ret == pytest.ExitCode.USAGE_ERROR
     refused.stderr.fnmatch_lines(
         ["ERROR: --row-logs *same.json: is the --results file too; one would replace the other"]
@@ -919,6 +926,9 @@ def test_malformed_json_names_the_file_and_line(suite: Suite) -> None:
         (["--record", ""], "ERROR: --record: expected a path, got an empty value"),
         (["--results", ""], "ERROR: --results: expected a path, got an empty value"),
         (["--baseline", ""], "ERROR: --baseline: expected a path, got an empty value"),
+        # Before: a file named " " in the working folder, and no JUnit report without a word.
+        (["--results", " "], "ERROR: --results: expected a path, got ' '"),
+        (["--junitxml="], "ERROR: --junitxml: expected a path, got an empty value"),
         (["--profile", ""], "ERROR: --profile: expected a profile name, got an empty value"),
         # The last one won, silently: a gate judged against b.json alone.
         (["--baseline", "a.json", "--baseline=b.json"], "ERROR: --baseline: given 2 times; give it once"),
@@ -1178,6 +1188,16 @@ def test_an_output_location_under_a_file_is_a_usage_error_for_root_too(suite: Su
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"ERROR: {option} *plain/r.json: plain is not a directory"])
     assert (suite.pytester.path / "plain").read_text() == "a file, not a folder\n"
+
+
+def test_a_quoted_home_folder_in_a_path_is_the_home_folder(suite: Suite, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Before: `--results "~/r.json"` created a folder named "~" in the working folder.
+    monkeypatch.setenv("HOME", str(suite.pytester.path / "home"))
+    suite.profile()
+    suite.answer(good_answers())
+    suite.run("-k", f"test_params and {OK}", "--results", "~/r.json").assert_outcomes(passed=1)
+    assert load_results(suite.pytester.path / "home" / "r.json")["rows"]
+    assert not (suite.pytester.path / "~").exists()
 
 
 def test_the_junitxml_path_is_checked_as_pytest_expands_it(suite: Suite, monkeypatch: pytest.MonkeyPatch) -> None:
