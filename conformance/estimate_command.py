@@ -142,7 +142,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="what the card's allocator can use, in GB of 1e9 bytes: its total less ~0.5 GB of CUDA context "
         "(an A100-SXM4-40GB: 42); default: the profile's usable memory, none ad hoc",
     )
-    add("--stack", choices=("current", "profile"), default="current", help="the library stack modelled")
+    add(
+        "--stack",
+        choices=("current", "profile"),
+        default="current",
+        help="the library stack modelled: current (today's bitsandbytes), or profile: with --profile, the"
+        " bitsandbytes its figures were measured with; without, the published tables' (0.41)",
+    )
     add(
         "--reserved",
         action="store_true",
@@ -258,7 +264,8 @@ def _run_profile(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             out.write(json.dumps({**row.to_json(), **judged}, sort_keys=True) + "\n")
         return 0
     out.write(render_table(rows, tolerance, bool(args.markdown), reserved=args.reserved))
-    out.write(f"Stack modelled: {stack}: {STACKS[stack]}.\n")
+    chosen = f" (the profile's bitsandbytes {profile.software.get('bitsandbytes')})" if args.stack == "profile" else ""
+    out.write(f"Stack modelled: {stack}{chosen}: {STACKS[stack]}.\n")
     recorded = profile_stack(profile, "profile")
     if recorded != stack:  # the figures were measured on another stack: say which one the suite models
         version = profile.software.get("bitsandbytes")
