@@ -1014,6 +1014,10 @@ def test_profile_table_has_expected_and_error(capsys: pytest.CaptureFixture[str]
     line = next(line for line in out.splitlines() if "finetune-lora-tiny_llama-noquant-mb2-1gpu" in line)
     assert line.count("|") == 8 and "|  |" not in line  # one device: both reserve cells filled
     assert "--stack profile models that stack" not in out  # measured on the stack modelled
+    # --stack profile names the version it took from the profile (cpu-tiny's is today's).
+    _, out, _ = run_cli(["--profile", "cpu-tiny", "--jobs", "1", "--stack", "profile"], capsys)
+    version = load_profile("cpu-tiny").software["bitsandbytes"]
+    assert f"Stack modelled: current (the profile's bitsandbytes {version}): " in out
 
 
 def test_a_profile_measured_on_another_stack_points_at_stack_profile(
