@@ -393,7 +393,7 @@ def _check_adapter_layers(method: str, adapter: AdapterSettings, config: Config)
     if adapter.start_layer > last:
         raise ValueError(
             f"adapter start_layer {adapter.start_layer} is past the layers of model {config.name!r} "
-            f"({config.n_layer} layers: at most {last} for {method}); choose a lower --adapter-start-layer "
+            f"({config.n_layer} layer{'' if config.n_layer == 1 else 's'}: at most {last} for {method}); choose a lower --adapter-start-layer "
             f"(default {AdapterSettings.start_layer})"
         )
 

@@ -3,6 +3,7 @@ builder from flat keys that the CLI, a profile's runner_options and the estimato
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -24,6 +25,7 @@ from litgpt_min.options import (
     GenerateSettings,
     RunRequest,
     build_request,
+    check_method_settings,
     hyperparameters,
     peft_settings,
 )
@@ -426,3 +428,9 @@ def test_a_request_for_another_machine_is_built_here_and_refused_only_where_it_r
     with pytest.raises(ValueError, match="must not be 16-mixed on the CPU"):
         check_runs_here(cpu)
     assert request.precision == "16-mixed"
+
+
+def test_the_adapter_layer_refusal_counts_one_layer_as_one() -> None:
+    config = dataclasses.replace(Config.from_name("tiny-llama"), n_layer=1)
+    with pytest.raises(ValueError, match=r"\(1 layer: at most 0 for adapter\)"):  # before: "1 layers"
+        check_method_settings("adapter", LoRASettings(), AdapterSettings(start_layer=1), config)
