@@ -30,6 +30,7 @@ from litgpt_min.options import (
     build_request,
     by_flag,
     check_method_settings,
+    check_precision,
     check_quantize_precision,
     check_runs_here,
     peft_settings,
@@ -128,8 +129,10 @@ def cmd_params(args: argparse.Namespace) -> dict[str, Any]:
         lora, adapter = peft_settings(typed_settings(vars(args)), args.method)
     except ValueError as exc:
         raise ValueError(by_flag(str(exc), vars(args))) from None
-    if args.precision not in PRECISIONS:
-        raise UsageError(f"litgpt-min params: error: unknown precision {args.precision!r}")
+    try:
+        check_precision(args.precision)
+    except ValueError as exc:
+        raise UsageError(f"litgpt-min params: error: {exc}") from None
     check_quantize_precision(args.quantize, args.precision)
     config = Config.from_name(args.model)
     check_method_settings(args.method, lora, adapter, config)

@@ -18,6 +18,7 @@ from litgpt_min.options import (
     Hyperparameters,
     check_inference_devices,
     check_method_settings,
+    check_precision,
     check_quantize_precision,
 )
 from litgpt_min.peft import Method, check_method
@@ -81,8 +82,7 @@ class EstimateRequest:
         check_method(self.method)
         if self.workload == "finetune" and self.method == "none":
             raise ValueError("finetuning needs a method: lora, adapter or adapter_v2")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
+        check_precision(self.precision)
         if self.quantize is not None:
             parse_mode(self.quantize)
             check_quantize_precision(self.quantize, self.precision)

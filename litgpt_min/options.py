@@ -103,7 +103,9 @@ class Hyperparameters:
         _at_least("cosine_t_max", self.cosine_t_max, 1)
         _at_least("lm_head_chunk_size", self.lm_head_chunk_size, 1)
         if self.batch_size < self.micro_batch_size:
-            raise ValueError(f"batch_size {self.batch_size} is smaller than micro_batch_size {self.micro_batch_size}")
+            raise ValueError(
+                f"--batch-size {self.batch_size} is smaller than --micro-batch-size {self.micro_batch_size}"
+            )
 
     @property
     def gradient_accumulation_iters(self) -> int:
@@ -151,6 +153,12 @@ def check_runs_here(request: RunRequest) -> None:
         raise ValueError(
             "precision must not be 16-mixed on the CPU (fp16 autocast does not run there; bf16-mixed does)"
         )
+
+
+def check_precision(precision: str) -> None:
+    """``ValueError`` for a precision that is not one of :data:`PRECISIONS`, naming them."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
 
 
 def check_quantize_precision(quantize: str | None, precision: str) -> None:
@@ -229,7 +237,8 @@ def _tokenizer_dir(path: str) -> None:
     if directory.is_file():
         raise ValueError(f"--tokenizer-dir {path}: is a file; give the directory that holds it")
     if not directory.is_dir():
-        raise ValueError(f"--tokenizer-dir {path}: no such directory")
+        what = "not a directory" if directory.exists() else "no such directory"  # /dev/null, a FIFO
+        raise ValueError(f"--tokenizer-dir {path}: {what}")
     if not holds_tokenizer(directory):
         raise ValueError(f"--tokenizer-dir {path}: contains neither tokenizer.model nor tokenizer.json")
 
@@ -414,8 +423,7 @@ class RunRequest:
 
     def __post_init__(self) -> None:
         config = self.config  # an unknown model name is refused here, with close names
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
+        check_precision(self.precision)
         if self.accelerator not in ACCELERATORS:
             raise ValueError(f"unknown accelerator {self.accelerator!r}: choose one of {', '.join(ACCELERATORS)}")
         if self.devices < 1:
@@ -719,6 +727,7 @@ __all__ = [
     "by_flag",
     "check_inference_devices",
     "check_method_settings",
+    "check_precision",
     "check_quantize_precision",
     "check_vocabulary",
     "flag_text",

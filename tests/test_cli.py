@@ -205,7 +205,12 @@ BAD = {
     ),
     "unknown-precision": (
         ("finetune", "lora", "--model", "tiny-llama", "--precision", "fp8"),
-        r"unknown precision 'fp8'",
+        r"unknown precision 'fp8': choose one of bf16-true, ",
+    ),
+    # Before: without the choices.
+    "unknown-precision-params": (
+        ("params", "tiny-llama", "--precision", "fp8"),
+        r"unknown precision 'fp8': choose one of bf16-true, ",
     ),
     "devices-0": (("finetune", "lora", *TINY, "--devices", "0"), r"--devices 0: must be >= 1$"),
     "max-new-tokens-0": (("generate", *TINY, "--max-new-tokens", "0"), r"--max-new-tokens 0: must be >= 1$"),
@@ -692,6 +697,7 @@ def _refusals(tmp: Path) -> dict[str, tuple[tuple[str, ...], str]]:
             r"--tokenizer-dir .*empty-tokenizer: contains neither tokenizer.model nor tokenizer.json",
         ),
         "tokenizer-dir-missing": ((*gen, "--tokenizer-dir", str(tmp / "nowhere")), r"nowhere: no such directory"),
+        "tokenizer-dir-dev-null": ((*gen, "--tokenizer-dir", "/dev/null"), r"/dev/null: not a directory$"),
         "tokenizer-dir-a-file": (
             (*gen, "--tokenizer-dir", str(tokenizer / "tokenizer.json")),
             r"tokenizer.json: is a file; give the directory that holds it",

@@ -242,7 +242,7 @@ def test_hyperparameter_overrides() -> None:
     [
         ("full", {}, r"unknown finetuning method 'full'.*lora, adapter, adapter_v2"),
         ("lora", {"micro_batch_size": 0}, r"micro_batch_size must be >= 1, got 0"),
-        ("lora", {"batch_size": 2, "micro_batch_size": 4}, r"batch_size 2 is smaller than micro_batch_size 4"),
+        ("lora", {"batch_size": 2, "micro_batch_size": 4}, r"--batch-size 2 is smaller than --micro-batch-size 4"),
         ("lora", {"batch_size": 0}, r"batch_size must be >= 1, got 0"),
         ("lora", {"learning_rate": float("nan")}, r"learning_rate must be a finite number > 0, got nan"),
         ("lora", {"learning_rate": 0.0}, r"learning_rate must be a finite number > 0, got 0.0"),
