@@ -48,13 +48,35 @@ class UsageError(Exception):
     """Bad command-line input: reported in one line, exit status 2."""
 
 
+class _StoreOnce(argparse._StoreAction):
+    """An option of one value (argparse's ``store``) that refuses to be given again: argparse keeps
+    the last value silently, so ``--model a ... --model b`` (a command line built from a template
+    plus an override) would run ``b`` without a word. Counted per parse, so abbreviations count too."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.given = 0
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Any = None) -> None:
+        self.given += 1
+        if self.given > 1 and self.option_strings:
+            raise argparse.ArgumentError(self, "given twice; give it once")
+        super().__call__(parser, namespace, values, option_string)
+
+
 class OneLineParser(argparse.ArgumentParser):
     """``argparse`` with the bad-input contract: an error is one line on stderr
     (``prog: error: message``, no usage block) and exit status 2.
 
-    It also refuses the empty list that argparse (3.11) hands over, unconverted, for ``--opt=--``:
-    the option's type never sees the value, and the code after it would fail on a list.
+    It also refuses an option of one value given twice (argparse would keep the last, silently),
+    and the empty list that argparse (3.11) hands over, unconverted, for ``--opt=--``: the option's
+    type never sees the value, and the code after it would fail on a list.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.register("action", None, _StoreOnce)
+        self.register("action", "store", _StoreOnce)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {one_line(message)}\n")
@@ -71,6 +93,9 @@ class OneLineParser(argparse.ArgumentParser):
         return action.choices[name]
 
     def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        for action in self._actions:
+            if isinstance(action, _StoreOnce):
+                action.given = 0
         namespace, extras = super().parse_known_args(args, namespace)
         for action in self._actions:
             value = getattr(namespace, action.dest, None)

@@ -203,6 +203,11 @@ BAD = {
         ("generate", *TINY, "--memory-cap-gb", "-0.5"),
         r"--memory-cap-gb -0.5: must be a finite number > 0",
     ),
+    # Before: the second value ran, silently.
+    "model-twice": (
+        ("finetune", "lora", *TINY, "--model", "tiny-neox"),
+        r"argument --model: given twice; give it once$",
+    ),
     "unknown-precision": (
         ("finetune", "lora", "--model", "tiny-llama", "--precision", "fp8"),
         r"unknown precision 'fp8': choose one of bf16-true, ",
@@ -579,7 +584,7 @@ def _refusals(tmp: Path) -> dict[str, tuple[tuple[str, ...], str]]:
         ),
         "unrecognized-before-subcommand": (("--bogus", *gen), r"^litgpt-min: error: unrecognized arguments: --bogus"),
         "fp16-autocast-on-cpu": (
-            (*ft, "--precision", "16-mixed", "--accelerator", "cpu"),
+            ("finetune", "lora", "--model", "tiny-llama", "--precision", "16-mixed", "--accelerator", "cpu"),
             r"--precision 16-mixed: must not be 16-mixed on the CPU",
         ),
         "lora-on-no-layer": (
