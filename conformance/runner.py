@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 import json
 import multiprocessing
 import multiprocessing.connection
@@ -505,6 +506,15 @@ def load_runner(spec: str) -> Runner:
             raise ValueError(f"--runner {spec!r}: {module_name!r} has no attribute {attr!r}") from None
     if not callable(target):
         raise ValueError(f"--runner {spec!r}: {attr!r} is not callable")
+    try:
+        signature = inspect.signature(target)
+    except (TypeError, ValueError):  # a builtin without one: the call itself will tell
+        return target
+    try:
+        signature.bind(None, None)
+    except TypeError:
+        takes = ", ".join(signature.parameters)
+        raise ValueError(f"--runner {spec!r}: {attr}({takes}) cannot be called as runner(case, options)") from None
     return target
 
 

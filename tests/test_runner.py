@@ -319,6 +319,11 @@ def test_load_runner_names_what_is_wrong() -> None:
         load_runner("conformance.runner:nope")
     with pytest.raises(ValueError, match="is not callable"):
         load_runner("conformance.runner:PRECISION")
+    # Before: each row's test failed with a TypeError traceback of the call.
+    with pytest.raises(ValueError, match=r"'os:getcwd': getcwd\(\) cannot be called as runner\(case, options\)"):
+        load_runner("os:getcwd")
+    with pytest.raises(ValueError, match=r"last_line\(text\) cannot be called"):
+        load_runner("conformance.runner:last_line")
 
 
 def test_a_fake_runner_may_return_a_bare_result() -> None:
