@@ -17,7 +17,7 @@ import datetime as _dt
 import math
 import shlex
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +64,18 @@ def record_profile(snapshot: Snapshot, now: _dt.datetime | None = None) -> list[
         return [f"{NOTHING_RECORDED}; {display(target)} left as it was", *left_out]
     _validate(target.name, files)
     write_json_files_atomic({target / name: data for name, data in files.items() if old.get(name) != data}, force=True)
-    return summary_lines(target, old, files) + left_out + _how_to_use(target, snapshot.options.expectations)
+    lines = summary_lines(target, old, files, _recorded_ids(snapshot, active))
+    return lines + left_out + _how_to_use(target, snapshot.options.expectations)
+
+
+def _recorded_ids(snapshot: Snapshot, active: ActiveProfile) -> set[str]:
+    """The rows of ``active`` this session measures into the profile: their run ended on its own (a
+    run the session stopped is no measurement)."""
+    return {
+        row.case.id
+        for row in snapshot.rows
+        if row.active.name == active.name and row.run is not None and row.run.stopped == "exited"
+    }
 
 
 def _how_to_use(target: Path, expectations: Path) -> list[str]:
@@ -261,14 +272,22 @@ def source_entry(
 
 
 # Diff -----------------------------------------------------------------------------------------------
-def summary_lines(target: Path, old: Mapping[str, dict[str, Any]], new: Mapping[str, dict[str, Any]]) -> list[str]:
+def summary_lines(
+    target: Path, old: Mapping[str, dict[str, Any]], new: Mapping[str, dict[str, Any]], recorded: Collection[str]
+) -> list[str]:
+    """What the recording wrote: the profile's files and rows, each row measured now with its changes,
+    then how many rows measured now came out the same and how many this session did not run."""
     old_rows = {row["id"]: row for data in old.values() for row in data["cases"]}
     new_rows = {row["id"]: row for data in new.values() for row in data["cases"]}
+    measured = [case_id for case_id in new_rows if case_id in recorded]
     verb = "re-recorded" if old else "recorded"
-    lines = [f"conformance: {verb} {display(target)} ({rows_text(len(new), 'file')}, {rows_text(len(new_rows))})"]
+    lines = [
+        f"conformance: {verb} {rows_text(len(measured))} into {display(target)}"
+        f" ({rows_text(len(new), 'file')}, {rows_text(len(new_rows))} in all)"
+    ]
     unchanged = 0
-    for case_id, row in new_rows.items():
-        before = old_rows.get(case_id)
+    for case_id in measured:
+        row, before = new_rows[case_id], old_rows.get(case_id)
         if before is None:
             lines.append(f"  {case_id}: new row ({_brief(row)})")
             continue
@@ -277,8 +296,10 @@ def summary_lines(target: Path, old: Mapping[str, dict[str, Any]], new: Mapping[
             lines.append(f"  {case_id}: {', '.join(changes)}")
         else:
             unchanged += 1
-    if old:
-        lines.append(f"  {rows_text(unchanged)} unchanged")
+    if unchanged:
+        lines.append(f"  {rows_text(unchanged)} measured again, unchanged")
+    if len(new_rows) > len(measured):
+        lines.append(f"  {rows_text(len(new_rows) - len(measured))} not run in this session, kept as they were")
     return lines
 
 

@@ -546,7 +546,9 @@ def test_record_writes_a_loadable_profile_and_rerecord_prints_a_diff(suite: Suit
     target = suite.root / "recorded"
     result = suite.run("--profile", "tiny", "--record", str(target))
     assert result.ret == 0
-    result.stdout.fnmatch_lines(["*conformance: recorded *recorded (1 file, 5 rows)", f"  {OK}: new row (outcome ok*"])
+    result.stdout.fnmatch_lines(
+        ["*conformance: recorded 5 rows into *recorded (1 file, 5 rows in all)", f"  {OK}: new row (outcome ok*"]
+    )
     profile = load_profile("recorded", suite.root)
     rows = {c.id: c for c in profile.cases}
     assert rows[OK].max_memory_gb == 1.02 and rows[OK].time_1k_iters_min == 2.1
@@ -568,12 +570,16 @@ def test_record_writes_a_loadable_profile_and_rerecord_prints_a_diff(suite: Suit
     assert again.ret == 0, "record mode never fails a row on a finding"
     again.stdout.fnmatch_lines(
         [
-            "*re-recorded *recorded (1 file, 5 rows)",
+            "*re-recorded 1 row into *recorded (1 file, 5 rows in all)",
             f"  {OK}: max_memory_gb 1.02 -> 1.5 (+47.1%)",
-            "  4 rows unchanged",
+            # Before: "4 rows unchanged", as if measured again.
+            "  4 rows not run in this session, kept as they were",
         ]
     )
     assert {c.id: c.max_memory_gb for c in load_profile("recorded", suite.root).cases}[OK] == 1.5
+    same = suite.run("--profile", "tiny", "--record", str(target), "--force")
+    same.stdout.fnmatch_lines(["*re-recorded 5 rows into *", "  5 rows measured again, unchanged"])
+    assert "not run in this session" not in same.stdout.str()
 
     # One row under another memory cap: the other rows (an OOM among them) were measured under 40 GB.
     # Before, the profile's memory became 20 GB for all of them and the next run failed rows never re-recorded.
