@@ -199,7 +199,7 @@ class RowCheck:
             lines.append(f"  {finding.describe()}{where}")
         if self.active.memory_cap_gb is not None and run is not None:
             lines.append(f"  (run under a {self.active.memory_cap_gb:g} GB memory cap)")
-        lines.append(": ".join(self._how_to_accept()))
+        lines.append(": ".join(self._how_to_accept(run)))
         if run is not None:
             if run.command:
                 lines.append(f"reproduce: {run.command_line}")
@@ -210,9 +210,13 @@ class RowCheck:
                 lines += ["  " + line for line in run.log_tail.splitlines()[-MESSAGE_LOG_LINES:]]
         return "\n".join(lines)
 
-    def _how_to_accept(self) -> tuple[str, str]:
+    def _how_to_accept(self, run: RunResult | None = None) -> tuple[str, str]:
         """How to make this row's measurement the expected one, as (label, how): re-record the
-        profile's row or, judged against a ``--baseline``, take this session's results as the next."""
+        profile's row or, judged against a ``--baseline``, take this session's results as the next.
+        A run the row timeout stopped measured nothing to accept: the way on is a longer timeout."""
+        if run is not None and run.stopped == "timeout":
+            seconds = self.session.options.row_timeout_s
+            return "stopped", f"the run did not end within --row-timeout {seconds:g} s; rerun with a longer one"
         if self.case.baseline is not None:
             results = self.session.options.results
             if results is None:  # there is no file of this session to pass

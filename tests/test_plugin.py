@@ -681,6 +681,18 @@ def test_a_row_the_session_stopped_fails_a_record_session(suite: Suite) -> None:
     assert OK not in recorded and len(recorded) == 4
 
 
+def test_a_row_the_timeout_stopped_says_to_raise_it_not_to_re_record(suite: Suite) -> None:
+    """Before: its failure offered the re-record command, which records nothing for a stopped run."""
+    suite.profile()
+    answers = good_answers()
+    answers[OK] = {"outcome": "error", "error": "timed out after 7 s", "stopped": "timeout"}
+    suite.answer(answers)
+    result = suite.run("--profile", "tiny", "--row-timeout", "7", "-k", f"test_run and {OK}")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["stopped: the run did not end within --row-timeout 7 s; rerun with a longer one"])
+    assert "re-record:" not in result.stdout.str()
+
+
 def test_results_file_in_a_profile_folder_is_refused(suite: Suite) -> None:
     """A results file among a profile's tables would break it: the recording this session writes
     (its old profile no longer loads) or the profile the next session reads."""
