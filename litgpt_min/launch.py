@@ -52,6 +52,13 @@ def launch_local(request: RunRequest, run_rank: RankRun) -> Result:
             f"--num-nodes {request.num_nodes}: start litgpt-min on every machine with torchrun or srun "
             "(the README's 'Several GPUs, several machines' has the commands); it launches one machine only"
         )
+    if request.device().type == "cuda" and request.devices > torch.cuda.device_count():
+        # Each rank would start, then fail in Lightning's own check of the devices.
+        count = torch.cuda.device_count()
+        raise ValueError(
+            f"--devices {request.devices}: this machine has {count} CUDA device{'s' if count != 1 else ''}"
+            " (torch.cuda.device_count(), after CUDA_VISIBLE_DEVICES)"
+        )
     method = "fork" if request.device().type == "cpu" else "spawn"
     if method == "fork":
         import litgpt_min.fsdp  # noqa: F401  (Lightning: imported once here, not once per rank)

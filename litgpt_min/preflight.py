@@ -33,6 +33,11 @@ MEMINFO = Path("/proc/meminfo")
 # Seen on a 24 GB machine: the Llama 2 7B LoRA step (estimated 20.7 GB) with 24.2 GB available was
 # killed by the kernel's OOM killer. A guard, not a measurement.
 CPU_USABLE_SHARE = 0.8
+# What one rank process of a CPU run holds before any tensor of the run: the interpreter, torch and
+# Lightning, the process group. Forked from the launcher, a rank shares most of its pages with it:
+# 4 tiny-llama ranks and their launcher held 0.64 GB of proportional set size together (Pss in
+# /proc/PID/smaps_rollup). A guard against starting hundreds of ranks, not a measurement.
+CPU_RANK_PROCESS_BYTES = 150_000_000
 
 
 class PreflightRefusal(OutOfMemoryError):
@@ -88,6 +93,25 @@ def mem_available_bytes(meminfo: Path | None = None) -> int | None:
     except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+def check_rank_processes(ranks: int, meminfo: Path | None = None) -> None:
+    """Raise :class:`PreflightRefusal` when the processes of ``ranks`` CPU ranks, before any tensor
+    (:data:`CPU_RANK_PROCESS_BYTES` each), would not fit the CPU's limit: checked before they start,
+    where each rank's own pre-flight would come only after all of them had started."""
+    available = mem_available_bytes(meminfo)
+    need = ranks * CPU_RANK_PROCESS_BYTES
+    if available is None or ranks < 2 or need <= available * CPU_USABLE_SHARE:
+        return
+    limit = available * CPU_USABLE_SHARE
+    raise PreflightRefusal(
+        f"pre-flight: {ranks} rank processes hold about {gb_text(need / 1e9)} GB before any tensor (about"
+        f" {CPU_RANK_PROCESS_BYTES / 1e9:g} GB each: Python, torch, the process group), more than the limit"
+        f" {gb_text(limit / 1e9)} GB ({CPU_USABLE_SHARE:.0%} of MemAvailable in /proc/meminfo); no rank was"
+        " started (--no-preflight starts them anyway)",
+        need / 1e9,
+        limit / 1e9,
+    )
 
 
 def check(request: EstimateRequest, limit: Limit | None) -> float | None:

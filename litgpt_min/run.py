@@ -25,7 +25,7 @@ from litgpt_min.estimate import request_from_run
 from litgpt_min.measure import PeakMemory, cuda_memory_details, device_info, measure_peak, memory_source
 from litgpt_min.options import RunRequest
 from litgpt_min.outcome import classify_exception
-from litgpt_min.preflight import PreflightRefusal, device_limit
+from litgpt_min.preflight import PreflightRefusal, check_rank_processes, device_limit
 from litgpt_min.preflight import check as preflight_check
 from litgpt_min.result import Result
 
@@ -70,18 +70,37 @@ def execute(request: RunRequest, body: Body, *, preflight: bool = True) -> Resul
     their results merged (``launch.launch_local``).
     """
     if request.world_size > 1 and not launch.externally_launched():
+        if preflight and request.device().type == "cpu":
+            try:  # before any rank process is started
+                check_rank_processes(request.devices)
+            except PreflightRefusal as exc:
+                return _failed(_empty_result(request, request.device()), exc)
         return launch.launch_local(request, functools.partial(execute_rank, request, body, preflight=preflight))
     return execute_rank(request, body, preflight=preflight)
+
+
+def _empty_result(request: RunRequest, device: torch.device) -> Result:
+    return Result(
+        **request.identity(),
+        memory_source=memory_source(device),
+        device=device_info(device, request.memory_cap_gb),
+    )
+
+
+def _failed(result: Result, exc: Exception) -> Result:
+    """``result`` with the outcome and error of ``exc`` (and a refusal's limit), said on stderr."""
+    outcome, message = classify_exception(exc)
+    result = result.replace(outcome=outcome, error=message)
+    if isinstance(exc, PreflightRefusal):  # the figures, not only inside the message
+        result = result.replace(details={**result.details, "preflight_limit_gb": round(exc.limit_gb, 6)})
+    print(f"run failed ({outcome}): {message}", file=sys.stderr)
+    return result
 
 
 def execute_rank(request: RunRequest, body: Body, *, preflight: bool = True) -> Result:
     """The run of this process: the whole run on one device, or one rank of several."""
     device = launch.rank_device(request.device()) if request.world_size > 1 else request.device()
-    result = Result(
-        **request.identity(),
-        memory_source=memory_source(device),
-        device=device_info(device, request.memory_cap_gb),
-    )
+    result = _empty_result(request, device)
     peak: PeakMemory | None = None
     estimated_gb: float | None = None
     try:
@@ -101,12 +120,9 @@ def execute_rank(request: RunRequest, body: Body, *, preflight: bool = True) -> 
     except BrokenPipeError:  # the command's reader went away (`| head -1`): the command's to end, quietly
         raise
     except Exception as exc:  # the one place a run's failure becomes an outcome
-        outcome, message = classify_exception(exc)
-        result = result.replace(outcome=outcome, error=message)
-        if isinstance(exc, PreflightRefusal):  # the figures, not only inside the message
+        result = _failed(result, exc)
+        if isinstance(exc, PreflightRefusal):
             estimated_gb = exc.estimated_gb
-            result = result.replace(details={**result.details, "preflight_limit_gb": round(exc.limit_gb, 6)})
-        print(f"run failed ({outcome}): {message}", file=sys.stderr)
     if peak is not None:
         try:
             # Several ranks: the row's figure is the largest of their peaks, as the tables' "Max GPU RAM".

@@ -1292,11 +1292,42 @@ def test_cpu_ranks_of_one_run_are_refused_against_their_share_of_the_machine(
     meminfo = tmp_path / "meminfo"
     meminfo.write_text(f"MemAvailable:   {kb} kB\n")
     monkeypatch.setattr(preflight, "MEMINFO", meminfo)
+    monkeypatch.setattr(preflight, "CPU_RANK_PROCESS_BYTES", 1)  # the ranks start: their own pre-flight refuses
     argv = ["finetune", "lora", "--model", "tiny-llama", "--devices", "2", "--accelerator", "cpu", "--max-iters", "2"]
     assert cli.main([*argv, "--json"]) == cli.EXIT_RUN_FAILED
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["outcome"] == "oom", result
     assert "split between the 2 ranks on this machine" in result["error"]
+
+
+def test_more_cpu_ranks_than_the_machine_can_hold_are_refused_before_any_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: `--devices 1000` on a 2-core, 24 GB machine started 1000 rank processes, each of
+    which then refused itself in its own pre-flight."""
+    from litgpt_min import cli, launch
+
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemAvailable:   24239212 kB\n")
+    monkeypatch.setattr(preflight, "MEMINFO", meminfo)
+
+    def no_ranks(*args: Any) -> None:
+        raise AssertionError("a rank process was started")
+
+    monkeypatch.setattr(launch, "launch_local", no_ranks)
+    argv = ["finetune", "lora", "--model", "tiny-llama", "--devices", "1000", "--accelerator", "cpu", "--json"]
+    assert cli.main(argv) == cli.EXIT_RUN_FAILED
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["outcome"] == "oom" and result["devices"] == 1000
+    assert result["error"].startswith("pre-flight: 1000 rank processes hold about ")
+    assert "more than the limit 19.86 GB (80% of MemAvailable in /proc/meminfo); no rank was started" in result["error"]
+    assert result["details"]["preflight_limit_gb"] == pytest.approx(19.86, abs=0.01)
+    # As many as fit are left to their own pre-flight, as is a machine that does not say.
+    fit = int(24239212 * 1024 * preflight.CPU_USABLE_SHARE // preflight.CPU_RANK_PROCESS_BYTES)
+    preflight.check_rank_processes(fit, meminfo)
+    with pytest.raises(preflight.PreflightRefusal):
+        preflight.check_rank_processes(fit + 1, meminfo)
+    preflight.check_rank_processes(10**6, tmp_path / "absent")
 
 
 @pytest.mark.parametrize(

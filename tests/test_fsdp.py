@@ -306,6 +306,15 @@ def test_several_machines_need_an_external_launcher() -> None:
         launch.launch_local(request(2, num_nodes=2), lambda: launch.failed(request(1), "never runs"))
 
 
+def test_more_cuda_ranks_than_devices_are_refused_before_any_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: each rank process started, then failed in Lightning's check of the devices."""
+    gpu = request(4, precision="bf16-true")
+    monkeypatch.setattr(type(gpu), "device", lambda self: torch.device("cuda"))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(ValueError, match=r"^--devices 4: this machine has 2 CUDA devices \(torch.cuda.device_count"):
+        launch.launch_local(gpu, lambda: launch.failed(gpu, "never runs"))
+
+
 @pytest.mark.parametrize(
     ("env", "expected"),
     [
