@@ -41,6 +41,7 @@ def build_parser() -> OneLineParser:
         description="Lit-GPT resource-table conformance: the machine's fingerprint, reports, profile checks."
         " The checks themselves run under pytest: `pytest conformance`.",
     )
+    parser.add_version()
     sub = parser.add_subparsers(dest="command", required=True)
     env = sub.add_parser("env", help="print this machine's fingerprint (the pytest report header)")
     env.add_argument("--json", action="store_true", help="the whole fingerprint as JSON")

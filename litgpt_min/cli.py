@@ -77,6 +77,7 @@ PREFLIGHT_HELP = (
 
 def build_parser() -> OneLineParser:
     parser = _Parser(prog="litgpt-min", description="A minimal, faithful Lit-GPT (commit 8641822).")
+    parser.add_version()
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("params", help="trainable and total parameters of a model built for a method")

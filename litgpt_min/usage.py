@@ -78,6 +78,16 @@ class OneLineParser(argparse.ArgumentParser):
         self.register("action", None, _StoreOnce)
         self.register("action", "store", _StoreOnce)
 
+    def add_version(self) -> None:
+        """``--version``: the installed distribution's version (``litgpt-conformance``)."""
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            installed = version("litgpt-conformance")
+        except PackageNotFoundError:  # run from a checkout that was never installed
+            installed = "not installed"
+        self.add_argument("--version", action="version", version=f"{self.prog} {installed}")
+
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {one_line(message)}\n")
 

@@ -827,3 +827,13 @@ def test_a_launched_rank_leaves_without_the_interpreters_teardown(
         with pytest.raises(Exited) as exc:
             entry()
         assert exc.value.args == (exit_kind, 3)
+
+
+@pytest.mark.parametrize("module", ["litgpt_min", "conformance"])
+def test_version_names_the_installed_distribution(module: str) -> None:
+    """Before: `--version` was an unrecognized argument (exit status 2)."""
+    from importlib.metadata import version
+
+    done = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True, text=True, check=False)
+    prog = "litgpt-min" if module == "litgpt_min" else "conformance"
+    assert (done.returncode, done.stdout, done.stderr) == (0, f"{prog} {version('litgpt-conformance')}\n", "")
