@@ -563,11 +563,10 @@ _RUN = [
     FlatOption("precision", str, help="bf16-true (the tables'), 16-true, 32-true, ..."),
     FlatOption("accelerator", str, ACCELERATORS),
     FlatOption("memory_cap_gb", float, help="fail with OOM above this peak (emulates a smaller device)"),
-    FlatOption(
-        "tokenizer_dir", str, help="a tokenizer.model or tokenizer.json directory: tokenizes --data-file or the prompt"
-    ),
 ]
+_TOKENIZER = "a tokenizer.model or tokenizer.json directory"
 _FINETUNE = [
+    FlatOption("tokenizer_dir", str, help=f"{_TOKENIZER}: tokenizes --data-file"),
     FlatOption("method", str, FINETUNE_METHODS),
     *_fields(Hyperparameters),
     FlatOption("max_iters", int, help="micro-batch iterations to run (default: one optimizer step + 3)"),
@@ -577,7 +576,14 @@ _FINETUNE = [
 ]
 FLAT_OPTIONS: dict[Workload, dict[str, FlatOption]] = {
     "finetune": {o.name: o for o in (*_RUN, *_FINETUNE)},
-    "inference": {o.name: o for o in (*_RUN, *_fields(GenerateSettings))},
+    "inference": {
+        o.name: o
+        for o in (
+            *_RUN,
+            FlatOption("tokenizer_dir", str, help=f"{_TOKENIZER}: tokenizes --prompt"),
+            *_fields(GenerateSettings),
+        )
+    },
 }
 """Every flat key of each workload: the CLI's options are generated from this table."""
 
