@@ -428,7 +428,9 @@ class ConformanceSession:
         if session.config.option.collectonly or not self.resolved or self.is_worker:
             # A worker collects every item but runs only those it is sent: no prefetching there.
             return
-        self._refuse_a_baseline_that_judges_nothing([f for f in map(check_kind_of, session.items) if f is not None])
+        selected = [f for f in map(check_kind_of, session.items) if f is not None]
+        self._refuse_a_baseline_that_judges_nothing(selected)
+        self._refuse_losing_measured_rows(selected)
         for item in session.items:
             found = check_kind_of(item)
             if found is not None:
@@ -451,6 +453,25 @@ class ConformanceSession:
         if self._prefetch is not None and check_kind_of(item) is not None:
             rows, self._prefetch = self._prefetch, None
             self.cache.prefetch(rows)
+
+    def _refuse_losing_measured_rows(self, selected: list[tuple[RowKey, CheckKind]]) -> None:
+        """A ``--results`` file of an earlier session that holds measured rows whose run this session
+        does not select (a ``-k`` narrower than that session's, a baseline's path given by mistake)
+        is a usage error: replacing it would lose their measurements. Rows this session measures
+        again, and rows without a measurement, are replaced as before."""
+        if not self._replaced:
+            return
+        running = {key for key, kind in selected if kind == "run"}
+        lost = sorted(key for key, measured in self._replaced.items() if measured and key not in running)
+        if lost:
+            assert self.options.results is not None
+            raise pytest.UsageError(
+                f"--results {display(self.options.results)}: holds {rows_text(len(lost), 'measured row')} of an"
+                f" earlier session that this session does not run ({lost[0][0]}:{lost[0][1]}"
+                f"{f' and {len(lost) - 1} more' if len(lost) > 1 else ''}); replacing the file would lose"
+                f" {'them' if len(lost) > 1 else 'it'}:"
+                " give another --results path, or remove the file first"
+            )
 
     def _refuse_a_baseline_that_judges_nothing(self, selected: list[tuple[RowKey, CheckKind]]) -> None:
         """A ``--baseline`` that can judge none of the selected rows that would run is a usage error
@@ -526,6 +547,7 @@ class ConformanceSession:
             selected.append(found)
         # Before any row is recorded and before the scheduler sends the workers a test.
         self._refuse_a_baseline_that_judges_nothing(selected)
+        self._refuse_losing_measured_rows(selected)
         for key, kind in selected:
             self.row(*self.lookup(key)).selected.add(kind)
         self.write_results()

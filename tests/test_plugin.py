@@ -1304,17 +1304,27 @@ def test_a_session_interrupted_before_it_measured_keeps_the_earlier_results_file
     assert result.ret == pytest.ExitCode.INTERRUPTED
     assert results.read_bytes() == before, "the parameter counts alone do not replace a measured file"
     result.stdout.fnmatch_lines(["conformance: nothing measured; *r.json was left as it was"])
-    narrowed = suite.run("--results", str(results), "-k", INFER, "--cpu-jobs", "0")
-    assert narrowed.ret == 0 and [r["id"] for r in load_results(results)["rows"]] == [INFER]
+    # Before: a narrower session replaced the file and said so afterwards; the measured rows were lost.
+    for narrower, lost in ((INFER, 4), ("test_params", 5)):
+        refused = suite.run("--results", str(results), "-k", narrower, "--cpu-jobs", "0")
+        assert refused.ret == pytest.ExitCode.USAGE_ERROR
+        refused.stderr.fnmatch_lines(
+            [
+                f"ERROR: --results *r.json: holds {lost} measured rows of an earlier session that this session does"
+                f" not run (tiny:* and {lost - 1} more); replacing the file would lose them: give another --results"
+                " path, or remove the file first"
+            ]
+        )
+        assert results.read_bytes() == before
+    # Rows without a measurement are replaced, and the summary says how many went.
+    counts = suite.pytester.path / "counts.json"
+    assert suite.run("--results", str(counts), "-k", "test_params", "--cpu-jobs", "0").ret == 0
+    narrowed = suite.run("--results", str(counts), "-k", INFER, "--cpu-jobs", "0")
+    assert narrowed.ret == 0 and [r["id"] for r in load_results(counts)["rows"]] == [INFER]
     narrowed.stdout.fnmatch_lines(
-        ["conformance: results in *r.json (it replaced a file that also held 4 rows this session did not select)"]
+        ["conformance: results in *counts.json (it replaced a file that also held 4 rows this session did not select)"]
     )
     assert "nothing measured" not in narrowed.stdout.str(), "a session that replaced the file does not say it kept it"
-    counts_only = suite.run("--results", str(results), "-k", "test_params", "--cpu-jobs", "0")
-    assert counts_only.ret == 0
-    counts_only.stdout.fnmatch_lines(
-        ["conformance: results in *r.json (it replaced a file with 1 measured row; this session measured none)"]
-    )
 
 
 def test_a_session_stopped_by_x_did_not_finish(suite: Suite) -> None:
