@@ -61,6 +61,11 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
     dist = getattr(option, "dist", None)
     if not getattr(option, "numprocesses", None) or option.distload:
         return
+    if dist == "each":
+        raise pytest.UsageError(
+            "--dist each: would run every row once per worker, each run on the same devices at once; leave"
+            " --dist out (the plugin schedules a row's checks on one worker)"
+        )
     if dist in _SPREADING:
         config.stash[_DIST_TAKEN] = dist
     if dist == "no" or dist in _SPREADING:

@@ -1581,6 +1581,18 @@ def test_under_xdist_a_spreading_dist_mode_still_runs_each_row_once(suite: Suite
     assert sorted(calls) == sorted(set(calls)) and len(calls) == 5, calls
 
 
+def test_under_xdist_dist_each_is_refused(suite: Suite) -> None:
+    """Before: every row ran once per worker, and the results file kept one of the runs."""
+    pytest.importorskip("xdist")
+    suite.profile()
+    result = suite.pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-n", "2", "--dist", "each", "--expectations", str(suite.root), "--profile", "tiny",
+    )  # fmt: skip
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --dist each: would run every row once per worker*"])
+    assert not suite.calls()
+
+
 @pytest.mark.slow
 def test_under_xdist_the_results_file_keeps_each_rows_estimate(suite: Suite) -> None:
     # The workers estimate; the controller writes the file (before: every estimate null).
