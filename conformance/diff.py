@@ -192,9 +192,18 @@ class Diff:
             problems.append("no row of one file has a measured figure in the other: nothing was compared")
         lost = [r for r in self.rows if r.lost]
         if lost:
+            new_profiles = {r.profile for r in self.rows if r.status != "removed"}
+            elsewhere = sorted({r.profile for r in lost} - new_profiles)
+            if elsewhere:  # rows are matched by profile and id: another profile's rows are never the same rows
+                why = (
+                    f"{self.new} holds no row of profile {', '.join(elsewhere)}"
+                    f" (its profiles: {', '.join(sorted(new_profiles)) or 'none'}): compare results of the same profile"
+                )
+            else:
+                why = "skipped, or not selected: run NEW with OLD's selection, on the same kind of device"
             problems.append(
                 f"{rows_text(len(lost))} measured in {self.old} {'is' if len(lost) == 1 else 'are'} not measured in"
-                f" {self.new} (skipped, or not selected): run NEW with OLD's selection, on the same kind of device"
+                f" {self.new} ({why})"
             )
         return problems
 

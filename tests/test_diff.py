@@ -239,9 +239,21 @@ def test_an_added_row_is_listed_and_a_removed_measured_row_fails_the_gate() -> N
     # A gate that passed it would pass a box that no longer runs the row; one OLD never measured fails nothing.
     assert [r.id for r in diff.failing()] == ["gone"] and diff.exit_status == 1
     assert diff.problems() == [
-        "1 row measured in old is not measured in new (skipped, or not selected):"
-        " run NEW with OLD's selection, on the same kind of device"
+        "1 row measured in old is not measured in new (skipped, or not selected:"
+        " run NEW with OLD's selection, on the same kind of device)"
     ]
+
+
+def test_rows_of_another_profile_are_named_as_such() -> None:
+    """Before: results of two profiles read as NEW's rows 'skipped, or not selected'."""
+    old = results([row("a", measured(max_memory_gb=1.0), profile="cpu-tiny")])
+    new = results([row("a", measured(max_memory_gb=1.0), profile="cpu-mine")])
+    diff = diff_results(old, new)
+    assert diff.exit_status == 1
+    assert diff.problems()[-1] == (
+        "1 row measured in old is not measured in new (new holds no row of profile cpu-tiny (its profiles:"
+        " cpu-mine): compare results of the same profile)"
+    )
 
 
 def test_a_row_measured_in_old_and_skipped_in_new_fails_the_gate() -> None:
