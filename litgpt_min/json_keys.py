@@ -8,7 +8,8 @@ from typing import Any
 
 
 class DuplicateKey(ValueError):
-    """A key given twice in one object; ``where`` locates the object (its ``id``, when it has one)."""
+    """A key given twice in one object; ``where`` locates it: `` at /rows/3/verdict`` (its JSON
+    pointer), then the object's ``id`` when it has one."""
 
     def __init__(self, key: str, where: str) -> None:
         super().__init__(f"duplicate key {key!r}{where}")
@@ -16,23 +17,65 @@ class DuplicateKey(ValueError):
         self.where = where
 
 
-def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """An ``object_pairs_hook`` for ``json.loads``: the object, or ``DuplicateKey``."""
-    seen: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in seen:
-            # The hook sees no positions; the object's own id (a row's) is the best locator.
-            ids = [v for k, v in pairs if k == "id" and isinstance(v, str)]
-            raise DuplicateKey(key, f" in the object with id {ids[0]!r}" if ids else "")
-        seen[key] = value
-    return seen
+class _Repeating(dict):  # type: ignore[type-arg]
+    """An object that spelled ``repeated`` twice (its last value kept, as ``json`` would)."""
+
+    repeated: str
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An ``object_pairs_hook``: the object, marked when a key repeats. The hook sees no positions,
+    so the repeat is located afterwards, by a walk from the root (``_locate``)."""
+    found = dict(pairs)
+    if len(found) == len(pairs):
+        return found
+    seen: set[str] = set()
+    marked = _Repeating(found)
+    marked.repeated = next(key for key, _ in pairs if key in seen or seen.add(key))  # type: ignore[func-returns-value]
+    return marked
+
+
+def _pointer_token(key: str) -> str:
+    return key.replace("~", "~0").replace("/", "~1")  # RFC 6901
+
+
+def _locate(root: Any) -> DuplicateKey | None:
+    """A repeated key with its JSON pointer: the first met walking from the root, an outer object's
+    before its members' (iterative: a document nests as deep as the parser's recursion allows)."""
+    stack: list[tuple[str, Any]] = [("", root)]
+    while stack:
+        pointer, value = stack.pop()
+        if isinstance(value, _Repeating):
+            where = f" at {pointer}/{_pointer_token(value.repeated)}"
+            if isinstance(value.get("id"), str):
+                where += f" (the object with id {value['id']!r})"
+            return DuplicateKey(value.repeated, where)
+        if isinstance(value, dict):
+            stack += [(f"{pointer}/{_pointer_token(k)}", v) for k, v in reversed(value.items())]
+        elif isinstance(value, list):
+            stack += [(f"{pointer}/{i}", v) for i, v in reversed(list(enumerate(value)))]
+    return None
 
 
 def loads(text: str, **hooks: Any) -> Any:
     """``json.loads`` as every reader of a user's file calls it: a key given twice is a
-    ``DuplicateKey``, and nesting past Python's recursion limit (``[[[...]]]``) is a ``ValueError``
-    ("nested too deeply") rather than a ``RecursionError``. ``hooks``: more of ``json.loads``'s."""
+    ``DuplicateKey`` naming its JSON pointer, and nesting past Python's recursion limit
+    (``[[[...]]]``) is a ``ValueError`` ("nested too deeply") rather than a ``RecursionError``.
+    ``hooks``: more of ``json.loads``'s."""
+    repeats = 0
+
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        nonlocal repeats
+        found = _object(pairs)
+        repeats += isinstance(found, _Repeating)
+        return found
+
     try:
-        return json.loads(text, object_pairs_hook=unique_keys, **hooks)
+        value = json.loads(text, object_pairs_hook=hook, **hooks)
     except RecursionError:
         raise ValueError("nested too deeply") from None
+    if repeats:
+        duplicate = _locate(value)
+        assert duplicate is not None, "a marked object is reachable from the root"
+        raise duplicate
+    return value

@@ -642,7 +642,7 @@ def _refusals(tmp: Path) -> dict[str, tuple[tuple[str, ...], str]]:
         ),
         "data-file-field-twice": (
             (*ft, "--data-file", str(tmp / "twice.json"), "--tokenizer-dir", str(tokenizer)),
-            r"twice\.json: a record spells a field twice: duplicate key 'instruction'$",
+            r"twice\.json: a record spells a field twice: duplicate key 'instruction' at /0/instruction$",
         ),
         "data-file-tokenizer-unreadable": (
             (*ft, "--data-file", str(tmp / "alpaca.json"), "--tokenizer-dir", str(tokenizer)),

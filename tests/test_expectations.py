@@ -536,8 +536,11 @@ def test_a_long_list_of_problems_is_cut_after_twenty() -> None:
 @pytest.mark.parametrize(
     ("text", "fragment"),
     [
-        ('{"profile": "tmp", "profile": "tmp"}', "not valid JSON: duplicate key 'profile'"),
-        ('{"cases": [{"id": "x", "model": 1, "model": 2}]}', "duplicate key 'model' in the object with id 'x'"),
+        ('{"profile": "tmp", "profile": "tmp"}', "not valid JSON: duplicate key 'profile' at /profile"),
+        (
+            '{"cases": [{"id": "x", "model": 1, "model": 2}]}',
+            "duplicate key 'model' at /cases/0/model (the object with id 'x')",
+        ),
         ('{"profile": NaN}', "NaN is not a JSON number"),
         ('{"profile": 1e400}', "1e400 is out of range"),
         ('{"hardware": {"memory_gb": 1e308}}', "1e308 is out of range (1e18 or more) (line 1, column 28)"),

@@ -189,7 +189,7 @@ def test_cli_report_renders_a_results_file(tmp_path: Path, capsys: pytest.Captur
         # json keeps the last of a key given twice: a hand-edited baseline read as not written
         (
             '{"rows": [{"id": "r", "verdict": "failed", "verdict": "passed"}]}',
-            "duplicate key 'verdict' in the object with id 'r'",
+            "duplicate key 'verdict' at /rows/0/verdict (the object with id 'r')",
         ),
     ],
 )

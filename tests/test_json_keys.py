@@ -1,0 +1,33 @@
+"""A key given twice is refused with its JSON pointer (RFC 6901), wherever it is."""
+
+from __future__ import annotations
+
+import pytest
+
+from litgpt_min import json_keys
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"finished": true, "finished": false}', "duplicate key 'finished' at /finished"),
+        (
+            '{"rows": [{"id": "r"}, {"id": "s", "v": 1, "v": 2}]}',
+            "duplicate key 'v' at /rows/1/v (the object with id 's')",
+        ),
+        ('[[{"a/b": {"~k": 1, "~k": 2}}]]', "duplicate key '~k' at /0/0/a~1b/~0k"),
+        # An outer object's repeat is met before its members'.
+        ('{"a": {"b": 1, "b": 2}, "c": 1, "c": 2}', "duplicate key 'c' at /c"),
+    ],
+)
+def test_a_key_given_twice_is_named_with_its_pointer(text: str, message: str) -> None:
+    with pytest.raises(json_keys.DuplicateKey) as refused:
+        json_keys.loads(text)
+    assert str(refused.value) == message
+
+
+def test_a_document_without_repeats_reads_as_json_reads_it() -> None:
+    text = '{"a": [1, {"b": 2.5, "id": "x"}], "c": null}'
+    value = json_keys.loads(text)
+    assert value == {"a": [1, {"b": 2.5, "id": "x"}], "c": None}
+    assert all(type(obj) is dict for obj in (value, value["a"][1]))
