@@ -563,6 +563,12 @@ class ConformanceSession:
         lines = [active.describe() for active in self.active_profiles()]
         if self.recording:
             lines.append(f"conformance: recording into {self.options.record} (no row fails on a finding)")
+        if self.baseline is not None:
+            lines.append(
+                f"conformance: judged against the baseline {display(self.baseline.path)}: a row's expected outcome"
+                " and figures are what the baseline measured, within the profile's tolerances (parameter counts"
+                " stay the profile's)"
+            )
         return lines
 
     # Hooks: outcomes ----------------------------------------------------------------------------------

@@ -258,6 +258,8 @@ def test_a_speed_the_baseline_did_not_judge_is_skipped_not_compared(suite: Suite
     after = suite.pytester.path / "after.json"
     result = suite.run("--baseline", str(before), "-rs", "--results", str(after))
     result.assert_outcomes(passed=10, skipped=1, xfailed=1)
+    # Before: nothing in the header said the session was judged against a baseline.
+    result.stdout.fnmatch_lines(["conformance: judged against the baseline *before.json: a row's expected outcome *"])
     (row,) = [r for r in json.loads(after.read_text())["rows"] if r["id"] == OK]
     assert row["reasons"]["speed"].startswith("the baseline "), row  # the row's own record: no row id
     # The skip is a mark, which -rs places at the test function's line: the reason names the row.
