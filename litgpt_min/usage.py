@@ -64,6 +64,20 @@ class _StoreOnce(argparse._StoreAction):
         super().__call__(parser, namespace, values, option_string)
 
 
+class _BooleanOnce(argparse.BooleanOptionalAction):
+    """``--flag``/``--no-flag`` refusing a second of either (``--lora-query --no-lora-query``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.given = 0
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Any = None) -> None:
+        self.given += 1
+        if self.given > 1:
+            raise argparse.ArgumentError(self, "given twice; give it once")
+        super().__call__(parser, namespace, values, option_string)
+
+
 class OneLineParser(argparse.ArgumentParser):
     """``argparse`` with the bad-input contract: an error is one line on stderr
     (``prog: error: message``, no usage block) and exit status 2.
@@ -77,6 +91,8 @@ class OneLineParser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
         self.register("action", None, _StoreOnce)
         self.register("action", "store", _StoreOnce)
+        # An action given as a class is looked up in the registry under that class too.
+        self.register("action", argparse.BooleanOptionalAction, _BooleanOnce)
 
     def add_version(self) -> None:
         """``--version``: the installed distribution's version (``litgpt-conformance``)."""
@@ -104,7 +120,7 @@ class OneLineParser(argparse.ArgumentParser):
 
     def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
         for action in self._actions:
-            if isinstance(action, _StoreOnce):
+            if isinstance(action, (_StoreOnce, _BooleanOnce)):
                 action.given = 0
         namespace, extras = super().parse_known_args(args, namespace)
         for action in self._actions:

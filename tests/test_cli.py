@@ -208,6 +208,10 @@ BAD = {
         ("finetune", "lora", *TINY, "--model", "tiny-neox"),
         r"argument --model: given twice; give it once$",
     ),
+    "switch-twice": (
+        ("finetune", "lora", *TINY, "--lora-query", "--no-lora-query"),
+        r"argument --lora-query/--no-lora-query: given twice; give it once$",
+    ),
     "unknown-precision": (
         ("finetune", "lora", "--model", "tiny-llama", "--precision", "fp8"),
         r"unknown precision 'fp8': choose one of bf16-true, ",
