@@ -57,6 +57,7 @@ from litgpt_min.options import (
     FlatOption,
     Hyperparameters,
     by_flag,
+    check_data_file_path,
     flag_text,
     holds_tokenizer,
     peft_settings,
@@ -527,6 +528,10 @@ def _data_lengths(args: argparse.Namespace, hp: Hyperparameters, name: str, conf
     runner tokenizes it (with ``--config``, the checkpoint folder's tokenizer by default)."""
     if args.seq_len is not None:
         raise EstimateUsageError("--seq-len and --data-file both give iteration 0's length: choose one")
+    try:
+        check_data_file_path(args.data_file)  # a missing file first: a tokenizer would not help it
+    except ValueError as exc:
+        raise EstimateUsageError(str(exc)) from None
     tokenizer_dir = args.tokenizer_dir
     if tokenizer_dir is None and args.config is not None and holds_tokenizer(args.config.parent):
         tokenizer_dir = args.config.parent

@@ -140,8 +140,18 @@ def run_hyperparameters(method: str, ranks: int = 1, **overrides: Any) -> Hyperp
     (64/devices, 128/devices), so that an optimizer step still sees 64 or 128 samples; lora.py did
     not. Their warmup in optimizer steps is unchanged by it. The run and the estimate of a run
     (``conformance estimate``) both take their defaults from here."""
-    if method != "lora" and ranks > 1 and overrides.get("batch_size") is None:
-        overrides = {**overrides, "batch_size": max(1, hyperparameters(method).batch_size // ranks)}
+    if overrides.get("batch_size") is None:
+        batch = hyperparameters(method).batch_size
+        if method != "lora" and ranks > 1:
+            batch = max(1, batch // ranks)
+        micro = overrides.get("micro_batch_size")
+        if micro is not None and batch < micro:  # a default the user never typed: said so
+            on = f" on {ranks} ranks" if method != "lora" and ranks > 1 else ""
+            raise ValueError(
+                f"--batch-size {batch} (the default for {method}{on}) is smaller than --micro-batch-size {micro}:"
+                " give a --batch-size"
+            )
+        overrides = {**overrides, "batch_size": batch}
     return hyperparameters(method, **overrides)
 
 
@@ -220,6 +230,14 @@ class GenerateSettings:
 # ---------------------------------------------------------------------------------------------
 # 2. Per-workload options
 # ---------------------------------------------------------------------------------------------
+def check_data_file_path(path: str | Path) -> None:
+    """``ValueError`` for a ``--data-file`` that is missing or not a regular file."""
+    if not Path(path).exists():
+        raise ValueError(f"--data-file {path}: no such file")
+    if not Path(path).is_file():
+        raise ValueError(f"--data-file {path}: not a regular file")
+
+
 TOKENIZER_WITHOUT_DATA = "--tokenizer-dir tokenizes --data-file: give both, or neither (synthetic data)"
 """The refusal of a finetune (run or estimate) given a tokenizer but no data file."""
 
@@ -266,12 +284,9 @@ class FinetuneOptions:
         if self.tokenizer_dir is not None:
             _tokenizer_dir(self.tokenizer_dir)
         if self.data_file is not None:
+            check_data_file_path(self.data_file)  # a missing file first: a tokenizer would not help it
             if self.tokenizer_dir is None:
                 raise ValueError("--data-file needs --tokenizer-dir (the tokenizer that turns it into tokens)")
-            if not Path(self.data_file).exists():
-                raise ValueError(f"--data-file {self.data_file}: no such file")
-            if not Path(self.data_file).is_file():
-                raise ValueError(f"--data-file {self.data_file}: not a regular file")
             # The whole file is read here (0.6 s for the 52,002 Alpaca records on 2 cores) so that a file that is
             # not a list of records fails now, not after the model is built.
             try:
@@ -731,6 +746,7 @@ __all__ = [
     "RunRequest",
     "build_request",
     "by_flag",
+    "check_data_file_path",
     "check_inference_devices",
     "check_method_settings",
     "check_precision",

@@ -620,6 +620,11 @@ def _refusals(tmp: Path) -> dict[str, tuple[tuple[str, ...], str]]:
             (*ft, "--data-file", str(tmp / "alpaca.json")),
             r"--data-file needs --tokenizer-dir",
         ),
+        # Before: "--data-file needs --tokenizer-dir", and the missing file only once one was given.
+        "data-file-missing-without-tokenizer": (
+            (*ft, "--data-file", str(tmp / "missing.json")),
+            r"--data-file .*missing.json: no such file$",
+        ),
         "data-file-missing": (
             (*ft, "--data-file", str(tmp / "missing.json"), "--tokenizer-dir", str(tokenizer)),
             r"--data-file .*missing.json: no such file",

@@ -958,6 +958,7 @@ def test_ad_hoc_data_file_sets_the_lengths_as_the_runner_reads_them(
         "--tokenizer-dir tokenizes --data-file": [*FINETUNE, "--tokenizer-dir", str(tokenizer)],
         "--data-file does not apply to --workload inference": [*INFERENCE, "--data-file", str(data_file)],
         "no such file": [*FINETUNE, "--data-file", str(tmp_path / "nowhere.json"), "--tokenizer-dir", str(tokenizer)],
+        "nowhere.json: no such file": [*FINETUNE, "--data-file", str(tmp_path / "nowhere.json")],
     }
     for message, argv in refusals.items():
         code, out, err = run_cli(argv, capsys)

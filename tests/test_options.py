@@ -28,6 +28,7 @@ from litgpt_min.options import (
     check_method_settings,
     hyperparameters,
     peft_settings,
+    run_hyperparameters,
 )
 from litgpt_min.outcome import UnsupportedCombination
 
@@ -226,6 +227,18 @@ def test_hyperparameter_defaults_are_the_reference_table(method: str) -> None:
     assert hp.lm_head_chunk_size == 128
     assert hp == REFERENCE[method]
     assert hp.gradient_accumulation_iters == {"lora": 32, "adapter": 16, "adapter_v2": 64}[method]
+
+
+def test_a_default_batch_smaller_than_the_micro_batch_is_named_as_the_default() -> None:
+    """Before: "--batch-size 128 is smaller than ...", a value the user never typed."""
+    with pytest.raises(
+        ValueError,
+        match=r"^--batch-size 128 \(the default for lora\) is smaller than --micro-batch-size 256: give a --batch-size$",
+    ):
+        run_hyperparameters("lora", micro_batch_size=256)
+    with pytest.raises(ValueError, match=r"^--batch-size 32 \(the default for adapter on 2 ranks\) is smaller"):
+        run_hyperparameters("adapter", 2, micro_batch_size=40)
+    assert run_hyperparameters("adapter", 2, micro_batch_size=32).batch_size == 32
 
 
 def test_hyperparameter_overrides() -> None:
