@@ -176,7 +176,10 @@ def check_quantize_precision(quantize: str | None, precision: str) -> None:
     ``ValueError``; docs/reference.md, "Quantization"): an ``UnsupportedCombination``, for a run,
     its estimate and ``litgpt-min params`` alike."""
     if quantize is not None and "mixed" in precision:
-        raise UnsupportedCombination(f"quantization and mixed precision ({precision}) are not supported together")
+        raise UnsupportedCombination(
+            f"--quantize {quantize} with --precision {precision}: quantization and a mixed precision are not"
+            " supported together"
+        )
 
 
 def check_inference_devices(devices: int, num_nodes: int = 1) -> None:
