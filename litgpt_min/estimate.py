@@ -78,7 +78,7 @@ Modelling assumptions (each one is a place the estimate can be wrong):
    a statistic, not a bound: a run that happens to draw a longer sample peaks higher. On one
    device the later micro-steps hold only the trainable gradients and the optimizer's states
    (megabytes) and run shorter batches, so iteration 0 is the peak and only it is run.
-   Quantization with several devices is unsupported, as in the reference.
+   Quantization with several devices, or with a mixed precision, is unsupported, as in the reference.
 8. **Random weights, synthetic batch.** Memory does not depend on values; the batch is the
    longest sample repeated (the micro-batch is padded to its longest sample anyway).
 9. **Dropout as CUDA runs it.** ``at::dropout`` takes the fused kernel only on CUDA, which keeps a
@@ -104,7 +104,8 @@ from litgpt_min.finetune import later_length, load_train_data
 from litgpt_min.lora import LoRASettings
 from litgpt_min.measure import round_allocation
 from litgpt_min.model import GPT
-from litgpt_min.options import FinetuneOptions, Hyperparameters, RunRequest
+from litgpt_min.options import FinetuneOptions, Hyperparameters, RunRequest, check_quantize_precision
+from litgpt_min.outcome import UnsupportedCombination
 from litgpt_min.peft import Method, apply_method
 
 Outcome = Literal["ok", "oom", "unsupported"]
@@ -227,6 +228,10 @@ def estimate(request: EstimateRequest, *, extrapolate: bool = True, reserve: boo
 
     ``reserve``: also replay the run through the caching-allocator model (:func:`~litgpt_min.fake_step.fake_reserve`,
     one device only). That needs the full depth, so the peak then comes from the same run."""
+    try:
+        check_quantize_precision(request.quantize, request.precision)
+    except UnsupportedCombination as exc:
+        return Estimate(None, request.stack, "refused", unsupported=str(exc))
     if request.quantize is not None and request.devices > 1:
         reason = (
             f"quantization ({request.quantize}) is not supported with several devices "

@@ -628,6 +628,16 @@ def test_quantized_several_devices_is_unsupported() -> None:
     assert result.outcome(1.0) == "unsupported" and "several devices" in (result.unsupported or "")
 
 
+def test_quantized_mixed_precision_is_unsupported_as_quantized_several_devices_is() -> None:
+    """Before: a bad-input error (exit 2) of the ad-hoc estimate, where the reference's other
+    refusal is outcome unsupported (exit 0)."""
+    result = estimate(tiny(quantize="bnb.nf4", precision="bf16-mixed"))
+    assert result == Estimate(None, "current", "refused", unsupported=result.unsupported)
+    assert result.unsupported == (
+        "--quantize bnb.nf4 with --precision bf16-mixed: quantization and a mixed precision are not supported together"
+    )
+
+
 def test_generation_on_several_devices_is_refused_as_the_runner_refuses_it() -> None:
     with pytest.raises(ValueError, match=r"^generate runs on one device \(devices=2") as estimated:
         tiny(workload="inference", devices=2)
