@@ -65,17 +65,20 @@ def launch_local(request: RunRequest, run_rank: RankRun) -> Result:
     context = multiprocessing.get_context(method)
     port = free_port()
     ranks: dict[int, tuple[multiprocessing.process.BaseProcess, Connection]] = {}
-    for rank in range(request.devices):
-        receive, send = context.Pipe(duplex=False)
-        env = rank_env(rank, request.devices, port)
-        process = context.Process(target=_rank_main, args=(request, run_rank, env, send), name=f"litgpt-min-rank{rank}")
-        process.start()
-        send.close()  # the child holds the sending end; EOF here means it is gone
-        ranks[rank] = (process, receive)
-    try:
+    try:  # the ranks started so far are stopped below, whatever ends this (Ctrl-C while starting them too)
+        for rank in range(request.devices):
+            receive, send = context.Pipe(duplex=False)
+            env = rank_env(rank, request.devices, port)
+            name = f"litgpt-min-rank{rank}"
+            process = context.Process(target=_rank_main, args=(request, run_rank, env, send), name=name)
+            ranks[rank] = (process, receive)  # before it starts: a Ctrl-C in start() leaves no rank behind
+            process.start()
+            send.close()  # the child holds the sending end; EOF here means it is gone
         results = supervise(ranks, request.rank_timeout_s, lambda message: failed(request, message))
     finally:
         for process, _ in ranks.values():
+            if process.pid is None:
+                continue  # never started
             if process.is_alive():
                 process.kill()
             process.join()

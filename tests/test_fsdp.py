@@ -306,6 +306,35 @@ def test_several_machines_need_an_external_launcher() -> None:
         launch.launch_local(request(2, num_nodes=2), lambda: launch.failed(request(1), "never runs"))
 
 
+def test_ctrl_c_while_ranks_start_stops_those_already_started(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: a Ctrl-C between two ranks' starts left the first running (in the rendezvous, for
+    30 minutes), and the launcher hung at exit waiting for it."""
+    import multiprocessing
+
+    rank_env_calls = 0
+    real_rank_env = launch.rank_env
+
+    def interrupted_after_one(rank: int, world: int, port: int) -> dict[str, str]:
+        nonlocal rank_env_calls
+        rank_env_calls += 1
+        if rank == 1:
+            raise KeyboardInterrupt
+        return real_rank_env(rank, world, port)
+
+    def waits_forever() -> Any:
+        time.sleep(600)
+
+    monkeypatch.setattr(launch, "rank_env", interrupted_after_one)
+    before = set(multiprocessing.active_children())
+    with pytest.raises(KeyboardInterrupt):
+        launch.launch_local(request(2), waits_forever)
+    left = set(multiprocessing.active_children()) - before
+    for process in left:  # (a failure must not leave the test session a child to wait for)
+        process.kill()
+        process.join()
+    assert rank_env_calls == 2 and not left, "rank 0 was stopped and joined"
+
+
 def test_more_cuda_ranks_than_devices_are_refused_before_any_starts(monkeypatch: pytest.MonkeyPatch) -> None:
     """Before: each rank process started, then failed in Lightning's check of the devices."""
     gpu = request(4, precision="bf16-true")
