@@ -111,7 +111,12 @@ def build_parser() -> OneLineParser:
     p = sub.add_parser("convert-hf", help="convert a Hugging Face checkpoint to lit_model.pth + lit_config.json")
     p.add_argument("hf_dir", type=path_argument)
     p.add_argument("out_dir", type=path_argument)
-    p.add_argument("--model", default=None, help="registry name to use instead of reading config.json")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="take the registry config of this name (checked against config.json, which is read all the same)"
+        " instead of deriving one from config.json",
+    )
     return parser
 
 
@@ -175,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "convert-hf":
             from litgpt_min.convert import convert_hf_checkpoint, tokenizer_copies
 
+            if args.model is not None:
+                Config.from_name(args.model)  # an unknown name before any file is read
             copies = tokenizer_copies(Path(args.hf_dir), Path(args.out_dir))
             path = convert_hf_checkpoint(args.hf_dir, args.out_dir, model_name=args.model)
             print(f"wrote {path} and {path.with_name('lit_config.json')}")

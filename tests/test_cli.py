@@ -208,6 +208,11 @@ BAD = {
         ("finetune", "lora", *TINY, "--model", "tiny-neox"),
         r"argument --model: given twice; give it once$",
     ),
+    # Before: "config.json: no such file" for a folder that has none; the name was never checked.
+    "convert-unknown-model": (
+        ("convert-hf", "/nonexistent-hf", "/nonexistent-out", "--model", "nope"),
+        r"^litgpt-min: error: unknown model 'nope' \(known: ",
+    ),
     "switch-twice": (
         ("finetune", "lora", *TINY, "--lora-query", "--no-lora-query"),
         r"argument --lora-query/--no-lora-query: given twice; give it once$",
