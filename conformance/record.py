@@ -96,6 +96,7 @@ def build_files(
     target = snapshot.options.record
     assert target is not None
     measured = {row.key: row for row in snapshot.rows if row.run is not None}
+    recorded_now = _recorded_ids(snapshot, active)
     old_cases = {row["id"]: (name, row) for name, data in old.items() for row in data["cases"]}
     sources = {path: load_file(path) for path in dict.fromkeys(case.file for case in active.profile.cases)}
     same_profile = real_path(target) == real_path(active.profile.directory)
@@ -109,11 +110,11 @@ def build_files(
     rows: dict[str, list[dict[str, Any]]] = {name: [] for name in old}
     touched: set[str] = set()
     source_meta: dict[str, Mapping[str, Any]] = {}
-    recorded: set[str] = set()
     for case in active.profile.cases:
-        done = measured.get((active.name, case.id))
-        if done is None or done.run is None or done.run.stopped != "exited":
+        if case.id not in recorded_now:
             continue  # kept from the old profile below, if it has the row (a run the session stopped is none)
+        done = measured[(active.name, case.id)]
+        assert done.run is not None
         raw_source = next(row for row in sources[case.file]["cases"] if row["id"] == case.id)
         if case.id in old_cases:
             name, base = old_cases[case.id]
@@ -128,8 +129,7 @@ def build_files(
             source_meta.setdefault(name, old[name]["source"])
         else:
             source_meta.setdefault(name, _without_notes(sources[case.file]["source"], same_profile))
-        recorded.add(case.id)
-    unmeasured = [case_id for case_id in old_cases if case_id not in recorded]
+    unmeasured = [case_id for case_id in old_cases if case_id not in recorded_now]
     for case_id in unmeasured:
         name, row = old_cases[case_id]
         rows[name].append(row)

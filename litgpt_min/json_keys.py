@@ -29,10 +29,14 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     found = dict(pairs)
     if len(found) == len(pairs):
         return found
-    seen: set[str] = set()
     marked = _Repeating(found)
-    marked.repeated = next(key for key, _ in pairs if key in seen or seen.add(key))  # type: ignore[func-returns-value]
-    return marked
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            marked.repeated = key
+            return marked
+        seen.add(key)
+    raise AssertionError("unreachable: fewer keys than pairs means a repeat")
 
 
 def _pointer_token(key: str) -> str:

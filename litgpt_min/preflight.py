@@ -95,22 +95,21 @@ def mem_available_bytes(meminfo: Path | None = None) -> int | None:
     return None
 
 
-def check_rank_processes(ranks: int, meminfo: Path | None = None) -> None:
+def check_rank_processes(ranks: int) -> None:
     """Raise :class:`PreflightRefusal` when the processes of ``ranks`` CPU ranks, before any tensor
-    (:data:`CPU_RANK_PROCESS_BYTES` each), would not fit the CPU's limit: checked before they start,
-    where each rank's own pre-flight would come only after all of them had started."""
-    available = mem_available_bytes(meminfo)
+    (:data:`CPU_RANK_PROCESS_BYTES` each), would not fit the CPU's limit (:func:`device_limit`'s):
+    checked before they start, where each rank's own pre-flight would come only after all of them
+    had started."""
+    limit = device_limit(torch.device("cpu"))
     need = ranks * CPU_RANK_PROCESS_BYTES
-    if available is None or ranks < 2 or need <= available * CPU_USABLE_SHARE:
+    if limit is None or ranks < 2 or need <= limit.bytes:
         return
-    limit = available * CPU_USABLE_SHARE
     raise PreflightRefusal(
         f"pre-flight: {ranks} rank processes hold about {gb_text(need / 1e9)} GB before any tensor (about"
         f" {CPU_RANK_PROCESS_BYTES / 1e9:g} GB each: Python, torch, the process group), more than the limit"
-        f" {gb_text(limit / 1e9)} GB ({CPU_USABLE_SHARE:.0%} of MemAvailable in /proc/meminfo); no rank was"
-        " started (--no-preflight starts them anyway)",
+        f" {gb_text(limit.gb)} GB ({limit.source}); no rank was started (--no-preflight starts them anyway)",
         need / 1e9,
-        limit / 1e9,
+        limit.gb,
     )
 
 

@@ -48,14 +48,13 @@ class UsageError(Exception):
     """Bad command-line input: reported in one line, exit status 2."""
 
 
-class _StoreOnce(argparse._StoreAction):
-    """An option of one value (argparse's ``store``) that refuses to be given again: argparse keeps
-    the last value silently, so ``--model a ... --model b`` (a command line built from a template
-    plus an override) would run ``b`` without a word. Counted per parse, so abbreviations count too."""
+class _GivenOnce(argparse.Action):
+    """An option that refuses to be given again: argparse keeps the last value silently, so
+    ``--model a ... --model b`` (a command line built from a template plus an override) would run
+    ``b`` without a word. Counted per parse (``OneLineParser.parse_known_args`` resets it), so
+    abbreviations and a switch's ``--no-`` form count too."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.given = 0
+    given = 0
 
     def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Any = None) -> None:
         self.given += 1
@@ -64,18 +63,30 @@ class _StoreOnce(argparse._StoreAction):
         super().__call__(parser, namespace, values, option_string)
 
 
-class _BooleanOnce(argparse.BooleanOptionalAction):
-    """``--flag``/``--no-flag`` refusing a second of either (``--lora-query --no-lora-query``)."""
+class _StoreOnce(_GivenOnce, argparse._StoreAction):
+    """argparse's ``store``, given once."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.given = 0
+
+class _BooleanOnce(_GivenOnce, argparse.BooleanOptionalAction):
+    """``--flag``/``--no-flag``, one of them once (``--lora-query --no-lora-query`` is refused)."""
+
+
+class _Version(argparse.Action):
+    """``--version``: the installed distribution's version, looked up only when asked for (its
+    metadata costs every command's start-up otherwise)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
 
     def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Any = None) -> None:
-        self.given += 1
-        if self.given > 1:
-            raise argparse.ArgumentError(self, "given twice; give it once")
-        super().__call__(parser, namespace, values, option_string)
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            installed = version("litgpt-conformance")
+        except PackageNotFoundError:  # run from a checkout that was never installed
+            installed = "not installed"
+        parser._print_message(f"{parser.prog} {installed}\n", sys.stdout)  # stdout, as argparse's own
+        parser.exit()
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -96,13 +107,7 @@ class OneLineParser(argparse.ArgumentParser):
 
     def add_version(self) -> None:
         """``--version``: the installed distribution's version (``litgpt-conformance``)."""
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            installed = version("litgpt-conformance")
-        except PackageNotFoundError:  # run from a checkout that was never installed
-            installed = "not installed"
-        self.add_argument("--version", action="version", version=f"{self.prog} {installed}")
+        self.add_argument("--version", action=_Version, help="print the version and exit")
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {one_line(message)}\n")
@@ -120,7 +125,7 @@ class OneLineParser(argparse.ArgumentParser):
 
     def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
         for action in self._actions:
-            if isinstance(action, (_StoreOnce, _BooleanOnce)):
+            if isinstance(action, _GivenOnce):
                 action.given = 0
         namespace, extras = super().parse_known_args(args, namespace)
         for action in self._actions:

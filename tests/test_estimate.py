@@ -1334,11 +1334,12 @@ def test_more_cpu_ranks_than_the_machine_can_hold_are_refused_before_any_starts(
     assert "more than the limit 19.86 GB (80% of MemAvailable in /proc/meminfo); no rank was started" in result["error"]
     assert result["details"]["preflight_limit_gb"] == pytest.approx(19.86, abs=0.01)
     # As many as fit are left to their own pre-flight, as is a machine that does not say.
-    fit = int(24239212 * 1024 * preflight.CPU_USABLE_SHARE // preflight.CPU_RANK_PROCESS_BYTES)
-    preflight.check_rank_processes(fit, meminfo)
+    fit = int(24239212 * 1024 * preflight.CPU_USABLE_SHARE) // preflight.CPU_RANK_PROCESS_BYTES
+    preflight.check_rank_processes(fit)
     with pytest.raises(preflight.PreflightRefusal):
-        preflight.check_rank_processes(fit + 1, meminfo)
-    preflight.check_rank_processes(10**6, tmp_path / "absent")
+        preflight.check_rank_processes(fit + 1)
+    monkeypatch.setattr(preflight, "MEMINFO", tmp_path / "absent")
+    preflight.check_rank_processes(10**6)
 
 
 @pytest.mark.parametrize(
