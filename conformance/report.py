@@ -295,6 +295,11 @@ def _device_short(sku: str) -> str:
 
 
 def _cell_text(text: str, limit: int) -> str:
+    """The first line of ``text`` in at most ``limit`` characters, cut at a word's end when it has
+    to be cut (a word cut in two reads as another word), with a table's ``|`` escaped."""
     line = text.splitlines()[0] if text else ""
-    line = line.replace("|", "\\|")
-    return line if len(line) <= limit else line[: limit - 3] + "..."
+    if len(line) > limit:
+        cut = line[: limit - 3]
+        words = cut.rsplit(" ", 1)[0] if line[limit - 3] != " " else cut
+        line = (words if len(words) >= limit // 2 else cut).rstrip(" ,;:(|-") + "..."
+    return line.replace("|", "\\|")

@@ -112,6 +112,16 @@ def test_a_speed_whose_check_was_skipped_is_marked_not_judged() -> None:
     assert "not judged" not in render({**RESULTS, "rows": [failed]})
 
 
+def test_a_long_skip_reason_is_cut_at_a_word_end_and_keeps_the_table_whole() -> None:
+    reason = "no GPU: this row needs a CUDA device with bitsandbytes | the cpu-tiny profile runs without one"
+    first = RESULTS["rows"][0]
+    skipped = {**first, "verdict": "skipped", "checks": {"run": "skipped"}, "reasons": {"run": reason}}
+    line = next(x for x in render({**RESULTS, "rows": [skipped]}).splitlines() if "skipped:" in x)
+    cell = line.rstrip(" |").rsplit("| ", 1)[1]
+    assert cell == "skipped: no GPU: this row needs a CUDA device with bitsandbytes..."
+    assert line.count("|") - line.count("\\|") == FINETUNE_HEADER.count("|")
+
+
 def test_multi_gpu_and_inference_tables() -> None:
     out = lines(render(RESULTS))
     assert "### Finetuning with LoRA on Multiple GPUs" in out
