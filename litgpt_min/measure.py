@@ -49,9 +49,12 @@ def gb(n_bytes: int | float) -> float:
 
 def gb_text(value: float) -> str:
     """A figure in GB for a reader: two decimals from 0.1 GB up, else enough decimals (up to six,
-    the results' precision) that a tiny model's megabytes do not read as 0.00."""
+    the results' precision) that a tiny model's megabytes do not read as 0.00; below a kilobyte,
+    three significant digits (a figure that is not 0 never reads as 0)."""
     if value == 0 or abs(value) >= 0.1:
         return f"{value:.2f}"
+    if abs(value) < 1e-6:
+        return f"{value:.3g}"
     return f"{value:.6f}".rstrip("0").rstrip(".")
 
 

@@ -517,7 +517,8 @@ def test_measure_peak_on_cuda_reads_the_allocator_and_caps_it() -> None:
         (0.1, "0.10"),
         (0.0026, "0.0026"),
         (0.000592, "0.000592"),
-        (1e-8, "0"),
+        (1e-8, "1e-08"),
+        (1e-300, "1e-300"),  # a capacity given as 1e-300 GB is not "0 GB"
         (-0.003, "-0.003"),
     ],
 )
