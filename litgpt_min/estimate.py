@@ -119,7 +119,14 @@ HOWS: dict[str, str] = {
         "(the blocks are identical)"
     ),
     "fake-run-allocator": "one step on fake tensors at full depth, replayed through the caching-allocator model",
-    "fsdp-simulated": "the FSDP step simulated per device on fake tensors",
+    "fsdp-simulated": (
+        "the FSDP step simulated per device on fake tensors at full depth (too few layers to extrapolate, "
+        "or a phase that may set the peak peaked at different ops at the two short depths)"
+    ),
+    "fsdp-simulated-extrapolated": (
+        "the FSDP step simulated per device on fake tensors at two short depths, each phase's peak "
+        "extrapolated to the full depth (the blocks are identical)"
+    ),
     "refused": "not estimated, the combination being unsupported",
 }
 """What each :attr:`Estimate.how` means."""
@@ -239,7 +246,8 @@ def estimate(request: EstimateRequest, *, extrapolate: bool = True, reserve: boo
         )
         return Estimate(None, request.stack, "refused", unsupported=reason)
     if request.devices > 1:
-        return Estimate(_fsdp_peak(request, extrapolate), request.stack, "fsdp-simulated")
+        peak, how = _fsdp_peak(request, extrapolate)
+        return Estimate(peak, request.stack, how)
     if reserve:
         _check_full_depth(request, "the allocator model replays every layer")
         peak, reserved = fake_reserve(request)
@@ -325,24 +333,24 @@ def _with_layers(request: EstimateRequest, n_layer: int) -> EstimateRequest:
     return dataclasses.replace(request, config=dataclasses.replace(request.config, n_layer=n_layer))
 
 
-def _fsdp_peak(request: EstimateRequest, extrapolate: bool) -> int:
+def _fsdp_peak(request: EstimateRequest, extrapolate: bool) -> tuple[int, str]:
     """Per device under the reference's FSDP (assumption 7): the simulated run's peak with every
     weight resident beside the unsharded Blocks FSDP holds at that moment, less the resident
-    Blocks' weights, plus this rank's shards of every unit."""
-    step = _fsdp_step(request, extrapolate)
+    Blocks' weights, plus this rank's shards of every unit; and how the step was simulated."""
+    step, how = _fsdp_step(request, extrapolate)
     itemsize = request.dtype.itemsize
     blocks, root = _parameter_sizes(request.config, request.method, request.lora, request.adapter)
     resident = sum(round_allocation(n * itemsize) for sizes in blocks for n in sizes)
     flat = [sum(sizes) for sizes in blocks]
     shards = sum(round_allocation(-(-n // request.devices) * itemsize) for n in (root, *flat))
-    return step - resident + shards
+    return step - resident + shards, "fsdp-simulated" + how.removeprefix("fake-run")
 
 
 @functools.lru_cache(maxsize=8)
-def _fsdp_step(request: EstimateRequest, extrapolate: bool) -> int:
+def _fsdp_step(request: EstimateRequest, extrapolate: bool) -> tuple[int, str]:
     """The simulated run's peak with every weight resident (iteration 0 and, when gradients
     accumulate, a later micro-step)."""
-    return _peak(request, extrapolate, fsdp=True, later=request.later_seq_len is not None)[0]
+    return _peak(request, extrapolate, fsdp=True, later=request.later_seq_len is not None)
 
 
 @functools.lru_cache(maxsize=8)

@@ -343,8 +343,10 @@ def test_layer_extrapolation_equals_the_full_depth_run(kw: dict[str, object], pr
     extrapolated = estimate(request)
     # The short runs were extrapolated (a fallback to the full depth would compare it with itself).
     assert projections and projections[-1] is not None
-    assert extrapolated.how in ("fake-run-extrapolated", "fsdp-simulated")
-    assert extrapolated.peak_bytes == estimate(request, extrapolate=False).peak_bytes
+    assert extrapolated.how == ("fsdp-simulated" if request.devices > 1 else "fake-run") + "-extrapolated"
+    full = estimate(request, extrapolate=False)
+    assert full.peak_bytes == extrapolated.peak_bytes
+    assert full.how == ("fsdp-simulated" if request.devices > 1 else "fake-run")  # and says it ran in full
 
 
 def test_a_pair_of_short_runs_that_does_not_extrapolate_is_followed_by_a_deeper_pair(
