@@ -70,8 +70,9 @@ _ROW_OPTIONS = ("model", "method", "micro_batch_size", "quantize", "devices", "n
 # Run options the session decides for every row (the device it found, --emulate-memory-gb's cap).
 _SESSION_OPTIONS = ("accelerator", "memory_cap_gb")
 _TOLERANCE_KEYS = ("memory_rel", "speed_rel", "estimate_rel")
-# The card a profile describes: every file of it agrees on these (usable_memory_gb may be absent in all).
-CARD_KEYS = ("sku", "memory_gb", "memory_bytes", "usable_memory_gb")
+# The card a profile describes, and the cap its rows were measured under: every file of it agrees
+# on these (usable_memory_gb and memory_cap_gb may be absent in all).
+CARD_KEYS = ("sku", "memory_gb", "memory_bytes", "usable_memory_gb", "memory_cap_gb")
 
 
 class ExpectationError(ValueError):

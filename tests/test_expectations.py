@@ -405,6 +405,8 @@ FILE_PROBLEMS = [
     (lambda d: d["hardware"].pop("sku"), ["'hardware.sku'", "missing required field"]),
     (lambda d: d["hardware"].update(usable_memory_gb="x"), ["'hardware.usable_memory_gb'", "must be number"]),
     (lambda d: d["hardware"].update(usable_memory_gb=-1), ["'hardware.usable_memory_gb'", "must be > 0"]),
+    (lambda d: d["hardware"].update(memory_cap_gb="forty"), ["'hardware.memory_cap_gb'", "must be number"]),
+    (lambda d: d["hardware"].update(memory_cap_gb=0), ["'hardware.memory_cap_gb'", "must be > 0"]),
     (lambda d: d["tolerances"].update(speed_rel=-0.1), ["'tolerances.speed_rel'", "must be >= 0"]),
     (lambda d: d.update(profile="other"), ["field 'profile'", "folder name 'tmp'", "'other'"]),
     (lambda d: d.update(cases=[]), ["'cases'", "at least 1"]),
@@ -468,20 +470,22 @@ def test_files_of_a_profile_agree_on_card_and_tolerances(tmp_path: Path) -> None
     assert len(error.problems) == 2
 
 
-def test_files_of_a_profile_agree_on_the_usable_memory(tmp_path: Path) -> None:
-    """The usable memory is the profile's capacity (memory cap, estimate): where one file disagrees,
-    it is refused, never dropped silently for ``memory_gb``."""
+@pytest.mark.parametrize("key", ["usable_memory_gb", "memory_cap_gb"])
+def test_files_of_a_profile_agree_on_the_usable_memory_and_the_cap(tmp_path: Path, key: str) -> None:
+    """The usable memory is the profile's capacity (memory cap, estimate), the cap what its rows
+    were measured under: where one file disagrees, it is refused, never dropped silently (a profile
+    checked with no cap at all)."""
     first = _valid_doc()
-    first["hardware"]["usable_memory_gb"] = 1.4
+    first["hardware"][key] = 1.4
     _write(tmp_path, first, "a.json")
     other = _valid_doc()
     other["cases"] = other["cases"][1:]
     other["cases"][0]["id"] = "inference-tiny_llama-nf4-2gpu"
     other["cases"][0]["devices"] = 2
-    _refused(_write(tmp_path, other, "b.json"), "field 'hardware.usable_memory_gb'", "(1.4)", "(got null)")
-    other["hardware"]["usable_memory_gb"] = 1.4
+    _refused(_write(tmp_path, other, "b.json"), f"field 'hardware.{key}'", "(1.4)", "(got null)")
+    other["hardware"][key] = 1.4
     _write(tmp_path, other, "b.json")
-    assert load_profile("tmp", tmp_path).hardware["usable_memory_gb"] == 1.4
+    assert load_profile("tmp", tmp_path).hardware[key] == 1.4
 
 
 def test_the_usable_memory_is_less_than_the_cards_total(tmp_path: Path) -> None:
