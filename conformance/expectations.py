@@ -415,6 +415,8 @@ def _schema_problem(path: Path, data: Any, error: ValidationError) -> Iterator[E
         message = f"must be {sign} {error.validator_value} (got {_show(instance)})"
     elif validator == "pattern" and "propertyNames" in error.schema_path:
         message = f"option name {_show(instance)} must match {error.validator_value}"
+    elif validator == "pattern" and error.validator_value == r"\S":
+        message = f"must not be blank (got {_show(instance)})"
     elif validator == "pattern":
         message = f"must match {error.validator_value} (got {_show(instance)})"
     elif validator == "minLength":

@@ -342,6 +342,10 @@ CASE_PROBLEMS = [
     (lambda d: d["cases"][0].update(max_memory_gb=-1), ["'max_memory_gb'", "must be > 0 (got -1)"]),
     (lambda d: d["cases"][0].update(max_memroy_gb=1.0), ["'max_memroy_gb'", "unknown field", "'max_memory_gb'"]),
     (lambda d: d["cases"][0].pop("outcome"), ["'outcome'", "missing required field"]),
+    (
+        lambda d: d["cases"][0].update(outcome="error", error=" \t", max_memory_gb=None, time_1k_iters_min=None),
+        ["'error'", 'must not be blank (got " \\t")'],
+    ),
     (lambda d: d["cases"][1].update(quantize="bnb.int8"), ["'quantize'", "must be one of", '"bnb.int8"']),
     (lambda d: d["cases"][0]["tolerances"].update(memory_rel=-1), ["'tolerances.memory_rel'", ">= 0"]),
     (lambda d: d["cases"][0].update(method=None), ["'method'", "workload 'finetune'"]),
