@@ -9,6 +9,7 @@ files for an upgrade gate, and validates expectation profiles.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import sys
 from collections.abc import Callable, Mapping
@@ -19,7 +20,14 @@ from conformance.diff import cmd_diff
 from conformance.display import rows_text
 from conformance.estimate_command import add_parser as add_estimate_parser
 from conformance.estimate_command import run as run_estimate
-from conformance.expectations import DEFAULT_ROOT, ExpectationError, list_profiles, load_profile, profile_folder_hint
+from conformance.expectations import (
+    DEFAULT_ROOT,
+    SCHEMA_PATH,
+    ExpectationError,
+    list_profiles,
+    load_profile,
+    profile_folder_hint,
+)
 from conformance.hardware import fingerprint, format_header
 from conformance.merge import PREFER_CHOICES, Prefer, merge_files
 from conformance.options import Options, fraction
@@ -253,10 +261,15 @@ def cmd_validate(root: Path, names: list[str]) -> int:
             file=sys.stderr,
         )
         return EXIT_BAD_INPUT
+    names = [name.rstrip("/") or name for name in names]  # a folder name as the shell completes it
     unknown = [name for name in names if name not in available]
     if unknown:
+        close = [a for a in available if a.startswith(unknown[0])] or difflib.get_close_matches(
+            unknown[0], available, n=1
+        )
+        hint = f"; did you mean {close[0]!r}?" if close else ""
         print(
-            one_line(f"conformance validate: unknown profile {unknown[0]!r} (in {root}: {', '.join(available)})"),
+            one_line(f"conformance validate: unknown profile {unknown[0]!r}{hint} (in {root}: {', '.join(available)})"),
             file=sys.stderr,
         )
         return EXIT_BAD_INPUT
@@ -266,6 +279,8 @@ def cmd_validate(root: Path, names: list[str]) -> int:
             profile = load_profile(name, root)
         except ExpectationError as exc:
             print(str(exc), file=sys.stderr)
+            if exc.file == SCHEMA_PATH:
+                return 1  # every profile is checked against it: one line says it
             status = 1
             continue
         print(

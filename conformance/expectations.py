@@ -27,7 +27,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError
+from jsonschema.exceptions import SchemaError, ValidationError
 
 from conformance.display import display
 from litgpt_min import json_keys
@@ -346,7 +346,11 @@ def _validator() -> Draft202012Validator:
         schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ExpectationError(SCHEMA_PATH, f"cannot load the schema: {exc}") from None
-    Draft202012Validator.check_schema(schema)
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:  # valid JSON, edited into something that is no schema
+        where = "/" + "/".join(str(part) for part in exc.absolute_path)
+        raise ExpectationError(SCHEMA_PATH, f"not a valid JSON Schema at {where}: {exc.message}") from None
     return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
 
 
@@ -656,6 +660,7 @@ def load_profile(name: str, root: Path = DEFAULT_ROOT) -> Profile:
             + (f"; {folder}" if folder else ""),
         )
     directory = root / name
+    _validator()  # a schema that cannot be used is one problem, not one per file
     files: dict[Path, dict[str, Any]] = {}
     problems: list[ExpectationError] = []
     for path in _profile_files(directory):

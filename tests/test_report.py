@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conformance import cli, expectations
 from conformance.cli import main
 from conformance.report import render
 from conformance.results import FORMAT, load_results, verdict_counts
@@ -427,6 +428,34 @@ def test_cli_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
         assert main(list(argv)) == 2, argv
         err = capsys.readouterr().err
         assert fragment in err and err.count("\n") == 1, err
+    # A shortened name is hinted; a folder name as the shell completes it (trailing /) is the profile.
+    assert main(["validate", "a100"]) == 2
+    assert "unknown profile 'a100'; did you mean 'a100-sxm4-40gb'?" in capsys.readouterr().err
+    assert main(["validate", "cpu-tiny/"]) == 0
+    assert "cpu-tiny: ok (2 files, 11 rows)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("schema_text", "fragment"),
+    [
+        ('{"type": "objet"}', "not a valid JSON Schema at /type: 'objet' is not valid"),
+        ("{", "cannot load the schema: Expecting property name"),
+    ],
+)
+def test_cli_validate_names_an_edited_schema_that_cannot_be_used_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], schema_text: str, fragment: str
+) -> None:
+    schema = tmp_path / "schema.json"
+    schema.write_text(schema_text)
+    monkeypatch.setattr(expectations, "SCHEMA_PATH", schema)
+    monkeypatch.setattr(cli, "SCHEMA_PATH", schema)
+    expectations._validator.cache_clear()
+    try:
+        assert main(["validate"]) == 1
+    finally:
+        expectations._validator.cache_clear()  # the shipped schema for the tests after this one
+    err = capsys.readouterr().err
+    assert err == f"{schema}: {fragment}" + err.split(fragment, 1)[1] and err.count("\n") == 1, err
 
 
 JSON_VALUES = st.recursive(
