@@ -177,7 +177,8 @@ def _option(key: str, value: Any) -> list[str]:
     if value is False:
         return ["--no-" + key.replace("_", "-")]
     if isinstance(value, float):
-        return [flag, format(value, "g")]
+        short = format(value, "g")  # 0.0003, 2: as a user types them; repr where "g" would round
+        return [flag, short if float(short) == value else repr(value)]
     return [flag, str(value)]
 
 

@@ -63,6 +63,15 @@ def test_generate_command_and_runner_options_override_base_options() -> None:
     ]  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    ("value", "text"), [(0.0003, "0.0003"), (40.0, "40"), (0.00012345678, "0.00012345678"), (1234567.0, "1234567.0")]
+)
+def test_a_float_option_reaches_the_run_as_written_never_rounded(value: float, text: str) -> None:
+    """A profile's runner option is validated as written: the run must get that value, not six digits of it."""
+    command = build_command(make_case(runner_options={"learning_rate": value}), RunOptions(), python="python")
+    assert command[command.index("--learning-rate") + 1] == text
+
+
 def test_inference_rows_time_the_protocols_repeated_generations_unless_the_profile_says_otherwise() -> None:
     case = make_case(id="inference-tiny_llama-1gpu", workload="inference", method=None, micro_batch_size=None)
     command = build_command(case, RunOptions(), python="python")
