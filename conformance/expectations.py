@@ -269,15 +269,21 @@ def case_id_from(row: Mapping[str, Any]) -> str:
 
 
 # Reading ------------------------------------------------------------------------------------------
-class _NonStandardJSON(ValueError):
+class NumberRefused(ValueError):
+    """A number JSON holds but no expectation or results file does (NaN, Infinity, 1e18 or more)."""
+
+
+class _Refused:
+    """A number read where the parser met it, refused once the document is read, so that its
+    JSON pointer (and the row that holds it) can be named."""
+
     def __init__(self, token: str, why: str) -> None:
-        super().__init__(token)
         self.token = token
         self.why = why
 
 
-def _reject_constant(token: str) -> Any:
-    raise _NonStandardJSON(token, "is not a JSON number (NaN and Infinity are not allowed)")
+def _reject_constant(token: str) -> _Refused:
+    return _Refused(token, "is not a JSON number (NaN and Infinity are not allowed)")
 
 
 # Every number here (counts, GB, minutes, tokens/s, tolerances) stays far below this: a larger one
@@ -285,38 +291,32 @@ def _reject_constant(token: str) -> Any:
 _LARGEST = 10**18
 
 
-def _parse_float(text: str) -> float:
+def _parse_float(text: str) -> float | _Refused:
     value = float(text)
     if not math.isfinite(value):  # 1e400 parses as inf
-        raise _NonStandardJSON(text, "is out of range for a float")
+        return _Refused(text, "is out of range for a float")
     if abs(value) >= _LARGEST:
-        raise _NonStandardJSON(text, "is out of range (1e18 or more)")
+        return _Refused(text, "is out of range (1e18 or more)")
     return value
 
 
-def _parse_int(text: str) -> int:
+def _parse_int(text: str) -> int | _Refused:
     # Longer digit strings are typos, and past 4300 digits int() itself raises a bare ValueError.
     if len(text.lstrip("-")) > 18:
-        raise _NonStandardJSON(text[:24] + ("..." if len(text) > 24 else ""), "is out of range (more than 18 digits)")
+        return _Refused(text[:24] + ("..." if len(text) > 24 else ""), "is out of range (more than 18 digits)")
     return int(text)
-
-
-def _line_of(text: str, token: str) -> str:
-    index = text.find(token)
-    if index < 0:
-        return ""
-    line = text.count("\n", 0, index) + 1
-    column = index - (text.rfind("\n", 0, index) + 1) + 1
-    return f" (line {line}, column {column})"
 
 
 def strict_json(text: str) -> Any:
     """``json.loads`` for files a person may have edited: NaN, Infinity, numbers out of range and
-    duplicate keys are ``ValueError``s naming the token and where it is."""
-    try:
-        return json_keys.loads(text, parse_constant=_reject_constant, parse_float=_parse_float, parse_int=_parse_int)
-    except _NonStandardJSON as exc:
-        raise ValueError(f"{exc.token} {exc.why}{_line_of(text, exc.token)}") from None
+    duplicate keys are ``ValueError``s naming the token and where it is (its JSON pointer, and the
+    id of the object that holds it)."""
+    data = json_keys.loads(text, parse_constant=_reject_constant, parse_float=_parse_float, parse_int=_parse_int)
+    hit = json_keys.where(data, lambda value: "" if isinstance(value, _Refused) else None)
+    if hit is not None:
+        refused, where = hit
+        raise NumberRefused(f"{refused.token} {refused.why}{where}")
+    return data
 
 
 def _read_json(path: Path) -> Any:
@@ -336,7 +336,9 @@ def _read_json(path: Path) -> Any:
         raise ExpectationError(path, f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
     except DuplicateKey as exc:
         raise ExpectationError(path, f"not valid JSON: duplicate key {exc.key!r}{exc.where}") from None
-    except ValueError as exc:  # NaN, Infinity, a number out of range, nesting too deep
+    except NumberRefused as exc:
+        raise ExpectationError(path, str(exc)) from None
+    except ValueError as exc:  # nesting too deep
         raise ExpectationError(path, f"not valid JSON: {exc}") from None
 
 

@@ -4,6 +4,7 @@ hand-edited file would be read as something its author did not write."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 
@@ -43,22 +44,40 @@ def _pointer_token(key: str) -> str:
     return key.replace("~", "~0").replace("/", "~1")  # RFC 6901
 
 
-def _locate(root: Any) -> DuplicateKey | None:
-    """A repeated key with its JSON pointer: the first met walking from the root, an outer object's
-    before its members' (iterative: a document nests as deep as the parser's recursion allows)."""
-    stack: list[tuple[str, Any]] = [("", root)]
+def where(root: Any, found: Callable[[Any], str | None]) -> tuple[Any, str] | None:
+    """The first value of ``root`` for which ``found`` gives a key or ``""`` (not None), walking
+    in document order, an outer object before its members (iterative: a document nests as deep as
+    the parser's recursion allows); with where it is: `` at /rows/3/verdict`` (its JSON pointer, the
+    key appended), then the object that holds it by its ``id``, or the nearest one around it with
+    an ``id`` (`` (in the object with id 'r')``)."""
+    stack: list[tuple[str, Any, Any, Any]] = [("", root, None, None)]
     while stack:
-        pointer, value = stack.pop()
-        if isinstance(value, _Repeating):
-            where = f" at {pointer}/{_pointer_token(value.repeated)}"
-            if isinstance(value.get("id"), str):
-                where += f" (the object with id {value['id']!r})"
-            return DuplicateKey(value.repeated, where)
+        pointer, value, parent, named = stack.pop()
+        key = found(value)
+        if key is not None:
+            holder = value if key else parent
+            text = f" at {pointer}/{_pointer_token(key)}" if key else f" at {pointer or '/'}"
+            if _id(holder) is not None:
+                text += f" (the object with id {_id(holder)!r})"
+            elif named is not None:
+                text += f" (in the object with id {_id(named)!r})"
+            return value, text
+        inner = value if _id(value) is not None else named
         if isinstance(value, dict):
-            stack += [(f"{pointer}/{_pointer_token(k)}", v) for k, v in reversed(value.items())]
+            stack += [(f"{pointer}/{_pointer_token(k)}", v, value, inner) for k, v in reversed(value.items())]
         elif isinstance(value, list):
-            stack += [(f"{pointer}/{i}", v) for i, v in reversed(list(enumerate(value)))]
+            stack += [(f"{pointer}/{i}", v, value, inner) for i, v in reversed(list(enumerate(value)))]
     return None
+
+
+def _id(value: Any) -> str | None:
+    return value["id"] if isinstance(value, dict) and isinstance(value.get("id"), str) else None
+
+
+def _locate(root: Any) -> DuplicateKey | None:
+    """A repeated key with its JSON pointer: the first met walking from the root."""
+    hit = where(root, lambda value: value.repeated if isinstance(value, _Repeating) else None)
+    return None if hit is None else DuplicateKey(hit[0].repeated, hit[1])
 
 
 def loads(text: str, **hooks: Any) -> Any:

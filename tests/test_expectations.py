@@ -551,7 +551,14 @@ def test_a_long_list_of_problems_is_cut_after_twenty() -> None:
         ),
         ('{"profile": NaN}', "NaN is not a JSON number"),
         ('{"profile": 1e400}', "1e400 is out of range"),
-        ('{"hardware": {"memory_gb": 1e308}}', "1e308 is out of range (1e18 or more) (line 1, column 28)"),
+        ('{"hardware": {"memory_gb": 1e308}}', "t.json: 1e308 is out of range (1e18 or more) at /hardware/memory_gb"),
+        # Named by where it is, with its row (a search of the text for "NaN" found the note first).
+        (
+            '{"notes": "NaN", "cases": [{"id": "r", "tolerances": {"memory_rel": NaN}}]}',
+            "NaN is not a JSON number (NaN and Infinity are not allowed) at /cases/0/tolerances/memory_rel"
+            " (in the object with id 'r')",
+        ),
+        ('{"cases": [{"id": "r", "max_memory_gb": 1e300}]}', "at /cases/0/max_memory_gb (the object with id 'r')"),
         ('{"profile": -2.5e18}', "-2.5e18 is out of range"),
         ('{"profile": ' + "9" * 5000 + "}", "out of range"),
         ("[" * 100_000, "not valid JSON"),
