@@ -269,8 +269,9 @@ def case_id_from(row: Mapping[str, Any]) -> str:
 
 
 # Reading ------------------------------------------------------------------------------------------
-class NumberRefused(ValueError):
-    """A number JSON holds but no expectation or results file does (NaN, Infinity, 1e18 or more)."""
+class ValueRefused(ValueError):
+    """A value JSON holds but no expectation or results file does: NaN, Infinity, a number of 1e18
+    or more, a lone surrogate escape (``"\\ud800"``, which no UTF-8 file can hold)."""
 
 
 class _Refused:
@@ -312,11 +313,31 @@ def strict_json(text: str) -> Any:
     duplicate keys are ``ValueError``s naming the token and where it is (its JSON pointer, and the
     id of the object that holds it)."""
     data = json_keys.loads(text, parse_constant=_reject_constant, parse_float=_parse_float, parse_int=_parse_int)
-    hit = json_keys.where(data, lambda value: "" if isinstance(value, _Refused) else None)
+    hit = json_keys.where(data, _refused_value)
     if hit is not None:
         refused, where = hit
-        raise NumberRefused(f"{refused.token} {refused.why}{where}")
+        if isinstance(refused, _Refused):
+            raise ValueRefused(f"{refused.token} {refused.why}{where}")
+        raise ValueRefused(f"a lone surrogate escape (\\ud800-\\udfff), which no UTF-8 file can hold{where}")
     return data
+
+
+def _refused_value(value: Any) -> str | None:
+    """``""`` for a refused number or a string no UTF-8 file can hold (a lone ``\\ud800`` escape:
+    a re-record could not write it back), the key for an object with such a key; else None."""
+    if isinstance(value, _Refused) or (isinstance(value, str) and not _utf8(value)):
+        return ""
+    if isinstance(value, dict):
+        return next((key for key in value if not _utf8(key)), None)
+    return None
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _read_json(path: Path) -> Any:
@@ -336,7 +357,7 @@ def _read_json(path: Path) -> Any:
         raise ExpectationError(path, f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
     except DuplicateKey as exc:
         raise ExpectationError(path, f"not valid JSON: duplicate key {exc.key!r}{exc.where}") from None
-    except NumberRefused as exc:
+    except ValueRefused as exc:
         raise ExpectationError(path, str(exc)) from None
     except ValueError as exc:  # nesting too deep
         raise ExpectationError(path, f"not valid JSON: {exc}") from None

@@ -26,7 +26,7 @@ from jsonschema import Draft202012Validator
 from conformance.compare import SPEED_INCONCLUSIVE, Finding
 from conformance.display import display
 from conformance.estimate import RowEstimate
-from conformance.expectations import NumberRefused, strict_json, write_json_atomic
+from conformance.expectations import ValueRefused, strict_json, write_json_atomic
 from conformance.options import options_json
 from conformance.profiles import profile_json
 from conformance.snapshot import RowSnapshot, Snapshot
@@ -326,7 +326,7 @@ def load_results(path: Path) -> dict[str, Any]:
         data = strict_json(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
         raise ValueError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except NumberRefused as exc:  # NaN, Infinity, 1e18 or more: named with its JSON pointer
+    except ValueRefused as exc:  # NaN, 1e18 or more, a lone surrogate: named with its JSON pointer
         raise ValueError(f"{path}: {exc}") from None
     except ValueError as exc:  # DuplicateKey among them
         raise ValueError(f"{path}: not valid JSON: {exc}") from None

@@ -41,7 +41,8 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _pointer_token(key: str) -> str:
-    return key.replace("~", "~0").replace("/", "~1")  # RFC 6901
+    # RFC 6901; a lone surrogate as its escape (it could not be printed).
+    return key.replace("~", "~0").replace("/", "~1").encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def where(root: Any, found: Callable[[Any], str | None]) -> tuple[Any, str] | None:

@@ -559,6 +559,12 @@ def test_a_long_list_of_problems_is_cut_after_twenty() -> None:
             " (in the object with id 'r')",
         ),
         ('{"cases": [{"id": "r", "max_memory_gb": 1e300}]}', "at /cases/0/max_memory_gb (the object with id 'r')"),
+        # A re-record could not write it back (it failed naming a temporary file).
+        (
+            '{"notes": "\\ud800"}',
+            "t.json: a lone surrogate escape (\\ud800-\\udfff), which no UTF-8 file can hold at /notes",
+        ),
+        ('{"cases": [{"id": "r", "\\udfff": 1}]}', "at /cases/0/\\udfff (the object with id 'r')"),
         ('{"profile": -2.5e18}', "-2.5e18 is out of range"),
         ('{"profile": ' + "9" * 5000 + "}", "out of range"),
         ("[" * 100_000, "not valid JSON"),
