@@ -100,6 +100,19 @@ class Baseline:
         why = None if row is None else speed_unjudged(row)
         return None if why is None else f"the baseline {self.path} did not judge this row's speed ({why})"
 
+    def machine_reason(self, case: Case, here: str | None) -> str | None:
+        """Why the baseline's speed figure for ``case`` was timed on another machine than ``here``
+        (:func:`machine_text`; None: the same, or neither known). A merged baseline's rows each
+        carry the fingerprint of the machine that ran them."""
+        row = self.rows.get((case.profile, case.id))
+        if row is None:
+            return None
+        there = machine_text(row.get("fingerprint") or self.fingerprint)
+        if there == here:
+            return None
+        measured = f"measured this row on {there}" if there else "does not say which machine measured this row"
+        return f"the baseline {self.path} {measured}, this machine has {here or 'an unknown one'}"
+
 
 def gpu_names(fingerprint: Mapping[str, Any]) -> list[str]:
     return [str(g.get("name")) for g in fingerprint.get("gpus") or [] if isinstance(g, Mapping)]
@@ -120,31 +133,25 @@ def apply_baseline(actives: Sequence[A], baseline: Baseline, fingerprint: Mappin
     """The active profiles with every row judged against ``baseline``, the skip reasons of the
     rows it cannot judge, and of the rows whose speed alone it cannot judge, by (profile, id).
 
-    Speed is compared only when the baseline ran on this machine's GPUs (without one, its CPU model
-    and cores): then also where the profile's own figures could not judge it (portable mode:
-    another card's figures), since the baseline's are this card's.
+    A row's speed is compared only when the baseline ran it on this machine's GPUs (without one, its
+    CPU model and cores; a merged baseline's rows may come from several machines): then also where
+    the profile's own figures could not judge it (portable mode: another card's figures), since the
+    baseline's are this card's.
     """
-    there, here = machine_text(baseline.fingerprint), machine_text(fingerprint)
-    same_card = there == here  # (neither known: nothing says they differ)
+    here = machine_text(fingerprint)
     judged, skips, speed_skips = [], {}, {}
     for active in actives:
         cases = []
         for case in active.profile.cases:
             new, reason = baseline.case(case, active.memory_cap_gb)
             cases.append(new)
-            speed = baseline.speed_reason(case)
+            speed = baseline.speed_reason(case) or baseline.machine_reason(case, here)
             if reason is not None:
                 skips[(active.name, case.id)] = reason
-            elif speed is not None:
+            elif speed is not None and active.mode != "params-only":  # (there, no GPU is the reason)
                 speed_skips[(active.name, case.id)] = speed
         profile = dataclasses.replace(active.profile, cases=tuple(cases))
-        speed_skip = active.speed_skip
-        if not same_card and active.mode != "params-only":  # (there, no GPU is the reason)
-            speed_skip = (
-                f"the baseline {baseline.path} was measured on {there or 'an unknown machine'},"
-                f" this machine has {here or 'an unknown one'}"
-            )
-        elif active.mode == "portable":
-            speed_skip = None
+        # Portable mode's figures are another card's; a baseline's from this machine are its own.
+        speed_skip = None if active.mode == "portable" else active.speed_skip
         judged.append(dataclasses.replace(active, profile=profile, speed_skip=speed_skip))
     return judged, skips, speed_skips

@@ -5,7 +5,7 @@ classified with the comparison rules of ``conformance.compare`` against the tigh
 files' tolerances for the row (``conformance.compare.verdict``, the checks' own rule): peak memory
 two-sided, speed a factor either way, parameter counts exact, the outcome exact. Verdict changes
 are listed with them, and the fingerprint fields that differ (driver, CUDA, torch, bitsandbytes,
-lightning, GPU, Python) head the report, so that a change of stack and the rows it moved read
+lightning, GPU, CPU, Python; a merged file's rows each their own) head the report, so that a change of stack and the rows it moved read
 together: ``torch 2.12.0 → 2.13.0: max_memory_gb +1.20 GB on
 7 B Llama 2 LoRA bnb.nf4 (2 rows)``.
 
@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from conformance.baseline import machine_text
 from conformance.compare import (
     SPEED_FIELDS,
     is_number,
@@ -45,9 +46,11 @@ from conformance.expectations import Tolerances
 from conformance.report import METHOD_NAMES, MODEL_NAMES
 from conformance.results import (
     check_not_results,
+    created_time,
     decided_verdict,
     has_measurement,
     load_results,
+    row_fingerprint,
     run_finished,
     speed_unjudged,
 )
@@ -62,7 +65,7 @@ Change = Literal["regression", "improvement", "within", "changed", "appeared", "
 FAILING: tuple[Change, ...] = ("regression", "changed", "vanished")
 
 # Fingerprint fields that explain a change, as (label, how to read it from a fingerprint).
-STACK_FIELDS = ("gpu", "driver", "cuda", "torch", "bitsandbytes", "lightning", "python")
+STACK_FIELDS = ("gpu", "cpu", "driver", "cuda", "torch", "bitsandbytes", "lightning", "python")
 # Figures compared per row: (field, rule, unit). "exact": any change; "banded": judged against the
 # row's tolerance by ``conformance.compare.verdict`` (which also knows which way is better).
 FIGURES: tuple[tuple[str, str, str], ...] = (
@@ -122,6 +125,8 @@ class RowDiff:
     judged: tuple[str | None, str | None] | None = None  # the verdicts of the checks that decided, if not the above
     measured: bool = False  # a row in one file only: whether that file measured it
     caps: tuple[float | None, float | None] | None = None  # measured under these different memory caps
+    stack: tuple[tuple[str, Any, Any], ...] = ()  # the fingerprint fields that differ between its two runs
+    machines: tuple[str | None, str | None] | None = None  # its speeds were timed on these different machines
 
     @property
     def not_run(self) -> bool:
@@ -230,6 +235,18 @@ class Diff:
                 f"{rows_text(len(capped))} measured under different memory caps ({'; '.join(pairs)})"
                 f" {'was' if len(capped) == 1 else 'were'} not compared: run both under the same --emulate-memory-gb"
             )
+        timed_apart = [r for r in self.rows if r.machines is not None and not r.not_compared]
+        if timed_apart:
+            pairs = sorted(
+                {
+                    f"{r.machines[0] or 'an unknown machine'} in {self.old}, {r.machines[1] or 'an unknown machine'} in {self.new}"
+                    for r in timed_apart
+                }
+            )  # type: ignore[index]
+            notes.append(
+                f"{rows_text(len(timed_apart))} timed on different machines ({'; '.join(pairs)}): speed shown,"
+                " not judged (compare speed on one machine)"
+            )
         if self.tolerances_differ:
             notes.append(
                 f"{rows_text(self.tolerances_differ)}: the two files carry different tolerances; each figure"
@@ -301,7 +318,11 @@ def diff_results(
         tol, differ = _tolerances(before, after, old_name, new_name)
         tol = tol.merged(overrides)
         tolerances_differ += differ and not overrides.keys() >= {"memory_rel", "speed_rel"}
-        untimed = any(speed_unjudged(r) is not None for r in (before, after))
+        # A merged file's rows each carry the machine that ran them; a speed timed on another
+        # machine (GPUs, or without one the CPU model and cores) judges nothing, as for --baseline.
+        prints = row_fingerprint(before, old), row_fingerprint(after, new)
+        machines = machine_text(prints[0]), machine_text(prints[1])
+        untimed = any(speed_unjudged(r) is not None for r in (before, after)) or machines[0] != machines[1]
         runs = _measured(before, old_name), _measured(after, new_name)
         figures = tuple(
             compare_figure(name, rule, *runs, tol, untimed and name in SPEED_FIELDS) for name, rule, _ in FIGURES
@@ -310,11 +331,12 @@ def diff_results(
             RowDiff(
                 key[0], key[1], group, "both", before.get("verdict"), after.get("verdict"),
                 tuple(f for f in figures if f is not None), judged=(decided_verdict(before), decided_verdict(after)),
+                stack=stack_changes(*prints)[0], machines=None if machines[0] == machines[1] else machines,
             )
         )  # fmt: skip
-    stack, same = stack_changes(old.get("fingerprint") or {}, new.get("fingerprint") or {})
+    stack, same = _files_stack(old, new, old_rows, new_rows)
     unfinished = tuple(name for name, doc in (("old", old), ("new", new)) if doc.get("finished") is False)
-    created = (old.get("created"), new.get("created"))
+    created = (_measured_at(old), _measured_at(new))
     diff = Diff(
         old_name, new_name, stack, same, tuple(rows), strict, unfinished=unfinished, created=created,
         tolerances_differ=tolerances_differ,
@@ -365,6 +387,45 @@ def stack_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> tuple[tuple
     return tuple(changed), tuple(same)
 
 
+def _files_stack(
+    old: Mapping[str, Any],
+    new: Mapping[str, Any],
+    old_rows: Mapping[tuple[str, str], Mapping[str, Any]],
+    new_rows: Mapping[tuple[str, str], Mapping[str, Any]],
+) -> tuple[tuple[tuple[str, Any, Any], ...], tuple[tuple[str, Any], ...]]:
+    """The fingerprint fields that differ between the runs of the rows in both files (a merged
+    file's rows each carry their machine's; a session's share the file's), each (field, old, new)
+    once; and the fields the same in all of them."""
+    pairs = {
+        json.dumps([row_fingerprint(old_rows[key], old), row_fingerprint(new_rows[key], new)], sort_keys=True)
+        for key in new_rows
+        if key in old_rows
+    } or {json.dumps([old.get("fingerprint") or {}, new.get("fingerprint") or {}], sort_keys=True)}
+    changed: dict[tuple[str, str, str], tuple[str, Any, Any]] = {}
+    same: dict[str, set[str]] = {}
+    for pair in sorted(pairs):
+        differ, alike = stack_changes(*json.loads(pair))
+        for name, a, b in differ:
+            changed.setdefault((name, json.dumps(a), json.dumps(b)), (name, a, b))
+        for name, value in alike:
+            same.setdefault(name, set()).add(json.dumps(value))
+    order = {name: i for i, name in enumerate(STACK_FIELDS)}
+    differing = {name for name, _, _ in changed.values()}
+    alike_everywhere = tuple(
+        (name, json.loads(next(iter(values))))
+        for name, values in sorted(same.items(), key=lambda item: order[item[0]])
+        if len(values) == 1 and name not in differing
+    )
+    return tuple(sorted(changed.values(), key=lambda c: order[c[0]])), alike_everywhere
+
+
+def _measured_at(document: Mapping[str, Any]) -> str | None:
+    """When a file's newest measurement was made: its ``created``, or for a merged file the latest
+    of its rows' sessions (the merge's own time is when it was merged)."""
+    times = [row["created"] for row in document.get("rows") or () if isinstance(row.get("created"), str)]
+    return max(times, key=created_time) if times else document.get("created")
+
+
 def group_name(row: Mapping[str, Any]) -> str:
     """How the tables name the row's model, method and quantization: ``7 B Llama 2 LoRA bnb.nf4``."""
     size, name = MODEL_NAMES.get(row.get("model", ""), ("", str(row.get("model"))))
@@ -380,6 +441,10 @@ def group_name(row: Mapping[str, Any]) -> str:
 
 
 def _stack_value(fp: Mapping[str, Any], name: str) -> Any:
+    if name == "cpu":
+        cpu = fp.get("cpu")
+        model = cpu.get("model") if isinstance(cpu, Mapping) else None
+        return f"{model}, {cpu.get('cores') or '?'} cores" if model else None
     if name == "gpu":
         gpus = fp.get("gpus") or []
         names = sorted({str(g.get("name")) for g in gpus if isinstance(g, Mapping)})
@@ -480,20 +545,21 @@ def _summary(diff: Diff) -> dict[str, int]:
 def headlines(diff: Diff) -> list[str]:
     """One line per (group, figure) that crossed its tolerance, prefixed by the stack change:
     ``torch 2.12.0 → 2.13.0: max_memory_gb +1.20 GB (+10.1%) on 7 B Llama 2 LoRA bnb.nf4 (2 rows)``."""
-    stack = "; ".join(f"{name} {_value(a)} → {_value(b)}" for name, a, b in diff.stack) or "same stack"
-    moved: dict[tuple[str, str, str], list[FigureDelta]] = {}
+    moved: dict[tuple[str, str, str, str], list[FigureDelta]] = {}
     for row in diff.rows:
         if row.lost:
             continue  # not a figure that moved: the problems line names the rows NEW did not measure
+        # The stack of the row's own two runs (a merged file's rows may come from several machines).
+        stack = "; ".join(f"{name} {_value(a)} → {_value(b)}" for name, a, b in row.stack) or "same stack"
         for fig in row.figures:
             if fig.change in ("regression", "improvement", "changed", "vanished"):
-                moved.setdefault((row.group, fig.field, fig.change), []).append(fig)
+                moved.setdefault((stack, row.group, fig.field, fig.change), []).append(fig)
         if row.verdict_change in ("regression", "improvement"):
-            moved.setdefault((row.group, "verdict", row.verdict_change), []).append(
+            moved.setdefault((stack, row.group, "verdict", row.verdict_change), []).append(
                 FigureDelta("verdict", row.old_verdict, row.new_verdict, row.verdict_change)
             )
     lines = []
-    for (group, name, change), figs in moved.items():
+    for (stack, group, name, change), figs in moved.items():
         n = rows_text(len(figs))
         deltas = [f.delta for f in figs if f.delta is not None]
         if deltas and name != "outcome":
@@ -557,7 +623,8 @@ def render_markdown(diff: Diff) -> str:
         "",
         f"**{gate}**: {rows_text(s.get('regressions', 0))} regressed beyond tolerance, {s.get('changed', 0)} changed"
         f" (exact figures), {s.get('improvements', 0)} improved, {s.get('unchanged', 0)} within tolerance"
-        f" or unchanged, {s.get('inconclusive', 0)} with a speed not judged (a busy machine, or a check that did not run),"
+        f" or unchanged, {s.get('inconclusive', 0)} with a speed not judged (a busy machine, another machine, or a check that"
+        " did not run),"
         f" {s.get('unmeasured', 0)} measured in neither, {s.get('lost', 0)} measured in OLD only"
         f" ({s.get('removed', 0)} of them missing from NEW), {s.get('not_run', 0)} not run,"
         f" {s.get('other_cap', 0)} under different memory caps,"

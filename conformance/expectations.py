@@ -271,7 +271,14 @@ def case_id_from(row: Mapping[str, Any]) -> str:
 # Reading ------------------------------------------------------------------------------------------
 class ValueRefused(ValueError):
     """A value JSON holds but no expectation or results file does: NaN, Infinity, a number of 1e18
-    or more, a lone surrogate escape (``"\\ud800"``, which no UTF-8 file can hold)."""
+    or more, a lone surrogate escape (``"\\ud800"``, which no UTF-8 file can hold). ``str()``:
+    what it is, at its JSON ``pointer``, and the row (``owner``) that holds it."""
+
+    def __init__(self, what: str, pointer: str, owner: str) -> None:
+        super().__init__(f"{what} at {pointer}{owner}")
+        self.what = what
+        self.pointer = pointer
+        self.owner = owner
 
 
 class _Refused:
@@ -315,10 +322,10 @@ def strict_json(text: str) -> Any:
     data = json_keys.loads(text, parse_constant=_reject_constant, parse_float=_parse_float, parse_int=_parse_int)
     hit = json_keys.where(data, _refused_value)
     if hit is not None:
-        refused, where = hit
+        refused, pointer, owner = hit
         if isinstance(refused, _Refused):
-            raise ValueRefused(f"{refused.token} {refused.why}{where}")
-        raise ValueRefused(f"a lone surrogate escape (\\ud800-\\udfff), which no UTF-8 file can hold{where}")
+            raise ValueRefused(f"{refused.token} {refused.why}", pointer, owner)
+        raise ValueRefused("a lone surrogate escape (\\ud800-\\udfff), which no UTF-8 file can hold", pointer, owner)
     return data
 
 

@@ -4,12 +4,14 @@
 results file of the same format, checked against ``conformance/results.schema.json``.
 
 - Each row keeps the fingerprint of the machine that ran it (``fingerprint`` on the row: the file's
-  own, or the row's if the file was itself a merge) and the file it came from (``source``). The
-  merged document's top-level fingerprint is the first file's.
+  own, or the row's if the file was itself a merge), the session file it came from (``source``)
+  and that session's ``created`` time. The merged document's top-level fingerprint is the first
+  file's, its ``created`` the time of the merge.
 - A row (profile, case id) that one file measured and others skipped or did not run is the
   measured one; skipped everywhere, it is the first file's.
 - A row measured in several files is refused with one line naming them, unless
-  ``prefer="latest"``: then the one from the most recently created file wins.
+  ``prefer="latest"``: then the one from the most recently created session wins (a row's own
+  ``created``, not that of a merge that holds it).
 """
 
 from __future__ import annotations
@@ -19,7 +21,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from conformance.results import FORMAT, check_document, has_measurement, load_results, verdict_counts
+from conformance.results import (
+    FORMAT,
+    check_document,
+    has_measurement,
+    load_results,
+    row_created,
+    row_fingerprint,
+    verdict_counts,
+)
 from litgpt_min.files import real_path
 
 Prefer = Literal["latest"]
@@ -51,7 +61,13 @@ def merge(
     for path, doc in documents:
         for row in doc["rows"]:
             key = (row["profile"], row["id"])
-            mine = {**row, "fingerprint": row.get("fingerprint") or doc["fingerprint"], "source": str(path)}
+            # A row of a merged file keeps the session it came from: its machine, file and time.
+            mine = {
+                **row,
+                "fingerprint": row_fingerprint(row, doc),
+                "source": row.get("source") or str(path),
+                "created": row.get("created") or doc["created"],
+            }
             if key not in chosen:
                 chosen[key] = (path, doc, mine)
                 continue
@@ -68,7 +84,7 @@ def merge(
                     f"row {key[0]}:{key[1]} is measured in both {other_path} and {path};"
                     " keep the newer with --prefer latest, or leave one file out"
                 )
-            if _created(doc) >= _created(other_doc):
+            if row_created(mine, doc) >= row_created(other, other_doc):
                 chosen[key] = (path, doc, mine)
     rows = [row for _, _, row in chosen.values()]
     profiles: dict[str, Any] = {}
@@ -92,15 +108,6 @@ def merge(
     }
     check_document(merged, "the merged results")
     return merged
-
-
-def _created(doc: Mapping[str, Any]) -> _dt.datetime:
-    text = str(doc.get("created") or "")
-    try:
-        stamp = _dt.datetime.fromisoformat(text)
-    except ValueError:
-        return _dt.datetime.min.replace(tzinfo=_dt.timezone.utc)
-    return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=_dt.timezone.utc)
 
 
 def _source(path: Path, doc: Mapping[str, Any]) -> dict[str, Any]:

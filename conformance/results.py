@@ -238,12 +238,11 @@ def check_document(data: dict[str, Any], where: str) -> None:
     if errors:
         error = errors[0]
         raise ValueError(f"{where}: {_pointer(error.absolute_path)}: {error.message}")
-    try:  # --prefer latest and the diff's swapped-files note compare these times
-        created = _dt.datetime.fromisoformat(data["created"])
-    except ValueError:
-        raise ValueError(f"{where}: /created: {data['created']!r} is not an ISO 8601 time") from None
-    if created.tzinfo is None:  # a naive time cannot be compared with the others
-        raise ValueError(f"{where}: /created: {data['created']!r} has no UTC offset (+00:00)")
+    # --prefer latest and the diff's swapped-files note compare these times.
+    _check_time(data["created"], f"{where}: /created")
+    for index, row in enumerate(data["rows"]):
+        if "created" in row:
+            _check_time(row["created"], f"{where}: /rows/{index}/created")
     first: dict[tuple[str, str], int] = {}
     listed = [profile["name"] for profile in data["profiles"]]
     for index, row in enumerate(data["rows"]):
@@ -267,6 +266,15 @@ def check_document(data: dict[str, Any], where: str) -> None:
             f"{where}: /summary: {_counts_text(data['summary'])} does not match the rows' verdicts"
             f" ({_counts_text(counted)})"
         )
+
+
+def _check_time(text: str, where: str) -> None:
+    try:
+        created = _dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{where}: {text!r} is not an ISO 8601 time") from None
+    if created.tzinfo is None:  # a naive time cannot be compared with the others
+        raise ValueError(f"{where}: {text!r} has no UTC offset (+00:00)")
 
 
 def verdict_counts(rows: list[Mapping[str, Any]]) -> dict[str, int]:
@@ -300,6 +308,27 @@ def decided_verdict(row: Mapping[str, Any]) -> str | None:
     return row.get("verdict")
 
 
+def row_fingerprint(row: Mapping[str, Any], document: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The fingerprint of the machine that ran ``row``: a merged file's rows carry their own (the
+    merge's top-level one is its first file's), a session's rows share the file's."""
+    return row.get("fingerprint") or document.get("fingerprint") or {}
+
+
+def row_created(row: Mapping[str, Any], document: Mapping[str, Any]) -> _dt.datetime:
+    """When the session that ran ``row`` was created: a merged file's rows carry their own time
+    (the merge's ``created`` is the time of the merge), a session's rows share the file's."""
+    return created_time(row.get("created") or document.get("created"))
+
+
+def created_time(text: Any) -> _dt.datetime:
+    """A ``created`` time (ISO 8601 with its offset); the earliest time for anything else."""
+    try:
+        stamp = _dt.datetime.fromisoformat(str(text or ""))
+    except ValueError:
+        return _dt.datetime.min.replace(tzinfo=_dt.timezone.utc)
+    return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=_dt.timezone.utc)
+
+
 def speed_unjudged(row: Mapping[str, Any]) -> str | None:
     """Why a results row's speed figure was never judged (None: it was, or it was not measured):
     the machine was busy while it was timed (its check said so, or the session noted it where the
@@ -327,7 +356,7 @@ def load_results(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise ValueError(f"{path}: cannot read: {exc.strerror or exc}") from None
     except ValueRefused as exc:  # NaN, 1e18 or more, a lone surrogate: named with its JSON pointer
-        raise ValueError(f"{path}: {exc}") from None
+        raise ValueError(f"{path}: {exc.pointer}: {exc.what}{exc.owner}") from None
     except ValueError as exc:  # DuplicateKey among them
         raise ValueError(f"{path}: not valid JSON: {exc}") from None
     if not isinstance(data, dict):

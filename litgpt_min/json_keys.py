@@ -45,24 +45,24 @@ def _pointer_token(key: str) -> str:
     return key.replace("~", "~0").replace("/", "~1").encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def where(root: Any, found: Callable[[Any], str | None]) -> tuple[Any, str] | None:
+def where(root: Any, found: Callable[[Any], str | None]) -> tuple[Any, str, str] | None:
     """The first value of ``root`` for which ``found`` gives a key or ``""`` (not None), walking
     in document order, an outer object before its members (iterative: a document nests as deep as
-    the parser's recursion allows); with where it is: `` at /rows/3/verdict`` (its JSON pointer, the
-    key appended), then the object that holds it by its ``id``, or the nearest one around it with
-    an ``id`` (`` (in the object with id 'r')``)."""
+    the parser's recursion allows); with its JSON pointer (``/rows/3/verdict``, the key appended)
+    and the object that holds it by its ``id``, or the nearest one around it with an ``id``
+    (`` (in the object with id 'r')``; ``""`` for none)."""
     stack: list[tuple[str, Any, Any, Any]] = [("", root, None, None)]
     while stack:
         pointer, value, parent, named = stack.pop()
         key = found(value)
         if key is not None:
             holder = value if key else parent
-            text = f" at {pointer}/{_pointer_token(key)}" if key else f" at {pointer or '/'}"
+            owner = ""
             if _id(holder) is not None:
-                text += f" (the object with id {_id(holder)!r})"
+                owner = f" (the object with id {_id(holder)!r})"
             elif named is not None:
-                text += f" (in the object with id {_id(named)!r})"
-            return value, text
+                owner = f" (in the object with id {_id(named)!r})"
+            return value, f"{pointer}/{_pointer_token(key)}" if key else pointer or "/", owner
         inner = value if _id(value) is not None else named
         if isinstance(value, dict):
             stack += [(f"{pointer}/{_pointer_token(k)}", v, value, inner) for k, v in reversed(value.items())]
@@ -78,7 +78,7 @@ def _id(value: Any) -> str | None:
 def _locate(root: Any) -> DuplicateKey | None:
     """A repeated key with its JSON pointer: the first met walking from the root."""
     hit = where(root, lambda value: value.repeated if isinstance(value, _Repeating) else None)
-    return None if hit is None else DuplicateKey(hit[0].repeated, hit[1])
+    return None if hit is None else DuplicateKey(hit[0].repeated, f" at {hit[1]}{hit[2]}")
 
 
 def loads(text: str, **hooks: Any) -> Any:

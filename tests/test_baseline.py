@@ -190,16 +190,42 @@ CPU = {**FINGERPRINT, "gpus": [], "gpu_count": 0}
 def test_speed_is_compared_only_against_a_baseline_from_this_machines_hardware(
     tmp_path: Path, mode: str, profile_skip: str | None, measured_on: dict, here: dict, compared: bool
 ) -> None:
-    baseline = Baseline.load(write(tmp_path / "old.json", {**results([]), "fingerprint": measured_on}))
-    (judged,), _, _ = apply_baseline([_Active(load_profile(PROFILE), mode, profile_skip)], baseline, here)
-    assert (judged.speed_skip is None) == compared, judged.speed_skip
+    case = _case()
+    timed = row(case.id, _measured_like(case, max_memory_gb=0.5, time_1k_iters_min=2.0), profile=PROFILE)
+    baseline = Baseline.load(write(tmp_path / "old.json", {**results([timed]), "fingerprint": measured_on}))
+    (judged,), skips, speed_skips = apply_baseline([_Active(load_profile(PROFILE), mode, profile_skip)], baseline, here)
+    reason = judged.speed_skip or speed_skips.get((PROFILE, case.id))
+    assert (reason is None) == compared, reason
+    assert (PROFILE, case.id) not in skips  # its memory is judged all the same
     if mode == "params-only":
-        assert judged.speed_skip == "no GPU"
+        assert judged.speed_skip == "no GPU" and not speed_skips
     elif not compared and measured_on is H100:
-        assert judged.speed_skip == (
-            f"the baseline {tmp_path / 'old.json'} was measured on 1 x NVIDIA H100 80GB HBM3,"
+        assert reason == (
+            f"the baseline {tmp_path / 'old.json'} measured this row on 1 x NVIDIA H100 80GB HBM3,"
             " this machine has 1 x NVIDIA A100-SXM4-40GB"
         )
+
+
+def test_a_merged_baseline_judges_each_rows_speed_by_the_machine_that_ran_it(tmp_path: Path) -> None:
+    """A merge's own fingerprint is its first file's: a row from another machine was judged as this
+    one's (a false regression), or, merged the other way round, every row's speed went unjudged."""
+    finetune, inference = _case(), _case("inference")
+    xeon = {**CPU, "cpu": {"model": "Intel Xeon Platinum 8480", "cores": 64}}
+    there = row(finetune.id, _measured_like(finetune, max_memory_gb=0.5, time_1k_iters_min=0.01), profile=PROFILE)
+    there["fingerprint"] = xeon
+    old = measured(inference.model, None, inference.quantize, None, max_memory_gb=0.2, tokens_per_sec=300.0)
+    here_row = row(inference.id, old, profile=PROFILE)
+    here_row["fingerprint"] = CPU
+    for first in (CPU, xeon):  # the merge's own fingerprint, whichever file came first
+        baseline = Baseline.load(write(tmp_path / "merged.json", {**results([there, here_row]), "fingerprint": first}))
+        (judged,), skips, speed_skips = apply_baseline([_Active(load_profile(PROFILE), "cpu", None)], baseline, CPU)
+        assert (
+            judged.speed_skip is None and (PROFILE, finetune.id) not in skips and (PROFILE, inference.id) not in skips
+        )
+        assert speed_skips == {
+            (PROFILE, finetune.id): f"the baseline {baseline.path} measured this row on CPU Intel Xeon Platinum 8480,"
+            " 64 cores, this machine has CPU AMD EPYC, 64 cores"
+        }
 
 
 def test_a_bad_baseline_names_the_file(tmp_path: Path) -> None:

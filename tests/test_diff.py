@@ -55,6 +55,7 @@ def test_a_synthetic_upgrade_is_explained_and_fails_the_gate(tmp_path: Path, cap
     # What did not change is said too: every other stack field, with its value.
     assert data["same_stack"] == {
         "gpu": "1 x NVIDIA A100-SXM4-40GB",
+        "cpu": "AMD EPYC, 64 cores",
         **{name: FINGERPRINT[name] for name in ("driver", "cuda", "bitsandbytes", "lightning", "python")},
     }
 
@@ -71,7 +72,10 @@ def test_markdown_names_the_stack_change_and_only_the_rows_that_moved(
     # Speed in the terms of its tolerance, a factor: 30 -> 24 tok/s is 1.25x slower.
     assert "tokens_per_sec 30.00 → 24.00 tok/s (-6.00 tok/s, 1.25x slower, tolerance 1.15x): regression" in text
     assert "lora-7b-none-mb1" not in text
-    assert f"Same: gpu 1 x NVIDIA A100-SXM4-40GB, driver {FINGERPRINT['driver']}, cuda {FINGERPRINT['cuda']}," in text
+    assert (
+        f"Same: gpu 1 x NVIDIA A100-SXM4-40GB, cpu AMD EPYC, 64 cores, driver {FINGERPRINT['driver']},"
+        f" cuda {FINGERPRINT['cuda']}," in text
+    )
 
 
 def test_a_headline_groups_rows_by_their_devices_too() -> None:
@@ -195,6 +199,61 @@ def test_a_speed_either_session_could_not_judge_is_shown_not_judged(busy: str) -
     [figure] = [f for f in diff.rows[0].figures if f.field == "time_1k_iters_min"]
     assert figure.change == "inconclusive" and diff.exit_status == 0
     assert (diff.summary["inconclusive"], diff.summary["unchanged"]) == (1, 0), "not counted as within tolerance"
+
+
+def test_a_speed_timed_on_another_machine_is_shown_not_judged() -> None:
+    """--baseline judges no speed from other hardware; diff called a 9x slower CPU "same stack"."""
+    cpu = {"gpus": [], "gpu_count": 0}
+    old = row("r", measured(time_1k_iters_min=0.5, max_memory_gb=1.0))
+    new = row("r", measured(time_1k_iters_min=4.56, max_memory_gb=1.0))
+    diff = diff_results(
+        results([old], **cpu, cpu={"model": "Intel Xeon", "cores": 64}),
+        results([new], **cpu, cpu={"model": "AMD EPYC", "cores": 2}),
+        "old.json",
+        "new.json",
+    )
+    [figure] = [f for f in diff.rows[0].figures if f.field == "time_1k_iters_min"]
+    assert figure.change == "inconclusive" and diff.exit_status == 0 and not headlines(diff)
+    assert diff.stack == (("cpu", "Intel Xeon, 64 cores", "AMD EPYC, 2 cores"),)
+    assert (
+        "1 row timed on different machines (CPU Intel Xeon, 64 cores in old.json, CPU AMD EPYC, 2 cores in new.json):"
+        " speed shown, not judged (compare speed on one machine)"
+    ) in diff.notes()
+
+
+def test_a_merged_files_rows_are_compared_with_the_machine_and_stack_that_ran_them() -> None:
+    """A merge's top-level fingerprint is its first file's: a row from a machine with another torch
+    was credited to "same stack", and its speed judged across machines."""
+    there = {**FINGERPRINT, "torch": OLD_TORCH, "gpus": [{"name": "NVIDIA H100 80GB HBM3"}]}
+    old_rows = [
+        row("a", measured(max_memory_gb=1.0, time_1k_iters_min=1.0)),
+        {**row("b", measured(max_memory_gb=1.0, time_1k_iters_min=1.0)), "fingerprint": there},
+    ]
+    new_rows = [
+        row("a", measured(max_memory_gb=1.0, time_1k_iters_min=1.0)),
+        row("b", measured(max_memory_gb=1.5, time_1k_iters_min=9.0)),  # 9x slower, on another card
+    ]
+    diff = diff_results(results(old_rows, torch=NEW_TORCH), results(new_rows, torch=NEW_TORCH))
+    assert ("torch", OLD_TORCH, NEW_TORCH) in diff.stack
+    [line] = headlines(diff)
+    assert line.startswith(
+        f"gpu 1 x NVIDIA H100 80GB HBM3 → 1 x NVIDIA A100-SXM4-40GB; torch {OLD_TORCH} → {NEW_TORCH}:"
+    )
+    assert "max_memory_gb +0.50 GB" in line and line.endswith("(1 row): regression")
+    by_id = {r.id: r for r in diff.rows}
+    assert by_id["b"].machines is not None and by_id["a"].machines is None
+    # Merged after NEW was run, from sessions run before it: not "the arguments may be swapped".
+    merged = {
+        **results([{**r, "created": "2026-11-30T00:00:00+00:00"} for r in old_rows]),
+        "created": "2026-12-05T00:00:00+00:00",
+    }
+    assert not any("is newer than" in note for note in diff_results(merged, results(new_rows)).notes())
+    assert any(
+        "is newer than" in note
+        for note in diff_results(
+            {**results(old_rows), "created": "2026-12-05T00:00:00+00:00"}, results(new_rows)
+        ).notes()
+    )
 
 
 def test_an_outcome_change_is_one_regression_not_a_vanished_figure_too() -> None:

@@ -61,6 +61,23 @@ def test_a_row_measured_twice_is_refused_unless_the_latest_is_preferred(tmp_path
     assert f"{new} (created 2026-12-02T00:00:00+00:00; host node-b)" in text
 
 
+def test_the_latest_measurement_wins_even_when_an_earlier_one_comes_through_a_later_merge(tmp_path: Path) -> None:
+    """A merge's own "created" is the time of the merge: preferring by it kept the older run, and
+    a merge of merges named the intermediate file as the row's source."""
+    first = write(tmp_path / "s1.json", doc([ran(A, 4.9)], "2026-12-01T00:00:00+00:00", "node-a"))
+    second = write(tmp_path / "s2.json", doc([ran(A, 5.1)], "2026-12-02T00:00:00+00:00", "node-b"))
+    old = write(tmp_path / "old.json", merge_files([first], created="2026-12-03T00:00:00+00:00"))
+    for order in ([old, second], [second, old]):
+        (kept,) = merge_files(order, prefer="latest")["rows"]
+        assert kept["measured"]["max_memory_gb"] == 5.1 and kept["created"] == "2026-12-02T00:00:00+00:00"
+    (again,) = merge_files([old])["rows"]
+    assert (again["source"], again["created"], again["fingerprint"]["hostname"]) == (
+        str(first),
+        "2026-12-01T00:00:00+00:00",
+        "node-a",
+    )
+
+
 def test_merged_files_are_finished_once_no_row_is_left_not_run(tmp_path: Path) -> None:
     done = write(tmp_path / "done.json", doc([ran(A, 4.9), ran(B, 22.2)], "2026-12-01T00:00:00+00:00", "node-a"))
     cut = doc([ran(A, 5.0), row(B, None, verdict="not run", devices=2)], "2026-12-02T00:00:00+00:00", "node-a")

@@ -209,8 +209,8 @@ def test_a_results_file_with_a_number_json_lacks_is_refused_naming_where_it_is(
     path.write_text(text[:start] + token + text[end:])
     with pytest.raises(ValueError) as refused:
         load_results(path)
-    where = "at /rows/0/expected/max_memory_gb (in the object with id 'finetune-lora-tiny_llama-noquant-mb2-1gpu')"
-    assert str(refused.value) == f"{path}: {why} {where}"
+    owner = "(in the object with id 'finetune-lora-tiny_llama-noquant-mb2-1gpu')"
+    assert str(refused.value) == f"{path}: /rows/0/expected/max_memory_gb: {why} {owner}"
 
 
 def test_a_results_file_says_when_it_was_created_as_a_time_and_null_is_named_as_such(tmp_path: Path) -> None:
