@@ -260,11 +260,27 @@ def check_document(data: dict[str, Any], where: str) -> None:
         first[key] = index
         if row["measured"] is not None:
             Result.from_json(row["measured"], f"{where}: /rows/{index}/measured")
+        _check_row_agrees(row, f"{where}: /rows/{index}")
     counted = verdict_counts(data["rows"])
     if data["summary"] != counted:
         raise ValueError(
             f"{where}: /summary: {_counts_text(data['summary'])} does not match the rows' verdicts"
             f" ({_counts_text(counted)})"
+        )
+
+
+def _check_row_agrees(row: Mapping[str, Any], where: str) -> None:
+    """A row's memory cap is the one its run was measured under: a hand edit that moved it would
+    change what a gate compares (a row under another cap is not compared at all)."""
+    device = (row.get("measured") or {}).get("device")
+    if (
+        isinstance(device, Mapping)
+        and "memory_cap_gb" in device
+        and device["memory_cap_gb"] != row.get("memory_cap_gb")
+    ):
+        raise ValueError(
+            f"{where}/memory_cap_gb: {row.get('memory_cap_gb')!r} is not the cap its run was measured under"
+            f" (measured.device.memory_cap_gb {device['memory_cap_gb']!r})"
         )
 
 

@@ -256,6 +256,25 @@ def test_a_merged_files_rows_are_compared_with_the_machine_and_stack_that_ran_th
     )
 
 
+def test_a_row_whose_cap_was_edited_away_from_its_runs_is_refused_not_left_uncompared(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Rows under different caps are not compared: an edited row cap passed a gate its memory failed."""
+    old = row("r", measured(max_memory_gb=0.004), memory_cap_gb=0.01)
+    new = row("r", measured(max_memory_gb=0.0049), memory_cap_gb=0.02)
+    for r, cap in ((old, 0.01), (new, 0.01)):  # both measured under 0.01 GB
+        r["measured"]["device"] = {"type": "cpu", "name": "AMD EPYC", "memory_cap_gb": cap}
+    before, after = write(tmp_path / "old.json", results([old])), write(tmp_path / "new.json", results([new]))
+    assert cmd_diff(before, after) == 2
+    assert capsys.readouterr().err == (
+        f"conformance diff: {after}: /rows/0/memory_cap_gb: 0.02 is not the cap its run was measured under"
+        " (measured.device.memory_cap_gb 0.01)\n"
+    )
+    new["memory_cap_gb"] = 0.01
+    write(tmp_path / "new.json", results([new]))
+    assert cmd_diff(before, after) == 1  # +22.5% memory: the regression it hid
+
+
 def test_an_outcome_change_is_one_regression_not_a_vanished_figure_too() -> None:
     old = results([row("r", measured(max_memory_gb=39.0))])
     new = results([row("r", measured(outcome="oom", error="CUDA out of memory"), verdict="failed")])
