@@ -48,6 +48,7 @@ class RunCache:
         # The lock files of the session's GPU leases: the controller's directory on a pytest-xdist
         # worker (set by the session), else one of this session's own, made when a GPU row runs.
         self.gpu_lock_dir: Path | None = None
+        self._made_gpu_lock_dir = False  # made here (not a worker's): removed when the session ends
         self._gpu_pool: GpuPool | None = None
         # Called with the row and its leased GPUs (a CUDA_VISIBLE_DEVICES value) right before its
         # run: the session's GPU-idle check, which must look at those GPUs and no other worker's.
@@ -130,6 +131,7 @@ class RunCache:
         with self._lock:
             if self.gpu_lock_dir is None:
                 self.gpu_lock_dir = Path(tempfile.mkdtemp(prefix="conformance-gpus-"))
+                self._made_gpu_lock_dir = True
             return self.gpu_lock_dir
 
     def gpu_pool(self) -> GpuPool:
@@ -168,6 +170,15 @@ class RunCache:
         self._cancel.set()
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def remove_gpu_locks(self) -> None:
+        """Remove the GPU-lease folder this process made, once no lease can be taken: the end of the
+        session (under pytest-xdist, the controller's, after its workers). A folder per ``-n``
+        session was left in the temporary directory, GPU or not."""
+        with self._lock:
+            if self._made_gpu_lock_dir and self.gpu_lock_dir is not None:
+                shutil.rmtree(self.gpu_lock_dir, ignore_errors=True)
+                self.gpu_lock_dir, self._made_gpu_lock_dir = None, False
 
     def discard_logs(self) -> None:
         """Remove the temporary folder of the row logs (never ``--row-logs``'s): for a session whose

@@ -716,6 +716,7 @@ class ConformanceSession:
 
     def pytest_unconfigure(self) -> None:
         self.close()
+        self.cache.remove_gpu_locks()
 
 
 def _load_baseline(path: Path) -> Baseline:

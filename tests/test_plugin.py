@@ -1537,7 +1537,9 @@ def _comparable(path: Path) -> dict[str, Any]:
 
 
 @pytest.mark.slow
-def test_under_xdist_the_controller_writes_every_row_and_each_row_runs_once(suite: Suite) -> None:
+def test_under_xdist_the_controller_writes_every_row_and_each_row_runs_once(
+    suite: Suite, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pytest.importorskip("xdist")
     suite.profile()
     answers = good_answers()
@@ -1547,11 +1549,16 @@ def test_under_xdist_the_controller_writes_every_row_and_each_row_runs_once(suit
     common = ["--profile", "tiny", "--force"]  # --force: the folder exists after the first run
     suite.run(*common, "--results", str(serial), "--record", str(suite.root / "serial"))
     (suite.pytester.path / "calls.jsonl").unlink()
+    temporary = suite.pytester.path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temporary))
     result = suite.pytester.runpytest_subprocess(
         "-p", "no:cacheprovider", "-n", "2", "--expectations", str(suite.root), "--runner", "fake_runner:run",
         *common, "--results", str(parallel), "--record", str(suite.root / "parallel"),
     )  # fmt: skip
     assert result.ret == 0, result.stdout.str()
+    # The GPU-lease folder the controller made for its workers is gone (one was left per session).
+    assert not list(temporary.glob("conformance-gpus-*"))
     # The controller prints the profile and recording lines a serial session prints (before: none).
     result.stdout.fnmatch_lines(["conformance profile tiny (*, 5 rows): *", "conformance: recording into *parallel*"])
     calls = [c["id"] for c in suite.calls()]
