@@ -53,7 +53,7 @@ from conformance.rules import (
 from conformance.runner import RunResult
 from conformance.runs import Counts, RunCache
 from conformance.snapshot import RowSnapshot, Snapshot
-from conformance.verdicts import Verdict, check_verdict, decides, report_reason
+from conformance.verdicts import VERDICT_ORDER, Verdict, check_verdict, decides, report_reason
 
 ROWS_MODULE = Path(__file__).with_name("test_rows.py")
 REPORT_ATTRIBUTE = "conformance_row"  # the row record a check's report carries to the controller
@@ -607,12 +607,19 @@ class ConformanceSession:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         record = getattr(report, REPORT_ATTRIBUTE, None)
         if not isinstance(record, Mapping):
-            return
+            record = _crash_record(report)
+            if record is None:
+                return
         try:
             row = self.row(*self.lookup((record["profile"], record["id"])))
         except (KeyError, ExpectationError):
             return
         kind = record["kind"]
+        earlier = row.checks.get(kind)
+        if earlier is not None and VERDICT_ORDER.index(earlier) < VERDICT_ORDER.index(record["verdict"]):
+            # A check reported twice (pytest-xdist runs a crashed worker's check again on its
+            # replacement): pytest counts both, so the row keeps the worse, as its exit status does.
+            return
         row.checks[kind] = record["verdict"]
         if record.get("reason"):
             row.reasons[kind] = record["reason"]
@@ -717,6 +724,18 @@ class ConformanceSession:
     def pytest_unconfigure(self) -> None:
         self.close()
         self.cache.remove_gpu_locks()
+
+
+def _crash_record(report: pytest.TestReport) -> dict[str, Any] | None:
+    """The record of a check's failed report that no worker made: pytest-xdist's for a worker that
+    crashed (killed, out of memory) while running it. None for any other report."""
+    found = check_kind_of_nodeid(report.nodeid) if report.failed else None
+    if found is None:
+        return None
+    (profile, case_id), kind = found
+    lines = str(report.longreprtext or "").strip().splitlines()
+    reason = lines[-1] if lines else "its pytest-xdist worker crashed"
+    return {"profile": profile, "id": case_id, "kind": kind, "verdict": "failed", "reason": reason}
 
 
 def _load_baseline(path: Path) -> Baseline:

@@ -45,6 +45,7 @@ REFUSAL = "litgpt-min: unsupported: quantization (bnb.nf4) is not supported with
 
 FAKE_RUNNER = """
 import json
+import os
 from pathlib import Path
 from conformance.runner import RunResult, build_command
 
@@ -58,6 +59,9 @@ def run(case, options):
     result = {"outcome": "ok", "error": None, "trainable_params": case.trainable_params,
               "total_params": case.total_params, "memory_source": "live-tensor-tracker"}
     answer = dict(answers.get(case.id, {}))
+    if answer.pop("crash_once", False) and not (HERE / "crashed").exists():
+        (HERE / "crashed").write_text("")
+        os._exit(9)  # the pytest-xdist worker dies (killed, out of memory); xdist reruns the check
     stopped = answer.pop("stopped", "exited")  # "timeout": as the runner reports a row it stopped
     result.update(answer)
     return RunResult(result=result, command=tuple(build_command(case, options)), log_tail="fake log: line 1\\nfake log: done",
@@ -1569,6 +1573,27 @@ def test_under_xdist_the_controller_writes_every_row_and_each_row_runs_once(
         for name in ("serial", "parallel")
     }
     assert len(recorded["parallel"]) == 5 and recorded["parallel"] == recorded["serial"]
+
+
+@pytest.mark.slow
+def test_a_check_whose_xdist_worker_crashed_is_failed_in_the_results_as_pytest_counts_it(suite: Suite) -> None:
+    """xdist reports the crashed check failed, then runs it again on a new worker: the results file
+    said passed (and the summary "run 2 passed") beside pytest's "1 failed" and exit status 1."""
+    pytest.importorskip("xdist")
+    suite.profile()
+    answers = good_answers()
+    answers[OK] = {**answers[OK], "crash_once": True}  # its figures pass: only the crash fails it
+    suite.answer(answers)
+    path = suite.pytester.path / "r.json"
+    result = suite.pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-n", "2", "--expectations", str(suite.root), "--runner", "fake_runner:run",
+        "--profile", "tiny", "--results", str(path), "-k", OK,
+    )  # fmt: skip
+    assert result.ret == 1, result.stdout.str()
+    result.stdout.fnmatch_lines(["*crashed while running*", "*1 failed*"])
+    (row,) = [r for r in json.loads(path.read_text())["rows"] if r["id"] == OK]
+    assert row["verdict"] == "failed" and row["checks"]["run"] == "failed"
+    assert "crashed while running" in row["reasons"]["run"]
 
 
 @pytest.mark.slow
