@@ -12,6 +12,8 @@ that waited more than 25%)."""
 from __future__ import annotations
 
 import dataclasses
+import fcntl
+import os
 import shutil
 import tempfile
 import threading
@@ -126,8 +128,8 @@ class RunCache:
             return as_run_result(self.runner(case, options), case, options)
 
     def gpu_lock_directory(self) -> Path:
-        """Where the session's GPU leases lock (the controller's on a pytest-xdist worker; made on
-        first use otherwise)."""
+        """Where the session's GPU leases and ``--cpu-jobs`` slots lock (the controller's on a
+        pytest-xdist worker, so that its workers share them; made on first use otherwise)."""
         with self._lock:
             if self.gpu_lock_dir is None:
                 self.gpu_lock_dir = Path(tempfile.mkdtemp(prefix="conformance-gpus-"))
@@ -152,7 +154,7 @@ class RunCache:
         if jobs < 1 or not todo:
             return
         self._executor = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="conformance-row")
-        self._slots = Slots(jobs, self._cancel)
+        self._slots = Slots(jobs, self._cancel, self.gpu_lock_directory())
         with self._lock:
             for active, case in todo:
                 key = (active.name, case.id)
@@ -207,27 +209,68 @@ def processes(active: ActiveProfile, case: Case) -> int:
 class Slots:
     """``total`` slots that a row holds ``n`` of at a time, all at once (so that two rows never
     each hold a part of what both wait for); a request for more than ``total`` takes them all.
-    Waiting ends when ``cancel`` is set: the row then starts, and its runner ends at once."""
+    Waiting ends when ``cancel`` is set: the row then starts, and its runner ends at once.
 
-    def __init__(self, total: int, cancel: threading.Event) -> None:
+    The slots are lock files in ``directory`` (``flock``, released when their descriptor closes,
+    or the process dies), so every process given the same directory shares one ``total``: the
+    workers of a pytest-xdist session, each with its own pool, run ``--cpu-jobs`` processes
+    between them, not each."""
+
+    def __init__(self, total: int, cancel: threading.Event, directory: Path) -> None:
         self.total = total
-        self.free = total
         self._cancel = cancel
-        self._changed = threading.Condition()
+        self._directory = directory
+
+    @property
+    def free(self) -> int:
+        """How many slots no row holds now (in any process)."""
+        taken = self._take(self.total, every=True)
+        try:
+            return len(taken)
+        finally:
+            _close(taken)
 
     @contextmanager
     def hold(self, n: int) -> Iterator[None]:
         n = max(1, min(n, self.total))
-        with self._changed:
-            while self.free < n and not self._cancel.is_set():
-                self._changed.wait(timeout=0.1)
-            self.free -= n
+        held = self._take(n)
+        while not held and not self._cancel.wait(timeout=0.05):
+            held = self._take(n)
         try:
             yield
         finally:
-            with self._changed:
-                self.free += n
-                self._changed.notify_all()
+            _close(held)
+
+    def _take(self, n: int, every: bool = False) -> list[int]:
+        """The descriptors of ``n`` slots locked now, or none (``every``: as many as are free)."""
+        arbiter = os.open(self._directory / "cpu-slots", os.O_RDWR | os.O_CREAT, 0o600)
+        got: list[int] = []
+        try:
+            fcntl.flock(arbiter, fcntl.LOCK_EX)  # one taker at a time: no two each get a part
+            for index in range(self.total):
+                fd = os.open(self._directory / f"cpu-slot-{index}", os.O_RDWR | os.O_CREAT, 0o600)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    os.close(fd)
+                    continue
+                got.append(fd)
+                if len(got) == n:
+                    return got
+            if every:
+                return got
+            _close(got)
+            return []
+        except BaseException:
+            _close(got)
+            raise
+        finally:
+            os.close(arbiter)
+
+
+def _close(descriptors: list[int]) -> None:
+    for fd in descriptors:
+        os.close(fd)
 
 
 def _params_key(case: Case) -> tuple[Any, ...]:

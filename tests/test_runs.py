@@ -5,6 +5,8 @@ wait for a core (which the CPU-busy check would read as a busy CPU)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -29,9 +31,9 @@ def _eventually(condition: Callable[[], bool], within_s: float = 10.0) -> bool:
     return True
 
 
-def test_slots_are_taken_all_at_once_and_a_cancel_ends_the_wait() -> None:
+def test_slots_are_taken_all_at_once_and_a_cancel_ends_the_wait(tmp_path: Path) -> None:
     cancel = threading.Event()
-    slots = Slots(2, cancel)
+    slots = Slots(2, cancel, tmp_path)
     held: list[int] = []
     release = threading.Event()
 
@@ -56,6 +58,42 @@ def test_slots_are_taken_all_at_once_and_a_cancel_ends_the_wait() -> None:
     two.join(timeout=5)
     more.join(timeout=5)
     assert slots.free == 2
+
+
+def test_processes_given_one_directory_share_its_slots(tmp_path: Path) -> None:
+    """pytest-xdist workers each have a pool: before, each ran --cpu-jobs processes (2 workers on
+    2 cores ran 4 at once, and the rows' speeds were timed on a busy CPU)."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_SLOT, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )  # another worker's row holds one of the two slots
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+        slots = Slots(2, threading.Event(), tmp_path)
+        assert slots.free == 1
+        taken: list[int] = []
+
+        def hold_two() -> None:
+            with slots.hold(2):
+                taken.append(2)
+
+        two = threading.Thread(target=hold_two, daemon=True)
+        two.start()
+        two.join(timeout=0.5)
+        assert taken == [], "a 2-rank row waits for the slot the other process holds"
+    finally:
+        holder.kill()  # a process that dies releases its slots
+        holder.wait()
+    assert _eventually(lambda: taken == [2])
+
+
+HOLD_SLOT = """
+import sys, threading, time
+from pathlib import Path
+from conformance.runs import Slots
+with Slots(2, threading.Event(), Path(sys.argv[1])).hold(1):
+    print("holding", flush=True)
+    time.sleep(60)
+"""
 
 
 TIMING_RUNNER = """
