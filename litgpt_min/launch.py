@@ -32,6 +32,7 @@ import torch
 
 from litgpt_min.outcome import classify_exception
 from litgpt_min.result import Outcome, Result
+from litgpt_min.usage import EXIT_BROKEN_PIPE
 
 if TYPE_CHECKING:
     from litgpt_min.options import RunRequest
@@ -82,6 +83,10 @@ def launch_local(request: RunRequest, run_rank: RankRun) -> Result:
             if process.is_alive():
                 process.kill()
             process.join()
+    if ranks[0][0].exitcode == EXIT_BROKEN_PIPE:
+        # Rank 0's output (the progress, the result) has no reader: the others' failures follow
+        # from its exit, and the command ends as one run would, quietly (exit status 141).
+        raise BrokenPipeError("rank 0's standard output was closed")
     return merge(results)
 
 
@@ -331,6 +336,9 @@ def _rank_main(request: RunRequest, run_rank: RankRun, env: dict[str, str], send
         torch.set_num_threads(1)
     try:
         result = run_rank()
+    except BrokenPipeError:  # its output's reader went away (`| head -1`): the launcher ends quietly
+        send.close()
+        os._exit(EXIT_BROKEN_PIPE)
     except BaseException as exc:  # execute_rank turns run failures into results; this is the rest
         result = failed(request, *reversed(classify_exception(exc)))
     try:

@@ -75,7 +75,13 @@ def execute(request: RunRequest, body: Body, *, preflight: bool = True) -> Resul
                 check_rank_processes(request.devices)
             except PreflightRefusal as exc:
                 return _failed(_empty_result(request, request.device()), exc)
-        return launch.launch_local(request, functools.partial(execute_rank, request, body, preflight=preflight))
+        # The ranks say nothing of their own failures: one rank's is often another's consequence
+        # (a peer that vanished), and the merged result names the first, once.
+        rank_run = functools.partial(execute_rank, request, body, preflight=preflight, say_failure=False)
+        result = launch.launch_local(request, rank_run)
+        if result.outcome != "ok":
+            print(f"run failed ({result.outcome}): {result.error}", file=sys.stderr)
+        return result
     return execute_rank(request, body, preflight=preflight)
 
 
@@ -87,18 +93,21 @@ def _empty_result(request: RunRequest, device: torch.device) -> Result:
     )
 
 
-def _failed(result: Result, exc: Exception) -> Result:
-    """``result`` with the outcome and error of ``exc`` (and a refusal's limit), said on stderr."""
+def _failed(result: Result, exc: Exception, say: bool = True) -> Result:
+    """``result`` with the outcome and error of ``exc`` (and a refusal's limit), said on stderr
+    (unless not ``say``: a local rank's, which its launcher says merged)."""
     outcome, message = classify_exception(exc)
     result = result.replace(outcome=outcome, error=message)
     if isinstance(exc, PreflightRefusal):  # the figures, not only inside the message
         result = result.replace(details={**result.details, "preflight_limit_gb": round(exc.limit_gb, 6)})
-    print(f"run failed ({outcome}): {message}", file=sys.stderr)
+    if say:
+        print(f"run failed ({outcome}): {message}", file=sys.stderr)
     return result
 
 
-def execute_rank(request: RunRequest, body: Body, *, preflight: bool = True) -> Result:
-    """The run of this process: the whole run on one device, or one rank of several."""
+def execute_rank(request: RunRequest, body: Body, *, preflight: bool = True, say_failure: bool = True) -> Result:
+    """The run of this process: the whole run on one device, or one rank of several (a rank that
+    ``launch_local`` started does not ``say_failure``: the launcher says the merged one)."""
     device = launch.rank_device(request.device()) if request.world_size > 1 else request.device()
     result = _empty_result(request, device)
     peak: PeakMemory | None = None
@@ -120,7 +129,7 @@ def execute_rank(request: RunRequest, body: Body, *, preflight: bool = True) -> 
     except BrokenPipeError:  # the command's reader went away (`| head -1`): the command's to end, quietly
         raise
     except Exception as exc:  # the one place a run's failure becomes an outcome
-        result = _failed(result, exc)
+        result = _failed(result, exc, say_failure)
         if isinstance(exc, PreflightRefusal):
             estimated_gb = exc.estimated_gb
     if peak is not None:

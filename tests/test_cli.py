@@ -498,6 +498,8 @@ def test_generate_quantized_json(capsys: pytest.CaptureFixture[str]) -> None:
     "argv",
     [
         pytest.param(("finetune", "lora", *TINY, *FINETUNE), id="finetune"),
+        # Two ranks: the launcher says the merged failure once (each rank said its own before).
+        pytest.param(("finetune", "lora", *TINY, *FINETUNE, "--devices", "2", "--no-preflight"), id="finetune-2-ranks"),
         pytest.param(("generate", *TINY, "--max-new-tokens", "3"), id="generate"),
     ],
 )
@@ -508,7 +510,7 @@ def test_a_tiny_memory_cap_is_an_oom_outcome(capsys: pytest.CaptureFixture[str],
     assert isinstance(result["error"], str) and result["error"] and "\n" not in result["error"]
     assert result["device"]["memory_cap_gb"] == 0.0001
     assert result["time_1k_iters_min"] is None and result["tokens_per_sec"] is None
-    assert "run failed (oom)" in err and "Traceback" not in err
+    assert "run failed (oom)" in err and "Traceback" not in err and err.count("run failed") == 1
 
 
 def test_bf16_true_smoke(capsys: pytest.CaptureFixture[str]) -> None:
