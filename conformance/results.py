@@ -270,8 +270,19 @@ def check_document(data: dict[str, Any], where: str) -> None:
 
 
 def _check_row_agrees(row: Mapping[str, Any], where: str) -> None:
-    """A row's memory cap is the one its run was measured under: a hand edit that moved it would
-    change what a gate compares (a row under another cap is not compared at all)."""
+    """A row's verdict is the one its listed checks give (``row_verdict``), and its memory cap the
+    one its run was measured under: a hand edit that contradicts them would change what a gate
+    reads (a failed run under a "passed" verdict; a row under another cap is not compared)."""
+    checks, pending = row.get("checks") or {}, row.get("pending") or ()
+    if checks or pending:
+        verdict = row_verdict(checks, pending)
+        if row["verdict"] != verdict:
+            listed = ", ".join(f"{kind} {value}" for kind, value in checks.items())
+            unfinished = f"{'; ' if listed else ''}{', '.join(pending)} not finished" if pending else ""
+            raise ValueError(
+                f"{where}/verdict: {row['verdict']!r} does not follow from the row's checks ({listed}{unfinished}),"
+                f" which give {verdict!r}"
+            )
     device = (row.get("measured") or {}).get("device")
     if (
         isinstance(device, Mapping)

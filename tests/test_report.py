@@ -504,6 +504,25 @@ def test_any_edit_of_a_results_file_renders_or_is_one_line_naming_the_field(data
         assert out.getvalue().startswith("# Conformance report") and not err.getvalue()
 
 
+def test_a_row_whose_verdict_contradicts_its_checks_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A hand edit to "passed" over a failed run passed the schema and every reader."""
+    path = tmp_path / "r.json"
+    edited = json.loads(json.dumps(RESULTS))
+    edited["rows"][0].update(checks={"params": "passed", "run": "failed"}, verdict="passed")
+    path.write_text(json.dumps(edited))
+    assert main(["report", str(path)]) == 2
+    assert capsys.readouterr().err == (
+        f"conformance report: {path}: /rows/0/verdict: 'passed' does not follow from the row's checks (params"
+        " passed, run failed), which give 'failed'\n"
+    )
+    edited["rows"][0].update(checks={"params": "passed"}, pending=["run"])  # a killed session's row
+    path.write_text(json.dumps(edited))
+    assert main(["report", str(path)]) == 2
+    assert "(params passed; run not finished), which give 'not run'" in capsys.readouterr().err
+
+
 def test_a_results_file_whose_summary_or_profiles_disagree_with_its_rows_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
