@@ -129,6 +129,13 @@ def main(argv: list[str] | None = None) -> int:
         if problem is not None:
             print(one_line(problem), file=sys.stderr)
             return EXIT_BAD_INPUT
+        if args.prefer is not None and len(args.file) == 1:
+            print(
+                f"conformance report: --prefer {args.prefer}: it chooses between files that measured the same"
+                " row; give two or more results files",
+                file=sys.stderr,
+            )
+            return EXIT_BAD_INPUT
         if len(args.file) == 1 and args.merged is None:
             status = cmd_report(args.file[0], args.output)
             source = args.file[0]

@@ -344,7 +344,10 @@ def slowdown_text(times: float, factor: float | None = None) -> str:
 
 
 def factor_text(factor: float) -> str:
-    """1.15 -> "1.15x", 5 -> "5.00x", 1.125 -> "1.125x": two decimals, more where they matter."""
+    """1.15 -> "1.15x", 5 -> "5.00x", 1.125 -> "1.125x": two decimals, more where they matter;
+    a million or more in three significant digits (``--speed-tolerance 1e30``: "1e+30x")."""
+    if factor >= 1e6:
+        return f"{factor:.3g}x"
     text = f"{factor:.6f}".rstrip("0")
     whole, _, decimals = text.partition(".")
     return f"{whole}.{decimals.ljust(2, '0')}x"

@@ -34,7 +34,10 @@ def rows_text(n: int, noun: str = "row") -> str:
 
 
 def pct_text(rel: float) -> str:
-    """0.1 -> "10", 0.125 -> "12.5": a relative figure as a percentage without trailing zeros."""
+    """0.1 -> "10", 0.125 -> "12.5": a relative figure as a percentage without trailing zeros (a
+    million percent or more in three significant digits)."""
+    if abs(rel) >= 1e4:
+        return f"{rel * 100:.3g}"
     return f"{rel * 100:.6f}".rstrip("0").rstrip(".")
 
 

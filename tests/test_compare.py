@@ -639,3 +639,12 @@ def test_every_shipped_row_conforms_to_its_own_record(profile: str) -> None:
     for case in load_profile(profile).cases:
         findings = check_result(case, _echo(case), case.tolerances)
         assert findings == [], f"{case.id}: {summarize(findings)}"
+
+
+@pytest.mark.parametrize(
+    ("field", "rel_tol", "text"),
+    [("time_1k_iters_min", 0.15, "1.15x"), ("time_1k_iters_min", 1e30, "1e+30x"), ("max_memory_gb", 1e30, "±1e+32%")],
+)
+def test_a_huge_tolerance_reads_in_significant_digits(field: str, rel_tol: float, text: str) -> None:
+    """``--speed-tolerance 1e30`` printed a 31-digit factor."""
+    assert tolerance_text(field, rel_tol) == text

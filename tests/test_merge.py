@@ -152,3 +152,9 @@ def test_bad_input_is_one_line_and_exit_2(
     assert json.loads(notes.read_text()) == {"mine": True}
     assert main(["report", *map(str, two_machines), "--plot", str(tmp_path / "p.png")]) == 2
     assert "--merged" in capsys.readouterr().err
+    # --prefer chooses between files: with one it was silently ignored.
+    assert main(["report", str(first), "--prefer", "latest"]) == 2
+    assert capsys.readouterr().err == (
+        "conformance report: --prefer latest: it chooses between files that measured the same row; give two or"
+        " more results files\n"
+    )
