@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import shutil
 import sys
 import textwrap
@@ -573,7 +574,8 @@ def _config(args: argparse.Namespace) -> tuple[Config, str]:
     except ValueError as exc:  # the file and the field, in one line
         raise EstimateUsageError(str(exc)) from None
     if not config.name:  # named after its folder, in the output and in every message about it
-        config = Config.from_dict({**config.to_dict(), "name": path.parent.name})
+        # (absolute first: a bare file name's parent is "", not the folder it is in)
+        config = Config.from_dict({**config.to_dict(), "name": Path(os.path.abspath(path)).parent.name})
     return config, config.name
 
 

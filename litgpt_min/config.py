@@ -137,6 +137,8 @@ def _load_yaml(text: str) -> Any:
         return yaml.load(text, Loader=UniqueKeys)
     except yaml.YAMLError as exc:
         raise ValueError(str(exc)) from None
+    except RecursionError:  # PyYAML composes nested collections recursively (``[[[...]]]``)
+        raise ValueError("nested too deeply") from None
 
 
 def _later_name_quirk(config: Config) -> str | None:
@@ -209,7 +211,9 @@ class Config:
             object.__setattr__(self, "vocab_size", min(self.vocab_size, self.padded_vocab_size))
         if self.n_query_groups is None:
             object.__setattr__(self, "n_query_groups", self.n_head)
-        elif self.n_query_groups < 1 or self.n_head % self.n_query_groups:
+        elif self.n_query_groups < 1:
+            fail("n_query_groups", f"must be >= 1, got {self.n_query_groups}")
+        elif self.n_head % self.n_query_groups:
             fail("n_query_groups", f"n_head={self.n_head} is not divisible by {self.n_query_groups}")
         if self.intermediate_size is None:
             if self.mlp_class_name == "LLaMAMLP":
@@ -351,7 +355,7 @@ class Config:
             raise ValueError(f"{path}: not a regular file")
         try:
             text = path.read_text(encoding="utf-8")
-            values = _load_yaml(text) if path.suffix in (".yaml", ".yml") else json_keys.loads(text)
+            values = _load_yaml(text) if path.suffix.lower() in (".yaml", ".yml") else json_keys.loads(text)
         except (OSError, ValueError) as exc:  # JSON, YAML or UTF-8 errors
             raise ValueError(f"{path}: cannot read config: {' '.join(str(exc).split())}") from None
         if isinstance(values, Mapping):

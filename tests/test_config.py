@@ -411,6 +411,17 @@ def test_a_broken_yaml_config_names_the_file(tmp_path: Path) -> None:
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize("name", ["model_config.yaml", "model_config.YAML"])
+def test_a_yaml_nested_past_the_parsers_depth_is_one_line(tmp_path: Path, name: str) -> None:
+    """PyYAML composes nested lists recursively: a RecursionError traceback, where JSON said so."""
+    path = tmp_path / name  # (an upper-case suffix was read as JSON)
+    path.write_text(
+        "block_size: 64\nvocab_size: 100\nn_layer: 2\nn_head: 2\nn_embd: 16\nname: " + "[" * 1000 + "]" * 1000
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(str(path))}: cannot read config: nested too deeply$"):
+        Config.from_file(path)
+
+
 def test_from_file_unknown_field_names_file_and_field(tmp_path: Path) -> None:
     path = tmp_path / "lit_config.json"
     path.write_text(json.dumps({**_lit_gpt_llama2_7b_json(), "flash_attention": True}))
@@ -497,7 +508,8 @@ def test_from_file_needs_the_size_fields(tmp_path: Path, missing: str) -> None:
     [
         (dict(n_embd=10, n_head=4), "n_embd"),
         (dict(n_head=4, n_embd=8, n_query_groups=3), "n_query_groups"),
-        (dict(n_head=4, n_embd=8, n_query_groups=0), "n_query_groups"),
+        (dict(n_head=4, n_embd=8, n_query_groups=0), "n_query_groups: must be >= 1, got 0"),
+        (dict(n_head=4, n_embd=8, n_query_groups=-4), "n_query_groups: must be >= 1, got -4"),
         (dict(mlp_class_name="LLaMAMLP"), "intermediate_size"),
         (dict(norm_class_name="BatchNorm"), "norm_class_name"),
         (dict(mlp_class_name="SwiGLU", intermediate_size=8), "mlp_class_name"),

@@ -1175,6 +1175,22 @@ def test_a_checkpoint_folder_given_as_the_config_names_the_file_to_pass(
     )
 
 
+def test_a_config_without_a_name_given_by_its_bare_file_name_is_named_after_its_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, ``--config lit_config.json`` run in its folder named the model "" (a bare file
+    name's parent is ""): "exceeds 's block size", "no tokenizer family known for model ''"."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    values = {k: v for k, v in Config.from_name("tiny-llama").to_dict().items() if k != "name"}
+    (folder / "lit_config.json").write_text(json.dumps(values))
+    monkeypatch.chdir(folder)
+    code, out, _ = run_cli(
+        ["--config", "lit_config.json", "--workload", "inference", "--prompt-len", "4", "--json"], capsys
+    )
+    assert code == 0 and json.loads(out)["model"] == "mine"
+
+
 @pytest.mark.parametrize(
     ("method", "flag", "value"),
     [
