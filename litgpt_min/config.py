@@ -193,6 +193,9 @@ class Config:
         def fail(field: str, why: str) -> None:
             raise ValueError(f"config {self.name or '<unnamed>'}: {field}: {why}")
 
+        if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in self.name):
+            # It heads the output and every message: a newline or an escape sequence would forge them.
+            raise ValueError(f"config {self.name!r}: name: control characters are not allowed")
         for name in _SIZE_FIELDS:  # torch takes a size as a C long long; 2**63 failed in a traceback
             value = getattr(self, name)
             if isinstance(value, int) and value > LONG_LONG_MAX:

@@ -510,6 +510,7 @@ def test_from_file_needs_the_size_fields(tmp_path: Path, missing: str) -> None:
         (dict(n_head=4, n_embd=8, n_query_groups=3), "n_query_groups"),
         (dict(n_head=4, n_embd=8, n_query_groups=0), "n_query_groups: must be >= 1, got 0"),
         (dict(n_head=4, n_embd=8, n_query_groups=-4), "n_query_groups: must be >= 1, got -4"),
+        (dict(name="x\nFAKE outcome ok\x1b[31m"), "name: control characters are not allowed"),
         (dict(mlp_class_name="LLaMAMLP"), "intermediate_size"),
         (dict(norm_class_name="BatchNorm"), "norm_class_name"),
         (dict(mlp_class_name="SwiGLU", intermediate_size=8), "mlp_class_name"),
@@ -517,8 +518,8 @@ def test_from_file_needs_the_size_fields(tmp_path: Path, missing: str) -> None:
     ],
 )
 def test_invalid_values_raise_naming_the_field(values: dict[str, Any], field: str) -> None:
-    with pytest.raises(ValueError, match=field):
-        Config(name="bad", **values)
+    with pytest.raises(ValueError, match=re.escape(field)):
+        Config(**{"name": "bad", **values})
 
 
 def test_from_dict_unknown_field() -> None:
