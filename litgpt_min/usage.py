@@ -202,31 +202,55 @@ def _run_command(command: Callable[[], int], prog: str) -> int:
 
 class Diagnostics:
     """Standard error as the commands use it: progress and messages that never fail the command.
-    What cannot be written (``2>/dev/full``) is dropped; the exit status and the result on
-    standard output (``--json``) still say how the command ended. A reader that went away
-    (``2>&1 | head -1``) still ends the command (``BrokenPipeError``), as it does on stdout."""
+    What cannot be written (``2>/dev/full``, a reader of stderr alone that went away) is dropped;
+    the exit status and the result on standard output (``--json``) still say how the command
+    ended. A reader that went away from a pipe stdout shares (``2>&1 | head -1``) still ends the
+    command (``BrokenPipeError``), as it does on stdout."""
 
     def __init__(self, stream: io.TextIOWrapper) -> None:
         self._stream = stream
+        self._shares_stdout = _same_file(stream, sys.stdout)
 
     def write(self, text: str) -> int:
         try:
             return self._stream.write(text)
         except BrokenPipeError:
-            raise
+            self._gone()
         except OSError:
-            return len(text)
+            pass
+        return len(text)
 
     def flush(self) -> None:
         try:
             self._stream.flush()
         except BrokenPipeError:
-            raise
+            self._gone()
         except OSError:
+            pass
+
+    def _gone(self) -> None:
+        """Standard error's reader went away: the command ends if stdout's went with it, else
+        stderr writes to /dev/null from now on (the interpreter's last flush too)."""
+        if self._shares_stdout:
+            raise BrokenPipeError(errno.EPIPE, "standard error's and output's reader went away")
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):
             pass
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
+
+
+def _same_file(one: Any, other: Any) -> bool:
+    """Whether two streams write to one file (``2>&1``: one pipe)."""
+    try:
+        a, b = os.fstat(one.fileno()), os.fstat(other.fileno())
+    except (AttributeError, OSError, ValueError):
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 def _silence_stdout() -> None:

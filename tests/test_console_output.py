@@ -124,6 +124,18 @@ def test_output_to_a_full_disk_or_a_closed_descriptor_keeps_the_exit_status() ->
         assert closed.returncode == code and b"Traceback" not in closed.stderr, closed.stderr
 
 
+@pytest.mark.parametrize("workload", ["finetune", "generate"])
+def test_a_reader_of_standard_error_alone_that_went_away_fails_nothing(workload: str) -> None:
+    """`--json 2> >(head -1)`: before, the first progress line after the reader left ended the run
+    (exit 141) and --json's result never reached standard output."""
+    args = ["finetune", "lora", "--max-iters", "2"] if workload == "finetune" else ["generate", "--max-new-tokens", "2"]
+    process = _command("-m", "litgpt_min", *args, "--model", "tiny-llama", "--json")
+    assert process.stdout is not None and process.stderr is not None
+    process.stderr.close()  # the reader of standard error alone has gone
+    out = process.stdout.read()
+    assert process.wait(timeout=120) == 0 and json.loads(out)["outcome"] == "ok", out
+
+
 def test_a_standard_error_that_cannot_be_written_fails_nothing() -> None:
     """Before: with `2>/dev/full` the first progress line failed the run (outcome error, exit 1) and
     --json's result never reached standard output; bad input exited 1, not 2."""
