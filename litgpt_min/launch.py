@@ -18,6 +18,7 @@ killed at its timeout takes its ranks with it.
 from __future__ import annotations
 
 import ctypes
+import errno
 import multiprocessing
 import os
 import signal
@@ -32,7 +33,10 @@ import torch
 
 from litgpt_min.outcome import classify_exception
 from litgpt_min.result import Outcome, Result
-from litgpt_min.usage import EXIT_BROKEN_PIPE
+from litgpt_min.usage import EXIT_BROKEN_PIPE, OutputError
+
+# A rank's exit status when its standard output could not be written (sysexits' EX_IOERR).
+EXIT_OUTPUT_UNWRITABLE = 74
 
 if TYPE_CHECKING:
     from litgpt_min.options import RunRequest
@@ -87,6 +91,8 @@ def launch_local(request: RunRequest, run_rank: RankRun) -> Result:
         # Rank 0's output (the progress, the result) has no reader: the others' failures follow
         # from its exit, and the command ends as one run would, quietly (exit status 141).
         raise BrokenPipeError("rank 0's standard output was closed")
+    if ranks[0][0].exitcode == EXIT_OUTPUT_UNWRITABLE:
+        raise OutputError(errno.EIO, "rank 0 could not write its standard output")
     return merge(results)
 
 
@@ -339,6 +345,9 @@ def _rank_main(request: RunRequest, run_rank: RankRun, env: dict[str, str], send
     except BrokenPipeError:  # its output's reader went away (`| head -1`): the launcher ends quietly
         send.close()
         os._exit(EXIT_BROKEN_PIPE)
+    except OutputError:  # its output cannot be written (a full disk): the launcher says so, once
+        send.close()
+        os._exit(EXIT_OUTPUT_UNWRITABLE)
     except BaseException as exc:  # execute_rank turns run failures into results; this is the rest
         result = failed(request, *reversed(classify_exception(exc)))
     try:

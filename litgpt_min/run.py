@@ -28,6 +28,7 @@ from litgpt_min.outcome import classify_exception
 from litgpt_min.preflight import PreflightRefusal, check_rank_processes, device_limit
 from litgpt_min.preflight import check as preflight_check
 from litgpt_min.result import Result
+from litgpt_min.usage import OutputError
 
 if TYPE_CHECKING:
     from lightning.fabric import Fabric
@@ -126,8 +127,8 @@ def execute_rank(request: RunRequest, body: Body, *, preflight: bool = True, say
             peaks = gather_peaks(fabric, peak.peak_bytes())
             result = result.replace(details={**result.details, "rank_max_memory_gb": peaks})
             leave_process_group()
-    except BrokenPipeError:  # the command's reader went away (`| head -1`): the command's to end, quietly
-        raise
+    except (BrokenPipeError, OutputError):  # its output's reader went away (`| head -1`), or a full disk:
+        raise  # the command's to end (quietly, or in its one line), not a failure of the run
     except Exception as exc:  # the one place a run's failure becomes an outcome
         result = _failed(result, exc, say_failure)
         if isinstance(exc, PreflightRefusal):

@@ -168,13 +168,15 @@ def console_output(command: Callable[[], int], prog: str) -> int:
             setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))
         elif isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(errors="backslashreplace")
-    stderr = sys.stderr
+    stdout, stderr = sys.stdout, sys.stderr
+    if isinstance(stdout, io.TextIOWrapper):
+        sys.stdout = Output(stdout)
     if isinstance(stderr, io.TextIOWrapper):
         sys.stderr = Diagnostics(stderr)
     try:
         return _run_command(command, prog)
     finally:
-        sys.stderr = stderr
+        sys.stdout, sys.stderr = stdout, stderr
 
 
 def _run_command(command: Callable[[], int], prog: str) -> int:
@@ -193,11 +195,45 @@ def _run_command(command: Callable[[], int], prog: str) -> int:
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except OSError as exc:
-        if exc.errno not in _OUTPUT_ERRNOS:
+        if not isinstance(exc, OutputError) and exc.errno not in _OUTPUT_ERRNOS:
             raise
         _silence_stdout()
         print(one_line(f"{prog}: cannot write its output: {exc.strerror or exc}"), file=sys.stderr)
         return 2
+
+
+class OutputError(OSError):
+    """Standard output cannot be written (a full disk: ``_OUTPUT_ERRNOS``): the command's to end
+    with its one line, never a run's failure (which would say it a second time)."""
+
+
+class Output:
+    """Standard output as the commands use it: a write error of ``_OUTPUT_ERRNOS`` is an
+    ``OutputError``, which a run lets through (like ``BrokenPipeError``)."""
+
+    def __init__(self, stream: io.TextIOWrapper) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except OSError as exc:
+            raise _as_output_error(exc) from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError as exc:
+            raise _as_output_error(exc) from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _as_output_error(exc: OSError) -> OSError:
+    if isinstance(exc, BrokenPipeError) or exc.errno not in _OUTPUT_ERRNOS:
+        return exc
+    return OutputError(exc.errno, exc.strerror)
 
 
 class Diagnostics:

@@ -164,6 +164,21 @@ def test_help_that_cannot_be_written_is_one_line_and_exit_2(args: tuple[str, ...
     assert (done.returncode, done.stderr.decode()) == (2, f"{prog}: cannot write its output: No space left on device\n")
 
 
+@pytest.mark.parametrize("devices", ["1", "2"])
+def test_a_run_whose_output_cannot_be_written_says_so_in_one_line(devices: str) -> None:
+    """Before, `> /dev/full` also failed the run ("run failed (error): [Errno 28] ...", and with two
+    ranks gloo's "Connection closed by peer" in it) before the command's own line."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    run = [sys.executable, "-m", "litgpt_min", "finetune", "lora", "--model", "tiny-llama", "--max-iters", "2"]
+    with open("/dev/full", "wb") as full:
+        done = subprocess.run(
+            [*run, "--devices", devices], stdout=full, stderr=subprocess.PIPE, env=env, cwd=ROOT, timeout=300
+        )
+    last = done.stderr.decode().splitlines()[-1]
+    assert done.returncode == 2 and last.startswith("litgpt-min: cannot write its output: "), done.stderr
+    assert "run failed" not in done.stderr.decode()
+
+
 def _close_stdout() -> None:
     os.close(1)
 
