@@ -207,9 +207,10 @@ def processes(active: ActiveProfile, case: Case) -> int:
 
 
 class Slots:
-    """``total`` slots that a row holds ``n`` of at a time, all at once (so that two rows never
-    each hold a part of what both wait for); a request for more than ``total`` takes them all.
-    Waiting ends when ``cancel`` is set: the row then starts, and its runner ends at once.
+    """``total`` slots that a row holds ``n`` of at a time; a request for more than ``total`` takes
+    them all. One row gathers at a time (the arbiter's lock), so two rows never each hold a part of
+    what both wait for, and the first to wait is the first served. Waiting ends when ``cancel`` is
+    set: the row then starts, and its runner ends at once.
 
     The slots are lock files in ``directory`` (``flock``, released when their descriptor closes,
     or the process dies), so every process given the same directory shares one ``total``: the
@@ -223,49 +224,70 @@ class Slots:
 
     @property
     def free(self) -> int:
-        """How many slots no row holds now (in any process)."""
-        taken = self._take(self.total, every=True)
-        try:
-            return len(taken)
-        finally:
-            _close(taken)
+        """How many slots no row holds now, in any process (a row waiting for several holds those
+        it has got so far)."""
+        free = 0
+        for index in range(self.total):
+            fd = self._open(f"cpu-slot-{index}")
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                free += 1
+            except BlockingIOError:
+                pass
+            finally:
+                os.close(fd)
+        return free
 
     @contextmanager
     def hold(self, n: int) -> Iterator[None]:
         n = max(1, min(n, self.total))
         held = self._take(n)
-        while not held and not self._cancel.wait(timeout=0.05):
-            held = self._take(n)
         try:
             yield
         finally:
             _close(held)
 
-    def _take(self, n: int, every: bool = False) -> list[int]:
-        """The descriptors of ``n`` slots locked now, or none (``every``: as many as are free)."""
-        arbiter = os.open(self._directory / "cpu-slots", os.O_RDWR | os.O_CREAT, 0o600)
+    def _take(self, n: int) -> list[int]:
+        """The descriptors of ``n`` locked slots (none once ``cancel`` is set). The taker holds the
+        arbiter's lock while it gathers them, so no later taker gets a slot first: a row waiting
+        for two is not starved by rows of one that keep taking each slot as it frees."""
+        arbiter = self._open("cpu-slots")
         got: list[int] = []
         try:
-            fcntl.flock(arbiter, fcntl.LOCK_EX)  # one taker at a time: no two each get a part
-            for index in range(self.total):
-                fd = os.open(self._directory / f"cpu-slot-{index}", os.O_RDWR | os.O_CREAT, 0o600)
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    os.close(fd)
-                    continue
-                got.append(fd)
-                if len(got) == n:
-                    return got
-            if every:
-                return got
-            _close(got)
-            return []
+            while not self._try_lock(arbiter):
+                if self._cancel.wait(timeout=0.05):
+                    return []
+            free = [index for index in range(self.total)]
+            while len(got) < n:
+                for index in list(free):
+                    fd = self._open(f"cpu-slot-{index}")
+                    if self._try_lock(fd):
+                        got.append(fd)
+                        free.remove(index)
+                        if len(got) == n:
+                            break
+                    else:
+                        os.close(fd)
+                if len(got) < n and self._cancel.wait(timeout=0.05):
+                    _close(got)
+                    return []
+            return got
         except BaseException:
             _close(got)
             raise
         finally:
-            os.close(arbiter)
+            os.close(arbiter)  # the slots it holds stay locked: each has its own descriptor
+
+    def _open(self, name: str) -> int:
+        return os.open(self._directory / name, os.O_RDWR | os.O_CREAT, 0o600)
+
+    @staticmethod
+    def _try_lock(fd: int) -> bool:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
 
 
 def _close(descriptors: list[int]) -> None:

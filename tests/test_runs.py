@@ -46,7 +46,8 @@ def test_slots_are_taken_all_at_once_and_a_cancel_ends_the_wait(tmp_path: Path) 
     with slots.hold(1):
         two.start()
         two.join(timeout=0.3)
-        assert held == [] and slots.free == 1, "2 slots are not free while 1 is held"
+        assert held == [], "2 slots are not free while 1 is held"
+        assert slots.free == 0, "the waiting row holds the other, and no later row takes it"
     assert _eventually(lambda: held == [2] and slots.free == 0)
     more = threading.Thread(target=hold, args=(5,))  # more than there are: all of them, once free
     more.start()
