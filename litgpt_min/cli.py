@@ -83,10 +83,12 @@ def build_parser() -> OneLineParser:
     p = sub.add_parser("params", help="trainable and total parameters of a model built for a method")
     p.add_argument("model", nargs="?", help="registry name, e.g. Llama-2-7b-hf (or --model NAME)")
     p.add_argument("--model", dest="model_flag", metavar="MODEL", help="the same as the positional name")
-    p.add_argument("--method", choices=METHODS, default="none")
-    p.add_argument("--quantize", choices=QUANTIZE_MODES, default=None)
+    p.add_argument(
+        "--method", choices=METHODS, default="none", help="the method the model is built for (default: none)"
+    )
+    p.add_argument("--quantize", choices=QUANTIZE_MODES, default=None, help="bitsandbytes 4-bit mode (default: none)")
     p.add_argument("--precision", default="bf16-true", help="dtype of the unquantized weights")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
     add_flat_options(p.add_argument_group("LoRA / Adapter (prefixes --lora-, --adapter-)"), _peft_flat_options())
 
     p = sub.add_parser("finetune", help="a measured finetuning run (a resource-table row)")

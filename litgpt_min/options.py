@@ -555,7 +555,9 @@ class FlatOption:
     help: str | None = None
 
 
-def _fields(cls: type, prefix: str = "", skip: tuple[str, ...] = ()) -> list[FlatOption]:
+def _fields(cls: type, prefix: str = "", skip: tuple[str, ...] = (), defaults: bool = False) -> list[FlatOption]:
+    """The flat keys of a settings dataclass; with ``defaults``, each one's help says its default
+    (the settings whose defaults no method or row changes)."""
     hints = typing.get_type_hints(cls)
     found = []
     for f in dataclasses.fields(cls):
@@ -565,6 +567,9 @@ def _fields(cls: type, prefix: str = "", skip: tuple[str, ...] = ()) -> list[Fla
         if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
             kind = next(a for a in typing.get_args(kind) if a is not type(None))
         help_text = f.metadata.get("help")
+        if defaults and f.default is not dataclasses.MISSING:
+            shown = ("on" if f.default else "off") if isinstance(f.default, bool) else f.default
+            help_text = f"{help_text} (default: {shown})" if help_text else f"default: {shown}"
         found.append(FlatOption(prefix + f.name, kind, help=help_text))
     return found
 
@@ -579,7 +584,7 @@ _RUN = [
     FlatOption("rank_timeout_s", float, help="seconds a rank waits for the others before the run fails"),
     # No closed choices here: RunRequest refuses an unknown precision, naming the valid ones.
     FlatOption("precision", str, help="bf16-true (the tables'), 16-true, 32-true, ..."),
-    FlatOption("accelerator", str, ACCELERATORS),
+    FlatOption("accelerator", str, ACCELERATORS, "where to run (default: auto, CUDA when it is available)"),
     FlatOption("memory_cap_gb", float, help="fail with OOM above this peak (emulates a smaller device)"),
 ]
 _TOKENIZER = "a tokenizer.model or tokenizer.json directory"
@@ -589,8 +594,8 @@ _FINETUNE = [
     *_fields(Hyperparameters),
     FlatOption("max_iters", int, help="micro-batch iterations to run (default: one optimizer step + 3)"),
     FlatOption("data_file", str, help="alpaca_data.json (default: synthetic data with Alpaca's lengths)"),
-    *_fields(LoRASettings, "lora_"),
-    *_fields(AdapterSettings, "adapter_"),
+    *_fields(LoRASettings, "lora_", defaults=True),
+    *_fields(AdapterSettings, "adapter_", defaults=True),
 ]
 FLAT_OPTIONS: dict[Workload, dict[str, FlatOption]] = {
     "finetune": {o.name: o for o in (*_RUN, *_FINETUNE)},
@@ -599,7 +604,7 @@ FLAT_OPTIONS: dict[Workload, dict[str, FlatOption]] = {
         for o in (
             *_RUN,
             FlatOption("tokenizer_dir", str, help=f"{_TOKENIZER}: tokenizes --prompt"),
-            *_fields(GenerateSettings),
+            *_fields(GenerateSettings, defaults=True),
         )
     },
 }

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import math
@@ -853,3 +854,26 @@ def test_version_names_the_installed_distribution(module: str) -> None:
     done = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True, text=True, check=False)
     prog = "litgpt-min" if module == "litgpt_min" else "conformance"
     assert (done.returncode, done.stdout, done.stderr) == (0, f"{prog} {version('litgpt-conformance')}\n", "")
+
+
+def test_every_run_option_has_help_and_the_method_settings_say_their_defaults() -> None:
+    """A new user read `--lora-r LORA_R` with nothing beside it (nor the default of 8)."""
+    from litgpt_min.cli import build_parser
+    from litgpt_min.lora import LoRASettings
+    from litgpt_min.options import GenerateSettings
+
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name in ("params", "finetune", "generate"):
+        for action in subparsers.choices[name]._actions:
+            if action.option_strings:  # (a positional's choices are its help)
+                assert action.help, f"litgpt-min {name} {action.option_strings}: no help"
+    finetune = subparsers.choices["finetune"].format_help()
+    lora, adapter = LoRASettings(), AdapterSettings()
+    for flag, value in (
+        ("--lora-r", lora.r),
+        ("--lora-dropout", lora.dropout),
+        ("--adapter-start-layer", adapter.start_layer),
+    ):
+        assert re.search(rf"{flag} \S+\s+default: {re.escape(str(value))}\n", finetune), flag
+    assert f"(default: {GenerateSettings().max_new_tokens})" in subparsers.choices["generate"].format_help()
