@@ -319,12 +319,28 @@ def strict_json(text: str) -> Any:
     """``json.loads`` for files a person may have edited: NaN, Infinity, numbers out of range and
     duplicate keys are ``ValueError``s naming the token and where it is (its JSON pointer, and the
     id of the object that holds it)."""
-    data = json_keys.loads(text, parse_constant=_reject_constant, parse_float=_parse_float, parse_int=_parse_int)
+    refused: list[_Refused] = []
+
+    def kept(value: Any) -> Any:
+        if isinstance(value, _Refused):
+            refused.append(value)
+        return value
+
+    data = json_keys.loads(
+        text,
+        parse_constant=lambda token: kept(_reject_constant(token)),
+        parse_float=lambda token: kept(_parse_float(token)),
+        parse_int=lambda token: kept(_parse_int(token)),
+    )
+    # The walk that locates a refused value runs only when there is one: a surrogate comes only
+    # from a \u escape (UTF-8 text cannot hold one).
+    if not refused and not re.search(r"\\u[dD][89a-fA-F]", text):
+        return data
     hit = json_keys.where(data, _refused_value)
     if hit is not None:
-        refused, pointer, owner = hit
-        if isinstance(refused, _Refused):
-            raise ValueRefused(f"{refused.token} {refused.why}", pointer, owner)
+        value, pointer, owner = hit
+        if isinstance(value, _Refused):
+            raise ValueRefused(f"{value.token} {value.why}", pointer, owner)
         raise ValueRefused("a lone surrogate escape (\\ud800-\\udfff), which no UTF-8 file can hold", pointer, owner)
     return data
 
