@@ -124,9 +124,15 @@ def machine_text(fingerprint: Mapping[str, Any]) -> str | None:
     names = gpu_names(fingerprint)
     if names:
         return " + ".join(f"{names.count(n)} x {n}" for n in dict.fromkeys(names))
+    cpu = cpu_text(fingerprint)
+    return f"CPU {cpu}" if cpu else None
+
+
+def cpu_text(fingerprint: Mapping[str, Any]) -> str | None:
+    """``AMD EPYC, 2 cores`` (None: the fingerprint names no CPU model)."""
     cpu = fingerprint.get("cpu")
     model = cpu.get("model") if isinstance(cpu, Mapping) else None
-    return f"CPU {model}, {cpu.get('cores') or '?'} cores" if model else None
+    return f"{model}, {cpu.get('cores') or '?'} cores" if model else None
 
 
 def apply_baseline(actives: Sequence[A], baseline: Baseline, fingerprint: Mapping[str, Any]) -> tuple[list[A], dict[tuple[str, str], str], dict[tuple[str, str], str]]:  # fmt: skip

@@ -23,7 +23,6 @@ or for OLD and NEW naming the same file.
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
 import json
 import statistics
 import sys
@@ -32,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from conformance.baseline import machine_text
+from conformance.baseline import cpu_text, machine_text
 from conformance.compare import (
     SPEED_FIELDS,
     is_number,
@@ -252,7 +251,7 @@ class Diff:
                 f"{rows_text(self.tolerances_differ)}: the two files carry different tolerances; each figure"
                 " is judged with the tighter of the two"
             )
-        old_created, new_created = (_created(value) for value in self.created)
+        old_created, new_created = (created_time(value) for value in self.created)
         if old_created is not None and new_created is not None and old_created > new_created:
             notes.append(
                 f"{self.old} (created {self.created[0]}) is newer than {self.new} (created {self.created[1]}):"
@@ -288,6 +287,7 @@ def diff_results(
     new_rows = _rows_by_key(new, new_name)
     overrides = overrides or {}
     rows = []
+    pairs: list[tuple[Mapping[str, Any], Mapping[str, Any]]] = []  # (old, new) fingerprints of rows in both
     tolerances_differ = 0
     for key in [*new_rows, *(k for k in old_rows if k not in new_rows)]:
         before, after = old_rows.get(key), new_rows.get(key)
@@ -304,6 +304,9 @@ def diff_results(
                 )
             )  # fmt: skip
             continue
+        # A merged file's rows each carry the machine that ran them (a session's share the file's).
+        prints = row_fingerprint(before, old), row_fingerprint(after, new)
+        pairs.append(prints)
         unrun = tuple(side for side, r in (("old", before), ("new", after)) if not run_finished(r))
         if unrun:
             # What an unfinished row's run left (if anything) was never judged: nothing to compare.
@@ -318,9 +321,8 @@ def diff_results(
         tol, differ = _tolerances(before, after, old_name, new_name)
         tol = tol.merged(overrides)
         tolerances_differ += differ and not overrides.keys() >= {"memory_rel", "speed_rel"}
-        # A merged file's rows each carry the machine that ran them; a speed timed on another
-        # machine (GPUs, or without one the CPU model and cores) judges nothing, as for --baseline.
-        prints = row_fingerprint(before, old), row_fingerprint(after, new)
+        # A speed timed on another machine (GPUs, or without one the CPU model and cores) judges
+        # nothing, as for --baseline.
         machines = machine_text(prints[0]), machine_text(prints[1])
         untimed = any(speed_unjudged(r) is not None for r in (before, after)) or machines[0] != machines[1]
         runs = _measured(before, old_name), _measured(after, new_name)
@@ -334,7 +336,7 @@ def diff_results(
                 stack=stack_changes(*prints)[0], machines=None if machines[0] == machines[1] else machines,
             )
         )  # fmt: skip
-    stack, same = _files_stack(old, new, old_rows, new_rows)
+    stack, same = _files_stack(pairs or [(old.get("fingerprint") or {}, new.get("fingerprint") or {})])
     unfinished = tuple(name for name, doc in (("old", old), ("new", new)) if doc.get("finished") is False)
     created = (_measured_at(old), _measured_at(new))
     diff = Diff(
@@ -388,22 +390,13 @@ def stack_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> tuple[tuple
 
 
 def _files_stack(
-    old: Mapping[str, Any],
-    new: Mapping[str, Any],
-    old_rows: Mapping[tuple[str, str], Mapping[str, Any]],
-    new_rows: Mapping[tuple[str, str], Mapping[str, Any]],
+    pairs: list[tuple[Mapping[str, Any], Mapping[str, Any]]],
 ) -> tuple[tuple[tuple[str, Any, Any], ...], tuple[tuple[str, Any], ...]]:
-    """The fingerprint fields that differ between the runs of the rows in both files (a merged
-    file's rows each carry their machine's; a session's share the file's), each (field, old, new)
-    once; and the fields the same in all of them."""
-    pairs = {
-        json.dumps([row_fingerprint(old_rows[key], old), row_fingerprint(new_rows[key], new)], sort_keys=True)
-        for key in new_rows
-        if key in old_rows
-    } or {json.dumps([old.get("fingerprint") or {}, new.get("fingerprint") or {}], sort_keys=True)}
+    """The fingerprint fields that differ between the (old, new) fingerprints of the rows' runs,
+    each (field, old, new) once; and the fields the same in all of them."""
     changed: dict[tuple[str, str, str], tuple[str, Any, Any]] = {}
     same: dict[str, set[str]] = {}
-    for pair in sorted(pairs):
+    for pair in sorted({json.dumps(pair, sort_keys=True) for pair in pairs}):  # (fingerprints: not hashable)
         differ, alike = stack_changes(*json.loads(pair))
         for name, a, b in differ:
             changed.setdefault((name, json.dumps(a), json.dumps(b)), (name, a, b))
@@ -422,8 +415,9 @@ def _files_stack(
 def _measured_at(document: Mapping[str, Any]) -> str | None:
     """When a file's newest measurement was made: its ``created``, or for a merged file the latest
     of its rows' sessions (the merge's own time is when it was merged)."""
-    times = [row["created"] for row in document.get("rows") or () if isinstance(row.get("created"), str)]
-    return max(times, key=created_time) if times else document.get("created")
+    stamps = [(created_time(row.get("created")), row.get("created")) for row in document.get("rows") or ()]
+    known = [(stamp, text) for stamp, text in stamps if stamp is not None]
+    return max(known)[1] if known else document.get("created")
 
 
 def group_name(row: Mapping[str, Any]) -> str:
@@ -442,23 +436,12 @@ def group_name(row: Mapping[str, Any]) -> str:
 
 def _stack_value(fp: Mapping[str, Any], name: str) -> Any:
     if name == "cpu":
-        cpu = fp.get("cpu")
-        model = cpu.get("model") if isinstance(cpu, Mapping) else None
-        return f"{model}, {cpu.get('cores') or '?'} cores" if model else None
+        return cpu_text(fp)
     if name == "gpu":
         gpus = fp.get("gpus") or []
         names = sorted({str(g.get("name")) for g in gpus if isinstance(g, Mapping)})
         return f"{len(gpus)} x {', '.join(names)}" if gpus else "none"
     return fp.get(name)
-
-
-def _created(value: Any) -> _dt.datetime | None:
-    """A results file's "created" time (ISO 8601, with its offset), or None if it is not one."""
-    try:
-        created = _dt.datetime.fromisoformat(value)
-    except (TypeError, ValueError):
-        return None
-    return created if created.tzinfo is not None else None
 
 
 def _rows_by_key(results: Mapping[str, Any], where: str) -> dict[tuple[str, str], Mapping[str, Any]]:

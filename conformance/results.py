@@ -343,17 +343,20 @@ def row_fingerprint(row: Mapping[str, Any], document: Mapping[str, Any]) -> Mapp
 
 def row_created(row: Mapping[str, Any], document: Mapping[str, Any]) -> _dt.datetime:
     """When the session that ran ``row`` was created: a merged file's rows carry their own time
-    (the merge's ``created`` is the time of the merge), a session's rows share the file's."""
-    return created_time(row.get("created") or document.get("created"))
+    (the merge's ``created`` is the time of the merge), a session's rows share the file's; the
+    earliest time when neither says."""
+    return created_time(row.get("created") or document.get("created")) or _dt.datetime.min.replace(
+        tzinfo=_dt.timezone.utc
+    )
 
 
-def created_time(text: Any) -> _dt.datetime:
-    """A ``created`` time (ISO 8601 with its offset); the earliest time for anything else."""
+def created_time(text: Any) -> _dt.datetime | None:
+    """A ``created`` time (ISO 8601 with its offset), or None if it is not one."""
     try:
-        stamp = _dt.datetime.fromisoformat(str(text or ""))
-    except ValueError:
-        return _dt.datetime.min.replace(tzinfo=_dt.timezone.utc)
-    return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=_dt.timezone.utc)
+        stamp = _dt.datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        return None
+    return stamp if stamp.tzinfo is not None else None
 
 
 def speed_unjudged(row: Mapping[str, Any]) -> str | None:
