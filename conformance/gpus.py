@@ -62,7 +62,8 @@ def visible_gpus(count: int, environ: Mapping[str, str] = os.environ) -> list[st
 
 
 class GpuPool:
-    """The GPUs of one session and their lock files in ``directory`` (shared by its workers)."""
+    """The GPUs of one session and their lock files in ``directory`` (shared by its workers); the
+    ``--cpu-jobs`` slots are leased the same way (``conformance.runs.Slots``)."""
 
     def __init__(self, gpus: Sequence[str], directory: Path, poll_s: float = _POLL_S) -> None:
         self.gpus = list(gpus)

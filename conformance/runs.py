@@ -12,19 +12,17 @@ that waited more than 25%)."""
 from __future__ import annotations
 
 import dataclasses
-import fcntl
-import os
 import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 from conformance.expectations import Case
-from conformance.gpus import GpuPool, visible_gpus
+from conformance.gpus import GpuPool, LeaseCancelled, visible_gpus
 from conformance.options import Options
 from conformance.profiles import ActiveProfile
 from conformance.rules import RowKey
@@ -208,91 +206,34 @@ def processes(active: ActiveProfile, case: Case) -> int:
 
 class Slots:
     """``total`` slots that a row holds ``n`` of at a time; a request for more than ``total`` takes
-    them all. One row gathers at a time (the arbiter's lock), so two rows never each hold a part of
-    what both wait for, and the first to wait is the first served. Waiting ends when ``cancel`` is
-    set: the row then starts, and its runner ends at once.
+    them all. Waiting ends when ``cancel`` is set: the row then starts, and its runner ends at once.
 
-    The slots are lock files in ``directory`` (``flock``, released when their descriptor closes,
-    or the process dies), so every process given the same directory shares one ``total``: the
-    workers of a pytest-xdist session, each with its own pool, run ``--cpu-jobs`` processes
-    between them, not each."""
+    The slots are leased as the GPUs are (``conformance/gpus.py``'s lock files, in ``directory``'s
+    ``cpu-slots`` folder): one row gathers at a time, so two never each hold a part of what both
+    wait for, and a row of two is not starved by rows of one; every process given the same
+    directory shares one ``total``: the workers of a pytest-xdist session, each with its own pool,
+    run ``--cpu-jobs`` processes between them, not each."""
 
     def __init__(self, total: int, cancel: threading.Event, directory: Path) -> None:
         self.total = total
         self._cancel = cancel
-        self._directory = directory
+        slots = [f"slot{index}" for index in range(total)]
+        self._pool = GpuPool(slots, directory / "cpu-slots", poll_s=0.05)  # a row's wait: its start-up's
 
     @property
     def free(self) -> int:
         """How many slots no row holds now, in any process (a row waiting for several holds those
         it has got so far)."""
-        free = 0
-        for index in range(self.total):
-            fd = self._open(f"cpu-slot-{index}")
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                free += 1
-            except BlockingIOError:
-                pass
-            finally:
-                os.close(fd)
-        return free
+        return self.total - len(self._pool.busy())
 
     @contextmanager
     def hold(self, n: int) -> Iterator[None]:
-        n = max(1, min(n, self.total))
-        held = self._take(n)
-        try:
+        with ExitStack() as held:
+            try:
+                held.enter_context(self._pool.lease(max(1, min(n, self.total)), self._cancel))
+            except LeaseCancelled:
+                pass  # the session ended while the row waited: it starts, and its runner ends at once
             yield
-        finally:
-            _close(held)
-
-    def _take(self, n: int) -> list[int]:
-        """The descriptors of ``n`` locked slots (none once ``cancel`` is set). The taker holds the
-        arbiter's lock while it gathers them, so no later taker gets a slot first: a row waiting
-        for two is not starved by rows of one that keep taking each slot as it frees."""
-        arbiter = self._open("cpu-slots")
-        got: list[int] = []
-        try:
-            while not self._try_lock(arbiter):
-                if self._cancel.wait(timeout=0.05):
-                    return []
-            free = [index for index in range(self.total)]
-            while len(got) < n:
-                for index in list(free):
-                    fd = self._open(f"cpu-slot-{index}")
-                    if self._try_lock(fd):
-                        got.append(fd)
-                        free.remove(index)
-                        if len(got) == n:
-                            break
-                    else:
-                        os.close(fd)
-                if len(got) < n and self._cancel.wait(timeout=0.05):
-                    _close(got)
-                    return []
-            return got
-        except BaseException:
-            _close(got)
-            raise
-        finally:
-            os.close(arbiter)  # the slots it holds stay locked: each has its own descriptor
-
-    def _open(self, name: str) -> int:
-        return os.open(self._directory / name, os.O_RDWR | os.O_CREAT, 0o600)
-
-    @staticmethod
-    def _try_lock(fd: int) -> bool:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        return True
-
-
-def _close(descriptors: list[int]) -> None:
-    for fd in descriptors:
-        os.close(fd)
 
 
 def _params_key(case: Case) -> tuple[Any, ...]:
