@@ -189,7 +189,7 @@ def _run_command(command: Callable[[], int], prog: str) -> int:
         sys.stdout.flush()  # here, not at exit, where a closed pipe could only be reported
         return code
     except BrokenPipeError:
-        _silence_stdout()
+        _silence()
         return EXIT_BROKEN_PIPE
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
@@ -197,7 +197,7 @@ def _run_command(command: Callable[[], int], prog: str) -> int:
     except OSError as exc:
         if not isinstance(exc, OutputError) and exc.errno not in _OUTPUT_ERRNOS:
             raise
-        _silence_stdout()
+        _silence()
         print(one_line(f"{prog}: cannot write its output: {exc.strerror or exc}"), file=sys.stderr)
         return 2
 
@@ -269,12 +269,7 @@ class Diagnostics:
         stderr writes to /dev/null from now on (the interpreter's last flush too)."""
         if self._shares_stdout:
             raise BrokenPipeError(errno.EPIPE, "standard error's and output's reader went away")
-        try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, self._stream.fileno())
-            os.close(devnull)
-        except (OSError, ValueError):
-            pass
+        _silence(self._stream)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
@@ -289,10 +284,12 @@ def _same_file(one: Any, other: Any) -> bool:
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
-def _silence_stdout() -> None:
-    """Point standard output at /dev/null: the interpreter's last flush then writes nowhere."""
+def _silence(stream: Any = None) -> None:
+    """Point ``stream`` (standard output by default) at /dev/null: the interpreter's last flush
+    then writes nowhere."""
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(devnull, (stream or sys.stdout).fileno())
+        os.close(devnull)
     except (OSError, ValueError):  # no descriptor to replace
         pass
