@@ -104,7 +104,13 @@ from litgpt_min.finetune import later_length, load_train_data
 from litgpt_min.lora import LoRASettings
 from litgpt_min.measure import round_allocation
 from litgpt_min.model import GPT
-from litgpt_min.options import FinetuneOptions, Hyperparameters, RunRequest, check_quantize_precision
+from litgpt_min.options import (
+    FinetuneOptions,
+    Hyperparameters,
+    RunRequest,
+    check_quantize_devices,
+    check_quantize_precision,
+)
 from litgpt_min.outcome import UnsupportedCombination
 from litgpt_min.peft import Method, apply_method
 
@@ -237,14 +243,9 @@ def estimate(request: EstimateRequest, *, extrapolate: bool = True, reserve: boo
     one device only). That needs the full depth, so the peak then comes from the same run."""
     try:
         check_quantize_precision(request.quantize, request.precision)
+        check_quantize_devices(request.quantize, request.devices)
     except UnsupportedCombination as exc:
         return Estimate(None, request.stack, "refused", unsupported=str(exc))
-    if request.quantize is not None and request.devices > 1:
-        reason = (
-            f"quantization ({request.quantize}) is not supported with several devices "
-            f"(devices={request.devices}): bitsandbytes 4-bit layers are single-GPU"
-        )
-        return Estimate(None, request.stack, "refused", unsupported=reason)
     if request.devices > 1:
         peak, how = _fsdp_peak(request, extrapolate)
         return Estimate(peak, request.stack, how)

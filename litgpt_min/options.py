@@ -182,6 +182,17 @@ def check_quantize_precision(quantize: str | None, precision: str) -> None:
         )
 
 
+def check_quantize_devices(quantize: str | None, devices: int) -> None:
+    """Quantization on several devices is refused, as the reference refused it (Lit-GPT at 8641822
+    raised NotImplementedError: bitsandbytes layers are single-device): an
+    ``UnsupportedCombination``, for a run and its estimate alike."""
+    if quantize is not None and devices > 1:
+        raise UnsupportedCombination(
+            f"quantization ({quantize}) is not supported with several devices "
+            f"(devices={devices}): bitsandbytes 4-bit layers are single-GPU"
+        )
+
+
 def check_inference_devices(devices: int, num_nodes: int = 1) -> None:
     """Generation runs on one device: a ``ValueError`` for more. generate/base.py could shard a
     model with FSDP, but every inference row of the tables runs on one GPU, so nothing would check
@@ -461,12 +472,7 @@ class RunRequest:
         if self.quantize is not None:
             if self.quantize not in QUANTIZE_MODES:
                 raise ValueError(f"unknown quantize mode {self.quantize!r}; valid modes: {', '.join(QUANTIZE_MODES)}")
-            if self.world_size > 1:
-                # Lit-GPT at 8641822 raised NotImplementedError here: bitsandbytes layers are single-device.
-                raise UnsupportedCombination(
-                    f"quantization ({self.quantize}) is not supported with several devices "
-                    f"(devices={self.devices}): bitsandbytes 4-bit layers are single-GPU"
-                )
+            check_quantize_devices(self.quantize, self.world_size)
             check_quantize_precision(self.quantize, self.precision)
         if self.workload == "inference":
             check_inference_devices(self.devices, self.num_nodes)
