@@ -503,6 +503,8 @@ def _hyperparameters(args: argparse.Namespace, devices: int) -> Hyperparameters:
     except ValueError as exc:  # a micro-batch over the batch, a chunk size of 0, ...
         if (message := by_flag(str(exc), given)) != str(exc):  # one option's value: in its flag's terms
             raise EstimateUsageError(message) from None
+        if message.startswith("--"):  # already names the options it is about
+            raise EstimateUsageError(message) from None
         flags = [flag_text(k, v) for k, v in given.items() if v is not None]
         if devices > 1:
             flags.append(f"--devices {devices}")

@@ -151,8 +151,20 @@ def run_hyperparameters(method: str, ranks: int = 1, **overrides: Any) -> Hyperp
                 f"--batch-size {batch} (the default for {method}{on}) is smaller than --micro-batch-size {micro}:"
                 " give a --batch-size"
             )
-        overrides = {**overrides, "batch_size": batch}
-    return hyperparameters(method, **overrides)
+        return hyperparameters(method, **{**overrides, "batch_size": batch})
+    chosen = hyperparameters(method, **overrides)
+    if chosen.batch_size % chosen.micro_batch_size:
+        # The reference floors batch/micro to its accumulation count, so a step would quietly see
+        # fewer samples than the batch the user typed.
+        micro = f"--micro-batch-size {chosen.micro_batch_size}"
+        if overrides.get("micro_batch_size") is None:
+            micro += f" (the default for {method})"
+        steps = chosen.gradient_accumulation_iters
+        raise ValueError(
+            f"--batch-size {chosen.batch_size} is not a multiple of {micro}: an optimizer step would see"
+            f" {steps * chosen.micro_batch_size} samples ({steps} x {chosen.micro_batch_size})"
+        )
+    return chosen
 
 
 def check_runs_here(request: RunRequest) -> None:
@@ -198,8 +210,9 @@ def check_inference_devices(devices: int, num_nodes: int = 1) -> None:
     model with FSDP, but every inference row of the tables runs on one GPU, so nothing would check
     such a run (or its estimate)."""
     if devices * num_nodes > 1:
+        given = f"--devices {devices}" + (f" --num-nodes {num_nodes}" if num_nodes > 1 else "")
         raise ValueError(
-            f"generate runs on one device (devices={devices}, num_nodes={num_nodes}): "
+            f"{given}: generate runs on one device; "
             "the tables have no multi-GPU inference row to check a sharded run against"
         )
 

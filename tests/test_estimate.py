@@ -641,7 +641,7 @@ def test_quantized_mixed_precision_is_unsupported_as_quantized_several_devices_i
 
 
 def test_generation_on_several_devices_is_refused_as_the_runner_refuses_it() -> None:
-    with pytest.raises(ValueError, match=r"^generate runs on one device \(devices=2") as estimated:
+    with pytest.raises(ValueError, match=r"^--devices 2: generate runs on one device;") as estimated:
         tiny(workload="inference", devices=2)
     with pytest.raises(ValueError) as run:
         build_request("inference", {"model": "tiny-llama", "devices": 2})
@@ -1162,6 +1162,19 @@ def test_bad_arguments_exit_2_with_one_line(
     assert len(err.strip().splitlines()) == 1, err
     if str(tmp_path) in args:
         assert "is a folder, not a config file" in err
+
+
+def test_a_batch_refusal_that_names_its_options_is_not_prefixed_with_them_again(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Before: "--micro-batch-size 2 --batch-size 1: --batch-size 1 is smaller than ..."."""
+    code, out, err = run_cli(
+        ["--model", "tiny-llama", "--workload", "finetune", "--method", "lora", "--batch-size", "3"]
+        + ["--micro-batch-size", "2", "--json"],
+        capsys,
+    )
+    assert (code, out) == (2, "")
+    assert err.startswith("conformance estimate: --batch-size 3 is not a multiple of --micro-batch-size 2:")
 
 
 def test_a_checkpoint_folder_given_as_the_config_names_the_file_to_pass(

@@ -185,8 +185,10 @@ def test_requests_are_checked_against_the_model_and_the_machine(tmp_path: Path) 
     with pytest.raises(UnsupportedCombination, match=r"quantization \(bnb.nf4\) is not supported with several devices"):
         RunRequest("tiny-llama", lora, quantize="bnb.nf4", num_nodes=2)  # one device on each of two machines
     assert RunRequest("tiny-llama", lora, devices=2, num_nodes=3).world_size == 6
-    with pytest.raises(ValueError, match=r"generate runs on one device \(devices=2, num_nodes=1\)"):
+    with pytest.raises(ValueError, match=r"^--devices 2: generate runs on one device;"):
         RunRequest("tiny-llama", GenerateOptions(), devices=2)
+    with pytest.raises(ValueError, match=r"^--devices 1 --num-nodes 2: generate runs on one device;"):
+        RunRequest("tiny-llama", GenerateOptions(), num_nodes=2)
     with pytest.raises(ValueError, match=r"num_nodes must be >= 1, got 0"):
         RunRequest("tiny-llama", lora, num_nodes=0)
     with pytest.raises(ValueError, match=r"rank_timeout_s must be a finite number >= 10"):
@@ -239,6 +241,20 @@ def test_a_default_batch_smaller_than_the_micro_batch_is_named_as_the_default() 
     with pytest.raises(ValueError, match=r"^--batch-size 32 \(the default for adapter on 2 ranks\) is smaller"):
         run_hyperparameters("adapter", 2, micro_batch_size=40)
     assert run_hyperparameters("adapter", 2, micro_batch_size=32).batch_size == 32
+
+
+def test_a_typed_batch_that_is_no_multiple_of_the_micro_batch_is_refused() -> None:
+    """Before, ``--batch-size 3 --micro-batch-size 2`` ran steps of 2 samples (3 // 2 micro-batches)."""
+    with pytest.raises(
+        ValueError,
+        match=r"^--batch-size 3 is not a multiple of --micro-batch-size 2: an optimizer step would see 2 samples",
+    ):
+        run_hyperparameters("lora", batch_size=3, micro_batch_size=2)
+    with pytest.raises(ValueError, match=r"^--batch-size 6 is not a multiple of --micro-batch-size 4 \(the default"):
+        run_hyperparameters("adapter", batch_size=6)
+    # A default batch is the reference's, floored as its scripts floored it: 64 // 3 ranks = 21.
+    assert run_hyperparameters("adapter", 3).gradient_accumulation_iters == 5
+    assert run_hyperparameters("lora", micro_batch_size=3).gradient_accumulation_iters == 42
 
 
 def test_hyperparameter_overrides() -> None:
