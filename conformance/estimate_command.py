@@ -52,16 +52,15 @@ from litgpt_min.measure import gb_text
 from litgpt_min.options import (
     FINETUNE_METHODS,
     FLAT_OPTIONS,
-    REFERENCE,
     TOKENIZER_WITHOUT_DATA,
     FinetuneOptions,
-    FlatOption,
     Hyperparameters,
     by_flag,
     check_data_file_path,
     flag_text,
     holds_tokenizer,
     peft_settings,
+    reference_default,
     run_hyperparameters,
     typed_flat,
 )
@@ -173,10 +172,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     add("--devices", type=whole_number(1), default=None, help="default: 1 (several: finetuning under FSDP)")
     add("--method", choices=FINETUNE_METHODS, help="required")
     add(
-        "--micro-batch-size", type=whole_number(1), default=None, help=f"default: {_runner_default('micro_batch_size')}"
+        "--micro-batch-size",
+        type=whole_number(1),
+        default=None,
+        help=f"default: {reference_default('micro_batch_size')}",
     )
     # --batch-size and --lm-head-chunk-size: litgpt-min's flags, from the one table of run options.
-    add_flat_options(groups["finetune"], [_with_default(FLAT_OPTIONS["finetune"][name]) for name in _STEP_FLAGS])
+    add_flat_options(groups["finetune"], [FLAT_OPTIONS["finetune"][name] for name in _STEP_FLAGS])
     add("--seq-len", type=whole_number(1), default=None, help="default: the longest Alpaca sample")
     add(
         "--data-file",
@@ -476,23 +478,6 @@ def _method_text(obj: dict[str, Any]) -> str:
             f" on {', '.join(targets) or 'no layer'}"
         )
     return f"{obj['method']}: a {obj['adapter_prompt_length']}-token prompt from layer {obj['adapter_start_layer']}"
-
-
-def _runner_default(name: str) -> str:
-    """The default of a ``Hyperparameters`` field as ``litgpt-min finetune`` runs it, for the help."""
-    values = {getattr(REFERENCE[method], name) for method in FINETUNE_METHODS}
-    if len(values) == 1:
-        return f"{values.pop()} (litgpt-min's)"
-    per_method = ", ".join(f"{method} {getattr(REFERENCE[method], name)}" for method in FINETUNE_METHODS)
-    return f"the method's, as litgpt-min finetune runs it: {per_method}"
-
-
-def _with_default(option: FlatOption) -> FlatOption:
-    """A flat option whose help names its default here, as the run's."""
-    more = ""
-    if option.name == "batch_size":
-        more = "; with --devices N, adapter's and adapter_v2's divided by N, as their scripts divided them"
-    return dataclasses.replace(option, help=f"{option.help}; default: {_runner_default(option.name)}{more}")
 
 
 def _hyperparameters(args: argparse.Namespace, devices: int) -> Hyperparameters:

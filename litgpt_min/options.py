@@ -81,7 +81,7 @@ class Hyperparameters:
     """Training hyperparameters. Defaults per method come from :data:`REFERENCE`."""
 
     learning_rate: float = field(metadata={"help": "peak learning rate"})
-    batch_size: int = field(metadata={"help": "samples per optimizer step (gradient accumulation fills it)"})
+    batch_size: int = field(metadata={"help": "samples per optimizer step, filled by gradient accumulation"})
     micro_batch_size: int = field(metadata={"help": "samples per forward/backward"})
     weight_decay: float = field(metadata={"help": "AdamW weight decay"})
     warmup_steps: int = field(metadata={"help": "optimizer steps of linear warmup from lr 0"})
@@ -593,6 +593,28 @@ def _fields(cls: type, prefix: str = "", skip: tuple[str, ...] = (), defaults: b
     return found
 
 
+def reference_default(name: str) -> str:
+    """The default of a :class:`Hyperparameters` field as ``litgpt-min finetune`` runs it, for a
+    help text: ``128``, or per method where they differ (``lora 0.0003, adapter 0.003, ...``)."""
+    values = {getattr(REFERENCE[method], name) for method in REFERENCE}
+    if len(values) == 1:
+        return f"{values.pop()}"
+    return ", ".join(f"{method} {getattr(REFERENCE[method], name)}" for method in REFERENCE)
+
+
+def _hyperparameter_fields() -> list[FlatOption]:
+    """The hyperparameters' flat keys, each help naming its default (per method where they differ)."""
+    found = []
+    for option in _fields(Hyperparameters):
+        if "default" not in (option.help or ""):
+            more = ", adapter's and adapter_v2's divided by --devices" if option.name == "batch_size" else ""
+            option = dataclasses.replace(
+                option, help=f"{option.help} (default: {reference_default(option.name)}{more})"
+            )
+        found.append(option)
+    return found
+
+
 _RUN = [
     FlatOption("model", str, help=f"registry name: {', '.join(sorted(configs))}"),
     FlatOption("quantize", str, QUANTIZE_MODES, "bitsandbytes 4-bit mode"),
@@ -610,7 +632,7 @@ _TOKENIZER = "a tokenizer.model or tokenizer.json directory"
 _FINETUNE = [
     FlatOption("tokenizer_dir", str, help=f"{_TOKENIZER}: tokenizes --data-file"),
     FlatOption("method", str, FINETUNE_METHODS),
-    *_fields(Hyperparameters),
+    *_hyperparameter_fields(),
     FlatOption("max_iters", int, help="micro-batch iterations to run (default: one optimizer step + 3)"),
     FlatOption("data_file", str, help="alpaca_data.json (default: synthetic data with Alpaca's lengths)"),
     *_fields(LoRASettings, "lora_", defaults=True),

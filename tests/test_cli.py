@@ -20,6 +20,7 @@ from reference_counts import TOTALS, TRAINABLE
 from litgpt_min.adapter import AdapterSettings
 from litgpt_min.cli import EXIT_RUN_FAILED, main
 from litgpt_min.config import Config
+from litgpt_min.options import REFERENCE
 from litgpt_min.peft import count_params
 from litgpt_min.quantize import quantized_weight_bytes
 from litgpt_min.result import Result
@@ -877,3 +878,8 @@ def test_every_run_option_has_help_and_the_method_settings_say_their_defaults() 
     ):
         assert re.search(rf"{flag} \S+\s+default: {re.escape(str(value))}\n", finetune), flag
     assert f"(default: {GenerateSettings().max_new_tokens})" in subparsers.choices["generate"].format_help()
+    # The hyperparameters, whose defaults differ per method (before, their help named none).
+    flat = " ".join(finetune.split())
+    for method, hp in REFERENCE.items():
+        assert f"{method} {hp.learning_rate}" in flat.split("--learning-rate LEARNING_RATE")[-1].split("--")[0]
+        assert f"{method} {hp.warmup_steps}" in flat.split("--warmup-steps WARMUP_STEPS")[-1].split("--")[0]

@@ -758,9 +758,10 @@ def test_ad_hoc_text_states_the_verdict_and_its_figures(capsys: pytest.CaptureFi
     adapter = ["--model", "tiny-llama", "--workload", "finetune", "--method", "adapter", "--adapter-start-layer", "1"]
     code, out, _ = run_cli(adapter, capsys)
     assert code == 0 and "method           adapter: a 10-token prompt from layer 1" in out
-    # A batch that is no multiple of the micro-batch: Lit-GPT's floor division (before: "(batch 3)" alone).
-    code, out, _ = run_cli([*base, "--batch-size", "3", "--micro-batch-size", "2"], capsys)
-    assert code == 0 and "1 micro-step per optimizer step (batch 3: 2 samples per step)" in out
+    # A default batch that is no multiple of the micro-batch: the scripts' floor division (before:
+    # "(batch 21)" alone). Adapter's 64 on 3 devices is 21, 5 micro-batches of 4.
+    code, out, _ = run_cli([*adapter, "--devices", "3"], capsys)
+    assert code == 0 and "5 micro-steps per optimizer step (batch 21: 20 samples per step)" in out
     assert all(len(line) <= 100 for text in texts.values() for line in text.splitlines())
     code, out, _ = run_cli(["--model", "tiny-llama", "--workload", "inference", "--reserved"], capsys)
     assert code == 0 and "reserved         " in out and "tokens           " in out
@@ -1164,13 +1165,15 @@ def test_bad_arguments_exit_2_with_one_line(
         assert "is a folder, not a config file" in err
 
 
+BATCH_3_OF_2 = ("--batch-size", "3", "--micro-batch-size", "2", "--json")
+
+
 def test_a_batch_refusal_that_names_its_options_is_not_prefixed_with_them_again(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Before: "--micro-batch-size 2 --batch-size 1: --batch-size 1 is smaller than ..."."""
     code, out, err = run_cli(
-        ["--model", "tiny-llama", "--workload", "finetune", "--method", "lora", "--batch-size", "3"]
-        + ["--micro-batch-size", "2", "--json"],
+        ["--model", "tiny-llama", "--workload", "finetune", "--method", "lora", *BATCH_3_OF_2],
         capsys,
     )
     assert (code, out) == (2, "")
