@@ -196,6 +196,24 @@ def test_build_for_run_says_what_it_builds(terminal: bool) -> None:
     assert silent.getvalue() == ""
 
 
+@pytest.mark.parametrize(
+    ("precision", "units", "noted"),
+    [("bf16-true", False, True), ("bf16-mixed", False, True), ("bf16-true", True, False), ("32-true", False, False)],
+)
+def test_a_bf16_run_on_a_cpu_without_bf16_units_is_told_of_32_true(
+    precision: str, units: bool, noted: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, tiny-llama's LoRA iteration took 3.4 s in bf16-true on an AVX2 CPU, and nothing said
+    why (32-true: milliseconds)."""
+    from litgpt_min import build
+
+    monkeypatch.setattr(build, "cpu_has_bf16_units", lambda: units)
+    stream = io.StringIO()
+    request = build_request("inference", {"model": "tiny-llama", "precision": precision})
+    build_for_run(request, Config.from_name("tiny-llama"), CPU, stream=stream)
+    assert ("no bf16 units" in stream.getvalue() and "--precision 32-true" in stream.getvalue()) is noted
+
+
 def test_a_build_that_fails_ends_its_counter_line(monkeypatch: pytest.MonkeyPatch) -> None:
     """On a terminal, an error after some layers (an OOM while quantizing) starts on a line of its own."""
     from litgpt_min import quantize
