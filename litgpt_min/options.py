@@ -513,7 +513,7 @@ class RunRequest:
                 )
             if prompt + settings.max_new_tokens > config.block_size:
                 raise ValueError(
-                    f"max_new_tokens {settings.max_new_tokens} after a {prompt}-token prompt exceeds the block size "
+                    f"--max-new-tokens {settings.max_new_tokens} after a {prompt}-token prompt exceeds the block size "
                     f"{config.block_size} of model {self.model!r} (at most {config.block_size - prompt})"
                 )
 

@@ -707,7 +707,7 @@ def _refusals(tmp: Path) -> dict[str, tuple[tuple[str, ...], str]]:
         "top-k-negative": ((*gen, "--top-k", "-5"), r"--top-k -5: must be >= 1$"),
         "max-new-tokens-past-block": (
             (*gen, "--max-new-tokens", "251"),
-            r"max_new_tokens 251 after a 6-token prompt exceeds the block size 256 of model 'tiny-llama' \(at most 250\)",
+            r"--max-new-tokens 251 after a 6-token prompt exceeds the block size 256 of model 'tiny-llama' \(at most 250\)",
         ),
         "prompt-without-tokenizer": ((*gen, "--prompt", "Hi"), r"a custom prompt needs --tokenizer-dir"),
         # A byte that is not UTF-8 (argv keeps it as a surrogate escape); before: the tokenizer's TypeError traceback.

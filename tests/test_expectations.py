@@ -402,7 +402,7 @@ CASE_PROBLEMS = [
     ),
     (
         lambda d: d["cases"][1].update(runner_options={"max_new_tokens": 100_000}),
-        ["'runner_options'", "max_new_tokens 100000 after a"],
+        ["'runner_options'", "--max-new-tokens 100000 after a"],
     ),
 ]
 FILE_PROBLEMS = [
