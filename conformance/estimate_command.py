@@ -211,6 +211,11 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         return _run_ad_hoc(args, out)
     except (EstimateUsageError, ExpectationError, ValueError) as exc:
         text = " ".join(str(exc).split())
+        if isinstance(exc, ExpectationError) and exc.others:  # the first, and where to read the rest
+            more = f"{len(exc.others)} more problem{'s' if len(exc.others) > 1 else ''}"
+            where = "" if args.expectations is None else f" --expectations {args.expectations}"
+            validate = f"conformance validate{where} {args.profile}"
+            text = f"{' '.join(exc.line().split())} (and {more}: `{validate}` lists them)"
         print(f"conformance estimate: {text}", file=err)
         return 2
 

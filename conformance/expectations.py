@@ -98,7 +98,8 @@ class ExpectationError(ValueError):
         self.others: tuple[ExpectationError, ...] = tuple(others)
         super().__init__(self._text())
 
-    def _line(self) -> str:
+    def line(self) -> str:
+        """This problem alone, on one line (the others not counted)."""
         parts = [display(self.file)]
         if self.case is not None:
             parts.append(f"case {self.case!r}")
@@ -108,10 +109,10 @@ class ExpectationError(ValueError):
         return ": ".join(parts)
 
     def _text(self) -> str:
-        lines = [self._line()]
+        lines = [self.line()]
         if self.others:
             lines[0] += f" (and {len(self.others)} more problem{'s' if len(self.others) > 1 else ''})"
-            lines += [f"  {other._line()}" for other in self.others[:_LISTED]]
+            lines += [f"  {other.line()}" for other in self.others[:_LISTED]]
             if len(self.others) > _LISTED:
                 lines.append(f"  ... {len(self.others) - _LISTED} more, not listed")
         return "\n".join(lines)

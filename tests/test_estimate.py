@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -1518,3 +1519,20 @@ def test_progress_on_a_terminal_never_wraps(monkeypatch: pytest.MonkeyPatch) -> 
     updates = err.getvalue().split("\r")
     assert len(updates) > 11 and all(len(update) <= 29 for update in updates)
     assert "11/11 rows agree" in out.getvalue()
+
+
+def test_a_profile_with_several_problems_names_the_first_and_the_command_that_lists_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before, the one line ran the problems together: "... got '3' (and 1 more problem) /tmp/...: case ..."."""
+    root = tmp_path / "expectations"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "expectations", root)
+    path = root / "cpu-tiny" / "finetune.json"
+    doc = json.loads(path.read_text())
+    for case in doc["cases"][:2]:
+        case["runner_options"]["max_iters"] = "3"
+    path.write_text(json.dumps(doc))
+    code, out, err = run_cli(["--expectations", str(root), "--profile", "cpu-tiny", "--json"], capsys)
+    assert (code, out) == (2, "")
+    assert len(err.splitlines()) == 1 and err.count("expected int, got '3'") == 1
+    assert err.endswith(f"(and 1 more problem: `conformance validate --expectations {root} cpu-tiny` lists them)\n")
