@@ -274,15 +274,16 @@ def _check_row_agrees(row: Mapping[str, Any], where: str) -> None:
     one its run was measured under: a hand edit that contradicts them would change what a gate
     reads (a failed run under a "passed" verdict; a row under another cap is not compared)."""
     checks, pending = row.get("checks") or {}, row.get("pending") or ()
-    if checks or pending:
-        verdict = row_verdict(checks, pending)
-        if row["verdict"] != verdict:
-            listed = ", ".join(f"{kind} {value}" for kind, value in checks.items())
-            unfinished = f"{'; ' if listed else ''}{', '.join(pending)} not finished" if pending else ""
-            raise ValueError(
-                f"{where}/verdict: {row['verdict']!r} does not follow from the row's checks ({listed}{unfinished}),"
-                f" which give {verdict!r}"
-            )
+    if not checks and not pending:  # the suite writes a row for a selected check, no other
+        raise ValueError(f"{where}/checks: the row lists no check, so nothing gives its verdict {row['verdict']!r}")
+    verdict = row_verdict(checks, pending)
+    if row["verdict"] != verdict:
+        listed = ", ".join(f"{kind} {value}" for kind, value in checks.items())
+        unfinished = f"{'; ' if listed else ''}{', '.join(pending)} not finished" if pending else ""
+        raise ValueError(
+            f"{where}/verdict: {row['verdict']!r} does not follow from the row's checks ({listed}{unfinished}),"
+            f" which give {verdict!r}"
+        )
     device = (row.get("measured") or {}).get("device")
     if (
         isinstance(device, Mapping)

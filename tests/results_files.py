@@ -45,6 +45,14 @@ def measured(
     ).to_json()  # fmt: skip
 
 
+def default_checks(verdict: str) -> dict[str, Any]:
+    """A row's ``checks`` and ``pending`` that give ``verdict``, as the suite writes them: one run
+    check of that verdict, or, for a row that did not finish, its run still pending."""
+    if verdict == "not run":
+        return {"checks": {"params": "passed"}, "pending": ["run"]}
+    return {"checks": {"run": verdict}, "pending": []}
+
+
 def row(
     case_id: str,
     result: Mapping[str, Any] | None,
@@ -55,9 +63,11 @@ def row(
     memory_rel: float = 0.1,
     speed_rel: float = 0.15,
     memory_cap_gb: float | None = None,
+    checks: Mapping[str, str] | None = None,
     **identity: Any,
 ) -> dict[str, Any]:
-    """A results row; its identity (workload, model, ...) comes from ``identity``, else ``result``."""
+    """A results row; its identity (workload, model, ...) comes from ``identity``, else ``result``;
+    its checks, unless given, one run check of the row's verdict."""
     source = {**(result or {}), **identity}
     workload = source.get("workload", "finetune")
     want = {
@@ -81,8 +91,7 @@ def row(
         "params": None,
         "measured": None if result is None else dict(result),
         "verdict": verdict,
-        "checks": {},
-        "pending": [],
+        **(default_checks(verdict) if checks is None else {"checks": dict(checks), "pending": []}),
         "reasons": {},
         "findings": [],
         "memory_cap_gb": memory_cap_gb,

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from results_files import default_checks
 
 from conformance import cli, expectations
 from conformance.cli import main
@@ -36,7 +37,7 @@ def row(
         "devices": extra.pop("devices", 1), "params": extra.pop("params", None),
         "expected": {"outcome": "ok", "trainable_params": None, "total_params": None, "max_memory_gb": None,
                      "time_1k_iters_min": None, "tokens_per_sec": None, "error": None, **expected},
-        "measured": None, "verdict": verdict, "checks": {}, "pending": extra.pop("pending", []),
+        "measured": None, "verdict": verdict, **default_checks(verdict),
         "reasons": extra.pop("reasons", {}), "findings": extra.pop("findings", []),
         "command": extra.pop("command", None),
     }  # fmt: skip
@@ -521,6 +522,13 @@ def test_a_row_whose_verdict_contradicts_its_checks_is_refused(
     path.write_text(json.dumps(edited))
     assert main(["report", str(path)]) == 2
     assert "(params passed; run not finished), which give 'not run'" in capsys.readouterr().err
+    # A row stripped of its checks (before: read as it said, "passed" over no check at all).
+    edited["rows"][0].update(checks={}, pending=[], verdict="passed")
+    path.write_text(json.dumps(edited))
+    assert main(["report", str(path)]) == 2
+    assert capsys.readouterr().err == (
+        f"conformance report: {path}: /rows/0/checks: the row lists no check, so nothing gives its verdict 'passed'\n"
+    )
 
 
 def test_a_results_file_whose_summary_or_profiles_disagree_with_its_rows_is_refused(
@@ -530,7 +538,7 @@ def test_a_results_file_whose_summary_or_profiles_disagree_with_its_rows_is_refu
     profile the file did not list vanished from the report."""
     path = tmp_path / "r.json"
     failed = json.loads(json.dumps(RESULTS))
-    failed["rows"][0]["verdict"] = "failed"
+    failed["rows"][0].update(verdict="failed", checks={"run": "failed"})
     path.write_text(json.dumps(failed))
     assert main(["report", str(path)]) == 2
     assert capsys.readouterr().err == (
