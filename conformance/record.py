@@ -147,6 +147,16 @@ def build_files(
             f" measure every row to change its memory, or record under the profile's"
             f" ({_cap_option(before['hardware'])})",
         )
+    timed = [case_id for case_id in unmeasured if _timed(old_cases[case_id][1])]
+    if timed and _machine(before["hardware"]) != _machine(header["hardware"]):
+        # A speed belongs to the machine that timed it: the profile names one machine for its rows.
+        named = ", ".join(timed[:3]) + (f" and {len(timed) - 3} more" if len(timed) > 3 else "")
+        raise ExpectationError(
+            target,
+            f"this session ran on {_machine_text(header['hardware'])}, but {rows_text(len(timed))} of the profile"
+            f" keep speeds timed on {_machine_text(before['hardware'])} ({named}, not measured in this session);"
+            " measure every row to move the profile to this machine, or record into another folder",
+        )
     files = {}
     for name, cases in rows.items():
         if not cases:
@@ -165,6 +175,20 @@ def build_files(
 
 def _memory(hardware: Mapping[str, Any]) -> tuple[Any, Any]:
     return hardware.get("memory_gb"), hardware.get("memory_cap_gb")
+
+
+def _machine(hardware: Mapping[str, Any]) -> tuple[Any, Any]:
+    """What a speed figure was timed on: the card, or without one the CPU model."""
+    return hardware.get("sku"), hardware.get("cpu") if hardware.get("sku") == "cpu" else None
+
+
+def _machine_text(hardware: Mapping[str, Any]) -> str:
+    sku, cpu = _machine(hardware)
+    return f"the CPU {cpu!r}" if sku == "cpu" else f"{sku!r}"
+
+
+def _timed(row: Mapping[str, Any]) -> bool:
+    return any(row.get(key) is not None for key in ("time_1k_iters_min", "tokens_per_sec"))
 
 
 def _memory_text(hardware: Mapping[str, Any]) -> str:

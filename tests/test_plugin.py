@@ -600,6 +600,26 @@ def test_record_writes_a_loadable_profile_and_rerecord_prints_a_diff(suite: Suit
     )
     assert {path.name: path.read_bytes() for path in target.glob("*.json")} == before
 
+    # One row re-recorded on another machine: the others' speeds were timed on the profile's. Before,
+    # the file took this CPU's name over rows timed on the other one, and its other files kept the old.
+    for path in target.glob("*.json"):
+        doc = json.loads(path.read_text())
+        doc["hardware"]["cpu"] = "Another CPU"
+        path.write_text(json.dumps(doc))
+    before = {path.name: path.read_bytes() for path in target.glob("*.json")}
+    moved = suite.run("--profile", "tiny", "--record", str(target), "--force", "-k", OK)
+    assert moved.ret == pytest.ExitCode.TESTS_FAILED
+    moved.stdout.fnmatch_lines(
+        [
+            "conformance: record failed: *recorded: this session ran on the CPU *, but 1 row of the profile keep"
+            f" speeds timed on the CPU 'Another CPU' ({INFER}, not measured in this session); measure every row"
+            " to move the profile to this machine, or record into another folder"
+        ]
+    )
+    assert {path.name: path.read_bytes() for path in target.glob("*.json")} == before
+    assert suite.run("--profile", "tiny", "--record", str(target), "--force").ret == 0  # every row: moved
+    assert {json.loads(p.read_text())["hardware"]["cpu"] for p in target.glob("*.json")} != {"Another CPU"}
+
 
 def test_an_interrupted_record_says_that_it_recorded_nothing(suite: Suite) -> None:
     """Before, an interrupted --record session summed up its checks as 'recorded' and said nothing
