@@ -135,28 +135,10 @@ def build_files(
         rows[name].append(row)
     if not touched:
         return {}
-    if unmeasured and _memory(before["hardware"]) != _memory(header["hardware"]):
-        # One memory per profile: the other rows' figures (an OOM among them) belong to the old one.
-        why = {row.case.id: f"{row.run.error}" for row in snapshot.rows if row.run is not None}
-        named = [f"{case_id} ({why.get(case_id, 'not measured in this session')})" for case_id in unmeasured[:3]]
-        more = f" and {len(unmeasured) - 3} more" if len(unmeasured) > 3 else ""
-        raise ExpectationError(
-            target,
-            f"this session measured under {_memory_text(header['hardware'])}, but {rows_text(len(unmeasured))} of"
-            f" the profile keep figures measured under {_memory_text(before['hardware'])}: {', '.join(named)}{more};"
-            f" measure every row to change its memory, or record under the profile's"
-            f" ({_cap_option(before['hardware'])})",
-        )
-    timed = [case_id for case_id in unmeasured if _timed(old_cases[case_id][1])]
-    if timed and _machine(before["hardware"]) != _machine(header["hardware"]):
-        # A speed belongs to the machine that timed it: the profile names one machine for its rows.
-        named = ", ".join(timed[:3]) + (f" and {len(timed) - 3} more" if len(timed) > 3 else "")
-        raise ExpectationError(
-            target,
-            f"this session ran on {_machine_text(header['hardware'])}, but {rows_text(len(timed))} of the profile"
-            f" keep speeds timed on {_machine_text(before['hardware'])} ({named}, not measured in this session);"
-            " measure every row to move the profile to this machine, or record into another folder",
-        )
+    why = {row.case.id: f"{row.run.error}" for row in snapshot.rows if row.run is not None}
+    problem = mixing_problem(target, before["hardware"], header["hardware"], unmeasured, old_cases, why)
+    if problem is not None:
+        raise problem
     files = {}
     for name, cases in rows.items():
         if not cases:
@@ -171,6 +153,55 @@ def build_files(
             "cases": _ordered(cases, old.get(name), active.profile.cases),
         }
     return files
+
+
+def mixing_problem(
+    target: Path,
+    before: Mapping[str, Any],
+    now: Mapping[str, Any],
+    unmeasured: list[str],
+    old_cases: Mapping[str, tuple[str, Mapping[str, Any]]],
+    why: Mapping[str, str] | None = None,
+) -> ExpectationError | None:
+    """Why a recording into ``target`` on the card or machine ``now`` cannot keep the ``unmeasured``
+    rows of the profile it had (recorded on ``before``): a profile holds one memory, and its speeds
+    one machine's. ``why``: the error of a row that ran here but did not finish."""
+    why = why or {}
+    if unmeasured and _memory(before) != _memory(now):
+        # The other rows' figures (an OOM among them) belong to the old memory.
+        named = [f"{case_id} ({why.get(case_id, 'not measured in this session')})" for case_id in unmeasured[:3]]
+        more = f" and {len(unmeasured) - 3} more" if len(unmeasured) > 3 else ""
+        return ExpectationError(
+            target,
+            f"this session measured under {_memory_text(now)}, but {rows_text(len(unmeasured))} of"
+            f" the profile keep figures measured under {_memory_text(before)}: {', '.join(named)}{more};"
+            f" measure every row to change its memory, or record under the profile's ({_cap_option(before)})",
+        )
+    timed = [case_id for case_id in unmeasured if _timed(old_cases[case_id][1])]
+    if timed and _machine(before) != _machine(now):
+        named = ", ".join(timed[:3]) + (f" and {len(timed) - 3} more" if len(timed) > 3 else "")
+        return ExpectationError(
+            target,
+            f"this session ran on {_machine_text(now)}, but {rows_text(len(timed))} of the profile"
+            f" keep speeds timed on {_machine_text(before)} ({named}, not measured in this session);"
+            " measure every row to move the profile to this machine, or record into another folder",
+        )
+    return None
+
+
+def record_mixing_problem(
+    target: Path, fingerprint: Mapping[str, Any], active: ActiveProfile, measuring: set[str]
+) -> ExpectationError | None:
+    """:func:`mixing_problem`, asked before any row runs: the rows of the profile at ``target`` that
+    this session does not select (``measuring``: the case ids whose run it selects)."""
+    old = _old_files(target)
+    if not old:
+        return None
+    old_cases = {row["id"]: (name, row) for name, data in old.items() for row in data["cases"]}
+    before = next(iter(old.values()))["hardware"]
+    now = _with_usable_memory(hardware_entry(fingerprint, active), before)
+    unmeasured = [case_id for case_id in old_cases if case_id not in measuring]
+    return mixing_problem(target, before, now, unmeasured, old_cases)
 
 
 def _memory(hardware: Mapping[str, Any]) -> tuple[Any, Any]:

@@ -35,7 +35,7 @@ from conformance.gpus import WORKERINPUT_KEY
 from conformance.keyword_hint import no_row_hint
 from conformance.options import Options
 from conformance.profiles import ActiveProfile, select_profiles
-from conformance.record import NOTHING_RECORDED, record_profile
+from conformance.record import NOTHING_RECORDED, record_mixing_problem, record_profile
 from conformance.results import ResultsLock, check_target, rows_in, write_results
 from conformance.rules import (
     CHECKS,
@@ -431,6 +431,7 @@ class ConformanceSession:
         selected = [f for f in map(check_kind_of, session.items) if f is not None]
         self._refuse_a_baseline_that_judges_nothing(selected)
         self._refuse_losing_measured_rows(selected)
+        self._refuse_a_record_that_would_mix(selected)
         for item in session.items:
             found = check_kind_of(item)
             if found is not None:
@@ -472,6 +473,18 @@ class ConformanceSession:
                 f" {'them' if len(lost) > 1 else 'it'}:"
                 " give another --results path, or remove the file first"
             )
+
+    def _refuse_a_record_that_would_mix(self, selected: list[tuple[RowKey, CheckKind]]) -> None:
+        """A ``--record`` that would have to keep rows it does not select, measured under another
+        memory or timed on another machine (``record_mixing_problem``), is a usage error before any
+        row runs; before, the session ran every row and then failed to write."""
+        if self.options.record is None:
+            return
+        active = self.active_profiles()[0]
+        measuring = {key[1] for key, kind in selected if kind in ("run", "speed") and key[0] == active.name}
+        problem = record_mixing_problem(self.options.record, self.fingerprint, active, measuring)
+        if problem is not None:
+            raise pytest.UsageError(f"--record {problem}")
 
     def _refuse_a_baseline_that_judges_nothing(self, selected: list[tuple[RowKey, CheckKind]]) -> None:
         """A ``--baseline`` that can judge none of the selected rows that would run is a usage error
@@ -548,6 +561,7 @@ class ConformanceSession:
         # Before any row is recorded and before the scheduler sends the workers a test.
         self._refuse_a_baseline_that_judges_nothing(selected)
         self._refuse_losing_measured_rows(selected)
+        self._refuse_a_record_that_would_mix(selected)
         for key, kind in selected:
             self.row(*self.lookup(key)).selected.add(kind)
         self.write_results()

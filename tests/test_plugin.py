@@ -588,12 +588,14 @@ def test_record_writes_a_loadable_profile_and_rerecord_prints_a_diff(suite: Suit
     # One row under another memory cap: the other rows (an OOM among them) were measured under 40 GB.
     # Before, the profile's memory became 20 GB for all of them and the next run failed rows never re-recorded.
     before = {path.name: path.read_bytes() for path in target.glob("*.json")}
+    # Refused before any row runs (before: after every row had run, exit 1 under "1 passed").
+    calls = len(suite.calls())
     mixed = suite.run("--profile", "tiny", "--record", str(target), "--force", "-k", OK, "--emulate-memory-gb", "20")
-    assert mixed.ret == pytest.ExitCode.TESTS_FAILED
-    assert "run 1 measured" in mixed.stdout.str()  # not "recorded": the profile was left as it was
-    mixed.stdout.fnmatch_lines(
+    assert mixed.ret == pytest.ExitCode.USAGE_ERROR
+    assert len(suite.calls()) == calls
+    mixed.stderr.fnmatch_lines(
         [
-            "conformance: record failed: *recorded: this session measured under 20 GB, but 4 rows of the profile"
+            "ERROR: --record *recorded: this session measured under 20 GB, but 4 rows of the profile"
             f" keep figures measured under 40 GB: {OOM} (not measured in this session), * and 1 more; measure"
             " every row to change its memory, or record under the profile's (--emulate-memory-gb 40)"
         ]
@@ -608,10 +610,10 @@ def test_record_writes_a_loadable_profile_and_rerecord_prints_a_diff(suite: Suit
         path.write_text(json.dumps(doc))
     before = {path.name: path.read_bytes() for path in target.glob("*.json")}
     moved = suite.run("--profile", "tiny", "--record", str(target), "--force", "-k", OK)
-    assert moved.ret == pytest.ExitCode.TESTS_FAILED
-    moved.stdout.fnmatch_lines(
+    assert moved.ret == pytest.ExitCode.USAGE_ERROR
+    moved.stderr.fnmatch_lines(
         [
-            "conformance: record failed: *recorded: this session ran on the CPU *, but 1 row of the profile keep"
+            "ERROR: --record *recorded: this session ran on the CPU *, but 1 row of the profile keep"
             f" speeds timed on the CPU 'Another CPU' ({INFER}, not measured in this session); measure every row"
             " to move the profile to this machine, or record into another folder"
         ]
