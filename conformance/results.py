@@ -30,7 +30,7 @@ from conformance.expectations import ValueRefused, strict_json, write_json_atomi
 from conformance.options import options_json
 from conformance.profiles import profile_json
 from conformance.snapshot import RowSnapshot, Snapshot
-from conformance.verdicts import row_verdict
+from conformance.verdicts import Verdict, row_verdict
 from litgpt_min.files import read_only
 from litgpt_min.result import Result, plain_json
 
@@ -82,7 +82,7 @@ def _row(snapshot: Snapshot, row: RowSnapshot) -> dict[str, Any]:
         "checks": dict(row.checks),
         "pending": list(row.pending),
         "reasons": dict(row.reasons),
-        "findings": [_finding(check, f) for check, f in row.findings(snapshot.options)],
+        "findings": [_finding(check, f, row.checks, row.reasons) for check, f in row.findings(snapshot.options)],
         "memory_cap_gb": active.memory_cap_gb if run is not None else None,
         "command": run.command_line if run is not None else None,
         "log": str(run.log_path) if run is not None and run.log_path is not None else None,
@@ -106,8 +106,16 @@ def _estimate(estimate: RowEstimate) -> dict[str, Any]:
     }
 
 
-def _finding(check: str, finding: Finding) -> dict[str, Any]:
-    return {"check": check, **plain_json(asdict(finding)), "text": finding.describe()}
+def _finding(check: str, finding: Finding, checks: Mapping[str, Verdict], reasons: Mapping[str, str]) -> dict[str, Any]:
+    """A finding as the file holds it; one whose check was skipped or not selected (a speed timed on
+    a busy CPU) is ``judged: false``, its text saying so, so that a reader never takes it for a
+    regression of the row."""
+    text = finding.describe()
+    judged = checks.get(check) not in (None, "skipped")
+    if not judged:
+        why = reasons.get(check) or f"its {check} check did not run"
+        text += f" (not judged: {why.splitlines()[0]})"
+    return {"check": check, **plain_json(asdict(finding)), "text": text, "judged": judged}
 
 
 def write_results(snapshot: Snapshot, path: Path) -> None:

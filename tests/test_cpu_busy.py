@@ -103,6 +103,12 @@ def test_a_contended_cpu_row_skips_its_speed_check_and_an_uncontended_one_is_jud
     assert rows[OK]["speed_inconclusive"] == rows[OK]["reasons"]["speed"] and rows[INFER]["speed_inconclusive"] is None
     assert rows[OK]["measured"]["details"][DETAILS_KEY]["wait_share"] == 0.6
     assert rows[INFER]["checks"] == {"speed": "failed"}
+    # The unjudged slowdown says so (before: a "regression" finding in a row whose speed went unjudged).
+    (unjudged,) = [f for f in rows[OK]["findings"] if f["check"] == "speed"]
+    assert unjudged["judged"] is False and unjudged["text"].endswith(
+        f"regression (not judged: {rows[OK]['reasons']['speed']})"
+    )
+    assert all(f["judged"] for f in rows[INFER]["findings"] if f["check"] == "speed")
     report = render(data)
     assert "skipped: speed inconclusive: the CPU was busy" in report  # where a busy GPU's reason shows
 
