@@ -145,10 +145,13 @@ def run_hyperparameters(method: str, ranks: int = 1, **overrides: Any) -> Hyperp
         if method != "lora" and ranks > 1:
             batch = max(1, batch // ranks)
         micro = overrides.get("micro_batch_size")
-        if micro is not None and batch < micro:  # a default the user never typed: said so
+        default_micro = micro is None
+        micro = hyperparameters(method).micro_batch_size if default_micro else micro
+        if batch < micro:  # a default the user never typed: said so
             on = f" on {ranks} ranks" if method != "lora" and ranks > 1 else ""
+            of = " (the default)" if default_micro else ""
             raise ValueError(
-                f"--batch-size {batch} (the default for {method}{on}) is smaller than --micro-batch-size {micro}:"
+                f"--batch-size {batch} (the default for {method}{on}) is smaller than --micro-batch-size {micro}{of}:"
                 " give a --batch-size"
             )
         return hyperparameters(method, **{**overrides, "batch_size": batch})

@@ -241,6 +241,13 @@ def test_a_default_batch_smaller_than_the_micro_batch_is_named_as_the_default() 
     with pytest.raises(ValueError, match=r"^--batch-size 32 \(the default for adapter on 2 ranks\) is smaller"):
         run_hyperparameters("adapter", 2, micro_batch_size=40)
     assert run_hyperparameters("adapter", 2, micro_batch_size=32).batch_size == 32
+    # Both defaults (before: "--batch-size 2 is smaller than --micro-batch-size 4", neither typed).
+    with pytest.raises(
+        ValueError,
+        match=r"^--batch-size 2 \(the default for adapter on 32 ranks\) is smaller than --micro-batch-size 4"
+        r" \(the default\): give a --batch-size$",
+    ):
+        run_hyperparameters("adapter", 32)
 
 
 def test_a_typed_batch_that_is_no_multiple_of_the_micro_batch_is_refused() -> None:
