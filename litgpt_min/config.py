@@ -343,10 +343,11 @@ class Config:
 
     @classmethod
     def from_file(cls, path: str | Path) -> Config:
-        """Read a ``lit_config.json`` as written by Lit-GPT or by :meth:`to_file`, or the
-        ``model_config.yaml`` of later Lit-GPT checkpoints (by its ``.yaml``/``.yml`` suffix). Its
-        size fields (``REQUIRED_IN_FILE``) must be present: a default would silently build another
-        model."""
+        """Read a ``lit_config.json`` as written by Lit-GPT or by :meth:`to_file`, the
+        ``model_config.yaml`` of later Lit-GPT checkpoints (by its ``.yaml``/``.yml`` suffix), or a
+        Hugging Face ``config.json`` (by its ``architectures`` or ``model_type``; read as
+        ``convert-hf`` reads it). A Lit-GPT file's size fields (``REQUIRED_IN_FILE``) must be
+        present: a default would silently build another model."""
         path = Path(path)
         if not path.exists():
             raise ValueError(f"{path}: no such config file")
@@ -363,6 +364,11 @@ class Config:
             raise ValueError(f"{path}: cannot read config: {' '.join(str(exc).split())}") from None
         if isinstance(values, Mapping):
             missing = [key for key in REQUIRED_IN_FILE if key not in values]
+            if missing and ("architectures" in values or "model_type" in values):
+                # A Hugging Face config.json: the config convert-hf would write, without the weights.
+                from litgpt_min.hf_config import config_from_hf
+
+                return config_from_hf(values, source=str(path))
             if missing:
                 raise ValueError(f"{path}: missing config field(s) {', '.join(missing)}")
         try:

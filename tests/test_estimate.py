@@ -45,6 +45,7 @@ from litgpt_min.estimate import (
 from litgpt_min.fake_4bit import Fake4bitLinear
 from litgpt_min.fake_step import PhasePeaks, build_for_estimate, fake_peak, run_step, use_cuda_dropout
 from litgpt_min.finetune import later_draws, make_optimizer, micro_step, optimizer_step
+from litgpt_min.hf_config import config_from_hf
 from litgpt_min.measure import LiveTensorTracker, gb_text, round_allocation
 from litgpt_min.model import GPT
 from litgpt_min.options import FINETUNE_METHODS, REFERENCE, FinetuneOptions, RunRequest, build_request, hyperparameters
@@ -1536,3 +1537,32 @@ def test_a_profile_with_several_problems_names_the_first_and_the_command_that_li
     assert (code, out) == (2, "")
     assert len(err.splitlines()) == 1 and err.count("expected int, got '3'") == 1
     assert err.endswith(f"(and 1 more problem: `conformance validate --expectations {root} cpu-tiny` lists them)\n")
+
+
+def test_a_hugging_face_config_json_is_estimated_as_convert_hf_would_read_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: "missing config field(s) block_size, n_layer, n_head, n_embd", and convert-hf, the way
+    in, needs the weights: gigabytes to download before "will it fit?" is answered."""
+    hf = {
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 96, "hidden_size": 64,
+        "num_attention_heads": 8, "num_key_value_heads": 2, "num_hidden_layers": 2, "intermediate_size": 160,
+        "max_position_embeddings": 128,
+    }  # fmt: skip
+    folder = tmp_path / "My-Llama"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(hf))
+    converted = tmp_path / "converted" / "lit_config.json"
+    converted.parent.mkdir()
+    config_from_hf(hf).to_file(converted)
+    args = ["--workload", "finetune", "--method", "lora", "--seq-len", "100", "--json"]
+    figures = []
+    for path in (folder / "config.json", converted):
+        code, out, err = run_cli(["--config", str(path), *args], capsys)
+        assert code == 0, err
+        figures.append(json.loads(out))
+    assert figures[0]["model"] == "My-Llama"  # named after its folder, as a lit_config.json without a name
+    assert figures[0]["max_memory_gb"] == figures[1]["max_memory_gb"] > 0
+    (folder / "config.json").write_text(json.dumps({**hf, "architectures": ["MistralForCausalLM"]}))
+    code, _, err = run_cli(["--config", str(folder / "config.json"), *args], capsys)
+    assert code == 2 and "unsupported architecture ['MistralForCausalLM']" in err
