@@ -1484,8 +1484,8 @@ def test_a_sequence_of_too_many_lm_head_chunks_is_refused_before_it_runs(
     assert code == 2 and out == "" and time.perf_counter() - started < 30, err
     assert err == (
         f"conformance estimate: --seq-len {too_long} makes {MAX_LM_HEAD_CHUNKS + 1} lm_head chunks of 128 tokens,"
-        f" more than the {MAX_LM_HEAD_CHUNKS} the estimate simulates (op by op: about 2 minutes and 2 GB of host"
-        " memory at the limit); raise --lm-head-chunk-size\n"
+        f" more than the {MAX_LM_HEAD_CHUNKS} the estimate simulates (op by op: a 2-layer model at the limit took"
+        " 6 minutes and 2.8 GB of host memory on a 2-core CPU); raise --lm-head-chunk-size\n"
     )
     code, _, err = run_cli([*base, "--seq-len", str(too_long), "--lm-head-chunk-size", str(too_long), "--json"], capsys)
     assert code == 0, err
