@@ -300,7 +300,7 @@ class Config:
                 neutral, feature = _LATER_FIELDS[field]
                 if neutral is not None and type(value) is not type(neutral):
                     kind = "true or false" if isinstance(neutral, bool) else "an integer"
-                    raise ValueError(f"{where}{key}: expected {kind}, got {value!r}")
+                    raise ValueError(f"{where}{key}: expected {kind}, got {_shown(value)}")
                 if value != neutral:  # its type is checked above
                     raise ValueError(
                         f"{where}{key}: {_shown(value)} turns on {feature}, which litgpt_min does not "
@@ -315,7 +315,7 @@ class Config:
                 hint = f" (did you mean {', '.join(close)}?)" if close else ""
                 raise ValueError(f"{where}unknown config field {key!r}{hint}")
             if not _has_kind(value, kinds[field]):
-                raise ValueError(f"{where}{key}: expected {kinds[field]}, got {value!r}")
+                raise ValueError(f"{where}{key}: expected {kinds[field]}, got {_shown(value)}")
             kwargs[field] = value
         hf = later.get("hf_config", {})
         if not isinstance(hf, Mapping) or not all(isinstance(hf.get(k, ""), str) for k in ("name", "org")):
@@ -331,7 +331,7 @@ class Config:
             )
         attn_bias = later.get("attn_bias", False)
         if not isinstance(attn_bias, bool):
-            raise ValueError(f"{where}attn_bias: expected true or false, got {attn_bias!r}")
+            raise ValueError(f"{where}attn_bias: expected true or false, got {_shown(attn_bias)}")
         if attn_bias and not config.bias:
             raise ValueError(
                 f"{where}attn_bias: true with bias false (a bias on qkv alone), which litgpt_min does not implement"

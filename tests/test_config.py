@@ -399,7 +399,7 @@ def test_a_yaml_float_without_a_dot_is_a_number_as_in_yaml_1_2(tmp_path: Path) -
     assert (config.norm_eps, config.rope_base) == (1e-05, 10000)
     assert yaml.safe_load("x: 1e-05") == {"x": "1e-05"}  # PyYAML's own loader is left as it is
     path.write_text(text.replace("norm_eps: 0.5", "norm_eps: '1e-05'"))  # quoted: a string, refused
-    with pytest.raises(ValueError, match="norm_eps: expected a finite number, got '1e-05'"):
+    with pytest.raises(ValueError, match='norm_eps: expected a finite number, got "1e-05"'):
         Config.from_file(path)
 
 
@@ -462,9 +462,9 @@ def test_from_file_unreadable_raises_value_error(tmp_path: Path, content: str | 
         pytest.param(
             "[1, 2]", r"expected an object of config fields \(JSON object, YAML mapping\), got list", id="list"
         ),
-        pytest.param({"n_layer": "32"}, r"n_layer: expected an integer, got '32'", id="string-int"),
+        pytest.param({"n_layer": "32"}, r'n_layer: expected an integer, got "32"', id="string-int"),
         pytest.param({"n_layer": 32.0}, r"n_layer: expected an integer, got 32\.0", id="float-int"),
-        pytest.param({"n_head": True}, r"n_head: expected an integer, got True", id="bool-int"),
+        pytest.param({"n_head": True}, r"n_head: expected an integer, got true$", id="bool-int"),
         pytest.param({"n_embd": [4096]}, r"n_embd: expected an integer, got \[4096\]", id="list-int"),
         pytest.param({"norm_eps": "1e-5"}, r"norm_eps: expected a finite number", id="string-float"),
         pytest.param({"bias": 0}, r"bias: expected true or false, got 0", id="int-bool"),
@@ -488,7 +488,7 @@ def test_from_file_checks_the_type_of_every_field(tmp_path: Path, document: Any,
 def test_from_file_refuses_a_non_finite_number(tmp_path: Path) -> None:
     path = tmp_path / "lit_config.json"
     path.write_text(json.dumps({**_lit_gpt_llama2_7b_json(), "norm_eps": float("inf")}))
-    with pytest.raises(ValueError, match=r"norm_eps: expected a finite number, got inf"):
+    with pytest.raises(ValueError, match=r"norm_eps: expected a finite number, got Infinity$"):
         Config.from_file(path)
 
 
