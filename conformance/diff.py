@@ -12,7 +12,8 @@ together: ``torch 2.12.0 → 2.13.0: max_memory_gb +1.20 GB on
 A row whose run did not finish in either file (its session was killed or interrupted) is not
 compared; a row cut off after its run is, judged by the checks that decided. A speed that either
 session could not judge (a busy CPU, a GPU that was not idle, a check that never ran) is shown,
-not judged. A verdict that moves between passing ones fails nothing: the figures decide. Exit status
+not judged. A verdict that moves between passing ones, or with the row's expected figures (the
+files judged it against different ones), fails nothing: the figures decide. Exit status
 for CI: 0 when nothing regressed beyond tolerance; 1 when something did (or, with ``strict``,
 improved too), when a row measured in OLD is not measured in NEW (skipped, or not selected), when
 NEW comes from a session that did not finish, or when no row of one file has a measured figure in
@@ -126,6 +127,7 @@ class RowDiff:
     caps: tuple[float | None, float | None] | None = None  # measured under these different memory caps
     stack: tuple[tuple[str, Any, Any], ...] = ()  # the fingerprint fields that differ between its two runs
     machines: tuple[str | None, str | None] | None = None  # its speeds were timed on these different machines
+    expected_moved: bool = False  # the two files judged it against different expected figures
 
     @property
     def not_run(self) -> bool:
@@ -141,7 +143,9 @@ class RowDiff:
     @property
     def verdict_change(self) -> Change:
         old, new = self.judged or (self.old_verdict, self.new_verdict)
-        if old == new or self.status != "both" or self.not_compared:
+        if old == new or self.status != "both" or self.not_compared or self.expected_moved:
+            # Judged against other expected figures, its verdict says nothing of the box: the
+            # measured figures, compared with each other, decide.
             return "same"
         if new in BAD_VERDICTS and old not in BAD_VERDICTS:
             return "regression"
@@ -246,6 +250,13 @@ class Diff:
                 f"{rows_text(len(timed_apart))} timed on different machines ({'; '.join(pairs)}): speed shown,"
                 " not judged (compare speed on one machine)"
             )
+        moved = [r for r in self.rows if r.expected_moved and r.old_verdict != r.new_verdict and not r.not_compared]
+        if moved:
+            notes.append(
+                f"{rows_text(len(moved))} judged against different expected figures in the two files"
+                f" ({moved[0].profile}:{moved[0].id}{f' and {len(moved) - 1} more' if len(moved) > 1 else ''}):"
+                " a verdict that moved with them is no regression; the measured figures, compared, decide"
+            )
         if self.tolerances_differ:
             notes.append(
                 f"{rows_text(self.tolerances_differ)}: the two files carry different tolerances; each figure"
@@ -334,6 +345,7 @@ def diff_results(
                 key[0], key[1], group, "both", before.get("verdict"), after.get("verdict"),
                 tuple(f for f in figures if f is not None), judged=(decided_verdict(before), decided_verdict(after)),
                 stack=stack_changes(*prints)[0], machines=None if machines[0] == machines[1] else machines,
+                expected_moved=before.get("expected") != after.get("expected"),
             )
         )  # fmt: skip
     stack, same = _files_stack(pairs or [(old.get("fingerprint") or {}, new.get("fingerprint") or {})])

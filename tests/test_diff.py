@@ -293,6 +293,22 @@ def test_a_verdict_that_turns_failed_is_a_regression_even_with_the_same_figures(
     assert diff.rows[0].verdict_change == "regression" and diff.exit_status == 1
 
 
+def test_a_verdict_that_moved_with_the_expected_figures_alone_is_no_regression() -> None:
+    """Before: "same stack: verdict passed → failed ...: regression", exit 1, for one box measured
+    twice alike, the second session judged against an edited profile."""
+    result = measured(max_memory_gb=20.0)
+    old = results([row("r", result, expected={"max_memory_gb": 20.0})])
+    new = results([row("r", result, verdict="failed", expected={"max_memory_gb": 10.0})])
+    diff = diff_results(old, new, "old.json", "new.json")
+    assert diff.rows[0].verdict_change == "same" and diff.exit_status == 0
+    assert diff.notes() == [
+        "1 row judged against different expected figures in the two files (a100-sxm4-40gb:r): a verdict that"
+        " moved with them is no regression; the measured figures, compared, decide"
+    ]
+    worse = results([row("r", measured(max_memory_gb=30.0), verdict="failed", expected={"max_memory_gb": 10.0})])
+    assert diff_results(old, worse).exit_status == 1  # a figure that moved still fails the gate
+
+
 def test_changed_parameter_counts_fail(tmp_path: Path) -> None:
     old = results([row("r", measured(trainable_params=4194304))])
     new = results([row("r", measured(trainable_params=4194305))])
