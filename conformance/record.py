@@ -49,7 +49,7 @@ _ERROR_CHARS = 300
 
 
 # The first line of record_profile's summary when it wrote nothing.
-NOTHING_RECORDED = "conformance: nothing measured in this run"
+NOTHING_RECORDED = "conformance: nothing recorded"
 
 
 def record_profile(snapshot: Snapshot, now: _dt.datetime | None = None) -> list[str]:
@@ -61,7 +61,9 @@ def record_profile(snapshot: Snapshot, now: _dt.datetime | None = None) -> list[
     files = build_files(snapshot, active, old, now or _dt.datetime.now(_dt.timezone.utc))
     left_out = left_out_lines(snapshot, active, old)
     if not files:
-        return [f"{NOTHING_RECORDED}; {display(target)} left as it was", *left_out]
+        ran = any(row.run is not None for row in snapshot.rows)
+        why = "no row's run finished" if ran else "no row ran (a profile's figures come from test_run, not test_params)"
+        return [f"{NOTHING_RECORDED}: {why}; {display(target)} left as it was", *left_out]
     _validate(target.name, files)
     write_json_files_atomic({target / name: data for name, data in files.items() if old.get(name) != data}, force=True)
     lines = summary_lines(target, old, files, _recorded_ids(snapshot, active))

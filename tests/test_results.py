@@ -96,7 +96,12 @@ def test_a_run_the_session_stopped_is_not_recorded(tmp_path: Path) -> None:
     target = clean.options.record
     assert target is not None
     lines = record_profile(stopped, NOW)
-    assert lines[0].startswith("conformance: nothing measured in this run") and not target.exists()
+    assert lines[0].startswith("conformance: nothing recorded: no row's run finished;") and not target.exists()
+    unrun = dataclasses.replace(clean, rows=(dataclasses.replace(first, run=None),))
+    # Before: "nothing measured in this run", beside the summary's "params 1 measured".
+    assert record_profile(unrun, NOW)[0].startswith(
+        "conformance: nothing recorded: no row ran (a profile's figures come from test_run, not test_params);"
+    )
     assert lines[1] == (
         f"  {first.case.id}: not recorded, timed out after 0.01 s (the profile has no such row);"
         " raise --row-timeout and record it again"
