@@ -43,7 +43,7 @@ from litgpt_min.estimate import (
     stack_for,
 )
 from litgpt_min.launch import die_with_parent
-from litgpt_min.options import build_request, run_hyperparameters
+from litgpt_min.options import build_request
 
 StackChoice = str  # "current" | "profile"
 
@@ -121,12 +121,12 @@ def request_for_case(case: Case, stack: Stack) -> EstimateRequest:
     if case.workload == "finetune":
         values.update(method=case.method, micro_batch_size=case.micro_batch_size)
     values.update(case.runner_options)
-    # Built for one device, so that a quantized multi-device row (which RunRequest refuses) still
-    # yields a request; the estimate for the row's devices reproduces that refusal as "unsupported".
-    # The batch stays the one the row's devices run with (Adapter's is divided by them).
-    if case.workload == "finetune" and case.devices > 1 and values.get("batch_size") is None:
-        values["batch_size"] = run_hyperparameters(case.method, case.devices).batch_size
-    values.update(devices=1, quantize=case.quantize if case.devices == 1 else None)
+    if case.devices > 1 and case.quantize is not None:
+        # RunRequest refuses it: built for one device, unquantized, so that it still yields a
+        # request; the estimate for the row's devices reproduces the refusal as "unsupported".
+        values.update(devices=1, quantize=None)
+    else:  # as the runner builds it (Adapter's default batch divided by the devices, floored)
+        values["devices"] = case.devices
     run = build_request(case.workload, values)
     request = request_from_run(run, stack=stack, devices=case.devices)
     return dataclasses.replace(request, quantize=case.quantize) if case.devices > 1 else request

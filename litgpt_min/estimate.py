@@ -168,8 +168,8 @@ def request_from_run(run: RunRequest, *, stack: Stack = "current", devices: int 
     very data it trains on (synthetic or its data file) and its prompt's length.
 
     ``devices`` overrides the run's ranks (every device of every machine: FSDP shards over all of
-    them); a profile's rows pass it, their runs being built for one device so that a quantized row
-    on several devices, which ``RunRequest`` refuses, is still estimated (as unsupported). Of the
+    them); a profile's quantized rows on several devices pass it, their runs built for one device
+    so that such a row, which ``RunRequest`` refuses, is still estimated (as unsupported). Of the
     hyperparameters, three move the estimate and are carried: the
     micro-batch, the ``lm_head`` chunk size (how many positions' logits a chunk holds at once) and
     the accumulation (the batch over the micro-batch: whether the window has later micro-steps and,

@@ -999,17 +999,20 @@ def test_profile_json_one_object_per_row(capsys: pytest.CaptureFixture[str]) -> 
     assert misses and all("tolerance ±0.01%" in r["disagreement"] for r in misses)
 
 
-def test_a_profile_rows_batch_is_the_one_its_devices_run_with() -> None:
-    """A row on several devices is built for one device (so that a quantized one still yields a
-    request), yet keeps the batch its runner uses: Adapter's divided by the devices."""
+@pytest.mark.parametrize(("devices", "micro", "batch"), [(2, None, 32), (3, 4, 21)])
+def test_a_profile_rows_batch_is_the_one_its_devices_run_with(devices: int, micro: int | None, batch: int) -> None:
+    """A row on several devices keeps the batch its runner uses: Adapter's divided by the devices,
+    and floored as the scripts floored it. Before, 64 // 3 = 21 at micro-batch 4 was passed on as a
+    typed --batch-size and refused as no multiple of it."""
     from conformance.estimate import request_for_case
 
     case = next(c for c in load_profile("cpu-tiny").cases if c.method == "adapter" and c.quantize is None)
-    two = dataclasses.replace(case, devices=2, runner_options={"adapter_start_layer": 0})
-    values = {"model": case.model, "method": "adapter", "micro_batch_size": case.micro_batch_size, "devices": 2}
+    micro = micro or case.micro_batch_size
+    row = dataclasses.replace(case, devices=devices, micro_batch_size=micro, runner_options={"adapter_start_layer": 0})
+    values = {"model": case.model, "method": "adapter", "micro_batch_size": micro, "devices": devices}
     run = build_request("finetune", {**values, "adapter_start_layer": 0})
-    assert isinstance(run.options, FinetuneOptions) and run.options.hyperparameters.batch_size == 32
-    request = request_for_case(two, "current")
+    assert isinstance(run.options, FinetuneOptions) and run.options.hyperparameters.batch_size == batch
+    request = request_for_case(row, "current")
     assert request.gradient_accumulation_iters == run.options.hyperparameters.gradient_accumulation_iters
     assert request == request_from_run(run)
 
