@@ -12,8 +12,9 @@ together: ``torch 2.12.0 → 2.13.0: max_memory_gb +1.20 GB on
 A row whose run did not finish in either file (its session was killed or interrupted) is not
 compared; a row cut off after its run is, judged by the checks that decided. A speed that either
 session could not judge (a busy CPU, a GPU that was not idle, a check that never ran) is shown,
-not judged. A verdict that moves between passing ones, or with the row's expected figures (the
-files judged it against different ones), fails nothing: the figures decide. Exit status
+not judged. A verdict that moves between passing ones, or with the row's expected figures alone
+(failed only on figures whose expectations the files do not share, each judged unchanged or
+better here), fails nothing: the figures decide. Exit status
 for CI: 0 when nothing regressed beyond tolerance; 1 when something did (or, with ``strict``,
 improved too), when a row measured in OLD is not measured in NEW (skipped, or not selected), when
 NEW comes from a session that did not finish, or when no row of one file has a measured figure in
@@ -127,7 +128,7 @@ class RowDiff:
     caps: tuple[float | None, float | None] | None = None  # measured under these different memory caps
     stack: tuple[tuple[str, Any, Any], ...] = ()  # the fingerprint fields that differ between its two runs
     machines: tuple[str | None, str | None] | None = None  # its speeds were timed on these different machines
-    expected_moved: bool = False  # the two files judged it against different expected figures
+    expected_moved: bool = False  # its failing file failed it only on expected figures the other file lacks
 
     @property
     def not_run(self) -> bool:
@@ -345,7 +346,7 @@ def diff_results(
                 key[0], key[1], group, "both", before.get("verdict"), after.get("verdict"),
                 tuple(f for f in figures if f is not None), judged=(decided_verdict(before), decided_verdict(after)),
                 stack=stack_changes(*prints)[0], machines=None if machines[0] == machines[1] else machines,
-                expected_moved=before.get("expected") != after.get("expected"),
+                expected_moved=_failed_on_moved_expectations(before, after, figures),
             )
         )  # fmt: skip
     stack, same = _files_stack(pairs or [(old.get("fingerprint") or {}, new.get("fingerprint") or {})])
@@ -470,6 +471,31 @@ def _measured(row: Mapping[str, Any], where: str) -> Result | None:
     if data is None:
         return None
     return Result.from_json(data, f"{where}: row {row.get('profile')}:{row.get('id')}: measured")
+
+
+def _failed_on_moved_expectations(
+    before: Mapping[str, Any], after: Mapping[str, Any], figures: tuple[FigureDelta | None, ...]
+) -> bool:
+    """Whether the failing file of the two failed the row only on figures whose expected value the
+    other file does not share, each of which this diff judged unchanged or better: then its verdict
+    moved with the expectations, not the box. A failure with no finding (an error, the estimate),
+    on an error's text, or on a figure the diff could not judge keeps its verdict."""
+    bad = after if decided_verdict(after) in BAD_VERDICTS else before
+    failing = [
+        f
+        for f in bad.get("findings") or []
+        if f.get("kind") in ("regression", "mismatch") and f.get("judged", True) is not False
+    ]
+    if not failing:
+        return False
+    old_expected, new_expected = before.get("expected") or {}, after.get("expected") or {}
+    judged = {f.field: f.change for f in figures if f is not None}
+    return all(
+        f.get("field") not in (None, "error")
+        and old_expected.get(f["field"]) != new_expected.get(f["field"])
+        and judged.get(f["field"]) in ("same", "within", "improvement")
+        for f in failing
+    )
 
 
 def _tolerances(

@@ -293,20 +293,68 @@ def test_a_verdict_that_turns_failed_is_a_regression_even_with_the_same_figures(
     assert diff.rows[0].verdict_change == "regression" and diff.exit_status == 1
 
 
+def _failing(r: dict, field: str, kind: str = "regression") -> dict:
+    """``r`` failed on ``field`` (one finding, as the suite writes it)."""
+    check = "speed" if field in ("time_1k_iters_min", "tokens_per_sec") else "run"
+    finding = {"check": check, "field": field, "kind": kind, "text": f"{field}: ...: {kind}", "judged": True}
+    return {**r, "verdict": "failed", "checks": {check: "failed"}, "findings": [finding]}
+
+
 def test_a_verdict_that_moved_with_the_expected_figures_alone_is_no_regression() -> None:
     """Before: "same stack: verdict passed → failed ...: regression", exit 1, for one box measured
     twice alike, the second session judged against an edited profile."""
     result = measured(max_memory_gb=20.0)
     old = results([row("r", result, expected={"max_memory_gb": 20.0})])
-    new = results([row("r", result, verdict="failed", expected={"max_memory_gb": 10.0})])
+    new = results([_failing(row("r", result, expected={"max_memory_gb": 10.0}), "max_memory_gb")])
     diff = diff_results(old, new, "old.json", "new.json")
     assert diff.rows[0].verdict_change == "same" and diff.exit_status == 0
     assert diff.notes() == [
         "1 row judged against different expected figures in the two files (a100-sxm4-40gb:r): a verdict that"
         " moved with them is no regression; the measured figures, compared, decide"
     ]
-    worse = results([row("r", measured(max_memory_gb=30.0), verdict="failed", expected={"max_memory_gb": 10.0})])
+    worse = results(
+        [_failing(row("r", measured(max_memory_gb=30.0), expected={"max_memory_gb": 10.0}), "max_memory_gb")]
+    )
     assert diff_results(old, worse).exit_status == 1  # a figure that moved still fails the gate
+
+
+def _cannot_compare(case: str) -> tuple[dict, dict]:
+    """OLD and NEW rows of a verdict regression that only the verdict shows, NEW judged against
+    expected figures that differ from OLD's."""
+    memory = {"max_memory_gb": 20.0}
+    if case == "error-text":  # the diff compares outcomes, not an error's text
+        error = {"outcome": "error", "error": "CUBLAS_STATUS_NOT_INITIALIZED"}
+        before = row("r", measured(**error), expected=error)
+        reworded = {**error, "error": "CUBLAS_STATUS_NOT_INITIALIZED (reworded)"}
+        after = row("r", measured(outcome="error", error="Segmentation fault"), expected=reworded)
+        return before, _failing(after, "error", "mismatch")
+    if case == "unjudged-speed":  # OLD's speed was timed on a busy CPU: the diff cannot judge it
+        before = row(
+            "r", measured(max_memory_gb=20.0, time_1k_iters_min=2.0), expected={**memory, "time_1k_iters_min": 2.1}
+        )
+        before.update(checks={"run": "passed", "speed": "skipped"}, reasons={"speed": "speed inconclusive: busy"})
+        before["speed_inconclusive"] = "speed inconclusive: busy"
+        after = row(
+            "r", measured(max_memory_gb=20.0, time_1k_iters_min=4.0), expected={**memory, "time_1k_iters_min": 2.5}
+        )
+        return before, _failing(after, "time_1k_iters_min")
+    if case == "other-field":  # failed on memory, whose expectation is the same; its speed's moved
+        before = row("r", measured(max_memory_gb=21.9), expected={**memory, "time_1k_iters_min": 2.0})
+        after = row("r", measured(max_memory_gb=22.1), expected={**memory, "time_1k_iters_min": 2.5})
+        return before, _failing(after, "max_memory_gb")
+    # A failure with no finding (the estimate's, an error before any figure).
+    before = row("r", measured(max_memory_gb=20.0), expected=memory)
+    after = _failing(row("r", measured(max_memory_gb=20.0), expected={"max_memory_gb": 10.0}), "max_memory_gb")
+    return before, {**after, "findings": []}
+
+
+@pytest.mark.parametrize("case", ["error-text", "unjudged-speed", "other-field", "no-finding"])
+def test_a_verdict_that_failed_on_what_the_diff_cannot_compare_stays_a_regression(case: str) -> None:
+    """A failure only the verdict shows fails the gate, expectations moved or not: before, any
+    difference in ``expected`` made it "no regression"."""
+    before, after = _cannot_compare(case)
+    diff = diff_results(results([before]), results([after]))
+    assert diff.rows[0].verdict_change == "regression" and diff.exit_status == 1, case
 
 
 def test_changed_parameter_counts_fail(tmp_path: Path) -> None:
