@@ -138,7 +138,15 @@ def build_files(
     if not touched:
         return {}
     why = {row.case.id: f"{row.run.error}" for row in snapshot.rows if row.run is not None}
-    problem = mixing_problem(target, before["hardware"], header["hardware"], unmeasured, old_cases, why)
+    # A row measured now whose speed went unrecorded (a busy CPU) keeps its old speed, timed there.
+    old_speeds = [
+        row.case.id
+        for row in snapshot.rows
+        if row.case.id in recorded_now and row.speed_inconclusive is not None and row.case.id in old_cases
+    ]
+    problem = mixing_problem(
+        target, before["hardware"], header["hardware"], unmeasured, old_cases, why, old_speeds=old_speeds
+    )
     if problem is not None:
         raise problem
     files = {}
@@ -164,10 +172,12 @@ def mixing_problem(
     unmeasured: list[str],
     old_cases: Mapping[str, tuple[str, Mapping[str, Any]]],
     why: Mapping[str, str] | None = None,
+    old_speeds: list[str] | None = None,
 ) -> ExpectationError | None:
     """Why a recording into ``target`` on the card or machine ``now`` cannot keep the ``unmeasured``
     rows of the profile it had (recorded on ``before``): a profile holds one memory, and its speeds
-    one machine's. ``why``: the error of a row that ran here but did not finish."""
+    one machine's. ``why``: the error of a row that ran here but did not finish; ``old_speeds``: rows
+    measured here that keep their old speed (this one's went unrecorded)."""
     why = why or {}
     if unmeasured and _memory(before) != _memory(now):
         # The other rows' figures (an OOM among them) belong to the old memory.
@@ -179,14 +189,17 @@ def mixing_problem(
             f" the profile keep figures measured under {_memory_text(before)}: {', '.join(named)}{more};"
             f" measure every row to change its memory, or record under the profile's ({_cap_option(before)})",
         )
-    timed = [case_id for case_id in unmeasured if _timed(old_cases[case_id][1])]
+    timed = [case_id for case_id in [*unmeasured, *(old_speeds or [])] if _timed(old_cases[case_id][1])]
     if timed and _machine(before) != _machine(now):
-        named = ", ".join(timed[:3]) + (f" and {len(timed) - 3} more" if len(timed) > 3 else "")
+        named = ", ".join(
+            f"{case_id} ({'its speed not recorded here' if case_id in (old_speeds or []) else 'not measured'})"
+            for case_id in timed[:3]
+        ) + (f" and {len(timed) - 3} more" if len(timed) > 3 else "")
         return ExpectationError(
             target,
             f"this session ran on {_machine_text(now)}, but {rows_text(len(timed))} of the profile"
-            f" keep speeds timed on {_machine_text(before)} ({named}, not measured in this session);"
-            " measure every row to move the profile to this machine, or record into another folder",
+            f" keep speeds timed on {_machine_text(before)}: {named}; measure every row, on an idle"
+            " machine, to move the profile to this one, or record into another folder",
         )
     return None
 

@@ -30,6 +30,7 @@ from conformance.options import Options
 from conformance.report import render
 from conformance.results import FORMAT, ResultsLock, load_results
 from litgpt_min.peft import count_params  # imported here: torch must not be re-imported by an in-process run
+from litgpt_min.schedstat import DETAILS_KEY, CpuWait
 
 pytest_plugins = ["pytester"]
 
@@ -614,11 +615,21 @@ def test_record_writes_a_loadable_profile_and_rerecord_prints_a_diff(suite: Suit
     moved.stderr.fnmatch_lines(
         [
             "ERROR: --record *recorded: this session ran on the CPU *, but 1 row of the profile keep"
-            f" speeds timed on the CPU 'Another CPU' ({INFER}, not measured in this session); measure every row"
-            " to move the profile to this machine, or record into another folder"
+            f" speeds timed on the CPU 'Another CPU': {INFER} (not measured); measure every row, on an idle"
+            " machine, to move the profile to this one, or record into another folder"
         ]
     )
     assert {path.name: path.read_bytes() for path in target.glob("*.json")} == before
+    # Every row measured, one on a busy CPU: its speed is not recorded, and the old one, timed on the
+    # other machine, would stay under this one's name (before: exit 0, the file moved to this CPU).
+    busy = good_answers()
+    busy[OK] = {**busy[OK], "details": {DETAILS_KEY: CpuWait(0.4, 0.6, timeslices=40, threads=1).to_json()}}
+    suite.answer(busy)
+    kept_speed = suite.run("--profile", "tiny", "--record", str(target), "--force")
+    assert kept_speed.ret == pytest.ExitCode.TESTS_FAILED
+    kept_speed.stdout.fnmatch_lines([f"conformance: record failed: *: {OK} (its speed not recorded here); *"])
+    assert {path.name: path.read_bytes() for path in target.glob("*.json")} == before
+    suite.answer(good_answers())
     assert suite.run("--profile", "tiny", "--record", str(target), "--force").ret == 0  # every row: moved
     assert {json.loads(p.read_text())["hardware"]["cpu"] for p in target.glob("*.json")} != {"Another CPU"}
 
