@@ -13,6 +13,7 @@ import dataclasses
 import json
 import math
 import os
+import shlex
 import shutil
 import sys
 import textwrap
@@ -213,8 +214,8 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         text = " ".join(str(exc).split())
         if isinstance(exc, ExpectationError) and exc.others:  # the first, and where to read the rest
             more = f"{len(exc.others)} more problem{'s' if len(exc.others) > 1 else ''}"
-            where = "" if args.expectations is None else f" --expectations {args.expectations}"
-            validate = f"conformance validate{where} {args.profile}"
+            where = [] if args.expectations is None else ["--expectations", str(args.expectations)]
+            validate = shlex.join(["conformance", "validate", *where, args.profile])
             text = f"{' '.join(exc.line().split())} (and {more}: `{validate}` lists them)"
         print(f"conformance estimate: {text}", file=err)
         return 2

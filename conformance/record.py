@@ -62,7 +62,11 @@ def record_profile(snapshot: Snapshot, now: _dt.datetime | None = None) -> list[
     left_out = left_out_lines(snapshot, active, old)
     if not files:
         ran = any(row.run is not None for row in snapshot.rows)
-        why = "no row's run finished" if ran else "no row ran (a profile's figures come from test_run, not test_params)"
+        why = (
+            "no row's run finished"
+            if ran
+            else "no row ran here (skipped, or only test_params selected: a profile's figures come from test_run)"
+        )
         return [f"{NOTHING_RECORDED}: {why}; {display(target)} left as it was", *left_out]
     _validate(target.name, files)
     write_json_files_atomic({target / name: data for name, data in files.items() if old.get(name) != data}, force=True)

@@ -364,7 +364,8 @@ class Config:
             raise ValueError(f"{path}: cannot read config: {' '.join(str(exc).split())}") from None
         if isinstance(values, Mapping):
             missing = [key for key in REQUIRED_IN_FILE if key not in values]
-            if missing and ("architectures" in values or "model_type" in values):
+            hf_keys = "architectures" in values or "model_type" in values
+            if hf_keys and set(missing) >= {"block_size", "n_layer", "n_head", "n_embd"}:  # none of Lit-GPT's own
                 # A Hugging Face config.json: the config convert-hf would write, without the weights.
                 from litgpt_min.hf_config import config_from_hf
 

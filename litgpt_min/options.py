@@ -155,6 +155,13 @@ def run_hyperparameters(method: str, ranks: int = 1, **overrides: Any) -> Hyperp
                 " give a --batch-size"
             )
         return hyperparameters(method, **{**overrides, "batch_size": batch})
+    if overrides.get("micro_batch_size") is None:  # a typed batch under the default micro-batch: said so
+        micro = hyperparameters(method).micro_batch_size
+        if 1 <= overrides["batch_size"] < micro:  # (below 1: the field's own check says so)
+            raise ValueError(
+                f"--batch-size {overrides['batch_size']} is smaller than --micro-batch-size {micro}"
+                f" (the default for {method})"
+            )
     chosen = hyperparameters(method, **overrides)
     if chosen.batch_size % chosen.micro_batch_size:
         # The reference floors batch/micro to its accumulation count, so a step would quietly see
@@ -610,7 +617,7 @@ def _hyperparameter_fields() -> list[FlatOption]:
     found = []
     for option in _fields(Hyperparameters):
         if "default" not in (option.help or ""):
-            more = ", adapter's and adapter_v2's divided by --devices" if option.name == "batch_size" else ""
+            more = ", adapter's and adapter_v2's divided by the ranks" if option.name == "batch_size" else ""
             option = dataclasses.replace(
                 option, help=f"{option.help} (default: {reference_default(option.name)}{more})"
             )

@@ -563,3 +563,13 @@ def test_replace_revalidates() -> None:
 def test_hashable_and_equal_by_value() -> None:
     assert Config.from_name("tiny-phi") == Config.from_name("tiny-phi")
     assert hash(Config.from_name("tiny-phi")) == hash(Config.from_name("tiny-phi"))
+
+
+def test_a_lit_gpt_config_with_a_model_type_key_is_read_as_lit_gpt(tmp_path: Path) -> None:
+    """Only a file without any Lit-GPT size field is read as a Hugging Face config.json: one that
+    has some, and lacks another, is told of the Lit-GPT field it lacks."""
+    values = {k: v for k, v in _lit_gpt_llama2_7b_json().items() if k != "n_embd"}
+    path = tmp_path / "lit_config.json"
+    path.write_text(json.dumps({**values, "model_type": "llama"}))
+    with pytest.raises(ValueError, match=r"missing config field\(s\) n_embd$"):
+        Config.from_file(path)

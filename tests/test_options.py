@@ -259,6 +259,10 @@ def test_a_typed_batch_that_is_no_multiple_of_the_micro_batch_is_refused() -> No
         run_hyperparameters("lora", batch_size=3, micro_batch_size=2)
     with pytest.raises(ValueError, match=r"^--batch-size 6 is not a multiple of --micro-batch-size 4 \(the default"):
         run_hyperparameters("adapter", batch_size=6)
+    with pytest.raises(
+        ValueError, match=r"^--batch-size 3 is smaller than --micro-batch-size 4 \(the default for lora\)$"
+    ):
+        run_hyperparameters("lora", batch_size=3)
     # A default batch is the reference's, floored as its scripts floored it: 64 // 3 ranks = 21.
     assert run_hyperparameters("adapter", 3).gradient_accumulation_iters == 5
     assert run_hyperparameters("lora", micro_batch_size=3).gradient_accumulation_iters == 42

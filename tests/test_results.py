@@ -100,7 +100,8 @@ def test_a_run_the_session_stopped_is_not_recorded(tmp_path: Path) -> None:
     unrun = dataclasses.replace(clean, rows=(dataclasses.replace(first, run=None),))
     # Before: "nothing measured in this run", beside the summary's "params 1 measured".
     assert record_profile(unrun, NOW)[0].startswith(
-        "conformance: nothing recorded: no row ran (a profile's figures come from test_run, not test_params);"
+        "conformance: nothing recorded: no row ran here (skipped, or only test_params selected: a profile's"
+        " figures come from test_run);"
     )
     assert lines[1] == (
         f"  {first.case.id}: not recorded, timed out after 0.01 s (the profile has no such row);"
