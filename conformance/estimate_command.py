@@ -49,6 +49,7 @@ from litgpt_min.estimate import (
     train_lengths,
 )
 from litgpt_min.finetune import later_draws
+from litgpt_min.hf_config import config_from_hf
 from litgpt_min.measure import gb_text
 from litgpt_min.options import (
     FINETUNE_METHODS,
@@ -563,7 +564,7 @@ def _config(args: argparse.Namespace) -> tuple[Config, str]:
         return Config.from_name(args.model), args.model
     path: Path = args.config
     try:
-        config = Config.from_file(path)
+        config = Config.from_file(path, hf_reader=lambda values, source: config_from_hf(values, source=source))
     except ValueError as exc:  # the file and the field, in one line
         raise EstimateUsageError(str(exc)) from None
     if not config.name:  # named after its folder, in the output and in every message about it

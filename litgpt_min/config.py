@@ -15,7 +15,7 @@ import difflib
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -342,12 +342,13 @@ class Config:
         return config
 
     @classmethod
-    def from_file(cls, path: str | Path) -> Config:
-        """Read a ``lit_config.json`` as written by Lit-GPT or by :meth:`to_file`, the
-        ``model_config.yaml`` of later Lit-GPT checkpoints (by its ``.yaml``/``.yml`` suffix), or a
-        Hugging Face ``config.json`` (by its ``architectures`` or ``model_type``; read as
-        ``convert-hf`` reads it). A Lit-GPT file's size fields (``REQUIRED_IN_FILE``) must be
-        present: a default would silently build another model."""
+    def from_file(cls, path: str | Path, hf_reader: Callable[[Mapping[str, Any], str], Config] | None = None) -> Config:
+        """Read a ``lit_config.json`` as written by Lit-GPT or by :meth:`to_file`, or the
+        ``model_config.yaml`` of later Lit-GPT checkpoints (by its ``.yaml``/``.yml`` suffix). Its
+        size fields (``REQUIRED_IN_FILE``) must be present: a default would silently build another
+        model. A Hugging Face ``config.json`` (``architectures`` or ``model_type``, none of Lit-GPT's
+        own size fields) is read by ``hf_reader`` (``litgpt_min.hf_config.config_from_hf``, given by
+        the caller: that module builds on this one), else refused, pointing to ``convert-hf``."""
         path = Path(path)
         if not path.exists():
             raise ValueError(f"{path}: no such config file")
@@ -366,10 +367,11 @@ class Config:
             missing = [key for key in REQUIRED_IN_FILE if key not in values]
             hf_keys = "architectures" in values or "model_type" in values
             if hf_keys and set(missing) >= {"block_size", "n_layer", "n_head", "n_embd"}:  # none of Lit-GPT's own
-                # A Hugging Face config.json: the config convert-hf would write, without the weights.
-                from litgpt_min.hf_config import config_from_hf
-
-                return config_from_hf(values, source=str(path))
+                if hf_reader is None:
+                    raise ValueError(
+                        f"{path}: a Hugging Face config.json, not a Lit-GPT config: litgpt-min convert-hf writes one"
+                    )
+                return hf_reader(values, str(path))
             if missing:
                 raise ValueError(f"{path}: missing config field(s) {', '.join(missing)}")
         try:

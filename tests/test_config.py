@@ -573,3 +573,12 @@ def test_a_lit_gpt_config_with_a_model_type_key_is_read_as_lit_gpt(tmp_path: Pat
     path.write_text(json.dumps({**values, "model_type": "llama"}))
     with pytest.raises(ValueError, match=r"missing config field\(s\) n_embd$"):
         Config.from_file(path)
+
+
+def test_a_hugging_face_config_json_needs_its_reader(tmp_path: Path) -> None:
+    """``Config.from_file`` names a config.json for what it is; the estimate passes the reader."""
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"architectures": ["LlamaForCausalLM"], "vocab_size": 96, "hidden_size": 64}))
+    with pytest.raises(ValueError, match=r"a Hugging Face config.json, not a Lit-GPT config: litgpt-min convert-hf"):
+        Config.from_file(path)
+    assert Config.from_file(path, hf_reader=lambda values, source: Config.from_name("tiny-llama")).name == "tiny-llama"
