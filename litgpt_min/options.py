@@ -367,7 +367,11 @@ class GenerateOptions:
         tokenizer is first checked to fit its embedding), else the model's tokenizer family's
         shipped length of the default prompt."""
         if self.tokenizer_dir is None:
-            return data.load_length_profile(data.tokenizer_family(model_name)).default_prompt_tokens
+            try:
+                family = data.tokenizer_family(model_name)
+            except ValueError as exc:
+                raise ValueError(f"{exc}: the default prompt's length is unknown: give --tokenizer-dir") from None
+            return data.load_length_profile(family).default_prompt_tokens
         tokenizer = self.tokenizer()
         if config is not None:
             check_vocabulary(tokenizer, config, model_name, "use this model's own tokenizer")
@@ -508,6 +512,13 @@ class RunRequest:
             check_micro_batch_size(self.options.hyperparameters.micro_batch_size, config)
             if self.options.data_file is not None:
                 self.options.tokenizer(config, self.model)
+            else:  # synthetic data takes the Alpaca lengths of the model's tokenizer
+                try:
+                    data.tokenizer_family(self.model)
+                except ValueError as exc:
+                    raise ValueError(
+                        f"{exc}: its synthetic data has no Alpaca lengths: give --data-file and --tokenizer-dir"
+                    ) from None
         else:
             settings = self.options.settings
             prompt = self.options.prompt_tokens(self.model, config)  # the tokenizer loaded and checked once

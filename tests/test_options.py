@@ -474,3 +474,24 @@ def test_the_adapter_layer_refusal_counts_one_layer_as_one() -> None:
     config = dataclasses.replace(Config.from_name("tiny-llama"), n_layer=1)
     with pytest.raises(ValueError, match=r"\(1 layer: at most 0 for adapter\)"):  # before: "1 layers"
         check_method_settings("adapter", LoRASettings(), AdapterSettings(start_layer=1), config)
+
+
+def test_a_registry_model_without_a_tokenizer_family_is_refused_before_it_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model added to the registry alone: its synthetic data has no lengths. Before, ``finetune``
+    failed as a run (exit 1, outcome error) where ``generate`` refused it as bad input (exit 2)."""
+    from litgpt_min import config as config_module
+
+    tiny = {**config_module.configs["tiny-llama"], "name": "tiny-mine"}
+    monkeypatch.setitem(config_module.configs, "tiny-mine", tiny)
+    with pytest.raises(
+        ValueError,
+        match=r"^no tokenizer family known for model 'tiny-mine' .*: its synthetic data has no Alpaca lengths:"
+        r" give --data-file and --tokenizer-dir$",
+    ):
+        build_request("finetune", {"model": "tiny-mine", "method": "lora"})
+    with pytest.raises(
+        ValueError,
+        match=r"^no tokenizer family known for model 'tiny-mine' .*: the default prompt's length is unknown:"
+        r" give --tokenizer-dir$",
+    ):
+        build_request("inference", {"model": "tiny-mine"})
