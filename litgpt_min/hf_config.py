@@ -270,8 +270,12 @@ def _derive_config(hf: Mapping[str, Any], family: Family, src: str) -> Config:
     )
     if family == "llama":
         head_dim = _int(hf, src, "head_dim", default=None)
-        if head_dim is not None and head_dim != n_embd // n_head:
-            raise ValueError(f"{src}: head_dim: {head_dim} != hidden_size/num_attention_heads = {n_embd // n_head}")
+        # (A hidden size the heads do not divide is refused as such when the config is built.)
+        if head_dim is not None and n_embd % n_head == 0 and head_dim * n_head != n_embd:
+            raise ValueError(
+                f"{src}: head_dim: {head_dim}, but litgpt_min's heads are hidden_size/num_attention_heads ="
+                f" {n_embd}/{n_head} = {n_embd // n_head} wide"
+            )
         act = _str(hf, src, "hidden_act", "silu")
         if act not in ("silu", "swish"):
             raise ValueError(f"{src}: hidden_act: Llama needs silu (got {act!r})")

@@ -401,7 +401,17 @@ LLAMA_JSON = dict(
     ("hf_config", "message"),
     [
         pytest.param({**LLAMA_JSON, "rope_parameters": {"rope_type": "yarn"}}, "'yarn' RoPE", id="rope_type"),
-        pytest.param({**LLAMA_JSON, "head_dim": 16}, "head_dim: 16", id="head_dim"),
+        pytest.param(
+            {**LLAMA_JSON, "head_dim": 16},
+            r"head_dim: 16, but .* hidden_size/num_attention_heads = 64/8 = 8 wide$",
+            id="head_dim",
+        ),
+        # Before: "head_dim: 8 != hidden_size/num_attention_heads = 10", for 32 / 3.
+        pytest.param(
+            {**LLAMA_JSON, "hidden_size": 32, "num_attention_heads": 3, "num_key_value_heads": 3, "head_dim": 8},
+            r"hidden_size \(Lit-GPT's n_embd\): 32 is not divisible by n_head=3$",
+            id="head_dim-of-undivided",
+        ),
         pytest.param({**LLAMA_JSON, "attention_bias": True}, "one bias flag", id="mixed_bias"),
         pytest.param({**LLAMA_JSON, "hidden_size": None}, "missing field 'hidden_size'", id="missing_field"),
         pytest.param({**LLAMA_JSON, "architectures": ["FalconForCausalLM"], "alibi": True}, "alibi", id="falcon_alibi"),
