@@ -168,6 +168,7 @@ class ConformanceSession:
         self._profile_written = False  # --record's profile, at the session's end
         self._deselected: set[RowKey] = set()  # the rows -k, -m or --deselect left out
         self._selected_any = False  # any test is among the collected items (after -k)
+        self.selected_checks: set[tuple[RowKey, CheckKind]] = set()
 
     # The machine and the profiles ------------------------------------------------------------
     @property
@@ -423,6 +424,8 @@ class ConformanceSession:
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self._selected_any = bool(session.items)
+        # Every process, a pytest-xdist worker too, collects the whole selection (after -k).
+        self.selected_checks = {found for found in map(check_kind_of, session.items) if found is not None}
         if self.is_worker:  # for the controller's -k hint: it collects nothing itself
             session.config.workeroutput[_WORKER_DESELECTED] = [list(key) for key in sorted(self._deselected)]  # type: ignore[attr-defined]
         if session.config.option.collectonly or not self.resolved or self.is_worker:

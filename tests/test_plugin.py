@@ -328,6 +328,23 @@ def test_tolerance_overrides_from_the_command_line(suite: Suite) -> None:
     suite.run("-k", f"test_run and {OK}", "--memory-tolerance", "0.3").assert_outcomes(passed=1)
 
 
+def test_a_run_that_failed_fails_its_row_once(suite: Suite) -> None:
+    """Before, a row whose run ended in an error (or a --row-timeout) failed test_run and test_speed:
+    "2 failed" for one failure. test_speed fails it only when test_run is not selected."""
+    suite.profile()
+    answers = good_answers()
+    answers[OK] = {"outcome": "error", "error": "RuntimeError: boom"}
+    suite.answer(answers)
+    both = suite.run("-k", f"(test_run or test_speed) and {OK}", "-rs")
+    both.assert_outcomes(failed=1, skipped=1)
+    both.stdout.fnmatch_lines(
+        [f"*tiny:{OK}: no speed measured: the run ended with outcome 'error' (test_run judges it)"]
+    )
+    suite.run("-k", f"test_speed and {OK}").assert_outcomes(failed=1)
+    # A pytest-xdist worker knows the selection too (it collects all of it).
+    suite.run("-k", f"(test_run or test_speed) and {OK}", "-n", "2").assert_outcomes(failed=1, skipped=1)
+
+
 def test_oom_row_that_fits_now_fails_strictly(suite: Suite) -> None:
     suite.profile()
     answers = good_answers()
