@@ -724,7 +724,10 @@ def peft_settings(values: Mapping[str, Any], method: str | None = None) -> tuple
         }
         try:
             return cls(**given)
-        except ValueError as exc:  # named by the flags given: "--lora-r 0: lora r must be >= 1, got 0"
+        except ValueError as exc:  # named by the flags given: "--lora-r 0: must be >= 1"
+            one = re.fullmatch(rf"{prefix[:-1]} (\w+) (must .*?)(?:, got .*)?", str(exc))
+            if one is not None and one[1] in given:  # one setting's own range
+                raise ValueError(f"{flag_text(prefix + one[1], given[one[1]])}: {one[2]}") from None
             flags = [flag_text(prefix + k, v) for k, v in given.items()]
             raise ValueError(f"{' '.join(flags)}: {exc}" if flags else str(exc)) from None
 

@@ -234,7 +234,7 @@ BAD = {
         ("generate", *TINY, "--temperature", "-1"),
         r"--temperature -1: must be a finite number >= 0$",
     ),
-    "lora-r": (("params", "tiny-llama", "--method", "lora", "--lora-r", "-1"), r"lora r must be >= 1, got -1"),
+    "lora-r": (("params", "tiny-llama", "--method", "lora", "--lora-r", "-1"), r"--lora-r -1: must be >= 1$"),
     # As a run takes them: a count within a long long, and no tensor whose byte count overflows.
     "params-lora-r-long-long": (
         ("params", "tiny-llama", "--method", "lora", "--lora-r", "99999999999999999999999"),
@@ -569,7 +569,7 @@ def _refusals(tmp: Path) -> dict[str, tuple[tuple[str, ...], str]]:
         "lm-head-chunk-0": ((*ft, "--lm-head-chunk-size", "0"), r"--lm-head-chunk-size 0: must be >= 1$"),
         "lm-head-chunk-negative": ((*ft, "--lm-head-chunk-size", "-4"), r"--lm-head-chunk-size -4: must be >= 1$"),
         "cosine-t-max-0": ((*ft, "--cosine-t-max", "0"), r"--cosine-t-max 0: must be >= 1$"),
-        "lora-r-0": ((*ft, "--lora-r", "0"), r"lora r must be >= 1, got 0"),
+        "lora-r-0": ((*ft, "--lora-r", "0"), r"--lora-r 0: must be >= 1$"),
         # Accepted before: an overflow deep in the run (exit 1), a stack dump per rank, a LoRA that
         # trains nothing, a precision Lightning swapped for another on the CPU.
         "lora-r-overflow": (
@@ -589,7 +589,7 @@ def _refusals(tmp: Path) -> dict[str, tuple[tuple[str, ...], str]]:
             (*ft, "--devices", "2", "--rank-timeout-s", "1e15"),
             r"--rank-timeout-s 1e\+15: must be at most 1e\+07$",
         ),
-        "lora-alpha-0": ((*ft, "--lora-alpha", "0"), r"--lora-alpha 0: lora alpha must not be 0"),
+        "lora-alpha-0": ((*ft, "--lora-alpha", "0"), r"--lora-alpha 0: must not be 0 \(LoRA"),
         # The subcommand's own prefix (was "litgpt-min: error:"), as for its other argument errors.
         "unrecognized-in-subcommand": (
             (*gen, "--method", "lora"),
