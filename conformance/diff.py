@@ -11,10 +11,10 @@ together: ``torch 2.12.0 → 2.13.0: max_memory_gb +1.20 GB on
 
 A row whose run did not finish in either file (its session was killed or interrupted) is not
 compared; a row cut off after its run is, judged by the checks that decided. A speed that either
-session could not judge (a busy CPU, a GPU that was not idle, a check that never ran) is shown,
-not judged. A verdict that moves between passing ones, or with the row's expected figures alone
-(failed only on figures whose expectations the files do not share, each judged unchanged or
-better here), fails nothing: the figures decide. Exit status
+session could not judge (a busy CPU, a GPU that was not idle, a check that did not finish) is shown,
+not judged. A verdict that moves between passing ones, or with the judging alone (failed only on
+figures judged unchanged or better here, against another expected value or tolerance, or as an
+improvement under --strict), fails nothing: the figures decide. Exit status
 for CI: 0 when nothing regressed beyond tolerance; 1 when something did (or, with ``strict``,
 improved too), when a row measured in OLD is not measured in NEW (skipped, or not selected), when
 NEW comes from a session that did not finish, or when no row of one file has a measured figure in
@@ -128,7 +128,7 @@ class RowDiff:
     caps: tuple[float | None, float | None] | None = None  # measured under these different memory caps
     stack: tuple[tuple[str, Any, Any], ...] = ()  # the fingerprint fields that differ between its two runs
     machines: tuple[str | None, str | None] | None = None  # its speeds were timed on these different machines
-    expected_moved: bool = False  # its failing file failed it only on expected figures the other file lacks
+    expected_moved: bool = False  # its failing file failed it only on how it judged unchanged figures
 
     @property
     def not_run(self) -> bool:
@@ -254,9 +254,10 @@ class Diff:
         moved = [r for r in self.rows if r.expected_moved and r.old_verdict != r.new_verdict and not r.not_compared]
         if moved:
             notes.append(
-                f"{rows_text(len(moved))} judged against different expected figures in the two files"
+                f"{rows_text(len(moved))} judged differently in the two files (other expected figures or"
+                " tolerances, or --strict)"
                 f" ({moved[0].profile}:{moved[0].id}{f' and {len(moved) - 1} more' if len(moved) > 1 else ''}):"
-                " a verdict that moved with them is no regression; the measured figures, compared, decide"
+                " a verdict that moved with the judging is no regression; the measured figures, compared, decide"
             )
         if self.tolerances_differ:
             notes.append(
@@ -346,7 +347,7 @@ def diff_results(
                 key[0], key[1], group, "both", before.get("verdict"), after.get("verdict"),
                 tuple(f for f in figures if f is not None), judged=(decided_verdict(before), decided_verdict(after)),
                 stack=stack_changes(*prints)[0], machines=None if machines[0] == machines[1] else machines,
-                expected_moved=_failed_on_moved_expectations(before, after, figures),
+                expected_moved=_failed_on_the_judging_alone(before, after, figures),
             )
         )  # fmt: skip
     stack, same = _files_stack(pairs or [(old.get("fingerprint") or {}, new.get("fingerprint") or {})])
@@ -473,27 +474,40 @@ def _measured(row: Mapping[str, Any], where: str) -> Result | None:
     return Result.from_json(data, f"{where}: row {row.get('profile')}:{row.get('id')}: measured")
 
 
-def _failed_on_moved_expectations(
+_TOLERANCE_OF = {"max_memory_gb": "memory_rel", "time_1k_iters_min": "speed_rel", "tokens_per_sec": "speed_rel"}
+
+
+def _failed_on_the_judging_alone(
     before: Mapping[str, Any], after: Mapping[str, Any], figures: tuple[FigureDelta | None, ...]
 ) -> bool:
-    """Whether the failing file of the two failed the row only on figures whose expected value the
-    other file does not share, each of which this diff judged unchanged or better: then its verdict
-    moved with the expectations, not the box. A failure with no finding (an error, the estimate),
-    on an error's text, or on a figure the diff could not judge keeps its verdict."""
+    """Whether the failing file of the two failed the row only on figures that this diff judged
+    unchanged or better, and that its session judged differently: against another expected value
+    or tolerance, or as an improvement (``--strict``). Then its verdict moved with the judging, not
+    the box. A failed check with no such finding (the estimate's, the parameter counts', an error
+    before any figure), a failure on an error's text or on a figure the diff could not judge, keeps
+    its verdict."""
     bad = after if decided_verdict(after) in BAD_VERDICTS else before
     failing = [
         f
         for f in bad.get("findings") or []
-        if f.get("kind") in ("regression", "mismatch") and f.get("judged", True) is not False
+        if f.get("kind") in ("regression", "mismatch", "improvement") and f.get("judged", True) is not False
     ]
-    if not failing:
+    failed_checks = {kind for kind, verdict in (bad.get("checks") or {}).items() if verdict in BAD_VERDICTS}
+    if not failing or not failed_checks <= {f.get("check") for f in failing}:
         return False
-    old_expected, new_expected = before.get("expected") or {}, after.get("expected") or {}
     judged = {f.field: f.change for f in figures if f is not None}
+
+    def differs(key: str, field: str) -> bool:
+        return (before.get(key) or {}).get(field) != (after.get(key) or {}).get(field)
+
     return all(
         f.get("field") not in (None, "error")
-        and old_expected.get(f["field"]) != new_expected.get(f["field"])
         and judged.get(f["field"]) in ("same", "within", "improvement")
+        and (
+            f["kind"] == "improvement"
+            or differs("expected", f["field"])
+            or (f["field"] in _TOLERANCE_OF and differs("tolerances", _TOLERANCE_OF[f["field"]]))
+        )
         for f in failing
     )
 

@@ -309,8 +309,9 @@ def test_a_verdict_that_moved_with_the_expected_figures_alone_is_no_regression()
     diff = diff_results(old, new, "old.json", "new.json")
     assert diff.rows[0].verdict_change == "same" and diff.exit_status == 0
     assert diff.notes() == [
-        "1 row judged against different expected figures in the two files (a100-sxm4-40gb:r): a verdict that"
-        " moved with them is no regression; the measured figures, compared, decide"
+        "1 row judged differently in the two files (other expected figures or tolerances, or --strict)"
+        " (a100-sxm4-40gb:r): a verdict that moved with the judging is no regression; the measured figures,"
+        " compared, decide"
     ]
     worse = results(
         [_failing(row("r", measured(max_memory_gb=30.0), expected={"max_memory_gb": 10.0}), "max_memory_gb")]
@@ -346,6 +347,32 @@ def _cannot_compare(case: str) -> tuple[dict, dict]:
     before = row("r", measured(max_memory_gb=20.0), expected=memory)
     after = _failing(row("r", measured(max_memory_gb=20.0), expected={"max_memory_gb": 10.0}), "max_memory_gb")
     return before, {**after, "findings": []}
+
+
+@pytest.mark.parametrize("case", ["strict", "tolerance"])
+def test_a_verdict_that_moved_with_strict_or_a_tolerance_alone_is_no_regression(case: str) -> None:
+    """Before: one box measured twice alike, the second session run with --strict (an improvement
+    fails there) or a tighter tolerance, failed the gate as a "regression", exit 1."""
+    result = measured(max_memory_gb=20.0)
+    if case == "strict":  # -23%, improved; under --strict a failure
+        old = results([row("r", result, verdict="improved", expected={"max_memory_gb": 26.0}, memory_rel=0.25)])
+        new = _failing(row("r", result, expected={"max_memory_gb": 26.0}, memory_rel=0.25), "max_memory_gb")
+        new["findings"][0]["kind"] = "improvement"
+    else:  # +17.6%: within ±25%, a regression at ±10%
+        old = results([row("r", result, expected={"max_memory_gb": 17.0}, memory_rel=0.25)])
+        new = _failing(row("r", result, expected={"max_memory_gb": 17.0}, memory_rel=0.1), "max_memory_gb")
+    diff = diff_results(old, results([new]))
+    assert diff.rows[0].verdict_change == "same" and diff.exit_status == 0, case
+
+
+def test_a_failed_check_without_a_finding_keeps_the_verdict_beside_a_moved_expectation() -> None:
+    """The estimate failed too, and no finding says why: before, the memory finding's moved
+    expectation passed the whole row."""
+    result = measured(max_memory_gb=20.0)
+    old = results([row("r", result, expected={"max_memory_gb": 20.0})])
+    new = _failing(row("r", result, expected={"max_memory_gb": 10.0}), "max_memory_gb")
+    new["checks"] = {"run": "failed", "estimate": "failed"}
+    assert diff_results(old, results([new])).exit_status == 1
 
 
 @pytest.mark.parametrize("case", ["error-text", "unjudged-speed", "other-field", "no-finding"])
