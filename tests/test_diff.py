@@ -384,6 +384,18 @@ def test_a_verdict_that_failed_on_what_the_diff_cannot_compare_stays_a_regressio
     assert diff.rows[0].verdict_change == "regression" and diff.exit_status == 1, case
 
 
+def test_an_error_row_that_now_runs_out_of_memory_is_no_regression() -> None:
+    """The tables' error row passes on its error or an OOM (the same failure at the memory limit):
+    before, pytest --baseline passed it and conformance diff failed the gate on "error → oom"."""
+    error = {"outcome": "error", "error": "CUDA error: CUBLAS_STATUS_NOT_INITIALIZED"}
+    old = results([row("r", measured(**error), expected=error)])
+    new = results([row("r", measured(outcome="oom", error="CUDA out of memory"), expected=error)])
+    diff = diff_results(old, new)
+    assert [f.change for f in diff.rows[0].figures if f.field == "outcome"] == ["within"] and diff.exit_status == 0
+    ok_row = results([row("r", measured(outcome="oom", error="CUDA out of memory"))])
+    assert diff_results(results([row("r", measured(**error))]), ok_row).exit_status == 1  # expected ok: still
+
+
 def test_changed_parameter_counts_fail(tmp_path: Path) -> None:
     old = results([row("r", measured(trainable_params=4194304))])
     new = results([row("r", measured(trainable_params=4194305))])
