@@ -363,6 +363,10 @@ def _banded(field: str, measured: Any, expected: float, rel: float) -> Finding |
     if isinstance(measured, bool) or not isinstance(measured, (int, float)) or not math.isfinite(measured):
         # NaN compares false with everything and would slip through the band as "within".
         return Finding(field, "mismatch", measured, expected, tolerance, "not a finite number")
+    if field == "max_memory_gb" and measured <= 0 < expected:
+        # A run that ended ok held memory: a zero is a broken measurement (a tracker that saw
+        # nothing), never the best "improvement" of all.
+        return Finding(field, "mismatch", measured, expected, tolerance, "no measurement: a run that ended ok")
     kind = verdict(field, measured, expected, rel)
     return None if kind == "within" else Finding(field, kind, measured, expected, tolerance)
 

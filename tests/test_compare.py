@@ -136,7 +136,8 @@ def test_describe_adds_decimals_where_one_would_hide_the_crossing() -> None:
         (19.17, None),  # exactly -10%: inclusive
         (23.44, "regression"),
         (19.16, "improvement"),
-        (0.0, "improvement"),
+        (0.001, "improvement"),
+        (0.0, "mismatch"),  # no measurement (test_memory_not_measured_is_a_mismatch)
     ],
 )
 def test_memory_band_is_two_sided_and_inclusive(measured: float, kind: str | None) -> None:
@@ -157,7 +158,15 @@ def test_memory_tolerance_comes_from_the_argument() -> None:
     assert finding.tolerance == "±2.5%"
 
 
-@pytest.mark.parametrize(("measured", "detail"), [(None, "not measured"), (math.nan, "not a finite number")])
+@pytest.mark.parametrize(
+    ("measured", "detail"),
+    [
+        (None, "not measured"),
+        (math.nan, "not a finite number"),
+        # Before: -100%, "improved" (and a pass without --strict): a tracker that saw nothing.
+        (0.0, "no measurement: a run that ended ok"),
+    ],
+)
 def test_memory_not_measured_is_a_mismatch(measured: float | None, detail: str) -> None:
     [finding] = check_memory(make_case(), measured, TOL)
     assert (finding.kind, finding.detail) == ("mismatch", detail)

@@ -396,6 +396,15 @@ def test_an_error_row_that_now_runs_out_of_memory_is_no_regression() -> None:
     assert diff_results(results([row("r", measured(**error))]), ok_row).exit_status == 1  # expected ok: still
 
 
+def test_a_peak_that_fell_to_zero_is_no_improvement() -> None:
+    """Before: "max_memory_gb -100.0%: improvement", exit 0, for a tracker that saw nothing."""
+    diff = diff_results(
+        results([row("r", measured(max_memory_gb=2.0))]), results([row("r", measured(max_memory_gb=0.0))])
+    )
+    assert [f.change for f in diff.rows[0].figures if f.field == "max_memory_gb"] == ["regression"]
+    assert diff.exit_status == 1
+
+
 def test_changed_parameter_counts_fail(tmp_path: Path) -> None:
     old = results([row("r", measured(trainable_params=4194304))])
     new = results([row("r", measured(trainable_params=4194305))])
