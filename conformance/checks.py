@@ -132,8 +132,9 @@ class RowCheck:
             ended = f"no speed measured: the run ended with outcome {run.outcome!r}"
             if ((self.active.name, case.id), "run") in self.session.selected_checks:
                 # test_run judges that outcome (a failure, or an expected OOM): one verdict, not two.
-                self._note("speed", f"{ended} (test_run judges it)")
-                pytest.skip(self._named(f"{ended} (test_run judges it)"))
+                reason = f"{ended} (test_run judges it)"
+                self._note("speed", reason)
+                pytest.skip(self._named(reason))
             self._fail("speed", ended, run, findings)
         self._conclude("speed", own, run, findings)
 

@@ -488,7 +488,7 @@ def _measured(row: Mapping[str, Any], where: str) -> Result | None:
     return Result.from_json(data, f"{where}: row {row.get('profile')}:{row.get('id')}: measured")
 
 
-_TOLERANCE_OF = {"max_memory_gb": "memory_rel", "time_1k_iters_min": "speed_rel", "tokens_per_sec": "speed_rel"}
+_TOLERANCE_OF = {"max_memory_gb": "memory_rel", **dict.fromkeys(SPEED_FIELDS, "speed_rel")}
 
 
 def _failed_on_the_judging_alone(

@@ -176,7 +176,7 @@ def mixing_problem(
     unmeasured: list[str],
     old_cases: Mapping[str, tuple[str, Mapping[str, Any]]],
     why: Mapping[str, str] | None = None,
-    old_speeds: list[str] | None = None,
+    old_speeds: Collection[str] = (),
 ) -> ExpectationError | None:
     """Why a recording into ``target`` on the card or machine ``now`` cannot keep the ``unmeasured``
     rows of the profile it had (recorded on ``before``): a profile holds one memory, and its speeds
@@ -193,10 +193,10 @@ def mixing_problem(
             f" the profile keep figures measured under {_memory_text(before)}: {', '.join(named)}{more};"
             f" measure every row to change its memory, or record under the profile's ({_cap_option(before)})",
         )
-    timed = [case_id for case_id in [*unmeasured, *(old_speeds or [])] if _timed(old_cases[case_id][1])]
+    timed = [case_id for case_id in [*unmeasured, *old_speeds] if _timed(old_cases[case_id][1])]
     if timed and _machine(before) != _machine(now):
         named = ", ".join(
-            f"{case_id} ({'its speed not recorded here' if case_id in (old_speeds or []) else 'not measured'})"
+            f"{case_id} ({'its speed not recorded here' if case_id in old_speeds else 'not measured'})"
             for case_id in timed[:3]
         ) + (f" and {len(timed) - 3} more" if len(timed) > 3 else "")
         return ExpectationError(
@@ -238,7 +238,7 @@ def _machine_text(hardware: Mapping[str, Any]) -> str:
 
 
 def _timed(row: Mapping[str, Any]) -> bool:
-    return any(row.get(key) is not None for key in ("time_1k_iters_min", "tokens_per_sec"))
+    return any(row.get(key) is not None for key in SPEED_FIELDS)
 
 
 def _memory_text(hardware: Mapping[str, Any]) -> str:

@@ -425,28 +425,25 @@ class ConformanceSession:
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self._selected_any = bool(session.items)
         # Every process, a pytest-xdist worker too, collects the whole selection (after -k).
-        self.selected_checks = {found for found in map(check_kind_of, session.items) if found is not None}
+        selected = [found for found in map(check_kind_of, session.items) if found is not None]
+        self.selected_checks = set(selected)
         if self.is_worker:  # for the controller's -k hint: it collects nothing itself
             session.config.workeroutput[_WORKER_DESELECTED] = [list(key) for key in sorted(self._deselected)]  # type: ignore[attr-defined]
         if session.config.option.collectonly or not self.resolved or self.is_worker:
             # A worker collects every item but runs only those it is sent: no prefetching there.
             return
-        selected = [f for f in map(check_kind_of, session.items) if f is not None]
         self._refuse_a_baseline_that_judges_nothing(selected)
         self._refuse_losing_measured_rows(selected)
         self._refuse_a_record_that_would_mix(selected)
-        for item in session.items:
-            found = check_kind_of(item)
-            if found is not None:
-                self.row(*self.lookup(found[0])).selected.add(found[1])
+        for key, kind in selected:
+            self.row(*self.lookup(key)).selected.add(kind)
         rows, seen = [], set()
-        for item in session.items:
-            found = check_kind_of(item)
-            if found is None or found[1] == "params" or found[0] in seen:
+        for key, kind in selected:
+            if kind == "params" or key in seen:
                 continue
-            active, case = self.lookup(found[0])
-            if skip_reason(found[1], active, case) is None and found[0] not in self.baseline_skips:
-                seen.add(found[0])
+            active, case = self.lookup(key)
+            if skip_reason(kind, active, case) is None and key not in self.baseline_skips:
+                seen.add(key)
                 rows.append((active, case))
         # Started with the first check (pytest_runtest_setup), not now: under `pytest tests conformance`
         # the rows would otherwise be timed beside every test that runs before them.

@@ -140,38 +140,29 @@ def run_hyperparameters(method: str, ranks: int = 1, **overrides: Any) -> Hyperp
     (64/devices, 128/devices), so that an optimizer step still sees 64 or 128 samples; lora.py did
     not. Their warmup in optimizer steps is unchanged by it. The run and the estimate of a run
     (``conformance estimate``) both take their defaults from here."""
-    if overrides.get("batch_size") is None:
-        batch = hyperparameters(method).batch_size
-        if method != "lora" and ranks > 1:
-            batch = max(1, batch // ranks)
-        micro = overrides.get("micro_batch_size")
-        default_micro = micro is None
-        micro = hyperparameters(method).micro_batch_size if default_micro else micro
-        if batch < micro:  # a default the user never typed: said so
-            on = f" on {ranks} ranks" if method != "lora" and ranks > 1 else ""
-            of = " (the default)" if default_micro else ""
-            raise ValueError(
-                f"--batch-size {batch} (the default for {method}{on}) is smaller than --micro-batch-size {micro}{of}:"
-                " give a --batch-size"
-            )
-        return hyperparameters(method, **{**overrides, "batch_size": batch})
-    if overrides.get("micro_batch_size") is None:  # a typed batch under the default micro-batch: said so
-        micro = hyperparameters(method).micro_batch_size
-        if 1 <= overrides["batch_size"] < micro:  # (below 1: the field's own check says so)
-            raise ValueError(
-                f"--batch-size {overrides['batch_size']} is smaller than --micro-batch-size {micro}"
-                f" (the default for {method})"
-            )
-    chosen = hyperparameters(method, **overrides)
-    if chosen.batch_size % chosen.micro_batch_size:
+    reference = hyperparameters(method)  # (an unknown method is refused here)
+    typed_batch, typed_micro = (overrides.get(k) is not None for k in ("batch_size", "micro_batch_size"))
+    batch = overrides["batch_size"] if typed_batch else reference.batch_size
+    on = ""
+    if not typed_batch and method != "lora" and ranks > 1:
+        batch, on = max(1, batch // ranks), f" on {ranks} ranks"
+    micro = overrides["micro_batch_size"] if typed_micro else reference.micro_batch_size
+    # A value the user never typed is said to be a default.
+    batch_text = f"--batch-size {batch}" + ("" if typed_batch else f" (the default for {method}{on})")
+    micro_text = f"--micro-batch-size {micro}"
+    if not typed_micro:
+        micro_text += " (the default)" if not typed_batch else f" (the default for {method})"
+    if 1 <= batch < micro:  # (below 1: the fields' own checks say so)
+        raise ValueError(
+            f"{batch_text} is smaller than {micro_text}" + ("" if typed_batch else ": give a --batch-size")
+        )
+    chosen = hyperparameters(method, **{**overrides, "batch_size": batch})
+    if typed_batch and chosen.batch_size % chosen.micro_batch_size:
         # The reference floors batch/micro to its accumulation count, so a step would quietly see
-        # fewer samples than the batch the user typed.
-        micro = f"--micro-batch-size {chosen.micro_batch_size}"
-        if overrides.get("micro_batch_size") is None:
-            micro += f" (the default for {method})"
+        # fewer samples than the batch the user typed (a default batch is floored as it was).
         steps = chosen.gradient_accumulation_iters
         raise ValueError(
-            f"--batch-size {chosen.batch_size} is not a multiple of {micro}: an optimizer step would see"
+            f"{batch_text} is not a multiple of {micro_text}: an optimizer step would see"
             f" {steps * chosen.micro_batch_size} samples ({steps} x {chosen.micro_batch_size})"
         )
     return chosen
