@@ -353,8 +353,11 @@ class Config:
         if not path.exists():
             raise ValueError(f"{path}: no such config file")
         if path.is_dir():
-            inside = [name for name in ("lit_config.json", "model_config.yaml") if (path / name).is_file()]
-            hint = f": pass {path / inside[0]}" if inside else " (a checkpoint's lit_config.json or model_config.yaml)"
+            names = ("lit_config.json", "model_config.yaml", *(("config.json",) if hf_reader is not None else ()))
+            inside = [name for name in names if (path / name).is_file()]
+            hint = (
+                f": pass {path / inside[0]}" if inside else f" (a checkpoint's {', '.join(names[:-1])} or {names[-1]})"
+            )
             raise ValueError(f"{path}: is a folder, not a config file{hint}")
         if not path.is_file():
             raise ValueError(f"{path}: not a regular file")

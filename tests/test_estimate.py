@@ -1565,6 +1565,8 @@ def test_a_hugging_face_config_json_is_estimated_as_convert_hf_would_read_it(
         assert code == 0, err
         figures.append(json.loads(out))
     assert figures[0]["model"] == "My-Llama"  # named after its folder, as a lit_config.json without a name
+    code, _, err = run_cli(["--config", str(folder), *args], capsys)  # its folder: the file to pass is named
+    assert code == 2 and err.endswith(f"{folder}: is a folder, not a config file: pass {folder / 'config.json'}\n")
     assert figures[0]["max_memory_gb"] == figures[1]["max_memory_gb"] > 0
     (folder / "config.json").write_text(json.dumps({**hf, "architectures": ["MistralForCausalLM"]}))
     code, _, err = run_cli(["--config", str(folder / "config.json"), *args], capsys)
