@@ -190,7 +190,7 @@ def mixing_problem(
         return ExpectationError(
             target,
             f"this session measured under {_memory_text(now)}, but {rows_text(len(unmeasured))} of"
-            f" the profile keep figures measured under {_memory_text(before)}: {', '.join(named)}{more};"
+            f" the profile {_keep(len(unmeasured))} figures measured under {_memory_text(before)}: {', '.join(named)}{more};"
             f" measure every row to change its memory, or record under the profile's ({_cap_option(before)})",
         )
     timed = [case_id for case_id in [*unmeasured, *old_speeds] if _timed(old_cases[case_id][1])]
@@ -202,7 +202,7 @@ def mixing_problem(
         return ExpectationError(
             target,
             f"this session ran on {_machine_text(now)}, but {rows_text(len(timed))} of the profile"
-            f" keep speeds timed on {_machine_text(before)}: {named}; measure every row, on an idle"
+            f" {_keep(len(timed))} speeds timed on {_machine_text(before)}: {named}; measure every row, on an idle"
             " machine, to move the profile to this one, or record into another folder",
         )
     return None
@@ -235,6 +235,10 @@ def _machine(hardware: Mapping[str, Any]) -> tuple[Any, Any]:
 def _machine_text(hardware: Mapping[str, Any]) -> str:
     sku, cpu = _machine(hardware)
     return f"the CPU {cpu!r}" if sku == "cpu" else f"{sku!r}"
+
+
+def _keep(rows: int) -> str:
+    return "keeps" if rows == 1 else "keep"
 
 
 def _timed(row: Mapping[str, Any]) -> bool:

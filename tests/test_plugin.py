@@ -631,7 +631,7 @@ def test_record_writes_a_loadable_profile_and_rerecord_prints_a_diff(suite: Suit
     assert moved.ret == pytest.ExitCode.USAGE_ERROR
     moved.stderr.fnmatch_lines(
         [
-            "ERROR: --record *recorded: this session ran on the CPU *, but 1 row of the profile keep"
+            "ERROR: --record *recorded: this session ran on the CPU *, but 1 row of the profile keeps"
             f" speeds timed on the CPU 'Another CPU': {INFER} (not measured); measure every row, on an idle"
             " machine, to move the profile to this one, or record into another folder"
         ]
