@@ -129,6 +129,7 @@ class RowDiff:
     stack: tuple[tuple[str, Any, Any], ...] = ()  # the fingerprint fields that differ between its two runs
     machines: tuple[str | None, str | None] | None = None  # its speeds were timed on these different machines
     expected_moved: bool = False  # its failing file failed it only on how it judged unchanged figures
+    errors: tuple[str | None, str | None] = (None, None)  # each run's error text (shown, not judged)
 
     @property
     def not_run(self) -> bool:
@@ -140,6 +141,16 @@ class RowDiff:
         """In both files, and not compared: not run in one, or measured under another memory cap
         (``--emulate-memory-gb``), where the same box may fit in one and run out in the other."""
         return self.not_run or self.caps is not None
+
+    @property
+    def why_not_compared(self) -> str | None:
+        """Why a row in both files was not compared, in words (None: it was, or is in one file)."""
+        if self.not_run:
+            where = " and ".join(self.unrun)
+            return f"its run did not finish in {where.upper() if len(self.unrun) == 1 else 'both files'}"
+        if self.caps is not None:
+            return f"measured under {cap_text(self.caps[0])} in OLD and {cap_text(self.caps[1])} in NEW"
+        return None
 
     @property
     def verdict_change(self) -> Change:
@@ -350,6 +361,7 @@ def diff_results(
                 tuple(f for f in figures if f is not None), judged=(decided_verdict(before), decided_verdict(after)),
                 stack=stack_changes(*prints)[0], machines=None if machines[0] == machines[1] else machines,
                 expected_moved=_failed_on_the_judging_alone(before, after, figures),
+                errors=(runs[0].error if runs[0] else None, runs[1].error if runs[1] else None),
             )
         )  # fmt: skip
     stack, same = _files_stack(pairs or [(old.get("fingerprint") or {}, new.get("fingerprint") or {})])
@@ -648,6 +660,13 @@ def to_json(diff: Diff) -> dict[str, Any]:
                 "status": r.status,
                 "verdict": {"old": r.old_verdict, "new": r.new_verdict, "change": r.verdict_change},
                 "figures": [asdict(f) for f in r.figures],
+                "compared": r.status == "both" and not r.not_compared,
+                "not_compared": r.why_not_compared,
+                "lost": r.lost,
+                "stack": [{"field": f, "old": a, "new": b} for f, a, b in r.stack],
+                "machines": None if r.machines is None else {"old": r.machines[0], "new": r.machines[1]},
+                "judged_differently": r.expected_moved,
+                "error": {"old": r.errors[0], "new": r.errors[1]},
             }
             for r in diff.rows
         ],
@@ -688,7 +707,10 @@ def render_markdown(diff: Diff) -> str:
         r
         for r in diff.rows
         if (r.status != "both" and r.measured)
-        or (r.status == "both" and (r.old_verdict != r.new_verdict or any(c != "same" for c in r.changes())))
+        or (
+            r.status == "both"
+            and (r.old_verdict != r.new_verdict or any(c != "same" for c in r.changes()) or _error_lines(r.errors))
+        )
     ]
     if moved:
         out += ["", "## Rows", "", "| Row | Verdict | Figures |", "|---|---|---|"]
@@ -696,13 +718,31 @@ def render_markdown(diff: Diff) -> str:
             verdict = _value(row.old_verdict) + (f" → {_value(row.new_verdict)}" if row.status == "both" else "")
             if row.status != "both":
                 verdict = f"{row.status} ({_value(row.old_verdict or row.new_verdict)})"
-            figs = (
-                "not measured in NEW"
-                if row.lost
-                else "<br>".join(f.text() for f in row.figures if f.change != "same") or "-"
-            )
+            if row.lost:
+                figs = "not measured in NEW"
+            elif row.why_not_compared:
+                figs = f"not compared: {row.why_not_compared}"
+            else:
+                figs = (
+                    "<br>".join([f.text() for f in row.figures if f.change != "same"] + _error_lines(row.errors)) or "-"
+                )
             out.append(f"| `{row.profile}:{row.id}` | {verdict} | {figs} |")
     return "\n".join(out).rstrip() + "\n"
+
+
+def _error_lines(errors: tuple[str | None, str | None]) -> list[str]:
+    """The error text of a row whose error changed (shown beside its figures, judged by its check)."""
+    old, new = errors
+    if old == new:
+        return []
+    return [f"error {_quoted(old)} → {_quoted(new)}"]
+
+
+def _quoted(text: str | None, limit: int = 160) -> str:
+    if text is None:
+        return "none"
+    text = " ".join(text.split()).replace("|", "\\|")
+    return f"`{text if len(text) <= limit else text[: limit - 1] + '…'}`"
 
 
 def _value(value: Any) -> str:

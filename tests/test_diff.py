@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+from contextlib import redirect_stdout
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -693,3 +695,60 @@ def test_rows_measured_in_neither_file_are_counted_apart_and_deselected_rows_are
     gone = diff_results(results([kept, row("measured-once", measured(max_memory_gb=1.0))]), results([kept]))
     assert gone.summary["removed"] == 1 and "measured-once" in render_markdown(gone)
     assert "**pass**: 0 rows regressed" in text
+
+
+def test_json_rows_say_why_a_row_was_not_compared_and_what_else_the_table_says(tmp_path: Path) -> None:
+    """A machine reading ``--json`` learns per row what the Markdown says: not compared and why,
+    lost, the stack and machines of its two runs, judged differently, and the error texts."""
+    done = row("done", measured(max_memory_gb=2.0))
+    capped_old = row("capped", measured(max_memory_gb=0.0166), memory_cap_gb=1.0)
+    capped_new = row("capped", measured(outcome="oom", error="CPU memory cap exceeded"), memory_cap_gb=0.01)
+    died = measured(outcome="error", error="exited with status 1 without a result: KeyboardInterrupt")
+    old = results([done, capped_old, row("cut", measured(max_memory_gb=2.0)), row("gone", measured(max_memory_gb=1.0))])
+    new = _unfinished(results([done, capped_new, row("cut", died, verdict="not run")], torch=NEW_TORCH))
+    before, after = write(tmp_path / "old.json", old), write(tmp_path / "new.json", new)
+    by_id = {r["id"]: r for r in _json_diff(before, after)["rows"]}
+    assert by_id["cut"]["compared"] is False and by_id["cut"]["not_compared"] == "its run did not finish in NEW"
+    assert by_id["capped"]["not_compared"] == "measured under a 1 GB memory cap in OLD and a 0.01 GB memory cap in NEW"
+    assert by_id["done"]["compared"] is True and by_id["done"]["not_compared"] is None
+    assert by_id["done"]["stack"] == [{"field": "torch", "old": FINGERPRINT["torch"], "new": NEW_TORCH}]
+    assert by_id["gone"]["lost"] is True and by_id["gone"]["compared"] is False
+    assert by_id["done"]["lost"] is False and by_id["done"]["machines"] is None
+    assert by_id["done"]["judged_differently"] is False
+
+
+def _json_diff(old: Path, new: Path) -> dict:
+    out = io.StringIO()
+    with redirect_stdout(out):
+        cmd_diff(old, new, as_json=True)
+    return json.loads(out.getvalue())
+
+
+def test_markdown_says_why_a_listed_row_was_not_compared(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    done = row("done", measured(max_memory_gb=2.0))
+    died = measured(outcome="error", error="exited with status 1 without a result: KeyboardInterrupt")
+    old = write(tmp_path / "old.json", results([done, row("cut", measured(max_memory_gb=2.0))]))
+    new = write(tmp_path / "new.json", _unfinished(results([done, row("cut", died, verdict="not run")])))
+    assert cmd_diff(old, new) == 1
+    text = capsys.readouterr().out
+    assert "| `a100-sxm4-40gb:cut` | passed → not run | not compared: its run did not finish in NEW |" in text
+
+
+def test_a_row_whose_error_changed_shows_both_texts(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A row that failed before and fails now with another error: the table says which errors, as
+    the verdict alone (failed → failed) does not."""
+    old_error = measured(outcome="error", error="CUDA error: CUBLAS_STATUS_NOT_INITIALIZED")
+    new_error = measured(outcome="error", error="illegal memory access | at  aten::mm\n(see log)")
+    old = write(tmp_path / "old.json", results([row("r", old_error, verdict="failed")]))
+    new = write(tmp_path / "new.json", results([row("r", new_error, verdict="failed")]))
+    cmd_diff(old, new)
+    text = capsys.readouterr().out
+    assert (
+        "| `a100-sxm4-40gb:r` | failed → failed | error `CUDA error: CUBLAS_STATUS_NOT_INITIALIZED`"
+        " → `illegal memory access \\| at aten::mm (see log)` |"
+    ) in text
+    by_id = {r["id"]: r for r in _json_diff(old, new)["rows"]}
+    assert by_id["r"]["error"] == {"old": old_error["error"], "new": new_error["error"]}
+    # The same error twice: nothing to list.
+    cmd_diff(old, write(tmp_path / "again.json", results([row("r", old_error, verdict="failed")])))
+    assert "## Rows" not in capsys.readouterr().out
