@@ -346,8 +346,8 @@ class Config:
         """Read a ``lit_config.json`` as written by Lit-GPT or by :meth:`to_file`, or the
         ``model_config.yaml`` of later Lit-GPT checkpoints (by its ``.yaml``/``.yml`` suffix). Its
         size fields (``REQUIRED_IN_FILE``) must be present: a default would silently build another
-        model. A Hugging Face ``config.json`` (``architectures`` or ``model_type``, none of Lit-GPT's
-        own size fields) is read by ``hf_reader`` (``litgpt_min.hf_config.config_from_hf``, given by
+        model. A Hugging Face ``config.json`` (``architectures`` or ``model_type``, no ``block_size``)
+        is read by ``hf_reader`` (``litgpt_min.hf_config.config_from_hf``, given by
         the caller: that module builds on this one), else refused, pointing to ``convert-hf``."""
         path = Path(path)
         if not path.exists():
@@ -361,15 +361,25 @@ class Config:
             raise ValueError(f"{path}: is a folder, not a config file{hint}")
         if not path.is_file():
             raise ValueError(f"{path}: not a regular file")
+        kind = "YAML" if path.suffix.lower() in (".yaml", ".yml") else "JSON"
         try:
-            text = path.read_text(encoding="utf-8")
-            values = _load_yaml(text) if path.suffix.lower() in (".yaml", ".yml") else json_keys.loads(text)
-        except (OSError, ValueError) as exc:  # JSON, YAML or UTF-8 errors
-            raise ValueError(f"{path}: cannot read config: {' '.join(str(exc).split())}") from None
+            text = path.read_bytes().decode("utf-8")
+        except OSError as exc:
+            raise ValueError(f"{path}: cannot read config: {exc.strerror or exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{path}: not UTF-8 text: byte {exc.start} ({exc.reason})") from None
+        try:
+            values = _load_yaml(text) if kind == "YAML" else json_keys.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
+        except ValueError as exc:  # YAML's errors, a key given twice, nesting too deep
+            raise ValueError(f"{path}: not valid {kind}: {' '.join(str(exc).split())}") from None
         if isinstance(values, Mapping):
             missing = [key for key in REQUIRED_IN_FILE if key not in values]
+            # Lit-GPT's files carry neither key, and always a block_size, which Hugging Face's never
+            # spell; theirs may share Lit-GPT's other size names (GPT-2's n_embd, n_head, n_layer).
             hf_keys = "architectures" in values or "model_type" in values
-            if hf_keys and set(missing) >= {"block_size", "n_layer", "n_head", "n_embd"}:  # none of Lit-GPT's own
+            if hf_keys and "block_size" in missing:
                 if hf_reader is None:
                     raise ValueError(
                         f"{path}: a Hugging Face config.json, not a Lit-GPT config: litgpt-min convert-hf writes one"
