@@ -1,19 +1,40 @@
 """What a `-k` that selects no row of the suite is told: row ids name each model by its slug
-(``llama2_7b``), not by its registry name (``Llama-2-7b-hf``)."""
+(``llama2_7b``), not by its registry name (``Llama-2-7b-hf``), and spell every other part as
+``case_id`` does (``nf4_dq``, ``adapter_v2``, ``2gpu``): a word no row id contains is named, with
+the parts it resembles."""
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterable
+from typing import Any
 
-from conformance.expectations import model_slug
+from conformance.expectations import QUANT_SLUGS, model_slug
+from conformance.rules import CHECKS
+
+# The parts of a row id, in its order (``case_id``), each with how it is read from a row.
+_PARTS: tuple[tuple[str, Any], ...] = (
+    ("workloads", lambda c: c.workload),
+    ("methods", lambda c: c.method),
+    ("models", lambda c: model_slug(c.model)),
+    ("quantizations", lambda c: QUANT_SLUGS.get(c.quantize)),
+    ("micro-batches", lambda c: None if c.micro_batch_size is None else f"mb{c.micro_batch_size}"),
+    ("devices", lambda c: f"{c.devices}gpu"),
+)
+_OPERATORS = {"and", "or", "not"}
 
 
-def no_row_hint(keyword: str, models: set[str], profiles: Iterable[str] = (), speed_rows: int | None = None) -> str:
+def no_row_hint(
+    keyword: str, models: set[str], profiles: Iterable[str] = (), speed_rows: int | None = None,
+    cases: Iterable[Any] = (),
+) -> str:  # fmt: skip
     """One line for a `-k` expression that deselected every row of ``models`` (registry names) in
     ``profiles`` (whose names, ``cpu-tiny``, begin every row id); ``speed_rows``: how many active
-    rows have a speed figure (test_speed checks only those)."""
+    rows have a speed figure (test_speed checks only those); ``cases``: the rows it deselected
+    (``Case``: their ids and the parts they are made of)."""
     profiles = sorted(profiles)
+    cases = list(cases)
     if speed_rows is not None and _written("test_speed", keyword):
         if not speed_rows:
             return (
@@ -39,6 +60,8 @@ def no_row_hint(keyword: str, models: set[str], profiles: Iterable[str] = (), sp
         kinds = [("a model by its slug", model_fixes), ("a profile by its name", profile_fixes)]
         what = " and ".join(kind for kind, fixes in kinds if fixes)
         return f"conformance: -k {keyword!r} selects no row: row ids name {what}; try -k {fixed!r}"
+    if cases:
+        return _parts_hint(keyword, cases, profiles) + speed
     listing = ", ".join(sorted(slugs))
     return (
         f"conformance: -k {keyword!r} selects no row; row ids name the models {listing}"
@@ -48,3 +71,62 @@ def no_row_hint(keyword: str, models: set[str], profiles: Iterable[str] = (), sp
 
 def _written(name: str, keyword: str) -> bool:
     return re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", keyword, flags=re.IGNORECASE) is not None
+
+
+def _parts_hint(keyword: str, cases: list[Any], profiles: list[str]) -> str:
+    """Name the words of ``keyword`` that no row id contains, with the id parts each resembles: a
+    ``try -k`` when each is one part but for its separators or their order (``nf4dq``,
+    ``llama_tiny``), else how ids are made and of which parts."""
+    parts = {kind: sorted({v for v in map(read, cases) if v}, key=_natural) for kind, read in _PARTS}
+    haystack = [f"{c.profile}:{c.id}".lower() for c in cases] + [name.lower() for name in (*CHECKS, *profiles)]
+    tokens = re.findall(r"[^\s()]+", keyword)
+    # A word after "not" is one a row must lack: no id holding it is no mistake.
+    words = [
+        w for i, w in enumerate(tokens) if w.lower() not in _OPERATORS and (i == 0 or tokens[i - 1].lower() != "not")
+    ]
+    unknown = [w for w in dict.fromkeys(words) if not any(w.lower() in text for text in haystack)]
+    every = sorted({p for values in parts.values() for p in values}, key=_natural)
+    fixes: dict[str, str] = {}
+    named = []
+    for word in unknown:
+        same = [p for p in every if _bare(p) == _bare(word) or _pieces(p) == _pieces(word)]
+        if len(same) == 1:
+            fixes[word] = same[0]
+        near = same or sorted(difflib.get_close_matches(word.lower(), every, n=3, cutoff=0.6), key=_natural)
+        named.append(f"{word!r}" + (f" (like {_or(near)})" if near else ""))
+    made = "; ".join(f"{kind} {', '.join(values)}" for kind, values in parts.items() if values)
+    shape = (
+        f"row ids are workload-[method-]model-quantization-[mbN-]Ngpu, of {made}"
+        " (pytest conformance --collect-only -q lists every id)"
+    )
+    if unknown and len(fixes) == len(unknown):
+        fixed = keyword
+        for wrong, right in fixes.items():
+            fixed = re.sub(rf"(?<![\w-]){re.escape(wrong)}(?![\w-])", right, fixed)
+        return f"conformance: -k {keyword!r} selects no row: no row id contains {_and(named)}; try -k {fixed!r}"
+    if unknown:
+        return f"conformance: -k {keyword!r} selects no row: no row id contains {_and(named)}; {shape}"
+    return f"conformance: -k {keyword!r} selects no row: each of its words is in some row id, none matches it whole; {shape}"
+
+
+def _bare(word: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", word.lower())
+
+
+def _pieces(word: str) -> list[str]:
+    """``llama_tiny`` and ``tiny_llama``: the same pieces in another order."""
+    return sorted(p for p in re.split(r"[^a-z0-9]+", word.lower()) if p)
+
+
+def _natural(text: str) -> tuple[Any, ...]:
+    """``mb2`` before ``mb16``, ``2gpu`` before ``16gpu``."""
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text))
+
+
+def _or(values: list[str]) -> str:
+    quoted = [repr(v) for v in values]
+    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+
+
+def _and(values: list[str]) -> str:
+    return values[0] if len(values) == 1 else f"{', '.join(values[:-1])} and {values[-1]}"

@@ -691,9 +691,11 @@ class ConformanceSession:
         # Only -k's doing: -m and --deselect also deselect (and feed pytest_deselected).
         alone = not getattr(option, "markexpr", "") and not getattr(option, "deselect", None)
         if keyword and alone and self._deselected and not self._selected_any and self.resolved:
-            models = {self.lookup(key)[1].model for key in self._deselected}
+            cases = [self.lookup(key)[1] for key in sorted(self._deselected)]
             speed_rows = sum(applies("speed", c) for a in self.active_profiles() for c in a.profile.cases)
-            terminalreporter.write_line(no_row_hint(keyword, models, {key[0] for key in self._deselected}, speed_rows))
+            profiles = {key[0] for key in self._deselected}
+            hint = no_row_hint(keyword, {c.model for c in cases}, profiles, speed_rows, cases)
+            terminalreporter.write_line(hint)
         if not self.resolved or not self.writes:
             return
         if not self.rows:
