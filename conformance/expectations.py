@@ -19,7 +19,6 @@ import functools
 import json
 import math
 import re
-import stat
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,7 @@ from jsonschema.exceptions import SchemaError, ValidationError
 from conformance.display import display
 from litgpt_min import json_keys
 from litgpt_min.config import known_names
-from litgpt_min.files import json_text, real_path, write_files_atomic
+from litgpt_min.files import json_text, read_input_bytes, real_path, write_files_atomic
 from litgpt_min.json_keys import DuplicateKey
 from litgpt_min.result import Outcome, Workload
 
@@ -364,17 +363,20 @@ def _utf8(text: str) -> bool:
     return True
 
 
+# A 72-row profile file is about 40 kB.
+MAX_PROFILE_FILE_BYTES = 10 * 10**6
+
+
 def _read_json(path: Path) -> Any:
     """Strict JSON: no NaN/Infinity, no duplicate keys (``json`` would keep the last silently)."""
     try:
-        mode = path.stat().st_mode
-        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):  # (a folder: read_bytes says so)
-            raise ExpectationError(path, "not a regular file (a FIFO or a device, which reading could block)")
-        text = path.read_bytes().decode("utf-8")
+        text = read_input_bytes(path, MAX_PROFILE_FILE_BYTES, "expectation file").decode("utf-8")
     except OSError as exc:
         raise ExpectationError(path, f"cannot read: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
         raise ExpectationError(path, f"not UTF-8 text: byte {exc.start} ({exc.reason})") from None
+    except ValueError as exc:  # a FIFO, a device, a file larger than any profile's
+        raise ExpectationError(path, str(exc)) from None
     try:
         return strict_json(text)
     except json.JSONDecodeError as exc:

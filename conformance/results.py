@@ -31,7 +31,7 @@ from conformance.options import options_json
 from conformance.profiles import profile_json
 from conformance.snapshot import RowSnapshot, Snapshot
 from conformance.verdicts import Verdict, row_verdict
-from litgpt_min.files import read_only
+from litgpt_min.files import read_input_bytes, read_only
 from litgpt_min.result import Result, plain_json
 
 FORMAT = "litgpt-conformance-results/2"
@@ -388,12 +388,23 @@ def speed_check_skipped(row: Mapping[str, Any]) -> bool:
     return (row.get("checks") or {}).get("speed") == "skipped" and row.get("verdict") != "skipped"
 
 
+# Far above any session's file (a row with its log tail is a few kB), far below what parsing it would
+# take of the host's memory.
+MAX_RESULTS_BYTES = 100 * 10**6
+
+
 def load_results(path: Path) -> dict[str, Any]:
     """A results document; ``ValueError`` naming the file and the field (a JSON pointer)."""
     try:
-        data = strict_json(Path(path).read_text(encoding="utf-8"))
+        raw = read_input_bytes(path, MAX_RESULTS_BYTES, "results file")
     except OSError as exc:
         raise ValueError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    try:
+        data = strict_json(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text: byte {exc.start} ({exc.reason})") from None
     except ValueRefused as exc:  # NaN, 1e18 or more, a lone surrogate: named with its JSON pointer
         raise ValueError(f"{path}: {exc.pointer}: {exc.what}{exc.owner}") from None
     except ValueError as exc:  # DuplicateKey among them

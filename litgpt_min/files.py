@@ -15,6 +15,9 @@ reports, diffs, plots, benchmark reports) goes through ``atomic_write``, ``write
   that resolves inside the input's root, so a link planted in an input directory cannot smuggle
   an outside file (``/etc/shadow``, an SSH key) into the output.
 
+Inputs a user names are read with ``read_input_bytes``: a regular file up to a size, never a FIFO
+or a device (``/dev/zero`` would fill the memory, a FIFO block forever).
+
 Problems are ``ValueError`` naming the path, which the command lines turn into one line and exit
 status 2.
 """
@@ -22,6 +25,7 @@ status 2.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import secrets
@@ -36,6 +40,33 @@ def real_path(path: str | Path) -> Path:
     """``path`` absolute, with every link resolved as far as it goes: ``Path.resolve`` without its
     ``RuntimeError`` for a link that loops (a user's path is compared, never trusted to resolve)."""
     return Path(os.path.realpath(path))
+
+
+def read_input_bytes(path: str | Path, limit_bytes: int, what: str = "file") -> bytes:
+    """The bytes of the regular file ``path`` (links followed), at most ``limit_bytes`` of them:
+    ``ValueError`` (the reason, without the path) for a FIFO, a device or a larger file; a folder
+    or a missing file is ``OSError`` from the read, as before."""
+    with _opened_regular(path) as handle:
+        data = handle.read(limit_bytes + 1)
+    if len(data) > limit_bytes:
+        raise ValueError(f"larger than any {what} ({limit_bytes / 1e6:g} MB at most)")
+    return data
+
+
+def _opened_regular(path: str | Path) -> IO[bytes]:
+    # Opened without blocking (a FIFO with no writer would block open() itself), then checked.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        if not stat.S_ISREG(mode):
+            raise ValueError("not a regular file (a FIFO or a device, which reading could block or never end)")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def check_output_file(path: str | Path, what: str = "", *, parents: bool = False) -> Path:

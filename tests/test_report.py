@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from results_files import default_checks
 from conformance import cli, expectations
 from conformance.cli import main
 from conformance.report import render
-from conformance.results import FORMAT, load_results, verdict_counts
+from conformance.results import FORMAT, MAX_RESULTS_BYTES, load_results, verdict_counts
 from litgpt_min.result import Result
 
 REPO = Path(__file__).resolve().parent.parent
@@ -212,6 +213,35 @@ def test_cli_report_refuses_other_files(
     path.write_text(content)
     assert main(["report", str(path)]) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        pytest.param(lambda p: p.symlink_to("/dev/zero"), "not a regular file (a FIFO or a device", id="dev-zero"),
+        pytest.param(os.mkfifo, "not a regular file (a FIFO or a device", id="fifo"),
+        pytest.param(lambda p: os.truncate(_made(p), MAX_RESULTS_BYTES + 1), "larger than any results file", id="big"),
+        pytest.param(lambda p: p.write_bytes(b'{"rows": "\xff"}'), "not UTF-8 text: byte 10", id="latin-1"),
+        pytest.param(os.mkdir, "cannot read: Is a directory", id="folder"),
+    ],
+)
+def test_a_results_path_that_is_no_file_to_read_whole_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], make: Any, message: str
+) -> None:
+    """``/dev/zero`` given as a results file filled the host's memory until the kernel killed the
+    command (24 GB), and a FIFO blocked it forever: both are refused before a byte is read, as
+    a larger file than any session writes is, unread."""
+    path = tmp_path / "r.json"
+    make(path)
+    for argv in (["report", str(path)], ["diff", str(path), str(path.with_name("other.json"))]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"conformance {argv[0]}: {path}: {message}") and err.count("\n") == 1, err
+
+
+def _made(path: Path) -> Path:
+    path.touch()
+    return path
 
 
 def _edited(edit: Any) -> dict[str, Any]:
