@@ -232,6 +232,11 @@ def check_record_target(directory: Path, force: bool) -> None:
     for name in existing:
         if why := read_only(directory / name):
             raise ValueError(f"--record {directory}: {name} {why}")
+    # Refused at write too: said now, before the rows run (a dangling link included, which glob skips).
+    links = sorted(n for n in os.listdir(directory) if n.endswith(".json")) if directory.is_dir() else []
+    for name in links:
+        if (directory / name).is_symlink():
+            raise ValueError(f"--record {directory}: {name} is a symbolic link; refusing to write through it")
     if existing:
         # Re-recording keeps the rows this run does not measure: the old profile must load.
         load_profile(directory.name, directory.parent)

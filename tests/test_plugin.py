@@ -1273,6 +1273,25 @@ def test_output_targets_are_usage_errors_before_any_row_runs(
     assert (root / "notes.txt").read_text() == "my notes\n" and (root / "afile").read_text() == "a file\n"
 
 
+@pytest.mark.parametrize("target", ["profile", "dangling"])
+def test_a_record_folder_whose_file_is_a_link_is_refused_before_any_row_runs(suite: Suite, target: str) -> None:
+    """The link was refused only when the session wrote: after every row had run (on a GPU, the
+    whole session), with "record failed"."""
+    suite.profile()
+    root = suite.pytester.path
+    kept = root / "mine" / "inference.json"
+    kept.parent.mkdir()
+    kept.write_text('{"keep": "me"}\n')
+    folder = root / "linked"
+    folder.mkdir()
+    (folder / "inference.json").symlink_to(kept if target == "profile" else root / "nowhere.json")
+    args = ["--expectations", str(suite.root), "--runner", "fake_runner:run", "--record", str(folder), "--force"]
+    result = suite.run_bare(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --record *linked: inference.json is a symbolic link; refusing to write*"])
+    assert not suite.calls() and kept.read_text() == '{"keep": "me"}\n'
+
+
 def test_a_results_file_that_is_the_baseline_is_a_usage_error(suite: Suite) -> None:
     """Writing the session's results over its --baseline would lose the run it is judged against."""
     suite.profile()
