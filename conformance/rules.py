@@ -17,6 +17,7 @@ from conformance.compare import SPEED_FIELDS, Finding, check_result, outside_all
 from conformance.expectations import Case
 from conformance.options import Options
 from conformance.profiles import ActiveProfile
+from litgpt_min.preflight import rank_processes_problem
 from litgpt_min.result import Result
 
 CheckKind = Literal["params", "run", "speed", "estimate"]
@@ -56,6 +57,10 @@ def run_skip_reason(active: ActiveProfile, case: Case) -> str | None:
     if case.devices > active.gpus and not active.on_cpu:
         # On the CPU, ranks are processes (litgpt-min --devices N runs FSDP over gloo).
         return f"needs {case.devices} GPUs, found {active.gpus}"
+    if active.on_cpu and (problem := rank_processes_problem(case.devices)) is not None:
+        # A capped row runs without litgpt-min's pre-flight (its OOM is the verdict): the host's
+        # room for the rank processes is checked here, before any starts.
+        return f"this machine cannot hold its rank processes: {problem[0]}"
     return None
 
 

@@ -95,22 +95,32 @@ def mem_available_bytes(meminfo: Path | None = None) -> int | None:
     return None
 
 
-def check_rank_processes(ranks: int) -> None:
-    """Raise :class:`PreflightRefusal` when the processes of ``ranks`` CPU ranks, before any tensor
-    (:data:`CPU_RANK_PROCESS_BYTES` each), would not fit the CPU's limit (:func:`device_limit`'s):
-    checked before they start, where each rank's own pre-flight would come only after all of them
-    had started."""
+def rank_processes_problem(ranks: int) -> tuple[str, float, float] | None:
+    """Why the processes of ``ranks`` CPU ranks, before any tensor (:data:`CPU_RANK_PROCESS_BYTES`
+    each), would not fit the CPU's limit (:func:`device_limit`'s), with the GB they need and the
+    limit's; None when they fit, or the machine does not say what it has."""
     limit = device_limit(torch.device("cpu"))
     need = ranks * CPU_RANK_PROCESS_BYTES
     if limit is None or ranks < 2 or need <= limit.bytes:
-        return
-    raise PreflightRefusal(
-        f"pre-flight: {ranks} rank processes hold about {gb_text(need / 1e9)} GB before any tensor (about"
+        return None
+    why = (
+        f"{ranks} rank processes hold about {gb_text(need / 1e9)} GB before any tensor (about"
         f" {CPU_RANK_PROCESS_BYTES / 1e9:g} GB each: Python, torch, the process group), more than the limit"
-        f" {gb_text(limit.gb)} GB ({limit.source}); no rank was started (--no-preflight starts them anyway)",
-        need / 1e9,
-        limit.gb,
+        f" {gb_text(limit.gb)} GB ({limit.source})"
     )
+    return why, need / 1e9, limit.gb
+
+
+def check_rank_processes(ranks: int) -> None:
+    """Raise :class:`PreflightRefusal` when the processes of ``ranks`` CPU ranks would not fit the
+    CPU (:func:`rank_processes_problem`): checked before they start, where each rank's own
+    pre-flight would come only after all of them had started."""
+    problem = rank_processes_problem(ranks)
+    if problem is not None:
+        why, need_gb, limit_gb = problem
+        raise PreflightRefusal(
+            f"pre-flight: {why}; no rank was started (--no-preflight starts them anyway)", need_gb, limit_gb
+        )
 
 
 def check(request: EstimateRequest, limit: Limit | None) -> float | None:

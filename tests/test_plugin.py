@@ -544,6 +544,29 @@ def test_multi_gpu_rows_skip_with_the_gpus_they_need(suite: Suite, monkeypatch: 
     result.stdout.fnmatch_lines(["SKIPPED [[]1] *: needs 2 GPUs, found 1"])
 
 
+def test_cpu_rows_with_more_rank_processes_than_the_host_holds_skip(
+    suite: Suite, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A CPU profile's row of 1000 devices ran with --no-preflight (its cap's OOM is its verdict):
+    1000 rank processes, about 150 GB, would have started on a 23 GB machine."""
+    from litgpt_min import preflight
+
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemAvailable:   24239212 kB\n")  # 19.86 GB usable
+    monkeypatch.setattr(preflight, "MEMINFO", meminfo)
+    fits = int(24239212 * 1024 * preflight.CPU_USABLE_SHARE) // preflight.CPU_RANK_PROCESS_BYTES
+    rows = [_finetune("lora", "tiny-llama", None, 1, devices=n, max_memory_gb=0.01) for n in (fits, 1000)]
+    suite.profile(cases=rows)
+    suite.answer({rows[0]["id"]: {"max_memory_gb": 0.01}})
+    result = suite.run("-k", "test_run")
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(
+        ["SKIPPED [[]1] *: this machine cannot hold its rank processes: 1000 rank processes hold about 150.00 GB"
+         " before any tensor (*), more than the limit 19.86 GB (80% of MemAvailable in /proc/meminfo)"]
+    )  # fmt: skip
+    assert [c["id"] for c in suite.calls()] == [rows[0]["id"]]
+
+
 def test_default_profiles_without_gpu_are_reference_plus_cpu(suite: Suite, monkeypatch: pytest.MonkeyPatch) -> None:
     fake_no_gpu(monkeypatch)
     suite.profile("a100-sxm4-40gb", sku="a100-sxm4-40gb")
