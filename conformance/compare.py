@@ -314,6 +314,10 @@ def factor_band(measured: float, expected: float, rel_tol: float) -> Band:
     return "within"
 
 
+# Figures a run that ended ok cannot measure as 0 (a tokens/s of 0 is the worst speed, judged so).
+ZERO_IS_NO_MEASUREMENT = ("max_memory_gb", "time_1k_iters_min")
+
+
 def slowdown(field: str, measured: float, expected: float) -> float:
     """How many times slower than expected a speed figure is (< 1: faster): measured / expected
     for time per 1k iterations, expected / measured for tokens per second. ``inf`` for a
@@ -363,9 +367,9 @@ def _banded(field: str, measured: Any, expected: float, rel: float) -> Finding |
     if isinstance(measured, bool) or not isinstance(measured, (int, float)) or not math.isfinite(measured):
         # NaN compares false with everything and would slip through the band as "within".
         return Finding(field, "mismatch", measured, expected, tolerance, "not a finite number")
-    if field == "max_memory_gb" and measured <= 0 < expected:
-        # A run that ended ok held memory: a zero is a broken measurement (a tracker that saw
-        # nothing), never the best "improvement" of all.
+    if field in ZERO_IS_NO_MEASUREMENT and measured <= 0 < expected:
+        # A run that ended ok held memory and took time: a zero is a broken measurement (a tracker
+        # that saw nothing, a clock that did not move), never the best "improvement" of all.
         return Finding(field, "mismatch", measured, expected, tolerance, "no measurement: a run that ended ok")
     kind = verdict(field, measured, expected, rel)
     return None if kind == "within" else Finding(field, kind, measured, expected, tolerance)

@@ -36,6 +36,7 @@ from typing import Any, Literal
 from conformance.baseline import cpu_text, machine_text
 from conformance.compare import (
     SPEED_FIELDS,
+    ZERO_IS_NO_MEASUREMENT,
     is_number,
     slowdown,
     slowdown_text,
@@ -409,8 +410,8 @@ def compare_figure(
     delta = b - a
     rel = delta / abs(a) if a else None
     judged = verdict(name, b, a, rel_tol)
-    if name == "max_memory_gb" and b <= 0 < a:
-        judged = "regression"  # no measurement (a tracker that saw nothing), as the run's check says
+    if name in ZERO_IS_NO_MEASUREMENT and b <= 0 < a:
+        judged = "regression"  # no measurement (a tracker that saw nothing), as the row's check says
     change: Change = ("within" if delta else "same") if judged == "within" else judged
     if inconclusive and change != "same":
         change = "inconclusive"  # within the band or beyond it: a figure timed on a busy machine says neither

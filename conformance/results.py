@@ -277,6 +277,11 @@ def check_document(data: dict[str, Any], where: str) -> None:
         )
 
 
+# Verdicts of a run or speed check that judged the run's figures (a failed check may have failed on
+# the run's absence; a skipped one never ran it).
+_MEASURING_VERDICTS = ("passed", "improved", "xfailed", "recorded")
+
+
 def _check_row_agrees(row: Mapping[str, Any], where: str) -> None:
     """A row's verdict is the one its listed checks give (``row_verdict``), and its memory cap the
     one its run was measured under: a hand edit that contradicts them would change what a gate
@@ -292,6 +297,14 @@ def _check_row_agrees(row: Mapping[str, Any], where: str) -> None:
             f"{where}/verdict: {row['verdict']!r} does not follow from the row's checks ({listed}{unfinished}),"
             f" which give {verdict!r}"
         )
+    if row.get("measured") is None:
+        claimed = sorted(kind for kind in ("run", "speed") if checks.get(kind) in _MEASURING_VERDICTS)
+        if claimed:
+            raise ValueError(
+                f"{where}/measured: null, where its {' and '.join(claimed)} check"
+                f" {'is' if len(claimed) == 1 else 'are'} {checks[claimed[0]]!r}: a verdict that judged a"
+                " measurement needs the measurement"
+            )
     device = (row.get("measured") or {}).get("device")
     if (
         isinstance(device, Mapping)

@@ -69,7 +69,7 @@ def test_rows_the_baseline_cannot_judge_say_why(tmp_path: Path) -> None:
     baseline = _baseline(tmp_path, row(case.id, None, profile=PROFILE, verdict="skipped"))
     judged, reason = baseline.case(case)
     assert judged is case and reason is not None and "did not measure this row" in reason
-    other = _baseline(tmp_path, row("another-row", None, profile=PROFILE))
+    other = _baseline(tmp_path, row("another-row", None, profile=PROFILE, verdict="skipped"))
     assert "not in the baseline" in (other.case(case)[1] or "")
 
 

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from conformance.compare import (
@@ -261,6 +261,12 @@ def test_a_speed_finding_states_the_factor_it_crossed() -> None:
     # A throughput of 0 is slower than any factor; the message has no factor to print.
     [stalled] = check_speed(inference_case(), {"tokens_per_sec": 0.0}, LOOSE)
     assert stalled.kind == "regression" and "(tolerance 5.00x): regression" in stalled.describe()
+
+
+def test_a_time_of_zero_is_no_measurement_not_an_improvement() -> None:
+    """A run that ended ok took time: before, 0 min per 1k iterations was "inf x faster: improvement"."""
+    [finding] = check_speed(make_case(), result(time_1k_iters_min=0.0), TOL)
+    assert (finding.kind, finding.detail) == ("mismatch", "no measurement: a run that ended ok")
 
 
 def test_speed_tolerance_text_keeps_its_decimals() -> None:
@@ -521,6 +527,8 @@ def _speed_severity(field: str, expected: float, measured: float, tol: float) ->
     b=st.floats(min_value=0.0, max_value=1e7, allow_nan=False),
 )
 def test_speed_verdict_is_monotonic(field: str, expected: float, tol: float, a: float, b: float) -> None:
+    # A time of 0 is no measurement (a mismatch: test_a_time_of_zero_is_no_measurement_not_an_improvement).
+    assume(field != "time_1k_iters_min" or min(a, b) > 0)
     slow, fast = (max(a, b), min(a, b)) if field == "time_1k_iters_min" else (min(a, b), max(a, b))
     # A slower measurement is never judged better than a faster one.
     assert _speed_severity(field, expected, slow, tol) >= _speed_severity(field, expected, fast, tol)

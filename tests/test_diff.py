@@ -179,6 +179,9 @@ def test_the_diff_and_the_speed_check_agree(field: str, old: float, new: float, 
     case = SimpleNamespace(**{"time_1k_iters_min": None, "tokens_per_sec": None, field: old})
     findings = check_speed(case, {field: new}, Tolerances(speed_rel=speed_rel))  # type: ignore[arg-type]
     change = _speed_diff(field, old, new, speed_rel).change
+    if field == "time_1k_iters_min" and new <= 0:  # no measurement: the check's mismatch, a fall for the diff
+        assert [f.kind for f in findings] == ["mismatch"] and change == "regression"
+        return
     assert [f.kind for f in findings] == ([] if change in ("within", "same") else [change])
 
 
@@ -404,6 +407,14 @@ def test_a_peak_that_fell_to_zero_is_no_improvement() -> None:
         results([row("r", measured(max_memory_gb=2.0))]), results([row("r", measured(max_memory_gb=0.0))])
     )
     assert [f.change for f in diff.rows[0].figures if f.field == "max_memory_gb"] == ["regression"]
+    assert diff.exit_status == 1
+
+
+def test_a_time_that_fell_to_zero_is_no_improvement() -> None:
+    old = results([row("r", measured(max_memory_gb=2.0, time_1k_iters_min=3.0))])
+    new = results([row("r", measured(max_memory_gb=2.0, time_1k_iters_min=0.0))])
+    diff = diff_results(old, new)
+    assert [f.change for f in diff.rows[0].figures if f.field == "time_1k_iters_min"] == ["regression"]
     assert diff.exit_status == 1
 
 

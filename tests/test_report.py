@@ -264,6 +264,12 @@ def _edited(edit: Any) -> dict[str, Any]:
         (lambda d: d["rows"][0]["measured"].update(max_memory_gb="lots"), "/rows/0/measured: field 'max_memory_gb'"),
         (lambda d: d["rows"][0]["measured"].update(version=7), "/rows/0/measured: field 'version'"),
         (lambda d: d["profiles"][0].pop("name"), "/profiles/0: 'name' is a required property"),
+        # A measurement's absence, or a wait share that is no share, under checks that judged it
+        (lambda d: d["rows"][0].update(measured=None), "/rows/0/measured: null, where its run check is 'passed'"),
+        (lambda d: d["rows"][0]["measured"].update(details={"cpu_wait": {"wait_share": "0.9"}}),
+         "/rows/0/measured/details/cpu_wait/wait_share: '0.9' is not of type 'number', 'null'"),
+        (lambda d: d["rows"][0]["measured"].update(details={"cpu_wait": {"wait_share": -5}}),
+         "/rows/0/measured/details/cpu_wait/wait_share: -5 is less than the minimum of 0"),
         (lambda d: d["rows"].append(dict(d["rows"][0])), "/rows/6/id: row 'finetune-lora-llama2_7b-noquant-mb1-1gpu' of profile 'a100-sxm4-40gb' is already at /rows/0"),
     ],
 )  # fmt: skip
