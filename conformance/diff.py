@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import statistics
 import sys
 from collections.abc import Mapping
@@ -409,6 +410,7 @@ def compare_figure(
     rel_tol = tol.memory_rel if name == "max_memory_gb" else tol.speed_rel
     delta = b - a
     rel = delta / abs(a) if a else None
+    rel = rel if rel is not None and math.isfinite(rel) else None  # (1e-320 before: no ratio JSON can write)
     judged = verdict(name, b, a, rel_tol)
     if name in ZERO_IS_NO_MEASUREMENT and b <= 0 < a:
         judged = "regression"  # no measurement (a tracker that saw nothing), as the row's check says

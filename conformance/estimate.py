@@ -66,10 +66,12 @@ class RowEstimate:
 
     @property
     def error_rel(self) -> float | None:
-        """(estimate - expected) / expected, when both are figures."""
+        """(estimate - expected) / expected, when both are figures (None where it overflows: an
+        expected figure of 1e-320 GB gives no ratio JSON can write)."""
         if self.max_memory_gb is None or not self.expected_gb:
             return None
-        return (self.max_memory_gb - self.expected_gb) / self.expected_gb
+        rel = (self.max_memory_gb - self.expected_gb) / self.expected_gb
+        return rel if math.isfinite(rel) else None
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -763,3 +763,20 @@ def test_a_row_whose_error_changed_shows_both_texts(tmp_path: Path, capsys: pyte
     # The same error twice: nothing to list.
     cmd_diff(old, write(tmp_path / "again.json", results([row("r", old_error, verdict="failed")])))
     assert "## Rows" not in capsys.readouterr().out
+
+
+def test_a_relative_change_that_overflows_is_left_out_not_written_as_infinity(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """An OLD figure of 1e-320 made the relative change inf, which ``--json`` wrote as Infinity:
+    no JSON reader, this project's included, takes it."""
+    old = write(tmp_path / "old.json", results([row("r", measured(max_memory_gb=1e-320))]))
+    new = write(tmp_path / "new.json", results([row("r", measured(max_memory_gb=2.0))]))
+    cmd_diff(old, new, as_json=True)
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{constant} in the JSON")
+
+    data = json.loads(capsys.readouterr().out, parse_constant=refuse)
+    [memory] = [f for f in data["rows"][0]["figures"] if f["field"] == "max_memory_gb"]
+    assert memory["rel"] is None and memory["change"] == "regression"

@@ -1571,3 +1571,10 @@ def test_a_hugging_face_config_json_is_estimated_as_convert_hf_would_read_it(
     (folder / "config.json").write_text(json.dumps({**hf, "architectures": ["MistralForCausalLM"]}))
     code, _, err = run_cli(["--config", str(folder / "config.json"), *args], capsys)
     assert code == 2 and "unsupported architecture ['MistralForCausalLM']" in err
+
+
+def test_an_error_that_overflows_is_no_figure() -> None:
+    """An expected figure of 1e-320 GB (a hand-edited profile) gave an error of inf, written as
+    Infinity by --json and "+inf%" in the table."""
+    assert RowEstimate("r", "ok", 1.0, "current", "fake-run", "ok", 1e-320, 42.0).error_rel is None
+    assert RowEstimate("r", "ok", 1.1, "current", "fake-run", "ok", 1.0, 42.0).error_rel == pytest.approx(0.1)
