@@ -616,9 +616,13 @@ def _seen(where: tuple[Any, ...], values: set[tuple[Any, ...]]) -> bool:
 
 # Profiles -----------------------------------------------------------------------------------------
 def _profile_files(directory: Path) -> list[Path]:
-    """Every ``*.json`` entry of a profile folder but hidden ones: one that is not a readable file
-    (a dangling or looping link, a folder) is the loader's error, never a file left out with its rows."""
-    return sorted(p for p in directory.glob("*.json") if not p.name.startswith("."))
+    """Every ``*.json`` entry of a profile folder but hidden ones, whatever the suffix's case: one
+    that is not a readable file (a dangling or looping link, a folder) or is named ``*.JSON`` is
+    the loader's error, never a file left out with its rows."""
+    if not directory.is_dir():
+        return []
+    found = (p for p in directory.iterdir() if p.suffix.lower() == ".json" and not p.name.startswith("."))
+    return sorted(found)
 
 
 def profile_folder_hint(root: Path, usage: str = "--expectations {parent} --profile {name}") -> str:
@@ -713,6 +717,9 @@ def load_profile(name: str, root: Path = DEFAULT_ROOT) -> Profile:
     files: dict[Path, dict[str, Any]] = {}
     problems: list[ExpectationError] = []
     for path in _profile_files(directory):
+        if path.suffix != ".json":  # read, it would be a file --record does not write (it writes *.json)
+            problems.append(ExpectationError(path, f"a profile file's name ends in .json: rename it {path.stem}.json"))
+            continue
         try:
             files[path] = load_file(path)
         except ExpectationError as exc:

@@ -610,6 +610,21 @@ def test_a_fifo_among_a_profiles_files_is_refused_not_read(tmp_path: Path) -> No
     assert "--expectations " + str(tmp_path) in profile_folder_hint(good.parent)
 
 
+@pytest.mark.parametrize("name", ["b.JSON", "b.Json"])
+def test_a_profile_file_whose_suffix_is_not_lower_case_is_refused_not_left_out(tmp_path: Path, name: str) -> None:
+    """Before, its rows vanished from the suite and `conformance validate` said ok."""
+    good = _write(tmp_path, _valid_doc(), "a.json")
+    (good.parent / name).write_text(good.read_text())
+    with pytest.raises(
+        ExpectationError, match=rf"{re.escape(name)}: a profile file's name ends in \.json: rename it b\.json"
+    ):
+        load_profile("tmp", tmp_path)
+    good.unlink()  # alone, it still makes the folder a profile, refused the same way
+    assert list_profiles(tmp_path) == ["tmp"]
+    with pytest.raises(ExpectationError, match=r"rename it b\.json"):
+        load_profile("tmp", tmp_path)
+
+
 def test_unknown_profile_lists_the_available_ones(tmp_path: Path) -> None:
     _write(tmp_path, _valid_doc())
     with pytest.raises(ExpectationError, match=r"unknown profile 'tpm'; did you mean 'tmp'\? \(available in .*: tmp\)"):
