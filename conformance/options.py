@@ -36,6 +36,7 @@ from conformance.targets import check_outside_expectations
 from litgpt_min.config import LONG_LONG_MAX
 from litgpt_min.files import cannot_write_in, read_only, real_path
 from litgpt_min.result import MAX_MEMORY_GB
+from litgpt_min.usage import plain_number
 
 DEST_PREFIX = "conformance_"
 # A profile's name is its folder's name.
@@ -246,7 +247,7 @@ def check_record_target(directory: Path, force: bool) -> None:
 def _finite(text: str, problem: str, ok: Callable[[float], bool]) -> float:
     """``text`` as a finite float for which ``ok`` holds; else an argparse error saying ``problem``."""
     try:
-        value = float(text)
+        value = plain_number(float)(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not math.isfinite(value) or not ok(value):
@@ -263,7 +264,7 @@ def _memory_cap(text: str) -> float | str:
     if text in ("auto", "off"):
         return text
     try:
-        float(text)
+        plain_number(float)(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected GB (e.g. 40), 'auto' or 'off', got {text!r}") from None
     return _finite(text, f"a memory cap must be a finite number > 0 and <= {MAX_MEMORY_GB:g} (GB)", _device_gb)
@@ -278,7 +279,7 @@ def whole_number(minimum: int) -> Callable[[str], int]:
 
     def parse(text: str) -> int:
         try:
-            value = int(text)
+            value = plain_number(int)(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
         if value < minimum:

@@ -42,7 +42,15 @@ from litgpt_min.peft import METHODS, build_meta_model
 from litgpt_min.quantize import QUANTIZE_MODES, model_weight_bytes
 from litgpt_min.result import Result, Workload
 from litgpt_min.run import execute
-from litgpt_min.usage import EXIT_INTERRUPTED, OneLineParser, UsageError, console_output, one_line, path_argument
+from litgpt_min.usage import (
+    EXIT_INTERRUPTED,
+    OneLineParser,
+    UsageError,
+    console_output,
+    one_line,
+    path_argument,
+    plain_number,
+)
 
 
 class _Parser(OneLineParser):
@@ -57,7 +65,8 @@ def add_flat_options(parser: argparse.ArgumentParser, options: list[FlatOption])
         if option.kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=option.help)
         else:
-            parser.add_argument(flag, type=option.kind, choices=option.choices, default=None, help=option.help)
+            kind = plain_number(option.kind) if option.kind in (int, float) else option.kind
+            parser.add_argument(flag, type=kind, choices=option.choices, default=None, help=option.help)
 
 
 def _peft_flat_options() -> list[FlatOption]:

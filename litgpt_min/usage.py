@@ -44,6 +44,20 @@ def path_argument(text: str) -> Path:
     return Path(text)
 
 
+def plain_number(kind: type[int] | type[float]) -> Callable[[str], Any]:
+    """``int`` or ``float`` as an ``argparse`` type for a number spelled in ASCII, without ``_``:
+    Python's own take ``1_000`` and full-width digits (``３``), which no one means on a command
+    line. Its name is ``kind``'s, so argparse still says "invalid int value: '1_0'"."""
+
+    def parse(text: str) -> Any:
+        if not text.isascii() or "_" in text:
+            raise ValueError(f"not a plain number: {text!r}")
+        return kind(text)
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
 class UsageError(Exception):
     """Bad command-line input: reported in one line, exit status 2."""
 

@@ -1148,6 +1148,10 @@ def test_every_option_says_where_it_applies() -> None:
         ["--config", "", "--workload", "inference"],
         ["--model", "tiny-llama", "--workload", "finetune", "--method", "lora", "--data-file", ""],
         ["--model", "tiny-llama", "--workload", "finetune", "--method", "lora", "--tokenizer-dir", ""],
+        # Python's int() and float() take these (1_0 was 10, a full-width 3 was 3)
+        ["--model", "tiny-llama", "--workload", "finetune", "--method", "lora", "--micro-batch-size", "1_0"],
+        ["--model", "tiny-llama", "--workload", "finetune", "--method", "lora", "--lora-r", "\uff13"],
+        ["--model", "tiny-llama", "--workload", "inference", "--capacity-gb", "4_0"],
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(
