@@ -270,6 +270,7 @@ def _edited(edit: Any) -> dict[str, Any]:
          "/rows/0/measured/details/cpu_wait/wait_share: '0.9' is not of type 'number', 'null'"),
         (lambda d: d["rows"][0]["measured"].update(details={"cpu_wait": {"wait_share": -5}}),
          "/rows/0/measured/details/cpu_wait/wait_share: -5 is less than the minimum of 0"),
+        (lambda d: d["fingerprint"].update(cpu={"model": "AMD EPYC", "cores": "2"}), "/fingerprint/cpu/cores: '2' is not valid under any"),
         (lambda d: d["rows"].append(dict(d["rows"][0])), "/rows/6/id: row 'finetune-lora-llama2_7b-noquant-mb1-1gpu' of profile 'a100-sxm4-40gb' is already at /rows/0"),
     ],
 )  # fmt: skip
