@@ -94,7 +94,12 @@ def _machine(results: Mapping[str, Any]) -> list[str]:
         lines.append(f"  - {label} {fp.get(key) or 'not installed'}")
     sources = (results.get("options") or {}).get("merged_from")
     if sources:
-        lines.append(f"- Merged from {len(sources)} results files (each row keeps its machine's fingerprint):")
+        files = (
+            "1 results file (its rows keep their machine's fingerprint)"
+            if len(sources) == 1
+            else (f"{len(sources)} results files (each row keeps its machine's fingerprint)")
+        )
+        lines.append(f"- Merged from {files}:")
         for source in sources:
             machines = [r["fingerprint"] for r in results.get("rows") or [] if r.get("source") == source["file"]]
             hosts = ", ".join(sorted({str(fp.get("hostname") or "?") for fp in machines}))

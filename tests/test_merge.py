@@ -129,6 +129,9 @@ def test_the_merged_file_is_a_valid_results_file_and_merges_again(
     assert "Merged from 2 results files" in text and "host node-a" in text and "host node-b" in text
     again = merge_files([out])
     assert {r["fingerprint"]["hostname"] for r in again["rows"]} == {"node-a", "node-b"}
+    one, alone = tmp_path / "one.json", tmp_path / "one.md"
+    assert main(["report", str(two_machines[0]), "--merged", str(one), "-o", str(alone)]) == 0
+    assert "- Merged from 1 results file (its rows keep their machine's fingerprint):" in alone.read_text()
     assert main(["report", *map(str, two_machines), "--merged", str(out)]) == 0, "an earlier merge may be replaced"
 
 
