@@ -24,12 +24,13 @@ from typing import Any
 
 import pytest
 
-from litgpt_min.usage import interrupts_held, one_line
+from litgpt_min.usage import interrupts_held, one_line, terminate_as_interrupt
 
 # torch loads here, while pytest reads its conftest files: Ctrl-C then is one line, not pytest's
-# traceback through torch's modules (and never lost inside numpy's initialization).
+# traceback through torch's modules (and never lost inside numpy's initialization); so is SIGTERM,
+# which the session takes only once it is configured.
 try:
-    with interrupts_held():
+    with terminate_as_interrupt(), interrupts_held():
         from conformance.checks import RowCheck
         from conformance.expectations import ExpectationError
         from conformance.options import Options, add_options, check_file_target, check_given_once
@@ -38,8 +39,8 @@ try:
         from conformance.targets import check_outside_expectations
         from litgpt_min.files import real_path
         from litgpt_min.launch import torchrun_ranks
-except KeyboardInterrupt:
-    print("conformance: interrupted while the plugin loaded", file=sys.stderr)
+except KeyboardInterrupt as exc:
+    print(f"conformance: {str(exc) or 'interrupted'} while the plugin loaded", file=sys.stderr)
     raise SystemExit(pytest.ExitCode.INTERRUPTED) from None
 
 

@@ -158,11 +158,32 @@ def interrupts_held() -> Iterator[None]:
     if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
         yield
         return
-    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    # SIGTERM too: at its default it ends the process when unblocked; a handler (the plugin's, which
+    # makes it an interrupt) raises like Ctrl-C's.
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
         yield
-    finally:  # a SIGINT that came meanwhile is delivered now: the handler raises it here
+    finally:  # a signal that came meanwhile is delivered now: the handler raises it here
         signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises ``KeyboardInterrupt("terminated (SIGTERM)")`` in the block, as Ctrl-C does,
+    where it would end the process without a word; its handler is put back after. Only a SIGTERM
+    at its default, on the main thread, is taken."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+
+    def terminated(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt("terminated (SIGTERM)")
+
+    signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def console_output(command: Callable[[], int], prog: str) -> int:

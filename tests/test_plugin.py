@@ -978,20 +978,23 @@ def test_a_profiles_own_folder_given_as_expectations_names_the_folder_to_give(su
     )  # fmt: skip
 
 
-def test_ctrl_c_while_the_plugin_loads_is_one_line() -> None:
+@pytest.mark.parametrize(("sent", "said"), [("SIGINT", "interrupted"), ("SIGTERM", "terminated (SIGTERM)")])
+def test_ctrl_c_while_the_plugin_loads_is_one_line(sent: str, said: str) -> None:
     """The plugin imports torch while pytest reads conftest.py: Ctrl-C then was pytest's traceback
-    through torch's modules. Here the signal comes 0.2 s into the plugin's import, which takes longer."""
+    through torch's modules, and SIGTERM (which the session takes once configured) ended the process
+    without a word, exit 143. Here the signal comes 0.2 s into the plugin's import, which takes longer."""
     code = (
         "import os, signal, threading\n"
         "import pytest\n"
-        "threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()\n"
+        f"threading.Timer(0.2, os.kill, (os.getpid(), signal.{sent})).start()\n"
         "import conformance.plugin\n"
+        "assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL, 'the session takes it from its default'\n"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
     assert (done.returncode, done.stderr) == (
         pytest.ExitCode.INTERRUPTED,
-        "conformance: interrupted while the plugin loaded\n",
+        f"conformance: {said} while the plugin loaded\n",
     )
 
 
