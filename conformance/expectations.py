@@ -615,7 +615,7 @@ def _seen(where: tuple[Any, ...], values: set[tuple[Any, ...]]) -> bool:
 
 
 # Profiles -----------------------------------------------------------------------------------------
-def _profile_files(directory: Path) -> list[Path]:
+def profile_files(directory: Path) -> list[Path]:
     """Every ``*.json`` entry of a profile folder but hidden ones, whatever the suffix's case: one
     that is not a readable file (a dangling or looping link, a folder) or is named ``*.JSON`` is
     the loader's error, never a file left out with its rows."""
@@ -630,7 +630,7 @@ def profile_folder_hint(root: Path, usage: str = "--expectations {parent} --prof
     folder (a ``*.json`` object with ``cases``): what to give instead, as ``usage`` spells the
     command's arguments. Else empty."""
     root = Path(root)
-    for path in _profile_files(root):
+    for path in profile_files(root):
         if not path.is_file():  # a FIFO could block the read
             continue
         try:
@@ -651,7 +651,7 @@ def list_profiles(root: Path = DEFAULT_ROOT) -> list[str]:
     root = Path(root)
     if not root.is_dir():
         return []
-    return sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") and _profile_files(d))
+    return sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") and profile_files(d))
 
 
 def _common(mappings: list[Mapping[str, Any]]) -> Mapping[str, Any]:
@@ -716,9 +716,13 @@ def load_profile(name: str, root: Path = DEFAULT_ROOT) -> Profile:
     _validator()  # a schema that cannot be used is one problem, not one per file
     files: dict[Path, dict[str, Any]] = {}
     problems: list[ExpectationError] = []
-    for path in _profile_files(directory):
+    for path in profile_files(directory):
         if path.suffix != ".json":  # read, it would be a file --record does not write (it writes *.json)
-            problems.append(ExpectationError(path, f"a profile file's name ends in .json: rename it {path.stem}.json"))
+            problems.append(
+                ExpectationError(
+                    path, f"a profile file's name must end in .json, in lower case: rename it {path.stem}.json"
+                )
+            )
             continue
         try:
             files[path] = load_file(path)

@@ -28,6 +28,7 @@ from conformance.expectations import (
     Tolerances,
     list_profiles,
     load_profile,
+    profile_files,
     profile_folder_hint,
     tolerance_problem,
 )
@@ -224,7 +225,7 @@ def check_record_target(directory: Path, force: bool) -> None:
             f"--record {directory}: holds profiles ({', '.join(holds)}); a profile is one folder of it:"
             f" --record {directory / '<name>'}"
         )
-    existing = sorted(p.name for p in directory.glob("*.json")) if directory.is_dir() else []
+    existing = [p.name for p in profile_files(directory)]  # (*.JSON too: load_profile refuses it below)
     if existing and not force:
         raise ValueError(
             f"--record {directory}: a profile is already there ({', '.join(existing)}); pass --force to re-record"
@@ -233,11 +234,6 @@ def check_record_target(directory: Path, force: bool) -> None:
     for name in existing:
         if why := read_only(directory / name):
             raise ValueError(f"--record {directory}: {name} {why}")
-    # Refused at write too: said now, before the rows run (a dangling link included, which glob skips).
-    links = sorted(n for n in os.listdir(directory) if n.endswith(".json")) if directory.is_dir() else []
-    for name in links:
-        if (directory / name).is_symlink():
-            raise ValueError(f"--record {directory}: {name} is a symbolic link; refusing to write through it")
     if existing:
         # Re-recording keeps the rows this run does not measure: the old profile must load.
         load_profile(directory.name, directory.parent)

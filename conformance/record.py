@@ -223,6 +223,22 @@ def record_mixing_problem(
     return mixing_problem(target, before, now, unmeasured, old_cases)
 
 
+def record_link_problem(target: Path, active: ActiveProfile, measuring: set[str]) -> str | None:
+    """Asked before any row runs: a file of the profile at ``target`` that would take a row this
+    session records (``measuring``), and is a symbolic link, which the write refuses to go through.
+    A linked file that keeps its rows is left as it is, and fine."""
+    old = _old_files(target)
+    held = {row["id"]: name for name, data in old.items() for row in data["cases"]}
+    names = sorted({held.get(case.id, case.file.name) for case in active.profile.cases if case.id in measuring})
+    linked = [name for name in names if (target / name).is_symlink()]
+    if not linked:
+        return None
+    return (
+        f"{target}: {linked[0]} is a symbolic link, and would take the rows this session records;"
+        " refusing to write through it"
+    )
+
+
 def _memory(hardware: Mapping[str, Any]) -> tuple[Any, Any]:
     return hardware.get("memory_gb"), hardware.get("memory_cap_gb")
 

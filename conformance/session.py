@@ -35,7 +35,7 @@ from conformance.gpus import WORKERINPUT_KEY
 from conformance.keyword_hint import no_row_hint
 from conformance.options import Options
 from conformance.profiles import ActiveProfile, select_profiles
-from conformance.record import NOTHING_RECORDED, record_mixing_problem, record_profile
+from conformance.record import NOTHING_RECORDED, record_link_problem, record_mixing_problem, record_profile
 from conformance.results import ResultsLock, check_target, rows_in, write_results
 from conformance.rules import (
     CHECKS,
@@ -485,6 +485,9 @@ class ConformanceSession:
         problem = record_mixing_problem(self.options.record, self.fingerprint, active, measuring)
         if problem is not None:
             raise pytest.UsageError(f"--record {problem}")
+        linked = record_link_problem(self.options.record, active, measuring)
+        if linked is not None:
+            raise pytest.UsageError(f"--record {linked}")
 
     def _refuse_a_baseline_that_judges_nothing(self, selected: list[tuple[RowKey, CheckKind]]) -> None:
         """A ``--baseline`` that can judge none of the selected rows that would run is a usage error

@@ -616,7 +616,8 @@ def test_a_profile_file_whose_suffix_is_not_lower_case_is_refused_not_left_out(t
     good = _write(tmp_path, _valid_doc(), "a.json")
     (good.parent / name).write_text(good.read_text())
     with pytest.raises(
-        ExpectationError, match=rf"{re.escape(name)}: a profile file's name ends in \.json: rename it b\.json"
+        ExpectationError,
+        match=rf"{re.escape(name)}: a profile file's name must end in \.json, in lower case: rename it b\.json",
     ):
         load_profile("tmp", tmp_path)
     good.unlink()  # alone, it still makes the folder a profile, refused the same way

@@ -1299,23 +1299,42 @@ def test_output_targets_are_usage_errors_before_any_row_runs(
     assert (root / "notes.txt").read_text() == "my notes\n" and (root / "afile").read_text() == "a file\n"
 
 
-@pytest.mark.parametrize("target", ["profile", "dangling"])
-def test_a_record_folder_whose_file_is_a_link_is_refused_before_any_row_runs(suite: Suite, target: str) -> None:
+def test_a_record_file_that_is_a_link_and_would_take_rows_is_refused_before_any_row_runs(suite: Suite) -> None:
     """The link was refused only when the session wrote: after every row had run (on a GPU, the
-    whole session), with "record failed"."""
+    whole session), with "record failed". A linked file that keeps its rows is no problem."""
     suite.profile()
+    suite.answer(good_answers())
     root = suite.pytester.path
-    kept = root / "mine" / "inference.json"
-    kept.parent.mkdir()
-    kept.write_text('{"keep": "me"}\n')
-    folder = root / "linked"
-    folder.mkdir()
-    (folder / "inference.json").symlink_to(kept if target == "profile" else root / "nowhere.json")
-    args = ["--expectations", str(suite.root), "--runner", "fake_runner:run", "--record", str(folder), "--force"]
-    result = suite.run_bare(*args)
+    folder = root / "rec"
+    assert suite.run("--record", str(folder), "-k", "test_run").ret == 0  # the profile to re-record
+    kept = root / "store" / "rec" / "table.json"  # (a profile file's folder is its profile's name)
+    kept.parent.mkdir(parents=True)
+    (folder / "table.json").rename(kept)
+    (folder / "table.json").symlink_to(kept)
+    before, calls = kept.read_text(), len(suite.calls())
+    result = suite.run("--record", str(folder), "--force", "-k", "test_run")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["ERROR: --record *linked: inference.json is a symbolic link; refusing to write*"])
-    assert not suite.calls() and kept.read_text() == '{"keep": "me"}\n'
+    result.stderr.fnmatch_lines(
+        ["ERROR: --record *rec: table.json is a symbolic link, and would take the rows this session records;"
+         " refusing to write through it"]
+    )  # fmt: skip
+    assert len(suite.calls()) == calls and kept.read_text() == before
+
+
+def test_a_record_folder_with_a_json_file_in_capitals_is_refused_before_any_row_runs(suite: Suite) -> None:
+    """The loader refuses a *.JSON file: the --record checks looked for *.json only, so it was
+    refused only when the session wrote, after every row had run."""
+    suite.profile()
+    folder = suite.pytester.path / "rec"
+    folder.mkdir()
+    (folder / "notes.JSON").write_text("{}\n")
+    result = suite.run("--record", str(folder))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --record *rec: a profile is already there (notes.JSON); pass --force*"])
+    result = suite.run("--record", str(folder), "--force")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: *notes.JSON: a profile file's name must end in .json*"])
+    assert not suite.calls()
 
 
 def test_a_results_file_that_is_the_baseline_is_a_usage_error(suite: Suite) -> None:
