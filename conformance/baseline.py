@@ -132,7 +132,10 @@ def cpu_text(fingerprint: Mapping[str, Any]) -> str | None:
     """``AMD EPYC, 2 cores`` (None: the fingerprint names no CPU model)."""
     cpu = fingerprint.get("cpu")
     model = cpu.get("model") if isinstance(cpu, Mapping) else None
-    return f"{model}, {cpu.get('cores') or '?'} cores" if model else None
+    cores = cpu.get("cores") if isinstance(cpu, Mapping) else None
+    if isinstance(cores, float) and cores.is_integer():
+        cores = int(cores)  # JSON's 16.0 is 16: the same machine
+    return f"{model}, {cores or '?'} cores" if model else None
 
 
 def apply_baseline(actives: Sequence[A], baseline: Baseline, fingerprint: Mapping[str, Any]) -> tuple[list[A], dict[tuple[str, str], str], dict[tuple[str, str], str]]:  # fmt: skip

@@ -145,11 +145,16 @@ class RowDiff:
         return self.not_run or self.caps is not None
 
     @property
+    def compared(self) -> bool:
+        """In both files, each with a figure, and not left out (not run, another cap, lost)."""
+        return self.status == "both" and not self.not_compared and not self.lost and bool(self.figures)
+
+    @property
     def why_not_compared(self) -> str | None:
         """Why a row in both files was not compared, in words (None: it was, or is in one file)."""
         if self.not_run:
             where = " and ".join(self.unrun)
-            return f"its run did not finish in {where.upper() if len(self.unrun) == 1 else 'both files'}"
+            return f"its run did not finish in {where.upper() if len(self.unrun) == 1 else 'either file'}"
         if self.caps is not None:
             return f"measured under {cap_text(self.caps[0])} in OLD and {cap_text(self.caps[1])} in NEW"
         return None
@@ -333,23 +338,33 @@ def diff_results(
         # A merged file's rows each carry the machine that ran them (a session's share the file's).
         prints = row_fingerprint(before, old), row_fingerprint(after, new)
         pairs.append(prints)
+        machines = machine_text(prints[0]), machine_text(prints[1])
+        # What the table says of a row compared or not: the stack and machines of its runs, their errors.
+        about = {
+            "stack": stack_changes(*prints)[0],
+            "machines": None if machines[0] == machines[1] else machines,
+            "errors": (_error_text(before), _error_text(after)),
+        }
         unrun = tuple(side for side, r in (("old", before), ("new", after)) if not run_finished(r))
         if unrun:
             # What an unfinished row's run left (if anything) was never judged: nothing to compare.
             rows.append(
-                RowDiff(key[0], key[1], group, "both", before.get("verdict"), after.get("verdict"), unrun=unrun)
-            )
+                RowDiff(
+                    key[0], key[1], group, "both", before.get("verdict"), after.get("verdict"), unrun=unrun, **about
+                )
+            )  # fmt: skip
             continue
         caps = (before.get("memory_cap_gb"), after.get("memory_cap_gb"))
         if has_measurement(before) and has_measurement(after) and caps[0] != caps[1]:
-            rows.append(RowDiff(key[0], key[1], group, "both", before.get("verdict"), after.get("verdict"), caps=caps))
+            rows.append(
+                RowDiff(key[0], key[1], group, "both", before.get("verdict"), after.get("verdict"), caps=caps, **about)
+            )
             continue
         tol, differ = _tolerances(before, after, old_name, new_name)
         tol = tol.merged(overrides)
         tolerances_differ += differ and not overrides.keys() >= {"memory_rel", "speed_rel"}
         # A speed timed on another machine (GPUs, or without one the CPU model and cores) judges
         # nothing, as for --baseline.
-        machines = machine_text(prints[0]), machine_text(prints[1])
         untimed = any(speed_unjudged(r) is not None for r in (before, after)) or machines[0] != machines[1]
         runs = _measured(before, old_name), _measured(after, new_name)
         error_row = all((r.get("expected") or {}).get("outcome") == "error" for r in (before, after))
@@ -361,9 +376,7 @@ def diff_results(
             RowDiff(
                 key[0], key[1], group, "both", before.get("verdict"), after.get("verdict"),
                 tuple(f for f in figures if f is not None), judged=(decided_verdict(before), decided_verdict(after)),
-                stack=stack_changes(*prints)[0], machines=None if machines[0] == machines[1] else machines,
-                expected_moved=_failed_on_the_judging_alone(before, after, figures),
-                errors=(runs[0].error if runs[0] else None, runs[1].error if runs[1] else None),
+                expected_moved=_failed_on_the_judging_alone(before, after, figures), **about,
             )
         )  # fmt: skip
     stack, same = _files_stack(pairs or [(old.get("fingerprint") or {}, new.get("fingerprint") or {})])
@@ -453,6 +466,13 @@ def _files_stack(
         if len(values) == 1 and name not in differing
     )
     return tuple(sorted(changed.values(), key=lambda c: order[c[0]])), alike_everywhere
+
+
+def _error_text(row: Mapping[str, Any]) -> str | None:
+    """The error of a run that ended in one (or was refused); an OOM's text, whose free-memory
+    figures move from run to run, says nothing its outcome does not."""
+    run = row.get("measured") or {}
+    return run.get("error") if run.get("outcome") in ("error", "unsupported") else None
 
 
 def _measured_at(document: Mapping[str, Any]) -> str | None:
@@ -663,7 +683,7 @@ def to_json(diff: Diff) -> dict[str, Any]:
                 "status": r.status,
                 "verdict": {"old": r.old_verdict, "new": r.new_verdict, "change": r.verdict_change},
                 "figures": [asdict(f) for f in r.figures],
-                "compared": r.status == "both" and not r.not_compared,
+                "compared": r.compared,
                 "not_compared": r.why_not_compared,
                 "lost": r.lost,
                 "stack": [{"field": f, "old": a, "new": b} for f, a, b in r.stack],
@@ -734,18 +754,27 @@ def render_markdown(diff: Diff) -> str:
 
 
 def _error_lines(errors: tuple[str | None, str | None]) -> list[str]:
-    """The error text of a row whose error changed (shown beside its figures, judged by its check)."""
-    old, new = errors
+    """The error text of a row whose error changed (shown beside its figures, judged by its check):
+    from where the two first differ, when that is past what a cell shows."""
+    old, new = (None if e is None else " ".join(e.split()) for e in errors)
     if old == new:
         return []
-    return [f"error {_quoted(old)} → {_quoted(new)}"]
+    start = 0
+    if old is not None and new is not None:
+        common = next((i for i, (a, b) in enumerate(zip(old, new)) if a != b), min(len(old), len(new)))
+        start = max(0, common - 40) if common > _SHOWN - 40 else 0
+    return [f"error {_quoted(old, start)} → {_quoted(new, start)}"]
 
 
-def _quoted(text: str | None, limit: int = 160) -> str:
+_SHOWN = 160  # characters of an error text in a table cell
+
+
+def _quoted(text: str | None, start: int = 0) -> str:
     if text is None:
         return "none"
-    text = " ".join(text.split()).replace("|", "\\|")
-    return f"`{text if len(text) <= limit else text[: limit - 1] + '…'}`"
+    shown = ("…" if start else "") + text[start:]
+    shown = shown if len(shown) <= _SHOWN else shown[: _SHOWN - 1] + "…"
+    return "`" + shown.replace("`", "'").replace("|", "\\|") + "`"
 
 
 def _value(value: Any) -> str:

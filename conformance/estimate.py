@@ -289,7 +289,12 @@ def estimate_problem(row: RowEstimate, tolerance: float | None) -> str | None:
             return f"{_prediction(row, at)}, the profile says ok ({_expected(row)} GB)"
         err = row.error_rel
         if tolerance is not None and (err is None or abs(err) > tolerance):
-            shown = "no figure" if err is None else f"{err:+.2%}"  # -0.11% beside ±0.1%, not -0.1%
+            # -0.11% beside ±0.1%, not -0.1%; an error too large for a ratio (an expected 1e-320 GB)
+            shown = (
+                ("no figure" if row.max_memory_gb is None else "off by more than any ratio")
+                if err is None
+                else f"{err:+.2%}"
+            )
             return (
                 f"estimated {_gb(row.max_memory_gb)} GB, the profile says {_expected(row)} GB "
                 f"({shown}, tolerance ±{pct_text(tolerance)}%, stack {row.stack})"

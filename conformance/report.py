@@ -5,6 +5,7 @@ measured value with its deviation from the expected one, plus a verdict column.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -292,7 +293,8 @@ def _outcome_text(outcome: str | None, gb: float | None, error: str | None, unit
 def _delta(measured: float, expected: float) -> str:
     if expected == 0:
         return "expected 0"
-    return f"{(measured - expected) / abs(expected) * 100:+.1f}%"
+    rel = (measured - expected) / abs(expected) * 100
+    return f"{rel:+.1f}%" if math.isfinite(rel) else "off by more than any ratio"
 
 
 def _device_short(sku: str) -> str:

@@ -300,10 +300,9 @@ def _check_row_agrees(row: Mapping[str, Any], where: str) -> None:
     if row.get("measured") is None:
         claimed = sorted(kind for kind in ("run", "speed") if checks.get(kind) in _MEASURING_VERDICTS)
         if claimed:
+            verdicts = " and ".join(f"its {kind} check is {checks[kind]!r}" for kind in claimed)
             raise ValueError(
-                f"{where}/measured: null, where its {' and '.join(claimed)} check"
-                f" {'is' if len(claimed) == 1 else 'are'} {checks[claimed[0]]!r}: a verdict that judged a"
-                " measurement needs the measurement"
+                f"{where}/measured: null, where {verdicts}: a verdict that judged a measurement needs the measurement"
             )
     device = (row.get("measured") or {}).get("device")
     if (

@@ -780,3 +780,41 @@ def test_a_relative_change_that_overflows_is_left_out_not_written_as_infinity(
     data = json.loads(capsys.readouterr().out, parse_constant=refuse)
     [memory] = [f for f in data["rows"][0]["figures"] if f["field"] == "max_memory_gb"]
     assert memory["rel"] is None and memory["change"] == "regression"
+
+
+def test_a_row_lost_or_measured_in_neither_file_is_not_compared_in_json(tmp_path: Path) -> None:
+    old = results([row("lost", measured(max_memory_gb=2.0)), row("neither", None, verdict="skipped")])
+    new = results([row("lost", None, verdict="skipped"), row("neither", None, verdict="skipped")], torch=NEW_TORCH)
+    before, after = write(tmp_path / "old.json", old), write(tmp_path / "new.json", new)
+    by_id = {r["id"]: r for r in _json_diff(before, after)["rows"]}
+    assert (by_id["lost"]["compared"], by_id["lost"]["lost"]) == (False, True)
+    assert (by_id["neither"]["compared"], by_id["neither"]["lost"]) == (False, False)
+
+
+def test_a_row_not_compared_still_says_its_stack_and_errors(tmp_path: Path) -> None:
+    """Rows under other caps, or not finished, carried no stack and no error in --json."""
+    refused = measured(outcome="unsupported", error="quantization needs a CUDA GPU")
+    old = results([row("capped", measured(max_memory_gb=0.5), memory_cap_gb=1.0)])
+    new = results([row("capped", refused, memory_cap_gb=0.01)], torch=NEW_TORCH)
+    before, after = write(tmp_path / "old.json", old), write(tmp_path / "new.json", new)
+    (capped,) = _json_diff(before, after)["rows"]
+    assert capped["not_compared"] is not None
+    assert capped["stack"] == [{"field": "torch", "old": FINGERPRINT["torch"], "new": NEW_TORCH}]
+    assert capped["error"] == {"old": None, "new": "quantization needs a CUDA GPU"}
+
+
+def test_an_error_text_is_shown_from_where_it_changed_and_an_ooms_text_not_at_all(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    head = "CUDA error: an illegal memory access was encountered " * 5  # 265 characters in common
+    old = write(tmp_path / "old.json", results([row("r", measured(outcome="error", error=head + "in `mm`"))]))
+    new = write(tmp_path / "new.json", results([row("r", measured(outcome="error", error=head + "in cat"))]))
+    cmd_diff(old, new)
+    text = capsys.readouterr().out
+    assert "in 'mm'`" in text and "in cat`" in text  # (a backtick would end the code span)
+    # An OOM's text moves with its free-memory figures: nothing its outcome does not say.
+    oom = "CUDA out of memory. Tried to allocate 20.00 MiB. GPU 0 has a total capacity of 39.39 GiB of which {} MiB"
+    for name, free in (("a.json", "100.41"), ("b.json", "98.10")):
+        write(tmp_path / name, results([row("r", measured(outcome="oom", error=oom.format(free)), verdict="xfailed")]))
+    cmd_diff(tmp_path / "a.json", tmp_path / "b.json")
+    assert "## Rows" not in capsys.readouterr().out
