@@ -429,3 +429,12 @@ def test_a_failed_estimate_check_reproduces_with_the_sessions_expectations(suite
     result = suite.run("-k", OK)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["reproduce: conformance estimate --profile tiny --stack profile --expectations exp"])
+
+
+def test_a_cpus_cores_written_as_a_float_are_the_same_machine() -> None:
+    """JSON's 16.0 is an integer to the schema: it read as another machine, "16.0 cores"."""
+    from conformance.baseline import cpu_text
+
+    assert cpu_text({"cpu": {"model": "AMD EPYC", "cores": 16.0}}) == cpu_text(
+        {"cpu": {"model": "AMD EPYC", "cores": 16}}
+    )

@@ -239,6 +239,13 @@ def test_a_results_path_that_is_no_file_to_read_whole_is_one_line(
         assert err.startswith(f"conformance {argv[0]}: {path}: {message}") and err.count("\n") == 1, err
 
 
+def test_a_run_without_cpu_wait_figures_loads(tmp_path: Path) -> None:
+    """Where /proc/self/task/*/schedstat cannot be read, the runner writes cpu_wait as null."""
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(_edited(lambda d: d["rows"][0]["measured"].update(details={"cpu_wait": None}))))
+    assert load_results(path)["rows"][0]["measured"]["details"] == {"cpu_wait": None}
+
+
 def _made(path: Path) -> Path:
     path.touch()
     return path
