@@ -6,8 +6,10 @@ items with it, the session uses the same rules to decide what to prefetch and wh
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from types import MappingProxyType
 from typing import Literal
 
@@ -17,7 +19,7 @@ from conformance.compare import SPEED_FIELDS, Finding, check_result, outside_all
 from conformance.expectations import Case
 from conformance.options import Options
 from conformance.profiles import ActiveProfile
-from litgpt_min.preflight import rank_processes_problem
+from litgpt_min import preflight
 from litgpt_min.result import Result
 
 CheckKind = Literal["params", "run", "speed", "estimate"]
@@ -57,11 +59,19 @@ def run_skip_reason(active: ActiveProfile, case: Case) -> str | None:
     if case.devices > active.gpus and not active.on_cpu:
         # On the CPU, ranks are processes (litgpt-min --devices N runs FSDP over gloo).
         return f"needs {case.devices} GPUs, found {active.gpus}"
-    if active.on_cpu and (problem := rank_processes_problem(case.devices)) is not None:
+    if active.on_cpu and case.devices > 1 and (problem := _host_rank_problem(case.devices, preflight.MEMINFO)):
         # A capped row runs without litgpt-min's pre-flight (its OOM is the verdict): the host's
         # room for the rank processes is checked here, before any starts.
-        return f"this machine cannot hold its rank processes: {problem[0]}"
+        return f"this machine cannot hold its rank processes: {problem}"
     return None
+
+
+@functools.cache
+def _host_rank_problem(ranks: int, meminfo: Path) -> str | None:
+    """``rank_processes_problem``, read once per process (``meminfo``: where from): the skip is a
+    mark at collection, and the row's findings, asked again later, must not see another answer."""
+    problem = preflight.rank_processes_problem(ranks)
+    return None if problem is None else problem[0]
 
 
 def skip_reason(kind: CheckKind, active: ActiveProfile, case: Case) -> str | None:

@@ -567,6 +567,22 @@ def test_cpu_rows_with_more_rank_processes_than_the_host_holds_skip(
     assert [c["id"] for c in suite.calls()] == [rows[0]["id"]]
 
 
+def test_the_hosts_room_for_rank_processes_is_read_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The skip is a mark at collection; asked again for the row's findings after its run, the
+    answer must be the same, or a speed check that ran would lose its findings."""
+    from conformance import rules
+    from litgpt_min import preflight
+
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemAvailable:   67108864 kB\n")  # 64 GiB: 64 ranks (9.6 GB) fit
+    monkeypatch.setattr(preflight, "MEMINFO", meminfo)
+    active, case = SimpleNamespace(on_cpu=True, measure_skip=None, gpus=1), SimpleNamespace(outcome="ok", devices=64)
+    assert rules.run_skip_reason(active, case) is None  # type: ignore[arg-type]
+    meminfo.write_text("MemAvailable:   8388608 kB\n")  # 8 GiB: they would not, read afresh
+    assert preflight.rank_processes_problem(64) is not None
+    assert rules.run_skip_reason(active, case) is None  # type: ignore[arg-type]
+
+
 def test_default_profiles_without_gpu_are_reference_plus_cpu(suite: Suite, monkeypatch: pytest.MonkeyPatch) -> None:
     fake_no_gpu(monkeypatch)
     suite.profile("a100-sxm4-40gb", sku="a100-sxm4-40gb")
