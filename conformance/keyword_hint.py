@@ -23,6 +23,7 @@ _PARTS: tuple[tuple[str, Any], ...] = (
     ("devices", lambda c: f"{c.devices}gpu"),
 )
 _OPERATORS = {"and", "or", "not"}
+_MODULE_NAMES = ("conformance", "test_rows.py")
 
 
 def no_row_hint(
@@ -78,12 +79,9 @@ def _parts_hint(keyword: str, cases: list[Any], profiles: list[str]) -> str:
     ``try -k`` when each is one part but for its separators or their order (``nf4dq``,
     ``llama_tiny``), else how ids are made and of which parts."""
     parts = {kind: sorted({v for v in map(read, cases) if v}, key=_natural) for kind, read in _PARTS}
-    haystack = [f"{c.profile}:{c.id}".lower() for c in cases] + [name.lower() for name in (*CHECKS, *profiles)]
-    tokens = re.findall(r"[^\s()]+", keyword)
-    # A word after "not" is one a row must lack: no id holding it is no mistake.
-    words = [
-        w for i, w in enumerate(tokens) if w.lower() not in _OPERATORS and (i == 0 or tokens[i - 1].lower() != "not")
-    ]
+    # What -k matches a row's checks by: their names (``test_run[cpu-tiny:<id>]``) and the module's.
+    haystack = [f"{check}[{c.profile}:{c.id}]".lower() for c in cases for check in CHECKS] + list(_MODULE_NAMES)
+    words = _required_words(keyword)
     unknown = [w for w in dict.fromkeys(words) if not any(w.lower() in text for text in haystack)]
     every = sorted({p for values in parts.values() for p in values}, key=_natural)
     fixes: dict[str, str] = {}
@@ -107,6 +105,28 @@ def _parts_hint(keyword: str, cases: list[Any], profiles: list[str]) -> str:
     if unknown:
         return f"conformance: -k {keyword!r} selects no row: no row id contains {_and(named)}; {shape}"
     return f"conformance: -k {keyword!r} selects no row: each of its words is in some row id, none matches it whole; {shape}"
+
+
+def _required_words(keyword: str) -> list[str]:
+    """The words of ``keyword`` a selected row must contain: not those under an odd number of
+    ``not`` (``not mb8``, ``not (lora or nf4dq)``), which it must lack."""
+    negated, pending, words = [False], False, []
+    for token in re.findall(r"\(|\)|[^\s()]+", keyword):
+        if token.lower() == "not":
+            pending = not pending
+        elif token == "(":
+            negated.append(negated[-1] != pending)
+            pending = False
+        elif token == ")":
+            if len(negated) > 1:
+                negated.pop()
+        elif token.lower() in _OPERATORS:
+            pending = False
+        else:
+            if negated[-1] == pending:  # (neither, or both: a double negation)
+                words.append(token)
+            pending = False
+    return words
 
 
 def _bare(word: str) -> str:

@@ -1160,6 +1160,14 @@ def _hint_cases() -> list[SimpleNamespace]:
         ("xyzzy", "no row id contains 'xyzzy'; row ids are"),
         # Each word is in some id, the whole expression in none.
         ("lora and inference", "each of its words is in some row id, none matches it whole; row ids are"),
+        # A check's whole name, as failures print it, and the module's name are no mistakes.
+        ("[a100-sxm4-40gb:finetune-lora-llama2_7b-nf4_dq-mb1-1gpu] and inference",
+         "each of its words is in some row id, none matches it whole"),
+        ("test_rows and test_run[a100-sxm4-40gb:inference-llama2_70b-nf4-1gpu] and lora",
+         "each of its words is in some row id, none matches it whole"),
+        # A word a row must lack (under "not", however grouped) is no mistake; a double negation is.
+        ("xyzzy and not (lora or nf4dq)", "no row id contains 'xyzzy'; row ids are"),
+        ("not (not nf4dq or lora)", "no row id contains 'nf4dq' (like 'nf4_dq'); try -k 'not (not nf4_dq or lora)'"),
     ],
 )  # fmt: skip
 def test_a_keyword_that_selects_no_row_names_the_word_no_id_contains(keyword: str, ending: str) -> None:
