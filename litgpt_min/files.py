@@ -15,8 +15,8 @@ reports, diffs, plots, benchmark reports) goes through ``atomic_write``, ``write
   that resolves inside the input's root, so a link planted in an input directory cannot smuggle
   an outside file (``/etc/shadow``, an SSH key) into the output.
 
-Inputs a user names are read with ``read_input_bytes``: a regular file up to a size, never a FIFO
-or a device (``/dev/zero`` would fill the memory, a FIFO block forever).
+Results and expectation files are read with ``read_input_bytes``: a regular file up to a size,
+never a FIFO or a device (``/dev/zero`` would fill the memory, a FIFO block forever).
 
 Problems are ``ValueError`` naming the path, which the command lines turn into one line and exit
 status 2.
@@ -54,19 +54,23 @@ def read_input_bytes(path: str | Path, limit_bytes: int, what: str = "file") -> 
 
 
 def _opened_regular(path: str | Path) -> IO[bytes]:
-    # Opened without blocking (a FIFO with no writer would block open() itself), then checked.
+    _check_regular(os.stat(path).st_mode, path)  # before opening: a FIFO opened would wake its writer
+    # Opened without blocking (one swapped in meanwhile would block open() itself), then checked again.
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     try:
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISDIR(mode):
-            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
-        if not stat.S_ISREG(mode):
-            raise ValueError("not a regular file (a FIFO or a device, which reading could block or never end)")
+        _check_regular(os.fstat(fd).st_mode, path)
         os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
         raise
+
+
+def _check_regular(mode: int, path: str | Path) -> None:
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+    if not stat.S_ISREG(mode):
+        raise ValueError("not a regular file (a FIFO or a device, which reading could block or never end)")
 
 
 def check_output_file(path: str | Path, what: str = "", *, parents: bool = False) -> Path:
