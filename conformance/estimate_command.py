@@ -129,7 +129,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     what.add_argument("--profile", help="estimate every row of this profile")
     what.add_argument("--model", help=f"a registry model name (ad hoc estimate): {', '.join(sorted(configs))}")
     what.add_argument(
-        "--config", type=path_argument, help="a checkpoint's lit_config.json or model_config.yaml (ad hoc estimate)"
+        "--config",
+        type=path_argument,
+        help="a checkpoint's lit_config.json or model_config.yaml, or a Hugging Face config.json (ad hoc estimate)",
     )
     # Options left unset are None, so that one given where it does not apply is refused (see
     # APPLIES_TO), never silently ignored; run() fills in the defaults the help names.
