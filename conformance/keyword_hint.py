@@ -26,16 +26,13 @@ _OPERATORS = {"and", "or", "not"}
 _MODULE_NAMES = ("conformance", "test_rows.py")
 
 
-def no_row_hint(
-    keyword: str, models: set[str], profiles: Iterable[str] = (), speed_rows: int | None = None,
-    cases: Iterable[Any] = (),
-) -> str:  # fmt: skip
-    """One line for a `-k` expression that deselected every row of ``models`` (registry names) in
-    ``profiles`` (whose names, ``cpu-tiny``, begin every row id); ``speed_rows``: how many active
-    rows have a speed figure (test_speed checks only those); ``cases``: the rows it deselected
-    (``Case``: their ids and the parts they are made of)."""
-    profiles = sorted(profiles)
+def no_row_hint(keyword: str, cases: Iterable[Any], speed_rows: int | None = None) -> str:
+    """One line for a `-k` expression that deselected every row of ``cases`` (``Case``: their
+    profiles, whose names begin every row id, their models and the other parts of their ids);
+    ``speed_rows``: how many active rows have a speed figure (test_speed checks only those)."""
     cases = list(cases)
+    profiles = sorted({c.profile for c in cases})
+    models = {c.model for c in cases}
     if speed_rows is not None and _written("test_speed", keyword):
         if not speed_rows:
             return (
@@ -45,7 +42,6 @@ def no_row_hint(
         speed = "; test_speed checks only the rows with a speed figure (not the OOM, N/A and error rows)"
     else:
         speed = ""
-    slugs = {model_slug(name): name for name in models}
     # Registry names written in the expression (`-k "Llama-2-7b-hf and lora"`), longest first, and
     # profile names with their dashes written as underscores (`-k cpu_tiny`).
     model_fixes = {
@@ -55,26 +51,30 @@ def no_row_hint(
     }
     profile_fixes = {p.replace("-", "_"): p for p in profiles if "-" in p and _written(p.replace("-", "_"), keyword)}
     if model_fixes or profile_fixes:
-        fixed = keyword
-        for wrong, right in {**model_fixes, **profile_fixes}.items():
-            fixed = re.sub(re.escape(wrong), right, fixed, flags=re.IGNORECASE)
         kinds = [("a model by its slug", model_fixes), ("a profile by its name", profile_fixes)]
         what = " and ".join(kind for kind, fixes in kinds if fixes)
+        fixed = _fixed(keyword, {**model_fixes, **profile_fixes})
         return f"conformance: -k {keyword!r} selects no row: row ids name {what}; try -k {fixed!r}"
-    if cases:
-        return _parts_hint(keyword, cases, profiles) + speed
-    listing = ", ".join(sorted(slugs))
-    return (
-        f"conformance: -k {keyword!r} selects no row; row ids name the models {listing}"
-        f" (pytest conformance --collect-only -q lists every id){speed}"
-    )
+    return _parts_hint(keyword, cases) + speed
 
 
 def _written(name: str, keyword: str) -> bool:
-    return re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", keyword, flags=re.IGNORECASE) is not None
+    return re.search(_word(name), keyword, flags=re.IGNORECASE) is not None
 
 
-def _parts_hint(keyword: str, cases: list[Any], profiles: list[str]) -> str:
+def _fixed(keyword: str, fixes: dict[str, str]) -> str:
+    """``keyword`` with each word of ``fixes`` written as its fix."""
+    for wrong, right in fixes.items():
+        keyword = re.sub(_word(wrong), right, keyword, flags=re.IGNORECASE)
+    return keyword
+
+
+def _word(name: str) -> str:
+    """A pattern for ``name`` as a whole word of a `-k` expression."""
+    return rf"(?<![\w-]){re.escape(name)}(?![\w-])"
+
+
+def _parts_hint(keyword: str, cases: list[Any]) -> str:
     """Name the words of ``keyword`` that no row id contains, with the id parts each resembles: a
     ``try -k`` when each is one part but for its separators or their order (``nf4dq``,
     ``llama_tiny``), else how ids are made and of which parts."""
@@ -98,9 +98,7 @@ def _parts_hint(keyword: str, cases: list[Any], profiles: list[str]) -> str:
         " (pytest conformance --collect-only -q lists every id)"
     )
     if unknown and len(fixes) == len(unknown):
-        fixed = keyword
-        for wrong, right in fixes.items():
-            fixed = re.sub(rf"(?<![\w-]){re.escape(wrong)}(?![\w-])", right, fixed)
+        fixed = _fixed(keyword, fixes)
         return f"conformance: -k {keyword!r} selects no row: no row id contains {_and(named)}; try -k {fixed!r}"
     if unknown:
         return f"conformance: -k {keyword!r} selects no row: no row id contains {_and(named)}; {shape}"

@@ -696,9 +696,7 @@ class ConformanceSession:
         if keyword and alone and self._deselected and not self._selected_any and self.resolved:
             cases = [self.lookup(key)[1] for key in sorted(self._deselected)]
             speed_rows = sum(applies("speed", c) for a in self.active_profiles() for c in a.profile.cases)
-            profiles = {key[0] for key in self._deselected}
-            hint = no_row_hint(keyword, {c.model for c in cases}, profiles, speed_rows, cases)
-            terminalreporter.write_line(hint)
+            terminalreporter.write_line(no_row_hint(keyword, cases, speed_rows))
         if not self.resolved or not self.writes:
             return
         if not self.rows:

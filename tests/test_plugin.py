@@ -1100,11 +1100,14 @@ def test_the_hint_spells_a_profile_name_as_row_ids_do() -> None:
     name (which begins every row id) is spelled with its dash."""
     from conformance.keyword_hint import no_row_hint
 
-    models, profiles = {"tiny-llama", "Llama-2-7b-hf"}, {"cpu-tiny", "a100-sxm4-40gb"}
-    assert no_row_hint("cpu_tiny", models, profiles) == (
+    tiny = SimpleNamespace(profile="cpu-tiny", id=case_id("inference", None, "tiny-llama", None, None, 1),
+                           workload="inference", method=None, model="tiny-llama", quantize=None,
+                           micro_batch_size=None, devices=1)  # fmt: skip
+    cases = [*_hint_cases(), tiny]
+    assert no_row_hint("cpu_tiny", cases) == (
         "conformance: -k 'cpu_tiny' selects no row: row ids name a profile by its name; try -k 'cpu-tiny'"
     )
-    assert no_row_hint("Llama-2-7b-hf and not a100_sxm4_40gb", models, profiles) == (
+    assert no_row_hint("Llama-2-7b-hf and not a100_sxm4_40gb", cases) == (
         "conformance: -k 'Llama-2-7b-hf and not a100_sxm4_40gb' selects no row: row ids name a model by its slug"
         " and a profile by its name; try -k 'llama2_7b and not a100-sxm4-40gb'"
     )
@@ -1175,16 +1178,16 @@ def test_a_keyword_that_selects_no_row_names_the_word_no_id_contains(keyword: st
     from conformance.keyword_hint import no_row_hint
 
     cases = _hint_cases()
-    hint = no_row_hint(keyword, {c.model for c in cases}, {"a100-sxm4-40gb"}, None, cases)
+    hint = no_row_hint(keyword, cases)
     assert hint.startswith(f"conformance: -k {keyword!r} selects no row: {ending}"), hint
 
 
 def test_the_speed_hint_says_which_rows_have_a_speed_check() -> None:
     from conformance.keyword_hint import no_row_hint
 
-    hint = no_row_hint("test_speed and 2gpu and nf4", {"Llama-2-7b-hf"}, {"a100-sxm4-40gb"}, speed_rows=48)
+    hint = no_row_hint("test_speed and 2gpu and nf4", _hint_cases(), speed_rows=48)
     assert hint.endswith("; test_speed checks only the rows with a speed figure (not the OOM, N/A and error rows)")
-    assert "test_speed" not in no_row_hint("2gpu and nf4", {"Llama-2-7b-hf"}, {"a100-sxm4-40gb"}, speed_rows=48)
+    assert "test_speed" not in no_row_hint("2gpu and nf4", _hint_cases(), speed_rows=48)
 
 
 @pytest.mark.slow
