@@ -44,7 +44,7 @@ from conformance.compare import (
     tolerance_text,
     verdict,
 )
-from conformance.display import cap_text, rows_text
+from conformance.display import cap_text, cell_text, rows_text
 from conformance.expectations import Tolerances
 from conformance.report import METHOD_NAMES, MODEL_NAMES
 from conformance.results import (
@@ -772,9 +772,8 @@ _SHOWN = 160  # characters of an error text in a table cell
 def _quoted(text: str | None, start: int = 0) -> str:
     if text is None:
         return "none"
-    shown = ("…" if start else "") + text[start:]
-    shown = shown if len(shown) <= _SHOWN else shown[: _SHOWN - 1] + "…"
-    return "`" + shown.replace("`", "'").replace("|", "\\|") + "`"
+    shown = cell_text(("..." if start else "") + text[start:], _SHOWN)
+    return "`" + shown.replace("`", "'") + "`"  # (a backtick would end the code span)
 
 
 def _value(value: Any) -> str:

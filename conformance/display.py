@@ -1,5 +1,6 @@
 """How the conformance suite prints paths and numbers: one rule each, used by the failure
-messages (``compare``, ``checks``), the results file, the report and the record diff."""
+messages (``compare``, ``checks``), the results file, the report, the record diff and
+``conformance diff``'s table cells."""
 
 from __future__ import annotations
 
@@ -51,3 +52,14 @@ def significant(value: float | None, digits: int = 4) -> float | None:
 def cap_text(cap_gb: float | None) -> str:
     """A memory cap a row ran under (``--emulate-memory-gb``), in words."""
     return "no memory cap" if cap_gb is None else f"a {cap_gb:g} GB memory cap"
+
+
+def cell_text(text: str, limit: int) -> str:
+    """The first line of ``text`` in at most ``limit`` characters, cut at a word's end when it has
+    to be cut (a word cut in two reads as another word), with a table's ``|`` escaped."""
+    line = text.splitlines()[0] if text else ""
+    if len(line) > limit:
+        cut = line[: limit - 3]
+        words = cut.rsplit(" ", 1)[0] if line[limit - 3] != " " else cut
+        line = (words if len(words) >= limit // 2 else cut).rstrip(" ,;:(|-") + "..."
+    return line.replace("|", "\\|")

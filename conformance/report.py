@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from conformance.compare import SPEED_INCONCLUSIVE
-from conformance.display import count_text, number_text, rows_text
+from conformance.display import cell_text, count_text, number_text, rows_text
 from conformance.results import has_measurement, speed_check_skipped, verdict_counts
 
 # How the published tables name the models (size, name); others fall back to the registry name.
@@ -244,7 +244,7 @@ def _speed_cell(row: Mapping[str, Any], field: str) -> str:
     if "speed" in (row.get("pending") or ()):
         unjudged = "its check did not run"  # the session ended first
     why = re.split(r"[:;(]", unjudged.removeprefix(f"{SPEED_INCONCLUSIVE}: "), maxsplit=1)[0].strip()
-    mark = f"not judged: {_cell_text(why, 40)}" if why else ""
+    mark = f"not judged: {cell_text(why, 40)}" if why else ""
     if expected is None:
         return f"{number_text(measured)}{unit}" + (f" ({mark})" if mark else "")
     return f"{number_text(measured)}{unit} ({', '.join(filter(None, [_delta(measured, expected), mark]))})"
@@ -256,7 +256,7 @@ def _verdict_cell(row: Mapping[str, Any]) -> str:
     if verdict == "skipped":
         reasons = row.get("reasons") or {}
         reason = reasons.get("run") or reasons.get("params") or next(iter(reasons.values()), "")
-        return f"skipped: {_cell_text(reason, 60)}" if reason else text
+        return f"skipped: {cell_text(reason, 60)}" if reason else text
     if row.get("pending"):  # the checks an unfinished session left (a row may have failed before)
         pending = ", ".join(row["pending"])
         return f"not run: {pending}" if verdict == "not run" else f"{text} (not run: {pending})"
@@ -286,7 +286,7 @@ def _outcome_text(outcome: str | None, gb: float | None, error: str | None, unit
     if outcome == "ok":
         return f"{number_text(gb)} {unit}" if gb is not None else "-"
     if outcome == "error":
-        return _cell_text(error or "error", 60)
+        return cell_text(error or "error", 60)
     return OUTCOME_TEXT.get(str(outcome), str(outcome))
 
 
@@ -299,14 +299,3 @@ def _delta(measured: float, expected: float) -> str:
 
 def _device_short(sku: str) -> str:
     return "CPU" if sku == "cpu" else sku.split("-")[0].upper()
-
-
-def _cell_text(text: str, limit: int) -> str:
-    """The first line of ``text`` in at most ``limit`` characters, cut at a word's end when it has
-    to be cut (a word cut in two reads as another word), with a table's ``|`` escaped."""
-    line = text.splitlines()[0] if text else ""
-    if len(line) > limit:
-        cut = line[: limit - 3]
-        words = cut.rsplit(" ", 1)[0] if line[limit - 3] != " " else cut
-        line = (words if len(words) >= limit // 2 else cut).rstrip(" ,;:(|-") + "..."
-    return line.replace("|", "\\|")
