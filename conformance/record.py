@@ -208,11 +208,13 @@ def mixing_problem(
     return None
 
 
-def record_mixing_problem(
+def record_problem(
     target: Path, fingerprint: Mapping[str, Any], active: ActiveProfile, measuring: set[str]
-) -> ExpectationError | None:
-    """:func:`mixing_problem`, asked before any row runs: the rows of the profile at ``target`` that
-    this session does not select (``measuring``: the case ids whose run it selects)."""
+) -> str | None:
+    """What the write of a recording into ``target`` would refuse, asked before any row runs
+    (``measuring``: the case ids whose run this session selects): :func:`mixing_problem` for the
+    profile's rows it does not select, or a file that would take a row it records and is a
+    symbolic link, which the write refuses to go through (one that keeps its rows is left as it is)."""
     old = _old_files(target)
     if not old:
         return None
@@ -220,23 +222,19 @@ def record_mixing_problem(
     before = next(iter(old.values()))["hardware"]
     now = _with_usable_memory(hardware_entry(fingerprint, active), before)
     unmeasured = [case_id for case_id in old_cases if case_id not in measuring]
-    return mixing_problem(target, before, now, unmeasured, old_cases)
-
-
-def record_link_problem(target: Path, active: ActiveProfile, measuring: set[str]) -> str | None:
-    """Asked before any row runs: a file of the profile at ``target`` that would take a row this
-    session records (``measuring``), and is a symbolic link, which the write refuses to go through.
-    A linked file that keeps its rows is left as it is, and fine."""
-    old = _old_files(target)
-    held = {row["id"]: name for name, data in old.items() for row in data["cases"]}
-    names = sorted({held.get(case.id, case.file.name) for case in active.profile.cases if case.id in measuring})
-    linked = [name for name in names if (target / name).is_symlink()]
-    if not linked:
-        return None
-    return (
-        f"{target}: {linked[0]} is a symbolic link, and would take the rows this session records;"
-        " refusing to write through it"
-    )
+    problem = mixing_problem(target, before, now, unmeasured, old_cases)
+    if problem is not None:
+        return str(problem)
+    taking = {
+        old_cases[c.id][0] if c.id in old_cases else c.file.name for c in active.profile.cases if c.id in measuring
+    }
+    linked = sorted(name for name in taking if (target / name).is_symlink())
+    if linked:
+        return (
+            f"{display(target)}: {linked[0]} is a symbolic link, and would take the rows this session records;"
+            " refusing to write through it"
+        )
+    return None
 
 
 def _memory(hardware: Mapping[str, Any]) -> tuple[Any, Any]:

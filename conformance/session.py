@@ -35,7 +35,7 @@ from conformance.gpus import WORKERINPUT_KEY
 from conformance.keyword_hint import no_row_hint
 from conformance.options import Options
 from conformance.profiles import ActiveProfile, select_profiles
-from conformance.record import NOTHING_RECORDED, record_link_problem, record_mixing_problem, record_profile
+from conformance.record import NOTHING_RECORDED, record_problem, record_profile
 from conformance.results import ResultsLock, check_target, rows_in, write_results
 from conformance.rules import (
     CHECKS,
@@ -476,18 +476,15 @@ class ConformanceSession:
 
     def _refuse_a_record_that_would_mix(self, selected: list[tuple[RowKey, CheckKind]]) -> None:
         """A ``--record`` that would have to keep rows it does not select, measured under another
-        memory or timed on another machine (``record_mixing_problem``), is a usage error before any
-        row runs; before, the session ran every row and then failed to write."""
+        memory or timed on another machine, or to write through a symbolic link (``record_problem``),
+        is a usage error before any row runs; before, the session ran every row and then failed to write."""
         if self.options.record is None:
             return
         active = self.active_profiles()[0]
         measuring = {key[1] for key, kind in selected if kind in ("run", "speed") and key[0] == active.name}
-        problem = record_mixing_problem(self.options.record, self.fingerprint, active, measuring)
+        problem = record_problem(self.options.record, self.fingerprint, active, measuring)
         if problem is not None:
             raise pytest.UsageError(f"--record {problem}")
-        linked = record_link_problem(self.options.record, active, measuring)
-        if linked is not None:
-            raise pytest.UsageError(f"--record {linked}")
 
     def _refuse_a_baseline_that_judges_nothing(self, selected: list[tuple[RowKey, CheckKind]]) -> None:
         """A ``--baseline`` that can judge none of the selected rows that would run is a usage error
