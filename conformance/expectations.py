@@ -31,7 +31,7 @@ from jsonschema.exceptions import SchemaError, ValidationError
 from conformance.display import display
 from litgpt_min import json_keys
 from litgpt_min.config import known_names
-from litgpt_min.files import json_text, read_input_bytes, real_path, write_files_atomic
+from litgpt_min.files import json_text, read_input_text, real_path, write_files_atomic
 from litgpt_min.json_keys import DuplicateKey
 from litgpt_min.result import Outcome, Workload
 
@@ -370,12 +370,10 @@ MAX_PROFILE_FILE_BYTES = 10 * 10**6
 def _read_json(path: Path) -> Any:
     """Strict JSON: no NaN/Infinity, no duplicate keys (``json`` would keep the last silently)."""
     try:
-        text = read_input_bytes(path, MAX_PROFILE_FILE_BYTES, "expectation file").decode("utf-8")
+        text = read_input_text(path, MAX_PROFILE_FILE_BYTES, "expectation file")
     except OSError as exc:
         raise ExpectationError(path, f"cannot read: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise ExpectationError(path, f"not UTF-8 text: byte {exc.start} ({exc.reason})") from None
-    except ValueError as exc:  # a FIFO, a device, a file larger than any profile's
+    except ValueError as exc:  # a FIFO, a device, a file larger than any profile's, not UTF-8
         raise ExpectationError(path, str(exc)) from None
     try:
         return strict_json(text)

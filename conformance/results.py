@@ -31,7 +31,7 @@ from conformance.options import options_json
 from conformance.profiles import profile_json
 from conformance.snapshot import RowSnapshot, Snapshot
 from conformance.verdicts import Verdict, row_verdict
-from litgpt_min.files import read_input_bytes, read_only
+from litgpt_min.files import read_input_text, read_only
 from litgpt_min.result import Result, plain_json
 
 FORMAT = "litgpt-conformance-results/2"
@@ -408,15 +408,13 @@ MAX_RESULTS_BYTES = 100 * 10**6
 def load_results(path: Path) -> dict[str, Any]:
     """A results document; ``ValueError`` naming the file and the field (a JSON pointer)."""
     try:
-        raw = read_input_bytes(path, MAX_RESULTS_BYTES, "results file")
+        text = read_input_text(path, MAX_RESULTS_BYTES, "results file")
     except OSError as exc:
         raise ValueError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except ValueError as exc:
+    except ValueError as exc:  # a FIFO, a device, too large, not UTF-8
         raise ValueError(f"{path}: {exc}") from None
     try:
-        data = strict_json(raw.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{path}: not UTF-8 text: byte {exc.start} ({exc.reason})") from None
+        data = strict_json(text)
     except ValueRefused as exc:  # NaN, 1e18 or more, a lone surrogate: named with its JSON pointer
         raise ValueError(f"{path}: {exc.pointer}: {exc.what}{exc.owner}") from None
     except ValueError as exc:  # DuplicateKey among them

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from litgpt_min import json_keys
-from litgpt_min.files import write_json_atomic
+from litgpt_min.files import read_input_text, write_json_atomic
 
 NormClass = Literal["LayerNorm", "RMSNorm"]
 MLPClass = Literal["GptNeoxMLP", "LLaMAMLP"]
@@ -36,6 +36,8 @@ _JSON_RENAMES = {
 
 # The fields a lit_config.json must spell out: the sizes that decide the model.
 REQUIRED_IN_FILE = ("block_size", "vocab_size", "n_layer", "n_head", "n_embd")
+# A config file is a few kB; far more is not one (and would be read whole).
+MAX_CONFIG_BYTES = 10 * 10**6
 
 # Fields that Lit-GPT releases after 8641822 write into every config (``model_config.yaml``, or
 # ``lit_config.json``), each with the value that leaves its feature off. A config that turns one
@@ -363,11 +365,11 @@ class Config:
             raise ValueError(f"{path}: not a regular file")
         kind = "YAML" if path.suffix.lower() in (".yaml", ".yml") else "JSON"
         try:
-            text = path.read_bytes().decode("utf-8")
+            text = read_input_text(path, MAX_CONFIG_BYTES, "config file")
         except OSError as exc:
             raise ValueError(f"{path}: cannot read config: {exc.strerror or exc}") from None
-        except UnicodeDecodeError as exc:
-            raise ValueError(f"{path}: not UTF-8 text: byte {exc.start} ({exc.reason})") from None
+        except ValueError as exc:  # a file larger than any config, not UTF-8
+            raise ValueError(f"{path}: {exc}") from None
         try:
             values = _load_yaml(text) if kind == "YAML" else json_keys.loads(text)
         except json.JSONDecodeError as exc:

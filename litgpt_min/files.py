@@ -15,8 +15,9 @@ reports, diffs, plots, benchmark reports) goes through ``atomic_write``, ``write
   that resolves inside the input's root, so a link planted in an input directory cannot smuggle
   an outside file (``/etc/shadow``, an SSH key) into the output.
 
-Results and expectation files are read with ``read_input_bytes``: a regular file up to a size,
-never a FIFO or a device (``/dev/zero`` would fill the memory, a FIFO block forever).
+Results, expectation and config files are read with ``read_input_text``: a regular file up to a
+size, never a FIFO or a device (``/dev/zero`` would fill the memory, a FIFO block forever), in
+UTF-8.
 
 Problems are ``ValueError`` naming the path, which the command lines turn into one line and exit
 status 2.
@@ -51,6 +52,15 @@ def read_input_bytes(path: str | Path, limit_bytes: int, what: str = "file") -> 
     if len(data) > limit_bytes:
         raise ValueError(f"larger than any {what} ({limit_bytes / 1e6:g} MB at most)")
     return data
+
+
+def read_input_text(path: str | Path, limit_bytes: int, what: str = "file") -> str:
+    """:func:`read_input_bytes` as UTF-8 text; bytes that are not are a ``ValueError`` too."""
+    data = read_input_bytes(path, limit_bytes, what)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 text: byte {exc.start} ({exc.reason})") from None
 
 
 def _opened_regular(path: str | Path) -> IO[bytes]:
