@@ -95,12 +95,10 @@ def _machine(results: Mapping[str, Any]) -> list[str]:
         lines.append(f"  - {label} {fp.get(key) or 'not installed'}")
     sources = (results.get("options") or {}).get("merged_from")
     if sources:
-        files = (
-            "1 results file (its rows keep their machine's fingerprint)"
-            if len(sources) == 1
-            else (f"{len(sources)} results files (each row keeps its machine's fingerprint)")
-        )
-        lines.append(f"- Merged from {files}:")
+        if len(sources) == 1:
+            lines.append("- Merged from 1 results file (its rows keep their machine's fingerprint):")
+        else:
+            lines.append(f"- Merged from {len(sources)} results files (each row keeps its machine's fingerprint):")
         for source in sources:
             machines = [r["fingerprint"] for r in results.get("rows") or [] if r.get("source") == source["file"]]
             hosts = ", ".join(sorted({str(fp.get("hostname") or "?") for fp in machines}))
