@@ -48,7 +48,6 @@ from litgpt_min.estimate import (
     estimate,
     train_lengths,
 )
-from litgpt_min.finetune import later_draws
 from litgpt_min.hf_config import config_from_hf
 from litgpt_min.measure import gb_text
 from litgpt_min.options import (
@@ -391,9 +390,9 @@ def _run_ad_hoc(args: argparse.Namespace, out: TextIO) -> int:
     }
     # What the figure assumed, defaults resolved: for a finetune step the micro-batch, the batch
     # and its accumulation, the lm_head chunk size, its longest sample (iteration 0) and, when a
-    # later micro-step was simulated (several devices, accumulating), that batch's length, and the
-    # method's own settings (litgpt-min's flat keys: lora_* or adapter_*); for inference the
-    # prompt and the new tokens.
+    # later micro-step was simulated (accumulating, on several devices or, with many trainable
+    # parameters, on one), that batch's length, and the method's own settings (litgpt-min's flat
+    # keys: lora_* or adapter_*); for inference the prompt and the new tokens.
     if args.workload == "finetune":
         assert hp is not None
         obj["method"] = request.method
@@ -402,7 +401,7 @@ def _run_ad_hoc(args: argparse.Namespace, out: TextIO) -> int:
         obj["gradient_accumulation_iters"] = request.gradient_accumulation_iters
         obj["lm_head_chunk_size"] = request.lm_head_chunk_size
         obj["seq_len"] = request.seq_len
-        obj["later_seq_len"] = request.later_seq_len if request.devices > 1 else None
+        obj["later_seq_len"] = result.later_seq_len
         obj["data_file"] = None if args.data_file is None else str(args.data_file)
         obj.update(_peft_json(request))
     else:
@@ -543,15 +542,14 @@ def _data_lengths(args: argparse.Namespace, hp: Hyperparameters, name: str, conf
     return seq_len, later
 
 
-def _later_seq_len(hp: Hyperparameters, name: str, config: Config, seq_len: int) -> tuple[int | None, bool]:
+def _later_seq_len(hp: Hyperparameters, name: str, config: Config, seq_len: int) -> tuple[int, bool]:
     """The later micro-steps' typical longest sample from the tokenizer's Alpaca profile, at most
     ``seq_len``; ``seq_len`` itself (the worst case, flagged True) when the model has no known
-    tokenizer. None without accumulation."""
+    tokenizer."""
     try:
-        later = default_later_seq_len(name, config, hp)
+        return min(default_later_seq_len(name, config, hp), seq_len), False
     except ValueError:
-        return (seq_len, True) if later_draws(hp) else (None, False)
-    return (None if later is None else min(later, seq_len)), False
+        return seq_len, True
 
 
 def _default(fn: Callable[..., int], name: str, config: Config | None, flag: str) -> int:

@@ -6,8 +6,8 @@ runs, and reports the peak the CUDA caching allocator would report as ``max_memo
 
 - **finetune**: build the method's model, set ``max_seq_length`` to the longest sample, one
   :func:`~litgpt_min.finetune.micro_step` on a ``(micro_batch_size, seq_len)`` batch (the longest
-  sample is in iteration 0, and the micro-batch is padded to it; with several devices a later
-  micro-step follows, see 7.) and one :func:`~litgpt_min.finetune.optimizer_step`;
+  sample is in iteration 0, and the micro-batch is padded to it; a later micro-step may follow,
+  see 7. and 10.) and one :func:`~litgpt_min.finetune.optimizer_step`;
 - **inference**: build the model, size the KV cache for prompt + new tokens and run
   :func:`~litgpt_min.generate.generate` (prefill and every decode step).
 
@@ -70,23 +70,29 @@ Modelling assumptions (each one is a place the estimate can be wrong):
    last prefetched once the output has its gradient, then each Block's backward with the one
    before it prefetched), and the Blocks' resident weights are then replaced by this rank's
    shards of every unit. The root unit stays unsharded from forward to backward, as FSDP keeps it.
-   The simulated run is iteration 0 (the longest sample, no flat gradient yet) followed, when
-   gradients accumulate, by a later micro-step of the window, which starts with every Block's
-   flat gradient and the optimizer's states, on a random sample. Its length is the typical
-   longest of the later draws of the table's 1,000 iterations (:func:`~litgpt_min.finetune.later_length`, the median
-   of that maximum: 633 tokens for Llama 2 at micro-batch 1, where the longest is 1304). That is
-   a statistic, not a bound: a run that happens to draw a longer sample peaks higher. On one
-   device the later micro-steps hold only the trainable gradients and the optimizer's states
-   (megabytes for the tables' adapters) and run shorter batches, so iteration 0 is the peak and
-   only it is run. That fails where the trainable parameters are large and the later samples as
-   long (a high LoRA rank on every target over equal-length records: +16% measured on pythia-70m
-   at r=256); the error is at most those parameters' gradients and optimizer states.
+   The simulated run is iteration 0 (the longest sample, no flat gradient yet) followed by a
+   later micro-step on a random sample: when gradients accumulate, one of the window, which
+   starts with every Block's flat gradient and the optimizer's states; without, any iteration
+   after the first, which starts with the states alone (iteration 0's step freed its gradient
+   shards). Its length is the typical longest of the later draws of the table's 1,000 iterations
+   (:func:`~litgpt_min.finetune.later_draws`, :func:`~litgpt_min.finetune.later_length`: the
+   median of that maximum, 633 tokens for Llama 2 at micro-batch 1, where the longest is 1304).
+   That is a statistic, not a bound: a run that happens to draw a longer sample peaks higher.
    Quantization with several devices, or with a mixed precision, is unsupported, as in the reference.
 8. **Random weights, synthetic batch.** Memory does not depend on values; the batch is the
    longest sample repeated (the micro-batch is padded to its longest sample anyway).
 9. **Dropout as CUDA runs it.** ``at::dropout`` takes the fused kernel only on CUDA, which keeps a
    1-byte mask for backward; on the CPU it is composite and keeps a noise tensor in the input's
    dtype. Every ``nn.Dropout`` (LoRA's, p=0.05) is therefore swapped for :class:`~litgpt_min.fake_step.CudaDropout`.
+10. **One device, later micro-steps.** A later micro-step starts with what iteration 0 did not
+   hold: accumulating, the window's trainable gradients (one more being added into them) and,
+   after the first window, the optimizer's states; without accumulation, after iteration 0, the
+   states. Its batch, of the same typical length as in 7., is no longer than iteration 0's, so it
+   can peak above iteration 0 by at most :func:`later_step_holds`. It is simulated (gradients and
+   states held, as a window after the first holds them) only where that bound exceeds
+   :data:`LATER_STEP_SHARE` (1%) of iteration 0's peak, the figure otherwise being at most that
+   share low: never on the tables' rows (0.55% of a row's peak at most), but on a high LoRA rank
+   on every target (pythia-70m at r=256: without it 16-24% low over equal-length records).
 """
 
 from __future__ import annotations
@@ -102,7 +108,7 @@ from litgpt_min.adapter import AdapterSettings
 from litgpt_min.config import Config
 from litgpt_min.data import load_length_profile, tokenizer_family
 from litgpt_min.estimate_request import STACKS, EstimateRequest, EstimateWorkload, Stack, stack_for
-from litgpt_min.fake_step import PhasePeaks, Reserve, fake_peak, fake_peaks, fake_reserve
+from litgpt_min.fake_step import PAGED_STATE_MIN_NUMEL, PhasePeaks, Reserve, fake_peak, fake_peaks, fake_reserve
 from litgpt_min.finetune import later_length, load_train_data
 from litgpt_min.lora import LoRASettings
 from litgpt_min.measure import round_allocation
@@ -115,7 +121,7 @@ from litgpt_min.options import (
     check_quantize_precision,
 )
 from litgpt_min.outcome import UnsupportedCombination
-from litgpt_min.peft import Method, apply_method
+from litgpt_min.peft import Method, apply_method, build_meta_model
 
 Outcome = Literal["ok", "oom", "unsupported"]
 HOWS: dict[str, str] = {
@@ -146,16 +152,16 @@ def default_seq_len(model_name: str, config: Config) -> int:
     return min(load_length_profile(tokenizer_family(model_name)).longest, config.block_size)
 
 
-def default_later_seq_len(model_name: str, config: Config, hp: Hyperparameters) -> int | None:
+def default_later_seq_len(model_name: str, config: Config, hp: Hyperparameters) -> int:
     """The later micro-steps' typical longest sample (:func:`~litgpt_min.finetune.later_length`)
     over the Alpaca profile of the model's tokenizer, clipped to the block size."""
     profile = load_length_profile(tokenizer_family(model_name))
     return later_length(profile.expanded().clamp(max=config.block_size), hp)
 
 
-def train_lengths(options: FinetuneOptions, model_name: str, config: Config) -> tuple[int, int | None]:
+def train_lengths(options: FinetuneOptions, model_name: str, config: Config) -> tuple[int, int]:
     """Iteration 0's length (the longest sample) and the later micro-steps' typical longest
-    (:func:`~litgpt_min.finetune.later_length`, None without accumulation), from the data the run
+    (:func:`~litgpt_min.finetune.later_length`), from the data the run
     trains on: its data file, tokenized and cut to the block size, or the synthetic Alpaca lengths."""
     train_data = load_train_data(options, model_name, config)
     return train_data.longest_length, later_length(train_data.lengths, options.hyperparameters)
@@ -218,13 +224,16 @@ def request_from_run(run: RunRequest, *, stack: Stack = "current", devices: int 
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Estimate:
-    """A peak in bytes, or why the combination is unsupported; ``how`` names the path taken."""
+    """A peak in bytes, or why the combination is unsupported; ``how`` names the path taken and
+    ``later_seq_len`` the batch length of the later micro-step simulated after iteration 0 (None:
+    none was)."""
 
     peak_bytes: int | None
     stack: Stack
     how: str
     unsupported: str | None = None
     reserve: Reserve | None = None
+    later_seq_len: int | None = None
 
     @property
     def max_memory_gb(self) -> float | None:
@@ -251,13 +260,49 @@ def estimate(request: EstimateRequest, *, extrapolate: bool = True, reserve: boo
         return Estimate(None, request.stack, "refused", unsupported=str(exc))
     if request.devices > 1:
         peak, how = _fsdp_peak(request, extrapolate)
-        return Estimate(peak, request.stack, how)
+        return Estimate(peak, request.stack, how, later_seq_len=request.later_seq_len)
     if reserve:
         _check_full_depth(request, "the allocator model replays every layer")
         peak, reserved = fake_reserve(request)
-        return Estimate(peak, request.stack, "fake-run-allocator", reserve=reserved)
+        if not _later_may_matter(request, peak):
+            return Estimate(peak, request.stack, "fake-run-allocator", reserve=reserved)
+        peak, reserved = fake_reserve(request, later=True)
+        return Estimate(
+            peak, request.stack, "fake-run-allocator", reserve=reserved, later_seq_len=request.later_seq_len
+        )
     peak, how = _peak(request, extrapolate, fsdp=False)
-    return Estimate(peak, request.stack, how)
+    if not _later_may_matter(request, peak):
+        return Estimate(peak, request.stack, how)
+    peak, how = _peak(request, extrapolate, fsdp=False, later=True)
+    return Estimate(peak, request.stack, how, later_seq_len=request.later_seq_len)
+
+
+# One device: a later micro-step is simulated when what it can hold beyond iteration 0 exceeds
+# this share of iteration 0's peak.
+LATER_STEP_SHARE = 0.01
+
+
+def _later_may_matter(request: EstimateRequest, first_peak: int) -> bool:
+    """Whether a later micro-step of the window (one device) may peak above iteration 0 by more
+    than :data:`LATER_STEP_SHARE` of its peak. It runs a batch no longer than iteration 0's and
+    holds beyond it at most :func:`later_step_holds`."""
+    return request.later_seq_len is not None and later_step_holds(request) > LATER_STEP_SHARE * first_peak
+
+
+def later_step_holds(request: EstimateRequest) -> int:
+    """Bytes a later one-device micro-step can hold that iteration 0 did not: every trainable
+    gradient from its start, the one being added into it, and the optimizer's states (AdamW's two
+    per tensor in the parameters' dtype and its step count; bitsandbytes' paged AdamW's two fp32
+    ones below 1e5 elements, the rest in paged memory)."""
+    sizes = _trainable_sizes(request.config, request.method, request.lora, request.adapter)
+    itemsize = request.dtype.itemsize
+    grads = sum(round_allocation(n * itemsize) for n in sizes)
+    adding = max((round_allocation(n * itemsize) for n in sizes), default=0)
+    if request.quantize is None:
+        states = sum(2 * round_allocation(n * itemsize) + round_allocation(4) for n in sizes)
+    else:
+        states = sum(2 * round_allocation(4 * n) for n in sizes if n < PAGED_STATE_MIN_NUMEL)
+    return grads + adding + states
 
 
 # One device: deeper pairs of short runs tried before the full depth, when a pair's phases are
@@ -358,6 +403,13 @@ def _fsdp_step(request: EstimateRequest, extrapolate: bool) -> tuple[int, str]:
 
 
 @functools.lru_cache(maxsize=8)
+def _trainable_sizes(config: Config, method: Method, lora: LoRASettings, adapter: AdapterSettings) -> tuple[int, ...]:
+    """The trainable parameters' sizes (elements), from a meta-device model."""
+    model = build_meta_model(config, method, lora, adapter)
+    return tuple(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+@functools.lru_cache(maxsize=8)
 def _parameter_sizes(
     config: Config, method: Method, lora: LoRASettings, adapter: AdapterSettings
 ) -> tuple[tuple[tuple[int, ...], ...], int]:
@@ -372,6 +424,7 @@ def _parameter_sizes(
 
 __all__ = [
     "HOWS",
+    "LATER_STEP_SHARE",
     "STACKS",
     "Estimate",
     "EstimateRequest",
@@ -383,6 +436,7 @@ __all__ = [
     "default_prompt_len",
     "default_seq_len",
     "estimate",
+    "later_step_holds",
     "request_from_run",
     "stack_for",
     "train_lengths",

@@ -49,14 +49,14 @@ def stack_for(bitsandbytes_version: str | None) -> Stack:
 @dataclass(frozen=True)
 class EstimateRequest:
     """What to estimate. ``seq_len`` is the finetune batch's length in iteration 0 (the longest
-    sample); ``later_seq_len`` the longest batch of the micro-steps that start holding their
-    window's gradients (:func:`~litgpt_min.finetune.later_length`; None: gradients do not accumulate).
+    sample); ``later_seq_len`` the longest batch of the micro-steps that start holding more than
+    iteration 0 did (:func:`~litgpt_min.finetune.later_length`; None: no later micro-step is modelled).
 
     ``gradient_accumulation_iters`` (the batch over the micro-batch) and ``lm_head_chunk_size``
     are the finetune step's, as the runner passes them to :func:`~litgpt_min.finetune.micro_step`
     (:class:`~litgpt_min.options.Hyperparameters`): the chunk size sets how many logits are
-    materialized at once (``lm_head`` and the cross-entropy), and a ``later_seq_len`` needs an
-    accumulation over 1 (its window has later micro-steps). Inference uses neither."""
+    materialized at once (``lm_head`` and the cross-entropy), and the accumulation what a later
+    micro-step holds (the window's gradients, or without accumulation none). Inference uses neither."""
 
     config: Config
     workload: EstimateWorkload
@@ -106,11 +106,6 @@ class EstimateRequest:
             value = self.later_seq_len
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= self.seq_len:
                 raise ValueError(f"later_seq_len must be an integer in [1, seq_len={self.seq_len}], got {value!r}")
-            if self.gradient_accumulation_iters == 1:
-                raise ValueError(
-                    f"later_seq_len {value} needs gradient_accumulation_iters > 1: without accumulation "
-                    "every micro-step is the first of its window"
-                )
         if self.workload == "finetune":
             length, what = self.seq_len, "the sequence length (--seq-len)"
         else:

@@ -128,12 +128,13 @@ class _ReserveTracker(LiveTensorTracker):
         return super().__torch_dispatch__(func, types, args, kwargs)
 
 
-def fake_reserve(request: EstimateRequest) -> tuple[int, Reserve]:
+def fake_reserve(request: EstimateRequest, *, later: bool = False) -> tuple[int, Reserve]:
     """The allocated peak and the allocator's reserve of the request's one-device run, at its full
-    depth (fragmentation does not grow affinely with the depth, so nothing is extrapolated)."""
+    depth (fragmentation does not grow affinely with the depth, so nothing is extrapolated);
+    ``later`` as :func:`run_step`'s."""
     allocator = CachingAllocator()
     with FakeTensorMode(), _ReserveTracker(allocator) as tracker:
-        run_step(request, torch.device("cpu"))
+        run_step(request, torch.device("cpu"), later=later)
     return tracker.peak_bytes, Reserve(allocator.peak_reserved, tracker.reserved_at_first_gemm)
 
 
@@ -150,9 +151,9 @@ def run_step(
     A finetune micro-step is the runner's :func:`~litgpt_min.finetune.micro_step` with the request's
     accumulation and ``lm_head`` chunk size, as ``litgpt_min.finetune.train`` passes its hyperparameters.
 
-    ``later``: iteration 0 is followed by a later micro-step of its accumulation window, on a
-    ``later_seq_len`` batch, which holds what the window has accumulated (under ``fsdp`` every
-    Block's flat gradient) and the optimizer's states (created by an earlier window's step)."""
+    ``later``: iteration 0 is followed by a later micro-step on a ``later_seq_len`` batch, which
+    holds the optimizer's states (created by an earlier step) and, when gradients accumulate, what
+    its window has accumulated (the trainable gradients; under ``fsdp`` every Block's flat gradient)."""
     phase("build")
     model = build_for_estimate(request, device)
     autocast = (
@@ -169,10 +170,12 @@ def run_step(
         optimizer = _optimizer(model, request, device)
         prefix = [""]
         units = _FsdpUnits(model, request.dtype, request.devices) if fsdp else None
+        accumulating = request.gradient_accumulation_iters > 1
+        free_flat_gradients: Callable[[], None] | None = None
         if units is not None:
             # Without accumulation every backward syncs: each flat gradient is reduce-scattered.
-            shards = request.devices if request.gradient_accumulation_iters == 1 else None
-            _flat_block_gradients(
+            shards = None if accumulating else request.devices
+            free_flat_gradients = _flat_block_gradients(
                 model,
                 request.dtype,
                 units,
@@ -193,7 +196,9 @@ def run_step(
         for n, length in enumerate(lengths):
             if n:
                 prefix[0] = "later-"
-                _hold_optimizer_state(optimizer)
+                if free_flat_gradients is not None and not accumulating:  # iteration 0's step freed them
+                    free_flat_gradients()
+                _hold_optimizer_state(optimizer, keep_gradients=accumulating)
             input_ids = torch.zeros(request.micro_batch_size, length, dtype=torch.long, device=device)
             targets = torch.zeros(request.micro_batch_size, length, dtype=torch.long, device=device)
             phase(f"{prefix[0]}forward")  # type: ignore[arg-type]
@@ -299,8 +304,9 @@ def _flat_block_gradients(
     units: _FsdpUnits,
     first: Callable[[], None] = lambda: None,
     shards: int | None = None,
-) -> None:
-    """Each Block's gradient as FSDP (``use_orig_params=True``) produces it, for a Block that trains.
+) -> Callable[[], None]:
+    """Each Block's gradient as FSDP (``use_orig_params=True``) produces it, for a Block that trains;
+    returns what frees the kept ones, as the optimizer's ``zero_grad`` does.
 
     The parameters are views of the Block's flat parameter, so every one of them, frozen or not,
     receives a gradient (which also keeps the frozen linears' inputs for backward). The views'
@@ -366,6 +372,12 @@ def _flat_block_gradients(
             # The hooks hold ``kept``: the flat gradients live as long as the model.
             p.register_post_accumulate_grad_hook(functools.partial(hook, b=b))
     units.output_gradient_complete = below_starts
+
+    def free() -> None:
+        for gradients in kept:
+            gradients.clear()
+
+    return free
 
 
 class _FsdpUnits:
@@ -446,14 +458,19 @@ class _FsdpUnits:
         self.pre_backward_ran.clear()
 
 
-def _hold_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
-    """Create the optimizer's states, as an optimizer step of an earlier window has."""
+def _hold_optimizer_state(optimizer: torch.optim.Optimizer, *, keep_gradients: bool) -> None:
+    """Create the optimizer's states, as an optimizer step of an earlier window has. With
+    ``keep_gradients`` (gradients accumulate) the gradients the window holds so far stay as they
+    were (on one device the trainable ones; under FSDP none, its flat gradients being kept apart);
+    without, they are gone, as the step of iteration 0 frees them."""
     params = [p for group in optimizer.param_groups for p in group["params"]]
+    held = [p.grad if keep_gradients else None for p in params]
     for p in params:
-        p.grad = torch.zeros_like(p)
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
     optimizer_step(optimizer)
-    for p in params:
-        p.grad = None
+    for p, grad in zip(params, held, strict=True):
+        p.grad = grad
 
 
 class _FabricOutputs(nn.Module):

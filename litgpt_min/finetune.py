@@ -147,10 +147,9 @@ def train(
     generator = torch.Generator().manual_seed(seed)
     accumulation = hp.gradient_accumulation_iters
     forced = {0: train_data.longest_index}
-    with host_memory():
-        later = later_sample(train_data, hp) if max_iters > 1 else None
-    if later is not None:
-        forced[1] = later
+    if max_iters > 1:
+        with host_memory():
+            forced[1] = later_sample(train_data, hp)
     step_count = 0
     sched_start: schedstat.Reading | None = None
     for iter_num in range(max_iters):
@@ -206,24 +205,26 @@ def make_optimizer(
 
 
 def later_draws(hp: Hyperparameters, iters: int = ITERS_PER_FIGURE) -> int:
-    """Samples drawn in an ``iters``-iteration run by the micro-steps that are not the first of
-    their accumulation window: these start holding the window's gradients (under FSDP, every
-    Block's unsharded flat gradient), so the longest sample among them can set the run's peak."""
+    """Samples drawn in an ``iters``-iteration run by the micro-steps that start holding more than
+    iteration 0 did, so that the longest sample among them can set the run's peak: with
+    accumulation, those that are not the first of their window, which start with the window's
+    gradients (under FSDP, every Block's unsharded flat gradient) and, after the first window, the
+    optimizer's states; without, every iteration after the first, which starts with the states."""
+    if hp.gradient_accumulation_iters == 1:
+        return (iters - 1) * hp.micro_batch_size
     windows = -(-iters // hp.gradient_accumulation_iters)
     return (iters - windows) * hp.micro_batch_size
 
 
-def later_length(lengths: torch.Tensor, hp: Hyperparameters) -> int | None:
+def later_length(lengths: torch.Tensor, hp: Hyperparameters) -> int:
     """The typical longest of :func:`later_draws` from ``lengths`` (the median over runs of that
-    maximum, :func:`~litgpt_min.data.typical_longest`); None without accumulation."""
-    draws = later_draws(hp)
-    return data.typical_longest(lengths, draws) if draws else None
+    maximum, :func:`~litgpt_min.data.typical_longest`)."""
+    return data.typical_longest(lengths, later_draws(hp))
 
 
-def later_sample(train_data: data.TrainData, hp: Hyperparameters) -> int | None:
-    """A sample of :func:`later_length` tokens, for iteration 1; None without accumulation."""
-    length = later_length(train_data.lengths, hp)
-    return None if length is None else data.index_of_length(train_data, length)
+def later_sample(train_data: data.TrainData, hp: Hyperparameters) -> int:
+    """A sample of :func:`later_length` tokens, for iteration 1."""
+    return data.index_of_length(train_data, later_length(train_data.lengths, hp))
 
 
 def default_max_iters(hp: Hyperparameters) -> int:
