@@ -390,9 +390,9 @@ def _run_ad_hoc(args: argparse.Namespace, out: TextIO) -> int:
     }
     # What the figure assumed, defaults resolved: for a finetune step the micro-batch, the batch
     # and its accumulation, the lm_head chunk size, its longest sample (iteration 0) and, when a
-    # later micro-step was simulated (accumulating, on several devices or, with many trainable
-    # parameters, on one), that batch's length, and the method's own settings (litgpt-min's flat
-    # keys: lora_* or adapter_*); for inference the prompt and the new tokens.
+    # later micro-step was simulated (always on several devices; on one, with many trainable
+    # parameters), that batch's length, and the method's own settings (litgpt-min's flat keys:
+    # lora_* or adapter_*); for inference the prompt and the new tokens.
     if args.workload == "finetune":
         assert hp is not None
         obj["method"] = request.method
@@ -519,7 +519,7 @@ def _peft_json(request: EstimateRequest) -> dict[str, Any]:
     return {prefix + key: value for key, value in dataclasses.asdict(settings).items()}
 
 
-def _data_lengths(args: argparse.Namespace, hp: Hyperparameters, name: str, config: Config) -> tuple[int, int | None]:
+def _data_lengths(args: argparse.Namespace, hp: Hyperparameters, name: str, config: Config) -> tuple[int, int]:
     """Iteration 0's and the later micro-steps' lengths from ``--data-file``, tokenized as the
     runner tokenizes it (with ``--config``, the checkpoint folder's tokenizer by default)."""
     if args.seq_len is not None:

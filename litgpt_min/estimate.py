@@ -21,7 +21,10 @@ Modelling assumptions (each one is a place the estimate can be wrong):
    takes the flash-style CPU kernel, which, like CUDA's flash/memory-efficient kernels, keeps no
    T x T matrix (outputs and log-sum-exp only). The meta device (or fake cuda) takes the math path
    and overestimates by 35-100%. With an explicit mask (KV-cache inference, the adapter's prefix
-   attention) both devices use the math kernel, as CUDA does.
+   attention) fake cpu tensors still take the CPU kernel under this project's torch, where CUDA,
+   depending on its PyTorch release, may take the math kernel and keep a T x S matrix: S is the
+   adapter's 10 prefix positions, or a prompt's tokens against the cache in inference, so for the
+   tables' rows that is megabytes per layer at most (not verified on a GPU).
 2. **Allocator.** Every storage is charged the block the caching allocator would hand it, as
    ``max_memory_allocated`` counts it: the request rounded up to 512 bytes, or a whole cached or
    new large block when the tail left over would be 1 MiB or less (the tracker feeds a
@@ -181,8 +184,8 @@ def request_from_run(run: RunRequest, *, stack: Stack = "current", devices: int 
     so that such a row, which ``RunRequest`` refuses, is still estimated (as unsupported). Of the
     hyperparameters, three move the estimate and are carried: the
     micro-batch, the ``lm_head`` chunk size (how many positions' logits a chunk holds at once) and
-    the accumulation (the batch over the micro-batch: whether the window has later micro-steps and,
-    with the micro-batch, how many samples they draw, hence ``later_seq_len``). The learning rate,
+    the accumulation (the batch over the micro-batch: what a later micro-step holds and, with the
+    micro-batch, how many samples the later micro-steps draw, hence ``later_seq_len``). The learning rate,
     weight decay and schedule move none.
     """
     config = run.config
@@ -263,13 +266,12 @@ def estimate(request: EstimateRequest, *, extrapolate: bool = True, reserve: boo
         return Estimate(peak, request.stack, how, later_seq_len=request.later_seq_len)
     if reserve:
         _check_full_depth(request, "the allocator model replays every layer")
-        peak, reserved = fake_reserve(request)
-        if not _later_may_matter(request, peak):
-            return Estimate(peak, request.stack, "fake-run-allocator", reserve=reserved)
-        peak, reserved = fake_reserve(request, later=True)
-        return Estimate(
-            peak, request.stack, "fake-run-allocator", reserve=reserved, later_seq_len=request.later_seq_len
-        )
+        # Whether to replay a later micro-step too is judged on the extrapolated peak: the replay
+        # is the slow path, run once.
+        later = _later_may_matter(request, _peak(request, extrapolate, fsdp=False)[0])
+        peak, reserved = fake_reserve(request, later=later)
+        later_seq_len = request.later_seq_len if later else None
+        return Estimate(peak, request.stack, "fake-run-allocator", reserve=reserved, later_seq_len=later_seq_len)
     peak, how = _peak(request, extrapolate, fsdp=False)
     if not _later_may_matter(request, peak):
         return Estimate(peak, request.stack, how)
@@ -283,17 +285,19 @@ LATER_STEP_SHARE = 0.01
 
 
 def _later_may_matter(request: EstimateRequest, first_peak: int) -> bool:
-    """Whether a later micro-step of the window (one device) may peak above iteration 0 by more
-    than :data:`LATER_STEP_SHARE` of its peak. It runs a batch no longer than iteration 0's and
-    holds beyond it at most :func:`later_step_holds`."""
+    """Whether a later micro-step (one device) may peak above iteration 0 by more than
+    :data:`LATER_STEP_SHARE` of its peak. It runs a batch no longer than iteration 0's and holds
+    beyond it at most :func:`later_step_holds`."""
     return request.later_seq_len is not None and later_step_holds(request) > LATER_STEP_SHARE * first_peak
 
 
 def later_step_holds(request: EstimateRequest) -> int:
     """Bytes a later one-device micro-step can hold that iteration 0 did not: every trainable
     gradient from its start, the one being added into it, and the optimizer's states (AdamW's two
-    per tensor in the parameters' dtype and its step count; bitsandbytes' paged AdamW's two fp32
-    ones below 1e5 elements, the rest in paged memory)."""
+    per tensor in the parameters' dtype, and its step count, which CUDA keeps on the host but the
+    fake run counts; bitsandbytes' paged AdamW's two fp32 ones below 1e5 elements, the rest in
+    paged memory). Without accumulation a later step holds only the states, so the bound is loose
+    there by the gradients."""
     sizes = _trainable_sizes(request.config, request.method, request.lora, request.adapter)
     itemsize = request.dtype.itemsize
     grads = sum(round_allocation(n * itemsize) for n in sizes)
@@ -397,8 +401,7 @@ def _fsdp_peak(request: EstimateRequest, extrapolate: bool) -> tuple[int, str]:
 
 @functools.lru_cache(maxsize=8)
 def _fsdp_step(request: EstimateRequest, extrapolate: bool) -> tuple[int, str]:
-    """The simulated run's peak with every weight resident (iteration 0 and, when gradients
-    accumulate, a later micro-step)."""
+    """The simulated run's peak with every weight resident (iteration 0 and a later micro-step)."""
     return _peak(request, extrapolate, fsdp=True, later=request.later_seq_len is not None)
 
 

@@ -58,6 +58,7 @@ Phase = Literal[
     "forward",
     "backward",
     "flat-gradients",
+    "later-setup",
     "later-forward",
     "later-backward",
     "later-flat-gradients",
@@ -196,6 +197,7 @@ def run_step(
         for n, length in enumerate(lengths):
             if n:
                 prefix[0] = "later-"
+                phase("later-setup")  # an earlier step's states: its optimizer ops are no backward's
                 if free_flat_gradients is not None and not accumulating:  # iteration 0's step freed them
                     free_flat_gradients()
                 _hold_optimizer_state(optimizer, keep_gradients=accumulating)

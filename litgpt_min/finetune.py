@@ -205,11 +205,12 @@ def make_optimizer(
 
 
 def later_draws(hp: Hyperparameters, iters: int = ITERS_PER_FIGURE) -> int:
-    """Samples drawn in an ``iters``-iteration run by the micro-steps that start holding more than
-    iteration 0 did, so that the longest sample among them can set the run's peak: with
+    """Samples drawn in an ``iters``-iteration run by the micro-steps that start holding the most
+    beyond what iteration 0 did, so that the longest sample among them can set the run's peak: with
     accumulation, those that are not the first of their window, which start with the window's
     gradients (under FSDP, every Block's unsharded flat gradient) and, after the first window, the
-    optimizer's states; without, every iteration after the first, which starts with the states."""
+    optimizer's states (a window's first micro-step holds the states alone); without, every
+    iteration after the first, which starts with the states."""
     if hp.gradient_accumulation_iters == 1:
         return (iters - 1) * hp.micro_batch_size
     windows = -(-iters // hp.gradient_accumulation_iters)

@@ -541,17 +541,19 @@ def test_later_draws_are_the_samples_of_micro_steps_that_start_holding_more_than
     assert later_draws(hyperparameters(method, batch_size=micro, micro_batch_size=micro)) == 999 * micro
 
 
-def test_iteration_1_holds_the_typical_longest_later_sample() -> None:
+@pytest.mark.parametrize("batch", [128, 1], ids=["accumulating", "not-accumulating"])
+def test_iteration_1_holds_the_typical_longest_later_sample(batch: int) -> None:
     """Iteration 0 reads the longest sample; iteration 1 a sample of the typical longest of the
-    later draws (here 50: 992 draws rarely meet the single 60-token sample); later ones are random."""
+    later draws (here 50: 992 draws, or 999 without accumulation, rarely meet the single 60-token
+    sample); later ones are random."""
     g = torch.Generator().manual_seed(3)
     lengths = [1 + i % 50 for i in range(5000)] + [60]
     dataset = _RecordingData(
         [data.Sample(x, x.clone()) for x in (torch.randint(320, (n,), generator=g) for n in lengths)]
     )
-    hp = hyperparameters("lora", micro_batch_size=1)
+    hp = hyperparameters("lora", micro_batch_size=1, batch_size=batch)
     later = later_sample(dataset, hp)
-    assert later is not None and len(dataset[later].input_ids) == 50
+    assert len(dataset[later].input_ids) == 50
     model = build_model(Config.from_name("tiny-llama"), "lora", device=CPU, dtype=torch.float32)
     model.max_seq_length = dataset.longest_length
     optimizer, scheduler = make_optimizer([p for p in model.parameters() if p.requires_grad], hp, None)
@@ -560,5 +562,3 @@ def test_iteration_1_holds_the_typical_longest_later_sample() -> None:
         model, optimizer, scheduler, dataset, hp, max_iters=3, device=CPU, synchronize=synchronize, log=lambda s: None
     )
     assert dataset.reads[:2] == [dataset.longest_index, later] == [5000, 49]
-    # Without accumulation: 999 draws, which as rarely meet it.
-    assert later_sample(dataset, hyperparameters("lora", batch_size=1, micro_batch_size=1)) == later
