@@ -46,6 +46,7 @@ from litgpt_min.estimate import (
     default_prompt_len,
     default_seq_len,
     estimate,
+    fsdp_shares,
     train_lengths,
 )
 from litgpt_min.hf_config import config_from_hf
@@ -402,6 +403,9 @@ def _run_ad_hoc(args: argparse.Namespace, out: TextIO) -> int:
         obj["lm_head_chunk_size"] = request.lm_head_chunk_size
         obj["seq_len"] = request.seq_len
         obj["later_seq_len"] = result.later_seq_len
+        shares = fsdp_shares(request) if request.devices > 1 and result.peak_bytes is not None else None
+        obj["fsdp_weights_gb"] = None if shares is None else round(shares.weights_bytes / 1e9, 6)
+        obj["fsdp_kept_gradients_gb"] = None if shares is None else round(shares.kept_gradient_bytes / 1e9, 6)
         obj["data_file"] = None if args.data_file is None else str(args.data_file)
         obj.update(_peft_json(request))
     else:
@@ -467,6 +471,8 @@ def describe_ad_hoc(obj: dict[str, Any], request: EstimateRequest, later_worst: 
             batch += f": {accumulation * request.micro_batch_size} samples per step"
         line("step", f"{steps} per optimizer step ({batch}); lm_head in chunks of {request.lm_head_chunk_size} tokens")
         line("method", _method_text(obj))
+        if obj.get("fsdp_weights_gb") is not None:
+            line("sharding", _sharding_text(obj, request))
     else:
         line("tokens", f"{request.prompt_len}-token prompt + {request.max_new_tokens} new (the KV cache's length)")
     if request.quantize is None:
@@ -475,6 +481,19 @@ def describe_ad_hoc(obj: dict[str, Any], request: EstimateRequest, later_worst: 
         line("stack", f"{obj['stack']}: {STACKS[obj['stack']]}")
     line("how", f"{obj['how']}: {HOWS[obj['how']]}")
     return "\n".join(lines) + "\n"
+
+
+def _sharding_text(obj: dict[str, Any], request: EstimateRequest) -> str:
+    """What FSDP leaves each device (the JSON's ``fsdp_*`` fields): why several devices can need
+    more than one."""
+    weights = f"each device holds 1/{request.devices} of the weights ({gb_text(obj['fsdp_weights_gb'])} GB)"
+    kept = gb_text(obj["fsdp_kept_gradients_gb"])
+    if request.gradient_accumulation_iters == 1:
+        return f"{weights} and its shard of each Block's gradient ({kept} GB; every backward reduce-scatters)"
+    return (
+        f"{weights} but, while gradients accumulate, every training Block's whole gradient, frozen"
+        f" weights' part included ({kept} GB; FSDP's flat gradients, unsharded until the step)"
+    )
 
 
 def _method_text(obj: dict[str, Any]) -> str:

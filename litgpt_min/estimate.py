@@ -392,11 +392,39 @@ def _fsdp_peak(request: EstimateRequest, extrapolate: bool) -> tuple[int, str]:
     Blocks' weights, plus this rank's shards of every unit; and how the step was simulated."""
     step, how = _fsdp_step(request, extrapolate)
     itemsize = request.dtype.itemsize
-    blocks, root = _parameter_sizes(request.config, request.method, request.lora, request.adapter)
+    blocks, _ = _parameter_sizes(request.config, request.method, request.lora, request.adapter)
     resident = sum(round_allocation(n * itemsize) for sizes in blocks for n in sizes)
+    return step - resident + fsdp_shares(request).weights_bytes, "fsdp-simulated" + how.removeprefix("fake-run")
+
+
+@dataclass(frozen=True)
+class FsdpShares:
+    """What one device keeps under FSDP, beside the step's activations: ``weights_bytes``, its
+    shards of every unit's flat parameter; ``kept_gradient_bytes``, the Blocks' gradients it keeps
+    through an accumulation window: every training Block's whole flat gradient, frozen weights'
+    part included, while gradients accumulate (which is why several devices can need more than
+    one), or its shard of each without accumulation."""
+
+    weights_bytes: int
+    kept_gradient_bytes: int
+
+
+def fsdp_shares(request: EstimateRequest) -> FsdpShares:
+    """:class:`FsdpShares` of ``request`` on each of its devices."""
+    itemsize, devices = request.dtype.itemsize, request.devices
+    blocks, root = _parameter_sizes(request.config, request.method, request.lora, request.adapter)
     flat = [sum(sizes) for sizes in blocks]
-    shards = sum(round_allocation(-(-n // request.devices) * itemsize) for n in (root, *flat))
-    return step - resident + shards, "fsdp-simulated" + how.removeprefix("fake-run")
+    weights = sum(round_allocation(-(-n // devices) * itemsize) for n in (root, *flat))
+    trains = _training_blocks(request.config, request.method, request.lora, request.adapter)
+    kept = [n if request.gradient_accumulation_iters > 1 else -(-n // devices) for n, t in zip(flat, trains) if t]
+    return FsdpShares(weights, sum(round_allocation(n * itemsize) for n in kept))
+
+
+@functools.lru_cache(maxsize=8)
+def _training_blocks(config: Config, method: Method, lora: LoRASettings, adapter: AdapterSettings) -> tuple[bool, ...]:
+    """Whether each Block has a trainable parameter (under FSDP it then gets a flat gradient)."""
+    model = build_meta_model(config, method, lora, adapter)
+    return tuple(any(p.requires_grad for p in block.parameters()) for block in model.transformer.h)
 
 
 @functools.lru_cache(maxsize=8)
@@ -432,6 +460,7 @@ __all__ = [
     "Estimate",
     "EstimateRequest",
     "EstimateWorkload",
+    "FsdpShares",
     "Outcome",
     "Reserve",
     "Stack",
@@ -439,6 +468,7 @@ __all__ = [
     "default_prompt_len",
     "default_seq_len",
     "estimate",
+    "fsdp_shares",
     "later_step_holds",
     "request_from_run",
     "stack_for",

@@ -53,7 +53,7 @@ from litgpt_min.measure import LiveTensorTracker, gb_text, round_allocation
 from litgpt_min.model import GPT
 from litgpt_min.options import FINETUNE_METHODS, REFERENCE, FinetuneOptions, RunRequest, build_request, hyperparameters
 from litgpt_min.outcome import classify_exception
-from litgpt_min.peft import apply_method
+from litgpt_min.peft import apply_method, build_meta_model
 
 CPU = torch.device("cpu")
 
@@ -784,6 +784,46 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
     code = conformance_main(["estimate", *args])
     out, err = capsys.readouterr()
     return code, out, err
+
+
+@pytest.mark.parametrize(("method", "batch"), [("lora", 8), ("lora", 4), ("adapter", 8)])
+def test_an_fsdp_answer_says_what_each_device_keeps(
+    method: str, batch: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Several devices: each keeps its shards of the weights and, accumulating, every training
+    Block's whole flat gradient (an adapter's frozen Blocks below its start layer have none), all
+    of which a later micro-step holds at once; without accumulation its shard of each. One device:
+    neither field, no sharding line."""
+    base = ["--model", "tiny-llama", "--workload", "finetune", "--method", method, "--precision", "32-true"]
+    if method == "adapter":
+        base += ["--adapter-start-layer", "1"]  # tiny-llama has 2 layers: Block 0 stays frozen
+    extra = ["--micro-batch-size", "4", "--batch-size", str(batch), "--devices", "2"]
+    code, out, _ = run_cli([*base, *extra, "--json"], capsys)
+    assert code == 0
+    obj = json.loads(out)
+    model = build_meta_model(Config.from_name("tiny-llama"), method, adapter=AdapterSettings(start_layer=1))
+    trains = [
+        sum(p.numel() for p in b.parameters())
+        for b in model.transformer.h
+        if any(p.requires_grad for p in b.parameters())
+    ]
+    assert len(trains) == (1 if method == "adapter" else 2)
+    accumulating = batch > 4
+    kept = sum(round_allocation(4 * (n if accumulating else -(-n // 2))) for n in trains)
+    assert obj["fsdp_kept_gradients_gb"] == round(kept / 1e9, 6)
+    total = sum(p.numel() for p in model.parameters())
+    assert total * 4 / 2 / 1e9 <= obj["fsdp_weights_gb"] < total * 4 / 2 / 1e9 + 0.001
+    if accumulating:
+        assert obj["max_memory_gb"] > obj["fsdp_weights_gb"] + obj["fsdp_kept_gradients_gb"]
+    code, text, _ = run_cli([*base, *extra], capsys)
+    sharding = " ".join(line.strip() for line in text.splitlines() if not line.startswith("  how")).split("sharding")[1]
+    assert f"1/2 of the weights ({gb_text(obj['fsdp_weights_gb'])} GB)" in sharding
+    assert f"({gb_text(obj['fsdp_kept_gradients_gb'])} GB;" in sharding
+    assert ("while gradients accumulate" in sharding) is accumulating
+    code, out, _ = run_cli([*base, "--json"], capsys)
+    assert (json.loads(out)["fsdp_weights_gb"], json.loads(out)["fsdp_kept_gradients_gb"]) == (None, None)
+    code, text, _ = run_cli(base, capsys)
+    assert "sharding" not in text
 
 
 def test_ad_hoc_json_has_outcome_and_figure(capsys: pytest.CaptureFixture[str]) -> None:
