@@ -427,7 +427,10 @@ def describe_ad_hoc(obj: dict[str, Any], request: EstimateRequest, later_worst: 
     lines = [", ".join(what)]
 
     def line(label: str, text: str) -> None:
-        lines.extend(textwrap.wrap(text, 100, initial_indent=f"  {label:<16} ", subsequent_indent=" " * 19))
+        indent = f"  {label:<16} "  # "micro-steps" stays whole
+        lines.extend(
+            textwrap.wrap(text, 100, initial_indent=indent, subsequent_indent=" " * 19, break_on_hyphens=False)
+        )
 
     gb, capacity, outcome = obj["max_memory_gb"], obj["capacity_gb"], obj["outcome"]
     # Figures within a small margin of each other get the decimals that tell them apart (not
@@ -459,7 +462,9 @@ def describe_ad_hoc(obj: dict[str, Any], request: EstimateRequest, later_worst: 
         )
     if request.workload == "finetune":
         later = obj.get("later_seq_len")
-        later_text = "" if later is None else f"; later micro-steps {later} tokens"
+        # Without accumulation each iteration is one micro-step: the later ones are iterations.
+        steps = "micro-steps" if request.gradient_accumulation_iters > 1 else "iterations"
+        later_text = "" if later is None else f"; later {steps} {later} tokens"
         if later is not None and later_worst:
             later_text += " (the worst case: no Alpaca length profile for this model's tokenizer)"
         source = "" if obj.get("data_file") is None else f" (the longest sample of {Path(obj['data_file']).name})"

@@ -680,9 +680,8 @@ def _typed(option: FlatOption, value: Any) -> Any:
     # (--lora-r 99999999999999999999). A seed has manual_seed's own range.
     counts = option.kind is int and option.name != "seed"
     if counts and not -LONG_LONG_MAX - 1 <= value <= LONG_LONG_MAX:
-        raise ValueError(
-            f"{option.name} must be within a long long ({-LONG_LONG_MAX - 1}..{LONG_LONG_MAX}), got {value}"
-        )
+        bound = f"at most {LONG_LONG_MAX}" if value > 0 else f"at least {-LONG_LONG_MAX - 1}"
+        raise ValueError(f"{option.name} must be {bound} (a C long long), got {value}")
     if option.choices is not None and value not in option.choices:
         raise ValueError(f"run option {option.name!r}: {value!r} is not one of {', '.join(option.choices)}")
     return float(value) if option.kind is float else value

@@ -786,6 +786,19 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
     return code, out, err
 
 
+@pytest.mark.parametrize(("batch", "later"), [(8, "later micro-steps 100 tokens"), (4, "later iterations 100 tokens")])
+def test_the_batch_line_names_the_later_steps_as_the_run_takes_them(
+    batch: int, later: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A later step accumulating is a micro-step of its window; without accumulation (one micro-step
+    per optimizer step) an iteration. A wrapped line never splits "micro-steps" at its hyphen."""
+    args = [*FINETUNE, "--seq-len", "100", "--micro-batch-size", "4", "--batch-size", str(batch), "--devices", "2"]
+    code, out, _ = run_cli(args, capsys)
+    batch_line = " ".join(next(line for line in out.splitlines() if line.lstrip().startswith("batch")).split())
+    assert code == 0 and batch_line.endswith(f"tokens in iteration 0; {later}"), out
+    assert not any(line.rstrip().endswith("micro-") for line in out.splitlines()), out
+
+
 @pytest.mark.parametrize(("method", "batch"), [("lora", 8), ("lora", 4), ("adapter", 8)])
 def test_an_fsdp_answer_says_what_each_device_keeps(
     method: str, batch: int, capsys: pytest.CaptureFixture[str]
