@@ -49,6 +49,7 @@ from litgpt_min.estimate import (
     fsdp_shares,
     train_lengths,
 )
+from litgpt_min.fake_step import PHASE_TEXT
 from litgpt_min.hf_config import config_from_hf
 from litgpt_min.measure import gb_text
 from litgpt_min.options import (
@@ -385,6 +386,8 @@ def _run_ad_hoc(args: argparse.Namespace, out: TextIO) -> int:
         "capacity_gb": args.capacity_gb,
         "stack": result.stack,
         "how": result.how,
+        "peak_phase": None if result.peak_at is None else result.peak_at.phase,
+        "peak_op": None if result.peak_at is None else result.peak_at.op,
         "unsupported": result.unsupported,
         **reserve_json(result.reserve),
         "reserved_exceeds_capacity": _reserve_exceeds(result, args.capacity_gb),
@@ -450,6 +453,9 @@ def describe_ad_hoc(obj: dict[str, Any], request: EstimateRequest, later_worst: 
     if gb is not None:
         per_device = " per device" if request.devices > 1 else ""
         line("peak allocated", f"{shown(gb)} GB{per_device} (what torch.cuda.max_memory_allocated would report)")
+    if obj["peak_phase"] is not None:
+        op = "" if obj["peak_op"] is None else f" ({obj['peak_op'].removesuffix('.default')})"
+        line("peak at", f"{PHASE_TEXT[obj['peak_phase']]}{op}")
     if obj["max_memory_reserved_gb"] is not None:
         first = obj["reserved_at_first_gemm_gb"]
         at_first = "" if first is None else f", {gb_text(first)} GB when the first matmul creates cuBLAS's handle"

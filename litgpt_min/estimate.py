@@ -111,7 +111,15 @@ from litgpt_min.adapter import AdapterSettings
 from litgpt_min.config import Config
 from litgpt_min.data import load_length_profile, tokenizer_family
 from litgpt_min.estimate_request import STACKS, EstimateRequest, EstimateWorkload, Stack, stack_for
-from litgpt_min.fake_step import PAGED_STATE_MIN_NUMEL, PhasePeaks, Reserve, fake_peak, fake_peaks, fake_reserve
+from litgpt_min.fake_step import (
+    PAGED_STATE_MIN_NUMEL,
+    PeakPoint,
+    PhasePeaks,
+    Reserve,
+    fake_peaks,
+    fake_reserve,
+    peak_point,
+)
 from litgpt_min.finetune import later_length, load_train_data
 from litgpt_min.lora import LoRASettings
 from litgpt_min.measure import round_allocation
@@ -227,9 +235,9 @@ def request_from_run(run: RunRequest, *, stack: Stack = "current", devices: int 
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Estimate:
-    """A peak in bytes, or why the combination is unsupported; ``how`` names the path taken and
-    ``later_seq_len`` the batch length of the later micro-step simulated after iteration 0 (None:
-    none was)."""
+    """A peak in bytes, or why the combination is unsupported; ``how`` names the path taken,
+    ``peak_at`` the phase and op that reached the peak, and ``later_seq_len`` the batch length of
+    the later micro-step simulated after iteration 0 (None: none was)."""
 
     peak_bytes: int | None
     stack: Stack
@@ -237,6 +245,7 @@ class Estimate:
     unsupported: str | None = None
     reserve: Reserve | None = None
     later_seq_len: int | None = None
+    peak_at: PeakPoint | None = None
 
     @property
     def max_memory_gb(self) -> float | None:
@@ -262,21 +271,23 @@ def estimate(request: EstimateRequest, *, extrapolate: bool = True, reserve: boo
     except UnsupportedCombination as exc:
         return Estimate(None, request.stack, "refused", unsupported=str(exc))
     if request.devices > 1:
-        peak, how = _fsdp_peak(request, extrapolate)
-        return Estimate(peak, request.stack, how, later_seq_len=request.later_seq_len)
+        peak, how, point = _fsdp_peak(request, extrapolate)
+        return Estimate(peak, request.stack, how, later_seq_len=request.later_seq_len, peak_at=point)
     if reserve:
         _check_full_depth(request, "the allocator model replays every layer")
         # Whether to replay a later micro-step too is judged on the extrapolated peak: the replay
         # is the slow path, run once.
         later = _later_may_matter(request, _peak(request, extrapolate, fsdp=False)[0])
-        peak, reserved = fake_reserve(request, later=later)
+        peak, point, reserved = fake_reserve(request, later=later)
         later_seq_len = request.later_seq_len if later else None
-        return Estimate(peak, request.stack, "fake-run-allocator", reserve=reserved, later_seq_len=later_seq_len)
-    peak, how = _peak(request, extrapolate, fsdp=False)
+        return Estimate(
+            peak, request.stack, "fake-run-allocator", reserve=reserved, later_seq_len=later_seq_len, peak_at=point
+        )
+    peak, how, point = _peak(request, extrapolate, fsdp=False)
     if not _later_may_matter(request, peak):
-        return Estimate(peak, request.stack, how)
-    peak, how = _peak(request, extrapolate, fsdp=False, later=True)
-    return Estimate(peak, request.stack, how, later_seq_len=request.later_seq_len)
+        return Estimate(peak, request.stack, how, peak_at=point)
+    peak, how, point = _peak(request, extrapolate, fsdp=False, later=True)
+    return Estimate(peak, request.stack, how, later_seq_len=request.later_seq_len, peak_at=point)
 
 
 # One device: a later micro-step is simulated when what it can hold beyond iteration 0 exceeds
@@ -314,7 +325,7 @@ def later_step_holds(request: EstimateRequest) -> int:
 _ONE_DEVICE_RETRIES = 2
 
 
-def _peak(request: EstimateRequest, extrapolate: bool, fsdp: bool, later: bool = False) -> tuple[int, str]:
+def _peak(request: EstimateRequest, extrapolate: bool, fsdp: bool, later: bool = False) -> tuple[int, str, PeakPoint]:
     n_layer = request.config.n_layer
     k = _shortest_regular_depth(request, fsdp)
     short: PhasePeaks | None = None
@@ -324,13 +335,15 @@ def _peak(request: EstimateRequest, extrapolate: bool, fsdp: bool, later: bool =
         if short is None:
             short = fake_peaks(_with_layers(request, depth), fsdp=fsdp, later=later)
         longer = fake_peaks(_with_layers(request, depth + 1), fsdp=fsdp, later=later)
-        peak = _extrapolate(short, longer, n_layer - depth)
-        if peak is not None:
-            return peak, "fake-run-extrapolated"
+        projected = _extrapolate(short, longer, n_layer - depth)
+        if projected is not None:
+            peak, phase = projected
+            return peak, "fake-run-extrapolated", PeakPoint(phase, longer[phase][1])
         short = longer
     if extrapolate:
         _check_full_depth(request, "its short runs' peaks do not extrapolate in the depth")
-    return fake_peak(request, fsdp=fsdp, later=later), "fake-run"
+    peak, point = peak_point(fake_peaks(request, fsdp=fsdp, later=later))
+    return peak, "fake-run", point
 
 
 # The most layers the estimate runs in full (about half a minute on a 2-core CPU); the deepest
@@ -349,8 +362,9 @@ def _check_full_depth(request: EstimateRequest, why: str) -> None:
 _UNSURE_PHASE_MARGIN = 0.8
 
 
-def _extrapolate(short: PhasePeaks, longer: PhasePeaks, extra_layers: int) -> int | None:
-    """The run's peak with ``extra_layers`` more blocks than ``short``, or None if that is not safe.
+def _extrapolate(short: PhasePeaks, longer: PhasePeaks, extra_layers: int) -> tuple[int, str] | None:
+    """The run's peak with ``extra_layers`` more blocks than ``short`` and the phase that reaches
+    it, or None if that is not safe.
 
     Each phase's peak is affine in the number of identical blocks as long as it happens at the
     same point of the phase (checked by its op); the run's peak is the largest phase peak. A phase
@@ -365,7 +379,7 @@ def _extrapolate(short: PhasePeaks, longer: PhasePeaks, extra_layers: int) -> in
     # An inconsistent winner is refused too: it is not below itself.
     if any(max(projected[ph], longer[ph][0]) > _UNSURE_PHASE_MARGIN * projected[winner] for ph in unsure):
         return None
-    return projected[winner]
+    return projected[winner], winner
 
 
 def _shortest_regular_depth(request: EstimateRequest, fsdp: bool) -> int:
@@ -386,15 +400,17 @@ def _with_layers(request: EstimateRequest, n_layer: int) -> EstimateRequest:
     return dataclasses.replace(request, config=dataclasses.replace(request.config, n_layer=n_layer))
 
 
-def _fsdp_peak(request: EstimateRequest, extrapolate: bool) -> tuple[int, str]:
+def _fsdp_peak(request: EstimateRequest, extrapolate: bool) -> tuple[int, str, PeakPoint]:
     """Per device under the reference's FSDP (assumption 7): the simulated run's peak with every
     weight resident beside the unsharded Blocks FSDP holds at that moment, less the resident
-    Blocks' weights, plus this rank's shards of every unit; and how the step was simulated."""
-    step, how = _fsdp_step(request, extrapolate)
+    Blocks' weights, plus this rank's shards of every unit; how the step was simulated, and where
+    it peaked."""
+    step, how, point = _fsdp_step(request, extrapolate)
     itemsize = request.dtype.itemsize
     blocks, _ = _parameter_sizes(request.config, request.method, request.lora, request.adapter)
     resident = sum(round_allocation(n * itemsize) for sizes in blocks for n in sizes)
-    return step - resident + fsdp_shares(request).weights_bytes, "fsdp-simulated" + how.removeprefix("fake-run")
+    peak = step - resident + fsdp_shares(request).weights_bytes
+    return peak, "fsdp-simulated" + how.removeprefix("fake-run"), point
 
 
 @dataclass(frozen=True)
@@ -428,7 +444,7 @@ def _training_blocks(config: Config, method: Method, lora: LoRASettings, adapter
 
 
 @functools.lru_cache(maxsize=8)
-def _fsdp_step(request: EstimateRequest, extrapolate: bool) -> tuple[int, str]:
+def _fsdp_step(request: EstimateRequest, extrapolate: bool) -> tuple[int, str, PeakPoint]:
     """The simulated run's peak with every weight resident (iteration 0 and a later micro-step)."""
     return _peak(request, extrapolate, fsdp=True, later=request.later_seq_len is not None)
 
@@ -462,6 +478,7 @@ __all__ = [
     "EstimateWorkload",
     "FsdpShares",
     "Outcome",
+    "PeakPoint",
     "Reserve",
     "Stack",
     "default_later_seq_len",

@@ -68,7 +68,38 @@ Phase = Literal[
 ]
 
 
+PHASE_TEXT: dict[str, str] = {
+    "build": "building the model",
+    "setup": "setting up the step (caches, masks, the optimizer)",
+    "forward": "iteration 0's forward",
+    "backward": "iteration 0's backward",
+    "flat-gradients": "iteration 0's backward, once FSDP concatenates the flat gradients",
+    "later-setup": "an optimizer step before a later micro-step (creating AdamW's states)",
+    "later-forward": "a later micro-step's forward",
+    "later-backward": "a later micro-step's backward",
+    "later-flat-gradients": "a later micro-step's backward, once FSDP concatenates the flat gradients",
+    "optimizer": "the optimizer step",
+    "prefill": "the prompt's prefill",
+    "decode": "a decode step",
+}
+"""Each :data:`Phase` for a reader."""
+
 PhasePeaks = dict[str, tuple[int, str | None]]
+
+
+@dataclass(frozen=True)
+class PeakPoint:
+    """Where a run peaked: its :data:`Phase` and the op that reached the peak (None: no op, e.g. a
+    storage counted as it was tracked)."""
+
+    phase: str
+    op: str | None
+
+
+def peak_point(peaks: PhasePeaks) -> tuple[int, PeakPoint]:
+    """The run's peak (its largest phase peak) and where it was reached."""
+    phase = max(peaks, key=lambda name: peaks[name][0])
+    return peaks[phase][0], PeakPoint(phase, peaks[phase][1])
 
 
 class _Phases:
@@ -129,14 +160,17 @@ class _ReserveTracker(LiveTensorTracker):
         return super().__torch_dispatch__(func, types, args, kwargs)
 
 
-def fake_reserve(request: EstimateRequest, *, later: bool = False) -> tuple[int, Reserve]:
-    """The allocated peak and the allocator's reserve of the request's one-device run, at its full
-    depth (fragmentation does not grow affinely with the depth, so nothing is extrapolated);
-    ``later`` as :func:`run_step`'s."""
+def fake_reserve(request: EstimateRequest, *, later: bool = False) -> tuple[int, PeakPoint, Reserve]:
+    """The allocated peak, where it was reached, and the allocator's reserve of the request's
+    one-device run, at its full depth (fragmentation does not grow affinely with the depth, so
+    nothing is extrapolated); ``later`` as :func:`run_step`'s."""
     allocator = CachingAllocator()
     with FakeTensorMode(), _ReserveTracker(allocator) as tracker:
-        run_step(request, torch.device("cpu"), later=later)
-    return tracker.peak_bytes, Reserve(allocator.peak_reserved, tracker.reserved_at_first_gemm)
+        phases = _Phases(tracker)
+        run_step(request, torch.device("cpu"), later=later, phase=phases.enter)
+        phases.enter(None)
+    peak, point = peak_point(phases.peaks)
+    return peak, point, Reserve(allocator.peak_reserved, tracker.reserved_at_first_gemm)
 
 
 def run_step(
@@ -531,7 +565,9 @@ class _PagedAdamWStandIn(torch.optim.Optimizer):
 
 __all__ = [
     "PAGED_STATE_MIN_NUMEL",
+    "PHASE_TEXT",
     "CudaDropout",
+    "PeakPoint",
     "Phase",
     "PhasePeaks",
     "Reserve",
@@ -539,6 +575,7 @@ __all__ = [
     "fake_peak",
     "fake_peaks",
     "fake_reserve",
+    "peak_point",
     "run_step",
     "use_cuda_dropout",
 ]

@@ -45,7 +45,7 @@ from litgpt_min.estimate import (
     stack_for,
 )
 from litgpt_min.fake_4bit import Fake4bitLinear
-from litgpt_min.fake_step import PhasePeaks, build_for_estimate, fake_peak, run_step, use_cuda_dropout
+from litgpt_min.fake_step import PHASE_TEXT, PhasePeaks, build_for_estimate, fake_peak, run_step, use_cuda_dropout
 from litgpt_min.finetune import later_draws, make_optimizer, micro_step, optimizer_step
 from litgpt_min.hf_config import config_from_hf
 from litgpt_min.lora import LoRASettings
@@ -352,6 +352,7 @@ def test_layer_extrapolation_equals_the_full_depth_run(kw: dict[str, object], pr
     full = estimate(request, extrapolate=False)
     assert full.peak_bytes == extrapolated.peak_bytes
     assert full.how == ("fsdp-simulated" if request.devices > 1 else "fake-run")  # and says it ran in full
+    assert full.peak_at is not None and full.peak_at == extrapolated.peak_at  # the same phase and op
 
 
 def test_a_pair_of_short_runs_that_does_not_extrapolate_is_followed_by_a_deeper_pair(
@@ -386,7 +387,7 @@ def test_extrapolation_projects_each_phase_and_takes_the_largest() -> None:
     short: PhasePeaks = {"forward": (100, "aten.mm.default"), "backward": (150, "aten.mul.Tensor")}
     longer: PhasePeaks = {"forward": (130, "aten.mm.default"), "backward": (160, "aten.mul.Tensor")}
     # 3 more layers: forward's 100 + 30 * 3 = 190 overtakes backward's 150 + 10 * 3 = 180.
-    assert estimate_module._extrapolate(short, longer, 3) == 190
+    assert estimate_module._extrapolate(short, longer, 3) == (190, "forward")
 
 
 MM, MUL, ADD, CAT = "aten.mm.default", "aten.mul.Tensor", "aten.add.Tensor", "aten.cat.default"
@@ -412,7 +413,7 @@ def test_extrapolation_is_refused_where_a_phase_may_be_piecewise(
     """A phase whose two short runs peak at different ops may change its slope further on: the
     winner must be consistent, and an inconsistent phase must stay under 0.8 of it (backward's
     155 is not under 0.8 x 190 = 152; 65 is)."""
-    assert estimate_module._extrapolate(short, longer, 3) == projected
+    assert estimate_module._extrapolate(short, longer, 3) == (None if projected is None else (projected, "forward"))
 
 
 def _flat_numels(request: EstimateRequest) -> tuple[int, list[int]]:
@@ -784,6 +785,31 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
     code = conformance_main(["estimate", *args])
     out, err = capsys.readouterr()
     return code, out, err
+
+
+FINETUNE_32 = ["--model", "tiny-llama", "--workload", "finetune", "--method", "lora", "--precision", "32-true"]
+
+
+@pytest.mark.parametrize(
+    ("args", "phase"),
+    [
+        pytest.param([*FINETUNE_32, "--devices", "2", "--batch-size", "8"], "later-", id="fsdp-accumulating"),
+        pytest.param([*FINETUNE_32, "--seq-len", "200"], "backward", id="one-device"),
+        pytest.param(["--model", "tiny-llama", "--workload", "inference"], "prefill", id="inference"),
+    ],
+)
+def test_the_answer_says_where_the_peak_is_reached(
+    args: list[str], phase: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The phase and op of the peak: a later micro-step under FSDP (its flat gradients), iteration
+    0's backward on one device with a long sample, the prefill in inference; the text's "peak at"
+    line says the same."""
+    code, out, _ = run_cli([*args, "--json"], capsys)
+    obj = json.loads(out)
+    assert code == 0 and obj["peak_phase"].startswith(phase) and obj["peak_op"].startswith("aten."), obj
+    code, text, _ = run_cli(args, capsys)
+    at = " ".join(" ".join(text.split("peak at", 1)[1].split("\n  ", 1)[0].split()).split())
+    assert at == f"{PHASE_TEXT[obj['peak_phase']]} ({obj['peak_op'].removesuffix('.default')})", text
 
 
 @pytest.mark.parametrize(("batch", "later"), [(8, "later micro-steps 100 tokens"), (4, "later iterations 100 tokens")])
