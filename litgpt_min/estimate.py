@@ -73,6 +73,9 @@ Modelling assumptions (each one is a place the estimate can be wrong):
    last prefetched once the output has its gradient, then each Block's backward with the one
    before it prefetched), and the Blocks' resident weights are then replaced by this rank's
    shards of every unit. The root unit stays unsharded from forward to backward, as FSDP keeps it.
+   Not modelled: a root unit that trains (Adapter v2's ``lm_head`` adapter and final norm), whose
+   frozen embedding and ``lm_head`` weight FSDP would also give gradients, kept in a whole flat
+   gradient while gradients accumulate; only the trainable parameters' own gradients are held.
    The simulated run is iteration 0 (the longest sample, no flat gradient yet) followed by a
    later micro-step on a random sample: when gradients accumulate, one of the window, which
    starts with every Block's flat gradient and the optimizer's states; without, any iteration
