@@ -500,10 +500,10 @@ def _sharding_text(obj: dict[str, Any], request: EstimateRequest) -> str:
     weights = f"each device holds 1/{request.devices} of the weights ({gb_text(obj['fsdp_weights_gb'])} GB)"
     kept = gb_text(obj["fsdp_kept_gradients_gb"])
     if request.gradient_accumulation_iters == 1:
-        return f"{weights} and its shard of each Block's gradient ({kept} GB; every backward reduce-scatters)"
+        return f"{weights} and its shard of each unit's gradient ({kept} GB; every backward reduce-scatters)"
     return (
-        f"{weights} but, while gradients accumulate, every training Block's whole gradient, frozen"
-        f" weights' part included ({kept} GB; FSDP's flat gradients, unsharded until the step)"
+        f"{weights} but, while gradients accumulate, the whole gradient of every unit that trains,"
+        f" frozen weights' part included ({kept} GB; FSDP's flat gradients, unsharded until the step)"
     )
 
 

@@ -408,12 +408,49 @@ def _flat_block_gradients(
             # The hooks hold ``kept``: the flat gradients live as long as the model.
             p.register_post_accumulate_grad_hook(functools.partial(hook, b=b))
     units.output_gradient_complete = below_starts
+    root_kept = _root_flat_gradient(model, dtype, shards)
 
     def free() -> None:
-        for gradients in kept:
+        for gradients in (*kept, root_kept):
             gradients.clear()
 
     return free
+
+
+def _root_flat_gradient(model: GPT, dtype: torch.dtype, shards: int | None) -> list[torch.Tensor]:
+    """The root unit's flat gradient, when a parameter outside the Blocks trains (Adapter v2's
+    ``lm_head`` adapter and final norm): as for a Block, every parameter of the unit, the frozen
+    embedding and ``lm_head`` weight included, then receives a gradient, and once the last of them
+    (the embedding's, at the end of backward) has it they are concatenated into one flat gradient,
+    kept whole while gradients accumulate (``shards``: as :func:`_flat_block_gradients`'s). Returns
+    the list that holds it."""
+    in_blocks = {id(p) for block in model.transformer.h for p in block.parameters()}
+    params = [p for p in model.parameters() if id(p) not in in_blocks and p.is_floating_point()]
+    kept: list[torch.Tensor] = []
+    if not any(p.requires_grad for p in params):
+        return kept
+    arrived: list[torch.Tensor] = []
+
+    def hook(param: torch.Tensor) -> None:
+        arrived.append(param)
+        if len(arrived) < len(params):
+            return
+        arrived.clear()
+        new = torch.empty(sum(p.numel() for p in params), dtype=dtype, device=params[0].device)
+        if shards is not None:  # reduce-scatter: the shard is allocated, then the flat gradient freed
+            new = torch.empty(-(-new.numel() // shards), dtype=dtype, device=params[0].device)
+        if kept:
+            kept[0].add_(new)
+        else:
+            kept.append(new)
+        del new
+        for p in params:
+            p.grad = None
+
+    for p in params:
+        p.requires_grad_(True)
+        p.register_post_accumulate_grad_hook(hook)
+    return kept
 
 
 class _FsdpUnits:

@@ -825,28 +825,27 @@ def test_the_batch_line_names_the_later_steps_as_the_run_takes_them(
     assert not any(line.rstrip().endswith("micro-") for line in out.splitlines()), out
 
 
-@pytest.mark.parametrize(("method", "batch"), [("lora", 8), ("lora", 4), ("adapter", 8)])
+@pytest.mark.parametrize(("method", "batch"), [("lora", 8), ("lora", 4), ("adapter", 8), ("adapter_v2", 8)])
 def test_an_fsdp_answer_says_what_each_device_keeps(
     method: str, batch: int, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Several devices: each keeps its shards of the weights and, accumulating, every training
-    Block's whole flat gradient (an adapter's frozen Blocks below its start layer have none), all
-    of which a later micro-step holds at once; without accumulation its shard of each. One device:
-    neither field, no sharding line."""
+    """Several devices: each keeps its shards of the weights and, accumulating, the whole flat
+    gradient of every unit that trains (an adapter's frozen Blocks below its start layer have none;
+    Adapter v2's root unit, with lm_head's adapter, has one), all of which a later micro-step holds
+    at once; without accumulation its shard of each. One device: neither field, no sharding line."""
     base = ["--model", "tiny-llama", "--workload", "finetune", "--method", method, "--precision", "32-true"]
-    if method == "adapter":
+    if method != "lora":
         base += ["--adapter-start-layer", "1"]  # tiny-llama has 2 layers: Block 0 stays frozen
     extra = ["--micro-batch-size", "4", "--batch-size", str(batch), "--devices", "2"]
     code, out, _ = run_cli([*base, *extra, "--json"], capsys)
     assert code == 0
     obj = json.loads(out)
     model = build_meta_model(Config.from_name("tiny-llama"), method, adapter=AdapterSettings(start_layer=1))
-    trains = [
-        sum(p.numel() for p in b.parameters())
-        for b in model.transformer.h
-        if any(p.requires_grad for p in b.parameters())
-    ]
-    assert len(trains) == (1 if method == "adapter" else 2)
+    units = [list(b.parameters()) for b in model.transformer.h]
+    units.append([p for p in model.parameters() if all(p is not q for unit in units for q in unit)])  # the root
+    trains = [sum(p.numel() for p in unit) for unit in units if any(p.requires_grad for p in unit)]
+    # Adapter v2 also trains every norm (Block 0's too) and lm_head's adapter (the root unit).
+    assert len(trains) == {"lora": 2, "adapter": 1, "adapter_v2": 3}[method]
     accumulating = batch > 4
     kept = sum(round_allocation(4 * (n if accumulating else -(-n // 2))) for n in trains)
     assert obj["fsdp_kept_gradients_gb"] == round(kept / 1e9, 6)
