@@ -54,6 +54,7 @@ from conformance.runner import RunResult
 from conformance.runs import Counts, RunCache
 from conformance.snapshot import RowSnapshot, Snapshot
 from conformance.verdicts import VERDICT_ORDER, Verdict, check_verdict, decides, report_reason
+from litgpt_min.usage import TERMINATED
 
 ROWS_MODULE = Path(__file__).with_name("test_rows.py")
 REPORT_ATTRIBUTE = "conformance_row"  # the row record a check's report carries to the controller
@@ -91,7 +92,7 @@ class SessionSignals:
         __tracebackhide__ = True  # pytest names the line the signal interrupted, not this one
         self.received += 1
         if self.received == 1:
-            raise KeyboardInterrupt("terminated (SIGTERM)") if signum == signal.SIGTERM else KeyboardInterrupt
+            raise KeyboardInterrupt(TERMINATED) if signum == signal.SIGTERM else KeyboardInterrupt
         if self.received == 2 and self.files:
             # Noted, not printed: a write here could meet the main thread's own write to stderr.
             self.ignored.append(signal.Signals(signum).name)

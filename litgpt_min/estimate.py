@@ -111,8 +111,6 @@ import functools
 from dataclasses import dataclass
 from typing import Literal
 
-import torch
-
 from litgpt_min.adapter import AdapterSettings
 from litgpt_min.config import Config
 from litgpt_min.data import load_length_profile, tokenizer_family
@@ -129,7 +127,6 @@ from litgpt_min.fake_step import (
 from litgpt_min.finetune import later_length, load_train_data
 from litgpt_min.lora import LoRASettings
 from litgpt_min.measure import round_allocation
-from litgpt_min.model import GPT
 from litgpt_min.options import (
     FinetuneOptions,
     Hyperparameters,
@@ -138,7 +135,7 @@ from litgpt_min.options import (
     check_quantize_precision,
 )
 from litgpt_min.outcome import UnsupportedCombination
-from litgpt_min.peft import Method, apply_method, build_meta_model
+from litgpt_min.peft import Method, build_meta_model
 
 Outcome = Literal["ok", "oom", "unsupported"]
 HOWS: dict[str, str] = {
@@ -283,7 +280,9 @@ def estimate(request: EstimateRequest, *, extrapolate: bool = True, reserve: boo
         _check_full_depth(request, "the allocator model replays every layer")
         # Whether to replay a later micro-step too is judged on the extrapolated peak: the replay
         # is the slow path, run once.
-        later = _later_may_matter(request, _peak(request, extrapolate, fsdp=False)[0])
+        later = request.later_seq_len is not None and _later_may_matter(
+            request, _peak(request, extrapolate, fsdp=False)[0]
+        )
         peak, point, reserved = fake_reserve(request, later=later)
         later_seq_len = request.later_seq_len if later else None
         return Estimate(
@@ -315,7 +314,7 @@ def later_step_holds(request: EstimateRequest) -> int:
     fake run counts; bitsandbytes' paged AdamW's two fp32 ones below 1e5 elements, the rest in
     paged memory). Without accumulation a later step holds only the states, so the bound is loose
     there by the gradients."""
-    sizes = _trainable_sizes(request.config, request.method, request.lora, request.adapter)
+    sizes = _model_sizes(request).trainable
     itemsize = request.dtype.itemsize
     grads = sum(round_allocation(n * itemsize) for n in sizes)
     adding = max((round_allocation(n * itemsize) for n in sizes), default=0)
@@ -413,8 +412,7 @@ def _fsdp_peak(request: EstimateRequest, extrapolate: bool) -> tuple[int, str, P
     it peaked."""
     step, how, point = _fsdp_step(request, extrapolate)
     itemsize = request.dtype.itemsize
-    blocks, _ = _parameter_sizes(request.config, request.method, request.lora, request.adapter)
-    resident = sum(round_allocation(n * itemsize) for sizes in blocks for n in sizes)
+    resident = sum(round_allocation(n * itemsize) for sizes in _model_sizes(request).blocks for n in sizes)
     peak = step - resident + fsdp_shares(request).weights_bytes
     return peak, "fsdp-simulated" + how.removeprefix("fake-run"), point
 
@@ -435,24 +433,12 @@ class FsdpShares:
 def fsdp_shares(request: EstimateRequest) -> FsdpShares:
     """:class:`FsdpShares` of ``request`` on each of its devices."""
     itemsize, devices = request.dtype.itemsize, request.devices
-    blocks, root = _parameter_sizes(request.config, request.method, request.lora, request.adapter)
-    flat = [sum(sizes) for sizes in blocks]
-    weights = sum(round_allocation(-(-n // devices) * itemsize) for n in (root, *flat))
-    trains = _training_units(request.config, request.method, request.lora, request.adapter)
-    units = [n for n, t in zip((*flat, root), trains, strict=True) if t]
-    kept = [n if request.gradient_accumulation_iters > 1 else -(-n // devices) for n in units]
+    sizes = _model_sizes(request)
+    units = [*(sum(block) for block in sizes.blocks), sizes.root]  # flat parameters' elements
+    weights = sum(round_allocation(-(-n // devices) * itemsize) for n in units)
+    training = [n for n, trains in zip(units, sizes.trains, strict=True) if trains]
+    kept = [n if request.gradient_accumulation_iters > 1 else -(-n // devices) for n in training]
     return FsdpShares(weights, sum(round_allocation(n * itemsize) for n in kept))
-
-
-@functools.lru_cache(maxsize=8)
-def _training_units(config: Config, method: Method, lora: LoRASettings, adapter: AdapterSettings) -> tuple[bool, ...]:
-    """Whether each Block, then the root unit, has a trainable parameter (under FSDP it then gets a
-    flat gradient)."""
-    model = build_meta_model(config, method, lora, adapter)
-    blocks = [set(block.parameters()) for block in model.transformer.h]
-    in_blocks = set().union(*blocks)
-    root = [p for p in model.parameters() if p not in in_blocks]
-    return (*(any(p.requires_grad for p in block) for block in blocks), any(p.requires_grad for p in root))
 
 
 @functools.lru_cache(maxsize=8)
@@ -461,24 +447,35 @@ def _fsdp_step(request: EstimateRequest, extrapolate: bool) -> tuple[int, str, P
     return _peak(request, extrapolate, fsdp=True, later=request.later_seq_len is not None)
 
 
+@dataclass(frozen=True)
+class _ModelSizes:
+    """A method's model counted on the meta device, in elements: ``blocks``, each Block's
+    parameter sizes; ``root``, what is outside the Blocks (FSDP's root unit); ``trainable``, each
+    trainable parameter's size; ``trains``, whether each Block, then the root unit, has one."""
+
+    blocks: tuple[tuple[int, ...], ...]
+    root: int
+    trainable: tuple[int, ...]
+    trains: tuple[bool, ...]
+
+
+def _model_sizes(request: EstimateRequest) -> _ModelSizes:
+    return _count_model(request.config, request.method, request.lora, request.adapter)
+
+
 @functools.lru_cache(maxsize=8)
-def _trainable_sizes(config: Config, method: Method, lora: LoRASettings, adapter: AdapterSettings) -> tuple[int, ...]:
-    """The trainable parameters' sizes (elements), from a meta-device model."""
+def _count_model(config: Config, method: Method, lora: LoRASettings, adapter: AdapterSettings) -> _ModelSizes:
+    """:class:`_ModelSizes`, built once for the rows of one model and method."""
     model = build_meta_model(config, method, lora, adapter)
-    return tuple(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-@functools.lru_cache(maxsize=8)
-def _parameter_sizes(
-    config: Config, method: Method, lora: LoRASettings, adapter: AdapterSettings
-) -> tuple[tuple[tuple[int, ...], ...], int]:
-    """Each Block's parameter sizes (elements) and the elements outside the Blocks (the root
-    unit), from a meta-device model; rows of one model and method share it."""
-    with torch.device("meta"):
-        model = apply_method(GPT(config), method, lora, adapter)
-    blocks = tuple(tuple(p.numel() for p in block.parameters()) for block in model.transformer.h)
-    root = sum(p.numel() for p in model.parameters()) - sum(sum(sizes) for sizes in blocks)
-    return blocks, root
+    blocks = [list(block.parameters()) for block in model.transformer.h]
+    in_blocks = {id(p) for block in blocks for p in block}
+    root = [p for p in model.parameters() if id(p) not in in_blocks]
+    return _ModelSizes(
+        blocks=tuple(tuple(p.numel() for p in block) for block in blocks),
+        root=sum(p.numel() for p in root),
+        trainable=tuple(p.numel() for p in model.parameters() if p.requires_grad),
+        trains=tuple(any(p.requires_grad for p in unit) for unit in (*blocks, root)),
+    )
 
 
 __all__ = [

@@ -128,7 +128,7 @@ def fake_peaks(request: EstimateRequest, *, fsdp: bool = False, later: bool = Fa
 
 def fake_peak(request: EstimateRequest, *, fsdp: bool = False, later: bool = False) -> int:
     """Peak bytes of the request's run on fake cpu tensors, at its config's full depth."""
-    return max(p for p, _ in fake_peaks(request, fsdp=fsdp, later=later).values())
+    return peak_point(fake_peaks(request, fsdp=fsdp, later=later))[0]
 
 
 # The ops that reach cuBLAS on CUDA (F.linear reaches the dispatcher whole under no_grad).
@@ -389,18 +389,7 @@ def _flat_block_gradients(
     def concatenate(b: int) -> None:
         if b == len(blocks) - 1:
             first()
-        device = blocks[b][0].device
-        new = torch.empty(sum(p.numel() for p in blocks[b]), dtype=dtype, device=device)
-        units.post_backward(trains[b][0])
-        if shards is not None:  # reduce-scatter: the shard is allocated, then the flat gradient freed
-            new = torch.empty(-(-new.numel() // shards), dtype=dtype, device=device)
-        if kept[b]:
-            kept[b][0].add_(new)
-        else:
-            kept[b].append(new)
-        del new
-        for p in blocks[b]:
-            p.grad = None
+        _keep_flat_gradient(kept[b], blocks[b], dtype, shards, then=lambda: units.post_backward(trains[b][0]))
 
     for b, params in enumerate(blocks):
         for p in params:
@@ -433,24 +422,40 @@ def _root_flat_gradient(model: GPT, dtype: torch.dtype, shards: int | None) -> l
 
     def hook(param: torch.Tensor) -> None:
         arrived.append(param)
-        if len(arrived) < len(params):
-            return
-        arrived.clear()
-        new = torch.empty(sum(p.numel() for p in params), dtype=dtype, device=params[0].device)
-        if shards is not None:  # reduce-scatter: the shard is allocated, then the flat gradient freed
-            new = torch.empty(-(-new.numel() // shards), dtype=dtype, device=params[0].device)
-        if kept:
-            kept[0].add_(new)
-        else:
-            kept.append(new)
-        del new
-        for p in params:
-            p.grad = None
+        if len(arrived) == len(params):
+            arrived.clear()
+            _keep_flat_gradient(kept, params, dtype, shards)
 
     for p in params:
         p.requires_grad_(True)
         p.register_post_accumulate_grad_hook(hook)
     return kept
+
+
+def _keep_flat_gradient(
+    kept: list[torch.Tensor],
+    params: list[nn.Parameter],
+    dtype: torch.dtype,
+    shards: int | None,
+    then: Callable[[], None] = lambda: None,
+) -> None:
+    """Concatenate ``params``' gradients into a unit's flat gradient, as FSDP does, and keep it in
+    ``kept`` (added into the one kept there, as ``AccumulateGrad`` sums in place); the views'
+    gradients are then dropped. ``then`` runs once the flat gradient exists (FSDP's post-backward
+    hook); ``shards``: the backward syncs, and reduce-scatters it to this rank's 1/``shards``, the
+    shard allocated before the flat gradient is freed."""
+    device = params[0].device
+    new = torch.empty(sum(p.numel() for p in params), dtype=dtype, device=device)
+    then()
+    if shards is not None:
+        new = torch.empty(-(-new.numel() // shards), dtype=dtype, device=device)
+    if kept:
+        kept[0].add_(new)
+    else:
+        kept.append(new)
+    del new
+    for p in params:
+        p.grad = None
 
 
 class _FsdpUnits:

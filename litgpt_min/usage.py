@@ -167,9 +167,13 @@ def interrupts_held() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
+# What a SIGTERM taken as an interrupt says (its KeyboardInterrupt's message).
+TERMINATED = "terminated (SIGTERM)"
+
+
 @contextlib.contextmanager
 def terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises ``KeyboardInterrupt("terminated (SIGTERM)")`` in the block, as Ctrl-C does,
+    """SIGTERM raises ``KeyboardInterrupt(TERMINATED)`` in the block, as Ctrl-C does,
     where it would end the process without a word; its handler is put back after. Only a SIGTERM
     at its default, on the main thread, is taken."""
     if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
@@ -177,7 +181,7 @@ def terminate_as_interrupt() -> Iterator[None]:
         return
 
     def terminated(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt("terminated (SIGTERM)")
+        raise KeyboardInterrupt(TERMINATED)
 
     signal.signal(signal.SIGTERM, terminated)
     try:
