@@ -68,22 +68,24 @@ Modelling assumptions (each one is a place the estimate can be wrong):
    receive gradients that are concatenated into one unsharded flat gradient per Block, kept (in
    the compute dtype) under ``no_backward_sync`` (without accumulation every backward syncs
    instead: each flat gradient is reduce-scattered as it is complete, and only this rank's shard
-   of it is kept). The run allocates and frees each Block's unsharded flat parameter when FSDP
-   does (:class:`~litgpt_min.fake_step._FsdpUnits`: one Block in forward, none at the loss, the
-   last prefetched once the output has its gradient, then each Block's backward with the one
-   before it prefetched), and the Blocks' resident weights are then replaced by this rank's
-   shards of every unit. The root unit stays unsharded from forward to backward, as FSDP keeps it.
-   A root unit that trains (Adapter v2's ``lm_head`` adapter and final norm) gets a flat gradient
-   too, its frozen embedding and ``lm_head`` weight included, concatenated at the end of backward
-   (:func:`~litgpt_min.fake_step._root_flat_gradient`). That is approximate: the views' gradients
-   are held from their ops to the end of backward, which on 2 CPU ranks of a tiny model with a
-   large vocabulary read 4% high accumulating and 12% high without (before, without the root's
-   flat gradient: 25% and 18% low).
+   of it is kept). The run allocates and frees every unit's flat parameter when FSDP does
+   (:class:`~litgpt_min.fake_step._FsdpUnits`): at set-up each unit's flat parameter and this
+   rank's shard of it, then the flat parameter and the model's own weights freed (the shards
+   stay, where FSDP's allocations put them); each Block's unsharded flat parameter one Block in
+   forward, none at the loss, the last prefetched once the output has its gradient, then each
+   Block's backward with the one before it prefetched; the root unit's from the model's forward
+   to the end of backward. A root unit that trains (Adapter v2's ``lm_head`` adapter and final
+   norm) gets a flat gradient too, its frozen embedding and ``lm_head`` weight included,
+   concatenated at the end of backward (:func:`~litgpt_min.fake_step._root_flat_gradient`).
    The simulated run is iteration 0 (the longest sample, no flat gradient yet) followed by a
    later micro-step on a random sample: when gradients accumulate, one of the window, which
-   starts with every Block's flat gradient and the optimizer's states; without, any iteration
-   after the first, which starts with the states alone (iteration 0's step freed its gradient
-   shards). Its length is the typical longest of the later draws of the table's 1,000 iterations
+   starts with every unit's flat gradient and the optimizer's states (in a window of two, the
+   window's last, which syncs: each flat gradient, the kept one added in, is reduce-scattered
+   as it is complete; in a longer window one that keeps them whole, which holds more); without,
+   any iteration after the first, which starts with the states alone (iteration 0's step freed
+   its gradient shards). The optimizer's states are every trainable tensor's, where a rank holds
+   those of its shards' elements only (``use_orig_params``): on 2 CPU ranks of a tiny Adapter v2
+   model that reads 0.1% high; LoRA's tensors lie in the first rank's halves of the Blocks. Its length is the typical longest of the later draws of the table's 1,000 iterations
    (:func:`~litgpt_min.finetune.later_draws`, :func:`~litgpt_min.finetune.later_length`: the
    median of that maximum, 633 tokens for Llama 2 at micro-batch 1, where the longest is 1304).
    That is a statistic, not a bound: a run that happens to draw a longer sample peaks higher.
@@ -312,7 +314,7 @@ def later_step_holds(request: EstimateRequest) -> int:
     gradient from its start, the one being added into it, and the optimizer's states (AdamW's two
     per tensor in the parameters' dtype, and its step count, which CUDA keeps on the host but the
     fake run counts; bitsandbytes' paged AdamW's two fp32 ones below 1e5 elements, the rest in
-    paged memory). Without accumulation a later step holds only the states, so the bound is loose
+    paged memory), and the training loop's last loss (fp32, 0-dim). Without accumulation a later step holds only the states, so the bound is loose
     there by the gradients."""
     sizes = _model_sizes(request).trainable
     itemsize = request.dtype.itemsize
@@ -322,7 +324,7 @@ def later_step_holds(request: EstimateRequest) -> int:
         states = sum(2 * round_allocation(n * itemsize) + round_allocation(4) for n in sizes)
     else:
         states = sum(2 * round_allocation(4 * n) for n in sizes if n < PAGED_STATE_MIN_NUMEL)
-    return grads + adding + states
+    return grads + adding + states + round_allocation(4)
 
 
 # One device: deeper pairs of short runs tried before the full depth, when a pair's phases are
@@ -406,15 +408,11 @@ def _with_layers(request: EstimateRequest, n_layer: int) -> EstimateRequest:
 
 
 def _fsdp_peak(request: EstimateRequest, extrapolate: bool) -> tuple[int, str, PeakPoint]:
-    """Per device under the reference's FSDP (assumption 7): the simulated run's peak with every
-    weight resident beside the unsharded Blocks FSDP holds at that moment, less the resident
-    Blocks' weights, plus this rank's shards of every unit; how the step was simulated, and where
-    it peaked."""
+    """Per device under the reference's FSDP (assumption 7): the simulated run's peak, which holds
+    this rank's shards of every unit and the unsharded flat parameters FSDP holds at that moment;
+    how the step was simulated, and where it peaked."""
     step, how, point = _fsdp_step(request, extrapolate)
-    itemsize = request.dtype.itemsize
-    resident = sum(round_allocation(n * itemsize) for sizes in _model_sizes(request).blocks for n in sizes)
-    peak = step - resident + fsdp_shares(request).weights_bytes
-    return peak, "fsdp-simulated" + how.removeprefix("fake-run"), point
+    return step, "fsdp-simulated" + how.removeprefix("fake-run"), point
 
 
 @dataclass(frozen=True)
@@ -443,7 +441,7 @@ def fsdp_shares(request: EstimateRequest) -> FsdpShares:
 
 @functools.lru_cache(maxsize=8)
 def _fsdp_step(request: EstimateRequest, extrapolate: bool) -> tuple[int, str, PeakPoint]:
-    """The simulated run's peak with every weight resident (iteration 0 and a later micro-step)."""
+    """The simulated run's peak (iteration 0 and a later micro-step)."""
     return _peak(request, extrapolate, fsdp=True, later=request.later_seq_len is not None)
 
 

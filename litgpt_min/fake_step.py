@@ -23,7 +23,7 @@ from litgpt_min.estimate_request import EstimateRequest
 from litgpt_min.fake_4bit import Fake4bitLinear, swap_linear
 from litgpt_min.finetune import micro_step, optimizer_step
 from litgpt_min.generate import generate
-from litgpt_min.measure import LiveTensorTracker
+from litgpt_min.measure import LiveTensorTracker, host_memory
 from litgpt_min.model import GPT, Block
 from litgpt_min.options import GenerateSettings, hyperparameters
 from litgpt_min.peft import apply_method, mark_trainable
@@ -202,20 +202,22 @@ def run_step(
         model.train()
         if fsdp:
             _checkpoint_blocks(model)
+        # Fabric sets FSDP up before the optimizer is made (which allocates nothing until its step).
+        units = _FsdpUnits(model, request.dtype, request.devices) if fsdp else None
         optimizer = _optimizer(model, request, device)
         prefix = [""]
-        units = _FsdpUnits(model, request.dtype, request.devices) if fsdp else None
         accumulating = request.gradient_accumulation_iters > 1
         free_flat_gradients: Callable[[], None] | None = None
+        # Whether this micro-step's backward syncs (FSDP reduce-scatters each flat gradient): without
+        # accumulation every one; with, the window's last, outside ``no_backward_sync``.
+        syncs = [not accumulating]
         if units is not None:
-            # Without accumulation every backward syncs: each flat gradient is reduce-scattered.
-            shards = None if accumulating else request.devices
             free_flat_gradients = _flat_block_gradients(
                 model,
                 request.dtype,
                 units,
                 first=lambda: phase(f"{prefix[0]}flat-gradients"),  # type: ignore[arg-type]
-                shards=shards,
+                shards=lambda: request.devices if syncs[0] else None,
             )
         wrapped = _FabricOutputs(model, request.precision)
 
@@ -228,6 +230,9 @@ def run_step(
         lengths = [request.seq_len]
         if later and request.later_seq_len is not None:
             lengths.append(request.later_seq_len)
+        # The training loop's ``loss``: the last micro-step's (detached) loss, alive through the
+        # next micro-step until that one returns its own.
+        last_loss: torch.Tensor | None = None
         for n, length in enumerate(lengths):
             if n:
                 prefix[0] = "later-"
@@ -235,11 +240,14 @@ def run_step(
                 if free_flat_gradients is not None and not accumulating:  # iteration 0's step freed them
                     free_flat_gradients()
                 _hold_optimizer_state(optimizer, keep_gradients=accumulating)
+                # In a window of two micro-steps the one that starts with the window's gradients is
+                # its last, which syncs; in a longer window one that does not sync holds more.
+                syncs[0] = request.gradient_accumulation_iters <= 2
             input_ids = torch.zeros(request.micro_batch_size, length, dtype=torch.long, device=device)
             targets = torch.zeros(request.micro_batch_size, length, dtype=torch.long, device=device)
             phase(f"{prefix[0]}forward")  # type: ignore[arg-type]
             with autocast:
-                micro_step(
+                last_loss = micro_step(
                     wrapped,
                     input_ids,
                     targets,
@@ -250,6 +258,7 @@ def run_step(
             del input_ids, targets
         phase("optimizer")
         optimizer_step(optimizer)
+        del last_loss
     else:
         model.eval()
         model.max_seq_length = request.prompt_len + request.max_new_tokens
@@ -339,7 +348,7 @@ def _flat_block_gradients(
     dtype: torch.dtype,
     units: _FsdpUnits,
     first: Callable[[], None] = lambda: None,
-    shards: int | None = None,
+    shards: Callable[[], int | None] = lambda: None,
 ) -> Callable[[], None]:
     """Each Block's gradient as FSDP (``use_orig_params=True``) produces it, for a Block that trains;
     returns what frees the kept ones, as the optimizer's ``zero_grad`` does.
@@ -352,9 +361,10 @@ def _flat_block_gradients(
     complete (if it needs one) and before the Block below starts its backward (its pre-backward
     hook). The flat gradient stays unsharded under ``no_backward_sync`` until the optimizer step. In
     a later backward of the window the new flat gradient is a temporary added into the kept one
-    (``AccumulateGrad``'s in-place sum). ``shards``: a backward that syncs (no accumulation)
-    reduce-scatters each flat gradient as it is complete, keeping this rank's 1/``shards`` of it
-    and freeing the rest. ``first`` is called before the first flat gradient of each backward:
+    (``AccumulateGrad``'s in-place sum). ``shards()``, asked as each flat gradient is complete: a
+    backward that syncs (every one without accumulation, the window's last with) reduce-scatters
+    the flat gradient, the kept whole one included, keeping this rank's 1/``shards()`` of it and
+    freeing the rest (None: it does not sync). ``first`` is called before the first flat gradient of each backward:
     backward peaks either at its start (the logits) or at its end (the gradients), each affine in
     the depth, so they are phases apart. FSDP's post-backward hook of the Block (``units``) runs
     when its flat gradient exists, before it is reduce-scattered.
@@ -389,7 +399,7 @@ def _flat_block_gradients(
     def concatenate(b: int) -> None:
         if b == len(blocks) - 1:
             first()
-        _keep_flat_gradient(kept[b], blocks[b], dtype, shards, then=lambda: units.post_backward(trains[b][0]))
+        _keep_flat_gradient(kept[b], blocks[b], dtype, shards(), then=lambda: units.post_backward(trains[b][0]))
 
     for b, params in enumerate(blocks):
         for p in params:
@@ -406,7 +416,7 @@ def _flat_block_gradients(
     return free
 
 
-def _root_flat_gradient(model: GPT, dtype: torch.dtype, shards: int | None) -> list[torch.Tensor]:
+def _root_flat_gradient(model: GPT, dtype: torch.dtype, shards: Callable[[], int | None]) -> list[torch.Tensor]:
     """The root unit's flat gradient, when a parameter outside the Blocks trains (Adapter v2's
     ``lm_head`` adapter and final norm): as for a Block, every parameter of the unit, the frozen
     embedding and ``lm_head`` weight included, then receives a gradient, and once the last of them
@@ -424,7 +434,7 @@ def _root_flat_gradient(model: GPT, dtype: torch.dtype, shards: int | None) -> l
         arrived.append(param)
         if len(arrived) == len(params):
             arrived.clear()
-            _keep_flat_gradient(kept, params, dtype, shards)
+            _keep_flat_gradient(kept, params, dtype, shards())
 
     for p in params:
         p.requires_grad_(True)
@@ -440,31 +450,41 @@ def _keep_flat_gradient(
     then: Callable[[], None] = lambda: None,
 ) -> None:
     """Concatenate ``params``' gradients into a unit's flat gradient, as FSDP does, and keep it in
-    ``kept`` (added into the one kept there, as ``AccumulateGrad`` sums in place); the views'
-    gradients are then dropped. ``then`` runs once the flat gradient exists (FSDP's post-backward
-    hook); ``shards``: the backward syncs, and reduce-scatters it to this rank's 1/``shards``, the
-    shard allocated before the flat gradient is freed."""
+    ``kept``. The views' gradients are dropped as soon as it exists (the concatenating node frees
+    its inputs when it returns); then a whole flat gradient kept there (``no_backward_sync``) has
+    the new one added in (``AccumulateGrad`` sums in place, the new one a temporary). ``then`` runs once the flat gradient is accumulated (FSDP's post-backward hook);
+    ``shards``: the backward syncs, and reduce-scatters the flat gradient to this rank's
+    1/``shards``, the shard allocated before the whole one is freed, and added into a shard kept
+    from an earlier sync."""
     device = params[0].device
-    new = torch.empty(sum(p.numel() for p in params), dtype=dtype, device=device)
+    numel = sum(p.numel() for p in params)
+    new = torch.empty(numel, dtype=dtype, device=device)
+    for p in params:
+        p.grad = None
+    if kept and kept[0].numel() == numel:
+        kept[0].add_(new)
+        new = kept.pop()
     then()
     if shards is not None:
-        new = torch.empty(-(-new.numel() // shards), dtype=dtype, device=device)
+        new = torch.empty(-(-numel // shards), dtype=dtype, device=device)
     if kept:
         kept[0].add_(new)
     else:
         kept.append(new)
     del new
-    for p in params:
-        p.grad = None
 
 
 class _FsdpUnits:
-    """Each Block's unsharded flat parameter as the reference's FSDP allocates and frees it (one
-    unit per Block, ``BACKWARD_PRE`` prefetch, ``forward_prefetch`` off), as a tensor of its padded
-    size: the run's own weights stay resident, and :func:`~litgpt_min.estimate._fsdp_peak` trades
-    them for this rank's shards.
+    """Each unit's flat parameter as the reference's FSDP allocates and frees it (one unit per
+    Block, the root unit for the rest, ``BACKWARD_PRE`` prefetch, ``forward_prefetch`` off), as
+    tensors of their padded sizes.
 
-    - Forward: a Block is all-gathered before its forward and freed after it.
+    - Set-up (FSDP's wrapping, each Block, then the root unit): a unit's parameters are
+      concatenated into its flat parameter, this rank's shard of it is cloned, and the flat
+      parameter and the original parameters are freed; the parameters are views of the flat
+      parameter from then on, so the model's own weights (kept for the forward, replaced by
+      tensors the tracker does not count) are no allocation of the run. Only the shards remain,
+      laid out in the allocator where FSDP lays them.
     - Backward: when the model's output gets its gradient (the root unit's pre-backward hook), the
       last Block is prefetched; when a Block's output gets its gradient (its pre-backward hook), it
       is all-gathered if it was not prefetched, and the Block before it is prefetched. Only a
@@ -472,15 +492,22 @@ class _FsdpUnits:
       not). A Block is freed by its post-backward hook (its flat gradient exists), or, if it has
       none, when the backward ends.
 
-    The root unit (embedding, final norm, ``lm_head``) stays unsharded from forward to backward
-    and is part of the resident weights."""
+    - The root unit (embedding, final norm, ``lm_head``) is all-gathered before the model's
+      forward and stays unsharded to the end of backward.
+    """
 
     def __init__(self, model: GPT, dtype: torch.dtype, devices: int) -> None:
         self.blocks = list(model.transformer.h)
         self.dtype = dtype
         self.device = next(model.parameters()).device
+        in_blocks = {id(p) for block in self.blocks for p in block.parameters()}
+        units = [list(b.parameters()) for b in self.blocks]
+        units.append([p for p in model.parameters() if id(p) not in in_blocks])
         # FSDP pads each flat parameter to a multiple of the world size.
-        self.numel = [-(-sum(p.numel() for p in b.parameters()) // devices) * devices for b in self.blocks]
+        numel = [-(-sum(p.numel() for p in params) // devices) * devices for params in units]
+        self.numel, self.root_numel = numel[:-1], numel[-1]
+        self.shards = [self._shard(params, n, devices) for params, n in zip(units, numel, strict=True)]
+        self.root_unsharded: torch.Tensor | None = None
         self.unsharded: dict[int, torch.Tensor] = {}
         self.needs_gradient: set[int] = set()  # Blocks whose output needed a gradient in forward
         self.pre_backward_ran: set[int | None] = set()  # None: the root unit
@@ -489,7 +516,24 @@ class _FsdpUnits:
         for i, block in enumerate(self.blocks):
             block.register_forward_pre_hook(functools.partial(self._pre_forward, i=i))
             block.register_forward_hook(functools.partial(self._post_forward, i=i))
+        model.register_forward_pre_hook(self._root_pre_forward)
         model.register_forward_hook(self._root_post_forward)
+
+    def _shard(self, params: list[nn.Parameter], numel: int, devices: int) -> torch.Tensor:
+        """FSDP's set-up of one unit (``numel``: its padded flat parameter's elements): the flat
+        parameter, this rank's shard of it, then the flat parameter and the original parameters
+        freed; returns the shard."""
+        flat = torch.empty(numel, dtype=self.dtype, device=self.device)
+        shard = torch.empty(numel // devices, dtype=self.dtype, device=self.device)
+        del flat
+        with host_memory():  # views of the flat parameter, which the shard and the unsharded copy stand for
+            for p in params:
+                p.data = torch.empty_like(p)
+        return shard
+
+    def _root_pre_forward(self, module: nn.Module, args: Any) -> None:
+        if self.root_unsharded is None:
+            self.root_unsharded = torch.empty(self.root_numel, dtype=self.dtype, device=self.device)
 
     def _unshard(self, i: int) -> None:
         if i not in self.unsharded:
@@ -533,6 +577,7 @@ class _FsdpUnits:
 
     def end_backward(self) -> None:
         self.unsharded.clear()
+        self.root_unsharded = None
         self.pre_backward_ran.clear()
 
 
