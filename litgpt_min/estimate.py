@@ -85,9 +85,11 @@ Modelling assumptions (each one is a place the estimate can be wrong):
    any iteration after the first, which starts with the states alone (iteration 0's step freed
    its gradient shards). The optimizer's states are every trainable tensor's, where a rank holds
    those of its shards' elements only (``use_orig_params``): on 2 CPU ranks of a tiny Adapter v2
-   model that reads 0.1% high; LoRA's tensors lie in the first rank's halves of the Blocks. Its length is the typical longest of the later draws of the table's 1,000 iterations
-   (:func:`~litgpt_min.finetune.later_draws`, :func:`~litgpt_min.finetune.later_length`: the
-   median of that maximum, 633 tokens for Llama 2 at micro-batch 1, where the longest is 1304).
+   model that reads 0.1% high; LoRA's tensors lie in the first rank's halves of the Blocks. The
+   later sample's length is the typical longest of the later draws of the table's 1,000
+   iterations (:func:`~litgpt_min.finetune.later_draws`,
+   :func:`~litgpt_min.finetune.later_length`: the median of that maximum, 633 tokens for Llama 2
+   at micro-batch 1, where the longest is 1304).
    That is a statistic, not a bound: a run that happens to draw a longer sample peaks higher.
    Quantization with several devices, or with a mixed precision, is unsupported, as in the reference.
 8. **Random weights, synthetic batch.** Memory does not depend on values; the batch is the
@@ -314,8 +316,8 @@ def later_step_holds(request: EstimateRequest) -> int:
     gradient from its start, the one being added into it, and the optimizer's states (AdamW's two
     per tensor in the parameters' dtype, and its step count, which CUDA keeps on the host but the
     fake run counts; bitsandbytes' paged AdamW's two fp32 ones below 1e5 elements, the rest in
-    paged memory), and the training loop's last loss (fp32, 0-dim). Without accumulation a later step holds only the states, so the bound is loose
-    there by the gradients."""
+    paged memory), and the training loop's last loss (fp32, 0-dim). Without accumulation a later
+    step holds only the states, so the bound is loose there by the gradients."""
     sizes = _model_sizes(request).trainable
     itemsize = request.dtype.itemsize
     grads = sum(round_allocation(n * itemsize) for n in sizes)

@@ -364,9 +364,9 @@ def _flat_block_gradients(
     (``AccumulateGrad``'s in-place sum). ``shards()``, asked as each flat gradient is complete: a
     backward that syncs (every one without accumulation, the window's last with) reduce-scatters
     the flat gradient, the kept whole one included, keeping this rank's 1/``shards()`` of it and
-    freeing the rest (None: it does not sync). ``first`` is called before the first flat gradient of each backward:
-    backward peaks either at its start (the logits) or at its end (the gradients), each affine in
-    the depth, so they are phases apart. FSDP's post-backward hook of the Block (``units``) runs
+    freeing the rest (None: it does not sync). ``first`` is called before the first flat gradient
+    of each backward: backward peaks either at its start (the logits) or at its end (the
+    gradients), each affine in the depth, so they are phases apart. FSDP's post-backward hook of the Block (``units``) runs
     when its flat gradient exists, before it is reduce-scattered.
     """
     trains = [
@@ -452,8 +452,9 @@ def _keep_flat_gradient(
     """Concatenate ``params``' gradients into a unit's flat gradient, as FSDP does, and keep it in
     ``kept``. The views' gradients are dropped as soon as it exists (the concatenating node frees
     its inputs when it returns); then a whole flat gradient kept there (``no_backward_sync``) has
-    the new one added in (``AccumulateGrad`` sums in place, the new one a temporary). ``then`` runs once the flat gradient is accumulated (FSDP's post-backward hook);
-    ``shards``: the backward syncs, and reduce-scatters the flat gradient to this rank's
+    the new one added in (``AccumulateGrad`` sums in place, the new one a temporary). ``then``
+    runs once the flat gradient is accumulated (FSDP's post-backward hook); ``shards``: the
+    backward syncs, and reduce-scatters the flat gradient to this rank's
     1/``shards``, the shard allocated before the whole one is freed, and added into a shard kept
     from an earlier sync."""
     device = params[0].device
