@@ -1,14 +1,18 @@
-"""Where the suite and its commands never write: inside an expectations folder.
+"""Where the suite and its commands never write: inside an expectations folder, or over a
+profile's table wherever it lies.
 
 Every folder there is a profile and every ``*.json`` file in it one of its tables, beside the
 schema: a report, a results file, a row log or JUnit XML written there would break the next load
-of the profiles (or replace a table outright). ``--record`` alone writes there.
+of the profiles (or replace a table outright). ``--record`` alone writes there. A table copied
+elsewhere (a profile kept for ``--expectations``) is known by its content, as a results file is.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from conformance.display import display
 from conformance.expectations import DEFAULT_ROOT
@@ -17,7 +21,8 @@ from litgpt_min.files import real_path
 
 def check_outside_expectations(option: str, path: Path, roots: Iterable[Path] = ()) -> None:
     """Refuse (``ValueError``, one line) an output ``path`` inside the project's expectations folder
-    or one of ``roots`` (a session's ``--expectations`` and ``--record`` folders)."""
+    or one of ``roots`` (a session's ``--expectations`` and ``--record`` folders), or that is a
+    profile's table wherever it lies."""
     target = real_path(path)
     for root in (DEFAULT_ROOT, *roots):
         base = real_path(root)
@@ -26,6 +31,25 @@ def check_outside_expectations(option: str, path: Path, roots: Iterable[Path] = 
                 f"{option} {path}: is inside the expectations folder {display(base)}, whose folders are"
                 " profiles and whose *.json files are their tables and schema; write it elsewhere"
             )
+    if (profile := table_profile(path)) is not None:
+        raise ValueError(
+            f"{option} {path}: is an expectations table (profile {profile!r}); refusing to replace it"
+            " (pick another name)"
+        )
 
 
-__all__ = ["check_outside_expectations"]
+def table_profile(path: Path) -> str | None:
+    """The profile an existing file is a table of (None: it is none): a JSON object with the
+    fields every table has. Only a regular file is read (not ``/dev/stdout`` or a pipe)."""
+    if not Path(path).is_file():
+        return None
+    try:
+        data: Any = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    if not isinstance(data, dict) or not {"profile", "hardware", "cases"} <= data.keys():
+        return None
+    return str(data["profile"])
+
+
+__all__ = ["check_outside_expectations", "table_profile"]

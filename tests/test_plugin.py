@@ -822,6 +822,21 @@ def test_no_other_output_goes_into_the_expectations_folder(suite: Suite, option:
     assert table.read_text() == before and not list(suite.root.rglob("*.log"))
 
 
+def test_junitxml_never_replaces_a_profile_table_kept_elsewhere(suite: Suite, tmp_path: Path) -> None:
+    """Before: ``--junitxml`` at a copy of a profile's table outside the session's expectations
+    folders replaced it with XML; only one under them was refused."""
+    table = tmp_path / "kept" / "tiny" / "finetune.json"
+    table.parent.mkdir(parents=True)
+    table.write_bytes(next(suite.profile().glob("*.json")).read_bytes())
+    before = table.read_bytes()
+    refused = suite.run("--profile", "tiny", "-k", "test_params", "--junitxml", str(table))
+    assert refused.ret == pytest.ExitCode.USAGE_ERROR
+    refused.stderr.fnmatch_lines(
+        [f"ERROR: --junitxml {table}: is an expectations table (profile 'tiny'); refusing to replace it*"]
+    )
+    assert table.read_bytes() == before and not suite.calls()
+
+
 def test_junitxml_never_replaces_a_file_the_session_keeps(suite: Suite) -> None:
     """Before: --junitxml over the --results file (the JUnit report was lost), the --baseline file
     or an earlier session's results file was accepted, and pytest wrote its XML there."""

@@ -319,6 +319,31 @@ def test_cli_report_and_diff_never_write_over_a_file_they_read(
     assert source.read_bytes() == before
 
 
+def test_cli_report_and_diff_never_replace_a_profile_table_kept_elsewhere(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: a copy of a profile kept for ``--expectations`` (outside the project's expectations
+    folder) was replaced by Markdown (``report -o``), a merged results file (``--merged``) or a
+    diff, without a word: a table is known by its content now, as a results file is."""
+    kept = tmp_path / "mine" / "cpu-tiny"
+    kept.mkdir(parents=True)
+    table = kept / "finetune.json"
+    table.write_bytes((expectations.DEFAULT_ROOT / "cpu-tiny" / "finetune.json").read_bytes())
+    before = table.read_bytes()
+    source = tmp_path / "r.json"
+    source.write_text(json.dumps(_edited(lambda d: None)))
+    for argv in (
+        ["report", str(source), "-o", str(table)],
+        ["report", str(source), "--merged", str(table)],
+        ["diff", str(source), str(source), "-o", str(table)],
+    ):
+        assert main(argv) == 2, argv
+        captured = capsys.readouterr()
+        assert f"{table}: is an expectations table (profile 'cpu-tiny'); refusing to replace it" in captured.err, argv
+        assert captured.out == "" and captured.err.count("\n") == 1
+    assert table.read_bytes() == before
+
+
 def test_cli_report_and_diff_never_write_into_the_expectations_folder(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
