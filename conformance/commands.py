@@ -5,18 +5,29 @@ files and recorded profiles)."""
 from __future__ import annotations
 
 import shlex
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from conformance.display import display
 from conformance.expectations import DEFAULT_ROOT, Case
 from conformance.options import Options
 from conformance.profiles import ActiveProfile
+from conformance.record import speeds_timed_elsewhere
 from litgpt_min.files import real_path
 
 
-def rerecord_command(options: Options, active: ActiveProfile, case: Case | None = None) -> str:
-    """The command that re-records ``case`` (or the whole profile) for this machine."""
+def rerecord_command(
+    options: Options, active: ActiveProfile, case: Case | None = None, fingerprint: Mapping[str, Any] | None = None
+) -> str:
+    """The command that re-records ``case`` (or the whole profile) for this machine (``fingerprint``).
+    Where the profile's other rows keep speeds timed on another machine, ``--record`` would refuse
+    the row alone: the command records every row, and a shell comment says why."""
     target = options.record or active.record_target
+    why = ""
+    if case is not None and fingerprint is not None:
+        elsewhere = speeds_timed_elsewhere(target, fingerprint, active, {case.id})
+        if elsewhere is not None:
+            case, why = None, f"  # every row: the profile's other speeds were timed on {elsewhere}"
     argv = ["pytest", "conformance"]
     if real_path(options.expectations) != real_path(DEFAULT_ROOT):
         argv += ["--expectations", display(options.expectations)]
@@ -29,7 +40,7 @@ def rerecord_command(options: Options, active: ActiveProfile, case: Case | None 
     argv += ["--record", display(target)]
     if target.is_dir() and any(target.glob("*.json")):
         argv.append("--force")
-    return shlex.join(argv)
+    return shlex.join(argv) + why
 
 
 def _cap_arguments(options: Options, active: ActiveProfile, one_row_of_this_profile: bool) -> list[str]:

@@ -237,6 +237,25 @@ def record_problem(
     return None
 
 
+def speeds_timed_elsewhere(
+    target: Path, fingerprint: Mapping[str, Any], active: ActiveProfile, measuring: Collection[str]
+) -> str | None:
+    """The machine, as text (``the CPU 'Intel(R) Xeon(R) Processor'``), that timed the speeds of
+    rows of the profile in ``target`` which a recording of only ``measuring`` would keep, when that
+    is not this machine (None: it is, or no such row): :func:`mixing_problem` refuses that
+    recording, so a command that offers it must record every row instead."""
+    if not (active.on_cpu or fingerprint.get("gpus")):
+        return None  # no card here to record a card's profile on
+    old = _old_files(target)
+    if not old:
+        return None
+    before = next(iter(old.values()))["hardware"]
+    if _machine(before) == _machine(hardware_entry(fingerprint, active)):
+        return None
+    kept = [row for data in old.values() for row in data["cases"] if row["id"] not in measuring and _timed(row)]
+    return _machine_text(before) if kept else None
+
+
 def _memory(hardware: Mapping[str, Any]) -> tuple[Any, Any]:
     return hardware.get("memory_gb"), hardware.get("memory_cap_gb")
 

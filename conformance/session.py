@@ -275,7 +275,7 @@ class ConformanceSession:
             self._improved.add((key, kind))
 
     def rerecord_command(self, active: ActiveProfile, case: Case | None = None) -> str:
-        return rerecord_command(self.options, active, case)
+        return rerecord_command(self.options, active, case, self.fingerprint)
 
     def estimate_command(self, active: ActiveProfile) -> str:
         return estimate_command(self.options, active)

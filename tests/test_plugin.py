@@ -273,7 +273,7 @@ def test_the_temporary_row_logs_are_removed_after_a_clean_session_only(
 
 
 def test_memory_regression_lists_every_finding_and_the_commands(suite: Suite) -> None:
-    suite.profile()
+    suite.profile(cpu="unknown")  # this machine's CPU, as the fake fingerprint leaves it
     answers = good_answers()
     answers[OK] = {"max_memory_gb": 1.25, "time_1k_iters_min": 3.0, "trainable_params": 1}
     suite.answer(answers)
@@ -288,6 +288,27 @@ def test_memory_regression_lists_every_finding_and_the_commands(suite: Suite) ->
         in text
     )
     assert "reproduce: " in text and "-m litgpt_min finetune lora --model tiny-llama --micro-batch-size 2" in text
+
+
+def test_the_re_record_command_records_every_row_where_one_alone_would_be_refused(suite: Suite) -> None:
+    """Before: a failing row of a CPU profile timed on another CPU model (cpu-tiny on any machine
+    but the one that recorded it) offered ``-k '[row]' --record ... --force``, which --record then
+    refused: the profile's other rows would keep speeds timed on the other CPU."""
+    suite.profile(cpu="Another CPU")
+    answers = good_answers()
+    answers[OK] = {"max_memory_gb": 1.25, "time_1k_iters_min": 2.1}
+    suite.answer(answers)
+    failed = suite.run("-k", f"test_run and {OK}")
+    assert failed.ret == pytest.ExitCode.TESTS_FAILED
+    hint = "pytest conformance --expectations exp --profile tiny --record exp/tiny --force"
+    failed.stdout.fnmatch_lines(
+        [f"re-record: {hint}  # every row: the profile's other speeds were timed on the CPU 'Another CPU'"]
+    )
+    # The command as printed (pytest given the shell's words before the comment) records.
+    recorded = suite.run(*hint.split()[2:])
+    assert recorded.ret == 0
+    assert {json.loads(p.read_text())["hardware"]["cpu"] for p in (suite.root / "tiny").glob("*.json")} == {"unknown"}
+    assert {c["id"] for c in suite.calls()} >= {OK, OOM}
 
 
 @pytest.mark.parametrize("emulate", ["20", "off"])
