@@ -162,5 +162,6 @@ def apply_baseline(actives: Sequence[A], baseline: Baseline, fingerprint: Mappin
         profile = dataclasses.replace(active.profile, cases=tuple(cases))
         # Portable mode's figures are another card's; a baseline's from this machine are its own.
         speed_skip = None if active.mode == "portable" else active.speed_skip
-        judged.append(dataclasses.replace(active, profile=profile, speed_skip=speed_skip))
+        # A baseline speed judges only where this machine timed it (the rest skip, speed_skips).
+        judged.append(dataclasses.replace(active, profile=profile, speed_skip=speed_skip, speed_note=None))
     return judged, skips, speed_skips

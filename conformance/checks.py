@@ -203,6 +203,8 @@ class RowCheck:
             lines.append(f"  {finding.describe()}{where}")
         if self.active.memory_cap_gb is not None and run is not None:
             lines.append(f"  (run under a {self.active.memory_cap_gb:g} GB memory cap)")
+        if self.active.speed_note and any(check_of(f) == "speed" for f in findings):
+            lines.append(f"  ({self.active.speed_note})")
         lines.append(": ".join(self._how_to_accept(run)))
         if run is not None:
             if run.command:

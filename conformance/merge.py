@@ -88,9 +88,14 @@ def merge(
                 chosen[key] = (path, doc, mine)
     rows = [row for _, _, row in chosen.values()]
     profiles: dict[str, Any] = {}
+    notes: dict[str, dict[str, None]] = {}  # each file's session said its machine's own speed note
     for _, doc in documents:
         for profile in doc["profiles"]:
             profiles.setdefault(profile["name"], profile)
+            if profile.get("speed_note"):
+                notes.setdefault(profile["name"], {})[profile["speed_note"]] = None
+    for name, said in notes.items():
+        profiles[name] = {**profiles[name], "speed_note": "; ".join(said)}
     first = documents[0][1]
     merged = {
         "format": FORMAT,

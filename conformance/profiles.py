@@ -36,6 +36,7 @@ class ActiveProfile:
     speed_skip: str | None  # why speed checks skip here (None: compared)
     record_target: Path  # the folder whose --record refreshes these figures for this machine
     card_memory_gb: float | None = None  # portable mode: this machine's card (decimal GB)
+    speed_note: str | None = None  # speeds compared here though timed on another machine: which, and how
 
     @property
     def name(self) -> str:
@@ -58,7 +59,8 @@ class ActiveProfile:
         )
         unchecked = f"; {rows_text(untimed, 'ok row')} without a speed figure (speed not checked)" if untimed else ""
         if self.mode == "cpu":
-            return head + f"measured on the CPU{cap} (memory from the live-tensor tracker){unchecked}"
+            note = f"; {self.speed_note}" if self.speed_note else ""
+            return head + f"measured on the CPU{cap} (memory from the live-tensor tracker){unchecked}{note}"
         if self.mode == "native":
             return head + f"measured on this card{cap}{unchecked}"
         return head + (
@@ -113,7 +115,9 @@ def activate(profile: Profile, options: Options, fp: Mapping[str, Any], recordin
         cap = (
             None if emulate == "off" else (explicit_cap if explicit_cap is not None else recorded_cap(profile.hardware))
         )
-        return ActiveProfile(profile, "cpu", 1, cap, None, None, profile.directory)
+        return ActiveProfile(
+            profile, "cpu", 1, cap, None, None, profile.directory, speed_note=_cpu_speed_note(profile, fp)
+        )
     gpus = list(fp.get("gpus") or [])
     if not gpus:
         return ActiveProfile(profile, "params-only", 0, None, NO_GPU_REASON, NO_GPU_REASON, profile.directory)
@@ -194,6 +198,22 @@ def select_profiles(options: Options, fp: Mapping[str, Any]) -> list[ActiveProfi
     return actives
 
 
+def _cpu_speed_note(profile: Profile, fp: Mapping[str, Any]) -> str | None:
+    """Whether a CPU profile's speeds were timed on another CPU model than this machine's, said
+    beside each speed it judges (None: the same model, or no speed to judge). They are still
+    compared: CPU models differ by up to two times in speed, which a CPU profile's wide speed
+    tolerance allows for, so only a gross slowdown shows."""
+    recorded = profile.hardware.get("cpu")
+    here = (fp.get("cpu") or {}).get("model")
+    timed = any(c.time_1k_iters_min is not None or c.tokens_per_sec is not None for c in profile.cases)
+    if not timed or recorded is None or here is None or recorded == here:
+        return None
+    return (
+        f"speeds timed on the CPU {recorded!r}, this machine's is {here!r}: judged across CPU models,"
+        " within the profile's speed tolerance (record this machine's own profile to judge them closely)"
+    )
+
+
 def profile_json(active: ActiveProfile) -> dict[str, Any]:
     """How a results file describes an active profile."""
     return {
@@ -203,6 +223,7 @@ def profile_json(active: ActiveProfile) -> dict[str, Any]:
         "memory_cap_gb": active.memory_cap_gb,
         "measure_skip": active.measure_skip,
         "speed_skip": active.speed_skip,
+        "speed_note": active.speed_note,
         "hardware": dict(active.profile.hardware),
         "software": dict(active.profile.software),
     }

@@ -119,6 +119,8 @@ def _profile_section(profile: Mapping[str, Any], rows: Sequence[Mapping[str, Any
     for key in ("measure_skip", "speed_skip"):
         if profile.get(key):
             out.append(f"- {'Measured rows' if key == 'measure_skip' else 'Speed'} skipped: {profile[key]}")
+    if note := profile.get("speed_note"):
+        out.append(f"- {note[:1].upper()}{note[1:]}")
     out.append(
         "- Cells: measured value (deviation from the expected value); unmeasured cells show the"
         " expected value and, for memory, the GPU-free estimate."

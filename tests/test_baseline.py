@@ -161,6 +161,7 @@ class _Active:
     mode: str
     speed_skip: str | None
     memory_cap_gb: float | None = None
+    speed_note: str | None = None
 
     @property
     def name(self) -> str:

@@ -161,3 +161,21 @@ def test_bad_input_is_one_line_and_exit_2(
         "conformance report: --prefer latest: it chooses between files that measured the same row; give two or"
         " more results files\n"
     )
+
+
+def test_each_machines_speed_note_is_kept(tmp_path: Path) -> None:
+    """Two sessions on two CPU models each judged a CPU profile's speeds across models; before, the
+    merged file kept the first file's profile entry, and its report named one machine for both."""
+    notes = [f"speeds timed on the CPU 'X', this machine's is {cpu!r}: judged across CPU models" for cpu in "AB"]
+    files = []
+    for name, note, rows, created in (
+        ("a.json", notes[0], [ran(A, 4.9), skipped(B)], "2026-12-01T00:00:00+00:00"),
+        ("b.json", notes[1], [skipped(A), ran(B, 22.2)], "2026-12-02T00:00:00+00:00"),
+        ("c.json", notes[1], [skipped(A), skipped(B)], "2026-12-03T00:00:00+00:00"),
+    ):
+        document = doc(rows, created, name)
+        document["profiles"] = [{"name": "a100-sxm4-40gb", "speed_note": note}]
+        files.append(write(tmp_path / name, document))
+    merged = merge_files(files)
+    assert [p["speed_note"] for p in merged["profiles"]] == [f"{notes[0]}; {notes[1]}"]
+    assert "- Speeds timed on the CPU 'X', this machine's is 'A'" in render(merged)

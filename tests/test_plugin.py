@@ -1169,6 +1169,36 @@ def test_a_profile_without_speed_figures_has_no_speed_items_and_says_so(suite: S
     )
 
 
+def test_a_cpu_profile_timed_on_another_cpu_model_says_so_beside_its_speeds(
+    suite: Suite, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Before: cpu-tiny's speeds, timed on one CPU model, were judged on any other without a word
+    (``speed 9 passed``), where --baseline, diff and --record all tell CPU models apart. They are
+    still judged (within the profile's tolerance), and the header, a speed failure, the results
+    file and its report say on which CPU they were timed."""
+    fp = {"gpus": [], "gpu_count": 0, "driver": None, "torch": "2.13.0", "cpu": {"model": "This CPU"}}
+    monkeypatch.setattr(hardware, "fingerprint", lambda: dict(fp))
+    suite.profile(cpu="Another CPU")
+    answers = good_answers()
+    answers[OK] = {**answers[OK], "time_1k_iters_min": 3.0}
+    suite.answer(answers)
+    results = tmp_path / "r.json"
+    slow = suite.run("-k", OK, "--results", str(results))
+    note = "speeds timed on the CPU 'Another CPU', this machine's is 'This CPU': judged across CPU models, within*"
+    slow.stdout.fnmatch_lines([f"conformance profile tiny (*): measured on the CPU *; {note}", f"  ({note}"])
+    slow.assert_outcomes(passed=2, failed=1)
+    assert json.loads(results.read_text())["profiles"][0]["speed_note"].startswith("speeds timed on the CPU 'Another")
+    report = subprocess.run(
+        [sys.executable, "-m", "conformance", "report", str(results)], capture_output=True, text=True, check=True
+    )
+    assert "- Speeds timed on the CPU 'Another CPU', this machine's is 'This CPU'" in report.stdout
+    # Timed on this CPU model: nothing to say.
+    suite.profile(cpu="This CPU")
+    same = suite.run("-k", OK)
+    assert "judged across CPU models" not in same.stdout.str()
+    same.stdout.fnmatch_lines(["conformance profile tiny (*): measured on the CPU under a 40 GB memory cap (*)"])
+
+
 def _hint_cases() -> list[SimpleNamespace]:
     rows = [
         ("finetune", "lora", "Llama-2-7b-hf", "bnb.nf4-dq", 1, 1),
