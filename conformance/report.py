@@ -64,7 +64,9 @@ def render(results: Mapping[str, Any]) -> str:
         parts = [f"{rows_text(unrun)} not run"] if unrun or not cut else []
         if cut:
             parts.append(f"{rows_text(cut)} measured but not every check finished")
-        out.append(f"- **The session did not finish** (killed or interrupted): {', '.join(parts)}")
+        out.append(
+            f"- **The session did not finish** (killed, interrupted, or stopped by -x or --maxfail): {', '.join(parts)}"
+        )
     out.append("")
     for name in names:
         profile = next((p for p in profiles if p["name"] == name), {"name": name})

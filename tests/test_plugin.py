@@ -1878,6 +1878,21 @@ def test_under_xdist_dist_each_is_refused(suite: Suite) -> None:
     assert not suite.calls()
 
 
+def test_a_record_session_skips_the_estimate_checks_and_says_why(suite: Suite) -> None:
+    """Before: they judged nothing and read "recorded" (``estimate 5 recorded``), though a
+    recording writes no estimate."""
+    suite.profile()
+    suite.answer(good_answers())
+    suite.pytester.makepyfile(
+        test_conformance="from conformance.test_rows import test_estimate, test_params, test_run, test_speed"
+    )
+    result = suite.run("--profile", "tiny", "--record", str(suite.root / "new"), "-rs")
+    assert result.ret == 0
+    text = result.stdout.str()
+    assert "estimate 5 recorded" not in text and "estimate 5 skipped" in text, text
+    result.stdout.fnmatch_lines(["SKIPPED * a --record session records measurements; the estimate is checked*"])
+
+
 @pytest.mark.slow
 def test_under_xdist_the_results_file_keeps_each_rows_estimate(suite: Suite) -> None:
     # The workers estimate; the controller writes the file (before: every estimate null).

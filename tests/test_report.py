@@ -449,7 +449,7 @@ def test_rows_that_did_not_finish_are_not_run_never_pass(tmp_path: Path) -> None
     (tmp_path / "r.json").write_text(json.dumps(data))
     assert load_results(tmp_path / "r.json") == data  # the schema knows "not run" and "pending"
     text = render(data)
-    assert "**The session did not finish** (killed or interrupted): 1 row not run" in text
+    assert "**The session did not finish** (killed, interrupted, or stopped by -x or --maxfail): 1 row not run" in text
     [line] = [x for x in lines(text) if x.startswith("| 7 B | Llama 2 | None | 1 | 4,194,304 |")][:1]
     assert line.endswith("| not run: run, speed |") and "(not run)" in line
     # Cut off after its run: measured, and the checks it lacks are named.
@@ -457,7 +457,7 @@ def test_rows_that_did_not_finish_are_not_run_never_pass(tmp_path: Path) -> None
         checks={"params": "passed", "run": "passed"}, pending=["speed"], measured=RESULTS["rows"][0]["measured"]
     )
     text = render(data)
-    assert "(killed or interrupted): 1 row measured but not every check finished\n" in text
+    assert "(killed, interrupted, or stopped by -x or --maxfail): 1 row measured but not every check finished\n" in text
     [line] = [x for x in lines(text) if x.startswith("| 7 B | Llama 2 | None | 1 | 4,194,304 |")][:1]
     assert line.endswith("| not run: speed |") and "(not run)" not in line
     assert "2.40 min (+1.7%, not judged: its check did not run)" in line  # before: read as a judged figure
