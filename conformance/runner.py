@@ -196,15 +196,18 @@ def run_case(case: Case, options: RunOptions) -> RunResult:
     log_path = log_dir / f"{case.id}.log"
     with open_log(log_path, truncate=True) as log:
         log.write(f"$ {shlex.join(command)}\n".encode())
-    start = time.perf_counter()
-    forked: tuple[int | None, Stopped] | None = None
+    forked: tuple[int | None, Stopped, float] | None = None
     if options.preloaded and _PRELOAD_METHOD in multiprocessing.get_all_start_methods():
         try:
             forked = _run_forked(command[3:], log_path, options)
         except OSError as exc:  # no fork server here (sockets, /dev/shm): a plain subprocess will do
             with open_log(log_path) as log:
                 log.write(f"(fork server unavailable: {exc}; running a fresh interpreter)\n".encode())
-    returncode, stopped = forked if forked is not None else _run_subprocess(command, log_path, options)
+    if forked is None:
+        start = time.perf_counter()
+        returncode, stopped = _run_subprocess(command, log_path, options)
+    else:
+        returncode, stopped, start = forked
     wall = time.perf_counter() - start
     text = log_path.read_text(encoding="utf-8", errors="replace")
     return RunResult(
@@ -261,21 +264,24 @@ def _run_subprocess(command: list[str], log_path: Path, options: RunOptions) -> 
 
 def _run_forked(
     args: list[str], log_path: Path, options: RunOptions, method: str = _PRELOAD_METHOD
-) -> tuple[int | None, Stopped]:
+) -> tuple[int | None, Stopped, float]:
     """Run ``litgpt-min args`` in a process forked from a server that has already imported torch,
     Lightning and bitsandbytes (~13 s of CPU per process on a small machine): a fresh process
     per row all the same, with its own memory, exit status and timeout. Only for rows that never
     touch CUDA (the CPU profile, command-line refusals): a fork cannot start a fresh CUDA context
-    from a parent that may have initialized one."""
+    from a parent that may have initialized one. Returns the exit status, why it was stopped, and
+    when the row's process started (``time.perf_counter``): the first row starts the server, a
+    cost of the session that neither its time nor its timeout counts."""
     context = multiprocessing.get_context(method)
     if method == "forkserver":
         context.set_forkserver_preload(list(PRELOAD_MODULES))
     process = context.Process(target=_forked_main, args=(args, str(log_path), dict(options.env)), daemon=False)
     with _STATUS_LOCK:
         process.start()
+    started = time.perf_counter()
     child = _ProcessChild(process)
     stopped = _wait(child, options)
-    return process.exitcode, stopped
+    return process.exitcode, stopped, started
 
 
 def _forked_main(args: list[str], log_path: str, env: dict[str, str]) -> None:

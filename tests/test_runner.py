@@ -184,9 +184,24 @@ def test_forked_row_runs_the_cli_with_its_output_in_the_log(tmp_path: Path) -> N
     log = tmp_path / "row.log"
     log.write_text("$ header\n")
     args = ["finetune", "lora", "--model", "tiny-llama", "--quantize", "bnb.nf4", "--devices", "2", "--json"]
-    status, stopped = runner._run_forked(args, log, RunOptions(env={"OMP_NUM_THREADS": "1"}), method="spawn")
+    status, stopped, _ = runner._run_forked(args, log, RunOptions(env={"OMP_NUM_THREADS": "1"}), method="spawn")
     assert (status, stopped) == (2, "exited")
     assert runner.last_line(log.read_text()).startswith("litgpt-min: unsupported: quantization (bnb.nf4)")
+
+
+def test_a_forked_rows_time_leaves_out_the_fork_servers_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The session's first preloaded row starts the fork server (its imports: seconds). Before,
+    that row's ``wall_s`` counted them: a row stopped by ``--row-timeout 0.2`` read 6.9 s."""
+
+    def server_then_row(args: list[str], log_path: Path, options: RunOptions) -> tuple[int, str, float]:
+        time.sleep(1.0)  # the fork server's start
+        started = time.perf_counter()
+        time.sleep(0.1)  # the row
+        return 2, "exited", started
+
+    monkeypatch.setattr(runner, "_run_forked", server_then_row)
+    ran = runner.run_case(make_case(), RunOptions(preloaded=True, log_dir=tmp_path))
+    assert ran.wall_s is not None and 0.1 <= ran.wall_s < 0.9
 
 
 def test_a_status_read_by_two_threads_at_once_is_never_a_crash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -215,7 +230,7 @@ def test_a_status_read_by_two_threads_at_once_is_never_a_crash(tmp_path: Path, m
     statuses: dict[str, tuple[int | None, str]] = {}
 
     def row(name: str) -> None:
-        statuses[name] = runner._run_forked(refused, tmp_path / f"{name}.log", RunOptions())
+        statuses[name] = runner._run_forked(refused, tmp_path / f"{name}.log", RunOptions())[:2]
 
     for name in ("a", "b"):
         (tmp_path / f"{name}.log").write_text("")
@@ -256,7 +271,7 @@ def test_a_forked_several_device_row_launches_its_own_ranks_under_a_launcher(
     log = tmp_path / "row.log"
     log.write_text("$ header\n")
     args = ["finetune", "lora", "--model", "tiny-llama", "--devices", "2", "--accelerator", "cpu", "--max-iters", "1"]
-    status, stopped = runner._run_forked([*args, "--json"], log, RunOptions(timeout_s=120), method="spawn")
+    status, stopped, _ = runner._run_forked([*args, "--json"], log, RunOptions(timeout_s=120), method="spawn")
     result = runner.last_json_object(log.read_text())
     assert (status, stopped) == (0, "exited") and result is not None, log.read_text()[-2000:]
     assert (result["outcome"], result["devices"]) == ("ok", 2)
