@@ -591,6 +591,11 @@ class ConformanceSession:
     def pytest_runtest_makereport(self, item: pytest.Item) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         report = yield
         found = check_kind_of(item)
+        if found is not None and report.skipped and report.when == "call" and isinstance(report.longrepr, tuple):
+            # A skip the check decided at run time: -rs names the check's test, as for a skip mark,
+            # not the line of the plugin's code that skipped (the reason names the row).
+            path, line = item.reportinfo()[:2]
+            report.longrepr = (str(path), (line or 0) + 1, report.longrepr[2])
         if found is not None and decides(report):
             setattr(report, REPORT_ATTRIBUTE, self._check_record(*found, report))
         return report

@@ -93,7 +93,7 @@ def test_a_contended_cpu_row_skips_its_speed_check_and_an_uncontended_one_is_jud
     assert properties["measured_time_1k_iters_min"] == "12.0" and properties["expected_time_1k_iters_min"] == "2.0"
     text = run.stdout.str()
     assert "speed inconclusive: the CPU was busy: the run's threads waited 60% of their runnable time" in text
-    # -rs names the row (the skip was decided in the check, whose location is conformance/checks.py).
+    # -rs names the row (the skip was decided in the check; its location is the check's test, test_rows.py).
     assert f"tiny:{OK}: speed inconclusive: the CPU was busy" in text
     assert "tokens_per_sec: measured 50.00, expected 100.00" in text
     data = load_results(out)  # the schema accepts the run's new details

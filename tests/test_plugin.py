@@ -1891,6 +1891,9 @@ def test_a_record_session_skips_the_estimate_checks_and_says_why(suite: Suite) -
     text = result.stdout.str()
     assert "estimate 5 recorded" not in text and "estimate 5 skipped" in text, text
     result.stdout.fnmatch_lines(["SKIPPED * a --record session records measurements; the estimate is checked*"])
+    # -rs names the check's test, as a skip mark does (before: the plugin's line that skipped it).
+    skipped = [line for line in result.outlines if line.startswith("SKIPPED")]
+    assert skipped and all("test_rows.py:" in line and "checks.py" not in line for line in skipped), skipped
 
 
 @pytest.mark.slow
