@@ -90,7 +90,7 @@ def _parts_hint(keyword: str, cases: list[Any]) -> str:
         same = [p for p in every if _bare(p) == _bare(word) or _pieces(p) == _pieces(word)]
         if len(same) == 1:
             fixes[word] = same[0]
-        near = same or sorted(difflib.get_close_matches(word.lower(), every, n=3, cutoff=0.6), key=_natural)
+        near = same or _nearest(word, every)
         named.append(f"{word!r}" + (f" (like {_or(near)})" if near else ""))
     made = "; ".join(f"{kind} {', '.join(values)}" for kind, values in parts.items() if values)
     shape = (
@@ -103,6 +103,14 @@ def _parts_hint(keyword: str, cases: list[Any]) -> str:
     if unknown:
         return f"conformance: -k {keyword!r} selects no row: no row id contains {_and(named)}; {shape}"
     return f"conformance: -k {keyword!r} selects no row: each of its words is in some row id, none matches it whole; {shape}"
+
+
+def _nearest(word: str, parts: list[str]) -> list[str]:
+    """Up to three id parts that ``word`` resembles, the closest first ('tiny_lama': 'tiny_llama'
+    before 'tiny_falcon'), equally close ones in their natural order."""
+    near = difflib.get_close_matches(word.lower(), parts, n=3, cutoff=0.6)
+    closeness = {p: difflib.SequenceMatcher(None, word.lower(), p).ratio() for p in near}
+    return sorted(near, key=lambda p: (-closeness[p], _natural(p)))
 
 
 def _required_words(keyword: str) -> list[str]:

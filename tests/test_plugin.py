@@ -1226,6 +1226,8 @@ def _hint_cases() -> list[SimpleNamespace]:
          " lora; models llama2_7b, llama2_70b; quantizations nf4, nf4_dq, noquant; micro-batches mb1, mb2; devices"
          " 1gpu, 2gpu (pytest conformance --collect-only -q lists every id)"),
         ("qlora", "no row id contains 'qlora' (like 'lora'); row ids are"),
+        # The closest first (before: in their natural order, 'tiny_falcon' before 'tiny_llama' for 'tiny_lama').
+        ("llam2_70b", "no row id contains 'llam2_70b' (like 'llama2_70b' or 'llama2_7b'); row ids are"),
         ("xyzzy", "no row id contains 'xyzzy'; row ids are"),
         # Each word is in some id, the whole expression in none.
         ("lora and inference", "each of its words is in some row id, none matches it whole; row ids are"),
