@@ -9,7 +9,7 @@ lightning, GPU, CPU, Python; a merged file's rows each their own) head the repor
 together: ``torch 2.12.0 → 2.13.0: max_memory_gb +1.20 GB on
 7 B Llama 2 LoRA bnb.nf4 (2 rows)``.
 
-A row whose run did not finish in either file (its session was killed or interrupted) is not
+A row whose run did not finish in either file (its session was killed, interrupted or stopped early) is not
 compared; a row cut off after its run is, judged by the checks that decided. A speed that either
 session could not judge (a busy CPU, a GPU that was not idle, a check that did not finish) is shown,
 not judged. A verdict that moves between passing ones, or with the judging alone (failed only on

@@ -116,7 +116,14 @@ def activate(profile: Profile, options: Options, fp: Mapping[str, Any], recordin
             None if emulate == "off" else (explicit_cap if explicit_cap is not None else recorded_cap(profile.hardware))
         )
         return ActiveProfile(
-            profile, "cpu", 1, cap, None, None, profile.directory, speed_note=_cpu_speed_note(profile, fp)
+            profile,
+            "cpu",
+            1,
+            cap,
+            None,
+            None,
+            profile.directory,
+            speed_note=None if recording else _cpu_speed_note(profile, fp),
         )
     gpus = list(fp.get("gpus") or [])
     if not gpus:
@@ -200,13 +207,13 @@ def select_profiles(options: Options, fp: Mapping[str, Any]) -> list[ActiveProfi
 
 def _cpu_speed_note(profile: Profile, fp: Mapping[str, Any]) -> str | None:
     """Whether a CPU profile's speeds were timed on another CPU model than this machine's, said
-    beside each speed it judges (None: the same model, or no speed to judge). They are still
+    beside each speed a check session judges (None: the same model, or no speed to judge). They are still
     compared: CPU models differ by up to two times in speed, which a CPU profile's wide speed
     tolerance allows for, so only a gross slowdown shows."""
     recorded = profile.hardware.get("cpu")
-    here = (fp.get("cpu") or {}).get("model")
+    here = str((fp.get("cpu") or {}).get("model") or "unknown")  # as a recording names it
     timed = any(c.time_1k_iters_min is not None or c.tokens_per_sec is not None for c in profile.cases)
-    if not timed or recorded is None or here is None or recorded == here:
+    if not timed or recorded is None or recorded == here:
         return None
     return (
         f"speeds timed on the CPU {recorded!r}, this machine's is {here!r}: judged across CPU models,"

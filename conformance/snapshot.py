@@ -72,7 +72,7 @@ class Snapshot:
     rows: tuple[RowSnapshot, ...]
     fingerprint: Mapping[str, Any]
     command: str
-    finished: bool = False  # the session ended normally (not killed, not interrupted)
+    finished: bool = False  # every selected check decided (not killed, interrupted, or stopped by -x/--maxfail)
 
     def summary(self) -> dict[str, int]:
         counts: dict[str, int] = {}

@@ -100,7 +100,7 @@ Modelling assumptions (each one is a place the estimate can be wrong):
 10. **One device, later micro-steps.** A later micro-step starts with what iteration 0 did not
    hold: accumulating, the window's trainable gradients (one more being added into them) and,
    after the first window, the optimizer's states; without accumulation, after iteration 0, the
-   states. Its batch, of the same typical length as in 7., is no longer than iteration 0's, so it
+   states; and either way the training loop's previous loss. Its batch, of the same typical length as in 7., is no longer than iteration 0's, so it
    can peak above iteration 0 by at most :func:`later_step_holds`. It is simulated (gradients and
    states held, as a window after the first holds them) only where that bound exceeds
    :data:`LATER_STEP_SHARE` (1%) of iteration 0's peak, the figure otherwise being at most that

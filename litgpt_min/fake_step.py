@@ -23,7 +23,7 @@ from litgpt_min.estimate_request import EstimateRequest
 from litgpt_min.fake_4bit import Fake4bitLinear, swap_linear
 from litgpt_min.finetune import micro_step, optimizer_step
 from litgpt_min.generate import generate
-from litgpt_min.measure import LiveTensorTracker, host_memory
+from litgpt_min.measure import LiveTensorTracker, host_memory, round_allocation
 from litgpt_min.model import GPT, Block
 from litgpt_min.options import GenerateSettings, hyperparameters
 from litgpt_min.peft import apply_method, mark_trainable
@@ -117,12 +117,25 @@ class _Phases:
         self.current = phase
 
 
+# The peak op named for FSDP's set-up, which the estimate counts, not runs (see fake_peaks).
+FSDP_SETUP_OP = "FSDP's flattening of a unit"
+
+
 def fake_peaks(request: EstimateRequest, *, fsdp: bool = False, later: bool = False) -> PhasePeaks:
-    """Peak bytes and peak op per phase of the request's run on fake cpu tensors (its config's full depth)."""
+    """Peak bytes and peak op per phase of the request's run on fake cpu tensors (its config's full depth).
+
+    Under ``fsdp`` the run builds the whole model and flattens it as ``litgpt-min`` does
+    (deliberate difference 10), so that the allocator lays out the shards as in a measured run; the
+    reference builds on the meta device, so its set-up peaks where FSDP flattens a unit
+    (:attr:`_FsdpUnits.reference_setup_bytes`), and that is the figure of the build and set-up."""
+    setup: list[int] = []
     with FakeTensorMode(), LiveTensorTracker(device="cpu") as tracker:
         phases = _Phases(tracker)
-        run_step(request, torch.device("cpu"), fsdp=fsdp, later=later, phase=phases.enter)
+        run_step(request, torch.device("cpu"), fsdp=fsdp, later=later, phase=phases.enter, fsdp_setup=setup.append)
         phases.enter(None)
+    if setup:
+        del phases.peaks["build"]
+        phases.peaks["setup"] = (setup[0], FSDP_SETUP_OP)
     return phases.peaks
 
 
@@ -180,6 +193,7 @@ def run_step(
     fsdp: bool = False,
     later: bool = False,
     phase: Callable[[Phase], None] = lambda name: None,
+    fsdp_setup: Callable[[int], None] = lambda n: None,
 ) -> None:
     """The measured part of a run on ``device`` (real or fake tensors alike); ``phase`` marks its phases.
 
@@ -188,7 +202,8 @@ def run_step(
 
     ``later``: iteration 0 is followed by a later micro-step on a ``later_seq_len`` batch, which
     holds the optimizer's states (created by an earlier step) and, when gradients accumulate, what
-    its window has accumulated (the trainable gradients; under ``fsdp`` every Block's flat gradient)."""
+    its window has accumulated (the trainable gradients; under ``fsdp`` every Block's flat gradient).
+    ``fsdp_setup`` is called with the peak of the reference's FSDP set-up (under ``fsdp``)."""
     phase("build")
     model = build_for_estimate(request, device)
     autocast = (
@@ -204,6 +219,8 @@ def run_step(
             _checkpoint_blocks(model)
         # Fabric sets FSDP up before the optimizer is made (which allocates nothing until its step).
         units = _FsdpUnits(model, request.dtype, request.devices) if fsdp else None
+        if units is not None:
+            fsdp_setup(units.reference_setup_bytes)
         optimizer = _optimizer(model, request, device)
         prefix = [""]
         accumulating = request.gradient_accumulation_iters > 1
@@ -480,12 +497,14 @@ class _FsdpUnits:
     Block, the root unit for the rest, ``BACKWARD_PRE`` prefetch, ``forward_prefetch`` off), as
     tensors of their padded sizes.
 
-    - Set-up (FSDP's wrapping, each Block, then the root unit): a unit's parameters are
-      concatenated into its flat parameter, this rank's shard of it is cloned, and the flat
-      parameter and the original parameters are freed; the parameters are views of the flat
-      parameter from then on, so the model's own weights (kept for the forward, replaced by
-      tensors the tracker does not count) are no allocation of the run. Only the shards remain,
-      laid out in the allocator where FSDP lays them.
+    - Set-up (FSDP's wrapping, each Block, then the root unit) as ``litgpt-min`` runs it, from a
+      whole model built on the device: a unit's parameters are concatenated into its flat
+      parameter, this rank's shard of it is cloned, and the flat parameter and the original
+      parameters are freed; the parameters are views of the flat parameter from then on (the
+      model's own weights, kept for the forward, are replaced by tensors the tracker does not
+      count). Only the shards remain, laid out in the allocator as in a measured run. The whole
+      model is no peak of the reference's, which builds on the meta device: its set-up's peak is
+      :attr:`reference_setup_bytes`, which :func:`fake_peaks` counts instead.
     - Backward: when the model's output gets its gradient (the root unit's pre-backward hook), the
       last Block is prefetched; when a Block's output gets its gradient (its pre-backward hook), it
       is all-gathered if it was not prefetched, and the Block before it is prefetched. Only a
@@ -507,6 +526,7 @@ class _FsdpUnits:
         # FSDP pads each flat parameter to a multiple of the world size.
         numel = [-(-sum(p.numel() for p in params) // devices) * devices for params in units]
         self.numel, self.root_numel = numel[:-1], numel[-1]
+        self.reference_setup_bytes = self._reference_setup(units, numel, devices)
         self.shards = [self._shard(params, n, devices) for params, n in zip(units, numel, strict=True)]
         self.root_unsharded: torch.Tensor | None = None
         self.unsharded: dict[int, torch.Tensor] = {}
@@ -519,6 +539,19 @@ class _FsdpUnits:
             block.register_forward_hook(functools.partial(self._post_forward, i=i))
         model.register_forward_pre_hook(self._root_pre_forward)
         model.register_forward_hook(self._root_post_forward)
+
+    def _reference_setup(self, units: list[list[nn.Parameter]], numel: list[int], devices: int) -> int:
+        """The peak of the reference's FSDP set-up, which builds the model on the meta device: each
+        unit in turn (Blocks, then the root) is materialized on the device, its parameters
+        concatenated into its flat parameter, and then only this rank's shard of it is kept. It
+        peaks with the shards kept so far, a unit's materialized parameters and its flat parameter."""
+        itemsize = self.dtype.itemsize
+        peak = kept = 0
+        for params, n in zip(units, numel, strict=True):
+            materialized = sum(round_allocation(p.numel() * itemsize) for p in params)
+            peak = max(peak, kept + materialized + round_allocation(n * itemsize))
+            kept += round_allocation(n // devices * itemsize)
+        return peak
 
     def _shard(self, params: list[nn.Parameter], numel: int, devices: int) -> torch.Tensor:
         """FSDP's set-up of one unit (``numel``: its padded flat parameter's elements): the flat

@@ -45,7 +45,15 @@ from litgpt_min.estimate import (
     stack_for,
 )
 from litgpt_min.fake_4bit import Fake4bitLinear
-from litgpt_min.fake_step import PHASE_TEXT, PhasePeaks, build_for_estimate, fake_peak, run_step, use_cuda_dropout
+from litgpt_min.fake_step import (
+    PHASE_TEXT,
+    PhasePeaks,
+    build_for_estimate,
+    fake_peak,
+    fake_peaks,
+    run_step,
+    use_cuda_dropout,
+)
 from litgpt_min.finetune import later_draws, make_optimizer, micro_step, optimizer_step
 from litgpt_min.hf_config import config_from_hf
 from litgpt_min.lora import LoRASettings
@@ -432,6 +440,29 @@ def test_fsdp_devices_change_only_the_shards() -> None:
     root, blocks = _flat_numels(two)
     shard = {n: sum(round_allocation(-(-k // n) * 2) for k in (root, *blocks)) for n in (2, 4)}
     assert estimate(two).peak_bytes - estimate(four).peak_bytes == shard[2] - shard[4] > 0
+
+
+def test_fsdp_set_up_is_the_references_from_the_meta_device_not_a_whole_model_per_rank() -> None:
+    """The reference builds on the meta device, and FSDP materializes and flattens one unit at a
+    time (Blocks, then the root) beside the shards kept so far. Before, the estimate counted
+    ``litgpt-min``'s own set-up, the whole model on every rank (deliberate difference 10): Llama 2
+    7B LoRA on 8 devices at micro-batch and batch 1 read 13.94 GB, in set-up, where its step
+    holds 5.52 GB."""
+    request = tiny("tiny-llama", n_layer=8, devices=8, seq_len=4)
+    with torch.device("meta"):
+        model = apply_method(GPT(request.config), request.method, request.lora, request.adapter)
+    units = [list(block.parameters()) for block in model.transformer.h]
+    in_blocks = {id(p) for params in units for p in params}
+    units.append([p for p in model.parameters() if id(p) not in in_blocks])
+    peak = kept = 0
+    for params in units:
+        flat = -(-sum(p.numel() for p in params) // 8) * 8
+        peak = max(peak, kept + sum(round_allocation(4 * p.numel()) for p in params) + round_allocation(4 * flat))
+        kept += round_allocation(4 * flat // 8)
+    peaks = fake_peaks(request, fsdp=True)
+    assert "build" not in peaks and peaks["setup"][0] == peak
+    whole = sum(round_allocation(4 * p.numel()) for p in model.parameters())
+    assert estimate(request).peak_bytes < whole  # type: ignore[operator]
 
 
 def test_fsdp_peak_holds_all_flat_gradients_the_last_blocks_parts_and_its_unsharded_weights() -> None:

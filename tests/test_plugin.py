@@ -1192,6 +1192,9 @@ def test_a_cpu_profile_timed_on_another_cpu_model_says_so_beside_its_speeds(
         [sys.executable, "-m", "conformance", "report", str(results)], capture_output=True, text=True, check=True
     )
     assert "- Speeds timed on the CPU 'Another CPU', this machine's is 'This CPU'" in report.stdout
+    # A recording judges no speed: nothing to say either.
+    recording = suite.run("-k", OK, "--record", str(suite.root / "new"))
+    assert recording.ret == 0 and "judged across CPU models" not in recording.stdout.str()
     # Timed on this CPU model: nothing to say.
     suite.profile(cpu="This CPU")
     same = suite.run("-k", OK)
