@@ -23,6 +23,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -32,6 +33,8 @@ from typing import Any
 
 from conformance.gpu_idle import check_idle
 from conformance.options import whole_number
+from conformance.results import check_not_results
+from conformance.targets import check_outside_expectations
 from litgpt_min.files import check_output_file, write_text_atomic
 from litgpt_min.finetune import warmup_iters
 from litgpt_min.options import build_request, check_runs_here
@@ -120,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
         check_runs_here(request)  # what this machine cannot run (16-mixed on the CPU), before the first run
         check_output_file(args.out, "--out", parents=True)
+        # Never over what a session recorded: a results file, a profile's table, the expectations folder.
+        check_not_results(args.out, "--out")
+        check_outside_expectations("--out", args.out)
     except ValueError as exc:
         parser.error(str(exc))
 
@@ -149,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "benchmark": "extrapolation_error",
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["python", *base[1:]]),
+        "command": shlex.join(["python", *base[1:]]),
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
         "load_average_1m": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
         "gpu_idle": idle,

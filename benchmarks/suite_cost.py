@@ -16,6 +16,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -25,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from conformance.options import whole_number
+from conformance.results import check_not_results
+from conformance.targets import check_outside_expectations
 from litgpt_min.files import check_output_file, write_text_atomic
 from litgpt_min.usage import OneLineParser
 
@@ -53,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:  # before the runs, not after them
         check_output_file(args.out, "--out", parents=True)
+        # Never over what a session recorded: a results file, a profile's table, the expectations folder.
+        check_not_results(args.out, "--out")
+        check_outside_expectations("--out", args.out)
     except ValueError as exc:
         parser.error(str(exc))
     for arg in args.pytest_args:  # the options the measurement sets itself
@@ -83,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "benchmark": "suite_cost",
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["pytest", *pytest[3:]]),
+        "command": shlex.join(["pytest", *pytest[3:]]),
         "machine": {
             "cpu": (fp.get("cpu") or {}).get("model"),
             "cores": (fp.get("cpu") or {}).get("cores"),

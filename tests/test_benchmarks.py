@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import shlex
@@ -17,6 +18,8 @@ from types import ModuleType
 
 import pytest
 
+from conformance.expectations import DEFAULT_ROOT
+from conformance.results import FORMAT
 from litgpt_min.protocol import ITERS_PER_FIGURE
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
@@ -282,6 +285,10 @@ def test_cublas_init_needs_a_gpu_and_says_so_in_one_line(capsys: pytest.CaptureF
         ("extrapolation_error", ["--model", "bogus"], "unknown model 'bogus'"),
         ("extrapolation_error", ["--micro-batch-size", "0"], "micro_batch_size must be >= 1"),
         ("extrapolation_error", ["--out", "{tmp}"], "is a directory"),
+        # Before: a session's results file, a profile's table, the expectations folder were replaced.
+        ("suite_cost", ["--out", "{tmp}/results.json"], "is a conformance results file; refusing to replace it"),
+        ("extrapolation_error", ["--out", "{tmp}/table.json"], "is an expectations table (profile 'mine')"),
+        ("extrapolation_error", ["--out", "{exp}/new.json"], "is inside the expectations folder"),
         ("derive_lengths", ["--families", "bogus"], "argument --families: invalid choice: 'bogus'"),
         ("derive_lengths", ["--data-dir", "{tmp}", "--out-dir", "{tmp}/alpaca/alpaca_data.json"], "not a directory"),
         # Before: found once the derivation had run, in a traceback.
@@ -299,15 +306,18 @@ def test_benchmark_scripts_refuse_bad_input_in_one_line_before_running_anything(
 ) -> None:
     (tmp_path / "alpaca").mkdir()
     (tmp_path / "alpaca" / "alpaca_data.json").write_text("[]")
+    (tmp_path / "results.json").write_text(json.dumps({"format": FORMAT, "rows": []}))
+    (tmp_path / "table.json").write_text(json.dumps({"profile": "mine", "hardware": {}, "cases": []}))
     bench = _load(script)
     for runs in ("timed", "run", "derive", "calibrate"):  # each script's first step that runs or reads something
         if hasattr(bench, runs):
             setattr(bench, runs, lambda *a, **k: pytest.fail("ran before refusing its bad input"))
     with pytest.raises(SystemExit) as exc:
-        bench.main([arg.format(tmp=tmp_path) for arg in argv])
+        bench.main([arg.format(tmp=tmp_path, exp=DEFAULT_ROOT) for arg in argv])
     out, err = capsys.readouterr()
     assert exc.value.code == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and err.startswith(f"{script}: error: ") and message in err, err
+    assert (tmp_path / "results.json").read_text().startswith('{"format"')
 
 
 def test_suite_cost_names_pytests_own_refusal(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
