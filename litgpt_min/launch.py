@@ -195,9 +195,16 @@ def check_environment(world_size: int, devices: int) -> None:
         raise ValueError(f"the launcher's {rank_name}={global_rank()} is not below its {world_name}={world}")
     if local_rank() >= devices:
         raise ValueError(f"the launcher's {local_name}={local_rank()} is not below --devices {devices}")
+    if global_rank() >= world_size:  # with its world size unset: a rank that would print no result
+        raise ValueError(
+            f"the launcher's {rank_name}={global_rank()} is not below this run's ranks:"
+            f" --devices x --num-nodes = {world_size}"
+        )
     if world_size == 1:
         return  # one rank: no rendezvous to reach
-    missing = [name for name in (world_name, rank_name) if _count(name) is None]
+    # What Lightning's environment reads of each launcher's variables (SLURM's node and local rank too).
+    needed = (world_name, rank_name) if torchrun else (world_name, rank_name, "SLURM_LOCALID", "SLURM_NODEID")
+    missing = [name for name in needed if _count(name) is None]
     if missing:
         raise ValueError(
             f"the launcher's {'LOCAL_RANK' if torchrun else 'SLURM_NTASKS'} is set but not its"
@@ -205,7 +212,7 @@ def check_environment(world_size: int, devices: int) -> None:
             + (
                 "both (torchrun sets them; outside a launcher leave LOCAL_RANK unset)"
                 if torchrun
-                else "it (srun sets it)"
+                else ("it (srun sets it)" if len(missing) == 1 else "them (srun sets them)")
             )
         )
     if not torchrun and _count("SLURM_NTASKS_PER_NODE") != devices:
@@ -221,7 +228,7 @@ def check_environment(world_size: int, devices: int) -> None:
 
 
 # The launcher variables read as whole numbers.
-_COUNTED = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID")
+_COUNTED = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID", "SLURM_NODEID")
 
 
 def _count(name: str) -> int | None:

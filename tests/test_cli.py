@@ -301,15 +301,23 @@ def test_bad_input_exits_2_with_one_line(capsys: pytest.CaptureFixture[str], cas
          r"the launcher's MASTER_PORT='abc' is not a port number \(1-65535\)$"),
         ({"LOCAL_RANK": "0", "RANK": "0", "WORLD_SIZE": "2", "MASTER_PORT": "99999"}, 2, r"MASTER_PORT='99999'"),
         ({"SLURM_NTASKS": "2", "SLURM_JOB_NAME": "train", "SLURM_NTASKS_PER_NODE": "2"}, 2,
-         r"the launcher's SLURM_NTASKS is set but not its SLURM_PROCID: a run of 2 ranks needs it"),
+         r"the launcher's SLURM_NTASKS is set but not its SLURM_PROCID and SLURM_LOCALID and SLURM_NODEID: a run of 2"
+         r" ranks needs them \(srun sets them\)$"),
+        # Before: a run of one rank that took itself for rank 1, which prints no result: exit 0, no output.
+        ({"LOCAL_RANK": "0", "RANK": "1"}, 1, r"the launcher's RANK=1 is not below this run's ranks: --devices x --num-nodes = 1$"),
+        # Before: "run failed (error): 'SLURM_NODEID'" (Lightning's KeyError), exit 1, once the run had started.
+        ({"SLURM_NTASKS": "2", "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NTASKS_PER_NODE": "2", "SLURM_JOB_NAME": "train"},
+         2, r"the launcher's SLURM_NTASKS is set but not its SLURM_NODEID: a run of 2 ranks needs it \(srun sets it\)$"),
         # Before: Lightning's RuntimeError once the run had started.
-        ({"SLURM_NTASKS": "2", "SLURM_PROCID": "0", "SLURM_JOB_NAME": "train"}, 2,
+        ({"SLURM_NTASKS": "2", "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_JOB_NAME": "train"}, 2,
          r"the launcher's SLURM_NTASKS_PER_NODE is unset \(start the ranks with srun --ntasks-per-node=2\)$"),
         ({"SLURM_NTASKS": "4", "SLURM_PROCID": "0", "SLURM_NTASKS_PER_NODE": "4", "SLURM_JOB_NAME": "train"}, 2,
          r"the launcher's SLURM_NTASKS=4 is not this run's ranks"),
-        ({"SLURM_NTASKS": "2", "SLURM_PROCID": "0", "SLURM_NTASKS_PER_NODE": "1", "SLURM_JOB_NAME": "train"}, 2,
+        ({"SLURM_NTASKS": "2", "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_NTASKS_PER_NODE": "1",
+          "SLURM_JOB_NAME": "train"}, 2,
          r"the launcher's SLURM_NTASKS_PER_NODE='1' is not --devices 2"),
-        ({"SLURM_NTASKS": "2", "SLURM_PROCID": "0", "SLURM_NTASKS_PER_NODE": "x", "SLURM_JOB_NAME": "train"}, 2,
+        ({"SLURM_NTASKS": "2", "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_NTASKS_PER_NODE": "x",
+          "SLURM_JOB_NAME": "train"}, 2,
          r"the launcher's SLURM_NTASKS_PER_NODE='x' is not a whole number"),
     ],
 )  # fmt: skip
