@@ -67,6 +67,8 @@ def merge(
                 "fingerprint": row_fingerprint(row, doc),
                 "source": row.get("source") or str(path),
                 "created": row.get("created") or doc["created"],
+                # What its expected figures are: a --baseline session's rows were judged against it.
+                "baseline": row.get("baseline") or (doc.get("options") or {}).get("baseline"),
             }
             if key not in chosen:
                 chosen[key] = (path, doc, mine)

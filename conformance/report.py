@@ -58,6 +58,15 @@ def render(results: Mapping[str, Any]) -> str:
     baseline = (results.get("options") or {}).get("baseline")
     if baseline:  # the deltas are against it, not the profile's table
         out.append(f"- Expected figures: what the baseline `{baseline}` measured (`--baseline`), not the profile's")
+    judged: dict[str, int] = {}  # a merged file's rows that came from --baseline sessions
+    for row in rows:
+        if row.get("baseline"):
+            judged[row["baseline"]] = judged.get(row["baseline"], 0) + 1
+    for file, count in judged.items():
+        out.append(
+            f"- Expected figures of {rows_text(count)}: what the baseline `{file}` measured (`--baseline`), not"
+            " the profile's (their sessions were judged against it)"
+        )
     if not results.get("finished", True):
         unrun = sum(1 for r in rows if r.get("verdict") == "not run" and not has_measurement(r))
         cut = sum(1 for r in rows if r.get("pending") and has_measurement(r))

@@ -179,3 +179,18 @@ def test_each_machines_speed_note_is_kept(tmp_path: Path) -> None:
     merged = merge_files(files)
     assert [p["speed_note"] for p in merged["profiles"]] == [f"{notes[0]}; {notes[1]}"]
     assert "- Speeds timed on the CPU 'X', this machine's is 'A'" in render(merged)
+
+
+def test_rows_judged_against_a_baseline_say_so_in_the_merged_report(tmp_path: Path) -> None:
+    """Before: the merged report dropped the line that one file's rows were judged against a
+    baseline, and its cells read as deviations from the profile."""
+    judged = doc([ran(A, 4.9), skipped(B)], "2026-12-01T00:00:00+00:00", "node-a")
+    judged["options"] = {**judged.get("options", {}), "baseline": "before.json"}
+    first = write(tmp_path / "a.json", judged)
+    second = write(tmp_path / "b.json", doc([skipped(A), ran(B, 22.2)], "2026-12-02T00:00:00+00:00", "node-b"))
+    merged = merge_files([first, second])
+    assert {r["id"]: r["baseline"] for r in merged["rows"]} == {A: "before.json", B: None}
+    assert load_results(write(tmp_path / "m.json", merged))["rows"][0]["baseline"] == "before.json"
+    text = render(merged)
+    assert "- Expected figures of 1 row: what the baseline `before.json` measured (`--baseline`)" in text
+    assert "Expected figures" not in render(merge_files([second]))
