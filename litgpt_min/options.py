@@ -81,7 +81,9 @@ class Hyperparameters:
     """Training hyperparameters. Defaults per method come from :data:`REFERENCE`."""
 
     learning_rate: float = field(metadata={"help": "peak learning rate"})
-    batch_size: int = field(metadata={"help": "samples per optimizer step, filled by gradient accumulation"})
+    batch_size: int = field(
+        metadata={"help": "samples per optimizer step on each rank, filled by gradient accumulation"}
+    )
     micro_batch_size: int = field(metadata={"help": "samples per forward/backward"})
     weight_decay: float = field(metadata={"help": "AdamW weight decay"})
     warmup_steps: int = field(metadata={"help": "optimizer steps of linear warmup from lr 0"})
@@ -619,7 +621,7 @@ def _hyperparameter_fields() -> list[FlatOption]:
     found = []
     for option in _fields(Hyperparameters):
         if "default" not in (option.help or ""):
-            more = ", adapter's and adapter_v2's divided by the ranks" if option.name == "batch_size" else ""
+            more = "; adapter's and adapter_v2's defaults divided by the ranks" if option.name == "batch_size" else ""
             option = dataclasses.replace(
                 option, help=f"{option.help} (default: {reference_default(option.name)}{more})"
             )
