@@ -33,8 +33,7 @@ from typing import Any
 
 from conformance.gpu_idle import check_idle
 from conformance.options import whole_number
-from conformance.results import check_not_results
-from conformance.targets import check_outside_expectations
+from conformance.results import check_output_target
 from litgpt_min.files import check_output_file, write_text_atomic
 from litgpt_min.finetune import warmup_iters
 from litgpt_min.options import build_request, check_runs_here
@@ -124,8 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         check_runs_here(request)  # what this machine cannot run (16-mixed on the CPU), before the first run
         check_output_file(args.out, "--out", parents=True)
         # Never over what a session recorded: a results file, a profile's table, the expectations folder.
-        check_not_results(args.out, "--out")
-        check_outside_expectations("--out", args.out)
+        check_output_target("--out", args.out)
     except ValueError as exc:
         parser.error(str(exc))
 

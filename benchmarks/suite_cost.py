@@ -26,8 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from conformance.options import whole_number
-from conformance.results import check_not_results
-from conformance.targets import check_outside_expectations
+from conformance.results import check_output_target
 from litgpt_min.files import check_output_file, write_text_atomic
 from litgpt_min.usage import OneLineParser
 
@@ -57,8 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     try:  # before the runs, not after them
         check_output_file(args.out, "--out", parents=True)
         # Never over what a session recorded: a results file, a profile's table, the expectations folder.
-        check_not_results(args.out, "--out")
-        check_outside_expectations("--out", args.out)
+        check_output_target("--out", args.out)
     except ValueError as exc:
         parser.error(str(exc))
     for arg in args.pytest_args:  # the options the measurement sets itself

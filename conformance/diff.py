@@ -48,7 +48,7 @@ from conformance.display import cap_text, cell_text, rows_text
 from conformance.expectations import Tolerances
 from conformance.report import METHOD_NAMES, MODEL_NAMES
 from conformance.results import (
-    check_not_results,
+    check_output_target,
     created_time,
     decided_verdict,
     has_measurement,
@@ -57,7 +57,6 @@ from conformance.results import (
     run_finished,
     speed_unjudged,
 )
-from conformance.targets import check_outside_expectations
 from litgpt_min.files import check_output_file, real_path, write_text_atomic
 from litgpt_min.result import Result
 from litgpt_min.usage import one_line
@@ -804,8 +803,7 @@ def cmd_diff(
             check_output_file(output, "-o")
             if real_path(output) in (real_path(old), real_path(new)):
                 raise ValueError(f"-o {output}: is a results file it reads; writing it would replace that input")
-            check_not_results(output, "-o")
-            check_outside_expectations("-o", output)
+            check_output_target("-o", output)
         diff = diff_files(old, new, memory_tolerance=memory_tolerance, speed_tolerance=speed_tolerance, strict=strict)
         if old.samefile(new):  # both read: a file's own problems are named first
             raise ValueError(f"{old} and {new}: OLD and NEW are the same file; a gate needs the run before and after")

@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,11 @@ def sku(gpu_name: str) -> str:
     if not kept:
         raise ValueError(f"GPU name {gpu_name!r} has no model words to build a SKU from")
     return "-".join(kept)
+
+
+def cpu_model(fp: Mapping[str, Any]) -> str:
+    """The fingerprint's CPU model as a profile records it ("unknown" when it names none)."""
+    return str((fp.get("cpu") or {}).get("model") or "unknown")
 
 
 def detected_sku(fp: dict[str, Any]) -> str:

@@ -34,9 +34,8 @@ try:
         from conformance.checks import RowCheck
         from conformance.expectations import ExpectationError
         from conformance.options import Options, add_options, check_file_target, check_given_once
-        from conformance.results import check_not_results
+        from conformance.results import check_output_target
         from conformance.session import PLUGIN_NAME, ConformanceSession
-        from conformance.targets import check_outside_expectations
         from litgpt_min.files import real_path
         from litgpt_min.launch import torchrun_ranks
 except KeyboardInterrupt as exc:
@@ -140,9 +139,7 @@ def _check_junitxml(xmlpath: str | None, options: Options) -> None:
     for what, other in kept:
         if other is not None and real_path(other) == real_path(path):
             raise ValueError(f"--junitxml {xmlpath}: is the {what} too; JUnit XML would replace it")
-    check_outside_expectations("--junitxml", path, options.expectation_folders())
-    if path.is_file():
-        check_not_results(path, "--junitxml")
+    check_output_target("--junitxml", path, options.expectation_folders())
 
 
 def get_session(config: pytest.Config) -> ConformanceSession:

@@ -211,7 +211,7 @@ def _cpu_speed_note(profile: Profile, fp: Mapping[str, Any]) -> str | None:
     compared: CPU models differ by up to two times in speed, which a CPU profile's wide speed
     tolerance allows for, so only a gross slowdown shows."""
     recorded = profile.hardware.get("cpu")
-    here = str((fp.get("cpu") or {}).get("model") or "unknown")  # as a recording names it
+    here = hardware.cpu_model(fp)
     timed = any(c.time_1k_iters_min is not None or c.tokens_per_sec is not None for c in profile.cases)
     if not timed or recorded is None or recorded == here:
         return None

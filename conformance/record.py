@@ -34,7 +34,7 @@ from conformance.expectations import (
     write_json_atomic,
     write_json_files_atomic,
 )
-from conformance.hardware import detected_sku
+from conformance.hardware import cpu_model, detected_sku
 from conformance.profiles import ActiveProfile, recorded_cap
 from conformance.runner import RunResult
 from conformance.runs import Counts
@@ -342,8 +342,7 @@ def measured_case(
 def hardware_entry(fp: Mapping[str, Any], active: ActiveProfile) -> dict[str, Any]:
     if active.on_cpu:
         capacity = active.memory_cap_gb or float(active.profile.hardware["memory_gb"])
-        cpu = fp.get("cpu") or {}
-        return {"sku": "cpu", "memory_gb": capacity, "gpu_count": 0, "cpu": str(cpu.get("model") or "unknown")}
+        return {"sku": "cpu", "memory_gb": capacity, "gpu_count": 0, "cpu": cpu_model(fp)}
     gpu = fp["gpus"][0]
     # "as the SKU names it": cards are sold by binary capacity (an A100-SXM4-40GB reports 39.6 GiB).
     capacity = active.memory_cap_gb or float(round(gpu["memory_bytes"] / 2**30))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -58,11 +59,8 @@ def render(results: Mapping[str, Any]) -> str:
     baseline = (results.get("options") or {}).get("baseline")
     if baseline:  # the deltas are against it, not the profile's table
         out.append(f"- Expected figures: what the baseline `{baseline}` measured (`--baseline`), not the profile's")
-    judged: dict[str, int] = {}  # a merged file's rows that came from --baseline sessions
-    for row in rows:
-        if row.get("baseline"):
-            judged[row["baseline"]] = judged.get(row["baseline"], 0) + 1
-    for file, count in judged.items():
+    # A merged file's rows that came from --baseline sessions, per baseline.
+    for file, count in Counter(r["baseline"] for r in rows if r.get("baseline")).items():
         out.append(
             f"- Expected figures of {rows_text(count)}: what the baseline `{file}` measured (`--baseline`), not"
             " the profile's (their sessions were judged against it)"

@@ -16,7 +16,7 @@ import fcntl
 import functools
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from conformance.expectations import ValueRefused, strict_json, write_json_atomi
 from conformance.options import options_json
 from conformance.profiles import profile_json
 from conformance.snapshot import RowSnapshot, Snapshot
+from conformance.targets import check_outside_expectations
 from conformance.verdicts import Verdict, row_verdict
 from litgpt_min.files import read_input_text, read_only
 from litgpt_min.result import Result, plain_json
@@ -162,6 +163,14 @@ def check_not_results(path: Path, option: str) -> None:
     would be lost."""
     if is_results_file(path):
         raise ValueError(f"{option} {path}: is a conformance results file; refusing to replace it (pick another name)")
+
+
+def check_output_target(option: str, path: Path, roots: Iterable[Path] = ()) -> None:
+    """Refuse (``ValueError``, one line) a report's or benchmark's output over what a session
+    recorded: inside an expectations folder (``roots`` beside the project's), over a profile's
+    table, or over a results file."""
+    check_outside_expectations(option, path, roots)
+    check_not_results(path, option)
 
 
 def check_target(path: Path) -> None:

@@ -434,7 +434,7 @@ def fsdp_shares(request: EstimateRequest) -> FsdpShares:
     """:class:`FsdpShares` of ``request`` on each of its devices."""
     itemsize, devices = request.dtype.itemsize, request.devices
     sizes = _model_sizes(request)
-    units = [*(sum(block) for block in sizes.blocks), sizes.root]  # flat parameters' elements
+    units = [*sizes.blocks, sizes.root]  # flat parameters' elements
     weights = sum(round_allocation(-(-n // devices) * itemsize) for n in units)
     training = [n for n, trains in zip(units, sizes.trains, strict=True) if trains]
     kept = [n if request.gradient_accumulation_iters > 1 else -(-n // devices) for n in training]
@@ -450,10 +450,10 @@ def _fsdp_step(request: EstimateRequest, extrapolate: bool) -> tuple[int, str, P
 @dataclass(frozen=True)
 class _ModelSizes:
     """A method's model counted on the meta device, in elements: ``blocks``, each Block's
-    parameter sizes; ``root``, what is outside the Blocks (FSDP's root unit); ``trainable``, each
+    parameters; ``root``, what is outside the Blocks (FSDP's root unit); ``trainable``, each
     trainable parameter's size; ``trains``, whether each Block, then the root unit, has one."""
 
-    blocks: tuple[tuple[int, ...], ...]
+    blocks: tuple[int, ...]
     root: int
     trainable: tuple[int, ...]
     trains: tuple[bool, ...]
@@ -471,7 +471,7 @@ def _count_model(config: Config, method: Method, lora: LoRASettings, adapter: Ad
     in_blocks = {id(p) for block in blocks for p in block}
     root = [p for p in model.parameters() if id(p) not in in_blocks]
     return _ModelSizes(
-        blocks=tuple(tuple(p.numel() for p in block) for block in blocks),
+        blocks=tuple(sum(p.numel() for p in block) for block in blocks),
         root=sum(p.numel() for p in root),
         trainable=tuple(p.numel() for p in model.parameters() if p.requires_grad),
         trains=tuple(any(p.requires_grad for p in unit) for unit in (*blocks, root)),
