@@ -181,6 +181,11 @@ class Tokenizer:
             raise FileNotFoundError(f"{path}: no such tokenizer file or directory")
         self.path = path
         config = _read_optional_json(path.parent / "tokenizer_config.json")
+        for key in ("add_bos_token", "add_prefix_space"):  # read as flags: "false" would be true
+            if config is not None and not isinstance(config.get(key), (bool, type(None))):
+                raise ValueError(
+                    f"{path.parent / 'tokenizer_config.json'}: {key}: expected true, false or null, got {config[key]!r}"
+                )
         generation = _read_optional_json(path.parent / "generation_config.json")
 
         self.backend: Literal["sentencepiece", "huggingface"]

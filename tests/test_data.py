@@ -19,6 +19,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from word_tokenizer import word_tokenizer
 
 from litgpt_min.config import known_names
 from litgpt_min.data import (
@@ -155,6 +156,20 @@ def test_tokenizer_config_next_to_the_file_decides_as_lit_gpt(
     (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
     tokenizer = Tokenizer(tmp_path)
     assert (tokenizer.use_bos, tokenizer.bos_id, tokenizer.eos_id) == (use_bos, bos_id, 0)
+
+
+@pytest.mark.parametrize("key", ["add_bos_token", "add_prefix_space"])
+@pytest.mark.parametrize("value", ["false", "yes", 1, [True]])
+def test_a_tokenizer_config_flag_that_is_no_boolean_is_refused_naming_it(tmp_path: Path, key: str, value: Any) -> None:
+    # Read by truth, "false" would have prepended a BOS to every sample.
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({key: value}))
+    with pytest.raises(ValueError) as refused:
+        Tokenizer(word_tokenizer(tmp_path))
+    assert str(refused.value) == (
+        f"{tmp_path / 'tokenizer_config.json'}: {key}: expected true, false or null, got {value!r}"
+    )
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({key: None}))
+    assert Tokenizer(tmp_path).use_bos is False
 
 
 def test_every_registry_model_has_a_tokenizer_family() -> None:
