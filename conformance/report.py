@@ -74,6 +74,12 @@ def render(results: Mapping[str, Any]) -> str:
         out.append(
             f"- **The session did not finish** (killed, interrupted, or stopped by -x or --maxfail): {', '.join(parts)}"
         )
+    if not (results.get("options") or {}).get("merged_from"):  # a merge names every file's rows itself
+        for created, count in Counter(r["created"] for r in rows if r.get("source")).items():
+            out.append(
+                f"- {rows_text(count)} this session did not reach: the measurement of the earlier session"
+                f" ({created}) that this file replaced"
+            )
     out.append("")
     for name in names:
         profile = next((p for p in profiles if p["name"] == name), {"name": name})

@@ -119,8 +119,48 @@ def _finding(check: str, finding: Finding, checks: Mapping[str, Verdict], reason
     return {"check": check, **plain_json(asdict(finding)), "text": text, "judged": judged}
 
 
-def write_results(snapshot: Snapshot, path: Path) -> None:
-    write_json_atomic(path, build_results(snapshot), force=True)
+def write_results(snapshot: Snapshot, path: Path, earlier: Mapping[str, Any] | None = None) -> int:
+    """Write ``snapshot``'s document over ``path``; rows it has not measured that the ``earlier``
+    document there holds measured keep that document's row (see :func:`keep_unreached`). Returns
+    how many rows were kept."""
+    document = build_results(snapshot)
+    kept = 0
+    if earlier is not None:
+        document, kept = keep_unreached(document, earlier, str(path))
+    write_json_atomic(path, document, force=True)
+    return kept
+
+
+def keep_unreached(document: Mapping[str, Any], earlier: Mapping[str, Any], source: str) -> tuple[dict[str, Any], int]:
+    """``document`` (a session's, interrupted or stopped by -x) in which each row whose run it did
+    not reach, measured in ``earlier`` (the results file it replaces, read from ``source``), is
+    ``earlier``'s row, keeping the session it came from as a merged row does: its machine, file
+    and time. Replacing it with a row that holds nothing would lose the measurement. Returns the
+    document and how many rows it kept."""
+    theirs = {(row["profile"], row["id"]): row for row in earlier["rows"] if has_measurement(row)}
+    rows, kept = [], 0
+    for row in document["rows"]:
+        old = theirs.get((row["profile"], row["id"]))
+        if old is not None and not has_measurement(row) and not run_finished(row):
+            rows.append(row_of_session(old, earlier, source))
+            kept += 1
+        else:
+            rows.append(row)
+    if not kept:
+        return dict(document), 0
+    return {**document, "summary": verdict_counts(rows), "rows": rows}, kept
+
+
+def row_of_session(row: Mapping[str, Any], document: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """``row`` of ``document`` (read from ``source``) as another document holds it: with the
+    machine that ran it, the file and the time of its session, and the baseline that judged it."""
+    return {
+        **row,
+        "fingerprint": row_fingerprint(row, document),
+        "source": row.get("source") or source,
+        "created": row.get("created") or document["created"],
+        "baseline": row.get("baseline") or (document.get("options") or {}).get("baseline"),
+    }
 
 
 def is_results_file(path: Path) -> bool:

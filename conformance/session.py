@@ -36,7 +36,7 @@ from conformance.keyword_hint import no_row_hint
 from conformance.options import Options
 from conformance.profiles import ActiveProfile, select_profiles
 from conformance.record import NOTHING_RECORDED, record_problem, record_profile
-from conformance.results import ResultsLock, check_target, rows_in, write_results
+from conformance.results import ResultsLock, check_target, load_results, rows_in, write_results
 from conformance.rules import (
     CHECKS,
     FIXTURE,
@@ -159,11 +159,15 @@ class ConformanceSession:
         # The rows of the results file this session replaces: kept until it measures something or finishes.
         self._replaced: dict[tuple[str, str], bool] | None = None  # (profile, id) -> measured
         self._kept_earlier = False  # the last write left the earlier --results file as it was
+        # That file, if it is one of this format: the rows this session does not reach keep its measurements.
+        self._earlier: dict[str, Any] | None = None
+        self._kept_rows = 0  # how many of its rows the last write kept
         if self.writes and options.results is not None:
             check_target(options.results)
             self._results_lock = ResultsLock(options.results)
             if options.results.exists():
                 self._replaced = rows_in(options.results)
+                self._earlier = _load_earlier(options.results)
         files = options.results is not None or options.record is not None
         self._signals = SessionSignals(files) if self.writes else None
         self._profile_written = False  # --record's profile, at the session's end
@@ -335,7 +339,7 @@ class ConformanceSession:
             self._kept_earlier = True
             return
         try:
-            write_results(snapshot, self.options.results)
+            self._kept_rows = write_results(snapshot, self.options.results, self._earlier)
             self._results_written = True
             self._kept_earlier = False
         except ExpectationError as exc:
@@ -459,18 +463,30 @@ class ConformanceSession:
     def _refuse_losing_measured_rows(self, selected: list[tuple[RowKey, CheckKind]]) -> None:
         """A ``--results`` file of an earlier session that holds measured rows whose run this session
         does not select (a ``-k`` narrower than that session's, a baseline's path given by mistake)
+        or selects but skips here (a GPU row after an upgrade broke CUDA)
         is a usage error: replacing it would lose their measurements. Rows this session measures
         again, and rows without a measurement, are replaced as before."""
         if not self._replaced:
             return
-        running = {key for key, kind in selected if kind == "run"}
-        lost = sorted(key for key, measured in self._replaced.items() if measured and key not in running)
+        why_not: dict[RowKey, str] = {}  # a selected run this machine skips (no GPU, say) measures nothing
+        for key, kind in selected:
+            if kind == "run":
+                active, case = self.lookup(key)
+                reason = skip_reason(kind, active, case) or self.baseline_skips.get(key)
+                if reason is not None:
+                    why_not[key] = reason
+        running = {key for key, kind in selected if kind == "run" and key not in why_not}
+        lost = sorted(
+            (key for key, measured in self._replaced.items() if measured and key not in running),
+            key=lambda key: (key not in why_not, key),  # a skipped one first, with its reason
+        )
         if lost:
             assert self.options.results is not None
+            because = f": {why_not[lost[0]]}" if lost[0] in why_not else ""
             raise pytest.UsageError(
                 f"--results {display(self.options.results)}: holds {rows_text(len(lost), 'measured row')} of an"
                 f" earlier session that this session does not run ({lost[0][0]}:{lost[0][1]}"
-                f"{f' and {len(lost) - 1} more' if len(lost) > 1 else ''}); replacing the file would lose"
+                f"{f' and {len(lost) - 1} more' if len(lost) > 1 else ''}{because}); replacing the file would lose"
                 f" {'them' if len(lost) > 1 else 'it'}:"
                 " give another --results path, or remove the file first"
             )
@@ -733,6 +749,10 @@ class ConformanceSession:
                 notes.append(
                     f"it replaced a file with {rows_text(measured, 'measured row')}; this session measured none"
                 )
+            if self._kept_rows:
+                notes.append(
+                    f"{rows_text(self._kept_rows)} this session did not reach keep the earlier file's measurement"
+                )
             terminalreporter.write_line(
                 f"conformance: results in {self.options.results}" + (f" ({'; '.join(notes)})" if notes else "")
             )
@@ -756,6 +776,15 @@ def _crash_record(report: pytest.TestReport) -> dict[str, Any] | None:
     lines = str(report.longreprtext or "").strip().splitlines()
     reason = lines[-1] if lines else "its pytest-xdist worker crashed"
     return {"profile": profile, "id": case_id, "kind": kind, "verdict": "failed", "reason": reason}
+
+
+def _load_earlier(path: Path) -> dict[str, Any] | None:
+    """The results file a session will replace, if it is one of this format (another, or a damaged
+    one, keeps nothing: its rows could not be written into a valid file)."""
+    try:
+        return load_results(path)
+    except ValueError:
+        return None
 
 
 def _load_baseline(path: Path) -> Baseline:

@@ -1547,6 +1547,39 @@ def test_an_interrupted_session_says_which_rows_did_not_finish(suite: Suite) -> 
     assert report.count("| not run: run, speed |") == 1 and report.count("| not run: speed |") == 1
 
 
+def test_rows_an_interrupted_session_did_not_reach_keep_the_earlier_files_measurement(suite: Suite) -> None:
+    """Before, the first row measured replaced the earlier file whole: a Ctrl-C then left each row
+    not yet reached "not run", its earlier measurement lost."""
+    suite.profile()
+    suite.answer(good_answers())
+    suite.pytester.makepyfile(interrupting_runner=INTERRUPTING_RUNNER)
+    results = suite.pytester.path / "r.json"
+    assert suite.run("--results", str(results), "--cpu-jobs", "0").ret == 0
+    earlier = load_results(results)
+    args = ["--results", str(results), "--runner", "interrupting_runner:run_or_interrupt", "--cpu-jobs", "0"]
+    result = suite.run(*args)
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(
+        ["conformance: results in *r.json (1 row this session did not reach keep the earlier file's measurement)"]
+    )
+    data = load_results(results)
+    rows = {r["id"]: r for r in data["rows"]}
+    (was,) = [r for r in earlier["rows"] if r["id"] == INFER]
+    assert rows[INFER] == {
+        **was,
+        "fingerprint": earlier["fingerprint"],
+        "source": str(results),
+        "created": earlier["created"],
+        "baseline": None,
+    }
+    assert rows[OK]["pending"] == ["speed"] and rows[OK]["verdict"] == "not run", "this session's own row"
+    assert data["finished"] is False and data["summary"] == {"not run": 1, "passed": 3, "xfailed": 1}
+    assert (
+        f"- 1 row this session did not reach: the measurement of the earlier session ({earlier['created']})"
+        " that this file replaced"
+    ) in render(data).splitlines()
+
+
 ALWAYS_INTERRUPTING_RUNNER = """
 import pytest
 
@@ -1587,6 +1620,34 @@ def test_a_session_interrupted_before_it_measured_keeps_the_earlier_results_file
         ["conformance: results in *counts.json (it replaced a file that also held 4 rows this session did not select)"]
     )
     assert "nothing measured" not in narrowed.stdout.str(), "a session that replaced the file does not say it kept it"
+
+
+def test_a_session_that_skips_measured_rows_here_is_refused_before_it_replaces_their_file(
+    suite: Suite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, a session on a machine whose CUDA broke skipped every GPU row, finished, and replaced
+    the last good results file with rows that hold no measurement (exit status 0)."""
+    fake_gpu(monkeypatch)
+    suite.profile(sku="a100-sxm4-40gb")
+    suite.answer(good_answers())
+    results = suite.pytester.path / "r.json"
+    assert suite.run("--profile", "tiny", "--results", str(results), "--cpu-jobs", "0").ret == pytest.ExitCode.OK
+    before = results.read_bytes()
+    fake_no_gpu(monkeypatch)
+    refused = suite.run("--profile", "tiny", "--results", str(results), "--cpu-jobs", "0")
+    assert refused.ret == pytest.ExitCode.USAGE_ERROR
+    refused.stderr.fnmatch_lines(
+        [
+            "ERROR: --results *r.json: holds 4 measured rows of an earlier session that this session does not run"
+            " (tiny:* and 3 more: needs a CUDA GPU*); replacing the file would lose them: give another --results"
+            " path, or remove the file first"
+        ]
+    )
+    assert results.read_bytes() == before
+    assert (
+        suite.run("--profile", "tiny", "--results", str(suite.pytester.path / "elsewhere.json"), "--cpu-jobs", "0").ret
+        == 0
+    )
 
 
 def test_a_session_stopped_by_x_did_not_finish(suite: Suite) -> None:
