@@ -7,6 +7,9 @@ results file of the same format, checked against ``conformance/results.schema.js
   own, or the row's if the file was itself a merge), the session file it came from (``source``)
   and that session's ``created`` time. The merged document's top-level fingerprint is the first
   file's, its ``created`` the time of the merge.
+- A profile's session facts (``mode``, ``memory_cap_gb``, ``measure_skip``, ``speed_skip``) are
+  those of the files whose rows of it were kept: as they are where those files agree, else each
+  file's value with the file named (a memory cap they differ on is null, each cap said in the mode).
 - A row (profile, case id) that one file measured and others skipped or did not run is the
   measured one; skipped everywhere, it is the first file's.
 - A row measured in several files is refused with one line naming them, unless
@@ -89,15 +92,17 @@ def merge(
             if row_created(mine, doc) >= row_created(other, other_doc):
                 chosen[key] = (path, doc, mine)
     rows = [row for _, _, row in chosen.values()]
-    profiles: dict[str, Any] = {}
-    notes: dict[str, dict[str, None]] = {}  # each file's session said its machine's own speed note
-    for _, doc in documents:
+    kept = {(row["profile"], id(doc)) for _, doc, row in chosen.values()}  # each profile's contributing files
+    listed: dict[str, list[tuple[str, Mapping[str, Any], bool]]] = {}  # each profile's (file, entry, kept)
+    for label, (_, doc) in zip(_labels([path for path, _ in documents]), documents):
         for profile in doc["profiles"]:
-            profiles.setdefault(profile["name"], profile)
-            if profile.get("speed_note"):
-                notes.setdefault(profile["name"], {})[profile["speed_note"]] = None
-    for name, said in notes.items():
-        profiles[name] = {**profiles[name], "speed_note": "; ".join(said)}
+            listed.setdefault(profile["name"], []).append((label, profile, (profile["name"], id(doc)) in kept))
+    # A profile's session facts are those of the files whose rows of it were kept (of all that list it
+    # when none were): a file whose rows all gave way says nothing about the merged ones.
+    profiles = {
+        name: _profile([(label, p) for label, p, mine in entries if mine] or [(label, p) for label, p, _ in entries])
+        for name, entries in listed.items()
+    }
     first = documents[0][1]
     merged = {
         "format": FORMAT,
@@ -115,6 +120,46 @@ def merge(
     }
     check_document(merged, "the merged results")
     return merged
+
+
+def _labels(paths: Sequence[Path]) -> list[str]:
+    """How a profile's merged session facts name the files: by name, or by path where two share one."""
+    names = [path.name for path in paths]
+    return names if len(set(names)) == len(names) else [str(path) for path in paths]
+
+
+def _profile(entries: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:
+    """One profile's entry from its files' entries (file, entry): a session fact they agree on as it
+    is, one they differ on as each file's value with the file named; a memory cap they differ on is
+    none, each file's cap then said in its mode."""
+    merged = dict(entries[0][1])
+    if len(entries) == 1:
+        return merged
+    caps = {entry.get("memory_cap_gb") for _, entry in entries}
+    modes = []
+    for label, entry in entries:
+        cap = entry.get("memory_cap_gb")
+        capped = len(caps) > 1 and cap is not None and entry.get("mode") is not None
+        modes.append((label, f"{entry['mode']}, memory capped at {cap:g} GB" if capped else entry.get("mode")))
+    merged.update(mode=_by_file(modes), memory_cap_gb=caps.pop() if len(caps) == 1 else None)
+    for key in ("measure_skip", "speed_skip"):
+        merged[key] = _by_file([(label, entry.get(key)) for label, entry in entries])
+    # Each machine's own speed note, without the files: each names the CPU its speeds were timed on.
+    notes = dict.fromkeys(entry["speed_note"] for _, entry in entries if entry.get("speed_note"))
+    merged["speed_note"] = "; ".join(notes) or None
+    return merged
+
+
+def _by_file(values: Sequence[tuple[str, Any]]) -> Any:
+    """The value every file gives, else each value with the files that give it ("portable
+    (b.json); params-only (a.json)"), leaving out the files that give none (None: all give none)."""
+    if len({value for _, value in values}) == 1:
+        return values[0][1]
+    files: dict[Any, list[str]] = {}
+    for label, value in values:
+        if value is not None:
+            files.setdefault(value, []).append(label)
+    return "; ".join(f"{value} ({', '.join(labels)})" for value, labels in files.items())
 
 
 def _source(path: Path, doc: Mapping[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any
 
 from conformance.compare import SPEED_INCONCLUSIVE
 from conformance.display import cell_text, count_text, number_text, rows_text
-from conformance.results import has_measurement, speed_check_skipped, verdict_counts
+from conformance.results import has_measurement, row_fingerprint, speed_check_skipped, verdict_counts
 
 # How the published tables name the models (size, name); others fall back to the registry name.
 MODEL_NAMES: Mapping[str, tuple[str, str]] = {
@@ -30,6 +30,13 @@ MODEL_NAMES: Mapping[str, tuple[str, str]] = {
 }
 METHOD_NAMES = {"lora": "LoRA", "adapter": "Adapter", "adapter_v2": "Adapter v2"}
 QUANT_NAMES = {None: "None"}
+LIBRARIES = (
+    ("PyTorch", "torch"),
+    ("CUDA", "cuda"),
+    ("Bitsandbytes", "bitsandbytes"),
+    ("Lightning", "lightning"),
+    ("Python", "python"),
+)  # the header's "Relevant libraries": (label, fingerprint key)
 OUTCOME_TEXT = {"oom": "OOM", "unsupported": "N/A"}
 FINETUNE_COLUMNS = ("Size", "Model", "Quantization", "Microbatch size", "Trainable parameters")
 VERDICT_TEXT = {
@@ -91,35 +98,51 @@ def render(results: Mapping[str, Any]) -> str:
 
 
 def _machine(results: Mapping[str, Any]) -> list[str]:
-    fp = results.get("fingerprint") or {}
-    gpus = fp.get("gpus") or []
-    cpu = fp.get("cpu") or {}
-    machine = ", ".join(sorted({g.get("name", "?") for g in gpus})) if gpus else f"CPU: {cpu.get('model') or '?'}"
-    lines = [f"- Hardware: {len(gpus)} x {machine}" if gpus else f"- Hardware: {machine}"]
-    lines.append(f"- OS: {fp.get('os') or '?'}")
-    if fp.get("driver"):
-        lines.append(f"- Nvidia driver version: {fp['driver']}")
-    lines.append("- Relevant libraries")
-    for label, key in (
-        ("PyTorch", "torch"),
-        ("CUDA", "cuda"),
-        ("Bitsandbytes", "bitsandbytes"),
-        ("Lightning", "lightning"),
-        ("Python", "python"),
-    ):
-        lines.append(f"  - {label} {fp.get(key) or 'not installed'}")
     sources = (results.get("options") or {}).get("merged_from")
+    rows = results.get("rows") or []
+    # A merged file's rows each keep their machine's fingerprint; the header names one only if they agree.
+    machines = [row_fingerprint(r, results) for r in rows] if sources else []
+    machines = machines or [results.get("fingerprint") or {}]
+    hardware = dict.fromkeys(tuple(_hardware(fp)) for fp in machines)
+    libraries = dict.fromkeys(tuple(_libraries(fp)) for fp in machines)
+    differ = len(hardware) > 1 or len(libraries) > 1
+    if len(hardware) == 1:
+        lines = [f"- {line}" for line in next(iter(hardware))]
+    else:
+        lines = ['- Hardware: differs by file (each file\'s machine is listed under "Merged from")']
+    if len(libraries) == 1:
+        lines += ["- Relevant libraries", *(f"  - {line}" for line in next(iter(libraries)))]
+    else:
+        lines.append('- Relevant libraries: differ by file (each file\'s are listed under "Merged from")')
     if sources:
         if len(sources) == 1:
             lines.append("- Merged from 1 results file (its rows keep their machine's fingerprint):")
         else:
             lines.append(f"- Merged from {len(sources)} results files (each row keeps its machine's fingerprint):")
         for source in sources:
-            machines = [r["fingerprint"] for r in results.get("rows") or [] if r.get("source") == source["file"]]
-            hosts = ", ".join(sorted({str(fp.get("hostname") or "?") for fp in machines}))
+            mine = [r["fingerprint"] for r in rows if r.get("source") == source["file"]]
+            hosts = ", ".join(sorted({str(fp.get("hostname") or "?") for fp in mine}))
             where = f"host {hosts}" if hosts else "none of its rows kept"
             lines.append(f"  - {source['file']} (created {source.get('created') or '?'}; {where})")
+            if differ:
+                for said in dict.fromkeys((tuple(_hardware(fp)), tuple(_libraries(fp))) for fp in mine):
+                    lines += [f"    - {'; '.join(said[0])}", f"    - Relevant libraries: {', '.join(said[1])}"]
     return lines
+
+
+def _hardware(fp: Mapping[str, Any]) -> list[str]:
+    """The machine's lines of a report's header: hardware, OS, driver."""
+    gpus = fp.get("gpus") or []
+    cpu = fp.get("cpu") or {}
+    machine = ", ".join(sorted({g.get("name", "?") for g in gpus})) if gpus else f"CPU: {cpu.get('model') or '?'}"
+    lines = [f"Hardware: {len(gpus)} x {machine}" if gpus else f"Hardware: {machine}", f"OS: {fp.get('os') or '?'}"]
+    if fp.get("driver"):
+        lines.append(f"Nvidia driver version: {fp['driver']}")
+    return lines
+
+
+def _libraries(fp: Mapping[str, Any]) -> list[str]:
+    return [f"{label} {fp.get(key) or 'not installed'}" for label, key in LIBRARIES]
 
 
 def _profile_section(profile: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> list[str]:

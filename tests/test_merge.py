@@ -26,8 +26,8 @@ def skipped(case_id: str) -> dict:
     return row(case_id, None, verdict="skipped", devices=2)
 
 
-def doc(rows: list[dict], created: str, host: str) -> dict:
-    return {**results(rows, hostname=host), "created": created}
+def doc(rows: list[dict], created: str, host: str, **fingerprint: object) -> dict:
+    return {**results(rows, hostname=host, **fingerprint), "created": created}
 
 
 @pytest.fixture
@@ -194,3 +194,114 @@ def test_rows_judged_against_a_baseline_say_so_in_the_merged_report(tmp_path: Pa
     text = render(merged)
     assert "- Expected figures of 1 row: what the baseline `before.json` measured (`--baseline`)" in text
     assert "Expected figures" not in render(merge_files([second]))
+
+
+def test_a_profiles_session_facts_are_each_files_where_they_differ(tmp_path: Path) -> None:
+    """A CPU session's rows of a GPU profile (params-only, measured rows skipped) merged with a GPU
+    session's: before, the merged profile was the first file's, and its report said "Mode:
+    params-only" and "Measured rows skipped" above the GPU's measured rows."""
+    cpu = {
+        "name": "a100-sxm4-40gb", "mode": "params-only", "memory_cap_gb": None,
+        "measure_skip": "needs a CUDA GPU", "speed_skip": "needs a CUDA GPU", "speed_note": None,
+    }  # fmt: skip
+    gpu = {**cpu, "mode": "portable", "memory_cap_gb": 42.0, "measure_skip": None, "speed_skip": "another card"}
+    files = []
+    for name, profile, rows, created in (
+        ("cpu.json", cpu, [skipped(A), skipped(B)], "2026-12-01T00:00:00+00:00"),
+        ("gpu.json", gpu, [ran(A, 4.9)], "2026-12-02T00:00:00+00:00"),
+    ):
+        files.append(write(tmp_path / name, {**doc(rows, created, name), "profiles": [profile]}))
+    (merged,) = merge_files(files)["profiles"]
+    assert merged == {
+        "name": "a100-sxm4-40gb",
+        "mode": "params-only (cpu.json); portable, memory capped at 42 GB (gpu.json)",
+        "memory_cap_gb": None,
+        "measure_skip": "needs a CUDA GPU (cpu.json)",
+        "speed_skip": "needs a CUDA GPU (cpu.json); another card (gpu.json)",
+        "speed_note": None,
+    }
+    text = render(load_results(write(tmp_path / "m.json", merge_files(files))))  # still a valid results file
+    assert "- Mode: params-only (cpu.json); portable, memory capped at 42 GB (gpu.json)\n" in text
+    assert "- Measured rows skipped: needs a CUDA GPU (cpu.json)\n" in text
+    # The CPU file's rows all give way: the profile is the GPU session's, as it was.
+    files[0] = write(
+        tmp_path / "cpu.json", {**doc([skipped(A)], "2026-12-01T00:00:00+00:00", "cpu"), "profiles": [cpu]}
+    )
+    for order in (files, files[::-1]):
+        assert merge_files(order)["profiles"] == [gpu]
+    text = render(merge_files(files))
+    assert "- Mode: portable, memory capped at 42 GB\n" in text and "Measured rows skipped" not in text
+    # Two files that agree keep the facts as they are.
+    again = write(
+        tmp_path / "again.json", {**doc([ran(B, 22.2)], "2026-12-03T00:00:00+00:00", "gpu"), "profiles": [gpu]}
+    )
+    assert merge_files([files[1], again])["profiles"] == [gpu]
+
+
+def test_files_of_one_name_are_named_by_their_paths(tmp_path: Path) -> None:
+    (tmp_path / "x").mkdir()
+    (tmp_path / "y").mkdir()
+    files = [
+        write(
+            tmp_path / folder / "results.json",
+            {**doc(rows, "2026-12-01T00:00:00+00:00", folder), "profiles": [profile]},
+        )
+        for folder, rows, profile in (
+            ("x", [ran(A, 4.9)], {"name": "a100-sxm4-40gb", "mode": "native"}),
+            ("y", [ran(B, 22.2)], {"name": "a100-sxm4-40gb", "mode": "portable"}),
+        )
+    ]
+    assert merge_files(files)["profiles"][0]["mode"] == f"native ({files[0]}); portable ({files[1]})"
+
+
+def header(text: str) -> list[str]:
+    """A report's lines above its verdicts: the machine, libraries and merged files."""
+    lines = text.splitlines()
+    return lines[2 : next(i for i, line in enumerate(lines) if line.startswith("- Verdicts"))]
+
+
+def test_the_header_names_one_machine_only_where_the_rows_agree(tmp_path: Path) -> None:
+    """Before, a merge's header named the first file's machine and libraries for rows measured on
+    another: a CPU session's merged with an H200's read "Hardware: CPU" above the H200's rows."""
+    h200 = {"gpus": [{"name": "NVIDIA H200"}], "driver": "580.159.04", "cuda": "13.0", "torch": "2.11.0"}
+    cpu = write(tmp_path / "cpu.json", doc([skipped(A), skipped(B)], "2026-12-01T00:00:00+00:00", "vm"))
+    gpu = write(tmp_path / "gpu.json", doc([ran(A, 4.9)], "2026-12-02T00:00:00+00:00", "vm", **h200))
+    assert header(render(merge_files([cpu, gpu]))) == [
+        '- Hardware: differs by file (each file\'s machine is listed under "Merged from")',
+        '- Relevant libraries: differ by file (each file\'s are listed under "Merged from")',
+        "- Merged from 2 results files (each row keeps its machine's fingerprint):",
+        f"  - {cpu} (created 2026-12-01T00:00:00+00:00; host vm)",
+        "    - Hardware: 1 x NVIDIA A100-SXM4-40GB; OS: Ubuntu 22.04.3 LTS; Nvidia driver version: 550.54.15",
+        "    - Relevant libraries: PyTorch 2.12.0+cu124, CUDA 12.4, Bitsandbytes 0.50.2, Lightning 2.6.6, Python 3.11.7",
+        f"  - {gpu} (created 2026-12-02T00:00:00+00:00; host vm)",
+        "    - Hardware: 1 x NVIDIA H200; OS: Ubuntu 22.04.3 LTS; Nvidia driver version: 580.159.04",
+        "    - Relevant libraries: PyTorch 2.11.0, CUDA 13.0, Bitsandbytes 0.50.2, Lightning 2.6.6, Python 3.11.7",
+    ]
+
+
+def test_the_header_of_a_merge_from_one_machine_reads_as_before(
+    two_machines: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Hosts differ, the hardware and libraries the header names do not: one machine's lines, as in a
+    session's own report; only the libraries differ: the hardware line stays."""
+    first, second = two_machines
+    merged = header(render(merge_files([first, second])))
+    alone = header(render(load_results(first)))
+    assert merged[: len(alone)] == alone and alone[0] == "- Hardware: 1 x NVIDIA A100-SXM4-40GB"
+    assert merged[len(alone) :] == [
+        "- Merged from 2 results files (each row keeps its machine's fingerprint):",
+        f"  - {first} (created 2026-12-01T00:00:00+00:00; host node-a)",
+        f"  - {second} (created 2026-12-02T00:00:00+00:00; host node-b)",
+    ]
+    upgraded = write(tmp_path / "c.json", doc([ran(A, 4.9)], "2026-12-03T00:00:00+00:00", "node-a", torch="2.13.0"))
+    lines = header(render(merge_files([second, upgraded])))
+    assert lines[:3] == [
+        "- Hardware: 1 x NVIDIA A100-SXM4-40GB",
+        "- OS: Ubuntu 22.04.3 LTS",
+        "- Nvidia driver version: 550.54.15",
+    ]
+    assert lines[3] == '- Relevant libraries: differ by file (each file\'s are listed under "Merged from")'
+    assert (
+        "    - Relevant libraries: PyTorch 2.13.0, CUDA 12.4, Bitsandbytes 0.50.2, Lightning 2.6.6, Python 3.11.7"
+        in lines
+    )
