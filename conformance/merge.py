@@ -30,7 +30,7 @@ from conformance.results import (
     has_measurement,
     load_results,
     row_created,
-    row_fingerprint,
+    row_of_session,
     verdict_counts,
 )
 from litgpt_min.files import real_path
@@ -65,14 +65,7 @@ def merge(
         for row in doc["rows"]:
             key = (row["profile"], row["id"])
             # A row of a merged file keeps the session it came from: its machine, file and time.
-            mine = {
-                **row,
-                "fingerprint": row_fingerprint(row, doc),
-                "source": row.get("source") or str(path),
-                "created": row.get("created") or doc["created"],
-                # What its expected figures are: a --baseline session's rows were judged against it.
-                "baseline": row.get("baseline") or (doc.get("options") or {}).get("baseline"),
-            }
+            mine = row_of_session(row, doc, str(path))
             if key not in chosen:
                 chosen[key] = (path, doc, mine)
                 continue
