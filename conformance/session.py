@@ -67,6 +67,9 @@ class SessionSignals:
     else handles it: its rows are stopped, the results file gets the runs that ended since its last
     write, and the user the summary; before, the process ended where it stood, without a word.
 
+    After the session's last write (``written``) one is only noted: the session ends as an
+    interrupted one, without a traceback from whichever summary hook it met.
+
     In a session that writes files (``files``: ``--results``, ``--record``) the second of these
     signals, Ctrl-C included, is ignored, and the summary says so: coreutils' ``timeout`` signals
     the process and then its group, a CI runner follows SIGINT with SIGTERM, and that second signal
@@ -81,6 +84,7 @@ class SessionSignals:
         self.taken: dict[int, Any] = {}
         self.ignored: list[str] = []  # the signals ignored, by name, for the summary
         self.received = 0
+        self.written: pytest.Session | None = None  # set once the session's last write is done
         if threading.current_thread() is not threading.main_thread():
             return
         defaults = [(signal.SIGTERM, signal.SIG_DFL)] + ([(signal.SIGINT, signal.default_int_handler)] if files else [])
@@ -91,6 +95,12 @@ class SessionSignals:
     def _interrupted(self, signum: int, frame: Any) -> None:
         __tracebackhide__ = True  # pytest names the line the signal interrupted, not this one
         self.received += 1
+        if self.written is not None and self.received < 3:
+            # Nothing is left to stop or to write: the session ends with the status of an
+            # interrupted one. Raised here, in the summary's hooks, it was a traceback (exit status 130).
+            self.ignored.append(signal.Signals(signum).name)
+            self.written.exitstatus = pytest.ExitCode.INTERRUPTED
+            return
         if self.received == 1:
             raise KeyboardInterrupt(TERMINATED) if signum == signal.SIGTERM else KeyboardInterrupt
         if self.received == 2 and self.files:
@@ -675,6 +685,8 @@ class ConformanceSession:
         if exitstatus == pytest.ExitCode.OK and self.options.results is None:
             self.cache.discard_logs()  # (a worker's own status under xdist: its rows, its folder)
         if not self.resolved or session.config.option.collectonly or not self.writes:
+            if self._signals is not None:
+                self._signals.written = session  # nothing to write
             return
         # -x or --maxfail end a session early with exit status 1, the status of one that finished:
         # whether every selected check decided tells the two apart.
@@ -697,6 +709,8 @@ class ConformanceSession:
                 " left as it was"
             )
         self.write_results(finished=finished)
+        if self._signals is not None:
+            self._signals.written = session
         if self._kept_earlier:
             self.summary_lines.append(
                 f"conformance: nothing measured; {display(self.options.results)} was left as it was"

@@ -1734,6 +1734,32 @@ def test_a_second_signal_does_not_interrupt_the_sessions_last_writes(suite: Suit
     result.stdout.fnmatch_lines(["*terminating_runner.py:*: KeyboardInterrupt: terminated (SIGTERM)"])
 
 
+@pytest.mark.slow
+def test_sigterm_after_the_last_write_ends_the_session_interrupted_without_a_traceback(suite: Suite) -> None:
+    """Before, a SIGTERM that met the summary's hooks (after the results were written) raised
+    KeyboardInterrupt there: a traceback of 90 lines and exit status 130."""
+    suite.profile()
+    suite.answer(good_answers())
+    suite.pytester.makeconftest(
+        """
+import os, signal
+pytest_plugins = ["conformance.plugin"]
+
+def pytest_terminal_summary():
+    os.kill(os.getpid(), signal.SIGTERM)
+"""
+    )
+    results = suite.pytester.path / "r.json"
+    result = suite.pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--expectations", str(suite.root), "--runner", "fake_runner:run",
+        "--results", str(results), "--cpu-jobs", "0",
+    )  # fmt: skip
+    output = result.stdout.str() + result.stderr.str()
+    assert result.ret == pytest.ExitCode.INTERRUPTED, output
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
+    assert load_results(results)["finished"] is True, "the file was written before"
+
+
 SIGNAL_RULES = """
 import os, signal
 from conformance.session import SessionSignals
