@@ -128,11 +128,13 @@ class RowCheck:
             pytest.skip(self._named(inconclusive))  # a busy GPU says nothing about the stack: not a failure
         findings = self.session.findings(self.active, case)
         own = own_findings("speed", findings)
-        if run.outcome != "ok" and not self.session.recording:
+        if run.outcome != "ok":
             ended = f"no speed measured: the run ended with outcome {run.outcome!r}"
-            if ((self.active.name, case.id), "run") in self.session.selected_checks:
-                # test_run judges that outcome (a failure, or an expected OOM): one verdict, not two.
-                reason = f"{ended} (test_run judges it)"
+            recording = self.session.recording
+            if ((self.active.name, case.id), "run") in self.session.selected_checks or recording:
+                # test_run judges that outcome (a failure, or an expected OOM), or a record keeps it:
+                # one verdict, not two; under --record this check read "recorded" with no speed.
+                reason = f"{ended} ({'the record keeps the outcome' if recording else 'test_run judges it'})"
                 self._note("speed", reason)
                 pytest.skip(self._named(reason))
             self._fail("speed", ended, run, findings)

@@ -794,6 +794,17 @@ def test_a_row_the_session_stopped_fails_a_record_session(suite: Suite) -> None:
     # The other rows are recorded; the stopped one is left out (the profile has no such row).
     recorded = {case.id for case in load_profile("recorded", suite.root).cases}
     assert OK not in recorded and len(recorded) == 4
+    # Its speed check, selected too, is skipped for the run's outcome: before, it passed, counted
+    # "speed 1 measured" where nothing was timed.
+    results = suite.pytester.path / "r.json"
+    again = suite.run("--profile", "tiny", "--record", str(target), "--force", "-k", OK, "--results", str(results))
+    assert again.ret == pytest.ExitCode.TESTS_FAILED
+    again.assert_outcomes(passed=1, failed=1, skipped=1)
+    again.stdout.fnmatch_lines(["conformance: 1 row; params 1 measured; run 1 failed; speed 1 skipped"])
+    (row,) = load_results(results)["rows"]
+    assert row["reasons"]["speed"] == (
+        "no speed measured: the run ended with outcome 'error' (the record keeps the outcome)"
+    )
 
 
 def test_a_row_the_timeout_stopped_says_to_raise_it_not_to_re_record(suite: Suite) -> None:
