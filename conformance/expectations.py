@@ -437,9 +437,13 @@ def _schema_problem(path: Path, data: Any, error: ValidationError) -> Iterator[E
     validator = error.validator
     custom = error.schema.get("x-message") if isinstance(error.schema, dict) else None
     if validator == "required" and isinstance(instance, dict):
+        properties = error.schema.get("properties", {})
         for name in error.validator_value:
             if name not in instance:
-                yield ExpectationError(path, "missing required field", case, _dotted([*location, name]))
+                # A field that may be null is still written: null where it does not apply.
+                nullable = name in properties and _validator().evolve(schema=properties[name]).is_valid(None)
+                what = "missing required field" + (" (null where it does not apply)" if nullable else "")
+                yield ExpectationError(path, what, case, _dotted([*location, name]))
         return
     if validator == "additionalProperties" and isinstance(instance, dict):
         allowed = sorted(error.schema.get("properties", {}))
