@@ -115,6 +115,8 @@ import functools
 from dataclasses import dataclass
 from typing import Literal
 
+import torch
+
 from litgpt_min.adapter import AdapterSettings
 from litgpt_min.config import Config
 from litgpt_min.data import load_length_profile, tokenizer_family
@@ -318,14 +320,23 @@ def later_step_holds(request: EstimateRequest) -> int:
     fake run counts; bitsandbytes' paged AdamW's two fp32 ones below 1e5 elements, the rest in
     paged memory), and the training loop's last loss (fp32, 0-dim). Without accumulation a later
     step holds only the states, so the bound is loose there by the gradients."""
-    sizes = _model_sizes(request).trainable
+    parts = _model_sizes(request).parts
     itemsize = request.dtype.itemsize
-    grads = sum(round_allocation(n * itemsize) for n in sizes)
-    adding = max((round_allocation(n * itemsize) for n in sizes), default=0)
+    grads = sum(part.count * round_allocation(n * itemsize) for part in parts for n in part.trainable)
+    adding = max((round_allocation(n * itemsize) for part in parts for n in part.trainable), default=0)
     if request.quantize is None:
-        states = sum(2 * round_allocation(n * itemsize) + round_allocation(4) for n in sizes)
+        states = sum(
+            part.count * (2 * round_allocation(n * itemsize) + round_allocation(4))
+            for part in parts
+            for n in part.trainable
+        )
     else:
-        states = sum(2 * round_allocation(4 * n) for n in sizes if n < PAGED_STATE_MIN_NUMEL)
+        states = sum(
+            part.count * 2 * round_allocation(4 * n)
+            for part in parts
+            for n in part.trainable
+            if n < PAGED_STATE_MIN_NUMEL
+        )
     return grads + adding + states + round_allocation(4)
 
 
@@ -433,12 +444,15 @@ class FsdpShares:
 def fsdp_shares(request: EstimateRequest) -> FsdpShares:
     """:class:`FsdpShares` of ``request`` on each of its devices."""
     itemsize, devices = request.dtype.itemsize, request.devices
-    sizes = _model_sizes(request)
-    units = [*sizes.blocks, sizes.root]  # flat parameters' elements
-    weights = sum(round_allocation(-(-n // devices) * itemsize) for n in units)
-    training = [n for n, trains in zip(units, sizes.trains, strict=True) if trains]
-    kept = [n if request.gradient_accumulation_iters > 1 else -(-n // devices) for n in training]
-    return FsdpShares(weights, sum(round_allocation(n * itemsize) for n in kept))
+    parts = _model_sizes(request).parts  # each unit's flat parameter: the elements of a Block, or the root's
+    weights = sum(part.count * round_allocation(-(-part.elements // devices) * itemsize) for part in parts)
+    whole = request.gradient_accumulation_iters > 1
+    kept = sum(
+        part.count * round_allocation((part.elements if whole else -(-part.elements // devices)) * itemsize)
+        for part in parts
+        if part.trainable
+    )
+    return FsdpShares(weights, kept)
 
 
 @functools.lru_cache(maxsize=8)
@@ -448,15 +462,27 @@ def _fsdp_step(request: EstimateRequest, extrapolate: bool) -> tuple[int, str, P
 
 
 @dataclass(frozen=True)
-class _ModelSizes:
-    """A method's model counted on the meta device, in elements: ``blocks``, each Block's
-    parameters; ``root``, what is outside the Blocks (FSDP's root unit); ``trainable``, each
-    trainable parameter's size; ``trains``, whether each Block, then the root unit, has one."""
+class _Part:
+    """Alike parts of a model, in elements: ``count`` of them (Blocks of one kind; 1 for what is
+    outside the Blocks), each with ``elements`` in its parameters and ``trainable``, the size of
+    each trainable parameter it holds."""
 
-    blocks: tuple[int, ...]
-    root: int
+    count: int
+    elements: int
     trainable: tuple[int, ...]
-    trains: tuple[bool, ...]
+
+
+@dataclass(frozen=True)
+class _ModelSizes:
+    """A method's model counted on the meta device: ``blocks``, its Blocks by kind, in order;
+    ``root``, what is outside them (FSDP's root unit)."""
+
+    blocks: tuple[_Part, ...]
+    root: _Part
+
+    @property
+    def parts(self) -> tuple[_Part, ...]:
+        return (*self.blocks, self.root)
 
 
 def _model_sizes(request: EstimateRequest) -> _ModelSizes:
@@ -465,17 +491,28 @@ def _model_sizes(request: EstimateRequest) -> _ModelSizes:
 
 @functools.lru_cache(maxsize=8)
 def _count_model(config: Config, method: Method, lora: LoRASettings, adapter: AdapterSettings) -> _ModelSizes:
-    """:class:`_ModelSizes`, built once for the rows of one model and method."""
-    model = build_meta_model(config, method, lora, adapter)
+    """:class:`_ModelSizes`, counted once for the rows of one model and method. The Blocks are
+    alike but for Adapter's, which has none below ``start_layer``: one Block of each kind is built,
+    so the count costs the same at any depth (every Block built, a config's n_layer of 10**6 took
+    tens of GB)."""
+    adapts = method in ("adapter", "adapter_v2")
+    below = min(adapter.start_layer, config.n_layer) if adapts else 0  # Blocks without the adapter
+    counts = [n for n in (below, config.n_layer - below) if n]
+    small = dataclasses.replace(config, n_layer=len(counts))
+    settings = dataclasses.replace(adapter, start_layer=1 if below else 0) if adapts else adapter
+    model = build_meta_model(small, method, lora, settings)
     blocks = [list(block.parameters()) for block in model.transformer.h]
     in_blocks = {id(p) for block in blocks for p in block}
     root = [p for p in model.parameters() if id(p) not in in_blocks]
     return _ModelSizes(
-        blocks=tuple(sum(p.numel() for p in block) for block in blocks),
-        root=sum(p.numel() for p in root),
-        trainable=tuple(p.numel() for p in model.parameters() if p.requires_grad),
-        trains=tuple(any(p.requires_grad for p in unit) for unit in (*blocks, root)),
+        blocks=tuple(_part(count, block) for count, block in zip(counts, blocks, strict=True)),
+        root=_part(1, root),
     )
+
+
+def _part(count: int, parameters: list[torch.nn.Parameter]) -> _Part:
+    trainable = tuple(p.numel() for p in parameters if p.requires_grad)
+    return _Part(count, sum(p.numel() for p in parameters), trainable)
 
 
 __all__ = [

@@ -520,6 +520,46 @@ def test_fsdp_keeps_the_flat_gradient_of_every_block_that_trains() -> None:
     assert estimate(fsdp(0)).peak_bytes - estimate(fsdp(2)).peak_bytes >= 4 * blocks[2]
 
 
+@pytest.mark.parametrize("method", ["lora", "adapter", "adapter_v2"])
+@pytest.mark.parametrize(("n_layer", "start_layer"), [(1, 0), (1, 2), (3, 0), (3, 1), (3, 2), (3, 3), (4, 9)])
+def test_the_model_is_counted_by_kinds_of_block_as_the_whole_model_counts(
+    method: str, n_layer: int, start_layer: int
+) -> None:
+    """One Block of each kind is built (Adapter's have none below its start layer), and the counts
+    are those of the whole model: each Block's elements in order, the root's, each trainable size."""
+    config = dataclasses.replace(Config.from_name("tiny-llama"), n_layer=n_layer)
+    adapter = AdapterSettings(start_layer=start_layer)
+    sizes = estimate_module._count_model(config, method, LoRASettings(), adapter)
+    model = build_meta_model(config, method, LoRASettings(), adapter)
+    blocks = [list(block.parameters()) for block in model.transformer.h]
+    assert [part.elements for part in sizes.blocks for _ in range(part.count)] == [
+        sum(p.numel() for p in block) for block in blocks
+    ]
+    assert [part.trainable for part in sizes.blocks for _ in range(part.count)] == [
+        tuple(p.numel() for p in block if p.requires_grad) for block in blocks
+    ]
+    in_blocks = {id(p) for block in blocks for p in block}
+    root = [p for p in model.parameters() if id(p) not in in_blocks]
+    assert (sizes.root.count, sizes.root.elements) == (1, sum(p.numel() for p in root))
+    assert sorted(sizes.root.trainable) == sorted(p.numel() for p in root if p.requires_grad)
+
+
+def test_counting_a_deep_model_builds_one_block_of_each_kind(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before, every Block was built on the meta device: a config with n_layer 10**6 took tens of GB
+    and 10**12 never ended, in a finetune estimate's bound on a later step."""
+    built: list[int] = []
+    real = estimate_module.build_meta_model
+
+    def spy(config: Config, *args: Any) -> GPT:
+        built.append(config.n_layer)
+        return real(config, *args)
+
+    monkeypatch.setattr(estimate_module, "build_meta_model", spy)
+    config = dataclasses.replace(Config.from_name("tiny-llama"), n_layer=10**12)
+    sizes = estimate_module._count_model(config, "adapter", LoRASettings(), AdapterSettings(start_layer=5))
+    assert built == [2] and [part.count for part in sizes.blocks] == [5, 10**12 - 5]
+
+
 def test_a_later_micro_step_holds_every_flat_gradient_from_its_start() -> None:
     """A later micro-step of the window starts with every Block's flat gradient and adds each new
     one into it: on a batch as short as iteration 0's it peaks higher by at least one Block's flat
