@@ -147,7 +147,12 @@ def run_hyperparameters(method: str, ranks: int = 1, **overrides: Any) -> Hyperp
     batch = overrides["batch_size"] if typed_batch else reference.batch_size
     on = ""
     if not typed_batch and method != "lora" and ranks > 1:
-        batch, on = max(1, batch // ranks), f" on {ranks} ranks"
+        if batch < ranks:  # the reference's accumulation count is then 0, which its assert refuses
+            raise ValueError(
+                f"--batch-size {batch} (the default for {method}) divided by {ranks} ranks is less than one sample"
+                " on each rank: give a --batch-size"
+            )
+        batch, on = batch // ranks, f" on {ranks} ranks"
     micro = overrides["micro_batch_size"] if typed_micro else reference.micro_batch_size
     # A value the user never typed is said to be a default.
     batch_text = f"--batch-size {batch}" + ("" if typed_batch else f" (the default for {method}{on})")

@@ -251,6 +251,13 @@ def test_a_default_batch_smaller_than_the_micro_batch_is_named_as_the_default() 
         r" \(the default\): give a --batch-size$",
     ):
         run_hyperparameters("adapter", 32)
+    # Before, a default below one sample per rank was raised to 1 where the reference's assert failed.
+    with pytest.raises(
+        ValueError,
+        match=r"^--batch-size 64 \(the default for adapter\) divided by 100 ranks is less than one sample on each rank",
+    ):
+        run_hyperparameters("adapter", 100, micro_batch_size=1)
+    assert run_hyperparameters("adapter", 100, batch_size=100, micro_batch_size=1).batch_size == 100
 
 
 def test_a_typed_batch_that_is_no_multiple_of_the_micro_batch_is_refused() -> None:
