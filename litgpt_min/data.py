@@ -107,12 +107,14 @@ def typical_longest(lengths: torch.Tensor, draws: int) -> int:
     return int(values[int(reached[0])])
 
 
-def index_of_length(data: TrainData, length: int) -> int:
-    """The first sample of exactly ``length`` tokens (ValueError if there is none)."""
-    found = torch.nonzero(data.lengths == length)
+def index_of_length(data: TrainData, length: int, other_than: int | None = None) -> int:
+    """The first sample of exactly ``length`` tokens (ValueError if there is none), other than
+    ``other_than`` where another one has that length."""
+    found = torch.nonzero(data.lengths == length).flatten()
     if found.numel() == 0:
         raise ValueError(f"no sample has {length} tokens")
-    return int(found[0])
+    others = found[found != other_than] if other_than is not None else found
+    return int(others[0] if others.numel() else found[0])
 
 
 def get_batch(

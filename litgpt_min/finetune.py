@@ -224,8 +224,9 @@ def later_length(lengths: torch.Tensor, hp: Hyperparameters) -> int:
 
 
 def later_sample(train_data: data.TrainData, hp: Hyperparameters) -> int:
-    """A sample of :func:`later_length` tokens, for iteration 1."""
-    return data.index_of_length(train_data, later_length(train_data.lengths, hp))
+    """A sample of :func:`later_length` tokens, for iteration 1: another than iteration 0's where
+    one has that length (samples capped at a short block size are often all of one length)."""
+    return data.index_of_length(train_data, later_length(train_data.lengths, hp), other_than=train_data.longest_index)
 
 
 def default_max_iters(hp: Hyperparameters) -> int:

@@ -494,6 +494,7 @@ def test_index_of_length_finds_the_first_sample_of_that_length() -> None:
     data = sample_list([3, 9, 4, 9, 1])
     assert torch.equal(data.lengths, torch.tensor([3, 9, 4, 9, 1]))
     assert index_of_length(data, 9) == 1 and index_of_length(data, 1) == 4
+    assert index_of_length(data, 9, other_than=1) == 3 and index_of_length(data, 1, other_than=4) == 4
     with pytest.raises(ValueError, match="no sample has 7 tokens"):
         index_of_length(data, 7)
 

@@ -562,3 +562,16 @@ def test_iteration_1_holds_the_typical_longest_later_sample(batch: int) -> None:
         model, optimizer, scheduler, dataset, hp, max_iters=3, device=CPU, synchronize=synchronize, log=lambda s: None
     )
     assert dataset.reads[:2] == [dataset.longest_index, later] == [5000, 49]
+
+
+def test_iteration_1_holds_another_sample_than_iteration_0_where_the_lengths_tie() -> None:
+    """Samples capped at a short block size are often all of one length: before, iteration 1 then
+    held the first of them, iteration 0's sample again (the same tokens, the same loss)."""
+    g = torch.Generator().manual_seed(3)
+    dataset = _RecordingData(
+        [data.Sample(x, x.clone()) for x in (torch.randint(320, (8,), generator=g) for _ in range(5))]
+    )
+    hp = hyperparameters("lora", micro_batch_size=1, batch_size=1)
+    assert (dataset.longest_index, later_sample(dataset, hp)) == (0, 1)
+    one = _RecordingData([data.Sample(torch.arange(8), torch.arange(8)), data.Sample(torch.arange(3), torch.arange(3))])
+    assert later_sample(one, hp) == 0, "the only sample of that length"
