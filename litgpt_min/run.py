@@ -71,15 +71,22 @@ def execute(request: RunRequest, body: Body, *, preflight: bool = True) -> Resul
     their results merged (``launch.launch_local``).
     """
     if request.world_size > 1 and not launch.externally_launched():
+        estimated_gb: float | None = None
         if preflight and request.device().type == "cpu":
-            try:  # before any rank process is started
+            # Before any rank process is started, and once: the CPU ranks share one memory, and
+            # each of them estimating the same run took as many times as long.
+            try:
                 check_rank_processes(request.devices)
+                limit = device_limit(request.device(), request.memory_cap_gb, local_ranks=request.devices)
+                estimated_gb = preflight_check(request_from_run(request), limit)
             except PreflightRefusal as exc:
-                return _failed(_empty_result(request, request.device()), exc)
+                return _with_estimate(_failed(_empty_result(request, request.device()), exc), exc.estimated_gb)
         # The ranks say nothing of their own failures: one rank's is often another's consequence
-        # (a peer that vanished), and the merged result names the first, once.
-        rank_run = functools.partial(execute_rank, request, body, preflight=preflight, say_failure=False)
-        result = launch.launch_local(request, rank_run)
+        # (a peer that vanished), and the merged result names the first, once. A GPU rank checks
+        # its own device.
+        rank_preflight = preflight and request.device().type != "cpu"
+        rank_run = functools.partial(execute_rank, request, body, preflight=rank_preflight, say_failure=False)
+        result = _with_estimate(launch.launch_local(request, rank_run), estimated_gb)
         if result.outcome != "ok":
             print(f"run failed ({result.outcome}): {result.error}", file=sys.stderr)
         return result
@@ -145,6 +152,11 @@ def execute_rank(request: RunRequest, body: Body, *, preflight: bool = True, say
                 result = result.replace(details={**result.details, **cuda_memory_details(device)})
             except Exception as exc:  # as above
                 print(f"reserved memory unreadable: {exc}", file=sys.stderr)
-    if estimated_gb is not None:
-        result = result.replace(details={**result.details, "estimated_max_memory_gb": round(estimated_gb, 6)})
-    return result
+    return _with_estimate(result, estimated_gb)
+
+
+def _with_estimate(result: Result, estimated_gb: float | None) -> Result:
+    """``result`` with the pre-flight's estimate among its details, if one was made."""
+    if estimated_gb is None:
+        return result
+    return result.replace(details={**result.details, "estimated_max_memory_gb": round(estimated_gb, 6)})

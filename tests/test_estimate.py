@@ -1589,12 +1589,20 @@ def test_cpu_ranks_of_one_run_are_refused_against_their_share_of_the_machine(
     meminfo = tmp_path / "meminfo"
     meminfo.write_text(f"MemAvailable:   {kb} kB\n")
     monkeypatch.setattr(preflight, "MEMINFO", meminfo)
-    monkeypatch.setattr(preflight, "CPU_RANK_PROCESS_BYTES", 1)  # the ranks start: their own pre-flight refuses
+    monkeypatch.setattr(preflight, "CPU_RANK_PROCESS_BYTES", 1)  # room for the rank processes themselves
+    from litgpt_min import launch
+
+    def no_ranks(*args: Any) -> None:
+        # Before, each rank estimated the same run (twice the time) and the error held both refusals.
+        raise AssertionError("the launcher refuses the run before any rank starts")
+
+    monkeypatch.setattr(launch, "launch_local", no_ranks)
     argv = ["finetune", "lora", "--model", "tiny-llama", "--devices", "2", "--accelerator", "cpu", "--max-iters", "2"]
     assert cli.main([*argv, "--json"]) == cli.EXIT_RUN_FAILED
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["outcome"] == "oom", result
-    assert "split between the 2 ranks on this machine" in result["error"]
+    assert result["error"].count("pre-flight:") == 1 and "split between the 2 ranks on this machine" in result["error"]
+    assert result["details"]["estimated_max_memory_gb"] == round(per_rank / 1e9, 6)
 
 
 def test_more_cpu_ranks_than_the_machine_can_hold_are_refused_before_any_starts(
