@@ -326,7 +326,7 @@ def _run_ad_hoc(args: argparse.Namespace, out: TextIO) -> int:
     # Each workload's lengths: its defaults come from the tokenizer's Alpaca profile, so a model
     # without a known tokenizer is asked for the flag of its own workload only.
     seq_len = prompt_len = 1
-    later, later_worst = None, False
+    later, later_worst, cut = None, False, False
     if args.workload == "finetune" and args.data_file is not None:
         assert hp is not None
         seq_len, later = _data_lengths(args, hp, name, config)
@@ -334,6 +334,8 @@ def _run_ad_hoc(args: argparse.Namespace, out: TextIO) -> int:
         if args.tokenizer_dir is not None:
             raise EstimateUsageError(TOKENIZER_WITHOUT_DATA)
         seq_len = args.seq_len if args.seq_len is not None else _default(default_seq_len, name, config, "--seq-len")
+        # Alpaca's longest sample, cut to a short block size (the tiny models'): say so.
+        cut = args.seq_len is None and seq_len == config.block_size
         assert hp is not None
         later, later_worst = _later_seq_len(hp, name, config, seq_len)
     else:
@@ -414,14 +416,15 @@ def _run_ad_hoc(args: argparse.Namespace, out: TextIO) -> int:
     else:
         obj["prompt_len"] = request.prompt_len
         obj["max_new_tokens"] = request.max_new_tokens
-    out.write(json.dumps(obj, sort_keys=True) + "\n" if args.json else describe_ad_hoc(obj, request, later_worst))
+    out.write(json.dumps(obj, sort_keys=True) + "\n" if args.json else describe_ad_hoc(obj, request, later_worst, cut))
     return 0
 
 
-def describe_ad_hoc(obj: dict[str, Any], request: EstimateRequest, later_worst: bool = False) -> str:
+def describe_ad_hoc(obj: dict[str, Any], request: EstimateRequest, later_worst: bool = False, cut: bool = False) -> str:
     """The ad hoc estimate for a reader: the configuration, then the verdict, the figures and what
     they assumed, one labelled line each (``--json`` carries the same values). ``later_worst``: the
-    later micro-steps' length is --seq-len itself, for want of the tokenizer's Alpaca lengths."""
+    later micro-steps' length is --seq-len itself, for want of the tokenizer's Alpaca lengths;
+    ``cut``: iteration 0's is Alpaca's longest cut to the model's block size."""
     what = [f"{obj['model']} {obj['workload']}"]
     if request.workload == "finetune":
         what.append(request.method)
@@ -474,6 +477,8 @@ def describe_ad_hoc(obj: dict[str, Any], request: EstimateRequest, later_worst: 
         if later is not None and later_worst:
             later_text += " (the worst case: no Alpaca length profile for this model's tokenizer)"
         source = "" if obj.get("data_file") is None else f" (the longest sample of {Path(obj['data_file']).name})"
+        if cut:
+            source = " (Alpaca's longest, cut to the block size)"
         line("batch", f"{request.micro_batch_size} x {request.seq_len} tokens in iteration 0{source}{later_text}")
         accumulation = request.gradient_accumulation_iters
         steps = "1 micro-step" if accumulation == 1 else f"{accumulation} micro-steps"

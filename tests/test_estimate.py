@@ -992,7 +992,10 @@ def test_ad_hoc_text_states_the_verdict_and_its_figures(capsys: pytest.CaptureFi
     assert f"oom: needs {gb_text((gb - gb / 2) * 1000)} MB more than {gb_text(gb / 2)} GB" in texts["oom"]
     assert "outcome          unsupported: quantization (bnb.nf4)" in texts["unsupported"]
     assert "peak allocated" not in texts["unsupported"]
-    assert "batch            4 x 256 tokens in iteration 0" in texts["unjudged"]  # lora's micro-batch
+    # lora's micro-batch; Alpaca's longest Llama 2 sample (1,304 tokens) cut to tiny-llama's 256.
+    assert (
+        "batch            4 x 256 tokens in iteration 0 (Alpaca's longest, cut to the block size)" in texts["unjudged"]
+    )
     assert (
         "step             32 micro-steps per optimizer step (batch 128); lm_head in chunks of 128" in texts["unjudged"]
     )
