@@ -52,6 +52,7 @@ from conformance.results import (
     created_time,
     decided_verdict,
     has_measurement,
+    kept_from_earlier,
     load_results,
     row_fingerprint,
     run_finished,
@@ -344,7 +345,12 @@ def diff_results(
             "machines": None if machines[0] == machines[1] else machines,
             "errors": (_error_text(before), _error_text(after)),
         }
-        unrun = tuple(side for side, r in (("old", before), ("new", after)) if not run_finished(r))
+        # A row NEW's session kept from the file it replaced is no run of that session.
+        unrun = tuple(
+            side
+            for side, r, doc in (("old", before, old), ("new", after, new))
+            if not run_finished(r) or (side == "new" and kept_from_earlier(r, doc))
+        )
         if unrun:
             # What an unfinished row's run left (if anything) was never judged: nothing to compare.
             rows.append(

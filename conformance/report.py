@@ -5,6 +5,7 @@ measured value with its deviation from the expected one, plus a verdict column.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections import Counter
@@ -13,7 +14,13 @@ from typing import Any
 
 from conformance.compare import SPEED_INCONCLUSIVE
 from conformance.display import cell_text, count_text, number_text, rows_text
-from conformance.results import has_measurement, row_fingerprint, speed_check_skipped, verdict_counts
+from conformance.results import (
+    has_measurement,
+    kept_from_earlier,
+    row_fingerprint,
+    speed_check_skipped,
+    verdict_counts,
+)
 
 # How the published tables name the models (size, name); others fall back to the registry name.
 MODEL_NAMES: Mapping[str, tuple[str, str]] = {
@@ -63,11 +70,15 @@ def render(results: Mapping[str, Any]) -> str:
         out.append("- Verdicts: " + ", ".join(f"{n} {v}" for v, n in summary.items()))
     if results.get("command"):
         out.append(f"- Command: `{results['command']}`")
+    kept = [r for r in rows if kept_from_earlier(r, results)]  # an early-stopped session's
     baseline = (results.get("options") or {}).get("baseline")
     if baseline:  # the deltas are against it, not the profile's table
-        out.append(f"- Expected figures: what the baseline `{baseline}` measured (`--baseline`), not the profile's")
-    # A merged file's rows that came from --baseline sessions, per baseline.
-    for file, count in Counter(r["baseline"] for r in rows if r.get("baseline")).items():
+        which = " of the rows this session ran" if kept else ""
+        out.append(
+            f"- Expected figures{which}: what the baseline `{baseline}` measured (`--baseline`), not the profile's"
+        )
+    # The rows of a merged file (or kept from an earlier session's) that came from --baseline sessions, per baseline.
+    for file, count in Counter(r["baseline"] for r in rows if r.get("source") and r.get("baseline")).items():
         out.append(
             f"- Expected figures of {rows_text(count)}: what the baseline `{file}` measured (`--baseline`), not"
             " the profile's (their sessions were judged against it)"
@@ -75,18 +86,16 @@ def render(results: Mapping[str, Any]) -> str:
     if not results.get("finished", True):
         unrun = sum(1 for r in rows if r.get("verdict") == "not run" and not has_measurement(r))
         cut = sum(1 for r in rows if r.get("pending") and has_measurement(r))
-        parts = [f"{rows_text(unrun)} not run"] if unrun or not cut else []
+        parts = [f"{rows_text(unrun)} not run"] if unrun else []
         if cut:
             parts.append(f"{rows_text(cut)} measured but not every check finished")
+        if kept:
+            parts.append(f"{rows_text(len(kept))} not reached, the earlier file's measurement kept")
         out.append(
-            f"- **The session did not finish** (killed, interrupted, or stopped by -x or --maxfail): {', '.join(parts)}"
+            "- **The session did not finish** (killed, interrupted, or stopped by -x or --maxfail): "
+            + (", ".join(parts) or "not every check of its rows ran")
         )
-    if not (results.get("options") or {}).get("merged_from"):  # a merge names every file's rows itself
-        for created, count in Counter(r["created"] for r in rows if r.get("source")).items():
-            out.append(
-                f"- {rows_text(count)} this session did not reach: the measurement of the earlier session"
-                f" ({created}) that this file replaced"
-            )
+    out += _kept_sessions(results, kept)
     out.append("")
     for name in names:
         profile = next((p for p in profiles if p["name"] == name), {"name": name})
@@ -127,6 +136,30 @@ def _machine(results: Mapping[str, Any]) -> list[str]:
             if differ:
                 for said in dict.fromkeys((tuple(_hardware(fp)), tuple(_libraries(fp))) for fp in mine):
                     lines += [f"    - {'; '.join(said[0])}", f"    - Relevant libraries: {', '.join(said[1])}"]
+    return lines
+
+
+def _kept_sessions(results: Mapping[str, Any], kept: Sequence[Mapping[str, Any]]) -> list[str]:
+    """A line per earlier session whose rows an early-stopped session kept: its time, and its
+    machine and libraries where they are not this session's."""
+    own = results.get("fingerprint") or {}
+    sessions: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for row in kept:
+        fp = row_fingerprint(row, results)
+        sessions.setdefault((str(row.get("created") or "?"), json.dumps(fp, sort_keys=True)), []).append(row)
+    lines = []
+    for (created, _), mine in sessions.items():
+        fp = row_fingerprint(mine[0], results)
+        where = []
+        if _hardware(fp) != _hardware(own):
+            where.append("; ".join(_hardware(fp)))
+        if _libraries(fp) != _libraries(own):
+            where.append("Relevant libraries: " + ", ".join(_libraries(fp)))
+        elsewhere = f"; {'; '.join(where)}" if where else ""
+        lines.append(
+            f"- {rows_text(len(mine))} this session did not reach: the measurement of the earlier session"
+            f" (created {created}{elsewhere}) that this file replaced"
+        )
     return lines
 
 

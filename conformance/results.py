@@ -154,13 +154,25 @@ def keep_unreached(document: Mapping[str, Any], earlier: Mapping[str, Any], sour
 def row_of_session(row: Mapping[str, Any], document: Mapping[str, Any], source: str) -> dict[str, Any]:
     """``row`` of ``document`` (read from ``source``) as another document holds it: with the
     machine that ran it, the file and the time of its session, and the baseline that judged it."""
+    if "source" in row:  # it carries its session already (its baseline too, null included)
+        return {
+            **row,
+            "fingerprint": row_fingerprint(row, document),
+            "created": row.get("created") or document["created"],
+        }
     return {
         **row,
         "fingerprint": row_fingerprint(row, document),
-        "source": row.get("source") or source,
-        "created": row.get("created") or document["created"],
-        "baseline": row.get("baseline") or (document.get("options") or {}).get("baseline"),
+        "source": source,
+        "created": document["created"],
+        "baseline": (document.get("options") or {}).get("baseline"),
     }
+
+
+def kept_from_earlier(row: Mapping[str, Any], document: Mapping[str, Any]) -> bool:
+    """Whether ``row`` of a session's ``document`` is a row this session did not reach, kept from
+    the results file it replaced (a merged file's rows all carry their sessions)."""
+    return "source" in row and not (document.get("options") or {}).get("merged_from")
 
 
 def is_results_file(path: Path) -> bool:
@@ -407,14 +419,15 @@ def decided_verdict(row: Mapping[str, Any]) -> str | None:
 
 def row_fingerprint(row: Mapping[str, Any], document: Mapping[str, Any]) -> Mapping[str, Any]:
     """The fingerprint of the machine that ran ``row``: a merged file's rows carry their own (the
-    merge's top-level one is its first file's), a session's rows share the file's."""
+    merge's top-level one is its first file's), as do the rows a session kept from the file it
+    replaced; a session's own rows share the file's."""
     return row.get("fingerprint") or document.get("fingerprint") or {}
 
 
 def row_created(row: Mapping[str, Any], document: Mapping[str, Any]) -> _dt.datetime:
-    """When the session that ran ``row`` was created: a merged file's rows carry their own time
-    (the merge's ``created`` is the time of the merge), a session's rows share the file's; the
-    earliest time when neither says."""
+    """When the session that ran ``row`` was created: a merged file's rows, and those a session
+    kept from the file it replaced, carry their own time (the merge's ``created`` is the time of
+    the merge); a session's own rows share the file's; the earliest time when neither says."""
     return created_time(row.get("created") or document.get("created")) or _dt.datetime.min.replace(
         tzinfo=_dt.timezone.utc
     )

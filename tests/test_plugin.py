@@ -26,6 +26,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conformance import hardware
+from conformance.diff import diff_results
 from conformance.expectations import Tolerances, case_id, load_profile
 from conformance.options import Options
 from conformance.report import render
@@ -802,8 +803,18 @@ def test_a_row_the_session_stopped_fails_a_record_session(suite: Suite) -> None:
     again.assert_outcomes(passed=1, failed=1, skipped=1)
     again.stdout.fnmatch_lines(["conformance: 1 row; params 1 measured; run 1 failed; speed 1 skipped"])
     (row,) = load_results(results)["rows"]
+    assert row["reasons"]["speed"] == "no speed measured: the run ended with outcome 'error' (test_run judges it)"
+    # Without its run check, the speed check says why nothing is recorded.
+    speed_only = suite.pytester.path / "speed.json"
+    alone = suite.run(
+        "--profile", "tiny", "--record", str(target), "--force", "-k", f"test_speed and {OK}",
+        "--results", str(speed_only),
+    )  # fmt: skip
+    alone.assert_outcomes(skipped=1)
+    (row,) = load_results(speed_only)["rows"]
     assert row["reasons"]["speed"] == (
-        "no speed measured: the run ended with outcome 'error' (the record keeps the outcome)"
+        "no speed measured: the run ended with outcome 'error': the session stopped the run (timeout); the row is"
+        " not recorded"
     )
 
 
@@ -1585,10 +1596,24 @@ def test_rows_an_interrupted_session_did_not_reach_keep_the_earlier_files_measur
     }
     assert rows[OK]["pending"] == ["speed"] and rows[OK]["verdict"] == "not run", "this session's own row"
     assert data["finished"] is False and data["summary"] == {"not run": 1, "passed": 3, "xfailed": 1}
+    report = render(data).splitlines()
     assert (
-        f"- 1 row this session did not reach: the measurement of the earlier session ({earlier['created']})"
+        f"- 1 row this session did not reach: the measurement of the earlier session (created {earlier['created']})"
         " that this file replaced"
-    ) in render(data).splitlines()
+    ) in report
+    assert (
+        "- **The session did not finish** (killed, interrupted, or stopped by -x or --maxfail): 1 row measured but"
+        " not every check finished, 1 row not reached, the earlier file's measurement kept"
+    ) in report
+    # Compared with the earlier file, the kept row is no run of this session (before: "same").
+    compared = {r.id: r for r in diff_results(earlier, data).rows}
+    assert compared[INFER].unrun == ("new",) and not compared[INFER].figures
+    # A kept row keeps the baseline that judged it (none), whatever the session that keeps it again.
+    shutil.copy(results, suite.pytester.path / "b.json")
+    assert suite.run(*args, "--baseline", str(suite.pytester.path / "b.json")).ret == pytest.ExitCode.INTERRUPTED
+    assert suite.run(*args).ret == pytest.ExitCode.INTERRUPTED
+    rows = {r["id"]: r for r in load_results(results)["rows"]}
+    assert rows[INFER]["baseline"] is None and rows[INFER]["created"] == earlier["created"]
 
 
 ALWAYS_INTERRUPTING_RUNNER = """

@@ -623,3 +623,28 @@ def test_a_results_file_whose_summary_or_profiles_disagree_with_its_rows_is_refu
         f"conformance report: {path}: /rows/0/profile: row 'finetune-lora-llama2_7b-noquant-mb1-1gpu' names profile"
         " 'h100', which /profiles does not list (a100-sxm4-40gb)\n"
     )
+
+
+def test_rows_kept_from_an_earlier_session_name_its_machine_where_it_differs() -> None:
+    """An early-stopped session keeps the earlier file's rows it did not reach: the report names
+    that session, and its libraries where they are not this session's (the header is this one's)."""
+    from results_files import FINGERPRINT, measured, results, row
+
+    earlier = {**FINGERPRINT, "torch": "2.11.0+cu124"}
+    kept = {
+        **row("inference-llama2_7b-noquant-1gpu", measured(method=None, micro_batch_size=None, tokens_per_sec=30.0)),
+        "fingerprint": earlier, "source": "r.json", "created": "2026-11-30T00:00:00+00:00", "baseline": None,
+    }  # fmt: skip
+    own = row("finetune-lora-llama2_7b-nf4-mb1-1gpu", None, verdict="not run")
+    doc = {**results([own, kept]), "finished": False}
+    lines = render(doc).splitlines()
+    assert "  - PyTorch 2.12.0+cu124" in lines  # this session's
+    assert (
+        "- 1 row this session did not reach: the measurement of the earlier session (created"
+        " 2026-11-30T00:00:00+00:00; Relevant libraries: PyTorch 2.11.0+cu124, CUDA 12.4, Bitsandbytes 0.50.2,"
+        " Lightning 2.6.6, Python 3.11.7) that this file replaced"
+    ) in lines
+    assert (
+        "- **The session did not finish** (killed, interrupted, or stopped by -x or --maxfail): 1 row not run,"
+        " 1 row not reached, the earlier file's measurement kept"
+    ) in lines
