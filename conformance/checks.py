@@ -132,9 +132,14 @@ class RowCheck:
             ended = f"no speed measured: the run ended with outcome {run.outcome!r}"
             recording = self.session.recording
             if ((self.active.name, case.id), "run") in self.session.selected_checks or recording:
-                # test_run judges that outcome (a failure, or an expected OOM), or a record keeps it:
-                # one verdict, not two; under --record this check read "recorded" with no speed.
-                reason = f"{ended} ({'the record keeps the outcome' if recording else 'test_run judges it'})"
+                # test_run judges that outcome (a failure, or an expected OOM), or a record takes
+                # it: one verdict, not two; under --record this check read "recorded" with no speed.
+                if ((self.active.name, case.id), "run") in self.session.selected_checks:
+                    reason = f"{ended} (test_run judges it)"
+                elif run.stopped == "exited":
+                    reason = f"{ended} (the record keeps the outcome)"
+                else:
+                    reason = f"{ended}: the session stopped the run ({run.stopped}); the row is not recorded"
                 self._note("speed", reason)
                 pytest.skip(self._named(reason))
             self._fail("speed", ended, run, findings)
