@@ -79,8 +79,12 @@ def execute(request: RunRequest, body: Body, *, preflight: bool = True) -> Resul
                 check_rank_processes(request.devices)
                 limit = device_limit(request.device(), request.memory_cap_gb, local_ranks=request.devices)
                 estimated_gb = preflight_check(request_from_run(request), limit)
+            except (BrokenPipeError, OutputError):  # as in execute_rank: the command's to end
+                raise
             except PreflightRefusal as exc:
                 return _with_estimate(_failed(_empty_result(request, request.device()), exc), exc.estimated_gb)
+            except Exception as exc:  # the estimate's own failure: an outcome, as a rank's would be
+                return _failed(_empty_result(request, request.device()), exc)
         # The ranks say nothing of their own failures: one rank's is often another's consequence
         # (a peer that vanished), and the merged result names the first, once. A GPU rank checks
         # its own device.

@@ -1608,6 +1608,35 @@ def test_cpu_ranks_of_one_run_are_refused_against_their_share_of_the_machine(
     assert result["details"]["estimated_max_memory_gb"] == round(per_rank / 1e9, 6)
 
 
+@pytest.mark.parametrize("devices", ["1", "2"])
+def test_a_pre_flight_that_fails_is_the_runs_outcome_on_one_rank_or_several(
+    devices: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The launcher's pre-flight of several CPU ranks fails as one rank's does: an error outcome,
+    not an exception out of the command."""
+    from litgpt_min import cli, run
+
+    def broken(*args: Any) -> float:
+        raise RuntimeError("the estimate broke")
+
+    monkeypatch.setattr(run, "preflight_check", broken)
+    argv = [
+        "finetune",
+        "lora",
+        "--model",
+        "tiny-llama",
+        "--devices",
+        devices,
+        "--accelerator",
+        "cpu",
+        "--max-iters",
+        "2",
+    ]
+    assert cli.main([*argv, "--json"]) == cli.EXIT_RUN_FAILED
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (result["outcome"], result["error"]) == ("error", "the estimate broke")
+
+
 def test_more_cpu_ranks_than_the_machine_can_hold_are_refused_before_any_starts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
