@@ -67,8 +67,9 @@ class SessionSignals:
     else handles it: its rows are stopped, the results file gets the runs that ended since its last
     write, and the user the summary; before, the process ended where it stood, without a word.
 
-    After the session's last write (``written``) one is only noted: the session ends as an
-    interrupted one, without a traceback from whichever summary hook it met.
+    After the session's last write (``written``) a signal taken (SIGTERM; Ctrl-C too in a session
+    that writes files) is only noted, the first two of them: the session ends as an interrupted
+    one, without a traceback from whichever summary hook it met.
 
     In a session that writes files (``files``: ``--results``, ``--record``) the second of these
     signals, Ctrl-C included, is ignored, and the summary says so: coreutils' ``timeout`` signals
@@ -83,6 +84,7 @@ class SessionSignals:
         self.files = files
         self.taken: dict[int, Any] = {}
         self.ignored: list[str] = []  # the signals ignored, by name, for the summary
+        self.late: list[str] = []  # those noted after the last write (the summary says them if it is still to come)
         self.received = 0
         self.written: pytest.Session | None = None  # set once the session's last write is done
         if threading.current_thread() is not threading.main_thread():
@@ -98,7 +100,7 @@ class SessionSignals:
         if self.written is not None and self.received < 3:
             # Nothing is left to stop or to write: the session ends with the status of an
             # interrupted one. Raised here, in the summary's hooks, it was a traceback (exit status 130).
-            self.ignored.append(signal.Signals(signum).name)
+            self.late.append(signal.Signals(signum).name)
             self.written.exitstatus = pytest.ExitCode.INTERRUPTED
             return
         if self.received == 1:
@@ -721,6 +723,11 @@ class ConformanceSession:
             terminalreporter.write_line(
                 f"conformance: {', '.join(self._signals.ignored)} ignored while the session wrote what it had"
                 " (a third signal ends it at once)"
+            )
+        if self._signals is not None and self._signals.late:
+            terminalreporter.write_line(
+                f"conformance: {', '.join(self._signals.late)} after the session's last write: it ends as an"
+                " interrupted one (exit status 2)"
             )
         option = self.config.option if self.config is not None else None
         keyword = getattr(option, "keyword", "")
