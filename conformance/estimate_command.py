@@ -36,6 +36,7 @@ from conformance.expectations import DEFAULT_ROOT, PRECISION, ExpectationError, 
 from conformance.options import device_gb, fraction, whole_number
 from litgpt_min.cli import add_flat_options
 from litgpt_min.config import Config, configs
+from litgpt_min.data import load_length_profile, tokenizer_family
 from litgpt_min.estimate import (
     HOWS,
     STACKS,
@@ -335,7 +336,7 @@ def _run_ad_hoc(args: argparse.Namespace, out: TextIO) -> int:
             raise EstimateUsageError(TOKENIZER_WITHOUT_DATA)
         seq_len = args.seq_len if args.seq_len is not None else _default(default_seq_len, name, config, "--seq-len")
         # Alpaca's longest sample, cut to a short block size (the tiny models'): say so.
-        cut = args.seq_len is None and seq_len == config.block_size
+        cut = args.seq_len is None and load_length_profile(tokenizer_family(name)).longest > config.block_size
         assert hp is not None
         later, later_worst = _later_seq_len(hp, name, config, seq_len)
     else:
