@@ -77,6 +77,8 @@ def merge(
             if not has_measurement(other):
                 chosen[key] = (path, doc, mine)
                 continue
+            if (mine["created"], mine["measured"]) == (other["created"], other["measured"]):
+                continue  # one run in both: a session's file and one that kept the row from it
             if prefer is None:
                 raise ValueError(
                     f"row {key[0]}:{key[1]} is measured in both {other_path} and {path};"

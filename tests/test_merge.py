@@ -61,6 +61,17 @@ def test_a_row_measured_twice_is_refused_unless_the_latest_is_preferred(tmp_path
     assert f"{new} (created 2026-12-02T00:00:00+00:00; host node-b)" in text
 
 
+def test_one_run_held_by_two_files_is_merged_once(tmp_path: Path) -> None:
+    """A session stopped early keeps the earlier file's rows it did not reach: merged with a copy
+    of that earlier file, the row is one run, not one "measured in both"."""
+    earlier = doc([ran(A, 4.9)], "2026-12-01T00:00:00+00:00", "node-a")
+    copy = write(tmp_path / "copy.json", earlier)
+    kept_row = {**ran(A, 4.9), "fingerprint": earlier["fingerprint"], "source": "r.json", "created": earlier["created"]}
+    later = write(tmp_path / "r.json", doc([kept_row], "2026-12-02T00:00:00+00:00", "node-b"))
+    (row,) = merge_files([copy, later])["rows"]
+    assert row["measured"]["max_memory_gb"] == 4.9 and row["source"] == str(copy)
+
+
 def test_the_latest_measurement_wins_even_when_an_earlier_one_comes_through_a_later_merge(tmp_path: Path) -> None:
     """A merge's own "created" is the time of the merge: preferring by it kept the older run, and
     a merge of merges named the intermediate file as the row's source."""
