@@ -58,6 +58,7 @@ from conformance.results import (
     run_finished,
     speed_unjudged,
 )
+from conformance.targets import check_own_output
 from litgpt_min.files import check_output_file, real_path, write_text_atomic
 from litgpt_min.result import Result
 from litgpt_min.usage import one_line
@@ -810,6 +811,7 @@ def cmd_diff(
             if real_path(output) in (real_path(old), real_path(new)):
                 raise ValueError(f"-o {output}: is a results file it reads; writing it would replace that input")
             check_output_target("-o", output)
+            check_own_output("-o", output, "# Conformance diff", FORMAT.rsplit("/", 1)[0] + "/")
         diff = diff_files(old, new, memory_tolerance=memory_tolerance, speed_tolerance=speed_tolerance, strict=strict)
         if old.samefile(new):  # both read: a file's own problems are named first
             raise ValueError(f"{old} and {new}: OLD and NEW are the same file; a gate needs the run before and after")

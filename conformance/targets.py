@@ -53,3 +53,33 @@ def table_profile(path: Path) -> str | None:
 
 
 __all__ = ["check_outside_expectations", "table_profile"]
+
+
+# How much of an existing file is read to tell whether a command wrote it.
+_HEAD_CHARS = 4096
+
+
+def check_own_output(option: str, path: Path, title: str, json_format: str | None = None) -> None:
+    """Refuse (``ValueError``, one line) to replace an existing file that this command did not
+    write: a report over ``README.md`` replaced it. Its own Markdown begins with ``title``, its
+    JSON (``json_format``) names that format; an empty file, a device or a pipe is no file to keep."""
+    if path.is_symlink() or not path.is_file():
+        return  # a link is refused by the write itself, naming it
+    try:
+        with path.open(encoding="utf-8", errors="replace") as file:
+            head = file.read(_HEAD_CHARS)
+    except OSError:
+        return  # the write names what is wrong with it
+    if not head.strip() or head.startswith(title):
+        return
+    if json_format is not None and head.lstrip().startswith("{"):
+        try:
+            found = json.loads(path.read_text(encoding="utf-8")).get("format")
+        except (OSError, ValueError, AttributeError):
+            found = None
+        if isinstance(found, str) and found.startswith(json_format):
+            return
+    raise ValueError(
+        f"{option} {path}: exists and is not {title.lstrip('# ').lower()} output; refusing to replace it"
+        " (pick another name, or remove it first)"
+    )

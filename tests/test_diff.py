@@ -818,3 +818,11 @@ def test_an_error_text_is_shown_from_where_it_changed_and_an_ooms_text_not_at_al
         write(tmp_path / name, results([row("r", measured(outcome="oom", error=oom.format(free)), verdict="xfailed")]))
     cmd_diff(tmp_path / "a.json", tmp_path / "b.json")
     assert "## Rows" not in capsys.readouterr().out
+
+
+def test_diff_replaces_its_own_markdown_or_json_output(tmp_path: Path) -> None:
+    old, new = _upgrade(tmp_path)
+    out = tmp_path / "d.out"
+    for as_json in (False, True, False):  # each run replaces the previous one's output, either form
+        cmd_diff(old, new, as_json=as_json, output=out)
+        assert out.read_text().startswith("{" if as_json else "# Conformance diff")

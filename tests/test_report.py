@@ -648,3 +648,29 @@ def test_rows_kept_from_an_earlier_session_name_its_machine_where_it_differs() -
         "- **The session did not finish** (killed, interrupted, or stopped by -x or --maxfail): 1 row not run,"
         " 1 row not reached, the earlier file's measurement kept"
     ) in lines
+
+
+def test_report_and_diff_replace_their_own_output_and_no_other_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before, `conformance report r.json -o README.md` replaced the README, exit status 0."""
+    source = tmp_path / "r.json"
+    source.write_text(json.dumps(_edited(lambda d: None)))
+    readme = tmp_path / "README.md"
+    readme.write_text("# My project\n")
+    for argv in (
+        ["report", str(source)],
+        ["diff", str(source), str(source)],
+        ["diff", str(source), str(source), "--json"],
+    ):
+        assert main([*argv, "-o", str(readme)]) == 2
+        assert (
+            f"-o {readme}: exists and is not conformance {argv[0]} output; refusing to replace it (pick another name,"
+            " or remove it first)"
+        ) in capsys.readouterr().err
+        assert readme.read_text() == "# My project\n"
+    out = tmp_path / "r.md"
+    out.write_text("")  # an empty file holds nothing to keep
+    for _ in range(2):  # then its own report, replaced again
+        assert main(["report", str(source), "-o", str(out)]) == 0
+    assert out.read_text() == render(load_results(source))
