@@ -55,8 +55,10 @@ def table_profile(path: Path) -> str | None:
 __all__ = ["check_outside_expectations", "table_profile"]
 
 
-# How much of an existing file is read to tell whether a command wrote it.
+# How much of an existing file is read to tell whether a command wrote it (a diff's JSON is read
+# whole, up to far more than any diff of the tables' rows takes).
 _HEAD_CHARS = 4096
+_MAX_JSON_BYTES = 50 * 10**6
 
 
 def check_own_output(option: str, path: Path, title: str, json_format: str | None = None) -> None:
@@ -72,7 +74,7 @@ def check_own_output(option: str, path: Path, title: str, json_format: str | Non
         return  # the write names what is wrong with it
     if not head.strip() or head.startswith(title):
         return
-    if json_format is not None and head.lstrip().startswith("{"):
+    if json_format is not None and head.lstrip().startswith("{") and path.stat().st_size <= _MAX_JSON_BYTES:
         try:
             found = json.loads(path.read_text(encoding="utf-8")).get("format")
         except (OSError, ValueError, AttributeError):
