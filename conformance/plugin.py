@@ -47,10 +47,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(parser)
 
 
-# pytest-xdist's modes that spread one module's tests over the workers: taken as loadgroup, which
-# spreads every other test as they do.
-_SPREADING = ("load", "worksteal")
+# pytest-xdist's modes taken as loadgroup, which spreads the rows and every other test over the
+# workers: those that spread one module's tests (a row's checks on several workers) and those that
+# keep a module, or a file, on one worker (every row on one).
+_TAKEN = ("load", "worksteal", "loadscope", "loadfile")
 _DIST_TAKEN = pytest.StashKey[str]()
+_RESTARTS_OFF = pytest.StashKey[bool]()
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -66,17 +68,29 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
             "--dist each: would run every row once per worker, each run on the same devices at once; leave"
             " --dist out (the plugin schedules a row's checks on one worker)"
         )
-    if dist in _SPREADING:
+    if dist in _TAKEN:
         config.stash[_DIST_TAKEN] = dist
-    if dist == "no" or dist in _SPREADING:
+    if dist == "no" or dist in _TAKEN:
         option.dist = "loadgroup"
+    if getattr(option, "maxworkerrestart", None) is None:
+        # A worker that crashed (the host's OOM killer) ends the session, its rows not run: replaced,
+        # pytest-xdist 3.8 could leave the session waiting for ever (see conformance/scheduling.py).
+        option.maxworkerrestart = "0"
+        config.stash[_RESTARTS_OFF] = True
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    taken = config.stash.get(_DIST_TAKEN, None)
-    if taken is None:
-        return []
-    return [f"conformance: --dist {taken} taken as loadgroup: a row's checks share one worker, so its run happens once"]
+    lines = []
+    if (taken := config.stash.get(_DIST_TAKEN, None)) is not None:
+        lines.append(
+            f"conformance: --dist {taken} taken as loadgroup: a row's checks share one worker, so its run happens"
+            " once, and the rows spread over the workers"
+        )
+    if config.stash.get(_RESTARTS_OFF, False):
+        lines.append(
+            "conformance: a crashed pytest-xdist worker ends the session (--max-worker-restart 0 unless given)"
+        )
+    return lines
 
 
 @pytest.hookimpl(optionalhook=True, tryfirst=True)
