@@ -215,6 +215,11 @@ def check_environment(world_size: int, devices: int) -> None:
                 else ("it (srun sets it)" if len(missing) == 1 else "them (srun sets them)")
             )
         )
+    nodes = world_size // devices
+    if torchrun and not os.environ.get("TORCHELASTIC_RUN_ID"):
+        _check_lightning_numbering(nodes, devices)
+    if not torchrun and (node := _count("SLURM_NODEID") or 0) >= nodes:
+        raise ValueError(f"the launcher's SLURM_NODEID={node} is not below --num-nodes {nodes}")
     if not torchrun and _count("SLURM_NTASKS_PER_NODE") != devices:
         # Lightning's SLURM environment needs it, equal to --devices (srun --ntasks-per-node).
         given = os.environ.get("SLURM_NTASKS_PER_NODE")
@@ -227,8 +232,37 @@ def check_environment(world_size: int, devices: int) -> None:
         raise ValueError(f"the launcher's MASTER_PORT={port!r} is not a port number (1-65535)")
 
 
+def _check_lightning_numbering(nodes: int, devices: int) -> None:
+    """Ranks set up by hand, or by a launcher other than torchrun (no ``TORCHELASTIC_RUN_ID``): here
+    Lightning numbers a rank ``NODE_RANK`` (or ``GROUP_RANK``, else 0) x ``--devices`` +
+    ``LOCAL_RANK`` and ignores ``RANK``, and without ``MASTER_PORT`` each machine picks a port of its
+    own. A ``RANK`` that disagrees, a node outside ``--num-nodes``, or several machines without
+    ``MASTER_ADDR`` and ``MASTER_PORT`` would wait at the rendezvous for ranks that never come."""
+    name = next((n for n in ("NODE_RANK", "GROUP_RANK") if os.environ.get(n)), None)
+    node = 0 if name is None else _count(name)
+    assert node is not None
+    if node >= nodes:
+        raise ValueError(f"the launcher's {name}={node} is not below --num-nodes {nodes}")
+    rank, numbered = _count("RANK"), node * devices + local_rank()
+    if rank is not None and rank != numbered:
+        raise ValueError(
+            f"the launcher's RANK={rank} is not {name or 'NODE_RANK'} x --devices + LOCAL_RANK = {numbered}, the"
+            " rank Lightning gives this process without torchrun (no TORCHELASTIC_RUN_ID): set NODE_RANK on each"
+            " machine, or start the ranks with torchrun"
+        )
+    unset = [n for n in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(n)]
+    if nodes > 1 and unset:
+        raise ValueError(
+            f"the launcher's {' and '.join(unset)} {'is' if len(unset) == 1 else 'are'} unset: the ranks of"
+            f" {nodes} machines meet at MASTER_ADDR:MASTER_PORT, the same on each (torchrun sets them)"
+        )
+
+
 # The launcher variables read as whole numbers.
-_COUNTED = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID", "SLURM_NODEID")
+_COUNTED = (
+    "RANK", "LOCAL_RANK", "WORLD_SIZE", "NODE_RANK", "GROUP_RANK",
+    "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID", "SLURM_NODEID",
+)  # fmt: skip
 
 
 def _count(name: str) -> int | None:

@@ -349,6 +349,43 @@ def test_a_launcher_environment_that_cannot_be_this_run_is_refused(
     assert code == 0 and err == ""
 
 
+TWO = {"LOCAL_RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29500"}
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        # Before: Lightning took this rank for rank 0 too (RANK ignored without torchrun), and both
+        # waited at the rendezvous until --rank-timeout-s.
+        ({**TWO, "RANK": "1"}, r"the launcher's RANK=1 is not NODE_RANK x --devices \+ LOCAL_RANK = 0, the rank"
+         r" Lightning gives this process without torchrun \(no TORCHELASTIC_RUN_ID\): set NODE_RANK on each machine"),
+        ({**TWO, "RANK": "0", "NODE_RANK": "1"}, r"the launcher's RANK=0 is not NODE_RANK x --devices \+ LOCAL_RANK = 1"),
+        ({**TWO, "RANK": "1", "GROUP_RANK": "2"}, r"the launcher's GROUP_RANK=2 is not below --num-nodes 2$"),
+        ({**TWO, "RANK": "1", "NODE_RANK": "abc"}, r"the launcher's NODE_RANK='abc' is not a whole number"),
+        ({**TWO, "RANK": "0", "MASTER_ADDR": ""}, r"the launcher's MASTER_ADDR is unset: the ranks of 2 machines meet at"),
+        ({"SLURM_NTASKS": "2", "SLURM_PROCID": "1", "SLURM_LOCALID": "0", "SLURM_NODEID": "5",
+          "SLURM_NTASKS_PER_NODE": "1", "SLURM_JOB_NAME": "train"}, r"the launcher's SLURM_NODEID=5 is not below --num-nodes 2$"),
+    ],
+)  # fmt: skip
+def test_a_launcher_environment_that_numbers_its_machines_wrong_is_refused(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, env: dict[str, str], message: str
+) -> None:
+    from litgpt_min import cli, launch
+
+    def heavy(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a run started under an environment that cannot be it")
+
+    monkeypatch.setattr(cli, "execute", heavy)
+    for name in launch.LAUNCHER_VARIABLES | {"SLURM_JOB_NAME"}:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    code, lines, err = run_cli(capsys, "finetune", "lora", *TINY, "--devices", "1", "--num-nodes", "2", "--json")
+    assert (code, lines) == (2, [])
+    assert len(err.splitlines()) == 1 and err.startswith("litgpt-min: error: "), err
+    assert re.search(message, err), err
+
+
 @pytest.mark.parametrize(("outcome", "code"), [("error", 1), ("oom", 1), ("ok", 0)])
 def test_a_rank_other_than_zero_prints_nothing_and_exits_with_its_runs_status(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, outcome: str, code: int
