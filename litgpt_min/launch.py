@@ -47,6 +47,8 @@ RankRun = Callable[[], Result]
 # Seconds the other ranks get to report once one has failed (their own error is then secondary).
 FAILURE_GRACE_S = 5.0
 _POLL_S = 0.2
+# How long a rank whose pipe closed without a result may take to exit before it is killed.
+_EXIT_WAIT_S = 5.0
 
 
 def launch_local(request: RunRequest, run_rank: RankRun) -> Result:
@@ -316,9 +318,14 @@ def supervise(
         pending = {rank: ranks[rank] for rank in ranks if rank not in results}
         wait([conn for _, conn in pending.values()], timeout=_POLL_S)
         for rank, (process, conn) in pending.items():
-            received = _receive(conn)
-            if received is None and not process.is_alive():
-                process.join()
+            received, closed = _receive(conn)
+            if received is None and (closed or not process.is_alive()):
+                # Its end of the pipe closed: it is exiting, or was killed and is not yet reaped
+                # (taken for alive, a killed rank 0 lost its place to the peer whose collective it broke).
+                process.join(timeout=_EXIT_WAIT_S)
+                if process.is_alive():
+                    process.kill()
+                    process.join()
                 received = failure(f"exited with status {_status(process.exitcode)} without a result")
             if received is None:
                 continue
@@ -424,14 +431,15 @@ def die_with_parent(parent: int | None = None) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _receive(conn: Connection) -> Result | None:
+def _receive(conn: Connection) -> tuple[Result | None, bool]:
+    """A rank's result if it sent one, and whether its end of the pipe closed without one."""
     try:
         if not conn.poll():
-            return None
+            return None, False
         data: Any = conn.recv()
     except (EOFError, OSError):
-        return None
-    return Result.from_json(data, "a rank's result")
+        return None, True
+    return Result.from_json(data, "a rank's result"), False
 
 
 def failed(request: RunRequest, message: str, outcome: Outcome = "error") -> Result:

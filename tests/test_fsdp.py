@@ -277,8 +277,9 @@ def test_a_hanging_rank_ends_the_run_at_the_rank_timeout(monkeypatch: pytest.Mon
 
 # The supervision on its own, with stand-in processes ----------------------------------------------
 class FakeProcess:
-    def __init__(self, exitcode: int | None = None) -> None:
+    def __init__(self, exitcode: int | None = None, reaped: int | None = None) -> None:
         self.exitcode = exitcode
+        self.reaped = reaped  # the status a join finds: a process that died but is not yet reaped
         self.killed = False
 
     def is_alive(self) -> bool:
@@ -287,19 +288,23 @@ class FakeProcess:
     def kill(self) -> None:
         self.killed, self.exitcode = True, -9
 
-    def join(self) -> None:
-        pass
+    def join(self, timeout: float | None = None) -> None:
+        if self.reaped is not None:
+            self.exitcode = self.reaped
 
 
 class FakeConn:
-    def __init__(self, result: Result | None = None) -> None:
+    def __init__(self, result: Result | None = None, closed: bool = False) -> None:
         self.result = result
+        self.closed = closed  # the rank's end closed without a result: a read meets its end
         self.silent, self._writer = os.pipe()  # what connection.wait waits on: nobody writes
 
     def poll(self) -> bool:
-        return self.result is not None
+        return self.result is not None or self.closed
 
     def recv(self) -> Any:
+        if self.closed:
+            raise EOFError
         assert self.result is not None
         return self.result.to_json()
 
@@ -321,6 +326,18 @@ def test_a_rank_that_dies_without_a_result_is_named_with_its_status() -> None:
     merged = launch.merge(results)
     assert merged.outcome == "error"
     assert merged.error == "rank 1: exited with status SIGKILL without a result"
+
+
+def test_a_killed_rank_not_yet_reaped_is_the_first_failure_not_the_peer_it_broke() -> None:
+    """Before, a rank killed (SIGKILL) whose pipe had closed but which was not yet reaped was taken
+    for alive, and the peer whose collective it broke was named as the failure."""
+    broken = failure("[gloo] Connection reset by peer")
+    ranks: Any = {0: (FakeProcess(reaped=-9), FakeConn(closed=True)), 1: (FakeProcess(exitcode=1), FakeConn(broken))}
+    merged = launch.merge(launch.supervise(ranks, 60.0, failure))
+    assert (
+        merged.error == "rank 0: exited with status SIGKILL without a result (rank 1: [gloo] Connection reset by peer)"
+    )
+    assert merged.details["failed_rank"] == 0
 
 
 def test_a_straggler_is_killed_rank_timeout_after_the_first_result() -> None:
