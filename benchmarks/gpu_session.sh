@@ -94,6 +94,12 @@ if [[ "${1:-}" == "lease" ]]; then
         fi
     done
 fi
+if [[ -z "$dry_run" ]] && ! command -v nvidia-smi >/dev/null 2>&1; then
+    # A machine without the NVIDIA driver: every stage measures a GPU (before: "nvidia-smi: command
+    # not found", exit 127, after an empty $OUT was made).
+    echo "$0: needs an NVIDIA GPU and its driver (nvidia-smi is not on PATH); --dry-run prints the commands" >&2
+    exit 2
+fi
 
 [[ -n "$dry_run" ]] || mkdir -p "$OUT"
 if [[ -n "${GPU_SESSION_INSTALLED:-}" ]]; then

@@ -84,6 +84,26 @@ def test_gpu_session_passes_a_hostile_selector_as_one_word(tmp_path: Path, templ
     assert words[6] == "-x" and "--results" in words
 
 
+def test_gpu_session_without_a_gpu_driver_says_so_and_writes_nothing(tmp_path: Path) -> None:
+    """Before: "nvidia-smi: command not found", exit 127, and an empty $OUT left behind."""
+    path = "/usr/bin:/bin"
+    if shutil.which("nvidia-smi", path=path):
+        pytest.skip("nvidia-smi is on this machine: the smoke stage would run for real")
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        ["bash", str(BENCHMARKS / "gpu_session.sh"), "smoke"],
+        env={**os.environ, "OUT": str(out), "PATH": path},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.endswith(
+        "needs an NVIDIA GPU and its driver (nvidia-smi is not on PATH); --dry-run prints the commands\n"
+    )
+    assert not out.exists()
+
+
 def test_gpu_session_rows_needs_arguments(tmp_path: Path) -> None:
     proc = subprocess.run(
         ["bash", str(BENCHMARKS / "gpu_session.sh"), "--dry-run", "rows"],
