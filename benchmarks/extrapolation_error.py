@@ -38,7 +38,7 @@ from litgpt_min.files import check_output_file, write_text_atomic
 from litgpt_min.finetune import warmup_iters
 from litgpt_min.options import build_request, check_runs_here
 from litgpt_min.protocol import ITERS_PER_FIGURE, extrapolate
-from litgpt_min.usage import OneLineParser
+from litgpt_min.usage import OneLineParser, console_output, terminate_as_interrupt
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "extrapolation_error.json"
@@ -180,4 +180,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Ctrl-C or SIGTERM: one line and status 130, and the pytest it runs is killed with it (before,
+    # SIGTERM left that pytest running on its own and Ctrl-C printed a traceback).
+    with terminate_as_interrupt():
+        sys.exit(console_output(main, "extrapolation_error"))

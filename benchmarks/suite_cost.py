@@ -28,7 +28,7 @@ from typing import Any
 from conformance.options import whole_number
 from conformance.results import check_output_target
 from litgpt_min.files import check_output_file, write_text_atomic
-from litgpt_min.usage import OneLineParser
+from litgpt_min.usage import OneLineParser, console_output, terminate_as_interrupt
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "suite_cost.json"
@@ -114,4 +114,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Ctrl-C or SIGTERM: one line and status 130, and the pytest it runs is killed with it (before,
+    # SIGTERM left that pytest running on its own and Ctrl-C printed a traceback).
+    with terminate_as_interrupt():
+        sys.exit(console_output(main, "suite_cost"))

@@ -382,3 +382,40 @@ def test_gpu_session_dry_run_prints_every_command_of_the_extrapolation_stage(tmp
         "--model",
         "phi-1_5",
     ]
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to find the child process")
+def test_suite_cost_ends_its_pytest_with_it_on_sigterm(tmp_path: Path) -> None:
+    """Before: SIGTERM ended the script alone; its pytest, reparented to init, ran on."""
+    env = {**os.environ, "PYTHONPATH": str(BENCHMARKS.parent)}
+    argv = [sys.executable, str(BENCHMARKS / "suite_cost.py"), "--repeats", "1", "--out", str(tmp_path / "c.json")]
+    proc = subprocess.Popen([*argv, "--", "-k", "cpu-tiny"], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (children := _children(proc.pid)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert children, "suite_cost started no pytest"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert (proc.returncode, err) == (130, "suite_cost: interrupted\n")
+    deadline = time.monotonic() + 10  # killed; init reaps it once its parent has gone
+    while any(Path(f"/proc/{child}").exists() for child in children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(Path(f"/proc/{child}").exists() for child in children), "its pytest outlived it"
+    assert not (tmp_path / "c.json").exists()
