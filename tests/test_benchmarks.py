@@ -177,6 +177,12 @@ def test_gpu_session_lease_plans_smoke_then_each_group_in_the_time_left(tmp_path
     assert len(targets) == 2 and len(set(targets)) == 2 and all("/results-" in t for t in targets), targets
 
 
+def _fake_driver(folder: Path) -> None:
+    """An ``nvidia-smi`` in ``folder``: the script's stages run only where the driver is."""
+    (folder / "nvidia-smi").write_text("#!/bin/sh\necho fake-gpu\n")
+    (folder / "nvidia-smi").chmod(0o755)
+
+
 def test_a_lease_started_by_a_relative_path_runs_its_stages(tmp_path: Path) -> None:
     """Before, `bash gpu_session.sh lease ...` from inside benchmarks/ re-ran itself as
     "gpu_session.sh" after its cd to the checkout: every stage was "No such file or directory",
@@ -185,6 +191,7 @@ def test_a_lease_started_by_a_relative_path_runs_its_stages(tmp_path: Path) -> N
     fake_bin.mkdir()
     (fake_bin / "python3").write_text('#!/bin/sh\necho "fake $*"\n')
     (fake_bin / "python3").chmod(0o755)
+    _fake_driver(fake_bin)
     out = tmp_path / "out"
     env = {**os.environ, "OUT": str(out), "PATH": f"{fake_bin}:{os.environ['PATH']}", "GPU_SESSION_INSTALLED": "1"}
     proc = subprocess.run(
@@ -211,6 +218,7 @@ def test_a_stage_stopped_by_the_lease_keeps_pytests_last_words_in_its_log(tmp_pa
         "fi\n"
     )
     (fake_bin / "python3").chmod(0o755)
+    _fake_driver(fake_bin)
     out = tmp_path / "out"
     env = {**os.environ, "OUT": str(out), "PATH": f"{fake_bin}:{os.environ['PATH']}", "GPU_SESSION_INSTALLED": "1"}
     script = str(BENCHMARKS / "gpu_session.sh")
