@@ -330,6 +330,18 @@ def test_a_launcher_environment_that_cannot_be_this_run_is_refused(
 ) -> None:
     """Before: a traceback (a variable that is no number), or a rank waiting at the rendezvous for
     ranks its launcher never started."""
+    err = _refused_under(env, capsys, monkeypatch, "--devices", str(devices))
+    assert re.search(message, err), err
+    # A command that starts no run does not read them.
+    code, _, err = run_cli(capsys, "params", "tiny-llama")
+    assert code == 0 and err == ""
+
+
+def _refused_under(
+    env: dict[str, str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *devices: str
+) -> str:
+    """The one-line error of a tiny finetune with ``devices`` under the launcher variables ``env``
+    (none other set), which must be refused before any run starts."""
     from litgpt_min import cli, launch
 
     def heavy(*args: Any, **kwargs: Any) -> Any:
@@ -340,13 +352,10 @@ def test_a_launcher_environment_that_cannot_be_this_run_is_refused(
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    code, lines, err = run_cli(capsys, "finetune", "lora", *TINY, "--devices", str(devices), "--json")
+    code, lines, err = run_cli(capsys, "finetune", "lora", *TINY, *devices, "--json")
     assert (code, lines) == (2, [])
     assert len(err.splitlines()) == 1 and err.startswith("litgpt-min: error: "), err
-    assert re.search(message, err), err
-    # A command that starts no run does not read them.
-    code, lines, err = run_cli(capsys, "params", "tiny-llama")
-    assert code == 0 and err == ""
+    return err
 
 
 TWO = {"LOCAL_RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29500"}
@@ -370,19 +379,7 @@ TWO = {"LOCAL_RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "10.0.0.1", "MASTER_
 def test_a_launcher_environment_that_numbers_its_machines_wrong_is_refused(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, env: dict[str, str], message: str
 ) -> None:
-    from litgpt_min import cli, launch
-
-    def heavy(*args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("a run started under an environment that cannot be it")
-
-    monkeypatch.setattr(cli, "execute", heavy)
-    for name in launch.LAUNCHER_VARIABLES | {"SLURM_JOB_NAME"}:
-        monkeypatch.delenv(name, raising=False)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    code, lines, err = run_cli(capsys, "finetune", "lora", *TINY, "--devices", "1", "--num-nodes", "2", "--json")
-    assert (code, lines) == (2, [])
-    assert len(err.splitlines()) == 1 and err.startswith("litgpt-min: error: "), err
+    err = _refused_under(env, capsys, monkeypatch, "--devices", "1", "--num-nodes", "2")
     assert re.search(message, err), err
 
 

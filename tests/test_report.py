@@ -257,6 +257,13 @@ def _edited(edit: Any) -> dict[str, Any]:
     return data
 
 
+def _results_file(folder: Path) -> Path:
+    """``folder``/r.json: a valid results file (the module's ``RESULTS``)."""
+    path = folder / "r.json"
+    path.write_text(json.dumps(_edited(lambda d: None)))
+    return path
+
+
 @pytest.mark.parametrize(
     ("edit", "where"),
     [
@@ -304,8 +311,7 @@ def test_cli_report_refuses_an_output_it_cannot_write(tmp_path: Path, capsys: py
 def test_cli_report_and_diff_never_write_over_a_file_they_read(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    source = tmp_path / "r.json"
-    source.write_text(json.dumps(_edited(lambda d: None)))
+    source = _results_file(tmp_path)
     before = source.read_bytes()
     for argv in (
         ["report", str(source), "-o", str(source)],
@@ -330,8 +336,7 @@ def test_cli_report_and_diff_never_replace_a_profile_table_kept_elsewhere(
     table = kept / "finetune.json"
     table.write_bytes((expectations.DEFAULT_ROOT / "cpu-tiny" / "finetune.json").read_bytes())
     before = table.read_bytes()
-    source = tmp_path / "r.json"
-    source.write_text(json.dumps(_edited(lambda d: None)))
+    source = _results_file(tmp_path)
     for argv in (
         ["report", str(source), "-o", str(table)],
         ["report", str(source), "--merged", str(table)],
@@ -357,8 +362,7 @@ def test_cli_report_and_diff_never_write_into_the_expectations_folder(
     table.write_text('{"cases": []}\n')
     schema.write_text("{}\n")
     monkeypatch.setattr(conformance.targets, "DEFAULT_ROOT", root)
-    source = tmp_path / "r.json"
-    source.write_text(json.dumps(_edited(lambda d: None)))
+    source = _results_file(tmp_path)
     for argv in (
         ["report", str(source), "-o", str(table)],
         ["report", str(source), "-o", str(schema)],
@@ -377,8 +381,7 @@ def test_cli_report_and_diff_never_write_into_the_expectations_folder(
 def test_cli_report_and_diff_never_write_a_report_over_another_results_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    source = tmp_path / "r.json"
-    source.write_text(json.dumps(_edited(lambda d: None)))
+    source = _results_file(tmp_path)
     other = tmp_path / "before.json"
     other.write_text(source.read_text())
     kept = other.read_bytes()
@@ -654,8 +657,7 @@ def test_report_and_diff_replace_their_own_output_and_no_other_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Before, `conformance report r.json -o README.md` replaced the README, exit status 0."""
-    source = tmp_path / "r.json"
-    source.write_text(json.dumps(_edited(lambda d: None)))
+    source = _results_file(tmp_path)
     readme = tmp_path / "README.md"
     readme.write_text("# My project\n")
     for argv in (
