@@ -36,7 +36,7 @@ from conformance.options import whole_number
 from conformance.results import check_output_target
 from litgpt_min.files import check_output_file, write_text_atomic
 from litgpt_min.finetune import warmup_iters
-from litgpt_min.options import build_request, check_runs_here
+from litgpt_min.options import build_request, by_flag, check_runs_here
 from litgpt_min.protocol import ITERS_PER_FIGURE, extrapolate
 from litgpt_min.usage import OneLineParser, console_output, terminate_as_interrupt
 
@@ -111,15 +111,17 @@ def main(argv: list[str] | None = None) -> int:
     if min(args.short_iters) < MIN_SHORT_ITERS:
         # Fewer leave under two timed windows after the warm-up: the bound, their spread, would be ±0.
         parser.error(f"argument --short-iters: must be >= {MIN_SHORT_ITERS}, got {min(args.short_iters)}")
+    values = {
+        "model": args.model, "method": args.method, "accelerator": args.accelerator,
+        "precision": args.precision, "micro_batch_size": args.micro_batch_size,
+        "batch_size": args.batch_size, "max_iters": ITERS_PER_FIGURE,
+    }  # fmt: skip
     try:
-        request = build_request(
-            "finetune",
-            {
-                "model": args.model, "method": args.method, "accelerator": args.accelerator,
-                "precision": args.precision, "micro_batch_size": args.micro_batch_size,
-                "batch_size": args.batch_size, "max_iters": ITERS_PER_FIGURE,
-            },
-        )  # fmt: skip
+        # A check's message in this command's terms: "--micro-batch-size 0: must be >= 1".
+        try:
+            request = build_request("finetune", values)
+        except ValueError as exc:
+            raise ValueError(by_flag(str(exc), values)) from None
         check_runs_here(request)  # what this machine cannot run (16-mixed on the CPU), before the first run
         check_output_file(args.out, "--out", parents=True)
         # Never over what a session recorded: a results file, a profile's table, the expectations folder.

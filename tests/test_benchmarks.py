@@ -311,7 +311,8 @@ def test_cublas_init_needs_a_gpu_and_says_so_in_one_line(capsys: pytest.CaptureF
         ("extrapolation_error", ["--precision", "16-mixed"], "must not be 16-mixed on the CPU"),
         ("extrapolation_error", ["--threads", "0"], "argument --threads: must be >= 1"),
         ("extrapolation_error", ["--model", "bogus"], "unknown model 'bogus'"),
-        ("extrapolation_error", ["--micro-batch-size", "0"], "micro_batch_size must be >= 1"),
+        ("extrapolation_error", ["--micro-batch-size", "0"], "--micro-batch-size 0: must be >= 1"),
+        ("extrapolation_error", ["--batch-size", "-1"], "--batch-size -1: must be >= 1"),
         ("extrapolation_error", ["--out", "{tmp}"], "is a directory"),
         # Before: a session's results file, a profile's table, the expectations folder were replaced.
         ("suite_cost", ["--out", "{tmp}/results.json"], "is a conformance results file; refusing to replace it"),
