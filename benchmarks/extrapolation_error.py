@@ -117,17 +117,13 @@ def main(argv: list[str] | None = None) -> int:
         "batch_size": args.batch_size, "max_iters": ITERS_PER_FIGURE,
     }  # fmt: skip
     try:
-        # A check's message in this command's terms: "--micro-batch-size 0: must be >= 1".
-        try:
-            request = build_request("finetune", values)
-        except ValueError as exc:
-            raise ValueError(by_flag(str(exc), values)) from None
+        request = build_request("finetune", values)
         check_runs_here(request)  # what this machine cannot run (16-mixed on the CPU), before the first run
         check_output_file(args.out, "--out", parents=True)
         # Never over what a session recorded: a results file, a profile's table, the expectations folder.
         check_output_target("--out", args.out)
-    except ValueError as exc:
-        parser.error(str(exc))
+    except ValueError as exc:  # a check's message in this command's terms: "--micro-batch-size 0: must be >= 1"
+        parser.error(by_flag(str(exc), values))
 
     base = [
         sys.executable, "-m", "litgpt_min", "finetune", args.method, "--model", args.model,

@@ -130,11 +130,11 @@ class RowCheck:
         own = own_findings("speed", findings)
         if run.outcome != "ok":
             ended = f"no speed measured: the run ended with outcome {run.outcome!r}"
-            recording = self.session.recording
-            if ((self.active.name, case.id), "run") in self.session.selected_checks or recording:
+            run_selected = ((self.active.name, case.id), "run") in self.session.selected_checks
+            if run_selected or self.session.recording:
                 # test_run judges that outcome (a failure, or an expected OOM), or a record takes
                 # it: one verdict, not two; under --record this check read "recorded" with no speed.
-                if ((self.active.name, case.id), "run") in self.session.selected_checks:
+                if run_selected:
                     reason = f"{ended} (test_run judges it)"
                 elif run.stopped == "exited":
                     reason = f"{ended} (the record keeps the outcome)"

@@ -63,7 +63,9 @@ from litgpt_min.files import check_output_file, real_path, write_text_atomic
 from litgpt_min.result import Result
 from litgpt_min.usage import one_line
 
-FORMAT = "litgpt-conformance-diff/1"
+FORMAT_PREFIX = "litgpt-conformance-diff/"
+FORMAT = FORMAT_PREFIX + "1"
+TITLE = "# Conformance diff"  # the Markdown's first line: what `diff -o` may replace
 Change = Literal["regression", "improvement", "within", "changed", "appeared", "vanished", "same", "inconclusive"]
 # What a change of each kind does to the exit status (``strict`` adds improvements).
 FAILING: tuple[Change, ...] = ("regression", "changed", "vanished")
@@ -703,7 +705,7 @@ def to_json(diff: Diff) -> dict[str, Any]:
 
 
 def render_markdown(diff: Diff) -> str:
-    out = ["# Conformance diff", "", f"- Old: `{diff.old}`", f"- New: `{diff.new}`", ""]
+    out = [TITLE, "", f"- Old: `{diff.old}`", f"- New: `{diff.new}`", ""]
     out += ["## Stack", ""]
     if diff.stack:
         out += ["| Field | Old | New |", "|---|---|---|"]
@@ -811,7 +813,7 @@ def cmd_diff(
             if real_path(output) in (real_path(old), real_path(new)):
                 raise ValueError(f"-o {output}: is a results file it reads; writing it would replace that input")
             check_output_target("-o", output)
-            check_own_output("-o", output, "# Conformance diff", FORMAT.rsplit("/", 1)[0] + "/")
+            check_own_output("-o", output, TITLE, FORMAT_PREFIX)
         diff = diff_files(old, new, memory_tolerance=memory_tolerance, speed_tolerance=speed_tolerance, strict=strict)
         if old.samefile(new):  # both read: a file's own problems are named first
             raise ValueError(f"{old} and {new}: OLD and NEW are the same file; a gate needs the run before and after")

@@ -5,7 +5,6 @@ measured value with its deviation from the expected one, plus a verdict column.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections import Counter
@@ -35,6 +34,7 @@ MODEL_NAMES: Mapping[str, tuple[str, str]] = {
     "falcon-7b": ("7 B", "Falcon"),
     "falcon-40b": ("40 B", "Falcon"),
 }
+REPORT_TITLE = "# Conformance report"  # its first line: what `report -o` may replace
 METHOD_NAMES = {"lora": "LoRA", "adapter": "Adapter", "adapter_v2": "Adapter v2"}
 QUANT_NAMES = {None: "None"}
 LIBRARIES = (
@@ -63,7 +63,7 @@ def render(results: Mapping[str, Any]) -> str:
     rows = list(results.get("rows") or [])
     profiles = list(results.get("profiles") or [])
     names = [p["name"] for p in profiles] or list(dict.fromkeys(r["profile"] for r in rows))
-    out = ["# Conformance report", ""]
+    out = [REPORT_TITLE, ""]
     out += _machine(results)
     summary = verdict_counts(rows)  # from the rows, not a stored summary that may disagree
     if summary:
@@ -143,21 +143,20 @@ def _kept_sessions(results: Mapping[str, Any], kept: Sequence[Mapping[str, Any]]
     """A line per earlier session whose rows an early-stopped session kept: its time, and its
     machine and libraries where they are not this session's."""
     own = results.get("fingerprint") or {}
-    sessions: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    sessions: Counter[tuple[str, tuple[str, ...], tuple[str, ...]]] = Counter()
     for row in kept:
         fp = row_fingerprint(row, results)
-        sessions.setdefault((str(row.get("created") or "?"), json.dumps(fp, sort_keys=True)), []).append(row)
+        sessions[str(row.get("created") or "?"), tuple(_hardware(fp)), tuple(_libraries(fp))] += 1
     lines = []
-    for (created, _), mine in sessions.items():
-        fp = row_fingerprint(mine[0], results)
+    for (created, hardware, libraries), count in sessions.items():
         where = []
-        if _hardware(fp) != _hardware(own):
-            where.append("; ".join(_hardware(fp)))
-        if _libraries(fp) != _libraries(own):
-            where.append("Relevant libraries: " + ", ".join(_libraries(fp)))
+        if list(hardware) != _hardware(own):
+            where.append("; ".join(hardware))
+        if list(libraries) != _libraries(own):
+            where.append("Relevant libraries: " + ", ".join(libraries))
         elsewhere = f"; {'; '.join(where)}" if where else ""
         lines.append(
-            f"- {rows_text(len(mine))} this session did not reach: the measurement of the earlier session"
+            f"- {rows_text(count)} this session did not reach: the measurement of the earlier session"
             f" (created {created}{elsewhere}) that this file replaced"
         )
     return lines

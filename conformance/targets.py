@@ -52,9 +52,6 @@ def table_profile(path: Path) -> str | None:
     return str(data["profile"])
 
 
-__all__ = ["check_outside_expectations", "table_profile"]
-
-
 # How much of an existing file is read to tell whether a command wrote it (a diff's JSON is read
 # whole, up to far more than any diff of the tables' rows takes).
 _HEAD_CHARS = 4096
@@ -85,3 +82,6 @@ def check_own_output(option: str, path: Path, title: str, json_format: str | Non
         f"{option} {path}: exists and is not {title.lstrip('# ').lower()} output; refusing to replace it"
         " (pick another name, or remove it first)"
     )
+
+
+__all__ = ["check_outside_expectations", "check_own_output", "table_profile"]

@@ -77,13 +77,10 @@ def execute(request: RunRequest, body: Body, *, preflight: bool = True) -> Resul
             # each of them estimating the same run took as many times as long.
             try:
                 check_rank_processes(request.devices)
-                limit = device_limit(request.device(), request.memory_cap_gb, local_ranks=request.devices)
-                estimated_gb = preflight_check(request_from_run(request), limit)
+                estimated_gb = _preflight(request, request.device())
             except (BrokenPipeError, OutputError):  # as in execute_rank: the command's to end
                 raise
-            except PreflightRefusal as exc:
-                return _with_estimate(_failed(_empty_result(request, request.device()), exc), exc.estimated_gb)
-            except Exception as exc:  # the estimate's own failure: an outcome, as a rank's would be
+            except Exception as exc:  # a refusal, or the estimate's own failure: an outcome, as a rank's
                 return _failed(_empty_result(request, request.device()), exc)
         # The ranks say nothing of their own failures: one rank's is often another's consequence
         # (a peer that vanished), and the merged result names the first, once. A GPU rank checks
@@ -105,13 +102,21 @@ def _empty_result(request: RunRequest, device: torch.device) -> Result:
     )
 
 
+def _preflight(request: RunRequest, device: torch.device) -> float:
+    """The pre-flight's estimate of ``request``'s peak on ``device`` (GB); a ``PreflightRefusal``
+    when it cannot fit the device's limit."""
+    limit = device_limit(device, request.memory_cap_gb, local_ranks=request.devices)
+    return preflight_check(request_from_run(request), limit)
+
+
 def _failed(result: Result, exc: Exception, say: bool = True) -> Result:
-    """``result`` with the outcome and error of ``exc`` (and a refusal's limit), said on stderr
-    (unless not ``say``: a local rank's, which its launcher says merged)."""
+    """``result`` with the outcome and error of ``exc`` (and a refusal's limit and estimate), said
+    on stderr (unless not ``say``: a local rank's, which its launcher says merged)."""
     outcome, message = classify_exception(exc)
     result = result.replace(outcome=outcome, error=message)
     if isinstance(exc, PreflightRefusal):  # the figures, not only inside the message
         result = result.replace(details={**result.details, "preflight_limit_gb": round(exc.limit_gb, 6)})
+        result = _with_estimate(result, exc.estimated_gb)
     if say:
         print(f"run failed ({outcome}): {message}", file=sys.stderr)
     return result
@@ -126,8 +131,7 @@ def execute_rank(request: RunRequest, body: Body, *, preflight: bool = True, say
     estimated_gb: float | None = None
     try:
         if preflight:
-            limit = device_limit(device, request.memory_cap_gb, local_ranks=request.devices)
-            estimated_gb = preflight_check(request_from_run(request), limit)
+            estimated_gb = _preflight(request, device)
         with measure_peak(device, cap_gb=request.memory_cap_gb) as peak:
             fabric = make_fabric(request)
             result = result.replace(**body(request, request.config, fabric, device))
@@ -140,10 +144,8 @@ def execute_rank(request: RunRequest, body: Body, *, preflight: bool = True, say
             leave_process_group()
     except (BrokenPipeError, OutputError):  # its output's reader went away (`| head -1`), or a full disk:
         raise  # the command's to end (quietly, or in its one line), not a failure of the run
-    except Exception as exc:  # the one place a run's failure becomes an outcome
+    except Exception as exc:  # where a run's failure becomes an outcome (its launcher's pre-flight aside)
         result = _failed(result, exc, say_failure)
-        if isinstance(exc, PreflightRefusal):
-            estimated_gb = exc.estimated_gb
     if peak is not None:
         try:
             # Several ranks: the row's figure is the largest of their peaks, as the tables' "Max GPU RAM".
