@@ -226,6 +226,10 @@ def check_record_target(directory: Path, force: bool) -> None:
             f" --record {directory / '<name>'}"
         )
     existing = [p.name for p in profile_files(directory)]  # (*.JSON too: load_profile refuses it below)
+    if existing:
+        # Re-recording keeps the rows this run does not measure: the old profile must load, and a
+        # folder whose *.json files are no profile (notes.json) is named as such, not sent to --force.
+        load_profile(directory.name, directory.parent)
     if existing and not force:
         raise ValueError(
             f"--record {directory}: a profile is already there ({', '.join(existing)}); pass --force to re-record"
@@ -234,9 +238,6 @@ def check_record_target(directory: Path, force: bool) -> None:
     for name in existing:
         if why := read_only(directory / name):
             raise ValueError(f"--record {directory}: {name} {why}")
-    if existing:
-        # Re-recording keeps the rows this run does not measure: the old profile must load.
-        load_profile(directory.name, directory.parent)
 
 
 # Parsers (argparse types) -----------------------------------------------------------------------------

@@ -1448,13 +1448,26 @@ def test_a_record_folder_with_a_json_file_in_capitals_is_refused_before_any_row_
     folder = suite.pytester.path / "rec"
     folder.mkdir()
     (folder / "notes.JSON").write_text("{}\n")
-    result = suite.run("--record", str(folder))
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["ERROR: --record *rec: a profile is already there (notes.JSON); pass --force*"])
-    result = suite.run("--record", str(folder), "--force")
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["ERROR: *notes.JSON: a profile file's name must end in .json*"])
+    for force in ((), ("--force",)):
+        result = suite.run("--record", str(folder), *force)
+        assert result.ret == pytest.ExitCode.USAGE_ERROR
+        result.stderr.fnmatch_lines(["ERROR: *notes.JSON: a profile file's name must end in .json*"])
     assert not suite.calls()
+
+
+def test_a_record_folder_whose_json_file_is_no_profile_is_named_not_sent_to_force(suite: Suite) -> None:
+    """A folder holding a *.json that is no profile table: before, the session said "a profile is
+    already there (notes.json); pass --force to re-record it", and with --force refused the file."""
+    suite.profile()
+    folder = suite.pytester.path / "rec"
+    folder.mkdir()
+    (folder / "notes.json").write_text('{"mine": 1}\n')
+    for force in ((), ("--force",)):
+        result = suite.run("--record", str(folder), *force)
+        assert result.ret == pytest.ExitCode.USAGE_ERROR
+        result.stderr.fnmatch_lines(["ERROR: *rec/notes.json: not an expectations file*"])
+        assert "pass --force" not in result.stderr.str()
+    assert (folder / "notes.json").read_text() == '{"mine": 1}\n' and not suite.calls()
 
 
 def test_a_results_file_that_is_the_baseline_is_a_usage_error(suite: Suite) -> None:
