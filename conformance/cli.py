@@ -269,6 +269,9 @@ def cmd_validate(root: Path, names: list[str]) -> int:
             file=sys.stderr,
         )
         return EXIT_BAD_INPUT
+    if "" in names:  # an unset shell variable: no name to hint at (every profile starts with "")
+        print("conformance validate: expected a profile name, got an empty value", file=sys.stderr)
+        return EXIT_BAD_INPUT
     names = [name.rstrip("/") or name for name in names]  # a folder name as the shell completes it
     unknown = [name for name in names if name not in available]
     if unknown:

@@ -490,6 +490,8 @@ def test_cli_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     # Bad input, not an invalid profile: exit status 2, one line naming it
     cases = {
         ("validate", "nope"): "unknown profile 'nope' (in ",
+        # Before: "unknown profile ''; did you mean 'a100-sxm4-40gb'?"
+        ("validate", ""): "conformance validate: expected a profile name, got an empty value",
         ("validate", "--expectations", str(bad / "t.json")): "t.json: not a directory",
         ("validate", "--expectations", str(tmp_path)): "no profiles in ",
         # A profile's own folder: the command's own arguments for the folder that holds it.
