@@ -26,6 +26,7 @@ from conformance.expectations import (
     ExpectationError,
     list_profiles,
     load_profile,
+    no_files_note,
     profile_folder_hint,
 )
 from conformance.hardware import fingerprint, format_header
@@ -280,7 +281,10 @@ def cmd_validate(root: Path, names: list[str]) -> int:
         )
         hint = f"; did you mean {close[0]!r}?" if close else ""
         print(
-            one_line(f"conformance validate: unknown profile {unknown[0]!r}{hint} (in {root}: {', '.join(available)})"),
+            one_line(
+                f"conformance validate: unknown profile {unknown[0]!r}{hint} (in {root}: {', '.join(available)})"
+                + no_files_note(root, unknown[0])
+            ),
             file=sys.stderr,
         )
         return EXIT_BAD_INPUT

@@ -648,6 +648,15 @@ def profile_folder_hint(root: Path, usage: str = "--expectations {parent} --prof
     return ""
 
 
+def no_files_note(root: Path, name: str) -> str:
+    """For a profile ``name`` that ``root`` does not list: when ``root/name`` is a folder all the
+    same (a hand-written profile whose tables are not ``*.json``), what it lacks. Else empty."""
+    folder = Path(root) / name
+    if not name or name.startswith(".") or Path(name).name != name or not folder.is_dir():
+        return ""
+    return f"; {display(folder)} holds no profile table (*.json)"
+
+
 def list_profiles(root: Path = DEFAULT_ROOT) -> list[str]:
     """Names of the folders under ``root`` that hold at least one profile file."""
     root = Path(root)
@@ -712,6 +721,7 @@ def load_profile(name: str, root: Path = DEFAULT_ROOT) -> Profile:
         raise ExpectationError(
             root / str(name),
             f"unknown profile {name!r}{hint} (available in {display(root)}: {listing})"
+            + no_files_note(root, name)
             + (f"; {folder}" if folder else ""),
         )
     directory = root / name

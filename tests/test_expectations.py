@@ -634,6 +634,11 @@ def test_unknown_profile_lists_the_available_ones(tmp_path: Path) -> None:
         load_profile("tpm", tmp_path)
     with pytest.raises(ExpectationError, match="unknown profile"):
         load_profile("../tmp", tmp_path)
+    (tmp_path / "mine").mkdir()  # a hand-written profile whose table is not *.json: the folder is named
+    with pytest.raises(
+        ExpectationError, match=r"unknown profile 'mine'.*; .*mine holds no profile table \(\*\.json\)$"
+    ):
+        load_profile("mine", tmp_path)
     with pytest.raises(ExpectationError, match=f"available in .*{A100}"):
         load_profile("a100-sxm4-80gb")
     assert list_profiles(tmp_path / "missing") == []

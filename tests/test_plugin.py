@@ -1080,6 +1080,18 @@ def test_malformed_json_names_the_file_and_line(suite: Suite) -> None:
     result.stderr.fnmatch_lines(["ERROR: *table.json: not valid JSON: * (line 2, column *)"])
 
 
+def test_a_profile_folder_without_a_json_table_is_named(suite: Suite) -> None:
+    """Before: "--profile mine: no such profile in ... (available: tiny)", for a folder that is there."""
+    suite.profile()
+    (suite.root / "mine").mkdir()
+    (suite.root / "mine" / "table.yaml").write_text("cases: []\n")
+    result = suite.run("--profile", "mine", "--collect-only")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["ERROR: --profile mine: no such profile in * (available: tiny); *mine holds no profile table (*.json)"]
+    )
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

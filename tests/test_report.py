@@ -487,8 +487,12 @@ def test_cli_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     (bad / "t.json").write_text('{"profile": "broken"}')
     assert main(["validate", "--expectations", str(tmp_path / "exp")]) == 1
     assert "t.json: field 'cases': missing required field" in capsys.readouterr().err
+    (tmp_path / "exp" / "mine").mkdir()
+    (tmp_path / "exp" / "mine" / "t.yaml").write_text("cases: []\n")
     # Bad input, not an invalid profile: exit status 2, one line naming it
     cases = {
+        # A hand-written profile's folder without a *.json table: before, only "unknown profile 'mine'".
+        ("validate", "--expectations", str(tmp_path / "exp"), "mine"): "mine holds no profile table (*.json)",
         ("validate", "nope"): "unknown profile 'nope' (in ",
         # Before: "unknown profile ''; did you mean 'a100-sxm4-40gb'?"
         ("validate", ""): "conformance validate: expected a profile name, got an empty value",
