@@ -83,6 +83,21 @@ def _check_regular(mode: int, path: str | Path) -> None:
         raise ValueError("not a regular file (a FIFO or a device, which reading could block or never end)")
 
 
+# The errors of looking a path up that pathlib's checks (``exists``, ``is_dir``) take as "not there".
+_NOT_THERE_ERRNOS = (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP)
+
+
+def lookup_problem(path: str | Path) -> str | None:
+    """Why the system cannot look ``path`` up (None: it can, or nothing is there): a name too long
+    for the file system, which pathlib's checks raise from instead of answering."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno not in _NOT_THERE_ERRNOS:
+            return exc.strerror or str(exc)
+    return None
+
+
 def check_output_file(path: str | Path, what: str = "", *, parents: bool = False) -> Path:
     """``path`` as a file that may be (re)written: not a directory, not a symbolic link, and its
     directory exists (with ``parents``: or can be created, no ancestor being a file). ``what``

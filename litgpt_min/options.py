@@ -35,6 +35,7 @@ import torch
 from litgpt_min import data
 from litgpt_min.adapter import AdapterSettings
 from litgpt_min.config import LONG_LONG_MAX, Config, configs
+from litgpt_min.files import lookup_problem
 from litgpt_min.lora import LoRASettings
 from litgpt_min.outcome import UnsupportedCombination
 from litgpt_min.quantize import QUANTIZE_MODES, QuantizeMode
@@ -267,6 +268,8 @@ class GenerateSettings:
 # ---------------------------------------------------------------------------------------------
 def check_data_file_path(path: str | Path) -> None:
     """``ValueError`` for a ``--data-file`` that is missing or not a regular file."""
+    if why := lookup_problem(path):
+        raise ValueError(f"--data-file {path}: {why}")
     if not Path(path).exists():
         raise ValueError(f"--data-file {path}: no such file")
     if not Path(path).is_file():
@@ -286,6 +289,8 @@ def _tokenizer_dir(path: str) -> None:
     """A directory that holds a tokenizer file (loading it is the run's job)."""
     if path == "":  # Path("") is the working directory: never a silent stand-in
         raise ValueError("--tokenizer-dir: expected a path, got an empty value")
+    if why := lookup_problem(path):
+        raise ValueError(f"--tokenizer-dir {path}: {why}")
     directory = Path(path)
     if directory.is_file():
         raise ValueError(f"--tokenizer-dir {path}: is a file; give the directory that holds it")

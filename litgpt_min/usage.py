@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
+from litgpt_min.files import lookup_problem
+
 # The status of a command whose reader went away (``conformance env | head -1``), as a shell reports
 # a process that SIGPIPE ended.
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
@@ -38,9 +40,12 @@ def one_line(message: str) -> str:
 
 def path_argument(text: str) -> Path:
     """An ``argparse`` type for a path: an empty value is refused (``Path("")`` would be the working
-    directory, silently)."""
+    directory, silently), and so is one the system cannot look up (a name too long for the file
+    system), which every later check of the path would raise from."""
     if not text:
         raise argparse.ArgumentTypeError("expected a path, got an empty value")
+    if why := lookup_problem(text):
+        raise argparse.ArgumentTypeError(f"{text}: {why}")
     return Path(text)
 
 

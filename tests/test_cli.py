@@ -263,6 +263,8 @@ BAD = {
     "params-method-alone": (("params", "adapter"), r"'adapter' is a method: give it as --method"),
     "empty-tokenizer-dir-generate": (("generate", *TINY, "--tokenizer-dir", ""), r"--tokenizer-dir: expected a path"),
     "empty-convert-source": (("convert-hf", "", "out"), r"argument hf_dir: expected a path, got an empty value"),
+    # Before: an OSError traceback ("File name too long") from the first check of the path.
+    "convert-source-name-too-long": (("convert-hf", "x" * 300, "out"), r"argument hf_dir: x{300}: File name too long$"),
 }
 
 
@@ -774,6 +776,15 @@ def _refusals(tmp: Path) -> dict[str, tuple[tuple[str, ...], str]]:
         "tokenizer-unreadable": (
             (*gen, "--tokenizer-dir", str(tokenizer)),
             r"--tokenizer-dir .*tokenizer: cannot load the tokenizer",
+        ),
+        # Before: an OSError traceback ("File name too long") from the first check of the path.
+        "tokenizer-dir-name-too-long": (
+            (*ft, "--tokenizer-dir", str(tmp / ("x" * 300))),
+            r"--tokenizer-dir .*/x{300}: File name too long$",
+        ),
+        "data-file-name-too-long": (
+            (*ft, "--data-file", str(tmp / ("x" * 300)), "--tokenizer-dir", str(tokenizer)),
+            r"--data-file .*/x{300}: File name too long$",
         ),
     }
 

@@ -239,6 +239,31 @@ def test_a_results_path_that_is_no_file_to_read_whole_is_one_line(
         assert err.startswith(f"conformance {argv[0]}: {path}: {message}") and err.count("\n") == 1, err
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["report", "{results}", "-o", "{long}"],
+        ["report", "{results}", "{results}2", "--merged", "{long}"],
+        ["report", "{results}", "--plot", "{long}"],
+        ["diff", "{results}", "{results}2", "-o", "{long}"],
+        ["validate", "--expectations", "{long}"],
+        ["estimate", "--config", "{long}", "--workload", "inference"],
+    ],
+    ids=lambda argv: "-".join(argv[:1] + [a for a in argv if a.startswith("-")]),
+)
+def test_a_path_too_long_for_the_file_system_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    """Before: an OSError traceback ("File name too long") from the first check of the path."""
+    long = tmp_path / ("x" * 300)
+    argv = [a.format(results=_results_file(tmp_path), long=long) for a in argv]
+    with pytest.raises(SystemExit) as refused:  # argparse's refusal, from the option's type
+        main(argv)
+    assert refused.value.code == 2
+    err = capsys.readouterr().err
+    assert err.endswith(f"{long}: File name too long\n") and err.count("\n") == 1, err
+
+
 def test_a_run_without_cpu_wait_figures_loads(tmp_path: Path) -> None:
     """Where /proc/self/task/*/schedstat cannot be read, the runner writes cpu_wait as null."""
     path = tmp_path / "r.json"
