@@ -112,6 +112,8 @@ def _take_trailing_positionals(parser: OneLineParser, args: argparse.Namespace, 
     unknown = words if name is None else [word for word in extras[:cut] if word.startswith("-")]
     if unknown:
         subcommand.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if name is None:  # a lone "--", with no word after it
+        return
     try:
         setattr(args, name, [*getattr(args, name), *(kind(word) for word in words)])
     except argparse.ArgumentTypeError as exc:

@@ -504,6 +504,13 @@ def test_cli_env_prints_the_fingerprint(capsys: pytest.CaptureFixture[str]) -> N
     assert "gpu_count" in json.loads(capsys.readouterr().out)
 
 
+def test_a_lone_double_dash_after_a_command_without_a_list_is_accepted(capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: a TypeError traceback (``conformance env --``, ``conformance estimate ... --``), where
+    argparse accepts a "--" with nothing after it."""
+    assert main(["env", "--json", "--"]) == 0
+    assert "gpu_count" in json.loads(capsys.readouterr().out)
+
+
 def test_cli_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate"]) == 0
     assert "a100-sxm4-40gb: ok (5 files, 72 rows)" in capsys.readouterr().out
