@@ -249,7 +249,10 @@ class ResultsLock:
         self._fd: int | None = None
         path.parent.mkdir(parents=True, exist_ok=True)
         while self._fd is None:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+            except OSError as exc:  # a results name too long for its lock file's (5 bytes longer)
+                raise ValueError(f"--results {path}: cannot create its lock file: {exc.strerror or exc}") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

@@ -15,6 +15,7 @@ from litgpt_min.files import (
     atomic_write,
     check_output_file,
     copy_regular_file_within,
+    write_files_atomic,
     write_json_atomic,
     write_text_atomic,
 )
@@ -36,6 +37,17 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path: Pat
         raise RuntimeError("boom")
     assert path.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]
+
+
+@pytest.mark.parametrize("name", ["o" * 255, "\u00e9" * 127], ids=["255-ascii", "254-bytes-utf8"])
+def test_a_name_the_file_system_takes_is_written_whatever_its_length(tmp_path: Path, name: str) -> None:
+    """Before: "File name too long" for a name of 247 bytes or more, from its temporary sibling
+    (``.NAME.PID.HEX.tmp``), after every check of the target had passed."""
+    path = tmp_path / name
+    write_text_atomic(path, "new\n")
+    write_files_atomic({path: b"again\n"})
+    assert path.read_text() == "again\n"
+    assert [p.name for p in tmp_path.iterdir()] == [name]  # no temporary file left
 
 
 def test_json_with_nan_is_refused_before_anything_is_written(tmp_path: Path) -> None:

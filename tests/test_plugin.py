@@ -1560,6 +1560,22 @@ def test_a_results_file_is_replaced_but_never_written_by_two_sessions_at_once(su
     assert not list(suite.pytester.path.glob(".r.json.lock")), "the lock goes with its session"
 
 
+def test_a_results_name_as_long_as_the_file_system_allows_is_written_or_refused_up_front(suite: Suite) -> None:
+    """Before: a name of 247 to 249 bytes ran the whole session, then "could not write the results"
+    (its temporary sibling's name too long) and exit status 0; one of 250 or more ended with
+    "ERROR: [Errno 36] File name too long: '.<name>.lock'", not naming --results."""
+    suite.profile()
+    suite.answer(good_answers())
+    results = suite.pytester.path / ("r" * 248)
+    assert suite.run("--results", str(results), "-k", "test_params").ret == 0
+    assert len(json.loads(results.read_text())["rows"]) == 5
+    longer = suite.pytester.path / ("r" * 251)
+    refused = suite.run("--results", str(longer), "-k", "test_params")
+    assert refused.ret == pytest.ExitCode.USAGE_ERROR
+    refused.stderr.fnmatch_lines([f"ERROR: --results {longer}: cannot create its lock file: File name too long"])
+    assert not longer.exists()
+
+
 INTERRUPTING_RUNNER = f"""
 import pytest
 from fake_runner import run
