@@ -79,8 +79,11 @@ class EstimateUsageError(ValueError):
 _PEFT_FLAGS = [name for name in FLAT_OPTIONS["finetune"] if name.startswith(("lora_", "adapter_"))]
 # The step's hyperparameters that move its memory besides the micro-batch: litgpt-min's flags.
 _STEP_FLAGS = ["batch_size", "lm_head_chunk_size"]
-# The whole-number options that size the step's tensors (and its loss's divisor).
-_SIZE_FLAGS = ["micro_batch_size", *_STEP_FLAGS, "lora_r", "adapter_prompt_length", "devices"]
+# The whole-number options that size the estimate's tensors (and the step's loss's divisor).
+_SIZE_FLAGS = [
+    "micro_batch_size", *_STEP_FLAGS, "seq_len", "lora_r", "adapter_prompt_length", "devices",
+    "prompt_len", "max_new_tokens",
+]  # fmt: skip
 
 
 # Where each option applies: "profile" (--profile), "ad hoc" (--model/--config), "finetune" or
@@ -374,8 +377,11 @@ def _run_ad_hoc(args: argparse.Namespace, out: TextIO) -> int:
     except (OverflowError, RuntimeError, TypeError, ValueError) as exc:  # a size past what torch can hold
         if not isinstance(exc, OverflowError) and "overflow" not in str(exc).lower():
             raise
+        # The model's own sizes take part in every tensor (a block_size can overflow the RoPE cache
+        # alone): it is named first, with the size options given beside it.
         given = [flag_text(k, v) for k in _SIZE_FLAGS if (v := getattr(args, k, None)) is not None]
-        what = " ".join(given) or (str(args.config) if args.config is not None else f"--model {args.model}")
+        what = str(args.config) if args.config is not None else f"--model {args.model}"
+        what += f" with {' '.join(given)}" if given else ""
         why = str(exc).splitlines()[0]  # torch may append its C++ frames
         raise EstimateUsageError(f"{what}: too large: a tensor's size overflows ({why})") from None
     obj = {

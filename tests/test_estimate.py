@@ -1499,15 +1499,36 @@ def test_a_config_too_large_for_a_tensor_is_refused_naming_the_file(
 ) -> None:
     path = tmp_path / "lit_config.json"
     for block_size, problem in (
-        (2**63 - 1, "too large: a tensor's size overflows"),
+        (2**63 - 1, " with --prompt-len 5: too large: a tensor's size overflows"),
         # Before: 2**63 exactly was a traceback (prims::iota), and 2**64 blamed the size flags given.
-        (2**63, f"config tiny-llama: block_size: must be at most {2**63 - 1} (a C long long), got {2**63}"),
-        (10**20, f"config tiny-llama: block_size: must be at most {2**63 - 1} (a C long long), got {10**20}"),
+        (2**63, f": config tiny-llama: block_size: must be at most {2**63 - 1} (a C long long), got {2**63}"),
+        (10**20, f": config tiny-llama: block_size: must be at most {2**63 - 1} (a C long long), got {10**20}"),
     ):
         path.write_text(json.dumps({**Config.from_name("tiny-llama").to_dict(), "block_size": block_size}))
         code, out, err = run_cli(["--config", str(path), "--workload", "inference", "--prompt-len", "5"], capsys)
         assert code == 2 and out == "" and len(err.splitlines()) == 1, err
-        assert err.startswith(f"conformance estimate: {path}: {problem}"), err
+        assert err.startswith(f"conformance estimate: {path}{problem}"), err
+
+
+@pytest.mark.parametrize(
+    ("args", "given"),
+    [
+        (["--workload", "finetune", "--method", "lora", "--seq-len", "64", "--micro-batch-size", "1"],
+         "--micro-batch-size 1 --seq-len 64"),
+        (["--workload", "inference", "--prompt-len", "6", "--max-new-tokens", "1"], "--prompt-len 6 --max-new-tokens 1"),
+    ],
+)  # fmt: skip
+def test_a_config_that_overflows_is_named_beside_the_size_options_given(
+    args: list[str], given: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: a block_size whose RoPE cache overflows, with --micro-batch-size 1, read
+    "--micro-batch-size 1: too large: a tensor's size overflows", the file unnamed; and an
+    inference's --prompt-len or --max-new-tokens was never named."""
+    path = tmp_path / "lit_config.json"
+    path.write_text(json.dumps({**Config.from_name("tiny-llama").to_dict(), "block_size": 2**62}))
+    code, out, err = run_cli(["--config", str(path), *args], capsys)
+    assert code == 2 and out == "" and len(err.splitlines()) == 1, err
+    assert err.startswith(f"conformance estimate: {path} with {given}: too large: a tensor's size overflows"), err
 
 
 # --------------------------------------------------------------------------------------------
