@@ -36,7 +36,7 @@ from conformance.expectations import (
 from conformance.runner import DEFAULT_RUNNER
 from conformance.targets import check_outside_expectations
 from litgpt_min.config import LONG_LONG_MAX
-from litgpt_min.files import cannot_write_in, read_only, real_path
+from litgpt_min.files import cannot_write_in, lookup_problem, read_only, real_path
 from litgpt_min.result import MAX_MEMORY_GB
 from litgpt_min.usage import plain_number
 
@@ -97,6 +97,10 @@ class Options:
     def validate(self, *, writes: bool = True) -> None:
         """Checks that need the file system; ``ValueError`` with one line naming the option.
         ``writes=False`` (a pytest-xdist worker) skips the output targets: the controller owns them."""
+        for name in ("expectations", "record", "results", "row_logs", "baseline"):
+            path = getattr(self, name)
+            if path is not None and (why := lookup_problem(path)):  # a name too long for the file system
+                raise ValueError(f"{FLAGS[name]} {path}: {why}")
         if not self.expectations.is_dir():
             raise ValueError(f"--expectations {self.expectations}: not a directory")
         if "" in self.profiles:  # an unset shell variable (`--profile "$NAME"`)

@@ -1576,6 +1576,16 @@ def test_a_results_name_as_long_as_the_file_system_allows_is_written_or_refused_
     assert not longer.exists()
 
 
+@pytest.mark.parametrize("flag", ["--results", "--baseline", "--expectations", "--row-logs", "--record", "--junitxml"])
+def test_a_path_name_too_long_for_the_file_system_is_refused_naming_its_option(suite: Suite, flag: str) -> None:
+    """Before: "ERROR: [Errno 36] File name too long: '<path>'", naming no option."""
+    suite.profile()
+    path = suite.pytester.path / ("x" * 300)
+    refused = suite.run(flag, str(path), "-k", "test_params")
+    assert refused.ret == pytest.ExitCode.USAGE_ERROR
+    refused.stderr.fnmatch_lines([f"ERROR: {flag} {path}: File name too long"])
+
+
 INTERRUPTING_RUNNER = f"""
 import pytest
 from fake_runner import run
