@@ -88,13 +88,14 @@ def test_params_totals(capsys: pytest.CaptureFixture[str], model: str) -> None:
 def test_params_llama2_7b_json_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     code, lines, err = run_cli(capsys, "params", "Llama-2-7b-hf", "--json")
     assert (code, err, len(lines)) == (0, "", 1)
-    assert json.loads(lines[0])["total"] == 6_738_415_616
+    assert json.loads(lines[0])["total"] == TOTALS["Llama-2-7b-hf"]
 
 
 def test_params_without_json_prints_key_value_lines(capsys: pytest.CaptureFixture[str]) -> None:
     code, lines, _ = run_cli(capsys, "params", "pythia-70m", "--method", "lora")
     assert code == 0
-    assert "trainable: 98304" in lines and "total: 70524928" in lines
+    trainable = TRAINABLE["pythia-70m", "lora"]
+    assert f"trainable: {trainable}" in lines and f"total: {TOTALS['pythia-70m'] + trainable}" in lines
     assert not any(line.startswith("{") for line in lines)
 
 
@@ -588,7 +589,8 @@ def test_python_dash_m_entry_point() -> None:
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     result = json.loads(proc.stdout.splitlines()[-1])
-    assert (result["trainable"], result["total"]) == (98_304, 70_426_624 + 98_304)
+    trainable = TRAINABLE["pythia-70m", "lora"]
+    assert (result["trainable"], result["total"]) == (trainable, TOTALS["pythia-70m"] + trainable)
 
 
 # ---------------------------------------------------------------------------------------------
