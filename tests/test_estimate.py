@@ -12,7 +12,6 @@ import argparse
 import dataclasses
 import json
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -1780,19 +1779,27 @@ def test_a_length_past_the_block_size_names_its_options(
 
 
 def test_a_sequence_of_too_many_lm_head_chunks_is_refused_before_it_runs(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Before: --seq-len 10**9 in a config whose block size allows it ran the fake step until the
     host ran out of memory (std::bad_alloc traceback); 2**20 tokens took minutes."""
+    import conformance.estimate_command as command
     from conformance.estimate_command import MAX_LM_HEAD_CHUNKS
+
+    simulated: list[int] = []
+
+    def fake_step(request: EstimateRequest, **_: Any) -> Estimate:
+        simulated.append(request.seq_len)
+        raise AssertionError("the fake step ran")
 
     path = tmp_path / "lit_config.json"
     path.write_text(json.dumps({**Config.from_name("tiny-llama").to_dict(), "block_size": 2**30}))
     base = ["--config", str(path), "--workload", "finetune", "--method", "lora", "--micro-batch-size", "1"]
     too_long = MAX_LM_HEAD_CHUNKS * 128 + 1
-    started = time.perf_counter()
-    code, out, err = run_cli([*base, "--seq-len", str(too_long)], capsys)
-    assert code == 2 and out == "" and time.perf_counter() - started < 30, err
+    with monkeypatch.context() as patched:
+        patched.setattr(command, "estimate", fake_step)  # refused before it, not after minutes of it
+        code, out, err = run_cli([*base, "--seq-len", str(too_long)], capsys)
+    assert (code, out, simulated) == (2, "", []), err
     assert err == (
         f"conformance estimate: --seq-len {too_long} makes {MAX_LM_HEAD_CHUNKS + 1} lm_head chunks of 128 tokens,"
         f" more than the {MAX_LM_HEAD_CHUNKS} the estimate simulates (op by op: a 2-layer model at the limit took"
