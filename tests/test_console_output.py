@@ -3,6 +3,7 @@ pipe early, or a terminal encoding that cannot hold an arrow, never ends in a tr
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -183,6 +184,17 @@ def _close_stdout() -> None:
     os.close(1)
 
 
+def _ignores_sigint(pid: int) -> bool:
+    """Whether process ``pid`` ignores SIGINT (its SigIgn mask in /proc), as a set-up worker does."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    mask = next(line.split()[1] for line in status.splitlines() if line.startswith("SigIgn:"))
+    return bool(int(mask, 16) & (1 << (signal.SIGINT - 1)))
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux's /proc")
 def test_ctrl_c_ends_a_profile_estimate_and_its_workers_in_one_line() -> None:
     """Before, every worker and the parent printed a KeyboardInterrupt traceback."""
     process = subprocess.Popen(
@@ -190,7 +202,15 @@ def test_ctrl_c_ends_a_profile_estimate_and_its_workers_in_one_line() -> None:
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
         start_new_session=True,
     )  # fmt: skip
-    time.sleep(8)  # imported, warmed up, both workers estimating (the 72 rows take 20-50 s)
+    # Imported, warmed up, both workers set up and estimating (the 72 rows take 20-50 s): waited
+    # for as such, not for a fixed time, which a loaded machine outlasts and a fast one outruns.
+    deadline = time.monotonic() + 120
+    while not (len(workers := _children(process.pid)) == 2 and all(map(_ignores_sigint, workers))):
+        if process.poll() is not None or time.monotonic() > deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            pytest.fail(f"the estimate never set up its two workers (exit status {process.poll()})")
+        time.sleep(0.1)
     os.killpg(process.pid, signal.SIGINT)  # as Ctrl-C does: the whole process group
     _, err = process.communicate(timeout=60)
     assert process.returncode == EXIT_INTERRUPTED and err == b"conformance: interrupted\n", err
