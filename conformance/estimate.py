@@ -190,15 +190,21 @@ def estimate_profile(
     done: dict[int, RowEstimate] = {}
     # Workers ignore Ctrl-C: the parent alone answers it (one line, no worker's traceback) and
     # ends them, rather than waiting for their shares. They die with the parent too (a `kill` of
-    # it alone left them computing, then waiting forever on the pool's pipes).
+    # it alone left them computing, then waiting forever on the pool's pipes). SIGINT is held while
+    # they start, so that none takes one before its initializer ignores it; the parent gets its
+    # own once they are started.
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     pool = ProcessPoolExecutor(
         max_workers=len(chunks), mp_context=context, initializer=_worker_init, initargs=(os.getpid(),)
     )
     try:
-        futures = [
-            pool.submit(_estimate_rows, profile.name, profile.directory.parent, chunk, stack, capacity_gb, reserve)
-            for chunk in chunks
-        ]
+        try:
+            futures = [
+                pool.submit(_estimate_rows, profile.name, profile.directory.parent, chunk, stack, capacity_gb, reserve)
+                for chunk in chunks
+            ]
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
         for future in as_completed(futures):
             for index, row in future.result():
                 done[index] = row
@@ -215,6 +221,7 @@ def estimate_profile(
 
 def _worker_init(parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # held while the pool started it
     die_with_parent(parent)
 
 

@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import json
 import shutil
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from word_tokenizer import word_tokenizer
 
 from conformance.cli import main as conformance_main
 from conformance.estimate import RowEstimate, share_rows, summary
+from conformance.estimate import _worker_init as worker_init
 from conformance.estimate_command import APPLIES_TO, add_parser
 from conformance.expectations import load_profile
 from conformance.runner import PRECISION
@@ -1756,6 +1758,39 @@ def test_more_jobs_than_rows_start_one_worker_per_row(monkeypatch: pytest.Monkey
 
 class _Stop(Exception):
     pass
+
+
+_WORKER_START: dict[str, bool] = {}
+
+
+def _recording_worker_init(parent: int) -> None:
+    _WORKER_START["held"] = signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    worker_init(parent)
+
+
+def _signal_state(name: str, root: Path, chunk: list[int], *rest: object) -> list[tuple[int, tuple[bool, bool, bool]]]:
+    state = (
+        _WORKER_START["held"],
+        signal.getsignal(signal.SIGINT) == signal.SIG_IGN,
+        signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, []),
+    )
+    return [(i, state) for i in chunk]
+
+
+def test_profile_workers_start_with_ctrl_c_held_until_they_ignore_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Ctrl-C between a worker's start and its initializer gave that worker a KeyboardInterrupt
+    traceback: SIGINT is now held while the pool starts its workers, and released in each once it
+    is ignored there, and in the parent once they are started."""
+    import conformance.estimate as module
+
+    monkeypatch.setattr(module, "_worker_init", _recording_worker_init)
+    monkeypatch.setattr(module, "_estimate_rows", _signal_state)
+    monkeypatch.setattr(module, "_warm_up", lambda: None)
+    profile = load_profile("cpu-tiny")
+    states = module.estimate_profile(profile, stack="current", capacity_gb=None, jobs=2)
+    assert len(states) == len(profile.cases)
+    assert set(states) == {(True, True, False)}  # held at its start, then ignored and released
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])  # the parent's too
 
 
 @pytest.mark.parametrize(
