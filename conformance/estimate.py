@@ -192,12 +192,13 @@ def estimate_profile(
     # ends them, rather than waiting for their shares. They die with the parent too (a `kill` of
     # it alone left them computing, then waiting forever on the pool's pipes). SIGINT is held while
     # they start, so that none takes one before its initializer ignores it; the parent gets its
-    # own once they are started.
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    # own once they are started. (The pool starts them at the first submit, not when it is made: a
+    # pool that cannot be made, out of file descriptors, raises with nothing held.)
     pool = ProcessPoolExecutor(
         max_workers=len(chunks), mp_context=context, initializer=_worker_init, initargs=(os.getpid(),)
     )
     try:
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
             futures = [
                 pool.submit(_estimate_rows, profile.name, profile.directory.parent, chunk, stack, capacity_gb, reserve)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
 import shutil
 import signal
@@ -1791,6 +1792,21 @@ def test_profile_workers_start_with_ctrl_c_held_until_they_ignore_it(monkeypatch
     assert len(states) == len(profile.cases)
     assert set(states) == {(True, True, False)}  # held at its start, then ignored and released
     assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])  # the parent's too
+
+
+def test_a_pool_that_cannot_be_made_leaves_ctrl_c_unheld(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: SIGINT was held before the pool was made, and a pool that could not be (out of file
+    descriptors) raised with it still held: Ctrl-C was then never delivered to the process."""
+    import conformance.estimate as module
+
+    def no_pool(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(module, "ProcessPoolExecutor", no_pool)
+    monkeypatch.setattr(module, "_warm_up", lambda: None)
+    with pytest.raises(OSError, match="Too many open files"):
+        module.estimate_profile(load_profile("cpu-tiny"), stack="current", capacity_gb=None, jobs=2)
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
 
 
 @pytest.mark.parametrize(
