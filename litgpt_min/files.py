@@ -241,8 +241,11 @@ def _open_temporary(path: Path) -> tuple[Path, IO[bytes]]:
     # A fresh name in the target's directory: the same filesystem for os.replace. O_EXCL and
     # O_NOFOLLOW never open an existing file or link; the mode follows the umask like any new file
     # (mkstemp would make it 0600). The target's name is cut to 200 bytes in it, so that a name the
-    # file system takes (255 bytes) gets a temporary one it takes too.
-    name = os.fsdecode(os.fsencode(path.name)[:200])
+    # file system takes (255 bytes) gets a temporary one it takes too: whole characters, never half
+    # of one (a name that is not UTF-8, which a file system may refuse).
+    name = path.name
+    while len(os.fsencode(name)) > 200:
+        name = name[:-1]
     tmp = path.parent / f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
     return tmp, os.fdopen(fd, "wb")

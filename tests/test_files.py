@@ -50,6 +50,17 @@ def test_a_name_the_file_system_takes_is_written_whatever_its_length(tmp_path: P
     assert [p.name for p in tmp_path.iterdir()] == [name]  # no temporary file left
 
 
+def test_a_long_names_temporary_sibling_cuts_it_between_characters(tmp_path: Path) -> None:
+    """Before: the name was cut at byte 200, here in the middle of an "é", which made the temporary
+    name no UTF-8 (a file system that holds names as UTF-8 refuses it)."""
+    path = tmp_path / ("a" + "\u00e9" * 127)  # 255 bytes; byte 200 falls inside a character
+    tmp, handle = files._open_temporary(path)
+    handle.close()
+    tmp.unlink()
+    os.fsencode(tmp.name).decode("utf-8")  # strict: raises for half a character
+    assert tmp.name.startswith(".a" + "\u00e9" * 99 + ".")
+
+
 def test_json_with_nan_is_refused_before_anything_is_written(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="Out of range float"):
         write_json_atomic(tmp_path / "x.json", {"a": float("nan")})
