@@ -250,6 +250,8 @@ def refuse_inapplicable(args: argparse.Namespace) -> None:
 
 
 def _run_profile(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if not args.profile:  # an unset shell variable, as conformance validate and pytest's --profile say
+        raise EstimateUsageError("--profile: expected a profile name, got an empty value")
     profile = load_profile(args.profile, args.expectations or DEFAULT_ROOT)
     stack = profile_stack(profile, args.stack)
     capacity = args.capacity_gb if args.capacity_gb is not None else profile_capacity_gb(profile)

@@ -1359,6 +1359,14 @@ def test_an_option_that_does_not_apply_is_refused_naming_it(
     assert err.startswith(f"conformance estimate: {extra[0]} ") and len(err.splitlines()) == 1, err
 
 
+def test_an_empty_profile_name_is_refused_as_such(capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: "conformance estimate: expectations: unknown profile ''", naming the folder of
+    profiles; conformance validate and pytest's --profile say it expected a profile name."""
+    code, out, err = run_cli(["--profile", ""], capsys)
+    assert (code, out) == (2, "")
+    assert err == "conformance estimate: --profile: expected a profile name, got an empty value\n"
+
+
 def test_every_option_says_where_it_applies() -> None:
     """An option added to the command is either read everywhere or listed in APPLIES_TO, so that
     refusing it where it does not apply cannot be forgotten."""
