@@ -44,6 +44,9 @@ DEST_PREFIX = "conformance_"
 # A profile's name is its folder's name.
 PROFILE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
+# The options that name a file or a folder.
+_PATHS = ("expectations", "record", "results", "row_logs", "baseline")
+
 
 @dataclass(frozen=True)
 class Options:
@@ -83,7 +86,7 @@ class Options:
                     raise ValueError(f"{FLAGS[f.name]}: {exc}") from None
             if f.name == "profiles":
                 value = tuple(dict.fromkeys(value or ()))
-            elif f.name in ("expectations", "record", "results", "row_logs", "baseline"):
+            elif f.name in _PATHS:
                 if value is not None and not value.strip():
                     # An unset shell variable (`--record "$DIR"`): never the option left out.
                     raise ValueError(
@@ -97,7 +100,7 @@ class Options:
     def validate(self, *, writes: bool = True) -> None:
         """Checks that need the file system; ``ValueError`` with one line naming the option.
         ``writes=False`` (a pytest-xdist worker) skips the output targets: the controller owns them."""
-        for name in ("expectations", "record", "results", "row_logs", "baseline"):
+        for name in _PATHS:
             path = getattr(self, name)
             if path is not None and (why := lookup_problem(path)):  # a name too long for the file system
                 raise ValueError(f"{FLAGS[name]} {path}: {why}")
