@@ -251,7 +251,7 @@ class ResultsLock:
         while self._fd is None:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
-            except OSError as exc:  # a results name too long for its lock file's (5 bytes longer)
+            except OSError as exc:  # a results name too long for its lock file (.NAME.lock: 6 bytes longer)
                 raise ValueError(f"--results {path}: cannot create its lock file: {exc.strerror or exc}") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
