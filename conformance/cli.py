@@ -26,8 +26,8 @@ from conformance.expectations import (
     ExpectationError,
     list_profiles,
     load_profile,
-    no_files_note,
     profile_folder_hint,
+    profile_name_note,
 )
 from conformance.hardware import fingerprint, format_header
 from conformance.merge import PREFER_CHOICES, Prefer, merge_files
@@ -258,6 +258,10 @@ def _render_to(output: Path | None, build: Callable[[], Mapping[str, Any]]) -> i
     return 0
 
 
+# How validate names a profile of another folder (profile_folder_hint's ``usage``).
+VALIDATE_USAGE = "conformance validate --expectations {parent} {name}"
+
+
 def cmd_validate(root: Path, names: list[str]) -> int:
     """Exit status 0 when every profile is valid, 1 when one is not (each problem named), 2 for a
     folder without profiles or a profile name it does not hold."""
@@ -266,7 +270,7 @@ def cmd_validate(root: Path, names: list[str]) -> int:
         return EXIT_BAD_INPUT
     available = list_profiles(root)
     if not available:
-        folder = profile_folder_hint(root, "conformance validate --expectations {parent} {name}")
+        folder = profile_folder_hint(root, VALIDATE_USAGE)
         print(
             one_line(f"conformance validate: no profiles in {root}" + (f"; {folder}" if folder else "")),
             file=sys.stderr,
@@ -285,7 +289,7 @@ def cmd_validate(root: Path, names: list[str]) -> int:
         print(
             one_line(
                 f"conformance validate: unknown profile {unknown[0]!r}{hint} (in {root}: {', '.join(available)})"
-                + no_files_note(root, unknown[0])
+                + profile_name_note(root, unknown[0], VALIDATE_USAGE)
             ),
             file=sys.stderr,
         )

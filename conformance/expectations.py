@@ -627,12 +627,9 @@ def profile_files(directory: Path) -> list[Path]:
     return sorted(found)
 
 
-def profile_folder_hint(root: Path, usage: str = "--expectations {parent} --profile {name}") -> str:
-    """When ``root``, which holds no profile folders (the caller's listing), is itself a profile's
-    folder (a ``*.json`` object with ``cases``): what to give instead, as ``usage`` spells the
-    command's arguments. Else empty."""
-    root = Path(root)
-    for path in profile_files(root):
+def _profile_folder(folder: Path) -> Path | None:
+    """``folder``'s real path when it is a profile's folder (a ``*.json`` object with ``cases``)."""
+    for path in profile_files(folder):
         if not path.is_file():  # a FIFO could block the read
             continue
         try:
@@ -640,21 +637,41 @@ def profile_folder_hint(root: Path, usage: str = "--expectations {parent} --prof
         except (OSError, ValueError):
             continue
         if isinstance(data, dict) and "cases" in data:
-            folder = real_path(root)
-            arguments = usage.format(parent=display(folder.parent), name=folder.name)
-            return (
-                f"{display(root)} is the folder of profile {folder.name}: give the folder that holds it ({arguments})"
-            )
-    return ""
+            return real_path(folder)
+    return None
 
 
-def no_files_note(root: Path, name: str) -> str:
-    """For a profile ``name`` that ``root`` does not list: when ``root/name`` is a folder all the
-    same (a hand-written profile whose tables are not ``*.json``), what it lacks. Else empty."""
-    folder = Path(root) / name
-    if not name or name.startswith(".") or Path(name).name != name or not folder.is_dir():
+PROFILE_USAGE = "--expectations {parent} --profile {name}"
+
+
+def profile_folder_hint(root: Path, usage: str = PROFILE_USAGE) -> str:
+    """When ``root``, which holds no profile folders (the caller's listing), is itself a profile's
+    folder: what to give instead, as ``usage`` spells the command's arguments. Else empty."""
+    folder = _profile_folder(Path(root))
+    if folder is None:
         return ""
-    return f"; {display(folder)} holds no profile table (*.json)"
+    arguments = usage.format(parent=display(folder.parent), name=folder.name)
+    return f"{display(root)} is the folder of profile {folder.name}: give the folder that holds it ({arguments})"
+
+
+def profile_name_note(root: Path, name: str, usage: str = PROFILE_USAGE) -> str:
+    """For a profile ``name`` that ``root`` does not list, what it is instead where that can be
+    told: the path of a profile's folder, given where its name is asked (``expectations/cpu-tiny``),
+    or a folder under ``root`` with no ``*.json`` table (a hand-written profile saved as YAML).
+    Else empty; otherwise "; " and the note."""
+    path = Path(name)
+    try:
+        if name and path.name != name:
+            folder = _profile_folder(path) if path.is_dir() else None
+            if folder is None:
+                return ""
+            arguments = usage.format(parent=display(folder.parent), name=folder.name)
+            return f"; {name} is the folder of profile {folder.name}: give its name ({arguments})"
+        if not name or name.startswith(".") or not (Path(root) / name).is_dir():
+            return ""
+    except OSError:  # a name too long for the file system: nothing to tell
+        return ""
+    return f"; {display(Path(root) / name)} holds no profile table (*.json)"
 
 
 def list_profiles(root: Path = DEFAULT_ROOT) -> list[str]:
@@ -721,7 +738,7 @@ def load_profile(name: str, root: Path = DEFAULT_ROOT) -> Profile:
         raise ExpectationError(
             root / str(name),
             f"unknown profile {name!r}{hint} (available in {display(root)}: {listing})"
-            + no_files_note(root, name)
+            + profile_name_note(root, name)
             + (f"; {folder}" if folder else ""),
         )
     directory = root / name

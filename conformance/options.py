@@ -28,9 +28,9 @@ from conformance.expectations import (
     Tolerances,
     list_profiles,
     load_profile,
-    no_files_note,
     profile_files,
     profile_folder_hint,
+    profile_name_note,
     tolerance_problem,
 )
 from conformance.runner import DEFAULT_RUNNER
@@ -117,7 +117,7 @@ class Options:
                 listing = ", ".join(available) or "none"
                 raise ValueError(
                     f"--profile {name}: no such profile in {display(self.expectations)} (available: {listing})"
-                    + no_files_note(self.expectations, name)
+                    + profile_name_note(self.expectations, name)
                 )
         if self.row_logs is not None:
             check_directory_target("--row-logs", self.row_logs)

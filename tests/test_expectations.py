@@ -639,6 +639,13 @@ def test_unknown_profile_lists_the_available_ones(tmp_path: Path) -> None:
         ExpectationError, match=r"unknown profile 'mine'.*; .*mine holds no profile table \(\*\.json\)$"
     ):
         load_profile("mine", tmp_path)
+    # A profile's folder given as its name: before, only "unknown profile '.../cpu-tiny'".
+    folder = ex.DEFAULT_ROOT / "cpu-tiny"
+    with pytest.raises(
+        ExpectationError,
+        match=rf"; {folder} is the folder of profile cpu-tiny: give its name \(--expectations \S+ --profile cpu-tiny\)$",
+    ):
+        load_profile(str(folder), tmp_path)
     with pytest.raises(ExpectationError, match=f"available in .*{A100}"):
         load_profile("a100-sxm4-80gb")
     assert list_profiles(tmp_path / "missing") == []

@@ -1092,6 +1092,19 @@ def test_a_profile_folder_without_a_json_table_is_named(suite: Suite) -> None:
     )
 
 
+def test_a_profile_folder_given_as_a_name_is_named(suite: Suite) -> None:
+    """Before: "--profile exp/tiny: no such profile in ... (available: tiny)", for a profile's path."""
+    suite.profile()
+    result = suite.run("--profile", str(suite.root / "tiny"), "--collect-only")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: --profile *tiny: no such profile in * (available: tiny); *tiny is the folder of profile tiny:"
+            " give its name (--expectations * --profile tiny)"
+        ]
+    )
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -525,6 +525,11 @@ def test_cli_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     cases = {
         # A hand-written profile's folder without a *.json table: before, only "unknown profile 'mine'".
         ("validate", "--expectations", str(tmp_path / "exp"), "mine"): "mine holds no profile table (*.json)",
+        # A profile's folder where its name is asked: before, only "unknown profile 'expectations/cpu-tiny'".
+        ("validate", str(expectations.DEFAULT_ROOT / "cpu-tiny")): (
+            f"{expectations.DEFAULT_ROOT / 'cpu-tiny'} is the folder of profile cpu-tiny: give its name"
+            " (conformance validate --expectations "
+        ),
         ("validate", "nope"): "unknown profile 'nope' (in ",
         # Before: "unknown profile ''; did you mean 'a100-sxm4-40gb'?"
         ("validate", ""): "conformance validate: expected a profile name, got an empty value",
