@@ -12,10 +12,11 @@ writes the results file and the recorded profile, so no worker's rows are lost.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,8 @@ class SessionSignals:
         self.late: list[str] = []  # those noted after the last write (the summary says them if it is still to come)
         self.received = 0
         self.written: pytest.Session | None = None  # set once the session's last write is done
+        self.writing = False  # the session's last writes are under way (last_writes)
+        self.deferred: int | None = None  # a first signal that came meanwhile, taken once they are done
         if threading.current_thread() is not threading.main_thread():
             return
         defaults = [(signal.SIGTERM, signal.SIG_DFL)] + ([(signal.SIGINT, signal.default_int_handler)] if files else [])
@@ -103,6 +106,9 @@ class SessionSignals:
             self.late.append(signal.Signals(signum).name)
             self.written.exitstatus = pytest.ExitCode.INTERRUPTED
             return
+        if self.received == 1 and self.writing:
+            self.deferred = signum
+            return
         if self.received == 1:
             raise KeyboardInterrupt(TERMINATED) if signum == signal.SIGTERM else KeyboardInterrupt
         if self.received == 2 and self.files:
@@ -112,6 +118,20 @@ class SessionSignals:
         self.restore()
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
+
+    @contextlib.contextmanager
+    def last_writes(self, session: pytest.Session) -> Iterator[None]:
+        """The session's last writes (the profile, the results). A first signal that comes meanwhile
+        waits for them, then ends the session as one after them does: raised inside them, it was a
+        traceback (exit status 130), a profile left with some files new and some old, the results
+        without their last write."""
+        self.writing = True
+        yield
+        self.writing = False
+        self.written = session
+        if self.deferred is not None:
+            self.late.append(signal.Signals(self.deferred).name)
+            session.exitstatus = pytest.ExitCode.INTERRUPTED
 
     def restore(self) -> None:
         for number, handler in self.taken.items():
@@ -693,6 +713,10 @@ class ConformanceSession:
         # -x or --maxfail end a session early with exit status 1, the status of one that finished:
         # whether every selected check decided tells the two apart.
         finished = exitstatus in _FINISHED and not any(row.selected - row.checks.keys() for row in self.rows.values())
+        with self._signals.last_writes(session) if self._signals is not None else contextlib.nullcontext():
+            self._write_files(session, exitstatus, finished)
+
+    def _write_files(self, session: pytest.Session, exitstatus: int, finished: bool) -> None:
         if self.options.record is not None and finished and exitstatus != pytest.ExitCode.NO_TESTS_COLLECTED:
             for row in self.rows.values():
                 if row.counts is None and (row.run or self.cache.finished_run((row.active.name, row.case.id))):
@@ -711,8 +735,6 @@ class ConformanceSession:
                 " left as it was"
             )
         self.write_results(finished=finished)
-        if self._signals is not None:
-            self._signals.written = session
         if self._kept_earlier:
             self.summary_lines.append(
                 f"conformance: nothing measured; {display(self.options.results)} was left as it was"

@@ -1860,6 +1860,67 @@ def pytest_terminal_summary():
     assert load_results(results)["finished"] is True, "the file was written before"
 
 
+SIGNAL_IN_THE_LAST_WRITES = """
+import os
+import signal
+
+import conformance.session
+import litgpt_min.files
+
+pytest_plugins = ["conformance.plugin"]
+write_results, replace = conformance.session.write_results, litgpt_min.files.os.replace
+RECORDED, renamed = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rec", "tiny"), []
+
+
+def write_results_and_terminate(snapshot, path, earlier=None):
+    if snapshot.finished:  # the session's last write: a time limit's SIGTERM arrives meanwhile
+        os.kill(os.getpid(), signal.SIGTERM)
+    return write_results(snapshot, path, earlier)
+
+
+def replace_and_terminate(source, target):
+    replace(source, target)
+    if os.path.dirname(target) == RECORDED and not renamed:  # between the renames of the profile's files
+        renamed.append(target)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+conformance.session.write_results = write_results_and_terminate
+litgpt_min.files.os.replace = replace_and_terminate
+"""
+
+
+@pytest.mark.slow
+def test_a_first_signal_during_the_sessions_last_writes_lets_them_finish(suite: Suite) -> None:
+    """Before, a SIGTERM (or Ctrl-C) that came while a session that had run every check wrote its
+    profile and results raised KeyboardInterrupt there: a traceback, exit status 130, a profile
+    left with one file new and the other old, the results file without its last write."""
+    suite.profile()
+    cases = default_cases()
+    (suite.root / "tiny" / "table.json").write_text(json.dumps(profile_file("tiny", cases[:3])))
+    (suite.root / "tiny" / "infer.json").write_text(json.dumps(profile_file("tiny", cases[3:])))
+    suite.answer(good_answers())
+    suite.pytester.makeconftest(SIGNAL_IN_THE_LAST_WRITES)
+    target, results = suite.pytester.path / "rec" / "tiny", suite.pytester.path / "r.json"
+    shutil.copytree(suite.root / "tiny", target)
+    before = {path.name: path.read_bytes() for path in target.glob("*.json")}
+    result = suite.pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--expectations", str(suite.root), "--runner", "fake_runner:run",
+        "--profile", "tiny", "--record", str(target), "--force", "--results", str(results), "--cpu-jobs", "0",
+    )  # fmt: skip
+    output = result.stdout.str() + result.stderr.str()
+    assert result.ret == pytest.ExitCode.INTERRUPTED and "Traceback" not in output, output
+    result.stdout.fnmatch_lines(
+        [
+            "conformance: SIGTERM after the session's last write: it ends as an interrupted one (exit status 2)",
+        ]
+    )
+    after = {path.name: path.read_bytes() for path in target.glob("*.json")}
+    assert after.keys() == before.keys() and all(after[name] != before[name] for name in before), "both written"
+    assert len(load_profile("tiny", target.parent).cases) == 5
+    assert load_results(results)["finished"] is True
+
+
 SIGNAL_RULES = """
 import os, signal
 from conformance.session import SessionSignals
