@@ -126,8 +126,10 @@ class SessionSignals:
         traceback (exit status 130), a profile left with some files new and some old, the results
         without their last write."""
         self.writing = True
-        yield
-        self.writing = False
+        try:
+            yield
+        finally:  # a write that failed ends the session with its error; a signal is then taken again
+            self.writing = False
         self.written = session
         if self.deferred is not None:
             self.late.append(signal.Signals(self.deferred).name)
