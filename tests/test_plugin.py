@@ -1466,33 +1466,30 @@ def test_a_record_file_that_is_a_link_and_would_take_rows_is_refused_before_any_
     assert len(suite.calls()) == calls and kept.read_text() == before
 
 
-def test_a_record_folder_with_a_json_file_in_capitals_is_refused_before_any_row_runs(suite: Suite) -> None:
-    """The loader refuses a *.JSON file: the --record checks looked for *.json only, so it was
-    refused only when the session wrote, after every row had run."""
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        # The loader refuses a *.JSON file: the --record checks looked for *.json only, so it was
+        # refused only when the session wrote, after every row had run.
+        ("notes.JSON", "{}\n", "*notes.JSON: a profile file's name must end in .json*"),
+        # A *.json that is no profile table: before, the session said "a profile is already there
+        # (notes.json); pass --force to re-record it", and with --force refused the file.
+        ("notes.json", '{"mine": 1}\n', "*rec/notes.json: not an expectations file*"),
+    ],
+)
+def test_a_record_folder_whose_json_file_is_no_profile_is_refused_before_any_row_runs(
+    suite: Suite, name: str, content: str, message: str
+) -> None:
     suite.profile()
     folder = suite.pytester.path / "rec"
     folder.mkdir()
-    (folder / "notes.JSON").write_text("{}\n")
+    (folder / name).write_text(content)
     for force in ((), ("--force",)):
         result = suite.run("--record", str(folder), *force)
         assert result.ret == pytest.ExitCode.USAGE_ERROR
-        result.stderr.fnmatch_lines(["ERROR: *notes.JSON: a profile file's name must end in .json*"])
-    assert not suite.calls()
-
-
-def test_a_record_folder_whose_json_file_is_no_profile_is_named_not_sent_to_force(suite: Suite) -> None:
-    """A folder holding a *.json that is no profile table: before, the session said "a profile is
-    already there (notes.json); pass --force to re-record it", and with --force refused the file."""
-    suite.profile()
-    folder = suite.pytester.path / "rec"
-    folder.mkdir()
-    (folder / "notes.json").write_text('{"mine": 1}\n')
-    for force in ((), ("--force",)):
-        result = suite.run("--record", str(folder), *force)
-        assert result.ret == pytest.ExitCode.USAGE_ERROR
-        result.stderr.fnmatch_lines(["ERROR: *rec/notes.json: not an expectations file*"])
+        result.stderr.fnmatch_lines([f"ERROR: {message}"])
         assert "pass --force" not in result.stderr.str()
-    assert (folder / "notes.json").read_text() == '{"mine": 1}\n' and not suite.calls()
+    assert (folder / name).read_text() == content and not suite.calls()
 
 
 def test_a_results_file_that_is_the_baseline_is_a_usage_error(suite: Suite) -> None:
