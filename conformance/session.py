@@ -730,7 +730,7 @@ class ConformanceSession:
             except ExpectationError as exc:
                 self.summary_lines.append(f"conformance: record failed: {exc}")
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
-        elif self.options.record is not None and not finished:
+        elif self.options.record is not None and not finished and exitstatus != pytest.ExitCode.USAGE_ERROR:
             # Its checks read "recorded" (decided in record mode): say that the profile was not written.
             self.summary_lines.append(
                 f"conformance: the session did not finish; nothing recorded, {display(self.options.record)}"

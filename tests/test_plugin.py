@@ -1719,6 +1719,21 @@ def test_a_session_interrupted_before_it_measured_keeps_the_earlier_results_file
     assert "nothing measured" not in narrowed.stdout.str(), "a session that replaced the file does not say it kept it"
 
 
+def test_a_record_session_refused_before_any_row_runs_does_not_say_it_did_not_finish(suite: Suite) -> None:
+    """Before, a --record session refused up front (exit status 4) also printed "the session did not
+    finish; nothing recorded, ... left as it was", as if it had run."""
+    suite.profile()
+    suite.answer(good_answers())
+    results = suite.pytester.path / "r.json"
+    assert suite.run("--results", str(results), "--cpu-jobs", "0").ret == pytest.ExitCode.OK
+    record = suite.pytester.path / "rec" / "mine"
+    refused = suite.run("--record", str(record), "--results", str(results), "-k", OK, "--cpu-jobs", "0")
+    assert refused.ret == pytest.ExitCode.USAGE_ERROR
+    refused.stderr.fnmatch_lines(["ERROR: --results *r.json: holds * measured rows of an earlier session*"])
+    assert "did not finish" not in refused.stdout.str() + refused.stderr.str()
+    assert not record.exists()
+
+
 def test_a_session_that_skips_measured_rows_here_is_refused_before_it_replaces_their_file(
     suite: Suite, monkeypatch: pytest.MonkeyPatch
 ) -> None:
