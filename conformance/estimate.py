@@ -21,6 +21,7 @@ import math
 import multiprocessing
 import os
 import signal
+import statistics
 from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -366,7 +367,7 @@ def _reserved_cells(reserve: Reserve | None) -> tuple[str, str]:
 def summary(rows: list[RowEstimate], tolerance: float | None) -> str:
     errors = sorted(abs(r.error_rel) for r in rows if r.error_rel is not None and r.expected_outcome == "ok")
     agree = sum(_verdict(r, tolerance) == "ok" for r in rows)
-    median = errors[len(errors) // 2] if errors else math.nan
+    median = statistics.median(errors) if errors else math.nan  # of an even count: the middle two's mean
     stacks = sorted({r.stack for r in rows})
     capacity = rows[0].capacity_gb if rows else None
     judged = (
