@@ -140,7 +140,8 @@ def generate_body(request: RunRequest, config: Config, fabric: Fabric, device: t
         model.clear_kv_cache()
         generated = out.size(0) - prompt.size(0)
         rate = f"{elapsed:.02f} sec total, {generated / elapsed:.02f} tokens/sec"
-        print(f"Time for inference {index + 1}{untimed}: {rate}")
+        # On stderr, as generate/base.py printed it: standard output holds the result.
+        print(f"Time for inference {index + 1}{untimed}: {rate}", file=sys.stderr, flush=True)
         if index < GENERATION_WARMUP:
             continue
         new_tokens.append(generated)

@@ -101,7 +101,8 @@ def test_params_without_json_prints_key_value_lines(capsys: pytest.CaptureFixtur
 
 def test_run_without_json_prints_what_applies_and_says_what_it_does(capsys: pytest.CaptureFixture[str]) -> None:
     """A run's plain output: the result's applicable fields as ``key: value`` lines (no Python
-    reprs); on stderr what is built and each generation as it starts."""
+    reprs); on stderr what is built, each generation as it starts and its time, as
+    generate/base.py printed it."""
     code, lines, err = run_cli(capsys, "generate", *TINY, "--quantize", "bnb.nf4", "--max-new-tokens", "2")
     assert code == 0, err
     assert "outcome: ok" in lines and "quantize: bnb.nf4" in lines
@@ -111,6 +112,7 @@ def test_run_without_json_prints_what_applies_and_says_what_it_does(capsys: pyte
     assert err.splitlines()[0].startswith("Building 'tiny-llama' (bnb.nf4, ")
     assert "Time to build the model: " in err
     assert "Generation 1 of 2 (warm-up, untimed): " in err and "Generation 2 of 2: " in err
+    assert "Time for inference 2: " in err and not any(line.startswith("Time for inference") for line in lines)
 
 
 def _tiny_llama_shapes() -> tuple[list[tuple[int, int]], int]:
