@@ -50,6 +50,8 @@ class GPT(nn.Module):
 
         The KV cache and its mask follow at the next :meth:`set_kv_cache`.
         """
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"max_seq_length must be a whole number >= 1, got {value!r}")
         if value > self.config.block_size:
             raise ValueError(f"max_seq_length {value} exceeds the block size {self.config.block_size}")
         self._max_seq_length = value

@@ -143,6 +143,16 @@ def test_max_seq_length_above_block_size_raises() -> None:
     assert model.max_seq_length == model.config.block_size
 
 
+@pytest.mark.parametrize("value", [0, -3, 6.5, True])
+def test_max_seq_length_below_one_or_not_whole_raises(value: object) -> None:
+    """A ``ValueError`` naming max_seq_length, not torch's "upper bound and lower bound
+    inconsistent with step sign" from the RoPE rebuild (-3) or an empty RoPE cache (0)."""
+    model = build("tiny-neox")
+    with pytest.raises(ValueError, match=r"max_seq_length must be a whole number >= 1, got "):
+        model.max_seq_length = value  # type: ignore[assignment]
+    assert model.max_seq_length == model.config.block_size
+
+
 def test_forward_longer_than_max_seq_length_raises() -> None:
     model = build("tiny-neox")
     model.max_seq_length = 6
