@@ -23,7 +23,7 @@ from litgpt_min import launch
 from litgpt_min.config import Config
 from litgpt_min.estimate import request_from_run
 from litgpt_min.measure import PeakMemory, cuda_memory_details, device_info, measure_peak, memory_source
-from litgpt_min.options import RunRequest
+from litgpt_min.options import RunRequest, check_runs_here
 from litgpt_min.outcome import classify_exception
 from litgpt_min.preflight import PreflightRefusal, check_rank_processes, device_limit
 from litgpt_min.preflight import check as preflight_check
@@ -68,8 +68,10 @@ def execute(request: RunRequest, body: Body, *, preflight: bool = True) -> Resul
     ends as an ``oom`` result whose error holds the estimate and the limit; nothing is built.
 
     With several devices and no launcher around this process, the ranks are started here and
-    their results merged (``launch.launch_local``).
+    their results merged (``launch.launch_local``). A request this machine cannot run as asked
+    (``check_runs_here``: 16-mixed on the CPU) is a ``ValueError``, before anything starts.
     """
+    check_runs_here(request)
     if request.world_size > 1 and not launch.externally_launched():
         estimated_gb: float | None = None
         if preflight and request.device().type == "cpu":

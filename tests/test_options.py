@@ -480,6 +480,24 @@ def test_a_request_for_another_machine_is_built_here_and_refused_only_where_it_r
     assert request.precision == "16-mixed"
 
 
+def test_a_run_started_from_python_refuses_what_this_machine_cannot_run() -> None:
+    """``execute`` checks what ``litgpt-min`` checks before it: a 16-mixed request on the CPU is a
+    ``ValueError`` before the body runs, not a run of bf16-mixed (Lightning's substitute) whose result
+    says 16-mixed."""
+    from litgpt_min.options import build_request
+    from litgpt_min.run import execute
+
+    cpu = build_request(
+        "finetune", {"model": "tiny-llama", "method": "lora", "precision": "16-mixed", "accelerator": "cpu"}
+    )
+
+    def body(*args: object) -> dict[str, object]:
+        raise AssertionError("the body ran")
+
+    with pytest.raises(ValueError, match="must not be 16-mixed on the CPU"):
+        execute(cpu, body, preflight=False)
+
+
 def test_the_adapter_layer_refusal_counts_one_layer_as_one() -> None:
     config = dataclasses.replace(Config.from_name("tiny-llama"), n_layer=1)
     with pytest.raises(ValueError, match=r"\(1 layer: at most 0 for adapter\)"):  # before: "1 layers"
