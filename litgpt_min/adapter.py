@@ -33,6 +33,10 @@ class AdapterSettings:
     """Index of the first block that gets a prefix."""
 
     def __post_init__(self) -> None:
+        for name in ("prompt_length", "start_layer"):  # they size tensors and index layers
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"adapter {name} must be a whole number, got {value!r}")
         if self.prompt_length < 1:
             raise ValueError(f"adapter prompt_length must be >= 1, got {self.prompt_length}")
         if self.start_layer < 0:

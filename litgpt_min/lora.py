@@ -50,6 +50,16 @@ class LoRASettings:
     """LoRA on lm_head."""
 
     def __post_init__(self) -> None:
+        # Types first: a float rank would fail later inside torch.empty, a string at the first comparison.
+        if not _is_int(self.r):
+            raise ValueError(f"lora r must be a whole number, got {self.r!r}")
+        for name in ("alpha", "dropout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"lora {name} must be a number, got {value!r}")
+        for name in ("query", "key", "value", "projection", "mlp", "head"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"lora {name} must be True or False, got {getattr(self, name)!r}")
         if self.r < 1:  # a rank-0 "LoRA" trains nothing: the optimizer would have no parameters
             raise ValueError(f"lora r must be >= 1, got {self.r}")
         if self.alpha == 0:  # the update is scaled by alpha / r: zero, and so are its gradients
@@ -61,6 +71,10 @@ class LoRASettings:
                 "LoRA on no layer trains nothing: turn on at least one of --lora-query, --lora-key, --lora-value, "
                 "--lora-projection, --lora-mlp, --lora-head"
             )
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class LoRALinear(LinearWrapper):

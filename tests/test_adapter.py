@@ -111,9 +111,19 @@ def test_adapter_v2_state_dict_keys() -> None:
     assert not any(k.startswith("transformer.h.0.attn.adapter_wte") for k in keys)
 
 
-@pytest.mark.parametrize("values", [dict(prompt_length=0), dict(start_layer=-1)])
-def test_settings_validation(values: dict[str, int]) -> None:
-    with pytest.raises(ValueError, match=next(iter(values))):
+@pytest.mark.parametrize(
+    "values",
+    # Wrong types too: before, prompt_length=2.5 was taken and start_layer="2" raised TypeError.
+    [
+        dict(prompt_length=0),
+        dict(start_layer=-1),
+        dict(prompt_length=2.5),
+        dict(start_layer="2"),
+        dict(start_layer=None),
+    ],
+)
+def test_settings_validation(values: dict[str, object]) -> None:
+    with pytest.raises(ValueError, match=f"adapter {next(iter(values))} must"):
         AdapterSettings(**values)
 
 

@@ -294,9 +294,24 @@ def test_dropout_only_on_the_lora_branch() -> None:
         torch.testing.assert_close(layer(x), expected, atol=1e-12, rtol=0)
 
 
-@pytest.mark.parametrize("values", [dict(r=-1), dict(dropout=1.0), dict(dropout=-0.1)])
-def test_settings_validation(values: dict[str, float]) -> None:
-    with pytest.raises(ValueError, match=next(iter(values))):
+@pytest.mark.parametrize(
+    "values",
+    [
+        dict(r=-1),
+        dict(dropout=1.0),
+        dict(dropout=-0.1),
+        # Wrong types, named: before, r=8.5 was taken (and failed inside torch.empty when applied),
+        # r="8" raised TypeError "'<' not supported between instances of 'str' and 'int'".
+        dict(r=8.5),
+        dict(r="8"),
+        dict(r=True),
+        dict(alpha="16"),
+        dict(dropout="0.1"),
+        dict(query="yes"),
+    ],
+)
+def test_settings_validation(values: dict[str, object]) -> None:
+    with pytest.raises(ValueError, match=f"lora {next(iter(values))} must"):
         LoRASettings(**values)  # type: ignore[arg-type]
 
 
