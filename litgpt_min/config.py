@@ -395,6 +395,16 @@ class Config:
             message = str(exc)
             raise ValueError(message if message.startswith(str(path)) else f"{path}: {message}") from None
 
+    @classmethod
+    def from_json(cls, path: str | Path, **overrides: Any) -> Config:
+        """Lit-GPT's name for reading ``lit_config.json``: :meth:`from_file`, then ``overrides``
+        (any spelling :meth:`from_name` takes, ``condense_ratio`` included), checked as the file is."""
+        config = cls.from_file(path)
+        if not overrides:
+            return config
+        renamed = {_JSON_RENAMES.get(key, key): value for key, value in overrides.items()}
+        return cls.from_dict({**dataclasses.asdict(config), **renamed}, source=str(path))
+
     def to_dict(self) -> dict[str, Any]:
         """The fields in Lit-GPT's ``lit_config.json`` spelling."""
         inverse = {v: k for k, v in _JSON_RENAMES.items() if k.startswith("_")}

@@ -223,6 +223,22 @@ def test_from_name_accepts_legacy_condense_ratio() -> None:
 
 
 # lit_config.json ---------------------------------------------------------------------------------
+def test_from_json_reads_lit_config_as_lit_gpt_names_it(tmp_path: Path) -> None:
+    """``Config.from_json(path, **overrides)``, the name Lit-GPT's scripts call (before: an
+    AttributeError, "type object 'Config' has no attribute 'from_json'")."""
+    path = tmp_path / "lit_config.json"
+    Config.from_name("tiny-llama").to_file(path)
+    assert Config.from_json(path) == Config.from_name("tiny-llama")
+    assert Config.from_json(path, n_layer=1, condense_ratio=4) == Config.from_name(
+        "tiny-llama", n_layer=1, condense_ratio=4
+    )
+    assert Config.from_json(path, _norm_class="LayerNorm").norm_class_name == "LayerNorm"
+    with pytest.raises(ValueError, match="n_layer: must be >= 1, got 0"):
+        Config.from_json(path, n_layer=0)
+    with pytest.raises(ValueError, match="unknown config field 'n_layers'"):
+        Config.from_json(path, n_layers=1)
+
+
 @pytest.mark.parametrize("name", known_names())
 def test_file_round_trip(name: str, tmp_path: Path) -> None:
     config = Config.from_name(name)
