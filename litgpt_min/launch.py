@@ -230,7 +230,7 @@ def check_environment(world_size: int, devices: int) -> None:
             f"the launcher's SLURM_NTASKS_PER_NODE{what} (start the ranks with srun --ntasks-per-node={devices})"
         )
     port = os.environ.get("MASTER_PORT")
-    if port and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+    if port is not None and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
         raise ValueError(f"the launcher's MASTER_PORT={port!r} is not a port number (1-65535)")
 
 
@@ -268,10 +268,10 @@ _COUNTED = (
 
 
 def _count(name: str) -> int | None:
-    """A launcher variable's whole number, None when it is unset or empty (a ``ValueError`` for
-    anything else)."""
+    """A launcher variable's whole number, None when it is unset (a ``ValueError`` for anything
+    else, an empty value too: Lightning reads a set one with ``int()``, at import for a rank)."""
     value = os.environ.get(name)
-    if value is None or value == "":
+    if value is None:
         return None
     if not (value.isascii() and value.isdigit()):
         raise ValueError(f"the launcher's {name}={value!r} is not a whole number >= 0")

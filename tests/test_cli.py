@@ -305,6 +305,12 @@ def test_bad_input_exits_2_with_one_line(capsys: pytest.CaptureFixture[str], cas
         ({"LOCAL_RANK": "0", "RANK": "0", "WORLD_SIZE": "2", "MASTER_PORT": "abc"}, 2,
          r"the launcher's MASTER_PORT='abc' is not a port number \(1-65535\)$"),
         ({"LOCAL_RANK": "0", "RANK": "0", "WORLD_SIZE": "2", "MASTER_PORT": "99999"}, 2, r"MASTER_PORT='99999'"),
+        # Before: an empty one was taken for unset, and the run failed in Lightning's int(): "run failed
+        # (error): invalid literal for int() with base 10: ''", naming no variable, exit 1.
+        ({"RANK": ""}, 1, r"the launcher's RANK='' is not a whole number >= 0$"),
+        ({"SLURM_NTASKS": ""}, 2, r"the launcher's SLURM_NTASKS='' is not a whole number >= 0$"),
+        ({"LOCAL_RANK": "0", "RANK": "0", "WORLD_SIZE": "2", "MASTER_PORT": ""}, 2,
+         r"the launcher's MASTER_PORT='' is not a port number \(1-65535\)$"),
         ({"SLURM_NTASKS": "2", "SLURM_JOB_NAME": "train", "SLURM_NTASKS_PER_NODE": "2"}, 2,
          r"the launcher's SLURM_NTASKS is set but not its SLURM_PROCID and SLURM_LOCALID and SLURM_NODEID: a run of 2"
          r" ranks needs them \(srun sets them\)$"),
