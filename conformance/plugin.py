@@ -61,8 +61,10 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
     # Runs before pytest-xdist's own (which makes "load" the default for -n): a row's checks must
     # share a worker, or its run would happen once per worker that gets one of them.
     option = config.option
-    dist = getattr(option, "dist", None)
-    if not getattr(option, "numprocesses", None) or option.distload:
+    # -d is pytest-xdist's shortcut for --dist load; workers come from -n, or from --tx given with a
+    # --dist (without -n, --dist no runs the session in this process).
+    dist = "load" if getattr(option, "distload", False) else getattr(option, "dist", None)
+    if not getattr(option, "numprocesses", None) and not (getattr(option, "tx", None) and dist not in (None, "no")):
         return
     if dist == "each":
         raise pytest.UsageError(
@@ -73,6 +75,7 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
         config.stash[_DIST_TAKEN] = dist
     if dist == "no" or dist in _TAKEN:
         option.dist = "loadgroup"
+        option.distload = False  # or pytest-xdist would make it "load" again
     if getattr(option, "maxworkerrestart", None) is None:
         # A worker that crashed (the host's OOM killer) ends the session, its rows not run: replaced,
         # pytest-xdist 3.8 could leave the session waiting for ever (see conformance/scheduling.py).

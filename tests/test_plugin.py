@@ -2122,15 +2122,28 @@ def test_a_check_whose_xdist_worker_crashed_is_failed_in_the_results_as_pytest_c
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("dist", ["load", "worksteal", "loadfile"])
-def test_under_xdist_a_spreading_dist_mode_still_runs_each_row_once(suite: Suite, dist: str) -> None:
+@pytest.mark.parametrize(
+    ("dist", "workers"),
+    [
+        ("load", ("-n", "2", "--dist", "load")),
+        ("worksteal", ("-n", "2", "--dist", "worksteal")),
+        ("loadfile", ("-n", "2", "--dist", "loadfile")),
+        # Before, these two were left to pytest-xdist's LoadScheduling, as --dist load was.
+        ("load", ("-n", "2", "-d")),
+        ("load", ("--tx", "2*popen", "--dist", "load")),
+    ],
+    ids=["load", "worksteal", "loadfile", "d", "tx"],
+)
+def test_under_xdist_a_spreading_dist_mode_still_runs_each_row_once(
+    suite: Suite, dist: str, workers: tuple[str, ...]
+) -> None:
     # Before, --dist load sent a row's checks to both workers, and each ran the row; --dist loadfile
     # (or loadscope) ran every row on one worker, without a word.
     pytest.importorskip("xdist")
     suite.profile()
     suite.answer(good_answers())
     result = suite.pytester.runpytest_subprocess(
-        "-p", "no:cacheprovider", "-n", "2", "--dist", dist, "--expectations", str(suite.root),
+        "-p", "no:cacheprovider", *workers, "--expectations", str(suite.root),
         "--runner", "fake_runner:run", "--profile", "tiny",
     )  # fmt: skip
     assert result.ret == 0, result.stdout.str()
@@ -2139,12 +2152,13 @@ def test_under_xdist_a_spreading_dist_mode_still_runs_each_row_once(suite: Suite
     assert sorted(calls) == sorted(set(calls)) and len(calls) == 5, calls
 
 
-def test_under_xdist_dist_each_is_refused(suite: Suite) -> None:
+@pytest.mark.parametrize("workers", [("-n", "2"), ("--tx", "2*popen")], ids=["n", "tx"])
+def test_under_xdist_dist_each_is_refused(suite: Suite, workers: tuple[str, ...]) -> None:
     """Before: every row ran once per worker, and the results file kept one of the runs."""
     pytest.importorskip("xdist")
     suite.profile()
     result = suite.pytester.runpytest_subprocess(
-        "-p", "no:cacheprovider", "-n", "2", "--dist", "each", "--expectations", str(suite.root), "--profile", "tiny",
+        "-p", "no:cacheprovider", *workers, "--dist", "each", "--expectations", str(suite.root), "--profile", "tiny",
     )  # fmt: skip
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["ERROR: --dist each: would run every row once per worker*"])
