@@ -444,9 +444,10 @@ def add_options(parser: pytest.Parser) -> None:
         metavar="N",
         type=whole_number(0),
         default=2,
-        help="rows that run on the CPU (the CPU profile, runner refusals) run N processes at a time (a"
-        " several-rank row counts its ranks), started before the first test (0: one row at a time, when its"
-        " test runs). GPU rows always run one at a time",
+        help="rows that run on the CPU (the CPU profile, runner refusals) run N processes at a time, all"
+        " pytest -n workers together (a several-rank row counts its ranks), started before the first test (0:"
+        " one row at a time, when its test runs). GPU rows run one at a time, or under pytest -n one"
+        " per worker, each on GPUs of its own",
     )
     add("--row-logs", field="row_logs", metavar="DIR", default=None,
         help="where each row's run log goes (default: a fresh temporary folder)")  # fmt: skip

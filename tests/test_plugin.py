@@ -2152,6 +2152,14 @@ def test_under_xdist_a_spreading_dist_mode_still_runs_each_row_once(
     assert sorted(calls) == sorted(set(calls)) and len(calls) == 5, calls
 
 
+def test_the_cpu_jobs_help_says_how_gpu_rows_run_under_xdist(pytester: pytest.Pytester) -> None:
+    """Before: "GPU rows always run one at a time", though under -n they run side by side, each on
+    GPUs of its own (conformance/gpus.py)."""
+    help_text = " ".join(pytester.runpytest("-p", "conformance.plugin", "--help").stdout.str().split())
+    assert "always run one at a time" not in help_text
+    assert "GPU rows run one at a time, or under pytest -n one per worker, each on GPUs of its own" in help_text
+
+
 @pytest.mark.parametrize("workers", [("-n", "2"), ("--tx", "2*popen")], ids=["n", "tx"])
 def test_under_xdist_dist_each_is_refused(suite: Suite, workers: tuple[str, ...]) -> None:
     """Before: every row ran once per worker, and the results file kept one of the runs."""
