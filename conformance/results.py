@@ -302,6 +302,12 @@ def check_document(data: dict[str, Any], where: str) -> None:
     """``ValueError`` naming ``where`` and the field (a JSON pointer) when ``data`` is not a results
     document of this version (the schema, and each measured result as a ``Result``)."""
     if data.get("format") != FORMAT:
+        if "format" not in data and {"profile", "hardware", "cases"} <= data.keys():
+            # A profile's table handed over by mistake: "of this version" would suggest an old results file.
+            raise ValueError(
+                f"{where}: /format: no format field: an expectations table (profile {data['profile']!r}), not a"
+                " results file (pytest conformance --results FILE writes one)"
+            )
         found = f"format {data['format']!r}" if "format" in data else "no format field"
         raise ValueError(
             f"{where}: /format: not a conformance results file of this version ({found}, expected {FORMAT!r})"

@@ -323,6 +323,18 @@ def test_cli_report_names_the_file_and_the_field_of_a_malformed_results_file(
     assert err.startswith(f"conformance report: {path}: {where}") and err.count("\n") == 1, err
 
 
+def test_cli_report_names_an_expectations_table_given_for_a_results_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    table = expectations.DEFAULT_ROOT / "cpu-tiny" / "finetune.json"
+    assert main(["report", str(table)]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"conformance report: {table}: /format: no format field: an expectations table (profile 'cpu-tiny'),"
+        " not a results file (pytest conformance --results FILE writes one)\n"
+    )
+
+
 def test_cli_report_refuses_an_output_it_cannot_write(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "r.json"
     path.write_text(json.dumps(RESULTS))
