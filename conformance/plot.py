@@ -210,9 +210,11 @@ def _title(results: Mapping[str, Any]) -> str:
     versions = ", ".join(f"{k} {fp.get(k)}" for k in ("torch", "cuda", "bitsandbytes", "lightning") if fp.get(k))
     summary = ", ".join(f"{n} {v}" for v, n in verdict_counts(results.get("rows") or []).items())
     created = results.get("created") or ""
+    # As the report's header says it: the file of a killed or stopped session holds rows not run.
+    unfinished = "  The session did not finish." if results.get("finished") is False else ""
     return (
-        f"Conformance: {machine}; {versions}\n{created}  verdicts: {summary}."
-        "  Green band: tolerance; red: regression; blue: improvement; grey: not run;"
+        f"Conformance: {machine}; {versions}\n{created}  verdicts: {summary}.{unfinished}"
+        "  Green band: tolerance; red: regression; blue: improvement; grey: not run or not judged;"
         " hollow purple: not run, GPU-free estimate"
     )
 

@@ -11,7 +11,7 @@ from results_files import measured, results, row, write
 
 from conformance.cli import main
 from conformance.expectations import load_profile
-from conformance.plot import PLOT_EXTRA_MISSING, cmd_plot, memory_point, speed_point
+from conformance.plot import PLOT_EXTRA_MISSING, _title, cmd_plot, memory_point, speed_point
 from conformance.profiles import REFERENCE_PROFILE
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -89,6 +89,14 @@ def test_points_follow_the_comparison_rules() -> None:
     faster.update(checks={"run": "passed", "speed": "skipped"}, reasons={"speed": "the baseline did not judge it"})
     skipped = speed_point(faster)
     assert skipped is not None and skipped.status == "unjudged" and skipped.label.endswith("(not judged)")
+
+
+def test_the_title_names_grey_dots_and_an_unfinished_session() -> None:
+    # Grey dots are speeds that were run but not judged (a busy CPU); the legend said "grey: not run".
+    doc = results([row("r", measured(time_1k_iters_min=20.0), expected={"time_1k_iters_min": 10.0})])
+    assert "grey: not run or not judged;" in _title(doc) and "did not finish" not in _title(doc)
+    # A killed session's file: its verdicts read "not run" because the session ended, as the report says.
+    assert "The session did not finish." in _title({**doc, "finished": False})
 
 
 @pytest.mark.parametrize(
