@@ -271,8 +271,10 @@ def cmd_validate(root: Path, names: list[str]) -> int:
     available = list_profiles(root)
     if not available:
         folder = profile_folder_hint(root, VALIDATE_USAGE)
+        # The named profile's folder may be there, without a *.json table yet (a hand-written one).
+        note = profile_name_note(root, names[0].rstrip("/"), VALIDATE_USAGE) if names and names[0] else ""
         print(
-            one_line(f"conformance validate: no profiles in {root}" + (f"; {folder}" if folder else "")),
+            one_line(f"conformance validate: no profiles in {root}" + (f"; {folder}" if folder else "") + note),
             file=sys.stderr,
         )
         return EXIT_BAD_INPUT

@@ -533,6 +533,7 @@ def test_cli_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert "t.json: field 'cases': missing required field" in capsys.readouterr().err
     (tmp_path / "exp" / "mine").mkdir()
     (tmp_path / "exp" / "mine" / "t.yaml").write_text("cases: []\n")
+    (tmp_path / "only" / "mine").mkdir(parents=True)
     # Bad input, not an invalid profile: exit status 2, one line naming it
     cases = {
         # A hand-written profile's folder without a *.json table: before, only "unknown profile 'mine'".
@@ -547,6 +548,10 @@ def test_cli_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
         ("validate", ""): "conformance validate: expected a profile name, got an empty value",
         ("validate", "--expectations", str(bad / "t.json")): "t.json: not a directory",
         ("validate", "--expectations", str(tmp_path)): "no profiles in ",
+        # The same folder where it is the only one: before, only "no profiles in .../only".
+        ("validate", "--expectations", str(tmp_path / "only"), "mine"): (
+            f"no profiles in {tmp_path / 'only'}; {tmp_path / 'only' / 'mine'} holds no profile table (*.json)"
+        ),
         # A profile's own folder: the command's own arguments for the folder that holds it.
         ("validate", "--expectations", str(REPO / "expectations" / "cpu-tiny")): (
             "is the folder of profile cpu-tiny: give the folder that holds it (conformance validate --expectations "
