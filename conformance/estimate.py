@@ -318,6 +318,18 @@ def estimate_problem(row: RowEstimate, tolerance: float | None) -> str | None:
     return None
 
 
+def estimate_agreement(row: RowEstimate, tolerance: float | None) -> str:
+    """What an estimate that agrees with its row predicted (``estimate_problem`` is None), in the
+    words of a disagreement: the row's ``estimate_miss`` says it misses, and it no longer does."""
+    at = f"at {_gb(row.capacity_gb)} GB" if row.capacity_gb is not None else "without a capacity"
+    if row.expected_outcome != "ok" or row.error_rel is None or tolerance is None:  # the outcome alone is judged
+        return f"{_prediction(row, at)}, the profile says {row.expected_outcome}"
+    return (
+        f"estimated {_gb(row.max_memory_gb)} GB, the profile says {_expected(row)} GB "
+        f"({row.error_rel:+.2%}, tolerance ±{pct_text(tolerance)}%, stack {row.stack})"
+    )
+
+
 def _prediction(row: RowEstimate, at: str = "") -> str:
     if row.outcome == "unsupported":
         return "predicted unsupported"

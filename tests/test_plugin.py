@@ -2191,6 +2191,32 @@ def test_a_record_session_skips_the_estimate_checks_and_says_why(suite: Suite) -
     assert skipped and all("test_rows.py:" in line and "checks.py" not in line for line in skipped), skipped
 
 
+def test_a_known_estimate_miss_that_no_longer_misses_fails_saying_so(suite: Suite) -> None:
+    """Before: the strict xfail failed with pytest's "[XPASS(strict)] <estimate_miss>", which the
+    results file and its report gave as the row's reason: the miss, where the estimate now agrees."""
+    cases = default_cases()
+    cases[0]["estimate_miss"] = "the estimate leaves out the optimizer state"  # OK: it agrees (no tolerance)
+    cases[1]["estimate_miss"] = "the estimate leaves out the activations"  # OOM: predicted to fit in 40 GB
+    suite.profile(cases=cases)
+    suite.pytester.makepyfile(test_conformance="from conformance.test_rows import test_estimate")
+    results = suite.pytester.path / "r.json"
+    result = suite.run("--results", str(results), "-k", f"{OK} or {OOM}")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.assert_outcomes(failed=1, xfailed=1)
+    result.stdout.fnmatch_lines(
+        [
+            f"tiny:{OK} (*table.json): the estimate agrees now: predicted ok (* GB at 40.00 GB), the profile says ok;"
+            " the row's estimate_miss no longer holds (the estimate leaves out the optimizer state): remove it from"
+            " the row",
+            "reproduce: conformance estimate --profile tiny --stack profile --expectations exp",
+        ]
+    )
+    assert "XPASS" not in result.stdout.str()
+    rows = {row["id"]: row for row in load_results(results)["rows"]}
+    assert rows[OK]["verdict"] == "failed" and "the estimate agrees now" in rows[OK]["reasons"]["estimate"]
+    assert rows[OOM]["checks"] == {"estimate": "xfailed"}
+
+
 @pytest.mark.slow
 def test_under_xdist_the_results_file_keeps_each_rows_estimate(suite: Suite) -> None:
     # The workers estimate; the controller writes the file (before: every estimate null).
