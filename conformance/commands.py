@@ -8,7 +8,7 @@ import shlex
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from conformance.display import display
+from conformance.display import SUITE, display
 from conformance.expectations import DEFAULT_ROOT, Case
 from conformance.options import Options
 from conformance.profiles import ActiveProfile
@@ -28,7 +28,7 @@ def rerecord_command(
         elsewhere = speeds_timed_elsewhere(target, fingerprint, active, {case.id})
         if elsewhere is not None:
             case, why = None, f"  # every row: the profile's other speeds were timed on {elsewhere}"
-    argv = ["pytest", "conformance"]
+    argv = ["pytest", display(SUITE)]
     if real_path(options.expectations) != real_path(DEFAULT_ROOT):
         argv += ["--expectations", display(options.expectations)]
     argv += ["--profile", active.name]

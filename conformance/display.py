@@ -5,9 +5,19 @@ messages (``compare``, ``checks``), the results file, the report, the record dif
 from __future__ import annotations
 
 import math
+import shlex
 from pathlib import Path
 
 from litgpt_min.files import real_path
+
+# The suite's folder, which a printed command gives pytest: "conformance" from the checkout's root.
+SUITE = Path(__file__).resolve().parent
+
+
+def suite_command() -> str:
+    """``pytest conformance`` as the working directory needs it (``pytest walkM/conformance``, say):
+    a command printed for a session started elsewhere runs from where it was started."""
+    return f"pytest {shlex.quote(display(SUITE))}"
 
 
 def display(path: Path | str) -> str:

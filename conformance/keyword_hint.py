@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from conformance.display import suite_command
 from conformance.expectations import QUANT_SLUGS, model_slug
 from conformance.rules import CHECKS
 
@@ -95,7 +96,7 @@ def _parts_hint(keyword: str, cases: list[Any]) -> str:
     made = "; ".join(f"{kind} {', '.join(values)}" for kind, values in parts.items() if values)
     shape = (
         f"row ids are workload-[method-]model-quantization-[mbN-]Ngpu, of {made}"
-        " (pytest conformance --collect-only -q lists every id)"
+        f" ({suite_command()} --collect-only -q lists every id)"
     )
     if unknown and len(fixes) == len(unknown):
         fixed = _fixed(keyword, fixes)

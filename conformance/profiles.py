@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from conformance import hardware
-from conformance.display import cap_text, display, rows_text
+from conformance.display import cap_text, display, rows_text, suite_command
 from conformance.expectations import ExpectationError, Profile, list_profiles, load_profile
 from conformance.options import Options
 
@@ -65,7 +65,7 @@ class ActiveProfile:
             return head + f"measured on this card{cap}{unchecked}"
         return head + (
             f"portable comparison (parameters, peak memory, outcome){cap}; speed not compared."
-            f" Record this card's profile: pytest conformance --record {display(self.record_target)}"
+            f" Record this card's profile: {suite_command()} --record {display(self.record_target)}"
         )
 
 
@@ -147,7 +147,7 @@ def activate(profile: Profile, options: Options, fp: Mapping[str, Any], recordin
     speed_skip = (
         f"speed figures of profile {profile.name} belong to {profile.hardware.get('gpu') or _sku(profile)},"
         f" this card is {card}: record this card's profile with"
-        f" `pytest conformance --record {display(target)}`"
+        f" `{suite_command()} --record {display(target)}`"
     )
     card = float(gpus[0].get("memory_gb") or 0) or None
     return ActiveProfile(profile, "portable", len(gpus), cap, None, speed_skip, target, card)

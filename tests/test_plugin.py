@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 
 from conformance import hardware
 from conformance.diff import diff_results
+from conformance.display import suite_command
 from conformance.expectations import Tolerances, case_id, load_profile
 from conformance.options import Options
 from conformance.report import render
@@ -236,7 +237,7 @@ def test_profiles_report_header_and_fingerprint(suite: Suite, monkeypatch: pytes
         [
             "conformance: GPU 0: NVIDIA H100 80GB HBM3*driver 550.1; CUDA 12.4; sku h100-80gb-hbm3",
             "conformance profile tiny (*): portable comparison*under a 40 GB memory cap; speed not compared."
-            " Record this card's profile: pytest conformance --record *h100-80gb-hbm3",
+            " Record this card's profile: pytest */conformance --record *h100-80gb-hbm3",
         ]
     )
 
@@ -285,7 +286,7 @@ def test_memory_regression_lists_every_finding_and_the_commands(suite: Suite) ->
     assert "time_1k_iters_min: measured 3.00, expected 2.00 (1.50x slower, tolerance 1.15x): regression" in text
     assert f"trainable_params: measured 1, expected {count_params('tiny-llama', 'lora')[0]:,}" in text
     assert (
-        f"re-record: pytest conformance --expectations exp --profile tiny -k '[tiny:{OK}]' --record exp/tiny --force"
+        f"re-record: {suite_command()} --expectations exp --profile tiny -k '[tiny:{OK}]' --record exp/tiny --force"
         in text
     )
     assert "reproduce: " in text and "-m litgpt_min finetune lora --model tiny-llama --micro-batch-size 2" in text
@@ -301,7 +302,7 @@ def test_the_re_record_command_records_every_row_where_one_alone_would_be_refuse
     suite.answer(answers)
     failed = suite.run("-k", f"test_run and {OK}")
     assert failed.ret == pytest.ExitCode.TESTS_FAILED
-    hint = "pytest conformance --expectations exp --profile tiny --record exp/tiny --force"
+    hint = f"{suite_command()} --expectations exp --profile tiny --record exp/tiny --force"
     failed.stdout.fnmatch_lines(
         [f"re-record: {hint}  # every row: the profile's other speeds were timed on the CPU 'Another CPU'"]
     )
@@ -310,6 +311,27 @@ def test_the_re_record_command_records_every_row_where_one_alone_would_be_refuse
     assert recorded.ret == 0
     assert {json.loads(p.read_text())["hardware"]["cpu"] for p in (suite.root / "tiny").glob("*.json")} == {"unknown"}
     assert {c["id"] for c in suite.calls()} >= {OK, OOM}
+
+
+def test_printed_commands_name_the_suite_as_the_working_directory_reaches_it(
+    suite: Suite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: a session started outside the checkout (``cd /tmp && pytest ~/checkout/conformance``)
+    printed ``re-record: pytest conformance ...`` and ``(pytest conformance --collect-only -q lists
+    every id)``, which there end with "file or directory not found: conformance"."""
+    suite.profile()
+    answers = good_answers()
+    answers[OK] = {"max_memory_gb": 1.25, "time_1k_iters_min": 2.1}
+    suite.answer(answers)
+    folder = REPO / "conformance"  # pytester's working directory lies outside the checkout
+    failed = suite.run("-k", f"test_run and {OK}")
+    failed.stdout.fnmatch_lines([f"re-record: pytest {folder} --expectations exp --profile tiny *"])
+    hint = suite.run("-k", "lora and 3gpu")
+    hint.stdout.fnmatch_lines([f"*; devices 1gpu, 2gpu (pytest {folder} --collect-only -q lists every id)"])
+    monkeypatch.chdir(REPO)
+    assert suite_command() == "pytest conformance"  # from the checkout's root, as the README types it
+    monkeypatch.chdir(REPO.parent)
+    assert suite_command() == f"pytest {REPO.name}/conformance"
 
 
 @pytest.mark.parametrize("emulate", ["20", "off"])
@@ -451,7 +473,7 @@ def test_portable_mode_caps_memory_and_skips_speed_naming_the_record_command(
     result.assert_outcomes(passed=5 + 4, xfailed=1, skipped=2)
     result.stdout.fnmatch_lines(
         ["SKIPPED [[]2] *: speed figures of profile tiny belong to NVIDIA A100-SXM4-40GB, this card is NVIDIA H100 80GB"
-         " HBM3: record this card's profile with `pytest conformance --record *h100-80gb-hbm3`"]
+         " HBM3: record this card's profile with `pytest */conformance --record *h100-80gb-hbm3`"]
     )  # fmt: skip
     caps = {c["id"]: (c["cap"], c["preloaded"]) for c in suite.calls()}
     assert caps[OK] == (40.0, False)
@@ -474,7 +496,7 @@ def test_a_gpu_profile_recorded_under_a_cap_is_checked_and_re_recorded_under_it(
     result = suite.run("--profile", "tiny", "-k", f"test_run and ({OK} or {OOM})")
     assert {c["id"]: c["cap"] for c in suite.calls()} == {OK: 40.0, OOM: 40.0}
     assert (
-        f"re-record: pytest conformance --expectations exp --profile tiny -k '[tiny:{OK}]' --record exp/tiny --force\n"
+        f"re-record: {suite_command()} --expectations exp --profile tiny -k '[tiny:{OK}]' --record exp/tiny --force\n"
         in (result.stdout.str())
     )
 
@@ -1166,6 +1188,7 @@ def test_a_keyword_that_selects_no_row_says_how_rows_are_named(suite: Suite, key
     suite.profile()
     result = suite.run("-k", keyword)
     assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED
+    hint = hint.replace("(pytest conformance ", f"({suite_command()} ")  # the suite's folder, from here
     assert hint in result.stdout.lines, result.stdout.str()  # (whole: its "[method-]" is no glob)
     assert "selects no row" not in suite.run("-k", "tiny_llama and lora").stdout.str()
     # Nor is a selection that -m or --deselect emptied.
@@ -1297,6 +1320,7 @@ def test_a_keyword_that_selects_no_row_names_the_word_no_id_contains(keyword: st
 
     cases = _hint_cases()
     hint = no_row_hint(keyword, cases)
+    ending = ending.replace("(pytest conformance ", f"({suite_command()} ")  # "conformance" from the root
     assert hint.startswith(f"conformance: -k {keyword!r} selects no row: {ending}"), hint
 
 
