@@ -111,7 +111,7 @@ def _take_trailing_positionals(parser: OneLineParser, args: argparse.Namespace, 
     words = [*extras[:cut], *extras[cut + 1 :]]
     unknown = words if name is None else [word for word in extras[:cut] if word.startswith("-")]
     if unknown:
-        subcommand.error(f"unrecognized arguments: {' '.join(unknown)}")
+        subcommand.unrecognized(unknown)
     if name is None:  # a lone "--", with no word after it
         return
     try:

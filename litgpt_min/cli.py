@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
             words = sys.argv[1:] if argv is None else list(argv)
             before = words[: words.index(args.command)] if args.command in words else []
             owner = parser if any(word in before for word in extras) else parser.subcommand(args.command)
-            owner.error(f"unrecognized arguments: {' '.join(extras)}")
+            owner.unrecognized(extras)
         if args.command == "convert-hf":
             from litgpt_min.convert import convert_hf_checkpoint, tokenizer_copies
 

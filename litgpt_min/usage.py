@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import errno
 import io
 import os
@@ -131,13 +132,47 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {one_line(message)}\n")
 
+    def unrecognized(self, words: list[str]) -> NoReturn:
+        """The error for ``words`` this parser does not take, naming the option each misspelled
+        option most resembles (``--jsn``: ``--json``), as a misspelled choice names its closest."""
+        options = [s for action in self._actions for s in action.option_strings if s.startswith("--")]
+        close = {}
+        for word in words:
+            flag = word.split("=", 1)[0]
+            if flag.startswith("--") and flag not in options:
+                near = difflib.get_close_matches(flag[2:], [o[2:] for o in options], n=1)
+                if near:
+                    close[word] = f"--{near[0]}"
+        hint = ""
+        if len(close) == 1 and len(words) == 1:
+            hint = f"; did you mean {close[words[0]]}?"
+        elif close:
+            hint = f"; did you mean {', '.join(f'{option} for {word}' for word, option in close.items())}?"
+        self.error(f"unrecognized arguments: {' '.join(words)}{hint}")
+
+    def parse_args(self, args: Any = None, namespace: Any = None) -> Any:
+        namespace, extras = self.parse_known_args(args, namespace)
+        if extras:
+            self.unrecognized(extras)
+        return namespace
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        # argparse's, naming the closest choice (a subcommand, a --quantize mode) of a misspelled one
+        choices = action.choices
+        if choices is None or value in choices:
+            return
+        near = difflib.get_close_matches(value, [str(c) for c in choices], n=1) if isinstance(value, str) else []
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        listed = ", ".join(map(repr, choices))
+        raise argparse.ArgumentError(action, f"invalid choice: {value!r}{hint} (choose from {listed})")
+
     def _print_message(self, message: str, file: Any = None) -> None:
         # argparse drops an OSError of writing ``--help`` (a full disk), which then exits 0 with
         # nothing written; here it reaches ``console_output``'s rules like any other output's.
         if message:
             (file or sys.stderr).write(message)
 
-    def subcommand(self, name: str) -> argparse.ArgumentParser:
+    def subcommand(self, name: str) -> OneLineParser:
         """The parser of subcommand ``name``, whose error names it (``prog name: error: ...``)."""
         action = next(a for a in self._actions if isinstance(a, argparse._SubParsersAction))
         return action.choices[name]

@@ -180,6 +180,18 @@ BAD = {
     "unknown-method-params": (("params", "tiny-llama", "--method", "qlora"), r"invalid choice: 'qlora'"),
     "unknown-quantize": (("finetune", "lora", *TINY, "--quantize", "bnb.int8"), r"invalid choice: 'bnb.int8'"),
     "unknown-quantize-generate": (("generate", *TINY, "--quantize", "gptq.int4"), r"invalid choice: 'gptq.int4'"),
+    # Before: no hint for a misspelling ("invalid choice: 'finetne' (choose from ...)",
+    # "unrecognized arguments: --jsn"), where an unknown model or profile names the closest.
+    "misspelled-subcommand": (("finetne", "lora", *TINY), r"invalid choice: 'finetne'; did you mean 'finetune'\? \("),
+    "misspelled-quantize": (("params", "tiny-llama", "--quantize", "nf4"), r"'nf4'; did you mean 'bnb\.nf4'\? \("),
+    "misspelled-option": (
+        ("params", "tiny-llama", "--jsn"),
+        r"^litgpt-min params: error: .*: --jsn; did you mean --json\?$",
+    ),
+    "misspelled-options": (
+        ("generate", *TINY, "--top-kk", "3", "--bogus"),
+        r"unrecognized arguments: --top-kk 3 --bogus; did you mean --top-k for --top-kk\?$",
+    ),
     "micro-batch-0": (("finetune", "lora", *TINY, "--micro-batch-size", "0"), r"--micro-batch-size 0: must be >= 1$"),
     "micro-batch-not-int": (("finetune", "lora", *TINY, "--micro-batch-size", "x"), r"invalid int value: 'x'"),
     # Python's int() and float() take these; `--max-iters 1_000` ran 1000 iterations.

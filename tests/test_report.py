@@ -523,6 +523,25 @@ def test_a_lone_double_dash_after_a_command_without_a_list_is_accepted(capsys: p
     assert "gpu_count" in json.loads(capsys.readouterr().out)
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["evn"], "conformance: error: argument command: invalid choice: 'evn'; did you mean 'env'? (choose from "),
+        (["env", "--jsn"], "conformance env: error: unrecognized arguments: --jsn; did you mean --json?\n"),
+        (["validate", "--bogus"], "conformance validate: error: unrecognized arguments: --bogus\n"),
+    ],
+    ids=["subcommand", "option", "nothing-close"],
+)
+def test_a_misspelled_subcommand_or_option_names_the_closest(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: "invalid choice: 'evn' (choose from ...)", "unrecognized arguments: --jsn", no hint."""
+    with pytest.raises(SystemExit) as refused:
+        main(argv)
+    assert refused.value.code == 2
+    assert capsys.readouterr().err.startswith(message)
+
+
 def test_cli_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate"]) == 0
     assert "a100-sxm4-40gb: ok (5 files, 72 rows)" in capsys.readouterr().out
