@@ -52,15 +52,23 @@ def build_parser() -> OneLineParser:
     )
     parser.add_version()
     sub = parser.add_subparsers(dest="command", required=True)
-    env = sub.add_parser("env", help="print this machine's fingerprint (the pytest report header)")
+    env = sub.add_parser(
+        "env",
+        help="print this machine's fingerprint (the pytest report header)",
+        description="The fingerprint (GPUs, driver, CUDA, library versions, CPU) and the profiles a session"
+        " here would compare with. Exit status: 0.",
+    )
     env.add_argument("--json", action="store_true", help="the whole fingerprint as JSON")
     report = sub.add_parser(
         "report",
         help="render --results files as Markdown (the resource tables' layout); several are merged first",
         description="Several files (from pytest-xdist sessions, machines, nodes) are merged into one report;"
-        " each row keeps the fingerprint of the machine that ran it.",
+        " each row keeps the fingerprint of the machine that ran it."
+        " Exit status: 0, whatever the rows' verdicts; 2 bad input (a results file, an output path).",
     )
-    report.add_argument("file", type=path_argument, nargs="+")
+    report.add_argument(
+        "file", type=path_argument, nargs="+", metavar="RESULTS.json", help="written by pytest conformance --results"
+    )
     report.add_argument("-o", "--output", type=path_argument, default=None, help="write here instead of stdout")
     report.add_argument(
         "--plot",
@@ -91,9 +99,17 @@ def build_parser() -> OneLineParser:
     diff.add_argument("--speed-tolerance", type=fraction, default=None, metavar="FRACTION",
                       help="speed tolerance for every row, overriding the results' (0.15: 1.15x slower or faster)")  # fmt: skip
     diff.add_argument("--strict", action="store_true", help="improvements beyond tolerance fail too")
-    validate = sub.add_parser("validate", help="load and check expectation profiles")
+    validate = sub.add_parser(
+        "validate",
+        help="load and check expectation profiles",
+        description="Each profile's files against the schema, then the checks between fields, rows and files."
+        " Exit status: 0 every profile is valid, 1 one is not (each problem on stderr), 2 bad input (a folder"
+        " without profiles, a profile name it does not hold).",
+    )
     validate.add_argument("profiles", nargs="*", metavar="PROFILE", help="profile names (default: all)")
-    validate.add_argument("--expectations", type=path_argument, default=DEFAULT_ROOT, metavar="DIR")
+    validate.add_argument(
+        "--expectations", type=path_argument, default=DEFAULT_ROOT, metavar="DIR", help=f"default: {DEFAULT_ROOT}"
+    )
     add_estimate_parser(sub)
     return parser
 
@@ -117,7 +133,8 @@ def _take_trailing_positionals(parser: OneLineParser, args: argparse.Namespace, 
     try:
         setattr(args, name, [*getattr(args, name), *(kind(word) for word in words)])
     except argparse.ArgumentTypeError as exc:
-        subcommand.error(f"argument {name}: {exc}")
+        label = next(a.metavar or a.dest for a in subcommand._actions if a.dest == name)  # as argparse names it
+        subcommand.error(f"argument {label}: {exc}")
 
 
 def main(argv: list[str] | None = None) -> int:

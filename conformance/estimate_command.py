@@ -128,7 +128,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "estimate",
         help="estimate peak GPU memory without a GPU: every row of a profile, or one configuration",
-        description="Peak memory (torch.cuda.max_memory_allocated) estimated on fake tensors, without a GPU.",
+        description="Peak memory (torch.cuda.max_memory_allocated) estimated on fake tensors, without a GPU."
+        " Exit status: 0 whenever an estimate is given, whatever its outcome (ok, oom, unsupported: read the"
+        " outcome), 2 bad input.",
     )
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--profile", help="estimate every row of this profile")

@@ -542,6 +542,29 @@ def test_a_misspelled_subcommand_or_option_names_the_closest(
     assert capsys.readouterr().err.startswith(message)
 
 
+@pytest.mark.parametrize("command", ["env", "report", "validate", "estimate", "diff"])
+def test_each_subcommands_help_states_its_exit_status(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: only diff's --help did; validate's 1 (an invalid profile) and estimate's 0 for any
+    outcome (oom included) were in the READMEs alone, and validate's --expectations had no help."""
+    with pytest.raises(SystemExit) as shown:
+        main([command, "--help"])
+    assert shown.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "Exit status: 0" in text
+    if command == "validate":
+        assert "1 one is not" in text and f"--expectations DIR default: {expectations.DEFAULT_ROOT}" in text
+
+
+def test_a_bad_results_path_is_named_as_the_usage_names_it(capsys: pytest.CaptureFixture[str]) -> None:
+    """Named as the usage names the files (RESULTS.json; before: "file"), before or after ``-o``."""
+    for argv in (["report", ""], ["report", "a.json", "-o", "x.md", ""]):
+        with pytest.raises(SystemExit):
+            main(argv)
+        assert capsys.readouterr().err == (
+            "conformance report: error: argument RESULTS.json: expected a path, got an empty value\n"
+        )
+
+
 def test_cli_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate"]) == 0
     assert "a100-sxm4-40gb: ok (5 files, 72 rows)" in capsys.readouterr().out
