@@ -96,7 +96,7 @@ def build_parser() -> OneLineParser:
         "--method", choices=METHODS, default="none", help="the method the model is built for (default: none)"
     )
     p.add_argument("--quantize", choices=QUANTIZE_MODES, default=None, help="bitsandbytes 4-bit mode (default: none)")
-    p.add_argument("--precision", default="bf16-true", help="dtype of the unquantized weights")
+    p.add_argument("--precision", default="bf16-true", help="dtype of the unquantized weights (default: bf16-true)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     add_flat_options(p.add_argument_group("LoRA / Adapter (prefixes --lora-, --adapter-)"), _peft_flat_options())
 

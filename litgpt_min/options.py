@@ -641,16 +641,29 @@ def _hyperparameter_fields() -> list[FlatOption]:
 
 _RUN = [
     FlatOption("model", str, help=f"registry name: {', '.join(sorted(configs))}"),
-    FlatOption("quantize", str, QUANTIZE_MODES, "bitsandbytes 4-bit mode"),
+    FlatOption("quantize", str, QUANTIZE_MODES, "bitsandbytes 4-bit mode (default: none)"),
     FlatOption(
-        "devices", int, help="devices per machine; several (finetune only) run Fabric's FSDP as the reference did"
+        "devices",
+        int,
+        help="devices per machine; several (finetune only) run Fabric's FSDP as the reference did"
+        f" (default: {RunRequest.devices})",
     ),
-    FlatOption("num_nodes", int, help="machines (each started by torchrun or srun with --devices ranks)"),
-    FlatOption("rank_timeout_s", float, help="seconds a rank waits for the others before the run fails"),
+    FlatOption(
+        "num_nodes",
+        int,
+        help=f"machines (each started by torchrun or srun with --devices ranks) (default: {RunRequest.num_nodes})",
+    ),
+    FlatOption(
+        "rank_timeout_s",
+        float,
+        help=f"seconds a rank waits for the others before the run fails (default: {RunRequest.rank_timeout_s:g})",
+    ),
     # No closed choices here: RunRequest refuses an unknown precision, naming the valid ones.
-    FlatOption("precision", str, help="bf16-true (the tables'), 16-true, 32-true, ..."),
+    FlatOption("precision", str, help=f"{', '.join(PRECISIONS)} (default: {RunRequest.precision}, the tables')"),
     FlatOption("accelerator", str, ACCELERATORS, "where to run (default: auto, CUDA when it is available)"),
-    FlatOption("memory_cap_gb", float, help="fail with OOM above this peak (emulates a smaller device)"),
+    FlatOption(
+        "memory_cap_gb", float, help="fail with OOM above this peak (emulates a smaller device) (default: none)"
+    ),
 ]
 _TOKENIZER = "a tokenizer.model or tokenizer.json directory"
 _FINETUNE = [

@@ -957,6 +957,22 @@ def test_every_run_option_has_help_and_the_method_settings_say_their_defaults() 
     ):
         assert re.search(rf"{flag} \S+\s+default: {re.escape(str(value))}\n", finetune), flag
     assert f"(default: {GenerateSettings().max_new_tokens})" in subparsers.choices["generate"].format_help()
+    # The machine's options, whose help named no default (a script could not tell --devices' 1,
+    # --rank-timeout-s's 1800 or --precision's bf16-true from the help).
+    for name in ("finetune", "generate"):
+        helps = {a.option_strings[0]: a.help for a in subparsers.choices[name]._actions if a.option_strings}
+        for flag, default in (
+            ("--quantize", "none"),
+            ("--devices", "1"),
+            ("--num-nodes", "1"),
+            ("--rank-timeout-s", "1800"),
+            ("--precision", "bf16-true"),
+            ("--memory-cap-gb", "none"),
+        ):
+            assert f"(default: {default}" in helps[flag], (name, flag)
+    assert "(default: bf16-true)" in next(
+        a.help for a in subparsers.choices["params"]._actions if a.dest == "precision"
+    )
     # The hyperparameters, whose defaults differ per method (before, their help named none).
     flat = " ".join(finetune.split())
     for method, hp in REFERENCE.items():
