@@ -267,7 +267,10 @@ def _machine(hardware: Mapping[str, Any]) -> tuple[Any, Any]:
 
 def _machine_text(hardware: Mapping[str, Any]) -> str:
     sku, cpu = _machine(hardware)
-    return f"the CPU {cpu!r}" if sku == "cpu" else f"{sku!r}"
+    if sku != "cpu":
+        return f"{sku!r}"
+    # A hand-written CPU profile may leave its model out (the schema allows it): not "the CPU None".
+    return f"the CPU {cpu!r}" if cpu else "a CPU whose model is not recorded (no hardware.cpu)"
 
 
 def _keep(rows: int) -> str:

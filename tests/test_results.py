@@ -14,7 +14,7 @@ import pytest
 from conformance.expectations import ExpectationError, load_profile
 from conformance.options import Options
 from conformance.profiles import activate
-from conformance.record import build_files, record_profile
+from conformance.record import build_files, mixing_problem, record_profile
 from conformance.results import FORMAT, SCHEMA_PATH, build_results, check_target, load_results
 from conformance.rules import CHECKS
 from conformance.runner import RunResult, identity
@@ -231,3 +231,16 @@ def test_a_results_file_says_when_it_was_created_as_a_time_and_null_is_named_as_
     path.write_text("null")
     with pytest.raises(ValueError, match=r"/: not a conformance results file \(a JSON null, expected an object\)$"):
         load_results(path)
+
+
+def test_a_recording_that_would_keep_speeds_of_a_profile_without_a_cpu_model_does_not_name_the_cpu_none(
+    tmp_path: Path,
+) -> None:
+    """A hand-written CPU profile may leave ``hardware.cpu`` out: the refusal read "timed on the CPU None"."""
+    row = {"id": "a", "time_1k_iters_min": 1.0}
+    before = {"sku": "cpu", "memory_gb": 24.0}
+    now = {**before, "cpu": "This CPU"}
+    problem = mixing_problem(tmp_path, before, now, ["a"], {"a": ("finetune.json", row)})
+    assert problem is not None
+    assert "this session ran on the CPU 'This CPU'" in str(problem)
+    assert "speeds timed on a CPU whose model is not recorded (no hardware.cpu): a (not measured)" in str(problem)
