@@ -120,8 +120,10 @@ def build_parser() -> OneLineParser:
     p.add_argument("--no-preflight", action="store_true", help=PREFLIGHT_HELP)
 
     p = sub.add_parser("convert-hf", help="convert a Hugging Face checkpoint to lit_model.pth + lit_config.json")
-    p.add_argument("hf_dir", type=path_argument)
-    p.add_argument("out_dir", type=path_argument)
+    p.add_argument("hf_dir", type=path_argument, help="the Hugging Face checkpoint's folder (config.json, weights)")
+    p.add_argument(
+        "out_dir", type=path_argument, help="where lit_model.pth, lit_config.json and the tokenizer files are written"
+    )
     p.add_argument(
         "--model",
         default=None,

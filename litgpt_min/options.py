@@ -242,7 +242,7 @@ class GenerateSettings:
     prompt: str = field(default="Hello, my name is", metadata={"help": "the prompt"})
     max_new_tokens: int = field(default=50, metadata={"help": "tokens to generate"})
     top_k: int | None = field(default=200, metadata={"help": "sample from the k most likely tokens"})
-    temperature: float = field(default=0.8, metadata={"help": "softmax temperature (0: greedy)"})
+    temperature: float = field(default=0.8, metadata={"help": "softmax temperature; 0 samples greedily"})
     num_samples: int = field(
         default=1, metadata={"help": "timed generations after one untimed warm-up; their median is reported"}
     )

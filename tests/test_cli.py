@@ -944,10 +944,10 @@ def test_every_run_option_has_help_and_the_method_settings_say_their_defaults() 
 
     parser = build_parser()
     subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    for name in ("params", "finetune", "generate"):
-        for action in subparsers.choices[name]._actions:
-            if action.option_strings:  # (a positional's choices are its help)
-                assert action.help, f"litgpt-min {name} {action.option_strings}: no help"
+    for name, subparser in subparsers.choices.items():  # convert-hf's hf_dir and out_dir had none
+        for action in subparser._actions:
+            if action.option_strings or action.choices is None:  # (a positional's choices are its help)
+                assert action.help, f"litgpt-min {name} {action.option_strings or action.dest}: no help"
     finetune = subparsers.choices["finetune"].format_help()
     lora, adapter = LoRASettings(), AdapterSettings()
     for flag, value in (
