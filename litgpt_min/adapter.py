@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from litgpt_min.config import Config
-from litgpt_min.model import GPT, CausalSelfAttention, new_parameter_kwargs
+from litgpt_min.model import GPT, CausalSelfAttention, as_int, new_parameter_kwargs
 
 
 @dataclass(frozen=True)
@@ -34,9 +34,10 @@ class AdapterSettings:
 
     def __post_init__(self) -> None:
         for name in ("prompt_length", "start_layer"):  # they size tensors and index layers
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"adapter {name} must be a whole number, got {value!r}")
+            value = as_int(getattr(self, name))  # numpy's integers too, as Python's
+            if value is None:
+                raise ValueError(f"adapter {name} must be a whole number, got {getattr(self, name)!r}")
+            object.__setattr__(self, name, value)
         if self.prompt_length < 1:
             raise ValueError(f"adapter prompt_length must be >= 1, got {self.prompt_length}")
         if self.start_layer < 0:

@@ -20,13 +20,14 @@ we do not reproduce that bug.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
 from litgpt_min.config import Config
-from litgpt_min.model import LinearWrapper, new_parameter_kwargs
+from litgpt_min.model import LinearWrapper, as_int, new_parameter_kwargs
 
 
 @dataclass(frozen=True)
@@ -51,12 +52,16 @@ class LoRASettings:
 
     def __post_init__(self) -> None:
         # Types first: a float rank would fail later inside torch.empty, a string at the first comparison.
-        if not _is_int(self.r):
+        # numpy's numbers (a sweep's np.arange) are taken, as Python's.
+        r = as_int(self.r)
+        if r is None:
             raise ValueError(f"lora r must be a whole number, got {self.r!r}")
+        object.__setattr__(self, "r", r)
         for name in ("alpha", "dropout"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
                 raise ValueError(f"lora {name} must be a number, got {value!r}")
+            object.__setattr__(self, name, whole if (whole := as_int(value)) is not None else float(value))
         for name in ("query", "key", "value", "projection", "mlp", "head"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"lora {name} must be True or False, got {getattr(self, name)!r}")
@@ -71,10 +76,6 @@ class LoRASettings:
                 "LoRA on no layer trains nothing: turn on at least one of --lora-query, --lora-key, --lora-value, "
                 "--lora-projection, --lora-mlp, --lora-head"
             )
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class LoRALinear(LinearWrapper):

@@ -16,12 +16,21 @@ For MHA every group is [q, k, v] (interleaved per head), not [all q | all k | al
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from litgpt_min.config import Config
+
+
+def as_int(value: object) -> int | None:
+    """``value`` as an ``int`` when it is a whole number of an integer type (Python's, numpy's
+    ``np.int64``), None for anything else: a bool, a float (even 8.0), a string."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        return None
+    return int(value)
 
 
 class GPT(nn.Module):
@@ -50,8 +59,10 @@ class GPT(nn.Module):
 
         The KV cache and its mask follow at the next :meth:`set_kv_cache`.
         """
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        whole = as_int(value)
+        if whole is None or whole < 1:
             raise ValueError(f"max_seq_length must be a whole number >= 1, got {value!r}")
+        value = whole
         if value > self.config.block_size:
             raise ValueError(f"max_seq_length {value} exceeds the block size {self.config.block_size}")
         self._max_seq_length = value

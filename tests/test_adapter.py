@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -125,6 +126,13 @@ def test_adapter_v2_state_dict_keys() -> None:
 def test_settings_validation(values: dict[str, object]) -> None:
     with pytest.raises(ValueError, match=f"adapter {next(iter(values))} must"):
         AdapterSettings(**values)
+
+
+def test_settings_take_numpy_integers_as_python_ones() -> None:
+    """Before: AdapterSettings(prompt_length=np.int64(4)) raised "adapter prompt_length must be a
+    whole number, got np.int64(4)"."""
+    settings = AdapterSettings(prompt_length=np.int64(4), start_layer=np.int32(0))  # type: ignore[arg-type]
+    assert (settings, type(settings.prompt_length), type(settings.start_layer)) == (AdapterSettings(4, 0), int, int)
 
 
 # Identity at init and the effect of the prefix -----------------------------------------------------

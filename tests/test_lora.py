@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -313,6 +314,17 @@ def test_dropout_only_on_the_lora_branch() -> None:
 def test_settings_validation(values: dict[str, object]) -> None:
     with pytest.raises(ValueError, match=f"lora {next(iter(values))} must"):
         LoRASettings(**values)  # type: ignore[arg-type]
+
+
+def test_settings_take_numpy_numbers_as_python_ones() -> None:
+    """Before: LoRASettings(alpha=np.float32(16)) (a sweep's numbers) raised "lora alpha must be a
+    number", and an np.int64 rank failed in torch's split_with_sizes when applied."""
+    settings = LoRASettings(r=np.int64(4), alpha=np.float32(16), dropout=np.float32(0.0))  # type: ignore[arg-type]
+    assert (settings, type(settings.r), type(settings.alpha)) == (LoRASettings(4, 16.0, 0.0), int, float)
+    alpha = LoRASettings(alpha=np.int64(32)).alpha  # type: ignore[arg-type]
+    assert alpha == 32 and type(alpha) is int
+    model = apply_lora(GPT(Config.from_name("tiny-neox")), settings)
+    assert model(torch.zeros(1, 3, dtype=torch.long)).shape[:2] == (1, 3)
 
 
 @pytest.mark.parametrize("name", CONFIGS)

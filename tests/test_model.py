@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -151,6 +152,14 @@ def test_max_seq_length_below_one_or_not_whole_raises(value: object) -> None:
     with pytest.raises(ValueError, match=r"max_seq_length must be a whole number >= 1, got "):
         model.max_seq_length = value  # type: ignore[assignment]
     assert model.max_seq_length == model.config.block_size
+
+
+def test_max_seq_length_takes_a_numpy_integer() -> None:
+    """Before: ``model.max_seq_length = np.int64(6)`` raised "max_seq_length must be a whole number
+    >= 1, got np.int64(6)"."""
+    model = build("tiny-neox")
+    model.max_seq_length = np.int64(6)  # type: ignore[assignment]
+    assert type(model.max_seq_length) is int and model.max_seq_length == 6 and model.cos.size(0) == 6
 
 
 def test_forward_longer_than_max_seq_length_raises() -> None:
