@@ -403,7 +403,9 @@ class Config:
         if not overrides:
             return config
         renamed = {_JSON_RENAMES.get(key, key): value for key, value in overrides.items()}
-        return cls.from_dict({**dataclasses.asdict(config), **renamed}, source=str(path))
+        # The file was read and checked above: a problem now is the overrides', which the source names.
+        source = f"{path} with the overrides {', '.join(overrides)}"
+        return cls.from_dict({**dataclasses.asdict(config), **renamed}, source=source)
 
     def to_dict(self) -> dict[str, Any]:
         """The fields in Lit-GPT's ``lit_config.json`` spelling."""

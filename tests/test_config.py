@@ -237,6 +237,9 @@ def test_from_json_reads_lit_config_as_lit_gpt_names_it(tmp_path: Path) -> None:
         Config.from_json(path, n_layer=0)
     with pytest.raises(ValueError, match="unknown config field 'n_layers'"):
         Config.from_json(path, n_layers=1)
+    # A bad override is named as one, not as the file's field (before: "lit_config.json: n_layer: ...").
+    with pytest.raises(ValueError, match=r"lit_config.json with the overrides n_layer, rope_base: n_layer: expected"):
+        Config.from_json(path, n_layer="3", rope_base=100)
 
 
 @pytest.mark.parametrize("name", known_names())
