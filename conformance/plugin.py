@@ -62,9 +62,11 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
     # share a worker, or its run would happen once per worker that gets one of them.
     option = config.option
     # -d is pytest-xdist's shortcut for --dist load; workers come from -n, or from --tx given with a
-    # --dist (without -n, --dist no runs the session in this process).
+    # --dist (without -n, --dist no runs the session in this process). -n 0 turns pytest-xdist off,
+    # whatever --tx and --dist say (a CI's addopts): the session runs here.
     dist = "load" if getattr(option, "distload", False) else getattr(option, "dist", None)
-    if not getattr(option, "numprocesses", None) and not (getattr(option, "tx", None) and dist not in (None, "no")):
+    workers = getattr(option, "numprocesses", None)
+    if workers == 0 or (not workers and not (getattr(option, "tx", None) and dist not in (None, "no"))):
         return
     if dist == "each":
         raise pytest.UsageError(

@@ -2219,6 +2219,20 @@ def test_under_xdist_dist_each_is_refused(suite: Suite, workers: tuple[str, ...]
     assert not suite.calls()
 
 
+@pytest.mark.parametrize("dist", ["each", "load"])
+def test_under_xdist_n_0_runs_the_session_here_whatever_tx_and_dist_say(suite: Suite, dist: str) -> None:
+    """-n 0 turns pytest-xdist off, as with a CI's addopts "--tx 2*popen --dist load". Before: --dist
+    each was refused as if workers would run the rows, and --dist load's report header said it was
+    taken as loadgroup and that a crashed worker ends the session, with no worker started."""
+    pytest.importorskip("xdist")
+    suite.profile()
+    suite.answer(good_answers())
+    result = suite.run("-n", "0", "--tx", "2*popen", "--dist", dist, "--profile", "tiny", "-k", f"test_params and {OK}")
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str() + result.stderr.str()
+    result.assert_outcomes(passed=1)
+    assert "loadgroup" not in result.stdout.str() and "pytest-xdist worker" not in result.stdout.str()
+
+
 def test_a_record_session_skips_the_estimate_checks_and_says_why(suite: Suite) -> None:
     """Before: they judged nothing and read "recorded" (``estimate 5 recorded``), though a
     recording writes no estimate."""
