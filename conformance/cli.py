@@ -108,7 +108,11 @@ def build_parser() -> OneLineParser:
     )
     validate.add_argument("profiles", nargs="*", metavar="PROFILE", help="profile names (default: all)")
     validate.add_argument(
-        "--expectations", type=path_argument, default=DEFAULT_ROOT, metavar="DIR", help=f"default: {DEFAULT_ROOT}"
+        "--expectations",
+        type=path_argument,
+        default=DEFAULT_ROOT,
+        metavar="DIR",
+        help="default: %(default)s",  # (argparse formats help: a % in the path is its own)
     )
     add_estimate_parser(sub)
     return parser

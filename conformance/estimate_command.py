@@ -168,7 +168,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "max_memory_reserved_gb and reserved_at_first_gemm_gb",
     )
     add("--json", action="store_true", help="one JSON object per row")
-    add("--expectations", type=path_argument, default=None, metavar="DIR", help=f"default: {DEFAULT_ROOT}")
+    add(
+        "--expectations",
+        type=path_argument,
+        default=None,
+        metavar="DIR",
+        help="default: " + str(DEFAULT_ROOT).replace("%", "%%"),  # (argparse formats help)
+    )
     add(
         "--tolerance",
         type=fraction,

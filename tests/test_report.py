@@ -555,6 +555,22 @@ def test_each_subcommands_help_states_its_exit_status(command: str, capsys: pyte
         assert "1 one is not" in text and f"--expectations DIR default: {expectations.DEFAULT_ROOT}" in text
 
 
+@pytest.mark.parametrize("command", ["validate", "estimate"])
+def test_help_shows_a_checkout_path_with_a_percent_sign(
+    command: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """argparse formats help text with %: a checkout under "100%/" made --help raise."""
+    from conformance import estimate_command
+
+    root = Path("/work/100%/expectations")
+    monkeypatch.setattr(cli, "DEFAULT_ROOT", root)
+    monkeypatch.setattr(estimate_command, "DEFAULT_ROOT", root)
+    with pytest.raises(SystemExit) as shown:
+        main([command, "--help"])
+    assert shown.value.code == 0
+    assert f"default: {root}" in " ".join(capsys.readouterr().out.split())
+
+
 def test_a_bad_results_path_is_named_as_the_usage_names_it(capsys: pytest.CaptureFixture[str]) -> None:
     """Named as the usage names the files (RESULTS.json; before: "file"), before or after ``-o``."""
     for argv in (["report", ""], ["report", "a.json", "-o", "x.md", ""]):
