@@ -144,8 +144,8 @@ class OneLineParser(argparse.ArgumentParser):
                 if near:
                     close[word] = f"--{near[0]}"
         hint = ""
-        if len(close) == 1 and len(words) == 1:
-            hint = f"; did you mean {close[words[0]]}?"
+        if len(close) == 1 and sum(word.startswith("-") for word in words) == 1:  # (and its value: "--toleranse 0.1")
+            hint = f"; did you mean {next(iter(close.values()))}?"
         elif close:
             hint = f"; did you mean {', '.join(f'{option} for {word}' for word, option in close.items())}?"
         self.error(f"unrecognized arguments: {' '.join(words)}{hint}")

@@ -529,8 +529,12 @@ def test_a_lone_double_dash_after_a_command_without_a_list_is_accepted(capsys: p
         (["evn"], "conformance: error: argument command: invalid choice: 'evn'; did you mean 'env'? (choose from "),
         (["env", "--jsn"], "conformance env: error: unrecognized arguments: --jsn; did you mean --json?\n"),
         (["validate", "--bogus"], "conformance validate: error: unrecognized arguments: --bogus\n"),
+        (  # before: "did you mean --tolerance for --toleranse?", as if 0.1 were a second misspelling
+            ["estimate", "--profile", "cpu-tiny", "--toleranse", "0.1"],
+            "conformance estimate: error: unrecognized arguments: --toleranse 0.1; did you mean --tolerance?\n",
+        ),
     ],
-    ids=["subcommand", "option", "nothing-close"],
+    ids=["subcommand", "option", "nothing-close", "option-and-its-value"],
 )
 def test_a_misspelled_subcommand_or_option_names_the_closest(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
