@@ -68,6 +68,23 @@ _LATER_FIELDS: dict[str, tuple[Any, str]] = {
 _IGNORED_WHEN_OFF = ("norm_qk_type",)
 
 
+def _renamed(overrides: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """``overrides`` in our field names (Lit-GPT's ``_norm_class`` is ``norm_class_name``), so that
+    they replace a base config's value whatever its spelling; two spellings of one field that
+    disagree are refused, as in a file."""
+    renamed: dict[str, Any] = {}
+    spelled: dict[str, str] = {}
+    for key, value in overrides.items():
+        field = _JSON_RENAMES.get(key, key)
+        if field in spelled and renamed[field] != value:
+            raise ValueError(
+                f"{where}: {key}: {_shown(value)} disagrees with {spelled[field]}: {_shown(renamed[field])}"
+                " (two spellings of one field)"
+            )
+        renamed[field], spelled[field] = value, key
+    return renamed
+
+
 def _shown(value: Any) -> str:
     """A config value as its file spells it (JSON), or its repr when JSON cannot (a YAML date)."""
     try:
@@ -274,7 +291,10 @@ class Config:
             close = same_letters or difflib.get_close_matches(name, configs, n=5, cutoff=0.4)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise ValueError(f"unknown model {name!r}{hint} (known: {', '.join(sorted(configs))})")
-        return cls.from_dict({**configs[name], **overrides})
+        if not overrides:
+            return cls.from_dict(configs[name])
+        source = f"config {name}"  # as its checks name it ("config tiny-llama: n_layer: must be >= 1")
+        return cls.from_dict({**configs[name], **_renamed(overrides, source)}, source=source)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], source: str = "") -> Config:
@@ -402,10 +422,9 @@ class Config:
         config = cls.from_file(path)
         if not overrides:
             return config
-        renamed = {_JSON_RENAMES.get(key, key): value for key, value in overrides.items()}
         # The file was read and checked above: a problem now is the overrides', which the source names.
         source = f"{path} with the overrides {', '.join(overrides)}"
-        return cls.from_dict({**dataclasses.asdict(config), **renamed}, source=source)
+        return cls.from_dict({**dataclasses.asdict(config), **_renamed(overrides, source)}, source=source)
 
     def to_dict(self) -> dict[str, Any]:
         """The fields in Lit-GPT's ``lit_config.json`` spelling."""

@@ -222,6 +222,26 @@ def test_from_name_accepts_legacy_condense_ratio() -> None:
     assert Config.from_name("tiny-llama", condense_ratio=4).rope_condense_ratio == 4
 
 
+def test_an_override_in_lit_gpts_spelling_replaces_the_registrys_value(tmp_path: Path) -> None:
+    """``from_name("tiny-llama", _norm_class="LayerNorm")`` was refused: "_norm_class: "LayerNorm"
+    disagrees with norm_class_name: "RMSNorm" (two spellings of one field)", the registry's own
+    value taken for a second spelling; ``from_json`` took two override spellings that disagree,
+    the last one silently."""
+    assert (
+        Config.from_name("tiny-llama", _norm_class="LayerNorm", _mlp_class="GptNeoxMLP").norm_class_name == "LayerNorm"
+    )
+    path = tmp_path / "lit_config.json"
+    Config.from_name("tiny-llama").to_file(path)
+    for read in (lambda **kw: Config.from_name("tiny-llama", **kw), lambda **kw: Config.from_json(path, **kw)):
+        with pytest.raises(ValueError, match=r"norm_class_name: \"RMSNorm\" disagrees with _norm_class: \"LayerNorm\""):
+            read(_norm_class="LayerNorm", norm_class_name="RMSNorm")
+        assert read(_norm_class="LayerNorm", norm_class_name="LayerNorm").norm_class_name == "LayerNorm"
+    with pytest.raises(
+        ValueError, match=r"^config tiny-llama: n_layer: expected an integer"
+    ):  # named, as its checks are
+        Config.from_name("tiny-llama", n_layer="3")
+
+
 # lit_config.json ---------------------------------------------------------------------------------
 def test_from_json_reads_lit_config_as_lit_gpt_names_it(tmp_path: Path) -> None:
     """``Config.from_json(path, **overrides)``, the name Lit-GPT's scripts call (before: an
