@@ -470,7 +470,7 @@ class ConformanceSession:
         self.selected_checks = set(selected)
         if self.is_worker:  # for the controller's -k hint: it collects nothing itself
             session.config.workeroutput[_WORKER_DESELECTED] = [list(key) for key in sorted(self._deselected)]  # type: ignore[attr-defined]
-        if session.config.option.collectonly or not self.resolved or self.is_worker:
+        if _runs_nothing(session.config) or not self.resolved or self.is_worker:
             # A worker collects every item but runs only those it is sent: no prefetching there.
             return
         self._refuse_a_baseline_that_judges_nothing(selected)
@@ -598,7 +598,7 @@ class ConformanceSession:
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
         """The controller learns which checks were selected from the first worker's collection."""
         self._selected_any = self._selected_any or bool(ids)  # (for the -k hint)
-        if self._selected_from_workers:
+        if self._selected_from_workers or _runs_nothing(self.config):
             return
         self._selected_from_workers = True
         selected = []
@@ -686,6 +686,8 @@ class ConformanceSession:
         }
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if _runs_nothing(self.config):
+            return  # --setup-only: a check's setup (a skip mark) decides no row
         record = getattr(report, REPORT_ATTRIBUTE, None)
         if not isinstance(record, Mapping):
             record = _crash_record(report)
@@ -719,7 +721,7 @@ class ConformanceSession:
         self.cache.close()
         if exitstatus == pytest.ExitCode.OK and self.options.results is None:
             self.cache.discard_logs()  # (a worker's own status under xdist: its rows, its folder)
-        if not self.resolved or session.config.option.collectonly or not self.writes:
+        if not self.resolved or _runs_nothing(session.config) or not self.writes:
             if self._signals is not None:
                 self._signals.written = session  # nothing to write
             return
@@ -820,6 +822,13 @@ class ConformanceSession:
     def pytest_unconfigure(self) -> None:
         self.close()
         self.cache.remove_gpu_locks()
+
+
+def _runs_nothing(config: pytest.Config | None) -> bool:
+    """Whether the session runs no check: ``--collect-only``, ``--setup-only`` and ``--setup-plan``
+    (the checks' setup alone: no row would be measured) start no row and write no file."""
+    option = config.option if config is not None else None
+    return any(getattr(option, name, False) for name in ("collectonly", "setuponly", "setupplan"))
 
 
 def _crash_record(report: pytest.TestReport) -> dict[str, Any] | None:

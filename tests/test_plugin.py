@@ -1415,6 +1415,23 @@ def test_before():
     assert len(suite.calls()) == 5
 
 
+@pytest.mark.parametrize("mode", ["--setup-only", "--setup-plan"])
+def test_setup_only_and_setup_plan_run_no_row_and_write_no_results(suite: Suite, mode: str) -> None:
+    """Before, they started the CPU rows' runs (prefetched with the first check's setup) and wrote a
+    results file of "not run" rows, "finished": false, exit status 0: now, as --collect-only, neither."""
+    suite.profile()
+    suite.answer(good_answers())
+    results = suite.pytester.path / "r.json"
+    result = suite.run(mode, "--results", str(results), "--cpu-jobs", "2")
+    assert result.ret == pytest.ExitCode.OK
+    assert not suite.calls(), f"{mode} ran rows"
+    assert not results.exists()
+    assert not [line for line in result.outlines if "not run" in line]
+    shown = suite.run("--setup-show", "--results", str(results), "--cpu-jobs", "2")  # runs the checks
+    shown.assert_outcomes(passed=11, xfailed=1)
+    assert len(suite.calls()) == 5 and load_results(results)["finished"] is True
+
+
 SNAPSHOT_RUNNER = """
 import json, os
 from pathlib import Path
