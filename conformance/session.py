@@ -498,8 +498,8 @@ class ConformanceSession:
 
     def _refuse_losing_measured_rows(self, selected: list[tuple[RowKey, CheckKind]]) -> None:
         """A ``--results`` file of an earlier session that holds measured rows whose run this session
-        does not select (a ``-k`` narrower than that session's, a baseline's path given by mistake)
-        or selects but skips here (a GPU row after an upgrade broke CUDA)
+        does not select (a ``-k`` narrower than that session's, ``--lf``, a baseline's path given by
+        mistake) or selects but skips here (a GPU row after an upgrade broke CUDA)
         is a usage error: replacing it would lose their measurements. Rows this session measures
         again, and rows without a measurement, are replaced as before."""
         if not self._replaced:
@@ -518,13 +518,20 @@ class ConformanceSession:
         )
         if lost:
             assert self.options.results is not None
-            because = f": {why_not[lost[0]]}" if lost[0] in why_not else ""
+            path = display(self.options.results)
+            cached = None if lost[0] in why_not else _selected_from_cache(self.config)
+            because = f": {why_not[lost[0]]}" if lost[0] in why_not else f": {cached}" if cached else ""
+            another = "give another --results path"
+            if cached:
+                # --lf or --sw re-run part of a session: its rows belong beside the file, merged with it later.
+                another += (
+                    f" and merge the two later (conformance report {path} NEW.json --merged all.json --prefer latest)"
+                )
             raise pytest.UsageError(
-                f"--results {display(self.options.results)}: holds {rows_text(len(lost), 'measured row')} of an"
+                f"--results {path}: holds {rows_text(len(lost), 'measured row')} of an"
                 f" earlier session that this session does not run ({lost[0][0]}:{lost[0][1]}"
                 f"{f' and {len(lost) - 1} more' if len(lost) > 1 else ''}{because}); replacing the file would lose"
-                f" {'them' if len(lost) > 1 else 'it'}:"
-                " give another --results path, or remove the file first"
+                f" {'them' if len(lost) > 1 else 'it'}: {another}, or remove the file first"
             )
 
     def _refuse_a_record_that_would_mix(self, selected: list[tuple[RowKey, CheckKind]]) -> None:
@@ -829,6 +836,18 @@ def _runs_nothing(config: pytest.Config | None) -> bool:
     (the checks' setup alone: no row would be measured) start no row and write no file."""
     option = config.option if config is not None else None
     return any(getattr(option, name, False) for name in ("collectonly", "setuponly", "setupplan"))
+
+
+def _selected_from_cache(config: pytest.Config | None) -> str | None:
+    """What pytest's cache selects in this session (``--lf``, ``--sw``, ``--sw-skip``; ``--ff`` and
+    ``--sw-reset`` leave every check in), for a message about the rows it left out; None: nothing."""
+    option = config.option if config is not None else None
+    if getattr(option, "lf", False):
+        return "--lf runs only the checks that failed last time"
+    if getattr(option, "stepwise", False) and not getattr(option, "stepwise_reset", False):
+        flag = "--sw-skip" if getattr(option, "stepwise_skip", False) else "--sw"
+        return f"{flag} starts at the check that failed last time"
+    return None
 
 
 def _crash_record(report: pytest.TestReport) -> dict[str, Any] | None:

@@ -26,6 +26,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conformance import hardware
+from conformance.cli import main
 from conformance.diff import diff_results
 from conformance.display import suite_command
 from conformance.expectations import Tolerances, case_id, load_profile
@@ -151,9 +152,9 @@ class Suite:
         path = self.pytester.path / "calls.jsonl"
         return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
-    def run(self, *args: str) -> pytest.RunResult:
+    def run(self, *args: str, cache: bool = False) -> pytest.RunResult:
         """The suite with this project's defaults, each unless ``args`` gives the option itself (one
-        value option given twice is refused)."""
+        value option given twice is refused); ``cache``: with pytest's cache (``--lf``, ``--sw``)."""
         defaults = {
             "--expectations": str(self.root),
             "--runner": "fake_runner:run",
@@ -161,15 +162,15 @@ class Suite:
         }
         given = {a.partition("=")[0] for a in args}
         return self.run_bare(
-            *(x for flag, value in defaults.items() if flag not in given for x in (flag, value)), *args
+            *(x for flag, value in defaults.items() if flag not in given for x in (flag, value)), *args, cache=cache
         )
 
-    def run_bare(self, *args: str) -> pytest.RunResult:
+    def run_bare(self, *args: str, cache: bool = False) -> pytest.RunResult:
         # In-process runs drop the modules they import; hypothesis' plugin would be re-imported
         # (and assertion-rewritten) on every run, which costs seconds.
         return self.pytester.runpytest_inprocess(
-            "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:anyio", "--assert=plain",
-            "--strict-markers", "-rsxX", *args,
+            *([] if cache else ["-p", "no:cacheprovider"]), "-p", "no:hypothesispytest", "-p", "no:anyio",
+            "--assert=plain", "--strict-markers", "-rsxX", *args,
         )  # fmt: skip
 
 
@@ -1837,6 +1838,38 @@ def test_a_session_stopped_by_x_did_not_finish(suite: Suite) -> None:
     assert data["finished"] is False and any(r["pending"] for r in data["rows"])
     assert suite.run("--results", str(results), "--cpu-jobs", "0").ret == pytest.ExitCode.TESTS_FAILED
     assert load_results(results)["finished"] is True  # the same failure without -x: every check decided
+
+
+@pytest.mark.parametrize("option", ["--lf", "--sw"])
+def test_lf_or_sw_that_leaves_measured_rows_out_of_their_results_file_says_so(suite: Suite, option: str) -> None:
+    """Before, the refusal said only "holds 4 measured rows of an earlier session that this session
+    does not run": not that --lf (or --sw) had left them out, nor how to keep both sessions' rows."""
+    suite.profile()
+    suite.answer({**good_answers(), INFER: {"max_memory_gb": 0.5 * 1.3, "tokens_per_sec": 101.0}})
+    results, again = suite.pytester.path / "r.json", suite.pytester.path / "again.json"
+    failed = pytest.ExitCode.TESTS_FAILED if option == "--lf" else pytest.ExitCode.INTERRUPTED  # --sw stops there
+    first = suite.run(option, "--results", str(results), "--cpu-jobs", "0", cache=True)
+    assert first.ret == failed
+    before = results.read_bytes()
+    refused = suite.run(option, "--results", str(results), "--cpu-jobs", "0", cache=True)
+    assert refused.ret == pytest.ExitCode.USAGE_ERROR
+    what = "runs only the checks that failed" if option == "--lf" else "starts at the check that failed"
+    refused.stderr.fnmatch_lines(
+        [
+            "ERROR: --results *r.json: holds 4 measured rows of an earlier session that this session does not run"
+            f" (tiny:* and 3 more: {option} {what} last time); replacing the file would lose them: give another"
+            " --results path and merge the two later (conformance report *r.json NEW.json --merged all.json"
+            " --prefer latest), or remove the file first"
+        ]
+    )
+    assert results.read_bytes() == before
+    # The advice works: the re-run's rows go to another file, merged with the first.
+    rerun = suite.run(option, "--results", str(again), "--cpu-jobs", "0", cache=True)
+    assert rerun.ret == failed
+    merged, report = suite.pytester.path / "all.json", suite.pytester.path / "report.md"
+    merge = ["report", str(results), str(again), "--merged", str(merged), "--prefer", "latest", "-o", str(report)]
+    assert main(merge) == 0
+    assert len(load_results(merged)["rows"]) == 5
 
 
 TERMINATING_RUNNER = f"""
