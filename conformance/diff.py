@@ -149,8 +149,21 @@ class RowDiff:
 
     @property
     def compared(self) -> bool:
-        """In both files, each with a figure, and not left out (not run, another cap, lost)."""
-        return self.status == "both" and not self.not_compared and not self.lost and bool(self.figures)
+        """In both files, each with a figure, and not left out (not run, another cap, lost, measured
+        in NEW only)."""
+        return (
+            self.status == "both"
+            and not self.not_compared
+            and not self.lost
+            and not self.new_only
+            and bool(self.figures)
+        )
+
+    @property
+    def new_only(self) -> bool:
+        """In both files and measured in NEW only (OLD skipped it: no GPU, a CUDA that was broken):
+        every figure appeared, so nothing of the row was compared."""
+        return self.status == "both" and bool(self.figures) and all(f.change == "appeared" for f in self.figures)
 
     @property
     def why_not_compared(self) -> str | None:
@@ -218,7 +231,7 @@ class Diff:
                 f"{self.new} is from a session that did not finish: "
                 + (f"{missing} of its rows did not run" if missing else "not every check of its rows ran")
             )
-        if not any(r.status == "both" and not r.not_compared and r.figures for r in self.rows):
+        if not any(r.status == "both" and not r.not_compared and r.figures and not r.new_only for r in self.rows):
             problems.append("no row of one file has a measured figure in the other: nothing was compared")
         lost = [r for r in self.rows if r.lost]
         if lost:
@@ -618,6 +631,9 @@ def _summary(diff: Diff) -> dict[str, int]:
             continue
         if row.lost:
             counts["lost"] += 1  # measured in OLD only (skipped in NEW)
+            continue
+        if row.new_only and row.verdict_change == "same":
+            counts["added"] += 1  # measured in NEW only (skipped in OLD): new, not unchanged
             continue
         changes = set(row.changes())
         if changes & {"regression", "vanished"}:

@@ -15,7 +15,7 @@ from results_files import FINGERPRINT, measured, results, row, write
 
 from conformance.cli import main
 from conformance.compare import check_speed
-from conformance.diff import FigureDelta, cmd_diff, diff_results, headlines, render_markdown
+from conformance.diff import FigureDelta, cmd_diff, diff_results, headlines, render_markdown, to_json
 from conformance.expectations import Tolerances
 
 OLD_TORCH, NEW_TORCH = "2.12.0+cu124", "2.13.0+cu124"
@@ -472,6 +472,23 @@ def test_a_row_measured_in_old_and_skipped_in_new_fails_the_gate() -> None:
     assert " 1 measured in OLD only (0 of them missing from NEW)," in render_markdown(diff)
     assert "| not measured in NEW |" in render_markdown(diff), "not a 'vanished' figure that NEW may still hold"
     assert not any("vanished" in line for line in headlines(diff)), "one problem line, not a headline per figure"
+
+
+def test_an_old_file_that_measured_nothing_compared_nothing() -> None:
+    """Before, an OLD whose every run was skipped (no GPU, a CUDA broken before the upgrade) passed
+    the gate against any NEW: each figure "appeared", and the row counted as within tolerance."""
+    old = results([row("a", None, verdict="skipped")])
+    new = results([row("a", measured(max_memory_gb=1.0, time_1k_iters_min=2.0))])
+    diff = diff_results(old, new)
+    (only,) = diff.rows
+    assert {f.change for f in only.figures} == {"appeared"} and not only.compared and not diff.failing()
+    assert diff.problems() == ["no row of one file has a measured figure in the other: nothing was compared"]
+    assert diff.exit_status == 1
+    assert diff.summary["unchanged"] == 0 and diff.summary["added"] == 1
+    assert "**FAIL**" in render_markdown(diff) and to_json(diff)["rows"][0]["compared"] is False
+    # Beside a row compared in both files, it fails nothing.
+    both = row("b", measured(max_memory_gb=1.0))
+    assert diff_results(results([*old["rows"], both]), results([*new["rows"], both])).exit_status == 0
 
 
 def test_a_figure_is_judged_with_the_tighter_of_the_two_files_tolerances() -> None:
