@@ -11,7 +11,8 @@ results file of the same format, checked against ``conformance/results.schema.js
   those of the files whose rows of it were kept: as they are where those files agree, else each
   file's value with the file named (a memory cap they differ on is null, each cap said in the mode).
 - A row (profile, case id) that one file measured and others skipped or did not run is the
-  measured one; skipped everywhere, it is the first file's.
+  measured one; measured nowhere, it is the first file's that decided it (skipped it), else the
+  first file's.
 - A row measured in several files is refused with one line naming them, unless
   ``prefer="latest"``: then the one from the most recently created session wins (a row's own
   ``created``, not that of a merge that holds it).
@@ -31,6 +32,7 @@ from conformance.results import (
     load_results,
     row_created,
     row_of_session,
+    run_finished,
     verdict_counts,
 )
 from litgpt_min.files import real_path
@@ -73,6 +75,9 @@ def merge(
             # A row held without a measurement (skipped, or its run cut off) gives way; a row cut off
             # after its run, in a killed session, is measured.
             if not has_measurement(row):
+                # A session that decided the row (skipped it) says more than one that never reached it.
+                if not has_measurement(other) and run_finished(row) and not run_finished(other):
+                    chosen[key] = (path, doc, mine)
                 continue
             if not has_measurement(other):
                 chosen[key] = (path, doc, mine)

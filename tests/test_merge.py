@@ -99,6 +99,20 @@ def test_merged_files_are_finished_once_no_row_is_left_not_run(tmp_path: Path) -
     assert merge_files([killed])["finished"] is False
 
 
+def test_a_row_one_session_skipped_and_another_never_reached_is_the_skipped_one_in_either_order(
+    tmp_path: Path,
+) -> None:
+    """Before, the killed file given first kept its "not run" row, and the merge was unfinished
+    (a gate against it failed on that) where the other order gave the skipped row, finished."""
+    cut = doc([ran(A, 5.0), row(B, None, verdict="not run", devices=2)], "2026-12-02T00:00:00+00:00", "node-a")
+    killed = write(tmp_path / "killed.json", {**cut, "finished": False})
+    done = write(tmp_path / "done.json", doc([skipped(A), skipped(B)], "2026-12-01T00:00:00+00:00", "node-b"))
+    for paths in ([killed, done], [done, killed]):
+        merged = merge_files(paths)
+        assert {r["id"]: r["verdict"] for r in merged["rows"]} == {A: "passed", B: "skipped"}
+        assert merged["finished"] is True
+
+
 def test_a_row_cut_off_after_its_run_is_measured_and_wins_over_a_skipped_one(tmp_path: Path) -> None:
     """Before, every "not run" row counted as unmeasured: a killed session's measured row lost to
     another file's skipped one."""
