@@ -292,7 +292,7 @@ def estimate_problem(row: RowEstimate, tolerance: float | None) -> str | None:
     """Why the estimate disagrees with the row, or None: an ``ok`` row must be predicted to fit
     with its figure within ``tolerance`` (None: the figure is not compared), an ``oom`` or
     ``error`` row predicted not to fit, an ``unsupported`` row predicted unsupported."""
-    at = f"at {_gb(row.capacity_gb)} GB" if row.capacity_gb is not None else "without a capacity"
+    at = _at(row)
     if row.expected_outcome == "ok":
         if row.outcome != "ok":
             return f"{_prediction(row, at)}, the profile says ok ({_expected(row)} GB)"
@@ -304,10 +304,7 @@ def estimate_problem(row: RowEstimate, tolerance: float | None) -> str | None:
                 if err is None
                 else f"{err:+.2%}"
             )
-            return (
-                f"estimated {_gb(row.max_memory_gb)} GB, the profile says {_expected(row)} GB "
-                f"({shown}, tolerance ±{pct_text(tolerance)}%, stack {row.stack})"
-            )
+            return _figures(row, shown, tolerance)
         return None
     if row.expected_outcome in ("oom", "error"):
         if row.outcome == "oom":
@@ -321,12 +318,20 @@ def estimate_problem(row: RowEstimate, tolerance: float | None) -> str | None:
 def estimate_agreement(row: RowEstimate, tolerance: float | None) -> str:
     """What an estimate that agrees with its row predicted (``estimate_problem`` is None), in the
     words of a disagreement: the row's ``estimate_miss`` says it misses, and it no longer does."""
-    at = f"at {_gb(row.capacity_gb)} GB" if row.capacity_gb is not None else "without a capacity"
     if row.expected_outcome != "ok" or row.error_rel is None or tolerance is None:  # the outcome alone is judged
-        return f"{_prediction(row, at)}, the profile says {row.expected_outcome}"
+        return f"{_prediction(row, _at(row))}, the profile says {row.expected_outcome}"
+    return _figures(row, f"{row.error_rel:+.2%}", tolerance)
+
+
+def _at(row: RowEstimate) -> str:
+    return f"at {_gb(row.capacity_gb)} GB" if row.capacity_gb is not None else "without a capacity"
+
+
+def _figures(row: RowEstimate, shown: str, tolerance: float) -> str:
+    """The estimate beside the profile's figure, ``shown`` the error between them."""
     return (
         f"estimated {_gb(row.max_memory_gb)} GB, the profile says {_expected(row)} GB "
-        f"({row.error_rel:+.2%}, tolerance ±{pct_text(tolerance)}%, stack {row.stack})"
+        f"({shown}, tolerance ±{pct_text(tolerance)}%, stack {row.stack})"
     )
 
 
