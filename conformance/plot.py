@@ -7,8 +7,9 @@ speed is drawn as "slower than expected", the ``slowdown`` factor less one (time
 iterations measured / expected, tokens per second expected / measured), so that right of the
 band is a regression for both, and its band is the checks' factor: from (1 / (1 + r) - 1) to r
 (15%: -13.0% to +15%; 4.0: -80% to +400%). Every dot's colour is ``conformance.compare.verdict``;
-a speed timed on a busy machine, or whose check was skipped (a baseline that did not judge it), is
-grey, marked "not judged", as the report marks it.
+a speed timed on a busy machine, or whose check was skipped (a baseline that did not judge it), and a
+figure whose check never ran (the session ended first), are grey, marked "not judged", as the
+report marks them.
 Rows that were not measured, or did not end ``ok``, say so in words where their dot would be.
 matplotlib is an optional extra (``[plot]``).
 """
@@ -42,7 +43,7 @@ COLORS: Mapping[str, str] = {
     "not run": "#9a9a9a",
     "outcome": "#d62728",
     "estimate": "#7a5195",  # a row that was not run, placed by its GPU-free estimate (hollow dot)
-    "unjudged": "#9a9a9a",  # a speed timed on a busy machine (or whose check never ran): shown, not judged
+    "unjudged": "#9a9a9a",  # a speed timed on a busy machine, a figure whose check never ran: shown, not judged
 }
 
 
@@ -70,6 +71,9 @@ def memory_point(row: Mapping[str, Any]) -> Point | None:
     point = _point(row, "max_memory_gb", expected.get("max_memory_gb"), "GB", tol)
     if point is not None and point.status == "not run":
         return _estimate_point(row.get("estimate"), expected.get("max_memory_gb"), point) or point
+    if point is not None and "run" in (row.get("pending") or ()):
+        # A run that ended as its session did, before its check judged it: shown, as the report shows it.
+        point = dataclasses.replace(point, status="unjudged", label=f"{point.label} (not judged)")
     return point
 
 

@@ -283,9 +283,11 @@ def _memory_cell(row: Mapping[str, Any]) -> str:
     got = measured.get("max_memory_gb")
     if got is None:
         return f"not measured (expected {want})"
+    # A run that ended as its session did, before its check judged it, is shown, marked as its speed is.
+    mark = ", not judged: its check did not run" if "run" in (row.get("pending") or ()) else ""
     if expected["outcome"] != "ok" or expected.get("max_memory_gb") is None:
-        return f"{number_text(got)} GB (expected {want})"
-    return f"{number_text(got)} GB ({_delta(got, expected['max_memory_gb'])})"
+        return f"{number_text(got)} GB (expected {want}{mark})"
+    return f"{number_text(got)} GB ({_delta(got, expected['max_memory_gb'])}{mark})"
 
 
 def _estimate_note(estimate: Mapping[str, Any] | None, expected_gb: float | None) -> str:

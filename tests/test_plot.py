@@ -91,6 +91,17 @@ def test_points_follow_the_comparison_rules() -> None:
     assert skipped is not None and skipped.status == "unjudged" and skipped.label.endswith("(not judged)")
 
 
+def test_a_run_whose_check_never_ran_is_grey() -> None:
+    # A session killed between a row's run and its run check: the run's figures were never judged
+    # (before: the memory dot was green, as if its check had passed it).
+    cut = row("r", measured(max_memory_gb=23.9), expected={"max_memory_gb": 21.3}, verdict="not run")
+    point = memory_point(cut)
+    assert point is not None and point.status == "unjudged" and point.label.endswith("(not judged)")
+    assert point.pct == pytest.approx(12.2, abs=0.1)
+    judged = memory_point(row("r", measured(max_memory_gb=23.9), expected={"max_memory_gb": 21.3}))
+    assert judged is not None and judged.status == "regression"
+
+
 def test_the_title_names_grey_dots_and_an_unfinished_session() -> None:
     # Grey dots are speeds that were run but not judged (a busy CPU); the legend said "grey: not run".
     doc = results([row("r", measured(time_1k_iters_min=20.0), expected={"time_1k_iters_min": 10.0})])

@@ -508,6 +508,21 @@ def test_rows_that_did_not_finish_are_not_run_never_pass(tmp_path: Path) -> None
     assert "1 row measured but not every check finished" in render(data)
 
 
+def test_a_run_that_ended_before_its_check_judged_it_is_marked_not_judged(tmp_path: Path) -> None:
+    """A session killed between a row's run and its run check: the memory read "(+0.7%)" as if the
+    check had passed it, beside a speed marked "its check did not run" (``conformance diff`` does not
+    compare the row)."""
+    data = _edited(lambda d: d.update(finished=False))
+    data["rows"][0].update(verdict="not run", checks={"params": "passed"}, pending=["run", "speed"])
+    data["summary"] = verdict_counts(data["rows"])
+    (tmp_path / "r.json").write_text(json.dumps(data))
+    assert load_results(tmp_path / "r.json") == data
+    [line] = [x for x in lines(render(data)) if x.startswith("| 7 B | Llama 2 | None | 1 | 4,194,304 |")][:1]
+    assert "| 21.45 GB (+0.7%, not judged: its check did not run) |" in line
+    assert "| 2.40 min (+1.7%, not judged: its check did not run) |" in line
+    assert line.endswith("| not run: run, speed |")
+
+
 def test_cli_env_prints_the_fingerprint(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["env"]) == 0
     out = capsys.readouterr().out
