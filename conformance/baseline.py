@@ -5,8 +5,8 @@ torch or bitsandbytes, run it again with ``--baseline OLD.json``. Every row's ex
 and figures become what the baseline measured for it, with the profile's tolerances; the rules
 of comparison are unchanged (``conformance.compare``), so a row that regressed against the
 baseline fails and an unchanged one passes. Parameter counts stay the profile's: they are exact
-everywhere. A row the baseline did not measure cannot be judged: its measured checks are skipped
-with that reason. Speed figures of a baseline measured on this machine's GPUs (without one, its
+everywhere. A row the baseline did not measure (a run its session stopped, --row-timeout, is no
+measurement) cannot be judged: its measured checks are skipped with that reason. Speed figures of a baseline measured on this machine's GPUs (without one, its
 CPU model and cores) are compared even where the profile's would not be (another card than the
 profile's); a baseline from other hardware judges no speed.
 """
@@ -22,6 +22,7 @@ from typing import Any, Protocol, TypeVar
 from conformance.display import cap_text
 from conformance.expectations import Case, Profile
 from conformance.results import load_results, run_finished, speed_unjudged
+from conformance.runner import stopped_by_session
 from litgpt_min.result import Result
 
 
@@ -76,6 +77,12 @@ class Baseline:
             # Why its run did not happen (an estimate's known miss is no reason the row was unmeasured).
             why = reasons.get("run") or next(iter(reasons.values()), "") or f"verdict {row.get('verdict')}"
             return case, f"the baseline {self.path} did not measure this row ({why.splitlines()[0]})"
+        if stopped_by_session(data.get("error")):
+            # A run the session stopped (--row-timeout) measured nothing: a row that runs now is no change.
+            return (
+                case,
+                f"the baseline {self.path} did not measure this row (the session stopped its run: {data['error']})",
+            )
         cap = row.get("memory_cap_gb")
         if cap != memory_cap_gb:
             return case, (

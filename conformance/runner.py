@@ -18,6 +18,7 @@ import json
 import multiprocessing
 import multiprocessing.connection
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -81,6 +82,14 @@ class RunOptions:
 
 # How a row's process ended: by itself, or stopped by the session (--row-timeout, the session's end).
 Stopped = Literal["exited", "timeout", "cancelled"]
+# The error of a run the session stopped, as a results file keeps it: no measurement of the row.
+TIMED_OUT = "timed out after"  # "timed out after 1800 s"
+CANCELLED = "cancelled: the pytest session ended before the row finished"
+
+
+def stopped_by_session(error: str | None) -> bool:
+    """Whether a run's ``error`` is one the session gave a run it stopped (``interpret``)."""
+    return error == CANCELLED or re.fullmatch(rf"{TIMED_OUT} \S+ s", error or "") is not None
 
 
 @dataclass(frozen=True)
@@ -415,9 +424,9 @@ def interpret(
     """The result of a finished run: the last JSON object line of its log, else one synthesized
     from how it ended. A result line that is not a valid ``Result`` is an error naming the field."""
     if stopped == "timeout":
-        return synthesize(case, "error", f"timed out after {timeout_s:g} s")
+        return synthesize(case, "error", f"{TIMED_OUT} {timeout_s:g} s")
     if stopped == "cancelled":
-        return synthesize(case, "error", "cancelled: the pytest session ended before the row finished")
+        return synthesize(case, "error", CANCELLED)
     line = last_json_object(log_text)
     parsed: Result | None = None
     if line is not None:

@@ -103,6 +103,25 @@ def test_a_row_the_baseline_did_not_finish_is_not_judged_by_what_its_run_left(tm
     assert judged is case and reason is not None and "did not finish this row's run" in reason
 
 
+@pytest.mark.parametrize(
+    "error", ["timed out after 0.3 s", "cancelled: the pytest session ended before the row finished"]
+)
+def test_a_run_the_baseline_session_stopped_judges_nothing(tmp_path: Path, error: str) -> None:
+    """A baseline run that --row-timeout stopped (a judged, failed row) made the expected outcome
+    that error, so the run after the upgrade failed its test_run for ending ok: "runs now"."""
+    case = _case()
+    stopped = row(case.id, _measured_like(case, outcome="error", error=error), profile=PROFILE, verdict="failed")
+    judged, reason = _baseline(tmp_path, stopped).case(case)
+    assert judged is case and reason == (
+        f"the baseline {tmp_path / 'old.json'} did not measure this row (the session stopped its run: {error})"
+    )
+    # A run that ended in an error of its own is a measurement: expected again.
+    own = _measured_like(case, outcome="error", error="timed out after 0.3 s waiting for NCCL")
+    crashed = row(case.id, own, profile=PROFILE, verdict="failed")
+    judged, reason = _baseline(tmp_path, crashed).case(case)
+    assert reason is None and judged.outcome == "error"
+
+
 def test_a_row_cut_off_after_its_run_judges_memory_but_not_speed(tmp_path: Path) -> None:
     # An interrupted session (a GPU lease that ran out): the run and its memory check finished.
     case = _case()
