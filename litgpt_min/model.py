@@ -324,6 +324,16 @@ class LinearWrapper(nn.Module):
     def out_features(self) -> int:
         return self.linear.out_features
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
+        """A base checkpoint (a plain GPT's ``lit_model.pth``) spells the wrapped layer's weight and
+        bias ``<layer>.weight``: they load into ``<layer>.linear``, as Lit-GPT's LoRA and Adapter v2
+        models map them (``map_old_state_dict_weights``), so ``load_state_dict(base, strict=False)``
+        misses only the method's own parameters."""
+        for name in ("weight", "bias"):
+            if prefix + name in state_dict and prefix + "linear." + name not in state_dict:
+                state_dict[prefix + "linear." + name] = state_dict.pop(prefix + name)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
 
 def new_parameter_kwargs(weight: torch.Tensor) -> dict[str, object]:
     """Device and dtype for a PEFT parameter added next to ``weight``.

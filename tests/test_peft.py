@@ -134,3 +134,22 @@ def test_methods() -> None:
 def test_unknown_method_raises(call) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ValueError, match=r"'qlora'.*none, lora, adapter, adapter_v2"):
         call()
+
+
+# Loading a base checkpoint --------------------------------------------------------------------------
+@pytest.mark.parametrize("method", ["lora", "adapter", "adapter_v2"])
+def test_a_base_checkpoint_loads_into_the_method_model(method: str) -> None:
+    """A plain GPT's state dict (a converted lit_model.pth) loads into the method's model as Lit-GPT's
+    finetune scripts loaded it (strict=False): the wrapped linears take their weights and biases,
+    and only the method's own parameters are missing."""
+    config = Config.from_name("tiny-reference")
+    torch.manual_seed(0)
+    base = GPT(config).state_dict()
+    model = _tiny(method)
+    result = model.load_state_dict(base, strict=False)
+    assert result.unexpected_keys == []
+    assert set(result.missing_keys) == set(trainable_state_dict(model, method)) - set(base)  # type: ignore[arg-type]
+    loaded = model.state_dict()
+    for key, value in base.items():
+        wrapped = key.removesuffix(".weight").removesuffix(".bias") + ".linear." + key.rsplit(".", 1)[1]
+        assert torch.equal(loaded[key if key in loaded else wrapped], value), key
