@@ -115,6 +115,9 @@ class Hyperparameters:
         return self.batch_size // self.micro_batch_size
 
 
+# The Adapter scripts' epoch_size: their warmup is two epochs of it (run_hyperparameters).
+EPOCH_SIZE = 50000
+
 # The scripts' module-level values at 8641822, on one device (docs/reference.md, "Finetune loop").
 REFERENCE: dict[str, Hyperparameters] = {
     "lora": Hyperparameters(
@@ -141,8 +144,10 @@ def run_hyperparameters(method: str, ranks: int = 1, **overrides: Any) -> Hyperp
     reference's with the given (non-None) overrides; without a given ``batch_size``, Adapter's and
     Adapter v2's batch is divided by the ranks, as adapter.py and adapter_v2.py divided theirs
     (64/devices, 128/devices), so that an optimizer step still sees 64 or 128 samples; lora.py did
-    not. Their warmup in optimizer steps is unchanged by it. The run and the estimate of a run
-    (``conformance estimate``) both take their defaults from here."""
+    not. Without a given ``warmup_steps`` theirs is the scripts' two epochs in optimizer steps,
+    ``2 * (50000 // micro) // ranks // accumulation`` (1562 and 781 at their defaults, on 1, 2 or 4
+    ranks; 1666 for Adapter on 3). The run and the estimate of a run (``conformance estimate``)
+    both take their defaults from here."""
     reference = hyperparameters(method)  # (an unknown method is refused here)
     typed_batch, typed_micro = (overrides.get(k) is not None for k in ("batch_size", "micro_batch_size"))
     batch = overrides["batch_size"] if typed_batch else reference.batch_size
@@ -165,6 +170,11 @@ def run_hyperparameters(method: str, ranks: int = 1, **overrides: Any) -> Hyperp
             f"{batch_text} is smaller than {micro_text}" + ("" if typed_batch else ": give a --batch-size")
         )
     chosen = hyperparameters(method, **{**overrides, "batch_size": batch})
+    if method != "lora" and overrides.get("warmup_steps") is None:
+        # adapter.py / adapter_v2.py: warmup_steps = 2 * (epoch_size // micro_batch_size) // devices
+        # // gradient_accumulation_iters, epoch_size 50000 (docs/reference.md, "Finetune loop").
+        epochs = 2 * (EPOCH_SIZE // chosen.micro_batch_size) // ranks
+        chosen = replace(chosen, warmup_steps=epochs // chosen.gradient_accumulation_iters)
     if typed_batch and chosen.batch_size % chosen.micro_batch_size:
         # The reference floors batch/micro to its accumulation count, so a step would quietly see
         # fewer samples than the batch the user typed (a default batch is floored as it was).
@@ -631,7 +641,11 @@ def _hyperparameter_fields() -> list[FlatOption]:
     found = []
     for option in _fields(Hyperparameters):
         if "default" not in (option.help or ""):
-            more = "; adapter's and adapter_v2's defaults divided by the ranks" if option.name == "batch_size" else ""
+            more = {
+                "batch_size": "; adapter's and adapter_v2's defaults divided by the ranks",
+                "warmup_steps": "; adapter's and adapter_v2's are two epochs of 50,000 samples, as their scripts"
+                " computed it: 2 x (50000 // micro-batch) // ranks // accumulation",
+            }.get(option.name, "")
             option = dataclasses.replace(
                 option, help=f"{option.help} (default: {reference_default(option.name)}{more})"
             )

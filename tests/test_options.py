@@ -278,6 +278,26 @@ def test_a_typed_batch_that_is_no_multiple_of_the_micro_batch_is_refused() -> No
     assert run_hyperparameters("lora", micro_batch_size=3).gradient_accumulation_iters == 42
 
 
+@pytest.mark.parametrize("ranks", [1, 2, 3, 4, 5, 6, 8])
+@pytest.mark.parametrize("micro", [None, 1, 3])
+@pytest.mark.parametrize(("method", "epoch_batch"), [("adapter", 64), ("adapter_v2", 128)])
+def test_the_adapters_warmup_is_their_scripts_two_epochs(
+    method: str, epoch_batch: int, micro: int | None, ranks: int
+) -> None:
+    """adapter.py and adapter_v2.py computed warmup_steps from their module constants, in floats
+    (docs/reference.md, "Finetune loop"). Before, it stayed 1562 / 781 on any ranks: 3 ranks' Adapter
+    warmed up over 1562 steps where the script's formula gives 1666."""
+    micro_batch_size = micro or REFERENCE[method].micro_batch_size
+    batch_size = epoch_batch / ranks
+    gradient_accumulation_iters = batch_size // micro_batch_size
+    warmup_steps = 2 * (50000 // micro_batch_size) // ranks // gradient_accumulation_iters
+    hp = run_hyperparameters(method, ranks, micro_batch_size=micro)
+    assert (hp.gradient_accumulation_iters, hp.warmup_steps) == (gradient_accumulation_iters, warmup_steps)
+    # A typed warmup wins; LoRA's is the script's constant.
+    assert run_hyperparameters(method, ranks, micro_batch_size=micro, warmup_steps=7).warmup_steps == 7
+    assert run_hyperparameters("lora", ranks, micro_batch_size=micro).warmup_steps == REFERENCE["lora"].warmup_steps
+
+
 def test_hyperparameter_overrides() -> None:
     hp = hyperparameters("lora", micro_batch_size=1, learning_rate=1e-2, batch_size=None, warmup_steps=None)
     assert (hp.micro_batch_size, hp.learning_rate, hp.batch_size, hp.warmup_steps) == (1, 1e-2, 128, 100)
