@@ -91,8 +91,8 @@ class Hyperparameters:
     cosine_t_max: int | None = field(
         default=None,
         metadata={
-            "help": "cosine annealing period after warmup, in optimizer steps (default: 390 for LoRA, as"
-            " the reference; none, a constant rate, for the Adapters)"
+            "help": "cosine annealing period after warmup, in optimizer steps (default: for LoRA the"
+            " reference's 50000 // batch size, 390 at its 128; none, a constant rate, for the Adapters)"
         },
     )
     lm_head_chunk_size: int = field(default=128, metadata={"help": "tokens per lm_head chunk"})
@@ -115,7 +115,8 @@ class Hyperparameters:
         return self.batch_size // self.micro_batch_size
 
 
-# The Adapter scripts' epoch_size: their warmup is two epochs of it (run_hyperparameters).
+# The scripts' dataset size (adapter*.py's epoch_size, lora.py's max_iters): the Adapters' warmup is
+# two epochs of it, LoRA's cosine period one epoch of optimizer steps (run_hyperparameters).
 EPOCH_SIZE = 50000
 
 # The scripts' module-level values at 8641822, on one device (docs/reference.md, "Finetune loop").
@@ -146,8 +147,8 @@ def run_hyperparameters(method: str, ranks: int = 1, **overrides: Any) -> Hyperp
     (64/devices, 128/devices), so that an optimizer step still sees 64 or 128 samples; lora.py did
     not. Without a given ``warmup_steps`` theirs is the scripts' two epochs in optimizer steps,
     ``2 * (50000 // micro) // ranks // accumulation`` (1562 and 781 at their defaults, on 1, 2 or 4
-    ranks; 1666 for Adapter on 3). The run and the estimate of a run (``conformance estimate``)
-    both take their defaults from here."""
+    ranks; 1666 for Adapter on 3); LoRA's cosine period is the script's ``50000 // batch``. The run
+    and the estimate of a run (``conformance estimate``) both take their defaults from here."""
     reference = hyperparameters(method)  # (an unknown method is refused here)
     typed_batch, typed_micro = (overrides.get(k) is not None for k in ("batch_size", "micro_batch_size"))
     batch = overrides["batch_size"] if typed_batch else reference.batch_size
@@ -175,6 +176,9 @@ def run_hyperparameters(method: str, ranks: int = 1, **overrides: Any) -> Hyperp
         # // gradient_accumulation_iters, epoch_size 50000 (docs/reference.md, "Finetune loop").
         epochs = 2 * (EPOCH_SIZE // chosen.micro_batch_size) // ranks
         chosen = replace(chosen, warmup_steps=epochs // chosen.gradient_accumulation_iters)
+    if method == "lora" and overrides.get("cosine_t_max") is None:
+        # lora.py: CosineAnnealingLR(T_max=max_iters // batch_size), max_iters 50000 (at least 1 step).
+        chosen = replace(chosen, cosine_t_max=max(EPOCH_SIZE // chosen.batch_size, 1))
     if typed_batch and chosen.batch_size % chosen.micro_batch_size:
         # The reference floors batch/micro to its accumulation count, so a step would quietly see
         # fewer samples than the batch the user typed (a default batch is floored as it was).

@@ -73,7 +73,7 @@ def test_flat_keys_reach_the_typed_options() -> None:
     )  # fmt: skip
     options = request.options
     assert isinstance(options, FinetuneOptions)
-    assert options.hyperparameters == hyperparameters("lora", micro_batch_size=1, batch_size=2, learning_rate=1.0)
+    assert options.hyperparameters == run_hyperparameters("lora", micro_batch_size=1, batch_size=2, learning_rate=1.0)
     assert isinstance(options.hyperparameters.learning_rate, float)  # an int is a float, stored as one
     assert options.lora == LoRASettings(r=4, key=True) and options.adapter == AdapterSettings()
     assert (options.max_iters, options.data_file, options.tokenizer_dir) == (3, None, None)
@@ -296,6 +296,17 @@ def test_the_adapters_warmup_is_their_scripts_two_epochs(
     # A typed warmup wins; LoRA's is the script's constant.
     assert run_hyperparameters(method, ranks, micro_batch_size=micro, warmup_steps=7).warmup_steps == 7
     assert run_hyperparameters("lora", ranks, micro_batch_size=micro).warmup_steps == REFERENCE["lora"].warmup_steps
+
+
+@pytest.mark.parametrize("batch", [None, 64, 96, 256])
+def test_loras_cosine_period_is_its_scripts_epoch_of_steps(batch: int | None) -> None:
+    """lora.py's CosineAnnealingLR(T_max=max_iters // batch_size), max_iters 50000 (docs/reference.md,
+    "Finetune loop"). Before, a typed --batch-size 64 kept the 390 of batch 128, where the script
+    gives 781."""
+    max_iters, batch_size = 50000, batch or REFERENCE["lora"].batch_size
+    assert run_hyperparameters("lora", batch_size=batch).cosine_t_max == max_iters // batch_size
+    assert run_hyperparameters("lora", batch_size=batch, cosine_t_max=5).cosine_t_max == 5
+    assert run_hyperparameters("adapter", batch_size=batch).cosine_t_max is None
 
 
 def test_hyperparameter_overrides() -> None:
