@@ -354,6 +354,10 @@ CASE_PROBLEMS = [
     (lambda d: d["cases"][1].update(micro_batch_size=2), ["'micro_batch_size'", "workload 'inference'"]),
     (lambda d: d["cases"][0].update(outcome="error"), ["'error'", "outcome 'error'"]),
     (lambda d: d["cases"][1].update(outcome="ok"), ["'max_memory_gb'", "outcome 'ok'"]),
+    # A figure or a text that no check compares is refused, not silently left unjudged.
+    (lambda d: d["cases"][1].update(max_memory_gb=2.0), ["'max_memory_gb'", "must be null when the row does not run"]),
+    (lambda d: d["cases"][1].update(error="CUDA out of memory"), ["'error'", "must be null for outcome 'ok' or 'oom'"]),
+    (lambda d: d["cases"][0].update(error="boom"), ["'error'", "must be null for outcome 'ok' or 'oom'"]),
     (lambda d: d["cases"][0].update(devices=True), ["'devices'", "must be integer"]),
     # A figure of zero would judge nothing: every speed beats an expected 0 tokens per second.
     (lambda d: d["cases"][0].update(time_1k_iters_min=0), ["'time_1k_iters_min'", "must be > 0"]),
