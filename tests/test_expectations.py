@@ -358,6 +358,7 @@ CASE_PROBLEMS = [
     (lambda d: d["cases"][1].update(max_memory_gb=2.0), ["'max_memory_gb'", "must be null when the row does not run"]),
     (lambda d: d["cases"][1].update(error="CUDA out of memory"), ["'error'", "must be null for outcome 'ok' or 'oom'"]),
     (lambda d: d["cases"][0].update(error="boom"), ["'error'", "must be null for outcome 'ok' or 'oom'"]),
+    (lambda d: d["cases"][1].update(trainable_params=5), ["'trainable_params'", "workload 'inference'"]),
     (lambda d: d["cases"][0].update(devices=True), ["'devices'", "must be integer"]),
     # A figure of zero would judge nothing: every speed beats an expected 0 tokens per second.
     (lambda d: d["cases"][0].update(time_1k_iters_min=0), ["'time_1k_iters_min'", "must be > 0"]),
