@@ -29,6 +29,7 @@ from conformance.estimate import RowEstimate
 from conformance.expectations import ValueRefused, strict_json, write_json_atomic
 from conformance.options import options_json
 from conformance.profiles import profile_json
+from conformance.runner import stopped_by_session
 from conformance.snapshot import RowSnapshot, Snapshot
 from conformance.targets import check_outside_expectations
 from conformance.verdicts import Verdict, row_verdict
@@ -414,8 +415,16 @@ def run_finished(row: Mapping[str, Any]) -> bool:
 
 
 def has_measurement(row: Mapping[str, Any]) -> bool:
-    """Whether a results row holds a judged measurement: a result, from a run that finished."""
-    return row.get("measured") is not None and run_finished(row)
+    """Whether a results row holds a judged measurement: a result, from a run that finished (not one
+    its session stopped: ``stopped_run``)."""
+    return row.get("measured") is not None and run_finished(row) and stopped_run(row) is None
+
+
+def stopped_run(row: Mapping[str, Any]) -> str | None:
+    """The error of a results row's run that its session stopped (``--row-timeout``: "timed out
+    after 0.3 s"; the session's end), which measured nothing; None for any other row."""
+    error = (row.get("measured") or {}).get("error")
+    return error if stopped_by_session(error) else None
 
 
 def decided_verdict(row: Mapping[str, Any]) -> str | None:

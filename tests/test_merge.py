@@ -61,6 +61,22 @@ def test_a_row_measured_twice_is_refused_unless_the_latest_is_preferred(tmp_path
     assert f"{new} (created 2026-12-02T00:00:00+00:00; host node-b)" in text
 
 
+@pytest.mark.parametrize(
+    "error", ["timed out after 0.3 s", "cancelled: the pytest session ended before the row finished"]
+)
+def test_a_run_its_session_stopped_gives_way_to_a_measured_one(tmp_path: Path, error: str) -> None:
+    """A row a session stopped at --row-timeout, re-run alone with a longer one: the merge refused
+    it as "measured in both", and --prefer latest kept the stopped run when its session was newer."""
+    result = measured(model="phi-1_5", quantize=None, devices=2, outcome="error", error=error)
+    timed_out = row(A, result, devices=2, verdict="failed")
+    stopped = write(tmp_path / "stopped.json", doc([timed_out], "2026-12-02T00:00:00+00:00", "node-a"))
+    rerun = write(tmp_path / "rerun.json", doc([ran(A, 4.9)], "2026-12-01T00:00:00+00:00", "node-b"))
+    for order in ([stopped, rerun], [rerun, stopped]):
+        for prefer in (None, "latest"):
+            (kept,) = merge_files(order, prefer=prefer)["rows"]
+            assert kept["measured"]["max_memory_gb"] == 4.9 and kept["source"] == str(rerun)
+
+
 def test_one_run_held_by_two_files_is_merged_once(tmp_path: Path) -> None:
     """A session stopped early keeps the earlier file's rows it did not reach: merged with a copy
     of that earlier file, the row is one run, not one "measured in both"."""
