@@ -10,7 +10,9 @@ together: ``torch 2.12.0 → 2.13.0: max_memory_gb +1.20 GB on
 7 B Llama 2 LoRA bnb.nf4 (2 rows)``.
 
 A row whose run did not finish in either file (its session was killed, interrupted or stopped early) is not
-compared; a row cut off after its run is, judged by the checks that decided. A speed that either
+compared; a row cut off after its run is, judged by the checks that decided. A run its session
+stopped (``--row-timeout``) measured nothing: in OLD, the row is not compared; in NEW, a row OLD
+measured is not measured in NEW. A speed that either
 session could not judge (a busy CPU, a GPU that was not idle, a check that did not finish) is shown,
 not judged. A verdict that moves between passing ones, or with the judging alone (failed only on
 figures judged unchanged or better here, against another expected value or tolerance, or as an
@@ -57,6 +59,7 @@ from conformance.results import (
     row_fingerprint,
     run_finished,
     speed_unjudged,
+    stopped_run,
 )
 from conformance.targets import check_own_output
 from litgpt_min.files import check_output_file, real_path, write_text_atomic
@@ -135,11 +138,13 @@ class RowDiff:
     machines: tuple[str | None, str | None] | None = None  # its speeds were timed on these different machines
     expected_moved: bool = False  # its failing file failed it only on how it judged unchanged figures
     errors: tuple[str | None, str | None] = (None, None)  # each run's error text (shown, not judged)
+    stopped: tuple[str | None, str | None] = (None, None)  # each run's error if its session stopped it
 
     @property
     def not_run(self) -> bool:
-        """In both files, but its run did not finish in one: not compared."""
-        return self.status == "both" and bool(self.unrun)
+        """In both files, but its run did not finish in one, or OLD's session stopped it (--row-timeout,
+        no measurement): not compared. (A run NEW's session stopped, of a row OLD measured, is lost.)"""
+        return self.status == "both" and (bool(self.unrun) or self.stopped[0] is not None)
 
     @property
     def not_compared(self) -> bool:
@@ -168,9 +173,12 @@ class RowDiff:
     @property
     def why_not_compared(self) -> str | None:
         """Why a row in both files was not compared, in words (None: it was, or is in one file)."""
-        if self.not_run:
+        if self.unrun:
             where = " and ".join(self.unrun)
             return f"its run did not finish in {where.upper() if len(self.unrun) == 1 else 'either file'}"
+        if self.stopped != (None, None):
+            sides = [f"in {side}: {error}" for side, error in zip(("OLD", "NEW"), self.stopped) if error is not None]
+            return f"its run was stopped by its session {', and '.join(sides)}"
         if self.caps is not None:
             return f"measured under {cap_text(self.caps[0])} in OLD and {cap_text(self.caps[1])} in NEW"
         return None
@@ -244,6 +252,14 @@ class Diff:
                 )
             else:
                 why = "skipped, or not selected: run NEW with OLD's selection, on the same kind of device"
+                stopped = [r for r in lost if r.stopped[1] is not None]
+                if stopped:  # no measurement either: a run NEW's session stopped (--row-timeout)
+                    errors = ", ".join(sorted({str(r.stopped[1]) for r in stopped}))
+                    why = (
+                        f"{'its run was' if len(lost) == 1 else len(stopped)} stopped by NEW's session: {errors};"
+                        " rerun NEW with a longer --row-timeout"
+                        + (f"; the others {why}" if len(stopped) < len(lost) else "")
+                    )
             problems.append(
                 f"{rows_text(len(lost))} measured in {self.old} {'is' if len(lost) == 1 else 'are'} not measured in"
                 f" {self.new} ({why})"
@@ -263,6 +279,13 @@ class Diff:
                     if missing
                     else "its rows ran, and a speed it did not judge is not judged here"
                 )
+            )
+        stopped = [r for r in self.rows if r.status == "both" and r.stopped[0] is not None and not r.unrun]
+        if stopped:
+            errors = ", ".join(sorted({str(r.stopped[0]) for r in stopped}))
+            notes.append(
+                f"{rows_text(len(stopped))} whose run {self.old}'s session stopped ({errors}) measured nothing there"
+                f" and {'was' if len(stopped) == 1 else 'were'} not compared: rerun OLD with a longer --row-timeout"
             )
         capped = [r for r in self.rows if r.caps is not None]
         if capped:
@@ -375,6 +398,16 @@ def diff_results(
                 )
             )  # fmt: skip
             continue
+        # A run its session stopped (--row-timeout) measured nothing: in OLD, nothing to compare NEW
+        # with; in NEW, what OLD measured is not measured (lost, unless OLD measured nothing either).
+        stopped = stopped_run(before), stopped_run(after)
+        if stopped[0] is not None:
+            rows.append(
+                RowDiff(
+                    key[0], key[1], group, "both", before.get("verdict"), after.get("verdict"), stopped=stopped, **about
+                )
+            )  # fmt: skip
+            continue
         caps = (before.get("memory_cap_gb"), after.get("memory_cap_gb"))
         if has_measurement(before) and has_measurement(after) and caps[0] != caps[1]:
             rows.append(
@@ -387,7 +420,7 @@ def diff_results(
         # A speed timed on another machine (GPUs, or without one the CPU model and cores) judges
         # nothing, as for --baseline.
         untimed = any(speed_unjudged(r) is not None for r in (before, after)) or machines[0] != machines[1]
-        runs = _measured(before, old_name), _measured(after, new_name)
+        runs = _measured(before, old_name), None if stopped[1] is not None else _measured(after, new_name)
         error_row = all((r.get("expected") or {}).get("outcome") == "error" for r in (before, after))
         figures = tuple(
             compare_figure(name, rule, *runs, tol, untimed and name in SPEED_FIELDS, error_row)
@@ -397,7 +430,7 @@ def diff_results(
             RowDiff(
                 key[0], key[1], group, "both", before.get("verdict"), after.get("verdict"),
                 tuple(f for f in figures if f is not None), judged=(decided_verdict(before), decided_verdict(after)),
-                expected_moved=_failed_on_the_judging_alone(before, after, figures), **about,
+                expected_moved=_failed_on_the_judging_alone(before, after, figures), stopped=stopped, **about,
             )
         )  # fmt: skip
     stack, same = _files_stack(pairs or [(old.get("fingerprint") or {}, new.get("fingerprint") or {})])
@@ -741,7 +774,7 @@ def render_markdown(diff: Diff) -> str:
         f" or unchanged, {s.get('inconclusive', 0)} with a speed not judged (a busy machine, another machine, or a check that"
         " did not run),"
         f" {s.get('unmeasured', 0)} measured in neither, {s.get('lost', 0)} measured in OLD only"
-        f" ({s.get('removed', 0)} of them missing from NEW), {s.get('not_run', 0)} not run,"
+        f" ({s.get('removed', 0)} of them missing from NEW), {s.get('not_run', 0)} not run (or stopped by OLD's session),"
         f" {s.get('other_cap', 0)} under different memory caps,"
         f" {s.get('added', 0)} added" + (" (strict: improvements fail too)" if diff.strict else ""),
         "",
@@ -766,7 +799,8 @@ def render_markdown(diff: Diff) -> str:
             if row.status != "both":
                 verdict = f"{row.status} ({_value(row.old_verdict or row.new_verdict)})"
             if row.lost:
-                figs = "not measured in NEW"
+                stopped = f": its run was stopped by its session: {row.stopped[1]}" if row.stopped[1] else ""
+                figs = f"not measured in NEW{stopped}"
             elif row.why_not_compared:
                 figs = f"not compared: {row.why_not_compared}"
             else:

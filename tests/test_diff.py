@@ -843,3 +843,90 @@ def test_diff_replaces_its_own_markdown_or_json_output(tmp_path: Path) -> None:
     for as_json in (False, True, False):  # each run replaces the previous one's output, either form
         cmd_diff(old, new, as_json=as_json, output=out)
         assert out.read_text().startswith("{" if as_json else "# Conformance diff")
+
+
+STOPS = ["timed out after 0.3 s", "cancelled: the pytest session ended before the row finished"]
+
+
+def _stopped(error: str) -> dict:
+    """A row whose run its session stopped (--row-timeout), as the results file holds it: failed."""
+    return row("slow", measured(outcome="error", error=error), verdict="failed")
+
+
+@pytest.mark.parametrize("error", STOPS)
+def test_a_run_old_s_session_stopped_is_not_compared(tmp_path: Path, capsys: pytest.CaptureFixture, error: str) -> None:
+    """Before, OLD's run stopped at --row-timeout read as a measured outcome: 'outcome error → ok:
+    improvement', exit 0, and --strict failed the row for it."""
+    done = row("done", measured(max_memory_gb=2.0))
+    old = write(tmp_path / "old.json", results([done, _stopped(error)]))
+    new = write(tmp_path / "new.json", results([done, row("slow", measured(max_memory_gb=1.0, time_1k_iters_min=2.0))]))
+    data = _json_diff(old, new)
+    assert data["exit_status"] == 0
+    slow = {r["id"]: r for r in data["rows"]}["slow"]
+    assert slow["compared"] is False and slow["figures"] == [] and slow["verdict"]["change"] == "same"
+    assert slow["not_compared"] == f"its run was stopped by its session in OLD: {error}"
+    assert data["summary"]["not_run"] == 1 and data["summary"]["improvements"] == 0
+    assert data["notes"] == [
+        f"1 row whose run {old}'s session stopped ({error}) measured nothing there and was not compared:"
+        " rerun OLD with a longer --row-timeout"
+    ]
+    assert cmd_diff(old, new, strict=True) == 0
+    text = capsys.readouterr().out
+    assert (
+        f"| `a100-sxm4-40gb:slow` | failed → passed | not compared: its run was stopped by its session in OLD: {error} |"
+        in text
+    )
+    assert "1 not run (or stopped by OLD's session)" in text
+    # Alone, it compared nothing: the gate cannot pass.
+    assert (
+        diff_results(results([_stopped(error)]), results([row("slow", measured(max_memory_gb=1.0))])).exit_status == 1
+    )
+
+
+@pytest.mark.parametrize("error", STOPS)
+def test_a_run_new_s_session_stopped_is_not_measured_in_new(
+    tmp_path: Path, capsys: pytest.CaptureFixture, error: str
+) -> None:
+    """What OLD measured and NEW's session stopped (a hang after the upgrade, a --row-timeout too
+    short) is lost coverage, said as such: not an outcome that changed."""
+    done = row("done", measured(max_memory_gb=2.0))
+    old = write(tmp_path / "old.json", results([done, row("slow", measured(max_memory_gb=1.0, time_1k_iters_min=2.0))]))
+    new = write(tmp_path / "new.json", results([done, _stopped(error)]))
+    data = _json_diff(old, new)
+    assert data["exit_status"] == 1
+    slow = {r["id"]: r for r in data["rows"]}["slow"]
+    assert (slow["compared"], slow["lost"]) == (False, True)
+    assert slow["not_compared"] == f"its run was stopped by its session in NEW: {error}"
+    assert {f["change"] for f in slow["figures"]} == {"vanished"}
+    assert data["summary"]["lost"] == 1 and data["summary"]["regressions"] == 0
+    assert data["problems"] == [
+        f"1 row measured in {old} is not measured in {new} (its run was stopped by NEW's session: {error};"
+        " rerun NEW with a longer --row-timeout)"
+    ]
+    assert data["headlines"] == []
+    assert cmd_diff(old, new) == 1
+    text = capsys.readouterr().out
+    assert f"| not measured in NEW: its run was stopped by its session: {error} |" in text
+    # Beside a row NEW skipped, both are named.
+    skipped = row("gpu", None, verdict="skipped")
+    both = diff_results(
+        results([done, row("slow", measured(max_memory_gb=1.0)), row("gpu", measured(max_memory_gb=1.0))]),
+        results([done, _stopped(error), skipped]),
+    )
+    assert both.problems() == [
+        f"2 rows measured in old are not measured in new (1 stopped by NEW's session: {error}; rerun NEW with a"
+        " longer --row-timeout; the others skipped, or not selected: run NEW with OLD's selection, on the same kind"
+        " of device)"
+    ]
+
+
+def test_a_run_stopped_in_both_files_is_not_compared_and_one_stopped_in_old_only_is_no_loss() -> None:
+    done = row("done", measured(max_memory_gb=2.0))
+    stopped = _stopped(STOPS[0])
+    diff = diff_results(results([done, stopped]), results([done, stopped]))
+    assert diff.exit_status == 0 and diff.summary["not_run"] == 1
+    (slow,) = [r for r in diff.rows if r.id == "slow"]
+    assert slow.why_not_compared == f"its run was stopped by its session in OLD: {STOPS[0]}, and in NEW: {STOPS[0]}"
+    # A row OLD's session stopped and NEW did not select was not measured: no lost coverage.
+    removed = diff_results(results([done, stopped]), results([done]))
+    assert removed.exit_status == 0 and removed.summary["unmeasured"] == 1 and removed.summary["lost"] == 0
