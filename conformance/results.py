@@ -493,6 +493,11 @@ def load_results(path: Path) -> dict[str, Any]:
         raise ValueError(f"{path}: cannot read: {exc.strerror or exc}") from None
     except ValueError as exc:  # a FIFO, a device, too large, not UTF-8
         raise ValueError(f"{path}: {exc}") from None
+    if not text.strip():  # a `touch`, or a `> FILE` that wrote nothing: "Expecting value" says less
+        blank = "" if not text else " (whitespace only)"
+        raise ValueError(
+            f"{path}: the file is empty{blank}: not a results file (pytest conformance --results FILE writes one)"
+        )
     try:
         data = strict_json(text)
     except ValueRefused as exc:  # NaN, 1e18 or more, a lone surrogate: named with its JSON pointer

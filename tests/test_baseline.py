@@ -253,6 +253,9 @@ def test_a_bad_baseline_names_the_file(tmp_path: Path) -> None:
     path.write_text('{"format": "nope"}')
     with pytest.raises(ValueError, match=r"old\.json"):
         Baseline.load(path)
+    path.write_text("")  # before: "not valid JSON: Expecting value: line 1 column 1 (char 0)"
+    with pytest.raises(ValueError, match=r"old\.json: the file is empty: not a results file \(pytest conformance"):
+        Baseline.load(path)
 
 
 # The plugin: pytest conformance --baseline OLD.json ---------------------------------------------

@@ -605,6 +605,8 @@ def test_gpu_and_driver_changes_are_part_of_the_stack() -> None:
     [
         (None, "cannot read"),
         ("{", "not valid JSON"),
+        ("", "the file is empty: not a results file"),  # before: "not valid JSON: Expecting value: line 1 column 1"
+        (" \n", "the file is empty (whitespace only): not a results file"),
         ('{"format": "something-else"}', "not a conformance results file"),
     ],
 )
