@@ -29,7 +29,7 @@ from conformance.results import load_results
 from litgpt_min.estimate import Stack, stack_for
 from litgpt_min.files import real_path
 from litgpt_min.measure import gb_text
-from litgpt_min.usage import OneLineParser
+from litgpt_min.usage import OneLineParser, console_output
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -245,4 +245,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `--json | head -1`, a full disk, Ctrl-C: one line and an exit status, never a traceback.
+    sys.exit(console_output(main, "calibration"))

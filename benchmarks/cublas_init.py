@@ -18,7 +18,7 @@ import sys
 
 import torch
 
-from litgpt_min.usage import OneLineParser
+from litgpt_min.usage import OneLineParser, console_output
 
 
 def outside_allocator_bytes() -> int:
@@ -56,4 +56,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # Its JSON line into a full disk or a closed pipe: one line and an exit status, never a traceback.
+    raise SystemExit(console_output(main, "cublas_init"))

@@ -34,7 +34,7 @@ from litgpt_min.data import (
     prepare_alpaca,
 )
 from litgpt_min.files import check_output_dir, write_text_atomic
-from litgpt_min.usage import OneLineParser
+from litgpt_min.usage import OneLineParser, console_output
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = REPO.parent / "shared" / "data"
@@ -142,4 +142,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Ctrl-C in the minute of tokenization, a full disk: one line and an exit status, never a traceback.
+    sys.exit(console_output(main, "derive_lengths"))

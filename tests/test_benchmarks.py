@@ -349,6 +349,21 @@ def test_benchmark_scripts_refuse_bad_input_in_one_line_before_running_anything(
     assert (tmp_path / "results.json").read_text().startswith('{"format"')
 
 
+@pytest.mark.parametrize(
+    "script", ["calibration", "cublas_init", "derive_lengths", "extrapolation_error", "suite_cost"]
+)
+def test_benchmark_scripts_output_that_cannot_be_written_is_one_line(script: str) -> None:
+    """Before, calibration, cublas_init and derive_lengths wrote into a full disk, a closed pipe
+    (`calibration.py --json | head -1`) or through Ctrl-C with a traceback and exit 1."""
+    with open("/dev/full", "wb") as full:
+        done = subprocess.run(
+            [sys.executable, str(BENCHMARKS / f"{script}.py"), "--help"], stdout=full, stderr=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(BENCHMARKS.parent)}, timeout=120,
+        )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.decode() == f"{script}: cannot write its output: No space left on device\n"
+
+
 def test_suite_cost_names_pytests_own_refusal(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Before: "suite_cost: collection failed (4): " and nothing after it (pytest's usage error is on
     its stderr, and only stdout was kept), exit 1."""
