@@ -117,8 +117,9 @@ shift || true
 case "$stage" in
 smoke)
     run nvidia-smi --query-gpu=name,memory.total,compute_cap,driver_version --format=csv
-    run python3 -m conformance env | keep "$OUT/env.txt"
+    # The carried wheels first: without jsonschema even the fingerprint below is a traceback.
     run python3 -c "import bitsandbytes, jsonschema, torch; print('bnb', bitsandbytes.__version__, 'torch', torch.__version__, torch.cuda.is_available())"
+    run python3 -m conformance env | keep "$OUT/env.txt"
     run python3 -m litgpt_min finetune lora --model tiny-llama --accelerator cuda --quantize bnb.nf4 \
         --micro-batch-size 2 --batch-size 4 --max-iters 5 --json | tail -n 1 | keep "$OUT/smoke-finetune.json" || true
     run python3 -m litgpt_min generate --model tiny-falcon --accelerator cuda --quantize bnb.nf4-dq --json \

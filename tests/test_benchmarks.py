@@ -408,6 +408,19 @@ def test_gpu_session_dry_run_prints_every_command_of_the_extrapolation_stage(tmp
     ]
 
 
+def test_gpu_session_smoke_checks_the_carried_wheels_before_the_project_imports_them(tmp_path: Path) -> None:
+    """Before, `conformance env` ran first: without the carried jsonschema the stage stopped there,
+    in a traceback, not at its import check (README, Development)."""
+    proc = subprocess.run(
+        ["bash", str(BENCHMARKS / "gpu_session.sh"), "--dry-run", "smoke"],
+        env={**os.environ, "OUT": str(tmp_path)}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    commands = [shlex.split(line)[1:] for line in proc.stdout.splitlines() if line.startswith("+ ")]
+    python = [c for c in commands if c[0] == "python3" and c[1:4] != ["-m", "pip", "install"]]
+    assert python[0][:2] == ["python3", "-c"] and "import bitsandbytes, jsonschema" in python[0][2], python
+
+
 def _children(pid: int) -> list[int]:
     """The processes whose parent is ``pid`` (from /proc)."""
     found = []
