@@ -52,7 +52,9 @@ def run(argv: list[str], env: dict[str, str]) -> tuple[dict[str, Any], float]:
     done = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
     wall = time.perf_counter() - t0
     if done.returncode != 0:
-        sys.exit(f"extrapolation_error: {' '.join(argv)} failed ({done.returncode}): {done.stderr.strip()[-500:]}")
+        # The run's last line says why ("run failed (oom): ..."); the lines before it are its progress.
+        why = ([line.strip() for line in done.stderr.splitlines() if line.strip()] or ["no output"])[-1]
+        sys.exit(f"extrapolation_error: {shlex.join(argv)} failed ({done.returncode}): {why}")
     return json.loads(done.stdout.strip().splitlines()[-1]), wall
 
 
@@ -178,7 +180,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # Ctrl-C or SIGTERM: one line and status 130, and the pytest it runs is killed with it (before,
-    # SIGTERM left that pytest running on its own and Ctrl-C printed a traceback).
+    # Ctrl-C or SIGTERM: one line and status 130, and the litgpt-min run it waits for is killed with it.
     with terminate_as_interrupt():
         sys.exit(console_output(main, "extrapolation_error"))

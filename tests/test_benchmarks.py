@@ -364,6 +364,22 @@ def test_benchmark_scripts_output_that_cannot_be_written_is_one_line(script: str
     assert done.stderr.decode() == f"{script}: cannot write its output: No space left on device\n"
 
 
+def test_extrapolation_error_names_why_a_run_failed_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: the run's last 500 characters of standard error, its progress lines too."""
+    bench = _load("extrapolation_error")
+    progress = "".join(f"print('progress {i}', file=sys.stderr); " for i in range(8))
+    argv = [
+        sys.executable,
+        "-c",
+        f"import sys; {progress}print('run failed (oom): cap exceeded', file=sys.stderr); sys.exit(1)",
+    ]
+    with pytest.raises(SystemExit) as exc:
+        bench.run(argv, dict(os.environ))
+    message = str(exc.value.code)
+    assert len(message.splitlines()) == 1 and "progress" not in message.split(" failed (1): ")[1], message
+    assert message.endswith(" failed (1): run failed (oom): cap exceeded"), message
+
+
 def test_suite_cost_names_pytests_own_refusal(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Before: "suite_cost: collection failed (4): " and nothing after it (pytest's usage error is on
     its stderr, and only stdout was kept), exit 1."""
