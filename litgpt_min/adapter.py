@@ -44,6 +44,19 @@ class AdapterSettings:
             raise ValueError(f"adapter start_layer must be >= 0, got {self.start_layer}")
 
 
+def check_start_layer(method: str, settings: AdapterSettings, config: Config) -> None:
+    """The Adapter prefix starts inside the model. Adapter v1 trains only the prefixes, so it needs
+    at least one; Adapter v2 also trains its per-linear bias and scale, so starting right after the
+    last layer (no prefix) is still a model that trains."""
+    last = config.n_layer - 1 if method == "adapter" else config.n_layer
+    if settings.start_layer > last:
+        raise ValueError(
+            f"adapter start_layer {settings.start_layer} is past the layers of model {config.name!r} "
+            f"({config.n_layer} layer{'' if config.n_layer == 1 else 's'}: at most {last} for {method}); choose a lower start_layer (--adapter-start-layer, "
+            f"default {AdapterSettings.start_layer})"
+        )
+
+
 class AdapterAttention(CausalSelfAttention):
     """Causal self-attention plus a gated, learned prefix (overrides the attention seam only)."""
 

@@ -33,7 +33,7 @@ from typing import Any, Literal, get_args
 import torch
 
 from litgpt_min import data
-from litgpt_min.adapter import AdapterSettings
+from litgpt_min.adapter import AdapterSettings, check_start_layer
 from litgpt_min.config import LONG_LONG_MAX, Config, configs
 from litgpt_min.files import lookup_problem
 from litgpt_min.lora import LoRASettings
@@ -425,7 +425,8 @@ def check_method_settings(method: str, lora: LoRASettings, adapter: AdapterSetti
     """The method's settings fit the model: its tensors have sizes torch can hold, and the Adapter
     prefix starts inside the model."""
     _check_peft_sizes(method, lora, adapter, config)
-    _check_adapter_layers(method, adapter, config)
+    if method in ("adapter", "adapter_v2"):
+        check_start_layer(method, adapter, config)
 
 
 def _check_peft_sizes(method: str, lora: LoRASettings, adapter: AdapterSettings, config: Config) -> None:
@@ -462,21 +463,6 @@ def check_micro_batch_size(micro_batch_size: int, config: Config) -> None:
         raise ValueError(
             f"--micro-batch-size {micro_batch_size}: too large: a batch of {config.block_size}-token samples"
             f" overflows a tensor's size for model {config.name!r}"
-        )
-
-
-def _check_adapter_layers(method: str, adapter: AdapterSettings, config: Config) -> None:
-    """The Adapter prefix starts inside the model. Adapter v1 trains only the prefixes, so it needs
-    at least one; Adapter v2 also trains its per-linear bias and scale, so starting right after the
-    last layer (no prefix) is still a model that trains."""
-    if method not in ("adapter", "adapter_v2"):
-        return
-    last = config.n_layer - 1 if method == "adapter" else config.n_layer
-    if adapter.start_layer > last:
-        raise ValueError(
-            f"adapter start_layer {adapter.start_layer} is past the layers of model {config.name!r} "
-            f"({config.n_layer} layer{'' if config.n_layer == 1 else 's'}: at most {last} for {method}); choose a lower --adapter-start-layer "
-            f"(default {AdapterSettings.start_layer})"
         )
 
 

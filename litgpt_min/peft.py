@@ -13,7 +13,7 @@ from typing import Literal, get_args
 import torch
 import torch.nn as nn
 
-from litgpt_min.adapter import AdapterSettings, adapter_filter, apply_adapter
+from litgpt_min.adapter import AdapterSettings, adapter_filter, apply_adapter, check_start_layer
 from litgpt_min.adapter_v2 import adapter_v2_filter, apply_adapter_v2
 from litgpt_min.config import Config
 from litgpt_min.lora import LoRASettings, apply_lora, lora_filter
@@ -40,14 +40,18 @@ def check_method(method: str) -> Method:
 def apply_method(
     model: GPT, method: Method, lora: LoRASettings | None = None, adapter: AdapterSettings | None = None
 ) -> GPT:
-    """Turn a base :class:`GPT` into the method's model, in place (new parameters on the model's device)."""
+    """Turn a base :class:`GPT` into the method's model, in place (new parameters on the model's device).
+    Settings of the wrong kind, or an Adapter prefix that starts past the model's layers, are refused."""
     method = check_method(method)
+    for name, value, kind in (("lora", lora, LoRASettings), ("adapter", adapter, AdapterSettings)):
+        if value is not None and not isinstance(value, kind):
+            raise TypeError(f"apply_method: {name} must be a {kind.__name__} or None, got {type(value).__name__}")
     if method == "lora":
         return apply_lora(model, lora or LoRASettings())
-    if method == "adapter":
-        return apply_adapter(model, adapter or AdapterSettings())
-    if method == "adapter_v2":
-        return apply_adapter_v2(model, adapter or AdapterSettings())
+    if method in ("adapter", "adapter_v2"):
+        settings = adapter or AdapterSettings()
+        check_start_layer(method, settings, model.config)
+        return (apply_adapter if method == "adapter" else apply_adapter_v2)(model, settings)
     return model
 
 

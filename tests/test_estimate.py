@@ -531,8 +531,16 @@ def test_the_model_is_counted_by_kinds_of_block_as_the_whole_model_counts(
     are those of the whole model: each Block's elements in order, the root's, each trainable size."""
     config = dataclasses.replace(Config.from_name("tiny-llama"), n_layer=n_layer)
     adapter = AdapterSettings(start_layer=start_layer)
+    if method == "adapter" and start_layer >= n_layer:
+        # No prefix: an Adapter model that would train nothing is refused, as the CLI refuses it.
+        for count in (estimate_module._count_model, build_meta_model):
+            with pytest.raises(ValueError, match="is past the layers"):
+                count(config, method, LoRASettings(), adapter)
+        return
     sizes = estimate_module._count_model(config, method, LoRASettings(), adapter)
-    model = build_meta_model(config, method, LoRASettings(), adapter)
+    # Adapter v2 past the last layer has no prefix either, as from the start layer n_layer (the last it builds).
+    whole = dataclasses.replace(adapter, start_layer=min(start_layer, n_layer))
+    model = build_meta_model(config, method, LoRASettings(), whole)
     blocks = [list(block.parameters()) for block in model.transformer.h]
     assert [part.elements for part in sizes.blocks for _ in range(part.count)] == [
         sum(p.numel() for p in block) for block in blocks

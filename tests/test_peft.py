@@ -62,6 +62,26 @@ def test_tiny_reference_counts(method: str, trainable: int, frozen: int) -> None
     assert (num_params(meta, requires_grad=True), num_params(meta, requires_grad=False)) == (trainable, frozen)
 
 
+# Misuse from Python is refused as the CLI refuses it ------------------------------------------------
+@pytest.mark.parametrize(
+    ("method", "settings"), [("lora", {"adapter": LoRASettings()}), ("adapter", {"lora": AdapterSettings()})]
+)
+def test_settings_of_the_wrong_kind_are_refused(method: str, settings: dict[str, object]) -> None:
+    with pytest.raises(TypeError, match=r"apply_method: (lora|adapter) must be a (LoRA|Adapter)Settings or None"):
+        apply_method(GPT(Config.from_name("tiny-llama")), method, **settings)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("method", "start", "last"), [("adapter", 2, 1), ("adapter_v2", 3, 2)])
+def test_an_adapter_past_the_models_layers_is_refused(method: str, start: int, last: int) -> None:
+    # Built silently, an Adapter model with no prefix trains nothing (the CLI refuses it up front).
+    config = Config.from_name("tiny-llama")
+    assert config.n_layer == 2
+    with pytest.raises(ValueError, match=rf"start_layer {start} is past the layers .*at most {last} for {method}"):
+        build_meta_model(config, method, adapter=AdapterSettings(start_layer=start))  # type: ignore[arg-type]
+    # The last start each method accepts still builds.
+    build_meta_model(config, method, adapter=AdapterSettings(start_layer=last))  # type: ignore[arg-type]
+
+
 # Trainable state dicts ------------------------------------------------------------------------------
 def _tiny(method: str) -> GPT:
     torch.manual_seed(0)
