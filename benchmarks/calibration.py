@@ -32,6 +32,8 @@ from litgpt_min.measure import gb_text
 from litgpt_min.usage import OneLineParser, console_output
 
 ROOT = Path(__file__).resolve().parent.parent
+# How this script names a folder of profiles (load_profile's ``usage``): each row names its profile.
+EXPECTATIONS_USAGE = "--expectations {parent}"
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,7 @@ def measured_rows(paths: list[Path], expectations: Path) -> list[Measured]:
             name = row["profile"]
             if name not in profiles:
                 try:
-                    profile = load_profile(name, expectations)
+                    profile = load_profile(name, expectations, EXPECTATIONS_USAGE)
                 except ExpectationError as exc:
                     raise ValueError(f"{path}: row {row['id']}: its profile {name!r}: {exc}") from None
                 profiles[name] = profile_stack(profile, "profile"), {case.id: case for case in profile.cases}

@@ -723,9 +723,10 @@ def _case(name: str, path: Path, row: dict[str, Any], defaults: Tolerances) -> C
     )
 
 
-def load_profile(name: str, root: Path = DEFAULT_ROOT) -> Profile:
+def load_profile(name: str, root: Path = DEFAULT_ROOT, usage: str = PROFILE_USAGE) -> Profile:
     """Load and validate every file of ``root/name``; raises :class:`ExpectationError` listing every
-    problem (an unknown name lists the available profiles)."""
+    problem (an unknown name lists the available profiles; a profile's folder given as ``root`` or
+    ``name`` is told, with what to give instead as ``usage`` spells the caller's arguments)."""
     root = Path(root)
     if not root.is_dir():
         raise ExpectationError(root, "not a directory of expectation profiles")
@@ -734,11 +735,11 @@ def load_profile(name: str, root: Path = DEFAULT_ROOT) -> Profile:
         close = difflib.get_close_matches(name, available, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         listing = ", ".join(available) if available else "none"
-        folder = "" if available else profile_folder_hint(root)
+        folder = "" if available else profile_folder_hint(root, usage)
         raise ExpectationError(
             root / str(name),
             f"unknown profile {name!r}{hint} (available in {display(root)}: {listing})"
-            + profile_name_note(root, name)
+            + profile_name_note(root, name, usage)
             + (f"; {folder}" if folder else ""),
         )
     directory = root / name

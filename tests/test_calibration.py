@@ -132,3 +132,17 @@ def test_calibration_refuses_files_without_a_usable_row_in_one_line(
     out, err = capsys.readouterr()
     assert exc.value.code == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and err.startswith("calibration: error: ") and message in err, err
+
+
+def test_a_profiles_folder_given_as_expectations_is_told_with_this_scripts_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # calibration has no --profile (each row names its profile): the hint names only --expectations.
+    calibration = _calibration()
+    path = _results_with(tmp_path, "inference-llama2_7b-noquant-1gpu")
+    with pytest.raises(SystemExit) as exc:
+        calibration.main(["--expectations", str(ROOT / "expectations" / "cpu-tiny"), str(path)])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "is the folder of profile cpu-tiny: give the folder that holds it (--expectations " in err, err
+    assert "--profile" not in err, err
