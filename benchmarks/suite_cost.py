@@ -47,10 +47,26 @@ def _last_words(done: subprocess.CompletedProcess[str]) -> str:
     return (errors or lines or ["no output"])[-1]
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="suite_cost", description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=whole_number(1), default=3)
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument(
+        "--repeats",
+        type=whole_number(1),
+        default=3,
+        metavar="N",
+        help="how often to time collection alone and the whole run, each in a fresh process (default 3)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        metavar="FILE",
+        help=f"the JSON report to write (default {DEFAULT_OUT.relative_to(ROOT)})",
+    )
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     args = parser.parse_args(argv)
     try:  # before the runs, not after them
@@ -107,8 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(args.out, json.dumps(report, indent=2, sort_keys=True) + "\n")
     print(
-        f"pytest conformance: {report['run_s_median']} s median over {args.repeats} runs"
-        f" ({runs[-1]['rows_run']} rows run, collection alone {report['collect_only_s_median']} s) -> {args.out}"
+        f"pytest conformance: {report['run_s_median']} s median over {_count(args.repeats, 'run')}"
+        f" ({_count(runs[-1]['rows_run'], 'row')} run, collection alone {report['collect_only_s_median']} s)"
+        f" -> {args.out}"
     )
     return 0
 

@@ -472,3 +472,25 @@ def test_suite_cost_ends_its_pytest_with_it_on_sigterm(tmp_path: Path) -> None:
         time.sleep(0.1)
     assert not any(Path(f"/proc/{child}").exists() for child in children), "its pytest outlived it"
     assert not (tmp_path / "c.json").exists()
+
+
+def test_suite_cost_counts_one_run_and_one_row_in_the_singular(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: "median over 1 runs (1 rows run, ...)"; and --repeats and --out had no help text."""
+    bench = _load("suite_cost")
+
+    def timed(argv: list[str]) -> tuple[float, subprocess.CompletedProcess[str]]:
+        if "--results" in argv:  # a whole run: its results file with one row that ran
+            rows = [{"id": "a-row", "wall_s": 1.0}]
+            Path(argv[argv.index("--results") + 1]).write_text(json.dumps({"rows": rows}), encoding="utf-8")
+        return 2.0, subprocess.CompletedProcess(argv, 0, "", "")
+
+    monkeypatch.setattr(bench, "timed", timed)
+    assert bench.main(["--repeats", "1", "--out", str(tmp_path / "cost.json")]) == 0
+    out = capsys.readouterr().out
+    assert " s median over 1 run (1 row run, collection alone " in out, out
+    with pytest.raises(SystemExit):
+        bench.main(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--repeats N how often" in help_text and "--out FILE the JSON report" in help_text, help_text
