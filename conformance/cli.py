@@ -302,7 +302,8 @@ def cmd_validate(root: Path, names: list[str]) -> int:
     if "" in names:  # an unset shell variable: no name to hint at (every profile starts with "")
         print("conformance validate: expected a profile name, got an empty value", file=sys.stderr)
         return EXIT_BAD_INPUT
-    names = [name.rstrip("/") or name for name in names]  # a folder name as the shell completes it
+    # A folder name as the shell completes it; a profile named twice is validated once, in order.
+    names = list(dict.fromkeys(name.rstrip("/") or name for name in names))
     unknown = [name for name in names if name not in available]
     if unknown:
         close = [a for a in available if a.startswith(unknown[0])] or difflib.get_close_matches(

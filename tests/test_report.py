@@ -643,6 +643,9 @@ def test_cli_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert "unknown profile 'a100'; did you mean 'a100-sxm4-40gb'?" in capsys.readouterr().err
     assert main(["validate", "cpu-tiny/"]) == 0
     assert "cpu-tiny: ok (2 files, 11 rows)" in capsys.readouterr().out
+    # A profile named twice (cpu-tiny/ too) is validated once: before, its line was printed twice.
+    assert main(["validate", "cpu-tiny", "a100-sxm4-40gb", "cpu-tiny/", "cpu-tiny"]) == 0
+    assert [line.split(":")[0] for line in capsys.readouterr().out.splitlines()] == ["cpu-tiny", "a100-sxm4-40gb"]
 
 
 @pytest.mark.parametrize(
