@@ -8,7 +8,7 @@ session's hooks. The per-row checks are ``conformance/checks.py``, the test func
 
 Profiles are loaded lazily, when the row tests are parametrized, so that ``pytest tests/`` pays
 nothing for them; a bad expectation file then stops the session with a usage error (exit status 4)
-naming the file, the case and the field.
+naming the file, the case and the field (every problem of every broken profile, as validate does).
 
 Under pytest-xdist (``-n N``) the plugin makes ``--dist loadgroup`` the default and schedules it
 itself (``conformance/scheduling.py``): a row's checks run on one worker, so its run happens once;

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from conformance import hardware
 from conformance.display import cap_text, display, rows_text, suite_command
-from conformance.expectations import ExpectationError, Profile, list_profiles, load_profile
+from conformance.expectations import SCHEMA_PATH, ExpectationError, Profile, list_profiles, load_profile
 from conformance.options import Options
 
 # The published tables' card: compared in portable mode when no profile matches this machine's
@@ -69,6 +69,26 @@ class ActiveProfile:
         )
 
 
+def load_profiles(names: list[str], root: Path) -> list[Profile]:
+    """Every profile of ``names``; ``ExpectationError`` naming every one that cannot be used, as
+    ``conformance validate`` does, not the first alone."""
+    profiles: list[Profile] = []
+    broken: dict[str, ExpectationError] = {}
+    for name in names:
+        try:
+            profiles.append(load_profile(name, root))
+        except ExpectationError as exc:
+            if exc.file == SCHEMA_PATH:
+                raise  # every profile is checked against it: one line says it
+            broken[name] = exc
+    if len(broken) == 1:
+        raise next(iter(broken.values()))
+    if broken:
+        problems = [problem for exc in broken.values() for problem in exc.problems]
+        raise ExpectationError(root, f"{len(broken)} profiles are invalid: {', '.join(broken)}", others=problems)
+    return profiles
+
+
 def resolve_profiles(options: Options, fp: Mapping[str, Any], recording: bool = False) -> list[ActiveProfile]:
     """The profiles this session checks: ``--profile`` names, else the machine's defaults.
 
@@ -77,9 +97,9 @@ def resolve_profiles(options: Options, fp: Mapping[str, Any], recording: bool = 
     """
     root = options.expectations
     if options.profiles:
-        profiles = [load_profile(name, root) for name in options.profiles]
+        profiles = load_profiles(options.profiles, root)
     else:
-        loaded = [load_profile(name, root) for name in list_profiles(root)]
+        loaded = load_profiles(list_profiles(root), root)
         detected = hardware.detected_sku(dict(fp))
         reference = [p for p in loaded if p.name == REFERENCE_PROFILE]
         if detected == "cpu":

@@ -1086,6 +1086,22 @@ def test_a_broken_profile_lists_no_test_of_the_suites_own_module(tmp_path: Path)
     assert "test_rows.py::" not in done.stdout and "no tests collected" in done.stdout, done.stdout
 
 
+@pytest.mark.parametrize("select", [[], ["--profile", "one", "--profile", "two"]])
+def test_every_broken_profile_is_named_in_the_refusal(tmp_path: Path, select: list[str]) -> None:
+    """Before: the first broken profile's problems alone (`conformance validate` listed both)."""
+    for name in ("one", "two"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "t.json").write_text(json.dumps({"profile": name}))
+    args = ["conformance", "--expectations", str(tmp_path), *select, "--co", "-q", "-p", "no:cacheprovider"]
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", *args], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == pytest.ExitCode.USAGE_ERROR, done.stderr
+    assert f"ERROR: {tmp_path}: 2 profiles are invalid: one, two (and " in done.stderr, done.stderr
+    for name in ("one", "two"):
+        assert f"  {tmp_path / name / 't.json'}: field 'cases': missing required field" in done.stderr, done.stderr
+
+
 def test_a_profiles_own_folder_given_as_expectations_names_the_folder_to_give(suite: Suite) -> None:
     """Before: "no profile for this machine ... (available: none); pick one with --profile"."""
     folder = suite.profile()
