@@ -30,7 +30,7 @@ from litgpt_min.files import atomic_write, check_output_file
 from litgpt_min.usage import one_line
 
 PLOT_EXTRA_MISSING = (
-    "conformance report --plot needs matplotlib: pip install 'litgpt-conformance[plot]' (or pip install matplotlib)"
+    "conformance report: --plot needs matplotlib: pip install 'litgpt-conformance[plot]' (or pip install matplotlib)"
 )
 # Deviations beyond this many percent are drawn at the edge with their value written beside.
 CLIP_PCT = 60.0
@@ -242,12 +242,12 @@ def plot_target_problem(out: Path) -> str | None:
     try:
         check_output_file(out, "--plot")
     except ValueError as exc:
-        return f"conformance report {exc}"
+        return f"conformance report: {exc}"
     suffix = Path(out).suffix.lstrip(".").lower() or "png"
     formats = FigureCanvasBase.get_supported_filetypes()
     if suffix not in formats:
         return (
-            f"conformance report --plot {out}: no image format {suffix!r} (choose one of {', '.join(sorted(formats))})"
+            f"conformance report: --plot {out}: no image format {suffix!r} (choose one of {', '.join(sorted(formats))})"
         )
     return None
 
@@ -261,15 +261,15 @@ def cmd_plot(file: Path, out: Path) -> int:
     try:
         results = load_results(file)  # its messages name the file
     except ValueError as exc:
-        print(one_line(f"conformance report --plot: {exc}"), file=sys.stderr)
+        print(one_line(f"conformance report: {exc}"), file=sys.stderr)
         return 2
     try:
         n = plot_results(results, out)
     except ValueError as exc:  # nothing to plot in it
-        print(one_line(f"conformance report --plot: {file}: {exc}"), file=sys.stderr)
+        print(one_line(f"conformance report: {file}: {exc}"), file=sys.stderr)
         return 2
     except OSError as exc:
-        print(one_line(f"conformance report --plot: cannot write {out}: {exc.strerror or exc}"), file=sys.stderr)
+        print(one_line(f"conformance report: --plot {out}: cannot write: {exc.strerror or exc}"), file=sys.stderr)
         return 2
     # stderr: stdout carries the Markdown report when both are asked for.
     print(f"conformance: plotted {rows_text(n)} into {out}", file=sys.stderr)

@@ -161,7 +161,7 @@ def test_a_file_with_nothing_to_plot_says_so(tmp_path: Path, capsys: pytest.Capt
     path = write(tmp_path / "r.json", results([]))
     assert cmd_plot(path, tmp_path / "out.png") == 2
     err = capsys.readouterr().err
-    assert str(path) in err and "no row has a memory or speed figure" in err
+    assert err == f"conformance report: {path}: no row has a memory or speed figure to plot\n", err
 
 
 def test_report_draws_the_plot_beside_the_markdown(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -177,14 +177,16 @@ def test_report_draws_the_plot_beside_the_markdown(tmp_path: Path, capsys: pytes
 @pytest.mark.parametrize(
     ("target", "fragment"),
     [
-        ("rows.txt", "--plot {tmp}/rows.txt: no image format 'txt' (choose one of "),
-        (".", "--plot {tmp}: is a directory; give a file name"),
-        ("r.json", "--plot {tmp}/r.json: is a results file it reads"),
+        ("rows.txt", "conformance report: --plot {tmp}/rows.txt: no image format 'txt' (choose one of "),
+        (".", "conformance report: --plot {tmp}: is a directory; give a file name"),
+        ("r.json", "conformance report: --plot {tmp}/r.json: is a results file it reads"),
     ],
 )
 def test_a_plot_target_is_refused_before_the_report_prints(
     tmp_path: Path, capsys: pytest.CaptureFixture, target: str, fragment: str
 ) -> None:
+    """Before, the plot's own refusals read "conformance report --plot X: ...", the command's
+    others "conformance report: --plot X: ..."; all now begin the second way."""
     pytest.importorskip("matplotlib")
     doc = results([row("r", measured(max_memory_gb=1.2), expected={"max_memory_gb": 1.0})])
     source = write(tmp_path / "r.json", doc)
