@@ -214,7 +214,13 @@ def _spread(rows: list[dict[str, Any]], key: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="calibration", description=__doc__.splitlines()[0])
     parser.add_argument("results", nargs="+", type=Path, help="results files of GPU sessions")
-    parser.add_argument("--expectations", type=Path, default=ROOT / "expectations", metavar="DIR")
+    parser.add_argument(
+        "--expectations",
+        type=Path,
+        default=ROOT / "expectations",
+        metavar="DIR",
+        help="the folder that holds the profiles the rows name (default: expectations/ of this checkout)",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per row")
     parser.add_argument(
         "--reserved", action="store_true", help="also the caching allocator's reserved peak (full depth: slower)"
