@@ -628,13 +628,20 @@ class ConformanceSession:
         # The controller collects nothing, so pytest never asks it for the collection lines below.
         reporter = self.config.pluginmanager.get_plugin("terminalreporter") if self.config is not None else None
         if reporter is not None:
-            for line in self.pytest_report_collectionfinish():
+            for line in self._collection_lines({key[0] for key, _ in selected}):
                 reporter.write_line(line)
 
-    def pytest_report_collectionfinish(self) -> list[str]:
+    def pytest_report_collectionfinish(self, items: list[pytest.Item]) -> list[str]:
+        return self._collection_lines({found[0][0] for found in map(check_kind_of, items) if found is not None})
+
+    def _collection_lines(self, selected: set[str]) -> list[str]:
+        """The header lines after collection: how each profile with a selected row (``selected``:
+        their names) is checked here, every active profile's when no row is (a -k that matched
+        none), so that ``-k llama2_7b`` on a CPU does not describe the CPU profile's rows."""
         if not self.resolved:
             return []
-        lines = [active.describe() for active in self.active_profiles()]
+        actives = self.active_profiles()
+        lines = [active.describe() for active in [a for a in actives if a.name in selected] or actives]
         if self.recording:
             lines.append(f"conformance: recording into {self.options.record} (no row fails on a finding)")
         if self.baseline is not None:

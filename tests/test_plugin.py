@@ -243,6 +243,18 @@ def test_profiles_report_header_and_fingerprint(suite: Suite, monkeypatch: pytes
     )
 
 
+def test_header_describes_only_the_profiles_a_k_selects_rows_of(suite: Suite) -> None:
+    """``-k llama2_7b`` on a CPU described the CPU profile too ("measured on the CPU ..."), whose
+    rows the session does not check; a -k that selects no row still lists every profile."""
+    suite.profile()
+    suite.profile("other", [_inference("tiny-phi", None, max_memory_gb=0.5)])
+    only = suite.run("--collect-only", "-k", "tiny_phi")
+    only.stdout.fnmatch_lines(["conformance profile other (*): measured on the CPU *"])
+    assert "conformance profile tiny " not in only.stdout.str()
+    none = suite.run("--collect-only", "-k", "tiny_nothing")
+    none.stdout.fnmatch_lines(["conformance profile other (*", "conformance profile tiny (*"])
+
+
 # Verdicts per outcome ------------------------------------------------------------------------------------
 def test_every_outcome_conforms(suite: Suite) -> None:
     suite.profile()
