@@ -52,7 +52,14 @@ class ActiveProfile:
         head = f"conformance profile {p.name} ({display(p.directory)}, {rows_text(len(p.cases))}): "
         cap = f" under a {self.memory_cap_gb:g} GB memory cap" if self.memory_cap_gb is not None else ""
         if self.mode == "params-only":
-            return head + f"parameter counts and GPU-free memory estimates; measured rows skip: {self.measure_skip}"
+            # What this machine checks, and where the rest gets a verdict: a CPU user learns which card.
+            refused = sum(1 for c in p.cases if c.outcome == "unsupported")
+            refusals = f" and the runner's refusal of its {rows_text(refused, 'N/A row')}" if refused else ""
+            card = p.hardware.get("gpu") or _sku(p)
+            return head + (
+                f"parameter counts, GPU-free memory estimates{refusals}; measured rows skip: {self.measure_skip};"
+                f" on a GPU they run: on the profile's card ({card}) against every figure, on another all but speed"
+            )
         # Rows that ran and have no speed figure (recorded where the machine was busy): no speed check.
         untimed = sum(
             1 for c in p.cases if c.outcome == "ok" and c.time_1k_iters_min is None and c.tokens_per_sec is None

@@ -494,6 +494,14 @@ def test_gpu_profile_without_gpu_checks_params_and_refusals_only(suite: Suite, m
     # params: 5 passed; run: the refusal passes, 4 skip; speed: 2 skip.
     result.assert_outcomes(passed=6, skipped=6)
     result.stdout.fnmatch_lines(["SKIPPED [[]6] *: needs a CUDA GPU (none found: torch.cuda.is_available() is False)"])
+    # The header says what ran, and where the skipped checks would get a verdict.
+    result.stdout.fnmatch_lines(
+        [
+            "conformance profile tiny (*): parameter counts, GPU-free memory estimates and the runner's refusal of"
+            " its 1 N/A row; measured rows skip: needs a CUDA GPU (*); on a GPU they run: on the profile's card"
+            " (NVIDIA A100-SXM4-40GB) against every figure, on another all but speed"
+        ]
+    )
     assert [c["id"] for c in suite.calls()] == [UNSUPPORTED]
     assert result.ret == 0
 
