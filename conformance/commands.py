@@ -58,6 +58,8 @@ def estimate_command(options: Options, active: ActiveProfile) -> str:
     argv = ["conformance", "estimate", "--profile", active.name, "--stack", "profile"]
     if real_path(options.expectations) != real_path(DEFAULT_ROOT):
         argv += ["--expectations", display(options.expectations)]
+    if options.estimate_tolerance is not None:  # the session's, over the profile's estimate_rel
+        argv += ["--tolerance", str(options.estimate_tolerance)]
     return shlex.join(argv)
 
 

@@ -2363,6 +2363,21 @@ def test_a_known_estimate_miss_that_no_longer_misses_fails_saying_so(suite: Suit
     assert rows[OOM]["checks"] == {"estimate": "xfailed"}
 
 
+def test_an_estimate_failure_reproduces_with_the_sessions_estimate_tolerance(suite: Suite) -> None:
+    """Before: under --estimate-tolerance the failure's "reproduce:" command left it out, and so
+    judged the figures by the profile's tolerance (none here: outcomes only), where the row agreed."""
+    suite.profile()
+    suite.pytester.makepyfile(test_conformance="from conformance.test_rows import test_estimate")
+    result = suite.run("-k", OK, "--estimate-tolerance", "0.5")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(
+        [
+            f"tiny:{OK} (*table.json): the estimate disagrees: *tolerance ±50%*",
+            "reproduce: conformance estimate --profile tiny --stack profile --expectations exp --tolerance 0.5",
+        ]
+    )
+
+
 @pytest.mark.slow
 def test_under_xdist_the_results_file_keeps_each_rows_estimate(suite: Suite) -> None:
     # The workers estimate; the controller writes the file (before: every estimate null).
