@@ -16,6 +16,7 @@ from typing import Literal
 import pytest
 
 from conformance.compare import SPEED_FIELDS, Finding, check_result, outside_allocator_error
+from conformance.display import display
 from conformance.expectations import Case
 from conformance.options import Options
 from conformance.profiles import ActiveProfile
@@ -106,10 +107,19 @@ def marks(kind: CheckKind, active: ActiveProfile, case: Case, recording: bool) -
             )
         )
     if kind == "estimate" and case.estimate_miss is not None and not recording:
-        result.append(pytest.mark.xfail(strict=True, raises=KnownEstimateMiss, reason=case.estimate_miss))
+        result.append(pytest.mark.xfail(strict=True, raises=KnownEstimateMiss, reason=estimate_miss_reason(case)))
     if kind in ("run", "speed") and active.mode != "cpu" and case.outcome != "unsupported":
         result.append(pytest.mark.gpu)
     return result
+
+
+def estimate_miss_reason(case: Case) -> str:
+    """The xfail reason of a known estimate miss, one line of the short summary (``-ra``): the first
+    sentence of the row's ``estimate_miss``, and where the rest is (the whole ran to 560 characters)."""
+    text = " ".join(str(case.estimate_miss).split())
+    first = re.split(r"(?<=[^.\s]{2})\. ", text, maxsplit=1)[0].rstrip(".")
+    rest = "" if first == text.rstrip(".") else f" (why: the row's estimate_miss in {display(case.file)})"
+    return f"known estimate miss: {first}{rest}"
 
 
 def item_id(active: ActiveProfile, case: Case) -> str:
