@@ -21,8 +21,7 @@ from typing import Any, Protocol, TypeVar
 
 from conformance.display import cap_text
 from conformance.expectations import Case, Profile
-from conformance.results import load_results, run_finished, speed_unjudged
-from conformance.runner import stopped_by_session
+from conformance.results import load_results, run_finished, speed_unjudged, stopped_run
 from litgpt_min.result import Result
 
 
@@ -77,12 +76,10 @@ class Baseline:
             # Why its run did not happen (an estimate's known miss is no reason the row was unmeasured).
             why = reasons.get("run") or next(iter(reasons.values()), "") or f"verdict {row.get('verdict')}"
             return case, f"the baseline {self.path} did not measure this row ({why.splitlines()[0]})"
-        if stopped_by_session(data.get("error")):
+        stopped = stopped_run(row)
+        if stopped is not None:
             # A run the session stopped (--row-timeout) measured nothing: a row that runs now is no change.
-            return (
-                case,
-                f"the baseline {self.path} did not measure this row (the session stopped its run: {data['error']})",
-            )
+            return case, f"the baseline {self.path} did not measure this row (the session stopped its run: {stopped})"
         cap = row.get("memory_cap_gb")
         if cap != memory_cap_gb:
             return case, (
