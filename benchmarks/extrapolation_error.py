@@ -94,6 +94,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="extrapolation_error", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="tiny-llama")
     parser.add_argument("--method", default="lora", choices=("lora", "adapter", "adapter_v2"))
+    parser.add_argument(
+        "--adapter-start-layer",
+        type=whole_number(0),
+        default=None,
+        metavar="N",
+        help="the first block with an Adapter prefix (default: the reference's 2; tiny-llama has 2 layers: use 0 or 1)",
+    )
     parser.add_argument("--accelerator", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--precision", default="bf16-true")
     parser.add_argument("--micro-batch-size", type=int, default=2)
@@ -118,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
         "precision": args.precision, "micro_batch_size": args.micro_batch_size,
         "batch_size": args.batch_size, "max_iters": ITERS_PER_FIGURE,
     }  # fmt: skip
+    start = [] if args.adapter_start_layer is None else ["--adapter-start-layer", str(args.adapter_start_layer)]
+    if start:
+        values["adapter_start_layer"] = args.adapter_start_layer
     try:
         request = build_request("finetune", values)
         check_runs_here(request)  # what this machine cannot run (16-mixed on the CPU), before the first run
@@ -130,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     base = [
         sys.executable, "-m", "litgpt_min", "finetune", args.method, "--model", args.model,
         "--micro-batch-size", str(args.micro_batch_size), "--batch-size", str(args.batch_size),
-        "--precision", args.precision, "--accelerator", args.accelerator, "--json",
+        "--precision", args.precision, "--accelerator", args.accelerator, "--json", *start,
     ]  # fmt: skip
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": path}

@@ -314,6 +314,13 @@ def test_cublas_init_needs_a_gpu_and_says_so_in_one_line(capsys: pytest.CaptureF
         ("extrapolation_error", ["--micro-batch-size", "0"], "--micro-batch-size 0: must be >= 1"),
         ("extrapolation_error", ["--batch-size", "-1"], "--batch-size -1: must be >= 1"),
         ("extrapolation_error", ["--out", "{tmp}"], "is a directory"),
+        ("extrapolation_error", ["--method", "adapter"], "start_layer 2 is past the layers of model 'tiny-llama'"),
+        (
+            "extrapolation_error",
+            ["--adapter-start-layer", "1"],
+            "--adapter-start-layer does not apply to method 'lora'",
+        ),
+        ("extrapolation_error", ["--adapter-start-layer", "-1"], "argument --adapter-start-layer: must be >= 0"),
         # Before: a session's results file, a profile's table, the expectations folder were replaced.
         ("suite_cost", ["--out", "{tmp}/results.json"], "is a conformance results file; refusing to replace it"),
         ("extrapolation_error", ["--out", "{tmp}/table.json"], "is an expectations table (profile 'mine')"),
@@ -362,6 +369,22 @@ def test_benchmark_scripts_output_that_cannot_be_written_is_one_line(script: str
         )  # fmt: skip
     assert done.returncode == 2, done.stderr
     assert done.stderr.decode() == f"{script}: cannot write its output: No space left on device\n"
+
+
+def test_extrapolation_error_runs_an_adapter_from_its_start_layer(tmp_path: Path) -> None:
+    """Before: --method adapter on its default tiny-llama (2 layers) was always refused, and the
+    refusal named --adapter-start-layer, an option the script lacked."""
+    bench = _load("extrapolation_error")
+    commands: list[list[str]] = []
+
+    def first_run(argv: list[str], env: dict[str, str]) -> None:
+        commands.append(argv)
+        raise SystemExit(0)  # the command is all this test needs
+
+    bench.run = first_run
+    with pytest.raises(SystemExit):
+        bench.main(["--method", "adapter", "--adapter-start-layer", "1", "--out", str(tmp_path / "e.json")])
+    assert commands and commands[0][commands[0].index("--adapter-start-layer") + 1] == "1"
 
 
 def test_extrapolation_error_names_why_a_run_failed_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
