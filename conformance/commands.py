@@ -63,6 +63,16 @@ def estimate_command(options: Options, active: ActiveProfile) -> str:
     return shlex.join(argv)
 
 
+def collect_command(options: Options) -> str:
+    """The command that lists the id of every row this session's profiles hold."""
+    argv = ["pytest", display(SUITE)]
+    if real_path(options.expectations) != real_path(DEFAULT_ROOT):
+        argv += ["--expectations", display(options.expectations)]
+    for name in options.profiles:
+        argv += ["--profile", name]
+    return shlex.join([*argv, "--collect-only", "-q"])
+
+
 def invocation(args: Iterable[str]) -> str:
     """A pytest session's command line, as typed."""
     return shlex.join(["pytest", *args])

@@ -1,18 +1,19 @@
 """What a `-k` that selects no row of the suite is told: row ids name each model by its slug
 (``llama2_7b``), not by its registry name (``Llama-2-7b-hf``), and spell every other part as
 ``case_id`` does (``nf4_dq``, ``adapter_v2``, ``2gpu``): a word no row id contains is named, with
-the parts it resembles."""
+the parts it resembles; an expression that selects rows of the folder's other profiles names them,
+with the ``--profile`` that checks them."""
 
 from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from conformance.display import suite_command
 from conformance.expectations import QUANT_SLUGS, model_slug
-from conformance.rules import CHECKS
+from conformance.rules import CHECKS, applies
 
 # The parts of a row id, in its order (``case_id``), each with how it is read from a row.
 _PARTS: tuple[tuple[str, Any], ...] = (
@@ -27,13 +28,32 @@ _OPERATORS = {"and", "or", "not"}
 _MODULE_NAMES = ("conformance", "test_rows.py")
 
 
-def no_row_hint(keyword: str, cases: Iterable[Any], speed_rows: int | None = None) -> str:
+def no_row_hint(
+    keyword: str,
+    cases: Iterable[Any],
+    speed_rows: int | None = None,
+    others: Mapping[str, Iterable[Any]] | None = None,
+    chosen: Sequence[str] = (),
+    defaults: Collection[str] = (),
+    listing: str | None = None,
+) -> str:
     """One line for a `-k` expression that deselected every row of ``cases`` (``Case``: their
     profiles, whose names begin every row id, their models and the other parts of their ids);
-    ``speed_rows``: how many active rows have a speed figure (test_speed checks only those)."""
+    ``speed_rows``: how many active rows have a speed figure (test_speed checks only those).
+    ``others``: the rows of the folder's other profiles, by profile, named when it selects some of
+    them, with the ``--profile`` that checks them (``chosen``: the session's; ``defaults``: the
+    profiles a session without one checks here). ``listing``: the command that lists every id."""
     cases = list(cases)
     profiles = sorted({c.profile for c in cases})
     models = {c.model for c in cases}
+    found = {name: n for name, rows in sorted((others or {}).items()) if (n := _selected(keyword, name, rows))}
+    if found:
+        # The expression is right; the session checks other profiles than the rows it names.
+        has = ", ".join(f"profile {name} has {n}" for name, n in found.items())
+        add = "add " + " ".join(f"--profile {name}" for name in found)
+        drop = " ".join(f"--profile {name}" for name in chosen)
+        fix = f"drop {drop} or {add}" if chosen and set(found) <= set(defaults) else add
+        return f"conformance: -k {keyword!r} selects no row of {', '.join(profiles)}; {has}: {fix}"
     if speed_rows is not None and _written("test_speed", keyword):
         if not speed_rows:
             return (
@@ -56,7 +76,7 @@ def no_row_hint(keyword: str, cases: Iterable[Any], speed_rows: int | None = Non
         what = " and ".join(kind for kind, fixes in kinds if fixes)
         fixed = _fixed(keyword, {**model_fixes, **profile_fixes})
         return f"conformance: -k {keyword!r} selects no row: row ids name {what}; try -k {fixed!r}"
-    return _parts_hint(keyword, cases) + speed
+    return _parts_hint(keyword, cases, listing or f"{suite_command()} --collect-only -q") + speed
 
 
 def _written(name: str, keyword: str) -> bool:
@@ -75,13 +95,12 @@ def _word(name: str) -> str:
     return rf"(?<![\w-]){re.escape(name)}(?![\w-])"
 
 
-def _parts_hint(keyword: str, cases: list[Any]) -> str:
+def _parts_hint(keyword: str, cases: list[Any], listing: str) -> str:
     """Name the words of ``keyword`` that no row id contains, with the id parts each resembles: a
     ``try -k`` when each is one part but for its separators or their order (``nf4dq``,
     ``llama_tiny``), else how ids are made and of which parts."""
     parts = {kind: sorted({v for v in map(read, cases) if v}, key=_natural) for kind, read in _PARTS}
-    # What -k matches a row's checks by: their names (``test_run[cpu-tiny:<id>]``) and the module's.
-    haystack = [f"{check}[{c.profile}:{c.id}]".lower() for c in cases for check in CHECKS] + list(_MODULE_NAMES)
+    haystack = [name for c in cases for name in _names(c.profile, c)]
     words = _required_words(keyword)
     unknown = [w for w in dict.fromkeys(words) if not any(w.lower() in text for text in haystack)]
     every = sorted({p for values in parts.values() for p in values}, key=_natural)
@@ -94,16 +113,65 @@ def _parts_hint(keyword: str, cases: list[Any]) -> str:
         near = same or _nearest(word, every)
         named.append(f"{word!r}" + (f" (like {_or(near)})" if near else ""))
     made = "; ".join(f"{kind} {', '.join(values)}" for kind, values in parts.items() if values)
-    shape = (
-        f"row ids are workload-[method-]model-quantization-[mbN-]Ngpu, of {made}"
-        f" ({suite_command()} --collect-only -q lists every id)"
-    )
+    shape = f"row ids are workload-[method-]model-quantization-[mbN-]Ngpu, of {made} ({listing} lists every id)"
     if unknown and len(fixes) == len(unknown):
         fixed = _fixed(keyword, fixes)
         return f"conformance: -k {keyword!r} selects no row: no row id contains {_and(named)}; try -k {fixed!r}"
     if unknown:
         return f"conformance: -k {keyword!r} selects no row: no row id contains {_and(named)}; {shape}"
     return f"conformance: -k {keyword!r} selects no row: each of its words is in some row id, none matches it whole; {shape}"
+
+
+def _names(profile: str, case: Any) -> list[str]:
+    """What -k matches a row's checks by: their names (``test_run[cpu-tiny:<id>]``) and the module's."""
+    return [f"{check}[{profile}:{case.id}]".lower() for check, kind in CHECKS.items() if applies(kind, case)] + list(
+        _MODULE_NAMES
+    )
+
+
+def _selected(keyword: str, profile: str, cases: Iterable[Any]) -> int:
+    """How many rows of ``profile`` the `-k` expression ``keyword`` selects a check of."""
+    return sum(_matches(keyword, _names(profile, c)) for c in cases)
+
+
+def _matches(keyword: str, names: list[str]) -> bool:
+    """Whether ``keyword`` selects a test with ``names``, as pytest's -k reads it: ``or``, ``and``,
+    ``not`` and parentheses over words, each true when some name contains it (case-insensitive)."""
+    tokens = re.findall(r"\(|\)|[^\s()]+", keyword)
+    at = 0
+
+    def either() -> bool:  # a or b
+        nonlocal at
+        value = both()
+        while at < len(tokens) and tokens[at] == "or":
+            at += 1
+            value = both() or value
+        return value
+
+    def both() -> bool:  # a and b
+        nonlocal at
+        value = negation()
+        while at < len(tokens) and tokens[at] == "and":
+            at += 1
+            value = negation() and value
+        return value
+
+    def negation() -> bool:
+        nonlocal at
+        token = tokens[at]
+        at += 1
+        if token == "not":
+            return not negation()
+        if token == "(":
+            value = either()
+            at += 1  # ")"
+            return value
+        return any(token.lower() in name for name in names)
+
+    try:
+        return either() and at == len(tokens)
+    except IndexError:  # not an expression pytest accepts: it said so before any hint
+        return False
 
 
 def _nearest(word: str, parts: list[str]) -> list[str]:

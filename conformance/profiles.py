@@ -107,13 +107,9 @@ def resolve_profiles(options: Options, fp: Mapping[str, Any], recording: bool = 
         profiles = load_profiles(options.profiles, root)
     else:
         loaded = load_profiles(list_profiles(root), root)
-        detected = hardware.detected_sku(dict(fp))
-        reference = [p for p in loaded if p.name == REFERENCE_PROFILE]
-        if detected == "cpu":
-            profiles = reference + [p for p in loaded if _sku(p) == "cpu" and p.name != REFERENCE_PROFILE]
-        else:
-            profiles = [p for p in loaded if _sku(p) == detected] or reference
+        profiles = default_profiles(loaded, fp)
         if not profiles:
+            detected = hardware.detected_sku(dict(fp))
             listing = ", ".join(p.name for p in loaded) or "none"
             raise ExpectationError(
                 root,
@@ -121,6 +117,15 @@ def resolve_profiles(options: Options, fp: Mapping[str, Any], recording: bool = 
                 f" against (available: {listing}); pick one with --profile",
             )
     return [activate(p, options, fp, recording) for p in profiles]
+
+
+def default_profiles(loaded: list[Profile], fp: Mapping[str, Any]) -> list[Profile]:
+    """The profiles of ``loaded`` a session without ``--profile`` checks on the machine ``fp``."""
+    detected = hardware.detected_sku(dict(fp))
+    reference = [p for p in loaded if p.name == REFERENCE_PROFILE]
+    if detected == "cpu":
+        return reference + [p for p in loaded if _sku(p) == "cpu" and p.name != REFERENCE_PROFILE]
+    return [p for p in loaded if _sku(p) == detected] or reference
 
 
 def recorded_cap(hardware: Mapping[str, Any]) -> float | None:

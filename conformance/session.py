@@ -25,17 +25,17 @@ import pytest
 
 from conformance import hardware
 from conformance.baseline import Baseline, apply_baseline
-from conformance.commands import estimate_command, invocation, rerecord_command
+from conformance.commands import collect_command, estimate_command, invocation, rerecord_command
 from conformance.compare import Finding
 from conformance.cpu_busy import speed_skip_reason as cpu_busy_reason
 from conformance.display import display, rows_text
 from conformance.estimate import RowEstimate, estimate_case, profile_capacity_gb, profile_stack
-from conformance.expectations import Case, ExpectationError
+from conformance.expectations import Case, ExpectationError, Profile, list_profiles, load_profile
 from conformance.gpu_idle import IdleReport, check_idle
 from conformance.gpus import WORKERINPUT_KEY
 from conformance.keyword_hint import no_row_hint
 from conformance.options import Options
-from conformance.profiles import ActiveProfile, select_profiles
+from conformance.profiles import ActiveProfile, default_profiles, select_profiles
 from conformance.record import NOTHING_RECORDED, record_problem, record_profile
 from conformance.results import ResultsLock, check_target, load_results, rows_in, write_results
 from conformance.rules import (
@@ -769,6 +769,15 @@ class ConformanceSession:
                 f"conformance: nothing measured; {display(self.options.results)} was left as it was"
             )
 
+    def _other_profiles(self, active: set[str]) -> dict[str, Profile]:
+        """The profiles of the session's expectations folder it does not check (any that fail to load left out)."""
+        others = {}
+        for name in list_profiles(self.options.expectations):
+            if name not in active:
+                with contextlib.suppress(ExpectationError):
+                    others[name] = load_profile(name, self.options.expectations)
+        return others
+
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         if self._signals is not None and self._signals.ignored:
             terminalreporter.write_line(
@@ -786,8 +795,23 @@ class ConformanceSession:
         alone = not getattr(option, "markexpr", "") and not getattr(option, "deselect", None)
         if keyword and alone and self._deselected and not self._selected_any and self.resolved:
             cases = [self.lookup(key)[1] for key in sorted(self._deselected)]
-            speed_rows = sum(applies("speed", c) for a in self.active_profiles() for c in a.profile.cases)
-            terminalreporter.write_line(no_row_hint(keyword, cases, speed_rows))
+            actives = self.active_profiles()
+            speed_rows = sum(applies("speed", c) for a in actives for c in a.profile.cases)
+            others = self._other_profiles({a.name for a in actives})
+            defaults = {
+                p.name for p in default_profiles([*others.values(), *(a.profile for a in actives)], self.fingerprint)
+            }
+            terminalreporter.write_line(
+                no_row_hint(
+                    keyword,
+                    cases,
+                    speed_rows,
+                    {name: p.cases for name, p in others.items()},
+                    self.options.profiles,
+                    defaults,
+                    collect_command(self.options),
+                )
+            )
         if not self.resolved or not self.writes:
             return
         if not self.rows:

@@ -340,7 +340,9 @@ def test_printed_commands_name_the_suite_as_the_working_directory_reaches_it(
     failed = suite.run("-k", f"test_run and {OK}")
     failed.stdout.fnmatch_lines([f"re-record: pytest {folder} --expectations exp --profile tiny *"])
     hint = suite.run("-k", "lora and 3gpu")
-    hint.stdout.fnmatch_lines([f"*; devices 1gpu, 2gpu (pytest {folder} --collect-only -q lists every id)"])
+    hint.stdout.fnmatch_lines(
+        [f"*; devices 1gpu, 2gpu (pytest {folder} --expectations exp --collect-only -q lists every id)"]
+    )
     monkeypatch.chdir(REPO)
     assert suite_command() == "pytest conformance"  # from the checkout's root, as the README types it
     monkeypatch.chdir(REPO.parent)
@@ -1239,7 +1241,7 @@ def test_bad_options_are_usage_errors(suite: Suite, args: list[str], message: st
         ("lora and 3gpu", "conformance: -k 'lora and 3gpu' selects no row: no row id contains '3gpu' (like '1gpu' or"
          " '2gpu'); row ids are workload-[method-]model-quantization-[mbN-]Ngpu, of workloads finetune, inference;"
          " methods lora; models tiny_falcon, tiny_llama, tiny_neox; quantizations nf4, noquant; micro-batches mb2,"
-         " mb16; devices 1gpu, 2gpu (pytest conformance --collect-only -q lists every id)"),
+         " mb16; devices 1gpu, 2gpu (pytest conformance --expectations exp --collect-only -q lists every id)"),
     ],
 )  # fmt: skip
 def test_a_keyword_that_selects_no_row_says_how_rows_are_named(suite: Suite, keyword: str, hint: str) -> None:
@@ -1260,6 +1262,49 @@ def test_a_keyword_that_selects_no_row_says_how_rows_are_named(suite: Suite, key
     assert "selects no row" not in other.stdout.str()
 
 
+def test_a_keyword_that_selects_rows_of_another_profile_names_it(suite: Suite) -> None:
+    """`--profile cpu-tiny -k llama2_7b` was told only cpu-tiny's id parts, not that the A100 profile
+    beside it has such rows, and its "--collect-only -q lists every id" left out --profile."""
+    suite.profile()
+    suite.profile("other", [_inference("tiny-phi", None, max_memory_gb=0.5)])
+    suite.profile("h100-80gb-hbm3", [_inference("tiny-phi", None, max_memory_gb=0.5)], sku="h100-80gb-hbm3")
+    # Without a GPU a session without --profile checks "other", not the H100 profile.
+    result = suite.run("--profile", "tiny", "-k", "tiny_phi")
+    assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED
+    assert (
+        "conformance: -k 'tiny_phi' selects no row of tiny; profile h100-80gb-hbm3 has 1, profile other has 1:"
+        " add --profile h100-80gb-hbm3 --profile other"
+    ) in result.stdout.lines, result.stdout.str()
+    result = suite.run("--profile", "tiny", "-k", "tiny_phi and not h100")
+    assert (
+        "conformance: -k 'tiny_phi and not h100' selects no row of tiny; profile other has 1:"
+        " drop --profile tiny or add --profile other"
+    ) in result.stdout.lines, result.stdout.str()
+    # A word no profile's ids contain: the listing command checks the session's profile.
+    result = suite.run("--profile", "tiny", "-k", "xyzzy")
+    assert result.stdout.lines[-2].endswith(
+        f"({suite_command()} --expectations exp --profile tiny --collect-only -q lists every id)"
+    ), result.stdout.str()
+
+
+@pytest.mark.parametrize(
+    "keyword",
+    ["lora", "LORA and not nf4", "not lora or tiny_phi and 2gpu", "(lora or tiny_phi) and not (mb2 or 1gpu)",
+     "not not test_speed", "test_rows and [a100-sxm4-40gb:", "lora and tiny_llama or tiny_falcon"],
+)  # fmt: skip
+def test_the_hint_reads_a_keyword_as_pytest_does(keyword: str) -> None:
+    from _pytest.mark.expression import Expression
+
+    from conformance.keyword_hint import _matches, _names
+
+    expression = Expression.compile(keyword)
+    for case in _hint_cases():
+        names = _names(case.profile, case)
+        assert _matches(keyword, names) == expression.evaluate(lambda word, names=names: any(
+            word.lower() in name for name in names
+        )), (keyword, case.id)  # fmt: skip
+
+
 def test_the_hint_spells_a_profile_name_as_row_ids_do() -> None:
     """`-k cpu_tiny` selected nothing, and the hint listed the model slugs only: the profile's
     name (which begins every row id) is spelled with its dash."""
@@ -1267,7 +1312,7 @@ def test_the_hint_spells_a_profile_name_as_row_ids_do() -> None:
 
     tiny = SimpleNamespace(profile="cpu-tiny", id=case_id("inference", None, "tiny-llama", None, None, 1),
                            workload="inference", method=None, model="tiny-llama", quantize=None,
-                           micro_batch_size=None, devices=1)  # fmt: skip
+                           micro_batch_size=None, devices=1, time_1k_iters_min=None, tokens_per_sec=1.0)  # fmt: skip
     cases = [*_hint_cases(), tiny]
     assert no_row_hint("cpu_tiny", cases) == (
         "conformance: -k 'cpu_tiny' selects no row: row ids name a profile by its name; try -k 'cpu-tiny'"
@@ -1339,7 +1384,7 @@ def _hint_cases() -> list[SimpleNamespace]:
     ]
     return [
         SimpleNamespace(profile="a100-sxm4-40gb", id=case_id(*r), workload=r[0], method=r[1], model=r[2],
-                        quantize=r[3], micro_batch_size=r[4], devices=r[5])
+                        quantize=r[3], micro_batch_size=r[4], devices=r[5], time_1k_iters_min=1.0, tokens_per_sec=None)
         for r in rows
     ]  # fmt: skip
 
