@@ -195,6 +195,11 @@ def _profile_section(profile: Mapping[str, Any], rows: Sequence[Mapping[str, Any
         "- Cells: measured value (deviation from the expected value); unmeasured cells show the"
         " expected value and, for memory, the GPU-free estimate."
     )
+    if any(r["workload"] == "finetune" for r in rows):
+        out.append(
+            "- Trainable parameters: counted on the model built on the meta device, not by the run, and checked"
+            " exactly against the profile's count; `(not counted)`: no check of this session counted them."
+        )
     out.append("")
     for title, table in _tables(rows, device):
         out += [f"### {title}", "", *_table(table, device), ""]
@@ -262,7 +267,7 @@ def _params_cell(row: Mapping[str, Any]) -> str:
     expected = row["expected"].get("trainable_params")
     measured = (row.get("params") or {}).get("trainable")
     if measured is None:
-        return count_text(expected) if expected is not None else "-"
+        return f"{count_text(expected)} (not counted)" if expected is not None else "-"
     if expected is None or measured == expected:
         return count_text(measured)
     return f"{count_text(measured)} (expected {count_text(expected)})"

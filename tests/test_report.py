@@ -97,11 +97,33 @@ def test_tables_keep_the_published_layout_with_measured_values_and_deltas() -> N
     assert "### Finetuning with LoRA on 1 GPU" in out
     assert FINETUNE_HEADER in out
     assert "| 7 B | Llama 2 | None | 1 | 4,194,304 | 21.45 GB (+0.7%) | 2.40 min (+1.7%) | pass |" in out
-    assert "| 7 B | Llama 2 | None | 1 | 4,194,304 | 38.20 GB (expected OOM) | 2.90 min | **FAIL** |" in out
+    assert (
+        "| 7 B | Llama 2 | None | 1 | 4,194,304 (not counted) | 38.20 GB (expected OOM) | 2.90 min | **FAIL** |" in out
+    )
     assert "| 13 B | Llama 2 | None | 1 | - | OOM | - | pass (OOM as expected) |" in out
     # A blank separator row between model groups, as in the published tables.
     first = out.index(FINETUNE_HEADER)
     assert out[first + 4] == "| | | | | | | | |"
+
+
+def test_a_trainable_count_says_it_was_counted_and_checked_exactly_not_measured() -> None:
+    """A CPU session's A100 rows showed '4,194,304' beside 'Cells: measured value (deviation ...)',
+    with nothing saying the count is the params check's (exact, on the meta device, no run), and a
+    row no check counted showed the profile's count the same way."""
+    out = lines(render(RESULTS))
+    legend = (
+        "- Trainable parameters: counted on the model built on the meta device, not by the run, and checked"
+        " exactly against the profile's count; `(not counted)`: no check of this session counted them."
+    )
+    assert legend in out
+    first, uncounted = RESULTS["rows"][0], RESULTS["rows"][1]
+    assert first["params"] is not None and uncounted["params"] is None
+    assert (
+        "| 7 B | Llama 2 | None | 1 | 4,194,304 (not counted) | 38.20 GB (expected OOM) | 2.90 min | **FAIL** |" in out
+    )
+    # A profile of inference rows alone has no such column, and no such line.
+    inference = [r for r in RESULTS["rows"] if r["workload"] == "inference"]
+    assert legend not in lines(render({**RESULTS, "rows": inference}))
 
 
 def test_a_speed_whose_check_was_skipped_is_marked_not_judged() -> None:
