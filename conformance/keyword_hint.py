@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from conformance.display import suite_command
@@ -140,21 +140,20 @@ def _matches(keyword: str, names: list[str]) -> bool:
     tokens = re.findall(r"\(|\)|[^\s()]+", keyword)
     at = 0
 
-    def either() -> bool:  # a or b
+    def chain(word: str, operand: Callable[[], bool], combine: Callable[[bool, bool], bool]) -> bool:
+        """``operand (word operand)*``: every operand is read, whatever the ones before it gave."""
         nonlocal at
-        value = both()
-        while at < len(tokens) and tokens[at] == "or":
+        value = operand()
+        while at < len(tokens) and tokens[at] == word:
             at += 1
-            value = both() or value
+            value = combine(value, operand())
         return value
 
+    def either() -> bool:  # a or b
+        return chain("or", both, lambda a, b: a or b)
+
     def both() -> bool:  # a and b
-        nonlocal at
-        value = negation()
-        while at < len(tokens) and tokens[at] == "and":
-            at += 1
-            value = negation() and value
-        return value
+        return chain("and", negation, lambda a, b: a and b)
 
     def negation() -> bool:
         nonlocal at
