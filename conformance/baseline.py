@@ -6,9 +6,10 @@ and figures become what the baseline measured for it, with the profile's toleran
 of comparison are unchanged (``conformance.compare``), so a row that regressed against the
 baseline fails and an unchanged one passes. Parameter counts stay the profile's: they are exact
 everywhere. A row the baseline did not measure (a run its session stopped, --row-timeout, is no
-measurement) cannot be judged: its measured checks are skipped with that reason. Speed figures of a baseline measured on this machine's GPUs (without one, its
-CPU model and cores) are compared even where the profile's would not be (another card than the
-profile's); a baseline from other hardware judges no speed.
+measurement) cannot be judged: its measured checks are skipped with that reason. Speed figures of
+a baseline measured on this machine's GPUs (without one, its CPU model and cores) are compared
+even where the profile's would not be (another card than the profile's); a baseline from other
+hardware judges no speed.
 """
 
 from __future__ import annotations

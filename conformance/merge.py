@@ -11,8 +11,8 @@ results file of the same format, checked against ``conformance/results.schema.js
   those of the files whose rows of it were kept: as they are where those files agree, else each
   file's value with the file named (a memory cap they differ on is null, each cap said in the mode).
 - A row (profile, case id) that one file measured and others skipped or did not run (or whose run
-  their session stopped, ``--row-timeout``: no measurement) is the measured one; measured nowhere, it is the first file's that decided it (skipped it), else the
-  first file's.
+  their session stopped, ``--row-timeout``: no measurement) is the measured one; measured
+  nowhere, it is the first file's that decided it (skipped it), else the first file's.
 - A row measured in several files is refused with one line naming them, unless
   ``prefer="latest"``: then the one from the most recently created session wins (a row's own
   ``created``, not that of a merge that holds it).

@@ -52,8 +52,8 @@ def check_start_layer(method: str, settings: AdapterSettings, config: Config) ->
     if settings.start_layer > last:
         raise ValueError(
             f"adapter start_layer {settings.start_layer} is past the layers of model {config.name!r} "
-            f"({config.n_layer} layer{'' if config.n_layer == 1 else 's'}: at most {last} for {method}); choose a lower start_layer (--adapter-start-layer, "
-            f"default {AdapterSettings.start_layer})"
+            f"({config.n_layer} layer{'' if config.n_layer == 1 else 's'}: at most {last} for {method});"
+            f" choose a lower start_layer (--adapter-start-layer, default {AdapterSettings.start_layer})"
         )
 
 
