@@ -474,13 +474,17 @@ def compare_figure(
             return FigureDelta(name, a, b, "same" if a == b else _outcome_change(a, b))
         delta = b - a
         return FigureDelta(name, a, b, "same" if a == b else "changed", delta=delta)
+    if name in ZERO_IS_NO_MEASUREMENT and min(a, b) <= 0:
+        # A zero peak or time is no measurement (a tracker that saw nothing, as the row's check
+        # says), in either file: never a figure to compare, nor a band around one.
+        if a <= 0:
+            return FigureDelta(name, a, b, "same" if b <= 0 else "appeared")
+        return FigureDelta(name, a, b, "vanished")
     rel_tol = tol.memory_rel if name == "max_memory_gb" else tol.speed_rel
     delta = b - a
     rel = delta / abs(a) if a else None
     rel = rel if rel is not None and math.isfinite(rel) else None  # (1e-320 before: no ratio JSON can write)
     judged = verdict(name, b, a, rel_tol)
-    if name in ZERO_IS_NO_MEASUREMENT and b <= 0 < a:
-        judged = "regression"  # no measurement (a tracker that saw nothing), as the row's check says
     change: Change = ("within" if delta else "same") if judged == "within" else judged
     if inconclusive and change != "same":
         change = "inconclusive"  # within the band or beyond it: a figure timed on a busy machine says neither

@@ -179,10 +179,31 @@ def test_the_diff_and_the_speed_check_agree(field: str, old: float, new: float, 
     case = SimpleNamespace(**{"time_1k_iters_min": None, "tokens_per_sec": None, field: old})
     findings = check_speed(case, {field: new}, Tolerances(speed_rel=speed_rel))  # type: ignore[arg-type]
     change = _speed_diff(field, old, new, speed_rel).change
-    if field == "time_1k_iters_min" and new <= 0:  # no measurement: the check's mismatch, a fall for the diff
-        assert [f.kind for f in findings] == ["mismatch"] and change == "regression"
+    if field == "time_1k_iters_min" and new <= 0:  # no measurement: the check's mismatch, a figure gone for the diff
+        assert [f.kind for f in findings] == ["mismatch"] and change == "vanished"
         return
     assert [f.kind for f in findings] == ([] if change in ("within", "same") else [change])
+
+
+@pytest.mark.parametrize("field", ["max_memory_gb", "time_1k_iters_min"])
+def test_a_zero_in_either_file_is_no_figure_to_compare(field: str) -> None:
+    """A zero peak or time is no measurement, as the row's check says: fallen to zero in NEW it fails
+    the gate (once "-100.0%: improvement", exit 0, for a tracker that saw nothing); risen from OLD's
+    zero it is a figure that appeared (once a "regression" from 0, exit 1)."""
+
+    def diff(old: float, new: float):
+        return diff_results(
+            results([row("r", measured(**{field: old}))]), results([row("r", measured(**{field: new}))])
+        )
+
+    def change(old: float, new: float) -> str:
+        [figure] = [f for f in diff(old, new).rows[0].figures if f.field == field]
+        return figure.change
+
+    assert (change(0.0, 1.0), change(1.0, 0.0), change(0.0, 0.0)) == ("appeared", "vanished", "same")
+    assert diff(0.0, 1.0).exit_status == 0 and diff(0.0, 0.0).exit_status == 0
+    gone = diff(1.0, 0.0)
+    assert gone.exit_status == 1 and gone.summary["regressions"] == 1 and not gone.rows[0].lost
 
 
 @pytest.mark.parametrize("busy", ["old", "new"])
@@ -399,23 +420,6 @@ def test_an_error_row_that_now_runs_out_of_memory_is_no_regression() -> None:
     assert [f.change for f in diff.rows[0].figures if f.field == "outcome"] == ["within"] and diff.exit_status == 0
     ok_row = results([row("r", measured(outcome="oom", error="CUDA out of memory"))])
     assert diff_results(results([row("r", measured(**error))]), ok_row).exit_status == 1  # expected ok: still
-
-
-def test_a_peak_that_fell_to_zero_is_no_improvement() -> None:
-    """Before: "max_memory_gb -100.0%: improvement", exit 0, for a tracker that saw nothing."""
-    diff = diff_results(
-        results([row("r", measured(max_memory_gb=2.0))]), results([row("r", measured(max_memory_gb=0.0))])
-    )
-    assert [f.change for f in diff.rows[0].figures if f.field == "max_memory_gb"] == ["regression"]
-    assert diff.exit_status == 1
-
-
-def test_a_time_that_fell_to_zero_is_no_improvement() -> None:
-    old = results([row("r", measured(max_memory_gb=2.0, time_1k_iters_min=3.0))])
-    new = results([row("r", measured(max_memory_gb=2.0, time_1k_iters_min=0.0))])
-    diff = diff_results(old, new)
-    assert [f.change for f in diff.rows[0].figures if f.field == "time_1k_iters_min"] == ["regression"]
-    assert diff.exit_status == 1
 
 
 def test_changed_parameter_counts_fail(tmp_path: Path) -> None:
