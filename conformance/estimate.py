@@ -187,7 +187,8 @@ def estimate_profile(
     # a forked child of a parent that used it can hang in).
     _warm_up()
     context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-    chunks = [chunk for chunk in share_rows(cases, min(jobs, len(cases))) if chunk]
+    jobs = min(jobs, len(cases))
+    pieces = share_rows(cases, jobs)
     done: dict[int, RowEstimate] = {}
     # Workers ignore Ctrl-C: the parent alone answers it (one line, no worker's traceback) and
     # ends them, rather than waiting for their shares. They die with the parent too (a `kill` of
@@ -196,14 +197,15 @@ def estimate_profile(
     # own once they are started. (The pool starts them at the first submit, not when it is made: a
     # pool that cannot be made, out of file descriptors, raises with nothing held.)
     pool = ProcessPoolExecutor(
-        max_workers=len(chunks), mp_context=context, initializer=_worker_init, initargs=(os.getpid(),)
+        max_workers=min(jobs, len(pieces)), mp_context=context, initializer=_worker_init, initargs=(os.getpid(),)
     )
     try:
         held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
+            # Costliest first, each to the next worker that comes free.
             futures = [
-                pool.submit(_estimate_rows, profile.name, profile.directory.parent, chunk, stack, capacity_gb, reserve)
-                for chunk in chunks
+                pool.submit(_estimate_rows, profile.name, profile.directory.parent, piece, stack, capacity_gb, reserve)
+                for piece in pieces
             ]
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, held)
@@ -228,23 +230,38 @@ def _worker_init(parent: int) -> None:
 
 
 def share_rows(cases: list[Case], jobs: int) -> list[list[int]]:
-    """Row indices per worker: the rows ordered by model and cut into ``jobs`` runs of about equal
-    cost, so that at most ``jobs - 1`` models are split between workers (the fake-tensor dispatch
-    cache is per process and fills once per model). Costs, measured: an inference row 1, a
-    finetune row 2, a multi-device one 8 (two steps at two depths each, with recomputation)."""
+    """Row indices in pieces, costliest first, for ``jobs`` workers that each take the next piece
+    when they come free: a piece is one model's rows (the fake-tensor dispatch cache is per process
+    and fills once per model), or a part of them for a model that costs more than a worker's even
+    share, so that at most ``jobs - 1`` models are split. Costs, measured on one core: an
+    inference row 1 (about 0.3 s), a finetune row 3, a multi-device one 10 (two steps at two depths
+    each, with recomputation), a row the estimate refuses (N/A) nothing."""
 
     def cost(i: int) -> int:
-        return 8 if cases[i].devices > 1 else 2 if cases[i].workload == "finetune" else 1
+        case = cases[i]
+        if case.outcome == "unsupported":
+            return 0
+        return 10 if case.devices > 1 else 3 if case.workload == "finetune" else 1
 
-    order = sorted(range(len(cases)), key=lambda i: (cases[i].model, i))
-    total = sum(cost(i) for i in order)
-    chunks: list[list[int]] = [[] for _ in range(jobs)]
-    done = 0
-    for i in order:
-        worker = min(jobs - 1, done * jobs // total)
-        chunks[worker].append(i)
-        done += cost(i)
-    return [sorted(chunk) for chunk in chunks]
+    whole = max(1, sum(cost(i) for i in range(len(cases))))
+    models: dict[str, list[int]] = {}
+    for i, case in enumerate(cases):
+        models.setdefault(case.model, []).append(i)
+    pieces: list[list[int]] = []
+    for rows in models.values():
+        total = sum(cost(i) for i in rows)
+        parts = max(1, min(len(rows), -(-total * jobs // whole)))  # (parts - 1 < this model's shares)
+        piece: list[int] = []
+        done = cuts = 0
+        for i in rows:
+            piece.append(i)
+            done += cost(i)
+            if cuts < parts - 1 and done * parts >= total * (cuts + 1):
+                pieces.append(piece)
+                piece, cuts = [], cuts + 1
+        if piece:
+            pieces.append(piece)
+    return sorted(pieces, key=lambda piece: -sum(cost(i) for i in piece))
 
 
 def _warm_up() -> None:

@@ -1753,16 +1753,42 @@ def test_an_estimate_problem_reads_as_a_sentence() -> None:
     assert estimate_problem(row, None) == "predicted unsupported, the profile says ok (10.00 GB)"
 
 
-@pytest.mark.parametrize("jobs", [1, 2, 3, 4])
+@pytest.mark.parametrize("jobs", [1, 2, 3, 4, 72])
 def test_profile_rows_are_shared_once_each_with_few_models_split(jobs: int) -> None:
     cases = load_profile("a100-sxm4-40gb").cases
-    chunks = share_rows(cases, jobs)
-    assert len(chunks) == jobs and sorted(i for chunk in chunks for i in chunk) == list(range(len(cases)))
-    workers_per_model: dict[str, set[int]] = {}
-    for w, chunk in enumerate(chunks):
-        for i in chunk:
-            workers_per_model.setdefault(cases[i].model, set()).add(w)
-    assert sum(len(ws) - 1 for ws in workers_per_model.values()) <= jobs - 1
+    pieces = share_rows(cases, jobs)
+    assert sorted(i for piece in pieces for i in piece) == list(range(len(cases))) and all(pieces)
+    pieces_per_model: dict[str, int] = {}
+    for piece in pieces:
+        for model in {cases[i].model for i in piece}:
+            pieces_per_model[model] = pieces_per_model.get(model, 0) + 1
+    assert all(len({cases[i].model for i in piece}) == 1 for piece in pieces)
+    assert sum(n - 1 for n in pieces_per_model.values()) <= jobs - 1
+
+
+def test_profile_rows_go_out_costliest_first_to_whichever_worker_is_free() -> None:
+    """Before, the rows were cut in model order into one run per worker: on 2 workers the Llama
+    models of the A100 profile (7B's 2-GPU rows, 13B, 34B, 70B, with Falcon 40B) went to one and
+    took about 50 s, the other 38 s. Now a model's rows go out as one piece, costliest first: a
+    2-GPU row costs several inference rows, a row the estimate refuses (N/A) nothing."""
+    cases = load_profile("a100-sxm4-40gb").cases
+
+    def like(model: str, **fields: object) -> list:
+        case = next(c for c in cases if all(getattr(c, k) == v for k, v in fields.items()))
+        return [dataclasses.replace(case, model=model)]
+
+    rows = (
+        like("cheap", workload="inference", outcome="ok") * 12
+        + like("na", devices=2, outcome="unsupported") * 4
+        + like("dear", devices=2, outcome="ok") * 2
+        + like("middle", workload="finetune", devices=1, outcome="ok") * 5
+    )
+    pieces = share_rows(rows, 2)
+    assert [rows[piece[0]].model for piece in pieces] == ["dear", "middle", "cheap", "na"]
+    assert [len(piece) for piece in pieces] == [2, 5, 12, 4]
+    # A model that costs more than a worker's share is split, at most once on 2 workers.
+    dearer = rows[:16] + rows[16:18] * 3
+    assert [[dearer[i].model for i in piece] for piece in share_rows(dearer, 2)][:2] == [["dear"] * 3] * 2
 
 
 def test_more_jobs_than_rows_start_one_worker_per_row(monkeypatch: pytest.MonkeyPatch) -> None:
