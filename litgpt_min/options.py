@@ -38,7 +38,7 @@ from litgpt_min.config import LONG_LONG_MAX, Config, configs
 from litgpt_min.files import lookup_problem
 from litgpt_min.lora import LoRASettings
 from litgpt_min.outcome import UnsupportedCombination
-from litgpt_min.quantize import QUANTIZE_MODES, QuantizeMode
+from litgpt_min.quantize import QUANTIZE_MODES, QuantizeMode, bnb_cpu_problem
 from litgpt_min.result import MAX_MEMORY_GB, Workload
 
 Precision = Literal["bf16-true", "16-true", "32-true", "bf16-mixed", "16-mixed"]
@@ -192,12 +192,17 @@ def run_hyperparameters(method: str, ranks: int = 1, **overrides: Any) -> Hyperp
 
 def check_runs_here(request: RunRequest) -> None:
     """What this machine cannot run as asked (a ``ValueError``), checked when a run starts here,
-    not when a request is only built (a GPU profile's row, validated on a CPU machine)."""
+    not when a request is only built (a GPU profile's row, validated on a CPU machine): 16-mixed on
+    the CPU, and a 4-bit run on the CPU with a bitsandbytes that has no CPU code for it."""
     if request.precision == "16-mixed" and request.device().type == "cpu":
         # Lightning would run bf16-mixed instead, and the result would name a precision never run.
         raise ValueError(
             "precision must not be 16-mixed on the CPU (fp16 autocast does not run there; bf16-mixed does)"
         )
+    if request.quantize is not None and request.device().type == "cpu":
+        problem = bnb_cpu_problem(finetune=request.workload == "finetune")
+        if problem is not None:
+            raise ValueError(problem)
 
 
 def check_precision(precision: str) -> None:

@@ -28,8 +28,10 @@ time (~3.5 s) and works where bnb is not installed.
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import math
+import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -108,6 +110,35 @@ _BNB_ARGS: dict[QuantizeMode, Bnb4bitArgs] = {
 def bnb_args(mode: QuantizeMode) -> Bnb4bitArgs:
     """The bnb arguments of a mode: "bnb.nf4" -> nf4 without double quantization, and so on."""
     return _BNB_ARGS[parse_mode(mode)]
+
+
+# The first bitsandbytes releases with CPU code for what a 4-bit run calls: the 4-bit layers
+# (quantize, matmul) and the optimizers (a finetune's PagedAdamW). On the CPU older ones fail deep
+# inside bnb: 0.45 with a bare AssertionError at the first 4-bit matmul, 0.46-0.49 with "'NoneType'
+# object has no attribute 'shape'" at the first optimizer step.
+BNB_CPU_SINCE: dict[str, tuple[int, int]] = {"4-bit layers": (0, 46), "optimizers": (0, 50)}
+
+
+def bnb_cpu_problem(finetune: bool) -> str | None:
+    """Why the installed bitsandbytes cannot run a 4-bit run (``finetune``: with its optimizer) on
+    the CPU, or None. Reads the installed version from its metadata: bnb is not imported."""
+    try:
+        version = importlib.metadata.version("bitsandbytes")
+    except importlib.metadata.PackageNotFoundError:
+        return None  # the run's own import says so
+    found = re.match(r"(\d+)\.(\d+)", version)
+    if found is None:
+        return None
+    have = (int(found[1]), int(found[2]))
+    need = max(BNB_CPU_SINCE.values()) if finetune else BNB_CPU_SINCE["4-bit layers"]
+    missing = [f"its {what} ({since[0]}.{since[1]}.0)" for what, since in BNB_CPU_SINCE.items() if have < since <= need]
+    if not missing:
+        return None
+    return (
+        f"bitsandbytes {version} has no CPU code for {' or '.join(missing)}: a 4-bit"
+        f" {'finetune' if finetune else 'run'} on the CPU needs bitsandbytes>={need[0]}.{need[1]}"
+        f" (pip install 'bitsandbytes>={need[0]}.{need[1]}')"
+    )
 
 
 # ---------------------------------------------------------------------------------------------

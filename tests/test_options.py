@@ -529,6 +529,55 @@ def test_a_run_started_from_python_refuses_what_this_machine_cannot_run() -> Non
         execute(cpu, body, preflight=False)
 
 
+@pytest.mark.parametrize(
+    ("installed", "workload", "refused"),
+    [
+        ("0.45.5", "inference", "has no CPU code for its 4-bit layers (0.46.0): a 4-bit run on the CPU needs"),
+        (
+            "0.45.5",
+            "finetune",
+            "has no CPU code for its 4-bit layers (0.46.0) or its optimizers (0.50.0): a 4-bit finetune",
+        ),
+        ("0.46.0", "finetune", "has no CPU code for its optimizers (0.50.0): a 4-bit finetune on the CPU needs"),
+        ("0.46.0", "inference", None),
+        ("0.50.0", "finetune", None),
+        ("0.51.0.dev0", "finetune", None),
+    ],
+)
+def test_a_4bit_run_on_the_cpu_is_refused_where_bitsandbytes_has_no_cpu_code_for_it(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    installed: str,
+    workload: str,
+    refused: str | None,
+) -> None:
+    """bitsandbytes before 0.46 fails a 4-bit matmul on the CPU with a bare AssertionError, and before
+    0.50 its PagedAdamW's first step with "'NoneType' object has no attribute 'shape'": a run names
+    the version and what it needs before anything starts (litgpt-min's exit 2, a row's refusal)."""
+    import importlib.metadata
+
+    from litgpt_min.options import build_request, check_runs_here
+
+    real = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: installed if name == "bitsandbytes" else real(name))
+    method = {"method": "lora"} if workload == "finetune" else {}
+    values = {"model": "tiny-llama", "quantize": "bnb.nf4", "accelerator": "cpu", **method}
+    unquantized = build_request(workload, {**values, "quantize": None})  # type: ignore[arg-type]
+    check_runs_here(unquantized)
+    if refused is None:
+        check_runs_here(build_request(workload, values))
+        return
+    with pytest.raises(ValueError, match=re.escape(f"bitsandbytes {installed} {refused}")):
+        check_runs_here(build_request(workload, values))
+    command = ["finetune", "lora"] if workload == "finetune" else ["generate"]
+    argv = [*command, "--model", "tiny-llama", "--quantize", "bnb.nf4", "--accelerator", "cpu", "--json"]
+    assert cli.main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith(f"litgpt-min: error: bitsandbytes {installed} has no CPU code for ")
+    assert err.rstrip().endswith("(pip install 'bitsandbytes>=0.50')" if workload == "finetune" else ">=0.46')")
+
+
 def test_the_adapter_layer_refusal_counts_one_layer_as_one() -> None:
     config = dataclasses.replace(Config.from_name("tiny-llama"), n_layer=1)
     with pytest.raises(ValueError, match=r"\(1 layer: at most 0 for adapter\)"):  # before: "1 layers"
