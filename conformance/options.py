@@ -73,7 +73,7 @@ class Options:
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             if f.name == "strict":
-                values["strict"] = bool(config.getini("strict"))
+                values["strict"] = _strict(config)
                 continue
             value = config.getoption(DEST_PREFIX + f.name)
             if f.name != "profiles" and isinstance(value, list):
@@ -173,6 +173,16 @@ class Options:
             if value is not None
         }
         return case.tolerances.merged(overrides)
+
+
+def _strict(config: pytest.Config) -> bool:
+    """pytest's own ``--strict``: since pytest 9 its strict mode, the ``strict`` ini value that
+    ``--strict`` sets; pytest 8 has no such value (``getini`` raises), its ``--strict`` being an
+    alias of ``--strict-markers`` that only the option holds."""
+    try:
+        return bool(config.getini("strict"))
+    except ValueError:
+        return bool(config.getoption("strict", False))
 
 
 # Output targets, checked before anything runs ------------------------------------------------------

@@ -487,6 +487,26 @@ def test_command_line_tolerances_override_the_profiles(profile: tuple[float, flo
     assert merged.speed_rel == (profile[1] if cli[1] is None else cli[1])
 
 
+@pytest.mark.parametrize("strict", [False, True])
+def test_the_options_are_read_under_pytest_8_which_has_no_strict_ini_value(
+    pytestconfig: pytest.Config, strict: bool
+) -> None:
+    """pytest 8 (``pytest>=8`` is admitted) has no ``strict`` ini value, pytest 9's strict mode:
+    ``getini("strict")`` raises ``unknown configuration value: 'strict'``, which ended every session
+    at its start; its ``--strict``, an alias of ``--strict-markers``, is the option alone."""
+
+    class Pytest8Config:
+        def getini(self, name: str) -> Any:
+            if name == "strict":
+                raise ValueError(f"unknown configuration value: {name!r}")
+            return pytestconfig.getini(name)
+
+        def getoption(self, name: str, default: Any = None) -> Any:
+            return strict if name == "strict" else pytestconfig.getoption(name, default)
+
+    assert Options.from_config(Pytest8Config()).strict is strict  # type: ignore[arg-type]
+
+
 # Hardware ---------------------------------------------------------------------------------------------
 def test_gpu_profile_without_gpu_checks_params_and_refusals_only(suite: Suite, monkeypatch: pytest.MonkeyPatch) -> None:
     fake_no_gpu(monkeypatch)
