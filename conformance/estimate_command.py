@@ -237,6 +237,26 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         return 2
 
 
+class ProgressLine:
+    """``[i/n] row id`` on a terminal, rewritten in place and erased when the rows are done or
+    interrupted. Never as wide as the terminal: a line that reaches its last column wraps (and
+    leaves its head behind on each redraw), and so does one that the terminal's echo of Ctrl-C
+    (``^C``, after the text) pushes there, which the erase could then not reach."""
+
+    def __init__(self, stream: TextIO, columns: int) -> None:
+        self.stream = stream
+        self.blank = max(20, columns - 1)  # what erase() covers: the text and the ^C after it
+        self.width = self.blank - 2
+
+    def __call__(self, i: int, n: int, case_id: str) -> None:
+        self.stream.write("\r" + " " * self.blank + "\r" + f"[{i + 1}/{n}] {case_id}"[: self.width])
+        self.stream.flush()
+
+    def erase(self) -> None:
+        self.stream.write("\r" + " " * self.blank + "\r")
+        self.stream.flush()
+
+
 def refuse_inapplicable(args: argparse.Namespace) -> None:
     """An option given where it does not apply is an ``EstimateUsageError`` naming it: a row of a
     profile with ``--seq-len``, or an inference estimate with ``--micro-batch-size``, would
@@ -264,26 +284,20 @@ def _run_profile(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     stack = profile_stack(profile, args.stack)
     capacity = args.capacity_gb if args.capacity_gb is not None else profile_capacity_gb(profile)
     tolerance = args.tolerance if args.tolerance is not None else profile.tolerances.estimate_rel
-    show = err.isatty() and not args.json
+    progress = ProgressLine(err, shutil.get_terminal_size().columns) if err.isatty() and not args.json else None
     started = time.perf_counter()
-
-    # One line, never wider than the terminal: a wrapped line leaves its head behind on each redraw.
-    width = max(20, shutil.get_terminal_size().columns - 1)
-
-    def progress(i: int, n: int, case_id: str) -> None:
-        err.write("\r" + f"[{i + 1}/{n}] {case_id}"[:width].ljust(width))
-        err.flush()
-
-    rows = estimate_profile(
-        profile,
-        stack=stack,
-        capacity_gb=capacity,
-        jobs=args.jobs or default_jobs(),
-        progress=progress if show else None,
-        reserve=args.reserved,
-    )
-    if show:
-        err.write("\r" + " " * width + "\r")
+    try:
+        rows = estimate_profile(
+            profile,
+            stack=stack,
+            capacity_gb=capacity,
+            jobs=args.jobs or default_jobs(),
+            progress=progress,
+            reserve=args.reserved,
+        )
+    finally:  # Ctrl-C's one line too starts on a clean line
+        if progress is not None:
+            progress.erase()
     if args.json:
         for row in rows:
             # The text table's "agrees" column, with the tolerance it used (--tolerance, else the profile's).

@@ -1943,6 +1943,55 @@ def test_progress_on_a_terminal_never_wraps(monkeypatch: pytest.MonkeyPatch) -> 
     assert "11/11 rows agree" in out.getvalue()
 
 
+def _screen(text: str, columns: int) -> list[str]:
+    """The lines a terminal of ``columns`` shows for ``text``: ``\\r`` returns to the line's start,
+    a character past the last column wraps to the next line."""
+    lines, row, col = [""], 0, 0
+    for ch in text:
+        if ch == "\r":
+            col = 0
+            continue
+        if ch == "\n" or col == columns:
+            lines.append("")
+            row, col = row + 1, 0
+            if ch == "\n":
+                continue
+        lines[row] = lines[row][:col].ljust(col) + ch + lines[row][col + 1 :]
+        col += 1
+    return lines
+
+
+def test_ctrl_c_during_a_profile_estimate_leaves_no_progress_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before, Ctrl-C left the progress line on the terminal, padded to its last column but one:
+    the terminal's ``^C`` echo wrapped, and "conformance: interrupted" followed a stray "C" under
+    "[30/72] finetune-lora-stablelm_3b-noquant-mb4-2gpu  ...  ^"."""
+    import io
+    import os
+
+    import conformance.estimate_command as command
+    from conformance.cli import build_parser
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    err = Terminal()
+
+    def interrupted(profile: Any, *, progress: Any, **_: Any) -> Any:
+        progress(29, 72, "finetune-lora-stablelm_3b-noquant-mb4-2gpu")
+        err.write("^C")  # the terminal's echo of Ctrl-C, where the cursor stands
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(command, "estimate_profile", interrupted)
+    for columns in (120, 50, 30):
+        monkeypatch.setattr("shutil.get_terminal_size", lambda *a, c=columns, **k: os.terminal_size((c, 24)))
+        err.seek(0)
+        err.truncate()
+        with pytest.raises(KeyboardInterrupt):
+            command.run(build_parser().parse_args(["estimate", "--profile", "cpu-tiny"]), io.StringIO(), err)
+        assert not "".join(_screen(err.getvalue(), columns)).strip(), _screen(err.getvalue(), columns)
+
+
 def test_a_profile_with_several_problems_names_the_first_and_the_command_that_lists_them(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
