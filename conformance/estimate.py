@@ -23,7 +23,7 @@ import os
 import signal
 import statistics
 from collections.abc import Callable, Mapping
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -190,6 +190,9 @@ def estimate_profile(
     jobs = min(jobs, len(cases))
     pieces = share_rows(cases, jobs)
     done: dict[int, RowEstimate] = {}
+    # Each row's index as a worker finishes it, for the progress: a piece's rows come back together,
+    # at its end (a worker's whole share, once, left the A100 profile's progress blank for a minute).
+    finished = context.SimpleQueue()
     # Workers ignore Ctrl-C: the parent alone answers it (one line, no worker's traceback) and
     # ends them, rather than waiting for their shares. They die with the parent too (a `kill` of
     # it alone left them computing, then waiting forever on the pool's pipes). SIGINT is held while
@@ -197,7 +200,10 @@ def estimate_profile(
     # own once they are started. (The pool starts them at the first submit, not when it is made: a
     # pool that cannot be made, out of file descriptors, raises with nothing held.)
     pool = ProcessPoolExecutor(
-        max_workers=min(jobs, len(pieces)), mp_context=context, initializer=_worker_init, initargs=(os.getpid(),)
+        max_workers=min(jobs, len(pieces)),
+        mp_context=context,
+        initializer=_worker_init,
+        initargs=(os.getpid(), finished),
     )
     try:
         held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
@@ -209,11 +215,16 @@ def estimate_profile(
             ]
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, held)
-        for future in as_completed(futures):
-            for index, row in future.result():
-                done[index] = row
+        pending, shown = set(futures), 0
+        while pending:
+            completed, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            for future in completed:
+                done.update(future.result())  # a worker's error is raised here
+            while not finished.empty():
+                index = finished.get()
                 if progress is not None:
-                    progress(len(done) - 1, len(cases), row.id)
+                    progress(shown, len(cases), cases[index].id)
+                shown += 1
     except BaseException:
         for process in list((getattr(pool, "_processes", None) or {}).values()):
             process.terminate()
@@ -223,7 +234,13 @@ def estimate_profile(
     return [done[i] for i in range(len(cases))]
 
 
-def _worker_init(parent: int) -> None:
+# A worker's end of estimate_profile's queue of finished rows (None outside a worker).
+_FINISHED: Any = None
+
+
+def _worker_init(parent: int, finished: Any = None) -> None:
+    global _FINISHED
+    _FINISHED = finished
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # held while the pool started it
     die_with_parent(parent)
@@ -274,11 +291,16 @@ def _warm_up() -> None:
 def _estimate_rows(
     name: str, root: Path, indices: list[int], stack: Stack, capacity_gb: float | None, reserve: bool
 ) -> list[tuple[int, RowEstimate]]:
-    """A worker's share (the profile is loaded again here: its rows do not pickle). One thread:
+    """A piece of the rows (the profile is loaded again here: its rows do not pickle). One thread:
     fake tensors compute nothing, and the workers already share the cores."""
     torch.set_num_threads(1)
     cases = load_profile(name, root).cases
-    return [(i, estimate_case(cases[i], stack, capacity_gb, reserve)) for i in indices]
+    rows = []
+    for i in indices:
+        rows.append((i, estimate_case(cases[i], stack, capacity_gb, reserve)))
+        if _FINISHED is not None:
+            _FINISHED.put(i)
+    return rows
 
 
 def default_jobs() -> int:

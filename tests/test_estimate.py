@@ -12,8 +12,11 @@ import argparse
 import dataclasses
 import errno
 import json
+import multiprocessing
+import os
 import shutil
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -1816,9 +1819,9 @@ class _Stop(Exception):
 _WORKER_START: dict[str, bool] = {}
 
 
-def _recording_worker_init(parent: int) -> None:
+def _recording_worker_init(parent: int, *rest: Any) -> None:
     _WORKER_START["held"] = signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])
-    worker_init(parent)
+    worker_init(parent, *rest)
 
 
 def _signal_state(name: str, root: Path, chunk: list[int], *rest: object) -> list[tuple[int, tuple[bool, bool, bool]]]:
@@ -1844,6 +1847,44 @@ def test_profile_workers_start_with_ctrl_c_held_until_they_ignore_it(monkeypatch
     assert len(states) == len(profile.cases)
     assert set(states) == {(True, True, False)}  # held at its start, then ignored and released
     assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])  # the parent's too
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="the workers inherit the patch")
+def test_a_parallel_profile_estimate_shows_each_row_as_a_worker_finishes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, a worker's rows were shown only when its whole share was done: the A100 profile's
+    progress line stayed blank for a minute, then read [30/72] until the end. Here each worker's
+    rows after its first wait (5 s at most) for the progress to have shown a row."""
+    import conformance.estimate as module
+
+    shown = tmp_path / "shown"
+    gave_up: dict[int, bool] = {}  # per worker process
+
+    def row(case: Any, stack: Any, capacity_gb: Any, reserve: bool = False) -> RowEstimate:
+        if os.getpid() in gave_up and not gave_up[os.getpid()]:
+            deadline = time.monotonic() + 5
+            while not shown.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            gave_up[os.getpid()] = not shown.exists()
+        gave_up.setdefault(os.getpid(), False)
+        return RowEstimate(case.id, "ok", float(gave_up[os.getpid()]), "current", "fake-run", "ok", 1.0, None)
+
+    calls: list[tuple[int, int, str]] = []
+
+    def progress(i: int, n: int, case_id: str) -> None:
+        calls.append((i, n, case_id))
+        shown.touch()
+
+    monkeypatch.setattr(module, "estimate_case", row)
+    monkeypatch.setattr(module, "_warm_up", lambda: None)
+    profile = load_profile("cpu-tiny")
+    rows = module.estimate_profile(profile, stack="current", capacity_gb=None, jobs=2, progress=progress)
+    assert [r.id for r in rows] == [case.id for case in profile.cases]
+    assert not any(r.max_memory_gb for r in rows), "a worker waited in vain for its first row to be shown"
+    n = len(profile.cases)
+    assert [(i, total) for i, total, _ in calls] == [(i, n) for i in range(n)]
+    assert sorted(case_id for *_, case_id in calls) == sorted(case.id for case in profile.cases)
 
 
 def test_a_pool_that_cannot_be_made_leaves_ctrl_c_unheld(monkeypatch: pytest.MonkeyPatch) -> None:
