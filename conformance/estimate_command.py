@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -447,27 +448,48 @@ def _run_ad_hoc(args: argparse.Namespace, out: TextIO) -> int:
     else:
         obj["prompt_len"] = request.prompt_len
         obj["max_new_tokens"] = request.max_new_tokens
-    out.write(json.dumps(obj, sort_keys=True) + "\n" if args.json else describe_ad_hoc(obj, request, later_worst, cut))
+    if args.json:
+        out.write(json.dumps(obj, sort_keys=True) + "\n")
+    else:
+        out.write(describe_ad_hoc(obj, request, later_worst, cut, width=text_width(out)))
     return 0
 
 
-def describe_ad_hoc(obj: dict[str, Any], request: EstimateRequest, later_worst: bool = False, cut: bool = False) -> str:
+# The columns an ad hoc answer is wrapped at (fewer on a narrower terminal: text_width).
+ANSWER_WIDTH = 100
+
+
+def text_width(out: TextIO) -> int:
+    """``ANSWER_WIDTH``, or less on a narrower terminal, whose own wrapping would break each line
+    mid-word and lose the labels' column."""
+    if not out.isatty():
+        return ANSWER_WIDTH
+    return max(40, min(ANSWER_WIDTH, shutil.get_terminal_size().columns - 1))
+
+
+def describe_ad_hoc(
+    obj: dict[str, Any],
+    request: EstimateRequest,
+    later_worst: bool = False,
+    cut: bool = False,
+    width: int = ANSWER_WIDTH,
+) -> str:
     """The ad hoc estimate for a reader: the configuration, then the verdict, the figures and what
-    they assumed, one labelled line each (``--json`` carries the same values). ``later_worst``: the
-    later micro-steps' length is --seq-len itself, for want of the tokenizer's Alpaca lengths;
-    ``cut``: iteration 0's is Alpaca's longest cut to the model's block size."""
+    they assumed, one labelled line each (``--json`` carries the same values), wrapped at ``width``.
+    ``later_worst``: the later micro-steps' length is --seq-len itself, for want of the tokenizer's
+    Alpaca lengths; ``cut``: iteration 0's is Alpaca's longest cut to the model's block size."""
     what = [f"{obj['model']} {obj['workload']}"]
     if request.workload == "finetune":
         what.append(request.method)
     what += [request.quantize or "not quantized", request.precision]
     what.append(f"{request.devices} devices" if request.devices > 1 else "1 device")
-    lines = [", ".join(what)]
+    # Words stay whole ("micro-steps", "torch.cuda.max_memory_allocated"): one longer than the line
+    # overflows it rather than be cut.
+    wrap = functools.partial(textwrap.wrap, width=width, break_on_hyphens=False, break_long_words=False)
+    lines = wrap(", ".join(what))
 
     def line(label: str, text: str) -> None:
-        indent = f"  {label:<16} "  # "micro-steps" stays whole
-        lines.extend(
-            textwrap.wrap(text, 100, initial_indent=indent, subsequent_indent=" " * 19, break_on_hyphens=False)
-        )
+        lines.extend(wrap(text, initial_indent=f"  {label:<16} ", subsequent_indent=" " * 19))
 
     gb, capacity, outcome = obj["max_memory_gb"], obj["capacity_gb"], obj["outcome"]
     # Figures within a small margin of each other get the decimals that tell them apart (not

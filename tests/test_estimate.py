@@ -1984,6 +1984,35 @@ def test_progress_on_a_terminal_never_wraps(monkeypatch: pytest.MonkeyPatch) -> 
     assert "11/11 rows agree" in out.getvalue()
 
 
+def test_an_ad_hoc_answer_on_a_terminal_is_wrapped_at_its_width(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before, the answer was wrapped at 100 columns whatever the terminal: on one of 80 or 50 the
+    terminal wrapped each line again, mid-word ("4-b" / "it matmul"), out of the labels' column."""
+    import io
+
+    from conformance.cli import build_parser
+    from conformance.estimate_command import run
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    argv = ["estimate", "--model", "tiny-llama", "--workload", "inference", "--quantize", "bnb.nf4"]
+    answers = {}
+    for columns, out in [(50, Terminal()), (80, Terminal()), (200, Terminal()), (50, io.StringIO())]:
+        monkeypatch.setattr("shutil.get_terminal_size", lambda *a, c=columns, **k: os.terminal_size((c, 24)))
+        assert run(build_parser().parse_args(argv), out, io.StringIO()) == 0
+        answers[columns, out.isatty()] = lines = out.getvalue().splitlines()
+        if out.isatty():  # (a word longer than a line's room overflows it, whole)
+            assert all(len(line) < columns or len(line.split()) == 1 for line in lines), lines
+        assert lines[0].startswith("tiny-llama inference")
+        body = lines[next(i for i, line in enumerate(lines) if line.startswith("  ")) :]  # after the heading
+        labelled = [line for line in body if not line.startswith(" " * 19)]
+        assert all(line[:2] == "  " and line[2] != " " and line[18:19] == " " for line in labelled), lines
+    # the same words, wrapped differently; a file or a pipe gets the 100 columns whatever the terminal
+    assert len({" ".join(" ".join(lines).split()) for lines in answers.values()}) == 1
+    assert answers[200, True] == answers[50, False] and len(answers[50, True]) > len(answers[80, True])
+
+
 def _screen(text: str, columns: int) -> list[str]:
     """The lines a terminal of ``columns`` shows for ``text``: ``\\r`` returns to the line's start,
     a character past the last column wraps to the next line."""
