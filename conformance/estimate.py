@@ -22,6 +22,7 @@ import multiprocessing
 import os
 import signal
 import statistics
+import textwrap
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -384,8 +385,11 @@ def _verdict(row: RowEstimate, tolerance: float | None) -> str:
     return "ok" if estimate_problem(row, tolerance) is None else "miss"
 
 
-def render_table(rows: list[RowEstimate], tolerance: float | None, markdown: bool, reserved: bool = False) -> str:
-    """The per-row table; ``reserved`` adds the allocator's reserve: its peak, and at the first GEMM."""
+def render_table(
+    rows: list[RowEstimate], tolerance: float | None, markdown: bool, reserved: bool = False, width: int | None = None
+) -> str:
+    """The per-row table; ``reserved`` adds the allocator's reserve: its peak, and at the first GEMM.
+    ``width``: the summary under it is wrapped at it (a terminal's), else one line."""
     header: tuple[str, ...] = ("row", "table GB", "estimate GB", "error", "agrees")
     body: list[tuple[str, ...]] = [
         (
@@ -410,8 +414,16 @@ def render_table(rows: list[RowEstimate], tolerance: float | None, markdown: boo
         lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip())
         lines += ["  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip() for cells in body]
     lines.append("")
-    lines.append(summary(rows, tolerance))
+    text = summary(rows, tolerance)
+    lines += [text] if width is None else wrap_words(text, width)
     return "\n".join(lines) + "\n"
+
+
+def wrap_words(text: str, width: int, **kwargs: Any) -> list[str]:
+    """``text`` in lines of at most ``width`` columns, its words whole ("micro-steps",
+    "torch.cuda.max_memory_allocated"): one longer than a line overflows it rather than be cut.
+    ``kwargs``: ``textwrap.wrap``'s indents."""
+    return textwrap.wrap(text, width, break_on_hyphens=False, break_long_words=False, **kwargs)
 
 
 def _reserved_cells(reserve: Reserve | None) -> tuple[str, str]:

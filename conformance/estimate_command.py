@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import json
 import math
 import os
 import shlex
 import shutil
 import sys
-import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +30,7 @@ from conformance.estimate import (
     profile_stack,
     render_table,
     reserve_json,
+    wrap_words,
 )
 from conformance.expectations import DEFAULT_ROOT, PRECISION, ExpectationError, load_profile
 from conformance.options import device_gb, fraction, whole_number
@@ -306,20 +305,27 @@ def _run_profile(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             judged = {"tolerance": tolerance, "agrees": problem is None, "disagreement": problem}
             out.write(json.dumps({**row.to_json(), **judged}, sort_keys=True) + "\n")
         return 0
-    out.write(render_table(rows, tolerance, bool(args.markdown), reserved=args.reserved))
+    # The text under the table, on a terminal, wrapped at its width as an ad hoc answer is (Markdown's
+    # paragraphs are left to the renderer).
+    width = text_width(out) if out.isatty() and not args.markdown else None
+
+    def prose(text: str) -> None:
+        out.write((text if width is None else "\n".join(wrap_words(text, width))) + "\n")
+
+    out.write(render_table(rows, tolerance, bool(args.markdown), reserved=args.reserved, width=width))
     chosen = f" (the profile's bitsandbytes {profile.software.get('bitsandbytes')})" if args.stack == "profile" else ""
-    out.write(f"Stack modelled: {stack}{chosen}: {STACKS[stack]}.\n")
+    prose(f"Stack modelled: {stack}{chosen}: {STACKS[stack]}.")
     recorded = profile_stack(profile, "profile")
     if recorded != stack:  # the figures were measured on another stack: say which one the suite models
         version = profile.software.get("bitsandbytes")
-        out.write(
+        prose(
             f"The profile's figures were measured with bitsandbytes {version} ({recorded}): --stack profile"
-            " models that stack, as the suite's test_estimate checks do.\n"
+            " models that stack, as the suite's test_estimate checks do."
         )
     if args.reserved:
-        out.write(
+        prose(
             "reserved GB: the caching allocator's modelled peak reserve (max_memory_reserved); at 1st GEMM: "
-            "its reserve when the first matmul creates cuBLAS's handle, outside it (one-device rows only).\n"
+            "its reserve when the first matmul creates cuBLAS's handle, outside it (one-device rows only)."
         )
     err.write(f"{rows_text(len(rows))} in {time.perf_counter() - started:.1f} s\n")
     return 0
@@ -455,7 +461,8 @@ def _run_ad_hoc(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-# The columns an ad hoc answer is wrapped at (fewer on a narrower terminal: text_width).
+# The columns an ad hoc answer, and a profile's text under its table, are wrapped at (fewer on a
+# narrower terminal: text_width).
 ANSWER_WIDTH = 100
 
 
@@ -483,13 +490,10 @@ def describe_ad_hoc(
         what.append(request.method)
     what += [request.quantize or "not quantized", request.precision]
     what.append(f"{request.devices} devices" if request.devices > 1 else "1 device")
-    # Words stay whole ("micro-steps", "torch.cuda.max_memory_allocated"): one longer than the line
-    # overflows it rather than be cut.
-    wrap = functools.partial(textwrap.wrap, width=width, break_on_hyphens=False, break_long_words=False)
-    lines = wrap(", ".join(what))
+    lines = wrap_words(", ".join(what), width)
 
     def line(label: str, text: str) -> None:
-        lines.extend(wrap(text, initial_indent=f"  {label:<16} ", subsequent_indent=" " * 19))
+        lines.extend(wrap_words(text, width, initial_indent=f"  {label:<16} ", subsequent_indent=" " * 19))
 
     gb, capacity, outcome = obj["max_memory_gb"], obj["capacity_gb"], obj["outcome"]
     # Figures within a small margin of each other get the decimals that tell them apart (not

@@ -2013,6 +2013,37 @@ def test_an_ad_hoc_answer_on_a_terminal_is_wrapped_at_its_width(monkeypatch: pyt
     assert answers[200, True] == answers[50, False] and len(answers[50, True]) > len(answers[80, True])
 
 
+def test_a_profiles_text_under_its_table_on_a_terminal_is_wrapped_at_its_width(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before, the summary and the stack's lines under the table were one line each: the terminal
+    wrapped them mid-word ("stack: cur" / "rent", "as the suite" / "'s test_estimate")."""
+    import io
+
+    import conformance.estimate_command as command
+    from conformance.cli import build_parser
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    rows = [RowEstimate("a", "ok", 1.5, "current", "fake-run", "ok", 1.0, 42.0)]
+    monkeypatch.setattr(command, "estimate_profile", lambda profile, **_: rows)
+    monkeypatch.setattr("shutil.get_terminal_size", lambda *a, **k: os.terminal_size((80, 24)))
+    texts = {}
+    for name, out, extra in [
+        ("terminal", Terminal(), []),
+        ("file", io.StringIO(), []),
+        ("markdown", Terminal(), ["--markdown"]),
+        ("markdown file", io.StringIO(), ["--markdown"]),
+    ]:
+        argv = ["estimate", "--profile", "a100-sxm4-40gb", "--reserved", *extra]
+        assert command.run(build_parser().parse_args(argv), out, io.StringIO()) == 0
+        texts[name] = out.getvalue()
+    assert all(len(line) < 80 for line in texts["terminal"].splitlines()), texts["terminal"]
+    assert " ".join(texts["terminal"].split()) == " ".join(texts["file"].split())  # the same words
+    assert max(map(len, texts["file"].splitlines())) > 80  # a file's lines are whole
+    assert texts["markdown"] == texts["markdown file"]  # Markdown's paragraphs are the renderer's to wrap
+
+
 def _screen(text: str, columns: int) -> list[str]:
     """The lines a terminal of ``columns`` shows for ``text``: ``\\r`` returns to the line's start,
     a character past the last column wraps to the next line."""
