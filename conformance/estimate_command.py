@@ -237,6 +237,15 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         return 2
 
 
+def terminal_columns(stream: TextIO) -> int:
+    """The width of the terminal ``stream`` writes to: ``shutil.get_terminal_size`` asks standard
+    output's, and falls back to 80 columns where that is a file (``> out.txt``)."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):  # (io.UnsupportedOperation is an OSError)
+        return shutil.get_terminal_size().columns
+
+
 class ProgressLine:
     """``[i/n] row id`` on a terminal, rewritten in place and erased when the rows are done or
     interrupted. Never as wide as the terminal: a line that reaches its last column wraps (and
@@ -284,7 +293,7 @@ def _run_profile(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     stack = profile_stack(profile, args.stack)
     capacity = args.capacity_gb if args.capacity_gb is not None else profile_capacity_gb(profile)
     tolerance = args.tolerance if args.tolerance is not None else profile.tolerances.estimate_rel
-    progress = ProgressLine(err, shutil.get_terminal_size().columns) if err.isatty() and not args.json else None
+    progress = ProgressLine(err, terminal_columns(err)) if err.isatty() and not args.json else None
     started = time.perf_counter()
     try:
         rows = estimate_profile(

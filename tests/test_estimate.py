@@ -2044,6 +2044,41 @@ def test_a_profiles_text_under_its_table_on_a_terminal_is_wrapped_at_its_width(m
     assert texts["markdown"] == texts["markdown file"]  # Markdown's paragraphs are the renderer's to wrap
 
 
+def test_the_progress_line_fits_the_terminal_it_is_written_to(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before, `conformance estimate --profile P > out.txt` on a 50-column terminal sized its
+    progress line by standard output, a file, for which the size falls back to 80 columns: each
+    line wrapped, and the rows' lines stayed on the terminal ("[7/11] finetune-adapter_v2-...")."""
+    import fcntl
+    import io
+    import pty
+    import struct
+    import termios
+
+    import conformance.estimate_command as command
+    from conformance.cli import build_parser
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 50, 0, 0))  # rows, columns
+    err = open(slave, "w", encoding="utf-8")
+
+    def rows(profile: Any, *, progress: Any, **_: Any) -> list[RowEstimate]:
+        for i, case in enumerate(profile.cases):
+            progress(i, len(profile.cases), case.id)
+        return []
+
+    monkeypatch.setattr(command, "estimate_profile", rows)
+    monkeypatch.setattr("shutil.get_terminal_size", lambda *a, **k: os.terminal_size((80, 24)))  # stdout: a file
+    try:
+        assert command.run(build_parser().parse_args(["estimate", "--profile", "cpu-tiny"]), io.StringIO(), err) == 0
+        err.flush()
+        shown = os.read(master, 1 << 16).decode()
+    finally:
+        err.close()
+        os.close(master)
+    lines = [line for line in _screen(shown, 50) if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("0 rows in "), lines
+
+
 def _screen(text: str, columns: int) -> list[str]:
     """The lines a terminal of ``columns`` shows for ``text``: ``\\r`` returns to the line's start,
     a character past the last column wraps to the next line."""
