@@ -480,7 +480,7 @@ def text_width(out: TextIO) -> int:
     mid-word and lose the labels' column."""
     if not out.isatty():
         return ANSWER_WIDTH
-    return max(40, min(ANSWER_WIDTH, shutil.get_terminal_size().columns - 1))
+    return max(40, min(ANSWER_WIDTH, terminal_columns(out) - 1))
 
 
 def describe_ad_hoc(
