@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.abc
 import sys
 from pathlib import Path
 from typing import Any
@@ -153,6 +154,31 @@ def test_missing_matplotlib_is_one_line_and_exit_2(
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError
     assert cmd_plot(write(tmp_path / "r.json", results([])), tmp_path / "out.png") == 2
     assert capsys.readouterr().err.strip() == PLOT_EXTRA_MISSING
+    assert not (tmp_path / "out.png").exists()
+
+
+class _BrokenMatplotlib(importlib.abc.MetaPathFinder):
+    """Finds matplotlib and fails to import it, as an install built against another NumPy does."""
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+        if name == "matplotlib":
+            raise ImportError("numpy.core.multiarray failed to import")
+        return None
+
+
+def test_an_installed_matplotlib_that_fails_to_import_is_not_called_missing(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, every ImportError read "--plot needs matplotlib: pip install ...", which sends a
+    user whose matplotlib is installed, but broken, to install it again."""
+    for name in [name for name in sys.modules if name == "matplotlib" or name.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setattr(sys, "meta_path", [_BrokenMatplotlib(), *sys.meta_path])
+    assert cmd_plot(write(tmp_path / "r.json", results([])), tmp_path / "out.png") == 2
+    assert capsys.readouterr().err == (
+        "conformance report: --plot: matplotlib is installed but cannot be imported:"
+        " numpy.core.multiarray failed to import\n"
+    )
     assert not (tmp_path / "out.png").exists()
 
 
