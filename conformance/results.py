@@ -194,11 +194,12 @@ def _read_loosely(path: Path) -> dict[str, Any]:
 
 
 def rows_in(path: Path) -> dict[tuple[str, str], bool]:
-    """Every row an existing results file holds, (profile, id) -> whether it holds a measured run
-    (none when it is missing or unreadable): what a session writing over it would replace."""
+    """Every row an existing results file holds, (profile, id) -> whether it holds a measurement
+    (``has_measurement``: a run its session stopped measured nothing; none when the file is missing
+    or unreadable): what a session writing over it would replace."""
     rows = _read_loosely(path).get("rows")
     return {
-        (str(row.get("profile")), row["id"]): row.get("measured") is not None
+        (str(row.get("profile")), row["id"]): has_measurement(row)
         for row in rows or ()
         if isinstance(row, dict) and isinstance(row.get("id"), str)
     }

@@ -10,12 +10,13 @@ import os
 from pathlib import Path
 
 import pytest
+from results_files import measured, results, row, write
 
 from conformance.expectations import ExpectationError, load_profile
 from conformance.options import Options
 from conformance.profiles import activate
 from conformance.record import build_files, mixing_problem, record_profile
-from conformance.results import FORMAT, SCHEMA_PATH, build_results, check_target, load_results
+from conformance.results import FORMAT, SCHEMA_PATH, build_results, check_target, load_results, rows_in
 from conformance.rules import CHECKS
 from conformance.runner import RunResult, identity
 from conformance.snapshot import RowSnapshot, Snapshot
@@ -244,3 +245,19 @@ def test_a_recording_that_would_keep_speeds_of_a_profile_without_a_cpu_model_doe
     assert problem is not None
     assert "this session ran on the CPU 'This CPU'" in str(problem)
     assert "speeds timed on a CPU whose model is not recorded (no hardware.cpu): a (not measured)" in str(problem)
+
+
+def test_a_run_its_session_stopped_is_no_measured_row_to_lose(tmp_path: Path) -> None:
+    """Before, a row whose run an earlier session stopped (--row-timeout: measured nothing) counted
+    as measured, so a later session with a narrower -k over that file was refused for "losing" it,
+    though a session that stops early keeps only real measurements (``keep_unreached``)."""
+    path = write(
+        tmp_path / "r.json",
+        results([
+            row("done", measured(max_memory_gb=2.0)),
+            row("slow", measured(outcome="error", error="timed out after 0.3 s"), verdict="failed"),
+            row("unreached", None, verdict="not run"),
+        ]),
+    )  # fmt: skip
+    profile = "a100-sxm4-40gb"
+    assert rows_in(path) == {(profile, "done"): True, (profile, "slow"): False, (profile, "unreached"): False}
