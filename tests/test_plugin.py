@@ -126,6 +126,12 @@ def profile_file(
     }
 
 
+# What a pytest run of these tests leaves out: hypothesis' and anyio's plugins, and the rewriting of
+# asserts, which takes every module of a plugin installed with an entry point (all of hypothesis's)
+# and costs a process seconds where no bytecode is written (PYTHONDONTWRITEBYTECODE), one where it is.
+LEAN = ("-p", "no:hypothesispytest", "-p", "no:anyio", "--assert=plain")
+
+
 class Suite:
     """A pytester project: an expectations folder, a fake runner and the check functions."""
 
@@ -169,9 +175,13 @@ class Suite:
         # In-process runs drop the modules they import; hypothesis' plugin would be re-imported
         # (and assertion-rewritten) on every run, which costs seconds.
         return self.pytester.runpytest_inprocess(
-            *([] if cache else ["-p", "no:cacheprovider"]), "-p", "no:hypothesispytest", "-p", "no:anyio",
-            "--assert=plain", "--strict-markers", "-rsxX", *args,
+            *([] if cache else ["-p", "no:cacheprovider"]), *LEAN, "--strict-markers", "-rsxX", *args,
         )  # fmt: skip
+
+    def run_subprocess(self, *args: str) -> pytest.RunResult:
+        """pytest in a process of its own (each pytest-xdist worker one more), without what the
+        suite's checks do not use: see ``LEAN``."""
+        return self.pytester.runpytest_subprocess("-p", "no:cacheprovider", *LEAN, *args)
 
 
 @pytest.fixture
@@ -1122,8 +1132,10 @@ def test_a_broken_profile_lists_no_test_of_the_suites_own_module(tmp_path: Path)
     data = json.loads(path.read_text())
     data["cases"].append(dict(data["cases"][0]))
     path.write_text(json.dumps(data))
-    args = ["-m", "pytest", "conformance", "--expectations", str(tmp_path), "--co", "-q", "-p", "no:cacheprovider"]
-    done = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=120)
+    args = ["conformance", "--expectations", str(tmp_path), "--co", "-q", "-p", "no:cacheprovider", *LEAN]
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", *args], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == pytest.ExitCode.USAGE_ERROR and "field 'id': duplicate id" in done.stderr
     assert "test_rows.py::" not in done.stdout and "no tests collected" in done.stdout, done.stdout
 
@@ -1134,7 +1146,7 @@ def test_every_broken_profile_is_named_in_the_refusal(tmp_path: Path, select: li
     for name in ("one", "two"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "t.json").write_text(json.dumps({"profile": name}))
-    args = ["conformance", "--expectations", str(tmp_path), *select, "--co", "-q", "-p", "no:cacheprovider"]
+    args = ["conformance", "--expectations", str(tmp_path), *select, "--co", "-q", "-p", "no:cacheprovider", *LEAN]
     done = subprocess.run(
         [sys.executable, "-m", "pytest", *args], cwd=REPO, capture_output=True, text=True, timeout=120
     )
@@ -1463,8 +1475,8 @@ def test_under_xdist_a_keyword_that_selects_no_row_gets_the_hint_too(suite: Suit
     suite.profile()
 
     def run(*args: str) -> pytest.RunResult:
-        return suite.pytester.runpytest_subprocess(
-            "-p", "no:cacheprovider", "-n", "2", "--expectations", str(suite.root), "--runner", "fake_runner:run",
+        return suite.run_subprocess(
+            "-n", "2", "--expectations", str(suite.root), "--runner", "fake_runner:run",
             *args,
         )  # fmt: skip
 
@@ -1993,8 +2005,8 @@ def test_sigterm_ends_the_session_as_ctrl_c_does(suite: Suite) -> None:
     suite.answer(good_answers())
     suite.pytester.makepyfile(terminating_runner=TERMINATING_RUNNER)
     results = suite.pytester.path / "r.json"
-    result = suite.pytester.runpytest_subprocess(
-        "-p", "no:cacheprovider", "--expectations", str(suite.root), "--runner", "terminating_runner:run_or_terminate",
+    result = suite.run_subprocess(
+        "--expectations", str(suite.root), "--runner", "terminating_runner:run_or_terminate",
         "--results", str(results), "--cpu-jobs", "0",
     )  # fmt: skip
     assert result.ret == pytest.ExitCode.INTERRUPTED, result.stdout.str()
@@ -2027,8 +2039,8 @@ def test_a_second_signal_does_not_interrupt_the_sessions_last_writes(suite: Suit
     suite.answer(good_answers())
     suite.pytester.makepyfile(terminating_runner=TERMINATING_RUNNER, second_signals=SECOND_SIGNALS)
     results = suite.pytester.path / "r.json"
-    result = suite.pytester.runpytest_subprocess(
-        "-p", "no:cacheprovider", "-p", "second_signals", "--expectations", str(suite.root),
+    result = suite.run_subprocess(
+        "-p", "second_signals", "--expectations", str(suite.root),
         "--runner", "terminating_runner:run_or_terminate", "--results", str(results), "--cpu-jobs", "0",
     )  # fmt: skip
     output = result.stdout.str() + result.stderr.str()
@@ -2059,8 +2071,8 @@ def pytest_terminal_summary():
 """
     )
     results = suite.pytester.path / "r.json"
-    result = suite.pytester.runpytest_subprocess(
-        "-p", "no:cacheprovider", "--expectations", str(suite.root), "--runner", "fake_runner:run",
+    result = suite.run_subprocess(
+        "--expectations", str(suite.root), "--runner", "fake_runner:run",
         "--results", str(results), "--cpu-jobs", "0",
     )  # fmt: skip
     output = result.stdout.str() + result.stderr.str()
@@ -2113,8 +2125,8 @@ def test_a_first_signal_during_the_sessions_last_writes_lets_them_finish(suite: 
     target, results = suite.pytester.path / "rec" / "tiny", suite.pytester.path / "r.json"
     shutil.copytree(suite.root / "tiny", target)
     before = {path.name: path.read_bytes() for path in target.glob("*.json")}
-    result = suite.pytester.runpytest_subprocess(
-        "-p", "no:cacheprovider", "--expectations", str(suite.root), "--runner", "fake_runner:run",
+    result = suite.run_subprocess(
+        "--expectations", str(suite.root), "--runner", "fake_runner:run",
         "--profile", "tiny", "--record", str(target), "--force", "--results", str(results), "--cpu-jobs", "0",
     )  # fmt: skip
     output = result.stdout.str() + result.stderr.str()
@@ -2271,8 +2283,8 @@ def test_under_xdist_the_controller_writes_every_row_and_each_row_runs_once(
     temporary = suite.pytester.path / "tmp"
     temporary.mkdir()
     monkeypatch.setenv("TMPDIR", str(temporary))
-    result = suite.pytester.runpytest_subprocess(
-        "-p", "no:cacheprovider", "-n", "2", "--expectations", str(suite.root), "--runner", "fake_runner:run",
+    result = suite.run_subprocess(
+        "-n", "2", "--expectations", str(suite.root), "--runner", "fake_runner:run",
         *common, "--results", str(parallel), "--record", str(suite.root / "parallel"),
     )  # fmt: skip
     assert result.ret == 0, result.stdout.str()
@@ -2300,8 +2312,8 @@ def test_a_check_whose_xdist_worker_crashed_is_failed_in_the_results_as_pytest_c
     answers[OK] = {**answers[OK], "crash_once": True}  # its figures pass: only the crash fails it
     suite.answer(answers)
     path = suite.pytester.path / "r.json"
-    result = suite.pytester.runpytest_subprocess(
-        "-p", "no:cacheprovider", "-n", "2", "--expectations", str(suite.root), "--runner", "fake_runner:run",
+    result = suite.run_subprocess(
+        "-n", "2", "--expectations", str(suite.root), "--runner", "fake_runner:run",
         "--profile", "tiny", "--results", str(path), "-k", OK,
     )  # fmt: skip
     assert result.ret == 1, result.stdout.str()
@@ -2339,8 +2351,8 @@ def test_under_xdist_a_spreading_dist_mode_still_runs_each_row_once(
     pytest.importorskip("xdist")
     suite.profile()
     suite.answer(good_answers())
-    result = suite.pytester.runpytest_subprocess(
-        "-p", "no:cacheprovider", *workers, "--expectations", str(suite.root),
+    result = suite.run_subprocess(
+        *workers, "--expectations", str(suite.root),
         "--runner", "fake_runner:run", "--profile", "tiny",
     )  # fmt: skip
     assert result.ret == 0, result.stdout.str()
@@ -2362,8 +2374,8 @@ def test_under_xdist_dist_each_is_refused(suite: Suite, workers: tuple[str, ...]
     """Before: every row ran once per worker, and the results file kept one of the runs."""
     pytest.importorskip("xdist")
     suite.profile()
-    result = suite.pytester.runpytest_subprocess(
-        "-p", "no:cacheprovider", *workers, "--dist", "each", "--expectations", str(suite.root), "--profile", "tiny",
+    result = suite.run_subprocess(
+        *workers, "--dist", "each", "--expectations", str(suite.root), "--profile", "tiny",
     )  # fmt: skip
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["ERROR: --dist each: would run every row once per worker*"])
@@ -2481,8 +2493,8 @@ def test_under_xdist_the_results_file_keeps_each_rows_estimate(suite: Suite) -> 
     suite.pytester.makepyfile(test_conformance="from conformance.test_rows import test_estimate")
     files = {n: suite.pytester.path / f"{n}.json" for n in ("serial", "parallel")}
     suite.run("--profile", "tiny", "--results", str(files["serial"]))
-    suite.pytester.runpytest_subprocess(
-        "-p", "no:cacheprovider", "-n", "2", "--expectations", str(suite.root), "--runner", "fake_runner:run",
+    suite.run_subprocess(
+        "-n", "2", "--expectations", str(suite.root), "--runner", "fake_runner:run",
         "--profile", "tiny", "--results", str(files["parallel"]),
     )  # fmt: skip
     estimates = {n: {row["id"]: row["estimate"] for row in load_results(f)["rows"]} for n, f in files.items()}
@@ -2497,8 +2509,8 @@ def test_under_xdist_profiles_that_cannot_be_checked_are_a_usage_error(suite: Su
     pytest.importorskip("xdist")
     suite.profile("one")
     suite.profile("two")
-    result = suite.pytester.runpytest_subprocess(
-        "-p", "no:cacheprovider", "-n", "2", "--expectations", str(suite.root), "--runner", "fake_runner:run",
+    result = suite.run_subprocess(
+        "-n", "2", "--expectations", str(suite.root), "--runner", "fake_runner:run",
         "--profile", "one", "--profile", "two", "--record", str(suite.root / "new"),
     )  # fmt: skip
     assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str()
