@@ -433,8 +433,8 @@ def test_under_xdist_a_baseline_that_judges_nothing_is_refused_too(suite: Suite)
     )
     kept = results_file.read_bytes()
     empty = write(suite.pytester.path / "empty.json", results([]))
-    usage = suite.pytester.runpytest_subprocess(
-        "-p", "no:cacheprovider", "-n", "2", "--expectations", str(suite.root), "--runner", "fake_runner:run",
+    usage = suite.run_subprocess(
+        "-n", "2", "--expectations", str(suite.root), "--runner", "fake_runner:run",
         "--baseline", str(empty), "--results", str(results_file),
     )  # fmt: skip
     assert usage.ret == pytest.ExitCode.USAGE_ERROR, usage.stdout.str()
