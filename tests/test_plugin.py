@@ -1474,10 +1474,7 @@ def test_under_xdist_a_keyword_that_selects_no_row_gets_the_hint_too(suite: Suit
     suite.profile()
 
     def run(*args: str) -> pytest.RunResult:
-        return suite.run_subprocess(
-            "-n", "2", "--expectations", str(suite.root), "--runner", "fake_runner:run",
-            *args,
-        )  # fmt: skip
+        return suite.run("-n", "2", *args)  # the controller in this process, its two workers in their own
 
     result = run("-k", "tiny-llama and lora")
     assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED, result.stdout.str()
@@ -2373,9 +2370,7 @@ def test_under_xdist_dist_each_is_refused(suite: Suite, workers: tuple[str, ...]
     """Before: every row ran once per worker, and the results file kept one of the runs."""
     pytest.importorskip("xdist")
     suite.profile()
-    result = suite.run_subprocess(
-        *workers, "--dist", "each", "--expectations", str(suite.root), "--profile", "tiny",
-    )  # fmt: skip
+    result = suite.run(*workers, "--dist", "each", "--profile", "tiny")  # refused before any worker starts
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["ERROR: --dist each: would run every row once per worker*"])
     assert not suite.calls()
