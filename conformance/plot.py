@@ -237,11 +237,10 @@ def plot_target_problem(out: Path) -> str | None:
     try:
         import matplotlib  # noqa: F401  (the extra itself, before any of its submodules)
         from matplotlib.backend_bases import FigureCanvasBase
-    except ModuleNotFoundError as exc:
-        if exc.name == "matplotlib":
+    except ImportError as exc:
+        if isinstance(exc, ModuleNotFoundError) and exc.name == "matplotlib":
             return PLOT_EXTRA_MISSING
-        return f"conformance report: --plot: matplotlib is installed but cannot be imported: {exc}"
-    except ImportError as exc:  # installed, broken: matplotlib 3.7.0-3.7.2 under NumPy 2, say
+        # Installed but broken: matplotlib 3.7.0-3.7.2 under NumPy 2, say.
         return f"conformance report: --plot: matplotlib is installed but cannot be imported: {exc}"
     try:
         check_output_file(out, "--plot")

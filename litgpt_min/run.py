@@ -69,7 +69,8 @@ def execute(request: RunRequest, body: Body, *, preflight: bool = True) -> Resul
 
     With several devices and no launcher around this process, the ranks are started here and
     their results merged (``launch.launch_local``). A request this machine cannot run as asked
-    (``check_runs_here``: 16-mixed on the CPU) is a ``ValueError``, before anything starts.
+    (``check_runs_here``: 16-mixed on the CPU, a 4-bit run on the CPU with a bitsandbytes
+    lacking CPU code for it) is a ``ValueError``, before anything starts.
     """
     check_runs_here(request)
     if request.world_size > 1 and not launch.externally_launched():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import errno
+import io
 import json
 import multiprocessing
 import os
@@ -1966,15 +1967,9 @@ def test_a_peak_close_to_the_capacity_is_shown_with_the_decimals_that_tell_them_
 def test_progress_on_a_terminal_never_wraps(monkeypatch: pytest.MonkeyPatch) -> None:
     """Before, each update was 80 columns wide whatever the terminal: on a narrow one every redraw
     wrapped and left its head behind."""
-    import io
-    import os
 
     from conformance.cli import build_parser
     from conformance.estimate_command import run
-
-    class Terminal(io.StringIO):
-        def isatty(self) -> bool:
-            return True
 
     monkeypatch.setattr("shutil.get_terminal_size", lambda *a, **k: os.terminal_size((30, 24)))
     out, err = io.StringIO(), Terminal()
@@ -1987,14 +1982,9 @@ def test_progress_on_a_terminal_never_wraps(monkeypatch: pytest.MonkeyPatch) -> 
 def test_an_ad_hoc_answer_on_a_terminal_is_wrapped_at_its_width(monkeypatch: pytest.MonkeyPatch) -> None:
     """Before, the answer was wrapped at 100 columns whatever the terminal: on one of 80 or 50 the
     terminal wrapped each line again, mid-word ("4-b" / "it matmul"), out of the labels' column."""
-    import io
 
     from conformance.cli import build_parser
     from conformance.estimate_command import run
-
-    class Terminal(io.StringIO):
-        def isatty(self) -> bool:
-            return True
 
     argv = ["estimate", "--model", "tiny-llama", "--workload", "inference", "--quantize", "bnb.nf4"]
     answers = {}
@@ -2016,14 +2006,9 @@ def test_an_ad_hoc_answer_on_a_terminal_is_wrapped_at_its_width(monkeypatch: pyt
 def test_a_profiles_text_under_its_table_on_a_terminal_is_wrapped_at_its_width(monkeypatch: pytest.MonkeyPatch) -> None:
     """Before, the summary and the stack's lines under the table were one line each: the terminal
     wrapped them mid-word ("stack: cur" / "rent", "as the suite" / "'s test_estimate")."""
-    import io
 
     import conformance.estimate_command as command
     from conformance.cli import build_parser
-
-    class Terminal(io.StringIO):
-        def isatty(self) -> bool:
-            return True
 
     rows = [RowEstimate("a", "ok", 1.5, "current", "fake-run", "ok", 1.0, 42.0)]
     monkeypatch.setattr(command, "estimate_profile", lambda profile, **_: rows)
@@ -2049,7 +2034,6 @@ def test_the_progress_line_fits_the_terminal_it_is_written_to(monkeypatch: pytes
     progress line by standard output, a file, for which the size falls back to 80 columns: each
     line wrapped, and the rows' lines stayed on the terminal ("[7/11] finetune-adapter_v2-...")."""
     import fcntl
-    import io
     import pty
     import struct
     import termios
@@ -2093,6 +2077,13 @@ def test_the_progress_line_fits_the_terminal_it_is_written_to(monkeypatch: pytes
     assert len(lines) == 1 and lines[0].startswith("0 rows in "), lines
 
 
+class Terminal(io.StringIO):
+    """A text stream that says it is a terminal (the output a user watches)."""
+
+    def isatty(self) -> bool:
+        return True
+
+
 def _screen(text: str, columns: int) -> list[str]:
     """The lines a terminal of ``columns`` shows for ``text``: ``\\r`` returns to the line's start,
     a character past the last column wraps to the next line."""
@@ -2115,15 +2106,9 @@ def test_ctrl_c_during_a_profile_estimate_leaves_no_progress_line(monkeypatch: p
     """Before, Ctrl-C left the progress line on the terminal, padded to its last column but one:
     the terminal's ``^C`` echo wrapped, and "conformance: interrupted" followed a stray "C" under
     "[30/72] finetune-lora-stablelm_3b-noquant-mb4-2gpu  ...  ^"."""
-    import io
-    import os
 
     import conformance.estimate_command as command
     from conformance.cli import build_parser
-
-    class Terminal(io.StringIO):
-        def isatty(self) -> bool:
-            return True
 
     err = Terminal()
 
