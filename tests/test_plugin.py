@@ -60,7 +60,8 @@ def run(case, options):
     answers = json.loads((HERE / "answers.json").read_text())
     with open(HERE / "calls.jsonl", "a") as log:
         log.write(json.dumps({"id": case.id, "profile": case.profile, "cap": options.memory_cap_gb,
-                              "accelerator": options.accelerator, "preloaded": options.preloaded}) + "\\n")
+                              "accelerator": options.accelerator, "preloaded": options.preloaded,
+                              "worker": os.environ.get("PYTEST_XDIST_WORKER")}) + "\\n")
     result = {"outcome": "ok", "error": None, "trainable_params": case.trainable_params,
               "total_params": case.total_params, "memory_source": "live-tensor-tracker"}
     answer = dict(answers.get(case.id, {}))
@@ -2342,19 +2343,28 @@ def test_a_check_whose_xdist_worker_crashed_is_failed_in_the_results_as_pytest_c
 def test_under_xdist_a_spreading_dist_mode_still_runs_each_row_once(
     suite: Suite, dist: str, workers: tuple[str, ...]
 ) -> None:
-    # Before, --dist load sent a row's checks to both workers, and each ran the row; --dist loadfile
-    # (or loadscope) ran every row on one worker, without a word.
+    """Before, --dist load (and worksteal) sent a row's checks to both workers, and each ran the row;
+    --dist loadfile (or loadscope) ran every row on one worker, without a word. Two rows' run and
+    speed checks, collected as run, run, speed, speed, make each wrong schedule certain: xdist's
+    load and worksteal give each worker two neighbours (every row runs twice), loadfile one worker
+    all four (one worker runs both rows); the plugin's gives each worker one row."""
     pytest.importorskip("xdist")
     suite.profile()
     suite.answer(good_answers())
     result = suite.run_subprocess(
         *workers, "--expectations", str(suite.root),
         "--runner", "fake_runner:run", "--profile", "tiny",
+        "-k", f"({OK} or {INFER}) and (test_run or test_speed)",
     )  # fmt: skip
     assert result.ret == 0, result.stdout.str()
+    result.assert_outcomes(passed=4)
     result.stdout.fnmatch_lines([f"conformance: --dist {dist} taken as loadgroup: a row's checks share one worker*"])
-    calls = [c["id"] for c in suite.calls()]
-    assert sorted(calls) == sorted(set(calls)) and len(calls) == 5, calls
+    workers_by_row = {}
+    for call in suite.calls():
+        workers_by_row.setdefault(call["id"], []).append(call["worker"])
+    assert sorted(workers_by_row) == sorted([OK, INFER]), workers_by_row
+    assert all(len(ran_on) == 1 for ran_on in workers_by_row.values()), workers_by_row
+    assert workers_by_row[OK] != workers_by_row[INFER], workers_by_row
 
 
 def test_the_cpu_jobs_help_says_how_gpu_rows_run_under_xdist(pytester: pytest.Pytester) -> None:
