@@ -535,8 +535,10 @@ def _error_text(row: Mapping[str, Any]) -> str | None:
 
 def _measured_at(document: Mapping[str, Any]) -> str | None:
     """When a file's newest measurement was made: its ``created``, or for a merged file the latest
-    of its rows' sessions (the merge's own time is when it was merged)."""
-    stamps = [(created_time(row.get("created")), row.get("created")) for row in document.get("rows") or ()]
+    of its rows' sessions (the merge's own time is when it was merged). A session's own rows carry
+    no time of their own: theirs is the file's, later than any row it kept from the file it replaced."""
+    times = [row.get("created") or document.get("created") for row in document.get("rows") or ()]
+    stamps = [(created_time(text), text) for text in times]
     known = [(stamp, text) for stamp, text in stamps if stamp is not None]
     return max(known)[1] if known else document.get("created")
 

@@ -597,6 +597,19 @@ def test_an_old_file_newer_than_the_new_one_is_pointed_out_without_failing(
         assert diff_results({**later, "created": odd}, earlier).notes() == []
 
 
+def test_a_row_a_stopped_session_kept_from_an_earlier_file_does_not_date_that_session() -> None:
+    """An interrupted session keeps the earlier file's measurement of a row it did not reach, with
+    that session's time: NEW's session was taken for as old as that row, and a diff with an OLD run
+    between the two said NEW was the older file ("swap them")."""
+    done = row("done", measured(max_memory_gb=2.0))
+    old = {**results([done]), "created": "2026-12-02T00:00:00+00:00"}
+    kept = {**row("cut", measured(max_memory_gb=2.0)), "source": "new.json", "created": "2026-12-01T00:00:00+00:00"}
+    new = {**_unfinished(results([done, kept])), "created": "2026-12-03T00:00:00+00:00"}
+    assert not any("is newer than" in note for note in diff_results(old, new, "old.json", "new.json").notes())
+    swapped = diff_results(new, old, "new.json", "old.json").notes()
+    assert swapped[-1].startswith("new.json (created 2026-12-03T00:00:00+00:00) is newer than old.json")
+
+
 def test_gpu_and_driver_changes_are_part_of_the_stack() -> None:
     gpus = [{"name": "NVIDIA H100 80GB HBM3", "memory_bytes": 85e9, "memory_gb": 85.0, "compute_capability": "9.0"}]
     diff = diff_results(results([]), results([], gpus=gpus, driver="560.1"))
