@@ -34,9 +34,9 @@ from conformance.merge import PREFER_CHOICES, Prefer, merge_files
 from conformance.options import Options, fraction
 from conformance.plot import cmd_plot, plot_target_problem
 from conformance.profiles import resolve_profiles
-from conformance.report import REPORT_TITLE, render
+from conformance.report import render
 from conformance.results import check_not_results, check_target, load_results, merged_from
-from conformance.targets import check_outside_expectations, check_own_output
+from conformance.targets import REPORT_TITLE, check_outside_expectations, check_own_output
 from litgpt_min.files import check_output_file, real_path, write_json_atomic, write_text_atomic
 from litgpt_min.usage import OneLineParser, one_line, path_argument
 

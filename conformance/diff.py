@@ -61,14 +61,12 @@ from conformance.results import (
     speed_unjudged,
     stopped_run,
 )
-from conformance.targets import check_own_output
+from conformance.targets import DIFF_FORMAT_PREFIX, DIFF_TITLE, check_own_output
 from litgpt_min.files import check_output_file, real_path, write_text_atomic
 from litgpt_min.result import Result
 from litgpt_min.usage import one_line
 
-FORMAT_PREFIX = "litgpt-conformance-diff/"
-FORMAT = FORMAT_PREFIX + "1"
-TITLE = "# Conformance diff"  # the Markdown's first line: what `diff -o` may replace
+FORMAT = DIFF_FORMAT_PREFIX + "1"
 Change = Literal["regression", "improvement", "within", "changed", "appeared", "vanished", "same", "inconclusive"]
 # What a change of each kind does to the exit status (``strict`` adds improvements).
 FAILING: tuple[Change, ...] = ("regression", "changed", "vanished")
@@ -760,7 +758,7 @@ def to_json(diff: Diff) -> dict[str, Any]:
 
 
 def render_markdown(diff: Diff) -> str:
-    out = [TITLE, "", f"- Old: `{diff.old}`", f"- New: `{diff.new}`", ""]
+    out = [DIFF_TITLE, "", f"- Old: `{diff.old}`", f"- New: `{diff.new}`", ""]
     out += ["## Stack", ""]
     if diff.stack:
         out += ["| Field | Old | New |", "|---|---|---|"]
@@ -869,7 +867,7 @@ def cmd_diff(
             if real_path(output) in (real_path(old), real_path(new)):
                 raise ValueError(f"-o {output}: is a results file it reads; writing it would replace that input")
             check_output_target("-o", output)
-            check_own_output("-o", output, TITLE, FORMAT_PREFIX)
+            check_own_output("-o", output, DIFF_TITLE, DIFF_FORMAT_PREFIX)
         diff = diff_files(old, new, memory_tolerance=memory_tolerance, speed_tolerance=speed_tolerance, strict=strict)
         if old.samefile(new):  # both read: a file's own problems are named first
             raise ValueError(f"{old} and {new}: OLD and NEW are the same file; a gate needs the run before and after")

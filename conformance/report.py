@@ -20,6 +20,7 @@ from conformance.results import (
     speed_check_skipped,
     verdict_counts,
 )
+from conformance.targets import REPORT_TITLE
 
 # How the published tables name the models (size, name); others fall back to the registry name.
 MODEL_NAMES: Mapping[str, tuple[str, str]] = {
@@ -34,7 +35,6 @@ MODEL_NAMES: Mapping[str, tuple[str, str]] = {
     "falcon-7b": ("7 B", "Falcon"),
     "falcon-40b": ("40 B", "Falcon"),
 }
-REPORT_TITLE = "# Conformance report"  # its first line: what `report -o` may replace
 METHOD_NAMES = {"lora": "LoRA", "adapter": "Adapter", "adapter_v2": "Adapter v2"}
 QUANT_NAMES = {None: "None"}
 LIBRARIES = (

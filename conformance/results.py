@@ -31,7 +31,7 @@ from conformance.options import options_json
 from conformance.profiles import profile_json
 from conformance.runner import stopped_by_session
 from conformance.snapshot import RowSnapshot, Snapshot
-from conformance.targets import check_outside_expectations
+from conformance.targets import DIFF_FORMAT_PREFIX, DIFF_TITLE, REPORT_TITLE, check_outside_expectations
 from conformance.verdicts import Verdict, row_verdict
 from litgpt_min.files import read_input_text, read_only
 from litgpt_min.result import Result, plain_json
@@ -300,6 +300,9 @@ def _pointer(parts: Any) -> str:
     return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts) or "/"
 
 
+_WRITES_ONE = "results file (pytest conformance --results FILE writes one)"
+
+
 def check_document(data: dict[str, Any], where: str) -> None:
     """``ValueError`` naming ``where`` and the field (a JSON pointer) when ``data`` is not a results
     document of this version (the schema, and each measured result as a ``Result``)."""
@@ -308,9 +311,11 @@ def check_document(data: dict[str, Any], where: str) -> None:
             # A profile's table handed over by mistake: "of this version" would suggest an old results file.
             raise ValueError(
                 f"{where}: /format: no format field: an expectations table (profile {data['profile']!r}), not a"
-                " results file (pytest conformance --results FILE writes one)"
+                f" {_WRITES_ONE}"
             )
         found = f"format {data['format']!r}" if "format" in data else "no format field"
+        if str(data.get("format")).startswith(DIFF_FORMAT_PREFIX):  # "of this version" would mislead too
+            raise ValueError(f"{where}: /format: {found}: conformance diff's JSON output, not a {_WRITES_ONE}")
         raise ValueError(
             f"{where}: /format: not a conformance results file of this version ({found}, expected {FORMAT!r})"
         )
@@ -496,9 +501,10 @@ def load_results(path: Path) -> dict[str, Any]:
         raise ValueError(f"{path}: {exc}") from None
     if not text.strip():  # a `touch`, or a `> FILE` that wrote nothing: "Expecting value" says less
         blank = "" if not text else " (whitespace only)"
-        raise ValueError(
-            f"{path}: the file is empty{blank}: not a results file (pytest conformance --results FILE writes one)"
-        )
+        raise ValueError(f"{path}: the file is empty{blank}: not a {_WRITES_ONE}")
+    for title, command in ((REPORT_TITLE, "report"), (DIFF_TITLE, "diff")):  # "Expecting value" says less
+        if text.startswith(title):
+            raise ValueError(f"{path}: conformance {command}'s Markdown output, not a {_WRITES_ONE}")
     try:
         data = strict_json(text)
     except ValueRefused as exc:  # NaN, 1e18 or more, a lone surrogate: named with its JSON pointer

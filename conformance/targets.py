@@ -52,6 +52,12 @@ def table_profile(path: Path) -> str | None:
     return str(data["profile"])
 
 
+# What the commands' own outputs begin with (Markdown) or name as their format (JSON): what their
+# -o may replace, and what a reader of results files names when handed one.
+REPORT_TITLE = "# Conformance report"
+DIFF_TITLE = "# Conformance diff"
+DIFF_FORMAT_PREFIX = "litgpt-conformance-diff/"
+
 # How much of an existing file is read to tell whether a command wrote it (a diff's JSON is read
 # whole, up to far more than any diff of the tables' rows takes).
 _HEAD_CHARS = 4096
@@ -84,4 +90,11 @@ def check_own_output(option: str, path: Path, title: str, json_format: str | Non
     )
 
 
-__all__ = ["check_outside_expectations", "check_own_output", "table_profile"]
+__all__ = [
+    "DIFF_FORMAT_PREFIX",
+    "DIFF_TITLE",
+    "REPORT_TITLE",
+    "check_outside_expectations",
+    "check_own_output",
+    "table_profile",
+]

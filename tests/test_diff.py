@@ -640,6 +640,28 @@ def test_bad_input_is_one_line_and_exit_2(
     assert len(err.strip().splitlines()) == 1
 
 
+def test_the_commands_own_outputs_handed_over_as_results_are_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A gate keeps `diff --json -o` and `report -o` output beside its results files: given one for
+    a results file, a report's or a diff's Markdown read "not valid JSON: Expecting value" and a
+    diff's JSON "not a conformance results file of this version"."""
+    old, new = _upgrade(tmp_path)
+    outputs = {
+        "conformance diff's JSON output": ["diff", str(old), str(new), "--json", "-o", str(tmp_path / "d.json")],
+        "conformance diff's Markdown output": ["diff", str(old), str(new), "-o", str(tmp_path / "d.md")],
+        "conformance report's Markdown output": ["report", str(new), "-o", str(tmp_path / "r.md")],
+    }
+    for what, argv in outputs.items():
+        main(argv)
+        output = Path(argv[-1])
+        capsys.readouterr()
+        assert main(["diff", str(output), str(new)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"conformance diff: {output}: ") and f"{what}, not a results file" in err, err
+        assert err.count("\n") == 1
+
+
 def test_a_malformed_measured_result_names_its_row(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     doc = results([row("r", {**measured(), "max_memory_gb": "lots"})])
     path = write(tmp_path / "bad.json", doc)
