@@ -411,8 +411,8 @@ def summary_lines(
             unchanged += 1
     if unchanged:
         lines.append(f"  {rows_text(unchanged)} measured again, unchanged")
-    if len(new_rows) > len(measured):
-        lines.append(f"  {rows_text(len(new_rows) - len(measured))} not run in this session, kept as they were")
+    if kept := len(new_rows) - len(measured):
+        lines.append(f"  {rows_text(kept)} not run in this session, kept as {'it was' if kept == 1 else 'they were'}")
     return lines
 
 

@@ -15,7 +15,7 @@ from results_files import measured, results, row, write
 from conformance.expectations import ExpectationError, load_profile
 from conformance.options import Options
 from conformance.profiles import activate
-from conformance.record import build_files, mixing_problem, record_profile
+from conformance.record import build_files, mixing_problem, record_profile, summary_lines
 from conformance.results import FORMAT, SCHEMA_PATH, build_results, check_target, load_results, rows_in
 from conformance.rules import CHECKS
 from conformance.runner import RunResult, identity
@@ -113,6 +113,14 @@ def test_a_run_the_session_stopped_is_not_recorded(tmp_path: Path) -> None:
     assert "the profile keeps its earlier figures" in lines[-1]
     [kept] = [case for case in load_profile(target.name, target.parent).cases if case.id == first.case.id]
     assert (kept.outcome, kept.max_memory_gb) == ("ok", first.case.max_memory_gb)
+
+
+def test_the_record_summary_counts_the_rows_it_kept_in_words_that_agree() -> None:
+    """Before: "1 row not run in this session, kept as they were"."""
+    files = {"finetune.json": {"cases": [{"id": "a"}, {"id": "b"}, {"id": "c"}]}}
+    for recorded, kept in ((["a", "b"], "1 row not run in this session, kept as it was"),
+                           (["a"], "2 rows not run in this session, kept as they were")):  # fmt: skip
+        assert summary_lines(Path("cpu-mine"), files, files, recorded)[-1] == f"  {kept}"
 
 
 def test_re_recording_the_same_card_keeps_what_its_allocator_can_use(tmp_path: Path) -> None:
