@@ -287,7 +287,7 @@ def _memory_cap(text: str) -> float | str:
 
 
 def _seconds(text: str) -> float:
-    return _finite(text, "a timeout must be > 0 seconds", lambda v: v > 0)
+    return _finite(text, "a timeout must be a finite number of seconds > 0", lambda v: v > 0)
 
 
 def whole_number(minimum: int) -> Callable[[str], int]:

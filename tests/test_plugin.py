@@ -1227,7 +1227,9 @@ def test_a_profile_folder_given_as_a_name_is_named(suite: Suite) -> None:
         (["--profile", "nope"], "ERROR: --profile nope: no such profile in * (available: tiny)"),
         (["--memory-tolerance", "-0.1"], "ERROR: --memory-tolerance: a tolerance must be a finite number >= 0*"),
         (["--speed-tolerance", "abc"], "ERROR: --speed-tolerance: not a number: 'abc'"),
-        (["--row-timeout", "0"], "ERROR: --row-timeout: a timeout must be > 0 seconds, got '0'"),
+        (["--row-timeout", "0"], "ERROR: --row-timeout: a timeout must be a finite number of seconds > 0, got '0'"),
+        # Before: "a timeout must be > 0 seconds, got '1e400'", which it is (an infinite one).
+        (["--row-timeout", "1e400"], "ERROR: --row-timeout: a timeout must be a finite number *, got '1e400'"),
         (["--cpu-jobs", "-1"], "ERROR: --cpu-jobs: must be >= 0, got '-1'"),
         (["--emulate-memory-gb", "lots"], "ERROR: --emulate-memory-gb: expected GB (e.g. 40), 'auto' or 'off'*"),
         (
