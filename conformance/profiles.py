@@ -249,7 +249,7 @@ def _cpu_speed_note(profile: Profile, fp: Mapping[str, Any]) -> str | None:
         return None
     return (
         f"speeds timed on the CPU {recorded!r}, this machine's is {here!r}: judged across CPU models,"
-        " within the profile's speed tolerance (record this machine's own profile to judge them closely)"
+        " within the speed tolerance (record this machine's own profile to judge them closely)"
     )
 
 
