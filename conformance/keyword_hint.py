@@ -44,39 +44,66 @@ def no_row_hint(
     them, with the ``--profile`` that checks them (``chosen``: the session's; ``defaults``: the
     profiles a session without one checks here). ``listing``: the command that lists every id."""
     cases = list(cases)
+    others = {name: list(rows) for name, rows in sorted((others or {}).items())}
+    everywhere = cases + [c for rows in others.values() for c in rows]
     profiles = sorted({c.profile for c in cases})
-    models = {c.model for c in cases}
-    found = {name: n for name, rows in sorted((others or {}).items()) if (n := _selected(keyword, name, rows))}
-    if found:
+    head = f"conformance: -k {keyword!r} selects no row"
+    if elsewhere := _elsewhere(keyword, others, chosen, defaults):
         # The expression is right; the session checks other profiles than the rows it names.
-        has = ", ".join(f"profile {name} has {n}" for name, n in found.items())
-        add = "add " + " ".join(f"--profile {name}" for name in found)
-        drop = " ".join(f"--profile {name}" for name in chosen)
-        fix = f"drop {drop} or {add}" if chosen and set(found) <= set(defaults) else add
-        return f"conformance: -k {keyword!r} selects no row of {', '.join(profiles)}; {has}: {fix}"
+        return f"{head} of {', '.join(profiles)}; {elsewhere}"
     if speed_rows is not None and _written("test_speed", keyword):
         if not speed_rows:
             return (
-                f"conformance: -k {keyword!r} selects no row: test_speed checks the rows with a speed figure,"
-                f" and no active profile has one ({', '.join(profiles)})"
+                f"{head}: test_speed checks the rows with a speed figure, and no active profile has one"
+                f" ({', '.join(profiles)})"
             )
         speed = "; test_speed checks only the rows with a speed figure (not the OOM, N/A and error rows)"
     else:
         speed = ""
     # Registry names written in the expression (`-k "Llama-2-7b-hf and lora"`), longest first, and
-    # profile names with their dashes written as underscores (`-k cpu_tiny`).
+    # profile names with their dashes written as underscores (`-k cpu_tiny`), the other profiles' too.
     model_fixes = {
         name: model_slug(name)
-        for name in sorted(models, key=len, reverse=True)
+        for name in sorted({c.model for c in everywhere}, key=len, reverse=True)
         if _written(name, keyword) and name != model_slug(name)
     }
-    profile_fixes = {p.replace("-", "_"): p for p in profiles if "-" in p and _written(p.replace("-", "_"), keyword)}
+    named = [*profiles, *others]
+    profile_fixes = {p.replace("-", "_"): p for p in named if "-" in p and _written(p.replace("-", "_"), keyword)}
+    said = []
     if model_fixes or profile_fixes:
         kinds = [("a model by its slug", model_fixes), ("a profile by its name", profile_fixes)]
-        what = " and ".join(kind for kind, fixes in kinds if fixes)
-        fixed = _fixed(keyword, {**model_fixes, **profile_fixes})
-        return f"conformance: -k {keyword!r} selects no row: row ids name {what}; try -k {fixed!r}"
-    return _parts_hint(keyword, cases, listing or f"{suite_command()} --collect-only -q") + speed
+        said.append(f"row ids name {' and '.join(kind for kind, fixes in kinds if fixes)}")
+        keyword_now = _fixed(keyword, {**model_fixes, **profile_fixes})
+    else:
+        keyword_now = keyword
+    if not said or _unknown_words(keyword_now, everywhere):
+        # A word no row id contains, the other profiles' included (`-k "Llama-2-7b-hf and nf4dq"`).
+        text, keyword_now = _parts_hint(
+            keyword_now, cases, everywhere, listing or f"{suite_command()} --collect-only -q"
+        )
+        said.append(text)
+    if keyword_now is None:
+        return f"{head}: {'; '.join(said)}{speed}"
+    line = f"{head}: {'; '.join(said)}; try -k {keyword_now!r}"
+    if not any(_matches(keyword_now, _names(c.profile, c)) for c in cases):
+        # Spelled right, it names rows of a profile the session does not check (`--profile cpu-tiny`).
+        if elsewhere := _elsewhere(keyword_now, others, chosen, defaults):
+            return f"{line}, which selects no row of {', '.join(profiles)}; {elsewhere}"
+    return line + speed
+
+
+def _elsewhere(
+    keyword: str, others: Mapping[str, list[Any]], chosen: Sequence[str], defaults: Collection[str]
+) -> str | None:
+    """Which of the folder's other profiles have rows that ``keyword`` selects, and the ``--profile``
+    that checks them (None: none has)."""
+    found = {name: n for name, rows in others.items() if (n := _selected(keyword, name, rows))}
+    if not found:
+        return None
+    has = ", ".join(f"profile {name} has {n}" for name, n in found.items())
+    add = "add " + " ".join(f"--profile {name}" for name in found)
+    drop = " ".join(f"--profile {name}" for name in chosen)
+    return f"{has}: {f'drop {drop} or {add}' if chosen and set(found) <= set(defaults) else add}"
 
 
 def _written(name: str, keyword: str) -> bool:
@@ -95,15 +122,14 @@ def _word(name: str) -> str:
     return rf"(?<![\w-]){re.escape(name)}(?![\w-])"
 
 
-def _parts_hint(keyword: str, cases: list[Any], listing: str) -> str:
-    """Name the words of ``keyword`` that no row id contains, with the id parts each resembles: a
-    ``try -k`` when each is one part but for its separators or their order (``nf4dq``,
-    ``llama_tiny``), else how ids are made and of which parts."""
+def _parts_hint(keyword: str, cases: list[Any], known: list[Any], listing: str) -> tuple[str, str | None]:
+    """Name the words of ``keyword`` that no row id of ``known`` (the folder's rows) contains, with
+    the id parts each resembles, and the fixed expression when each is one part but for its
+    separators or their order (``nf4dq``, ``llama_tiny``); else say how ``cases``' ids are made
+    and of which parts (and no fixed expression). The text follows "selects no row: "."""
     parts = {kind: sorted({v for v in map(read, cases) if v}, key=_natural) for kind, read in _PARTS}
-    haystack = [name for c in cases for name in _names(c.profile, c)]
-    words = _required_words(keyword)
-    unknown = [w for w in dict.fromkeys(words) if not any(w.lower() in text for text in haystack)]
-    every = sorted({p for values in parts.values() for p in values}, key=_natural)
+    unknown = _unknown_words(keyword, known)
+    every = sorted({v for c in known for _, read in _PARTS if (v := read(c))}, key=_natural)
     fixes: dict[str, str] = {}
     named = []
     for word in unknown:
@@ -115,11 +141,16 @@ def _parts_hint(keyword: str, cases: list[Any], listing: str) -> str:
     made = "; ".join(f"{kind} {', '.join(values)}" for kind, values in parts.items() if values)
     shape = f"row ids are workload-[method-]model-quantization-[mbN-]Ngpu, of {made} ({listing} lists every id)"
     if unknown and len(fixes) == len(unknown):
-        fixed = _fixed(keyword, fixes)
-        return f"conformance: -k {keyword!r} selects no row: no row id contains {_and(named)}; try -k {fixed!r}"
+        return f"no row id contains {_and(named)}", _fixed(keyword, fixes)
     if unknown:
-        return f"conformance: -k {keyword!r} selects no row: no row id contains {_and(named)}; {shape}"
-    return f"conformance: -k {keyword!r} selects no row: each of its words is in some row id, none matches it whole; {shape}"
+        return f"no row id contains {_and(named)}; {shape}", None
+    return f"each of its words is in some row id, none matches it whole; {shape}", None
+
+
+def _unknown_words(keyword: str, known: list[Any]) -> list[str]:
+    """The words of ``keyword`` that a selected row must contain and no row of ``known`` does."""
+    haystack = [name for c in known for name in _names(c.profile, c)]
+    return [w for w in dict.fromkeys(_required_words(keyword)) if not any(w.lower() in text for text in haystack)]
 
 
 def _names(profile: str, case: Any) -> list[str]:

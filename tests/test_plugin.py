@@ -1358,6 +1358,35 @@ def test_the_hint_spells_a_profile_name_as_row_ids_do() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("keyword", "hint"),
+    [
+        ("Llama-2-7b-hf", "row ids name a model by its slug; try -k 'llama2_7b', which selects no row of cpu-tiny;"
+         " profile a100-sxm4-40gb has 2: drop --profile cpu-tiny or add --profile a100-sxm4-40gb"),
+        ("Llama-2-7b-hf and nf4dq", "row ids name a model by its slug; no row id contains 'nf4dq' (like 'nf4_dq');"
+         " try -k 'llama2_7b and nf4_dq', which selects no row of cpu-tiny; profile a100-sxm4-40gb has 1: drop"
+         " --profile cpu-tiny or add --profile a100-sxm4-40gb"),
+        ("llama2_7b and nf4dq", "no row id contains 'nf4dq' (like 'nf4_dq'); try -k 'llama2_7b and nf4_dq', which"
+         " selects no row of cpu-tiny; profile a100-sxm4-40gb has 1: drop --profile cpu-tiny or add --profile"
+         " a100-sxm4-40gb"),
+        ("tiny-llama and nf4dq", "row ids name a model by its slug; no row id contains 'nf4dq' (like 'nf4_dq');"
+         " try -k 'tiny_llama and nf4_dq'"),
+    ],
+)  # fmt: skip
+def test_the_hint_spells_a_model_of_a_profile_the_session_does_not_check(keyword: str, hint: str) -> None:
+    """`--profile cpu-tiny -k Llama-2-7b-hf` was told that no row id contains 'Llama-2-7b-hf' and what
+    cpu-tiny's ids are made of: the registry name was known only among the active profile's models,
+    and a slug fix stopped at the first mistake (`try -k 'llama2_7b and nf4dq'`)."""
+    from conformance.keyword_hint import no_row_hint
+
+    tiny = SimpleNamespace(profile="cpu-tiny", id=case_id("inference", None, "tiny-llama", "bnb.nf4-dq", None, 1),
+                           workload="inference", method=None, model="tiny-llama", quantize="bnb.nf4-dq",
+                           micro_batch_size=None, devices=1, time_1k_iters_min=None, tokens_per_sec=1.0)  # fmt: skip
+    others = {"a100-sxm4-40gb": _hint_cases()}
+    found = no_row_hint(keyword, [tiny], others=others, chosen=["cpu-tiny"], defaults=["cpu-tiny", "a100-sxm4-40gb"])
+    assert found == f"conformance: -k {keyword!r} selects no row: {hint}"
+
+
 def test_a_profile_without_speed_figures_has_no_speed_items_and_says_so(suite: Suite) -> None:
     """A CPU profile recorded on a busy machine has no speed figure: before, its test_speed was
     pytest's placeholder, skipped as "got empty parameter set", and nothing said its rows went
