@@ -164,6 +164,7 @@ def cmd_params(args: argparse.Namespace) -> dict[str, Any]:
         "non_trainable": total - trainable if args.method != "none" else total,
         "total": total,
         "quantize": args.quantize,
+        "precision": args.precision,  # the dtype weight_bytes counts the unquantized weights in
         "weight_bytes": model_weight_bytes(model, args.quantize, PRECISIONS[args.precision]),
     }
 

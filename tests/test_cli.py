@@ -85,6 +85,16 @@ def test_params_totals(capsys: pytest.CaptureFixture[str], model: str) -> None:
     assert result["weight_bytes"] == 2 * TOTALS[model]  # bf16 by default
 
 
+def test_params_says_the_precision_its_weight_bytes_are_counted_in(capsys: pytest.CaptureFixture[str]) -> None:
+    """weight_bytes depends on --precision (fp32 weights take twice bf16's bytes): the result says which."""
+    default, _, _ = run_json(capsys, "params", "tiny-llama")
+    fp32, _, _ = run_json(capsys, "params", "tiny-llama", "--precision", "32-true")
+    assert (default["precision"], fp32["precision"]) == ("bf16-true", "32-true")
+    assert fp32["weight_bytes"] == 2 * default["weight_bytes"] == 4 * fp32["total"]
+    code, lines, _ = run_cli(capsys, "params", "tiny-llama", "--precision", "32-true")
+    assert code == 0 and "precision: 32-true" in lines
+
+
 def test_params_llama2_7b_json_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     code, lines, err = run_cli(capsys, "params", "Llama-2-7b-hf", "--json")
     assert (code, err, len(lines)) == (0, "", 1)
