@@ -109,6 +109,11 @@ class _Version(argparse.Action):
         parser.exit()
 
 
+# A choice other tools spell differently, whose closest spelling here means something else:
+# Lightning's accelerator "gpu" is "cuda" (by spelling alone, "cpu").
+_MEANT = {"gpu": "cuda"}
+
+
 class OneLineParser(argparse.ArgumentParser):
     """``argparse`` with the bad-input contract: an error is one line on stderr
     (``prog: error: message``, no usage block) and exit status 2.
@@ -162,6 +167,8 @@ class OneLineParser(argparse.ArgumentParser):
         if choices is None or value in choices:
             return
         near = difflib.get_close_matches(value, [str(c) for c in choices], n=1) if isinstance(value, str) else []
+        if _MEANT.get(value) in choices:
+            near = [_MEANT[value]]
         hint = f"; did you mean {near[0]!r}?" if near else ""
         listed = ", ".join(map(repr, choices))
         raise argparse.ArgumentError(action, f"invalid choice: {value!r}{hint} (choose from {listed})")

@@ -194,6 +194,11 @@ BAD = {
     # "unrecognized arguments: --jsn"), where an unknown model or profile names the closest.
     "misspelled-subcommand": (("finetne", "lora", *TINY), r"invalid choice: 'finetne'; did you mean 'finetune'\? \("),
     "misspelled-quantize": (("params", "tiny-llama", "--quantize", "nf4"), r"'nf4'; did you mean 'bnb\.nf4'\? \("),
+    # Before: "did you mean 'cpu'?", the closest spelling of Lightning's name for a GPU.
+    "lightning-accelerator-gpu": (
+        ("generate", *TINY, "--accelerator", "gpu"),
+        r"invalid choice: 'gpu'; did you mean 'cuda'\? \(",
+    ),
     "misspelled-option": (
         ("params", "tiny-llama", "--jsn"),
         r"^litgpt-min params: error: .*: --jsn; did you mean --json\?$",
