@@ -662,6 +662,10 @@ def _default(fn: Callable[..., int], name: str, config: Config | None, flag: str
 
 def _config(args: argparse.Namespace) -> tuple[Config, str]:
     if args.model is not None:
+        if args.model not in configs and os.path.exists(args.model):  # --config's file or folder
+            raise EstimateUsageError(
+                f"--model {args.model}: is a path, not a registry name: give a checkpoint's config as --config"
+            )
         return Config.from_name(args.model), args.model
     path: Path = args.config
     try:

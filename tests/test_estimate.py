@@ -1478,6 +1478,21 @@ def test_a_checkpoint_folder_given_as_the_config_names_the_file_to_pass(
     )
 
 
+@pytest.mark.parametrize("given", ["file", "folder"])
+def test_a_checkpoint_path_given_as_the_model_points_to_config(
+    given: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: "unknown model '.../lit_config.json' (known: ...)", the registry's names alone."""
+    Config.from_name("tiny-llama").to_file(tmp_path / "lit_config.json")
+    path = tmp_path / "lit_config.json" if given == "file" else tmp_path
+    code = conformance_main(["estimate", "--model", str(path), "--workload", "inference", "--json"])
+    assert code == 2
+    assert capsys.readouterr().err == (
+        f"conformance estimate: --model {path}: is a path, not a registry name: give a checkpoint's config"
+        " as --config\n"
+    )
+
+
 def test_a_config_without_a_name_given_by_its_bare_file_name_is_named_after_its_folder(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
