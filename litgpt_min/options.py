@@ -21,6 +21,7 @@ CLI turns it into one line and exit status 2.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import re
 import types
@@ -791,7 +792,9 @@ def build_request(workload: Workload, values: Mapping[str, Any]) -> RunRequest:
     known = FLAT_OPTIONS[workload]
     unknown = sorted(set(values) - set(known))
     if unknown:
-        raise ValueError(f"unknown run option {unknown[0]!r} for {workload} (known: {', '.join(sorted(known))})")
+        close = difflib.get_close_matches(unknown[0], known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown run option {unknown[0]!r} for {workload}{hint} (known: {', '.join(sorted(known))})")
     given = typed_flat(workload, values)
     for required in ("model", "method") if workload == "finetune" else ("model",):
         if required not in given:

@@ -103,7 +103,7 @@ def test_defaults_are_the_references() -> None:
 @pytest.mark.parametrize(
     ("workload", "values", "match"),
     [
-        ("finetune", {"model": "tiny-llama", "method": "lora", "max_iter": 3}, r"unknown run option 'max_iter' for finetune"),
+        ("finetune", {"model": "tiny-llama", "method": "lora", "max_iter": 3}, r"unknown run option 'max_iter' for finetune; did you mean 'max_iters'\? \(known: "),
         ("finetune", {"model": "tiny-llama", "method": "lora", "top_k": 3}, r"unknown run option 'top_k' for finetune"),
         ("inference", {"model": "tiny-llama", "lora_r": 4}, r"unknown run option 'lora_r' for inference"),
         ("finetune", {"model": "tiny-llama", "method": "lora", "max_iters": "8"}, r"run option 'max_iters': expected int, got '8'"),
