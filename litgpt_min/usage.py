@@ -109,9 +109,19 @@ class _Version(argparse.Action):
         parser.exit()
 
 
-# A choice other tools spell differently, whose closest spelling here means something else:
-# Lightning's accelerator "gpu" is "cuda" (by spelling alone, "cpu").
-_MEANT = {"gpu": "cuda"}
+# Choices of Lit-GPT or Lightning whose closest spelling here means something else, each with the
+# choice that tells it applies (among the option's choices) and what the error says instead of the
+# closest spelling: Lightning's accelerator "gpu" is "cuda" (by spelling alone, "cpu"); QLoRA is
+# LoRA on a 4-bit model (by spelling alone, LoRA, with the quantization lost); Lit-GPT's int8 and
+# GPTQ modes are left out (by spelling alone, nf4: another format).
+_LEFT_OUT = "a mode of Lit-GPT left out here, as no table row uses it"
+_MEANT = {
+    "gpu": ("cuda", "did you mean 'cuda'?"),
+    "qlora": ("lora", "QLoRA is 'lora' with --quantize bnb.nf4 (or bnb.nf4-dq)"),
+    "bnb.int8": ("bnb.nf4", _LEFT_OUT),
+    "bnb.int8-training": ("bnb.nf4", _LEFT_OUT),
+    "gptq.int4": ("bnb.nf4", _LEFT_OUT),
+}
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -167,9 +177,9 @@ class OneLineParser(argparse.ArgumentParser):
         if choices is None or value in choices:
             return
         near = difflib.get_close_matches(value, [str(c) for c in choices], n=1) if isinstance(value, str) else []
-        if _MEANT.get(value) in choices:
-            near = [_MEANT[value]]
         hint = f"; did you mean {near[0]!r}?" if near else ""
+        if isinstance(value, str) and value.lower() in _MEANT and _MEANT[value.lower()][0] in choices:
+            hint = f"; {_MEANT[value.lower()][1]}"
         listed = ", ".join(map(repr, choices))
         raise argparse.ArgumentError(action, f"invalid choice: {value!r}{hint} (choose from {listed})")
 
