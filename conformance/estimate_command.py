@@ -130,7 +130,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="estimate peak GPU memory without a GPU: every row of a profile, or one configuration",
         description="Peak memory (torch.cuda.max_memory_allocated) estimated on fake tensors, without a GPU."
         " Exit status: 0 whenever an estimate is given, whatever its outcome (ok, oom, unsupported: read the"
-        " outcome), 2 bad input.",
+        " outcome), 2 bad input, 130 on Ctrl-C.",
     )
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--profile", help="estimate every row of this profile")
