@@ -51,7 +51,7 @@ from litgpt_min.estimate import (
     train_lengths,
 )
 from litgpt_min.fake_step import PHASE_TEXT
-from litgpt_min.hf_config import config_from_hf
+from litgpt_min.hf_config import config_from_hf, folder_model_name
 from litgpt_min.measure import gb_text
 from litgpt_min.options import (
     FINETUNE_METHODS,
@@ -673,8 +673,7 @@ def _config(args: argparse.Namespace) -> tuple[Config, str]:
     except ValueError as exc:  # the file and the field, in one line
         raise EstimateUsageError(str(exc)) from None
     if not config.name:  # named after its folder, in the output and in every message about it
-        # (absolute first: a bare file name's parent is "", not the folder it is in)
-        config = Config.from_dict({**config.to_dict(), "name": Path(os.path.abspath(path)).parent.name})
+        config = Config.from_dict({**config.to_dict(), "name": folder_model_name(path.parent)})
     return config, config.name
 
 

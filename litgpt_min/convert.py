@@ -63,7 +63,7 @@ from litgpt_min.files import (
     copy_regular_file_within,
     real_path,
 )
-from litgpt_min.hf_config import Family, config_from_hf, hf_family, tied_embeddings
+from litgpt_min.hf_config import Family, config_from_hf, folder_model_name, hf_family, tied_embeddings
 from litgpt_min.model import GPT
 
 Role = Literal["copy", "q", "k", "v"]
@@ -479,7 +479,7 @@ def convert_hf_checkpoint(hf_dir: str | Path, out_dir: str | Path, model_name: s
     family = hf_family(hf_config, str(config_path))
     config = config_from_hf(hf_config, model_name, source=str(config_path))
     if model_name is None:
-        config = dataclasses.replace(config, name=real_path(hf_dir).name)
+        config = dataclasses.replace(config, name=folder_model_name(hf_dir))
     tied = tied_embeddings(hf_config, family, str(config_path))
     layers_field = f"--model {model_name}: n_layer" if model_name else "num_hidden_layers"
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Literal
 
 from litgpt_min.config import Config
@@ -389,10 +391,21 @@ def _config(src: str, family: Family, **fields: Any) -> Config:
         raise ValueError(f"{src}: {names[match[1]]} (Lit-GPT's {match[1]}): {match[2]}") from None
 
 
+def folder_model_name(folder: str | Path) -> str:
+    """The model name a checkpoint folder gives: the folder's own name as the path spells it (a link
+    named after the model is not resolved to its target), or NAME for a huggingface_hub cache
+    snapshot, ``models--ORG--NAME/snapshots/REVISION``, whose own name is a commit hash."""
+    path = Path(os.path.abspath(folder))  # absolute first: "." and a bare file's folder have names
+    repo = path.parent.parent.name
+    if path.parent.name == "snapshots" and repo.startswith("models--"):
+        return repo.split("--")[-1]  # the hub forbids "--" in a repository id, so it separates ORG
+    return path.name
+
+
 def tied_embeddings(hf_config: Mapping[str, Any], family: Family, source: str = "config.json") -> bool:
     """Whether ``lm_head`` shares the embedding's weight (``tie_word_embeddings``, else the family's
     transformers default)."""
     return _bool(hf_config, source, "tie_word_embeddings", _TIED_BY_DEFAULT[family])
 
 
-__all__ = ["ARCHITECTURES", "Family", "config_from_hf", "hf_family", "tied_embeddings"]
+__all__ = ["ARCHITECTURES", "Family", "config_from_hf", "folder_model_name", "hf_family", "tied_embeddings"]

@@ -640,6 +640,12 @@ def test_a_hub_cache_snapshot_with_links_into_its_blobs_converts(tmp_path: Path,
     convert_hf_checkpoint(snapshot, tmp_path / "lit")
     copied = tmp_path / "lit" / "tokenizer.json"
     assert copied.read_text() == '{"t": 1}' and not copied.is_symlink()
+    # Named after the repository, not the revision (it was "abc123"); a link named after the model
+    # keeps its name (it was resolved to the snapshot's).
+    assert Config.from_file(tmp_path / "lit" / "lit_config.json").name == "tiny"
+    (tmp_path / "My-Llama").symlink_to(snapshot)
+    convert_hf_checkpoint(tmp_path / "My-Llama", tmp_path / "lit2")
+    assert Config.from_file(tmp_path / "lit2" / "lit_config.json").name == "My-Llama"
 
 
 def test_a_gap_in_the_layer_indices_is_named() -> None:

@@ -2190,6 +2190,24 @@ def test_a_hugging_face_config_json_is_estimated_as_convert_hf_would_read_it(
     assert code == 2 and "unsupported architecture ['MistralForCausalLM']" in err
 
 
+def test_a_hub_cache_snapshots_config_json_is_named_after_its_repository(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """huggingface_hub keeps a download in models--ORG--NAME/snapshots/REVISION: a config.json there
+    without _name_or_path (transformers 5 writes none) was named by the revision's hash, which no
+    tokenizer is known by ("no tokenizer family known for model 'f5db02db...'; give --seq-len")."""
+    hf = {
+        "architectures": ["LlamaForCausalLM"], "vocab_size": 96, "hidden_size": 64, "num_attention_heads": 8,
+        "num_hidden_layers": 2, "intermediate_size": 160, "max_position_embeddings": 128,
+    }  # fmt: skip
+    snapshot = tmp_path / "models--meta-llama--Llama-2-7b-chat-hf" / "snapshots" / "f5db02db724555f9"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text(json.dumps(hf))
+    code, out, err = run_cli(["--config", str(snapshot / "config.json"), "--workload", "inference", "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["model"] == "Llama-2-7b-chat-hf"  # hence Llama 2's tokenizer: no --prompt-len needed
+
+
 def test_an_error_that_overflows_is_no_figure() -> None:
     """An expected figure of 1e-320 GB (a hand-edited profile) gave an error of inf, written as
     Infinity by --json and "+inf%" in the table."""
