@@ -78,14 +78,14 @@ def _renamed(overrides: Mapping[str, Any], where: str) -> dict[str, Any]:
         field = _JSON_RENAMES.get(key, key)
         if field in spelled and renamed[field] != value:
             raise ValueError(
-                f"{where}: {key}: {_shown(value)} disagrees with {spelled[field]}: {_shown(renamed[field])}"
+                f"{where}: {key}: {shown(value)} disagrees with {spelled[field]}: {shown(renamed[field])}"
                 " (two spellings of one field)"
             )
         renamed[field], spelled[field] = value, key
     return renamed
 
 
-def _shown(value: Any) -> str:
+def shown(value: Any) -> str:
     """A config value as its file spells it (JSON), or its repr when JSON cannot (a YAML date)."""
     try:
         return json.dumps(value)
@@ -314,7 +314,7 @@ class Config:
             field = _JSON_RENAMES.get(key, key)
             if field in spelled and values[spelled[field]] != value:
                 raise ValueError(
-                    f"{where}{key}: {_shown(value)} disagrees with {spelled[field]}: {_shown(values[spelled[field]])}"
+                    f"{where}{key}: {shown(value)} disagrees with {spelled[field]}: {shown(values[spelled[field]])}"
                     " (two spellings of one field)"
                 )
             spelled[field] = key
@@ -322,10 +322,10 @@ class Config:
                 neutral, feature = _LATER_FIELDS[field]
                 if neutral is not None and type(value) is not type(neutral):
                     kind = "true or false" if isinstance(neutral, bool) else "an integer"
-                    raise ValueError(f"{where}{key}: expected {kind}, got {_shown(value)}")
+                    raise ValueError(f"{where}{key}: expected {kind}, got {shown(value)}")
                 if value != neutral:  # its type is checked above
                     raise ValueError(
-                        f"{where}{key}: {_shown(value)} turns on {feature}, which litgpt_min does not "
+                        f"{where}{key}: {shown(value)} turns on {feature}, which litgpt_min does not "
                         f"implement (only {json.dumps(neutral)} is supported)"
                     )
                 continue
@@ -337,7 +337,7 @@ class Config:
                 hint = f" (did you mean {', '.join(close)}?)" if close else ""
                 raise ValueError(f"{where}unknown config field {key!r}{hint}")
             if not _has_kind(value, kinds[field]):
-                raise ValueError(f"{where}{key}: expected {kinds[field]}, got {_shown(value)}")
+                raise ValueError(f"{where}{key}: expected {kinds[field]}, got {shown(value)}")
             kwargs[field] = value
         hf = later.get("hf_config", {})
         if not isinstance(hf, Mapping) or not all(isinstance(hf.get(k, ""), str) for k in ("name", "org")):
@@ -353,7 +353,7 @@ class Config:
             )
         attn_bias = later.get("attn_bias", False)
         if not isinstance(attn_bias, bool):
-            raise ValueError(f"{where}attn_bias: expected true or false, got {_shown(attn_bias)}")
+            raise ValueError(f"{where}attn_bias: expected true or false, got {shown(attn_bias)}")
         if attn_bias and not config.bias:
             raise ValueError(
                 f"{where}attn_bias: true with bias false (a bias on qkv alone), which litgpt_min does not implement"

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from litgpt_min.config import Config
+from litgpt_min.config import Config, shown
 
 Family = Literal["llama", "gpt_neox", "phi", "falcon"]
 
@@ -57,20 +57,20 @@ _CHECKED_FIELDS = (
 
 _MISSING: Any = object()
 
-# config.json keys that change the model's forward pass in a way litgpt_min does not implement:
-# refused when set (not null, not false), never ignored, since ignoring one would convert the
-# checkpoint into a different model. (RoPE variants, partial rotary on Llama/Falcon, ALiBi and
-# qk-norm are checked where the family is derived.)
-_UNSUPPORTED_KEYS = (
-    "quantization_config",  # a pre-quantized checkpoint (GPTQ, AWQ, bitsandbytes): its weights are not floats
-    "sliding_window",
-    "attn_logit_softcapping",
-    "final_logit_softcapping",
-    "embedding_multiplier",
-    "logits_scaling",
-    "residual_multiplier",
-    "attention_multiplier",
-)
+# config.json keys that change the model's forward pass in a way litgpt_min does not implement, and
+# the feature each turns on: refused when set (not null, not false), never ignored, since ignoring
+# one would convert the checkpoint into a different model. (RoPE variants, partial rotary on
+# Llama/Falcon, ALiBi and qk-norm are checked where the family is derived; a pre-quantized
+# checkpoint's quantization_config, whose weights are not floats, where these are.)
+_UNSUPPORTED_KEYS: dict[str, str] = {
+    "sliding_window": "sliding-window attention",
+    "attn_logit_softcapping": "attention logit soft-capping",
+    "final_logit_softcapping": "final logit soft-capping",
+    "embedding_multiplier": "scaled embeddings",
+    "logits_scaling": "scaled logits",
+    "residual_multiplier": "scaled residuals",
+    "attention_multiplier": "a custom attention scale",
+}
 
 
 def _value(hf: Mapping[str, Any], names: tuple[str, ...]) -> tuple[str, Any]:
@@ -160,11 +160,21 @@ def config_from_hf(hf_config: Mapping[str, Any], name: str | None = None, *, sou
     finite), and a feature litgpt_min does not implement is refused.
     """
     family = hf_family(hf_config, source)
-    for key in _UNSUPPORTED_KEYS:
+    quantization = hf_config.get("quantization_config")
+    if quantization not in (None, False):  # GPTQ, AWQ, bitsandbytes: named by its method, not dumped whole
+        method = quantization.get("quant_method") if isinstance(quantization, Mapping) else None
+        what = f" (quant_method {shown(method)})" if method is not None else ""
+        raise ValueError(
+            f"{source}: quantization_config: a pre-quantized checkpoint{what}, which litgpt_min does not load"
+            " (its weights are not floats): use the unquantized checkpoint, and --quantize to run it in 4 bits"
+        )
+    for key, feature in _UNSUPPORTED_KEYS.items():
         if hf_config.get(key) not in (None, False):
             if key == "sliding_window" and hf_config.get("use_sliding_window") is False:
                 continue  # declared but switched off (Qwen2-style configs)
-            raise ValueError(f"{source}: {key}: {hf_config[key]!r} is not supported by litgpt_min")
+            raise ValueError(
+                f"{source}: {key}: {shown(hf_config[key])} turns on {feature}, which litgpt_min does not implement"
+            )
     layer_types = hf_config.get("layer_types")
     if layer_types is not None and (
         not isinstance(layer_types, list) or any(kind != "full_attention" for kind in layer_types)

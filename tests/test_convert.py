@@ -506,7 +506,11 @@ CONFIG_JSON_CASES = [
         r"rope_parameters\.rope_theta 10000 and the top-level rope_theta 0 disagree",
         id="rope-theta-twice",
     ),
-    pytest.param({"sliding_window": 64}, r"sliding_window: 64 is not supported", id="sliding-window"),
+    pytest.param(  # the feature named, as a Lit-GPT config's sliding_window_size is refused
+        {"sliding_window": 64},
+        r"config\.json: sliding_window: 64 turns on sliding-window attention, which litgpt_min does not implement$",
+        id="sliding-window",
+    ),
     pytest.param(
         {"layer_types": ["full_attention", "sliding_attention"]},
         r"layer_types: only full_attention layers are supported",
@@ -517,9 +521,11 @@ CONFIG_JSON_CASES = [
     ),
     pytest.param({"hidden_act": ["silu"]}, r"hidden_act: expected a string, got \['silu'\]", id="activation-type"),
     # Converted (and so ignored) before:
-    pytest.param(
-        {"quantization_config": {"quant_method": "bitsandbytes", "load_in_4bit": True}},
-        r"quantization_config: .* is not supported by litgpt_min",
+    pytest.param(  # named by its method: the whole object was dumped as a Python dict, and no feature named
+        {"quantization_config": {"quant_method": "gptq", "bits": 4, "group_size": 128, "desc_act": False}},
+        r'config\.json: quantization_config: a pre-quantized checkpoint \(quant_method "gptq"\), which litgpt_min'
+        r" does not load \(its weights are not floats\): use the unquantized checkpoint, and --quantize to run it"
+        r" in 4 bits$",
         id="pre-quantized",
     ),
     pytest.param(
