@@ -264,8 +264,11 @@ def _derive_config(hf: Mapping[str, Any], family: Family, src: str) -> Config:
     n_embd = _int(hf, src, "hidden_size", "n_embed")
     n_head = _int(hf, src, "num_attention_heads", "n_head")
     rope_base, condense, partial = _rope(hf, family, src)
-    # "_name_or_path" is "org/name" for a hub download (absent from transformers 5's save_pretrained).
+    # "_name_or_path" is "org/name" for a hub download, else the folder the model was loaded from
+    # (absent from transformers 5's save_pretrained); "./" or "../" names no model.
     org, _, name = str(hf.get("_name_or_path") or "").rstrip("/").rpartition("/")
+    if name in (".", ".."):
+        org = name = ""
     vocab_size = _int(hf, src, "vocab_size")
     common: dict[str, Any] = dict(
         name=name,

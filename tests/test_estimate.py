@@ -2208,6 +2208,26 @@ def test_a_hub_cache_snapshots_config_json_is_named_after_its_repository(
     assert json.loads(out)["model"] == "Llama-2-7b-chat-hf"  # hence Llama 2's tokenizer: no --prompt-len needed
 
 
+@pytest.mark.parametrize("name_or_path", ["./", "..", "/data/ckpt/", "meta-llama/Llama-2-7b-chat-hf"])
+def test_a_config_json_loaded_from_a_relative_folder_is_named_after_its_own(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name_or_path: str
+) -> None:
+    """transformers records the path a model was loaded from as _name_or_path: "./" named the model
+    ".", in the output's first line and in "no tokenizer family known for model '.'"."""
+    hf = {
+        "architectures": ["LlamaForCausalLM"], "vocab_size": 96, "hidden_size": 64, "num_attention_heads": 8,
+        "num_hidden_layers": 2, "intermediate_size": 160, "max_position_embeddings": 128,
+        "_name_or_path": name_or_path,
+    }  # fmt: skip
+    folder = tmp_path / "Llama-2-7b-chat-hf"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(hf))
+    args = ["--config", str(folder / "config.json"), "--workload", "inference", "--prompt-len", "4", "--json"]
+    code, out, err = run_cli(args, capsys)
+    assert code == 0, err
+    assert json.loads(out)["model"] == ("ckpt" if name_or_path == "/data/ckpt/" else "Llama-2-7b-chat-hf")
+
+
 def test_an_error_that_overflows_is_no_figure() -> None:
     """An expected figure of 1e-320 GB (a hand-edited profile) gave an error of inf, written as
     Infinity by --json and "+inf%" in the table."""
