@@ -18,6 +18,7 @@ import difflib
 import functools
 import json
 import math
+import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -492,7 +493,9 @@ def _sort_key(error: ValidationError) -> tuple[str, ...]:
 
 # Semantic checks ------------------------------------------------------------------------------------
 def _semantic_problems(path: Path, data: dict[str, Any]) -> Iterator[ExpectationError]:
-    folder = real_path(path).parent.name
+    # The folder the file is listed in, whose name the profile goes by: not the one a linked file
+    # or folder leads to (a table shared through a link is this profile's, under this name).
+    folder = Path(os.path.abspath(path)).parent.name
     if data["profile"] != folder:
         yield ExpectationError(
             path, f"must equal the folder name {folder!r} (got {data['profile']!r})", None, "profile"

@@ -607,6 +607,19 @@ def test_a_json_entry_that_is_not_a_readable_file_is_refused_not_left_out(tmp_pa
         load_profile("tmp", tmp_path)
 
 
+def test_a_linked_file_or_folder_goes_by_the_name_it_is_listed_under(tmp_path: Path) -> None:
+    """Before, the profile field was held to the name of the folder the link leads to: a table
+    shared into ``mine/`` from ``shared/`` read "must equal the folder name 'shared' (got 'mine')",
+    and a folder ``mine`` linked to ``mine-v2/`` validated only with files saying 'mine-v2'."""
+    shared = _write(tmp_path / "elsewhere", _valid_doc("mine"), profile="shared")
+    (tmp_path / "root" / "mine").mkdir(parents=True)
+    (tmp_path / "root" / "mine" / "t.json").symlink_to(shared)
+    assert [case.profile for case in load_profile("mine", tmp_path / "root").cases] == ["mine", "mine"]
+    (tmp_path / "root" / "linked").symlink_to(shared.parent, target_is_directory=True)
+    with pytest.raises(ExpectationError, match=r"field 'profile': must equal the folder name 'linked' \(got 'mine'\)"):
+        load_profile("linked", tmp_path / "root")
+
+
 def test_a_fifo_among_a_profiles_files_is_refused_not_read(tmp_path: Path) -> None:
     """Before, reading it blocked `conformance validate` and the suite for ever."""
     good = _write(tmp_path, _valid_doc(), "a.json")
