@@ -70,6 +70,8 @@ _ROW_OPTIONS = ("model", "method", "micro_batch_size", "quantize", "devices", "n
 # Run options the session decides for every row (the device it found, --emulate-memory-gb's cap).
 _SESSION_OPTIONS = ("accelerator", "memory_cap_gb")
 _TOLERANCE_KEYS = ("memory_rel", "speed_rel", "estimate_rel")
+# A profile's name is its folder's name (the schema's pattern of the profile field).
+PROFILE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 # The card a profile describes, and the cap its rows were measured under: every file of it agrees
 # on these (usable_memory_gb and memory_cap_gb may be absent in all).
 CARD_KEYS = ("sku", "memory_gb", "memory_bytes", "usable_memory_gb", "memory_cap_gb")
@@ -746,6 +748,10 @@ def load_profile(name: str, root: Path = DEFAULT_ROOT, usage: str = PROFILE_USAG
             + (f"; {folder}" if folder else ""),
         )
     directory = root / name
+    if not PROFILE_NAME.match(name):  # no profile field could both match the schema and name the folder
+        raise ExpectationError(
+            directory, f"the folder name is the profile name and must match {PROFILE_NAME.pattern}: rename the folder"
+        )
     _validator()  # a schema that cannot be used is one problem, not one per file
     files: dict[Path, dict[str, Any]] = {}
     problems: list[ExpectationError] = []

@@ -13,7 +13,6 @@ import argparse
 import dataclasses
 import math
 import os
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import pytest
 from conformance.display import display
 from conformance.expectations import (
     DEFAULT_ROOT,
+    PROFILE_NAME,
     Case,
     Tolerances,
     list_profiles,
@@ -41,8 +41,6 @@ from litgpt_min.result import MAX_MEMORY_GB
 from litgpt_min.usage import plain_number
 
 DEST_PREFIX = "conformance_"
-# A profile's name is its folder's name.
-PROFILE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
 # The options that name a file or a folder.
 _PATHS = ("expectations", "record", "results", "row_logs", "baseline")

@@ -646,6 +646,20 @@ def test_a_profile_file_whose_suffix_is_not_lower_case_is_refused_not_left_out(t
         load_profile("tmp", tmp_path)
 
 
+@pytest.mark.parametrize("field", ["Cpu-Mine", "cpu-mine"])
+def test_a_folder_whose_name_is_no_profile_name_is_told_to_be_renamed(tmp_path: Path, field: str) -> None:
+    """Before, each file was told "must equal the folder name 'Cpu-Mine' (got 'cpu-mine')", and
+    written so, "must match ^[a-z0-9][a-z0-9._-]*$ (got "Cpu-Mine")": round and round."""
+    _write(tmp_path, _valid_doc(field), profile="Cpu-Mine")
+    _write(tmp_path, _valid_doc(field), name="u.json", profile="Cpu-Mine")
+    with pytest.raises(ExpectationError) as info:
+        load_profile("Cpu-Mine", tmp_path)
+    assert str(info.value) == (
+        f"{tmp_path / 'Cpu-Mine'}: the folder name is the profile name and must match {ex.PROFILE_NAME.pattern}:"
+        " rename the folder"
+    )
+
+
 def test_unknown_profile_lists_the_available_ones(tmp_path: Path) -> None:
     _write(tmp_path, _valid_doc())
     with pytest.raises(ExpectationError, match=r"unknown profile 'tpm'; did you mean 'tmp'\? \(available in .*: tmp\)"):
