@@ -85,7 +85,12 @@ def loads(text: str, **hooks: Any) -> Any:
     """``json.loads`` as every reader of a user's file calls it: a key given twice is a
     ``DuplicateKey`` naming its JSON pointer, and nesting past Python's recursion limit
     (``[[[...]]]``) is a ``ValueError`` ("nested too deeply") rather than a ``RecursionError``.
-    ``hooks``: more of ``json.loads``'s."""
+    ``hooks``: more of ``json.loads``'s. A file saved with a byte order mark is told to be saved
+    without one (``json`` says to decode it as ``utf-8-sig``, which its author cannot do)."""
+    if text.startswith("\ufeff"):
+        raise json.JSONDecodeError(
+            "the file starts with a byte order mark (BOM): save it as UTF-8 without one", text, 0
+        )
     repeats = 0
 
     def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

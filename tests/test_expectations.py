@@ -577,6 +577,10 @@ def test_a_long_list_of_problems_is_cut_after_twenty() -> None:
         ("[" * 100_000, "not valid JSON"),
         ("", "not valid JSON: Expecting value (line 1, column 1)"),
         ("[]", "must be object (got [])"),
+        (
+            "\ufeff{}",
+            "t.json: not valid JSON: the file starts with a byte order mark (BOM): save it as UTF-8 without one",
+        ),
     ],
 )
 def test_non_standard_json_is_refused(tmp_path: Path, text: str, fragment: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from litgpt_min import json_keys
@@ -31,3 +33,12 @@ def test_a_document_without_repeats_reads_as_json_reads_it() -> None:
     value = json_keys.loads(text)
     assert value == {"a": [1, {"b": 2.5, "id": "x"}], "c": None}
     assert all(type(obj) is dict for obj in (value, value["a"][1]))
+
+
+def test_a_byte_order_mark_is_told_to_be_left_out() -> None:
+    """Before: "Unexpected UTF-8 BOM (decode using utf-8-sig)", advice to a programmer, not to the
+    author of the file (a profile, a results file, a config saved by a Windows editor)."""
+    with pytest.raises(json.JSONDecodeError) as refused:
+        json_keys.loads('\ufeff{"a": 1}')
+    assert refused.value.msg == "the file starts with a byte order mark (BOM): save it as UTF-8 without one"
+    assert (refused.value.lineno, refused.value.colno) == (1, 1)
