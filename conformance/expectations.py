@@ -445,7 +445,7 @@ def _schema_problem(path: Path, data: Any, error: ValidationError) -> Iterator[E
             if name not in instance:
                 # A field that may be null is still written: null where it does not apply.
                 nullable = name in properties and _validator().evolve(schema=properties[name]).is_valid(None)
-                what = "missing required field" + (" (null where it does not apply)" if nullable else "")
+                what = custom or "missing required field" + (" (null where it does not apply)" if nullable else "")
                 yield ExpectationError(path, what, case, _dotted([*location, name]))
         return
     if validator == "additionalProperties" and isinstance(instance, dict):
