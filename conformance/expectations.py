@@ -4,8 +4,9 @@ A profile is a folder ``expectations/<profile>/`` of JSON files, one per publish
 table. Every number the suite checks lives there with its provenance; this module only knows
 the shape (``expectations/schema.json``) and the rules the schema cannot express: ids that match
 their fields, ids unique across a profile, models the registry knows, ``runner_options`` that
-``litgpt-min`` accepts for the row, a ``profile`` field that names its folder, files of one
-profile that agree on the card and the tolerances.
+``litgpt-min`` accepts for the row, ``ok`` rows that peak within the memory they run under, a
+``profile`` field that names its folder, files of one profile that agree on the card and the
+tolerances.
 
 Every problem is an :class:`ExpectationError` naming the file, the case and the field, so a typo
 in a data file reads like a test failure, not like a traceback.
@@ -29,7 +30,7 @@ from typing import Any, Literal
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, ValidationError
 
-from conformance.display import display
+from conformance.display import display, significant
 from litgpt_min import json_keys
 from litgpt_min.config import known_names
 from litgpt_min.files import json_text, read_input_text, real_path, write_files_atomic
@@ -223,6 +224,13 @@ class Profile:
     source: Mapping[str, Any] = field(hash=False)
     tolerances: Tolerances
     cases: tuple[Case, ...]
+
+
+def recorded_cap(hardware: Mapping[str, Any]) -> float | None:
+    """The memory a profile's rows were measured under, as a cap (None: the card itself): a CPU
+    profile's own memory; a GPU profile's ``memory_cap_gb`` (``--emulate-memory-gb`` when recorded)."""
+    cap = hardware.get("memory_gb") if hardware.get("sku") == "cpu" else hardware.get("memory_cap_gb")
+    return None if cap is None else float(cap)
 
 
 # Case ids ---------------------------------------------------------------------------------------
@@ -503,9 +511,24 @@ def _semantic_problems(path: Path, data: dict[str, Any]) -> Iterator[Expectation
             path, f"must equal the folder name {folder!r} (got {data['profile']!r})", None, "profile"
         )
     known = known_names()
+    cap = recorded_cap(data["hardware"])
     first_index: dict[str, int] = {}
     for index, row in enumerate(data["cases"]):
         label = row["id"]
+        # Compared as record mode rounds a peak, which can round one at the cap just above it.
+        if cap is not None and row["outcome"] == "ok" and row["max_memory_gb"] > significant(cap):
+            where = (
+                "hardware.memory_gb, the CPU profile's device"
+                if data["hardware"]["sku"] == "cpu"
+                else "hardware.memory_cap_gb"
+            )
+            yield ExpectationError(
+                path,
+                f"is more than the {cap:g} GB its rows run under ({where}): a row that peaks above it runs out of"
+                f" memory, outcome 'oom' (got {_show(row['max_memory_gb'])})",
+                label,
+                "max_memory_gb",
+            )
         if row["model"] not in known:
             close = difflib.get_close_matches(row["model"], known, n=3, cutoff=0.5)
             hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""

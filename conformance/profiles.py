@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from conformance import hardware
 from conformance.display import cap_text, display, rows_text, suite_command
-from conformance.expectations import SCHEMA_PATH, ExpectationError, Profile, list_profiles, load_profile
+from conformance.expectations import SCHEMA_PATH, ExpectationError, Profile, list_profiles, load_profile, recorded_cap
 from conformance.options import Options
 
 # The published tables' card: compared in portable mode when no profile matches this machine's
@@ -126,13 +126,6 @@ def default_profiles(loaded: list[Profile], fp: Mapping[str, Any]) -> list[Profi
     if detected == "cpu":
         return reference + [p for p in loaded if _sku(p) == "cpu" and p.name != REFERENCE_PROFILE]
     return [p for p in loaded if _sku(p) == detected] or reference
-
-
-def recorded_cap(hardware: Mapping[str, Any]) -> float | None:
-    """The memory a profile's rows were measured under, as a cap (None: the card itself): a CPU
-    profile's own memory; a GPU profile's ``memory_cap_gb`` (``--emulate-memory-gb`` when recorded)."""
-    cap = hardware.get("memory_gb") if hardware.get("sku") == "cpu" else hardware.get("memory_cap_gb")
-    return None if cap is None else float(cap)
 
 
 def activate(profile: Profile, options: Options, fp: Mapping[str, Any], recording: bool = False) -> ActiveProfile:

@@ -31,11 +31,12 @@ from conformance.expectations import (
     list_profiles,
     load_file,
     load_profile,
+    recorded_cap,
     write_json_atomic,
     write_json_files_atomic,
 )
 from conformance.hardware import cpu_model, detected_sku
-from conformance.profiles import ActiveProfile, recorded_cap
+from conformance.profiles import ActiveProfile
 from conformance.runner import RunResult
 from conformance.runs import Counts
 from conformance.snapshot import Snapshot

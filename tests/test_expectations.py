@@ -445,6 +445,25 @@ def test_malformed_file_is_refused_with_file_and_field(tmp_path: Path, mutate: A
     assert error.case is None and error.field is not None
 
 
+@pytest.mark.parametrize(
+    "hardware", [{"sku": "cpu", "memory_gb": 0.005}, {"sku": "h100", "memory_gb": 80, "memory_cap_gb": 0.005}]
+)
+def test_an_ok_row_that_peaks_above_the_memory_its_rows_run_under_is_refused(
+    tmp_path: Path, hardware: dict[str, Any]
+) -> None:
+    """Before, a CPU profile copied with a smaller memory_gb (or a cap) kept its larger 'ok' rows and
+    validated; each such row then failed its run as out of memory, and the estimate said 'miss'."""
+    doc = _valid_doc()
+    doc["hardware"] = hardware
+    peak = doc["cases"][0]["max_memory_gb"]
+    error = _refused(_write(tmp_path, doc), "field 'max_memory_gb': is more than the 0.005 GB its rows run under")
+    assert error.case == doc["cases"][0]["id"] and f"(got {peak})" in str(error) and not error.others
+    # A peak at the cap, rounded up as record mode writes it, is still under it.
+    hardware["memory_cap_gb" if "memory_cap_gb" in hardware else "memory_gb"] = peak - peak / 1e5
+    _write(tmp_path, doc)
+    assert load_profile("tmp", tmp_path).cases[0].max_memory_gb == peak
+
+
 def test_runner_options_of_an_unsupported_row_are_checked_without_its_refused_combination(tmp_path: Path) -> None:
     """A quantized 2-device row is refused by its runner (its ``unsupported`` verdict); its options
     are still checked, on the run the row would otherwise be."""
