@@ -559,11 +559,10 @@ def _semantic_problems(path: Path, data: dict[str, Any]) -> Iterator[Expectation
 def _runner_option_problems(path: Path, label: str, row: dict[str, Any]) -> Iterator[ExpectationError]:
     """A row's ``runner_options`` as ``litgpt-min`` would take them: known names, not one the row's
     own fields decide, and values that build a run request for the row (a multi-device row is built
-    without its quantization, which its runner refuses as the row's ``unsupported`` outcome)."""
+    without its quantization, which its runner refuses as the row's ``unsupported`` outcome). A row
+    that ``litgpt-min`` refuses by its own fields must say so: outcome ``unsupported``."""
     options = row.get("runner_options") or {}
-    if not options:
-        return
-    # Imported here: the run options bring torch, which a profile without runner_options never needs.
+    # Imported here: the run options bring torch, which a profile's schema checks never need.
     from litgpt_min.options import FLAT_OPTIONS, build_request
 
     workload = row["workload"]
@@ -593,10 +592,21 @@ def _runner_option_problems(path: Path, label: str, row: dict[str, Any]) -> Iter
     values["quantize"] = row["quantize"] if devices == 1 else None
     if workload == "finetune":
         values.update(method=row["method"], micro_batch_size=_as_int(row["micro_batch_size"]))
-    values.update(options)
     try:
-        build_request(workload, values)
+        build_request(workload, {**values, **options})
     except ValueError as exc:
+        try:
+            build_request(workload, values)
+        except ValueError as alone:  # the row's own fields, refused with or without its options
+            if row["outcome"] != "unsupported":
+                yield ExpectationError(
+                    path,
+                    f"litgpt-min refuses the row, whose outcome {row['outcome']!r} says it runs: {alone}"
+                    " (a refused row's outcome is 'unsupported')",
+                    label,
+                    None,
+                )
+            return
         yield ExpectationError(path, f"litgpt-min refuses them: {exc}", label, "runner_options")
 
 

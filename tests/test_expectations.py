@@ -464,6 +464,22 @@ def test_an_ok_row_that_peaks_above_the_memory_its_rows_run_under_is_refused(
     assert load_profile("tmp", tmp_path).cases[0].max_memory_gb == peak
 
 
+def test_a_row_that_litgpt_min_refuses_by_its_own_fields_is_refused_unless_unsupported(tmp_path: Path) -> None:
+    """Before, an inference row on 2 devices without runner_options validated and was collected,
+    while estimate --profile stopped on a bare '--devices 2: generate runs on one device' naming no
+    file or row; with runner_options, the refusal was put on the field 'runner_options'."""
+    doc = _valid_doc()
+    row = doc["cases"][1]
+    row.update(devices=2, id="inference-tiny_llama-nf4-2gpu")
+    error = _refused(_write(tmp_path, doc), "case 'inference-tiny_llama-nf4-2gpu': litgpt-min refuses the row,")
+    assert error.field is None and "whose outcome 'oom' says it runs: --devices 2" in str(error)
+    row.update(runner_options={"max_new_tokens": 8})
+    assert _refused(_write(tmp_path, doc), "refuses the row").field is None
+    row.update(outcome="unsupported", error="generate runs on one device")
+    _write(tmp_path, doc)
+    assert load_profile("tmp", tmp_path).cases[1].outcome == "unsupported"
+
+
 def test_runner_options_of_an_unsupported_row_are_checked_without_its_refused_combination(tmp_path: Path) -> None:
     """A quantized 2-device row is refused by its runner (its ``unsupported`` verdict); its options
     are still checked, on the run the row would otherwise be."""
@@ -496,8 +512,7 @@ def test_files_of_a_profile_agree_on_card_and_tolerances(tmp_path: Path) -> None
     _write(tmp_path, _valid_doc(), "a.json")
     other = _valid_doc()
     other["cases"] = other["cases"][1:]
-    other["cases"][0]["id"] = "inference-tiny_llama-nf4-2gpu"
-    other["cases"][0]["devices"] = 2
+    other["cases"][0].update(id="inference-tiny_llama-fp4-1gpu", quantize="bnb.fp4")
     other["hardware"]["sku"] = "cpu-big"
     other["tolerances"]["speed_rel"] = 0.3
     error = _refused(_write(tmp_path, other, "b.json"), "'hardware.sku'", "field 'tolerances'")
@@ -514,8 +529,7 @@ def test_files_of_a_profile_agree_on_the_usable_memory_and_the_cap(tmp_path: Pat
     _write(tmp_path, first, "a.json")
     other = _valid_doc()
     other["cases"] = other["cases"][1:]
-    other["cases"][0]["id"] = "inference-tiny_llama-nf4-2gpu"
-    other["cases"][0]["devices"] = 2
+    other["cases"][0].update(id="inference-tiny_llama-fp4-1gpu", quantize="bnb.fp4")
     _refused(_write(tmp_path, other, "b.json"), f"field 'hardware.{key}'", "(1.4)", "(got null)")
     other["hardware"][key] = 1.4
     _write(tmp_path, other, "b.json")
