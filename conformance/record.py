@@ -412,7 +412,7 @@ def summary_lines(
             unchanged += 1
     if unchanged:
         lines.append(f"  {rows_text(unchanged)} measured again, unchanged")
-    if kept := len(new_rows) - len(measured):
+    if (kept := len(new_rows) - len(measured)) > 0:
         lines.append(f"  {rows_text(kept)} not run in this session, kept as {'it was' if kept == 1 else 'they were'}")
     return lines
 
