@@ -39,7 +39,7 @@ from litgpt_min.config import LONG_LONG_MAX, Config, configs
 from litgpt_min.files import lookup_problem
 from litgpt_min.lora import LoRASettings
 from litgpt_min.outcome import UnsupportedCombination
-from litgpt_min.quantize import QUANTIZE_MODES, QuantizeMode, bnb_cpu_problem
+from litgpt_min.quantize import QUANTIZE_MODES, QuantizeMode, bnb_cpu_problem, parse_mode
 from litgpt_min.result import MAX_MEMORY_GB, Workload
 
 Precision = Literal["bf16-true", "16-true", "32-true", "bf16-mixed", "16-mixed"]
@@ -506,8 +506,7 @@ class RunRequest:
                     f" got {self.memory_cap_gb:g}"
                 )
         if self.quantize is not None:
-            if self.quantize not in QUANTIZE_MODES:
-                raise ValueError(f"unknown quantize mode {self.quantize!r}; valid modes: {', '.join(QUANTIZE_MODES)}")
+            parse_mode(self.quantize)
             check_quantize_devices(self.quantize, self.world_size)
             check_quantize_precision(self.quantize, self.precision)
         if self.workload == "inference":

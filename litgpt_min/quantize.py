@@ -40,6 +40,8 @@ from typing import TYPE_CHECKING, Literal, get_args
 import torch
 from torch import Tensor, nn
 
+from litgpt_min.usage import LEFT_OUT_QUANTIZE, LEFT_OUT_TEXT
+
 
 class _OptionalCpuKernelNotice(logging.Filter):
     """Drops the one warning bitsandbytes' CPU backend logs at import on CPUs with AVX512-BF16
@@ -96,7 +98,8 @@ def parse_mode(text: str) -> QuantizeMode:
     for mode in QUANTIZE_MODES:
         if text == mode:
             return mode
-    raise ValueError(f"unknown quantize mode {text!r}; valid modes: {', '.join(QUANTIZE_MODES)}")
+    left_out = f" ({LEFT_OUT_TEXT})" if text in LEFT_OUT_QUANTIZE else ""
+    raise ValueError(f"unknown quantize mode {text!r}{left_out}; valid modes: {', '.join(QUANTIZE_MODES)}")
 
 
 _BNB_ARGS: dict[QuantizeMode, Bnb4bitArgs] = {

@@ -114,13 +114,12 @@ class _Version(argparse.Action):
 # closest spelling: Lightning's accelerator "gpu" is "cuda" (by spelling alone, "cpu"); QLoRA is
 # LoRA on a 4-bit model (by spelling alone, LoRA, with the quantization lost); Lit-GPT's int8 and
 # GPTQ modes are left out (by spelling alone, nf4: another format).
-_LEFT_OUT = "a mode of Lit-GPT left out here, as no table row uses it"
+LEFT_OUT_QUANTIZE = ("bnb.int8-training", "bnb.int8", "gptq.int4")
+LEFT_OUT_TEXT = "a mode of Lit-GPT left out here, as no table row uses it"
 _MEANT = {
     "gpu": ("cuda", "did you mean 'cuda'?"),
     "qlora": ("lora", "QLoRA is 'lora' with --quantize bnb.nf4 (or bnb.nf4-dq)"),
-    "bnb.int8": ("bnb.nf4", _LEFT_OUT),
-    "bnb.int8-training": ("bnb.nf4", _LEFT_OUT),
-    "gptq.int4": ("bnb.nf4", _LEFT_OUT),
+    **{mode: ("bnb.nf4", LEFT_OUT_TEXT) for mode in LEFT_OUT_QUANTIZE},
 }
 
 
