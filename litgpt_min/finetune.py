@@ -305,6 +305,9 @@ def finetune_body(request: RunRequest, config: Config, fabric: Fabric, device: t
     optimizer = fabric.setup_optimizers(optimizer)
     max_iters = options.max_iters or default_max_iters(hp)
     skip = warmup_iters(max_iters)
+    # As the reference's scripts: each rank reseeds before training, so that its dropout masks are
+    # its own (the model was built under one seed on every rank).
+    fabric.seed_everything(1337 + fabric.global_rank)
     stats = train(
         model,
         optimizer,

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from litgpt_min import data, schedstat
+from litgpt_min import data, finetune, schedstat
 from litgpt_min.adapter import AdapterSettings
 from litgpt_min.build import build_model
 from litgpt_min.config import Config
@@ -575,3 +575,26 @@ def test_iteration_1_holds_another_sample_than_iteration_0_where_the_lengths_tie
     assert (dataset.longest_index, later_sample(dataset, hp)) == (0, 1)
     one = _RecordingData([data.Sample(torch.arange(8), torch.arange(8)), data.Sample(torch.arange(3), torch.arange(3))])
     assert later_sample(one, hp) == 0, "the only sample of that length"
+
+
+def test_training_starts_from_the_seed_1337_plus_rank(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Before: the global RNG went on from the model's initialization under seed 1337, on every rank
+    # alike, so the ranks of a several-device run drew the same dropout masks; the reference's
+    # scripts reseed with 1337 + rank before training.
+    states: list[torch.Tensor] = []
+    real_train = train
+
+    def recording_train(*args: Any, **kwargs: Any) -> TrainStats:
+        states.append(torch.get_rng_state())
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(finetune, "train", recording_train)
+    request = build_request(
+        "finetune",
+        {"model": "tiny-llama", "method": "lora", "accelerator": "cpu", "precision": "32-true",
+         "micro_batch_size": 1, "batch_size": 1, "max_iters": 1},
+    )  # fmt: skip
+    result = execute(request, finetune_body, preflight=False)
+    assert result.outcome == "ok", result.error
+    torch.manual_seed(1337)  # rank 0
+    assert len(states) == 1 and torch.equal(states[0], torch.get_rng_state())
