@@ -159,6 +159,7 @@ def train(
         if lr is not None:
             for group in optimizer.param_groups:
                 group["lr"] = lr
+        iter_t0 = time.perf_counter()  # the logged iter time's start, as the reference's: before the batch
         with host_memory():
             input_ids, targets = data.get_batch(train_data, hp.micro_batch_size, generator, forced.get(iter_num))
         input_ids, targets = input_ids.to(device, copy=True), targets.to(device, copy=True)
@@ -171,10 +172,12 @@ def train(
         synchronize(device)
         t1 = time.perf_counter()
         stats.micro_times.append(t1 - t0)
+        iter_end = t1
         if is_step:
             optimizer_step(optimizer)
             synchronize(device)
-            stats.optimizer_times.append(time.perf_counter() - t1)
+            iter_end = time.perf_counter()
+            stats.optimizer_times.append(iter_end - t1)
             # The reference's order: the count of steps before this one decides, then it grows.
             if scheduler is not None and step_count > hp.warmup_steps:
                 scheduler.step()
@@ -184,7 +187,8 @@ def train(
         stats.losses.append(loss.item())
         note = " (optimizer.step)" if is_step else ""
         log(
-            f"iter {iter_num} step {step_count}: loss {stats.losses[-1]:.4f}, iter time: {(t1 - t0) * 1000:.2f}ms{note}"
+            f"iter {iter_num} step {step_count}: loss {stats.losses[-1]:.4f},"
+            f" iter time: {(iter_end - iter_t0) * 1000:.2f}ms{note}"
         )
     stats.cpu_wait = schedstat.since(sched_start)
     return stats

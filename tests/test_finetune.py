@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -598,3 +599,24 @@ def test_training_starts_from_the_seed_1337_plus_rank(monkeypatch: pytest.Monkey
     assert result.outcome == "ok", result.error
     torch.manual_seed(1337)  # rank 0
     assert len(states) == 1 and torch.equal(states[0], torch.get_rng_state())
+
+
+def test_the_logged_iter_time_holds_the_optimizer_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Before: an "(optimizer.step)" line logged the micro-step's time alone; the reference's iter time
+    # ran from before the batch to after the optimizer step.
+    model, dataset, hp, optimizer, scheduler = _accumulating_lora()
+    pause = 0.3
+
+    def slow_step(optimizer: torch.optim.Optimizer) -> None:
+        time.sleep(pause)
+        optimizer_step(optimizer)
+
+    monkeypatch.setattr(finetune, "optimizer_step", slow_step)
+    lines: list[str] = []
+    stats = train(
+        model, optimizer, scheduler, dataset, hp, max_iters=2, device=CPU, synchronize=synchronize, log=lines.append
+    )
+    logged_ms = [float(line.split("iter time: ")[1].split("ms")[0]) for line in lines]
+    assert stats.optimizer_times[0] >= pause
+    assert logged_ms[1] >= 1000 * (stats.micro_times[1] + stats.optimizer_times[0]) - 0.01
+    assert logged_ms[0] >= 1000 * stats.micro_times[0] - 0.01
