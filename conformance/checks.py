@@ -1,4 +1,4 @@
-"""The checks of one row: parameters, the measured run, speed. Each is one parametrized test in
+"""The checks of one row: parameters, the measured run, speed, the estimate. Each is one parametrized test in
 ``conformance/test_rows.py`` that calls into :class:`RowCheck`.
 
 The rules per expected outcome (the comparisons themselves are ``conformance.compare``'s):

@@ -175,7 +175,7 @@ class Tolerances:
             object.__setattr__(self, key, checked_tolerance(key, getattr(self, key)))
 
     def merged(self, overrides: Mapping[str, float] | None) -> Tolerances:
-        """These tolerances with ``overrides`` (either key, or none) applied."""
+        """These tolerances with ``overrides`` (any key, or none) applied."""
         if not overrides:
             return self
         unknown = sorted(set(overrides) - set(_TOLERANCE_KEYS))
