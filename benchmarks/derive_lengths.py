@@ -1,15 +1,16 @@
 """Derive the shipped length profiles ``litgpt_min/lengths/<family>.json`` from the real data.
 
-Reads ``<data-dir>/alpaca/alpaca_data.json`` and ``<data-dir>/tokenizers/<family>/`` (default:
-``../shared/data`` next to the checkout), prepares Alpaca exactly as ``prepare_alpaca`` does,
-and checks the result against the independently recorded ``alpaca/lengths_<family>.json``
+Reads ``<data-dir>/alpaca/alpaca_data.json`` (Stanford Alpaca's 52,002 records) and
+``<data-dir>/tokenizers/<family>/`` (each family's tokenizer file), prepares Alpaca exactly as
+``prepare_alpaca`` does, and checks the result against the independently recorded
+``<data-dir>/alpaca/lengths_<family>.json``
 (split sizes, special tokens, the published and reproduced longest example, the train split's
 count/min/max/median/mean and 16-token histogram) before writing anything.
 
-    python -m benchmarks.derive_lengths            # from the repo root: derive, check, write all four
-    python -m benchmarks.derive_lengths --check    # derive, check, compare with the shipped files
+    python -m benchmarks.derive_lengths --data-dir DATA            # from the repo root: derive, check, write all four
+    python -m benchmarks.derive_lengths --data-dir DATA --check    # derive, check, compare with the shipped files
 
-Only this script needs ../shared; the package reads the JSON it writes. Takes about a minute on
+Only this script needs that data; the package reads the JSON it writes. Takes about a minute on
 two cores (full tokenization of 52,002 records per tokenizer).
 """
 
@@ -36,8 +37,6 @@ from litgpt_min.data import (
 from litgpt_min.files import check_output_dir, write_text_atomic
 from litgpt_min.usage import OneLineParser, console_output
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA_DIR = REPO.parent / "shared" / "data"
 DATA_FILE = "alpaca/alpaca_data.json"
 
 
@@ -96,7 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(
         prog="derive_lengths", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="shared/data (default: %(default)s)")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        required=True,
+        help="holds alpaca/alpaca_data.json, alpaca/lengths_<family>.json and tokenizers/<family>/",
+    )
     parser.add_argument("--out-dir", type=Path, default=LENGTHS_DIR, help="where profiles go (default: %(default)s)")
     parser.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES))
     parser.add_argument("--check", action="store_true", help="compare with the files in --out-dir, write nothing")

@@ -166,7 +166,7 @@ class Tokenizer:
       BOS is prepended when ``add_bos_token`` or ``add_prefix_space`` is true, or when it is a
       ``LlamaTokenizer`` with ``add_bos_token`` unset; HF ids come from its ``bos_token`` /
       ``eos_token``, then from ``generation_config.json``.
-    - A bare file (the shared tokenizers come without configs) gets the outcome those configs
+    - A bare file (a tokenizer copied without its configs) gets the outcome those configs
       had for the tables' models: SentencePiece (Llama 2) prepends its BOS; the byte-level
       tokenizer.json ones (NeoX/StableLM, Falcon, phi-1.5) add no BOS (``bos_id`` None) and use
       ``<|endoftext|>`` as EOS. (Lit-GPT itself adds no BOS when the config is missing.)
@@ -343,7 +343,7 @@ def tokenizer_family(model_name: str) -> Family:
         ("tiny-llama-1.1b", "llama2"),
         ("tiny-llama-1.1b-", "llama2"),
         # CodeLlama's tokenizer is Llama 2's plus infilling tokens (7B/13B: 32,016 ids). We assume
-        # Alpaca counts the same (unverified: the CodeLlama file is not in shared/data).
+        # Alpaca counts the same (unverified: no CodeLlama tokenizer file was at hand to check).
         ("Llama-2-", "llama2"),
         ("CodeLlama-", "llama2"),
         ("falcon-", "falcon"),

@@ -326,6 +326,8 @@ def test_cublas_init_needs_a_gpu_and_says_so_in_one_line(capsys: pytest.CaptureF
         ("extrapolation_error", ["--out", "{tmp}/table.json"], "is an expectations table (profile 'mine')"),
         ("extrapolation_error", ["--out", "{exp}/new.json"], "is inside the expectations folder"),
         ("derive_lengths", ["--families", "bogus"], "argument --families: invalid choice: 'bogus'"),
+        # Before: a default folder outside the checkout, which a clone does not have.
+        ("derive_lengths", ["--check"], "the following arguments are required: --data-dir"),
         ("derive_lengths", ["--data-dir", "{tmp}", "--out-dir", "{tmp}/alpaca/alpaca_data.json"], "not a directory"),
         # Before: found once the derivation had run, in a traceback.
         ("derive_lengths", ["--data-dir", "{tmp}", "--out-dir", "/proc/x/lengths"], "cannot write in /proc"),

@@ -1,8 +1,7 @@
 """Tests for litgpt_min/data.py: tokenizers, Alpaca preparation, length profiles, synthetic data, batching.
 
-Tests marked ``needs_shared`` read the real Alpaca file and tokenizers from ``../shared/data`` next
-to the checkout and are skipped, with the reason, where it is absent. The others use only the
-shipped profiles and synthetic data.
+Tests marked ``needs_data`` read the real Alpaca file and tokenizers (``real_data.py``: the folder
+``CONFORMANCE_DATA_DIR`` names) and skip, with the reason, without them. The others use only the shipped profiles and synthetic data.
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from real_data import ALPACA, DATA, needs_data
 from word_tokenizer import word_tokenizer
 
 from litgpt_min.config import known_names
@@ -42,25 +42,19 @@ from litgpt_min.data import (
     typical_longest,
 )
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-ALPACA = SHARED / "alpaca" / "alpaca_data.json"
-needs_shared = pytest.mark.skipif(
-    not ALPACA.is_file(), reason=f"{SHARED} is absent: the real Alpaca file and tokenizers live in ../shared/data"
-)
-
 # tutorials/resource-tables.md: the longest train example per tokenizer (docs/reference.md, "Alpaca
 # template and split").
 PUBLISHED_LONGEST = {"phi-1_5": 1044, "gpt-neox-20b": 1034, "llama2": 1304, "falcon": 1079}
 
 
 @functools.cache
-def shared_tokenizer(family: str) -> Tokenizer:
-    return Tokenizer(SHARED / "tokenizers" / family)
+def data_tokenizer(family: str) -> Tokenizer:
+    return Tokenizer(DATA / "tokenizers" / family)
 
 
 @functools.cache
 def reference_stats(family: str) -> dict[str, Any]:
-    with open(SHARED / "alpaca" / f"lengths_{family}.json", encoding="utf-8") as fp:
+    with open(DATA / "alpaca" / f"lengths_{family}.json", encoding="utf-8") as fp:
         return json.load(fp)
 
 
@@ -104,10 +98,10 @@ def test_prompt_without_input() -> None:
 # --------------------------------------------------------------------------------------------
 
 
-@needs_shared
+@needs_data
 @pytest.mark.parametrize("family", FAMILIES)
 def test_tokenizer_special_tokens_follow_the_recorded_convention(family: str) -> None:
-    tokenizer, special = shared_tokenizer(family), reference_stats(family)["special_tokens"]
+    tokenizer, special = data_tokenizer(family), reference_stats(family)["special_tokens"]
     assert (tokenizer.use_bos, tokenizer.bos_id, tokenizer.eos_id) == (
         special["bos_added"],
         special["bos_id"],
@@ -126,9 +120,9 @@ def test_tokenizer_special_tokens_follow_the_recorded_convention(family: str) ->
             tokenizer.encode("x", bos=True)
 
 
-@needs_shared
+@needs_data
 def test_tokenizer_accepts_a_file_or_a_directory(tmp_path: Path) -> None:
-    directory = SHARED / "tokenizers" / "gpt-neox-20b"
+    directory = DATA / "tokenizers" / "gpt-neox-20b"
     assert Tokenizer(directory).path == Tokenizer(directory / "tokenizer.json").path
     with pytest.raises(FileNotFoundError, match=r"neither tokenizer\.model nor tokenizer\.json"):
         Tokenizer(tmp_path)
@@ -139,7 +133,7 @@ def test_tokenizer_accepts_a_file_or_a_directory(tmp_path: Path) -> None:
         Tokenizer(tmp_path / "vocab.txt")
 
 
-@needs_shared
+@needs_data
 @pytest.mark.parametrize(
     ("config", "use_bos", "bos_id"),
     [
@@ -152,7 +146,7 @@ def test_tokenizer_accepts_a_file_or_a_directory(tmp_path: Path) -> None:
 def test_tokenizer_config_next_to_the_file_decides_as_lit_gpt(
     tmp_path: Path, config: dict[str, Any], use_bos: bool, bos_id: int | None
 ) -> None:
-    (tmp_path / "tokenizer.json").symlink_to(SHARED / "tokenizers" / "gpt-neox-20b" / "tokenizer.json")
+    (tmp_path / "tokenizer.json").symlink_to(DATA / "tokenizers" / "gpt-neox-20b" / "tokenizer.json")
     (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
     tokenizer = Tokenizer(tmp_path)
     assert (tokenizer.use_bos, tokenizer.bos_id, tokenizer.eos_id) == (use_bos, bos_id, 0)
@@ -209,27 +203,27 @@ def test_split_sizes_match_the_shipped_profiles() -> None:
     assert split_indices(300) == (list(subsets[0].indices), list(subsets[1].indices))
 
 
-@needs_shared
+@needs_data
 @pytest.mark.parametrize("family", FAMILIES)
 def test_split_sizes_match_the_recorded_ones(family: str) -> None:
     train, test = split_indices(len(alpaca_records()))
     assert {"train": len(train), "test": len(test)} == reference_stats(family)["split"]
 
 
-@needs_shared
+@needs_data
 @pytest.mark.parametrize("family", FAMILIES)
 def test_longest_train_example_is_the_published_one(family: str) -> None:
     train_ix, texts = train_texts()
-    position, length = find_longest(texts, shared_tokenizer(family))
+    position, length = find_longest(texts, data_tokenizer(family))
     assert length == PUBLISHED_LONGEST[family]
     assert train_ix[position] == reference_stats(family)["longest_train_example_index"]
-    assert length == len(shared_tokenizer(family).encode(texts[position], eos=True))
+    assert length == len(data_tokenizer(family).encode(texts[position], eos=True))
 
 
-@needs_shared
+@needs_data
 @pytest.mark.slow
 def test_prepare_alpaca_llama2_reproduces_the_shipped_profile() -> None:
-    tokenizer = shared_tokenizer("llama2")
+    tokenizer = data_tokenizer("llama2")
     train, test = prepare_alpaca(ALPACA, tokenizer)
     shipped = load_length_profile("llama2")
     fresh = LengthProfile.from_samples("llama2", train, len(test), tokenizer, shipped.provenance)
@@ -242,13 +236,13 @@ def test_prepare_alpaca_llama2_reproduces_the_shipped_profile() -> None:
         assert (int(sample.input_ids[0]), int(sample.input_ids[-1])) == (tokenizer.bos_id, tokenizer.eos_id)
 
 
-@needs_shared
+@needs_data
 def test_prepare_alpaca_on_a_small_file(tmp_path: Path) -> None:
     records = alpaca_records()[:60]
     assert any(r["input"] for r in records) and any(not r["input"] for r in records)
     path = tmp_path / "alpaca.json"
     path.write_text(json.dumps(records))
-    tokenizer = shared_tokenizer("gpt-neox-20b")
+    tokenizer = data_tokenizer("gpt-neox-20b")
     train, test = prepare_alpaca(path, tokenizer)
     train_ix, test_ix = split_indices(60)
     assert [s.source_index for s in train] == train_ix and [s.source_index for s in test] == test_ix
@@ -304,7 +298,7 @@ def test_shipped_profile_loads_without_shared_data(family: str) -> None:
     assert profile.median == statistics.median(profile.expanded().tolist())
 
 
-@needs_shared
+@needs_data
 @pytest.mark.parametrize("family", FAMILIES)
 def test_shipped_profile_agrees_with_the_recorded_statistics(family: str) -> None:
     profile, reference = load_length_profile(family), reference_stats(family)
@@ -319,7 +313,7 @@ def test_shipped_profile_agrees_with_the_recorded_statistics(family: str) -> Non
     )
     assert profile.longest_source_index == reference["longest_train_example_index"]
     assert profile.provenance["data_sha256"] == reference["data_sha256"]
-    tokenizer_file = SHARED / profile.provenance["tokenizer_file"]
+    tokenizer_file = DATA / profile.provenance["tokenizer_file"]
     assert profile.provenance["tokenizer_sha256"] == hashlib.sha256(tokenizer_file.read_bytes()).hexdigest()
 
 

@@ -13,6 +13,7 @@ from typing import Any, cast
 import pytest
 import torch
 import torch.nn.functional as F
+from real_data import ALPACA, DATA, needs_data
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from litgpt_min import data, finetune, schedstat
@@ -487,9 +488,7 @@ def test_hyperparameters_are_a_frozen_dataclass() -> None:
 # ---------------------------------------------------------------------------------------------
 # load_train_data: real Alpaca when a data file is given, synthetic otherwise
 # ---------------------------------------------------------------------------------------------
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-ALPACA = SHARED / "alpaca" / "alpaca_data.json"
-NEOX_TOKENIZER = SHARED / "tokenizers" / "gpt-neox-20b"
+NEOX_TOKENIZER = DATA / "tokenizers" / "gpt-neox-20b"
 
 
 def test_load_train_data_is_synthetic_without_a_data_file() -> None:
@@ -498,7 +497,7 @@ def test_load_train_data_is_synthetic_without_a_data_file() -> None:
     assert tiny.longest_length == 256 and int(tiny[tiny.longest_index].input_ids.max()) < 320
 
 
-@pytest.mark.skipif(not ALPACA.is_file() or not NEOX_TOKENIZER.is_dir(), reason=f"{SHARED} is absent")
+@needs_data
 def test_load_train_data_reads_a_data_file_and_checks_the_vocabulary(tmp_path: Path) -> None:
     records = data.read_alpaca(ALPACA)[:30]
     (tmp_path / "alpaca_data.json").write_text(json.dumps(records))
@@ -512,7 +511,7 @@ def test_load_train_data_reads_a_data_file_and_checks_the_vocabulary(tmp_path: P
         load_train_data(options, "tiny-neox", Config.from_name("tiny-neox"))
 
 
-@pytest.mark.skipif(not ALPACA.is_file() or not NEOX_TOKENIZER.is_dir(), reason=f"{SHARED} is absent")
+@needs_data
 def test_a_data_file_is_tokenized_once_per_process_until_it_changes(tmp_path: Path) -> None:
     """The pre-flight estimate and the run share the prepared samples; an edited file is read anew."""
     path = tmp_path / "alpaca_data.json"
