@@ -139,9 +139,24 @@ rows)
     run tar -czf "$OUT/row-logs-$name.tgz" -C /tmp "row-logs-$name" 2>/dev/null || true
     ;;
 extrapolation)
+    # The GPU's defaults, each left out where the arguments give that option: the script refuses an
+    # option given twice (`extrapolation --model phi-1_5` stopped at "argument --model: given twice").
+    defaults=()
+    default() {
+        local arg
+        for arg in "${args[@]}"; do
+            [[ "$arg" == "$1" || "$arg" == "$1="* ]] && return
+        done
+        defaults+=("$@")
+    }
+    args=("$@")
+    default --accelerator cuda
+    default --model pythia-70m
+    default --short-iters 5 20
+    default --repeats 3
+    default --out "$OUT/extrapolation_error-cuda.json"
     run python3 -m conformance env --json | keep "$OUT/env.json"
-    run python3 benchmarks/extrapolation_error.py --accelerator cuda --model pythia-70m --short-iters 5 20 \
-        --repeats 3 --out "$OUT/extrapolation_error-cuda.json" "$@" 2>&1 | keep "$OUT/extrapolation.log"
+    run python3 benchmarks/extrapolation_error.py "${defaults[@]}" "$@" 2>&1 | keep "$OUT/extrapolation.log"
     ;;
 lease)
     # The device tool runs one command for at most 10 minutes, and a session's device time (15

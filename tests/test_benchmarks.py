@@ -449,6 +449,28 @@ def test_gpu_session_dry_run_prints_every_command_of_the_extrapolation_stage(tmp
     ]
 
 
+@pytest.mark.parametrize(
+    "given", [["--model", "phi-1_5"], ["--model=phi-1_5", "--repeats", "1"], ["--accelerator", "cpu"]]
+)
+def test_gpu_session_extrapolation_arguments_replace_its_defaults(tmp_path: Path, given: list[str]) -> None:
+    """Before, `extrapolation --model phi-1_5` (the script's own example) ran extrapolation_error.py
+    with --model twice, which it refuses: "argument --model: given twice; give it once"."""
+    proc = subprocess.run(
+        ["bash", str(BENCHMARKS / "gpu_session.sh"), "--dry-run", "extrapolation", *given],
+        env={**os.environ, "OUT": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    (command,) = [shlex.split(line)[1:] for line in proc.stdout.splitlines() if "extrapolation_error.py" in line]
+    options = [word.split("=")[0] for word in command if word.startswith("--")]
+    assert len(options) == len(set(options)), command
+    assert command[-len(given) :] == given
+    # The defaults the arguments leave alone stay.
+    assert {"--accelerator", "--model", "--short-iters", "--repeats", "--out"} <= set(options)
+
+
 def test_gpu_session_smoke_checks_the_carried_wheels_before_the_project_imports_them(tmp_path: Path) -> None:
     """Before, `conformance env` ran first: without the carried jsonschema the stage stopped there,
     in a traceback, not at its import check (README, Development)."""
