@@ -38,6 +38,8 @@ _JSON_RENAMES = {
 REQUIRED_IN_FILE = ("block_size", "vocab_size", "n_layer", "n_head", "n_embd")
 # A config file is a few kB; far more is not one (and would be read whole).
 MAX_CONFIG_BYTES = 10 * 10**6
+# The most of a wrong value a message shows (``shown``), as conformance shows an expectations field's.
+SHOWN_CHARS = 60
 
 # Fields that Lit-GPT releases after 8641822 write into every config (``model_config.yaml``, or
 # ``lit_config.json``), each with the value that leaves its feature off. A config that turns one
@@ -86,11 +88,18 @@ def _renamed(overrides: Mapping[str, Any], where: str) -> dict[str, Any]:
 
 
 def shown(value: Any) -> str:
-    """A config value as its file spells it (JSON), or its repr when JSON cannot (a YAML date)."""
+    """A config value as its file spells it (JSON), or its repr when JSON cannot (a YAML date), cut
+    short (``clipped``)."""
     try:
-        return json.dumps(value)
+        return clipped(json.dumps(value))
     except (TypeError, ValueError):
-        return repr(value)
+        return clipped(repr(value))
+
+
+def clipped(text: str) -> str:
+    """``text`` cut short for a message, which is one line: the value a file got wrong may be a list
+    of 100,000 items or a string of a megabyte."""
+    return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 3] + "..."
 
 
 # What a field's annotation admits, in words (the message) and as a check.
@@ -341,7 +350,7 @@ class Config:
             kwargs[field] = value
         hf = later.get("hf_config", {})
         if not isinstance(hf, Mapping) or not all(isinstance(hf.get(k, ""), str) for k in ("name", "org")):
-            raise ValueError(f"{where}hf_config: expected an object with string name and org, got {hf!r}")
+            raise ValueError(f"{where}hf_config: expected an object with string name and org, got {shown(hf)}")
         for field in ("name", "org"):  # Lit-GPT's later configs keep them in hf_config
             if field not in kwargs and hf.get(field):
                 kwargs[field] = hf[field]

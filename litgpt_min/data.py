@@ -35,6 +35,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import torch
 
 from litgpt_min import json_keys
+from litgpt_min.config import clipped
 from litgpt_min.json_keys import DuplicateKey
 
 Family = Literal["phi-1_5", "gpt-neox-20b", "llama2", "falcon"]
@@ -408,7 +409,9 @@ def read_alpaca(json_path: Path | str) -> list[dict[str, str]]:
             if key not in record:
                 raise ValueError(f"{json_path}: record {i}: field {key!r} is missing (Alpaca's records have all three)")
             if not isinstance(record[key], str):
-                raise ValueError(f"{json_path}: record {i}: field {key!r} must be a string (got {record[key]!r})")
+                raise ValueError(
+                    f"{json_path}: record {i}: field {key!r} must be a string (got {clipped(repr(record[key]))})"
+                )
             if (problem := text_problem(record[key])) is not None:
                 raise ValueError(f"{json_path}: record {i}: field {key!r} is not valid text ({problem})")
     return records

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from litgpt_min.config import Config, shown
+from litgpt_min.config import Config, clipped, shown
 
 Family = Literal["llama", "gpt_neox", "phi", "falcon"]
 
@@ -90,7 +90,7 @@ def _int(hf: Mapping[str, Any], src: str, *names: str, default: Any = _MISSING, 
             raise ValueError(f"{src}: missing field {names[0]!r}")
         return default
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{src}: {key}: expected an integer, got {value!r}")
+        raise ValueError(f"{src}: {key}: expected an integer, got {clipped(repr(value))}")
     if value < low:
         raise ValueError(f"{src}: {key}: must be >= {low}, got {value}")
     return value
@@ -102,7 +102,7 @@ def _float(hf: Mapping[str, Any], src: str, *names: str, default: float) -> floa
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{src}: {key}: expected a finite number, got {value!r}")
+        raise ValueError(f"{src}: {key}: expected a finite number, got {clipped(repr(value))}")
     return float(value)
 
 
@@ -111,7 +111,7 @@ def _bool(hf: Mapping[str, Any], src: str, key: str, default: bool) -> bool:
     if value is None:
         return default
     if not isinstance(value, bool):
-        raise ValueError(f"{src}: {key}: expected true or false, got {value!r}")
+        raise ValueError(f"{src}: {key}: expected true or false, got {clipped(repr(value))}")
     return value
 
 
@@ -120,7 +120,7 @@ def _str(hf: Mapping[str, Any], src: str, key: str, default: str) -> str:
     if value is None:
         return default
     if not isinstance(value, str):
-        raise ValueError(f"{src}: {key}: expected a string, got {value!r}")
+        raise ValueError(f"{src}: {key}: expected a string, got {clipped(repr(value))}")
     return value
 
 
@@ -128,7 +128,7 @@ def _object(value: Any, src: str, key: str) -> Mapping[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise ValueError(f"{src}: {key}: expected an object, got {value!r}")
+        raise ValueError(f"{src}: {key}: expected an object, got {clipped(repr(value))}")
     return value
 
 
@@ -138,7 +138,7 @@ def hf_family(hf_config: Mapping[str, Any], source: str = "config.json") -> Fami
         raise ValueError(f"{source}: expected a JSON object, got {json.dumps(hf_config)[:40]}")
     architectures = hf_config.get("architectures") or []
     if not isinstance(architectures, list) or not all(isinstance(a, str) for a in architectures):
-        raise ValueError(f"{source}: architectures: expected a list of names, got {architectures!r}")
+        raise ValueError(f"{source}: architectures: expected a list of names, got {clipped(repr(architectures))}")
     model_type = _str(hf_config, source, "model_type", "")
     for arch in architectures:
         if arch in ARCHITECTURES:
@@ -146,7 +146,9 @@ def hf_family(hf_config: Mapping[str, Any], source: str = "config.json") -> Fami
     if not architectures and model_type in _MODEL_TYPES:
         return _MODEL_TYPES[model_type]
     got = architectures or model_type or None
-    raise ValueError(f"{source}: unsupported architecture {got!r} (supported: {', '.join(sorted(ARCHITECTURES))})")
+    raise ValueError(
+        f"{source}: unsupported architecture {clipped(repr(got))} (supported: {', '.join(sorted(ARCHITECTURES))})"
+    )
 
 
 def config_from_hf(hf_config: Mapping[str, Any], name: str | None = None, *, source: str = "config.json") -> Config:
@@ -225,7 +227,9 @@ def _rope(hf: Mapping[str, Any], family: Family, src: str) -> tuple[float, int, 
         elif rope_type == "default":
             seen[key] = 1
         else:
-            raise ValueError(f"{src}: {key}.rope_type: {rope_type!r} RoPE is not supported (default, linear)")
+            raise ValueError(
+                f"{src}: {key}.rope_type: {clipped(repr(rope_type))} RoPE is not supported (default, linear)"
+            )
     if len(set(seen.values())) > 1:
         raise ValueError(f"{src}: rope_parameters and rope_scaling disagree on the scaling ({seen})")
     condense = next(iter(seen.values()), 1)
@@ -256,7 +260,7 @@ def _rope(hf: Mapping[str, Any], family: Family, src: str) -> tuple[float, int, 
 def _gelu(hf: Mapping[str, Any], key: str, default: str, src: str) -> str:
     act = _str(hf, src, key, default)
     if act not in _GELU:
-        raise ValueError(f"{src}: {key}: activation {act!r} is not supported (one of {', '.join(_GELU)})")
+        raise ValueError(f"{src}: {key}: activation {clipped(repr(act))} is not supported (one of {', '.join(_GELU)})")
     return _GELU[act]
 
 
@@ -293,7 +297,7 @@ def _derive_config(hf: Mapping[str, Any], family: Family, src: str) -> Config:
             )
         act = _str(hf, src, "hidden_act", "silu")
         if act not in ("silu", "swish"):
-            raise ValueError(f"{src}: hidden_act: Llama needs silu (got {act!r})")
+            raise ValueError(f"{src}: hidden_act: Llama needs silu (got {clipped(repr(act))})")
         attention_bias, mlp_bias = _bool(hf, src, "attention_bias", False), _bool(hf, src, "mlp_bias", False)
         if attention_bias != mlp_bias:
             raise ValueError(

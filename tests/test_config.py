@@ -509,6 +509,12 @@ def test_from_file_unreadable_raises_value_error(tmp_path: Path, content: str | 
         pytest.param({"n_layer": 32.0}, r"n_layer: expected an integer, got 32\.0", id="float-int"),
         pytest.param({"n_head": True}, r"n_head: expected an integer, got true$", id="bool-int"),
         pytest.param({"n_embd": [4096]}, r"n_embd: expected an integer, got \[4096\]", id="list-int"),
+        # Before, shown whole: a "line" of 689 kB.
+        pytest.param(
+            {"n_embd": list(range(100_000))},
+            r"n_embd: expected an integer, got \[0, 1, 2, [^\]]{0,60}\.\.\.$",
+            id="long-list",
+        ),
         pytest.param({"norm_eps": "1e-5"}, r"norm_eps: expected a finite number", id="string-float"),
         pytest.param({"bias": 0}, r"bias: expected true or false, got 0", id="int-bool"),
         pytest.param({"_norm_class": 5}, r"_norm_class: expected a string, got 5", id="int-string"),

@@ -520,6 +520,15 @@ CONFIG_JSON_CASES = [
         {"partial_rotary_factor": 0.5}, r"partial_rotary_factor: 0\.5 is not supported for llama", id="partial"
     ),
     pytest.param({"hidden_act": ["silu"]}, r"hidden_act: expected a string, got \['silu'\]", id="activation-type"),
+    # Before, a wrong value was shown whole: a "line" of 339 kB for a list of 50,000 layer counts.
+    pytest.param(
+        {"num_hidden_layers": list(range(50_000))},
+        r"num_hidden_layers: expected an integer, got \[0, 1, 2, [^\]]{0,60}\.\.\.$",
+        id="long-list",
+    ),
+    pytest.param(
+        {"hidden_act": "x" * 100_000}, r"hidden_act: Llama needs silu \(got 'x{0,60}\.\.\.\)$", id="long-text"
+    ),
     # Converted (and so ignored) before:
     pytest.param(  # named by its method: the whole object was dumped as a Python dict, and no feature named
         {"quantization_config": {"quant_method": "gptq", "bits": 4, "group_size": 128, "desc_act": False}},

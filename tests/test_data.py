@@ -262,6 +262,16 @@ def test_prepare_alpaca_on_a_small_file(tmp_path: Path) -> None:
     assert all(torch.equal(t.input_ids, s.input_ids[:40]) for t, s in zip(truncated, train))
 
 
+def test_read_alpaca_shows_a_long_wrong_value_cut_short(tmp_path: Path) -> None:
+    """Before, the value was shown whole: a field holding 100,000 numbers made a "line" of 689 kB."""
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps([{"instruction": "a", "input": "", "output": list(range(100_000))}]))
+    with pytest.raises(
+        ValueError, match=r"record 0: field 'output' must be a string \(got \[0, 1, 2, [^\]]{0,60}\.\.\.\)$"
+    ):
+        read_alpaca(path)
+
+
 def test_read_alpaca_names_the_bad_record(tmp_path: Path) -> None:
     path = tmp_path / "bad.json"
     path.write_text(json.dumps([{"instruction": "a", "input": "", "output": "b"}, {"instruction": "a", "input": ""}]))
