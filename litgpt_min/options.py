@@ -35,7 +35,7 @@ import torch
 
 from litgpt_min import data
 from litgpt_min.adapter import AdapterSettings, check_start_layer
-from litgpt_min.config import LONG_LONG_MAX, Config, configs
+from litgpt_min.config import LONG_LONG_MAX, Config, clipped, configs
 from litgpt_min.files import lookup_problem
 from litgpt_min.lora import LoRASettings
 from litgpt_min.outcome import UnsupportedCombination
@@ -709,15 +709,17 @@ def _has_kind(value: Any, kind: type) -> bool:
 def _typed(option: FlatOption, value: Any) -> Any:
     """``value`` checked against the option's type (an int is a float) and choices."""
     if not _has_kind(value, option.kind):
-        raise ValueError(f"run option {option.name!r}: expected {option.kind.__name__}, got {value!r}")
+        raise ValueError(f"run option {option.name!r}: expected {option.kind.__name__}, got {clipped(repr(value))}")
     # A count past a long long: an "Overflow when unpacking long long" from deep inside the run
     # (--lora-r 99999999999999999999). A seed has manual_seed's own range.
     counts = option.kind is int and option.name != "seed"
     if counts and not -LONG_LONG_MAX - 1 <= value <= LONG_LONG_MAX:
         bound = f"at most {LONG_LONG_MAX}" if value > 0 else f"at least {-LONG_LONG_MAX - 1}"
-        raise ValueError(f"{option.name} must be {bound} (a C long long), got {value}")
+        raise ValueError(f"{option.name} must be {bound} (a C long long), got {clipped(str(value))}")
     if option.choices is not None and value not in option.choices:
-        raise ValueError(f"run option {option.name!r}: {value!r} is not one of {', '.join(option.choices)}")
+        raise ValueError(
+            f"run option {option.name!r}: {clipped(repr(value))} is not one of {', '.join(option.choices)}"
+        )
     return float(value) if option.kind is float else value
 
 

@@ -108,6 +108,10 @@ def test_defaults_are_the_references() -> None:
         ("inference", {"model": "tiny-llama", "lora_r": 4}, r"unknown run option 'lora_r' for inference"),
         ("finetune", {"model": "tiny-llama", "method": "lora", "max_iters": "8"}, r"run option 'max_iters': expected int, got '8'"),
         ("finetune", {"model": "tiny-llama", "method": "lora", "max_iters": True}, r"'max_iters': expected int, got True"),
+        # Before, shown whole (a profile's runner_options): a "line" of 100 kB.
+        ("finetune", {"model": "tiny-llama", "method": "lora", "max_iters": "9" * 100_000}, r"'max_iters': expected int, got '9{0,60}\.\.\.$"),
+        ("finetune", {"model": "tiny-llama", "method": "lora", "max_iters": 10**4000}, r"max_iters must be at most \d+ \(a C long long\), got 10{0,60}\.\.\.$"),
+        ("finetune", {"model": "tiny-llama", "method": "x" * 100_000}, r"'method': 'x{0,60}\.\.\. is not one of lora"),
         ("finetune", {"model": "tiny-llama", "method": "lora", "lora_key": 1}, r"'lora_key': expected bool, got 1"),
         ("finetune", {"model": "tiny-llama", "method": "lora", "learning_rate": "1e-3"}, r"'learning_rate': expected float"),
         ("finetune", {"model": "tiny-llama", "method": "qlora"}, r"'method': 'qlora' is not one of lora, adapter, adapter_v2"),
