@@ -231,9 +231,56 @@ def _num(value: float) -> str:
     return f"{value:.2f}" if abs(value) >= 1 or value == 0 else f"{value:.3g}"
 
 
+# How each image format matplotlib writes begins, so that --plot replaces only an image of its own
+# format (an earlier plot), never a results file or a text that happens to sit at the name.
+_IMAGE_HEADS: Mapping[str, tuple[bytes, ...]] = {
+    "png": (b"\x89PNG\r\n\x1a\n",),
+    "pdf": (b"%PDF-",),
+    "eps": (b"%!PS",),
+    "ps": (b"%!PS",),
+    "jpg": (b"\xff\xd8\xff",),
+    "jpeg": (b"\xff\xd8\xff",),
+    "gif": (b"GIF87a", b"GIF89a"),
+    "svgz": (b"\x1f\x8b",),
+    "tif": (b"II*\x00", b"MM\x00*"),
+    "tiff": (b"II*\x00", b"MM\x00*"),
+}
+
+
+def _is_image(head: bytes, suffix: str) -> bool:
+    """Whether ``head`` (a file's first bytes) begins an image of format ``suffix``; False for a
+    format with no signature (raw, rgba, pgf)."""
+    if suffix == "svg":
+        return b"<svg" in head
+    if suffix == "webp":
+        return head[:4] == b"RIFF" and head[8:12] == b"WEBP"
+    if suffix == "avif":
+        return head[4:12] == b"ftypavif"
+    return head.startswith(_IMAGE_HEADS.get(suffix, ())) if suffix in _IMAGE_HEADS else False
+
+
+def _replaces_other_than_an_image(out: Path, suffix: str) -> str | None:
+    """Why writing ``out`` would lose a file that is no image of format ``suffix`` (None: it would
+    not: no file there, an empty one, or an earlier image)."""
+    if out.is_symlink() or not out.is_file():
+        return None  # check_output_file and the write name what is wrong with those
+    try:
+        with out.open("rb") as file:
+            head = file.read(4096)
+    except OSError:
+        return None  # the write names it
+    if not head or _is_image(head, suffix):
+        return None
+    return (
+        f"conformance report: --plot {out}: exists and is not a {suffix.upper()} image; refusing to replace it"
+        " (pick another name, or remove it first)"
+    )
+
+
 def plot_target_problem(out: Path) -> str | None:
     """Why ``out`` cannot take the plot (None: it can): matplotlib missing, a place no file can be
-    written, or a suffix matplotlib has no format for. Checked before anything is drawn or printed."""
+    written, a suffix matplotlib has no format for, or a file there that is no image of that format
+    (an earlier plot is replaced). Checked before anything is drawn or printed."""
     try:
         import matplotlib  # noqa: F401  (the extra itself, before any of its submodules)
         from matplotlib.backend_bases import FigureCanvasBase
@@ -252,7 +299,7 @@ def plot_target_problem(out: Path) -> str | None:
         return (
             f"conformance report: --plot {out}: no image format {suffix!r} (choose one of {', '.join(sorted(formats))})"
         )
-    return None
+    return _replaces_other_than_an_image(Path(out), suffix)
 
 
 def cmd_plot(file: Path, out: Path) -> int:

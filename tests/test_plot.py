@@ -201,6 +201,42 @@ def test_report_draws_the_plot_beside_the_markdown(tmp_path: Path, capsys: pytes
 
 
 @pytest.mark.parametrize(
+    ("name", "content", "replaced"),
+    [
+        ("notes.png", b"# my notes\n", False),
+        ("noext", b'{"format": "litgpt-conformance-results/1"}', False),  # no suffix: a PNG
+        ("rows.svg", b"<?xml version='1.0'?><doc/>", False),
+        ("rows.raw", b"\x00\x01", False),  # a format with no signature: only an empty file is replaced
+        ("rows.png", PNG_SIGNATURE + b"earlier plot", True),
+        ("rows.svg", b"<?xml version='1.0'?>\n<svg xmlns='http://www.w3.org/2000/svg'></svg>", True),
+        ("rows.pdf", b"%PDF-1.4\n", True),
+        ("rows.webp", b"RIFF\x00\x00\x00\x00WEBPVP8 ", True),
+        ("empty.png", b"", True),
+    ],
+)
+def test_a_plot_replaces_only_an_image_of_its_format(
+    tmp_path: Path, capsys: pytest.CaptureFixture, name: str, content: bytes, replaced: bool
+) -> None:
+    """Before, --plot replaced any writable file: a copy of a results file given as the plot's
+    name (no suffix) became a PNG, a notes.png of text was lost."""
+    pytest.importorskip("matplotlib")
+    doc = results([row("r", measured(max_memory_gb=1.2), expected={"max_memory_gb": 1.0})])
+    source = write(tmp_path / "r.json", doc)
+    target = tmp_path / name
+    target.write_bytes(content)
+    status = main(["report", str(source), "--plot", str(target)])
+    captured = capsys.readouterr()
+    if replaced:
+        assert status == 0 and target.read_bytes() != content, captured.err
+    else:
+        assert status == 2 and captured.out == "" and target.read_bytes() == content
+        assert captured.err == (
+            f"conformance report: --plot {target}: exists and is not a {(Path(name).suffix[1:] or 'png').upper()}"
+            " image; refusing to replace it (pick another name, or remove it first)\n"
+        )
+
+
+@pytest.mark.parametrize(
     ("target", "fragment"),
     [
         ("rows.txt", "conformance report: --plot {tmp}/rows.txt: no image format 'txt' (choose one of "),
