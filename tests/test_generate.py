@@ -3,11 +3,11 @@ prompt ids (real tokenizer or the profile's length). Tiny configs, CPU, fp32."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, cast
 
 import pytest
 import torch
+from real_data import DATA, needs_data
 
 from litgpt_min import data, schedstat
 from litgpt_min.adapter import AdapterSettings
@@ -22,7 +22,7 @@ from litgpt_min.result import Result
 from litgpt_min.run import execute
 
 CPU = torch.device("cpu")
-TOKENIZERS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "tokenizers"
+TOKENIZERS = DATA / "tokenizers"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,11 +230,10 @@ def test_prompt_ids_without_a_tokenizer_have_the_real_length(model: str, n: int)
     assert torch.equal(ids, prompt_ids(GenerateOptions(), model, 320))  # reproducible
 
 
+@needs_data
 @pytest.mark.parametrize("family", data.FAMILIES)
 def test_the_profiles_prompt_length_is_the_tokenizers(family: str) -> None:
     directory = TOKENIZERS / family
-    if not directory.is_dir():
-        pytest.skip(f"{directory} is absent")
     tokenizer = data.Tokenizer(directory)
     assert len(tokenizer.encode(GenerateSettings().prompt)) == data.load_length_profile(family).default_prompt_tokens
 
