@@ -164,6 +164,22 @@ def test_merged_weight_is_base_plus_scaled_update_at_the_interleaved_rows(name: 
         )
 
 
+@pytest.mark.parametrize("target", ["projection", "mlp", "head"])
+def test_merged_weight_of_a_plain_linear_target_is_base_plus_alpha_over_r_update(target: str) -> None:
+    """W_merged = W + (alpha / r) * B @ A on the targets outside the fused qkv (LoRALinear sets its
+    own scaling): merged == unmerged holds for any scaling, so it is checked against alpha / r here."""
+    base = base_model("tiny-llama")
+    lora = lora_model(base, r=2, alpha=6, **TARGETS[target])
+    randomize_lora(lora)
+    path = {"projection": "transformer.h.0.attn.proj", "mlp": "transformer.h.0.mlp.fc_1", "head": "lm_head"}[target]
+    layer = lora.get_submodule(path)
+    assert type(layer) is LoRALinear and layer.r == 2
+    A, B = layer.lora_A.detach(), layer.lora_B.detach()
+    before = base.get_submodule(path).weight.detach()
+    merge_lora(lora)
+    torch.testing.assert_close(layer.linear.weight.detach(), before + 3.0 * B @ A, atol=1e-12, rtol=0)
+
+
 # The interleaved layout (the reference's #900 bug) ---------------------------------------------------
 @pytest.mark.parametrize(
     ("n_head", "n_query_groups", "n_embd"),
