@@ -164,10 +164,12 @@ def test_prefix_matters_once_the_gate_opens(method: str, name: str) -> None:
     assert (model(idx).detach() - gated).abs().max() > 1e-4
 
 
-def test_prefix_attention_by_hand() -> None:
+@pytest.mark.parametrize("name", ["tiny-neox", "tiny-llama", "tiny-falcon"])  # MHA, GQA, MQA
+def test_prefix_attention_by_hand(name: str) -> None:
     """The adapter output is y + gate * softmax(q ak^T / sqrt(hs)) av, prefix k/v from the frozen qkv
-    without RoPE, attended by every query (no causal mask); checked on one MHA layer in fp64."""
-    base = base_model("tiny-neox")
+    without RoPE, attended by every query (no causal mask), query head h reading the prefix k/v of
+    its group h // q_per_kv; checked on one layer in fp64."""
+    base = base_model(name)
     model = adapted(base, "adapter", AdapterSettings(prompt_length=3, start_layer=0))
     open_gates(model)
     attn = model.transformer.h[0].attn
@@ -178,8 +180,11 @@ def test_prefix_attention_by_hand() -> None:
     with torch.no_grad():
         got = attn.scaled_dot_product_attention(q, k, v)
         y = CausalSelfAttention.scaled_dot_product_attention(attn, q, k, v)
-        prefix = attn.attn(attn.adapter_wte.weight).view(3, c.n_head, 3, c.head_size)  # MHA: [q, k, v] per head
-        ak, av = prefix[:, :, 1].transpose(0, 1), prefix[:, :, 2].transpose(0, 1)  # (nh, 3, hs)
+        # Per group: q_per_kv query heads, then its k, then its v (docs/reference.md, "Fused qkv layout").
+        prefix = attn.attn(attn.adapter_wte.weight).view(3, c.n_query_groups, c.q_per_kv + 2, c.head_size)
+        group = [h // c.q_per_kv for h in range(c.n_head)]
+        ak = prefix[:, group, c.q_per_kv].transpose(0, 1)  # (nh, 3, hs)
+        av = prefix[:, group, c.q_per_kv + 1].transpose(0, 1)
         scores = q @ ak.transpose(-1, -2) / c.head_size**0.5  # (2, nh, 5, 3)
         ay = (scores.softmax(-1) @ av).transpose(1, 2)  # (2, 5, nh, hs)
     torch.testing.assert_close(got, y + attn.gating_factor * ay, atol=1e-12, rtol=0)
