@@ -164,6 +164,20 @@ def test_prefix_matters_once_the_gate_opens(method: str, name: str) -> None:
     assert (model(idx).detach() - gated).abs().max() > 1e-4
 
 
+def test_adapter_v2_linear_scales_the_biased_output_by_hand() -> None:
+    """Lit-GPT's AdapterV2Linear: adapter_scale * (W x + b + adapter_bias), the adapter bias inside the
+    scale (at init, scale 1 and bias 0, any arrangement is the plain linear)."""
+    g = torch.Generator().manual_seed(0)
+    linear = nn.Linear(4, 3, dtype=torch.float64)
+    layer = AdapterV2Linear(linear)
+    with torch.no_grad():
+        layer.adapter_bias.copy_(torch.randn(3, generator=g, dtype=torch.float64))
+        layer.adapter_scale.copy_(torch.randn(3, generator=g, dtype=torch.float64))
+        x = torch.randn(2, 5, 4, generator=g, dtype=torch.float64)
+        expected = layer.adapter_scale * (x @ linear.weight.T + linear.bias + layer.adapter_bias)
+        torch.testing.assert_close(layer(x), expected, atol=1e-12, rtol=0)
+
+
 @pytest.mark.parametrize("name", ["tiny-neox", "tiny-llama", "tiny-falcon"])  # MHA, GQA, MQA
 def test_prefix_attention_by_hand(name: str) -> None:
     """The adapter output is y + gate * softmax(q ak^T / sqrt(hs)) av, prefix k/v from the frozen qkv
