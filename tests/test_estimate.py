@@ -1741,6 +1741,7 @@ def test_more_cpu_ranks_than_the_machine_can_hold_are_refused_before_any_starts(
     [
         ("ok", 10.0, "ok", 10.5, 0.1, True),
         ("ok", 10.0, "ok", 11.5, 0.1, False),  # figure out of tolerance
+        ("ok", 10.0, "ok", 8.5, 0.1, False),  # below it too: the tolerance is two-sided
         ("ok", 10.0, "ok", 11.5, None, True),  # no estimate tolerance: outcomes only
         ("ok", 10.0, "oom", 50.0, None, False),
         ("oom", None, "oom", 50.0, 0.1, True),
