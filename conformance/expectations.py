@@ -32,7 +32,7 @@ from jsonschema.exceptions import SchemaError, ValidationError
 
 from conformance.display import display, significant
 from litgpt_min import json_keys
-from litgpt_min.config import known_names
+from litgpt_min.config import clipped, known_names
 from litgpt_min.files import json_text, read_input_text, real_path, write_files_atomic
 from litgpt_min.json_keys import DuplicateKey
 from litgpt_min.result import Outcome, Workload
@@ -418,7 +418,7 @@ def _show(value: Any) -> str:
         text = json.dumps(value, ensure_ascii=False, sort_keys=True)
     except (TypeError, ValueError):
         text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return clipped(text)
 
 
 def _case_label(data: Any, index: int) -> str:

@@ -38,7 +38,8 @@ _JSON_RENAMES = {
 REQUIRED_IN_FILE = ("block_size", "vocab_size", "n_layer", "n_head", "n_embd")
 # A config file is a few kB; far more is not one (and would be read whole).
 MAX_CONFIG_BYTES = 10 * 10**6
-# The most of a wrong value a message shows (``shown``), as conformance shows an expectations field's.
+# The most of a wrong value a message shows (``clipped``): in config and data files, run options,
+# expectations fields.
 SHOWN_CHARS = 60
 
 # Fields that Lit-GPT releases after 8641822 write into every config (``model_config.yaml``, or
