@@ -92,8 +92,10 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="extrapolation_error", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="tiny-llama")
-    parser.add_argument("--method", default="lora", choices=("lora", "adapter", "adapter_v2"))
+    parser.add_argument("--model", default="tiny-llama", help="a registry model (default: %(default)s)")
+    parser.add_argument(
+        "--method", default="lora", choices=("lora", "adapter", "adapter_v2"), help="(default: %(default)s)"
+    )
     parser.add_argument(
         "--adapter-start-layer",
         type=whole_number(0),
@@ -101,18 +103,24 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="the first block with an Adapter prefix (default: the reference's 2; tiny-llama has 2 layers: use 0 or 1)",
     )
-    parser.add_argument("--accelerator", default="cpu", choices=("cpu", "cuda"))
-    parser.add_argument("--precision", default="bf16-true")
-    parser.add_argument("--micro-batch-size", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--accelerator", default="cpu", choices=("cpu", "cuda"), help="(default: %(default)s)")
+    parser.add_argument("--precision", default="bf16-true", help="litgpt-min's --precision (default: %(default)s)")
+    parser.add_argument("--micro-batch-size", type=int, default=2, help="(default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=4, help="samples per optimizer step (default: %(default)s)")
     parser.add_argument(
-        "--short-iters", type=whole_number(1), nargs="+", default=[5, 20], help="short lengths (cpu-tiny: 5)"
+        "--short-iters",
+        type=whole_number(1),
+        nargs="+",
+        default=[5, 20],
+        help="short lengths (cpu-tiny: 5; default: 5 20)",
     )
-    parser.add_argument("--repeats", type=whole_number(1), default=3, help="fresh short runs per length")
     parser.add_argument(
-        "--threads", type=whole_number(1), default=1, help="OMP_NUM_THREADS (the suite's CPU rows use 1)"
+        "--repeats", type=whole_number(1), default=3, help="fresh short runs per length (default: %(default)s)"
     )
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument(
+        "--threads", type=whole_number(1), default=1, help="OMP_NUM_THREADS (the suite's CPU rows use 1, the default)"
+    )
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="the JSON it writes (default: %(default)s)")
     args = parser.parse_args(argv)
     # Bad input ends here, in one line, not after the runs (the 1,000-iteration one takes minutes).
     if max(args.short_iters) >= ITERS_PER_FIGURE:
