@@ -29,8 +29,8 @@ Rules, in one place:
   could never fail a tokens/s slowdown, nor flag a time improvement. ``verdict`` is the one rule
   for every banded figure; the diff and the plot call it too.
 - Boundaries are inclusive: exactly +10% passes a ±10% band, exactly 1.15x slower a 15% speed
-  tolerance. A slack of ``REL_SLACK`` absorbs binary floating point, in which 23.43 vs 21.30 is
-  +10.000000000000012%.
+  tolerance. A slack of ``REL_SLACK`` absorbs binary floating point, in which 1.10 vs 1.00 is
+  +10.000000000000009%.
 - An expected figure with no measured value (``None``, or NaN/inf) is a "mismatch": "not measured".
 - ``is_failure``: "regression" and "mismatch" always fail; "improvement" fails only when strict.
 """

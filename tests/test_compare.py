@@ -152,6 +152,42 @@ def test_memory_band_is_two_sided_and_inclusive(measured: float, kind: str | Non
         )
 
 
+@pytest.mark.parametrize(
+    ("measured", "expected"),
+    [
+        (1.10, 1.00),  # exactly +10%, which binary floating point computes as +10.000000000000009%
+        (0.99, 1.10),  # exactly -10%: -10.000000000000009%
+    ],
+)
+def test_a_memory_boundary_floating_point_overshoots_is_still_inside(measured: float, expected: float) -> None:
+    """The band is inclusive in decimal terms; without REL_SLACK these exact boundaries failed as a
+    regression and an improvement (the table's 23.43 vs 21.30 happens to round inward)."""
+    assert abs(measured - expected) / expected > TOL.memory_rel  # the overshoot this test is about
+    assert check_memory(make_case(max_memory_gb=expected), measured, TOL) == []
+
+
+@pytest.mark.parametrize("field", ["time_1k_iters_min", "tokens_per_sec"])
+def test_a_speed_boundary_floating_point_overshoots_is_still_inside(field: str) -> None:
+    """1.40 is exactly 1.61 / 1.15, yet below it in binary floating point: without the slack on the
+    band's lower bound it was a time "improvement" and a tokens/s "regression" (1.15x slower, exactly)."""
+    expected, measured = 1.61, 1.40
+    assert measured < expected / (1 + TOL.speed_rel)  # the overshoot this test is about
+    case = (
+        make_case(time_1k_iters_min=expected)
+        if field == "time_1k_iters_min"
+        else inference_case(tokens_per_sec=expected)
+    )
+    assert check_speed(case, {field: measured}, TOL) == []
+
+
+def test_zero_figures_have_a_defined_deviation_and_slowdown() -> None:
+    """Zero against zero is no change; anything against an expected zero is beyond any band; a tokens/s
+    of 0 is infinitely slower."""
+    assert [band(m, 0.0, 0.1) for m in (0.0, 0.5, -0.5)] == ["within", "above", "below"]
+    assert [slowdown(f, 0.0, 0.0) for f in ("time_1k_iters_min", "tokens_per_sec")] == [1.0, 1.0]
+    assert slowdown("tokens_per_sec", 0.0, 30.97) == math.inf
+
+
 def test_memory_tolerance_comes_from_the_argument() -> None:
     assert check_memory(make_case(), 25.0, Tolerances(memory_rel=0.2, speed_rel=0.15)) == []
     [finding] = check_memory(make_case(), 22.0, Tolerances(memory_rel=0.025, speed_rel=0.15))
