@@ -62,6 +62,11 @@ def test_an_inference_row_keeps_only_tokens_per_sec(tmp_path: Path) -> None:
     old = measured(case.model, None, case.quantize, None, max_memory_gb=0.2, tokens_per_sec=300.0)
     judged, _ = _baseline(tmp_path, row(case.id, old, profile=PROFILE)).case(case)
     assert (judged.tokens_per_sec, judged.time_1k_iters_min) == (300.0, None)
+    # And a finetune row only its time, whatever else its result carries.
+    finetune = _case()
+    both = _measured_like(finetune, max_memory_gb=0.5, time_1k_iters_min=2.0, tokens_per_sec=300.0)
+    judged, _ = _baseline(tmp_path, row(finetune.id, both, profile=PROFILE)).case(finetune)
+    assert (judged.time_1k_iters_min, judged.tokens_per_sec) == (2.0, None)
 
 
 def test_rows_the_baseline_cannot_judge_say_why(tmp_path: Path) -> None:
@@ -86,6 +91,11 @@ def test_a_row_measured_under_another_memory_cap_judges_nothing(tmp_path: Path) 
     )
     assert baseline.case(case, 1.0)[1] is None
     assert "under no memory cap" in (baseline.case(case, None)[1] or "")
+    # The other way round: measured on the whole card, run now under a cap it may not fit.
+    uncapped = _baseline(tmp_path, row(case.id, _measured_like(case, max_memory_gb=0.0166), profile=PROFILE))
+    assert "measured this row under no memory cap, this session runs it under a 0.01 GB" in (
+        uncapped.case(case, 0.01)[1] or ""
+    )
 
 
 def test_the_reason_is_why_the_run_did_not_happen(tmp_path: Path) -> None:
@@ -204,6 +214,8 @@ CPU = {**FINGERPRINT, "gpus": [], "gpu_count": 0}
         ("cpu", None, {**CPU, "cpu": {"model": "AMD EPYC", "cores": 2}}, CPU, False),
         ("cpu", None, {**CPU, "cpu": None}, CPU, False),
         ("cpu", None, {**CPU, "cpu": None}, {**CPU, "cpu": None}, True),  # nothing says they differ
+        ("cpu", None, CPU, {**CPU, "cpu": None}, False),  # this machine unknown: not the baseline's
+        ("native", None, {**A100, "gpus": A100["gpus"] * 2}, A100, False),  # 2 x A100 is another machine
         ("params-only", "no GPU", A100, CPU, False),
     ],
 )
