@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from conformance.compare import ZERO_IS_NO_MEASUREMENT
 from conformance.display import cap_text
 from conformance.expectations import Case, Profile
 from conformance.results import load_results, run_finished, speed_unjudged, stopped_run
@@ -88,9 +89,17 @@ class Baseline:
                 f" {cap_text(memory_cap_gb)}: run both under the same --emulate-memory-gb"
             )
         result = Result.from_json(data, f"{self.path}: row {case.profile}:{case.id}: measured")
-        if result.outcome == "ok" and result.max_memory_gb is None:
-            return case, f"the baseline {self.path} holds no peak memory for this row (measured.max_memory_gb is null)"
+        peak = result.max_memory_gb
+        if result.outcome == "ok" and (peak is None or peak <= 0):
+            # A zero peak is no measurement either (a tracker that saw nothing: the row check's rule).
+            held = "null" if peak is None else peak
+            return (
+                case,
+                f"the baseline {self.path} holds no peak memory for this row (measured.max_memory_gb is {held})",
+            )
         figures = {name: getattr(result, name) if result.outcome == "ok" else None for name in BASELINE_FIGURES}
+        # Nor is a zero time: no figure to judge a speed against (a tokens/s of 0 is the worst speed).
+        figures.update({name: None for name in ZERO_IS_NO_MEASUREMENT if (figures[name] or 0) <= 0})
         # The other workload's speed figure is never compared (a finetune row has no tokens/s).
         figures["tokens_per_sec" if case.workload == "finetune" else "time_1k_iters_min"] = None
         return dataclasses.replace(

@@ -178,6 +178,21 @@ def test_an_ok_row_without_peak_memory_judges_nothing(tmp_path: Path) -> None:
     assert judged is case and "holds no peak memory for this row" in (reason or "")
 
 
+def test_a_zero_peak_or_time_in_the_baseline_is_no_measurement(tmp_path: Path) -> None:
+    """A run that ended ok held memory and took time: a 0 is a tracker that saw nothing (the row
+    check's rule, and conformance diff's). Before, every run judged against it failed as a
+    regression ("expected 0.00"), where conformance diff of the same two files passed."""
+    case = _case()
+    now = _measured_like(case, max_memory_gb=0.5, time_1k_iters_min=2.0)
+    zero_peak = row(case.id, _measured_like(case, max_memory_gb=0.0, time_1k_iters_min=2.0), profile=PROFILE)
+    judged, reason = _baseline(tmp_path, zero_peak).case(case)
+    assert judged is case and "holds no peak memory for this row (measured.max_memory_gb is 0.0)" in (reason or "")
+    zero_time = row(case.id, _measured_like(case, max_memory_gb=0.5, time_1k_iters_min=0.0), profile=PROFILE)
+    judged, reason = _baseline(tmp_path, zero_time).case(case)
+    assert reason is None and (judged.max_memory_gb, judged.time_1k_iters_min) == (0.5, None)
+    assert check_result(judged, now, judged.tolerances) == []
+
+
 def test_a_judged_row_names_its_baseline(tmp_path: Path) -> None:
     case = _case()
     baseline = _baseline(tmp_path, row(case.id, _measured_like(case, max_memory_gb=0.5), profile=PROFILE))
