@@ -420,6 +420,23 @@ def test_an_error_row_that_now_runs_out_of_memory_is_no_regression() -> None:
     assert [f.change for f in diff.rows[0].figures if f.field == "outcome"] == ["within"] and diff.exit_status == 0
     ok_row = results([row("r", measured(outcome="oom", error="CUDA out of memory"))])
     assert diff_results(results([row("r", measured(**error))]), ok_row).exit_status == 1  # expected ok: still
+    # Only where both files expect the error: one whose table expects ok now is judged as any row.
+    mixed = diff_results(old, ok_row)
+    assert [f.change for f in mixed.rows[0].figures if f.field == "outcome"] == ["regression"]
+
+
+def test_a_row_that_now_fits_is_an_outcome_improvement() -> None:
+    """oom -> ok improved (a gate fails it only under --strict); ok -> oom regressed."""
+    oom = results([row("r", measured(outcome="oom", error="CUDA out of memory"))])
+    fits = results([row("r", measured(max_memory_gb=39.0))])
+    diff = diff_results(oom, fits)
+    assert [(f.field, f.change) for f in diff.rows[0].figures] == [
+        ("outcome", "improvement"),
+        ("max_memory_gb", "appeared"),
+    ]
+    assert diff.exit_status == 0 and diff.summary["improvements"] == 1
+    assert diff_results(oom, fits, strict=True).exit_status == 1
+    assert diff_results(fits, oom).rows[0].figures[0].change == "regression"
 
 
 def test_changed_parameter_counts_fail(tmp_path: Path) -> None:
@@ -505,6 +522,11 @@ def test_a_figure_is_judged_with_the_tighter_of_the_two_files_tolerances() -> No
         diff.notes()
     )
     assert diff_results(old, looser, overrides={"memory_rel": 0.5, "speed_rel": 0.5}).tolerances_differ == 0
+    # Speed too: 1.2x slower is beyond the old file's 1.15x, within the new one's 5x.
+    timed = results([row("a", measured(max_memory_gb=1.0, time_1k_iters_min=10.0))])
+    slower = results([row("a", measured(max_memory_gb=1.0, time_1k_iters_min=12.0), speed_rel=4.0)])
+    changes = {f.field: f.change for f in diff_results(timed, slower).rows[0].figures}
+    assert changes["time_1k_iters_min"] == "regression"
 
 
 def test_a_bad_tolerance_in_a_results_row_names_the_file_and_row() -> None:
