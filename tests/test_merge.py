@@ -129,6 +129,15 @@ def test_a_row_one_session_skipped_and_another_never_reached_is_the_skipped_one_
         assert merged["finished"] is True
 
 
+def test_a_row_every_file_skipped_is_the_first_files(tmp_path: Path) -> None:
+    """Measured nowhere and decided by both: the first file's row, with its reason, in either order."""
+    a = write(tmp_path / "a.json", doc([ran(A, 4.9), skipped(B)], "2026-12-01T00:00:00+00:00", "node-a"))
+    b = write(tmp_path / "b.json", doc([skipped(B)], "2026-12-02T00:00:00+00:00", "node-b"))
+    for paths in ([a, b], [b, a]):
+        (kept,) = [r for r in merge_files(paths)["rows"] if r["id"] == B]
+        assert kept["source"] == str(paths[0])
+
+
 def test_a_row_cut_off_after_its_run_is_measured_and_wins_over_a_skipped_one(tmp_path: Path) -> None:
     """Before, every "not run" row counted as unmeasured: a killed session's measured row lost to
     another file's skipped one."""
