@@ -16,7 +16,7 @@ from conformance.expectations import ExpectationError, load_profile
 from conformance.options import Options
 from conformance.profiles import activate
 from conformance.record import build_files, mixing_problem, record_profile, summary_lines
-from conformance.results import FORMAT, SCHEMA_PATH, build_results, check_target, load_results, rows_in
+from conformance.results import FORMAT, SCHEMA_PATH, build_results, check_target, keep_unreached, load_results, rows_in
 from conformance.rules import CHECKS
 from conformance.runner import RunResult, identity
 from conformance.snapshot import RowSnapshot, Snapshot
@@ -269,3 +269,16 @@ def test_a_run_its_session_stopped_is_no_measured_row_to_lose(tmp_path: Path) ->
     )  # fmt: skip
     profile = "a100-sxm4-40gb"
     assert rows_in(path) == {(profile, "done"): True, (profile, "slow"): False, (profile, "unreached"): False}
+
+
+def test_a_session_keeps_an_earlier_measurement_only_of_a_row_it_did_not_reach() -> None:
+    """A row this session skipped (no GPU here) was reached: its skip replaces what the earlier
+    file measured; a row it never reached keeps the earlier measurement."""
+    earlier = results([row("skipped", measured(max_memory_gb=2.0)), row("unreached", measured(max_memory_gb=3.0))])
+    now = results([row("skipped", None, verdict="skipped"), row("unreached", None, verdict="not run")])
+    document, kept = keep_unreached(now, earlier, "r.json")
+    assert kept == 1
+    assert [(r["id"], r["verdict"], r.get("source")) for r in document["rows"]] == [
+        ("skipped", "skipped", None),
+        ("unreached", "passed", "r.json"),
+    ]
