@@ -342,7 +342,11 @@ def test_a_verdict_that_moved_with_the_expected_figures_alone_is_no_regression()
     worse = results(
         [_failing(row("r", measured(max_memory_gb=30.0), expected={"max_memory_gb": 10.0}), "max_memory_gb")]
     )
-    assert diff_results(old, worse).exit_status == 1  # a figure that moved still fails the gate
+    moved = diff_results(old, worse)
+    assert moved.exit_status == 1  # a figure that moved still fails the gate
+    # ... and its verdict is a regression too, not one "judged differently" (the figure regressed here as well).
+    assert moved.rows[0].verdict_change == "regression" and not moved.rows[0].expected_moved
+    assert not any("judged differently" in note for note in moved.notes())
 
 
 def _cannot_compare(case: str) -> tuple[dict, dict]:
