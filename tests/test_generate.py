@@ -279,3 +279,90 @@ def test_the_scheduler_statistics_cover_the_timed_generations_only(monkeypatch: 
     assert figures["on_cpu_s"] > 0 and figures["waiting_s"] >= 0 and figures["threads"] >= 1
     assert 0 <= figures["wait_share"] < 1
     assert Result.from_json(result.to_json()).details[schedstat.DETAILS_KEY] == figures
+
+
+def test_generate_needs_max_seq_length_one_short_of_max_returned_and_forwards_once_per_new_token() -> None:
+    """The last sampled token is never fed back: ``max_new`` forwards (the prefill and
+    ``max_new - 1`` decodes), so positions up to ``max_returned - 2`` are all the cache needs."""
+    model, prompt = _model("tiny-llama"), _prompt(n=5)
+    _cached(model, 10)
+    calls: list[int] = []
+    hook = model.register_forward_hook(lambda module, args, output: calls.append(args[0].size(1)))
+    out = generate(model, prompt, 11, temperature=0)
+    hook.remove()
+    assert out.shape == (11,)
+    assert calls == [5] + [1] * 5  # one prefill of the prompt, then one token at a time
+    with pytest.raises(ValueError, match=r"max_seq_length 10 is shorter than 11"):
+        generate(model, prompt, 12)
+
+
+# ---------------------------------------------------------------------------------------------
+# The measured run: the clock, the cache and the reported rate
+# ---------------------------------------------------------------------------------------------
+def test_each_timed_window_is_the_generation_alone_and_the_median_timed_rate_is_reported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Per generation: the KV cache is set in the run's dtype, the device synchronized, the clock
+    read, ``generate`` called with generate/base.py's sampling settings, the device synchronized,
+    the clock read, the cache cleared. The rate is new tokens (not the prompt) over that window;
+    the warm-up's rate is left out and the median of the timed ones reported."""
+    import types
+
+    import litgpt_min.generate as gen
+
+    max_new, durations = 4, [100.0, 2.0, 1.0, 4.0]  # the warm-up, then the timed generations
+    request = build_request(
+        "inference",
+        {
+            "model": "tiny-llama",
+            "accelerator": "cpu",
+            "precision": "bf16-true",
+            "max_new_tokens": max_new,
+            "num_samples": len(durations) - GENERATION_WARMUP,
+        },
+    )
+    events: list[object] = []
+    calls: list[tuple[int, int, dict[str, Any]]] = []  # (prompt length, max_returned, sampling kwargs)
+    now = [0.0]
+    real_generate, real_set, real_clear = gen.generate, GPT.set_kv_cache, GPT.clear_kv_cache
+
+    def clock() -> float:
+        events.append("clock")
+        return now[0]
+
+    def set_kv_cache(self: GPT, *args: Any, **kwargs: Any) -> None:
+        real_set(self, *args, **kwargs)
+        events.append(("cache", {block.attn.kv_cache.k.dtype for block in self.transformer.h}))
+
+    def clear_kv_cache(self: GPT) -> None:
+        real_clear(self)
+        events.append("clear")
+
+    def timed_generate(model: Any, prompt: torch.Tensor, max_returned: int, **kwargs: Any) -> torch.Tensor:
+        events.append("generate")
+        calls.append((prompt.size(0), max_returned, kwargs))
+        out = real_generate(model, prompt, max_returned, **kwargs)
+        now[0] += durations[len(calls) - 1]
+        return out
+
+    monkeypatch.setattr(gen, "time", types.SimpleNamespace(perf_counter=clock))
+    monkeypatch.setattr(gen, "synchronize", lambda device: events.append("sync"))
+    monkeypatch.setattr(gen, "generate", timed_generate)
+    monkeypatch.setattr(GPT, "set_kv_cache", set_kv_cache)
+    monkeypatch.setattr(GPT, "clear_kv_cache", clear_kv_cache)
+    result = execute(request, gen.generate_body, preflight=False)
+    assert result.outcome == "ok", result.error
+
+    assert len(calls) == len(durations)
+    defaults = GenerateSettings()
+    for prompt_len, max_returned, kwargs in calls:
+        assert max_returned == prompt_len + max_new
+        assert kwargs == {"temperature": defaults.temperature, "top_k": defaults.top_k}
+    starts = [i for i, event in enumerate(events) if event == "generate"]
+    for i in starts:
+        assert events[i - 3 : i] == [("cache", {torch.bfloat16}), "sync", "clock"]
+        assert events[i + 1 : i + 4] == ["sync", "clock", "clear"]
+    rates = [max_new / d for d in durations[GENERATION_WARMUP:]]
+    assert result.details["tokens_per_sec_all"] == rates
+    assert result.tokens_per_sec == sorted(rates)[len(rates) // 2]
+    assert result.details["prompt_tokens"] == calls[0][0] and result.details["new_tokens"] == max_new
