@@ -78,3 +78,21 @@ def test_tokens_per_sec_takes_the_median_after_warmup() -> None:
 def test_json_form_scales_times_and_keeps_the_spread() -> None:
     data = summarize([0.1, 0.2, 0.3]).to_json(scale=1000)
     assert data == {"n": 3, "median": 200.0, "low": 100.0, "high": 300.0, "spread": 1.0}
+
+
+def test_uneven_windows_give_the_median_and_the_bounds_of_the_slowest_and_fastest() -> None:
+    """An even count of micro-steps takes the mean of the middle two; the interval's ends sum the
+    slowest (fastest) micro-step and optimizer step; the error bound is the farther end."""
+    est = extrapolate([0.1, 0.2, 0.3, 0.6], [1.0, 2.0, 5.0], accumulation=2, warmup_iters=0, warmup_steps=0)
+    scale = ITERS_PER_FIGURE / 60
+    assert est.micro.median == pytest.approx(0.25)
+    assert est.minutes == pytest.approx((0.25 + 2.0 / 2) * scale)
+    assert est.low == pytest.approx((0.1 + 1.0 / 2) * scale)
+    assert est.high == pytest.approx((0.6 + 5.0 / 2) * scale)
+    assert est.error_bound == pytest.approx(est.high - est.minutes)  # the slow end is the farther here
+    assert est.rel_error_bound == pytest.approx((est.high - est.minutes) / est.minutes)
+    assert tokens_per_sec([50, 50], [1.0, 2.0], warmup=0).median == pytest.approx(37.5)  # (50 + 25) / 2
+
+
+def test_identical_zero_windows_have_no_spread() -> None:
+    assert summarize([0.0, 0.0]).spread == 0.0
