@@ -138,6 +138,17 @@ def test_in_place_ops_allocate_nothing_and_resizes_are_charged() -> None:
     assert tracker.peak_bytes == 4 * KIB
 
 
+def test_in_place_ops_on_a_tracked_tensor_leave_the_allocator_model_as_it_was() -> None:
+    """A write into a tracked storage of unchanged size is no resize: no new block is taken (which
+    would grow the modelled reserve, the figure ``conformance estimate --reserved`` reads)."""
+    with LiveTensorTracker() as tracker:
+        x = torch.zeros(11 * MIB + 1, dtype=torch.uint8)  # a 12 MiB block of its own segment
+        live, reserved = tracker.live_bytes, tracker.allocator.reserved
+        x.add_(1).mul_(2)
+        assert (tracker.live_bytes, tracker.allocator.reserved) == (live, reserved)
+        del x
+
+
 def test_storage_resizes_outside_the_dispatcher_are_charged() -> None:
     """FSDP frees an unsharded flat parameter with ``UntypedStorage.resize_(0)`` and allocates it
     again the same way; no op is dispatched, so the tracker hears of it through the wrapped method
@@ -402,6 +413,16 @@ def test_cap_raises_out_of_memory_and_classifies_as_oom() -> None:
     assert classify_exception(caught.value) == ("oom", message)
 
 
+def test_an_allocation_that_fills_the_cap_exactly_fits() -> None:
+    """As on CUDA, where an allocation fails only when it would take the total past the limit."""
+    with LiveTensorTracker(cap_bytes=10 * KIB) as tracker:
+        kept = [torch.empty(2048), torch.empty(512)]  # 8 KiB + 2 KiB: the cap, exactly
+        assert tracker.live_bytes == 10 * KIB
+        with pytest.raises(torch.OutOfMemoryError):
+            torch.empty(1)
+    del kept
+
+
 def test_cap_during_backward_still_raises_out_of_memory() -> None:
     # The error comes out of the autograd engine with its type intact.
     weight = torch.ones(256, 256, requires_grad=True)  # 256 KiB, made before: not charged
@@ -515,6 +536,7 @@ def test_measure_peak_on_cuda_reads_the_allocator_and_caps_it() -> None:
         (0.0, "0.00"),
         (42.0, "42.00"),
         (0.1, "0.10"),
+        (0.0526, "0.0526"),  # below 0.1 GB: more than two decimals
         (0.0026, "0.0026"),
         (0.000592, "0.000592"),
         (1e-8, "1e-08"),
@@ -524,6 +546,30 @@ def test_measure_peak_on_cuda_reads_the_allocator_and_caps_it() -> None:
 )
 def test_gb_text_keeps_a_tiny_figure_readable(value: float, text: str) -> None:
     assert gb_text(value) == text
+
+
+def test_measure_peak_on_cuda_caps_resets_syncs_before_reading_and_restores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Read from the CUDA API (faked here): the cap becomes a memory fraction (clamped to 1.0 for
+    a cap above the card), the peak starts at entry (after queued work), every reading waits for
+    queued work, and the previous fraction comes back on exit."""
+    calls: list[object] = []
+    total = 80_000_000_000
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: type("P", (), {"total_memory": total}))
+    monkeypatch.setattr(torch.cuda, "get_per_process_memory_fraction", lambda device: 0.5, raising=False)
+    monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction", lambda f, device: calls.append(("fraction", f)))
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: calls.append("sync"))
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: calls.append("reset"))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: calls.append("read") or 123)
+    with measure_peak("cuda", cap_gb=20.0) as peak:
+        assert calls == [("fraction", 0.25), "sync", "reset"]
+        calls.clear()
+        assert peak.peak_bytes() == 123
+        assert calls == ["sync", "read"]
+        calls.clear()
+    assert calls == [("fraction", 0.5)]  # the fraction before
+    calls.clear()
+    with measure_peak("cuda", cap_gb=2 * total / 1e9):  # a cap above the card: no cap
+        assert calls[0] == ("fraction", 1.0)
 
 
 def test_cuda_memory_details_are_the_reserved_peak_and_what_the_allocator_does_not_hold(
