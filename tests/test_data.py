@@ -19,7 +19,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from real_data import ALPACA, DATA, needs_data
-from word_tokenizer import word_tokenizer
+from word_tokenizer import WORDS, word_tokenizer
 
 from litgpt_min.config import known_names
 from litgpt_min.data import (
@@ -82,6 +82,8 @@ def test_prompt_with_input() -> None:
         "Write a response that appropriately completes the request.\n\n"
         "### Instruction:\nAdd the numbers.\n\n### Input:\n2, 3\n\n### Response:"
     )
+    # Lit-GPT tests the input's truth: an input of blanks still takes the template with an input.
+    assert "### Input:\n \n\n### Response:" in generate_prompt({**example, "input": " "})
 
 
 def test_prompt_without_input() -> None:
@@ -262,6 +264,48 @@ def test_prepare_alpaca_on_a_small_file(tmp_path: Path) -> None:
     assert all(torch.equal(t.input_ids, s.input_ids[:40]) for t, s in zip(truncated, train))
 
 
+def test_prepare_alpaca_masks_the_prompt_and_truncates_after_eos(tmp_path: Path) -> None:
+    """Without the real data: a word-level tokenizer (a bare tokenizer.json: no BOS, EOS
+    ``<|endoftext|>``). Masking covers exactly the prompt's tokens; truncation cuts the encoded
+    sample, EOS included, so a cut sample ends without EOS."""
+    tokenizer = Tokenizer(word_tokenizer(tmp_path / "tokenizer"))
+    assert (tokenizer.use_bos, tokenizer.eos_id) == (False, WORDS.index("<|endoftext|>"))
+    records = [
+        {"instruction": f"write {'a ' * i}task", "input": "is" if i % 2 else "", "output": "response " * (i + 1)}
+        for i in range(40)
+    ]
+    path = tmp_path / "alpaca.json"
+    path.write_text(json.dumps(records))
+    train, _ = prepare_alpaca(path, tokenizer)
+    masked, _ = prepare_alpaca(path, tokenizer, mask_inputs=True, ignore_index=-100)
+    for sample, full in zip(masked, train):
+        record = records[sample.source_index]
+        n_prompt = len(tokenizer.encode(generate_prompt(record)))
+        assert sample.input_ids.tolist() == tokenizer.encode(generate_prompt(record) + record["output"], eos=True)
+        assert torch.equal(sample.input_ids, full.input_ids) and int(sample.input_ids[-1]) == tokenizer.eos_id
+        assert (sample.labels[:n_prompt] == -100).all()
+        assert torch.equal(sample.labels[n_prompt:], sample.input_ids[n_prompt:])
+
+    cut = min(len(s.input_ids) for s in train) + 3  # some samples are cut, some are not
+    truncated, _ = prepare_alpaca(path, tokenizer, mask_inputs=True, ignore_index=-100, max_length=cut)
+    assert max(len(s.input_ids) for s in truncated) == cut
+    for sample, full in zip(truncated, train):
+        assert torch.equal(sample.input_ids, full.input_ids[:cut])
+        n_prompt = min(len(tokenizer.encode(generate_prompt(records[sample.source_index]))), cut)
+        assert (sample.labels[:n_prompt] == -100).all()
+        assert torch.equal(sample.labels[n_prompt:], sample.input_ids[n_prompt:])
+        if len(full.input_ids) > cut:
+            assert int(sample.input_ids[-1]) != tokenizer.eos_id
+
+
+def test_find_longest_breaks_a_tie_by_the_first_position(tmp_path: Path) -> None:
+    """Equal token counts: the first text wins, though a later one has the larger bound (visited first)."""
+    tokenizer = Tokenizer(word_tokenizer(tmp_path))
+    texts = ["a b", "x", "instruction describes", "c d"]  # 2, 1, 2 (longer bytes) and 2 words
+    assert find_longest(texts, tokenizer) == (0, 3)  # EOS included
+    assert find_longest(texts[1:], tokenizer, chunk_size=1) == (1, 3)
+
+
 def test_read_alpaca_shows_a_long_wrong_value_cut_short(tmp_path: Path) -> None:
     """Before, the value was shown whole: a field holding 100,000 numbers made a "line" of 689 kB."""
     path = tmp_path / "bad.json"
@@ -336,6 +380,14 @@ def test_profile_errors_name_the_file_and_the_field(tmp_path: Path) -> None:
         LengthProfile.from_file(path)
     with pytest.raises(ValueError, match=r"no length profile for tokenizer family 'gpt2' \(available: \[.*'llama2'"):
         load_length_profile("gpt2")
+
+
+def test_profile_median_of_an_even_count_is_the_mean_of_the_middle_two(tmp_path: Path) -> None:
+    lengths = [3, 5, 8, 8, 2, 9]
+    samples = [Sample(torch.zeros(n, dtype=torch.int64), torch.zeros(n, dtype=torch.int64)) for n in lengths]
+    profile = LengthProfile.from_samples("words", samples, 0, Tokenizer(word_tokenizer(tmp_path)), {})
+    assert profile.median == statistics.median(lengths) == (5 + 8) / 2
+    assert LengthProfile.from_dict(profile.to_dict()) == profile
 
 
 def test_profile_json_round_trips() -> None:
