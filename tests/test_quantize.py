@@ -249,6 +249,66 @@ def test_bf16_compute_dtype() -> None:
     assert model(torch.tensor([[1, 2, 3]])).dtype == torch.bfloat16
 
 
+def test_real_and_loaded_weights_are_quantized_in_the_compute_dtype_and_keep_the_mode() -> None:
+    """A real fp32 model (and an init returning fp32) quantized for bf16 compute: the quant state
+    and the bias are bf16 (an fp32 bias would hold twice the bytes until the first forward), the
+    layers keep the model's eval mode, and bnb's CPU-dependent bf16 repacking stays off."""
+    torch.manual_seed(0)
+    model = Tiny().eval()
+    quantize_model(model, "bnb.nf4", device="cpu", compute_dtype=torch.bfloat16)
+    layers = [m for m in model.modules() if isinstance(m, Linear4bit)]
+    assert len(layers) == len(LINEAR_NAMES)
+    assert all(m.weight.quant_state.dtype == torch.bfloat16 for m in layers)
+    assert model.attn.linear.bias.dtype == model.mlp[0].bias.dtype == torch.bfloat16
+    assert not any(m.training for m in model.modules())
+    assert all(m.support_avx512bf16_for_cpu is False for m in layers)
+    loaded = quantize_model(
+        meta_tiny(),
+        "bnb.nf4",
+        device="cpu",
+        compute_dtype=torch.bfloat16,
+        init=lambda name, m: torch.randn(m.out_features, m.in_features),
+    )
+    assert all(m.weight.quant_state.dtype == torch.bfloat16 for m in loaded.modules() if isinstance(m, Linear4bit))
+
+
+def test_model_weight_bytes_counts_linear_biases_unquantized() -> None:
+    """The analytic count equals the bytes of the model once quantized, biases included (Tiny has two)."""
+    for mode in QUANTIZE_MODES:
+        assert model_weight_bytes(meta_tiny(), mode, torch.float32) == weight_bytes(quantized_tiny(mode))
+
+
+def test_materialize_rest_keeps_a_floating_buffers_dtype() -> None:
+    module = nn.Module()
+    module.register_buffer("table", torch.empty(4, device="meta"))  # fp32, like the RoPE tables
+    materialize_rest(module, "cpu", torch.bfloat16, init=lambda name, t: torch.ones(t.shape))
+    assert module.table.dtype == torch.float32 and torch.equal(module.table, torch.ones(4))
+
+
+@pytest.mark.parametrize(
+    ("version", "finetune", "needs"),
+    [
+        ("0.47.2", False, None),
+        ("0.47.2", True, "optimizers (0.50.0)"),
+        ("0.45.5", False, "4-bit layers (0.46.0)"),
+        ("0.50.0", True, None),
+    ],
+)
+def test_bnb_cpu_problem_asks_a_generation_only_for_the_4bit_layers(
+    monkeypatch: pytest.MonkeyPatch, version: str, finetune: bool, needs: str | None
+) -> None:
+    import importlib.metadata
+
+    from litgpt_min.quantize import bnb_cpu_problem
+
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: version)
+    problem = bnb_cpu_problem(finetune)
+    if needs is None:
+        assert problem is None
+    else:
+        assert problem is not None and f"no CPU code for its {needs}: a 4-bit" in problem  # and nothing else
+
+
 # ---------------------------------------------------------------------------------------------
 # Numerics: forward and backward against the dequantized weight
 # ---------------------------------------------------------------------------------------------
@@ -331,7 +391,7 @@ def test_materialize_rest_default_rules() -> None:
     assert torch.equal(model.norm_1.weight, torch.ones(64, dtype=torch.float64)) and not model.norm_1.bias.any()
     assert torch.equal(model.norm_2.weight, torch.ones(64, dtype=torch.float64))
     assert 0.8 < model.wte.weight.std() < 1.2 and 0.7 < model.adapter_wte.weight.std() < 1.3  # N(0, 1)
-    assert 0 < model.mlp[0].bias.abs().max() <= 1 / math.sqrt(64)
+    assert 1 / math.sqrt(96) < model.mlp[0].bias.abs().max() <= 1 / math.sqrt(64)  # fan_in 64, not fan_out 96
 
 
 def test_materialize_rest_init_overrides_and_checks_shapes() -> None:
