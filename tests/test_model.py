@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from reference_counts import TOTALS as REFERENCE_TOTALS
 
 from litgpt_min.config import Config
-from litgpt_min.model import GPT, CausalSelfAttention, build_rope_cache
+from litgpt_min.model import GPT, CausalSelfAttention, RMSNorm, apply_rope, build_rope_cache
 
 TINY = ["tiny-llama", "tiny-neox", "tiny-phi", "tiny-falcon", "tiny-reference"]
 
@@ -115,6 +115,58 @@ def test_kv_cache_dtype() -> None:
     model = build("tiny-llama")
     model.set_kv_cache(batch_size=1, dtype=torch.bfloat16)
     assert model.transformer.h[0].attn.kv_cache.k.dtype == torch.bfloat16
+
+
+def test_a_cache_set_without_a_dtype_takes_the_models_at_its_first_write() -> None:
+    """Lit-GPT's KVCache casts itself to the incoming keys' dtype: a bf16 model with a cache set in
+    the default dtype still decodes, and its cache is bf16 afterwards."""
+    model = build("tiny-llama", dtype=torch.bfloat16)
+    model.max_seq_length = 8
+    model.set_kv_cache(batch_size=1)
+    assert model.transformer.h[0].attn.kv_cache.k.dtype == torch.float32
+    with torch.no_grad():
+        logits = model(tokens(model.config, 1, 4), input_pos=torch.arange(4))
+    assert logits.dtype == torch.bfloat16
+    assert (
+        {b.attn.kv_cache.k.dtype for b in model.transformer.h}
+        == {b.attn.kv_cache.v.dtype for b in model.transformer.h}
+        == {torch.bfloat16}
+    )
+
+
+def test_attention_is_causal_softmax_scaled_by_one_over_sqrt_head_size() -> None:
+    """The attention step against a hand-written one: softmax(q k^T / sqrt(hs)) v over the past."""
+    config = Config.from_name("tiny-llama")
+    attn = CausalSelfAttention(config)
+    B, nh, T, hs = 2, config.n_head, 5, config.head_size
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(B, nh, T, hs, generator=g, dtype=torch.float64) for _ in range(3))
+    scores = q @ k.transpose(-1, -2) / math.sqrt(hs)  # (B, nh, T, T)
+    scores = scores.masked_fill(~torch.ones(T, T, dtype=torch.bool).tril(), float("-inf"))
+    expected = (scores.softmax(-1) @ v).transpose(1, 2)  # (B, T, nh, hs)
+    torch.testing.assert_close(attn.scaled_dot_product_attention(q, k, v), expected, atol=1e-12, rtol=0)
+
+
+def test_rmsnorm_computes_in_fp32_and_returns_the_input_dtype() -> None:
+    """Upstream #606: the norm of a bf16 input is taken in fp32 and rounded once, to the input's dtype."""
+    g = torch.Generator().manual_seed(0)
+    x = (3 * torch.randn(4, 64, generator=g)).to(torch.bfloat16)
+    for weight_dtype in (torch.bfloat16, torch.float32):
+        norm = RMSNorm(64).to(weight_dtype)
+        with torch.no_grad():
+            norm.weight.copy_(1 + 0.1 * torch.randn(64, generator=g))
+            got = norm(x)
+        xf = x.float()
+        expected = (norm.weight * (xf * torch.rsqrt((xf * xf).mean(-1, keepdim=True) + norm.eps))).to(torch.bfloat16)
+        assert got.dtype == torch.bfloat16 and torch.equal(got, expected)
+
+
+def test_rope_returns_the_inputs_dtype_from_fp32_tables() -> None:
+    cos, sin = build_rope_cache(6, 8)  # fp32
+    x = torch.randn(1, 2, 6, 8).to(torch.bfloat16)
+    out = apply_rope(x, cos, sin)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out, apply_rope(x.float(), cos, sin).to(torch.bfloat16), atol=0, rtol=0)
 
 
 def test_input_pos_without_cache_raises() -> None:
