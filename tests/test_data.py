@@ -447,6 +447,8 @@ def test_synthetic_clip_for_short_block_sizes() -> None:
     data = SyntheticAlpaca(profile, 65024, seed=2, n=400)
     clipped = data.clip(256)
     assert int(clipped.lengths.max()) == clipped.longest_length == 256
+    ties = torch.nonzero(clipped.lengths == 256).flatten()
+    assert len(ties) > 1 and clipped.longest_index == int(ties[0])  # the first of the clipped longest, Lit-GPT's rule
     assert torch.equal(clipped.lengths, data.lengths.clamp(max=256))
     assert bool((data.lengths > 256).any())
     for i in range(len(data)):
