@@ -407,15 +407,21 @@ def test_the_scheduler_statistics_are_read_from_the_first_timed_iteration(monkey
     assert unread.cpu_wait is None
 
 
-@pytest.mark.skipif(schedstat.read_threads() is None, reason="needs Linux's /proc/self/task/*/schedstat")
-def test_a_finetune_result_carries_the_cpu_and_wait_time_of_its_timed_iterations() -> None:
+def _tiny_lora_run(batch_size: int, max_iters: int) -> Result:
+    """A real tiny-llama LoRA run on the CPU in fp32, micro-batch 1, that ends ok."""
     request = build_request(
         "finetune",
         {"model": "tiny-llama", "method": "lora", "accelerator": "cpu", "precision": "32-true",
-         "micro_batch_size": 1, "batch_size": 2, "max_iters": 4},
+         "micro_batch_size": 1, "batch_size": batch_size, "max_iters": max_iters},
     )  # fmt: skip
     result = execute(request, finetune_body, preflight=False)
     assert result.outcome == "ok", result.error
+    return result
+
+
+@pytest.mark.skipif(schedstat.read_threads() is None, reason="needs Linux's /proc/self/task/*/schedstat")
+def test_a_finetune_result_carries_the_cpu_and_wait_time_of_its_timed_iterations() -> None:
+    result = _tiny_lora_run(batch_size=2, max_iters=4)
     figures = result.details[schedstat.DETAILS_KEY]
     assert figures["on_cpu_s"] > 0 and figures["waiting_s"] >= 0 and figures["threads"] >= 1
     assert figures["wait_share"] == pytest.approx(
@@ -589,13 +595,7 @@ def test_training_starts_from_the_seed_1337_plus_rank(monkeypatch: pytest.Monkey
         return real_train(*args, **kwargs)
 
     monkeypatch.setattr(finetune, "train", recording_train)
-    request = build_request(
-        "finetune",
-        {"model": "tiny-llama", "method": "lora", "accelerator": "cpu", "precision": "32-true",
-         "micro_batch_size": 1, "batch_size": 1, "max_iters": 1},
-    )  # fmt: skip
-    result = execute(request, finetune_body, preflight=False)
-    assert result.outcome == "ok", result.error
+    _tiny_lora_run(batch_size=1, max_iters=1)
     torch.manual_seed(1337)  # rank 0
     assert len(states) == 1 and torch.equal(states[0], torch.get_rng_state())
 
