@@ -26,6 +26,7 @@ from typing import Any, Literal
 from conformance.compare import slowdown, verdict
 from conformance.display import rows_text
 from conformance.results import load_results, speed_check_skipped, speed_unjudged, verdict_counts
+from conformance.targets import existing_head
 from litgpt_min.files import atomic_write, check_output_file
 from litgpt_min.usage import one_line
 
@@ -256,19 +257,13 @@ def _is_image(head: bytes, suffix: str) -> bool:
         return head[:4] == b"RIFF" and head[8:12] == b"WEBP"
     if suffix == "avif":
         return head[4:12] == b"ftypavif"
-    return head.startswith(_IMAGE_HEADS.get(suffix, ())) if suffix in _IMAGE_HEADS else False
+    return suffix in _IMAGE_HEADS and head.startswith(_IMAGE_HEADS[suffix])
 
 
 def _replaces_other_than_an_image(out: Path, suffix: str) -> str | None:
     """Why writing ``out`` would lose a file that is no image of format ``suffix`` (None: it would
-    not: no file there, an empty one, or an earlier image)."""
-    if out.is_symlink() or not out.is_file():
-        return None  # check_output_file and the write name what is wrong with those
-    try:
-        with out.open("rb") as file:
-            head = file.read(4096)
-    except OSError:
-        return None  # the write names it
+    not: nothing there to keep, an empty file, or an earlier image)."""
+    head = existing_head(out)
     if not head or _is_image(head, suffix):
         return None
     return (

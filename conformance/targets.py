@@ -60,21 +60,30 @@ DIFF_FORMAT_PREFIX = "litgpt-conformance-diff/"
 
 # How much of an existing file is read to tell whether a command wrote it (a diff's JSON is read
 # whole, up to far more than any diff of the tables' rows takes).
-_HEAD_CHARS = 4096
+_HEAD_BYTES = 4096
 _MAX_JSON_BYTES = 50 * 10**6
+
+
+def existing_head(path: Path) -> bytes | None:
+    """The first bytes of the regular file at ``path`` that writing there would replace (None: there
+    is none to keep: no file, a device or a pipe, a link, which the write itself refuses, naming it,
+    or one it cannot read, which the write names)."""
+    if path.is_symlink() or not path.is_file():
+        return None
+    try:
+        with path.open("rb") as file:
+            return file.read(_HEAD_BYTES)
+    except OSError:
+        return None
 
 
 def check_own_output(option: str, path: Path, title: str, json_format: str | None = None) -> None:
     """Refuse (``ValueError``, one line) to replace an existing file that this command did not
     write: a report over ``README.md`` replaced it. Its own Markdown begins with ``title``, its
     JSON (``json_format``) names that format; an empty file, a device or a pipe is no file to keep."""
-    if path.is_symlink() or not path.is_file():
-        return  # a link is refused by the write itself, naming it
-    try:
-        with path.open(encoding="utf-8", errors="replace") as file:
-            head = file.read(_HEAD_CHARS)
-    except OSError:
-        return  # the write names what is wrong with it
+    if (raw := existing_head(path)) is None:
+        return
+    head = raw.decode("utf-8", errors="replace")
     if not head.strip() or head.startswith(title):
         return
     if json_format is not None and head.lstrip().startswith("{") and path.stat().st_size <= _MAX_JSON_BYTES:
@@ -96,5 +105,6 @@ __all__ = [
     "REPORT_TITLE",
     "check_outside_expectations",
     "check_own_output",
+    "existing_head",
     "table_profile",
 ]
