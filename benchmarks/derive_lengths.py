@@ -105,8 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES))
     parser.add_argument("--check", action="store_true", help="compare with the files in --out-dir, write nothing")
     args = parser.parse_args(argv)
+    if not args.data_dir.is_dir():
+        parser.error(f"--data-dir {args.data_dir}: {'is not a folder' if args.data_dir.exists() else 'not found'}")
     if not (args.data_dir / DATA_FILE).is_file():
-        parser.error(f"{args.data_dir / DATA_FILE}: not found (pass --data-dir)")
+        parser.error(f"--data-dir {args.data_dir}: holds no {DATA_FILE} (Stanford Alpaca's alpaca_data.json)")
     try:  # before the derivation, not after it
         check_output_dir(args.out_dir)
     except ValueError as exc:

@@ -328,6 +328,10 @@ def test_cublas_init_needs_a_gpu_and_says_so_in_one_line(capsys: pytest.CaptureF
         ("derive_lengths", ["--families", "bogus"], "argument --families: invalid choice: 'bogus'"),
         # Before: a default folder outside the checkout, which a clone does not have.
         ("derive_lengths", ["--check"], "the following arguments are required: --data-dir"),
+        ("derive_lengths", ["--data-dir", "{tmp}/missing"], "/missing: not found"),
+        ("derive_lengths", ["--data-dir", "{tmp}/alpaca/alpaca_data.json"], "alpaca_data.json: is not a folder"),
+        # Before: '{tmp}/alpaca/alpaca_data.json: not found (pass --data-dir)', to one who had passed it.
+        ("derive_lengths", ["--data-dir", "{tmp}/alpaca"], "/alpaca: holds no alpaca/alpaca_data.json"),
         ("derive_lengths", ["--data-dir", "{tmp}", "--out-dir", "{tmp}/alpaca/alpaca_data.json"], "not a directory"),
         # Before: found once the derivation had run, in a traceback.
         ("derive_lengths", ["--data-dir", "{tmp}", "--out-dir", "/proc/x/lengths"], "cannot write in /proc"),
