@@ -34,6 +34,7 @@ from typing import Any
 from conformance.gpu_idle import check_idle
 from conformance.options import whole_number
 from conformance.results import check_output_target
+from conformance.targets import check_own_benchmark
 from litgpt_min.files import check_output_file, write_text_atomic
 from litgpt_min.finetune import warmup_iters
 from litgpt_min.options import build_request, by_flag, check_runs_here
@@ -142,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         check_output_file(args.out, "--out", parents=True)
         # Never over what a session recorded: a results file, a profile's table, the expectations folder.
         check_output_target("--out", args.out)
+        check_own_benchmark("--out", args.out, "extrapolation_error")  # nor over any other file but its own output
     except ValueError as exc:  # a check's message in this command's terms: "--micro-batch-size 0: must be >= 1"
         parser.error(by_flag(str(exc), values))
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from conformance.options import whole_number
 from conformance.results import check_output_target
+from conformance.targets import check_own_benchmark
 from litgpt_min.files import check_output_file, write_text_atomic
 from litgpt_min.usage import OneLineParser, console_output, terminate_as_interrupt
 
@@ -73,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         check_output_file(args.out, "--out", parents=True)
         # Never over what a session recorded: a results file, a profile's table, the expectations folder.
         check_output_target("--out", args.out)
+        check_own_benchmark("--out", args.out, "suite_cost")  # nor over any other file but its own output
     except ValueError as exc:
         parser.error(str(exc))
     for arg in args.pytest_args:  # the options the measurement sets itself

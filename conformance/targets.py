@@ -99,11 +99,30 @@ def check_own_output(option: str, path: Path, title: str, json_format: str | Non
     )
 
 
+def check_own_benchmark(option: str, path: Path, benchmark: str) -> None:
+    """Refuse (``ValueError``, one line) to replace an existing file that is not an earlier output of
+    the benchmark script ``benchmark``: a JSON object whose ``benchmark`` field names it (or an empty
+    file)."""
+    head = existing_head(path)
+    if not head or not head.strip():
+        return
+    try:
+        found = json.loads(path.read_text(encoding="utf-8")).get("benchmark") if head.lstrip()[:1] == b"{" else None
+    except (OSError, ValueError, AttributeError, RecursionError):
+        found = None
+    if found != benchmark:
+        raise ValueError(
+            f"{option} {path}: exists and is not {benchmark}'s output; refusing to replace it"
+            " (pick another name, or remove it first)"
+        )
+
+
 __all__ = [
     "DIFF_FORMAT_PREFIX",
     "DIFF_TITLE",
     "REPORT_TITLE",
     "check_outside_expectations",
+    "check_own_benchmark",
     "check_own_output",
     "existing_head",
     "table_profile",

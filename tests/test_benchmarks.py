@@ -20,6 +20,7 @@ import pytest
 
 from conformance.expectations import DEFAULT_ROOT
 from conformance.results import FORMAT
+from conformance.targets import check_own_benchmark
 from litgpt_min.protocol import ITERS_PER_FIGURE
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
@@ -325,6 +326,9 @@ def test_cublas_init_needs_a_gpu_and_says_so_in_one_line(capsys: pytest.CaptureF
         ("suite_cost", ["--out", "{tmp}/results.json"], "is a conformance results file; refusing to replace it"),
         ("extrapolation_error", ["--out", "{tmp}/table.json"], "is an expectations table (profile 'mine')"),
         ("extrapolation_error", ["--out", "{exp}/new.json"], "is inside the expectations folder"),
+        # Before: replaced any other file (a README given as --out).
+        ("suite_cost", ["--out", "{tmp}/alpaca/alpaca_data.json"], "is not suite_cost's output; refusing to replace"),
+        ("extrapolation_error", ["--out", "{tmp}/other.json"], "is not extrapolation_error's output; refusing to"),
         ("derive_lengths", ["--families", "bogus"], "argument --families: invalid choice: 'bogus'"),
         # Before: a default folder outside the checkout, which a clone does not have.
         ("derive_lengths", ["--check"], "the following arguments are required: --data-dir"),
@@ -350,6 +354,7 @@ def test_benchmark_scripts_refuse_bad_input_in_one_line_before_running_anything(
     (tmp_path / "alpaca" / "alpaca_data.json").write_text("[]")
     (tmp_path / "results.json").write_text(json.dumps({"format": FORMAT, "rows": []}))
     (tmp_path / "table.json").write_text(json.dumps({"profile": "mine", "hardware": {}, "cases": []}))
+    (tmp_path / "other.json").write_text(json.dumps({"benchmark": "suite_cost"}))
     bench = _load(script)
     for runs in ("timed", "run", "derive", "calibrate"):  # each script's first step that runs or reads something
         if hasattr(bench, runs):
@@ -545,3 +550,13 @@ def test_suite_cost_counts_one_run_and_one_row_in_the_singular(
         bench.main(["--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     assert "--repeats N how often" in help_text and "--out FILE the JSON report" in help_text, help_text
+
+
+def test_a_benchmark_replaces_its_own_earlier_output_and_an_empty_file(tmp_path: Path) -> None:
+    own, empty = tmp_path / "own.json", tmp_path / "empty.json"
+    own.write_text(json.dumps({"benchmark": "suite_cost", "runs": []}))
+    empty.write_text("")
+    for path in (own, empty, tmp_path / "new.json", BENCHMARKS / "results" / "suite_cost.json"):
+        check_own_benchmark("--out", path, "suite_cost")  # no refusal
+    with pytest.raises(ValueError, match="is not extrapolation_error's output"):
+        check_own_benchmark("--out", own, "extrapolation_error")
