@@ -206,10 +206,29 @@ def check_runs_here(request: RunRequest) -> None:
             raise ValueError(problem)
 
 
+# Lightning's historical spellings and the precision Fabric takes each for (it warns that they are
+# discouraged: ``_convert_precision_to_unified_args``). They are refused with that name rather than
+# taken: "bf16" is Fabric's bf16-mixed (fp32 weights), not the tables' bf16-true; the reference's
+# quantized runs refuse them too (its dtype table has the "-true" names only); and a result then
+# names each precision one way.
+LIGHTNING_ALIASES = {"bf16": "bf16-mixed", "16": "16-mixed", "32": "32-true", "64": "64-true"}
+
+
 def check_precision(precision: str) -> None:
-    """``ValueError`` for a precision that is not one of :data:`PRECISIONS`, naming them."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    """``ValueError`` for a precision that is not one of :data:`PRECISIONS`, naming them, and the
+    one meant where that is plain (Lightning's alias, a misspelling)."""
+    if precision in PRECISIONS:
+        return
+    alias = LIGHTNING_ALIASES.get(str(precision))
+    if alias in PRECISIONS:
+        hint = f" (did you mean {alias!r}? Lightning's alias"
+        hint += f"; the tables' runs use {RunRequest.precision!r})" if "mixed" in alias else ")"
+    elif alias is not None:
+        hint = f" (Lightning's alias of {alias!r}, which is not supported here)"
+    else:
+        close = difflib.get_close_matches(precision.lower(), PRECISIONS, n=1) if isinstance(precision, str) else []
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ValueError(f"unknown precision {clipped(repr(precision))}{hint}: choose one of {', '.join(PRECISIONS)}")
 
 
 def check_quantize_precision(quantize: str | None, precision: str) -> None:

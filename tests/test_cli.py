@@ -269,6 +269,19 @@ BAD = {
         ("params", "tiny-llama", "--precision", "fp8"),
         r"unknown precision 'fp8': choose one of bf16-true, ",
     ),
+    # Before: the list alone, for Lightning's aliases and a misspelling alike.
+    "precision-lightning-alias": (
+        ("params", "tiny-llama", "--precision", "bf16"),
+        r"unknown precision 'bf16' \(did you mean 'bf16-mixed'\? Lightning's alias; the tables' runs use 'bf16-true'\)",
+    ),
+    "precision-lightning-alias-64": (
+        ("finetune", "lora", "--model", "tiny-llama", "--precision", "64"),
+        r"unknown precision '64' \(Lightning's alias of '64-true', which is not supported here\): choose one of ",
+    ),
+    "precision-misspelled": (
+        ("generate", "--model", "tiny-llama", "--precision", "BF16-TRUE"),
+        r"unknown precision 'BF16-TRUE' \(did you mean 'bf16-true'\?\): choose one of ",
+    ),
     "devices-0": (("finetune", "lora", *TINY, "--devices", "0"), r"--devices 0: must be >= 1$"),
     "max-new-tokens-0": (("generate", *TINY, "--max-new-tokens", "0"), r"--max-new-tokens 0: must be >= 1$"),
     "negative-temperature": (

@@ -1381,6 +1381,16 @@ def test_an_option_that_does_not_apply_is_refused_naming_it(
     assert err.startswith(f"conformance estimate: {extra[0]} ") and len(err.splitlines()) == 1, err
 
 
+def test_a_lightning_precision_alias_is_refused_naming_what_it_means(capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: the valid precisions alone, as for any unknown word; litgpt-min says the same."""
+    code, out, err = run_cli(["--model", "tiny-llama", "--workload", "inference", "--precision", "bf16"], capsys)
+    assert (code, out) == (2, "")
+    assert err.startswith(
+        "conformance estimate: unknown precision 'bf16' (did you mean 'bf16-mixed'? Lightning's alias;"
+        " the tables' runs use 'bf16-true'): choose one of bf16-true, "
+    ), err
+
+
 def test_an_empty_profile_name_is_refused_as_such(capsys: pytest.CaptureFixture[str]) -> None:
     """Before: "conformance estimate: expectations: unknown profile ''", naming the folder of
     profiles; conformance validate and pytest's --profile say it expected a profile name."""

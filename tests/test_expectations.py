@@ -401,6 +401,11 @@ CASE_PROBLEMS = [
         lambda d: d["cases"][0]["runner_options"].update(max_iters="3"),
         ["'runner_options'", "run option 'max_iters': expected int, got '3'"],
     ),
+    # Before: the valid precisions alone, for Lightning's alias.
+    (
+        lambda d: d["cases"][0]["runner_options"].update(precision="32"),
+        ["'runner_options'", "unknown precision '32' (did you mean '32-true'? Lightning's alias)"],
+    ),
     (
         lambda d: d["cases"][0]["runner_options"].update(rank_timeout_s=60),
         ["'runner_options'", "--rank-timeout-s applies to a run on several devices"],
