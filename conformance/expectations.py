@@ -474,6 +474,8 @@ def _schema_problem(path: Path, data: Any, error: ValidationError) -> Iterator[E
         message = f"must be {expected} (got {_show(instance)})"
     elif validator == "enum":
         message = f"must be one of {', '.join(_show(v) for v in error.validator_value)} (got {_show(instance)})"
+        if case is not None and where == "quantize" and isinstance(instance, str):
+            message = _quantize_problem(instance) or message
     elif validator == "const":
         message = f"must be {_show(error.validator_value)} (got {_show(instance)})"
     elif validator in ("minimum", "exclusiveMinimum"):
@@ -495,6 +497,19 @@ def _schema_problem(path: Path, data: Any, error: ValidationError) -> Iterator[E
         message = "is not an id of the scheme {workload}-{method}-{model}-{quant}-mb{N}-{D}gpu / inference-{model}-{quant}-{D}gpu"
         message += f" (got {_show(instance)})"
     yield ExpectationError(path, message, case, where)
+
+
+def _quantize_problem(mode: str) -> str | None:
+    """A case's unknown ``quantize`` as the command lines say it (a mode of Lit-GPT left out here,
+    a misspelling's closest), or None for a mode they take."""
+    # Imported here: the quantization module brings torch, which a valid file's checks never need.
+    from litgpt_min.quantize import parse_mode
+
+    try:
+        parse_mode(mode)
+    except ValueError as exc:
+        return f"{exc}, or null"
+    return None
 
 
 def _sort_key(error: ValidationError) -> tuple[str, ...]:

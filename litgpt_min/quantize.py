@@ -28,6 +28,7 @@ time (~3.5 s) and works where bnb is not installed.
 
 from __future__ import annotations
 
+import difflib
 import importlib.metadata
 import logging
 import math
@@ -40,6 +41,7 @@ from typing import TYPE_CHECKING, Literal, get_args
 import torch
 from torch import Tensor, nn
 
+from litgpt_min.config import clipped
 from litgpt_min.usage import LEFT_OUT_QUANTIZE, LEFT_OUT_TEXT
 
 
@@ -94,12 +96,17 @@ class Bnb4bitArgs:
 
 
 def parse_mode(text: str) -> QuantizeMode:
-    """``"bnb.nf4-dq"`` -> the mode; anything else -> ValueError listing the valid modes."""
+    """``"bnb.nf4-dq"`` -> the mode; anything else -> ValueError listing the valid modes (and the
+    one meant, for a misspelling)."""
     for mode in QUANTIZE_MODES:
         if text == mode:
             return mode
-    left_out = f" ({LEFT_OUT_TEXT})" if text in LEFT_OUT_QUANTIZE else ""
-    raise ValueError(f"unknown quantize mode {text!r}{left_out}; valid modes: {', '.join(QUANTIZE_MODES)}")
+    if text in LEFT_OUT_QUANTIZE:
+        hint = f" ({LEFT_OUT_TEXT})"
+    else:
+        close = difflib.get_close_matches(text.lower(), QUANTIZE_MODES, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ValueError(f"unknown quantize mode {clipped(repr(text))}{hint}; valid modes: {', '.join(QUANTIZE_MODES)}")
 
 
 _BNB_ARGS: dict[QuantizeMode, Bnb4bitArgs] = {

@@ -145,6 +145,16 @@ def test_parse_mode_rejects_with_valid_list(text: str) -> None:
     assert ("left out here" in str(err.value)) == text.startswith("bnb.int8")
 
 
+@pytest.mark.parametrize(
+    ("text", "meant"), [("bnb.nf5", "bnb.nf4"), ("BNB.NF4", "bnb.nf4"), ("bnb.fp4dq", "bnb.fp4-dq")]
+)
+def test_parse_mode_names_the_mode_a_misspelling_means(text: str, meant: str) -> None:
+    """Before: the valid modes alone (``conformance estimate --quantize``, a profile's row), where
+    litgpt-min's --quantize choice named the closest."""
+    with pytest.raises(ValueError, match=re.escape(f"unknown quantize mode {text!r} (did you mean {meant!r}?); valid")):
+        parse_mode(text)
+
+
 # ---------------------------------------------------------------------------------------------
 # Swapping
 # ---------------------------------------------------------------------------------------------
