@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import contextlib
+import importlib.metadata
 import io
 import re
 import subprocess
@@ -41,6 +43,56 @@ def test_every_export_resolves_to_its_home() -> None:
     assert set(litgpt_min.__all__) <= set(dir(litgpt_min))
     with pytest.raises(AttributeError, match="has no attribute 'Trainer'"):
         _ = litgpt_min.Trainer  # type: ignore[attr-defined]
+
+
+def _unguarded_imports(path: Path) -> set[str]:
+    """The top-level modules a file imports, but those imported inside a ``try`` whose handler
+    catches ``ImportError`` (an optional module, with a fallback or a named refusal)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    guarded: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Try) and any(
+            isinstance(name, ast.Name) and name.id in ("ImportError", "ModuleNotFoundError")
+            for handler in node.handlers
+            if handler.type is not None
+            for name in ast.walk(handler.type)
+        ):
+            guarded.update(id(inner) for statement in node.body for inner in ast.walk(statement))
+    modules = set()
+    for node in ast.walk(tree):
+        if id(node) in guarded:
+            continue
+        if isinstance(node, ast.Import):
+            modules.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            modules.add(node.module.split(".")[0])
+    return modules - set(sys.stdlib_module_names) - {"__future__", "litgpt_min", "conformance"}
+
+
+def test_every_module_the_packages_import_is_a_declared_dependency() -> None:
+    """`pip install -e .` (the quick start) must bring what the commands import: a module imported
+    without a fallback comes from a distribution pyproject.toml names, as a dependency or in an
+    extra (the extras' modules are imported where their feature is asked for)."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    from packaging.requirements import Requirement
+
+    def normal(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    requirements = [
+        *project["dependencies"],
+        *(r for extra in project["optional-dependencies"].values() for r in extra),
+    ]
+    declared = {normal(Requirement(r).name) for r in requirements}
+    distributions = importlib.metadata.packages_distributions()
+    undeclared = {}
+    for package in ("litgpt_min", "conformance"):
+        for path in sorted((REPO / package).rglob("*.py")):
+            for module in _unguarded_imports(path):
+                if not {normal(d) for d in distributions.get(module, [])} & declared:
+                    undeclared.setdefault(module, []).append(str(path.relative_to(REPO)))
+    assert not undeclared, f"imported, but no distribution that pyproject.toml declares provides them: {undeclared}"
 
 
 def test_the_readme_example_runs_and_prints_what_it_says() -> None:
