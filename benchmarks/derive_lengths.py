@@ -118,6 +118,17 @@ def main(argv: list[str] | None = None) -> int:
             check_directory_target("--out-dir", args.out_dir)
         except ValueError as exc:
             parser.error(str(exc))
+    missing = [
+        name
+        for family in args.families
+        for name, there in (
+            (f"tokenizers/{family}/", (args.data_dir / "tokenizers" / family).is_dir()),
+            (f"alpaca/lengths_{family}.json", (args.data_dir / "alpaca" / f"lengths_{family}.json").is_file()),
+        )
+        if not there
+    ]
+    if missing:  # before the tokenization, and before any family's profile is written
+        parser.error(f"--data-dir {args.data_dir}: holds no {', '.join(missing)}")
 
     failed = False
     for family in args.families:

@@ -337,6 +337,18 @@ def test_cublas_init_needs_a_gpu_and_says_so_in_one_line(capsys: pytest.CaptureF
         # Before: '{tmp}/alpaca/alpaca_data.json: not found (pass --data-dir)', to one who had passed it.
         ("derive_lengths", ["--data-dir", "{tmp}/alpaca"], "/alpaca: holds no alpaca/alpaca_data.json"),
         ("derive_lengths", ["--data-dir", "{tmp}", "--out-dir", "{tmp}/alpaca/alpaca_data.json"], "not a directory"),
+        # Before: found after the tokenization (30 s a family), and after the earlier families' profiles
+        # were written: 'phi-1_5: cannot derive from DIR: FileNotFoundError: ... lengths_phi-1_5.json'.
+        (
+            "derive_lengths",
+            ["--data-dir", "{tmp}", "--check"],
+            "holds no tokenizers/phi-1_5/, alpaca/lengths_phi-1_5.json,",
+        ),
+        (
+            "derive_lengths",
+            ["--data-dir", "{tmp}", "--families", "falcon"],
+            "holds no tokenizers/falcon/, alpaca/lengths_falcon.json\n",
+        ),
         # Before: found once the derivation had run, in a traceback.
         ("derive_lengths", ["--data-dir", "{tmp}", "--out-dir", "/proc/x/lengths"], "cannot write in /proc"),
         ("calibration", [], "the following arguments are required: results"),
@@ -431,6 +443,8 @@ def test_derive_lengths_names_a_data_folder_it_cannot_derive_from(
     """Before: a traceback (FileNotFoundError, the tokenizers' own Exception, a KeyError, ...)."""
     (tmp_path / "alpaca").mkdir()
     (tmp_path / "alpaca" / "alpaca_data.json").write_text('[{"instruction": "a", "input": "", "output": "b"}]')
+    (tmp_path / "alpaca" / "lengths_llama2.json").write_text("{}")
+    (tmp_path / "tokenizers" / "llama2").mkdir(parents=True)  # there, but holds no tokenizer file
     bench = _load("derive_lengths")
     with pytest.raises(SystemExit) as exc:
         bench.main(["--data-dir", str(tmp_path), "--families", "llama2", "--check"])
