@@ -70,6 +70,9 @@ PRECISION = "bf16-true"
 _ROW_OPTIONS = ("model", "method", "micro_batch_size", "quantize", "devices", "num_nodes")
 # Run options the session decides for every row (the device it found, --emulate-memory-gb's cap).
 _SESSION_OPTIONS = ("accelerator", "memory_cap_gb")
+# Run options that name a file or folder. A relative one is relative to the folder of the profile
+# file that holds it (``resolved_options``), as a profile is read from wherever the suite runs.
+PATH_OPTIONS = ("data_file", "tokenizer_dir")
 _TOLERANCE_KEYS = ("memory_rel", "speed_rel", "estimate_rel")
 # A profile's name is its folder's name (the schema's pattern of the profile field).
 PROFILE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
@@ -205,6 +208,7 @@ class Case:
     tokens_per_sec: float | None
     error: str | None
     tolerances: Tolerances
+    # As the file has them, a relative path made absolute (resolved_options).
     runner_options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), hash=False)
     notes: str | None = None
     estimate_miss: str | None = None  # why the estimate is known to miss this row (strict xfail)
@@ -277,6 +281,22 @@ def case_id_from(row: Mapping[str, Any]) -> str:
     written ``1.0`` is 1, as the schema reads it."""
     values = [row.get(key) for key in _ID_FIELDS]
     return case_id(*(int(v) if isinstance(v, float) and v.is_integer() else v for v in values))
+
+
+# Runner options -------------------------------------------------------------------------------------
+def resolved_options(options: Mapping[str, Any], file: Path) -> dict[str, Any]:
+    """``options`` with each relative path (``PATH_OPTIONS``) joined to the folder of ``file``, the
+    profile file that holds them: the same file whatever the working directory. An absolute path,
+    and an empty one (``litgpt-min`` refuses it by name), are left as they are."""
+    # The folder the file is listed in, as for its profile name, and ".." taken from it as written
+    # (not from a linked folder's target): also for a folder that --record has yet to create.
+    folder = os.path.dirname(os.path.abspath(file))
+    return {
+        key: os.path.normpath(os.path.join(folder, value))
+        if key in PATH_OPTIONS and isinstance(value, str) and value and not Path(value).is_absolute()
+        else value
+        for key, value in options.items()
+    }
 
 
 # Reading ------------------------------------------------------------------------------------------
@@ -576,7 +596,7 @@ def _runner_option_problems(path: Path, label: str, row: dict[str, Any]) -> Iter
     own fields decide, and values that build a run request for the row (a multi-device row is built
     without its quantization, which its runner refuses as the row's ``unsupported`` outcome). A row
     that ``litgpt-min`` refuses by its own fields must say so: outcome ``unsupported``."""
-    options = row.get("runner_options") or {}
+    options = resolved_options(row.get("runner_options") or {}, path)
     # Imported here: the run options bring torch, which a profile's schema checks never need.
     from litgpt_min.options import FLAT_OPTIONS, build_request
 
@@ -769,7 +789,7 @@ def _case(name: str, path: Path, row: dict[str, Any], defaults: Tolerances) -> C
         tokens_per_sec=_as_float(row["tokens_per_sec"]),
         error=row["error"],
         tolerances=defaults.merged(row.get("tolerances")),
-        runner_options=MappingProxyType(dict(row.get("runner_options", {}))),
+        runner_options=MappingProxyType(resolved_options(row.get("runner_options", {}), path)),
         notes=row.get("notes"),
         estimate_miss=row.get("estimate_miss"),
         measured_with=MappingProxyType(dict(row.get("measured_with", {}))),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+import os
 import shlex
 import tempfile
 from collections.abc import Collection, Mapping
@@ -32,6 +33,7 @@ from conformance.expectations import (
     load_file,
     load_profile,
     recorded_cap,
+    resolved_options,
     write_json_atomic,
     write_json_files_atomic,
 )
@@ -69,7 +71,7 @@ def record_profile(snapshot: Snapshot, now: _dt.datetime | None = None) -> list[
             else "no row ran here (skipped, or only test_params selected: a profile's figures come from test_run)"
         )
         return [f"{NOTHING_RECORDED}: {why}; {display(target)} left as it was", *left_out]
-    _validate(target.name, files)
+    _validate(target, files)
     write_json_files_atomic({target / name: data for name, data in files.items() if old.get(name) != data}, force=True)
     lines = summary_lines(target, old, files, _recorded_ids(snapshot, active))
     return lines + left_out + _how_to_use(target, snapshot.options.expectations)
@@ -127,6 +129,8 @@ def build_files(
             name, base = old_cases[case.id]
         else:
             name, base = case.file.name, _without_notes(raw_source, same_profile)
+            if not same_profile:
+                base = _moved(base, case.file, target)
         assert done.counts is not None, f"{case.id}: a recorded row carries its parameter counts"
         kept = base if case.id in old_cases else None  # a figure this recording cannot replace stays
         row = measured_case(base, case, done.run, done.counts, active, now, done.speed_inconclusive, kept)
@@ -467,13 +471,37 @@ def _old_files(target: Path) -> dict[str, dict[str, Any]]:
     return {path.name: load_file(path) for path in sorted({case.file for case in profile.cases})}
 
 
-def _validate(name: str, files: Mapping[str, dict[str, Any]]) -> None:
-    """Load the new files from a scratch folder with the profile's rules (``ExpectationError``)."""
+def _validate(target: Path, files: Mapping[str, dict[str, Any]]) -> None:
+    """Load the new files from a scratch folder with the profile's rules (``ExpectationError``),
+    their rows' relative paths made absolute as they will be read: from ``target``."""
     with tempfile.TemporaryDirectory(prefix="conformance-record-") as scratch:
-        folder = Path(scratch) / name
+        folder = Path(scratch) / target.name
         for file_name, data in files.items():
-            write_json_atomic(folder / file_name, data, force=True)
-        load_profile(name, Path(scratch))
+            cases = [_resolved(row, target / file_name) for row in data["cases"]]
+            write_json_atomic(folder / file_name, {**data, "cases": cases}, force=True)
+        load_profile(target.name, Path(scratch))
+
+
+def _resolved(row: Mapping[str, Any], file: Path) -> Mapping[str, Any]:
+    """``row`` with the paths of its runner options as read from ``file`` (``resolved_options``)."""
+    if not row.get("runner_options"):
+        return row
+    return {**row, "runner_options": resolved_options(row["runner_options"], file)}
+
+
+def _moved(row: dict[str, Any], source: Path, target: Path) -> dict[str, Any]:
+    """``row`` of the profile file ``source``, to be written into the folder ``target``: a relative
+    path among its runner options is rewritten to name, from there, what it named from ``source``."""
+    options = row.get("runner_options")
+    if not options:
+        return row
+    resolved = resolved_options(options, source)
+    folder = os.path.abspath(target)
+    moved = {
+        key: value if resolved[key] == value else os.path.relpath(resolved[key], folder)
+        for key, value in options.items()
+    }
+    return {**row, "runner_options": moved}
 
 
 def _ordered(

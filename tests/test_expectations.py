@@ -15,8 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from reference_counts import TOTALS as REFERENCE_TOTALS
+from word_tokenizer import word_tokenizer
 
 from conformance import expectations as ex
+from conformance.estimate import request_for_case
 from conformance.expectations import (
     Case,
     ExpectationError,
@@ -29,8 +31,10 @@ from conformance.expectations import (
     profile_folder_hint,
     write_json_atomic,
 )
+from conformance.runner import RunOptions, build_command
 from litgpt_min import files
 from litgpt_min.config import Config, known_names
+from litgpt_min.options import FLAT_OPTIONS
 
 REPO = Path(__file__).resolve().parent.parent
 SEED = Path(__file__).resolve().parent / "data" / "published-tables.md"
@@ -503,6 +507,44 @@ def test_runner_options_of_an_unsupported_row_are_checked_without_its_refused_co
     assert dict(load_profile("tmp", tmp_path).cases[0].runner_options) == {"max_iters": 2, "rank_timeout_s": 60}
     row["runner_options"] = {"max_iters": 0}
     _refused(_write(tmp_path, doc), "'runner_options'", "max_iters must be >= 1, got 0")
+
+
+def test_relative_paths_of_runner_options_are_relative_to_the_profile_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, a profile's relative ``data_file`` and ``tokenizer_dir`` were looked up from the
+    working directory: the profile was valid from one folder and refused from any other
+    ("--tokenizer-dir ../../data/tok: no such directory"), and its rows read what that folder held."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "alpaca.json").write_text(json.dumps([{"instruction": "write a task", "input": "", "output": "a"}] * 2))
+    word_tokenizer(data / "tok")
+    doc = _valid_doc()
+    relative = {"data_file": "../../data/alpaca.json", "tokenizer_dir": "../../data/tok"}
+    doc["cases"][0]["runner_options"] = {"max_iters": 8, **relative}
+    root = tmp_path / "expectations"
+    path = _write(root, doc)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    case = load_profile("tmp", root).cases[0]
+    absolute = {"data_file": str(data / "alpaca.json"), "tokenizer_dir": str(data / "tok")}
+    assert dict(case.runner_options) == {"max_iters": 8, **absolute}
+    command = build_command(case, RunOptions(), python="python")
+    assert command[command.index("--data-file") + 1] == absolute["data_file"]
+    assert command[command.index("--tokenizer-dir") + 1] == absolute["tokenizer_dir"]
+    assert request_for_case(case, "current").seq_len > 0  # the estimate reads the same files
+    # An absolute path is left as it is; a relative one is refused naming where it was looked for.
+    doc["cases"][0]["runner_options"] = {"max_iters": 8, **absolute}
+    _write(root, doc)
+    assert dict(load_profile("tmp", root).cases[0].runner_options) == {"max_iters": 8, **absolute}
+    doc["cases"][0]["runner_options"] = {**absolute, "tokenizer_dir": "tok"}
+    _refused(_write(root, doc), "'runner_options'", f"--tokenizer-dir {path.parent / 'tok'}: no such directory")
+
+
+def test_every_path_valued_runner_option_is_resolved_against_the_profile_file() -> None:
+    named = {key for options in FLAT_OPTIONS.values() for key in options if key.endswith(("_file", "_dir", "_path"))}
+    assert named == set(ex.PATH_OPTIONS)
 
 
 def test_unknown_model_hints_the_close_name(tmp_path: Path) -> None:

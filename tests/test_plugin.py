@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from word_tokenizer import word_tokenizer
 
 from conformance import hardware
 from conformance.cli import main
@@ -841,6 +842,40 @@ def test_record_outside_the_expectations_folder_says_how_to_use_it(suite: Suite)
     assert suite.run("--expectations", str(target.parent), "--profile", "mine").ret == 0
     inside = suite.run("--profile", "tiny", "--record", str(suite.root / "inside"))
     assert inside.ret == 0 and "run against it with" not in inside.stdout.str()
+
+
+def test_relative_paths_of_a_profile_are_read_and_recorded_from_its_folder(suite: Suite) -> None:
+    """Before, a row's relative ``data_file`` and ``tokenizer_dir`` were looked up from the working
+    directory: a profile that named its data from its own folder was refused from any other
+    ("--tokenizer-dir ../../data/tok: no such directory"). Now they are read from the profile
+    file's folder, and a row recorded into another folder names the same files from there."""
+    data = suite.pytester.path / "data"
+    data.mkdir()
+    (data / "alpaca.json").write_text(json.dumps([{"instruction": "write a task", "input": "", "output": "a"}] * 2))
+    word_tokenizer(data / "tok")
+    relative = {"data_file": "../../data/alpaca.json", "tokenizer_dir": "../../data/tok"}
+    cases = default_cases()
+    cases[0]["runner_options"] = relative
+    suite.profile(cases=cases)
+    suite.answer(good_answers())
+    target = suite.pytester.path / "elsewhere" / "deeper" / "mine"
+    result = suite.run("--profile", "tiny", "--record", str(target), "-k", OK)
+    assert result.ret == 0, result.stdout.str() + result.stderr.str()
+    recorded = json.loads((target / "table.json").read_text())["cases"][0]
+    assert recorded["runner_options"] == {
+        "data_file": "../../../data/alpaca.json",
+        "tokenizer_dir": "../../../data/tok",
+    }
+    assert f"--data-file {data / 'alpaca.json'}" in recorded["measured_with"]["command"]  # what the row ran with
+    row = load_profile("mine", target.parent).cases[0]
+    assert dict(row.runner_options) == {"data_file": str(data / "alpaca.json"), "tokenizer_dir": str(data / "tok")}
+    # Re-recorded, a row keeps its paths as its file has them: into that folder again, and in place.
+    again = suite.run("--profile", "tiny", "--record", str(target), "--force", "-k", OK)
+    assert again.ret == 0, again.stdout.str() + again.stderr.str()
+    assert json.loads((target / "table.json").read_text())["cases"][0]["runner_options"] == recorded["runner_options"]
+    in_place = suite.run("--profile", "tiny", "--record", str(suite.root / "tiny"), "--force")
+    assert in_place.ret == 0, in_place.stdout.str() + in_place.stderr.str()
+    assert json.loads((suite.root / "tiny" / "table.json").read_text())["cases"][0]["runner_options"] == relative
 
 
 def test_record_for_another_card_describes_that_card(suite: Suite, monkeypatch: pytest.MonkeyPatch) -> None:
