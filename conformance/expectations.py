@@ -283,6 +283,13 @@ def case_id_from(row: Mapping[str, Any]) -> str:
     return case_id(*(int(v) if isinstance(v, float) and v.is_integer() else v for v in values))
 
 
+def is_case_id(text: str) -> bool:
+    """Whether ``text`` is of the id scheme (the schema's pattern of a case's id), whatever fields it
+    goes with."""
+    pattern = _validator().schema["$defs"]["case"]["properties"]["id"]["pattern"]
+    return re.search(pattern, text) is not None
+
+
 # Runner options -------------------------------------------------------------------------------------
 def resolved_options(options: Mapping[str, Any], file: Path) -> dict[str, Any]:
     """``options`` with each relative path (``PATH_OPTIONS``) joined to the folder of ``file``, the

@@ -26,7 +26,7 @@ from jsonschema import Draft202012Validator
 from conformance.compare import SPEED_INCONCLUSIVE, Finding
 from conformance.display import display
 from conformance.estimate import RowEstimate
-from conformance.expectations import ValueRefused, strict_json, write_json_atomic
+from conformance.expectations import ValueRefused, case_id_from, is_case_id, strict_json, write_json_atomic
 from conformance.options import options_json
 from conformance.profiles import profile_json
 from conformance.runner import stopped_by_session
@@ -336,6 +336,7 @@ def check_document(data: dict[str, Any], where: str) -> None:
                 f"{where}: /rows/{index}/profile: row {row['id']!r} names profile {row['profile']!r}, which /profiles"
                 f" does not list ({', '.join(listed)})"
             )
+        _check_row_id(row, f"{where}: /rows/{index}")
         key = (row["profile"], row["id"])
         if key in first:
             raise ValueError(
@@ -352,6 +353,36 @@ def check_document(data: dict[str, Any], where: str) -> None:
             f"{where}: /summary: {_counts_text(data['summary'])} does not match the rows' verdicts"
             f" ({_counts_text(counted)})"
         )
+
+
+def _check_row_id(row: Mapping[str, Any], where: str) -> None:
+    """A row's id, when it is of the id scheme, is the one its fields make (``case_id_from``), as
+    the suite writes it: report, diff, merge and ``--baseline`` match rows by id, so an id edited
+    apart from its fields would judge one configuration's figures as another's. The error names
+    the first field that differs. A hand-made id outside the scheme (``"r1"``) is taken as it is."""
+    try:
+        expected = case_id_from(row)
+    except ValueError:  # fields no profile row has (a finetune without a method): no id to hold it to
+        return
+    if row["id"] == expected or not is_case_id(row["id"]):
+        return
+    names = _ID_PARTS[row["workload"]]
+    made, given = expected.split("-"), row["id"].split("-")
+    field = next(name for name, a, b in zip(names, made, given) if a != b)
+    part = names.index(field)
+    raise ValueError(
+        f"{where}/{field}: row {row['id']!r}: {field} {row[field]!r} is not the id's {given[part]!r} (the row's"
+        f" fields make the id {expected!r}){_BY_ID}"
+    )
+
+
+_BY_ID = "; the tools that read a results file match its rows by id"
+
+# The fields each part of an id comes from (``case_id``), split at "-" (no slug holds one).
+_ID_PARTS = {
+    "finetune": ("workload", "method", "model", "quantize", "micro_batch_size", "devices"),
+    "inference": ("workload", "model", "quantize", "devices"),
+}
 
 
 # Verdicts of a run or speed check that judged the run's figures (a failed check may have failed on

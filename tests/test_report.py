@@ -34,7 +34,7 @@ def row(
     base = {
         "profile": "a100-sxm4-40gb", "id": case_id, "workload": "finetune" if finetune else "inference",
         "method": parts[1] if finetune else None, "model": extra.pop("model", "Llama-2-7b-hf"),
-        "quantize": extra.pop("quantize", None), "micro_batch_size": 1 if finetune else None,
+        "quantize": extra.pop("quantize", None), "micro_batch_size": int(parts[-2].removeprefix("mb")) if finetune else None,
         "devices": extra.pop("devices", 1), "params": extra.pop("params", None),
         "expected": {"outcome": "ok", "trainable_params": None, "total_params": None, "max_memory_gb": None,
                      "time_1k_iters_min": None, "tokens_per_sec": None, "error": None, **expected},
@@ -98,9 +98,9 @@ def test_tables_keep_the_published_layout_with_measured_values_and_deltas() -> N
     assert FINETUNE_HEADER in out
     assert "| 7 B | Llama 2 | None | 1 | 4,194,304 | 21.45 GB (+0.7%) | 2.40 min (+1.7%) | pass |" in out
     assert (
-        "| 7 B | Llama 2 | None | 1 | 4,194,304 (not counted) | 38.20 GB (expected OOM) | 2.90 min | **FAIL** |" in out
+        "| 7 B | Llama 2 | None | 4 | 4,194,304 (not counted) | 38.20 GB (expected OOM) | 2.90 min | **FAIL** |" in out
     )
-    assert "| 13 B | Llama 2 | None | 1 | - | OOM | - | pass (OOM as expected) |" in out
+    assert "| 13 B | Llama 2 | None | 2 | - | OOM | - | pass (OOM as expected) |" in out
     # A blank separator row between model groups, as in the published tables.
     first = out.index(FINETUNE_HEADER)
     assert out[first + 4] == "| | | | | | | | |"
@@ -119,7 +119,7 @@ def test_a_trainable_count_says_it_was_counted_and_checked_exactly_not_measured(
     first, uncounted = RESULTS["rows"][0], RESULTS["rows"][1]
     assert first["params"] is not None and uncounted["params"] is None
     assert (
-        "| 7 B | Llama 2 | None | 1 | 4,194,304 (not counted) | 38.20 GB (expected OOM) | 2.90 min | **FAIL** |" in out
+        "| 7 B | Llama 2 | None | 4 | 4,194,304 (not counted) | 38.20 GB (expected OOM) | 2.90 min | **FAIL** |" in out
     )
     # A profile of inference rows alone has no such column, and no such line.
     inference = [r for r in RESULTS["rows"] if r["workload"] == "inference"]
@@ -333,6 +333,12 @@ def _results_file(folder: Path) -> Path:
          "/rows/0/measured/details/cpu_wait/wait_share: -5 is less than the minimum of 0"),
         (lambda d: d["fingerprint"].update(cpu={"model": "AMD EPYC", "cores": "2"}), "/fingerprint/cpu/cores: '2' is not valid under any"),
         (lambda d: d["rows"].append(dict(d["rows"][0])), "/rows/6/id: row 'finetune-lora-llama2_7b-noquant-mb1-1gpu' of profile 'a100-sxm4-40gb' is already at /rows/0"),
+        # An id of the scheme that its fields do not make: a reader matching rows by id would judge
+        # one configuration's figures as another's
+        (lambda d: d["rows"][0].update(model="phi-1_5"), "/rows/0/model: row 'finetune-lora-llama2_7b-noquant-mb1-1gpu': model 'phi-1_5' is not the id's 'llama2_7b' (the row's fields make the id 'finetune-lora-phi_1_5-noquant-mb1-1gpu')"),
+        (lambda d: d["rows"][0].update(micro_batch_size=4), "/rows/0/micro_batch_size: row 'finetune-lora-llama2_7b-noquant-mb1-1gpu': micro_batch_size 4 is not the id's 'mb1'"),
+        (lambda d: d["rows"][0].update(id="finetune-lora-llama2_7b-noquant-mb1-2gpu"), "/rows/0/devices: row 'finetune-lora-llama2_7b-noquant-mb1-2gpu': devices 1 is not the id's '2gpu'"),
+        (lambda d: d["rows"][5].update(workload="finetune", method="lora", micro_batch_size=1), "/rows/5/workload: row 'inference-llama2_7b-noquant-1gpu': workload 'finetune' is not the id's 'inference'"),
     ],
 )  # fmt: skip
 def test_cli_report_names_the_file_and_the_field_of_a_malformed_results_file(

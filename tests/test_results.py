@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from results_files import measured, results, row, write
 
+from conformance.baseline import Baseline
+from conformance.cli import main
 from conformance.expectations import ExpectationError, load_profile
 from conformance.options import Options
 from conformance.profiles import activate
@@ -226,6 +228,44 @@ def test_a_results_file_with_a_number_json_lacks_is_refused_naming_where_it_is(
         load_results(path)
     owner = "(in the object with id 'finetune-lora-tiny_llama-noquant-mb2-1gpu')"
     assert str(refused.value) == f"{path}: /rows/0/expected/max_memory_gb: {why} {owner}"
+
+
+def test_a_row_whose_id_its_fields_do_not_make_is_refused_by_every_reader(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before, a row whose id said phi-1_5 at micro-batch 1 and whose fields said Llama 2 7B at 4
+    loaded, and diff judged it by id: "max_memory_gb 4.80 -> 30.00 GB (+525.0%): regression" of
+    the phi-1_5 row. A file the suite wrote still loads: its ids are its fields'."""
+    case = "finetune-lora-phi_1_5-noquant-mb1-1gpu"
+    old = write(tmp_path / "old.json", results([row(case, measured(model="phi-1_5", quantize=None))]))
+    other = measured(model="Llama-2-7b-hf", quantize=None, micro_batch_size=4)
+    bad = write(tmp_path / "bad.json", results([row(case, other)]))
+    why = (
+        f"{bad}: /rows/0/model: row '{case}': model 'Llama-2-7b-hf' is not the id's 'phi_1_5' (the row's fields make"
+        " the id 'finetune-lora-llama2_7b-noquant-mb4-1gpu'); the tools that read a results file match its rows by id"
+    )
+    with pytest.raises(ValueError) as refused:
+        load_results(bad)
+    assert str(refused.value) == why
+    with pytest.raises(ValueError, match="is not the id's 'phi_1_5'"):
+        Baseline.load(bad)
+    merged = tmp_path / "merged.json"
+    for argv, command in (
+        (["report", str(bad)], "report"),
+        (["diff", str(old), str(bad)], "diff"),
+        (["report", str(old), str(bad), "--merged", str(merged)], "report"),
+    ):
+        assert main(argv) == 2, argv
+        assert capsys.readouterr().err == f"conformance {command}: {why}\n"
+    assert not merged.exists()
+    # A hand-made id outside the scheme is taken as it is; so is a row whose fields make no id.
+    load_results(write(tmp_path / "hand.json", results([row("r1", other)])))
+    load_results(
+        write(tmp_path / "none.json", results([row(case, None, verdict="skipped", method=None, model="phi-1_5")]))
+    )
+    suite = tmp_path / "suite.json"
+    suite.write_text(json.dumps(build_results(snapshot(tmp_path, finished=True))))
+    assert [r["id"] for r in load_results(suite)["rows"]] == [c.id for c in load_profile("cpu-tiny").cases[:2]]
 
 
 def test_a_results_file_says_when_it_was_created_as_a_time_and_null_is_named_as_such(tmp_path: Path) -> None:
