@@ -33,7 +33,7 @@ from conformance.estimate import (
     wrap_words,
 )
 from conformance.expectations import DEFAULT_ROOT, PRECISION, ExpectationError, load_profile
-from conformance.options import device_gb, fraction, whole_number
+from conformance.options import device_gb, two_sided, whole_number
 from litgpt_min.cli import add_flat_options
 from litgpt_min.config import Config, configs
 from litgpt_min.data import load_length_profile, tokenizer_family
@@ -177,7 +177,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     add(
         "--tolerance",
-        type=fraction,
+        type=two_sided,
         default=None,
         help="for the figures; default: the profile's estimate_rel (unset: outcomes only, as test_estimate)",
     )

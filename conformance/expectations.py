@@ -146,11 +146,15 @@ def _rebuild_error(file: str, message: str, case: str | None, field: str | None,
     return ExpectationError(file, message, case, field, others=others)
 
 
-def tolerance_problem(value: Any) -> str | None:
+def tolerance_problem(value: Any, two_sided: bool = False) -> str | None:
     """What is wrong with a relative tolerance (0.1 is 10%), or None: the one rule for the
-    profiles' tolerances, their per-row overrides and the command line's."""
+    profiles' tolerances, their per-row overrides and the command line's. A ``two_sided`` one
+    (memory, the estimate) is below 1, as the schema's ``two_sided`` says: at 1 or more its band
+    reaches 0 and judges nothing below (2 is a typo for 0.02). Speed's is a factor, of any size."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
         return "must be a finite number >= 0"
+    if two_sided and value >= 1:
+        return "is a fraction below 1 (0.1 is ±10%): at 1 or more its band reaches 0 and judges nothing below"
     return None
 
 

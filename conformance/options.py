@@ -270,8 +270,17 @@ def _finite(text: str, problem: str, ok: Callable[[float], bool]) -> float:
 
 
 def fraction(text: str) -> float:
-    """A tolerance option (``--memory-tolerance``, ``conformance diff --speed-tolerance``, ...)."""
+    """A tolerance option (``--speed-tolerance``, a factor; ``two_sided`` parses the others)."""
     return _finite(text, f"a tolerance {tolerance_problem(-1.0)} (0.1 is 10%)", lambda v: tolerance_problem(v) is None)
+
+
+def two_sided(text: str) -> float:
+    """A two-sided tolerance option (``--memory-tolerance``, ``--estimate-tolerance``, ``conformance
+    estimate --tolerance``): a fraction below 1."""
+    value = fraction(text)
+    if problem := tolerance_problem(value, two_sided=True):
+        raise argparse.ArgumentTypeError(f"a two-sided tolerance {problem}, got {text!r}")
+    return value
 
 
 def _memory_cap(text: str) -> float | str:
@@ -399,7 +408,7 @@ def add_options(parser: pytest.Parser) -> None:
         "--memory-tolerance",
         field="memory_tolerance",
         metavar="FRACTION",
-        type=fraction,
+        type=two_sided,
         default=None,
         help="two-sided peak-memory tolerance for every row, overriding the profiles' (0.1 is ±10%%)",
     )
@@ -415,7 +424,7 @@ def add_options(parser: pytest.Parser) -> None:
         "--estimate-tolerance",
         field="estimate_tolerance",
         metavar="FRACTION",
-        type=fraction,
+        type=two_sided,
         default=None,
         help="two-sided tolerance of the GPU-free estimate (test_estimate) for every row, overriding the profiles'",
     )

@@ -704,6 +704,14 @@ def test_the_cli_runs_the_diff_and_refuses_a_bad_tolerance(tmp_path: Path, capsy
     with pytest.raises(SystemExit) as exc:
         main(["diff", str(old), str(new), "--memory-tolerance", "-1"])
     assert exc.value.code == 2 and "a tolerance must be a finite number >= 0" in capsys.readouterr().err
+    # Memory's is two-sided: 2 (±200%) would judge nothing below; speed's is a factor, 4 is 5x.
+    with pytest.raises(SystemExit) as exc:
+        main(["diff", str(old), str(new), "--memory-tolerance", "2"])
+    assert exc.value.code == 2 and capsys.readouterr().err.endswith(
+        "argument --memory-tolerance: a two-sided tolerance is a fraction below 1 (0.1 is ±10%): at 1 or more its"
+        " band reaches 0 and judges nothing below, got '2'\n"
+    )
+    assert main(["diff", str(old), str(new), "--memory-tolerance", "0.2", "--speed-tolerance", "4"]) == 0
 
 
 def test_diff_output_is_checked_first_and_never_written_through_a_symlink(

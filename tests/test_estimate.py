@@ -1277,6 +1277,17 @@ def test_a_profile_rows_batch_is_the_one_its_devices_run_with(devices: int, micr
     assert request == request_from_run(run)
 
 
+def test_a_profile_tolerance_of_1_or_more_is_refused_before_any_estimate(capsys: pytest.CaptureFixture[str]) -> None:
+    """Before, --tolerance 2 (±200%, a typo for 0.02) ran every row and agreed with any figure below."""
+    with pytest.raises(SystemExit) as exc:
+        run_cli(["--profile", "cpu-tiny", "--tolerance", "2"], capsys)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.endswith(
+        "argument --tolerance: a two-sided tolerance is a fraction below 1 (0.1 is ±10%): at 1 or more its band"
+        " reaches 0 and judges nothing below, got '2'\n"
+    )
+
+
 def test_profile_table_has_expected_and_error(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run_cli(["--profile", "cpu-tiny", "--markdown", "--jobs", "1"], capsys)
     assert code == 0

@@ -351,6 +351,9 @@ CASE_PROBLEMS = [
         ["'error'", 'must not be blank (got " \\t")'],
     ),
     (lambda d: d["cases"][0]["tolerances"].update(memory_rel=-1), ["'tolerances.memory_rel'", ">= 0"]),
+    # A two-sided tolerance of 1 or more reaches 0 below, judging nothing there (2, ±200%: a typo for 0.02)
+    (lambda d: d["cases"][0]["tolerances"].update(memory_rel=1.0), ["'tolerances.memory_rel'", "below 1", "(got 1.0)"]),
+    (lambda d: d["cases"][0]["tolerances"].update(estimate_rel=5), ["'tolerances.estimate_rel'", "below 1", "(got 5)"]),
     (lambda d: d["cases"][0].update(method=None), ["'method'", "workload 'finetune'"]),
     (lambda d: d["cases"][1].update(micro_batch_size=2), ["'micro_batch_size'", "workload 'inference'"]),
     (lambda d: d["cases"][0].update(outcome="error"), ["'error'", "outcome 'error'"]),
@@ -434,6 +437,14 @@ FILE_PROBLEMS = [
     (lambda d: d["hardware"].update(memory_cap_gb="forty"), ["'hardware.memory_cap_gb'", "must be number"]),
     (lambda d: d["hardware"].update(memory_cap_gb=0), ["'hardware.memory_cap_gb'", "must be > 0"]),
     (lambda d: d["tolerances"].update(speed_rel=-0.1), ["'tolerances.speed_rel'", "must be >= 0"]),
+    (
+        lambda d: d["tolerances"].update(memory_rel=2),
+        [
+            "field 'tolerances.memory_rel': a two-sided tolerance is a fraction below 1 (0.10 is ±10%): at 1 or more"
+            " its band reaches 0 and judges nothing below (got 2)"
+        ],
+    ),
+    (lambda d: d["tolerances"].update(estimate_rel=1), ["'tolerances.estimate_rel'", "below 1", "(got 1)"]),
     (lambda d: d.update(profile="other"), ["field 'profile'", "folder name 'tmp'", "'other'"]),
     (lambda d: d.update(cases=[]), ["'cases'", "at least 1"]),
     # Before, a bare "missing required field" for fields the README lists in an open object.
@@ -559,6 +570,18 @@ def test_duplicate_id_across_files(tmp_path: Path) -> None:
     other = _valid_doc()
     other["cases"] = other["cases"][:1]
     _refused(_write(tmp_path, other, "b.json"), "duplicate id (also in a.json)", "finetune-lora-tiny_llama")
+
+
+def test_a_speed_tolerance_is_a_factor_that_may_be_1_or_more(tmp_path: Path) -> None:
+    """Speed's tolerance is a factor (4.0: a row fails when 5x slower, the CPU profile's), not a
+    band around the figure that 1 or more would take down to 0: only memory's and the estimate's are."""
+    doc = _valid_doc()
+    doc["tolerances"].update(speed_rel=4.0, memory_rel=0.99, estimate_rel=0.5)
+    doc["cases"][0]["tolerances"] = {"speed_rel": 9, "memory_rel": 0.95}
+    _write(tmp_path, doc)
+    first, second = load_profile("tmp", tmp_path).cases
+    assert first.tolerances == Tolerances(memory_rel=0.95, speed_rel=9, estimate_rel=0.5)
+    assert second.tolerances == Tolerances(memory_rel=0.99, speed_rel=4.0, estimate_rel=0.5)
 
 
 def test_files_of_a_profile_agree_on_card_and_tolerances(tmp_path: Path) -> None:

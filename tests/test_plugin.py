@@ -1261,6 +1261,14 @@ def test_a_profile_folder_given_as_a_name_is_named(suite: Suite) -> None:
     [
         (["--profile", "nope"], "ERROR: --profile nope: no such profile in * (available: tiny)"),
         (["--memory-tolerance", "-0.1"], "ERROR: --memory-tolerance: a tolerance must be a finite number >= 0*"),
+        (
+            ["--memory-tolerance", "2"],
+            "ERROR: --memory-tolerance: a two-sided tolerance is a fraction below 1 *, got '2'",
+        ),
+        (
+            ["--estimate-tolerance", "1"],
+            "ERROR: --estimate-tolerance: a two-sided tolerance is a fraction below 1 *, got '1'",
+        ),
         (["--speed-tolerance", "abc"], "ERROR: --speed-tolerance: not a number: 'abc'"),
         (["--row-timeout", "0"], "ERROR: --row-timeout: a timeout must be a finite number of seconds > 0, got '0'"),
         # Before: "a timeout must be > 0 seconds, got '1e400'", which it is (an infinite one).
