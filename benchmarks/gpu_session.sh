@@ -194,6 +194,8 @@ lease)
         [[ -n "$dry_run" ]] && return
         tar -czf "$results/lease.tgz.part" -C "$work" . && mv "$results/lease.tgz.part" "$results/lease.tgz"
     }
+    # (`timeout` handles SIGINT itself, so a stage has it at its default even where the lease was
+    # started ignoring it, as a script's background job is.)
     stage_under() { timeout --signal=INT --kill-after=20 "$@"; }
     ran=0 failed=0  # stages started, and those that ended with a failure (the rows stage's pytest verdicts aside)
     if [[ "${LEASE_SMOKE-1}" == 1 ]]; then

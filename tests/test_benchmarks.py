@@ -205,6 +205,31 @@ def test_a_lease_started_by_a_relative_path_runs_its_stages(tmp_path: Path) -> N
         assert len(logs) == 1 and b"fake -m pytest conformance -k x" in packed.extractfile(logs[0]).read()
 
 
+def test_a_lease_started_with_sigint_ignored_can_still_stop_its_stages(tmp_path: Path) -> None:
+    """The lease stops a stage with SIGINT (``timeout``). A lease started as a script's background
+    job ignores SIGINT; were its stages to inherit that, the signal would do nothing and SIGKILL
+    would end the stage 20 s later, before pytest wrote its results file. ``timeout`` handles the
+    signal it sends, so the command it starts has SIGINT at its default again."""
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    # The stage's pytest says which signals it was started ignoring (a mask, SIGINT is bit 2).
+    (fake_bin / "python3").write_text('#!/bin/bash\ngrep "^SigIgn:" /proc/$$/status\n')
+    (fake_bin / "python3").chmod(0o755)
+    _fake_driver(fake_bin)
+    out = tmp_path / "out"
+    env = {**os.environ, "OUT": str(out), "PATH": f"{fake_bin}:{os.environ['PATH']}", "GPU_SESSION_INSTALLED": "1"}
+    proc = subprocess.run(
+        ["bash", "gpu_session.sh", "lease", "x"], cwd=BENCHMARKS, env={**env, "LEASE_SMOKE": "0"},
+        capture_output=True, text=True, timeout=60,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    with tarfile.open(out / "lease.tgz") as packed:
+        (log,) = [name for name in packed.getnames() if "/pytest-_k_x_" in name]
+        (mask,) = packed.extractfile(log).read().decode().split()[1:]
+    assert not int(mask, 16) & 1 << (signal.SIGINT - 1), f"the stage's pytest ignores SIGINT (SigIgn: {mask})"
+
+
 def test_a_stage_stopped_by_the_lease_keeps_pytests_last_words_in_its_log(tmp_path: Path) -> None:
     """The lease stops a stage with SIGINT to its whole process group (``timeout``); pytest then
     prints which rows did not finish. The log's tee must outlive the signal to write that down."""
