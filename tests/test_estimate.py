@@ -1240,6 +1240,28 @@ def test_ad_hoc_data_file_sets_the_lengths_as_the_runner_reads_them(
         assert code == 2 and out == "" and message in err and len(err.splitlines()) == 1, (message, err)
 
 
+_PROFILE_ROWS: dict[tuple[object, ...], list[RowEstimate]] = {}
+
+
+@pytest.fixture
+def rows_estimated_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command's profile rows, estimated once per profile, stack, capacity and --reserved for
+    the tests below, which give them to --json, --markdown or --tolerance: each would estimate the
+    same rows again (a few seconds a time). The first asks the estimate itself."""
+    import conformance.estimate_command as command
+
+    real = command.estimate_profile
+
+    def once(profile: Any, **kw: Any) -> list[RowEstimate]:
+        key = (profile.directory, kw["stack"], kw["capacity_gb"], kw.get("reserve", False))
+        if key not in _PROFILE_ROWS:
+            _PROFILE_ROWS[key] = real(profile, **kw)
+        return list(_PROFILE_ROWS[key])
+
+    monkeypatch.setattr(command, "estimate_profile", once)
+
+
+@pytest.mark.usefixtures("rows_estimated_once")
 def test_profile_json_one_object_per_row(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run_cli(["--profile", "cpu-tiny", "--json", "--jobs", "1"], capsys)
     assert code == 0
@@ -1288,6 +1310,7 @@ def test_a_profile_tolerance_of_1_or_more_is_refused_before_any_estimate(capsys:
     )
 
 
+@pytest.mark.usefixtures("rows_estimated_once")
 def test_profile_table_has_expected_and_error(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run_cli(["--profile", "cpu-tiny", "--markdown", "--jobs", "1"], capsys)
     assert code == 0
