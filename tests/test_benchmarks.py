@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -184,21 +185,30 @@ def _fake_driver(folder: Path) -> None:
     (folder / "nvidia-smi").chmod(0o755)
 
 
-def test_a_lease_started_by_a_relative_path_runs_its_stages(tmp_path: Path) -> None:
-    """Before, `bash gpu_session.sh lease ...` from inside benchmarks/ re-ran itself as
-    "gpu_session.sh" after its cd to the checkout: every stage was "No such file or directory",
-    and the lease still exited 0 with nothing measured."""
+def _lease_x_with_fake_python(
+    tmp_path: Path, python3: str, preexec_fn: Callable[[], object] | None = None
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """``gpu_session.sh lease x`` (no smoke stage) run from benchmarks/, with ``python3`` (a
+    script's text) standing in for Python and a fake driver; the process and its $OUT."""
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()
-    (fake_bin / "python3").write_text('#!/bin/sh\necho "fake $*"\n')
+    (fake_bin / "python3").write_text(python3)
     (fake_bin / "python3").chmod(0o755)
     _fake_driver(fake_bin)
     out = tmp_path / "out"
     env = {**os.environ, "OUT": str(out), "PATH": f"{fake_bin}:{os.environ['PATH']}", "GPU_SESSION_INSTALLED": "1"}
     proc = subprocess.run(
         ["bash", "gpu_session.sh", "lease", "x"], cwd=BENCHMARKS, env={**env, "LEASE_SMOKE": "0"},
-        capture_output=True, text=True, timeout=60,
+        capture_output=True, text=True, timeout=60, preexec_fn=preexec_fn,
     )  # fmt: skip
+    return proc, out
+
+
+def test_a_lease_started_by_a_relative_path_runs_its_stages(tmp_path: Path) -> None:
+    """Before, `bash gpu_session.sh lease ...` from inside benchmarks/ re-ran itself as
+    "gpu_session.sh" after its cd to the checkout: every stage was "No such file or directory",
+    and the lease still exited 0 with nothing measured."""
+    proc, out = _lease_x_with_fake_python(tmp_path, '#!/bin/sh\necho "fake $*"\n')
     assert proc.returncode == 0 and "No such file" not in proc.stderr, proc.stderr
     with tarfile.open(out / "lease.tgz") as packed:
         logs = [name for name in packed.getnames() if "/pytest-_k_x_" in name]
@@ -210,19 +220,10 @@ def test_a_lease_started_with_sigint_ignored_can_still_stop_its_stages(tmp_path:
     job ignores SIGINT; were its stages to inherit that, the signal would do nothing and SIGKILL
     would end the stage 20 s later, before pytest wrote its results file. ``timeout`` handles the
     signal it sends, so the command it starts has SIGINT at its default again."""
-    fake_bin = tmp_path / "bin"
-    fake_bin.mkdir()
     # The stage's pytest says which signals it was started ignoring (a mask, SIGINT is bit 2).
-    (fake_bin / "python3").write_text('#!/bin/bash\ngrep "^SigIgn:" /proc/$$/status\n')
-    (fake_bin / "python3").chmod(0o755)
-    _fake_driver(fake_bin)
-    out = tmp_path / "out"
-    env = {**os.environ, "OUT": str(out), "PATH": f"{fake_bin}:{os.environ['PATH']}", "GPU_SESSION_INSTALLED": "1"}
-    proc = subprocess.run(
-        ["bash", "gpu_session.sh", "lease", "x"], cwd=BENCHMARKS, env={**env, "LEASE_SMOKE": "0"},
-        capture_output=True, text=True, timeout=60,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
-    )  # fmt: skip
+    proc, out = _lease_x_with_fake_python(
+        tmp_path, '#!/bin/bash\ngrep "^SigIgn:" /proc/$$/status\n', lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)
+    )
     assert proc.returncode == 0, proc.stderr
     with tarfile.open(out / "lease.tgz") as packed:
         (log,) = [name for name in packed.getnames() if "/pytest-_k_x_" in name]
