@@ -63,6 +63,12 @@ MODEL_SLUGS: Mapping[str, str] = MappingProxyType(
     }
 )
 _ID_FIELDS = ("workload", "method", "model", "quantize", "micro_batch_size", "devices")
+# The field each "-"-separated part of a workload's id comes from, in order (``case_id``; no slug
+# holds a "-").
+ID_PARTS = {
+    "finetune": _ID_FIELDS,
+    "inference": tuple(name for name in _ID_FIELDS if name not in ("method", "micro_batch_size")),
+}
 # The runners' precision for every published row (the resource tables say `--precision bf16-true`);
 # a row's runner_options may set another.
 PRECISION = "bf16-true"

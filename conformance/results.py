@@ -26,7 +26,14 @@ from jsonschema import Draft202012Validator
 from conformance.compare import SPEED_INCONCLUSIVE, Finding
 from conformance.display import display
 from conformance.estimate import RowEstimate
-from conformance.expectations import ValueRefused, case_id_from, is_case_id, strict_json, write_json_atomic
+from conformance.expectations import (
+    ID_PARTS,
+    ValueRefused,
+    case_id_from,
+    is_case_id,
+    strict_json,
+    write_json_atomic,
+)
 from conformance.options import options_json
 from conformance.profiles import profile_json
 from conformance.runner import stopped_by_session
@@ -366,23 +373,12 @@ def _check_row_id(row: Mapping[str, Any], where: str) -> None:
         return
     if row["id"] == expected or not is_case_id(row["id"]):
         return
-    names = _ID_PARTS[row["workload"]]
     made, given = expected.split("-"), row["id"].split("-")
-    field = next(name for name, a, b in zip(names, made, given) if a != b)
-    part = names.index(field)
+    part, field = next((i, name) for i, name in enumerate(ID_PARTS[row["workload"]]) if made[i] != given[i])
     raise ValueError(
         f"{where}/{field}: row {row['id']!r}: {field} {row[field]!r} is not the id's {given[part]!r} (the row's"
-        f" fields make the id {expected!r}){_BY_ID}"
+        f" fields make the id {expected!r}); the tools that read a results file match its rows by id"
     )
-
-
-_BY_ID = "; the tools that read a results file match its rows by id"
-
-# The fields each part of an id comes from (``case_id``), split at "-" (no slug holds one).
-_ID_PARTS = {
-    "finetune": ("workload", "method", "model", "quantize", "micro_batch_size", "devices"),
-    "inference": ("workload", "model", "quantize", "devices"),
-}
 
 
 # Verdicts of a run or speed check that judged the run's figures (a failed check may have failed on
