@@ -107,7 +107,8 @@ def check_own_benchmark(option: str, path: Path, benchmark: str) -> None:
     if not head or not head.strip():
         return
     try:
-        found = json.loads(path.read_text(encoding="utf-8")).get("benchmark") if head.lstrip()[:1] == b"{" else None
+        json_object = head.lstrip()[:1] == b"{" and path.stat().st_size <= _MAX_JSON_BYTES  # as check_own_output
+        found = json.loads(path.read_text(encoding="utf-8")).get("benchmark") if json_object else None
     except (OSError, ValueError, AttributeError, RecursionError):
         found = None
     if found != benchmark:

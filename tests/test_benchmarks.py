@@ -600,3 +600,17 @@ def test_a_benchmark_replaces_its_own_earlier_output_and_an_empty_file(tmp_path:
         check_own_benchmark("--out", path, "suite_cost")  # no refusal
     with pytest.raises(ValueError, match="is not extrapolation_error's output"):
         check_own_benchmark("--out", own, "extrapolation_error")
+
+
+def test_a_benchmark_does_not_read_a_json_file_past_the_cap_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, a file that began with "{" was read whole, whatever its size, to find its benchmark
+    field; a file past the size check_own_output reads (a diff's JSON) is now refused unread."""
+    import conformance.targets as targets
+
+    own = tmp_path / "own.json"
+    own.write_text(json.dumps({"benchmark": "suite_cost", "runs": []}))
+    monkeypatch.setattr(targets, "_MAX_JSON_BYTES", own.stat().st_size - 1)
+    with pytest.raises(ValueError, match="is not suite_cost's output"):
+        check_own_benchmark("--out", own, "suite_cost")
