@@ -387,9 +387,11 @@ _MEASURING_VERDICTS = ("passed", "improved", "xfailed", "recorded")
 
 
 def _check_row_agrees(row: Mapping[str, Any], where: str) -> None:
-    """A row's verdict is the one its listed checks give (``row_verdict``), and its memory cap the
-    one its run was measured under: a hand edit that contradicts them would change what a gate
-    reads (a failed run under a "passed" verdict; a row under another cap is not compared)."""
+    """A row's verdict is the one its listed checks give (``row_verdict``), its measured result of
+    the row's own configuration (workload, method, model, quantize, micro-batch, devices), and its
+    memory cap the one its run was measured under: a hand edit that contradicts them would change
+    what a gate reads (a failed run under a "passed" verdict; another model's or micro-batch's peak
+    judged as the row's; a row under another cap is not compared)."""
     checks, pending = row.get("checks") or {}, row.get("pending") or ()
     if not checks and not pending:  # the suite writes a row for a selected check, no other
         raise ValueError(f"{where}/checks: the row lists no check, so nothing gives its verdict {row['verdict']!r}")
@@ -408,7 +410,14 @@ def _check_row_agrees(row: Mapping[str, Any], where: str) -> None:
             raise ValueError(
                 f"{where}/measured: null, where {verdicts}: a verdict that judged a measurement needs the measurement"
             )
-    device = (row.get("measured") or {}).get("device")
+    measured = row.get("measured") or {}
+    for name in ROW_FIELDS:  # a Result spells them as the row does (``runner.identity``)
+        if name in measured and measured[name] != row[name]:
+            raise ValueError(
+                f"{where}/measured/{name}: {measured[name]!r} is not the row's {name} {row[name]!r}: a run of"
+                " another configuration, whose figures report, diff and --baseline would judge as the row's"
+            )
+    device = measured.get("device")
     if (
         isinstance(device, Mapping)
         and "memory_cap_gb" in device

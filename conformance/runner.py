@@ -537,14 +537,28 @@ def load_runner(spec: str) -> Runner:
 def as_run_result(value: RunnerReturn, case: Case, options: RunOptions) -> RunResult:
     """A runner's return value as a ``RunResult`` whose ``result`` is a ``Result``. Fake runners may
     return a bare result mapping, or a ``RunResult`` holding one: the row's identity fills the
-    fields they leave out, and a mapping that is not a valid result becomes outcome "error"."""
+    fields they leave out, and a mapping that is not a valid result becomes outcome "error", as does
+    a result of another configuration than the row's (``_of_the_row``)."""
     if isinstance(value, RunResult):
         if isinstance(value.result, Result):
-            return value
-        return dataclasses.replace(value, result=_as_result(value.result, case))
+            return _of_the_row(value, case)
+        return _of_the_row(dataclasses.replace(value, result=_as_result(value.result, case)), case)
     if isinstance(value, Mapping):
-        return RunResult(result=_as_result(value, case), command=tuple(build_command(case, options)))
+        return _of_the_row(RunResult(result=_as_result(value, case), command=tuple(build_command(case, options))), case)
     raise TypeError(f"runner returned {type(value).__name__}, expected RunResult or a result mapping")
+
+
+def _of_the_row(run: RunResult, case: Case) -> RunResult:
+    """``run``, or, when its result names another workload, method, model, quantization, micro-batch
+    or device count than the row (the precision is the row's runner options' to set), ``run`` with
+    an error result saying which: its figures are not the row's, and a results file that carried
+    them as the row's would be refused by every reader of it."""
+    for name, value in identity(case).items():
+        given = getattr(run.result, name)
+        if name != "precision" and given != value:
+            error = f"the runner's result is of another configuration: {name} {given!r}, the row's {value!r}"
+            return dataclasses.replace(run, result=synthesize(case, "error", error))
+    return run
 
 
 def _as_result(value: Mapping[str, Any], case: Case) -> Result:

@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from results_files import measured, results, row, write
@@ -266,6 +267,41 @@ def test_a_row_whose_id_its_fields_do_not_make_is_refused_by_every_reader(
     suite = tmp_path / "suite.json"
     suite.write_text(json.dumps(build_results(snapshot(tmp_path, finished=True))))
     assert [r["id"] for r in load_results(suite)["rows"]] == [c.id for c in load_profile("cpu-tiny").cases[:2]]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "shown"),
+    [("model", "phi-1_5", "'phi-1_5' is not the row's model 'Llama-2-7b-hf'"),
+     ("micro_batch_size", 4, "4 is not the row's micro_batch_size 1")],
+)  # fmt: skip
+def test_a_row_whose_measured_result_is_of_another_configuration_is_refused_by_every_reader(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], field: str, value: Any, shown: str
+) -> None:
+    """Before, a row of Llama 2 7B at micro-batch 1 whose measured result said phi-1_5 (or
+    micro-batch 4) loaded, and diff judged the other configuration's peak as the row's regression.
+    A row whose result spells its fields as the suite writes them (quantize null) still loads."""
+    case = "finetune-lora-llama2_7b-noquant-mb1-1gpu"
+    old = write(tmp_path / "old.json", results([row(case, measured(quantize=None, max_memory_gb=14.0))]))
+    other = {**measured(quantize=None, max_memory_gb=30.0), field: value}
+    bad = write(tmp_path / "bad.json", results([row(case, other, model="Llama-2-7b-hf", micro_batch_size=1)]))
+    why = (
+        f"{bad}: /rows/0/measured/{field}: {shown}: a run of another configuration, whose figures report, diff"
+        " and --baseline would judge as the row's"
+    )
+    with pytest.raises(ValueError) as refused:
+        load_results(bad)
+    assert str(refused.value) == why
+    with pytest.raises(ValueError, match=f"/rows/0/measured/{field}: "):
+        Baseline.load(bad)
+    merged = tmp_path / "merged.json"
+    for argv, command in (
+        (["report", str(bad)], "report"),
+        (["diff", str(old), str(bad)], "diff"),
+        (["report", str(old), str(bad), "--merged", str(merged)], "report"),
+    ):
+        assert main(argv) == 2, argv
+        assert capsys.readouterr().err == f"conformance {command}: {why}\n"
+    assert not merged.exists()
 
 
 def test_a_results_file_says_when_it_was_created_as_a_time_and_null_is_named_as_such(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ import pytest
 
 from conformance import runner
 from conformance.expectations import Case, Tolerances
-from conformance.runner import RunOptions, RunResult, as_run_result, build_command, interpret, load_runner
+from conformance.runner import RunOptions, RunResult, as_run_result, build_command, identity, interpret, load_runner
 from litgpt_min.protocol import SUITE_GENERATIONS
 from litgpt_min.result import Result
 
@@ -362,3 +362,21 @@ def test_a_fake_runner_may_return_a_bare_result() -> None:
     assert run.command[3:5] == ("finetune", "lora")
     with pytest.raises(TypeError, match="expected RunResult"):
         as_run_result(42, case, RunOptions())  # type: ignore[arg-type]
+
+
+def test_a_runner_result_of_another_configuration_is_an_error_of_the_row() -> None:
+    """Before, a runner that reported another micro-batch or model than the row's had its figures
+    judged as the row's (and a results file carrying them as the row's is refused by its readers)."""
+    case = make_case()
+    for given in ({"micro_batch_size": case.micro_batch_size + 2}, {"model": "tiny-neox"}):
+        for value in (given, RunResult(result=Result(**{**identity(case), **given}, max_memory_gb=1.0))):
+            run = as_run_result(value, case, RunOptions())
+            (name, wrong), *_ = given.items()
+            assert run.outcome == "error" and run.result.max_memory_gb is None
+            assert run.result.error == (
+                f"the runner's result is of another configuration: {name} {wrong!r}, the row's {getattr(case, name)!r}"
+            )
+            assert run.result.to_json() | {"error": None, "outcome": "ok"} == Result(**identity(case)).to_json()
+    # The row's own configuration, at another precision (a row's runner options may set one), is the row's.
+    run = RunResult(result=Result(**{**identity(case), "precision": "32-true"}, max_memory_gb=1.0))
+    assert as_run_result(run, case, RunOptions()) is run
