@@ -180,11 +180,15 @@ class RunCache:
                 shutil.rmtree(self.gpu_lock_dir, ignore_errors=True)
                 self.gpu_lock_dir, self._made_gpu_lock_dir = None, False
 
-    def discard_logs(self) -> None:
-        """Remove the temporary folder of the row logs (never ``--row-logs``'s): for a session whose
-        checks all passed and that wrote no results file, nothing refers to them."""
+    def discard_logs(self, keep: bool = False) -> None:
+        """Remove the temporary folder of the row logs (never ``--row-logs``'s) unless ``keep``: a
+        session that failed or wrote a results file keeps it, as its failures and rows name its logs.
+        A folder no row wrote a log in goes even then: nothing names it (a ``--runner`` that keeps no
+        log, a session stopped while its GPU row waited for a lease)."""
         with self._lock:
-            if self._log_dir is not None and self.options.row_logs is None:
+            if self._log_dir is None or self.options.row_logs is not None:
+                return
+            if not keep or not any(path.is_file() for path in self._log_dir.rglob("*")):
                 shutil.rmtree(self._log_dir, ignore_errors=True)
                 self._log_dir = None
 

@@ -733,8 +733,8 @@ class ConformanceSession:
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         self.cache.close()
-        if exitstatus == pytest.ExitCode.OK and self.options.results is None:
-            self.cache.discard_logs()  # (a worker's own status under xdist: its rows, its folder)
+        # (a worker's own status under xdist: its rows, its folder)
+        self.cache.discard_logs(keep=exitstatus != pytest.ExitCode.OK or self.options.results is not None)
         if not self.resolved or _runs_nothing(session.config) or not self.writes:
             if self._signals is not None:
                 self._signals.written = session  # nothing to write

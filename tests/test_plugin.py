@@ -279,6 +279,18 @@ def test_every_outcome_conforms(suite: Suite) -> None:
     assert {(c["cap"], c["accelerator"], c["preloaded"]) for c in suite.calls()} == {(40.0, "cpu", True)}
 
 
+LOGGING_RUNNER = """
+import dataclasses
+from fake_runner import run
+
+def run_and_log(case, options):
+    log = options.log_dir / f"{case.id}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("a log")
+    return dataclasses.replace(run(case, options), log_path=log)
+"""
+
+
 def test_the_temporary_row_logs_are_removed_after_a_clean_session_only(
     suite: Suite, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -287,16 +299,24 @@ def test_the_temporary_row_logs_are_removed_after_a_clean_session_only(
     monkeypatch.setattr(tempfile, "tempdir", str(temp))
     suite.profile()
     suite.answer(good_answers())
-    base = ("--expectations", str(suite.root), "--runner", "fake_runner:run", "-k", OK)
+    suite.pytester.makepyfile(logging_runner=LOGGING_RUNNER)
+    base = ("--expectations", str(suite.root), "--runner", "logging_runner:run_and_log", "-k", OK)
     suite.run_bare(*base).assert_outcomes(passed=3)
     assert list(temp.glob("conformance-rows-*")) == [], "every check passed: nothing refers to the logs"
     suite.run_bare(*base, "--results", str(tmp_path / "r.json")).assert_outcomes(passed=3)
     assert len(list(temp.glob("conformance-rows-*"))) == 1, "the results file names the logs"
+    (row,) = [r for r in load_results(tmp_path / "r.json")["rows"] if r["id"] == OK]
+    assert Path(row["log"]).read_text() == "a log"
     answers = good_answers()
     answers[OK] = {"max_memory_gb": 1.25, "time_1k_iters_min": 2.1}
     suite.answer(answers)
     suite.run_bare(*base).assert_outcomes(passed=2, failed=1)
     assert len(list(temp.glob("conformance-rows-*"))) == 2, "a failure names its log"
+    # A runner that keeps no log: before, each such session left an empty folder that nothing named.
+    no_log = ("--expectations", str(suite.root), "--runner", "fake_runner:run", "-k", OK)
+    suite.run_bare(*no_log).assert_outcomes(passed=2, failed=1)
+    suite.run_bare(*no_log, "--results", str(tmp_path / "r2.json")).assert_outcomes(passed=2, failed=1)
+    assert len(list(temp.glob("conformance-rows-*"))) == 2
 
 
 def test_memory_regression_lists_every_finding_and_the_commands(suite: Suite) -> None:
