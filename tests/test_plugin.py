@@ -187,8 +187,15 @@ class Suite:
 
 
 @pytest.fixture
-def suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Suite:
+def suite(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> Suite:
     fake_no_gpu(monkeypatch)  # the same on every machine; tests that need a GPU fake one
+    # The sessions' temporary folders (row logs, GPU leases) go in the test's own, not the user's
+    # temporary directory: in-process runs through tempfile's, the commands started through TMPDIR.
+    temporary = tmp_path_factory.mktemp("temp")
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    monkeypatch.setenv("TMPDIR", str(temporary))
     return Suite(pytester)
 
 
