@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -365,16 +366,13 @@ def test_cublas_init_needs_a_gpu_and_says_so_in_one_line(capsys: pytest.CaptureF
         ("derive_lengths", ["--data-dir", "{tmp}", "--out-dir", "{tmp}/alpaca/alpaca_data.json"], "not a directory"),
         # Before: found after the tokenization (30 s a family), and after the earlier families' profiles
         # were written: 'phi-1_5: cannot derive from DIR: FileNotFoundError: ... lengths_phi-1_5.json'.
+        # A missing alpaca/lengths_<family>.json is no refusal: the shipped profile stands in for it.
         (
             "derive_lengths",
             ["--data-dir", "{tmp}", "--check"],
-            "holds no tokenizers/phi-1_5/, alpaca/lengths_phi-1_5.json,",
+            "holds no tokenizers/phi-1_5/, tokenizers/gpt-neox-20b/,",
         ),
-        (
-            "derive_lengths",
-            ["--data-dir", "{tmp}", "--families", "falcon"],
-            "holds no tokenizers/falcon/, alpaca/lengths_falcon.json\n",
-        ),
+        ("derive_lengths", ["--data-dir", "{tmp}", "--families", "falcon"], "holds no tokenizers/falcon/\n"),
         # Before: found once the derivation had run, in a traceback.
         ("derive_lengths", ["--data-dir", "{tmp}", "--out-dir", "/proc/x/lengths"], "cannot write in /proc"),
         ("calibration", [], "the following arguments are required: results"),
@@ -477,6 +475,96 @@ def test_derive_lengths_names_a_data_folder_it_cannot_derive_from(
     out, err = capsys.readouterr()
     assert exc.value.code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
     assert err.startswith(f"derive_lengths: error: llama2: cannot derive from {tmp_path}: "), err
+
+
+def _tiny_alpaca(tmp_path: Path) -> Path:
+    """A data folder as derive_lengths reads it: 40 records of a few lengths, a word-level falcon tokenizer."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    data = tmp_path / "data"
+    (data / "alpaca").mkdir(parents=True)
+    records = [{"instruction": "say w", "input": "", "output": " ".join(["w"] * (1 + i % 7))} for i in range(40)]
+    (data / "alpaca" / "alpaca_data.json").write_text(json.dumps(records))
+    tokenizer = Tokenizer(models.WordLevel({"<unk>": 0, "w": 1, "<|endoftext|>": 2}, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    (data / "tokenizers" / "falcon").mkdir(parents=True)
+    tokenizer.save(str(data / "tokenizers" / "falcon" / "tokenizer.json"))
+    return data
+
+
+def _record(data: Path) -> dict[str, object]:
+    """What an independent record holds for the tiny data, in the recorded files' layout."""
+    from litgpt_min.data import LengthProfile, Tokenizer, prepare_alpaca
+
+    tokenizer = Tokenizer(data / "tokenizers" / "falcon")
+    train, test = prepare_alpaca(data / "alpaca" / "alpaca_data.json", tokenizer)
+    profile = LengthProfile.from_samples("falcon", train, len(test), tokenizer, {})
+    edges = list(range(0, profile.longest + 17, 16))
+    return {
+        "split": {"train": profile.n_train, "test": profile.n_test},
+        "special_tokens": {"bos_added": profile.bos_added, "bos_id": profile.bos_id, "eos_id": profile.eos_id},
+        "published_longest_train_example": profile.longest,
+        "longest_train_example_index": profile.longest_source_index,
+        "data_sha256": hashlib.sha256((data / "alpaca" / "alpaca_data.json").read_bytes()).hexdigest(),
+        "full_train": {
+            "count": profile.n_train,
+            "min": profile.lengths[0],
+            "max": profile.longest,
+            "median": profile.median,
+            "mean": round(profile.mean, 3),
+            "histogram": {"bin_edges": edges, "counts": profile.binned(edges)},
+        },
+    }
+
+
+def test_derive_lengths_checks_a_clone_against_the_shipped_profiles_without_the_records(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: without alpaca/lengths_<family>.json, which the repository does not hold, --check
+    and writing were refused ('holds no alpaca/lengths_falcon.json'): a clone could not reproduce
+    the shipped profiles."""
+    data, shipped = _tiny_alpaca(tmp_path), tmp_path / "shipped"
+    record = data / "alpaca" / "lengths_falcon.json"
+    record.write_text(json.dumps(_record(data)))
+    bench = _load("derive_lengths")
+    monkeypatch.setattr(bench, "LENGTHS_DIR", shipped)
+    assert bench.main(["--data-dir", str(data), "--families", "falcon"]) == 0  # with the record: written
+    out, err = capsys.readouterr()
+    assert "no independent record" not in out and err == "", (out, err)
+    record.unlink()
+
+    assert bench.main(["--data-dir", str(data), "--families", "falcon", "--check"]) == 0
+    out, err = capsys.readouterr()
+    assert err == "" and out.splitlines()[0].endswith(": ok"), (out, err)
+    assert f"no independent record {record}: skipped comparing the split sizes, special tokens," in out, out
+    assert f"compared them with the shipped {shipped / 'falcon.json'} instead" in out, out
+    # Writing needs the shipped profile's agreement: it writes the same bytes.
+    assert bench.main(["--data-dir", str(data), "--families", "falcon", "--out-dir", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "falcon.json").read_text() == (shipped / "falcon.json").read_text()
+    capsys.readouterr()
+
+    # A shipped profile the data does not give (its longest sample one token longer): refused, unwritten.
+    profile = json.loads((shipped / "falcon.json").read_text())
+    longest = profile["longest"]
+    profile.update(longest=longest + 1, lengths=[*profile["lengths"][:-1], longest + 1])
+    (shipped / "falcon.json").write_text(json.dumps(profile))
+    assert bench.main(["--data-dir", str(data), "--families", "falcon", "--check"]) == 1
+    out, err = capsys.readouterr()
+    assert out.splitlines()[0].endswith(": MISMATCH") and "no independent record" in out, out
+    assert f"longest: derived {longest}, shipped {longest + 1}" in err, err
+    assert f"counts: 2 lengths have other counts; the first, {longest} tokens: derived " in err, err
+    assert bench.main(["--data-dir", str(data), "--families", "falcon", "--out-dir", str(tmp_path / "new")]) == 1
+    assert not (tmp_path / "new").exists()
+
+    # No record and no shipped profile: refused before the tokenization.
+    monkeypatch.setattr(bench, "LENGTHS_DIR", tmp_path / "none")
+    monkeypatch.setattr(bench, "derive", lambda *a, **k: pytest.fail("derived without anything to check against"))
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--data-dir", str(data), "--families", "falcon", "--check"])
+    assert exc.value.code == 2
+    assert "holds no alpaca/lengths_falcon.json, and the shipped profile that stands in for it cannot be read:" in (
+        capsys.readouterr().err
+    )
 
 
 def test_gpu_session_dry_run_prints_every_command_of_the_extrapolation_stage(tmp_path: Path) -> None:
