@@ -37,7 +37,8 @@ from conformance.profiles import resolve_profiles
 from conformance.report import render
 from conformance.results import check_not_results, check_target, load_results, merged_from
 from conformance.targets import REPORT_TITLE, check_outside_expectations, check_own_output
-from litgpt_min.files import check_output_file, real_path, write_json_atomic, write_text_atomic
+from litgpt_min.config import clipped
+from litgpt_min.files import check_output_file, lookup_problem, real_path, write_json_atomic, write_text_atomic
 from litgpt_min.usage import OneLineParser, one_line, path_argument
 
 # Exit status for bad input (a malformed results file, an output path that cannot be written).
@@ -310,9 +311,11 @@ def cmd_validate(root: Path, names: list[str]) -> int:
             unknown[0], available, n=1
         )
         hint = f"; did you mean {close[0]!r}?" if close else ""
+        # (a name too long for the file system is no folder's: shown cut short)
+        name = clipped(repr(unknown[0])) if lookup_problem(root / unknown[0]) else repr(unknown[0])
         print(
             one_line(
-                f"conformance validate: unknown profile {unknown[0]!r}{hint} (in {root}: {', '.join(available)})"
+                f"conformance validate: unknown profile {name}{hint} (in {root}: {', '.join(available)})"
                 + profile_name_note(root, unknown[0], VALIDATE_USAGE)
             ),
             file=sys.stderr,

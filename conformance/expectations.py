@@ -33,7 +33,7 @@ from jsonschema.exceptions import SchemaError, ValidationError
 from conformance.display import display, significant
 from litgpt_min import json_keys
 from litgpt_min.config import clipped, known_names
-from litgpt_min.files import json_text, read_input_text, real_path, write_files_atomic
+from litgpt_min.files import json_text, lookup_problem, read_input_text, real_path, write_files_atomic
 from litgpt_min.json_keys import DuplicateKey
 from litgpt_min.result import Outcome, Workload
 
@@ -826,9 +826,12 @@ def load_profile(name: str, root: Path = DEFAULT_ROOT, usage: str = PROFILE_USAG
         hint = f"; did you mean {close[0]!r}?" if close else ""
         listing = ", ".join(available) if available else "none"
         folder = "" if available else profile_folder_hint(root, usage)
+        # A name too long for the file system is no folder's: cut short, after the folder of profiles.
+        too_long = lookup_problem(root / str(name)) is not None
+        shown = clipped(repr(name)) if too_long else repr(name)
         raise ExpectationError(
-            root / str(name),
-            f"unknown profile {name!r}{hint} (available in {display(root)}: {listing})"
+            root if too_long else root / str(name),
+            f"unknown profile {shown}{hint} (available in {display(root)}: {listing})"
             + profile_name_note(root, name, usage)
             + (f"; {folder}" if folder else ""),
         )

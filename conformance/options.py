@@ -35,7 +35,7 @@ from conformance.expectations import (
 )
 from conformance.runner import DEFAULT_RUNNER
 from conformance.targets import check_outside_expectations
-from litgpt_min.config import LONG_LONG_MAX
+from litgpt_min.config import LONG_LONG_MAX, clipped
 from litgpt_min.files import cannot_write_in, lookup_problem, read_only, real_path
 from litgpt_min.result import MAX_MEMORY_GB
 from litgpt_min.usage import plain_number
@@ -88,7 +88,7 @@ class Options:
                 if value is not None and not value.strip():
                     # An unset shell variable (`--record "$DIR"`): never the option left out.
                     raise ValueError(
-                        f"{FLAGS[f.name]}: expected a path, got {'an empty value' if not value else repr(value)}"
+                        f"{FLAGS[f.name]}: expected a path, got {'an empty value' if not value else clipped(repr(value))}"
                     )
                 # "~/r.json" quoted (a CI file's YAML): the home folder, as pytest reads --junitxml's.
                 value = Path(value).expanduser() if value else (DEFAULT_ROOT if f.name == "expectations" else None)
@@ -101,7 +101,7 @@ class Options:
         for name in _PATHS:
             path = getattr(self, name)
             if path is not None and (why := lookup_problem(path)):  # a name too long for the file system
-                raise ValueError(f"{FLAGS[name]} {path}: {why}")
+                raise ValueError(f"{FLAGS[name]} {clipped(str(path))}: {why}")
         if not self.expectations.is_dir():
             raise ValueError(f"--expectations {self.expectations}: not a directory")
         if "" in self.profiles:  # an unset shell variable (`--profile "$NAME"`)
@@ -114,8 +114,8 @@ class Options:
             if name not in available:
                 listing = ", ".join(available) or "none"
                 raise ValueError(
-                    f"--profile {name}: no such profile in {display(self.expectations)} (available: {listing})"
-                    + profile_name_note(self.expectations, name)
+                    f"--profile {clipped(name) if lookup_problem(name) else name}: no such profile in"
+                    f" {display(self.expectations)} (available: {listing})" + profile_name_note(self.expectations, name)
                 )
         if self.row_logs is not None:
             check_directory_target("--row-logs", self.row_logs)
@@ -263,9 +263,9 @@ def _finite(text: str, problem: str, ok: Callable[[float], bool]) -> float:
     try:
         value = plain_number(float)(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        raise argparse.ArgumentTypeError(f"not a number: {clipped(repr(text))}") from None
     if not math.isfinite(value) or not ok(value):
-        raise argparse.ArgumentTypeError(f"{problem}, got {text!r}")
+        raise argparse.ArgumentTypeError(f"{problem}, got {clipped(repr(text))}")
     return value
 
 
@@ -279,7 +279,7 @@ def two_sided(text: str) -> float:
     estimate --tolerance``): a fraction below 1."""
     value = fraction(text)
     if problem := tolerance_problem(value, two_sided=True):
-        raise argparse.ArgumentTypeError(f"a two-sided tolerance {problem}, got {text!r}")
+        raise argparse.ArgumentTypeError(f"a two-sided tolerance {problem}, got {clipped(repr(text))}")
     return value
 
 
@@ -289,7 +289,7 @@ def _memory_cap(text: str) -> float | str:
     try:
         plain_number(float)(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected GB (e.g. 40), 'auto' or 'off', got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected GB (e.g. 40), 'auto' or 'off', got {clipped(repr(text))}") from None
     return _finite(text, f"a memory cap must be a finite number > 0 and <= {MAX_MEMORY_GB:g} (GB)", _device_gb)
 
 
@@ -304,11 +304,13 @@ def whole_number(minimum: int) -> Callable[[str], int]:
         try:
             value = plain_number(int)(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+            raise argparse.ArgumentTypeError(f"not a whole number: {clipped(repr(text))}") from None
         if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {text!r}")
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {clipped(repr(text))}")
         if value > LONG_LONG_MAX:  # past what torch takes as a size
-            raise argparse.ArgumentTypeError(f"must be at most {LONG_LONG_MAX} (a C long long), got {text!r}")
+            raise argparse.ArgumentTypeError(
+                f"must be at most {LONG_LONG_MAX} (a C long long), got {clipped(repr(text))}"
+            )
         return value
 
     return parse
@@ -331,7 +333,7 @@ def _device_gb(value: float) -> bool:
 def _runner_spec(text: str) -> str:
     module, sep, attr = text.partition(":")
     if not (sep and module and attr):
-        raise argparse.ArgumentTypeError(f"expected module:callable, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected module:callable, got {clipped(repr(text))}")
     return text
 
 

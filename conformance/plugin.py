@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from litgpt_min.config import clipped
 from litgpt_min.files import lookup_problem
 from litgpt_min.usage import interrupts_held, one_line, terminate_as_interrupt
 
@@ -144,10 +145,12 @@ def _check_junitxml(xmlpath: str | None, options: Options) -> None:
     if xmlpath is None:
         return
     if not xmlpath.strip():  # pytest writes no report then, and says nothing
-        raise ValueError(f"--junitxml: expected a path, got {'an empty value' if not xmlpath else repr(xmlpath)}")
+        raise ValueError(
+            f"--junitxml: expected a path, got {'an empty value' if not xmlpath else clipped(repr(xmlpath))}"
+        )
     path = Path(os.path.expanduser(os.path.expandvars(xmlpath)))
     if why := lookup_problem(path):  # a name too long for the file system
-        raise ValueError(f"--junitxml {xmlpath}: {why}")
+        raise ValueError(f"--junitxml {clipped(xmlpath)}: {why}")
     if path.exists() and not path.is_dir():  # a file, or /dev/null: what matters is opening it
         if not os.access(path, os.W_OK):
             raise ValueError(f"--junitxml {xmlpath}: exists and is not writable")

@@ -38,6 +38,7 @@ except ImportError:  # no fork server on this platform: rows run as plain subpro
     pass
 
 from conformance.expectations import PRECISION
+from litgpt_min.config import clipped
 from litgpt_min.protocol import SUITE_GENERATIONS
 from litgpt_min.result import RESULT_VERSION, Outcome, Result
 
@@ -508,20 +509,23 @@ def tail(text: str, lines: int = LOG_TAIL_LINES) -> str:
 def load_runner(spec: str) -> Runner:
     """The callable named by ``module:callable`` (``ValueError`` naming what is wrong)."""
     module_name, sep, attr = spec.partition(":")
+    option = f"--runner {clipped(repr(spec))}"  # (cut short: a message is one line)
     if not sep or not module_name or not attr:
-        raise ValueError(f"--runner {spec!r}: expected module:callable, e.g. conformance.runner:run_case")
+        raise ValueError(f"{option}: expected module:callable, e.g. conformance.runner:run_case")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ValueError(f"--runner {spec!r}: cannot import {module_name!r}: {exc}") from None
+        # A module not found is named in Python's message too ("No module named ..."): cut short.
+        why = clipped(str(exc)) if isinstance(exc, ModuleNotFoundError) else exc
+        raise ValueError(f"{option}: cannot import {clipped(repr(module_name))}: {why}") from None
     target: Any = module
     for part in attr.split("."):
         try:
             target = getattr(target, part)
         except AttributeError:
-            raise ValueError(f"--runner {spec!r}: {module_name!r} has no attribute {attr!r}") from None
+            raise ValueError(f"{option}: {module_name!r} has no attribute {clipped(repr(attr))}") from None
     if not callable(target):
-        raise ValueError(f"--runner {spec!r}: {attr!r} is not callable")
+        raise ValueError(f"{option}: {attr!r} is not callable")
     try:
         signature = inspect.signature(target)
     except (TypeError, ValueError):  # a builtin without one: the call itself will tell
@@ -530,7 +534,7 @@ def load_runner(spec: str) -> Runner:
         signature.bind(None, None)
     except TypeError:
         takes = ", ".join(signature.parameters)
-        raise ValueError(f"--runner {spec!r}: {attr}({takes}) cannot be called as runner(case, options)") from None
+        raise ValueError(f"{option}: {attr}({takes}) cannot be called as runner(case, options)") from None
     return target
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from litgpt_min import launch
-from litgpt_min.config import Config
+from litgpt_min.config import Config, clipped
 from litgpt_min.finetune import finetune_body
 from litgpt_min.generate import generate_body
 from litgpt_min.options import (
@@ -139,7 +139,8 @@ def cmd_params(args: argparse.Namespace) -> dict[str, Any]:
     if args.model is None or (args.model_flag is not None and args.model_flag != args.model):
         if args.model is not None:
             raise UsageError(
-                f"litgpt-min params: error: two models given: {args.model!r} and --model {args.model_flag!r}"
+                f"litgpt-min params: error: two models given: {clipped(repr(args.model))} and --model"
+                f" {clipped(repr(args.model_flag))}"
             )
         if args.model_flag is None:
             raise UsageError("litgpt-min params: error: a model is required (a registry name, e.g. Llama-2-7b-hf)")

@@ -39,7 +39,7 @@ REQUIRED_IN_FILE = ("block_size", "vocab_size", "n_layer", "n_head", "n_embd")
 # A config file is a few kB; far more is not one (and would be read whole).
 MAX_CONFIG_BYTES = 10 * 10**6
 # The most of a wrong value a message shows (``clipped``): in config and data files, run options,
-# expectations fields.
+# command-line values, expectations fields.
 SHOWN_CHARS = 60
 
 # Fields that Lit-GPT releases after 8641822 write into every config (``model_config.yaml``, or
@@ -300,7 +300,7 @@ class Config:
             same_letters = [known for known in configs if known.lower() == name.lower()]  # TINY-LLAMA
             close = same_letters or difflib.get_close_matches(name, configs, n=5, cutoff=0.4)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise ValueError(f"unknown model {name!r}{hint} (known: {', '.join(sorted(configs))})")
+            raise ValueError(f"unknown model {clipped(repr(name))}{hint} (known: {', '.join(sorted(configs))})")
         if not overrides:
             return cls.from_dict(configs[name])
         source = f"config {name}"  # as its checks name it ("config tiny-llama: n_layer: must be >= 1")

@@ -308,7 +308,7 @@ class GenerateSettings:
 def check_data_file_path(path: str | Path) -> None:
     """``ValueError`` for a ``--data-file`` that is missing or not a regular file."""
     if why := lookup_problem(path):
-        raise ValueError(f"--data-file {path}: {why}")
+        raise ValueError(f"--data-file {clipped(str(path))}: {why}")
     if not Path(path).exists():
         raise ValueError(f"--data-file {path}: no such file")
     if not Path(path).is_file():
@@ -329,7 +329,7 @@ def _tokenizer_dir(path: str) -> None:
     if path == "":  # Path("") is the working directory: never a silent stand-in
         raise ValueError("--tokenizer-dir: expected a path, got an empty value")
     if why := lookup_problem(path):
-        raise ValueError(f"--tokenizer-dir {path}: {why}")
+        raise ValueError(f"--tokenizer-dir {clipped(str(path))}: {why}")
     directory = Path(path)
     if directory.is_file():
         raise ValueError(f"--tokenizer-dir {path}: is a file; give the directory that holds it")
@@ -747,10 +747,11 @@ _SETTINGS_PREFIX = {"lora": "lora_", "adapter": "adapter_", "adapter_v2": "adapt
 
 
 def flag_text(key: str, value: Any) -> str:
-    """A flat key's value as its flag was given: ``--lora-r 0``, ``--no-lora-query``, ``--lora-key``."""
+    """A flat key's value as its flag was given: ``--lora-r 0``, ``--no-lora-query``, ``--lora-key``
+    (a long value cut short: ``clipped``)."""
     if isinstance(value, bool):
         return ("--" if value else "--no-") + key.replace("_", "-")
-    return f"--{key.replace('_', '-')} {value}"
+    return f"--{key.replace('_', '-')} {clipped(str(value))}"
 
 
 def peft_settings(values: Mapping[str, Any], method: str | None = None) -> tuple[LoRASettings, AdapterSettings]:

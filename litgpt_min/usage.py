@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
+from litgpt_min.config import clipped
 from litgpt_min.files import lookup_problem
 
 # The status of a command whose reader went away (``conformance env | head -1``), as a shell reports
@@ -42,11 +43,12 @@ def one_line(message: str) -> str:
 def path_argument(text: str) -> Path:
     """An ``argparse`` type for a path: an empty value is refused (``Path("")`` would be the working
     directory, silently), and so is one the system cannot look up (a name too long for the file
-    system), which every later check of the path would raise from."""
+    system), which every later check of the path would raise from: that one is shown cut short, as
+    no file has its name."""
     if not text:
         raise argparse.ArgumentTypeError("expected a path, got an empty value")
     if why := lookup_problem(text):
-        raise argparse.ArgumentTypeError(f"{text}: {why}")
+        raise argparse.ArgumentTypeError(f"{clipped(text)}: {why}")
     return Path(text)
 
 
@@ -161,8 +163,8 @@ class OneLineParser(argparse.ArgumentParser):
         if len(close) == 1 and sum(word.startswith("-") for word in words) == 1:  # (and its value: "--toleranse 0.1")
             hint = f"; did you mean {next(iter(close.values()))}?"
         elif close:
-            hint = f"; did you mean {', '.join(f'{option} for {word}' for word, option in close.items())}?"
-        self.error(f"unrecognized arguments: {' '.join(words)}{hint}")
+            hint = f"; did you mean {', '.join(f'{option} for {clipped(word)}' for word, option in close.items())}?"
+        self.error(f"unrecognized arguments: {' '.join(map(clipped, words))}{hint}")
 
     def parse_args(self, args: Any = None, namespace: Any = None) -> Any:
         namespace, extras = self.parse_known_args(args, namespace)
@@ -180,7 +182,18 @@ class OneLineParser(argparse.ArgumentParser):
         if isinstance(value, str) and value.lower() in _MEANT and _MEANT[value.lower()][0] in choices:
             hint = f"; {_MEANT[value.lower()][1]}"
         listed = ", ".join(map(repr, choices))
-        raise argparse.ArgumentError(action, f"invalid choice: {value!r}{hint} (choose from {listed})")
+        raise argparse.ArgumentError(action, f"invalid choice: {clipped(repr(value))}{hint} (choose from {listed})")
+
+    def _get_value(self, action: argparse.Action, arg_string: str) -> Any:
+        # argparse's, with the value cut short in its "invalid int value: '...'" (a value may be a
+        # megabyte); a type's own message (ArgumentTypeError) is the type's to cut.
+        try:
+            return super()._get_value(action, arg_string)
+        except argparse.ArgumentError as exc:
+            if not isinstance(exc.__context__, (TypeError, ValueError)):
+                raise
+            name = getattr(action.type, "__name__", repr(action.type))
+            raise argparse.ArgumentError(action, f"invalid {name} value: {clipped(repr(arg_string))}") from None
 
     def _print_message(self, message: str, file: Any = None) -> None:
         # argparse drops an OSError of writing ``--help`` (a full disk), which then exits 0 with

@@ -19,7 +19,7 @@ from reference_counts import TOTALS, TRAINABLE
 
 from litgpt_min.adapter import AdapterSettings
 from litgpt_min.cli import EXIT_RUN_FAILED, main
-from litgpt_min.config import Config
+from litgpt_min.config import SHOWN_CHARS, Config
 from litgpt_min.options import REFERENCE
 from litgpt_min.peft import count_params
 from litgpt_min.quantize import quantized_weight_bytes
@@ -314,7 +314,11 @@ BAD = {
     "empty-tokenizer-dir-generate": (("generate", *TINY, "--tokenizer-dir", ""), r"--tokenizer-dir: expected a path"),
     "empty-convert-source": (("convert-hf", "", "out"), r"argument hf_dir: expected a path, got an empty value"),
     # Before: an OSError traceback ("File name too long") from the first check of the path.
-    "convert-source-name-too-long": (("convert-hf", "x" * 300, "out"), r"argument hf_dir: x{300}: File name too long$"),
+    # A name no file can have, which the line cuts short (as any value longer than SHOWN_CHARS).
+    "convert-source-name-too-long": (
+        ("convert-hf", "x" * 300, "out"),
+        rf"argument hf_dir: x{{{SHOWN_CHARS - 3}}}\.\.\.: File name too long$",
+    ),
 }
 
 
@@ -328,6 +332,71 @@ def test_bad_input_exits_2_with_one_line(capsys: pytest.CaptureFixture[str], cas
     assert "Traceback" not in err
     assert re.match(r"litgpt-min( [\w-]+)?: (error|unsupported): ", err), err  # one form for every refusal
     assert re.search(pattern, err), err
+
+
+# A value of 100,000 characters (a file's text pasted where a value goes, a runaway expansion), and
+# a number of 4,000 digits (which Python's int() still reads; as a float, infinity): each error line
+# quotes either cut short. Before, most lines held the whole value (about 100 kB).
+HUGE = {"text": "x" * 100_000, "number": "9" * 4_000}
+# Where the line names the option by what it is rather than by its flag (the model's name is
+# also the positional of params; a prompt, any prompt, needs a tokenizer first).
+SAID = {
+    "--model": "unknown model",
+    "model": "unknown model",
+    "--precision": "unknown precision",
+    "--prompt": "a custom prompt needs --tokenizer-dir",
+}
+
+
+def _huge_values() -> list[Any]:
+    """``pytest.param(argv, what the line names)`` for every value each subcommand takes, given
+    each of HUGE, the other arguments valid."""
+    from litgpt_min.cli import build_parser
+
+    bases = {
+        "params": ("params", "tiny-llama"),
+        "finetune": ("finetune", "lora", *TINY),
+        "generate": ("generate", *TINY),
+        "convert-hf": ("convert-hf", "/nonexistent-hf", "/nonexistent-out"),
+    }
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    cases = []
+    for command, parser in sub.choices.items():
+        positionals = 0
+        for action in parser._actions:
+            if action.nargs == 0:  # switches, --help
+                continue
+            positionals += not action.option_strings
+            name = action.option_strings[-1] if action.option_strings else action.dest
+            for kind, value in HUGE.items():
+                # (params' --model is the positional's other spelling: given alone)
+                argv = [command] if action.dest == "model_flag" else list(bases[command])
+                if not action.option_strings:
+                    argv[positionals] = value
+                elif name in argv:
+                    argv[argv.index(name) + 1] = value
+                else:
+                    argv += [name, value]
+                cases.append(pytest.param(tuple(argv), SAID.get(name, name), id=f"{command}-{name}-{kind}"))
+    text = HUGE["text"]
+    return [
+        *cases,
+        pytest.param((text, "lora"), "argument command: invalid choice", id="subcommand"),
+        pytest.param(("params", "tiny-llama", text), "unrecognized arguments", id="extra-argument"),
+        pytest.param(("params", "tiny-llama", "--" + text), "unrecognized arguments", id="unknown-option"),
+        pytest.param(("params", "tiny-llama", "--model", text), "two models given", id="params-two-models"),
+    ]
+
+
+@pytest.mark.parametrize(("argv", "said"), _huge_values())
+def test_a_huge_value_is_quoted_cut_short_on_one_line(
+    capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], said: str
+) -> None:
+    code, lines, err = run_cli(capsys, *argv)
+    assert (code, lines) == (2, [])
+    assert len(err.splitlines()) == 1 and len(err) < 1_000, err[:200]
+    value = next(a for a in argv if len(a) >= len(HUGE["number"])).removeprefix("--")
+    assert said in err and value[:SHOWN_CHARS] not in err, err
 
 
 @pytest.mark.parametrize(
@@ -837,11 +906,11 @@ def _refusals(tmp: Path) -> dict[str, tuple[tuple[str, ...], str]]:
         # Before: an OSError traceback ("File name too long") from the first check of the path.
         "tokenizer-dir-name-too-long": (
             (*ft, "--tokenizer-dir", str(tmp / ("x" * 300))),
-            r"--tokenizer-dir .*/x{300}: File name too long$",
+            rf"--tokenizer-dir .{{{SHOWN_CHARS - 3}}}\.\.\.: File name too long$",
         ),
         "data-file-name-too-long": (
             (*ft, "--data-file", str(tmp / ("x" * 300)), "--tokenizer-dir", str(tokenizer)),
-            r"--data-file .*/x{300}: File name too long$",
+            rf"--data-file .{{{SHOWN_CHARS - 3}}}\.\.\.: File name too long$",
         ),
     }
 

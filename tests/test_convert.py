@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import torch
 
-from litgpt_min.config import Config
+from litgpt_min.config import Config, clipped
 from litgpt_min.convert import check_layer_count, convert_hf_checkpoint, convert_state_dict, load_hf_state_dict
 from litgpt_min.hf_config import config_from_hf
 from litgpt_min.model import GPT
@@ -314,7 +314,7 @@ def test_an_output_folder_that_cannot_be_created_is_one_line(
     """Before: a PermissionError / FileNotFoundError / 'File name too long' traceback, after the work."""
     for out in (Path("/proc/litgpt-min-test"), tmp_path / ("a" * 300)):
         code, err = convert_cli(capsys, llama_dir, out)
-        assert code == 2 and str(out) in err, err
+        assert code == 2 and clipped(str(out)) in err, err  # (a name no file can have: cut short)
 
 
 def test_unknown_and_missing_keys(llama_dir: Path) -> None:

@@ -31,9 +31,10 @@ from conformance.cli import main
 from conformance.diff import diff_results
 from conformance.display import suite_command
 from conformance.expectations import Tolerances, case_id, load_profile
-from conformance.options import Options
+from conformance.options import FLAGS, SINGLE_VALUED, Options
 from conformance.report import render
 from conformance.results import FORMAT, ResultsLock, load_results
+from litgpt_min.config import SHOWN_CHARS, clipped
 from litgpt_min.peft import count_params  # imported here: torch must not be re-imported by an in-process run
 from litgpt_min.schedstat import DETAILS_KEY, CpuWait
 
@@ -1339,6 +1340,34 @@ def test_bad_options_are_usage_errors(suite: Suite, args: list[str], message: st
     assert [line for line in result.stderr.lines if line.strip()] == [result.stderr.lines[0]]
 
 
+# A value of 100,000 characters (a file's text pasted where a value goes, a runaway expansion), and
+# a number of 4,000 digits (which Python's int() still reads; as a float, infinity): each error line
+# quotes either cut short. Before, most lines held the whole value (about 100 kB).
+HUGE = {"text": "x" * 100_000, "number": "9" * 4_000}
+
+
+@pytest.mark.parametrize("kind", sorted(HUGE))
+@pytest.mark.parametrize("flag", sorted({*SINGLE_VALUED, FLAGS["profiles"], "--junitxml"}))
+def test_a_huge_value_is_quoted_cut_short_on_one_line(suite: Suite, flag: str, kind: str) -> None:
+    suite.profile()
+    _huge_value_is_one_line(suite.run(flag, HUGE[kind], "-k", "test_params"), flag, HUGE[kind])
+
+
+def test_a_huge_runner_module_is_quoted_cut_short_on_one_line(suite: Suite) -> None:
+    """A runner of the right form whose module cannot be imported: its name was in the line three times."""
+    suite.profile()
+    runner = HUGE["text"] + ":run"
+    _huge_value_is_one_line(suite.run("--runner", runner, "-k", "test_params"), "--runner", runner)
+
+
+def _huge_value_is_one_line(result: pytest.RunResult, flag: str, value: str) -> None:
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert [line for line in result.stderr.lines if line.strip()] == [result.stderr.lines[0]]
+    line = result.stderr.lines[0]
+    assert line.startswith(f"ERROR: {flag}") and len(line) < 1_000, line[:200]
+    assert value[:SHOWN_CHARS] not in line, line
+
+
 @pytest.mark.parametrize(
     ("keyword", "hint"),
     [
@@ -1871,7 +1900,8 @@ def test_a_path_name_too_long_for_the_file_system_is_refused_naming_its_option(s
     path = suite.pytester.path / ("x" * 300)
     refused = suite.run(flag, str(path), "-k", "test_params")
     assert refused.ret == pytest.ExitCode.USAGE_ERROR
-    refused.stderr.fnmatch_lines([f"ERROR: {flag} {path}: File name too long"])
+    # (a name no file can have: cut short, as any value longer than SHOWN_CHARS)
+    refused.stderr.fnmatch_lines([f"ERROR: {flag} {clipped(str(path))}: File name too long"])
 
 
 INTERRUPTING_RUNNER = f"""

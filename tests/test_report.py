@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import json
@@ -19,6 +20,7 @@ from conformance import cli, expectations
 from conformance.cli import main
 from conformance.report import render
 from conformance.results import FORMAT, MAX_RESULTS_BYTES, load_results, verdict_counts
+from litgpt_min.config import SHOWN_CHARS, clipped
 from litgpt_min.result import Result
 
 REPO = Path(__file__).resolve().parent.parent
@@ -283,7 +285,78 @@ def test_a_path_too_long_for_the_file_system_is_one_line(
         main(argv)
     assert refused.value.code == 2
     err = capsys.readouterr().err
-    assert err.endswith(f"{long}: File name too long\n") and err.count("\n") == 1, err
+    # (a name no file can have: cut short, as any value longer than SHOWN_CHARS)
+    assert err.endswith(f"{clipped(str(long))}: File name too long\n") and err.count("\n") == 1, err
+
+
+# A value of 100,000 characters (a file's text pasted where a value goes, a runaway expansion), and
+# a number of 4,000 digits (which Python's int() still reads; as a float, infinity): each error line
+# quotes either cut short. Before, most lines held the whole value (about 100 kB).
+HUGE = {"text": "x" * 100_000, "number": "9" * 4_000}
+# Where the line names the value by what it is rather than by its option.
+SAID = {
+    "profiles": "unknown profile",
+    "--profile": "unknown profile",
+    "--model": "unknown model",
+    "--precision": "unknown precision",
+    "--quantize": "unknown quantize mode",
+}
+
+
+def _huge_values() -> list[Any]:
+    """``pytest.param(argv, what the line names)`` for every value each subcommand takes, given
+    each of HUGE, the other arguments valid (the results files are read only after every option)."""
+    bases = {
+        "report": ("report", "r.json"),
+        "diff": ("diff", "r.json", "r.json"),
+        "validate": ("validate",),
+        "estimate": ("estimate", "--model", "tiny-llama", "--workload", "inference"),
+    }
+    sub = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    cases = []
+    for command, parser in sub.choices.items():
+        positionals = 0
+        for action in parser._actions:
+            if action.nargs == 0 or command not in bases:  # switches, --help; env takes no value
+                continue
+            positionals += not action.option_strings
+            name = action.option_strings[-1] if action.option_strings else action.dest
+            for kind, value in HUGE.items():
+                argv = list(bases[command])
+                if name == "--profile":  # what estimate estimates: a profile's rows, or one configuration
+                    argv = ["estimate", name, value]
+                elif name == "--config":
+                    argv[1:3] = [name, value]
+                elif not action.option_strings:
+                    argv[positionals : positionals + 1] = [value]
+                elif name in argv:
+                    argv[argv.index(name) + 1] = value
+                else:
+                    argv += [name, value]
+                said = SAID.get(name, action.metavar if not action.option_strings and action.metavar else name)
+                cases.append(pytest.param(argv, said, id=f"{command}-{name}-{kind}"))
+    text = HUGE["text"]
+    return [
+        *cases,
+        pytest.param([text], "argument command: invalid choice", id="subcommand"),
+        pytest.param(["env", text], "unrecognized arguments", id="extra-argument"),
+        pytest.param(["env", "--" + text], "unrecognized arguments", id="unknown-option"),
+    ]
+
+
+@pytest.mark.parametrize(("argv", "said"), _huge_values())
+def test_a_huge_value_is_quoted_cut_short_on_one_line(
+    capsys: pytest.CaptureFixture[str], argv: list[str], said: str
+) -> None:
+    try:
+        code = main(argv)
+    except SystemExit as refused:  # argparse's refusal, from the option's type or choices
+        code = refused.code
+    out, err = capsys.readouterr()
+    assert (code, out) == (2, "")
+    assert len(err.splitlines()) == 1 and len(err) < 1_000, err[:200]
+    value = next(a for a in argv if len(a) >= len(HUGE["number"])).removeprefix("--")
+    assert said in err and value[:SHOWN_CHARS] not in err, err
 
 
 def test_a_run_without_cpu_wait_figures_loads(tmp_path: Path) -> None:
