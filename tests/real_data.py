@@ -1,8 +1,9 @@
 """The real Alpaca file and tokenizers, for the tests that need them (``needs_data``).
 
 ``CONFORMANCE_DATA_DIR`` names a folder laid out as ``benchmarks/derive_lengths.py``'s
-``--data-dir``: ``alpaca/alpaca_data.json``, ``alpaca/lengths_<family>.json`` and
-``tokenizers/<family>/``. Without it those tests skip, saying what they need.
+``--data-dir``: ``alpaca/alpaca_data.json`` and ``tokenizers/<family>/``, and where recorded
+``alpaca/lengths_<family>.json``. Without it those tests skip, saying what they need; the tests
+that compare with a family's recorded statistics skip without its file.
 """
 
 from __future__ import annotations
