@@ -1109,7 +1109,7 @@ def test_ad_hoc_reserved_says_when_the_reserve_exceeds_the_capacity(capsys: pyte
     assert json.loads(out)["reserved_exceeds_capacity"] is None
 
 
-def test_ad_hoc_json_says_which_lengths_it_modelled(capsys: pytest.CaptureFixture[str]) -> None:
+def test_ad_hoc_json_says_which_lengths_it_modelled(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Iteration 0's length; with several devices also the later micro-step's: the typical longest
     of the later draws, cut at the block size and at --seq-len."""
     base = ["--model", "tiny-llama", "--workload", "finetune", "--method", "lora", "--json"]
@@ -1120,7 +1120,11 @@ def test_ad_hoc_json_says_which_lengths_it_modelled(capsys: pytest.CaptureFixtur
         obj = json.loads(out)
         lengths[len(extra)] = (obj["seq_len"], obj["later_seq_len"])
     assert lengths == {0: (256, None), 2: (256, 256), 4: (100, 100)}
-    llama = [*base[:1], "Llama-2-7b-hf", *base[2:], "--devices", "2", "--micro-batch-size", "1"]
+    # Llama 2's lengths, uncut (its block size holds the longest sample): Llama-2-7b at two layers,
+    # which simulates each FSDP step in a second where the 32 layers' extrapolation took fifteen.
+    config = dataclasses.replace(Config.from_name("Llama-2-7b-hf"), name="Llama-2-7b-2-layers", n_layer=2)
+    config.to_file(tmp_path / "lit_config.json")
+    llama = ["--config", str(tmp_path / "lit_config.json"), *base[2:], "--devices", "2", "--micro-batch-size", "1"]
     profile = load_length_profile("llama2")
     figures = {}
     for batch in (None, 2):  # the batch sets the accumulation, hence how many later samples are drawn
