@@ -11,7 +11,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Hashable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from results_files import measured, results, row, write
@@ -28,6 +30,51 @@ def _command(*args: str, **env: str) -> subprocess.Popen[bytes]:
     )
 
 
+class SideBySide:
+    """The commands of a parametrized test's selected cases, all started when its first case runs:
+    each is mostly an interpreter's start-up and imports, which the other cores do meanwhile. Each
+    case then judges its own command's output and exit status, as if it had started it alone."""
+
+    def __init__(self, session: pytest.Session) -> None:
+        self._session = session
+        self._started: dict[tuple[str, Hashable], subprocess.Popen[bytes]] = {}  # the cases to come
+        self._all: list[subprocess.Popen[bytes]] = []
+
+    def process(
+        self, node: pytest.Function, param: str, start: Callable[[Any], subprocess.Popen[bytes]]
+    ) -> subprocess.Popen[bytes]:
+        """The command ``start`` started for ``node``'s value of ``param``."""
+        key = (node.originalname, node.callspec.params[param])
+        if key not in self._started:
+            for item in self._session.items:
+                if isinstance(item, pytest.Function) and item.module is node.module and item.originalname == key[0]:
+                    value = item.callspec.params[param]
+                    if (key[0], value) not in self._started:
+                        self._started[key[0], value] = start(value)
+                        self._all.append(self._started[key[0], value])
+        return self._started.pop(key)
+
+    def close(self) -> None:
+        """Ends what is still running: a command whose case timed out or never came (an interrupted session)."""
+        for process in self._all:
+            process.kill()  # (nothing, once it has ended)
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def side_by_side(request: pytest.FixtureRequest) -> Iterator[SideBySide]:
+    started = SideBySide(request.session)
+    yield started
+    started.close()
+
+
+def _closed_stdout(args: tuple[str, ...]) -> subprocess.Popen[bytes]:
+    process = _command(*args)
+    assert process.stdout is not None
+    process.stdout.close()  # as `| head -1` does once it has its line: every write now fails
+    return process
+
+
 @pytest.mark.parametrize(
     "args",
     [
@@ -40,10 +87,12 @@ def _command(*args: str, **env: str) -> subprocess.Popen[bytes]:
         ("-m", "litgpt_min", "finetune", "lora", "--model", "tiny-llama", "--max-iters", "3", "--devices", "2"),
     ],
 )
-def test_a_reader_that_closed_the_pipe_ends_the_command_quietly(args: tuple[str, ...]) -> None:
-    process = _command(*args)
-    assert process.stdout is not None and process.stderr is not None
-    process.stdout.close()  # as `| head -1` does once it has its line: every write now fails
+def test_a_reader_that_closed_the_pipe_ends_the_command_quietly(
+    request: pytest.FixtureRequest, side_by_side: SideBySide, args: tuple[str, ...]
+) -> None:
+    assert isinstance(request.node, pytest.Function)
+    process = side_by_side.process(request.node, "args", _closed_stdout)
+    assert process.stdout is not None and process.stdout.closed and process.stderr is not None
     err = process.stderr.read().decode()
     code = process.wait(timeout=120)
     assert "Traceback" not in err and "BrokenPipeError" not in err and "Broken pipe" not in err, err
@@ -113,26 +162,46 @@ def test_ctrl_c_and_an_unwritable_output_are_one_line(capsys: pytest.CaptureFixt
 def test_output_to_a_full_disk_or_a_closed_descriptor_keeps_the_exit_status() -> None:
     args = [sys.executable, "-m", "litgpt_min", "params", "tiny-llama", "--json"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    with open("/dev/full", "wb") as full:
-        done = subprocess.run(args, stdout=full, stderr=subprocess.PIPE, env=env, cwd=ROOT, timeout=120)
-    assert done.returncode == 2 and done.stderr == b"litgpt-min: cannot write its output: No space left on device\n"
-    with open(os.devnull, "rb") as read_only:  # `1</dev/null`
-        done = subprocess.run(args, stdout=read_only, stderr=subprocess.PIPE, env=env, cwd=ROOT, timeout=120)
-    assert done.returncode == 2 and done.stderr == b"litgpt-min: cannot write its output: Bad file descriptor\n"
+    # The four commands run side by side (each is mostly its interpreter's start-up).
+    with open("/dev/full", "wb") as full, open(os.devnull, "rb") as read_only:  # `1</dev/null`
+        started = [
+            subprocess.Popen(args, stdout=full, stderr=subprocess.PIPE, env=env, cwd=ROOT),
+            subprocess.Popen(args, stdout=read_only, stderr=subprocess.PIPE, env=env, cwd=ROOT),
+        ]
     # `>&-`: standard output closed before the command starts (sys.stdout is None there).
-    for argv, code in ((args, 0), ([*args[:4], "no-such-model"], 2)):
-        closed = subprocess.run(argv, stderr=subprocess.PIPE, env=env, cwd=ROOT, timeout=120, preexec_fn=_close_stdout)
-        assert closed.returncode == code and b"Traceback" not in closed.stderr, closed.stderr
+    closed = [(args, 0), ([*args[:4], "no-such-model"], 2)]
+    started += [
+        subprocess.Popen(argv, stderr=subprocess.PIPE, env=env, cwd=ROOT, preexec_fn=_close_stdout)
+        for argv, _ in closed
+    ]
+    try:
+        done = [(process.communicate(timeout=120)[1], process.returncode) for process in started]
+    finally:
+        for process in started:
+            process.kill()  # (only one still running: a timeout's)
+    assert done[0] == (b"litgpt-min: cannot write its output: No space left on device\n", 2)
+    assert done[1] == (b"litgpt-min: cannot write its output: Bad file descriptor\n", 2)
+    for (err, status), (_, code) in zip(done[2:], closed):
+        assert status == code and b"Traceback" not in err, err
+
+
+def _closed_stderr(workload: str) -> subprocess.Popen[bytes]:
+    args = ["finetune", "lora", "--max-iters", "2"] if workload == "finetune" else ["generate", "--max-new-tokens", "2"]
+    process = _command("-m", "litgpt_min", *args, "--model", "tiny-llama", "--json")
+    assert process.stderr is not None
+    process.stderr.close()  # the reader of standard error alone has gone
+    return process
 
 
 @pytest.mark.parametrize("workload", ["finetune", "generate"])
-def test_a_reader_of_standard_error_alone_that_went_away_fails_nothing(workload: str) -> None:
+def test_a_reader_of_standard_error_alone_that_went_away_fails_nothing(
+    request: pytest.FixtureRequest, side_by_side: SideBySide, workload: str
+) -> None:
     """`--json 2> >(head -1)`: before, the first progress line after the reader left ended the run
     (exit 141) and --json's result never reached standard output."""
-    args = ["finetune", "lora", "--max-iters", "2"] if workload == "finetune" else ["generate", "--max-new-tokens", "2"]
-    process = _command("-m", "litgpt_min", *args, "--model", "tiny-llama", "--json")
-    assert process.stdout is not None and process.stderr is not None
-    process.stderr.close()  # the reader of standard error alone has gone
+    assert isinstance(request.node, pytest.Function)
+    process = side_by_side.process(request.node, "workload", _closed_stderr)
+    assert process.stdout is not None and process.stderr is not None and process.stderr.closed
     out = process.stdout.read()
     assert process.wait(timeout=120) == 0 and json.loads(out)["outcome"] == "ok", out
 
@@ -142,42 +211,55 @@ def test_a_standard_error_that_cannot_be_written_fails_nothing() -> None:
     --json's result never reached standard output; bad input exited 1, not 2."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     run = [sys.executable, "-m", "litgpt_min", "generate", "--model", "tiny-llama", "--max-new-tokens", "2", "--json"]
-    with open("/dev/full", "wb") as full:
-        done = subprocess.run(run, stdout=subprocess.PIPE, stderr=full, env=env, cwd=ROOT, timeout=120)
-        assert done.returncode == 0 and json.loads(done.stdout)["outcome"] == "ok", done.stdout
-        bad = subprocess.run(
-            [*run[:5], "no-such-model"], stdout=subprocess.PIPE, stderr=full, env=env, cwd=ROOT, timeout=120
+    with open("/dev/full", "wb") as full:  # both commands side by side
+        good, bad = (
+            subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=full, env=env, cwd=ROOT)
+            for argv in (run, [*run[:5], "no-such-model"])
         )
-        assert bad.returncode == 2 and bad.stdout == b""
+        try:
+            out, _ = good.communicate(timeout=120)
+            bad_out, _ = bad.communicate(timeout=120)
+        finally:
+            for process in (good, bad):
+                process.kill()  # (only one still running: a timeout's)
+    assert good.returncode == 0 and json.loads(out)["outcome"] == "ok", out
+    assert bad.returncode == 2 and bad_out == b""
 
 
 @pytest.mark.parametrize(
     "args", [("conformance", "--help"), ("conformance", "estimate", "--help"), ("litgpt_min", "finetune", "--help")]
 )
-def test_help_that_cannot_be_written_is_one_line_and_exit_2(args: tuple[str, ...]) -> None:
+def test_help_that_cannot_be_written_is_one_line_and_exit_2(
+    request: pytest.FixtureRequest, side_by_side: SideBySide, args: tuple[str, ...]
+) -> None:
     """argparse drops the OSError of writing its help: the command exited 0 with nothing written."""
+    assert isinstance(request.node, pytest.Function)
+    process = side_by_side.process(request.node, "args", lambda args: _to_a_full_disk(["-m", *args]))
+    _, err = process.communicate(timeout=120)
+    prog = args[0].replace("_", "-")
+    assert (process.returncode, err.decode()) == (2, f"{prog}: cannot write its output: No space left on device\n")
+
+
+def _to_a_full_disk(args: list[str]) -> subprocess.Popen[bytes]:
+    """``python ARGS > /dev/full``, its standard error read through a pipe."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with open("/dev/full", "wb") as full:
-        done = subprocess.run(
-            [sys.executable, "-m", *args], stdout=full, stderr=subprocess.PIPE, env=env, cwd=ROOT, timeout=120
-        )
-    prog = args[0].replace("_", "-")
-    assert (done.returncode, done.stderr.decode()) == (2, f"{prog}: cannot write its output: No space left on device\n")
+        return subprocess.Popen([sys.executable, *args], stdout=full, stderr=subprocess.PIPE, env=env, cwd=ROOT)
 
 
 @pytest.mark.parametrize("devices", ["1", "2"])
-def test_a_run_whose_output_cannot_be_written_says_so_in_one_line(devices: str) -> None:
+def test_a_run_whose_output_cannot_be_written_says_so_in_one_line(
+    request: pytest.FixtureRequest, side_by_side: SideBySide, devices: str
+) -> None:
     """Before, `> /dev/full` also failed the run ("run failed (error): [Errno 28] ...", and with two
     ranks gloo's "Connection closed by peer" in it) before the command's own line."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    run = [sys.executable, "-m", "litgpt_min", "finetune", "lora", "--model", "tiny-llama", "--max-iters", "2"]
-    with open("/dev/full", "wb") as full:
-        done = subprocess.run(
-            [*run, "--devices", devices], stdout=full, stderr=subprocess.PIPE, env=env, cwd=ROOT, timeout=300
-        )
-    last = done.stderr.decode().splitlines()[-1]
-    assert done.returncode == 2 and last.startswith("litgpt-min: cannot write its output: "), done.stderr
-    assert "run failed" not in done.stderr.decode()
+    run = ["-m", "litgpt_min", "finetune", "lora", "--model", "tiny-llama", "--max-iters", "2", "--devices"]
+    assert isinstance(request.node, pytest.Function)
+    process = side_by_side.process(request.node, "devices", lambda devices: _to_a_full_disk([*run, devices]))
+    _, err = process.communicate(timeout=300)
+    last = err.decode().splitlines()[-1]
+    assert process.returncode == 2 and last.startswith("litgpt-min: cannot write its output: "), err
+    assert "run failed" not in err.decode()
 
 
 def _close_stdout() -> None:
