@@ -14,8 +14,19 @@ Python sets it at start-up, and the commands it starts inherit that.
 """
 
 import signal
+from collections.abc import Iterator
 
+import pytest
 import torch._dynamo  # noqa: F401
+from side_by_side import SideBySide
 
 if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+@pytest.fixture(scope="module")
+def side_by_side(request: pytest.FixtureRequest) -> Iterator[SideBySide]:
+    """A module's commands run side by side (``SideBySide``); what still runs at its end is killed."""
+    started = SideBySide(request.session)
+    yield started
+    started.close()

@@ -19,6 +19,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from side_by_side import SideBySide
 
 from conformance.expectations import DEFAULT_ROOT
 from conformance.results import FORMAT
@@ -406,16 +407,24 @@ def test_benchmark_scripts_refuse_bad_input_in_one_line_before_running_anything(
 @pytest.mark.parametrize(
     "script", ["calibration", "cublas_init", "derive_lengths", "extrapolation_error", "suite_cost"]
 )
-def test_benchmark_scripts_output_that_cannot_be_written_is_one_line(script: str) -> None:
+def test_benchmark_scripts_output_that_cannot_be_written_is_one_line(
+    request: pytest.FixtureRequest, side_by_side: SideBySide, script: str
+) -> None:
     """Before, calibration, cublas_init and derive_lengths wrote into a full disk, a closed pipe
     (`calibration.py --json | head -1`) or through Ctrl-C with a traceback and exit 1."""
+    assert isinstance(request.node, pytest.Function)
+    process = side_by_side.process(request.node, "script", _help_to_a_full_disk)  # the five scripts at once
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 2, err
+    assert err.decode() == f"{script}: cannot write its output: No space left on device\n"
+
+
+def _help_to_a_full_disk(script: str) -> subprocess.Popen[bytes]:
     with open("/dev/full", "wb") as full:
-        done = subprocess.run(
+        return subprocess.Popen(
             [sys.executable, str(BENCHMARKS / f"{script}.py"), "--help"], stdout=full, stderr=subprocess.PIPE,
-            env={**os.environ, "PYTHONPATH": str(BENCHMARKS.parent)}, timeout=120,
+            env={**os.environ, "PYTHONPATH": str(BENCHMARKS.parent)},
         )  # fmt: skip
-    assert done.returncode == 2, done.stderr
-    assert done.stderr.decode() == f"{script}: cannot write its output: No space left on device\n"
 
 
 def test_extrapolation_error_runs_an_adapter_from_its_start_layer(tmp_path: Path) -> None:

@@ -11,12 +11,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Hashable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from results_files import measured, results, row, write
+from side_by_side import SideBySide
 
 from litgpt_min.usage import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, console_output
 
@@ -28,44 +27,6 @@ def _command(*args: str, **env: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment, cwd=ROOT
     )
-
-
-class SideBySide:
-    """The commands of a parametrized test's selected cases, all started when its first case runs:
-    each is mostly an interpreter's start-up and imports, which the other cores do meanwhile. Each
-    case then judges its own command's output and exit status, as if it had started it alone."""
-
-    def __init__(self, session: pytest.Session) -> None:
-        self._session = session
-        self._started: dict[tuple[str, Hashable], subprocess.Popen[bytes]] = {}  # the cases to come
-        self._all: list[subprocess.Popen[bytes]] = []
-
-    def process(
-        self, node: pytest.Function, param: str, start: Callable[[Any], subprocess.Popen[bytes]]
-    ) -> subprocess.Popen[bytes]:
-        """The command ``start`` started for ``node``'s value of ``param``."""
-        key = (node.originalname, node.callspec.params[param])
-        if key not in self._started:
-            for item in self._session.items:
-                if isinstance(item, pytest.Function) and item.module is node.module and item.originalname == key[0]:
-                    value = item.callspec.params[param]
-                    if (key[0], value) not in self._started:
-                        self._started[key[0], value] = start(value)
-                        self._all.append(self._started[key[0], value])
-        return self._started.pop(key)
-
-    def close(self) -> None:
-        """Ends what is still running: a command whose case timed out or never came (an interrupted session)."""
-        for process in self._all:
-            process.kill()  # (nothing, once it has ended)
-            process.wait()
-
-
-@pytest.fixture(scope="module")
-def side_by_side(request: pytest.FixtureRequest) -> Iterator[SideBySide]:
-    started = SideBySide(request.session)
-    yield started
-    started.close()
 
 
 def _closed_stdout(args: tuple[str, ...]) -> subprocess.Popen[bytes]:
