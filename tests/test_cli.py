@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from huge_values import HUGE
 from reference_counts import TOTALS, TRAINABLE
 
 from litgpt_min.adapter import AdapterSettings
@@ -334,10 +335,6 @@ def test_bad_input_exits_2_with_one_line(capsys: pytest.CaptureFixture[str], cas
     assert re.search(pattern, err), err
 
 
-# A value of 100,000 characters (a file's text pasted where a value goes, a runaway expansion), and
-# a number of 4,000 digits (which Python's int() still reads; as a float, infinity): each error line
-# quotes either cut short. Before, most lines held the whole value (about 100 kB).
-HUGE = {"text": "x" * 100_000, "number": "9" * 4_000}
 # Where the line names the option by what it is rather than by its flag (the model's name is
 # also the positional of params; a prompt, any prompt, needs a tokenizer first).
 SAID = {

@@ -22,6 +22,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from huge_values import HUGE
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from word_tokenizer import word_tokenizer
@@ -1338,12 +1339,6 @@ def test_bad_options_are_usage_errors(suite: Suite, args: list[str], message: st
     result.stderr.fnmatch_lines([message])
     # One line: not pytest's usage, inifile and rootdir lines around it.
     assert [line for line in result.stderr.lines if line.strip()] == [result.stderr.lines[0]]
-
-
-# A value of 100,000 characters (a file's text pasted where a value goes, a runaway expansion), and
-# a number of 4,000 digits (which Python's int() still reads; as a float, infinity): each error line
-# quotes either cut short. Before, most lines held the whole value (about 100 kB).
-HUGE = {"text": "x" * 100_000, "number": "9" * 4_000}
 
 
 @pytest.mark.parametrize("kind", sorted(HUGE))

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from huge_values import HUGE
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from results_files import default_checks
@@ -289,10 +290,6 @@ def test_a_path_too_long_for_the_file_system_is_one_line(
     assert err.endswith(f"{clipped(str(long))}: File name too long\n") and err.count("\n") == 1, err
 
 
-# A value of 100,000 characters (a file's text pasted where a value goes, a runaway expansion), and
-# a number of 4,000 digits (which Python's int() still reads; as a float, infinity): each error line
-# quotes either cut short. Before, most lines held the whole value (about 100 kB).
-HUGE = {"text": "x" * 100_000, "number": "9" * 4_000}
 # Where the line names the value by what it is rather than by its option.
 SAID = {
     "profiles": "unknown profile",

@@ -245,11 +245,26 @@ def test_a_row_whose_id_its_fields_do_not_make_is_refused_by_every_reader(
         f"{bad}: /rows/0/model: row '{case}': model 'Llama-2-7b-hf' is not the id's 'phi_1_5' (the row's fields make"
         " the id 'finetune-lora-llama2_7b-noquant-mb4-1gpu'); the tools that read a results file match its rows by id"
     )
+    _every_reader_refuses(bad, old, why, tmp_path, capsys)
+    # A hand-made id outside the scheme is taken as it is; so is a row whose fields make no id.
+    load_results(write(tmp_path / "hand.json", results([row("r1", other)])))
+    load_results(
+        write(tmp_path / "none.json", results([row(case, None, verdict="skipped", method=None, model="phi-1_5")]))
+    )
+    suite = tmp_path / "suite.json"
+    suite.write_text(json.dumps(build_results(snapshot(tmp_path, finished=True))))
+    assert [r["id"] for r in load_results(suite)["rows"]] == [c.id for c in load_profile("cpu-tiny").cases[:2]]
+
+
+def _every_reader_refuses(bad: Path, old: Path, why: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``bad`` is refused with ``why`` by load_results, the baseline, report, diff (against ``old``)
+    and report --merged, which then writes nothing."""
     with pytest.raises(ValueError) as refused:
         load_results(bad)
     assert str(refused.value) == why
-    with pytest.raises(ValueError, match="is not the id's 'phi_1_5'"):
+    with pytest.raises(ValueError) as refused:
         Baseline.load(bad)
+    assert why in str(refused.value)
     merged = tmp_path / "merged.json"
     for argv, command in (
         (["report", str(bad)], "report"),
@@ -259,14 +274,6 @@ def test_a_row_whose_id_its_fields_do_not_make_is_refused_by_every_reader(
         assert main(argv) == 2, argv
         assert capsys.readouterr().err == f"conformance {command}: {why}\n"
     assert not merged.exists()
-    # A hand-made id outside the scheme is taken as it is; so is a row whose fields make no id.
-    load_results(write(tmp_path / "hand.json", results([row("r1", other)])))
-    load_results(
-        write(tmp_path / "none.json", results([row(case, None, verdict="skipped", method=None, model="phi-1_5")]))
-    )
-    suite = tmp_path / "suite.json"
-    suite.write_text(json.dumps(build_results(snapshot(tmp_path, finished=True))))
-    assert [r["id"] for r in load_results(suite)["rows"]] == [c.id for c in load_profile("cpu-tiny").cases[:2]]
 
 
 @pytest.mark.parametrize(
@@ -288,20 +295,7 @@ def test_a_row_whose_measured_result_is_of_another_configuration_is_refused_by_e
         f"{bad}: /rows/0/measured/{field}: {shown}: a run of another configuration, whose figures report, diff"
         " and --baseline would judge as the row's"
     )
-    with pytest.raises(ValueError) as refused:
-        load_results(bad)
-    assert str(refused.value) == why
-    with pytest.raises(ValueError, match=f"/rows/0/measured/{field}: "):
-        Baseline.load(bad)
-    merged = tmp_path / "merged.json"
-    for argv, command in (
-        (["report", str(bad)], "report"),
-        (["diff", str(old), str(bad)], "diff"),
-        (["report", str(old), str(bad), "--merged", str(merged)], "report"),
-    ):
-        assert main(argv) == 2, argv
-        assert capsys.readouterr().err == f"conformance {command}: {why}\n"
-    assert not merged.exists()
+    _every_reader_refuses(bad, old, why, tmp_path, capsys)
 
 
 def test_a_results_file_says_when_it_was_created_as_a_time_and_null_is_named_as_such(tmp_path: Path) -> None:
