@@ -62,12 +62,14 @@ MODEL_SLUGS: Mapping[str, str] = MappingProxyType(
         "falcon-40b": "falcon_40b",
     }
 )
-_ID_FIELDS = ("workload", "method", "model", "quantize", "micro_batch_size", "devices")
+# The fields that make a row's configuration and its id (``case_id``), as a row and a results row
+# name them and a run's ``Result`` spells them.
+ID_FIELDS = ("workload", "method", "model", "quantize", "micro_batch_size", "devices")
 # The field each "-"-separated part of a workload's id comes from, in order (``case_id``; no slug
 # holds a "-").
 ID_PARTS = {
-    "finetune": _ID_FIELDS,
-    "inference": tuple(name for name in _ID_FIELDS if name not in ("method", "micro_batch_size")),
+    "finetune": ID_FIELDS,
+    "inference": tuple(name for name in ID_FIELDS if name not in ("method", "micro_batch_size")),
 }
 # The runners' precision for every published row (the resource tables say `--precision bf16-true`);
 # a row's runner_options may set another.
@@ -289,7 +291,7 @@ def case_id(
 def case_id_from(row: Mapping[str, Any]) -> str:
     """:func:`case_id` of a case dict or a runner result (the six identifying keys). A count
     written ``1.0`` is 1, as the schema reads it."""
-    values = [row.get(key) for key in _ID_FIELDS]
+    values = [row.get(key) for key in ID_FIELDS]
     return case_id(*(int(v) if isinstance(v, float) and v.is_integer() else v for v in values))
 
 

@@ -27,6 +27,7 @@ from conformance.compare import SPEED_INCONCLUSIVE, Finding
 from conformance.display import display
 from conformance.estimate import RowEstimate
 from conformance.expectations import (
+    ID_FIELDS,
     ID_PARTS,
     ValueRefused,
     case_id_from,
@@ -51,7 +52,6 @@ SCHEMA_PATH = Path(__file__).resolve().parent / "results.schema.json"
 EXPECTED_FIELDS = (
     "outcome", "trainable_params", "total_params", "max_memory_gb", "time_1k_iters_min", "tokens_per_sec", "error",
 )  # fmt: skip
-ROW_FIELDS = ("workload", "method", "model", "quantize", "micro_batch_size", "devices")
 
 
 # Writing ------------------------------------------------------------------------------------------
@@ -78,7 +78,7 @@ def _row(snapshot: Snapshot, row: RowSnapshot) -> dict[str, Any]:
         "profile": active.name,
         "id": case.id,
         "file": display(case.file),
-        **{name: getattr(case, name) for name in ROW_FIELDS},
+        **{name: getattr(case, name) for name in ID_FIELDS},
         "expected": {name: getattr(case, name) for name in EXPECTED_FIELDS},
         "tolerances": {
             "memory_rel": tolerances.memory_rel,
@@ -411,7 +411,7 @@ def _check_row_agrees(row: Mapping[str, Any], where: str) -> None:
                 f"{where}/measured: null, where {verdicts}: a verdict that judged a measurement needs the measurement"
             )
     measured = row.get("measured") or {}
-    for name in ROW_FIELDS:  # a Result spells them as the row does (``runner.identity``)
+    for name in ID_FIELDS:  # a Result spells them as the row does (``runner.identity``)
         if name in measured and measured[name] != row[name]:
             raise ValueError(
                 f"{where}/measured/{name}: {measured[name]!r} is not the row's {name} {row[name]!r}: a run of"

@@ -37,7 +37,7 @@ try:  # imported now, not lazily from a worker thread (pytester's in-process run
 except ImportError:  # no fork server on this platform: rows run as plain subprocesses
     pass
 
-from conformance.expectations import PRECISION
+from conformance.expectations import ID_FIELDS, PRECISION
 from litgpt_min.config import clipped
 from litgpt_min.protocol import SUITE_GENERATIONS
 from litgpt_min.result import RESULT_VERSION, Outcome, Result
@@ -465,15 +465,7 @@ def classify_crash(returncode: int | None, log_text: str) -> tuple[Outcome, str]
 
 def identity(case: Case) -> dict[str, Any]:
     """The fields of a result that name the row (what a run that printed nothing still has)."""
-    return {
-        "workload": case.workload,
-        "model": case.model,
-        "method": case.method,
-        "quantize": case.quantize,
-        "micro_batch_size": case.micro_batch_size,
-        "devices": case.devices,
-        "precision": PRECISION,
-    }
+    return {**{name: getattr(case, name) for name in ID_FIELDS}, "precision": PRECISION}
 
 
 def synthesize(case: Case, outcome: Outcome, error: str | None) -> Result:
@@ -557,9 +549,9 @@ def _of_the_row(run: RunResult, case: Case) -> RunResult:
     or device count than the row (the precision is the row's runner options' to set), ``run`` with
     an error result saying which: its figures are not the row's, and a results file that carried
     them as the row's would be refused by every reader of it."""
-    for name, value in identity(case).items():
-        given = getattr(run.result, name)
-        if name != "precision" and given != value:
+    for name in ID_FIELDS:
+        given, value = getattr(run.result, name), getattr(case, name)
+        if given != value:
             error = f"the runner's result is of another configuration: {name} {given!r}, the row's {value!r}"
             return dataclasses.replace(run, result=synthesize(case, "error", error))
     return run
