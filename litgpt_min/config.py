@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from litgpt_min import json_keys
 from litgpt_min.files import read_input_text, write_json_atomic
@@ -251,10 +251,10 @@ class Config:
             if self.mlp_class_name == "LLaMAMLP":
                 fail("intermediate_size", "LLaMAMLP needs an explicit intermediate_size")
             object.__setattr__(self, "intermediate_size", 4 * self.n_embd)
-        if self.norm_class_name not in ("LayerNorm", "RMSNorm"):
-            fail("norm_class_name", f"unknown norm {self.norm_class_name!r}")
-        if self.mlp_class_name not in ("GptNeoxMLP", "LLaMAMLP"):
-            fail("mlp_class_name", f"unknown MLP {self.mlp_class_name!r}")
+        # A later Lit-GPT's GemmaMLP or LLaMAMoE is a real layer, only not one litgpt_min builds.
+        for name, built in (("norm_class_name", get_args(NormClass)), ("mlp_class_name", get_args(MLPClass))):
+            if getattr(self, name) not in built:
+                fail(name, f"{getattr(self, name)!r} is not a layer litgpt_min builds ({', '.join(built)})")
         rope_n_elem = int(self.rotary_percentage * (self.n_embd // self.n_head))
         if not 0.0 <= self.rotary_percentage <= 1.0 or rope_n_elem % 2:
             fail(

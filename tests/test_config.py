@@ -561,8 +561,14 @@ def test_from_file_needs_the_size_fields(tmp_path: Path, missing: str) -> None:
         (dict(n_head=4, n_embd=8, n_query_groups=-4), "n_query_groups: must be >= 1, got -4"),
         (dict(name="x\nFAKE outcome ok\x1b[31m"), "name: control characters are not allowed"),
         (dict(mlp_class_name="LLaMAMLP"), "intermediate_size"),
-        (dict(norm_class_name="BatchNorm"), "norm_class_name"),
-        (dict(mlp_class_name="SwiGLU", intermediate_size=8), "mlp_class_name"),
+        (
+            dict(norm_class_name="BatchNorm"),
+            "norm_class_name: 'BatchNorm' is not a layer litgpt_min builds (LayerNorm, RMSNorm)",
+        ),
+        (
+            dict(mlp_class_name="GemmaMLP", intermediate_size=8),
+            "mlp_class_name: 'GemmaMLP' is not a layer litgpt_min builds (GptNeoxMLP, LLaMAMLP)",
+        ),
         (dict(parallel_residual=False, shared_attention_norm=True), "shared_attention_norm"),
     ],
 )
