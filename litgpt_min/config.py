@@ -115,6 +115,11 @@ _KINDS: dict[str, str] = {
 }
 
 
+def kind_words(kind: type) -> str:
+    """What a value of type ``kind`` is called in a message about a JSON file: "an integer", "true or false"."""
+    return _KINDS[kind.__name__]
+
+
 def _field_kinds() -> dict[str, str]:
     # The annotations are strings (``from __future__ import annotations``): map them to the words.
     return {f.name: _KINDS[str(f.type)] for f in dataclasses.fields(Config)}

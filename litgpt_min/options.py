@@ -35,7 +35,7 @@ import torch
 
 from litgpt_min import data
 from litgpt_min.adapter import AdapterSettings, check_start_layer
-from litgpt_min.config import LONG_LONG_MAX, Config, clipped, configs
+from litgpt_min.config import LONG_LONG_MAX, Config, clipped, configs, kind_words, shown
 from litgpt_min.files import lookup_problem
 from litgpt_min.lora import LoRASettings
 from litgpt_min.outcome import UnsupportedCombination
@@ -728,7 +728,8 @@ def _has_kind(value: Any, kind: type) -> bool:
 def _typed(option: FlatOption, value: Any) -> Any:
     """``value`` checked against the option's type (an int is a float) and choices."""
     if not _has_kind(value, option.kind):
-        raise ValueError(f"run option {option.name!r}: expected {option.kind.__name__}, got {clipped(repr(value))}")
+        # Run options come from JSON (a profile's runner_options, the runner's request): its words.
+        raise ValueError(f"run option {option.name!r}: expected {kind_words(option.kind)}, got {shown(value)}")
     # A count past a long long: an "Overflow when unpacking long long" from deep inside the run
     # (--lora-r 99999999999999999999). A seed has manual_seed's own range.
     counts = option.kind is int and option.name != "seed"

@@ -2204,7 +2204,7 @@ def test_a_profile_with_several_problems_names_the_first_and_the_command_that_li
     path.write_text(json.dumps(doc))
     code, out, err = run_cli(["--expectations", str(root), "--profile", "cpu-tiny", "--json"], capsys)
     assert (code, out) == (2, "")
-    assert len(err.splitlines()) == 1 and err.count("expected int, got '3'") == 1
+    assert len(err.splitlines()) == 1 and err.count('expected an integer, got "3"') == 1
     assert err.endswith(f"(and 1 more problem: `conformance validate --expectations {root} cpu-tiny` lists them)\n")
 
 

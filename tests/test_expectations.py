@@ -405,7 +405,7 @@ CASE_PROBLEMS = [
     ),
     (
         lambda d: d["cases"][0]["runner_options"].update(max_iters="3"),
-        ["'runner_options'", "run option 'max_iters': expected int, got '3'"],
+        ["'runner_options'", "run option 'max_iters': expected an integer, got \"3\""],
     ),
     # Before: "must be one of ...", where the command lines say which mode is left out, or meant.
     (
