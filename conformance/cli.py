@@ -9,7 +9,6 @@ files for an upgrade gate, and validates expectation profiles.
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 import sys
 from collections.abc import Callable, Mapping
@@ -28,6 +27,7 @@ from conformance.expectations import (
     load_profile,
     profile_folder_hint,
     profile_name_note,
+    unknown_profile,
 )
 from conformance.hardware import fingerprint, format_header
 from conformance.merge import PREFER_CHOICES, Prefer, merge_files
@@ -37,8 +37,7 @@ from conformance.profiles import resolve_profiles
 from conformance.report import render
 from conformance.results import check_not_results, check_target, load_results, merged_from
 from conformance.targets import REPORT_TITLE, check_outside_expectations, check_own_output
-from litgpt_min.config import clipped
-from litgpt_min.files import check_output_file, lookup_problem, real_path, write_json_atomic, write_text_atomic
+from litgpt_min.files import check_output_file, real_path, write_json_atomic, write_text_atomic
 from litgpt_min.usage import OneLineParser, one_line, path_argument
 
 # Exit status for bad input (a malformed results file, an output path that cannot be written).
@@ -307,19 +306,8 @@ def cmd_validate(root: Path, names: list[str]) -> int:
     names = list(dict.fromkeys(name.rstrip("/") or name for name in names))
     unknown = [name for name in names if name not in available]
     if unknown:
-        close = [a for a in available if a.startswith(unknown[0])] or difflib.get_close_matches(
-            unknown[0], available, n=1
-        )
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        # (a name too long for the file system is no folder's: shown cut short)
-        name = clipped(repr(unknown[0])) if lookup_problem(root / unknown[0]) else repr(unknown[0])
-        print(
-            one_line(
-                f"conformance validate: unknown profile {name}{hint} (in {root}: {', '.join(available)})"
-                + profile_name_note(root, unknown[0], VALIDATE_USAGE)
-            ),
-            file=sys.stderr,
-        )
+        message = unknown_profile(root, unknown[0], available, VALIDATE_USAGE)
+        print(one_line(f"conformance validate: {message}"), file=sys.stderr)
         return EXIT_BAD_INPUT
     status = 0
     for name in names or available:

@@ -766,6 +766,23 @@ def profile_name_note(root: Path, name: str, usage: str = PROFILE_USAGE) -> str:
     return f"; {display(Path(root) / name)} holds no profile table (*.json)"
 
 
+def unknown_profile(root: Path, name: str, available: list[str], usage: str = PROFILE_USAGE) -> str:
+    """The one line about a profile ``name`` that ``root`` does not hold (``available`` lists what it
+    does): the profile it most likely meant (``a100`` for ``a100-sxm4-40gb``, ``cpu-tny``), what is
+    there, and what ``name`` is instead where that can be told (``profile_name_note``)."""
+    close = [a for a in available if a.startswith(name)] if name else []
+    close = close or difflib.get_close_matches(name, available, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    folder = "" if available else profile_folder_hint(root, usage)
+    # A name too long for the file system is no folder's: shown cut short.
+    shown = clipped(repr(name)) if lookup_problem(Path(root) / name) else repr(name)
+    return (
+        f"unknown profile {shown}{hint} (available in {display(root)}: {', '.join(available) or 'none'})"
+        + profile_name_note(root, name, usage)
+        + (f"; {folder}" if folder else "")
+    )
+
+
 def list_profiles(root: Path = DEFAULT_ROOT) -> list[str]:
     """Names of the folders under ``root`` that hold at least one profile file."""
     root = Path(root)
@@ -824,19 +841,9 @@ def load_profile(name: str, root: Path = DEFAULT_ROOT, usage: str = PROFILE_USAG
         raise ExpectationError(root, "not a directory of expectation profiles")
     available = list_profiles(root)
     if name not in available:
-        close = difflib.get_close_matches(name, available, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        listing = ", ".join(available) if available else "none"
-        folder = "" if available else profile_folder_hint(root, usage)
-        # A name too long for the file system is no folder's: cut short, after the folder of profiles.
+        # A name too long for the file system is no folder's: the folder of profiles is named instead.
         too_long = lookup_problem(root / str(name)) is not None
-        shown = clipped(repr(name)) if too_long else repr(name)
-        raise ExpectationError(
-            root if too_long else root / str(name),
-            f"unknown profile {shown}{hint} (available in {display(root)}: {listing})"
-            + profile_name_note(root, name, usage)
-            + (f"; {folder}" if folder else ""),
-        )
+        raise ExpectationError(root if too_long else root / str(name), unknown_profile(root, name, available, usage))
     directory = root / name
     if not PROFILE_NAME.match(name):  # no profile field could both match the schema and name the folder
         raise ExpectationError(

@@ -30,8 +30,8 @@ from conformance.expectations import (
     load_profile,
     profile_files,
     profile_folder_hint,
-    profile_name_note,
     tolerance_problem,
+    unknown_profile,
 )
 from conformance.runner import DEFAULT_RUNNER
 from conformance.targets import check_outside_expectations
@@ -112,11 +112,7 @@ class Options:
             raise ValueError(f"--expectations {display(self.expectations)}: no profile folders; {folder}")
         for name in self.profiles:
             if name not in available:
-                listing = ", ".join(available) or "none"
-                raise ValueError(
-                    f"--profile {clipped(name) if lookup_problem(name) else name}: no such profile in"
-                    f" {display(self.expectations)} (available: {listing})" + profile_name_note(self.expectations, name)
-                )
+                raise ValueError(f"--profile: {unknown_profile(self.expectations, name, available)}")
         if self.row_logs is not None:
             check_directory_target("--row-logs", self.row_logs)
         if self.baseline is not None and not self.baseline.is_file():

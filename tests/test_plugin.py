@@ -1271,7 +1271,7 @@ def test_a_profile_folder_without_a_json_table_is_named(suite: Suite) -> None:
     result = suite.run("--profile", "mine", "--collect-only")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
-        ["ERROR: --profile mine: no such profile in * (available: tiny); *mine holds no profile table (*.json)"]
+        ["ERROR: --profile: unknown profile 'mine' (available in *: tiny); *mine holds no profile table (*.json)"]
     )
 
 
@@ -1282,7 +1282,7 @@ def test_a_profile_folder_given_as_a_name_is_named(suite: Suite) -> None:
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
         [
-            "ERROR: --profile *tiny: no such profile in * (available: tiny); *tiny is the folder of profile tiny:"
+            "ERROR: --profile: unknown profile '*tiny' (available in *: tiny); *tiny is the folder of profile tiny:"
             " give its name (--expectations * --profile tiny)"
         ]
     )
@@ -1291,7 +1291,10 @@ def test_a_profile_folder_given_as_a_name_is_named(suite: Suite) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--profile", "nope"], "ERROR: --profile nope: no such profile in * (available: tiny)"),
+        (["--profile", "nope"], "ERROR: --profile: unknown profile 'nope' (available in *: tiny)"),
+        # The profile a shortened or misspelt name most likely meant, as estimate and validate say it.
+        (["--profile", "tny"], "ERROR: --profile: unknown profile 'tny'; did you mean 'tiny'? (available in *: tiny)"),
+        (["--profile", "ti"], "ERROR: --profile: unknown profile 'ti'; did you mean 'tiny'? (available in *: tiny)"),
         (["--memory-tolerance", "-0.1"], "ERROR: --memory-tolerance: a tolerance must be a finite number >= 0*"),
         (
             ["--memory-tolerance", "2"],

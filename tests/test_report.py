@@ -718,7 +718,7 @@ def test_cli_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
             f"{expectations.DEFAULT_ROOT / 'cpu-tiny'} is the folder of profile cpu-tiny: give its name"
             " (conformance validate --expectations "
         ),
-        ("validate", "nope"): "unknown profile 'nope' (in ",
+        ("validate", "nope"): "unknown profile 'nope' (available in ",
         # Before: "unknown profile ''; did you mean 'a100-sxm4-40gb'?"
         ("validate", ""): "conformance validate: expected a profile name, got an empty value",
         ("validate", "--expectations", str(bad / "t.json")): "t.json: not a directory",
