@@ -731,6 +731,9 @@ class ConformanceSession:
         # limit, SIGTERM) still leaves every check that finished, and says which did not.
         self.write_results()
 
+    # tryfirst: before pytest-xdist's own, which stops the workers (seconds, each interpreter
+    # exiting): the files are written first, so a signal meanwhile finds nothing left to write.
+    @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         self.cache.close()
         # (a worker's own status under xdist: its rows, its folder)

@@ -2152,11 +2152,12 @@ import signal
 
 import pytest
 
-@pytest.hookimpl(tryfirst=True)
+@pytest.hookimpl(wrapper=True)  # around the session's own, which writes first (tryfirst)
 def pytest_sessionfinish(session):
     # While the session writes what it has: coreutils' timeout signals the process and then its
     # group, a CI runner follows SIGINT with SIGTERM, a user presses Ctrl-C again.
     os.kill(os.getpid(), signal.SIGINT)
+    return (yield)
 """
 
 
@@ -2208,6 +2209,51 @@ def pytest_terminal_summary():
     assert result.ret == pytest.ExitCode.INTERRUPTED, output
     assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
     assert load_results(results)["finished"] is True, "the file was written before"
+
+
+SIGNAL_WHILE_XDIST_STOPS_ITS_WORKERS = """
+import os, signal
+from xdist.workermanage import NodeManager
+
+pytest_plugins = ["conformance.plugin"]
+teardown_nodes = NodeManager.teardown_nodes
+
+
+def terminate_and_teardown_nodes(self):
+    os.kill(os.getpid(), signal.SIGTERM)  # a time limit's, while each worker's interpreter exits
+    teardown_nodes(self)
+
+
+NodeManager.teardown_nodes = terminate_and_teardown_nodes
+"""
+
+
+@pytest.mark.slow
+def test_under_xdist_sigterm_while_the_workers_stop_ends_the_session_interrupted_without_a_traceback(
+    suite: Suite,
+) -> None:
+    """Before, pytest-xdist stopped its workers (seconds: each one's interpreter exits) before the
+    session's last write: a SIGTERM meanwhile was a traceback of 60 lines through xdist's shutdown,
+    no summary, the process killed by SIGINT, and a results file whose every check had finished
+    marked unfinished (which `conformance diff` fails)."""
+    pytest.importorskip("xdist")
+    suite.profile()
+    suite.answer(good_answers())
+    suite.pytester.makeconftest(SIGNAL_WHILE_XDIST_STOPS_ITS_WORKERS)
+    results = suite.pytester.path / "r.json"
+    result = suite.run_subprocess(
+        "-n", "2", "--expectations", str(suite.root), "--runner", "fake_runner:run", "--results", str(results),
+    )  # fmt: skip
+    output = result.stdout.str() + result.stderr.str()
+    assert result.ret == pytest.ExitCode.INTERRUPTED, output
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
+    result.stdout.fnmatch_lines(
+        [
+            "conformance: SIGTERM after the session's last write: it ends as an interrupted one (exit status 2)",
+            "conformance: results in *r.json",
+        ]
+    )
+    assert load_results(results)["finished"] is True, "every check had finished"
 
 
 SIGNAL_IN_THE_LAST_WRITES = """
