@@ -608,10 +608,10 @@ def _hyperparameters(args: argparse.Namespace, devices: int) -> Hyperparameters:
 def _reserve_exceeds(result: Estimate, capacity_gb: float | None) -> bool | None:
     """Whether the modelled reserve is over the capacity (None without a reserve or a capacity):
     the verdict judges the allocated peak, as the tables report it, but a cache that cannot grow
-    to its reserve fails first (its cudaMalloc is refused)."""
+    to its reserve fails first (its cudaMalloc is refused). Judged as reported, like the outcome."""
     if result.reserve is None or capacity_gb is None:
         return None
-    return result.reserve.peak_bytes > capacity_gb * 1e9
+    return result.reserve.max_memory_reserved_gb > capacity_gb
 
 
 def _peft_json(request: EstimateRequest) -> dict[str, Any]:

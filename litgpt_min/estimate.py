@@ -261,10 +261,12 @@ class Estimate:
         return None if self.peak_bytes is None else round(self.peak_bytes / 1e9, 6)
 
     def outcome(self, capacity_gb: float | None) -> Outcome:
-        """ok / oom against ``capacity_gb`` (None: unlimited), or unsupported."""
-        if self.peak_bytes is None:
+        """ok / oom against ``capacity_gb`` (None: unlimited), or unsupported. The peak is judged as
+        reported (:attr:`max_memory_gb`, to the kB), so that a peak that reads equal to the capacity
+        is never said to exceed it."""
+        if self.max_memory_gb is None:
             return "unsupported"
-        if capacity_gb is not None and self.peak_bytes > capacity_gb * 1e9:
+        if capacity_gb is not None and self.max_memory_gb > capacity_gb:
             return "oom"
         return "ok"
 

@@ -30,7 +30,7 @@ from word_tokenizer import word_tokenizer
 from conformance.cli import main as conformance_main
 from conformance.estimate import RowEstimate, share_rows, summary
 from conformance.estimate import _worker_init as worker_init
-from conformance.estimate_command import APPLIES_TO, add_parser
+from conformance.estimate_command import APPLIES_TO, _reserve_exceeds, add_parser
 from conformance.expectations import load_profile
 from conformance.runner import PRECISION
 from litgpt_min import estimate as estimate_module
@@ -43,6 +43,7 @@ from litgpt_min.estimate import (
     LATER_STEP_SHARE,
     Estimate,
     EstimateRequest,
+    Reserve,
     default_prompt_len,
     default_seq_len,
     estimate,
@@ -805,6 +806,19 @@ def test_outcome_at_a_capacity() -> None:
     assert result.outcome(None) == "ok"
     assert result.outcome(gb * 1.01) == "ok"
     assert result.outcome(gb * 0.99) == "oom"
+
+
+def test_the_outcome_judges_the_peak_as_reported() -> None:
+    """Before, a peak a few hundred bytes over the capacity, which its figure (to the kB) reads as
+    equal to, was judged oom: the JSON said outcome oom beside max_memory_gb == capacity_gb, and
+    the text "oom: needs 0.00 GB more than 0.20 GB" beside a peak of "0.20 GB"."""
+    capacity_gb = 1.0
+    over = int(capacity_gb * 1e9) + 200  # within the figure's rounding
+    result = Estimate(over, "current", "fake-run", reserve=Reserve(over, None))
+    assert result.max_memory_gb == capacity_gb and result.outcome(capacity_gb) == "ok"
+    assert result.outcome(result.max_memory_gb - 1e-6) == "oom"
+    assert result.reserve is not None and result.reserve.max_memory_reserved_gb == capacity_gb
+    assert _reserve_exceeds(result, capacity_gb) is False and _reserve_exceeds(result, capacity_gb - 1e-6) is True
 
 
 def test_quantized_several_devices_is_unsupported() -> None:
