@@ -32,7 +32,7 @@ from conformance.expectations import (
 from conformance.hardware import fingerprint, format_header
 from conformance.merge import PREFER_CHOICES, Prefer, merge_files
 from conformance.options import Options, fraction, two_sided
-from conformance.plot import cmd_plot, plot_target_problem
+from conformance.plot import cmd_plot, draw, plot_target_problem
 from conformance.profiles import resolve_profiles
 from conformance.report import render
 from conformance.results import check_not_results, check_target, load_results, merged_from
@@ -162,13 +162,10 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_BAD_INPUT
         if len(args.file) == 1 and args.merged is None:
             status = cmd_report(args.file[0], args.output)
-            source = args.file[0]
-        else:
-            status = cmd_merge(args.file, args.output, args.merged, args.prefer)
-            source = args.merged
-        if status == 0 and args.plot is not None:
-            return cmd_plot(source, args.plot)
-        return status
+            if status == 0 and args.plot is not None:
+                return cmd_plot(args.file[0], args.plot)
+            return status
+        return cmd_merge(args.file, args.output, args.merged, args.prefer, args.plot)
     if args.command == "diff":
         return cmd_diff(
             args.old, args.new, as_json=args.json, output=args.output, strict=args.strict,
@@ -208,8 +205,6 @@ def _report_target_problem(
             return f"conformance report: {exc}"
     if plot is None:
         return None
-    if len(files) > 1 and merged is None:
-        return "conformance report: --plot with several files needs --merged FILE to draw from"
     return plot_target_problem(plot)
 
 
@@ -233,8 +228,12 @@ def cmd_report(file: Path, output: Path | None) -> int:
     return _render_to(output, lambda: load_results(file))
 
 
-def cmd_merge(files: list[Path], output: Path | None, merged: Path | None, prefer: Prefer | None) -> int:
-    """Merge ``files`` and render the merge (and write it to ``merged``); bad input as cmd_report."""
+def cmd_merge(
+    files: list[Path], output: Path | None, merged: Path | None, prefer: Prefer | None, plot: Path | None = None
+) -> int:
+    """Merge ``files`` and render the merge (and write it to ``merged``, draw it into ``plot``); bad
+    input as cmd_report."""
+    documents: list[Mapping[str, Any]] = []
 
     def build() -> Mapping[str, Any]:
         if merged is not None:
@@ -252,9 +251,13 @@ def cmd_merge(files: list[Path], output: Path | None, merged: Path | None, prefe
         if merged is not None:
             document["command"] += f" --merged {merged}"  # the command that wrote this file
             write_json_atomic(merged, document)
+        documents.append(document)
         return document
 
-    return _render_to(output, build)
+    status = _render_to(output, build)
+    if status == 0 and plot is not None:
+        return draw(documents[0], plot, f"the merge of {len(files)} files")
+    return status
 
 
 def _render_to(output: Path | None, build: Callable[[], Mapping[str, Any]]) -> int:

@@ -308,10 +308,15 @@ def cmd_plot(file: Path, out: Path) -> int:
     except ValueError as exc:
         print(one_line(f"conformance report: {exc}"), file=sys.stderr)
         return 2
+    return draw(results, out, str(file))
+
+
+def draw(results: Mapping[str, Any], out: Path, source: str) -> int:
+    """Draw loaded results (``source`` names them in a message); exit status as :func:`cmd_plot`."""
     try:
         n = plot_results(results, out)
     except ValueError as exc:  # nothing to plot in it
-        print(one_line(f"conformance report: {file}: {exc}"), file=sys.stderr)
+        print(one_line(f"conformance report: {source}: {exc}"), file=sys.stderr)
         return 2
     except OSError as exc:
         print(one_line(f"conformance report: --plot {out}: cannot write: {exc.strerror or exc}"), file=sys.stderr)
