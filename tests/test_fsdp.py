@@ -23,7 +23,8 @@ from typing import Any
 import pytest
 import torch
 from torch import nn
-from torch.distributed.fsdp import FullyShardedDataParallel
+from torch.distributed.fsdp import CPUOffload, FullyShardedDataParallel, ShardingStrategy
+from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 from word_tokenizer import word_tokenizer
 
 from litgpt_min import finetune, launch, options, schedstat
@@ -32,6 +33,7 @@ from litgpt_min.config import Config
 from litgpt_min.estimate import Estimate, EstimateRequest, estimate, request_from_run
 from litgpt_min.fake_step import use_cuda_dropout
 from litgpt_min.finetune import finetune_body, micro_step, optimizer_step
+from litgpt_min.fsdp import fsdp_strategy
 from litgpt_min.measure import round_allocation
 from litgpt_min.model import Block
 from litgpt_min.options import RunRequest, build_request
@@ -77,6 +79,24 @@ def _flat_grad_numel(module: FullyShardedDataParallel) -> int:
     handle = module._handle
     grad = None if handle is None else handle.flat_param.grad
     return 0 if grad is None else grad.numel()
+
+
+def test_the_strategy_is_the_references() -> None:
+    """Each argument changes what a rank holds: Blocks as units (one gathered at a time, under
+    limit_all_gathers), Blocks checkpointed (no activations kept across them), the full state dict,
+    full sharding, nothing offloaded; the original parameters kept (Fabric's default), which the
+    estimate's flat-parameter model assumes."""
+    strategy = fsdp_strategy(timeout_s=60)
+    for policy in (
+        strategy._fsdp_kwargs["auto_wrap_policy"],
+        strategy._activation_checkpointing_kwargs["auto_wrap_policy"],
+    ):
+        assert isinstance(policy, ModuleWrapPolicy) and policy._module_classes == {Block}
+    assert set(strategy._fsdp_kwargs) == {"auto_wrap_policy", "limit_all_gathers", "use_orig_params"}
+    assert strategy._fsdp_kwargs["limit_all_gathers"] is True and strategy._fsdp_kwargs["use_orig_params"] is True
+    assert set(strategy._activation_checkpointing_kwargs) == {"auto_wrap_policy"}
+    assert strategy.cpu_offload == CPUOffload(offload_params=False)
+    assert strategy.sharding_strategy == ShardingStrategy.FULL_SHARD and strategy._state_dict_type == "full"
 
 
 def test_two_ranks_train_as_one_process_and_hold_unsharded_gradients_while_accumulating() -> None:
