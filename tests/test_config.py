@@ -76,9 +76,9 @@ REFERENCE: dict[str, dict[str, Any]] = {
         parallel_residual=True, shared_attention_norm=False, bias=True, norm_class_name="LayerNorm",
         norm_eps=1e-5, mlp_class_name="GptNeoxMLP", intermediate_size=2048, rope_base=10000, lm_head_bias=False,
     ),
-    # falcon-7b at 8641822 (upstream lit_gpt/config.py): E 4544, H 71, G 1 (MQA), shared norm, no bias, 32 layers, vocab 65024.
+    # falcon-7b at 8641822 (upstream lit_gpt/config.py): E 4544, H 71, G 1 (MQA), shared norm, no bias, 32 layers, vocab 65024, block 2048.
     "falcon-7b": dict(
-        vocab_size=65024, padded_vocab_size=65024, n_layer=32, n_head=71, n_embd=4544, n_query_groups=1,
+        block_size=2048, vocab_size=65024, padded_vocab_size=65024, n_layer=32, n_head=71, n_embd=4544, n_query_groups=1,
         head_size=64, shared_attention_norm=True, parallel_residual=True, bias=False,
         intermediate_size=4 * 4544,
     ),
