@@ -40,6 +40,7 @@ from litgpt_min.build import build_model
 from litgpt_min.config import Config
 from litgpt_min.data import load_length_profile, typical_longest
 from litgpt_min.estimate import (
+    FULL_DEPTH_UP_TO,
     LATER_STEP_SHARE,
     Estimate,
     EstimateRequest,
@@ -359,7 +360,7 @@ def projections(monkeypatch: pytest.MonkeyPatch) -> list[int | None]:
     ],
 )
 def test_layer_extrapolation_equals_the_full_depth_run(kw: dict[str, object], projections: list[int | None]) -> None:
-    request = tiny(n_layer=7, **kw)  # type: ignore[arg-type]
+    request = tiny(n_layer=FULL_DEPTH_UP_TO + 1, **kw)  # type: ignore[arg-type]
     extrapolated = estimate(request)
     # The short runs were extrapolated (a fallback to the full depth would compare it with itself).
     assert projections and projections[-1] is not None
@@ -368,6 +369,18 @@ def test_layer_extrapolation_equals_the_full_depth_run(kw: dict[str, object], pr
     assert full.peak_bytes == extrapolated.peak_bytes
     assert full.how == ("fsdp-simulated" if request.devices > 1 else "fake-run")  # and says it ran in full
     assert full.peak_at is not None and full.peak_at == extrapolated.peak_at  # the same phase and op
+
+
+@pytest.mark.parametrize("devices", [1, 2])
+def test_a_shallow_model_runs_in_full(devices: int, projections: list[int | None]) -> None:
+    """Before, pythia-70m's 6 layers were extrapolated from two short runs, up to 2% off its full
+    depth, and out of order for close configurations (LoRA at micro-batch 1: 211.5 MB at
+    --seq-len 69 and 205.7 MB at 72, where the full depth reads 207.5 and 207.8)."""
+    request = tiny("tiny-llama", n_layer=FULL_DEPTH_UP_TO, devices=devices, seq_len=64)
+    result = estimate(request)
+    assert not projections, "no short runs were extrapolated"
+    assert result.how == ("fsdp-simulated" if devices > 1 else "fake-run")
+    assert result.peak_bytes == estimate(request, extrapolate=False).peak_bytes
 
 
 def test_a_pair_of_short_runs_that_does_not_extrapolate_is_followed_by_a_deeper_pair(
