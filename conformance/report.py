@@ -235,6 +235,7 @@ def _table(rows: Sequence[Mapping[str, Any]], device: str) -> list[str]:
     else:
         columns = [*FINETUNE_COLUMNS, *([unit] if multi else []), memory, "Time 1k iterations", "Verdict"]
     out = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    notes: dict[str, int] = {}  # a reason a cell shows cut -> its note's number under the table
     previous = None
     for row in rows:
         group = (row["model"], row["devices"])
@@ -248,10 +249,23 @@ def _table(rows: Sequence[Mapping[str, Any]], device: str) -> list[str]:
         if multi:
             cells.append(str(row["devices"]) if device == "CPU" else f"{row['devices']} x {device}")
         cells.append(_memory_cell(row))
-        cells.append(_speed_cell(row, "tokens_per_sec" if inference else "time_1k_iters_min"))
-        cells.append(_verdict_cell(row))
+        cells.append(_speed_cell(row, "tokens_per_sec" if inference else "time_1k_iters_min", notes))
+        cells.append(_verdict_cell(row, notes))
         out.append("| " + " | ".join(cells) + " |")
+    if notes:  # every reason in full, once, however many cells cut it
+        out += ["", *(f"- [{number}] {reason}" for reason, number in notes.items())]
     return out
+
+
+def _reason_text(shown: str, reason: str, limit: int, notes: dict[str, int]) -> str:
+    """``shown`` (the part of ``reason`` a cell says) in at most ``limit`` characters, and, where
+    that is not all of ``reason``, the number of the note under the table that gives it in full
+    (one note per reason, whichever cells refer to it)."""
+    text = cell_text(shown, limit)
+    if text == reason.replace("|", "\\|"):
+        return text
+    number = notes.setdefault(" ".join(reason.split()), len(notes) + 1)
+    return f"{text} [{number}]"
 
 
 def _model(row: Mapping[str, Any]) -> tuple[str, str]:
@@ -308,7 +322,7 @@ def _estimate_note(estimate: Mapping[str, Any] | None, expected_gb: float | None
     return text + (f", {_delta(gb, expected_gb)}" if expected_gb else "")
 
 
-def _speed_cell(row: Mapping[str, Any], field: str) -> str:
+def _speed_cell(row: Mapping[str, Any], field: str, notes: dict[str, int]) -> str:
     unit = " min" if field == "time_1k_iters_min" else ""
     expected = row["expected"].get(field)
     run = row.get("measured")
@@ -321,19 +335,19 @@ def _speed_cell(row: Mapping[str, Any], field: str) -> str:
     if "speed" in (row.get("pending") or ()):
         unjudged = "its check did not run"  # the session ended first
     why = re.split(r"[:;(]", unjudged.removeprefix(f"{SPEED_INCONCLUSIVE}: "), maxsplit=1)[0].strip()
-    mark = f"not judged: {cell_text(why, 40)}" if why else ""
+    mark = f"not judged: {_reason_text(why, unjudged, 40, notes)}" if why else ""
     if expected is None:
         return f"{number_text(measured)}{unit}" + (f" ({mark})" if mark else "")
     return f"{number_text(measured)}{unit} ({', '.join(filter(None, [_delta(measured, expected), mark]))})"
 
 
-def _verdict_cell(row: Mapping[str, Any]) -> str:
+def _verdict_cell(row: Mapping[str, Any], notes: dict[str, int]) -> str:
     verdict = row.get("verdict", "skipped")
     text = VERDICT_TEXT.get(verdict, verdict)
     if verdict == "skipped":
         reasons = row.get("reasons") or {}
         reason = reasons.get("run") or reasons.get("params") or next(iter(reasons.values()), "")
-        return f"skipped: {cell_text(reason, 60)}" if reason else text
+        return f"skipped: {_reason_text(reason, reason, 60, notes)}" if reason else text
     if row.get("pending"):  # the checks an unfinished session left (a row may have failed before)
         pending = ", ".join(row["pending"])
         return f"not run: {pending}" if verdict == "not run" else f"{text} (not run: {pending})"

@@ -133,7 +133,8 @@ def test_a_speed_whose_check_was_skipped_is_marked_not_judged() -> None:
     busy = "speed inconclusive: the CPU was busy: the run's threads waited 28% of their runnable time"
     first = RESULTS["rows"][0]
     document = {**RESULTS, "rows": [{**first, "checks": {"speed": "skipped"}, "reasons": {"speed": busy}}]}
-    assert "| 21.45 GB (+0.7%) | 2.40 min (+1.7%, not judged: the CPU was busy) | pass |" in render(document)
+    assert "| 21.45 GB (+0.7%) | 2.40 min (+1.7%, not judged: the CPU was busy [1]) | pass |" in render(document)
+    assert f"- [1] {busy}" in lines(render(document))  # the whole reason, under the table
     assert "not judged" not in render({**RESULTS, "rows": [first]})
     # A decided check's reason (a failure, an improvement) is no "not judged".
     failed = {**first, "verdict": "failed", "checks": {"speed": "failed"}, "reasons": {"speed": "slower: 2.0x"}}
@@ -146,8 +147,30 @@ def test_a_long_skip_reason_is_cut_at_a_word_end_and_keeps_the_table_whole() -> 
     skipped = {**first, "verdict": "skipped", "checks": {"run": "skipped"}, "reasons": {"run": reason}}
     line = next(x for x in render({**RESULTS, "rows": [skipped]}).splitlines() if "skipped:" in x)
     cell = line.rstrip(" |").rsplit("| ", 1)[1]
-    assert cell == "skipped: no GPU: this row needs a CUDA device with bitsandbytes..."
+    assert cell == "skipped: no GPU: this row needs a CUDA device with bitsandbytes... [1]"
     assert line.count("|") - line.count("\\|") == FINETUNE_HEADER.count("|")
+
+
+def test_every_reason_a_cell_cuts_is_given_in_full_in_a_note_under_its_table() -> None:
+    """A gating report cut a speed's "not judged" reason at 40 characters ("not judged: the baseline
+    before.json measured...") and a skip's at 60, and said the rest nowhere. Each cut reason is now a
+    numbered note under the table, one per reason however many cells refer to it."""
+    machine = (
+        "the baseline before.json measured this row on CPU Intel(R) Xeon(R) Platinum 8480+, 2 cores,"
+        " this machine has CPU AMD EPYC, 2 cores"
+    )
+    gpu = "needs a CUDA GPU (none found: torch.cuda.is_available() is False)"
+    first, second, _, _, skipped, inference = RESULTS["rows"]
+    unjudged = {"checks": {**first["checks"], "speed": "skipped"}, "reasons": {"speed": machine}}
+    document = {**RESULTS, "rows": [{**first, **unjudged}, {**second, "verdict": "passed", **unjudged}]}
+    out = lines(render(document))
+    cells = [line for line in out if "not judged: " in line]
+    assert len(cells) == 2 and all("not judged: the baseline before.json measured... [1])" in c for c in cells)
+    assert out[out.index(cells[-1]) + 1 :] == ["", f"- [1] {machine}"]  # once, under the table
+    # A skip reason too, numbered in its own table; one a cell shows whole has no note.
+    out = lines(render({**RESULTS, "rows": [skipped, {**inference, **unjudged, "reasons": {"speed": "its check"}}]}))
+    assert out[-5].endswith("| skipped: needs a CUDA GPU (none found: torch.cuda.is_available()... [1] |")
+    assert out[-3].endswith("| 29.00 (-6.4%, not judged: its check) | pass |") and out[-2:] == ["", f"- [1] {gpu}"]
 
 
 def test_multi_gpu_and_inference_tables() -> None:
