@@ -105,3 +105,40 @@ def test_the_readme_example_runs_and_prints_what_it_says() -> None:
     with contextlib.redirect_stdout(out):
         exec(compile(example, "README.md", "exec"), {})
     assert out.getvalue().strip() == promised
+
+
+def _readme_section(readme: str, heading: str) -> str:
+    start = readme.index(f"\n{heading}\n")
+    end = readme.find("\n## ", start + 1)
+    return readme[start : end if end >= 0 else None]
+
+
+def test_the_readme_layout_names_every_file_and_only_files_that_exist() -> None:
+    """README's Layout (and, for the package's model, methods and runs, "The implementation under
+    test") names every module, test helper, benchmark script and document of the checkout, and every
+    file it names is there. Before, tests/huge_values.py and tests/side_by_side.py were missing."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    layout = _readme_section(readme, "## Layout")
+    text = layout + _readme_section(readme, "## The implementation under test: `litgpt_min`")
+    words = set(re.findall(r"[\w./-]+", text)) | set(re.findall(r"\w+", text))
+    files = [
+        *(REPO / "litgpt_min").glob("*.py"),
+        *(REPO / "conformance").glob("*.py"),
+        *(REPO / "conformance").glob("*.json"),
+        *(p for p in (REPO / "tests").glob("*.py") if not p.name.startswith("test_")),
+        *(REPO / "tests" / "data").iterdir(),
+        *(p for p in (REPO / "benchmarks").iterdir() if p.is_file()),
+        *(REPO / "docs").iterdir(),
+    ]
+    unnamed = sorted(
+        str(p.relative_to(REPO))
+        for p in files
+        if p.name != "__init__.py"
+        and not {p.name, p.stem, f"{p.parent.name}/{p.name}", f"{p.parent.name}/{p.stem}"} & words
+    )
+    assert not unnamed, f"not in README's Layout: {unnamed}"
+    folders = ("litgpt_min", "conformance", "tests", "benchmarks", "docs", "expectations", ".ci")
+    here = {p.name for p in REPO.iterdir()} | {p.name for f in folders for p in (REPO / f).rglob("*")}
+    # (The .json names it gives are formats too: lit_config.json, tokenizer.json.)
+    named = {Path(w).name for w in re.findall(r"[\w./-]+\.(?:py|md|sh)\b", layout)}
+    assert not named - here, f"named in README's Layout, but not in the checkout: {sorted(named - here)}"
