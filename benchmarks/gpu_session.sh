@@ -92,6 +92,12 @@ if [[ "${1:-}" == "lease" ]]; then
             echo "$0: lease: an empty selector would select every row; give -k expressions" >&2
             exit 2
         fi
+        if [[ "$selector" == -* ]]; then
+            # `lease -k EXPR` (as `rows` takes it) would run a group `-k -k`, a pytest usage error,
+            # in the lease's time; pytest cannot take an expression that starts with - after -k anyway.
+            echo "$0: lease: '$selector' is an option, not a -k expression; give the expressions alone: lease 'llama2_7b and 1gpu' ..." >&2
+            exit 2
+        fi
     done
 fi
 if [[ -z "$dry_run" ]] && ! command -v nvidia-smi >/dev/null 2>&1; then

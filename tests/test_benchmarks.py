@@ -280,6 +280,8 @@ def test_a_stage_stopped_by_the_lease_keeps_pytests_last_words_in_its_log(tmp_pa
         (["lease"], {"LEASE_SECONDS": "99999999999999999999"}, "LEASE_SECONDS must be a whole number"),
         # Before: -k '' selected every row, the several-GPU ones too.
         (["lease", "x", " "], {}, "lease: an empty selector would select every row"),
+        # Before: each word a group, `-k -k` among them (a pytest usage error, in the lease's time).
+        (["lease", "-k", "llama2_7b"], {}, "lease: '-k' is an option, not a -k expression; give the expressions"),
         (
             ["lease"],
             {"LEASE_SMOKE": "no"},
