@@ -60,6 +60,31 @@ def record_path(family: str, data_dir: Path) -> Path:
     return data_dir / "alpaca" / f"lengths_{family}.json"
 
 
+# What disagreements() reads of a record, as paths of keys.
+RECORD_KEYS = (
+    "split.train", "split.test", "special_tokens.bos_added", "special_tokens.bos_id", "special_tokens.eos_id",
+    "published_longest_train_example", "longest_train_example_index", "data_sha256", "full_train.count",
+    "full_train.min", "full_train.max", "full_train.median", "full_train.mean", "full_train.histogram.bin_edges",
+    "full_train.histogram.counts",
+)  # fmt: skip
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """The recorded statistics at ``path``; ``ValueError`` naming the file and what it lacks."""
+    try:
+        with open(path, encoding="utf-8") as fp:
+            record = json.load(fp)
+    except (OSError, ValueError) as exc:  # (a decode error or bad JSON is a ValueError)
+        raise ValueError(f"{path}: cannot read the recorded statistics: {' '.join(str(exc).split())}") from None
+    for key in RECORD_KEYS:
+        value = record
+        for part in key.split("."):
+            if not isinstance(value, dict) or part not in value:  # (a null is a value: falcon adds no BOS)
+                raise ValueError(f"{path}: the recorded statistics hold no {key}")
+            value = value[part]
+    return record
+
+
 def derive(family: str, data_dir: Path, published_longest: int | None) -> LengthProfile:
     """The profile of ``family``; ``published_longest`` (the reference's printed figure) goes into its provenance."""
     tokenizer = Tokenizer(data_dir / "tokenizers" / family)
@@ -164,8 +189,14 @@ def main(argv: list[str] | None = None) -> int:
     if missing:  # before the tokenization, and before any family's profile is written
         parser.error(f"--data-dir {args.data_dir}: holds no {', '.join(missing)}")
     shipped: dict[str, LengthProfile] = {}  # the stand-in of each family without a record, read before tokenizing
+    records: dict[str, dict[str, Any]] = {}  # and each record, so that a broken one is named before any is written
     for family in args.families:
-        if not record_path(family, args.data_dir).is_file():
+        if record_path(family, args.data_dir).is_file():
+            try:
+                records[family] = read_record(record_path(family, args.data_dir))
+            except ValueError as exc:
+                parser.error(str(exc))
+        else:
             try:
                 shipped[family] = LengthProfile.from_file(LENGTHS_DIR / f"{family}.json")
             except (OSError, ValueError) as exc:
@@ -180,8 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         stand_in = shipped.get(family)
         try:
             if stand_in is None:
-                with open(record_path(family, args.data_dir), encoding="utf-8") as fp:
-                    reference = json.load(fp)
+                reference = records[family]
                 profile = derive(family, args.data_dir, reference["published_longest_train_example"])
                 problems = disagreements(profile, reference)
             else:

@@ -478,7 +478,6 @@ def test_derive_lengths_names_a_data_folder_it_cannot_derive_from(
     """Before: a traceback (FileNotFoundError, the tokenizers' own Exception, a KeyError, ...)."""
     (tmp_path / "alpaca").mkdir()
     (tmp_path / "alpaca" / "alpaca_data.json").write_text('[{"instruction": "a", "input": "", "output": "b"}]')
-    (tmp_path / "alpaca" / "lengths_llama2.json").write_text("{}")
     (tmp_path / "tokenizers" / "llama2").mkdir(parents=True)  # there, but holds no tokenizer file
     bench = _load("derive_lengths")
     with pytest.raises(SystemExit) as exc:
@@ -486,6 +485,32 @@ def test_derive_lengths_names_a_data_folder_it_cannot_derive_from(
     out, err = capsys.readouterr()
     assert exc.value.code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
     assert err.startswith(f"derive_lengths: error: llama2: cannot derive from {tmp_path}: "), err
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("x", "cannot read the recorded statistics: Expecting value: line 1 column 1 (char 0)"),
+        ("[]", "the recorded statistics hold no split.train"),
+        ('{"split": {"train": 1, "test": 1}}', "the recorded statistics hold no special_tokens.bos_added"),
+    ],
+)
+def test_derive_lengths_names_a_record_it_cannot_read_before_tokenizing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, text: str, message: str
+) -> None:
+    """Before: 'falcon: cannot derive from DATA: JSONDecodeError: Expecting value: ...' or '...: KeyError:
+    'published_longest_train_example'', after the families before it were derived and written, naming
+    neither the record file nor what it lacked (the data file read as the culprit)."""
+    data = _tiny_alpaca(tmp_path)
+    record = data / "alpaca" / "lengths_falcon.json"
+    record.write_text(text)
+    bench = _load("derive_lengths")
+    monkeypatch.setattr(bench, "derive", lambda *a, **k: pytest.fail("derived before the record was read"))
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--data-dir", str(data), "--families", "falcon", "--out-dir", str(tmp_path / "out")])
+    out, err = capsys.readouterr()
+    assert exc.value.code == 2 and out == "" and err == f"derive_lengths: error: {record}: {message}\n", err
+    assert not (tmp_path / "out").exists()
 
 
 def _tiny_alpaca(tmp_path: Path) -> Path:
