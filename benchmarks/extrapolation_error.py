@@ -129,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     if min(args.short_iters) < MIN_SHORT_ITERS:
         # Fewer leave under two timed windows after the warm-up: the bound, their spread, would be ±0.
         parser.error(f"argument --short-iters: must be >= {MIN_SHORT_ITERS}, got {min(args.short_iters)}")
+    twice = [n for n in dict.fromkeys(args.short_iters) if args.short_iters.count(n) > 1]
+    if twice:  # its fresh runs would run again, and only the last ones be reported
+        parser.error(f"argument --short-iters: {twice[0]} given twice")
     values = {
         "model": args.model, "method": args.method, "accelerator": args.accelerator,
         "precision": args.precision, "micro_batch_size": args.micro_batch_size,

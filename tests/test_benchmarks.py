@@ -338,6 +338,8 @@ def test_cublas_init_needs_a_gpu_and_says_so_in_one_line(capsys: pytest.CaptureF
         ("extrapolation_error", ["--short-iters", "1000"], "argument --short-iters: must be < 1000"),
         # Before: ran, then reported a bound of ±0.0% (one timed window has no spread).
         ("extrapolation_error", ["--short-iters", "5", "3"], "argument --short-iters: must be >= 4, got 3"),
+        # Before: the 5-iteration runs ran twice (a minute each), and the first ones were reported nowhere.
+        ("extrapolation_error", ["--short-iters", "5", "20", "5"], "argument --short-iters: 5 given twice"),
         # Before: refused by its first run, with that run's whole command line and exit 1.
         ("extrapolation_error", ["--precision", "16-mixed"], "must not be 16-mixed on the CPU"),
         ("extrapolation_error", ["--threads", "0"], "argument --threads: must be >= 1"),
