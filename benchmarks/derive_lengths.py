@@ -44,6 +44,7 @@ from litgpt_min.data import (
 from litgpt_min.files import check_output_dir, write_text_atomic
 from litgpt_min.usage import OneLineParser, console_output
 
+ROOT = Path(__file__).resolve().parent.parent
 DATA_FILE = "alpaca/alpaca_data.json"
 RECORDED = (  # what disagreements() compares, for the output of a run without a record
     "the split sizes, special tokens, published longest example and its index, the data's sha256 and the "
@@ -166,7 +167,9 @@ def main(argv: list[str] | None = None) -> int:
         required=True,
         help="holds alpaca/alpaca_data.json, tokenizers/<family>/ and, where recorded, alpaca/lengths_<family>.json",
     )
-    parser.add_argument("--out-dir", type=Path, default=LENGTHS_DIR, help="where profiles go (default: %(default)s)")
+    # The default as the repository names it (the package's folder, wherever it is installed from).
+    shown = LENGTHS_DIR.relative_to(ROOT) if LENGTHS_DIR.is_relative_to(ROOT) else LENGTHS_DIR
+    parser.add_argument("--out-dir", type=Path, default=LENGTHS_DIR, help=f"where profiles go (default: {shown})")
     parser.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES))
     parser.add_argument("--check", action="store_true", help="compare with the files in --out-dir, write nothing")
     args = parser.parse_args(argv)

@@ -121,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threads", type=whole_number(1), default=1, help="OMP_NUM_THREADS (the suite's CPU rows use 1, the default)"
     )
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="the JSON it writes (default: %(default)s)")
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help=f"the JSON it writes (default: {DEFAULT_OUT.relative_to(ROOT)})"
+    )
     args = parser.parse_args(argv)
     # Bad input ends here, in one line, not after the runs (the 1,000-iteration one takes minutes).
     if max(args.short_iters) >= ITERS_PER_FIGURE:

@@ -431,6 +431,24 @@ def _help_to_a_full_disk(script: str) -> subprocess.Popen[bytes]:
         )  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    ("script", "default"),
+    [
+        ("suite_cost", "benchmarks/results/suite_cost.json"),
+        ("extrapolation_error", "benchmarks/results/extrapolation_error.json"),
+        ("derive_lengths", "litgpt_min/lengths"),
+    ],
+)
+def test_benchmark_scripts_help_names_their_default_output_in_the_repository(
+    capsys: pytest.CaptureFixture[str], script: str, default: str
+) -> None:
+    """Before, extrapolation_error and derive_lengths showed the checkout's absolute path."""
+    with pytest.raises(SystemExit) as exc:
+        _load(script).main(["--help"])
+    text = "".join(capsys.readouterr().out.split())  # without the spaces and line breaks argparse wraps a path at
+    assert exc.value.code == 0 and f"{default})" in text and str(BENCHMARKS.parent) not in text, text
+
+
 def test_extrapolation_error_runs_an_adapter_from_its_start_layer(tmp_path: Path) -> None:
     """Before: --method adapter on its default tiny-llama (2 layers) was always refused, and the
     refusal named --adapter-start-layer, an option the script lacked."""
