@@ -106,8 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--accelerator", default="cpu", choices=("cpu", "cuda"), help="(default: %(default)s)")
     parser.add_argument("--precision", default="bf16-true", help="litgpt-min's --precision (default: %(default)s)")
-    parser.add_argument("--micro-batch-size", type=int, default=2, help="(default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=4, help="samples per optimizer step (default: %(default)s)")
+    parser.add_argument("--micro-batch-size", type=whole_number(1), default=2, help="(default: %(default)s)")
+    parser.add_argument(
+        "--batch-size", type=whole_number(1), default=4, help="samples per optimizer step (default: %(default)s)"
+    )
     parser.add_argument(
         "--short-iters",
         type=whole_number(1),
@@ -149,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         # Never over what a session recorded: a results file, a profile's table, the expectations folder.
         check_output_target("--out", args.out)
         check_own_benchmark("--out", args.out, "extrapolation_error")  # nor over any other file but its own output
-    except ValueError as exc:  # a check's message in this command's terms: "--micro-batch-size 0: must be >= 1"
+    except ValueError as exc:  # a check's message in this command's terms: "--precision 16-mixed: must not be ..."
         parser.error(by_flag(str(exc), values))
 
     base = [

@@ -344,8 +344,11 @@ def test_cublas_init_needs_a_gpu_and_says_so_in_one_line(capsys: pytest.CaptureF
         ("extrapolation_error", ["--precision", "16-mixed"], "must not be 16-mixed on the CPU"),
         ("extrapolation_error", ["--threads", "0"], "argument --threads: must be >= 1"),
         ("extrapolation_error", ["--model", "bogus"], "unknown model 'bogus'"),
-        ("extrapolation_error", ["--micro-batch-size", "0"], "--micro-batch-size 0: must be >= 1"),
-        ("extrapolation_error", ["--batch-size", "-1"], "--batch-size -1: must be >= 1"),
+        ("extrapolation_error", ["--micro-batch-size", "0"], "argument --micro-batch-size: must be >= 1, got '0'"),
+        ("extrapolation_error", ["--batch-size", "-1"], "argument --batch-size: must be >= 1, got '-1'"),
+        # Before: "invalid int value: 'nan'", where its other counts said "not a whole number".
+        ("extrapolation_error", ["--micro-batch-size", "nan"], "--micro-batch-size: not a whole number: 'nan'"),
+        ("extrapolation_error", ["--batch-size", "4.0"], "argument --batch-size: not a whole number: '4.0'"),
         ("extrapolation_error", ["--out", "{tmp}"], "is a directory"),
         ("extrapolation_error", ["--method", "adapter"], "start_layer 2 is past the layers of model 'tiny-llama'"),
         (
