@@ -29,7 +29,7 @@ from conformance.results import load_results
 from litgpt_min.estimate import Stack, stack_for
 from litgpt_min.files import real_path
 from litgpt_min.measure import gb_text
-from litgpt_min.usage import OneLineParser, console_output
+from litgpt_min.usage import OneLineParser, console_output, path_argument
 
 ROOT = Path(__file__).resolve().parent.parent
 # How this script names a folder of profiles (load_profile's ``usage``): each row names its profile.
@@ -213,10 +213,10 @@ def _spread(rows: list[dict[str, Any]], key: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="calibration", description=__doc__.splitlines()[0])
-    parser.add_argument("results", nargs="+", type=Path, help="results files of GPU sessions")
+    parser.add_argument("results", nargs="+", type=path_argument, help="results files of GPU sessions")
     parser.add_argument(
         "--expectations",
-        type=Path,
+        type=path_argument,
         default=ROOT / "expectations",
         metavar="DIR",
         help="the folder that holds the profiles the rows name (default: expectations/ of this checkout)",

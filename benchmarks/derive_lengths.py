@@ -42,7 +42,7 @@ from litgpt_min.data import (
     prepare_alpaca,
 )
 from litgpt_min.files import check_output_dir, write_text_atomic
-from litgpt_min.usage import OneLineParser, console_output
+from litgpt_min.usage import OneLineParser, console_output, path_argument
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_FILE = "alpaca/alpaca_data.json"
@@ -163,13 +163,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--data-dir",
-        type=Path,
+        type=path_argument,
         required=True,
         help="holds alpaca/alpaca_data.json, tokenizers/<family>/ and, where recorded, alpaca/lengths_<family>.json",
     )
     # The default as the repository names it (the package's folder, wherever it is installed from).
     shown = LENGTHS_DIR.relative_to(ROOT) if LENGTHS_DIR.is_relative_to(ROOT) else LENGTHS_DIR
-    parser.add_argument("--out-dir", type=Path, default=LENGTHS_DIR, help=f"where profiles go (default: {shown})")
+    parser.add_argument(
+        "--out-dir", type=path_argument, default=LENGTHS_DIR, help=f"where profiles go (default: {shown})"
+    )
     parser.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES))
     parser.add_argument("--check", action="store_true", help="compare with the files in --out-dir, write nothing")
     args = parser.parse_args(argv)

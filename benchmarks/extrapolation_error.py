@@ -39,7 +39,7 @@ from litgpt_min.files import check_output_file, write_text_atomic
 from litgpt_min.finetune import warmup_iters
 from litgpt_min.options import build_request, by_flag, check_runs_here
 from litgpt_min.protocol import ITERS_PER_FIGURE, extrapolate
-from litgpt_min.usage import OneLineParser, console_output, terminate_as_interrupt
+from litgpt_min.usage import OneLineParser, console_output, path_argument, terminate_as_interrupt
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "extrapolation_error.json"
@@ -124,7 +124,10 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=whole_number(1), default=1, help="OMP_NUM_THREADS (the suite's CPU rows use 1, the default)"
     )
     parser.add_argument(
-        "--out", type=Path, default=DEFAULT_OUT, help=f"the JSON it writes (default: {DEFAULT_OUT.relative_to(ROOT)})"
+        "--out",
+        type=path_argument,
+        default=DEFAULT_OUT,
+        help=f"the JSON it writes (default: {DEFAULT_OUT.relative_to(ROOT)})",
     )
     args = parser.parse_args(argv)
     # Bad input ends here, in one line, not after the runs (the 1,000-iteration one takes minutes).

@@ -29,7 +29,7 @@ from conformance.options import whole_number
 from conformance.results import check_output_target
 from conformance.targets import check_own_benchmark
 from litgpt_min.files import check_output_file, write_text_atomic
-from litgpt_min.usage import OneLineParser, console_output, terminate_as_interrupt
+from litgpt_min.usage import OneLineParser, console_output, path_argument, terminate_as_interrupt
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "suite_cost.json"
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--out",
-        type=Path,
+        type=path_argument,
         default=DEFAULT_OUT,
         metavar="FILE",
         help=f"the JSON report to write (default {DEFAULT_OUT.relative_to(ROOT)})",

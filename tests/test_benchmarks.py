@@ -389,6 +389,14 @@ def test_cublas_init_needs_a_gpu_and_says_so_in_one_line(capsys: pytest.CaptureF
         # Before: its rows counted twice in the spread and the median.
         ("calibration", ["{tmp}/alpaca/alpaca_data.json", "{tmp}/alpaca/../alpaca/alpaca_data.json"], "given twice"),
         ("calibration", ["{tmp}/alpaca/alpaca_data.json", "--limit", "0"], "argument --limit: must be >= 1, got '0'"),
+        # Before: an empty path was the working folder ('--out .: is a directory', '--data-dir .: holds no ...',
+        # '.: cannot read: Is a directory'), and derive_lengths --out-dir '' would write its profiles there.
+        ("suite_cost", ["--out", ""], "argument --out: expected a path, got an empty value"),
+        ("extrapolation_error", ["--out="], "argument --out: expected a path, got an empty value"),
+        ("derive_lengths", ["--data-dir", ""], "argument --data-dir: expected a path, got an empty value"),
+        ("derive_lengths", ["--data-dir", "{tmp}", "--out-dir", ""], "argument --out-dir: expected a path, got an"),
+        ("calibration", [""], "argument results: expected a path, got an empty value"),
+        ("calibration", ["{tmp}/results.json", "--expectations", ""], "argument --expectations: expected a path, got"),
     ],
 )
 def test_benchmark_scripts_refuse_bad_input_in_one_line_before_running_anything(
