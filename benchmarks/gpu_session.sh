@@ -57,7 +57,10 @@ usage="usage: $0 [--dry-run] smoke | rows PYTEST-ARGS... | extrapolation [args] 
 case "${1:-smoke}" in
 smoke | rows | extrapolation | lease) ;;
 -h | --help)
+    # The usage line, then the header comment above (the description), without its '#'.
     echo "$usage"
+    echo
+    awk 'NR == 1 { next } !/^#/ { exit } { sub(/^# ?/, ""); print }' "$self"
     exit 0
     ;;
 *)

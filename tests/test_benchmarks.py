@@ -119,6 +119,19 @@ def test_gpu_session_rows_needs_arguments(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "rows needs pytest arguments" in proc.stderr
 
 
+def test_gpu_session_help_prints_its_description() -> None:
+    """Before: only the usage line; what each stage does was in the script's header comment alone."""
+    script = BENCHMARKS / "gpu_session.sh"
+    header = []
+    for line in script.read_text().splitlines()[1:]:  # after the #! line, up to the first that is no comment
+        if not line.startswith("#"):
+            break
+        header.append(line.removeprefix("#").removeprefix(" "))
+    proc = subprocess.run(["bash", str(script), "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert header and proc.stdout.startswith("usage: ") and "\n".join(header) in proc.stdout, proc.stdout
+
+
 def test_gpu_session_lease_plans_smoke_then_each_group_in_the_time_left(tmp_path: Path) -> None:
     """The dry run of a lease: the smoke stage, then one pytest run per -k group in order; a group
     with under a minute left is not started; the plan is printed and no file written."""
