@@ -76,7 +76,8 @@ def read_record(path: Path) -> dict[str, Any]:
         with open(path, encoding="utf-8") as fp:
             record = json.load(fp)
     except (OSError, ValueError) as exc:  # (a decode error or bad JSON is a ValueError)
-        raise ValueError(f"{path}: cannot read the recorded statistics: {' '.join(str(exc).split())}") from None
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)  # (the path is named once)
+        raise ValueError(f"{path}: cannot read the recorded statistics: {' '.join(why.split())}") from None
     for key in RECORD_KEYS:
         value = record
         for part in key.split("."):
@@ -196,9 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     shipped: dict[str, LengthProfile] = {}  # the stand-in of each family without a record, read before tokenizing
     records: dict[str, dict[str, Any]] = {}  # and each record, so that a broken one is named before any is written
     for family in args.families:
-        if record_path(family, args.data_dir).is_file():
+        record = record_path(family, args.data_dir)
+        if record.exists() or record.is_symlink():  # a folder or a dangling link there is a broken record, not none
             try:
-                records[family] = read_record(record_path(family, args.data_dir))
+                records[family] = read_record(record)
             except ValueError as exc:
                 parser.error(str(exc))
         else:

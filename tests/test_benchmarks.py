@@ -557,6 +557,29 @@ def test_derive_lengths_names_a_record_it_cannot_read_before_tokenizing(
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("kind", ["folder", "dangling-link"])
+def test_derive_lengths_refuses_a_record_path_that_is_no_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """Before: a folder (or a dangling link) alpaca/lengths_falcon.json was taken for no record, and the
+    shipped profile stood in for it: 'no independent record ...: compared them with the shipped ...'."""
+    data = _tiny_alpaca(tmp_path)
+    record = data / "alpaca" / "lengths_falcon.json"
+    if kind == "folder":
+        record.mkdir()
+    else:
+        record.symlink_to(tmp_path / "missing.json")
+    bench = _load("derive_lengths")
+    monkeypatch.setattr(bench, "derive", lambda *a, **k: pytest.fail("derived before the record was read"))
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--data-dir", str(data), "--families", "falcon", "--out-dir", str(tmp_path / "out")])
+    out, err = capsys.readouterr()
+    assert exc.value.code == 2 and out == "" and len(err.splitlines()) == 1, err
+    assert err.startswith(f"derive_lengths: error: {record}: cannot read the recorded statistics: "), err
+    assert err.count(str(record)) == 1, err  # "Is a directory", not "[Errno 21] Is a directory: PATH"
+    assert not (tmp_path / "out").exists()
+
+
 def _tiny_alpaca(tmp_path: Path) -> Path:
     """A data folder as derive_lengths reads it: 40 records of a few lengths, a word-level falcon tokenizer."""
     from tokenizers import Tokenizer, models, pre_tokenizers
