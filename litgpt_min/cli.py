@@ -47,9 +47,9 @@ from litgpt_min.usage import (
     OneLineParser,
     UsageError,
     console_output,
+    number_argument,
     one_line,
     path_argument,
-    plain_number,
 )
 
 
@@ -65,7 +65,7 @@ def add_flat_options(parser: argparse.ArgumentParser, options: list[FlatOption])
         if option.kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=option.help)
         else:
-            kind = plain_number(option.kind) if option.kind in (int, float) else option.kind
+            kind = number_argument(option.kind) if option.kind in (int, float) else option.kind
             parser.add_argument(flag, type=kind, choices=option.choices, default=None, help=option.help)
 
 

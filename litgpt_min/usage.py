@@ -66,6 +66,21 @@ def plain_number(kind: type[int] | type[float]) -> Callable[[str], Any]:
     return parse
 
 
+def number_argument(kind: type[int] | type[float]) -> Callable[[str], Any]:
+    """:func:`plain_number` as an option's type, refusing in words rather than a Python type's name:
+    "not a whole number: '2.5'", as the options with a range say it (``whole_number``)."""
+    parse = plain_number(kind)
+
+    def checked(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError:
+            what = "a whole number" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"not {what}: {clipped(repr(text))}") from None
+
+    return checked
+
+
 class UsageError(Exception):
     """Bad command-line input: reported in one line, exit status 2."""
 

@@ -216,11 +216,19 @@ BAD = {
         r"unrecognized arguments: --top-kk 3 --bogus; did you mean --top-k for --top-kk\?$",
     ),
     "micro-batch-0": (("finetune", "lora", *TINY, "--micro-batch-size", "0"), r"--micro-batch-size 0: must be >= 1$"),
-    "micro-batch-not-int": (("finetune", "lora", *TINY, "--micro-batch-size", "x"), r"invalid int value: 'x'"),
+    "micro-batch-not-int": (
+        ("finetune", "lora", *TINY, "--micro-batch-size", "x"),
+        r"argument --micro-batch-size: not a whole number: 'x'$",
+    ),
+    # Before: "invalid int value: '2.5'", Python's words, where --jobs or --cpu-jobs say this.
+    "micro-batch-fraction": (("finetune", "lora", *TINY, "--micro-batch-size", "2.5"), r"not a whole number: '2.5'$"),
     # Python's int() and float() take these; `--max-iters 1_000` ran 1000 iterations.
-    "max-iters-underscore": (("finetune", "lora", *TINY, "--max-iters", "1_000"), r"invalid int value: '1_000'"),
-    "max-iters-full-width": (("finetune", "lora", *TINY, "--max-iters", "\uff13"), r"invalid int value: '\uff13'"),
-    "lr-underscore": (("finetune", "lora", *TINY, "--learning-rate", "3e-0_3"), r"invalid float value: '3e-0_3'"),
+    "max-iters-underscore": (("finetune", "lora", *TINY, "--max-iters", "1_000"), r"not a whole number: '1_000'$"),
+    "max-iters-full-width": (("finetune", "lora", *TINY, "--max-iters", "\uff13"), r"not a whole number: '\uff13'$"),
+    "lr-underscore": (
+        ("finetune", "lora", *TINY, "--learning-rate", "3e-0_3"),
+        r"argument --learning-rate: not a number: '3e-0_3'$",
+    ),
     "quantize-devices": (  # a refusal, which the suite reads as outcome "unsupported"
         ("finetune", "lora", *TINY, "--quantize", "bnb.nf4", "--devices", "2"),
         r"^litgpt-min: unsupported: quantization.*devices=2",
