@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from conformance.compare import slowdown, verdict
 from conformance.display import rows_text
-from conformance.results import load_results, speed_check_skipped, speed_unjudged, verdict_counts
+from conformance.results import load_results, row_fingerprint, speed_check_skipped, speed_unjudged, verdict_counts
 from conformance.targets import existing_head
 from litgpt_min.files import atomic_write, check_output_file
 from litgpt_min.usage import one_line
@@ -204,21 +204,35 @@ def _panel(ax: Any, points: Sequence[Point | None], title: str) -> None:
     ax.tick_params(axis="x", labelsize=7)
 
 
-def _title(results: Mapping[str, Any]) -> str:
-    fp = results.get("fingerprint") or {}
+def _machine(fp: Mapping[str, Any]) -> str:
     gpus = fp.get("gpus") or []
-    machine = (
+    return (
         ", ".join(sorted({str(g.get("name")) for g in gpus}))
         if gpus
         else f"CPU {((fp.get('cpu') or {}).get('model')) or '?'}"
     )
-    versions = ", ".join(f"{k} {fp.get(k)}" for k in ("torch", "cuda", "bitsandbytes", "lightning") if fp.get(k))
-    summary = ", ".join(f"{n} {v}" for v, n in verdict_counts(results.get("rows") or []).items())
+
+
+def _versions(fp: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k} {fp.get(k)}" for k in ("torch", "cuda", "bitsandbytes", "lightning") if fp.get(k))
+
+
+def _title(results: Mapping[str, Any]) -> str:
+    rows = results.get("rows") or []
+    sources = (results.get("options") or {}).get("merged_from")
+    # A merge's rows each keep their machine's fingerprint: named only where they agree, as the report does.
+    fingerprints = [row_fingerprint(r, results) for r in rows] if sources else []
+    fingerprints = fingerprints or [results.get("fingerprint") or {}]
+    machines, versions = dict.fromkeys(map(_machine, fingerprints)), dict.fromkeys(map(_versions, fingerprints))
+    machine = next(iter(machines)) if len(machines) == 1 else f"{len(machines)} machines"
+    stack = next(iter(versions)) if len(versions) == 1 else "libraries differ by file"
+    merged = f"merged from {rows_text(len(sources), 'results file')}, " if sources else ""
+    summary = ", ".join(f"{n} {v}" for v, n in verdict_counts(rows).items())
     created = results.get("created") or ""
     # As the report's header says it: the file of a killed or stopped session holds rows not run.
     unfinished = "  The session did not finish." if results.get("finished") is False else ""
     return (
-        f"Conformance: {machine}; {versions}\n{created}  verdicts: {summary}.{unfinished}"
+        f"Conformance: {machine}; {stack}\n{merged}{created}  verdicts: {summary}.{unfinished}"
         "  Green band: tolerance; red: regression; blue: improvement; grey: not run or not judged;"
         " hollow purple: not run, GPU-free estimate"
     )

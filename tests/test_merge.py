@@ -11,6 +11,7 @@ from results_files import measured, results, row, write
 
 from conformance.cli import main
 from conformance.merge import merge_files
+from conformance.plot import _title
 from conformance.report import render
 from conformance.results import load_results
 
@@ -206,6 +207,19 @@ def test_a_merge_is_drawn_without_writing_a_merged_file(
     assert "Merged from 2 results files" in captured.out and "plotted 2 rows into" in captured.err
     assert plot.read_bytes().startswith(b"\x89PNG")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json", "c.json", "d.json", "rows.png"]
+
+
+def test_the_plot_of_a_merge_names_the_machines_only_where_they_agree(tmp_path: Path) -> None:
+    """Before, a merge's plot was titled with the first file's machine and libraries, as if every
+    row had run there (an H100 beside an A100's rows)."""
+    h100 = {"gpus": [{"name": "NVIDIA H100 80GB HBM3"}], "torch": "2.13.0+cu128"}
+    first = write(tmp_path / "a.json", doc([ran(A, 4.9), skipped(B)], "2026-12-01T00:00:00+00:00", "node-a"))
+    second = write(tmp_path / "b.json", doc([skipped(A), ran(B, 22.2)], "2026-12-02T00:00:00+00:00", "node-b", **h100))
+    title = _title(merge_files([first, second]))
+    assert title.startswith("Conformance: 2 machines; libraries differ by file\nmerged from 2 results files, ")
+    assert "A100" not in title and "H100" not in title
+    same = write(tmp_path / "c.json", doc([skipped(A), ran(B, 22.2)], "2026-12-02T00:00:00+00:00", "node-c"))
+    assert _title(merge_files([first, same])).startswith("Conformance: NVIDIA A100-SXM4-40GB; torch 2.12.0+cu124, ")
 
 
 def test_bad_input_is_one_line_and_exit_2(
