@@ -38,7 +38,7 @@ from conformance.targets import check_outside_expectations
 from litgpt_min.config import LONG_LONG_MAX, clipped
 from litgpt_min.files import cannot_write_in, lookup_problem, read_only, real_path
 from litgpt_min.result import MAX_MEMORY_GB
-from litgpt_min.usage import plain_number
+from litgpt_min.usage import number_argument, plain_number
 
 DEST_PREFIX = "conformance_"
 
@@ -297,10 +297,7 @@ def whole_number(minimum: int) -> Callable[[str], int]:
     """An argparse type: a whole number >= ``minimum`` (``--cpu-jobs``, ``conformance estimate --jobs``, ...)."""
 
     def parse(text: str) -> int:
-        try:
-            value = plain_number(int)(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a whole number: {clipped(repr(text))}") from None
+        value = number_argument(int)(text)  # "not a whole number: '2.5'", as every count option says it
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {clipped(repr(text))}")
         if value > LONG_LONG_MAX:  # past what torch takes as a size
