@@ -35,7 +35,7 @@ from conformance.options import Options, fraction, two_sided
 from conformance.plot import cmd_plot, draw, plot_target_problem
 from conformance.profiles import resolve_profiles
 from conformance.report import render
-from conformance.results import check_not_results, check_target, load_results, merged_from
+from conformance.results import blank_file, check_not_results, check_target, load_results, merged_from
 from conformance.targets import REPORT_TITLE, check_outside_expectations, check_own_output
 from litgpt_min.files import check_output_file, real_path, write_json_atomic, write_text_atomic
 from litgpt_min.usage import OneLineParser, one_line, path_argument
@@ -242,7 +242,7 @@ def cmd_merge(
                 check_target(merged)  # never replaces a file that is not a results file
             except ValueError as exc:
                 raise ValueError(str(exc).replace("--results", "--merged", 1)) from None
-            if merged.exists() and not merged_from(merged):
+            if merged.exists() and not blank_file(merged) and not merged_from(merged):
                 raise ValueError(
                     f"--merged {merged}: is a session's results file, not an earlier merge; refusing to replace it"
                     " (pick another name)"

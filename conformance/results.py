@@ -39,7 +39,13 @@ from conformance.options import options_json
 from conformance.profiles import profile_json
 from conformance.runner import stopped_by_session
 from conformance.snapshot import RowSnapshot, Snapshot
-from conformance.targets import DIFF_FORMAT_PREFIX, DIFF_TITLE, REPORT_TITLE, check_outside_expectations
+from conformance.targets import (
+    DIFF_FORMAT_PREFIX,
+    DIFF_TITLE,
+    REPORT_TITLE,
+    check_outside_expectations,
+    existing_head,
+)
 from conformance.verdicts import Verdict, row_verdict
 from litgpt_min.files import read_input_text, read_only
 from litgpt_min.result import Result, plain_json
@@ -234,11 +240,19 @@ def check_output_target(option: str, path: Path, roots: Iterable[Path] = ()) -> 
     check_not_results(path, option)
 
 
+def blank_file(path: Path) -> bool:
+    """Whether ``path`` is a regular file with nothing but blanks in it (``mktemp``, ``touch``):
+    nothing to keep, as the reports' outputs take it (``targets.check_own_output``)."""
+    head = existing_head(path)
+    return head is not None and not head.strip() and path.stat().st_size <= len(head)
+
+
 def check_target(path: Path) -> None:
-    """Refuse (``ValueError``, one line) to replace an existing file that is not a results file."""
+    """Refuse (``ValueError``, one line) to replace an existing file that is not a results file (an
+    empty one, ``RESULTS=$(mktemp)``, holds nothing to lose)."""
     if not path.exists():
         return
-    if not is_results_file(path):
+    if not is_results_file(path) and not blank_file(path):
         raise ValueError(
             f"--results {path}: exists and is not a conformance results file; refusing to replace it"
             " (remove it or pick another name)"

@@ -240,6 +240,11 @@ def test_bad_input_is_one_line_and_exit_2(
     err = capsys.readouterr().err
     assert "--merged" in err and "not a conformance results file" in err
     assert json.loads(notes.read_text()) == {"mine": True}
+    made = tmp_path / "tmp.XXXX"  # $(mktemp): nothing to keep
+    made.touch()
+    assert main(["report", *map(str, two_machines), "--merged", str(made)]) == 0
+    assert load_results(made)["options"]["merged_from"]
+    capsys.readouterr()
     # --prefer chooses between files: with one it was silently ignored.
     assert main(["report", str(first), "--prefer", "latest"]) == 2
     assert capsys.readouterr().err == (

@@ -192,6 +192,17 @@ def test_results_never_replace_a_file_that_is_not_a_results_file(tmp_path: Path)
         check_target(earlier)
 
 
+@pytest.mark.parametrize("content", ["", "  \n"])
+def test_results_replace_an_empty_file(tmp_path: Path, content: str) -> None:
+    # RESULTS=$(mktemp) made the file a CI job then passed as --results: refused as "not a results file".
+    made = tmp_path / "tmp.XXXX"
+    made.write_text(content)
+    check_target(made)
+    made.write_text(content + "x")
+    with pytest.raises(ValueError, match="exists and is not a conformance results file"):
+        check_target(made)
+
+
 def test_a_snapshot_is_immutable(tmp_path: Path) -> None:
     snap = snapshot(tmp_path)
     with pytest.raises(dataclasses.FrozenInstanceError):
