@@ -18,7 +18,8 @@ not judged. A verdict that moves between passing ones, or with the judging alone
 figures judged unchanged or better here, against another expected value or tolerance, or as an
 improvement under --strict), fails nothing: the figures decide. Exit status
 for CI: 0 when nothing regressed beyond tolerance; 1 when something did (or, with ``strict``,
-improved too), when a row measured in OLD is not measured in NEW (skipped, or not selected), when
+improved too), when a row measured in OLD is not measured in NEW (skipped, or not selected; or a
+merged NEW holds OLD's own run of it, which compared with itself would read unchanged), when
 NEW comes from a session that did not finish, or when no row of one file has a measured figure in
 the other (nothing was compared); 2 for a file that is not a results file
 or for OLD and NEW naming the same file.
@@ -56,6 +57,7 @@ from conformance.results import (
     has_measurement,
     kept_from_earlier,
     load_results,
+    row_created,
     row_fingerprint,
     run_finished,
     speed_unjudged,
@@ -137,6 +139,7 @@ class RowDiff:
     expected_moved: bool = False  # its failing file failed it only on how it judged unchanged figures
     errors: tuple[str | None, str | None] = (None, None)  # each run's error text (shown, not judged)
     stopped: tuple[str | None, str | None] = (None, None)  # each run's error if its session stopped it
+    same_run: str | None = None  # the session file of the one run both files hold (a merge took it from the other)
 
     @property
     def not_run(self) -> bool:
@@ -203,8 +206,11 @@ class RowDiff:
     @property
     def lost(self) -> bool:
         """Measured in OLD, and in NEW skipped (every figure vanished) or not selected at all: a gate
-        that passed it would pass a box that no longer runs the row. (A row whose run did not finish
-        in NEW is ``not_run``, which an unfinished NEW fails on its own.)"""
+        that passed it would pass a box that no longer runs the row; or NEW holds OLD's own run of it
+        (a merge that took it from OLD's file), no measurement after the change. (A row whose run did
+        not finish in NEW is ``not_run``, which an unfinished NEW fails on its own.)"""
+        if self.same_run is not None:
+            return True
         if self.status == "removed":
             return self.measured
         return self.status == "both" and bool(self.figures) and all(f.change == "vanished" for f in self.figures)
@@ -248,8 +254,17 @@ class Diff:
                     f"{self.new} holds no row of profile {', '.join(elsewhere)}"
                     f" (its profiles: {', '.join(sorted(new_profiles)) or 'none'}): compare results of the same profile"
                 )
+            elif all(r.same_run is not None for r in lost):
+                sources = ", ".join(sorted({str(r.same_run) for r in lost}))
+                why = (
+                    f"it holds {self.old}'s own run of {'it' if len(lost) == 1 else 'them'}, merged from {sources}:"
+                    " merge NEW from the sessions run after the change"
+                )
             else:
                 why = "skipped, or not selected: run NEW with OLD's selection, on the same kind of device"
+                same = [r for r in lost if r.same_run is not None]
+                if same:
+                    why += f"; {len(same)} of them: the same run as {self.old}'s, merged into {self.new}"
                 stopped = [r for r in lost if r.stopped[1] is not None]
                 if stopped:  # no measurement either: a run NEW's session stopped (--row-timeout)
                     errors = ", ".join(sorted({str(r.stopped[1]) for r in stopped}))
@@ -403,6 +418,22 @@ def diff_results(
             rows.append(
                 RowDiff(
                     key[0], key[1], group, "both", before.get("verdict"), after.get("verdict"), stopped=stopped, **about
+                )
+            )  # fmt: skip
+            continue
+        # One run in both files (a merge took it from the other, or from the session file the other
+        # is): compared with itself, it would pass as "unchanged" a row that was not run again.
+        if (
+            has_measurement(before)
+            and ("created" in before or "created" in after)
+            and row_created(before, old) == row_created(after, new)
+            and before.get("measured") == after.get("measured")
+        ):
+            source = after.get("source") or before.get("source") or old_name
+            rows.append(
+                RowDiff(
+                    key[0], key[1], group, "both", before.get("verdict"), after.get("verdict"), same_run=source,
+                    **about,
                 )
             )  # fmt: skip
             continue
@@ -663,6 +694,9 @@ def _summary(diff: Diff) -> dict[str, int]:
         if row.not_compared:
             counts["not_run" if row.not_run else "other_cap"] += 1
             continue
+        if row.same_run is not None:
+            counts["lost"] += 1  # one run in both files: not measured again in NEW
+            continue
         if not row.figures and row.verdict_change == "same":
             counts["unmeasured"] += 1  # skipped in both (no GPU): nothing to be unchanged
             continue
@@ -747,6 +781,7 @@ def to_json(diff: Diff) -> dict[str, Any]:
                 "compared": r.compared,
                 "not_compared": r.why_not_compared,
                 "lost": r.lost,
+                "same_run": r.same_run is not None,
                 "stack": [{"field": f, "old": a, "new": b} for f, a, b in r.stack],
                 "machines": None if r.machines is None else {"old": r.machines[0], "new": r.machines[1]},
                 "judged_differently": r.expected_moved,
@@ -793,7 +828,12 @@ def render_markdown(diff: Diff) -> str:
         if (r.status != "both" and r.measured)
         or (
             r.status == "both"
-            and (r.old_verdict != r.new_verdict or any(c != "same" for c in r.changes()) or _error_lines(r.errors))
+            and (
+                r.old_verdict != r.new_verdict
+                or any(c != "same" for c in r.changes())
+                or _error_lines(r.errors)
+                or r.same_run is not None
+            )
         )
     ]
     if moved:
@@ -802,7 +842,9 @@ def render_markdown(diff: Diff) -> str:
             verdict = _value(row.old_verdict) + (f" → {_value(row.new_verdict)}" if row.status == "both" else "")
             if row.status != "both":
                 verdict = f"{row.status} ({_value(row.old_verdict or row.new_verdict)})"
-            if row.lost:
+            if row.same_run is not None:
+                figs = f"not measured in NEW: the same run as OLD's (from {row.same_run})"
+            elif row.lost:
                 stopped = f": its run was stopped by its session: {row.stopped[1]}" if row.stopped[1] else ""
                 figs = f"not measured in NEW{stopped}"
             elif row.why_not_compared:

@@ -636,6 +636,40 @@ def test_a_row_a_stopped_session_kept_from_an_earlier_file_does_not_date_that_se
     assert swapped[-1].startswith("new.json (created 2026-12-03T00:00:00+00:00) is newer than old.json")
 
 
+def test_a_merged_new_file_that_holds_old_s_own_run_of_a_row_does_not_pass_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """``conformance report before.json partial.json --merged after.json``: the rows the upgraded
+    session did not run came from before.json itself, and the gate compared them with themselves:
+    "within tolerance or unchanged", exit 0, a box that never ran them after the change passed."""
+    old_rows = [row("a", measured(max_memory_gb=1.0)), row("b", measured(max_memory_gb=2.0))]
+    old = write(tmp_path / "before.json", results(old_rows))
+    partial = write(
+        tmp_path / "partial.json",
+        {**results([row("a", measured(max_memory_gb=1.05))], torch=NEW_TORCH), "created": "2026-12-02T00:00:00+00:00"},
+    )
+    merged = tmp_path / "after.json"
+    assert main(["report", str(old), str(partial), "--prefer", "latest", "--merged", str(merged)]) == 0
+    capsys.readouterr()
+    assert cmd_diff(old, merged) == 1
+    out = capsys.readouterr().out
+    assert "**FAIL**" in out and "1 measured in OLD only" in out
+    assert (
+        f"1 row measured in {old} is not measured in {merged} (it holds {old}'s own run of it, merged from"
+        f" {old}: merge NEW from the sessions run after the change)"
+    ) in out
+    assert f"| `a100-sxm4-40gb:b` | passed → passed | not measured in NEW: the same run as OLD's (from {old}) |" in out
+    # The same run on both sides, whichever file is the merge: nothing compared, not "unchanged".
+    diff = diff_results(json.loads(merged.read_text()), json.loads(partial.read_text()), "after.json", "partial.json")
+    assert diff.summary["unchanged"] == 0 and diff.exit_status == 1
+    row_json = next(
+        r
+        for r in to_json(diff_results(json.loads(old.read_text()), json.loads(merged.read_text())))["rows"]
+        if r["id"] == "b"
+    )
+    assert row_json["lost"] and row_json["same_run"] and not row_json["compared"]
+
+
 def test_gpu_and_driver_changes_are_part_of_the_stack() -> None:
     gpus = [{"name": "NVIDIA H100 80GB HBM3", "memory_bytes": 85e9, "memory_gb": 85.0, "compute_capability": "9.0"}]
     diff = diff_results(results([]), results([], gpus=gpus, driver="560.1"))
