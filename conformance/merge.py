@@ -15,7 +15,7 @@ results file of the same format, checked against ``conformance/results.schema.js
   nowhere, it is the first file's that decided it (skipped it), else the first file's.
 - A row measured in several files is refused with one line naming them, unless
   ``prefer="latest"``: then the one from the most recently created session wins (a row's own
-  ``created``, not that of a merge that holds it).
+  ``created``, not that of a merge that holds it); two sessions created at the same time are refused.
 """
 
 from __future__ import annotations
@@ -89,7 +89,14 @@ def merge(
                     f"row {key[0]}:{key[1]} is measured in both {other_path} and {path};"
                     " keep the newer with --prefer latest, or leave one file out"
                 )
-            if row_created(mine, doc) >= row_created(other, other_doc):
+            mine_at, other_at = row_created(mine, doc), row_created(other, other_doc)
+            if mine_at == other_at:  # (a second's resolution: two machines started together)
+                raise ValueError(
+                    f"row {key[0]}:{key[1]} is measured in both {other_path} and {path}, by sessions created at"
+                    f" the same time ({mine['created']}): --prefer latest cannot tell which is newer; leave one"
+                    " file out"
+                )
+            if mine_at > other_at:
                 chosen[key] = (path, doc, mine)
     rows = [row for _, _, row in chosen.values()]
     kept = {(row["profile"], id(doc)) for _, doc, row in chosen.values()}  # each profile's contributing files

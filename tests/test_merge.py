@@ -62,6 +62,21 @@ def test_a_row_measured_twice_is_refused_unless_the_latest_is_preferred(tmp_path
     assert f"{new} (created 2026-12-02T00:00:00+00:00; host node-b)" in text
 
 
+def test_latest_cannot_choose_between_two_sessions_created_at_the_same_time(tmp_path: Path) -> None:
+    """Two machines' sessions started in the same second (a CI matrix): --prefer latest kept the row
+    of whichever file came last on the command line, the other's measurement dropped unsaid."""
+    at = "2026-12-01T00:00:00+00:00"
+    node_a = write(tmp_path / "a.json", doc([ran(A, 4.9)], at, "node-a"))
+    node_b = write(tmp_path / "b.json", doc([ran(A, 6.0)], at, "node-b"))
+    for order in ([node_a, node_b], [node_b, node_a]):
+        with pytest.raises(ValueError) as caught:
+            merge_files(order, prefer="latest")
+        assert str(caught.value) == (
+            f"row a100-sxm4-40gb:{A} is measured in both {order[0]} and {order[1]}, by sessions created at the"
+            f" same time ({at}): --prefer latest cannot tell which is newer; leave one file out"
+        )
+
+
 @pytest.mark.parametrize(
     "error", ["timed out after 0.3 s", "cancelled: the pytest session ended before the row finished"]
 )
