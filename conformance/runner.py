@@ -11,6 +11,7 @@ RunResult`` (or a plain result mapping) will do, which is how the plugin's own t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import inspect
@@ -286,12 +287,72 @@ def _run_forked(
     if method == "forkserver":
         context.set_forkserver_preload(list(PRELOAD_MODULES))
     process = context.Process(target=_forked_main, args=(args, str(log_path), dict(options.env)), daemon=False)
-    with _STATUS_LOCK:
-        process.start()
+    if not _start(process, options.cancel):
+        return None, "cancelled", time.perf_counter()
     started = time.perf_counter()
     child = _ProcessChild(process)
     stopped = _wait(child, options)
     return process.exitcode, stopped, started
+
+
+def _start(process: multiprocessing.process.BaseProcess, cancel: threading.Event | None) -> bool:
+    """Start a forked row's process, unless the session ends first (False: not started). The first
+    start waits for the fork server's imports (~9 s on a small machine), and the other rows' starts
+    wait for that one (``_STATUS_LOCK``), none of them looking at anything meanwhile: a Ctrl-C or
+    SIGTERM in a session's first seconds took about 9 s to end it, and left the server importing,
+    unwatched. So the start runs in a thread of its own, and a session that ends while the server
+    has not answered kills the server, which ends the wait at once; a start not yet begun is not
+    begun (it would start another server)."""
+    if cancel is None:
+        with _STATUS_LOCK:
+            process.start()
+        return True
+    failed: list[BaseException] = []
+    asking = threading.Event()  # the start is under way: the server has the request
+
+    def start() -> None:
+        try:
+            with _STATUS_LOCK:
+                if not cancel.is_set():
+                    asking.set()
+                    process.start()
+        except BaseException as exc:  # the server killed (below), or it died on its own
+            failed.append(exc)
+
+    starting = threading.Thread(target=start, name="conformance-row-start", daemon=True)
+    starting.start()
+    while starting.is_alive():
+        starting.join(_POLL_S)
+        if cancel.is_set() and asking.is_set() and starting.is_alive():
+            _stop_fork_server()
+    if cancel.is_set():
+        if process.pid is not None:
+            _ProcessChild(process).kill()  # forked before the session's end: stopped, as _wait would
+        return False
+    if failed:
+        raise failed[0]
+    return True
+
+
+def _stop_fork_server() -> None:
+    """Kill the fork server, if one runs, and forget it (the next start starts another). The rows
+    it forked die with it (``_die_with_fork_server``)."""
+    from multiprocessing import forkserver, util
+
+    server = forkserver._forkserver  # type: ignore[attr-defined]
+    with server._lock:
+        pid, address = server._forkserver_pid, server._forkserver_address
+        if pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+        os.close(server._forkserver_alive_fd)
+        server._forkserver_pid = server._forkserver_alive_fd = server._forkserver_address = None
+    if address is not None and not util.is_abstract_socket_namespace(address):
+        with contextlib.suppress(OSError):
+            os.unlink(address)
 
 
 def _forked_main(args: list[str], log_path: str, env: dict[str, str]) -> None:

@@ -245,6 +245,65 @@ def test_a_status_read_by_two_threads_at_once_is_never_a_crash(tmp_path: Path, m
     assert statuses == {"a": (2, "exited"), "b": (2, "exited")}
 
 
+def _importing(module: str) -> list[int]:
+    """The live fork servers whose preload names ``module``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and module in (entry / "cmdline").read_text():
+                if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                    found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+def test_a_session_that_ends_while_the_fork_server_imports_stops_its_rows_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The session's first forked row waits for the fork server's imports (torch, Lightning,
+    bitsandbytes: ~9 s on a small machine), the next row for the first. Before, neither looked at
+    the session meanwhile: a Ctrl-C or SIGTERM in a session's first seconds took 8.9 s to end it,
+    and left the server importing, unwatched; a server that died under the Ctrl-C was started again
+    for the next row. Here the server's imports take a minute."""
+    module = f"slow_preload_{os.getpid()}"
+    (tmp_path / f"{module}.py").write_text("import time\ntime.sleep(60)\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setattr(runner, "PRELOAD_MODULES", (module,))
+    forkserver._forkserver._stop()  # type: ignore[attr-defined]  # (one an earlier test started: it would not import it)
+    cancel = threading.Event()
+    ended: dict[str, tuple[int | None, str]] = {}
+
+    def row(name: str) -> None:
+        (tmp_path / f"{name}.log").write_text("")
+        ended[name] = runner._run_forked(["--version"], tmp_path / f"{name}.log", RunOptions(cancel=cancel))[:2]
+
+    rows = [threading.Thread(target=row, args=(name,), daemon=True) for name in ("a", "b")]
+    try:
+        for thread in rows:
+            thread.start()
+        deadline = time.monotonic() + 60
+        while not _importing(module):
+            assert time.monotonic() < deadline, "the fork server never started"
+            time.sleep(0.05)
+        time.sleep(0.5)
+        cancel.set()  # the session ends
+        stopping = time.monotonic()
+        for thread in rows:
+            thread.join(timeout=30)
+        took = time.monotonic() - stopping
+        assert ended == {"a": (None, "cancelled"), "b": (None, "cancelled")}
+        assert took < 5, f"the rows stopped {took:.1f} s after the session ended"
+        assert not _importing(module), "the fork server outlived the rows"
+    finally:
+        for pid in _importing(module):
+            os.kill(pid, signal.SIGKILL)
+        for thread in rows:
+            thread.join(timeout=30)
+        forkserver._forkserver._stop()  # type: ignore[attr-defined]
+
+
 # A session started by a launcher: its rows launch their own ranks ---------------------------------------
 SBATCH_STEP = {"SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "2", "SLURM_PROCID": "0", "SLURM_JOB_NAME": "accept"}
 TORCHRUN_RANK = {"LOCAL_RANK": "1", "RANK": "1", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}
