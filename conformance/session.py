@@ -731,6 +731,18 @@ class ConformanceSession:
         # limit, SIGTERM) still leaves every check that finished, and says which did not.
         self.write_results()
 
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+        """Before pytest's terminal reporter formats the interrupt's traceback: without
+        ``--full-trace`` it prints the line the signal interrupted alone, yet it formats every frame,
+        reading and parsing each one's source file; a Ctrl-C that met an import of torch's (the
+        first check's, in a session's first seconds) spent seconds there. It formats that line
+        alone now."""
+        if self.config is not None and not self.config.option.fulltrace:
+            shown = excinfo.traceback.filter(excinfo)  # the frames pytest would show (no __tracebackhide__)
+            if shown:
+                excinfo.traceback = shown[-1:]
+
     # tryfirst: before pytest-xdist's own, which stops the workers (seconds, each interpreter
     # exiting): the files are written first, so a signal meanwhile finds nothing left to write.
     @pytest.hookimpl(tryfirst=True)

@@ -2114,6 +2114,44 @@ def test_lf_or_sw_that_leaves_measured_rows_out_of_their_results_file_says_so(su
     assert len(load_results(merged)["rows"]) == 5
 
 
+DEEP_INTERRUPTING_RUNNER = """
+from pathlib import Path
+
+class Module:
+    def __repr__(self):  # called where pytest formats a frame that has it as an argument
+        Path(__file__).with_name("formatted").write_text("")
+        return "Module()"
+
+def import_it():
+    raise KeyboardInterrupt  # Ctrl-C
+
+def through(module):
+    return import_it()
+
+def interrupt(case, options):
+    return through(Module())
+"""
+
+
+def test_an_interrupted_session_formats_only_the_line_it_shows(suite: Suite) -> None:
+    """Without --full-trace pytest shows the line a Ctrl-C interrupted, yet it formatted every frame
+    the interrupt came through, reading and parsing each one's source: one that met an import of
+    torch's (the first check's, in a session's first seconds) took seconds to end the session."""
+    suite.profile()
+    suite.answer(good_answers())
+    suite.pytester.makepyfile(deep_interrupting_runner=DEEP_INTERRUPTING_RUNNER)
+    args = ["-p", "no:cacheprovider", *LEAN, "--expectations", str(suite.root), "--cpu-jobs", "0"]
+    args += ["--runner", "deep_interrupting_runner:interrupt"]
+    # (no_reraise_ctrlc: the KeyboardInterrupt is the session's, not one for the session running this test)
+    result = suite.pytester.runpytest_inprocess(*args, no_reraise_ctrlc=True)
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(["*deep_interrupting_runner.py:9: KeyboardInterrupt", "(to show a full traceback*"])
+    assert not (suite.pytester.path / "formatted").exists(), "a frame pytest does not show was formatted"
+    result = suite.pytester.runpytest_inprocess(*args, "--full-trace", no_reraise_ctrlc=True)
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(["module = Module()", "    def through(module):", "deep_interrupting_runner.py:12: "])
+
+
 TERMINATING_RUNNER = f"""
 import os
 import signal
