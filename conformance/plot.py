@@ -137,7 +137,7 @@ def row_label(row: Mapping[str, Any], profiles: int) -> str:
 
 
 def plot_results(results: Mapping[str, Any], out: Path) -> int:
-    """Draw ``results`` into ``out`` (PNG, or any format matplotlib knows by the suffix); the rows drawn."""
+    """Draw ``results`` into ``out`` (in the format its suffix names: ``plot_target_problem``); the rows drawn."""
     import matplotlib  # optional extra, heavy: imported only to draw
 
     matplotlib.use("Agg")  # no display needed, and none is wanted in CI
@@ -166,9 +166,7 @@ def plot_results(results: Mapping[str, Any], out: Path) -> int:
     fig.subplots_adjust(left=0.17, right=0.87, top=1 - 1.1 / height, bottom=0.6 / height)
     # savefig to a handle needs the format named; long row ids widen the page, never clip.
     with atomic_write(out) as handle:
-        fig.savefig(
-            handle, dpi=110, bbox_inches="tight", pad_inches=0.2, format=Path(out).suffix.lstrip(".").lower() or "png"
-        )
+        fig.savefig(handle, dpi=110, bbox_inches="tight", pad_inches=0.2, format=image_format(out))
     plt.close(fig)
     return len(rows)
 
@@ -286,10 +284,17 @@ def _replaces_other_than_an_image(out: Path, suffix: str) -> str | None:
     )
 
 
+def image_format(out: Path) -> str:
+    """The image format a plot's file name asks for: its suffix ("" for none)."""
+    return Path(out).suffix.lstrip(".").lower()
+
+
 def plot_target_problem(out: Path) -> str | None:
     """Why ``out`` cannot take the plot (None: it can): matplotlib missing, a place no file can be
-    written, a suffix matplotlib has no format for, or a file there that is no image of that format
-    (an earlier plot is replaced). Checked before anything is drawn or printed."""
+    written, no suffix or one matplotlib has no format for, or a file there that is no image of that
+    format (an earlier plot is replaced). Checked before anything is drawn or printed. A name with
+    no suffix was drawn as a PNG under that name (``--plot nan``: a PNG called ``nan``); like one
+    whose suffix names no format (``x.pdf.txt``), it is refused now: the name says the format."""
     try:
         import matplotlib  # noqa: F401  (the extra itself, before any of its submodules)
         from matplotlib.backend_bases import FigureCanvasBase
@@ -302,12 +307,13 @@ def plot_target_problem(out: Path) -> str | None:
         check_output_file(out, "--plot")
     except ValueError as exc:
         return f"conformance report: {exc}"
-    suffix = Path(out).suffix.lstrip(".").lower() or "png"
+    suffix = image_format(out)
     formats = FigureCanvasBase.get_supported_filetypes()
+    choices = ", ".join(sorted(formats))
+    if not suffix:
+        return f"conformance report: --plot {out}: no image format: the name has no suffix (choose one of {choices})"
     if suffix not in formats:
-        return (
-            f"conformance report: --plot {out}: no image format {suffix!r} (choose one of {', '.join(sorted(formats))})"
-        )
+        return f"conformance report: --plot {out}: no image format {suffix!r} (choose one of {choices})"
     return _replaces_other_than_an_image(Path(out), suffix)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.abc
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -204,7 +205,6 @@ def test_report_draws_the_plot_beside_the_markdown(tmp_path: Path, capsys: pytes
     ("name", "content", "replaced"),
     [
         ("notes.png", b"# my notes\n", False),
-        ("noext", b'{"format": "litgpt-conformance-results/1"}', False),  # no suffix: a PNG
         ("rows.svg", b"<?xml version='1.0'?><doc/>", False),
         ("rows.raw", b"\x00\x01", False),  # a format with no signature: only an empty file is replaced
         ("rows.png", PNG_SIGNATURE + b"earlier plot", True),
@@ -217,8 +217,8 @@ def test_report_draws_the_plot_beside_the_markdown(tmp_path: Path, capsys: pytes
 def test_a_plot_replaces_only_an_image_of_its_format(
     tmp_path: Path, capsys: pytest.CaptureFixture, name: str, content: bytes, replaced: bool
 ) -> None:
-    """Before, --plot replaced any writable file: a copy of a results file given as the plot's
-    name (no suffix) became a PNG, a notes.png of text was lost."""
+    """Before, --plot replaced any writable file: a notes.png of text was lost (and a copy of a
+    results file given as the plot's name, with no suffix, became a PNG: such a name is refused)."""
     pytest.importorskip("matplotlib")
     doc = results([row("r", measured(max_memory_gb=1.2), expected={"max_memory_gb": 1.0})])
     source = write(tmp_path / "r.json", doc)
@@ -231,7 +231,7 @@ def test_a_plot_replaces_only_an_image_of_its_format(
     else:
         assert status == 2 and captured.out == "" and target.read_bytes() == content
         assert captured.err == (
-            f"conformance report: --plot {target}: exists and is not a {(Path(name).suffix[1:] or 'png').upper()}"
+            f"conformance report: --plot {target}: exists and is not a {Path(name).suffix[1:].upper()}"
             " image; refusing to replace it (pick another name, or remove it first)\n"
         )
 
@@ -240,6 +240,9 @@ def test_a_plot_replaces_only_an_image_of_its_format(
     ("target", "fragment"),
     [
         ("rows.txt", "conformance report: --plot {tmp}/rows.txt: no image format 'txt' (choose one of "),
+        # Before, drawn as a PNG under that very name (and over a copy of a results file there).
+        ("nan", "conformance report: --plot {tmp}/nan: no image format: the name has no suffix (choose one of "),
+        ("copy", "conformance report: --plot {tmp}/copy: no image format: the name has no suffix (choose one of "),
         (".", "conformance report: --plot {tmp}: is a directory; give a file name"),
         ("r.json", "conformance report: --plot {tmp}/r.json: is a results file it reads"),
     ],
@@ -253,8 +256,10 @@ def test_a_plot_target_is_refused_before_the_report_prints(
     doc = results([row("r", measured(max_memory_gb=1.2), expected={"max_memory_gb": 1.0})])
     source = write(tmp_path / "r.json", doc)
     before = source.read_bytes()
+    shutil.copy(source, tmp_path / "copy")
     assert main(["report", str(source), "--plot", str(tmp_path / target)]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.count("\n") == 1
     assert fragment.format(tmp=tmp_path) in captured.err
-    assert source.read_bytes() == before
+    assert source.read_bytes() == before and (tmp_path / "copy").read_bytes() == before
+    assert not (tmp_path / "nan").exists()
