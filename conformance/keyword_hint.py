@@ -14,6 +14,7 @@ from typing import Any
 from conformance.display import suite_command
 from conformance.expectations import QUANT_SLUGS, model_slug
 from conformance.rules import CHECKS, applies
+from litgpt_min.config import clipped
 
 # The parts of a row id, in its order (``case_id``), each with how it is read from a row.
 _PARTS: tuple[tuple[str, Any], ...] = (
@@ -25,6 +26,7 @@ _PARTS: tuple[tuple[str, Any], ...] = (
     ("devices", lambda c: f"{c.devices}gpu"),
 )
 _OPERATORS = {"and", "or", "not"}
+SHOWN_EXPRESSION = 200  # the characters of an expression (or of one word of it) the hint shows
 _MODULE_NAMES = ("conformance", "test_rows.py")
 
 
@@ -47,7 +49,7 @@ def no_row_hint(
     others = {name: list(rows) for name, rows in sorted((others or {}).items())}
     everywhere = cases + [c for rows in others.values() for c in rows]
     profiles = sorted({c.profile for c in cases})
-    head = f"conformance: -k {keyword!r} selects no row"
+    head = f"conformance: -k {_shown(keyword)} selects no row"
     if elsewhere := _elsewhere(keyword, others, chosen, defaults):
         # The expression is right; the session checks other profiles than the rows it names.
         return f"{head} of {', '.join(profiles)}; {elsewhere}"
@@ -79,12 +81,12 @@ def no_row_hint(
     if not said or _unknown_words(keyword_now, everywhere):
         # A word no row id contains, the other profiles' included (`-k "Llama-2-7b-hf and nf4dq"`).
         text, keyword_now = _parts_hint(
-            keyword_now, cases, everywhere, listing or f"{suite_command()} --collect-only -q"
+            keyword_now, cases, everywhere, listing or f"{suite_command()} --collect-only -q", keyword
         )
         said.append(text)
     if keyword_now is None:
         return f"{head}: {'; '.join(said)}{speed}"
-    line = f"{head}: {'; '.join(said)}; try -k {keyword_now!r}"
+    line = f"{head}: {'; '.join(said)}; try -k {_shown(keyword_now)}"
     if not any(_matches(keyword_now, _names(c.profile, c)) for c in cases):
         # Spelled right, it names rows of a profile the session does not check (`--profile cpu-tiny`).
         if elsewhere := _elsewhere(keyword_now, others, chosen, defaults):
@@ -122,11 +124,12 @@ def _word(name: str) -> str:
     return rf"(?<![\w-]){re.escape(name)}(?![\w-])"
 
 
-def _parts_hint(keyword: str, cases: list[Any], known: list[Any], listing: str) -> tuple[str, str | None]:
+def _parts_hint(keyword: str, cases: list[Any], known: list[Any], listing: str, given: str) -> tuple[str, str | None]:
     """Name the words of ``keyword`` that no row id of ``known`` (the folder's rows) contains, with
     the id parts each resembles, and the fixed expression when each is one part but for its
     separators or their order (``nf4dq``, ``llama_tiny``); else say how ``cases``' ids are made
-    and of which parts (and no fixed expression). The text follows "selects no row: "."""
+    and of which parts (and no fixed expression). The text follows "selects no row: ", which names
+    the expression ``given``: a word that is all of it, too long to show whole, is "it" there."""
     parts = {kind: sorted({v for v in map(read, cases) if v}, key=_natural) for kind, read in _PARTS}
     unknown = _unknown_words(keyword, known)
     every = sorted({v for c in known for _, read in _PARTS if (v := read(c))}, key=_natural)
@@ -137,7 +140,8 @@ def _parts_hint(keyword: str, cases: list[Any], known: list[Any], listing: str) 
         if len(same) == 1:
             fixes[word] = same[0]
         near = same or _nearest(word, every)
-        named.append(f"{word!r}" + (f" (like {_or(near)})" if near else ""))
+        name = "it" if word == given.strip() and _shown(word) != repr(word) else _shown(word)
+        named.append(name + (f" (like {_or(near)})" if near else ""))
     made = "; ".join(f"{kind} {', '.join(values)}" for kind, values in parts.items() if values)
     shape = f"row ids are workload-[method-]model-quantization-[mbN-]Ngpu, of {made} ({listing} lists every id)"
     if unknown and len(fixes) == len(unknown):
@@ -145,6 +149,13 @@ def _parts_hint(keyword: str, cases: list[Any], known: list[Any], listing: str) 
     if unknown:
         return f"no row id contains {_and(named)}; {shape}", None
     return f"each of its words is in some row id, none matches it whole; {shape}", None
+
+
+def _shown(text: str) -> str:
+    """``text`` quoted, cut short: an expression (one word of it) may be 100,000 characters, and
+    the hint is one line. Before, it gave such a word whole, twice. An expression of a few checks'
+    whole names (``test_run[a100-sxm4-40gb:finetune-lora-llama2_7b-nf4_dq-mb1-1gpu]``) is shown whole."""
+    return clipped(repr(text), SHOWN_EXPRESSION)
 
 
 def _unknown_words(keyword: str, known: list[Any]) -> list[str]:

@@ -97,10 +97,11 @@ def shown(value: Any) -> str:
         return clipped(repr(value))
 
 
-def clipped(text: str) -> str:
+def clipped(text: str, limit: int = SHOWN_CHARS) -> str:
     """``text`` cut short for a message, which is one line: the value a file got wrong may be a list
-    of 100,000 items or a string of a megabyte."""
-    return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 3] + "..."
+    of 100,000 items or a string of a megabyte. ``limit``: more, for a text the message is about
+    (a `-k` expression, whose fixed form it gives to copy)."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # What a field's annotation admits, in words (the message) and as a check.

@@ -1591,6 +1591,26 @@ def test_a_keyword_that_selects_no_row_names_the_word_no_id_contains(keyword: st
     assert hint.startswith(f"conformance: -k {keyword!r} selects no row: {ending}"), hint
 
 
+def test_a_keyword_of_100000_characters_is_echoed_once_cut_short() -> None:
+    """Before, `-k` with a word of 100,000 characters got a line of 200,000: the expression, then the
+    word no row id contains (the same expression) again; a long expression whose typo the hint fixes
+    got the fixed one whole."""
+    from conformance.keyword_hint import SHOWN_EXPRESSION, no_row_hint
+
+    word = "x" * 100_000
+    hint = no_row_hint(word, _hint_cases())
+    shown = f"'{'x' * (SHOWN_EXPRESSION - 4)}..."
+    assert hint.startswith(f"conformance: -k {shown} selects no row: no row id contains it; row ids are"), hint[:500]
+    assert "xx" not in hint.replace(shown, ""), "the expression, once"
+    typos = "nf4dq and " * 10_000 + "lora"
+    hint = no_row_hint(typos, _hint_cases())
+    fixed = "nf4_dq and " * 10_000 + "lora"
+    assert hint == (
+        f"conformance: -k {repr(typos)[: SHOWN_EXPRESSION - 3]}... selects no row: no row id contains 'nf4dq'"
+        f" (like 'nf4_dq'); try -k {repr(fixed)[: SHOWN_EXPRESSION - 3]}..."
+    )
+
+
 def test_the_speed_hint_says_which_rows_have_a_speed_check() -> None:
     from conformance.keyword_hint import no_row_hint
 
