@@ -336,23 +336,17 @@ def _start(process: multiprocessing.process.BaseProcess, cancel: threading.Event
 
 def _stop_fork_server() -> None:
     """Kill the fork server, if one runs, and forget it (the next start starts another). The rows
-    it forked die with it (``_die_with_fork_server``)."""
-    from multiprocessing import forkserver, util
+    it forked die with it (``_die_with_fork_server``). The standard library's own clean-up
+    (``ForkServer._stop``: reap the server, close its pipe, remove its socket) then forgets it."""
+    from multiprocessing import forkserver
 
     server = forkserver._forkserver  # type: ignore[attr-defined]
-    with server._lock:
-        pid, address = server._forkserver_pid, server._forkserver_address
-        if pid is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, 0)
-        os.close(server._forkserver_alive_fd)
-        server._forkserver_pid = server._forkserver_alive_fd = server._forkserver_address = None
-    if address is not None and not util.is_abstract_socket_namespace(address):
-        with contextlib.suppress(OSError):
-            os.unlink(address)
+    pid = server._forkserver_pid
+    if pid is None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    server._stop()
 
 
 def _forked_main(args: list[str], log_path: str, env: dict[str, str]) -> None:
