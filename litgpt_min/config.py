@@ -163,7 +163,7 @@ def _load_yaml(text: str) -> Any:
                 except TypeError:
                     break
                 if duplicate:  # a plain ValueError: PyYAML's message would quote the text around it
-                    raise ValueError(f"duplicate key {key!r} (line {key_node.start_mark.line + 1})")
+                    raise ValueError(f"duplicate key {clipped(repr(key))} (line {key_node.start_mark.line + 1})")
             return super().construct_mapping(node, deep)
 
     # YAML 1.2's floats: PyYAML (YAML 1.1) reads ``1e-05``, without a dot, as a string.
@@ -226,11 +226,11 @@ class Config:
 
     def __post_init__(self) -> None:
         def fail(field: str, why: str) -> None:
-            raise ValueError(f"config {self.name or '<unnamed>'}: {field}: {why}")
+            raise ValueError(f"config {clipped(self.name) or '<unnamed>'}: {field}: {why}")
 
         if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in self.name):
             # It heads the output and every message: a newline or an escape sequence would forge them.
-            raise ValueError(f"config {self.name!r}: name: control characters are not allowed")
+            raise ValueError(f"config {clipped(repr(self.name))}: name: control characters are not allowed")
         for name in _SIZE_FIELDS:  # torch takes a size as a C long long; 2**63 failed in a traceback
             value = getattr(self, name)
             if isinstance(value, int) and value > LONG_LONG_MAX:
@@ -260,7 +260,9 @@ class Config:
         # A later Lit-GPT's GemmaMLP or LLaMAMoE is a real layer, only not one litgpt_min builds.
         for name, built in (("norm_class_name", get_args(NormClass)), ("mlp_class_name", get_args(MLPClass))):
             if getattr(self, name) not in built:
-                fail(name, f"{getattr(self, name)!r} is not a layer litgpt_min builds ({', '.join(built)})")
+                fail(
+                    name, f"{clipped(repr(getattr(self, name)))} is not a layer litgpt_min builds ({', '.join(built)})"
+                )
         rope_n_elem = int(self.rotary_percentage * (self.n_embd // self.n_head))
         if not 0.0 <= self.rotary_percentage <= 1.0 or rope_n_elem % 2:
             fail(
@@ -270,11 +272,11 @@ class Config:
         for name in ("rope_base", "norm_eps"):  # a zero base or epsilon divides by zero; a negative one is no config
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                fail(name, f"must be a finite number > 0, got {value!r}")
+                fail(name, f"must be a finite number > 0, got {clipped(repr(value))}")
         if self.intermediate_size < 1:
             fail("intermediate_size", f"must be >= 1, got {self.intermediate_size}")
         if self.gelu_approximate not in ("none", "tanh"):  # torch's F.gelu takes these two only
-            fail("gelu_approximate", f"must be 'none' or 'tanh', got {self.gelu_approximate!r}")
+            fail("gelu_approximate", f"must be 'none' or 'tanh', got {clipped(repr(self.gelu_approximate))}")
         if self.rope_condense_ratio < 1:  # RoPE's positions are divided by it
             fail("rope_condense_ratio", f"must be >= 1, got {self.rope_condense_ratio}")
         if not self.parallel_residual and self.shared_attention_norm:
@@ -351,7 +353,7 @@ class Config:
             if field not in kinds:
                 close = difflib.get_close_matches(str(field), [*kinds, *_LATER_FIELDS], n=3)
                 hint = f" (did you mean {', '.join(close)}?)" if close else ""
-                raise ValueError(f"{where}unknown config field {key!r}{hint}")
+                raise ValueError(f"{where}unknown config field {clipped(repr(key))}{hint}")
             if not _has_kind(value, kinds[field]):
                 raise ValueError(f"{where}{key}: expected {kinds[field]}, got {shown(value)}")
             kwargs[field] = value
@@ -376,7 +378,7 @@ class Config:
             )
         quirk = _later_name_quirk(config)
         if quirk and later:
-            raise ValueError(f"{where}name: {config.name!r}: {quirk}, which litgpt_min does not implement")
+            raise ValueError(f"{where}name: {clipped(repr(config.name))}: {quirk}, which litgpt_min does not implement")
         return config
 
     @classmethod

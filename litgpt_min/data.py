@@ -353,7 +353,7 @@ def tokenizer_family(model_name: str) -> Family:
         if model_name == prefix or (prefix.endswith("-") and model_name.startswith(prefix)):
             return family
     known = ", ".join(p + ("*" if p.endswith("-") else "") for p, _ in prefixes)
-    raise ValueError(f"no tokenizer family known for model {model_name!r} (known: {known})")
+    raise ValueError(f"no tokenizer family known for model {clipped(repr(model_name))} (known: {known})")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -302,6 +302,37 @@ def test_reads_lit_gpt_lit_config_json(tmp_path: Path) -> None:
     assert Config.from_file(path) == Config.from_name("Llama-2-7b-hf")
 
 
+LONG = "x" * 100_000  # a file's text pasted where a key or a value goes
+
+
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({LONG: 1}, "unknown config field"),
+        ({"name": LONG, "n_layer": 0}, "n_layer"),
+        ({"gelu_approximate": LONG}, "gelu_approximate"),
+        ({"_norm_class": LONG}, "norm_class_name"),
+        ({"name": "OLMo-" + LONG, "_norm_class": "LayerNorm", "_mlp_class": "GptNeoxMLP", "head_size": 128}, "name"),
+    ],
+    ids=["unknown_key", "name", "gelu_approximate", "norm_class", "later_name_quirk"],
+)
+@pytest.mark.parametrize("suffix", [".json", ".yaml"])
+def test_a_huge_key_or_value_in_a_config_file_is_quoted_cut_short(
+    tmp_path: Path, change: dict[str, Any], field: str, suffix: str
+) -> None:
+    """The README's "a value the line quotes is cut short past 60 characters": a config file's
+    unknown key, name, GELU approximation or norm class of 100,000 characters was quoted whole,
+    a line of 100 kB."""
+    path = tmp_path / f"config{suffix}"
+    values = {**_lit_gpt_llama2_7b_json(), **change}
+    path.write_text(json.dumps(values) if suffix == ".json" else yaml.safe_dump(values), encoding="utf-8")
+    with pytest.raises(ValueError) as exc:
+        Config.from_file(path)
+    message = str(exc.value)
+    assert message.startswith(f"{path}: ") and field in message, message
+    assert "\n" not in message and len(message) < len(str(path)) + 300, message[:300]
+
+
 def test_reads_legacy_condense_ratio(tmp_path: Path) -> None:
     values = _lit_gpt_llama2_7b_json()
     del values["rope_condense_ratio"]

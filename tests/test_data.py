@@ -191,6 +191,10 @@ def test_unknown_model_has_no_tokenizer_family() -> None:
     assert tokenizer_family("tiny-llama-1.1b") == tokenizer_family("tiny-llama-1.1b-chat") == "llama2"
     with pytest.raises(ValueError, match="'tiny-mistral'"):
         tokenizer_family("tiny-mistral")
+    # A name from a config file is quoted cut short (before: a 100,000-character name, whole).
+    with pytest.raises(ValueError, match=r"model 'xxx+\.\.\. \(known") as exc:
+        tokenizer_family("x" * 100_000)
+    assert len(str(exc.value)) < 300
 
 
 # --------------------------------------------------------------------------------------------
