@@ -365,9 +365,11 @@ class Config:
                 kwargs[field] = hf[field]
         config = cls(**kwargs)
         head_size = later.get("head_size")
-        if head_size is not None and (not _has_kind(head_size, "an integer") or head_size != config.head_size):
+        if not _has_kind(head_size, "an integer or null"):
+            raise ValueError(f"{where}head_size: expected an integer or null, got {shown(head_size)}")
+        if head_size is not None and head_size != config.head_size:
             raise ValueError(
-                f"{where}head_size: {head_size!r}, but litgpt_min's heads are n_embd / n_head = {config.head_size} wide"
+                f"{where}head_size: {head_size}, but litgpt_min's heads are n_embd / n_head = {config.head_size} wide"
             )
         attn_bias = later.get("attn_bias", False)
         if not isinstance(attn_bias, bool):

@@ -333,6 +333,22 @@ def test_a_huge_key_or_value_in_a_config_file_is_quoted_cut_short(
     assert "\n" not in message and len(message) < len(str(path)) + 300, message[:300]
 
 
+@pytest.mark.parametrize("head_size, shown", [("128", '"128"'), (True, "true"), (128.0, "128.0"), ([128], "[128]")])
+def test_a_head_size_of_the_wrong_type_is_named_as_one(tmp_path: Path, head_size: Any, shown: str) -> None:
+    """A model_config.yaml's head_size "128" (a string) was refused as a size that disagrees,
+    in Python's spelling: "head_size: '128', but litgpt_min's heads are n_embd / n_head = 128
+    wide"; true read "head_size: True, but ...". It is a type error, as every other field's."""
+    path = tmp_path / "model_config.yaml"
+    path.write_text(yaml.safe_dump({**_lit_gpt_llama2_7b_json(), "head_size": head_size}), encoding="utf-8")
+    with pytest.raises(
+        ValueError, match=f"^{re.escape(f'{path}: head_size: expected an integer or null, got {shown}')}$"
+    ):
+        Config.from_file(path)
+    path.write_text(yaml.safe_dump({**_lit_gpt_llama2_7b_json(), "head_size": 64}), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"head_size: 64, but litgpt_min's heads are n_embd / n_head = 128 wide"):
+        Config.from_file(path)
+
+
 def test_reads_legacy_condense_ratio(tmp_path: Path) -> None:
     values = _lit_gpt_llama2_7b_json()
     del values["rope_condense_ratio"]
@@ -382,7 +398,7 @@ def test_a_later_feature_turned_on_is_refused_naming_field_and_feature(field: st
     ("changes", "message"),
     [
         ({"head_size": 256}, "head_size: 256, but litgpt_min's heads are n_embd / n_head = 128 wide"),
-        ({"head_size": "128"}, "head_size: '128', but"),
+        ({"head_size": "128"}, 'head_size: expected an integer or null, got "128"'),
         ({"attn_bias": True}, "attn_bias: true with bias false"),
         ({"attn_bias": "no"}, "attn_bias: expected true or false"),
         ({"hf_config": ["meta-llama"]}, "hf_config: expected an object with string name and org"),
