@@ -444,7 +444,11 @@ class Config:
             return config
         # The file was read and checked above: a problem now is the overrides', which the source names.
         source = f"{path} with the overrides {', '.join(overrides)}"
-        return cls.from_dict({**dataclasses.asdict(config), **_renamed(overrides, source)}, source=source)
+        try:
+            return cls.from_dict({**dataclasses.asdict(config), **_renamed(overrides, source)}, source=source)
+        except ValueError as exc:  # the built config's own checks name the config, not the overrides
+            message = str(exc)
+            raise ValueError(message if message.startswith(source) else f"{source}: {message}") from None
 
     def to_dict(self) -> dict[str, Any]:
         """The fields in Lit-GPT's ``lit_config.json`` spelling."""

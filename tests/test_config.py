@@ -253,8 +253,17 @@ def test_from_json_reads_lit_config_as_lit_gpt_names_it(tmp_path: Path) -> None:
         "tiny-llama", n_layer=1, condense_ratio=4
     )
     assert Config.from_json(path, _norm_class="LayerNorm").norm_class_name == "LayerNorm"
-    with pytest.raises(ValueError, match="n_layer: must be >= 1, got 0"):
+    # A value the built config refuses names the overrides too (before: "config tiny-llama: n_layer:
+    # must be >= 1, got 0", as if the file held it).
+    with pytest.raises(
+        ValueError,
+        match=r"lit_config.json with the overrides n_layer: config tiny-llama: n_layer: must be >= 1, got 0$",
+    ):
         Config.from_json(path, n_layer=0)
+    with pytest.raises(
+        ValueError, match=r"lit_config.json with the overrides n_head: config tiny-llama: n_embd: 64 is not divisible"
+    ):
+        Config.from_json(path, n_head=3)
     with pytest.raises(ValueError, match="unknown config field 'n_layers'"):
         Config.from_json(path, n_layers=1)
     # A bad override is named as one, not as the file's field (before: "lit_config.json: n_layer: ...").
