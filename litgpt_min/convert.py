@@ -54,7 +54,7 @@ from typing import Literal, cast
 import torch
 
 from litgpt_min import json_keys
-from litgpt_min.config import Config
+from litgpt_min.config import Config, clipped, shown
 from litgpt_min.files import (
     atomic_write,
     check_output_dir,
@@ -182,7 +182,7 @@ def convert_state_dict(
     origin = origin or {}
 
     def where(key: str) -> str:
-        return f"{origin.get(key, source)}: key {key!r}"
+        return f"{origin.get(key, source)}: key {clipped(repr(key))}"
 
     expected = _expected_shapes(config)
     out: dict[str, torch.Tensor] = {}
@@ -204,23 +204,27 @@ def convert_state_dict(
             tied_head = (key, tensor)
             continue
         if lit_key not in expected:
-            raise ValueError(f"{where(key)}: maps to {lit_key!r}, which config {config.name!r} does not have")
+            raise ValueError(
+                f"{where(key)}: maps to {clipped(repr(lit_key))}, which config {clipped(repr(config.name))} does not have"
+            )
         if role != "copy":
             group = parts.setdefault(lit_key, {})
             if role in group:
-                raise ValueError(f"{where(key)}: duplicate of {group[role][0]!r}")
+                raise ValueError(f"{where(key)}: duplicate of {clipped(repr(group[role][0]))}")
             group[role] = (key, tensor)
             continue
         if lit_key in out:
-            raise ValueError(f"{where(key)}: maps to {lit_key!r} like {came_from[lit_key]!r}; keep only one")
+            raise ValueError(
+                f"{where(key)}: maps to {clipped(repr(lit_key))} like {clipped(repr(came_from[lit_key]))}; keep only one"
+            )
         out[lit_key] = _fit(tensor, expected[lit_key], lit_key, where(key), pad_vocab)
         came_from[lit_key] = key
 
     for lit_key, group in parts.items():
         missing = [r for r in ("q", "k", "v") if r not in group]
         if missing:
-            have = ", ".join(repr(k) for k, _ in group.values())
-            raise ValueError(f"{source}: {lit_key!r}: have {have} but no {'/'.join(missing)} projection")
+            have = ", ".join(clipped(repr(k)) for k, _ in group.values())
+            raise ValueError(f"{source}: {clipped(repr(lit_key))}: have {have} but no {'/'.join(missing)} projection")
         out[lit_key] = _fuse_qkv(config, group, expected[lit_key], where)
 
     if tie_word_embeddings and _HEAD in expected and _WTE in out:
@@ -273,7 +277,7 @@ def _fit(tensor: torch.Tensor, shape: torch.Size, lit_key: str, where: str, pad_
     if pad_vocab and lit_key in _VOCAB_KEYS and tensor.shape[1:] == shape[1:] and tensor.shape[0] < shape[0]:
         pad = tensor.new_zeros((shape[0] - tensor.shape[0], *shape[1:]))
         return torch.cat((tensor, pad))
-    raise ValueError(f"{where}: shape {tuple(tensor.shape)}, expected {tuple(shape)} for {lit_key!r}")
+    raise ValueError(f"{where}: shape {tuple(tensor.shape)}, expected {tuple(shape)} for {clipped(repr(lit_key))}")
 
 
 def _fuse_qkv(
@@ -307,12 +311,12 @@ def load_hf_state_dict(hf_dir: str | Path) -> tuple[dict[str, torch.Tensor], dic
     for path in files:
         for key, tensor in _load_file(path).items():
             if key in state:
-                raise ValueError(f"{path}: key {key!r} is also in {origin[key]}")
+                raise ValueError(f"{path}: key {clipped(repr(key))} is also in {origin[key]}")
             state[key] = tensor
             origin[key] = str(path)
     for key, file in index.items():
         if origin.get(key) != str(hf_dir / file):
-            raise ValueError(f"{index_file}: key {key!r} is listed in {file} but is not there")
+            raise ValueError(f"{index_file}: key {clipped(repr(key))} is listed in {file} but is not there")
     return state, origin
 
 
@@ -350,16 +354,18 @@ def _read_weight_map(index: Path, hf_dir: Path) -> dict[str, str]:
     weight_map = document.get("weight_map") if isinstance(document, dict) else None
     if not isinstance(weight_map, dict) or not weight_map:
         raise ValueError(
-            f"{index}: weight_map: expected an object of tensor names to shard files, got {weight_map!r:.60}"
+            f"{index}: weight_map: expected an object of tensor names to shard files, got {shown(weight_map)}"
         )
     root = input_root(hf_dir)
     for key, file in weight_map.items():
         if not isinstance(file, str) or not file:
-            raise ValueError(f"{index}: weight_map[{key!r}]: expected a shard file name, got {file!r}")
+            raise ValueError(
+                f"{index}: weight_map[{clipped(repr(key))}]: expected a shard file name, got {shown(file)}"
+            )
         if not real_path(hf_dir / file).is_relative_to(root):
-            raise ValueError(f"{index}: weight_map[{key!r}]: shard {file} is outside {hf_dir}")
+            raise ValueError(f"{index}: weight_map[{clipped(repr(key))}]: shard {file} is outside {hf_dir}")
         if not (hf_dir / file).is_file():
-            raise ValueError(f"{index}: key {key!r}: shard {file} does not exist")
+            raise ValueError(f"{index}: key {clipped(repr(key))}: shard {file} does not exist")
     return weight_map
 
 
@@ -433,9 +439,9 @@ def _load_file(path: Path) -> dict[str, torch.Tensor]:
         raise ValueError(f"{path}: expected a state dict of tensor names to tensors, got {type(state).__name__}")
     for key, tensor in state.items():
         if not isinstance(key, str):
-            raise ValueError(f"{path}: key {key!r}: expected a tensor name (a string)")
+            raise ValueError(f"{path}: key {clipped(repr(key))}: expected a tensor name (a string)")
         if not isinstance(tensor, torch.Tensor):
-            raise ValueError(f"{path}: key {key!r}: expected a tensor, got {type(tensor).__name__}")
+            raise ValueError(f"{path}: key {clipped(repr(key))}: expected a tensor, got {type(tensor).__name__}")
     return state
 
 

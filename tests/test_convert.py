@@ -670,3 +670,82 @@ def test_a_gap_in_the_layer_indices_is_named() -> None:
         ValueError, match=r"3, but the weights hold 3 layers \(indices 0\.\.5\); layer 2, 3, 4 missing$"
     ):
         check_layer_count(keys, config, "llama", "config.json", "num_hidden_layers")
+
+
+LONG = "x" * 100_000  # a name of 100,000 characters: a tensor name, an index's entry
+
+
+def _add_tensor(hf_dir: Path, key: Any, value: Any, storage: str) -> None:
+    from safetensors.torch import save_file
+
+    state, _ = load_hf_state_dict(hf_dir)
+    if storage == "safetensors":
+        save_file({**state, key: value}, str(hf_dir / "model.safetensors"))
+    else:
+        (hf_dir / "model.safetensors").unlink()
+        torch.save({**state, key: value}, hf_dir / "pytorch_model.bin")
+
+
+def _write_index(hf_dir: Path, weight_map: Any) -> None:
+    (hf_dir / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+
+
+@pytest.mark.parametrize(
+    ("change", "file", "field"),
+    [
+        pytest.param(
+            lambda d: _add_tensor(d, "model." + LONG, torch.zeros(1), "safetensors"),
+            "model.safetensors",
+            "key 'model.xxx",
+            id="unknown-key",
+        ),
+        pytest.param(
+            lambda d: _add_tensor(d, LONG, torch.zeros(1), "bin"), "pytorch_model.bin", "key 'xxx", id="bin-unknown-key"
+        ),
+        pytest.param(
+            lambda d: _add_tensor(d, (LONG,), torch.zeros(1), "bin"),
+            "pytorch_model.bin",
+            "key ('xxx",
+            id="bin-key-not-a-string",
+        ),
+        pytest.param(lambda d: _add_tensor(d, LONG, 1, "bin"), "pytorch_model.bin", "key 'xxx", id="bin-not-a-tensor"),
+        pytest.param(
+            lambda d: [
+                save_file({LONG: torch.zeros(1)}, str(d / name))
+                for name in ("a.safetensors", "b.safetensors")
+                for save_file in [__import__("safetensors.torch").torch.save_file]
+            ],
+            "b.safetensors",
+            "key 'xxx",
+            id="key-in-two-files",
+        ),
+        pytest.param(
+            lambda d: _write_index(d, dict.fromkeys([*load_hf_state_dict(d)[0], LONG], "model.safetensors")),
+            "index.json",
+            "key 'xxx",
+            id="index-key",
+        ),
+        pytest.param(
+            lambda d: _write_index(d, {LONG: "gone.safetensors"}),
+            "index.json",
+            "key 'xxx",
+            id="index-key-missing-shard",
+        ),
+        pytest.param(
+            lambda d: _write_index(d, {"lm_head.weight": list(range(50_000))}),
+            "index.json",
+            "weight_map['lm_head.weight']",
+            id="index-value",
+        ),
+    ],
+)
+def test_a_huge_weight_name_is_quoted_cut_short(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, llama_dir: Path, change: Any, file: str, field: str
+) -> None:
+    """The README's "a value the line quotes is cut short past 60 characters": a checkpoint's
+    tensor name (or an index's entry) of 100,000 characters was quoted whole, a line of 100 kB."""
+    hf_dir = copy_checkpoint(llama_dir, tmp_path / "hf")
+    change(hf_dir)
+    code, err = convert_cli(capsys, hf_dir, tmp_path / "lit")
+    assert code == 2 and file in err and field in err, err[:300]
+    assert len(err) < len(str(hf_dir)) + 300, err[:300]
