@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import itertools
 import os
 import pickle
 import re
@@ -54,7 +55,7 @@ from typing import Literal, cast
 import torch
 
 from litgpt_min import json_keys
-from litgpt_min.config import Config, clipped, shown
+from litgpt_min.config import LONG_LONG_MAX, Config, clipped, shown
 from litgpt_min.files import (
     atomic_write,
     check_output_dir,
@@ -409,14 +410,20 @@ def check_layer_count(keys: Iterable[str], config: Config, family: str, source: 
         for pattern, _, _, _ in _COMPILED[cast(Family, family)]:
             m = pattern.match(key)
             if m and "n" in m.groupdict():
+                if len(m["n"].lstrip("0")) > len(str(LONG_LONG_MAX)):  # past any layer count, and int()'s digits
+                    raise ValueError(
+                        f"{source}: {field}: {config.n_layer}, but the weights name layer {clipped(m['n'])}"
+                        f" (tensor {clipped(repr(key))})"
+                    )
                 layers.add(int(m["n"]))
                 break
     if len(layers) != config.n_layer or (layers and max(layers) != config.n_layer - 1):
         held = f"{len(layers)} layers (indices {min(layers)}..{max(layers)})" if layers else "no layers"
-        missing = sorted(set(range(max(layers) + 1)) - layers) if layers else []
+        # The first few gaps only: a layer index of 10**18 leaves that many (a set of them never ends).
+        missing = list(itertools.islice((n for n in range(max(layers)) if n not in layers), 6)) if layers else []
         if missing:
-            shown = ", ".join(map(str, missing[:5])) + (", ..." if len(missing) > 5 else "")
-            held += f"; layer {shown} missing"
+            listed = ", ".join(map(str, missing[:5])) + (", ..." if len(missing) > 5 else "")
+            held += f"; layer {listed} missing"
         raise ValueError(f"{source}: {field}: {config.n_layer}, but the weights hold {held}")
 
 

@@ -749,3 +749,26 @@ def test_a_huge_weight_name_is_quoted_cut_short(
     code, err = convert_cli(capsys, hf_dir, tmp_path / "lit")
     assert code == 2 and file in err and field in err, err[:300]
     assert len(err) < len(str(hf_dir)) + 300, err[:300]
+
+
+@pytest.mark.parametrize(
+    ("index", "message"),
+    [
+        # Before: the gaps below it were gathered into a set of 10**18 numbers, and the command never ended.
+        (
+            "1" + "0" * 18,
+            r"3, but the weights hold 3 layers \(indices 0\.\.1000000000000000000\); layer 2, 3, 4, 5, 6, \.\.\. missing$",
+        ),
+        # Before: "Exceeds the limit (4300 digits) for integer string conversion ...", no file or field named.
+        (
+            "9" * 100_000,
+            r"^config\.json: num_hidden_layers: 3, but the weights name layer 9{57}\.\.\. \(tensor 'model\.layers\.9{43}\.\.\.\)$",
+        ),
+    ],
+    ids=["1e18", "100000-digits"],
+)
+def test_a_huge_layer_index_is_named_at_once(index: str, message: str) -> None:
+    config = Config.from_name("tiny-llama", n_layer=3)
+    keys = [f"model.layers.{n}.self_attn.q_proj.weight" for n in ("0", "1", index)]
+    with pytest.raises(ValueError, match=message):
+        check_layer_count(keys, config, "llama", "config.json", "num_hidden_layers")
