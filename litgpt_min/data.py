@@ -35,7 +35,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import torch
 
 from litgpt_min import json_keys
-from litgpt_min.config import clipped
+from litgpt_min.config import clipped, shown
 from litgpt_min.json_keys import DuplicateKey
 
 Family = Literal["phi-1_5", "gpt-neox-20b", "llama2", "falcon"]
@@ -187,7 +187,7 @@ class Tokenizer:
         for key in ("add_bos_token", "add_prefix_space"):  # read as flags: "false" would be true
             if config is not None and not isinstance(config.get(key), (bool, type(None))):
                 raise ValueError(
-                    f"{path.parent / 'tokenizer_config.json'}: {key}: expected true, false or null, got {config[key]!r}"
+                    f"{path.parent / 'tokenizer_config.json'}: {key}: expected true, false or null, got {shown(config[key])}"
                 )
         generation = _read_optional_json(path.parent / "generation_config.json")
 
@@ -409,9 +409,7 @@ def read_alpaca(json_path: Path | str) -> list[dict[str, str]]:
             if key not in record:
                 raise ValueError(f"{json_path}: record {i}: field {key!r} is missing (Alpaca's records have all three)")
             if not isinstance(record[key], str):
-                raise ValueError(
-                    f"{json_path}: record {i}: field {key!r} must be a string (got {clipped(repr(record[key]))})"
-                )
+                raise ValueError(f"{json_path}: record {i}: field {key!r} must be a string (got {shown(record[key])})")
             if (problem := text_problem(record[key])) is not None:
                 raise ValueError(f"{json_path}: record {i}: field {key!r} is not valid text ({problem})")
     return records

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import re
 import statistics
 import warnings
 from pathlib import Path
@@ -21,7 +22,7 @@ from hypothesis import strategies as st
 from real_data import ALPACA, DATA, DATA_ENV, needs_data
 from word_tokenizer import WORDS, word_tokenizer
 
-from litgpt_min.config import known_names
+from litgpt_min.config import clipped, known_names
 from litgpt_min.data import (
     FAMILIES,
     LengthProfile,
@@ -160,14 +161,15 @@ def test_tokenizer_config_next_to_the_file_decides_as_lit_gpt(
 
 
 @pytest.mark.parametrize("key", ["add_bos_token", "add_prefix_space"])
-@pytest.mark.parametrize("value", ["false", "yes", 1, [True]])
+@pytest.mark.parametrize("value", ["false", "yes", 1, [True], "x" * 100_000])
 def test_a_tokenizer_config_flag_that_is_no_boolean_is_refused_naming_it(tmp_path: Path, key: str, value: Any) -> None:
-    # Read by truth, "false" would have prepended a BOS to every sample.
+    # Read by truth, "false" would have prepended a BOS to every sample. The value is quoted as the file
+    # spells it ("false", [true]: before, Python's 'false', [True]), cut short (before, 100,000 x's whole).
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({key: value}))
     with pytest.raises(ValueError) as refused:
         Tokenizer(word_tokenizer(tmp_path))
     assert str(refused.value) == (
-        f"{tmp_path / 'tokenizer_config.json'}: {key}: expected true, false or null, got {value!r}"
+        f"{tmp_path / 'tokenizer_config.json'}: {key}: expected true, false or null, got {clipped(json.dumps(value))}"
     )
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({key: None}))
     assert Tokenizer(tmp_path).use_bos is False
@@ -331,8 +333,15 @@ def test_read_alpaca_names_the_bad_record(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"bad\.json: record 1: field 'output' is missing"):
         read_alpaca(path)
     path.write_text(json.dumps([{"instruction": "a", "input": None, "output": "b"}]))
-    with pytest.raises(ValueError, match=r"bad\.json: record 0: field 'input' must be a string \(got None\)"):
+    # In JSON's words, as a config file's value is (before: Python's None, True, nan).
+    with pytest.raises(ValueError, match=r"bad\.json: record 0: field 'input' must be a string \(got null\)$"):
         read_alpaca(path)
+    for spelled in ("true", "NaN", '{"a": false}'):
+        path.write_text(f'[{{"instruction": "a", "input": {spelled}, "output": "b"}}]')
+        with pytest.raises(
+            ValueError, match=rf"record 0: field 'input' must be a string \(got {re.escape(spelled)}\)$"
+        ):
+            read_alpaca(path)
     # Before: a lone surrogate (JSON's "\ud800") reached the tokenizer, and the run ended in its TypeError.
     path.write_text('[{"instruction": "a\\ud800", "input": "", "output": "b"}]')
     with pytest.raises(
