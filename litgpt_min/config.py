@@ -23,6 +23,10 @@ from typing import Any, Literal, get_args
 from litgpt_min import json_keys
 from litgpt_min.files import read_input_text, write_json_atomic
 
+# How messages quote a value (kept importable from here, where they were first).
+from litgpt_min.quoting import SHOWN_CHARS as SHOWN_CHARS
+from litgpt_min.quoting import clipped, shown
+
 NormClass = Literal["LayerNorm", "RMSNorm"]
 MLPClass = Literal["GptNeoxMLP", "LLaMAMLP"]
 
@@ -38,9 +42,6 @@ _JSON_RENAMES = {
 REQUIRED_IN_FILE = ("block_size", "vocab_size", "n_layer", "n_head", "n_embd")
 # A config file is a few kB; far more is not one (and would be read whole).
 MAX_CONFIG_BYTES = 10 * 10**6
-# The most of a wrong value a message shows (``clipped``): in config and data files, run options,
-# command-line values, expectations fields.
-SHOWN_CHARS = 60
 
 # Fields that Lit-GPT releases after 8641822 write into every config (``model_config.yaml``, or
 # ``lit_config.json``), each with the value that leaves its feature off. A config that turns one
@@ -86,22 +87,6 @@ def _renamed(overrides: Mapping[str, Any], where: str) -> dict[str, Any]:
             )
         renamed[field], spelled[field] = value, key
     return renamed
-
-
-def shown(value: Any) -> str:
-    """A config value as its file spells it (JSON), or its repr when JSON cannot (a YAML date), cut
-    short (``clipped``)."""
-    try:
-        return clipped(json.dumps(value))
-    except (TypeError, ValueError):
-        return clipped(repr(value))
-
-
-def clipped(text: str, limit: int = SHOWN_CHARS) -> str:
-    """``text`` cut short for a message, which is one line: the value a file got wrong may be a list
-    of 100,000 items or a string of a megabyte. ``limit``: more, for a text the message is about
-    (a `-k` expression, whose fixed form it gives to copy)."""
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # What a field's annotation admits, in words (the message) and as a check.

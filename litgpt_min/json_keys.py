@@ -7,13 +7,15 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from litgpt_min.quoting import clipped
+
 
 class DuplicateKey(ValueError):
     """A key given twice in one object; ``where`` locates it: `` at /rows/3/verdict`` (its JSON
     pointer), then the object's ``id`` when it has one."""
 
     def __init__(self, key: str, where: str) -> None:
-        super().__init__(f"duplicate key {key!r}{where}")
+        super().__init__(f"duplicate key {clipped(repr(key))}{where}")
         self.key = key
         self.where = where
 
@@ -41,8 +43,9 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _pointer_token(key: str) -> str:
-    # RFC 6901; a lone surrogate as its escape (it could not be printed).
-    return key.replace("~", "~0").replace("/", "~1").encode("utf-8", "backslashreplace").decode("utf-8")
+    # RFC 6901; a lone surrogate as its escape (it could not be printed); a long key cut short (the
+    # pointer is for a message).
+    return clipped(key.replace("~", "~0").replace("/", "~1").encode("utf-8", "backslashreplace").decode("utf-8"))
 
 
 def where(root: Any, found: Callable[[Any], str | None]) -> tuple[Any, str, str] | None:
@@ -59,9 +62,9 @@ def where(root: Any, found: Callable[[Any], str | None]) -> tuple[Any, str, str]
             holder = value if key else parent
             owner = ""
             if _id(holder) is not None:
-                owner = f" (the object with id {_id(holder)!r})"
+                owner = f" (the object with id {clipped(repr(_id(holder)))})"
             elif named is not None:
-                owner = f" (in the object with id {_id(named)!r})"
+                owner = f" (in the object with id {clipped(repr(_id(named)))})"
             return value, f"{pointer}/{_pointer_token(key)}" if key else pointer or "/", owner
         inner = value if _id(value) is not None else named
         if isinstance(value, dict):

@@ -42,3 +42,25 @@ def test_a_byte_order_mark_is_told_to_be_left_out() -> None:
         json_keys.loads('\ufeff{"a": 1}')
     assert refused.value.msg == "the file starts with a byte order mark (BOM): save it as UTF-8 without one"
     assert (refused.value.lineno, refused.value.colno) == (1, 1)
+
+
+LONG = "x" * 100_000  # a key or an id of 100,000 characters
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        # Before: the key whole, twice (in its quote and its pointer), a line of 200,028 characters.
+        (f'{{"rows": [{{"{LONG}": 1, "{LONG}": 2}}]}}', r"^duplicate key 'x{56}\.\.\. at /rows/0/x{57}\.\.\.$"),
+        (
+            f'{{"rows": [{{"id": "{LONG}", "a": {{"b": 1, "b": 2}}}}]}}',
+            r"^duplicate key 'b' at /rows/0/a/b \(in the object with id 'x{56}\.\.\.\)$",
+        ),
+    ],
+    ids=["key", "id"],
+)
+def test_a_huge_key_or_id_is_quoted_cut_short(document: str, message: str) -> None:
+    """The README's "a value the line quotes is cut short past 60 characters", for every reader of
+    a user's JSON file (a config.json, an index, a --data-file, a results file)."""
+    with pytest.raises(json_keys.DuplicateKey, match=message):
+        json_keys.loads(document)
