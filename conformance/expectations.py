@@ -32,9 +32,10 @@ from jsonschema.exceptions import SchemaError, ValidationError
 
 from conformance.display import display, significant
 from litgpt_min import json_keys
-from litgpt_min.config import clipped, known_names
+from litgpt_min.config import known_names
 from litgpt_min.files import json_text, lookup_problem, read_input_text, real_path, write_files_atomic
 from litgpt_min.json_keys import DuplicateKey
+from litgpt_min.quoting import clipped
 from litgpt_min.result import Outcome, Workload
 
 SCHEMA_PATH: Path = Path(__file__).resolve().parent.parent / "expectations" / "schema.json"

@@ -14,7 +14,7 @@ from typing import Any
 from conformance.display import suite_command
 from conformance.expectations import QUANT_SLUGS, model_slug
 from conformance.rules import CHECKS, applies
-from litgpt_min.config import clipped
+from litgpt_min.quoting import clipped
 
 # The parts of a row id, in its order (``case_id``), each with how it is read from a row.
 _PARTS: tuple[tuple[str, Any], ...] = (

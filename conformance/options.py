@@ -35,8 +35,9 @@ from conformance.expectations import (
 )
 from conformance.runner import DEFAULT_RUNNER
 from conformance.targets import check_outside_expectations
-from litgpt_min.config import LONG_LONG_MAX, clipped
+from litgpt_min.config import LONG_LONG_MAX
 from litgpt_min.files import cannot_write_in, lookup_problem, read_only, real_path
+from litgpt_min.quoting import clipped
 from litgpt_min.result import MAX_MEMORY_GB
 from litgpt_min.usage import number_argument, plain_number
 

@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
-from litgpt_min.config import clipped
 from litgpt_min.files import lookup_problem
+from litgpt_min.quoting import clipped
 from litgpt_min.usage import interrupts_held, one_line, terminate_as_interrupt
 
 # torch loads here, while pytest reads its conftest files: Ctrl-C then is one line, not pytest's

@@ -39,8 +39,8 @@ except ImportError:  # no fork server on this platform: rows run as plain subpro
     pass
 
 from conformance.expectations import ID_FIELDS, PRECISION
-from litgpt_min.config import clipped
 from litgpt_min.protocol import SUITE_GENERATIONS
+from litgpt_min.quoting import clipped
 from litgpt_min.result import RESULT_VERSION, Outcome, Result
 
 if TYPE_CHECKING:

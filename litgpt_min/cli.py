@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from litgpt_min import launch
-from litgpt_min.config import Config, clipped
+from litgpt_min.config import Config
 from litgpt_min.finetune import finetune_body
 from litgpt_min.generate import generate_body
 from litgpt_min.options import (
@@ -40,6 +40,7 @@ from litgpt_min.outcome import UnsupportedCombination
 from litgpt_min.params import num_params
 from litgpt_min.peft import METHODS, build_meta_model
 from litgpt_min.quantize import QUANTIZE_MODES, model_weight_bytes
+from litgpt_min.quoting import clipped
 from litgpt_min.result import Result, Workload
 from litgpt_min.run import execute
 from litgpt_min.usage import (

@@ -22,9 +22,6 @@ from typing import Any, Literal, get_args
 
 from litgpt_min import json_keys
 from litgpt_min.files import read_input_text, write_json_atomic
-
-# How messages quote a value (kept importable from here, where they were first).
-from litgpt_min.quoting import SHOWN_CHARS as SHOWN_CHARS
 from litgpt_min.quoting import clipped, shown
 
 NormClass = Literal["LayerNorm", "RMSNorm"]

@@ -55,7 +55,7 @@ from typing import Literal, cast
 import torch
 
 from litgpt_min import json_keys
-from litgpt_min.config import LONG_LONG_MAX, Config, clipped, shown
+from litgpt_min.config import LONG_LONG_MAX, Config
 from litgpt_min.files import (
     atomic_write,
     check_output_dir,
@@ -66,6 +66,7 @@ from litgpt_min.files import (
 )
 from litgpt_min.hf_config import Family, config_from_hf, folder_model_name, hf_family, tied_embeddings
 from litgpt_min.model import GPT
+from litgpt_min.quoting import clipped, shown
 
 Role = Literal["copy", "q", "k", "v"]
 

@@ -35,8 +35,8 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import torch
 
 from litgpt_min import json_keys
-from litgpt_min.config import clipped, shown
 from litgpt_min.json_keys import DuplicateKey
+from litgpt_min.quoting import clipped, shown
 
 Family = Literal["phi-1_5", "gpt-neox-20b", "llama2", "falcon"]
 FAMILIES: tuple[Family, ...] = ("phi-1_5", "gpt-neox-20b", "llama2", "falcon")

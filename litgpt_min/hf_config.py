@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from litgpt_min.config import Config, clipped, shown
+from litgpt_min.config import Config
+from litgpt_min.quoting import clipped, shown
 
 Family = Literal["llama", "gpt_neox", "phi", "falcon"]
 

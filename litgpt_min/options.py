@@ -35,11 +35,12 @@ import torch
 
 from litgpt_min import data
 from litgpt_min.adapter import AdapterSettings, check_start_layer
-from litgpt_min.config import LONG_LONG_MAX, Config, clipped, configs, kind_words, shown
+from litgpt_min.config import LONG_LONG_MAX, Config, configs, kind_words
 from litgpt_min.files import lookup_problem
 from litgpt_min.lora import LoRASettings
 from litgpt_min.outcome import UnsupportedCombination
 from litgpt_min.quantize import QUANTIZE_MODES, QuantizeMode, bnb_cpu_problem, parse_mode
+from litgpt_min.quoting import clipped, shown
 from litgpt_min.result import MAX_MEMORY_GB, Workload
 
 Precision = Literal["bf16-true", "16-true", "32-true", "bf16-mixed", "16-mixed"]

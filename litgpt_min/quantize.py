@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Literal, get_args
 import torch
 from torch import Tensor, nn
 
-from litgpt_min.config import clipped
+from litgpt_min.quoting import clipped
 from litgpt_min.usage import LEFT_OUT_QUANTIZE, LEFT_OUT_TEXT
 
 

@@ -1,6 +1,6 @@
 """How a message quotes a value from a user's file, option or environment: cut short, so that every
 refusal is one readable line (README, "Bad input"). Here, below every reader (``json_keys`` among
-them); ``litgpt_min.config`` gives the same names."""
+them)."""
 
 from __future__ import annotations
 

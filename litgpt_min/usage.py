@@ -21,8 +21,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
-from litgpt_min.config import clipped
 from litgpt_min.files import lookup_problem
+from litgpt_min.quoting import clipped
 
 # The status of a command whose reader went away (``conformance env | head -1``), as a shell reports
 # a process that SIGPIPE ended.

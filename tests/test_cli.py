@@ -20,10 +20,11 @@ from reference_counts import TOTALS, TRAINABLE
 
 from litgpt_min.adapter import AdapterSettings
 from litgpt_min.cli import EXIT_RUN_FAILED, main
-from litgpt_min.config import SHOWN_CHARS, Config
+from litgpt_min.config import Config
 from litgpt_min.options import REFERENCE
 from litgpt_min.peft import count_params
 from litgpt_min.quantize import quantized_weight_bytes
+from litgpt_min.quoting import SHOWN_CHARS
 from litgpt_min.result import Result
 
 REPO = Path(__file__).resolve().parents[1]

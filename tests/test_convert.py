@@ -15,10 +15,11 @@ from typing import Any
 import pytest
 import torch
 
-from litgpt_min.config import Config, clipped
+from litgpt_min.config import Config
 from litgpt_min.convert import check_layer_count, convert_hf_checkpoint, convert_state_dict, load_hf_state_dict
 from litgpt_min.hf_config import config_from_hf
 from litgpt_min.model import GPT
+from litgpt_min.quoting import clipped
 
 transformers = pytest.importorskip("transformers")
 

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from real_data import ALPACA, DATA, DATA_ENV, needs_data
 from word_tokenizer import WORDS, word_tokenizer
 
-from litgpt_min.config import clipped, known_names
+from litgpt_min.config import known_names
 from litgpt_min.data import (
     FAMILIES,
     LengthProfile,
@@ -42,6 +42,7 @@ from litgpt_min.data import (
     tokenizer_family,
     typical_longest,
 )
+from litgpt_min.quoting import clipped
 
 # tutorials/resource-tables.md: the longest train example per tokenizer (docs/reference.md, "Alpaca
 # template and split").

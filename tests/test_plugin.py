@@ -35,8 +35,8 @@ from conformance.expectations import Tolerances, case_id, load_profile
 from conformance.options import FLAGS, SINGLE_VALUED, Options
 from conformance.report import render
 from conformance.results import FORMAT, ResultsLock, load_results
-from litgpt_min.config import SHOWN_CHARS, clipped
 from litgpt_min.peft import count_params  # imported here: torch must not be re-imported by an in-process run
+from litgpt_min.quoting import SHOWN_CHARS, clipped
 from litgpt_min.schedstat import DETAILS_KEY, CpuWait
 
 pytest_plugins = ["pytester"]

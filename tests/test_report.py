@@ -21,7 +21,7 @@ from conformance import cli, expectations
 from conformance.cli import main
 from conformance.report import render
 from conformance.results import FORMAT, MAX_RESULTS_BYTES, load_results, verdict_counts
-from litgpt_min.config import SHOWN_CHARS, clipped
+from litgpt_min.quoting import SHOWN_CHARS, clipped
 from litgpt_min.result import Result
 
 REPO = Path(__file__).resolve().parent.parent
