@@ -364,10 +364,17 @@ def _read_weight_map(index: Path, hf_dir: Path) -> dict[str, str]:
             raise ValueError(
                 f"{index}: weight_map[{clipped(repr(key))}]: expected a shard file name, got {shown(file)}"
             )
-        if not real_path(hf_dir / file).is_relative_to(root):
-            raise ValueError(f"{index}: weight_map[{clipped(repr(key))}]: shard {file} is outside {hf_dir}")
-        if not (hf_dir / file).is_file():
-            raise ValueError(f"{index}: key {clipped(repr(key))}: shard {file} does not exist")
+        try:  # a name no file system takes (File name too long) is no shard either
+            inside = real_path(hf_dir / file).is_relative_to(root)
+            present = inside and (hf_dir / file).is_file()
+        except OSError as exc:
+            raise ValueError(
+                f"{index}: weight_map[{clipped(repr(key))}]: shard {shown(file)} cannot be read: {exc.strerror}"
+            ) from None
+        if not inside:
+            raise ValueError(f"{index}: weight_map[{clipped(repr(key))}]: shard {clipped(file)} is outside {hf_dir}")
+        if not present:
+            raise ValueError(f"{index}: key {clipped(repr(key))}: shard {clipped(file)} does not exist")
     return weight_map
 
 

@@ -102,8 +102,12 @@ def _float(hf: Mapping[str, Any], src: str, *names: str, default: float) -> floa
     key, value = _value(hf, names)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{src}: {key}: expected a finite number, got {clipped(repr(value))}")
+    try:  # an integer beyond a float's range (1 and 4,000 zeros) is no finite number either
+        finite = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    except OverflowError:
+        finite = False
+    if not finite:
+        raise ValueError(f"{src}: {key}: expected a finite number, got {shown(value)}")
     return float(value)
 
 

@@ -502,6 +502,11 @@ CONFIG_JSON_CASES = [
         id="rope-scaling-beside-rope-parameters",
     ),
     pytest.param({"rope_scaling": 3}, r"rope_scaling: expected an object, got 3", id="rope-scaling-type"),
+    pytest.param(  # an integer beyond a float's range (math.isfinite raised OverflowError)
+        ('"rope_theta": 10000.0', '"rope_theta": 1' + "0" * 4000),
+        r"config\.json: (rope_parameters: )?rope_theta: expected a finite number, got 10{20,}\.\.\.$",
+        id="rope-theta-huge-integer",
+    ),
     pytest.param(
         {"rope_theta": 0, "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0}},
         r"rope_parameters\.rope_theta 10000 and the top-level rope_theta 0 disagree",
@@ -595,6 +600,11 @@ def test_layer_count_is_checked_without_building_the_model(
             {"weight_map": {"lm_head.weight": "x.safetensors"}}, r"shard x\.safetensors does not exist", id="missing"
         ),
         pytest.param({"weight_map": {"lm_head.weight": "../../x"}}, r"shard \.\./\.\./x is outside", id="escape"),
+        pytest.param(  # a name no file system takes (is_file raised OSError: File name too long)
+            {"weight_map": {"lm_head.weight": "x" * 100_000}},
+            r"weight_map\['lm_head\.weight'\]: shard \"x{20,}\.\.\. cannot be read: File name too long$",
+            id="name-too-long",
+        ),
     ],
 )
 def test_malformed_index_is_one_line(
