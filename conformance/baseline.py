@@ -23,7 +23,7 @@ from typing import Any, Protocol, TypeVar
 from conformance.compare import ZERO_IS_NO_MEASUREMENT
 from conformance.display import cap_text
 from conformance.expectations import Case, Profile
-from conformance.results import load_results, run_finished, speed_unjudged, stopped_run
+from conformance.results import has_measurement, load_results, run_finished, speed_unjudged, stopped_run
 from litgpt_min.result import Result
 
 
@@ -61,6 +61,10 @@ class Baseline:
                 raise ValueError(f"{path}: rows[{index}]: not a row with an 'id'")
             rows[(str(row.get("profile")), row["id"])] = row
         return cls(Path(path), data.get("fingerprint") or {}, rows)
+
+    def measured_rows(self) -> set[tuple[str, str]]:
+        """The rows the baseline holds a measurement of, by (profile, id)."""
+        return {key for key, row in self.rows.items() if has_measurement(row)}
 
     def case(self, case: Case, memory_cap_gb: float | None = None) -> tuple[Case, str | None]:
         """``case`` with the baseline's outcome and figures, and None; or ``case`` as it was and why

@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 
 from conformance.compare import Finding, check_params, is_failure
-from conformance.display import display
+from conformance.display import display, rows_text
 from conformance.estimate import estimate_agreement, estimate_problem
 from conformance.expectations import Case
 from conformance.profiles import ActiveProfile
@@ -244,6 +244,15 @@ class RowCheck:
             return "stopped", f"the run did not end within --row-timeout {seconds:g} s; rerun with a longer one"
         if self.case.baseline is not None:
             results = self.session.options.results
+            others = self.session.baseline_rows_not_run()
+            if others:  # this session's file alone would judge none of them: merged into the baseline, it does
+                merge = f"conformance report {display(self.case.baseline)} {display(results) if results else 'FILE'}"
+                how = (
+                    f"the baseline {display(self.case.baseline)} also holds {rows_text(others, 'measured row')}"
+                    f" this session did not run: merge the two files ({merge} --merged NEXT.json --prefer latest) and pass"
+                    " NEXT.json as the next --baseline"
+                )
+                return "accept", how if results else f"rerun with --results FILE; {how}"
             if results is None:  # there is no file of this session to pass
                 return "accept", "rerun with --results FILE and pass that file as the next --baseline"
             return "accept", f"pass this session's --results file ({display(results)}) as the next --baseline"

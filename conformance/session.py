@@ -308,6 +308,18 @@ class ConformanceSession:
             self._findings[key] = row_findings(active, case, self.run(active, case).result, self.options, unjudged)
         return self._findings[key]
 
+    def baseline_rows_not_run(self) -> int:
+        """How many rows the ``--baseline`` measured that this session does not run (a ``-k`` subset,
+        rows skipped here): its own results file, passed as the next baseline, would judge none of them."""
+        if self.baseline is None:
+            return 0
+        running = {
+            key
+            for key, kind in self.selected_checks
+            if kind == "run" and key not in self.baseline_skips and skip_reason(kind, *self.lookup(key)) is None
+        }
+        return len(self.baseline.measured_rows() - running)
+
     def note(self, key: RowKey, kind: CheckKind, text: str, improved: bool = False) -> None:
         """A check's own account of its verdict (its failure message, what improved)."""
         self._notes[(key, kind)] = text

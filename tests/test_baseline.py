@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from test_plugin import INFER, OK, Suite, default_cases, fake_no_gpu, good_answe
 
 from conformance import hardware
 from conformance.baseline import Baseline, apply_baseline
+from conformance.cli import main as conformance_main
 from conformance.compare import check_result, is_failure
 from conformance.expectations import Case, Profile, load_profile
 from litgpt_min.config import Config
@@ -317,6 +319,38 @@ def test_the_plugin_fails_a_regressed_row_and_passes_an_unchanged_one(suite: Sui
     # Without --results there is no file to pass: the advice says how to get one.
     text = suite.run("--baseline", str(before)).stdout.str()
     assert "accept: rerun with --results FILE and pass that file as the next --baseline" in text
+
+
+def test_accepting_a_subset_sessions_change_keeps_the_baselines_other_rows(suite: Suite) -> None:
+    """After a `-k` session, the hint said to pass its --results file as the next --baseline: that
+    file holds the selected rows alone, so the next gate would have skipped every other row ("not in
+    the baseline"). The hint now merges it into the baseline first, and following it judges them all."""
+    suite.profile()
+    suite.answer(good_answers())
+    before = suite.pytester.path / "before.json"
+    suite.run("--results", str(before)).assert_outcomes(passed=11, xfailed=1)
+    data = json.loads(before.read_text())
+    data["created"] = "2026-01-01T00:00:00+00:00"  # an earlier session: the merge prefers the later one
+    before.write_text(json.dumps(data))
+    suite.answer({**good_answers(), OK: {"max_memory_gb": 1.02 * 1.3, "time_1k_iters_min": 2.1}})
+    result = suite.run("--baseline", str(before), "--results", str(suite.pytester.path / "after.json"), "-k", OK)
+    result.assert_outcomes(passed=2, failed=1)
+    text = result.stdout.str()
+    assert "pass this session's --results file (after.json) as the next --baseline" not in text
+    others = "the baseline before.json also holds 4 measured rows this session did not run"
+    merge = "conformance report before.json after.json --merged NEXT.json --prefer latest"
+    assert f"accept: {others}: merge the two files ({merge}) and pass NEXT.json as the next --baseline" in text, text
+    # Without --results: the same, with the file to write.
+    text = suite.run("--baseline", str(before), "-k", OK).stdout.str()
+    merge = "conformance report before.json FILE --merged NEXT.json --prefer latest"
+    assert f"accept: rerun with --results FILE; {others}: merge the two files ({merge})" in text, text
+    # Following the hint: the merge judges every row, the accepted one at its new peak.
+    assert conformance_main(shlex.split(merge.replace("FILE", "after.json"))[1:]) == 0  # (in the test's folder)
+    suite.run("--baseline", "NEXT.json").assert_outcomes(passed=11, xfailed=1)
+    # A session that runs every row the baseline measured: its own file is the next baseline.
+    suite.answer({**good_answers(), OK: {"max_memory_gb": 1.02 * 1.6, "time_1k_iters_min": 2.1}})
+    text = suite.run("--baseline", "NEXT.json", "--results", "again.json").stdout.str()
+    assert "accept: pass this session's --results file (again.json) as the next --baseline" in text, text
 
 
 def test_a_speed_the_baseline_did_not_judge_is_skipped_not_compared(suite: Suite) -> None:
