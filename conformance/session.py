@@ -209,6 +209,7 @@ class ConformanceSession:
         self._profile_written = False  # --record's profile, at the session's end
         self._deselected: set[RowKey] = set()  # the rows -k, -m or --deselect left out
         self._selected_any = False  # any test is among the collected items (after -k)
+        self._collection_failed = False  # pytest_collection_modifyitems raised (a -k pytest cannot parse)
         self.selected_checks: set[tuple[RowKey, CheckKind]] = set()
 
     # The machine and the profiles ------------------------------------------------------------
@@ -457,8 +458,9 @@ class ConformanceSession:
             return []
         return [pytest.mark.skip(reason=f"{item_id(active, case)}: {reason}")]
 
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+    # A wrapper: before every other implementation (as tryfirst was), and it sees one fail.
+    @pytest.hookimpl(wrapper=True)
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> Generator[None, None, None]:
         if self.collection_error is not None:
             # pytest lists the collection (--co) even when this raises: not the parametrized
             # placeholders (test_run[NOTSET], ...) that stand for the rows it could not read.
@@ -470,12 +472,21 @@ class ConformanceSession:
         if empty and self.config is not None:
             items[:] = [item for item in items if item not in empty]
             self.config.hook.pytest_deselected(items=empty)
+        try:
+            return (yield)
+        except BaseException:
+            # pytest's own -k or -m that it cannot parse (a usage error): pytest_collection_finish still
+            # comes, with every item, none of which runs.
+            self._collection_failed = True
+            raise
 
     def pytest_deselected(self, items: list[pytest.Item]) -> None:
         # Only the keys: the rows' models are looked up if a hint is written (pytest_terminal_summary).
         self._deselected.update(found[0] for found in map(check_kind_of, items) if found is not None)
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
+        if self._collection_failed:  # the session ends with that usage error: no row is selected
+            return
         self._selected_any = bool(session.items)
         # Every process, a pytest-xdist worker too, collects the whole selection (after -k).
         selected = [found for found in map(check_kind_of, session.items) if found is not None]

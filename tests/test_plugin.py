@@ -1397,6 +1397,22 @@ def test_a_keyword_that_selects_no_row_says_how_rows_are_named(suite: Suite, key
     assert "selects no row" not in other.stdout.str()
 
 
+@pytest.mark.parametrize("option", ["-k", "-m"])
+def test_a_selection_pytest_cannot_parse_runs_nothing_and_writes_nothing(suite: Suite, option: str) -> None:
+    """`pytest conformance -k "tiny_llama and" --results new.json` ended with pytest's "Wrong expression
+    passed to '-k'" (exit 4), but first summed up "conformance: 83 rows; params 83 not run; run 83 not
+    run; ..." and wrote new.json, an unfinished file of every row "not run": pytest calls
+    pytest_collection_finish with every item after pytest_collection_modifyitems failed."""
+    suite.profile()
+    results = suite.pytester.path / "new.json"
+    result = suite.run(option, "tiny_llama and", "--results", str(results))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "not run" not in result.stdout.str() and "conformance: results in" not in result.stdout.str()
+    assert not results.exists()
+    assert suite.calls() == []
+    result.stderr.fnmatch_lines([f"ERROR: Wrong expression passed to '{option}': tiny_llama and: *"])
+
+
 def test_a_keyword_that_selects_rows_of_another_profile_names_it(suite: Suite) -> None:
     """`--profile cpu-tiny -k llama2_7b` was told only cpu-tiny's id parts, not that the A100 profile
     beside it has such rows, and its "--collect-only -q lists every id" left out --profile."""
