@@ -123,6 +123,7 @@ def pytest_configure(config: pytest.Config) -> None:
             f"pytest conformance was started as {ranks} by torchrun; start it once per machine, as a"
             " plain command: each row starts its own ranks"
         )
+    _check_selection(config)
     try:
         check_given_once(config.invocation_params.args)
         options = Options.from_config(config)
@@ -135,6 +136,19 @@ def pytest_configure(config: pytest.Config) -> None:
         # An expectations error lists each problem on its own line; anything else is one line.
         raise pytest.UsageError(str(exc) if isinstance(exc, ExpectationError) else one_line(str(exc))) from None
     config.pluginmanager.register(session, PLUGIN_NAME)
+
+
+def _check_selection(config: pytest.Config) -> None:
+    """``-k`` and ``-m`` parsed as pytest parses them once collection is done, with its message: a
+    mistake (``-k "tiny_llama and"``) is refused now, with the other options. Later, pytest-xdist's
+    workers each failed their collection on it, which pytest-xdist 3.8 turns into an INTERNALERROR."""
+    try:  # pytest's own parser (pytest 8 and 9); without it the mistake is refused as before
+        from _pytest.mark import _parse_expression
+    except ImportError:
+        return
+    for expression, flag in ((config.option.keyword.lstrip(), "-k"), (config.option.markexpr, "-m")):
+        if expression:
+            _parse_expression(expression, f"Wrong expression passed to '{flag}'")
 
 
 def _check_junitxml(xmlpath: str | None, options: Options) -> None:

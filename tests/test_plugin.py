@@ -1397,20 +1397,37 @@ def test_a_keyword_that_selects_no_row_says_how_rows_are_named(suite: Suite, key
     assert "selects no row" not in other.stdout.str()
 
 
+@pytest.mark.parametrize("xdist", [False, True])
 @pytest.mark.parametrize("option", ["-k", "-m"])
-def test_a_selection_pytest_cannot_parse_runs_nothing_and_writes_nothing(suite: Suite, option: str) -> None:
+def test_a_selection_pytest_cannot_parse_is_refused_before_anything(suite: Suite, option: str, xdist: bool) -> None:
     """`pytest conformance -k "tiny_llama and" --results new.json` ended with pytest's "Wrong expression
-    passed to '-k'" (exit 4), but first summed up "conformance: 83 rows; params 83 not run; run 83 not
-    run; ..." and wrote new.json, an unfinished file of every row "not run": pytest calls
-    pytest_collection_finish with every item after pytest_collection_modifyitems failed."""
+    passed to '-k'" (exit 4) only once collection was done, after summing up "conformance: 83 rows;
+    params 83 not run; ..." and writing new.json, every row "not run"; under -n 2 each worker's
+    collection failed on it, which pytest-xdist 3.8 turned into an INTERNALERROR traceback (exit 3),
+    new.json written all the same. It is refused now with the session's other options."""
     suite.profile()
     results = suite.pytester.path / "new.json"
-    result = suite.run(option, "tiny_llama and", "--results", str(results))
+    result = suite.run(option, "tiny_llama and", "--results", str(results), *(["-n", "2"] if xdist else []))
     assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert [line for line in result.stderr.lines if line.strip()] == [
+        f"ERROR: Wrong expression passed to '{option}': tiny_llama and: at column 15: expected not OR left"
+        " parenthesis OR identifier; got end of input"
+    ]
+    assert "INTERNALERROR" not in result.stdout.str()
+    assert not results.exists() and suite.calls() == []
+
+
+def test_a_selection_pytest_refuses_after_collection_runs_nothing_and_writes_nothing(suite: Suite) -> None:
+    """pytest refuses some selections only once collection is done (`-m gpux` under --strict-markers:
+    "Unknown marker(s) in '-m' expression"), and then calls pytest_collection_finish with every item:
+    the session summed up "conformance: 5 rows; params 5 not run; ..." and wrote every row "not run"."""
+    suite.profile()
+    results = suite.pytester.path / "new.json"
+    result = suite.run("-m", "gpux", "--results", str(results))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: Unknown marker(s) in '-m' expression: gpux.*"])
     assert "not run" not in result.stdout.str() and "conformance: results in" not in result.stdout.str()
-    assert not results.exists()
-    assert suite.calls() == []
-    result.stderr.fnmatch_lines([f"ERROR: Wrong expression passed to '{option}': tiny_llama and: *"])
+    assert not results.exists() and suite.calls() == []
 
 
 def test_a_keyword_that_selects_rows_of_another_profile_names_it(suite: Suite) -> None:
