@@ -19,6 +19,7 @@ import threading
 from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import pytest
@@ -760,11 +761,19 @@ class ConformanceSession:
         ``--full-trace`` it prints the line the signal interrupted alone, yet it formats every frame,
         reading and parsing each one's source file; a Ctrl-C that met an import of torch's (the
         first check's, in a session's first seconds) spent seconds there. It formats that line
-        alone now."""
+        alone now.
+
+        A frame whose line Python does not know is left out (of the exceptions the interrupt chains
+        too): a signal that met an instruction without one (sympy's class set-up, in the first
+        check's import of torch._dynamo) left it with ``tb_lineno`` None, which pytest's formatting
+        failed on: its internal traceback (a TypeError) and exit status 1."""
+        _drop_lineless_frames(excinfo.value)
+        traceback = pytest.ExceptionInfo.from_exception(excinfo.value).traceback
         if self.config is not None and not self.config.option.fulltrace:
-            shown = excinfo.traceback.filter(excinfo)  # the frames pytest would show (no __tracebackhide__)
+            shown = traceback.filter(excinfo)  # the frames pytest would show (no __tracebackhide__)
             if shown:
-                excinfo.traceback = shown[-1:]
+                traceback = shown[-1:]
+        excinfo.traceback = traceback
 
     # tryfirst: before pytest-xdist's own, which stops the workers (seconds, each interpreter
     # exiting): the files are written first, so a signal meanwhile finds nothing left to write.
@@ -898,6 +907,28 @@ class ConformanceSession:
     def pytest_unconfigure(self) -> None:
         self.close()
         self.cache.remove_gpu_locks()
+
+
+def _drop_lineless_frames(exc: BaseException) -> None:
+    """Unlink from the tracebacks of ``exc`` and of the exceptions it chains the frames whose line
+    Python does not know (``tb_lineno`` None; -1 before Python 3.11), which pytest cannot format."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        tb = current.__traceback__
+        while tb is not None and not _has_line(tb):
+            tb = tb.tb_next
+        current.__traceback__ = tb
+        while tb is not None:
+            while tb.tb_next is not None and not _has_line(tb.tb_next):
+                tb.tb_next = tb.tb_next.tb_next
+            tb = tb.tb_next
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+
+
+def _has_line(tb: TracebackType) -> bool:
+    return tb.tb_lineno is not None and tb.tb_lineno > 0
 
 
 def _runs_nothing(config: pytest.Config | None) -> bool:

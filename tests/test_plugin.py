@@ -2205,6 +2205,39 @@ def test_an_interrupted_session_formats_only_the_line_it_shows(suite: Suite) -> 
     result.stdout.fnmatch_lines(["module = Module()", "    def through(module):", "deep_interrupting_runner.py:12: "])
 
 
+LINELESS_INTERRUPTING_RUNNER = """
+def import_it():
+    raise KeyboardInterrupt  # Ctrl-C, met where Python knows no line (tb_lineno None)
+
+import_it.__code__ = import_it.__code__.replace(co_linetable=b"")
+
+def through():
+    return import_it()
+
+def interrupt(case, options):
+    return through()
+"""
+
+
+@pytest.mark.slow
+def test_an_interrupt_at_a_frame_without_a_line_is_shown_at_its_caller(suite: Suite) -> None:
+    """A signal that met an instruction of no line (sympy's class set-up, in the first check's
+    import of torch._dynamo) left its frame with tb_lineno None: pytest's formatting raised a
+    TypeError, printed its internal traceback and exited with status 1, with --full-trace too."""
+    suite.profile()
+    suite.answer(good_answers())
+    suite.pytester.makepyfile(lineless_interrupting_runner=LINELESS_INTERRUPTING_RUNNER)
+    args = ["--expectations", str(suite.root), "--runner", "lineless_interrupting_runner:interrupt", "--cpu-jobs", "0"]
+    result = suite.run_subprocess(*args)
+    output = result.stdout.str() + result.stderr.str()
+    assert result.ret == pytest.ExitCode.INTERRUPTED and "Traceback" not in output, output
+    result.stdout.fnmatch_lines(["*lineless_interrupting_runner.py:7: KeyboardInterrupt", "(to show a full traceback*"])
+    result = suite.run_subprocess(*args, "--full-trace")
+    output = result.stdout.str() + result.stderr.str()
+    assert result.ret == pytest.ExitCode.INTERRUPTED and "Traceback (most recent call last)" not in output, output
+    result.stdout.fnmatch_lines(["    def through():", ">       return import_it()", "*runner.py:7: KeyboardInterrupt"])
+
+
 TERMINATING_RUNNER = f"""
 import os
 import signal
