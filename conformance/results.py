@@ -21,7 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, ValidationError
 
 from conformance.compare import SPEED_INCONCLUSIVE, Finding
 from conformance.display import display
@@ -48,6 +48,7 @@ from conformance.targets import (
 )
 from conformance.verdicts import Verdict, row_verdict
 from litgpt_min.files import read_input_text, read_only
+from litgpt_min.quoting import SHOWN_CHARS, clipped
 from litgpt_min.result import Result, plain_json
 
 FORMAT = "litgpt-conformance-results/2"
@@ -317,8 +318,20 @@ def _validator() -> Draft202012Validator:
 
 
 def _pointer(parts: Any) -> str:
-    """A JSON pointer (RFC 6901) to the offending value."""
-    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts) or "/"
+    """A JSON pointer (RFC 6901) to the offending value, each key cut short (a key may be a megabyte)."""
+    return "".join("/" + clipped(str(p).replace("~", "~0").replace("/", "~1")) for p in parts) or "/"
+
+
+def _schema_message(error: ValidationError) -> str:
+    """jsonschema's words for ``error`` with the value cut short: it quotes the value whole (its
+    repr, at the start of each message about the value), and a file's value may be a megabyte. A
+    message that quotes something else of the file's is said from the keyword and the value."""
+    whole = repr(error.instance)
+    if error.message.startswith(whole):
+        return clipped(whole) + error.message[len(whole) :]
+    if len(error.message) <= 2 * SHOWN_CHARS:  # "'verdict' is a required property"
+        return error.message
+    return f"{clipped(whole)} is not valid under the schema's {error.validator!r}"
 
 
 _WRITES_ONE = "results file (pytest conformance --results FILE writes one)"
@@ -343,7 +356,7 @@ def check_document(data: dict[str, Any], where: str) -> None:
     errors = sorted(_validator().iter_errors(data), key=lambda e: (list(map(str, e.absolute_path)), e.message))
     if errors:
         error = errors[0]
-        raise ValueError(f"{where}: {_pointer(error.absolute_path)}: {error.message}")
+        raise ValueError(f"{where}: {_pointer(error.absolute_path)}: {_schema_message(error)}")
     # --prefer latest and the diff's swapped-files note compare these times.
     _check_time(data["created"], f"{where}: /created")
     for index, row in enumerate(data["rows"]):

@@ -363,3 +363,66 @@ def test_a_session_keeps_an_earlier_measurement_only_of_a_row_it_did_not_reach()
         ("skipped", "skipped", None),
         ("unreached", "passed", "r.json"),
     ]
+
+
+HUGE_TEXT = "x" * 100_000  # a file's text pasted where a value goes
+CASE = "finetune-lora-llama2_7b-noquant-mb1-1gpu"
+
+
+def _huge_results_file(tmp_path: Path, edit: Any) -> Path:
+    """r.json: one valid row (of profile a100-sxm4-40gb, which /profiles lists), ``edit`` applied."""
+    data = results([row(CASE, measured(quantize=None, max_memory_gb=14.0))])
+    data["profiles"] = [{"name": "a100-sxm4-40gb"}]
+    edit(data)
+    return write(tmp_path / "r.json", data)
+
+
+def _refused_on_one_short_line(path: Path, where: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """``conformance report``, ``diff`` and ``load_results`` refuse ``path`` with one line that names
+    it and ``where``, and quotes the huge value cut short."""
+    with pytest.raises(ValueError) as refused:
+        load_results(path)
+    message = str(refused.value)
+    assert message.startswith(f"{path}: {where}"), message[:300]
+    assert "\n" not in message and len(message) < len(str(path)) + 400, (len(message), message[:300])
+    assert "x" * 61 not in message, message[:300]
+    for argv, command in ((["report", str(path)], "report"), (["diff", str(path), str(path)], "diff")):
+        assert main(argv) == 2
+        assert capsys.readouterr().err == f"conformance {command}: {message}\n"
+
+
+@pytest.mark.parametrize(
+    ("edit", "where"),
+    [
+        (lambda d: d["rows"][0].update(verdict=HUGE_TEXT), "/rows/0/verdict: 'xxx"),
+        (lambda d: d["rows"][0]["checks"].update({HUGE_TEXT: "passed"}), "/rows/0/checks: 'xxx"),
+        (lambda d: d["rows"][0]["checks"].update(run=HUGE_TEXT), "/rows/0/checks/run: 'xxx"),
+        (lambda d: d["rows"][0].update(checks=[HUGE_TEXT]), "/rows/0/checks: ['xxx"),
+        (lambda d: d["rows"][0].update(model=[HUGE_TEXT]), "/rows/0/model: ['xxx"),
+        (lambda d: d["rows"][0].update(pending=[HUGE_TEXT]), "/rows/0/pending/0: 'xxx"),
+        (lambda d: d["rows"][0]["tolerances"].update({HUGE_TEXT: HUGE_TEXT}), "/rows/0/tolerances/xxx"),
+        (lambda d: d["summary"].update(passed=HUGE_TEXT), "/summary/passed: 'xxx"),
+        (lambda d: d.update(command={"a": HUGE_TEXT}), "/command: {'a': 'xxx"),
+    ],
+    ids=["verdict", "check-name", "check-verdict", "checks-list", "model-list", "pending", "tolerance", "summary", "command"],
+)  # fmt: skip
+def test_a_huge_value_the_schema_refuses_is_quoted_cut_short(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], edit: Any, where: str
+) -> None:
+    """Before, jsonschema's message quoted the value whole: a verdict of 100,000 characters made
+    `conformance report r.json` print a line of 100,137 characters (a tolerance named and valued
+    so: 200,064, the name in the pointer too)."""
+    _refused_on_one_short_line(_huge_results_file(tmp_path, edit), where, capsys)
+
+
+def test_a_schema_message_that_quotes_more_than_the_value_is_said_from_the_keyword() -> None:
+    """jsonschema lists a closed object's extra keys whole ("Additional properties are not allowed
+    ('xxx...' was unexpected)"); the results schema has no closed object yet, so a schema of one."""
+    from jsonschema import Draft202012Validator
+
+    from conformance.results import _schema_message
+
+    (error,) = Draft202012Validator({"additionalProperties": False}).iter_errors({HUGE_TEXT: 1})
+    assert _schema_message(error) == f"{{'{'x' * 55}... is not valid under the schema's 'additionalProperties'"
+    (error,) = Draft202012Validator({"required": ["verdict"]}).iter_errors({})
+    assert _schema_message(error) == "'verdict' is a required property"
