@@ -344,10 +344,10 @@ def check_document(data: dict[str, Any], where: str) -> None:
         if "format" not in data and {"profile", "hardware", "cases"} <= data.keys():
             # A profile's table handed over by mistake: "of this version" would suggest an old results file.
             raise ValueError(
-                f"{where}: /format: no format field: an expectations table (profile {data['profile']!r}), not a"
+                f"{where}: /format: no format field: an expectations table (profile {clipped(repr(data['profile']))}), not a"
                 f" {_WRITES_ONE}"
             )
-        found = f"format {data['format']!r}" if "format" in data else "no format field"
+        found = f"format {clipped(repr(data['format']))}" if "format" in data else "no format field"
         if str(data.get("format")).startswith(DIFF_FORMAT_PREFIX):  # "of this version" would mislead too
             raise ValueError(f"{where}: /format: {found}: conformance diff's JSON output, not a {_WRITES_ONE}")
         raise ValueError(
@@ -367,14 +367,16 @@ def check_document(data: dict[str, Any], where: str) -> None:
     for index, row in enumerate(data["rows"]):
         if listed and row["profile"] not in listed:
             raise ValueError(
-                f"{where}: /rows/{index}/profile: row {row['id']!r} names profile {row['profile']!r}, which /profiles"
-                f" does not list ({', '.join(listed)})"
+                f"{where}: /rows/{index}/profile: row {clipped(repr(row['id']))} names profile"
+                f" {clipped(repr(row['profile']))}, which /profiles does not list"
+                f" ({clipped(', '.join(listed), 4 * SHOWN_CHARS)})"
             )
         _check_row_id(row, f"{where}: /rows/{index}")
         key = (row["profile"], row["id"])
         if key in first:
             raise ValueError(
-                f"{where}: /rows/{index}/id: row {row['id']!r} of profile {row['profile']!r} is already at "
+                f"{where}: /rows/{index}/id: row {clipped(repr(row['id']))} of profile {clipped(repr(row['profile']))}"
+                f" is already at "
                 f"/rows/{first[key]}; a results file holds each row once"
             )
         first[key] = index
@@ -403,8 +405,9 @@ def _check_row_id(row: Mapping[str, Any], where: str) -> None:
     made, given = expected.split("-"), row["id"].split("-")
     part, field = next((i, name) for i, name in enumerate(ID_PARTS[row["workload"]]) if made[i] != given[i])
     raise ValueError(
-        f"{where}/{field}: row {row['id']!r}: {field} {row[field]!r} is not the id's {given[part]!r} (the row's"
-        f" fields make the id {expected!r}); the tools that read a results file match its rows by id"
+        f"{where}/{field}: row {clipped(repr(row['id']))}: {field} {clipped(repr(row[field]))} is not the id's"
+        f" {clipped(repr(given[part]))} (the row's fields make the id {clipped(repr(expected))}); the tools that"
+        " read a results file match its rows by id"
     )
 
 
@@ -441,7 +444,8 @@ def _check_row_agrees(row: Mapping[str, Any], where: str) -> None:
     for name in ID_FIELDS:  # a Result spells them as the row does (``runner.identity``)
         if name in measured and measured[name] != row[name]:
             raise ValueError(
-                f"{where}/measured/{name}: {measured[name]!r} is not the row's {name} {row[name]!r}: a run of"
+                f"{where}/measured/{name}: {clipped(repr(measured[name]))} is not the row's {name}"
+                f" {clipped(repr(row[name]))}: a run of"
                 " another configuration, whose figures report, diff and --baseline would judge as the row's"
             )
     device = measured.get("device")
@@ -451,8 +455,8 @@ def _check_row_agrees(row: Mapping[str, Any], where: str) -> None:
         and device["memory_cap_gb"] != row.get("memory_cap_gb")
     ):
         raise ValueError(
-            f"{where}/memory_cap_gb: {row.get('memory_cap_gb')!r} is not the cap its run was measured under"
-            f" (measured.device.memory_cap_gb {device['memory_cap_gb']!r})"
+            f"{where}/memory_cap_gb: {clipped(repr(row.get('memory_cap_gb')))} is not the cap its run was measured"
+            f" under (measured.device.memory_cap_gb {clipped(repr(device['memory_cap_gb']))})"
         )
 
 
@@ -460,9 +464,9 @@ def _check_time(text: str, where: str) -> None:
     try:
         created = _dt.datetime.fromisoformat(text)
     except ValueError:
-        raise ValueError(f"{where}: {text!r} is not an ISO 8601 time") from None
+        raise ValueError(f"{where}: {clipped(repr(text))} is not an ISO 8601 time") from None
     if created.tzinfo is None:  # a naive time cannot be compared with the others
-        raise ValueError(f"{where}: {text!r} has no UTC offset (+00:00)")
+        raise ValueError(f"{where}: {clipped(repr(text))} has no UTC offset (+00:00)")
 
 
 def verdict_counts(rows: list[Mapping[str, Any]]) -> dict[str, int]:
@@ -474,7 +478,9 @@ def verdict_counts(rows: list[Mapping[str, Any]]) -> dict[str, int]:
 
 
 def _counts_text(counts: Mapping[str, Any]) -> str:
-    return ", ".join(f"{n} {verdict}" for verdict, n in counts.items()) or "no rows"
+    """``counts`` in words, cut short: a file's summary may count verdicts no row has, any number of
+    them, of any length."""
+    return clipped(", ".join(f"{n} {clipped(verdict)}" for verdict, n in counts.items()), 4 * SHOWN_CHARS) or "no rows"
 
 
 def run_finished(row: Mapping[str, Any]) -> bool:

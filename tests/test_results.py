@@ -426,3 +426,43 @@ def test_a_schema_message_that_quotes_more_than_the_value_is_said_from_the_keywo
     assert _schema_message(error) == f"{{'{'x' * 55}... is not valid under the schema's 'additionalProperties'"
     (error,) = Draft202012Validator({"required": ["verdict"]}).iter_errors({})
     assert _schema_message(error) == "'verdict' is a required property"
+
+
+def _twice_huge(d: dict[str, Any]) -> None:
+    d["rows"].append(json.loads(json.dumps(d["rows"][0])))
+    for each in d["rows"]:
+        each["id"] = HUGE_TEXT
+    d["summary"] = {"passed": 2}
+
+
+@pytest.mark.parametrize(
+    ("edit", "where"),
+    [
+        (lambda d: d.update(format=HUGE_TEXT), "/format: not a conformance results file of this version (format 'xxx"),
+        (lambda d: d.update(format="litgpt-conformance-diff/" + HUGE_TEXT), "/format: format 'litgpt-conformance-diff/xxx"),
+        (lambda d: (d.pop("format"), d.update(profile=HUGE_TEXT, hardware={}, cases=[])),
+         "/format: no format field: an expectations table (profile 'xxx"),
+        (lambda d: d.update(created=HUGE_TEXT), "/created: 'xxx"),
+        (lambda d: d["rows"][0].update(created=HUGE_TEXT), "/rows/0/created: 'xxx"),
+        (lambda d: d["rows"][0].update(profile=HUGE_TEXT), f"/rows/0/profile: row '{CASE}' names profile 'xxx"),
+        (lambda d: d.update(profiles=[{"name": str(n)} for n in range(30_000)]), "/rows/0/profile: row 'finetune-lora-"),
+        (_twice_huge, "/rows/1/id: row 'xxx"),
+        (lambda d: (d["rows"][0].update(model=HUGE_TEXT), d["rows"][0]["measured"].update(model=HUGE_TEXT)),
+         f"/rows/0/model: row '{CASE}': model 'xxx"),
+        (lambda d: d["rows"][0]["measured"].update(model=HUGE_TEXT), "/rows/0/measured/model: 'xxx"),
+        (lambda d: d["rows"][0]["measured"].update(quantize=HUGE_TEXT), "/rows/0/measured/quantize: 'xxx"),
+        (lambda d: d["rows"][0]["measured"].update(device={"memory_cap_gb": HUGE_TEXT}),
+         "/rows/0/memory_cap_gb: None is not the cap its run was measured under (measured.device.memory_cap_gb 'xxx"),
+        (lambda d: d["summary"].update({HUGE_TEXT: 1}), "/summary: 1 passed, 1 xxx"),
+        (lambda d: d["summary"].update({str(n): 1 for n in range(30_000)}), "/summary: 1 0, 1 1, "),
+    ],
+    ids=["format", "diff-format", "table-profile", "created", "row-created", "row-profile", "many-profiles",
+         "id-twice", "id-of-fields", "measured-model", "measured-quantize", "memory-cap", "summary", "summary-many"],
+)  # fmt: skip
+def test_a_huge_value_a_reader_refuses_is_quoted_cut_short(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], edit: Any, where: str
+) -> None:
+    """Before, each of these quoted the value whole (its repr): lines of 100,053 (a created time)
+    to 200,238 characters (a model in the row and the id its fields make), a summary that counts
+    a verdict of 100,000 characters 100,084."""
+    _refused_on_one_short_line(_huge_results_file(tmp_path, edit), where, capsys)
