@@ -466,3 +466,25 @@ def test_a_huge_value_a_reader_refuses_is_quoted_cut_short(
     to 200,238 characters (a model in the row and the id its fields make), a summary that counts
     a verdict of 100,000 characters 100,084."""
     _refused_on_one_short_line(_huge_results_file(tmp_path, edit), where, capsys)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "where"),
+    [
+        (HUGE_TEXT, 1, "/rows/0/measured: unknown field 'xxx"),
+        ("version", HUGE_TEXT, "/rows/0/measured: field 'version': this reader understands version 1, got 'xxx"),
+        ("workload", HUGE_TEXT, "/rows/0/measured: field 'workload': expected finetune or inference, got 'xxx"),
+        ("outcome", HUGE_TEXT, "/rows/0/measured: field 'outcome': expected ok, oom, unsupported, error, got 'xxx"),
+        ("devices", HUGE_TEXT, "/rows/0/measured: field 'devices': expected an integer >= 1, got 'xxx"),
+        ("precision", [HUGE_TEXT], "/rows/0/measured: field 'precision': expected a string, got ['xxx"),
+        ("memory_source", HUGE_TEXT, "/rows/0/measured: field 'memory_source': expected cuda.max_memory_allocated"),
+    ],
+    ids=["unknown-field", "version", "workload", "outcome", "devices", "precision", "memory-source"],
+)  # fmt: skip
+def test_a_huge_value_of_a_measured_result_is_quoted_cut_short(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], field: str, value: Any, where: str
+) -> None:
+    """Before, ``Result.from_json`` quoted the field or the value whole: lines of 100,051 (a field
+    of 100,000 characters) to 100,096 characters."""
+    path = _huge_results_file(tmp_path, lambda d: d["rows"][0]["measured"].update({field: value}))
+    _refused_on_one_short_line(path, where, capsys)
