@@ -516,6 +516,57 @@ def test_a_launcher_environment_that_numbers_its_machines_wrong_is_refused(
     assert re.search(message, err), err
 
 
+SLURM_TWO = {"SLURM_NTASKS": "2", "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0",
+             "SLURM_NTASKS_PER_NODE": "2", "SLURM_JOB_NAME": "train"}  # fmt: skip
+TORCHRUN_TWO = {"LOCAL_RANK": "0", "RANK": "0", "WORLD_SIZE": "2"}
+LONGEST = "9" * 5_000  # past Python's 4,300 digits for int() of a string
+
+
+@pytest.mark.parametrize(
+    ("env", "devices", "said"),
+    [
+        ({**TORCHRUN_TWO, "RANK": HUGE["text"]}, 2, "the launcher's RANK='xxx"),
+        ({**TORCHRUN_TWO, "MASTER_PORT": HUGE["text"]}, 2, "the launcher's MASTER_PORT='xxx"),
+        ({**TORCHRUN_TWO, "MASTER_PORT": LONGEST}, 2, "the launcher's MASTER_PORT='999"),
+        ({**SLURM_TWO, "SLURM_NTASKS_PER_NODE": HUGE["text"]}, 2, "the launcher's SLURM_NTASKS_PER_NODE='xxx"),
+        *(({**TORCHRUN_TWO, name: digits}, 2, f"the launcher's {name}=999")
+          for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK") for digits in (HUGE["number"], LONGEST)),
+        *(({**TWO, "RANK": "0", "NODE_RANK": digits}, 1, "the launcher's NODE_RANK=999") for digits in (HUGE["number"], LONGEST)),
+        *(({**SLURM_TWO, name: digits}, 2, f"the launcher's {name}=999")
+          for name in ("SLURM_NODEID", "SLURM_NTASKS_PER_NODE") for digits in (HUGE["number"], LONGEST)),
+    ],
+)  # fmt: skip
+def test_a_huge_launcher_variable_is_quoted_cut_short_and_named(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, env: dict[str, str], devices: int, said: str
+) -> None:
+    """Before, RANK, MASTER_PORT or SLURM_NTASKS_PER_NODE of 100,000 characters was quoted whole (a
+    line of 100,000 characters); a WORLD_SIZE, RANK, LOCAL_RANK, NODE_RANK or SLURM_NODEID of 4,000
+    digits gave a line of 4,100 characters, and one of 5,000 Python's "Exceeds the limit (4300
+    digits) for integer string conversion", naming no variable."""
+    nodes = ["--num-nodes", "2"] if "NODE_RANK" in env else []
+    err = _refused_under(env, capsys, monkeypatch, "--devices", str(devices), *nodes)
+    assert err.startswith(f"litgpt-min: error: {said}") and len(err) < 300, err[:300]
+    assert "x" * 61 not in err and "9" * 61 not in err, err[:300]
+
+
+@pytest.mark.parametrize(
+    ("world", "rank", "said"),
+    [("2", "1", "rank 1 of 2"), ("2", HUGE["text"], f"rank {'x' * 57}... of 2"),
+     (LONGEST, "0", f"rank 0 of {'9' * 57}..."), ("01", "0", None), ("0", "0", None), ("", "0", None)],
+)  # fmt: skip
+def test_a_torchrun_rank_is_named_cut_short(
+    monkeypatch: pytest.MonkeyPatch, world: str, rank: str, said: str | None
+) -> None:
+    """What ``pytest conformance`` says started under torchrun (its usage error). Before, a RANK of
+    100,000 characters was quoted whole, and a WORLD_SIZE of 5,000 digits ended in Python's
+    "Exceeds the limit (4300 digits) for integer string conversion"."""
+    from litgpt_min.launch import torchrun_ranks
+
+    for name, value in {"TORCHELASTIC_RUN_ID": "none", "WORLD_SIZE": world, "RANK": rank}.items():
+        monkeypatch.setenv(name, value)
+    assert torchrun_ranks() == said
+
+
 @pytest.mark.parametrize(("outcome", "code"), [("error", 1), ("oom", 1), ("ok", 0)])
 def test_a_rank_other_than_zero_prints_nothing_and_exits_with_its_runs_status(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, outcome: str, code: int
