@@ -117,9 +117,9 @@ class ExpectationError(ValueError):
         """This problem alone, on one line (the others not counted)."""
         parts = [display(self.file)]
         if self.case is not None:
-            parts.append(f"case {self.case!r}")
+            parts.append(f"case {clipped(repr(self.case))}")
         if self.field is not None:
-            parts.append(f"field {self.field!r}")
+            parts.append(f"field {clipped(repr(self.field))}")
         parts.append(self.message)
         return ": ".join(parts)
 
@@ -171,7 +171,7 @@ def checked_tolerance(name: str, value: Any) -> float:
     """``value`` as a float; ``ValueError`` naming the tolerance when ``tolerance_problem`` objects."""
     problem = tolerance_problem(value)
     if problem is not None:
-        raise ValueError(f"tolerance {name} {problem} (got {value!r})")
+        raise ValueError(f"tolerance {name} {problem} (got {clipped(repr(value))})")
     return float(value)
 
 
@@ -271,21 +271,23 @@ def case_id(
     """The stable id of a row, e.g. ``finetune-lora-llama2_7b-nf4_dq-mb1-1gpu`` or
     ``inference-llama2_70b-nf4-1gpu``. Raises ``ValueError`` naming the bad value."""
     if quantize not in QUANT_SLUGS:
-        raise ValueError(f"unknown quantize {quantize!r} (known: {', '.join(q for q in QUANT_SLUGS if q)} or null)")
+        raise ValueError(
+            f"unknown quantize {clipped(repr(quantize))} (known: {', '.join(q for q in QUANT_SLUGS if q)} or null)"
+        )
     if isinstance(devices, bool) or not isinstance(devices, int) or devices < 1:
-        raise ValueError(f"devices must be an integer >= 1 (got {devices!r})")
+        raise ValueError(f"devices must be an integer >= 1 (got {clipped(repr(devices))})")
     slug = model_slug(model)
     if not slug:
-        raise ValueError(f"model {model!r} has no usable slug")
+        raise ValueError(f"model {clipped(repr(model))} has no usable slug")
     quant = QUANT_SLUGS[quantize]
     if workload == "inference":
         return f"inference-{slug}-{quant}-{devices}gpu"
     if workload != "finetune":
-        raise ValueError(f"unknown workload {workload!r} (known: finetune, inference)")
+        raise ValueError(f"unknown workload {clipped(repr(workload))} (known: finetune, inference)")
     if method not in ("lora", "adapter", "adapter_v2"):
-        raise ValueError(f"finetune needs a method lora, adapter or adapter_v2 (got {method!r})")
+        raise ValueError(f"finetune needs a method lora, adapter or adapter_v2 (got {clipped(repr(method))})")
     if isinstance(micro_batch_size, bool) or not isinstance(micro_batch_size, int) or micro_batch_size < 1:
-        raise ValueError(f"finetune needs micro_batch_size >= 1 (got {micro_batch_size!r})")
+        raise ValueError(f"finetune needs micro_batch_size >= 1 (got {clipped(repr(micro_batch_size))})")
     return f"finetune-{method}-{slug}-{quant}-mb{micro_batch_size}-{devices}gpu"
 
 
@@ -431,7 +433,7 @@ def _read_json(path: Path) -> Any:
     except json.JSONDecodeError as exc:
         raise ExpectationError(path, f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
     except DuplicateKey as exc:
-        raise ExpectationError(path, f"not valid JSON: duplicate key {exc.key!r}{exc.where}") from None
+        raise ExpectationError(path, f"not valid JSON: duplicate key {clipped(repr(exc.key))}{exc.where}") from None
     except ValueRefused as exc:
         raise ExpectationError(path, str(exc)) from None
     except ValueError as exc:  # nesting too deep
@@ -563,7 +565,7 @@ def _semantic_problems(path: Path, data: dict[str, Any]) -> Iterator[Expectation
     folder = Path(os.path.abspath(path)).parent.name
     if data["profile"] != folder:
         yield ExpectationError(
-            path, f"must equal the folder name {folder!r} (got {data['profile']!r})", None, "profile"
+            path, f"must equal the folder name {folder!r} (got {clipped(repr(data['profile']))})", None, "profile"
         )
     known = known_names()
     cap = recorded_cap(data["hardware"])
@@ -588,13 +590,16 @@ def _semantic_problems(path: Path, data: dict[str, Any]) -> Iterator[Expectation
             close = difflib.get_close_matches(row["model"], known, n=3, cutoff=0.5)
             hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
             yield ExpectationError(
-                path, f"unknown model {row['model']!r}{hint} (known: {', '.join(known)})", label, "model"
+                path, f"unknown model {clipped(repr(row['model']))}{hint} (known: {', '.join(known)})", label, "model"
             )
         else:
             expected = case_id_from(row)
             if row["id"] != expected:
                 yield ExpectationError(
-                    path, f"does not match the case's fields: expected {expected!r} (got {row['id']!r})", label, "id"
+                    path,
+                    f"does not match the case's fields: expected {clipped(repr(expected))} (got {clipped(repr(row['id']))})",
+                    label,
+                    "id",
                 )
         if row["model"] in known:
             yield from _runner_option_problems(path, label, row)

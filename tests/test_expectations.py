@@ -811,6 +811,45 @@ def test_tolerances_validate_and_merge() -> None:
             base.merged(bad)
 
 
+HUGE_TEXT = "x" * 100_000  # a file's text pasted where a value goes
+FIRST = "finetune-lora-tiny_llama-noquant-mb1-1gpu"
+
+
+@pytest.mark.parametrize(
+    ("edit", "said"),
+    [
+        (lambda d: d.update(profile=HUGE_TEXT), "field 'profile': must equal the folder name 'tmp' (got 'xxx"),
+        (lambda d: d["cases"][0].update(id=HUGE_TEXT), "case 'xxx"),
+        (lambda d: d["cases"][0].update(id=FIRST + HUGE_TEXT), f"case '{FIRST}xxx"),
+        (lambda d: d["cases"][0].update(model=HUGE_TEXT), f"case '{FIRST}': field 'model': unknown model 'xxx"),
+        (lambda d: d["cases"][0].update({HUGE_TEXT: 1}), f"case '{FIRST}': field 'xxx"),
+        (lambda d: d.update({HUGE_TEXT: 1}), "field 'xxx"),
+        (lambda d: d["cases"][0]["tolerances"].update({HUGE_TEXT: 0.1}), f"case '{FIRST}': field 'tolerances.xxx"),
+        (lambda d: d["cases"][0]["runner_options"].update({HUGE_TEXT: 1}), f"case '{FIRST}': field 'runner_options.xxx"),
+    ],
+    ids=["profile", "case-id", "case-id-of-scheme", "model", "case-field", "top-field", "tolerance", "runner-option"],
+)  # fmt: skip
+def test_a_huge_value_of_an_expectations_file_is_quoted_cut_short(tmp_path: Path, edit: Any, said: str) -> None:
+    """Before, the case label, the field (its key), the profile, the model and the id were quoted
+    whole: `conformance validate` printed lines of 100,082 (a profile) to 100,336 characters (a
+    case's field of 100,000 characters)."""
+    doc = _valid_doc()
+    edit(doc)
+    path = _write(tmp_path, doc)
+    error = _refused(path)
+    assert error.line().startswith(f"{path}: {said}"), error.line()[:300]
+    assert all(len(line) < len(str(path)) + 400 for line in str(error).splitlines()), str(error)[:300]
+    assert "x" * 61 not in str(error), str(error)[:300]
+
+
+def test_a_huge_key_given_twice_in_an_expectations_file_is_quoted_cut_short(tmp_path: Path) -> None:
+    """Before, `conformance validate` quoted it whole: "not valid JSON: duplicate key 'xxx...'"."""
+    text = json.dumps(_valid_doc(), indent=2)
+    path = _write(tmp_path, text.replace('"hardware": {', f'"hardware": {{"{HUGE_TEXT}": 1, "{HUGE_TEXT}": 2, ', 1))
+    error = _refused(path, "not valid JSON: duplicate key 'xxx")
+    assert "\n" not in str(error) and len(str(error)) < len(str(path)) + 400, str(error)[:300]
+
+
 # Fuzz: any mutation of a valid file validates or raises ExpectationError --------------------------
 _scalars = (
     st.none()
