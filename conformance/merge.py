@@ -36,6 +36,7 @@ from conformance.results import (
     verdict_counts,
 )
 from litgpt_min.files import real_path
+from litgpt_min.quoting import clipped
 
 Prefer = Literal["latest"]
 PREFER_CHOICES = ("latest",)
@@ -72,6 +73,7 @@ def merge(
                 chosen[key] = (path, doc, mine)
                 continue
             other_path, other_doc, other = chosen[key]
+            named = f"row {clipped(key[0])}:{clipped(key[1])}"  # (a hand-made id may be of any length)
             # A row held without a measurement (skipped, or its run cut off) gives way; a row cut off
             # after its run, in a killed session, is measured.
             if not has_measurement(row):
@@ -86,13 +88,13 @@ def merge(
                 continue  # one run in both: a session's file and one that kept the row from it
             if prefer is None:
                 raise ValueError(
-                    f"row {key[0]}:{key[1]} is measured in both {other_path} and {path};"
+                    f"{named} is measured in both {other_path} and {path};"
                     " keep the newer with --prefer latest, or leave one file out"
                 )
             mine_at, other_at = row_created(mine, doc), row_created(other, other_doc)
             if mine_at == other_at:  # (a second's resolution: two machines started together)
                 raise ValueError(
-                    f"row {key[0]}:{key[1]} is measured in both {other_path} and {path}, by sessions created at"
+                    f"{named} is measured in both {other_path} and {path}, by sessions created at"
                     f" the same time ({mine['created']}): --prefer latest cannot tell which is newer; leave one"
                     " file out"
                 )

@@ -62,6 +62,25 @@ def test_a_row_measured_twice_is_refused_unless_the_latest_is_preferred(tmp_path
     assert f"{new} (created 2026-12-02T00:00:00+00:00; host node-b)" in text
 
 
+@pytest.mark.parametrize("prefer", [[], ["--prefer", "latest"]])
+def test_a_huge_row_measured_twice_is_named_cut_short(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], prefer: list[str]
+) -> None:
+    """Before, `conformance report old.json new.json --merged m.json` quoted a hand-made id (and a
+    profile) of 100,000 characters whole: "row a100-sxm4-40gb:xxxx... is measured in both ...", a line
+    of 100,156 characters."""
+    huge = "x" * 100_000
+    at = "2026-12-01T00:00:00+00:00"
+    old = write(tmp_path / "old.json", doc([{**ran(huge, 4.9), "profile": huge}], at, "node-a"))
+    new = write(tmp_path / "new.json", doc([{**ran(huge, 5.1), "profile": huge}], at, "node-b"))
+    merged = tmp_path / "m.json"
+    assert main(["report", str(old), str(new), "--merged", str(merged), *prefer]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"conformance report: row {'x' * 57}...:{'x' * 57}... is measured in both {old} and {new}")
+    assert err.count("\n") == 1 and len(err) < 500 + 2 * len(str(old)), err[:300]
+    assert not merged.exists()
+
+
 def test_latest_cannot_choose_between_two_sessions_created_at_the_same_time(tmp_path: Path) -> None:
     """Two machines' sessions started in the same second (a CI matrix): --prefer latest kept the row
     of whichever file came last on the command line, the other's measurement dropped unsaid."""
