@@ -34,14 +34,16 @@ def _queue(signum: int, frame: FrameType | None) -> None:
     pending.append((signum, frame))
 
 
-def hold() -> None:
-    """Queue the held signals from now on (main thread only; idempotent)."""
+def hold() -> bool:
+    """Queue the held signals from now on (main thread only; idempotent). Whether this call began
+    the hold (its caller then ends it: ``release``)."""
     if _originals or threading.current_thread() is not threading.main_thread():
-        return
+        return False
     for signum in HELD:
         handler = signal.getsignal(signum)
         if callable(handler):
             _originals[signum] = signal.signal(signum, _queue)
+    return bool(_originals)
 
 
 def release() -> None:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
+from litgpt_min import deferred_signals
 from litgpt_min.files import lookup_problem
 from litgpt_min.quoting import clipped
 
@@ -238,17 +239,25 @@ def interrupts_held() -> Iterator[None]:
     """Ctrl-C held back until the block ends, then raised there. For the imports of torch: raised
     inside a C extension's initialization (numpy's, which torch imports), a KeyboardInterrupt can
     be cleared by the extension's own error handling, so that the command runs on as if never
-    interrupted, or leave the module half-initialized for a RecursionError traceback later."""
+    interrupted, or leave the module half-initialized for a RecursionError traceback later.
+
+    Blocking the signals holds back those sent to the main thread; one that the kernel gives
+    another thread (started before the block: a Timer, a library's worker) still runs its Python
+    handler on the main thread, at its next bytecode. So the Python handlers queue them too
+    (``deferred_signals``), and the block's end hands them on."""
     if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
         yield
         return
     # SIGTERM too: at its default it ends the process when unblocked; a handler (the plugin's, which
     # makes it an interrupt) raises like Ctrl-C's.
+    began = deferred_signals.hold()
     before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
         yield
-    finally:  # a signal that came meanwhile is delivered now: the handler raises it here
+    finally:  # a signal that came meanwhile is queued as the mask lifts, and its handler raises it here
         signal.pthread_sigmask(signal.SIG_SETMASK, before)
+        if began:
+            deferred_signals.release()
 
 
 # What a SIGTERM taken as an interrupt says (its KeyboardInterrupt's message).

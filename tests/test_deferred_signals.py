@@ -4,6 +4,7 @@ the tracker's own code (a storage's release callback, the allocator model)."""
 from __future__ import annotations
 
 import signal
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -105,3 +106,36 @@ def test_a_device_query_never_raises_it(handlers: None) -> None:
         assert deferred_signals.pending
         with pytest.raises(KeyboardInterrupt):
             x + 1
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_another_thread_receives_is_held_too(handlers: None, signum: int) -> None:
+    """interrupts_held (torch's imports) blocked the signals on the main thread alone: one that the
+    kernel gave a thread started before the block (a Timer, a library's worker) ran its handler on
+    the main thread all the same, at its next bytecode, inside the imports, where numpy's
+    initialization could clear it (the command ran on as if never interrupted)."""
+    from litgpt_min.usage import interrupts_held
+
+    def raised(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    signal.signal(signum, raised)
+    go, sent = threading.Event(), threading.Event()
+
+    def other() -> None:  # started before the block: the signal is not blocked here
+        go.wait()
+        signal.pthread_kill(threading.get_ident(), signum)
+        sent.set()
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    reached_the_end = False
+    with pytest.raises(KeyboardInterrupt, match=signal.Signals(signum).name):
+        with interrupts_held():
+            go.set()
+            sent.wait()
+            for _ in range(10_000):  # bytecodes, at which the main thread runs a tripped handler
+                pass
+            reached_the_end = True
+    thread.join()
+    assert reached_the_end, "raised inside the block"
