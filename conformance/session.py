@@ -93,6 +93,7 @@ class SessionSignals:
         self.written: pytest.Session | None = None  # set once the session's last write is done
         self.writing = False  # the session's last writes are under way (last_writes)
         self.deferred: int | None = None  # a first signal that came meanwhile, taken once they are done
+        self.raised: int | None = None  # the first signal, raised as KeyboardInterrupt, until pytest has it
         if threading.current_thread() is not threading.main_thread():
             return
         defaults = [(signal.SIGTERM, signal.SIG_DFL)] + ([(signal.SIGINT, signal.default_int_handler)] if files else [])
@@ -113,6 +114,7 @@ class SessionSignals:
             self.deferred = signum
             return
         if self.received == 1:
+            self.raised = signum
             raise KeyboardInterrupt(TERMINATED) if signum == signal.SIGTERM else KeyboardInterrupt
         if self.received == 2 and self.files:
             # Noted, not printed: a write here could meet the main thread's own write to stderr.
@@ -121,6 +123,16 @@ class SessionSignals:
         self.restore()
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
+
+    def raise_lost(self) -> None:
+        """Raise again the interrupt of a first signal that never reached pytest. Python handles a
+        signal between any two instructions, a finalizer's too (a generator closed as it is freed, a
+        ``__del__``, a weak reference's callback: the first check's import of torch._dynamo runs
+        sympy's), where the exception is printed as ignored (pytest: a PytestUnraisableExceptionWarning)
+        and the code goes on: the session ran to its end, exit status 0."""
+        if self.raised is not None:
+            signum, self.raised = self.raised, None
+            raise KeyboardInterrupt(TERMINATED) if signum == signal.SIGTERM else KeyboardInterrupt
 
     @contextlib.contextmanager
     def last_writes(self, session: pytest.Session) -> Iterator[None]:
@@ -516,9 +528,16 @@ class ConformanceSession:
         self.write_results()
 
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        if self._signals is not None:
+            self._signals.raise_lost()
         if self._prefetch is not None and check_kind_of(item) is not None:
             rows, self._prefetch = self._prefetch, None
             self.cache.prefetch(rows)
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_runtest_teardown(self) -> None:
+        if self._signals is not None:
+            self._signals.raise_lost()
 
     def _refuse_losing_measured_rows(self, selected: list[tuple[RowKey, CheckKind]]) -> None:
         """A ``--results`` file of an earlier session that holds measured rows whose run this session
@@ -767,6 +786,8 @@ class ConformanceSession:
         too): a signal that met an instruction without one (sympy's class set-up, in the first
         check's import of torch._dynamo) left it with ``tb_lineno`` None, which pytest's formatting
         failed on: its internal traceback (a TypeError) and exit status 1."""
+        if self._signals is not None:
+            self._signals.raised = None  # pytest has it
         _drop_lineless_frames(excinfo.value)
         traceback = pytest.ExceptionInfo.from_exception(excinfo.value).traceback
         if self.config is not None and not self.config.option.fulltrace:
