@@ -35,7 +35,7 @@ from litgpt_min import json_keys
 from litgpt_min.config import known_names
 from litgpt_min.files import json_text, lookup_problem, read_input_text, real_path, write_files_atomic
 from litgpt_min.json_keys import DuplicateKey
-from litgpt_min.quoting import clipped
+from litgpt_min.quoting import clipped, quoted
 from litgpt_min.result import Outcome, Workload
 
 SCHEMA_PATH: Path = Path(__file__).resolve().parent.parent / "expectations" / "schema.json"
@@ -117,9 +117,9 @@ class ExpectationError(ValueError):
         """This problem alone, on one line (the others not counted)."""
         parts = [display(self.file)]
         if self.case is not None:
-            parts.append(f"case {clipped(repr(self.case))}")
+            parts.append(f"case {quoted(self.case)}")
         if self.field is not None:
-            parts.append(f"field {clipped(repr(self.field))}")
+            parts.append(f"field {quoted(self.field)}")
         parts.append(self.message)
         return ": ".join(parts)
 
@@ -171,7 +171,7 @@ def checked_tolerance(name: str, value: Any) -> float:
     """``value`` as a float; ``ValueError`` naming the tolerance when ``tolerance_problem`` objects."""
     problem = tolerance_problem(value)
     if problem is not None:
-        raise ValueError(f"tolerance {name} {problem} (got {clipped(repr(value))})")
+        raise ValueError(f"tolerance {name} {problem} (got {quoted(value)})")
     return float(value)
 
 
@@ -272,22 +272,22 @@ def case_id(
     ``inference-llama2_70b-nf4-1gpu``. Raises ``ValueError`` naming the bad value."""
     if quantize not in QUANT_SLUGS:
         raise ValueError(
-            f"unknown quantize {clipped(repr(quantize))} (known: {', '.join(q for q in QUANT_SLUGS if q)} or null)"
+            f"unknown quantize {quoted(quantize)} (known: {', '.join(q for q in QUANT_SLUGS if q)} or null)"
         )
     if isinstance(devices, bool) or not isinstance(devices, int) or devices < 1:
-        raise ValueError(f"devices must be an integer >= 1 (got {clipped(repr(devices))})")
+        raise ValueError(f"devices must be an integer >= 1 (got {quoted(devices)})")
     slug = model_slug(model)
     if not slug:
-        raise ValueError(f"model {clipped(repr(model))} has no usable slug")
+        raise ValueError(f"model {quoted(model)} has no usable slug")
     quant = QUANT_SLUGS[quantize]
     if workload == "inference":
         return f"inference-{slug}-{quant}-{devices}gpu"
     if workload != "finetune":
-        raise ValueError(f"unknown workload {clipped(repr(workload))} (known: finetune, inference)")
+        raise ValueError(f"unknown workload {quoted(workload)} (known: finetune, inference)")
     if method not in ("lora", "adapter", "adapter_v2"):
-        raise ValueError(f"finetune needs a method lora, adapter or adapter_v2 (got {clipped(repr(method))})")
+        raise ValueError(f"finetune needs a method lora, adapter or adapter_v2 (got {quoted(method)})")
     if isinstance(micro_batch_size, bool) or not isinstance(micro_batch_size, int) or micro_batch_size < 1:
-        raise ValueError(f"finetune needs micro_batch_size >= 1 (got {clipped(repr(micro_batch_size))})")
+        raise ValueError(f"finetune needs micro_batch_size >= 1 (got {quoted(micro_batch_size)})")
     return f"finetune-{method}-{slug}-{quant}-mb{micro_batch_size}-{devices}gpu"
 
 
@@ -433,7 +433,7 @@ def _read_json(path: Path) -> Any:
     except json.JSONDecodeError as exc:
         raise ExpectationError(path, f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
     except DuplicateKey as exc:
-        raise ExpectationError(path, f"not valid JSON: duplicate key {clipped(repr(exc.key))}{exc.where}") from None
+        raise ExpectationError(path, f"not valid JSON: duplicate key {quoted(exc.key)}{exc.where}") from None
     except ValueRefused as exc:
         raise ExpectationError(path, str(exc)) from None
     except ValueError as exc:  # nesting too deep
@@ -565,7 +565,7 @@ def _semantic_problems(path: Path, data: dict[str, Any]) -> Iterator[Expectation
     folder = Path(os.path.abspath(path)).parent.name
     if data["profile"] != folder:
         yield ExpectationError(
-            path, f"must equal the folder name {folder!r} (got {clipped(repr(data['profile']))})", None, "profile"
+            path, f"must equal the folder name {folder!r} (got {quoted(data['profile'])})", None, "profile"
         )
     known = known_names()
     cap = recorded_cap(data["hardware"])
@@ -590,14 +590,14 @@ def _semantic_problems(path: Path, data: dict[str, Any]) -> Iterator[Expectation
             close = difflib.get_close_matches(row["model"], known, n=3, cutoff=0.5)
             hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
             yield ExpectationError(
-                path, f"unknown model {clipped(repr(row['model']))}{hint} (known: {', '.join(known)})", label, "model"
+                path, f"unknown model {quoted(row['model'])}{hint} (known: {', '.join(known)})", label, "model"
             )
         else:
             expected = case_id_from(row)
             if row["id"] != expected:
                 yield ExpectationError(
                     path,
-                    f"does not match the case's fields: expected {clipped(repr(expected))} (got {clipped(repr(row['id']))})",
+                    f"does not match the case's fields: expected {quoted(expected)} (got {quoted(row['id'])})",
                     label,
                     "id",
                 )
@@ -781,7 +781,7 @@ def unknown_profile(root: Path, name: str, available: list[str], usage: str = PR
     hint = f"; did you mean {close[0]!r}?" if close else ""
     folder = "" if available else profile_folder_hint(root, usage)
     # A name too long for the file system is no folder's: shown cut short.
-    shown = clipped(repr(name)) if lookup_problem(Path(root) / name) else repr(name)
+    shown = quoted(name) if lookup_problem(Path(root) / name) else repr(name)
     return (
         f"unknown profile {shown}{hint} (available in {display(root)}: {', '.join(available) or 'none'})"
         + profile_name_note(root, name, usage)

@@ -37,7 +37,7 @@ from conformance.runner import DEFAULT_RUNNER
 from conformance.targets import check_outside_expectations
 from litgpt_min.config import LONG_LONG_MAX
 from litgpt_min.files import cannot_write_in, lookup_problem, read_only, real_path
-from litgpt_min.quoting import clipped
+from litgpt_min.quoting import clipped, quoted
 from litgpt_min.result import MAX_MEMORY_GB
 from litgpt_min.usage import number_argument, plain_number
 
@@ -89,7 +89,7 @@ class Options:
                 if value is not None and not value.strip():
                     # An unset shell variable (`--record "$DIR"`): never the option left out.
                     raise ValueError(
-                        f"{FLAGS[f.name]}: expected a path, got {'an empty value' if not value else clipped(repr(value))}"
+                        f"{FLAGS[f.name]}: expected a path, got {'an empty value' if not value else quoted(value)}"
                     )
                 # "~/r.json" quoted (a CI file's YAML): the home folder, as pytest reads --junitxml's.
                 value = Path(value).expanduser() if value else (DEFAULT_ROOT if f.name == "expectations" else None)
@@ -260,9 +260,9 @@ def _finite(text: str, problem: str, ok: Callable[[float], bool]) -> float:
     try:
         value = plain_number(float)(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {clipped(repr(text))}") from None
+        raise argparse.ArgumentTypeError(f"not a number: {quoted(text)}") from None
     if not math.isfinite(value) or not ok(value):
-        raise argparse.ArgumentTypeError(f"{problem}, got {clipped(repr(text))}")
+        raise argparse.ArgumentTypeError(f"{problem}, got {quoted(text)}")
     return value
 
 
@@ -276,7 +276,7 @@ def two_sided(text: str) -> float:
     estimate --tolerance``): a fraction below 1."""
     value = fraction(text)
     if problem := tolerance_problem(value, two_sided=True):
-        raise argparse.ArgumentTypeError(f"a two-sided tolerance {problem}, got {clipped(repr(text))}")
+        raise argparse.ArgumentTypeError(f"a two-sided tolerance {problem}, got {quoted(text)}")
     return value
 
 
@@ -286,7 +286,7 @@ def _memory_cap(text: str) -> float | str:
     try:
         plain_number(float)(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected GB (e.g. 40), 'auto' or 'off', got {clipped(repr(text))}") from None
+        raise argparse.ArgumentTypeError(f"expected GB (e.g. 40), 'auto' or 'off', got {quoted(text)}") from None
     return _finite(text, f"a memory cap must be a finite number > 0 and <= {MAX_MEMORY_GB:g} (GB)", _device_gb)
 
 
@@ -300,11 +300,9 @@ def whole_number(minimum: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         value = number_argument(int)(text)  # "not a whole number: '2.5'", as every count option says it
         if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {clipped(repr(text))}")
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {quoted(text)}")
         if value > LONG_LONG_MAX:  # past what torch takes as a size
-            raise argparse.ArgumentTypeError(
-                f"must be at most {LONG_LONG_MAX} (a C long long), got {clipped(repr(text))}"
-            )
+            raise argparse.ArgumentTypeError(f"must be at most {LONG_LONG_MAX} (a C long long), got {quoted(text)}")
         return value
 
     return parse
@@ -327,7 +325,7 @@ def _device_gb(value: float) -> bool:
 def _runner_spec(text: str) -> str:
     module, sep, attr = text.partition(":")
     if not (sep and module and attr):
-        raise argparse.ArgumentTypeError(f"expected module:callable, got {clipped(repr(text))}")
+        raise argparse.ArgumentTypeError(f"expected module:callable, got {quoted(text)}")
     return text
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from litgpt_min.files import lookup_problem
-from litgpt_min.quoting import clipped
+from litgpt_min.quoting import clipped, quoted
 from litgpt_min.usage import interrupts_held, one_line, terminate_as_interrupt
 
 # torch loads here, while pytest reads its conftest files: Ctrl-C then is one line, not pytest's
@@ -159,9 +159,7 @@ def _check_junitxml(xmlpath: str | None, options: Options) -> None:
     if xmlpath is None:
         return
     if not xmlpath.strip():  # pytest writes no report then, and says nothing
-        raise ValueError(
-            f"--junitxml: expected a path, got {'an empty value' if not xmlpath else clipped(repr(xmlpath))}"
-        )
+        raise ValueError(f"--junitxml: expected a path, got {'an empty value' if not xmlpath else quoted(xmlpath)}")
     path = Path(os.path.expanduser(os.path.expandvars(xmlpath)))
     if why := lookup_problem(path):  # a name too long for the file system
         raise ValueError(f"--junitxml {clipped(xmlpath)}: {why}")

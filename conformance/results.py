@@ -48,7 +48,7 @@ from conformance.targets import (
 )
 from conformance.verdicts import Verdict, row_verdict
 from litgpt_min.files import read_input_text, read_only
-from litgpt_min.quoting import SHOWN_CHARS, clipped
+from litgpt_min.quoting import SHOWN_CHARS, clipped, quoted
 from litgpt_min.result import Result, plain_json
 
 FORMAT = "litgpt-conformance-results/2"
@@ -344,10 +344,10 @@ def check_document(data: dict[str, Any], where: str) -> None:
         if "format" not in data and {"profile", "hardware", "cases"} <= data.keys():
             # A profile's table handed over by mistake: "of this version" would suggest an old results file.
             raise ValueError(
-                f"{where}: /format: no format field: an expectations table (profile {clipped(repr(data['profile']))}), not a"
+                f"{where}: /format: no format field: an expectations table (profile {quoted(data['profile'])}), not a"
                 f" {_WRITES_ONE}"
             )
-        found = f"format {clipped(repr(data['format']))}" if "format" in data else "no format field"
+        found = f"format {quoted(data['format'])}" if "format" in data else "no format field"
         if str(data.get("format")).startswith(DIFF_FORMAT_PREFIX):  # "of this version" would mislead too
             raise ValueError(f"{where}: /format: {found}: conformance diff's JSON output, not a {_WRITES_ONE}")
         raise ValueError(
@@ -367,15 +367,15 @@ def check_document(data: dict[str, Any], where: str) -> None:
     for index, row in enumerate(data["rows"]):
         if listed and row["profile"] not in listed:
             raise ValueError(
-                f"{where}: /rows/{index}/profile: row {clipped(repr(row['id']))} names profile"
-                f" {clipped(repr(row['profile']))}, which /profiles does not list"
+                f"{where}: /rows/{index}/profile: row {quoted(row['id'])} names profile"
+                f" {quoted(row['profile'])}, which /profiles does not list"
                 f" ({clipped(', '.join(listed), 4 * SHOWN_CHARS)})"
             )
         _check_row_id(row, f"{where}: /rows/{index}")
         key = (row["profile"], row["id"])
         if key in first:
             raise ValueError(
-                f"{where}: /rows/{index}/id: row {clipped(repr(row['id']))} of profile {clipped(repr(row['profile']))}"
+                f"{where}: /rows/{index}/id: row {quoted(row['id'])} of profile {quoted(row['profile'])}"
                 f" is already at "
                 f"/rows/{first[key]}; a results file holds each row once"
             )
@@ -405,8 +405,8 @@ def _check_row_id(row: Mapping[str, Any], where: str) -> None:
     made, given = expected.split("-"), row["id"].split("-")
     part, field = next((i, name) for i, name in enumerate(ID_PARTS[row["workload"]]) if made[i] != given[i])
     raise ValueError(
-        f"{where}/{field}: row {clipped(repr(row['id']))}: {field} {clipped(repr(row[field]))} is not the id's"
-        f" {clipped(repr(given[part]))} (the row's fields make the id {clipped(repr(expected))}); the tools that"
+        f"{where}/{field}: row {quoted(row['id'])}: {field} {quoted(row[field])} is not the id's"
+        f" {quoted(given[part])} (the row's fields make the id {quoted(expected)}); the tools that"
         " read a results file match its rows by id"
     )
 
@@ -444,8 +444,8 @@ def _check_row_agrees(row: Mapping[str, Any], where: str) -> None:
     for name in ID_FIELDS:  # a Result spells them as the row does (``runner.identity``)
         if name in measured and measured[name] != row[name]:
             raise ValueError(
-                f"{where}/measured/{name}: {clipped(repr(measured[name]))} is not the row's {name}"
-                f" {clipped(repr(row[name]))}: a run of"
+                f"{where}/measured/{name}: {quoted(measured[name])} is not the row's {name}"
+                f" {quoted(row[name])}: a run of"
                 " another configuration, whose figures report, diff and --baseline would judge as the row's"
             )
     device = measured.get("device")
@@ -455,8 +455,8 @@ def _check_row_agrees(row: Mapping[str, Any], where: str) -> None:
         and device["memory_cap_gb"] != row.get("memory_cap_gb")
     ):
         raise ValueError(
-            f"{where}/memory_cap_gb: {clipped(repr(row.get('memory_cap_gb')))} is not the cap its run was measured"
-            f" under (measured.device.memory_cap_gb {clipped(repr(device['memory_cap_gb']))})"
+            f"{where}/memory_cap_gb: {quoted(row.get('memory_cap_gb'))} is not the cap its run was measured"
+            f" under (measured.device.memory_cap_gb {quoted(device['memory_cap_gb'])})"
         )
 
 
@@ -464,9 +464,9 @@ def _check_time(text: str, where: str) -> None:
     try:
         created = _dt.datetime.fromisoformat(text)
     except ValueError:
-        raise ValueError(f"{where}: {clipped(repr(text))} is not an ISO 8601 time") from None
+        raise ValueError(f"{where}: {quoted(text)} is not an ISO 8601 time") from None
     if created.tzinfo is None:  # a naive time cannot be compared with the others
-        raise ValueError(f"{where}: {clipped(repr(text))} has no UTC offset (+00:00)")
+        raise ValueError(f"{where}: {quoted(text)} has no UTC offset (+00:00)")
 
 
 def verdict_counts(rows: list[Mapping[str, Any]]) -> dict[str, int]:

@@ -40,7 +40,7 @@ except ImportError:  # no fork server on this platform: rows run as plain subpro
 
 from conformance.expectations import ID_FIELDS, PRECISION
 from litgpt_min.protocol import SUITE_GENERATIONS
-from litgpt_min.quoting import clipped
+from litgpt_min.quoting import clipped, quoted
 from litgpt_min.result import RESULT_VERSION, Outcome, Result
 
 if TYPE_CHECKING:
@@ -556,7 +556,7 @@ def tail(text: str, lines: int = LOG_TAIL_LINES) -> str:
 def load_runner(spec: str) -> Runner:
     """The callable named by ``module:callable`` (``ValueError`` naming what is wrong)."""
     module_name, sep, attr = spec.partition(":")
-    option = f"--runner {clipped(repr(spec))}"  # (cut short: a message is one line)
+    option = f"--runner {quoted(spec)}"  # (cut short: a message is one line)
     if not sep or not module_name or not attr:
         raise ValueError(f"{option}: expected module:callable, e.g. conformance.runner:run_case")
     try:
@@ -564,13 +564,13 @@ def load_runner(spec: str) -> Runner:
     except ImportError as exc:
         # A module not found is named in Python's message too ("No module named ..."): cut short.
         why = clipped(str(exc)) if isinstance(exc, ModuleNotFoundError) else exc
-        raise ValueError(f"{option}: cannot import {clipped(repr(module_name))}: {why}") from None
+        raise ValueError(f"{option}: cannot import {quoted(module_name)}: {why}") from None
     target: Any = module
     for part in attr.split("."):
         try:
             target = getattr(target, part)
         except AttributeError:
-            raise ValueError(f"{option}: {module_name!r} has no attribute {clipped(repr(attr))}") from None
+            raise ValueError(f"{option}: {module_name!r} has no attribute {quoted(attr)}") from None
     if not callable(target):
         raise ValueError(f"{option}: {attr!r} is not callable")
     try:

@@ -40,7 +40,7 @@ from litgpt_min.outcome import UnsupportedCombination
 from litgpt_min.params import num_params
 from litgpt_min.peft import METHODS, build_meta_model
 from litgpt_min.quantize import QUANTIZE_MODES, model_weight_bytes
-from litgpt_min.quoting import clipped
+from litgpt_min.quoting import quoted
 from litgpt_min.result import Result, Workload
 from litgpt_min.run import execute
 from litgpt_min.usage import (
@@ -140,8 +140,8 @@ def cmd_params(args: argparse.Namespace) -> dict[str, Any]:
     if args.model is None or (args.model_flag is not None and args.model_flag != args.model):
         if args.model is not None:
             raise UsageError(
-                f"litgpt-min params: error: two models given: {clipped(repr(args.model))} and --model"
-                f" {clipped(repr(args.model_flag))}"
+                f"litgpt-min params: error: two models given: {quoted(args.model)} and --model"
+                f" {quoted(args.model_flag)}"
             )
         if args.model_flag is None:
             raise UsageError("litgpt-min params: error: a model is required (a registry name, e.g. Llama-2-7b-hf)")

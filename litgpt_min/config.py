@@ -22,7 +22,7 @@ from typing import Any, Literal, get_args
 
 from litgpt_min import json_keys
 from litgpt_min.files import read_input_text, write_json_atomic
-from litgpt_min.quoting import clipped, shown
+from litgpt_min.quoting import clipped, quoted, shown
 
 NormClass = Literal["LayerNorm", "RMSNorm"]
 MLPClass = Literal["GptNeoxMLP", "LLaMAMLP"]
@@ -145,7 +145,7 @@ def _load_yaml(text: str) -> Any:
                 except TypeError:
                     break
                 if duplicate:  # a plain ValueError: PyYAML's message would quote the text around it
-                    raise ValueError(f"duplicate key {clipped(repr(key))} (line {key_node.start_mark.line + 1})")
+                    raise ValueError(f"duplicate key {quoted(key)} (line {key_node.start_mark.line + 1})")
             return super().construct_mapping(node, deep)
 
     # YAML 1.2's floats: PyYAML (YAML 1.1) reads ``1e-05``, without a dot, as a string.
@@ -212,7 +212,7 @@ class Config:
 
         if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in self.name):
             # It heads the output and every message: a newline or an escape sequence would forge them.
-            raise ValueError(f"config {clipped(repr(self.name))}: name: control characters are not allowed")
+            raise ValueError(f"config {quoted(self.name)}: name: control characters are not allowed")
         for name in _SIZE_FIELDS:  # torch takes a size as a C long long; 2**63 failed in a traceback
             value = getattr(self, name)
             if isinstance(value, int) and value > LONG_LONG_MAX:
@@ -242,9 +242,7 @@ class Config:
         # A later Lit-GPT's GemmaMLP or LLaMAMoE is a real layer, only not one litgpt_min builds.
         for name, built in (("norm_class_name", get_args(NormClass)), ("mlp_class_name", get_args(MLPClass))):
             if getattr(self, name) not in built:
-                fail(
-                    name, f"{clipped(repr(getattr(self, name)))} is not a layer litgpt_min builds ({', '.join(built)})"
-                )
+                fail(name, f"{quoted(getattr(self, name))} is not a layer litgpt_min builds ({', '.join(built)})")
         rope_n_elem = int(self.rotary_percentage * (self.n_embd // self.n_head))
         if not 0.0 <= self.rotary_percentage <= 1.0 or rope_n_elem % 2:
             fail(
@@ -254,11 +252,11 @@ class Config:
         for name in ("rope_base", "norm_eps"):  # a zero base or epsilon divides by zero; a negative one is no config
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                fail(name, f"must be a finite number > 0, got {clipped(repr(value))}")
+                fail(name, f"must be a finite number > 0, got {quoted(value)}")
         if self.intermediate_size < 1:
             fail("intermediate_size", f"must be >= 1, got {self.intermediate_size}")
         if self.gelu_approximate not in ("none", "tanh"):  # torch's F.gelu takes these two only
-            fail("gelu_approximate", f"must be 'none' or 'tanh', got {clipped(repr(self.gelu_approximate))}")
+            fail("gelu_approximate", f"must be 'none' or 'tanh', got {quoted(self.gelu_approximate)}")
         if self.rope_condense_ratio < 1:  # RoPE's positions are divided by it
             fail("rope_condense_ratio", f"must be >= 1, got {self.rope_condense_ratio}")
         if not self.parallel_residual and self.shared_attention_norm:
@@ -290,7 +288,7 @@ class Config:
             same_letters = [known for known in configs if known.lower() == name.lower()]  # TINY-LLAMA
             close = same_letters or difflib.get_close_matches(name, configs, n=5, cutoff=0.4)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise ValueError(f"unknown model {clipped(repr(name))}{hint} (known: {', '.join(sorted(configs))})")
+            raise ValueError(f"unknown model {quoted(name)}{hint} (known: {', '.join(sorted(configs))})")
         if not overrides:
             return cls.from_dict(configs[name])
         source = f"config {name}"  # as its checks name it ("config tiny-llama: n_layer: must be >= 1")
@@ -335,7 +333,7 @@ class Config:
             if field not in kinds:
                 close = difflib.get_close_matches(str(field), [*kinds, *_LATER_FIELDS], n=3)
                 hint = f" (did you mean {', '.join(close)}?)" if close else ""
-                raise ValueError(f"{where}unknown config field {clipped(repr(key))}{hint}")
+                raise ValueError(f"{where}unknown config field {quoted(key)}{hint}")
             if not _has_kind(value, kinds[field]):
                 raise ValueError(f"{where}{key}: expected {kinds[field]}, got {shown(value)}")
             kwargs[field] = value
@@ -362,7 +360,7 @@ class Config:
             )
         quirk = _later_name_quirk(config)
         if quirk and later:
-            raise ValueError(f"{where}name: {clipped(repr(config.name))}: {quirk}, which litgpt_min does not implement")
+            raise ValueError(f"{where}name: {quoted(config.name)}: {quirk}, which litgpt_min does not implement")
         return config
 
     @classmethod

@@ -66,7 +66,7 @@ from litgpt_min.files import (
 )
 from litgpt_min.hf_config import Family, config_from_hf, folder_model_name, hf_family, tied_embeddings
 from litgpt_min.model import GPT
-from litgpt_min.quoting import clipped, shown
+from litgpt_min.quoting import clipped, quoted, shown
 
 Role = Literal["copy", "q", "k", "v"]
 
@@ -184,7 +184,7 @@ def convert_state_dict(
     origin = origin or {}
 
     def where(key: str) -> str:
-        return f"{origin.get(key, source)}: key {clipped(repr(key))}"
+        return f"{origin.get(key, source)}: key {quoted(key)}"
 
     expected = _expected_shapes(config)
     out: dict[str, torch.Tensor] = {}
@@ -207,17 +207,17 @@ def convert_state_dict(
             continue
         if lit_key not in expected:
             raise ValueError(
-                f"{where(key)}: maps to {clipped(repr(lit_key))}, which config {clipped(repr(config.name))} does not have"
+                f"{where(key)}: maps to {quoted(lit_key)}, which config {quoted(config.name)} does not have"
             )
         if role != "copy":
             group = parts.setdefault(lit_key, {})
             if role in group:
-                raise ValueError(f"{where(key)}: duplicate of {clipped(repr(group[role][0]))}")
+                raise ValueError(f"{where(key)}: duplicate of {quoted(group[role][0])}")
             group[role] = (key, tensor)
             continue
         if lit_key in out:
             raise ValueError(
-                f"{where(key)}: maps to {clipped(repr(lit_key))} like {clipped(repr(came_from[lit_key]))}; keep only one"
+                f"{where(key)}: maps to {quoted(lit_key)} like {quoted(came_from[lit_key])}; keep only one"
             )
         out[lit_key] = _fit(tensor, expected[lit_key], lit_key, where(key), pad_vocab)
         came_from[lit_key] = key
@@ -225,8 +225,8 @@ def convert_state_dict(
     for lit_key, group in parts.items():
         missing = [r for r in ("q", "k", "v") if r not in group]
         if missing:
-            have = ", ".join(clipped(repr(k)) for k, _ in group.values())
-            raise ValueError(f"{source}: {clipped(repr(lit_key))}: have {have} but no {'/'.join(missing)} projection")
+            have = ", ".join(quoted(k) for k, _ in group.values())
+            raise ValueError(f"{source}: {quoted(lit_key)}: have {have} but no {'/'.join(missing)} projection")
         out[lit_key] = _fuse_qkv(config, group, expected[lit_key], where)
 
     if tie_word_embeddings and _HEAD in expected and _WTE in out:
@@ -279,7 +279,7 @@ def _fit(tensor: torch.Tensor, shape: torch.Size, lit_key: str, where: str, pad_
     if pad_vocab and lit_key in _VOCAB_KEYS and tensor.shape[1:] == shape[1:] and tensor.shape[0] < shape[0]:
         pad = tensor.new_zeros((shape[0] - tensor.shape[0], *shape[1:]))
         return torch.cat((tensor, pad))
-    raise ValueError(f"{where}: shape {tuple(tensor.shape)}, expected {tuple(shape)} for {clipped(repr(lit_key))}")
+    raise ValueError(f"{where}: shape {tuple(tensor.shape)}, expected {tuple(shape)} for {quoted(lit_key)}")
 
 
 def _fuse_qkv(
@@ -313,12 +313,12 @@ def load_hf_state_dict(hf_dir: str | Path) -> tuple[dict[str, torch.Tensor], dic
     for path in files:
         for key, tensor in _load_file(path).items():
             if key in state:
-                raise ValueError(f"{path}: key {clipped(repr(key))} is also in {origin[key]}")
+                raise ValueError(f"{path}: key {quoted(key)} is also in {origin[key]}")
             state[key] = tensor
             origin[key] = str(path)
     for key, file in index.items():
         if origin.get(key) != str(hf_dir / file):
-            raise ValueError(f"{index_file}: key {clipped(repr(key))} is listed in {file} but is not there")
+            raise ValueError(f"{index_file}: key {quoted(key)} is listed in {file} but is not there")
     return state, origin
 
 
@@ -361,20 +361,18 @@ def _read_weight_map(index: Path, hf_dir: Path) -> dict[str, str]:
     root = input_root(hf_dir)
     for key, file in weight_map.items():
         if not isinstance(file, str) or not file:
-            raise ValueError(
-                f"{index}: weight_map[{clipped(repr(key))}]: expected a shard file name, got {shown(file)}"
-            )
+            raise ValueError(f"{index}: weight_map[{quoted(key)}]: expected a shard file name, got {shown(file)}")
         try:  # a name no file system takes (File name too long) is no shard either
             inside = real_path(hf_dir / file).is_relative_to(root)
             present = inside and (hf_dir / file).is_file()
         except OSError as exc:
             raise ValueError(
-                f"{index}: weight_map[{clipped(repr(key))}]: shard {shown(file)} cannot be read: {exc.strerror}"
+                f"{index}: weight_map[{quoted(key)}]: shard {shown(file)} cannot be read: {exc.strerror}"
             ) from None
         if not inside:
-            raise ValueError(f"{index}: weight_map[{clipped(repr(key))}]: shard {clipped(file)} is outside {hf_dir}")
+            raise ValueError(f"{index}: weight_map[{quoted(key)}]: shard {clipped(file)} is outside {hf_dir}")
         if not present:
-            raise ValueError(f"{index}: key {clipped(repr(key))}: shard {clipped(file)} does not exist")
+            raise ValueError(f"{index}: key {quoted(key)}: shard {clipped(file)} does not exist")
     return weight_map
 
 
@@ -421,7 +419,7 @@ def check_layer_count(keys: Iterable[str], config: Config, family: str, source: 
                 if len(m["n"].lstrip("0")) > len(str(LONG_LONG_MAX)):  # past any layer count, and int()'s digits
                     raise ValueError(
                         f"{source}: {field}: {config.n_layer}, but the weights name layer {clipped(m['n'])}"
-                        f" (tensor {clipped(repr(key))})"
+                        f" (tensor {quoted(key)})"
                     )
                 layers.add(int(m["n"]))
                 break
@@ -454,9 +452,9 @@ def _load_file(path: Path) -> dict[str, torch.Tensor]:
         raise ValueError(f"{path}: expected a state dict of tensor names to tensors, got {type(state).__name__}")
     for key, tensor in state.items():
         if not isinstance(key, str):
-            raise ValueError(f"{path}: key {clipped(repr(key))}: expected a tensor name (a string)")
+            raise ValueError(f"{path}: key {quoted(key)}: expected a tensor name (a string)")
         if not isinstance(tensor, torch.Tensor):
-            raise ValueError(f"{path}: key {clipped(repr(key))}: expected a tensor, got {type(tensor).__name__}")
+            raise ValueError(f"{path}: key {quoted(key)}: expected a tensor, got {type(tensor).__name__}")
     return state
 
 

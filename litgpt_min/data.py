@@ -36,7 +36,7 @@ import torch
 
 from litgpt_min import json_keys
 from litgpt_min.json_keys import DuplicateKey
-from litgpt_min.quoting import clipped, shown
+from litgpt_min.quoting import quoted, shown
 
 Family = Literal["phi-1_5", "gpt-neox-20b", "llama2", "falcon"]
 FAMILIES: tuple[Family, ...] = ("phi-1_5", "gpt-neox-20b", "llama2", "falcon")
@@ -353,7 +353,7 @@ def tokenizer_family(model_name: str) -> Family:
         if model_name == prefix or (prefix.endswith("-") and model_name.startswith(prefix)):
             return family
     known = ", ".join(p + ("*" if p.endswith("-") else "") for p, _ in prefixes)
-    raise ValueError(f"no tokenizer family known for model {clipped(repr(model_name))} (known: {known})")
+    raise ValueError(f"no tokenizer family known for model {quoted(model_name)} (known: {known})")
 
 
 # ---------------------------------------------------------------------------------------------

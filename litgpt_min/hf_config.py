@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from litgpt_min.config import Config
-from litgpt_min.quoting import clipped, shown
+from litgpt_min.quoting import quoted, shown
 
 Family = Literal["llama", "gpt_neox", "phi", "falcon"]
 
@@ -91,7 +91,7 @@ def _int(hf: Mapping[str, Any], src: str, *names: str, default: Any = _MISSING, 
             raise ValueError(f"{src}: missing field {names[0]!r}")
         return default
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{src}: {key}: expected an integer, got {clipped(repr(value))}")
+        raise ValueError(f"{src}: {key}: expected an integer, got {quoted(value)}")
     if value < low:
         raise ValueError(f"{src}: {key}: must be >= {low}, got {value}")
     return value
@@ -116,7 +116,7 @@ def _bool(hf: Mapping[str, Any], src: str, key: str, default: bool) -> bool:
     if value is None:
         return default
     if not isinstance(value, bool):
-        raise ValueError(f"{src}: {key}: expected true or false, got {clipped(repr(value))}")
+        raise ValueError(f"{src}: {key}: expected true or false, got {quoted(value)}")
     return value
 
 
@@ -125,7 +125,7 @@ def _str(hf: Mapping[str, Any], src: str, key: str, default: str) -> str:
     if value is None:
         return default
     if not isinstance(value, str):
-        raise ValueError(f"{src}: {key}: expected a string, got {clipped(repr(value))}")
+        raise ValueError(f"{src}: {key}: expected a string, got {quoted(value)}")
     return value
 
 
@@ -133,7 +133,7 @@ def _object(value: Any, src: str, key: str) -> Mapping[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise ValueError(f"{src}: {key}: expected an object, got {clipped(repr(value))}")
+        raise ValueError(f"{src}: {key}: expected an object, got {quoted(value)}")
     return value
 
 
@@ -143,7 +143,7 @@ def hf_family(hf_config: Mapping[str, Any], source: str = "config.json") -> Fami
         raise ValueError(f"{source}: expected a JSON object, got {json.dumps(hf_config)[:40]}")
     architectures = hf_config.get("architectures") or []
     if not isinstance(architectures, list) or not all(isinstance(a, str) for a in architectures):
-        raise ValueError(f"{source}: architectures: expected a list of names, got {clipped(repr(architectures))}")
+        raise ValueError(f"{source}: architectures: expected a list of names, got {quoted(architectures)}")
     model_type = _str(hf_config, source, "model_type", "")
     for arch in architectures:
         if arch in ARCHITECTURES:
@@ -152,7 +152,7 @@ def hf_family(hf_config: Mapping[str, Any], source: str = "config.json") -> Fami
         return _MODEL_TYPES[model_type]
     got = architectures or model_type or None
     raise ValueError(
-        f"{source}: unsupported architecture {clipped(repr(got))} (supported: {', '.join(sorted(ARCHITECTURES))})"
+        f"{source}: unsupported architecture {quoted(got)} (supported: {', '.join(sorted(ARCHITECTURES))})"
     )
 
 
@@ -232,9 +232,7 @@ def _rope(hf: Mapping[str, Any], family: Family, src: str) -> tuple[float, int, 
         elif rope_type == "default":
             seen[key] = 1
         else:
-            raise ValueError(
-                f"{src}: {key}.rope_type: {clipped(repr(rope_type))} RoPE is not supported (default, linear)"
-            )
+            raise ValueError(f"{src}: {key}.rope_type: {quoted(rope_type)} RoPE is not supported (default, linear)")
     if len(set(seen.values())) > 1:
         raise ValueError(f"{src}: rope_parameters and rope_scaling disagree on the scaling ({seen})")
     condense = next(iter(seen.values()), 1)
@@ -265,7 +263,7 @@ def _rope(hf: Mapping[str, Any], family: Family, src: str) -> tuple[float, int, 
 def _gelu(hf: Mapping[str, Any], key: str, default: str, src: str) -> str:
     act = _str(hf, src, key, default)
     if act not in _GELU:
-        raise ValueError(f"{src}: {key}: activation {clipped(repr(act))} is not supported (one of {', '.join(_GELU)})")
+        raise ValueError(f"{src}: {key}: activation {quoted(act)} is not supported (one of {', '.join(_GELU)})")
     return _GELU[act]
 
 
@@ -302,7 +300,7 @@ def _derive_config(hf: Mapping[str, Any], family: Family, src: str) -> Config:
             )
         act = _str(hf, src, "hidden_act", "silu")
         if act not in ("silu", "swish"):
-            raise ValueError(f"{src}: hidden_act: Llama needs silu (got {clipped(repr(act))})")
+            raise ValueError(f"{src}: hidden_act: Llama needs silu (got {quoted(act)})")
         attention_bias, mlp_bias = _bool(hf, src, "attention_bias", False), _bool(hf, src, "mlp_bias", False)
         if attention_bias != mlp_bias:
             raise ValueError(

@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from litgpt_min.quoting import clipped
+from litgpt_min.quoting import clipped, quoted
 
 
 class DuplicateKey(ValueError):
@@ -15,7 +15,7 @@ class DuplicateKey(ValueError):
     pointer), then the object's ``id`` when it has one."""
 
     def __init__(self, key: str, where: str) -> None:
-        super().__init__(f"duplicate key {clipped(repr(key))}{where}")
+        super().__init__(f"duplicate key {quoted(key)}{where}")
         self.key = key
         self.where = where
 
@@ -62,9 +62,9 @@ def where(root: Any, found: Callable[[Any], str | None]) -> tuple[Any, str, str]
             holder = value if key else parent
             owner = ""
             if _id(holder) is not None:
-                owner = f" (the object with id {clipped(repr(_id(holder)))})"
+                owner = f" (the object with id {quoted(_id(holder))})"
             elif named is not None:
-                owner = f" (in the object with id {clipped(repr(_id(named)))})"
+                owner = f" (in the object with id {quoted(_id(named))})"
             return value, f"{pointer}/{_pointer_token(key)}" if key else pointer or "/", owner
         inner = value if _id(value) is not None else named
         if isinstance(value, dict):

@@ -33,7 +33,7 @@ import torch
 
 from litgpt_min.config import LONG_LONG_MAX
 from litgpt_min.outcome import classify_exception
-from litgpt_min.quoting import clipped
+from litgpt_min.quoting import clipped, quoted
 from litgpt_min.result import Outcome, Result
 from litgpt_min.usage import EXIT_BROKEN_PIPE, OutputError
 
@@ -228,13 +228,13 @@ def check_environment(world_size: int, devices: int) -> None:
     if not torchrun and _count("SLURM_NTASKS_PER_NODE") != devices:
         # Lightning's SLURM environment needs it, equal to --devices (srun --ntasks-per-node).
         given = os.environ.get("SLURM_NTASKS_PER_NODE")
-        what = " is unset" if given is None else f"={clipped(repr(given))} is not --devices {devices}"
+        what = " is unset" if given is None else f"={quoted(given)} is not --devices {devices}"
         raise ValueError(
             f"the launcher's SLURM_NTASKS_PER_NODE{what} (start the ranks with srun --ntasks-per-node={devices})"
         )
     port = os.environ.get("MASTER_PORT")
     if port is not None and not (port.isascii() and port.isdigit() and len(port) <= 5 and 0 < int(port) < 65536):
-        raise ValueError(f"the launcher's MASTER_PORT={clipped(repr(port))} is not a port number (1-65535)")
+        raise ValueError(f"the launcher's MASTER_PORT={quoted(port)} is not a port number (1-65535)")
 
 
 def _check_lightning_numbering(nodes: int, devices: int) -> None:
@@ -277,7 +277,7 @@ def _count(name: str) -> int | None:
     if value is None:
         return None
     if not (value.isascii() and value.isdigit()):
-        raise ValueError(f"the launcher's {name}={clipped(repr(value))} is not a whole number >= 0")
+        raise ValueError(f"the launcher's {name}={quoted(value)} is not a whole number >= 0")
     # (its length first: int() refuses more than 4,300 digits, naming no variable)
     if len(value.lstrip("0")) > len(str(LONG_LONG_MAX)) or int(value) > LONG_LONG_MAX:
         raise ValueError(f"the launcher's {name}={clipped(value)} is more than a C long long holds ({LONG_LONG_MAX})")

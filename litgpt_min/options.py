@@ -40,7 +40,7 @@ from litgpt_min.files import lookup_problem
 from litgpt_min.lora import LoRASettings
 from litgpt_min.outcome import UnsupportedCombination
 from litgpt_min.quantize import QUANTIZE_MODES, QuantizeMode, bnb_cpu_problem, parse_mode
-from litgpt_min.quoting import clipped, shown
+from litgpt_min.quoting import clipped, quoted, shown
 from litgpt_min.result import MAX_MEMORY_GB, Workload
 
 Precision = Literal["bf16-true", "16-true", "32-true", "bf16-mixed", "16-mixed"]
@@ -229,7 +229,7 @@ def check_precision(precision: str) -> None:
     else:
         close = difflib.get_close_matches(precision.lower(), PRECISIONS, n=1) if isinstance(precision, str) else []
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise ValueError(f"unknown precision {clipped(repr(precision))}{hint}: choose one of {', '.join(PRECISIONS)}")
+    raise ValueError(f"unknown precision {quoted(precision)}{hint}: choose one of {', '.join(PRECISIONS)}")
 
 
 def check_quantize_precision(quantize: str | None, precision: str) -> None:
@@ -738,9 +738,7 @@ def _typed(option: FlatOption, value: Any) -> Any:
         bound = f"at most {LONG_LONG_MAX}" if value > 0 else f"at least {-LONG_LONG_MAX - 1}"
         raise ValueError(f"{option.name} must be {bound} (a C long long), got {clipped(str(value))}")
     if option.choices is not None and value not in option.choices:
-        raise ValueError(
-            f"run option {option.name!r}: {clipped(repr(value))} is not one of {', '.join(option.choices)}"
-        )
+        raise ValueError(f"run option {option.name!r}: {quoted(value)} is not one of {', '.join(option.choices)}")
     return float(value) if option.kind is float else value
 
 

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Literal, get_args
 import torch
 from torch import Tensor, nn
 
-from litgpt_min.quoting import clipped
+from litgpt_min.quoting import quoted
 from litgpt_min.usage import LEFT_OUT_QUANTIZE, LEFT_OUT_TEXT
 
 
@@ -106,7 +106,7 @@ def parse_mode(text: str) -> QuantizeMode:
     else:
         close = difflib.get_close_matches(text.lower(), QUANTIZE_MODES, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise ValueError(f"unknown quantize mode {clipped(repr(text))}{hint}; valid modes: {', '.join(QUANTIZE_MODES)}")
+    raise ValueError(f"unknown quantize mode {quoted(text)}{hint}; valid modes: {', '.join(QUANTIZE_MODES)}")
 
 
 _BNB_ARGS: dict[QuantizeMode, Bnb4bitArgs] = {

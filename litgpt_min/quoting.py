@@ -18,7 +18,7 @@ def shown(value: Any) -> str:
     try:
         return clipped(json.dumps(value))
     except (TypeError, ValueError):
-        return clipped(repr(value))
+        return quoted(value)
 
 
 def clipped(text: str, limit: int = SHOWN_CHARS) -> str:
@@ -26,3 +26,8 @@ def clipped(text: str, limit: int = SHOWN_CHARS) -> str:
     of 100,000 items or a string of a megabyte. ``limit``: more, for a text the message is about
     (a `-k` expression, whose fixed form it gives to copy)."""
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def quoted(value: Any) -> str:
+    """``value`` as Python writes it (``'name'``, ``None``), cut short (``clipped``)."""
+    return clipped(repr(value))

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
-from litgpt_min.quoting import clipped
+from litgpt_min.quoting import quoted
 
 Outcome = Literal["ok", "oom", "unsupported", "error"]
 OUTCOMES: tuple[str, ...] = get_args(Outcome)
@@ -78,11 +78,11 @@ class Result:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise ValueError(f"{where}: unknown field {clipped(repr(unknown[0]))}")
+            raise ValueError(f"{where}: unknown field {quoted(unknown[0])}")
         version = data.get("version", None)
         if version != RESULT_VERSION:
             raise ValueError(
-                f"{where}: field 'version': this reader understands version {RESULT_VERSION}, got {clipped(repr(version))}"
+                f"{where}: field 'version': this reader understands version {RESULT_VERSION}, got {quoted(version)}"
             )
         for required in ("workload", "model"):
             if required not in data:
@@ -115,7 +115,7 @@ def _check(result: Result, where: str) -> None:
     """Types and closed vocabularies of every field (``_FieldError`` naming the field)."""
 
     def bad(name: str, expected: str) -> _FieldError:
-        return _FieldError(f"field {name!r}: expected {expected}, got {clipped(repr(getattr(result, name)))}")
+        return _FieldError(f"field {name!r}: expected {expected}, got {quoted(getattr(result, name))}")
 
     if result.workload not in WORKLOADS:
         raise bad("workload", " or ".join(WORKLOADS))

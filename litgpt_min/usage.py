@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 
 from litgpt_min import deferred_signals
 from litgpt_min.files import lookup_problem
-from litgpt_min.quoting import clipped
+from litgpt_min.quoting import clipped, quoted
 
 # The status of a command whose reader went away (``conformance env | head -1``), as a shell reports
 # a process that SIGPIPE ended.
@@ -77,7 +77,7 @@ def number_argument(kind: type[int] | type[float]) -> Callable[[str], Any]:
             return parse(text)
         except ValueError:
             what = "a whole number" if kind is int else "a number"
-            raise argparse.ArgumentTypeError(f"not {what}: {clipped(repr(text))}") from None
+            raise argparse.ArgumentTypeError(f"not {what}: {quoted(text)}") from None
 
     return checked
 
@@ -198,7 +198,7 @@ class OneLineParser(argparse.ArgumentParser):
         if isinstance(value, str) and value.lower() in _MEANT and _MEANT[value.lower()][0] in choices:
             hint = f"; {_MEANT[value.lower()][1]}"
         listed = ", ".join(map(repr, choices))
-        raise argparse.ArgumentError(action, f"invalid choice: {clipped(repr(value))}{hint} (choose from {listed})")
+        raise argparse.ArgumentError(action, f"invalid choice: {quoted(value)}{hint} (choose from {listed})")
 
     def _get_value(self, action: argparse.Action, arg_string: str) -> Any:
         # argparse's, with the value cut short in its "invalid int value: '...'" (a value may be a
@@ -209,7 +209,7 @@ class OneLineParser(argparse.ArgumentParser):
             if not isinstance(exc.__context__, (TypeError, ValueError)):
                 raise
             name = getattr(action.type, "__name__", repr(action.type))
-            raise argparse.ArgumentError(action, f"invalid {name} value: {clipped(repr(arg_string))}") from None
+            raise argparse.ArgumentError(action, f"invalid {name} value: {quoted(arg_string)}") from None
 
     def _print_message(self, message: str, file: Any = None) -> None:
         # argparse drops an OSError of writing ``--help`` (a full disk), which then exits 0 with
