@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing import forkserver
 from pathlib import Path
 from types import MappingProxyType, SimpleNamespace
@@ -247,15 +248,7 @@ def test_a_status_read_by_two_threads_at_once_is_never_a_crash(tmp_path: Path, m
 
 def _importing(module: str) -> list[int]:
     """The live fork servers whose preload names ``module``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and module in (entry / "cmdline").read_text():
-                if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
-                    found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
+    return _live_processes(lambda entry: module in (entry / "cmdline").read_text())
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
@@ -357,10 +350,15 @@ else:
 
 def _writing_to(log: Path) -> list[int]:
     """The live processes whose standard output is ``log``."""
+    return _live_processes(lambda entry: os.readlink(entry / "fd" / "1") == str(log))
+
+
+def _live_processes(matches: Callable[[Path], bool]) -> list[int]:
+    """The processes (not zombies) whose /proc entry ``matches``; one that went away meanwhile is not."""
     found = []
     for entry in Path("/proc").iterdir():
         try:
-            if entry.name.isdigit() and os.readlink(entry / "fd" / "1") == str(log):
+            if entry.name.isdigit() and matches(entry):
                 if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
                     found.append(int(entry.name))
         except OSError:
