@@ -91,7 +91,7 @@ def _int(hf: Mapping[str, Any], src: str, *names: str, default: Any = _MISSING, 
             raise ValueError(f"{src}: missing field {names[0]!r}")
         return default
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{src}: {key}: expected an integer, got {quoted(value)}")
+        raise ValueError(f"{src}: {key}: expected an integer, got {shown(value)}")
     if value < low:
         raise ValueError(f"{src}: {key}: must be >= {low}, got {value}")
     return value
@@ -116,7 +116,7 @@ def _bool(hf: Mapping[str, Any], src: str, key: str, default: bool) -> bool:
     if value is None:
         return default
     if not isinstance(value, bool):
-        raise ValueError(f"{src}: {key}: expected true or false, got {quoted(value)}")
+        raise ValueError(f"{src}: {key}: expected true or false, got {shown(value)}")
     return value
 
 
@@ -125,7 +125,7 @@ def _str(hf: Mapping[str, Any], src: str, key: str, default: str) -> str:
     if value is None:
         return default
     if not isinstance(value, str):
-        raise ValueError(f"{src}: {key}: expected a string, got {quoted(value)}")
+        raise ValueError(f"{src}: {key}: expected a string, got {shown(value)}")
     return value
 
 
@@ -133,7 +133,7 @@ def _object(value: Any, src: str, key: str) -> Mapping[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise ValueError(f"{src}: {key}: expected an object, got {quoted(value)}")
+        raise ValueError(f"{src}: {key}: expected an object, got {shown(value)}")
     return value
 
 
@@ -143,7 +143,7 @@ def hf_family(hf_config: Mapping[str, Any], source: str = "config.json") -> Fami
         raise ValueError(f"{source}: expected a JSON object, got {json.dumps(hf_config)[:40]}")
     architectures = hf_config.get("architectures") or []
     if not isinstance(architectures, list) or not all(isinstance(a, str) for a in architectures):
-        raise ValueError(f"{source}: architectures: expected a list of names, got {quoted(architectures)}")
+        raise ValueError(f"{source}: architectures: expected a list of names, got {shown(architectures)}")
     model_type = _str(hf_config, source, "model_type", "")
     for arch in architectures:
         if arch in ARCHITECTURES:
