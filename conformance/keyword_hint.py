@@ -14,7 +14,7 @@ from typing import Any
 from conformance.display import suite_command
 from conformance.expectations import QUANT_SLUGS, model_slug
 from conformance.rules import CHECKS, applies
-from litgpt_min.quoting import clipped
+from litgpt_min.quoting import quoted
 
 # The parts of a row id, in its order (``case_id``), each with how it is read from a row.
 _PARTS: tuple[tuple[str, Any], ...] = (
@@ -155,7 +155,7 @@ def _shown(text: str) -> str:
     """``text`` quoted, cut short: an expression (one word of it) may be 100,000 characters, and
     the hint is one line. Before, it gave such a word whole, twice. An expression of a few checks'
     whole names (``test_run[a100-sxm4-40gb:finetune-lora-llama2_7b-nf4_dq-mb1-1gpu]``) is shown whole."""
-    return clipped(repr(text), SHOWN_EXPRESSION)
+    return quoted(text, SHOWN_EXPRESSION)
 
 
 def _unknown_words(keyword: str, known: list[Any]) -> list[str]:

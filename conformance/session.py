@@ -115,7 +115,7 @@ class SessionSignals:
             return
         if self.received == 1:
             self.raised = signum
-            raise KeyboardInterrupt(TERMINATED) if signum == signal.SIGTERM else KeyboardInterrupt
+            raise _interrupt(signum)
         if self.received == 2 and self.files:
             # Noted, not printed: a write here could meet the main thread's own write to stderr.
             self.ignored.append(signal.Signals(signum).name)
@@ -132,7 +132,7 @@ class SessionSignals:
         and the code goes on: the session ran to its end, exit status 0."""
         if self.raised is not None:
             signum, self.raised = self.raised, None
-            raise KeyboardInterrupt(TERMINATED) if signum == signal.SIGTERM else KeyboardInterrupt
+            raise _interrupt(signum)
 
     @contextlib.contextmanager
     def last_writes(self, session: pytest.Session) -> Iterator[None]:
@@ -928,6 +928,11 @@ class ConformanceSession:
     def pytest_unconfigure(self) -> None:
         self.close()
         self.cache.remove_gpu_locks()
+
+
+def _interrupt(signum: int) -> KeyboardInterrupt:
+    """What a first Ctrl-C or SIGTERM raises: pytest's interrupt, SIGTERM's saying so."""
+    return KeyboardInterrupt(TERMINATED) if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
 def _drop_lineless_frames(exc: BaseException) -> None:

@@ -28,6 +28,6 @@ def clipped(text: str, limit: int = SHOWN_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def quoted(value: Any) -> str:
+def quoted(value: Any, limit: int = SHOWN_CHARS) -> str:
     """``value`` as Python writes it (``'name'``, ``None``), cut short (``clipped``)."""
-    return clipped(repr(value))
+    return clipped(repr(value), limit)
