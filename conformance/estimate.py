@@ -211,7 +211,15 @@ def estimate_profile(
         try:
             # Costliest first, each to the next worker that comes free.
             futures = [
-                pool.submit(_estimate_rows, profile.name, profile.directory.parent, piece, stack, capacity_gb, reserve)
+                pool.submit(
+                    _estimate_rows,
+                    profile.name,
+                    profile.directory.parent,
+                    {i: cases[i].id for i in piece},
+                    stack,
+                    capacity_gb,
+                    reserve,
+                )
                 for piece in pieces
             ]
         finally:
@@ -290,15 +298,16 @@ def _warm_up() -> None:
 
 
 def _estimate_rows(
-    name: str, root: Path, indices: list[int], stack: Stack, capacity_gb: float | None, reserve: bool
+    name: str, root: Path, ids: dict[int, str], stack: Stack, capacity_gb: float | None, reserve: bool
 ) -> list[tuple[int, RowEstimate]]:
-    """A piece of the rows (the profile is loaded again here: its rows do not pickle). One thread:
+    """A piece of the rows, each by its index in the parent's list and its id (the profile is loaded
+    again here: its rows do not pickle; the parent's may be some of them, ``-k``'s). One thread:
     fake tensors compute nothing, and the workers already share the cores."""
     torch.set_num_threads(1)
-    cases = load_profile(name, root).cases
+    cases = {case.id: case for case in load_profile(name, root).cases}
     rows = []
-    for i in indices:
-        rows.append((i, estimate_case(cases[i], stack, capacity_gb, reserve)))
+    for i, case_id in ids.items():
+        rows.append((i, estimate_case(cases[case_id], stack, capacity_gb, reserve)))
         if _FINISHED is not None:
             _FINISHED.put(i)
     return rows

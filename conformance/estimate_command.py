@@ -32,7 +32,8 @@ from conformance.estimate import (
     reserve_json,
     wrap_words,
 )
-from conformance.expectations import DEFAULT_ROOT, PRECISION, ExpectationError, load_profile
+from conformance.expectations import DEFAULT_ROOT, PRECISION, ExpectationError, Profile, load_profile
+from conformance.keyword_hint import estimate_selects, expression_problem, no_row_hint
 from conformance.options import device_gb, two_sided, whole_number
 from litgpt_min.cli import add_flat_options
 from litgpt_min.config import Config, configs
@@ -90,6 +91,7 @@ _SIZE_FLAGS = [
 # "inference" (the ad hoc --workload). Options not listed apply everywhere. The help groups the
 # options by it, and refuse_inapplicable() refuses an option given elsewhere.
 APPLIES_TO: dict[str, str] = {
+    "keyword": "profile",
     "expectations": "profile",
     "tolerance": "profile",
     "jobs": "profile",
@@ -145,7 +147,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     groups = {key: p.add_argument_group(title) for key, title in _GROUPS.items()}
 
     def add(flag: str, **kwargs: Any) -> None:
-        groups[APPLIES_TO.get(flag[2:].replace("-", "_"), "everywhere")].add_argument(flag, **kwargs)
+        dest = kwargs.get("dest", flag.lstrip("-").replace("-", "_"))
+        groups[APPLIES_TO.get(dest, "everywhere")].add_argument(flag, **kwargs)
 
     add(
         "--capacity-gb",
@@ -168,6 +171,14 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "max_memory_reserved_gb and reserved_at_first_gemm_gb",
     )
     add("--json", action="store_true", help="one JSON object per row")
+    add(
+        "-k",
+        dest="keyword",
+        metavar="EXPRESSION",
+        default=None,
+        help="only the rows whose test_estimate `pytest conformance -k EXPRESSION` selects"
+        ' (-k llama2_7b, -k "lora and not nf4")',
+    )
     add(
         "--expectations",
         type=path_argument,
@@ -275,7 +286,7 @@ def refuse_inapplicable(args: argparse.Namespace) -> None:
         value = getattr(args, dest, None)
         if value is None:  # unset
             continue
-        flag = ("--no-" if value is False else "--") + dest.replace("_", "-")
+        flag = "-k" if dest == "keyword" else ("--no-" if value is False else "--") + dest.replace("_", "-")
         if mode == "profile" and where != "profile":
             raise EstimateUsageError(f"{flag} does not apply to --profile: a profile's rows carry their configurations")
         if mode != "profile" and where == "profile":
@@ -290,6 +301,8 @@ def _run_profile(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if not args.profile:  # an unset shell variable, as conformance validate and pytest's --profile say
         raise EstimateUsageError("--profile: expected a profile name, got an empty value")
     profile = load_profile(args.profile, args.expectations or DEFAULT_ROOT)
+    if args.keyword is not None:
+        profile = _selected_rows(profile, args.keyword, args.expectations)
     stack = profile_stack(profile, args.stack)
     capacity = args.capacity_gb if args.capacity_gb is not None else profile_capacity_gb(profile)
     tolerance = args.tolerance if args.tolerance is not None else profile.tolerances.estimate_rel
@@ -338,6 +351,20 @@ def _run_profile(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         )
     err.write(f"{rows_text(len(rows))} in {time.perf_counter() - started:.1f} s\n")
     return 0
+
+
+def _selected_rows(profile: Profile, keyword: str, expectations: Path | None) -> Profile:
+    """``profile`` with the rows that ``-k keyword`` selects, as ``pytest conformance -k`` selects
+    their ``test_estimate`` checks; an expression pytest cannot parse, or one that selects no row,
+    is refused with what the suite would say."""
+    if problem := expression_problem(keyword, "-k"):
+        raise EstimateUsageError(problem)
+    cases = tuple(case for case in profile.cases if estimate_selects(keyword, profile.name, case))
+    if not cases:
+        where = [] if expectations is None else ["--expectations", str(expectations)]
+        listing = shlex.join(["pytest", "conformance", "--profile", profile.name, *where, "--collect-only", "-q"])
+        raise EstimateUsageError(no_row_hint(keyword, profile.cases, listing=listing, prefix=""))
+    return dataclasses.replace(profile, cases=cases)
 
 
 # The most lm_head chunks an ad-hoc finetune estimate simulates: each chunk's logits and loss are

@@ -38,18 +38,20 @@ def no_row_hint(
     chosen: Sequence[str] = (),
     defaults: Collection[str] = (),
     listing: str | None = None,
+    prefix: str = "conformance: ",
 ) -> str:
     """One line for a `-k` expression that deselected every row of ``cases`` (``Case``: their
     profiles, whose names begin every row id, their models and the other parts of their ids);
     ``speed_rows``: how many active rows have a speed figure (test_speed checks only those).
     ``others``: the rows of the folder's other profiles, by profile, named when it selects some of
     them, with the ``--profile`` that checks them (``chosen``: the session's; ``defaults``: the
-    profiles a session without one checks here). ``listing``: the command that lists every id."""
+    profiles a session without one checks here). ``listing``: the command that lists every id;
+    ``prefix``: what the line begins with (the command's name)."""
     cases = list(cases)
     others = {name: list(rows) for name, rows in sorted((others or {}).items())}
     everywhere = cases + [c for rows in others.values() for c in rows]
     profiles = sorted({c.profile for c in cases})
-    head = f"conformance: -k {_shown(keyword)} selects no row"
+    head = f"{prefix}-k {_shown(keyword)} selects no row"
     if elsewhere := _elsewhere(keyword, others, chosen, defaults):
         # The expression is right; the session checks other profiles than the rows it names.
         return f"{head} of {', '.join(profiles)}; {elsewhere}"
@@ -92,6 +94,29 @@ def no_row_hint(
         if elsewhere := _elsewhere(keyword_now, others, chosen, defaults):
             return f"{line}, which selects no row of {', '.join(profiles)}; {elsewhere}"
     return line + speed
+
+
+def expression_problem(expression: str, flag: str) -> str | None:
+    """pytest's own message for a `-k` or `-m` expression it cannot parse ("Wrong expression passed
+    to '-k': tiny_llama and: at column 15: ..."), None for one it can. pytest's parser is a private
+    helper (pytest 8 and 9): without it every expression passes here, and pytest refuses it later."""
+    try:
+        from _pytest.mark import _parse_expression
+    except ImportError:
+        return None
+    try:
+        _parse_expression(expression, f"Wrong expression passed to '{flag}'")
+    except Exception as exc:  # pytest's UsageError
+        return str(exc)
+    return None
+
+
+def estimate_selects(keyword: str, profile: str, case: Any) -> bool:
+    """Whether ``pytest conformance -k keyword`` selects the row's ``test_estimate`` check (an empty
+    expression, as pytest reads it, selects every row)."""
+    if not keyword.strip():
+        return True
+    return _matches(keyword, [f"test_estimate[{profile}:{case.id}]".lower(), *_MODULE_NAMES])
 
 
 def _elsewhere(

@@ -35,6 +35,7 @@ try:
     with terminate_as_interrupt(), interrupts_held():
         from conformance.checks import RowCheck
         from conformance.expectations import ExpectationError
+        from conformance.keyword_hint import expression_problem
         from conformance.options import Options, add_options, check_file_target, check_given_once
         from conformance.results import check_output_target
         from conformance.session import PLUGIN_NAME, ConformanceSession
@@ -142,13 +143,9 @@ def _check_selection(config: pytest.Config) -> None:
     """``-k`` and ``-m`` parsed as pytest parses them once collection is done, with its message: a
     mistake (``-k "tiny_llama and"``) is refused now, with the other options. Later, pytest-xdist's
     workers each failed their collection on it, which pytest-xdist 3.8 turns into an INTERNALERROR."""
-    try:  # pytest's own parser (pytest 8 and 9); without it the mistake is refused as before
-        from _pytest.mark import _parse_expression
-    except ImportError:
-        return
     for expression, flag in ((config.option.keyword.lstrip(), "-k"), (config.option.markexpr, "-m")):
-        if expression:
-            _parse_expression(expression, f"Wrong expression passed to '{flag}'")
+        if expression and (problem := expression_problem(expression, flag)):
+            raise pytest.UsageError(problem)
 
 
 def _check_junitxml(xmlpath: str | None, options: Options) -> None:

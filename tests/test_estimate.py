@@ -1916,7 +1916,9 @@ def _recording_worker_init(parent: int, *rest: Any) -> None:
     worker_init(parent, *rest)
 
 
-def _signal_state(name: str, root: Path, chunk: list[int], *rest: object) -> list[tuple[int, tuple[bool, bool, bool]]]:
+def _signal_state(
+    name: str, root: Path, chunk: dict[int, str], *rest: object
+) -> list[tuple[int, tuple[bool, bool, bool]]]:
     state = (
         _WORKER_START["held"],
         signal.getsignal(signal.SIGINT) == signal.SIG_IGN,
@@ -1977,6 +1979,61 @@ def test_a_parallel_profile_estimate_shows_each_row_as_a_worker_finishes_it(
     n = len(profile.cases)
     assert [(i, total) for i, total, _ in calls] == [(i, n) for i in range(n)]
     assert sorted(case_id for *_, case_id in calls) == sorted(case.id for case in profile.cases)
+
+
+def _row_named(case: Any, stack: Any, capacity_gb: Any, reserve: bool = False) -> RowEstimate:
+    return RowEstimate(case.id, "ok", case.max_memory_gb, "current", "fake-run", case.outcome, case.max_memory_gb, None)
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="the workers inherit the patch")
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_profile_k_estimates_the_rows_pytest_k_selects(
+    jobs: int, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`conformance estimate --profile P -k EXPR` estimates the rows whose test_estimate
+    `pytest conformance -k EXPR` selects, each its own row. The workers (--jobs 2) load the profile
+    again: they took the parent's row indices into all its rows, and answered other rows' figures
+    under the selected ones' count."""
+    import conformance.estimate as module
+
+    monkeypatch.setattr(module, "estimate_case", _row_named)
+    monkeypatch.setattr(module, "_warm_up", lambda: None)
+    cases = load_profile("cpu-tiny").cases
+    code, out, err = run_cli(
+        ["--profile", "cpu-tiny", "-k", "tiny_llama and not nf4", "--json", "--jobs", str(jobs)], capsys
+    )
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    chosen = [c for c in cases if "tiny_llama" in c.id and "nf4" not in c.id]
+    assert 1 < len(chosen) < len(cases)
+    assert [(r["id"], r["max_memory_gb"]) for r in rows] == [(c.id, c.max_memory_gb) for c in chosen]
+    # pytest's empty -k selects every row; its own words select by the check's name.
+    for keyword in ("", "test_estimate and cpu-tiny"):
+        _, out, _ = run_cli(["--profile", "cpu-tiny", "-k", keyword, "--json", "--jobs", str(jobs)], capsys)
+        assert [json.loads(line)["id"] for line in out.splitlines()] == [c.id for c in cases]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--profile", "cpu-tiny", "-k", "tiny_llama and"],
+            "Wrong expression passed to '-k': tiny_llama and: at column 15: expected not OR left parenthesis OR"
+            " identifier; got end of input",
+        ),
+        (["--profile", "cpu-tiny", "-k", "nf4dq"], "-k 'nf4dq' selects no row: no row id contains 'nf4dq' (like"),
+        (["--profile", "cpu-tiny", "-k", "tiny-llama"], "-k 'tiny-llama' selects no row: row ids name a model by its"),
+        (
+            ["--model", "tiny-llama", "--workload", "inference", "-k", "x"],
+            "-k applies to --profile only, not to an ad hoc estimate",
+        ),
+    ],
+    ids=["unparsable", "no-row", "registry-name", "ad-hoc"],
+)
+def test_profile_k_refused_in_one_line(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_cli(args, capsys)
+    assert code == 2 and not out
+    assert err.startswith(f"conformance estimate: {message}") and err.count("\n") == 1
 
 
 def test_a_pool_that_cannot_be_made_leaves_ctrl_c_unheld(monkeypatch: pytest.MonkeyPatch) -> None:
