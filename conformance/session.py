@@ -684,7 +684,18 @@ class ConformanceSession:
         if not self.resolved:
             return []
         actives = self.active_profiles()
-        lines = [active.describe() for active in [a for a in actives if a.name in selected] or actives]
+        shown = [a for a in actives if a.name in selected] or actives
+        lines = [active.describe() for active in shown]
+        cores = (self.fingerprint.get("cpu") or {}).get("cores")
+        jobs = self.options.cpu_jobs
+        if any(a.on_cpu for a in shown) and isinstance(cores, int) and 0 < cores < jobs:
+            # Each CPU row computes on one core: more at once wait for cores, and every speed check
+            # is then skipped as timed on a busy CPU, the session's end the first word of it.
+            lines.append(
+                f"conformance: --cpu-jobs {jobs} runs more rows at once than the {cores} cores this process may"
+                f" use: rows wait for a core, and their speed checks skip as timed on a busy CPU (--cpu-jobs"
+                f" {cores} or fewer times them)"
+            )
         if self.recording:
             lines.append(f"conformance: recording into {self.options.record} (no row fails on a finding)")
         if self.baseline is not None:

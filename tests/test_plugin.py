@@ -276,6 +276,21 @@ def test_header_describes_only_the_profiles_a_k_selects_rows_of(suite: Suite) ->
     none.stdout.fnmatch_lines(["conformance profile other (*", "conformance profile tiny (*"])
 
 
+def test_more_cpu_jobs_than_cores_is_said_before_the_rows(suite: Suite, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each CPU row computes on one core: `--cpu-jobs 3` on 2 cores made every row wait for one and
+    every speed check skip as timed on a busy CPU, with no word before the end. The session says so
+    when it lists the profiles; at the cores or fewer, or for GPU rows alone, it says nothing."""
+    fp = {"gpus": [], "gpu_count": 0, "driver": None, "torch": "2.13.0", "cpu": {"model": "x", "cores": 2}}
+    monkeypatch.setattr(hardware, "fingerprint", lambda: dict(fp))
+    suite.profile()
+    line = "conformance: --cpu-jobs 3 runs more rows at once than the 2 cores this process may use: rows wait*"
+    suite.run("--collect-only", "--cpu-jobs", "3").stdout.fnmatch_lines(["conformance profile tiny (*", line])
+    for args in (["--cpu-jobs", "2"], ["--cpu-jobs", "0"]):
+        assert "--cpu-jobs" not in suite.run("--collect-only", *args).stdout.str()
+    suite.profile("gpu", [_inference("tiny-phi", None, max_memory_gb=0.5)], sku="a100-sxm4-40gb")
+    assert "--cpu-jobs" not in suite.run("--collect-only", "--profile", "gpu", "--cpu-jobs", "3").stdout.str()
+
+
 # Verdicts per outcome ------------------------------------------------------------------------------------
 def test_every_outcome_conforms(suite: Suite) -> None:
     suite.profile()
