@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from litgpt_min.config import Config
-from litgpt_min.quoting import quoted, shown
+from litgpt_min.quoting import shown
 
 Family = Literal["llama", "gpt_neox", "phi", "falcon"]
 
@@ -151,9 +151,7 @@ def hf_family(hf_config: Mapping[str, Any], source: str = "config.json") -> Fami
     if not architectures and model_type in _MODEL_TYPES:
         return _MODEL_TYPES[model_type]
     got = architectures or model_type or None
-    raise ValueError(
-        f"{source}: unsupported architecture {quoted(got)} (supported: {', '.join(sorted(ARCHITECTURES))})"
-    )
+    raise ValueError(f"{source}: unsupported architecture {shown(got)} (supported: {', '.join(sorted(ARCHITECTURES))})")
 
 
 def config_from_hf(hf_config: Mapping[str, Any], name: str | None = None, *, source: str = "config.json") -> Config:
@@ -186,13 +184,13 @@ def config_from_hf(hf_config: Mapping[str, Any], name: str | None = None, *, sou
     if layer_types is not None and (
         not isinstance(layer_types, list) or any(kind != "full_attention" for kind in layer_types)
     ):
-        raise ValueError(f"{source}: layer_types: only full_attention layers are supported, got {layer_types!r:.80}")
+        raise ValueError(f"{source}: layer_types: only full_attention layers are supported, got {shown(layer_types)}")
     derived = _derive_config(hf_config, family, source)
     if name is None:
         return derived
     registry = Config.from_name(name)
     mismatches = [
-        f"{field}: {name} has {getattr(registry, field)!r}, config.json has {getattr(derived, field)!r}"
+        f"{field}: {name} has {shown(getattr(registry, field))}, config.json has {shown(getattr(derived, field))}"
         for field in _CHECKED_FIELDS
         if not _same(getattr(registry, field), getattr(derived, field))
     ]
@@ -232,9 +230,9 @@ def _rope(hf: Mapping[str, Any], family: Family, src: str) -> tuple[float, int, 
         elif rope_type == "default":
             seen[key] = 1
         else:
-            raise ValueError(f"{src}: {key}.rope_type: {quoted(rope_type)} RoPE is not supported (default, linear)")
+            raise ValueError(f"{src}: {key}.rope_type: {shown(rope_type)} RoPE is not supported (default, linear)")
     if len(set(seen.values())) > 1:
-        raise ValueError(f"{src}: rope_parameters and rope_scaling disagree on the scaling ({seen})")
+        raise ValueError(f"{src}: rope_parameters and rope_scaling disagree on the scaling ({shown(seen)})")
     condense = next(iter(seen.values()), 1)
     params = _object(hf.get("rope_parameters"), src, "rope_parameters")
     theta = _float(params, f"{src}: rope_parameters", "rope_theta", default=math.nan)
@@ -263,7 +261,7 @@ def _rope(hf: Mapping[str, Any], family: Family, src: str) -> tuple[float, int, 
 def _gelu(hf: Mapping[str, Any], key: str, default: str, src: str) -> str:
     act = _str(hf, src, key, default)
     if act not in _GELU:
-        raise ValueError(f"{src}: {key}: activation {quoted(act)} is not supported (one of {', '.join(_GELU)})")
+        raise ValueError(f"{src}: {key}: activation {shown(act)} is not supported (one of {', '.join(_GELU)})")
     return _GELU[act]
 
 
@@ -300,11 +298,11 @@ def _derive_config(hf: Mapping[str, Any], family: Family, src: str) -> Config:
             )
         act = _str(hf, src, "hidden_act", "silu")
         if act not in ("silu", "swish"):
-            raise ValueError(f"{src}: hidden_act: Llama needs silu (got {quoted(act)})")
+            raise ValueError(f"{src}: hidden_act: Llama needs silu (got {shown(act)})")
         attention_bias, mlp_bias = _bool(hf, src, "attention_bias", False), _bool(hf, src, "mlp_bias", False)
         if attention_bias != mlp_bias:
             raise ValueError(
-                f"{src}: attention_bias={attention_bias} but mlp_bias={mlp_bias}: Lit-GPT has one bias flag"
+                f"{src}: attention_bias={shown(attention_bias)} but mlp_bias={shown(mlp_bias)}: Lit-GPT has one bias flag"
             )
         return _config(
             src,

@@ -273,7 +273,14 @@ def test_unsupported_architecture(tmp_path: Path, llama_dir: Path) -> None:
     hf_dir = copy_checkpoint(llama_dir, tmp_path / "hf")
     config = json.loads((hf_dir / "config.json").read_text())
     (hf_dir / "config.json").write_text(json.dumps({**config, "architectures": ["MistralForCausalLM"]}))
-    with pytest.raises(ValueError, match=r"config\.json: unsupported architecture \['MistralForCausalLM'\]"):
+    with pytest.raises(
+        ValueError, match=r'config\.json: unsupported architecture \["MistralForCausalLM"\] \(supported'
+    ):
+        convert_hf_checkpoint(hf_dir, tmp_path / "lit")
+    # Named as the file spells it (JSON), as every other value of a config file: not ['Mistral...'].
+    without_architectures = {key: value for key, value in config.items() if key != "architectures"}
+    (hf_dir / "config.json").write_text(json.dumps({**without_architectures, "model_type": "mistral"}))
+    with pytest.raises(ValueError, match=r'config\.json: unsupported architecture "mistral" \(supported'):
         convert_hf_checkpoint(hf_dir, tmp_path / "lit")
 
 
@@ -335,6 +342,11 @@ def test_unknown_and_missing_keys(llama_dir: Path) -> None:
 def test_registry_name_must_match(tmp_path: Path, llama_dir: Path) -> None:
     with pytest.raises(ValueError, match=r"does not match registry config 'tiny-llama': n_head: tiny-llama has 4"):
         convert_hf_checkpoint(llama_dir, tmp_path / "lit", model_name="tiny-llama")
+    hf_dir = copy_checkpoint(llama_dir, tmp_path / "hf")
+    config = json.loads((hf_dir / "config.json").read_text())
+    (hf_dir / "config.json").write_text(json.dumps({**config, "attention_bias": True, "mlp_bias": True}))
+    with pytest.raises(ValueError, match=r"; bias: tiny-llama has false, config\.json has true;"):  # JSON's words
+        convert_hf_checkpoint(hf_dir, tmp_path / "lit", model_name="tiny-llama")
 
 
 @pytest.mark.parametrize(
@@ -401,7 +413,11 @@ LLAMA_JSON = dict(
 @pytest.mark.parametrize(
     ("hf_config", "message"),
     [
-        pytest.param({**LLAMA_JSON, "rope_parameters": {"rope_type": "yarn"}}, "'yarn' RoPE", id="rope_type"),
+        pytest.param(
+            {**LLAMA_JSON, "rope_parameters": {"rope_type": "yarn"}},
+            r'"yarn" RoPE is not supported \(default, linear\)$',
+            id="rope_type",
+        ),
         pytest.param(
             {**LLAMA_JSON, "head_dim": 16},
             r"head_dim: 16, but .* hidden_size/num_attention_heads = 64/8 = 8 wide$",
@@ -413,14 +429,20 @@ LLAMA_JSON = dict(
             r"hidden_size \(Lit-GPT's n_embd\): 32 is not divisible by n_head=3$",
             id="head_dim-of-undivided",
         ),
-        pytest.param({**LLAMA_JSON, "attention_bias": True}, "one bias flag", id="mixed_bias"),
+        pytest.param(
+            {**LLAMA_JSON, "attention_bias": True},
+            r"attention_bias=true but mlp_bias=false: Lit-GPT has one bias flag$",
+            id="mixed_bias",
+        ),
         pytest.param({**LLAMA_JSON, "hidden_size": None}, "missing field 'hidden_size'", id="missing_field"),
         pytest.param({**LLAMA_JSON, "architectures": ["FalconForCausalLM"], "alibi": True}, "alibi", id="falcon_alibi"),
         pytest.param(
             {**LLAMA_JSON, "architectures": ["PhiForCausalLM"], "qk_layernorm": True}, "qk_layernorm", id="phi_qk_norm"
         ),
         pytest.param(
-            {**LLAMA_JSON, "architectures": ["GPTNeoXForCausalLM"], "hidden_act": "relu"}, "'relu'", id="activation"
+            {**LLAMA_JSON, "architectures": ["GPTNeoXForCausalLM"], "hidden_act": "relu"},
+            r'hidden_act: activation "relu" is not supported \(one of gelu, gelu_new, gelu_fast, gelu_pytorch_tanh\)$',
+            id="activation",
         ),
         # Named as config.json names them (before: "config <unnamed>: n_query_groups: ...").
         pytest.param(
@@ -493,12 +515,12 @@ CONFIG_JSON_CASES = [
     pytest.param({"num_hidden_layers": 1}, r"num_hidden_layers: 1, but the weights hold 2 layers", id="fewer-layers"),
     pytest.param(
         {"rope_scaling": {"type": "dynamic", "factor": 2.0}},
-        r"rope_scaling\.rope_type: 'dynamic' RoPE is not supported",
+        r'rope_scaling\.rope_type: "dynamic" RoPE is not supported \(default, linear\)$',
         id="rope-scaling-dynamic",
     ),
     pytest.param(
         {"rope_scaling": {"rope_type": "linear", "factor": 4.0}},
-        r"rope_parameters and rope_scaling disagree",
+        r'rope_parameters and rope_scaling disagree on the scaling \(\{"rope_parameters": 1, "rope_scaling": 4\}\)$',
         id="rope-scaling-beside-rope-parameters",
     ),
     pytest.param({"rope_scaling": 3}, r"rope_scaling: expected an object, got 3", id="rope-scaling-type"),
@@ -519,8 +541,13 @@ CONFIG_JSON_CASES = [
     ),
     pytest.param(
         {"layer_types": ["full_attention", "sliding_attention"]},
-        r"layer_types: only full_attention layers are supported",
+        r'layer_types: only full_attention layers are supported, got \["full_attention", "sliding_attention"\]$',
         id="layer-types",
+    ),
+    pytest.param(
+        {"layer_types": ["sliding_attention"] * 50_000},
+        r'layer_types: only full_attention layers are supported, got \["sliding_attention", [^\]]{0,60}\.\.\.$',
+        id="layer-types-long",
     ),
     pytest.param(
         {"partial_rotary_factor": 0.5}, r"partial_rotary_factor: 0\.5 is not supported for llama", id="partial"
@@ -533,8 +560,9 @@ CONFIG_JSON_CASES = [
         id="long-list",
     ),
     pytest.param(
-        {"hidden_act": "x" * 100_000}, r"hidden_act: Llama needs silu \(got 'x{0,60}\.\.\.\)$", id="long-text"
+        {"hidden_act": "x" * 100_000}, r'hidden_act: Llama needs silu \(got "x{0,60}\.\.\.\)$', id="long-text"
     ),
+    pytest.param({"hidden_act": "gelu"}, r'hidden_act: Llama needs silu \(got "gelu"\)$', id="activation"),
     # Converted (and so ignored) before:
     pytest.param(  # named by its method: the whole object was dumped as a Python dict, and no feature named
         {"quantization_config": {"quant_method": "gptq", "bits": 4, "group_size": 128, "desc_act": False}},
