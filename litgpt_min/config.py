@@ -216,23 +216,23 @@ class Config:
         for name in _SIZE_FIELDS:  # torch takes a size as a C long long; 2**63 failed in a traceback
             value = getattr(self, name)
             if isinstance(value, int) and value > LONG_LONG_MAX:
-                fail(name, f"must be at most {LONG_LONG_MAX} (a C long long), got {value}")
+                fail(name, f"must be at most {LONG_LONG_MAX} (a C long long), got {shown(value)}")
 
         for name in ("block_size", "vocab_size", "padding_multiple", "n_layer", "n_head", "n_embd"):
             if getattr(self, name) < 1:
-                fail(name, f"must be >= 1, got {getattr(self, name)}")
+                fail(name, f"must be >= 1, got {shown(getattr(self, name))}")
         if self.n_embd % self.n_head:
             fail("n_embd", f"{self.n_embd} is not divisible by n_head={self.n_head}")
         if self.padded_vocab_size is None:
             object.__setattr__(self, "padded_vocab_size", find_multiple(self.vocab_size, self.padding_multiple))
         elif self.padded_vocab_size < 1:
-            fail("padded_vocab_size", f"must be >= 1, got {self.padded_vocab_size}")
+            fail("padded_vocab_size", f"must be >= 1, got {shown(self.padded_vocab_size)}")
         else:
             object.__setattr__(self, "vocab_size", min(self.vocab_size, self.padded_vocab_size))
         if self.n_query_groups is None:
             object.__setattr__(self, "n_query_groups", self.n_head)
         elif self.n_query_groups < 1:
-            fail("n_query_groups", f"must be >= 1, got {self.n_query_groups}")
+            fail("n_query_groups", f"must be >= 1, got {shown(self.n_query_groups)}")
         elif self.n_head % self.n_query_groups:
             fail("n_query_groups", f"n_head={self.n_head} is not divisible by {self.n_query_groups}")
         if self.intermediate_size is None:
@@ -254,11 +254,11 @@ class Config:
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 fail(name, f"must be a finite number > 0, got {quoted(value)}")
         if self.intermediate_size < 1:
-            fail("intermediate_size", f"must be >= 1, got {self.intermediate_size}")
+            fail("intermediate_size", f"must be >= 1, got {shown(self.intermediate_size)}")
         if self.gelu_approximate not in ("none", "tanh"):  # torch's F.gelu takes these two only
             fail("gelu_approximate", f"must be 'none' or 'tanh', got {quoted(self.gelu_approximate)}")
         if self.rope_condense_ratio < 1:  # RoPE's positions are divided by it
-            fail("rope_condense_ratio", f"must be >= 1, got {self.rope_condense_ratio}")
+            fail("rope_condense_ratio", f"must be >= 1, got {shown(self.rope_condense_ratio)}")
         if not self.parallel_residual and self.shared_attention_norm:
             fail("shared_attention_norm", "a shared attention norm needs parallel_residual")
 

@@ -93,7 +93,7 @@ def _int(hf: Mapping[str, Any], src: str, *names: str, default: Any = _MISSING, 
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"{src}: {key}: expected an integer, got {shown(value)}")
     if value < low:
-        raise ValueError(f"{src}: {key}: must be >= {low}, got {value}")
+        raise ValueError(f"{src}: {key}: must be >= {low}, got {shown(value)}")
     return value
 
 

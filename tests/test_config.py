@@ -342,6 +342,32 @@ def test_a_huge_key_or_value_in_a_config_file_is_quoted_cut_short(
     assert "\n" not in message and len(message) < len(str(path)) + 300, message[:300]
 
 
+@pytest.mark.parametrize("sign", [1, -1], ids=["huge", "huge-negative"])
+@pytest.mark.parametrize(
+    "field",
+    [
+        "intermediate_size",
+        "n_embd",
+        "n_layer",
+        "vocab_size",
+        "padded_vocab_size",
+        "n_query_groups",
+        "rope_condense_ratio",
+    ],
+)
+def test_a_huge_number_in_a_config_file_is_quoted_cut_short(tmp_path: Path, field: str, sign: int) -> None:
+    """A lit_config.json's intermediate_size of 4,000 digits (which json reads as an int) was quoted
+    whole by the config's own checks: "config Llama-2-7b-hf: intermediate_size: must be at most
+    9223372036854775807 (a C long long), got 999...", a line of about 4,160 characters."""
+    path = tmp_path / "lit_config.json"
+    path.write_text(json.dumps({**_lit_gpt_llama2_7b_json(), field: sign * int("9" * 4_000)}))
+    with pytest.raises(ValueError) as exc:
+        Config.from_file(path)
+    message = str(exc.value)
+    assert message.startswith(f"{path}: config Llama-2-7b-hf: {field}: must be "), message[:300]
+    assert re.search(r"got -?9{50,}\.\.\.$", message) and len(message) < len(str(path)) + 300, message[:300]
+
+
 @pytest.mark.parametrize("head_size, shown", [("128", '"128"'), (True, "true"), (128.0, "128.0"), ([128], "[128]")])
 def test_a_head_size_of_the_wrong_type_is_named_as_one(tmp_path: Path, head_size: Any, shown: str) -> None:
     """A model_config.yaml's head_size "128" (a string) was refused as a size that disagrees,

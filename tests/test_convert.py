@@ -507,6 +507,11 @@ CONFIG_JSON_CASES = [
     pytest.param({"architectures": 5}, r"architectures: expected a list of names, got 5", id="architectures"),
     pytest.param({"tie_word_embeddings": "no"}, r"tie_word_embeddings: expected true or false", id="string-bool"),
     pytest.param({"num_hidden_layers": 0}, r"num_hidden_layers: must be >= 1, got 0", id="zero-layers"),
+    pytest.param(  # quoted whole before: a line of 4,000 digits
+        ('"hidden_size": 64', '"hidden_size": -' + "9" * 4000),
+        r"config\.json: hidden_size: must be >= 1, got -9{50,}\.\.\.$",
+        id="huge-negative",
+    ),
     pytest.param(
         {"num_hidden_layers": 200000},
         r"config\.json: num_hidden_layers: 200000, but the weights hold 2 layers \(indices 0\.\.1\)",
