@@ -118,8 +118,17 @@ def _has_kind(value: Any, kind: str) -> bool:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
     if kind == "a finite number":
-        return math.isfinite(value)
+        return _finite(value)
     return isinstance(value, int)
+
+
+def _finite(value: int | float) -> bool:
+    """Whether ``value`` is a finite number: an integer beyond a float's range (1 and 4,000 zeros,
+    which JSON reads as an int) is not one (``math.isfinite`` raised OverflowError on it)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 _YAML12_FLOAT = re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)$")
@@ -251,7 +260,7 @@ class Config:
             )
         for name in ("rope_base", "norm_eps"):  # a zero base or epsilon divides by zero; a negative one is no config
             value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            if not (isinstance(value, (int, float)) and _finite(value) and value > 0):
                 fail(name, f"must be a finite number > 0, got {quoted(value)}")
         if self.intermediate_size < 1:
             fail("intermediate_size", f"must be >= 1, got {shown(self.intermediate_size)}")

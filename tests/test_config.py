@@ -368,6 +368,23 @@ def test_a_huge_number_in_a_config_file_is_quoted_cut_short(tmp_path: Path, fiel
     assert re.search(r"got -?9{50,}\.\.\.$", message) and len(message) < len(str(path)) + 300, message[:300]
 
 
+@pytest.mark.parametrize("sign", [1, -1], ids=["huge", "huge-negative"])
+@pytest.mark.parametrize("field", ["rope_base", "norm_eps", "rotary_percentage"])
+def test_an_integer_beyond_a_floats_range_is_no_finite_number(tmp_path: Path, field: str, sign: int) -> None:
+    """A lit_config.json's rope_base of 4,000 digits (an int to json, infinity as a float) ended
+    `conformance estimate --config` in a traceback: "OverflowError: int too large to convert to
+    float", from math.isfinite in the field's type check."""
+    path = tmp_path / "lit_config.json"
+    path.write_text(json.dumps({**_lit_gpt_llama2_7b_json(), field: sign * int("9" * 4_000)}))
+    with pytest.raises(
+        ValueError, match=rf"^{re.escape(f'{path}: {field}: expected a finite number, got ')}-?9+\.\.\.$"
+    ):
+        Config.from_file(path)
+    if field != "rotary_percentage":  # the config's own check, for a Config built in Python
+        with pytest.raises(ValueError, match=rf": {field}: must be a finite number > 0, got -?9+\.\.\.$"):
+            Config(**{field: sign * int("9" * 4_000)})
+
+
 @pytest.mark.parametrize("head_size, shown", [("128", '"128"'), (True, "true"), (128.0, "128.0"), ([128], "[128]")])
 def test_a_head_size_of_the_wrong_type_is_named_as_one(tmp_path: Path, head_size: Any, shown: str) -> None:
     """A model_config.yaml's head_size "128" (a string) was refused as a size that disagrees,
