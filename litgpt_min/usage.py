@@ -141,6 +141,17 @@ _MEANT = {
 }
 
 
+# torchrun's options that no command here takes (each spelled with "-" or "_"): a node's rank, its
+# processes and the rendezvous are the launcher's, which starts every process with its rank
+# (README, "Several GPUs, several machines"). Given here, they are named as torchrun's, not as the
+# option here they most resemble by spelling (--node-rank: --no-lora-key). --nnodes is left out:
+# its closest here, --num-nodes, is the option that says the same.
+LAUNCHER_OPTIONS = (
+    "node-rank", "nproc-per-node", "master-addr", "master-port", "rdzv-backend", "rdzv-endpoint", "rdzv-id",
+    "standalone", "max-restarts",
+)  # fmt: skip
+
+
 class OneLineParser(argparse.ArgumentParser):
     """``argparse`` with the bad-input contract: an error is one line on stderr
     (``prog: error: message``, no usage block) and exit status 2.
@@ -169,9 +180,12 @@ class OneLineParser(argparse.ArgumentParser):
         option most resembles (``--jsn``: ``--json``), as a misspelled choice names its closest."""
         options = [s for action in self._actions for s in action.option_strings if s.startswith("--")]
         close = {}
+        launcher = []
         for word in words:
             flag = word.split("=", 1)[0]
-            if flag.startswith("--") and flag not in options:
+            if flag.startswith("--") and flag[2:].replace("_", "-") in LAUNCHER_OPTIONS:
+                launcher.append(flag)
+            elif flag.startswith("--") and flag not in options:
                 near = difflib.get_close_matches(flag[2:], [o[2:] for o in options], n=1)
                 if near:
                     close[word] = f"--{near[0]}"
@@ -180,6 +194,8 @@ class OneLineParser(argparse.ArgumentParser):
             hint = f"; did you mean {next(iter(close.values()))}?"
         elif close:
             hint = f"; did you mean {', '.join(f'{option} for {clipped(word)}' for word, option in close.items())}?"
+        for flag in launcher:
+            hint += f"; {flag} is torchrun's option, not {self.prog}'s (torchrun starts each process with its rank)"
         self.error(f"unrecognized arguments: {' '.join(map(clipped, words))}{hint}")
 
     def parse_args(self, args: Any = None, namespace: Any = None) -> Any:

@@ -216,6 +216,18 @@ BAD = {
         ("generate", *TINY, "--top-kk", "3", "--bogus"),
         r"unrecognized arguments: --top-kk 3 --bogus; did you mean --top-k for --top-kk\?$",
     ),
+    # Before: "did you mean --no-lora-key?", the closest spelling of torchrun's option here.
+    "torchrun-node-rank": (
+        ("finetune", "lora", *TINY, "--node-rank", "1"),
+        r"^litgpt-min finetune: error: unrecognized arguments: --node-rank 1; --node-rank is torchrun's option, not"
+        r" litgpt-min finetune's \(torchrun starts each process with its rank\)$",
+    ),
+    "torchrun-node-rank-underscore": (
+        ("finetune", "lora", *TINY, "--node_rank=-1", "--jsn"),
+        r"--node_rank=-1 --jsn; did you mean --json for --jsn\?; --node_rank is torchrun's option, not litgpt-min"
+        r" finetune's \(torchrun starts each process with its rank\)$",
+    ),
+    "torchrun-master-addr": (("generate", *TINY, "--master-addr", "n0"), r"; --master-addr is torchrun's option, not"),
     "micro-batch-0": (("finetune", "lora", *TINY, "--micro-batch-size", "0"), r"--micro-batch-size 0: must be >= 1$"),
     "micro-batch-not-int": (
         ("finetune", "lora", *TINY, "--micro-batch-size", "x"),
