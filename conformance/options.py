@@ -313,9 +313,19 @@ def positive_number(text: str) -> float:
     return _finite(text, "must be a finite number > 0", lambda v: v > 0)
 
 
+# The least capacity ``conformance estimate --capacity-gb`` takes: a byte. Below it, a capacity is
+# a fraction of one (1e-300 GB), which its output could only show in a float's own digits (5e-324
+# read "4.94e-324 GB").
+MIN_CAPACITY_GB = 1e-9
+
+
 def device_gb(text: str) -> float:
     """An argparse type: a device's memory in GB (``conformance estimate --capacity-gb``)."""
-    return _finite(text, f"must be a finite number > 0 and <= {MAX_MEMORY_GB:g} (GB)", _device_gb)
+    return _finite(
+        text,
+        f"must be a finite number of GB from {MIN_CAPACITY_GB:g} (a byte) to {MAX_MEMORY_GB:g}",
+        lambda value: MIN_CAPACITY_GB <= value <= MAX_MEMORY_GB,
+    )
 
 
 def _device_gb(value: float) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import decimal
 import errno
 import io
 import json
@@ -1030,7 +1031,8 @@ def test_ad_hoc_text_states_the_verdict_and_its_figures(capsys: pytest.CaptureFi
     assert "outcome          ok (no capacity given" in texts["unjudged"]
     # A margin under 0.1 GB reads in MB, written as any figure.
     assert f"ok: fits in {gb_text(gb * 2)} GB with {gb_text((gb * 2 - gb) * 1000)} MB to spare" in texts["fits"]
-    assert f"oom: needs {gb_text((gb - gb / 2) * 1000)} MB more than {gb_text(gb / 2)} GB" in texts["oom"]
+    # The capacity as given (gb / 2 may have a 7th decimal, which gb_text would round away).
+    assert f"oom: needs {gb_text((gb - gb / 2) * 1000)} MB more than {gb / 2} GB" in texts["oom"]
     assert "outcome          unsupported: quantization (bnb.nf4)" in texts["unsupported"]
     assert "peak allocated" not in texts["unsupported"]
     # lora's micro-batch; Alpaca's longest Llama 2 sample (1,304 tokens) cut to tiny-llama's 256.
@@ -2366,3 +2368,29 @@ def test_an_error_that_overflows_is_no_figure() -> None:
     Infinity by --json and "+inf%" in the table."""
     assert RowEstimate("r", "ok", 1.0, "current", "fake-run", "ok", 1e-320, 42.0).error_rel is None
     assert RowEstimate("r", "ok", 1.1, "current", "fake-run", "ok", 1.0, 42.0).error_rel == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("below", ["0.00000001", "1e-8", "1e-7", "5e-7"])
+def test_the_capacity_is_said_with_the_decimals_it_was_given(capsys: pytest.CaptureFixture[str], below: str) -> None:
+    """A capacity a 7th decimal below the peak read as the peak itself: pythia-70m's inference
+    (0.144885 GB) at --capacity-gb 0.1448849 "oom: needs 0.0001 MB more than 0.144885 GB", beside
+    a peak of 0.144885 GB (the figures' six decimals); 0.1448845 read "0.144884"; 1e-8 "1e-08 GB"."""
+    args = ["--model", "tiny-llama", "--workload", "inference"]
+    code, out, _ = run_cli([*args, "--json"], capsys)
+    peak = decimal.Decimal(repr(json.loads(out)["max_memory_gb"]))
+    given = below if below in ("0.00000001", "1e-8") else str(peak - decimal.Decimal(below))
+    code, out, _ = run_cli([*args, "--capacity-gb", given], capsys)
+    outcome = next(line for line in out.splitlines() if line.lstrip().startswith("outcome"))
+    assert code == 0 and outcome.endswith(f" more than {format(decimal.Decimal(given), 'f')} GB"), outcome
+
+
+@pytest.mark.parametrize("given", ["1e-10", "5e-324", "0.0000000009"])
+def test_a_capacity_below_a_byte_is_refused(capsys: pytest.CaptureFixture[str], given: str) -> None:
+    """Before, 5e-324 was estimated and said as "needs 0.14 GB more than 4.94e-324 GB"."""
+    with pytest.raises(SystemExit) as exc:
+        run_cli(["--model", "tiny-llama", "--workload", "inference", "--capacity-gb", given], capsys)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err == (
+        "conformance estimate: error: argument --capacity-gb: must be a finite number of GB from 1e-09 (a byte)"
+        f" to 1e+06, got '{given}'\n"
+    )
