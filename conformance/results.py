@@ -365,7 +365,12 @@ def check_document(data: dict[str, Any], where: str) -> None:
     first: dict[tuple[str, str], int] = {}
     listed = [profile["name"] for profile in data["profiles"]]
     for index, row in enumerate(data["rows"]):
-        if listed and row["profile"] not in listed:
+        if not listed:  # (every session lists the profiles it had active; a merge, its files')
+            raise ValueError(
+                f"{where}: /profiles: lists no profile, where row {quoted(row['id'])} (/rows/{index}) names profile"
+                f" {quoted(row['profile'])}; a results file lists the profile of each of its rows"
+            )
+        if row["profile"] not in listed:
             raise ValueError(
                 f"{where}: /rows/{index}/profile: row {quoted(row['id'])} names profile"
                 f" {quoted(row['profile'])}, which /profiles does not list"

@@ -114,7 +114,7 @@ def results(rows: Sequence[Mapping[str, Any]], **fingerprint: Any) -> dict[str, 
         "command": "pytest conformance",
         "fingerprint": {**FINGERPRINT, **fingerprint},
         "options": {},
-        "profiles": [],
+        "profiles": [{"name": name} for name in dict.fromkeys(r["profile"] for r in rows)],
         "summary": dict(sorted(summary.items())),
         "rows": list(rows),
     }

@@ -889,6 +889,32 @@ def test_a_results_file_whose_summary_or_profiles_disagree_with_its_rows_is_refu
     )
 
 
+def test_a_results_file_that_lists_no_profile_for_its_rows_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before, `"profiles": []` was read as "no list to check the rows against": report, diff and
+    --baseline took a file whose rows name a profile it does not list, exit status 0."""
+    from conformance.baseline import Baseline
+
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({**RESULTS, "profiles": []}))
+    problem = (
+        f"{path}: /profiles: lists no profile, where row 'finetune-lora-llama2_7b-noquant-mb1-1gpu' (/rows/0) names"
+        " profile 'a100-sxm4-40gb'; a results file lists the profile of each of its rows"
+    )
+    assert main(["report", str(path)]) == 2
+    assert capsys.readouterr().err == f"conformance report: {problem}\n"
+    (tmp_path / "old").mkdir()
+    assert main(["diff", str(_results_file(tmp_path / "old")), str(path)]) == 2
+    assert capsys.readouterr().err == f"conformance diff: {problem}\n"
+    with pytest.raises(ValueError) as refused:
+        Baseline.load(path)
+    assert str(refused.value) == problem
+    # A file without rows lists what its session had active, or nothing: no row to contradict it.
+    path.write_text(json.dumps({**RESULTS, "profiles": [], "summary": {}, "rows": []}))
+    assert load_results(path)["profiles"] == []
+
+
 def test_rows_kept_from_an_earlier_session_name_its_machine_where_it_differs() -> None:
     """An early-stopped session keeps the earlier file's rows it did not reach: the report names
     that session, and its libraries where they are not this session's (the header is this one's)."""
