@@ -723,7 +723,8 @@ def _summary(diff: Diff) -> dict[str, int]:
 # Attribution: what moved, grouped ---------------------------------------------------------------
 def headlines(diff: Diff) -> list[str]:
     """One line per (group, figure) that crossed its tolerance, prefixed by the stack change:
-    ``torch 2.12.0 → 2.13.0: max_memory_gb +1.20 GB (+10.1%) on 7 B Llama 2 LoRA bnb.nf4 (2 rows)``."""
+    ``torch 2.12.0 → 2.13.0: max_memory_gb +1.20 GB (+10.1%) on 7 B Llama 2 LoRA bnb.nf4 (2 rows)``;
+    a speed as its rows state it, a factor: ``time_1k_iters_min +4.00 min (6.00x slower)``."""
     moved: dict[tuple[str, str, str, str], list[FigureDelta]] = {}
     for row in diff.rows:
         if row.lost:
@@ -743,9 +744,12 @@ def headlines(diff: Diff) -> list[str]:
         deltas = [f.delta for f in figs if f.delta is not None]
         if deltas and name != "outcome":
             unit = dict((f, u) for f, _, u in FIGURES).get(name, "")
-            rels = [f.rel for f in figs if f.rel is not None]
             what = f"{name} {_signed(statistics.median(deltas))}{' ' + unit if unit else ''}"
-            if rels:
+            if name in SPEED_FIELDS:  # as its rows state it: the factor, the tolerance's terms
+                times = [slowdown(name, f.new, f.old) for f in figs if is_number(f.old) and is_number(f.new)]
+                factor = slowdown_text(statistics.median(times)) if times else ""
+                what += f" ({factor})" if factor else ""
+            elif rels := [f.rel for f in figs if f.rel is not None]:
                 what += f" ({statistics.median(rels) * 100:+.1f}%)"
             if len(figs) > 1:
                 what += " median"

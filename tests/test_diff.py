@@ -167,6 +167,34 @@ def test_the_diff_states_a_speed_change_as_the_factor_it_crossed() -> None:
     )
 
 
+def test_a_speed_headline_states_the_change_as_its_rows_do() -> None:
+    """Before, a row 6.00x slower was headed "time_1k_iters_min +4.00 min (+500.0%)", and a tokens/s
+    row 1.25x slower "(-20.0%)": the headline in percent, the row beside it as a factor."""
+    finetune = lambda minutes: row("r", measured(time_1k_iters_min=minutes), speed_rel=4.0)  # noqa: E731
+    diff = diff_results(results([finetune(0.8)]), results([finetune(4.8)]))
+    [line] = headlines(diff)
+    [figure] = [f for f in diff.rows[0].figures if f.field == "time_1k_iters_min"]
+    assert "6.00x slower" in figure.text()
+    assert (
+        line == "same stack: time_1k_iters_min +4.00 min (6.00x slower) on 7 B Llama 2 LoRA bnb.nf4 (1 row): regression"
+    )
+    assert to_json(diff)["rows"][0]["figures"][1]["rel"] == pytest.approx(5.0), "the JSON's fields are as they were"
+
+    def inference(tokens: tuple[float, ...]) -> dict:
+        return results(
+            [
+                row(f"r{i}", measured(method=None, micro_batch_size=None, tokens_per_sec=value))
+                for i, value in enumerate(tokens)
+            ]
+        )
+
+    diff = diff_results(inference((30.0, 30.0, 30.0)), inference((24.0, 20.0, 15.0)))
+    [line] = headlines(diff)
+    assert line == (
+        "same stack: tokens_per_sec -10.00 tok/s (1.50x slower) median on 7 B Llama 2 inference bnb.nf4 (3 rows): regression"
+    )
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     field=st.sampled_from(["time_1k_iters_min", "tokens_per_sec"]),
