@@ -24,7 +24,13 @@ from conformance.compare import ZERO_IS_NO_MEASUREMENT
 from conformance.display import cap_text
 from conformance.expectations import Case, Profile
 from conformance.results import has_measurement, load_results, run_finished, speed_unjudged, stopped_run
+from litgpt_min.quoting import SHOWN_CHARS, clipped
 from litgpt_min.result import Result
+
+# The most of a text from the baseline file (a row's reason, an error) a skip reason repeats, and of
+# a machine's name (its GPUs, or CPU model and cores): a file's value may be a megabyte.
+REASON_CHARS = 4 * SHOWN_CHARS
+MACHINE_CHARS = 2 * SHOWN_CHARS
 
 
 class _Active(Protocol):
@@ -81,11 +87,14 @@ class Baseline:
             reasons = row.get("reasons") or {}
             # Why its run did not happen (an estimate's known miss is no reason the row was unmeasured).
             why = reasons.get("run") or next(iter(reasons.values()), "") or f"verdict {row.get('verdict')}"
-            return case, f"the baseline {self.path} did not measure this row ({why.splitlines()[0]})"
+            return case, f"the baseline {self.path} did not measure this row ({_first_line(why)})"
         stopped = stopped_run(row)
         if stopped is not None:
             # A run the session stopped (--row-timeout) measured nothing: a row that runs now is no change.
-            return case, f"the baseline {self.path} did not measure this row (the session stopped its run: {stopped})"
+            return case, (
+                f"the baseline {self.path} did not measure this row (the session stopped its run:"
+                f" {clipped(stopped, REASON_CHARS)})"
+            )
         cap = row.get("memory_cap_gb")
         if cap != memory_cap_gb:
             return case, (
@@ -116,7 +125,11 @@ class Baseline:
         either."""
         row = self.rows.get((case.profile, case.id))
         why = None if row is None else speed_unjudged(row)
-        return None if why is None else f"the baseline {self.path} did not judge this row's speed ({why})"
+        return (
+            None
+            if why is None
+            else f"the baseline {self.path} did not judge this row's speed ({clipped(why, REASON_CHARS)})"
+        )
 
     def machine_reason(self, case: Case, here: str | None) -> str | None:
         """Why the baseline's speed figure for ``case`` was timed on another machine than ``here``
@@ -128,8 +141,19 @@ class Baseline:
         there = machine_text(row.get("fingerprint") or self.fingerprint)
         if there == here:
             return None
-        measured = f"measured this row on {there}" if there else "does not say which machine measured this row"
-        return f"the baseline {self.path} {measured}, this machine has {here or 'an unknown one'}"
+        measured = (
+            f"measured this row on {clipped(there, MACHINE_CHARS)}"
+            if there
+            else "does not say which machine measured this row"
+        )
+        return (
+            f"the baseline {self.path} {measured}, this machine has {clipped(here or 'an unknown one', MACHINE_CHARS)}"
+        )
+
+
+def _first_line(text: str) -> str:
+    """The first line of a text the baseline file holds, cut short, as a skip reason repeats it."""
+    return clipped((text.splitlines() or [""])[0], REASON_CHARS)
 
 
 def gpu_names(fingerprint: Mapping[str, Any]) -> list[str]:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from huge_values import HUGE
 from results_files import FINGERPRINT, measured, results, row, write
 from test_plugin import INFER, OK, Suite, default_cases, fake_no_gpu, good_answers
 
@@ -275,6 +276,38 @@ def test_a_merged_baseline_judges_each_rows_speed_by_the_machine_that_ran_it(tmp
             (PROFILE, finetune.id): f"the baseline {baseline.path} measured this row on CPU Intel Xeon Platinum 8480,"
             " 64 cores, this machine has CPU AMD EPYC, 64 cores"
         }
+
+
+def test_a_skip_reason_quotes_the_baselines_values_cut_short(tmp_path: Path) -> None:
+    """Before, a skip reason held whatever text the baseline gave it whole: a CPU model of 100,000
+    characters made `pytest conformance --baseline B -rs` print a SKIPPED line of 100,215."""
+    huge, limit = HUGE["text"], 400  # a few hundred characters, its own path included
+    case = _case()
+    path = tmp_path / "old.json"
+
+    def ok(reason: str | None, start: str) -> None:
+        assert reason is not None
+        assert reason.startswith(start), reason[:200]
+        assert len(reason) < limit, reason[:200]
+
+    unrun = row(case.id, None, profile=PROFILE, verdict="skipped")
+    unrun["reasons"] = {"run": huge}
+    ok(_baseline(tmp_path, unrun).case(case)[1], f"the baseline {path} did not measure this row (xxx")
+    stopped = _measured_like(case, outcome="error", error=f"timed out after {'9' * 100_000} s")
+    baseline = _baseline(tmp_path, row(case.id, stopped, profile=PROFILE, verdict="failed"))
+    ok(baseline.case(case)[1], f"the baseline {path} did not measure this row (the session stopped its run: timed")
+    busy = row(case.id, _measured_like(case, max_memory_gb=0.5, time_1k_iters_min=2.0), profile=PROFILE)
+    busy["speed_inconclusive"] = f"speed inconclusive: {huge}"
+    ok(_baseline(tmp_path, busy).speed_reason(case), f"the baseline {path} did not judge this row's speed (speed")
+    timed = row(case.id, _measured_like(case, max_memory_gb=0.5, time_1k_iters_min=2.0), profile=PROFILE)
+    for there, here in (
+        ({**CPU, "cpu": {"model": huge, "cores": 2}}, CPU),
+        ({**A100, "gpus": [{"name": huge}]}, A100),
+        (A100, {**A100, "gpus": [{"name": huge}]}),
+    ):
+        baseline = Baseline.load(write(path, {**results([timed]), "fingerprint": there}))
+        (_judged,), _, speed_skips = apply_baseline([_Active(load_profile(PROFILE), "native", None)], baseline, here)
+        ok(speed_skips.get((PROFILE, case.id)), f"the baseline {path} measured this row on ")
 
 
 def test_a_bad_baseline_names_the_file(tmp_path: Path) -> None:
