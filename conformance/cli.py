@@ -31,7 +31,7 @@ from conformance.expectations import (
 )
 from conformance.hardware import fingerprint, format_header
 from conformance.merge import PREFER_CHOICES, Prefer, merge_files
-from conformance.options import Options, fraction, two_sided
+from conformance.options import Options, speed_factor, two_sided
 from conformance.plot import cmd_plot, draw, plot_target_problem
 from conformance.profiles import resolve_profiles
 from conformance.report import render
@@ -96,7 +96,7 @@ def build_parser() -> OneLineParser:
     diff.add_argument("-o", "--output", type=path_argument, default=None, help="write here instead of stdout")
     diff.add_argument("--memory-tolerance", type=two_sided, default=None, metavar="FRACTION",
                       help="peak-memory tolerance for every row, overriding the results' (0.1 is ±10%%)")  # fmt: skip
-    diff.add_argument("--speed-tolerance", type=fraction, default=None, metavar="FRACTION",
+    diff.add_argument("--speed-tolerance", type=speed_factor, default=None, metavar="FRACTION",
                       help="speed tolerance for every row, overriding the results' (0.15: 1.15x slower or faster)")  # fmt: skip
     diff.add_argument("--strict", action="store_true", help="improvements beyond tolerance fail too")
     validate = sub.add_parser(

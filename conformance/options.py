@@ -266,15 +266,21 @@ def _finite(text: str, problem: str, ok: Callable[[float], bool]) -> float:
     return value
 
 
-def fraction(text: str) -> float:
-    """A tolerance option (``--speed-tolerance``, a factor; ``two_sided`` parses the others)."""
-    return _finite(text, f"a tolerance {tolerance_problem(-1.0)} (0.1 is 10%)", lambda v: tolerance_problem(v) is None)
+def _tolerance(text: str, example: str) -> float:
+    """A tolerance option's value (``tolerance_problem``), refused with ``example`` in its own terms."""
+    return _finite(text, f"a tolerance {tolerance_problem(-1.0)} ({example})", lambda v: tolerance_problem(v) is None)
+
+
+def speed_factor(text: str) -> float:
+    """The speed tolerance option (``--speed-tolerance``): a factor, of any size (0.15 is 1.15x;
+    0 is 1.00x, any slowdown, as a profile's ``speed_rel`` may say)."""
+    return _tolerance(text, "a factor: 0.15 is 1.15x slower or faster")
 
 
 def two_sided(text: str) -> float:
     """A two-sided tolerance option (``--memory-tolerance``, ``--estimate-tolerance``, ``conformance
     estimate --tolerance``): a fraction below 1."""
-    value = fraction(text)
+    value = _tolerance(text, "0.1 is ±10%")
     if problem := tolerance_problem(value, two_sided=True):
         raise argparse.ArgumentTypeError(f"a two-sided tolerance {problem}, got {quoted(text)}")
     return value
@@ -420,7 +426,7 @@ def add_options(parser: pytest.Parser) -> None:
         "--speed-tolerance",
         field="speed_tolerance",
         metavar="FRACTION",
-        type=fraction,
+        type=speed_factor,
         default=None,
         help="speed tolerance for every row, overriding the profiles' (a factor: 0.15 fails a row more than 1.15x slower)",
     )

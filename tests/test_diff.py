@@ -776,6 +776,25 @@ def test_the_cli_runs_the_diff_and_refuses_a_bad_tolerance(tmp_path: Path, capsy
     assert main(["diff", str(old), str(new), "--memory-tolerance", "0.2", "--speed-tolerance", "4"]) == 0
 
 
+def test_a_bad_tolerance_is_refused_with_an_example_in_the_options_own_terms(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Before, `--speed-tolerance -1` was answered "(0.1 is 10%)": a relative band, where the option
+    is a factor (docs/suite.md: 4 fails a row more than 5x slower); memory's band is two-sided."""
+    old, new = _upgrade(tmp_path)
+    for option, example in (
+        ("--speed-tolerance", "a factor: 0.15 is 1.15x slower or faster"),
+        ("--memory-tolerance", "0.1 is ±10%"),
+    ):
+        with pytest.raises(SystemExit) as exc:
+            main(["diff", str(old), str(new), option, "-1"])
+        assert exc.value.code == 2 and capsys.readouterr().err.endswith(
+            f"argument {option}: a tolerance must be a finite number >= 0 ({example}), got '-1'\n"
+        )
+    # 0 is a factor of 1.00x: any slowdown is a regression (a profile's speed_rel may be 0 too).
+    assert main(["diff", str(old), str(new), "--speed-tolerance", "0"]) == 1
+
+
 def test_diff_output_is_checked_first_and_never_written_through_a_symlink(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
