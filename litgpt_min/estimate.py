@@ -42,9 +42,10 @@ Modelling assumptions (each one is a place the estimate can be wrong):
    creates cuBLAS's handle outside the allocator. That follows the allocation *order*, so for
    quantized models the stack also fixes how layers are built and loaded (see
    :func:`~litgpt_min.fake_step.build_for_estimate`).
-3. **Fabric.** Under ``bf16-true``/``16-true`` Lightning Fabric casts a module's floating outputs
-   to fp32: the logits chunks are held in fp32, which is modelled by the same cast. Mixed
-   precisions run under CPU autocast, whose op list differs from CUDA's (approximate).
+3. **Fabric.** Under ``bf16-true``/``16-true`` and the mixed precisions Lightning Fabric casts a
+   module's floating outputs to fp32: the logits chunks are held in fp32, which is modelled by the
+   same cast. Under a mixed precision the module's forward alone runs under autocast (the loss
+   and backward outside it), here CPU autocast, whose op list differs from CUDA's (approximate).
 4. **Optimizer.** Unquantized runs use ``torch.optim.AdamW`` with ``foreach=True`` (what PyTorch
    picks for CUDA parameters; its temporaries span all trainable tensors at once), states in the
    parameter dtype. Quantized runs use bitsandbytes' PagedAdamW: two fp32 states per trainable

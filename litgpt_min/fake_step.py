@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -206,11 +205,6 @@ def run_step(
     ``fsdp_setup`` is called with the peak of the reference's FSDP set-up (under ``fsdp``)."""
     phase("build")
     model = build_for_estimate(request, device)
-    autocast = (
-        torch.autocast(device.type, dtype=torch.bfloat16 if request.precision.startswith("bf16") else torch.float16)
-        if "mixed" in request.precision
-        else nullcontext()
-    )
     phase("setup")
     if request.workload == "finetune":
         model.max_seq_length = request.seq_len
@@ -236,7 +230,7 @@ def run_step(
                 first=lambda: phase(f"{prefix[0]}flat-gradients"),  # type: ignore[arg-type]
                 shards=lambda: request.devices if syncs[0] else None,
             )
-        wrapped = _FabricOutputs(model, request.precision)
+        wrapped = _FabricOutputs(model, request.precision, device)
 
         def backward(loss: torch.Tensor) -> None:
             phase(f"{prefix[0]}backward")  # type: ignore[arg-type]
@@ -263,15 +257,14 @@ def run_step(
             input_ids = torch.zeros(request.micro_batch_size, length, dtype=torch.long, device=device)
             targets = torch.zeros(request.micro_batch_size, length, dtype=torch.long, device=device)
             phase(f"{prefix[0]}forward")  # type: ignore[arg-type]
-            with autocast:
-                last_loss = micro_step(
-                    wrapped,
-                    input_ids,
-                    targets,
-                    request.gradient_accumulation_iters,
-                    request.lm_head_chunk_size,
-                    backward,
-                )
+            last_loss = micro_step(
+                wrapped,
+                input_ids,
+                targets,
+                request.gradient_accumulation_iters,
+                request.lm_head_chunk_size,
+                backward,
+            )
             del input_ids, targets
         phase("optimizer")
         optimizer_step(optimizer)
@@ -280,13 +273,14 @@ def run_step(
         model.eval()
         model.max_seq_length = request.prompt_len + request.max_new_tokens
         model.set_kv_cache(batch_size=1, device=device, dtype=request.dtype)
-        wrapped = _FabricOutputs(model, request.precision, on_call=[lambda: phase("prefill"), lambda: phase("decode")])
+        wrapped = _FabricOutputs(
+            model, request.precision, device, on_call=[lambda: phase("prefill"), lambda: phase("decode")]
+        )
         prompt = torch.zeros(request.prompt_len, dtype=torch.long, device=device)
         settings = GenerateSettings()
-        with autocast:
-            # Prefill and one decode step: every later step allocates the same (the cache and mask
-            # are preallocated for prompt + max_new_tokens positions).
-            generate(wrapped, prompt, request.prompt_len + 2, temperature=settings.temperature, top_k=settings.top_k)
+        # Prefill and one decode step: every later step allocates the same (the cache and mask
+        # are preallocated for prompt + max_new_tokens positions).
+        generate(wrapped, prompt, request.prompt_len + 2, temperature=settings.temperature, top_k=settings.top_k)
 
 
 def build_for_estimate(request: EstimateRequest, device: torch.device) -> GPT:
@@ -631,18 +625,31 @@ def _hold_optimizer_state(optimizer: torch.optim.Optimizer, *, keep_gradients: b
 
 
 class _FabricOutputs(nn.Module):
-    """Casts floating outputs to fp32 under a ``-true`` half precision, as Fabric's module wrapper does."""
+    """Fabric's module wrapper as it moves memory: under a mixed precision the forward alone runs
+    under autocast (the loss and backward outside it); under a half ``-true`` or a mixed precision
+    floating outputs are cast to fp32, the default dtype (``HalfPrecision`` and ``MixedPrecision``'s
+    ``convert_output``), so the logits' chunks are held in fp32 until the loss."""
 
-    def __init__(self, model: GPT, precision: str, on_call: list[Callable[[], None]] | None = None) -> None:
+    def __init__(
+        self, model: GPT, precision: str, device: torch.device, on_call: list[Callable[[], None]] | None = None
+    ) -> None:
         super().__init__()
         self.model = model
-        self.cast = precision in ("bf16-true", "16-true")
+        self.cast = precision in ("bf16-true", "16-true") or "mixed" in precision
+        self.autocast_dtype = (
+            (torch.bfloat16 if precision.startswith("bf16") else torch.float16) if "mixed" in precision else None
+        )
+        self.device_type = device.type
         self.on_call = list(on_call or [])
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         if self.on_call:
             self.on_call.pop(0)()
-        out = self.model(*args, **kwargs)
+        if self.autocast_dtype is None:
+            out = self.model(*args, **kwargs)
+        else:
+            with torch.autocast(self.device_type, dtype=self.autocast_dtype):
+                out = self.model(*args, **kwargs)
         if not self.cast:
             return out
         if isinstance(out, list):
