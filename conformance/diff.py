@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from conformance.baseline import cpu_text, machine_text
+from conformance.baseline import MACHINE_CHARS, REASON_CHARS, cpu_text, machine_text
 from conformance.compare import (
     SPEED_FIELDS,
     ZERO_IS_NO_MEASUREMENT,
@@ -65,6 +65,7 @@ from conformance.results import (
 )
 from conformance.targets import DIFF_FORMAT_PREFIX, DIFF_TITLE, check_own_output
 from litgpt_min.files import check_output_file, real_path, write_text_atomic
+from litgpt_min.quoting import clipped
 from litgpt_min.result import Result
 from litgpt_min.usage import one_line
 
@@ -178,7 +179,9 @@ class RowDiff:
             where = " and ".join(self.unrun)
             return f"its run did not finish in {where.upper() if len(self.unrun) == 1 else 'either file'}"
         if self.stopped != (None, None):
-            sides = [f"in {side}: {error}" for side, error in zip(("OLD", "NEW"), self.stopped) if error is not None]
+            sides = [
+                f"in {side}: {_stop(error)}" for side, error in zip(("OLD", "NEW"), self.stopped) if error is not None
+            ]
             return f"its run was stopped by its session {', and '.join(sides)}"
         if self.caps is not None:
             return f"measured under {cap_text(self.caps[0])} in OLD and {cap_text(self.caps[1])} in NEW"
@@ -267,7 +270,7 @@ class Diff:
                     why += f"; {len(same)} of them: the same run as {self.old}'s, merged into {self.new}"
                 stopped = [r for r in lost if r.stopped[1] is not None]
                 if stopped:  # no measurement either: a run NEW's session stopped (--row-timeout)
-                    errors = ", ".join(sorted({str(r.stopped[1]) for r in stopped}))
+                    errors = ", ".join(sorted({_stop(r.stopped[1]) for r in stopped}))
                     why = (
                         f"{'its run was' if len(lost) == 1 else len(stopped)} stopped by NEW's session: {errors};"
                         " rerun NEW with a longer --row-timeout"
@@ -295,7 +298,7 @@ class Diff:
             )
         stopped = [r for r in self.rows if r.status == "both" and r.stopped[0] is not None and not r.unrun]
         if stopped:
-            errors = ", ".join(sorted({str(r.stopped[0]) for r in stopped}))
+            errors = ", ".join(sorted({_stop(r.stopped[0]) for r in stopped}))
             notes.append(
                 f"{rows_text(len(stopped))} whose run {self.old}'s session stopped ({errors}) measured nothing there"
                 f" and {'was' if len(stopped) == 1 else 'were'} not compared: rerun OLD with a longer --row-timeout"
@@ -313,7 +316,7 @@ class Diff:
         if timed_apart:
             pairs = sorted(
                 {
-                    f"{r.machines[0] or 'an unknown machine'} in {self.old}, {r.machines[1] or 'an unknown machine'} in {self.new}"
+                    f"{_machine(r.machines[0])} in {self.old}, {_machine(r.machines[1])} in {self.new}"
                     for r in timed_apart
                 }
             )  # type: ignore[index]
@@ -726,11 +729,15 @@ def headlines(diff: Diff) -> list[str]:
     ``torch 2.12.0 → 2.13.0: max_memory_gb +1.20 GB (+10.1%) on 7 B Llama 2 LoRA bnb.nf4 (2 rows)``;
     a speed as its rows state it, a factor: ``time_1k_iters_min +4.00 min (6.00x slower)``."""
     moved: dict[tuple[str, str, str, str], list[FigureDelta]] = {}
+    shown: dict[str, str] = {}  # a stack, whole (the group's key), as its line shows it: cut short
     for row in diff.rows:
         if row.lost:
             continue  # not a figure that moved: the problems line names the rows NEW did not measure
         # The stack of the row's own two runs (a merged file's rows may come from several machines).
-        stack = "; ".join(f"{name} {_value(a)} → {_value(b)}" for name, a, b in row.stack) or "same stack"
+        stack = json.dumps(row.stack, default=str)
+        shown[stack] = (
+            "; ".join(f"{name} {_shown_value(a)} → {_shown_value(b)}" for name, a, b in row.stack) or "same stack"
+        )
         for fig in row.figures:
             if fig.change in ("regression", "improvement", "changed", "vanished"):
                 moved.setdefault((stack, row.group, fig.field, fig.change), []).append(fig)
@@ -756,7 +763,7 @@ def headlines(diff: Diff) -> list[str]:
         else:
             transitions = sorted({f"{_value(f.old)} → {_value(f.new)}" for f in figs})
             what = f"{name} {', '.join(transitions)}"
-        lines.append(f"{stack}: {what} on {group} ({n}): {change}")
+        lines.append(f"{shown[stack]}: {what} on {group} ({n}): {change}")
     return lines
 
 
@@ -766,8 +773,8 @@ def to_json(diff: Diff) -> dict[str, Any]:
         "format": FORMAT,
         "old": diff.old,
         "new": diff.new,
-        "stack": [{"field": f, "old": a, "new": b} for f, a, b in diff.stack],
-        "same_stack": {f: v for f, v in diff.same_stack},
+        "stack": [{"field": f, "old": _fingerprint_value(a), "new": _fingerprint_value(b)} for f, a, b in diff.stack],
+        "same_stack": {f: _fingerprint_value(v) for f, v in diff.same_stack},
         "summary": dict(diff.summary),
         "headlines": headlines(diff),
         "problems": diff.problems(),
@@ -786,8 +793,12 @@ def to_json(diff: Diff) -> dict[str, Any]:
                 "not_compared": r.why_not_compared,
                 "lost": r.lost,
                 "same_run": r.same_run is not None,
-                "stack": [{"field": f, "old": a, "new": b} for f, a, b in r.stack],
-                "machines": None if r.machines is None else {"old": r.machines[0], "new": r.machines[1]},
+                "stack": [
+                    {"field": f, "old": _fingerprint_value(a), "new": _fingerprint_value(b)} for f, a, b in r.stack
+                ],
+                "machines": None
+                if r.machines is None
+                else {"old": _fingerprint_value(r.machines[0]), "new": _fingerprint_value(r.machines[1])},
                 "judged_differently": r.expected_moved,
                 "error": {"old": r.errors[0], "new": r.errors[1]},
             }
@@ -801,11 +812,11 @@ def render_markdown(diff: Diff) -> str:
     out += ["## Stack", ""]
     if diff.stack:
         out += ["| Field | Old | New |", "|---|---|---|"]
-        out += [f"| {name} | {_value(a)} | {_value(b)} |" for name, a, b in diff.stack]
+        out += [f"| {name} | {_shown_value(a)} | {_shown_value(b)} |" for name, a, b in diff.stack]
     else:
         out.append("No fingerprint field differs.")
     if diff.same_stack:
-        out += ["", "Same: " + ", ".join(f"{name} {_value(v)}" for name, v in diff.same_stack)]
+        out += ["", "Same: " + ", ".join(f"{name} {_shown_value(v)}" for name, v in diff.same_stack)]
     s = diff.summary
     gate = "FAIL" if diff.exit_status else "pass"
     out += [
@@ -849,7 +860,7 @@ def render_markdown(diff: Diff) -> str:
             if row.same_run is not None:
                 figs = f"not measured in NEW: the same run as OLD's (from {row.same_run})"
             elif row.lost:
-                stopped = f": its run was stopped by its session: {row.stopped[1]}" if row.stopped[1] else ""
+                stopped = f": its run was stopped by its session: {_stop(row.stopped[1])}" if row.stopped[1] else ""
                 figs = f"not measured in NEW{stopped}"
             elif row.why_not_compared:
                 figs = f"not compared: {row.why_not_compared}"
@@ -882,6 +893,26 @@ def _quoted(text: str | None, start: int = 0) -> str:
         return "none"
     shown = cell_text(("..." if start else "") + text[start:], _SHOWN)
     return "`" + shown.replace("`", "'") + "`"  # (a backtick would end the code span)
+
+
+def _fingerprint_value(value: Any) -> Any:
+    """A fingerprint's text (a CPU model, GPU names, a version) as diff quotes it, cut short as
+    ``--baseline``'s skip reasons cut a machine (``baseline.MACHINE_CHARS``): a results file may
+    hold a megabyte there. Other values as they are."""
+    return clipped(value, MACHINE_CHARS) if isinstance(value, str) else value
+
+
+def _shown_value(value: Any) -> str:
+    return _value(_fingerprint_value(value))
+
+
+def _machine(text: str | None) -> str:
+    return _fingerprint_value(text) or "an unknown machine"
+
+
+def _stop(error: str | None) -> str:
+    """A stopped run's error (``timed out after N s``), cut short as ``--baseline`` cuts it."""
+    return clipped(str(error), REASON_CHARS)
 
 
 def _value(value: Any) -> str:

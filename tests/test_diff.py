@@ -275,6 +275,49 @@ def test_a_speed_timed_on_another_machine_is_shown_not_judged() -> None:
     ) in diff.notes()
 
 
+def test_the_machines_stack_and_stopped_runs_a_file_names_are_quoted_cut_short(tmp_path: Path) -> None:
+    """Before, diff quoted a file's fingerprint text whole: with a CPU model of 100,000 characters in
+    OLD, `conformance diff OLD NEW` printed 201,033 bytes (a machines note and a stack row of 100,000
+    characters each), and --json's `machines` and `stack` held it whole; a stopped run's error too."""
+    huge = "X" * 100_000
+    cpu = {"gpus": [], "gpu_count": 0}
+    old = row("r", measured(time_1k_iters_min=0.5, max_memory_gb=1.0))
+    new = row("r", measured(time_1k_iters_min=4.56, max_memory_gb=1.0))
+    before = write(tmp_path / "old.json", results([old], **cpu, cpu={"model": huge, "cores": 64}))
+    after = write(tmp_path / "new.json", results([new], **cpu, cpu={"model": "AMD EPYC", "cores": 2}))
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert main(["diff", str(before), str(after)]) == 0
+    text = out.getvalue()
+    assert len(text) < 4000, len(text)
+    assert max(len(line) for line in text.splitlines()) < 600
+    assert "timed on different machines (CPU XXX" in text and "..." in text
+    data = _json_diff(before, after)
+    [r] = data["rows"]
+    assert r["machines"]["new"] == "CPU AMD EPYC, 2 cores"
+    assert r["machines"]["old"].startswith("CPU XXX") and len(r["machines"]["old"]) <= 120
+    assert all(len(str(s["old"])) <= 120 for s in data["stack"] + r["stack"])
+    assert len(json.dumps(data)) < 8000
+    # A run stopped at --row-timeout whose error holds 100,000 digits: its notes and cells stay short.
+    done = row("done", measured(max_memory_gb=2.0))
+    stop = f"timed out after {'9' * 100_000} s"
+    for olds, news in (([done, _stopped(stop)], [done, _slow()]), ([done, _slow()], [done, _stopped(stop)])):
+        before = write(tmp_path / "old.json", results(olds))
+        after = write(tmp_path / "new.json", results(news))
+        out = io.StringIO()
+        with redirect_stdout(out):
+            main(["diff", str(before), str(after)])
+        assert "timed out after 999" in out.getvalue()
+        assert len(out.getvalue()) < 6000, len(out.getvalue())
+        data = _json_diff(before, after)
+        assert len(json.dumps(data["problems"] + data["notes"])) < 2000
+        assert len({r["id"]: r for r in data["rows"]}["slow"]["not_compared"]) < 400
+
+
+def _slow() -> dict:
+    return row("slow", measured(max_memory_gb=1.0, time_1k_iters_min=2.0))
+
+
 def test_a_merged_files_rows_are_compared_with_the_machine_and_stack_that_ran_them() -> None:
     """A merge's top-level fingerprint is its first file's: a row from a machine with another torch
     was credited to "same stack", and its speed judged across machines."""
