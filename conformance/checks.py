@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 
 from conformance.compare import Finding, check_params, is_failure
-from conformance.display import display, rows_text
+from conformance.display import cap_text, display, rows_text
 from conformance.estimate import estimate_agreement, estimate_problem
 from conformance.expectations import Case
 from conformance.profiles import ActiveProfile
@@ -221,7 +221,7 @@ class RowCheck:
             where = " [test_speed]" if check_of(finding) == "speed" else ""
             lines.append(f"  {finding.describe()}{where}")
         if self.active.memory_cap_gb is not None and run is not None:
-            lines.append(f"  (run under a {self.active.memory_cap_gb:g} GB memory cap)")
+            lines.append(f"  (run under {cap_text(self.active.memory_cap_gb)})")
         if self.active.speed_note and any(check_of(f) == "speed" for f in findings):
             lines.append(f"  ({self.active.speed_note})")
         lines.append(": ".join(self._how_to_accept(run)))

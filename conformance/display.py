@@ -9,6 +9,7 @@ import shlex
 from pathlib import Path
 
 from litgpt_min.files import real_path
+from litgpt_min.quoting import as_given
 
 # The suite's folder, which a printed command gives pytest: "conformance" from the checkout's root.
 SUITE = Path(__file__).resolve().parent
@@ -61,7 +62,13 @@ def significant(value: float | None, digits: int = 4) -> float | None:
 
 def cap_text(cap_gb: float | None) -> str:
     """A memory cap a row ran under (``--emulate-memory-gb``), in words."""
-    return "no memory cap" if cap_gb is None else f"a {cap_gb:g} GB memory cap"
+    return "no memory cap" if cap_gb is None else f"a {cap_figure(cap_gb)} GB memory cap"
+
+
+def cap_figure(cap_gb: float) -> str:
+    """A memory cap in GB as it was given: ``40``, not ``40.0``; ``0.1448849``, not ``:g``'s
+    ``0.144885`` (another cap, in a command to rerun); ``0.00000001``, not ``1e-08``."""
+    return as_given(cap_gb, lambda value: f"{value:g}")
 
 
 def cell_text(text: str, limit: int) -> str:

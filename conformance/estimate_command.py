@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import decimal
 import json
 import math
 import os
@@ -71,6 +70,7 @@ from litgpt_min.options import (
     typed_flat,
 )
 from litgpt_min.quantize import QUANTIZE_MODES
+from litgpt_min.quoting import as_given
 from litgpt_min.usage import path_argument
 
 
@@ -546,10 +546,10 @@ def describe_ad_hoc(
         beyond = " (allocated; the reserve exceeds it)" if obj.get("reserved_exceeds_capacity") else ""
         line(
             "outcome",
-            f"ok: fits in {_as_given(capacity, shown)} GB with {_margin_text(capacity - gb)} to spare{beyond}",
+            f"ok: fits in {as_given(capacity, shown)} GB with {_margin_text(capacity - gb)} to spare{beyond}",
         )
     else:
-        line("outcome", f"oom: needs {_margin_text(gb - capacity)} more than {_as_given(capacity, shown)} GB")
+        line("outcome", f"oom: needs {_margin_text(gb - capacity)} more than {as_given(capacity, shown)} GB")
     if gb is not None:
         per_device = " per device" if request.devices > 1 else ""
         line("peak allocated", f"{shown(gb)} GB{per_device} (what torch.cuda.max_memory_allocated would report)")
@@ -716,16 +716,6 @@ def _close_figures(gb: float | None, capacity: float | None) -> Callable[[float]
         return gb_text
     decimals = min(6, max(2, math.ceil(-math.log10(margin)) + 1))
     return lambda value: f"{value:.{decimals}f}"
-
-
-def _as_given(capacity: float, shown: Callable[[float], str]) -> str:
-    """The capacity as ``shown`` writes it, or with every decimal it was given when ``shown``
-    would round it or write it with an exponent (--capacity-gb 0.1448849 read "needs 0.0001 MB
-    more than 0.144885 GB", beside a peak of 0.144885 GB; 1e-8 read "1e-08 GB")."""
-    text = shown(capacity)
-    if "e" in text or float(text) != capacity:
-        text = format(decimal.Decimal(repr(capacity)), "f")
-    return text
 
 
 def _margin_text(gb: float) -> str:

@@ -30,7 +30,7 @@ from typing import Any, Literal
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, ValidationError
 
-from conformance.display import display, significant
+from conformance.display import cap_figure, display, significant
 from litgpt_min import json_keys
 from litgpt_min.config import known_names
 from litgpt_min.files import json_text, lookup_problem, read_input_text, real_path, write_files_atomic
@@ -581,7 +581,7 @@ def _semantic_problems(path: Path, data: dict[str, Any]) -> Iterator[Expectation
             )
             yield ExpectationError(
                 path,
-                f"is more than the {cap:g} GB its rows run under ({where}): a row that peaks above it runs out of"
+                f"is more than the {cap_figure(cap)} GB its rows run under ({where}): a row that peaks above it runs out of"
                 f" memory, outcome 'oom' (got {_show(row['max_memory_gb'])})",
                 label,
                 "max_memory_gb",

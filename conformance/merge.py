@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from conformance.display import cap_figure
 from conformance.results import (
     FORMAT,
     check_document,
@@ -149,7 +150,9 @@ def _profile(entries: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]
     for label, entry in entries:
         cap = entry.get("memory_cap_gb")
         capped = len(caps) > 1 and cap is not None and entry.get("mode") is not None
-        modes.append((label, f"{entry['mode']}, memory capped at {cap:g} GB" if capped else entry.get("mode")))
+        modes.append(
+            (label, f"{entry['mode']}, memory capped at {cap_figure(cap)} GB" if capped else entry.get("mode"))
+        )
     merged.update(mode=_by_file(modes), memory_cap_gb=caps.pop() if len(caps) == 1 else None)
     for key in ("measure_skip", "speed_skip"):
         merged[key] = _by_file([(label, entry.get(key)) for label, entry in entries])

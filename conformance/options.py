@@ -38,7 +38,7 @@ from conformance.targets import check_outside_expectations
 from litgpt_min.config import LONG_LONG_MAX
 from litgpt_min.files import cannot_write_in, lookup_problem, read_only, real_path
 from litgpt_min.quoting import clipped, quoted
-from litgpt_min.result import MAX_MEMORY_GB
+from litgpt_min.result import MAX_MEMORY_GB, MIN_MEMORY_GB
 from litgpt_min.usage import number_argument, plain_number
 
 DEST_PREFIX = "conformance_"
@@ -293,7 +293,12 @@ def _memory_cap(text: str) -> float | str:
         plain_number(float)(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected GB (e.g. 40), 'auto' or 'off', got {quoted(text)}") from None
-    return _finite(text, f"a memory cap must be a finite number > 0 and <= {MAX_MEMORY_GB:g} (GB)", _device_gb)
+    value = _finite(text, f"a memory cap must be a finite number > 0 and <= {MAX_MEMORY_GB:g} (GB)", _device_gb)
+    if value < MIN_CAPACITY_GB:  # a fraction of a byte, passed on to litgpt-min's --memory-cap-gb
+        raise argparse.ArgumentTypeError(
+            f"a memory cap must be at least {MIN_CAPACITY_GB:g} GB (a byte), got {quoted(text)}"
+        )
+    return value
 
 
 def _seconds(text: str) -> float:
@@ -319,10 +324,10 @@ def positive_number(text: str) -> float:
     return _finite(text, "must be a finite number > 0", lambda v: v > 0)
 
 
-# The least capacity ``conformance estimate --capacity-gb`` takes: a byte. Below it, a capacity is
-# a fraction of one (1e-300 GB), which its output could only show in a float's own digits (5e-324
-# read "4.94e-324 GB").
-MIN_CAPACITY_GB = 1e-9
+# The least capacity ``conformance estimate --capacity-gb`` and memory cap ``--emulate-memory-gb``
+# take: a byte, as litgpt-min's --memory-cap-gb. Below it, a capacity is a fraction of one (1e-300
+# GB), which its output could only show in a float's own digits (5e-324 read "4.94e-324 GB").
+MIN_CAPACITY_GB = MIN_MEMORY_GB
 
 
 def device_gb(text: str) -> float:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from conformance import hardware
-from conformance.display import cap_text, display, rows_text, suite_command
+from conformance.display import cap_figure, cap_text, display, rows_text, suite_command
 from conformance.expectations import SCHEMA_PATH, ExpectationError, Profile, list_profiles, load_profile, recorded_cap
 from conformance.options import Options
 
@@ -50,7 +50,7 @@ class ActiveProfile:
         """One header line."""
         p = self.profile
         head = f"conformance profile {p.name} ({display(p.directory)}, {rows_text(len(p.cases))}): "
-        cap = f" under a {self.memory_cap_gb:g} GB memory cap" if self.memory_cap_gb is not None else ""
+        cap = f" under {cap_text(self.memory_cap_gb)}" if self.memory_cap_gb is not None else ""
         if self.mode == "params-only":
             # What this machine checks, and where the rest gets a verdict: a CPU user learns which card.
             refused = sum(1 for c in p.cases if c.outcome == "unsupported")
@@ -180,7 +180,7 @@ def activate(profile: Profile, options: Options, fp: Mapping[str, Any], recordin
 
 def display_cap(value: float | str) -> str:
     """An ``--emulate-memory-gb`` value as it was given (``20``, not ``20.0``)."""
-    return value if isinstance(value, str) else f"{value:g}"
+    return value if isinstance(value, str) else cap_figure(value)
 
 
 def _sku(profile: Profile) -> str:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from conformance.compare import SPEED_FIELDS, SPEED_INCONCLUSIVE
-from conformance.display import count_text, display, rows_text, significant
+from conformance.display import cap_figure, count_text, display, rows_text, significant
 from conformance.expectations import (
     CARD_KEYS,
     PRECISION,
@@ -288,13 +288,13 @@ def _timed(row: Mapping[str, Any]) -> bool:
 
 def _memory_text(hardware: Mapping[str, Any]) -> str:
     cap = hardware.get("memory_cap_gb")
-    return f"{hardware.get('memory_gb'):g} GB" + ("" if cap is None else f" (a {cap:g} GB cap)")
+    return f"{hardware.get('memory_gb'):g} GB" + ("" if cap is None else f" (a {cap_figure(cap)} GB cap)")
 
 
 def _cap_option(hardware: Mapping[str, Any]) -> str:
     """How a session records under ``hardware``'s memory."""
     cap = recorded_cap(hardware)
-    return "without --emulate-memory-gb" if cap is None else f"--emulate-memory-gb {cap:g}"
+    return "without --emulate-memory-gb" if cap is None else f"--emulate-memory-gb {cap_figure(cap)}"
 
 
 def measured_case(

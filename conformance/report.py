@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from conformance.compare import SPEED_INCONCLUSIVE
-from conformance.display import cell_text, count_text, number_text, rows_text
+from conformance.display import cap_figure, cell_text, count_text, number_text, rows_text
 from conformance.results import (
     has_measurement,
     kept_from_earlier,
@@ -185,7 +185,7 @@ def _profile_section(profile: Mapping[str, Any], rows: Sequence[Mapping[str, Any
     mode = profile.get("mode")
     if mode:
         cap = profile.get("memory_cap_gb")
-        out.append(f"- Mode: {mode}" + (f", memory capped at {cap:g} GB" if cap is not None else ""))
+        out.append(f"- Mode: {mode}" + (f", memory capped at {cap_figure(cap)} GB" if cap is not None else ""))
     for key in ("measure_skip", "speed_skip"):
         if profile.get(key):
             out.append(f"- {'Measured rows' if key == 'measure_skip' else 'Speed'} skipped: {profile[key]}")

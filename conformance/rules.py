@@ -16,7 +16,7 @@ from typing import Literal
 import pytest
 
 from conformance.compare import SPEED_FIELDS, Finding, check_result, outside_allocator_error
-from conformance.display import display
+from conformance.display import cap_figure, display
 from conformance.expectations import Case
 from conformance.options import Options
 from conformance.profiles import ActiveProfile
@@ -169,7 +169,7 @@ def run_not_comparable(active: ActiveProfile, case: Case, result: Result) -> str
         return None  # no more room outside the cap here than the profile's card had: it can recur
     peak = "" if result.max_memory_gb is None else f"; this run peaked at {result.max_memory_gb:.2f} GB allocated"
     return (
-        f"not comparable under the {active.memory_cap_gb:g} GB memory cap: {token} is a library failing to get"
+        f"not comparable under the {cap_figure(active.memory_cap_gb)} GB memory cap: {token} is a library failing to get"
         f" device memory outside PyTorch's caching allocator, which the cap does not limit{peak}."
         f" Only the profile's card ({hardware.get('gpu') or hardware['sku']}) can show whether the row still fails"
     )

@@ -41,7 +41,7 @@ from litgpt_min.lora import LoRASettings
 from litgpt_min.outcome import UnsupportedCombination
 from litgpt_min.quantize import QUANTIZE_MODES, QuantizeMode, bnb_cpu_problem, parse_mode
 from litgpt_min.quoting import clipped, quoted, shown
-from litgpt_min.result import MAX_MEMORY_GB, Workload
+from litgpt_min.result import MAX_MEMORY_GB, MIN_MEMORY_GB, Workload
 
 Precision = Literal["bf16-true", "16-true", "32-true", "bf16-mixed", "16-mixed"]
 # The dtype a model is built in under each Fabric precision (mixed: fp32 weights, autocast compute).
@@ -520,6 +520,10 @@ class RunRequest:
             raise ValueError(f"rank_timeout_s must be at most {MAX_RANK_TIMEOUT_S:g}, got {self.rank_timeout_s:g}")
         if self.memory_cap_gb is not None:
             _finite("memory_cap_gb", self.memory_cap_gb, low=0, low_inclusive=False)
+            if self.memory_cap_gb < MIN_MEMORY_GB:  # 5e-324: "exceeds the limit 0.00 GB (the memory cap)"
+                raise ValueError(
+                    f"memory_cap_gb must be at least {MIN_MEMORY_GB:g} GB (a byte), got {self.memory_cap_gb:g}"
+                )
             if self.memory_cap_gb > MAX_MEMORY_GB:
                 raise ValueError(
                     f"memory_cap_gb must be at most {MAX_MEMORY_GB:g} GB (a petabyte; no device holds more),"
@@ -800,8 +804,16 @@ def by_flag(message: str, values: Mapping[str, Any]) -> str:
     if match is None or values.get(match[1]) is None:
         return message
     value = values[match[1]]
-    shown = f"{value:g}" if isinstance(value, float) else value  # as typed: 0, not 0.0
+    shown = _number_text(value) if isinstance(value, float) else value
     return f"{flag_text(match[1], shown)}: {match[2]}"
+
+
+def _number_text(value: float) -> str:
+    """A float as typed, the shorter of ``:g`` and ``repr`` that reads back as it: 0, not 0.0; 1e+15,
+    not 1000000000000000; 5e-324, not ``:g``'s 4.94066e-324; 1234567, not ``:g``'s 1.23457e+06."""
+    exact = repr(value).removesuffix(".0")
+    general = f"{value:g}"
+    return general if len(general) <= len(exact) and float(general) == value else exact
 
 
 def build_request(workload: Workload, values: Mapping[str, Any]) -> RunRequest:

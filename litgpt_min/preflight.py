@@ -24,6 +24,7 @@ import torch
 from litgpt_min.estimate import EstimateRequest, estimate
 from litgpt_min.measure import gb_text
 from litgpt_min.outcome import OutOfMemoryError
+from litgpt_min.quoting import as_given
 
 MEMINFO = Path("/proc/meminfo")
 # A CPU run may plan on this share of MemAvailable only. The estimate counts live tensors; a CPU
@@ -55,10 +56,17 @@ class Limit:
 
     bytes: int
     source: str
+    given_gb: float | None = None  # the figure the user gave (the memory cap), said as given
 
     @property
     def gb(self) -> float:
         return self.bytes / 1e9
+
+    @property
+    def text(self) -> str:
+        """The limit in GB for a message: the memory cap with the decimals it was given (0.0093512
+        read "0.009351" beside a peak of 0.009351 GB; 5e-9 read "5e-09")."""
+        return gb_text(self.gb) if self.given_gb is None else as_given(self.given_gb, gb_text)
 
 
 def device_limit(device: torch.device, cap_gb: float | None = None, local_ranks: int = 1) -> Limit | None:
@@ -79,7 +87,7 @@ def device_limit(device: torch.device, cap_gb: float | None = None, local_ranks:
                 source += f", split between the {local_ranks} ranks on this machine"
             found = Limit(int(available * CPU_USABLE_SHARE / max(1, local_ranks)), source)
     if cap_gb is not None and (found is None or cap_gb * 1e9 < found.bytes):
-        found = Limit(int(cap_gb * 1e9), "the memory cap")
+        found = Limit(int(cap_gb * 1e9), "the memory cap", cap_gb)
     return found
 
 
@@ -106,7 +114,7 @@ def rank_processes_problem(ranks: int) -> tuple[str, float, float] | None:
     why = (
         f"{ranks} rank processes hold about {gb_text(need / 1e9)} GB before any tensor (about"
         f" {CPU_RANK_PROCESS_BYTES / 1e9:g} GB each: Python, torch, the process group), more than the limit"
-        f" {gb_text(limit.gb)} GB ({limit.source})"
+        f" {limit.text} GB ({limit.source})"
     )
     return why, need / 1e9, limit.gb
 
@@ -129,10 +137,25 @@ def check(request: EstimateRequest, limit: Limit | None) -> float | None:
     if result.peak_bytes is None:
         return None  # unsupported combinations are refused by the run's own validation
     if limit is not None and result.peak_bytes > limit.bytes:
+        peak_text, limit_text = _apart(result.peak_bytes / 1e9, limit)
         raise PreflightRefusal(
-            f"pre-flight: estimated peak {gb_text(result.peak_bytes / 1e9)} GB exceeds the limit "
-            f"{gb_text(limit.gb)} GB ({limit.source}); nothing was run (--no-preflight runs it anyway)",
+            f"pre-flight: estimated peak {peak_text} GB exceeds the limit {limit_text} GB ({limit.source});"
+            " nothing was run (--no-preflight runs it anyway)",
             result.peak_bytes / 1e9,
             limit.gb,
         )
     return result.peak_bytes / 1e9
+
+
+def _apart(peak_gb: float, limit: Limit) -> tuple[str, str]:
+    """The peak and the limit it exceeds for a message: ``gb_text``'s, or with the decimals (up to
+    nine, a byte) that set the peak above the limit as said; a memory cap is said as given (a cap of
+    0.009351 GB read "estimated peak 0.009351 GB exceeds the limit 0.009351 GB")."""
+    peak_text, limit_text = gb_text(peak_gb), limit.text
+    for decimals in range(7, 10):
+        if float(peak_text) > float(limit_text):
+            break
+        peak_text = f"{peak_gb:.{decimals}f}"
+        if limit.given_gb is None:
+            limit_text = f"{limit.gb:.{decimals}f}"
+    return peak_text, limit_text

@@ -4,7 +4,9 @@ them)."""
 
 from __future__ import annotations
 
+import decimal
 import json
+from collections.abc import Callable
 from typing import Any
 
 # The most of a wrong value a message shows (``clipped``): in config and data files, run options,
@@ -31,3 +33,13 @@ def clipped(text: str, limit: int = SHOWN_CHARS) -> str:
 def quoted(value: Any, limit: int = SHOWN_CHARS) -> str:
     """``value`` as Python writes it (``'name'``, ``None``), cut short (``clipped``)."""
     return clipped(repr(value), limit)
+
+
+def as_given(value: float, text: Callable[[float], str]) -> str:
+    """A figure the user gave (a capacity, a memory cap) as ``text`` writes it, or with every decimal
+    it was given when ``text`` would round it or write it with an exponent: a limit of 0.0093512 GB
+    read "0.009351" beside a peak of 0.009351 GB (over a limit equal to itself), 1e-8 read "1e-08"."""
+    written = text(value)
+    if "e" in written.lower() or float(written) != value:
+        written = format(decimal.Decimal(repr(value)), "f")
+    return written

@@ -28,6 +28,9 @@ MEMORY_SOURCES: tuple[str, ...] = get_args(MemorySource)
 # Memory figures are decimal GB (1e9 bytes) per device. No device holds a petabyte: a memory option
 # above this is a typo (and near the float limit its byte count turns into infinity).
 MAX_MEMORY_GB = 1e6
+# The least: a byte. Below it a memory limit is a fraction of one (5e-324 GB), which could only be
+# said in a float's own digits, or rounded to 0.00 GB.
+MIN_MEMORY_GB = 1e-9
 
 # Bumped when a key is renamed or its meaning changes; readers refuse other versions.
 RESULT_VERSION = 1
@@ -172,6 +175,7 @@ def plain_json(value: Any) -> Any:
 __all__ = [
     "MAX_MEMORY_GB",
     "MEMORY_SOURCES",
+    "MIN_MEMORY_GB",
     "OUTCOMES",
     "RESULT_VERSION",
     "WORKLOADS",

@@ -804,6 +804,15 @@ def _refusals(tmp: Path) -> dict[str, tuple[tuple[str, ...], str]]:
         "memory-cap-nan": ((*ft, "--memory-cap-gb", "nan"), r"--memory-cap-gb nan: must be a finite number > 0$"),
         "memory-cap-inf": ((*ft, "--memory-cap-gb", "inf"), r"--memory-cap-gb inf: must be a finite number > 0$"),
         "memory-cap-0": ((*ft, "--memory-cap-gb", "0"), r"--memory-cap-gb 0: must be a finite number > 0$"),
+        # Before: taken, and the pre-flight said "exceeds the limit 0.00 GB (the memory cap)".
+        "memory-cap-below-a-byte": (
+            (*ft, "--memory-cap-gb", "5e-324"),
+            r"--memory-cap-gb 5e-324: must be at least 1e-09 GB \(a byte\)$",
+        ),
+        "memory-cap-below-a-byte-generate": (
+            (*gen, "--memory-cap-gb", "1e-10"),
+            r"--memory-cap-gb 1e-10: must be at least 1e-09 GB \(a byte\)$",
+        ),
         "memory-cap-huge": ((*gen, "--memory-cap-gb", "1e308"), r"--memory-cap-gb 1e\+308: must be at most 1e\+06 GB"),
         "memory-cap-inf-generate": (
             (*gen, "--memory-cap-gb", "inf"),

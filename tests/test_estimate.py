@@ -16,6 +16,7 @@ import io
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import signal
 import time
@@ -1721,8 +1722,40 @@ def test_preflight_refuses_with_the_estimate_and_the_limit() -> None:
         preflight.check(request, preflight.Limit(peak - 1, "the memory cap"))
     assert classify_exception(refused.value)[0] == "oom"
     message = str(refused.value)
-    assert f"estimated peak {gb_text(peak / 1e9)} GB exceeds the limit {gb_text((peak - 1) / 1e9)} GB" in message
+    # A byte under the peak: both with the decimals that set the peak above the limit (before: each
+    # rounded to gb_text's six, "estimated peak 0.001116 GB exceeds the limit 0.001116 GB").
+    said = re.search(r"estimated peak (\S+) GB exceeds the limit (\S+) GB", message)
+    assert said is not None and float(said[1]) > float(said[2])
+    assert abs(float(said[1]) - peak / 1e9) <= 0.5e-6 and abs(float(said[2]) - (peak - 1) / 1e9) <= 0.5e-6
     assert "the memory cap" in message and "--no-preflight" in message
+
+
+def _preflight_figures(cap_gb: float, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[str, str]:
+    """The estimated peak and the limit as the tiny request's pre-flight says them under ``cap_gb``."""
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemAvailable:   100000000 kB\n")  # the cap is the limit
+    monkeypatch.setattr(preflight, "MEMINFO", meminfo)
+    with pytest.raises(preflight.PreflightRefusal) as refused:
+        preflight.check(tiny(), preflight.device_limit(CPU, cap_gb=cap_gb))
+    said = re.search(r"estimated peak (\S+) GB exceeds the limit (\S+) GB \(the memory cap\)", str(refused.value))
+    assert said is not None, str(refused.value)
+    return said[1], said[2]
+
+
+@pytest.mark.parametrize("cap", ["bytes", "nine-decimals"])
+def test_preflight_says_the_memory_cap_as_given_and_the_peak_above_it(
+    cap: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Before: `litgpt-min finetune lora --model tiny-llama --memory-cap-gb 5e-9` said "exceeds the
+    limit 5e-09 GB", and a cap a byte under the peak, given with nine decimals, read as gb_text's
+    six: "estimated peak 0.001116 GB exceeds the limit 0.001116 GB"."""
+    peak = estimate(tiny()).peak_bytes
+    assert peak is not None
+    cap_text = "5e-9" if cap == "bytes" else f"{(peak - 1) / 1e9:.9f}"
+    peak_said, limit_said = _preflight_figures(float(cap_text), monkeypatch, tmp_path)
+    assert limit_said == format(decimal.Decimal(cap_text), "f")
+    assert float(peak_said) > float(limit_said)
+    assert abs(float(peak_said) - peak / 1e9) <= 0.5e-6
 
 
 def test_the_readme_7b_example_is_refused_in_seconds_on_a_small_cpu_machine(
