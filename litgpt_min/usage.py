@@ -90,7 +90,7 @@ class _GivenOnce(argparse.Action):
     """An option that refuses to be given again: argparse keeps the last value silently, so
     ``--model a ... --model b`` (a command line built from a template plus an override) would run
     ``b`` without a word. Counted per parse (``OneLineParser.parse_known_args`` resets it), so
-    abbreviations and a switch's ``--no-`` form count too."""
+    a switch's ``--no-`` form counts too."""
 
     given = 0
 
@@ -158,10 +158,14 @@ class OneLineParser(argparse.ArgumentParser):
 
     It also refuses an option of one value given twice (argparse would keep the last, silently),
     and the empty list that argparse (3.11) hands over, unconverted, for ``--opt=--``: the option's
-    type never sees the value, and the code after it would fail on a list.
+    type never sees the value, and the code after it would fail on a list. An option is spelled
+    whole (``allow_abbrev=False``, as pytest's parser): an abbreviation is unrecognized.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # No abbreviations, as pytest's own parser: `litgpt-min finetune ... --rank 1` was taken as
+        # --rank-timeout-s 1, silently; it is an unrecognized option, with the full one as its hint.
+        kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
         self.register("action", None, _StoreOnce)
         self.register("action", "store", _StoreOnce)
@@ -186,7 +190,9 @@ class OneLineParser(argparse.ArgumentParser):
             if flag.startswith("--") and flag[2:].replace("_", "-") in LAUNCHER_OPTIONS:
                 launcher.append(flag)
             elif flag.startswith("--") and flag not in options:
-                near = difflib.get_close_matches(flag[2:], [o[2:] for o in options], n=1)
+                # The one option it abbreviates (--rank: --rank-timeout-s), else the closest spelling.
+                whole = [o[2:] for o in options if o.startswith(flag)]
+                near = whole if len(whole) == 1 else difflib.get_close_matches(flag[2:], [o[2:] for o in options], n=1)
                 if near:
                     close[word] = f"--{near[0]}"
         hint = ""

@@ -216,6 +216,17 @@ BAD = {
         ("generate", *TINY, "--top-kk", "3", "--bogus"),
         r"unrecognized arguments: --top-kk 3 --bogus; did you mean --top-k for --top-kk\?$",
     ),
+    # Before: taken as the option it abbreviates (argparse's default; pytest's parser takes none):
+    # --rank 1 as --rank-timeout-s 1, without a word.
+    "abbreviated-option": (
+        ("finetune", "lora", *TINY, "--rank", "1"),
+        r"^litgpt-min finetune: error: unrecognized arguments: --rank 1; did you mean --rank-timeout-s\?$",
+    ),
+    "abbreviated-option-equals": (
+        ("generate", *TINY, "--max-new=3"),
+        r"^litgpt-min generate: error: unrecognized arguments: --max-new=3; did you mean --max-new-tokens\?$",
+    ),
+    "abbreviated-switch": (("params", "tiny-llama", "--js"), r"unrecognized arguments: --js; did you mean --json\?$"),
     # Before: "did you mean --no-lora-key?", the closest spelling of torchrun's option here.
     "torchrun-node-rank": (
         ("finetune", "lora", *TINY, "--node-rank", "1"),

@@ -927,6 +927,16 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
     return code, out, err
 
 
+def test_an_abbreviated_option_is_refused_naming_the_whole_one(capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: --capacity 1 was taken as --capacity-gb 1 (argparse's abbreviations; pytest's parser
+    takes none), and a script's typo for another option ran as that option, without a word."""
+    with pytest.raises(SystemExit) as exited:
+        run_cli(["--model", "pythia-70m", "--workload", "inference", "--capacity", "1"], capsys)
+    out, err = capsys.readouterr()
+    assert (exited.value.code, out) == (2, "")
+    assert err == "conformance estimate: error: unrecognized arguments: --capacity 1; did you mean --capacity-gb?\n"
+
+
 FINETUNE_32 = ["--model", "tiny-llama", "--workload", "finetune", "--method", "lora", "--precision", "32-true"]
 
 

@@ -168,7 +168,7 @@ def test_litgpt_min_options(command: str, method: str, options: list[tuple[str, 
 @FUZZ
 @given(argv=st.lists(OPTION_VALUE | st.sampled_from(["--model", "--json", "-h", "--method", "params"]), max_size=5))
 def test_litgpt_min_free_argv(argv: list[str]) -> None:
-    if any(a in ("-h", "--help") or a.startswith("--h") for a in argv):
+    if any(a.startswith(("-h", "--help")) for a in argv):
         return  # help exits 0 on purpose
     with no_runs():
         litgpt(["finetune", *argv])
