@@ -221,7 +221,7 @@ class Config:
 
         if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in self.name):
             # It heads the output and every message: a newline or an escape sequence would forge them.
-            raise ValueError(f"config {quoted(self.name)}: name: control characters are not allowed")
+            raise ValueError(f"config {shown(self.name)}: name: control characters are not allowed")
         for name in _SIZE_FIELDS:  # torch takes a size as a C long long; 2**63 failed in a traceback
             value = getattr(self, name)
             if isinstance(value, int) and value > LONG_LONG_MAX:
@@ -251,7 +251,7 @@ class Config:
         # A later Lit-GPT's GemmaMLP or LLaMAMoE is a real layer, only not one litgpt_min builds.
         for name, built in (("norm_class_name", get_args(NormClass)), ("mlp_class_name", get_args(MLPClass))):
             if getattr(self, name) not in built:
-                fail(name, f"{quoted(getattr(self, name))} is not a layer litgpt_min builds ({', '.join(built)})")
+                fail(name, f"{shown(getattr(self, name))} is not a layer litgpt_min builds ({', '.join(built)})")
         rope_n_elem = int(self.rotary_percentage * (self.n_embd // self.n_head))
         if not 0.0 <= self.rotary_percentage <= 1.0 or rope_n_elem % 2:
             fail(
@@ -261,11 +261,11 @@ class Config:
         for name in ("rope_base", "norm_eps"):  # a zero base or epsilon divides by zero; a negative one is no config
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and _finite(value) and value > 0):
-                fail(name, f"must be a finite number > 0, got {quoted(value)}")
+                fail(name, f"must be a finite number > 0, got {shown(value)}")
         if self.intermediate_size < 1:
             fail("intermediate_size", f"must be >= 1, got {shown(self.intermediate_size)}")
         if self.gelu_approximate not in ("none", "tanh"):  # torch's F.gelu takes these two only
-            fail("gelu_approximate", f"must be 'none' or 'tanh', got {quoted(self.gelu_approximate)}")
+            fail("gelu_approximate", f'must be "none" or "tanh", got {shown(self.gelu_approximate)}')
         if self.rope_condense_ratio < 1:  # RoPE's positions are divided by it
             fail("rope_condense_ratio", f"must be >= 1, got {shown(self.rope_condense_ratio)}")
         if not self.parallel_residual and self.shared_attention_norm:
@@ -369,7 +369,7 @@ class Config:
             )
         quirk = _later_name_quirk(config)
         if quirk and later:
-            raise ValueError(f"{where}name: {quoted(config.name)}: {quirk}, which litgpt_min does not implement")
+            raise ValueError(f"{where}name: {shown(config.name)}: {quirk}, which litgpt_min does not implement")
         return config
 
     @classmethod

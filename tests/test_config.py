@@ -167,7 +167,7 @@ def test_padded_vocab_given_clamps_vocab() -> None:
     [
         ("padded_vocab_size", 0, "must be >= 1, got 0"),
         ("padded_vocab_size", -5, "must be >= 1, got -5"),
-        ("gelu_approximate", "bogus", "must be 'none' or 'tanh', got 'bogus'"),
+        ("gelu_approximate", "bogus", 'must be "none" or "tanh", got "bogus"'),
         ("rope_condense_ratio", 0, "must be >= 1, got 0"),
         ("rope_condense_ratio", -3, "must be >= 1, got -3"),
         ("rope_base", 0, "must be a finite number > 0, got 0"),
@@ -340,6 +340,42 @@ def test_a_huge_key_or_value_in_a_config_file_is_quoted_cut_short(
     message = str(exc.value)
     assert message.startswith(f"{path}: ") and field in message, message
     assert "\n" not in message and len(message) < len(str(path)) + 300, message[:300]
+
+
+@pytest.mark.parametrize(
+    "change, said",
+    [
+        ({"gelu_approximate": "exact"}, 'gelu_approximate: must be "none" or "tanh", got "exact"'),
+        ({"_norm_class": "BatchNorm"}, 'norm_class_name: "BatchNorm" is not a layer litgpt_min builds'),
+        ({"_mlp_class": "GemmaMLP"}, 'mlp_class_name: "GemmaMLP" is not a layer litgpt_min builds'),
+        (
+            {"name": "OLMo-1B", "_norm_class": "LayerNorm", "_mlp_class": "GptNeoxMLP", "head_size": 128},
+            'name: "OLMo-1B": ',
+        ),
+    ],
+    ids=["gelu_approximate", "norm_class", "mlp_class", "later_name_quirk"],
+)
+@pytest.mark.parametrize("suffix", [".json", ".yaml"])
+def test_a_config_files_values_are_quoted_in_jsons_words(
+    tmp_path: Path, change: dict[str, Any], said: str, suffix: str
+) -> None:
+    """Before: in Python's ("got 'exact'", "'BatchNorm' is not a layer"), where config.json's
+    messages and every data file's say a value as the file spells it ("got \"exact\"")."""
+    path = tmp_path / f"config{suffix}"
+    values = {**_lit_gpt_llama2_7b_json(), **change}
+    path.write_text(json.dumps(values) if suffix == ".json" else yaml.safe_dump(values), encoding="utf-8")
+    with pytest.raises(ValueError) as exc:
+        Config.from_file(path)
+    assert str(exc.value).startswith(f"{path}: ") and said in str(exc.value), str(exc.value)
+
+
+def test_a_python_override_is_named_by_its_config_and_quoted_alike() -> None:
+    with pytest.raises(ValueError) as exc:
+        Config.from_name("tiny-llama", gelu_approximate="exact")
+    assert str(exc.value) == 'config tiny-llama: gelu_approximate: must be "none" or "tanh", got "exact"'
+    with pytest.raises(ValueError) as exc:
+        Config(name="bad", rope_base=float("nan"))
+    assert str(exc.value) == "config bad: rope_base: must be a finite number > 0, got NaN"
 
 
 @pytest.mark.parametrize("sign", [1, -1], ids=["huge", "huge-negative"])
@@ -662,11 +698,11 @@ def test_from_file_needs_the_size_fields(tmp_path: Path, missing: str) -> None:
         (dict(mlp_class_name="LLaMAMLP"), "intermediate_size"),
         (
             dict(norm_class_name="BatchNorm"),
-            "norm_class_name: 'BatchNorm' is not a layer litgpt_min builds (LayerNorm, RMSNorm)",
+            'norm_class_name: "BatchNorm" is not a layer litgpt_min builds (LayerNorm, RMSNorm)',
         ),
         (
             dict(mlp_class_name="GemmaMLP", intermediate_size=8),
-            "mlp_class_name: 'GemmaMLP' is not a layer litgpt_min builds (GptNeoxMLP, LLaMAMLP)",
+            'mlp_class_name: "GemmaMLP" is not a layer litgpt_min builds (GptNeoxMLP, LLaMAMLP)',
         ),
         (dict(parallel_residual=False, shared_attention_norm=True), "shared_attention_norm"),
     ],
