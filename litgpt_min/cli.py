@@ -56,7 +56,7 @@ from litgpt_min.usage import (
 
 class _Parser(OneLineParser):
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: error: {message}")
+        raise UsageError(f"{self.prog}: error: {self.explained(message)}")
 
 
 def add_flat_options(parser: argparse.ArgumentParser, options: list[FlatOption]) -> None:

@@ -152,6 +152,10 @@ LAUNCHER_OPTIONS = (
 )  # fmt: skip
 
 
+# How argparse begins the error of a required option, or a required group, not given.
+_REQUIRED = ("the following arguments are required", "one of the arguments")
+
+
 class OneLineParser(argparse.ArgumentParser):
     """``argparse`` with the bad-input contract: an error is one line on stderr
     (``prog: error: message``, no usage block) and exit status 2.
@@ -177,9 +181,30 @@ class OneLineParser(argparse.ArgumentParser):
         self.add_argument("--version", action=_Version, help="print the version and exit")
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {one_line(message)}\n")
+        self.exit(2, f"{self.prog}: error: {one_line(self.explained(message))}\n")
+
+    def explained(self, message: str) -> str:
+        """argparse's ``message``, or the words it did not take where those are the cause: it says
+        a required option is missing before it says which words it did not take (`--prof cpu-tiny`
+        read "one of the arguments --profile --model --config is required")."""
+        if message.startswith(_REQUIRED) and (unknown := self._unknown_options()):
+            return self.unrecognized_text(unknown)
+        return message
+
+    def _unknown_options(self) -> list[str]:
+        """The ``--`` words of the arguments being parsed that name no option of this parser (none
+        for a parser with subcommands, whose options are theirs)."""
+        if any(isinstance(action, argparse._SubParsersAction) for action in self._actions):
+            return []
+        options = {s for action in self._actions for s in action.option_strings}
+        words = getattr(self, "_parsing", [])
+        words = words[: words.index("--")] if "--" in words else words
+        return [w for w in words if isinstance(w, str) and w.startswith("--") and w.split("=", 1)[0] not in options]
 
     def unrecognized(self, words: list[str]) -> NoReturn:
+        self.error(self.unrecognized_text(words))
+
+    def unrecognized_text(self, words: list[str]) -> str:
         """The error for ``words`` this parser does not take, naming the option each misspelled
         option most resembles (``--jsn``: ``--json``), as a misspelled choice names its closest."""
         options = [s for action in self._actions for s in action.option_strings if s.startswith("--")]
@@ -202,7 +227,7 @@ class OneLineParser(argparse.ArgumentParser):
             hint = f"; did you mean {', '.join(f'{option} for {clipped(word)}' for word, option in close.items())}?"
         for flag in launcher:
             hint += f"; {flag} is torchrun's option, not {self.prog}'s (torchrun starts each process with its rank)"
-        self.error(f"unrecognized arguments: {' '.join(map(clipped, words))}{hint}")
+        return f"unrecognized arguments: {' '.join(map(clipped, words))}{hint}"
 
     def parse_args(self, args: Any = None, namespace: Any = None) -> Any:
         namespace, extras = self.parse_known_args(args, namespace)
@@ -245,6 +270,7 @@ class OneLineParser(argparse.ArgumentParser):
         return action.choices[name]
 
     def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        self._parsing = list(sys.argv[1:] if args is None else args)  # for error()
         for action in self._actions:
             if isinstance(action, _GivenOnce):
                 action.given = 0

@@ -227,6 +227,17 @@ BAD = {
         r"^litgpt-min generate: error: unrecognized arguments: --max-new=3; did you mean --max-new-tokens\?$",
     ),
     "abbreviated-switch": (("params", "tiny-llama", "--js"), r"unrecognized arguments: --js; did you mean --json\?$"),
+    # Before: "the following arguments are required: --model", argparse's check of what is missing
+    # coming before its check of what it did not take.
+    "abbreviated-required-option": (
+        ("finetune", "lora", "--mod", "tiny-llama"),
+        r"^litgpt-min finetune: error: unrecognized arguments: --mod; did you mean --model\?$",
+    ),
+    "misspelled-required-option": (("generate", "--modle=tiny-llama"), r"--modle=tiny-llama; did you mean --model\?$"),
+    "required-option-missing": (
+        ("finetune", "lora"),
+        r"^litgpt-min finetune: error: the following arguments are required",
+    ),
     # Before: "did you mean --no-lora-key?", the closest spelling of torchrun's option here.
     "torchrun-node-rank": (
         ("finetune", "lora", *TINY, "--node-rank", "1"),

@@ -935,6 +935,14 @@ def test_an_abbreviated_option_is_refused_naming_the_whole_one(capsys: pytest.Ca
     out, err = capsys.readouterr()
     assert (exited.value.code, out) == (2, "")
     assert err == "conformance estimate: error: unrecognized arguments: --capacity 1; did you mean --capacity-gb?\n"
+    # A required choice abbreviated: before, "one of the arguments --profile --model --config is required".
+    with pytest.raises(SystemExit) as exited:
+        run_cli(["--prof", "cpu-tiny"], capsys)
+    assert exited.value.code == 2
+    assert (
+        capsys.readouterr().err
+        == "conformance estimate: error: unrecognized arguments: --prof; did you mean --profile?\n"
+    )
 
 
 FINETUNE_32 = ["--model", "tiny-llama", "--workload", "finetune", "--method", "lora", "--precision", "32-true"]
