@@ -832,6 +832,8 @@ def build_request(workload: Workload, values: Mapping[str, Any]) -> RunRequest:
     for required in ("model", "method") if workload == "finetune" else ("model",):
         if required not in given:
             raise ValueError(f"run option {required!r} is required for {workload}")
+    for name in ("devices", "num_nodes"):  # (before the ranks divide Adapter's batch and warm-up)
+        _at_least(name, given.get(name), 1)
     ranks = given.get("devices", 1) * given.get("num_nodes", 1)
     if "rank_timeout_s" in given and ranks == 1:
         # Only the ranks of a run on several devices wait for each other; one rank would ignore it.

@@ -273,6 +273,9 @@ BAD = {
         r"^litgpt-min: unsupported: quantization.*devices=2",
     ),
     "max-iters-0": (("finetune", "lora", *TINY, "--max-iters", "0"), r"--max-iters 0: must be >= 1$"),
+    # Before: a ZeroDivisionError traceback, Adapter's warm-up divided by 0 ranks.
+    "adapter-num-nodes-0": (("finetune", "adapter", *TINY, "--num-nodes", "0"), r"--num-nodes 0: must be >= 1$"),
+    "adapter-v2-devices-0": (("finetune", "adapter_v2", *TINY, "--devices", "0"), r"--devices 0: must be >= 1$"),
     "quantize-mixed": (
         ("finetune", "lora", "--model", "tiny-llama", "--quantize", "bnb.nf4", "--precision", "bf16-mixed"),
         r"^litgpt-min: unsupported: --quantize bnb.nf4 with --precision bf16-mixed: quantization and a mixed",
