@@ -12,10 +12,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import sys
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -264,9 +266,13 @@ def entry() -> NoReturn:
 
 
 def _plain(value: object) -> str:
-    """A result value for a reader: a mapping as ``key value, ...`` without its empty fields."""
+    """A result value for a reader: a mapping as ``key value, ...`` without its empty fields; a
+    float in decimals, with the digits the JSON gives it (a tiny model's peak ``0.000024``, as
+    ``conformance estimate`` prints it, not ``2.4e-05``)."""
     if isinstance(value, dict):
         return ", ".join(f"{k} {_plain(v)}" for k, v in value.items() if v is not None)
+    if isinstance(value, float) and math.isfinite(value):
+        return format(Decimal(repr(value)), "f")
     return str(value)
 
 

@@ -127,6 +127,31 @@ def test_run_without_json_prints_what_applies_and_says_what_it_does(capsys: pyte
     assert "Time for inference 2: " in err and not any(line.startswith("Time for inference") for line in lines)
 
 
+def test_run_without_json_prints_small_figures_as_decimals(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tiny model's peak (a few kB) and a small cap read as decimals, as ``conformance estimate``
+    prints them (``0.000024``), not in a float's exponent form (``2.4e-05``); --json keeps the number."""
+    from litgpt_min import cli
+
+    small = Result(
+        workload="inference",
+        model="tiny-reference",
+        max_memory_gb=2.4e-05,
+        memory_source="live-tensor-tracker",
+        tokens_per_sec=128.741,
+        device={"type": "cpu", "name": "some CPU", "memory_cap_gb": 5e-05},
+    )
+    monkeypatch.setattr(cli, "execute", lambda *args, **kwargs: small)
+    code, lines, err = run_cli(capsys, "generate", "--model", "tiny-reference")
+    assert code == 0, err
+    assert "max_memory_gb: 0.000024" in lines and "tokens_per_sec: 128.741" in lines
+    assert "device: type cpu, name some CPU, memory_cap_gb 0.00005" in lines
+    assert not any("e-0" in line for line in lines), lines
+    result, _, _ = run_json(capsys, "generate", "--model", "tiny-reference")
+    assert (result["max_memory_gb"], result["device"]["memory_cap_gb"]) == (2.4e-05, 5e-05)
+
+
 def _tiny_llama_shapes() -> tuple[list[tuple[int, int]], int]:
     """tiny-llama's linear weights (out, in) and the number of its other parameters, from its config."""
     c = Config.from_name("tiny-llama")
