@@ -95,9 +95,11 @@ def build_parser() -> OneLineParser:
     diff.add_argument("--json", action="store_true", help="JSON instead of Markdown")
     diff.add_argument("-o", "--output", type=path_argument, default=None, help="write here instead of stdout")
     diff.add_argument("--memory-tolerance", type=two_sided, default=None, metavar="FRACTION",
-                      help="peak-memory tolerance for every row, overriding the results' (0.1 is ±10%%)")  # fmt: skip
-    diff.add_argument("--speed-tolerance", type=speed_factor, default=None, metavar="FRACTION",
-                      help="speed tolerance for every row, overriding the results' (0.15: 1.15x slower or faster)")  # fmt: skip
+                      help="peak-memory tolerance for every row (0.1 is ±10%%; default: each row's, the tighter of"
+                      " the two files')")  # fmt: skip
+    diff.add_argument("--speed-tolerance", type=speed_factor, default=None, metavar="EXCESS",
+                      help="speed tolerance for every row, a factor's excess over 1 (0.15: 1.15x slower or faster;"
+                      " default: each row's, the tighter of the two files')")  # fmt: skip
     diff.add_argument("--strict", action="store_true", help="improvements beyond tolerance fail too")
     validate = sub.add_parser(
         "validate",

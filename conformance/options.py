@@ -425,15 +425,16 @@ def add_options(parser: pytest.Parser) -> None:
         metavar="FRACTION",
         type=two_sided,
         default=None,
-        help="two-sided peak-memory tolerance for every row, overriding the profiles' (0.1 is ±10%%)",
+        help="two-sided peak-memory tolerance for every row (0.1 is ±10%%; default: each profile's memory_rel)",
     )
     add(
         "--speed-tolerance",
         field="speed_tolerance",
-        metavar="FRACTION",
+        metavar="EXCESS",
         type=speed_factor,
         default=None,
-        help="speed tolerance for every row, overriding the profiles' (a factor: 0.15 fails a row more than 1.15x slower)",
+        help="speed tolerance for every row, a factor's excess over 1: 0.15 fails a row more than 1.15x slower"
+        " (default: each profile's speed_rel)",
     )
     add(
         "--estimate-tolerance",
@@ -441,7 +442,8 @@ def add_options(parser: pytest.Parser) -> None:
         metavar="FRACTION",
         type=two_sided,
         default=None,
-        help="two-sided tolerance of the GPU-free estimate (test_estimate) for every row, overriding the profiles'",
+        help="two-sided tolerance of the GPU-free estimate (test_estimate) for every row (default: each profile's"
+        " estimate_rel)",
     )
     add(
         "--emulate-memory-gb",
@@ -449,7 +451,7 @@ def add_options(parser: pytest.Parser) -> None:
         metavar="GB|auto|off",
         type=_memory_cap,
         default="auto",
-        help="cap the device's memory at GB (passed to the runner as --memory-cap-gb). auto: the profile's"
+        help="cap the device's memory at GB (passed to the runner as --memory-cap-gb). auto (the default): the profile's"
         " capacity when this card is larger and not the profile's own SKU (portable mode); on its own card"
         " (or the CPU) a profile is checked under the memory it was recorded under, and only --record"
         " takes another",
@@ -460,7 +462,7 @@ def add_options(parser: pytest.Parser) -> None:
         metavar="SECONDS",
         type=_seconds,
         default=1800.0,
-        help="kill a row's run after this long (outcome error)",
+        help="kill a row's run after this long (outcome error; default: %(default)g)",
     )
     add(
         "--runner",
@@ -478,7 +480,7 @@ def add_options(parser: pytest.Parser) -> None:
         default=2,
         help="rows that run on the CPU (the CPU profile, runner refusals) run N processes at a time, all"
         " pytest -n workers together (a several-rank row counts its ranks), started before the first test (0:"
-        " one row at a time, when its test runs). GPU rows run one at a time, or under pytest -n one"
+        " one row at a time, when its test runs; default: %(default)s). GPU rows run one at a time, or under pytest -n one"
         " per worker, each on GPUs of its own",
     )
     add("--row-logs", field="row_logs", metavar="DIR", default=None,

@@ -2714,6 +2714,22 @@ def test_the_cpu_jobs_help_says_how_gpu_rows_run_under_xdist(pytester: pytest.Py
     assert "GPU rows run one at a time, or under pytest -n one per worker, each on GPUs of its own" in help_text
 
 
+def test_the_help_states_each_options_default_and_names_the_speed_tolerance_as_an_excess(
+    pytester: pytest.Pytester,
+) -> None:
+    """Before: --cpu-jobs, --row-timeout and --emulate-memory-gb did not say their defaults (2,
+    1800 s, auto) as --expectations, --profile, --runner and --row-logs do, and --speed-tolerance
+    took a FRACTION, though 0.15 is a factor of 1.15x."""
+    help_text = " ".join(pytester.runpytest("-p", "conformance.plugin", "--help").stdout.str().split())
+    assert "--speed-tolerance=FRACTION" not in help_text and "--speed-tolerance=EXCESS" in help_text
+    assert "0.15 fails a row more than 1.15x slower (default: each profile's speed_rel)" in help_text
+    assert "(0.1 is ±10%; default: each profile's memory_rel)" in help_text
+    assert "for every row (default: each profile's estimate_rel)" in help_text
+    assert "auto (the default):" in help_text
+    assert "(outcome error; default: 1800)" in help_text
+    assert "when its test runs; default: 2)" in help_text
+
+
 @pytest.mark.parametrize("workers", [("-n", "2"), ("--tx", "2*popen")], ids=["n", "tx"])
 def test_under_xdist_dist_each_is_refused(suite: Suite, workers: tuple[str, ...]) -> None:
     """Before: every row ran once per worker, and the results file kept one of the runs."""

@@ -695,6 +695,20 @@ def test_each_subcommands_help_states_its_exit_status(command: str, capsys: pyte
         assert "1 one is not" in text and f"--expectations DIR default: {expectations.DEFAULT_ROOT}" in text
 
 
+def test_diffs_help_names_the_speed_tolerance_as_an_excess_and_states_the_defaults(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Before: "--speed-tolerance FRACTION", though 0.15 is a factor of 1.15x, and the tolerances'
+    default (each row's, the tighter of the two files') was not said."""
+    with pytest.raises(SystemExit) as shown:
+        main(["diff", "--help"])
+    assert shown.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--speed-tolerance FRACTION" not in text and "--speed-tolerance EXCESS" in text
+    assert "--memory-tolerance FRACTION" in text
+    assert text.count("default: each row's, the tighter of the two files'") == 2
+
+
 @pytest.mark.parametrize("command", ["validate", "estimate"])
 def test_help_shows_a_checkout_path_with_a_percent_sign(
     command: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
