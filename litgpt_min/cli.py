@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from litgpt_min import launch
-from litgpt_min.config import Config
+from litgpt_min.config import Config, configs
 from litgpt_min.finetune import finetune_body
 from litgpt_min.generate import generate_body
 from litgpt_min.options import (
@@ -136,6 +136,17 @@ def build_parser() -> OneLineParser:
     return parser
 
 
+def _check_registry_name(command: str, model: str | None) -> None:
+    """A checkpoint's config (a file or its folder) given where a registry name goes is refused as
+    such, not as an unknown name: litgpt-min builds the registry's models only."""
+    if model is not None and model not in configs and os.path.exists(model):
+        raise UsageError(
+            f"litgpt-min {command}: error: {quoted(model)} is a path, not a registry name: litgpt-min counts and"
+            f" runs the registry's models only (known: {', '.join(sorted(configs))}); conformance estimate"
+            " --config reads a checkpoint's config, for its peak memory"
+        )
+
+
 def cmd_params(args: argparse.Namespace) -> dict[str, Any]:
     if args.model in METHODS:
         raise UsageError(f"litgpt-min params: error: {args.model!r} is a method: give it as --method {args.model}")
@@ -148,6 +159,7 @@ def cmd_params(args: argparse.Namespace) -> dict[str, Any]:
         if args.model_flag is None:
             raise UsageError("litgpt-min params: error: a model is required (a registry name, e.g. Llama-2-7b-hf)")
         args.model = args.model_flag
+    _check_registry_name("params", args.model)
     try:  # the method's settings as a run takes them (a count within a long long, a rate in range)
         lora, adapter = peft_settings(typed_settings(vars(args)), args.method)
     except ValueError as exc:
@@ -176,6 +188,7 @@ def cmd_params(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_run(args: argparse.Namespace) -> Result:
     workload: Workload = "finetune" if args.command == "finetune" else "inference"
     values = {name: getattr(args, name) for name in FLAT_OPTIONS[workload]}
+    _check_registry_name(args.command, args.model)
     try:
         request = build_request(workload, values)
         check_runs_here(request)

@@ -20,11 +20,11 @@ from reference_counts import TOTALS, TRAINABLE
 
 from litgpt_min.adapter import AdapterSettings
 from litgpt_min.cli import EXIT_RUN_FAILED, main
-from litgpt_min.config import Config
+from litgpt_min.config import Config, configs
 from litgpt_min.options import REFERENCE
 from litgpt_min.peft import count_params
 from litgpt_min.quantize import quantized_weight_bytes
-from litgpt_min.quoting import SHOWN_CHARS
+from litgpt_min.quoting import SHOWN_CHARS, quoted
 from litgpt_min.result import Result
 
 REPO = Path(__file__).resolve().parents[1]
@@ -404,6 +404,32 @@ def test_bad_input_exits_2_with_one_line(capsys: pytest.CaptureFixture[str], cas
     assert "Traceback" not in err
     assert re.match(r"litgpt-min( [\w-]+)?: (error|unsupported): ", err), err  # one form for every refusal
     assert re.search(pattern, err), err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [("params", "{path}"), ("params", "--model", "{path}"), ("finetune", "lora", "--model", "{path}"),
+     ("generate", "--model", "{path}")],
+    ids=["params", "params-model", "finetune", "generate"],
+)  # fmt: skip
+@pytest.mark.parametrize("given", ["file", "folder"])
+def test_a_checkpoint_path_given_as_the_model_says_litgpt_min_takes_registry_names(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, argv: tuple[str, ...], given: str
+) -> None:
+    """Before: "unknown model '.../lit_config.json' (known: ...)", as for a misspelt name, though
+    the file is a config: litgpt-min counts and runs registry models only, and the command that
+    reads a checkpoint's config is conformance estimate --config (its peak memory; it counts no
+    parameters)."""
+    Config.from_name("tiny-llama").to_file(tmp_path / "lit_config.json")
+    path = str(tmp_path / "lit_config.json" if given == "file" else tmp_path)
+    code, lines, err = run_cli(capsys, *(word.format(path=path) for word in argv), "--json")
+    assert (code, lines) == (2, [])
+    command = " ".join(argv[:1])
+    assert err == (
+        f"litgpt-min {command}: error: {quoted(path)} is a path, not a registry name: litgpt-min counts and runs the"
+        f" registry's models only (known: {', '.join(sorted(configs))}); conformance estimate --config reads a"
+        " checkpoint's config, for its peak memory\n"
+    )
 
 
 # Where the line names the option by what it is rather than by its flag (the model's name is
