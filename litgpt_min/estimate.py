@@ -68,7 +68,7 @@ Modelling assumptions (each one is a place the estimate can be wrong):
    the root unit, ``use_orig_params=True``, ``limit_all_gathers``, activation checkpointing per
    Block): the step runs with checkpointing, and every Block's parameters, frozen ones included,
    receive gradients that are concatenated into one unsharded flat gradient per Block, kept (in
-   the compute dtype) under ``no_backward_sync`` (without accumulation every backward syncs
+   FSDP's compute dtype) under ``no_backward_sync`` (without accumulation every backward syncs
    instead: each flat gradient is reduce-scattered as it is complete, and only this rank's shard
    of it is kept). The run allocates and frees every unit's flat parameter when FSDP does
    (:class:`~litgpt_min.fake_step._FsdpUnits`): at set-up each unit's flat parameter and this
@@ -93,6 +93,21 @@ Modelling assumptions (each one is a place the estimate can be wrong):
    :func:`~litgpt_min.finetune.later_length`: the median of that maximum, 633 tokens for Llama 2
    at micro-batch 1, where the longest is 1304).
    That is a statistic, not a bound: a run that happens to draw a longer sample peaks higher.
+   Under a mixed precision Fabric's ``FSDPPrecision`` gives FSDP ``MixedPrecision`` with
+   ``param_dtype``, ``reduce_dtype`` and ``buffer_dtype`` bf16 (fp16 under ``16-mixed``;
+   :attr:`~litgpt_min.estimate_request.EstimateRequest.fsdp_compute_dtype`): the shards, and so
+   the optimizer's states, stay fp32, but each unit is gathered in bf16 from a bf16 copy of this
+   rank's shard (freed once gathered), the forward and backward see bf16 weights, the flat
+   gradients are bf16 (kept whole in bf16 while gradients accumulate) and a reduced bf16 shard is
+   cast to an fp32 one, the whole gradient still held. Fabric's forward runs under
+   ``autocast("cuda")``, which does nothing on CPU ranks; on a GPU, over bf16 weights, it changes
+   what CPU autocast does not: ``layer_norm`` runs in fp32 (its input and output fp32), which the
+   run models (:func:`~litgpt_min.fake_step._layer_norms_in_fp32`), unchecked against a GPU. On
+   2 CPU ranks of tiny-llama (RMSNorm, which computes in fp32 itself) the estimate reads a
+   bf16-mixed run as closely as a bf16-true one (11 kB high, the RoPE tables, which FSDP casts to
+   its ``buffer_dtype`` and the fake run keeps fp32, in both); a LayerNorm model reads higher
+   than a CPU rank measures, by what CUDA's fp32 ``layer_norm`` holds (tiny-neox LoRA: 8%).
+   ``16-mixed``'s gradient scaler (a few 0-dim tensors) is not counted.
    Quantization with several devices, or with a mixed precision, is unsupported, as in the reference.
 8. **Random weights, synthetic batch.** Memory does not depend on values; the batch is the
    longest sample repeated (the micro-batch is padded to its longest sample anyway).
@@ -445,7 +460,9 @@ class FsdpShares:
     an accumulation window: the whole flat gradient of every unit that trains (each Block with a
     trainable parameter, and the root unit with Adapter v2), frozen weights' part included, while
     gradients accumulate (which is why several devices can need more than one), or its shard of
-    each without accumulation."""
+    each without accumulation. A whole flat gradient is in FSDP's compute dtype
+    (:attr:`~litgpt_min.estimate_request.EstimateRequest.fsdp_compute_dtype`, bf16 under
+    ``bf16-mixed``), a shard in the weights' dtype (fp32 under a mixed precision)."""
 
     weights_bytes: int
     kept_gradient_bytes: int
@@ -456,12 +473,13 @@ def fsdp_shares(request: EstimateRequest) -> FsdpShares:
     itemsize, devices = request.dtype.itemsize, request.devices
     parts = _model_sizes(request).parts  # each unit's flat parameter: the elements of a Block, or the root's
     weights = sum(part.count * round_allocation(-(-part.elements // devices) * itemsize) for part in parts)
-    whole = request.gradient_accumulation_iters > 1
-    kept = sum(
-        part.count * round_allocation((part.elements if whole else -(-part.elements // devices)) * itemsize)
-        for part in parts
-        if part.trainable
-    )
+    if request.gradient_accumulation_iters > 1:
+        compute = request.fsdp_compute_dtype.itemsize
+        kept = sum(part.count * round_allocation(part.elements * compute) for part in parts if part.trainable)
+    else:
+        kept = sum(
+            part.count * round_allocation(-(-part.elements // devices) * itemsize) for part in parts if part.trainable
+        )
     return FsdpShares(weights, kept)
 
 

@@ -120,5 +120,16 @@ class EstimateRequest:
     def dtype(self) -> torch.dtype:
         return PRECISIONS[self.precision]
 
+    @property
+    def fsdp_compute_dtype(self) -> torch.dtype:
+        """The dtype FSDP gathers each unit's weights in, computes its gradients in and reduces
+        them in, on several devices: Fabric's ``FSDPPrecision.mixed_precision_config`` gives FSDP
+        ``MixedPrecision(param_dtype=reduce_dtype=buffer_dtype=)`` bf16 under ``bf16-*``, fp16
+        under ``16-*`` and fp32 under ``32-true``. Under a ``-true`` precision that is the weights'
+        own :attr:`dtype`; under a mixed one the weights (and their shards) stay fp32."""
+        if self.precision.startswith("bf16"):
+            return torch.bfloat16
+        return torch.float16 if self.precision.startswith("16") else torch.float32
+
 
 __all__ = ["STACKS", "EstimateRequest", "EstimateWorkload", "Stack", "stack_for"]

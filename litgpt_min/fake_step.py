@@ -212,10 +212,12 @@ def run_step(
         if fsdp:
             _checkpoint_blocks(model)
         # Fabric sets FSDP up before the optimizer is made (which allocates nothing until its step).
-        units = _FsdpUnits(model, request.dtype, request.devices) if fsdp else None
+        units = _FsdpUnits(model, request.dtype, request.devices, request.fsdp_compute_dtype) if fsdp else None
         if units is not None:
             fsdp_setup(units.reference_setup_bytes)
-        optimizer = _optimizer(model, request, device)
+            if units.mixed:
+                _layer_norms_in_fp32(model)
+        optimizer = _optimizer(model, request, device, stand_ins=units is not None and units.mixed)
         prefix = [""]
         accumulating = request.gradient_accumulation_iters > 1
         free_flat_gradients: Callable[[], None] | None = None
@@ -225,7 +227,6 @@ def run_step(
         if units is not None:
             free_flat_gradients = _flat_block_gradients(
                 model,
-                request.dtype,
                 units,
                 first=lambda: phase(f"{prefix[0]}flat-gradients"),  # type: ignore[arg-type]
                 shards=lambda: request.devices if syncs[0] else None,
@@ -354,9 +355,26 @@ def _checkpoint_blocks(model: GPT) -> None:
         block.forward = forward  # type: ignore[method-assign]
 
 
+def _layer_norms_in_fp32(model: GPT) -> None:
+    """Every ``nn.LayerNorm`` as CUDA's autocast runs it over FSDP's low-precision weights (a
+    mixed precision on several devices): ``layer_norm`` is on its fp32 list, so its input and
+    parameters are cast up and its output is fp32, which the next linear casts down again. The fake
+    run's CPU autocast leaves it in the input's dtype (and a CPU rank, where Fabric's
+    ``autocast("cuda")`` does nothing, runs it in bf16). On one device the residual stream is
+    fp32 already (fp32 embedding), so there it changes nothing. RMSNorm computes in fp32 itself."""
+    for module in model.modules():
+        if isinstance(module, nn.LayerNorm):
+
+            def forward(x: torch.Tensor, _norm: nn.LayerNorm = module) -> torch.Tensor:
+                weight = None if _norm.weight is None else _norm.weight.float()
+                bias = None if _norm.bias is None else _norm.bias.float()
+                return nn.functional.layer_norm(x.float(), _norm.normalized_shape, weight, bias, _norm.eps)
+
+            module.forward = forward  # type: ignore[method-assign]
+
+
 def _flat_block_gradients(
     model: GPT,
-    dtype: torch.dtype,
     units: _FsdpUnits,
     first: Callable[[], None] = lambda: None,
     shards: Callable[[], int | None] = lambda: None,
@@ -410,7 +428,7 @@ def _flat_block_gradients(
     def concatenate(b: int) -> None:
         if b == len(blocks) - 1:
             first()
-        _keep_flat_gradient(kept[b], blocks[b], dtype, shards(), then=lambda: units.post_backward(trains[b][0]))
+        _keep_flat_gradient(kept[b], blocks[b], units, shards(), then=lambda: units.post_backward(trains[b][0]))
 
     for b, params in enumerate(blocks):
         for p in params:
@@ -418,7 +436,7 @@ def _flat_block_gradients(
             # The hooks hold ``kept``: the flat gradients live as long as the model.
             p.register_post_accumulate_grad_hook(functools.partial(hook, b=b))
     units.output_gradient_complete = below_starts
-    root_kept = _root_flat_gradient(model, dtype, shards)
+    root_kept = _root_flat_gradient(model, units, shards)
 
     def free() -> None:
         for gradients in (*kept, root_kept):
@@ -427,7 +445,7 @@ def _flat_block_gradients(
     return free
 
 
-def _root_flat_gradient(model: GPT, dtype: torch.dtype, shards: Callable[[], int | None]) -> list[torch.Tensor]:
+def _root_flat_gradient(model: GPT, units: _FsdpUnits, shards: Callable[[], int | None]) -> list[torch.Tensor]:
     """The root unit's flat gradient, when a parameter outside the Blocks trains (Adapter v2's
     ``lm_head`` adapter and final norm): as for a Block, every parameter of the unit, the frozen
     embedding and ``lm_head`` weight included, then receives a gradient, and once the last of them
@@ -445,7 +463,7 @@ def _root_flat_gradient(model: GPT, dtype: torch.dtype, shards: Callable[[], int
         arrived.append(param)
         if len(arrived) == len(params):
             arrived.clear()
-            _keep_flat_gradient(kept, params, dtype, shards())
+            _keep_flat_gradient(kept, params, units, shards())
 
     for p in params:
         p.requires_grad_(True)
@@ -456,7 +474,7 @@ def _root_flat_gradient(model: GPT, dtype: torch.dtype, shards: Callable[[], int
 def _keep_flat_gradient(
     kept: list[torch.Tensor],
     params: list[nn.Parameter],
-    dtype: torch.dtype,
+    units: _FsdpUnits,
     shards: int | None,
     then: Callable[[], None] = lambda: None,
 ) -> None:
@@ -470,20 +488,22 @@ def _keep_flat_gradient(
     from an earlier sync."""
     device = params[0].device
     numel = sum(p.numel() for p in params)
-    new = torch.empty(numel, dtype=dtype, device=device)
+    new = torch.empty(numel, dtype=units.compute_dtype, device=device)
     for p in params:
         p.grad = None
     if kept and kept[0].numel() == numel:
         kept[0].add_(new)
         new = kept.pop()
     then()
+    whole = None
     if shards is not None:
-        new = torch.empty(-(-numel // shards), dtype=dtype, device=device)
+        whole, new = new, torch.empty(-(-numel // shards), dtype=units.compute_dtype, device=device)
+        new = new.to(units.dtype)  # under a mixed precision a copy: the reduced shard cast to fp32
     if kept:
         kept[0].add_(new)
     else:
         kept.append(new)
-    del new
+    del new, whole
 
 
 class _FsdpUnits:
@@ -510,9 +530,12 @@ class _FsdpUnits:
       forward and stays unsharded to the end of backward.
     """
 
-    def __init__(self, model: GPT, dtype: torch.dtype, devices: int) -> None:
+    def __init__(self, model: GPT, dtype: torch.dtype, devices: int, compute_dtype: torch.dtype) -> None:
         self.blocks = list(model.transformer.h)
         self.dtype = dtype
+        self.compute_dtype = compute_dtype
+        self.mixed = compute_dtype != dtype
+        self.devices = devices
         self.device = next(model.parameters()).device
         in_blocks = {id(p) for block in self.blocks for p in block.parameters()}
         units = [list(b.parameters()) for b in self.blocks]
@@ -556,16 +579,25 @@ class _FsdpUnits:
         del flat
         with host_memory():  # views of the flat parameter, which the shard and the unsharded copy stand for
             for p in params:
-                p.data = torch.empty_like(p)
+                p.data = torch.empty_like(p, dtype=self.compute_dtype)
         return shard
+
+    def _gather(self, numel: int) -> torch.Tensor:
+        """A unit's unsharded flat parameter, all-gathered in the compute dtype; under a mixed
+        precision from a low-precision copy of this rank's shard (``_mp_shard``), freed once the
+        all-gather is done."""
+        copy = torch.empty(numel // self.devices, dtype=self.compute_dtype, device=self.device) if self.mixed else None
+        unsharded = torch.empty(numel, dtype=self.compute_dtype, device=self.device)
+        del copy
+        return unsharded
 
     def _root_pre_forward(self, module: nn.Module, args: Any) -> None:
         if self.root_unsharded is None:
-            self.root_unsharded = torch.empty(self.root_numel, dtype=self.dtype, device=self.device)
+            self.root_unsharded = self._gather(self.root_numel)
 
     def _unshard(self, i: int) -> None:
         if i not in self.unsharded:
-            self.unsharded[i] = torch.empty(self.numel[i], dtype=self.dtype, device=self.device)
+            self.unsharded[i] = self._gather(self.numel[i])
 
     def _reshard(self, i: int) -> None:
         self.unsharded.pop(i, None)
@@ -661,8 +693,16 @@ class _FabricOutputs(nn.Module):
         return self.model.max_seq_length
 
 
-def _optimizer(model: GPT, request: EstimateRequest, device: torch.device) -> torch.optim.Optimizer:
+def _optimizer(
+    model: GPT, request: EstimateRequest, device: torch.device, *, stand_ins: bool = False
+) -> torch.optim.Optimizer:
+    """The run's optimizer over the trainable parameters; ``stand_ins``: over uncounted copies in
+    the weights' dtype (FSDP under a mixed precision, whose forward sees the parameters in the
+    compute dtype while the optimizer steps the fp32 shards)."""
     params = [p for p in model.parameters() if p.requires_grad]
+    if stand_ins:
+        with host_memory():
+            params = [nn.Parameter(torch.empty_like(p, dtype=request.dtype)) for p in params]
     hp = hyperparameters(request.method)  # the learning rate and weight decay move no memory
     if request.quantize is None:
         return torch.optim.AdamW(params, lr=hp.learning_rate, weight_decay=hp.weight_decay, foreach=True)
