@@ -17,7 +17,6 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -42,7 +41,7 @@ from litgpt_min.outcome import UnsupportedCombination
 from litgpt_min.params import num_params
 from litgpt_min.peft import METHODS, build_meta_model
 from litgpt_min.quantize import QUANTIZE_MODES, model_weight_bytes
-from litgpt_min.quoting import quoted
+from litgpt_min.quoting import as_given, quoted
 from litgpt_min.result import Result, Workload
 from litgpt_min.run import execute
 from litgpt_min.usage import (
@@ -285,7 +284,7 @@ def _plain(value: object) -> str:
     if isinstance(value, dict):
         return ", ".join(f"{k} {_plain(v)}" for k, v in value.items() if v is not None)
     if isinstance(value, float) and math.isfinite(value):
-        return format(Decimal(repr(value)), "f")
+        return as_given(value, repr)
     return str(value)
 
 
