@@ -360,7 +360,7 @@ def _read_weight_map(index: Path, hf_dir: Path) -> dict[str, str]:
         )
     root = input_root(hf_dir)
     for key, file in weight_map.items():
-        if not isinstance(file, str) or not file:
+        if not isinstance(file, str) or not file or "\0" in file:  # (no file system takes a NUL in a name)
             raise ValueError(f"{index}: weight_map[{quoted(key)}]: expected a shard file name, got {shown(file)}")
         try:  # a name no file system takes (File name too long) is no shard either
             inside = real_path(hf_dir / file).is_relative_to(root)

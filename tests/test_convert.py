@@ -638,6 +638,11 @@ def test_layer_count_is_checked_without_building_the_model(
             r"weight_map\['lm_head\.weight'\]: shard \"x{20,}\.\.\. cannot be read: File name too long$",
             id="name-too-long",
         ),
+        pytest.param(  # before: "litgpt-min: error: embedded null byte", naming neither file nor key
+            {"weight_map": {"lm_head.weight": "x\0.safetensors"}},
+            r"index\.json: weight_map\['lm_head\.weight'\]: expected a shard file name, got \"x\\u0000\.safetensors\"$",
+            id="nul-in-name",
+        ),
     ],
 )
 def test_malformed_index_is_one_line(
