@@ -95,6 +95,8 @@ def lookup_problem(path: str | Path) -> str | None:
     except OSError as exc:
         if exc.errno not in _NOT_THERE_ERRNOS:
             return exc.strerror or str(exc)
+    except ValueError:  # "embedded null byte": a JSON file's path may hold one, a command line's cannot
+        return "a path cannot hold a NUL character"
     return None
 
 

@@ -309,11 +309,19 @@ class GenerateSettings:
 def check_data_file_path(path: str | Path) -> None:
     """``ValueError`` for a ``--data-file`` that is missing or not a regular file."""
     if why := lookup_problem(path):
-        raise ValueError(f"--data-file {clipped(str(path))}: {why}")
+        raise ValueError(f"--data-file {_path_text(path)}: {why}")
     if not Path(path).exists():
         raise ValueError(f"--data-file {path}: no such file")
     if not Path(path).is_file():
         raise ValueError(f"--data-file {path}: not a regular file")
+
+
+def _path_text(path: str | Path) -> str:
+    """A path the system cannot look up, for a message: cut short (a name too long for the file
+    system), and in JSON's quotes where it holds a character a line cannot show (a profile's
+    ``runner_options`` may give a NUL, which the message printed as it was)."""
+    text = str(path)
+    return clipped(text) if text.isprintable() else shown(text)
 
 
 TOKENIZER_WITHOUT_DATA = "--tokenizer-dir tokenizes --data-file: give both, or neither (synthetic data)"
@@ -330,7 +338,7 @@ def _tokenizer_dir(path: str) -> None:
     if path == "":  # Path("") is the working directory: never a silent stand-in
         raise ValueError("--tokenizer-dir: expected a path, got an empty value")
     if why := lookup_problem(path):
-        raise ValueError(f"--tokenizer-dir {clipped(str(path))}: {why}")
+        raise ValueError(f"--tokenizer-dir {_path_text(path)}: {why}")
     directory = Path(path)
     if directory.is_file():
         raise ValueError(f"--tokenizer-dir {path}: is a file; give the directory that holds it")

@@ -607,3 +607,17 @@ def test_a_registry_model_without_a_tokenizer_family_is_refused_before_it_runs(m
         r" give --tokenizer-dir$",
     ):
         build_request("inference", {"model": "tiny-mine"})
+
+
+@pytest.mark.parametrize("key", ["data_file", "tokenizer_dir"])
+def test_a_path_with_a_nul_is_refused_naming_its_option(key: str) -> None:
+    """A profile's runner_options may give one (a command line cannot): before, the lookup's own
+    ValueError, "embedded null byte", was the whole message (`conformance validate`: "litgpt-min
+    refuses them: embedded null byte"), naming neither the option nor the path."""
+    values = {"model": "tiny-llama", "method": "lora", key: "x\0y"}
+    if key == "tokenizer_dir":
+        values["data_file"] = __file__
+    with pytest.raises(ValueError) as exc:
+        build_request("finetune", values)
+    flag = "--" + key.replace("_", "-")
+    assert str(exc.value) == f'{flag} "x\\u0000y": a path cannot hold a NUL character'
