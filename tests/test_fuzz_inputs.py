@@ -340,12 +340,14 @@ ESTIMATE_FLAGS = ["--quantize", "--precision", "--micro-batch-size", "--batch-si
 @settings(FUZZ, max_examples=40)
 @given(
     workload=st.sampled_from(["finetune", "inference"]),
+    method=st.sampled_from(["lora", "adapter", "adapter_v2"]),
+    model=st.sampled_from(["tiny-llama", "tiny-neox", "tiny-phi", "tiny-falcon"]),
     options=st.lists(st.tuples(st.sampled_from(ESTIMATE_FLAGS), OPTION_VALUE), max_size=3),
 )
-def test_conformance_estimate_options(workload: str, options: list[tuple[str, str]]) -> None:
-    method = ["--method", "lora"] if workload == "finetune" else []
+def test_conformance_estimate_options(workload: str, method: str, model: str, options: list[tuple[str, str]]) -> None:
+    methods = ["--method", method] if workload == "finetune" else []
     given = [f"{flag}={value}" for flag, value in options]
-    argv = ["estimate", "--model", "tiny-llama", "--workload", workload, *method, *given]
+    argv = ["estimate", "--model", model, "--workload", workload, *methods, *given]
     code, _, err = call(conformance_cli.main, argv)
     holds(code, err)
 
