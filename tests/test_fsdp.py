@@ -52,6 +52,17 @@ def request(devices: int, **values: Any) -> RunRequest:
     return build_request("finetune", {**base, "devices": devices, **values})
 
 
+def equal_samples_run(tmp_path: Path, **values: Any) -> RunRequest:
+    """A 2-rank run of 4 iterations over 8 equal Alpaca samples (every micro-step the same length),
+    tokenized by the word tokenizer."""
+    data_file = tmp_path / "alpaca.json"
+    data_file.write_text(json.dumps([{"instruction": "write " * 40, "input": "", "output": "a task " * 10}] * 8))
+    tokenizer = word_tokenizer(tmp_path / "tokenizer")
+    return request(
+        2, max_iters=4, data_file=str(data_file), tokenizer_dir=str(tokenizer), rank_timeout_s=60.0, **values
+    )
+
+
 def fixed_batch_body(request: RunRequest, config: Config, fabric: Any, device: torch.device) -> Mapping[str, Any]:
     """Train LoRA on one batch that every rank shares, so that the ranks' averaged gradient is the
     one-process gradient; record the losses and the gradient elements each rank holds after the
@@ -208,16 +219,7 @@ def test_the_estimate_of_an_accumulating_two_rank_run_is_its_measured_peak(
     ``lm_head`` apart, Blocks' weights traded for shards afterwards) laid the segment out otherwise
     and read 97,280 bytes low, and 512 more for the loop's previous loss (0.029715 GB where the
     run measured 0.029813)."""
-    data_file = tmp_path / "alpaca.json"
-    data_file.write_text(json.dumps([{"instruction": "write " * 40, "input": "", "output": "a task " * 10}] * 8))
-    run = request(
-        2,
-        batch_size=2,
-        max_iters=4,
-        data_file=str(data_file),
-        tokenizer_dir=str(word_tokenizer(tmp_path / "tokenizer")),
-        rank_timeout_s=60.0,
-    )
+    run = equal_samples_run(tmp_path, batch_size=2)
     shape = {"n_layer": 5, "n_embd": 128, "intermediate_size": 352, **vocab}
     result, asked, estimated = _run_and_estimate(run, shape)
     assert asked.later_seq_len == asked.seq_len == result.details["longest_seq_length"]
@@ -243,20 +245,8 @@ def test_a_bf16_mixed_run_on_two_ranks_measures_what_its_estimate_says(
     optimizer's states of the other rank's shard (assumption 7). Fabric's forward autocast is
     ``autocast("cuda")``, which does nothing on these CPU ranks; over bf16 weights it changes
     nothing for tiny-llama (RMSNorm computes in fp32 itself), so the CPU run is the GPU's here."""
-    data_file = tmp_path / "alpaca.json"
-    data_file.write_text(json.dumps([{"instruction": "write " * 40, "input": "", "output": "a task " * 10}] * 8))
     extra = {"lora_dropout": 0.0} if method == "lora" else {"adapter_start_layer": 0}
-    run = request(
-        2,
-        method=method,
-        precision="bf16-mixed",
-        batch_size=2,
-        max_iters=4,
-        data_file=str(data_file),
-        tokenizer_dir=str(word_tokenizer(tmp_path / "tokenizer")),
-        rank_timeout_s=60.0,
-        **extra,
-    )
+    run = equal_samples_run(tmp_path, method=method, precision="bf16-mixed", batch_size=2, **extra)
     shape = {"n_layer": 5, "n_embd": 128, "intermediate_size": 352, **vocab}
     result, _, estimated = _run_and_estimate(run, shape)
     assert estimated.max_memory_gb == pytest.approx(result.max_memory_gb, rel=0.005)
@@ -275,18 +265,7 @@ def test_a_root_unit_that_trains_keeps_a_flat_gradient_too(tmp_path: Path, batch
     gradients are gone once concatenated, before the reduce-scatter's shard is allocated (one that
     held them to then read 12% high without accumulation). What is left is the optimizer's states:
     the estimate holds every trainable tensor's, a rank only those of its shard."""
-    data_file = tmp_path / "alpaca.json"
-    data_file.write_text(json.dumps([{"instruction": "write " * 40, "input": "", "output": "a task " * 10}] * 8))
-    run = request(
-        2,
-        method="adapter_v2",
-        adapter_start_layer=0,
-        batch_size=batch_size,
-        max_iters=4,
-        data_file=str(data_file),
-        tokenizer_dir=str(word_tokenizer(tmp_path / "tokenizer")),
-        rank_timeout_s=60.0,
-    )
+    run = equal_samples_run(tmp_path, method="adapter_v2", adapter_start_layer=0, batch_size=batch_size)
     shape = {"n_layer": 5, "n_embd": 128, "intermediate_size": 352, "vocab_size": 8192, "padded_vocab_size": 8192}
     result, asked, estimated = _run_and_estimate(run, shape)
     assert estimated.peak_bytes is not None and result.max_memory_gb is not None
