@@ -294,9 +294,9 @@ def _memory_cap(text: str) -> float | str:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected GB (e.g. 40), 'auto' or 'off', got {quoted(text)}") from None
     value = _finite(text, f"a memory cap must be a finite number > 0 and <= {MAX_MEMORY_GB:g} (GB)", _device_gb)
-    if value < MIN_CAPACITY_GB:  # a fraction of a byte, passed on to litgpt-min's --memory-cap-gb
+    if value < MIN_MEMORY_GB:  # a fraction of a byte, as litgpt-min's --memory-cap-gb refuses it
         raise argparse.ArgumentTypeError(
-            f"a memory cap must be at least {MIN_CAPACITY_GB:g} GB (a byte), got {quoted(text)}"
+            f"a memory cap must be at least {MIN_MEMORY_GB:g} GB (a byte), got {quoted(text)}"
         )
     return value
 
@@ -324,18 +324,12 @@ def positive_number(text: str) -> float:
     return _finite(text, "must be a finite number > 0", lambda v: v > 0)
 
 
-# The least capacity ``conformance estimate --capacity-gb`` and memory cap ``--emulate-memory-gb``
-# take: a byte, as litgpt-min's --memory-cap-gb. Below it, a capacity is a fraction of one (1e-300
-# GB), which its output could only show in a float's own digits (5e-324 read "4.94e-324 GB").
-MIN_CAPACITY_GB = MIN_MEMORY_GB
-
-
 def device_gb(text: str) -> float:
     """An argparse type: a device's memory in GB (``conformance estimate --capacity-gb``)."""
     return _finite(
         text,
-        f"must be a finite number of GB from {MIN_CAPACITY_GB:g} (a byte) to {MAX_MEMORY_GB:g}",
-        lambda value: MIN_CAPACITY_GB <= value <= MAX_MEMORY_GB,
+        f"must be a finite number of GB from {MIN_MEMORY_GB:g} (a byte) to {MAX_MEMORY_GB:g}",
+        lambda value: MIN_MEMORY_GB <= value <= MAX_MEMORY_GB,
     )
 
 

@@ -9,7 +9,7 @@ import argparse
 import pytest
 
 from conformance.display import cap_figure, cap_text
-from conformance.options import MIN_CAPACITY_GB, _memory_cap
+from conformance.options import _memory_cap
 from conformance.profiles import display_cap
 from conformance.record import _cap_option
 from litgpt_min.result import MIN_MEMORY_GB
@@ -26,7 +26,7 @@ def test_a_cap_below_a_byte_is_refused(text: str) -> None:
 
 
 def test_a_byte_is_the_least_cap_everywhere() -> None:
-    assert _memory_cap("1e-9") == MIN_MEMORY_GB == MIN_CAPACITY_GB
+    assert _memory_cap("1e-9") == MIN_MEMORY_GB
     assert _memory_cap("auto") == "auto" and _memory_cap("40") == 40.0
 
 
